@@ -1,0 +1,78 @@
+using System.Globalization;
+using System.Text;
+
+namespace RetriKT.MLNet.Text;
+
+/// <summary>
+/// BERT's "basic" tokenization exactly as the reference (HF BasicTokenizer) does it: drop control characters and
+/// U+FFFD, map whitespace to spaces, surround CJK ideographs with spaces, optionally lower-case and strip accents
+/// (NFD, remove Mn), and split on punctuation (ASCII punctuation ranges plus Unicode P*). Microsoft.ML.Tokenizers'
+/// BertTokenizer differs on some inputs (for example it drops "½"), so normalization and pre-tokenization are ours
+/// and only the WordPiece step uses the library.
+/// </summary>
+internal static class BertPreTokenizer
+{
+    public static List<string> Split(string text, bool lowerCase)
+    {
+        var cleaned = new StringBuilder(text.Length);
+        foreach (var rune in text.EnumerateRunes())
+        {
+            int cp = rune.Value;
+            if (cp == 0 || cp == 0xFFFD || IsControl(rune)) continue;
+            if (IsWhitespace(rune)) cleaned.Append(' ');
+            else if (IsCjk(cp)) cleaned.Append(' ').Append(rune.ToString()).Append(' ');
+            else cleaned.Append(rune.ToString());
+        }
+
+        var words = new List<string>();
+        foreach (var raw in cleaned.ToString().Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var token = raw;
+            if (lowerCase) token = StripAccents(token.ToLowerInvariant());
+            var current = new StringBuilder();
+            foreach (var rune in token.EnumerateRunes())
+            {
+                if (IsPunctuation(rune))
+                {
+                    if (current.Length > 0) { words.Add(current.ToString()); current.Clear(); }
+                    words.Add(rune.ToString());
+                }
+                else current.Append(rune.ToString());
+            }
+            if (current.Length > 0) words.Add(current.ToString());
+        }
+        return words;
+    }
+
+    private static bool IsWhitespace(Rune r)
+        => r.Value is ' ' or '\t' or '\n' or '\r' || Rune.GetUnicodeCategory(r) == UnicodeCategory.SpaceSeparator;
+
+    private static bool IsControl(Rune r)
+    {
+        if (r.Value is '\t' or '\n' or '\r') return false;
+        var c = Rune.GetUnicodeCategory(r);
+        return c is UnicodeCategory.Control or UnicodeCategory.Format or UnicodeCategory.PrivateUse or UnicodeCategory.Surrogate or UnicodeCategory.OtherNotAssigned;
+    }
+
+    private static bool IsPunctuation(Rune r)
+    {
+        int cp = r.Value;
+        if (cp is >= 33 and <= 47 or >= 58 and <= 64 or >= 91 and <= 96 or >= 123 and <= 126) return true;
+        return Rune.GetUnicodeCategory(r) is UnicodeCategory.ConnectorPunctuation or UnicodeCategory.DashPunctuation
+            or UnicodeCategory.OpenPunctuation or UnicodeCategory.ClosePunctuation or UnicodeCategory.InitialQuotePunctuation
+            or UnicodeCategory.FinalQuotePunctuation or UnicodeCategory.OtherPunctuation;
+    }
+
+    private static bool IsCjk(int cp) => cp is >= 0x4E00 and <= 0x9FFF or >= 0x3400 and <= 0x4DBF or >= 0x20000 and <= 0x2A6DF
+        or >= 0x2A700 and <= 0x2B73F or >= 0x2B740 and <= 0x2B81F or >= 0x2B820 and <= 0x2CEAF or >= 0xF900 and <= 0xFAFF
+        or >= 0x2F800 and <= 0x2FA1F;
+
+    private static string StripAccents(string text)
+    {
+        var decomposed = text.Normalize(NormalizationForm.FormD);
+        var sb = new StringBuilder(decomposed.Length);
+        foreach (var ch in decomposed)
+            if (CharUnicodeInfo.GetUnicodeCategory(ch) != UnicodeCategory.NonSpacingMark) sb.Append(ch);
+        return sb.ToString();
+    }
+}

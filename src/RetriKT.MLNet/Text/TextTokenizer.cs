@@ -1,0 +1,216 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using RetriKT.MLNet.Bridge;
+using RetriKT.MLNet.Common;
+
+namespace RetriKT.MLNet.Text;
+
+/// <summary>
+/// Estimator for <see cref="TextTokenizingTransformer"/>: turns text (and an optional second text, for sentence-pair
+/// tasks) into WordPiece token ids <c>[CLS] a [SEP] (b [SEP])</c>, truncated to <see cref="Options.MaxLength"/>.
+/// <c>Fit</c> loads the vocabulary from <see cref="Options.VocabularyPath"/> or builds one from the training texts.
+/// </summary>
+/// <remarks>
+/// Input: <c>Text</c> (string), optional <c>Text2</c> (string). Output: <c>TokenIds</c> (variable-length vector of Int32).
+/// </remarks>
+public sealed class TextTokenizingEstimator : IEstimator<TextTokenizingTransformer>
+{
+    /// <summary>Options of the tokenizer.</summary>
+    public sealed class Options
+    {
+        /// <summary>Column with the (first) text. Default "Text".</summary>
+        public string InputColumnName = "Text";
+        /// <summary>Column with the second text of a sentence pair, or null. Default null.</summary>
+        public string? SecondInputColumnName;
+        /// <summary>Output column of token ids. Default "TokenIds".</summary>
+        public string OutputColumnName = "TokenIds";
+        /// <summary>Maximum number of ids including special tokens; longer inputs are truncated. Default 128.</summary>
+        public int MaxLength = 128;
+        /// <summary>A WordPiece vocab.txt to use; null builds a vocabulary from the training texts. Default null.</summary>
+        public string? VocabularyPath;
+        /// <summary>Lower-case and strip accents before tokenizing. Default true.</summary>
+        public bool LowerCase = true;
+        /// <summary>Largest vocabulary built from data. Default 8000.</summary>
+        public int MaxVocabularySize = 8000;
+        /// <summary>Minimum count for a whole word to enter a built vocabulary. Default 2.</summary>
+        public int MinWordFrequency = 2;
+    }
+
+    private readonly IHostEnvironment _env;
+    private readonly Options _options;
+
+    internal TextTokenizingEstimator(IHostEnvironment env, Options options)
+    {
+        _env = env ?? throw new ArgumentNullException(nameof(env));
+        _options = options ?? throw new ArgumentNullException(nameof(options));
+        if (string.IsNullOrWhiteSpace(options.InputColumnName)) throw new ArgumentException("InputColumnName must be set.", nameof(options));
+        if (string.IsNullOrWhiteSpace(options.OutputColumnName)) throw new ArgumentException("OutputColumnName must be set.", nameof(options));
+        if (options.MaxLength < 3) throw new ArgumentOutOfRangeException(nameof(options), $"MaxLength must be at least 3 (room for [CLS], one token and [SEP]), found {options.MaxLength}.");
+    }
+
+    /// <summary>Loads or builds the vocabulary and returns the fitted transformer.</summary>
+    public TextTokenizingTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var text = TextColumns.Require(input.Schema, _options.InputColumnName);
+        var text2 = _options.SecondInputColumnName is null ? (DataViewSchema.Column?)null : TextColumns.Require(input.Schema, _options.SecondInputColumnName);
+        WordPieceVocabulary vocabulary;
+        if (_options.VocabularyPath is not null)
+            vocabulary = WordPieceVocabulary.Load(_options.VocabularyPath, _options.LowerCase);
+        else
+        {
+            var texts = TextColumns.Read(input, text).Concat(text2 is { } c ? TextColumns.Read(input, c) : []);
+            vocabulary = WordPieceVocabulary.Build(texts, _options.MaxVocabularySize, _options.MinWordFrequency, _options.LowerCase);
+        }
+        new ComponentHost(_env, nameof(TextTokenizingEstimator)).Info($"Tokenizer vocabulary: {vocabulary.Count} tokens.");
+        return new TextTokenizingTransformer(_env, _options.InputColumnName, _options.SecondInputColumnName,
+            _options.OutputColumnName, _options.MaxLength, vocabulary);
+    }
+
+    /// <inheritdoc/>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        TextColumns.Require(inputSchema, _options.InputColumnName);
+        if (_options.SecondInputColumnName is not null) TextColumns.Require(inputSchema, _options.SecondInputColumnName);
+        var columns = inputSchema.ToDictionary(c => c.Name);
+        columns[_options.OutputColumnName] = SchemaShapes.Vector(_options.OutputColumnName, NumberDataViewType.Int32, variableSize: true);
+        return new SchemaShape(columns.Values);
+    }
+}
+
+/// <summary>Maps text to WordPiece ids with a vocabulary held as state (saved inside model.zip).</summary>
+public sealed class TextTokenizingTransformer : RowMappingTransformer
+{
+    internal static readonly ModelFormat Format = new("RKTTOKNZ", 0x00010001, 0x00010001, "RetriKTTextTokenizer");
+
+    private readonly IHostEnvironment _env;
+
+    internal TextTokenizingTransformer(IHostEnvironment env, string input, string? input2, string output, int maxLength, WordPieceVocabulary vocabulary)
+    {
+        _env = env;
+        InputColumnName = input;
+        SecondInputColumnName = input2;
+        OutputColumnName = output;
+        MaxLength = maxLength;
+        Vocabulary = vocabulary;
+    }
+
+    /// <summary>Input text column.</summary>
+    public string InputColumnName { get; }
+    /// <summary>Second input text column (sentence pairs) or null.</summary>
+    public string? SecondInputColumnName { get; }
+    /// <summary>Output column of token ids.</summary>
+    public string OutputColumnName { get; }
+    /// <summary>Maximum number of ids per row.</summary>
+    public int MaxLength { get; }
+    /// <summary>The vocabulary.</summary>
+    public WordPieceVocabulary Vocabulary { get; }
+
+    /// <summary>Token ids of one input, exactly as the output column holds them.</summary>
+    public int[] Encode(string text, string? text2 = null) => Encode(text, text2, out _);
+
+    internal int[] Encode(string text, string? text2, out bool truncated)
+    {
+        var a = Vocabulary.Encode(text);
+        var b = text2 is null ? null : Vocabulary.Encode(text2);
+        int room = MaxLength - (b is null ? 2 : 3);
+        int lengthA = a.Count, lengthB = b?.Count ?? 0;
+        truncated = lengthA + lengthB > room;
+        while (lengthA + lengthB > room) // trim the longer part first, as BERT's pair truncation does
+        {
+            if (lengthA >= lengthB) lengthA--; else lengthB--;
+        }
+        var ids = new int[lengthA + lengthB + (b is null ? 2 : 3)];
+        int at = 0;
+        ids[at++] = Vocabulary.ClsId;
+        for (int i = 0; i < lengthA; i++) ids[at++] = a[i];
+        ids[at++] = Vocabulary.SepId;
+        if (b is not null)
+        {
+            for (int i = 0; i < lengthB; i++) ids[at++] = b[i];
+            ids[at++] = Vocabulary.SepId;
+        }
+        return ids;
+    }
+
+    private protected override RowMapping CreateMapping(DataViewSchema inputSchema) => new Mapping(this, inputSchema);
+
+    private protected override void SaveModel(ModelSaveContext ctx) => ModelWriter.Save(ctx, Format, w =>
+    {
+        w.WriteString(InputColumnName);
+        w.WriteStringOrNull(SecondInputColumnName);
+        w.WriteString(OutputColumnName);
+        w.Writer.Write(MaxLength);
+        w.Writer.Write(Vocabulary.LowerCase);
+        w.WriteStream("Vocabulary.txt", s =>
+        {
+            s.Write(Vocabulary.Count);
+            foreach (var token in Vocabulary.Tokens) s.Write(token);
+        });
+    });
+
+    internal static TextTokenizingTransformer Load(ModelReader r)
+    {
+        var input = r.ReadString();
+        var input2 = r.ReadStringOrNull();
+        var output = r.ReadString();
+        int maxLength = r.Reader.ReadInt32();
+        bool lowerCase = r.Reader.ReadBoolean();
+        string[] tokens = [];
+        r.ReadStream("Vocabulary.txt", s =>
+        {
+            int count = s.ReadInt32();
+            if (count < WordPieceVocabulary.SpecialTokens.Count || count > 10_000_000)
+                throw new InvalidDataException($"Tokenizer vocabulary in model.zip: token count {count} is out of range [{WordPieceVocabulary.SpecialTokens.Count}, 10000000].");
+            tokens = new string[count];
+            for (int i = 0; i < count; i++) tokens[i] = s.ReadString();
+        });
+        return new TextTokenizingTransformer(r.Environment, input, input2, output, maxLength,
+            WordPieceVocabulary.FromTokens(tokens, lowerCase, "model.zip tokenizer vocabulary"));
+    }
+
+    private sealed class Mapping : RowMapping
+    {
+        private readonly TextTokenizingTransformer _parent;
+        private readonly DataViewSchema.Column _text;
+        private readonly DataViewSchema.Column? _text2;
+
+        public Mapping(TextTokenizingTransformer parent, DataViewSchema schema) : base(schema)
+        {
+            _parent = parent;
+            _text = TextColumns.Require(schema, parent.InputColumnName);
+            _text2 = parent.SecondInputColumnName is null ? null : TextColumns.Require(schema, parent.SecondInputColumnName);
+            Outputs = [new OutputColumn(parent.OutputColumnName, new VectorDataViewType(NumberDataViewType.Int32))];
+            Dependencies = _text2 is { } c ? [_text, c] : [_text];
+        }
+
+        public override IReadOnlyList<OutputColumn> Outputs { get; }
+        public override IReadOnlyList<DataViewSchema.Column> Dependencies { get; }
+
+        public override Delegate?[] CreateGetters(DataViewRow input, Func<int, bool> isActive)
+        {
+            var getText = input.GetGetter<ReadOnlyMemory<char>>(_text);
+            var getText2 = _text2 is { } c ? input.GetGetter<ReadOnlyMemory<char>>(c) : null;
+            ReadOnlyMemory<char> text = default, text2 = default;
+            bool warned = false;
+            ValueGetter<VBuffer<int>> getter = (ref VBuffer<int> dst) =>
+            {
+                getText(ref text);
+                getText2?.Invoke(ref text2);
+                var ids = _parent.Encode(text.ToString(), getText2 is null ? null : text2.ToString(), out bool truncated);
+                if (truncated && !warned)
+                {
+                    warned = true;
+                    new ComponentHost(_parent._env, nameof(TextTokenizingTransformer)).Warning(
+                        $"Row {input.Position}: text is longer than MaxLength = {_parent.MaxLength} tokens and was truncated (further truncations on this cursor are not logged).");
+                }
+                var editor = VBufferEditor.Create(ref dst, ids.Length);
+                ids.AsSpan().CopyTo(editor.Values);
+                dst = editor.Commit();
+            };
+            return [getter];
+        }
+    }
+}

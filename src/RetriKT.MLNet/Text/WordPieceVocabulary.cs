@@ -1,0 +1,118 @@
+using System.Globalization;
+using System.Text;
+using Microsoft.ML.Tokenizers;
+
+namespace RetriKT.MLNet.Text;
+
+/// <summary>
+/// A WordPiece vocabulary (one token per line, BERT layout: [PAD], [UNK], [CLS], [SEP], [MASK] present) and the
+/// Microsoft.ML.Tokenizers <see cref="BertTokenizer"/> built from it. Loadable from a vocab.txt, or built from a
+/// corpus (whole words by frequency plus every character as a word-initial and a "##" continuation piece, so no
+/// in-alphabet text maps to [UNK]).
+/// </summary>
+public sealed class WordPieceVocabulary
+{
+    /// <summary>Special tokens every vocabulary must hold.</summary>
+    public static readonly IReadOnlyList<string> SpecialTokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+    private WordPieceVocabulary(IReadOnlyList<string> tokens, bool lowerCase, string source)
+    {
+        Tokens = tokens;
+        LowerCase = lowerCase;
+        var seen = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            if (tokens[i].Length == 0) throw new InvalidDataException($"{source}: line {i + 1} is empty; a vocabulary has one token per line.");
+            if (!seen.TryAdd(tokens[i], i)) throw new InvalidDataException($"{source}: token '{tokens[i]}' appears twice (lines {seen[tokens[i]] + 1} and {i + 1}).");
+        }
+        foreach (var special in SpecialTokens)
+            if (!seen.ContainsKey(special)) throw new InvalidDataException($"{source}: special token '{special}' is missing.");
+        using var stream = new MemoryStream(Encoding.UTF8.GetBytes(string.Join('\n', tokens) + "\n"));
+        Tokenizer = WordPieceTokenizer.Create(stream, new WordPieceOptions { UnknownToken = "[UNK]", ContinuingSubwordPrefix = "##", MaxInputCharsPerWord = 100 });
+        PadId = seen["[PAD]"];
+        UnknownId = seen["[UNK]"];
+        ClsId = seen["[CLS]"];
+        SepId = seen["[SEP]"];
+        MaskId = seen["[MASK]"];
+    }
+
+    /// <summary>Id of [PAD].</summary>
+    public int PadId { get; }
+    /// <summary>Id of [UNK].</summary>
+    public int UnknownId { get; }
+    /// <summary>Id of [CLS].</summary>
+    public int ClsId { get; }
+    /// <summary>Id of [SEP].</summary>
+    public int SepId { get; }
+    /// <summary>Id of [MASK].</summary>
+    public int MaskId { get; }
+
+    /// <summary>
+    /// WordPiece ids of <paramref name="text"/> without special tokens, as BERT's reference tokenizer produces them
+    /// (BERT basic tokenization, then greedy longest-match WordPiece through Microsoft.ML.Tokenizers).
+    /// </summary>
+    public List<int> Encode(string text)
+    {
+        var ids = new List<int>();
+        foreach (var word in BertPreTokenizer.Split(text, LowerCase))
+            ids.AddRange(Tokenizer.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
+        return ids;
+    }
+
+    /// <summary>Tokens in id order.</summary>
+    public IReadOnlyList<string> Tokens { get; }
+
+    /// <summary>Whether text is lower-cased (and accents stripped) before tokenization.</summary>
+    public bool LowerCase { get; }
+
+    /// <summary>The WordPiece step over this vocabulary (Microsoft.ML.Tokenizers; thread-safe for encoding).</summary>
+    public WordPieceTokenizer Tokenizer { get; }
+
+    /// <summary>Number of tokens.</summary>
+    public int Count => Tokens.Count;
+
+    /// <summary>Loads a vocab.txt (UTF-8, one token per line).</summary>
+    public static WordPieceVocabulary Load(string path, bool lowerCase = true)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"WordPiece vocabulary file not found: '{path}'.", path);
+        var lines = File.ReadAllLines(path, Encoding.UTF8);
+        int count = lines.Length;
+        while (count > 0 && lines[count - 1].Length == 0) count--; // a trailing newline is not a token
+        return new WordPieceVocabulary(lines.Take(count).ToArray(), lowerCase, path);
+    }
+
+    /// <summary>Creates a vocabulary from tokens in id order (validated).</summary>
+    public static WordPieceVocabulary FromTokens(IReadOnlyList<string> tokens, bool lowerCase, string source = "vocabulary")
+        => new(tokens, lowerCase, source);
+
+    /// <summary>
+    /// Builds a vocabulary from <paramref name="texts"/>: special tokens, then every character seen (as itself and
+    /// as "##c"), then whole words with at least <paramref name="minFrequency"/> occurrences, most frequent first,
+    /// up to <paramref name="maxSize"/> tokens in all. Deterministic: ties break by ordinal order.
+    /// </summary>
+    public static WordPieceVocabulary Build(IEnumerable<string> texts, int maxSize = 8000, int minFrequency = 2, bool lowerCase = true)
+    {
+        if (maxSize < SpecialTokens.Count + 2)
+            throw new ArgumentOutOfRangeException(nameof(maxSize), $"maxSize must be at least {SpecialTokens.Count + 2}, found {maxSize}.");
+        var words = new Dictionary<string, int>(StringComparer.Ordinal);
+        var chars = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var text in texts)
+            foreach (var word in BertPreTokenizer.Split(text, lowerCase))
+            {
+                words[word] = words.GetValueOrDefault(word) + 1;
+                var e = StringInfo.GetTextElementEnumerator(word);
+                while (e.MoveNext()) chars.Add(e.GetTextElement());
+            }
+        var tokens = new List<string>(SpecialTokens);
+        var present = new HashSet<string>(tokens, StringComparer.Ordinal);
+        foreach (var c in chars) if (tokens.Count < maxSize && present.Add(c)) tokens.Add(c);
+        foreach (var c in chars) if (tokens.Count < maxSize && present.Add("##" + c)) tokens.Add("##" + c);
+        foreach (var (word, _) in words.Where(w => w.Value >= minFrequency && w.Key.Length > 1)
+                     .OrderByDescending(w => w.Value).ThenBy(w => w.Key, StringComparer.Ordinal))
+        {
+            if (tokens.Count >= maxSize) break;
+            if (present.Add(word)) tokens.Add(word);
+        }
+        return new WordPieceVocabulary(tokens, lowerCase, "built vocabulary");
+    }
+}

@@ -1,0 +1,72 @@
+using System.Text.Json;
+using Microsoft.ML;
+using RetriKT.MLNet.Tests.Infrastructure;
+using RetriKT.MLNet.Text;
+
+namespace RetriKT.MLNet.Tests.Foundation;
+
+public class TextTokenizerTests
+{
+    [SharedDataFact]
+    public void BertVocabularyReproducesPublishedTokenizationGoldens()
+    {
+        var folder = SharedData.Path("models", "bert-uncased-tokenizer-golden");
+        var vocabulary = WordPieceVocabulary.Load(Path.Combine(folder, "vocab.txt"));
+        Assert.Equal(30522, vocabulary.Count);
+        using var golden = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "golden.json")));
+        int checkedCases = 0;
+        foreach (var c in golden.RootElement.GetProperty("cases").EnumerateArray())
+        {
+            var text = c.GetProperty("text").GetString()!;
+            var expected = c.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+            var actual = vocabulary.Encode(text).ToArray();
+            Assert.True(expected.SequenceEqual(actual), $"'{text}': expected [{string.Join(",", expected)}], got [{string.Join(",", actual)}]");
+            checkedCases++;
+        }
+        Assert.Equal(46, checkedCases);
+    }
+
+    [SharedDataFact]
+    public void FittedOnRealFewShotTextsItEncodesWithSpecialTokensAndTruncates()
+    {
+        var mlContext = new MLContext(seed: 1);
+        var data = TestData.Sst2Train(mlContext);
+        var model = mlContext.RetriKT().TextTokenizer(maxLength: 8).Fit(data);
+        Assert.True(model.Vocabulary.Count > 100, $"vocabulary of {model.Vocabulary.Count} tokens");
+
+        var ids = model.Encode("the movie is good");
+        var tok = model.Vocabulary;
+        Assert.Equal(tok.ClsId, ids[0]);
+        Assert.Equal(tok.SepId, ids[^1]);
+        Assert.DoesNotContain(tok.UnknownId, ids);
+
+        var longIds = model.Encode("a long sentence that certainly has more than eight word pieces in it");
+        Assert.Equal(8, longIds.Length);
+        Assert.Equal(tok.SepId, longIds[^1]);
+
+        var pair = model.Encode("first part here", "second");
+        Assert.Equal(2, pair.Count(i => i == tok.SepId));
+        Assert.True(pair.Length <= 8);
+    }
+
+    [Fact]
+    public void BadInputIsRejectedNamingTheProblem()
+    {
+        var mlContext = new MLContext();
+        var numbers = mlContext.Data.LoadFromEnumerable(new[] { new { Text = 1.0f } });
+        var wrongType = Assert.Throws<ArgumentOutOfRangeException>(() => mlContext.RetriKT().TextTokenizer().Fit(numbers));
+        Assert.Contains("'Text' must be String", wrongType.Message);
+
+        var texts = mlContext.Data.LoadFromEnumerable(new[] { new TextRow { Text = "hello" } });
+        var missing = Assert.Throws<ArgumentOutOfRangeException>(() => mlContext.RetriKT().TextTokenizer(inputColumnName: "Sentence").Fit(texts));
+        Assert.Contains("'Sentence' not found", missing.Message);
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => mlContext.RetriKT().TextTokenizer(maxLength: 2));
+
+        var noUnk = Assert.Throws<InvalidDataException>(() => WordPieceVocabulary.FromTokens(["[PAD]", "[CLS]", "[SEP]", "[MASK]", "a"], true));
+        Assert.Contains("'[UNK]' is missing", noUnk.Message);
+        var duplicate = Assert.Throws<InvalidDataException>(() => WordPieceVocabulary.FromTokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "a"], true));
+        Assert.Contains("lines 6 and 7", duplicate.Message);
+        Assert.Throws<FileNotFoundException>(() => WordPieceVocabulary.Load("/nonexistent/vocab.txt"));
+    }
+}
