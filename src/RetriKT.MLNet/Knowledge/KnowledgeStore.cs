@@ -1,0 +1,421 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace RetriKT.MLNet.Knowledge;
+
+/// <summary>Bounds applied when reading a store, so a tampered file fails fast instead of allocating huge buffers.</summary>
+public sealed record StoreReadLimits
+{
+    /// <summary>Largest entry count accepted. Default 50 million.</summary>
+    public int MaxEntries { get; init; } = 50_000_000;
+    /// <summary>Largest label count accepted. Default 10,000.</summary>
+    public int MaxLabels { get; init; } = 10_000;
+    /// <summary>Largest embedding dimension accepted. Default 65,536.</summary>
+    public int MaxDimension { get; init; } = 65_536;
+    /// <summary>Largest single string (UTF-8 bytes). Default 1 MiB.</summary>
+    public int MaxStringBytes { get; init; } = 1 << 20;
+    /// <summary>The default limits.</summary>
+    public static StoreReadLimits Default { get; } = new();
+}
+
+/// <summary>
+/// The knowledge store RetriKT's student carries instead of the LLM: labelled entries with the teacher's soft labels,
+/// optional texts, and optional embeddings (row-major <c>Count × Dimension</c>, unit length) produced by an
+/// <see cref="IStoreEncoder"/>. Immutable; "With…" methods return new stores.
+/// </summary>
+/// <remarks>
+/// Binary format (little-endian), version 1: magic <c>RKTSTORE</c>, u32 version, u32 flags (1 = texts, 2 =
+/// embeddings), i32 count, i32 labelCount, i32 dimension, label names, then per entry i32 label, u8 source, f32
+/// fidelity, labelCount × f32 soft label; then texts (if flagged), then embeddings (if flagged); last a u64 FNV-1a
+/// checksum of everything before it. Written atomically (temp file + rename); reads are bounded and validated.
+/// </remarks>
+public sealed class KnowledgeStore
+{
+    private const string Magic = "RKTSTORE";
+    /// <summary>Format version this library writes.</summary>
+    public const uint FormatVersion = 1;
+    private const uint FlagTexts = 1, FlagEmbeddings = 2;
+
+    private readonly KnowledgeEntry[] _entries;
+    private readonly float[] _softLabels;
+    private readonly float[]? _embeddings;
+
+    /// <summary>Creates a store over <paramref name="labelNames"/> (label index = position) and validated entries.</summary>
+    public KnowledgeStore(IReadOnlyList<string> labelNames, IEnumerable<KnowledgeEntry> entries)
+        : this(labelNames, entries.ToArray(), null, 0) { }
+
+    private KnowledgeStore(IReadOnlyList<string> labelNames, KnowledgeEntry[] entries, float[]? embeddings, int dimension)
+    {
+        ArgumentNullException.ThrowIfNull(labelNames);
+        if (labelNames.Count < 2) throw new ArgumentException($"A knowledge store needs at least 2 labels, found {labelNames.Count}.", nameof(labelNames));
+        var distinct = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var name in labelNames)
+            if (string.IsNullOrEmpty(name) || !distinct.Add(name))
+                throw new ArgumentException($"Label names must be non-empty and distinct; '{name}' is not.", nameof(labelNames));
+        LabelNames = labelNames.ToArray();
+        int k = LabelNames.Count;
+        _softLabels = new float[entries.Length * k];
+        for (int i = 0; i < entries.Length; i++)
+        {
+            var e = entries[i] ?? throw new ArgumentException($"Entry {i} is null.");
+            if ((uint)e.Label >= (uint)k) throw new ArgumentException($"Entry {i}: label index {e.Label} is outside [0, {k}).");
+            if (e.SoftLabel is null || e.SoftLabel.Length != k)
+                throw new ArgumentException($"Entry {i}: soft label has {e.SoftLabel?.Length ?? 0} values, expected {k} (one per label).");
+            double sum = 0;
+            foreach (var p in e.SoftLabel)
+            {
+                if (!float.IsFinite(p) || p < 0) throw new ArgumentException($"Entry {i}: soft label holds {p}; probabilities must be finite and >= 0.");
+                sum += p;
+            }
+            if (Math.Abs(sum - 1) > 1e-3) throw new ArgumentException($"Entry {i}: soft label sums to {sum:G6}, expected 1.");
+            if (!float.IsFinite(e.Fidelity)) throw new ArgumentException($"Entry {i}: fidelity is {e.Fidelity}.");
+            e.SoftLabel.CopyTo(_softLabels, i * k);
+        }
+        _entries = entries;
+        if (embeddings is not null)
+        {
+            if (dimension <= 0) throw new ArgumentException($"Embedding dimension must be positive, found {dimension}.");
+            if (embeddings.Length != entries.Length * dimension)
+                throw new ArgumentException($"Embeddings hold {embeddings.Length} values, expected {entries.Length} × {dimension}.");
+            for (int i = 0; i < entries.Length; i++)
+            {
+                var row = embeddings.AsSpan(i * dimension, dimension);
+                foreach (var x in row)
+                    if (!float.IsFinite(x)) throw new ArgumentException($"Entry {i}: embedding holds {x} (NaN or infinite).");
+            }
+        }
+        _embeddings = embeddings;
+        Dimension = embeddings is null ? 0 : dimension;
+    }
+
+    /// <summary>Label names; a label index is a position in this list.</summary>
+    public IReadOnlyList<string> LabelNames { get; }
+    /// <summary>Number of labels.</summary>
+    public int LabelCount => LabelNames.Count;
+    /// <summary>Number of entries.</summary>
+    public int Count => _entries.Length;
+    /// <summary>Embedding dimension, 0 when the store has no embeddings yet.</summary>
+    public int Dimension { get; }
+    /// <summary>Whether embeddings are present.</summary>
+    public bool HasEmbeddings => _embeddings is not null;
+    /// <summary>Whether texts are present (a store saved without texts has null texts).</summary>
+    public bool HasTexts => _entries.Length == 0 || _entries.Any(e => e.Text is not null);
+    /// <summary>The entries.</summary>
+    public IReadOnlyList<KnowledgeEntry> Entries => _entries;
+    /// <summary>Soft labels, row-major <c>Count × LabelCount</c>.</summary>
+    public ReadOnlyMemory<float> SoftLabels => _softLabels;
+    /// <summary>Embeddings, row-major <c>Count × Dimension</c> (empty when absent).</summary>
+    public ReadOnlyMemory<float> Embeddings => _embeddings ?? [];
+
+    /// <summary>Embedding of entry <paramref name="index"/>.</summary>
+    public ReadOnlySpan<float> Embedding(int index)
+    {
+        if (_embeddings is null) throw new InvalidOperationException("This knowledge store has no embeddings; call WithEmbeddings first.");
+        return _embeddings.AsSpan(index * Dimension, Dimension);
+    }
+
+    /// <summary>Soft label of entry <paramref name="index"/>.</summary>
+    public ReadOnlySpan<float> SoftLabel(int index) => _softLabels.AsSpan(index * LabelCount, LabelCount);
+
+    /// <summary>A copy with embeddings from <paramref name="encoder"/> (needs texts), L2-normalised.</summary>
+    public KnowledgeStore WithEmbeddings(IStoreEncoder encoder, int batchSize = 256, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(encoder);
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
+        int d = encoder.Dimension;
+        var embeddings = new float[_entries.Length * d];
+        for (int start = 0; start < _entries.Length; start += batchSize)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            int n = Math.Min(batchSize, _entries.Length - start);
+            var batch = new (string, string?)[n];
+            for (int i = 0; i < n; i++)
+            {
+                var e = _entries[start + i];
+                batch[i] = (e.Text ?? throw new InvalidOperationException($"Entry {start + i} has no text; a store saved without texts cannot be re-embedded."), e.Text2);
+            }
+            encoder.Encode(batch, embeddings.AsSpan(start * d, n * d));
+        }
+        return WithEmbeddings(embeddings, d);
+    }
+
+    /// <summary>A copy with the given embeddings (row-major <c>Count × dimension</c>), L2-normalised.</summary>
+    public KnowledgeStore WithEmbeddings(float[] embeddings, int dimension)
+    {
+        ArgumentNullException.ThrowIfNull(embeddings);
+        var copy = (float[])embeddings.Clone();
+        if (dimension > 0 && copy.Length == _entries.Length * dimension)
+            for (int i = 0; i < _entries.Length; i++) Normalize(copy.AsSpan(i * dimension, dimension), i);
+        return new KnowledgeStore(LabelNames, _entries, copy, dimension);
+    }
+
+    /// <summary>A copy without texts (smaller; cannot be re-embedded or explain predictions with text).</summary>
+    public KnowledgeStore WithoutTexts()
+        => new(LabelNames, _entries.Select(e => e with { Text = null, Text2 = null }).ToArray(), _embeddings, Dimension);
+
+    /// <summary>A copy without embeddings.</summary>
+    public KnowledgeStore WithoutEmbeddings() => new(LabelNames, _entries, null, 0);
+
+    private static void Normalize(Span<float> v, int row)
+    {
+        double norm = 0;
+        foreach (var x in v) norm += (double)x * x;
+        if (!(norm > 0) || !double.IsFinite(norm)) throw new ArgumentException($"Entry {row}: embedding has zero, NaN or infinite norm.");
+        float inv = (float)(1 / Math.Sqrt(norm));
+        for (int i = 0; i < v.Length; i++) v[i] *= inv;
+    }
+
+    // ---------------------------------------------------------------- binary format
+
+    /// <summary>Writes the store to <paramref name="path"/> atomically (temp file in the same folder, then rename).</summary>
+    public void Save(string path, bool includeTexts = true)
+    {
+        var full = Path.GetFullPath(path);
+        var temp = full + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+                Write(stream, includeTexts);
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
+    }
+
+    /// <summary>Writes the store in the binary format.</summary>
+    public void Write(Stream stream, bool includeTexts = true)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        var hashing = new Fnv1aStream(stream, writing: true);
+        using var w = new BinaryWriter(hashing, Encoding.UTF8, leaveOpen: true);
+        bool texts = includeTexts && HasTexts && _entries.Length > 0;
+        w.Write(Encoding.ASCII.GetBytes(Magic));
+        w.Write(FormatVersion);
+        w.Write((texts ? FlagTexts : 0) | (HasEmbeddings ? FlagEmbeddings : 0));
+        w.Write(Count);
+        w.Write(LabelCount);
+        w.Write(Dimension);
+        foreach (var name in LabelNames) WriteString(w, name);
+        for (int i = 0; i < _entries.Length; i++)
+        {
+            var e = _entries[i];
+            w.Write(e.Label);
+            w.Write((byte)e.Source);
+            w.Write(e.Fidelity);
+            w.Write(MemoryMarshal.AsBytes(SoftLabel(i)));
+        }
+        if (texts)
+            foreach (var e in _entries) { WriteString(w, e.Text); WriteString(w, e.Text2); }
+        if (_embeddings is not null) w.Write(MemoryMarshal.AsBytes(_embeddings.AsSpan()));
+        w.Flush();
+        ulong checksum = hashing.Hash;
+        Span<byte> tail = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(tail, checksum);
+        stream.Write(tail);
+    }
+
+    /// <summary>Reads a store file (see <see cref="Read"/>).</summary>
+    public static KnowledgeStore Load(string path, StoreReadLimits? limits = null)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Knowledge store file not found: '{path}'.", path);
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        try { return Read(stream, limits); }
+        catch (InvalidDataException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
+    }
+
+    /// <summary>
+    /// Reads a store; throws <see cref="InvalidDataException"/> naming the problem for a truncated, tampered or foreign
+    /// file. Sizes are checked against <paramref name="limits"/> and the bytes left before anything is allocated.
+    /// </summary>
+    public static KnowledgeStore Read(Stream stream, StoreReadLimits? limits = null)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        limits ??= StoreReadLimits.Default;
+        long remaining = stream.CanSeek ? stream.Length - stream.Position : long.MaxValue;
+        var hashing = new Fnv1aStream(stream, writing: false);
+        using var r = new BinaryReader(hashing, Encoding.UTF8, leaveOpen: true);
+        try
+        {
+            var magic = Encoding.ASCII.GetString(r.ReadBytes(8));
+            if (magic != Magic) throw new InvalidDataException($"not a knowledge store (magic '{magic}', expected '{Magic}').");
+            uint version = r.ReadUInt32();
+            if (version != FormatVersion) throw new InvalidDataException($"knowledge store format version {version} is not supported (this library reads {FormatVersion}).");
+            uint flags = r.ReadUInt32();
+            if ((flags & ~(FlagTexts | FlagEmbeddings)) != 0) throw new InvalidDataException($"unknown flags 0x{flags:X}.");
+            int count = r.ReadInt32(), labels = r.ReadInt32(), dim = r.ReadInt32();
+            Check(count >= 0 && count <= limits.MaxEntries, $"entry count {count} is outside [0, {limits.MaxEntries}]");
+            Check(labels >= 2 && labels <= limits.MaxLabels, $"label count {labels} is outside [2, {limits.MaxLabels}]");
+            bool hasEmbeddings = (flags & FlagEmbeddings) != 0;
+            Check(hasEmbeddings ? dim > 0 && dim <= limits.MaxDimension : dim == 0, $"embedding dimension {dim} does not match flags 0x{flags:X} (max {limits.MaxDimension})");
+            long needed = 8 + (long)count * (9 + 4L * labels) + (hasEmbeddings ? 4L * count * dim : 0);
+            Check(needed <= remaining, $"header announces {count} entries × {labels} labels{(hasEmbeddings ? $" × dim {dim}" : "")} (≥ {needed} bytes) but only {remaining} bytes remain: the file is truncated or tampered");
+
+            var names = new string[labels];
+            for (int i = 0; i < labels; i++) names[i] = ReadString(r, limits) ?? throw new InvalidDataException($"label {i} has no name.");
+            var entries = new KnowledgeEntry[count];
+            for (int i = 0; i < count; i++)
+            {
+                int label = r.ReadInt32();
+                byte source = r.ReadByte();
+                float fidelity = r.ReadSingle();
+                var softLabel = new float[labels];
+                ReadExactly(r, MemoryMarshal.AsBytes(softLabel.AsSpan()));
+                Check(Enum.IsDefined((KnowledgeSource)source), $"entry {i}: unknown source {source}");
+                entries[i] = new KnowledgeEntry(null, null, label, softLabel, fidelity, (KnowledgeSource)source);
+            }
+            if ((flags & FlagTexts) != 0)
+                for (int i = 0; i < count; i++)
+                    entries[i] = entries[i] with { Text = ReadString(r, limits), Text2 = ReadString(r, limits) };
+            float[]? embeddings = null;
+            if (hasEmbeddings)
+            {
+                embeddings = new float[(long)count * dim];
+                ReadExactly(r, MemoryMarshal.AsBytes(embeddings.AsSpan()));
+            }
+            ulong computed = hashing.Hash;
+            Span<byte> tail = stackalloc byte[8];
+            if (stream.ReadAtLeast(tail, 8, throwOnEndOfStream: false) != 8) throw new InvalidDataException("the checksum is missing: the file is truncated.");
+            ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(tail);
+            Check(stored == computed, $"checksum mismatch (stored {stored:X16}, computed {computed:X16}): the file is corrupt or was modified");
+            try { return new KnowledgeStore(names, entries, embeddings, dim); }
+            catch (ArgumentException e) { throw new InvalidDataException(e.Message, e); }
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new InvalidDataException("unexpected end of file: the knowledge store is truncated.", e);
+        }
+    }
+
+    private static void Check(bool condition, string message)
+    {
+        if (!condition) throw new InvalidDataException(message + ".");
+    }
+
+    private static void ReadExactly(BinaryReader r, Span<byte> destination)
+    {
+        if (r.BaseStream.ReadAtLeast(destination, destination.Length, throwOnEndOfStream: false) != destination.Length)
+            throw new EndOfStreamException();
+    }
+
+    private static void WriteString(BinaryWriter w, string? s)
+    {
+        if (s is null) { w.Write(-1); return; }
+        var bytes = Encoding.UTF8.GetBytes(s);
+        w.Write(bytes.Length);
+        w.Write(bytes);
+    }
+
+    private static string? ReadString(BinaryReader r, StoreReadLimits limits)
+    {
+        int length = r.ReadInt32();
+        if (length == -1) return null;
+        Check(length >= 0 && length <= limits.MaxStringBytes, $"string length {length} is outside [0, {limits.MaxStringBytes}]");
+        var bytes = new byte[length];
+        ReadExactly(r, bytes);
+        return Encoding.UTF8.GetString(bytes);
+    }
+
+    // ---------------------------------------------------------------- JSONL
+
+    /// <summary>
+    /// Writes JSONL atomically: a header line <c>{"retrikt_store":1,"labels":[...]}</c>, then one object per entry
+    /// (<c>text</c>, <c>text2</c>, <c>label</c> name, <c>soft_label</c>, <c>fidelity</c>, <c>source</c>). Embeddings are
+    /// not exported (they belong to one encoder).
+    /// </summary>
+    public void ExportJsonl(string path)
+    {
+        var full = Path.GetFullPath(path);
+        var temp = full + ".tmp";
+        using (var writer = new StreamWriter(temp, false, new UTF8Encoding(false)))
+        {
+            writer.WriteLine(new JsonObject { ["retrikt_store"] = 1, ["labels"] = new JsonArray(LabelNames.Select(n => (JsonNode)n!).ToArray()) }.ToJsonString());
+            foreach (var e in _entries)
+            {
+                var o = new JsonObject
+                {
+                    ["text"] = e.Text,
+                    ["text2"] = e.Text2,
+                    ["label"] = LabelNames[e.Label],
+                    ["soft_label"] = new JsonArray(e.SoftLabel.Select(p => (JsonNode)p!).ToArray()),
+                    ["fidelity"] = e.Fidelity,
+                    ["source"] = e.Source.ToString(),
+                };
+                writer.WriteLine(o.ToJsonString());
+            }
+        }
+        File.Move(temp, full, overwrite: true);
+    }
+
+    /// <summary>
+    /// Reads JSONL written by <see cref="ExportJsonl"/> (or by hand: <c>text</c> and <c>label</c> required; a missing
+    /// <c>soft_label</c> becomes one-hot). Label names come from the header line or <paramref name="labelNames"/>.
+    /// Errors name the line and the field.
+    /// </summary>
+    public static KnowledgeStore ImportJsonl(string path, IReadOnlyList<string>? labelNames = null)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"JSONL file not found: '{path}'.", path);
+        var names = labelNames?.ToList();
+        var entries = new List<KnowledgeEntry>();
+        int lineNumber = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            JsonNode node;
+            try { node = JsonNode.Parse(line) ?? throw new JsonException("null"); }
+            catch (JsonException e) { throw new InvalidDataException($"{path} line {lineNumber}: not valid JSON ({e.Message}).", e); }
+            if (node["retrikt_store"] is not null)
+            {
+                names ??= node["labels"]?.AsArray().Select(n => n!.GetValue<string>()).ToList();
+                continue;
+            }
+            if (names is null) throw new InvalidDataException($"{path} line {lineNumber}: no header line with label names, and none were given.");
+            string Field(string name) => node[name]?.GetValue<string>() ?? throw new InvalidDataException($"{path} line {lineNumber}: field '{name}' is missing.");
+            var text = Field("text");
+            var label = Field("label");
+            int index = names.IndexOf(label);
+            if (index < 0) throw new InvalidDataException($"{path} line {lineNumber}: label '{label}' is not one of [{string.Join(", ", names)}].");
+            float[] soft;
+            if (node["soft_label"] is JsonArray array)
+            {
+                soft = array.Select(v => v!.GetValue<float>()).ToArray();
+                if (soft.Length != names.Count) throw new InvalidDataException($"{path} line {lineNumber}: soft_label has {soft.Length} values, expected {names.Count}.");
+            }
+            else { soft = new float[names.Count]; soft[index] = 1; }
+            var source = node["source"]?.GetValue<string>() is { } s && Enum.TryParse<KnowledgeSource>(s, out var parsed) ? parsed : KnowledgeSource.Imported;
+            entries.Add(new KnowledgeEntry(text, node["text2"]?.GetValue<string>(), index, soft, node["fidelity"]?.GetValue<float>() ?? 1f, source));
+        }
+        if (names is null) throw new InvalidDataException($"{path}: empty file, no label names.");
+        try { return new KnowledgeStore(names, entries); }
+        catch (ArgumentException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
+    }
+
+    /// <summary>FNV-1a 64 over the bytes passing through (detects truncation and tampering; not a security hash).</summary>
+    private sealed class Fnv1aStream(Stream inner, bool writing) : Stream
+    {
+        public ulong Hash { get; private set; } = 14695981039346656037UL;
+        private void Mix(ReadOnlySpan<byte> bytes)
+        {
+            ulong h = Hash;
+            foreach (var b in bytes) { h ^= b; h *= 1099511628211UL; }
+            Hash = h;
+        }
+        public override bool CanRead => !writing;
+        public override bool CanSeek => false;
+        public override bool CanWrite => writing;
+        public override long Length => inner.Length;
+        public override long Position { get => inner.Position; set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+        public override int Read(Span<byte> buffer) { int n = inner.Read(buffer); Mix(buffer[..n]); return n; }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+        public override void Write(ReadOnlySpan<byte> buffer) { Mix(buffer); inner.Write(buffer); }
+    }
+}

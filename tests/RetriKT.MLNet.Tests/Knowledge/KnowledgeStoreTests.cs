@@ -1,0 +1,90 @@
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Knowledge;
+
+public class KnowledgeStoreTests
+{
+    private static KnowledgeStore Sst2Store()
+    {
+        var rows = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "train.tsv"));
+        return new KnowledgeStore(["0", "1"], rows.Select(r => KnowledgeEntry.Gold(r.Text, null, int.Parse(r.Label), 2)));
+    }
+
+    private static KnowledgeStore WithRandomEmbeddings(KnowledgeStore store, int dim, int seed = 3)
+    {
+        var rng = new Random(seed);
+        var e = new float[store.Count * dim];
+        for (int i = 0; i < e.Length; i++) e[i] = (float)(rng.NextDouble() * 2 - 1);
+        return store.WithEmbeddings(e, dim);
+    }
+
+    [SharedDataFact]
+    public void BinaryAndJsonlRoundTripsKeepEverything()
+    {
+        var store = WithRandomEmbeddings(Sst2Store(), 16);
+        Assert.Equal(32, store.Count);
+        Assert.Equal(1f, store.Embedding(5).ToArray().Sum(x => x * x), 4);
+
+        var dir = Directory.CreateTempSubdirectory("retrikt-store-").FullName;
+        var path = Path.Combine(dir, "store.bin");
+        store.Save(path);
+        var loaded = KnowledgeStore.Load(path);
+        Assert.Equal(store.LabelNames, loaded.LabelNames);
+        Assert.Equal(store.Entries.Select(e => (e.Text, e.Label, e.Source)), loaded.Entries.Select(e => (e.Text, e.Label, e.Source)));
+        Assert.Equal(store.Embeddings.ToArray(), loaded.Embeddings.ToArray());
+        Assert.Equal(store.SoftLabels.ToArray(), loaded.SoftLabels.ToArray());
+        Assert.Empty(Directory.GetFiles(dir, "*.tmp"));
+
+        store.WithoutTexts().Save(path);
+        var noTexts = KnowledgeStore.Load(path);
+        Assert.False(noTexts.HasTexts);
+        Assert.True(new FileInfo(path).Length < new FileInfo(Path.Combine(dir, "store.bin")).Length + 1);
+
+        var jsonl = Path.Combine(dir, "store.jsonl");
+        store.ExportJsonl(jsonl);
+        var imported = KnowledgeStore.ImportJsonl(jsonl);
+        Assert.Equal(store.Entries.Select(e => (e.Text, e.Label)), imported.Entries.Select(e => (e.Text, e.Label)));
+        Assert.False(imported.HasEmbeddings);
+    }
+
+    [Fact]
+    public void TruncatedTamperedAndOversizedFilesFailClearlyWithoutHugeAllocations()
+    {
+        var store = new KnowledgeStore(["neg", "pos"], Enumerable.Range(0, 50).Select(i => KnowledgeEntry.Gold($"text {i}", null, i % 2, 2)));
+        store = WithRandomEmbeddings(store, 8);
+        using var ms = new MemoryStream();
+        store.Write(ms);
+        var bytes = ms.ToArray();
+
+        var truncated = Assert.Throws<InvalidDataException>(() => KnowledgeStore.Read(new MemoryStream(bytes[..(bytes.Length / 2)])));
+        Assert.Contains("truncated", truncated.Message);
+
+        var tampered = (byte[])bytes.Clone();
+        tampered[bytes.Length - 40] ^= 0x55; // inside the embeddings
+        Assert.Contains("checksum mismatch", Assert.Throws<InvalidDataException>(() => KnowledgeStore.Read(new MemoryStream(tampered))).Message);
+
+        var huge = (byte[])bytes.Clone();
+        BitConverter.GetBytes(int.MaxValue).CopyTo(huge, 16); // entry count
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<InvalidDataException>(() => KnowledgeStore.Read(new MemoryStream(huge), new StoreReadLimits { MaxEntries = int.MaxValue }));
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 1 << 20, "a tampered count must not allocate");
+        Assert.Contains("bytes remain", e.Message);
+
+        var foreign = Assert.Throws<InvalidDataException>(() => KnowledgeStore.Read(new MemoryStream("PK\u0003\u0004 not a store"u8.ToArray())));
+        Assert.Contains("not a knowledge store", foreign.Message);
+    }
+
+    [Fact]
+    public void InvalidEntriesAreRejectedNamingTheEntry()
+    {
+        Assert.Contains("Entry 1: soft label has 3 values, expected 2", Assert.Throws<ArgumentException>(() =>
+            new KnowledgeStore(["a", "b"], [KnowledgeEntry.Gold("x", null, 0, 2), new KnowledgeEntry("y", null, 1, [0.2f, 0.3f, 0.5f], 1, KnowledgeSource.Generated)])).Message);
+        Assert.Contains("sums to", Assert.Throws<ArgumentException>(() =>
+            new KnowledgeStore(["a", "b"], [new KnowledgeEntry("y", null, 1, [0.2f, 0.3f], 1, KnowledgeSource.Generated)])).Message);
+        var store = new KnowledgeStore(["a", "b"], [KnowledgeEntry.Gold("x", null, 0, 2), KnowledgeEntry.Gold("y", null, 1, 2)]);
+        Assert.Contains("Entry 1", Assert.Throws<ArgumentException>(() => store.WithEmbeddings([1, 0, float.NaN, 1], 2)).Message);
+        Assert.Contains("expected 2 × 3", Assert.Throws<ArgumentException>(() => store.WithEmbeddings([1, 0, 1, 1], 3)).Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => KnowledgeEntry.Gold("x", null, 2, 2));
+    }
+}
