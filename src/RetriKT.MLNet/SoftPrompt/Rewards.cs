@@ -1,0 +1,163 @@
+using System.Numerics.Tensors;
+
+namespace RetriKT.MLNet.SoftPrompt;
+
+/// <summary>One generated sample of a PPO rollout, as the reward sees it.</summary>
+/// <param name="Label">Index of the label the sample was generated for.</param>
+/// <param name="Text">First text (the given context for second-part generation, else the generated text).</param>
+/// <param name="Text2">Second text for pair tasks.</param>
+/// <param name="Generated">The generated part only.</param>
+/// <param name="TokenCount">Generated tokens.</param>
+/// <param name="Finished">Whether generation stopped at an end token (not at the length limit).</param>
+public sealed record RolloutSample(int Label, string Text, string? Text2, string Generated, int TokenCount, bool Finished);
+
+/// <summary>A sample's reward and its parts (for logging).</summary>
+public sealed record RewardBreakdown(double Total, double Fidelity, double Diversity, double Penalty);
+
+/// <summary>Scores a batch of rollout samples. Pluggable: pass your own to the trainer's options.</summary>
+public interface IRewardFunction
+{
+    /// <summary>One breakdown per sample, in order.</summary>
+    IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples);
+}
+
+/// <summary>Probability that a sample carries each label (the fidelity classifier; default: the teacher's verbalizer).</summary>
+public interface ILabelScorer
+{
+    /// <summary>Label probabilities per sample (rows sum to 1).</summary>
+    float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples);
+}
+
+/// <summary>Weights of the default reward.</summary>
+public sealed record RewardWeights
+{
+    /// <summary>Weight of fidelity p(intended label). Default 1.</summary>
+    public double Fidelity { get; init; } = 1.0;
+    /// <summary>Weight of diversity (novelty against the batch and recent samples, and distinct-2). Default 0.5.</summary>
+    public double Diversity { get; init; } = 0.5;
+    /// <summary>Weight of the repetition penalty (share of repeated word trigrams). Default 1.</summary>
+    public double Repetition { get; init; } = 1.0;
+    /// <summary>Penalty for degenerate length (fewer than the template's MinWords, or cut at the length limit). Default 0.5.</summary>
+    public double Length { get; init; } = 0.5;
+    /// <summary>How many recent samples novelty is measured against (besides the batch). Default 256.</summary>
+    public int Memory { get; init; } = 256;
+}
+
+/// <summary>
+/// RetriKT's default reward: <c>w_f·p(intended label) + w_d·diversity − w_r·repetition − w_l·length_penalty</c>.
+/// Diversity = ½(1 − max cosine to the other samples of the batch and the recent memory, on hashed word uni+bigram
+/// vectors) + ½·distinct-2 of the sample; repetition = share of repeated word trigrams inside the sample.
+/// </summary>
+public sealed class RetriKTReward : IRewardFunction
+{
+    private readonly ILabelScorer _scorer;
+    private readonly RewardWeights _weights;
+    private readonly int _minWords;
+    private readonly Queue<float[]> _memory = new();
+
+    /// <summary>Creates the reward over a fidelity classifier.</summary>
+    public RetriKTReward(ILabelScorer scorer, RewardWeights? weights = null, int minWords = 3)
+    {
+        _scorer = scorer ?? throw new ArgumentNullException(nameof(scorer));
+        _weights = weights ?? new RewardWeights();
+        _minWords = minWords;
+    }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples)
+    {
+        var probabilities = _scorer.Probabilities(samples.Select(s => (s.Text, s.Text2)).ToList());
+        var vectors = samples.Select(s => TextStatistics.HashedNgrams(s.Generated)).ToList();
+        var result = new RewardBreakdown[samples.Count];
+        for (int i = 0; i < samples.Count; i++)
+        {
+            var s = samples[i];
+            double fidelity = probabilities[i][s.Label];
+            double maxSimilarity = 0;
+            for (int j = 0; j < samples.Count; j++)
+                if (j != i) maxSimilarity = Math.Max(maxSimilarity, TensorPrimitives.Dot(vectors[i], vectors[j]));
+            foreach (var m in _memory) maxSimilarity = Math.Max(maxSimilarity, TensorPrimitives.Dot(vectors[i], m));
+            double diversity = 0.5 * (1 - maxSimilarity) + 0.5 * TextStatistics.DistinctN(s.Generated, 2);
+            double repetition = TextStatistics.RepeatedTrigramShare(s.Generated);
+            double length = TextStatistics.Words(s.Generated).Count < _minWords ? 1 : s.Finished ? 0 : 0.5;
+            double penalty = _weights.Repetition * repetition + _weights.Length * length;
+            result[i] = new RewardBreakdown(_weights.Fidelity * fidelity + _weights.Diversity * diversity - penalty, fidelity, diversity, penalty);
+        }
+        foreach (var v in vectors)
+        {
+            _memory.Enqueue(v);
+            while (_memory.Count > _weights.Memory) _memory.Dequeue();
+        }
+        return result;
+    }
+}
+
+/// <summary>Word-level statistics for diversity and degeneracy (lower-cased words split on non-letters/digits).</summary>
+public static class TextStatistics
+{
+    private const int HashDimension = 1024;
+
+    /// <summary>Lower-cased words of <paramref name="text"/>.</summary>
+    public static List<string> Words(string text)
+    {
+        var words = new List<string>();
+        int start = -1;
+        for (int i = 0; i <= text.Length; i++)
+        {
+            bool wordChar = i < text.Length && (char.IsLetterOrDigit(text[i]) || text[i] == '\'');
+            if (wordChar && start < 0) start = i;
+            else if (!wordChar && start >= 0) { words.Add(text[start..i].ToLowerInvariant()); start = -1; }
+        }
+        return words;
+    }
+
+    /// <summary>Distinct n-grams / all n-grams of one text (1 when it has none).</summary>
+    public static double DistinctN(string text, int n) => DistinctN([text], n);
+
+    /// <summary>Distinct n-grams / all n-grams over a corpus (the usual distinct-n diversity metric).</summary>
+    public static double DistinctN(IEnumerable<string> texts, int n)
+    {
+        var seen = new HashSet<string>();
+        int total = 0;
+        foreach (var text in texts)
+        {
+            var w = Words(text);
+            for (int i = 0; i + n <= w.Count; i++) { seen.Add(string.Join(' ', w.Skip(i).Take(n))); total++; }
+        }
+        return total == 0 ? 1 : (double)seen.Count / total;
+    }
+
+    /// <summary>Share of word trigrams that occur earlier in the same text.</summary>
+    public static double RepeatedTrigramShare(string text)
+    {
+        var w = Words(text);
+        if (w.Count < 4) return 0;
+        var seen = new HashSet<(string, string, string)>();
+        int repeated = 0, total = 0;
+        for (int i = 0; i + 3 <= w.Count; i++, total++)
+            if (!seen.Add((w[i], w[i + 1], w[i + 2]))) repeated++;
+        return (double)repeated / total;
+    }
+
+    /// <summary>L2-normalised hashed bag of word unigrams and bigrams (a cheap, teacher-free sentence vector).</summary>
+    public static float[] HashedNgrams(string text)
+    {
+        var v = new float[HashDimension];
+        var w = Words(text);
+        for (int i = 0; i < w.Count; i++)
+        {
+            v[Bucket(w[i])] += 1;
+            if (i + 1 < w.Count) v[Bucket(w[i] + " " + w[i + 1])] += 1;
+        }
+        float norm = TensorPrimitives.Norm(v);
+        if (norm > 0) TensorPrimitives.Divide(v, norm, v);
+        return v;
+    }
+
+    private static int Bucket(string s)
+    {
+        uint h = 2166136261;
+        foreach (var c in s) { h ^= c; h *= 16777619; }
+        return (int)(h % HashDimension);
+    }
+}

@@ -1,0 +1,187 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace RetriKT.MLNet.SoftPrompt;
+
+/// <summary>What the teacher generates for a task.</summary>
+public enum GenerationTarget
+{
+    /// <summary>The whole sample: the text (single-sentence tasks), or both parts joined by <see cref="TaskTemplate.PairSeparator"/>.</summary>
+    WholeSample,
+    /// <summary>Only the second part (hypothesis, question, paraphrase), conditioned on a first part drawn from the task's own texts.</summary>
+    SecondPart,
+}
+
+/// <summary>
+/// A task described as data, so one trainer serves single-sentence tasks (SST-2, CoLA) and sentence-pair tasks (RTE,
+/// MRPC, CB, BoolQ, QNLI) without code per task. Placeholders: <c>{text}</c>, <c>{text2}</c> (the two input columns)
+/// and, in <see cref="ClassificationFormat"/>, <c>{label}</c> (the label word of the verbalizer).
+/// </summary>
+public sealed record TaskTemplate
+{
+    /// <summary>Name for logs and reports.</summary>
+    public string Name { get; init; } = "task";
+    /// <summary>Column of the first text. Default "Text".</summary>
+    public string TextColumn { get; init; } = "Text";
+    /// <summary>Column of the second text for pair tasks, or null. Default null.</summary>
+    public string? Text2Column { get; init; }
+    /// <summary>What the teacher generates. Default <see cref="GenerationTarget.WholeSample"/>.</summary>
+    public GenerationTarget Target { get; init; } = GenerationTarget.WholeSample;
+    /// <summary>
+    /// For <see cref="GenerationTarget.SecondPart"/>: the visible context the second part is generated after, e.g.
+    /// <c>"{text}\nQuestion:"</c>. For whole pair samples: the text between the two parts. Default "\n".
+    /// </summary>
+    public string PairSeparator { get; init; } = "\n";
+    /// <summary>
+    /// The verbalizer classification prompt: the teacher scores each label word at <c>{label}</c>. Default
+    /// <c>"{text} It was{label}"</c> (single sentence).
+    /// </summary>
+    public string ClassificationFormat { get; init; } = "{text} It was{label}";
+    /// <summary>Label value (as text) → label word, for example "0" → " terrible". Every label needs one.</summary>
+    public IReadOnlyDictionary<string, string> Verbalizer { get; init; } = new Dictionary<string, string>();
+    /// <summary>Generated samples shorter than this many words are degenerate. Default 3.</summary>
+    public int MinWords { get; init; } = 3;
+    /// <summary>Generated samples longer than this many tokens are cut. Default 48.</summary>
+    public int MaxNewTokens { get; init; } = 48;
+
+    /// <summary>Whether the task has a second text.</summary>
+    public bool IsPair => Text2Column is not null;
+
+    /// <summary>The text the teacher is trained to generate (stage 1) for one example.</summary>
+    public string RenderTarget(string text, string? text2) => Target switch
+    {
+        GenerationTarget.SecondPart => text2 ?? throw new ArgumentException($"Template '{Name}' generates the second part, but the example has no '{Text2Column}'."),
+        _ => IsPair ? text + PairSeparator + (text2 ?? "") : text,
+    };
+
+    /// <summary>The visible context before the generated part (empty for whole samples).</summary>
+    public string RenderContext(string text) => Target == GenerationTarget.SecondPart ? text + PairSeparator : "";
+
+    /// <summary>Splits a generated whole pair sample back into its two parts (second part null if the separator is absent).</summary>
+    public (string Text, string? Text2) SplitGenerated(string context, string generated)
+    {
+        if (Target == GenerationTarget.SecondPart) return (context, generated.Trim());
+        if (!IsPair) return (generated.Trim(), null);
+        int at = generated.IndexOf(PairSeparator, StringComparison.Ordinal);
+        return at < 0 ? (generated.Trim(), null) : (generated[..at].Trim(), generated[(at + PairSeparator.Length)..].Trim());
+    }
+
+    /// <summary>The classification prompt for one sample with the label word inserted.</summary>
+    public string RenderClassification(string text, string? text2, string labelWord)
+        => ClassificationFormat.Replace("{text}", text).Replace("{text2}", text2 ?? "").Replace("{label}", labelWord);
+
+    /// <summary>The classification prompt split at <c>{label}</c>: (prefix, suffix) around the label word.</summary>
+    public (string Prefix, string Suffix) ClassificationParts(string text, string? text2)
+    {
+        int at = ClassificationFormat.IndexOf("{label}", StringComparison.Ordinal);
+        string Fill(string s) => s.Replace("{text}", text).Replace("{text2}", text2 ?? "");
+        return (Fill(ClassificationFormat[..at]), Fill(ClassificationFormat[(at + "{label}".Length)..]));
+    }
+
+    /// <summary>
+    /// Validates the template against its label set and an input schema; every message names the field or column.
+    /// </summary>
+    public void Validate(IReadOnlyList<string> labels, DataViewSchema? schema = null)
+    {
+        if (!ClassificationFormat.Contains("{label}", StringComparison.Ordinal))
+            throw new ArgumentException($"Template '{Name}': ClassificationFormat must contain {{label}}, found \"{ClassificationFormat}\".");
+        if (!ClassificationFormat.Contains("{text}", StringComparison.Ordinal))
+            throw new ArgumentException($"Template '{Name}': ClassificationFormat must contain {{text}}, found \"{ClassificationFormat}\".");
+        if (IsPair && !ClassificationFormat.Contains("{text2}", StringComparison.Ordinal))
+            throw new ArgumentException($"Template '{Name}': a pair task's ClassificationFormat must contain {{text2}}, found \"{ClassificationFormat}\".");
+        if (!IsPair && Target == GenerationTarget.SecondPart)
+            throw new ArgumentException($"Template '{Name}': Target = SecondPart needs Text2Column.");
+        foreach (var label in labels)
+            if (!Verbalizer.TryGetValue(label, out var word) || string.IsNullOrEmpty(word))
+                throw new ArgumentException($"Template '{Name}': the verbalizer has no word for label '{label}' (labels: {string.Join(", ", labels)}).");
+        var words = Verbalizer.Where(kv => labels.Contains(kv.Key)).Select(kv => kv.Value).ToList();
+        if (words.Distinct().Count() != words.Count)
+            throw new ArgumentException($"Template '{Name}': verbalizer words must differ per label, found [{string.Join(", ", words)}].");
+        if (MinWords < 1 || MaxNewTokens < 2)
+            throw new ArgumentException($"Template '{Name}': MinWords must be >= 1 and MaxNewTokens >= 2, found {MinWords} and {MaxNewTokens}.");
+        if (schema is null) return;
+        foreach (var column in new[] { TextColumn, Text2Column })
+        {
+            if (column is null) continue;
+            var c = schema.GetColumnOrNull(column)
+                ?? throw new ArgumentOutOfRangeException(nameof(schema), $"Template '{Name}' names column '{column}', which the data does not have. Columns: {string.Join(", ", schema.Select(x => $"'{x.Name}'"))}.");
+            if (c.Type is not TextDataViewType)
+                throw new ArgumentOutOfRangeException(nameof(schema), $"Template '{Name}': column '{column}' must be String (text), found {c.Type}.");
+        }
+    }
+}
+
+/// <summary>Ready-made templates for the GLUE / SuperGLUE tasks of the paper's evaluation (label values as in ../shared/data).</summary>
+public static class TaskTemplates
+{
+    /// <summary>SST-2 sentiment (labels "0" negative, "1" positive).</summary>
+    public static TaskTemplate Sst2 { get; } = new()
+    {
+        Name = "SST-2",
+        ClassificationFormat = "{text} It was{label}",
+        Verbalizer = new Dictionary<string, string> { ["0"] = " terrible", ["1"] = " great" },
+    };
+
+    /// <summary>CoLA acceptability (labels "0" unacceptable, "1" acceptable).</summary>
+    public static TaskTemplate Cola { get; } = new()
+    {
+        Name = "CoLA",
+        ClassificationFormat = "{text} This is{label}",
+        Verbalizer = new Dictionary<string, string> { ["0"] = " incorrect", ["1"] = " correct" },
+    };
+
+    /// <summary>RTE entailment (GLUE labels "entailment", "not_entailment"); generates the hypothesis for a premise.</summary>
+    public static TaskTemplate Rte { get; } = new()
+    {
+        Name = "RTE",
+        Text2Column = "Text2",
+        Target = GenerationTarget.SecondPart,
+        PairSeparator = "\nQuestion:",
+        ClassificationFormat = "{text} Question: {text2}? Answer:{label}",
+        Verbalizer = new Dictionary<string, string> { ["entailment"] = " yes", ["not_entailment"] = " no" },
+    };
+
+    /// <summary>MRPC paraphrase (labels "0", "1"); generates the second sentence.</summary>
+    public static TaskTemplate Mrpc { get; } = new()
+    {
+        Name = "MRPC",
+        Text2Column = "Text2",
+        Target = GenerationTarget.SecondPart,
+        PairSeparator = "\nIn other words:",
+        ClassificationFormat = "{text} In other words: {text2}? Answer:{label}",
+        Verbalizer = new Dictionary<string, string> { ["0"] = " no", ["1"] = " yes" },
+    };
+
+    /// <summary>CB (labels "entailment", "contradiction", "neutral"); generates the hypothesis.</summary>
+    public static TaskTemplate Cb { get; } = new()
+    {
+        Name = "CB",
+        Text2Column = "Text2",
+        Target = GenerationTarget.SecondPart,
+        PairSeparator = "\nQuestion:",
+        ClassificationFormat = "{text} Question: {text2}? Answer:{label}",
+        Verbalizer = new Dictionary<string, string> { ["entailment"] = " yes", ["contradiction"] = " no", ["neutral"] = " maybe" },
+    };
+
+    /// <summary>BoolQ (labels "False", "True"; Text = passage, Text2 = question); generates the question.</summary>
+    public static TaskTemplate BoolQ { get; } = new()
+    {
+        Name = "BoolQ",
+        Text2Column = "Text2",
+        Target = GenerationTarget.SecondPart,
+        PairSeparator = "\nQuestion:",
+        ClassificationFormat = "{text} Question: {text2}? Answer:{label}",
+        Verbalizer = new Dictionary<string, string> { ["False"] = " no", ["True"] = " yes" },
+    };
+
+    /// <summary>QNLI (labels "entailment", "not_entailment"; Text = question, Text2 = sentence); generates the sentence.</summary>
+    public static TaskTemplate Qnli { get; } = new()
+    {
+        Name = "QNLI",
+        Text2Column = "Text2",
+        Target = GenerationTarget.SecondPart,
+        PairSeparator = "\nAnswer sentence:",
+        ClassificationFormat = "{text} Answer sentence: {text2}? Does it answer:{label}",
+        Verbalizer = new Dictionary<string, string> { ["entailment"] = " yes", ["not_entailment"] = " no" },
+    };
+}
