@@ -1,0 +1,150 @@
+using System.Text.Json;
+using Microsoft.ML;
+using RetriKT.MLNet.SoftPrompt;
+
+namespace RetriKT.MLNet.Data;
+
+/// <summary>One labelled example with RetriKT's conventional column names (Text, Text2, Label).</summary>
+public sealed class TextPairRow
+{
+    /// <summary>First text.</summary>
+    public string Text { get; set; } = "";
+    /// <summary>Second text of a pair task (empty string for single-sentence tasks).</summary>
+    public string Text2 { get; set; } = "";
+    /// <summary>Label value as text.</summary>
+    public string Label { get; set; } = "";
+}
+
+/// <summary>
+/// A low-resource task: the few-shot training split, the few-shot dev split (for model selection only) and the
+/// evaluation split (the official dev set; never tune on it), with its label set and template.
+/// </summary>
+public sealed record FewShotTask(string Name, int? Seed, IReadOnlyList<string> Labels, TaskTemplate Template,
+    IReadOnlyList<TextPairRow> Train, IReadOnlyList<TextPairRow> Dev, IReadOnlyList<TextPairRow> Test)
+{
+    /// <summary>Whether examples have a second text.</summary>
+    public bool IsPair => Template.IsPair;
+
+    /// <summary>A split as an IDataView with columns Text, Text2, Label (strings).</summary>
+    public static IDataView ToDataView(MLContext mlContext, IReadOnlyList<TextPairRow> rows) => mlContext.Data.LoadFromEnumerable(rows);
+
+    /// <summary>
+    /// The "majority class" reference row as LM-BFF reports it: the share of the most frequent label in
+    /// <see cref="Test"/> (few-shot training splits are balanced, so the training majority is a tie).
+    /// </summary>
+    public double MajorityAccuracy() => Test.GroupBy(r => r.Label).Max(g => g.Count()) / (double)Test.Count;
+}
+
+/// <summary>
+/// Readers for the standard low-resource protocols over a data folder laid out like the workplace's shared data
+/// (see its README): LM-BFF 16-shot splits (<c>&lt;Task&gt;/k-shot/16-&lt;seed&gt;/{train,dev}.tsv</c>, evaluation on
+/// <c>k-shot/test.tsv</c> = the official GLUE dev set) for SST-2, CoLA, MRPC, RTE, QNLI; FewGLUE 32-shot
+/// (<c>train32.jsonl</c>, <c>dev32.jsonl</c>, evaluation on <c>dev.jsonl</c>) for CB and BoolQ.
+/// </summary>
+public static class FewShotBenchmarks
+{
+    /// <summary>Tasks this reader knows.</summary>
+    public static IReadOnlyList<string> Tasks { get; } = ["SST-2", "CoLA", "MRPC", "RTE", "QNLI", "CB", "BoolQ"];
+
+    /// <summary>LM-BFF seeds.</summary>
+    public static IReadOnlyList<int> LmBffSeeds { get; } = [13, 21, 42, 87, 100];
+
+    /// <summary>Loads <paramref name="task"/> from <paramref name="dataRoot"/> (seed needed for LM-BFF tasks).</summary>
+    public static FewShotTask Load(string dataRoot, string task, int seed = 13)
+    {
+        if (!Directory.Exists(dataRoot)) throw new DirectoryNotFoundException($"Data folder not found: '{dataRoot}'.");
+        string dir = Path.Combine(dataRoot, task);
+        switch (task)
+        {
+            case "CB":
+            case "BoolQ":
+            {
+                var template = task == "CB" ? TaskTemplates.Cb : TaskTemplates.BoolQ;
+                var labels = task == "CB" ? new[] { "entailment", "contradiction", "neutral" } : ["False", "True"];
+                return new FewShotTask(task, null, labels, template,
+                    ReadJsonl(Path.Combine(dir, "train32.jsonl"), task), ReadJsonl(Path.Combine(dir, "dev32.jsonl"), task), ReadJsonl(Path.Combine(dir, "dev.jsonl"), task));
+            }
+            case "SST-2":
+            case "CoLA":
+            case "MRPC":
+            case "RTE":
+            case "QNLI":
+            {
+                var shots = Path.Combine(dir, "k-shot", $"16-{seed}");
+                if (!Directory.Exists(shots)) throw new DirectoryNotFoundException($"{task}: few-shot split for seed {seed} not found at '{shots}' (LM-BFF seeds: {string.Join(", ", LmBffSeeds)}).");
+                var (template, labels) = task switch
+                {
+                    "SST-2" => (TaskTemplates.Sst2, new[] { "0", "1" }),
+                    "CoLA" => (TaskTemplates.Cola, ["0", "1"]),
+                    "MRPC" => (TaskTemplates.Mrpc, ["0", "1"]),
+                    "RTE" => (TaskTemplates.Rte, ["entailment", "not_entailment"]),
+                    _ => (TaskTemplates.Qnli, ["entailment", "not_entailment"]),
+                };
+                return new FewShotTask(task, seed, labels, template,
+                    ReadTsv(Path.Combine(shots, "train.tsv"), task), ReadTsv(Path.Combine(shots, "dev.tsv"), task),
+                    ReadTsv(Path.Combine(dir, "k-shot", "test.tsv"), task));
+            }
+            default:
+                throw new ArgumentException($"Unknown task '{task}'. Known: {string.Join(", ", Tasks)}.", nameof(task));
+        }
+    }
+
+    private static List<TextPairRow> ReadTsv(string path, string task)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{task}: file not found: '{path}'.", path);
+        var lines = File.ReadAllLines(path);
+        var rows = new List<TextPairRow>();
+        if (task == "CoLA")
+        {
+            // No header: source, label, original judgement, sentence.
+            for (int i = 0; i < lines.Length; i++)
+            {
+                if (lines[i].Length == 0) continue;
+                var f = lines[i].Split('\t');
+                if (f.Length < 4) throw new InvalidDataException($"{path} line {i + 1}: expected 4 tab-separated fields (source, label, judgement, sentence), found {f.Length}.");
+                rows.Add(new TextPairRow { Text = f[3], Label = f[1] });
+            }
+            return rows;
+        }
+        var header = lines[0].TrimStart('\uFEFF').Split('\t');
+        int Column(string name) => Array.IndexOf(header, name) is var i and >= 0 ? i
+            : throw new InvalidDataException($"{path}: column '{name}' not found in header [{string.Join(", ", header)}].");
+        var (text, text2, label) = task switch
+        {
+            "SST-2" => (Column("sentence"), -1, Column("label")),
+            "MRPC" => (Column("#1 String"), Column("#2 String"), Column("Quality")),
+            "RTE" => (Column("sentence1"), Column("sentence2"), Column("label")),
+            _ => (Column("question"), Column("sentence"), Column("label")),
+        };
+        for (int i = 1; i < lines.Length; i++)
+        {
+            if (lines[i].Length == 0) continue;
+            var f = lines[i].Split('\t');
+            int needed = Math.Max(text, Math.Max(text2, label)) + 1;
+            if (f.Length < needed) throw new InvalidDataException($"{path} line {i + 1}: expected at least {needed} tab-separated fields, found {f.Length}.");
+            rows.Add(new TextPairRow { Text = f[text].Trim(), Text2 = text2 >= 0 ? f[text2].Trim() : "", Label = f[label].Trim() });
+        }
+        return rows;
+    }
+
+    private static List<TextPairRow> ReadJsonl(string path, string task)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{task}: file not found: '{path}'.", path);
+        var rows = new List<TextPairRow>();
+        int lineNumber = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            using var doc = JsonDocument.Parse(line);
+            var root = doc.RootElement;
+            string Get(string name) => root.TryGetProperty(name, out var v)
+                ? v.ValueKind switch { JsonValueKind.True => "True", JsonValueKind.False => "False", _ => v.ToString() }
+                : throw new InvalidDataException($"{path} line {lineNumber}: field '{name}' is missing.");
+            rows.Add(task == "CB"
+                ? new TextPairRow { Text = Get("premise"), Text2 = Get("hypothesis"), Label = Get("label") }
+                : new TextPairRow { Text = Get("passage"), Text2 = Get("question"), Label = Get("label") });
+        }
+        return rows;
+    }
+}
