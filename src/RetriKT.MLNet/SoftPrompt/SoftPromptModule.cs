@@ -1,0 +1,101 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.SoftPrompt;
+
+/// <summary>How soft prompts start (HF PEFT's PromptTuningInit: TEXT, SAMPLE_VOCAB, RANDOM).</summary>
+public enum SoftPromptInit
+{
+    /// <summary>Embeddings of an initialisation text's tokens (repeated to fill the prompt). Per label, the label word is appended.</summary>
+    Text,
+    /// <summary>Embeddings of tokens sampled uniformly from the vocabulary.</summary>
+    SampleVocabulary,
+    /// <summary>Gaussian noise with the embedding matrix's standard deviation.</summary>
+    Random,
+}
+
+/// <summary>
+/// Label-conditioned soft prompts: one trainable prompt of <c>P</c> virtual tokens per label, plus an optional shared
+/// task prompt of <c>S</c> tokens placed before it. Prompt for a row = <c>[task prompt; label prompt]</c>, shape
+/// <c>[S + P, H]</c>; everything else in the model stays frozen.
+/// </summary>
+internal sealed class SoftPromptModule : nn.Module
+{
+    private readonly Parameter _labelPrompts;   // [L, P, H]
+    private readonly Parameter? _taskPrompt;    // [S, H]
+
+    /// <summary>Creates the module from initial values <c>[L, P, H]</c> and, optionally, <c>[S, H]</c> (copied).</summary>
+    public SoftPromptModule(Tensor labelPrompts, Tensor? taskPrompt) : base(nameof(SoftPromptModule))
+    {
+        if (labelPrompts.dim() != 3) throw new ArgumentException($"label prompts must be [labels, tokens, hidden], found [{string.Join(", ", labelPrompts.shape)}].");
+        if (taskPrompt is not null && (taskPrompt.dim() != 2 || taskPrompt.shape[1] != labelPrompts.shape[2]))
+            throw new ArgumentException($"task prompt must be [tokens, {labelPrompts.shape[2]}], found [{string.Join(", ", taskPrompt.shape)}].");
+        _labelPrompts = new Parameter(labelPrompts.detach().clone().to(ScalarType.Float32), requires_grad: true);
+        _taskPrompt = taskPrompt is null ? null : new Parameter(taskPrompt.detach().clone().to(ScalarType.Float32), requires_grad: true);
+        register_parameter("label_prompts", _labelPrompts);
+        if (_taskPrompt is not null) register_parameter("task_prompt", _taskPrompt);
+    }
+
+    public int Labels => (int)_labelPrompts.shape[0];
+    public int LabelTokens => (int)_labelPrompts.shape[1];
+    public int TaskTokens => _taskPrompt is null ? 0 : (int)_taskPrompt.shape[0];
+    public int Length => TaskTokens + LabelTokens;
+    public int Hidden => (int)_labelPrompts.shape[2];
+
+    /// <summary>Prompts for a batch of label indices <c>[B]</c> → <c>[B, S + P, H]</c> in <paramref name="dtype"/>.</summary>
+    public Tensor PromptsFor(Tensor labels, ScalarType dtype)
+    {
+        var perRow = _labelPrompts.index_select(0, labels);                              // [B, P, H]
+        if (_taskPrompt is not null)
+            perRow = cat([_taskPrompt.unsqueeze(0).expand(labels.shape[0], -1, -1), perRow], 1);
+        return perRow.to(dtype);
+    }
+
+    /// <summary>A detached copy of all prompt values, for saving and for the frozen reference policy.</summary>
+    public (float[] LabelPrompts, float[]? TaskPrompt) Snapshot()
+        => (_labelPrompts.detach().cpu().data<float>().ToArray(), _taskPrompt?.detach().cpu().data<float>().ToArray());
+
+    /// <summary>Builds initial prompt values from the teacher's embedding matrix <c>[V, H]</c>.</summary>
+    public static (Tensor LabelPrompts, Tensor? TaskPrompt) Initialize(SoftPromptInit init, Tensor embeddingMatrix, int labels, int labelTokens,
+        int taskTokens, Func<int, int[]> initTokensForLabel, int[] taskInitTokens, Generator generator)
+    {
+        long vocab = embeddingMatrix.shape[0];
+        var weights = embeddingMatrix.detach().to(ScalarType.Float32);
+        Tensor FromIds(int[] ids, int count)
+        {
+            if (ids.Length == 0) ids = [0];
+            var repeated = Enumerable.Range(0, count).Select(i => (long)ids[i % ids.Length]).ToArray();
+            return weights.index_select(0, tensor(repeated, device: weights.device));
+        }
+        Tensor Make(int count, Func<int[]> textIds) => init switch
+        {
+            SoftPromptInit.Text => FromIds(textIds(), count),
+            SoftPromptInit.SampleVocabulary => weights.index_select(0, randint(0, vocab, [count], generator: generator, device: CPU).to(weights.device)),
+            _ => randn([count, weights.shape[1]], generator: generator, device: CPU).to(weights.device).mul(weights.std()),
+        };
+        var label = stack(Enumerable.Range(0, labels).Select(l => Make(labelTokens, () => initTokensForLabel(l))).ToArray());
+        var task = taskTokens > 0 ? Make(taskTokens, () => taskInitTokens) : null;
+        return (label, task);
+    }
+}
+
+/// <summary>PPO value head: a linear map from the teacher's last hidden state to a scalar value per token.</summary>
+internal sealed class ValueHead : nn.Module<Tensor, Tensor>
+{
+    private readonly Linear _linear;
+
+    public ValueHead(int hidden) : base(nameof(ValueHead))
+    {
+        _linear = nn.Linear(hidden, 1);
+        register_module("linear", _linear);
+        using (no_grad())
+        {
+            _linear.weight!.normal_(0, 1.0 / Math.Sqrt(hidden));
+            _linear.bias!.zero_();
+        }
+    }
+
+    /// <summary>Values <c>[B, T]</c> for hidden states <c>[B, T, H]</c>.</summary>
+    public override Tensor forward(Tensor hidden) => _linear.forward(hidden.to(ScalarType.Float32)).squeeze(-1);
+}
