@@ -39,3 +39,21 @@ public class FewShotBenchmarksTests
         Assert.Throws<DirectoryNotFoundException>(() => FewShotBenchmarks.Load("/nonexistent", "SST-2"));
     }
 }
+
+public class EmbeddedCafeReviewsTests
+{
+    [Fact]
+    public void SplitsAreBalancedDisjointDeterministicAndApartFromThePool()
+    {
+        var task = EmbeddedCafeReviews.Task();
+        Assert.Equal((32, 32, 200), (task.Train.Count, task.Dev.Count, task.Test.Count));
+        Assert.All(EmbeddedCafeReviews.Labels, l => Assert.Equal(16, task.Train.Count(r => r.Label == l)));
+        var pool = EmbeddedCafeReviews.UnlabeledPool().ToHashSet();
+        var all = task.Train.Concat(task.Dev).Concat(task.Test).Select(r => r.Text).ToList();
+        Assert.Equal(all.Count, all.Distinct().Count());
+        Assert.DoesNotContain(all, pool.Contains);
+        Assert.Equal(task.Train.Select(r => r.Text), EmbeddedCafeReviews.Task().Train.Select(r => r.Text));
+        Assert.InRange(EmbeddedCafeReviews.UnlabeledPool().Count(t => t.Contains("overall it was")), 1000, 2000);
+        task.Template.Validate(task.Labels);
+    }
+}
