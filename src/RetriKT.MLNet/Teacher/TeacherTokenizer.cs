@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
 namespace RetriKT.MLNet.Teacher;
@@ -65,11 +66,9 @@ public sealed class TeacherTokenizer
     public static TeacherTokenizer FromGpt2Files(string vocabJsonPath, string mergesPath)
     {
         RequireFile(vocabJsonPath); RequireFile(mergesPath);
-        using var vocab = File.OpenRead(vocabJsonPath);
-        using var merges = File.OpenRead(mergesPath);
         var vocabMap = ReadVocab(File.ReadAllBytes(vocabJsonPath), vocabJsonPath);
-        var tok = Wrap(vocab, merges, vocabMap, [vocabJsonPath, mergesPath]);
-        return tok;
+        var merges = File.ReadLines(mergesPath).Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal)).ToList();
+        return Wrap(vocabMap, merges, [vocabJsonPath, mergesPath]);
     }
 
     /// <summary>A HF <c>tokenizer.json</c> whose model is byte-level BPE (GPT-2, RoBERTa, Qwen-style). SentencePiece-style JSON is refused; use <c>tokenizer.model</c>.</summary>
@@ -85,25 +84,26 @@ public sealed class TeacherTokenizer
         if (model["byte_fallback"]?.GetValue<bool>() == true || !root.ToJsonString().Contains("\"ByteLevel\"", StringComparison.Ordinal))
             throw new NotSupportedException($"{path}: this tokenizer.json is SentencePiece-style BPE (byte_fallback / no ByteLevel pre-tokenizer); load the tokenizer.model next to it instead.");
         var vocabObj = model["vocab"] as JsonObject ?? throw new InvalidDataException($"{path}: field 'model.vocab' is missing.");
-        var vocabBytes = Encoding.UTF8.GetBytes(vocabObj.ToJsonString());
-        var sb = new StringBuilder("#version: 0.2\n");
+        var vocabMap = vocabObj.ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<int>(), StringComparer.Ordinal);
+        var merges = new List<string>();
         foreach (var m in model["merges"]?.AsArray() ?? throw new InvalidDataException($"{path}: field 'model.merges' is missing."))
-        {
-            if (m is JsonArray pair) sb.Append(pair[0]!.GetValue<string>()).Append(' ').Append(pair[1]!.GetValue<string>()).Append('\n');
-            else sb.Append(m!.GetValue<string>()).Append('\n');
-        }
-        var vocabMap = ReadVocab(vocabBytes, path);
+            merges.Add(m is JsonArray pair ? pair[0]!.GetValue<string>() + " " + pair[1]!.GetValue<string>() : m!.GetValue<string>());
         foreach (var added in root["added_tokens"]?.AsArray() ?? [])
             if (added?["content"]?.GetValue<string>() is { } content && added["id"]?.GetValue<int>() is int id) vocabMap.TryAdd(content, id);
-        using var vocab = new MemoryStream(vocabBytes);
-        using var merges = new MemoryStream(Encoding.UTF8.GetBytes(sb.ToString()));
-        return Wrap(vocab, merges, vocabMap, [path]);
+        return Wrap(vocabMap, merges, [path]);
     }
 
-    private static TeacherTokenizer Wrap(Stream vocab, Stream merges, Dictionary<string, int> vocabMap, IReadOnlyList<string> files)
+    // GPT-2's pre-tokenizer regex (contractions, letters, digits, other, whitespace runs not followed by non-space).
+    private static readonly Regex Gpt2Split = new(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+", RegexOptions.Compiled);
+
+    private static TeacherTokenizer Wrap(Dictionary<string, int> vocabMap, List<string> merges, IReadOnlyList<string> files)
     {
-        var tokenizer = CodeGenTokenizer.Create(vocab, merges, addPrefixSpace: false, addBeginOfSentence: false, addEndOfSentence: false);
         int? eot = vocabMap.TryGetValue("<|endoftext|>", out var e) ? e : null;
+        var specials = eot is int id ? new Dictionary<string, int> { ["<|endoftext|>"] = id } : null;
+        var tokenizer = BpeTokenizer.Create(new BpeOptions(vocabMap)
+        {
+            Merges = merges, ByteLevel = true, PreTokenizer = new RegexPreTokenizer(Gpt2Split, specials), SpecialTokens = specials,
+        });
         int size = vocabMap.Count == 0 ? 0 : vocabMap.Values.Max() + 1;
         return new TeacherTokenizer("gpt2-bpe", size, t => tokenizer.EncodeToIds(t).ToList(), ids => tokenizer.Decode(ids) ?? "", eot, eot, eot, files);
     }
@@ -114,7 +114,12 @@ public sealed class TeacherTokenizer
         catch (JsonException e) { throw new InvalidDataException($"{path}: vocabulary is not a JSON object of token → id ({e.Message}).", e); }
     }
 
-    /// <summary>A SentencePiece <c>tokenizer.model</c> (LLaMA/Mistral style; BOS added by <see cref="Encode"/> on request).</summary>
+    /// <summary>
+    /// A SentencePiece <c>tokenizer.model</c> (LLaMA/Mistral style; BOS added by <see cref="Encode"/> on request).
+    /// BPE models are encoded by our score-greedy merge (the reference algorithm, which llama2.c also uses), because
+    /// Microsoft.ML.Tokenizers' SentencePiece BPE breaks merge ties differently from the reference on some inputs
+    /// (for example "!!!!!!"); the library's decoder is used for text, and its encoder for unigram models.
+    /// </summary>
     public static TeacherTokenizer FromSentencePiece(string modelPath)
     {
         RequireFile(modelPath);
@@ -125,9 +130,9 @@ public sealed class TeacherTokenizer
             catch (Exception e) when (e is not IOException)
             { throw new InvalidDataException($"{modelPath}: not a readable SentencePiece model ({e.Message}).", e); }
         }
-        int size = sp.Vocabulary.Count;
-        return new TeacherTokenizer("sentencepiece", size,
-            t => t.Length == 0 ? [] : sp.EncodeToIds(t).ToList(), ids => sp.Decode(ids) ?? "",
+        var bpe = Llama2cTokenizer.ReadSentencePieceBpe(modelPath);
+        Func<string, List<int>> encode = bpe is not null ? t => bpe.Encode(t, addBos: false) : t => t.Length == 0 ? [] : sp.EncodeToIds(t).ToList();
+        return new TeacherTokenizer("sentencepiece", sp.Vocabulary.Count, encode, ids => sp.Decode(ids) ?? "",
             sp.BeginningOfSentenceId, sp.EndOfSentenceId, null, [modelPath]);
     }
 
