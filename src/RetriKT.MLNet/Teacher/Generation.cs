@@ -1,0 +1,86 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Teacher;
+
+/// <summary>What to generate and how to sample it. Give either <see cref="Prompts"/> or <see cref="PromptIds"/>.</summary>
+public sealed class GenerationRequest
+{
+    /// <summary>Text prompts, one per batch row (encoded with the teacher's tokenizer).</summary>
+    public IReadOnlyList<string>? Prompts { get; init; }
+    /// <summary>Prompt token ids, one array per batch row (used as is; <see cref="AddBos"/> does not apply).</summary>
+    public IReadOnlyList<int[]>? PromptIds { get; init; }
+    /// <summary>Prepend BOS to text prompts. Null: yes for the LLaMA family, no for GPT-2 (as HF does).</summary>
+    public bool? AddBos { get; init; }
+    /// <summary>
+    /// Optional soft prompt <c>[P, hidden]</c> (or <c>[B, P, hidden]</c>) prepended to every row's token embeddings.
+    /// Used as given (no gradient during generation).
+    /// </summary>
+    public Tensor? PrefixEmbeds { get; init; }
+    /// <summary>Most tokens to generate per row. Default 32. Capped so prompt + output fit the model's context.</summary>
+    public int MaxNewTokens { get; init; } = 32;
+    /// <summary>Sampling temperature; 0 means greedy (argmax). Default 0.</summary>
+    public double Temperature { get; init; }
+    /// <summary>Keep only the k most likely tokens before sampling; 0 disables. Default 0.</summary>
+    public int TopK { get; init; }
+    /// <summary>Nucleus sampling: keep the smallest set of tokens whose probability reaches p; 1 disables. Default 1.</summary>
+    public double TopP { get; init; } = 1;
+    /// <summary>CTRL-style repetition penalty on tokens already in the row (prompt + output); 1 disables. Default 1.</summary>
+    public double RepetitionPenalty { get; init; } = 1;
+    /// <summary>Ids that end a row (kept as its last token). Null: the config's EOS ids plus the tokenizer's EOS.</summary>
+    public IReadOnlyList<int>? StopTokenIds { get; init; }
+    /// <summary>Strings that end a row once the decoded output contains one (the text is cut after it).</summary>
+    public IReadOnlyList<string>? StopSequences { get; init; }
+    /// <summary>Seed of the per-call torch.Generator; the same seed gives the same samples. Null: a random seed.</summary>
+    public long? Seed { get; init; }
+    /// <summary>Reuse keys/values of earlier positions (much faster; identical results). Default true.</summary>
+    public bool UseKvCache { get; init; } = true;
+}
+
+/// <summary>One generated row.</summary>
+/// <param name="PromptIds">The prompt ids the row started from (after BOS handling; excludes the soft prompt).</param>
+/// <param name="TokenIds">Generated ids, including a final stop token when one ended the row.</param>
+/// <param name="TokenLogProbs">
+/// Log-probability of each generated id under the model at the request's temperature (1 when greedy), before top-k,
+/// top-p and repetition penalty: the quantity PPO's ratio needs, and what <see cref="TeacherModel.Forward"/> reproduces.
+/// </param>
+/// <param name="Text">Decoded output (special tokens left out; cut after a matched stop sequence).</param>
+/// <param name="FinishReason">"stop_token", "stop_sequence" or "length".</param>
+public sealed record GeneratedSequence(int[] PromptIds, int[] TokenIds, float[] TokenLogProbs, string Text, string FinishReason);
+
+/// <summary>The rows of a <see cref="TeacherModel.Generate"/> call, in request order.</summary>
+public sealed record GenerationResult(IReadOnlyList<GeneratedSequence> Sequences);
+
+/// <summary>Output of <see cref="TeacherModel.Forward"/>.</summary>
+/// <param name="Logits">Next-token logits <c>[B, T, V]</c>.</param>
+/// <param name="HiddenStates">Final (normed) hidden states <c>[B, T, H]</c> when requested, else null.</param>
+public sealed record CausalLMOutput(Tensor Logits, Tensor? HiddenStates);
+
+/// <summary>Logit processing and token choice for one decoding step (HF order: penalty, temperature, top-k, top-p).</summary>
+internal static class Sampler
+{
+    public static Tensor ApplyRepetitionPenalty(Tensor logits, Tensor seen, double penalty)
+    {
+        if (penalty == 1) return logits;
+        var penalized = where(logits.gt(0), logits.div(penalty), logits.mul(penalty));
+        return where(seen, penalized, logits);
+    }
+
+    public static Tensor TopK(Tensor logits, int k)
+    {
+        if (k <= 0 || k >= logits.shape[^1]) return logits;
+        var kth = logits.topk(k, -1).values.narrow(-1, k - 1, 1);
+        return logits.masked_fill(logits.lt(kth), float.NegativeInfinity);
+    }
+
+    public static Tensor TopP(Tensor logits, double p)
+    {
+        if (p >= 1) return logits;
+        var (sorted, order) = logits.sort(-1, descending: true);
+        var probs = sorted.softmax(-1);
+        // Drop a token when the tokens before it already reach p (the first token is always kept).
+        var remove = probs.cumsum(-1).sub(probs).gt(p);
+        var removeOriginal = zeros_like(remove).scatter(-1, order, remove);
+        return logits.masked_fill(removeOriginal, float.NegativeInfinity);
+    }
+}

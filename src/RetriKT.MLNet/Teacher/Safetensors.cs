@@ -1,0 +1,149 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Teacher;
+
+/// <summary>One tensor entry of a safetensors header.</summary>
+internal sealed record SafetensorsEntry(string Name, string DType, long[] Shape, long Begin, long End, string File);
+
+/// <summary>
+/// Reader and writer of the safetensors format: 8-byte little-endian header length, a JSON header
+/// <c>{name: {dtype, shape, data_offsets: [begin, end]}}</c> (plus optional <c>__metadata__</c>), then raw little-endian data.
+/// Only F32, F16 and BF16 are read, which covers every LLM checkpoint we load; anything else is named in the error.
+/// </summary>
+internal static class Safetensors
+{
+    private const long MaxHeaderBytes = 100_000_000;
+
+    /// <summary>Parses the header of <paramref name="path"/> and checks every offset against the file size.</summary>
+    public static Dictionary<string, SafetensorsEntry> ReadHeader(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Safetensors file not found: {path}", path);
+        using var fs = File.OpenRead(path);
+        long fileLength = fs.Length;
+        if (fileLength < 8) throw new InvalidDataException($"{path}: truncated safetensors file ({fileLength} bytes, expected at least 8).");
+        Span<byte> lenBytes = stackalloc byte[8];
+        fs.ReadExactly(lenBytes);
+        long headerLength = BinaryPrimitives.ReadInt64LittleEndian(lenBytes);
+        if (headerLength <= 0 || headerLength > MaxHeaderBytes || 8 + headerLength > fileLength)
+            throw new InvalidDataException($"{path}: safetensors header length {headerLength} does not fit the file ({fileLength} bytes); the file is truncated or not safetensors.");
+        var header = new byte[headerLength];
+        fs.ReadExactly(header);
+        JsonObject root;
+        try { root = JsonNode.Parse(header)!.AsObject(); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        { throw new InvalidDataException($"{path}: safetensors header is not valid JSON ({e.Message}).", e); }
+
+        long dataStart = 8 + headerLength, dataLength = fileLength - dataStart;
+        var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
+        foreach (var (name, node) in root)
+        {
+            if (name == "__metadata__") continue;
+            var o = node!.AsObject();
+            string dtype = o["dtype"]!.GetValue<string>();
+            long[] shape = o["shape"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
+            var offsets = o["data_offsets"]!.AsArray();
+            long begin = offsets[0]!.GetValue<long>(), end = offsets[1]!.GetValue<long>();
+            if (end > dataLength || begin < 0 || end < begin)
+                throw new InvalidDataException($"{path}: tensor '{name}' data [{begin}, {end}) lies outside the {dataLength} data bytes; the file is truncated.");
+            long expected = shape.Aggregate(1L, (a, b) => a * b) * ElementSize(dtype, name, path);
+            if (end - begin != expected)
+                throw new InvalidDataException($"{path}: tensor '{name}' has {end - begin} bytes, but shape [{string.Join(",", shape)}] of {dtype} needs {expected}.");
+            entries[name] = new SafetensorsEntry(name, dtype, shape, dataStart + begin, dataStart + end, path);
+        }
+        return entries;
+    }
+
+    private static int ElementSize(string dtype, string name, string path) => dtype switch
+    {
+        "F32" => 4,
+        "F16" or "BF16" => 2,
+        _ => throw new NotSupportedException($"{path}: tensor '{name}' has dtype {dtype}; only F32, F16 and BF16 are supported."),
+    };
+
+    /// <summary>Reads one tensor to CPU in its stored dtype.</summary>
+    public static Tensor ReadTensor(SafetensorsEntry e)
+    {
+        var scalar = e.DType switch { "F32" => ScalarType.Float32, "F16" => ScalarType.Float16, _ => ScalarType.BFloat16 };
+        var t = empty(e.Shape, scalar, CPU);
+        using var fs = File.OpenRead(e.File);
+        fs.Seek(e.Begin, SeekOrigin.Begin);
+        var span = t.bytes;
+        if (span.Length != e.End - e.Begin)
+            throw new InvalidDataException($"{e.File}: tensor '{e.Name}' size mismatch while reading.");
+        fs.ReadExactly(span);
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Big-endian hosts are not supported.");
+        return t;
+    }
+
+    /// <summary>Writes tensors (F32/F16/BF16, any device) to <paramref name="path"/> atomically (temp file + rename).</summary>
+    public static void Write(string path, IEnumerable<(string Name, Tensor Tensor)> tensors)
+    {
+        var list = tensors.OrderBy(t => t.Name, StringComparer.Ordinal).ToList();
+        var header = new JsonObject { ["__metadata__"] = new JsonObject { ["format"] = "pt" } };
+        long offset = 0;
+        foreach (var (name, t) in list)
+        {
+            string dtype = t.dtype switch
+            {
+                ScalarType.Float32 => "F32", ScalarType.Float16 => "F16", ScalarType.BFloat16 => "BF16",
+                _ => throw new NotSupportedException($"Cannot write tensor '{name}' of dtype {t.dtype}; only float32/float16/bfloat16."),
+            };
+            long bytes = t.numel() * (dtype == "F32" ? 4 : 2);
+            header[name] = new JsonObject
+            {
+                ["dtype"] = dtype, ["shape"] = new JsonArray(t.shape.Select(s => (JsonNode?)s).ToArray()),
+                ["data_offsets"] = new JsonArray(offset, offset + bytes),
+            };
+            offset += bytes;
+        }
+        var headerBytes = Encoding.UTF8.GetBytes(header.ToJsonString());
+        int pad = (8 - headerBytes.Length % 8) % 8; // align the data section, as the reference writer does
+        if (pad > 0) headerBytes = [.. headerBytes, .. Enumerable.Repeat((byte)' ', pad)];
+
+        AtomicFile.Write(path, fs =>
+        {
+            Span<byte> len = stackalloc byte[8];
+            BinaryPrimitives.WriteInt64LittleEndian(len, headerBytes.Length);
+            fs.Write(len);
+            fs.Write(headerBytes);
+            foreach (var (_, t) in list)
+            {
+                using var cpu = t.detach().to(CPU).contiguous();
+                fs.Write(cpu.bytes);
+            }
+        });
+    }
+}
+
+/// <summary>Atomic file writes: write a temp file beside the target, then rename over it.</summary>
+internal static class AtomicFile
+{
+    public static void Write(string path, Action<FileStream> write)
+    {
+        var full = Path.GetFullPath(path);
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        var temp = full + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
+        try
+        {
+            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+            {
+                write(fs);
+                fs.Flush(true);
+            }
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
+    }
+
+    public static void WriteAllText(string path, string text) => Write(path, fs => fs.Write(Encoding.UTF8.GetBytes(text)));
+
+    public static void Copy(string source, string target) => Write(target, fs => { using var src = File.OpenRead(source); src.CopyTo(fs); });
+}

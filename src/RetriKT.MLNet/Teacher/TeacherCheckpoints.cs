@@ -1,0 +1,173 @@
+using System.Buffers.Binary;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Teacher;
+
+/// <summary>
+/// Checkpoint readers and the writer. Every load is all-or-nothing: each parameter must be found once, with the shape
+/// the config implies; unknown tensors are an error (they usually mean the config and weights disagree).
+/// <para><c>pytorch_model.bin</c> (a zip of Python pickles) is not read: unpickling safely needs a restricted pickle
+/// VM that re-implements torch's storage rebuild functions, and every current HF checkpoint also ships safetensors.
+/// The error tells the user how to convert.</para>
+/// </summary>
+internal static class TeacherCheckpoints
+{
+    public const string ConfigFile = "config.json", WeightsFile = "model.safetensors", IndexFile = "model.safetensors.index.json";
+
+    /// <summary>Loads a HF directory (config.json + model.safetensors or a sharded index).</summary>
+    public static (CausalLMModule Module, TeacherConfig Config) LoadHuggingFace(string dir, ScalarType dtype, Device device)
+    {
+        var configPath = Path.Combine(dir, ConfigFile);
+        var config = TeacherConfig.FromHuggingFaceJson(configPath);
+        var genConfig = Path.Combine(dir, "generation_config.json");
+        if (File.Exists(genConfig) && JsonNode.Parse(File.ReadAllText(genConfig)) is JsonObject g && g["eos_token_id"] is { } eosNode)
+        {
+            IReadOnlyList<int> eos = eosNode is JsonArray a ? a.Select(x => x!.GetValue<int>()).ToArray() : [eosNode.GetValue<int>()];
+            config = config with { EosTokenIds = eos };
+        }
+
+        var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
+        var single = Path.Combine(dir, WeightsFile);
+        var index = Path.Combine(dir, IndexFile);
+        if (File.Exists(single)) entries = Safetensors.ReadHeader(single);
+        else if (File.Exists(index))
+        {
+            var map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject
+                ?? throw new InvalidDataException($"{index}: field 'weight_map' is missing.");
+            foreach (var shard in map.Select(kv => kv.Value!.GetValue<string>()).Distinct(StringComparer.Ordinal).OrderBy(s => s, StringComparer.Ordinal))
+            {
+                var shardPath = Path.Combine(dir, shard);
+                if (!File.Exists(shardPath)) throw new FileNotFoundException($"{index} lists shard '{shard}', which is missing: {shardPath}", shardPath);
+                foreach (var (name, e) in Safetensors.ReadHeader(shardPath))
+                    if (!entries.TryAdd(name, e)) throw new InvalidDataException($"{shardPath}: tensor '{name}' also appears in {entries[name].File}.");
+            }
+        }
+        else if (File.Exists(Path.Combine(dir, "pytorch_model.bin")) || File.Exists(Path.Combine(dir, "pytorch_model.bin.index.json")))
+            throw new NotSupportedException($"{dir}: only pytorch_model.bin weights were found. Reading PyTorch pickles is not supported " +
+                "(it needs a restricted pickle interpreter); convert once with Python: " +
+                "`AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out, safe_serialization=True)`.");
+        else throw new FileNotFoundException($"{dir}: no weights found (expected {WeightsFile} or {IndexFile}).", single);
+
+        var module = Create(config, dtype, device);
+        try { Fill(module, entries.ToDictionary(kv => module.CanonicalName(kv.Key), kv => kv.Value, StringComparer.Ordinal), entries.Keys, Safetensors.ReadTensor, dir); }
+        catch { module.Dispose(); throw; }
+        return (module, config);
+    }
+
+    public static CausalLMModule Create(TeacherConfig config, ScalarType dtype, Device device) => config.Architecture switch
+    {
+        TeacherArchitecture.Gpt2 => new Gpt2LMHeadModel(config, dtype, device),
+        _ => new LlamaForCausalLM(config, dtype, device),
+    };
+
+    private static void Fill<T>(CausalLMModule module, Dictionary<string, T> byName, IEnumerable<string> originalKeys,
+        Func<T, Tensor> read, string source) where T : notnull
+    {
+        var parameters = module.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
+        foreach (var key in originalKeys)
+        {
+            var canonical = module.CanonicalName(key);
+            if (!parameters.ContainsKey(canonical) && !module.IsIgnorableCheckpointKey(key) && !module.IsIgnorableCheckpointKey(canonical))
+                throw new InvalidDataException($"{source}: unexpected tensor '{key}' that the config ({module.Config}) has no place for; the config and weights disagree.");
+        }
+        using var _ = no_grad();
+        foreach (var (name, p) in parameters)
+        {
+            if (!byName.TryGetValue(name, out var entry))
+                throw new InvalidDataException($"{source}: tensor '{name}' is missing (expected shape [{string.Join(",", p.shape)}] for {module.Config}).");
+            using var scope = NewDisposeScope();
+            var t = read(entry);
+            if (!t.shape.SequenceEqual(p.shape))
+                throw new InvalidDataException($"{source}: tensor '{name}' has shape [{string.Join(",", t.shape)}], but the config implies [{string.Join(",", p.shape)}].");
+            p.copy_(t.to(p.dtype, p.device));
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // llama2.c legacy ("version 0") export: 7 int32 header, then float32 tensors (see the stories260K README).
+
+    /// <summary>Loads a llama2.c <c>.bin</c> checkpoint. wq/wk rows are permuted from interleaved-pair RoPE to HF rotate-half order.</summary>
+    public static (CausalLMModule Module, TeacherConfig Config) LoadLlama2c(string path, ScalarType dtype, Device device)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"llama2.c checkpoint not found: {path}", path);
+        using var fs = File.OpenRead(path);
+        if (fs.Length < 28) throw new InvalidDataException($"{path}: truncated llama2.c checkpoint ({fs.Length} bytes; the header alone is 28).");
+        var header = new byte[28];
+        fs.ReadExactly(header);
+        int H(int i) => BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(4 * i));
+        if ((uint)H(0) == 0x616b3432u)
+            throw new NotSupportedException($"{path}: llama2.c export version {H(1)} (magic 'ak42') is not supported; only the legacy version-0 export is read (export.py --version 0).");
+        int dim = H(0), hidden = H(1), layers = H(2), heads = H(3), kvHeads = H(4), vocabSigned = H(5), seqLen = H(6);
+        string[] fields = ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"];
+        for (int i = 0; i < 7; i++)
+            if (i != 5 && (H(i) <= 0 || H(i) > 1 << 20)) throw new InvalidDataException($"{path}: header field '{fields[i]}' = {H(i)} is implausible; not a llama2.c checkpoint.");
+        if (dim % heads != 0) throw new InvalidDataException($"{path}: dim {dim} is not divisible by n_heads {heads}.");
+        bool shared = vocabSigned > 0;
+        int vocab = Math.Abs(vocabSigned), hs = dim / heads, kvDim = kvHeads * hs;
+        var config = new TeacherConfig
+        {
+            ModelType = "llama", VocabSize = vocab, HiddenSize = dim, IntermediateSize = hidden, NumLayers = layers, NumHeads = heads,
+            NumKeyValueHeads = kvHeads, HeadDim = hs, MaxPositions = seqLen, NormEpsilon = 1e-5, RopeTheta = 10000,
+            TieWordEmbeddings = shared, BosTokenId = 1, EosTokenIds = [2],
+        }.Validate(path);
+
+        long L = layers;
+        var blocks = new List<(string Name, long[] Shape)>
+        {
+            ("emb", [vocab, dim]), ("rms_att", [L, dim]), ("wq", [L, dim, dim]), ("wk", [L, kvDim, dim]), ("wv", [L, kvDim, dim]),
+            ("wo", [L, dim, dim]), ("rms_ffn", [L, dim]), ("w1", [L, hidden, dim]), ("w2", [L, dim, hidden]), ("w3", [L, hidden, dim]),
+            ("rms_final", [dim]), ("freq_cis", [2, seqLen, hs / 2]),
+        };
+        if (!shared) blocks.Add(("wcls", [vocab, dim]));
+        long expected = 28 + 4 * blocks.Sum(b => b.Shape.Aggregate(1L, (a, x) => a * x));
+        if (fs.Length != expected)
+            throw new InvalidDataException($"{path}: {fs.Length} bytes, but the header ({dim}/{hidden}/{layers}/{heads}/{kvHeads}/{vocabSigned}/{seqLen}) implies {expected}; the file is {(fs.Length < expected ? "truncated" : "not this layout")}.");
+
+        var raw = new Dictionary<string, Tensor>();
+        var module = Create(config, dtype, device);
+        try
+        {
+            using var scope = NewDisposeScope();
+            foreach (var (name, shape) in blocks)
+            {
+                var t = empty(shape, ScalarType.Float32, CPU);
+                fs.ReadExactly(t.bytes);
+                raw[name] = t;
+            }
+            // Interleaved pairs (2j, 2j+1) inside each head → halves (j, j + hs/2), as llama2.c export.py permutes for HF.
+            Tensor Permute(Tensor w, int nHeads) => w.view(nHeads, hs / 2, 2, dim).transpose(1, 2).reshape(nHeads * hs, dim);
+            var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal)
+            {
+                ["model.embed_tokens.weight"] = raw["emb"], ["model.norm.weight"] = raw["rms_final"],
+            };
+            if (!shared) tensors["lm_head.weight"] = raw["wcls"];
+            for (int i = 0; i < layers; i++)
+            {
+                string p = $"model.layers.{i}.";
+                tensors[p + "input_layernorm.weight"] = raw["rms_att"][i];
+                tensors[p + "post_attention_layernorm.weight"] = raw["rms_ffn"][i];
+                tensors[p + "self_attn.q_proj.weight"] = Permute(raw["wq"][i], heads);
+                tensors[p + "self_attn.k_proj.weight"] = Permute(raw["wk"][i], kvHeads);
+                tensors[p + "self_attn.v_proj.weight"] = raw["wv"][i];
+                tensors[p + "self_attn.o_proj.weight"] = raw["wo"][i];
+                tensors[p + "mlp.gate_proj.weight"] = raw["w1"][i];
+                tensors[p + "mlp.down_proj.weight"] = raw["w2"][i];
+                tensors[p + "mlp.up_proj.weight"] = raw["w3"][i];
+            }
+            Fill(module, tensors, tensors.Keys, t => t, path);
+        }
+        catch { module.Dispose(); throw; }
+        return (module, config);
+    }
+
+    /// <summary>Writes config.json + model.safetensors (atomic per file).</summary>
+    public static void Save(CausalLMModule module, string dir)
+    {
+        Directory.CreateDirectory(dir);
+        Safetensors.Write(Path.Combine(dir, WeightsFile), module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
+        AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), module.Config.ToHuggingFaceJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}

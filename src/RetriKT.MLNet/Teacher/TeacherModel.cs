@@ -1,0 +1,475 @@
+using System.Security.Cryptography;
+using System.Text;
+using RetriKT.MLNet.Common;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Teacher;
+
+/// <summary>How to load or create a teacher.</summary>
+public sealed class TeacherLoadOptions
+{
+    /// <summary>Device for every tensor of the model. Null: CPU. Use <c>TorchDevices.Resolve</c> to honour MLContext.GpuDeviceId.</summary>
+    public Device? Device { get; init; }
+    /// <summary>Parameter dtype (float32, float16 or bfloat16); checkpoints are converted on load. Default float32.</summary>
+    public ScalarType DType { get; init; } = ScalarType.Float32;
+    /// <summary>Tokenizer file or folder. Null: look beside the checkpoint (see <see cref="TeacherTokenizer.Load"/>).</summary>
+    public string? TokenizerPath { get; init; }
+    /// <summary>Parameters require gradients (for pretraining/fine-tuning). Default false: a frozen teacher, whose
+    /// <see cref="TeacherModel.Forward"/> still passes gradients to the input embeddings.</summary>
+    public bool Trainable { get; init; }
+}
+
+/// <summary>
+/// A causal LLM used as the RetriKT teacher: LLaMA family (LLaMA-2/3, Mistral, Qwen2, llama2.c) or GPT-2, in TorchSharp.
+/// Load from a Hugging Face directory or a llama2.c <c>.bin</c>; generate (KV cache, batching with left padding,
+/// sampling, soft-prompt prefix, per-token log-probs); score continuations; run a differentiable forward pass from
+/// input embeddings; save as HF safetensors. Inference runs in eval mode under no_grad with a dispose scope per step.
+/// </summary>
+public sealed class TeacherModel : IDisposable
+{
+    private readonly CausalLMModule _module;
+    private string? _contentHash;
+
+    private TeacherModel(CausalLMModule module, TeacherConfig config, TeacherTokenizer? tokenizer, Device device, ScalarType dtype, bool trainable)
+    {
+        _module = module; Config = config; Tokenizer = tokenizer; Device = device; DType = dtype;
+        RequiresGrad = trainable;
+        _module.eval();
+    }
+
+    /// <summary>The model's shape and special ids.</summary>
+    public TeacherConfig Config { get; }
+    /// <summary>The tokenizer, or null when the checkpoint came without one (then only id-based calls work).</summary>
+    public TeacherTokenizer? Tokenizer { get; }
+    /// <summary>Device holding every parameter.</summary>
+    public Device Device { get; }
+    /// <summary>Parameter dtype.</summary>
+    public ScalarType DType { get; }
+    /// <summary>Number of parameters (a tied head counted once).</summary>
+    public long ParameterCount => _module.parameters().Sum(p => p.numel());
+
+    /// <summary>Whether parameters take gradients (true for pretraining, false for a frozen teacher).</summary>
+    public bool RequiresGrad
+    {
+        get => _module.parameters().FirstOrDefault()?.requires_grad ?? false;
+        set { foreach (var p in _module.parameters()) p.requires_grad = value; }
+    }
+
+    /// <summary>The parameters, named as in Hugging Face checkpoints (for optimizers).</summary>
+    public IEnumerable<(string Name, Parameter Parameter)> NamedParameters() => _module.named_parameters();
+
+    internal CausalLMModule Module => _module;
+
+    /// <summary>
+    /// SHA-256 (hex) over the canonical config JSON and every parameter (name, dtype, shape, bytes, sorted by name): a
+    /// stable identity for "these weights with this config", independent of file format and path. Computed on first use
+    /// and again after training changed the weights.
+    /// </summary>
+    public string ContentHash => _contentHash ??= ComputeHash();
+
+    internal void InvalidateContentHash() => _contentHash = null;
+
+    // ------------------------------------------------------------------------------------------ loading and saving
+
+    /// <summary>
+    /// Loads a teacher from a Hugging Face directory (config.json + model.safetensors, or a sharded
+    /// model.safetensors.index.json) or a llama2.c <c>.bin</c> checkpoint. The tokenizer is taken from
+    /// <see cref="TeacherLoadOptions.TokenizerPath"/> or found beside the checkpoint (for llama2.c: tokenizer.bin or
+    /// tok{vocab}.bin in the same folder).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">A required file is missing.</exception>
+    /// <exception cref="InvalidDataException">A file is truncated, a tensor is missing or has the wrong shape, or the tokenizer does not fit the vocabulary.</exception>
+    /// <exception cref="NotSupportedException">The checkpoint uses an architecture or option outside what is implemented.</exception>
+    public static TeacherModel Load(string path, TeacherLoadOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        options ??= new TeacherLoadOptions();
+        TorchDevices.EnsureNativeBackend();
+        var device = options.Device ?? CPU;
+        CheckDType(options.DType);
+        CausalLMModule module; TeacherConfig config; string? tokenizerPath = options.TokenizerPath;
+        if (Directory.Exists(path))
+        {
+            if (!File.Exists(Path.Combine(path, TeacherCheckpoints.ConfigFile)))
+                throw new FileNotFoundException($"{path}: not a Hugging Face model directory (config.json is missing).", Path.Combine(path, TeacherCheckpoints.ConfigFile));
+            (module, config) = TeacherCheckpoints.LoadHuggingFace(path, options.DType, device);
+            tokenizerPath ??= HasTokenizer(path) ? path : null;
+        }
+        else if (File.Exists(path))
+        {
+            (module, config) = TeacherCheckpoints.LoadLlama2c(path, options.DType, device);
+            var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+            tokenizerPath ??= new[] { "tokenizer.bin", $"tok{config.VocabSize}.bin" }.Select(f => Path.Combine(dir, f)).FirstOrDefault(File.Exists);
+        }
+        else throw new FileNotFoundException($"Teacher checkpoint not found: {path}", path);
+
+        try
+        {
+            var tokenizer = tokenizerPath is null ? null : TeacherTokenizer.Load(tokenizerPath);
+            if (tokenizer is not null) CheckTokenizerFits(tokenizer, config, tokenizerPath!);
+            return new TeacherModel(module, config, tokenizer, device, options.DType, options.Trainable);
+        }
+        catch { module.Dispose(); throw; }
+    }
+
+    /// <summary>Creates a randomly initialised teacher (for pretraining from scratch). Same seed, same weights.</summary>
+    public static TeacherModel Create(TeacherConfig config, TeacherTokenizer? tokenizer, int seed = 1, TeacherLoadOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        options ??= new TeacherLoadOptions { Trainable = true };
+        TorchDevices.EnsureNativeBackend();
+        CheckDType(options.DType);
+        config.Validate();
+        if (tokenizer is not null) CheckTokenizerFits(tokenizer, config, "tokenizer");
+        var device = options.Device ?? CPU;
+        var module = TeacherCheckpoints.Create(config, options.DType, device);
+        using (var gen = new Generator((ulong)seed)) module.InitializeWeights(gen);
+        return new TeacherModel(module, config, tokenizer, device, options.DType, options.Trainable);
+    }
+
+    /// <summary>
+    /// Writes a Hugging Face directory that <see cref="Load"/> reads back: config.json, model.safetensors and the
+    /// tokenizer's files. Each file is written atomically (temp file + rename).
+    /// </summary>
+    public void SaveCheckpoint(string directory)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        TeacherCheckpoints.Save(_module, directory);
+        Tokenizer?.CopyTo(directory);
+    }
+
+    private static bool HasTokenizer(string dir) =>
+        new[] { "vocab.json", "tokenizer.model", "tokenizer.json", "tokenizer.bin" }.Any(f => File.Exists(Path.Combine(dir, f)));
+
+    private static void CheckTokenizerFits(TeacherTokenizer tokenizer, TeacherConfig config, string source)
+    {
+        if (tokenizer.VocabSize > config.VocabSize)
+            throw new InvalidDataException($"{source}: the tokenizer has {tokenizer.VocabSize} tokens, but the model's vocab_size is {config.VocabSize}; they do not belong together.");
+    }
+
+    private static void CheckDType(ScalarType dtype)
+    {
+        if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
+            throw new ArgumentOutOfRangeException(nameof(dtype), $"DType must be Float32, Float16 or BFloat16, found {dtype}.");
+    }
+
+    // ------------------------------------------------------------------------------------------ differentiable API
+
+    /// <summary>Token embeddings <c>[B, T, hidden]</c> for ids <c>[B, T]</c> (Int64), on <see cref="Device"/>.</summary>
+    public Tensor Embed(Tensor tokenIds)
+    {
+        ArgumentNullException.ThrowIfNull(tokenIds);
+        if (tokenIds.dim() != 2) throw new ArgumentException($"tokenIds must be [B, T], found [{string.Join(",", tokenIds.shape)}].", nameof(tokenIds));
+        if (tokenIds.numel() > 0)
+        {
+            long max = tokenIds.max().item<long>(), min = tokenIds.min().item<long>();
+            if (min < 0 || max >= Config.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(tokenIds), $"Token ids must lie in [0, {Config.VocabSize}), found [{min}, {max}].");
+        }
+        return _module.EmbedTokens(tokenIds.to(ScalarType.Int64, Device));
+    }
+
+    /// <summary>
+    /// Forward pass from embeddings: <paramref name="inputsEmbeds"/> <c>[B, T, hidden]</c> (for example a soft prompt
+    /// concatenated with <see cref="Embed"/> output) and an optional <paramref name="attentionMask"/> <c>[B, T]</c>
+    /// (1 = token, 0 = left padding). Returns logits <c>[B, T, V]</c> (and final hidden states on request). Gradients
+    /// flow into <paramref name="inputsEmbeds"/>; call under <c>torch.no_grad()</c> when none are needed. The caller
+    /// owns the returned tensors (use a dispose scope).
+    /// </summary>
+    public CausalLMOutput Forward(Tensor inputsEmbeds, Tensor? attentionMask = null, bool returnHiddenStates = false)
+    {
+        ArgumentNullException.ThrowIfNull(inputsEmbeds);
+        if (inputsEmbeds.dim() != 3 || inputsEmbeds.shape[2] != Config.HiddenSize)
+            throw new ArgumentException($"inputsEmbeds must be [B, T, {Config.HiddenSize}], found [{string.Join(",", inputsEmbeds.shape)}].", nameof(inputsEmbeds));
+        long b = inputsEmbeds.shape[0], t = inputsEmbeds.shape[1];
+        if (t > Config.MaxPositions)
+            throw new ArgumentException($"Sequence length {t} exceeds the model's context of {Config.MaxPositions} positions.", nameof(inputsEmbeds));
+        if (attentionMask is not null && (attentionMask.dim() != 2 || attentionMask.shape[0] != b || attentionMask.shape[1] != t))
+            throw new ArgumentException($"attentionMask must be [{b}, {t}], found [{string.Join(",", attentionMask.shape)}].", nameof(attentionMask));
+        var embeds = inputsEmbeds.to(DType, Device);
+        var mask = attentionMask?.to(ScalarType.Int64, Device);
+        var hidden = RunDecoder(embeds, mask, null);
+        var logits = _module.LmHead(hidden);
+        return new CausalLMOutput(logits, returnHiddenStates ? hidden : null);
+    }
+
+    private Tensor RunDecoder(Tensor embeds, Tensor? mask, KvCache? cache)
+    {
+        long b = embeds.shape[0], t = embeds.shape[1], past = cache?.Length ?? 0;
+        var positions = AttentionMasks.Positions(mask, b, t, past, Device);
+        var bias = AttentionMasks.Build(mask, t, past, Config.SlidingWindow, DType, Device);
+        return _module.Decode(embeds, positions, bias, cache);
+    }
+
+    // ------------------------------------------------------------------------------------------ generation
+
+    /// <summary>
+    /// Generates continuations for a batch of prompts (left-padded together, one forward per step with a KV cache).
+    /// Greedy when <see cref="GenerationRequest.Temperature"/> is 0, else sampled with a per-call generator seeded by
+    /// <see cref="GenerationRequest.Seed"/>. Returns ids, text and per-token log-probabilities per row.
+    /// </summary>
+    /// <exception cref="ArgumentException">No prompts, or a prompt does not fit the context.</exception>
+    public GenerationResult Generate(GenerationRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var prompts = PromptRows(request);
+        int batch = prompts.Count;
+        long prefixLength = PrefixLength(request.PrefixEmbeds, batch);
+        int longest = prompts.Max(p => p.Length);
+        for (int i = 0; i < batch; i++)
+        {
+            if (prompts[i].Length + prefixLength == 0)
+                throw new ArgumentException($"Prompt {i} is empty and there is no prefix embedding: there is nothing to condition on (add BOS or text).", nameof(request));
+            if (prompts[i].Length + prefixLength > Config.MaxPositions)
+                throw new ArgumentException($"Prompt {i} has {prompts[i].Length + prefixLength} positions (prefix {prefixLength} + {prompts[i].Length} tokens), more than the model's context of {Config.MaxPositions}.", nameof(request));
+        }
+        if (request.MaxNewTokens < 0) throw new ArgumentOutOfRangeException(nameof(request), $"MaxNewTokens must be >= 0, found {request.MaxNewTokens}.");
+        if (request.Temperature < 0 || request.TopP <= 0 || request.TopP > 1 || request.TopK < 0 || request.RepetitionPenalty <= 0)
+            throw new ArgumentOutOfRangeException(nameof(request), $"Invalid sampling settings: Temperature {request.Temperature} (>= 0), TopP {request.TopP} (0, 1], TopK {request.TopK} (>= 0), RepetitionPenalty {request.RepetitionPenalty} (> 0).");
+        int maxNew = (int)Math.Min(request.MaxNewTokens, Config.MaxPositions - (longest + prefixLength));
+        var stopIds = new HashSet<int>(request.StopTokenIds ?? Config.EosTokenIds.Concat(Tokenizer?.EosId is int e ? [e] : []));
+        bool greedy = request.Temperature == 0;
+
+        var outIds = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
+        var outLogProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();
+        var reasons = Enumerable.Repeat("length", batch).ToArray();
+        var done = new bool[batch];
+        var texts = new string?[batch];
+        int padId = Tokenizer?.PadId ?? Config.PadTokenId ?? 0;
+        if (padId < 0 || padId >= Config.VocabSize) padId = 0;
+
+        bool wasTraining = _module.training;
+        _module.eval();
+        using var outer = NewDisposeScope();
+        using var noGrad = no_grad();
+        using var generator = new Generator((ulong)(request.Seed ?? Random.Shared.NextInt64()), Device);
+        using var cache = request.UseKvCache ? new KvCache(Config.NumLayers) : null;
+        try
+        {
+            var (embeds, mask) = BuildInputs(prompts, request.PrefixEmbeds, prefixLength);
+            Tensor? seen = null;
+            if (request.RepetitionPenalty != 1)
+            {
+                seen = zeros(new long[] { batch, Config.VocabSize }, ScalarType.Bool, Device);
+                for (int i = 0; i < batch; i++)
+                    if (prompts[i].Length > 0) seen[i].index_fill_(0, tensor(prompts[i].Select(x => (long)x).ToArray(), device: Device), true);
+            }
+            var logits = LastLogits(RunDecoder(embeds, mask, cache));
+
+            for (int step = 0; step < maxNew; step++)
+            {
+                using var scope = NewDisposeScope();
+                var raw = logits.to(ScalarType.Float32);
+                var scaled = greedy ? raw : raw.div(request.Temperature);
+                var logp = scaled.log_softmax(-1);
+                var processed = seen is null ? scaled : Sampler.ApplyRepetitionPenalty(scaled, seen, request.RepetitionPenalty);
+                Tensor next;
+                if (greedy) next = processed.argmax(-1);
+                else
+                {
+                    processed = Sampler.TopP(Sampler.TopK(processed, request.TopK), request.TopP);
+                    next = processed.softmax(-1).multinomial(1, generator: generator).squeeze(1);
+                }
+                var chosenLogp = logp.gather(-1, next.unsqueeze(1)).squeeze(1);
+                var nextIds = next.cpu().data<long>().ToArray();
+                var nextLogp = chosenLogp.cpu().data<float>().ToArray();
+                for (int i = 0; i < batch; i++)
+                {
+                    if (done[i]) { nextIds[i] = padId; continue; }
+                    int id = (int)nextIds[i];
+                    outIds[i].Add(id); outLogProbs[i].Add(nextLogp[i]);
+                    if (stopIds.Contains(id)) { done[i] = true; reasons[i] = "stop_token"; }
+                    else if (request.StopSequences is { Count: > 0 } stops && Tokenizer is not null)
+                    {
+                        var text = Tokenizer.Decode(outIds[i]);
+                        foreach (var s in stops)
+                        {
+                            int at = s.Length == 0 ? -1 : text.IndexOf(s, StringComparison.Ordinal);
+                            if (at >= 0) { done[i] = true; reasons[i] = "stop_sequence"; texts[i] = text[..(at + s.Length)]; break; }
+                        }
+                    }
+                }
+                if (done.All(d => d) || step == maxNew - 1) break;
+
+                var feed = tensor(nextIds, new long[] { batch, 1 }, device: Device);
+                if (seen is not null) seen.scatter_(1, feed, ones(batch, 1, ScalarType.Bool, Device));
+                var newEmbeds = _module.EmbedTokens(feed);
+                Tensor? newMask = mask is null ? null : cat([mask, ones(batch, 1, ScalarType.Int64, Device)], 1);
+                Tensor hidden;
+                if (cache is not null) hidden = RunDecoder(newEmbeds, newMask, cache);
+                else
+                {
+                    var all = cat([embeds, newEmbeds], 1).MoveToOuterDisposeScope();
+                    embeds.Dispose(); embeds = all;
+                    hidden = RunDecoder(embeds, newMask, null);
+                }
+                if (newMask is not null) { newMask.MoveToOuterDisposeScope(); mask?.Dispose(); mask = newMask; }
+                var nextLogits = LastLogits(hidden).MoveToOuterDisposeScope();
+                logits.Dispose(); logits = nextLogits;
+            }
+        }
+        finally { if (wasTraining) _module.train(); }
+
+        var rows = new GeneratedSequence[batch];
+        for (int i = 0; i < batch; i++)
+        {
+            var text = texts[i] ?? Tokenizer?.Decode(outIds[i]) ?? "";
+            rows[i] = new GeneratedSequence(prompts[i], outIds[i].ToArray(), outLogProbs[i].ToArray(), text, reasons[i]);
+        }
+        return new GenerationResult(rows);
+    }
+
+    private Tensor LastLogits(Tensor hidden) => _module.LmHead(hidden.narrow(1, hidden.shape[1] - 1, 1).squeeze(1));
+
+    private List<int[]> PromptRows(GenerationRequest request)
+    {
+        if (request.PromptIds is { } ids)
+        {
+            if (request.Prompts is not null) throw new ArgumentException("Give either Prompts or PromptIds, not both.", nameof(request));
+            if (ids.Count == 0) throw new ArgumentException("PromptIds is empty.", nameof(request));
+            for (int i = 0; i < ids.Count; i++)
+                foreach (var id in ids[i] ?? throw new ArgumentException($"PromptIds[{i}] is null.", nameof(request)))
+                    if (id < 0 || id >= Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(request), $"PromptIds[{i}] holds id {id}, outside [0, {Config.VocabSize}).");
+            return ids.ToList();
+        }
+        if (request.Prompts is not { Count: > 0 } prompts) throw new ArgumentException("Give Prompts or PromptIds (at least one row).", nameof(request));
+        var tokenizer = Tokenizer ?? throw new InvalidOperationException("This teacher has no tokenizer; pass PromptIds, or load with TeacherLoadOptions.TokenizerPath.");
+        bool addBos = request.AddBos ?? Config.Architecture == TeacherArchitecture.Llama;
+        return prompts.Select(p => tokenizer.Encode(p, addBos)).ToList();
+    }
+
+    private long PrefixLength(Tensor? prefix, int batch)
+    {
+        if (prefix is null) return 0;
+        bool ok = (prefix.dim() == 2 && prefix.shape[1] == Config.HiddenSize) ||
+                  (prefix.dim() == 3 && prefix.shape[0] == batch && prefix.shape[2] == Config.HiddenSize);
+        if (!ok) throw new ArgumentException($"PrefixEmbeds must be [P, {Config.HiddenSize}] or [{batch}, P, {Config.HiddenSize}], found [{string.Join(",", prefix.shape)}].");
+        return prefix.shape[^2];
+    }
+
+    /// <summary>
+    /// Embeddings for [prefix embeds][left padding][prompt ids] and the key mask (null when nothing is padded). The
+    /// prefix comes first in memory, but positions are counted over unmasked slots only, so the model sees exactly
+    /// [pad][prefix][prompt]: pads are invisible and take no position.
+    /// </summary>
+    private (Tensor Embeds, Tensor? Mask) BuildInputs(IReadOnlyList<int[]> rows, Tensor? prefix, long prefixLength)
+    {
+        int batch = rows.Count, longest = rows.Max(r => r.Length);
+        var ids = new long[batch * longest];
+        var maskValues = new long[batch * longest];
+        bool padded = false;
+        for (int i = 0; i < batch; i++)
+        {
+            int offset = longest - rows[i].Length;
+            padded |= offset > 0;
+            for (int j = 0; j < rows[i].Length; j++) { ids[i * longest + offset + j] = rows[i][j]; maskValues[i * longest + offset + j] = 1; }
+        }
+        var embeds = _module.EmbedTokens(tensor(ids, new long[] { batch, longest }, device: Device));
+        Tensor? mask = padded ? tensor(maskValues, new long[] { batch, longest }, device: Device) : null;
+        if (prefix is not null && prefixLength > 0)
+        {
+            var p = prefix.detach().to(DType, Device);
+            if (p.dim() == 2) p = p.unsqueeze(0).expand(batch, -1, -1);
+            embeds = cat([p, embeds], 1);
+            if (mask is not null) mask = cat([ones(batch, prefixLength, ScalarType.Int64, Device), mask], 1);
+        }
+        return (embeds, mask);
+    }
+
+    // ------------------------------------------------------------------------------------------ scoring
+
+    /// <summary>
+    /// Log-likelihood of each continuation given its prefix, summed over the continuation's tokens:
+    /// <c>log p(continuation | [prefixEmbeds] prefix)</c>, batched with left padding. Prefixes are encoded with BOS (LLaMA
+    /// family) and continuations on their own without BOS, as the verbalizer classifier needs. Inference only.
+    /// </summary>
+    public double[] ScoreContinuations(IReadOnlyList<string> prefixes, IReadOnlyList<string> continuations, Tensor? prefixEmbeds = null)
+    {
+        ArgumentNullException.ThrowIfNull(prefixes); ArgumentNullException.ThrowIfNull(continuations);
+        var tokenizer = Tokenizer ?? throw new InvalidOperationException("This teacher has no tokenizer; use the id overload of ContinuationLogLikelihood.");
+        bool bos = Config.Architecture == TeacherArchitecture.Llama;
+        var p = prefixes.Select(x => tokenizer.Encode(x, bos)).ToList();
+        var c = continuations.Select(x => tokenizer.Encode(x, false)).ToList();
+        bool wasTraining = _module.training;
+        _module.eval();
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var scores = ContinuationLogLikelihood(p, c, prefixEmbeds);
+            return scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
+        }
+        finally { if (wasTraining) _module.train(); }
+    }
+
+    /// <summary>
+    /// Differentiable version of <see cref="ScoreContinuations"/> on ids: returns <c>[N]</c> summed log-probabilities of
+    /// <paramref name="continuationIds"/> given <paramref name="prefixIds"/> (after the optional soft prompt
+    /// <paramref name="prefixEmbeds"/> <c>[P, hidden]</c>, through which gradients flow). The caller owns the result.
+    /// </summary>
+    public Tensor ContinuationLogLikelihood(IReadOnlyList<int[]> prefixIds, IReadOnlyList<int[]> continuationIds, Tensor? prefixEmbeds = null)
+    {
+        ArgumentNullException.ThrowIfNull(prefixIds); ArgumentNullException.ThrowIfNull(continuationIds);
+        if (prefixIds.Count != continuationIds.Count || prefixIds.Count == 0)
+            throw new ArgumentException($"Need as many prefixes as continuations (at least one); found {prefixIds.Count} and {continuationIds.Count}.");
+        int n = prefixIds.Count;
+        long softLength = PrefixLength(prefixEmbeds, n);
+        var rows = new List<int[]>(n);
+        for (int i = 0; i < n; i++)
+        {
+            if (continuationIds[i].Length == 0) throw new ArgumentException($"Continuation {i} is empty (no tokens to score).");
+            if (prefixIds[i].Length == 0 && softLength == 0) throw new ArgumentException($"Prefix {i} is empty and there is no soft prompt: the first continuation token has nothing to condition on.");
+            rows.Add([.. prefixIds[i], .. continuationIds[i]]);
+            if (rows[i].Length + softLength > Config.MaxPositions)
+                throw new ArgumentException($"Row {i} has {rows[i].Length + softLength} positions, more than the model's context of {Config.MaxPositions}.");
+            foreach (var id in rows[i])
+                if (id < 0 || id >= Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(prefixIds), $"Row {i} holds id {id}, outside [0, {Config.VocabSize}).");
+        }
+        int longest = rows.Max(r => r.Length);
+        var ids = new long[n * longest]; var mask = new long[n * longest]; var weight = new float[n * longest];
+        for (int i = 0; i < n; i++)
+        {
+            int offset = longest - rows[i].Length, contStart = longest - continuationIds[i].Length;
+            for (int j = 0; j < rows[i].Length; j++) { ids[i * longest + offset + j] = rows[i][j]; mask[i * longest + offset + j] = 1; }
+            for (int j = contStart; j < longest; j++) weight[i * longest + j] = 1;
+        }
+        var idT = tensor(ids, new long[] { n, longest }, device: Device);
+        var maskT = tensor(mask, new long[] { n, longest }, device: Device);
+        var weightT = tensor(weight, new long[] { n, longest }, device: Device);
+        var embeds = _module.EmbedTokens(idT);
+        if (softLength > 0)
+        {
+            var p = prefixEmbeds!.to(DType, Device);
+            if (p.dim() == 2) p = p.unsqueeze(0).expand(n, -1, -1);
+            embeds = cat([p, embeds], 1);
+            maskT = cat([ones(n, softLength, ScalarType.Int64, Device), maskT], 1);
+        }
+        var logits = Forward(embeds, maskT).Logits.to(ScalarType.Float32);
+        // Slot s predicts slot s+1. Token slot j sits at softLength + j; its predictor is softLength + j - 1.
+        Tensor predictors, targets, weights;
+        if (softLength > 0) { predictors = logits.narrow(1, softLength - 1, longest); targets = idT; weights = weightT; }
+        else { predictors = logits.narrow(1, 0, longest - 1); targets = idT.narrow(1, 1, longest - 1); weights = weightT.narrow(1, 1, longest - 1); }
+        var tokenLogp = predictors.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1);
+        return tokenLogp.mul(weights).sum(1);
+    }
+
+    // ------------------------------------------------------------------------------------------ identity
+
+    private string ComputeHash()
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        sha.AppendData(Encoding.UTF8.GetBytes(Config.ToHuggingFaceJson().ToJsonString()));
+        foreach (var (name, p) in _module.named_parameters().OrderBy(p => p.name, StringComparer.Ordinal))
+        {
+            sha.AppendData(Encoding.UTF8.GetBytes($"\n{name}|{p.dtype}|{string.Join(",", p.shape)}\n"));
+            using var cpu = p.detach().to(CPU).contiguous();
+            sha.AppendData(cpu.bytes);
+        }
+        return Convert.ToHexStringLower(sha.GetHashAndReset());
+    }
+
+    /// <summary>Releases the model's tensors.</summary>
+    public void Dispose() => _module.Dispose();
+}

@@ -1,0 +1,187 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Microsoft.ML.Tokenizers;
+
+namespace RetriKT.MLNet.Teacher;
+
+/// <summary>
+/// The teacher's tokenizer: text ↔ ids plus the special ids generation needs. Backed by Microsoft.ML.Tokenizers for
+/// GPT-2 byte-level BPE (<c>vocab.json</c> + <c>merges.txt</c>, or a byte-level BPE <c>tokenizer.json</c>) and
+/// SentencePiece (<c>tokenizer.model</c>), and by our own reader for llama2.c <c>tokenizer.bin</c> files
+/// (the library has none).
+/// </summary>
+public sealed class TeacherTokenizer
+{
+    private readonly Func<string, List<int>> _encode;
+    private readonly Func<IEnumerable<int>, string> _decode;
+    private readonly IReadOnlyList<string> _files;
+
+    private TeacherTokenizer(string kind, int vocabSize, Func<string, List<int>> encode, Func<IEnumerable<int>, string> decode,
+        int? bos, int? eos, int? pad, IReadOnlyList<string> files)
+    {
+        Kind = kind; VocabSize = vocabSize; _encode = encode; _decode = decode;
+        BosId = bos; EosId = eos; PadId = pad; _files = files;
+    }
+
+    /// <summary>Which format backs this tokenizer: "gpt2-bpe", "sentencepiece" or "llama2c".</summary>
+    public string Kind { get; }
+    /// <summary>Number of ids the tokenizer can produce (must not exceed the model's vocabulary).</summary>
+    public int VocabSize { get; }
+    /// <summary>Beginning-of-sequence id, or null when the tokenizer has none.</summary>
+    public int? BosId { get; private set; }
+    /// <summary>End-of-sequence id, or null when the tokenizer has none.</summary>
+    public int? EosId { get; private set; }
+    /// <summary>Padding id (falls back to EOS, then 0, when the files define none; padded slots are masked anyway).</summary>
+    public int? PadId { get; private set; }
+
+    /// <summary>The files this tokenizer was read from (copied next to a saved checkpoint).</summary>
+    public IReadOnlyList<string> SourceFiles => _files;
+
+    /// <summary>Encodes <paramref name="text"/>; prepends <see cref="BosId"/> when <paramref name="addBos"/> and the tokenizer has one.</summary>
+    public int[] Encode(string text, bool addBos = false)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = _encode(text);
+        if (addBos && BosId is int bos) ids.Insert(0, bos);
+        return ids.ToArray();
+    }
+
+    /// <summary>Decodes ids to text, leaving out BOS/EOS/PAD.</summary>
+    public string Decode(IEnumerable<int> ids)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        return _decode(ids.Where(i => i != BosId && i != EosId && i != PadId));
+    }
+
+    internal void OverrideSpecialIds(int? bos, int? eos, int? pad)
+    {
+        if (bos is not null) BosId = bos;
+        if (eos is not null) EosId = eos;
+        if (pad is not null) PadId = pad;
+    }
+
+    /// <summary>GPT-2 byte-level BPE from <c>vocab.json</c> + <c>merges.txt</c> (no prefix space, no specials added).</summary>
+    public static TeacherTokenizer FromGpt2Files(string vocabJsonPath, string mergesPath)
+    {
+        RequireFile(vocabJsonPath); RequireFile(mergesPath);
+        var vocabMap = ReadVocab(File.ReadAllBytes(vocabJsonPath), vocabJsonPath);
+        var merges = File.ReadLines(mergesPath).Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal)).ToList();
+        return Wrap(vocabMap, merges, [vocabJsonPath, mergesPath]);
+    }
+
+    /// <summary>A HF <c>tokenizer.json</c> whose model is byte-level BPE (GPT-2, RoBERTa, Qwen-style). SentencePiece-style JSON is refused; use <c>tokenizer.model</c>.</summary>
+    public static TeacherTokenizer FromTokenizerJson(string path)
+    {
+        RequireFile(path);
+        JsonObject root;
+        try { root = JsonNode.Parse(File.ReadAllText(path))!.AsObject(); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e); }
+        var model = root["model"] as JsonObject ?? throw new InvalidDataException($"{path}: field 'model' is missing.");
+        var type = model["type"]?.GetValue<string>();
+        if (type != "BPE") throw new NotSupportedException($"{path}: model.type '{type}' is not supported; only byte-level 'BPE' tokenizer.json files are read (use tokenizer.model for SentencePiece).");
+        if (model["byte_fallback"]?.GetValue<bool>() == true || !root.ToJsonString().Contains("\"ByteLevel\"", StringComparison.Ordinal))
+            throw new NotSupportedException($"{path}: this tokenizer.json is SentencePiece-style BPE (byte_fallback / no ByteLevel pre-tokenizer); load the tokenizer.model next to it instead.");
+        var vocabObj = model["vocab"] as JsonObject ?? throw new InvalidDataException($"{path}: field 'model.vocab' is missing.");
+        var vocabMap = vocabObj.ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<int>(), StringComparer.Ordinal);
+        var merges = new List<string>();
+        foreach (var m in model["merges"]?.AsArray() ?? throw new InvalidDataException($"{path}: field 'model.merges' is missing."))
+            merges.Add(m is JsonArray pair ? pair[0]!.GetValue<string>() + " " + pair[1]!.GetValue<string>() : m!.GetValue<string>());
+        foreach (var added in root["added_tokens"]?.AsArray() ?? [])
+            if (added?["content"]?.GetValue<string>() is { } content && added["id"]?.GetValue<int>() is int id) vocabMap.TryAdd(content, id);
+        return Wrap(vocabMap, merges, [path]);
+    }
+
+    // GPT-2's pre-tokenizer regex (contractions, letters, digits, other, whitespace runs not followed by non-space).
+    private static readonly Regex Gpt2Split = new(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+", RegexOptions.Compiled);
+
+    private static TeacherTokenizer Wrap(Dictionary<string, int> vocabMap, List<string> merges, IReadOnlyList<string> files)
+    {
+        int? eot = vocabMap.TryGetValue("<|endoftext|>", out var e) ? e : null;
+        var specials = eot is int id ? new Dictionary<string, int> { ["<|endoftext|>"] = id } : null;
+        var tokenizer = BpeTokenizer.Create(new BpeOptions(vocabMap)
+        {
+            Merges = merges, ByteLevel = true, PreTokenizer = new RegexPreTokenizer(Gpt2Split, specials), SpecialTokens = specials,
+        });
+        int size = vocabMap.Count == 0 ? 0 : vocabMap.Values.Max() + 1;
+        return new TeacherTokenizer("gpt2-bpe", size, t => tokenizer.EncodeToIds(t).ToList(), ids => tokenizer.Decode(ids) ?? "", eot, eot, eot, files);
+    }
+
+    private static Dictionary<string, int> ReadVocab(byte[] json, string path)
+    {
+        try { return JsonSerializer.Deserialize<Dictionary<string, int>>(json) ?? []; }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: vocabulary is not a JSON object of token → id ({e.Message}).", e); }
+    }
+
+    /// <summary>
+    /// A SentencePiece <c>tokenizer.model</c> (LLaMA/Mistral style; BOS added by <see cref="Encode"/> on request).
+    /// BPE models are encoded by our score-greedy merge (the reference algorithm, which llama2.c also uses), because
+    /// Microsoft.ML.Tokenizers' SentencePiece BPE breaks merge ties differently from the reference on some inputs
+    /// (for example "!!!!!!"); the library's decoder is used for text, and its encoder for unigram models.
+    /// </summary>
+    public static TeacherTokenizer FromSentencePiece(string modelPath)
+    {
+        RequireFile(modelPath);
+        SentencePieceTokenizer sp;
+        using (var s = File.OpenRead(modelPath))
+        {
+            try { sp = LlamaTokenizer.Create(s, addBeginOfSentence: false, addEndOfSentence: false); }
+            catch (Exception e) when (e is not IOException)
+            { throw new InvalidDataException($"{modelPath}: not a readable SentencePiece model ({e.Message}).", e); }
+        }
+        var bpe = Llama2cTokenizer.ReadSentencePieceBpe(modelPath);
+        Func<string, List<int>> encode = bpe is not null ? t => bpe.Encode(t, addBos: false) : t => t.Length == 0 ? [] : sp.EncodeToIds(t).ToList();
+        return new TeacherTokenizer("sentencepiece", sp.Vocabulary.Count, encode, ids => sp.Decode(ids) ?? "",
+            sp.BeginningOfSentenceId, sp.EndOfSentenceId, null, [modelPath]);
+    }
+
+    /// <summary>A llama2.c tokenizer export (<c>tokenizer.bin</c>, <c>tok512.bin</c>); BOS = 1, EOS = 2.</summary>
+    public static TeacherTokenizer FromLlama2cBin(string path)
+    {
+        var t = Llama2cTokenizer.Read(path);
+        return new TeacherTokenizer("llama2c", t.VocabSize, s => t.Encode(s, addBos: false), t.Decode,
+            Llama2cTokenizer.BosId, Llama2cTokenizer.EosId, null, [path]);
+    }
+
+    /// <summary>
+    /// Finds a tokenizer at <paramref name="path"/>: a file (<c>*.model</c>, <c>*.json</c>, llama2.c <c>*.bin</c>) or a
+    /// directory holding, in order of preference, <c>vocab.json</c> + <c>merges.txt</c>, <c>tokenizer.model</c>, <c>tokenizer.json</c>, <c>tokenizer.bin</c>.
+    /// </summary>
+    public static TeacherTokenizer Load(string path)
+    {
+        if (File.Exists(path))
+        {
+            return Path.GetExtension(path).ToLowerInvariant() switch
+            {
+                ".model" => FromSentencePiece(path),
+                ".json" => FromTokenizerJson(path),
+                ".bin" => FromLlama2cBin(path),
+                var ext => throw new NotSupportedException($"{path}: tokenizer file type '{ext}' is not recognised (expected .model, .json or a llama2.c .bin)."),
+            };
+        }
+        if (!Directory.Exists(path)) throw new FileNotFoundException($"Tokenizer path not found: {path}", path);
+        string P(string f) => Path.Combine(path, f);
+        if (File.Exists(P("vocab.json")) && File.Exists(P("merges.txt"))) return FromGpt2Files(P("vocab.json"), P("merges.txt"));
+        if (File.Exists(P("tokenizer.model"))) return FromSentencePiece(P("tokenizer.model"));
+        if (File.Exists(P("tokenizer.json"))) return FromTokenizerJson(P("tokenizer.json"));
+        if (File.Exists(P("tokenizer.bin"))) return FromLlama2cBin(P("tokenizer.bin"));
+        throw new FileNotFoundException($"{path}: no tokenizer found (looked for vocab.json + merges.txt, tokenizer.model, tokenizer.json, tokenizer.bin).", path);
+    }
+
+    /// <summary>Copies the source files into <paramref name="directory"/> under their canonical names.</summary>
+    internal void CopyTo(string directory)
+    {
+        foreach (var file in _files)
+        {
+            var name = Kind == "llama2c" ? "tokenizer.bin" : Path.GetFileName(file);
+            var target = Path.Combine(directory, name);
+            if (Path.GetFullPath(target) != Path.GetFullPath(file)) AtomicFile.Copy(file, target);
+        }
+    }
+
+    private static void RequireFile(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer file not found: {path}", path);
+    }
+}
