@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
+using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet;
@@ -29,6 +30,31 @@ public sealed class RetriKTCatalog
 
     /// <summary>Tokenizer with all options.</summary>
     public TextTokenizingEstimator TextTokenizer(TextTokenizingEstimator.Options options) => new(Environment, options);
+
+    /// <summary>
+    /// RetriKT steps 1–2: tunes per-label soft prompts for the frozen teacher at <paramref name="teacherPath"/> on the
+    /// few-shot data (supervised, then PPO with the default fidelity + diversity reward).
+    /// </summary>
+    /// <param name="teacherPath">Teacher checkpoint: HF directory (LLaMA family or GPT-2) or llama2.c .bin.</param>
+    /// <param name="template">The task template, for example <see cref="TaskTemplates.Sst2"/>.</param>
+    /// <param name="labelColumnName">Label column (String or key with text values).</param>
+    /// <param name="promptTokens">Virtual tokens per label prompt.</param>
+    /// <param name="supervisedEpochs">Stage-1 epochs.</param>
+    /// <param name="ppoSteps">Stage-2 PPO iterations (0 skips PPO).</param>
+    public SoftPromptPpoTrainer SoftPromptPpoTrainer(string teacherPath, TaskTemplate template, string labelColumnName = "Label",
+        int promptTokens = 8, int supervisedEpochs = 20, int ppoSteps = 10)
+        => new(Environment, new SoftPromptPpoOptions
+        {
+            TeacherPath = teacherPath,
+            Template = template,
+            LabelColumnName = labelColumnName,
+            PromptTokens = promptTokens,
+            SupervisedEpochs = supervisedEpochs,
+            PpoSteps = ppoSteps,
+        });
+
+    /// <summary>Soft prompt tuning + PPO with all options.</summary>
+    public SoftPromptPpoTrainer SoftPromptPpoTrainer(SoftPromptPpoOptions options) => new(Environment, options);
 }
 
 /// <summary>Catalog extension methods on <see cref="MLContext"/>.</summary>

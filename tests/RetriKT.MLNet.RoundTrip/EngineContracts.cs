@@ -21,12 +21,24 @@ public static class EngineContracts
         public int[] TokenIds { get; set; } = [];
     }
 
+    public sealed class LabelInput
+    {
+        public string Text { get; set; } = "";
+        public string Label { get; set; } = "";
+    }
+
+    public sealed class GeneratedOutput
+    {
+        public string GeneratedText { get; set; } = "";
+    }
+
     /// <summary>Predictions of one contract for every row of <paramref name="input"/>, formatted as text.</summary>
     public static List<string> Predict(string contract, MLContext mlContext, ITransformer model, IDataView input) => contract switch
     {
         "text-tokens" => Run<TextInput, TokenIdsOutput>(mlContext, model, input,
             o => string.Join(',', o.TokenIds.Select(i => i.ToString(CultureInfo.InvariantCulture)))),
-        _ => throw new ArgumentException($"Unknown engine contract '{contract}'. Known: text-tokens."),
+        "label-generated" => Run<LabelInput, GeneratedOutput>(mlContext, model, input, o => o.GeneratedText),
+        _ => throw new ArgumentException($"Unknown engine contract '{contract}'. Known: text-tokens, label-generated."),
     };
 
     private static List<string> Run<TIn, TOut>(MLContext mlContext, ITransformer model, IDataView input, Func<TOut, string> format)

@@ -33,6 +33,9 @@ internal sealed class SoftPromptModule : nn.Module
             throw new ArgumentException($"task prompt must be [tokens, {labelPrompts.shape[2]}], found [{string.Join(", ", taskPrompt.shape)}].");
         _labelPrompts = new Parameter(labelPrompts.detach().clone().to(ScalarType.Float32), requires_grad: true);
         _taskPrompt = taskPrompt is null ? null : new Parameter(taskPrompt.detach().clone().to(ScalarType.Float32), requires_grad: true);
+        // The module owns its parameters: keep them out of any dispose scope the caller happens to be in.
+        _labelPrompts.DetachFromDisposeScope();
+        _taskPrompt?.DetachFromDisposeScope();
         register_parameter("label_prompts", _labelPrompts);
         if (_taskPrompt is not null) register_parameter("task_prompt", _taskPrompt);
     }

@@ -1,0 +1,135 @@
+using RetriKT.MLNet.Teacher;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.SoftPrompt;
+
+/// <summary>One labelled few-shot example as the trainer uses it.</summary>
+internal sealed record PromptExample(string Text, string? Text2, int Label);
+
+/// <summary>One sampled response: its label, visible prompt ids, generated ids and their log-probabilities at sampling time.</summary>
+internal sealed record Rollout(int Label, string Context, int[] PromptIds, int[] ResponseIds, float[] SampleLogProbs, string Generated, bool Finished);
+
+/// <summary>
+/// The RL policy of RetriKT's stage 2 (and the model of stage 1): the frozen teacher with a trainable label-conditioned
+/// soft prompt in front, plus a value head on the teacher's final hidden states. The layout of every sequence is
+/// <c>[soft prompt][left padding][visible prompt ids][response ids][right padding]</c>; padding is masked and takes
+/// no position, so training sees exactly what generation saw.
+/// </summary>
+internal sealed class SoftPromptPolicy
+{
+    public SoftPromptPolicy(TeacherModel teacher, TaskTemplate template, SoftPromptModule prompts, ValueHead valueHead)
+    {
+        Teacher = teacher;
+        Template = template;
+        Prompts = prompts;
+        Value = valueHead;
+        Tokenizer = teacher.Tokenizer ?? throw new InvalidOperationException("The teacher has no tokenizer; soft prompt training needs one.");
+    }
+
+    public TeacherModel Teacher { get; }
+    public TaskTemplate Template { get; }
+    public SoftPromptModule Prompts { get; }
+    public ValueHead Value { get; }
+    public TeacherTokenizer Tokenizer { get; }
+
+    private bool AddsBos => Teacher.Config.Architecture == TeacherArchitecture.Llama && Tokenizer.BosId is not null;
+
+    /// <summary>Visible prompt ids for a generation context (BOS for the LLaMA family, then the context text).</summary>
+    public int[] PromptIds(string context)
+    {
+        var ids = context.Length == 0 ? [] : Tokenizer.Encode(context, addBos: false);
+        return AddsBos ? [Tokenizer.BosId!.Value, .. ids] : ids;
+    }
+
+    /// <summary>Target ids for stage 1: the rendered sample plus EOS (so the prompt learns where a sample ends).</summary>
+    public int[] TargetIds(PromptExample e)
+    {
+        var target = Template.RenderTarget(e.Text, e.Text2);
+        if (Template.Target == GenerationTarget.SecondPart) target = " " + target;
+        var ids = Tokenizer.Encode(target, addBos: false);
+        return Tokenizer.EosId is int eos ? [.. ids, eos] : ids;
+    }
+
+    public string ContextOf(PromptExample e) => Template.RenderContext(e.Text);
+
+    /// <summary>Mean per-token negative log-likelihood of the examples under their labels' prompts (differentiable in the prompts).</summary>
+    public Tensor SupervisedNll(IReadOnlyList<PromptExample> batch)
+    {
+        var prefixes = batch.Select(e => PromptIds(ContextOf(e))).ToList();
+        var targets = batch.Select(TargetIds).ToList();
+        var labels = tensor(batch.Select(e => (long)e.Label).ToArray(), device: Teacher.Device);
+        var soft = Prompts.PromptsFor(labels, Teacher.DType);
+        var logLikelihood = Teacher.ContinuationLogLikelihood(prefixes, targets, soft);
+        var lengths = tensor(targets.Select(t => (float)t.Length).ToArray(), device: Teacher.Device);
+        return logLikelihood.div(lengths).mean().neg();
+    }
+
+    /// <summary>Samples one response per (label, context) with the current prompts.</summary>
+    public List<Rollout> Sample(IReadOnlyList<(int Label, string Context)> requests, int maxNewTokens, double temperature, long seed)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var labels = tensor(requests.Select(r => (long)r.Label).ToArray(), device: Teacher.Device);
+        var prompts = requests.Select(r => PromptIds(r.Context)).ToList();
+        var stops = Template.IsPair && Template.Target == GenerationTarget.WholeSample ? null : new[] { "\n" };
+        var result = Teacher.Generate(new GenerationRequest
+        {
+            PromptIds = prompts,
+            PrefixEmbeds = Prompts.PromptsFor(labels, Teacher.DType),
+            MaxNewTokens = maxNewTokens,
+            Temperature = temperature,
+            Seed = seed,
+            StopSequences = stops,
+        });
+        return requests.Select((r, i) =>
+        {
+            var s = result.Sequences[i];
+            var text = stops is null ? s.Text : s.Text.TrimEnd('\n');
+            return new Rollout(r.Label, r.Context, prompts[i], s.TokenIds, s.TokenLogProbs, text, s.FinishReason != "length");
+        }).ToList();
+    }
+
+    /// <summary>
+    /// Re-scores rollouts under the given prompts: per-token log-probabilities of the responses at
+    /// <paramref name="temperature"/>, values (hidden states detached: the value loss trains the head only), the
+    /// response mask and the entropy of each position's distribution. All <c>[B, R]</c>.
+    /// </summary>
+    public (Tensor LogProbs, Tensor Values, Tensor Mask, Tensor Entropy) Evaluate(IReadOnlyList<Rollout> rollouts, Tensor softPrompts, double temperature)
+    {
+        int b = rollouts.Count;
+        int maxPrompt = rollouts.Max(r => r.PromptIds.Length), maxResponse = rollouts.Max(r => r.ResponseIds.Length);
+        int width = maxPrompt + maxResponse;
+        var ids = new long[b * width];
+        var mask = new long[b * width];
+        var responseIds = new long[b * maxResponse];
+        var responseMask = new float[b * maxResponse];
+        for (int i = 0; i < b; i++)
+        {
+            var r = rollouts[i];
+            int offset = maxPrompt - r.PromptIds.Length;
+            for (int j = 0; j < r.PromptIds.Length; j++) { ids[i * width + offset + j] = r.PromptIds[j]; mask[i * width + offset + j] = 1; }
+            for (int j = 0; j < r.ResponseIds.Length; j++)
+            {
+                ids[i * width + maxPrompt + j] = r.ResponseIds[j];
+                mask[i * width + maxPrompt + j] = 1;
+                responseIds[i * maxResponse + j] = r.ResponseIds[j];
+                responseMask[i * maxResponse + j] = 1;
+            }
+        }
+        var device = Teacher.Device;
+        long p = softPrompts.shape[1];
+        var embeds = cat([softPrompts, Teacher.Embed(tensor(ids, [b, width], device: device))], 1);
+        var fullMask = cat([ones(b, p, ScalarType.Int64, device), tensor(mask, [b, width], device: device)], 1);
+        var output = Teacher.Forward(embeds, fullMask, returnHiddenStates: true);
+        // Slot s predicts slot s + 1: response token j (slot p + maxPrompt + j) is predicted at slot p + maxPrompt + j − 1.
+        long first = p + maxPrompt - 1;
+        var logits = output.Logits.narrow(1, first, maxResponse).to(ScalarType.Float32).div(temperature);
+        var logp = logits.log_softmax(-1);
+        var targets = tensor(responseIds, [b, maxResponse], device: device);
+        var tokenLogp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
+        var maskT = tensor(responseMask, [b, maxResponse], device: device);
+        var entropy = logp.exp().mul(logp).sum(-1).neg();
+        var values = Value.forward(output.HiddenStates!.narrow(1, first, maxResponse).detach());
+        return (tokenLogp.mul(maskT), values.mul(maskT), maskT, entropy);
+    }
+}

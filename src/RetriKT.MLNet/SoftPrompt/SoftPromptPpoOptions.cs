@@ -1,0 +1,110 @@
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Teacher;
+
+namespace RetriKT.MLNet.SoftPrompt;
+
+/// <summary>Options of <see cref="SoftPromptPpoTrainer"/>. Defaults follow HF PEFT prompt tuning and HF TRL PPO, scaled to small teachers.</summary>
+public sealed class SoftPromptPpoOptions
+{
+    // ---- data and teacher
+    /// <summary>Path of the teacher (HF directory or llama2.c .bin). Required unless <see cref="Teacher"/> is set with a path.</summary>
+    public string? TeacherPath;
+    /// <summary>An already loaded teacher to use instead of loading <see cref="TeacherPath"/> (its path must still be given, for model.zip).</summary>
+    public TeacherModel? Teacher;
+    /// <summary>The task template (columns, generation target, verbalizer). Required.</summary>
+    public TaskTemplate? Template;
+    /// <summary>Label column (String, or a key type with text key values). Default "Label".</summary>
+    public string LabelColumnName = "Label";
+    /// <summary>Label order; null takes the order of the template's verbalizer. Every label needs at least one example.</summary>
+    public IReadOnlyList<string>? Labels;
+
+    // ---- soft prompts
+    /// <summary>Virtual tokens per label prompt. Default 8.</summary>
+    public int PromptTokens = 8;
+    /// <summary>Virtual tokens of the shared task prompt placed before the label prompt; 0 for none. Default 0.</summary>
+    public int TaskPromptTokens;
+    /// <summary>Initialisation. Default <see cref="SoftPromptInit.Text"/> (init text + the label's verbalizer word).</summary>
+    public SoftPromptInit Init = SoftPromptInit.Text;
+    /// <summary>Initialisation text for <see cref="SoftPromptInit.Text"/>. Default "Write an example:".</summary>
+    public string InitText = "Write an example:";
+
+    // ---- stage 1: supervised prompt tuning
+    /// <summary>Epochs of supervised prompt tuning over the few-shot examples. Default 20.</summary>
+    public int SupervisedEpochs = 20;
+    /// <summary>Adam learning rate of stage 1 (prompt tuning uses large rates). Default 0.03.</summary>
+    public double SupervisedLearningRate = 0.03;
+    /// <summary>Examples per stage-1 step. Default 8.</summary>
+    public int BatchSize = 8;
+
+    // ---- stage 2: PPO
+    /// <summary>PPO iterations (rollout + update); 0 skips stage 2. Default 10.</summary>
+    public int PpoSteps = 10;
+    /// <summary>Rollouts per PPO iteration, spread evenly over the labels. Default 16.</summary>
+    public int RolloutsPerStep = 16;
+    /// <summary>Optimisation epochs over each rollout batch. Default 4.</summary>
+    public int PpoEpochs = 4;
+    /// <summary>Rollouts per PPO gradient step. Default 8.</summary>
+    public int MiniBatchSize = 8;
+    /// <summary>Adam learning rate of stage 2 (prompts and value head). Default 0.003.</summary>
+    public double PpoLearningRate = 3e-3;
+    /// <summary>Policy ratio clip. Default 0.2.</summary>
+    public double ClipRange = 0.2;
+    /// <summary>Value clip. Default 0.2.</summary>
+    public double ValueClipRange = 0.2;
+    /// <summary>Value loss weight. Default 0.1.</summary>
+    public double ValueCoefficient = 0.1;
+    /// <summary>Discount. Default 1.</summary>
+    public double Gamma = 1.0;
+    /// <summary>GAE λ. Default 0.95.</summary>
+    public double Lambda = 0.95;
+    /// <summary>Initial KL coefficient β (per-token KL against the stage-1 prompt). Default 0.05.</summary>
+    public double InitialKlCoefficient = 0.05;
+    /// <summary>Target KL (nats per sample) of the adaptive controller; null keeps β fixed. Default 4.</summary>
+    public double? TargetKl = 4.0;
+    /// <summary>Horizon (samples) of the adaptive KL controller. Default 1000.</summary>
+    public double KlHorizon = 1000;
+    /// <summary>Gradient norm clip (both stages). Default 1.</summary>
+    public double MaxGradientNorm = 1.0;
+    /// <summary>Sampling temperature of rollouts and generation. Default 1.</summary>
+    public double Temperature = 1.0;
+    /// <summary>Most new tokens per sample; null takes the template's <see cref="TaskTemplate.MaxNewTokens"/>.</summary>
+    public int? MaxNewTokens;
+
+    // ---- reward
+    /// <summary>The reward; null uses <see cref="RetriKTReward"/> over the teacher's <see cref="VerbalizerClassifier"/>.</summary>
+    public IRewardFunction? Reward;
+    /// <summary>Weights of the default reward.</summary>
+    public RewardWeights RewardWeights = new();
+    /// <summary>Calibrate the verbalizer classifier (contextual calibration). Default true.</summary>
+    public bool CalibrateVerbalizer = true;
+
+    // ---- run control
+    /// <summary>Seed; null takes the MLContext seed (then 1).</summary>
+    public int? Seed;
+    /// <summary>Per-step metrics as CSV (written atomically at the end of each stage), or null.</summary>
+    public string? MetricsCsvPath;
+    /// <summary>Progress callback (for console progress bars).</summary>
+    public IProgress<TrainingProgress>? Progress;
+    /// <summary>Cancels training between steps.</summary>
+    public CancellationToken CancellationToken;
+
+    internal void Validate()
+    {
+        if (Template is null) throw new ArgumentException("SoftPromptPpoOptions.Template is required (for example TaskTemplates.Sst2).");
+        if (string.IsNullOrWhiteSpace(TeacherPath)) throw new ArgumentException("SoftPromptPpoOptions.TeacherPath is required: model.zip references the teacher by path and content hash.");
+        Positive(PromptTokens, nameof(PromptTokens));
+        if (TaskPromptTokens < 0) throw new ArgumentOutOfRangeException(nameof(TaskPromptTokens), $"TaskPromptTokens must be >= 0, found {TaskPromptTokens}.");
+        if (SupervisedEpochs < 0) throw new ArgumentOutOfRangeException(nameof(SupervisedEpochs), $"SupervisedEpochs must be >= 0, found {SupervisedEpochs}.");
+        if (PpoSteps < 0) throw new ArgumentOutOfRangeException(nameof(PpoSteps), $"PpoSteps must be >= 0, found {PpoSteps}.");
+        Positive(BatchSize, nameof(BatchSize)); Positive(RolloutsPerStep, nameof(RolloutsPerStep));
+        Positive(PpoEpochs, nameof(PpoEpochs)); Positive(MiniBatchSize, nameof(MiniBatchSize));
+        if (!(SupervisedLearningRate > 0) || !(PpoLearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(PpoLearningRate), "Learning rates must be > 0.");
+        if (!(Temperature > 0)) throw new ArgumentOutOfRangeException(nameof(Temperature), $"Temperature must be > 0 for sampling, found {Temperature}.");
+        if (ClipRange <= 0 || ValueClipRange <= 0) throw new ArgumentOutOfRangeException(nameof(ClipRange), "Clip ranges must be > 0.");
+    }
+
+    private static void Positive(int value, string name)
+    {
+        if (value <= 0) throw new ArgumentOutOfRangeException(name, $"{name} must be positive, found {value}.");
+    }
+}

@@ -1,0 +1,299 @@
+using System.Text.Json;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using RetriKT.MLNet.Bridge;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Teacher;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.SoftPrompt;
+
+/// <summary>A sample the tuned teacher generated for a label.</summary>
+/// <param name="Label">Label index.</param>
+/// <param name="Text">First text (the given context for second-part tasks).</param>
+/// <param name="Text2">Second text for pair tasks (null when a whole pair sample lacked the separator).</param>
+/// <param name="Generated">The raw generated part.</param>
+/// <param name="TokenCount">Generated tokens.</param>
+/// <param name="Finished">Ended at a stop token/sequence rather than the length limit.</param>
+public sealed record GeneratedSample(int Label, string Text, string? Text2, string Generated, int TokenCount, bool Finished);
+
+/// <summary>
+/// The tuned soft prompts of <see cref="SoftPromptPpoTrainer"/> with a reference (path + SHA-256 content hash) to the
+/// frozen teacher they belong to. Transform generates one sample per input row for that row's label (columns
+/// <c>GeneratedText</c>, and <c>GeneratedText2</c> for pair tasks); <see cref="Generate"/> is the batched API the
+/// KnowledgeExtractor uses. Loading a model.zip whose teacher is missing or has different weights fails with a
+/// message naming the path and both hashes.
+/// </summary>
+public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
+{
+    internal static readonly ModelFormat Format = new("RKTSPPPO", 0x00010001, 0x00010001, "RetriKTSoftPromptPpo");
+
+    private readonly IHostEnvironment _env;
+    private readonly float[] _labelPrompts;
+    private readonly float[]? _taskPrompt;
+    private readonly object _generateLock = new();
+    private TeacherModel? _teacher;
+    private readonly bool _ownsTeacher;
+
+    internal SoftPromptTransformer(IHostEnvironment env, string teacherPath, string teacherHash, TaskTemplate template, IReadOnlyList<string> labels,
+        string labelColumn, float[] labelPrompts, float[]? taskPrompt, int promptTokens, int taskPromptTokens, int hidden,
+        double temperature, int maxNewTokens, int seed, TeacherModel? teacher, bool ownsTeacher, SoftPromptTrainingReport? report)
+    {
+        _env = env;
+        TeacherPath = teacherPath;
+        TeacherHash = teacherHash;
+        Template = template;
+        Labels = labels.ToArray();
+        LabelColumnName = labelColumn;
+        _labelPrompts = labelPrompts;
+        _taskPrompt = taskPrompt;
+        PromptTokens = promptTokens;
+        TaskPromptTokens = taskPromptTokens;
+        Hidden = hidden;
+        Temperature = temperature;
+        MaxNewTokens = maxNewTokens;
+        Seed = seed;
+        _teacher = teacher;
+        _ownsTeacher = ownsTeacher;
+        TrainingReport = report;
+        if (labelPrompts.Length != Labels.Count * promptTokens * hidden)
+            throw new InvalidDataException($"Soft prompts hold {labelPrompts.Length} values, expected {Labels.Count} × {promptTokens} × {hidden}.");
+    }
+
+    /// <summary>Path of the teacher the prompts were tuned for.</summary>
+    public string TeacherPath { get; }
+    /// <summary>SHA-256 content hash of that teacher (<see cref="TeacherModel.ContentHash"/>).</summary>
+    public string TeacherHash { get; }
+    /// <summary>The task template.</summary>
+    public TaskTemplate Template { get; }
+    /// <summary>Labels, in prompt order.</summary>
+    public IReadOnlyList<string> Labels { get; }
+    /// <summary>Label column read by Transform.</summary>
+    public string LabelColumnName { get; }
+    /// <summary>Virtual tokens per label prompt.</summary>
+    public int PromptTokens { get; }
+    /// <summary>Virtual tokens of the shared task prompt.</summary>
+    public int TaskPromptTokens { get; }
+    /// <summary>Teacher hidden size.</summary>
+    public int Hidden { get; }
+    /// <summary>Sampling temperature.</summary>
+    public double Temperature { get; }
+    /// <summary>Most new tokens per sample.</summary>
+    public int MaxNewTokens { get; }
+    /// <summary>Base seed of generation.</summary>
+    public int Seed { get; }
+    /// <summary>Metrics of the training run (null after loading from model.zip).</summary>
+    public SoftPromptTrainingReport? TrainingReport { get; }
+
+    /// <summary>Trainable parameters of the prompts (the only part of the teacher pipeline that was tuned).</summary>
+    public long PromptParameterCount => _labelPrompts.Length + (_taskPrompt?.Length ?? 0);
+
+    /// <summary>The teacher (loaded and hash-checked on first use after loading from model.zip).</summary>
+    public TeacherModel Teacher
+    {
+        get
+        {
+            lock (_generateLock) return _teacher ??= LoadTeacher(TeacherPath, TeacherHash, null);
+        }
+    }
+
+    /// <summary>Loads the teacher at <paramref name="path"/> and checks it is the one the prompts were tuned for.</summary>
+    internal static TeacherModel LoadTeacher(string path, string expectedHash, Device? device)
+    {
+        if (!File.Exists(path) && !Directory.Exists(path))
+            throw new FileNotFoundException($"The soft prompts in this model were tuned for the teacher at '{path}' (sha256 {expectedHash}), which does not exist. " +
+                "Put that teacher back at its path (model.zip references teachers, it never embeds them).", path);
+        var teacher = TeacherModel.Load(path, new TeacherLoadOptions { Device = device });
+        if (!string.Equals(teacher.ContentHash, expectedHash, StringComparison.Ordinal))
+        {
+            var found = teacher.ContentHash;
+            teacher.Dispose();
+            throw new InvalidDataException($"The teacher at '{path}' is not the one the soft prompts were tuned for: content hash {found}, expected {expectedHash}.");
+        }
+        teacher.RequiresGrad = false;
+        return teacher;
+    }
+
+    /// <summary>
+    /// Generates <paramref name="count"/> samples for label <paramref name="label"/> in batches. For second-part tasks,
+    /// <paramref name="contexts"/> supplies first parts (cycled). Same seed, same samples.
+    /// </summary>
+    public IReadOnlyList<GeneratedSample> Generate(int label, int count, long seed, IReadOnlyList<string>? contexts = null, int batchSize = 16,
+        CancellationToken cancellation = default)
+    {
+        if ((uint)label >= (uint)Labels.Count) throw new ArgumentOutOfRangeException(nameof(label), $"Label index {label} is outside [0, {Labels.Count}).");
+        if (count < 0) throw new ArgumentOutOfRangeException(nameof(count), $"count must be >= 0, found {count}.");
+        if (Template.Target == GenerationTarget.SecondPart && (contexts is null || contexts.Count == 0))
+            throw new ArgumentException($"Template '{Template.Name}' generates second parts: give first-part contexts.", nameof(contexts));
+        var result = new List<GeneratedSample>(count);
+        lock (_generateLock)
+        {
+            var teacher = _teacher ??= LoadTeacher(TeacherPath, TeacherHash, null);
+            using var prompts = CreateModule(teacher.Device);
+            var policy = new SoftPromptPolicy(teacher, Template, prompts, null!);
+            for (int start = 0, batch = 0; start < count; start += batchSize, batch++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                int n = Math.Min(batchSize, count - start);
+                var requests = Enumerable.Range(start, n).Select(i => (label,
+                    Template.Target == GenerationTarget.SecondPart ? Template.RenderContext(contexts![i % contexts.Count]) : "")).ToList();
+                foreach (var r in policy.Sample(requests, MaxNewTokens, Temperature, seed * 1_000_003 + batch))
+                {
+                    var (text, text2) = Template.Target == GenerationTarget.SecondPart
+                        ? (r.Context[..^Template.PairSeparator.Length], r.Generated.Trim())
+                        : Template.SplitGenerated("", r.Generated);
+                    result.Add(new GeneratedSample(label, text, text2, r.Generated, r.ResponseIds.Length, r.Finished));
+                }
+            }
+        }
+        return result;
+    }
+
+    private SoftPromptModule CreateModule(Device device)
+    {
+        using var scope = NewDisposeScope();
+        var module = new SoftPromptModule(tensor(_labelPrompts, [Labels.Count, PromptTokens, Hidden]),
+            _taskPrompt is null ? null : tensor(_taskPrompt, [TaskPromptTokens, Hidden]));
+        module.to(device);
+        return module;
+    }
+
+    internal static IReadOnlyList<string> OutputNames(TaskTemplate template) => template.IsPair ? ["GeneratedText", "GeneratedText2"] : ["GeneratedText"];
+
+    private protected override RowMapping CreateMapping(DataViewSchema inputSchema) => new Mapping(this, inputSchema);
+
+    private protected override void SaveModel(ModelSaveContext ctx) => ModelWriter.Save(ctx, Format, w =>
+    {
+        w.WriteString(Path.GetFullPath(TeacherPath));
+        w.WriteString(TeacherHash);
+        w.WriteString(JsonSerializer.Serialize(Template));
+        w.WriteString(LabelColumnName);
+        w.Writer.Write(Labels.Count);
+        foreach (var l in Labels) w.WriteString(l);
+        w.Writer.Write(PromptTokens);
+        w.Writer.Write(TaskPromptTokens);
+        w.Writer.Write(Hidden);
+        w.Writer.Write(Temperature);
+        w.Writer.Write(MaxNewTokens);
+        w.Writer.Write(Seed);
+        w.WriteStream("Prompts.bin", s =>
+        {
+            s.Write(_labelPrompts.Length);
+            foreach (var x in _labelPrompts) s.Write(x);
+            s.Write(_taskPrompt?.Length ?? 0);
+            foreach (var x in _taskPrompt ?? []) s.Write(x);
+        });
+    });
+
+    internal static SoftPromptTransformer Load(ModelReader r)
+    {
+        var teacherPath = r.ReadString();
+        var teacherHash = r.ReadString();
+        var template = JsonSerializer.Deserialize<TaskTemplate>(r.ReadString()) ?? throw new InvalidDataException("model.zip: soft prompt template is empty.");
+        var labelColumn = r.ReadString();
+        int labelCount = r.Reader.ReadInt32();
+        if (labelCount < 2 || labelCount > 10_000) throw new InvalidDataException($"model.zip: soft prompt label count {labelCount} is out of range.");
+        var labels = Enumerable.Range(0, labelCount).Select(_ => r.ReadString()).ToArray();
+        int promptTokens = r.Reader.ReadInt32(), taskTokens = r.Reader.ReadInt32(), hidden = r.Reader.ReadInt32();
+        double temperature = r.Reader.ReadDouble();
+        int maxNew = r.Reader.ReadInt32(), seed = r.Reader.ReadInt32();
+        float[] labelPrompts = [], taskPrompt = [];
+        r.ReadStream("Prompts.bin", s =>
+        {
+            float[] ReadFloats(long expected)
+            {
+                int n = s.ReadInt32();
+                if (n != expected) throw new InvalidDataException($"model.zip: Prompts.bin holds {n} values, expected {expected}.");
+                var values = new float[n];
+                for (int i = 0; i < n; i++) values[i] = s.ReadSingle();
+                return values;
+            }
+            labelPrompts = ReadFloats((long)labelCount * promptTokens * hidden);
+            taskPrompt = ReadFloats((long)taskTokens * hidden);
+        });
+        var env = r.Environment;
+        var device = new ComponentHost(env, nameof(SoftPromptTransformer)).ResolveDevice();
+        var teacher = LoadTeacher(teacherPath, teacherHash, device);
+        return new SoftPromptTransformer(env, teacherPath, teacherHash, template, labels, labelColumn, labelPrompts,
+            taskTokens > 0 ? taskPrompt : null, promptTokens, taskTokens, hidden, temperature, maxNew, seed, teacher, ownsTeacher: true, report: null);
+    }
+
+    /// <summary>Releases the teacher when this transformer loaded it.</summary>
+    public void Dispose()
+    {
+        if (_ownsTeacher) _teacher?.Dispose();
+    }
+
+    private sealed class Mapping : RowMapping
+    {
+        private readonly SoftPromptTransformer _parent;
+        private readonly DataViewSchema.Column _label;
+        private readonly DataViewSchema.Column? _text;
+
+        public Mapping(SoftPromptTransformer parent, DataViewSchema schema) : base(schema)
+        {
+            _parent = parent;
+            _label = schema.GetColumnOrNull(parent.LabelColumnName)
+                ?? throw new ArgumentOutOfRangeException(nameof(schema), $"Label column '{parent.LabelColumnName}' not found.");
+            SoftPromptPpoTrainer.LabelReader(_label); // validates the type
+            if (parent.Template.Target == GenerationTarget.SecondPart)
+            {
+                _text = schema.GetColumnOrNull(parent.Template.TextColumn)
+                    ?? throw new ArgumentOutOfRangeException(nameof(schema), $"Template '{parent.Template.Name}' names column '{parent.Template.TextColumn}', which the data does not have.");
+                if (_text.Value.Type is not TextDataViewType)
+                    throw new ArgumentOutOfRangeException(nameof(schema), $"Column '{_text.Value.Name}' must be String, found {_text.Value.Type}.");
+            }
+            Outputs = OutputNames(parent.Template).Select(n => new OutputColumn(n, TextDataViewType.Instance)).ToList();
+            Dependencies = _text is { } t ? [_label, t] : [_label];
+        }
+
+        public override IReadOnlyList<OutputColumn> Outputs { get; }
+        public override IReadOnlyList<DataViewSchema.Column> Dependencies { get; }
+
+        public override Delegate?[] CreateGetters(DataViewRow input, Func<int, bool> isActive)
+        {
+            var readLabel = LabelGetter(input);
+            var getText = _text is { } t ? input.GetGetter<ReadOnlyMemory<char>>(t) : null;
+            long cachedPosition = -1;
+            GeneratedSample? cached = null;
+            ReadOnlyMemory<char> text = default;
+            GeneratedSample Current()
+            {
+                if (cachedPosition == input.Position && cached is not null) return cached;
+                var label = readLabel();
+                int index = _parent.Labels.ToList().IndexOf(label);
+                if (index < 0) throw new InvalidOperationException($"Row {input.Position}: label '{label}' is not one of [{string.Join(", ", _parent.Labels)}].");
+                string[]? contexts = null;
+                if (getText is not null) { getText(ref text); contexts = [text.ToString()]; }
+                cached = _parent.Generate(index, 1, _parent.Seed + input.Position, contexts)[0];
+                cachedPosition = input.Position;
+                return cached;
+            }
+            var getters = new Delegate?[Outputs.Count];
+            getters[0] = (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> dst) =>
+                dst = (_parent.Template.Target == GenerationTarget.SecondPart ? Current().Text2 ?? "" : Current().Text).AsMemory());
+            if (getters.Length > 1)
+                getters[1] = (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> dst) =>
+                    dst = (_parent.Template.Target == GenerationTarget.SecondPart ? Current().Text : Current().Text2 ?? "").AsMemory());
+            return getters;
+        }
+
+        private Func<string> LabelGetter(DataViewRow row)
+        {
+            if (_label.Type is TextDataViewType)
+            {
+                var getter = row.GetGetter<ReadOnlyMemory<char>>(_label);
+                ReadOnlyMemory<char> value = default;
+                return () => { getter(ref value); return value.ToString(); };
+            }
+            VBuffer<ReadOnlyMemory<char>> keyValues = default;
+            _label.GetKeyValues(ref keyValues);
+            var names = keyValues.DenseValues().Select(v => v.ToString()).ToArray();
+            var keyGetter = row.GetGetter<uint>(_label);
+            uint key = 0;
+            return () => { keyGetter(ref key); return key == 0 || key > names.Length ? "" : names[key - 1]; };
+        }
+    }
+}

@@ -1,0 +1,104 @@
+using RetriKT.MLNet.Teacher;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.SoftPrompt;
+
+/// <summary>
+/// The teacher as a prompted classifier: for a sample, the teacher scores each label's verbalizer word at the
+/// template's <c>{label}</c> slot; the label probabilities are the softmax of those log-likelihoods. Optionally
+/// calibrated (contextual calibration, Zhao et al. 2021: divide by the probabilities the teacher gives a content-free
+/// input, then renormalise), which removes the teacher's prior preference for some label words. This is the
+/// fidelity classifier of RetriKT's reward and the source of the knowledge store's soft labels.
+/// </summary>
+public sealed class VerbalizerClassifier : ILabelScorer
+{
+    private readonly TeacherModel _teacher;
+    private readonly TaskTemplate _template;
+    private readonly string[] _words;
+    private readonly double[]? _calibration;
+
+    /// <summary>Creates the classifier for <paramref name="labels"/> (order = probability order).</summary>
+    public VerbalizerClassifier(TeacherModel teacher, TaskTemplate template, IReadOnlyList<string> labels, bool calibrate = true, int batchSize = 64)
+    {
+        _teacher = teacher ?? throw new ArgumentNullException(nameof(teacher));
+        _template = template ?? throw new ArgumentNullException(nameof(template));
+        ArgumentNullException.ThrowIfNull(labels);
+        template.Validate(labels);
+        if (teacher.Tokenizer is null) throw new InvalidOperationException("The verbalizer classifier needs a teacher with a tokenizer.");
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
+        Labels = labels.ToArray();
+        BatchSize = batchSize;
+        _words = Labels.Select(l => template.Verbalizer[l]).ToArray();
+        if (calibrate)
+        {
+            var contentFree = LogProbabilities([("N/A", template.IsPair ? "N/A" : null)])[0];
+            _calibration = contentFree.Select(Math.Exp).ToArray();
+        }
+    }
+
+    /// <summary>Labels, in probability order.</summary>
+    public IReadOnlyList<string> Labels { get; }
+
+    /// <summary>Rows per teacher forward pass.</summary>
+    public int BatchSize { get; }
+
+    /// <summary>Whether contextual calibration is applied.</summary>
+    public bool Calibrated => _calibration is not null;
+
+    /// <inheritdoc/>
+    public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples)
+    {
+        var logp = LogProbabilities(samples);
+        var result = new float[samples.Count][];
+        for (int i = 0; i < samples.Count; i++)
+        {
+            var p = logp[i].Select(Math.Exp).ToArray();
+            if (_calibration is not null)
+                for (int k = 0; k < p.Length; k++) p[k] /= Math.Max(_calibration[k], 1e-12);
+            double sum = p.Sum();
+            result[i] = p.Select(x => (float)(x / sum)).ToArray();
+        }
+        return result;
+    }
+
+    /// <summary>Index of the most probable label per sample.</summary>
+    public int[] Predict(IReadOnlyList<(string Text, string? Text2)> samples)
+        => Probabilities(samples).Select(p => Array.IndexOf(p, p.Max())).ToArray();
+
+    /// <summary>Uncalibrated log-probabilities over the labels (log-softmax of the label words' log-likelihoods).</summary>
+    private double[][] LogProbabilities(IReadOnlyList<(string Text, string? Text2)> samples)
+    {
+        int labels = _words.Length;
+        var scores = new double[samples.Count * labels];
+        var prefixes = new List<string>(BatchSize);
+        var continuations = new List<string>(BatchSize);
+        int written = 0;
+        void Flush()
+        {
+            if (prefixes.Count == 0) return;
+            _teacher.ScoreContinuations(prefixes, continuations).CopyTo(scores, written);
+            written += prefixes.Count;
+            prefixes.Clear(); continuations.Clear();
+        }
+        foreach (var (text, text2) in samples)
+        {
+            var (prefix, _) = _template.ClassificationParts(text, text2);
+            foreach (var word in _words)
+            {
+                prefixes.Add(prefix);
+                continuations.Add(word);
+                if (prefixes.Count == BatchSize) Flush();
+            }
+        }
+        Flush();
+        var result = new double[samples.Count][];
+        for (int i = 0; i < samples.Count; i++)
+        {
+            var row = scores.AsSpan(i * labels, labels).ToArray();
+            double max = row.Max();
+            double log = max + Math.Log(row.Sum(x => Math.Exp(x - max)));
+            result[i] = row.Select(x => x - log).ToArray();
+        }
+        return result;
+    }
+}

@@ -1,0 +1,144 @@
+using Microsoft.ML;
+using RetriKT.MLNet.Data;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.SoftPrompt;
+
+/// <summary>Soft prompt tuning and PPO on the real llama2.c stories260K teacher.</summary>
+public class SoftPromptPpoTrainerTests
+{
+    internal static string Stories260K => SharedData.Path("models", "llama2c-stories260K", "stories260K.bin");
+
+    internal static readonly TaskTemplate StoryMood = new()
+    {
+        Name = "StoryMood",
+        ClassificationFormat = "{text} The story was{label}",
+        Verbalizer = new Dictionary<string, string> { ["happy"] = " happy", ["sad"] = " sad" },
+        MaxNewTokens = 24,
+    };
+
+    internal static IDataView StoryData(MLContext mlContext) => mlContext.Data.LoadFromEnumerable(new[]
+    {
+        new TextPairRow { Text = "Lily was very happy. She played with her ball in the sun.", Label = "happy" },
+        new TextPairRow { Text = "Tom smiled. He got a big red car for his birthday.", Label = "happy" },
+        new TextPairRow { Text = "The dog was happy and ran in the park with Sue.", Label = "happy" },
+        new TextPairRow { Text = "Mia laughed and hugged her mom. They ate cake.", Label = "happy" },
+        new TextPairRow { Text = "Ben was sad. His toy broke and he cried.", Label = "sad" },
+        new TextPairRow { Text = "The little bird was sad because it lost its home.", Label = "sad" },
+        new TextPairRow { Text = "Anna cried. Her friend did not want to play.", Label = "sad" },
+        new TextPairRow { Text = "Max felt sad when the rain ruined his kite.", Label = "sad" },
+    });
+
+    [SharedDataFact]
+    public void SupervisedStageLowersTheFewShotNllAndTheModelRoundTripsAcrossProcesses()
+    {
+        var mlContext = new MLContext(seed: 5);
+        var data = StoryData(mlContext);
+        var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 8, PpoSteps = 0, PromptTokens = 4,
+        }).Fit(data);
+        var report = model.TrainingReport!;
+        Assert.True(report.SupervisedNll < report.InitialNll - 0.1, $"stage 1 NLL {report.InitialNll:F3} → {report.SupervisedNll:F3}");
+        Assert.Equal(2 * 4 * 64, model.PromptParameterCount);
+
+        var samples = model.Generate(label: 0, count: 3, seed: 11);
+        Assert.Equal(3, samples.Count);
+        Assert.All(samples, s => Assert.False(string.IsNullOrWhiteSpace(s.Text)));
+        Assert.Equal(samples.Select(s => s.Text), model.Generate(0, 3, 11).Select(s => s.Text)); // same seed, same samples
+
+        var result = CrossProcess.RoundTrip(mlContext, model, data, engineContract: "label-generated");
+        Assert.Contains(typeof(SoftPromptTransformer).FullName!, result.LoadedTypes);
+        model.Dispose();
+    }
+
+    [SharedDataFact]
+    public void PpoRaisesARewardWithAKnownOptimumWhileKlStaysBoundedAndSameSeedRepeats()
+    {
+        // Stories260K writes "boy" in about one sample in five; a reward of 1 for samples containing it has a known optimum.
+        SoftPromptTrainingReport Run(int steps)
+        {
+            var mlContext = new MLContext(seed: 3);
+            using var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+            {
+                TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 1, PromptTokens = 4,
+                PpoSteps = steps, RolloutsPerStep = 16, MiniBatchSize = 8, PpoEpochs = 4, PpoLearningRate = 0.05,
+                Reward = new WordReward("boy"), MaxNewTokens = 12,
+            }).Fit(StoryData(mlContext));
+            return model.TrainingReport!;
+        }
+        var steps = Run(12).PpoSteps;
+        double early = steps.Take(3).Average(s => s.Reward), late = steps.Skip(steps.Count - 3).Average(s => s.Reward);
+        Assert.True(late > early + 0.15, $"mean reward should rise: first steps {early:F3}, last steps {late:F3} ({string.Join(", ", steps.Select(s => s.Reward.ToString("F2")))})");
+        Assert.All(steps, s => Assert.InRange(s.Kl, -1, 40));
+        Assert.Equal(steps.Take(2).Select(s => s.Reward), Run(2).PpoSteps.Select(s => s.Reward));
+    }
+
+    [SharedDataFact]
+    public void BadInputFailsBeforeTrainingWithTheProblemNamed()
+    {
+        var mlContext = new MLContext();
+        SoftPromptTransformer Fit(IDataView data, TaskTemplate? template = null, string label = "Label") =>
+            mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+            {
+                TeacherPath = Stories260K, Template = template ?? StoryMood, LabelColumnName = label, SupervisedEpochs = 1, PpoSteps = 0,
+            }).Fit(data);
+
+        var onlyHappy = mlContext.Data.LoadFromEnumerable(new[] { new TextPairRow { Text = "Lily was happy.", Label = "happy" } });
+        Assert.Contains("Label 'sad' has no example", Assert.Throws<ArgumentException>(() => Fit(onlyHappy)).Message);
+
+        var empty = mlContext.Data.LoadFromEnumerable(new[] { new TextPairRow { Text = " ", Label = "happy" }, new TextPairRow { Text = "x y z", Label = "sad" } });
+        Assert.Contains("Row 0: column 'Text' is empty", Assert.Throws<ArgumentException>(() => Fit(empty)).Message);
+
+        var numericLabel = mlContext.Data.LoadFromEnumerable(new[] { new { Text = "a b c", Label = 1f } });
+        Assert.Contains("must be String or a key type", Assert.Throws<ArgumentOutOfRangeException>(() => Fit(numericLabel)).Message);
+
+        var missingColumn = StoryMood with { TextColumn = "Sentence" };
+        Assert.Contains("names column 'Sentence'", Assert.Throws<ArgumentOutOfRangeException>(() => Fit(StoryData(mlContext), missingColumn)).Message);
+
+        var noWord = StoryMood with { Verbalizer = new Dictionary<string, string> { ["happy"] = " happy" } };
+        Assert.Throws<ArgumentException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        { TeacherPath = Stories260K, Template = noWord, Labels = ["happy", "sad"] }).Fit(StoryData(mlContext)));
+
+        var missingTeacher = Assert.Throws<FileNotFoundException>(() => mlContext.RetriKT().SoftPromptPpoTrainer("/nonexistent/teacher.bin", StoryMood).Fit(StoryData(mlContext)));
+        Assert.Contains("/nonexistent/teacher.bin", missingTeacher.Message);
+    }
+
+    [SharedDataFact]
+    public void LoadingAModelWhoseTeacherIsGoneOrDifferentFailsClearly()
+    {
+        var dir = Directory.CreateTempSubdirectory("retrikt-teacher-").FullName;
+        var teacherCopy = Path.Combine(dir, "stories260K.bin");
+        File.Copy(Stories260K, teacherCopy);
+        File.Copy(Path.Combine(Path.GetDirectoryName(Stories260K)!, "tok512.bin"), Path.Combine(dir, "tok512.bin"));
+        var mlContext = new MLContext(seed: 1);
+        var data = StoryData(mlContext);
+        using var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        { TeacherPath = teacherCopy, Template = StoryMood, SupervisedEpochs = 1, PpoSteps = 0 }).Fit(data);
+        var zip = Path.Combine(dir, "model.zip");
+        mlContext.Model.Save(model, data.Schema, zip);
+
+        // Different weights at the same path: flip one float of the last tensor (the unused RoPE tables are after it; pick the final norm).
+        var bytes = File.ReadAllBytes(teacherCopy);
+        int finalNorm = 28 + 4 * (512 * 64 + 5 * 64 + 5 * 64 * 64 + 5 * 32 * 64 * 2 + 5 * 64 * 64 + 5 * 64 + 5 * 172 * 64 * 3);
+        BitConverter.GetBytes(BitConverter.ToSingle(bytes, finalNorm) + 0.5f).CopyTo(bytes, finalNorm);
+        File.WriteAllBytes(teacherCopy, bytes);
+        var different = Assert.ThrowsAny<Exception>(() => new MLContext().Model.Load(zip, out _));
+        Assert.Contains("is not the one the soft prompts were tuned for", Flatten(different));
+
+        File.Delete(teacherCopy);
+        var missing = Assert.ThrowsAny<Exception>(() => new MLContext().Model.Load(zip, out _));
+        Assert.Contains("which does not exist", Flatten(missing));
+    }
+
+    private static string Flatten(Exception e) => e.InnerException is null ? e.Message : e.Message + " | " + Flatten(e.InnerException);
+
+    /// <summary>A reward whose optimum is known: 1 when the sample contains the word, else 0.</summary>
+    private sealed class WordReward(string word) : IRewardFunction
+    {
+        public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples) => samples
+            .Select(s => TextStatistics.Words(s.Generated).Contains(word) ? new RewardBreakdown(1, 1, 0, 0) : new RewardBreakdown(0, 0, 0, 0))
+            .ToList();
+    }
+}
