@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using Xunit.Abstractions;
 using RetriKT.MLNet.Hosting.Tests.Infrastructure;
 using RetriKT.MLNet.Tests.Infrastructure;
 using RetriKT.WebApi;
