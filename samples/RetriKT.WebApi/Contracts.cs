@@ -1,0 +1,51 @@
+using Microsoft.ML.Data;
+
+namespace RetriKT.WebApi;
+
+/// <summary>The model's input row: one text column named <c>Text</c>.</summary>
+public sealed class TextInput
+{
+    [ColumnName("Text")]
+    public string Text { get; set; } = "";
+}
+
+/// <summary>The model's output row: ML.NET's standard classifier columns (the label mapped back to its value).</summary>
+public sealed class TextPrediction
+{
+    [ColumnName("PredictedLabel")]
+    public string PredictedLabel { get; set; } = "";
+
+    [ColumnName("Score")]
+    public float[] Score { get; set; } = [];
+}
+
+/// <summary>Body of <c>POST /predict</c> and <c>POST /explain</c>.</summary>
+/// <param name="Text">The text to classify (non-empty, at most <c>Serving:MaxTextLength</c> characters).</param>
+public sealed record PredictRequest(string? Text);
+
+/// <summary>A prediction: the label and the score of every label the model knows.</summary>
+/// <param name="Label">The predicted label.</param>
+/// <param name="Scores">Score per label (label names from the model's Score slot names; "0", "1", ... without them).</param>
+/// <param name="ModelGeneration">Which load of the model answered (1 = first load, +1 per hot reload).</param>
+public sealed record PredictResponse(string Label, IReadOnlyDictionary<string, float> Scores, long ModelGeneration);
+
+/// <summary>One retrieved knowledge-store sample behind a prediction.</summary>
+/// <param name="Text">The stored sample.</param>
+/// <param name="Label">Its label.</param>
+/// <param name="Similarity">Its similarity to the query.</param>
+public sealed record Neighbour(string Text, string Label, float Similarity);
+
+/// <summary>A prediction plus the neighbours the retrieval classifier used.</summary>
+/// <param name="Prediction">The prediction.</param>
+/// <param name="Neighbours">The retrieved neighbours (empty for models without retrieval).</param>
+public sealed record ExplainResponse(PredictResponse Prediction, IReadOnlyList<Neighbour> Neighbours);
+
+/// <summary>Serving limits (section <c>Serving</c>).</summary>
+public sealed class ServingOptions
+{
+    /// <summary>Longest accepted text, in characters.</summary>
+    public int MaxTextLength { get; set; } = 2000;
+
+    /// <summary>Reload the model when the file at <c>ModelPath</c> is replaced.</summary>
+    public bool WatchModelFile { get; set; } = true;
+}

@@ -1,0 +1,165 @@
+using System.Runtime.CompilerServices;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using RetriKT.MLNet.Hosting;
+
+namespace RetriKT.WebApi;
+
+/// <summary>Builds the web application (Program runs it; tests and the benchmark host it on 127.0.0.1).</summary>
+public static class WebApiApp
+{
+    /// <summary>
+    /// Creates the app. The model file comes from configuration key <c>ModelPath</c> (appsettings.json, environment
+    /// variable <c>ModelPath</c>, or <c>--ModelPath path</c>); a relative path is resolved against the content root.
+    /// </summary>
+    /// <param name="args">Command-line arguments (configuration overrides such as <c>--ModelPath</c>, <c>--urls</c>).</param>
+    /// <param name="configure">Extra configuration of the builder (tests: logging, settings).</param>
+    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(args);
+        configure?.Invoke(builder);
+
+        var modelPath = builder.Configuration["ModelPath"];
+        if (string.IsNullOrWhiteSpace(modelPath))
+            throw new InvalidOperationException("No model configured: set ModelPath (appsettings.json, env var ModelPath, or --ModelPath <model.zip>).");
+        modelPath = Path.GetFullPath(modelPath, builder.Environment.ContentRootPath);
+        var serving = builder.Configuration.GetSection("Serving").Get<ServingOptions>() ?? new ServingOptions();
+        builder.Services.Configure<ServingOptions>(builder.Configuration.GetSection("Serving"));
+
+        builder.Services.AddPredictionEnginePool<TextInput, TextPrediction>()
+            .FromFile(modelName: string.Empty, filePath: modelPath, watchForChanges: serving.WatchModelFile)
+            .WarmUpOnStart();
+        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, WebApiJsonContext.Default));
+        builder.Services.AddProblemDetails();
+        // Bind failures throw, so BadRequestToProblemDetails can say what was wrong with the body.
+        builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        builder.Services.AddExceptionHandler<BadRequestToProblemDetails>();
+        builder.Services.AddHealthChecks().AddCheck<ModelHealthCheck>("model");
+        builder.Services.AddOpenApi();
+
+        var app = builder.Build();
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        app.MapOpenApi();
+        app.MapHealthChecks("/healthz");
+        app.MapPost("/predict", Predict)
+            .WithName("Predict")
+            .WithSummary("Classifies a text: label and score per label.");
+        app.MapPost("/explain", Explain)
+            .WithName("Explain")
+            .WithSummary("Classifies a text and lists the retrieved neighbours behind the prediction.");
+        return app;
+    }
+
+    private static Results<Ok<PredictResponse>, ValidationProblem> Predict(PredictRequest? request,
+        PredictionEnginePool<TextInput, TextPrediction> pool, IOptions<ServingOptions> serving)
+    {
+        if (Validate(request, serving.Value) is { } problem) return problem;
+        return TypedResults.Ok(Classify(pool, request!.Text!));
+    }
+
+    private static Results<Ok<ExplainResponse>, ValidationProblem> Explain(PredictRequest? request,
+        PredictionEnginePool<TextInput, TextPrediction> pool, IOptions<ServingOptions> serving)
+    {
+        if (Validate(request, serving.Value) is { } problem) return problem;
+        var prediction = Classify(pool, request!.Text!);
+        // Neighbours stay empty until the RetrievalClassifier lands: it will expose the retrieved knowledge-store
+        // samples as output columns, and this endpoint will map them here. A plain classifier has none.
+        return TypedResults.Ok(new ExplainResponse(prediction, []));
+    }
+
+    private static ValidationProblem? Validate(PredictRequest? request, ServingOptions serving)
+    {
+        string? error = null;
+        if (request is null) error = "A JSON body {\"text\": \"...\"} is required.";
+        else if (string.IsNullOrWhiteSpace(request.Text)) error = "The text must not be empty.";
+        else if (request.Text.Length > serving.MaxTextLength)
+            error = $"The text has {request.Text.Length} characters; at most {serving.MaxTextLength} are accepted.";
+        return error is null ? null : TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["text"] = [error] });
+    }
+
+    private static PredictResponse Classify(PredictionEnginePool<TextInput, TextPrediction> pool, string text)
+    {
+        var engine = pool.GetPredictionEngine();
+        try
+        {
+            var output = engine.Predict(new TextInput { Text = text });
+            var labels = LabelNames.For(engine.OutputSchema, output.Score.Length);
+            var scores = new Dictionary<string, float>(output.Score.Length);
+            for (var i = 0; i < output.Score.Length; i++) scores[labels[i]] = output.Score[i];
+            return new PredictResponse(output.PredictedLabel, scores, pool.GetModelGeneration());
+        }
+        finally
+        {
+            pool.ReturnPredictionEngine(engine);
+        }
+    }
+
+    /// <summary>Label names of the Score slots, read once per model (engine output schema) from its annotations.</summary>
+    private static class LabelNames
+    {
+        private static readonly ConditionalWeakTable<DataViewSchema, string[]> Cache = new();
+
+        public static string[] For(DataViewSchema schema, int count) =>
+            Cache.GetValue(schema, s => Read(s, count)) is { } names && names.Length == count ? names : Indices(count);
+
+        private static string[] Read(DataViewSchema schema, int count)
+        {
+            if (schema.GetColumnOrNull("Score") is not { } score) return Indices(count);
+            foreach (var kind in new[] { "SlotNames", "TrainingLabelValues" })
+            {
+                if (score.Annotations.Schema.GetColumnOrNull(kind) is not { } column ||
+                    column.Type is not VectorDataViewType { ItemType: TextDataViewType }) continue;
+                VBuffer<ReadOnlyMemory<char>> names = default;
+                score.Annotations.GetValue(kind, ref names);
+                if (names.Length != count) continue;
+                return names.DenseValues().Select((n, i) => n.IsEmpty ? i.ToString() : n.ToString()).ToArray();
+            }
+            return Indices(count);
+        }
+
+        private static string[] Indices(int count) => Enumerable.Range(0, count).Select(i => i.ToString()).ToArray();
+    }
+
+    /// <summary>Healthy while a model is loaded; reports its generation.</summary>
+    private sealed class ModelHealthCheck(PredictionEnginePool<TextInput, TextPrediction> pool) : IHealthCheck
+    {
+        public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+        {
+            try
+            {
+                pool.GetModel();
+                return Task.FromResult(HealthCheckResult.Healthy($"model generation {pool.GetModelGeneration()}"));
+            }
+            catch (Exception ex)
+            {
+                return Task.FromResult(HealthCheckResult.Unhealthy("no model is loaded", ex));
+            }
+        }
+    }
+
+    /// <summary>Unreadable bodies (malformed JSON, wrong types, wrong content type) become 400 problem details that say why.</summary>
+    private sealed class BadRequestToProblemDetails(IProblemDetailsService problemDetails) : IExceptionHandler
+    {
+        public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
+        {
+            if (exception is not BadHttpRequestException bad) return false;
+            httpContext.Response.StatusCode = bad.StatusCode;
+            return await problemDetails.TryWriteAsync(new ProblemDetailsContext
+            {
+                HttpContext = httpContext,
+                Exception = exception,
+                ProblemDetails =
+                {
+                    Status = bad.StatusCode,
+                    Title = "The request body could not be read.",
+                    Detail = (bad.InnerException ?? bad).Message,
+                },
+            });
+        }
+    }
+}

@@ -1,0 +1,164 @@
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Primitives;
+using Microsoft.ML;
+
+namespace RetriKT.MLNet.Hosting;
+
+/// <summary>
+/// Loads a model.zip from disk and, when watching, reloads it after the file was replaced: by a copy over it
+/// (Changed events), an atomic rename onto it (Renamed), or a move in from elsewhere (Created). Events are debounced
+/// into one reload; a file whose bytes did not change is not reloaded; a file that does not load is logged and the
+/// previous model keeps serving.
+/// </summary>
+internal sealed class FileModelLoader : ModelLoader, IDisposable
+{
+    private const int OpenAttempts = 20;
+    private static readonly TimeSpan OpenRetryDelay = TimeSpan.FromMilliseconds(50);
+
+    private readonly MLContext _mlContext;
+    private readonly ILogger _logger;
+    private readonly TimeSpan _debounce;
+    private readonly Lock _reloadLock = new();
+    private ModelReloadToken _reloadToken = new();
+    private FileSystemWatcher? _watcher;
+    private Timer? _debounceTimer;
+    private ITransformer? _model;
+    private byte[] _modelHash = [];
+    private string _filePath = "";
+    private bool _disposed;
+
+    public FileModelLoader(MLContext mlContext, ILogger logger, TimeSpan debounce)
+    {
+        _mlContext = mlContext;
+        _logger = logger;
+        _debounce = debounce < TimeSpan.Zero ? TimeSpan.Zero : debounce;
+    }
+
+    /// <summary>Loads the file now (throws when it is missing or not a model) and starts watching it if asked.</summary>
+    public void Start(string filePath, bool watchFile)
+    {
+        _filePath = Path.GetFullPath(filePath);
+        if (!File.Exists(_filePath))
+            throw new FileNotFoundException($"Model file '{_filePath}' does not exist.", _filePath);
+        var bytes = ReadModelFile();
+        _model = LoadModel(bytes);
+        _modelHash = SHA256.HashData(bytes);
+        _logger.LogInformation("Loaded model file '{Path}' ({Bytes} bytes).", _filePath, bytes.Length);
+        if (!watchFile) return;
+
+        _debounceTimer = new Timer(_ => ReloadIfChanged(), null, Timeout.Infinite, Timeout.Infinite);
+        var directory = Path.GetDirectoryName(_filePath)!;
+        _watcher = new FileSystemWatcher(directory, Path.GetFileName(_filePath))
+        {
+            NotifyFilter = NotifyFilters.FileName | NotifyFilters.LastWrite | NotifyFilters.Size | NotifyFilters.CreationTime,
+            IncludeSubdirectories = false,
+        };
+        _watcher.Changed += OnFileEvent;
+        _watcher.Created += OnFileEvent;
+        _watcher.Renamed += OnFileEvent;
+        _watcher.Error += (_, e) => _logger.LogError(e.GetException(), "Watching model file '{Path}' failed; reloads may be missed.", _filePath);
+        _watcher.EnableRaisingEvents = true;
+    }
+
+    public override ITransformer GetModel() =>
+        Volatile.Read(ref _model) ?? throw new InvalidOperationException("The model loader was not started.");
+
+    public override IChangeToken GetReloadToken() => Volatile.Read(ref _reloadToken);
+
+    private void OnFileEvent(object sender, FileSystemEventArgs e)
+    {
+        // A rename *away* from the model name also matches the filter: only events that leave a file at our path count.
+        if (!string.Equals(e.FullPath, _filePath, StringComparison.Ordinal)) return;
+        _logger.LogDebug("Model file '{Path}': {ChangeType}.", _filePath, e.ChangeType);
+        try
+        {
+            _debounceTimer?.Change(_debounce, Timeout.InfiniteTimeSpan);   // restart the quiet period
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    private void ReloadIfChanged()
+    {
+        lock (_reloadLock)
+        {
+            if (_disposed) return;
+            try
+            {
+                if (!File.Exists(_filePath))
+                {
+                    _logger.LogWarning("Model file '{Path}' disappeared; the loaded model keeps serving.", _filePath);
+                    return;
+                }
+                var bytes = ReadModelFile();
+                var hash = SHA256.HashData(bytes);
+                if (hash.AsSpan().SequenceEqual(_modelHash))
+                {
+                    _logger.LogDebug("Model file '{Path}' changed on disk but its content did not; not reloading.", _filePath);
+                    return;
+                }
+                var model = LoadModel(bytes);
+                Volatile.Write(ref _model, model);
+                _modelHash = hash;
+                _logger.LogInformation("Reloaded model file '{Path}' ({Bytes} bytes).", _filePath, bytes.Length);
+            }
+            catch (Exception ex)
+            {
+                _logger.LogError(ex, "Model file '{Path}' could not be loaded; the previous model keeps serving.", _filePath);
+                return;
+            }
+            // Inside the lock: the pool picks the new model up before another reload can replace it.
+            var fired = Interlocked.Exchange(ref _reloadToken, new ModelReloadToken());
+            try
+            {
+                fired.OnReload();
+            }
+            catch (Exception ex)
+            {
+                _logger.LogError(ex, "A reload callback for model file '{Path}' failed.", _filePath);
+            }
+        }
+    }
+
+    private byte[] ReadModelFile()
+    {
+        // Reading the whole file first gives a consistent snapshot: a later rename onto the path cannot mix two models.
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return File.ReadAllBytes(_filePath);
+            }
+            catch (IOException) when (attempt < OpenAttempts && File.Exists(_filePath))
+            {
+                Thread.Sleep(OpenRetryDelay);   // locked by a writer (Windows); try again shortly
+            }
+        }
+    }
+
+    private ITransformer LoadModel(byte[] bytes)
+    {
+        try
+        {
+            using var stream = new MemoryStream(bytes, writable: false);
+            return _mlContext.Model.Load(stream, out _);
+        }
+        catch (Exception ex)
+        {
+            throw new InvalidDataException($"Model file '{_filePath}' ({bytes.Length} bytes) is not a loadable ML.NET model: {ex.Message}", ex);
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_reloadLock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+        }
+        _watcher?.Dispose();
+        _debounceTimer?.Dispose();
+    }
+}

@@ -1,0 +1,286 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Primitives;
+using Microsoft.ML;
+
+namespace RetriKT.MLNet.Hosting;
+
+/// <summary>
+/// Pools <see cref="PredictionEngine{TSrc, TDst}"/> instances (not thread-safe) per model so a multi-threaded server
+/// can predict without creating an engine per request. Same API as Microsoft.Extensions.ML's pool, with reload
+/// semantics fixed: an engine always returns to the model generation it was created from, a replaced model is
+/// disposed once its rented engines are back, a model that fails to load leaves the previous one serving, and the
+/// pool is <see cref="IDisposable"/>.
+/// </summary>
+/// <typeparam name="TData">The input type (a class with the model's input columns).</typeparam>
+/// <typeparam name="TPrediction">The output type (a class with the model's output columns).</typeparam>
+public class PredictionEnginePool<TData, TPrediction> : IDisposable
+    where TData : class
+    where TPrediction : class, new()
+{
+    private readonly MLOptions _mlOptions;
+    private readonly IOptionsFactory<PredictionEnginePoolOptions<TData, TPrediction>> _modelOptions;
+    private readonly PredictionEnginePoolRegistry<TData, TPrediction> _registry;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<string, ModelSlot> _slots = new(StringComparer.Ordinal);
+    private readonly ConditionalWeakTable<PredictionEngine<TData, TPrediction>, EngineLease<TData, TPrediction>> _leases = new();
+    private readonly Lock _slotCreation = new();
+    private readonly ModelSlot? _defaultSlot;
+    private volatile bool _disposed;
+
+    /// <summary>Creates the pool and loads the default model, if one is configured (named models load on first use
+    /// or on <see cref="WarmUp"/>).</summary>
+    /// <param name="serviceProvider">Provides logging and the configured model names.</param>
+    /// <param name="mlOptions">The shared <see cref="MLOptions"/>.</param>
+    /// <param name="modelOptions">Creates the named per-model options holding each model's loader.</param>
+    public PredictionEnginePool(IServiceProvider serviceProvider, IOptions<MLOptions> mlOptions,
+        IOptionsFactory<PredictionEnginePoolOptions<TData, TPrediction>> modelOptions)
+    {
+        ArgumentNullException.ThrowIfNull(serviceProvider);
+        ArgumentNullException.ThrowIfNull(mlOptions);
+        ArgumentNullException.ThrowIfNull(modelOptions);
+        _mlOptions = mlOptions.Value;
+        _modelOptions = modelOptions;
+        _registry = serviceProvider.GetService<IOptions<PredictionEnginePoolRegistry<TData, TPrediction>>>()?.Value ?? new();
+        _logger = serviceProvider.GetService<ILoggerFactory>()?.CreateLogger<PredictionEnginePool<TData, TPrediction>>()
+                  ?? NullLogger<PredictionEnginePool<TData, TPrediction>>.Instance;
+        // Same as the original: the default model is loaded with the pool, so a bad path fails at start-up.
+        _defaultSlot = TryGetOrCreateSlot(string.Empty);
+    }
+
+    /// <summary>The names of the models configured through the builder (<c>""</c> = the default model).</summary>
+    public IReadOnlyCollection<string> ConfiguredModelNames => _registry.ModelNames;
+
+    /// <summary>The current default model.</summary>
+    /// <exception cref="ArgumentException">No default (unnamed) model is configured.</exception>
+    public ITransformer GetModel() => DefaultSlot.Current.Model;
+
+    /// <summary>The current model named <paramref name="modelName"/> (loads it on first use).</summary>
+    /// <remarks>A model returned here is disposed after a reload once the engines rented from it are back; use
+    /// <see cref="GetPredictionEngine(string)"/> to predict, not engines you create from this model yourself.</remarks>
+    public ITransformer GetModel(string modelName) => GetSlot(modelName).Current.Model;
+
+    /// <summary>How many times the model has been (re)loaded: 1 after the first load, +1 per successful reload.</summary>
+    public long GetModelGeneration(string modelName = "") => GetSlot(modelName).Current.Number;
+
+    /// <summary>Rents an engine of the default model; give it back with <see cref="ReturnPredictionEngine(PredictionEngine{TData, TPrediction})"/>.</summary>
+    public PredictionEngine<TData, TPrediction> GetPredictionEngine() => Rent(DefaultSlot);
+
+    /// <summary>Rents an engine of the model named <paramref name="modelName"/>; give it back with
+    /// <see cref="ReturnPredictionEngine(string, PredictionEngine{TData, TPrediction})"/>.</summary>
+    public PredictionEngine<TData, TPrediction> GetPredictionEngine(string modelName) => Rent(GetSlot(modelName));
+
+    /// <summary>Gives back an engine rented from this pool (it goes back to the model generation it came from).</summary>
+    public void ReturnPredictionEngine(PredictionEngine<TData, TPrediction> engine) => Return(null, engine);
+
+    /// <summary>Gives back an engine rented with <see cref="GetPredictionEngine(string)"/>.</summary>
+    /// <exception cref="ArgumentException">The engine was not rented from this pool, or from another model.</exception>
+    /// <exception cref="InvalidOperationException">The engine was already returned.</exception>
+    public void ReturnPredictionEngine(string modelName, PredictionEngine<TData, TPrediction> engine)
+    {
+        ArgumentNullException.ThrowIfNull(modelName);
+        Return(modelName, engine);
+    }
+
+    /// <summary>
+    /// Loads every configured model that is not loaded yet and creates one engine for each, so the first requests do
+    /// not pay for loading. Called at start-up by the hosted service that <c>WarmUpOnStart()</c> registers.
+    /// </summary>
+    public void WarmUp(CancellationToken cancellationToken = default)
+    {
+        foreach (var name in _registry.ModelNames.ToArray())
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var engine = GetPredictionEngine(name);
+            ReturnPredictionEngine(name, engine);
+            _logger.LogInformation("Warmed up model '{ModelName}' (generation {Generation}).", name, GetModelGeneration(name));
+        }
+    }
+
+    /// <summary>
+    /// Stops watching for changes, disposes the loaders, and disposes each current model once the engines rented
+    /// from it are back. Renting after this throws <see cref="ObjectDisposedException"/>; returning still works.
+    /// </summary>
+    public void Dispose()
+    {
+        Dispose(true);
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Releases the models and loaders (see <see cref="Dispose()"/>).</summary>
+    protected virtual void Dispose(bool disposing)
+    {
+        if (!disposing) return;
+        lock (_slotCreation)
+        {
+            if (_disposed) return;
+            _disposed = true;
+        }
+        foreach (var slot in _slots.Values) slot.Dispose();
+    }
+
+    private ModelSlot DefaultSlot => _defaultSlot ?? throw new ArgumentException(
+        "No default model is configured: call FromFile(path) or FromUri(uri) without a model name, or pass a model name.");
+
+    private PredictionEngine<TData, TPrediction> Rent(ModelSlot slot)
+    {
+        while (true)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var generation = slot.Current;
+            var engine = generation.TryRent();
+            if (engine is null) continue;   // retired by a concurrent reload: take the new generation
+            var lease = _leases.TryGetValue(engine, out var found) ? found
+                : throw new InvalidOperationException("Internal error: pooled engine has no lease.");
+            Volatile.Write(ref lease.Rented, 1);
+            return engine;
+        }
+    }
+
+    private void Return(string? modelName, PredictionEngine<TData, TPrediction> engine)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        if (!_leases.TryGetValue(engine, out var lease))
+            throw new ArgumentException("This PredictionEngine was not rented from this pool.", nameof(engine));
+        if (modelName is not null && !string.Equals(modelName, lease.Generation.ModelName, StringComparison.Ordinal))
+            throw new ArgumentException(
+                $"This PredictionEngine belongs to model '{lease.Generation.ModelName}', not to model '{modelName}'.", nameof(modelName));
+        if (Interlocked.Exchange(ref lease.Rented, 0) != 1)
+            throw new InvalidOperationException("This PredictionEngine was already returned to the pool.");
+        lease.Generation.Return(engine);
+    }
+
+    private ModelSlot GetSlot(string modelName)
+    {
+        ArgumentNullException.ThrowIfNull(modelName);
+        return TryGetOrCreateSlot(modelName) ?? throw new ArgumentException(
+            $"No model named '{modelName}' is configured: call FromFile(\"{modelName}\", path) or FromUri(\"{modelName}\", uri) on the pool builder.",
+            nameof(modelName));
+    }
+
+    private ModelSlot? TryGetOrCreateSlot(string modelName)
+    {
+        if (_slots.TryGetValue(modelName, out var slot)) return slot;
+        // Creation starts a loader (a file watcher or a poller): under a lock, so one per model, and nothing is
+        // cached when loading fails (the next call tries again).
+        lock (_slotCreation)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_slots.TryGetValue(modelName, out slot)) return slot;
+            var loader = _modelOptions.Create(modelName).ModelLoader;
+            if (loader is null) return null;
+            slot = new ModelSlot(this, modelName, loader);
+            _slots[modelName] = slot;
+            return slot;
+        }
+    }
+
+    /// <summary>One model name: its loader, its current generation, and the reload subscription.</summary>
+    private sealed class ModelSlot : IDisposable
+    {
+        private readonly PredictionEnginePool<TData, TPrediction> _pool;
+        private readonly ModelLoader _loader;
+        private readonly Lock _reload = new();
+        private readonly IDisposable _subscription;
+        private ModelGeneration<TData, TPrediction> _current;
+        private bool _disposed;
+
+        public ModelSlot(PredictionEnginePool<TData, TPrediction> pool, string name, ModelLoader loader)
+        {
+            _pool = pool;
+            Name = name;
+            _loader = loader;
+            lock (_reload)
+            {
+                try
+                {
+                    _current = CreateGeneration(loader.GetModel(), 1);
+                }
+                catch
+                {
+                    (loader as IDisposable)?.Dispose();
+                    throw;
+                }
+                _subscription = ChangeToken.OnChange(loader.GetReloadToken, Reload);
+            }
+            pool._logger.LogInformation("Loaded model '{ModelName}' (generation 1).", name);
+        }
+
+        public string Name { get; }
+        public ModelGeneration<TData, TPrediction> Current => Volatile.Read(ref _current);
+
+        private ModelGeneration<TData, TPrediction> CreateGeneration(ITransformer model, long number)
+        {
+            var generation = new ModelGeneration<TData, TPrediction>(Name, number, model, _pool._mlOptions.MLContext,
+                _pool._mlOptions.MaximumRetainedEngines, _pool._leases, _pool._logger);
+            if (_pool._mlOptions.ValidateModelOnLoad)
+            {
+                try
+                {
+                    // Creating an engine binds TData/TPrediction to the model's schema: a mismatch throws here, not in a request.
+                    var engine = generation.TryRent()!;
+                    generation.Return(engine);
+                }
+                catch
+                {
+                    generation.Retire();   // disposes the rejected model
+                    throw;
+                }
+            }
+            return generation;
+        }
+
+        private void Reload()
+        {
+            ModelGeneration<TData, TPrediction> old;
+            lock (_reload)
+            {
+                if (_disposed) return;
+                ITransformer model;
+                try
+                {
+                    model = _loader.GetModel();
+                }
+                catch (Exception ex)
+                {
+                    _pool._logger.LogError(ex, "Reloading model '{ModelName}' failed; generation {Generation} keeps serving.",
+                        Name, _current.Number);
+                    return;
+                }
+                if (ReferenceEquals(model, _current.Model)) return;
+                ModelGeneration<TData, TPrediction> next;
+                try
+                {
+                    next = CreateGeneration(model, _current.Number + 1);
+                }
+                catch (Exception ex)
+                {
+                    _pool._logger.LogError(ex,
+                        "The new model '{ModelName}' does not fit {TData} -> {TPrediction}; generation {Generation} keeps serving.",
+                        Name, typeof(TData).Name, typeof(TPrediction).Name, _current.Number);
+                    return;
+                }
+                old = _current;
+                Volatile.Write(ref _current, next);
+                _pool._logger.LogInformation("Reloaded model '{ModelName}': generation {Generation} is serving.", Name, next.Number);
+            }
+            old.Retire();
+        }
+
+        public void Dispose()
+        {
+            lock (_reload)
+            {
+                if (_disposed) return;
+                _disposed = true;
+            }
+            _subscription.Dispose();
+            (_loader as IDisposable)?.Dispose();
+            _current.Retire();
+        }
+    }
+}

@@ -1,0 +1,157 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Primitives;
+using Microsoft.ML;
+
+namespace RetriKT.MLNet.Hosting;
+
+/// <summary>
+/// Downloads a model.zip and polls it with conditional GETs (If-None-Match with the last ETag, else
+/// If-Modified-Since). 304 means unchanged; a 200 whose content differs is loaded and swapped in. Failures are logged
+/// and the current model keeps serving.
+/// </summary>
+internal sealed class UriModelLoader : ModelLoader, IDisposable
+{
+    private readonly MLContext _mlContext;
+    private readonly ILogger _logger;
+    private readonly HttpClient _http;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _reloadLock = new();
+    private ModelReloadToken _reloadToken = new();
+    private ITransformer? _model;
+    private byte[] _modelHash = [];
+    private EntityTagHeaderValue? _etag;
+    private DateTimeOffset? _lastModified;
+    private Uri _uri = null!;
+    private Task _polling = Task.CompletedTask;
+    private int _disposed;
+
+    public UriModelLoader(MLContext mlContext, ILogger logger, Func<HttpMessageHandler>? handlerFactory)
+    {
+        _mlContext = mlContext;
+        _logger = logger;
+        _http = handlerFactory is null ? new HttpClient() : new HttpClient(handlerFactory(), disposeHandler: true);
+        _http.Timeout = TimeSpan.FromMinutes(5);
+    }
+
+    /// <summary>Downloads and loads the model now (throws on failure), then polls every <paramref name="period"/>.</summary>
+    public void Start(Uri uri, TimeSpan period)
+    {
+        _uri = uri;
+        var loaded = PollAsync(_stop.Token).GetAwaiter().GetResult();
+        if (!loaded || _model is null)
+            throw new InvalidOperationException($"Model '{uri}' could not be downloaded.");
+        _polling = Task.Run(() => PollLoopAsync(period, _stop.Token));
+    }
+
+    public override ITransformer GetModel() =>
+        Volatile.Read(ref _model) ?? throw new InvalidOperationException("The model loader was not started.");
+
+    public override IChangeToken GetReloadToken() => Volatile.Read(ref _reloadToken);
+
+    private async Task PollLoopAsync(TimeSpan period, CancellationToken stop)
+    {
+        using var timer = new PeriodicTimer(period);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stop).ConfigureAwait(false))
+            {
+                try
+                {
+                    if (await PollAsync(stop).ConfigureAwait(false)) FireReload();
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception ex)
+                {
+                    _logger.LogError(ex, "Checking model '{Uri}' for a new version failed; the current model keeps serving.", _uri);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+    }
+
+    /// <summary>One conditional GET; returns true when a new model was loaded (throws on download/load errors).</summary>
+    private async Task<bool> PollAsync(CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, _uri);
+        if (_etag is not null) request.Headers.IfNoneMatch.Add(_etag);
+        else if (_lastModified is not null) request.Headers.IfModifiedSince = _lastModified;
+        using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
+        if (response.StatusCode == HttpStatusCode.NotModified) return false;
+        if (!response.IsSuccessStatusCode)
+            throw new HttpRequestException($"GET {_uri} answered {(int)response.StatusCode} {response.ReasonPhrase}.", null, response.StatusCode);
+        var bytes = await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
+        var hash = SHA256.HashData(bytes);
+        var etag = response.Headers.ETag;
+        var lastModified = response.Content.Headers.LastModified;
+        if (hash.AsSpan().SequenceEqual(_modelHash))
+        {
+            _etag = etag;
+            _lastModified = lastModified;
+            return false;   // a server without validators sends the same bytes again
+        }
+        ITransformer model;
+        try
+        {
+            using var stream = new MemoryStream(bytes, writable: false);
+            model = _mlContext.Model.Load(stream, out _);
+        }
+        catch (Exception ex)
+        {
+            // Remember the validators anyway: the same broken version is not downloaded again every period.
+            _etag = etag;
+            _lastModified = lastModified;
+            throw new InvalidDataException($"Model '{_uri}' ({bytes.Length} bytes, ETag {etag}) is not a loadable ML.NET model: {ex.Message}", ex);
+        }
+        lock (_reloadLock)
+        {
+            Volatile.Write(ref _model, model);
+        }
+        _modelHash = hash;
+        _etag = etag;
+        _lastModified = lastModified;
+        _logger.LogInformation("Downloaded model '{Uri}' ({Bytes} bytes, ETag {ETag}).", _uri, bytes.Length, etag?.Tag ?? "none");
+        if (etag is null && lastModified is null)
+            _logger.LogWarning("Model '{Uri}' has neither ETag nor Last-Modified: every poll downloads it whole.", _uri);
+        return true;
+    }
+
+    private void FireReload()
+    {
+        lock (_reloadLock)
+        {
+            if (Volatile.Read(ref _disposed) != 0) return;
+            var fired = Interlocked.Exchange(ref _reloadToken, new ModelReloadToken());
+            try
+            {
+                fired.OnReload();
+            }
+            catch (Exception ex)
+            {
+                _logger.LogError(ex, "A reload callback for model '{Uri}' failed.", _uri);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _stop.Cancel();
+        try
+        {
+            _polling.Wait(TimeSpan.FromSeconds(5));
+        }
+        catch (AggregateException)
+        {
+        }
+        _http.Dispose();
+        _stop.Dispose();
+    }
+}

@@ -1,0 +1,165 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.ML;
+using RetriKT.MLNet.Hosting.Tests.Infrastructure;
+using RetriKT.MLNet.Tests.Infrastructure;
+using RetriKT.WebApi;
+
+namespace RetriKT.MLNet.Hosting.Tests;
+
+/// <summary>The pool's contract without HTTP: named models, engine generations, returns, disposal, warm-up.</summary>
+public class PoolSemanticsTests
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(15);
+
+    [SharedDataFact]
+    public void NamedModels_AnswerWithTheirOwnModel_LoadOnFirstUse_AndUnknownNamesThrow()
+    {
+        using var dir = new TempDir();
+        var (v1, v2) = TestModels.Save(dir.Path, "named");
+        var answers1 = TestModels.SequentialAnswers(v1);
+        var answers2 = TestModels.SequentialAnswers(v2);
+        var loadsBefore = DisposalProbeTransformer.WithTag("named-v1").Count;
+        using var host = new PoolHost(b => b.FromFile("first", v1, watchForChanges: false).FromFile("second", v2));
+        var pool = host.Pool;
+
+        Assert.Equal(["first", "second"], pool.ConfiguredModelNames.Order());
+        Assert.Equal(loadsBefore, DisposalProbeTransformer.WithTag("named-v1").Count);   // named models load lazily
+        foreach (var s in TestModels.Sentences)
+        {
+            var p1 = pool.Predict("first", new TextInput { Text = s });
+            var p2 = pool.Predict("second", new TextInput { Text = s });
+            Assert.True(answers1[s].Matches(p1.PredictedLabel, p1.Score));
+            Assert.True(answers2[s].Matches(p2.PredictedLabel, p2.Score));
+        }
+        Assert.Equal(loadsBefore + 1, DisposalProbeTransformer.WithTag("named-v1").Count);   // loaded once
+
+        var noDefault = Assert.Throws<ArgumentException>(() => pool.GetPredictionEngine());
+        Assert.Contains("default model", noDefault.Message);
+        var unknown = Assert.Throws<ArgumentException>(() => pool.GetModel("third"));
+        Assert.Contains("'third'", unknown.Message);
+    }
+
+    [SharedDataFact]
+    public void EngineRentedBeforeAReload_KeepsItsModel_GoesBackToItsGeneration_AndTheOldModelIsDisposedOnReturn()
+    {
+        using var dir = new TempDir();
+        var (v1, v2) = TestModels.Save(dir.Path, "generations");
+        var answers1 = TestModels.SequentialAnswers(v1);
+        var answers2 = TestModels.SequentialAnswers(v2);
+        var modelPath = dir.File("model.zip");
+        File.Copy(v1, modelPath);
+        var v1Before = DisposalProbeTransformer.WithTag("generations-v1").Count;
+        using var host = new PoolHost(b => b.FromFile(modelPath));
+        var pool = host.Pool;
+        var served = DisposalProbeTransformer.WithTag("generations-v1").Skip(v1Before).Single();
+        var text = TestModels.Sentences[0];
+
+        var oldEngine = pool.GetPredictionEngine();
+        TestModels.DeployByRename(v2, modelPath);
+        Assert.True(Wait.Until(() => pool.GetModelGeneration() == 2, Timeout), "the new model was not loaded");
+
+        // The rented engine still predicts with (and keeps alive) the model it was created from.
+        Assert.Equal(0, served.DisposeCount);
+        var old = oldEngine.Predict(new TextInput { Text = text });
+        Assert.True(answers1[text].Matches(old.PredictedLabel, old.Score));
+
+        // New rentals come from the new generation; the old engine never leaks into it (the 5.0 fault).
+        var fresh = Enumerable.Range(0, 8).Select(_ => pool.GetPredictionEngine()).ToList();
+        Assert.DoesNotContain(oldEngine, fresh);
+        foreach (var engine in fresh)
+        {
+            var p = engine.Predict(new TextInput { Text = text });
+            Assert.True(answers2[text].Matches(p.PredictedLabel, p.Score));
+        }
+        pool.ReturnPredictionEngine(oldEngine);
+        Assert.Equal(1, served.DisposeCount);   // released the moment its last engine came back
+        foreach (var engine in fresh) pool.ReturnPredictionEngine(engine);
+        for (var i = 0; i < 16; i++)
+        {
+            var engine = pool.GetPredictionEngine();
+            Assert.NotSame(oldEngine, engine);
+            pool.ReturnPredictionEngine(engine);
+        }
+        Assert.Equal(1, served.DisposeCount);
+    }
+
+    [SharedDataFact]
+    public void Returns_AreChecked_DoubleForeignAndWrongModel()
+    {
+        using var dir = new TempDir();
+        var (v1, v2) = TestModels.Save(dir.Path, "returns");
+        using var host = new PoolHost(b => b.FromFile(v1, watchForChanges: false).FromFile("other", v2, watchForChanges: false));
+        var pool = host.Pool;
+
+        var engine = pool.GetPredictionEngine();
+        pool.ReturnPredictionEngine(engine);
+        Assert.Throws<InvalidOperationException>(() => pool.ReturnPredictionEngine(engine));
+
+        var ml = new MLContext(0);
+        using var foreign = ml.Model.CreatePredictionEngine<TextInput, TextPrediction>(ml.Model.Load(v1, out _));
+        Assert.Throws<ArgumentException>(() => pool.ReturnPredictionEngine(foreign));
+
+        var named = pool.GetPredictionEngine("other");
+        Assert.Throws<ArgumentException>(() => pool.ReturnPredictionEngine(string.Empty, named));
+        pool.ReturnPredictionEngine("other", named);
+    }
+
+    [SharedDataFact]
+    public void Dispose_StopsRentingAndWatching_AndDisposesTheModelAfterOutstandingEnginesReturn()
+    {
+        using var dir = new TempDir();
+        var (v1, v2) = TestModels.Save(dir.Path, "dispose");
+        var modelPath = dir.File("model.zip");
+        File.Copy(v1, modelPath);
+        var v1Before = DisposalProbeTransformer.WithTag("dispose-v1").Count;
+        var v2Before = DisposalProbeTransformer.WithTag("dispose-v2").Count;
+        var host = new PoolHost(b => b.FromFile(modelPath));
+        var pool = host.Pool;
+        var served = DisposalProbeTransformer.WithTag("dispose-v1").Skip(v1Before).Single();
+
+        var outstanding = pool.GetPredictionEngine();
+        pool.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => pool.GetPredictionEngine());
+        Assert.Equal(0, served.DisposeCount);
+        pool.ReturnPredictionEngine(outstanding);
+        Assert.Equal(1, served.DisposeCount);
+        host.Dispose();   // the container disposes the pool again: still once
+        Assert.Equal(1, served.DisposeCount);
+
+        TestModels.DeployByRename(v2, modelPath);
+        Assert.False(Wait.Until(() => DisposalProbeTransformer.WithTag("dispose-v2").Count > v2Before, TimeSpan.FromSeconds(1)),
+            "a disposed pool still reloads");
+    }
+
+    [SharedDataFact]
+    public async Task WarmUpOnStart_LoadsEveryNamedModelBeforeTheFirstRequest()
+    {
+        using var dir = new TempDir();
+        var (v1, v2) = TestModels.Save(dir.Path, "warm");
+        var v1Before = DisposalProbeTransformer.WithTag("warm-v1").Count;
+        var v2Before = DisposalProbeTransformer.WithTag("warm-v2").Count;
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddPredictionEnginePool<TextInput, TextPrediction>()
+            .FromFile("a", v1, watchForChanges: false)
+            .FromFile("b", v2, watchForChanges: false)
+            .WarmUpOnStart();
+        using var host = builder.Build();
+        Assert.Equal(v1Before, DisposalProbeTransformer.WithTag("warm-v1").Count);
+
+        await host.StartAsync();
+        Assert.Equal(v1Before + 1, DisposalProbeTransformer.WithTag("warm-v1").Count);
+        Assert.Equal(v2Before + 1, DisposalProbeTransformer.WithTag("warm-v2").Count);
+        await host.StopAsync();
+    }
+
+    [SharedDataFact]
+    public void MissingModelFile_FailsWithThePath()
+    {
+        using var dir = new TempDir();
+        var missing = dir.File("nope.zip");
+        using var host = new PoolHost(b => b.FromFile(missing));
+        var error = Assert.Throws<FileNotFoundException>(() => host.Pool);
+        Assert.Contains(missing, error.Message);
+    }
+}

@@ -1,0 +1,74 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using RetriKT.MLNet.Hosting.Tests.Infrastructure;
+using RetriKT.MLNet.Tests.Infrastructure;
+using RetriKT.WebApi;
+
+namespace RetriKT.MLNet.Hosting.Tests;
+
+/// <summary>The sample's HTTP contract: validation as problem details, /explain, /healthz, OpenAPI, configuration.</summary>
+public class WebApiTests
+{
+    [SharedDataFact]
+    public async Task Api_ValidatesRequests_WithProblemDetails_AndServesExplainHealthAndOpenApi()
+    {
+        using var dir = new TempDir();
+        var (v1, _) = TestModels.Save(dir.Path, "api");
+        var answers = TestModels.SequentialAnswers(v1);
+        await using var server = await WebApiServer.StartAsync(v1, "--Serving:MaxTextLength", "40");
+        var client = server.Client;
+
+        await AssertProblem(await client.PostAsJsonAsync("/predict", new { text = "" }), "must not be empty");
+        await AssertProblem(await client.PostAsJsonAsync("/predict", new { text = "   " }), "must not be empty");
+        await AssertProblem(await client.PostAsJsonAsync("/predict", new { text = new string('a', 41) }), "41 characters; at most 40");
+        await AssertProblem(await client.PostAsJsonAsync("/explain", new { }), "must not be empty");
+        await AssertProblem(await Post("/predict", "{\"text\": ", "application/json"), "JSON");
+        await AssertProblem(await Post("/predict", "{\"text\": 5}", "application/json"), "PredictRequest");
+        var wrongType = await Post("/predict", "text=hello", "application/x-www-form-urlencoded");
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, wrongType.StatusCode);
+        Assert.Equal("application/problem+json", wrongType.Content.Headers.ContentType?.MediaType);
+
+        var text = TestModels.Sentences[^1];
+        using var explain = await client.PostAsJsonAsync("/explain", new { text });
+        Assert.Equal(HttpStatusCode.OK, explain.StatusCode);
+        using var explained = JsonDocument.Parse(await explain.Content.ReadAsStringAsync());
+        var prediction = explained.RootElement.GetProperty("prediction");
+        Assert.Equal(answers[text].Label, prediction.GetProperty("label").GetString());
+        Assert.Equal(answers[text].Scores, prediction.GetProperty("scores").EnumerateObject().Select(p => p.Value.GetSingle()));
+        Assert.Equal(0, explained.RootElement.GetProperty("neighbours").GetArrayLength());
+
+        Assert.Equal("Healthy", await client.GetStringAsync("/healthz"));
+        var openApi = await client.GetStringAsync("/openapi/v1.json");
+        Assert.Contains("\"/predict\"", openApi);
+        Assert.Contains("\"/explain\"", openApi);
+
+        async Task<HttpResponseMessage> Post(string path, string body, string mediaType) =>
+            await client.PostAsync(path, new StringContent(body, Encoding.UTF8, mediaType));
+    }
+
+    [SharedDataFact]
+    public async Task ModelPath_IsRequired_AndAMissingFileFailsStartUpWithItsPath()
+    {
+        var noPath = Assert.Throws<InvalidOperationException>(() => WebApiApp.Build(["--ModelPath", " "]));
+        Assert.Contains("ModelPath", noPath.Message);
+
+        using var dir = new TempDir();
+        var missing = dir.File("missing.zip");
+        await using var app = WebApiApp.Build(["--urls", "http://127.0.0.1:0", "--ModelPath", missing]);
+        var error = await Assert.ThrowsAsync<FileNotFoundException>(() => app.StartAsync());
+        Assert.Contains(missing, error.Message);
+    }
+
+    private static async Task AssertProblem(HttpResponseMessage response, string detailContains)
+    {
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.BadRequest, $"{response.StatusCode}: {body}");
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        using var json = JsonDocument.Parse(body);
+        Assert.Equal(400, json.RootElement.GetProperty("status").GetInt32());
+        Assert.Contains(detailContains, body);
+        response.Dispose();
+    }
+}
