@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
+using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Text;
 
@@ -55,6 +56,16 @@ public sealed class RetriKTCatalog
 
     /// <summary>Soft prompt tuning + PPO with all options.</summary>
     public SoftPromptPpoTrainer SoftPromptPpoTrainer(SoftPromptPpoOptions options) => new(Environment, options);
+
+    /// <summary>
+    /// RetriKT step 3: generates <paramref name="samplesPerLabel"/> filtered samples per label with the tuned
+    /// <paramref name="softPrompts"/>, each with the teacher's soft label; the few-shot examples join with gold labels.
+    /// </summary>
+    public KnowledgeExtractor KnowledgeExtractor(SoftPromptTransformer softPrompts, int samplesPerLabel = 64, string labelColumnName = "Label")
+        => new(Environment, new KnowledgeExtractorOptions { SoftPrompts = softPrompts, SamplesPerLabel = samplesPerLabel, LabelColumnName = labelColumnName });
+
+    /// <summary>Knowledge extraction with all options.</summary>
+    public KnowledgeExtractor KnowledgeExtractor(KnowledgeExtractorOptions options) => new(Environment, options);
 }
 
 /// <summary>Catalog extension methods on <see cref="MLContext"/>.</summary>

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Bridge;
+using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Text;
 
@@ -11,6 +12,8 @@ using RetriKT.MLNet.Text;
     "RetriKT Text Tokenizer", "RetriKTTextTokenizer")]
 [assembly: LoadableClass(typeof(SoftPromptTransformer), typeof(Loaders.SoftPrompt), null, typeof(SignatureLoadModel),
     "RetriKT Soft Prompt PPO", "RetriKTSoftPromptPpo")]
+[assembly: LoadableClass(typeof(KnowledgeExtractorTransformer), typeof(Loaders.KnowledgeExtractor), null, typeof(SignatureLoadModel),
+    "RetriKT Knowledge Extractor", "RetriKTKnowledgeExtract")]
 
 namespace RetriKT.MLNet.Bridge;
 
@@ -27,5 +30,11 @@ internal static class Loaders
     {
         private static SoftPromptTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
             => SoftPromptTransformer.Load(ModelReader.Open(env, ctx, SoftPromptTransformer.Format));
+    }
+
+    internal static class KnowledgeExtractor
+    {
+        private static KnowledgeExtractorTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+            => KnowledgeExtractorTransformer.Load(ModelReader.Open(env, ctx, KnowledgeExtractorTransformer.Format));
     }
 }

@@ -10,6 +10,12 @@ namespace RetriKT.MLNet.Bridge;
 /// </summary>
 internal sealed record ModelFormat(string ModelSignature, uint CurrentVersion, uint OldestReadable, string LoaderSignature)
 {
+    // ML.NET's model header holds an 8-byte model signature and a loader signature of at most 24 characters.
+    public string ModelSignature { get; } = ModelSignature.Length == 8 ? ModelSignature
+        : throw new ArgumentException($"Model signature '{ModelSignature}' must be exactly 8 characters.");
+    public string LoaderSignature { get; } = LoaderSignature.Length is > 0 and <= 24 ? LoaderSignature
+        : throw new ArgumentException($"Loader signature '{LoaderSignature}' must be 1 to 24 characters, found {LoaderSignature.Length}.");
+
     internal VersionInfo ToVersionInfo() => new(ModelSignature, CurrentVersion, CurrentVersion, OldestReadable,
         loaderAssemblyName: typeof(ModelFormat).Assembly.FullName, loaderSignature: LoaderSignature);
 }

@@ -1,0 +1,272 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using RetriKT.MLNet.Bridge;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.SoftPrompt;
+
+namespace RetriKT.MLNet.Knowledge.Extraction;
+
+/// <summary>Options of <see cref="KnowledgeExtractor"/>.</summary>
+public sealed class KnowledgeExtractorOptions
+{
+    /// <summary>The tuned soft prompts (from <see cref="SoftPromptPpoTrainer"/>). Required unless <see cref="SoftPromptOptions"/> is set.</summary>
+    public SoftPromptTransformer? SoftPrompts;
+    /// <summary>When <see cref="SoftPrompts"/> is null: options to fit a SoftPromptPpoTrainer on the same few-shot data first.</summary>
+    public SoftPromptPpoOptions? SoftPromptOptions;
+    /// <summary>Generated samples to keep per label (balanced store). Default 64.</summary>
+    public int SamplesPerLabel = 64;
+    /// <summary>Most samples generated per label, as a multiple of <see cref="SamplesPerLabel"/>. Default 3.</summary>
+    public double MaxAttemptsFactor = 3;
+    /// <summary>Samples per generation batch. Default 16.</summary>
+    public int BatchSize = 16;
+    /// <summary>Shortest kept sample in words; null takes the template's MinWords.</summary>
+    public int? MinWords;
+    /// <summary>Longest kept sample in words. Default 80.</summary>
+    public int MaxWords = 80;
+    /// <summary>Lowest teacher probability of the intended label. Default 0.5.</summary>
+    public double FidelityThreshold = 0.5;
+    /// <summary>Also require the intended label to be the teacher's most probable label. Default true.</summary>
+    public bool RequireArgmax = true;
+    /// <summary>Estimated word-trigram Jaccard similarity at or above which a sample is a near duplicate; 1 disables. Default 0.8.</summary>
+    public double NearDuplicateThreshold = 0.8;
+    /// <summary>Add the few-shot examples with their gold labels (one-hot soft labels). Default true.</summary>
+    public bool IncludeFewShot = true;
+    /// <summary>Extra first-part texts for second-part tasks (for example the task's unlabeled texts); the few-shot texts are always used.</summary>
+    public IReadOnlyList<string>? ContextTexts;
+    /// <summary>A JSONL checkpoint of generated batches: an interrupted extraction resumes from it and keeps what it generated. Null: none.</summary>
+    public string? CheckpointPath;
+    /// <summary>Calibrate the teacher's verbalizer (contextual calibration) for soft labels. Default true.</summary>
+    public bool CalibrateVerbalizer = true;
+    /// <summary>Label column of the few-shot data. Default "Label".</summary>
+    public string LabelColumnName = "Label";
+    /// <summary>Seed; null takes the MLContext seed (then 1).</summary>
+    public int? Seed;
+    /// <summary>Progress callback.</summary>
+    public IProgress<TrainingProgress>? Progress;
+    /// <summary>Cancellation between batches.</summary>
+    public CancellationToken CancellationToken;
+}
+
+/// <summary>Counts of an extraction run.</summary>
+/// <param name="Generated">Samples generated per label.</param>
+/// <param name="Kept">Generated samples kept per label.</param>
+/// <param name="Dropped">Dropped samples per reason.</param>
+/// <param name="FewShot">Few-shot examples added.</param>
+/// <param name="DistinctUnigrams">distinct-1 over kept generated texts.</param>
+/// <param name="DistinctBigrams">distinct-2 over kept generated texts.</param>
+/// <param name="MeanFidelity">Mean teacher probability of the intended label over kept generated samples.</param>
+/// <param name="ResumedBatches">Batches taken from the checkpoint instead of generated.</param>
+public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated, IReadOnlyDictionary<string, int> Kept,
+    IReadOnlyDictionary<DropReason, int> Dropped, int FewShot, double DistinctUnigrams, double DistinctBigrams, double MeanFidelity, int ResumedBatches)
+{
+    /// <inheritdoc/>
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"generated {Generated.Values.Sum()}, kept {Kept.Values.Sum()} ({string.Join(", ", Kept.Select(kv => $"{kv.Key}: {kv.Value}"))}), " +
+        $"dropped {string.Join(", ", Dropped.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key}: {kv.Value}"))}; few-shot {FewShot}; " +
+        $"distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}");
+}
+
+/// <summary>
+/// RetriKT step 3: the tuned teacher generates samples for each label; each gets the teacher's soft label (the
+/// verbalizer's probabilities over the labels); filters drop empty, too short/long, low-fidelity and duplicate
+/// samples and keep the labels balanced; the few-shot examples join with their gold labels. Generation is batched,
+/// seeded (same seed, same store) and resumable through a JSONL checkpoint.
+/// </summary>
+public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransformer>
+{
+    private readonly IHostEnvironment _env;
+    private readonly KnowledgeExtractorOptions _options;
+
+    internal KnowledgeExtractor(IHostEnvironment env, KnowledgeExtractorOptions options)
+    {
+        _env = env ?? throw new ArgumentNullException(nameof(env));
+        _options = options ?? throw new ArgumentNullException(nameof(options));
+        if (options.SoftPrompts is null && options.SoftPromptOptions is null)
+            throw new ArgumentException("KnowledgeExtractorOptions needs SoftPrompts (a fitted SoftPromptPpoTrainer) or SoftPromptOptions to fit one.");
+        if (options.SamplesPerLabel < 0) throw new ArgumentOutOfRangeException(nameof(options), $"SamplesPerLabel must be >= 0, found {options.SamplesPerLabel}.");
+        if (options.BatchSize <= 0) throw new ArgumentOutOfRangeException(nameof(options), $"BatchSize must be positive, found {options.BatchSize}.");
+        if (!(options.MaxAttemptsFactor >= 1)) throw new ArgumentOutOfRangeException(nameof(options), $"MaxAttemptsFactor must be >= 1, found {options.MaxAttemptsFactor}.");
+        if (options.FidelityThreshold is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(options), $"FidelityThreshold must be in [0, 1], found {options.FidelityThreshold}.");
+    }
+
+    /// <inheritdoc/>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        var columns = inputSchema.ToDictionary(c => c.Name);
+        columns[KnowledgeExtractorTransformer.SoftLabelColumn] = SchemaShapes.Vector(KnowledgeExtractorTransformer.SoftLabelColumn, NumberDataViewType.Single);
+        return new SchemaShape(columns.Values);
+    }
+
+    /// <summary>Extracts the knowledge store from the few-shot data.</summary>
+    public KnowledgeExtractorTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var o = _options;
+        var prompts = o.SoftPrompts ?? new SoftPromptPpoTrainer(_env, o.SoftPromptOptions!).Fit(input);
+        var template = prompts.Template;
+        var labels = prompts.Labels;
+        template.Validate(labels, input.Schema);
+        var fewShot = SoftPromptPpoTrainer.ReadExamples(input, template, o.LabelColumnName, labels);
+        var host = new ComponentHost(_env, nameof(KnowledgeExtractor), o.Seed, o.Progress, o.CancellationToken);
+        var (store, report) = Extract(prompts, fewShot, host);
+        host.Info($"Knowledge extraction: {report}");
+        return new KnowledgeExtractorTransformer(_env, prompts, store, report);
+    }
+
+    private (KnowledgeStore Store, ExtractionReport Report) Extract(SoftPromptTransformer prompts, List<PromptExample> fewShot, ComponentHost host)
+    {
+        var o = _options;
+        var template = prompts.Template;
+        var labels = prompts.Labels;
+        var scorer = new VerbalizerClassifier(prompts.Teacher, template, labels, o.CalibrateVerbalizer);
+        int minWords = o.MinWords ?? template.MinWords;
+        int maxBatches = (int)Math.Ceiling(o.SamplesPerLabel * o.MaxAttemptsFactor / o.BatchSize);
+        var contexts = fewShot.Select(e => e.Text).Concat(o.ContextTexts ?? []).Distinct().ToList();
+        var checkpoint = new ExtractionCheckpoint(o.CheckpointPath, labels.Count);
+        int resumed = 0;
+
+        var duplicates = new DuplicateFilter(o.NearDuplicateThreshold);
+        foreach (var e in fewShot) duplicates.Admit(template.RenderTarget(e.Text, e.Text2));
+        var kept = new List<KnowledgeEntry>[labels.Count];
+        var generated = new int[labels.Count];
+        var dropped = Enum.GetValues<DropReason>().ToDictionary(r => r, _ => 0);
+        for (int l = 0; l < labels.Count; l++) kept[l] = [];
+
+        int totalBatches = maxBatches * labels.Count, done = 0;
+        for (int batch = 0; batch < maxBatches; batch++)
+        {
+            for (int label = 0; label < labels.Count; label++)
+            {
+                if (kept[label].Count >= o.SamplesPerLabel) continue;
+                host.CheckAlive();
+                var samples = checkpoint.TryGet(label, batch);
+                if (samples is not null) resumed++;
+                else
+                {
+                    long seed = (long)host.Seed * 7919 + label * 104_729 + batch;
+                    var pick = new Random(unchecked((int)seed));
+                    var batchContexts = Enumerable.Range(0, o.BatchSize).Select(_ => contexts[pick.Next(contexts.Count)]).ToList();
+                    var raw = prompts.Generate(label, o.BatchSize, seed, batchContexts, o.BatchSize, o.CancellationToken);
+                    var probabilities = scorer.Probabilities(raw.Select(s => (s.Text, s.Text2)).ToList());
+                    samples = raw.Select((s, i) => new ScoredSample(s, probabilities[i])).ToList();
+                    checkpoint.Append(label, batch, samples);
+                }
+                foreach (var s in samples)
+                {
+                    generated[label]++;
+                    var reason = Judge(s, label, template, minWords, duplicates);
+                    if (reason is null && kept[label].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;
+                    if (reason is { } r) { dropped[r]++; continue; }
+                    kept[label].Add(new KnowledgeEntry(s.Sample.Text, s.Sample.Text2, label, s.Probabilities, s.Probabilities[label], KnowledgeSource.Generated));
+                }
+                done++;
+                host.Report("Extraction", done, totalBatches, new Dictionary<string, double>
+                {
+                    ["kept"] = kept.Sum(k => k.Count), ["generated"] = generated.Sum(),
+                });
+            }
+            if (kept.All(k => k.Count >= o.SamplesPerLabel)) break;
+        }
+        for (int l = 0; l < labels.Count; l++)
+            if (kept[l].Count < o.SamplesPerLabel)
+                host.Warning($"Label '{labels[l]}': kept {kept[l].Count} of {o.SamplesPerLabel} wanted samples after {generated[l]} generated (raise MaxAttemptsFactor or relax the filters).");
+
+        var entries = new List<KnowledgeEntry>();
+        if (o.IncludeFewShot)
+            entries.AddRange(fewShot.Select(e => KnowledgeEntry.Gold(e.Text, e.Text2, e.Label, labels.Count)));
+        // Interleave labels so a prefix of the store stays balanced.
+        for (int i = 0; i < kept.Max(k => k.Count); i++)
+            for (int l = 0; l < labels.Count; l++)
+                if (i < kept[l].Count) entries.Add(kept[l][i]);
+        var keptGenerated = kept.SelectMany(k => k).ToList();
+        var keptTexts = keptGenerated.Select(e => template.RenderTarget(e.Text!, e.Text2)).ToList();
+        var report = new ExtractionReport(
+            labels.Select((l, i) => (l, generated[i])).ToDictionary(x => x.l, x => x.Item2),
+            labels.Select((l, i) => (l, kept[i].Count)).ToDictionary(x => x.l, x => x.Item2),
+            dropped, o.IncludeFewShot ? fewShot.Count : 0,
+            TextStatistics.DistinctN(keptTexts, 1), TextStatistics.DistinctN(keptTexts, 2),
+            keptGenerated.Count == 0 ? 0 : keptGenerated.Average(e => e.Fidelity), resumed);
+        return (new KnowledgeStore(labels, entries), report);
+    }
+
+    private DropReason? Judge(ScoredSample s, int label, TaskTemplate template, int minWords, DuplicateFilter duplicates)
+    {
+        var sample = s.Sample;
+        if (string.IsNullOrWhiteSpace(sample.Text) || (template.IsPair && string.IsNullOrWhiteSpace(sample.Text2))) return DropReason.Empty;
+        int words = TextStatistics.Words(template.Target == GenerationTarget.SecondPart ? sample.Text2! : template.RenderTarget(sample.Text, sample.Text2)).Count;
+        if (words == 0) return DropReason.Empty;
+        if (words < minWords) return DropReason.TooShort;
+        if (words > _options.MaxWords) return DropReason.TooLong;
+        var p = s.Probabilities;
+        if (p[label] < _options.FidelityThreshold || (_options.RequireArgmax && p.Max() > p[label])) return DropReason.LowFidelity;
+        return duplicates.Admit(template.RenderTarget(sample.Text, sample.Text2));
+    }
+}
+
+/// <summary>A generated sample with the teacher's label probabilities.</summary>
+internal sealed record ScoredSample(GeneratedSample Sample, float[] Probabilities);
+
+/// <summary>
+/// Append-only JSONL record of generated batches: one line per sample, then a "done" line per batch. A batch counts
+/// only once its "done" line is there, so a run killed mid-batch regenerates that batch (with the same seed, the same
+/// samples). Completed extractions delete nothing: the file documents what was generated.
+/// </summary>
+internal sealed class ExtractionCheckpoint
+{
+    private readonly string? _path;
+    private readonly Dictionary<(int Label, int Batch), List<ScoredSample>> _done = new();
+
+    public ExtractionCheckpoint(string? path, int labels)
+    {
+        _path = path is null ? null : Path.GetFullPath(path);
+        if (_path is null || !File.Exists(_path)) return;
+        var pending = new Dictionary<(int, int), List<ScoredSample>>();
+        int lineNumber = 0;
+        foreach (var line in File.ReadLines(_path))
+        {
+            lineNumber++;
+            JsonNode? node;
+            try { node = JsonNode.Parse(line); }
+            catch (JsonException) { break; } // a torn last line from an interrupted write
+            if (node is null) continue;
+            int label = node["label"]!.GetValue<int>(), batch = node["batch"]!.GetValue<int>();
+            if (label < 0 || label >= labels) throw new InvalidDataException($"{_path} line {lineNumber}: label index {label} is outside [0, {labels}); the checkpoint belongs to another task.");
+            if (node["done"] is not null)
+            {
+                _done[(label, batch)] = pending.GetValueOrDefault((label, batch)) ?? [];
+                pending.Remove((label, batch));
+                continue;
+            }
+            var sample = new GeneratedSample(label, node["text"]!.GetValue<string>(), node["text2"]?.GetValue<string>(),
+                node["generated"]!.GetValue<string>(), node["tokens"]!.GetValue<int>(), node["finished"]!.GetValue<bool>());
+            var probabilities = node["soft_label"]!.AsArray().Select(v => v!.GetValue<float>()).ToArray();
+            if (!pending.TryGetValue((label, batch), out var list)) pending[(label, batch)] = list = [];
+            list.Add(new ScoredSample(sample, probabilities));
+        }
+    }
+
+    public List<ScoredSample>? TryGet(int label, int batch) => _done.GetValueOrDefault((label, batch));
+
+    public void Append(int label, int batch, List<ScoredSample> samples)
+    {
+        if (_path is null) return;
+        Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
+        using var writer = new StreamWriter(_path, append: true);
+        foreach (var s in samples)
+            writer.WriteLine(new JsonObject
+            {
+                ["label"] = label, ["batch"] = batch, ["text"] = s.Sample.Text, ["text2"] = s.Sample.Text2,
+                ["generated"] = s.Sample.Generated, ["tokens"] = s.Sample.TokenCount, ["finished"] = s.Sample.Finished,
+                ["soft_label"] = new JsonArray(s.Probabilities.Select(p => (JsonNode)p!).ToArray()),
+            }.ToJsonString());
+        writer.WriteLine(new JsonObject { ["label"] = label, ["batch"] = batch, ["done"] = true }.ToJsonString());
+        writer.Flush();
+        writer.BaseStream.Flush();
+    }
+
+}

@@ -1,0 +1,130 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using RetriKT.MLNet.Bridge;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.SoftPrompt;
+
+namespace RetriKT.MLNet.Knowledge.Extraction;
+
+/// <summary>One row of an extracted store as an ML.NET row (see <see cref="KnowledgeExtractorTransformer.ToDataView"/>).</summary>
+public sealed class KnowledgeRow
+{
+    /// <summary>First text.</summary>
+    public string Text { get; set; } = "";
+    /// <summary>Second text (empty for single-sentence tasks).</summary>
+    public string Text2 { get; set; } = "";
+    /// <summary>Label name.</summary>
+    public string Label { get; set; } = "";
+    /// <summary>The teacher's probability per label (store label order).</summary>
+    public float[] SoftLabel { get; set; } = [];
+    /// <summary>Teacher probability of the intended label.</summary>
+    public float Fidelity { get; set; }
+    /// <summary>"FewShot", "Generated" or "Imported".</summary>
+    public string Source { get; set; } = "";
+}
+
+/// <summary>
+/// Result of <see cref="KnowledgeExtractor"/>: the knowledge <see cref="Store"/> (and its <see cref="Report"/>), with
+/// the soft prompts that produced it. Transform adds <c>SoftLabel</c> (the teacher's verbalizer probabilities, slot
+/// names = labels) to any rows with the template's text columns — the same labelling the store's entries got.
+/// </summary>
+public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisposable
+{
+    internal static readonly ModelFormat Format = new("RKTEXTRC", 0x00010001, 0x00010001, "RetriKTKnowledgeExtract");
+    internal const string SoftLabelColumn = "SoftLabel";
+    private readonly IHostEnvironment _env;
+    private VerbalizerClassifier? _scorer;
+
+    internal KnowledgeExtractorTransformer(IHostEnvironment env, SoftPromptTransformer softPrompts, KnowledgeStore store, ExtractionReport? report)
+    {
+        _env = env;
+        SoftPrompts = softPrompts;
+        Store = store;
+        Report = report;
+    }
+
+    /// <summary>The soft prompts (and, through them, the teacher reference).</summary>
+    public SoftPromptTransformer SoftPrompts { get; }
+    /// <summary>The extracted store (texts and soft labels; no embeddings: the student adds them).</summary>
+    public KnowledgeStore Store { get; }
+    /// <summary>What the extraction kept and dropped (null after loading from model.zip).</summary>
+    public ExtractionReport? Report { get; }
+
+    /// <summary>The store as an IDataView: Text, Text2, Label, SoftLabel (vector), Fidelity, Source.</summary>
+    public IDataView ToDataView(MLContext mlContext)
+    {
+        ArgumentNullException.ThrowIfNull(mlContext);
+        var schema = SchemaDefinition.Create(typeof(KnowledgeRow));
+        schema[nameof(KnowledgeRow.SoftLabel)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, Store.LabelCount);
+        var rows = Store.Entries.Select(e => new KnowledgeRow
+        {
+            Text = e.Text ?? "", Text2 = e.Text2 ?? "", Label = Store.LabelNames[e.Label], SoftLabel = e.SoftLabel,
+            Fidelity = e.Fidelity, Source = e.Source.ToString(),
+        });
+        return mlContext.Data.LoadFromEnumerable(rows, schema);
+    }
+
+    private VerbalizerClassifier Scorer => _scorer ??= new VerbalizerClassifier(SoftPrompts.Teacher, SoftPrompts.Template, SoftPrompts.Labels);
+
+    private protected override RowMapping CreateMapping(DataViewSchema inputSchema) => new Mapping(this, inputSchema);
+
+    private protected override void SaveModel(ModelSaveContext ctx) => ModelWriter.Save(ctx, Format, w =>
+    {
+        w.WriteModel(SoftPrompts, "SoftPrompts");
+        w.WriteStream("Store.bin", s => Store.Write(s.BaseStream));
+    });
+
+    internal static KnowledgeExtractorTransformer Load(ModelReader r)
+    {
+        var prompts = r.ReadModel<SoftPromptTransformer>("SoftPrompts");
+        KnowledgeStore? store = null;
+        r.ReadStream("Store.bin", s => store = KnowledgeStore.Read(s.BaseStream));
+        return new KnowledgeExtractorTransformer(r.Environment, prompts, store!, null);
+    }
+
+    /// <summary>Releases the soft prompts' teacher.</summary>
+    public void Dispose() => SoftPrompts.Dispose();
+
+    private sealed class Mapping : RowMapping
+    {
+        private readonly KnowledgeExtractorTransformer _parent;
+        private readonly DataViewSchema.Column _text;
+        private readonly DataViewSchema.Column? _text2;
+
+        public Mapping(KnowledgeExtractorTransformer parent, DataViewSchema schema) : base(schema)
+        {
+            _parent = parent;
+            var template = parent.SoftPrompts.Template;
+            DataViewSchema.Column Text(string name) => schema.GetColumnOrNull(name) is { Type: TextDataViewType } c ? c
+                : throw new ArgumentOutOfRangeException(nameof(schema), $"Column '{name}' (String) is needed by template '{template.Name}'; found {schema.GetColumnOrNull(name)?.Type.ToString() ?? "no such column"}.");
+            _text = Text(template.TextColumn);
+            _text2 = template.Text2Column is null ? null : Text(template.Text2Column);
+            var slotNames = new VBuffer<ReadOnlyMemory<char>>(parent.Store.LabelCount, parent.Store.LabelNames.Select(n => n.AsMemory()).ToArray());
+            var annotations = new DataViewSchema.Annotations.Builder();
+            annotations.AddSlotNames(parent.Store.LabelCount, (ref VBuffer<ReadOnlyMemory<char>> dst) => slotNames.CopyTo(ref dst));
+            Outputs = [new OutputColumn(SoftLabelColumn, new VectorDataViewType(NumberDataViewType.Single, parent.Store.LabelCount), annotations.ToAnnotations())];
+            Dependencies = _text2 is { } c2 ? [_text, c2] : [_text];
+        }
+
+        public override IReadOnlyList<OutputColumn> Outputs { get; }
+        public override IReadOnlyList<DataViewSchema.Column> Dependencies { get; }
+
+        public override Delegate?[] CreateGetters(DataViewRow input, Func<int, bool> isActive)
+        {
+            var getText = input.GetGetter<ReadOnlyMemory<char>>(_text);
+            var getText2 = _text2 is { } c ? input.GetGetter<ReadOnlyMemory<char>>(c) : null;
+            ReadOnlyMemory<char> a = default, b = default;
+            return [(ValueGetter<VBuffer<float>>)((ref VBuffer<float> dst) =>
+            {
+                getText(ref a);
+                getText2?.Invoke(ref b);
+                float[] p;
+                lock (_parent) p = _parent.Scorer.Probabilities([(a.ToString(), getText2 is null ? null : b.ToString())])[0];
+                var editor = VBufferEditor.Create(ref dst, p.Length);
+                p.AsSpan().CopyTo(editor.Values);
+                dst = editor.Commit();
+            })];
+        }
+    }
+}

@@ -1,0 +1,80 @@
+using RetriKT.MLNet.SoftPrompt;
+
+namespace RetriKT.MLNet.Knowledge.Extraction;
+
+/// <summary>Why a generated sample was not kept.</summary>
+public enum DropReason
+{
+    /// <summary>Nothing usable was generated (empty, or a pair sample without its second part).</summary>
+    Empty,
+    /// <summary>Fewer words than the minimum.</summary>
+    TooShort,
+    /// <summary>More words than the maximum.</summary>
+    TooLong,
+    /// <summary>The teacher's probability of the intended label is below the threshold, or another label is more probable.</summary>
+    LowFidelity,
+    /// <summary>Same normalised text as a kept sample or a few-shot example.</summary>
+    ExactDuplicate,
+    /// <summary>Estimated word-trigram Jaccard similarity to a kept sample above the threshold (MinHash).</summary>
+    NearDuplicate,
+    /// <summary>The label already has its quota.</summary>
+    OverQuota,
+}
+
+/// <summary>
+/// Exact and near-duplicate detection over word trigram shingles: exact by normalised text, near by MinHash
+/// signatures (64 hash functions; estimated Jaccard = share of equal minima), compared against every kept text.
+/// </summary>
+internal sealed class DuplicateFilter
+{
+    private const int Hashes = 64;
+    private readonly double _threshold;
+    private readonly HashSet<string> _exact = new(StringComparer.Ordinal);
+    private readonly List<uint[]> _signatures = [];
+
+    public DuplicateFilter(double nearDuplicateThreshold) => _threshold = nearDuplicateThreshold;
+
+    public static string Normalise(string text) => string.Join(' ', TextStatistics.Words(text));
+
+    /// <summary>Checks a text and, when it is new, remembers it.</summary>
+    public DropReason? Admit(string text)
+    {
+        var normalised = Normalise(text);
+        if (_exact.Contains(normalised)) return DropReason.ExactDuplicate;
+        var signature = Signature(normalised);
+        if (_threshold < 1)
+            foreach (var other in _signatures)
+            {
+                int equal = 0;
+                for (int i = 0; i < Hashes; i++) if (other[i] == signature[i]) equal++;
+                if ((double)equal / Hashes >= _threshold) return DropReason.NearDuplicate;
+            }
+        _exact.Add(normalised);
+        _signatures.Add(signature);
+        return null;
+    }
+
+    private static uint[] Signature(string normalised)
+    {
+        var words = normalised.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var shingles = new List<uint>();
+        if (words.Length < 3) shingles.Add(Fnv(normalised));
+        for (int i = 0; i + 3 <= words.Length; i++) shingles.Add(Fnv(words[i] + " " + words[i + 1] + " " + words[i + 2]));
+        var signature = new uint[Hashes];
+        for (int h = 0; h < Hashes; h++)
+        {
+            uint min = uint.MaxValue;
+            uint a = (uint)(2654435761u * (h + 1)) | 1u, b = (uint)(40503u * (h + 7));
+            foreach (var s in shingles) min = Math.Min(min, unchecked(a * s + b) ^ (s >> 13));
+            signature[h] = min;
+        }
+        return signature;
+    }
+
+    private static uint Fnv(string s)
+    {
+        uint h = 2166136261;
+        foreach (var c in s) { h ^= c; h *= 16777619; }
+        return h;
+    }
+}
