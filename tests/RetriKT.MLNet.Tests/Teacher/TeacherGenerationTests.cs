@@ -1,0 +1,122 @@
+using RetriKT.MLNet.Teacher;
+using RetriKT.MLNet.Tests.Infrastructure;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Tests.Teacher;
+
+/// <summary>Generation, scoring and the differentiable inputs_embeds path, on the real stories260K and tiny GPT-2.</summary>
+public class TeacherGenerationTests
+{
+    private static TeacherModel Stories() => TeacherModel.Load(TeacherGoldenTests.Models("llama2c-stories260K", "stories260K.bin"));
+
+    [SharedDataFact]
+    public void KvCacheAndFullRecomputeGiveIdenticalGreedyTokensAndLogProbs()
+    {
+        foreach (var load in new Func<TeacherModel>[] { Stories, () => TeacherModel.Load(TeacherGoldenTests.Models("hf-tiny-random-gpt2")) })
+        {
+            using var model = load();
+            var prompts = new[] { "Once upon a time", "The dog" };
+            var cached = model.Generate(new GenerationRequest { Prompts = prompts, MaxNewTokens = 24, UseKvCache = true });
+            var full = model.Generate(new GenerationRequest { Prompts = prompts, MaxNewTokens = 24, UseKvCache = false });
+            for (int i = 0; i < prompts.Length; i++)
+            {
+                Assert.Equal(full.Sequences[i].TokenIds, cached.Sequences[i].TokenIds);
+                Assert.True(full.Sequences[i].TokenIds.Length > 0);
+                for (int t = 0; t < full.Sequences[i].TokenLogProbs.Length; t++)
+                    Assert.Equal(full.Sequences[i].TokenLogProbs[t], cached.Sequences[i].TokenLogProbs[t], 3);
+            }
+        }
+    }
+
+    [SharedDataFact]
+    public void BatchedLeftPaddedGenerationEqualsPerRowGeneration()
+    {
+        using var model = Stories();
+        var prompts = new[] { "Once upon a time", "Lily", "One day, a big dog saw a ball in the park and" };
+        var batched = model.Generate(new GenerationRequest { Prompts = prompts, MaxNewTokens = 20 });
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var single = model.Generate(new GenerationRequest { Prompts = [prompts[i]], MaxNewTokens = 20 });
+            Assert.Equal(single.Sequences[0].TokenIds, batched.Sequences[i].TokenIds);
+            Assert.Equal(single.Sequences[0].Text, batched.Sequences[i].Text);
+        }
+    }
+
+    [SharedDataFact]
+    public void SamplingIsDeterministicGivenSeedAndRespectsTopK()
+    {
+        using var model = Stories();
+        var request = new GenerationRequest { Prompts = ["Once upon a time", "Tom"], MaxNewTokens = 30, Temperature = 1.0, TopK = 20, TopP = 0.9, RepetitionPenalty = 1.1, Seed = 42 };
+        var a = model.Generate(request);
+        var b = model.Generate(request);
+        var c = model.Generate(new GenerationRequest { Prompts = request.Prompts, MaxNewTokens = 30, Temperature = 1.0, TopK = 20, TopP = 0.9, RepetitionPenalty = 1.1, Seed = 7 });
+        Assert.Equal(a.Sequences[0].TokenIds, b.Sequences[0].TokenIds);
+        Assert.Equal(a.Sequences[1].TokenIds, b.Sequences[1].TokenIds);
+        Assert.NotEqual(a.Sequences[0].TokenIds.Concat(a.Sequences[1].TokenIds), c.Sequences[0].TokenIds.Concat(c.Sequences[1].TokenIds));
+
+        // Top-k = 1 is greedy.
+        var topOne = model.Generate(new GenerationRequest { Prompts = ["Once upon a time"], MaxNewTokens = 15, Temperature = 0.7, TopK = 1, Seed = 3 });
+        var greedy = model.Generate(new GenerationRequest { Prompts = ["Once upon a time"], MaxNewTokens = 15 });
+        Assert.Equal(greedy.Sequences[0].TokenIds, topOne.Sequences[0].TokenIds);
+    }
+
+    [SharedDataFact]
+    public void ReturnedLogProbsEqualTheForwardPassOverTheSequence()
+    {
+        using var model = Stories();
+        var row = model.Generate(new GenerationRequest { Prompts = ["Once upon a time"], MaxNewTokens = 10, Temperature = 1, Seed = 5 }).Sequences[0];
+        int[] all = [.. row.PromptIds, .. row.TokenIds];
+        var score = model.ContinuationLogLikelihood([row.PromptIds], [row.TokenIds]);
+        using (score) Assert.Equal(row.TokenLogProbs.Sum(), score.item<float>(), 3);
+        Assert.Equal(all.Length, row.PromptIds.Length + 10);
+    }
+
+    [SharedDataFact]
+    public void SoftPromptForwardPassesGradientsToTheEmbeddingsAndGenerationUsesThePrefix()
+    {
+        using var model = Stories();
+        Assert.False(model.RequiresGrad);
+        using var scope = NewDisposeScope();
+        var soft = (randn(4, model.Config.HiddenSize) * 0.1).requires_grad_(true);
+        var ids = tensor(model.Tokenizer!.Encode("Once upon a time", addBos: true).Select(i => (long)i).ToArray()).unsqueeze(0);
+        var tokens = model.Embed(ids);
+        var embeds = cat([soft.unsqueeze(0), tokens], 1);
+        var mask = ones(1, embeds.shape[1], ScalarType.Int64);
+        var output = model.Forward(embeds, mask, returnHiddenStates: true);
+        Assert.Equal(new long[] { 1, embeds.shape[1], model.Config.VocabSize }, output.Logits.shape);
+        Assert.Equal(new long[] { 1, embeds.shape[1], model.Config.HiddenSize }, output.HiddenStates!.shape);
+        output.Logits[0, -1].log_softmax(-1)[403].backward();
+        Assert.NotNull(soft.grad);
+        Assert.True(soft.grad!.abs().sum().item<float>() > 0);
+        Assert.True(model.NamedParameters().All(p => p.Parameter.grad is null));
+
+        // Scoring with the soft prompt is differentiable too, and a prefix changes what is generated / scored.
+        var ll = model.ContinuationLogLikelihood([[1]], [[403, 407]], soft);
+        ll.sum().backward();
+        var withPrefix = model.Generate(new GenerationRequest { Prompts = ["Once upon a time"], MaxNewTokens = 8, PrefixEmbeds = soft.detach() * 50 });
+        var without = model.Generate(new GenerationRequest { Prompts = ["Once upon a time"], MaxNewTokens = 8 });
+        Assert.NotEqual(without.Sequences[0].TokenLogProbs, withPrefix.Sequences[0].TokenLogProbs);
+
+        // Batched generation with a shared prefix equals per-row generation with it.
+        var prefix = soft.detach() * 5;
+        var rows = model.Generate(new GenerationRequest { Prompts = ["Lily", "Once upon a time"], MaxNewTokens = 10, PrefixEmbeds = prefix });
+        var single = model.Generate(new GenerationRequest { Prompts = ["Lily"], MaxNewTokens = 10, PrefixEmbeds = prefix });
+        Assert.Equal(single.Sequences[0].TokenIds, rows.Sequences[0].TokenIds);
+    }
+
+    [SharedDataFact]
+    public void ScoreContinuationsRanksTheLikelyEndingHigher()
+    {
+        using var model = Stories();
+        var scores = model.ScoreContinuations(
+            ["Once upon a time, there was a little", "Once upon a time, there was a little", "Lily went to the"],
+            [" girl", " tax", " park"]);
+        Assert.Equal(3, scores.Length);
+        Assert.True(scores[0] > scores[1] + 2, $"girl {scores[0]} vs tax {scores[1]}");
+        Assert.All(scores, s => Assert.True(s < 0));
+        // Batched equals one at a time.
+        var alone = model.ScoreContinuations(["Lily went to the"], [" park"]);
+        Assert.Equal(alone[0], scores[2], 3);
+    }
+}

@@ -1,0 +1,237 @@
+using System.Text.Json.Nodes;
+using RetriKT.MLNet.Teacher;
+using RetriKT.MLNet.Tests.Infrastructure;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Tests.Teacher;
+
+/// <summary>Checkpoint round trips and every bad-input path: each a clear exception naming the file, tensor or field.</summary>
+public sealed class TeacherLoadingTests : IDisposable
+{
+    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-teacher-").FullName;
+
+    public void Dispose() => Directory.Delete(_temp, recursive: true);
+
+    private static string Models(params string[] p) => TeacherGoldenTests.Models(p);
+
+    private string CopyDir(string source, string name)
+    {
+        var target = Path.Combine(_temp, name);
+        Directory.CreateDirectory(target);
+        foreach (var f in Directory.GetFiles(source)) File.Copy(f, Path.Combine(target, Path.GetFileName(f)));
+        foreach (var f in Directory.GetFiles(target)) File.SetAttributes(f, FileAttributes.Normal);
+        return target;
+    }
+
+    private static float[] Logits(TeacherModel m, int[] ids)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        return m.Forward(m.Embed(tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0))).Logits.flatten().data<float>().ToArray();
+    }
+
+    [SharedDataFact]
+    public void SavedCheckpointRoundTripsWeightsTokenizerAndHash()
+    {
+        using var original = TeacherModel.Load(Models("llama2c-stories260K", "stories260K.bin"));
+        var dir = Path.Combine(_temp, "saved");
+        original.SaveCheckpoint(dir);
+        Assert.True(File.Exists(Path.Combine(dir, "config.json")));
+        Assert.True(File.Exists(Path.Combine(dir, "tokenizer.bin")));
+        Assert.Empty(Directory.GetFiles(dir, "*.tmp"));
+        using var reloaded = TeacherModel.Load(dir);
+        Assert.Equal(original.ContentHash, reloaded.ContentHash);
+        Assert.Equal(64, original.ContentHash.Length);
+        Assert.Equal(original.ParameterCount, reloaded.ParameterCount);
+        Assert.Equal(Logits(original, [1, 403, 407]), Logits(reloaded, [1, 403, 407]));
+        Assert.Equal(original.Tokenizer!.Encode("Once upon a time"), reloaded.Tokenizer!.Encode("Once upon a time"));
+
+        // The HF conversion of the same weights is a different file but the same tensors.
+        using var hf = TeacherModel.Load(Models("llama2c-stories260K-hf"));
+        Assert.Equal(original.ParameterCount, hf.ParameterCount);
+
+        // bfloat16 loading converts on the way in and still produces the same greedy start.
+        using var bf16 = TeacherModel.Load(dir, new TeacherLoadOptions { DType = ScalarType.BFloat16 });
+        Assert.Equal(ScalarType.BFloat16, bf16.NamedParameters().First().Parameter.dtype);
+        var g = bf16.Generate(new GenerationRequest { PromptIds = [[1]], MaxNewTokens = 3 });
+        Assert.Equal(new[] { 403, 407, 261 }, g.Sequences[0].TokenIds);
+    }
+
+    [SharedDataFact]
+    public void ShardedSafetensorsIndexLoadsLikeASingleFile()
+    {
+        using var single = TeacherModel.Load(Models("llama2c-stories260K-hf"));
+        var dir = Path.Combine(_temp, "sharded");
+        Directory.CreateDirectory(dir);
+        File.Copy(Models("llama2c-stories260K-hf", "config.json"), Path.Combine(dir, "config.json"));
+        var named = single.NamedParameters().ToList();
+        var map = new JsonObject();
+        for (int shard = 0; shard < 2; shard++)
+        {
+            var file = $"model-0000{shard + 1}-of-00002.safetensors";
+            var part = named.Where((_, i) => i % 2 == shard).ToList();
+            Safetensors.Write(Path.Combine(dir, file), part.Select(p => (p.Name, (Tensor)p.Parameter)));
+            foreach (var p in part) map[p.Name] = file;
+        }
+        File.WriteAllText(Path.Combine(dir, "model.safetensors.index.json"), new JsonObject { ["weight_map"] = map }.ToJsonString());
+        using var sharded = TeacherModel.Load(dir);
+        Assert.Equal(single.ContentHash, sharded.ContentHash);
+
+        File.Delete(Path.Combine(dir, "model-00002-of-00002.safetensors"));
+        var e = Assert.Throws<FileNotFoundException>(() => TeacherModel.Load(dir));
+        Assert.Contains("model-00002-of-00002.safetensors", e.Message);
+    }
+
+    [SharedDataFact]
+    public void MissingAndTruncatedFilesAreNamed()
+    {
+        var missing = Path.Combine(_temp, "nope.bin");
+        Assert.Contains("nope.bin", Assert.Throws<FileNotFoundException>(() => TeacherModel.Load(missing)).Message);
+
+        var bin = Path.Combine(_temp, "stories260K.bin");
+        var bytes = File.ReadAllBytes(Models("llama2c-stories260K", "stories260K.bin"));
+        File.WriteAllBytes(bin, bytes.AsSpan(0, bytes.Length - 1000).ToArray());
+        var e = Assert.Throws<InvalidDataException>(() => TeacherModel.Load(bin));
+        Assert.Contains("truncated", e.Message);
+        Assert.Contains("1056540", e.Message);
+
+        var hf = CopyDir(Models("llama2c-stories260K-hf"), "truncated-hf");
+        var st = Path.Combine(hf, "model.safetensors");
+        var full = File.ReadAllBytes(st);
+        File.WriteAllBytes(st, full.AsSpan(0, full.Length / 2).ToArray());
+        var t = Assert.Throws<InvalidDataException>(() => TeacherModel.Load(hf));
+        Assert.Contains("model.safetensors", t.Message);
+        Assert.Contains("truncated", t.Message);
+
+        var noConfig = CopyDir(Models("llama2c-stories260K-hf"), "no-config");
+        File.Delete(Path.Combine(noConfig, "config.json"));
+        Assert.Contains("config.json", Assert.Throws<FileNotFoundException>(() => TeacherModel.Load(noConfig)).Message);
+
+        var pickle = CopyDir(Models("llama2c-stories260K-hf"), "pickle-only");
+        File.Move(Path.Combine(pickle, "model.safetensors"), Path.Combine(pickle, "pytorch_model.bin"));
+        Assert.Contains("pytorch_model.bin", Assert.Throws<NotSupportedException>(() => TeacherModel.Load(pickle)).Message);
+    }
+
+    [SharedDataFact]
+    public void ShapeMismatchMissingTensorAndUnknownModelTypeAreNamed()
+    {
+        var dir = CopyDir(Models("llama2c-stories260K-hf"), "bad-shape");
+        var configPath = Path.Combine(dir, "config.json");
+        var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+        config["intermediate_size"] = 100;
+        File.WriteAllText(configPath, config.ToJsonString());
+        var e = Assert.Throws<InvalidDataException>(() => TeacherModel.Load(dir));
+        Assert.Contains("model.layers.0.mlp.", e.Message);
+        Assert.Contains("[172,64]", e.Message);
+        Assert.Contains("[100,64]", e.Message);
+
+        config["intermediate_size"] = 172;
+        config["model_type"] = "bert";
+        File.WriteAllText(configPath, config.ToJsonString());
+        var u = Assert.Throws<NotSupportedException>(() => TeacherModel.Load(dir));
+        Assert.Contains("model_type 'bert'", u.Message);
+
+        config["model_type"] = "llama";
+        config["hidden_act"] = "relu";
+        File.WriteAllText(configPath, config.ToJsonString());
+        Assert.Contains("hidden_act 'relu'", Assert.Throws<NotSupportedException>(() => TeacherModel.Load(dir)).Message);
+
+        config["hidden_act"] = "silu";
+        config["num_hidden_layers"] = 4; // weights hold 5 layers
+        File.WriteAllText(configPath, config.ToJsonString());
+        Assert.Contains("model.layers.4.", Assert.Throws<InvalidDataException>(() => TeacherModel.Load(dir)).Message);
+
+        config["num_hidden_layers"] = 5;
+        File.WriteAllText(configPath, config.ToJsonString());
+        using (var good = TeacherModel.Load(dir))
+            Safetensors.Write(Path.Combine(dir, "model.safetensors"),
+                good.NamedParameters().Where(p => p.Name != "model.norm.weight").Select(p => (p.Name, (Tensor)p.Parameter)));
+        var m = Assert.Throws<InvalidDataException>(() => TeacherModel.Load(dir));
+        Assert.Contains("'model.norm.weight' is missing", m.Message);
+    }
+
+    [SharedDataFact]
+    public void TokenizerThatDoesNotFitTheVocabularyAndOverlongPromptsAreRejected()
+    {
+        var e = Assert.Throws<InvalidDataException>(() => TeacherModel.Load(Models("llama2c-stories260K", "stories260K.bin"),
+            new TeacherLoadOptions { TokenizerPath = Models("llama2-spm-tokenizer-golden", "tokenizer.bin") }));
+        Assert.Contains("32000", e.Message);
+        Assert.Contains("512", e.Message);
+
+        using var model = TeacherModel.Load(Models("llama2c-stories260K", "stories260K.bin"));
+        var tooLong = Enumerable.Repeat(403, 600).ToArray();
+        var p = Assert.Throws<ArgumentException>(() => model.Generate(new GenerationRequest { PromptIds = [[1], tooLong] }));
+        Assert.Contains("Prompt 1", p.Message);
+        Assert.Contains("512", p.Message);
+        Assert.Throws<ArgumentException>(() => model.ScoreContinuations([string.Join(" ", Enumerable.Repeat("dog", 600))], [" park"]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.Generate(new GenerationRequest { PromptIds = [[1, 9999]] }));
+        Assert.Throws<ArgumentException>(() => model.Generate(new GenerationRequest()));
+
+        // A prompt near the end of the context gets the remaining positions only.
+        var nearEnd = model.Generate(new GenerationRequest { PromptIds = [[1, .. Enumerable.Repeat(403, 505)]], MaxNewTokens = 50, StopTokenIds = [] });
+        Assert.Equal(6, nearEnd.Sequences[0].TokenIds.Length);
+        Assert.Equal("length", nearEnd.Sequences[0].FinishReason);
+    }
+
+    [Fact]
+    public void ConfigReadsLlamaVariantsAndNamesUnsupportedFields()
+    {
+        var path = Path.Combine(_temp, "config.json");
+        File.WriteAllText(path, """
+            {"model_type":"qwen2","vocab_size":1000,"hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+             "num_attention_heads":4,"num_key_value_heads":2,"max_position_embeddings":256,"rms_norm_eps":1e-6,
+             "rope_theta":1000000.0,"hidden_act":"silu","tie_word_embeddings":true,"use_sliding_window":false,"sliding_window":64}
+            """);
+        var qwen = TeacherConfig.FromHuggingFaceJson(path);
+        Assert.True(qwen.QkvBias);
+        Assert.False(qwen.OutputProjectionBias);
+        Assert.Null(qwen.SlidingWindow);
+        Assert.Equal(16, qwen.HeadDim);
+        Assert.Equal(1e6, qwen.RopeTheta);
+
+        File.WriteAllText(path, """
+            {"model_type":"llama","vocab_size":1000,"hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+             "num_attention_heads":4,"max_position_embeddings":256,"rope_scaling":{"rope_type":"yarn","factor":4.0}}
+            """);
+        Assert.Contains("rope_scaling.type 'yarn'", Assert.Throws<NotSupportedException>(() => TeacherConfig.FromHuggingFaceJson(path)).Message);
+
+        File.WriteAllText(path, """{"model_type":"llama","vocab_size":1000}""");
+        Assert.Contains("'hidden_size' is missing", Assert.Throws<InvalidDataException>(() => TeacherConfig.FromHuggingFaceJson(path)).Message);
+
+        // Round trip through ToHuggingFaceJson keeps every field we use.
+        var mistral = new TeacherConfig { ModelType = "mistral", VocabSize = 300, HiddenSize = 32, IntermediateSize = 64, NumLayers = 2, NumHeads = 4,
+            NumKeyValueHeads = 2, HeadDim = 8, MaxPositions = 128, SlidingWindow = 16, RopeScalingType = "llama3", RopeScalingFactor = 8, TieWordEmbeddings = false,
+            EosTokenIds = [2, 3] };
+        File.WriteAllText(path, mistral.ToHuggingFaceJson().ToJsonString());
+        var back = TeacherConfig.FromHuggingFaceJson(path);
+        Assert.Equal(mistral with { EosTokenIds = [] }, back with { EosTokenIds = [] });
+        Assert.Equal(new[] { 2, 3 }, back.EosTokenIds);
+    }
+
+    [Fact]
+    public void QwenAndMistralVariantsRunWithKvCacheParity()
+    {
+        // Random Qwen2 (q/k/v bias, GQA, theta 1e6) and Mistral (sliding window shorter than the sequence, llama3 rope scaling).
+        var qwen = new TeacherConfig { ModelType = "qwen2", VocabSize = 97, HiddenSize = 32, IntermediateSize = 48, NumLayers = 2, NumHeads = 4,
+            NumKeyValueHeads = 2, HeadDim = 8, MaxPositions = 64, RopeTheta = 1e6, QkvBias = true, TieWordEmbeddings = true };
+        var mistral = qwen with { ModelType = "mistral", QkvBias = false, SlidingWindow = 6, TieWordEmbeddings = false, RopeScalingType = "llama3", RopeScalingFactor = 8, RopeOriginalMaxPositions = 16 };
+        foreach (var config in new[] { qwen, mistral })
+        {
+            using var model = TeacherModel.Create(config, tokenizer: null, seed: 3);
+            if (config.QkvBias) Assert.Contains(model.NamedParameters(), p => p.Name == "model.layers.0.self_attn.q_proj.bias");
+            Assert.Equal(config.TieWordEmbeddings, !model.NamedParameters().Any(p => p.Name == "lm_head.weight"));
+            var request = new GenerationRequest { PromptIds = [[5, 6, 7, 8, 9, 10, 11, 12], [3, 4]], MaxNewTokens = 12, StopTokenIds = [] };
+            var cached = model.Generate(request);
+            var full = model.Generate(new GenerationRequest { PromptIds = request.PromptIds, MaxNewTokens = 12, StopTokenIds = [], UseKvCache = false });
+            Assert.Equal(full.Sequences[0].TokenIds, cached.Sequences[0].TokenIds);
+            Assert.Equal(full.Sequences[1].TokenIds, cached.Sequences[1].TokenIds);
+
+            var dir = Path.Combine(_temp, config.ModelType);
+            model.SaveCheckpoint(dir);
+            using var back = TeacherModel.Load(dir);
+            Assert.Equal(model.ContentHash, back.ContentHash);
+            Assert.Equal(cached.Sequences[0].TokenIds, back.Generate(request).Sequences[0].TokenIds);
+        }
+    }
+}

@@ -1,0 +1,103 @@
+using Microsoft.ML;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Teacher;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Teacher;
+
+/// <summary>Building a teacher from scratch on real unlabeled text: BPE tokenizer, pretraining, checkpoints, progress, cancellation.</summary>
+public sealed class TeacherPretrainingTests : IDisposable
+{
+    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-pretrain-").FullName;
+
+    public void Dispose() => Directory.Delete(_temp, recursive: true);
+
+    private static List<string> Reviews(int count) =>
+        File.ReadLines(SharedData.Path("data", "corpora", "movie-reviews-polarity-v2", "part-000.txt")).Take(count).ToList();
+
+    [SharedDataFact]
+    public void ByteLevelBpeTrainerLearnsMergesAndEncodesEverythingLosslessly()
+    {
+        var texts = Reviews(150);
+        var tokenizer = ByteLevelBpeTrainer.Train(texts, 600, Path.Combine(_temp, "bpe"));
+        Assert.Equal(600, tokenizer.VocabSize);
+        Assert.Equal(599, tokenizer.EosId);
+        var sample = texts[3];
+        var ids = tokenizer.Encode(sample);
+        Assert.True(ids.Length < System.Text.Encoding.UTF8.GetByteCount(sample) / 2.0, $"{ids.Length} tokens for {sample.Length} chars: merges should compress");
+        Assert.Equal(sample, tokenizer.Decode(ids));
+        const string unseen = "Zürich 🦙 naïve — 42!";
+        Assert.Equal(unseen, tokenizer.Decode(tokenizer.Encode(unseen)));
+        // Deterministic: the same corpus gives the same files.
+        var again = ByteLevelBpeTrainer.Train(texts, 600, Path.Combine(_temp, "bpe2"));
+        Assert.Equal(File.ReadAllText(Path.Combine(_temp, "bpe", "merges.txt")), File.ReadAllText(Path.Combine(_temp, "bpe2", "merges.txt")));
+        Assert.Equal(ids, again.Encode(sample));
+    }
+
+    [SharedDataFact]
+    public void PretrainingFromScratchLowersTheLossAndWritesALoadableCheckpoint()
+    {
+        var texts = Reviews(200);
+        var tokenizer = ByteLevelBpeTrainer.Train(texts.Take(100), 512, Path.Combine(_temp, "tok"));
+        var config = new TeacherConfig { ModelType = "llama", VocabSize = 512, HiddenSize = 64, IntermediateSize = 128, NumLayers = 2, NumHeads = 4,
+            NumKeyValueHeads = 2, HeadDim = 16, MaxPositions = 128, TieWordEmbeddings = true, BosTokenId = tokenizer.BosId, EosTokenIds = [tokenizer.EosId!.Value] };
+        using var model = TeacherModel.Create(config, tokenizer, seed: 1);
+        var before = model.ScoreContinuations(["the movie is"], [" a good film , but the plot is"])[0];
+        var hashBefore = model.ContentHash;
+
+        var reports = new List<TrainingProgress>();
+        var checkpoint = Path.Combine(_temp, "ckpt");
+        var trainer = new TeacherPretrainer(new MLContext(seed: 1), new TeacherPretrainerOptions
+        {
+            Steps = 60, BatchSize = 8, SequenceLength = 64, LearningRate = 3e-3, WarmupSteps = 10, CheckpointDirectory = checkpoint, CheckpointEvery = 30,
+        });
+        double loss = trainer.Train(model, texts, new Progress<TrainingProgress>(reports.Add));
+        Assert.True(loss < Math.Log(512) - 0.6, $"final loss {loss:F3} should be well below ln(512) = {Math.Log(512):F3}");
+        Assert.NotEqual(hashBefore, model.ContentHash);
+        var after = model.ScoreContinuations(["the movie is"], [" a good film , but the plot is"])[0];
+        Assert.True(after > before + 5, $"log-likelihood of in-domain text should rise: {before:F2} → {after:F2}");
+
+        using var reloaded = TeacherModel.Load(checkpoint);
+        Assert.Equal(model.ContentHash, reloaded.ContentHash);
+        Assert.Equal("gpt2-bpe", reloaded.Tokenizer!.Kind);
+        var text = reloaded.Generate(new GenerationRequest { Prompts = ["the movie"], MaxNewTokens = 10 }).Sequences[0].Text;
+        Assert.False(string.IsNullOrWhiteSpace(text));
+        SpinWait.SpinUntil(() => reports.Count > 0, 1000);
+        Assert.Contains(reports, r => r.Stage == "Pretrain" && r.Metrics.ContainsKey("loss"));
+    }
+
+    [SharedDataFact]
+    public void Gpt2FromScratchTrainsAndCancellationStopsIt()
+    {
+        var texts = Reviews(60);
+        var tokenizer = ByteLevelBpeTrainer.Train(texts, 300, Path.Combine(_temp, "tok"));
+        var config = new TeacherConfig { ModelType = "gpt2", VocabSize = 300, HiddenSize = 32, IntermediateSize = 128, NumLayers = 2, NumHeads = 2,
+            NumKeyValueHeads = 2, HeadDim = 16, MaxPositions = 64, Activation = "gelu_new", QkvBias = true, OutputProjectionBias = true, MlpBias = true };
+        using var model = TeacherModel.Create(config, tokenizer, seed: 2);
+        var trainer = new TeacherPretrainer(new MLContext(seed: 1), new TeacherPretrainerOptions { Steps = 25, BatchSize = 4, SequenceLength = 32, LearningRate = 3e-3, WarmupSteps = 5 });
+        double loss = trainer.Train(model, texts);
+        Assert.True(loss < Math.Log(300), $"loss {loss:F3}");
+
+        using var cts = new CancellationTokenSource();
+        var cancelling = new TeacherPretrainer(new MLContext(seed: 1), new TeacherPretrainerOptions { Steps = 1000, BatchSize = 2, SequenceLength = 16 });
+        int seen = 0;
+        var progress = new SynchronousProgress(p => { if (++seen == 3) cts.Cancel(); });
+        Assert.ThrowsAny<OperationCanceledException>(() => cancelling.Train(model, texts, progress, cts.Token));
+        Assert.InRange(seen, 3, 4);
+    }
+
+    [Fact]
+    public void LearningRateWarmsUpThenDecaysByCosine()
+    {
+        var o = new TeacherPretrainerOptions { Steps = 110, WarmupSteps = 10, LearningRate = 1.0, MinLearningRateFraction = 0.1 };
+        Assert.Equal(0.1, TeacherPretrainer.LearningRateAt(1, o), 6);
+        Assert.Equal(1.0, TeacherPretrainer.LearningRateAt(10, o), 6);
+        Assert.Equal(0.55, TeacherPretrainer.LearningRateAt(60, o), 6);
+        Assert.Equal(0.1, TeacherPretrainer.LearningRateAt(110, o), 6);
+    }
+
+    private sealed class SynchronousProgress(Action<TrainingProgress> onReport) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => onReport(value);
+    }
+}
