@@ -3,7 +3,13 @@ using RetriKT.MLNet.Benchmarks;
 
 // `dotnet run -c Release -- teacher [--quick]`: side-by-side teacher numbers in one process (KV cache speed-up,
 // training throughput and achieved fraction of the measured fp32 matmul rate).
+// `dotnet run -c Release -- ppo [--quick]`: PPO rollout tokens/s and time per step (rollout/reward/scoring/update).
 // Anything else goes to BenchmarkDotNet (e.g. `-- --filter *TeacherGeneration*`).
+if (args.Length > 0 && args[0] == "ppo")
+{
+    RetriKT.MLNet.Benchmarks.SoftPrompt.PpoReport.Run(args.Contains("--quick"));
+    return;
+}
 if (args.Length > 0 && args[0] == "teacher")
 {
     TeacherReport.Run(args.Contains("--quick"));
