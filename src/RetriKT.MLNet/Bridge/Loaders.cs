@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Bridge;
+using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
 
 // One registration per persisted component. ML.NET finds these by the loader signature stored in model.zip and
@@ -8,6 +9,8 @@ using RetriKT.MLNet.Text;
 // never see ModelLoadContext).
 [assembly: LoadableClass(typeof(TextTokenizingTransformer), typeof(Loaders), null, typeof(SignatureLoadModel),
     "RetriKT Text Tokenizer", "RetriKTTextTokenizer")]
+[assembly: LoadableClass(typeof(KnowledgeRetrieverTransformer), typeof(KnowledgeRetrieverLoader), null, typeof(SignatureLoadModel),
+    "RetriKT Knowledge Retriever", "RetriKTRetriever")]
 
 namespace RetriKT.MLNet.Bridge;
 
@@ -16,4 +19,11 @@ internal static class Loaders
 {
     private static TextTokenizingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
         => TextTokenizingTransformer.Load(ModelReader.Open(env, ctx, TextTokenizingTransformer.Format));
+}
+
+/// <summary>ML.NET looks up a method named <c>Create</c> by parameters, so each component needs its own loader class.</summary>
+internal static class KnowledgeRetrieverLoader
+{
+    private static KnowledgeRetrieverTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+        => KnowledgeRetrieverTransformer.Load(ModelReader.Open(env, ctx, KnowledgeRetrieverTransformer.Format));
 }

@@ -10,8 +10,9 @@ public sealed record HnswOptions
     /// slower build. Default 32 (16 is enough for low-intrinsic-dimension data; 32 keeps the beam needed on
     /// hard, near-uniform 128-d embeddings about 2× smaller).</summary>
     public int M { get; init; } = 32;
-    /// <summary>Candidate list size while building; larger builds a better graph, more slowly. Default 150.</summary>
-    public int EfConstruction { get; init; } = 150;
+    /// <summary>Candidate list size while building; larger builds a better graph, more slowly. Default 100 (200 gave
+    /// no measurable recall gain at M = 32 on 50k × 128 and builds 1.5× slower).</summary>
+    public int EfConstruction { get; init; } = 100;
     /// <summary>
     /// Candidate list size while searching (at least k is used); the recall/latency knob. Default 0 = calibrate at build
     /// time: the smallest beam whose recall@<see cref="CalibrationK"/> against exact search reaches
