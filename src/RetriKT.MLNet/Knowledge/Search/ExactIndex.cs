@@ -14,7 +14,8 @@ public enum ExactSearchBackend
     Auto,
     /// <summary>Always the managed SIMD scan (no native dependency).</summary>
     Managed,
-    /// <summary>Always TorchSharp: blocked <c>queries × vectorsᵀ</c> matmul + <c>topk</c> on the configured device.</summary>
+    /// <summary>Always TorchSharp: blocked <c>queries × vectorsᵀ</c> matmul on the configured device, then the managed
+    /// top-k selection over each score block.</summary>
     Torch,
 }
 
@@ -35,7 +36,7 @@ public sealed record ExactIndexOptions
 
 /// <summary>
 /// Exhaustive maximum inner-product search: the exact answer, at the memory-bandwidth bound for single queries
-/// (managed SIMD scan, <see cref="VectorKernels"/>) and near the GEMM bound for batches (TorchSharp matmul + topk).
+/// (managed SIMD scan, <see cref="VectorKernels"/>) and near the GEMM bound for batches (TorchSharp matmul + managed selection).
 /// The vectors are not copied on the managed path; the torch path keeps one copy on its device, created on first use.
 /// </summary>
 public sealed class ExactIndex : IVectorIndex, IDisposable
@@ -181,6 +182,11 @@ public sealed class ExactIndex : IVectorIndex, IDisposable
         }
     }
 
+    /// <summary>
+    /// Blocked GEMM: each block of vectors is scored against all queries with one matmul (<c>queries × blockᵀ</c>,
+    /// contiguous per query), then the managed threshold selection reads the scores in place. torch's topk costs
+    /// about as much as the matmul itself here; the selection skips almost every score with one vector compare.
+    /// </summary>
     private void SearchTorch(ReadOnlySpan<float> queries, int count, int k, Span<int> ids, Span<float> scores)
     {
         var vectors = VectorsTensor();
@@ -188,51 +194,29 @@ public sealed class ExactIndex : IVectorIndex, IDisposable
         using var noGrad = no_grad();
         var q = empty([count, Dimension], ScalarType.Float32, CPU);
         q.data<float>().CopyFrom(queries);
-        if (vectors.device.type != DeviceType.CPU) q = q.to(vectors.device);
-        int block = (int)Math.Clamp(_options.TorchScoreBlockFloats / (long)count, Math.Max(k, 256), Count);
-        Tensor? bestScores = null, bestIds = null;
-        for (int start = 0; start < Count; start += block)
+        bool onCpu = vectors.device.type == DeviceType.CPU;
+        if (!onCpu) q = q.to(vectors.device);
+        int block = (int)Math.Clamp(_options.TorchScoreBlockFloats / (long)count, Math.Min(Count, 256), Count);
+        var counts = ArrayPool<int>.Shared.Rent(count);
+        try
         {
-            int n = Math.Min(block, Count - start);
-            using var blockScope = NewDisposeScope();
-            var blockScores = q.mm(vectors.narrow(0, start, n).t());
-            var (values, indices) = blockScores.topk(Math.Min(k, n), dim: 1, largest: true, sorted: false);
-            indices = indices.add_(start);
-            if (bestScores is not null)
+            Array.Clear(counts, 0, count);
+            for (int start = 0; start < Count; start += block)
             {
-                values = cat([bestScores, values], 1);
-                indices = cat([bestIds!, indices], 1);
-                if (values.shape[1] > k)
+                int n = Math.Min(block, Count - start);
+                using var blockScores = onCpu ? q.mm(vectors.narrow(0, start, n).t()) : q.mm(vectors.narrow(0, start, n).t()).cpu();
+                ReadOnlySpan<float> all = MemoryMarshal.Cast<byte, float>(blockScores.bytes); // the CPU tensor's memory, not a copy
+                for (int row = 0; row < count; row++)
                 {
-                    var (kept, positions) = values.topk(k, dim: 1, largest: true, sorted: false);
-                    values = kept;
-                    indices = indices.gather(1, positions);
+                    var top = TopK.Resume(scores.Slice(row * k, k), ids.Slice(row * k, k), k, counts[row]);
+                    VectorKernels.Select(all.Slice(row * n, n), start, ref top);
+                    counts[row] = top.Count;
                 }
             }
-            bestScores = values.MoveToOuterDisposeScope();
-            bestIds = indices.MoveToOuterDisposeScope();
+            for (int row = 0; row < count; row++)
+                TopK.Resume(scores.Slice(row * k, k), ids.Slice(row * k, k), k, counts[row]).SortDescending();
         }
-        bestScores!.cpu().data<float>().CopyTo(scores[..(count * k)]);
-        bestIds!.to_type(ScalarType.Int32).cpu().data<int>().CopyTo(ids[..(count * k)]);
-        // topk does not order ties; sort each row best-first with the id tie-break every index uses.
-        for (int row = 0; row < count; row++) SortRow(scores.Slice(row * k, k), ids.Slice(row * k, k));
-    }
-
-    private static void SortRow(Span<float> scores, Span<int> ids)
-    {
-        for (int i = 1; i < scores.Length; i++)
-        {
-            float s = scores[i];
-            int id = ids[i], j = i - 1;
-            while (j >= 0 && TopK.Better(s, id, scores[j], ids[j]))
-            {
-                scores[j + 1] = scores[j];
-                ids[j + 1] = ids[j];
-                j--;
-            }
-            scores[j + 1] = s;
-            ids[j + 1] = id;
-        }
+        finally { ArrayPool<int>.Shared.Return(counts); }
     }
 
     /// <summary>Releases the torch copy of the vectors (if one was made).</summary>
