@@ -98,6 +98,8 @@ public sealed class HnswColumn(HnswColumn.Kind kind) : IColumn
         if (benchmarkCase.Descriptor.Type != typeof(HnswBenchmarks)) return "-";
         if (kind == Kind.BuildSeconds) return HnswBenchmarks.BuildSeconds.ToString("F1");
         var ef = benchmarkCase.Parameters["EfSearch"];
-        return ef is int e && HnswBenchmarks.Recalls.TryGetValue(e, out var r) ? r.ToString("F3") : "-";
+        if (ef is not int e) return "-";
+        if (e == 0) e = HnswBenchmarks.CalibratedEfSearch;
+        return HnswBenchmarks.Recalls.TryGetValue(e, out var r) ? $"{r:F3} (ef {e})" : "-";
     }
 }
