@@ -111,8 +111,10 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        if (!inputSchema.TryFindColumn(_options.InputColumnName, out var column))
+        var matches = inputSchema.Where(c => c.Name == _options.InputColumnName).ToList();
+        if (matches.Count == 0)
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Input column '{_options.InputColumnName}' not found; expected a vector of Single (the query embedding).");
+        var column = matches[^1];
         if (column.Kind != SchemaShape.Column.VectorKind.Vector || column.ItemType != NumberDataViewType.Single)
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Column '{_options.InputColumnName}' has type {column.ItemType} ({column.Kind}); expected a known-size vector of Single.");
         var columns = inputSchema.ToDictionary(c => c.Name);

@@ -17,6 +17,11 @@ public class KnowledgeRetrieverTests
         public float[] Features { get; set; } = [];
     }
 
+    private sealed class ScalarRow
+    {
+        public float Features { get; set; }
+    }
+
     private sealed class WrongQueryRow
     {
         [VectorType(8)]
@@ -114,7 +119,10 @@ public class KnowledgeRetrieverTests
         Assert.Contains("Column 'Features' has 8 values per row; expected 16", mismatch.Message);
         Assert.Contains("'Embedding' not found", Assert.Throws<ArgumentOutOfRangeException>(() =>
             mlContext.RetriKT().KnowledgeRetriever(store, inputColumnName: "Embedding").Fit(good)).Message);
-        var model = mlContext.RetriKT().KnowledgeRetriever(store, k: 3).Fit(good);
+        var estimator = mlContext.RetriKT().KnowledgeRetriever(store, k: 3);
+        Assert.Contains("'Features' has type Single; expected a vector of Single of size 16", Assert.Throws<ArgumentOutOfRangeException>(() =>
+            estimator.Fit(mlContext.Data.LoadFromEnumerable(new[] { new ScalarRow() }))).Message);
+        var model = estimator.Fit(good);
         Assert.Throws<ArgumentOutOfRangeException>(() => model.Transform(wrong));
 
         var nanRow = store.Embedding(1).ToArray();
