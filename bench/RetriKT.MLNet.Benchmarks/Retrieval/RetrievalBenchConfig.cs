@@ -96,10 +96,10 @@ public sealed class HnswColumn(HnswColumn.Kind kind) : IColumn
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase)
     {
         if (benchmarkCase.Descriptor.Type != typeof(HnswBenchmarks)) return "-";
-        if (kind == Kind.BuildSeconds) return HnswBenchmarks.BuildSeconds.ToString("F1");
-        var ef = benchmarkCase.Parameters["EfSearch"];
-        if (ef is not int e) return "-";
-        if (e == 0) e = HnswBenchmarks.CalibratedEfSearch;
-        return HnswBenchmarks.Recalls.TryGetValue(e, out var r) ? $"{r:F3} (ef {e})" : "-";
+        if (benchmarkCase.Parameters["Data"] is not string data || !HnswBenchmarks.Graphs.TryGetValue(data, out var built)) return "-";
+        if (kind == Kind.BuildSeconds) return built.BuildSeconds.ToString("F1");
+        if (benchmarkCase.Parameters["EfSearch"] is not int e) return "-";
+        if (e == 0) e = built.Index.EfSearch;
+        return built.Recalls.TryGetValue(e, out var r) ? $"{r:F3} (ef {e})" : "-";
     }
 }
