@@ -167,6 +167,12 @@ public class VectorSearchTests
         loaded.Search(queries, 50, 10, ids2, s2);
         Assert.Equal(ids1, ids2);
         Assert.Equal(s1, s2);
+
+        // The search hot path reuses per-thread scratch: no allocation per query once warm.
+        loaded.Search(queries.AsSpan(0, d), 10, ids1, s1);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int q = 0; q < 50; q++) loaded.Search(queries.AsSpan(q * d, d), 10, ids1, s1);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 
     [Fact]
