@@ -2,6 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet;
@@ -66,6 +67,19 @@ public sealed class RetriKTCatalog
 
     /// <summary>Knowledge extraction with all options.</summary>
     public KnowledgeExtractor KnowledgeExtractor(KnowledgeExtractorOptions options) => new(Environment, options);
+
+    /// <summary>
+    /// Retrieves, for each row's query embedding in <paramref name="inputColumnName"/>, the <paramref name="k"/> most
+    /// similar entries of <paramref name="store"/> (which must have embeddings of the same dimension): columns
+    /// NeighborIds, NeighborSimilarities and NeighborSoftLabels. Exact search unless <paramref name="index"/> says HNSW.
+    /// </summary>
+    public KnowledgeRetrieverEstimator KnowledgeRetriever(KnowledgeStore store, string inputColumnName = "Features", int k = 8,
+        RetrieverIndexKind index = RetrieverIndexKind.Exact)
+        => new(Environment, store, new KnowledgeRetrieverEstimator.Options { InputColumnName = inputColumnName, K = k, Index = index });
+
+    /// <summary>Knowledge retriever with all options.</summary>
+    public KnowledgeRetrieverEstimator KnowledgeRetriever(KnowledgeStore store, KnowledgeRetrieverEstimator.Options options)
+        => new(Environment, store, options);
 }
 
 /// <summary>Catalog extension methods on <see cref="MLContext"/>.</summary>

@@ -32,13 +32,34 @@ public static class EngineContracts
         public string GeneratedText { get; set; } = "";
     }
 
+    /// <summary>Query embedding of the knowledge-retriever contract (dimension 16).</summary>
+    public sealed class RetrieverQuery
+    {
+        [VectorType(16)]
+        public float[] Features { get; set; } = [];
+    }
+
+    public sealed class RetrieverOutput
+    {
+        [VectorType]
+        public int[] NeighborIds { get; set; } = [];
+        [VectorType]
+        public float[] NeighborSimilarities { get; set; } = [];
+        [VectorType]
+        public float[] NeighborSoftLabels { get; set; } = [];
+    }
+
     /// <summary>Predictions of one contract for every row of <paramref name="input"/>, formatted as text.</summary>
     public static List<string> Predict(string contract, MLContext mlContext, ITransformer model, IDataView input) => contract switch
     {
         "text-tokens" => Run<TextInput, TokenIdsOutput>(mlContext, model, input,
             o => string.Join(',', o.TokenIds.Select(i => i.ToString(CultureInfo.InvariantCulture)))),
         "label-generated" => Run<LabelInput, GeneratedOutput>(mlContext, model, input, o => o.GeneratedText),
-        _ => throw new ArgumentException($"Unknown engine contract '{contract}'. Known: text-tokens, label-generated."),
+        "knowledge-retriever" => Run<RetrieverQuery, RetrieverOutput>(mlContext, model, input,
+            o => string.Join(';', string.Join(',', o.NeighborIds.Select(i => i.ToString(CultureInfo.InvariantCulture))),
+                string.Join(',', o.NeighborSimilarities.Select(x => x.ToString("R", CultureInfo.InvariantCulture))),
+                string.Join(',', o.NeighborSoftLabels.Select(x => x.ToString("R", CultureInfo.InvariantCulture))))),
+        _ => throw new ArgumentException($"Unknown engine contract '{contract}'. Known: text-tokens, label-generated, knowledge-retriever."),
     };
 
     private static List<string> Run<TIn, TOut>(MLContext mlContext, ITransformer model, IDataView input, Func<TOut, string> format)

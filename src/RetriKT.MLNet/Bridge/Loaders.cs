@@ -3,6 +3,7 @@ using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
 
 // One registration per persisted component. ML.NET finds these by the loader signature stored in model.zip and calls
@@ -14,6 +15,8 @@ using RetriKT.MLNet.Text;
     "RetriKT Soft Prompt PPO", "RetriKTSoftPromptPpo")]
 [assembly: LoadableClass(typeof(KnowledgeExtractorTransformer), typeof(Loaders.KnowledgeExtractor), null, typeof(SignatureLoadModel),
     "RetriKT Knowledge Extractor", "RetriKTKnowledgeExtract")]
+[assembly: LoadableClass(typeof(KnowledgeRetrieverTransformer), typeof(KnowledgeRetrieverLoader), null, typeof(SignatureLoadModel),
+    "RetriKT Knowledge Retriever", "RetriKTRetriever")]
 
 namespace RetriKT.MLNet.Bridge;
 
@@ -37,4 +40,11 @@ internal static class Loaders
         private static KnowledgeExtractorTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
             => KnowledgeExtractorTransformer.Load(ModelReader.Open(env, ctx, KnowledgeExtractorTransformer.Format));
     }
+}
+
+/// <summary>ML.NET looks up a method named <c>Create</c> by parameters, so each component needs its own loader class.</summary>
+internal static class KnowledgeRetrieverLoader
+{
+    private static KnowledgeRetrieverTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+        => KnowledgeRetrieverTransformer.Load(ModelReader.Open(env, ctx, KnowledgeRetrieverTransformer.Format));
 }

@@ -1,0 +1,206 @@
+using RetriKT.MLNet.Knowledge;
+
+namespace RetriKT.MLNet.Tests.Knowledge;
+
+/// <summary>Exact and HNSW search against a double-precision brute-force reference.</summary>
+public class VectorSearchTests
+{
+    internal static float[] RandomUnitVectors(int count, int dimension, int seed)
+    {
+        var rng = new Random(seed);
+        var v = new float[count * dimension];
+        for (int i = 0; i < count; i++)
+        {
+            double norm = 0;
+            for (int j = 0; j < dimension; j++)
+            {
+                double g = Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
+                v[i * dimension + j] = (float)g;
+                norm += g * g;
+            }
+            for (int j = 0; j < dimension; j++) v[i * dimension + j] = (float)(v[i * dimension + j] / Math.Sqrt(norm));
+        }
+        return v;
+    }
+
+    /// <summary>Top-k by a double-precision loop; ties by lower id.</summary>
+    private static (int Id, double Score)[] Reference(float[] vectors, int dimension, ReadOnlySpan<float> query, int k)
+    {
+        int n = vectors.Length / dimension;
+        var scored = new (int Id, double Score)[n];
+        for (int i = 0; i < n; i++)
+        {
+            double s = 0;
+            for (int j = 0; j < dimension; j++) s += (double)vectors[i * dimension + j] * query[j];
+            scored[i] = (i, s);
+        }
+        return scored.OrderByDescending(x => x.Score).ThenBy(x => x.Id).Take(k).ToArray();
+    }
+
+    /// <summary>Same neighbours as the reference; positions may swap only between scores equal to float rounding.</summary>
+    private static void AssertMatchesReference(float[] vectors, int dimension, float[] queries, int count, int k, int[] ids, float[] scores, string path)
+    {
+        for (int q = 0; q < count; q++)
+        {
+            var expected = Reference(vectors, dimension, queries.AsSpan(q * dimension, dimension), k);
+            for (int i = 0; i < k; i++)
+            {
+                Assert.True(Math.Abs(scores[q * k + i] - expected[i].Score) < 1e-5, $"{path}: query {q} rank {i}: score {scores[q * k + i]}, reference {expected[i].Score}.");
+                if (ids[q * k + i] != expected[i].Id)
+                {
+                    double actualExact = Reference(vectors, dimension, queries.AsSpan(q * dimension, dimension), vectors.Length / dimension)
+                        .First(x => x.Id == ids[q * k + i]).Score;
+                    Assert.True(Math.Abs(actualExact - expected[i].Score) < 1e-5, $"{path}: query {q} rank {i}: id {ids[q * k + i]}, reference {expected[i].Id}.");
+                }
+            }
+            for (int i = 1; i < k; i++) Assert.True(scores[q * k + i - 1] >= scores[q * k + i], $"{path}: query {q} not sorted best-first.");
+        }
+    }
+
+    [Theory]
+    [InlineData(128)]
+    [InlineData(100)] // vector loop + scalar tail
+    [InlineData(7)]   // scalar path only
+    public void ExactSearchMatchesADoublePrecisionReferenceOnEveryPath(int dimension)
+    {
+        const int n = 3001, count = 24, k = 10;
+        var vectors = RandomUnitVectors(n, dimension, seed: 1);
+        var queries = RandomUnitVectors(count, dimension, seed: 2);
+        foreach (var backend in new[] { ExactSearchBackend.Managed, ExactSearchBackend.Torch })
+        {
+            using var index = new ExactIndex(vectors, dimension, new ExactIndexOptions { Backend = backend, TorchScoreBlockFloats = 8 * 1024 });
+            var ids = new int[count * k];
+            var scores = new float[count * k];
+            for (int q = 0; q < count; q++)
+                index.Search(queries.AsSpan(q * dimension, dimension), k, ids.AsSpan(q * k, k), scores.AsSpan(q * k, k));
+            AssertMatchesReference(vectors, dimension, queries, count, k, ids, scores, $"{backend} single");
+
+            Array.Clear(ids);
+            index.Search(queries, count, k, ids, scores); // torch: 8k-float blocks force several block merges
+            AssertMatchesReference(vectors, dimension, queries, count, k, ids, scores, $"{backend} batch");
+        }
+    }
+
+    [Fact]
+    public void ExactSearchIsThreadSafeAndAllocationFreePerQuery()
+    {
+        const int d = 64, k = 5;
+        var vectors = RandomUnitVectors(2000, d, seed: 3);
+        var queries = RandomUnitVectors(64, d, seed: 4);
+        using var index = new ExactIndex(vectors, d);
+        var expected = new int[64 * k];
+        index.Search(queries, 64, k, expected, new float[64 * k]);
+        Parallel.For(0, 64, new ParallelOptions { MaxDegreeOfParallelism = 4 }, q =>
+        {
+            Span<int> ids = stackalloc int[k];
+            Span<float> scores = stackalloc float[k];
+            for (int repeat = 0; repeat < 20; repeat++)
+            {
+                index.Search(queries.AsSpan(q * d, d), k, ids, scores);
+                Assert.True(ids.SequenceEqual(expected.AsSpan(q * k, k)));
+            }
+        });
+
+        var ids = new int[k];
+        var scores = new float[k];
+        index.Search(queries.AsSpan(0, d), k, ids, scores); // warm the thread's scratch
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 100; i++) index.Search(queries.AsSpan(0, d), k, ids, scores);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
+    public void BadQueriesAndArgumentsFailNamingTheProblem()
+    {
+        var vectors = RandomUnitVectors(20, 8, seed: 5);
+        using var index = new ExactIndex(vectors, 8);
+        var ids = new int[30];
+        var scores = new float[30];
+        Assert.Contains("k must be in [1, 20]", Assert.Throws<ArgumentOutOfRangeException>(() => index.Search(vectors.AsSpan(0, 8), 21, ids, scores)).Message);
+        Assert.Contains("expected 1 × dimension 8", Assert.Throws<ArgumentException>(() => index.Search(new float[7], 3, ids, scores)).Message);
+        var nan = vectors[..8];
+        nan[3] = float.NaN;
+        Assert.Contains("Query 0 holds NaN", Assert.Throws<ArgumentException>(() => index.Search(nan, 3, ids, scores)).Message);
+        Assert.Contains("ids holds 2 slots", Assert.Throws<ArgumentException>(() => index.Search(vectors.AsSpan(0, 8), 3, ids.AsSpan(0, 2), scores)).Message);
+        using var empty = new ExactIndex(Array.Empty<float>(), 8);
+        Assert.Contains("empty", Assert.Throws<InvalidOperationException>(() => empty.Search(new float[8], 1, ids, scores)).Message);
+        var hnsw = HnswIndex.Build(vectors, 8, new HnswOptions { M = 4, EfSearch = 8 });
+        Assert.Contains("Query 0 holds NaN", Assert.Throws<ArgumentException>(() => hnsw.Search(nan, 3, ids, scores)).Message);
+    }
+
+    [Fact]
+    public void HnswReachesRecall95AtDefaultSettingsOn50kRandomUnitVectors()
+    {
+        // Uniform random 128-d unit vectors are the hardest case for a proximity graph (no low intrinsic dimension):
+        // the calibration must find a beam wide enough that fresh queries still reach the target.
+        const int d = 128, k = 10, queries = 200;
+        var vectors = RandomUnitVectors(50_000, d, seed: 11);
+        var hnsw = HnswIndex.Build(vectors, d);
+        using var exact = new ExactIndex(vectors, d, new ExactIndexOptions { Backend = ExactSearchBackend.Managed });
+        var fresh = RandomUnitVectors(queries, d, seed: 12);
+        double recall = hnsw.Recall(exact, fresh, queries, k);
+        Assert.True(recall >= 0.95, $"recall@10 {recall:F3} at default settings (calibrated efSearch {hnsw.EfSearch}, build-time recall {hnsw.MeasuredRecall:F3}).");
+        Assert.True(hnsw.MeasuredRecall >= new HnswOptions().TargetRecall);
+        // A narrower beam must cost recall: the knob does something.
+        Assert.True(hnsw.Recall(exact, fresh, queries, k, efSearch: 16) < recall);
+    }
+
+    [Fact]
+    public void HnswBuildIsDeterministicGivenASeedAndRoundTripsThroughItsFormat()
+    {
+        const int d = 32;
+        var vectors = RandomUnitVectors(3000, d, seed: 21);
+        byte[] Bytes(HnswIndex index) { using var ms = new MemoryStream(); index.Write(ms); return ms.ToArray(); }
+        var a = HnswIndex.Build(vectors, d, new HnswOptions { Seed = 5 });
+        var b = HnswIndex.Build(vectors, d, new HnswOptions { Seed = 5 });
+        var c = HnswIndex.Build(vectors, d, new HnswOptions { Seed = 6 });
+        Assert.Equal(Bytes(a), Bytes(b));
+        Assert.NotEqual(Bytes(a), Bytes(c));
+
+        var loaded = HnswIndex.Read(new MemoryStream(Bytes(a)), vectors, d);
+        Assert.Equal(a.EfSearch, loaded.EfSearch);
+        Assert.Equal(a.MeasuredRecall, loaded.MeasuredRecall);
+        var queries = RandomUnitVectors(50, d, seed: 22);
+        int[] ids1 = new int[500], ids2 = new int[500];
+        float[] s1 = new float[500], s2 = new float[500];
+        a.Search(queries, 50, 10, ids1, s1);
+        loaded.Search(queries, 50, 10, ids2, s2);
+        Assert.Equal(ids1, ids2);
+        Assert.Equal(s1, s2);
+
+        // The search hot path reuses per-thread scratch: no allocation per query once warm.
+        loaded.Search(queries.AsSpan(0, d), 10, ids1, s1);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int q = 0; q < 50; q++) loaded.Search(queries.AsSpan(q * d, d), 10, ids1, s1);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
+    public void TruncatedOrTamperedHnswGraphsFailClearlyWithoutHugeAllocations()
+    {
+        const int d = 16;
+        var vectors = RandomUnitVectors(500, d, seed: 31);
+        var index = HnswIndex.Build(vectors, d, new HnswOptions { M = 8, EfSearch = 32 });
+        using var ms = new MemoryStream();
+        index.Write(ms);
+        var bytes = ms.ToArray();
+
+        Assert.Contains("truncated", Assert.Throws<InvalidDataException>(() => HnswIndex.Read(new MemoryStream(bytes[..(bytes.Length / 2)]), vectors, d)).Message);
+        Assert.Contains("checksum is missing", Assert.Throws<InvalidDataException>(() => HnswIndex.Read(new MemoryStream(bytes[..^4]), vectors, d)).Message);
+
+        var flipped = (byte[])bytes.Clone();
+        flipped[8 + 4 + 32] ^= 0x01; // lowest byte of the stored recall: every field still valid, only the checksum sees it
+        Assert.Contains("checksum mismatch", Assert.Throws<InvalidDataException>(() => HnswIndex.Read(new MemoryStream(flipped), vectors, d)).Message);
+
+        Assert.Contains("graph has 500 nodes, expected 499", Assert.Throws<InvalidDataException>(() => HnswIndex.Read(new MemoryStream(bytes), vectors.AsMemory(0, 499 * d), d)).Message);
+        Assert.Contains("not an HNSW graph", Assert.Throws<InvalidDataException>(() => HnswIndex.Read(new MemoryStream(new byte[64]), vectors, d)).Message);
+
+        // A link count of 2^31-1 on node 0's layer 0 (after magic 8, version 4, 8 ints 32, recall 8, levels 500).
+        var huge = (byte[])bytes.Clone();
+        BitConverter.GetBytes(int.MaxValue).CopyTo(huge, 8 + 4 + 32 + 8 + 500);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<InvalidDataException>(() => HnswIndex.Read(new MemoryStream(huge), vectors, d));
+        Assert.Contains("node 0 layer 0: link count 2147483647", e.Message);
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 1 << 20, "a tampered count must not allocate");
+    }
+}
