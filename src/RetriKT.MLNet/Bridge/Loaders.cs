@@ -8,6 +8,8 @@ using RetriKT.MLNet.Text;
 // never see ModelLoadContext).
 [assembly: LoadableClass(typeof(TextTokenizingTransformer), typeof(Loaders), null, typeof(SignatureLoadModel),
     "RetriKT Text Tokenizer", "RetriKTTextTokenizer")]
+[assembly: LoadableClass(typeof(RetriKT.MLNet.Student.RetrievalClassifierTransformer), typeof(Loaders), null, typeof(SignatureLoadModel),
+    "RetriKT Retrieval Classifier", "RetriKTRetrievalClassifier")]
 
 namespace RetriKT.MLNet.Bridge;
 
@@ -16,4 +18,7 @@ internal static class Loaders
 {
     private static TextTokenizingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
         => TextTokenizingTransformer.Load(ModelReader.Open(env, ctx, TextTokenizingTransformer.Format));
+
+    private static RetriKT.MLNet.Student.RetrievalClassifierTransformer CreateRetrievalClassifier(IHostEnvironment env, ModelLoadContext ctx)
+        => RetriKT.MLNet.Student.RetrievalClassifierTransformer.Load(ModelReader.Open(env, ctx, RetriKT.MLNet.Student.RetrievalClassifierTransformer.Format));
 }
