@@ -8,8 +8,8 @@ using RetriKT.MLNet.Text;
 // never see ModelLoadContext).
 [assembly: LoadableClass(typeof(TextTokenizingTransformer), typeof(Loaders), null, typeof(SignatureLoadModel),
     "RetriKT Text Tokenizer", "RetriKTTextTokenizer")]
-[assembly: LoadableClass(typeof(RetriKT.MLNet.Student.RetrievalClassifierTransformer), typeof(Loaders), null, typeof(SignatureLoadModel),
-    "RetriKT Retrieval Classifier", "RetriKTRetrievalClassifier")]
+[assembly: LoadableClass(typeof(RetriKT.MLNet.Student.RetrievalClassifierTransformer), typeof(RetrievalClassifierLoader), null, typeof(SignatureLoadModel),
+    "RetriKT Retrieval Classifier", "RetriKTRetrievalClsf")]
 
 namespace RetriKT.MLNet.Bridge;
 
@@ -18,7 +18,14 @@ internal static class Loaders
 {
     private static TextTokenizingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
         => TextTokenizingTransformer.Load(ModelReader.Open(env, ctx, TextTokenizingTransformer.Format));
+}
 
-    private static RetriKT.MLNet.Student.RetrievalClassifierTransformer CreateRetrievalClassifier(IHostEnvironment env, ModelLoadContext ctx)
+/// <summary>
+/// ML.NET finds a loader by a static method named <c>Create(IHostEnvironment, ModelLoadContext)</c>; C# cannot overload
+/// by return type, so each further component gets its own small loader class.
+/// </summary>
+internal static class RetrievalClassifierLoader
+{
+    private static RetriKT.MLNet.Student.RetrievalClassifierTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
         => RetriKT.MLNet.Student.RetrievalClassifierTransformer.Load(ModelReader.Open(env, ctx, RetriKT.MLNet.Student.RetrievalClassifierTransformer.Format));
 }
