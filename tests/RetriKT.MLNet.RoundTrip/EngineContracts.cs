@@ -49,6 +49,14 @@ public static class EngineContracts
         public float[] NeighborSoftLabels { get; set; } = [];
     }
 
+    public sealed class ClassifierOutput
+    {
+        public uint PredictedLabel { get; set; }
+
+        [VectorType]
+        public float[] Score { get; set; } = [];
+    }
+
     /// <summary>Predictions of one contract for every row of <paramref name="input"/>, formatted as text.</summary>
     public static List<string> Predict(string contract, MLContext mlContext, ITransformer model, IDataView input) => contract switch
     {
@@ -59,13 +67,18 @@ public static class EngineContracts
             o => string.Join(';', string.Join(',', o.NeighborIds.Select(i => i.ToString(CultureInfo.InvariantCulture))),
                 string.Join(',', o.NeighborSimilarities.Select(x => x.ToString("R", CultureInfo.InvariantCulture))),
                 string.Join(',', o.NeighborSoftLabels.Select(x => x.ToString("R", CultureInfo.InvariantCulture))))),
-        _ => throw new ArgumentException($"Unknown engine contract '{contract}'. Known: text-tokens, label-generated, knowledge-retriever."),
+        "retrieval-classifier" => Run<LabelInput, ClassifierOutput>(mlContext, model, input,
+            o => o.PredictedLabel.ToString(CultureInfo.InvariantCulture) + ":" +
+                 string.Join(',', o.Score.Select(x => x.ToString("R", CultureInfo.InvariantCulture)))),
+        _ => throw new ArgumentException($"Unknown engine contract '{contract}'. Known: text-tokens, label-generated, knowledge-retriever, retrieval-classifier."),
     };
 
     private static List<string> Run<TIn, TOut>(MLContext mlContext, ITransformer model, IDataView input, Func<TOut, string> format)
         where TIn : class, new() where TOut : class, new()
     {
-        using var engine = mlContext.Model.CreatePredictionEngine<TIn, TOut>(model);
+        // The engine must not dispose the model (ML.NET's default): the harness keeps using it (re-save, further tests),
+        // and disposable transformers (TorchSharp weights) would be freed.
+        using var engine = mlContext.Model.CreatePredictionEngine<TIn, TOut>(model, new PredictionEngineOptions { OwnsTransformer = false });
         return mlContext.Data.CreateEnumerable<TIn>(input, reuseRowObject: false)
             .Select(row => format(engine.Predict(row))).ToList();
     }

@@ -17,6 +17,8 @@ using RetriKT.MLNet.Text;
     "RetriKT Knowledge Extractor", "RetriKTKnowledgeExtract")]
 [assembly: LoadableClass(typeof(KnowledgeRetrieverTransformer), typeof(KnowledgeRetrieverLoader), null, typeof(SignatureLoadModel),
     "RetriKT Knowledge Retriever", "RetriKTRetriever")]
+[assembly: LoadableClass(typeof(RetriKT.MLNet.Student.RetrievalClassifierTransformer), typeof(RetrievalClassifierLoader), null, typeof(SignatureLoadModel),
+    "RetriKT Retrieval Classifier", "RetriKTRetrievalClsf")]
 
 namespace RetriKT.MLNet.Bridge;
 
@@ -47,4 +49,14 @@ internal static class KnowledgeRetrieverLoader
 {
     private static KnowledgeRetrieverTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
         => KnowledgeRetrieverTransformer.Load(ModelReader.Open(env, ctx, KnowledgeRetrieverTransformer.Format));
+}
+
+/// <summary>
+/// ML.NET finds a loader by a static method named <c>Create(IHostEnvironment, ModelLoadContext)</c>; C# cannot overload
+/// by return type, so each further component gets its own small loader class.
+/// </summary>
+internal static class RetrievalClassifierLoader
+{
+    private static RetriKT.MLNet.Student.RetrievalClassifierTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+        => RetriKT.MLNet.Student.RetrievalClassifierTransformer.Load(ModelReader.Open(env, ctx, RetriKT.MLNet.Student.RetrievalClassifierTransformer.Format));
 }
