@@ -1,0 +1,200 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using RetriKT.MLNet;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Data;
+using RetriKT.MLNet.Knowledge.Extraction;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Teacher;
+using Spectre.Console;
+
+namespace RetriKT.Quickstart;
+
+/// <summary>Input row of the saved model (what a service sends).</summary>
+public sealed class ReviewInput
+{
+    public string Text { get; set; } = "";
+    public string Text2 { get; set; } = "";
+}
+
+/// <summary>Output row of the saved model.</summary>
+public sealed class ReviewPrediction
+{
+    [ColumnName("PredictedLabel")] public uint PredictedKey { get; set; }
+    public float[] Score { get; set; } = [];
+}
+
+/// <summary>The Quickstart's stages, each with a progress bar, then the results table.</summary>
+public sealed class QuickstartRun(QuickstartOptions options)
+{
+    private readonly MLContext _ml = new(seed: 1);
+    private StreamWriter? _log;
+
+    public int Execute()
+    {
+        Directory.CreateDirectory(options.OutputFolder);
+        _log = new StreamWriter(Path.Combine(options.OutputFolder, "quickstart.log")) { AutoFlush = true };
+        _ml.Log += (_, e) => { if (e.Kind >= Microsoft.ML.Runtime.ChannelMessageKind.Info && e.Source.Contains("RetriKT", StringComparison.Ordinal) || e.Source.Contains("Trainer") || e.Source.Contains("Extractor")) lock (_log) _log.WriteLine($"{e.Source}: {e.Message}"); };
+        var total = Stopwatch.StartNew();
+
+        AnsiConsole.Write(new Rule("[bold]RetriKT.MLNet Quickstart[/]").LeftJustified());
+        var task = options.DataFolder is null ? EmbeddedCafeReviews.Task(testPerLabel: options.Quick ? 40 : 100) : FewShotBenchmarks.Load(options.DataFolder, options.Task, options.Seed);
+        AnsiConsole.MarkupLineInterpolated($"Task [bold]{task.Name}[/]: {task.Train.Count} training examples, {task.Dev.Count} few-shot dev, {task.Test.Count} test; labels {string.Join(", ", task.Labels)}.");
+        if (options.TeacherPath is null)
+            AnsiConsole.MarkupLine("[yellow]No pretrained LLM can be shipped with this sample or downloaded at run time, so the teacher is a small LLaMA-style model " +
+                                   "pretrained here, in-process, on the task's own unlabeled pool (written for this sample). It is far weaker than a real LLM; " +
+                                   "pass --teacher <HF directory or llama2.c .bin> to use one.[/]");
+        AnsiConsole.MarkupLineInterpolated($"Output and logs: {options.OutputFolder}");
+
+        TeacherModel teacher = null!;
+        string teacherPath = options.TeacherPath ?? Path.Combine(options.OutputFolder, "teacher");
+        SoftPromptTransformer prompts = null!;
+        KnowledgeExtractorTransformer extraction = null!;
+        RetrievalClassifierTransformer student = null!;
+        var times = new Dictionary<string, TimeSpan>();
+
+        AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+            .Start(ctx =>
+            {
+                var pretrain = ctx.AddTask("Teacher", maxValue: 1);
+                var soft = ctx.AddTask("Soft prompts (stage 1)", maxValue: 1);
+                var ppo = ctx.AddTask("Soft prompts (PPO)", maxValue: 1);
+                var extract = ctx.AddTask("Knowledge extraction", maxValue: 1);
+                var train = ctx.AddTask("RetrievalClassifier", maxValue: 1);
+                var progress = new StageProgress(new Dictionary<string, ProgressTask>
+                {
+                    ["Pretrain"] = pretrain, ["Stage 1"] = soft, ["PPO"] = ppo, ["Extraction"] = extract, ["Train"] = train,
+                });
+
+                Time(times, "teacher", () => teacher = options.TeacherPath is null
+                    ? PretrainTeacher(teacherPath, progress)
+                    : TeacherModel.Load(options.TeacherPath));
+                pretrain.Value = pretrain.MaxValue;
+
+                var fewShot = FewShotTask.ToDataView(_ml, task.Train);
+                Time(times, "soft prompts", () => prompts = _ml.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+                {
+                    TeacherPath = teacherPath, Teacher = teacher, Template = task.Template, Labels = task.Labels,
+                    PromptTokens = 8, SupervisedEpochs = options.Quick ? 4 : 10, PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps,
+                    RolloutsPerStep = 16, Progress = progress, MetricsCsvPath = Path.Combine(options.OutputFolder, "ppo.csv"),
+                }).Fit(fewShot));
+                soft.Value = soft.MaxValue; ppo.Value = ppo.MaxValue;
+
+                Time(times, "extraction", () => extraction = _ml.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
+                {
+                    SoftPrompts = prompts, SamplesPerLabel = options.Quick ? 12 : options.SamplesPerLabel, BatchSize = 16,
+                    MaxAttemptsFactor = 3, Progress = progress, CheckpointPath = Path.Combine(options.OutputFolder, "extraction.jsonl"),
+                }).Fit(fewShot));
+                extract.Value = extract.MaxValue;
+
+                var keys = _ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue).Fit(fewShot);
+                Time(times, "student", () => student = _ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+                {
+                    Store = extraction.Store, SecondTextColumnName = task.IsPair ? "Text2" : null,
+                    ValidationSet = keys.Transform(FewShotTask.ToDataView(_ml, task.Dev)), TeacherParameterCount = teacher.ParameterCount,
+                    NeighborsColumnName = "Neighbors", Epochs = options.Quick ? 15 : 40, Progress = progress,
+                }).Fit(keys.Transform(fewShot)));
+                train.Value = train.MaxValue;
+            });
+
+        // ---- evaluation on the held-out test split
+        var keysForTest = _ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue)
+            .Fit(FewShotTask.ToDataView(_ml, task.Train));
+        var test = keysForTest.Transform(FewShotTask.ToDataView(_ml, task.Test));
+        double Accuracy(ITransformer model) => _ml.MulticlassClassification.Evaluate(model.Transform(test)).MicroAccuracy;
+        double withStore = Accuracy(student), alone = Accuracy(student.WithRetrievalWeight(0));
+        var verbalizer = new VerbalizerClassifier(teacher, task.Template, task.Labels);
+        var teacherPredictions = verbalizer.Predict(task.Test.Select(r => (r.Text, task.IsPair ? r.Text2 : null)).ToList());
+        double teacherAccuracy = task.Test.Select((r, i) => task.Labels[teacherPredictions[i]] == r.Label ? 1.0 : 0.0).Average();
+
+        // ---- model.zip, reload in a fresh MLContext, predictions with explanations
+        var zip = Path.Combine(options.OutputFolder, "model.zip");
+        var inputSchema = FewShotTask.ToDataView(_ml, task.Test).Schema;
+        _ml.Model.Save(student, inputSchema, zip);
+        var fresh = new MLContext();
+        var loaded = fresh.Model.Load(zip, out _);
+        using var engine = fresh.Model.CreatePredictionEngine<ReviewInput, ReviewPrediction>(loaded);
+        var latencies = new List<double>();
+        foreach (var row in task.Test.Take(200))
+        {
+            var clock = Stopwatch.StartNew();
+            engine.Predict(new ReviewInput { Text = row.Text, Text2 = row.Text2 });
+            latencies.Add(clock.Elapsed.TotalMilliseconds);
+        }
+        latencies.Sort();
+
+        var results = new Table().Border(TableBorder.Rounded).Title("[bold]Results on the held-out test split[/]")
+            .AddColumn("Model").AddColumn(new TableColumn("Accuracy").RightAligned()).AddColumn(new TableColumn("Parameters").RightAligned());
+        results.AddRow("Majority class", Pct(task.MajorityAccuracy()), "0");
+        results.AddRow("Teacher (prompted classifier, verbalizer)", Pct(teacherAccuracy), teacher.ParameterCount.ToString("N0"));
+        results.AddRow("Student alone (λ = 0, no store)", Pct(alone), student.ParameterCount.ToString("N0"));
+        results.AddRow($"Student + knowledge store (λ = {student.RetrievalWeight:F1})", Pct(withStore), student.ParameterCount.ToString("N0"));
+        AnsiConsole.Write(results);
+
+        var facts = new Table().Border(TableBorder.Rounded).AddColumn("Fact").AddColumn("Value");
+        facts.AddRow("Knowledge store", $"{extraction.Store.Count} entries ({extraction.Report})".EscapeMarkup());
+        facts.AddRow("Student / teacher parameters", $"{student.ParameterCount:N0} / {teacher.ParameterCount:N0} = {(double)student.ParameterCount / teacher.ParameterCount:P1}");
+        facts.AddRow("Soft prompt parameters", prompts.PromptParameterCount.ToString("N0"));
+        facts.AddRow("model.zip", $"{new FileInfo(zip).Length / 1024.0:F0} KiB (student + store; no teacher inside)");
+        facts.AddRow("Latency (PredictionEngine, reloaded)", string.Create(CultureInfo.InvariantCulture, $"p50 {latencies[latencies.Count / 2]:F2} ms, p99 {latencies[(int)(latencies.Count * 0.99)]:F2} ms"));
+        facts.AddRow("Wall time", string.Join(", ", times.Select(t => $"{t.Key} {t.Value.TotalSeconds:F0} s")) + $"; total {total.Elapsed.TotalSeconds:F0} s");
+        AnsiConsole.Write(facts);
+
+        AnsiConsole.Write(new Rule("Predictions of the reloaded model, with the retrieved neighbours that explain them").LeftJustified());
+        var reloadedStudent = (RetrievalClassifierTransformer)loaded;
+        foreach (var row in task.Test.Take(3))
+        {
+            var p = reloadedStudent.Predict(row.Text, task.IsPair ? row.Text2 : null, neighbors: 3);
+            AnsiConsole.MarkupLineInterpolated($"[bold]{Short(row.Text)}[/] → [green]{p.Label}[/] (gold {row.Label}; p = {p.Scores.Max():F2})");
+            foreach (var n in p.Neighbors)
+                AnsiConsole.MarkupLineInterpolated($"    {n.Similarity:F2}  [{n.Label}] {Short(n.Text ?? "")}");
+        }
+        (loaded as IDisposable)?.Dispose();
+        student.Dispose(); extraction.Dispose(); teacher.Dispose();
+        return 0;
+    }
+
+    private TeacherModel PretrainTeacher(string directory, StageProgress progress)
+    {
+        var pool = EmbeddedCafeReviews.UnlabeledPool();
+        var tokenizer = ByteLevelBpeTrainer.Train(pool, 512, Path.Combine(directory, "tokenizer-training"));
+        var config = new TeacherConfig
+        {
+            ModelType = "llama", VocabSize = 512, HiddenSize = 128, IntermediateSize = 344, NumLayers = 4, NumHeads = 4, NumKeyValueHeads = 4,
+            HeadDim = 32, MaxPositions = 128, TieWordEmbeddings = true, BosTokenId = tokenizer.BosId, EosTokenIds = [tokenizer.EosId!.Value],
+        };
+        var teacher = TeacherModel.Create(config, tokenizer, seed: 1);
+        new TeacherPretrainer(_ml, new TeacherPretrainerOptions
+        {
+            Steps = options.Quick ? 150 : 700, BatchSize = 16, SequenceLength = 64, LearningRate = 3e-3, WarmupSteps = 50,
+        }).Train(teacher, pool, progress);
+        teacher.RequiresGrad = false;
+        teacher.SaveCheckpoint(directory);
+        return teacher;
+    }
+
+    private static void Time(Dictionary<string, TimeSpan> times, string name, Action action)
+    {
+        var clock = Stopwatch.StartNew();
+        action();
+        times[name] = clock.Elapsed;
+    }
+
+    private static string Pct(double x) => x.ToString("P1", CultureInfo.InvariantCulture);
+    private static string Short(string s) => s.Length <= 90 ? s : s[..87] + "...";
+
+    /// <summary>Routes the library's progress reports to the matching Spectre progress bar (synchronously).</summary>
+    private sealed class StageProgress(Dictionary<string, ProgressTask> bars) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value)
+        {
+            if (!bars.TryGetValue(value.Stage, out var bar)) return;
+            bar.MaxValue = Math.Max(1, value.TotalSteps);
+            bar.Value = value.Step;
+        }
+    }
+}
