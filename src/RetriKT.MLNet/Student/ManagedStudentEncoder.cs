@@ -57,6 +57,7 @@ internal sealed class ManagedStudentEncoder
         var qkv = new float[t * 3 * h];
         var y = new float[t * h];
         var mlp = new float[t * f];
+        var gelu = new float[t * f];
         int hs0 = _config.HeadSize;
         var scores = new float[t * t];
         var q = new float[t * hs0];
@@ -102,7 +103,7 @@ internal sealed class ManagedStudentEncoder
             TensorPrimitives.Add(x, a, x);
             LayerNorm(x, b.Ln2W, b.Ln2B, a, t, h);
             Linear(a, b.FcW, b.FcB, mlp, t, h, f);
-            GeluTanh(mlp);
+            GeluTanh(mlp, gelu);
             Linear(mlp, b.Fc2W, b.Fc2B, a, t, f, h);
             TensorPrimitives.Add(x, a, x);
         }
@@ -227,13 +228,18 @@ internal sealed class ManagedStudentEncoder
         }
     }
 
-    private static void GeluTanh(Span<float> v)
+    /// <summary>GELU, tanh form, vectorised: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))); <paramref name="scratch"/> ≥ v.Length.</summary>
+    private static void GeluTanh(Span<float> v, Span<float> scratch)
     {
         const float c = 0.7978845608028654f; // sqrt(2/pi)
-        for (int i = 0; i < v.Length; i++)
-        {
-            float x = v[i];
-            v[i] = 0.5f * x * (1f + MathF.Tanh(c * (x + 0.044715f * x * x * x)));
-        }
+        var u = scratch[..v.Length];
+        TensorPrimitives.Multiply(v, v, u);                 // x²
+        TensorPrimitives.Multiply(u, 0.044715f * c, u);
+        TensorPrimitives.Add(u, c, u);                      // c·(1 + 0.044715·x²)
+        TensorPrimitives.Multiply(u, v, u);                 // c·(x + 0.044715·x³)
+        TensorPrimitives.Tanh(u, u);
+        TensorPrimitives.Add(u, 1f, u);
+        TensorPrimitives.Multiply(u, v, u);
+        TensorPrimitives.Multiply(u, 0.5f, v);
     }
 }
