@@ -37,7 +37,8 @@ public sealed class QuickstartRun(QuickstartOptions options)
     {
         Directory.CreateDirectory(options.OutputFolder);
         _log = new StreamWriter(Path.Combine(options.OutputFolder, "quickstart.log")) { AutoFlush = true };
-        _ml.Log += (_, e) => { if (e.Kind >= Microsoft.ML.Runtime.ChannelMessageKind.Info && e.Source.Contains("RetriKT", StringComparison.Ordinal) || e.Source.Contains("Trainer") || e.Source.Contains("Extractor")) lock (_log) _log.WriteLine($"{e.Source}: {e.Message}"); };
+        // Everything the library says (progress lines, warnings) goes to quickstart.log; the console shows the bars.
+        _ml.Log += (_, e) => { if (e.Kind != Microsoft.ML.Runtime.ChannelMessageKind.Trace) lock (_log) _log.WriteLine($"{e.Kind} {e.Source}: {e.Message}"); };
         var total = Stopwatch.StartNew();
 
         AnsiConsole.Write(new Rule("[bold]RetriKT.MLNet Quickstart[/]").LeftJustified());
@@ -67,7 +68,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 var train = ctx.AddTask("RetrievalClassifier", maxValue: 1);
                 var progress = new StageProgress(new Dictionary<string, ProgressTask>
                 {
-                    ["Pretrain"] = pretrain, ["Stage 1"] = soft, ["PPO"] = ppo, ["Extraction"] = extract, ["Train"] = train,
+                    ["Pretrain"] = pretrain, ["Stage 1"] = soft, ["PPO"] = ppo, ["Extraction"] = extract, ["RetrievalClassifier"] = train,
                 });
 
                 Time(times, "teacher", () => teacher = options.TeacherPath is null
@@ -96,7 +97,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 {
                     Store = extraction.Store, SecondTextColumnName = task.IsPair ? "Text2" : null,
                     ValidationSet = keys.Transform(FewShotTask.ToDataView(_ml, task.Dev)), TeacherParameterCount = teacher.ParameterCount,
-                    NeighborsColumnName = "Neighbors", Epochs = options.Quick ? 15 : 40, Progress = progress,
+                    NeighborsColumnName = "Neighbors", Epochs = options.Quick ? 10 : 25, Progress = progress,
                 }).Fit(keys.Transform(fewShot)));
                 train.Value = train.MaxValue;
             });
@@ -131,7 +132,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
             .AddColumn("Model").AddColumn(new TableColumn("Accuracy").RightAligned()).AddColumn(new TableColumn("Parameters").RightAligned());
         results.AddRow("Majority class", Pct(task.MajorityAccuracy()), "0");
         results.AddRow("Teacher (prompted classifier, verbalizer)", Pct(teacherAccuracy), teacher.ParameterCount.ToString("N0"));
-        results.AddRow("Student alone (λ = 0, no store)", Pct(alone), student.ParameterCount.ToString("N0"));
+        results.AddRow("Student alone (head only, λ = 0)", Pct(alone), student.ParameterCount.ToString("N0"));
         results.AddRow($"Student + knowledge store (λ = {student.RetrievalWeight:F1})", Pct(withStore), student.ParameterCount.ToString("N0"));
         AnsiConsole.Write(results);
 
@@ -151,7 +152,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
             var p = reloadedStudent.Predict(row.Text, task.IsPair ? row.Text2 : null, neighbors: 3);
             AnsiConsole.MarkupLineInterpolated($"[bold]{Short(row.Text)}[/] → [green]{p.Label}[/] (gold {row.Label}; p = {p.Scores.Max():F2})");
             foreach (var n in p.Neighbors)
-                AnsiConsole.MarkupLineInterpolated($"    {n.Similarity:F2}  [{n.Label}] {Short(n.Text ?? "")}");
+                AnsiConsole.MarkupLineInterpolated($"    {n.Similarity:F2}  ({n.Label}) {Short(n.Text ?? "")}");
         }
         (loaded as IDisposable)?.Dispose();
         student.Dispose(); extraction.Dispose(); teacher.Dispose();
@@ -170,7 +171,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
         var teacher = TeacherModel.Create(config, tokenizer, seed: 1);
         new TeacherPretrainer(_ml, new TeacherPretrainerOptions
         {
-            Steps = options.Quick ? 150 : 700, BatchSize = 16, SequenceLength = 64, LearningRate = 3e-3, WarmupSteps = 50,
+            Steps = options.Quick ? 120 : 400, BatchSize = 16, SequenceLength = 64, LearningRate = 3e-3, WarmupSteps = 50,
         }).Train(teacher, pool, progress);
         teacher.RequiresGrad = false;
         teacher.SaveCheckpoint(directory);
