@@ -23,7 +23,7 @@ public sealed class ReviewInput
 /// <summary>Output row of the saved model.</summary>
 public sealed class ReviewPrediction
 {
-    [ColumnName("PredictedLabel")] public uint PredictedKey { get; set; }
+    public string PredictedLabel { get; set; } = "";
     public float[] Score { get; set; } = [];
 }
 
@@ -115,7 +115,10 @@ public sealed class QuickstartRun(QuickstartOptions options)
         // ---- model.zip, reload in a fresh MLContext, predictions with explanations
         var zip = Path.Combine(options.OutputFolder, "model.zip");
         var inputSchema = FewShotTask.ToDataView(_ml, task.Test).Schema;
-        _ml.Model.Save(student, inputSchema, zip);
+        // The served model maps the predicted key back to its label text, so a service sends only Text (and Text2):
+        // samples/RetriKT.WebApi serves this file as is (--ModelPath).
+        var serving = student.Append(_ml.Transforms.Conversion.MapKeyToValue("PredictedLabel").Fit(student.Transform(test)));
+        _ml.Model.Save(serving, inputSchema, zip);
         var fresh = new MLContext();
         var loaded = fresh.Model.Load(zip, out _);
         using var engine = fresh.Model.CreatePredictionEngine<ReviewInput, ReviewPrediction>(loaded);
@@ -146,11 +149,12 @@ public sealed class QuickstartRun(QuickstartOptions options)
         AnsiConsole.Write(facts);
 
         AnsiConsole.Write(new Rule("Predictions of the reloaded model, with the retrieved neighbours that explain them").LeftJustified());
-        var reloadedStudent = (RetrievalClassifierTransformer)loaded;
+        var reloadedStudent = ((IEnumerable<ITransformer>)loaded).OfType<RetrievalClassifierTransformer>().Single();
         foreach (var row in task.Test.Take(3))
         {
             var p = reloadedStudent.Predict(row.Text, task.IsPair ? row.Text2 : null, neighbors: 3);
-            AnsiConsole.MarkupLineInterpolated($"[bold]{Short(row.Text)}[/] → [green]{p.Label}[/] (gold {row.Label}; p = {p.Scores.Max():F2})");
+            var served = engine.Predict(new ReviewInput { Text = row.Text, Text2 = row.Text2 });
+            AnsiConsole.MarkupLineInterpolated($"[bold]{Short(row.Text)}[/] → [green]{served.PredictedLabel}[/] (gold {row.Label}; p = {p.Scores.Max():F2})");
             foreach (var n in p.Neighbors)
                 AnsiConsole.MarkupLineInterpolated($"    {n.Similarity:F2}  ({n.Label}) {Short(n.Text ?? "")}");
         }

@@ -67,10 +67,21 @@ public static class WebApiApp
     {
         if (Validate(request, serving.Value) is { } problem) return problem;
         var prediction = Classify(pool, request!.Text!);
-        // Neighbours stay empty until the RetrievalClassifier lands: it will expose the retrieved knowledge-store
-        // samples as output columns, and this endpoint will map them here. A plain classifier has none.
-        return TypedResults.Ok(new ExplainResponse(prediction, []));
+        // A RetriKT model explains itself with the knowledge-store samples it retrieved; other models have none.
+        var student = FindRetrievalClassifier(pool.GetModel());
+        var neighbours = student is null ? [] : student.Predict(request.Text!, null, NeighboursToExplain).Neighbors
+            .Select(n => new Neighbour(n.Text ?? "", n.Label, n.Similarity)).ToList();
+        return TypedResults.Ok(new ExplainResponse(prediction, neighbours));
     }
+
+    private const int NeighboursToExplain = 3;
+
+    private static RetriKT.MLNet.Student.RetrievalClassifierTransformer? FindRetrievalClassifier(Microsoft.ML.ITransformer model) => model switch
+    {
+        RetriKT.MLNet.Student.RetrievalClassifierTransformer student => student,
+        IEnumerable<Microsoft.ML.ITransformer> chain => chain.Select(FindRetrievalClassifier).FirstOrDefault(s => s is not null),
+        _ => null,
+    };
 
     private static ValidationProblem? Validate(PredictRequest? request, ServingOptions serving)
     {

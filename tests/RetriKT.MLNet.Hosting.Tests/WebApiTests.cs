@@ -4,6 +4,8 @@ using System.Text;
 using System.Text.Json;
 using RetriKT.MLNet.Hosting.Tests.Infrastructure;
 using RetriKT.MLNet.Tests.Infrastructure;
+using Microsoft.ML;
+using RetriKT.MLNet.Student;
 using RetriKT.WebApi;
 
 namespace RetriKT.MLNet.Hosting.Tests;
@@ -46,6 +48,46 @@ public class WebApiTests
 
         async Task<HttpResponseMessage> Post(string path, string body, string mediaType) =>
             await client.PostAsync(path, new StringContent(body, Encoding.UTF8, mediaType));
+    }
+
+    [SharedDataFact]
+    public async Task ARetriKTModel_IsServed_AndExplainReturnsTheRetrievedNeighbours()
+    {
+        using var dir = new TempDir();
+        var ml = new Microsoft.ML.MLContext(seed: 1);
+        var rows = File.ReadAllLines(SharedData.Path("data", "SST-2", "k-shot", "16-13", "train.tsv")).Skip(1)
+            .Select(l => l.Split('\t')).Select(f => new LabelledText { Text = f[0], Label = f[1] }).ToList();
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var keyed = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data).Transform(data);
+        var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(
+            new RetriKT.MLNet.Student.RetrievalClassifierTrainer.Options { Epochs = 5, Seed = 1 }).Fit(keyed);
+        // Served models map the predicted key back to its label text, so clients send only Text.
+        var serving = student.Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel").Fit(student.Transform(keyed)));
+        var path = dir.File("retrikt.zip");
+        ml.Model.Save(serving, ml.Data.LoadFromEnumerable(new[] { new TextInput() }).Schema, path);
+
+        await using var server = await WebApiServer.StartAsync(path);
+        using var predict = await server.Client.PostAsJsonAsync("/predict", new { text = "a charming and moving film" });
+        Assert.Equal(HttpStatusCode.OK, predict.StatusCode);
+        using var predicted = JsonDocument.Parse(await predict.Content.ReadAsStringAsync());
+        Assert.Contains(predicted.RootElement.GetProperty("label").GetString(), new[] { "0", "1" });
+
+        using var explain = await server.Client.PostAsJsonAsync("/explain", new { text = "a charming and moving film" });
+        using var explained = JsonDocument.Parse(await explain.Content.ReadAsStringAsync());
+        var neighbours = explained.RootElement.GetProperty("neighbours").EnumerateArray().ToList();
+        Assert.Equal(3, neighbours.Count);
+        Assert.All(neighbours, n =>
+        {
+            Assert.Contains(rows, r => r.Text == n.GetProperty("text").GetString());
+            Assert.InRange(n.GetProperty("similarity").GetSingle(), -1.001f, 1.001f);
+        });
+        student.Dispose();
+    }
+
+    private sealed class LabelledText
+    {
+        public string Text { get; set; } = "";
+        public string Label { get; set; } = "";
     }
 
     [SharedDataFact]
