@@ -7,6 +7,11 @@ using RetriKT.WebApi;
 
 namespace RetriKT.MLNet.Hosting.Tests;
 
+/// <summary>Runs alone (no other test in parallel): a working-set bound means nothing while another test allocates.</summary>
+[CollectionDefinition(nameof(MemorySoakTests), DisableParallelization = true)]
+public sealed class MemorySoakCollection;
+
+[Collection(nameof(MemorySoakTests))]
 public class MemorySoakTests(ITestOutputHelper output)
 {
     [SharedDataFact]
