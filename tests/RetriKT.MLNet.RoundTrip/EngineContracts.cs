@@ -27,9 +27,23 @@ public static class EngineContracts
         public string Label { get; set; } = "";
     }
 
+    public sealed class LabelledTextInput
+    {
+        public string Text { get; set; } = "";
+        public string Label { get; set; } = "";
+    }
+
     public sealed class GeneratedOutput
     {
         public string GeneratedText { get; set; } = "";
+    }
+
+    public sealed class ClassifierOutput
+    {
+        public uint PredictedLabel { get; set; }
+
+        [VectorType]
+        public float[] Score { get; set; } = [];
     }
 
     /// <summary>Predictions of one contract for every row of <paramref name="input"/>, formatted as text.</summary>
@@ -38,7 +52,10 @@ public static class EngineContracts
         "text-tokens" => Run<TextInput, TokenIdsOutput>(mlContext, model, input,
             o => string.Join(',', o.TokenIds.Select(i => i.ToString(CultureInfo.InvariantCulture)))),
         "label-generated" => Run<LabelInput, GeneratedOutput>(mlContext, model, input, o => o.GeneratedText),
-        _ => throw new ArgumentException($"Unknown engine contract '{contract}'. Known: text-tokens, label-generated."),
+        "retrieval-classifier" => Run<LabelledTextInput, ClassifierOutput>(mlContext, model, input,
+            o => o.PredictedLabel.ToString(CultureInfo.InvariantCulture) + ":" +
+                 string.Join(',', o.Score.Select(x => x.ToString("R", CultureInfo.InvariantCulture)))),
+        _ => throw new ArgumentException($"Unknown engine contract '{contract}'. Known: text-tokens, label-generated, retrieval-classifier."),
     };
 
     private static List<string> Run<TIn, TOut>(MLContext mlContext, ITransformer model, IDataView input, Func<TOut, string> format)

@@ -14,6 +14,8 @@ using RetriKT.MLNet.Text;
     "RetriKT Soft Prompt PPO", "RetriKTSoftPromptPpo")]
 [assembly: LoadableClass(typeof(KnowledgeExtractorTransformer), typeof(Loaders.KnowledgeExtractor), null, typeof(SignatureLoadModel),
     "RetriKT Knowledge Extractor", "RetriKTKnowledgeExtract")]
+[assembly: LoadableClass(typeof(RetriKT.MLNet.Student.RetrievalClassifierTransformer), typeof(Loaders.RetrievalClassifier), null, typeof(SignatureLoadModel),
+    "RetriKT Retrieval Classifier", "RetriKTRetrievalClassifier")]
 
 namespace RetriKT.MLNet.Bridge;
 
@@ -36,5 +38,11 @@ internal static class Loaders
     {
         private static KnowledgeExtractorTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
             => KnowledgeExtractorTransformer.Load(ModelReader.Open(env, ctx, KnowledgeExtractorTransformer.Format));
+    }
+
+    internal static class RetrievalClassifier
+    {
+        private static RetriKT.MLNet.Student.RetrievalClassifierTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+            => RetriKT.MLNet.Student.RetrievalClassifierTransformer.Load(ModelReader.Open(env, ctx, RetriKT.MLNet.Student.RetrievalClassifierTransformer.Format));
     }
 }

@@ -1,0 +1,116 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace RetriKT.MLNet.Student;
+
+/// <summary>
+/// Reads the label column of a training or validation view: a key (as MapValueToKey produces; label names from its
+/// KeyValues annotation, or "0".."n-1" without one) or a string (label names = distinct values). Errors name the
+/// column, the expected and the found type.
+/// </summary>
+internal sealed class LabelColumn
+{
+    private LabelColumn(DataViewSchema.Column column, string[]? keyNames)
+    {
+        Column = column;
+        KeyNames = keyNames;
+    }
+
+    public DataViewSchema.Column Column { get; }
+
+    /// <summary>Names of key values 1..n (index 0 = key 1), or null for a string label.</summary>
+    public string[]? KeyNames { get; }
+
+    public bool IsKey => KeyNames is not null;
+
+    public static LabelColumn Require(DataViewSchema schema, string name)
+    {
+        var column = schema.GetColumnOrNull(name)
+            ?? throw new ArgumentOutOfRangeException(nameof(schema),
+                $"Label column '{name}' not found. Available columns: {string.Join(", ", schema.Select(c => $"'{c.Name}'"))}.");
+        if (column.Type is TextDataViewType) return new LabelColumn(column, null);
+        if (column.Type is KeyDataViewType key)
+        {
+            if (key.Count < 1 || key.Count > 100_000)
+                throw new ArgumentOutOfRangeException(nameof(schema), $"Label column '{name}' is a key with {key.Count} values; expected a known count in [1, 100000].");
+            return new LabelColumn(column, KeyValueNames(column, (int)key.Count));
+        }
+        throw new ArgumentOutOfRangeException(nameof(schema),
+            $"Label column '{name}' must be a key type (use mlContext.Transforms.Conversion.MapValueToKey(\"{name}\")) or String, found {column.Type}.");
+    }
+
+    public static void Require(SchemaShape schema, string name)
+    {
+        var column = schema.FirstOrDefault(c => c.Name == name);
+        if (column.Name is null) throw new ArgumentOutOfRangeException(nameof(schema), $"Label column '{name}' not found.");
+        bool ok = column.Kind == SchemaShape.Column.VectorKind.Scalar && (column.IsKey || column.ItemType is TextDataViewType);
+        if (!ok)
+            throw new ArgumentOutOfRangeException(nameof(schema),
+                $"Label column '{name}' must be a scalar key type (MapValueToKey) or String, found {column.Kind} of {column.ItemType}{(column.IsKey ? " (key)" : "")}.");
+    }
+
+    /// <summary>A reader giving the label name of the current row, or null when the label is missing (key 0 or empty string).</summary>
+    public Func<string?> Reader(DataViewRow row)
+    {
+        if (KeyNames is null)
+        {
+            var getText = row.GetGetter<ReadOnlyMemory<char>>(Column);
+            ReadOnlyMemory<char> text = default;
+            return () =>
+            {
+                getText(ref text);
+                var s = text.ToString().Trim();
+                return s.Length == 0 ? null : s;
+            };
+        }
+        var getKey = KeyGetter(row, Column);
+        var names = KeyNames;
+        return () =>
+        {
+            ulong key = getKey();
+            return key == 0 || key > (ulong)names.Length ? null : names[key - 1];
+        };
+    }
+
+    private static Func<ulong> KeyGetter(DataViewRow row, DataViewSchema.Column column)
+    {
+        var raw = column.Type.RawType;
+        if (raw == typeof(uint)) { var g = row.GetGetter<uint>(column); uint v = 0; return () => { g(ref v); return v; }; }
+        if (raw == typeof(ulong)) { var g = row.GetGetter<ulong>(column); ulong v = 0; return () => { g(ref v); return v; }; }
+        if (raw == typeof(ushort)) { var g = row.GetGetter<ushort>(column); ushort v = 0; return () => { g(ref v); return v; }; }
+        if (raw == typeof(byte)) { var g = row.GetGetter<byte>(column); byte v = 0; return () => { g(ref v); return v; }; }
+        throw new ArgumentOutOfRangeException(nameof(column), $"Label column '{column.Name}' has unsupported key raw type {raw.Name}.");
+    }
+
+    private static string[] KeyValueNames(DataViewSchema.Column column, int count)
+    {
+        var annotation = column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues);
+        if (annotation is not { Type: VectorDataViewType vector } || vector.Size != count)
+            return Enumerable.Range(0, count).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        var method = typeof(LabelColumn).GetMethod(nameof(ReadKeyValues), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+            .MakeGenericMethod(vector.ItemType.RawType);
+        var names = (string[])method.Invoke(null, [column, count])!;
+        var duplicate = names.GroupBy(n => n, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1 || g.Key.Length == 0);
+        if (duplicate is not null)
+            throw new ArgumentOutOfRangeException(nameof(column), $"Label column '{column.Name}': key value '{duplicate.Key}' is empty or repeated; label names must be distinct.");
+        return names;
+    }
+
+    private static string[] ReadKeyValues<T>(DataViewSchema.Column column, int count)
+    {
+        VBuffer<T> values = default;
+        column.Annotations.GetValue(AnnotationNames.KeyValues, ref values);
+        return values.DenseValues().Select(v => Convert.ToString(v, System.Globalization.CultureInfo.InvariantCulture) ?? "").Take(count).ToArray();
+    }
+}
+
+/// <summary>Annotation names ML.NET evaluators and converters read (the strings of ML.NET's internal AnnotationUtils.Kinds).</summary>
+internal static class AnnotationNames
+{
+    public const string KeyValues = "KeyValues";
+    public const string SlotNames = "SlotNames";
+    public const string ScoreColumnKind = "ScoreColumnKind";
+    public const string ScoreValueKind = "ScoreValueKind";
+    public const string ScoreColumnSetId = "ScoreColumnSetId";
+    public const string TrainingLabelValues = "TrainingLabelValues";
+}

@@ -1,0 +1,321 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using RetriKT.MLNet.Bridge;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Student;
+
+/// <summary>
+/// Trains RetriKT's deployed model: a tiny transformer encoder trained from scratch plus the knowledge store it
+/// retrieves from. Prediction = λ·p_knn + (1 − λ)·p_head (see docs/RETRIEVAL-CLASSIFIER.md).
+/// Created by <c>mlContext.MulticlassClassification.Trainers.RetrievalClassifier(...)</c>.
+/// </summary>
+/// <remarks>
+/// Input: <c>Label</c> (key type, as after <c>MapValueToKey</c>; a String label is also accepted), <c>Text</c>
+/// (String) and optionally a second text column for sentence pairs. Rows with a missing label (key 0, empty string)
+/// or an empty text are skipped with a warning. Output: <c>PredictedLabel</c> (key with KeyValues), <c>Score</c>
+/// (probabilities, with the annotations ML.NET's multiclass evaluator needs) and optionally neighbour columns.
+/// </remarks>
+public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierTransformer>
+{
+    /// <summary>Options of the retrieval classifier (public fields with defaults, ML.NET style).</summary>
+    public sealed class Options
+    {
+        /// <summary>Label column: key type (MapValueToKey) or String. Default "Label".</summary>
+        public string LabelColumnName = "Label";
+        /// <summary>Text column (String). Default "Text".</summary>
+        public string TextColumnName = "Text";
+        /// <summary>Second text column for sentence-pair tasks, or null. Default null.</summary>
+        public string? SecondTextColumnName;
+        /// <summary>Output score column (probability per label). Default "Score".</summary>
+        public string ScoreColumnName = "Score";
+        /// <summary>Output predicted-label column (key). Default "PredictedLabel".</summary>
+        public string PredictedLabelColumnName = "PredictedLabel";
+        /// <summary>
+        /// When set, the transformer also outputs this column (the top <see cref="NeighborsToReport"/> store entries as
+        /// "[label] text") and "{name}Similarities" (their cosine similarities), explaining each prediction. Default null.
+        /// </summary>
+        public string? NeighborsColumnName;
+        /// <summary>How many neighbours the explanation columns hold. Default 3.</summary>
+        public int NeighborsToReport = 3;
+
+        /// <summary>
+        /// The knowledge store (teacher-generated samples with soft labels, usually plus the few-shot examples). Its
+        /// entries are the training data and the retrieval memory; training rows whose text is not already in the
+        /// store are added as gold entries. Null: a store is built from the training rows (one-hot soft labels).
+        /// </summary>
+        public KnowledgeStore? Store;
+        /// <summary>Optional few-shot dev split (same columns) used to tune λ and τ by validation log-likelihood.</summary>
+        public IDataView? ValidationSet;
+        /// <summary>Keep store texts inside model.zip (needed for the Neighbors explanation; costs size). Default true.</summary>
+        public bool SaveStoreTexts = true;
+
+        /// <summary>
+        /// A WordPiece vocab.txt (for example BERT's 30,522 tokens) or null to build a vocabulary from the store and
+        /// training texts. A built vocabulary is small (hundreds to a few thousand tokens), which keeps the embedding
+        /// matrix — most of a tiny student's parameters — small; a BERT vocabulary adds 30,522 × HiddenSize parameters
+        /// but covers unseen words with real sub-words. Default null.
+        /// </summary>
+        public string? VocabularyPath;
+        /// <summary>Lower-case and strip accents before tokenizing. Default true.</summary>
+        public bool LowerCase = true;
+        /// <summary>Largest vocabulary built from data. Default 8000.</summary>
+        public int MaxVocabularySize = 8000;
+        /// <summary>Minimum count for a whole word to enter a built vocabulary (1 suits few-shot data). Default 1.</summary>
+        public int MinWordFrequency = 1;
+
+        /// <summary>Hidden size (= embedding dimension). Default 64.</summary>
+        public int HiddenSize = 64;
+        /// <summary>Transformer layers. Default 2.</summary>
+        public int Layers = 2;
+        /// <summary>Attention heads (must divide HiddenSize). Default 4.</summary>
+        public int Heads = 4;
+        /// <summary>Feed-forward size. Default 4 × HiddenSize when 0. Default 0.</summary>
+        public int FeedForwardSize;
+        /// <summary>Maximum tokens per row including [CLS]/[SEP]; longer texts are truncated (logged). Default 64.</summary>
+        public int MaxLength = 64;
+        /// <summary>Sentence embedding: mean of token states or the [CLS] state. Default Mean.</summary>
+        public StudentPooling Pooling = StudentPooling.Mean;
+        /// <summary>Dropout while training. Default 0.1.</summary>
+        public double Dropout = 0.1;
+
+        /// <summary>Word dropout while training: probability that a token is replaced by [MASK]. Default 0.1.</summary>
+        public double TokenDropout = 0.1;
+
+        /// <summary>Passes over the store. Default 40.</summary>
+        public int Epochs = 40;
+        /// <summary>Minibatch size. Default 16.</summary>
+        public int BatchSize = 16;
+        /// <summary>AdamW learning rate (decays linearly to 10%). Default 2e-3.</summary>
+        public double LearningRate = 2e-3;
+        /// <summary>AdamW weight decay. Default 0.01.</summary>
+        public double WeightDecay = 0.01;
+        /// <summary>Weight α of the retrieval loss KL(t ‖ p_knn). 0 trains the head alone. Default 1.</summary>
+        public double RetrievalLossWeight = 1.0;
+        /// <summary>Weight β of the optional contrastive (two dropout views, InfoNCE) term. Default 0 (off).</summary>
+        public double ContrastiveLossWeight;
+        /// <summary>Temperature of the contrastive term. Default 0.05.</summary>
+        public double ContrastiveTemperature = 0.05;
+        /// <summary>Neighbours k that p_knn averages over (capped at the store size). Default 16.</summary>
+        public int NeighborCount = 16;
+        /// <summary>Initial retrieval temperature τ (learned during training, then tuned on ValidationSet if given). Default 0.1.</summary>
+        public double InitialTemperature = 0.1;
+        /// <summary>Learn τ during training. Default true.</summary>
+        public bool LearnTemperature = true;
+        /// <summary>
+        /// λ, the weight of retrieval in the prediction. Null: tuned on <see cref="ValidationSet"/> when given, else
+        /// 0.5. Set 0 to predict from the head alone. Default null.
+        /// </summary>
+        public double? RetrievalWeight;
+        /// <summary>False disables retrieval entirely: no retrieval loss and λ = 0. Default true.</summary>
+        public bool UseRetrieval = true;
+
+        /// <summary>Teacher parameter count, for the size ratio the trainer logs and the transformer reports. Default null.</summary>
+        public long? TeacherParameterCount;
+        /// <summary>Rows per forward pass when Transform scores an IDataView. Default 64.</summary>
+        public int InferenceBatchSize = 64;
+        /// <summary>Seed (null: the MLContext seed, else 1). Training is deterministic for a given seed.</summary>
+        public int? Seed;
+        /// <summary>Optional progress sink (one report per epoch).</summary>
+        public IProgress<TrainingProgress>? Progress;
+        /// <summary>Cancels training.</summary>
+        public CancellationToken CancellationToken;
+    }
+
+    private readonly IHostEnvironment _env;
+    private readonly Options _options;
+
+    internal RetrievalClassifierTrainer(IHostEnvironment env, Options options)
+    {
+        _env = env ?? throw new ArgumentNullException(nameof(env));
+        _options = options ?? throw new ArgumentNullException(nameof(options));
+        void Check(bool ok, string message) { if (!ok) throw new ArgumentOutOfRangeException(nameof(options), message); }
+        foreach (var (value, name) in new[] { (options.LabelColumnName, "LabelColumnName"), (options.TextColumnName, "TextColumnName"),
+                     (options.ScoreColumnName, "ScoreColumnName"), (options.PredictedLabelColumnName, "PredictedLabelColumnName") })
+            Check(!string.IsNullOrWhiteSpace(value), $"{name} must be set.");
+        Check(options.TokenDropout is >= 0 and < 1, $"TokenDropout must be in [0, 1), found {options.TokenDropout}.");
+        Check(options.Epochs >= 0, $"Epochs must be >= 0, found {options.Epochs}.");
+        Check(options.BatchSize >= 1, $"BatchSize must be >= 1, found {options.BatchSize}.");
+        Check(options.LearningRate > 0, $"LearningRate must be positive, found {options.LearningRate}.");
+        Check(options.NeighborCount >= 1, $"NeighborCount must be >= 1, found {options.NeighborCount}.");
+        Check(options.NeighborsToReport >= 1, $"NeighborsToReport must be >= 1, found {options.NeighborsToReport}.");
+        Check(options.InitialTemperature > 0, $"InitialTemperature must be positive, found {options.InitialTemperature}.");
+        Check(options.RetrievalWeight is null || options.RetrievalWeight is >= 0 and <= 1, $"RetrievalWeight must be in [0, 1], found {options.RetrievalWeight}.");
+        Check(options.RetrievalLossWeight >= 0 && options.ContrastiveLossWeight >= 0, "Loss weights must be >= 0.");
+        Check(options.ContrastiveTemperature > 0, $"ContrastiveTemperature must be positive, found {options.ContrastiveTemperature}.");
+        Check(options.InferenceBatchSize >= 1, $"InferenceBatchSize must be >= 1, found {options.InferenceBatchSize}.");
+        Check(options.TeacherParameterCount is null || options.TeacherParameterCount > 0, $"TeacherParameterCount must be positive, found {options.TeacherParameterCount}.");
+        Config(vocabularySize: 100, labelCount: 2).Validate();
+    }
+
+    private StudentConfig Config(int vocabularySize, int labelCount) => new(vocabularySize, _options.HiddenSize, _options.Layers, _options.Heads,
+        _options.FeedForwardSize > 0 ? _options.FeedForwardSize : 4 * _options.HiddenSize, _options.MaxLength, _options.Pooling, labelCount, _options.Dropout);
+
+    /// <summary>Builds the store and vocabulary, trains the student with retrieval, tunes λ/τ and returns the transformer.</summary>
+    public RetrievalClassifierTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var host = new ComponentHost(_env, nameof(RetrievalClassifierTrainer), _options.Seed, _options.Progress, _options.CancellationToken);
+        var (rows, labelNames) = ReadRows(input, host, "training data");
+        var store = ComposeStore(rows, labelNames, host);
+        if (store.Count < 2) throw new ArgumentException($"Training needs at least 2 labelled rows with text; the store holds {store.Count}.", nameof(input));
+
+        var vocabulary = _options.VocabularyPath is not null
+            ? WordPieceVocabulary.Load(_options.VocabularyPath, _options.LowerCase)
+            : WordPieceVocabulary.Build(store.Entries.SelectMany(e => new[] { e.Text, e.Text2 }).OfType<string>(),
+                _options.MaxVocabularySize, _options.MinWordFrequency, _options.LowerCase);
+        var tokenizer = new TextTokenizingTransformer(_env, _options.TextColumnName, _options.SecondTextColumnName, "TokenIds", _options.MaxLength, vocabulary);
+        int truncated = 0;
+        var ids = store.Entries.Select(e => { var r = tokenizer.Encode(e.Text!, e.Text2, out bool t); if (t) truncated++; return r; }).ToList();
+        if (truncated > 0) host.Warning($"{truncated} of {store.Count} store texts are longer than MaxLength = {_options.MaxLength} tokens and were truncated.");
+
+        var config = Config(vocabulary.Count, store.LabelCount);
+        var device = host.ResolveDevice();
+        var model = new StudentModel(config, _options.InitialTemperature);
+        try
+        {
+            using (var generator = new Generator((ulong)host.Seed)) model.Initialize(generator);
+            model.to(device);
+            long parameters = model.CountParameters();
+            host.Info($"Student: {config.Layers} layers, hidden {config.HiddenSize}, {config.Heads} heads, vocabulary {vocabulary.Count}; " +
+                      $"{parameters:N0} parameters ({config.EmbeddingParameterCount:N0} in embeddings)" +
+                      (_options.TeacherParameterCount is long teacher ? $" = {100.0 * parameters / teacher:G3}% of the teacher's {teacher:N0}." : "."));
+
+            bool retrieval = _options.UseRetrieval;
+            var settings = new TrainingSettings(_options.Epochs, _options.BatchSize, _options.LearningRate, _options.WeightDecay,
+                retrieval ? _options.RetrievalLossWeight : 0, _options.ContrastiveLossWeight, _options.ContrastiveTemperature,
+                _options.NeighborCount, _options.LearnTemperature && retrieval, host.Seed, _options.TokenDropout, vocabulary.MaskId);
+            RetrievalTraining.Train(model, new TrainingExamples(ids, store.SoftLabels.ToArray(), store.LabelCount), settings, vocabulary.SepId, device, host);
+
+            float[] embeddings;
+            using (var memory = RetrievalTraining.EmbedAll(model, ids, vocabulary.SepId, device))
+            using (var cpu = memory.cpu())
+                embeddings = cpu.data<float>().ToArray();
+            store = store.WithEmbeddings(embeddings, config.HiddenSize);
+
+            double temperature = model.TemperatureValue;
+            double lambda = retrieval ? _options.RetrievalWeight ?? 0.5 : 0;
+            if (retrieval && _options.ValidationSet is not null)
+                (lambda, temperature) = TuneOnValidation(model, store, tokenizer, temperature, host, device);
+
+            var retrievalModel = new RetrievalModel(model, tokenizer, store, temperature, _options.NeighborCount, device);
+            return new RetrievalClassifierTransformer(_env, retrievalModel, lambda, new TransformerColumns(_options.TextColumnName,
+                _options.SecondTextColumnName, _options.ScoreColumnName, _options.PredictedLabelColumnName, _options.NeighborsColumnName,
+                _options.NeighborsToReport, _options.InferenceBatchSize), _options.TeacherParameterCount, _options.SaveStoreTexts);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private (double Lambda, double Temperature) TuneOnValidation(StudentModel model, KnowledgeStore store, TextTokenizingTransformer tokenizer,
+        double learnedTemperature, ComponentHost host, Device device)
+    {
+        var (rows, _) = ReadRows(_options.ValidationSet!, host, "validation set");
+        var labelIndex = store.LabelNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
+        var known = rows.Where(r => labelIndex.ContainsKey(r.Label)).ToList();
+        if (known.Count < rows.Count)
+            host.Warning($"Validation set: {rows.Count - known.Count} rows have a label the store does not know and were ignored.");
+        if (known.Count == 0)
+        {
+            host.Warning("Validation set has no usable rows; λ keeps its default.");
+            return (_options.RetrievalWeight ?? 0.5, learnedTemperature);
+        }
+        var validationIds = known.Select(r => tokenizer.Encode(r.Text, r.Text2, out _)).ToList();
+        using var memory = torch.tensor(store.Embeddings.ToArray(), [store.Count, store.Dimension], device: device);
+        using var soft = torch.tensor(store.SoftLabels.ToArray(), [store.Count, store.LabelCount], device: device);
+        var best = RetrievalTraining.Tune(model, memory, soft, validationIds, known.Select(r => labelIndex[r.Label]).ToArray(),
+            _options.NeighborCount, learnedTemperature, _options.RetrievalWeight, tokenizer.Vocabulary.SepId, device);
+        host.Info($"Tuned on {known.Count} validation rows: λ = {best.Lambda:G3}, τ = {best.Temperature:G3} (NLL {best.Nll:G4}, accuracy {best.Accuracy:P1}).");
+        return (best.Lambda, best.Temperature);
+    }
+
+    private sealed record Row(string Text, string? Text2, string Label);
+
+    private (List<Row> Rows, string[] LabelNames) ReadRows(IDataView data, ComponentHost host, string what)
+    {
+        var label = LabelColumn.Require(data.Schema, _options.LabelColumnName);
+        var text = TextColumns.Require(data.Schema, _options.TextColumnName);
+        var text2 = _options.SecondTextColumnName is null ? (DataViewSchema.Column?)null : TextColumns.Require(data.Schema, _options.SecondTextColumnName);
+        var columns = new List<DataViewSchema.Column> { label.Column, text };
+        if (text2 is { } c2) columns.Add(c2);
+        using var cursor = data.GetRowCursor(columns);
+        var readLabel = label.Reader(cursor);
+        var getText = cursor.GetGetter<ReadOnlyMemory<char>>(text);
+        var getText2 = text2 is { } c ? cursor.GetGetter<ReadOnlyMemory<char>>(c) : null;
+        ReadOnlyMemory<char> a = default, b = default;
+        var rows = new List<Row>();
+        long index = -1;
+        int missingLabel = 0, emptyText = 0;
+        while (cursor.MoveNext())
+        {
+            index++;
+            if ((index & 255) == 0) host.CheckAlive();
+            var name = readLabel();
+            getText(ref a);
+            getText2?.Invoke(ref b);
+            if (name is null) { missingLabel++; continue; }
+            var s = a.ToString();
+            if (string.IsNullOrWhiteSpace(s)) { emptyText++; continue; }
+            rows.Add(new Row(s, getText2 is null ? null : b.ToString(), name));
+        }
+        if (missingLabel > 0) host.Warning($"{what}: {missingLabel} rows have a missing label (key 0 or empty) in column '{_options.LabelColumnName}' and were skipped.");
+        if (emptyText > 0) host.Warning($"{what}: {emptyText} rows have an empty text in column '{_options.TextColumnName}' and were skipped.");
+        host.Info($"{what}: {rows.Count} usable rows.");
+        return (rows, label.KeyNames ?? rows.Select(r => r.Label).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray());
+    }
+
+    private KnowledgeStore ComposeStore(List<Row> rows, string[] dataLabelNames, ComponentHost host)
+    {
+        var labelNames = _options.Store?.LabelNames.ToArray() ?? dataLabelNames;
+        if (labelNames.Length < 2)
+            throw new ArgumentException($"Column '{_options.LabelColumnName}' holds {labelNames.Length} distinct label(s); a classifier needs at least 2.");
+        var index = labelNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
+        var entries = new List<KnowledgeEntry>(_options.Store?.Entries ?? []);
+        if (_options.Store is { HasTexts: false })
+            throw new ArgumentException("The given knowledge store has no texts; the student needs texts to train its encoder.");
+        var seen = new HashSet<(string?, string?)>(entries.Select(e => (e.Text, e.Text2)));
+        int added = 0;
+        foreach (var row in rows)
+        {
+            if (!index.TryGetValue(row.Label, out int label))
+                throw new ArgumentException($"Training label '{row.Label}' is not one of the store's labels [{string.Join(", ", labelNames)}].");
+            if (!seen.Add((row.Text, row.Text2))) continue;
+            entries.Add(KnowledgeEntry.Gold(row.Text, row.Text2, label, labelNames.Length));
+            added++;
+        }
+        if (_options.Store is not null) host.Info($"Knowledge store: {_options.Store.Count} given entries + {added} gold training rows.");
+        return new KnowledgeStore(labelNames, entries);
+    }
+
+    /// <inheritdoc/>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        LabelColumn.Require(inputSchema, _options.LabelColumnName);
+        TextColumns.Require(inputSchema, _options.TextColumnName);
+        if (_options.SecondTextColumnName is not null) TextColumns.Require(inputSchema, _options.SecondTextColumnName);
+        var columns = inputSchema.ToDictionary(c => c.Name);
+        columns[_options.ScoreColumnName] = SchemaShapes.Vector(_options.ScoreColumnName, NumberDataViewType.Single, annotations: SchemaShapes.Annotations(
+            SchemaShapes.Vector(AnnotationNames.SlotNames, TextDataViewType.Instance),
+            SchemaShapes.Scalar(AnnotationNames.ScoreColumnKind, TextDataViewType.Instance),
+            SchemaShapes.Scalar(AnnotationNames.ScoreValueKind, TextDataViewType.Instance),
+            SchemaShapes.Scalar(AnnotationNames.ScoreColumnSetId, NumberDataViewType.UInt32, isKey: true),
+            SchemaShapes.Vector(AnnotationNames.TrainingLabelValues, TextDataViewType.Instance)));
+        columns[_options.PredictedLabelColumnName] = SchemaShapes.Scalar(_options.PredictedLabelColumnName, NumberDataViewType.UInt32, isKey: true,
+            annotations: SchemaShapes.Annotations(SchemaShapes.Vector(AnnotationNames.KeyValues, TextDataViewType.Instance)));
+        if (_options.NeighborsColumnName is { } neighbors)
+        {
+            columns[neighbors] = SchemaShapes.Vector(neighbors, TextDataViewType.Instance);
+            columns[neighbors + "Similarities"] = SchemaShapes.Vector(neighbors + "Similarities", NumberDataViewType.Single);
+        }
+        return new SchemaShape(columns.Values);
+    }
+}

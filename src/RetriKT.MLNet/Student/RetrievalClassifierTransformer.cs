@@ -1,0 +1,288 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using RetriKT.MLNet.Bridge;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Text;
+using TorchSharp;
+
+namespace RetriKT.MLNet.Student;
+
+/// <summary>Column names and inference settings of a <see cref="RetrievalClassifierTransformer"/>.</summary>
+internal sealed record TransformerColumns(string Text, string? Text2, string Score, string PredictedLabel, string? Neighbors,
+    int NeighborsToReport, int InferenceBatchSize);
+
+/// <summary>One store entry retrieved for a prediction.</summary>
+/// <param name="EntryIndex">Index of the entry in <see cref="RetrievalClassifierTransformer.Store"/>.</param>
+/// <param name="Similarity">Cosine similarity between the query and the entry embeddings.</param>
+/// <param name="Label">The entry's hard label.</param>
+/// <param name="Text">The entry's text, or null when the store was saved without texts.</param>
+public sealed record RetrievedNeighbor(int EntryIndex, float Similarity, string Label, string? Text);
+
+/// <summary>A prediction with its explanation.</summary>
+/// <param name="Label">Predicted label name.</param>
+/// <param name="LabelIndex">Predicted label index (key value − 1).</param>
+/// <param name="Scores">Probability per label (λ·p_knn + (1 − λ)·p_head).</param>
+/// <param name="Neighbors">The most similar store entries, best first.</param>
+public sealed record RetrievalPrediction(string Label, int LabelIndex, float[] Scores, IReadOnlyList<RetrievedNeighbor> Neighbors);
+
+/// <summary>
+/// The deployed RetriKT student: a tiny encoder plus its knowledge store. Outputs <c>PredictedLabel</c> (key with
+/// KeyValues) and <c>Score</c> (probabilities with the annotations <c>MulticlassClassification.Evaluate</c> reads),
+/// optionally the neighbours that explain a prediction. <see cref="ITransformer.Transform"/> scores rows in blocks of
+/// <c>InferenceBatchSize</c> (one forward pass per block); a PredictionEngine scores one row through a managed path.
+/// Immutable and thread-safe; dispose to free the native weights.
+/// </summary>
+public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder, IDisposable
+{
+    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010001, 0x00010001, "RetriKTRetrievalClassifier");
+
+    private readonly IHostEnvironment _env;
+    private readonly RetrievalModel _model;
+    private readonly bool _saveStoreTexts;
+    private int _disposed;
+
+    internal RetrievalClassifierTransformer(IHostEnvironment env, RetrievalModel model, double retrievalWeight, TransformerColumns columns,
+        long? teacherParameterCount, bool saveStoreTexts)
+    {
+        if (retrievalWeight is < 0 or > 1 || double.IsNaN(retrievalWeight))
+            throw new ArgumentOutOfRangeException(nameof(retrievalWeight), $"The retrieval weight λ must be in [0, 1], found {retrievalWeight}.");
+        _env = env;
+        _model = model;
+        RetrievalWeight = retrievalWeight;
+        Columns = columns;
+        TeacherParameterCount = teacherParameterCount;
+        _saveStoreTexts = saveStoreTexts;
+    }
+
+    internal TransformerColumns Columns { get; }
+    internal RetrievalModel Model => _disposed == 0 ? _model : throw new ObjectDisposedException(nameof(RetrievalClassifierTransformer));
+
+    /// <summary>Label names; label index i is key value i + 1 of <c>PredictedLabel</c>.</summary>
+    public IReadOnlyList<string> LabelNames => _model.Store.LabelNames;
+    /// <summary>λ: weight of the retrieval distribution in the prediction.</summary>
+    public double RetrievalWeight { get; }
+    /// <summary>τ: temperature of the softmax over neighbour similarities.</summary>
+    public double Temperature => _model.Temperature;
+    /// <summary>Neighbours k that p_knn averages over.</summary>
+    public int NeighborCount => _model.NeighborCount;
+    /// <summary>The knowledge store (entries, soft labels, embeddings from this student's encoder).</summary>
+    public KnowledgeStore Store => _model.Store;
+    /// <summary>The WordPiece vocabulary of the student's tokenizer.</summary>
+    public WordPieceVocabulary Vocabulary => _model.Tokenizer.Vocabulary;
+    /// <summary>Maximum tokens per row (longer texts are truncated).</summary>
+    public int MaxLength => _model.Tokenizer.MaxLength;
+    /// <summary>Parameters of the student network (embeddings included; the store is data, not parameters).</summary>
+    public long ParameterCount => _model.Network.Config.ParameterCount;
+    /// <summary>Parameters in the token/position/segment embeddings.</summary>
+    public long EmbeddingParameterCount => _model.Network.Config.EmbeddingParameterCount;
+    /// <summary>The teacher's parameter count given at training, or null.</summary>
+    public long? TeacherParameterCount { get; }
+    /// <summary><see cref="ParameterCount"/> / <see cref="TeacherParameterCount"/>, or null.</summary>
+    public double? TeacherParameterRatio => TeacherParameterCount is long t ? (double)ParameterCount / t : null;
+    /// <summary>Hidden size, layers and heads of the encoder.</summary>
+    public (int HiddenSize, int Layers, int Heads, int FeedForwardSize) Shape
+        => (_model.Network.Config.HiddenSize, _model.Network.Config.Layers, _model.Network.Config.Heads, _model.Network.Config.FeedForwardSize);
+
+    /// <summary>Embedding dimension (<see cref="IStoreEncoder"/>).</summary>
+    public int Dimension => _model.Dimension;
+
+    /// <summary>
+    /// A transformer sharing this one's weights and store but predicting with retrieval weight <paramref name="lambda"/>
+    /// (0: head only; 1: retrieval only). Dispose both; the native state is freed when the last one is disposed.
+    /// </summary>
+    public RetrievalClassifierTransformer WithRetrievalWeight(double lambda)
+        => new(_env, Model.AddReference(), lambda, Columns, TeacherParameterCount, _saveStoreTexts);
+
+    /// <summary>Predicts one text (pair) through the managed single-row path, with the top neighbours.</summary>
+    public RetrievalPrediction Predict(string text, string? text2 = null, int neighbors = 3)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var model = Model;
+        var ids = model.Tokenize(text, text2, out _);
+        var scores = new float[model.LabelCount];
+        var indices = new int[Math.Max(0, neighbors)];
+        var sims = new float[indices.Length];
+        model.ScoreOne(ids, RetrievalWeight, scores, indices, sims);
+        int best = ArgMax(scores);
+        var list = new List<RetrievedNeighbor>();
+        for (int j = 0; j < indices.Length && indices[j] >= 0; j++)
+        {
+            var e = model.Store.Entries[indices[j]];
+            list.Add(new RetrievedNeighbor(indices[j], sims[j], LabelNames[e.Label], e.Text));
+        }
+        return new RetrievalPrediction(LabelNames[best], best, scores, list);
+    }
+
+    /// <summary>
+    /// Bulk scoring without an IDataView: one forward pass per <c>InferenceBatchSize</c> rows. Returns the probability
+    /// vector per row. <paramref name="secondTexts"/> is for sentence-pair models (same length as <paramref name="texts"/>).
+    /// </summary>
+    public float[][] PredictBatch(IReadOnlyList<string> texts, IReadOnlyList<string?>? secondTexts = null)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        if (secondTexts is not null && secondTexts.Count != texts.Count)
+            throw new ArgumentException($"secondTexts has {secondTexts.Count} rows, texts has {texts.Count}.", nameof(secondTexts));
+        var model = Model;
+        var result = new float[texts.Count][];
+        int batch = Columns.InferenceBatchSize, k = model.LabelCount;
+        for (int start = 0; start < texts.Count; start += batch)
+        {
+            int n = Math.Min(batch, texts.Count - start);
+            var ids = Enumerable.Range(start, n).Select(i => model.Tokenize(texts[i] ?? "", secondTexts?[i], out _)).ToList();
+            var block = model.Score(ids, RetrievalWeight, 0);
+            for (int i = 0; i < n; i++) result[start + i] = block.Scores.AsSpan(i * k, k).ToArray();
+        }
+        return result;
+    }
+
+    /// <summary>Unit-length embeddings of texts from the student encoder (<see cref="IStoreEncoder"/>).</summary>
+    public void Encode(IReadOnlyList<(string Text, string? Text2)> texts, Span<float> destination)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        var model = Model;
+        if (destination.Length < texts.Count * model.Dimension)
+            throw new ArgumentException($"Destination holds {destination.Length} values, expected {texts.Count} × {model.Dimension}.", nameof(destination));
+        int batch = Columns.InferenceBatchSize;
+        for (int start = 0; start < texts.Count; start += batch)
+        {
+            int n = Math.Min(batch, texts.Count - start);
+            var ids = Enumerable.Range(start, n).Select(i => model.Tokenize(texts[i].Text ?? "", texts[i].Text2, out _)).ToList();
+            model.Embed(ids, destination.Slice(start * model.Dimension, n * model.Dimension));
+        }
+    }
+
+    internal static int ArgMax(ReadOnlySpan<float> values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+        return best;
+    }
+
+    // ------------------------------------------------------------------ ITransformer
+
+    /// <inheritdoc/>
+    public bool IsRowToRowMapper => true;
+
+    /// <inheritdoc/>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return new MappedSchema(new RetrievalClassifierMapping(this, inputSchema, _env)).OutputSchema;
+    }
+
+    /// <inheritdoc/>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var mapping = new RetrievalClassifierMapping(this, input.Schema, _env);
+        return new BatchedRetrievalDataView(new MappedSchema(mapping), mapping, input);
+    }
+
+    /// <inheritdoc/>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return new MappedRowToRowMapper(new MappedSchema(new RetrievalClassifierMapping(this, inputSchema, _env)));
+    }
+
+    /// <summary>Frees the native weights (once the last transformer sharing them is disposed).</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) _model.Release();
+    }
+
+    // ------------------------------------------------------------------ persistence
+
+    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelWriter.Save(ctx, Format, w =>
+    {
+        var model = Model;
+        var c = model.Network.Config;
+        w.WriteString(Columns.Text);
+        w.WriteStringOrNull(Columns.Text2);
+        w.WriteString(Columns.Score);
+        w.WriteString(Columns.PredictedLabel);
+        w.WriteStringOrNull(Columns.Neighbors);
+        w.Writer.Write(Columns.NeighborsToReport);
+        w.Writer.Write(Columns.InferenceBatchSize);
+        w.Writer.Write(c.VocabularySize);
+        w.Writer.Write(c.HiddenSize);
+        w.Writer.Write(c.Layers);
+        w.Writer.Write(c.Heads);
+        w.Writer.Write(c.FeedForwardSize);
+        w.Writer.Write(c.MaxLength);
+        w.Writer.Write((int)c.Pooling);
+        w.Writer.Write(c.LabelCount);
+        w.Writer.Write(c.Dropout);
+        w.Writer.Write(RetrievalWeight);
+        w.Writer.Write(model.Temperature);
+        w.Writer.Write(model.NeighborCount);
+        w.Writer.Write(TeacherParameterCount ?? -1);
+        w.Writer.Write(_saveStoreTexts);
+        w.Writer.Write(model.Tokenizer.Vocabulary.LowerCase);
+        w.WriteStream("Vocabulary.txt", s =>
+        {
+            s.Write(model.Tokenizer.Vocabulary.Count);
+            foreach (var token in model.Tokenizer.Vocabulary.Tokens) s.Write(token);
+        });
+        w.WriteStream("Store.bin", s => model.Store.Write(s.BaseStream, _saveStoreTexts));
+        w.WriteStream("Weights.bin", s => model.Network.save(s));
+    });
+
+    internal static RetrievalClassifierTransformer Load(ModelReader r)
+    {
+        var rd = r.Reader;
+        var text = r.ReadString();
+        var text2 = r.ReadStringOrNull();
+        var score = r.ReadString();
+        var predicted = r.ReadString();
+        var neighbors = r.ReadStringOrNull();
+        int report = rd.ReadInt32(), inferenceBatch = rd.ReadInt32();
+        int vocabularySize = rd.ReadInt32(), hidden = rd.ReadInt32(), layers = rd.ReadInt32(), heads = rd.ReadInt32(), ffn = rd.ReadInt32();
+        int maxLength = rd.ReadInt32(), pooling = rd.ReadInt32(), labels = rd.ReadInt32();
+        double dropout = rd.ReadDouble(), lambda = rd.ReadDouble(), temperature = rd.ReadDouble();
+        int neighborCount = rd.ReadInt32();
+        long teacher = rd.ReadInt64();
+        bool saveTexts = rd.ReadBoolean(), lowerCase = rd.ReadBoolean();
+        if (!Enum.IsDefined((StudentPooling)pooling)) throw new InvalidDataException($"RetrievalClassifier in model.zip: unknown pooling {pooling}.");
+        var config = new StudentConfig(vocabularySize, hidden, layers, heads, ffn, maxLength, (StudentPooling)pooling, labels, dropout);
+        try { config.Validate(); }
+        catch (ArgumentException e) { throw new InvalidDataException($"RetrievalClassifier in model.zip: {e.Message}", e); }
+
+        string[] tokens = [];
+        r.ReadStream("Vocabulary.txt", s =>
+        {
+            int count = s.ReadInt32();
+            if (count != vocabularySize) throw new InvalidDataException($"RetrievalClassifier in model.zip: vocabulary holds {count} tokens, the encoder expects {vocabularySize}.");
+            tokens = new string[count];
+            for (int i = 0; i < count; i++) tokens[i] = s.ReadString();
+        });
+        var vocabulary = WordPieceVocabulary.FromTokens(tokens, lowerCase, "model.zip RetrievalClassifier vocabulary");
+        KnowledgeStore? store = null;
+        r.ReadStream("Store.bin", s =>
+        {
+            using var buffer = new MemoryStream();
+            s.BaseStream.CopyTo(buffer);
+            buffer.Position = 0;
+            store = KnowledgeStore.Read(buffer);
+        });
+        var host = new ComponentHost(r.Environment, nameof(RetrievalClassifierTransformer));
+        var device = host.ResolveDevice();
+        var network = new StudentModel(config, 0.1);
+        try
+        {
+            r.ReadStream("Weights.bin", s => network.load(s));
+            network.to(device);
+            var model = new RetrievalModel(network, new TextTokenizingTransformer(r.Environment, text, text2, "TokenIds", maxLength, vocabulary),
+                store!, temperature, neighborCount, device);
+            return new RetrievalClassifierTransformer(r.Environment, model, lambda,
+                new TransformerColumns(text, text2, score, predicted, neighbors, report, inferenceBatch), teacher > 0 ? teacher : null, saveTexts);
+        }
+        catch
+        {
+            network.Dispose();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,193 @@
+using RetriKT.MLNet.Common;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Student;
+
+/// <summary>Hyper-parameters of one training run (taken from <see cref="RetrievalClassifierTrainer.Options"/>).</summary>
+internal sealed record TrainingSettings(int Epochs, int BatchSize, double LearningRate, double WeightDecay,
+    double RetrievalLossWeight, double ContrastiveLossWeight, double ContrastiveTemperature, int NeighborCount,
+    bool LearnTemperature, int Seed, double TokenDropout = 0, int MaskId = -1);
+
+/// <summary>Labelled training examples: token ids and soft labels (row-major N × K); store entries in the same order.</summary>
+internal sealed record TrainingExamples(IReadOnlyList<int[]> Ids, float[] SoftLabels, int LabelCount)
+{
+    public int Count => Ids.Count;
+}
+
+/// <summary>
+/// The training loop, apart from the model. Per epoch: re-embed the whole store with the current encoder (the
+/// retrieval memory), then minibatches of store entries with
+/// loss = KL(t ‖ p_head) + α·KL(t ‖ p_knn) + β·InfoNCE(two dropout views), where t is the entry's soft label and
+/// p_knn(y|x) = Σ_j softmax(sim(x, e_j)/τ)·t_j over the top-k memory entries other than x itself.
+/// See docs/RETRIEVAL-CLASSIFIER.md for why.
+/// </summary>
+internal static class RetrievalTraining
+{
+    public static void Train(StudentModel model, TrainingExamples data, TrainingSettings settings, int sepId, Device device, ComponentHost host)
+    {
+        int n = data.Count, labels = data.LabelCount;
+        var random = new Random(settings.Seed);
+        using var generator = new Generator((ulong)settings.Seed);
+        model.DropoutGenerator = generator;
+        try
+        {
+            var parameters = model.named_parameters()
+                .Where(p => settings.LearnTemperature || p.name != "log_temperature")
+                .Select(p => p.parameter).ToList();
+            if (!settings.LearnTemperature) model.get_parameter("log_temperature")!.requires_grad = false;
+            using var optimizer = torch.optim.AdamW(parameters, settings.LearningRate, weight_decay: settings.WeightDecay);
+            using var softLabels = torch.tensor(data.SoftLabels, [n, labels], device: device);
+            int stepsPerEpoch = (n + settings.BatchSize - 1) / settings.BatchSize;
+            long totalSteps = (long)stepsPerEpoch * settings.Epochs, step = 0;
+            bool retrieval = settings.RetrievalLossWeight > 0 && n > 1;
+            int k = Math.Min(settings.NeighborCount, n - 1);
+            var order = Enumerable.Range(0, n).ToArray();
+            for (int epoch = 1; epoch <= settings.Epochs; epoch++)
+            {
+                using var memory = retrieval ? EmbedAll(model, data.Ids, sepId, device) : null;
+                model.train();
+                random.Shuffle(order);
+                double sumKd = 0, sumRet = 0, sumCon = 0;
+                for (int start = 0; start < n; start += settings.BatchSize)
+                {
+                    using var scope = torch.NewDisposeScope();
+                    var batch = order.AsSpan(start, Math.Min(settings.BatchSize, n - start)).ToArray();
+                    var rows = batch.Select(i => MaskTokens(data.Ids[i], settings, sepId, random)).ToList();
+                    var (ids, segments, mask) = TokenBatch.Collate(rows, sepId, device);
+                    using var batchIndex = torch.tensor(batch.Select(i => (long)i).ToArray(), device: device);
+                    var target = softLabels.index_select(0, batchIndex);
+                    var targetEntropy = (target * target.clamp_min(1e-8f).log()).sum(-1);
+
+                    var pooled = model.Encode(ids, segments, mask);
+                    var logProbabilities = model.Head(pooled).log_softmax(-1);
+                    var kd = (targetEntropy - (target * logProbabilities).sum(-1)).mean();
+                    var loss = kd;
+                    sumKd += kd.item<float>();
+
+                    if (retrieval)
+                    {
+                        var query = nn.functional.normalize(pooled, p: 2, dim: 1);
+                        var sims = query.matmul(memory!.t());
+                        var self = torch.zeros(sims.shape, dtype: ScalarType.Bool, device: device);
+                        for (int i = 0; i < batch.Length; i++) self[i, batch[i]] = true;
+                        sims = sims.masked_fill(self, -1e4f); // a query never retrieves itself
+                        var (values, indices) = sims.topk(k, dim: 1);
+                        var knn = RetrievalModel.Knn(values, indices, model.Temperature(), softLabels);
+                        var ret = (targetEntropy - (target * knn.clamp_min(1e-8f).log()).sum(-1)).mean();
+                        loss = loss + ret * settings.RetrievalLossWeight;
+                        sumRet += ret.item<float>();
+                    }
+                    if (settings.ContrastiveLossWeight > 0 && batch.Length > 1)
+                    {
+                        var second = model.Encode(ids, segments, mask); // a second dropout view of the same texts
+                        var z1 = nn.functional.normalize(pooled, p: 2, dim: 1);
+                        var z2 = nn.functional.normalize(second, p: 2, dim: 1);
+                        var logits = z1.matmul(z2.t()) / settings.ContrastiveTemperature;
+                        var con = nn.functional.cross_entropy(logits, torch.arange(batch.Length, dtype: ScalarType.Int64, device: device));
+                        loss = loss + con * settings.ContrastiveLossWeight;
+                        sumCon += con.item<float>();
+                    }
+
+                    optimizer.zero_grad();
+                    loss.backward();
+                    nn.utils.clip_grad_norm_(parameters, 1.0);
+                    // Linear decay to 10% of the base rate: few-shot runs are short and late steps should settle.
+                    double rate = settings.LearningRate * (1 - 0.9 * step / Math.Max(1, totalSteps - 1));
+                    foreach (var group in optimizer.ParamGroups) group.LearningRate = rate;
+                    optimizer.step();
+                    step++;
+                }
+                var metrics = new Dictionary<string, double>
+                {
+                    ["kd"] = sumKd / stepsPerEpoch,
+                    ["retrieval"] = sumRet / stepsPerEpoch,
+                    ["tau"] = model.TemperatureValue,
+                };
+                if (settings.ContrastiveLossWeight > 0) metrics["contrastive"] = sumCon / stepsPerEpoch;
+                host.Report("RetrievalClassifier", epoch, settings.Epochs, metrics);
+            }
+        }
+        finally
+        {
+            model.DropoutGenerator = null;
+            model.get_parameter("log_temperature")!.requires_grad = true;
+            model.eval();
+        }
+    }
+
+    /// <summary>
+    /// Word-dropout augmentation: each token other than [CLS]/[SEP] becomes [MASK] with probability TokenDropout, so
+    /// the encoder cannot rest on one memorised word of a few-shot example.
+    /// </summary>
+    private static int[] MaskTokens(int[] ids, TrainingSettings settings, int sepId, Random random)
+    {
+        if (settings.TokenDropout <= 0 || settings.MaskId < 0) return ids;
+        var copy = (int[])ids.Clone();
+        for (int i = 1; i < copy.Length; i++)
+            if (copy[i] != sepId && random.NextDouble() < settings.TokenDropout) copy[i] = settings.MaskId;
+        return copy;
+    }
+
+    /// <summary>L2-normalised embeddings [N, D] of all rows in eval mode (no dropout), without gradient.</summary>
+    public static Tensor EmbedAll(StudentModel model, IReadOnlyList<int[]> ids, int sepId, Device device, int batchSize = 128)
+    {
+        bool wasTraining = model.training;
+        model.eval();
+        try
+        {
+            using var noGrad = torch.no_grad();
+            var parts = new List<Tensor>();
+            using (var scope = torch.NewDisposeScope())
+            {
+                for (int start = 0; start < ids.Count; start += batchSize)
+                {
+                    var rows = ids.Skip(start).Take(batchSize).ToList();
+                    var (tokens, segments, mask) = TokenBatch.Collate(rows, sepId, device);
+                    parts.Add(nn.functional.normalize(model.Encode(tokens, segments, mask), p: 2, dim: 1).MoveToOuterDisposeScope());
+                }
+            }
+            var all = torch.cat(parts, 0);
+            foreach (var p in parts) p.Dispose();
+            return all;
+        }
+        finally
+        {
+            if (wasTraining) model.train();
+        }
+    }
+
+    /// <summary>
+    /// Picks λ and τ on a validation split by the lowest mean negative log-likelihood of the gold labels (smoother than
+    /// accuracy on a 32-row dev set); ties keep the earlier candidate. Returns the chosen pair and its NLL/accuracy.
+    /// </summary>
+    public static (double Lambda, double Temperature, double Nll, double Accuracy) Tune(StudentModel model, Tensor memory, Tensor softLabels,
+        IReadOnlyList<int[]> validationIds, int[] validationLabels, int neighborCount, double learnedTemperature,
+        double? fixedLambda, int sepId, Device device)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        model.eval();
+        var (tokens, segments, mask) = TokenBatch.Collate(validationIds, sepId, device);
+        var pooled = model.Encode(tokens, segments, mask);
+        var head = model.Head(pooled).softmax(-1);
+        var query = nn.functional.normalize(pooled, p: 2, dim: 1);
+        var (values, indices) = query.matmul(memory.t()).topk(Math.Min(neighborCount, (int)memory.shape[0]), dim: 1);
+        using var gold = torch.tensor(validationLabels.Select(l => (long)l).ToArray(), device: device).unsqueeze(1);
+        double[] lambdas = fixedLambda is double f ? [f] : Enumerable.Range(0, 11).Select(i => i / 10.0).ToArray();
+        double[] temperatures = new[] { learnedTemperature, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0 }.Distinct().ToArray();
+        var best = (Lambda: 0.0, Temperature: learnedTemperature, Nll: double.PositiveInfinity, Accuracy: 0.0);
+        foreach (var tau in temperatures)
+        {
+            var knn = RetrievalModel.Knn(values, indices, torch.tensor((float)tau, device: device), softLabels);
+            foreach (var lambda in lambdas)
+            {
+                var p = head * (float)(1 - lambda) + knn * (float)lambda;
+                double nll = -p.gather(1, gold).clamp_min(1e-8f).log().mean().item<float>();
+                double accuracy = p.argmax(1).unsqueeze(1).eq(gold).to(ScalarType.Float32).mean().item<float>();
+                if (nll < best.Nll - 1e-9) best = (lambda, tau, nll, accuracy);
+            }
+        }
+        return best;
+    }
+}

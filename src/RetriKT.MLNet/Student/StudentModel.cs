@@ -1,0 +1,200 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Student;
+
+/// <summary>How the student turns token states into one sentence embedding.</summary>
+public enum StudentPooling
+{
+    /// <summary>Mean of the final token states over real (non-padding) tokens. Robust for tiny from-scratch encoders.</summary>
+    Mean = 0,
+    /// <summary>The final state of the [CLS] token (BERT style).</summary>
+    Cls = 1,
+}
+
+/// <summary>Shape of the student network (persisted in model.zip; the weights are only valid for this shape).</summary>
+internal sealed record StudentConfig(int VocabularySize, int HiddenSize, int Layers, int Heads, int FeedForwardSize,
+    int MaxLength, StudentPooling Pooling, int LabelCount, double Dropout)
+{
+    public int HeadSize => HiddenSize / Heads;
+
+    public void Validate()
+    {
+        void Check(bool ok, string message) { if (!ok) throw new ArgumentOutOfRangeException(nameof(StudentConfig), message); }
+        Check(VocabularySize >= 6, $"Vocabulary size must be at least 6, found {VocabularySize}.");
+        Check(HiddenSize >= 4, $"HiddenSize must be at least 4, found {HiddenSize}.");
+        Check(Layers >= 0, $"Layers must be >= 0, found {Layers}.");
+        Check(Heads >= 1 && HiddenSize % Heads == 0, $"HiddenSize ({HiddenSize}) must be a positive multiple of Heads ({Heads}).");
+        Check(FeedForwardSize >= 1, $"FeedForwardSize must be positive, found {FeedForwardSize}.");
+        Check(MaxLength >= 3, $"MaxLength must be at least 3 ([CLS], a token, [SEP]), found {MaxLength}.");
+        Check(LabelCount >= 2, $"At least 2 labels are needed, found {LabelCount}.");
+        Check(Dropout >= 0 && Dropout < 1, $"Dropout must be in [0, 1), found {Dropout}.");
+    }
+
+    /// <summary>Parameters of a network of this shape (embeddings, blocks, head, temperature), computed analytically.</summary>
+    public long ParameterCount => EmbeddingParameterCount + Layers * BlockParameterCount + 2L * HiddenSize + (long)HiddenSize * LabelCount + LabelCount + 1;
+
+    /// <summary>Token, position and segment embeddings.</summary>
+    public long EmbeddingParameterCount => (long)(VocabularySize + MaxLength + 2) * HiddenSize;
+
+    private long BlockParameterCount
+    {
+        get
+        {
+            long h = HiddenSize, f = FeedForwardSize;
+            return 2 * 2 * h + (h * 3 * h + 3 * h) + (h * h + h) + (h * f + f) + (f * h + h);
+        }
+    }
+}
+
+/// <summary>
+/// Dropout drawing its mask from a private generator, so training is repeatable even while other threads use
+/// TorchSharp's global RNG (CPU; on other devices it falls back to the global RNG).
+/// </summary>
+internal sealed class SeededDropout(double p)
+{
+    public Generator? Generator { get; set; }
+
+    public Tensor Apply(Tensor x, bool training)
+    {
+        if (!training || p <= 0) return x;
+        if (Generator is null || x.device.type != DeviceType.CPU) return nn.functional.dropout(x, p, training: true);
+        var keep = torch.rand(x.shape, dtype: x.dtype, device: x.device, generator: Generator).ge_(p);
+        return x * keep / (1 - p);
+    }
+}
+
+/// <summary>Pre-LayerNorm transformer block: x + attn(ln(x)); x + mlp(ln(x)). GELU (tanh form) in the MLP.</summary>
+internal sealed class StudentBlock : nn.Module
+{
+    private readonly LayerNorm ln_1, ln_2;
+    private readonly Linear attn_qkv, attn_proj, mlp_fc, mlp_proj;
+    private readonly int _heads, _headSize;
+    private readonly SeededDropout _dropout;
+
+    public StudentBlock(StudentConfig config, SeededDropout dropout) : base(nameof(StudentBlock))
+    {
+        int h = config.HiddenSize;
+        ln_1 = nn.LayerNorm(h, eps: 1e-5);
+        attn_qkv = nn.Linear(h, 3 * h);
+        attn_proj = nn.Linear(h, h);
+        ln_2 = nn.LayerNorm(h, eps: 1e-5);
+        mlp_fc = nn.Linear(h, config.FeedForwardSize);
+        mlp_proj = nn.Linear(config.FeedForwardSize, h);
+        _heads = config.Heads;
+        _headSize = config.HeadSize;
+        _dropout = dropout;
+        RegisterComponents();
+    }
+
+    /// <param name="x">[B, T, H] states.</param>
+    /// <param name="attentionBias">[B, 1, 1, T]: 0 for real tokens, a large negative value for padding.</param>
+    public Tensor Forward(Tensor x, Tensor attentionBias)
+    {
+        long b = x.shape[0], t = x.shape[1], h = x.shape[2];
+        var qkv = attn_qkv.forward(ln_1.forward(x)).view(b, t, 3, _heads, _headSize).permute(2, 0, 3, 1, 4); // [3,B,nh,T,hs]
+        var q = qkv[0];
+        var k = qkv[1];
+        var v = qkv[2];
+        var scores = q.matmul(k.transpose(-2, -1)).mul_(1.0 / Math.Sqrt(_headSize)).add_(attentionBias);
+        var weights = _dropout.Apply(scores.softmax(-1), training);
+        var y = weights.matmul(v).transpose(1, 2).reshape(b, t, h);
+        x = x + _dropout.Apply(attn_proj.forward(y), training);
+        var m = mlp_proj.forward(nn.functional.gelu(mlp_fc.forward(ln_2.forward(x)), GELU.Approximate.tanh));
+        return x + _dropout.Apply(m, training);
+    }
+}
+
+/// <summary>
+/// The student: token + position + segment embeddings, pre-LN transformer blocks, final LayerNorm, pooling, and a
+/// linear classification head. <see cref="Encode"/> gives the pooled embedding (retrieval uses its L2-normalised
+/// form); <see cref="Head"/> gives label logits. <c>log_temperature</c> is the learned retrieval temperature τ.
+/// </summary>
+internal sealed class StudentModel : nn.Module
+{
+    private readonly Embedding wte, wpe, wse;
+    private readonly ModuleList<StudentBlock> h;
+    private readonly LayerNorm ln_f;
+    private readonly Linear head;
+    private readonly Parameter log_temperature;
+    private readonly SeededDropout _dropout;
+
+    public StudentModel(StudentConfig config, double initialTemperature) : base(nameof(StudentModel))
+    {
+        config.Validate();
+        Config = config;
+        _dropout = new SeededDropout(config.Dropout);
+        wte = nn.Embedding(config.VocabularySize, config.HiddenSize);
+        wpe = nn.Embedding(config.MaxLength, config.HiddenSize);
+        wse = nn.Embedding(2, config.HiddenSize);
+        h = nn.ModuleList(Enumerable.Range(0, config.Layers).Select(_ => new StudentBlock(config, _dropout)).ToArray());
+        ln_f = nn.LayerNorm(config.HiddenSize, eps: 1e-5);
+        head = nn.Linear(config.HiddenSize, config.LabelCount);
+        log_temperature = nn.Parameter(torch.tensor(new[] { (float)Math.Log(initialTemperature) }));
+        RegisterComponents();
+    }
+
+    public StudentConfig Config { get; }
+
+    /// <summary>Generator used by dropout while training (null: global RNG).</summary>
+    public Generator? DropoutGenerator { get => _dropout.Generator; set => _dropout.Generator = value; }
+
+    /// <summary>Deterministic initialisation from <paramref name="generator"/>: N(0, 0.02) weights, zero biases, unit LayerNorm.</summary>
+    public void Initialize(Generator generator)
+    {
+        using var _ = torch.no_grad();
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name == nameof(log_temperature)) continue;
+            if (name.Contains("ln_")) { if (name.EndsWith("weight", StringComparison.Ordinal)) p.fill_(1); else p.zero_(); }
+            else if (name.EndsWith("bias", StringComparison.Ordinal)) p.zero_();
+            else p.normal_(0, 0.02, generator);
+        }
+    }
+
+    /// <summary>Retrieval temperature τ = exp(log_temperature), clamped to [0.01, 2].</summary>
+    public Tensor Temperature() => log_temperature.exp().clamp(0.01, 2.0);
+
+    public double TemperatureValue
+    {
+        get { using var _ = torch.no_grad(); using var t = Temperature(); return t.item<float>(); }
+    }
+
+    /// <param name="ids">[B, T] int64 token ids (padding anywhere after [SEP]).</param>
+    /// <param name="segments">[B, T] int64 segment ids (0 first text, 1 second text).</param>
+    /// <param name="mask">[B, T] float32, 1 for real tokens, 0 for padding.</param>
+    /// <returns>[B, H] pooled embedding (not normalised).</returns>
+    public Tensor Encode(Tensor ids, Tensor segments, Tensor mask)
+    {
+        long t = ids.shape[1];
+        var positions = torch.arange(t, dtype: ScalarType.Int64, device: ids.device);
+        var x = wte.forward(ids) + wpe.forward(positions).unsqueeze(0) + wse.forward(segments);
+        x = _dropout.Apply(x, training);
+        var bias = (1 - mask).mul_(-1e9f).view(mask.shape[0], 1, 1, t);
+        foreach (var block in h) x = block.Forward(x, bias);
+        x = ln_f.forward(x);
+        if (Config.Pooling == StudentPooling.Cls) return x.select(1, 0);
+        var m = mask.unsqueeze(-1);
+        return (x * m).sum(1) / m.sum(1).clamp_min(1);
+    }
+
+    /// <summary>[B, K] label logits from pooled embeddings.</summary>
+    public Tensor Head(Tensor pooled) => head.forward(_dropout.Apply(pooled, training));
+
+    /// <summary>Number of scalar parameters actually held (checked against <see cref="StudentConfig.ParameterCount"/> in tests).</summary>
+    public long CountParameters() => parameters().Sum(p => p.numel());
+
+    /// <summary>Weights as float arrays by parameter name (row-major), for the managed inference path.</summary>
+    public Dictionary<string, float[]> ExportWeights()
+    {
+        using var _ = torch.no_grad();
+        var weights = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        foreach (var (name, p) in named_parameters())
+        {
+            using var cpu = p.detach().to(ScalarType.Float32, torch.CPU).contiguous();
+            weights[name] = cpu.data<float>().ToArray();
+        }
+        return weights;
+    }
+}

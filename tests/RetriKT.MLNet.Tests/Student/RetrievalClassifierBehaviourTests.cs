@@ -1,0 +1,242 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Tests.Infrastructure;
+using TorchSharp;
+
+namespace RetriKT.MLNet.Tests.Student;
+
+/// <summary>Behaviour on a small synthetic sentiment task (trains in about a second): API contracts, parity, bad input.</summary>
+public class RetrievalClassifierBehaviourTests
+{
+    private static readonly string[] Positive = ["good", "great", "lovely", "superb", "wonderful", "charming"];
+    private static readonly string[] Negative = ["bad", "awful", "poor", "dull", "boring", "terrible"];
+    private static readonly string[] Filler = ["the", "movie", "film", "plot", "acting", "was", "is", "really", "quite", "and"];
+
+    public static List<TextRow> Synthetic(int count, int seed)
+    {
+        var random = new Random(seed);
+        var rows = new List<TextRow>();
+        for (int i = 0; i < count; i++)
+        {
+            bool positive = i % 2 == 0;
+            var words = Enumerable.Range(0, 5).Select(_ => Filler[random.Next(Filler.Length)]).ToList();
+            var cue = positive ? Positive : Negative;
+            words.Insert(random.Next(words.Count), cue[random.Next(cue.Length)]);
+            words.Insert(random.Next(words.Count), cue[random.Next(cue.Length)]);
+            rows.Add(new TextRow { Text = string.Join(' ', words), Label = positive ? "pos" : "neg" });
+        }
+        return rows;
+    }
+
+    private static RetrievalClassifierTrainer.Options Tiny() => new()
+    {
+        HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 15, BatchSize = 8, LearningRate = 5e-3,
+        NeighborsColumnName = "Neighbors", NeighborsToReport = 2, InferenceBatchSize = 7, TeacherParameterCount = 1_000_000,
+    };
+
+    private static (MLContext Ml, ITransformer KeyMap, RetrievalClassifierTransformer Student) Train(RetrievalClassifierTrainer.Options? options = null, List<TextRow>? rows = null)
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(rows ?? Synthetic(40, 1));
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
+        var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(options ?? Tiny()).Fit(keyMap.Transform(data));
+        return (ml, keyMap, student);
+    }
+
+    [Fact]
+    public void LearnsASeparableTaskAndEvaluateWorksUnchanged()
+    {
+        var (ml, keyMap, student) = Train();
+        using var _ = student;
+        var test = keyMap.Transform(ml.Data.LoadFromEnumerable(Synthetic(60, 2)));
+        var metrics = ml.MulticlassClassification.Evaluate(student.Transform(test));
+        Assert.True(metrics.MicroAccuracy >= 0.9, $"accuracy {metrics.MicroAccuracy:P1} on a separable synthetic task");
+        Assert.Equal(2, metrics.PerClassLogLoss.Count);
+
+        // Annotations: PredictedLabel → original label strings, Score slots named by label.
+        var schema = student.GetOutputSchema(test.Schema);
+        VBuffer<ReadOnlyMemory<char>> slots = default;
+        schema["Score"].GetSlotNames(ref slots);
+        Assert.Equal(student.LabelNames, slots.DenseValues().Select(s => s.ToString()));
+        var back = ml.Transforms.Conversion.MapKeyToValue("PredictedLabelText", "PredictedLabel").Fit(student.Transform(test)).Transform(student.Transform(test));
+        var predicted = back.GetColumn<string>("PredictedLabelText").ToList();
+        Assert.All(predicted, p => Assert.Contains(p, new[] { "pos", "neg" }));
+    }
+
+    [Fact]
+    public void ParameterCountIsAnalyticAndReportedAgainstTheTeacher()
+    {
+        var (_, _, student) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 16, Layers = 2, Heads = 2, MaxLength = 16, Epochs = 1, TeacherParameterCount = 1_000_000 });
+        using var _ = student;
+        var config = student.Model.Network.Config;
+        Assert.Equal(student.Model.Network.CountParameters(), student.ParameterCount);
+        Assert.Equal((long)(student.Vocabulary.Count + 16 + 2) * 16, student.EmbeddingParameterCount);
+        Assert.Equal((double)student.ParameterCount / 1_000_000, student.TeacherParameterRatio!.Value, 12);
+        Assert.Equal((16, 2, 2, 64), student.Shape);
+        Assert.Equal(4 * config.HiddenSize, config.FeedForwardSize);
+    }
+
+    [Fact]
+    public void BatchedTransformPredictionEngineAndPredictBatchAgree()
+    {
+        var (ml, keyMap, student) = Train();
+        using var _ = student;
+        var rows = Synthetic(23, 3); // 23 rows over blocks of 7: a partial last block
+        rows[5].Text = "";          // empty text: still scored (from [CLS] [SEP] alone)
+        var data = keyMap.Transform(ml.Data.LoadFromEnumerable(rows));
+        var transformed = student.Transform(data);
+        var scores = transformed.GetColumn<float[]>("Score").ToList();
+        var labels = transformed.GetColumn<uint>("PredictedLabel").ToList();
+        var neighbors = transformed.GetColumn<string[]>("Neighbors").ToList();
+        var passthrough = transformed.GetColumn<string>("Text").ToList();
+        Assert.Equal(rows.Select(r => r.Text), passthrough);
+
+        var batch = student.PredictBatch(rows.Select(r => r.Text).ToList());
+        using var engine = ml.Model.CreatePredictionEngine<TextRow, RoundTrip.EngineContracts.ClassifierOutput>(student);
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var single = engine.Predict(rows[i]);
+            var one = student.Predict(rows[i].Text, neighbors: 2);
+            for (int k = 0; k < 2; k++)
+            {
+                Assert.Equal(scores[i][k], batch[i][k], 6);           // same torch path
+                Assert.Equal(scores[i][k], single.Score[k], 4);       // managed single-row path vs torch batch
+                Assert.Equal(single.Score[k], one.Scores[k]);
+            }
+            Assert.Equal(labels[i], single.PredictedLabel);
+            Assert.Equal(one.Neighbors.Select(n => $"[{n.Label}] {n.Text}"), neighbors[i]);
+            Assert.Equal(1f, scores[i].Sum(), 4);
+        }
+    }
+
+    [Fact]
+    public void ManagedEncoderMatchesTorchEncoder()
+    {
+        var (_, _, student) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 32, Layers = 2, Heads = 4, MaxLength = 32, Epochs = 2, Pooling = StudentPooling.Mean });
+        using var _ = student;
+        var model = student.Model;
+        var ids = model.Tokenize("the plot is really quite charming and the acting is superb", "second text", out _);
+        var managed = new float[model.Dimension];
+        model.Managed.Encode(ids, student.Vocabulary.SepId, managed);
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var (t, s, m) = TokenBatch.Collate([ids], student.Vocabulary.SepId, torch.CPU);
+        var reference = model.Network.Encode(t, s, m).data<float>().ToArray();
+        for (int i = 0; i < managed.Length; i++) Assert.Equal(reference[i], managed[i], 4);
+    }
+
+    [Fact]
+    public void TrainingIsDeterministicAndRetrievalCanBeDisabled()
+    {
+        var (_, _, a) = Train();
+        var (_, _, b) = Train();
+        var options = Tiny();
+        options.UseRetrieval = false;
+        var (_, _, headOnly) = Train(options);
+        using (a) using (b) using (headOnly)
+        {
+            var text = "the film was dull and quite boring";
+            Assert.Equal(a.Predict(text).Scores, b.Predict(text).Scores);
+            Assert.Equal(0, headOnly.RetrievalWeight);
+            Assert.Equal(0.5, a.RetrievalWeight); // no validation set: default λ
+            Assert.NotEqual(a.Predict(text).Scores, headOnly.Predict(text).Scores);
+        }
+    }
+
+    [Fact]
+    public void StringLabelsAndAGivenStoreWithSoftLabelsAreAccepted()
+    {
+        var ml = new MLContext(seed: 1);
+        var rows = Synthetic(20, 4);
+        var store = new KnowledgeStore(["neg", "pos"], Synthetic(20, 5).Select(r => new KnowledgeEntry(
+            r.Text, null, r.Label == "pos" ? 1 : 0, r.Label == "pos" ? [0.2f, 0.8f] : [0.9f, 0.1f], 0.9f, KnowledgeSource.Generated)));
+        var options = Tiny();
+        options.Store = store;
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(ml.Data.LoadFromEnumerable(rows)); // Label is a string here
+        Assert.Equal(["neg", "pos"], student.LabelNames);
+        Assert.True(student.Store.Count > store.Count && student.Store.Count <= store.Count + rows.Count);
+        Assert.True(student.Store.HasEmbeddings);
+        Assert.Equal(KnowledgeSource.Generated, student.Store.Entries[0].Source);
+        Assert.Equal("pos", student.Predict("wonderful lovely great film").Label);
+
+        // Store embeddings are this student's encoder: re-embedding entry 0 reproduces them (IStoreEncoder).
+        var e = new float[student.Dimension];
+        student.Encode([(student.Store.Entries[0].Text!, null)], e);
+        for (int i = 0; i < e.Length; i++) Assert.Equal(student.Store.Embedding(0)[i], e[i], 4);
+
+        var wrong = new KnowledgeStore(["negative", "positive"], [KnowledgeEntry.Gold("a b", null, 0, 2), KnowledgeEntry.Gold("c d", null, 1, 2)]);
+        options.Store = wrong;
+        var error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(ml.Data.LoadFromEnumerable(rows)));
+        Assert.Contains("is not one of the store's labels", error.Message);
+    }
+
+    [Fact]
+    public void BadInputIsRejectedOrHandledAsDocumented()
+    {
+        var ml = new MLContext(seed: 1);
+        var logs = new List<string>();
+        ml.Log += (_, e) => { lock (logs) logs.Add(e.Message); };
+        var trainers = ml.MulticlassClassification.Trainers;
+        var rows = Synthetic(12, 6);
+
+        var noText = ml.Data.LoadFromEnumerable(rows.Select(r => new { Sentence = r.Text, r.Label }));
+        Assert.Contains("'Text' not found", Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(Tiny()).Fit(noText)).Message);
+        var noLabel = ml.Data.LoadFromEnumerable(rows.Select(r => new { r.Text, Class = r.Label }));
+        Assert.Contains("Label column 'Label' not found", Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(Tiny()).Fit(noLabel)).Message);
+        var floatLabel = ml.Data.LoadFromEnumerable(rows.Select(r => new { r.Text, Label = r.Label == "pos" ? 1f : 0f }));
+        var notKey = Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(Tiny()).Fit(floatLabel));
+        Assert.Contains("must be a key type", notKey.Message);
+        Assert.Contains("MapValueToKey", notKey.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { Heads = 3, HiddenSize = 16 }));
+
+        // Empty texts and missing labels are skipped with a warning; a too-long text is truncated and logged.
+        rows[0].Text = "   ";
+        rows[1].Label = "";
+        rows[2].Text = string.Join(' ', Enumerable.Repeat("really quite good", 20));
+        using var student = trainers.RetrievalClassifier(Tiny()).Fit(ml.Data.LoadFromEnumerable(rows));
+        Assert.Equal(10, student.Store.Count);
+        Assert.Contains(logs, l => l.Contains("empty text") && l.Contains("skipped"));
+        Assert.Contains(logs, l => l.Contains("missing label") && l.Contains("skipped"));
+        Assert.Contains(logs, l => l.Contains("truncated"));
+        logs.Clear();
+        var scored = student.Transform(ml.Data.LoadFromEnumerable(new[] { new TextRow { Text = rows[2].Text } })).GetColumn<float[]>("Score").Single();
+        Assert.Equal(1f, scored.Sum(), 4);
+        Assert.Contains(logs, l => l.Contains("longer than MaxLength = 16") && l.Contains("truncated"));
+
+        // At prediction the label column is not needed; at evaluation a label value unseen in training maps to the
+        // missing key and ML.NET's evaluator skips that row.
+        var train = ml.Data.LoadFromEnumerable(Synthetic(12, 7));
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        var eval = Synthetic(10, 8);
+        eval[0].Label = "neutral";
+        var predictions = student.Transform(keyMap.Transform(ml.Data.LoadFromEnumerable(eval)));
+        var metrics = ml.MulticlassClassification.Evaluate(predictions);
+        Assert.Equal(9, metrics.ConfusionMatrix.Counts.Sum(r => r.Sum()));
+        var textOnly = student.Transform(ml.Data.LoadFromEnumerable(new[] { new { Text = "good film" } }));
+        Assert.Single(textOnly.GetColumn<uint>("PredictedLabel"));
+        Assert.Throws<ArgumentOutOfRangeException>(() => student.Transform(ml.Data.LoadFromEnumerable(new[] { new { Sentence = "good" } })));
+
+        student.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => student.Predict("good"));
+    }
+
+    [Fact]
+    public void ConcurrentPredictionsMatchSequentialOnes()
+    {
+        var (_, _, student) = Train();
+        using var _ = student;
+        var texts = Synthetic(32, 9).Select(r => r.Text).ToArray();
+        var sequential = texts.Select(t => student.Predict(t).Scores).ToArray();
+        var parallel = new float[texts.Length][];
+        Parallel.For(0, texts.Length * 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i => parallel[i % texts.Length] = student.Predict(texts[i % texts.Length]).Scores);
+        var batched = new float[4][][];
+        Parallel.For(0, 4, i => batched[i] = student.PredictBatch(texts));
+        for (int i = 0; i < texts.Length; i++)
+        {
+            Assert.Equal(sequential[i], parallel[i]);
+            for (int j = 1; j < 4; j++) Assert.Equal(batched[0][i], batched[j][i]);
+        }
+    }
+}
