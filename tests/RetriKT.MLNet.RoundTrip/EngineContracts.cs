@@ -61,7 +61,9 @@ public static class EngineContracts
     private static List<string> Run<TIn, TOut>(MLContext mlContext, ITransformer model, IDataView input, Func<TOut, string> format)
         where TIn : class, new() where TOut : class, new()
     {
-        using var engine = mlContext.Model.CreatePredictionEngine<TIn, TOut>(model);
+        // The engine must not dispose the model (ML.NET's default): the harness keeps using it (re-save, further tests),
+        // and disposable transformers (TorchSharp weights) would be freed.
+        using var engine = mlContext.Model.CreatePredictionEngine<TIn, TOut>(model, new PredictionEngineOptions { OwnsTransformer = false });
         return mlContext.Data.CreateEnumerable<TIn>(input, reuseRowObject: false)
             .Select(row => format(engine.Predict(row))).ToList();
     }

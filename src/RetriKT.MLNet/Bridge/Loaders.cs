@@ -15,7 +15,7 @@ using RetriKT.MLNet.Text;
 [assembly: LoadableClass(typeof(KnowledgeExtractorTransformer), typeof(Loaders.KnowledgeExtractor), null, typeof(SignatureLoadModel),
     "RetriKT Knowledge Extractor", "RetriKTKnowledgeExtract")]
 [assembly: LoadableClass(typeof(RetriKT.MLNet.Student.RetrievalClassifierTransformer), typeof(Loaders.RetrievalClassifier), null, typeof(SignatureLoadModel),
-    "RetriKT Retrieval Classifier", "RetriKTRetrievalClassifier")]
+    "RetriKT Retrieval Classifier", "RetriKTRetrievalClsf")]
 
 namespace RetriKT.MLNet.Bridge;
 

@@ -68,6 +68,13 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         public int MaxVocabularySize = 8000;
         /// <summary>Minimum count for a whole word to enter a built vocabulary (1 suits few-shot data). Default 1.</summary>
         public int MinWordFrequency = 1;
+        /// <summary>
+        /// Add every character (as "c" and "##c") to a built vocabulary, so unseen words are spelled out instead of
+        /// becoming [UNK]. Off by default: a from-scratch student never trains those pieces on few-shot data, and
+        /// untrained pieces shift every sentence with unseen words the same way; [UNK] is trained to be neutral by
+        /// <see cref="TokenDropout"/>. Turn on with a large store of generated text. Default false.
+        /// </summary>
+        public bool CharacterPieces;
 
         /// <summary>Hidden size (= embedding dimension). Default 64.</summary>
         public int HiddenSize = 64;
@@ -84,8 +91,8 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         /// <summary>Dropout while training. Default 0.1.</summary>
         public double Dropout = 0.1;
 
-        /// <summary>Word dropout while training: probability that a token is replaced by [MASK]. Default 0.1.</summary>
-        public double TokenDropout = 0.1;
+        /// <summary>Word dropout while training: probability that a token is replaced by [UNK]. Default 0.2.</summary>
+        public double TokenDropout = 0.2;
 
         /// <summary>Passes over the store. Default 40.</summary>
         public int Epochs = 40;
@@ -167,8 +174,8 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
 
         var vocabulary = _options.VocabularyPath is not null
             ? WordPieceVocabulary.Load(_options.VocabularyPath, _options.LowerCase)
-            : WordPieceVocabulary.Build(store.Entries.SelectMany(e => new[] { e.Text, e.Text2 }).OfType<string>(),
-                _options.MaxVocabularySize, _options.MinWordFrequency, _options.LowerCase);
+            : StudentVocabulary.Build(store.Entries.SelectMany(e => new[] { e.Text, e.Text2 }).OfType<string>(),
+                _options.MaxVocabularySize, _options.MinWordFrequency, _options.LowerCase, _options.CharacterPieces);
         var tokenizer = new TextTokenizingTransformer(_env, _options.TextColumnName, _options.SecondTextColumnName, "TokenIds", _options.MaxLength, vocabulary);
         int truncated = 0;
         var ids = store.Entries.Select(e => { var r = tokenizer.Encode(e.Text!, e.Text2, out bool t); if (t) truncated++; return r; }).ToList();
@@ -189,7 +196,7 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
             bool retrieval = _options.UseRetrieval;
             var settings = new TrainingSettings(_options.Epochs, _options.BatchSize, _options.LearningRate, _options.WeightDecay,
                 retrieval ? _options.RetrievalLossWeight : 0, _options.ContrastiveLossWeight, _options.ContrastiveTemperature,
-                _options.NeighborCount, _options.LearnTemperature && retrieval, host.Seed, _options.TokenDropout, vocabulary.MaskId);
+                _options.NeighborCount, _options.LearnTemperature && retrieval, host.Seed, _options.TokenDropout, vocabulary.UnknownId);
             RetrievalTraining.Train(model, new TrainingExamples(ids, store.SoftLabels.ToArray(), store.LabelCount), settings, vocabulary.SepId, device, host);
 
             float[] embeddings;

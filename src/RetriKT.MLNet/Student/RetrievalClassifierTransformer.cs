@@ -36,7 +36,7 @@ public sealed record RetrievalPrediction(string Label, int LabelIndex, float[] S
 /// </summary>
 public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder, IDisposable
 {
-    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010001, 0x00010001, "RetriKTRetrievalClassifier");
+    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010001, 0x00010001, "RetriKTRetrievalClsf");
 
     private readonly IHostEnvironment _env;
     private readonly RetrievalModel _model;

@@ -7,7 +7,7 @@ namespace RetriKT.MLNet.Student;
 /// <summary>Hyper-parameters of one training run (taken from <see cref="RetrievalClassifierTrainer.Options"/>).</summary>
 internal sealed record TrainingSettings(int Epochs, int BatchSize, double LearningRate, double WeightDecay,
     double RetrievalLossWeight, double ContrastiveLossWeight, double ContrastiveTemperature, int NeighborCount,
-    bool LearnTemperature, int Seed, double TokenDropout = 0, int MaskId = -1);
+    bool LearnTemperature, int Seed, double TokenDropout = 0, int DropTokenId = -1);
 
 /// <summary>Labelled training examples: token ids and soft labels (row-major N × K); store entries in the same order.</summary>
 internal sealed record TrainingExamples(IReadOnlyList<int[]> Ids, float[] SoftLabels, int LabelCount)
@@ -117,15 +117,16 @@ internal static class RetrievalTraining
     }
 
     /// <summary>
-    /// Word-dropout augmentation: each token other than [CLS]/[SEP] becomes [MASK] with probability TokenDropout, so
-    /// the encoder cannot rest on one memorised word of a few-shot example.
+    /// Word-dropout augmentation: each token other than [CLS]/[SEP] becomes [UNK] with probability TokenDropout, so the
+    /// encoder cannot rest on one memorised word of a few-shot example, and learns that [UNK] — what a word never seen
+    /// in training becomes with a word-level vocabulary — carries no label information.
     /// </summary>
     private static int[] MaskTokens(int[] ids, TrainingSettings settings, int sepId, Random random)
     {
-        if (settings.TokenDropout <= 0 || settings.MaskId < 0) return ids;
+        if (settings.TokenDropout <= 0 || settings.DropTokenId < 0) return ids;
         var copy = (int[])ids.Clone();
         for (int i = 1; i < copy.Length; i++)
-            if (copy[i] != sepId && random.NextDouble() < settings.TokenDropout) copy[i] = settings.MaskId;
+            if (copy[i] != sepId && random.NextDouble() < settings.TokenDropout) copy[i] = settings.DropTokenId;
         return copy;
     }
 

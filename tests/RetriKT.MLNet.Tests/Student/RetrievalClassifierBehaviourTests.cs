@@ -94,15 +94,17 @@ public class RetrievalClassifierBehaviourTests
         Assert.Equal(rows.Select(r => r.Text), passthrough);
 
         var batch = student.PredictBatch(rows.Select(r => r.Text).ToList());
-        using var engine = ml.Model.CreatePredictionEngine<TextRow, RoundTrip.EngineContracts.ClassifierOutput>(student);
+        using var engine = ml.Model.CreatePredictionEngine<TextRow, RoundTrip.EngineContracts.ClassifierOutput>(student,
+            new PredictionEngineOptions { OwnsTransformer = false }); // the default would dispose the student with the engine
         for (int i = 0; i < rows.Count; i++)
         {
             var single = engine.Predict(rows[i]);
             var one = student.Predict(rows[i].Text, neighbors: 2);
             for (int k = 0; k < 2; k++)
             {
-                Assert.Equal(scores[i][k], batch[i][k], 6);           // same torch path
-                Assert.Equal(scores[i][k], single.Score[k], 4);       // managed single-row path vs torch batch
+                Assert.Equal(scores[i][k], batch[i][k]);                             // same torch path
+                Assert.True(Math.Abs(scores[i][k] - single.Score[k]) < 1e-4,           // managed single-row path vs torch batch
+                    $"row {i}, label {k}: batched {scores[i][k]} vs single-row {single.Score[k]}");
                 Assert.Equal(single.Score[k], one.Scores[k]);
             }
             Assert.Equal(labels[i], single.PredictedLabel);
@@ -117,14 +119,14 @@ public class RetrievalClassifierBehaviourTests
         var (_, _, student) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 32, Layers = 2, Heads = 4, MaxLength = 32, Epochs = 2, Pooling = StudentPooling.Mean });
         using var _ = student;
         var model = student.Model;
-        var ids = model.Tokenize("the plot is really quite charming and the acting is superb", "second text", out _);
+        var ids = model.Tokenize("the plot is really quite charming and the acting is superb", "second text", out bool _);
         var managed = new float[model.Dimension];
         model.Managed.Encode(ids, student.Vocabulary.SepId, managed);
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         var (t, s, m) = TokenBatch.Collate([ids], student.Vocabulary.SepId, torch.CPU);
         var reference = model.Network.Encode(t, s, m).data<float>().ToArray();
-        for (int i = 0; i < managed.Length; i++) Assert.Equal(reference[i], managed[i], 4);
+        for (int i = 0; i < managed.Length; i++) Assert.True(Math.Abs(reference[i] - managed[i]) < 1e-4, $"dimension {i}: torch {reference[i]} vs managed {managed[i]}");
     }
 
     [Fact]
@@ -164,7 +166,7 @@ public class RetrievalClassifierBehaviourTests
         // Store embeddings are this student's encoder: re-embedding entry 0 reproduces them (IStoreEncoder).
         var e = new float[student.Dimension];
         student.Encode([(student.Store.Entries[0].Text!, null)], e);
-        for (int i = 0; i < e.Length; i++) Assert.Equal(student.Store.Embedding(0)[i], e[i], 4);
+        for (int i = 0; i < e.Length; i++) Assert.True(Math.Abs(student.Store.Embedding(0)[i] - e[i]) < 1e-5);
 
         var wrong = new KnowledgeStore(["negative", "positive"], [KnowledgeEntry.Gold("a b", null, 0, 2), KnowledgeEntry.Gold("c d", null, 1, 2)]);
         options.Store = wrong;
