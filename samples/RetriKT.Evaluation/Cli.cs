@@ -15,7 +15,7 @@ public static class Cli
           --rows <list>       majority,fewshot-student,teacher-prompted,retrikt,retrikt-ppo (default: all)
           --teacher <path>    use this teacher (HF folder or llama2.c .bin) instead of building one
           --cache <dir>       where the built teacher is cached (default: ~/.cache/retrikt)
-          --teacher-steps <n> pretraining steps of the built teacher (default 800)
+          --teacher-steps <n> pretraining steps of the built teacher (default 400)
           --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 6)
           --results <file>    resumable results JSONL (default: docs/evaluation/results.jsonl)
           --report <file>     markdown report (default: docs/RESULTS.md)

@@ -200,7 +200,6 @@ public sealed class RetriKTPipeline
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
         var extractionTime = clock.Elapsed;
-        // The extractor owns the prompts it was given only by reference; disposing the prompts above frees both.
         var store = extractor.Store;
 
         var (scores, devAccuracy, student, studentTime, evaluationTime) = TrainAndEvaluateStudent(task, store, progress, cancellation);
