@@ -99,18 +99,27 @@ public static class ResultsReport
         }
         md.AppendLine();
 
-        var missing = new List<string>();
+        md.AppendLine("## Not yet run");
+        md.AppendLine();
+        int missingCells = 0;
         foreach (var t in Cli.DefaultTasks)
         {
             var seeds = t is "CB" or "BoolQ" ? new int?[] { null } : [13, 21, 42, 87, 100];
+            var parts = new List<string>();
+            var untouched = new List<string>();
             foreach (var s in seeds)
-                foreach (var row in Rows.All)
-                    if (!results.Any(r => r.Task == t && r.Seed == s && r.Row == row)) missing.Add($"{t}{(s is null ? "" : " seed " + s)} {row}");
+            {
+                var absent = Rows.All.Where(row => !results.Any(r => r.Task == t && r.Seed == s && r.Row == row)).ToList();
+                missingCells += absent.Count;
+                string name = s is null ? "the split" : $"seed {s}";
+                if (absent.Count == Rows.All.Count) untouched.Add(s is null ? "the split" : s.ToString()!);
+                else if (absent.Count > 0) parts.Add($"{name}: {string.Join(", ", absent)}");
+            }
+            if (untouched.Count > 0) parts.Insert(0, untouched.Count == seeds.Length ? "all rows" : $"seeds {string.Join(", ", untouched)}: all rows");
+            if (parts.Count > 0) md.AppendLine($"- {t}: {string.Join("; ", parts)}");
         }
-        md.AppendLine("## Not yet run");
-        md.AppendLine();
-        md.AppendLine(missing.Count == 0 ? "Nothing: the full table is complete." :
-            $"{missing.Count} of {5 * 3 * 5 + 2 * 5} (task, seed, row) cells have no result yet (the harness resumes them): " + string.Join("; ", missing) + ".");
+        if (missingCells == 0) md.AppendLine("Nothing: the full table is complete.");
+        else md.AppendLine($"\n{missingCells} of {5 * 3 * 5 + 2 * 5} (task, seed, row) cells have no result yet; re-running the harness resumes them.");
         md.AppendLine();
 
         md.AppendLine("## Runs (commands, teacher, hardware, wall time)");
@@ -172,7 +181,7 @@ public static class ResultsReport
                 {
                     var (mean, sd, n) = series[g][t];
                     if (n == 0) continue;
-                    bars.Add(new ScottPlot.Bar { Position = t * (groups + 1) + g, Value = 100 * mean, Error = 100 * sd, FillColor = palette.GetColor(g) });
+                    bars.Add(new ScottPlot.Bar { Position = t * (groups + 1) + g, Value = 100 * mean, Error = 100 * sd, FillColor = palette.GetColor(g), Size = 0.9 });
                 }
             plt.Add.Bars(bars);
             var ticks = tasks.Select((t, i) => new ScottPlot.Tick(i * (groups + 1) + (groups - 1) / 2.0, t)).ToArray();
@@ -180,7 +189,7 @@ public static class ResultsReport
             for (int g = 0; g < groups; g++)
                 plt.Legend.ManualItems.Add(new ScottPlot.LegendItem { LabelText = Rows.Title(Rows.All[g]), FillColor = palette.GetColor(g) });
             plt.ShowLegend(ScottPlot.Alignment.UpperRight);
-            plt.Axes.SetLimitsY(0, 115);
+            plt.Axes.SetLimits(-1, tasks.Count * (groups + 1) - 1, 0, 115);
             plt.YLabel("accuracy on the official dev set (%)");
             plt.Title("RetriKT.MLNet, low-resource protocols");
             plt.SavePng(pngPath, 1000, 560);
