@@ -172,7 +172,8 @@ public sealed class RetriKTPipeline
         ArgumentNullException.ThrowIfNull(task);
         CheckTask(task);
         var o = _options;
-        var train = FewShotTask.ToDataView(_mlContext, task.Train);
+        // The teacher-facing stages see texts cut to the teacher's context; the student is scored on the untouched test split.
+        var train = FewShotTask.ToDataView(_mlContext, FitToTeacher(task, task.Train));
         var clock = Stopwatch.StartNew();
 
         using var prompts = _mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
@@ -234,15 +235,16 @@ public sealed class RetriKTPipeline
         ArgumentNullException.ThrowIfNull(task);
         CheckTask(task);
         var labelIndex = LabelIndex(task);
+        var dev = FitToTeacher(task, task.Dev.Where(r => labelIndex.ContainsKey(r.Label)).ToList());
         double DevAccuracy(VerbalizerClassifier c)
         {
-            var predicted = c.Predict(task.Dev.Select(Sample).ToList());
-            return task.Dev.Select((r, i) => predicted[i] == labelIndex[r.Label] ? 1.0 : 0.0).Average();
+            var predicted = c.Predict(dev.Select(Sample).ToList());
+            return dev.Select((r, i) => predicted[i] == labelIndex[r.Label] ? 1.0 : 0.0).Average();
         }
         var calibrated = new VerbalizerClassifier(_teacher, task.Template, task.Labels, calibrate: true);
         var raw = new VerbalizerClassifier(_teacher, task.Template, task.Labels, calibrate: false);
-        var chosen = task.Dev.Count == 0 || DevAccuracy(calibrated) >= DevAccuracy(raw) ? calibrated : raw;
-        var test = task.Test.Where(r => labelIndex.ContainsKey(r.Label)).ToList();
+        var chosen = dev.Count == 0 || DevAccuracy(calibrated) >= DevAccuracy(raw) ? calibrated : raw;
+        var test = FitToTeacher(task, task.Test.Where(r => labelIndex.ContainsKey(r.Label)).ToList());
         var predictions = chosen.Predict(test.Select(Sample).ToList());
         return (ClassificationScores.FromPredictions(test.Select(r => labelIndex[r.Label]).ToList(), predictions, task.Labels.Count), chosen.Calibrated);
     }
@@ -305,6 +307,39 @@ public sealed class RetriKTPipeline
         var scores = ClassificationScores.FromConfusion(confusion);
         // Accuracy exactly as ML.NET reports it (the confusion matrix gives the same value; this keeps one source of truth).
         return scores with { Accuracy = metrics.MicroAccuracy };
+    }
+
+    /// <summary>
+    /// Rows whose first text is cut (whole words from its end) so that the classification prompt, the soft prompt and
+    /// a generated sample fit the teacher's context: long premises and passages (CB, BoolQ) would otherwise exceed a
+    /// small teacher's positions. Rows that fit are returned unchanged.
+    /// </summary>
+    private List<TextPairRow> FitToTeacher(FewShotTask task, IReadOnlyList<TextPairRow> rows)
+    {
+        var tokenizer = _teacher.Tokenizer!;
+        var template = task.Template;
+        string longestWord = template.Verbalizer.Values.OrderByDescending(w => tokenizer.Encode(w).Length).First();
+        int reserve = _options.PromptTokens + (_options.MaxNewTokens ?? template.MaxNewTokens) + 8;
+        int budget = _teacher.Config.MaxPositions - reserve;
+        if (budget < 16) throw new InvalidOperationException(
+            $"The teacher's context ({_teacher.Config.MaxPositions} positions) leaves {budget} for the task text after {reserve} for prompts and generation; use a teacher with a longer context or fewer PromptTokens/MaxNewTokens.");
+        int Tokens(string text, string text2) => tokenizer.Encode(template.RenderClassification(text, text2, longestWord), addBos: true).Length;
+        var result = new List<TextPairRow>(rows.Count);
+        foreach (var row in rows)
+        {
+            int tokens = Tokens(row.Text, row.Text2);
+            if (tokens <= budget) { result.Add(row); continue; }
+            var words = row.Text.Split(' ', StringSplitOptions.RemoveEmptyEntries).ToList();
+            while (tokens > budget && words.Count > 1)
+            {
+                // Drop about as many words as there are surplus tokens (a word is at least one token), then re-measure.
+                int drop = Math.Clamp(tokens - budget, 1, words.Count - 1);
+                words.RemoveRange(words.Count - drop, drop);
+                tokens = Tokens(string.Join(' ', words), row.Text2);
+            }
+            result.Add(new TextPairRow { Text = string.Join(' ', words), Text2 = row.Text2, Label = row.Label });
+        }
+        return result;
     }
 
     private static (string Text, string? Text2) Sample(TextPairRow row) => (row.Text, string.IsNullOrEmpty(row.Text2) ? null : row.Text2);
