@@ -5,6 +5,7 @@ using BenchmarkDotNet.Engines;
 using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
+using BenchmarkDotNet.Toolchains.InProcess.Emit;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using RetriKT.MLNet.Student;
@@ -137,7 +138,9 @@ public class StudentSingleRowLatency
         public LatencyConfig()
         {
             AddJob(Job.Default.WithStrategy(RunStrategy.Monitoring).WithInvocationCount(1).WithUnrollFactor(1)
-                .WithWarmupCount(200).WithIterationCount(3000).WithLaunchCount(1));
+                .WithWarmupCount(200).WithIterationCount(3000).WithLaunchCount(1)
+                // In-process: BenchmarkDotNet's generated project does not resolve libtorch's native package.
+                .WithToolchain(InProcessEmitToolchain.Instance));
             AddColumn(StatisticColumn.P50, new P99Column(), new GflopsColumn());
         }
     }
@@ -197,7 +200,7 @@ public class StudentBulkTransform
     {
         public BulkConfig()
         {
-            AddJob(Job.Default.WithWarmupCount(2).WithIterationCount(8).WithLaunchCount(1));
+            AddJob(Job.Default.WithWarmupCount(2).WithIterationCount(8).WithLaunchCount(1).WithToolchain(InProcessEmitToolchain.Instance));
             AddColumn(new GflopsColumn());
         }
     }

@@ -1,4 +1,6 @@
+using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 
 namespace RetriKT.MLNet.Student;
 
@@ -29,10 +31,12 @@ internal sealed class ManagedStudentEncoder
         _lnFB = Get("ln_f.bias");
         _headW = Get("head.weight");
         _headB = Get("head.bias");
+        int h = _config.HiddenSize, f = _config.FeedForwardSize;
+        // Linear weights are stored transposed ([in, out]) so the kernel streams contiguous output rows.
         _blocks = Enumerable.Range(0, _config.Layers).Select(i => new Block(
-            Get($"h.{i}.ln_1.weight"), Get($"h.{i}.ln_1.bias"), Get($"h.{i}.attn_qkv.weight"), Get($"h.{i}.attn_qkv.bias"),
-            Get($"h.{i}.attn_proj.weight"), Get($"h.{i}.attn_proj.bias"), Get($"h.{i}.ln_2.weight"), Get($"h.{i}.ln_2.bias"),
-            Get($"h.{i}.mlp_fc.weight"), Get($"h.{i}.mlp_fc.bias"), Get($"h.{i}.mlp_proj.weight"), Get($"h.{i}.mlp_proj.bias"))).ToArray();
+            Get($"h.{i}.ln_1.weight"), Get($"h.{i}.ln_1.bias"), Transpose(Get($"h.{i}.attn_qkv.weight"), 3 * h, h), Get($"h.{i}.attn_qkv.bias"),
+            Transpose(Get($"h.{i}.attn_proj.weight"), h, h), Get($"h.{i}.attn_proj.bias"), Get($"h.{i}.ln_2.weight"), Get($"h.{i}.ln_2.bias"),
+            Transpose(Get($"h.{i}.mlp_fc.weight"), f, h), Get($"h.{i}.mlp_fc.bias"), Transpose(Get($"h.{i}.mlp_proj.weight"), h, f), Get($"h.{i}.mlp_proj.bias"))).ToArray();
     }
 
     /// <summary>Multiply-adds of one forward pass over <paramref name="tokens"/> tokens (for FLOP-rate reports: FLOPs = 2 × this).</summary>
@@ -53,7 +57,12 @@ internal sealed class ManagedStudentEncoder
         var qkv = new float[t * 3 * h];
         var y = new float[t * h];
         var mlp = new float[t * f];
-        var scores = new float[t];
+        var gelu = new float[t * f];
+        int hs0 = _config.HeadSize;
+        var scores = new float[t * t];
+        var q = new float[t * hs0];
+        var kt = new float[hs0 * t];
+        var v = new float[t * hs0];
         int segment = 0;
         for (int i = 0; i < t; i++)
         {
@@ -72,22 +81,29 @@ internal sealed class ManagedStudentEncoder
             Linear(a, b.QkvW, b.QkvB, qkv, t, h, 3 * h);
             for (int head = 0; head < heads; head++)
             {
+                // Gather this head's Q [t, hs], K^T [hs, t] and V [t, hs], then scores = Q K^T, softmax, Y = P V.
+                for (int j = 0; j < t; j++)
+                {
+                    int row = j * 3 * h + head * hs;
+                    qkv.AsSpan(row, hs).CopyTo(q.AsSpan(j * hs, hs));
+                    qkv.AsSpan(row + 2 * h, hs).CopyTo(v.AsSpan(j * hs, hs));
+                    for (int c = 0; c < hs; c++) kt[c * t + j] = qkv[row + h + c];
+                }
+                MatMul(q, kt, null, scores, t, hs, t);
                 for (int i = 0; i < t; i++)
                 {
-                    var q = qkv.AsSpan(i * 3 * h + head * hs, hs);
-                    for (int j = 0; j < t; j++) scores[j] = TensorPrimitives.Dot(q, qkv.AsSpan(j * 3 * h + h + head * hs, hs)) * scale;
-                    var s = scores.AsSpan(0, t);
+                    var s = scores.AsSpan(i * t, t);
+                    TensorPrimitives.Multiply(s, scale, s);
                     TensorPrimitives.SoftMax(s, s);
-                    var dst = y.AsSpan(i * h + head * hs, hs);
-                    dst.Clear();
-                    for (int j = 0; j < t; j++) TensorPrimitives.MultiplyAdd(qkv.AsSpan(j * 3 * h + 2 * h + head * hs, hs), s[j], dst, dst);
                 }
+                MatMul(scores, v, null, q, t, t, hs);
+                for (int j = 0; j < t; j++) q.AsSpan(j * hs, hs).CopyTo(y.AsSpan(j * h + head * hs, hs));
             }
             Linear(y, b.ProjW, b.ProjB, a, t, h, h);
             TensorPrimitives.Add(x, a, x);
             LayerNorm(x, b.Ln2W, b.Ln2B, a, t, h);
             Linear(a, b.FcW, b.FcB, mlp, t, h, f);
-            GeluTanh(mlp);
+            GeluTanh(mlp, gelu);
             Linear(mlp, b.Fc2W, b.Fc2B, a, t, f, h);
             TensorPrimitives.Add(x, a, x);
         }
@@ -105,15 +121,97 @@ internal sealed class ManagedStudentEncoder
         for (int k = 0; k < logits.Length; k++) logits[k] = TensorPrimitives.Dot(pooled, _headW.AsSpan(k * h, h)) + _headB[k];
     }
 
-    /// <summary>y[t, :] = W x[t, :] + b with W row-major [out, in] (PyTorch Linear layout).</summary>
-    private static void Linear(float[] x, float[] w, float[] bias, float[] y, int t, int inSize, int outSize)
+    /// <summary>y[t, :] = x[t, :] · Wt + b with Wt row-major [in, out] (the transpose of PyTorch's Linear weight).</summary>
+    private static void Linear(float[] x, float[] wt, float[] bias, float[] y, int t, int inSize, int outSize)
+        => MatMul(x, wt, bias, y, t, inSize, outSize);
+
+    /// <summary>
+    /// C [m, n] = A [m, k] · B [k, n] (+ bias per column), all row-major. Register-blocked: two rows of A against
+    /// 4 SIMD vectors of B's columns at a time, so each loaded B vector feeds two fused multiply-adds.
+    /// </summary>
+    private static void MatMul(float[] a, float[] b, float[]? bias, float[] c, int m, int k, int n)
     {
-        for (int i = 0; i < t; i++)
+        int width = Vector<float>.Count, block = 4 * width;
+        ref float bRef = ref MemoryMarshal.GetArrayDataReference(b);
+        ref float cRef = ref MemoryMarshal.GetArrayDataReference(c);
+        int o = 0;
+        for (; o + block <= n; o += block)
         {
-            var xi = x.AsSpan(i * inSize, inSize);
-            var yi = y.AsSpan(i * outSize, outSize);
-            for (int o = 0; o < outSize; o++) yi[o] = TensorPrimitives.Dot(xi, w.AsSpan(o * inSize, inSize)) + bias[o];
+            var b0 = bias is null ? Vector<float>.Zero : Vector.LoadUnsafe(ref MemoryMarshal.GetArrayDataReference(bias), (nuint)o);
+            var b1 = bias is null ? Vector<float>.Zero : Vector.LoadUnsafe(ref MemoryMarshal.GetArrayDataReference(bias), (nuint)(o + width));
+            var b2 = bias is null ? Vector<float>.Zero : Vector.LoadUnsafe(ref MemoryMarshal.GetArrayDataReference(bias), (nuint)(o + 2 * width));
+            var b3 = bias is null ? Vector<float>.Zero : Vector.LoadUnsafe(ref MemoryMarshal.GetArrayDataReference(bias), (nuint)(o + 3 * width));
+            int r = 0;
+            for (; r + 2 <= m; r += 2)
+            {
+                Vector<float> p0 = b0, p1 = b1, p2 = b2, p3 = b3, q0 = b0, q1 = b1, q2 = b2, q3 = b3;
+                int a0 = r * k, a1 = a0 + k;
+                for (int i = 0; i < k; i++)
+                {
+                    nuint at = (nuint)(i * n + o);
+                    var w0 = Vector.LoadUnsafe(ref bRef, at);
+                    var w1 = Vector.LoadUnsafe(ref bRef, at + (nuint)width);
+                    var w2 = Vector.LoadUnsafe(ref bRef, at + (nuint)(2 * width));
+                    var w3 = Vector.LoadUnsafe(ref bRef, at + (nuint)(3 * width));
+                    var x0 = new Vector<float>(a[a0 + i]);
+                    var x1 = new Vector<float>(a[a1 + i]);
+                    p0 = Vector.FusedMultiplyAdd(x0, w0, p0); p1 = Vector.FusedMultiplyAdd(x0, w1, p1);
+                    p2 = Vector.FusedMultiplyAdd(x0, w2, p2); p3 = Vector.FusedMultiplyAdd(x0, w3, p3);
+                    q0 = Vector.FusedMultiplyAdd(x1, w0, q0); q1 = Vector.FusedMultiplyAdd(x1, w1, q1);
+                    q2 = Vector.FusedMultiplyAdd(x1, w2, q2); q3 = Vector.FusedMultiplyAdd(x1, w3, q3);
+                }
+                nuint c0 = (nuint)(r * n + o), c1 = c0 + (nuint)n;
+                p0.StoreUnsafe(ref cRef, c0); p1.StoreUnsafe(ref cRef, c0 + (nuint)width);
+                p2.StoreUnsafe(ref cRef, c0 + (nuint)(2 * width)); p3.StoreUnsafe(ref cRef, c0 + (nuint)(3 * width));
+                q0.StoreUnsafe(ref cRef, c1); q1.StoreUnsafe(ref cRef, c1 + (nuint)width);
+                q2.StoreUnsafe(ref cRef, c1 + (nuint)(2 * width)); q3.StoreUnsafe(ref cRef, c1 + (nuint)(3 * width));
+            }
+            for (; r < m; r++) MatMulScalar(a, b, bias, c, r, k, n, o, o + block);
         }
+        for (; o + width <= n; o += width) // one vector of columns, four rows at a time (independent FMA chains)
+        {
+            var b0 = bias is null ? Vector<float>.Zero : Vector.LoadUnsafe(ref MemoryMarshal.GetArrayDataReference(bias), (nuint)o);
+            int r = 0;
+            for (; r + 4 <= m; r += 4)
+            {
+                Vector<float> p0 = b0, p1 = b0, p2 = b0, p3 = b0;
+                int a0 = r * k;
+                for (int i = 0; i < k; i++)
+                {
+                    var w = Vector.LoadUnsafe(ref bRef, (nuint)(i * n + o));
+                    p0 = Vector.FusedMultiplyAdd(new Vector<float>(a[a0 + i]), w, p0);
+                    p1 = Vector.FusedMultiplyAdd(new Vector<float>(a[a0 + k + i]), w, p1);
+                    p2 = Vector.FusedMultiplyAdd(new Vector<float>(a[a0 + 2 * k + i]), w, p2);
+                    p3 = Vector.FusedMultiplyAdd(new Vector<float>(a[a0 + 3 * k + i]), w, p3);
+                }
+                p0.StoreUnsafe(ref cRef, (nuint)(r * n + o));
+                p1.StoreUnsafe(ref cRef, (nuint)((r + 1) * n + o));
+                p2.StoreUnsafe(ref cRef, (nuint)((r + 2) * n + o));
+                p3.StoreUnsafe(ref cRef, (nuint)((r + 3) * n + o));
+            }
+            for (; r < m; r++) MatMulScalar(a, b, bias, c, r, k, n, o, o + width);
+        }
+        if (o < n)
+            for (int r = 0; r < m; r++) MatMulScalar(a, b, bias, c, r, k, n, o, n);
+    }
+
+    /// <summary>Row <paramref name="r"/>, columns [from, to) of <see cref="MatMul"/> (tails that do not fill a block).</summary>
+    private static void MatMulScalar(float[] a, float[] b, float[]? bias, float[] c, int r, int k, int n, int from, int to)
+    {
+        for (int o = from; o < to; o++)
+        {
+            float sum = bias?[o] ?? 0f;
+            for (int i = 0; i < k; i++) sum = MathF.FusedMultiplyAdd(a[r * k + i], b[i * n + o], sum);
+            c[r * n + o] = sum;
+        }
+    }
+
+    private static float[] Transpose(float[] w, int rows, int columns)
+    {
+        var t = new float[w.Length];
+        for (int r = 0; r < rows; r++)
+            for (int col = 0; col < columns; col++) t[col * rows + r] = w[r * columns + col];
+        return t;
     }
 
     private static void LayerNorm(float[] x, float[] weight, float[] bias, float[] y, int t, int h)
@@ -130,13 +228,18 @@ internal sealed class ManagedStudentEncoder
         }
     }
 
-    private static void GeluTanh(Span<float> v)
+    /// <summary>GELU, tanh form, vectorised: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))); <paramref name="scratch"/> ≥ v.Length.</summary>
+    private static void GeluTanh(Span<float> v, Span<float> scratch)
     {
         const float c = 0.7978845608028654f; // sqrt(2/pi)
-        for (int i = 0; i < v.Length; i++)
-        {
-            float x = v[i];
-            v[i] = 0.5f * x * (1f + MathF.Tanh(c * (x + 0.044715f * x * x * x)));
-        }
+        var u = scratch[..v.Length];
+        TensorPrimitives.Multiply(v, v, u);                 // x²
+        TensorPrimitives.Multiply(u, 0.044715f * c, u);
+        TensorPrimitives.Add(u, c, u);                      // c·(1 + 0.044715·x²)
+        TensorPrimitives.Multiply(u, v, u);                 // c·(x + 0.044715·x³)
+        TensorPrimitives.Tanh(u, u);
+        TensorPrimitives.Add(u, 1f, u);
+        TensorPrimitives.Multiply(u, v, u);
+        TensorPrimitives.Multiply(u, 0.5f, v);
     }
 }
