@@ -29,14 +29,15 @@ internal sealed class RetrievalClassifierMapping : RowMapping
         int k = names.Length;
         ValueGetter<VBuffer<ReadOnlyMemory<char>>> labelNames = (ref VBuffer<ReadOnlyMemory<char>> dst) => dst = new VBuffer<ReadOnlyMemory<char>>(k, (ReadOnlyMemory<char>[])names.Clone());
         var score = new DataViewSchema.Annotations.Builder();
-        score.AddSlotNames(k, labelNames);
+        var namesType = new VectorDataViewType(TextDataViewType.Instance, k);
+        score.Add(AnnotationNames.SlotNames, namesType, labelNames); // AddSlotNames/AddKeyValues are internal extensions
         score.Add(AnnotationNames.ScoreColumnKind, TextDataViewType.Instance, (ref ReadOnlyMemory<char> v) => v = "MulticlassClassification".AsMemory());
         score.Add(AnnotationNames.ScoreValueKind, TextDataViewType.Instance, (ref ReadOnlyMemory<char> v) => v = "Score".AsMemory());
         uint setId = NextScoreColumnSetId(schema);
         score.Add(AnnotationNames.ScoreColumnSetId, new KeyDataViewType(typeof(uint), int.MaxValue), (ref uint v) => v = setId);
-        score.Add(AnnotationNames.TrainingLabelValues, new VectorDataViewType(TextDataViewType.Instance, k), labelNames);
+        score.Add(AnnotationNames.TrainingLabelValues, namesType, labelNames);
         var predicted = new DataViewSchema.Annotations.Builder();
-        predicted.AddKeyValues(k, TextDataViewType.Instance, labelNames);
+        predicted.Add(AnnotationNames.KeyValues, namesType, labelNames);
         var outputs = new List<OutputColumn>
         {
             new(columns.Score, new VectorDataViewType(NumberDataViewType.Single, k), score.ToAnnotations()),

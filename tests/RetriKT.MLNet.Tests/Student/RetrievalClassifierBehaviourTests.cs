@@ -224,6 +224,34 @@ public class RetrievalClassifierBehaviourTests
         Assert.Throws<ObjectDisposedException>(() => student.Predict("good"));
     }
 
+    private sealed class PairRow
+    {
+        public string Text { get; set; } = "";
+        public string Text2 { get; set; } = "";
+        public string Label { get; set; } = "";
+    }
+
+    [Fact]
+    public void SentencePairsUseTheSecondTextColumn()
+    {
+        // The label depends only on the second text: a model ignoring Text2 could not learn it.
+        var rows = Synthetic(40, 10).Select((r, i) => new PairRow { Text = Synthetic(1, 100 + i)[0].Text, Text2 = r.Text, Label = r.Label }).ToList();
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
+        var options = Tiny();
+        options.SecondTextColumnName = "Text2";
+        options.MaxLength = 24;
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyMap.Transform(data));
+        var test = Synthetic(30, 11).Select((r, i) => new PairRow { Text = Synthetic(1, 200 + i)[0].Text, Text2 = r.Text, Label = r.Label }).ToList();
+        var predictions = student.Transform(keyMap.Transform(ml.Data.LoadFromEnumerable(test)));
+        Assert.True(ml.MulticlassClassification.Evaluate(predictions).MicroAccuracy >= 0.8);
+        var scores = predictions.GetColumn<float[]>("Score").ToList();
+        for (int i = 0; i < test.Count; i++)
+            Assert.True(Math.Abs(scores[i][0] - student.Predict(test[i].Text, test[i].Text2).Scores[0]) < 1e-4);
+        Assert.Throws<ArgumentOutOfRangeException>(() => student.Transform(ml.Data.LoadFromEnumerable(Synthetic(2, 12))));
+    }
+
     [Fact]
     public void ConcurrentPredictionsMatchSequentialOnes()
     {
