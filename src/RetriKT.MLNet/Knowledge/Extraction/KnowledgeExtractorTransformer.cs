@@ -102,7 +102,9 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
             _text2 = template.Text2Column is null ? null : Text(template.Text2Column);
             var slotNames = new VBuffer<ReadOnlyMemory<char>>(parent.Store.LabelCount, parent.Store.LabelNames.Select(n => n.AsMemory()).ToArray());
             var annotations = new DataViewSchema.Annotations.Builder();
-            annotations.AddSlotNames(parent.Store.LabelCount, (ref VBuffer<ReadOnlyMemory<char>> dst) => slotNames.CopyTo(ref dst));
+            // AddSlotNames is an internal ML.NET extension; Add with the public annotation name is the same thing.
+            annotations.Add(Student.AnnotationNames.SlotNames, new VectorDataViewType(TextDataViewType.Instance, parent.Store.LabelCount),
+                (ValueGetter<VBuffer<ReadOnlyMemory<char>>>)((ref VBuffer<ReadOnlyMemory<char>> dst) => slotNames.CopyTo(ref dst)));
             Outputs = [new OutputColumn(SoftLabelColumn, new VectorDataViewType(NumberDataViewType.Single, parent.Store.LabelCount), annotations.ToAnnotations())];
             Dependencies = _text2 is { } c2 ? [_text, c2] : [_text];
         }
