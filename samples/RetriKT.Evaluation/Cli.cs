@@ -1,0 +1,124 @@
+using System.Globalization;
+using System.Text.Json;
+using RetriKT.MLNet.Data;
+
+namespace RetriKT.Evaluation;
+
+/// <summary>Command-line options of the harness.</summary>
+public static class Cli
+{
+    public const string Usage = """
+        Usage: dotnet run --project samples/RetriKT.Evaluation -c Release -- [run|report] [options]
+          --data <dir>        data folder (default: <repo>/../shared/data)
+          --tasks <list>      comma-separated: SST-2,MRPC,RTE,CB,BoolQ (default: all five)
+          --seeds <list>      LM-BFF seeds (default: 13,21,42,87,100; FewGLUE tasks have one split)
+          --rows <list>       majority,fewshot-student,teacher-prompted,retrikt,retrikt-ppo (default: all)
+          --teacher <path>    use this teacher (HF folder or llama2.c .bin) instead of building one
+          --cache <dir>       where the built teacher is cached (default: ~/.cache/retrikt)
+          --teacher-steps <n> pretraining steps of the built teacher (default 400)
+          --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 6)
+          --results <file>    resumable results JSONL (default: docs/evaluation/results.jsonl)
+          --report <file>     markdown report (default: docs/RESULTS.md)
+          --plot <file>       plot (default: docs/evaluation/results.png; .svg when ScottPlot cannot render)
+        """;
+
+    public sealed record Options
+    {
+        public required string DataRoot { get; init; }
+        public required IReadOnlyList<string> Tasks { get; init; }
+        public required IReadOnlyList<int> Seeds { get; init; }
+        public required IReadOnlyList<string> Rows { get; init; }
+        public string? TeacherPath { get; init; }
+        public required string CacheRoot { get; init; }
+        public required TeacherSettings Teacher { get; init; }
+        public int PpoSteps { get; init; } = 6;
+        public required string ResultsPath { get; init; }
+        public required string ReportPath { get; init; }
+        public required string PlotPath { get; init; }
+        public string RunLogPath => Path.Combine(Path.GetDirectoryName(ResultsPath)!, "runs.jsonl");
+        public string WorkDirectory => Path.Combine(CacheRoot, "work");
+    }
+
+    public static readonly string[] DefaultTasks = ["SST-2", "MRPC", "RTE", "CB", "BoolQ"];
+
+    public static Options Parse(IReadOnlyList<string> args, string repo)
+    {
+        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < args.Count; i++)
+        {
+            if (!args[i].StartsWith("--", StringComparison.Ordinal)) throw new ArgumentException($"Unexpected argument '{args[i]}'.");
+            if (i + 1 >= args.Count) throw new ArgumentException($"Option {args[i]} needs a value.");
+            values[args[i][2..]] = args[++i];
+        }
+        string Get(string name, string fallback) => values.Remove(name, out var v) ? v : fallback;
+        int GetInt(string name, int fallback) => int.TryParse(Get(name, fallback.ToString(CultureInfo.InvariantCulture)), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= 0
+            ? n : throw new ArgumentException($"--{name} must be a non-negative integer.");
+        List<string> List(string name, IEnumerable<string> fallback) => values.Remove(name, out var v)
+            ? v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList() : fallback.ToList();
+
+        var tasks = List("tasks", DefaultTasks);
+        foreach (var t in tasks)
+            if (!FewShotBenchmarks.Tasks.Contains(t)) throw new ArgumentException($"Unknown task '{t}'. Known: {string.Join(", ", FewShotBenchmarks.Tasks)}.");
+        var seeds = List("seeds", FewShotBenchmarks.LmBffSeeds.Select(s => s.ToString(CultureInfo.InvariantCulture)))
+            .Select(s => int.TryParse(s, CultureInfo.InvariantCulture, out var n) ? n : throw new ArgumentException($"Seed '{s}' is not an integer.")).ToList();
+        if (seeds.Count == 0) throw new ArgumentException("--seeds is empty.");
+        var rows = List("rows", Evaluation.Rows.All);
+        foreach (var r in rows)
+            if (!Evaluation.Rows.All.Contains(r)) throw new ArgumentException($"Unknown row '{r}'. Known: {string.Join(", ", Evaluation.Rows.All)}.");
+        var home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
+        var options = new Options
+        {
+            DataRoot = Path.GetFullPath(Get("data", Path.Combine(repo, "..", "shared", "data"))),
+            Tasks = tasks, Seeds = seeds, Rows = rows,
+            TeacherPath = values.Remove("teacher", out var teacher) ? Path.GetFullPath(teacher) : null,
+            CacheRoot = Path.GetFullPath(Get("cache", Path.Combine(home, ".cache", "retrikt"))),
+            Teacher = new TeacherSettings { Steps = GetInt("teacher-steps", new TeacherSettings().Steps) },
+            PpoSteps = GetInt("ppo-steps", 6),
+            ResultsPath = Path.GetFullPath(Get("results", Path.Combine(repo, "docs", "evaluation", "results.jsonl"))),
+            ReportPath = Path.GetFullPath(Get("report", Path.Combine(repo, "docs", "RESULTS.md"))),
+            PlotPath = Path.GetFullPath(Get("plot", Path.Combine(repo, "docs", "evaluation", "results.png"))),
+        };
+        if (values.Count > 0) throw new ArgumentException($"Unknown option(s): {string.Join(", ", values.Keys.Select(k => "--" + k))}.");
+        return options;
+    }
+
+    /// <summary>The repository root (the folder holding RetriKT.MLNet.sln) above the working directory or the executable.</summary>
+    public static string FindRepositoryRoot()
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+                if (File.Exists(Path.Combine(dir.FullName, "RetriKT.MLNet.sln"))) return dir.FullName;
+        return Directory.GetCurrentDirectory();
+    }
+}
+
+/// <summary>One finished harness invocation (command, wall time, teacher, machine), for the report's "how to reproduce".</summary>
+public sealed record RunRecord(string Command, double Minutes, string? Teacher, string Machine, DateTime FinishedUtc);
+
+/// <summary>Append-only log of harness invocations next to the results file.</summary>
+public static class RunLog
+{
+    public static void Append(string path, string command, TimeSpan wall, string? teacher)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        var record = new RunRecord(command, wall.TotalMinutes, teacher, Machine(), DateTime.UtcNow);
+        File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
+    }
+
+    public static IReadOnlyList<RunRecord> Read(string path) => !File.Exists(path) ? [] : File.ReadLines(path)
+        .Where(l => !string.IsNullOrWhiteSpace(l))
+        .Select(l => { try { return JsonSerializer.Deserialize<RunRecord>(l); } catch (JsonException) { return null; } })
+        .OfType<RunRecord>().ToList();
+
+    public static string Machine()
+    {
+        string cpu = "unknown CPU";
+        try
+        {
+            cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return $"{cpu}, {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}, TorchSharp CPU";
+    }
+}

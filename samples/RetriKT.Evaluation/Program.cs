@@ -1,0 +1,75 @@
+using System.Diagnostics;
+using System.Globalization;
+using RetriKT.Evaluation;
+using RetriKT.MLNet.Data;
+using RetriKT.MLNet.Teacher;
+
+// RetriKT low-resource evaluation harness.
+//   dotnet run --project samples/RetriKT.Evaluation -c Release -- [run|report] [options]
+// run (default): builds or loads the teacher, runs every pending (task, seed, row), appends results to the JSONL, then
+//                rewrites the report. Re-running skips rows already in the JSONL (same teacher and settings).
+// report:        rewrites docs/RESULTS.md and the plot from the JSONL only.
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+
+var argv = args.ToList();
+string verb = argv.Count > 0 && !argv[0].StartsWith("--", StringComparison.Ordinal) ? argv[0] : "run";
+if (verb is not ("run" or "report" or "help")) return Fail($"Unknown verb '{verb}'. Use run, report or help.");
+if (verb == "help" || argv.Contains("--help")) { Console.WriteLine(Cli.Usage); return 0; }
+
+var repo = Cli.FindRepositoryRoot();
+Cli.Options o;
+try { o = Cli.Parse(argv.Skip(verb == argv.FirstOrDefault() ? 1 : 0).ToList(), repo); }
+catch (ArgumentException e) { return Fail(e.Message); }
+
+void Log(string line) => Console.WriteLine($"{DateTime.Now:HH:mm:ss} {line}");
+var wall = Stopwatch.StartNew();
+var commandLine = "dotnet run --project samples/RetriKT.Evaluation -c Release -- " + string.Join(' ', args);
+
+if (verb == "run")
+{
+    using var cts = new CancellationTokenSource();
+    Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); Log("Cancelling after the current step…"); };
+    Log($"Data: {o.DataRoot}; tasks {string.Join(",", o.Tasks)}; seeds {string.Join(",", o.Seeds)}; rows {string.Join(",", o.Rows)}; results {o.ResultsPath}");
+    TeacherModel? loaded = null;
+    string? teacherDescription = null;
+    (TeacherModel, string) LoadTeacher()
+    {
+        var path = o.TeacherPath ?? TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, o.Teacher, Log, cts.Token);
+        loaded = TeacherModel.Load(path);
+        loaded.RequiresGrad = false;
+        teacherDescription = $"{loaded.Config} — {loaded.ParameterCount:N0} parameters, sha256 {loaded.ContentHash[..16]}…, at {path}";
+        Log("Teacher: " + teacherDescription);
+        return (loaded, path);
+    }
+    var harness = new EvaluationHarness(new HarnessSettings
+    {
+        DataRoot = o.DataRoot, Tasks = o.Tasks, Seeds = o.Seeds, Rows = o.Rows, ResultsPath = o.ResultsPath, WorkDirectory = o.WorkDirectory,
+        PpoSteps = o.PpoSteps,
+    }, LoadTeacher, Log);
+    try
+    {
+        var (ran, skipped) = harness.Run(cts.Token);
+        Log($"Done: {ran} rows ran, {skipped} skipped, {wall.Elapsed.TotalMinutes:F1} min.");
+    }
+    catch (OperationCanceledException)
+    {
+        Log("Cancelled; finished rows are in the results file, re-run to continue.");
+        return 130;
+    }
+    finally { loaded?.Dispose(); }
+    RunLog.Append(o.RunLogPath, commandLine, wall.Elapsed, teacherDescription);
+}
+
+var results = new ResultsLog(o.ResultsPath).Results;
+var plot = ResultsReport.WritePlot(results, o.PlotPath, Log);
+ResultsReport.WriteMarkdown(results, o, RunLog.Read(o.RunLogPath), plot, o.ReportPath);
+Log($"Report: {o.ReportPath}{(plot is null ? "" : ", plot: " + plot)}");
+return 0;
+
+static int Fail(string message)
+{
+    Console.Error.WriteLine(message);
+    Console.Error.WriteLine(Cli.Usage);
+    return 2;
+}

@@ -1,0 +1,365 @@
+using System.Diagnostics;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Data;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Knowledge.Extraction;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Teacher;
+
+namespace RetriKT.MLNet.Pipeline;
+
+/// <summary>
+/// Options of <see cref="RetriKTPipeline"/>. Defaults are small enough that one few-shot task runs in minutes on two
+/// CPU cores with a teacher of a few million parameters; raise them for larger teachers or more compute.
+/// </summary>
+public sealed class RetriKTPipelineOptions
+{
+    /// <summary>Virtual tokens per label prompt. Default 8.</summary>
+    public int PromptTokens = 8;
+    /// <summary>Epochs of supervised prompt tuning (RetriKT stage 1). Default 10.</summary>
+    public int SupervisedEpochs = 10;
+    /// <summary>PPO iterations (RetriKT stage 2); 0 keeps the stage-1 prompts. Default 0.</summary>
+    public int PpoSteps;
+    /// <summary>Rollouts per PPO iteration. Default 16.</summary>
+    public int RolloutsPerStep = 16;
+    /// <summary>Generated samples kept per label in the knowledge store. Default 64.</summary>
+    public int SamplesPerLabel = 64;
+    /// <summary>Most generated samples per label, as a multiple of <see cref="SamplesPerLabel"/>. Default 3.</summary>
+    public double MaxAttemptsFactor = 3;
+    /// <summary>Lowest teacher probability of the intended label for a generated sample to be kept. Default 0.5.</summary>
+    public double FidelityThreshold = 0.5;
+    /// <summary>Also require the intended label to be the teacher's most probable label. Default true.</summary>
+    public bool RequireArgmax = true;
+    /// <summary>Most new tokens per generated sample; null takes the task template's. Default null.</summary>
+    public int? MaxNewTokens;
+    /// <summary>Student passes over the store. Default 30.</summary>
+    public int StudentEpochs = 30;
+    /// <summary>Student hidden size. Default 64.</summary>
+    public int StudentHiddenSize = 64;
+    /// <summary>Student transformer layers. Default 2.</summary>
+    public int StudentLayers = 2;
+    /// <summary>Student maximum tokens per row (pairs need more). Default 128.</summary>
+    public int StudentMaxLength = 128;
+    /// <summary>
+    /// Tune the student's retrieval weight λ and temperature τ on the task's few-shot dev split (model selection
+    /// only ever uses that split; the test split is only scored). Default true.
+    /// </summary>
+    public bool TuneOnFewShotDev = true;
+    /// <summary>Calibrate the teacher's verbalizer (contextual calibration) for soft labels and fidelity. Default true.</summary>
+    public bool CalibrateVerbalizer = true;
+    /// <summary>Seed of every stage. Default 1.</summary>
+    public int Seed = 1;
+    /// <summary>Where the extraction checkpoint goes (an interrupted run resumes its generation), or null. Default null.</summary>
+    public string? WorkDirectory;
+}
+
+/// <summary>Test-split metrics of one classifier.</summary>
+/// <param name="Accuracy">Share of correct predictions (ML.NET's micro-accuracy).</param>
+/// <param name="MacroF1">Unweighted mean over labels of the per-label F1.</param>
+/// <param name="PositiveF1">F1 of the second label for binary tasks (the "F1" LM-BFF reports for MRPC), else null.</param>
+/// <param name="Rows">Test rows scored.</param>
+public sealed record ClassificationScores(double Accuracy, double MacroF1, double? PositiveF1, int Rows)
+{
+    /// <summary>Scores from gold and predicted label indices over <paramref name="labelCount"/> labels.</summary>
+    public static ClassificationScores FromPredictions(IReadOnlyList<int> gold, IReadOnlyList<int> predicted, int labelCount)
+    {
+        ArgumentNullException.ThrowIfNull(gold); ArgumentNullException.ThrowIfNull(predicted);
+        if (gold.Count != predicted.Count) throw new ArgumentException($"{gold.Count} gold labels but {predicted.Count} predictions.");
+        if (gold.Count == 0) throw new ArgumentException("No rows to score.");
+        var confusion = new double[labelCount, labelCount];
+        for (int i = 0; i < gold.Count; i++) confusion[gold[i], predicted[i]]++;
+        return FromConfusion(confusion);
+    }
+
+    /// <summary>Scores from a confusion matrix indexed [gold, predicted].</summary>
+    public static ClassificationScores FromConfusion(double[,] confusion)
+    {
+        ArgumentNullException.ThrowIfNull(confusion);
+        int k = confusion.GetLength(0);
+        double total = 0, correct = 0;
+        var f1 = new double[k];
+        for (int c = 0; c < k; c++)
+        {
+            double tp = confusion[c, c], goldCount = 0, predictedCount = 0;
+            for (int j = 0; j < k; j++) { goldCount += confusion[c, j]; predictedCount += confusion[j, c]; total += confusion[c, j]; }
+            correct += tp;
+            // F1 = 2TP / (gold + predicted); a label absent from both counts as 0 (scikit-learn's zero_division=0).
+            f1[c] = goldCount + predictedCount == 0 ? 0 : 2 * tp / (goldCount + predictedCount);
+        }
+        return new ClassificationScores(correct / total, f1.Average(), k == 2 ? f1[1] : null, (int)total);
+    }
+}
+
+/// <summary>Wall time per stage of one pipeline run.</summary>
+/// <param name="SoftPrompts">Prompt tuning (stage 1) and PPO (stage 2).</param>
+/// <param name="Extraction">Knowledge extraction (generation, soft labels, filtering).</param>
+/// <param name="Student">Student training including λ/τ tuning.</param>
+/// <param name="Evaluation">Scoring the test split.</param>
+public sealed record PipelineTimings(TimeSpan SoftPrompts, TimeSpan Extraction, TimeSpan Student, TimeSpan Evaluation)
+{
+    /// <summary>Sum of the stages.</summary>
+    public TimeSpan Total => SoftPrompts + Extraction + Student + Evaluation;
+}
+
+/// <summary>Outcome of <see cref="RetriKTPipeline.Run"/> on one task.</summary>
+/// <param name="Task">Task name.</param>
+/// <param name="Seed">The task's few-shot split seed (null for FewGLUE).</param>
+/// <param name="Test">Student metrics on the task's test split (the official dev set).</param>
+/// <param name="FewShotDevAccuracy">Student accuracy on the few-shot dev split (what model selection sees).</param>
+/// <param name="TeacherParameters">Teacher parameter count.</param>
+/// <param name="StudentParameters">Student parameter count.</param>
+/// <param name="PromptParameters">Soft-prompt parameter count (the only teacher-side trained weights).</param>
+/// <param name="StoreSize">Knowledge-store entries (generated + few-shot gold).</param>
+/// <param name="RetrievalWeight">λ the student predicts with (tuned on the few-shot dev split when enabled).</param>
+/// <param name="Extraction">The extraction report (generated, kept, dropped, diversity, fidelity).</param>
+/// <param name="SoftPromptReport">Prompt-tuning losses and PPO metrics.</param>
+/// <param name="Timings">Wall time per stage.</param>
+public sealed record RetriKTPipelineResult(string Task, int? Seed, ClassificationScores Test, double FewShotDevAccuracy,
+    long TeacherParameters, long StudentParameters, long PromptParameters, int StoreSize, double RetrievalWeight,
+    ExtractionReport Extraction, SoftPromptTrainingReport? SoftPromptReport, PipelineTimings Timings)
+{
+    /// <summary>Student parameters divided by teacher parameters.</summary>
+    public double ParameterRatio => (double)StudentParameters / TeacherParameters;
+}
+
+/// <summary>
+/// Runs RetriKT end to end for one <see cref="FewShotTask"/> with a given teacher: soft prompts tuned on the few-shot
+/// training split (stage 1, then PPO when <see cref="RetriKTPipelineOptions.PpoSteps"/> &gt; 0) →
+/// <see cref="KnowledgeExtractor"/> → a <see cref="RetrievalClassifierTrainer">RetrievalClassifier</see> trained on
+/// the store plus the few-shot gold examples (λ, τ tuned on the few-shot dev split) → ML.NET's multiclass evaluator
+/// on the test split. The test split is never used for any choice. The same class also scores the reference rows a
+/// low-resource table needs (<see cref="EvaluateFewShotStudent"/>, <see cref="EvaluateTeacher"/>,
+/// <see cref="EvaluateMajority"/>), so every row is measured the same way.
+/// </summary>
+/// <example>
+/// <code>
+/// using var teacher = TeacherModel.Load("models/my-llama");
+/// var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, "models/my-llama");
+/// var result = pipeline.Run(FewShotBenchmarks.Load("data", "SST-2", seed: 13));
+/// Console.WriteLine($"{result.Test.Accuracy:P1} with {result.ParameterRatio:P2} of the teacher's parameters");
+/// </code>
+/// </example>
+public sealed class RetriKTPipeline
+{
+    private readonly MLContext _mlContext;
+    private readonly TeacherModel _teacher;
+    private readonly string _teacherPath;
+    private readonly RetriKTPipelineOptions _options;
+
+    /// <summary>Creates a runner for <paramref name="teacher"/>, which was loaded from <paramref name="teacherPath"/> (model.zip files reference it there).</summary>
+    public RetriKTPipeline(MLContext mlContext, TeacherModel teacher, string teacherPath, RetriKTPipelineOptions? options = null)
+    {
+        _mlContext = mlContext ?? throw new ArgumentNullException(nameof(mlContext));
+        _teacher = teacher ?? throw new ArgumentNullException(nameof(teacher));
+        ArgumentException.ThrowIfNullOrWhiteSpace(teacherPath);
+        _teacherPath = teacherPath;
+        _options = options ?? new RetriKTPipelineOptions();
+        if (_options.SamplesPerLabel < 1) throw new ArgumentOutOfRangeException(nameof(options), $"SamplesPerLabel must be >= 1, found {_options.SamplesPerLabel}.");
+        if (_options.PpoSteps < 0) throw new ArgumentOutOfRangeException(nameof(options), $"PpoSteps must be >= 0, found {_options.PpoSteps}.");
+        if (_options.StudentEpochs < 1) throw new ArgumentOutOfRangeException(nameof(options), $"StudentEpochs must be >= 1, found {_options.StudentEpochs}.");
+        if (teacher.Tokenizer is null) throw new ArgumentException("The teacher has no tokenizer; the pipeline generates text with it.", nameof(teacher));
+    }
+
+    /// <summary>The options in use.</summary>
+    public RetriKTPipelineOptions Options => _options;
+
+    /// <summary>Runs the whole RetriKT chain on <paramref name="task"/> and scores the student on its test split.</summary>
+    public RetriKTPipelineResult Run(FewShotTask task, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        CheckTask(task);
+        var o = _options;
+        // The teacher-facing stages see texts cut to the teacher's context; the student is scored on the untouched test split.
+        var train = FewShotTask.ToDataView(_mlContext, FitToTeacher(task, task.Train));
+        var clock = Stopwatch.StartNew();
+
+        using var prompts = _mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = _teacherPath, Teacher = _teacher, Template = task.Template, Labels = task.Labels,
+            PromptTokens = o.PromptTokens, SupervisedEpochs = o.SupervisedEpochs, PpoSteps = o.PpoSteps, RolloutsPerStep = o.RolloutsPerStep,
+            MaxNewTokens = o.MaxNewTokens, CalibrateVerbalizer = o.CalibrateVerbalizer, Seed = o.Seed,
+            Progress = progress, CancellationToken = cancellation,
+        }).Fit(train);
+        var promptTime = clock.Elapsed;
+
+        clock.Restart();
+        string? checkpoint = null;
+        if (o.WorkDirectory is { } work)
+        {
+            Directory.CreateDirectory(work);
+            // The checkpoint is only valid for these exact prompts: name it after everything that shapes them.
+            checkpoint = Path.Combine(work, $"extraction-{task.Name}-{task.Seed?.ToString() ?? "na"}-ppo{o.PpoSteps}-s{o.Seed}-{_teacher.ContentHash[..12]}.jsonl");
+        }
+        var extractor = _mlContext.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
+        {
+            SoftPrompts = prompts, SamplesPerLabel = o.SamplesPerLabel, MaxAttemptsFactor = o.MaxAttemptsFactor,
+            FidelityThreshold = o.FidelityThreshold, RequireArgmax = o.RequireArgmax, IncludeFewShot = true,
+            CalibrateVerbalizer = o.CalibrateVerbalizer, CheckpointPath = checkpoint, Seed = o.Seed,
+            Progress = progress, CancellationToken = cancellation,
+        }).Fit(train);
+        var extractionTime = clock.Elapsed;
+        var store = extractor.Store;
+
+        var (scores, devAccuracy, student, studentTime, evaluationTime) = TrainAndEvaluateStudent(task, store, progress, cancellation);
+        using (student)
+        {
+            return new RetriKTPipelineResult(task.Name, task.Seed, scores, devAccuracy, _teacher.ParameterCount, student.ParameterCount,
+                prompts.PromptParameterCount, store.Count, student.RetrievalWeight, extractor.Report!, prompts.TrainingReport,
+                new PipelineTimings(promptTime, extractionTime, studentTime, evaluationTime));
+        }
+    }
+
+    /// <summary>
+    /// The "fine-tuned on the few-shot set alone" reference: the same student trained only on the gold few-shot
+    /// examples (its store holds just those), λ/τ tuned on the few-shot dev split, scored on the test split.
+    /// Returns the test metrics and the student's parameter count.
+    /// </summary>
+    public (ClassificationScores Test, long StudentParameters) EvaluateFewShotStudent(FewShotTask task, IProgress<TrainingProgress>? progress = null,
+        CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        CheckTask(task);
+        var (scores, _, student, _, _) = TrainAndEvaluateStudent(task, store: null, progress, cancellation);
+        using (student) return (scores, student.ParameterCount);
+    }
+
+    /// <summary>
+    /// The teacher as a prompted classifier (<see cref="VerbalizerClassifier"/> on the task template). Whether to
+    /// calibrate is chosen on the few-shot dev split (ties keep calibration); the test split is only scored.
+    /// </summary>
+    public (ClassificationScores Test, bool Calibrated) EvaluateTeacher(FewShotTask task)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        CheckTask(task);
+        var labelIndex = LabelIndex(task);
+        var dev = FitToTeacher(task, task.Dev.Where(r => labelIndex.ContainsKey(r.Label)).ToList());
+        double DevAccuracy(VerbalizerClassifier c)
+        {
+            var predicted = c.Predict(dev.Select(Sample).ToList());
+            return dev.Select((r, i) => predicted[i] == labelIndex[r.Label] ? 1.0 : 0.0).Average();
+        }
+        var calibrated = new VerbalizerClassifier(_teacher, task.Template, task.Labels, calibrate: true);
+        var raw = new VerbalizerClassifier(_teacher, task.Template, task.Labels, calibrate: false);
+        var chosen = dev.Count == 0 || DevAccuracy(calibrated) >= DevAccuracy(raw) ? calibrated : raw;
+        var test = FitToTeacher(task, task.Test.Where(r => labelIndex.ContainsKey(r.Label)).ToList());
+        var predictions = chosen.Predict(test.Select(Sample).ToList());
+        return (ClassificationScores.FromPredictions(test.Select(r => labelIndex[r.Label]).ToList(), predictions, task.Labels.Count), chosen.Calibrated);
+    }
+
+    /// <summary>The majority-class reference: predicts the most frequent test label for every row (as LM-BFF reports it).</summary>
+    public static ClassificationScores EvaluateMajority(FewShotTask task)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        var labelIndex = LabelIndex(task);
+        var gold = task.Test.Where(r => labelIndex.ContainsKey(r.Label)).Select(r => labelIndex[r.Label]).ToList();
+        int majority = gold.GroupBy(g => g).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+        return ClassificationScores.FromPredictions(gold, Enumerable.Repeat(majority, gold.Count).ToList(), task.Labels.Count);
+    }
+
+    private (ClassificationScores Test, double DevAccuracy, RetrievalClassifierTransformer Student, TimeSpan TrainTime, TimeSpan EvalTime)
+        TrainAndEvaluateStudent(FewShotTask task, KnowledgeStore? store, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
+    {
+        var o = _options;
+        // Every split gets the same label → key map, in the task's label order, which is also the store's order: key i
+        // is score slot i - 1, as ML.NET's evaluator expects.
+        var keyData = _mlContext.Data.LoadFromEnumerable(task.Labels.Select(l => new LabelValue { Label = l }));
+        var keyMap = _mlContext.Transforms.Conversion.MapValueToKey("Label", keyData: keyData).Fit(FewShotTask.ToDataView(_mlContext, task.Train));
+        var train = keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Train));
+        var dev = task.Dev.Count > 0 ? keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Dev)) : null;
+        var test = keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test));
+
+        var clock = Stopwatch.StartNew();
+        var student = _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
+            Store = store, ValidationSet = o.TuneOnFewShotDev ? dev : null,
+            Epochs = o.StudentEpochs, HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
+            TeacherParameterCount = _teacher.ParameterCount, SaveStoreTexts = false, Seed = o.Seed,
+            Progress = progress, CancellationToken = cancellation,
+        }).Fit(train);
+        var trainTime = clock.Elapsed;
+        try
+        {
+            clock.Restart();
+            var metrics = _mlContext.MulticlassClassification.Evaluate(student.Transform(test));
+            var scores = FromMetrics(metrics);
+            var evalTime = clock.Elapsed;
+            double devAccuracy = dev is null ? double.NaN : _mlContext.MulticlassClassification.Evaluate(student.Transform(dev)).MicroAccuracy;
+            return (scores, devAccuracy, student, trainTime, evalTime);
+        }
+        catch
+        {
+            student.Dispose();
+            throw;
+        }
+    }
+
+    private static ClassificationScores FromMetrics(MulticlassClassificationMetrics metrics)
+    {
+        var counts = metrics.ConfusionMatrix.Counts;
+        int k = counts.Count;
+        var confusion = new double[k, k];
+        for (int gold = 0; gold < k; gold++)
+            for (int predicted = 0; predicted < counts[gold].Count; predicted++) confusion[gold, predicted] = counts[gold][predicted];
+        var scores = ClassificationScores.FromConfusion(confusion);
+        // Accuracy exactly as ML.NET reports it (the confusion matrix gives the same value; this keeps one source of truth).
+        return scores with { Accuracy = metrics.MicroAccuracy };
+    }
+
+    /// <summary>
+    /// Rows whose first text is cut (whole words from its end) so that the classification prompt, the soft prompt and
+    /// a generated sample fit the teacher's context: long premises and passages (CB, BoolQ) would otherwise exceed a
+    /// small teacher's positions. Rows that fit are returned unchanged.
+    /// </summary>
+    private List<TextPairRow> FitToTeacher(FewShotTask task, IReadOnlyList<TextPairRow> rows)
+    {
+        var tokenizer = _teacher.Tokenizer!;
+        var template = task.Template;
+        string longestWord = template.Verbalizer.Values.OrderByDescending(w => tokenizer.Encode(w).Length).First();
+        int reserve = _options.PromptTokens + (_options.MaxNewTokens ?? template.MaxNewTokens) + 8;
+        int budget = _teacher.Config.MaxPositions - reserve;
+        if (budget < 16) throw new InvalidOperationException(
+            $"The teacher's context ({_teacher.Config.MaxPositions} positions) leaves {budget} for the task text after {reserve} for prompts and generation; use a teacher with a longer context or fewer PromptTokens/MaxNewTokens.");
+        int Tokens(string text, string text2) => tokenizer.Encode(template.RenderClassification(text, text2, longestWord), addBos: true).Length;
+        var result = new List<TextPairRow>(rows.Count);
+        foreach (var row in rows)
+        {
+            int tokens = Tokens(row.Text, row.Text2);
+            if (tokens <= budget) { result.Add(row); continue; }
+            var words = row.Text.Split(' ', StringSplitOptions.RemoveEmptyEntries).ToList();
+            while (tokens > budget && words.Count > 1)
+            {
+                // Drop about as many words as there are surplus tokens (a word is at least one token), then re-measure.
+                int drop = Math.Clamp(tokens - budget, 1, words.Count - 1);
+                words.RemoveRange(words.Count - drop, drop);
+                tokens = Tokens(string.Join(' ', words), row.Text2);
+            }
+            result.Add(new TextPairRow { Text = string.Join(' ', words), Text2 = row.Text2, Label = row.Label });
+        }
+        return result;
+    }
+
+    private static (string Text, string? Text2) Sample(TextPairRow row) => (row.Text, string.IsNullOrEmpty(row.Text2) ? null : row.Text2);
+
+    private static Dictionary<string, int> LabelIndex(FewShotTask task)
+        => task.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => p.i, StringComparer.Ordinal);
+
+    private static void CheckTask(FewShotTask task)
+    {
+        if (task.Labels.Count < 2) throw new ArgumentException($"Task '{task.Name}' has {task.Labels.Count} label(s); at least 2 are needed.", nameof(task));
+        if (task.Train.Count == 0) throw new ArgumentException($"Task '{task.Name}' has an empty training split.", nameof(task));
+        if (task.Test.Count == 0) throw new ArgumentException($"Task '{task.Name}' has an empty test split.", nameof(task));
+        var known = task.Labels.ToHashSet(StringComparer.Ordinal);
+        var unknown = task.Train.FirstOrDefault(r => !known.Contains(r.Label));
+        if (unknown is not null)
+            throw new ArgumentException($"Task '{task.Name}': training label '{unknown.Label}' is not one of [{string.Join(", ", task.Labels)}].", nameof(task));
+    }
+
+    private sealed class LabelValue
+    {
+        public string Label { get; set; } = "";
+    }
+}

@@ -1,0 +1,60 @@
+using RetriKT.Evaluation;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Pipeline;
+
+/// <summary>The harness's resumable results file: finished (task, seed, row) cells are skipped on re-run.</summary>
+public sealed class EvaluationHarnessTests : IDisposable
+{
+    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-harness-").FullName;
+
+    public void Dispose() => Directory.Delete(_temp, recursive: true);
+
+    private HarnessSettings Settings(string results, params int[] seeds) => new()
+    {
+        DataRoot = SharedData.Path("data"), Tasks = ["SST-2", "CB"], Seeds = seeds, Rows = [Rows.Majority], ResultsPath = results,
+    };
+
+    [SharedDataFact]
+    public void FinishedRowsAreSkippedAndATornLineIsRunAgain()
+    {
+        var results = Path.Combine(_temp, "results.jsonl");
+        var log = new List<string>();
+        // The majority row needs no teacher: loading one here would be a bug in the resume logic's key computation.
+        (MLNet.Teacher.TeacherModel, string) NoTeacher() => throw new InvalidOperationException("the majority row must not load a teacher");
+
+        var first = new EvaluationHarness(Settings(results, 13, 21), NoTeacher, log.Add).Run();
+        Assert.Equal((3, 0), first); // SST-2 seeds 13 and 21, CB once (FewGLUE has one split)
+        var lines = File.ReadAllLines(results);
+        Assert.Equal(3, lines.Length);
+        var stored = new ResultsLog(results).Results;
+        Assert.Contains(stored, r => r.Task == "CB" && r.Seed is null && r.Row == Rows.Majority);
+        var sst13 = Assert.Single(stored, r => r.Task == "SST-2" && r.Seed == 13);
+        Assert.Equal(872, sst13.TestRows);
+        Assert.InRange(sst13.Accuracy, 0.5, 0.52); // 444 of 872 positive
+
+        // Same cells again: nothing runs, nothing is appended.
+        var second = new EvaluationHarness(Settings(results, 13, 21), NoTeacher, log.Add).Run();
+        Assert.Equal((0, 3), second);
+        Assert.Equal(lines, File.ReadAllLines(results));
+
+        // A kill mid-write leaves a torn last line: it is ignored, only the new seed runs, and the next line starts cleanly.
+        File.AppendAllText(results, "{\"Task\":\"SST-2\",\"Seed\":42,\"Ro");
+        var third = new EvaluationHarness(Settings(results, 13, 42), NoTeacher, log.Add).Run();
+        Assert.Equal((1, 2), third);
+        var reloaded = new ResultsLog(results).Results;
+        Assert.Equal(4, reloaded.Count);
+        Assert.Contains(reloaded, r => r.Task == "SST-2" && r.Seed == 42);
+        Assert.Contains(log, l => l.Contains("skipped", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void ReportAggregatesMeanAndSampleStandardDeviation()
+    {
+        var (mean, sd, n) = ResultsReport.Stats([0.8, 0.9, 1.0]);
+        Assert.Equal(0.9, mean, 9);
+        Assert.Equal(0.1, sd, 9);
+        Assert.Equal(3, n);
+        Assert.Equal(0, ResultsReport.Stats([0.7]).Sd);
+    }
+}

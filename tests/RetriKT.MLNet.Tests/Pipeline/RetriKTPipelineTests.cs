@@ -1,0 +1,108 @@
+using Microsoft.ML;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Data;
+using RetriKT.MLNet.Pipeline;
+using RetriKT.MLNet.Teacher;
+
+namespace RetriKT.MLNet.Tests.Pipeline;
+
+/// <summary>The whole RetriKT chain on the embedded café-review task with a teacher pretrained in the test.</summary>
+public sealed class RetriKTPipelineTests : IDisposable
+{
+    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-pipeline-").FullName;
+
+    public void Dispose() => Directory.Delete(_temp, recursive: true);
+
+    [Fact]
+    public void RunsEveryStageOnTheEmbeddedTaskAndReturnsACompleteResult()
+    {
+        // A tiny LLaMA pretrained for a few steps on the task's unlabeled pool: enough to generate and score text.
+        var pool = EmbeddedCafeReviews.UnlabeledPool(600);
+        var tokenizer = ByteLevelBpeTrainer.Train(pool.Take(300), 400, Path.Combine(_temp, "tokenizer"));
+        var config = new TeacherConfig
+        {
+            ModelType = "llama", VocabSize = tokenizer.VocabSize, HiddenSize = 48, IntermediateSize = 96, NumLayers = 2, NumHeads = 4,
+            NumKeyValueHeads = 4, HeadDim = 12, MaxPositions = 128, BosTokenId = tokenizer.BosId, EosTokenIds = [tokenizer.EosId!.Value],
+        };
+        var teacherPath = Path.Combine(_temp, "teacher");
+        using var teacher = TeacherModel.Create(config, tokenizer, seed: 3);
+        new TeacherPretrainer(new MLContext(seed: 1), new TeacherPretrainerOptions { Steps = 40, BatchSize = 8, SequenceLength = 48, LearningRate = 3e-3, WarmupSteps = 4 })
+            .Train(teacher, pool);
+        teacher.SaveCheckpoint(teacherPath);
+        teacher.RequiresGrad = false;
+
+        var task = EmbeddedCafeReviews.Task(testPerLabel: 10);
+        var stages = new HashSet<string>();
+        var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, teacherPath, new RetriKTPipelineOptions
+        {
+            PromptTokens = 2, SupervisedEpochs = 1, PpoSteps = 1, RolloutsPerStep = 4, SamplesPerLabel = 4, MaxAttemptsFactor = 2,
+            FidelityThreshold = 0, RequireArgmax = false, MaxNewTokens = 12, StudentEpochs = 3, StudentHiddenSize = 32, StudentMaxLength = 48,
+            WorkDirectory = Path.Combine(_temp, "work"),
+        });
+        var result = pipeline.Run(task, new SyncProgress(p => stages.Add(p.Stage)));
+
+        Assert.Equal("CafeReviews", result.Task);
+        Assert.InRange(result.Test.Accuracy, 0, 1);
+        Assert.InRange(result.Test.MacroF1, 0, 1);
+        Assert.NotNull(result.Test.PositiveF1);
+        Assert.InRange(result.Test.PositiveF1!.Value, 0, 1);
+        Assert.Equal(20, result.Test.Rows);
+        Assert.InRange(result.FewShotDevAccuracy, 0, 1);
+        Assert.Equal(teacher.ParameterCount, result.TeacherParameters);
+        Assert.True(result.StudentParameters > 0);
+        Assert.Equal(2 * 2 * 48, result.PromptParameters); // 2 labels × 2 virtual tokens × hidden 48
+        Assert.Equal((double)result.StudentParameters / teacher.ParameterCount, result.ParameterRatio);
+        Assert.Equal(32, result.Extraction.FewShot);
+        Assert.Equal(result.Extraction.FewShot + result.Extraction.Kept.Values.Sum(), result.StoreSize);
+        Assert.InRange(result.RetrievalWeight, 0, 1);
+        Assert.NotNull(result.SoftPromptReport);
+        Assert.True(result.Timings.Total > TimeSpan.Zero && result.Timings.SoftPrompts > TimeSpan.Zero && result.Timings.Student > TimeSpan.Zero);
+        Assert.Single(Directory.GetFiles(Path.Combine(_temp, "work"), "extraction-*.jsonl"));
+        Assert.Contains("Extraction", stages);
+
+        // The reference rows are scored the same way.
+        var majority = RetriKTPipeline.EvaluateMajority(task);
+        Assert.Equal(0.5, majority.Accuracy, 6);
+        var (teacherScores, _) = pipeline.EvaluateTeacher(task);
+        Assert.Equal(20, teacherScores.Rows);
+        Assert.InRange(teacherScores.Accuracy, 0, 1);
+        // A first text far longer than the teacher's 128 positions is cut to fit instead of failing (CB/BoolQ passages).
+        var longText = string.Join(' ', Enumerable.Repeat("the latte was really delicious and the staff were friendly .", 40));
+        var longTask = task with { Dev = [], Test = [new TextPairRow { Text = longText, Label = "positive" }, new TextPairRow { Text = longText, Label = "negative" }] };
+        Assert.Equal(2, pipeline.EvaluateTeacher(longTask).Test.Rows);
+
+        var (fewShot, studentParameters) = pipeline.EvaluateFewShotStudent(task);
+        Assert.InRange(fewShot.Accuracy, 0, 1);
+        Assert.True(studentParameters > 0);
+    }
+
+    [Fact]
+    public void ScoresMatchHandComputedAccuracyAndF1()
+    {
+        // gold:      0 0 0 1 1 2 ; predicted: 0 0 1 1 2 2
+        var s = ClassificationScores.FromPredictions([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2], 3);
+        Assert.Equal(4 / 6.0, s.Accuracy, 9);
+        // F1 per label: 2·2/(3+2) = 0.8, 2·1/(2+2) = 0.5, 2·1/(1+2) = 2/3.
+        Assert.Equal((0.8 + 0.5 + 2 / 3.0) / 3, s.MacroF1, 9);
+        Assert.Null(s.PositiveF1);
+        var binary = ClassificationScores.FromPredictions([1, 1, 0, 0], [1, 0, 0, 0], 2);
+        Assert.Equal(2 / 3.0, binary.PositiveF1!.Value, 9); // TP 1, gold 2, predicted 1
+        Assert.Throws<ArgumentException>(() => ClassificationScores.FromPredictions([0], [0, 1], 2));
+    }
+
+    [Fact]
+    public void RejectsATaskWithALabelOutsideItsLabelSet()
+    {
+        var task = EmbeddedCafeReviews.Task(testPerLabel: 2);
+        var bad = task with { Train = [.. task.Train, new TextPairRow { Text = "fine coffee.", Label = "neutral" }] };
+        using var teacher = TeacherModel.Create(new TeacherConfig { VocabSize = 300 }, ByteLevelBpeTrainer.Train(["a b c"], 300, Path.Combine(_temp, "tok")));
+        var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, _temp);
+        var e = Assert.Throws<ArgumentException>(() => pipeline.EvaluateFewShotStudent(bad));
+        Assert.Contains("'neutral'", e.Message);
+    }
+
+    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}
