@@ -8,13 +8,13 @@ public sealed record QuickstartOptions
     public string Task { get; init; } = "SST-2";
     public int Seed { get; init; } = 13;
     public string OutputFolder { get; init; } = Path.GetFullPath("retrikt-quickstart");
-    public int PpoSteps { get; init; } = 4;
-    public int SamplesPerLabel { get; init; } = 48;
+    public int PpoSteps { get; init; } = 8;
+    public int SamplesPerLabel { get; init; } = 64;
     public bool Quick { get; init; }
 
     public const string Usage = """
         usage: RetriKT.Quickstart [--teacher <HF dir or llama2.c .bin>] [--data <folder> --task <SST-2|CoLA|MRPC|RTE|QNLI|CB|BoolQ> --seed <13>]
-                                  [--out <folder>] [--ppo-steps <4>] [--samples-per-label <48>] [--quick]
+                                  [--out <folder>] [--ppo-steps <8>] [--samples-per-label <64>] [--quick]
           no arguments: the embedded café-review task and a teacher pretrained in-process on its unlabeled pool.
           --data: a folder laid out like the shared benchmark data (<Task>/k-shot/16-<seed>/… or <Task>/train32.jsonl …).
         """;

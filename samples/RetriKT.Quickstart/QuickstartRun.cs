@@ -80,7 +80,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 Time(times, "soft prompts", () => prompts = _ml.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
                 {
                     TeacherPath = teacherPath, Teacher = teacher, Template = task.Template, Labels = task.Labels,
-                    PromptTokens = 8, SupervisedEpochs = options.Quick ? 4 : 10, PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps,
+                    PromptTokens = 8, SupervisedEpochs = options.Quick ? 4 : 20, PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps,
                     RolloutsPerStep = 16, Progress = progress, MetricsCsvPath = Path.Combine(options.OutputFolder, "ppo.csv"),
                 }).Fit(fewShot));
                 soft.Value = soft.MaxValue; ppo.Value = ppo.MaxValue;
@@ -97,7 +97,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 {
                     Store = extraction.Store, SecondTextColumnName = task.IsPair ? "Text2" : null,
                     ValidationSet = keys.Transform(FewShotTask.ToDataView(_ml, task.Dev)), TeacherParameterCount = teacher.ParameterCount,
-                    NeighborsColumnName = "Neighbors", Epochs = options.Quick ? 10 : 25, Progress = progress,
+                    NeighborsColumnName = "Neighbors", Epochs = options.Quick ? 10 : 40, Progress = progress,
                 }).Fit(keys.Transform(fewShot)));
                 train.Value = train.MaxValue;
             });
@@ -175,7 +175,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
         var teacher = TeacherModel.Create(config, tokenizer, seed: 1);
         new TeacherPretrainer(_ml, new TeacherPretrainerOptions
         {
-            Steps = options.Quick ? 120 : 400, BatchSize = 16, SequenceLength = 64, LearningRate = 3e-3, WarmupSteps = 50,
+            Steps = options.Quick ? 120 : 1200, BatchSize = 16, SequenceLength = 64, LearningRate = 3e-3, WarmupSteps = 50,
         }).Train(teacher, pool, progress);
         teacher.RequiresGrad = false;
         teacher.SaveCheckpoint(directory);
