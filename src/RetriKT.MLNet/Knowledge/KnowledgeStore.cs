@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Knowledge;
 
@@ -191,7 +192,7 @@ public sealed class KnowledgeStore
     public void Write(Stream stream, bool includeTexts = true)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        var hashing = new Fnv1aStream(stream, writing: true);
+        var hashing = new ChecksumStream(stream, writing: true);
         using var w = new BinaryWriter(hashing, Encoding.UTF8, leaveOpen: true);
         bool texts = includeTexts && HasTexts && _entries.Length > 0;
         w.Write(Encoding.ASCII.GetBytes(Magic));
@@ -237,7 +238,7 @@ public sealed class KnowledgeStore
         ArgumentNullException.ThrowIfNull(stream);
         limits ??= StoreReadLimits.Default;
         long remaining = stream.CanSeek ? stream.Length - stream.Position : long.MaxValue;
-        var hashing = new Fnv1aStream(stream, writing: false);
+        var hashing = new ChecksumStream(stream, writing: false);
         using var r = new BinaryReader(hashing, Encoding.UTF8, leaveOpen: true);
         try
         {
@@ -264,7 +265,7 @@ public sealed class KnowledgeStore
                 byte source = r.ReadByte();
                 float fidelity = r.ReadSingle();
                 var softLabel = new float[labels];
-                ReadExactly(r, MemoryMarshal.AsBytes(softLabel.AsSpan()));
+                r.BaseStream.ReadExactly(MemoryMarshal.AsBytes(softLabel.AsSpan()));
                 Check(Enum.IsDefined((KnowledgeSource)source), $"entry {i}: unknown source {source}");
                 entries[i] = new KnowledgeEntry(null, null, label, softLabel, fidelity, (KnowledgeSource)source);
             }
@@ -275,7 +276,7 @@ public sealed class KnowledgeStore
             if (hasEmbeddings)
             {
                 embeddings = new float[(long)count * dim];
-                ReadExactly(r, MemoryMarshal.AsBytes(embeddings.AsSpan()));
+                r.BaseStream.ReadExactly(MemoryMarshal.AsBytes(embeddings.AsSpan()));
             }
             ulong computed = hashing.Hash;
             Span<byte> tail = stackalloc byte[8];
@@ -296,12 +297,6 @@ public sealed class KnowledgeStore
         if (!condition) throw new InvalidDataException(message + ".");
     }
 
-    private static void ReadExactly(BinaryReader r, Span<byte> destination)
-    {
-        if (r.BaseStream.ReadAtLeast(destination, destination.Length, throwOnEndOfStream: false) != destination.Length)
-            throw new EndOfStreamException();
-    }
-
     private static void WriteString(BinaryWriter w, string? s)
     {
         if (s is null) { w.Write(-1); return; }
@@ -316,7 +311,7 @@ public sealed class KnowledgeStore
         if (length == -1) return null;
         Check(length >= 0 && length <= limits.MaxStringBytes, $"string length {length} is outside [0, {limits.MaxStringBytes}]");
         var bytes = new byte[length];
-        ReadExactly(r, bytes);
+        r.BaseStream.ReadExactly(bytes);
         return Encoding.UTF8.GetString(bytes);
     }
 
@@ -393,29 +388,5 @@ public sealed class KnowledgeStore
         if (names is null) throw new InvalidDataException($"{path}: empty file, no label names.");
         try { return new KnowledgeStore(names, entries); }
         catch (ArgumentException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
-    }
-
-    /// <summary>FNV-1a 64 over the bytes passing through (detects truncation and tampering; not a security hash).</summary>
-    private sealed class Fnv1aStream(Stream inner, bool writing) : Stream
-    {
-        public ulong Hash { get; private set; } = 14695981039346656037UL;
-        private void Mix(ReadOnlySpan<byte> bytes)
-        {
-            ulong h = Hash;
-            foreach (var b in bytes) { h ^= b; h *= 1099511628211UL; }
-            Hash = h;
-        }
-        public override bool CanRead => !writing;
-        public override bool CanSeek => false;
-        public override bool CanWrite => writing;
-        public override long Length => inner.Length;
-        public override long Position { get => inner.Position; set => throw new NotSupportedException(); }
-        public override void Flush() => inner.Flush();
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-        public override int Read(Span<byte> buffer) { int n = inner.Read(buffer); Mix(buffer[..n]); return n; }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-        public override void Write(ReadOnlySpan<byte> buffer) { Mix(buffer); inner.Write(buffer); }
     }
 }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Knowledge;
 
@@ -486,7 +487,7 @@ public sealed class HnswIndex : IVectorIndex
                 _maxLevel = maxLevel,
                 MeasuredRecall = recall,
             };
-            ReadExactly(r, index._levels);
+            r.BaseStream.ReadExactly(index._levels);
             for (int node = 0; node < count; node++)
             {
                 int level = index._levels[node];
@@ -524,34 +525,4 @@ public sealed class HnswIndex : IVectorIndex
     {
         if (!condition) throw new InvalidDataException("HNSW graph: " + message + ".");
     }
-
-    private static void ReadExactly(BinaryReader r, Span<byte> destination)
-    {
-        if (r.BaseStream.ReadAtLeast(destination, destination.Length, throwOnEndOfStream: false) != destination.Length)
-            throw new EndOfStreamException();
-    }
-}
-
-/// <summary>FNV-1a 64 over the bytes passing through (detects truncation and tampering; not a security hash).</summary>
-internal sealed class ChecksumStream(Stream inner, bool writing) : Stream
-{
-    public ulong Hash { get; private set; } = 14695981039346656037UL;
-    private void Mix(ReadOnlySpan<byte> bytes)
-    {
-        ulong h = Hash;
-        foreach (var b in bytes) { h ^= b; h *= 1099511628211UL; }
-        Hash = h;
-    }
-    public override bool CanRead => !writing;
-    public override bool CanSeek => false;
-    public override bool CanWrite => writing;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() => inner.Flush();
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-    public override int Read(Span<byte> buffer) { int n = inner.Read(buffer); Mix(buffer[..n]); return n; }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
-    public override void Write(ReadOnlySpan<byte> buffer) { Mix(buffer); inner.Write(buffer); }
 }
