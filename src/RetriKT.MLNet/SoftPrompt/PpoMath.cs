@@ -73,13 +73,8 @@ internal static class PpoMath
         return MaskedMean(loss, mask).mul(0.5);
     }
 
-    /// <summary>Mean entropy of the token distributions over masked positions, from logits <c>[B, T, V]</c>.</summary>
-    public static Tensor Entropy(Tensor logits, Tensor mask)
-    {
-        var logp = nn.functional.log_softmax(logits, -1);
-        var entropy = logp.exp().mul(logp).sum(-1).neg();
-        return MaskedMean(entropy, mask);
-    }
+    /// <summary>Entropy of each position's token distribution <c>[B, T]</c>, from log-probabilities <c>[B, T, V]</c>.</summary>
+    public static Tensor Entropy(Tensor logProbs) => logProbs.exp().mul(logProbs).sum(-1).neg();
 }
 
 /// <summary>

@@ -52,6 +52,10 @@ internal sealed class SoftPromptPolicy
 
     public string ContextOf(PromptExample e) => Template.RenderContext(e.Text);
 
+    /// <summary>The sample a rollout stands for, as the task's columns hold it: (first text, second text).</summary>
+    public (string Text, string? Text2) SampleOf(Rollout r) => Template.SplitGenerated(
+        Template.Target == GenerationTarget.SecondPart ? r.Context[..^Template.PairSeparator.Length] : "", r.Generated);
+
     /// <summary>Mean per-token negative log-likelihood of the examples under their labels' prompts (differentiable in the prompts).</summary>
     public Tensor SupervisedNll(IReadOnlyList<PromptExample> batch)
     {
@@ -128,7 +132,7 @@ internal sealed class SoftPromptPolicy
         var targets = tensor(responseIds, [b, maxResponse], device: device);
         var tokenLogp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
         var maskT = tensor(responseMask, [b, maxResponse], device: device);
-        var entropy = logp.exp().mul(logp).sum(-1).neg();
+        var entropy = PpoMath.Entropy(logp);
         var values = Value.forward(output.HiddenStates!.narrow(1, first, maxResponse).detach());
         return (tokenLogp.mul(maskT), values.mul(maskT), maskT, entropy);
     }

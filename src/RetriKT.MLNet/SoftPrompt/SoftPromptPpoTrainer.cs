@@ -187,9 +187,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 double rolloutSeconds = clock.Elapsed.TotalSeconds;
                 var samples = rollouts.Select(r =>
                 {
-                    var (text, text2) = template.Target == GenerationTarget.SecondPart
-                        ? (r.Context[..^template.PairSeparator.Length], r.Generated.Trim())
-                        : template.SplitGenerated("", r.Generated);
+                    var (text, text2) = policy.SampleOf(r);
                     return new RolloutSample(r.Label, text, text2, r.Generated, r.ResponseIds.Length, r.Finished);
                 }).ToList();
                 clock.Restart();
@@ -285,6 +283,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         var getText2 = text2 is { } c2 ? cursor.GetGetter<ReadOnlyMemory<char>>(c2) : null;
         var getLabel = readLabel(cursor);
         ReadOnlyMemory<char> a = default, b = default;
+        var labelIndex = labels.Select((l, i) => (l, i)).ToDictionary(x => x.l, x => x.i, StringComparer.Ordinal);
         long row = 0;
         while (cursor.MoveNext())
         {
@@ -293,8 +292,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             var label = getLabel();
             if (a.Span.Trim().IsEmpty) throw new ArgumentException($"Row {row}: column '{template.TextColumn}' is empty; every few-shot example needs text.");
             if (getText2 is not null && b.Span.Trim().IsEmpty) throw new ArgumentException($"Row {row}: column '{template.Text2Column}' is empty.");
-            int index = labels.ToList().IndexOf(label);
-            if (index < 0) throw new ArgumentException($"Row {row}: label '{label}' is not one of the template's labels [{string.Join(", ", labels)}].");
+            if (!labelIndex.TryGetValue(label, out int index)) throw new ArgumentException($"Row {row}: label '{label}' is not one of the template's labels [{string.Join(", ", labels)}].");
             examples.Add(new PromptExample(a.ToString(), getText2 is null ? null : b.ToString(), index));
             row++;
         }
@@ -305,12 +303,12 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     }
 
     /// <summary>Reads a label column as text: String, or a key type with text key values.</summary>
-    internal static Func<DataViewRowCursor, Func<string>> LabelReader(DataViewSchema.Column column)
+    internal static Func<DataViewRow, Func<string>> LabelReader(DataViewSchema.Column column)
     {
         if (column.Type is TextDataViewType)
-            return cursor =>
+            return row =>
             {
-                var getter = cursor.GetGetter<ReadOnlyMemory<char>>(column);
+                var getter = row.GetGetter<ReadOnlyMemory<char>>(column);
                 ReadOnlyMemory<char> value = default;
                 return () => { getter(ref value); return value.ToString(); };
             };
@@ -319,9 +317,9 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             VBuffer<ReadOnlyMemory<char>> keyValues = default;
             column.GetKeyValues(ref keyValues);
             var names = keyValues.DenseValues().Select(v => v.ToString()).ToArray();
-            return cursor =>
+            return row =>
             {
-                var getter = cursor.GetGetter<uint>(column);
+                var getter = row.GetGetter<uint>(column);
                 uint key = 0;
                 return () =>
                 {

@@ -45,7 +45,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         TeacherPath = teacherPath;
         TeacherHash = teacherHash;
         Template = template;
-        Labels = labels.ToArray();
+        _labels = labels.ToArray();
         LabelColumnName = labelColumn;
         _labelPrompts = labelPrompts;
         _taskPrompt = taskPrompt;
@@ -69,7 +69,8 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     /// <summary>The task template.</summary>
     public TaskTemplate Template { get; }
     /// <summary>Labels, in prompt order.</summary>
-    public IReadOnlyList<string> Labels { get; }
+    public IReadOnlyList<string> Labels => _labels;
+    private readonly string[] _labels;
     /// <summary>Label column read by Transform.</summary>
     public string LabelColumnName { get; }
     /// <summary>Virtual tokens per label prompt.</summary>
@@ -141,9 +142,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
                     Template.Target == GenerationTarget.SecondPart ? Template.RenderContext(contexts![i % contexts.Count]) : "")).ToList();
                 foreach (var r in policy.Sample(requests, MaxNewTokens, Temperature, seed * 1_000_003 + batch))
                 {
-                    var (text, text2) = Template.Target == GenerationTarget.SecondPart
-                        ? (r.Context[..^Template.PairSeparator.Length], r.Generated.Trim())
-                        : Template.SplitGenerated("", r.Generated);
+                    var (text, text2) = policy.SampleOf(r);
                     result.Add(new GeneratedSample(label, text, text2, r.Generated, r.ResponseIds.Length, r.Finished));
                 }
             }
@@ -231,13 +230,14 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         private readonly SoftPromptTransformer _parent;
         private readonly DataViewSchema.Column _label;
         private readonly DataViewSchema.Column? _text;
+        private readonly Func<DataViewRow, Func<string>> _labelReader;
 
         public Mapping(SoftPromptTransformer parent, DataViewSchema schema) : base(schema)
         {
             _parent = parent;
             _label = schema.GetColumnOrNull(parent.LabelColumnName)
                 ?? throw new ArgumentOutOfRangeException(nameof(schema), $"Label column '{parent.LabelColumnName}' not found.");
-            SoftPromptPpoTrainer.LabelReader(_label); // validates the type
+            _labelReader = SoftPromptPpoTrainer.LabelReader(_label); // also validates the type
             if (parent.Template.Target == GenerationTarget.SecondPart)
             {
                 _text = schema.GetColumnOrNull(parent.Template.TextColumn)
@@ -254,7 +254,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
 
         public override Delegate?[] CreateGetters(DataViewRow input, Func<int, bool> isActive)
         {
-            var readLabel = LabelGetter(input);
+            var readLabel = _labelReader(input);
             var getText = _text is { } t ? input.GetGetter<ReadOnlyMemory<char>>(t) : null;
             long cachedPosition = -1;
             GeneratedSample? cached = null;
@@ -263,7 +263,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
             {
                 if (cachedPosition == input.Position && cached is not null) return cached;
                 var label = readLabel();
-                int index = _parent.Labels.ToList().IndexOf(label);
+                int index = Array.IndexOf(_parent._labels, label);
                 if (index < 0) throw new InvalidOperationException($"Row {input.Position}: label '{label}' is not one of [{string.Join(", ", _parent.Labels)}].");
                 string[]? contexts = null;
                 if (getText is not null) { getText(ref text); contexts = [text.ToString()]; }
@@ -278,22 +278,6 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
                 getters[1] = (ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> dst) =>
                     dst = (_parent.Template.Target == GenerationTarget.SecondPart ? Current().Text : Current().Text2 ?? "").AsMemory());
             return getters;
-        }
-
-        private Func<string> LabelGetter(DataViewRow row)
-        {
-            if (_label.Type is TextDataViewType)
-            {
-                var getter = row.GetGetter<ReadOnlyMemory<char>>(_label);
-                ReadOnlyMemory<char> value = default;
-                return () => { getter(ref value); return value.ToString(); };
-            }
-            VBuffer<ReadOnlyMemory<char>> keyValues = default;
-            _label.GetKeyValues(ref keyValues);
-            var names = keyValues.DenseValues().Select(v => v.ToString()).ToArray();
-            var keyGetter = row.GetGetter<uint>(_label);
-            uint key = 0;
-            return () => { keyGetter(ref key); return key == 0 || key > names.Length ? "" : names[key - 1]; };
         }
     }
 }
