@@ -8,15 +8,20 @@ namespace RetriKT.Evaluation;
 public static class Cli
 {
     public const string Usage = """
-        Usage: dotnet run --project samples/RetriKT.Evaluation -c Release -- [run|report] [options]
+        Usage: dotnet run --project samples/RetriKT.Evaluation -c Release -- [run|teacher|report] [options]
+          run                 build or load each task's teacher, run every pending row, rewrite the report (default)
+          teacher             only build (or resume building) the stand-in teacher of each task in --tasks
+          report              rewrite the report and plot from the results file
           --data <dir>        data folder (default: <repo>/../shared/data)
           --tasks <list>      comma-separated: SST-2,MRPC,RTE,CB,BoolQ (default: all five)
           --seeds <list>      LM-BFF seeds (default: 13,21,42,87,100; FewGLUE tasks have one split)
           --rows <list>       majority,fewshot-student,teacher-prompted,retrikt,retrikt-ppo (default: all)
-          --teacher <path>    use this teacher (HF folder or llama2.c .bin) instead of building one
-          --cache <dir>       where the built teacher is cached (default: ~/.cache/retrikt)
-          --teacher-steps <n> pretraining steps of the built teacher (default 400)
+          --teacher <path>    use this teacher (HF folder or llama2.c .bin) for every task instead of building one per task
+          --cache <dir>       where built teachers are cached (default: ~/.cache/retrikt)
+          --teacher-steps-a <n>  stage-A (unlabeled in-domain text) steps of a built teacher (default 300)
+          --teacher-steps-b <n>  stage-B (task training split through the template) steps (default 600)
           --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 6)
+          --set <k=v,...>     override RetriKTPipelineOptions fields, e.g. --set SamplesPerLabel=256,StudentHiddenSize=48
           --results <file>    resumable results JSONL (default: docs/evaluation/results.jsonl)
           --report <file>     markdown report (default: docs/RESULTS.md)
           --plot <file>       plot (default: docs/evaluation/results.png; .svg when ScottPlot cannot render)
@@ -32,10 +37,14 @@ public static class Cli
         public required string CacheRoot { get; init; }
         public required TeacherSettings Teacher { get; init; }
         public int PpoSteps { get; init; } = 6;
+        /// <summary>RetriKTPipelineOptions field overrides from <c>--set</c>.</summary>
+        public IReadOnlyDictionary<string, string> PipelineOverrides { get; init; } = new Dictionary<string, string>();
         public required string ResultsPath { get; init; }
         public required string ReportPath { get; init; }
         public required string PlotPath { get; init; }
         public string RunLogPath => Path.Combine(Path.GetDirectoryName(ResultsPath)!, "runs.jsonl");
+        /// <summary>The recipe and measurements of every teacher the results were made with (from its done.json).</summary>
+        public string TeacherRecordsPath => Path.Combine(Path.GetDirectoryName(ResultsPath)!, "teachers.jsonl");
         public string WorkDirectory => Path.Combine(CacheRoot, "work");
     }
 
@@ -64,7 +73,7 @@ public static class Cli
         if (seeds.Count == 0) throw new ArgumentException("--seeds is empty.");
         var rows = List("rows", Evaluation.Rows.All);
         foreach (var r in rows)
-            if (!Evaluation.Rows.All.Contains(r)) throw new ArgumentException($"Unknown row '{r}'. Known: {string.Join(", ", Evaluation.Rows.All)}.");
+            if (!Evaluation.Rows.IsKnown(r)) throw new ArgumentException($"Unknown row '{r}'. Known: {string.Join(", ", Evaluation.Rows.All.Concat(Evaluation.Rows.Sweeps))}.");
         var home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
         var options = new Options
         {
@@ -72,8 +81,14 @@ public static class Cli
             Tasks = tasks, Seeds = seeds, Rows = rows,
             TeacherPath = values.Remove("teacher", out var teacher) ? Path.GetFullPath(teacher) : null,
             CacheRoot = Path.GetFullPath(Get("cache", Path.Combine(home, ".cache", "retrikt"))),
-            Teacher = new TeacherSettings { Steps = GetInt("teacher-steps", new TeacherSettings().Steps) },
+            Teacher = new TeacherSettings
+            {
+                StageASteps = GetInt("teacher-steps-a", new TeacherSettings().StageASteps),
+                StageBSteps = GetInt("teacher-steps-b", new TeacherSettings().StageBSteps),
+            },
             PpoSteps = GetInt("ppo-steps", 6),
+            PipelineOverrides = List("set", []).Select(kv => kv.Split('=', 2)).ToDictionary(
+                kv => kv[0], kv => kv.Length == 2 ? kv[1] : throw new ArgumentException($"--set takes Name=Value pairs, found '{kv[0]}'.")),
             ResultsPath = Path.GetFullPath(Get("results", Path.Combine(repo, "docs", "evaluation", "results.jsonl"))),
             ReportPath = Path.GetFullPath(Get("report", Path.Combine(repo, "docs", "RESULTS.md"))),
             PlotPath = Path.GetFullPath(Get("plot", Path.Combine(repo, "docs", "evaluation", "results.png"))),

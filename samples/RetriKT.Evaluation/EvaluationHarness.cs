@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Microsoft.ML;
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Data;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Teacher;
@@ -14,24 +15,40 @@ namespace RetriKT.Evaluation;
 public static class Rows
 {
     public const string Majority = "majority";
+    public const string MlNetFeaturizeText = "mlnet-featurizetext";
     public const string FewShotStudent = "fewshot-student";
     public const string Teacher = "teacher-prompted";
+    public const string StoreOnlyStudent = "store-only-student";
     public const string RetriKT = "retrikt";
     public const string RetriKTPpo = "retrikt-ppo";
+    /// <summary>Prefix of the store-size sweep rows (<c>sweep-store-&lt;samples per label&gt;</c>, soft prompt only, retrieval on).</summary>
+    public const string StoreSweepPrefix = "sweep-store-";
+    /// <summary>Prefix of the neighbour-count sweep rows (<c>sweep-k-&lt;k&gt;</c>, on the <see cref="RetriKT"/> row's store).</summary>
+    public const string NeighborSweepPrefix = "sweep-k-";
 
-    public static IReadOnlyList<string> All { get; } = [Majority, FewShotStudent, Teacher, RetriKT, RetriKTPpo];
+    public static IReadOnlyList<string> All { get; } = [Majority, MlNetFeaturizeText, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, RetriKTPpo];
+
+    /// <summary>The sweeps of SST-2 seed 13: store size and k (not in the default row set: they are run on request).</summary>
+    public static IReadOnlyList<string> Sweeps { get; } =
+        [StoreSweepPrefix + "128", StoreSweepPrefix + "512", StoreSweepPrefix + "2048", NeighborSweepPrefix + "1", NeighborSweepPrefix + "4", NeighborSweepPrefix + "16", NeighborSweepPrefix + "64"];
+
+    public static bool IsKnown(string row) => All.Contains(row) || Sweeps.Contains(row);
 
     public static string Title(string row) => row switch
     {
         Majority => "Majority class",
+        MlNetFeaturizeText => "ML.NET FeaturizeText + LbfgsMaximumEntropy, few-shot gold only",
         FewShotStudent => "Student, few-shot gold only",
         Teacher => "Teacher, prompted (verbalizer)",
+        StoreOnlyStudent => "Student on the RetriKT store, no retrieval (λ = 0)",
         RetriKT => "RetriKT student (soft prompt, no PPO)",
         RetriKTPpo => "RetriKT student (soft prompt + PPO)",
+        _ when row.StartsWith(StoreSweepPrefix, StringComparison.Ordinal) => $"RetriKT, {row[StoreSweepPrefix.Length..]} samples per label",
+        _ when row.StartsWith(NeighborSweepPrefix, StringComparison.Ordinal) => $"RetriKT, k = {row[NeighborSweepPrefix.Length..]}",
         _ => row,
     };
 
-    public static bool NeedsTeacher(string row) => row != Majority;
+    public static bool NeedsTeacher(string row) => row is not (Majority or MlNetFeaturizeText);
 }
 
 /// <summary>One finished (task, seed, row) measurement: a line of the results JSONL.</summary>
@@ -52,6 +69,8 @@ public sealed record RowResult
     public int? StoreSize { get; init; }
     public double? RetrievalWeight { get; init; }
     public double? FewShotDevAccuracy { get; init; }
+    /// <summary>Share of the store's generated samples whose teacher label (argmax of the soft label) is the intended label.</summary>
+    public double? StoreFidelity { get; init; }
     public string? Notes { get; init; }
     public double Seconds { get; init; }
     public DateTime FinishedUtc { get; init; }
@@ -131,6 +150,24 @@ public sealed record HarnessSettings
     public RetriKTPipelineOptions Pipeline { get; init; } = DefaultPipeline();
     public int PpoSteps { get; init; } = 6;
 
+    /// <summary>The harness defaults with <paramref name="overrides"/> (field name → value) applied; unknown names fail.</summary>
+    public static RetriKTPipelineOptions PipelineWith(IReadOnlyDictionary<string, string> overrides)
+    {
+        var o = DefaultPipeline();
+        foreach (var (name, value) in overrides)
+        {
+            var field = typeof(RetriKTPipelineOptions).GetField(name)
+                ?? throw new ArgumentException($"--set: RetriKTPipelineOptions has no field '{name}'. Fields: {string.Join(", ", typeof(RetriKTPipelineOptions).GetFields().Select(f => f.Name))}.");
+            var type = Nullable.GetUnderlyingType(field.FieldType) ?? field.FieldType;
+            try { field.SetValue(o, Convert.ChangeType(value, type, CultureInfo.InvariantCulture)); }
+            catch (Exception e) when (e is FormatException or InvalidCastException or OverflowException)
+            {
+                throw new ArgumentException($"--set {name}={value}: expected a {type.Name}.", e);
+            }
+        }
+        return o;
+    }
+
     public static RetriKTPipelineOptions DefaultPipeline() => new()
     {
         PromptTokens = 8, SupervisedEpochs = 10, RolloutsPerStep = 16, SamplesPerLabel = 64, MaxAttemptsFactor = 3,
@@ -139,9 +176,9 @@ public sealed record HarnessSettings
 }
 
 /// <summary>Runs every pending (task, seed, row) and appends each result to the <see cref="ResultsLog"/>.</summary>
-public sealed class EvaluationHarness(HarnessSettings settings, Func<(TeacherModel Teacher, string Path)> loadTeacher, Action<string> log)
+public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (TeacherModel Teacher, string Path)> loadTeacher, Action<string> log)
 {
-    private (TeacherModel Teacher, string Path)? _teacher;
+    private string _task = "";
 
     /// <summary>How many rows ran and how many were already in the results file.</summary>
     public (int Ran, int Skipped) Run(CancellationToken cancellation = default)
@@ -151,6 +188,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<(TeacherMod
         foreach (var taskName in settings.Tasks)
         {
             bool fewGlue = taskName is "CB" or "BoolQ";
+            _task = taskName;
             foreach (var seed in fewGlue ? [settings.Seeds[0]] : settings.Seeds)
             {
                 FewShotTask? task = null;
@@ -186,33 +224,60 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<(TeacherMod
     /// <summary>The config part of a row's key: the teacher's content hash and the options that shape the row.</summary>
     private string ConfigKey(string row)
     {
-        if (!Rows.NeedsTeacher(row)) return "none";
+        if (row == Rows.Majority) return "none";
+        if (row == Rows.MlNetFeaturizeText) return MlNetBaseline.ConfigKey;
         var teacher = Teacher();
         var p = settings.Pipeline;
+        var json = new JsonSerializerOptions { IncludeFields = true };
         string options = row switch
         {
             Rows.Teacher => "verbalizer-v1",
-            Rows.FewShotStudent => $"student-v1|{p.StudentEpochs}|{p.StudentHiddenSize}|{p.StudentLayers}|{p.StudentMaxLength}|{p.TuneOnFewShotDev}|{p.Seed}",
-            _ => "retrikt-v1|" + JsonSerializer.Serialize(Options(row), new JsonSerializerOptions { IncludeFields = true }),
+            Rows.FewShotStudent => "student-v3|" + JsonSerializer.Serialize(StudentOptions(p), json),
+            Rows.StoreOnlyStudent => "store-only-v1|" + JsonSerializer.Serialize(Options(row), json),
+            _ => "retrikt-v2|" + JsonSerializer.Serialize(Options(row), json),
         };
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));
         return Convert.ToHexStringLower(bytes)[..16];
     }
 
+    /// <summary>The options that shape a student trained without a store (the few-shot row's key).</summary>
+    private static object StudentOptions(RetriKTPipelineOptions p) => new
+    {
+        p.StudentEpochs, p.StudentHiddenSize, p.StudentLayers, p.StudentMaxLength, p.StudentNeighborCount, p.StudentFeedForwardSize,
+        p.StudentMaxVocabulary, p.StudentCharacterPieces, p.StudentTokenDropout, p.StudentRetrievalLossWeight, p.TuneOnFewShotDev, p.Seed,
+    };
+
+    /// <summary>The pipeline options of a row: the harness's, with the row's PPO steps, store size or k.</summary>
     private RetriKTPipelineOptions Options(string row)
     {
-        var p = settings.Pipeline;
-        return new RetriKTPipelineOptions
-        {
-            PromptTokens = p.PromptTokens, SupervisedEpochs = p.SupervisedEpochs, PpoSteps = row == Rows.RetriKTPpo ? settings.PpoSteps : 0,
-            RolloutsPerStep = p.RolloutsPerStep, SamplesPerLabel = p.SamplesPerLabel, MaxAttemptsFactor = p.MaxAttemptsFactor,
-            FidelityThreshold = p.FidelityThreshold, RequireArgmax = p.RequireArgmax, MaxNewTokens = p.MaxNewTokens, StudentEpochs = p.StudentEpochs,
-            StudentHiddenSize = p.StudentHiddenSize, StudentLayers = p.StudentLayers, StudentMaxLength = p.StudentMaxLength,
-            TuneOnFewShotDev = p.TuneOnFewShotDev, CalibrateVerbalizer = p.CalibrateVerbalizer, Seed = p.Seed, WorkDirectory = settings.WorkDirectory,
-        };
+        var o = settings.Pipeline.Clone();
+        o.PpoSteps = row == Rows.RetriKTPpo ? settings.PpoSteps : 0;
+        if (row.StartsWith(Rows.StoreSweepPrefix, StringComparison.Ordinal))
+            o.SamplesPerLabel = int.Parse(row[Rows.StoreSweepPrefix.Length..], CultureInfo.InvariantCulture);
+        if (row.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal))
+            o.StudentNeighborCount = int.Parse(row[Rows.NeighborSweepPrefix.Length..], CultureInfo.InvariantCulture);
+        o.WorkDirectory = settings.WorkDirectory;
+        return o;
     }
 
-    private (TeacherModel Teacher, string Path) Teacher() => _teacher ??= loadTeacher();
+    /// <summary>
+    /// The store a row trains on, extracted once per (task, seed, extraction settings) and shared by the rows that use
+    /// it: <c>retrikt</c>, <c>store-only-student</c> and the k sweep train on one and the same store.
+    /// </summary>
+    private StoreExtraction Store(RetriKTPipeline pipeline, FewShotTask task, IProgress<TrainingProgress> progress, CancellationToken cancellation)
+    {
+        var o = pipeline.Options;
+        string key = FormattableString.Invariant($"{task.Name}|{task.Seed}|{o.PpoSteps}|{o.SamplesPerLabel}|{Teacher().Teacher.ContentHash}");
+        if (_stores.TryGetValue(key, out var cached)) return cached;
+        var store = pipeline.ExtractStore(task, progress, cancellation);
+        _stores[key] = store;
+        return store;
+    }
+
+    private readonly Dictionary<string, StoreExtraction> _stores = new(StringComparer.Ordinal);
+
+    /// <summary>The current task's teacher (the loader caches it; each task has its own stand-in teacher).</summary>
+    private (TeacherModel Teacher, string Path) Teacher() => loadTeacher(_task);
 
     private RowResult RunRow(FewShotTask task, string row, CancellationToken cancellation)
     {
@@ -220,6 +285,11 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<(TeacherMod
         {
             var m = RetriKTPipeline.EvaluateMajority(task);
             return new RowResult { Accuracy = m.Accuracy, MacroF1 = m.MacroF1, PositiveF1 = m.PositiveF1, TestRows = m.Rows };
+        }
+        if (row == Rows.MlNetFeaturizeText)
+        {
+            var m = MlNetBaseline.Evaluate(task, settings.Pipeline.Seed);
+            return new RowResult { Accuracy = m.Accuracy, MacroF1 = m.MacroF1, PositiveF1 = m.PositiveF1, TestRows = m.Rows, Notes = MlNetBaseline.Description };
         }
         var (teacher, path) = Teacher();
         var mlContext = new MLContext(seed: settings.Pipeline.Seed);
@@ -251,20 +321,24 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<(TeacherMod
                     TeacherParameters = teacher.ParameterCount, StudentParameters = studentParameters,
                 };
             }
+            case Rows.StoreOnlyStudent:
             case Rows.RetriKT or Rows.RetriKTPpo:
+            case var sweep when sweep.StartsWith(Rows.StoreSweepPrefix, StringComparison.Ordinal) || sweep.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal):
             {
-                var r = pipeline.Run(task, progress, cancellation);
+                var extraction = Store(pipeline, task, progress, cancellation);
+                var r = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: row != Rows.StoreOnlyStudent, progress, cancellation);
                 return new RowResult
                 {
                     Accuracy = r.Test.Accuracy, MacroF1 = r.Test.MacroF1, PositiveF1 = r.Test.PositiveF1, TestRows = r.Test.Rows,
                     TeacherParameters = r.TeacherParameters, StudentParameters = r.StudentParameters, PromptParameters = r.PromptParameters,
                     StoreSize = r.StoreSize, RetrievalWeight = r.RetrievalWeight, FewShotDevAccuracy = r.FewShotDevAccuracy,
+                    StoreFidelity = r.Extraction.IntendedLabelShare,
                     Notes = string.Create(CultureInfo.InvariantCulture,
-                        $"extraction: {r.Extraction}; times: prompts {r.Timings.SoftPrompts.TotalSeconds:F0} s, extraction {r.Timings.Extraction.TotalSeconds:F0} s, student {r.Timings.Student.TotalSeconds:F0} s"),
+                        $"student/teacher parameters {r.ParameterRatio:P2}; extraction: {r.Extraction}; times: prompts {r.Timings.SoftPrompts.TotalSeconds:F0} s, extraction {r.Timings.Extraction.TotalSeconds:F0} s, student {r.Timings.Student.TotalSeconds:F0} s"),
                 };
             }
             default:
-                throw new ArgumentException($"Unknown row '{row}'. Known: {string.Join(", ", Rows.All)}.");
+                throw new ArgumentException($"Unknown row '{row}'. Known: {string.Join(", ", Rows.All.Concat(Rows.Sweeps))}.");
         }
     }
 }

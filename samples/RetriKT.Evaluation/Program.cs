@@ -14,7 +14,7 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 
 var argv = args.ToList();
 string verb = argv.Count > 0 && !argv[0].StartsWith("--", StringComparison.Ordinal) ? argv[0] : "run";
-if (verb is not ("run" or "report" or "help")) return Fail($"Unknown verb '{verb}'. Use run, report or help.");
+if (verb is not ("run" or "teacher" or "report" or "help")) return Fail($"Unknown verb '{verb}'. Use run, teacher, report or help.");
 if (verb == "help" || argv.Contains("--help")) { Console.WriteLine(Cli.Usage); return 0; }
 
 var repo = Cli.FindRepositoryRoot();
@@ -26,26 +26,46 @@ void Log(string line) => Console.WriteLine($"{DateTime.Now:HH:mm:ss} {line}");
 var wall = Stopwatch.StartNew();
 var commandLine = "dotnet run --project samples/RetriKT.Evaluation -c Release -- " + string.Join(' ', args);
 
+if (verb == "teacher")
+{
+    using var cts = new CancellationTokenSource();
+    Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); Log("Cancelling after the current step (the last checkpoint resumes)…"); };
+    try
+    {
+        foreach (var task in o.Tasks) TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token);
+    }
+    catch (OperationCanceledException)
+    {
+        Log("Cancelled; re-run to resume from the last checkpoint.");
+        return 130;
+    }
+    return 0;
+}
+
 if (verb == "run")
 {
     using var cts = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); Log("Cancelling after the current step…"); };
     Log($"Data: {o.DataRoot}; tasks {string.Join(",", o.Tasks)}; seeds {string.Join(",", o.Seeds)}; rows {string.Join(",", o.Rows)}; results {o.ResultsPath}");
     TeacherModel? loaded = null;
-    string? teacherDescription = null;
-    (TeacherModel, string) LoadTeacher()
+    string? loadedPath = null, teacherDescription = null;
+    (TeacherModel, string) LoadTeacher(string task)
     {
-        var path = o.TeacherPath ?? TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, o.Teacher, Log, cts.Token);
+        var path = o.TeacherPath ?? TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token);
+        if (loaded is not null && loadedPath == path) return (loaded, path);
+        loaded?.Dispose();
         loaded = TeacherModel.Load(path);
+        loadedPath = path;
         loaded.RequiresGrad = false;
         teacherDescription = $"{loaded.Config} — {loaded.ParameterCount:N0} parameters, sha256 {loaded.ContentHash[..16]}…, at {path}";
-        Log("Teacher: " + teacherDescription);
+        TeacherRecords.Record(o.TeacherRecordsPath, task, path, loaded);
+        Log($"Teacher ({task}): " + teacherDescription);
         return (loaded, path);
     }
     var harness = new EvaluationHarness(new HarnessSettings
     {
         DataRoot = o.DataRoot, Tasks = o.Tasks, Seeds = o.Seeds, Rows = o.Rows, ResultsPath = o.ResultsPath, WorkDirectory = o.WorkDirectory,
-        PpoSteps = o.PpoSteps,
+        PpoSteps = o.PpoSteps, Pipeline = HarnessSettings.PipelineWith(o.PipelineOverrides),
     }, LoadTeacher, Log);
     try
     {

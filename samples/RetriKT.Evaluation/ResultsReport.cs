@@ -77,6 +77,9 @@ public static class ResultsReport
         });
         md.AppendLine($"| Parameters, student / teacher | {string.Join(" | ", ratio)} |");
         md.AppendLine();
+        AppendGoals(md, results);
+        AppendTeachers(md, TeacherRecords.Read(options.TeacherRecordsPath));
+        AppendSweeps(md, results);
         if (plotPath is not null)
         {
             var relative = Path.GetRelativePath(Path.GetDirectoryName(path)!, plotPath).Replace('\\', '/');
@@ -86,15 +89,15 @@ public static class ResultsReport
 
         md.AppendLine("## Per seed");
         md.AppendLine();
-        md.AppendLine("| Task | Seed | Row | Acc | Macro-F1 | F1 (pos.) | Test rows | Student params | Prompt params | Store | λ | Few-shot dev acc | Time (s) | Notes |");
-        md.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-        foreach (var r in results.OrderBy(r => Array.IndexOf(Cli.DefaultTasks, r.Task)).ThenBy(r => r.Seed).ThenBy(r => Rows.All.ToList().IndexOf(r.Row)))
+        md.AppendLine("| Task | Seed | Row | Acc | Macro-F1 | F1 (pos.) | Test rows | Student params | Prompt params | Store | Generated with intended label | λ | Few-shot dev acc | Time (s) | Notes |");
+        md.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        foreach (var r in results.Where(r => Rows.All.Contains(r.Row)).OrderBy(r => Array.IndexOf(Cli.DefaultTasks, r.Task)).ThenBy(r => r.Seed).ThenBy(r => Rows.All.ToList().IndexOf(r.Row)))
         {
             static string P(double? v) => v is double d && double.IsFinite(d) ? (100 * d).ToString("F2", CultureInfo.InvariantCulture) : "–";
             md.AppendLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {r.Task} | {r.Seed?.ToString(CultureInfo.InvariantCulture) ?? "–"} | {r.Row} | {P(r.Accuracy)} | {P(r.MacroF1)} | {P(r.PositiveF1)} | {r.TestRows} | " +
                 $"{(r.StudentParameters is long s ? s.ToString("N0", CultureInfo.InvariantCulture) : "–")} | {(r.PromptParameters is long p ? p.ToString("N0", CultureInfo.InvariantCulture) : "–")} | " +
-                $"{r.StoreSize?.ToString(CultureInfo.InvariantCulture) ?? "–"} | {(r.RetrievalWeight is double l ? l.ToString("G3", CultureInfo.InvariantCulture) : "–")} | " +
+                $"{r.StoreSize?.ToString(CultureInfo.InvariantCulture) ?? "–"} | {P(r.StoreFidelity)} | {(r.RetrievalWeight is double l ? l.ToString("G3", CultureInfo.InvariantCulture) : "–")} | " +
                 $"{P(r.FewShotDevAccuracy)} | {r.Seconds:F0} | {r.Notes?.Replace("|", "/") ?? ""} |"));
         }
         md.AppendLine();
@@ -119,7 +122,7 @@ public static class ResultsReport
             if (parts.Count > 0) md.AppendLine($"- {t}: {string.Join("; ", parts)}");
         }
         if (missingCells == 0) md.AppendLine("Nothing: the full table is complete.");
-        else md.AppendLine($"\n{missingCells} of {5 * 3 * 5 + 2 * 5} (task, seed, row) cells have no result yet; re-running the harness resumes them.");
+        else md.AppendLine($"\n{missingCells} of {(3 * 5 + 2) * Rows.All.Count} (task, seed, row) cells have no result yet; re-running the harness resumes them.");
         md.AppendLine();
 
         md.AppendLine("## Runs (commands, teacher, hardware, wall time)");
@@ -147,6 +150,90 @@ public static class ResultsReport
         var temp = path + ".tmp";
         File.WriteAllText(temp, md.ToString());
         File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>The SST-2 transfer goals (5 seeds, official dev set), computed from the table as ../shared/tools/transfer-goals does.</summary>
+    private static void AppendGoals(StringBuilder md, List<RowResult> results)
+    {
+        double? Mean(string row)
+        {
+            var v = results.Where(r => r.Task == "SST-2" && r.Row == row).Select(r => r.Accuracy).ToList();
+            return v.Count == 0 ? null : v.Average();
+        }
+        int Seeds(string row) => results.Count(r => r.Task == "SST-2" && r.Row == row);
+        var teacher = Mean(Rows.Teacher); var fewShot = Mean(Rows.FewShotStudent); var storeOnly = Mean(Rows.StoreOnlyStudent);
+        var mlnet = Mean(Rows.MlNetFeaturizeText);
+        var best = new[] { Rows.RetriKT, Rows.RetriKTPpo }.Select(r => (Row: r, Mean: Mean(r))).Where(x => x.Mean is not null).OrderByDescending(x => x.Mean).FirstOrDefault();
+        if (teacher is null && best.Mean is null) return;
+        static string F(double? v) => v is double d ? (100 * d).ToString("F1", CultureInfo.InvariantCulture) : "–";
+        string Check(bool? ok, string goal, string found) => $"| {goal} | {found} | {(ok is null ? "not run" : ok.Value ? "met" : "**not met**")} |";
+        var ratios = results.Where(r => r.Task == "SST-2" && r.StudentParameters is not null && r.TeacherParameters is not null && r.Row is Rows.RetriKT or Rows.RetriKTPpo)
+            .Select(r => (double)r.StudentParameters!.Value / r.TeacherParameters!.Value).ToList();
+        var fidelity = (Ppo: results.Where(r => r.Task == "SST-2" && r.Row == Rows.RetriKTPpo && r.StoreFidelity is not null).Select(r => r.StoreFidelity!.Value).ToList(),
+            Plain: results.Where(r => r.Task == "SST-2" && r.Row == Rows.RetriKT && r.StoreFidelity is not null).Select(r => r.StoreFidelity!.Value).ToList());
+        md.AppendLine("## SST-2 transfer goals (means over the seeds run; goals need all 5)");
+        md.AppendLine();
+        md.AppendLine("| Goal | Found | Status |");
+        md.AppendLine("|---|---|---|");
+        md.AppendLine(Check(teacher is null ? null : teacher >= 0.80, "teacher-prompted ≥ 80 %", $"{F(teacher)} (n={Seeds(Rows.Teacher)})"));
+        md.AppendLine(Check(best.Mean is null || teacher is null ? null : best.Mean >= 0.9 * teacher, "best RetriKT row ≥ 0.9 × teacher", $"{best.Row} {F(best.Mean)} vs 0.9 × {F(teacher)} = {F(0.9 * teacher)}"));
+        md.AppendLine(Check(best.Mean is null || fewShot is null ? null : best.Mean >= fewShot + 0.15, "best RetriKT row ≥ fewshot-student + 15", $"{F(best.Mean)} vs {F(fewShot)} + 15 = {F(fewShot + 0.15)}"));
+        md.AppendLine(Check(best.Mean is null || storeOnly is null ? null : best.Mean >= storeOnly + 0.015, "best RetriKT row ≥ store-only-student + 1.5", $"{F(best.Mean)} vs {F(storeOnly)} + 1.5 = {F(storeOnly + 0.015)}"));
+        md.AppendLine(Check(fewShot is null || mlnet is null ? null : fewShot >= mlnet, "fewshot-student ≥ mlnet-featurizetext", $"{F(fewShot)} vs {F(mlnet)}"));
+        md.AppendLine(Check(fidelity.Ppo.Count == 0 || fidelity.Plain.Count == 0 ? null : fidelity.Ppo.Average() >= fidelity.Plain.Average(),
+            "retrikt-ppo ≥ retrikt in store fidelity (generated samples whose teacher label is the intended one)",
+            $"{F(fidelity.Ppo.Count == 0 ? null : fidelity.Ppo.Average())} vs {F(fidelity.Plain.Count == 0 ? null : fidelity.Plain.Average())}"));
+        md.AppendLine(Check(ratios.Count == 0 ? null : ratios.Max() <= 0.02, "student ≤ 2 % of the teacher's parameters", ratios.Count == 0 ? "–" : $"largest {ratios.Max():P2}"));
+        md.AppendLine();
+    }
+
+    /// <summary>The stand-in teachers the results were made with: recipe, corpus sizes, tokens seen, final losses.</summary>
+    private static void AppendTeachers(StringBuilder md, List<System.Text.Json.Nodes.JsonObject> teachers)
+    {
+        if (teachers.Count == 0) return;
+        md.AppendLine("## Teachers");
+        md.AppendLine();
+        md.AppendLine("Each task's teacher is a **stand-in** trained here from scratch (no pretrained LLM can be had offline): a LLaMA-style");
+        md.AppendLine("model pretrained by `TeacherPretrainer` on in-domain unlabeled text (stage A), then continued on the task's full GLUE");
+        md.AppendLine("training split rendered through the task template with the verbalizer word (stage B; never dev, test or few-shot dev).");
+        md.AppendLine("It stands in for what a real LLM learned in pretraining; the student still sees only the few-shot split.");
+        md.AppendLine();
+        md.AppendLine("| Task | Teacher | Parameters | Stage | Documents | Corpus tokens | Steps | Tokens seen | Final loss | Build time |");
+        md.AppendLine("|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
+        foreach (var t in teachers)
+        {
+            string task = t["task"]?.GetValue<string>() ?? "?";
+            string name = $"`{t["contentHash"]?.GetValue<string>()?[..12]}…` {t["config"]?.GetValue<string>()}";
+            long parameters = t["parameters"]?.GetValue<long>() ?? 0;
+            var build = t["build"];
+            var stages = build?["stages"]?.AsArray();
+            if (stages is null || stages.Count == 0)
+            {
+                md.AppendLine(string.Create(CultureInfo.InvariantCulture, $"| {task} | {name} ({t["source"]}) | {parameters:N0} | given (--teacher) | – | – | – | – | – | – |"));
+                continue;
+            }
+            foreach (var st in stages)
+                md.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                    $"| {task} | {name} | {parameters:N0} | {st!["stage"]} | {st["documents"]!.GetValue<int>():N0} | {st["tokens"]!.GetValue<int>():N0} | {st["steps"]} | {st["tokensSeen"]!.GetValue<long>():N0} | {st["finalLoss"]!.GetValue<double>():F3} | {build!["minutes"]!.GetValue<double>():F0} min |"));
+            var corpora = build?["stageACorpora"]?.AsArray().Select(c => c!.GetValue<string>());
+            if (corpora is not null) md.AppendLine($"| | stage A corpora: {string.Join(", ", corpora)} | | | | | | | | |");
+        }
+        md.AppendLine();
+    }
+
+    /// <summary>The SST-2 seed-13 sweeps: accuracy against store size and against k.</summary>
+    private static void AppendSweeps(StringBuilder md, List<RowResult> results)
+    {
+        var sweeps = results.Where(r => Rows.Sweeps.Contains(r.Row)).OrderBy(r => Rows.Sweeps.ToList().IndexOf(r.Row)).ToList();
+        if (sweeps.Count == 0) return;
+        md.AppendLine("## Sweeps (SST-2 seed 13, soft prompt only)");
+        md.AppendLine();
+        md.AppendLine("| Row | Acc | Store | λ | Student params | Notes |");
+        md.AppendLine("|---|---:|---:|---:|---:|---|");
+        foreach (var r in sweeps)
+            md.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {Rows.Title(r.Row)} | {100 * r.Accuracy:F2} | {r.StoreSize} | {r.RetrievalWeight:G3} | {r.StudentParameters:N0} | {r.Notes?.Replace("|", "/")} |"));
+        md.AppendLine();
     }
 
     private const string HandWrittenMarker = "<!-- hand-written notes below are kept when the report is regenerated -->";

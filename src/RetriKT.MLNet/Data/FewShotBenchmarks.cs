@@ -89,6 +89,18 @@ public static class FewShotBenchmarks
         }
     }
 
+    /// <summary>
+    /// The task's full official GLUE training split (<c>&lt;Task&gt;/train.tsv</c>), for building a stand-in teacher
+    /// that knows the task; null for tasks that have none here (CB, BoolQ). Never the dev or few-shot dev files.
+    /// </summary>
+    public static IReadOnlyList<TextPairRow>? LoadFullTrainingSplit(string dataRoot, string task)
+    {
+        if (!Tasks.Contains(task)) throw new ArgumentException($"Unknown task '{task}'. Known: {string.Join(", ", Tasks)}.", nameof(task));
+        if (task is "CB" or "BoolQ") return null;
+        var path = Path.Combine(dataRoot, task, "train.tsv");
+        return File.Exists(path) ? ReadTsv(path, task) : null;
+    }
+
     private static List<TextPairRow> ReadTsv(string path, string task)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{task}: file not found: '{path}'.", path);

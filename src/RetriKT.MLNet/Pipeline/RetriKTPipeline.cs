@@ -27,6 +27,8 @@ public sealed class RetriKTPipelineOptions
     public int RolloutsPerStep = 16;
     /// <summary>Generated samples kept per label in the knowledge store. Default 64.</summary>
     public int SamplesPerLabel = 64;
+    /// <summary>Samples generated per teacher call during extraction (larger batches use the CPU/GPU better). Default 16.</summary>
+    public int ExtractionBatchSize = 16;
     /// <summary>Most generated samples per label, as a multiple of <see cref="SamplesPerLabel"/>. Default 3.</summary>
     public double MaxAttemptsFactor = 3;
     /// <summary>Lowest teacher probability of the intended label for a generated sample to be kept. Default 0.5.</summary>
@@ -43,6 +45,18 @@ public sealed class RetriKTPipelineOptions
     public int StudentLayers = 2;
     /// <summary>Student maximum tokens per row (pairs need more). Default 128.</summary>
     public int StudentMaxLength = 128;
+    /// <summary>Neighbours k the student retrieves (capped at the store size). Default 16.</summary>
+    public int StudentNeighborCount = 16;
+    /// <summary>Student feed-forward size; 0 = 4 × hidden. Default 0.</summary>
+    public int StudentFeedForwardSize;
+    /// <summary>Largest vocabulary the student builds from the store's texts (its embedding matrix is most of its parameters). Default 8000.</summary>
+    public int StudentMaxVocabulary = 8000;
+    /// <summary>Add single-character pieces to the student's vocabulary so unseen words are spelled out. Default false.</summary>
+    public bool StudentCharacterPieces;
+    /// <summary>Student word dropout (token → [UNK]) while training. Default 0.2.</summary>
+    public double StudentTokenDropout = 0.2;
+    /// <summary>Weight of the student's retrieval loss KL(t ‖ p_knn) when retrieval is on. Default 1.</summary>
+    public double StudentRetrievalLossWeight = 1.0;
     /// <summary>
     /// Tune the student's retrieval weight λ and temperature τ on the task's few-shot dev split (model selection
     /// only ever uses that split; the test split is only scored). Default true.
@@ -54,6 +68,9 @@ public sealed class RetriKTPipelineOptions
     public int Seed = 1;
     /// <summary>Where the extraction checkpoint goes (an interrupted run resumes its generation), or null. Default null.</summary>
     public string? WorkDirectory;
+
+    /// <summary>A copy to vary one setting without touching the original.</summary>
+    public RetriKTPipelineOptions Clone() => (RetriKTPipelineOptions)MemberwiseClone();
 }
 
 /// <summary>Test-split metrics of one classifier.</summary>
@@ -125,6 +142,16 @@ public sealed record RetriKTPipelineResult(string Task, int? Seed, Classificatio
     public double ParameterRatio => (double)StudentParameters / TeacherParameters;
 }
 
+/// <summary>What <see cref="RetriKTPipeline.ExtractStore"/> produced: the knowledge store and how it was made.</summary>
+/// <param name="Store">Generated samples with the teacher's soft labels, plus the few-shot gold rows.</param>
+/// <param name="Report">The extraction report (generated, kept, dropped, diversity, fidelity).</param>
+/// <param name="PromptParameters">Soft-prompt parameter count (the only teacher-side trained weights).</param>
+/// <param name="SoftPromptReport">Prompt-tuning losses and PPO metrics.</param>
+/// <param name="SoftPromptTime">Wall time of prompt tuning and PPO.</param>
+/// <param name="ExtractionTime">Wall time of generation, soft labelling and filtering.</param>
+public sealed record StoreExtraction(KnowledgeStore Store, ExtractionReport Report, long PromptParameters, SoftPromptTrainingReport? SoftPromptReport,
+    TimeSpan SoftPromptTime, TimeSpan ExtractionTime);
+
 /// <summary>
 /// Runs RetriKT end to end for one <see cref="FewShotTask"/> with a given teacher: soft prompts tuned on the few-shot
 /// training split (stage 1, then PPO when <see cref="RetriKTPipelineOptions.PpoSteps"/> &gt; 0) →
@@ -168,6 +195,14 @@ public sealed class RetriKTPipeline
 
     /// <summary>Runs the whole RetriKT chain on <paramref name="task"/> and scores the student on its test split.</summary>
     public RetriKTPipelineResult Run(FewShotTask task, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+        => EvaluateStudentOnStore(task, ExtractStore(task, progress, cancellation), useRetrieval: true, progress, cancellation);
+
+    /// <summary>
+    /// RetriKT steps 1–3 on <paramref name="task"/>: soft prompts tuned on the few-shot training split (then PPO when
+    /// <see cref="RetriKTPipelineOptions.PpoSteps"/> &gt; 0) and the knowledge store they extract from the teacher.
+    /// The store is data: train several students on it (<see cref="EvaluateStudentOnStore"/>), save it, inspect it.
+    /// </summary>
+    public StoreExtraction ExtractStore(FewShotTask task, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(task);
         CheckTask(task);
@@ -195,20 +230,31 @@ public sealed class RetriKTPipeline
         }
         var extractor = _mlContext.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
         {
-            SoftPrompts = prompts, SamplesPerLabel = o.SamplesPerLabel, MaxAttemptsFactor = o.MaxAttemptsFactor,
+            SoftPrompts = prompts, SamplesPerLabel = o.SamplesPerLabel, MaxAttemptsFactor = o.MaxAttemptsFactor, BatchSize = o.ExtractionBatchSize,
             FidelityThreshold = o.FidelityThreshold, RequireArgmax = o.RequireArgmax, IncludeFewShot = true,
             CalibrateVerbalizer = o.CalibrateVerbalizer, CheckpointPath = checkpoint, Seed = o.Seed,
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
-        var extractionTime = clock.Elapsed;
-        var store = extractor.Store;
+        return new StoreExtraction(extractor.Store, extractor.Report!, prompts.PromptParameterCount, prompts.TrainingReport, promptTime, clock.Elapsed);
+    }
 
-        var (scores, devAccuracy, student, studentTime, evaluationTime) = TrainAndEvaluateStudent(task, store, progress, cancellation);
+    /// <summary>
+    /// RetriKT step 4 on a store from <see cref="ExtractStore"/>: the student trained on the store plus the few-shot
+    /// gold rows and scored on the test split. <paramref name="useRetrieval"/> false trains the very same student on the
+    /// very same store with no retrieval loss and predicts from its head alone (λ = 0): the row that tells "the store's
+    /// data helped" apart from "retrieval helped".
+    /// </summary>
+    public RetriKTPipelineResult EvaluateStudentOnStore(FewShotTask task, StoreExtraction extraction, bool useRetrieval,
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(task); ArgumentNullException.ThrowIfNull(extraction);
+        CheckTask(task);
+        var (scores, devAccuracy, student, studentTime, evaluationTime) = TrainAndEvaluateStudent(task, extraction.Store, progress, cancellation, useRetrieval);
         using (student)
         {
             return new RetriKTPipelineResult(task.Name, task.Seed, scores, devAccuracy, _teacher.ParameterCount, student.ParameterCount,
-                prompts.PromptParameterCount, store.Count, student.RetrievalWeight, extractor.Report!, prompts.TrainingReport,
-                new PipelineTimings(promptTime, extractionTime, studentTime, evaluationTime));
+                extraction.PromptParameters, extraction.Store.Count, student.RetrievalWeight, extraction.Report, extraction.SoftPromptReport,
+                new PipelineTimings(extraction.SoftPromptTime, extraction.ExtractionTime, studentTime, evaluationTime));
         }
     }
 
@@ -260,7 +306,8 @@ public sealed class RetriKTPipeline
     }
 
     private (ClassificationScores Test, double DevAccuracy, RetrievalClassifierTransformer Student, TimeSpan TrainTime, TimeSpan EvalTime)
-        TrainAndEvaluateStudent(FewShotTask task, KnowledgeStore? store, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
+        TrainAndEvaluateStudent(FewShotTask task, KnowledgeStore? store, IProgress<TrainingProgress>? progress, CancellationToken cancellation,
+            bool useRetrieval = true)
     {
         var o = _options;
         // Every split gets the same label → key map, in the task's label order, which is also the store's order: key i
@@ -275,8 +322,10 @@ public sealed class RetriKTPipeline
         var student = _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
             SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
-            Store = store, ValidationSet = o.TuneOnFewShotDev ? dev : null,
+            Store = store, ValidationSet = o.TuneOnFewShotDev ? dev : null, UseRetrieval = useRetrieval,
             Epochs = o.StudentEpochs, HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
+            NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize, MaxVocabularySize = o.StudentMaxVocabulary,
+            CharacterPieces = o.StudentCharacterPieces, TokenDropout = o.StudentTokenDropout, RetrievalLossWeight = o.StudentRetrievalLossWeight,
             TeacherParameterCount = _teacher.ParameterCount, SaveStoreTexts = false, Seed = o.Seed,
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);

@@ -75,7 +75,7 @@ internal sealed class SoftPromptPolicy
         using var noGrad = no_grad();
         var labels = tensor(requests.Select(r => (long)r.Label).ToArray(), device: Teacher.Device);
         var prompts = requests.Select(r => PromptIds(r.Context)).ToList();
-        var stops = Template.IsPair && Template.Target == GenerationTarget.WholeSample ? null : new[] { "\n" };
+        var stops = Template.GenerationStops.Where(stop => stop != "\n" || !(Template.IsPair && Template.Target == GenerationTarget.WholeSample)).ToArray();
         var result = Teacher.Generate(new GenerationRequest
         {
             PromptIds = prompts,
@@ -88,7 +88,7 @@ internal sealed class SoftPromptPolicy
         return requests.Select((r, i) =>
         {
             var s = result.Sequences[i];
-            var text = stops is null ? s.Text : s.Text.TrimEnd('\n');
+            var text = Template.CutAtStops(s.Text);
             return new Rollout(r.Label, r.Context, prompts[i], s.TokenIds, s.TokenLogProbs, text, s.FinishReason != "length");
         }).ToList();
     }

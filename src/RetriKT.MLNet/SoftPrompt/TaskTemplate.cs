@@ -66,6 +66,43 @@ public sealed record TaskTemplate
         return at < 0 ? (generated.Trim(), null) : (generated[..at].Trim(), generated[(at + PairSeparator.Length)..].Trim());
     }
 
+    /// <summary>
+    /// Where generation of a sample stops: a new line, and the template text that follows the generated part in the
+    /// classification prompt (" It was" for SST-2, "? Answer:" for RTE). A teacher that learned its task through this
+    /// template (a real LLM prompted this way, or the harness's stand-in teacher) otherwise writes the label phrase into
+    /// the sample, and the store would hold "… It was great" with the answer in the text.
+    /// </summary>
+    public IReadOnlyList<string> GenerationStops
+    {
+        get
+        {
+            string slot = Target == GenerationTarget.SecondPart || IsPair ? "{text2}" : "{text}";
+            int from = ClassificationFormat.IndexOf(slot, StringComparison.Ordinal);
+            int to = ClassificationFormat.IndexOf("{label}", StringComparison.Ordinal);
+            var stops = new List<string> { "\n" };
+            if (from >= 0 && to > from)
+            {
+                var infix = ClassificationFormat[(from + slot.Length)..to].Trim();
+                if (infix.Length > 0 && !infix.Contains('{')) stops.Add(infix);
+            }
+            return stops;
+        }
+    }
+
+    /// <summary>Cuts <paramref name="generated"/> at the first of <see cref="GenerationStops"/> (whole-pair samples keep their new lines).</summary>
+    public string CutAtStops(string generated)
+    {
+        ArgumentNullException.ThrowIfNull(generated);
+        int cut = generated.Length;
+        foreach (var stop in GenerationStops)
+        {
+            if (stop == "\n" && IsPair && Target == GenerationTarget.WholeSample) continue;
+            int at = generated.IndexOf(stop, StringComparison.Ordinal);
+            if (at >= 0 && at < cut) cut = at;
+        }
+        return generated[..cut].TrimEnd();
+    }
+
     /// <summary>The classification prompt for one sample with the label word inserted.</summary>
     public string RenderClassification(string text, string? text2, string labelWord)
         => ClassificationFormat.Replace("{text}", text).Replace("{text2}", text2 ?? "").Replace("{label}", labelWord);

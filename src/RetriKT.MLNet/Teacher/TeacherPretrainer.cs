@@ -35,6 +35,12 @@ public sealed class TeacherPretrainerOptions
     public string? CheckpointDirectory;
     /// <summary>Seed of batch sampling; null uses the MLContext seed. Default null.</summary>
     public int? Seed;
+    /// <summary>
+    /// Continue an interrupted run from the last checkpoint in <see cref="CheckpointDirectory"/> (weights, optimizer
+    /// state and step), when that checkpoint was written by a run with the same options, corpus and starting weights;
+    /// a checkpoint of any other run is refused with a message naming what differs. Default true.
+    /// </summary>
+    public bool Resume = true;
 }
 
 /// <summary>
@@ -63,20 +69,78 @@ public sealed class TeacherPretrainer
     {
         ArgumentNullException.ThrowIfNull(model); ArgumentNullException.ThrowIfNull(documents);
         var tokenizer = model.Tokenizer ?? throw new InvalidOperationException("The model has no tokenizer; pass a token stream to Train(model, int[]).");
-        var stream = new List<int>();
-        foreach (var doc in documents)
+        return Train(model, TokenStream(tokenizer, documents), progress, cancellation);
+    }
+
+    /// <summary>
+    /// The token stream and per-token loss weights of (prefix, target) documents: BOS + prefix + target + EOS each,
+    /// where the target's tokens weigh <paramref name="targetWeight"/> and every other token 1 — for example a task
+    /// sample rendered through its template (prefix) with the verbalizer word as the target, so continued pretraining
+    /// learns the task and not only its text. A target whose tokens do not continue the prefix's tokens (the
+    /// tokenizer merged across the boundary) is weighted from the first token that differs.
+    /// </summary>
+    public static (int[] Tokens, float[] Weights) WeightedTokenStream(TeacherTokenizer tokenizer, IReadOnlyList<(string Prefix, string Target)> documents, float targetWeight)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer); ArgumentNullException.ThrowIfNull(documents);
+        if (!(targetWeight >= 0) || !float.IsFinite(targetWeight)) throw new ArgumentOutOfRangeException(nameof(targetWeight), $"targetWeight must be finite and >= 0, found {targetWeight}.");
+        var encoded = new (int[] Ids, int TargetFrom)[documents.Count];
+        Parallel.For(0, documents.Count, i =>
         {
-            if (string.IsNullOrWhiteSpace(doc)) continue;
-            stream.AddRange(tokenizer.Encode(doc, addBos: true));
+            var (prefix, target) = documents[i];
+            var ids = tokenizer.Encode(prefix + target, addBos: true);
+            var prefixIds = tokenizer.Encode(prefix, addBos: true);
+            int from = 0;
+            while (from < prefixIds.Length && from < ids.Length && ids[from] == prefixIds[from]) from++;
+            encoded[i] = (ids, target.Length == 0 ? ids.Length : from);
+        });
+        int total = encoded.Sum(e => e.Ids.Length + (tokenizer.EosId is null ? 0 : 1));
+        var tokens = new int[total];
+        var weights = new float[total];
+        int at = 0;
+        foreach (var (ids, from) in encoded)
+        {
+            for (int j = 0; j < ids.Length; j++, at++) { tokens[at] = ids[j]; weights[at] = j >= from ? targetWeight : 1f; }
+            if (tokenizer.EosId is int eos) { tokens[at] = eos; weights[at] = 1f; at++; }
+        }
+        return (tokens, weights);
+    }
+
+    /// <summary>
+    /// The training token stream of <paramref name="documents"/>: BOS + text + EOS per non-blank document, in order.
+    /// Documents are encoded in parallel (the tokenizers are thread-safe).
+    /// </summary>
+    public static int[] TokenStream(TeacherTokenizer tokenizer, IEnumerable<string> documents)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer); ArgumentNullException.ThrowIfNull(documents);
+        var docs = documents.Where(d => !string.IsNullOrWhiteSpace(d)).ToList();
+        var encoded = new int[docs.Count][];
+        Parallel.For(0, docs.Count, i => encoded[i] = tokenizer.Encode(docs[i], addBos: true));
+        var stream = new List<int>(encoded.Sum(e => e.Length + 1));
+        foreach (var e in encoded)
+        {
+            stream.AddRange(e);
             if (tokenizer.EosId is int eos) stream.Add(eos);
         }
-        return Train(model, stream.ToArray(), progress, cancellation);
+        return stream.ToArray();
     }
 
     /// <summary>Trains on a token stream. Returns the mean loss of the last tenth of the steps.</summary>
     public double Train(TeacherModel model, int[] tokens, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+        => Train(model, tokens, weights: null, progress, cancellation);
+
+    /// <summary>
+    /// Trains on a token stream whose next-token losses are weighted per target token (<paramref name="weights"/>,
+    /// parallel to <paramref name="tokens"/>; null weighs every token 1): each window's loss is Σ wᵢ·CEᵢ / Σ wᵢ.
+    /// Weights let continued pretraining stress the part of a document that carries the task (see
+    /// <see cref="WeightedTokenStream"/>). Returns the weighted mean loss of the last tenth of the steps.
+    /// </summary>
+    public double Train(TeacherModel model, int[] tokens, float[]? weights, IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(model); ArgumentNullException.ThrowIfNull(tokens);
+        if (weights is not null && weights.Length != tokens.Length)
+            throw new ArgumentException($"weights has {weights.Length} entries but the token stream {tokens.Length}; they must be parallel.", nameof(weights));
+        if (weights is not null && weights.Any(w => !(w >= 0) || !float.IsFinite(w)))
+            throw new ArgumentException("Token weights must be finite and >= 0.", nameof(weights));
         var o = _options;
         var host = new ComponentHost(_env, nameof(TeacherPretrainer), o.Seed, progress, cancellation);
         int seqLen = Math.Min(o.SequenceLength, model.Config.MaxPositions);
@@ -88,6 +152,7 @@ public sealed class TeacherPretrainer
 
         var device = model.Device;
         using var corpus = tensor(tokens.Select(t => (long)t).ToArray(), device: device);
+        using var corpusWeights = weights is null ? null : tensor(weights, device: device);
         model.RequiresGrad = true;
         var decay = model.NamedParameters().Where(p => p.Parameter.dim() >= 2).Select(p => p.Parameter).ToList();
         var noDecay = model.NamedParameters().Where(p => p.Parameter.dim() < 2).Select(p => p.Parameter).ToList();
@@ -95,15 +160,23 @@ public sealed class TeacherPretrainer
             [new TorchSharp.Modules.AdamW.ParamGroup(decay, new TorchSharp.Modules.AdamW.Options { weight_decay = o.WeightDecay }),
              new TorchSharp.Modules.AdamW.ParamGroup(noDecay, new TorchSharp.Modules.AdamW.Options { weight_decay = 0 })],
             o.LearningRate, o.Beta1, o.Beta2, 1e-8, o.WeightDecay);
-        using var generator = new Generator((ulong)host.Seed);
         var module = model.Module;
-        module.train();
         double smoothed = double.NaN, tailSum = 0;
         int tailFrom = o.Steps - Math.Max(1, o.Steps / 10) + 1;
+        int firstStep = 1;
+        var resume = o.CheckpointDirectory is { } checkpointDir ? new PretrainingResume(checkpointDir, PretrainingResume.Fingerprint(o, tokens, weights, model)) : null;
+        if (resume is not null && o.Resume && resume.TryLoad(model, optimizer, host) is { } state)
+        {
+            (firstStep, smoothed, tailSum) = (state.Step + 1, state.SmoothedLoss, state.TailLossSum);
+            host.Info($"Resuming pretraining at step {firstStep} of {o.Steps} from {o.CheckpointDirectory}.");
+        }
+        module.train();
         try
         {
-            for (int step = 1; step <= o.Steps; step++)
+            for (int step = firstStep; step <= o.Steps; step++)
             {
+                // A generator per step (derived from the seed and the step) makes a resumed run sample the same windows.
+                using var generator = new Generator((ulong)SeedMixer.Derive(host.Seed, "pretrain-window", step));
                 double lr = LearningRateAt(step, o);
                 foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
                 using var scope = NewDisposeScope();
@@ -113,7 +186,15 @@ public sealed class TeacherPretrainer
                 var inputs = batch.narrow(1, 0, seqLen);
                 var targets = batch.narrow(1, 1, seqLen);
                 var logits = model.Forward(module.EmbedTokens(inputs)).Logits;
-                var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]).to(ScalarType.Float32), targets.reshape(-1));
+                var flatLogits = logits.reshape(-1, logits.shape[^1]).to(ScalarType.Float32);
+                Tensor loss;
+                if (corpusWeights is null) loss = nn.functional.cross_entropy(flatLogits, targets.reshape(-1));
+                else
+                {
+                    var targetWeights = corpusWeights.index_select(0, window.flatten()).view(o.BatchSize, seqLen + 1).narrow(1, 1, seqLen).reshape(-1);
+                    var perToken = nn.functional.cross_entropy(flatLogits, targets.reshape(-1), reduction: nn.Reduction.None);
+                    loss = (perToken * targetWeights).sum() / targetWeights.sum().clamp_min(1e-6f);
+                }
                 optimizer.zero_grad();
                 loss.backward();
                 double gradNorm = o.GradientClipNorm > 0 ? nn.utils.clip_grad_norm_(module.parameters(), o.GradientClipNorm) : double.NaN;
@@ -123,8 +204,8 @@ public sealed class TeacherPretrainer
                 smoothed = double.IsNaN(smoothed) ? value : 0.95 * smoothed + 0.05 * value;
                 if (step >= tailFrom) tailSum += value;
                 host.Report("Pretrain", step, o.Steps, new Dictionary<string, double> { ["loss"] = value, ["smoothedLoss"] = smoothed, ["lr"] = lr, ["gradNorm"] = gradNorm });
-                if (o.CheckpointDirectory is { } dir && o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0 && step < o.Steps)
-                    model.SaveCheckpoint(dir);
+                if (resume is not null && o.CheckpointEvery > 0 && step % o.CheckpointEvery == 0 && step < o.Steps)
+                    resume.Save(model, optimizer, new PretrainingState(step, smoothed, tailSum));
             }
         }
         finally
@@ -132,7 +213,7 @@ public sealed class TeacherPretrainer
             module.eval();
             model.InvalidateContentHash();
         }
-        if (o.CheckpointDirectory is { } final) model.SaveCheckpoint(final);
+        resume?.Save(model, optimizer, new PretrainingState(o.Steps, smoothed, tailSum));
         return tailSum / (o.Steps - tailFrom + 1);
     }
 

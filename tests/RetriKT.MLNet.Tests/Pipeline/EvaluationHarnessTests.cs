@@ -21,7 +21,7 @@ public sealed class EvaluationHarnessTests : IDisposable
         var results = Path.Combine(_temp, "results.jsonl");
         var log = new List<string>();
         // The majority row needs no teacher: loading one here would be a bug in the resume logic's key computation.
-        (MLNet.Teacher.TeacherModel, string) NoTeacher() => throw new InvalidOperationException("the majority row must not load a teacher");
+        (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the majority row must not load a teacher");
 
         var first = new EvaluationHarness(Settings(results, 13, 21), NoTeacher, log.Add).Run();
         Assert.Equal((3, 0), first); // SST-2 seeds 13 and 21, CB once (FewGLUE has one split)
@@ -46,6 +46,34 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Equal(4, reloaded.Count);
         Assert.Contains(reloaded, r => r.Task == "SST-2" && r.Seed == 42);
         Assert.Contains(log, l => l.Contains("skipped", StringComparison.Ordinal));
+    }
+
+    [SharedDataFact]
+    public void MlNetBaselineRowNeedsNoTeacherAndReproducesTheReferenceNumber()
+    {
+        var results = Path.Combine(_temp, "mlnet.jsonl");
+        (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the ML.NET baseline must not load a teacher");
+        var settings = Settings(results, 13) with { Tasks = ["SST-2"], Rows = [Rows.MlNetFeaturizeText] };
+        Assert.Equal((1, 0), new EvaluationHarness(settings, NoTeacher, _ => { }).Run());
+        var row = Assert.Single(new ResultsLog(results).Results);
+        // FeaturizeText + LbfgsMaximumEntropy (l1 0, l2 0.01) on SST-2 16-shot seed 13 scored 57.9 % when measured by hand.
+        Assert.InRange(row.Accuracy, 0.574, 0.584);
+        Assert.Equal(872, row.TestRows);
+    }
+
+    [Fact]
+    public void EveryRowHasATitleAndSweepsAreKnownButNotDefault()
+    {
+        Assert.Contains(Rows.StoreOnlyStudent, Rows.All);
+        Assert.Contains(Rows.MlNetFeaturizeText, Rows.All);
+        Assert.All(Rows.All.Concat(Rows.Sweeps), r => Assert.NotEqual(r, Rows.Title(r)));
+        Assert.All(Rows.Sweeps, r => Assert.True(Rows.IsKnown(r) && !Rows.All.Contains(r)));
+        Assert.False(Rows.IsKnown("retrikt-typo"));
+        var o = HarnessSettings.PipelineWith(new Dictionary<string, string> { ["SamplesPerLabel"] = "256", ["StudentCharacterPieces"] = "true" });
+        Assert.Equal(256, o.SamplesPerLabel);
+        Assert.True(o.StudentCharacterPieces);
+        var e = Assert.Throws<ArgumentException>(() => HarnessSettings.PipelineWith(new Dictionary<string, string> { ["SamplesPerLabell"] = "1" }));
+        Assert.Contains("SamplesPerLabell", e.Message);
     }
 
     [Fact]

@@ -74,6 +74,16 @@ public sealed class RetriKTPipelineTests : IDisposable
         var (fewShot, studentParameters) = pipeline.EvaluateFewShotStudent(task);
         Assert.InRange(fewShot.Accuracy, 0, 1);
         Assert.True(studentParameters > 0);
+
+        // The store is data that several students train on: the same student with and without retrieval, same store.
+        var extraction = pipeline.ExtractStore(task);
+        Assert.InRange(extraction.Report.IntendedLabelShare, 0, 1);
+        var withRetrieval = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: true);
+        var storeOnly = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: false);
+        Assert.Equal(extraction.Store.Count, withRetrieval.StoreSize);
+        Assert.Equal(withRetrieval.StoreSize, storeOnly.StoreSize);
+        Assert.Equal(0, storeOnly.RetrievalWeight);
+        Assert.Equal(withRetrieval.StudentParameters, storeOnly.StudentParameters);
     }
 
     [Fact]

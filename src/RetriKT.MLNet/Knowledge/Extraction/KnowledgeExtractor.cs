@@ -33,6 +33,13 @@ public sealed class KnowledgeExtractorOptions
     public bool RequireArgmax = true;
     /// <summary>Estimated word-trigram Jaccard similarity at or above which a sample is a near duplicate; 1 disables. Default 0.8.</summary>
     public double NearDuplicateThreshold = 0.8;
+    /// <summary>
+    /// Drop generated samples the plain teacher finds less fluent than every few-shot example (mean per-token NLL above
+    /// the few-shot maximum plus <see cref="FluencyMargin"/>): garbled text. Default true.
+    /// </summary>
+    public bool FluencyFilter = true;
+    /// <summary>Nats per token added to the few-shot maximum before a sample counts as disfluent. Default 0.</summary>
+    public double FluencyMargin;
     /// <summary>Add the few-shot examples with their gold labels (one-hot soft labels). Default true.</summary>
     public bool IncludeFewShot = true;
     /// <summary>Extra first-part texts for second-part tasks (for example the task's unlabeled texts); the few-shot texts are always used.</summary>
@@ -67,7 +74,15 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"generated {Generated.Values.Sum()}, kept {Kept.Values.Sum()} ({string.Join(", ", Kept.Select(kv => $"{kv.Key}: {kv.Value}"))}), " +
         $"dropped {string.Join(", ", Dropped.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key}: {kv.Value}"))}; few-shot {FewShot}; " +
-        $"distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}");
+        $"distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}, " +
+        $"generated with the intended teacher label {IntendedLabelShare:P1}");
+
+    /// <summary>
+    /// Share of the generated (non-empty) samples whose teacher label — the argmax of the soft label — is the label
+    /// they were generated for, before any filter: how faithful the soft prompts are. (Among kept samples the share is
+    /// 1 by construction when the argmax filter is on.)
+    /// </summary>
+    public double IntendedLabelShare { get; init; }
 }
 
 /// <summary>
@@ -130,10 +145,13 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         var checkpoint = new ExtractionCheckpoint(o.CheckpointPath, labels.Count);
         int resumed = 0;
 
+        var fluency = o.FluencyFilter ? new FluencyFilter(prompts.Teacher, template, fewShot.Select(e => (e.Text, e.Text2)), o.FluencyMargin) : null;
+        if (fluency is not null) host.Info($"Fluency filter: samples above {fluency.Threshold:F2} nats per token (the least fluent few-shot example + {o.FluencyMargin}) are dropped.");
         var duplicates = new DuplicateFilter(o.NearDuplicateThreshold);
         foreach (var e in fewShot) duplicates.Admit(template.RenderTarget(e.Text, e.Text2));
         var kept = new List<KnowledgeEntry>[labels.Count];
         var generated = new int[labels.Count];
+        int nonEmpty = 0, intended = 0;
         var dropped = Enum.GetValues<DropReason>().ToDictionary(r => r, _ => 0);
         for (int l = 0; l < labels.Count; l++) kept[l] = [];
 
@@ -156,10 +174,17 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     samples = raw.Select((s, i) => new ScoredSample(s, probabilities[i])).ToList();
                     checkpoint.Append(label, batch, samples);
                 }
-                foreach (var s in samples)
+                var nll = fluency?.MeanTokenNll(samples.Select(x => (x.Sample.Text, x.Sample.Text2)).ToList());
+                for (int i = 0; i < samples.Count; i++)
                 {
+                    var s = samples[i];
                     generated[label]++;
-                    var reason = Judge(s, label, template, minWords, duplicates);
+                    if (!string.IsNullOrWhiteSpace(s.Sample.Text))
+                    {
+                        nonEmpty++;
+                        if (Array.IndexOf(s.Probabilities, s.Probabilities.Max()) == label) intended++;
+                    }
+                    var reason = Judge(s, label, template, minWords, duplicates, nll?[i] > fluency!.Threshold);
                     if (reason is null && kept[label].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;
                     if (reason is { } r) { dropped[r]++; continue; }
                     kept[label].Add(new KnowledgeEntry(s.Sample.Text, s.Sample.Text2, label, s.Probabilities, s.Probabilities[label], KnowledgeSource.Generated));
@@ -190,11 +215,14 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
             labels.Select((l, i) => (l, kept[i].Count)).ToDictionary(x => x.l, x => x.Item2),
             dropped, o.IncludeFewShot ? fewShot.Count : 0,
             TextStatistics.DistinctN(keptTexts, 1), TextStatistics.DistinctN(keptTexts, 2),
-            keptGenerated.Count == 0 ? 0 : keptGenerated.Average(e => e.Fidelity), resumed);
+            keptGenerated.Count == 0 ? 0 : keptGenerated.Average(e => e.Fidelity), resumed)
+        {
+            IntendedLabelShare = nonEmpty == 0 ? 0 : (double)intended / nonEmpty,
+        };
         return (new KnowledgeStore(labels, entries), report);
     }
 
-    private DropReason? Judge(ScoredSample s, int label, TaskTemplate template, int minWords, DuplicateFilter duplicates)
+    private DropReason? Judge(ScoredSample s, int label, TaskTemplate template, int minWords, DuplicateFilter duplicates, bool disfluent)
     {
         var sample = s.Sample;
         if (string.IsNullOrWhiteSpace(sample.Text) || (template.IsPair && string.IsNullOrWhiteSpace(sample.Text2))) return DropReason.Empty;
@@ -204,6 +232,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         if (words > _options.MaxWords) return DropReason.TooLong;
         var p = s.Probabilities;
         if (p[label] < _options.FidelityThreshold || (_options.RequireArgmax && p.Max() > p[label])) return DropReason.LowFidelity;
+        if (disfluent) return DropReason.Disfluent;
         return duplicates.Admit(template.RenderTarget(sample.Text, sample.Text2));
     }
 }

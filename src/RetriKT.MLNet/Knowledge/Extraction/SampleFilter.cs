@@ -19,6 +19,49 @@ public enum DropReason
     NearDuplicate,
     /// <summary>The label already has its quota.</summary>
     OverQuota,
+    /// <summary>
+    /// Less fluent than every few-shot example: the plain teacher's mean per-token negative log-likelihood of the sample
+    /// is above the highest among the few-shot examples (garbled text such as "iny tuesday").
+    /// </summary>
+    Disfluent,
+}
+
+/// <summary>
+/// The fluency check: mean per-token negative log-likelihood of a sample under the plain teacher (no soft prompt),
+/// against a threshold taken from the task's own few-shot examples, so it adapts to the teacher and the task.
+/// </summary>
+internal sealed class FluencyFilter
+{
+    private readonly RetriKT.MLNet.Teacher.TeacherModel _teacher;
+    private readonly TaskTemplate _template;
+
+    public FluencyFilter(RetriKT.MLNet.Teacher.TeacherModel teacher, TaskTemplate template, IEnumerable<(string Text, string? Text2)> references, double margin)
+    {
+        _teacher = teacher;
+        _template = template;
+        var reference = MeanTokenNll(references.ToList());
+        Threshold = reference.Length == 0 ? double.PositiveInfinity : reference.Max() + margin;
+    }
+
+    /// <summary>Samples whose mean per-token NLL is above this are dropped.</summary>
+    public double Threshold { get; }
+
+    /// <summary>Mean per-token NLL of each sample's generated part given its visible context.</summary>
+    public double[] MeanTokenNll(IReadOnlyList<(string Text, string? Text2)> samples)
+    {
+        var usable = samples.Select((s, i) => (s, i)).Where(x => !string.IsNullOrWhiteSpace(_template.RenderTarget(x.s.Text, x.s.Text2))).ToList();
+        var result = Enumerable.Repeat(double.PositiveInfinity, samples.Count).ToArray();
+        if (usable.Count == 0) return result;
+        var prefixes = usable.Select(x => _template.RenderContext(x.s.Text)).ToList();
+        var targets = usable.Select(x => _template.RenderTarget(x.s.Text, x.s.Text2)).ToList();
+        var scores = _teacher.ScoreContinuations(prefixes, targets);
+        for (int j = 0; j < usable.Count; j++)
+        {
+            int tokens = Math.Max(1, _teacher.Tokenizer!.Encode(targets[j], false).Length);
+            result[usable[j].i] = -scores[j] / tokens;
+        }
+        return result;
+    }
 }
 
 /// <summary>

@@ -1,0 +1,81 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using RetriKT.MLNet.Common;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Teacher;
+
+/// <summary>Where an interrupted pretraining run stood at its last checkpoint.</summary>
+/// <param name="Step">The last finished optimizer step.</param>
+/// <param name="SmoothedLoss">The exponentially smoothed loss at that step.</param>
+/// <param name="TailLossSum">Sum of the losses of the final tenth of the steps seen so far (the returned mean's numerator).</param>
+internal sealed record PretrainingState(int Step, double SmoothedLoss, double TailLossSum);
+
+/// <summary>
+/// Resumable checkpoints of <see cref="TeacherPretrainer"/>: the model (Hugging Face layout), the AdamW state and a
+/// progress file that carries a fingerprint of the run (options, corpus, starting weights). Each file is written to a
+/// temporary name and renamed, the progress file last, so a kill at any point leaves the previous complete checkpoint.
+/// </summary>
+internal sealed class PretrainingResume(string directory, string fingerprint)
+{
+    private const string ProgressFile = "pretrain-progress.json", OptimizerFile = "pretrain-optimizer.bin";
+
+    /// <summary>Hash of everything that shapes the run: options (not where checkpoints go), the token stream and the starting weights.</summary>
+    public static string Fingerprint(TeacherPretrainerOptions o, int[] tokens, float[]? weights, TeacherModel model)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        string options = FormattableString.Invariant(
+            $"v1|{o.Steps}|{o.BatchSize}|{o.SequenceLength}|{o.LearningRate:R}|{o.MinLearningRateFraction:R}|{o.WarmupSteps}|{o.WeightDecay:R}|{o.Beta1:R}|{o.Beta2:R}|{o.GradientClipNorm:R}|{o.Seed}|{model.ContentHash}|");
+        hash.AppendData(Encoding.UTF8.GetBytes(options));
+        hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens.AsSpan()));
+        if (weights is not null) hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(weights.AsSpan()));
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+
+    /// <summary>Loads the last checkpoint into <paramref name="model"/> and <paramref name="optimizer"/>; null when there is none.</summary>
+    /// <exception cref="InvalidOperationException">The checkpoint belongs to a different run.</exception>
+    public PretrainingState? TryLoad(TeacherModel model, TorchSharp.Modules.OptimizerHelper optimizer, ComponentHost host)
+    {
+        var progressPath = Path.Combine(directory, ProgressFile);
+        if (!File.Exists(progressPath)) return null;
+        Saved saved;
+        try { saved = JsonSerializer.Deserialize<Saved>(File.ReadAllText(progressPath)) ?? throw new JsonException("empty"); }
+        catch (JsonException e) { throw new InvalidDataException($"{progressPath}: not a pretraining progress file ({e.Message}).", e); }
+        if (saved.Fingerprint != fingerprint)
+            throw new InvalidOperationException(
+                $"{progressPath}: the checkpoint in {directory} was written by a different pretraining run (fingerprint {saved.Fingerprint[..12]}…, this run {fingerprint[..12]}…: options, corpus or starting weights differ). Delete the folder or set Resume = false to start over.");
+        host.Info($"Loading pretraining checkpoint of step {saved.Step} from {directory}.");
+        using (var checkpoint = TeacherModel.Load(directory))
+        using (no_grad())
+        {
+            var source = checkpoint.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter, StringComparer.Ordinal);
+            foreach (var (name, parameter) in model.NamedParameters())
+            {
+                if (!source.TryGetValue(name, out var value) || !value.shape.SequenceEqual(parameter.shape))
+                    throw new InvalidDataException($"{directory}: tensor '{name}' is missing or has another shape than the model being trained.");
+                parameter.copy_(value);
+            }
+        }
+        optimizer.load_state_dict(Path.Combine(directory, OptimizerFile));
+        model.InvalidateContentHash();
+        return new PretrainingState(saved.Step, saved.SmoothedLoss, saved.TailLossSum);
+    }
+
+    /// <summary>Writes the checkpoint of <paramref name="state"/> (progress file last, so it only names complete checkpoints).</summary>
+    public void Save(TeacherModel model, TorchSharp.Modules.OptimizerHelper optimizer, PretrainingState state)
+    {
+        Directory.CreateDirectory(directory);
+        model.SaveCheckpoint(directory);
+        var optimizerPath = Path.Combine(directory, OptimizerFile);
+        var temp = optimizerPath + ".tmp";
+        optimizer.save_state_dict(temp);
+        File.Move(temp, optimizerPath, overwrite: true);
+        var progressPath = Path.Combine(directory, ProgressFile);
+        File.WriteAllText(progressPath + ".tmp", JsonSerializer.Serialize(new Saved(fingerprint, state.Step, state.SmoothedLoss, state.TailLossSum, DateTime.UtcNow)));
+        File.Move(progressPath + ".tmp", progressPath, overwrite: true);
+    }
+
+    private sealed record Saved(string Fingerprint, int Step, double SmoothedLoss, double TailLossSum, DateTime SavedUtc);
+}

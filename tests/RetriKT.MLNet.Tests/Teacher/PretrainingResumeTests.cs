@@ -1,0 +1,125 @@
+using Microsoft.ML;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Teacher;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Teacher;
+
+/// <summary>
+/// Resumable, fingerprinted pretraining checkpoints and the weighted loss of continued pretraining on a task (the
+/// recipe of the harness's stand-in teacher), on real movie-review text.
+/// </summary>
+public sealed class PretrainingResumeTests : IDisposable
+{
+    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-resume-").FullName;
+
+    public void Dispose() => Directory.Delete(_temp, recursive: true);
+
+    private static List<string> Reviews(int count) =>
+        File.ReadLines(SharedData.Path("data", "corpora", "movie-reviews-polarity-v2", "part-000.txt")).Take(count).ToList();
+
+    private (TeacherModel Model, int[] Tokens) Fresh(List<string> texts)
+    {
+        var tokenizerDir = Path.Combine(_temp, "tok");
+        var tokenizer = Directory.Exists(tokenizerDir) ? TeacherTokenizer.Load(tokenizerDir) : ByteLevelBpeTrainer.Train(texts.Take(60), 400, tokenizerDir);
+        var config = new TeacherConfig { ModelType = "llama", VocabSize = 400, HiddenSize = 32, IntermediateSize = 64, NumLayers = 1, NumHeads = 2,
+            NumKeyValueHeads = 2, HeadDim = 16, MaxPositions = 64, TieWordEmbeddings = true, BosTokenId = tokenizer.BosId, EosTokenIds = [tokenizer.EosId!.Value] };
+        return (TeacherModel.Create(config, tokenizer, seed: 1), TeacherPretrainer.TokenStream(tokenizer, texts));
+    }
+
+    private static TeacherPretrainerOptions Options(string? checkpoints, int steps = 12) => new()
+    {
+        Steps = steps, BatchSize = 4, SequenceLength = 32, LearningRate = 3e-3, WarmupSteps = 2, CheckpointDirectory = checkpoints, CheckpointEvery = 4,
+    };
+
+    [SharedDataFact]
+    public void AKilledRunResumesFromItsLastCheckpointAndEndsWithTheSameWeights()
+    {
+        var texts = Reviews(80);
+        // Uninterrupted reference.
+        var (reference, tokens) = Fresh(texts);
+        using (reference)
+        {
+            new TeacherPretrainer(new MLContext(seed: 1), Options(null)).Train(reference, tokens);
+            string expected = reference.ContentHash;
+
+            // Cancelled after step 6 (checkpoint at step 4), then resumed by a new process-like run with a fresh model.
+            var dir = Path.Combine(_temp, "ckpt");
+            var (first, _) = Fresh(texts);
+            using (first)
+            {
+                using var cts = new CancellationTokenSource();
+                var progress = new SyncProgress(p => { if (p.Step == 6) cts.Cancel(); });
+                Assert.ThrowsAny<OperationCanceledException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(first, tokens, progress, cts.Token));
+            }
+            var (second, _) = Fresh(texts);
+            using (second)
+            {
+                var steps = new List<long>();
+                new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(second, tokens, new SyncProgress(p => steps.Add(p.Step)));
+                Assert.Equal(5, steps[0]); // resumed after the step-4 checkpoint
+                Assert.Equal(expected, second.ContentHash);
+            }
+
+            // The checkpoint of this run is refused by a run with other options, naming the folder.
+            var (third, _) = Fresh(texts);
+            using (third)
+            {
+                var e = Assert.Throws<InvalidOperationException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir, steps: 20)).Train(third, tokens));
+                Assert.Contains(dir, e.Message);
+                Assert.Contains("different pretraining run", e.Message);
+            }
+        }
+    }
+
+    [SharedDataFact]
+    public void WeightedStreamStressesTheVerbalizerWordAndTrainsTheTask()
+    {
+        var texts = Reviews(60);
+        var (model, _) = Fresh(texts);
+        using (model)
+        {
+            var template = TaskTemplates.Sst2;
+            var documents = new List<(string Prefix, string Target)> { template.ClassificationParts("a gorgeous film", null) is var (p, s) ? (p, " great" + s) : default };
+            var (tokens, weights) = TeacherPretrainer.WeightedTokenStream(model.Tokenizer!, documents, 20f);
+            var full = model.Tokenizer!.Encode("a gorgeous film It was great", addBos: true);
+            Assert.Equal(full.Append(model.Tokenizer.EosId!.Value), tokens);
+            int target = model.Tokenizer.Encode(" great", false).Length;
+            // Only the verbalizer word's tokens weigh 20; the prefix and the EOS weigh 1.
+            Assert.Equal(Enumerable.Repeat(1f, full.Length - target).Concat(Enumerable.Repeat(20f, target)).Append(1f), weights);
+            Assert.Throws<ArgumentException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(null)).Train(model, tokens, weights[..^1]));
+
+            // Trained on labelled rows through the template with a weighted label word, the teacher learns the label:
+            // its verbalizer prefers the right word on the rows it saw (chance is 50 %).
+            var rows = new[] { ("a gorgeous , moving film", "1"), ("dull , lifeless and boring", "0"), ("a joyous triumph", "1"), ("a tedious mess", "0") };
+            var labelled = Enumerable.Range(0, 40).SelectMany(_ => rows).Select(r =>
+            {
+                var (prefix, suffix) = template.ClassificationParts(r.Item1, null);
+                return (prefix, template.Verbalizer[r.Item2] + suffix);
+            }).ToList();
+            var (t, w) = TeacherPretrainer.WeightedTokenStream(model.Tokenizer, labelled, 20f);
+            new TeacherPretrainer(new MLContext(seed: 1), new TeacherPretrainerOptions { Steps = 100, BatchSize = 8, SequenceLength = 32, LearningRate = 1e-2, WarmupSteps = 5 })
+                .Train(model, t, w);
+            var classifier = new VerbalizerClassifier(model, template, ["0", "1"], calibrate: false);
+            var predicted = classifier.Predict(rows.Select(r => (r.Item1, (string?)null)).ToList());
+            Assert.Equal(rows.Select(r => int.Parse(r.Item2)), predicted);
+        }
+    }
+
+    [Fact]
+    public void DerivedSeedsDependOnSeedPurposeAndIndices()
+    {
+        long a = SeedMixer.Derive(1, "pretrain-window", 5);
+        Assert.Equal(a, SeedMixer.Derive(1, "pretrain-window", 5));
+        Assert.NotEqual(a, SeedMixer.Derive(2, "pretrain-window", 5));
+        Assert.NotEqual(a, SeedMixer.Derive(1, "extraction", 5));
+        Assert.NotEqual(a, SeedMixer.Derive(1, "pretrain-window", 6));
+        Assert.True(a >= 0);
+    }
+
+    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}
