@@ -159,6 +159,28 @@ public sealed class BertSentenceEncoder : IDisposable
         return (hidden * m).sum(1).div_(m.sum(1).clamp_min(1e-9));
     }
 
+    /// <summary>
+    /// Writes the encoder as a Hugging Face BERT directory (config.json, model.safetensors, vocab.txt; each file
+    /// atomically), which <see cref="Load(MLContext, string, Options?)"/> and Hugging Face's <c>BertModel</c> read back.
+    /// </summary>
+    public void SaveHuggingFaceDirectory(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var c = Config;
+        var config = new System.Text.Json.Nodes.JsonObject
+        {
+            ["architectures"] = new System.Text.Json.Nodes.JsonArray("BertModel"), ["model_type"] = "bert",
+            ["vocab_size"] = c.VocabSize, ["hidden_size"] = c.HiddenSize, ["num_hidden_layers"] = c.NumLayers,
+            ["num_attention_heads"] = c.NumHeads, ["intermediate_size"] = c.IntermediateSize,
+            ["max_position_embeddings"] = c.MaxPositions, ["type_vocab_size"] = c.TypeVocabSize,
+            ["layer_norm_eps"] = c.LayerNormEpsilon, ["hidden_act"] = "gelu", ["position_embedding_type"] = "absolute",
+            ["pad_token_id"] = Vocabulary.PadId,
+        };
+        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
+        Teacher.Safetensors.Write(Path.Combine(directory, "model.safetensors"), Module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
+        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "vocab.txt"), string.Join('\n', Vocabulary.Tokens) + "\n");
+    }
+
     /// <summary>Frees the weights.</summary>
     public void Dispose() => Module.Dispose();
 }
