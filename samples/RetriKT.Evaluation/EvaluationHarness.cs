@@ -18,8 +18,10 @@ public static class Rows
     public const string Teacher = "teacher-prompted";
     public const string RetriKT = "retrikt";
     public const string RetriKTPpo = "retrikt-ppo";
+    public const string EncoderLogRegMiniLM = "encoder-logreg-minilm";
+    public const string EncoderLogRegArcticXs = "encoder-logreg-arcticxs";
 
-    public static IReadOnlyList<string> All { get; } = [Majority, FewShotStudent, Teacher, RetriKT, RetriKTPpo];
+    public static IReadOnlyList<string> All { get; } = [Majority, FewShotStudent, Teacher, RetriKT, RetriKTPpo, EncoderLogRegMiniLM, EncoderLogRegArcticXs];
 
     public static string Title(string row) => row switch
     {
@@ -28,10 +30,12 @@ public static class Rows
         Teacher => "Teacher, prompted (verbalizer)",
         RetriKT => "RetriKT student (soft prompt, no PPO)",
         RetriKTPpo => "RetriKT student (soft prompt + PPO)",
+        EncoderLogRegMiniLM => "Frozen all-MiniLM-L6-v2 + logistic regression",
+        EncoderLogRegArcticXs => "Frozen arctic-embed-xs + logistic regression",
         _ => row,
     };
 
-    public static bool NeedsTeacher(string row) => row != Majority;
+    public static bool NeedsTeacher(string row) => row != Majority && !EncoderBaselines.Handles(row);
 }
 
 /// <summary>One finished (task, seed, row) measurement: a line of the results JSONL.</summary>
@@ -168,7 +172,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<(TeacherMod
                     task ??= FewShotBenchmarks.Load(settings.DataRoot, taskName, seed);
                     log($"[{taskName} seed {taskSeed?.ToString() ?? "-"}] {row}: running (train {task.Train.Count}, dev {task.Dev.Count}, test {task.Test.Count})");
                     var clock = Stopwatch.StartNew();
-                    var result = RunRow(task, row, cancellation) with
+                    var result = (EncoderBaselines.Handles(row) ? EncoderBaselines.Run(task, row, seed) : RunRow(task, row, cancellation)) with
                     {
                         Task = taskName, Seed = taskSeed, Row = row, ConfigKey = configKey, Seconds = clock.Elapsed.TotalSeconds, FinishedUtc = DateTime.UtcNow,
                     };
@@ -186,6 +190,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<(TeacherMod
     /// <summary>The config part of a row's key: the teacher's content hash and the options that shape the row.</summary>
     private string ConfigKey(string row)
     {
+        if (EncoderBaselines.Handles(row)) return EncoderBaselines.ConfigKey(row);
         if (!Rows.NeedsTeacher(row)) return "none";
         var teacher = Teacher();
         var p = settings.Pipeline;

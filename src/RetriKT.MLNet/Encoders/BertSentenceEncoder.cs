@@ -91,6 +91,9 @@ public sealed class BertSentenceEncoder : IDisposable
     /// <summary>Embedding size (the hidden size).</summary>
     public int Dimension => Module.Config.HiddenSize;
 
+    /// <summary>Number of encoder weights (all-MiniLM-L6-v2: 22.7M).</summary>
+    public long ParameterCount => Module.parameters().Sum(p => p.numel());
+
     /// <summary>The tokenizer's vocabulary.</summary>
     public WordPieceVocabulary Vocabulary { get; }
 

@@ -124,26 +124,41 @@ internal sealed class BertWeights
 
     /// <summary>
     /// Reads a Hugging Face BERT directory: <c>config.json</c> and <c>model.safetensors</c> (F32, F16 or BF16; kept
-    /// as float32). A <c>bert.</c> prefix is removed; heads of other tasks (<c>cls.*</c>, <c>classifier.*</c>) are skipped.
+    /// as float32), or else a <c>pytorch_model.bin</c> zip checkpoint (float32, read by a restricted unpickler). A
+    /// <c>bert.</c> prefix is removed; heads of other tasks (<c>cls.*</c>, <c>classifier.*</c>) are skipped.
     /// </summary>
     public static BertWeights FromHuggingFaceDirectory(string directory)
     {
         var config = BertConfig.FromHuggingFaceJson(Path.Combine(directory, "config.json"));
-        var weightsPath = Path.Combine(directory, "model.safetensors");
-        if (!File.Exists(weightsPath))
-            throw new FileNotFoundException($"{directory}: model.safetensors not found; only safetensors weights are read " +
-                "(convert a pytorch_model.bin once with `AutoModel.from_pretrained(dir).save_pretrained(out, safe_serialization=True)`).", weightsPath);
+        var (path, stored) = ReadCheckpoint(directory);
         var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(StringComparer.Ordinal);
-        foreach (var (stored, entry) in Safetensors.ReadHeader(weightsPath))
+        foreach (var (storedName, tensor) in stored)
         {
-            var name = stored.StartsWith("bert.", StringComparison.Ordinal) ? stored["bert.".Length..] : stored;
-            if (!IsEncoderName(name)) continue;
-            using var scope = NewDisposeScope();
-            using var t = Safetensors.ReadTensor(entry).to(ScalarType.Float32).contiguous();
-            if (!tensors.TryAdd(name, (entry.Shape, t.data<float>().ToArray())))
-                throw new InvalidDataException($"{weightsPath}: tensor '{name}' appears twice (with and without the 'bert.' prefix).");
+            var name = storedName.StartsWith("bert.", StringComparison.Ordinal) ? storedName["bert.".Length..] : storedName;
+            if (IsEncoderName(name) && !tensors.TryAdd(name, tensor))
+                throw new InvalidDataException($"{path}: tensor '{name}' appears twice (with and without the 'bert.' prefix).");
         }
-        return new BertWeights(config, tensors, weightsPath);
+        return new BertWeights(config, tensors, path);
+    }
+
+    /// <summary>Every float tensor of the directory's checkpoint under its stored name.</summary>
+    internal static (string Path, Dictionary<string, (long[] Shape, float[] Data)> Tensors) ReadCheckpoint(string directory)
+    {
+        var safetensors = Path.Combine(directory, "model.safetensors");
+        var pickle = Path.Combine(directory, "pytorch_model.bin");
+        if (File.Exists(safetensors))
+        {
+            var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(StringComparer.Ordinal);
+            foreach (var (name, entry) in Safetensors.ReadHeader(safetensors))
+            {
+                using var scope = NewDisposeScope();
+                using var t = Safetensors.ReadTensor(entry).to(ScalarType.Float32).contiguous();
+                tensors[name] = (entry.Shape, t.data<float>().ToArray());
+            }
+            return (safetensors, tensors);
+        }
+        if (File.Exists(pickle)) return (pickle, PyTorchCheckpoint.ReadFloatTensors(pickle));
+        throw new FileNotFoundException($"{directory}: no weights found (expected model.safetensors or pytorch_model.bin).", safetensors);
     }
 
     private static bool IsEncoderName(string name)

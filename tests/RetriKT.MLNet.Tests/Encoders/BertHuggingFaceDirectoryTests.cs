@@ -22,6 +22,53 @@ public class BertHuggingFaceDirectoryTests
     }
 
     [SharedDataFact]
+    public void TinyRandomBertPyTorchCheckpointReproducesCaikitGoldens()
+    {
+        // pytorch_model.bin (zip + pickle) of a BertForSequenceClassification: vocab 1124, hidden 32, 5 layers, 4 heads.
+        var dir = SharedData.Path("models", "hf-tiny-random-bert");
+        using var golden = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "golden.json")));
+        var published = golden.RootElement.GetProperty("published");
+        double[] Numbers(System.Text.Json.JsonElement e, string name) => e.GetProperty(name).EnumerateArray().Select(x => x.GetDouble()).ToArray();
+
+        using var encoder = BertSentenceEncoder.Load(new MLContext(seed: 1), dir, new BertSentenceEncoder.Options { Normalize = false });
+        Assert.Equal(new BertConfig { VocabSize = 1124, HiddenSize = 32, NumLayers = 5, NumHeads = 4, IntermediateSize = 37, TypeVocabSize = 16 }, encoder.Config);
+
+        // 1. Mean over all 38 tokens of "The quick brown fox ...", no normalisation (published first 3 values).
+        var embedding = published[0];
+        var text = embedding.GetProperty("input").GetString()!;
+        Assert.Equal(38, encoder.Tokenize(text).Length);
+        var vector = encoder.Embed([text])[0];
+        var expected = Numbers(embedding, "expected_first3");
+        for (int i = 0; i < 3; i++)
+            Assert.True(Math.Abs(vector[i] - expected[i]) <= 1e-6 * Math.Abs(expected[i]) + 1e-7, $"dimension {i}: expected {expected[i]}, found {vector[i]}");
+
+        // 2. Cross-encoder: classifier(tanh(pooler(h_CLS)))[0] on [CLS] q [SEP] d [SEP], token types all 0.
+        var rerank = published[1];
+        string query = rerank.GetProperty("query").GetString()!;
+        var documents = rerank.GetProperty("documents").EnumerateArray().Select(d => d.GetString()!).ToList();
+        var (_, all) = BertWeights.ReadCheckpoint(dir);
+        var (classifierShape, classifier) = all["classifier.weight"];
+        Assert.Equal([2L, 32L], classifierShape);
+        float classifierBias = all["classifier.bias"].Data[0];
+        var pairs = documents.Select(d => (int[])[encoder.Vocabulary.ClsId, .. encoder.Vocabulary.Encode(query), encoder.Vocabulary.SepId,
+            .. encoder.Vocabulary.Encode(d), encoder.Vocabulary.SepId]).ToList();
+        Assert.Equal(rerank.GetProperty("expected_total_input_tokens").GetInt32(), pairs.Sum(p => p.Length));
+        var scores = new List<(string Document, double Score)>();
+        using (var scope = TorchSharp.torch.NewDisposeScope())
+        {
+            var (ids, mask) = BertSentenceEncoder.ToTensors(pairs, encoder.Vocabulary.PadId, TorchSharp.torch.CPU);
+            var pooled = encoder.Module.Pool(encoder.Module.Forward(ids, mask)).data<float>().ToArray();
+            for (int d = 0; d < documents.Count; d++)
+                scores.Add((documents[d], classifierBias + Enumerable.Range(0, 32).Sum(j => (double)classifier[j] * pooled[d * 32 + j])));
+        }
+        var top = scores.OrderByDescending(s => s.Score).Take(3).ToList();
+        var expectedScores = Numbers(rerank, "expected_top3_scores");
+        Assert.Equal(["bar", "foo", "Where is the bar"], top.Select(t => t.Document));
+        for (int i = 0; i < 3; i++)
+            Assert.True(Math.Abs(top[i].Score - expectedScores[i]) <= 1e-6, $"rank {i + 1} ('{top[i].Document}'): expected {expectedScores[i]}, found {top[i].Score}");
+    }
+
+    [SharedDataFact]
     public void PackageModelSavedAsHuggingFaceDirectoryLoadsBackToTheSameEmbeddings()
     {
         var ml = new MLContext(seed: 1);
