@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -12,7 +13,7 @@ namespace RetriKT.MLNet.Encoders;
 /// (embedded ONNX + vocab.txt, see <see cref="PretrainedEncoderPackage"/>) or a Hugging Face BERT directory
 /// (config.json, model.safetensors, vocab.txt). Thread-safe for <see cref="Embed"/>; dispose to free the weights.
 /// </summary>
-public sealed class BertSentenceEncoder : IDisposable
+public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
 {
     /// <summary>Options; the defaults reproduce sentence-transformers' embeddings for the known packages.</summary>
     public sealed class Options
@@ -108,34 +109,58 @@ public sealed class BertSentenceEncoder : IDisposable
     internal Device Device { get; }
 
     /// <summary>[CLS] ids [SEP], truncated to MaxTokens.</summary>
-    public int[] Tokenize(string text)
+    public int[] Tokenize(string text) => Tokenize(text, null);
+
+    /// <summary>
+    /// [CLS] a [SEP] (b [SEP]) within MaxTokens; a pair is truncated longest-first, as BERT's reference tokenizer does.
+    /// </summary>
+    public int[] Tokenize(string text, string? text2)
     {
-        var ids = Vocabulary.Encode(text ?? "");
-        int keep = Math.Min(ids.Count, _options.MaxTokens - 2);
-        var result = new int[keep + 2];
-        result[0] = Vocabulary.ClsId;
-        for (int i = 0; i < keep; i++) result[i + 1] = ids[i];
-        result[^1] = Vocabulary.SepId;
+        var a = Vocabulary.Encode(text ?? "");
+        var b = text2 is null ? null : Vocabulary.Encode(text2);
+        int budget = _options.MaxTokens - (b is null ? 2 : 3);
+        while (a.Count + (b?.Count ?? 0) > budget)
+        {
+            if (b is not null && b.Count > a.Count) b.RemoveAt(b.Count - 1);
+            else a.RemoveAt(a.Count - 1);
+        }
+        int[] result = b is null ? [Vocabulary.ClsId, .. a, Vocabulary.SepId] : [Vocabulary.ClsId, .. a, Vocabulary.SepId, .. b, Vocabulary.SepId];
         return result;
     }
 
     /// <summary>One embedding per text, in order ([n][Dimension]).</summary>
     public float[][] Embed(IReadOnlyList<string> texts)
     {
-        var result = new float[texts.Count][];
-        for (int start = 0; start < texts.Count; start += _options.BatchSize)
+        ArgumentNullException.ThrowIfNull(texts);
+        var flat = new float[texts.Count * Dimension];
+        EmbedTokens(texts.Select(Tokenize).ToList(), flat);
+        return Enumerable.Range(0, texts.Count).Select(i => flat.AsSpan(i * Dimension, Dimension).ToArray()).ToArray();
+    }
+
+    /// <summary>
+    /// Knowledge-store keys (<see cref="IStoreEncoder"/>): one embedding per text or pair, row-major. A pair is one BERT
+    /// input ([CLS] a [SEP] b [SEP]; segment ids stay 0, as sentence-transformers encodes pairs).
+    /// </summary>
+    public void Encode(IReadOnlyList<(string Text, string? Text2)> texts, Span<float> destination)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        if (destination.Length < texts.Count * Dimension)
+            throw new ArgumentException($"Destination holds {destination.Length} values, expected {texts.Count} × {Dimension}.", nameof(destination));
+        EmbedTokens(texts.Select(t => Tokenize(t.Text, t.Text2)).ToList(), destination);
+    }
+
+    private void EmbedTokens(List<int[]> sequences, Span<float> destination)
+    {
+        for (int start = 0; start < sequences.Count; start += _options.BatchSize)
         {
-            int count = Math.Min(_options.BatchSize, texts.Count - start);
-            var batch = Enumerable.Range(start, count).Select(i => Tokenize(texts[i])).ToArray();
+            int count = Math.Min(_options.BatchSize, sequences.Count - start);
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            var (ids, mask) = ToTensors(batch, Vocabulary.PadId, Device);
+            var (ids, mask) = ToTensors(sequences.GetRange(start, count), Vocabulary.PadId, Device);
             var pooled = Pool(Module.Forward(ids, mask), mask, Pooling);
             if (_options.Normalize) pooled = nn.functional.normalize(pooled, p: 2, dim: 1);
-            var flat = pooled.to(CPU).data<float>().ToArray();
-            for (int i = 0; i < count; i++) result[start + i] = flat.AsSpan(i * Dimension, Dimension).ToArray();
+            pooled.to(CPU).data<float>().CopyTo(destination.Slice(start * Dimension, count * Dimension));
         }
-        return result;
     }
 
     /// <summary>Right-padded [B, T] ids and attention mask for token sequences.</summary>
