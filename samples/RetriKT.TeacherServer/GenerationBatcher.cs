@@ -124,10 +124,13 @@ public sealed class GenerationBatcher : IAsyncDisposable
             for (int i = 0; i < rows.Count; i++)
             {
                 var s = result.Sequences[i];
-                var text = s.Text;
+                var text = Continuation(s.PromptIds, s.TokenIds) ?? s.Text;
                 if (s.FinishReason == "stop_sequence" && key.StopList is { } stops)
-                    foreach (var stop in stops)
-                        if (stop.Length > 0 && text.EndsWith(stop, StringComparison.Ordinal)) { text = text[..^stop.Length]; break; }
+                {
+                    // OpenAI returns the text before the first stop sequence, without it.
+                    int cut = stops.Select(stop => text.IndexOf(stop, StringComparison.Ordinal)).Where(at => at >= 0).DefaultIfEmpty(text.Length).Min();
+                    text = text[..cut];
+                }
                 var tokens = rows[i].TopLogProbs >= 0 ? LogProbs(s.PromptIds, s.TokenIds, rows[i].TopLogProbs) : null;
                 rows[i].Done.TrySetResult(new RowResult(text, s.FinishReason == "length" ? "length" : "stop", s.PromptIds.Length, s.TokenIds.Length, tokens));
             }
@@ -136,6 +139,18 @@ public sealed class GenerationBatcher : IAsyncDisposable
         {
             foreach (var r in rows) r.Done.TrySetException(e);
         }
+    }
+
+    /// <summary>
+    /// The output as it reads after the prompt (decoded together with the prompt, so a first piece's leading space is
+    /// kept, as the per-token texts of <see cref="LogProbs"/> keep it; they concatenate to this). Null if decoding the
+    /// prompt alone is not a prefix of decoding both (then the teacher's own decoding is used).
+    /// </summary>
+    private string? Continuation(int[] promptIds, int[] generated)
+    {
+        var tokenizer = _teacher.Tokenizer!;
+        string prefix = tokenizer.Decode(promptIds), full = tokenizer.Decode([.. promptIds, .. generated]);
+        return full.StartsWith(prefix, StringComparison.Ordinal) ? full[prefix.Length..] : null;
     }
 
     /// <summary>

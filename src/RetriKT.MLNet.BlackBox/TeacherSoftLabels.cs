@@ -33,8 +33,10 @@ internal sealed class TeacherSoftLabels
     /// <summary>Soft label from the response's token log-probabilities, or null when it has none that map to a label.</summary>
     public float[]? FromLogProbs(ChatResponse response)
     {
-        if (response.AdditionalProperties?.TryGetValue("ContentTokenLogProbabilities", out var raw) != true
-            || raw is not IEnumerable<ChatTokenLogProbabilityDetails> positions) return null;
+        // Microsoft.Extensions.AI.OpenAI 10.x leaves them on the raw ChatCompletion; earlier versions copied them to AdditionalProperties.
+        var positions = (response.RawRepresentation as ChatCompletion)?.ContentTokenLogProbabilities
+            ?? response.AdditionalProperties?.GetValueOrDefault("ContentTokenLogProbabilities") as IEnumerable<ChatTokenLogProbabilityDetails>;
+        if (positions is null) return null;
         foreach (var position in positions)
         {
             var alternatives = position.TopLogProbabilities.Select(t => (t.Token, t.LogProbability)).Append((position.Token, position.LogProbability)).ToList();
