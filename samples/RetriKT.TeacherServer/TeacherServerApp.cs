@@ -27,11 +27,13 @@ public static class TeacherServerApp
         if (options.BatchWindowMs < 0 || options.MaxBatchRows < 1 || options.MaxTokensLimit < 1 || options.MaxChoices < 1)
             throw new ArgumentException($"Invalid settings: BatchWindowMs {options.BatchWindowMs} (>= 0), MaxBatchRows {options.MaxBatchRows}, MaxTokensLimit {options.MaxTokensLimit}, MaxChoices {options.MaxChoices} (>= 1).");
         options.ModelId ??= Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(options.ModelPath));
+        if (options.Threads > 0) TorchSharp.torch.set_num_threads(options.Threads);
         var teacher = TeacherModel.Load(options.ModelPath);
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(new GenerationBatcher(teacher, options));
         var app = builder.Build();
         var batcher = app.Services.GetRequiredService<GenerationBatcher>();
+        if (options.WarmUp) batcher.GenerateAsync(batcher.Encode("Once upon a time"), new SamplingKey(1, 1, 4, "", 1), 2, 2, default).GetAwaiter().GetResult();
 
         app.MapGet("/health", () => Results.Json(new { status = "ok", model = options.ModelId, calls = batcher.Calls, rows = batcher.Rows }));
         app.MapGet("/v1/models", () => Results.Json(new

@@ -24,6 +24,10 @@ public sealed class TeacherServerOptions
     public int MaxTokensLimit { get; set; } = 512;
     /// <summary>Largest <c>n</c>. Default 16.</summary>
     public int MaxChoices { get; set; } = 16;
+    /// <summary>TorchSharp intra-op threads; 0 keeps torch's default (one per core). Small models on a busy machine run faster with 1.</summary>
+    public int Threads { get; set; }
+    /// <summary>Run one short generation (with log-probabilities) before listening, so the first client does not pay for start-up compilation. Default true.</summary>
+    public bool WarmUp { get; set; } = true;
     /// <summary>Chat prompt rendering. Default <see cref="ChatPromptFormat.Plain"/>.</summary>
     public ChatPromptFormat ChatFormat { get; set; } = ChatPromptFormat.Plain;
 }

@@ -11,14 +11,14 @@ namespace RetriKT.MLNet.BlackBox.Tests;
 
 /// <summary>RetriKT.TeacherServer as a separate process on 127.0.0.1, spoken to by the official OpenAI client unchanged and over plain HTTP.</summary>
 [Collection(TeacherServerCollection.Name)]
-public class TeacherServerTests
+public class TeacherServerTests(SharedTeacherServer shared)
 {
     private const string Prompt = "Lily went to the park with her mom.";
 
     [SharedDataFact]
     public async Task OpenAiClientGetsChatLogProbsStreamingAndCompletionsFromTeacherServer()
     {
-        using var server = TeacherServerProcess.Start();
+        var server = shared.Server;
         var chat = server.ChatClient();
 
         // Chat completion with logprobs / top_logprobs through Microsoft.Extensions.AI.OpenAI.
@@ -87,7 +87,7 @@ public class TeacherServerTests
     [SharedDataFact]
     public async Task ConcurrentRequestsAreBatchedIntoFewGenerationCalls()
     {
-        using var server = TeacherServerProcess.Start(batchWindowMs: 20);
+        var server = shared.Server;
         using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
         var before = await http.GetFromJsonAsync<JsonObject>("/health");
         var chat = server.ChatClient();
@@ -112,7 +112,7 @@ public class TeacherServerTests
 
 /// <summary>The server tests start processes and load the CPU: they run one at a time.</summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
-public sealed class TeacherServerCollection
+public sealed class TeacherServerCollection : ICollectionFixture<SharedTeacherServer>
 {
     public const string Name = "TeacherServer processes";
 }

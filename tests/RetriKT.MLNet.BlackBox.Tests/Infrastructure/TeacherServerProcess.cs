@@ -8,6 +8,19 @@ using RetriKT.MLNet.Tests.Infrastructure;
 
 namespace RetriKT.MLNet.BlackBox.Tests.Infrastructure;
 
+/// <summary>One TeacherServer for the whole collection (started on first use): start-up is most of a server's cost in a test.</summary>
+public sealed class SharedTeacherServer : IDisposable
+{
+    private readonly Lazy<TeacherServerProcess> _server = new(() => TeacherServerProcess.Start(batchWindowMs: 10));
+
+    public TeacherServerProcess Server => _server.Value;
+
+    public void Dispose()
+    {
+        if (_server.IsValueCreated) _server.Value.Dispose();
+    }
+}
+
 /// <summary>
 /// A real RetriKT.TeacherServer process serving ../shared's stories260K on 127.0.0.1 (port chosen by the OS), started
 /// from the sample's own build output; killed (with its process tree) on dispose or by <see cref="Kill"/>.
@@ -30,7 +43,7 @@ public sealed class TeacherServerProcess : IDisposable
         var dll = Path.Combine(SharedData.RepoRoot, "samples", "RetriKT.TeacherServer", "bin", configuration, "net10.0", "RetriKT.TeacherServer.dll");
         if (!File.Exists(dll)) throw new FileNotFoundException($"TeacherServer is not built: {dll} (the test project references it, so a build of the tests builds it).", dll);
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { dll, "--ModelPath", Stories260K, "--urls", "http://127.0.0.1:0", "--BatchWindowMs", batchWindowMs.ToString(), "--Logging:LogLevel:Default", "Warning" })
+        foreach (var a in new[] { dll, "--ModelPath", Stories260K, "--urls", "http://127.0.0.1:0", "--BatchWindowMs", batchWindowMs.ToString(), "--Threads", "1", "--Logging:LogLevel:Default", "Warning" })
             start.ArgumentList.Add(a);
         var process = Process.Start(start) ?? throw new InvalidOperationException("could not start RetriKT.TeacherServer");
         var url = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -45,10 +58,10 @@ public sealed class TeacherServerProcess : IDisposable
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (lines) lines.Add(e.Data); };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        if (!url.Task.Wait(TimeSpan.FromSeconds(60)))
+        if (!url.Task.Wait(TimeSpan.FromSeconds(120)))
         {
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException("TeacherServer did not start listening within 60 s:\n" + string.Join("\n", lines));
+            throw new TimeoutException("TeacherServer did not start listening within 120 s:\n" + string.Join("\n", lines));
         }
         return new TeacherServerProcess(process, url.Task.Result);
     }
