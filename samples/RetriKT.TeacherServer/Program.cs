@@ -8,5 +8,3 @@ await app.StartAsync();
 foreach (var url in TeacherServerApp.Addresses(app)) Console.WriteLine($"RetriKT.TeacherServer listening on {url}");
 await app.WaitForShutdownAsync();
 
-/// <summary>Entry point.</summary>
-public partial class Program;
