@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Teacher;
 
 namespace RetriKT.TeacherServer;
@@ -28,7 +29,8 @@ public static class TeacherServerApp
             throw new ArgumentException($"Invalid settings: BatchWindowMs {options.BatchWindowMs} (>= 0), MaxBatchRows {options.MaxBatchRows}, MaxTokensLimit {options.MaxTokensLimit}, MaxChoices {options.MaxChoices} (>= 1).");
         options.ModelId ??= Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(options.ModelPath));
         if (options.Threads > 0) TorchSharp.torch.set_num_threads(options.Threads);
-        var teacher = TeacherModel.Load(options.ModelPath);
+        var device = TorchDevices.Resolve(options.GpuDeviceId, options.FallbackToCpu, warning => Console.Error.WriteLine(warning));
+        var teacher = TeacherModel.Load(options.ModelPath, new TeacherLoadOptions { Device = device });
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(new GenerationBatcher(teacher, options));
         var app = builder.Build();

@@ -24,6 +24,10 @@ public sealed class TeacherServerOptions
     public int MaxTokensLimit { get; set; } = 512;
     /// <summary>Largest <c>n</c>. Default 16.</summary>
     public int MaxChoices { get; set; } = 16;
+    /// <summary>CUDA device for the teacher (needs a CUDA TorchSharp backend in place of TorchSharp-cpu); null: CPU. Resolved by RetriKT's one device policy.</summary>
+    public int? GpuDeviceId { get; set; }
+    /// <summary>With <see cref="GpuDeviceId"/> set but no CUDA: fall back to CPU with a warning (true, ML.NET's default) or fail (false).</summary>
+    public bool FallbackToCpu { get; set; } = true;
     /// <summary>TorchSharp intra-op threads; 0 keeps torch's default (one per core). Small models on a busy machine run faster with 1.</summary>
     public int Threads { get; set; }
     /// <summary>Run one short generation (with log-probabilities) before listening, so the first client does not pay for start-up compilation. Default true.</summary>

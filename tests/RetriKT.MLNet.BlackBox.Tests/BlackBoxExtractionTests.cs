@@ -190,6 +190,18 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         await app.StopAsync();
     }
 
+    [SharedDataFact]
+    public void TokenBudgetStopsTheRunCleanly()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = Options([new TeacherEndpoint(shared.Server.ChatClient(), "only", 2)]);
+        options.TokenBudget = 1; // spent by the first answers: no new requests after them
+        var report = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(StoryData(ml)).Report;
+        Assert.True(report.StoppedByTokenBudget, report.ToString());
+        Assert.InRange(report.Extraction.Generated.Values.Sum(), 1, 2); // only what was in flight when the budget was reached
+        Assert.True(report.TokensUsed >= 1);
+    }
+
     private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress value) => report(value);
