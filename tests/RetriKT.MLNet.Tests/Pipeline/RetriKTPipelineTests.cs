@@ -77,7 +77,7 @@ public sealed class RetriKTPipelineTests : IDisposable
 
         // The store is data that several students train on: the same student with and without retrieval, same store.
         var extraction = pipeline.ExtractStore(task);
-        Assert.InRange(extraction.Report.IntendedLabelShare, 0, 1);
+        Assert.InRange(extraction.Report.IntendedLabelShare!.Value, 0, 1);
         var withRetrieval = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: true);
         var storeOnly = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: false);
         Assert.Equal(extraction.Store.Count, withRetrieval.StoreSize);

@@ -74,15 +74,44 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"generated {Generated.Values.Sum()}, kept {Kept.Values.Sum()} ({string.Join(", ", Kept.Select(kv => $"{kv.Key}: {kv.Value}"))}), " +
         $"dropped {string.Join(", ", Dropped.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key}: {kv.Value}"))}; few-shot {FewShot}; " +
-        $"distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}, " +
-        $"generated with the intended teacher label {IntendedLabelShare:P1}");
+        $"distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}{IntendedShareText()}");
+
+    private string IntendedShareText() => IntendedLabelShare is double share
+        ? string.Create(CultureInfo.InvariantCulture, $", generated with the intended teacher label {share:P1}") : "";
 
     /// <summary>
     /// Share of the generated (non-empty) samples whose teacher label — the argmax of the soft label — is the label
     /// they were generated for, before any filter: how faithful the soft prompts are. (Among kept samples the share is
-    /// 1 by construction when the argmax filter is on.)
+    /// 1 by construction when the argmax filter is on.) Null when the extraction path does not measure it.
     /// </summary>
-    public double IntendedLabelShare { get; init; }
+    public double? IntendedLabelShare { get; init; }
+
+    /// <summary>The report of a finished extraction from its per-label counts and kept entries (any extraction path).</summary>
+    internal static ExtractionReport Create(TaskTemplate template, IReadOnlyList<string> labels, int[] generated, List<KnowledgeEntry>[] kept,
+        Dictionary<DropReason, int> dropped, int fewShot, int resumed)
+    {
+        var keptGenerated = kept.SelectMany(k => k).ToList();
+        var keptTexts = keptGenerated.Select(e => template.RenderTarget(e.Text!, e.Text2)).ToList();
+        return new ExtractionReport(
+            labels.Select((l, i) => (l, generated[i])).ToDictionary(x => x.l, x => x.Item2),
+            labels.Select((l, i) => (l, kept[i].Count)).ToDictionary(x => x.l, x => x.Item2),
+            dropped, fewShot,
+            TextStatistics.DistinctN(keptTexts, 1), TextStatistics.DistinctN(keptTexts, 2),
+            keptGenerated.Count == 0 ? 0 : keptGenerated.Average(e => e.Fidelity), resumed);
+    }
+
+    /// <summary>The store's entries: the few-shot examples with gold labels (when included), then the kept samples
+    /// interleaved across labels so that any prefix of the store stays balanced.</summary>
+    internal static List<KnowledgeEntry> BalancedEntries(List<PromptExample> fewShot, bool includeFewShot, int labelCount, List<KnowledgeEntry>[] kept)
+    {
+        var entries = new List<KnowledgeEntry>();
+        if (includeFewShot)
+            entries.AddRange(fewShot.Select(e => KnowledgeEntry.Gold(e.Text, e.Text2, e.Label, labelCount)));
+        for (int i = 0; i < kept.Max(k => k.Count); i++)
+            for (int l = 0; l < labelCount; l++)
+                if (i < kept[l].Count) entries.Add(kept[l][i]);
+        return entries;
+    }
 }
 
 /// <summary>
@@ -147,8 +176,8 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
 
         var fluency = o.FluencyFilter ? new FluencyFilter(prompts.Teacher, template, fewShot.Select(e => (e.Text, e.Text2)), o.FluencyMargin) : null;
         if (fluency is not null) host.Info($"Fluency filter: samples above {fluency.Threshold:F2} nats per token (the least fluent few-shot example + {o.FluencyMargin}) are dropped.");
-        var duplicates = new DuplicateFilter(o.NearDuplicateThreshold);
-        foreach (var e in fewShot) duplicates.Admit(template.RenderTarget(e.Text, e.Text2));
+        var judge = new SampleJudge(template, minWords, o.MaxWords, o.FidelityThreshold, o.RequireArgmax, o.NearDuplicateThreshold);
+        foreach (var e in fewShot) judge.Duplicates.Admit(template.RenderTarget(e.Text, e.Text2));
         var kept = new List<KnowledgeEntry>[labels.Count];
         var generated = new int[labels.Count];
         int nonEmpty = 0, intended = 0;
@@ -184,7 +213,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                         nonEmpty++;
                         if (Array.IndexOf(s.Probabilities, s.Probabilities.Max()) == label) intended++;
                     }
-                    var reason = Judge(s, label, template, minWords, duplicates, nll?[i] > fluency!.Threshold);
+                    var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, label, disfluent: nll?[i] > fluency!.Threshold);
                     if (reason is null && kept[label].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;
                     if (reason is { } r) { dropped[r]++; continue; }
                     kept[label].Add(new KnowledgeEntry(s.Sample.Text, s.Sample.Text2, label, s.Probabilities, s.Probabilities[label], KnowledgeSource.Generated));
@@ -201,39 +230,12 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
             if (kept[l].Count < o.SamplesPerLabel)
                 host.Warning($"Label '{labels[l]}': kept {kept[l].Count} of {o.SamplesPerLabel} wanted samples after {generated[l]} generated (raise MaxAttemptsFactor or relax the filters).");
 
-        var entries = new List<KnowledgeEntry>();
-        if (o.IncludeFewShot)
-            entries.AddRange(fewShot.Select(e => KnowledgeEntry.Gold(e.Text, e.Text2, e.Label, labels.Count)));
-        // Interleave labels so a prefix of the store stays balanced.
-        for (int i = 0; i < kept.Max(k => k.Count); i++)
-            for (int l = 0; l < labels.Count; l++)
-                if (i < kept[l].Count) entries.Add(kept[l][i]);
-        var keptGenerated = kept.SelectMany(k => k).ToList();
-        var keptTexts = keptGenerated.Select(e => template.RenderTarget(e.Text!, e.Text2)).ToList();
-        var report = new ExtractionReport(
-            labels.Select((l, i) => (l, generated[i])).ToDictionary(x => x.l, x => x.Item2),
-            labels.Select((l, i) => (l, kept[i].Count)).ToDictionary(x => x.l, x => x.Item2),
-            dropped, o.IncludeFewShot ? fewShot.Count : 0,
-            TextStatistics.DistinctN(keptTexts, 1), TextStatistics.DistinctN(keptTexts, 2),
-            keptGenerated.Count == 0 ? 0 : keptGenerated.Average(e => e.Fidelity), resumed)
+        var entries = ExtractionReport.BalancedEntries(fewShot, o.IncludeFewShot, labels.Count, kept);
+        var report = ExtractionReport.Create(template, labels, generated, kept, dropped, o.IncludeFewShot ? fewShot.Count : 0, resumed) with
         {
             IntendedLabelShare = nonEmpty == 0 ? 0 : (double)intended / nonEmpty,
         };
         return (new KnowledgeStore(labels, entries), report);
-    }
-
-    private DropReason? Judge(ScoredSample s, int label, TaskTemplate template, int minWords, DuplicateFilter duplicates, bool disfluent)
-    {
-        var sample = s.Sample;
-        if (string.IsNullOrWhiteSpace(sample.Text) || (template.IsPair && string.IsNullOrWhiteSpace(sample.Text2))) return DropReason.Empty;
-        int words = TextStatistics.Words(template.Target == GenerationTarget.SecondPart ? sample.Text2! : template.RenderTarget(sample.Text, sample.Text2)).Count;
-        if (words == 0) return DropReason.Empty;
-        if (words < minWords) return DropReason.TooShort;
-        if (words > _options.MaxWords) return DropReason.TooLong;
-        var p = s.Probabilities;
-        if (p[label] < _options.FidelityThreshold || (_options.RequireArgmax && p.Max() > p[label])) return DropReason.LowFidelity;
-        if (disfluent) return DropReason.Disfluent;
-        return duplicates.Admit(template.RenderTarget(sample.Text, sample.Text2));
     }
 }
 

@@ -52,14 +52,17 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
     public ExtractionReport? Report { get; }
 
     /// <summary>The store as an IDataView: Text, Text2, Label, SoftLabel (vector), Fidelity, Source.</summary>
-    public IDataView ToDataView(MLContext mlContext)
+    public IDataView ToDataView(MLContext mlContext) => StoreToDataView(mlContext, Store);
+
+    /// <summary>Any store as the extraction IDataView (the white-box and black-box paths give the same schema).</summary>
+    internal static IDataView StoreToDataView(MLContext mlContext, KnowledgeStore store)
     {
         ArgumentNullException.ThrowIfNull(mlContext);
         var schema = SchemaDefinition.Create(typeof(KnowledgeRow));
-        schema[nameof(KnowledgeRow.SoftLabel)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, Store.LabelCount);
-        var rows = Store.Entries.Select(e => new KnowledgeRow
+        schema[nameof(KnowledgeRow.SoftLabel)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, store.LabelCount);
+        var rows = store.Entries.Select(e => new KnowledgeRow
         {
-            Text = e.Text ?? "", Text2 = e.Text2 ?? "", Label = Store.LabelNames[e.Label], SoftLabel = e.SoftLabel,
+            Text = e.Text ?? "", Text2 = e.Text2 ?? "", Label = store.LabelNames[e.Label], SoftLabel = e.SoftLabel,
             Fidelity = e.Fidelity, Source = e.Source.ToString(),
         });
         return mlContext.Data.LoadFromEnumerable(rows, schema);

@@ -65,6 +65,33 @@ internal sealed class FluencyFilter
 }
 
 /// <summary>
+/// The filters every extraction path applies to a generated sample, in this order: empty, length (words of what was
+/// generated), fidelity (teacher probability of the intended label, optionally also its argmax), then exact and near
+/// duplicates against everything admitted so far. Shared by the white-box and the black-box extractors so both keep
+/// the same samples for the same inputs.
+/// </summary>
+internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWords, double fidelityThreshold, bool requireArgmax, double nearDuplicateThreshold)
+{
+    /// <summary>Texts seen so far (seed it with the few-shot examples so generated copies of them are dropped).</summary>
+    public DuplicateFilter Duplicates { get; } = new(nearDuplicateThreshold);
+
+    /// <summary>Why the sample is dropped, or null when it is kept (and then remembered by <see cref="Duplicates"/>).</summary>
+    /// <remarks><paramref name="disfluent"/>: the fluency check failed (see <see cref="FluencyFilter"/>); judged after fidelity, before duplicates.</remarks>
+    public DropReason? Judge(string text, string? text2, float[] probabilities, int label, bool disfluent = false)
+    {
+        if (string.IsNullOrWhiteSpace(text) || (template.IsPair && string.IsNullOrWhiteSpace(text2))) return DropReason.Empty;
+        int words = TextStatistics.Words(template.Target == GenerationTarget.SecondPart ? text2! : template.RenderTarget(text, text2)).Count;
+        if (words == 0) return DropReason.Empty;
+        if (words < minWords) return DropReason.TooShort;
+        if (words > maxWords) return DropReason.TooLong;
+        var p = probabilities;
+        if (p[label] < fidelityThreshold || (requireArgmax && p.Max() > p[label])) return DropReason.LowFidelity;
+        if (disfluent) return DropReason.Disfluent;
+        return Duplicates.Admit(template.RenderTarget(text, text2));
+    }
+}
+
+/// <summary>
 /// Exact and near-duplicate detection over word trigram shingles: exact by normalised text, near by MinHash
 /// signatures (64 hash functions; estimated Jaccard = share of equal minima), compared against every kept text.
 /// </summary>

@@ -1,0 +1,207 @@
+using System.Threading.Channels;
+using RetriKT.MLNet.Teacher;
+using static TorchSharp.torch;
+
+namespace RetriKT.TeacherServer;
+
+/// <summary>Sampling settings shared by the rows of one generation call (rows with different settings never share one).</summary>
+/// <param name="Temperature">0 = greedy.</param>
+/// <param name="TopP">Nucleus mass; 1 disables.</param>
+/// <param name="MaxTokens">Most new tokens.</param>
+/// <param name="Stops">Stop sequences, joined by '\0' so the record compares by value.</param>
+/// <param name="Seed">Explicit seed: such rows run alone so the seed means what it says.</param>
+public sealed record SamplingKey(double Temperature, double TopP, int MaxTokens, string Stops, long? Seed)
+{
+    /// <summary>The stop sequences as a list (null when none).</summary>
+    public IReadOnlyList<string>? StopList => Stops.Length == 0 ? null : Stops.Split('\0');
+}
+
+/// <summary>Log-probability of one generated token with the most probable alternatives at that position.</summary>
+/// <param name="Token">The token's text as it appears in the output (leading space included).</param>
+/// <param name="LogProb">Natural-log probability under the model (temperature 1, before top-p).</param>
+/// <param name="Top">The <c>top_logprobs</c> most probable tokens at that position, most probable first.</param>
+public sealed record TokenLogProb(string Token, float LogProb, IReadOnlyList<(string Token, float LogProb)> Top);
+
+/// <summary>One finished row.</summary>
+/// <param name="Text">Output text (a matched stop sequence is cut off, as OpenAI does).</param>
+/// <param name="FinishReason">"stop" or "length".</param>
+/// <param name="PromptTokens">Prompt length in tokens.</param>
+/// <param name="CompletionTokens">Generated tokens.</param>
+/// <param name="Tokens">Per-token log-probabilities when asked for, else null.</param>
+public sealed record RowResult(string Text, string FinishReason, int PromptTokens, int CompletionTokens, IReadOnlyList<TokenLogProb>? Tokens);
+
+/// <summary>
+/// Dynamic batching: requests queue on a channel; one loop takes the first, waits <see cref="TeacherServerOptions.BatchWindowMs"/>
+/// for more (up to <see cref="TeacherServerOptions.MaxBatchRows"/> rows), and runs one <see cref="TeacherModel.Generate"/>
+/// call per group of rows with equal sampling settings. The teacher runs on this one loop only, so N concurrent
+/// clients cost about one batched call instead of N sequential ones. Log-probabilities come from one extra forward
+/// pass over prompt + output of the rows that asked for them.
+/// </summary>
+public sealed class GenerationBatcher : IAsyncDisposable
+{
+    private sealed record Pending(int[] PromptIds, SamplingKey Key, int TopLogProbs, TaskCompletionSource<RowResult> Done);
+
+    private readonly TeacherModel _teacher;
+    private readonly TeacherServerOptions _options;
+    private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _loop;
+    private long _calls, _rows;
+
+    /// <summary>Starts the batching loop over a loaded teacher (the batcher owns it from now on).</summary>
+    public GenerationBatcher(TeacherModel teacher, TeacherServerOptions options)
+    {
+        _teacher = teacher;
+        _options = options;
+        if (teacher.Tokenizer is null) throw new InvalidOperationException($"{options.ModelPath}: the teacher has no tokenizer; the server needs one to read prompts.");
+        _loop = Task.Factory.StartNew(Loop, TaskCreationOptions.LongRunning).Unwrap();
+    }
+
+    /// <summary>The served teacher.</summary>
+    public TeacherModel Teacher => _teacher;
+    /// <summary>Generation calls made so far (one per batch and sampling group).</summary>
+    public long Calls => Interlocked.Read(ref _calls);
+    /// <summary>Rows generated so far.</summary>
+    public long Rows => Interlocked.Read(ref _rows);
+
+    /// <summary>Encodes a prompt the way the teacher expects (BOS for the LLaMA family).</summary>
+    public int[] Encode(string prompt) => _teacher.Tokenizer!.Encode(prompt, _teacher.Config.Architecture == TeacherArchitecture.Llama);
+
+    /// <summary>Queues <paramref name="n"/> rows of one prompt; they complete when their batch is done.</summary>
+    public Task<RowResult[]> GenerateAsync(int[] promptIds, SamplingKey key, int n, int topLogProbs, CancellationToken cancellation)
+    {
+        if (promptIds.Length >= _teacher.Config.MaxPositions)
+            throw new ArgumentException($"The prompt has {promptIds.Length} tokens; the model's context is {_teacher.Config.MaxPositions}.");
+        var rows = new Task<RowResult>[n];
+        for (int i = 0; i < n; i++)
+        {
+            var done = new TaskCompletionSource<RowResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (!_queue.Writer.TryWrite(new Pending(promptIds, key, topLogProbs, done))) throw new ObjectDisposedException(nameof(GenerationBatcher));
+            rows[i] = done.Task;
+        }
+        return Task.WhenAll(rows).WaitAsync(cancellation);
+    }
+
+    private async Task Loop()
+    {
+        var reader = _queue.Reader;
+        try
+        {
+            while (await reader.WaitToReadAsync(_stop.Token))
+            {
+                var batch = new List<Pending>();
+                while (batch.Count < _options.MaxBatchRows && reader.TryRead(out var p)) batch.Add(p);
+                // The window: wait a little for the other clients of this moment, then generate them together.
+                using (var window = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token))
+                {
+                    window.CancelAfter(Math.Max(0, _options.BatchWindowMs));
+                    try
+                    {
+                        while (batch.Count < _options.MaxBatchRows && await reader.WaitToReadAsync(window.Token))
+                            while (batch.Count < _options.MaxBatchRows && reader.TryRead(out var p)) batch.Add(p);
+                    }
+                    catch (OperationCanceledException) when (!_stop.IsCancellationRequested) { }
+                }
+                foreach (var group in batch.GroupBy(p => p.Key)) Run(group.Key, group.ToList());
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
+        while (reader.TryRead(out var left)) left.Done.TrySetCanceled();
+    }
+
+    private void Run(SamplingKey key, List<Pending> rows)
+    {
+        try
+        {
+            var result = _teacher.Generate(new GenerationRequest
+            {
+                PromptIds = rows.Select(r => r.PromptIds).ToList(),
+                MaxNewTokens = key.MaxTokens, Temperature = key.Temperature, TopP = key.TopP,
+                StopSequences = key.StopList, Seed = key.Seed,
+            });
+            Interlocked.Increment(ref _calls);
+            Interlocked.Add(ref _rows, rows.Count);
+            for (int i = 0; i < rows.Count; i++)
+            {
+                var s = result.Sequences[i];
+                var text = Continuation(s.PromptIds, s.TokenIds) ?? s.Text;
+                if (s.FinishReason == "stop_sequence" && key.StopList is { } stops)
+                {
+                    // OpenAI returns the text before the first stop sequence, without it.
+                    int cut = stops.Select(stop => text.IndexOf(stop, StringComparison.Ordinal)).Where(at => at >= 0).DefaultIfEmpty(text.Length).Min();
+                    text = text[..cut];
+                }
+                var tokens = rows[i].TopLogProbs >= 0 ? LogProbs(s.PromptIds, s.TokenIds, rows[i].TopLogProbs) : null;
+                rows[i].Done.TrySetResult(new RowResult(text, s.FinishReason == "length" ? "length" : "stop", s.PromptIds.Length, s.TokenIds.Length, tokens));
+            }
+        }
+        catch (Exception e)
+        {
+            foreach (var r in rows) r.Done.TrySetException(e);
+        }
+    }
+
+    /// <summary>
+    /// The output as it reads after the prompt (decoded together with the prompt, so a first piece's leading space is
+    /// kept, as the per-token texts of <see cref="LogProbs"/> keep it; they concatenate to this). Null if decoding the
+    /// prompt alone is not a prefix of decoding both (then the teacher's own decoding is used).
+    /// </summary>
+    private string? Continuation(int[] promptIds, int[] generated)
+    {
+        var tokenizer = _teacher.Tokenizer!;
+        string prefix = tokenizer.Decode(promptIds), full = tokenizer.Decode([.. promptIds, .. generated]);
+        return full.StartsWith(prefix, StringComparison.Ordinal) ? full[prefix.Length..] : null;
+    }
+
+    /// <summary>
+    /// One forward pass over prompt + output gives, at each generated position, the token's log-probability and the
+    /// top alternatives. A token's text is the decoded difference it makes after everything before it, so a piece's
+    /// leading space survives (decoding a piece alone drops it for SentencePiece vocabularies).
+    /// </summary>
+    private List<TokenLogProb> LogProbs(int[] promptIds, int[] generated, int top)
+    {
+        var all = promptIds.Concat(generated).ToArray();
+        var result = new List<TokenLogProb>(generated.Length);
+        if (generated.Length == 0) return result;
+        float[] chosen; long[] topIds; float[] topValues;
+        int k = Math.Min(Math.Max(top, 1), _teacher.Config.VocabSize);
+        using (var scope = NewDisposeScope())
+        using (no_grad())
+        {
+            var ids = tensor(all.Select(x => (long)x).ToArray(), new long[] { 1, all.Length });
+            var logits = _teacher.Forward(_teacher.Embed(ids)).Logits[0].to(ScalarType.Float32);
+            // Position t predicts token t + 1: the generated tokens are predicted from positions P-1 .. P+G-2.
+            var logp = logits.narrow(0, promptIds.Length - 1, generated.Length).log_softmax(-1);
+            var target = tensor(generated.Select(x => (long)x).ToArray(), device: logp.device).unsqueeze(1);
+            chosen = logp.gather(1, target).squeeze(1).cpu().data<float>().ToArray();
+            var (values, indices) = logp.topk(k, -1);
+            topValues = values.cpu().data<float>().ToArray();
+            topIds = indices.cpu().data<long>().ToArray();
+        }
+        var tokenizer = _teacher.Tokenizer!;
+        for (int i = 0; i < generated.Length; i++)
+        {
+            var before = all.AsSpan(0, promptIds.Length + i).ToArray();
+            var prefix = tokenizer.Decode(before);
+            string Piece(int id)
+            {
+                var text = tokenizer.Decode([.. before, id]);
+                return text.StartsWith(prefix, StringComparison.Ordinal) ? text[prefix.Length..] : tokenizer.Decode([id]);
+            }
+            var alternatives = new List<(string, float)>(top);
+            for (int j = 0; j < top; j++) alternatives.Add((Piece((int)topIds[i * k + j]), topValues[i * k + j]));
+            result.Add(new TokenLogProb(Piece(generated[i]), chosen[i], alternatives));
+        }
+        return result;
+    }
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        _stop.Cancel();
+        try { await _loop; } catch (OperationCanceledException) { }
+        _stop.Dispose();
+        _teacher.Dispose();
+    }
+}

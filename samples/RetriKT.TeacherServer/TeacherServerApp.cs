@@ -1,0 +1,278 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Teacher;
+
+namespace RetriKT.TeacherServer;
+
+/// <summary>
+/// The OpenAI-compatible endpoint over a TorchSharp teacher: <c>POST /v1/completions</c>, <c>POST /v1/chat/completions</c>
+/// (both with <c>logprobs</c>, <c>n</c>, <c>temperature</c>, <c>top_p</c>, <c>max_tokens</c>, <c>stop</c>, <c>seed</c>
+/// and <c>stream</c>), <c>GET /v1/models</c> and <c>GET /health</c>. Errors use OpenAI's <c>{"error": {...}}</c> shape
+/// with status 400 for a request the server cannot serve as asked.
+/// </summary>
+public static class TeacherServerApp
+{
+    /// <summary>Builds the app from command-line arguments or configuration (section root: <see cref="TeacherServerOptions"/> names).</summary>
+    public static WebApplication Build(string[] args, Action<TeacherServerOptions>? configure = null)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        var options = new TeacherServerOptions();
+        builder.Configuration.Bind(options);
+        configure?.Invoke(options);
+        if (string.IsNullOrEmpty(options.ModelPath)) throw new ArgumentException("TeacherServer needs --ModelPath <Hugging Face directory | llama2.c .bin>.");
+        if (options.BatchWindowMs < 0 || options.MaxBatchRows < 1 || options.MaxTokensLimit < 1 || options.MaxChoices < 1)
+            throw new ArgumentException($"Invalid settings: BatchWindowMs {options.BatchWindowMs} (>= 0), MaxBatchRows {options.MaxBatchRows}, MaxTokensLimit {options.MaxTokensLimit}, MaxChoices {options.MaxChoices} (>= 1).");
+        options.ModelId ??= Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(options.ModelPath));
+        if (options.Threads > 0) TorchSharp.torch.set_num_threads(options.Threads);
+        var device = TorchDevices.Resolve(options.GpuDeviceId, options.FallbackToCpu, warning => Console.Error.WriteLine(warning));
+        var teacher = TeacherModel.Load(options.ModelPath, new TeacherLoadOptions { Device = device });
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(new GenerationBatcher(teacher, options));
+        var app = builder.Build();
+        var batcher = app.Services.GetRequiredService<GenerationBatcher>();
+        if (options.WarmUp) batcher.GenerateAsync(batcher.Encode("Once upon a time"), new SamplingKey(1, 1, 4, "", 1), 2, 2, default).GetAwaiter().GetResult();
+
+        app.MapGet("/health", () => Results.Json(new { status = "ok", model = options.ModelId, calls = batcher.Calls, rows = batcher.Rows }));
+        app.MapGet("/v1/models", () => Results.Json(new
+        {
+            @object = "list",
+            data = new[] { new { id = options.ModelId, @object = "model", created = 0, owned_by = "retrikt" } },
+        }));
+        app.MapPost("/v1/completions", (HttpContext http) => Serve(http, batcher, options, chat: false));
+        app.MapPost("/v1/chat/completions", (HttpContext http) => Serve(http, batcher, options, chat: true));
+        return app;
+    }
+
+    /// <summary>The addresses Kestrel bound (after start), for a port of 0.</summary>
+    public static IEnumerable<string> Addresses(WebApplication app)
+        => app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+
+    private sealed class BadRequest(string message, string? param) : Exception(message)
+    {
+        public string? Param { get; } = param;
+    }
+
+    private sealed record ParsedRequest(int[] PromptIds, SamplingKey Key, int N, int TopLogProbs, bool Stream, bool IncludeUsage);
+
+    private static async Task Serve(HttpContext http, GenerationBatcher batcher, TeacherServerOptions options, bool chat)
+    {
+        ParsedRequest request;
+        try
+        {
+            var body = await JsonNode.ParseAsync(http.Request.Body, cancellationToken: http.RequestAborted) as JsonObject
+                ?? throw new BadRequest("The request body must be a JSON object.", null);
+            request = Parse(body, batcher, options, chat);
+        }
+        catch (Exception e) when (e is BadRequest or JsonException or FormatException or InvalidOperationException)
+        {
+            await Error(http, e.Message, (e as BadRequest)?.Param);
+            return;
+        }
+
+        RowResult[] rows;
+        try { rows = await batcher.GenerateAsync(request.PromptIds, request.Key, request.N, request.TopLogProbs, http.RequestAborted); }
+        catch (ArgumentException e) { await Error(http, e.Message, null); return; }
+
+        string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var usage = new JsonObject
+        {
+            ["prompt_tokens"] = request.PromptIds.Length * 1, ["completion_tokens"] = rows.Sum(r => r.CompletionTokens),
+            ["total_tokens"] = request.PromptIds.Length + rows.Sum(r => r.CompletionTokens),
+        };
+        if (!request.Stream)
+        {
+            var choices = new JsonArray(rows.Select((r, i) => (JsonNode)(chat
+                ? new JsonObject
+                {
+                    ["index"] = i, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = r.Text },
+                    ["logprobs"] = r.Tokens is null ? null : ChatLogProbs(r.Tokens), ["finish_reason"] = r.FinishReason,
+                }
+                : new JsonObject
+                {
+                    ["index"] = i, ["text"] = r.Text, ["logprobs"] = r.Tokens is null ? null : CompletionLogProbs(r.Tokens),
+                    ["finish_reason"] = r.FinishReason,
+                })).ToArray());
+            await WriteJson(http, new JsonObject
+            {
+                ["id"] = id, ["object"] = chat ? "chat.completion" : "text_completion", ["created"] = created,
+                ["model"] = options.ModelId, ["choices"] = choices, ["usage"] = usage,
+            });
+            return;
+        }
+
+        // Server-sent events: the rows are generated in one batched call, then sent token by token in OpenAI's chunk format.
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        JsonObject Chunk(JsonArray choices) => new()
+        {
+            ["id"] = id, ["object"] = chat ? "chat.completion.chunk" : "text_completion", ["created"] = created,
+            ["model"] = options.ModelId, ["choices"] = choices,
+        };
+        for (int i = 0; i < rows.Length; i++)
+        {
+            var r = rows[i];
+            if (chat) await Event(http, Chunk([new JsonObject { ["index"] = i, ["delta"] = new JsonObject { ["role"] = "assistant", ["content"] = "" }, ["logprobs"] = null, ["finish_reason"] = null }]));
+            var pieces = r.Tokens?.Select(t => t.Token).ToList() ?? SplitForStreaming(r.Text);
+            int sent = 0;
+            for (int t = 0; t < pieces.Count && sent < r.Text.Length; t++)
+            {
+                // Never stream past the returned text (a stop sequence was cut from it).
+                var piece = pieces[t].Length <= r.Text.Length - sent ? pieces[t] : r.Text[sent..];
+                sent += piece.Length;
+                var token = r.Tokens is null ? null : new List<TokenLogProb> { r.Tokens[t] };
+                await Event(http, Chunk([chat
+                    ? new JsonObject { ["index"] = i, ["delta"] = new JsonObject { ["content"] = piece }, ["logprobs"] = token is null ? null : ChatLogProbs(token), ["finish_reason"] = null }
+                    : new JsonObject { ["index"] = i, ["text"] = piece, ["logprobs"] = token is null ? null : CompletionLogProbs(token), ["finish_reason"] = null }]));
+            }
+            await Event(http, Chunk([chat
+                ? new JsonObject { ["index"] = i, ["delta"] = new JsonObject(), ["logprobs"] = null, ["finish_reason"] = r.FinishReason }
+                : new JsonObject { ["index"] = i, ["text"] = "", ["logprobs"] = null, ["finish_reason"] = r.FinishReason }]));
+        }
+        if (request.IncludeUsage)
+        {
+            var last = Chunk([]);
+            last["usage"] = usage;
+            await Event(http, last);
+        }
+        await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
+    }
+
+    private static ParsedRequest Parse(JsonObject body, GenerationBatcher batcher, TeacherServerOptions options, bool chat)
+    {
+        string prompt;
+        if (chat)
+        {
+            var messages = body["messages"] as JsonArray ?? throw new BadRequest("'messages' must be a non-empty array.", "messages");
+            if (messages.Count == 0) throw new BadRequest("'messages' must be a non-empty array.", "messages");
+            var parts = messages.Select((m, i) =>
+            {
+                var role = m?["role"]?.GetValue<string>() ?? throw new BadRequest($"messages[{i}] has no 'role'.", "messages");
+                return (Role: role, Content: Content(m!["content"], i));
+            }).ToList();
+            prompt = options.ChatFormat == ChatPromptFormat.Plain
+                ? string.Join("\n", parts.Select(p => p.Content))
+                : string.Concat(parts.Select(p => $"{p.Role}: {p.Content}\n")) + "assistant:";
+        }
+        else
+        {
+            prompt = body["prompt"] switch
+            {
+                JsonValue v when v.TryGetValue<string>(out var s) => s,
+                JsonArray { Count: 1 } a when a[0] is JsonValue v1 && v1.TryGetValue<string>(out var s1) => s1,
+                JsonArray => throw new BadRequest("'prompt' as a list is supported with one string only; send one request per prompt (they are batched anyway).", "prompt"),
+                _ => throw new BadRequest("'prompt' must be a string.", "prompt"),
+            };
+        }
+
+        double temperature = Number(body, "temperature", 1, 0, 2);
+        double topP = Number(body, "top_p", 1, double.Epsilon, 1);
+        int maxTokens = (int)Number(body, chat && body["max_completion_tokens"] is not null ? "max_completion_tokens" : "max_tokens", 16, 1, options.MaxTokensLimit);
+        int n = (int)Number(body, "n", 1, 1, options.MaxChoices);
+        long? seed = body["seed"] is JsonValue sv ? sv.GetValue<long>() : null;
+        var stops = body["stop"] switch
+        {
+            null => [],
+            JsonValue v when v.TryGetValue<string>(out var s) => [s],
+            JsonArray a => a.Select(x => x?.GetValue<string>() ?? "").Where(x => x.Length > 0).ToList(),
+            _ => throw new BadRequest("'stop' must be a string or an array of strings.", "stop"),
+        };
+        if (stops.Count > 4) throw new BadRequest($"'stop' holds {stops.Count} sequences; at most 4.", "stop");
+        int topLogProbs;
+        if (chat)
+        {
+            bool wanted = body["logprobs"] is JsonValue lv && lv.GetValue<bool>();
+            topLogProbs = wanted ? (int)Number(body, "top_logprobs", 0, 0, 20) : -1;
+            if (!wanted && body["top_logprobs"] is not null) throw new BadRequest("'top_logprobs' needs 'logprobs': true.", "top_logprobs");
+        }
+        else topLogProbs = body["logprobs"] is null ? -1 : (int)Number(body, "logprobs", 0, 0, 20);
+        bool stream = body["stream"] is JsonValue st && st.GetValue<bool>();
+        bool includeUsage = body["stream_options"]?["include_usage"] is JsonValue iu && iu.GetValue<bool>();
+        var ids = batcher.Encode(prompt);
+        if (ids.Length == 0) throw new BadRequest("The prompt encodes to no tokens.", chat ? "messages" : "prompt");
+        return new ParsedRequest(ids, new SamplingKey(temperature, topP, maxTokens, string.Join('\0', stops), seed), n, topLogProbs, stream, includeUsage);
+    }
+
+    private static string Content(JsonNode? content, int index) => content switch
+    {
+        JsonValue v when v.TryGetValue<string>(out var s) => s,
+        JsonArray parts => string.Concat(parts.Select(p => p?["type"]?.GetValue<string>() == "text" ? p["text"]?.GetValue<string>() ?? ""
+            : throw new BadRequest($"messages[{index}] has a '{p?["type"]}' part; only text is served.", "messages"))),
+        null => "",
+        _ => throw new BadRequest($"messages[{index}].content must be a string or an array of text parts.", "messages"),
+    };
+
+    private static double Number(JsonObject body, string name, double fallback, double min, double max)
+    {
+        if (body[name] is not JsonValue v) return fallback;
+        double x = v.GetValue<double>();
+        if (!(x >= min && x <= max)) throw new BadRequest(string.Create(CultureInfo.InvariantCulture, $"'{name}' must be in [{min}, {max}], found {x}."), name);
+        return x;
+    }
+
+    private static JsonObject ChatLogProbs(IEnumerable<TokenLogProb> tokens) => new()
+    {
+        ["content"] = new JsonArray(tokens.Select(t => (JsonNode)new JsonObject
+        {
+            ["token"] = t.Token, ["logprob"] = t.LogProb, ["bytes"] = Bytes(t.Token),
+            ["top_logprobs"] = new JsonArray(t.Top.Select(a => (JsonNode)new JsonObject { ["token"] = a.Token, ["logprob"] = a.LogProb, ["bytes"] = Bytes(a.Token) }).ToArray()),
+        }).ToArray()),
+        ["refusal"] = null,
+    };
+
+    private static JsonObject CompletionLogProbs(IReadOnlyList<TokenLogProb> tokens)
+    {
+        var top = new JsonArray();
+        foreach (var t in tokens)
+        {
+            var alternatives = new JsonObject();
+            foreach (var (token, logProb) in t.Top) alternatives[token] = logProb; // later duplicates (same text) keep the higher value
+            top.Add(alternatives);
+        }
+        int offset = 0;
+        return new JsonObject
+        {
+            ["tokens"] = new JsonArray(tokens.Select(t => (JsonNode)t.Token).ToArray()),
+            ["token_logprobs"] = new JsonArray(tokens.Select(t => (JsonNode)t.LogProb).ToArray()),
+            ["top_logprobs"] = top,
+            ["text_offset"] = new JsonArray(tokens.Select(t => { int at = offset; offset += t.Token.Length; return (JsonNode)at; }).ToArray()),
+        };
+    }
+
+    private static JsonArray Bytes(string token) => new(Encoding.UTF8.GetBytes(token).Select(b => (JsonNode)(int)b).ToArray());
+
+    private static List<string> SplitForStreaming(string text)
+    {
+        var pieces = new List<string>();
+        int start = 0;
+        for (int i = 1; i <= text.Length; i++)
+            if (i == text.Length || text[i] == ' ') { pieces.Add(text[start..i]); start = i; }
+        return pieces;
+    }
+
+    private static async Task Event(HttpContext http, JsonObject data)
+    {
+        await http.Response.WriteAsync("data: " + data.ToJsonString() + "\n\n", http.RequestAborted);
+        await http.Response.Body.FlushAsync(http.RequestAborted);
+    }
+
+    private static async Task WriteJson(HttpContext http, JsonObject data)
+    {
+        http.Response.ContentType = "application/json";
+        await http.Response.WriteAsync(data.ToJsonString(), http.RequestAborted);
+    }
+
+    private static async Task Error(HttpContext http, string message, string? param)
+    {
+        http.Response.StatusCode = StatusCodes.Status400BadRequest;
+        await WriteJson(http, new JsonObject
+        {
+            ["error"] = new JsonObject { ["message"] = message, ["type"] = "invalid_request_error", ["param"] = param, ["code"] = null },
+        });
+    }
+}

@@ -1,0 +1,105 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using RetriKT.MLNet.Knowledge.Extraction;
+
+namespace RetriKT.MLNet.BlackBox;
+
+/// <summary>One judged sample as the checkpoint keeps it.</summary>
+/// <param name="Label">Intended label index.</param>
+/// <param name="Text">First text.</param>
+/// <param name="Text2">Second text (pair tasks).</param>
+/// <param name="SoftLabel">The teacher's soft label (null when it gave none).</param>
+/// <param name="Source">"logprobs" or "classify" (null when unlabelled).</param>
+/// <param name="Dropped">Why it was dropped; null when kept.</param>
+/// <param name="Tokens">Tokens its requests used (generation + classification).</param>
+internal sealed record CheckpointRecord(int Label, string Text, string? Text2, float[]? SoftLabel, string? Source, DropReason? Dropped, long Tokens);
+
+/// <summary>
+/// Append-only JSONL: a header line with the run's fingerprint and labels (written atomically: temp file + rename),
+/// then one line per judged sample, flushed as it is written, so a crash loses only requests in flight. A torn last
+/// line (a kill during a write) is cut off on reopening; a file from a run with other settings is refused.
+/// </summary>
+internal sealed class BlackBoxCheckpoint : IDisposable
+{
+    private const string Magic = "retrikt_blackbox_checkpoint";
+    private readonly StreamWriter? _writer;
+
+    public BlackBoxCheckpoint(string? path, string fingerprint, IReadOnlyList<string> labels)
+    {
+        if (path is null) return;
+        Path = System.IO.Path.GetFullPath(path);
+        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
+        if (File.Exists(Path) && Read(Path, fingerprint, labels) is { } resumed) Resumed = resumed;
+        else
+        {
+            // No file, or one whose header write was torn (nothing after it can exist): start it.
+            var header = new JsonObject { [Magic] = 1, ["fingerprint"] = fingerprint, ["labels"] = new JsonArray(labels.Select(l => (JsonNode)l).ToArray()) };
+            var temp = Path + ".tmp";
+            File.WriteAllText(temp, header.ToJsonString() + "\n");
+            File.Move(temp, Path, overwrite: true);
+        }
+        _writer = new StreamWriter(new FileStream(Path, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
+    }
+
+    /// <summary>Full path, or null without a checkpoint.</summary>
+    public string? Path { get; }
+    /// <summary>Records of earlier runs, in order.</summary>
+    public IReadOnlyList<CheckpointRecord> Resumed { get; } = [];
+
+    /// <summary>Appends one record (the caller serialises calls).</summary>
+    public void Append(CheckpointRecord r)
+    {
+        if (_writer is null) return;
+        var line = new JsonObject
+        {
+            ["label"] = r.Label, ["text"] = r.Text, ["text2"] = r.Text2,
+            ["soft_label"] = r.SoftLabel is null ? null : new JsonArray(r.SoftLabel.Select(p => (JsonNode)p).ToArray()),
+            ["source"] = r.Source, ["dropped"] = r.Dropped?.ToString(), ["tokens"] = r.Tokens,
+        };
+        _writer.Write(line.ToJsonString() + "\n");
+        _writer.Flush();
+    }
+
+    private static List<CheckpointRecord>? Read(string path, string fingerprint, IReadOnlyList<string> labels)
+    {
+        var bytes = File.ReadAllBytes(path);
+        var records = new List<CheckpointRecord>();
+        int start = 0, lineNumber = 0;
+        while (start < bytes.Length)
+        {
+            int end = Array.IndexOf(bytes, (byte)'\n', start);
+            lineNumber++;
+            if (end < 0)
+            {
+                // A torn last line: the write was interrupted; what it held was in flight, so it is dropped.
+                using (var f = new FileStream(path, FileMode.Open, FileAccess.Write)) f.SetLength(start);
+                break;
+            }
+            var text = Encoding.UTF8.GetString(bytes, start, end - start);
+            start = end + 1;
+            JsonObject node;
+            try { node = JsonNode.Parse(text) as JsonObject ?? throw new JsonException("not an object"); }
+            catch (JsonException e) { throw new InvalidDataException($"{path} line {lineNumber}: not a checkpoint record ({e.Message}).", e); }
+            if (lineNumber == 1)
+            {
+                if (node[Magic] is null) throw new InvalidDataException($"{path} line 1: not a black-box extraction checkpoint (no '{Magic}' header).");
+                var found = node["fingerprint"]?.GetValue<string>();
+                if (found != fingerprint)
+                    throw new InvalidOperationException($"{path} line 1: the checkpoint was written by a run with other settings (fingerprint {found}, this run {fingerprint}); use the same settings to resume, or another CheckpointPath.");
+                continue;
+            }
+            int label = node["label"]!.GetValue<int>();
+            if (label < 0 || label >= labels.Count) throw new InvalidDataException($"{path} line {lineNumber}: label index {label} is outside [0, {labels.Count}).");
+            var dropped = node["dropped"]?.GetValue<string>() is { } d ? Enum.Parse<DropReason>(d) : (DropReason?)null;
+            var soft = (node["soft_label"] as JsonArray)?.Select(v => v!.GetValue<float>()).ToArray();
+            if (dropped is null && soft?.Length != labels.Count)
+                throw new InvalidDataException($"{path} line {lineNumber}: a kept sample needs a soft label of {labels.Count} values, found {soft?.Length.ToString() ?? "none"}.");
+            records.Add(new CheckpointRecord(label, node["text"]!.GetValue<string>(), node["text2"]?.GetValue<string>(), soft,
+                node["source"]?.GetValue<string>(), dropped, node["tokens"]?.GetValue<long>() ?? 0));
+        }
+        return lineNumber <= 1 && records.Count == 0 && new FileInfo(path).Length == 0 ? null : records;
+    }
+
+    public void Dispose() => _writer?.Dispose();
+}

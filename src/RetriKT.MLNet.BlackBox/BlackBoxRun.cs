@@ -1,0 +1,269 @@
+using Microsoft.Extensions.AI;
+using Polly;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Knowledge.Extraction;
+using RetriKT.MLNet.SoftPrompt;
+
+namespace RetriKT.MLNet.BlackBox;
+
+/// <summary>
+/// One black-box extraction: workers (MaxConcurrency per endpoint) take the label furthest from its quota, send a
+/// generation and a classification request through their endpoint's retry pipeline, and record the judged sample
+/// under one lock (filters, counts, checkpoint, progress). A request that fails after its retries is put back, not
+/// counted; its endpoint is taken out after MaxConsecutiveFailures such failures in a row.
+/// </summary>
+internal sealed class BlackBoxRun
+{
+    private sealed class Endpoint(TeacherEndpoint spec, string name)
+    {
+        public TeacherEndpoint Spec { get; } = spec;
+        public string Name { get; } = name;
+        public ResiliencePipeline Pipeline { get; set; } = ResiliencePipeline.Empty;
+        public int ConsecutiveFailures;
+        public bool Out;
+        public long Requests;
+    }
+
+    private sealed record Draw(string Prompt, string Context, float Temperature);
+    private sealed record Outcome(int Label, string Text, string? Text2, float[]? SoftLabel, string? Source, long Tokens);
+
+    private readonly BlackBoxExtractorOptions _o;
+    private readonly TaskTemplate _template;
+    private readonly IReadOnlyList<string> _labels;
+    private readonly List<PromptExample> _fewShot;
+    private readonly ComponentHost _host;
+    private readonly string _fingerprint;
+    private readonly TeacherSoftLabels _softLabels;
+    private readonly SampleJudge _judge;
+    private readonly List<string>[] _demonstrations;
+    private readonly List<string> _contexts;
+    private readonly Random _random;
+    private readonly int _maxAttempts;
+    private readonly object _gate = new();
+    private readonly List<KnowledgeEntry>[] _kept;
+    private readonly int[] _generated, _attempts, _inFlight;
+    private readonly Dictionary<DropReason, int> _dropped = Enum.GetValues<DropReason>().ToDictionary(r => r, _ => 0);
+    private readonly List<string> _takenOut = [];
+    private CancellationTokenSource _cancel = new();
+    private long _tokens, _requests, _retries;
+    private int _fromLogProbs, _fromClassification, _unlabelled, _resumed;
+    private bool _stoppedByBudget;
+
+    public BlackBoxRun(BlackBoxExtractorOptions options, TaskTemplate template, IReadOnlyList<string> labels, List<PromptExample> fewShot, ComponentHost host, string fingerprint)
+    {
+        _o = options; _template = template; _labels = labels; _fewShot = fewShot; _host = host; _fingerprint = fingerprint;
+        var words = labels.Select(l => template.Verbalizer[l]).ToList();
+        _softLabels = new TeacherSoftLabels(labels, words, options.AnswerConfidence);
+        _judge = new SampleJudge(template, options.MinWords ?? template.MinWords, options.MaxWords, options.FidelityThreshold, options.RequireArgmax, options.NearDuplicateThreshold);
+        foreach (var e in fewShot) _judge.Duplicates.Admit(template.RenderTarget(e.Text, e.Text2));
+        _demonstrations = labels.Select((_, l) => fewShot.Where(e => e.Label == l).Select(e => template.RenderContext(e.Text) + template.RenderTarget(e.Text, e.Text2)).ToList()).ToArray();
+        _contexts = fewShot.Select(e => e.Text).Concat(options.ContextTexts ?? []).Distinct().ToList();
+        _random = new Random(host.Seed);
+        _maxAttempts = (int)Math.Ceiling(options.SamplesPerLabel * options.MaxAttemptsFactor);
+        _kept = labels.Select(_ => new List<KnowledgeEntry>()).ToArray();
+        _generated = new int[labels.Count]; _attempts = new int[labels.Count]; _inFlight = new int[labels.Count];
+    }
+
+    public async Task<(KnowledgeStore Store, BlackBoxExtractionReport Report)> RunAsync()
+    {
+        using var checkpoint = new BlackBoxCheckpoint(_o.CheckpointPath, _fingerprint, _labels);
+        foreach (var r in checkpoint.Resumed) Replay(r);
+        _resumed = checkpoint.Resumed.Count;
+        if (_resumed > 0) _host.Info($"Resumed {_resumed} judged samples ({_kept.Sum(k => k.Count)} kept) from {checkpoint.Path}.");
+
+        var endpoints = _o.Teachers.Select((t, i) => new Endpoint(t, t.Name ?? $"teacher-{i + 1}")).ToList();
+        foreach (var e in endpoints) e.Pipeline = EndpointResilience.Create(_o, () => Interlocked.Increment(ref _retries));
+        using (_cancel = CancellationTokenSource.CreateLinkedTokenSource(_o.CancellationToken))
+        {
+            var workers = endpoints.SelectMany(e => Enumerable.Range(0, e.Spec.MaxConcurrency).Select(_ => Task.Run(() => Worker(e, checkpoint)))).ToList();
+            await Task.WhenAll(workers).ConfigureAwait(false);
+        }
+        _host.CheckAlive();
+        if (endpoints.All(e => e.Out) && NeedsMore())
+            throw new InvalidOperationException($"All {endpoints.Count} teacher endpoints were taken out after failing {_o.MaxConsecutiveFailures} requests in a row ({string.Join(", ", _takenOut)}); " +
+                $"{_kept.Sum(k => k.Count)} samples were kept{(checkpoint.Path is null ? "" : $" and are in {checkpoint.Path}; fix the endpoints and run again to resume")}.");
+        for (int l = 0; l < _labels.Count; l++)
+            if (_kept[l].Count < _o.SamplesPerLabel)
+                _host.Warning($"Label '{_labels[l]}': kept {_kept[l].Count} of {_o.SamplesPerLabel} wanted samples after {_generated[l]} generated" +
+                    (_stoppedByBudget ? " (token budget reached)." : " (raise MaxAttemptsFactor or relax the filters)."));
+
+        var entries = ExtractionReport.BalancedEntries(_fewShot, _o.IncludeFewShot, _labels.Count, _kept);
+        var extraction = ExtractionReport.Create(_template, _labels, _generated, _kept, _dropped, _o.IncludeFewShot ? _fewShot.Count : 0, _resumed);
+        var report = new BlackBoxExtractionReport(extraction, _requests, _retries, _tokens, _fromLogProbs, _fromClassification, _unlabelled,
+            endpoints.ToDictionary(e => e.Name, e => e.Requests), _takenOut.ToList(), _stoppedByBudget);
+        return (new KnowledgeStore(_labels, entries), report);
+    }
+
+    private async Task Worker(Endpoint endpoint, BlackBoxCheckpoint checkpoint)
+    {
+        var ct = _cancel.Token;
+        while (!ct.IsCancellationRequested)
+        {
+            int label;
+            Draw? draw = null;
+            lock (_gate)
+            {
+                if (endpoint.Out) return;
+                if (_o.TokenBudget is long budget && _tokens >= budget) { _stoppedByBudget = true; return; }
+                label = NextLabel();
+                if (label < 0 && _inFlight.Sum() == 0) return;
+                if (label >= 0) { _inFlight[label]++; _attempts[label]++; draw = NewDraw(label); }
+            }
+            if (draw is null)
+            {
+                // Every open label has enough requests in flight; one of them may still be dropped, so wait and look again.
+                try { await Task.Delay(20, ct).ConfigureAwait(false); } catch (OperationCanceledException) { return; }
+                continue;
+            }
+            Outcome outcome;
+            try { outcome = await Attempt(endpoint, label, draw, ct).ConfigureAwait(false); }
+            catch (Exception) when (ct.IsCancellationRequested)
+            {
+                lock (_gate) { _inFlight[label]--; _attempts[label]--; }
+                return;
+            }
+            catch (Exception e)
+            {
+                lock (_gate)
+                {
+                    _inFlight[label]--; _attempts[label]--; // put back: another request (maybe on another endpoint) makes it up
+                    if (++endpoint.ConsecutiveFailures >= _o.MaxConsecutiveFailures && !endpoint.Out)
+                    {
+                        endpoint.Out = true;
+                        _takenOut.Add(endpoint.Name);
+                        _host.Warning($"Teacher endpoint '{endpoint.Name}' taken out after {endpoint.ConsecutiveFailures} failed requests in a row; last: {e.GetType().Name}: {e.Message}");
+                    }
+                }
+                continue;
+            }
+            lock (_gate)
+            {
+                _inFlight[label]--;
+                endpoint.ConsecutiveFailures = 0;
+                var record = Judge(outcome);
+                checkpoint.Append(record);
+                try { Progress(); }
+                catch (OperationCanceledException) { _cancel.Cancel(); return; }
+            }
+        }
+    }
+
+    /// <summary>The open label furthest from its quota (kept + in flight), or -1.</summary>
+    private int NextLabel()
+    {
+        int best = -1;
+        for (int l = 0; l < _labels.Count; l++)
+        {
+            int have = _kept[l].Count + _inFlight[l];
+            if (have >= _o.SamplesPerLabel || _attempts[l] >= _maxAttempts) continue;
+            if (best < 0 || have < _kept[best].Count + _inFlight[best]) best = l;
+        }
+        return best;
+    }
+
+    private bool NeedsMore() => Enumerable.Range(0, _labels.Count).Any(l => _kept[l].Count < _o.SamplesPerLabel && _attempts[l] < _maxAttempts);
+
+    private Draw NewDraw(int label)
+    {
+        var pool = _demonstrations[label];
+        var picked = pool.OrderBy(_ => _random.Next()).Take(_o.DemonstrationsPerRequest).ToList();
+        string context = _template.Target == GenerationTarget.SecondPart && _contexts.Count > 0 ? _contexts[_random.Next(_contexts.Count)] : "";
+        float temperature = Math.Max(0f, _o.Temperature + (float)(2 * _random.NextDouble() - 1) * _o.TemperatureJitter);
+        var words = _labels.Select(l => _template.Verbalizer[l].Trim());
+        var prompt = _o.GenerationPrompt
+            .Replace("{label}", _template.Verbalizer[_labels[label]].Trim())
+            .Replace("{labels}", string.Join(", ", words))
+            .Replace("{examples}", string.Join("\n", picked))
+            .Replace("{context}", _template.Target == GenerationTarget.SecondPart ? _template.RenderContext(context) : "");
+        return new Draw(prompt, context, temperature);
+    }
+
+    private async Task<Outcome> Attempt(Endpoint endpoint, int label, Draw draw, CancellationToken ct)
+    {
+        var generation = await Call(endpoint, draw.Prompt, new ChatOptions
+        {
+            Temperature = draw.Temperature, TopP = _o.TopP, MaxOutputTokens = _o.MaxOutputTokens ?? _template.MaxNewTokens,
+            StopSequences = _o.StopSequences.ToList(), ModelId = _o.ModelId,
+        }, ct).ConfigureAwait(false);
+        long tokens = generation.Usage?.TotalTokenCount ?? 0;
+        var (text, text2) = _template.SplitGenerated(draw.Context, generation.Text ?? "");
+        if (string.IsNullOrWhiteSpace(text) || (_template.IsPair && string.IsNullOrWhiteSpace(text2)))
+            return new Outcome(label, text, text2, null, null, tokens); // nothing to classify: judged Empty
+
+        var options = new ChatOptions { Temperature = 0, MaxOutputTokens = _o.ClassificationMaxTokens, ModelId = _o.ModelId };
+        if (_o.SoftLabels != SoftLabelSource.ClassifyAndMap) TeacherSoftLabels.AskForLogProbs(options, endpoint.Spec.Client, _o.TopLogProbs);
+        var prompt = _o.ClassificationPrompt
+            .Replace("{labels}", string.Join(", ", _labels.Select(l => _template.Verbalizer[l].Trim())))
+            .Replace("{classification}", _template.ClassificationParts(text, text2).Prefix);
+        var classification = await Call(endpoint, prompt, options, ct).ConfigureAwait(false);
+        tokens += classification.Usage?.TotalTokenCount ?? 0;
+        if (_o.SoftLabels != SoftLabelSource.ClassifyAndMap && _softLabels.FromLogProbs(classification) is { } p)
+            return new Outcome(label, text, text2, p, "logprobs", tokens);
+        if (_o.SoftLabels != SoftLabelSource.LogProbs && _softLabels.FromAnswer(classification.Text) is { } q)
+            return new Outcome(label, text, text2, q, "classify", tokens);
+        return new Outcome(label, text, text2, null, null, tokens);
+    }
+
+    private async Task<ChatResponse> Call(Endpoint endpoint, string prompt, ChatOptions options, CancellationToken ct)
+    {
+        var response = await endpoint.Pipeline.ExecuteAsync(
+            async token => await endpoint.Spec.Client.GetResponseAsync([new ChatMessage(ChatRole.User, prompt)], options, token).ConfigureAwait(false),
+            ct).ConfigureAwait(false);
+        Interlocked.Increment(ref _requests);
+        Interlocked.Increment(ref endpoint.Requests);
+        return response;
+    }
+
+    /// <summary>Applies the shared filters to a new sample (caller holds the lock) and returns what the checkpoint keeps.</summary>
+    private CheckpointRecord Judge(Outcome s)
+    {
+        _generated[s.Label]++;
+        _tokens += s.Tokens;
+        DropReason? reason;
+        if (s.SoftLabel is null)
+        {
+            // Unlabelled: an empty sample is judged Empty by the filters; a sample the teacher gave no label is LowFidelity.
+            reason = _judge.Judge(s.Text, s.Text2, new float[_labels.Count], s.Label) == DropReason.Empty ? DropReason.Empty : DropReason.LowFidelity;
+            if (reason == DropReason.LowFidelity) _unlabelled++;
+        }
+        else
+        {
+            Count(s.Source);
+            reason = _judge.Judge(s.Text, s.Text2, s.SoftLabel, s.Label);
+            if (reason is null && _kept[s.Label].Count >= _o.SamplesPerLabel) reason = DropReason.OverQuota;
+        }
+        if (reason is { } r) _dropped[r]++;
+        else _kept[s.Label].Add(new KnowledgeEntry(s.Text, s.Text2, s.Label, s.SoftLabel!, s.SoftLabel![s.Label], KnowledgeSource.Generated));
+        return new CheckpointRecord(s.Label, s.Text, s.Text2, s.SoftLabel, s.Source, reason, s.Tokens);
+    }
+
+    /// <summary>Restores a checkpointed decision as it was made (the fingerprint guarantees the same filters).</summary>
+    private void Replay(CheckpointRecord r)
+    {
+        _generated[r.Label]++;
+        _attempts[r.Label]++;
+        _tokens += r.Tokens;
+        Count(r.Source);
+        if (r.Source is null && r.Dropped == DropReason.LowFidelity) _unlabelled++;
+        if (r.Dropped is { } d) { _dropped[d]++; return; }
+        _judge.Duplicates.Admit(_template.RenderTarget(r.Text, r.Text2));
+        _kept[r.Label].Add(new KnowledgeEntry(r.Text, r.Text2, r.Label, r.SoftLabel!, r.SoftLabel![r.Label], KnowledgeSource.Generated));
+    }
+
+    private void Count(string? source)
+    {
+        if (source == "logprobs") _fromLogProbs++;
+        else if (source == "classify") _fromClassification++;
+    }
+
+    private void Progress()
+    {
+        var metrics = new Dictionary<string, double>
+        {
+            ["requests"] = Interlocked.Read(ref _requests), ["retries"] = Interlocked.Read(ref _retries), ["tokens"] = _tokens, ["generated"] = _generated.Sum(),
+        };
+        for (int l = 0; l < _labels.Count; l++) metrics[$"kept:{_labels[l]}"] = _kept[l].Count;
+        _host.Report("BlackBoxExtraction", _kept.Sum(k => k.Count), (long)_o.SamplesPerLabel * _labels.Count, metrics);
+    }
+}

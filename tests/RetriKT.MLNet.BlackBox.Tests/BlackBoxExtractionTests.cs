@@ -1,0 +1,209 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Microsoft.ML;
+using RetriKT.MLNet.BlackBox.Tests.Infrastructure;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.BlackBox.Tests;
+
+/// <summary>Black-box extraction from real TeacherServer processes (stories260K) over 127.0.0.1, with real failures.</summary>
+[Collection(TeacherServerCollection.Name)]
+public class BlackBoxExtractionTests(SharedTeacherServer shared)
+{
+    internal static readonly TaskTemplate StoryMood = new()
+    {
+        Name = "StoryMood",
+        ClassificationFormat = "{text} The story was{label}",
+        Verbalizer = new Dictionary<string, string> { ["happy"] = " happy", ["sad"] = " sad" },
+        MaxNewTokens = 24,
+    };
+
+    private sealed class StoryRow
+    {
+        public string Text { get; set; } = "";
+        public string Label { get; set; } = "";
+    }
+
+    private static IDataView StoryData(MLContext ml) => ml.Data.LoadFromEnumerable(new[]
+    {
+        new StoryRow { Text = "Lily was very happy. She played with her ball in the sun.", Label = "happy" },
+        new StoryRow { Text = "Tom smiled. He got a big red car for his birthday.", Label = "happy" },
+        new StoryRow { Text = "The dog was happy and ran in the park with Sue.", Label = "happy" },
+        new StoryRow { Text = "Mia laughed and hugged her mom. They ate cake.", Label = "happy" },
+        new StoryRow { Text = "Ben was sad. His toy broke and he cried.", Label = "sad" },
+        new StoryRow { Text = "The little bird was sad because it lost its home.", Label = "sad" },
+        new StoryRow { Text = "Anna cried. Her friend did not want to play.", Label = "sad" },
+        new StoryRow { Text = "Max felt sad when the rain ruined his kite.", Label = "sad" },
+    });
+
+    /// <summary>Base-model prompts (stories260K is no chat model), permissive fidelity (it is no classifier either), fast retries.</summary>
+    private static BlackBoxExtractorOptions Options(IReadOnlyList<TeacherEndpoint> teachers, string? checkpoint = null, IProgress<TrainingProgress>? progress = null,
+        CancellationToken token = default, int perLabel = 6) => new()
+    {
+        Teachers = teachers, Template = StoryMood, SamplesPerLabel = perLabel, MaxAttemptsFactor = 8,
+        GenerationPrompt = "{examples}\n{context}", ClassificationPrompt = "{classification}",
+        FidelityThreshold = 0, RequireArgmax = false, MinWords = 3,
+        CheckpointPath = checkpoint, Progress = progress, CancellationToken = token, Seed = 5,
+        RetryDelay = TimeSpan.FromMilliseconds(50), MaxRetries = 2, MaxConsecutiveFailures = 2, RequestTimeout = TimeSpan.FromSeconds(30),
+    };
+
+    private static List<string> KeptInCheckpoint(string path) => File.ReadLines(path).Skip(1)
+        .Select(l => JsonNode.Parse(l)!).Where(n => n["dropped"] is null).Select(n => n["text"]!.GetValue<string>()).ToList();
+
+    private static List<string> Generated(KnowledgeStore store) => store.Entries.Where(e => e.Source == KnowledgeSource.Generated).Select(e => e.Text!).ToList();
+
+    [SharedDataFact]
+    public void TwoServersOneKilledMidRunFinishesOnTheOtherWithNothingLost()
+    {
+        using var a = TeacherServerProcess.Start();
+        var b = shared.Server;
+        var ml = new MLContext(seed: 1);
+        var data = StoryData(ml);
+        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-blackbox-").FullName, "run.jsonl");
+        long keptAtKill = -1;
+        var progress = new SyncProgress(p => { if (keptAtKill < 0 && p.Step >= 3) { keptAtKill = p.Step; a.Kill(); } });
+        var teachers = new[] { new TeacherEndpoint(a.ChatClient(), "a", 3), new TeacherEndpoint(b.ChatClient(), "b", 3) };
+
+        var result = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(teachers, checkpoint, progress)).Fit(data);
+        var report = result.Report;
+        Assert.True(a.HasExited);
+        Assert.InRange(keptAtKill, 3, 11); // killed mid-run
+        Assert.Equal(["a"], report.EndpointsTakenOut);
+        Assert.True(report.RequestsPerEndpoint["a"] > 0 && report.RequestsPerEndpoint["b"] > 0, report.ToString());
+        Assert.Equal(6, report.Extraction.Kept["happy"]);
+        Assert.Equal(6, report.Extraction.Kept["sad"]);
+        Assert.Equal("logprobs", report.SoftLabelSource);
+
+        // Same store as the white-box path: few-shot gold rows, then balanced generated rows with soft labels that sum to 1.
+        var store = result.Store;
+        Assert.Equal(8 + 12, store.Count);
+        Assert.All(store.Entries.Where(e => e.Source == KnowledgeSource.Generated), e =>
+        {
+            Assert.Equal(1f, e.SoftLabel.Sum(), 3);
+            Assert.Equal(e.SoftLabel[e.Label], e.Fidelity);
+        });
+        Assert.Equal(["Text", "Text2", "Label", "SoftLabel", "Fidelity", "Source"], result.ToDataView(ml).Schema.Select(c => c.Name));
+
+        // Nothing lost: every sample kept before and after the kill is in the checkpoint and the store, once.
+        var kept = KeptInCheckpoint(checkpoint);
+        Assert.Equal(kept.OrderBy(t => t), Generated(store).OrderBy(t => t));
+    }
+
+    [SharedDataFact]
+    public void RestartAfterAKillResumesOtherSettingsRefuseAndTheStudentTrains()
+    {
+        var server = shared.Server;
+        var ml = new MLContext(seed: 1);
+        var data = StoryData(ml);
+        var teachers = new[] { new TeacherEndpoint(server.ChatClient(), "only", 4) };
+        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-blackbox-").FullName, "run.jsonl");
+
+        using (var cts = new CancellationTokenSource())
+        {
+            var progress = new SyncProgress(p => { if (p.Step >= 4) Task.Run(cts.Cancel); });
+            Assert.ThrowsAny<OperationCanceledException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(teachers, checkpoint, progress, cts.Token)).Fit(data));
+        }
+        var before = KeptInCheckpoint(checkpoint);
+        Assert.InRange(before.Count, 4, 11);
+        File.AppendAllText(checkpoint, "{\"label\":0,\"text\":\"a write torn by the cra"); // killed during a write
+
+        var resumed = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(teachers, checkpoint)).Fit(data);
+        Assert.True(resumed.Report.Extraction.ResumedBatches >= before.Count, resumed.Report.ToString());
+        Assert.Equal(6, resumed.Report.Extraction.Kept["happy"]);
+        Assert.Equal(6, resumed.Report.Extraction.Kept["sad"]);
+        Assert.Subset(Generated(resumed.Store).ToHashSet(), before.ToHashSet());
+        Assert.Equal(KeptInCheckpoint(checkpoint).OrderBy(t => t), Generated(resumed.Store).OrderBy(t => t));
+
+        var refused = Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(teachers, checkpoint, perLabel: 7)).Fit(data));
+        Assert.Contains("other settings", refused.Message);
+
+        // The student trains from the black-box store as from a white-box one.
+        var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            Store = resumed.Store, HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 2, BatchSize = 8, TeacherParameterCount = 260_000,
+        }).Fit(keys.Transform(data));
+        Assert.Equal(12, student.Store.Entries.Count(e => e.Source == KnowledgeSource.Generated));
+        Assert.True(student.Store.HasEmbeddings);
+        var scored = ml.Data.CreateEnumerable<ScoredRow>(student.Transform(keys.Transform(data)), reuseRowObject: false).ToList();
+        Assert.Equal(8, scored.Count);
+        Assert.All(scored, r => Assert.Equal(1f, r.Score.Sum(), 3));
+    }
+
+    private sealed class ScoredRow
+    {
+        public float[] Score { get; set; } = [];
+    }
+
+    [SharedDataFact]
+    public async Task ServerAnswering429WithRetryAfterIsWaitedForAndTheRunCompletes()
+    {
+        var teacher = shared.Server;
+        // A real Kestrel front: 429 + Retry-After: 1 for 1.5 s from the first request, then it forwards to the teacher.
+        DateTime? busyUntil = null;
+        int throttled = 0;
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        await using var app = builder.Build();
+        using var forward = new HttpClient { BaseAddress = new Uri(teacher.Url) };
+        app.MapPost("/v1/{**path}", async (HttpContext http, string path) =>
+        {
+            lock (forward) busyUntil ??= DateTime.UtcNow.AddSeconds(1.5);
+            if (DateTime.UtcNow < busyUntil)
+            {
+                Interlocked.Increment(ref throttled);
+                http.Response.StatusCode = StatusCodes.Status429TooManyRequests;
+                http.Response.Headers.RetryAfter = "1";
+                await http.Response.WriteAsync("{\"error\":{\"message\":\"busy\",\"type\":\"rate_limit_exceeded\"}}");
+                return;
+            }
+            using var body = new StreamContent(http.Request.Body);
+            body.Headers.ContentType = new("application/json");
+            using var answer = await forward.PostAsync("/v1/" + path, body);
+            http.Response.StatusCode = (int)answer.StatusCode;
+            http.Response.ContentType = "application/json";
+            await answer.Content.CopyToAsync(http.Response.Body);
+        });
+        await app.StartAsync();
+        var url = app.Urls.Single();
+
+        var ml = new MLContext(seed: 1);
+        var options = Options([new TeacherEndpoint(TeacherServerProcess.OpenAiChatClient(url), "throttled", 2)], perLabel: 3);
+        options.RetryDelay = TimeSpan.FromMilliseconds(10); // without Retry-After, 2 fast retries would give up inside the busy period
+        var clock = Stopwatch.StartNew();
+        var result = await ml.RetriKT().BlackBoxKnowledgeExtractor(options).FitAsync(StoryData(ml));
+        Assert.True(throttled > 0);
+        Assert.True(result.Report.Retries >= throttled, result.Report.ToString());
+        Assert.Empty(result.Report.EndpointsTakenOut);
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(1), $"finished after {clock.Elapsed}: Retry-After was not waited for");
+        Assert.Equal(3, result.Report.Extraction.Kept["happy"]);
+        Assert.Equal(3, result.Report.Extraction.Kept["sad"]);
+        await app.StopAsync();
+    }
+
+    [SharedDataFact]
+    public void TokenBudgetStopsTheRunCleanly()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = Options([new TeacherEndpoint(shared.Server.ChatClient(), "only", 2)]);
+        options.TokenBudget = 1; // spent by the first answers: no new requests after them
+        var report = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(StoryData(ml)).Report;
+        Assert.True(report.StoppedByTokenBudget, report.ToString());
+        Assert.InRange(report.Extraction.Generated.Values.Sum(), 1, 2); // only what was in flight when the budget was reached
+        Assert.True(report.TokensUsed >= 1);
+    }
+
+    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+}

@@ -1,0 +1,118 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.AI;
+using OpenAI.Chat;
+using RetriKT.MLNet.BlackBox.Tests.Infrastructure;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.BlackBox.Tests;
+
+/// <summary>RetriKT.TeacherServer as a separate process on 127.0.0.1, spoken to by the official OpenAI client unchanged and over plain HTTP.</summary>
+[Collection(TeacherServerCollection.Name)]
+public class TeacherServerTests(SharedTeacherServer shared)
+{
+    private const string Prompt = "Lily went to the park with her mom.";
+
+    [SharedDataFact]
+    public async Task OpenAiClientGetsChatLogProbsStreamingAndCompletionsFromTeacherServer()
+    {
+        var server = shared.Server;
+        var chat = server.ChatClient();
+
+        // Chat completion with logprobs / top_logprobs through Microsoft.Extensions.AI.OpenAI.
+        var options = new ChatOptions
+        {
+            Temperature = 0, MaxOutputTokens = 12,
+            RawRepresentationFactory = _ => new ChatCompletionOptions { IncludeLogProbabilities = true, TopLogProbabilityCount = 5 },
+        };
+        var response = await chat.GetResponseAsync(Prompt, options);
+        Assert.False(string.IsNullOrWhiteSpace(response.Text));
+        // Microsoft.Extensions.AI.OpenAI 10.11 keeps them on the raw OpenAI ChatCompletion.
+        var tokens = Assert.IsType<ChatCompletion>(response.RawRepresentation).ContentTokenLogProbabilities;
+        Assert.Equal(response.Usage!.OutputTokenCount, tokens.Count);
+        Assert.Equal(response.Text, string.Concat(tokens.Select(t => t.Token)));
+        Assert.All(tokens, t =>
+        {
+            Assert.Equal(5, t.TopLogProbabilities.Count);
+            Assert.True(t.LogProbability <= 0, $"log-probability {t.LogProbability}");
+            Assert.Equal(t.TopLogProbabilities.Select(a => a.LogProbability).OrderByDescending(x => x), t.TopLogProbabilities.Select(a => a.LogProbability));
+            Assert.Equal(t.TopLogProbabilities[0].LogProbability, t.LogProbability, 3); // greedy: the chosen token is the most probable
+        });
+
+        // Streaming (SSE) gives the same greedy text in several updates.
+        var streamed = new StringBuilder();
+        int updates = 0;
+        await foreach (var update in chat.GetStreamingResponseAsync(Prompt, new ChatOptions { Temperature = 0, MaxOutputTokens = 12 }))
+        {
+            streamed.Append(update.Text);
+            updates++;
+        }
+        Assert.Equal(response.Text, streamed.ToString());
+        Assert.True(updates > 3, $"{updates} streamed updates");
+
+        // /v1/completions over plain HTTP: n, logprobs, stop, usage; streaming; a bad request.
+        using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
+        var many = await Post(http, new { prompt = Prompt, max_tokens = 8, n = 3, temperature = 1.0, logprobs = 2, seed = 7 });
+        var choices = many["choices"]!.AsArray();
+        Assert.Equal(3, choices.Count);
+        Assert.All(choices, c =>
+        {
+            var lp = c!["logprobs"]!;
+            Assert.Equal(c["text"]!.GetValue<string>(), string.Concat(lp["tokens"]!.AsArray().Select(t => t!.GetValue<string>())));
+            Assert.All(lp["top_logprobs"]!.AsArray(), top => Assert.InRange(top!.AsObject().Count, 1, 2));
+        });
+        Assert.Equal(choices.Sum(c => c!["logprobs"]!["tokens"]!.AsArray().Count), many["usage"]!["completion_tokens"]!.GetValue<int>());
+
+        var greedy = await Post(http, new { prompt = Prompt, max_tokens = 40, temperature = 0 });
+        var greedyText = greedy["choices"]![0]!["text"]!.GetValue<string>();
+        int dot = greedyText.IndexOf('.');
+        Assert.True(dot > 0, $"greedy text without a '.': {greedyText}");
+        var stopped = (await Post(http, new { prompt = Prompt, max_tokens = 40, temperature = 0, stop = "." }))["choices"]![0]!;
+        Assert.Equal(greedyText[..dot], stopped["text"]!.GetValue<string>());
+        Assert.Equal("stop", stopped["finish_reason"]!.GetValue<string>());
+
+        using var sse = await http.PostAsJsonAsync("/v1/completions", new { prompt = Prompt, max_tokens = 40, temperature = 0, stream = true });
+        Assert.Equal("text/event-stream", sse.Content.Headers.ContentType!.MediaType);
+        var events = (await sse.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("data: [DONE]", events[^1]);
+        Assert.Equal(greedyText, string.Concat(events[..^1].Select(e => JsonNode.Parse(e["data: ".Length..])!["choices"]![0]!["text"]!.GetValue<string>())));
+
+        using var bad = await http.PostAsJsonAsync("/v1/completions", new { prompt = Prompt, temperature = 5 });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        Assert.Equal("temperature", JsonNode.Parse(await bad.Content.ReadAsStringAsync())!["error"]!["param"]!.GetValue<string>());
+    }
+
+    [SharedDataFact]
+    public async Task ConcurrentRequestsAreBatchedIntoFewGenerationCalls()
+    {
+        var server = shared.Server;
+        using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
+        var before = await http.GetFromJsonAsync<JsonObject>("/health");
+        var chat = server.ChatClient();
+        var answers = await Task.WhenAll(Enumerable.Range(0, 16).Select(i =>
+            chat.GetResponseAsync($"Tom had {i} red balls.", new ChatOptions { Temperature = 0.8f, MaxOutputTokens = 16 })));
+        var after = await http.GetFromJsonAsync<JsonObject>("/health");
+        Assert.All(answers, a => Assert.True(a.Usage!.OutputTokenCount > 0));
+        long calls = after!["calls"]!.GetValue<long>() - before!["calls"]!.GetValue<long>();
+        long rows = after["rows"]!.GetValue<long>() - before["rows"]!.GetValue<long>();
+        Assert.Equal(16, rows);
+        Assert.True(calls < 16, $"16 concurrent requests took {calls} generation calls: no batching");
+    }
+
+    private static async Task<JsonObject> Post(HttpClient http, object body)
+    {
+        using var response = await http.PostAsJsonAsync("/v1/completions", body);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode, text);
+        return JsonNode.Parse(text)!.AsObject();
+    }
+}
+
+/// <summary>The server tests start processes and load the CPU: they run one at a time.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class TeacherServerCollection : ICollectionFixture<SharedTeacherServer>
+{
+    public const string Name = "TeacherServer processes";
+}
