@@ -74,6 +74,54 @@ public class ModelFileIntegrityTests
         Assert.True(outcome.Failed > 50, outcome.ToString());
     }
 
+    [SharedDataFact]
+    public void ARewrittenPartInAValidZipIsNamed_WithoutReflectionLayersOrBinary()
+    {
+        // The cases: a tampered store, an emptied vocabulary, changed weights.
+        ARewrittenPartIsNamed("Store.bin", empty: false);
+        ARewrittenPartIsNamed("Vocabulary.txt", empty: true);
+        ARewrittenPartIsNamed("Weights.bin", empty: false);
+    }
+
+    private static void ARewrittenPartIsNamed(string part, bool empty)
+    {
+        var (_, served, _) = Models.Value;
+        // The zip stays valid (its CRCs are rewritten): only RetriKT's own checksums can tell.
+        var damaged = Rewrite(served, part, bytes => empty ? [] : Flip(bytes));
+        var plain = Assert.ThrowsAny<Exception>(() => new MLContext().Model.Load(new MemoryStream(damaged), out _));
+        var cause = ModelFiles.Innermost(plain);
+        Assert.IsType<InvalidDataException>(cause);
+        Assert.Contains($"/{part}' is damaged or was modified", cause.Message);
+        var verified = Assert.Throws<InvalidDataException>(() => new MLContext().Model.LoadVerified(new MemoryStream(damaged), "model.zip", out _));
+        Assert.StartsWith("model.zip: model.zip part '", verified.Message);
+        Assert.Contains(part, verified.Message);
+        Assert.DoesNotContain("target of an invocation", verified.Message);
+        Assert.True(verified.Message.Length < 400 && verified.Message.All(c => !char.IsControl(c)), verified.Message);
+
+        static byte[] Flip(byte[] bytes)
+        {
+            bytes[bytes.Length / 2] ^= 0x10;
+            return bytes;
+        }
+    }
+
+    private static byte[] Rewrite(byte[] model, string part, Func<byte[], byte[]> change)
+    {
+        using var buffer = new MemoryStream();
+        buffer.Write(model);
+        using (var zip = new System.IO.Compression.ZipArchive(buffer, System.IO.Compression.ZipArchiveMode.Update, leaveOpen: true))
+        {
+            var entry = zip.Entries.Single(e => e.FullName.EndsWith("/" + part, StringComparison.Ordinal));
+            byte[] bytes;
+            using (var read = entry.Open()) { using var copy = new MemoryStream(); read.CopyTo(copy); bytes = copy.ToArray(); }
+            var name = entry.FullName;
+            entry.Delete();
+            using var write = zip.CreateEntry(name).Open();
+            write.Write(change(bytes));
+        }
+        return buffer.ToArray();
+    }
+
     private sealed record Outcome(int Identical, int Failed, int NamedRetriKTPart, TimeSpan Elapsed)
     {
         public override string ToString() => $"{Identical} identical, {Failed} failed clearly ({NamedRetriKTPart} naming a RetriKT part) in {Elapsed.TotalSeconds:F1} s";
