@@ -4,19 +4,32 @@
 //
 //   dotnet run --project samples/RetriKT.Quickstart -c Release                       (embedded default task + teacher)
 //   dotnet run --project samples/RetriKT.Quickstart -c Release -- --teacher <HF dir or llama2.c .bin> --data <folder> --task SST-2 --seed 13
+//   dotnet run --project samples/RetriKT.Quickstart -c Release -- --help             (all options)
 //
-// Options: --out <folder> (default ./retrikt-quickstart), --ppo-steps N, --samples-per-label N, --quick (smaller, for CI smoke runs).
+// Exit codes: 0 done (and --help), 2 bad input (one line on stderr naming the option, file or row), 1 anything else.
+using System.CommandLine;
+using RetriKT.MLNet;
 using RetriKT.Quickstart;
-using Spectre.Console;
 
+var command = QuickstartOptions.Command(options => new QuickstartRun(options).Execute());
+var parse = command.Parse(args);
+if (parse.Errors.Count > 0)
+    return Fail(2, $"{parse.Errors[0].Message} (run with --help for the options)");
 try
 {
-    var options = QuickstartOptions.Parse(args);
-    return new QuickstartRun(options).Execute();
+    return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
 }
-catch (ArgumentException e)
+catch (InputException e)
 {
-    AnsiConsole.MarkupLineInterpolated($"[red]{e.Message}[/]");
-    AnsiConsole.WriteLine(QuickstartOptions.Usage);
-    return 2;
+    return Fail(2, e.Message);
+}
+catch (Exception e) when (e is not OutOfMemoryException)
+{
+    return Fail(1, $"the Quickstart failed: {ModelFiles.Describe(e)} ({QuickstartRun.LogHint})");
+}
+
+static int Fail(int code, string message)
+{
+    Console.Error.WriteLine($"error: {message}");
+    return code;
 }

@@ -1,51 +1,84 @@
+using System.CommandLine;
+using RetriKT.MLNet.Data;
+
 namespace RetriKT.Quickstart;
 
-/// <summary>Command line of the Quickstart.</summary>
+/// <summary>A bad input (option, file, folder, data row): one line for the console, exit code 2.</summary>
+public sealed class InputException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>Command line of the Quickstart. Relative paths resolve against the caller's working directory.</summary>
 public sealed record QuickstartOptions
 {
+    /// <summary>Teacher checkpoint (HF directory or llama2.c .bin); null pretrains a small teacher in-process.</summary>
     public string? TeacherPath { get; init; }
+    /// <summary>Benchmark data folder; null runs the embedded café-review task.</summary>
     public string? DataFolder { get; init; }
+    /// <summary>Task in <see cref="DataFolder"/>. Default SST-2.</summary>
     public string Task { get; init; } = "SST-2";
+    /// <summary>LM-BFF split seed. Default 13.</summary>
     public int Seed { get; init; } = 13;
+    /// <summary>Output folder (model.zip, logs, checkpoints). Default ./retrikt-quickstart.</summary>
     public string OutputFolder { get; init; } = Path.GetFullPath("retrikt-quickstart");
+    /// <summary>PPO steps. Default 8.</summary>
     public int PpoSteps { get; init; } = 8;
+    /// <summary>Generated samples kept per label. Default 64.</summary>
     public int SamplesPerLabel { get; init; } = 64;
+    /// <summary>Smaller settings for smoke runs.</summary>
     public bool Quick { get; init; }
+    /// <summary>Replace an extraction checkpoint in the output folder that belongs to another run instead of stopping.</summary>
+    public bool Fresh { get; init; }
 
-    public const string Usage = """
-        usage: RetriKT.Quickstart [--teacher <HF dir or llama2.c .bin>] [--data <folder> --task <SST-2|CoLA|MRPC|RTE|QNLI|CB|BoolQ> --seed <13>]
-                                  [--out <folder>] [--ppo-steps <8>] [--samples-per-label <64>] [--quick]
-          no arguments: the embedded café-review task and a teacher pretrained in-process on its unlabeled pool.
-          --data: a folder laid out like the shared benchmark data (<Task>/k-shot/16-<seed>/… or <Task>/train32.jsonl …).
-        """;
+    private static readonly QuickstartOptions Defaults = new();
 
-    public static QuickstartOptions Parse(string[] args)
+    /// <summary>The root command; <paramref name="run"/> receives the validated options and returns the exit code.</summary>
+    public static RootCommand Command(Func<QuickstartOptions, int> run)
     {
-        var o = new QuickstartOptions();
-        for (int i = 0; i < args.Length; i++)
+        var teacher = new Option<string?>("--teacher") { Description = "Teacher LLM: a Hugging Face model directory or a llama2.c .bin. Default: a small teacher pretrained here on the embedded task.", HelpName = "path" };
+        var data = new Option<string?>("--data") { Description = "Benchmark data folder laid out like the shared data (<Task>/k-shot/16-<seed>/… or <Task>/train32.jsonl …); needs --teacher.", HelpName = "folder" };
+        var task = new Option<string>("--task") { Description = $"Task in --data: {string.Join(", ", FewShotBenchmarks.Tasks)}. Default {Defaults.Task}.", DefaultValueFactory = _ => Defaults.Task, HelpName = "name" };
+        var seed = new Option<int>("--seed") { Description = $"LM-BFF split seed in --data ({string.Join(", ", FewShotBenchmarks.LmBffSeeds)}). Default {Defaults.Seed}.", DefaultValueFactory = _ => Defaults.Seed, HelpName = "n" };
+        var output = new Option<string?>("--out") { Description = "Output folder: model.zip, quickstart.log, ppo.csv, extraction.jsonl. Default ./retrikt-quickstart.", HelpName = "folder" };
+        var ppoSteps = new Option<int>("--ppo-steps") { Description = $"PPO steps. Default {Defaults.PpoSteps}.", DefaultValueFactory = _ => Defaults.PpoSteps, HelpName = "n" };
+        var samples = new Option<int>("--samples-per-label") { Description = $"Generated samples kept per label. Default {Defaults.SamplesPerLabel}.", DefaultValueFactory = _ => Defaults.SamplesPerLabel, HelpName = "n" };
+        var quick = new Option<bool>("--quick") { Description = "Smaller settings, for smoke runs." };
+        var fresh = new Option<bool>("--fresh") { Description = "Start the knowledge extraction fresh when the output folder holds another run's checkpoint (moved aside) instead of stopping." };
+        var root = new RootCommand("RetriKT.MLNet Quickstart: few-shot data → teacher + soft prompts (supervised, PPO) → knowledge store → " +
+            "RetrievalClassifier → evaluation → model.zip. With no options: the embedded café-review task and a teacher pretrained in-process.")
         {
-            string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"Option {args[i]} needs a value.");
-            int Number(string name) => int.TryParse(Value(), out var n) && n >= 0 ? n : throw new ArgumentException($"Option {name} needs a non-negative integer.");
-            o = args[i] switch
-            {
-                "--teacher" => o with { TeacherPath = Path.GetFullPath(Value()) },
-                "--data" => o with { DataFolder = Path.GetFullPath(Value()) },
-                "--task" => o with { Task = Value() },
-                "--seed" => o with { Seed = Number("--seed") },
-                "--out" => o with { OutputFolder = Path.GetFullPath(Value()) },
-                "--ppo-steps" => o with { PpoSteps = Number("--ppo-steps") },
-                "--samples-per-label" => o with { SamplesPerLabel = Number("--samples-per-label") },
-                "--quick" => o with { Quick = true },
-                "--help" or "-h" => throw new ArgumentException("RetriKT.MLNet Quickstart"),
-                _ => throw new ArgumentException($"Unknown option '{args[i]}'."),
-            };
-        }
+            teacher, data, task, seed, output, ppoSteps, samples, quick, fresh,
+        };
+        root.SetAction(parse => run(Validate(new QuickstartOptions
+        {
+            TeacherPath = parse.GetValue(teacher) is { } t ? Path.GetFullPath(t) : null,
+            DataFolder = parse.GetValue(data) is { } d ? Path.GetFullPath(d) : null,
+            Task = parse.GetValue(task)!,
+            Seed = parse.GetValue(seed),
+            OutputFolder = parse.GetValue(output) is { } o ? Path.GetFullPath(o) : Defaults.OutputFolder,
+            PpoSteps = parse.GetValue(ppoSteps),
+            SamplesPerLabel = parse.GetValue(samples),
+            Quick = parse.GetValue(quick),
+            Fresh = parse.GetValue(fresh),
+        }, taskGiven: parse.GetResult(task) is { Implicit: false }, seedGiven: parse.GetResult(seed) is { Implicit: false })));
+        return root;
+    }
+
+    private static QuickstartOptions Validate(QuickstartOptions o, bool taskGiven, bool seedGiven)
+    {
         if (o.TeacherPath is not null && !File.Exists(o.TeacherPath) && !Directory.Exists(o.TeacherPath))
-            throw new ArgumentException($"--teacher: '{o.TeacherPath}' does not exist.");
+            throw new InputException($"--teacher: '{o.TeacherPath}' does not exist.");
+        if (o.DataFolder is null && (taskGiven || seedGiven))
+            throw new InputException($"{(taskGiven ? "--task" : "--seed")} selects a task in --data, which is not given (without --data the Quickstart runs the embedded café-review task).");
         if (o.DataFolder is not null && !Directory.Exists(o.DataFolder))
-            throw new ArgumentException($"--data: folder '{o.DataFolder}' does not exist.");
+            throw new InputException($"--data: folder '{o.DataFolder}' does not exist.");
         if (o.DataFolder is not null && o.TeacherPath is null)
-            throw new ArgumentException("--data needs --teacher as well (samples/RetriKT.Evaluation pretrains and caches teachers for the benchmark tasks).");
+            throw new InputException("--data needs --teacher as well (samples/RetriKT.Evaluation pretrains and caches teachers for the benchmark tasks).");
+        if (!FewShotBenchmarks.Tasks.Contains(o.Task))
+            throw new InputException($"--task: unknown task '{o.Task}'; expected one of {string.Join(", ", FewShotBenchmarks.Tasks)}.");
+        if (o.Seed < 0) throw new InputException($"--seed: expected a non-negative integer, found {o.Seed}.");
+        if (o.PpoSteps < 0) throw new InputException($"--ppo-steps: expected a non-negative integer, found {o.PpoSteps}.");
+        if (o.SamplesPerLabel < 1) throw new InputException($"--samples-per-label: expected a positive integer, found {o.SamplesPerLabel}.");
+        if (File.Exists(o.OutputFolder))
+            throw new InputException($"--out: '{o.OutputFolder}' is a file; expected a folder (it is created when missing).");
         return o;
     }
 }

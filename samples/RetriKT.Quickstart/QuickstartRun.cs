@@ -30,19 +30,73 @@ public sealed class ReviewPrediction
 /// <summary>The Quickstart's stages, each with a progress bar, then the results table.</summary>
 public sealed class QuickstartRun(QuickstartOptions options)
 {
+    /// <summary>Where an unexpected failure's details are.</summary>
+    public const string LogHint = "details in quickstart.log in the output folder";
+
     private readonly MLContext _ml = new(seed: 1);
     private StreamWriter? _log;
 
+    /// <summary>Runs every stage; bad inputs throw <see cref="InputException"/> before any work starts.</summary>
     public int Execute()
     {
-        Directory.CreateDirectory(options.OutputFolder);
-        _log = new StreamWriter(Path.Combine(options.OutputFolder, "quickstart.log")) { AutoFlush = true };
+        // Inputs first, so a bad file stops the run with one line before anything is written or trained.
+        var task = LoadTask();
+        var givenTeacher = options.TeacherPath is null ? null : LoadTeacher(options.TeacherPath);
+        try
+        {
+            Directory.CreateDirectory(options.OutputFolder);
+            _log = new StreamWriter(Path.Combine(options.OutputFolder, "quickstart.log")) { AutoFlush = true };
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            givenTeacher?.Dispose();
+            throw new InputException($"--out: cannot write to '{options.OutputFolder}': {e.Message}", e);
+        }
+        try
+        {
+            return Run(task, givenTeacher);
+        }
+        catch (Exception e) when (e is not InputException)
+        {
+            lock (_log) _log.WriteLine(e.ToString());
+            throw;
+        }
+    }
+
+    private FewShotTask LoadTask()
+    {
+        if (options.DataFolder is null) return EmbeddedCafeReviews.Task(testPerLabel: options.Quick ? 40 : 100);
+        try
+        {
+            return FewShotBenchmarks.Load(options.DataFolder, options.Task, options.Seed);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException)
+        {
+            throw new InputException($"--data: {e.Message}", e);
+        }
+    }
+
+    private static TeacherModel LoadTeacher(string path)
+    {
+        try
+        {
+            return TeacherModel.Load(path);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Whatever the loader meets in a file that is not a teacher checkpoint, the input is what is wrong.
+            throw new InputException($"--teacher '{path}' is not a loadable teacher checkpoint (a Hugging Face model directory or a llama2.c .bin): {ModelFiles.Describe(e)}", e);
+        }
+    }
+
+    private int Run(FewShotTask task, TeacherModel? givenTeacher)
+    {
+        var log = _log!;
         // Everything the library says (progress lines, warnings) goes to quickstart.log; the console shows the bars.
-        _ml.Log += (_, e) => { if (e.Kind != Microsoft.ML.Runtime.ChannelMessageKind.Trace) lock (_log) _log.WriteLine($"{e.Kind} {e.Source}: {e.Message}"); };
+        _ml.Log += (_, e) => { if (e.Kind != Microsoft.ML.Runtime.ChannelMessageKind.Trace) lock (log) log.WriteLine($"{e.Kind} {e.Source}: {e.Message}"); };
         var total = Stopwatch.StartNew();
 
         AnsiConsole.Write(new Rule("[bold]RetriKT.MLNet Quickstart[/]").LeftJustified());
-        var task = options.DataFolder is null ? EmbeddedCafeReviews.Task(testPerLabel: options.Quick ? 40 : 100) : FewShotBenchmarks.Load(options.DataFolder, options.Task, options.Seed);
         AnsiConsole.MarkupLineInterpolated($"Task [bold]{task.Name}[/]: {task.Train.Count} training examples, {task.Dev.Count} few-shot dev, {task.Test.Count} test; labels {string.Join(", ", task.Labels)}.");
         if (options.TeacherPath is null)
             AnsiConsole.MarkupLine("[yellow]No pretrained LLM can be shipped with this sample or downloaded at run time, so the teacher is a small LLaMA-style model " +
@@ -71,9 +125,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
                     ["Pretrain"] = pretrain, ["Stage 1"] = soft, ["PPO"] = ppo, ["Extraction"] = extract, ["RetrievalClassifier"] = train,
                 });
 
-                Time(times, "teacher", () => teacher = options.TeacherPath is null
-                    ? PretrainTeacher(teacherPath, progress)
-                    : TeacherModel.Load(options.TeacherPath));
+                Time(times, "teacher", () => teacher = givenTeacher ?? PretrainTeacher(teacherPath, progress));
                 pretrain.Value = pretrain.MaxValue;
 
                 var fewShot = FewShotTask.ToDataView(_ml, task.Train);
@@ -85,11 +137,20 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 }).Fit(fewShot));
                 soft.Value = soft.MaxValue; ppo.Value = ppo.MaxValue;
 
-                Time(times, "extraction", () => extraction = _ml.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
+                var checkpoint = Path.Combine(options.OutputFolder, "extraction.jsonl");
+                try
                 {
-                    SoftPrompts = prompts, SamplesPerLabel = options.Quick ? 12 : options.SamplesPerLabel, BatchSize = 16,
-                    MaxAttemptsFactor = 3, Progress = progress, CheckpointPath = Path.Combine(options.OutputFolder, "extraction.jsonl"),
-                }).Fit(fewShot));
+                    Time(times, "extraction", () => extraction = _ml.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
+                    {
+                        SoftPrompts = prompts, SamplesPerLabel = options.Quick ? 12 : options.SamplesPerLabel, BatchSize = 16,
+                        MaxAttemptsFactor = 3, Progress = progress, CheckpointPath = checkpoint, StartFreshOnCheckpointMismatch = options.Fresh,
+                    }).Fit(fewShot));
+                }
+                catch (InvalidDataException e) when (e.Message.StartsWith(checkpoint, StringComparison.Ordinal))
+                {
+                    // The output folder holds another run's extraction checkpoint: an input, not a crash.
+                    throw new InputException($"{e.Message} Or pass --fresh.", e);
+                }
                 extract.Value = extract.MaxValue;
 
                 var keys = _ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue).Fit(fewShot);
@@ -101,6 +162,8 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 }).Fit(keys.Transform(fewShot)));
                 train.Value = train.MaxValue;
             });
+
+        WarnAboutShortLabels(extraction.Report!, options.Quick ? 12 : options.SamplesPerLabel);
 
         // ---- evaluation on the held-out test split
         var keysForTest = _ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue)
@@ -120,7 +183,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
         var serving = student.Append(_ml.Transforms.Conversion.MapKeyToValue("PredictedLabel").Fit(student.Transform(test)));
         _ml.Model.Save(serving, inputSchema, zip);
         var fresh = new MLContext();
-        var loaded = fresh.Model.Load(zip, out _);
+        var loaded = fresh.Model.LoadVerified(zip, out _);
         using var engine = fresh.Model.CreatePredictionEngine<ReviewInput, ReviewPrediction>(loaded);
         var latencies = new List<double>();
         foreach (var row in task.Test.Take(200))
@@ -131,13 +194,12 @@ public sealed class QuickstartRun(QuickstartOptions options)
         }
         latencies.Sort();
 
-        var results = new Table().Border(TableBorder.Rounded).Title("[bold]Results on the held-out test split[/]")
-            .AddColumn("Model").AddColumn(new TableColumn("Accuracy").RightAligned()).AddColumn(new TableColumn("Parameters").RightAligned());
-        results.AddRow("Majority class", Pct(task.MajorityAccuracy()), "0");
-        results.AddRow("Teacher (prompted classifier, verbalizer)", Pct(teacherAccuracy), teacher.ParameterCount.ToString("N0"));
-        results.AddRow("Student alone (head only, λ = 0)", Pct(alone), student.ParameterCount.ToString("N0"));
-        results.AddRow($"Student + knowledge store (λ = {student.RetrievalWeight:F1})", Pct(withStore), student.ParameterCount.ToString("N0"));
-        AnsiConsole.Write(results);
+        PrintResults([
+            new("Majority class", task.MajorityAccuracy(), 0),
+            new("Teacher (prompted classifier, verbalizer)", teacherAccuracy, teacher.ParameterCount),
+            new("Student alone (head only, λ = 0)", alone, student.ParameterCount),
+            new($"Student + knowledge store (λ = {student.RetrievalWeight:F1})", withStore, student.ParameterCount),
+        ]);
 
         var facts = new Table().Border(TableBorder.Rounded).AddColumn("Fact").AddColumn("Value");
         facts.AddRow("Knowledge store", $"{extraction.Store.Count} entries ({extraction.Report})".EscapeMarkup());
@@ -161,6 +223,30 @@ public sealed class QuickstartRun(QuickstartOptions options)
         (loaded as IDisposable)?.Dispose();
         student.Dispose(); extraction.Dispose(); teacher.Dispose();
         return 0;
+    }
+
+    /// <summary>One row of the results table.</summary>
+    private sealed record ResultRow(string Model, double Accuracy, long Parameters);
+
+    /// <summary>The results table: the one place rows are printed (add a row to the list passed in).</summary>
+    private static void PrintResults(IReadOnlyList<ResultRow> rows)
+    {
+        var table = new Table().Border(TableBorder.Rounded).Title("[bold]Results on the held-out test split[/]")
+            .AddColumn("Model").AddColumn(new TableColumn("Accuracy").RightAligned()).AddColumn(new TableColumn("Parameters").RightAligned());
+        foreach (var row in rows) table.AddRow(row.Model.EscapeMarkup(), Pct(row.Accuracy), row.Parameters.ToString("N0"));
+        AnsiConsole.Write(table);
+    }
+
+    /// <summary>A label the extraction could not fill is said on the console, not only in quickstart.log.</summary>
+    private static void WarnAboutShortLabels(ExtractionReport report, int wanted)
+    {
+        foreach (var (label, kept) in report.Kept.Where(kv => kv.Value < wanted))
+        {
+            if (kept == 0)
+                AnsiConsole.MarkupLineInterpolated($"[yellow]Warning: label '{label}' got no generated samples ({report.Generated[label]} generated, all filtered out); its store entries are only the few-shot examples.[/]");
+            else
+                AnsiConsole.MarkupLineInterpolated($"[yellow]Warning: label '{label}' kept {kept} of {wanted} wanted generated samples ({report.Generated[label]} generated).[/]");
+        }
     }
 
     private TeacherModel PretrainTeacher(string directory, StageProgress progress)

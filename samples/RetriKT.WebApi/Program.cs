@@ -2,15 +2,27 @@ using RetriKT.WebApi;
 
 // `dotnet run -- train-demo-model <train.tsv> <model.zip> [iterations]` writes a small standard text classifier to
 // serve before a RetriKT model exists; anything else starts the server (configure the model with --ModelPath).
+// Relative paths resolve against the caller's working directory. A model that cannot be served at start-up (missing,
+// damaged, wrong schema) ends the process with one line on stderr and exit code 1.
 if (args.Length >= 3 && args[0] == "train-demo-model")
 {
     var iterations = args.Length > 3 ? int.Parse(args[3]) : 10;
     DemoTextClassifier.TrainAndSave(args[1], args[2], iterations);
     Console.WriteLine($"Wrote {Path.GetFullPath(args[2])}");
-    return;
+    return 0;
 }
 
-WebApiApp.Build(args).Run();
+try
+{
+    // The host logs a start-up failure with every inner stack trace (~80 lines); this program says it in one line.
+    WebApiApp.Build(args, b => b.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical)).Run();
+    return 0;
+}
+catch (Exception e) when (e is not OutOfMemoryException)
+{
+    Console.Error.WriteLine($"error: {RetriKT.MLNet.ModelFiles.Describe(e)}");
+    return 1;
+}
 
 /// <summary>Entry point (public for WebApplicationFactory-style hosting).</summary>
 public partial class Program;

@@ -14,19 +14,21 @@ public static class WebApiApp
 {
     /// <summary>
     /// Creates the app. The model file comes from configuration key <c>ModelPath</c> (appsettings.json, environment
-    /// variable <c>ModelPath</c>, or <c>--ModelPath path</c>); a relative path is resolved against the content root.
+    /// variable <c>ModelPath</c>, or <c>--ModelPath path</c>); a relative path is resolved against the working directory
+    /// of the caller (<c>dotnet run --project samples/RetriKT.WebApi</c> keeps it: see the csproj). appsettings.json is
+    /// read from the app's own folder.
     /// </summary>
     /// <param name="args">Command-line arguments (configuration overrides such as <c>--ModelPath</c>, <c>--urls</c>).</param>
     /// <param name="configure">Extra configuration of the builder (tests: logging, settings).</param>
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
-        var builder = WebApplication.CreateSlimBuilder(args);
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder);
 
         var modelPath = builder.Configuration["ModelPath"];
         if (string.IsNullOrWhiteSpace(modelPath))
             throw new InvalidOperationException("No model configured: set ModelPath (appsettings.json, env var ModelPath, or --ModelPath <model.zip>).");
-        modelPath = Path.GetFullPath(modelPath, builder.Environment.ContentRootPath);
+        modelPath = Path.GetFullPath(modelPath);
         var serving = builder.Configuration.GetSection("Serving").Get<ServingOptions>() ?? new ServingOptions();
         builder.Services.Configure<ServingOptions>(builder.Configuration.GetSection("Serving"));
 
@@ -66,12 +68,22 @@ public static class WebApiApp
         PredictionEnginePool<TextInput, TextPrediction> pool, IOptions<ServingOptions> serving)
     {
         if (Validate(request, serving.Value) is { } problem) return problem;
-        var prediction = Classify(pool, request!.Text!);
-        // A RetriKT model explains itself with the knowledge-store samples it retrieved; other models have none.
-        var student = FindRetrievalClassifier(pool.GetModel());
-        var neighbours = student is null ? [] : student.Predict(request.Text!, null, NeighboursToExplain).Neighbors
-            .Select(n => new Neighbour(n.Text ?? "", n.Label, n.Similarity)).ToList();
-        return TypedResults.Ok(new ExplainResponse(prediction, neighbours));
+        // One rented engine for the whole response: the prediction and the neighbours come from the same model
+        // generation, which a concurrent reload cannot dispose before the engine is returned.
+        var engine = pool.GetPredictionEngine();
+        try
+        {
+            var prediction = Classify(pool, engine, request!.Text!);
+            // A RetriKT model explains itself with the knowledge-store samples it retrieved; other models have none.
+            var student = FindRetrievalClassifier(pool.GetModel(engine));
+            var neighbours = student is null ? [] : student.Predict(request.Text!, null, NeighboursToExplain).Neighbors
+                .Select(n => new Neighbour(n.Text ?? "", n.Label, n.Similarity)).ToList();
+            return TypedResults.Ok(new ExplainResponse(prediction, neighbours));
+        }
+        finally
+        {
+            pool.ReturnPredictionEngine(engine);
+        }
     }
 
     private const int NeighboursToExplain = 3;
@@ -98,16 +110,22 @@ public static class WebApiApp
         var engine = pool.GetPredictionEngine();
         try
         {
-            var output = engine.Predict(new TextInput { Text = text });
-            var labels = LabelNames.For(engine.OutputSchema, output.Score.Length);
-            var scores = new Dictionary<string, float>(output.Score.Length);
-            for (var i = 0; i < output.Score.Length; i++) scores[labels[i]] = output.Score[i];
-            return new PredictResponse(output.PredictedLabel, scores, pool.GetModelGeneration());
+            return Classify(pool, engine, text);
         }
         finally
         {
             pool.ReturnPredictionEngine(engine);
         }
+    }
+
+    /// <summary>Predicts with a rented engine; the generation reported is the engine's, not the pool's newest.</summary>
+    private static PredictResponse Classify(PredictionEnginePool<TextInput, TextPrediction> pool, PredictionEngine<TextInput, TextPrediction> engine, string text)
+    {
+        var output = engine.Predict(new TextInput { Text = text });
+        var labels = LabelNames.For(engine.OutputSchema, output.Score.Length);
+        var scores = new Dictionary<string, float>(output.Score.Length);
+        for (var i = 0; i < output.Score.Length; i++) scores[labels[i]] = output.Score[i];
+        return new PredictResponse(output.PredictedLabel, scores, pool.GetModelGeneration(engine));
     }
 
     /// <summary>Label names of the Score slots, read once per model (engine output schema) from its annotations.</summary>
@@ -136,7 +154,10 @@ public static class WebApiApp
         private static string[] Indices(int count) => Enumerable.Range(0, count).Select(i => i.ToString()).ToArray();
     }
 
-    /// <summary>Healthy while a model is loaded; reports its generation.</summary>
+    /// <summary>
+    /// Healthy while the newest model is loaded; Degraded, with the load error, while an older generation serves
+    /// because the newest file could not be loaded (or was deleted); reports the serving generation.
+    /// </summary>
     private sealed class ModelHealthCheck(PredictionEnginePool<TextInput, TextPrediction> pool) : IHealthCheck
     {
         public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
@@ -144,7 +165,10 @@ public static class WebApiApp
             try
             {
                 pool.GetModel();
-                return Task.FromResult(HealthCheckResult.Healthy($"model generation {pool.GetModelGeneration()}"));
+                var generation = pool.GetModelGeneration();
+                return Task.FromResult(pool.GetLastLoadError() is { } error
+                    ? HealthCheckResult.Degraded($"model generation {generation} serving; the newest model failed to load: {error}")
+                    : HealthCheckResult.Healthy($"model generation {generation}"));
             }
             catch (Exception ex)
             {

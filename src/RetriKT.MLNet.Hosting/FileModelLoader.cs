@@ -8,8 +8,8 @@ namespace RetriKT.MLNet.Hosting;
 /// <summary>
 /// Loads a model.zip from disk and, when watching, reloads it after the file was replaced: by a copy over it
 /// (Changed events), an atomic rename onto it (Renamed), or a move in from elsewhere (Created). Events are debounced
-/// into one reload; a file whose bytes did not change is not reloaded; a file that does not load is logged and the
-/// previous model keeps serving.
+/// into one reload; a file whose bytes did not change is not reloaded; a file that does not load, or is deleted, is
+/// logged (one line, no binary) and reported as <see cref="LastLoadError"/> while the previous model keeps serving.
 /// </summary>
 internal sealed class FileModelLoader : ModelLoader, IDisposable
 {
@@ -26,6 +26,7 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
     private ITransformer? _model;
     private byte[] _modelHash = [];
     private string _filePath = "";
+    private string? _lastLoadError;
     private bool _disposed;
 
     public FileModelLoader(MLContext mlContext, ILogger logger, TimeSpan debounce)
@@ -57,6 +58,7 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
         _watcher.Changed += OnFileEvent;
         _watcher.Created += OnFileEvent;
         _watcher.Renamed += OnFileEvent;
+        _watcher.Deleted += OnFileDeleted;
         _watcher.Error += (_, e) => _logger.LogError(e.GetException(), "Watching model file '{Path}' failed; reloads may be missed.", _filePath);
         _watcher.EnableRaisingEvents = true;
     }
@@ -65,6 +67,15 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
         Volatile.Read(ref _model) ?? throw new InvalidOperationException("The model loader was not started.");
 
     public override IChangeToken GetReloadToken() => Volatile.Read(ref _reloadToken);
+
+    public override string? LastLoadError => Volatile.Read(ref _lastLoadError);
+
+    private void OnFileDeleted(object sender, FileSystemEventArgs e)
+    {
+        if (!string.Equals(e.FullPath, _filePath, StringComparison.Ordinal)) return;
+        Volatile.Write(ref _lastLoadError, $"Model file '{_filePath}' was deleted; the loaded model keeps serving.");
+        _logger.LogWarning("Model file '{Path}' was deleted; the loaded model keeps serving.", _filePath);
+    }
 
     private void OnFileEvent(object sender, FileSystemEventArgs e)
     {
@@ -89,6 +100,7 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
             {
                 if (!File.Exists(_filePath))
                 {
+                    Volatile.Write(ref _lastLoadError, $"Model file '{_filePath}' disappeared; the loaded model keeps serving.");
                     _logger.LogWarning("Model file '{Path}' disappeared; the loaded model keeps serving.", _filePath);
                     return;
                 }
@@ -96,17 +108,22 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
                 var hash = SHA256.HashData(bytes);
                 if (hash.AsSpan().SequenceEqual(_modelHash))
                 {
+                    Volatile.Write(ref _lastLoadError, null);   // the serving model's file is back
                     _logger.LogDebug("Model file '{Path}' changed on disk but its content did not; not reloading.", _filePath);
                     return;
                 }
                 var model = LoadModel(bytes);
                 Volatile.Write(ref _model, model);
+                Volatile.Write(ref _lastLoadError, null);
                 _modelHash = hash;
                 _logger.LogInformation("Reloaded model file '{Path}' ({Bytes} bytes).", _filePath, bytes.Length);
             }
             catch (Exception ex)
             {
-                _logger.LogError(ex, "Model file '{Path}' could not be loaded; the previous model keeps serving.", _filePath);
+                // One printable line: a damaged file must not put its bytes (or ML.NET's reflection layers) into the log.
+                Volatile.Write(ref _lastLoadError, LoadFailure.Describe(ex));
+                _logger.LogError("Model file '{Path}' could not be loaded; the previous model keeps serving: {Error}", _filePath, LoadFailure.Describe(ex));
+                _logger.LogDebug(ex, "Model file '{Path}': load failure details.", _filePath);
                 return;
             }
             // Inside the lock: the pool picks the new model up before another reload can replace it.
@@ -147,7 +164,7 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
         }
         catch (Exception ex)
         {
-            throw new InvalidDataException($"Model file '{_filePath}' ({bytes.Length} bytes) is not a loadable ML.NET model: {ex.Message}", ex);
+            throw new InvalidDataException($"Model file '{_filePath}' ({bytes.Length} bytes) is not a loadable ML.NET model: {LoadFailure.Describe(ex)}", ex);
         }
     }
 

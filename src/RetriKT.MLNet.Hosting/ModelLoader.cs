@@ -20,6 +20,13 @@ public abstract class ModelLoader
 
     /// <summary>The current model.</summary>
     public abstract ITransformer GetModel();
+
+    /// <summary>
+    /// Why the newest version could not be loaded (a damaged or deleted file, a failed download) while
+    /// <see cref="GetModel"/> keeps returning the previous model; null once a version loads again. The pool's health
+    /// reports it (<see cref="PredictionEnginePool{TData, TPrediction}.GetLastLoadError"/>). Default: null.
+    /// </summary>
+    public virtual string? LastLoadError => null;
 }
 
 /// <summary>A one-shot change token a <see cref="ModelLoader"/> fires after a reload.</summary>

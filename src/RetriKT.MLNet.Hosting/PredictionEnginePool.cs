@@ -67,6 +67,27 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
     /// <summary>How many times the model has been (re)loaded: 1 after the first load, +1 per successful reload.</summary>
     public long GetModelGeneration(string modelName = "") => GetSlot(modelName).Current.Number;
 
+    /// <summary>
+    /// The model that <paramref name="engine"/> (rented from this pool, not yet returned) was created from. Use it
+    /// with the engine's prediction to build one response from one model generation: the pool's current model may
+    /// already be a newer one. It stays usable (not disposed) until the engine is returned.
+    /// </summary>
+    /// <exception cref="ArgumentException">The engine was not rented from this pool.</exception>
+    /// <exception cref="InvalidOperationException">The engine was already returned.</exception>
+    public ITransformer GetModel(PredictionEngine<TData, TPrediction> engine) => RentedLease(engine).Generation.Model;
+
+    /// <summary>The generation number of the model <paramref name="engine"/> (rented, not yet returned) was created from.</summary>
+    /// <exception cref="ArgumentException">The engine was not rented from this pool.</exception>
+    /// <exception cref="InvalidOperationException">The engine was already returned.</exception>
+    public long GetModelGeneration(PredictionEngine<TData, TPrediction> engine) => RentedLease(engine).Generation.Number;
+
+    /// <summary>
+    /// Why the newest version of the model could not be loaded (damaged or deleted file, failed download, a model that
+    /// does not fit <typeparamref name="TData"/>/<typeparamref name="TPrediction"/>) while an older generation keeps
+    /// serving, as one printable line; null when the serving model is the newest. Health checks report it as Degraded.
+    /// </summary>
+    public string? GetLastLoadError(string modelName = "") => GetSlot(modelName).LastLoadError;
+
     /// <summary>Rents an engine of the default model; give it back with <see cref="ReturnPredictionEngine(PredictionEngine{TData, TPrediction})"/>.</summary>
     public PredictionEngine<TData, TPrediction> GetPredictionEngine() => Rent(DefaultSlot);
 
@@ -141,11 +162,24 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
         }
     }
 
-    private void Return(string? modelName, PredictionEngine<TData, TPrediction> engine)
+    private EngineLease<TData, TPrediction> LeaseOf(PredictionEngine<TData, TPrediction> engine)
     {
         ArgumentNullException.ThrowIfNull(engine);
-        if (!_leases.TryGetValue(engine, out var lease))
-            throw new ArgumentException("This PredictionEngine was not rented from this pool.", nameof(engine));
+        return _leases.TryGetValue(engine, out var lease) ? lease
+            : throw new ArgumentException("This PredictionEngine was not rented from this pool.", nameof(engine));
+    }
+
+    private EngineLease<TData, TPrediction> RentedLease(PredictionEngine<TData, TPrediction> engine)
+    {
+        var lease = LeaseOf(engine);
+        if (Volatile.Read(ref lease.Rented) != 1)
+            throw new InvalidOperationException("This PredictionEngine is not rented (it was returned to the pool): its model may be disposed.");
+        return lease;
+    }
+
+    private void Return(string? modelName, PredictionEngine<TData, TPrediction> engine)
+    {
+        var lease = LeaseOf(engine);
         if (modelName is not null && !string.Equals(modelName, lease.Generation.ModelName, StringComparison.Ordinal))
             throw new ArgumentException(
                 $"This PredictionEngine belongs to model '{lease.Generation.ModelName}', not to model '{modelName}'.", nameof(modelName));
@@ -187,6 +221,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
         private readonly Lock _reload = new();
         private readonly IDisposable _subscription;
         private ModelGeneration<TData, TPrediction> _current;
+        private string? _reloadError;
         private bool _disposed;
 
         public ModelSlot(PredictionEnginePool<TData, TPrediction> pool, string name, ModelLoader loader)
@@ -212,6 +247,9 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
 
         public string Name { get; }
         public ModelGeneration<TData, TPrediction> Current => Volatile.Read(ref _current);
+
+        /// <summary>The loader's error (file, download), else the pool's own (a model that does not fit), else null.</summary>
+        public string? LastLoadError => _loader.LastLoadError ?? Volatile.Read(ref _reloadError);
 
         private ModelGeneration<TData, TPrediction> CreateGeneration(ITransformer model, long number)
         {
@@ -247,6 +285,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 }
                 catch (Exception ex)
                 {
+                    Volatile.Write(ref _reloadError, LoadFailure.Describe(ex));
                     _pool._logger.LogError(ex, "Reloading model '{ModelName}' failed; generation {Generation} keeps serving.",
                         Name, _current.Number);
                     return;
@@ -259,6 +298,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 }
                 catch (Exception ex)
                 {
+                    Volatile.Write(ref _reloadError, $"the new model does not fit {typeof(TData).Name} -> {typeof(TPrediction).Name}: {LoadFailure.Describe(ex)}");
                     _pool._logger.LogError(ex,
                         "The new model '{ModelName}' does not fit {TData} -> {TPrediction}; generation {Generation} keeps serving.",
                         Name, typeof(TData).Name, typeof(TPrediction).Name, _current.Number);
@@ -266,6 +306,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 }
                 old = _current;
                 Volatile.Write(ref _current, next);
+                Volatile.Write(ref _reloadError, null);
                 _pool._logger.LogInformation("Reloaded model '{ModelName}': generation {Generation} is serving.", Name, next.Number);
             }
             old.Retire();

@@ -20,6 +20,7 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Lock _reloadLock = new();
     private ModelReloadToken _reloadToken = new();
+    private string? _lastLoadError;
     private ITransformer? _model;
     private byte[] _modelHash = [];
     private EntityTagHeaderValue? _etag;
@@ -60,7 +61,11 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
             {
                 try
                 {
-                    if (await PollAsync(stop).ConfigureAwait(false)) FireReload();
+                    if (await PollAsync(stop).ConfigureAwait(false))
+                    {
+                        Volatile.Write(ref _lastLoadError, null);
+                        FireReload();
+                    }
                 }
                 catch (OperationCanceledException) when (stop.IsCancellationRequested)
                 {
@@ -68,7 +73,9 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
                 }
                 catch (Exception ex)
                 {
-                    _logger.LogError(ex, "Checking model '{Uri}' for a new version failed; the current model keeps serving.", _uri);
+                    // Until a version loads again (a 304 for the same broken version keeps the error).
+                    Volatile.Write(ref _lastLoadError, LoadFailure.Describe(ex));
+                    _logger.LogError(ex, "Checking model '{Uri}' for a new version failed; the current model keeps serving: {Error}", _uri, LoadFailure.Describe(ex));
                 }
             }
         }
@@ -76,6 +83,9 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
         {
         }
     }
+
+    /// <inheritdoc />
+    public override string? LastLoadError => Volatile.Read(ref _lastLoadError);
 
     /// <summary>One conditional GET; returns true when a new model was loaded (throws on download/load errors).</summary>
     private async Task<bool> PollAsync(CancellationToken cancellationToken)
@@ -108,7 +118,7 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
             // Remember the validators anyway: the same broken version is not downloaded again every period.
             _etag = etag;
             _lastModified = lastModified;
-            throw new InvalidDataException($"Model '{_uri}' ({bytes.Length} bytes, ETag {etag}) is not a loadable ML.NET model: {ex.Message}", ex);
+            throw new InvalidDataException($"Model '{_uri}' ({bytes.Length} bytes, ETag {etag}) is not a loadable ML.NET model: {LoadFailure.Describe(ex)}", ex);
         }
         lock (_reloadLock)
         {

@@ -1,5 +1,7 @@
+using System.Text;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Bridge;
 
@@ -20,48 +22,101 @@ internal sealed record ModelFormat(string ModelSignature, uint CurrentVersion, u
         loaderAssemblyName: typeof(ModelFormat).Assembly.FullName, loaderSignature: LoaderSignature);
 }
 
-/// <summary>Writes one component into its model.zip directory (wraps ML.NET's internal <c>ModelSaveContext</c> API).</summary>
+/// <summary>
+/// Writes one component into its model.zip directory (wraps ML.NET's internal <c>ModelSaveContext</c> API). Every
+/// byte goes through a checksum; the lengths and checksums of all parts are written last (<see cref="PartChecksums"/>).
+/// </summary>
 internal sealed class ModelWriter
 {
     private readonly ModelSaveContext _ctx;
-    private ModelWriter(ModelSaveContext ctx) => _ctx = ctx;
+    private readonly ChecksumStream _body;
+    private readonly PartChecksums _checksums = new();
 
-    /// <summary>Entry point for <c>ICanSaveModel.Save</c>: stamps the format, then lets the component write its state.</summary>
+    private ModelWriter(ModelSaveContext ctx)
+    {
+        _ctx = ctx;
+        // The body passes through unchanged to Model.key; ML.NET's BinaryWriter does not buffer, so writing past it is safe.
+        _body = new ChecksumStream(ctx.Writer.BaseStream, writing: true);
+        Writer = new BinaryWriter(_body, Encoding.UTF8, leaveOpen: true);
+    }
+
+    /// <summary>Entry point for <c>ICanSaveModel.Save</c>: stamps the format, lets the component write its state, then the checksums.</summary>
     public static void Save(ModelSaveContext ctx, ModelFormat format, Action<ModelWriter> write)
     {
         ArgumentNullException.ThrowIfNull(ctx);
         ctx.CheckAtModel();
         ctx.SetVersionInfo(format.ToVersionInfo());
-        write(new ModelWriter(ctx));
+        var writer = new ModelWriter(ctx);
+        write(writer);
+        writer.Writer.Flush();
+        writer._checksums.Add(PartChecksums.BodyPart, writer._body.Count, writer._body.Hash);
+        var (length, hash) = PartChecksums.OfStrings(ctx.Strings.OrderBy(s => s.Id).Select(s => s.Value.ToString()));
+        writer._checksums.Add(PartChecksums.StringsPart, length, hash);
+        ctx.SaveBinaryStream(PartChecksums.StreamName, writer._checksums.Write);
     }
 
     /// <summary>The component's main stream (<c>Model.key</c>).</summary>
-    public BinaryWriter Writer => _ctx.Writer;
+    public BinaryWriter Writer { get; }
 
-    public void WriteString(string value) => _ctx.SaveNonEmptyString(value);
-    public void WriteStringOrNull(string? value) => _ctx.SaveStringOrNull(value);
+    // Same encoding as ML.NET's SaveNonEmptyString/SaveStringOrNull (an id into the string table), through the checksum.
+    public void WriteString(string value)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(value);
+        Writer.Write(_ctx.Strings.Add(value).Id);
+    }
+
+    public void WriteStringOrNull(string? value) => Writer.Write(value is null ? -1 : _ctx.Strings.Add(value).Id);
 
     /// <summary>A named side stream in the component's directory (large binary state: weights, vectors).</summary>
-    public void WriteStream(string name, Action<BinaryWriter> write) => _ctx.SaveBinaryStream(name, write);
+    public void WriteStream(string name, Action<BinaryWriter> write) => _ctx.SaveBinaryStream(name, output =>
+    {
+        var checksum = new ChecksumStream(output.BaseStream, writing: true);
+        using (var w = new BinaryWriter(checksum, Encoding.UTF8, leaveOpen: true))
+        {
+            write(w);
+            w.Flush();
+        }
+        _checksums.Add(name, checksum.Count, checksum.Hash);
+    });
 
     /// <summary>A nested ML.NET model (for example a transformer this one owns) in sub-directory <paramref name="name"/>.</summary>
     public void WriteModel(ITransformer model, string name) => _ctx.SaveModel(model, name);
 }
 
-/// <summary>Reads one component from model.zip (wraps ML.NET's internal <c>ModelLoadContext</c>).</summary>
+/// <summary>
+/// Reads one component from model.zip (wraps ML.NET's internal <c>ModelLoadContext</c>). Each part is verified
+/// against its length and checksum (<see cref="PartChecksums"/>) before the component parses it; a failed check, or
+/// a parse error, throws an <see cref="InvalidDataException"/> that names the part.
+/// </summary>
 internal sealed class ModelReader
 {
     private readonly ModelLoadContext _ctx;
     private readonly ModelFormat _format;
+    private readonly PartChecksums _checksums;
 
     private ModelReader(IHostEnvironment env, ModelLoadContext ctx, ModelFormat format)
     {
         Environment = env;
         _ctx = ctx;
         _format = format;
+        _checksums = PartChecksums.Read(ReadPart(PartChecksums.StreamName)
+            ?? throw PartChecksums.Damaged(Where(PartChecksums.StreamName), "it is missing (the model was damaged, or written by a RetriKT.MLNet " +
+                "version without checksums: save it again)"), Where(PartChecksums.StreamName));
+
+        // The body of Model.key is read whole and verified before anything in it is trusted.
+        long length = ctx.Header.CbModel;
+        if (length != _checksums.ExpectedLength(PartChecksums.BodyPart))
+            throw PartChecksums.Damaged(Where(PartChecksums.BodyPart), $"its body holds {length} bytes, expected {_checksums.ExpectedLength(PartChecksums.BodyPart)}");
+        var body = new byte[length];
+        ctx.Reader.BaseStream.ReadExactly(body);
+        var (bodyLength, bodyHash) = ChecksumStream.Of(body);
+        _checksums.Verify(PartChecksums.BodyPart, bodyLength, bodyHash, Where(PartChecksums.BodyPart));
+        var (stringsLength, stringsHash) = PartChecksums.OfStrings(ctx.Strings ?? []);
+        _checksums.Verify(PartChecksums.StringsPart, stringsLength, stringsHash, Where(PartChecksums.StringsPart));
+        Reader = new BinaryReader(new MemoryStream(body, writable: false), Encoding.UTF8);
     }
 
-    /// <summary>Checks the stored format against <paramref name="format"/> (ML.NET throws a clear version error).</summary>
+    /// <summary>Checks the stored format against <paramref name="format"/> (ML.NET throws a clear version error) and verifies the checksums.</summary>
     public static ModelReader Open(IHostEnvironment env, ModelLoadContext ctx, ModelFormat format)
     {
         ArgumentNullException.ThrowIfNull(env);
@@ -75,19 +130,76 @@ internal sealed class ModelReader
     /// <summary>The format version the stored component was written with.</summary>
     public uint Version => _ctx.Header.ModelVerWritten;
 
-    public BinaryReader Reader => _ctx.Reader;
+    /// <summary>The verified body of the component's main stream (<c>Model.key</c>).</summary>
+    public BinaryReader Reader { get; }
 
-    public string ReadString() => _ctx.LoadNonEmptyString();
-    public string? ReadStringOrNull() => _ctx.LoadStringOrNull();
-
-    /// <summary>Reads a named side stream; a missing stream is a corrupt model and throws naming it.</summary>
-    public void ReadStream(string name, Action<BinaryReader> read)
+    public string ReadString()
     {
-        if (!_ctx.TryLoadBinaryStream(name, read))
-            throw new InvalidDataException($"model.zip is missing stream '{name}' of component '{_format.LoaderSignature}'.");
+        var value = ReadStringOrNull();
+        return string.IsNullOrEmpty(value) ? throw PartChecksums.Damaged(Where(PartChecksums.BodyPart), "a required string is empty") : value;
     }
 
-    public bool TryReadStream(string name, Action<BinaryReader> read) => _ctx.TryLoadBinaryStream(name, read);
+    public string? ReadStringOrNull()
+    {
+        int id = Reader.ReadInt32();
+        var strings = _ctx.Strings ?? [];
+        if (id < -1 || id >= strings.Length)
+            throw PartChecksums.Damaged(Where(PartChecksums.BodyPart), $"string id {id} is outside the string table of {strings.Length}");
+        return id == -1 ? null : strings[id];
+    }
+
+    /// <summary>Reads a named side stream; a missing or damaged stream throws naming it.</summary>
+    public void ReadStream(string name, Action<BinaryReader> read)
+    {
+        if (!TryReadStream(name, read))
+            throw PartChecksums.Damaged(Where(name), $"it is missing from component '{_format.LoaderSignature}'");
+    }
+
+    /// <summary>Reads a named side stream after verifying it; false when the model has no such stream.</summary>
+    public bool TryReadStream(string name, Action<BinaryReader> read)
+    {
+        var bytes = ReadPart(name);
+        if (bytes is null)
+        {
+            // A stream the checksums list but the zip lacks was removed or renamed: damage, not an optional part.
+            if (_checksums.ExpectedLength(name) >= 0) throw PartChecksums.Damaged(Where(name), "it is missing from the zip");
+            return false;
+        }
+        var (length, hash) = ChecksumStream.Of(bytes);
+        _checksums.Verify(name, length, hash, Where(name));
+        using var reader = new BinaryReader(new MemoryStream(bytes, writable: false), Encoding.UTF8);
+        try { read(reader); }
+        catch (Exception e) when (e is EndOfStreamException or IOException or FormatException or ArgumentException or OverflowException
+                                  or IndexOutOfRangeException or InvalidOperationException && e is not InvalidDataException)
+        {
+            // Verified bytes that still do not parse: written by a different format, never echoed (they may be binary).
+            throw PartChecksums.Damaged(Where(name), $"{e.GetType().Name} while reading it");
+        }
+        return true;
+    }
+
+    /// <summary>Raw bytes of a side stream, or null when the zip has none of that name; zip/deflate errors name the part.</summary>
+    private byte[]? ReadPart(string name)
+    {
+        byte[]? bytes = null;
+        try
+        {
+            _ctx.TryLoadBinaryStream(name, r =>
+            {
+                using var copy = new MemoryStream();
+                r.BaseStream.CopyTo(copy);
+                bytes = copy.ToArray();
+            });
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException)
+        {
+            throw PartChecksums.Damaged(Where(name), $"the zip entry cannot be read ({e.GetType().Name})");
+        }
+        return bytes;
+    }
+
+    /// <summary>The part's path inside model.zip.</summary>
+    private string Where(string part) => _ctx.Directory is { Length: > 0 } dir ? $"{dir}/{part}" : part;
 
     /// <summary>Loads a nested model written with <see cref="ModelWriter.WriteModel"/>.</summary>
     public T ReadModel<T>(string name) where T : class, ITransformer

@@ -2,16 +2,28 @@ namespace RetriKT.MLNet.Common;
 
 /// <summary>
 /// FNV-1a 64 over the bytes passing through (detects truncation and tampering; not a security hash). Shared by the
-/// knowledge store's and the HNSW graph's binary formats: both end with this checksum of everything before it.
+/// knowledge store's and the HNSW graph's binary formats (both end with this checksum of everything before it) and by
+/// the per-part checksums of every persisted component (<c>Bridge/PartChecksums.cs</c>).
 /// </summary>
 internal sealed class ChecksumStream(Stream inner, bool writing) : Stream
 {
     public ulong Hash { get; private set; } = 14695981039346656037UL;
+    /// <summary>Bytes that passed through.</summary>
+    public long Count { get; private set; }
     private void Mix(ReadOnlySpan<byte> bytes)
     {
         ulong h = Hash;
         foreach (var b in bytes) { h ^= b; h *= 1099511628211UL; }
         Hash = h;
+        Count += bytes.Length;
+    }
+
+    /// <summary>Length and checksum of <paramref name="bytes"/>.</summary>
+    public static (long Length, ulong Hash) Of(ReadOnlySpan<byte> bytes)
+    {
+        var checksum = new ChecksumStream(Null, writing: true);
+        checksum.Write(bytes);
+        return (checksum.Count, checksum.Hash);
     }
     public override bool CanRead => !writing;
     public override bool CanSeek => false;

@@ -62,7 +62,8 @@ public static class FewShotBenchmarks
                 var template = task == "CB" ? TaskTemplates.Cb : TaskTemplates.BoolQ;
                 var labels = task == "CB" ? new[] { "entailment", "contradiction", "neutral" } : ["False", "True"];
                 return new FewShotTask(task, null, labels, template,
-                    ReadJsonl(Path.Combine(dir, "train32.jsonl"), task), ReadJsonl(Path.Combine(dir, "dev32.jsonl"), task), ReadJsonl(Path.Combine(dir, "dev.jsonl"), task));
+                    ReadJsonl(Path.Combine(dir, "train32.jsonl"), task, labels), ReadJsonl(Path.Combine(dir, "dev32.jsonl"), task, labels),
+                    ReadJsonl(Path.Combine(dir, "dev.jsonl"), task, labels));
             }
             case "SST-2":
             case "CoLA":
@@ -81,8 +82,8 @@ public static class FewShotBenchmarks
                     _ => (TaskTemplates.Qnli, ["entailment", "not_entailment"]),
                 };
                 return new FewShotTask(task, seed, labels, template,
-                    ReadTsv(Path.Combine(shots, "train.tsv"), task), ReadTsv(Path.Combine(shots, "dev.tsv"), task),
-                    ReadTsv(Path.Combine(dir, "k-shot", "test.tsv"), task));
+                    ReadTsv(Path.Combine(shots, "train.tsv"), task, labels), ReadTsv(Path.Combine(shots, "dev.tsv"), task, labels),
+                    ReadTsv(Path.Combine(dir, "k-shot", "test.tsv"), task, labels));
             }
             default:
                 throw new ArgumentException($"Unknown task '{task}'. Known: {string.Join(", ", Tasks)}.", nameof(task));
@@ -98,13 +99,24 @@ public static class FewShotBenchmarks
         if (!Tasks.Contains(task)) throw new ArgumentException($"Unknown task '{task}'. Known: {string.Join(", ", Tasks)}.", nameof(task));
         if (task is "CB" or "BoolQ") return null;
         var path = Path.Combine(dataRoot, task, "train.tsv");
-        return File.Exists(path) ? ReadTsv(path, task) : null;
+        return File.Exists(path) ? ReadTsv(path, task, Load(dataRoot, task, LmBffSeeds[0]).Labels) : null;
     }
 
-    private static List<TextPairRow> ReadTsv(string path, string task)
+    /// <summary>
+    /// A row's label must be one of the task's labels: a split with other labels (another task's file, a renamed
+    /// label) would otherwise score 0 % on every row without an error.
+    /// </summary>
+    private static TextPairRow Checked(TextPairRow row, string path, int line, IReadOnlyList<string> labels) => labels.Contains(row.Label) ? row
+        : throw new InvalidDataException($"{path} line {line}: label '{row.Label}' is not one of the task's labels [{string.Join(", ", labels)}].");
+
+    private static List<TextPairRow> NotEmpty(List<TextPairRow> rows, string path) => rows.Count > 0 ? rows
+        : throw new InvalidDataException($"{path}: holds no examples.");
+
+    private static List<TextPairRow> ReadTsv(string path, string task, IReadOnlyList<string> labels)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{task}: file not found: '{path}'.", path);
         var lines = File.ReadAllLines(path);
+        if (lines.Length == 0) throw new InvalidDataException($"{path}: the file is empty; expected {(task == "CoLA" ? "tab-separated rows" : "a tab-separated header row, then examples")}.");
         var rows = new List<TextPairRow>();
         if (task == "CoLA")
         {
@@ -114,13 +126,14 @@ public static class FewShotBenchmarks
                 if (lines[i].Length == 0) continue;
                 var f = lines[i].Split('\t');
                 if (f.Length < 4) throw new InvalidDataException($"{path} line {i + 1}: expected 4 tab-separated fields (source, label, judgement, sentence), found {f.Length}.");
-                rows.Add(new TextPairRow { Text = f[3], Label = f[1] });
+                rows.Add(Checked(new TextPairRow { Text = f[3], Label = f[1] }, path, i + 1, labels));
             }
-            return rows;
+            return NotEmpty(rows, path);
         }
         var header = lines[0].TrimStart('\uFEFF').Split('\t');
+        string format = header.Length == 1 && header[0].Contains(',') ? " (the file looks comma-separated; expected tab-separated)" : "";
         int Column(string name) => Array.IndexOf(header, name) is var i and >= 0 ? i
-            : throw new InvalidDataException($"{path}: column '{name}' not found in header [{string.Join(", ", header)}].");
+            : throw new InvalidDataException($"{path} line 1: column '{name}' not found in header [{string.Join(", ", header)}]{format}.");
         var (text, text2, label) = task switch
         {
             "SST-2" => (Column("sentence"), -1, Column("label")),
@@ -134,12 +147,12 @@ public static class FewShotBenchmarks
             var f = lines[i].Split('\t');
             int needed = Math.Max(text, Math.Max(text2, label)) + 1;
             if (f.Length < needed) throw new InvalidDataException($"{path} line {i + 1}: expected at least {needed} tab-separated fields, found {f.Length}.");
-            rows.Add(new TextPairRow { Text = f[text].Trim(), Text2 = text2 >= 0 ? f[text2].Trim() : "", Label = f[label].Trim() });
+            rows.Add(Checked(new TextPairRow { Text = f[text].Trim(), Text2 = text2 >= 0 ? f[text2].Trim() : "", Label = f[label].Trim() }, path, i + 1, labels));
         }
-        return rows;
+        return NotEmpty(rows, path);
     }
 
-    private static List<TextPairRow> ReadJsonl(string path, string task)
+    private static List<TextPairRow> ReadJsonl(string path, string task, IReadOnlyList<string> labels)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{task}: file not found: '{path}'.", path);
         var rows = new List<TextPairRow>();
@@ -148,15 +161,19 @@ public static class FewShotBenchmarks
         {
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line)) continue;
-            using var doc = JsonDocument.Parse(line);
+            JsonDocument doc;
+            try { doc = JsonDocument.Parse(line); }
+            catch (JsonException e) { throw new InvalidDataException($"{path} line {lineNumber}: not a JSON object ({e.Message.Split(" LineNumber:")[0]}).", e); }
+            using var _ = doc;
             var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{path} line {lineNumber}: expected a JSON object, found {root.ValueKind}.");
             string Get(string name) => root.TryGetProperty(name, out var v)
                 ? v.ValueKind switch { JsonValueKind.True => "True", JsonValueKind.False => "False", _ => v.ToString() }
                 : throw new InvalidDataException($"{path} line {lineNumber}: field '{name}' is missing.");
-            rows.Add(task == "CB"
+            rows.Add(Checked(task == "CB"
                 ? new TextPairRow { Text = Get("premise"), Text2 = Get("hypothesis"), Label = Get("label") }
-                : new TextPairRow { Text = Get("passage"), Text2 = Get("question"), Label = Get("label") });
+                : new TextPairRow { Text = Get("passage"), Text2 = Get("question"), Label = Get("label") }, path, lineNumber, labels));
         }
-        return rows;
+        return NotEmpty(rows, path);
     }
 }

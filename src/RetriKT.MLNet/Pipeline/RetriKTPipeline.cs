@@ -233,6 +233,8 @@ public sealed class RetriKTPipeline
             SoftPrompts = prompts, SamplesPerLabel = o.SamplesPerLabel, MaxAttemptsFactor = o.MaxAttemptsFactor, BatchSize = o.ExtractionBatchSize,
             FidelityThreshold = o.FidelityThreshold, RequireArgmax = o.RequireArgmax, IncludeFewShot = true,
             CalibrateVerbalizer = o.CalibrateVerbalizer, CheckpointPath = checkpoint, Seed = o.Seed,
+            // The work directory is a cache: a checkpoint of other prompts (retrained after a recipe change) is moved aside and regenerated.
+            StartFreshOnCheckpointMismatch = true,
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
         return new StoreExtraction(extractor.Store, extractor.Report!, prompts.PromptParameterCount, prompts.TrainingReport, promptTime, clock.Elapsed);

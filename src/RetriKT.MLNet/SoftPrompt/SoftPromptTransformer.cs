@@ -62,6 +62,23 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
             throw new InvalidDataException($"Soft prompts hold {labelPrompts.Length} values, expected {Labels.Count} × {promptTokens} × {hidden}.");
     }
 
+    /// <summary>
+    /// SHA-256 (hex) of everything that shapes what these prompts generate: the teacher's content hash, the template,
+    /// the labels, the prompt values and the sampling settings. Equal hashes mean the same generator; the
+    /// KnowledgeExtractor's checkpoint carries it so another run's samples are never reused.
+    /// </summary>
+    internal string ContentHash()
+    {
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        sha.AppendData(System.Text.Encoding.UTF8.GetBytes(JsonSerializer.Serialize(new object[]
+        {
+            TeacherHash, JsonSerializer.Serialize(Template), Labels, PromptTokens, TaskPromptTokens, Hidden, Temperature, MaxNewTokens, Seed,
+        })));
+        sha.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(_labelPrompts.AsSpan()));
+        sha.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes((_taskPrompt ?? []).AsSpan()));
+        return Convert.ToHexStringLower(sha.GetHashAndReset());
+    }
+
     /// <summary>Path of the teacher the prompts were tuned for.</summary>
     public string TeacherPath { get; }
     /// <summary>SHA-256 content hash of that teacher (<see cref="TeacherModel.ContentHash"/>).</summary>

@@ -44,8 +44,18 @@ public sealed class KnowledgeExtractorOptions
     public bool IncludeFewShot = true;
     /// <summary>Extra first-part texts for second-part tasks (for example the task's unlabeled texts); the few-shot texts are always used.</summary>
     public IReadOnlyList<string>? ContextTexts;
-    /// <summary>A JSONL checkpoint of generated batches: an interrupted extraction resumes from it and keeps what it generated. Null: none.</summary>
+    /// <summary>
+    /// A JSONL checkpoint of generated batches: an interrupted extraction resumes from it and keeps what it generated.
+    /// Its first line is a fingerprint of everything that shapes the batches (teacher, soft prompts, template, labels,
+    /// contexts, batch size, calibration, seed); a checkpoint of another run stops the extraction with an error naming
+    /// what differs, unless <see cref="StartFreshOnCheckpointMismatch"/> is set. Null: none.
+    /// </summary>
     public string? CheckpointPath;
+    /// <summary>
+    /// When the checkpoint at <see cref="CheckpointPath"/> belongs to another run: false (default) stops with an
+    /// <see cref="InvalidDataException"/>; true moves it aside to <c>&lt;path&gt;.mismatched</c> (with a warning) and starts fresh.
+    /// </summary>
+    public bool StartFreshOnCheckpointMismatch;
     /// <summary>Calibrate the teacher's verbalizer (contextual calibration) for soft labels. Default true.</summary>
     public bool CalibrateVerbalizer = true;
     /// <summary>Label column of the few-shot data. Default "Label".</summary>
@@ -171,7 +181,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         int minWords = o.MinWords ?? template.MinWords;
         int maxBatches = (int)Math.Ceiling(o.SamplesPerLabel * o.MaxAttemptsFactor / o.BatchSize);
         var contexts = fewShot.Select(e => e.Text).Concat(o.ContextTexts ?? []).Distinct().ToList();
-        var checkpoint = new ExtractionCheckpoint(o.CheckpointPath, labels.Count);
+        var checkpoint = new ExtractionCheckpoint(o.CheckpointPath, labels.Count, Fingerprint(prompts, contexts, host.Seed), o.StartFreshOnCheckpointMismatch, host);
         int resumed = 0;
 
         var fluency = o.FluencyFilter ? new FluencyFilter(prompts.Teacher, template, fewShot.Select(e => (e.Text, e.Text2)), o.FluencyMargin) : null;
@@ -237,28 +247,57 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         };
         return (new KnowledgeStore(labels, entries), report);
     }
+
+    /// <summary>
+    /// What shapes the checkpointed batches (raw generated samples and their soft labels). The filters and the quotas
+    /// are not part of it: they apply after the checkpoint, so a resumed run may change them.
+    /// </summary>
+    private JsonObject Fingerprint(SoftPromptTransformer prompts, IReadOnlyList<string> contexts, int seed) => new()
+    {
+        ["teacher"] = prompts.TeacherHash,
+        ["soft_prompts"] = prompts.ContentHash(),
+        ["template"] = prompts.Template.Name,
+        ["generation_stops"] = string.Join(" | ", prompts.Template.GenerationStops),
+        ["labels"] = string.Join(", ", prompts.Labels),
+        ["contexts"] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\u0000", contexts)))),
+        ["batch_size"] = _options.BatchSize,
+        ["calibrate_verbalizer"] = _options.CalibrateVerbalizer,
+        ["seed"] = seed,
+    };
 }
 
 /// <summary>A generated sample with the teacher's label probabilities.</summary>
 internal sealed record ScoredSample(GeneratedSample Sample, float[] Probabilities);
 
 /// <summary>
-/// Append-only JSONL record of generated batches: one line per sample, then a "done" line per batch. A batch counts
-/// only once its "done" line is there, so a run killed mid-batch regenerates that batch (with the same seed, the same
-/// samples). Completed extractions delete nothing: the file documents what was generated.
+/// Append-only JSONL record of generated batches: a fingerprint line first (the run that wrote it), then one line per
+/// sample and a "done" line per batch. A batch counts only once its "done" line is there, so a run killed mid-batch
+/// regenerates that batch (with the same seed, the same samples). Completed extractions delete nothing: the file
+/// documents what was generated.
 /// </summary>
 internal sealed class ExtractionCheckpoint
 {
     private readonly string? _path;
+    private readonly JsonObject _fingerprint;
     private readonly Dictionary<(int Label, int Batch), List<ScoredSample>> _done = new();
 
-    public ExtractionCheckpoint(string? path, int labels)
+    public ExtractionCheckpoint(string? path, int labels, JsonObject fingerprint, bool startFreshOnMismatch, ComponentHost host)
     {
         _path = path is null ? null : Path.GetFullPath(path);
-        if (_path is null || !File.Exists(_path)) return;
+        _fingerprint = fingerprint;
+        if (_path is null || !File.Exists(_path) || new FileInfo(_path).Length == 0) return;
+        if (Mismatch(File.ReadLines(_path).FirstOrDefault()) is { } mismatch)
+        {
+            if (!startFreshOnMismatch)
+                throw new InvalidDataException($"{_path}: this extraction checkpoint belongs to another run ({mismatch}). Delete it, choose another " +
+                    "checkpoint path, or start fresh (KnowledgeExtractorOptions.StartFreshOnCheckpointMismatch) to move it aside.");
+            File.Move(_path, _path + ".mismatched", overwrite: true);
+            host.Warning($"{_path}: the checkpoint belongs to another run ({mismatch}); moved it to {_path}.mismatched and starting fresh.");
+            return;
+        }
         var pending = new Dictionary<(int, int), List<ScoredSample>>();
-        int lineNumber = 0;
-        foreach (var line in File.ReadLines(_path))
+        int lineNumber = 1;
+        foreach (var line in File.ReadLines(_path).Skip(1))
         {
             lineNumber++;
             JsonNode? node;
@@ -281,13 +320,30 @@ internal sealed class ExtractionCheckpoint
         }
     }
 
+    /// <summary>What differs between the checkpoint's fingerprint line and this run's, or null when they match.</summary>
+    private string? Mismatch(string? firstLine)
+    {
+        JsonObject? stored = null;
+        try { stored = JsonNode.Parse(firstLine ?? "")?["fingerprint"] as JsonObject; }
+        catch (JsonException) { }
+        if (stored is null) return "line 1 holds no fingerprint: written by an older version or another tool";
+        var differences = _fingerprint
+            .Where(kv => !JsonNode.DeepEquals(kv.Value, stored[kv.Key]))
+            .Select(kv => $"{kv.Key}: checkpoint {Short(stored[kv.Key])}, this run {Short(kv.Value)}")
+            .ToList();
+        return differences.Count == 0 ? null : string.Join("; ", differences);
+        static string Short(JsonNode? v) => v is null ? "absent" : v.ToJsonString() is var s && s.Length > 40 ? s[..15] + "…\"" : v.ToJsonString();
+    }
+
     public List<ScoredSample>? TryGet(int label, int batch) => _done.GetValueOrDefault((label, batch));
 
     public void Append(int label, int batch, List<ScoredSample> samples)
     {
         if (_path is null) return;
         Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
+        bool fresh = !File.Exists(_path) || new FileInfo(_path).Length == 0;
         using var writer = new StreamWriter(_path, append: true);
+        if (fresh) writer.WriteLine(new JsonObject { ["fingerprint"] = _fingerprint.DeepClone() }.ToJsonString());
         foreach (var s in samples)
             writer.WriteLine(new JsonObject
             {

@@ -1,0 +1,216 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.IO.Compression;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Microsoft.ML;
+using RetriKT.MLNet.Hosting.Tests.Infrastructure;
+using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Tests.Infrastructure;
+using RetriKT.WebApi;
+
+namespace RetriKT.MLNet.Hosting.Tests;
+
+/// <summary>
+/// Serving RetriKT models through reloads: every /explain response comes from one model generation; /healthz says
+/// Degraded (with the error) while a damaged or deleted newest model leaves an older one serving; a bad model at
+/// start-up ends the real process with one line and exit code 1.
+/// </summary>
+public class ExplainAndHealthTests
+{
+    private static readonly TimeSpan SwapTimeout = TimeSpan.FromSeconds(20);
+
+    /// <summary>Two tiny real RetrievalClassifiers (served form) trained on different SST-2 splits: different answers and neighbours.</summary>
+    private static readonly Lazy<(byte[] V1, byte[] V2)> Students = new(() => (Train("train.tsv", 1), Train("dev.tsv", 2)));
+
+    private static byte[] Train(string split, int seed)
+    {
+        var ml = new MLContext(seed: seed);
+        var rows = File.ReadAllLines(SharedData.Path("data", "SST-2", "k-shot", "16-13", split)).Skip(1)
+            .Select(l => l.Split('\t')).Select(f => new LabelledText { Text = f[0], Label = f[1] }).ToList();
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var keyed = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data).Transform(data);
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            Epochs = 2, HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 24, NeighborCount = 4, Seed = seed,
+        }).Fit(keyed);
+        var serving = student.Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel").Fit(student.Transform(keyed)));
+        using var buffer = new MemoryStream();
+        ml.Model.Save(serving, ml.Data.LoadFromEnumerable(new[] { new TextInput() }).Schema, buffer);
+        return buffer.ToArray();
+    }
+
+    private sealed class LabelledText
+    {
+        public string Text { get; set; } = "";
+        public string Label { get; set; } = "";
+    }
+
+    private static readonly string[] Sentences = ["a charming and moving film", "dull , lifeless and far too long", "the best movie of the year", "a mess ."];
+
+    [SharedDataFact]
+    public async Task UnderReloads_EveryExplainResponseComesFromOneModelGeneration()
+    {
+        using var dir = new TempDir();
+        var (v1Bytes, v2Bytes) = Students.Value;
+        string v1 = dir.File("v1.zip"), v2 = dir.File("v2.zip"), modelPath = dir.File("model.zip");
+        File.WriteAllBytes(v1, v1Bytes);
+        File.WriteAllBytes(v2, v2Bytes);
+        File.Copy(v1, modelPath);
+        await using var server = await WebApiServer.StartAsync(modelPath);
+
+        // Reference responses of each model (generation removed): odd generations serve v1, even ones v2.
+        var reference = new Dictionary<string, string>[2];
+        reference[0] = await Answers(server, Sentences);
+        TestModels.DeployByRename(v2, modelPath);
+        Assert.True(Wait.Until(() => server.Pool.GetModelGeneration() == 2, SwapTimeout), "v2 was not loaded");
+        reference[1] = await Answers(server, Sentences);
+        Assert.All(Sentences, s => Assert.NotEqual(reference[0][s], reference[1][s]));
+
+        var failures = new ConcurrentQueue<string>();
+        int answered = 0;
+        using var stop = new CancellationTokenSource();
+        var load = Enumerable.Range(0, 8).Select(c => Task.Run(async () =>
+        {
+            for (int i = 0; !stop.IsCancellationRequested; i++)
+            {
+                var text = Sentences[(c + i) % Sentences.Length];
+                var (generation, body) = await Explain(server, text);
+                if (body != reference[(generation + 1) % 2][text])
+                    failures.Enqueue($"generation {generation}, '{text}': {body}");
+                Interlocked.Increment(ref answered);
+            }
+        })).ToArray();
+        try
+        {
+            // Swap back and forth under load; each swap waits for its reload so generation parity names the model.
+            for (long generation = 3; generation <= 12; generation++)
+            {
+                int before = Volatile.Read(ref answered);
+                TestModels.DeployByRename(generation % 2 == 1 ? v1 : v2, modelPath);
+                Assert.True(Wait.Until(() => server.Pool.GetModelGeneration() == generation, SwapTimeout), $"generation {generation} was not loaded");
+                Assert.True(Wait.Until(() => Volatile.Read(ref answered) > before + 20, SwapTimeout), "no answers between swaps");
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            await Task.WhenAll(load);
+        }
+        Assert.True(failures.IsEmpty, $"{failures.Count} of {answered} responses mixed generations, e.g. {string.Join("\n", failures.Take(3))}");
+        Assert.True(answered > 200, $"only {answered} responses");
+    }
+
+    [SharedDataFact]
+    public async Task ADamagedOrDeletedNewModel_LeavesTheOldOneServing_AndHealthSaysDegradedWithTheError()
+    {
+        using var dir = new TempDir();
+        var (v1Bytes, v2Bytes) = Students.Value;
+        string modelPath = dir.File("model.zip"), incoming = dir.File("incoming.zip");
+        File.WriteAllBytes(modelPath, v1Bytes);
+        await using var server = await WebApiServer.StartAsync(modelPath);
+        Assert.Equal("Healthy", await server.Client.GetStringAsync("/healthz"));
+        var before = await Answers(server, Sentences);
+
+        // The issue's case: the weights changed inside a zip that is itself valid (its CRCs were rewritten).
+        File.WriteAllBytes(incoming, TamperWeights(v2Bytes));
+        File.Move(incoming, modelPath, overwrite: true);
+        Assert.True(Wait.Until(() => server.Pool.GetLastLoadError() is not null, SwapTimeout), "the damaged model's failure was not reported");
+        var error = server.Pool.GetLastLoadError()!;
+        Assert.Contains("Weights.bin", error);
+        Assert.Contains("damaged or was modified", error);
+        Assert.DoesNotContain("target of an invocation", error);
+        Assert.Equal("Degraded", await server.Client.GetStringAsync("/healthz"));
+        Assert.Equal(1, server.Pool.GetModelGeneration());
+        Assert.Equal(before, await Answers(server, Sentences));   // the old model keeps serving
+
+        // A good model: healthy again.
+        File.WriteAllBytes(incoming, v2Bytes);
+        File.Move(incoming, modelPath, overwrite: true);
+        Assert.True(Wait.Until(() => server.Pool.GetModelGeneration() == 2, SwapTimeout), "v2 was not loaded");
+        Assert.Null(server.Pool.GetLastLoadError());
+        Assert.Equal("Healthy", await server.Client.GetStringAsync("/healthz"));
+
+        // Deleted: logged, Degraded, still serving.
+        File.Delete(modelPath);
+        Assert.True(Wait.Until(() => server.Logs.Has(Microsoft.Extensions.Logging.LogLevel.Warning, "was deleted"), SwapTimeout), "the deletion was not logged");
+        Assert.Equal("Degraded", await server.Client.GetStringAsync("/healthz"));
+        Assert.Equal(HttpStatusCode.OK, (await server.Client.PostAsJsonAsync("/predict", new { text = Sentences[0] })).StatusCode);
+    }
+
+    [SharedDataFact]
+    public void ABadModelAtStartUp_EndsTheProcessWithOneLineAndExitCodeOne()
+    {
+        using var dir = new TempDir();
+        var (v1Bytes, _) = Students.Value;
+        var damaged = dir.File("damaged.zip");
+        File.WriteAllBytes(damaged, TamperWeights(v1Bytes));
+        var (code, error) = RunWebApi(["--ModelPath", damaged, "--urls", "http://127.0.0.1:0"]);
+        var lines = error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(code == 1, $"exit code {code}: {error}");
+        Assert.True(lines.Length == 1, $"expected one line on stderr, found {lines.Length}:\n{error}");
+        Assert.Contains(damaged, lines[0]);
+        Assert.Contains("Weights.bin", lines[0]);
+
+        var (missingCode, missingError) = RunWebApi(["--ModelPath", dir.File("missing.zip"), "--urls", "http://127.0.0.1:0"]);
+        Assert.Equal(1, missingCode);
+        Assert.Equal($"error: Model file '{dir.File("missing.zip")}' does not exist.", missingError.Trim());
+    }
+
+    /// <summary>The model file with one byte of its student's Weights.bin changed, rewritten as a valid zip (fresh CRCs).</summary>
+    private static byte[] TamperWeights(byte[] model)
+    {
+        using var buffer = new MemoryStream();
+        buffer.Write(model);
+        using (var zip = new ZipArchive(buffer, ZipArchiveMode.Update, leaveOpen: true))
+        {
+            var entry = zip.Entries.Single(e => e.FullName.EndsWith("Weights.bin", StringComparison.Ordinal));
+            byte[] weights;
+            using (var read = entry.Open()) { using var copy = new MemoryStream(); read.CopyTo(copy); weights = copy.ToArray(); }
+            weights[weights.Length / 2] ^= 0x40;
+            var name = entry.FullName;
+            entry.Delete();
+            using var write = zip.CreateEntry(name).Open();
+            write.Write(weights);
+        }
+        return buffer.ToArray();
+    }
+
+    private static async Task<Dictionary<string, string>> Answers(WebApiServer server, IEnumerable<string> sentences)
+    {
+        var answers = new Dictionary<string, string>();
+        foreach (var s in sentences) answers[s] = (await Explain(server, s)).Body;
+        return answers;
+    }
+
+    /// <summary>The /explain response's generation, and the rest of it (prediction + neighbours) as text.</summary>
+    private static async Task<(long Generation, string Body)> Explain(WebApiServer server, string text)
+    {
+        using var response = await server.Client.PostAsJsonAsync("/explain", new { text });
+        var body = await response.Content.ReadAsStringAsync();
+        if (response.StatusCode != HttpStatusCode.OK) return (-1, $"{response.StatusCode} {body}");
+        using var json = JsonDocument.Parse(body);
+        var prediction = json.RootElement.GetProperty("prediction");
+        long generation = prediction.GetProperty("modelGeneration").GetInt64();
+        return (generation, prediction.GetProperty("label").GetString() + " " + prediction.GetProperty("scores").GetRawText() + " "
+            + json.RootElement.GetProperty("neighbours").GetRawText());
+    }
+
+    private static (int Code, string Error) RunWebApi(string[] arguments)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "RetriKT.WebApi.dll"));
+        foreach (var a in arguments) start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail("the web API was still running after 60 s");
+        }
+        _ = output.Result;
+        return (process.ExitCode, error.Result);
+    }
+}

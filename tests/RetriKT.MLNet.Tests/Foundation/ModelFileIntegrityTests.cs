@@ -1,0 +1,212 @@
+using System.Diagnostics;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Foundation;
+
+/// <summary>
+/// Damaged model files: a few hundred seeded bit flips and truncations of real RetrievalClassifier model.zip files.
+/// Each damaged file either loads and predicts exactly as the original, or fails with one clear, printable line;
+/// never a different model. Flips are spread over every part of the zip (each entry's header and data, the central
+/// directory), not only the large weights.
+/// </summary>
+public class ModelFileIntegrityTests
+{
+    private sealed class Output
+    {
+        public float[] Score { get; set; } = [];
+        public string PredictedLabel { get; set; } = "";
+    }
+
+    private static readonly Lazy<(byte[] StudentOnly, byte[] Served, IDataView Input)> Models = new(() =>
+    {
+        var ml = new MLContext(seed: 1);
+        var train = TestData.Sst2Train(ml);
+        var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            Epochs = 2, HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 24, NeighborCount = 4, Seed = 3,
+        }).Fit(keys.Transform(train));
+        var input = ml.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv")).Take(6).ToList());
+        byte[] Save(ITransformer model)
+        {
+            using var buffer = new MemoryStream();
+            ml.Model.Save(model, train.Schema, buffer);
+            return buffer.ToArray();
+        }
+        var served = student.Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel").Fit(student.Transform(keys.Transform(train))));
+        return (Save(student), Save(served), input);
+    });
+
+    [SharedDataFact]
+    public void DamagedStudentFilesFailClearlyThroughAPlainModelLoad()
+    {
+        var (file, _, input) = Models.Value;
+        // The student alone: every part is RetriKT's own or ML.NET's schema, so a plain Model.Load must catch all damage.
+        var outcome = Fuzz(file, 200, seed: 11, bytes =>
+        {
+            var ml = new MLContext(seed: 1);
+            var model = ml.Model.Load(new MemoryStream(bytes), out _);
+            return Predict(ml, model, input, served: false);
+        }, e => ModelFiles.Innermost(e).Message);
+        Assert.True(outcome.Identical > 0 && outcome.Failed > 50, outcome.ToString());
+        Assert.True(outcome.NamedRetriKTPart > 10, $"failures naming a RetriKT part: {outcome}");
+    }
+
+    [SharedDataFact]
+    public void DamagedServedFilesFailWithOneLineNamingTheFileThroughLoadVerified()
+    {
+        var (_, served, input) = Models.Value;
+        // The Quickstart's served form adds ML.NET's MapKeyToValue, whose parts only the zip CRC protects.
+        var outcome = Fuzz(served, 150, seed: 12, bytes =>
+        {
+            var ml = new MLContext(seed: 1);
+            var model = ml.Model.LoadVerified(new MemoryStream(bytes), "model.zip", out _);
+            return Predict(ml, model, input, served: true);
+        }, e =>
+        {
+            Assert.IsType<InvalidDataException>(e);
+            Assert.StartsWith("model.zip: ", e.Message);
+            return e.Message;
+        });
+        Assert.True(outcome.Failed > 50, outcome.ToString());
+    }
+
+    [SharedDataFact]
+    public void ARewrittenPartInAValidZipIsNamed_WithoutReflectionLayersOrBinary()
+    {
+        // The issue's cases: a tampered store, an emptied vocabulary, changed weights.
+        ARewrittenPartIsNamed("Store.bin", empty: false);
+        ARewrittenPartIsNamed("Vocabulary.txt", empty: true);
+        ARewrittenPartIsNamed("Weights.bin", empty: false);
+    }
+
+    private static void ARewrittenPartIsNamed(string part, bool empty)
+    {
+        var (_, served, _) = Models.Value;
+        // The zip stays valid (its CRCs are rewritten): only RetriKT's own checksums can tell.
+        var damaged = Rewrite(served, part, bytes => empty ? [] : Flip(bytes));
+        var plain = Assert.ThrowsAny<Exception>(() => new MLContext().Model.Load(new MemoryStream(damaged), out _));
+        var cause = ModelFiles.Innermost(plain);
+        Assert.IsType<InvalidDataException>(cause);
+        Assert.Contains($"/{part}' is damaged or was modified", cause.Message);
+        var verified = Assert.Throws<InvalidDataException>(() => new MLContext().Model.LoadVerified(new MemoryStream(damaged), "model.zip", out _));
+        Assert.StartsWith("model.zip: model.zip part '", verified.Message);
+        Assert.Contains(part, verified.Message);
+        Assert.DoesNotContain("target of an invocation", verified.Message);
+        Assert.True(verified.Message.Length < 400 && verified.Message.All(c => !char.IsControl(c)), verified.Message);
+
+        static byte[] Flip(byte[] bytes)
+        {
+            bytes[bytes.Length / 2] ^= 0x10;
+            return bytes;
+        }
+    }
+
+    private static byte[] Rewrite(byte[] model, string part, Func<byte[], byte[]> change)
+    {
+        using var buffer = new MemoryStream();
+        buffer.Write(model);
+        using (var zip = new System.IO.Compression.ZipArchive(buffer, System.IO.Compression.ZipArchiveMode.Update, leaveOpen: true))
+        {
+            var entry = zip.Entries.Single(e => e.FullName.EndsWith("/" + part, StringComparison.Ordinal));
+            byte[] bytes;
+            using (var read = entry.Open()) { using var copy = new MemoryStream(); read.CopyTo(copy); bytes = copy.ToArray(); }
+            var name = entry.FullName;
+            entry.Delete();
+            using var write = zip.CreateEntry(name).Open();
+            write.Write(change(bytes));
+        }
+        return buffer.ToArray();
+    }
+
+    private sealed record Outcome(int Identical, int Failed, int NamedRetriKTPart, TimeSpan Elapsed)
+    {
+        public override string ToString() => $"{Identical} identical, {Failed} failed clearly ({NamedRetriKTPart} naming a RetriKT part) in {Elapsed.TotalSeconds:F1} s";
+    }
+
+    private static Outcome Fuzz(byte[] original, int count, int seed, Func<byte[], string> predict, Func<Exception, string> message)
+    {
+        var clock = Stopwatch.StartNew();
+        var expected = predict(original);
+        var regions = Regions(original);
+        var random = new Random(seed);
+        int identical = 0, failed = 0, named = 0;
+        for (int i = 0; i < count; i++)
+        {
+            var damaged = (byte[])original.Clone();
+            string what;
+            if (i % 8 == 7)
+            {
+                int length = random.Next(original.Length);
+                damaged = damaged[..length];
+                what = $"truncated to {length} of {original.Length} bytes";
+            }
+            else
+            {
+                // A region (an entry's header + data, or the central directory) first, then a byte in it: every part gets hit.
+                var (start, end) = regions[random.Next(regions.Count)];
+                int offset = random.Next(start, end), bit = random.Next(8);
+                damaged[offset] ^= (byte)(1 << bit);
+                what = $"bit {bit} of byte {offset} flipped";
+            }
+            string result;
+            try
+            {
+                result = predict(damaged);
+            }
+            catch (Exception e)
+            {
+                var text = message(e);
+                Assert.False(string.IsNullOrWhiteSpace(text), $"{what}: empty message from {e.GetType().Name}");
+                Assert.True(text.Length < 1000, $"{what}: {text.Length}-character message");
+                Assert.DoesNotContain("target of an invocation", text);
+                Assert.True(text.All(c => !char.IsControl(c) && c != '\uFFFD'), $"{what}: message with binary: {Escape(text)}");
+                failed++;
+                if (new[] { "Weights.bin", "Store.bin", "Vocabulary.txt", "Model.key", "Checksums.bin" }.Any(text.Contains)) named++;
+                continue;
+            }
+            Assert.True(expected == result, $"{what}: loaded as a different model.\nexpected {expected}\nfound    {result}");
+            identical++;
+        }
+        var outcome = new Outcome(identical, failed, named, clock.Elapsed);
+        Console.WriteLine($"model file fuzz ({original.Length} bytes): {outcome}");
+        return outcome;
+    }
+
+    /// <summary>Scores and labels of the input rows, as text compared exactly.</summary>
+    private static string Predict(MLContext ml, ITransformer model, IDataView input, bool served)
+    {
+        try
+        {
+            var rows = served
+                ? ml.Data.CreateEnumerable<Output>(model.Transform(input), reuseRowObject: false).Select(o => o.PredictedLabel + ":" + string.Join(",", o.Score.Select(s => s.ToString("R"))))
+                : ml.Data.CreateEnumerable<ScoreOnly>(model.Transform(input), reuseRowObject: false).Select(o => string.Join(",", o.Score.Select(s => s.ToString("R"))));
+            return string.Join(" | ", rows);
+        }
+        finally
+        {
+            (model as IDisposable)?.Dispose();
+        }
+    }
+
+    private sealed class ScoreOnly
+    {
+        public float[] Score { get; set; } = [];
+    }
+
+    /// <summary>[start, end) of each local entry (header + data) and of the central directory, found by their signatures.</summary>
+    private static List<(int Start, int End)> Regions(byte[] zip)
+    {
+        var starts = new List<int>();
+        for (int i = 0; i + 4 <= zip.Length; i++)
+            if (zip[i] == 'P' && zip[i + 1] == 'K' && ((zip[i + 2] == 3 && zip[i + 3] == 4) || (zip[i + 2] == 1 && zip[i + 3] == 2 && starts.Count > 0 && zip[starts[^1] + 2] == 3)))
+                starts.Add(i);
+        starts.Add(zip.Length);
+        return starts.Zip(starts.Skip(1)).Where(r => r.Second > r.First).ToList();
+    }
+
+    private static string Escape(string text) => new(text.Take(200).Select(c => char.IsControl(c) ? '?' : c).ToArray());
+}

@@ -1,0 +1,69 @@
+using Microsoft.ML;
+using RetriKT.MLNet.Knowledge.Extraction;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Tests.Infrastructure;
+using RetriKT.MLNet.Tests.SoftPrompt;
+
+namespace RetriKT.MLNet.Tests.Knowledge;
+
+/// <summary>
+/// An extraction checkpoint carries the fingerprint of the run that wrote it: another run's checkpoint (other soft
+/// prompts, other seed, or one without a fingerprint) stops the extraction with a message naming the file and what
+/// differs, or is moved aside when the caller asks to start fresh; it is never reused silently.
+/// </summary>
+public class ExtractionCheckpointTests
+{
+    private static KnowledgeExtractorOptions Options(SoftPromptTransformer prompts, string? checkpoint, int seed, bool startFresh = false) => new()
+    {
+        SoftPrompts = prompts, SamplesPerLabel = 3, BatchSize = 3, MaxAttemptsFactor = 2, FidelityThreshold = 0.0, RequireArgmax = false,
+        MinWords = 1, CheckpointPath = checkpoint, Seed = seed, StartFreshOnCheckpointMismatch = startFresh,
+    };
+
+    private static SoftPromptTransformer Prompts(MLContext mlContext, int seed) => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+    {
+        TeacherPath = SoftPromptPpoTrainerTests.Stories260K, Template = SoftPromptPpoTrainerTests.StoryMood,
+        SupervisedEpochs = 2, PpoSteps = 0, PromptTokens = 2, Seed = seed,
+    }).Fit(SoftPromptPpoTrainerTests.StoryData(mlContext));
+
+    // The extractor transformers share (and on Dispose would dispose) the prompts, so only the prompts are disposed.
+    [SharedDataFact]
+    public void AnotherRunsCheckpointStopsTheExtractionOrIsMovedAsideOnRequest()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = Prompts(mlContext, seed: 1);
+        using var otherPrompts = Prompts(mlContext, seed: 2);
+        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-fingerprint-").FullName, "extraction.jsonl");
+        var written = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.Contains("\"fingerprint\"", File.ReadLines(checkpoint).First());
+        Assert.True(written.Store.Count > 8);
+
+        // Same run: resumes from every batch.
+        var resumed = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.True(resumed.Report!.ResumedBatches >= 2, $"resumed {resumed.Report.ResumedBatches} batches");
+
+        // Another seed, other soft prompts: an error naming the file and what differs; the file is left as it was.
+        var before = File.ReadAllText(checkpoint);
+        var seedError = Assert.Throws<InvalidDataException>(() => mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 10)).Fit(data));
+        Assert.Contains(checkpoint, seedError.Message);
+        Assert.Contains("seed: checkpoint 9, this run 10", seedError.Message);
+        var promptsError = Assert.Throws<InvalidDataException>(() => mlContext.RetriKT().KnowledgeExtractor(Options(otherPrompts, checkpoint, seed: 9)).Fit(data));
+        Assert.Contains("soft_prompts: checkpoint", promptsError.Message);
+        Assert.DoesNotContain("teacher:", promptsError.Message); // same teacher: only what differs is named
+        Assert.Equal(before, File.ReadAllText(checkpoint));
+
+        // A checkpoint without a fingerprint (an older version's) is not trusted either.
+        var legacy = checkpoint + ".legacy.jsonl";
+        File.WriteAllLines(legacy, File.ReadLines(checkpoint).Skip(1));
+        var legacyError = Assert.Throws<InvalidDataException>(() => mlContext.RetriKT().KnowledgeExtractor(Options(prompts, legacy, seed: 9)).Fit(data));
+        Assert.Contains("no fingerprint", legacyError.Message);
+
+        // Asked to start fresh: the old file is moved aside and the result is that of a run without a checkpoint.
+        var fresh = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 10, startFresh: true)).Fit(data);
+        var reference = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, null, seed: 10)).Fit(data);
+        Assert.Equal(0, fresh.Report!.ResumedBatches);
+        Assert.Equal(reference.Store.Entries.Select(e => e.Text), fresh.Store.Entries.Select(e => e.Text));
+        Assert.Equal(before, File.ReadAllText(checkpoint + ".mismatched"));
+        Assert.Contains("\"seed\":10", File.ReadLines(checkpoint).First());
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs the commands README.md, docs/GETTING-STARTED.md and docs/SERVING.md document, from the repository root, as a
+# user types them (plus --no-build and the configuration the tests were built with, so nothing is rebuilt here):
+# the README's two commands, the Quickstart's --help, the web API's train-demo-model and --ModelPath with relative
+# paths (they resolve against the directory the command is typed in), and a bad model at start-up (one line, exit 1).
+# Usage: tests/docs/documented-commands.sh <Debug|Release>. Needs ../shared (the demo model's training file).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+config="${1:-Debug}"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# README: the two commands, at the very top.
+head -6 README.md | grep -qxF 'dotnet run --project samples/RetriKT.Quickstart -c Release    # the main job: the whole RetriKT pipeline, one command' \
+  || fail "README.md does not start with the Quickstart command"
+head -6 README.md | grep -q '^dotnet test RetriKT.MLNet.sln ' || fail "README.md does not start with the test command"
+grep -q 'docs/GETTING-STARTED.md' README.md || fail "README.md does not link docs/GETTING-STARTED.md"
+
+# The Quickstart's options.
+help=$(dotnet run --project samples/RetriKT.Quickstart -c "$config" --no-build -- --help) || fail "Quickstart --help exited $?"
+grep -q -- '--teacher' <<<"$help" || fail "Quickstart --help lists no --teacher"
+
+# SERVING.md: train-demo-model and --ModelPath with paths relative to the repository root.
+work=retrikt-quickstart/docs-check   # git-ignored
+rm -rf "$work"; mkdir -p "$work"
+dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- train-demo-model ../shared/data/SST-2/k-shot/16-13/train.tsv "$work/demo-model.zip" 2 >/dev/null \
+  || fail "train-demo-model with relative paths exited $?"
+[ -f "$work/demo-model.zip" ] || fail "train-demo-model did not write $work/demo-model.zip (relative to the repository root)"
+
+port=$(( 20000 + RANDOM % 20000 ))
+dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- --ModelPath "$work/demo-model.zip" --urls "http://127.0.0.1:$port" >"$work/server.log" 2>&1 &
+server=$!
+stop() { pkill -P "$server" 2>/dev/null || true; kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
+trap stop EXIT
+for _ in $(seq 1 240); do
+  health=$(curl -s "http://127.0.0.1:$port/healthz" || true)
+  [ "$health" = Healthy ] && break
+  kill -0 "$server" 2>/dev/null || fail "the web API with --ModelPath $work/demo-model.zip exited: $(tail -3 "$work/server.log")"
+  sleep 0.5
+done
+[ "$health" = Healthy ] || fail "/healthz said '$health'"
+curl -s -XPOST "http://127.0.0.1:$port/predict" -H 'content-type: application/json' -d '{"text":"a wonderful , moving film ."}' \
+  | grep -q '"modelGeneration":1' || fail "/predict did not answer"
+stop; trap - EXIT
+
+# A bad model at start-up: one line on stderr, exit code 1.
+set +e
+dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- --ModelPath "$work/missing.zip" --urls "http://127.0.0.1:$port" >/dev/null 2>"$work/err.txt"
+code=$?
+set -e
+[ "$code" = 1 ] || fail "a missing model exited $code, expected 1"
+[ "$(wc -l <"$work/err.txt")" = 1 ] || fail "a missing model printed $(wc -l <"$work/err.txt") lines on stderr, expected 1"
+grep -q "missing.zip' does not exist" "$work/err.txt" || fail "unexpected error: $(cat "$work/err.txt")"
+rm -rf "$work"
+echo "documented commands: ok"
