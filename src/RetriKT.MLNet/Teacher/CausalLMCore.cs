@@ -37,25 +37,52 @@ internal abstract class CausalLMModule : nn.Module
     public abstract void InitializeWeights(Generator generator);
 }
 
-/// <summary>Per-layer key/value cache. Owns its tensors (they live outside any dispose scope) until disposed.</summary>
+/// <summary>
+/// Per-layer key/value cache, allocated once per generation call for every position the call can reach
+/// (<see cref="Capacity"/>) and written in place: a decoding step copies its new keys/values into the next slots and
+/// attends over a view of the filled part, so no step allocates or concatenates the whole cache. Owns its tensors
+/// (they live outside any dispose scope) until disposed.
+/// </summary>
 internal sealed class KvCache : IDisposable
 {
-    private readonly Tensor?[] _keys, _values;
+    private readonly Tensor?[] _keys, _values;   // [B, Hkv, Capacity, D] per layer, allocated on the layer's first append
+    private readonly long[] _lengths;
 
-    public KvCache(int layers) { _keys = new Tensor?[layers]; _values = new Tensor?[layers]; }
+    /// <param name="layers">Decoder layers.</param>
+    /// <param name="capacity">Most positions the cache will hold (prefix + prompt + new tokens).</param>
+    public KvCache(int layers, long capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        _keys = new Tensor?[layers]; _values = new Tensor?[layers]; _lengths = new long[layers];
+        Capacity = capacity;
+    }
+
+    /// <summary>Most positions the cache holds.</summary>
+    public long Capacity { get; }
 
     /// <summary>Number of cached positions (slots) so far.</summary>
-    public long Length => _keys[0]?.shape[2] ?? 0;
+    public long Length => _lengths[0];
 
-    /// <summary>Appends this step's keys/values <c>[B, Hkv, T, D]</c> for <paramref name="layer"/> and returns the full cache.</summary>
+    /// <summary>
+    /// Writes this step's keys/values <c>[B, Hkv, T, D]</c> for <paramref name="layer"/> after the cached ones and returns
+    /// views <c>[B, Hkv, past+T, D]</c> of everything cached for the layer.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The step would overflow <see cref="Capacity"/>.</exception>
     public (Tensor Keys, Tensor Values) Append(int layer, Tensor k, Tensor v)
     {
-        var newK = _keys[layer] is { } oldK ? cat([oldK, k], 2) : k.clone();
-        var newV = _values[layer] is { } oldV ? cat([oldV, v], 2) : v.clone();
-        newK.DetachFromDisposeScope(); newV.DetachFromDisposeScope();
-        _keys[layer]?.Dispose(); _values[layer]?.Dispose();
-        _keys[layer] = newK; _values[layer] = newV;
-        return (newK, newV);
+        long at = _lengths[layer], t = k.shape[2];
+        if (at + t > Capacity)
+            throw new InvalidOperationException($"KV cache overflow at layer {layer}: {at} cached + {t} new positions exceed its capacity of {Capacity}.");
+        if (_keys[layer] is null)
+        {
+            _keys[layer] = empty(new[] { k.shape[0], k.shape[1], Capacity, k.shape[3] }, k.dtype, k.device).DetachFromDisposeScope();
+            _values[layer] = empty(new[] { v.shape[0], v.shape[1], Capacity, v.shape[3] }, v.dtype, v.device).DetachFromDisposeScope();
+        }
+        var keys = _keys[layer]!; var values = _values[layer]!;
+        using (var slotK = keys.narrow(2, at, t)) slotK.copy_(k);
+        using (var slotV = values.narrow(2, at, t)) slotV.copy_(v);
+        _lengths[layer] = at + t;
+        return (keys.narrow(2, 0, at + t), values.narrow(2, 0, at + t));
     }
 
     /// <summary>Keeps only the rows in <paramref name="rows"/> (drops finished sequences).</summary>
@@ -74,6 +101,27 @@ internal sealed class KvCache : IDisposable
     public void Dispose()
     {
         for (int i = 0; i < _keys.Length; i++) { _keys[i]?.Dispose(); _values[i]?.Dispose(); _keys[i] = _values[i] = null; }
+    }
+}
+
+/// <summary>Attention kernels shared by the architectures.</summary>
+internal static class Attention
+{
+    /// <summary>
+    /// Attention of one new position per row (a decoding step): <paramref name="q"/> <c>[B, H, 1, D]</c> over the cached
+    /// <paramref name="k"/>, <paramref name="v"/> <c>[B, Hkv, S, D]</c> (H a multiple of Hkv; query head h reads kv head
+    /// h / (H/Hkv), as HF's repeat_kv), with an optional additive <paramref name="bias"/> <c>[B, 1, 1, S]</c>. Returns
+    /// <c>[B, 1, H·D]</c>. The query heads that share a kv head become rows of one product, so grouped-query attention
+    /// needs no copy of the cache per step, and the three small products run without the fused kernel's per-call setup
+    /// (which dominates at this size).
+    /// </summary>
+    public static Tensor SingleQuery(Tensor q, Tensor k, Tensor v, Tensor? bias)
+    {
+        long b = q.shape[0], heads = q.shape[1], d = q.shape[3], kvHeads = k.shape[1];
+        var grouped = q.reshape(b, kvHeads, heads / kvHeads, d);                  // [B, Hkv, G, D]
+        var scores = grouped.matmul(k.transpose(2, 3)).mul_(1.0 / Math.Sqrt(d));  // [B, Hkv, G, S]
+        if (bias is not null) scores.add_(bias);
+        return scores.softmax(-1).matmul(v).reshape(b, 1, heads * d);
     }
 }
 
@@ -138,23 +186,36 @@ internal static class Rotary
         return tensor(inv);
     }
 
-    /// <summary>cos/sin <c>[B, 1, T, D]</c> for positions <c>[B, T]</c>.</summary>
-    public static (Tensor Cos, Tensor Sin) Angles(Tensor invFreq, Tensor positions, ScalarType dtype)
+    /// <summary>
+    /// cos and sign-folded sin tables <c>[N, D]</c> for positions 0..N-1: row p is cos/sin of p·invFreq repeated over
+    /// both halves, the sin table's first half negated so that <see cref="Apply"/> needs no negation or concatenation.
+    /// The values equal computing each position's angles on the fly (same float32 products, then the dtype cast).
+    /// </summary>
+    public static (Tensor Cos, Tensor SinSigned) Tables(Tensor invFreq, long positions, ScalarType dtype)
     {
-        var freqs = positions.to(ScalarType.Float32).unsqueeze(-1).mul(invFreq);   // [B, T, D/2]
-        var emb = cat([freqs, freqs], -1).unsqueeze(1);                            // [B, 1, T, D]
-        return (emb.cos().to(dtype), emb.sin().to(dtype));
+        using var scope = NewDisposeScope();
+        var freqs = arange(positions, ScalarType.Float32, invFreq.device).unsqueeze(-1).mul(invFreq);   // [N, D/2]
+        var emb = cat([freqs, freqs], -1);                                                              // [N, D]
+        var sin = emb.sin();
+        long half = freqs.shape[1];
+        var signed = cat([sin.narrow(-1, 0, half).neg(), sin.narrow(-1, half, half)], -1);
+        return (emb.cos().to(dtype).MoveToOuterDisposeScope(), signed.to(dtype).MoveToOuterDisposeScope());
     }
 
-    /// <summary>x * cos + rotate_half(x) * sin, for x <c>[B, heads, T, D]</c>.</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
+    /// <summary>cos/sin <c>[B, 1, T, D]</c> for positions <c>[B, T]</c>, looked up in <see cref="Tables"/>.</summary>
+    public static (Tensor Cos, Tensor SinSigned) Angles(Tensor cosTable, Tensor sinSignedTable, Tensor positions)
     {
-        long half = x.shape[^1] / 2;
-        var x1 = x.narrow(-1, 0, half);
-        var x2 = x.narrow(-1, half, half);
-        var rotated = cat([x2.neg(), x1], -1);
-        return x.mul(cos).add(rotated.mul(sin));
+        long b = positions.shape[0], t = positions.shape[1], d = cosTable.shape[1];
+        var flat = positions.reshape(-1);
+        return (cosTable.index_select(0, flat).view(b, 1, t, d), sinSignedTable.index_select(0, flat).view(b, 1, t, d));
     }
+
+    /// <summary>
+    /// x·cos + rotate_half(x)·sin for x <c>[B, heads, T, D]</c>, where rotate_half(x) = [−x₂, x₁]: rolling x by half gives
+    /// [x₂, x₁] and the sign sits in <paramref name="sinSigned"/> (−x₂·s equals x₂·(−s) exactly).
+    /// </summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sinSigned) =>
+        x.mul(cos).add_(x.roll(x.shape[^1] / 2, -1).mul_(sinSigned));
 }
 
 /// <summary>Weight initialisation drawn on the CPU generator (so a seed gives the same weights on every device).</summary>

@@ -46,6 +46,8 @@ internal sealed class Gpt2Attention : Module
         var k = qkv[1].view(b, t, _heads, _headDim).transpose(1, 2);
         var v = qkv[2].view(b, t, _heads, _headDim).transpose(1, 2);
         if (cache is not null) (k, v) = cache.Append(_layer, k, v);
+        // A decoding step (one new position) attends over the cache in place (see Attention.SingleQuery).
+        if (cache is not null && t == 1) return c_proj.forward(Attention.SingleQuery(q, k, v, bias));
         var y = functional.scaled_dot_product_attention(q, k, v, bias, 0.0, is_casual: bias is null && t > 1);
         return c_proj.forward(y.transpose(1, 2).reshape(b, t, _hidden));
     }

@@ -25,9 +25,10 @@ internal sealed class RmsNorm : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var x32 = x.to(ScalarType.Float32);
-        var normed = x32.mul(x32.pow(2).mean([-1L], keepdim: true).add(_eps).rsqrt()).to(x.dtype);
-        return weight.mul(normed).MoveToOuterDisposeScope();
+        bool narrow = x.dtype != ScalarType.Float32;
+        var x32 = narrow ? x.to(ScalarType.Float32) : x;
+        var normed = x32.mul(x32.pow(2).mean([-1L], keepdim: true).add_(_eps).rsqrt());
+        return weight.mul(narrow ? normed.to(x.dtype) : normed).MoveToOuterDisposeScope();
     }
 }
 
@@ -50,6 +51,7 @@ internal sealed class LlamaAttention : Module
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? bias, KvCache? cache)
     {
         long b = x.shape[0], t = x.shape[1];
+        if (cache is not null && t == 1) return DecodeStep(x, cos, sin, bias, cache);
         var q = q_proj.forward(x).view(b, t, _heads, _headDim).transpose(1, 2);
         var k = k_proj.forward(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);
         var v = v_proj.forward(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);
@@ -64,6 +66,17 @@ internal sealed class LlamaAttention : Module
         }
         var y = functional.scaled_dot_product_attention(q, k, v, bias, 0.0, is_casual: bias is null && t > 1);
         return o_proj.forward(y.transpose(1, 2).reshape(b, t, _heads * _headDim));
+    }
+
+    // One new position per row: attend over the cache in place (see Attention.SingleQuery); same maths as above.
+    private Tensor DecodeStep(Tensor x, Tensor cos, Tensor sin, Tensor? bias, KvCache cache)
+    {
+        long b = x.shape[0];
+        var q = Rotary.Apply(q_proj.forward(x).view(b, _heads, 1, _headDim), cos, sin);
+        var k = Rotary.Apply(k_proj.forward(x).view(b, _kvHeads, 1, _headDim), cos, sin);
+        var v = v_proj.forward(x).view(b, _kvHeads, 1, _headDim);
+        var (keys, values) = cache.Append(_layer, k, v);
+        return o_proj.forward(Attention.SingleQuery(q, keys, values, bias));
     }
 }
 
@@ -146,7 +159,7 @@ internal sealed class LlamaForCausalLM : CausalLMModule
 
     public override Tensor Decode(Tensor embeds, Tensor positions, Tensor? attentionBias, KvCache? cache)
     {
-        var (cos, sin) = Rotary.Angles(inv_freq, positions, embeds.dtype);
+        var (cos, sin) = RotaryAngles(positions, embeds.dtype, embeds.shape[1] + (cache?.Length ?? 0));
         var x = embeds;
         foreach (var block in model.layers) x = block.Forward(x, cos, sin, attentionBias, cache);
         return model.norm.forward(x);
@@ -154,6 +167,36 @@ internal sealed class LlamaForCausalLM : CausalLMModule
 
     public override Tensor LmHead(Tensor hidden) =>
         lm_head is null ? functional.linear(hidden, model.embed_tokens.weight!) : lm_head.forward(hidden);
+
+    // cos/sin tables for the positions seen so far, grown by doubling (a 128K-context model does not pay for its whole
+    // context up front). Rebuilt if the dtype or device changes. Positions lie below the sequence's slot count. The
+    // lookup copies rows, so the lock only guards the swap against a concurrent caller still reading the old table.
+    private readonly object _tableLock = new();
+    private Tensor? _cosTable, _sinTable;
+
+    private (Tensor Cos, Tensor Sin) RotaryAngles(Tensor positions, ScalarType dtype, long slots)
+    {
+        lock (_tableLock)
+        {
+            bool stale = _cosTable is null || _cosTable.shape[0] < slots || _cosTable.dtype != dtype ||
+                         _cosTable.device_type != inv_freq.device_type || _cosTable.device_index != inv_freq.device_index;
+            if (stale)
+            {
+                long grown = Math.Max(Math.Max(slots, 2 * (_cosTable?.shape[0] ?? 0)), 64);
+                long size = Math.Min(grown, Math.Max(slots, Config.MaxPositions));
+                _cosTable?.Dispose(); _sinTable?.Dispose();
+                var (cos, sin) = Rotary.Tables(inv_freq, size, dtype);
+                _cosTable = cos.DetachFromDisposeScope(); _sinTable = sin.DetachFromDisposeScope();
+            }
+            return Rotary.Angles(_cosTable!, _sinTable!, positions);
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) { _cosTable?.Dispose(); _sinTable?.Dispose(); _cosTable = _sinTable = null; }
+        base.Dispose(disposing);
+    }
 
     public override void InitializeWeights(Generator generator)
     {

@@ -245,7 +245,7 @@ public sealed class TeacherModel : IDisposable
         using var outer = NewDisposeScope();
         using var noGrad = no_grad();
         using var generator = new Generator((ulong)(request.Seed ?? Random.Shared.NextInt64()), Device);
-        using var cache = request.UseKvCache ? new KvCache(Config.NumLayers) : null;
+        using var cache = request.UseKvCache && maxNew > 0 ? new KvCache(Config.NumLayers, longest + prefixLength + maxNew) : null;
         try
         {
             var (embeds, mask) = BuildInputs(prompts, request.PrefixEmbeds, prefixLength);
@@ -257,6 +257,9 @@ public sealed class TeacherModel : IDisposable
                     if (prompts[i].Length > 0) seen[i].index_fill_(0, tensor(prompts[i].Select(x => (long)x).ToArray(), device: Device), true);
             }
             var logits = LastLogits(RunDecoder(embeds, mask, cache));
+            // Chosen tokens' log-probs stay on the device until the end: each step syncs only the ids (stop checks need them).
+            var chosenLogps = zeros(new long[] { batch, Math.Max(maxNew, 1) }, ScalarType.Float32, Device);
+            int steps = 0;
 
             for (int step = 0; step < maxNew; step++)
             {
@@ -272,14 +275,14 @@ public sealed class TeacherModel : IDisposable
                     processed = Sampler.TopP(Sampler.TopK(processed, request.TopK), request.TopP);
                     next = processed.softmax(-1).multinomial(1, generator: generator).squeeze(1);
                 }
-                var chosenLogp = logp.gather(-1, next.unsqueeze(1)).squeeze(1);
+                chosenLogps.narrow(1, step, 1).copy_(logp.gather(-1, next.unsqueeze(1)));
+                steps = step + 1;
                 var nextIds = next.cpu().data<long>().ToArray();
-                var nextLogp = chosenLogp.cpu().data<float>().ToArray();
                 for (int i = 0; i < batch; i++)
                 {
                     if (done[i]) { nextIds[i] = padId; continue; }
                     int id = (int)nextIds[i];
-                    outIds[i].Add(id); outLogProbs[i].Add(nextLogp[i]);
+                    outIds[i].Add(id);
                     if (stopIds.Contains(id)) { done[i] = true; reasons[i] = "stop_token"; }
                     else if (request.StopSequences is { Count: > 0 } stops && Tokenizer is not null)
                     {
@@ -309,6 +312,10 @@ public sealed class TeacherModel : IDisposable
                 var nextLogits = LastLogits(hidden).MoveToOuterDisposeScope();
                 logits.Dispose(); logits = nextLogits;
             }
+            // A row's tokens fill its first slots (it only stops, never pauses), so its log-probs are a prefix of its row.
+            var logps = chosenLogps.narrow(1, 0, Math.Max(steps, 1)).cpu().contiguous().data<float>().ToArray();
+            int stride = Math.Max(steps, 1);
+            for (int i = 0; i < batch; i++) outLogProbs[i].AddRange(logps.AsSpan(i * stride, outIds[i].Count).ToArray());
         }
         finally { if (wasTraining) _module.train(); }
 

@@ -1,0 +1,48 @@
+using System.Globalization;
+using Microsoft.ML;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Tests.Infrastructure;
+using static RetriKT.MLNet.Tests.SoftPrompt.SoftPromptPpoTrainerTests;
+
+namespace RetriKT.MLNet.Tests.SoftPrompt;
+
+/// <summary>
+/// Same seed, same PPO run as the code before the decode rework (commit 29aa836): the goldens below were captured from
+/// it, so a speed-up that changes what is sampled or learned fails here, naming the first value that moved.
+/// </summary>
+public class PpoGoldenTests
+{
+    // Per PPO step: generated tokens, reward, fidelity, KL, policy loss, value loss, entropy (default RetriKT reward).
+    private static readonly double[][] GoldenSteps =
+    [
+        [96, 0.5454685240983963, 0.5273764040321112, 0, -0.000896430341526866, 1.3747466504573822, 0.6084471940994263],
+        [96, 0.5608948837034404, 0.515005424618721, -0.02778153121471405, -0.0013769646175205708, 1.011369526386261, 0.5766209810972214],
+    ];
+
+    // Two samples of label 0 (seed 11) from the tuned prompts.
+    private static readonly string[] GoldenSamples = ["Mary was a rich rabb", "Once upon a time, there was a little bird"];
+
+    [SharedDataFact]
+    public void SameSeedGivesTheRolloutsAndLossesOfTheReferenceCode()
+    {
+        var mlContext = new MLContext(seed: 7);
+        using var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 1, PromptTokens = 4,
+            PpoSteps = 2, RolloutsPerStep = 8, MiniBatchSize = 4, PpoEpochs = 2, MaxNewTokens = 12,
+        }).Fit(StoryData(mlContext));
+        var steps = model.TrainingReport!.PpoSteps;
+        var actual = steps.Select(s => new double[] { s.GeneratedTokens, s.Reward, s.Fidelity, s.Kl, s.PolicyLoss, s.ValueLoss, s.Entropy }).ToArray();
+        var samples = model.Generate(label: 0, count: 2, seed: 11).Select(s => s.Text).ToArray();
+        string Dump() => "actual steps: " + string.Join(" | ", actual.Select(r => string.Join(", ", r.Select(v => v.ToString("R", CultureInfo.InvariantCulture))))) +
+                         "; samples: " + string.Join(" | ", samples.Select(s => $"\"{s}\""));
+
+        string[] names = ["generated tokens", "reward", "fidelity", "kl", "policy loss", "value loss", "entropy"];
+        Assert.True(actual.Length == GoldenSteps.Length, $"{actual.Length} PPO steps, expected {GoldenSteps.Length}. {Dump()}");
+        for (int s = 0; s < GoldenSteps.Length; s++)
+            for (int j = 0; j < names.Length; j++)
+                Assert.True(Math.Abs(actual[s][j] - GoldenSteps[s][j]) <= 1e-5 + 1e-5 * Math.Abs(GoldenSteps[s][j]),
+                    $"PPO step {s + 1} {names[j]}: expected {GoldenSteps[s][j].ToString("R", CultureInfo.InvariantCulture)}, found {actual[s][j].ToString("R", CultureInfo.InvariantCulture)}. {Dump()}");
+        Assert.True(GoldenSamples.SequenceEqual(samples), $"samples after training differ. {Dump()}");
+    }
+}
