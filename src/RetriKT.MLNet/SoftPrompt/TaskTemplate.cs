@@ -94,13 +94,15 @@ public sealed record TaskTemplate
     {
         ArgumentNullException.ThrowIfNull(generated);
         int cut = generated.Length;
+        bool templateStop = false;
         foreach (var stop in GenerationStops)
         {
             if (stop == "\n" && IsPair && Target == GenerationTarget.WholeSample) continue;
             int at = generated.IndexOf(stop, StringComparison.Ordinal);
-            if (at >= 0 && at < cut) cut = at;
+            if (at >= 0 && at < cut) (cut, templateStop) = (at, stop != "\n");
         }
-        return generated[..cut].TrimEnd();
+        // Only the space before a template phrase goes; text before a new line is kept as generated.
+        return templateStop ? generated[..cut].TrimEnd() : generated[..cut];
     }
 
     /// <summary>The classification prompt for one sample with the label word inserted.</summary>
