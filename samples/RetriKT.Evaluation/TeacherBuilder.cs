@@ -40,6 +40,15 @@ public sealed record TeacherSettings
     /// twenty in a rendered sample; unweighted, 0.6 epoch of SST-2 left the teacher at 52 % on its own training rows.
     /// </summary>
     public double StageBLabelWeight { get; init; } = 20;
+    /// <summary>
+    /// Steps of a continuation of stage B on the same data after its schedule ended (a new warmup + cosine at
+    /// <see cref="StageB2LearningRate"/>): more task training for a finished build without redoing it. 0 = none.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore] // not a stage-A setting; keyed by TeacherKey
+    public int StageB2Steps { get; init; }
+    /// <summary>Peak learning rate of the stage-B continuation.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public double StageB2LearningRate { get; init; } = 5e-4;
     /// <summary>Texts the BPE tokenizer is learned from (an even sample of both stages' text).</summary>
     public int TokenizerTexts { get; init; } = 12_000;
     /// <summary>Cap on stage A's part files per corpus (each ≤ 3.9 MB); 0 = all.</summary>
@@ -55,6 +64,9 @@ public sealed record TeacherSettings
 
     /// <summary>Hex key of the stage-B settings: stage B's checkpoint folder and the finished teacher's folder inside the build folder.</summary>
     public string StageBKey() => Hash(FormattableString.Invariant($"{StageBSteps}|{StageBLearningRate:R}|{StageBReplay:R}|{StageBLabelWeight:R}|weighted-v1"));
+
+    /// <summary>The key of the finished teacher: stage B and its continuation.</summary>
+    public string TeacherKey() => StageB2Steps == 0 ? StageBKey() : Hash(FormattableString.Invariant($"{StageBKey()}|{StageB2Steps}|{StageB2LearningRate:R}"));
 
     private static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16];
 
@@ -77,7 +89,7 @@ public static class TeacherBuilder
     public static string EnsureBuilt(string dataRoot, string cacheRoot, string task, TeacherSettings settings, Action<string> log, CancellationToken cancellation)
     {
         var root = Path.Combine(cacheRoot, $"teacher-{task}-{settings.CacheKey(task)}");
-        var final = Path.Combine(root, "teacher-" + settings.StageBKey());
+        var final = Path.Combine(root, "teacher-" + settings.TeacherKey());
         if (File.Exists(Path.Combine(final, "done.json")))
         {
             log($"Teacher ({task}): cached at {final}");
@@ -155,7 +167,7 @@ public static class TeacherBuilder
             var trainer = new TeacherPretrainer(new MLContext(seed: settings.Seed), new TeacherPretrainerOptions
             {
                 Steps = steps, BatchSize = settings.BatchSize, SequenceLength = settings.SequenceLength, LearningRate = learningRate,
-                WarmupSteps = Math.Max(1, steps / 20), Seed = settings.Seed, CheckpointDirectory = Path.Combine(root, name == "a" ? "stage-a" : "stage-b-" + settings.StageBKey()),
+                WarmupSteps = Math.Max(1, steps / 20), Seed = settings.Seed, CheckpointDirectory = Path.Combine(root, name switch { "a" => "stage-a", "b" => "stage-b-" + settings.StageBKey(), _ => "stage-b2-" + settings.TeacherKey() }),
                 CheckpointEvery = Math.Max(10, steps / 40),
             });
             double loss = trainer.Train(model, tokens, weights, progress, cancellation);
@@ -169,6 +181,7 @@ public static class TeacherBuilder
         {
             var (tokens, weights) = TeacherPretrainer.WeightedTokenStream(tokenizer, stageB, (float)settings.StageBLabelWeight);
             Stage("b", stageB.Count, tokens, weights, settings.StageBSteps, settings.StageBLearningRate);
+            if (settings.StageB2Steps > 0) Stage("b2", stageB.Count, tokens, weights, settings.StageB2Steps, settings.StageB2LearningRate);
         }
 
         var tempFinal = final + ".tmp";
@@ -176,7 +189,7 @@ public static class TeacherBuilder
         model.SaveCheckpoint(tempFinal);
         var done = new
         {
-            task, settings, stageACorpora = TeacherSettings.StageACorpora(task), parameters = model.ParameterCount, contentHash = model.ContentHash, stages,
+            task, settings, settings.StageB2Steps, settings.StageB2LearningRate, stageACorpora = TeacherSettings.StageACorpora(task), parameters = model.ParameterCount, contentHash = model.ContentHash, stages,
             minutes = clock.Elapsed.TotalMinutes, builtUtc = DateTime.UtcNow,
             note = "Stand-in teacher: pretrained here from scratch (no pretrained LLM can be had offline); it knows the task from its full GLUE training split.",
         };
