@@ -11,7 +11,7 @@ public class EncoderBaselineTests
     public void MiniLMLogisticRegressionBeatsMajorityOnSst2FewShot()
     {
         var full = FewShotBenchmarks.Load(SharedData.Path("data"), "SST-2", 13);
-        // 240 evaluation rows keep the test in seconds; the full split is the harness's job (docs/evaluation/results-encoders.jsonl).
+        // 240 evaluation rows keep the test in seconds; the full split is the harness's job (docs/evaluation/results.jsonl).
         var task = full with { Test = full.Test.Take(240).ToList() };
         var result = EncoderBaselines.Run(task, Rows.EncoderLogRegMiniLM, 13);
         double majority = task.MajorityAccuracy();
