@@ -108,7 +108,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
         string teacherPath = options.TeacherPath ?? Path.Combine(options.OutputFolder, "teacher");
         SoftPromptTransformer prompts = null!;
         KnowledgeExtractorTransformer extraction = null!;
-        RetrievalClassifierTransformer student = null!;
+        RetrievalClassifierTransformer student = null!, fewShotOnly = null!, storeOnly = null!;
         var times = new Dictionary<string, TimeSpan>();
 
         AnsiConsole.Progress()
@@ -154,12 +154,20 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 extract.Value = extract.MaxValue;
 
                 var keys = _ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue).Fit(fewShot);
-                Time(times, "student", () => student = _ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+                // One student recipe for all three rows, so the only differences are the store and retrieval.
+                RetrievalClassifierTransformer TrainStudent(RetriKT.MLNet.Knowledge.KnowledgeStore? store, bool useRetrieval, IProgress<TrainingProgress>? report) =>
+                    _ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+                    {
+                        Store = store, UseRetrieval = useRetrieval, SecondTextColumnName = task.IsPair ? "Text2" : null,
+                        ValidationSet = keys.Transform(FewShotTask.ToDataView(_ml, task.Dev)), TeacherParameterCount = teacher.ParameterCount,
+                        NeighborsColumnName = "Neighbors", Epochs = options.Quick ? 10 : 40, Progress = report,
+                    }).Fit(keys.Transform(fewShot));
+                Time(times, "student", () => student = TrainStudent(extraction.Store, useRetrieval: true, progress));
+                Time(times, "reference students", () =>
                 {
-                    Store = extraction.Store, SecondTextColumnName = task.IsPair ? "Text2" : null,
-                    ValidationSet = keys.Transform(FewShotTask.ToDataView(_ml, task.Dev)), TeacherParameterCount = teacher.ParameterCount,
-                    NeighborsColumnName = "Neighbors", Epochs = options.Quick ? 10 : 40, Progress = progress,
-                }).Fit(keys.Transform(fewShot)));
+                    fewShotOnly = TrainStudent(null, useRetrieval: true, null);
+                    storeOnly = TrainStudent(extraction.Store, useRetrieval: false, null);
+                });
                 train.Value = train.MaxValue;
             });
 
@@ -197,9 +205,12 @@ public sealed class QuickstartRun(QuickstartOptions options)
         PrintResults([
             new("Majority class", task.MajorityAccuracy(), 0),
             new("Teacher (prompted classifier, verbalizer)", teacherAccuracy, teacher.ParameterCount),
-            new("Student alone (head only, λ = 0)", alone, student.ParameterCount),
-            new($"Student + knowledge store (λ = {student.RetrievalWeight:F1})", withStore, student.ParameterCount),
+            new("Student on the few-shot examples only (no store)", Accuracy(fewShotOnly), fewShotOnly.ParameterCount),
+            new("Student on the store, no retrieval (store only)", Accuracy(storeOnly), storeOnly.ParameterCount),
+            new("RetriKT student, its head alone (λ = 0)", alone, student.ParameterCount),
+            new($"RetriKT student, head + retrieval (λ = {student.RetrievalWeight:F1})", withStore, student.ParameterCount),
         ]);
+        fewShotOnly.Dispose(); storeOnly.Dispose();
 
         var facts = new Table().Border(TableBorder.Rounded).AddColumn("Fact").AddColumn("Value");
         facts.AddRow("Knowledge store", $"{extraction.Store.Count} entries ({extraction.Report})".EscapeMarkup());
