@@ -16,9 +16,6 @@ public sealed class PretrainingResumeTests : IDisposable
 
     public void Dispose() => Directory.Delete(_temp, recursive: true);
 
-    private static List<string> Reviews(int count) =>
-        File.ReadLines(SharedData.Path("data", "corpora", "movie-reviews-polarity-v2", "part-000.txt")).Take(count).ToList();
-
     private (TeacherModel Model, int[] Tokens) Fresh(List<string> texts)
     {
         var tokenizerDir = Path.Combine(_temp, "tok");
@@ -36,7 +33,7 @@ public sealed class PretrainingResumeTests : IDisposable
     [SharedDataFact]
     public void AKilledRunResumesFromItsLastCheckpointAndEndsWithTheSameWeights()
     {
-        var texts = Reviews(80);
+        var texts = TeacherPretrainingTests.Reviews(80);
         // Uninterrupted reference.
         var (reference, tokens) = Fresh(texts);
         using (reference)
@@ -76,7 +73,7 @@ public sealed class PretrainingResumeTests : IDisposable
     [SharedDataFact]
     public void WeightedStreamStressesTheVerbalizerWordAndTrainsTheTask()
     {
-        var texts = Reviews(60);
+        var texts = TeacherPretrainingTests.Reviews(60);
         var (model, _) = Fresh(texts);
         using (model)
         {

@@ -12,7 +12,7 @@ public sealed class TeacherPretrainingTests : IDisposable
 
     public void Dispose() => Directory.Delete(_temp, recursive: true);
 
-    private static List<string> Reviews(int count) =>
+    internal static List<string> Reviews(int count) =>
         File.ReadLines(SharedData.Path("data", "corpora", "movie-reviews-polarity-v2", "part-000.txt")).Take(count).ToList();
 
     [SharedDataFact]
