@@ -33,14 +33,15 @@ internal sealed class BertEncoderModule : nn.Module
         var module = new BertEncoderModule(weights.Config, weights.HasPooler);
         try
         {
-            using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            foreach (var (name, parameter) in module.named_parameters())
-            {
-                if (!weights.Tensors.TryGetValue(name, out var t))
-                    throw new InvalidDataException($"{weights.Source}: tensor '{name}' is missing.");
-                parameter.copy_(tensor(t.Data, t.Shape));
-            }
+            using (var scope = NewDisposeScope())
+            using (var noGrad = no_grad())
+                foreach (var (name, parameter) in module.named_parameters())
+                {
+                    if (!weights.Tensors.TryGetValue(name, out var t))
+                        throw new InvalidDataException($"{weights.Source}: tensor '{name}' is missing.");
+                    parameter.copy_(tensor(t.Data, t.Shape));
+                }
+            // Outside the scope: the moved parameters belong to the module, not to a scope that would free them.
             module.to(device);
             module.eval();
             return module;
