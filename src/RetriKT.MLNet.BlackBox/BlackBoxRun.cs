@@ -45,6 +45,7 @@ internal sealed class BlackBoxRun
     private readonly int[] _generated, _attempts, _inFlight;
     private readonly Dictionary<DropReason, int> _dropped = Enum.GetValues<DropReason>().ToDictionary(r => r, _ => 0);
     private readonly List<string> _takenOut = [];
+    private List<Endpoint> _endpoints = [];
     private readonly CancellationTokenSource _cancel;
     private long _tokens, _requests, _retries;
     private int _fromLogProbs, _fromClassification, _unlabelled, _resumed;
@@ -74,7 +75,7 @@ internal sealed class BlackBoxRun
         _resumed = checkpoint.Resumed.Count;
         if (_resumed > 0) _host.Info($"Resumed {_resumed} judged samples ({_kept.Sum(k => k.Count)} kept) from {checkpoint.Path}.");
 
-        var endpoints = _o.Teachers.Select((t, i) => new Endpoint(t, t.Name ?? $"teacher-{i + 1}")).ToList();
+        var endpoints = _endpoints = _o.Teachers.Select((t, i) => new Endpoint(t, t.Name ?? $"teacher-{i + 1}")).ToList();
         foreach (var e in endpoints) e.Pipeline = EndpointResilience.Create(_o, () => Interlocked.Increment(ref _retries));
         using (_cancel)
         {
@@ -266,6 +267,7 @@ internal sealed class BlackBoxRun
             ["requests"] = Interlocked.Read(ref _requests), ["retries"] = Interlocked.Read(ref _retries), ["tokens"] = _tokens, ["generated"] = _generated.Sum(),
         };
         for (int l = 0; l < _labels.Count; l++) metrics[$"kept:{_labels[l]}"] = _kept[l].Count;
+        foreach (var e in _endpoints) metrics[$"requests:{e.Name}"] = Interlocked.Read(ref e.Requests);
         _host.Report("BlackBoxExtraction", _kept.Sum(k => k.Count), (long)_o.SamplesPerLabel * _labels.Count, metrics);
     }
 }
