@@ -82,7 +82,7 @@ public static class TeacherServerApp
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var usage = new JsonObject
         {
-            ["prompt_tokens"] = request.PromptIds.Length * 1, ["completion_tokens"] = rows.Sum(r => r.CompletionTokens),
+            ["prompt_tokens"] = request.PromptIds.Length, ["completion_tokens"] = rows.Sum(r => r.CompletionTokens),
             ["total_tokens"] = request.PromptIds.Length + rows.Sum(r => r.CompletionTokens),
         };
         if (!request.Stream)

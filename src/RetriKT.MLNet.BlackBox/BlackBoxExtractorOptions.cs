@@ -114,7 +114,7 @@ public sealed class BlackBoxExtractorOptions
     public string LabelColumnName { get; set; } = "Label";
     /// <summary>Seed of the demonstration and temperature draws; null takes the MLContext seed (then 1).</summary>
     public int? Seed { get; set; }
-    /// <summary>Progress: stage "BlackBoxExtraction", step = samples kept, metrics per label and requests, retries, tokens.</summary>
+    /// <summary>Progress: stage "BlackBoxExtraction", step = samples kept, metrics kept:&lt;label&gt;, requests:&lt;endpoint&gt;, requests, retries, tokens, generated.</summary>
     public IProgress<TrainingProgress>? Progress { get; set; }
     /// <summary>Cancellation (in-flight requests are cancelled; accepted samples are already in the checkpoint).</summary>
     public CancellationToken CancellationToken { get; set; }

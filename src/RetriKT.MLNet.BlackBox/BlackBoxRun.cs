@@ -45,7 +45,8 @@ internal sealed class BlackBoxRun
     private readonly int[] _generated, _attempts, _inFlight;
     private readonly Dictionary<DropReason, int> _dropped = Enum.GetValues<DropReason>().ToDictionary(r => r, _ => 0);
     private readonly List<string> _takenOut = [];
-    private CancellationTokenSource _cancel = new();
+    private List<Endpoint> _endpoints = [];
+    private readonly CancellationTokenSource _cancel;
     private long _tokens, _requests, _retries;
     private int _fromLogProbs, _fromClassification, _unlabelled, _resumed;
     private bool _stoppedByBudget;
@@ -63,6 +64,8 @@ internal sealed class BlackBoxRun
         _maxAttempts = (int)Math.Ceiling(options.SamplesPerLabel * options.MaxAttemptsFactor);
         _kept = labels.Select(_ => new List<KnowledgeEntry>()).ToArray();
         _generated = new int[labels.Count]; _attempts = new int[labels.Count]; _inFlight = new int[labels.Count];
+        // Cancelled by the caller's token, or by the run itself when the MLContext is cancelled during a progress report.
+        _cancel = CancellationTokenSource.CreateLinkedTokenSource(options.CancellationToken);
     }
 
     public async Task<(KnowledgeStore Store, BlackBoxExtractionReport Report)> RunAsync()
@@ -72,9 +75,9 @@ internal sealed class BlackBoxRun
         _resumed = checkpoint.Resumed.Count;
         if (_resumed > 0) _host.Info($"Resumed {_resumed} judged samples ({_kept.Sum(k => k.Count)} kept) from {checkpoint.Path}.");
 
-        var endpoints = _o.Teachers.Select((t, i) => new Endpoint(t, t.Name ?? $"teacher-{i + 1}")).ToList();
+        var endpoints = _endpoints = _o.Teachers.Select((t, i) => new Endpoint(t, t.Name ?? $"teacher-{i + 1}")).ToList();
         foreach (var e in endpoints) e.Pipeline = EndpointResilience.Create(_o, () => Interlocked.Increment(ref _retries));
-        using (_cancel = CancellationTokenSource.CreateLinkedTokenSource(_o.CancellationToken))
+        using (_cancel)
         {
             var workers = endpoints.SelectMany(e => Enumerable.Range(0, e.Spec.MaxConcurrency).Select(_ => Task.Run(() => Worker(e, checkpoint)))).ToList();
             await Task.WhenAll(workers).ConfigureAwait(false);
@@ -264,6 +267,7 @@ internal sealed class BlackBoxRun
             ["requests"] = Interlocked.Read(ref _requests), ["retries"] = Interlocked.Read(ref _retries), ["tokens"] = _tokens, ["generated"] = _generated.Sum(),
         };
         for (int l = 0; l < _labels.Count; l++) metrics[$"kept:{_labels[l]}"] = _kept[l].Count;
+        foreach (var e in _endpoints) metrics[$"requests:{e.Name}"] = Interlocked.Read(ref e.Requests);
         _host.Report("BlackBoxExtraction", _kept.Sum(k => k.Count), (long)_o.SamplesPerLabel * _labels.Count, metrics);
     }
 }
