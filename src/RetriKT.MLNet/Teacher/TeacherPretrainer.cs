@@ -213,7 +213,8 @@ public sealed class TeacherPretrainer
             module.eval();
             model.InvalidateContentHash();
         }
-        resume?.Save(model, optimizer, new PretrainingState(o.Steps, smoothed, tailSum));
+        // A resumed run that had already finished trained nothing: its checkpoint is already the final one.
+        if (firstStep <= o.Steps) resume?.Save(model, optimizer, new PretrainingState(o.Steps, smoothed, tailSum));
         return tailSum / (o.Steps - tailFrom + 1);
     }
 
