@@ -88,7 +88,10 @@ internal sealed class PartChecksums
         if (!_parts.TryGetValue(part, out var expected))
             throw Damaged(where, $"{StreamName} has no entry for it");
         if (expected.Length != length || expected.Hash != hash)
-            throw Damaged(where, $"found {length} bytes with checksum {hash:x16}, expected {expected.Length} bytes with checksum {expected.Hash:x16}");
+        {
+            var what = length < expected.Length ? "it is truncated: " : length > expected.Length ? "it is longer than written: " : "";
+            throw Damaged(where, $"{what}found {length} bytes with checksum {hash:x16}, expected {expected.Length} bytes with checksum {expected.Hash:x16}");
+        }
     }
 
     /// <summary>The length written for <paramref name="part"/>, or -1 when it is not listed.</summary>
