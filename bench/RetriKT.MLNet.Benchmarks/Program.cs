@@ -2,14 +2,15 @@ using BenchmarkDotNet.Running;
 using RetriKT.MLNet.Benchmarks;
 
 // `dotnet run -c Release -- teacher [--quick]`: side-by-side teacher numbers in one process (KV cache speed-up,
-// training throughput and achieved fraction of the measured fp32 matmul rate).
-// `dotnet run -c Release -- ppo [--quick]`: PPO rollout tokens/s and time per step (rollout/reward/scoring/update).
+// batch-1 decode against the measured memory bound, batch-64 decode and training against the measured fp32 matmul rate).
+// `dotnet run -c Release -- ppo [--quick] [--stories]`: PPO rollout tokens/s and time per step (rollout/reward/scoring/update);
+// --stories measures the stories260K teacher only.
 // `dotnet run -c Release -- blackbox [--quick]`: TeacherServer 16 concurrent vs 16 sequential requests, black-box
 // extraction samples/s with one vs two servers (ratios from one run).
 // Anything else goes to BenchmarkDotNet (e.g. `-- --filter *TeacherGeneration*`).
 if (args.Length > 0 && args[0] == "ppo")
 {
-    RetriKT.MLNet.Benchmarks.SoftPrompt.PpoReport.Run(args.Contains("--quick"));
+    RetriKT.MLNet.Benchmarks.SoftPrompt.PpoReport.Run(args.Contains("--quick"), args.Contains("--stories"));
     return;
 }
 if (args.Length > 0 && args[0] == "blackbox")

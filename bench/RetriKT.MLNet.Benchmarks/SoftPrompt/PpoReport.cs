@@ -14,7 +14,9 @@ namespace RetriKT.MLNet.Benchmarks.SoftPrompt;
 /// </summary>
 public static class PpoReport
 {
-    public static void Run(bool quick)
+    /// <param name="quick">Two PPO steps instead of five.</param>
+    /// <param name="storiesOnly">Only the stories260K teacher (skips the ~11M model).</param>
+    public static void Run(bool quick, bool storiesOnly = false)
     {
         var repo = RepoRoot();
         var shared = Environment.GetEnvironmentVariable("RETRIKT_SHARED") ?? Path.Combine(repo, "..", "shared");
@@ -24,6 +26,7 @@ public static class PpoReport
 
         var stories = Path.Combine(shared, "models", "llama2c-stories260K", "stories260K.bin");
         Measure("stories260K (llama2.c, 0.26M)", stories, task, TaskTemplates.Sst2, quick);
+        if (storiesOnly) return;
 
         var dir = Directory.CreateTempSubdirectory("retrikt-ppo-bench-").FullName;
         var gpt2 = Path.Combine(shared, "models", "gpt2-bpe-tokenizer");
