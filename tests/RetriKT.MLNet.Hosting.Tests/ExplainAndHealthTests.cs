@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.IO.Compression;
 using System.Net;
 using System.Net.Http.Json;
@@ -199,18 +198,7 @@ public class ExplainAndHealthTests
 
     private static (int Code, string Error) RunWebApi(string[] arguments)
     {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "RetriKT.WebApi.dll"));
-        foreach (var a in arguments) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
-        {
-            process.Kill(entireProcessTree: true);
-            Assert.Fail("the web API was still running after 60 s");
-        }
-        _ = output.Result;
-        return (process.ExitCode, error.Result);
+        var (code, _, error) = ChildProcess.RunApp("RetriKT.WebApi.dll", arguments);
+        return (code, error);
     }
 }

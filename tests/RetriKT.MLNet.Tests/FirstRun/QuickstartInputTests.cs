@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using RetriKT.MLNet.Tests.Infrastructure;
 
 namespace RetriKT.MLNet.Tests.FirstRun;
@@ -90,19 +89,5 @@ public class QuickstartInputTests
         Assert.DoesNotContain("   at ", output + error);
     }
 
-    private static (int Code, string Output, string Error) Run(string[] arguments)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "RetriKT.Quickstart.dll"));
-        foreach (var a in arguments) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
-        {
-            process.Kill(entireProcessTree: true);
-            Assert.Fail($"{string.Join(' ', arguments)}: still running after 60 s");
-        }
-        return (process.ExitCode, output.Result, error.Result);
-    }
+    private static (int Code, string Output, string Error) Run(string[] arguments) => ChildProcess.RunApp("RetriKT.Quickstart.dll", arguments);
 }
