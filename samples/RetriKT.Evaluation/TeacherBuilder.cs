@@ -98,7 +98,7 @@ public static class TeacherBuilder
         }
         Directory.CreateDirectory(root);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var template = FewShotBenchmarks.Load(dataRoot, task, FewShotBenchmarks.LmBffSeeds[0]).Template;
+        var template = FewShotBenchmarks.Describe(task).Template;
         var stageA = StageAText(dataRoot, task, settings, log);
         var labelled = FewShotBenchmarks.LoadFullTrainingSplit(dataRoot, task);
         List<(string Prefix, string Target)>? stageB = null;

@@ -49,45 +49,34 @@ public static class FewShotBenchmarks
     /// <summary>LM-BFF seeds.</summary>
     public static IReadOnlyList<int> LmBffSeeds { get; } = [13, 21, 42, 87, 100];
 
+    /// <summary>The template and label values (in score order) of <paramref name="task"/>; no file is read.</summary>
+    public static (TaskTemplate Template, string[] Labels) Describe(string task) => task switch
+    {
+        "SST-2" => (TaskTemplates.Sst2, ["0", "1"]),
+        "CoLA" => (TaskTemplates.Cola, ["0", "1"]),
+        "MRPC" => (TaskTemplates.Mrpc, ["0", "1"]),
+        "RTE" => (TaskTemplates.Rte, ["entailment", "not_entailment"]),
+        "QNLI" => (TaskTemplates.Qnli, ["entailment", "not_entailment"]),
+        "CB" => (TaskTemplates.Cb, ["entailment", "contradiction", "neutral"]),
+        "BoolQ" => (TaskTemplates.BoolQ, ["False", "True"]),
+        _ => throw new ArgumentException($"Unknown task '{task}'. Known: {string.Join(", ", Tasks)}.", nameof(task)),
+    };
+
     /// <summary>Loads <paramref name="task"/> from <paramref name="dataRoot"/> (seed needed for LM-BFF tasks).</summary>
     public static FewShotTask Load(string dataRoot, string task, int seed = 13)
     {
         if (!Directory.Exists(dataRoot)) throw new DirectoryNotFoundException($"Data folder not found: '{dataRoot}'.");
         string dir = Path.Combine(dataRoot, task);
-        switch (task)
-        {
-            case "CB":
-            case "BoolQ":
-            {
-                var template = task == "CB" ? TaskTemplates.Cb : TaskTemplates.BoolQ;
-                var labels = task == "CB" ? new[] { "entailment", "contradiction", "neutral" } : ["False", "True"];
-                return new FewShotTask(task, null, labels, template,
-                    ReadJsonl(Path.Combine(dir, "train32.jsonl"), task, labels), ReadJsonl(Path.Combine(dir, "dev32.jsonl"), task, labels),
-                    ReadJsonl(Path.Combine(dir, "dev.jsonl"), task, labels));
-            }
-            case "SST-2":
-            case "CoLA":
-            case "MRPC":
-            case "RTE":
-            case "QNLI":
-            {
-                var shots = Path.Combine(dir, "k-shot", $"16-{seed}");
-                if (!Directory.Exists(shots)) throw new DirectoryNotFoundException($"{task}: few-shot split for seed {seed} not found at '{shots}' (LM-BFF seeds: {string.Join(", ", LmBffSeeds)}).");
-                var (template, labels) = task switch
-                {
-                    "SST-2" => (TaskTemplates.Sst2, new[] { "0", "1" }),
-                    "CoLA" => (TaskTemplates.Cola, ["0", "1"]),
-                    "MRPC" => (TaskTemplates.Mrpc, ["0", "1"]),
-                    "RTE" => (TaskTemplates.Rte, ["entailment", "not_entailment"]),
-                    _ => (TaskTemplates.Qnli, ["entailment", "not_entailment"]),
-                };
-                return new FewShotTask(task, seed, labels, template,
-                    ReadTsv(Path.Combine(shots, "train.tsv"), task, labels), ReadTsv(Path.Combine(shots, "dev.tsv"), task, labels),
-                    ReadTsv(Path.Combine(dir, "k-shot", "test.tsv"), task, labels));
-            }
-            default:
-                throw new ArgumentException($"Unknown task '{task}'. Known: {string.Join(", ", Tasks)}.", nameof(task));
-        }
+        var (template, labels) = Describe(task);
+        if (task is "CB" or "BoolQ")
+            return new FewShotTask(task, null, labels, template,
+                ReadJsonl(Path.Combine(dir, "train32.jsonl"), task, labels), ReadJsonl(Path.Combine(dir, "dev32.jsonl"), task, labels),
+                ReadJsonl(Path.Combine(dir, "dev.jsonl"), task, labels));
+        var shots = Path.Combine(dir, "k-shot", $"16-{seed}");
+        if (!Directory.Exists(shots)) throw new DirectoryNotFoundException($"{task}: few-shot split for seed {seed} not found at '{shots}' (LM-BFF seeds: {string.Join(", ", LmBffSeeds)}).");
+        return new FewShotTask(task, seed, labels, template,
+            ReadTsv(Path.Combine(shots, "train.tsv"), task, labels), ReadTsv(Path.Combine(shots, "dev.tsv"), task, labels),
+            ReadTsv(Path.Combine(dir, "k-shot", "test.tsv"), task, labels));
     }
 
     /// <summary>
@@ -96,10 +85,10 @@ public static class FewShotBenchmarks
     /// </summary>
     public static IReadOnlyList<TextPairRow>? LoadFullTrainingSplit(string dataRoot, string task)
     {
-        if (!Tasks.Contains(task)) throw new ArgumentException($"Unknown task '{task}'. Known: {string.Join(", ", Tasks)}.", nameof(task));
+        var (_, labels) = Describe(task);
         if (task is "CB" or "BoolQ") return null;
         var path = Path.Combine(dataRoot, task, "train.tsv");
-        return File.Exists(path) ? ReadTsv(path, task, Load(dataRoot, task, LmBffSeeds[0]).Labels) : null;
+        return File.Exists(path) ? ReadTsv(path, task, labels) : null;
     }
 
     /// <summary>
