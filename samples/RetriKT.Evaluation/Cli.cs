@@ -11,6 +11,7 @@ public static class Cli
         Usage: dotnet run --project samples/RetriKT.Evaluation -c Release -- [run|teacher|report] [options]
           run                 build or load each task's teacher, run every pending row, rewrite the report (default)
           teacher             only build (or resume building) the stand-in teacher of each task in --tasks
+          probe               the teacher's verbalizer accuracy (raw, calibrated) on dev and on 2,000 training rows
           report              rewrite the report and plot from the results file
           --data <dir>        data folder (default: <repo>/../shared/data)
           --tasks <list>      comma-separated: SST-2,MRPC,RTE,CB,BoolQ (default: all five)

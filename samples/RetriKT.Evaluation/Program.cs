@@ -14,7 +14,7 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 
 var argv = args.ToList();
 string verb = argv.Count > 0 && !argv[0].StartsWith("--", StringComparison.Ordinal) ? argv[0] : "run";
-if (verb is not ("run" or "teacher" or "report" or "help")) return Fail($"Unknown verb '{verb}'. Use run, teacher, report or help.");
+if (verb is not ("run" or "teacher" or "probe" or "report" or "help")) return Fail($"Unknown verb '{verb}'. Use run, teacher, probe, report or help.");
 if (verb == "help" || argv.Contains("--help")) { Console.WriteLine(Cli.Usage); return 0; }
 
 var repo = Cli.FindRepositoryRoot();
@@ -38,6 +38,16 @@ if (verb == "teacher")
     {
         Log("Cancelled; re-run to resume from the last checkpoint.");
         return 130;
+    }
+    return 0;
+}
+
+if (verb == "probe")
+{
+    foreach (var task in o.Tasks)
+    {
+        var path = o.TeacherPath ?? TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, CancellationToken.None);
+        TeacherProbe.Run(o.DataRoot, task, path, trainSample: 2000, Log);
     }
     return 0;
 }

@@ -62,6 +62,13 @@ public sealed class RetriKTPipelineOptions
     /// only ever uses that split; the test split is only scored). Default true.
     /// </summary>
     public bool TuneOnFewShotDev = true;
+    /// <summary>
+    /// Share of the store's generated samples held out of the student's store and added, labelled with the teacher's
+    /// most probable label, to the rows λ and τ are tuned on (with <see cref="TuneOnFewShotDev"/>). Thirty-two few-shot
+    /// dev rows alone left λ anywhere in [0, 1] from seed to seed; a few hundred teacher-labelled rows pick the weight
+    /// that agrees best with the teacher. 0 tunes on the few-shot dev split alone. Default 0.1.
+    /// </summary>
+    public double StoreValidationShare = 0.1;
     /// <summary>Calibrate the teacher's verbalizer (contextual calibration) for soft labels and fidelity. Default true.</summary>
     public bool CalibrateVerbalizer = true;
     /// <summary>Seed of every stage. Default 1.</summary>
@@ -319,12 +326,20 @@ public sealed class RetriKTPipeline
         var train = keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Train));
         var dev = task.Dev.Count > 0 ? keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Dev)) : null;
         var test = keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test));
+        var validation = dev;
+        if (store is not null && o.StoreValidationShare > 0)
+        {
+            var (kept, heldOut) = HoldOut(store, o.StoreValidationShare, o.Seed);
+            store = kept;
+            if (o.TuneOnFewShotDev && heldOut.Count > 0)
+                validation = keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Dev.Concat(heldOut).ToList()));
+        }
 
         var clock = Stopwatch.StartNew();
         var student = _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
             SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
-            Store = store, ValidationSet = o.TuneOnFewShotDev ? dev : null, UseRetrieval = useRetrieval,
+            Store = store, ValidationSet = o.TuneOnFewShotDev ? validation : null, UseRetrieval = useRetrieval,
             Epochs = o.StudentEpochs, HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
             NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize, MaxVocabularySize = o.StudentMaxVocabulary,
             CharacterPieces = o.StudentCharacterPieces, TokenDropout = o.StudentTokenDropout, RetrievalLossWeight = o.StudentRetrievalLossWeight,
@@ -346,6 +361,32 @@ public sealed class RetriKTPipeline
             student.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Splits off <paramref name="share"/> of the store's generated entries (never the gold few-shot ones), chosen by
+    /// <paramref name="seed"/>: the rest is the student's store; the held-out ones become validation rows labelled with
+    /// the teacher's most probable label (ties to the lower index).
+    /// </summary>
+    internal static (KnowledgeStore Kept, List<TextPairRow> HeldOut) HoldOut(KnowledgeStore store, double share, int seed)
+    {
+        if (share is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(share), $"StoreValidationShare must be in [0, 1), found {share}.");
+        var generated = Enumerable.Range(0, store.Count).Where(i => store.Entries[i].Source != KnowledgeSource.FewShot).ToList();
+        int count = (int)Math.Round(generated.Count * share);
+        if (count == 0) return (store, []);
+        var rng = new Random((int)(SeedMixer.Derive(seed, "store-validation") & int.MaxValue));
+        var heldOut = generated.OrderBy(_ => rng.Next()).Take(count).ToHashSet();
+        var rows = new List<TextPairRow>(count);
+        foreach (int i in heldOut.Order())
+        {
+            var e = store.Entries[i];
+            if (e.Text is null) throw new InvalidOperationException($"Store entry {i} has no text; holding out validation rows needs the store's texts.");
+            int argmax = 0;
+            for (int k = 1; k < e.SoftLabel.Length; k++) if (e.SoftLabel[k] > e.SoftLabel[argmax]) argmax = k;
+            rows.Add(new TextPairRow { Text = e.Text, Text2 = e.Text2 ?? "", Label = store.LabelNames[argmax] });
+        }
+        var kept = new KnowledgeStore(store.LabelNames, store.Entries.Where((_, i) => !heldOut.Contains(i)));
+        return (kept, rows);
     }
 
     private static ClassificationScores FromMetrics(MulticlassClassificationMetrics metrics)

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Data;
+using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Teacher;
 
@@ -114,5 +115,32 @@ public sealed class RetriKTPipelineTests : IDisposable
     private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress value) => report(value);
+    }
+    [Fact]
+    public void HoldsOutGeneratedEntriesOnlyLabelledWithTheTeachersArgmax()
+    {
+        string[] labels = ["negative", "positive"];
+        var entries = new List<KnowledgeEntry>();
+        for (int i = 0; i < 4; i++) entries.Add(KnowledgeEntry.Gold($"gold {i}", null, i % 2, 2));
+        // Generated for label 0 but the teacher prefers label 1 on every third sample: the held-out label follows the teacher.
+        for (int i = 0; i < 40; i++)
+            entries.Add(new KnowledgeEntry($"generated {i}", null, 0, i % 3 == 0 ? [0.2f, 0.8f] : [0.9f, 0.1f], 0.9f, KnowledgeSource.Generated));
+        var store = new KnowledgeStore(labels, entries);
+
+        var (kept, heldOut) = RetriKTPipeline.HoldOut(store, 0.25, seed: 5);
+
+        Assert.Equal(10, heldOut.Count);
+        Assert.Equal(34, kept.Count);
+        Assert.Equal(4, kept.Entries.Count(e => e.Source == KnowledgeSource.FewShot));
+        Assert.Empty(heldOut.Select(r => r.Text).Intersect(kept.Entries.Select(e => e.Text)));
+        foreach (var row in heldOut)
+        {
+            int i = int.Parse(row.Text["generated ".Length..], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Equal(i % 3 == 0 ? "positive" : "negative", row.Label);
+        }
+        // The same seed holds out the same entries; another seed others.
+        Assert.Equal(heldOut.Select(r => r.Text), RetriKTPipeline.HoldOut(store, 0.25, seed: 5).HeldOut.Select(r => r.Text));
+        Assert.NotEqual(heldOut.Select(r => r.Text), RetriKTPipeline.HoldOut(store, 0.25, seed: 6).HeldOut.Select(r => r.Text));
+        Assert.Throws<ArgumentOutOfRangeException>(() => RetriKTPipeline.HoldOut(store, 1.0, seed: 5));
     }
 }
