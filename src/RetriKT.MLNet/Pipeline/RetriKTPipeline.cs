@@ -35,6 +35,11 @@ public sealed class RetriKTPipelineOptions
     public double FidelityThreshold = 0.5;
     /// <summary>Also require the intended label to be the teacher's most probable label. Default true.</summary>
     public bool RequireArgmax = true;
+    /// <summary>
+    /// File generated samples under the teacher's most probable label (see <c>KnowledgeExtractorOptions.AssignToTeacherLabel</c>):
+    /// with weakly steering prompts it halves the generation a store needs. Default true.
+    /// </summary>
+    public bool AssignToTeacherLabel = true;
     /// <summary>Most new tokens per generated sample; null takes the task template's. Default null.</summary>
     public int? MaxNewTokens;
     /// <summary>Student passes over the store. Default 30.</summary>
@@ -238,7 +243,7 @@ public sealed class RetriKTPipeline
         var extractor = _mlContext.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
         {
             SoftPrompts = prompts, SamplesPerLabel = o.SamplesPerLabel, MaxAttemptsFactor = o.MaxAttemptsFactor, BatchSize = o.ExtractionBatchSize,
-            FidelityThreshold = o.FidelityThreshold, RequireArgmax = o.RequireArgmax, IncludeFewShot = true,
+            FidelityThreshold = o.FidelityThreshold, RequireArgmax = o.RequireArgmax, AssignToTeacherLabel = o.AssignToTeacherLabel, IncludeFewShot = true,
             CalibrateVerbalizer = o.CalibrateVerbalizer, CheckpointPath = checkpoint, Seed = o.Seed,
             // The work directory is a cache: a checkpoint of other prompts (retrained after a recipe change) is moved aside and regenerated.
             StartFreshOnCheckpointMismatch = true,

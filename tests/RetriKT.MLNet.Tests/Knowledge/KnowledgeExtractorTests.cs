@@ -65,6 +65,38 @@ public class KnowledgeExtractorTests
         CrossProcess.RoundTrip(mlContext, first, data);
     }
 
+    [SharedDataFact]
+    public void AssigningTheTeachersLabelKeepsEverySampleUnderItsArgmaxAndNeedsNoMoreGeneration()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = SoftPromptPpoTrainerTests.Stories260K, Template = SoftPromptPpoTrainerTests.StoryMood,
+            SupervisedEpochs = 2, PpoSteps = 0, PromptTokens = 4,
+        }).Fit(data);
+        KnowledgeExtractorOptions Strict(bool assign)
+        {
+            var o = Options(prompts);
+            o.FidelityThreshold = 0.5; o.RequireArgmax = true; o.AssignToTeacherLabel = assign; o.MaxAttemptsFactor = 8;
+            return o;
+        }
+
+        var intended = mlContext.RetriKT().KnowledgeExtractor(Strict(assign: false)).Fit(data);
+        var assigned = mlContext.RetriKT().KnowledgeExtractor(Strict(assign: true)).Fit(data);
+
+        var generated = assigned.Store.Entries.Where(e => e.Source == KnowledgeSource.Generated).ToList();
+        Assert.NotEmpty(generated);
+        Assert.All(generated, e => Assert.Equal(Array.IndexOf(e.SoftLabel, e.SoftLabel.Max()), e.Label));
+        Assert.All(generated, e => Assert.Equal(e.SoftLabel[e.Label], e.Fidelity));
+        // stories260K calls nearly every story sad: neither way fills "happy", and filing by the teacher's label never keeps fewer.
+        foreach (var label in new[] { "happy", "sad" })
+            Assert.True(assigned.Report!.Kept[label] >= intended.Report!.Kept[label], $"{label}: assigned {assigned.Report}; intended {intended.Report}");
+        Assert.Equal(generated.Count, assigned.Report!.Kept.Values.Sum());
+        Assert.True(assigned.Report.Generated.Values.Sum() <= intended.Report!.Generated.Values.Sum(),
+            $"assigned generated {assigned.Report.Generated.Values.Sum()}, intended {intended.Report.Generated.Values.Sum()}");
+    }
+
     private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress value) => report(value);

@@ -31,6 +31,14 @@ public sealed class KnowledgeExtractorOptions
     public double FidelityThreshold = 0.5;
     /// <summary>Also require the intended label to be the teacher's most probable label. Default true.</summary>
     public bool RequireArgmax = true;
+    /// <summary>
+    /// File each generated sample under the teacher's most probable label instead of the label its prompt was tuned
+    /// for (the fidelity checks then apply to that label, and it counts towards that label's quota). When the soft
+    /// prompts steer weakly, half of the samples fail the intended-label check and are thrown away; filed under the
+    /// teacher's label they are as good as the rest, and extraction needs about half the generation. The store stays
+    /// balanced per label. Default false (RetriKT's intended-label fidelity).
+    /// </summary>
+    public bool AssignToTeacherLabel;
     /// <summary>Estimated word-trigram Jaccard similarity at or above which a sample is a near duplicate; 1 disables. Default 0.8.</summary>
     public double NearDuplicateThreshold = 0.8;
     /// <summary>
@@ -223,10 +231,11 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                         nonEmpty++;
                         if (Array.IndexOf(s.Probabilities, s.Probabilities.Max()) == label) intended++;
                     }
-                    var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, label, disfluent: nll?[i] > fluency!.Threshold);
-                    if (reason is null && kept[label].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;
+                    int target = o.AssignToTeacherLabel ? Array.IndexOf(s.Probabilities, s.Probabilities.Max()) : label;
+                    var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, disfluent: nll?[i] > fluency!.Threshold);
+                    if (reason is null && kept[target].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;
                     if (reason is { } r) { dropped[r]++; continue; }
-                    kept[label].Add(new KnowledgeEntry(s.Sample.Text, s.Sample.Text2, label, s.Probabilities, s.Probabilities[label], KnowledgeSource.Generated));
+                    kept[target].Add(new KnowledgeEntry(s.Sample.Text, s.Sample.Text2, target, s.Probabilities, s.Probabilities[target], KnowledgeSource.Generated));
                 }
                 done++;
                 host.Report("Extraction", done, totalBatches, new Dictionary<string, double>
