@@ -28,7 +28,7 @@ public sealed record GeneratedSample(int Label, string Text, string? Text2, stri
 /// </summary>
 public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
 {
-    internal static readonly ModelFormat Format = new("RKTSPPPO", 0x00010001, 0x00010001, "RetriKTSoftPromptPpo");
+    internal static readonly ModelFormat Format = new("RKTSPPPO", 0x00010001, 0x00010001, "RetriKTSoftPromptPpo") { LoaderAssembly = typeof(SoftPromptTransformer).Assembly };
 
     private readonly IHostEnvironment _env;
     private readonly float[] _labelPrompts;

@@ -18,8 +18,15 @@ internal sealed record ModelFormat(string ModelSignature, uint CurrentVersion, u
     public string LoaderSignature { get; } = LoaderSignature.Length is > 0 and <= 24 ? LoaderSignature
         : throw new ArgumentException($"Loader signature '{LoaderSignature}' must be 1 to 24 characters, found {LoaderSignature.Length}.");
 
+    /// <summary>
+    /// The assembly that registers this component's <c>[LoadableClass]</c> loader; ML.NET loads it by the name stored
+    /// in model.zip before looking the loader up. Default: this runtime assembly. Components of the training
+    /// assembly name theirs, so a model that holds them loads the training assembly by itself.
+    /// </summary>
+    public System.Reflection.Assembly LoaderAssembly { get; init; } = typeof(ModelFormat).Assembly;
+
     internal VersionInfo ToVersionInfo() => new(ModelSignature, CurrentVersion, CurrentVersion, OldestReadable,
-        loaderAssemblyName: typeof(ModelFormat).Assembly.FullName, loaderSignature: LoaderSignature);
+        loaderAssemblyName: LoaderAssembly.FullName, loaderSignature: LoaderSignature);
 }
 
 /// <summary>
