@@ -1,3 +1,4 @@
+using System.Reflection;
 using System.Diagnostics;
 using RetriKT.MLNet.Tests.Infrastructure;
 
@@ -15,8 +16,11 @@ public class PackageConsumerTests
         var work = Directory.CreateTempSubdirectory("retrikt-package-").FullName;
         var feed = Path.Combine(work, "feed");
         var version = "0.0.0-test" + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff");
+        // Packs what the test run already built (--no-build, same configuration): rebuilding with another Version would
+        // overwrite the assemblies other test projects and their child processes load (version 0.1.0.0).
+        var configuration = typeof(PackageConsumerTests).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Release";
         foreach (var package in new[] { "RetriKT.MLNet", "RetriKT.MLNet.Training" }) // the training package depends on the runtime's
-            Run("dotnet", ["pack", Path.Combine(SharedData.RepoRoot, "src", package, package + ".csproj"), "-c", "Release",
+            Run("dotnet", ["pack", Path.Combine(SharedData.RepoRoot, "src", package, package + ".csproj"), "-c", configuration, "--no-build",
                 "-o", feed, $"-p:Version={version}"], SharedData.RepoRoot);
 
         var app = Path.Combine(work, "app");
