@@ -1,13 +1,15 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
-using RetriKT.MLNet.Knowledge.Extraction;
-using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet;
 
-/// <summary>Entry point to RetriKT's estimators: <c>mlContext.RetriKT()</c>.</summary>
+/// <summary>
+/// Entry point to RetriKT's estimators: <c>mlContext.RetriKT()</c>. The runtime's (tokenizer, retriever) are members;
+/// the training assembly adds its trainers (soft prompts + PPO, knowledge extraction) as extension methods
+/// (<c>RetriKTTrainingCatalog</c>), reached with the same <c>using RetriKT.MLNet;</c>.
+/// </summary>
 public sealed class RetriKTCatalog
 {
     internal RetriKTCatalog(IHostEnvironment environment) => Environment = environment;
@@ -32,41 +34,6 @@ public sealed class RetriKTCatalog
 
     /// <summary>Tokenizer with all options.</summary>
     public TextTokenizingEstimator TextTokenizer(TextTokenizingEstimator.Options options) => new(Environment, options);
-
-    /// <summary>
-    /// RetriKT steps 1–2: tunes per-label soft prompts for the frozen teacher at <paramref name="teacherPath"/> on the
-    /// few-shot data (supervised, then PPO with the default fidelity + diversity reward).
-    /// </summary>
-    /// <param name="teacherPath">Teacher checkpoint: HF directory (LLaMA family or GPT-2) or llama2.c .bin.</param>
-    /// <param name="template">The task template, for example <see cref="TaskTemplates.Sst2"/>.</param>
-    /// <param name="labelColumnName">Label column (String or key with text values).</param>
-    /// <param name="promptTokens">Virtual tokens per label prompt.</param>
-    /// <param name="supervisedEpochs">Stage-1 epochs.</param>
-    /// <param name="ppoSteps">Stage-2 PPO iterations (0 skips PPO).</param>
-    public SoftPromptPpoTrainer SoftPromptPpoTrainer(string teacherPath, TaskTemplate template, string labelColumnName = "Label",
-        int promptTokens = 8, int supervisedEpochs = 20, int ppoSteps = 10)
-        => new(Environment, new SoftPromptPpoOptions
-        {
-            TeacherPath = teacherPath,
-            Template = template,
-            LabelColumnName = labelColumnName,
-            PromptTokens = promptTokens,
-            SupervisedEpochs = supervisedEpochs,
-            PpoSteps = ppoSteps,
-        });
-
-    /// <summary>Soft prompt tuning + PPO with all options.</summary>
-    public SoftPromptPpoTrainer SoftPromptPpoTrainer(SoftPromptPpoOptions options) => new(Environment, options);
-
-    /// <summary>
-    /// RetriKT step 3: generates <paramref name="samplesPerLabel"/> filtered samples per label with the tuned
-    /// <paramref name="softPrompts"/>, each with the teacher's soft label; the few-shot examples join with gold labels.
-    /// </summary>
-    public KnowledgeExtractor KnowledgeExtractor(SoftPromptTransformer softPrompts, int samplesPerLabel = 64, string labelColumnName = "Label")
-        => new(Environment, new KnowledgeExtractorOptions { SoftPrompts = softPrompts, SamplesPerLabel = samplesPerLabel, LabelColumnName = labelColumnName });
-
-    /// <summary>Knowledge extraction with all options.</summary>
-    public KnowledgeExtractor KnowledgeExtractor(KnowledgeExtractorOptions options) => new(Environment, options);
 
     /// <summary>
     /// Retrieves, for each row's query embedding in <paramref name="inputColumnName"/>, the <paramref name="k"/> most

@@ -23,7 +23,8 @@ public class ExactSearchBenchmarks
     public int N;
 
     private float[] _vectors = [], _queries = [];
-    private ExactIndex _managed = null!, _torch = null!;
+    private ExactIndex _managed = null!;
+    private TorchExactIndex _torch = null!;
     private int[] _ids = [];
     private float[] _scores = [];
     private Tensor _a = null!, _b = null!;
@@ -34,8 +35,8 @@ public class ExactSearchBenchmarks
     {
         _vectors = RandomUnit(N, 1);
         _queries = RandomUnit(Batch, 2);
-        _managed = new ExactIndex(_vectors, D, new ExactIndexOptions { Backend = ExactSearchBackend.Managed });
-        _torch = new ExactIndex(_vectors, D, new ExactIndexOptions { Backend = ExactSearchBackend.Torch });
+        _managed = new ExactIndex(_vectors, D);
+        _torch = new TorchExactIndex(_vectors, D);
         _ids = new int[Batch * K];
         _scores = new float[Batch * K];
         _torch.Search(_queries, Batch, K, _ids, _scores); // creates the torch copy outside the timing

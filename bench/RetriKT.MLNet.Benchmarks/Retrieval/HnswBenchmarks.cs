@@ -40,7 +40,7 @@ public class HnswBenchmarks
             var watch = Stopwatch.StartNew();
             var index = HnswIndex.Build(vectors, D);
             double seconds = watch.Elapsed.TotalSeconds;
-            using var exact = new ExactIndex(vectors, D, new ExactIndexOptions { Backend = ExactSearchBackend.Managed });
+            using var exact = new ExactIndex(vectors, D);
             var recalls = new Dictionary<int, double>();
             foreach (var ef in new[] { 16, 32, 64, 128, index.EfSearch }) recalls[ef] = index.Recall(exact, queries, Queries, K, ef);
             Graphs[Data] = built = new Built(index, queries, recalls, seconds);

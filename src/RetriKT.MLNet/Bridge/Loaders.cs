@@ -1,20 +1,15 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Bridge;
-using RetriKT.MLNet.Knowledge.Extraction;
-using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
 
-// One registration per persisted component. ML.NET finds these by the loader signature stored in model.zip and calls
+// One registration per persisted runtime component (the training assembly registers its own in
+// src/RetriKT.MLNet.Training/Bridge/TrainingLoaders.cs). ML.NET finds these by the loader signature stored in model.zip and calls
 // the static Create of the registered loader type (a small class here, so components never see ModelLoadContext;
 // ML.NET looks the factory up by the name "Create", hence one class per component).
 [assembly: LoadableClass(typeof(TextTokenizingTransformer), typeof(Loaders.TextTokenizer), null, typeof(SignatureLoadModel),
     "RetriKT Text Tokenizer", "RetriKTTextTokenizer")]
-[assembly: LoadableClass(typeof(SoftPromptTransformer), typeof(Loaders.SoftPrompt), null, typeof(SignatureLoadModel),
-    "RetriKT Soft Prompt PPO", "RetriKTSoftPromptPpo")]
-[assembly: LoadableClass(typeof(KnowledgeExtractorTransformer), typeof(Loaders.KnowledgeExtractor), null, typeof(SignatureLoadModel),
-    "RetriKT Knowledge Extractor", "RetriKTKnowledgeExtract")]
 [assembly: LoadableClass(typeof(KnowledgeRetrieverTransformer), typeof(KnowledgeRetrieverLoader), null, typeof(SignatureLoadModel),
     "RetriKT Knowledge Retriever", "RetriKTRetriever")]
 [assembly: LoadableClass(typeof(RetriKT.MLNet.Student.RetrievalClassifierTransformer), typeof(RetrievalClassifierLoader), null, typeof(SignatureLoadModel),
@@ -29,18 +24,6 @@ internal static class Loaders
     {
         private static TextTokenizingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
             => TextTokenizingTransformer.Load(ModelReader.Open(env, ctx, TextTokenizingTransformer.Format));
-    }
-
-    internal static class SoftPrompt
-    {
-        private static SoftPromptTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
-            => SoftPromptTransformer.Load(ModelReader.Open(env, ctx, SoftPromptTransformer.Format));
-    }
-
-    internal static class KnowledgeExtractor
-    {
-        private static KnowledgeExtractorTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
-            => KnowledgeExtractorTransformer.Load(ModelReader.Open(env, ctx, KnowledgeExtractorTransformer.Format));
     }
 }
 

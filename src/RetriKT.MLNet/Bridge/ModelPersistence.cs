@@ -18,8 +18,15 @@ internal sealed record ModelFormat(string ModelSignature, uint CurrentVersion, u
     public string LoaderSignature { get; } = LoaderSignature.Length is > 0 and <= 24 ? LoaderSignature
         : throw new ArgumentException($"Loader signature '{LoaderSignature}' must be 1 to 24 characters, found {LoaderSignature.Length}.");
 
+    /// <summary>
+    /// The assembly that registers this component's <c>[LoadableClass]</c> loader; ML.NET loads it by the name stored
+    /// in model.zip before looking the loader up. Default: this runtime assembly. Components of the training
+    /// assembly name theirs, so a model that holds them loads the training assembly by itself.
+    /// </summary>
+    public System.Reflection.Assembly LoaderAssembly { get; init; } = typeof(ModelFormat).Assembly;
+
     internal VersionInfo ToVersionInfo() => new(ModelSignature, CurrentVersion, CurrentVersion, OldestReadable,
-        loaderAssemblyName: typeof(ModelFormat).Assembly.FullName, loaderSignature: LoaderSignature);
+        loaderAssemblyName: LoaderAssembly.FullName, loaderSignature: LoaderSignature);
 }
 
 /// <summary>
@@ -148,22 +155,15 @@ internal sealed class ModelReader
         return id == -1 ? null : strings[id];
     }
 
-    /// <summary>Reads a named side stream; a missing or damaged stream throws naming it.</summary>
+    /// <summary>Reads a named side stream after verifying it; a missing or damaged stream throws naming it.</summary>
     public void ReadStream(string name, Action<BinaryReader> read)
-    {
-        if (!TryReadStream(name, read))
-            throw PartChecksums.Damaged(Where(name), $"it is missing from component '{_format.LoaderSignature}'");
-    }
-
-    /// <summary>Reads a named side stream after verifying it; false when the model has no such stream.</summary>
-    public bool TryReadStream(string name, Action<BinaryReader> read)
     {
         var bytes = ReadPart(name);
         if (bytes is null)
         {
             // A stream the checksums list but the zip lacks was removed or renamed: damage, not an optional part.
             if (_checksums.ExpectedLength(name) >= 0) throw PartChecksums.Damaged(Where(name), "it is missing from the zip");
-            return false;
+            throw PartChecksums.Damaged(Where(name), $"it is missing from component '{_format.LoaderSignature}'");
         }
         var (length, hash) = ChecksumStream.Of(bytes);
         _checksums.Verify(name, length, hash, Where(name));
@@ -175,7 +175,6 @@ internal sealed class ModelReader
             // Verified bytes that still do not parse: written by a different format, never echoed (they may be binary).
             throw PartChecksums.Damaged(Where(name), $"{e.GetType().Name} while reading it");
         }
-        return true;
     }
 
     /// <summary>Raw bytes of a side stream, or null when the zip has none of that name; zip/deflate errors name the part.</summary>

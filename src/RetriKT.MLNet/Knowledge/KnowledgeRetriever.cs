@@ -92,7 +92,7 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
                       $"recall@{hnswOptions.CalibrationK} vs exact {built.MeasuredRecall:F3}, {built.MaxLevel + 1} layers.");
             index = built;
         }
-        else index = ExactIndex.For(_store, new ExactIndexOptions { Backend = ExactSearchBackend.Managed });
+        else index = ExactIndex.For(_store);
         return new KnowledgeRetrieverTransformer(_env, _store, index, _options.InputColumnName, _options.K, _options.NeighborIdsColumnName,
             _options.NeighborSimilaritiesColumnName, _options.NeighborSoftLabelsColumnName, _options.NeighborTextsColumnName, _options.NormalizeQueries);
     }
@@ -258,7 +258,7 @@ public sealed class KnowledgeRetrieverTransformer : RowMappingTransformer, IDisp
             r.ReadStream(GraphStream, s => graph = Wrap(GraphStream, () => HnswIndex.Read(s.BaseStream, store.Embeddings, store.Dimension)));
             index = graph!;
         }
-        else index = ExactIndex.For(store, new ExactIndexOptions { Backend = ExactSearchBackend.Managed });
+        else index = ExactIndex.For(store);
         return new KnowledgeRetrieverTransformer(r.Environment, store, index, input, k, ids, similarities, softLabels, texts, normalize);
     }
 
@@ -268,7 +268,7 @@ public sealed class KnowledgeRetrieverTransformer : RowMappingTransformer, IDisp
         catch (InvalidDataException e) { throw new InvalidDataException($"model.zip stream '{stream}' of the knowledge retriever: {e.Message}", e); }
     }
 
-    /// <summary>Releases native memory the index may hold (the torch copy of an exact index's vectors).</summary>
+    /// <summary>Disposes the index (an index given by the caller that holds native memory, such as the training assembly's <c>TorchExactIndex</c>, is freed).</summary>
     public void Dispose() => (Index as IDisposable)?.Dispose();
 
     private sealed class Mapping : RowMapping

@@ -5,7 +5,6 @@ using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
-using TorchSharp;
 
 namespace RetriKT.MLNet.Student;
 
@@ -31,8 +30,9 @@ public sealed record RetrievalPrediction(string Label, int LabelIndex, float[] S
 /// The deployed RetriKT student: a tiny encoder plus its knowledge store. Outputs <c>PredictedLabel</c> (key with
 /// KeyValues) and <c>Score</c> (probabilities with the annotations <c>MulticlassClassification.Evaluate</c> reads),
 /// optionally the neighbours that explain a prediction. <see cref="ITransformer.Transform"/> scores rows in blocks of
-/// <c>InferenceBatchSize</c> (one forward pass per block); a PredictionEngine scores one row through a managed path.
-/// Immutable and thread-safe; dispose to free the native weights.
+/// <c>InferenceBatchSize</c> (rows of a block in parallel); a PredictionEngine scores one row. All inference is managed
+/// code (<see cref="ManagedStudentEncoder"/>, the store's <see cref="IVectorIndex"/>): loading and predicting need no
+/// TorchSharp. Immutable and thread-safe. Holds no native memory; <see cref="Dispose"/> only ends its use.
 /// </summary>
 public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder, IDisposable
 {
@@ -74,28 +74,28 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     /// <summary>Maximum tokens per row (longer texts are truncated).</summary>
     public int MaxLength => _model.Tokenizer.MaxLength;
     /// <summary>Parameters of the student network (embeddings included; the store is data, not parameters).</summary>
-    public long ParameterCount => _model.Network.Config.ParameterCount;
+    public long ParameterCount => _model.Config.ParameterCount;
     /// <summary>Parameters in the token/position/segment embeddings.</summary>
-    public long EmbeddingParameterCount => _model.Network.Config.EmbeddingParameterCount;
+    public long EmbeddingParameterCount => _model.Config.EmbeddingParameterCount;
     /// <summary>The teacher's parameter count given at training, or null.</summary>
     public long? TeacherParameterCount { get; }
     /// <summary><see cref="ParameterCount"/> / <see cref="TeacherParameterCount"/>, or null.</summary>
     public double? TeacherParameterRatio => TeacherParameterCount is long t ? (double)ParameterCount / t : null;
     /// <summary>Hidden size, layers and heads of the encoder.</summary>
     public (int HiddenSize, int Layers, int Heads, int FeedForwardSize) Shape
-        => (_model.Network.Config.HiddenSize, _model.Network.Config.Layers, _model.Network.Config.Heads, _model.Network.Config.FeedForwardSize);
+        => (_model.Config.HiddenSize, _model.Config.Layers, _model.Config.Heads, _model.Config.FeedForwardSize);
 
     /// <summary>Embedding dimension (<see cref="IStoreEncoder"/>).</summary>
     public int Dimension => _model.Dimension;
 
     /// <summary>
     /// A transformer sharing this one's weights and store but predicting with retrieval weight <paramref name="lambda"/>
-    /// (0: head only; 1: retrieval only). Dispose both; the native state is freed when the last one is disposed.
+    /// (0: head only; 1: retrieval only). The two share the immutable weights and store; disposing one does not end the other.
     /// </summary>
     public RetrievalClassifierTransformer WithRetrievalWeight(double lambda)
-        => new(_env, Model.AddReference(), lambda, Columns, TeacherParameterCount, _saveStoreTexts);
+        => new(_env, Model, lambda, Columns, TeacherParameterCount, _saveStoreTexts);
 
-    /// <summary>Predicts one text (pair) through the managed single-row path, with the top neighbours.</summary>
+    /// <summary>Predicts one text (pair), with the top neighbours.</summary>
     public RetrievalPrediction Predict(string text, string? text2 = null, int neighbors = 3)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -116,7 +116,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     }
 
     /// <summary>
-    /// Bulk scoring without an IDataView: one forward pass per <c>InferenceBatchSize</c> rows. Returns the probability
+    /// Bulk scoring without an IDataView, in blocks of <c>InferenceBatchSize</c> rows. Returns the probability
     /// vector per row. <paramref name="secondTexts"/> is for sentence-pair models (same length as <paramref name="texts"/>).
     /// </summary>
     public float[][] PredictBatch(IReadOnlyList<string> texts, IReadOnlyList<string?>? secondTexts = null)
@@ -187,18 +187,15 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         return new MappedRowToRowMapper(new MappedSchema(new RetrievalClassifierMapping(this, inputSchema, _env)));
     }
 
-    /// <summary>Frees the native weights (once the last transformer sharing them is disposed).</summary>
-    public void Dispose()
-    {
-        if (Interlocked.Exchange(ref _disposed, 1) == 0) _model.Release();
-    }
+    /// <summary>Ends the use of this transformer: later calls throw <see cref="ObjectDisposedException"/>. Idempotent.</summary>
+    public void Dispose() => Interlocked.Exchange(ref _disposed, 1);
 
     // ------------------------------------------------------------------ persistence
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => ModelWriter.Save(ctx, Format, w =>
     {
         var model = Model;
-        var c = model.Network.Config;
+        var c = model.Config;
         w.WriteString(Columns.Text);
         w.WriteStringOrNull(Columns.Text2);
         w.WriteString(Columns.Score);
@@ -227,7 +224,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             foreach (var token in model.Tokenizer.Vocabulary.Tokens) s.Write(token);
         });
         w.WriteStream("Store.bin", s => model.Store.Write(s.BaseStream, _saveStoreTexts));
-        w.WriteStream("Weights.bin", s => model.Network.save(s));
+        w.WriteStream("Weights.bin", model.Weights.Write);
     });
 
     internal static RetrievalClassifierTransformer Load(ModelReader r)
@@ -267,22 +264,11 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             buffer.Position = 0;
             store = KnowledgeStore.Read(buffer);
         });
-        var host = new ComponentHost(r.Environment, nameof(RetrievalClassifierTransformer));
-        var device = host.ResolveDevice();
-        var network = new StudentModel(config, 0.1);
-        try
-        {
-            r.ReadStream("Weights.bin", s => network.load(s));
-            network.to(device);
-            var model = new RetrievalModel(network, new TextTokenizingTransformer(r.Environment, text, text2, "TokenIds", maxLength, vocabulary),
-                store!, temperature, neighborCount, device);
-            return new RetrievalClassifierTransformer(r.Environment, model, lambda,
-                new TransformerColumns(text, text2, score, predicted, neighbors, report, inferenceBatch), teacher > 0 ? teacher : null, saveTexts);
-        }
-        catch
-        {
-            network.Dispose();
-            throw;
-        }
+        StudentWeights? weights = null;
+        r.ReadStream("Weights.bin", s => weights = StudentWeights.Read(s, "RetrievalClassifier in model.zip, Weights.bin"));
+        var model = new RetrievalModel(config, weights!, new TextTokenizingTransformer(r.Environment, text, text2, "TokenIds", maxLength, vocabulary),
+            store!, temperature, neighborCount);
+        return new RetrievalClassifierTransformer(r.Environment, model, lambda,
+            new TransformerColumns(text, text2, score, predicted, neighbors, report, inferenceBatch), teacher > 0 ? teacher : null, saveTexts);
     }
 }

@@ -1,11 +1,12 @@
+using System.Reflection;
 using System.Diagnostics;
 using RetriKT.MLNet.Tests.Infrastructure;
 
 namespace RetriKT.MLNet.Tests.Foundation;
 
 /// <summary>
-/// A user's application outside this repository consumes the packed RetriKT.MLNet package: the package's
-/// buildTransitive targets patch the app's own copy of libLibTorchSharp.so, torch runs, and a model round-trips.
+/// A user's application outside this repository consumes the packed RetriKT.MLNet.Training package (and through it
+/// the RetriKT.MLNet runtime package): the training package's buildTransitive targets patch the app's own copy of libLibTorchSharp.so, torch runs, and a model round-trips.
 /// </summary>
 public class PackageConsumerTests
 {
@@ -15,8 +16,12 @@ public class PackageConsumerTests
         var work = Directory.CreateTempSubdirectory("retrikt-package-").FullName;
         var feed = Path.Combine(work, "feed");
         var version = "0.0.0-test" + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff");
-        Run("dotnet", ["pack", Path.Combine(SharedData.RepoRoot, "src", "RetriKT.MLNet", "RetriKT.MLNet.csproj"), "-c", "Release",
-            "-o", feed, $"-p:Version={version}"], SharedData.RepoRoot);
+        // Packs what the test run already built (--no-build, same configuration): rebuilding with another Version would
+        // overwrite the assemblies other test projects and their child processes load (version 0.1.0.0).
+        var configuration = typeof(PackageConsumerTests).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Release";
+        foreach (var package in new[] { "RetriKT.MLNet", "RetriKT.MLNet.Training" }) // the training package depends on the runtime's
+            Run("dotnet", ["pack", Path.Combine(SharedData.RepoRoot, "src", package, package + ".csproj"), "-c", configuration, "--no-build",
+                "-o", feed, $"-p:Version={version}"], SharedData.RepoRoot);
 
         var app = Path.Combine(work, "app");
         Directory.CreateDirectory(app);
@@ -26,7 +31,7 @@ public class PackageConsumerTests
             <Project Sdk="Microsoft.NET.Sdk">
               <PropertyGroup><OutputType>Exe</OutputType><TargetFramework>net10.0</TargetFramework><ImplicitUsings>enable</ImplicitUsings></PropertyGroup>
               <ItemGroup>
-                <PackageReference Include="RetriKT.MLNet" Version="{version}" />
+                <PackageReference Include="RetriKT.MLNet.Training" Version="{version}" />
                 <PackageReference Include="TorchSharp-cpu" Version="0.107.0" />
               </ItemGroup>
             </Project>

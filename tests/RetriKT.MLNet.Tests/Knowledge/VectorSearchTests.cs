@@ -66,17 +66,19 @@ public class VectorSearchTests
         const int n = 3001, count = 24, k = 10;
         var vectors = RandomUnitVectors(n, dimension, seed: 1);
         var queries = RandomUnitVectors(count, dimension, seed: 2);
-        foreach (var backend in new[] { ExactSearchBackend.Managed, ExactSearchBackend.Torch })
+        foreach (var backend in new[] { "Managed", "Torch" })
         {
-            using var index = new ExactIndex(vectors, dimension, new ExactIndexOptions { Backend = backend, TorchScoreBlockFloats = 8 * 1024 });
+            using var index = backend == "Managed" ? (IDisposable)new ExactIndex(vectors, dimension)
+                : new TorchExactIndex(vectors, dimension, new TorchExactIndexOptions { ScoreBlockFloats = 8 * 1024 });
+            var search = (IVectorIndex)index;
             var ids = new int[count * k];
             var scores = new float[count * k];
             for (int q = 0; q < count; q++)
-                index.Search(queries.AsSpan(q * dimension, dimension), k, ids.AsSpan(q * k, k), scores.AsSpan(q * k, k));
+                search.Search(queries.AsSpan(q * dimension, dimension), k, ids.AsSpan(q * k, k), scores.AsSpan(q * k, k));
             AssertMatchesReference(vectors, dimension, queries, count, k, ids, scores, $"{backend} single");
 
             Array.Clear(ids);
-            index.Search(queries, count, k, ids, scores); // torch: 8k-float blocks force several block merges
+            search.Search(queries, count, k, ids, scores); // torch: 8k-float blocks force several block merges
             AssertMatchesReference(vectors, dimension, queries, count, k, ids, scores, $"{backend} batch");
         }
     }
@@ -136,7 +138,7 @@ public class VectorSearchTests
         const int d = 128, k = 10, queries = 200;
         var vectors = RandomUnitVectors(50_000, d, seed: 11);
         var hnsw = HnswIndex.Build(vectors, d);
-        using var exact = new ExactIndex(vectors, d, new ExactIndexOptions { Backend = ExactSearchBackend.Managed });
+        using var exact = new ExactIndex(vectors, d);
         var fresh = RandomUnitVectors(queries, d, seed: 12);
         double recall = hnsw.Recall(exact, fresh, queries, k);
         Assert.True(recall >= 0.95, $"recall@10 {recall:F3} at default settings (calibrated efSearch {hnsw.EfSearch}, build-time recall {hnsw.MeasuredRecall:F3}).");

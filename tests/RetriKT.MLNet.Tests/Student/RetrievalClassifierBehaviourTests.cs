@@ -70,8 +70,9 @@ public class RetrievalClassifierBehaviourTests
     {
         var (_, _, student) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 16, Layers = 2, Heads = 2, MaxLength = 16, Epochs = 1, TeacherParameterCount = 1_000_000 });
         using var _ = student;
-        var config = student.Model.Network.Config;
-        Assert.Equal(student.Model.Network.CountParameters(), student.ParameterCount);
+        var config = student.Model.Config;
+        using (var network = StudentModel.FromWeights(config, student.Model.Weights, torch.CPU))
+            Assert.Equal(network.CountParameters(), student.ParameterCount);
         Assert.Equal((long)(student.Vocabulary.Count + 16 + 2) * 16, student.EmbeddingParameterCount);
         Assert.Equal((double)student.ParameterCount / 1_000_000, student.TeacherParameterRatio!.Value, 12);
         Assert.Equal((16, 2, 2, 64), student.Shape);
@@ -102,8 +103,8 @@ public class RetrievalClassifierBehaviourTests
             var one = student.Predict(rows[i].Text, neighbors: 2);
             for (int k = 0; k < 2; k++)
             {
-                Assert.Equal(scores[i][k], batch[i][k]);                             // same torch path
-                Assert.True(Math.Abs(scores[i][k] - single.Score[k]) < 1e-4,           // managed single-row path vs torch batch
+                Assert.Equal(scores[i][k], batch[i][k]);                             // same block path
+                Assert.True(Math.Abs(scores[i][k] - single.Score[k]) < 1e-4,           // single-row path vs block path
                     $"row {i}, label {k}: batched {scores[i][k]} vs single-row {single.Score[k]}");
                 Assert.Equal(single.Score[k], one.Scores[k]);
             }
@@ -121,12 +122,48 @@ public class RetrievalClassifierBehaviourTests
         var model = student.Model;
         var ids = model.Tokenize("the plot is really quite charming and the acting is superb", "second text", out bool _);
         var managed = new float[model.Dimension];
-        model.Managed.Encode(ids, student.Vocabulary.SepId, managed);
+        model.Encoder.Encode(ids, student.Vocabulary.SepId, managed);
+        using var network = StudentModel.FromWeights(model.Config, model.Weights, torch.CPU);
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         var (t, s, m) = TokenBatch.Collate([ids], student.Vocabulary.SepId, torch.CPU);
-        var reference = model.Network.Encode(t, s, m).data<float>().ToArray();
+        var reference = network.Encode(t, s, m).data<float>().ToArray();
         for (int i = 0; i < managed.Length; i++) Assert.True(Math.Abs(reference[i] - managed[i]) < 1e-4, $"dimension {i}: torch {reference[i]} vs managed {managed[i]}");
+    }
+
+    [Fact]
+    public void RuntimeHeadScoresMatchTheTorchNetworkOnABatch()
+    {
+        // The runtime scores in managed code; the training side's network (same weights, padded batch) is the reference.
+        var (_, _, student) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 32, Layers = 2, Heads = 4, MaxLength = 32, Epochs = 2 });
+        using var _ = student;
+        using var headOnly = student.WithRetrievalWeight(0);
+        var texts = Synthetic(9, 5).Select(r => r.Text).ToList();
+        var runtime = headOnly.PredictBatch(texts);
+        var model = student.Model;
+        using var network = StudentModel.FromWeights(model.Config, model.Weights, torch.CPU);
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var ids = texts.Select(t => model.Tokenize(t, null, out bool _)).ToList();
+        var (t, s, m) = TokenBatch.Collate(ids, student.Vocabulary.SepId, torch.CPU);
+        var reference = network.Head(network.Encode(t, s, m)).softmax(-1).data<float>().ToArray();
+        int labels = student.LabelNames.Count;
+        for (int i = 0; i < texts.Count; i++)
+            for (int k = 0; k < labels; k++)
+                Assert.True(Math.Abs(reference[i * labels + k] - runtime[i][k]) < 1e-5, $"row {i}, label {k}: torch {reference[i * labels + k]} vs runtime {runtime[i][k]}");
+    }
+
+    [Fact]
+    public void WeightsWrittenByTheRuntimeAreTorchSharpsBytes()
+    {
+        var (_, _, student) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 1 });
+        using var _ = student;
+        using var network = StudentModel.FromWeights(student.Model.Config, student.Model.Weights, torch.CPU);
+        using var torchBytes = new MemoryStream();
+        using (var writer = new BinaryWriter(torchBytes, System.Text.Encoding.UTF8, leaveOpen: true)) network.save(writer);
+        Assert.Equal(torchBytes.ToArray(), student.Model.Weights.ToBytes());
+        var e = Assert.Throws<InvalidDataException>(() => StudentWeights.Read(new BinaryReader(new MemoryStream(torchBytes.ToArray()[..^3])), "test weights"));
+        Assert.Contains("test weights", e.Message);
     }
 
     [Fact]

@@ -254,7 +254,7 @@ public sealed class HnswIndex : IVectorIndex
         // Ask for k + 1 and drop the item the query was made from, so that easy hit does not inflate recall.
         var truth = new int[queries * (k + 1)];
         var scores = new float[queries * (k + 1)];
-        new ExactIndex(_vectors, Dimension, new ExactIndexOptions { Backend = ExactSearchBackend.Managed })
+        new ExactIndex(_vectors, Dimension)
             .Search(batch, queries, k + 1, truth, scores);
         var found = new int[k + 1];
         var foundScores = new float[k + 1];

@@ -2,7 +2,7 @@ namespace RetriKT.MLNet.Knowledge;
 
 /// <summary>
 /// Maximum inner-product search over a fixed set of vectors (for unit vectors: cosine similarity). Implementations:
-/// <see cref="ExactIndex"/> (exhaustive, managed SIMD for single queries, TorchSharp GEMM for batches) and
+/// <see cref="ExactIndex"/> (exhaustive, managed SIMD; the training assembly adds a TorchSharp GEMM variant for batches) and
 /// <see cref="HnswIndex"/> (approximate graph search for large stores).
 /// </summary>
 /// <remarks>

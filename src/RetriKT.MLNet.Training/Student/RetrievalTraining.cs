@@ -73,7 +73,7 @@ internal static class RetrievalTraining
                         for (int i = 0; i < batch.Length; i++) self[i, batch[i]] = true;
                         sims = sims.masked_fill(self, -1e4f); // a query never retrieves itself
                         var (values, indices) = sims.topk(k, dim: 1);
-                        var knn = RetrievalModel.Knn(values, indices, model.Temperature(), softLabels);
+                        var knn = Knn(values, indices, model.Temperature(), softLabels);
                         var ret = (targetEntropy - (target * knn.clamp_min(1e-8f).log()).sum(-1)).mean();
                         loss = loss + ret * settings.RetrievalLossWeight;
                         sumRet += ret.item<float>();
@@ -180,7 +180,7 @@ internal static class RetrievalTraining
         var best = (Lambda: 0.0, Temperature: learnedTemperature, Nll: double.PositiveInfinity, Accuracy: 0.0);
         foreach (var tau in temperatures)
         {
-            var knn = RetrievalModel.Knn(values, indices, torch.tensor((float)tau, device: device), softLabels);
+            var knn = Knn(values, indices, torch.tensor((float)tau, device: device), softLabels);
             foreach (var lambda in lambdas)
             {
                 var p = head * (float)(1 - lambda) + knn * (float)lambda;
@@ -190,5 +190,13 @@ internal static class RetrievalTraining
             }
         }
         return best;
+    }
+
+    /// <summary>p_knn [B, K] = Σ softmax(similarity / τ)·soft label over the neighbours [B, k]; differentiable in τ.</summary>
+    internal static Tensor Knn(Tensor similarities, Tensor indices, Tensor temperature, Tensor softLabels)
+    {
+        var weights = (similarities / temperature).softmax(-1);                                    // [B, k]
+        var neighborLabels = softLabels.index_select(0, indices.flatten()).view(indices.shape[0], indices.shape[1], softLabels.shape[1]);
+        return (weights.unsqueeze(-1) * neighborLabels).sum(1);                                   // [B, K]
     }
 }

@@ -4,50 +4,6 @@ using static TorchSharp.torch;
 
 namespace RetriKT.MLNet.Student;
 
-/// <summary>How the student turns token states into one sentence embedding.</summary>
-public enum StudentPooling
-{
-    /// <summary>Mean of the final token states over real (non-padding) tokens. Robust for tiny from-scratch encoders.</summary>
-    Mean = 0,
-    /// <summary>The final state of the [CLS] token (BERT style).</summary>
-    Cls = 1,
-}
-
-/// <summary>Shape of the student network (persisted in model.zip; the weights are only valid for this shape).</summary>
-internal sealed record StudentConfig(int VocabularySize, int HiddenSize, int Layers, int Heads, int FeedForwardSize,
-    int MaxLength, StudentPooling Pooling, int LabelCount, double Dropout)
-{
-    public int HeadSize => HiddenSize / Heads;
-
-    public void Validate()
-    {
-        void Check(bool ok, string message) { if (!ok) throw new ArgumentOutOfRangeException(nameof(StudentConfig), message); }
-        Check(VocabularySize >= 6, $"Vocabulary size must be at least 6, found {VocabularySize}.");
-        Check(HiddenSize >= 4, $"HiddenSize must be at least 4, found {HiddenSize}.");
-        Check(Layers >= 0, $"Layers must be >= 0, found {Layers}.");
-        Check(Heads >= 1 && HiddenSize % Heads == 0, $"HiddenSize ({HiddenSize}) must be a positive multiple of Heads ({Heads}).");
-        Check(FeedForwardSize >= 1, $"FeedForwardSize must be positive, found {FeedForwardSize}.");
-        Check(MaxLength >= 3, $"MaxLength must be at least 3 ([CLS], a token, [SEP]), found {MaxLength}.");
-        Check(LabelCount >= 2, $"At least 2 labels are needed, found {LabelCount}.");
-        Check(Dropout >= 0 && Dropout < 1, $"Dropout must be in [0, 1), found {Dropout}.");
-    }
-
-    /// <summary>Parameters of a network of this shape (embeddings, blocks, head, temperature), computed analytically.</summary>
-    public long ParameterCount => EmbeddingParameterCount + Layers * BlockParameterCount + 2L * HiddenSize + (long)HiddenSize * LabelCount + LabelCount + 1;
-
-    /// <summary>Token, position and segment embeddings.</summary>
-    public long EmbeddingParameterCount => (long)(VocabularySize + MaxLength + 2) * HiddenSize;
-
-    private long BlockParameterCount
-    {
-        get
-        {
-            long h = HiddenSize, f = FeedForwardSize;
-            return 2 * 2 * h + (h * 3 * h + 3 * h) + (h * h + h) + (h * f + f) + (f * h + h);
-        }
-    }
-}
-
 /// <summary>
 /// Dropout drawing its mask from a private generator, so training is repeatable even while other threads use
 /// TorchSharp's global RNG (CPU; on other devices it falls back to the global RNG).
@@ -185,16 +141,37 @@ internal sealed class StudentModel : nn.Module
     /// <summary>Number of scalar parameters actually held (checked against <see cref="StudentConfig.ParameterCount"/> in tests).</summary>
     public long CountParameters() => parameters().Sum(p => p.numel());
 
-    /// <summary>Weights as float arrays by parameter name (row-major), for the managed inference path.</summary>
-    public Dictionary<string, float[]> ExportWeights()
+    /// <summary>
+    /// The network's state for the runtime (<see cref="StudentWeights"/>, managed memory): every state-dictionary entry
+    /// in order, as float32 on the CPU. Written to model.zip it is byte-identical to TorchSharp's <c>save</c>.
+    /// </summary>
+    public StudentWeights ToWeights()
     {
         using var _ = torch.no_grad();
-        var weights = new Dictionary<string, float[]>(StringComparer.Ordinal);
-        foreach (var (name, p) in named_parameters())
+        var tensors = new List<NamedTensor>();
+        foreach (var (name, t) in state_dict())
         {
-            using var cpu = p.detach().to(ScalarType.Float32, torch.CPU).contiguous();
-            weights[name] = cpu.data<float>().ToArray();
+            using var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
+            tensors.Add(new NamedTensor(name, cpu.shape.ToArray(), cpu.data<float>().ToArray()));
         }
-        return weights;
+        return new StudentWeights(tensors);
+    }
+
+    /// <summary>A network of shape <paramref name="config"/> holding <paramref name="weights"/> (τ included), on <paramref name="device"/>, in eval mode.</summary>
+    public static StudentModel FromWeights(StudentConfig config, StudentWeights weights, Device device)
+    {
+        var model = new StudentModel(config, initialTemperature: 1.0); // overwritten by log_temperature in the weights
+        try
+        {
+            using (var reader = new BinaryReader(new MemoryStream(weights.ToBytes()))) model.load(reader);
+            model.to(device);
+            model.eval();
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
     }
 }

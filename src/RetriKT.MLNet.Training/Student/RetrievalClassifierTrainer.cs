@@ -210,15 +210,14 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
             if (retrieval && _options.ValidationSet is not null)
                 (lambda, temperature) = TuneOnValidation(model, store, tokenizer, temperature, host, device);
 
-            var retrievalModel = new RetrievalModel(model, tokenizer, store, temperature, _options.NeighborCount, device);
+            var retrievalModel = new RetrievalModel(config, model.ToWeights(), tokenizer, store, temperature, _options.NeighborCount);
             return new RetrievalClassifierTransformer(_env, retrievalModel, lambda, new TransformerColumns(_options.TextColumnName,
                 _options.SecondTextColumnName, _options.ScoreColumnName, _options.PredictedLabelColumnName, _options.NeighborsColumnName,
                 _options.NeighborsToReport, _options.InferenceBatchSize), _options.TeacherParameterCount, _options.SaveStoreTexts);
         }
-        catch
+        finally
         {
-            model.Dispose();
-            throw;
+            model.Dispose(); // the transformer holds the weights in managed memory
         }
     }
 

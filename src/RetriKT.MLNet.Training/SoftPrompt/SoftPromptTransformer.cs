@@ -28,9 +28,8 @@ public sealed record GeneratedSample(int Label, string Text, string? Text2, stri
 /// </summary>
 public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
 {
-    internal static readonly ModelFormat Format = new("RKTSPPPO", 0x00010001, 0x00010001, "RetriKTSoftPromptPpo");
+    internal static readonly ModelFormat Format = new("RKTSPPPO", 0x00010001, 0x00010001, "RetriKTSoftPromptPpo") { LoaderAssembly = typeof(SoftPromptTransformer).Assembly };
 
-    private readonly IHostEnvironment _env;
     private readonly float[] _labelPrompts;
     private readonly float[]? _taskPrompt;
     private readonly object _generateLock = new();
@@ -41,7 +40,6 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         string labelColumn, float[] labelPrompts, float[]? taskPrompt, int promptTokens, int taskPromptTokens, int hidden,
         double temperature, int maxNewTokens, int seed, TeacherModel? teacher, bool ownsTeacher, SoftPromptTrainingReport? report)
     {
-        _env = env;
         TeacherPath = teacherPath;
         TeacherHash = teacherHash;
         Template = template;

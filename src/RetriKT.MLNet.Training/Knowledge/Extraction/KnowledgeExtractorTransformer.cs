@@ -31,14 +31,12 @@ public sealed class KnowledgeRow
 /// </summary>
 public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisposable
 {
-    internal static readonly ModelFormat Format = new("RKTEXTRC", 0x00010001, 0x00010001, "RetriKTKnowledgeExtract");
+    internal static readonly ModelFormat Format = new("RKTEXTRC", 0x00010001, 0x00010001, "RetriKTKnowledgeExtract") { LoaderAssembly = typeof(KnowledgeExtractorTransformer).Assembly };
     internal const string SoftLabelColumn = "SoftLabel";
-    private readonly IHostEnvironment _env;
     private VerbalizerClassifier? _scorer;
 
     internal KnowledgeExtractorTransformer(IHostEnvironment env, SoftPromptTransformer softPrompts, KnowledgeStore store, ExtractionReport? report)
     {
-        _env = env;
         SoftPrompts = softPrompts;
         Store = store;
         Report = report;

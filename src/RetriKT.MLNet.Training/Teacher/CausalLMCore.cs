@@ -85,19 +85,6 @@ internal sealed class KvCache : IDisposable
         return (keys.narrow(2, 0, at + t), values.narrow(2, 0, at + t));
     }
 
-    /// <summary>Keeps only the rows in <paramref name="rows"/> (drops finished sequences).</summary>
-    public void Select(Tensor rows)
-    {
-        for (int i = 0; i < _keys.Length; i++)
-        {
-            if (_keys[i] is null) continue;
-            var k = _keys[i]!.index_select(0, rows).DetachFromDisposeScope();
-            var v = _values[i]!.index_select(0, rows).DetachFromDisposeScope();
-            _keys[i]!.Dispose(); _values[i]!.Dispose();
-            _keys[i] = k; _values[i] = v;
-        }
-    }
-
     public void Dispose()
     {
         for (int i = 0; i < _keys.Length; i++) { _keys[i]?.Dispose(); _values[i]?.Dispose(); _keys[i] = _values[i] = null; }
