@@ -20,11 +20,11 @@ namespace RetriKT.MLNet.SoftPrompt;
 public sealed record GeneratedSample(int Label, string Text, string? Text2, string Generated, int TokenCount, bool Finished);
 
 /// <summary>
-/// The tuned soft prompts of <see cref="SoftPromptPpoTrainer"/> with a reference (path + SHA-256 content hash) to the
-/// frozen teacher they belong to. Transform generates one sample per input row for that row's label (columns
+/// The tuned soft prompts of <see cref="SoftPromptPpoTrainer"/> with a reference (name + SHA-256 content hash) to the
+/// frozen teacher they belong to; a loaded model finds its teacher by that hash (<see cref="TeacherResolver"/>). Transform generates one sample per input row for that row's label (columns
 /// <c>GeneratedText</c>, and <c>GeneratedText2</c> for pair tasks); <see cref="Generate"/> is the batched API the
-/// KnowledgeExtractor uses. Loading a model.zip whose teacher is missing or has different weights fails with a
-/// message naming the path and both hashes.
+/// KnowledgeExtractor uses. Loading a model.zip whose teacher is not found or has different weights fails with one
+/// line naming the hash and the folders searched.
 /// </summary>
 public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
 {
@@ -115,22 +115,11 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         }
     }
 
-    /// <summary>Loads the teacher at <paramref name="path"/> and checks it is the one the prompts were tuned for.</summary>
-    internal static TeacherModel LoadTeacher(string path, string expectedHash, Device? device)
-    {
-        if (!File.Exists(path) && !Directory.Exists(path))
-            throw new FileNotFoundException($"The soft prompts in this model were tuned for the teacher at '{path}' (sha256 {expectedHash}), which does not exist. " +
-                "Put that teacher back at its path (model.zip references teachers, it never embeds them).", path);
-        var teacher = TeacherModel.Load(path, new TeacherLoadOptions { Device = device });
-        if (!string.Equals(teacher.ContentHash, expectedHash, StringComparison.Ordinal))
-        {
-            var found = teacher.ContentHash;
-            teacher.Dispose();
-            throw new InvalidDataException($"The teacher at '{path}' is not the one the soft prompts were tuned for: content hash {found}, expected {expectedHash}.");
-        }
-        teacher.RequiresGrad = false;
-        return teacher;
-    }
+    /// <summary>
+    /// The teacher the prompts were tuned for, found by content hash through <see cref="TeacherResolver"/> (the
+    /// recorded path gives its name and the last folder searched; a moved teacher is found in the resolver's folders).
+    /// </summary>
+    internal static TeacherModel LoadTeacher(string path, string expectedHash, Device? device) => TeacherResolver.Resolve(path, expectedHash, device).Teacher;
 
     /// <summary>
     /// Generates <paramref name="count"/> samples for label <paramref name="label"/> in batches. For second-part tasks,
@@ -229,8 +218,8 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         });
         var env = r.Environment;
         var device = new ComponentHost(env, nameof(SoftPromptTransformer)).ResolveDevice();
-        var teacher = LoadTeacher(teacherPath, teacherHash, device);
-        return new SoftPromptTransformer(env, teacherPath, teacherHash, template, labels, labelColumn, labelPrompts,
+        var (teacher, foundAt) = TeacherResolver.Resolve(teacherPath, teacherHash, device);
+        return new SoftPromptTransformer(env, foundAt, teacherHash, template, labels, labelColumn, labelPrompts,
             taskTokens > 0 ? taskPrompt : null, promptTokens, taskTokens, hidden, temperature, maxNew, seed, teacher, ownsTeacher: true, report: null);
     }
 

@@ -132,6 +132,48 @@ public class SoftPromptPpoTrainerTests
         Assert.Contains("which does not exist", Flatten(missing));
     }
 
+    [SharedDataFact]
+    public void AModelFindsItsMovedTeacherByContentHash()
+    {
+        var home = Directory.CreateTempSubdirectory("retrikt-teacher-home-").FullName;
+        var moved = Path.Combine(Directory.CreateTempSubdirectory("retrikt-teacher-moved-").FullName, "teachers");
+        try
+        {
+            var teacherCopy = Path.Combine(home, "stories260K.bin");
+            File.Copy(Stories260K, teacherCopy);
+            File.Copy(Path.Combine(Path.GetDirectoryName(Stories260K)!, "tok512.bin"), Path.Combine(home, "tok512.bin"));
+            var mlContext = new MLContext(seed: 1);
+            var data = StoryData(mlContext);
+            string hash;
+            var zip = Path.Combine(Path.GetTempPath(), $"retrikt-moved-{Guid.NewGuid():N}.zip");
+            using (var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+                   { TeacherPath = teacherCopy, Template = StoryMood, SupervisedEpochs = 1, PpoSteps = 0 }).Fit(data))
+            {
+                hash = model.TeacherHash;
+                mlContext.Model.Save(model, data.Schema, zip);
+            }
+            Directory.Move(home, moved); // the teacher's folder moves (another machine, another layout)
+
+            var lost = Assert.ThrowsAny<Exception>(() => new MLContext().Model.Load(zip, out _));
+            Assert.Contains(hash, Flatten(lost));
+            Assert.Contains(home, Flatten(lost)); // names the folders searched
+
+            using (TeacherResolver.SearchIn(moved))
+            using (var found = (SoftPromptTransformer)new MLContext().Model.Load(zip, out _))
+                Assert.Equal(hash, found.Teacher.ContentHash);
+
+            var beside = Path.Combine(moved, "model.zip"); // the model shipped beside its teacher
+            File.Move(zip, beside);
+            using (var found = (SoftPromptTransformer)new MLContext().Model.LoadWithTeacherSearch(beside, out _))
+                Assert.Equal(hash, found.Teacher.ContentHash);
+        }
+        finally
+        {
+            if (Directory.Exists(home)) Directory.Delete(home, recursive: true);
+            Directory.Delete(Path.GetDirectoryName(moved)!, recursive: true);
+        }
+    }
+
     private static string Flatten(Exception e) => e.InnerException is null ? e.Message : e.Message + " | " + Flatten(e.InnerException);
 
     /// <summary>A reward whose optimum is known: 1 when the sample contains the word, else 0.</summary>

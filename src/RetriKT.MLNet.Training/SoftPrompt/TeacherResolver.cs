@@ -1,0 +1,106 @@
+using System.Collections.Immutable;
+using Microsoft.ML;
+using RetriKT.MLNet.Teacher;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.SoftPrompt;
+
+/// <summary>
+/// Finds the teacher a saved soft-prompt model was tuned for by its content hash (SHA-256 of config and weights,
+/// <see cref="TeacherModel.ContentHash"/>), so a model.zip moves between machines: the model records the teacher's
+/// name (file or folder name) and hash; the teacher is looked for under that name in, in order,
+/// <list type="number">
+/// <item>the folders of <see cref="SearchIn"/> scopes around the load (innermost first), including the model's own
+/// folder when loaded with <see cref="LoadWithTeacherSearch"/>;</item>
+/// <item>the folders in the environment variable <see cref="FoldersVariable"/> (separated by the path separator);</item>
+/// <item>the folder the teacher was tuned from (recorded at training: same-machine loads keep working);</item>
+/// </list>
+/// and the first candidate whose content hash matches is used. No match is one line naming the hash and every folder
+/// searched. A candidate with the right name and another hash is reported as a different teacher.
+/// </summary>
+public static class TeacherResolver
+{
+    /// <summary>Environment variable with teacher folders (path-separator separated), searched after the scoped ones.</summary>
+    public const string FoldersVariable = "RETRIKT_TEACHER_DIRS";
+
+    private static readonly AsyncLocal<ImmutableList<string>> Scoped = new();
+
+    /// <summary>
+    /// Adds <paramref name="folders"/> to the teacher search for the current flow until the returned scope is
+    /// disposed: wrap <c>mlContext.Model.Load</c> of a model holding soft prompts.
+    /// </summary>
+    public static IDisposable SearchIn(params string[] folders)
+    {
+        ArgumentNullException.ThrowIfNull(folders);
+        var before = Scoped.Value ?? [];
+        Scoped.Value = before.InsertRange(0, folders.Where(f => !string.IsNullOrWhiteSpace(f)).Select(Path.GetFullPath));
+        return new Scope(before);
+    }
+
+    /// <summary>
+    /// Loads a model.zip whose soft prompts find their teacher beside the model (the model's folder) or in
+    /// <paramref name="teacherDirectories"/>, then in the default places (see the class remarks).
+    /// </summary>
+    public static ITransformer LoadWithTeacherSearch(this ModelOperationsCatalog catalog, string modelPath, out DataViewSchema inputSchema,
+        params string[] teacherDirectories)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentException.ThrowIfNullOrEmpty(modelPath);
+        var folder = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
+        using var _ = SearchIn([.. teacherDirectories, folder]);
+        return catalog.Load(modelPath, out inputSchema);
+    }
+
+    /// <summary>The folders searched for a teacher recorded at <paramref name="recordedPath"/>, in order, without duplicates.</summary>
+    internal static IReadOnlyList<string> Folders(string recordedPath)
+    {
+        var folders = new List<string>(Scoped.Value ?? []);
+        var variable = Environment.GetEnvironmentVariable(FoldersVariable);
+        if (!string.IsNullOrWhiteSpace(variable))
+            folders.AddRange(variable.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Path.GetFullPath));
+        if (Path.GetDirectoryName(recordedPath) is { Length: > 0 } recorded) folders.Add(recorded);
+        return folders.Distinct(StringComparer.Ordinal).ToList();
+    }
+
+    /// <summary>
+    /// The teacher named like <paramref name="recordedPath"/>'s last segment whose content hash is
+    /// <paramref name="expectedHash"/>, loaded on <paramref name="device"/>, and where it was found; throws one line
+    /// when none is found.
+    /// </summary>
+    internal static (TeacherModel Teacher, string Path) Resolve(string recordedPath, string expectedHash, Device? device)
+    {
+        var name = Path.GetFileName(recordedPath.TrimEnd('/', '\\'));
+        var folders = Folders(recordedPath);
+        string? different = null;
+        foreach (var folder in folders)
+        {
+            var candidate = Path.Combine(folder, name);
+            if (!File.Exists(candidate) && !Directory.Exists(candidate)) continue;
+            var teacher = TeacherModel.Load(candidate, new TeacherLoadOptions { Device = device });
+            if (string.Equals(teacher.ContentHash, expectedHash, StringComparison.Ordinal))
+            {
+                teacher.RequiresGrad = false;
+                return (teacher, candidate);
+            }
+            different ??= $"The teacher at '{candidate}' is not the one the soft prompts were tuned for: content hash {teacher.ContentHash}, expected {expectedHash}.";
+            teacher.Dispose();
+        }
+        if (different is not null)
+            throw new InvalidDataException(different + $" No other teacher named '{name}' with that hash in: {string.Join(", ", folders)}.");
+        throw new FileNotFoundException($"The soft prompts in this model were tuned for teacher '{name}' (sha256 {expectedHash}), which does not exist in any folder searched: " +
+            $"{string.Join(", ", folders)}. Give its folder with TeacherResolver.SearchIn, {FoldersVariable} or LoadWithTeacherSearch (model.zip references teachers, it never embeds them).",
+            name);
+    }
+
+    private sealed class Scope(ImmutableList<string> before) : IDisposable
+    {
+        private bool _disposed;
+
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            Scoped.Value = before;
+        }
+    }
+}
