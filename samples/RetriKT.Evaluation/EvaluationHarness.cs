@@ -33,7 +33,7 @@ public static class Rows
 
     /// <summary>The sweeps of SST-2 seed 13: store size and k (not in the default row set: they are run on request).</summary>
     public static IReadOnlyList<string> Sweeps { get; } =
-        [StoreSweepPrefix + "128", StoreSweepPrefix + "512", StoreSweepPrefix + "2048", NeighborSweepPrefix + "1", NeighborSweepPrefix + "4", NeighborSweepPrefix + "16", NeighborSweepPrefix + "64"];
+        [StoreSweepPrefix + "128", StoreSweepPrefix + "512", StoreSweepPrefix + "2048", StoreSweepPrefix + "4096", NeighborSweepPrefix + "1", NeighborSweepPrefix + "4", NeighborSweepPrefix + "16", NeighborSweepPrefix + "64"];
 
     public static bool IsKnown(string row) => All.Contains(row) || Sweeps.Contains(row);
 

@@ -1,0 +1,86 @@
+using System.Diagnostics;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Data;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Knowledge.Extraction;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Teacher;
+
+namespace RetriKT.MLNet.Pipeline;
+
+/// <summary>
+/// Options of <see cref="RetriKTPipeline"/>. Defaults are small enough that one few-shot task runs in minutes on two
+/// CPU cores with a teacher of a few million parameters; raise them for larger teachers or more compute.
+/// </summary>
+public sealed class RetriKTPipelineOptions
+{
+    /// <summary>Virtual tokens per label prompt. Default 8.</summary>
+    public int PromptTokens = 8;
+    /// <summary>Epochs of supervised prompt tuning (RetriKT stage 1). Default 10.</summary>
+    public int SupervisedEpochs = 10;
+    /// <summary>PPO iterations (RetriKT stage 2); 0 keeps the stage-1 prompts. Default 0.</summary>
+    public int PpoSteps;
+    /// <summary>Rollouts per PPO iteration. Default 16.</summary>
+    public int RolloutsPerStep = 16;
+    /// <summary>Generated samples kept per label in the knowledge store. Default 64.</summary>
+    public int SamplesPerLabel = 64;
+    /// <summary>Samples generated per teacher call during extraction (larger batches use the CPU/GPU better). Default 16.</summary>
+    public int ExtractionBatchSize = 16;
+    /// <summary>Most generated samples per label, as a multiple of <see cref="SamplesPerLabel"/>. Default 3.</summary>
+    public double MaxAttemptsFactor = 3;
+    /// <summary>Lowest teacher probability of the intended label for a generated sample to be kept. Default 0.5.</summary>
+    public double FidelityThreshold = 0.5;
+    /// <summary>Also require the intended label to be the teacher's most probable label. Default true.</summary>
+    public bool RequireArgmax = true;
+    /// <summary>
+    /// File generated samples under the teacher's most probable label (see <c>KnowledgeExtractorOptions.AssignToTeacherLabel</c>):
+    /// with weakly steering prompts it halves the generation a store needs. Default true.
+    /// </summary>
+    public bool AssignToTeacherLabel = true;
+    /// <summary>Most new tokens per generated sample; null takes the task template's. Default null.</summary>
+    public int? MaxNewTokens;
+    /// <summary>Student passes over the store. Default 30.</summary>
+    public int StudentEpochs = 30;
+    /// <summary>Student hidden size. Default 64.</summary>
+    public int StudentHiddenSize = 64;
+    /// <summary>Student transformer layers. Default 2.</summary>
+    public int StudentLayers = 2;
+    /// <summary>Student maximum tokens per row (pairs need more). Default 128.</summary>
+    public int StudentMaxLength = 128;
+    /// <summary>Neighbours k the student retrieves (capped at the store size). Default 16.</summary>
+    public int StudentNeighborCount = 16;
+    /// <summary>Student feed-forward size; 0 = 4 × hidden. Default 0.</summary>
+    public int StudentFeedForwardSize;
+    /// <summary>Largest vocabulary the student builds from the store's texts (its embedding matrix is most of its parameters). Default 8000.</summary>
+    public int StudentMaxVocabulary = 8000;
+    /// <summary>Add single-character pieces to the student's vocabulary so unseen words are spelled out. Default false.</summary>
+    public bool StudentCharacterPieces;
+    /// <summary>Student word dropout (token → [UNK]) while training. Default 0.2.</summary>
+    public double StudentTokenDropout = 0.2;
+    /// <summary>Weight of the student's retrieval loss KL(t ‖ p_knn) when retrieval is on. Default 1.</summary>
+    public double StudentRetrievalLossWeight = 1.0;
+    /// <summary>
+    /// Tune the student's retrieval weight λ and temperature τ on the task's few-shot dev split (model selection
+    /// only ever uses that split; the test split is only scored). Default true.
+    /// </summary>
+    public bool TuneOnFewShotDev = true;
+    /// <summary>
+    /// Share of the store's generated samples held out of the student's store and added, labelled with the teacher's
+    /// most probable label, to the rows λ and τ are tuned on (with <see cref="TuneOnFewShotDev"/>). Thirty-two few-shot
+    /// dev rows alone left λ anywhere in [0, 1] from seed to seed; a few hundred teacher-labelled rows pick the weight
+    /// that agrees best with the teacher. 0 tunes on the few-shot dev split alone. Default 0.1.
+    /// </summary>
+    public double StoreValidationShare = 0.1;
+    /// <summary>Calibrate the teacher's verbalizer (contextual calibration) for soft labels and fidelity. Default true.</summary>
+    public bool CalibrateVerbalizer = true;
+    /// <summary>Seed of every stage. Default 1.</summary>
+    public int Seed = 1;
+    /// <summary>Where the extraction checkpoint goes (an interrupted run resumes its generation), or null. Default null.</summary>
+    public string? WorkDirectory;
+
+    /// <summary>A copy to vary one setting without touching the original.</summary>
+    public RetriKTPipelineOptions Clone() => (RetriKTPipelineOptions)MemberwiseClone();
+}
