@@ -1,14 +1,3 @@
-using System.Diagnostics;
-using Microsoft.ML;
-using Microsoft.ML.Data;
-using RetriKT.MLNet.Common;
-using RetriKT.MLNet.Data;
-using RetriKT.MLNet.Knowledge;
-using RetriKT.MLNet.Knowledge.Extraction;
-using RetriKT.MLNet.SoftPrompt;
-using RetriKT.MLNet.Student;
-using RetriKT.MLNet.Teacher;
-
 namespace RetriKT.MLNet.Pipeline;
 
 /// <summary>

@@ -18,16 +18,20 @@ public class KnowledgeExtractorTests
         MinWords = 3, CheckpointPath = checkpoint, CancellationToken = token, Progress = progress, Seed = 9,
     };
 
+    /// <summary>Soft prompts tuned (supervised only) on the stories260K teacher for the story-mood task.</summary>
+    private static SoftPromptTransformer StoryPrompts(MLContext mlContext, IDataView data, int supervisedEpochs)
+        => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = SoftPromptPpoTrainerTests.Stories260K, Template = SoftPromptPpoTrainerTests.StoryMood,
+            SupervisedEpochs = supervisedEpochs, PpoSteps = 0, PromptTokens = 4,
+        }).Fit(data);
+
     [SharedDataFact]
     public void ExtractionIsBalancedDeduplicatedRepeatableResumableAndRoundTrips()
     {
         var mlContext = new MLContext(seed: 2);
         var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
-        using var prompts = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
-        {
-            TeacherPath = SoftPromptPpoTrainerTests.Stories260K, Template = SoftPromptPpoTrainerTests.StoryMood,
-            SupervisedEpochs = 4, PpoSteps = 0, PromptTokens = 4,
-        }).Fit(data);
+        using var prompts = StoryPrompts(mlContext, data, supervisedEpochs: 4);
 
         var first = mlContext.RetriKT().KnowledgeExtractor(Options(prompts)).Fit(data);
         var store = first.Store;
@@ -70,11 +74,7 @@ public class KnowledgeExtractorTests
     {
         var mlContext = new MLContext(seed: 2);
         var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
-        using var prompts = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
-        {
-            TeacherPath = SoftPromptPpoTrainerTests.Stories260K, Template = SoftPromptPpoTrainerTests.StoryMood,
-            SupervisedEpochs = 2, PpoSteps = 0, PromptTokens = 4,
-        }).Fit(data);
+        using var prompts = StoryPrompts(mlContext, data, supervisedEpochs: 2);
         KnowledgeExtractorOptions Strict(bool assign)
         {
             var o = Options(prompts);
