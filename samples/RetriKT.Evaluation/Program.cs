@@ -26,28 +26,22 @@ void Log(string line) => Console.WriteLine($"{DateTime.Now:HH:mm:ss} {line}");
 var wall = Stopwatch.StartNew();
 var commandLine = "dotnet run --project samples/RetriKT.Evaluation -c Release -- " + string.Join(' ', args);
 
-if (verb == "teacher")
+if (verb is "teacher" or "probe")
 {
     using var cts = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); Log("Cancelling after the current step (the last checkpoint resumes)…"); };
     try
     {
-        foreach (var task in o.Tasks) TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token);
+        foreach (var task in o.Tasks)
+        {
+            var path = verb == "probe" && o.TeacherPath is { } given ? given : TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token);
+            if (verb == "probe") TeacherProbe.Run(o.DataRoot, task, path, trainSample: 2000, Log);
+        }
     }
     catch (OperationCanceledException)
     {
         Log("Cancelled; re-run to resume from the last checkpoint.");
         return 130;
-    }
-    return 0;
-}
-
-if (verb == "probe")
-{
-    foreach (var task in o.Tasks)
-    {
-        var path = o.TeacherPath ?? TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, CancellationToken.None);
-        TeacherProbe.Run(o.DataRoot, task, path, trainSample: 2000, Log);
     }
     return 0;
 }

@@ -312,9 +312,8 @@ public sealed class RetriKTPipeline
         {
             var e = store.Entries[i];
             if (e.Text is null) throw new InvalidOperationException($"Store entry {i} has no text; holding out validation rows needs the store's texts.");
-            int argmax = 0;
-            for (int k = 1; k < e.SoftLabel.Length; k++) if (e.SoftLabel[k] > e.SoftLabel[argmax]) argmax = k;
-            rows.Add(new TextPairRow { Text = e.Text, Text2 = e.Text2 ?? "", Label = store.LabelNames[argmax] });
+            int teacherLabel = RetrievalClassifierTransformer.ArgMax(e.SoftLabel);
+            rows.Add(new TextPairRow { Text = e.Text, Text2 = e.Text2 ?? "", Label = store.LabelNames[teacherLabel] });
         }
         var kept = new KnowledgeStore(store.LabelNames, store.Entries.Where((_, i) => !heldOut.Contains(i)));
         return (kept, rows);

@@ -48,9 +48,6 @@ internal sealed class StudentWeights
         return t.Values;
     }
 
-    /// <summary>True when the weights hold <paramref name="name"/>.</summary>
-    public bool Contains(string name) => _byName.ContainsKey(name);
-
     /// <summary>Reads a TorchSharp state dictionary of float32 tensors; <paramref name="source"/> names the input in errors.</summary>
     public static StudentWeights Read(BinaryReader reader, string source)
     {

@@ -225,13 +225,14 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                 for (int i = 0; i < samples.Count; i++)
                 {
                     var s = samples[i];
+                    int teacherLabel = Array.IndexOf(s.Probabilities, s.Probabilities.Max());
                     generated[label]++;
                     if (!string.IsNullOrWhiteSpace(s.Sample.Text))
                     {
                         nonEmpty++;
-                        if (Array.IndexOf(s.Probabilities, s.Probabilities.Max()) == label) intended++;
+                        if (teacherLabel == label) intended++;
                     }
-                    int target = o.AssignToTeacherLabel ? Array.IndexOf(s.Probabilities, s.Probabilities.Max()) : label;
+                    int target = o.AssignToTeacherLabel ? teacherLabel : label;
                     var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, disfluent: nll?[i] > fluency!.Threshold);
                     if (reason is null && kept[target].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;
                     if (reason is { } r) { dropped[r]++; continue; }
