@@ -89,8 +89,8 @@ public static class ResultsReport
 
         md.AppendLine("## Per seed");
         md.AppendLine();
-        md.AppendLine("| Task | Seed | Row | Acc | Macro-F1 | F1 (pos.) | Test rows | Student params | Prompt params | Store | Generated with intended label | λ | Few-shot dev acc | Time (s) | Notes |");
-        md.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        md.AppendLine("| Task | Seed | Row | Acc | Macro-F1 | F1 (pos.) | Test rows | Student params | Prompt params | Store | Generated with intended label | λ | μ | Few-shot dev acc | Time (s) | Notes |");
+        md.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         foreach (var r in results.Where(r => Rows.All.Contains(r.Row)).OrderBy(r => Array.IndexOf(Cli.DefaultTasks, r.Task)).ThenBy(r => r.Seed).ThenBy(r => Rows.All.ToList().IndexOf(r.Row)))
         {
             static string P(double? v) => v is double d && double.IsFinite(d) ? (100 * d).ToString("F2", CultureInfo.InvariantCulture) : "–";
@@ -98,7 +98,7 @@ public static class ResultsReport
                 $"| {r.Task} | {r.Seed?.ToString(CultureInfo.InvariantCulture) ?? "–"} | {r.Row} | {P(r.Accuracy)} | {P(r.MacroF1)} | {P(r.PositiveF1)} | {r.TestRows} | " +
                 $"{(r.StudentParameters is long s ? s.ToString("N0", CultureInfo.InvariantCulture) : "–")} | {(r.PromptParameters is long p ? p.ToString("N0", CultureInfo.InvariantCulture) : "–")} | " +
                 $"{r.StoreSize?.ToString(CultureInfo.InvariantCulture) ?? "–"} | {P(r.StoreFidelity)} | {(r.RetrievalWeight is double l ? l.ToString("G3", CultureInfo.InvariantCulture) : "–")} | " +
-                $"{P(r.FewShotDevAccuracy)} | {r.Seconds:F0} | {r.Notes?.Replace("|", "/") ?? ""} |"));
+                $"{(r.LexicalRetrievalWeight is double m ? m.ToString("G3", CultureInfo.InvariantCulture) : "–")} | {P(r.FewShotDevAccuracy)} | {r.Seconds:F0} | {r.Notes?.Replace("|", "/") ?? ""} |"));
         }
         md.AppendLine();
 
@@ -228,11 +228,11 @@ public static class ResultsReport
         if (sweeps.Count == 0) return;
         md.AppendLine("## Sweeps (SST-2 seed 13, soft prompt only)");
         md.AppendLine();
-        md.AppendLine("| Row | Acc | Store | λ | Student params | Notes |");
-        md.AppendLine("|---|---:|---:|---:|---:|---|");
+        md.AppendLine("| Row | Acc | Store | λ | μ | Student params | Notes |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---|");
         foreach (var r in sweeps)
             md.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {Rows.Title(r.Row)} | {100 * r.Accuracy:F2} | {r.StoreSize} | {r.RetrievalWeight:G3} | {r.StudentParameters:N0} | {r.Notes?.Replace("|", "/")} |"));
+                $"| {Rows.Title(r.Row)} | {100 * r.Accuracy:F2} | {r.StoreSize} | {r.RetrievalWeight:G3} | {(r.LexicalRetrievalWeight is double m ? m.ToString("G3", CultureInfo.InvariantCulture) : "–")} | {r.StudentParameters:N0} | {r.Notes?.Replace("|", "/")} |"));
         md.AppendLine();
     }
 

@@ -207,8 +207,8 @@ public sealed class QuickstartRun(QuickstartOptions options)
             new("Teacher (prompted classifier, verbalizer)", teacherAccuracy, teacher.ParameterCount),
             new("Student on the few-shot examples only (no store)", Accuracy(fewShotOnly), fewShotOnly.ParameterCount),
             new("Student on the store, no retrieval (store only)", Accuracy(storeOnly), storeOnly.ParameterCount),
-            new("RetriKT student, its head alone (λ = 0)", alone, student.ParameterCount),
-            new($"RetriKT student, head + retrieval (λ = {student.RetrievalWeight:F1})", withStore, student.ParameterCount),
+            new("RetriKT student, its head alone (λ = μ = 0)", alone, student.ParameterCount),
+            new($"RetriKT student, head + retrieval (λ = {student.RetrievalWeight:F1}, term match μ = {student.LexicalRetrievalWeight:F1})", withStore, student.ParameterCount),
         ]);
         fewShotOnly.Dispose(); storeOnly.Dispose();
 

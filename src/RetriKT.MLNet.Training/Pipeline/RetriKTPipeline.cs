@@ -69,11 +69,12 @@ public sealed record PipelineTimings(TimeSpan SoftPrompts, TimeSpan Extraction, 
 /// <param name="PromptParameters">Soft-prompt parameter count (the only teacher-side trained weights).</param>
 /// <param name="StoreSize">Knowledge-store entries (generated + few-shot gold).</param>
 /// <param name="RetrievalWeight">λ the student predicts with (tuned on the few-shot dev split when enabled).</param>
+/// <param name="LexicalRetrievalWeight">μ, the weight of term-match retrieval in the student's prediction (tuned with λ).</param>
 /// <param name="Extraction">The extraction report (generated, kept, dropped, diversity, fidelity).</param>
 /// <param name="SoftPromptReport">Prompt-tuning losses and PPO metrics.</param>
 /// <param name="Timings">Wall time per stage.</param>
 public sealed record RetriKTPipelineResult(string Task, int? Seed, ClassificationScores Test, double FewShotDevAccuracy,
-    long TeacherParameters, long StudentParameters, long PromptParameters, int StoreSize, double RetrievalWeight,
+    long TeacherParameters, long StudentParameters, long PromptParameters, int StoreSize, double RetrievalWeight, double LexicalRetrievalWeight,
     ExtractionReport Extraction, SoftPromptTrainingReport? SoftPromptReport, PipelineTimings Timings)
 {
     /// <summary>Student parameters divided by teacher parameters.</summary>
@@ -193,7 +194,7 @@ public sealed class RetriKTPipeline
         using (student)
         {
             return new RetriKTPipelineResult(task.Name, task.Seed, scores, devAccuracy, _teacher.ParameterCount, student.ParameterCount,
-                extraction.PromptParameters, extraction.Store.Count, student.RetrievalWeight, extraction.Report, extraction.SoftPromptReport,
+                extraction.PromptParameters, extraction.Store.Count, student.RetrievalWeight, student.LexicalRetrievalWeight, extraction.Report, extraction.SoftPromptReport,
                 new PipelineTimings(extraction.SoftPromptTime, extraction.ExtractionTime, studentTime, evaluationTime));
         }
     }

@@ -119,7 +119,19 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         /// 0.5. Set 0 to predict from the head alone. Default null.
         /// </summary>
         public double? RetrievalWeight;
-        /// <summary>False disables retrieval entirely: no retrieval loss and λ = 0. Default true.</summary>
+        /// <summary>
+        /// Entries the term-match retrieval averages over: the store entries with the highest TF-IDF cosine to the query
+        /// over the student's own tokens (<see cref="LexicalIndex"/>; no trained parameters, saved with the model).
+        /// It brings evidence the embedding does not (the words themselves) and is weighted by μ
+        /// (<see cref="LexicalRetrievalWeight"/>). 0 turns it off. Default 128.
+        /// </summary>
+        public int LexicalNeighborCount = 128;
+        /// <summary>
+        /// μ, the weight of term-match retrieval in the prediction (λ + μ ≤ 1). Null: tuned with λ on
+        /// <see cref="ValidationSet"/> when given, else 0. Default null.
+        /// </summary>
+        public double? LexicalRetrievalWeight;
+        /// <summary>False disables retrieval entirely: no retrieval loss, λ = 0 and μ = 0. Default true.</summary>
         public bool UseRetrieval = true;
 
         /// <summary>Teacher parameter count, for the size ratio the trainer logs and the transformer reports. Default null.</summary>
@@ -153,6 +165,13 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         Check(options.NeighborsToReport >= 1, $"NeighborsToReport must be >= 1, found {options.NeighborsToReport}.");
         Check(options.InitialTemperature > 0, $"InitialTemperature must be positive, found {options.InitialTemperature}.");
         Check(options.RetrievalWeight is null || options.RetrievalWeight is >= 0 and <= 1, $"RetrievalWeight must be in [0, 1], found {options.RetrievalWeight}.");
+        Check(options.LexicalNeighborCount >= 0, $"LexicalNeighborCount must be >= 0, found {options.LexicalNeighborCount}.");
+        Check(options.LexicalRetrievalWeight is null || options.LexicalRetrievalWeight is >= 0 and <= 1,
+            $"LexicalRetrievalWeight must be in [0, 1], found {options.LexicalRetrievalWeight}.");
+        Check(options.LexicalRetrievalWeight is not > 0 || options.LexicalNeighborCount > 0,
+            $"LexicalRetrievalWeight is {options.LexicalRetrievalWeight} but LexicalNeighborCount is 0 (term-match retrieval off).");
+        Check((options.RetrievalWeight ?? 0) + (options.LexicalRetrievalWeight ?? 0) <= 1 + 1e-9,
+            $"RetrievalWeight + LexicalRetrievalWeight must be at most 1, found {options.RetrievalWeight} + {options.LexicalRetrievalWeight}.");
         Check(options.RetrievalLossWeight >= 0 && options.ContrastiveLossWeight >= 0, "Loss weights must be >= 0.");
         Check(options.ContrastiveTemperature > 0, $"ContrastiveTemperature must be positive, found {options.ContrastiveTemperature}.");
         Check(options.InferenceBatchSize >= 1, $"InferenceBatchSize must be >= 1, found {options.InferenceBatchSize}.");
@@ -205,15 +224,22 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
                 embeddings = cpu.data<float>().ToArray();
             store = store.WithEmbeddings(embeddings, config.HiddenSize);
 
-            double temperature = model.TemperatureValue;
-            double lambda = retrieval ? _options.RetrievalWeight ?? 0.5 : 0;
+            var vocabularyIds = tokenizer.Vocabulary;
+            var lexical = retrieval && _options.LexicalNeighborCount > 0
+                ? LexicalIndex.Build(ids, vocabulary.Count, t => t != vocabularyIds.PadId && t != vocabularyIds.UnknownId &&
+                    t != vocabularyIds.ClsId && t != vocabularyIds.SepId && t != vocabularyIds.MaskId)
+                : null;
+            var mix = new Mix(retrieval ? _options.RetrievalWeight ?? 0.5 : 0, lexical is null ? 0 : _options.LexicalRetrievalWeight ?? 0,
+                model.TemperatureValue, 1.0);
+            if (mix.Dense + mix.Lexical > 1) mix = mix with { Lexical = 1 - mix.Dense };
             if (retrieval && _options.ValidationSet is not null)
-                (lambda, temperature) = TuneOnValidation(model, store, tokenizer, temperature, host, device);
+                mix = TuneOnValidation(model, store, tokenizer, lexical, mix, host, device);
 
-            var retrievalModel = new RetrievalModel(config, model.ToWeights(), tokenizer, store, temperature, _options.NeighborCount);
-            return new RetrievalClassifierTransformer(_env, retrievalModel, lambda, new TransformerColumns(_options.TextColumnName,
+            var retrievalModel = new RetrievalModel(config, model.ToWeights(), tokenizer, store, mix.Temperature, _options.NeighborCount,
+                lexical, _options.LexicalNeighborCount, mix.LexicalTemperature);
+            return new RetrievalClassifierTransformer(_env, retrievalModel, mix.Dense, new TransformerColumns(_options.TextColumnName,
                 _options.SecondTextColumnName, _options.ScoreColumnName, _options.PredictedLabelColumnName, _options.NeighborsColumnName,
-                _options.NeighborsToReport, _options.InferenceBatchSize), _options.TeacherParameterCount, _options.SaveStoreTexts);
+                _options.NeighborsToReport, _options.InferenceBatchSize), _options.TeacherParameterCount, _options.SaveStoreTexts, mix.Lexical);
         }
         finally
         {
@@ -221,8 +247,11 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         }
     }
 
-    private (double Lambda, double Temperature) TuneOnValidation(StudentModel model, KnowledgeStore store, TextTokenizingTransformer tokenizer,
-        double learnedTemperature, ComponentHost host, Device device)
+    /// <summary>λ, μ and the two temperatures a prediction uses.</summary>
+    private readonly record struct Mix(double Dense, double Lexical, double Temperature, double LexicalTemperature);
+
+    private Mix TuneOnValidation(StudentModel model, KnowledgeStore store, TextTokenizingTransformer tokenizer, LexicalIndex? lexical,
+        Mix untuned, ComponentHost host, Device device)
     {
         var (rows, _) = ReadRows(_options.ValidationSet!, host, "validation set");
         var labelIndex = store.LabelNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
@@ -231,16 +260,20 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
             host.Warning($"Validation set: {rows.Count - known.Count} rows have a label the store does not know and were ignored.");
         if (known.Count == 0)
         {
-            host.Warning("Validation set has no usable rows; λ keeps its default.");
-            return (_options.RetrievalWeight ?? 0.5, learnedTemperature);
+            host.Warning("Validation set has no usable rows; λ and μ keep their defaults.");
+            return untuned;
         }
         var validationIds = known.Select(r => tokenizer.Encode(r.Text, r.Text2, out _)).ToList();
         using var memory = torch.tensor(store.Embeddings.ToArray(), [store.Count, store.Dimension], device: device);
         using var soft = torch.tensor(store.SoftLabels.ToArray(), [store.Count, store.LabelCount], device: device);
+        var termMatches = lexical is null ? null : TermMatches.Search(lexical, validationIds, _options.LexicalNeighborCount);
         var best = RetrievalTraining.Tune(model, memory, soft, validationIds, known.Select(r => labelIndex[r.Label]).ToArray(),
-            _options.NeighborCount, learnedTemperature, _options.RetrievalWeight, tokenizer.Vocabulary.SepId, device);
-        host.Info($"Tuned on {known.Count} validation rows: λ = {best.Lambda:G3}, τ = {best.Temperature:G3} (NLL {best.Nll:G4}, accuracy {best.Accuracy:P1}).");
-        return (best.Lambda, best.Temperature);
+            _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight,
+            tokenizer.Vocabulary.SepId, device);
+        host.Info($"Tuned on {known.Count} validation rows: λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
+                  (lexical is null ? "" : $", μ = {best.Mu:G3}, τ_terms = {best.LexicalTemperature:G3}") +
+                  $" (NLL {best.Nll:G4}, accuracy {best.Accuracy:P1}).");
+        return new Mix(best.Lambda, best.Mu, best.Temperature, best.LexicalTemperature);
     }
 
     private sealed record Row(string Text, string? Text2, string Label);

@@ -1,4 +1,5 @@
 using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Knowledge;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,6 +14,44 @@ internal sealed record TrainingSettings(int Epochs, int BatchSize, double Learni
 internal sealed record TrainingExamples(IReadOnlyList<int[]> Ids, float[] SoftLabels, int LabelCount)
 {
     public int Count => Ids.Count;
+}
+
+/// <summary>Term-match neighbours of a set of rows: entry indices [rows, k] (−1 where fewer matched) and TF-IDF cosines.</summary>
+internal sealed record TermMatches(int[] Indices, float[] Scores, int Rows, int K)
+{
+    public static TermMatches Search(LexicalIndex index, IReadOnlyList<int[]> queries, int k)
+    {
+        k = Math.Max(1, Math.Min(k, index.Count));
+        var indices = new int[queries.Count * k];
+        Array.Fill(indices, -1);
+        var scores = new float[queries.Count * k];
+        for (int i = 0; i < queries.Count; i++) index.Search(queries[i], k, indices.AsSpan(i * k, k), scores.AsSpan(i * k, k));
+        return new TermMatches(indices, scores, queries.Count, k);
+    }
+
+    /// <summary>
+    /// p_terms [rows, labels] = Σ softmax(score / τ)·soft label over each row's matches (as the runtime's
+    /// RetrievalModel computes it), and whether the row matched anything (rows that did not fall back to the head).
+    /// </summary>
+    public (float[] Probabilities, bool[] Matched) Distribution(double temperature, ReadOnlySpan<float> softLabels, int labels)
+    {
+        var p = new float[Rows * labels];
+        var matched = new bool[Rows];
+        var weights = new float[K];
+        for (int i = 0; i < Rows; i++)
+        {
+            int found = 0;
+            while (found < K && Indices[i * K + found] >= 0) found++;
+            if (found == 0) continue;
+            matched[i] = true;
+            for (int j = 0; j < found; j++) weights[j] = (float)(Scores[i * K + j] / temperature);
+            System.Numerics.Tensors.TensorPrimitives.SoftMax(weights.AsSpan(0, found), weights.AsSpan(0, found));
+            var row = p.AsSpan(i * labels, labels);
+            for (int j = 0; j < found; j++)
+                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(softLabels.Slice(Indices[i * K + j] * labels, labels), weights[j], row, row);
+        }
+        return (p, matched);
+    }
 }
 
 /// <summary>
@@ -159,12 +198,14 @@ internal static class RetrievalTraining
     }
 
     /// <summary>
-    /// Picks λ and τ on a validation split by the lowest mean negative log-likelihood of the gold labels (smoother than
-    /// accuracy on a 32-row dev set); ties keep the earlier candidate. Returns the chosen pair and its NLL/accuracy.
+    /// Picks λ, τ and (with <paramref name="termMatches"/>) μ and τ_terms on a validation split by the lowest mean
+    /// negative log-likelihood of the gold labels (smoother than accuracy on a 32-row dev set), over
+    /// p = (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms with λ + μ ≤ 1 on a 0.1 grid; ties keep the earlier candidate
+    /// (smaller weights first). Returns the choice and its NLL/accuracy.
     /// </summary>
-    public static (double Lambda, double Temperature, double Nll, double Accuracy) Tune(StudentModel model, Tensor memory, Tensor softLabels,
-        IReadOnlyList<int[]> validationIds, int[] validationLabels, int neighborCount, double learnedTemperature,
-        double? fixedLambda, int sepId, Device device)
+    public static (double Lambda, double Temperature, double Mu, double LexicalTemperature, double Nll, double Accuracy) Tune(StudentModel model,
+        Tensor memory, Tensor softLabels, IReadOnlyList<int[]> validationIds, int[] validationLabels, int neighborCount, double learnedTemperature,
+        double? fixedLambda, TermMatches? termMatches, double? fixedMu, int sepId, Device device)
     {
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
@@ -176,17 +217,34 @@ internal static class RetrievalTraining
         var (values, indices) = query.matmul(memory.t()).topk(Math.Min(neighborCount, (int)memory.shape[0]), dim: 1);
         using var gold = torch.tensor(validationLabels.Select(l => (long)l).ToArray(), device: device).unsqueeze(1);
         double[] lambdas = fixedLambda is double f ? [f] : Enumerable.Range(0, 11).Select(i => i / 10.0).ToArray();
+        double[] mus = termMatches is null ? [0.0] : fixedMu is double m ? [m] : Enumerable.Range(0, 11).Select(i => i / 10.0).ToArray();
         double[] temperatures = new[] { learnedTemperature, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0 }.Distinct().ToArray();
-        var best = (Lambda: 0.0, Temperature: learnedTemperature, Nll: double.PositiveInfinity, Accuracy: 0.0);
-        foreach (var tau in temperatures)
+        double[] termTemperatures = termMatches is null ? [1.0] : [0.05, 0.1, 0.2, 0.5, 1.0];
+        int labels = (int)softLabels.shape[1];
+        float[] soft;
+        using (var cpu = softLabels.cpu()) soft = cpu.data<float>().ToArray();
+        var best = (Lambda: 0.0, Temperature: learnedTemperature, Mu: 0.0, LexicalTemperature: 1.0, Nll: double.PositiveInfinity, Accuracy: 0.0);
+        foreach (var tauTerms in termTemperatures)
         {
-            var knn = Knn(values, indices, torch.tensor((float)tau, device: device), softLabels);
-            foreach (var lambda in lambdas)
+            var terms = head;
+            if (termMatches is not null)
             {
-                var p = head * (float)(1 - lambda) + knn * (float)lambda;
-                double nll = -p.gather(1, gold).clamp_min(1e-8f).log().mean().item<float>();
-                double accuracy = p.argmax(1).unsqueeze(1).eq(gold).to(ScalarType.Float32).mean().item<float>();
-                if (nll < best.Nll - 1e-9) best = (lambda, tau, nll, accuracy);
+                var (probabilities, matched) = termMatches.Distribution(tauTerms, soft, labels);
+                var matchedRows = torch.tensor(matched, device: device).unsqueeze(1);
+                terms = torch.where(matchedRows, torch.tensor(probabilities, [termMatches.Rows, labels], device: device), head);
+            }
+            foreach (var tau in temperatures)
+            {
+                var knn = Knn(values, indices, torch.tensor((float)tau, device: device), softLabels);
+                foreach (var lambda in lambdas)
+                foreach (var mu in mus)
+                {
+                    if (lambda + mu > 1 + 1e-9) continue;
+                    var p = head * (float)(1 - lambda - mu) + knn * (float)lambda + terms * (float)mu;
+                    double nll = -p.gather(1, gold).clamp_min(1e-8f).log().mean().item<float>();
+                    double accuracy = p.argmax(1).unsqueeze(1).eq(gold).to(ScalarType.Float32).mean().item<float>();
+                    if (nll < best.Nll - 1e-9) best = (lambda, tau, mu, tauTerms, nll, accuracy);
+                }
             }
         }
         return best;

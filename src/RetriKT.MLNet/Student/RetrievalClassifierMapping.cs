@@ -90,7 +90,7 @@ internal sealed class RetrievalClassifierMapping : RowMapping
             if (cachedPosition == input.Position && cachedText == text && cachedText2 == text2) return (block, 0);
             var ids = model.Tokenize(text, text2, out bool truncated);
             if (truncated) warn(input.Position);
-            model.ScoreOne(ids, _parent.RetrievalWeight, block.Scores, block.NeighborIndices, block.NeighborSimilarities);
+            model.ScoreOne(ids, _parent.Weights, block.Scores, block.NeighborIndices, block.NeighborSimilarities);
             (cachedPosition, cachedText, cachedText2) = (input.Position, text, text2);
             return (block, 0);
         }
@@ -256,7 +256,7 @@ internal sealed class BatchedRetrievalDataView(MappedSchema schema, RetrievalCla
                 if (truncated) _warn(_lookaheadRow);
             }
             if (ids.Count == 0) throw Diverged();
-            _block = model.Score(ids, _mapping.Parent.RetrievalWeight, _mapping.ReportedNeighbors);
+            _block = model.Score(ids, _mapping.Parent.Weights, _mapping.ReportedNeighbors);
             _blockStart = _row;
         }
 

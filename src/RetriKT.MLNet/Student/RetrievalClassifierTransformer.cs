@@ -36,21 +36,24 @@ public sealed record RetrievalPrediction(string Label, int LabelIndex, float[] S
 /// </summary>
 public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder, IDisposable
 {
-    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010001, 0x00010001, "RetriKTRetrievalClsf");
+    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010002, 0x00010001, "RetriKTRetrievalClsf");
 
     private readonly IHostEnvironment _env;
     private readonly RetrievalModel _model;
     private readonly bool _saveStoreTexts;
     private int _disposed;
 
+    // Format versions: 0x00010001 dense retrieval only; 0x00010002 adds the term-match index (Lexical.bin), μ, its k and τ.
+    private const uint LexicalVersion = 0x00010002;
+
     internal RetrievalClassifierTransformer(IHostEnvironment env, RetrievalModel model, double retrievalWeight, TransformerColumns columns,
-        long? teacherParameterCount, bool saveStoreTexts)
+        long? teacherParameterCount, bool saveStoreTexts, double lexicalRetrievalWeight = 0)
     {
-        if (retrievalWeight is < 0 or > 1 || double.IsNaN(retrievalWeight))
-            throw new ArgumentOutOfRangeException(nameof(retrievalWeight), $"The retrieval weight λ must be in [0, 1], found {retrievalWeight}.");
         _env = env;
         _model = model;
-        RetrievalWeight = retrievalWeight;
+        Weights = RetrievalWeights.Checked(retrievalWeight, lexicalRetrievalWeight);
+        if (lexicalRetrievalWeight > 0 && model.Lexical is null)
+            throw new ArgumentException($"The term-match weight μ is {lexicalRetrievalWeight}, but the model has no term-match index.", nameof(lexicalRetrievalWeight));
         Columns = columns;
         TeacherParameterCount = teacherParameterCount;
         _saveStoreTexts = saveStoreTexts;
@@ -61,8 +64,18 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
 
     /// <summary>Label names; label index i is key value i + 1 of <c>PredictedLabel</c>.</summary>
     public IReadOnlyList<string> LabelNames => _model.Store.LabelNames;
-    /// <summary>λ: weight of the retrieval distribution in the prediction.</summary>
-    public double RetrievalWeight { get; }
+    internal RetrievalWeights Weights { get; }
+    /// <summary>λ: weight of the retrieval distribution (neighbours by the student's embedding) in the prediction.</summary>
+    public double RetrievalWeight => Weights.Dense;
+    /// <summary>
+    /// μ: weight of the term-match distribution (neighbours by TF-IDF cosine over the student's tokens) in the
+    /// prediction; 0 when the model has no term-match index. p = (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms.
+    /// </summary>
+    public double LexicalRetrievalWeight => Weights.Lexical;
+    /// <summary>Entries p_terms averages over (0 without a term-match index).</summary>
+    public int LexicalNeighborCount => _model.LexicalNeighborCount;
+    /// <summary>Temperature of the softmax over term-match scores.</summary>
+    public double LexicalTemperature => _model.LexicalTemperature;
     /// <summary>τ: temperature of the softmax over neighbour similarities.</summary>
     public double Temperature => _model.Temperature;
     /// <summary>Neighbours k that p_knn averages over.</summary>
@@ -90,10 +103,12 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
 
     /// <summary>
     /// A transformer sharing this one's weights and store but predicting with retrieval weight <paramref name="lambda"/>
-    /// (0: head only; 1: retrieval only). The two share the immutable weights and store; disposing one does not end the other.
+    /// and term-match weight <paramref name="lexical"/> (λ + μ ≤ 1; (0, 0): the head alone; (1, 0): embedding retrieval
+    /// alone; (0, 1): term-match retrieval alone). The two share the immutable weights and store; disposing one does not
+    /// end the other.
     /// </summary>
-    public RetrievalClassifierTransformer WithRetrievalWeight(double lambda)
-        => new(_env, Model, lambda, Columns, TeacherParameterCount, _saveStoreTexts);
+    public RetrievalClassifierTransformer WithRetrievalWeight(double lambda, double lexical = 0)
+        => new(_env, Model, lambda, Columns, TeacherParameterCount, _saveStoreTexts, lexical);
 
     /// <summary>Predicts one text (pair), with the top neighbours.</summary>
     public RetrievalPrediction Predict(string text, string? text2 = null, int neighbors = 3)
@@ -104,7 +119,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         var scores = new float[model.LabelCount];
         var indices = new int[Math.Max(0, neighbors)];
         var sims = new float[indices.Length];
-        model.ScoreOne(ids, RetrievalWeight, scores, indices, sims);
+        model.ScoreOne(ids, Weights, scores, indices, sims);
         int best = ArgMax(scores);
         var list = new List<RetrievedNeighbor>();
         for (int j = 0; j < indices.Length && indices[j] >= 0; j++)
@@ -131,7 +146,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         {
             int n = Math.Min(batch, texts.Count - start);
             var ids = Enumerable.Range(start, n).Select(i => model.Tokenize(texts[i] ?? "", secondTexts?[i], out _)).ToList();
-            var block = model.Score(ids, RetrievalWeight, 0);
+            var block = model.Score(ids, Weights, 0);
             for (int i = 0; i < n; i++) result[start + i] = block.Scores.AsSpan(i * k, k).ToArray();
         }
         return result;
@@ -225,6 +240,11 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         });
         w.WriteStream("Store.bin", s => model.Store.Write(s.BaseStream, _saveStoreTexts));
         w.WriteStream("Weights.bin", model.Weights.Write);
+        w.Writer.Write(LexicalRetrievalWeight);
+        w.Writer.Write(model.Lexical is not null);
+        w.Writer.Write(model.LexicalNeighborCount);
+        w.Writer.Write(model.LexicalTemperature);
+        if (model.Lexical is { } lexical) w.WriteStream("Lexical.bin", lexical.Write);
     });
 
     internal static RetrievalClassifierTransformer Load(ModelReader r)
@@ -266,9 +286,31 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         });
         StudentWeights? weights = null;
         r.ReadStream("Weights.bin", s => weights = StudentWeights.Read(s, "RetrievalClassifier in model.zip, Weights.bin"));
-        var model = new RetrievalModel(config, weights!, new TextTokenizingTransformer(r.Environment, text, text2, "TokenIds", maxLength, vocabulary),
-            store!, temperature, neighborCount);
-        return new RetrievalClassifierTransformer(r.Environment, model, lambda,
-            new TransformerColumns(text, text2, score, predicted, neighbors, report, inferenceBatch), teacher > 0 ? teacher : null, saveTexts);
+        double mu = 0, lexicalTemperature = 1;
+        int lexicalK = 0;
+        LexicalIndex? lexical = null;
+        if (r.Version >= LexicalVersion)
+        {
+            mu = rd.ReadDouble();
+            bool hasLexical = rd.ReadBoolean();
+            lexicalK = rd.ReadInt32();
+            lexicalTemperature = rd.ReadDouble();
+            if (hasLexical)
+                r.ReadStream("Lexical.bin", s => lexical = LexicalIndex.Read(s, store!.Count, vocabularySize, "RetrievalClassifier in model.zip, Lexical.bin"));
+            else if (mu != 0)
+                throw new InvalidDataException($"RetrievalClassifier in model.zip: term-match weight μ = {mu} but no term-match index was saved.");
+        }
+        RetrievalModel model;
+        try
+        {
+            model = new RetrievalModel(config, weights!, new TextTokenizingTransformer(r.Environment, text, text2, "TokenIds", maxLength, vocabulary),
+                store!, temperature, neighborCount, lexical, lexicalK, lexicalTemperature);
+            return new RetrievalClassifierTransformer(r.Environment, model, lambda,
+                new TransformerColumns(text, text2, score, predicted, neighbors, report, inferenceBatch), teacher > 0 ? teacher : null, saveTexts, mu);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"RetrievalClassifier in model.zip: {e.Message}", e);
+        }
     }
 }

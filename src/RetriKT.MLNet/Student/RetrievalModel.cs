@@ -4,6 +4,24 @@ using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet.Student;
 
+/// <summary>
+/// How a prediction mixes its sources: p = (1 − Dense − Lexical)·p_head + Dense·p_knn + Lexical·p_terms. Dense is λ
+/// (retrieval by the student's embedding), Lexical is μ (retrieval by TF-IDF term match); each in [0, 1], sum ≤ 1.
+/// </summary>
+internal readonly record struct RetrievalWeights(double Dense, double Lexical = 0)
+{
+    public static RetrievalWeights Checked(double dense, double lexical)
+    {
+        if (dense is < 0 or > 1 || double.IsNaN(dense))
+            throw new ArgumentOutOfRangeException(nameof(dense), $"The retrieval weight λ must be in [0, 1], found {dense}.");
+        if (lexical is < 0 or > 1 || double.IsNaN(lexical))
+            throw new ArgumentOutOfRangeException(nameof(lexical), $"The term-match weight μ must be in [0, 1], found {lexical}.");
+        if (dense + lexical > 1 + 1e-9)
+            throw new ArgumentOutOfRangeException(nameof(lexical), $"λ + μ must be at most 1, found {dense} + {lexical}.");
+        return new RetrievalWeights(dense, lexical);
+    }
+}
+
 /// <summary>Scores of a block of rows: label distribution per row and the reported neighbours.</summary>
 internal sealed class ScoredBlock(int rows, int labels, int neighbors)
 {
@@ -17,13 +35,15 @@ internal sealed class ScoredBlock(int rows, int labels, int neighbors)
 /// <summary>
 /// The trained student at inference, in managed code: encoder + head (<see cref="ManagedStudentEncoder"/>), the
 /// knowledge store, its search index (<see cref="IVectorIndex"/>, exact over the store's own embedding memory: the
-/// embeddings are held once), λ and τ. p = λ·p_knn + (1 − λ)·p_head, p_knn = Σ softmax(sim/τ)·softlabel over the
-/// top-k neighbours. Immutable and thread-safe (no shared scratch state). Holds no native memory.
+/// embeddings are held once), λ and τ, and optionally a term-match index (<see cref="LexicalIndex"/>) with its k and τ.
+/// p = (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms, p_knn = Σ softmax(sim/τ)·softlabel over the top-k neighbours of the
+/// embedding, p_terms the same over the top-k entries by TF-IDF cosine (p_head when no entry shares a word).
+/// Immutable and thread-safe (per-thread scratch only). Holds no native memory.
 /// </summary>
 internal sealed class RetrievalModel
 {
     public RetrievalModel(StudentConfig config, StudentWeights weights, TextTokenizingTransformer tokenizer, KnowledgeStore store,
-        double temperature, int neighborCount)
+        double temperature, int neighborCount, LexicalIndex? lexical = null, int lexicalNeighborCount = 0, double lexicalTemperature = 1)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(store);
@@ -33,6 +53,14 @@ internal sealed class RetrievalModel
         if (store.LabelCount != config.LabelCount)
             throw new ArgumentException($"The store has {store.LabelCount} labels, the student head has {config.LabelCount}.", nameof(store));
         if (!(temperature > 0) || !double.IsFinite(temperature)) throw new ArgumentOutOfRangeException(nameof(temperature), $"Temperature must be positive, found {temperature}.");
+        if (lexical is not null)
+        {
+            if (lexical.Count != store.Count)
+                throw new ArgumentException($"The term index covers {lexical.Count} entries, the store holds {store.Count}.", nameof(lexical));
+            if (!(lexicalTemperature > 0) || !double.IsFinite(lexicalTemperature))
+                throw new ArgumentOutOfRangeException(nameof(lexicalTemperature), $"Term-match temperature must be positive, found {lexicalTemperature}.");
+            if (lexicalNeighborCount < 1) throw new ArgumentOutOfRangeException(nameof(lexicalNeighborCount), $"Term-match k must be >= 1, found {lexicalNeighborCount}.");
+        }
         Config = config;
         Weights = weights;
         Tokenizer = tokenizer;
@@ -40,6 +68,9 @@ internal sealed class RetrievalModel
         Temperature = temperature;
         NeighborCount = Math.Max(1, Math.Min(neighborCount, store.Count));
         Index = ExactIndex.For(store);
+        Lexical = lexical;
+        LexicalNeighborCount = lexical is null ? 0 : Math.Min(lexicalNeighborCount, store.Count);
+        LexicalTemperature = lexicalTemperature;
         Encoder = new ManagedStudentEncoder(config, weights);
     }
 
@@ -51,6 +82,10 @@ internal sealed class RetrievalModel
     public ManagedStudentEncoder Encoder { get; }
     public double Temperature { get; }
     public int NeighborCount { get; }
+    /// <summary>The term-match index over the store, or null (models trained without it).</summary>
+    public LexicalIndex? Lexical { get; }
+    public int LexicalNeighborCount { get; }
+    public double LexicalTemperature { get; }
     public int LabelCount => Store.LabelCount;
     public int Dimension => Store.Dimension;
 
@@ -72,30 +107,32 @@ internal sealed class RetrievalModel
     /// Scores a block of rows (each row through <see cref="ScoreOne"/>; rows run in parallel, each row's result does
     /// not depend on the others), with the top-<paramref name="reportNeighbors"/> neighbours of each row.
     /// </summary>
-    public ScoredBlock Score(IReadOnlyList<int[]> ids, double retrievalWeight, int reportNeighbors)
+    public ScoredBlock Score(IReadOnlyList<int[]> ids, RetrievalWeights weights, int reportNeighbors)
     {
         int b = ids.Count, labels = LabelCount;
         var block = new ScoredBlock(b, labels, reportNeighbors);
         if (b == 0) return block;
         Parallel.For(0, b, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(b, Environment.ProcessorCount) }, i =>
-            ScoreOne(ids[i], retrievalWeight, block.Scores.AsSpan(i * labels, labels),
+            ScoreOne(ids[i], weights, block.Scores.AsSpan(i * labels, labels),
                 block.NeighborIndices.AsSpan(i * reportNeighbors, reportNeighbors), block.NeighborSimilarities.AsSpan(i * reportNeighbors, reportNeighbors)));
         return block;
     }
 
     /// <summary>
     /// One row: encoder, head, softmax; then (when λ &gt; 0 or neighbours are asked for) the normalised embedding's
-    /// top-k neighbours from <see cref="Index"/> and p_knn. Absent neighbours (store smaller than asked) are reported
-    /// as index −1, similarity NaN.
+    /// top-k neighbours from <see cref="Index"/> and p_knn; then (when μ &gt; 0) p_terms from <see cref="Lexical"/>.
+    /// Absent neighbours (store smaller than asked) are reported as index −1, similarity NaN.
     /// </summary>
-    public void ScoreOne(int[] ids, double retrievalWeight, Span<float> scores, Span<int> neighborIndices, Span<float> neighborSimilarities)
+    public void ScoreOne(int[] ids, RetrievalWeights mix, Span<float> scores, Span<int> neighborIndices, Span<float> neighborSimilarities)
     {
+        double retrievalWeight = mix.Dense;
         int labels = LabelCount, d = Dimension;
         Span<float> pooled = d <= 1024 ? stackalloc float[d] : new float[d];
         Span<float> logits = labels <= 256 ? stackalloc float[labels] : new float[labels];
         Encoder.Encode(ids, Tokenizer.Vocabulary.SepId, pooled);
         Encoder.Head(pooled, logits);
         TensorPrimitives.SoftMax(logits, scores);
+        if (mix.Lexical > 0 && Lexical is not null) MixTermMatch(ids, mix, scores);
         int report = neighborIndices.Length;
         if (retrievalWeight <= 0 && report == 0) return;
         Normalize(pooled);
@@ -112,6 +149,7 @@ internal sealed class RetrievalModel
             Span<float> knn = labels <= 256 ? stackalloc float[labels] : new float[labels];
             knn.Clear();
             for (int j = 0; j < used; j++) TensorPrimitives.MultiplyAdd(Store.SoftLabel(idx[j]), weights[j], knn, knn);
+            // scores already hold (1 − μ)·p_head + μ·p_terms (or p_head): take λ of the total from p_knn.
             float a = (float)retrievalWeight, c = (float)(1 - retrievalWeight);
             for (int i = 0; i < labels; i++) scores[i] = c * scores[i] + a * knn[i];
         }
@@ -120,6 +158,28 @@ internal sealed class RetrievalModel
             neighborIndices[j] = j < k ? idx[j] : -1;
             neighborSimilarities[j] = j < k ? sims[j] : float.NaN;
         }
+    }
+
+    /// <summary>
+    /// scores ← (1 − μ')·scores + μ'·p_terms with μ' = μ / (1 − λ), so that after the dense step mixes in λ·p_knn the
+    /// total is (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms. No entry sharing a term: scores stay p_head.
+    /// </summary>
+    private void MixTermMatch(int[] ids, RetrievalWeights mix, Span<float> scores)
+    {
+        int k = LexicalNeighborCount, labels = LabelCount;
+        if (k == 0 || mix.Dense >= 1) return;
+        var idx = new int[k];
+        var sims = new float[k];
+        int found = Lexical!.Search(ids, k, idx, sims);
+        if (found == 0) return;
+        Span<float> weights = found <= 256 ? stackalloc float[found] : new float[found];
+        for (int j = 0; j < found; j++) weights[j] = (float)(sims[j] / LexicalTemperature);
+        TensorPrimitives.SoftMax(weights, weights);
+        Span<float> terms = labels <= 256 ? stackalloc float[labels] : new float[labels];
+        terms.Clear();
+        for (int j = 0; j < found; j++) TensorPrimitives.MultiplyAdd(Store.SoftLabel(idx[j]), weights[j], terms, terms);
+        float m = (float)(mix.Lexical / (1 - mix.Dense));
+        for (int i = 0; i < labels; i++) scores[i] = (1 - m) * scores[i] + m * terms[i];
     }
 
     /// <summary>Scales <paramref name="v"/> to unit length (a zero vector stays zero), as the training side's normalize(p=2, eps=1e-12).</summary>

@@ -185,6 +185,59 @@ public class RetrievalClassifierBehaviourTests
     }
 
     [Fact]
+    public void TermMatchRetrievalMixesLinearlyIsTunedOnValidationAndSurvivesSaveAndLoad()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(Synthetic(40, 1));
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
+        var options = Tiny();
+        options.ValidationSet = keyMap.Transform(ml.Data.LoadFromEnumerable(Synthetic(30, 2)));
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyMap.Transform(data));
+        Assert.Equal(40, student.LexicalNeighborCount); // k = 128 capped at the store size
+        Assert.InRange(student.RetrievalWeight + student.LexicalRetrievalWeight, 0, 1 + 1e-9);
+
+        const string text = "the acting was really superb and charming";
+        float[] Scores(RetrievalClassifierTransformer model, double lambda, double mu)
+        {
+            using var mixed = model.WithRetrievalWeight(lambda, mu);
+            return mixed.Predict(text, neighbors: 0).Scores;
+        }
+        var head = Scores(student, 0, 0);
+        var knn = Scores(student, 1, 0);
+        var terms = Scores(student, 0, 1);
+        Assert.True(Math.Abs(terms[0] - head[0]) > 1e-3, "term-match retrieval gave the head's distribution");
+        var mix = Scores(student, 0.3, 0.2);
+        for (int i = 0; i < head.Length; i++) Assert.Equal(0.5f * head[i] + 0.3f * knn[i] + 0.2f * terms[i], mix[i], 5);
+        // No word of the query is in the store: the term-match part falls back to the head.
+        var unknown = student.WithRetrievalWeight(0, 1).Predict("zqx vvqz", neighbors: 0).Scores;
+        Assert.Equal(student.WithRetrievalWeight(0, 0).Predict("zqx vvqz", neighbors: 0).Scores, unknown);
+        Assert.Throws<ArgumentOutOfRangeException>(() => student.WithRetrievalWeight(0.7, 0.5));
+
+        using var buffer = new MemoryStream();
+        ml.Model.Save(student, null, buffer);
+        buffer.Position = 0;
+        using var loaded = (RetrievalClassifierTransformer)ml.Model.Load(buffer, out _);
+        Assert.Equal(student.LexicalRetrievalWeight, loaded.LexicalRetrievalWeight);
+        Assert.Equal(student.LexicalTemperature, loaded.LexicalTemperature);
+        Assert.Equal(student.LexicalNeighborCount, loaded.LexicalNeighborCount);
+        Assert.Equal(Scores(student, 0.3, 0.2), Scores(loaded, 0.3, 0.2));
+        Assert.Equal(student.Predict(text).Scores, loaded.Predict(text).Scores);
+
+        var off = Tiny();
+        off.LexicalNeighborCount = 0;
+        var (_, _, plain) = Train(off);
+        using (plain)
+        {
+            Assert.Equal(0, plain.LexicalNeighborCount);
+            Assert.Equal(0, plain.LexicalRetrievalWeight);
+            var e = Assert.Throws<ArgumentException>(() => plain.WithRetrievalWeight(0.5, 0.1));
+            Assert.Contains("no term-match index", e.Message);
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(
+            new RetrievalClassifierTrainer.Options { RetrievalWeight = 0.8, LexicalRetrievalWeight = 0.4 }));
+    }
+
+    [Fact]
     public void StringLabelsAndAGivenStoreWithSoftLabelsAreAccepted()
     {
         var ml = new MLContext(seed: 1);
