@@ -237,6 +237,29 @@ public class RetrievalClassifierBehaviourTests
             new RetrievalClassifierTrainer.Options { RetrievalWeight = 0.8, LexicalRetrievalWeight = 0.4 }));
     }
 
+    /// <summary>
+    /// Fixtures/student-v10001.zip was written by the code before term-match retrieval (commit ce2875c, format
+    /// 0x00010001; the synthetic task above, λ = 0.3) with the scores it gave in student-v10001.scores.tsv.
+    /// </summary>
+    [Fact]
+    public void AModelSavedBeforeTermMatchRetrievalLoadsAndPredictsTheScoresItWasSavedWith()
+    {
+        var folder = Path.Combine(AppContext.BaseDirectory, "Student", "Fixtures");
+        var ml = new MLContext(seed: 1);
+        using var old = (RetrievalClassifierTransformer)ml.Model.Load(Path.Combine(folder, "student-v10001.zip"), out _);
+        Assert.Equal(0.3, old.RetrievalWeight);
+        Assert.Equal(0, old.LexicalRetrievalWeight);
+        Assert.Equal(0, old.LexicalNeighborCount);
+        foreach (var line in File.ReadAllLines(Path.Combine(folder, "student-v10001.scores.tsv")))
+        {
+            var parts = line.Split('\t');
+            var expected = parts[1].Split(' ').Select(v => float.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+            var scores = old.Predict(parts[0], neighbors: 0).Scores;
+            for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], scores[i], 6);
+        }
+        Assert.Contains("no term-match index", Assert.Throws<ArgumentException>(() => old.WithRetrievalWeight(0.2, 0.1)).Message);
+    }
+
     [Fact]
     public void StringLabelsAndAGivenStoreWithSoftLabelsAreAccepted()
     {
