@@ -155,18 +155,20 @@ public sealed class QuickstartRun(QuickstartOptions options)
 
                 var keys = _ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue).Fit(fewShot);
                 // One student recipe for all three rows, so the only differences are the store and retrieval.
-                RetrievalClassifierTransformer TrainStudent(RetriKT.MLNet.Knowledge.KnowledgeStore? store, bool useRetrieval, IProgress<TrainingProgress>? report) =>
+                RetrievalClassifierTransformer TrainStudent(IDataView? store, bool useRetrieval, IProgress<TrainingProgress>? report) =>
                     _ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
                     {
-                        Store = store, UseRetrieval = useRetrieval, SecondTextColumnName = task.IsPair ? "Text2" : null,
+                        StoreData = store, UseRetrieval = useRetrieval, SecondTextColumnName = task.IsPair ? "Text2" : null,
                         ValidationSet = keys.Transform(FewShotTask.ToDataView(_ml, task.Dev)), TeacherParameterCount = teacher.ParameterCount,
                         NeighborsColumnName = "Neighbors", Epochs = options.Quick ? 10 : 40, Progress = report,
                     }).Fit(keys.Transform(fewShot));
-                Time(times, "student", () => student = TrainStudent(extraction.Store, useRetrieval: true, progress));
+                // The store is data (Text, Text2, Label, SoftLabel, Fidelity, Source): it could as well be saved, filtered or brought from elsewhere.
+                var store = extraction.ToDataView(_ml);
+                Time(times, "student", () => student = TrainStudent(store, useRetrieval: true, progress));
                 Time(times, "reference students", () =>
                 {
                     fewShotOnly = TrainStudent(null, useRetrieval: true, null);
-                    storeOnly = TrainStudent(extraction.Store, useRetrieval: false, null);
+                    storeOnly = TrainStudent(store, useRetrieval: false, null);
                 });
                 train.Value = train.MaxValue;
             });

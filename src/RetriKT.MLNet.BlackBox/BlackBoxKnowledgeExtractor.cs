@@ -111,7 +111,7 @@ public sealed class BlackBoxExtraction
     public BlackBoxExtractionReport Report { get; }
 
     /// <summary>The store as an IDataView: Text, Text2, Label, SoftLabel (vector), Fidelity, Source — the white-box extractor's schema.</summary>
-    public IDataView ToDataView(MLContext mlContext) => KnowledgeExtractorTransformer.StoreToDataView(mlContext, Store);
+    public IDataView ToDataView(MLContext mlContext) => Store.ToDataView(mlContext);
 }
 
 /// <summary>What a black-box extraction did.</summary>

@@ -132,7 +132,7 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
         using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
-            Store = resumed.Store, HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 2, BatchSize = 8, TeacherParameterCount = 260_000,
+            StoreData = resumed.ToDataView(ml), HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 2, BatchSize = 8, TeacherParameterCount = 260_000,
         }).Fit(keys.Transform(data));
         Assert.Equal(12, student.Store.Entries.Count(e => e.Source == KnowledgeSource.Generated));
         Assert.True(student.Store.HasEmbeddings);

@@ -271,7 +271,8 @@ public sealed class RetriKTPipeline
         var student = _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
             SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
-            Store = store, ValidationSet = o.TuneOnFewShotDev ? validation : null, UseRetrieval = useRetrieval,
+            // The store reaches the trainer as data, the way a saved or filtered store would.
+            StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, UseRetrieval = useRetrieval,
             Epochs = o.StudentEpochs, HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
             NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize, MaxVocabularySize = o.StudentMaxVocabulary,
             CharacterPieces = o.StudentCharacterPieces, TokenDropout = o.StudentTokenDropout, RetrievalLossWeight = o.StudentRetrievalLossWeight,

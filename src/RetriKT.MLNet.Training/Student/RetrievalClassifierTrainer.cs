@@ -26,10 +26,17 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
     /// <summary>Options of the retrieval classifier (public fields with defaults, ML.NET style).</summary>
     public sealed class Options
     {
+        /// <summary>Defaults that the catalog's simple overload shares (C# optional parameters need constants).</summary>
+        internal static class Defaults
+        {
+            public const string LabelColumnName = "Label", TextColumnName = "Text";
+            public const int Epochs = 40;
+        }
+
         /// <summary>Label column: key type (MapValueToKey) or String. Default "Label".</summary>
-        public string LabelColumnName = "Label";
+        public string LabelColumnName = Defaults.LabelColumnName;
         /// <summary>Text column (String). Default "Text".</summary>
-        public string TextColumnName = "Text";
+        public string TextColumnName = Defaults.TextColumnName;
         /// <summary>Second text column for sentence-pair tasks, or null. Default null.</summary>
         public string? SecondTextColumnName;
         /// <summary>Output score column (probability per label). Default "Score".</summary>
@@ -45,10 +52,15 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         public int NeighborsToReport = 3;
 
         /// <summary>
-        /// The knowledge store (teacher-generated samples with soft labels, usually plus the few-shot examples). Its
-        /// entries are the training data and the retrieval memory; training rows whose text is not already in the
-        /// store are added as gold entries. Null: a store is built from the training rows (one-hot soft labels).
+        /// The knowledge store as data (teacher-generated samples with soft labels, usually plus the few-shot examples):
+        /// columns Text, Text2, Label, SoftLabel, Fidelity, Source, as <c>KnowledgeExtractorTransformer.ToDataView</c>
+        /// gives them (see <see cref="KnowledgeStoreData.FromDataView"/> for what is required). Its rows are the
+        /// training data and the retrieval memory; training rows whose text is not already in the store are added as
+        /// gold entries. Null: a store is built from the training rows (one-hot soft labels). Default null.
         /// </summary>
+        public IDataView? StoreData;
+        /// <summary>The knowledge store as an object. Obsolete: pass it as data, <see cref="StoreData"/> = <c>store.ToDataView(mlContext)</c>.</summary>
+        [Obsolete("Pass the store as data: StoreData = store.ToDataView(mlContext) (or the extractor's ToDataView).")]
         public KnowledgeStore? Store;
         /// <summary>Optional few-shot dev split (same columns) used to tune λ and τ by validation log-likelihood.</summary>
         public IDataView? ValidationSet;
@@ -95,7 +107,7 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         public double TokenDropout = 0.2;
 
         /// <summary>Passes over the store. Default 40.</summary>
-        public int Epochs = 40;
+        public int Epochs = Defaults.Epochs;
         /// <summary>Minibatch size. Default 16.</summary>
         public int BatchSize = 16;
         /// <summary>AdamW learning rate (decays linearly to 10%). Default 2e-3.</summary>
@@ -176,8 +188,13 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         Check(options.ContrastiveTemperature > 0, $"ContrastiveTemperature must be positive, found {options.ContrastiveTemperature}.");
         Check(options.InferenceBatchSize >= 1, $"InferenceBatchSize must be >= 1, found {options.InferenceBatchSize}.");
         Check(options.TeacherParameterCount is null || options.TeacherParameterCount > 0, $"TeacherParameterCount must be positive, found {options.TeacherParameterCount}.");
+        Check(options.StoreData is null || GivenStoreObject is null, "Set StoreData or the obsolete Store, not both.");
         Config(vocabularySize: 100, labelCount: 2).Validate();
     }
+
+#pragma warning disable CS0618 // the one place that reads the obsolete object path
+    private KnowledgeStore? GivenStoreObject => _options.Store;
+#pragma warning restore CS0618
 
     private StudentConfig Config(int vocabularySize, int labelCount) => new(vocabularySize, _options.HiddenSize, _options.Layers, _options.Heads,
         _options.FeedForwardSize > 0 ? _options.FeedForwardSize : 4 * _options.HiddenSize, _options.MaxLength, _options.Pooling, labelCount, _options.Dropout);
@@ -313,12 +330,14 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
 
     private KnowledgeStore ComposeStore(List<Row> rows, string[] dataLabelNames, ComponentHost host)
     {
-        var labelNames = _options.Store?.LabelNames.ToArray() ?? dataLabelNames;
+        // A view without SlotNames on SoftLabel takes the training label column's names (its key order).
+        var given = _options.StoreData is { } data ? KnowledgeStoreData.FromDataView(data, dataLabelNames) : GivenStoreObject;
+        var labelNames = given?.LabelNames.ToArray() ?? dataLabelNames;
         if (labelNames.Length < 2)
             throw new ArgumentException($"Column '{_options.LabelColumnName}' holds {labelNames.Length} distinct label(s); a classifier needs at least 2.");
         var index = labelNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
-        var entries = new List<KnowledgeEntry>(_options.Store?.Entries ?? []);
-        if (_options.Store is { HasTexts: false })
+        var entries = new List<KnowledgeEntry>(given?.Entries ?? []);
+        if (given is { HasTexts: false })
             throw new ArgumentException("The given knowledge store has no texts; the student needs texts to train its encoder.");
         var seen = new HashSet<(string?, string?)>(entries.Select(e => (e.Text, e.Text2)));
         int added = 0;
@@ -330,7 +349,7 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
             entries.Add(KnowledgeEntry.Gold(row.Text, row.Text2, label, labelNames.Length));
             added++;
         }
-        if (_options.Store is not null) host.Info($"Knowledge store: {_options.Store.Count} given entries + {added} gold training rows.");
+        if (given is not null) host.Info($"Knowledge store: {given.Count} given entries + {added} gold training rows.");
         return new KnowledgeStore(labelNames, entries);
     }
 

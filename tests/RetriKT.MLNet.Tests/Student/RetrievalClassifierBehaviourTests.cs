@@ -268,7 +268,7 @@ public class RetrievalClassifierBehaviourTests
         var store = new KnowledgeStore(["neg", "pos"], Synthetic(20, 5).Select(r => new KnowledgeEntry(
             r.Text, null, r.Label == "pos" ? 1 : 0, r.Label == "pos" ? [0.2f, 0.8f] : [0.9f, 0.1f], 0.9f, KnowledgeSource.Generated)));
         var options = Tiny();
-        options.Store = store;
+        options.StoreData = store.ToDataView(ml);
         using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(ml.Data.LoadFromEnumerable(rows)); // Label is a string here
         Assert.Equal(["neg", "pos"], student.LabelNames);
         Assert.True(student.Store.Count > store.Count && student.Store.Count <= store.Count + rows.Count);
@@ -282,7 +282,7 @@ public class RetrievalClassifierBehaviourTests
         for (int i = 0; i < e.Length; i++) Assert.True(Math.Abs(student.Store.Embedding(0)[i] - e[i]) < 1e-5);
 
         var wrong = new KnowledgeStore(["negative", "positive"], [KnowledgeEntry.Gold("a b", null, 0, 2), KnowledgeEntry.Gold("c d", null, 1, 2)]);
-        options.Store = wrong;
+        options.StoreData = wrong.ToDataView(ml);
         var error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(ml.Data.LoadFromEnumerable(rows)));
         Assert.Contains("is not one of the store's labels", error.Message);
     }

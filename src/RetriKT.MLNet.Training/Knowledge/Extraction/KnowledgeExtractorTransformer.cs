@@ -7,7 +7,7 @@ using RetriKT.MLNet.SoftPrompt;
 
 namespace RetriKT.MLNet.Knowledge.Extraction;
 
-/// <summary>One row of an extracted store as an ML.NET row (see <see cref="KnowledgeExtractorTransformer.ToDataView"/>).</summary>
+/// <summary>One row of an extracted store as an ML.NET row (see <see cref="KnowledgeStoreData.ToDataView"/>).</summary>
 public sealed class KnowledgeRow
 {
     /// <summary>First text.</summary>
@@ -49,22 +49,8 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
     /// <summary>What the extraction kept and dropped (null after loading from model.zip).</summary>
     public ExtractionReport? Report { get; }
 
-    /// <summary>The store as an IDataView: Text, Text2, Label, SoftLabel (vector), Fidelity, Source.</summary>
-    public IDataView ToDataView(MLContext mlContext) => StoreToDataView(mlContext, Store);
-
-    /// <summary>Any store as the extraction IDataView (the white-box and black-box paths give the same schema).</summary>
-    internal static IDataView StoreToDataView(MLContext mlContext, KnowledgeStore store)
-    {
-        ArgumentNullException.ThrowIfNull(mlContext);
-        var schema = SchemaDefinition.Create(typeof(KnowledgeRow));
-        schema[nameof(KnowledgeRow.SoftLabel)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, store.LabelCount);
-        var rows = store.Entries.Select(e => new KnowledgeRow
-        {
-            Text = e.Text ?? "", Text2 = e.Text2 ?? "", Label = store.LabelNames[e.Label], SoftLabel = e.SoftLabel,
-            Fidelity = e.Fidelity, Source = e.Source.ToString(),
-        });
-        return mlContext.Data.LoadFromEnumerable(rows, schema);
-    }
+    /// <summary>The store as an IDataView: Text, Text2, Label, SoftLabel (vector, SlotNames = labels), Fidelity, Source (<see cref="KnowledgeStoreData"/>).</summary>
+    public IDataView ToDataView(MLContext mlContext) => Store.ToDataView(mlContext);
 
     private VerbalizerClassifier Scorer => _scorer ??= new VerbalizerClassifier(SoftPrompts.Teacher, SoftPrompts.Template, SoftPrompts.Labels);
 
