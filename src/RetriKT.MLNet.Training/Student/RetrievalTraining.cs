@@ -72,9 +72,9 @@ internal static class RetrievalTraining
         try
         {
             var parameters = model.named_parameters()
-                .Where(p => settings.LearnTemperature || p.name != "log_temperature")
+                .Where(p => settings.LearnTemperature || p.name != StudentWeights.TemperatureName)
                 .Select(p => p.parameter).ToList();
-            if (!settings.LearnTemperature) model.get_parameter("log_temperature")!.requires_grad = false;
+            if (!settings.LearnTemperature) model.get_parameter(StudentWeights.TemperatureName)!.requires_grad = false;
             using var optimizer = torch.optim.AdamW(parameters, settings.LearningRate, weight_decay: settings.WeightDecay);
             using var softLabels = torch.tensor(data.SoftLabels, [n, labels], device: device);
             int stepsPerEpoch = (n + settings.BatchSize - 1) / settings.BatchSize;
@@ -150,7 +150,7 @@ internal static class RetrievalTraining
         finally
         {
             model.DropoutGenerator = null;
-            model.get_parameter("log_temperature")!.requires_grad = true;
+            model.get_parameter(StudentWeights.TemperatureName)!.requires_grad = true;
             model.eval();
         }
     }

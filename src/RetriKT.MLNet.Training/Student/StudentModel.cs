@@ -87,7 +87,7 @@ internal sealed class StudentModel : nn.Module
         h = nn.ModuleList(Enumerable.Range(0, config.Layers).Select(_ => new StudentBlock(config, _dropout)).ToArray());
         ln_f = nn.LayerNorm(config.HiddenSize, eps: 1e-5);
         head = nn.Linear(config.HiddenSize, config.LabelCount);
-        log_temperature = nn.Parameter(torch.tensor(new[] { (float)Math.Log(initialTemperature) }));
+        log_temperature = nn.Parameter(torch.tensor(new[] { (float)Math.Log(initialTemperature) })); // named StudentWeights.TemperatureName
         RegisterComponents();
     }
 
@@ -143,7 +143,8 @@ internal sealed class StudentModel : nn.Module
 
     /// <summary>
     /// The network's state for the runtime (<see cref="StudentWeights"/>, managed memory): every state-dictionary entry
-    /// in order, as float32 on the CPU. Written to model.zip it is byte-identical to TorchSharp's <c>save</c>.
+    /// but τ in order, as float32 on the CPU. Written to model.zip it is byte-identical to TorchSharp's <c>save</c>
+    /// skipping τ. τ is left out because the runtime keeps it once, as a number that tuning may have changed.
     /// </summary>
     public StudentWeights ToWeights()
     {
@@ -151,19 +152,27 @@ internal sealed class StudentModel : nn.Module
         var tensors = new List<NamedTensor>();
         foreach (var (name, t) in state_dict())
         {
+            if (name == StudentWeights.TemperatureName) continue;
             using var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
             tensors.Add(new NamedTensor(name, cpu.shape.ToArray(), cpu.data<float>().ToArray()));
         }
         return new StudentWeights(tensors);
     }
 
-    /// <summary>A network of shape <paramref name="config"/> holding <paramref name="weights"/> (τ included), on <paramref name="device"/>, in eval mode.</summary>
-    public static StudentModel FromWeights(StudentConfig config, StudentWeights weights, Device device)
+    /// <summary>
+    /// The network of a trained student (<see cref="RetrievalModel"/>: shape, weights and the τ it predicts with), on
+    /// <paramref name="device"/>, in eval mode.
+    /// </summary>
+    public static StudentModel FromRuntime(RetrievalModel runtime, Device device)
     {
-        var model = new StudentModel(config, initialTemperature: 1.0); // overwritten by log_temperature in the weights
+        ArgumentNullException.ThrowIfNull(runtime);
+        var model = new StudentModel(runtime.Config, runtime.Temperature);
         try
         {
-            using (var reader = new BinaryReader(new MemoryStream(weights.ToBytes()))) model.load(reader);
+            // The state dictionary holds τ too: load it from the runtime's number, so the strict load still checks every other entry.
+            var temperature = new NamedTensor(StudentWeights.TemperatureName, [1], [(float)Math.Log(runtime.Temperature)]);
+            var state = new StudentWeights([.. runtime.Weights.Without(StudentWeights.TemperatureName).Tensors, temperature]);
+            using (var reader = new BinaryReader(new MemoryStream(state.ToBytes()))) model.load(reader);
             model.to(device);
             model.eval();
             return model;

@@ -285,7 +285,8 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             store = KnowledgeStore.Read(buffer);
         });
         StudentWeights? weights = null;
-        r.ReadStream("Weights.bin", s => weights = StudentWeights.Read(s, "RetrievalClassifier in model.zip, Weights.bin"));
+        r.ReadStream("Weights.bin", s => weights = StudentWeights.Read(s, "RetrievalClassifier in model.zip, Weights.bin")
+            .Without(StudentWeights.TemperatureName)); // an older model's learned τ: the number above is the τ it predicts with
         double mu = 0, lexicalTemperature = 1;
         int lexicalK = 0;
         LexicalIndex? lexical = null;

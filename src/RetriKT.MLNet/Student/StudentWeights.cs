@@ -19,6 +19,11 @@ internal sealed record NamedTensor(string Name, long[] Shape, float[] Values);
 internal sealed class StudentWeights
 {
     private const long Float32 = 6; // TorchSharp ScalarType.Float32
+    /// <summary>
+    /// The training network's learned log τ. Not part of these weights: τ is stored once, as the transformer's number
+    /// (it may be re-tuned after training). Models saved before held a second copy here; loading drops it.
+    /// </summary>
+    public const string TemperatureName = "log_temperature";
     private readonly Dictionary<string, NamedTensor> _byName;
 
     public StudentWeights(IReadOnlyList<NamedTensor> tensors)
@@ -37,6 +42,10 @@ internal sealed class StudentWeights
 
     /// <summary>The tensors in file order.</summary>
     public IReadOnlyList<NamedTensor> Tensors { get; }
+
+    /// <summary>These weights without the tensor <paramref name="name"/> (the same instance when there is none).</summary>
+    public StudentWeights Without(string name)
+        => _byName.ContainsKey(name) ? new StudentWeights(Tensors.Where(t => t.Name != name).ToList()) : this;
 
     /// <summary>The values of <paramref name="name"/> with the expected <paramref name="shape"/>; a clear error otherwise.</summary>
     public float[] Get(string name, params long[] shape)

@@ -71,7 +71,7 @@ public class RetrievalClassifierBehaviourTests
         var (_, _, student) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 16, Layers = 2, Heads = 2, MaxLength = 16, Epochs = 1, TeacherParameterCount = 1_000_000 });
         using var _ = student;
         var config = student.Model.Config;
-        using (var network = StudentModel.FromWeights(config, student.Model.Weights, torch.CPU))
+        using (var network = StudentModel.FromRuntime(student.Model, torch.CPU))
             Assert.Equal(network.CountParameters(), student.ParameterCount);
         Assert.Equal((long)(student.Vocabulary.Count + 16 + 2) * 16, student.EmbeddingParameterCount);
         Assert.Equal((double)student.ParameterCount / 1_000_000, student.TeacherParameterRatio!.Value, 12);
@@ -123,7 +123,7 @@ public class RetrievalClassifierBehaviourTests
         var ids = model.Tokenize("the plot is really quite charming and the acting is superb", "second text", out bool _);
         var managed = new float[model.Dimension];
         model.Encoder.Encode(ids, student.Vocabulary.SepId, managed);
-        using var network = StudentModel.FromWeights(model.Config, model.Weights, torch.CPU);
+        using var network = StudentModel.FromRuntime(model, torch.CPU);
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         var (t, s, m) = TokenBatch.Collate([ids], student.Vocabulary.SepId, torch.CPU);
@@ -141,7 +141,7 @@ public class RetrievalClassifierBehaviourTests
         var texts = Synthetic(9, 5).Select(r => r.Text).ToList();
         var runtime = headOnly.PredictBatch(texts);
         var model = student.Model;
-        using var network = StudentModel.FromWeights(model.Config, model.Weights, torch.CPU);
+        using var network = StudentModel.FromRuntime(model, torch.CPU);
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         var ids = texts.Select(t => model.Tokenize(t, null, out bool _)).ToList();
@@ -158,10 +158,13 @@ public class RetrievalClassifierBehaviourTests
     {
         var (_, _, student) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 1 });
         using var _ = student;
-        using var network = StudentModel.FromWeights(student.Model.Config, student.Model.Weights, torch.CPU);
+        using var network = StudentModel.FromRuntime(student.Model, torch.CPU);
         using var torchBytes = new MemoryStream();
-        using (var writer = new BinaryWriter(torchBytes, System.Text.Encoding.UTF8, leaveOpen: true)) network.save(writer);
+        // τ is the transformer's number, not a weight (stored once); every other entry is TorchSharp's bytes.
+        using (var writer = new BinaryWriter(torchBytes, System.Text.Encoding.UTF8, leaveOpen: true)) network.save(writer, skip: [StudentWeights.TemperatureName]);
         Assert.Equal(torchBytes.ToArray(), student.Model.Weights.ToBytes());
+        Assert.DoesNotContain(student.Model.Weights.Tensors, t => t.Name == StudentWeights.TemperatureName);
+        Assert.Equal((float)student.Temperature, network.TemperatureValue, 6);
         var e = Assert.Throws<InvalidDataException>(() => StudentWeights.Read(new BinaryReader(new MemoryStream(torchBytes.ToArray()[..^3])), "test weights"));
         Assert.Contains("test weights", e.Message);
     }

@@ -1,0 +1,84 @@
+using Microsoft.ML;
+using RetriKT.MLNet.Bridge;
+using RetriKT.MLNet.Student;
+using TorchSharp;
+
+namespace RetriKT.MLNet.Tests.Student;
+
+/// <summary>τ has one source of truth: the transformer's number (learned, then tuned), never a second copy in the weights.</summary>
+public class TemperatureStoredOnceTests
+{
+    private static (MLContext Ml, IDataView Data, RetrievalClassifierTransformer Student) Train()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(RetrievalClassifierBehaviourTests.Synthetic(30, 11));
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
+        var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 3, BatchSize = 8,
+            // τ is tuned on a validation set, so the τ the model predicts with differs from the learned one.
+            ValidationSet = keyMap.Transform(ml.Data.LoadFromEnumerable(RetrievalClassifierBehaviourTests.Synthetic(12, 12))),
+        }).Fit(keyMap.Transform(data));
+        return (ml, data, student);
+    }
+
+    [Fact]
+    public void TheSavedModelHoldsTauOnceAndReloadsWithIt()
+    {
+        var (ml, data, student) = Train();
+        using var owned = student;
+        Assert.DoesNotContain(student.Model.Weights.Tensors, t => t.Name == StudentWeights.TemperatureName);
+        using var network = StudentModel.FromRuntime(student.Model, torch.CPU);
+        Assert.Equal((float)student.Temperature, network.TemperatureValue, 6); // the training network rebuilt with the runtime's τ, not a literal
+
+        var path = Path.Combine(Path.GetTempPath(), $"retrikt-tau-{Guid.NewGuid():N}.zip");
+        try
+        {
+            ml.Model.Save(student, data.Schema, path);
+            var loaded = (RetrievalClassifierTransformer)new MLContext().Model.Load(path, out _);
+            using (loaded)
+            {
+                Assert.Equal(student.Temperature, loaded.Temperature);
+                Assert.DoesNotContain(loaded.Model.Weights.Tensors, t => t.Name == StudentWeights.TemperatureName);
+                Assert.Equal(student.Predict("a wonderful film").Scores, loaded.Predict("a wonderful film").Scores);
+            }
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void AModelSavedWithTheLearnedTauInItsWeightsLoadsWithItsSavedTau()
+    {
+        var (ml, data, student) = Train();
+        using var owned = student;
+        // What models saved before held: the learned τ (here a different value) as a weight beside the saved number.
+        var m = student.Model;
+        var legacyWeights = new StudentWeights([.. m.Weights.Tensors, new NamedTensor(StudentWeights.TemperatureName, [1], [(float)Math.Log(0.7)])]);
+        var legacyModel = new RetrievalModel(m.Config, legacyWeights, m.Tokenizer, m.Store, m.Temperature, m.NeighborCount, m.Lexical,
+            m.LexicalNeighborCount, m.LexicalTemperature);
+        using var legacy = new RetrievalClassifierTransformer(MlNetEnvironment.Of(ml.MulticlassClassification.Trainers), legacyModel,
+            student.RetrievalWeight, student.Columns, student.TeacherParameterCount, saveStoreTexts: true, student.LexicalRetrievalWeight);
+
+        var path = Path.Combine(Path.GetTempPath(), $"retrikt-tau-legacy-{Guid.NewGuid():N}.zip");
+        try
+        {
+            ml.Model.Save(legacy, data.Schema, path);
+            var loaded = (RetrievalClassifierTransformer)new MLContext().Model.Load(path, out _);
+            using (loaded)
+            {
+                Assert.Equal(student.Temperature, loaded.Temperature);
+                Assert.DoesNotContain(loaded.Model.Weights.Tensors, t => t.Name == StudentWeights.TemperatureName);
+                Assert.Equal(student.Predict("a dull boring plot").Scores, loaded.Predict("a dull boring plot").Scores);
+                using var network = StudentModel.FromRuntime(loaded.Model, torch.CPU);
+                Assert.Equal((float)student.Temperature, network.TemperatureValue, 6);
+            }
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+}
