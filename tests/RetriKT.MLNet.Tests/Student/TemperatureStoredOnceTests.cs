@@ -31,22 +31,10 @@ public class TemperatureStoredOnceTests
         using var network = StudentModel.FromRuntime(student.Model, torch.CPU);
         Assert.Equal((float)student.Temperature, network.TemperatureValue, 6); // the training network rebuilt with the runtime's τ, not a literal
 
-        var path = Path.Combine(Path.GetTempPath(), $"retrikt-tau-{Guid.NewGuid():N}.zip");
-        try
-        {
-            ml.Model.Save(student, data.Schema, path);
-            var loaded = (RetrievalClassifierTransformer)new MLContext().Model.Load(path, out _);
-            using (loaded)
-            {
-                Assert.Equal(student.Temperature, loaded.Temperature);
-                Assert.DoesNotContain(loaded.Model.Weights.Tensors, t => t.Name == StudentWeights.TemperatureName);
-                Assert.Equal(student.Predict("a wonderful film").Scores, loaded.Predict("a wonderful film").Scores);
-            }
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var loaded = SaveAndLoad(ml, student, data.Schema);
+        Assert.Equal(student.Temperature, loaded.Temperature);
+        Assert.DoesNotContain(loaded.Model.Weights.Tensors, t => t.Name == StudentWeights.TemperatureName);
+        Assert.Equal(student.Predict("a wonderful film").Scores, loaded.Predict("a wonderful film").Scores);
     }
 
     [Fact]
@@ -62,19 +50,22 @@ public class TemperatureStoredOnceTests
         using var legacy = new RetrievalClassifierTransformer(MlNetEnvironment.Of(ml.MulticlassClassification.Trainers), legacyModel,
             student.RetrievalWeight, student.Columns, student.TeacherParameterCount, saveStoreTexts: true, student.LexicalRetrievalWeight);
 
-        var path = Path.Combine(Path.GetTempPath(), $"retrikt-tau-legacy-{Guid.NewGuid():N}.zip");
+        using var loaded = SaveAndLoad(ml, legacy, data.Schema);
+        Assert.Equal(student.Temperature, loaded.Temperature);
+        Assert.DoesNotContain(loaded.Model.Weights.Tensors, t => t.Name == StudentWeights.TemperatureName);
+        Assert.Equal(student.Predict("a dull boring plot").Scores, loaded.Predict("a dull boring plot").Scores);
+        using var network = StudentModel.FromRuntime(loaded.Model, torch.CPU);
+        Assert.Equal((float)student.Temperature, network.TemperatureValue, 6);
+    }
+
+    /// <summary>model.zip written and read back in a fresh context, as a server would.</summary>
+    private static RetrievalClassifierTransformer SaveAndLoad(MLContext ml, RetrievalClassifierTransformer model, DataViewSchema schema)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"retrikt-tau-{Guid.NewGuid():N}.zip");
         try
         {
-            ml.Model.Save(legacy, data.Schema, path);
-            var loaded = (RetrievalClassifierTransformer)new MLContext().Model.Load(path, out _);
-            using (loaded)
-            {
-                Assert.Equal(student.Temperature, loaded.Temperature);
-                Assert.DoesNotContain(loaded.Model.Weights.Tensors, t => t.Name == StudentWeights.TemperatureName);
-                Assert.Equal(student.Predict("a dull boring plot").Scores, loaded.Predict("a dull boring plot").Scores);
-                using var network = StudentModel.FromRuntime(loaded.Model, torch.CPU);
-                Assert.Equal((float)student.Temperature, network.TemperatureValue, 6);
-            }
+            ml.Model.Save(model, schema, path);
+            return (RetrievalClassifierTransformer)new MLContext().Model.Load(path, out _);
         }
         finally
         {

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Runtime.InteropServices;
 using RetriKT.MLNet.Common;
 using TorchSharp;
@@ -33,12 +32,9 @@ public sealed class TorchExactIndex : IVectorIndex, IDisposable
     /// <summary>Indexes <paramref name="vectors"/> (row-major <c>count × dimension</c>; not copied, must not change).</summary>
     public TorchExactIndex(ReadOnlyMemory<float> vectors, int dimension, TorchExactIndexOptions? options = null)
     {
-        if (dimension <= 0) throw new ArgumentOutOfRangeException(nameof(dimension), $"Dimension must be positive, found {dimension}.");
-        if (vectors.Length % dimension != 0)
-            throw new ArgumentException($"Vectors hold {vectors.Length} values, not a multiple of dimension {dimension}.", nameof(vectors));
+        Count = SearchArguments.CheckVectors(vectors, dimension);
         _vectors = vectors;
         Dimension = dimension;
-        Count = vectors.Length / dimension;
         _options = options ?? new TorchExactIndexOptions();
         if (_options.ScoreBlockFloats < 1024) throw new ArgumentOutOfRangeException(nameof(options), $"ScoreBlockFloats must be >= 1024, found {_options.ScoreBlockFloats}.");
     }
@@ -97,26 +93,15 @@ public sealed class TorchExactIndex : IVectorIndex, IDisposable
         bool onCpu = vectors.device.type == DeviceType.CPU;
         if (!onCpu) q = q.to(vectors.device);
         int block = (int)Math.Clamp(_options.ScoreBlockFloats / (long)count, Math.Min(Count, 256), Count);
-        var counts = ArrayPool<int>.Shared.Rent(count);
-        try
+        using var top = new BlockedTopK(scores, ids, count, k); // the runtime's selection: same answers, same tie order
+        for (int start = 0; start < Count; start += block)
         {
-            Array.Clear(counts, 0, count);
-            for (int start = 0; start < Count; start += block)
-            {
-                int n = Math.Min(block, Count - start);
-                using var blockScores = onCpu ? q.mm(vectors.narrow(0, start, n).t()) : q.mm(vectors.narrow(0, start, n).t()).cpu();
-                ReadOnlySpan<float> all = MemoryMarshal.Cast<byte, float>(blockScores.bytes); // the CPU tensor's memory, not a copy
-                for (int row = 0; row < count; row++)
-                {
-                    var top = TopK.Resume(scores.Slice(row * k, k), ids.Slice(row * k, k), k, counts[row]);
-                    VectorKernels.Select(all.Slice(row * n, n), start, ref top);
-                    counts[row] = top.Count;
-                }
-            }
-            for (int row = 0; row < count; row++)
-                TopK.Resume(scores.Slice(row * k, k), ids.Slice(row * k, k), k, counts[row]).SortDescending();
+            int n = Math.Min(block, Count - start);
+            using var blockScores = onCpu ? q.mm(vectors.narrow(0, start, n).t()) : q.mm(vectors.narrow(0, start, n).t()).cpu();
+            ReadOnlySpan<float> all = MemoryMarshal.Cast<byte, float>(blockScores.bytes); // the CPU tensor's memory, not a copy
+            for (int row = 0; row < count; row++) top.Offer(row, all.Slice(row * n, n), start);
         }
-        finally { ArrayPool<int>.Shared.Return(counts); }
+        top.Complete();
     }
 
     /// <summary>Releases the torch copy of the vectors (if one was made).</summary>

@@ -1,5 +1,3 @@
-using System.Buffers;
-
 namespace RetriKT.MLNet.Knowledge;
 
 /// <summary>
@@ -20,12 +18,9 @@ public sealed class ExactIndex : IVectorIndex, IDisposable
     /// <summary>Indexes <paramref name="vectors"/> (row-major <c>count × dimension</c>; not copied, must not change).</summary>
     public ExactIndex(ReadOnlyMemory<float> vectors, int dimension)
     {
-        if (dimension <= 0) throw new ArgumentOutOfRangeException(nameof(dimension), $"Dimension must be positive, found {dimension}.");
-        if (vectors.Length % dimension != 0)
-            throw new ArgumentException($"Vectors hold {vectors.Length} values, not a multiple of dimension {dimension}.", nameof(vectors));
+        Count = SearchArguments.CheckVectors(vectors, dimension);
         _vectors = vectors;
         Dimension = dimension;
-        Count = vectors.Length / dimension;
     }
 
     /// <summary>An exact index over the embeddings of <paramref name="store"/> (ids = entry indices).</summary>
@@ -85,27 +80,19 @@ public sealed class ExactIndex : IVectorIndex, IDisposable
         int d = Dimension;
         int block = Math.Clamp((256 * 1024) / (4 * d) & ~3, 4, ScanChunk); // ~256 KiB of vectors per block
         var chunk = (t_scratch ??= new float[ScanChunk]).AsSpan();
-        var counts = ArrayPool<int>.Shared.Rent(count);
-        try
+        using var top = new BlockedTopK(scores, ids, count, k);
+        var vectors = _vectors.Span;
+        for (int start = 0; start < Count; start += block)
         {
-            Array.Clear(counts, 0, count);
-            var vectors = _vectors.Span;
-            for (int start = 0; start < Count; start += block)
-            {
-                int n = Math.Min(block, Count - start);
-                var rows = vectors.Slice(start * d, n * d);
-                for (int q = 0; q < count; q++)
-                {
-                    VectorKernels.Scores(queries.Slice(q * d, d), rows, n, chunk);
-                    var top = TopK.Resume(scores.Slice(q * k, k), ids.Slice(q * k, k), k, counts[q]);
-                    VectorKernels.Select(chunk[..n], start, ref top);
-                    counts[q] = top.Count;
-                }
-            }
+            int n = Math.Min(block, Count - start);
+            var rows = vectors.Slice(start * d, n * d);
             for (int q = 0; q < count; q++)
-                TopK.Resume(scores.Slice(q * k, k), ids.Slice(q * k, k), k, counts[q]).SortDescending();
+            {
+                VectorKernels.Scores(queries.Slice(q * d, d), rows, n, chunk);
+                top.Offer(q, chunk[..n], start);
+            }
         }
-        finally { ArrayPool<int>.Shared.Return(counts); }
+        top.Complete();
     }
 
     /// <summary>Marks the index disposed (later searches throw <see cref="ObjectDisposedException"/>); it holds no native memory.</summary>

@@ -116,8 +116,7 @@ public sealed class HnswIndex : IVectorIndex
     public static HnswIndex Build(ReadOnlyMemory<float> vectors, int dimension, HnswOptions? options = null,
         IProgress<int>? progress = null, CancellationToken cancellation = default)
     {
-        if (dimension <= 0) throw new ArgumentOutOfRangeException(nameof(dimension), $"Dimension must be positive, found {dimension}.");
-        if (vectors.Length % dimension != 0) throw new ArgumentException($"Vectors hold {vectors.Length} values, not a multiple of dimension {dimension}.", nameof(vectors));
+        SearchArguments.CheckVectors(vectors, dimension);
         var index = new HnswIndex(vectors, dimension, options ?? new HnswOptions());
         var random = new Random(index.Options.Seed);
         double levelScale = 1 / Math.Log(index.Options.M);

@@ -39,6 +39,15 @@ public interface IVectorIndex
 /// <summary>Argument checks shared by the index implementations, so every index reports bad input the same way.</summary>
 internal static class SearchArguments
 {
+    /// <summary>Checks an index's row-major <c>count × dimension</c> vectors and returns the count.</summary>
+    public static int CheckVectors(ReadOnlyMemory<float> vectors, int dimension)
+    {
+        if (dimension <= 0) throw new ArgumentOutOfRangeException(nameof(dimension), $"Dimension must be positive, found {dimension}.");
+        if (vectors.Length % dimension != 0)
+            throw new ArgumentException($"Vectors hold {vectors.Length} values, not a multiple of dimension {dimension}.", nameof(vectors));
+        return vectors.Length / dimension;
+    }
+
     public static void Check(IVectorIndex index, ReadOnlySpan<float> queries, int count, int k, int idsLength, int scoresLength)
     {
         if (index.Count == 0) throw new InvalidOperationException("The index is empty: a knowledge store with no entries cannot be searched.");

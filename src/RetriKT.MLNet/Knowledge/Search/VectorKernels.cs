@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -276,5 +277,50 @@ internal ref struct TopK
             (_ids[p], _ids[worst]) = (_ids[worst], _ids[p]);
             p = worst;
         }
+    }
+}
+
+/// <summary>
+/// The k best rows per query of a batch scored block by block (any order of blocks with increasing ids): each query's
+/// heap lives in its slice of the caller's result buffers between blocks, its fill count in a pooled array. Shared by
+/// every exact search that scores in blocks (managed SIMD, TorchSharp GEMM), so they select and order alike.
+/// </summary>
+internal ref struct BlockedTopK
+{
+    private readonly Span<float> _scores;
+    private readonly Span<int> _ids;
+    private readonly int _k, _queries;
+    private int[]? _counts;
+
+    public BlockedTopK(Span<float> scores, Span<int> ids, int queries, int k)
+    {
+        _scores = scores;
+        _ids = ids;
+        _queries = queries;
+        _k = k;
+        _counts = ArrayPool<int>.Shared.Rent(queries);
+        Array.Clear(_counts, 0, queries);
+    }
+
+    /// <summary>Offers query <paramref name="query"/>'s scores of one block of rows, whose first id is <paramref name="firstId"/>.</summary>
+    public readonly void Offer(int query, ReadOnlySpan<float> blockScores, int firstId)
+    {
+        var top = TopK.Resume(_scores.Slice(query * _k, _k), _ids.Slice(query * _k, _k), _k, _counts![query]);
+        VectorKernels.Select(blockScores, firstId, ref top);
+        _counts[query] = top.Count;
+    }
+
+    /// <summary>Sorts every query's hits best first, in place: the search's answer.</summary>
+    public readonly void Complete()
+    {
+        for (int q = 0; q < _queries; q++)
+            TopK.Resume(_scores.Slice(q * _k, _k), _ids.Slice(q * _k, _k), _k, _counts![q]).SortDescending();
+    }
+
+    /// <summary>Returns the pooled counts (also when the search failed part way).</summary>
+    public void Dispose()
+    {
+        if (_counts is not null) ArrayPool<int>.Shared.Return(_counts);
+        _counts = null;
     }
 }
