@@ -1,7 +1,10 @@
 using Microsoft.Extensions.AI;
+using RetriKT.MLNet;
+using RetriKT.MLNet.BlackBox;
 using RetriKT.MLNet.SoftPrompt;
 
-namespace RetriKT.MLNet.BlackBox;
+// ML.NET's convention: catalog extensions live in Microsoft.ML, so `using Microsoft.ML;` alone reaches them.
+namespace Microsoft.ML;
 
 /// <summary><c>mlContext.RetriKT().BlackBoxKnowledgeExtractor(...)</c>.</summary>
 public static class BlackBoxCatalog
@@ -11,7 +14,8 @@ public static class BlackBoxCatalog
     /// deployment) generate <paramref name="samplesPerLabel"/> samples per label for <paramref name="template"/>; the
     /// other settings take the defaults of <see cref="BlackBoxExtractorOptions"/>.
     /// </summary>
-    public static BlackBoxKnowledgeExtractor BlackBoxKnowledgeExtractor(this RetriKTCatalog catalog, IEnumerable<IChatClient> teachers, TaskTemplate template, int samplesPerLabel = 64)
+    public static BlackBoxKnowledgeExtractor BlackBoxKnowledgeExtractor(this RetriKTCatalog catalog, IEnumerable<IChatClient> teachers, TaskTemplate template,
+        int samplesPerLabel = BlackBoxExtractorOptions.Defaults.SamplesPerLabel)
     {
         ArgumentNullException.ThrowIfNull(teachers);
         return catalog.BlackBoxKnowledgeExtractor(new BlackBoxExtractorOptions

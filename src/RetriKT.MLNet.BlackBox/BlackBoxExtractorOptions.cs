@@ -27,6 +27,12 @@ public enum SoftLabelSource
 /// </summary>
 public sealed class BlackBoxExtractorOptions
 {
+    /// <summary>Defaults that the catalog's simple overload shares (C# optional parameters need constants).</summary>
+    internal static class Defaults
+    {
+        public const int SamplesPerLabel = Knowledge.Extraction.KnowledgeExtractorOptions.Defaults.SamplesPerLabel; // as the white-box extractor
+    }
+
     /// <summary>Default <see cref="GenerationPrompt"/> (instruction-tuned chat models).</summary>
     public const string InstructGenerationPrompt =
         "Here are examples of texts labelled \"{label}\" (labels: {labels}):\n{examples}\n\nWrite one new, different text labelled \"{label}\". Reply with the text only, on one line.\n{context}";
@@ -41,7 +47,7 @@ public sealed class BlackBoxExtractorOptions
     /// <summary>Label order of the store; null takes the template verbalizer's key order.</summary>
     public IReadOnlyList<string>? Labels { get; set; }
     /// <summary>Generated samples to keep per label (balanced store). Default 64.</summary>
-    public int SamplesPerLabel { get; set; } = 64;
+    public int SamplesPerLabel { get; set; } = Defaults.SamplesPerLabel;
     /// <summary>Most generation requests per label, as a multiple of <see cref="SamplesPerLabel"/>. Default 3.</summary>
     public double MaxAttemptsFactor { get; set; } = 3;
     /// <summary>

@@ -1,8 +1,12 @@
 using Microsoft.ML.Runtime;
+using RetriKT.MLNet;
 using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
+using ExtractorDefaults = RetriKT.MLNet.Knowledge.Extraction.KnowledgeExtractorOptions.Defaults;
+using PromptDefaults = RetriKT.MLNet.SoftPrompt.SoftPromptPpoOptions.Defaults;
 
-namespace RetriKT.MLNet;
+// ML.NET's convention: catalog extensions live in Microsoft.ML, so `using Microsoft.ML;` alone reaches them.
+namespace Microsoft.ML;
 
 /// <summary>The training assembly's trainers on <c>mlContext.RetriKT()</c> (soft prompts + PPO, knowledge extraction).</summary>
 public static class RetriKTTrainingCatalog
@@ -11,7 +15,8 @@ public static class RetriKTTrainingCatalog
 
     /// <summary>
     /// RetriKT steps 1–2: tunes per-label soft prompts for the frozen teacher at <paramref name="teacherPath"/> on the
-    /// few-shot data (supervised, then PPO with the default fidelity + diversity reward).
+    /// few-shot data (supervised, then PPO with the default fidelity + diversity reward). Settings not named here take
+    /// the defaults of <see cref="SoftPromptPpoOptions"/>.
     /// </summary>
     /// <param name="catalog">The RetriKT catalog (<c>mlContext.RetriKT()</c>).</param>
     /// <param name="teacherPath">Teacher checkpoint: HF directory (LLaMA family or GPT-2) or llama2.c .bin.</param>
@@ -20,8 +25,9 @@ public static class RetriKTTrainingCatalog
     /// <param name="promptTokens">Virtual tokens per label prompt.</param>
     /// <param name="supervisedEpochs">Stage-1 epochs.</param>
     /// <param name="ppoSteps">Stage-2 PPO iterations (0 skips PPO).</param>
-    public static SoftPromptPpoTrainer SoftPromptPpoTrainer(this RetriKTCatalog catalog, string teacherPath, TaskTemplate template, string labelColumnName = "Label",
-        int promptTokens = 8, int supervisedEpochs = 20, int ppoSteps = 10)
+    public static SoftPromptPpoTrainer SoftPromptPpoTrainer(this RetriKTCatalog catalog, string teacherPath, TaskTemplate template,
+        string labelColumnName = PromptDefaults.LabelColumnName, int promptTokens = PromptDefaults.PromptTokens,
+        int supervisedEpochs = PromptDefaults.SupervisedEpochs, int ppoSteps = PromptDefaults.PpoSteps)
         => new(Env(catalog), new SoftPromptPpoOptions
         {
             TeacherPath = teacherPath,
@@ -38,8 +44,10 @@ public static class RetriKTTrainingCatalog
     /// <summary>
     /// RetriKT step 3: generates <paramref name="samplesPerLabel"/> filtered samples per label with the tuned
     /// <paramref name="softPrompts"/>, each with the teacher's soft label; the few-shot examples join with gold labels.
+    /// Settings not named here take the defaults of <see cref="KnowledgeExtractorOptions"/>.
     /// </summary>
-    public static KnowledgeExtractor KnowledgeExtractor(this RetriKTCatalog catalog, SoftPromptTransformer softPrompts, int samplesPerLabel = 64, string labelColumnName = "Label")
+    public static KnowledgeExtractor KnowledgeExtractor(this RetriKTCatalog catalog, SoftPromptTransformer softPrompts,
+        int samplesPerLabel = ExtractorDefaults.SamplesPerLabel, string labelColumnName = ExtractorDefaults.LabelColumnName)
         => new(Env(catalog), new KnowledgeExtractorOptions { SoftPrompts = softPrompts, SamplesPerLabel = samplesPerLabel, LabelColumnName = labelColumnName });
 
     /// <summary>Knowledge extraction with all options.</summary>

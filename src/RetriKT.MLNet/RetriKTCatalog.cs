@@ -2,13 +2,16 @@ using Microsoft.ML;
 using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
+using RetrieverDefaults = RetriKT.MLNet.Knowledge.KnowledgeRetrieverEstimator.Options.Defaults;
+using TokenizerDefaults = RetriKT.MLNet.Text.TextTokenizingEstimator.Options.Defaults;
 
 namespace RetriKT.MLNet;
 
 /// <summary>
 /// Entry point to RetriKT's estimators: <c>mlContext.RetriKT()</c>. The runtime's (tokenizer, retriever) are members;
 /// the training assembly adds its trainers (soft prompts + PPO, knowledge extraction) as extension methods
-/// (<c>RetriKTTrainingCatalog</c>), reached with the same <c>using RetriKT.MLNet;</c>.
+/// (<c>RetriKTTrainingCatalog</c>). Like every RetriKT catalog extension they live in namespace <c>Microsoft.ML</c>,
+/// so <c>using Microsoft.ML;</c> reaches them.
 /// </summary>
 public sealed class RetriKTCatalog
 {
@@ -21,8 +24,9 @@ public sealed class RetriKTCatalog
     /// into WordPiece ids in <paramref name="outputColumnName"/>; the vocabulary is built from the training texts or
     /// loaded from <paramref name="vocabularyPath"/>.
     /// </summary>
-    public TextTokenizingEstimator TextTokenizer(string outputColumnName = "TokenIds", string inputColumnName = "Text",
-        string? secondInputColumnName = null, int maxLength = 128, string? vocabularyPath = null)
+    public TextTokenizingEstimator TextTokenizer(string outputColumnName = TokenizerDefaults.OutputColumnName,
+        string inputColumnName = TokenizerDefaults.InputColumnName, string? secondInputColumnName = null, int maxLength = TokenizerDefaults.MaxLength,
+        string? vocabularyPath = null)
         => new(Environment, new TextTokenizingEstimator.Options
         {
             OutputColumnName = outputColumnName,
@@ -40,22 +44,11 @@ public sealed class RetriKTCatalog
     /// similar entries of <paramref name="store"/> (which must have embeddings of the same dimension): columns
     /// NeighborIds, NeighborSimilarities and NeighborSoftLabels. Exact search unless <paramref name="index"/> says HNSW.
     /// </summary>
-    public KnowledgeRetrieverEstimator KnowledgeRetriever(KnowledgeStore store, string inputColumnName = "Features", int k = 8,
-        RetrieverIndexKind index = RetrieverIndexKind.Exact)
+    public KnowledgeRetrieverEstimator KnowledgeRetriever(KnowledgeStore store, string inputColumnName = RetrieverDefaults.InputColumnName,
+        int k = RetrieverDefaults.K, RetrieverIndexKind index = RetrieverDefaults.Index)
         => new(Environment, store, new KnowledgeRetrieverEstimator.Options { InputColumnName = inputColumnName, K = k, Index = index });
 
     /// <summary>Knowledge retriever with all options.</summary>
     public KnowledgeRetrieverEstimator KnowledgeRetriever(KnowledgeStore store, KnowledgeRetrieverEstimator.Options options)
         => new(Environment, store, options);
-}
-
-/// <summary>Catalog extension methods on <see cref="MLContext"/>.</summary>
-public static class MLContextExtensions
-{
-    /// <summary>RetriKT's estimators for this context.</summary>
-    public static RetriKTCatalog RetriKT(this MLContext mlContext)
-    {
-        ArgumentNullException.ThrowIfNull(mlContext);
-        return new RetriKTCatalog(mlContext);
-    }
 }

@@ -6,6 +6,13 @@ namespace RetriKT.MLNet.SoftPrompt;
 /// <summary>Options of <see cref="SoftPromptPpoTrainer"/>. Defaults follow HF PEFT prompt tuning and HF TRL PPO, scaled to small teachers.</summary>
 public sealed class SoftPromptPpoOptions
 {
+    /// <summary>Defaults that the catalog's simple overload shares (C# optional parameters need constants).</summary>
+    internal static class Defaults
+    {
+        public const string LabelColumnName = "Label";
+        public const int PromptTokens = 8, SupervisedEpochs = 20, PpoSteps = 10;
+    }
+
     // ---- data and teacher
     /// <summary>Path of the teacher (HF directory or llama2.c .bin). Required unless <see cref="Teacher"/> is set with a path.</summary>
     public string? TeacherPath;
@@ -14,13 +21,13 @@ public sealed class SoftPromptPpoOptions
     /// <summary>The task template (columns, generation target, verbalizer). Required.</summary>
     public TaskTemplate? Template;
     /// <summary>Label column (String, or a key type with text key values). Default "Label".</summary>
-    public string LabelColumnName = "Label";
+    public string LabelColumnName = Defaults.LabelColumnName;
     /// <summary>Label order; null takes the order of the template's verbalizer. Every label needs at least one example.</summary>
     public IReadOnlyList<string>? Labels;
 
     // ---- soft prompts
     /// <summary>Virtual tokens per label prompt. Default 8.</summary>
-    public int PromptTokens = 8;
+    public int PromptTokens = Defaults.PromptTokens;
     /// <summary>Virtual tokens of the shared task prompt placed before the label prompt; 0 for none. Default 0.</summary>
     public int TaskPromptTokens;
     /// <summary>Initialisation. Default <see cref="SoftPromptInit.Text"/> (init text + the label's verbalizer word).</summary>
@@ -30,7 +37,7 @@ public sealed class SoftPromptPpoOptions
 
     // ---- stage 1: supervised prompt tuning
     /// <summary>Epochs of supervised prompt tuning over the few-shot examples. Default 20.</summary>
-    public int SupervisedEpochs = 20;
+    public int SupervisedEpochs = Defaults.SupervisedEpochs;
     /// <summary>Adam learning rate of stage 1 (prompt tuning uses large rates). Default 0.03.</summary>
     public double SupervisedLearningRate = 0.03;
     /// <summary>Examples per stage-1 step. Default 8.</summary>
@@ -38,7 +45,7 @@ public sealed class SoftPromptPpoOptions
 
     // ---- stage 2: PPO
     /// <summary>PPO iterations (rollout + update); 0 skips stage 2. Default 10.</summary>
-    public int PpoSteps = 10;
+    public int PpoSteps = Defaults.PpoSteps;
     /// <summary>Rollouts per PPO iteration, spread evenly over the labels. Default 16.</summary>
     public int RolloutsPerStep = 16;
     /// <summary>Optimisation epochs over each rollout batch. Default 4.</summary>

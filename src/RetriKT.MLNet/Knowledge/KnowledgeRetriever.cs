@@ -34,10 +34,18 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
     /// <summary>Options of the retriever.</summary>
     public sealed class Options
     {
+        /// <summary>Defaults that the catalog's simple overload shares (C# optional parameters need constants).</summary>
+        internal static class Defaults
+        {
+            public const string InputColumnName = "Features";
+            public const int K = 8;
+            public const RetrieverIndexKind Index = RetrieverIndexKind.Exact;
+        }
+
         /// <summary>Column with the query embedding (known-size vector of Single). Default "Features".</summary>
-        public string InputColumnName = "Features";
+        public string InputColumnName = Defaults.InputColumnName;
         /// <summary>Number of neighbours per row. Default 8.</summary>
-        public int K = 8;
+        public int K = Defaults.K;
         /// <summary>Output column of neighbour entry indices. Default "NeighborIds".</summary>
         public string NeighborIdsColumnName = "NeighborIds";
         /// <summary>Output column of neighbour similarities (cosine for unit vectors). Default "NeighborSimilarities".</summary>
@@ -48,7 +56,7 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
         /// Default null.</summary>
         public string? NeighborTextsColumnName;
         /// <summary>Search structure. Default <see cref="RetrieverIndexKind.Exact"/>.</summary>
-        public RetrieverIndexKind Index = RetrieverIndexKind.Exact;
+        public RetrieverIndexKind Index = Defaults.Index;
         /// <summary>HNSW build/search parameters (used when <see cref="Index"/> is Hnsw). Default: <see cref="HnswOptions"/>'s
         /// defaults with the MLContext seed.</summary>
         public HnswOptions? Hnsw;

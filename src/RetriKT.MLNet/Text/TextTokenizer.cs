@@ -19,14 +19,21 @@ public sealed class TextTokenizingEstimator : IEstimator<TextTokenizingTransform
     /// <summary>Options of the tokenizer.</summary>
     public sealed class Options
     {
+        /// <summary>Defaults that the catalog's simple overload shares (C# optional parameters need constants).</summary>
+        internal static class Defaults
+        {
+            public const string InputColumnName = "Text", OutputColumnName = "TokenIds";
+            public const int MaxLength = 128;
+        }
+
         /// <summary>Column with the (first) text. Default "Text".</summary>
-        public string InputColumnName = "Text";
+        public string InputColumnName = Defaults.InputColumnName;
         /// <summary>Column with the second text of a sentence pair, or null. Default null.</summary>
         public string? SecondInputColumnName;
         /// <summary>Output column of token ids. Default "TokenIds".</summary>
-        public string OutputColumnName = "TokenIds";
+        public string OutputColumnName = Defaults.OutputColumnName;
         /// <summary>Maximum number of ids including special tokens; longer inputs are truncated. Default 128.</summary>
-        public int MaxLength = 128;
+        public int MaxLength = Defaults.MaxLength;
         /// <summary>A WordPiece vocab.txt to use; null builds a vocabulary from the training texts. Default null.</summary>
         public string? VocabularyPath;
         /// <summary>Lower-case and strip accents before tokenizing. Default true.</summary>

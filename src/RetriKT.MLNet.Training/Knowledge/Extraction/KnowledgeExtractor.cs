@@ -13,12 +13,19 @@ namespace RetriKT.MLNet.Knowledge.Extraction;
 /// <summary>Options of <see cref="KnowledgeExtractor"/>.</summary>
 public sealed class KnowledgeExtractorOptions
 {
+    /// <summary>Defaults that the catalog's simple overload shares (C# optional parameters need constants).</summary>
+    internal static class Defaults
+    {
+        public const int SamplesPerLabel = 64;
+        public const string LabelColumnName = "Label";
+    }
+
     /// <summary>The tuned soft prompts (from <see cref="SoftPromptPpoTrainer"/>). Required unless <see cref="SoftPromptOptions"/> is set.</summary>
     public SoftPromptTransformer? SoftPrompts;
     /// <summary>When <see cref="SoftPrompts"/> is null: options to fit a SoftPromptPpoTrainer on the same few-shot data first.</summary>
     public SoftPromptPpoOptions? SoftPromptOptions;
     /// <summary>Generated samples to keep per label (balanced store). Default 64.</summary>
-    public int SamplesPerLabel = 64;
+    public int SamplesPerLabel = Defaults.SamplesPerLabel;
     /// <summary>Most samples generated per label, as a multiple of <see cref="SamplesPerLabel"/>. Default 3.</summary>
     public double MaxAttemptsFactor = 3;
     /// <summary>Samples per generation batch. Default 16.</summary>
@@ -67,7 +74,7 @@ public sealed class KnowledgeExtractorOptions
     /// <summary>Calibrate the teacher's verbalizer (contextual calibration) for soft labels. Default true.</summary>
     public bool CalibrateVerbalizer = true;
     /// <summary>Label column of the few-shot data. Default "Label".</summary>
-    public string LabelColumnName = "Label";
+    public string LabelColumnName = Defaults.LabelColumnName;
     /// <summary>Seed; null takes the MLContext seed (then 1).</summary>
     public int? Seed;
     /// <summary>Progress callback.</summary>
