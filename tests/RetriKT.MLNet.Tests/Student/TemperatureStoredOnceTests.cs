@@ -1,3 +1,4 @@
+using System.IO.Compression;
 using Microsoft.ML;
 using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Student;
@@ -56,6 +57,25 @@ public class TemperatureStoredOnceTests
         Assert.Equal(student.Predict("a dull boring plot").Scores, loaded.Predict("a dull boring plot").Scores);
         using var network = StudentModel.FromRuntime(loaded.Model, torch.CPU);
         Assert.Equal((float)student.Temperature, network.TemperatureValue, 6);
+    }
+
+    [Fact]
+    public void AnOlderModelFileKeepsOnlyItsSavedTau()
+    {
+        // Written before this change (format 0x00010001): Weights.bin still holds the learned τ beside the saved number.
+        var path = Path.Combine(AppContext.BaseDirectory, "Student", "Fixtures", "student-v10001.zip");
+        using (var zip = ZipFile.OpenRead(path))
+        using (var raw = new MemoryStream())
+        {
+            using (var part = zip.Entries.Single(e => e.FullName.EndsWith("Weights.bin", StringComparison.Ordinal)).Open()) part.CopyTo(raw);
+            raw.Position = 0;
+            var weights = StudentWeights.Read(new BinaryReader(raw), "fixture Weights.bin");
+            Assert.Contains(weights.Tensors, t => t.Name == StudentWeights.TemperatureName);
+        }
+        using var old = (RetrievalClassifierTransformer)new MLContext().Model.Load(path, out _);
+        Assert.DoesNotContain(old.Model.Weights.Tensors, t => t.Name == StudentWeights.TemperatureName);
+        using var network = StudentModel.FromRuntime(old.Model, torch.CPU);
+        Assert.Equal((float)old.Temperature, network.TemperatureValue, 6);
     }
 
     /// <summary>model.zip written and read back in a fresh context, as a server would.</summary>
