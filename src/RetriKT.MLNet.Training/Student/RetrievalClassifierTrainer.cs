@@ -64,6 +64,12 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         public KnowledgeStore? Store;
         /// <summary>Optional few-shot dev split (same columns) used to tune λ and τ by validation log-likelihood.</summary>
         public IDataView? ValidationSet;
+        /// <summary>
+        /// Optional Single column of <see cref="ValidationSet"/>: each row's weight in the validation log-likelihood
+        /// (finite, ≥ 0). Use it when the validation rows are of unequal worth — the pipeline gives its 32 real
+        /// few-shot dev rows as much total weight as the hundreds of held-out generated rows it adds. Null: all 1.
+        /// </summary>
+        public string? ValidationWeightColumnName;
         /// <summary>Keep store texts inside model.zip (needed for the Neighbors explanation; costs size). Default true.</summary>
         public bool SaveStoreTexts = true;
 
@@ -270,7 +276,7 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
     private Mix TuneOnValidation(StudentModel model, KnowledgeStore store, TextTokenizingTransformer tokenizer, LexicalIndex? lexical,
         Mix untuned, ComponentHost host, Device device)
     {
-        var (rows, _) = ReadRows(_options.ValidationSet!, host, "validation set");
+        var (rows, _) = ReadRows(_options.ValidationSet!, host, "validation set", _options.ValidationWeightColumnName);
         var labelIndex = store.LabelNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
         var known = rows.Where(r => labelIndex.ContainsKey(r.Label)).ToList();
         if (known.Count < rows.Count)
@@ -284,7 +290,7 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         using var memory = torch.tensor(store.Embeddings.ToArray(), [store.Count, store.Dimension], device: device);
         using var soft = torch.tensor(store.SoftLabels.ToArray(), [store.Count, store.LabelCount], device: device);
         var termMatches = lexical is null ? null : TermMatches.Search(lexical, validationIds, _options.LexicalNeighborCount);
-        var best = RetrievalTraining.Tune(model, memory, soft, validationIds, known.Select(r => labelIndex[r.Label]).ToArray(),
+        var best = RetrievalTraining.Tune(model, memory, soft, validationIds, known.Select(r => labelIndex[r.Label]).ToArray(), known.Select(r => r.Weight).ToArray(),
             _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight,
             tokenizer.Vocabulary.SepId, device);
         host.Info($"Tuned on {known.Count} validation rows: λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
@@ -293,20 +299,31 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         return new Mix(best.Lambda, best.Mu, best.Temperature, best.LexicalTemperature);
     }
 
-    private sealed record Row(string Text, string? Text2, string Label);
+    private sealed record Row(string Text, string? Text2, string Label, float Weight = 1);
 
-    private (List<Row> Rows, string[] LabelNames) ReadRows(IDataView data, ComponentHost host, string what)
+    private (List<Row> Rows, string[] LabelNames) ReadRows(IDataView data, ComponentHost host, string what, string? weightColumnName = null)
     {
         var label = LabelColumn.Require(data.Schema, _options.LabelColumnName);
         var text = TextColumns.Require(data.Schema, _options.TextColumnName);
         var text2 = _options.SecondTextColumnName is null ? (DataViewSchema.Column?)null : TextColumns.Require(data.Schema, _options.SecondTextColumnName);
+        DataViewSchema.Column? weight = null;
+        if (weightColumnName is not null)
+        {
+            weight = data.Schema.GetColumnOrNull(weightColumnName) ?? throw new ArgumentOutOfRangeException(nameof(data),
+                $"{what}: weight column '{weightColumnName}' not found.");
+            if (weight.Value.Type != NumberDataViewType.Single)
+                throw new ArgumentOutOfRangeException(nameof(data), $"{what}: weight column '{weightColumnName}' must be Single, found {weight.Value.Type}.");
+        }
         var columns = new List<DataViewSchema.Column> { label.Column, text };
         if (text2 is { } c2) columns.Add(c2);
+        if (weight is { } w) columns.Add(w);
         using var cursor = data.GetRowCursor(columns);
         var readLabel = label.Reader(cursor);
         var getText = cursor.GetGetter<ReadOnlyMemory<char>>(text);
         var getText2 = text2 is { } c ? cursor.GetGetter<ReadOnlyMemory<char>>(c) : null;
+        var getWeight = weight is { } wc ? cursor.GetGetter<float>(wc) : null;
         ReadOnlyMemory<char> a = default, b = default;
+        float rowWeight = 1;
         var rows = new List<Row>();
         long index = -1;
         int missingLabel = 0, emptyText = 0;
@@ -317,10 +334,13 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
             var name = readLabel();
             getText(ref a);
             getText2?.Invoke(ref b);
+            getWeight?.Invoke(ref rowWeight);
+            if (!(rowWeight >= 0) || !float.IsFinite(rowWeight))
+                throw new InvalidDataException($"{what}, row {index}: weight column '{weightColumnName}' holds {rowWeight}, expected a finite value ≥ 0.");
             if (name is null) { missingLabel++; continue; }
             var s = a.ToString();
             if (string.IsNullOrWhiteSpace(s)) { emptyText++; continue; }
-            rows.Add(new Row(s, getText2 is null ? null : b.ToString(), name));
+            rows.Add(new Row(s, getText2 is null ? null : b.ToString(), name, rowWeight));
         }
         if (missingLabel > 0) host.Warning($"{what}: {missingLabel} rows have a missing label (key 0 or empty) in column '{_options.LabelColumnName}' and were skipped.");
         if (emptyText > 0) host.Warning($"{what}: {emptyText} rows have an empty text in column '{_options.TextColumnName}' and were skipped.");

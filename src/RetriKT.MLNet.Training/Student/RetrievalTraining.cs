@@ -198,13 +198,14 @@ internal static class RetrievalTraining
     }
 
     /// <summary>
-    /// Picks λ, τ and (with <paramref name="termMatches"/>) μ and τ_terms on a validation split by the lowest mean
-    /// negative log-likelihood of the gold labels (smoother than accuracy on a 32-row dev set), over
+    /// Picks λ, τ and (with <paramref name="termMatches"/>) μ and τ_terms on a validation split by the lowest
+    /// <paramref name="weights"/>-weighted mean negative log-likelihood of the gold labels (smoother than accuracy on a
+    /// 32-row dev set), over
     /// p = (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms with λ + μ ≤ 1 on a 0.1 grid; ties keep the earlier candidate
     /// (smaller weights first). Returns the choice and its NLL/accuracy.
     /// </summary>
     public static (double Lambda, double Temperature, double Mu, double LexicalTemperature, double Nll, double Accuracy) Tune(StudentModel model,
-        Tensor memory, Tensor softLabels, IReadOnlyList<int[]> validationIds, int[] validationLabels, int neighborCount, double learnedTemperature,
+        Tensor memory, Tensor softLabels, IReadOnlyList<int[]> validationIds, int[] validationLabels, float[] weights, int neighborCount, double learnedTemperature,
         double? fixedLambda, TermMatches? termMatches, double? fixedMu, int sepId, Device device)
     {
         using var scope = torch.NewDisposeScope();
@@ -216,6 +217,9 @@ internal static class RetrievalTraining
         var query = nn.functional.normalize(pooled, p: 2, dim: 1);
         var (values, indices) = query.matmul(memory.t()).topk(Math.Min(neighborCount, (int)memory.shape[0]), dim: 1);
         using var gold = torch.tensor(validationLabels.Select(l => (long)l).ToArray(), device: device).unsqueeze(1);
+        if (weights.Length != validationLabels.Length || !(weights.Sum() > 0))
+            throw new ArgumentException($"Validation weights: {weights.Length} for {validationLabels.Length} rows, sum {weights.Sum()}; expected one per row with a positive sum.");
+        var rowWeights = torch.tensor(weights, device: device).unsqueeze(1) / weights.Sum();
         double[] lambdas = fixedLambda is double f ? [f] : Enumerable.Range(0, 11).Select(i => i / 10.0).ToArray();
         double[] mus = termMatches is null ? [0.0] : fixedMu is double m ? [m] : Enumerable.Range(0, 11).Select(i => i / 10.0).ToArray();
         double[] temperatures = new[] { learnedTemperature, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0 }.Distinct().ToArray();
@@ -241,8 +245,8 @@ internal static class RetrievalTraining
                 {
                     if (lambda + mu > 1 + 1e-9) continue;
                     var p = head * (float)(1 - lambda - mu) + knn * (float)lambda + terms * (float)mu;
-                    double nll = -p.gather(1, gold).clamp_min(1e-8f).log().mean().item<float>();
-                    double accuracy = p.argmax(1).unsqueeze(1).eq(gold).to(ScalarType.Float32).mean().item<float>();
+                    double nll = -(p.gather(1, gold).clamp_min(1e-8f).log() * rowWeights).sum().item<float>();
+                    double accuracy = (p.argmax(1).unsqueeze(1).eq(gold).to(ScalarType.Float32) * rowWeights).sum().item<float>();
                     if (nll < best.Nll - 1e-9) best = (lambda, tau, mu, tauTerms, nll, accuracy);
                 }
             }

@@ -240,6 +240,46 @@ public class RetrievalClassifierBehaviourTests
             new RetrievalClassifierTrainer.Options { RetrievalWeight = 0.8, LexicalRetrievalWeight = 0.4 }));
     }
 
+    private sealed class WeightedTextRow
+    {
+        public string Text { get; set; } = "";
+        public string Label { get; set; } = "";
+        public float Weight { get; set; }
+    }
+
+    [Fact]
+    public void ValidationWeightsDecideTheMixAndRowsWithWeightZeroDoNotCount()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(Synthetic(40, 1));
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
+        var clean = Synthetic(30, 2);
+        // The same rows with their labels flipped, at weight 0: they must not move λ, μ or τ.
+        var flipped = clean.Select(r => new WeightedTextRow { Text = r.Text, Label = r.Label == "pos" ? "neg" : "pos", Weight = 0 });
+        var weighted = clean.Select(r => new WeightedTextRow { Text = r.Text, Label = r.Label, Weight = 1 }).Concat(flipped).ToList();
+        RetrievalClassifierTransformer Fit(IDataView validation, string? weights)
+        {
+            var options = Tiny();
+            options.ValidationSet = keyMap.Transform(validation);
+            options.ValidationWeightColumnName = weights;
+            return ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyMap.Transform(data));
+        }
+        using var plain = Fit(ml.Data.LoadFromEnumerable(clean), null);
+        using var zeroWeighted = Fit(ml.Data.LoadFromEnumerable(weighted), "Weight");
+        Assert.Equal((plain.RetrievalWeight, plain.LexicalRetrievalWeight, plain.Temperature, plain.LexicalTemperature),
+            (zeroWeighted.RetrievalWeight, zeroWeighted.LexicalRetrievalWeight, zeroWeighted.Temperature, zeroWeighted.LexicalTemperature));
+        // Counted (no weights), the flipped rows cancel the clean ones and the choice changes.
+        using var counted = Fit(ml.Data.LoadFromEnumerable(weighted), null);
+        Assert.NotEqual((plain.RetrievalWeight, plain.LexicalRetrievalWeight, plain.Temperature, plain.LexicalTemperature),
+            (counted.RetrievalWeight, counted.LexicalRetrievalWeight, counted.Temperature, counted.LexicalTemperature));
+
+        weighted[3].Weight = float.NaN;
+        var e = Assert.Throws<InvalidDataException>(() => Fit(ml.Data.LoadFromEnumerable(weighted), "Weight"));
+        Assert.Equal("validation set, row 3: weight column 'Weight' holds NaN, expected a finite value ≥ 0.", e.Message);
+        var missing = Assert.Throws<ArgumentOutOfRangeException>(() => Fit(ml.Data.LoadFromEnumerable(clean), "Weight"));
+        Assert.Contains("weight column 'Weight' not found", missing.Message);
+    }
+
     /// <summary>
     /// Fixtures/student-v10001.zip was written by the code before term-match retrieval (commit ce2875c, format
     /// 0x00010001; the synthetic task above, λ = 0.3) with the scores it gave in student-v10001.scores.tsv.
