@@ -245,7 +245,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         string options = row switch
         {
             Rows.Teacher => "verbalizer-v1",
-            Rows.FewShotStudent => "student-v4|" + JsonSerializer.Serialize(StudentOptions(p), json),
+            Rows.FewShotStudent => "student-v5|" + JsonSerializer.Serialize(StudentOptions(p), json),
             Rows.StoreOnlyStudent => "store-only-v1|" + JsonSerializer.Serialize(Options(row), json),
             _ => "retrikt-v4|" + JsonSerializer.Serialize(Options(row), json),
         };

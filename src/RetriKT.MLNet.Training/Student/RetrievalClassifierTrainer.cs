@@ -141,7 +141,8 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         /// Entries the term-match retrieval averages over: the store entries with the highest TF-IDF cosine to the query
         /// over the student's own tokens (<see cref="LexicalIndex"/>; no trained parameters, saved with the model).
         /// It brings evidence the embedding does not (the words themselves) and is weighted by μ
-        /// (<see cref="LexicalRetrievalWeight"/>). 0 turns it off. Default 128.
+        /// (<see cref="LexicalRetrievalWeight"/>). It is used only when the store holds at least 4 × k entries (below that
+        /// the top k is most of the store). 0 turns it off. Default 128.
         /// </summary>
         public int LexicalNeighborCount = 128;
         /// <summary>
@@ -163,6 +164,9 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         /// <summary>Cancels training.</summary>
         public CancellationToken CancellationToken;
     }
+
+    /// <summary>Term matching needs a store of at least this many entries per neighbour it votes with.</summary>
+    internal const int MinimumStorePerLexicalNeighbor = 4;
 
     private readonly IHostEnvironment _env;
     private readonly Options _options;
@@ -248,7 +252,17 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
             store = store.WithEmbeddings(embeddings, config.HiddenSize);
 
             var vocabularyIds = tokenizer.Vocabulary;
-            var lexical = retrieval && _options.LexicalNeighborCount > 0
+            // Term matching votes among the k entries that share the most words with the query; in a store that is not
+            // much larger than k the "top k" is most of the store, a global average rather than neighbours (on SST-2's
+            // 32 few-shot rows it only added noise), so it needs MinimumStorePerLexicalNeighbor × k entries.
+            bool termMatching = retrieval && _options.LexicalNeighborCount > 0 && store.Count >= MinimumStorePerLexicalNeighbor * _options.LexicalNeighborCount;
+            if (retrieval && _options.LexicalNeighborCount > 0 && !termMatching)
+                host.Info($"Term-match retrieval off: the store holds {store.Count} entries, it needs {MinimumStorePerLexicalNeighbor} × LexicalNeighborCount = " +
+                          $"{MinimumStorePerLexicalNeighbor * _options.LexicalNeighborCount}.");
+            if (!termMatching && _options.LexicalRetrievalWeight > 0)
+                throw new ArgumentException($"LexicalRetrievalWeight is {_options.LexicalRetrievalWeight}, but term-match retrieval is off (store of {store.Count} entries, " +
+                                            $"LexicalNeighborCount {_options.LexicalNeighborCount}, UseRetrieval {_options.UseRetrieval}).");
+            var lexical = termMatching
                 ? LexicalIndex.Build(ids, vocabulary.Count, t => t != vocabularyIds.PadId && t != vocabularyIds.UnknownId &&
                     t != vocabularyIds.ClsId && t != vocabularyIds.SepId && t != vocabularyIds.MaskId)
                 : null;

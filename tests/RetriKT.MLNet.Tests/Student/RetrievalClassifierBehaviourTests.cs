@@ -195,8 +195,9 @@ public class RetrievalClassifierBehaviourTests
         var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
         var options = Tiny();
         options.ValidationSet = keyMap.Transform(ml.Data.LoadFromEnumerable(Synthetic(30, 2)));
+        options.LexicalNeighborCount = 8; // the store of 40 rows holds ≥ 4 × k entries
         using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyMap.Transform(data));
-        Assert.Equal(40, student.LexicalNeighborCount); // k = 128 capped at the store size
+        Assert.Equal(8, student.LexicalNeighborCount);
         Assert.InRange(student.RetrievalWeight + student.LexicalRetrievalWeight, 0, 1 + 1e-9);
 
         const string text = "the acting was really superb and charming";
@@ -226,6 +227,9 @@ public class RetrievalClassifierBehaviourTests
         Assert.Equal(Scores(student, 0.3, 0.2), Scores(loaded, 0.3, 0.2));
         Assert.Equal(student.Predict(text).Scores, loaded.Predict(text).Scores);
 
+        // The default k = 128 needs a store of 512 entries: with 40 it is off, as with k = 0.
+        var (_, _, small) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 2 });
+        using (small) Assert.Equal(0, small.LexicalNeighborCount);
         var off = Tiny();
         off.LexicalNeighborCount = 0;
         var (_, _, plain) = Train(off);
@@ -262,6 +266,7 @@ public class RetrievalClassifierBehaviourTests
             var options = Tiny();
             options.ValidationSet = keyMap.Transform(validation);
             options.ValidationWeightColumnName = weights;
+            options.LexicalNeighborCount = 8;
             return ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyMap.Transform(data));
         }
         using var plain = Fit(ml.Data.LoadFromEnumerable(clean), null);
