@@ -133,7 +133,7 @@ internal sealed class ManagedStudentEncoder
     /// C [m, n] = A [m, k] · B [k, n] (+ bias per column), all row-major. Register-blocked: two rows of A against
     /// 4 SIMD vectors of B's columns at a time, so each loaded B vector feeds two fused multiply-adds.
     /// </summary>
-    private static void MatMul(float[] a, float[] b, float[]? bias, float[] c, int m, int k, int n)
+    internal static void MatMul(float[] a, float[] b, float[]? bias, float[] c, int m, int k, int n)
     {
         int width = Vector<float>.Count, block = 4 * width;
         ref float bRef = ref MemoryMarshal.GetArrayDataReference(b);
@@ -210,7 +210,7 @@ internal sealed class ManagedStudentEncoder
         }
     }
 
-    private static float[] Transpose(float[] w, int rows, int columns)
+    internal static float[] Transpose(float[] w, int rows, int columns)
     {
         var t = new float[w.Length];
         for (int r = 0; r < rows; r++)

