@@ -64,7 +64,10 @@ internal static class EmbeddedResources
     {
         if (!File.Exists(assemblyPath)) throw new FileNotFoundException($"Assembly not found: {assemblyPath}", assemblyPath);
         using var pe = new PEReader(File.OpenRead(assemblyPath));
-        if (!pe.HasMetadata) throw new InvalidDataException($"{assemblyPath}: not a .NET assembly (no metadata).");
+        // PEReader reads lazily: a file that is not a PE image fails here with a bare "Unknown file format.", which
+        // would not say which file; name it.
+        try { if (!pe.HasMetadata) throw new InvalidDataException($"{assemblyPath}: not a .NET assembly (no metadata)."); }
+        catch (BadImageFormatException e) { throw new InvalidDataException($"{assemblyPath}: not a .NET assembly ({e.Message})", e); }
         var md = pe.GetMetadataReader();
         var matches = md.ManifestResources.Select(h => md.GetManifestResource(h))
             .Where(r => r.Implementation.IsNil && md.GetString(r.Name).EndsWith(suffix, StringComparison.Ordinal)).ToList();
