@@ -108,41 +108,21 @@ internal sealed class ManagedBertEncoder
             TensorPrimitives.Add(_word.AsSpan(id * h, h), _position.AsSpan(i * h, h), row);
             TensorPrimitives.Add(row, _segment0, row); // segment ids are all 0, as BertSentenceEncoder feeds them
         }
-        LayerNorm(a, _embLnW, _embLnB, x, t, h, _eps);
+        ManagedStudentEncoder.LayerNorm(a, _embLnW, _embLnB, x, t, h, _eps);
 
-        float scale = 1f / MathF.Sqrt(hs);
         foreach (var layer in _layers)
         {
             ManagedStudentEncoder.MatMul(x, layer.QkvW, layer.QkvB, qkv, t, h, 3 * h);
-            for (int head = 0; head < heads; head++)
-            {
-                // This head's Q [t, hs], K^T [hs, t] and V [t, hs]; scores = Q K^T / √hs, softmax over keys, Y = P V.
-                for (int j = 0; j < t; j++)
-                {
-                    int row = j * 3 * h + head * hs;
-                    qkv.AsSpan(row, hs).CopyTo(q.AsSpan(j * hs, hs));
-                    qkv.AsSpan(row + 2 * h, hs).CopyTo(v.AsSpan(j * hs, hs));
-                    for (int c = 0; c < hs; c++) kt[c * t + j] = qkv[row + h + c];
-                }
-                ManagedStudentEncoder.MatMul(q, kt, null, scores, t, hs, t);
-                for (int i = 0; i < t; i++)
-                {
-                    var s = scores.AsSpan(i * t, t);
-                    TensorPrimitives.Multiply(s, scale, s);
-                    TensorPrimitives.SoftMax(s, s);
-                }
-                ManagedStudentEncoder.MatMul(scores, v, null, q, t, t, hs);
-                for (int j = 0; j < t; j++) q.AsSpan(j * hs, hs).CopyTo(y.AsSpan(j * h + head * hs, hs));
-            }
+            ManagedStudentEncoder.Attention(qkv, y, t, h, heads, q, kt, v, scores); // no mask: the row is unpadded
             // Post-LN: x = LN(x + dense(attention)); x = LN(x + dense(gelu(dense(x)))).
             ManagedStudentEncoder.MatMul(y, layer.AttnOutW, layer.AttnOutB, a, t, h, h);
             TensorPrimitives.Add(a, x, a);
-            LayerNorm(a, layer.AttnLnW, layer.AttnLnB, x, t, h, _eps);
+            ManagedStudentEncoder.LayerNorm(a, layer.AttnLnW, layer.AttnLnB, x, t, h, _eps);
             ManagedStudentEncoder.MatMul(x, layer.FfnInW, layer.FfnInB, ffn, t, h, f);
             GeluErf(ffn);
             ManagedStudentEncoder.MatMul(ffn, layer.FfnOutW, layer.FfnOutB, a, t, f, h);
             TensorPrimitives.Add(a, x, a);
-            LayerNorm(a, layer.OutLnW, layer.OutLnB, x, t, h, _eps);
+            ManagedStudentEncoder.LayerNorm(a, layer.OutLnW, layer.OutLnB, x, t, h, _eps);
         }
 
         var result = pooled[..h];
@@ -150,21 +130,6 @@ internal sealed class ManagedBertEncoder
         result.Clear();
         for (int i = 0; i < t; i++) TensorPrimitives.Add(result, x.AsSpan(i * h, h), result);
         TensorPrimitives.Divide(result, t, result);
-    }
-
-    /// <summary>Row-wise LayerNorm of x [t, h] into y, with the checkpoint's epsilon (BERT: 1e-12).</summary>
-    private static void LayerNorm(float[] x, float[] weight, float[] bias, float[] y, int t, int h, float eps)
-    {
-        for (int i = 0; i < t; i++)
-        {
-            var xi = x.AsSpan(i * h, h);
-            var yi = y.AsSpan(i * h, h);
-            float mean = TensorPrimitives.Sum(xi) / h;
-            TensorPrimitives.Subtract(xi, mean, yi);
-            float variance = TensorPrimitives.SumOfSquares(yi) / h;
-            TensorPrimitives.Multiply(yi, 1f / MathF.Sqrt(variance + eps), yi);
-            TensorPrimitives.MultiplyAdd(yi, weight, bias, yi);
-        }
     }
 
     /// <summary>

@@ -77,32 +77,12 @@ internal sealed class ManagedStudentEncoder
             TensorPrimitives.Add(row, _wse.AsSpan(segment * h, h), row);
             if (id == sepId) segment = 1;
         }
-        int heads = _config.Heads, hs = _config.HeadSize;
-        float scale = 1f / MathF.Sqrt(hs);
+        int heads = _config.Heads;
         foreach (var b in _blocks)
         {
             LayerNorm(x, b.Ln1W, b.Ln1B, a, t, h);
             Linear(a, b.QkvW, b.QkvB, qkv, t, h, 3 * h);
-            for (int head = 0; head < heads; head++)
-            {
-                // Gather this head's Q [t, hs], K^T [hs, t] and V [t, hs], then scores = Q K^T, softmax, Y = P V.
-                for (int j = 0; j < t; j++)
-                {
-                    int row = j * 3 * h + head * hs;
-                    qkv.AsSpan(row, hs).CopyTo(q.AsSpan(j * hs, hs));
-                    qkv.AsSpan(row + 2 * h, hs).CopyTo(v.AsSpan(j * hs, hs));
-                    for (int c = 0; c < hs; c++) kt[c * t + j] = qkv[row + h + c];
-                }
-                MatMul(q, kt, null, scores, t, hs, t);
-                for (int i = 0; i < t; i++)
-                {
-                    var s = scores.AsSpan(i * t, t);
-                    TensorPrimitives.Multiply(s, scale, s);
-                    TensorPrimitives.SoftMax(s, s);
-                }
-                MatMul(scores, v, null, q, t, t, hs);
-                for (int j = 0; j < t; j++) q.AsSpan(j * hs, hs).CopyTo(y.AsSpan(j * h + head * hs, hs));
-            }
+            Attention(qkv, y, t, h, heads, q, kt, v, scores);
             Linear(y, b.ProjW, b.ProjB, a, t, h, h);
             TensorPrimitives.Add(x, a, x);
             LayerNorm(x, b.Ln2W, b.Ln2B, a, t, h);
@@ -210,6 +190,37 @@ internal sealed class ManagedStudentEncoder
         }
     }
 
+    /// <summary>
+    /// Multi-head self-attention over one unpadded row: <paramref name="qkv"/> [t, 3h] holds Q, K and V side by side,
+    /// <paramref name="y"/> [t, h] gets the heads' outputs side by side. Scratch: q and v [t, h/heads], kt [h/heads, t],
+    /// scores [t, t]. Shared with the runtime's BERT encoder (<c>ManagedBertEncoder</c>).
+    /// </summary>
+    internal static void Attention(float[] qkv, float[] y, int t, int h, int heads, float[] q, float[] kt, float[] v, float[] scores)
+    {
+        int hs = h / heads;
+        float scale = 1f / MathF.Sqrt(hs);
+        for (int head = 0; head < heads; head++)
+        {
+            // Gather this head's Q [t, hs], K^T [hs, t] and V [t, hs], then scores = Q K^T, softmax, Y = P V.
+            for (int j = 0; j < t; j++)
+            {
+                int row = j * 3 * h + head * hs;
+                qkv.AsSpan(row, hs).CopyTo(q.AsSpan(j * hs, hs));
+                qkv.AsSpan(row + 2 * h, hs).CopyTo(v.AsSpan(j * hs, hs));
+                for (int c = 0; c < hs; c++) kt[c * t + j] = qkv[row + h + c];
+            }
+            MatMul(q, kt, null, scores, t, hs, t);
+            for (int i = 0; i < t; i++)
+            {
+                var s = scores.AsSpan(i * t, t);
+                TensorPrimitives.Multiply(s, scale, s);
+                TensorPrimitives.SoftMax(s, s);
+            }
+            MatMul(scores, v, null, q, t, t, hs);
+            for (int j = 0; j < t; j++) q.AsSpan(j * hs, hs).CopyTo(y.AsSpan(j * h + head * hs, hs));
+        }
+    }
+
     internal static float[] Transpose(float[] w, int rows, int columns)
     {
         var t = new float[w.Length];
@@ -218,7 +229,8 @@ internal sealed class ManagedStudentEncoder
         return t;
     }
 
-    private static void LayerNorm(float[] x, float[] weight, float[] bias, float[] y, int t, int h)
+    /// <summary>Row-wise LayerNorm of x [t, h] into y; epsilon 1e-5 (torch's default, the student's), BERT passes its own.</summary>
+    internal static void LayerNorm(float[] x, float[] weight, float[] bias, float[] y, int t, int h, float eps = 1e-5f)
     {
         for (int i = 0; i < t; i++)
         {
@@ -227,7 +239,7 @@ internal sealed class ManagedStudentEncoder
             float mean = TensorPrimitives.Sum(xi) / h;
             TensorPrimitives.Subtract(xi, mean, yi);
             float variance = TensorPrimitives.SumOfSquares(yi) / h;
-            TensorPrimitives.Multiply(yi, 1f / MathF.Sqrt(variance + 1e-5f), yi);
+            TensorPrimitives.Multiply(yi, 1f / MathF.Sqrt(variance + eps), yi);
             TensorPrimitives.MultiplyAdd(yi, weight, bias, yi);
         }
     }
