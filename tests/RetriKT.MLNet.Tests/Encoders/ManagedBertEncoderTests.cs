@@ -155,6 +155,33 @@ public class ManagedBertEncoderTests(ITestOutputHelper output)
     }
 
     [SharedDataFact]
+    public void AnAppWithTheRuntimeOnlyComputesTheSameKeysAndRetrievesWithThem()
+    {
+        // tests/RetriKT.MLNet.RuntimeOnly references RetriKT.MLNet and Microsoft.ML only (RuntimeOnlyServingTests checks
+        // its deps.json); it exits with 3 if a TorchSharp assembly was loaded.
+        var sentences = File.ReadLines(SharedData.Path("data", "SST-2", "dev.tsv")).Skip(1).Take(24).Select(l => l.Split('\t')[0]).ToList();
+        var dll = PretrainedEncoderPackage.MiniLM.Locate();
+        var folder = Directory.CreateTempSubdirectory("retrikt-runtime-only-keys-");
+        try
+        {
+            var textsPath = Path.Combine(folder.FullName, "texts.txt");
+            File.WriteAllLines(textsPath, sentences);
+            var (code, stdout, error) = ChildProcess.RunApp("RetriKT.MLNet.RuntimeOnly.dll", ["--keys", dll, textsPath], timeoutSeconds: 180);
+            Assert.True(code == 0, $"runtime-only app exited with {code}: {error}");
+            var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            Assert.Equal(sentences.Count, lines.Length);
+            using var torch = BertSentenceEncoder.Load(new MLContext(seed: 1), dll);
+            var expected = torch.Embed(sentences);
+            var actual = lines.Select(l => l.Split(' ').Skip(1).Select(x => float.Parse(x, System.Globalization.CultureInfo.InvariantCulture)).ToArray()).ToArray();
+            var worst = MaxAbsDifference(actual, expected, sentences);
+            Assert.True(worst.Diff <= 1e-4, $"runtime-only keys vs TorchSharp: {worst.Diff:E2} on '{worst.Text}'");
+            for (int i = 0; i < sentences.Count; i++)
+                Assert.True(sentences[int.Parse(lines[i].Split(' ')[0])] == sentences[i], $"query {i} '{sentences[i]}' retrieved {lines[i].Split(' ')[0]} first");
+        }
+        finally { folder.Delete(recursive: true); }
+    }
+
+    [SharedDataFact]
     public void ThroughputOnTheSame256SentencesAgainstTorchSharp()
     {
         // A measurement, reported in the test output; the only assertion is agreement. Numbers depend on the machine's
