@@ -2,19 +2,27 @@
 // nothing of TorchSharp deployed. Usage:
 //   RetriKT.MLNet.RuntimeOnly <model.zip> <texts.txt>          one line of scores per input line (round-trip floats)
 //   RetriKT.MLNet.RuntimeOnly <model.zip> <texts.txt> --latency N   single-row PredictionEngine latency over N calls
+//   RetriKT.MLNet.RuntimeOnly --keys <encoder.dll|hf-dir> <texts.txt>
+//       pretrained BERT retrieval keys in managed code: a knowledge store keyed with ManagedBertSentenceEncoder, the
+//       texts as KnowledgeRetriever queries; one line per text: top-1 entry id, then the embedding (round-trip floats)
 // Exit codes: 0 ok, 2 usage, 3 a TorchSharp assembly was loaded, 4 load or predict failed (one line on stderr).
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using RetriKT.MLNet;
+using RetriKT.MLNet.Encoders;
+using RetriKT.MLNet.Knowledge;
 
-if (args.Length is not (2 or 4) || (args.Length == 4 && args[2] != "--latency"))
+bool keys = args.Length == 3 && args[0] == "--keys";
+if (!keys && (args.Length is not (2 or 4) || (args.Length == 4 && args[2] != "--latency")))
 {
-    Console.Error.WriteLine("usage: RetriKT.MLNet.RuntimeOnly <model.zip> <texts.txt> [--latency N]");
+    Console.Error.WriteLine("usage: RetriKT.MLNet.RuntimeOnly <model.zip> <texts.txt> [--latency N] | --keys <encoder.dll|hf-dir> <texts.txt>");
     return 2;
 }
 try
 {
+    if (keys) return RetrievalKeys(args[1], args[2]);
     var ml = new MLContext(seed: 1);
     var model = ml.Model.Load(args[0], out _);
     var texts = File.ReadAllLines(args[1]);
@@ -54,6 +62,33 @@ catch (Exception e)
 {
     Console.Error.WriteLine($"{e.GetType().Name}: {e.Message}");
     return 4;
+}
+
+/// <summary>The texts as a store keyed with the managed BERT encoder, then as retriever queries (see the usage above).</summary>
+static int RetrievalKeys(string encoderSource, string textsPath)
+{
+    var ml = new MLContext(seed: 1);
+    var encoder = ManagedBertSentenceEncoder.Load(encoderSource);
+    var texts = File.ReadAllLines(textsPath);
+    var store = new KnowledgeStore(["a", "b"], texts.Select((t, i) => KnowledgeEntry.Gold(t, null, i % 2, 2))).WithEmbeddings(encoder);
+    var queries = encoder.Embed(texts);
+    var schema = SchemaDefinition.Create(typeof(QueryRow));
+    schema[nameof(QueryRow.Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, encoder.Dimension);
+    var data = ml.Data.LoadFromEnumerable(queries.Select(q => new QueryRow { Features = q }), schema);
+    var top = ml.RetriKT().KnowledgeRetriever(store, k: 1).Fit(data).Transform(data)
+        .GetColumn<VBuffer<int>>("NeighborIds").Select(v => v.GetValues()[0]).ToList();
+    for (int i = 0; i < texts.Length; i++)
+        Console.WriteLine(top[i].ToString(CultureInfo.InvariantCulture) + " " + string.Join(' ', queries[i].Select(x => x.ToString("R", CultureInfo.InvariantCulture))));
+    var torch = AppDomain.CurrentDomain.GetAssemblies().Select(a => a.GetName().Name).Where(n => n?.StartsWith("TorchSharp", StringComparison.Ordinal) == true).ToList();
+    if (torch.Count == 0) return 0;
+    Console.Error.WriteLine($"TorchSharp was loaded: {string.Join(", ", torch)}");
+    return 3;
+}
+
+/// <summary>A retriever query: an embedding.</summary>
+internal sealed class QueryRow
+{
+    public float[] Features { get; set; } = [];
 }
 
 /// <summary>Input row: the text column the model was trained on.</summary>

@@ -42,11 +42,6 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         _options = options;
         Device = device;
         Source = source;
-        if (options.MaxTokens < 3 || options.MaxTokens > module.Config.MaxPositions)
-            throw new ArgumentOutOfRangeException(nameof(options), $"MaxTokens must be in [3, {module.Config.MaxPositions}], found {options.MaxTokens}.");
-        if (options.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(options), $"BatchSize must be positive, found {options.BatchSize}.");
-        if (vocabulary.Count != module.Config.VocabSize)
-            throw new InvalidDataException($"{source}: vocab.txt has {vocabulary.Count} tokens, but the embeddings have {module.Config.VocabSize} rows.");
     }
 
     /// <summary>
@@ -58,25 +53,9 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         ArgumentNullException.ThrowIfNull(mlContext);
         options ??= new Options();
         var device = new ComponentHost(mlContext, nameof(BertSentenceEncoder)).ResolveDevice();
-        BertWeights weights;
-        WordPieceVocabulary vocabulary;
-        BertPooling pooling;
-        if (Directory.Exists(source))
-        {
-            weights = BertWeights.FromHuggingFaceDirectory(source);
-            vocabulary = WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"));
-            pooling = options.Pooling ?? BertPooling.Mean;
-        }
-        else if (File.Exists(source))
-        {
-            var package = PretrainedEncoderPackage.ForAssembly(source);
-            var (modelName, model) = EmbeddedResources.ReadBySuffix(source, "model.onnx");
-            weights = BertWeights.FromOnnx(model, package?.NumHeads ?? options.OnnxNumHeads, options.OnnxLayerNormEpsilon, $"{source}!{modelName}");
-            var (vocabName, vocab) = EmbeddedResources.ReadBySuffix(source, "vocab.txt");
-            vocabulary = WordPieceVocabulary.FromTokens(EmbeddedResources.ReadLines(vocab), lowerCase: true, $"{source}!{vocabName}");
-            pooling = options.Pooling ?? package?.Pooling ?? BertPooling.Mean;
-        }
-        else throw new FileNotFoundException($"BERT encoder source not found: '{source}' is neither a package DLL nor a Hugging Face directory.", source);
+        var loaded = BertEncoderSource.Load(source, options.Pooling, options.OnnxNumHeads, options.OnnxLayerNormEpsilon);
+        loaded.Validate(options.MaxTokens, options.BatchSize, nameof(options));
+        var (weights, vocabulary, pooling) = loaded;
         var module = BertEncoderModule.Create(weights, device);
         try { return new BertSentenceEncoder(module, vocabulary, pooling, options, device, weights.Source); }
         catch { module.Dispose(); throw; }
@@ -114,19 +93,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     /// <summary>
     /// [CLS] a [SEP] (b [SEP]) within MaxTokens; a pair is truncated longest-first, as BERT's reference tokenizer does.
     /// </summary>
-    public int[] Tokenize(string text, string? text2)
-    {
-        var a = Vocabulary.Encode(text ?? "");
-        var b = text2 is null ? null : Vocabulary.Encode(text2);
-        int budget = _options.MaxTokens - (b is null ? 2 : 3);
-        while (a.Count + (b?.Count ?? 0) > budget)
-        {
-            if (b is not null && b.Count > a.Count) b.RemoveAt(b.Count - 1);
-            else a.RemoveAt(a.Count - 1);
-        }
-        int[] result = b is null ? [Vocabulary.ClsId, .. a, Vocabulary.SepId] : [Vocabulary.ClsId, .. a, Vocabulary.SepId, .. b, Vocabulary.SepId];
-        return result;
-    }
+    public int[] Tokenize(string text, string? text2) => BertEncoderSource.Tokenize(Vocabulary, _options.MaxTokens, text, text2);
 
     /// <summary>One embedding per text, in order ([n][Dimension]).</summary>
     public float[][] Embed(IReadOnlyList<string> texts)

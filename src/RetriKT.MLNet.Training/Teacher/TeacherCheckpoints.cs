@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using RetriKT.MLNet.Encoders;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace RetriKT.MLNet.Student;
@@ -77,32 +78,12 @@ internal sealed class ManagedStudentEncoder
             TensorPrimitives.Add(row, _wse.AsSpan(segment * h, h), row);
             if (id == sepId) segment = 1;
         }
-        int heads = _config.Heads, hs = _config.HeadSize;
-        float scale = 1f / MathF.Sqrt(hs);
+        int heads = _config.Heads;
         foreach (var b in _blocks)
         {
             LayerNorm(x, b.Ln1W, b.Ln1B, a, t, h);
             Linear(a, b.QkvW, b.QkvB, qkv, t, h, 3 * h);
-            for (int head = 0; head < heads; head++)
-            {
-                // Gather this head's Q [t, hs], K^T [hs, t] and V [t, hs], then scores = Q K^T, softmax, Y = P V.
-                for (int j = 0; j < t; j++)
-                {
-                    int row = j * 3 * h + head * hs;
-                    qkv.AsSpan(row, hs).CopyTo(q.AsSpan(j * hs, hs));
-                    qkv.AsSpan(row + 2 * h, hs).CopyTo(v.AsSpan(j * hs, hs));
-                    for (int c = 0; c < hs; c++) kt[c * t + j] = qkv[row + h + c];
-                }
-                MatMul(q, kt, null, scores, t, hs, t);
-                for (int i = 0; i < t; i++)
-                {
-                    var s = scores.AsSpan(i * t, t);
-                    TensorPrimitives.Multiply(s, scale, s);
-                    TensorPrimitives.SoftMax(s, s);
-                }
-                MatMul(scores, v, null, q, t, t, hs);
-                for (int j = 0; j < t; j++) q.AsSpan(j * hs, hs).CopyTo(y.AsSpan(j * h + head * hs, hs));
-            }
+            Attention(qkv, y, t, h, heads, q, kt, v, scores);
             Linear(y, b.ProjW, b.ProjB, a, t, h, h);
             TensorPrimitives.Add(x, a, x);
             LayerNorm(x, b.Ln2W, b.Ln2B, a, t, h);
@@ -130,47 +111,68 @@ internal sealed class ManagedStudentEncoder
         => MatMul(x, wt, bias, y, t, inSize, outSize);
 
     /// <summary>
-    /// C [m, n] = A [m, k] · B [k, n] (+ bias per column), all row-major. Register-blocked: two rows of A against
-    /// 4 SIMD vectors of B's columns at a time, so each loaded B vector feeds two fused multiply-adds.
+    /// C [m, n] = A [m, k] · B [k, n] (+ bias per column), all row-major. Register-blocked: four rows of A against
+    /// 3 SIMD vectors of B's columns at a time (12 accumulators), so each loaded B vector feeds four fused multiply-adds
+    /// and each broadcast A value three; a B panel of 3 vectors × k stays in L1/L2 while every row passes over it.
+    /// Every output is accumulated in the same order (bias, then i = 0..k−1, one FMA each) whatever the blocking, so
+    /// results do not depend on m or on the tails.
     /// </summary>
-    private static void MatMul(float[] a, float[] b, float[]? bias, float[] c, int m, int k, int n)
+    internal static void MatMul(float[] a, float[] b, float[]? bias, float[] c, int m, int k, int n)
     {
-        int width = Vector<float>.Count, block = 4 * width;
+        int width = Vector<float>.Count, block = 3 * width;
+        ref float aRef = ref MemoryMarshal.GetArrayDataReference(a);
         ref float bRef = ref MemoryMarshal.GetArrayDataReference(b);
         ref float cRef = ref MemoryMarshal.GetArrayDataReference(c);
+        if ((long)m * k > a.Length || (long)k * n > b.Length || (long)m * n > c.Length || (bias is not null && bias.Length < n))
+            throw new ArgumentException($"MatMul [{m}, {k}] · [{k}, {n}]: a buffer is too small."); // the loops below read unchecked
         int o = 0;
         for (; o + block <= n; o += block)
         {
             var b0 = bias is null ? Vector<float>.Zero : Vector.LoadUnsafe(ref MemoryMarshal.GetArrayDataReference(bias), (nuint)o);
             var b1 = bias is null ? Vector<float>.Zero : Vector.LoadUnsafe(ref MemoryMarshal.GetArrayDataReference(bias), (nuint)(o + width));
             var b2 = bias is null ? Vector<float>.Zero : Vector.LoadUnsafe(ref MemoryMarshal.GetArrayDataReference(bias), (nuint)(o + 2 * width));
-            var b3 = bias is null ? Vector<float>.Zero : Vector.LoadUnsafe(ref MemoryMarshal.GetArrayDataReference(bias), (nuint)(o + 3 * width));
             int r = 0;
-            for (; r + 2 <= m; r += 2)
+            for (; r + 4 <= m; r += 4)
             {
-                Vector<float> p0 = b0, p1 = b1, p2 = b2, p3 = b3, q0 = b0, q1 = b1, q2 = b2, q3 = b3;
-                int a0 = r * k, a1 = a0 + k;
+                Vector<float> p0 = b0, p1 = b1, p2 = b2, q0 = b0, q1 = b1, q2 = b2;
+                Vector<float> u0 = b0, u1 = b1, u2 = b2, s0 = b0, s1 = b1, s2 = b2;
+                int a0 = r * k;
                 for (int i = 0; i < k; i++)
                 {
                     nuint at = (nuint)(i * n + o);
                     var w0 = Vector.LoadUnsafe(ref bRef, at);
                     var w1 = Vector.LoadUnsafe(ref bRef, at + (nuint)width);
                     var w2 = Vector.LoadUnsafe(ref bRef, at + (nuint)(2 * width));
-                    var w3 = Vector.LoadUnsafe(ref bRef, at + (nuint)(3 * width));
-                    var x0 = new Vector<float>(a[a0 + i]);
-                    var x1 = new Vector<float>(a[a1 + i]);
-                    p0 = Vector.FusedMultiplyAdd(x0, w0, p0); p1 = Vector.FusedMultiplyAdd(x0, w1, p1);
-                    p2 = Vector.FusedMultiplyAdd(x0, w2, p2); p3 = Vector.FusedMultiplyAdd(x0, w3, p3);
-                    q0 = Vector.FusedMultiplyAdd(x1, w0, q0); q1 = Vector.FusedMultiplyAdd(x1, w1, q1);
-                    q2 = Vector.FusedMultiplyAdd(x1, w2, q2); q3 = Vector.FusedMultiplyAdd(x1, w3, q3);
+                    var x = new Vector<float>(Unsafe.Add(ref aRef, a0 + i));
+                    p0 = Vector.FusedMultiplyAdd(x, w0, p0); p1 = Vector.FusedMultiplyAdd(x, w1, p1); p2 = Vector.FusedMultiplyAdd(x, w2, p2);
+                    x = new Vector<float>(Unsafe.Add(ref aRef, a0 + k + i));
+                    q0 = Vector.FusedMultiplyAdd(x, w0, q0); q1 = Vector.FusedMultiplyAdd(x, w1, q1); q2 = Vector.FusedMultiplyAdd(x, w2, q2);
+                    x = new Vector<float>(Unsafe.Add(ref aRef, a0 + 2 * k + i));
+                    u0 = Vector.FusedMultiplyAdd(x, w0, u0); u1 = Vector.FusedMultiplyAdd(x, w1, u1); u2 = Vector.FusedMultiplyAdd(x, w2, u2);
+                    x = new Vector<float>(Unsafe.Add(ref aRef, a0 + 3 * k + i));
+                    s0 = Vector.FusedMultiplyAdd(x, w0, s0); s1 = Vector.FusedMultiplyAdd(x, w1, s1); s2 = Vector.FusedMultiplyAdd(x, w2, s2);
                 }
-                nuint c0 = (nuint)(r * n + o), c1 = c0 + (nuint)n;
-                p0.StoreUnsafe(ref cRef, c0); p1.StoreUnsafe(ref cRef, c0 + (nuint)width);
-                p2.StoreUnsafe(ref cRef, c0 + (nuint)(2 * width)); p3.StoreUnsafe(ref cRef, c0 + (nuint)(3 * width));
-                q0.StoreUnsafe(ref cRef, c1); q1.StoreUnsafe(ref cRef, c1 + (nuint)width);
-                q2.StoreUnsafe(ref cRef, c1 + (nuint)(2 * width)); q3.StoreUnsafe(ref cRef, c1 + (nuint)(3 * width));
+                nuint c0 = (nuint)(r * n + o), step = (nuint)n, w = (nuint)width;
+                p0.StoreUnsafe(ref cRef, c0); p1.StoreUnsafe(ref cRef, c0 + w); p2.StoreUnsafe(ref cRef, c0 + 2 * w);
+                q0.StoreUnsafe(ref cRef, c0 + step); q1.StoreUnsafe(ref cRef, c0 + step + w); q2.StoreUnsafe(ref cRef, c0 + step + 2 * w);
+                u0.StoreUnsafe(ref cRef, c0 + 2 * step); u1.StoreUnsafe(ref cRef, c0 + 2 * step + w); u2.StoreUnsafe(ref cRef, c0 + 2 * step + 2 * w);
+                s0.StoreUnsafe(ref cRef, c0 + 3 * step); s1.StoreUnsafe(ref cRef, c0 + 3 * step + w); s2.StoreUnsafe(ref cRef, c0 + 3 * step + 2 * w);
             }
-            for (; r < m; r++) MatMulScalar(a, b, bias, c, r, k, n, o, o + block);
+            for (; r < m; r++) // the last rows, one at a time, still vectorised
+            {
+                Vector<float> p0 = b0, p1 = b1, p2 = b2;
+                int a0 = r * k;
+                for (int i = 0; i < k; i++)
+                {
+                    nuint at = (nuint)(i * n + o);
+                    var x = new Vector<float>(Unsafe.Add(ref aRef, a0 + i));
+                    p0 = Vector.FusedMultiplyAdd(x, Vector.LoadUnsafe(ref bRef, at), p0);
+                    p1 = Vector.FusedMultiplyAdd(x, Vector.LoadUnsafe(ref bRef, at + (nuint)width), p1);
+                    p2 = Vector.FusedMultiplyAdd(x, Vector.LoadUnsafe(ref bRef, at + (nuint)(2 * width)), p2);
+                }
+                nuint c0 = (nuint)(r * n + o);
+                p0.StoreUnsafe(ref cRef, c0); p1.StoreUnsafe(ref cRef, c0 + (nuint)width); p2.StoreUnsafe(ref cRef, c0 + (nuint)(2 * width));
+            }
         }
         for (; o + width <= n; o += width) // one vector of columns, four rows at a time (independent FMA chains)
         {
@@ -210,7 +212,38 @@ internal sealed class ManagedStudentEncoder
         }
     }
 
-    private static float[] Transpose(float[] w, int rows, int columns)
+    /// <summary>
+    /// Multi-head self-attention over one unpadded row: <paramref name="qkv"/> [t, 3h] holds Q, K and V side by side,
+    /// <paramref name="y"/> [t, h] gets the heads' outputs side by side. Scratch: q and v [t, h/heads], kt [h/heads, t],
+    /// scores [t, t]. Shared with the runtime's BERT encoder (<c>ManagedBertEncoder</c>).
+    /// </summary>
+    internal static void Attention(float[] qkv, float[] y, int t, int h, int heads, float[] q, float[] kt, float[] v, float[] scores)
+    {
+        int hs = h / heads;
+        float scale = 1f / MathF.Sqrt(hs);
+        for (int head = 0; head < heads; head++)
+        {
+            // Gather this head's Q [t, hs], K^T [hs, t] and V [t, hs], then scores = Q K^T, softmax, Y = P V.
+            for (int j = 0; j < t; j++)
+            {
+                int row = j * 3 * h + head * hs;
+                qkv.AsSpan(row, hs).CopyTo(q.AsSpan(j * hs, hs));
+                qkv.AsSpan(row + 2 * h, hs).CopyTo(v.AsSpan(j * hs, hs));
+                for (int c = 0; c < hs; c++) kt[c * t + j] = qkv[row + h + c];
+            }
+            MatMul(q, kt, null, scores, t, hs, t);
+            for (int i = 0; i < t; i++)
+            {
+                var s = scores.AsSpan(i * t, t);
+                TensorPrimitives.Multiply(s, scale, s);
+                TensorPrimitives.SoftMax(s, s);
+            }
+            MatMul(scores, v, null, q, t, t, hs);
+            for (int j = 0; j < t; j++) q.AsSpan(j * hs, hs).CopyTo(y.AsSpan(j * h + head * hs, hs));
+        }
+    }
+
+    internal static float[] Transpose(float[] w, int rows, int columns)
     {
         var t = new float[w.Length];
         for (int r = 0; r < rows; r++)
@@ -218,7 +251,8 @@ internal sealed class ManagedStudentEncoder
         return t;
     }
 
-    private static void LayerNorm(float[] x, float[] weight, float[] bias, float[] y, int t, int h)
+    /// <summary>Row-wise LayerNorm of x [t, h] into y; epsilon 1e-5 (torch's default, the student's), BERT passes its own.</summary>
+    internal static void LayerNorm(float[] x, float[] weight, float[] bias, float[] y, int t, int h, float eps = 1e-5f)
     {
         for (int i = 0; i < t; i++)
         {
@@ -227,7 +261,7 @@ internal sealed class ManagedStudentEncoder
             float mean = TensorPrimitives.Sum(xi) / h;
             TensorPrimitives.Subtract(xi, mean, yi);
             float variance = TensorPrimitives.SumOfSquares(yi) / h;
-            TensorPrimitives.Multiply(yi, 1f / MathF.Sqrt(variance + 1e-5f), yi);
+            TensorPrimitives.Multiply(yi, 1f / MathF.Sqrt(variance + eps), yi);
             TensorPrimitives.MultiplyAdd(yi, weight, bias, yi);
         }
     }

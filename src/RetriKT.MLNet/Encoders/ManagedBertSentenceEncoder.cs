@@ -1,0 +1,133 @@
+using System.Numerics.Tensors;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Text;
+
+namespace RetriKT.MLNet.Encoders;
+
+/// <summary>
+/// A pretrained BERT-family sentence encoder in the runtime, without TorchSharp: WordPiece tokenization (BERT's
+/// reference rules), the managed forward pass (<see cref="ManagedBertEncoder"/>), mean or [CLS] pooling, optional unit
+/// normalisation. Loads what the training assembly's TorchSharp <c>BertSentenceEncoder</c> loads, a
+/// SentenceTransformers.* package DLL (see <see cref="PretrainedEncoderPackage"/>) or a Hugging Face BERT directory,
+/// and gives the same embeddings (≤ 1e-4). As an <see cref="IStoreEncoder"/> it gives a knowledge store its retrieval
+/// keys (<c>store.WithEmbeddings(encoder)</c>) in an application that references only RetriKT.MLNet.
+/// Thread-safe; sentences of a call are encoded in parallel.
+/// </summary>
+public sealed class ManagedBertSentenceEncoder : IStoreEncoder
+{
+    /// <summary>Options; the defaults reproduce sentence-transformers' embeddings for the known packages.</summary>
+    public sealed class Options
+    {
+        /// <summary>Pooling; null = the package's own (<see cref="PretrainedEncoderPackage.Pooling"/>), or mean for anything else.</summary>
+        public BertPooling? Pooling { get; set; }
+        /// <summary>Scale every embedding to unit L2 norm. Default true (what sentence-transformers' models do).</summary>
+        public bool Normalize { get; set; } = true;
+        /// <summary>Longest input in tokens including [CLS] and [SEP]; longer texts are truncated. Default 256 (all-MiniLM-L6-v2's).</summary>
+        public int MaxTokens { get; set; } = 256;
+        /// <summary>Threads encoding one call's sentences (each sentence runs on one). Default: all processors.</summary>
+        public int MaxDegreeOfParallelism { get; set; } = Environment.ProcessorCount;
+        /// <summary>Attention heads of an ONNX model of an unknown package (not stored in the weights). Default 12.</summary>
+        public int OnnxNumHeads { get; set; } = 12;
+        /// <summary>LayerNorm epsilon of an ONNX model (not stored in the weights). Default 1e-12 (BERT's).</summary>
+        public double OnnxLayerNormEpsilon { get; set; } = 1e-12;
+    }
+
+    private readonly ManagedBertEncoder _encoder;
+    private readonly Options _options;
+
+    private ManagedBertSentenceEncoder(BertEncoderSource source, Options options)
+    {
+        _encoder = new ManagedBertEncoder(source.Weights);
+        _options = options;
+        Vocabulary = source.Vocabulary;
+        Pooling = source.Pooling;
+        Source = source.Weights.Source;
+    }
+
+    /// <summary>
+    /// Loads <paramref name="source"/>: a SentenceTransformers.* package DLL (e.g. <c>PretrainedEncoderPackage.MiniLM.Locate()</c>)
+    /// or a Hugging Face BERT directory (config.json, model.safetensors or pytorch_model.bin, vocab.txt).
+    /// </summary>
+    public static ManagedBertSentenceEncoder Load(string source, Options? options = null)
+    {
+        options ??= new Options();
+        if (options.MaxDegreeOfParallelism < 1)
+            throw new ArgumentOutOfRangeException(nameof(options), $"MaxDegreeOfParallelism must be positive, found {options.MaxDegreeOfParallelism}.");
+        var loaded = BertEncoderSource.Load(source, options.Pooling, options.OnnxNumHeads, options.OnnxLayerNormEpsilon);
+        loaded.Validate(options.MaxTokens, batchSize: 1, nameof(options));
+        return new ManagedBertSentenceEncoder(loaded, options);
+    }
+
+    /// <summary>Loads a known package from the NuGet cache or the application folder (see <see cref="PretrainedEncoderPackage.Locate"/>).</summary>
+    public static ManagedBertSentenceEncoder Load(PretrainedEncoderPackage package, Options? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(package);
+        return Load(package.Locate(), options);
+    }
+
+    /// <summary>The encoder's shape.</summary>
+    public BertConfig Config => _encoder.Config;
+
+    /// <summary>Embedding size (the hidden size).</summary>
+    public int Dimension => _encoder.Config.HiddenSize;
+
+    /// <summary>Number of weights in the checkpoint (all-MiniLM-L6-v2: 22.7M).</summary>
+    public long ParameterCount => _encoder.ParameterCount;
+
+    /// <summary>The tokenizer's vocabulary.</summary>
+    public WordPieceVocabulary Vocabulary { get; }
+
+    /// <summary>The pooling in use.</summary>
+    public BertPooling Pooling { get; }
+
+    /// <summary>Where the weights came from.</summary>
+    public string Source { get; }
+
+    /// <summary>[CLS] ids [SEP], truncated to MaxTokens.</summary>
+    public int[] Tokenize(string text) => Tokenize(text, null);
+
+    /// <summary>[CLS] a [SEP] (b [SEP]) within MaxTokens; a pair is truncated longest-first.</summary>
+    public int[] Tokenize(string text, string? text2) => BertEncoderSource.Tokenize(Vocabulary, _options.MaxTokens, text, text2);
+
+    /// <summary>One embedding per text, in order ([n][Dimension]).</summary>
+    public float[][] Embed(IReadOnlyList<string> texts)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        var flat = new float[texts.Count * Dimension];
+        EmbedTokens(texts.Select(Tokenize).ToArray(), flat);
+        return Enumerable.Range(0, texts.Count).Select(i => flat.AsSpan(i * Dimension, Dimension).ToArray()).ToArray();
+    }
+
+    /// <summary>
+    /// Knowledge-store keys (<see cref="IStoreEncoder"/>): one embedding per text or pair, row-major. A pair is one BERT
+    /// input ([CLS] a [SEP] b [SEP]; segment ids stay 0, as sentence-transformers encodes pairs).
+    /// </summary>
+    public void Encode(IReadOnlyList<(string Text, string? Text2)> texts, Span<float> destination)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        if (destination.Length < texts.Count * Dimension)
+            throw new ArgumentException($"Destination holds {destination.Length} values, expected {texts.Count} × {Dimension}.", nameof(destination));
+        var flat = new float[texts.Count * Dimension];
+        EmbedTokens(texts.Select(t => Tokenize(t.Text, t.Text2)).ToArray(), flat);
+        flat.CopyTo(destination);
+    }
+
+    /// <summary>Sentences in parallel, each at its own length (no padding: see <see cref="ManagedBertEncoder"/>).</summary>
+    private void EmbedTokens(int[][] sequences, float[] destination)
+    {
+        int h = Dimension;
+        var pooling = Pooling;
+        bool normalize = _options.Normalize;
+        Parallel.For(0, sequences.Length, new ParallelOptions { MaxDegreeOfParallelism = _options.MaxDegreeOfParallelism }, i =>
+        {
+            var row = destination.AsSpan(i * h, h);
+            _encoder.Encode(sequences[i], pooling, row);
+            if (normalize)
+            {
+                // torch's normalize(p: 2): x / max(‖x‖, 1e-12).
+                float norm = TensorPrimitives.Norm(row);
+                TensorPrimitives.Divide(row, MathF.Max(norm, 1e-12f), row);
+            }
+        });
+    }
+}

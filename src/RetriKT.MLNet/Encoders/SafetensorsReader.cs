@@ -1,0 +1,94 @@
+using System.Buffers.Binary;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace RetriKT.MLNet.Encoders;
+
+/// <summary>One tensor entry of a safetensors header.</summary>
+internal sealed record SafetensorsEntry(string Name, string DType, long[] Shape, long Begin, long End, string File);
+
+/// <summary>
+/// Reads the safetensors format without TorchSharp: 8-byte little-endian header length, a JSON header
+/// <c>{name: {dtype, shape, data_offsets: [begin, end]}}</c> (plus optional <c>__metadata__</c>), then raw little-endian data.
+/// Lives in the runtime so a managed BERT encoder can load a Hugging Face directory; the training assembly's
+/// <c>Teacher.Safetensors</c> (writer, TorchSharp tensors) uses the same header parser. Only F32, F16 and BF16 are
+/// read, which covers every checkpoint we load; anything else is named in the error.
+/// </summary>
+internal static class SafetensorsReader
+{
+    private const long MaxHeaderBytes = 100_000_000;
+
+    /// <summary>Parses the header of <paramref name="path"/> and checks every offset against the file size.</summary>
+    public static Dictionary<string, SafetensorsEntry> ReadHeader(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Safetensors file not found: {path}", path);
+        using var fs = File.OpenRead(path);
+        long fileLength = fs.Length;
+        if (fileLength < 8) throw new InvalidDataException($"{path}: truncated safetensors file ({fileLength} bytes, expected at least 8).");
+        Span<byte> lenBytes = stackalloc byte[8];
+        fs.ReadExactly(lenBytes);
+        long headerLength = BinaryPrimitives.ReadInt64LittleEndian(lenBytes);
+        if (headerLength <= 0 || headerLength > MaxHeaderBytes || 8 + headerLength > fileLength)
+            throw new InvalidDataException($"{path}: safetensors header length {headerLength} does not fit the file ({fileLength} bytes); the file is truncated or not safetensors.");
+        var header = new byte[headerLength];
+        fs.ReadExactly(header);
+        JsonObject root;
+        try { root = JsonNode.Parse(header)!.AsObject(); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        { throw new InvalidDataException($"{path}: safetensors header is not valid JSON ({e.Message}).", e); }
+
+        long dataStart = 8 + headerLength, dataLength = fileLength - dataStart;
+        var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
+        foreach (var (name, node) in root)
+        {
+            if (name == "__metadata__") continue;
+            var o = node!.AsObject();
+            string dtype = o["dtype"]!.GetValue<string>();
+            long[] shape = o["shape"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
+            var offsets = o["data_offsets"]!.AsArray();
+            long begin = offsets[0]!.GetValue<long>(), end = offsets[1]!.GetValue<long>();
+            if (end > dataLength || begin < 0 || end < begin)
+                throw new InvalidDataException($"{path}: tensor '{name}' data [{begin}, {end}) lies outside the {dataLength} data bytes; the file is truncated.");
+            long expected = shape.Aggregate(1L, (a, b) => a * b) * ElementSize(dtype, name, path);
+            if (end - begin != expected)
+                throw new InvalidDataException($"{path}: tensor '{name}' has {end - begin} bytes, but shape [{string.Join(",", shape)}] of {dtype} needs {expected}.");
+            entries[name] = new SafetensorsEntry(name, dtype, shape, dataStart + begin, dataStart + end, path);
+        }
+        return entries;
+    }
+
+    /// <summary>Bytes per element of a supported dtype; any other dtype fails with the tensor and file.</summary>
+    public static int ElementSize(string dtype, string name, string path) => dtype switch
+    {
+        "F32" => 4,
+        "F16" or "BF16" => 2,
+        _ => throw new NotSupportedException($"{path}: tensor '{name}' has dtype {dtype}; only F32, F16 and BF16 are supported."),
+    };
+
+    /// <summary>Reads one tensor as float32 (F16 and BF16 widened exactly, as torch's <c>.float()</c> does).</summary>
+    public static float[] ReadFloat32(SafetensorsEntry e)
+    {
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Big-endian hosts are not supported.");
+        var bytes = new byte[e.End - e.Begin];
+        using (var fs = File.OpenRead(e.File))
+        {
+            fs.Seek(e.Begin, SeekOrigin.Begin);
+            fs.ReadExactly(bytes);
+        }
+        int size = ElementSize(e.DType, e.Name, e.File), n = bytes.Length / size;
+        var result = new float[n];
+        switch (e.DType)
+        {
+            case "F32":
+                Buffer.BlockCopy(bytes, 0, result, 0, bytes.Length);
+                break;
+            case "F16":
+                for (int i = 0; i < n; i++) result[i] = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(2 * i)));
+                break;
+            default: // BF16: the top 16 bits of a float32
+                for (int i = 0; i < n; i++) result[i] = BitConverter.Int32BitsToSingle(BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(2 * i)) << 16);
+                break;
+        }
+        return result;
+    }
+}
