@@ -303,7 +303,7 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         var validationIds = known.Select(r => tokenizer.Encode(r.Text, r.Text2, out _)).ToList();
         using var memory = torch.tensor(store.Embeddings.ToArray(), [store.Count, store.Dimension], device: device);
         using var soft = torch.tensor(store.SoftLabels.ToArray(), [store.Count, store.LabelCount], device: device);
-        var termMatches = lexical is null ? null : TermMatches.Search(lexical, validationIds, _options.LexicalNeighborCount);
+        var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validationIds, _options.LexicalNeighborCount);
         var best = RetrievalTraining.Tune(model, memory, soft, validationIds, known.Select(r => labelIndex[r.Label]).ToArray(), known.Select(r => r.Weight).ToArray(),
             _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight,
             tokenizer.Vocabulary.SepId, device);

@@ -16,39 +16,35 @@ internal sealed record TrainingExamples(IReadOnlyList<int[]> Ids, float[] SoftLa
     public int Count => Ids.Count;
 }
 
-/// <summary>Term-match neighbours of a set of rows: entry indices [rows, k] (−1 where fewer matched) and TF-IDF cosines.</summary>
-internal sealed record TermMatches(int[] Indices, float[] Scores, int Rows, int K)
+/// <summary>Term-match neighbours of a set of rows in <paramref name="Store"/>: entry indices [rows, k] (−1 where fewer matched) and TF-IDF cosines.</summary>
+internal sealed record TermMatches(KnowledgeStore Store, int[] Indices, float[] Scores, int Rows, int K)
 {
-    public static TermMatches Search(LexicalIndex index, IReadOnlyList<int[]> queries, int k)
+    public static TermMatches Search(LexicalIndex index, KnowledgeStore store, IReadOnlyList<int[]> queries, int k)
     {
         k = Math.Max(1, Math.Min(k, index.Count));
         var indices = new int[queries.Count * k];
         Array.Fill(indices, -1);
         var scores = new float[queries.Count * k];
         for (int i = 0; i < queries.Count; i++) index.Search(queries[i], k, indices.AsSpan(i * k, k), scores.AsSpan(i * k, k));
-        return new TermMatches(indices, scores, queries.Count, k);
+        return new TermMatches(store, indices, scores, queries.Count, k);
     }
 
     /// <summary>
-    /// p_terms [rows, labels] = Σ softmax(score / τ)·soft label over each row's matches (as the runtime's
-    /// RetrievalModel computes it), and whether the row matched anything (rows that did not fall back to the head).
+    /// p_terms [rows, labels] = the store's soft vote over each row's matches (<see cref="KnowledgeStore.SoftVote"/>, the
+    /// runtime's computation), and whether the row matched anything (rows that did not fall back to the head).
     /// </summary>
-    public (float[] Probabilities, bool[] Matched) Distribution(double temperature, ReadOnlySpan<float> softLabels, int labels)
+    public (float[] Probabilities, bool[] Matched) Distribution(double temperature)
     {
+        int labels = Store.LabelCount;
         var p = new float[Rows * labels];
         var matched = new bool[Rows];
-        var weights = new float[K];
         for (int i = 0; i < Rows; i++)
         {
-            int found = 0;
-            while (found < K && Indices[i * K + found] >= 0) found++;
+            var indices = Indices.AsSpan(i * K, K);
+            int found = indices.IndexOf(-1) is var end and >= 0 ? end : K;
             if (found == 0) continue;
             matched[i] = true;
-            for (int j = 0; j < found; j++) weights[j] = (float)(Scores[i * K + j] / temperature);
-            System.Numerics.Tensors.TensorPrimitives.SoftMax(weights.AsSpan(0, found), weights.AsSpan(0, found));
-            var row = p.AsSpan(i * labels, labels);
-            for (int j = 0; j < found; j++)
-                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(softLabels.Slice(Indices[i * K + j] * labels, labels), weights[j], row, row);
+            Store.SoftVote(indices[..found], Scores.AsSpan(i * K, found), temperature, p.AsSpan(i * labels, labels));
         }
         return (p, matched);
     }
@@ -225,15 +221,13 @@ internal static class RetrievalTraining
         double[] temperatures = new[] { learnedTemperature, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0 }.Distinct().ToArray();
         double[] termTemperatures = termMatches is null ? [1.0] : [0.05, 0.1, 0.2, 0.5, 1.0];
         int labels = (int)softLabels.shape[1];
-        float[] soft;
-        using (var cpu = softLabels.cpu()) soft = cpu.data<float>().ToArray();
         var best = (Lambda: 0.0, Temperature: learnedTemperature, Mu: 0.0, LexicalTemperature: 1.0, Nll: double.PositiveInfinity, Accuracy: 0.0);
         foreach (var tauTerms in termTemperatures)
         {
             var terms = head;
             if (termMatches is not null)
             {
-                var (probabilities, matched) = termMatches.Distribution(tauTerms, soft, labels);
+                var (probabilities, matched) = termMatches.Distribution(tauTerms);
                 var matchedRows = torch.tensor(matched, device: device).unsqueeze(1);
                 terms = torch.where(matchedRows, torch.tensor(probabilities, [termMatches.Rows, labels], device: device), head);
             }

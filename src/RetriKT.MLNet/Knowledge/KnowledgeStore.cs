@@ -121,6 +121,20 @@ public sealed class KnowledgeStore
     /// <summary>Soft label of entry <paramref name="index"/>.</summary>
     public ReadOnlySpan<float> SoftLabel(int index) => _softLabels.AsSpan(index * LabelCount, LabelCount);
 
+    /// <summary>
+    /// destination ← Σ_j softmax(similarities / τ)_j · soft label of entries[j]: the vote of retrieved entries, as both
+    /// the student's embedding retrieval and its term-match retrieval predict (and the trainer tunes them).
+    /// </summary>
+    internal void SoftVote(ReadOnlySpan<int> entries, ReadOnlySpan<float> similarities, double temperature, Span<float> destination)
+    {
+        int n = entries.Length;
+        Span<float> weights = n <= 256 ? stackalloc float[n] : new float[n];
+        for (int j = 0; j < n; j++) weights[j] = (float)(similarities[j] / temperature);
+        System.Numerics.Tensors.TensorPrimitives.SoftMax(weights, weights);
+        destination.Clear();
+        for (int j = 0; j < n; j++) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(SoftLabel(entries[j]), weights[j], destination, destination);
+    }
+
     /// <summary>A copy with embeddings from <paramref name="encoder"/> (needs texts), L2-normalised.</summary>
     public KnowledgeStore WithEmbeddings(IStoreEncoder encoder, int batchSize = 256, CancellationToken cancellation = default)
     {

@@ -143,12 +143,8 @@ internal sealed class RetrievalModel
         if (retrievalWeight > 0)
         {
             int used = Math.Min(NeighborCount, k);
-            Span<float> weights = used <= 256 ? stackalloc float[used] : new float[used];
-            for (int j = 0; j < used; j++) weights[j] = (float)(sims[j] / Temperature);
-            TensorPrimitives.SoftMax(weights, weights);
             Span<float> knn = labels <= 256 ? stackalloc float[labels] : new float[labels];
-            knn.Clear();
-            for (int j = 0; j < used; j++) TensorPrimitives.MultiplyAdd(Store.SoftLabel(idx[j]), weights[j], knn, knn);
+            Store.SoftVote(idx[..used], sims[..used], Temperature, knn);
             // scores already hold (1 − μ)·p_head + μ·p_terms (or p_head): take λ of the total from p_knn.
             float a = (float)retrievalWeight, c = (float)(1 - retrievalWeight);
             for (int i = 0; i < labels; i++) scores[i] = c * scores[i] + a * knn[i];
@@ -168,16 +164,12 @@ internal sealed class RetrievalModel
     {
         int k = LexicalNeighborCount, labels = LabelCount;
         if (k == 0 || mix.Dense >= 1) return;
-        var idx = new int[k];
-        var sims = new float[k];
+        Span<int> idx = k <= 256 ? stackalloc int[k] : new int[k];
+        Span<float> sims = k <= 256 ? stackalloc float[k] : new float[k];
         int found = Lexical!.Search(ids, k, idx, sims);
         if (found == 0) return;
-        Span<float> weights = found <= 256 ? stackalloc float[found] : new float[found];
-        for (int j = 0; j < found; j++) weights[j] = (float)(sims[j] / LexicalTemperature);
-        TensorPrimitives.SoftMax(weights, weights);
         Span<float> terms = labels <= 256 ? stackalloc float[labels] : new float[labels];
-        terms.Clear();
-        for (int j = 0; j < found; j++) TensorPrimitives.MultiplyAdd(Store.SoftLabel(idx[j]), weights[j], terms, terms);
+        Store.SoftVote(idx[..found], sims[..found], LexicalTemperature, terms);
         float m = (float)(mix.Lexical / (1 - mix.Dense));
         for (int i = 0; i < labels; i++) scores[i] = (1 - m) * scores[i] + m * terms[i];
     }
