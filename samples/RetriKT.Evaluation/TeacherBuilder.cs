@@ -41,6 +41,12 @@ public sealed record TeacherSettings
     /// </summary>
     public double StageBLabelWeight { get; init; } = 20;
     /// <summary>
+    /// Dropout (embeddings and each block's residual branches) during stage B and its continuation. Stage B is small
+    /// labelled data; without dropout the first teacher scored 86 % on its own training rows and 72 % on dev.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore] // not a stage-A setting; keyed by StageBKey
+    public double StageBDropout { get; init; }
+    /// <summary>
     /// Steps of a continuation of stage B on the same data after its schedule ended (a new warmup + cosine at
     /// <see cref="StageB2LearningRate"/>): more task training for a finished build without redoing it. 0 = none. The
     /// recipe's 450 came from the first build: after stage B's 600 steps the teacher scored 73.3 % on SST-2 dev.
@@ -59,12 +65,13 @@ public sealed record TeacherSettings
     /// <summary>Hex key of the settings that shape the tokenizer and stage A (and the task's corpus recipe): the build folder name.</summary>
     public string CacheKey(string task)
     {
-        var stageA = this with { StageBSteps = 0, StageBLearningRate = 0, StageBReplay = 0, StageBLabelWeight = 0 };
+        var stageA = this with { StageBSteps = 0, StageBLearningRate = 0, StageBReplay = 0, StageBLabelWeight = 0, StageBDropout = 0 };
         return Hash(JsonSerializer.Serialize(stageA) + "|" + task + "|two-stage-v1");
     }
 
     /// <summary>Hex key of the stage-B settings: stage B's checkpoint folder and the finished teacher's folder inside the build folder.</summary>
-    public string StageBKey() => Hash(FormattableString.Invariant($"{StageBSteps}|{StageBLearningRate:R}|{StageBReplay:R}|{StageBLabelWeight:R}|weighted-v1"));
+    public string StageBKey() => Hash(FormattableString.Invariant($"{StageBSteps}|{StageBLearningRate:R}|{StageBReplay:R}|{StageBLabelWeight:R}|weighted-v1")
+        + (StageBDropout > 0 ? FormattableString.Invariant($"|dropout={StageBDropout:R}") : "")); // no suffix at 0: earlier builds keep their key
 
     /// <summary>The key of the finished teacher: stage B and its continuation.</summary>
     public string TeacherKey() => StageB2Steps == 0 ? StageBKey() : Hash(FormattableString.Invariant($"{StageBKey()}|{StageB2Steps}|{StageB2LearningRate:R}"));
@@ -147,7 +154,7 @@ public static class TeacherBuilder
         using var model = TeacherModel.Create(config, tokenizer, settings.Seed);
         log($"Teacher ({task}): {model.ParameterCount:N0} parameters, {config}");
         var stages = new List<object>();
-        double Stage(string name, int documents, int[] tokens, float[]? weights, int steps, double learningRate)
+        double Stage(string name, int documents, int[] tokens, float[]? weights, int steps, double learningRate, double dropout = 0)
         {
             long seen = (long)steps * settings.BatchSize * Math.Min(settings.SequenceLength, settings.MaxPositions);
             log(string.Create(CultureInfo.InvariantCulture,
@@ -169,11 +176,11 @@ public static class TeacherBuilder
             {
                 Steps = steps, BatchSize = settings.BatchSize, SequenceLength = settings.SequenceLength, LearningRate = learningRate,
                 WarmupSteps = Math.Max(1, steps / 20), Seed = settings.Seed, CheckpointDirectory = Path.Combine(root, name switch { "a" => "stage-a", "b" => "stage-b-" + settings.StageBKey(), _ => "stage-b2-" + settings.TeacherKey() }),
-                CheckpointEvery = Math.Max(10, steps / 40),
+                CheckpointEvery = Math.Max(10, steps / 40), Dropout = dropout,
             });
             double loss = trainer.Train(model, tokens, weights, progress, cancellation);
             stages.Add(new { stage = name, documents, tokens = tokens.Length, steps, tokensSeen = seen, learningRate, finalLoss = loss,
-                labelWeight = weights is null ? (double?)null : settings.StageBLabelWeight });
+                labelWeight = weights is null ? (double?)null : settings.StageBLabelWeight, dropout });
             log(string.Create(CultureInfo.InvariantCulture, $"  stage {name} done: final loss {loss:F3} ({clock.Elapsed.TotalMinutes:F1} min so far)"));
             return loss;
         }
@@ -181,8 +188,8 @@ public static class TeacherBuilder
         if (stageB is not null)
         {
             var (tokens, weights) = TeacherPretrainer.WeightedTokenStream(tokenizer, stageB, (float)settings.StageBLabelWeight);
-            Stage("b", stageB.Count, tokens, weights, settings.StageBSteps, settings.StageBLearningRate);
-            if (settings.StageB2Steps > 0) Stage("b2", stageB.Count, tokens, weights, settings.StageB2Steps, settings.StageB2LearningRate);
+            Stage("b", stageB.Count, tokens, weights, settings.StageBSteps, settings.StageBLearningRate, settings.StageBDropout);
+            if (settings.StageB2Steps > 0) Stage("b2", stageB.Count, tokens, weights, settings.StageB2Steps, settings.StageB2LearningRate, settings.StageBDropout);
         }
 
         var tempFinal = final + ".tmp";

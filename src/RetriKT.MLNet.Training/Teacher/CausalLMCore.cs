@@ -33,6 +33,19 @@ internal abstract class CausalLMModule : nn.Module
     /// <summary>Maps a checkpoint key to our parameter name (GPT-2 checkpoints sometimes omit the "transformer." prefix).</summary>
     public virtual string CanonicalName(string checkpointKey) => checkpointKey;
 
+    /// <summary>
+    /// Dropout probability applied, in training mode only, to the input embeddings and to each block's attention and
+    /// MLP outputs before they join the residual stream. 0 (the default) everywhere except while
+    /// <see cref="TeacherPretrainer"/> trains with <see cref="TeacherPretrainerOptions.Dropout"/>; inference never drops.
+    /// </summary>
+    public double ResidualDropout { get; set; }
+
+    /// <summary>The dropout probability in effect now: <see cref="ResidualDropout"/> in training mode, otherwise 0.</summary>
+    protected double ActiveDropout => training ? ResidualDropout : 0;
+
+    /// <summary><paramref name="x"/> with dropout <paramref name="p"/> applied, or <paramref name="x"/> itself when p is 0.</summary>
+    internal static Tensor Drop(Tensor x, double p) => p > 0 ? nn.functional.dropout(x, p, training: true) : x;
+
     /// <summary>Fresh random weights (GPT-2/LLaMA-style init: N(0, 0.02), scaled residual projections, unit norms).</summary>
     public abstract void InitializeWeights(Generator generator);
 }

@@ -94,10 +94,10 @@ internal sealed class Gpt2Block : Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor? bias, KvCache? cache)
+    public Tensor Forward(Tensor x, Tensor? bias, KvCache? cache, double dropout)
     {
-        x = x.add(attn.Forward(ln_1.forward(x), bias, cache));
-        return x.add(mlp.forward(ln_2.forward(x)));
+        x = x.add(CausalLMModule.Drop(attn.Forward(ln_1.forward(x), bias, cache), dropout));
+        return x.add(CausalLMModule.Drop(mlp.forward(ln_2.forward(x)), dropout));
     }
 }
 
@@ -139,8 +139,9 @@ internal sealed class Gpt2LMHeadModel : CausalLMModule
 
     public override Tensor Decode(Tensor embeds, Tensor positions, Tensor? attentionBias, KvCache? cache)
     {
-        var x = embeds.add(transformer.wpe.forward(positions));
-        foreach (var block in transformer.h) x = block.Forward(x, attentionBias, cache);
+        double dropout = ActiveDropout;
+        var x = Drop(embeds.add(transformer.wpe.forward(positions)), dropout);
+        foreach (var block in transformer.h) x = block.Forward(x, attentionBias, cache, dropout);
         return transformer.ln_f.forward(x);
     }
 

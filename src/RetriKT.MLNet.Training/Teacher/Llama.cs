@@ -112,10 +112,10 @@ internal sealed class LlamaBlock : Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? bias, KvCache? cache)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? bias, KvCache? cache, double dropout)
     {
-        x = x.add(self_attn.Forward(input_layernorm.forward(x), cos, sin, bias, cache));
-        return x.add(mlp.forward(post_attention_layernorm.forward(x)));
+        x = x.add(CausalLMModule.Drop(self_attn.Forward(input_layernorm.forward(x), cos, sin, bias, cache), dropout));
+        return x.add(CausalLMModule.Drop(mlp.forward(post_attention_layernorm.forward(x)), dropout));
     }
 }
 
@@ -160,8 +160,9 @@ internal sealed class LlamaForCausalLM : CausalLMModule
     public override Tensor Decode(Tensor embeds, Tensor positions, Tensor? attentionBias, KvCache? cache)
     {
         var (cos, sin) = RotaryAngles(positions, embeds.dtype, embeds.shape[1] + (cache?.Length ?? 0));
-        var x = embeds;
-        foreach (var block in model.layers) x = block.Forward(x, cos, sin, attentionBias, cache);
+        double dropout = ActiveDropout;
+        var x = Drop(embeds, dropout);
+        foreach (var block in model.layers) x = block.Forward(x, cos, sin, attentionBias, cache, dropout);
         return model.norm.forward(x);
     }
 

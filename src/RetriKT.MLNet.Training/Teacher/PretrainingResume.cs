@@ -27,7 +27,8 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         string options = FormattableString.Invariant(
-            $"v1|{o.Steps}|{o.BatchSize}|{o.SequenceLength}|{o.LearningRate:R}|{o.MinLearningRateFraction:R}|{o.WarmupSteps}|{o.WeightDecay:R}|{o.Beta1:R}|{o.Beta2:R}|{o.GradientClipNorm:R}|{o.Seed}|{model.ContentHash}|");
+            $"v1|{o.Steps}|{o.BatchSize}|{o.SequenceLength}|{o.LearningRate:R}|{o.MinLearningRateFraction:R}|{o.WarmupSteps}|{o.WeightDecay:R}|{o.Beta1:R}|{o.Beta2:R}|{o.GradientClipNorm:R}|{o.Seed}|{model.ContentHash}|")
+            + (o.Dropout > 0 ? FormattableString.Invariant($"dropout={o.Dropout:R}|") : ""); // no field at 0: earlier checkpoints still resume
         hash.AppendData(Encoding.UTF8.GetBytes(options));
         hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens.AsSpan()));
         if (weights is not null) hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(weights.AsSpan()));

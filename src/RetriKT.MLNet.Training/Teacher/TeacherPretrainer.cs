@@ -23,6 +23,12 @@ public sealed class TeacherPretrainerOptions
     public int WarmupSteps = 100;
     /// <summary>AdamW weight decay (applied to matrices only, not norms/biases). Default 0.1.</summary>
     public double WeightDecay = 0.1;
+    /// <summary>
+    /// Dropout on the input embeddings and on every block's attention and MLP outputs while training (0 = none, the
+    /// default). Continued pretraining on a small labelled split memorises it without; the masks are drawn from a
+    /// generator derived from the seed and the step, so a resumed run drops the same units.
+    /// </summary>
+    public double Dropout;
     /// <summary>AdamW beta1. Default 0.9.</summary>
     public double Beta1 = 0.9;
     /// <summary>AdamW beta2. Default 0.95.</summary>
@@ -62,6 +68,8 @@ public sealed class TeacherPretrainer
         _options = options ?? new TeacherPretrainerOptions();
         if (_options.Steps <= 0 || _options.BatchSize <= 0 || _options.SequenceLength < 2 || _options.LearningRate <= 0 || _options.WarmupSteps < 0)
             throw new ArgumentOutOfRangeException(nameof(options), "Steps, BatchSize, LearningRate must be > 0, SequenceLength >= 2, WarmupSteps >= 0.");
+        if (!(_options.Dropout is >= 0 and < 1))
+            throw new ArgumentOutOfRangeException(nameof(options), $"Dropout must be in [0, 1), found {_options.Dropout}.");
     }
 
     /// <summary>Tokenizes <paramref name="documents"/> with the model's tokenizer and trains on them. Returns the mean loss of the last tenth of the steps.</summary>
@@ -171,6 +179,7 @@ public sealed class TeacherPretrainer
             host.Info($"Resuming pretraining at step {firstStep} of {o.Steps} from {o.CheckpointDirectory}.");
         }
         module.train();
+        module.ResidualDropout = o.Dropout;
         try
         {
             for (int step = firstStep; step <= o.Steps; step++)
@@ -180,6 +189,7 @@ public sealed class TeacherPretrainer
                 double lr = LearningRateAt(step, o);
                 foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
                 using var scope = NewDisposeScope();
+                if (o.Dropout > 0) random.manual_seed(SeedMixer.Derive(host.Seed, "pretrain-dropout", step));
                 var starts = randint(0, tokens.Length - seqLen, [o.BatchSize], ScalarType.Int64, CPU, generator: generator).to(device);
                 var window = starts.unsqueeze(1).add(arange(seqLen + 1, ScalarType.Int64, device));
                 var batch = corpus.index_select(0, window.flatten()).view(o.BatchSize, seqLen + 1);
@@ -210,6 +220,7 @@ public sealed class TeacherPretrainer
         }
         finally
         {
+            module.ResidualDropout = 0;
             module.eval();
             model.InvalidateContentHash();
         }
