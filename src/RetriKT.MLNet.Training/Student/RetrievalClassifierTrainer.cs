@@ -21,7 +21,7 @@ namespace RetriKT.MLNet.Student;
 /// or an empty text are skipped with a warning. Output: <c>PredictedLabel</c> (key with KeyValues), <c>Score</c>
 /// (probabilities, with the annotations ML.NET's multiclass evaluator needs) and optionally neighbour columns.
 /// </remarks>
-public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierTransformer>
+public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierTransformer>
 {
     /// <summary>Options of the retrieval classifier (public fields with defaults, ML.NET style).</summary>
     public sealed class Options
@@ -93,6 +93,20 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         /// <see cref="TokenDropout"/>. Turn on with a large store of generated text. Default false.
         /// </summary>
         public bool CharacterPieces;
+
+        /// <summary>
+        /// A pretrained BERT-family encoder to build the student on instead of the tiny from-scratch encoder: a
+        /// SentenceTransformers.* package DLL (<c>PretrainedEncoderPackage.MiniLM.Locate()</c>, all-MiniLM-L6-v2) or a
+        /// Hugging Face BERT directory (config.json, model.safetensors or pytorch_model.bin, vocab.txt). The encoder is
+        /// frozen: each distinct text is embedded once, and training fits a projection of that embedding (the
+        /// retrieval key), the head and τ. Its vocabulary replaces the built one; the tiny encoder's shape options
+        /// (<see cref="HiddenSize"/>, <see cref="Layers"/>, <see cref="Heads"/>, <see cref="FeedForwardSize"/>,
+        /// <see cref="Pooling"/>, <see cref="TokenDropout"/>, the vocabulary options) do not apply. The encoder's
+        /// weights (about 90 MB for MiniLM) are saved inside model.zip and counted in the parameter count (22.7M):
+        /// an option for teams whose teacher is a real LLM, far above the tiny student's 1–2 % of a small teacher.
+        /// See docs/ENCODERS.md. Default null (the tiny student).
+        /// </summary>
+        public string? Backbone;
 
         /// <summary>Hidden size (= embedding dimension). Default 64.</summary>
         public int HiddenSize = 64;
@@ -199,6 +213,7 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         Check(options.InferenceBatchSize >= 1, $"InferenceBatchSize must be >= 1, found {options.InferenceBatchSize}.");
         Check(options.TeacherParameterCount is null || options.TeacherParameterCount > 0, $"TeacherParameterCount must be positive, found {options.TeacherParameterCount}.");
         Check(options.StoreData is null || GivenStoreObject is null, "Set StoreData or the obsolete Store, not both.");
+        if (options.Backbone is not null) CheckBackbone(options);
         Config(vocabularySize: 100, labelCount: 2).Validate();
     }
 
@@ -217,6 +232,7 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         var (rows, labelNames) = ReadRows(input, host, "training data");
         var store = ComposeStore(rows, labelNames, host);
         if (store.Count < 2) throw new ArgumentException($"Training needs at least 2 labelled rows with text; the store holds {store.Count}.", nameof(input));
+        if (_options.Backbone is not null) return FitWithBackbone(store, host);
 
         var vocabulary = _options.VocabularyPath is not null
             ? WordPieceVocabulary.Load(_options.VocabularyPath, _options.LowerCase)
@@ -251,32 +267,9 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
                 embeddings = cpu.data<float>().ToArray();
             store = store.WithEmbeddings(embeddings, config.HiddenSize);
 
-            var vocabularyIds = tokenizer.Vocabulary;
-            // Term matching votes among the k entries that share the most words with the query; in a store that is not
-            // much larger than k the "top k" is most of the store, a global average rather than neighbours (on SST-2's
-            // 32 few-shot rows it only added noise), so it needs MinimumStorePerLexicalNeighbor × k entries.
-            bool termMatching = retrieval && _options.LexicalNeighborCount > 0 && store.Count >= MinimumStorePerLexicalNeighbor * _options.LexicalNeighborCount;
-            if (retrieval && _options.LexicalNeighborCount > 0 && !termMatching)
-                host.Info($"Term-match retrieval off: the store holds {store.Count} entries, it needs {MinimumStorePerLexicalNeighbor} × LexicalNeighborCount = " +
-                          $"{MinimumStorePerLexicalNeighbor * _options.LexicalNeighborCount}.");
-            if (!termMatching && _options.LexicalRetrievalWeight > 0)
-                throw new ArgumentException($"LexicalRetrievalWeight is {_options.LexicalRetrievalWeight}, but term-match retrieval is off (store of {store.Count} entries, " +
-                                            $"LexicalNeighborCount {_options.LexicalNeighborCount}, UseRetrieval {_options.UseRetrieval}).");
-            var lexical = termMatching
-                ? LexicalIndex.Build(ids, vocabulary.Count, t => t != vocabularyIds.PadId && t != vocabularyIds.UnknownId &&
-                    t != vocabularyIds.ClsId && t != vocabularyIds.SepId && t != vocabularyIds.MaskId)
-                : null;
-            var mix = new Mix(retrieval ? _options.RetrievalWeight ?? 0.5 : 0, lexical is null ? 0 : _options.LexicalRetrievalWeight ?? 0,
-                model.TemperatureValue, 1.0);
-            if (mix.Dense + mix.Lexical > 1) mix = mix with { Lexical = 1 - mix.Dense };
-            if (retrieval && _options.ValidationSet is not null)
-                mix = TuneOnValidation(model, store, tokenizer, lexical, mix, host, device);
-
-            var retrievalModel = new RetrievalModel(config, model.ToWeights(), tokenizer, store, mix.Temperature, _options.NeighborCount,
-                lexical, _options.LexicalNeighborCount, mix.LexicalTemperature);
-            return new RetrievalClassifierTransformer(_env, retrievalModel, mix.Dense, new TransformerColumns(_options.TextColumnName,
-                _options.SecondTextColumnName, _options.ScoreColumnName, _options.PredictedLabelColumnName, _options.NeighborsColumnName,
-                _options.NeighborsToReport, _options.InferenceBatchSize), _options.TeacherParameterCount, _options.SaveStoreTexts, mix.Lexical);
+            var lexical = TermMatchIndex(store, ids, tokenizer.Vocabulary, host);
+            return Finish(config, model.ToWeights(), tokenizer, store, lexical, model.TemperatureValue,
+                RetrievalTraining.Scorer(model, vocabulary.SepId, device), host, device);
         }
         finally
         {
@@ -284,10 +277,51 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         }
     }
 
+    /// <summary>The term-match index over the store's token ids, or null when term matching is off (logged; a fixed μ &gt; 0 then fails).</summary>
+    private LexicalIndex? TermMatchIndex(KnowledgeStore store, IReadOnlyList<int[]> ids, WordPieceVocabulary vocabulary, ComponentHost host)
+    {
+        bool retrieval = _options.UseRetrieval;
+        // Term matching votes among the k entries that share the most words with the query; in a store that is not
+        // much larger than k the "top k" is most of the store, a global average rather than neighbours (on SST-2's
+        // 32 few-shot rows it only added noise), so it needs MinimumStorePerLexicalNeighbor × k entries.
+        bool termMatching = retrieval && _options.LexicalNeighborCount > 0 && store.Count >= MinimumStorePerLexicalNeighbor * _options.LexicalNeighborCount;
+        if (retrieval && _options.LexicalNeighborCount > 0 && !termMatching)
+            host.Info($"Term-match retrieval off: the store holds {store.Count} entries, it needs {MinimumStorePerLexicalNeighbor} × LexicalNeighborCount = " +
+                      $"{MinimumStorePerLexicalNeighbor * _options.LexicalNeighborCount}.");
+        if (!termMatching && _options.LexicalRetrievalWeight > 0)
+            throw new ArgumentException($"LexicalRetrievalWeight is {_options.LexicalRetrievalWeight}, but term-match retrieval is off (store of {store.Count} entries, " +
+                                        $"LexicalNeighborCount {_options.LexicalNeighborCount}, UseRetrieval {_options.UseRetrieval}).");
+        return termMatching
+            ? LexicalIndex.Build(ids, vocabulary.Count, t => t != vocabulary.PadId && t != vocabulary.UnknownId &&
+                t != vocabulary.ClsId && t != vocabulary.SepId && t != vocabulary.MaskId)
+            : null;
+    }
+
+    /// <summary>
+    /// The last steps of every student: λ, μ and the temperatures (tuned on <see cref="Options.ValidationSet"/> when
+    /// given, through <paramref name="scorer"/>), then the runtime model and its transformer.
+    /// </summary>
+    private RetrievalClassifierTransformer Finish(StudentConfig config, StudentWeights weights, TextTokenizingTransformer tokenizer, KnowledgeStore store,
+        LexicalIndex? lexical, double learnedTemperature, Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> scorer,
+        ComponentHost host, Device device, StudentBackbone? backbone = null)
+    {
+        bool retrieval = _options.UseRetrieval;
+        var mix = new Mix(retrieval ? _options.RetrievalWeight ?? 0.5 : 0, lexical is null ? 0 : _options.LexicalRetrievalWeight ?? 0, learnedTemperature, 1.0);
+        if (mix.Dense + mix.Lexical > 1) mix = mix with { Lexical = 1 - mix.Dense };
+        if (retrieval && _options.ValidationSet is not null)
+            mix = TuneOnValidation(scorer, store, tokenizer, lexical, mix, host, device);
+
+        var retrievalModel = new RetrievalModel(config, weights, tokenizer, store, mix.Temperature, _options.NeighborCount,
+            lexical, _options.LexicalNeighborCount, mix.LexicalTemperature, backbone);
+        return new RetrievalClassifierTransformer(_env, retrievalModel, mix.Dense, new TransformerColumns(_options.TextColumnName,
+            _options.SecondTextColumnName, _options.ScoreColumnName, _options.PredictedLabelColumnName, _options.NeighborsColumnName,
+            _options.NeighborsToReport, _options.InferenceBatchSize), _options.TeacherParameterCount, _options.SaveStoreTexts, mix.Lexical);
+    }
+
     /// <summary>λ, μ and the two temperatures a prediction uses.</summary>
     private readonly record struct Mix(double Dense, double Lexical, double Temperature, double LexicalTemperature);
 
-    private Mix TuneOnValidation(StudentModel model, KnowledgeStore store, TextTokenizingTransformer tokenizer, LexicalIndex? lexical,
+    private Mix TuneOnValidation(Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> scorer, KnowledgeStore store, TextTokenizingTransformer tokenizer, LexicalIndex? lexical,
         Mix untuned, ComponentHost host, Device device)
     {
         var (rows, _) = ReadRows(_options.ValidationSet!, host, "validation set", _options.ValidationWeightColumnName);
@@ -304,9 +338,8 @@ public sealed class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierT
         using var memory = torch.tensor(store.Embeddings.ToArray(), [store.Count, store.Dimension], device: device);
         using var soft = torch.tensor(store.SoftLabels.ToArray(), [store.Count, store.LabelCount], device: device);
         var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validationIds, _options.LexicalNeighborCount);
-        var best = RetrievalTraining.Tune(model, memory, soft, validationIds, known.Select(r => labelIndex[r.Label]).ToArray(), known.Select(r => r.Weight).ToArray(),
-            _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight,
-            tokenizer.Vocabulary.SepId, device);
+        var best = RetrievalTraining.Tune(scorer, memory, soft, validationIds, known.Select(r => labelIndex[r.Label]).ToArray(), known.Select(r => r.Weight).ToArray(),
+            _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device);
         host.Info($"Tuned on {known.Count} validation rows: λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
                   (lexical is null ? "" : $", μ = {best.Mu:G3}, τ_terms = {best.LexicalTemperature:G3}") +
                   $" (NLL {best.Nll:G4}, accuracy {best.Accuracy:P1}).");

@@ -193,23 +193,32 @@ internal static class RetrievalTraining
         }
     }
 
+    /// <summary>The tiny student's pooled embeddings and head probabilities of token rows, in eval mode (a scorer for <see cref="Tune"/>).</summary>
+    public static Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> Scorer(StudentModel model, int sepId, Device device) => ids =>
+    {
+        model.eval();
+        var (tokens, segments, mask) = TokenBatch.Collate(ids, sepId, device);
+        var pooled = model.Encode(tokens, segments, mask);
+        return (pooled, model.Head(pooled).softmax(-1));
+    };
+
     /// <summary>
     /// Picks λ, τ and (with <paramref name="termMatches"/>) μ and τ_terms on a validation split by the lowest
     /// <paramref name="weights"/>-weighted mean negative log-likelihood of the gold labels (smoother than accuracy on a
     /// 32-row dev set), over
     /// p = (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms with λ + μ ≤ 1 on a 0.1 grid; ties keep the earlier candidate
-    /// (smaller weights first). Returns the choice and its NLL/accuracy.
+    /// (smaller weights first). Returns the choice and its NLL/accuracy. <paramref name="encode"/> gives the validation
+    /// rows' pooled embeddings and head probabilities (<see cref="Scorer"/> for the tiny student; called once, inside
+    /// this method's dispose scope and without gradient).
     /// </summary>
-    public static (double Lambda, double Temperature, double Mu, double LexicalTemperature, double Nll, double Accuracy) Tune(StudentModel model,
+    public static (double Lambda, double Temperature, double Mu, double LexicalTemperature, double Nll, double Accuracy) Tune(
+        Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> encode,
         Tensor memory, Tensor softLabels, IReadOnlyList<int[]> validationIds, int[] validationLabels, float[] weights, int neighborCount, double learnedTemperature,
-        double? fixedLambda, TermMatches? termMatches, double? fixedMu, int sepId, Device device)
+        double? fixedLambda, TermMatches? termMatches, double? fixedMu, Device device)
     {
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
-        model.eval();
-        var (tokens, segments, mask) = TokenBatch.Collate(validationIds, sepId, device);
-        var pooled = model.Encode(tokens, segments, mask);
-        var head = model.Head(pooled).softmax(-1);
+        var (pooled, head) = encode(validationIds);
         var query = nn.functional.normalize(pooled, p: 2, dim: 1);
         var (values, indices) = query.matmul(memory.t()).topk(Math.Min(neighborCount, (int)memory.shape[0]), dim: 1);
         using var gold = torch.tensor(validationLabels.Select(l => (long)l).ToArray(), device: device).unsqueeze(1);

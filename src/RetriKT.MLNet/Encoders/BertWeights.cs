@@ -26,6 +26,10 @@ internal sealed class BertWeights
             if (!expected.ContainsKey(name)) throw new InvalidDataException($"{source}: unexpected tensor '{name}' for a {config.NumLayers}-layer BERT encoder.");
     }
 
+    /// <summary>Weights already under their Hugging Face names (a saved student's backbone), checked against <paramref name="config"/>.</summary>
+    public static BertWeights FromTensors(BertConfig config, Dictionary<string, (long[] Shape, float[] Data)> tensors, string source)
+        => new(config.Validate(source), tensors, source);
+
     public BertConfig Config { get; }
 
     /// <summary>Name → (shape, row-major data).</summary>

@@ -11,7 +11,7 @@ namespace RetriKT.MLNet.Student;
 /// same network as the training assembly's <c>StudentModel</c> in eval mode (tested for parity, ≤ 1e-5). Immutable;
 /// scratch buffers are per call, so concurrent calls are safe.
 /// </summary>
-internal sealed class ManagedStudentEncoder
+internal sealed class ManagedStudentEncoder : IStudentNetwork
 {
     private sealed record Block(float[] Ln1W, float[] Ln1B, float[] QkvW, float[] QkvB, float[] ProjW, float[] ProjB,
         float[] Ln2W, float[] Ln2B, float[] FcW, float[] FcB, float[] Fc2W, float[] Fc2B);

@@ -3,6 +3,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Encoders;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
 
@@ -36,15 +37,17 @@ public sealed record RetrievalPrediction(string Label, int LabelIndex, float[] S
 /// </summary>
 public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder, IDisposable
 {
-    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010002, 0x00010001, "RetriKTRetrievalClsf");
+    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010003, 0x00010001, "RetriKTRetrievalClsf");
 
     private readonly IHostEnvironment _env;
     private readonly RetrievalModel _model;
     private readonly bool _saveStoreTexts;
     private int _disposed;
 
-    // Format versions: 0x00010001 dense retrieval only; 0x00010002 adds the term-match index (Lexical.bin), μ, its k and τ.
+    // Format versions: 0x00010001 dense retrieval only; 0x00010002 adds the term-match index (Lexical.bin), μ, its k and τ;
+    // 0x00010003 adds the optional pretrained backbone (its shape and pooling, its weights in Backbone.bin).
     private const uint LexicalVersion = 0x00010002;
+    private const uint BackboneVersion = 0x00010003;
 
     internal RetrievalClassifierTransformer(IHostEnvironment env, RetrievalModel model, double retrievalWeight, TransformerColumns columns,
         long? teacherParameterCount, bool saveStoreTexts, double lexicalRetrievalWeight = 0)
@@ -87,16 +90,22 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     /// <summary>Maximum tokens per row (longer texts are truncated).</summary>
     public int MaxLength => _model.Tokenizer.MaxLength;
     /// <summary>Parameters of the student network (embeddings included; the store is data, not parameters).</summary>
-    public long ParameterCount => _model.Config.ParameterCount;
+    public long ParameterCount => _model.ParameterCount;
     /// <summary>Parameters in the token/position/segment embeddings.</summary>
-    public long EmbeddingParameterCount => _model.Config.EmbeddingParameterCount;
+    public long EmbeddingParameterCount => _model.EmbeddingParameterCount;
+    /// <summary>
+    /// The pretrained encoder the student is built on (package id and version, or the Hugging Face directory), or
+    /// null for the tiny from-scratch student. Its weights are inside model.zip and counted in <see cref="ParameterCount"/>.
+    /// </summary>
+    public string? Backbone => _model.Backbone?.Description;
     /// <summary>The teacher's parameter count given at training, or null.</summary>
     public long? TeacherParameterCount { get; }
     /// <summary><see cref="ParameterCount"/> / <see cref="TeacherParameterCount"/>, or null.</summary>
     public double? TeacherParameterRatio => TeacherParameterCount is long t ? (double)ParameterCount / t : null;
     /// <summary>Hidden size, layers and heads of the encoder.</summary>
-    public (int HiddenSize, int Layers, int Heads, int FeedForwardSize) Shape
-        => (_model.Config.HiddenSize, _model.Config.Layers, _model.Config.Heads, _model.Config.FeedForwardSize);
+    public (int HiddenSize, int Layers, int Heads, int FeedForwardSize) Shape => _model.Backbone is { Config: var b }
+        ? (b.HiddenSize, b.NumLayers, b.NumHeads, b.IntermediateSize)
+        : (_model.Config.HiddenSize, _model.Config.Layers, _model.Config.Heads, _model.Config.FeedForwardSize);
 
     /// <summary>Embedding dimension (<see cref="IStoreEncoder"/>).</summary>
     public int Dimension => _model.Dimension;
@@ -245,6 +254,18 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         w.Writer.Write(model.LexicalNeighborCount);
         w.Writer.Write(model.LexicalTemperature);
         if (model.Lexical is { } lexical) w.WriteStream("Lexical.bin", lexical.Write);
+        w.Writer.Write(model.Backbone is not null);
+        if (model.Backbone is { } backbone)
+        {
+            var b = backbone.Config;
+            w.WriteString(backbone.Description);
+            w.Writer.Write((int)backbone.Pooling);
+            w.Writer.Write(backbone.Weights.HasPooler);
+            foreach (int value in new[] { b.VocabSize, b.HiddenSize, b.NumLayers, b.NumHeads, b.IntermediateSize, b.MaxPositions, b.TypeVocabSize })
+                w.Writer.Write(value);
+            w.Writer.Write(b.LayerNormEpsilon);
+            w.WriteStream(StudentBackbone.PartName, backbone.WriteWeights);
+        }
     });
 
     internal static RetrievalClassifierTransformer Load(ModelReader r)
@@ -301,11 +322,12 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             else if (mu != 0)
                 throw new InvalidDataException($"RetrievalClassifier in model.zip: term-match weight μ = {mu} but no term-match index was saved.");
         }
+        StudentBackbone? backbone = r.Version >= BackboneVersion && rd.ReadBoolean() ? ReadBackbone(r) : null;
         RetrievalModel model;
         try
         {
             model = new RetrievalModel(config, weights!, new TextTokenizingTransformer(r.Environment, text, text2, "TokenIds", maxLength, vocabulary),
-                store!, temperature, neighborCount, lexical, lexicalK, lexicalTemperature);
+                store!, temperature, neighborCount, lexical, lexicalK, lexicalTemperature, backbone);
             return new RetrievalClassifierTransformer(r.Environment, model, lambda,
                 new TransformerColumns(text, text2, score, predicted, neighbors, report, inferenceBatch), teacher > 0 ? teacher : null, saveTexts, mu);
         }
@@ -313,5 +335,25 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         {
             throw new InvalidDataException($"RetrievalClassifier in model.zip: {e.Message}", e);
         }
+    }
+
+    private static StudentBackbone ReadBackbone(ModelReader r)
+    {
+        var rd = r.Reader;
+        string description = r.ReadString();
+        int pooling = rd.ReadInt32();
+        bool hasPooler = rd.ReadBoolean();
+        if (!Enum.IsDefined((BertPooling)pooling)) throw new InvalidDataException($"RetrievalClassifier in model.zip: unknown backbone pooling {pooling}.");
+        var config = new BertConfig
+        {
+            VocabSize = rd.ReadInt32(), HiddenSize = rd.ReadInt32(), NumLayers = rd.ReadInt32(), NumHeads = rd.ReadInt32(),
+            IntermediateSize = rd.ReadInt32(), MaxPositions = rd.ReadInt32(), TypeVocabSize = rd.ReadInt32(), LayerNormEpsilon = rd.ReadDouble(),
+        };
+        const string source = "RetrievalClassifier in model.zip, " + StudentBackbone.PartName;
+        BertWeights? weights = null;
+        r.ReadStream(StudentBackbone.PartName, s => weights = StudentBackbone.ReadWeights(s, config, source));
+        if (weights!.HasPooler != hasPooler)
+            throw new InvalidDataException($"{source}: the header says the backbone {(hasPooler ? "has" : "has no")} pooler, the weights disagree.");
+        return new StudentBackbone(weights, (BertPooling)pooling, description);
     }
 }

@@ -43,7 +43,8 @@ internal sealed class ScoredBlock(int rows, int labels, int neighbors)
 internal sealed class RetrievalModel
 {
     public RetrievalModel(StudentConfig config, StudentWeights weights, TextTokenizingTransformer tokenizer, KnowledgeStore store,
-        double temperature, int neighborCount, LexicalIndex? lexical = null, int lexicalNeighborCount = 0, double lexicalTemperature = 1)
+        double temperature, int neighborCount, LexicalIndex? lexical = null, int lexicalNeighborCount = 0, double lexicalTemperature = 1,
+        StudentBackbone? backbone = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(store);
@@ -71,7 +72,17 @@ internal sealed class RetrievalModel
         Lexical = lexical;
         LexicalNeighborCount = lexical is null ? 0 : Math.Min(lexicalNeighborCount, store.Count);
         LexicalTemperature = lexicalTemperature;
-        Encoder = new ManagedStudentEncoder(config, weights);
+        if (backbone is not null)
+        {
+            if (config.HiddenSize != backbone.Dimension || config.Layers != 0)
+                throw new ArgumentException($"A student with a backbone has hidden size {backbone.Dimension} and no layers of its own, found hidden {config.HiddenSize}, {config.Layers} layers.", nameof(config));
+            if (config.VocabularySize != backbone.Config.VocabSize || tokenizer.Vocabulary.Count != backbone.Config.VocabSize)
+                throw new ArgumentException($"The backbone's vocabulary holds {backbone.Config.VocabSize} tokens, the student's {tokenizer.Vocabulary.Count}.", nameof(tokenizer));
+            if (config.MaxLength > backbone.Config.MaxPositions)
+                throw new ArgumentException($"MaxLength {config.MaxLength} exceeds the backbone's {backbone.Config.MaxPositions} positions.", nameof(config));
+        }
+        Backbone = backbone;
+        Encoder = backbone is null ? new ManagedStudentEncoder(config, weights) : new BackboneStudentNetwork(backbone, weights, config.LabelCount);
     }
 
     public StudentConfig Config { get; }
@@ -79,7 +90,18 @@ internal sealed class RetrievalModel
     public TextTokenizingTransformer Tokenizer { get; }
     public KnowledgeStore Store { get; }
     public IVectorIndex Index { get; }
-    public ManagedStudentEncoder Encoder { get; }
+    /// <summary>The tiny encoder and head (<see cref="ManagedStudentEncoder"/>) or a pretrained backbone with a trained projection and head.</summary>
+    public IStudentNetwork Encoder { get; }
+    /// <summary>The frozen pretrained encoder the student is built on, or null for the tiny from-scratch student.</summary>
+    public StudentBackbone? Backbone { get; }
+    /// <summary>Every parameter the student predicts with: the tiny network's, or the backbone's plus the projection, head and τ.</summary>
+    public long ParameterCount => Backbone is { } b
+        ? b.ParameterCount + BackboneStudentNetwork.TrainedParameterCount(b.Dimension, Config.LabelCount)
+        : Config.ParameterCount;
+    /// <summary>Parameters in the token/position/segment embeddings (the backbone's, when there is one).</summary>
+    public long EmbeddingParameterCount => Backbone is { } b
+        ? (long)(b.Config.VocabSize + b.Config.MaxPositions + b.Config.TypeVocabSize) * b.Dimension
+        : Config.EmbeddingParameterCount;
     public double Temperature { get; }
     public int NeighborCount { get; }
     /// <summary>The term-match index over the store, or null (models trained without it).</summary>
