@@ -6,6 +6,7 @@ using System.Text.Json;
 using Microsoft.ML;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Data;
+using RetriKT.MLNet.Encoders;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Teacher;
 
@@ -21,6 +22,8 @@ public static class Rows
     public const string StoreOnlyStudent = "store-only-student";
     public const string RetriKT = "retrikt";
     public const string RetriKTPpo = "retrikt-ppo";
+    /// <summary>The <see cref="RetriKT"/> row's store and settings, the student on the frozen all-MiniLM-L6-v2 backbone (22.7M parameters).</summary>
+    public const string RetriKTMiniLM = "retrikt-minilm";
     public const string EncoderLogRegMiniLM = "encoder-logreg-minilm";
     public const string EncoderLogRegArcticXs = "encoder-logreg-arcticxs";
     /// <summary>Prefix of the store-size sweep rows (<c>sweep-store-&lt;samples per label&gt;</c>, soft prompt only, retrieval on).</summary>
@@ -29,7 +32,7 @@ public static class Rows
     public const string NeighborSweepPrefix = "sweep-k-";
 
     public static IReadOnlyList<string> All { get; } =
-        [Majority, MlNetFeaturizeText, EncoderLogRegMiniLM, EncoderLogRegArcticXs, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, RetriKTPpo];
+        [Majority, MlNetFeaturizeText, EncoderLogRegMiniLM, EncoderLogRegArcticXs, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, RetriKTPpo, RetriKTMiniLM];
 
     /// <summary>The sweeps of SST-2 seed 13: store size and k (not in the default row set: they are run on request).</summary>
     public static IReadOnlyList<string> Sweeps { get; } =
@@ -46,6 +49,7 @@ public static class Rows
         StoreOnlyStudent => "Student on the RetriKT store, no retrieval (λ = 0)",
         RetriKT => "RetriKT student (soft prompt, no PPO)",
         RetriKTPpo => "RetriKT student (soft prompt + PPO)",
+        RetriKTMiniLM => "RetriKT student on frozen all-MiniLM-L6-v2 (soft prompt, no PPO)",
         EncoderLogRegMiniLM => "Frozen all-MiniLM-L6-v2 + logistic regression, few-shot gold only",
         EncoderLogRegArcticXs => "Frozen arctic-embed-xs + logistic regression, few-shot gold only",
         _ when row.StartsWith(StoreSweepPrefix, StringComparison.Ordinal) => $"RetriKT, {row[StoreSweepPrefix.Length..]} samples per label",
@@ -247,6 +251,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             Rows.Teacher => "verbalizer-v1",
             Rows.FewShotStudent => "student-v5|" + JsonSerializer.Serialize(StudentOptions(p), json),
             Rows.StoreOnlyStudent => "store-only-v1|" + JsonSerializer.Serialize(Options(row), json),
+            Rows.RetriKTMiniLM => $"retrikt-minilm-v1|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
             _ => "retrikt-v4|" + JsonSerializer.Serialize(Options(row), json),
         };
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));
@@ -269,6 +274,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             o.SamplesPerLabel = int.Parse(row[Rows.StoreSweepPrefix.Length..], CultureInfo.InvariantCulture);
         if (row.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal))
             o.StudentNeighborCount = int.Parse(row[Rows.NeighborSweepPrefix.Length..], CultureInfo.InvariantCulture);
+        if (row == Rows.RetriKTMiniLM) o.StudentBackbone = MiniLM.Locate();
         o.WorkDirectory = settings.WorkDirectory;
         return o;
     }
@@ -291,6 +297,16 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
 
     /// <summary>The current task's teacher (the loader caches it; each task has its own stand-in teacher).</summary>
     private (TeacherModel Teacher, string Path) Teacher() => loadTeacher(_task);
+
+    private static PretrainedEncoderPackage MiniLM => PretrainedEncoderPackage.MiniLM;
+
+    /// <summary>
+    /// The backbone row is not a RetriKT-sized student of the stand-in teacher, and says so: 22.7M parameters are
+    /// ≤ 1 % of an LLM from ~2.3B parameters up, the teams this option is for, but several times a 5.8M teacher.
+    /// </summary>
+    private static string BackboneNote(string row, double ratio) => row != Rows.RetriKTMiniLM ? ""
+        : string.Create(CultureInfo.InvariantCulture, $"frozen all-MiniLM-L6-v2 backbone ({MiniLM.PackageId} {MiniLM.Version}), counted in the student's parameters: " +
+            $"{(ratio <= 0.02 ? "within" : "NOT within")} 2 % of this teacher (the option is for teams whose teacher is a real LLM); ");
 
     private RowResult RunRow(FewShotTask task, string row, CancellationToken cancellation)
     {
@@ -335,7 +351,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                 };
             }
             case Rows.StoreOnlyStudent:
-            case Rows.RetriKT or Rows.RetriKTPpo:
+            case Rows.RetriKT or Rows.RetriKTPpo or Rows.RetriKTMiniLM:
             case var sweep when sweep.StartsWith(Rows.StoreSweepPrefix, StringComparison.Ordinal) || sweep.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal):
             {
                 var extraction = Store(pipeline, task, progress, cancellation);
@@ -347,7 +363,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     StoreSize = r.StoreSize, RetrievalWeight = r.RetrievalWeight, LexicalRetrievalWeight = r.LexicalRetrievalWeight, FewShotDevAccuracy = r.FewShotDevAccuracy,
                     StoreFidelity = r.Extraction.IntendedLabelShare,
                     Notes = string.Create(CultureInfo.InvariantCulture,
-                        $"student/teacher parameters {r.ParameterRatio:P2}; extraction: {r.Extraction}; times: prompts {r.Timings.SoftPrompts.TotalSeconds:F0} s, extraction {r.Timings.Extraction.TotalSeconds:F0} s, student {r.Timings.Student.TotalSeconds:F0} s"),
+                        $"{BackboneNote(row, r.ParameterRatio)}student/teacher parameters {r.ParameterRatio:P2}; extraction: {r.Extraction}; times: prompts {r.Timings.SoftPrompts.TotalSeconds:F0} s, extraction {r.Timings.Extraction.TotalSeconds:F0} s, student {r.Timings.Student.TotalSeconds:F0} s"),
                 };
             }
             default:

@@ -286,7 +286,7 @@ public sealed class RetriKTPipeline
             Epochs = o.StudentEpochs, HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
             NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize, MaxVocabularySize = o.StudentMaxVocabulary,
             CharacterPieces = o.StudentCharacterPieces, TokenDropout = o.StudentTokenDropout, RetrievalLossWeight = o.StudentRetrievalLossWeight,
-            TeacherParameterCount = _teacher.ParameterCount, SaveStoreTexts = false, Seed = o.Seed,
+            TeacherParameterCount = _teacher.ParameterCount, SaveStoreTexts = false, Seed = o.Seed, Backbone = o.StudentBackbone,
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
         var trainTime = clock.Elapsed;

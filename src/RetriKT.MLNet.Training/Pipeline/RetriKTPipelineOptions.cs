@@ -65,6 +65,13 @@ public sealed class RetriKTPipelineOptions
     public double StoreValidationShare = 0.1;
     /// <summary>Calibrate the teacher's verbalizer (contextual calibration) for soft labels and fidelity. Default true.</summary>
     public bool CalibrateVerbalizer = true;
+    /// <summary>
+    /// A pretrained encoder to build the student on (<c>RetrievalClassifierTrainer.Options.Backbone</c>: a
+    /// SentenceTransformers.* package DLL or a Hugging Face BERT directory), or null for the tiny student. Left out of
+    /// JSON: a path is no identity; whoever keys results on these options names the encoder itself. Default null.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string? StudentBackbone;
     /// <summary>Seed of every stage. Default 1.</summary>
     public int Seed = 1;
     /// <summary>Where the extraction checkpoint goes (an interrupted run resumes its generation), or null. Default null.</summary>

@@ -1,4 +1,5 @@
 using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Encoders;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -6,38 +7,68 @@ using static TorchSharp.torch;
 namespace RetriKT.MLNet.Student;
 
 /// <summary>
-/// What a student with a frozen pretrained backbone trains: a projection of the backbone's unit-length embedding,
-/// initialised to the identity (retrieval starts from the encoder's own similarity and moves only where the retrieval
-/// loss asks), a linear head and the retrieval temperature τ. The runtime's <see cref="BackboneStudentNetwork"/> is the
-/// same computation. Inputs are cached backbone embeddings, so an epoch costs matrix products of [N, D], not N
-/// forward passes of the encoder.
+/// What a student on a pretrained backbone trains: optionally the backbone's top layers (<c>layer.i</c>, Hugging Face
+/// <c>BertLayer</c>s loaded from the checkpoint), then a projection of the unit-length pooled embedding, initialised to
+/// the identity (retrieval starts from the encoder's own similarity and moves only where the retrieval loss asks), a
+/// linear head and the retrieval temperature τ. The runtime's <see cref="BackboneStudentNetwork"/> over the
+/// (updated) backbone is the same computation. Inputs are cached: the backbone's embedding when it is frozen, the
+/// token states entering the first trainable layer otherwise, so the frozen part runs once per text.
 /// </summary>
 internal sealed class BackboneHeadModel : nn.Module
 {
+    private readonly ModuleList<BertLayer> layer;
     private readonly Linear proj, head;
     private readonly Parameter log_temperature;
     private readonly SeededDropout _dropout;
+    private readonly BertPooling _pooling;
 
-    public BackboneHeadModel(int dimension, int labels, double dropout, double initialTemperature) : base(nameof(BackboneHeadModel))
+    public BackboneHeadModel(int dimension, int labels, double dropout, double initialTemperature, BertConfig? config = null, int trainableLayers = 0,
+        BertPooling pooling = BertPooling.Mean) : base(nameof(BackboneHeadModel))
     {
+        if (trainableLayers > 0 && config is null) throw new ArgumentException("Trainable backbone layers need the backbone's config.", nameof(config));
         _dropout = new SeededDropout(dropout);
+        _pooling = pooling;
+        layer = nn.ModuleList(Enumerable.Range(0, trainableLayers).Select(_ => new BertLayer(config!)).ToArray());
         proj = nn.Linear(dimension, dimension);
         head = nn.Linear(dimension, labels);
         log_temperature = nn.Parameter(torch.tensor(new[] { (float)Math.Log(initialTemperature) })); // named StudentWeights.TemperatureName
         RegisterComponents();
     }
 
+    /// <summary>Backbone layers this model trains (0: the backbone is frozen and the inputs are its embeddings).</summary>
+    public int TrainableLayers => layer.Count;
+
     /// <summary>Generator used by dropout while training (null: global RNG).</summary>
     public Generator? DropoutGenerator { get => _dropout.Generator; set => _dropout.Generator = value; }
 
-    /// <summary>Projection = identity, zero biases, head N(0, 0.02) from <paramref name="generator"/>.</summary>
-    public void Initialize(Generator generator)
+    /// <summary>Parameters of the trainable backbone layers (trained at their own, smaller learning rate).</summary>
+    public IEnumerable<Parameter> LayerParameters => layer.parameters();
+
+    /// <summary>Projection = identity, zero biases, head N(0, 0.02) from <paramref name="generator"/>; trainable layers from <paramref name="backbone"/>.</summary>
+    public void Initialize(Generator generator, BertWeights? backbone = null)
     {
         using var _ = torch.no_grad();
         using (var eye = torch.eye(proj.weight!.shape[0])) proj.weight.copy_(eye);
         proj.bias!.zero_();
         head.weight!.normal_(0, 0.02, generator);
         head.bias!.zero_();
+        foreach (var (name, parameter) in LayerNamedParameters())
+        {
+            var (shape, data) = backbone!.Tensors[BackboneName(name, backbone.Config.NumLayers)];
+            using var value = torch.tensor(data, shape);
+            parameter.copy_(value);
+        }
+    }
+
+    /// <summary>The trainable layers' parameters under this model's names (<c>layer.i.*</c>).</summary>
+    private IEnumerable<(string Name, Parameter Parameter)> LayerNamedParameters()
+        => named_parameters().Where(p => p.name.StartsWith("layer.", StringComparison.Ordinal)).Select(p => (p.name, p.parameter));
+
+    /// <summary>The checkpoint's name of this model's <c>layer.i.*</c> parameter: <c>encoder.layer.(L − N + i).*</c>.</summary>
+    private string BackboneName(string name, int backboneLayers)
+    {
+        var parts = name.Split('.', 3); // "layer", i, rest
+        return $"encoder.layer.{backboneLayers - layer.Count + int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture)}.{parts[2]}";
     }
 
     /// <summary>Retrieval temperature τ = exp(log_temperature), clamped to [0.01, 2] (as the tiny student's).</summary>
@@ -48,129 +79,54 @@ internal sealed class BackboneHeadModel : nn.Module
         get { using var _ = torch.no_grad(); using var t = Temperature(); return t.item<float>(); }
     }
 
-    /// <summary>[B, D] pooled embedding (not normalised) from [B, D] backbone embeddings.</summary>
+    /// <summary>[B, D] pooled embedding (not normalised) from [B, D] unit-length backbone embeddings.</summary>
     public Tensor Encode(Tensor features) => proj.forward(_dropout.Apply(features, training));
+
+    /// <summary>
+    /// [B, D] pooled embedding from [B, T, H] token states entering the first trainable layer and the [B, T] mask (1
+    /// real, 0 padding): the trainable layers, the backbone's pooling, unit norm, then <see cref="Encode(Tensor)"/>.
+    /// </summary>
+    public Tensor Encode(Tensor states, Tensor mask)
+    {
+        var bias = (1 - mask).mul(float.MinValue).unsqueeze(1).unsqueeze(1); // Hugging Face's additive mask, as BertEncoderModule
+        foreach (var l in layer) states = l.Forward(states, bias);
+        var pooled = _pooling == BertPooling.Cls ? states[.., 0] : BertSentenceEncoder.Pool(states, mask, BertPooling.Mean);
+        return Encode(nn.functional.normalize(pooled, p: 2, dim: 1));
+    }
 
     /// <summary>[B, K] label logits from pooled embeddings.</summary>
     public Tensor Head(Tensor pooled) => head.forward(_dropout.Apply(pooled, training));
 
-    /// <summary>The trained weights for the runtime (every state entry but τ, float32 on the CPU).</summary>
+    /// <summary>The trained projection and head for the runtime (every state entry but τ and the backbone layers, float32 on the CPU).</summary>
     public StudentWeights ToWeights()
     {
         using var _ = torch.no_grad();
         var tensors = new List<NamedTensor>();
         foreach (var (name, t) in state_dict())
         {
-            if (name == StudentWeights.TemperatureName) continue;
-            using var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
-            tensors.Add(new NamedTensor(name, cpu.shape.ToArray(), cpu.data<float>().ToArray()));
+            if (name == StudentWeights.TemperatureName || name.StartsWith("layer.", StringComparison.Ordinal)) continue;
+            tensors.Add(ToNamed(name, t));
         }
         return new StudentWeights(tensors);
     }
-}
 
-/// <summary>
-/// Training of a <see cref="BackboneHeadModel"/> on cached backbone embeddings, with the tiny student's objective
-/// (<see cref="RetrievalTraining"/>): loss = KL(t ‖ p_head) + α·KL(t ‖ p_knn) + β·InfoNCE(two dropout views), the
-/// retrieval memory re-embedded through the projection every epoch, a query never retrieving itself.
-/// </summary>
-internal static class BackboneTraining
-{
-    public static void Train(BackboneHeadModel model, Tensor features, float[] softLabelValues, int labels, TrainingSettings settings, Device device, ComponentHost host)
+    /// <summary><paramref name="backbone"/> with its top layers replaced by the trained ones (the same instance when none train).</summary>
+    public BertWeights UpdatedBackbone(BertWeights backbone)
     {
-        int n = (int)features.shape[0];
-        var random = new Random(settings.Seed);
-        using var generator = new Generator((ulong)settings.Seed);
-        model.DropoutGenerator = generator;
-        var temperature = model.get_parameter(StudentWeights.TemperatureName)!;
-        try
+        if (layer.Count == 0) return backbone;
+        using var _ = torch.no_grad();
+        var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(backbone.Tensors, StringComparer.Ordinal);
+        foreach (var (name, t) in LayerNamedParameters())
         {
-            var parameters = model.named_parameters()
-                .Where(p => settings.LearnTemperature || p.name != StudentWeights.TemperatureName)
-                .Select(p => p.parameter).ToList();
-            if (!settings.LearnTemperature) temperature.requires_grad = false;
-            using var optimizer = torch.optim.AdamW(parameters, settings.LearningRate, weight_decay: settings.WeightDecay);
-            using var softLabels = torch.tensor(softLabelValues, [n, labels], device: device);
-            int stepsPerEpoch = (n + settings.BatchSize - 1) / settings.BatchSize;
-            long totalSteps = (long)stepsPerEpoch * settings.Epochs, step = 0;
-            bool retrieval = settings.RetrievalLossWeight > 0 && n > 1;
-            int k = Math.Min(settings.NeighborCount, n - 1);
-            var order = Enumerable.Range(0, n).ToArray();
-            for (int epoch = 1; epoch <= settings.Epochs; epoch++)
-            {
-                host.CheckAlive();
-                using var memory = retrieval ? EmbedAll(model, features) : null;
-                model.train();
-                random.Shuffle(order);
-                double sumKd = 0, sumRet = 0, sumCon = 0;
-                for (int start = 0; start < n; start += settings.BatchSize)
-                {
-                    using var scope = torch.NewDisposeScope();
-                    var batch = order.AsSpan(start, Math.Min(settings.BatchSize, n - start)).ToArray();
-                    var batchIndex = torch.tensor(batch.Select(i => (long)i).ToArray(), device: device);
-                    var input = features.index_select(0, batchIndex);
-                    var target = softLabels.index_select(0, batchIndex);
-                    var targetEntropy = (target * target.clamp_min(1e-8f).log()).sum(-1);
-
-                    var pooled = model.Encode(input);
-                    var kd = (targetEntropy - (target * model.Head(pooled).log_softmax(-1)).sum(-1)).mean();
-                    var loss = kd;
-                    sumKd += kd.item<float>();
-                    if (retrieval)
-                    {
-                        var sims = nn.functional.normalize(pooled, p: 2, dim: 1).matmul(memory!.t());
-                        var self = torch.zeros(sims.shape, dtype: ScalarType.Bool, device: device);
-                        for (int i = 0; i < batch.Length; i++) self[i, batch[i]] = true;
-                        var (values, indices) = sims.masked_fill(self, -1e4f).topk(k, dim: 1); // a query never retrieves itself
-                        var knn = RetrievalTraining.Knn(values, indices, model.Temperature(), softLabels);
-                        var ret = (targetEntropy - (target * knn.clamp_min(1e-8f).log()).sum(-1)).mean();
-                        loss = loss + ret * settings.RetrievalLossWeight;
-                        sumRet += ret.item<float>();
-                    }
-                    if (settings.ContrastiveLossWeight > 0 && batch.Length > 1)
-                    {
-                        var z1 = nn.functional.normalize(pooled, p: 2, dim: 1);
-                        var z2 = nn.functional.normalize(model.Encode(input), p: 2, dim: 1); // a second dropout view
-                        var con = nn.functional.cross_entropy(z1.matmul(z2.t()) / settings.ContrastiveTemperature,
-                            torch.arange(batch.Length, dtype: ScalarType.Int64, device: device));
-                        loss = loss + con * settings.ContrastiveLossWeight;
-                        sumCon += con.item<float>();
-                    }
-                    optimizer.zero_grad();
-                    loss.backward();
-                    nn.utils.clip_grad_norm_(parameters, 1.0);
-                    double rate = settings.LearningRate * (1 - 0.9 * step / Math.Max(1, totalSteps - 1)); // as the tiny student's schedule
-                    foreach (var group in optimizer.ParamGroups) group.LearningRate = rate;
-                    optimizer.step();
-                    step++;
-                }
-                var metrics = new Dictionary<string, double> { ["kd"] = sumKd / stepsPerEpoch, ["retrieval"] = sumRet / stepsPerEpoch, ["tau"] = model.TemperatureValue };
-                if (settings.ContrastiveLossWeight > 0) metrics["contrastive"] = sumCon / stepsPerEpoch;
-                host.Report("RetrievalClassifier", epoch, settings.Epochs, metrics);
-            }
+            var named = ToNamed(name, t);
+            tensors[BackboneName(name, backbone.Config.NumLayers)] = (named.Shape, named.Values);
         }
-        finally
-        {
-            model.DropoutGenerator = null;
-            temperature.requires_grad = true;
-            model.eval();
-        }
+        return BertWeights.FromTensors(backbone.Config, tensors, backbone.Source);
     }
 
-    /// <summary>L2-normalised pooled embeddings [N, D] of all rows in eval mode, without gradient.</summary>
-    public static Tensor EmbedAll(BackboneHeadModel model, Tensor features)
+    private static NamedTensor ToNamed(string name, Tensor t)
     {
-        bool wasTraining = model.training;
-        model.eval();
-        try
-        {
-            using var noGrad = torch.no_grad();
-            using var pooled = model.Encode(features);
-            return nn.functional.normalize(pooled, p: 2, dim: 1);
-        }
-        finally
-        {
-            if (wasTraining) model.train();
-        }
+        using var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
+        return new NamedTensor(name, cpu.shape.ToArray(), cpu.data<float>().ToArray());
     }
 }

@@ -12,7 +12,13 @@ public sealed partial class RetrievalClassifierTrainer
 {
     private static void CheckBackbone(Options options)
     {
-        var source = options.Backbone!;
+        if (options.Backbone is null)
+        {
+            if (options.TrainableBackboneLayers != 0)
+                throw new ArgumentOutOfRangeException(nameof(options), $"TrainableBackboneLayers is {options.TrainableBackboneLayers}, but no Backbone is set.");
+            return;
+        }
+        var source = options.Backbone;
         if (string.IsNullOrWhiteSpace(source))
             throw new ArgumentOutOfRangeException(nameof(options), "Backbone is empty; give a SentenceTransformers.* package DLL or a Hugging Face BERT directory, or null for the tiny student.");
         if (!File.Exists(source) && !Directory.Exists(source))
@@ -21,6 +27,10 @@ public sealed partial class RetrievalClassifierTrainer
             throw new ArgumentOutOfRangeException(nameof(options), $"VocabularyPath ('{options.VocabularyPath}') must be null with a Backbone: the backbone brings its own vocabulary.");
         if (options.Dropout is < 0 or >= 1)
             throw new ArgumentOutOfRangeException(nameof(options), $"Dropout must be in [0, 1), found {options.Dropout}.");
+        if (options.TrainableBackboneLayers < 0)
+            throw new ArgumentOutOfRangeException(nameof(options), $"TrainableBackboneLayers must be >= 0, found {options.TrainableBackboneLayers}.");
+        if (!(options.BackboneLearningRate > 0))
+            throw new ArgumentOutOfRangeException(nameof(options), $"BackboneLearningRate must be positive, found {options.BackboneLearningRate}.");
         if (options.MaxLength < 3)
             throw new ArgumentOutOfRangeException(nameof(options), $"MaxLength must be at least 3 ([CLS], a token, [SEP]), found {options.MaxLength}.");
     }
@@ -36,6 +46,9 @@ public sealed partial class RetrievalClassifierTrainer
         var shape = backbone.Config;
         if (_options.MaxLength > shape.MaxPositions)
             throw new ArgumentOutOfRangeException(nameof(Options.MaxLength), $"MaxLength {_options.MaxLength} exceeds the backbone's {shape.MaxPositions} positions ({backbone.Description}).");
+        int trainable = _options.TrainableBackboneLayers;
+        if (trainable > shape.NumLayers)
+            throw new ArgumentOutOfRangeException(nameof(Options.TrainableBackboneLayers), $"TrainableBackboneLayers {trainable} exceeds the backbone's {shape.NumLayers} layers ({backbone.Description}).");
         var tokenizer = new TextTokenizingTransformer(_env, _options.TextColumnName, _options.SecondTextColumnName, "TokenIds", _options.MaxLength, vocabulary);
         int truncated = 0;
         var ids = store.Entries.Select(e => { var r = tokenizer.Encode(e.Text!, e.Text2, out bool t); if (t) truncated++; return r; }).ToList();
@@ -44,30 +57,31 @@ public sealed partial class RetrievalClassifierTrainer
         int d = backbone.Dimension, labels = store.LabelCount;
         var config = new StudentConfig(vocabulary.Count, d, Layers: 0, Heads: 1, FeedForwardSize: d, _options.MaxLength, StudentPooling.Mean, labels, _options.Dropout);
         long parameters = backbone.ParameterCount + BackboneStudentNetwork.TrainedParameterCount(d, labels);
-        host.Info($"Student on a frozen backbone: {backbone.Description} ({shape.NumLayers} layers, hidden {d}, {backbone.Pooling} pooling); " +
-                  $"{parameters:N0} parameters ({backbone.ParameterCount:N0} frozen)" +
+        host.Info($"Student on a backbone: {backbone.Description} ({shape.NumLayers} layers, hidden {d}, {backbone.Pooling} pooling, " +
+                  $"{(trainable == 0 ? "frozen" : $"top {trainable} fine-tuned")}); {parameters:N0} parameters" +
                   (_options.TeacherParameterCount is long teacher ? $" = {100.0 * parameters / teacher:G3}% of the teacher's {teacher:N0}." : "."));
 
-        var features = new BackboneFeatures(backbone);
+        // The frozen part runs once per distinct text: the whole encoder, or the layers below the trainable ones.
+        var features = new BackboneFeatures(backbone, shape.NumLayers - trainable);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var storeFeatures = features.Embed(ids, host);
-        host.Info($"Backbone embedded {features.Count:N0} distinct store texts in {clock.Elapsed.TotalSeconds:F0} s.");
+        var storeInputs = features.Get(ids, host);
+        host.Info($"Backbone: {features.Count:N0} distinct store texts through its frozen {shape.NumLayers - trainable} layers in {clock.Elapsed.TotalSeconds:F0} s.");
 
         var device = host.ResolveDevice();
-        var model = new BackboneHeadModel(d, labels, _options.Dropout, _options.InitialTemperature);
+        var model = new BackboneHeadModel(d, labels, _options.Dropout, _options.InitialTemperature, shape, trainable, backbone.Pooling);
         try
         {
-            using (var generator = new Generator((ulong)host.Seed)) model.Initialize(generator);
+            using (var generator = new Generator((ulong)host.Seed)) model.Initialize(generator, backbone.Weights);
             model.to(device);
             bool retrieval = _options.UseRetrieval;
             var settings = new TrainingSettings(_options.Epochs, _options.BatchSize, _options.LearningRate, _options.WeightDecay,
                 retrieval ? _options.RetrievalLossWeight : 0, _options.ContrastiveLossWeight, _options.ContrastiveTemperature,
                 _options.NeighborCount, _options.LearnTemperature && retrieval, host.Seed);
-            using var featureTensor = torch.tensor(storeFeatures, [store.Count, d], device: device);
-            BackboneTraining.Train(model, featureTensor, store.SoftLabels.ToArray(), labels, settings, device, host);
+            using var inputs = features.Inputs(storeInputs, device);
+            BackboneTraining.Train(model, inputs, store.SoftLabels.ToArray(), labels, settings, _options.BackboneLearningRate, device, host);
 
             float[] embeddings;
-            using (var memory = BackboneTraining.EmbedAll(model, featureTensor))
+            using (var memory = inputs.EmbedAll(model))
             using (var cpu = memory.cpu())
                 embeddings = cpu.data<float>().ToArray();
             store = store.WithEmbeddings(embeddings, d);
@@ -76,10 +90,13 @@ public sealed partial class RetrievalClassifierTrainer
             Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> scorer = rows =>
             {
                 model.eval();
-                var pooled = model.Encode(torch.tensor(features.Embed(rows, host), [rows.Count, d], device: device));
+                using var validation = features.Inputs(features.Get(rows, host), device);
+                var pooled = validation.Encode(model, Enumerable.Range(0, rows.Count).Select(i => (long)i).ToArray());
                 return (pooled, model.Head(pooled).softmax(-1));
             };
-            return Finish(config, model.ToWeights(), tokenizer, store, lexical, model.TemperatureValue, scorer, host, device, backbone);
+            var tuned = trainable == 0 ? backbone
+                : new StudentBackbone(model.UpdatedBackbone(backbone.Weights), backbone.Pooling, $"{backbone.Description}, top {trainable} of {shape.NumLayers} layers fine-tuned");
+            return Finish(config, model.ToWeights(), tokenizer, store, lexical, model.TemperatureValue, scorer, host, device, tuned);
         }
         finally
         {
@@ -89,36 +106,45 @@ public sealed partial class RetrievalClassifierTrainer
 }
 
 /// <summary>
-/// The frozen backbone's unit-length embeddings of token rows, each distinct row computed once (rows in parallel),
-/// so the store, the validation rows and any repeat cost one encoder pass per distinct text.
+/// The frozen part of a backbone applied to token rows, each distinct row computed once (rows in parallel), so the
+/// store, the validation rows and any repeat cost one pass per distinct text: the unit-length embedding when the whole
+/// encoder is frozen, else the token states after the first <paramref name="frozenLayers"/> layers.
 /// </summary>
-internal sealed class BackboneFeatures(StudentBackbone backbone)
+internal sealed class BackboneFeatures(StudentBackbone backbone, int frozenLayers)
 {
     private readonly Dictionary<int[], float[]> _cache = new(new SequenceComparer());
+    private bool Frozen => frozenLayers == backbone.Config.NumLayers;
 
-    /// <summary>Distinct rows embedded so far.</summary>
+    /// <summary>Distinct rows computed so far.</summary>
     public int Count => _cache.Count;
 
-    /// <summary>Row-major [rows, D] embeddings of <paramref name="rows"/>.</summary>
-    public float[] Embed(IReadOnlyList<int[]> rows, ComponentHost host)
+    /// <summary>Per row, its embedding [D] (frozen encoder) or token states [t, H] (trainable top layers).</summary>
+    public float[][] Get(IReadOnlyList<int[]> rows, ComponentHost host)
     {
-        int d = backbone.Dimension;
         var missing = rows.Where(r => !_cache.ContainsKey(r)).Distinct(new SequenceComparer()).ToArray();
         var computed = new float[missing.Length][];
-        int done = 0;
         Parallel.For(0, missing.Length, i =>
         {
             if ((i & 63) == 0) host.CheckAlive();
-            var e = new float[d];
-            backbone.Embed(missing[i], e);
-            computed[i] = e;
-            int n = Interlocked.Increment(ref done);
-            if (n % 1024 == 0) host.Info($"Backbone: {n:N0} of {missing.Length:N0} texts embedded.");
+            if (Frozen)
+            {
+                computed[i] = new float[backbone.Dimension];
+                backbone.Embed(missing[i], computed[i]);
+            }
+            else computed[i] = backbone.States(missing[i], frozenLayers);
         });
         for (int i = 0; i < missing.Length; i++) _cache[missing[i]] = computed[i];
-        var result = new float[rows.Count * d];
-        for (int i = 0; i < rows.Count; i++) _cache[rows[i]].CopyTo(result, i * d);
-        return result;
+        return rows.Select(r => _cache[r]).ToArray();
+    }
+
+    /// <summary>The model's inputs for <paramref name="values"/> (from <see cref="Get"/>), on <paramref name="device"/>.</summary>
+    public BackboneInputs Inputs(float[][] values, TorchSharp.torch.Device device)
+    {
+        int d = backbone.Dimension;
+        if (!Frozen) return BackboneInputs.States(values, d, device);
+        var flat = new float[values.Length * d];
+        for (int i = 0; i < values.Length; i++) values[i].CopyTo(flat, i * d);
+        return BackboneInputs.Embeddings(flat, values.Length, d, device);
     }
 
     private sealed class SequenceComparer : IEqualityComparer<int[]>

