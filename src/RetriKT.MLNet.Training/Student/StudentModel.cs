@@ -166,6 +166,8 @@ internal sealed class StudentModel : nn.Module
     public static StudentModel FromRuntime(RetrievalModel runtime, Device device)
     {
         ArgumentNullException.ThrowIfNull(runtime);
+        if (runtime.Backbone is { } backbone)
+            throw new NotSupportedException($"The student is built on a pretrained backbone ({backbone.Description}); only the tiny student's network can be rebuilt in TorchSharp.");
         var model = new StudentModel(runtime.Config, runtime.Temperature);
         try
         {
