@@ -65,6 +65,23 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
     }
 
     [SharedDataFact]
+    public void TheTinyStudentStaysTheDefault()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = new RetrievalClassifierTrainer.Options { Epochs = 1 };
+        Assert.Null(options.Backbone);
+        Assert.Equal(0, options.TrainableBackboneLayers);
+        var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.MulticlassClassification.Trainers.RetrievalClassifier(options)).Fit(TestData.Sst2Train(ml));
+        using var student = model.LastTransformer;
+        Assert.Null(student.Backbone);
+        Assert.Null(student.Model.Backbone);
+        Assert.IsType<ManagedStudentEncoder>(student.Model.Encoder);
+        Assert.Equal((64, 2, 4, 256), student.Shape);
+        Assert.Equal(student.Model.Config.ParameterCount, student.ParameterCount);
+        Assert.True(student.Vocabulary.Count < 1000, $"a built vocabulary, found {student.Vocabulary.Count} tokens");
+    }
+
+    [SharedDataFact]
     public void TheStoreKeysTrainedInTorchSharpAreTheRuntimesQueryEmbeddings()
     {
         // The store's keys were computed on the training side (TorchSharp projection of the cached backbone
