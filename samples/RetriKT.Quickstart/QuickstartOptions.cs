@@ -1,5 +1,5 @@
 using System.CommandLine;
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 
 namespace RetriKT.Quickstart;
 

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using RetriKT.MLNet.Common;
-using RetriKT.MLNet.Data;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
@@ -104,7 +103,7 @@ public sealed record StoreExtraction(KnowledgeStore Store, ExtractionReport Repo
 /// <code>
 /// using var teacher = TeacherModel.Load("models/my-llama");
 /// var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, "models/my-llama");
-/// var result = pipeline.Run(FewShotBenchmarks.Load("data", "SST-2", seed: 13));
+/// var result = pipeline.Run(task);   // a FewShotTask: few-shot train and dev splits, a test split, labels, template
 /// Console.WriteLine($"{result.Test.Accuracy:P1} with {result.ParameterRatio:P2} of the teacher's parameters");
 /// </code>
 /// </example>

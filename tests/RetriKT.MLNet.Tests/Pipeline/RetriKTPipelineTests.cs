@@ -1,6 +1,6 @@
 using Microsoft.ML;
 using RetriKT.MLNet.Common;
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Teacher;
