@@ -264,7 +264,7 @@ public sealed class RetriKTPipeline
         var generated = Enumerable.Range(0, store.Count).Where(i => store.Entries[i].Source != KnowledgeSource.FewShot).ToList();
         int count = (int)Math.Round(generated.Count * share);
         if (count == 0) return (store, []);
-        var rng = new Random((int)(SeedMixer.Derive(seed, "store-validation") & int.MaxValue));
+        var rng = SeedMixer.Random(seed, "store-validation");
         var heldOut = generated.OrderBy(_ => rng.Next()).Take(count).ToHashSet();
         var rows = new List<TextPairRow>(count);
         foreach (int i in heldOut.Order())
