@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 
 namespace RetriKT.Evaluation;
 

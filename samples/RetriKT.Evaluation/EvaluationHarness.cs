@@ -5,7 +5,7 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.ML;
 using RetriKT.MLNet.Common;
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Teacher;
 
