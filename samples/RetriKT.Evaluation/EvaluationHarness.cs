@@ -246,8 +246,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         {
             Rows.Teacher => "verbalizer-v1",
             Rows.FewShotStudent => "student-v5|" + JsonSerializer.Serialize(StudentOptions(p), json),
-            Rows.StoreOnlyStudent => "store-only-v1|" + JsonSerializer.Serialize(Options(row), json),
-            _ => "retrikt-v4|" + JsonSerializer.Serialize(Options(row), json),
+            Rows.StoreOnlyStudent => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
+            _ => "retrikt-v5|" + JsonSerializer.Serialize(Options(row), json),
         };
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));
         return Convert.ToHexStringLower(bytes)[..16];
