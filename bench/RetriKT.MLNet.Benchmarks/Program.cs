@@ -7,6 +7,8 @@ using RetriKT.MLNet.Benchmarks;
 // --stories measures the stories260K teacher only.
 // `dotnet run -c Release -- blackbox [--quick]`: TeacherServer 16 concurrent vs 16 sequential requests, black-box
 // extraction samples/s with one vs two servers (ratios from one run).
+// `dotnet run -c Release -- search [--quick] [--d N] [--min N] [--max N]`: exact vs HNSW query time and recall@16 at d = 48 and 384, 8k to 256k
+// entries, side by side (the table behind VectorIndexes' switch point; docs/SEARCH.md).
 // Anything else goes to BenchmarkDotNet (e.g. `-- --filter *TeacherGeneration*`).
 if (args.Length > 0 && args[0] == "ppo")
 {
@@ -16,6 +18,11 @@ if (args.Length > 0 && args[0] == "ppo")
 if (args.Length > 0 && args[0] == "blackbox")
 {
     RetriKT.MLNet.Benchmarks.BlackBox.BlackBoxReport.Run(args.Contains("--quick"));
+    return;
+}
+if (args.Length > 0 && args[0] == "search")
+{
+    RetriKT.MLNet.Benchmarks.Retrieval.SearchSwitchReport.Run(args);
     return;
 }
 if (args.Length > 0 && args[0] == "teacher")

@@ -1,6 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 
 namespace RetriKT.Evaluation;
 
@@ -23,6 +23,7 @@ public static class Cli
           --teacher-steps-b <n>  stage-B (task training split through the template) steps (default 600)
           --teacher-steps-b2 <n> steps of a continuation of stage B on the same data (default 450)
           --teacher-dropout <p>  dropout during stage B and its continuation (default 0)
+          --teacher-corpus-parts <n> stage-A part files per corpus, 0 = all (default 2)
           --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 6)
           --set <k=v,...>     override RetriKTPipelineOptions fields, e.g. --set SamplesPerLabel=256,StudentHiddenSize=48
           --results <file>    resumable results JSONL (default: docs/evaluation/results.jsonl)
@@ -89,6 +90,7 @@ public static class Cli
                 StageASteps = GetInt("teacher-steps-a", new TeacherSettings().StageASteps),
                 StageBSteps = GetInt("teacher-steps-b", new TeacherSettings().StageBSteps),
                 StageB2Steps = GetInt("teacher-steps-b2", new TeacherSettings().StageB2Steps),
+                CorpusParts = GetInt("teacher-corpus-parts", new TeacherSettings().CorpusParts),
                 StageBDropout = double.Parse(Get("teacher-dropout", new TeacherSettings().StageBDropout.ToString("R", System.Globalization.CultureInfo.InvariantCulture)), System.Globalization.CultureInfo.InvariantCulture),
             },
             PpoSteps = GetInt("ppo-steps", 6),

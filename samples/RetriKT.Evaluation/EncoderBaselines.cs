@@ -4,7 +4,6 @@ using System.Text;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Trainers;
-using RetriKT.MLNet.Data;
 using RetriKT.MLNet.Encoders;
 using RetriKT.MLNet.Pipeline;
 

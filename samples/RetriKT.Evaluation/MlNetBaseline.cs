@@ -1,6 +1,5 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using RetriKT.MLNet.Data;
 using RetriKT.MLNet.Pipeline;
 
 namespace RetriKT.Evaluation;

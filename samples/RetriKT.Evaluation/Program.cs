@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using RetriKT.Evaluation;
-using RetriKT.MLNet.Data;
 using RetriKT.MLNet.Teacher;
 
 // RetriKT low-resource evaluation harness.

@@ -4,7 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.ML;
 using RetriKT.MLNet.Common;
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 using RetriKT.MLNet.Teacher;
 
 namespace RetriKT.Evaluation;

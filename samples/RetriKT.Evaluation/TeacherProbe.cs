@@ -1,4 +1,5 @@
-using RetriKT.MLNet.Data;
+using RetriKT.MLNet.Pipeline;
+using RetriKT.Samples.Data;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Teacher;
 

@@ -1,5 +1,5 @@
 using System.CommandLine;
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 
 namespace RetriKT.Quickstart;
 
@@ -37,7 +37,7 @@ public sealed record QuickstartOptions
         var data = new Option<string?>("--data") { Description = "Benchmark data folder laid out like the shared data (<Task>/k-shot/16-<seed>/… or <Task>/train32.jsonl …); needs --teacher.", HelpName = "folder" };
         var task = new Option<string>("--task") { Description = $"Task in --data: {string.Join(", ", FewShotBenchmarks.Tasks)}. Default {Defaults.Task}.", DefaultValueFactory = _ => Defaults.Task, HelpName = "name" };
         var seed = new Option<int>("--seed") { Description = $"LM-BFF split seed in --data ({string.Join(", ", FewShotBenchmarks.LmBffSeeds)}). Default {Defaults.Seed}.", DefaultValueFactory = _ => Defaults.Seed, HelpName = "n" };
-        var output = new Option<string?>("--out") { Description = "Output folder: model.zip, quickstart.log, ppo.csv, extraction.jsonl. Default ./retrikt-quickstart.", HelpName = "folder" };
+        var output = new Option<string?>("--out") { Description = "Output folder: model.zip, quickstart.log, ppo.csv, the extraction checkpoint (extraction-*.jsonl). Default ./retrikt-quickstart.", HelpName = "folder" };
         var ppoSteps = new Option<int>("--ppo-steps") { Description = $"PPO steps. Default {Defaults.PpoSteps}.", DefaultValueFactory = _ => Defaults.PpoSteps, HelpName = "n" };
         var samples = new Option<int>("--samples-per-label") { Description = $"Generated samples kept per label. Default {Defaults.SamplesPerLabel}.", DefaultValueFactory = _ => Defaults.SamplesPerLabel, HelpName = "n" };
         var quick = new Option<bool>("--quick") { Description = "Smaller settings, for smoke runs." };

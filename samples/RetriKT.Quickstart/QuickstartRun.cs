@@ -4,11 +4,11 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using RetriKT.MLNet;
 using RetriKT.MLNet.Common;
-using RetriKT.MLNet.Data;
 using RetriKT.MLNet.Knowledge.Extraction;
-using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Student;
 using RetriKT.MLNet.Teacher;
+using RetriKT.Samples.Data;
 using Spectre.Console;
 
 namespace RetriKT.Quickstart;
@@ -63,6 +63,9 @@ public sealed class QuickstartRun(QuickstartOptions options)
         }
     }
 
+    /// <summary>Generated samples kept per label (smaller under --quick).</summary>
+    private int SamplesPerLabel => options.Quick ? 12 : options.SamplesPerLabel;
+
     private FewShotTask LoadTask()
     {
         if (options.DataFolder is null) return EmbeddedCafeReviews.Task(testPerLabel: options.Quick ? 40 : 100);
@@ -106,9 +109,12 @@ public sealed class QuickstartRun(QuickstartOptions options)
 
         TeacherModel teacher = null!;
         string teacherPath = options.TeacherPath ?? Path.Combine(options.OutputFolder, "teacher");
-        SoftPromptTransformer prompts = null!;
-        KnowledgeExtractorTransformer extraction = null!;
-        RetrievalClassifierTransformer student = null!, fewShotOnly = null!, storeOnly = null!;
+        StoreExtraction extraction = null!;
+        TrainedStudent student = null!;
+        ClassificationScores fewShotOnly = null!;
+        RetriKTPipelineResult storeOnly = null!;
+        long fewShotOnlyParameters = 0;
+        RetriKTPipeline pipeline = null!;
         var times = new Dictionary<string, TimeSpan>();
 
         AnsiConsole.Progress()
@@ -128,70 +134,57 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 Time(times, "teacher", () => teacher = givenTeacher ?? PretrainTeacher(teacherPath, progress));
                 pretrain.Value = pretrain.MaxValue;
 
-                var fewShot = FewShotTask.ToDataView(_ml, task.Train);
-                Time(times, "soft prompts", () => prompts = _ml.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+                // The method runs through the same RetriKTPipeline as the evaluation harness, with its documented defaults;
+                // the Quickstart passes only what its command line sets and, under --quick, smaller numbers for a smoke run.
+                pipeline = new RetriKTPipeline(_ml, teacher, teacherPath, new RetriKTPipelineOptions
                 {
-                    TeacherPath = teacherPath, Teacher = teacher, Template = task.Template, Labels = task.Labels,
-                    PromptTokens = 8, SupervisedEpochs = options.Quick ? 4 : 20, PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps,
-                    RolloutsPerStep = 16, Progress = progress, MetricsCsvPath = Path.Combine(options.OutputFolder, "ppo.csv"),
-                }).Fit(fewShot));
-                soft.Value = soft.MaxValue; ppo.Value = ppo.MaxValue;
-
-                var checkpoint = Path.Combine(options.OutputFolder, "extraction.jsonl");
+                    PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps,
+                    SamplesPerLabel = SamplesPerLabel,
+                    SupervisedEpochs = options.Quick ? 4 : new RetriKTPipelineOptions().SupervisedEpochs,
+                    StudentEpochs = options.Quick ? 10 : new RetriKTPipelineOptions().StudentEpochs,
+                    // The output folder is the user's: a checkpoint of another run stops the Quickstart unless --fresh.
+                    WorkDirectory = options.OutputFolder, ReplaceMismatchedCheckpoint = options.Fresh,
+                    PpoMetricsCsvPath = Path.Combine(options.OutputFolder, "ppo.csv"),
+                    // The reloaded model explains its predictions with the store entries it retrieved, so it keeps their texts.
+                    StudentSaveStoreTexts = true, StudentNeighborsColumnName = "Neighbors",
+                });
                 try
                 {
-                    Time(times, "extraction", () => extraction = _ml.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
-                    {
-                        SoftPrompts = prompts, SamplesPerLabel = options.Quick ? 12 : options.SamplesPerLabel, BatchSize = 16,
-                        MaxAttemptsFactor = 3, Progress = progress, CheckpointPath = checkpoint, StartFreshOnCheckpointMismatch = options.Fresh,
-                    }).Fit(fewShot));
+                    extraction = pipeline.ExtractStore(task, progress);
                 }
-                catch (InvalidDataException e) when (e.Message.StartsWith(checkpoint, StringComparison.Ordinal))
+                catch (InvalidDataException e) when (e.Message.StartsWith(options.OutputFolder, StringComparison.Ordinal))
                 {
                     // The output folder holds another run's extraction checkpoint: an input, not a crash.
                     throw new InputException($"{e.Message} Or pass --fresh.", e);
                 }
-                extract.Value = extract.MaxValue;
+                times["soft prompts"] = extraction.SoftPromptTime;
+                times["extraction"] = extraction.ExtractionTime;
+                soft.Value = soft.MaxValue; ppo.Value = ppo.MaxValue; extract.Value = extract.MaxValue;
 
-                var keys = _ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue).Fit(fewShot);
-                // One student recipe for all three rows, so the only differences are the store and retrieval.
-                RetrievalClassifierTransformer TrainStudent(IDataView? store, bool useRetrieval, IProgress<TrainingProgress>? report) =>
-                    _ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
-                    {
-                        StoreData = store, UseRetrieval = useRetrieval, SecondTextColumnName = task.IsPair ? "Text2" : null,
-                        ValidationSet = keys.Transform(FewShotTask.ToDataView(_ml, task.Dev)), TeacherParameterCount = teacher.ParameterCount,
-                        NeighborsColumnName = "Neighbors", Epochs = options.Quick ? 10 : 40, Progress = report,
-                    }).Fit(keys.Transform(fewShot));
-                // The store is data (Text, Text2, Label, SoftLabel, Fidelity, Source): it could as well be saved, filtered or brought from elsewhere.
-                var store = extraction.ToDataView(_ml);
-                Time(times, "student", () => student = TrainStudent(store, useRetrieval: true, progress));
+                // The store is data (Text, Text2, Label, SoftLabel, Fidelity, Source): it could as well be saved, filtered
+                // or brought from elsewhere. One student recipe for all three rows, so the only differences are the store and retrieval.
+                Time(times, "student", () => student = pipeline.TrainStudent(task, extraction, useRetrieval: true, progress));
                 Time(times, "reference students", () =>
                 {
-                    fewShotOnly = TrainStudent(null, useRetrieval: true, null);
-                    storeOnly = TrainStudent(store, useRetrieval: false, null);
+                    (fewShotOnly, fewShotOnlyParameters) = pipeline.EvaluateFewShotStudent(task);
+                    storeOnly = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: false);
                 });
                 train.Value = train.MaxValue;
             });
 
-        WarnAboutShortLabels(extraction.Report!, options.Quick ? 12 : options.SamplesPerLabel);
+        WarnAboutShortLabels(extraction.Report, SamplesPerLabel);
 
-        // ---- evaluation on the held-out test split
-        var keysForTest = _ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: Microsoft.ML.Transforms.ValueToKeyMappingEstimator.KeyOrdinality.ByValue)
-            .Fit(FewShotTask.ToDataView(_ml, task.Train));
-        var test = keysForTest.Transform(FewShotTask.ToDataView(_ml, task.Test));
-        double Accuracy(ITransformer model) => _ml.MulticlassClassification.Evaluate(model.Transform(test)).MicroAccuracy;
-        double withStore = Accuracy(student), alone = Accuracy(student.WithRetrievalWeight(0));
-        var verbalizer = new VerbalizerClassifier(teacher, task.Template, task.Labels);
-        var teacherPredictions = verbalizer.Predict(task.Test.Select(r => (r.Text, task.IsPair ? r.Text2 : null)).ToList());
-        double teacherAccuracy = task.Test.Select((r, i) => task.Labels[teacherPredictions[i]] == r.Label ? 1.0 : 0.0).Average();
+        // ---- evaluation on the held-out test split (the pipeline scored the student; its head alone is scored the same way)
+        double withStore = student.Test.Accuracy, alone = pipeline.Score(task, student.Student.WithRetrievalWeight(0)).Accuracy;
+        var (teacherScores, _) = pipeline.EvaluateTeacher(task);
 
         // ---- model.zip, reload in a fresh MLContext, predictions with explanations
         var zip = Path.Combine(options.OutputFolder, "model.zip");
-        var inputSchema = FewShotTask.ToDataView(_ml, task.Test).Schema;
+        var testView = FewShotTask.ToDataView(_ml, task.Test);
         // The served model maps the predicted key back to its label text, so a service sends only Text (and Text2):
         // samples/RetriKT.WebApi serves this file as is (--ModelPath).
-        var serving = student.Append(_ml.Transforms.Conversion.MapKeyToValue("PredictedLabel").Fit(student.Transform(test)));
-        _ml.Model.Save(serving, inputSchema, zip);
+        var serving = student.Student.Append(_ml.Transforms.Conversion.MapKeyToValue("PredictedLabel").Fit(student.Student.Transform(testView)));
+        _ml.Model.Save(serving, testView.Schema, zip);
         var fresh = new MLContext();
         var loaded = fresh.Model.LoadVerified(zip, out _);
         using var engine = fresh.Model.CreatePredictionEngine<ReviewInput, ReviewPrediction>(loaded);
@@ -205,19 +198,19 @@ public sealed class QuickstartRun(QuickstartOptions options)
         latencies.Sort();
 
         PrintResults([
-            new("Majority class", task.MajorityAccuracy(), 0),
-            new("Teacher (prompted classifier, verbalizer)", teacherAccuracy, teacher.ParameterCount),
-            new("Student on the few-shot examples only (no store)", Accuracy(fewShotOnly), fewShotOnly.ParameterCount),
-            new("Student on the store, no retrieval (store only)", Accuracy(storeOnly), storeOnly.ParameterCount),
-            new("RetriKT student, its head alone (λ = μ = 0)", alone, student.ParameterCount),
-            new($"RetriKT student, head + retrieval (λ = {student.RetrievalWeight:F1}, term match μ = {student.LexicalRetrievalWeight:F1})", withStore, student.ParameterCount),
+            new("Majority class", RetriKTPipeline.EvaluateMajority(task).Accuracy, 0),
+            new("Teacher (prompted classifier, verbalizer)", teacherScores.Accuracy, teacher.ParameterCount),
+            new("Student on the few-shot examples only (no store)", fewShotOnly.Accuracy, fewShotOnlyParameters),
+            new("Student on the store, no retrieval (store only)", storeOnly.Test.Accuracy, storeOnly.StudentParameters),
+            new("RetriKT student, its head alone (λ = μ = 0)", alone, student.Student.ParameterCount),
+            new($"RetriKT student, head + retrieval (λ = {student.Student.RetrievalWeight:F1}, term match μ = {student.Student.LexicalRetrievalWeight:F1})",
+                withStore, student.Student.ParameterCount),
         ]);
-        fewShotOnly.Dispose(); storeOnly.Dispose();
 
         var facts = new Table().Border(TableBorder.Rounded).AddColumn("Fact").AddColumn("Value");
         facts.AddRow("Knowledge store", $"{extraction.Store.Count} entries ({extraction.Report})".EscapeMarkup());
-        facts.AddRow("Student / teacher parameters", $"{student.ParameterCount:N0} / {teacher.ParameterCount:N0} = {(double)student.ParameterCount / teacher.ParameterCount:P1}");
-        facts.AddRow("Soft prompt parameters", prompts.PromptParameterCount.ToString("N0"));
+        facts.AddRow("Student / teacher parameters", $"{student.Student.ParameterCount:N0} / {teacher.ParameterCount:N0} = {(double)student.Student.ParameterCount / teacher.ParameterCount:P1}");
+        facts.AddRow("Soft prompt parameters", extraction.PromptParameters.ToString("N0"));
         facts.AddRow("model.zip", $"{new FileInfo(zip).Length / 1024.0:F0} KiB (student + store; no teacher inside)");
         facts.AddRow("Latency (PredictionEngine, reloaded)", string.Create(CultureInfo.InvariantCulture, $"p50 {latencies[latencies.Count / 2]:F2} ms, p99 {latencies[(int)(latencies.Count * 0.99)]:F2} ms"));
         facts.AddRow("Wall time", string.Join(", ", times.Select(t => $"{t.Key} {t.Value.TotalSeconds:F0} s")) + $"; total {total.Elapsed.TotalSeconds:F0} s");
@@ -234,7 +227,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 AnsiConsole.MarkupLineInterpolated($"    {n.Similarity:F2}  ({n.Label}) {Short(n.Text ?? "")}");
         }
         (loaded as IDisposable)?.Dispose();
-        student.Dispose(); extraction.Dispose(); teacher.Dispose();
+        student.Dispose(); teacher.Dispose();
         return 0;
     }
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.ML;
-using RetriKT.MLNet.Data;
+using RetriKT.MLNet.Pipeline;
+using RetriKT.Samples.Data;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Teacher;
 using TorchSharp;

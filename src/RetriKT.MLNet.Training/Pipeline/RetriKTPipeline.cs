@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using RetriKT.MLNet.Common;
-using RetriKT.MLNet.Data;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
@@ -10,86 +9,6 @@ using RetriKT.MLNet.Student;
 using RetriKT.MLNet.Teacher;
 
 namespace RetriKT.MLNet.Pipeline;
-
-/// <summary>Test-split metrics of one classifier.</summary>
-/// <param name="Accuracy">Share of correct predictions (ML.NET's micro-accuracy).</param>
-/// <param name="MacroF1">Unweighted mean over labels of the per-label F1.</param>
-/// <param name="PositiveF1">F1 of the second label for binary tasks (the "F1" LM-BFF reports for MRPC), else null.</param>
-/// <param name="Rows">Test rows scored.</param>
-public sealed record ClassificationScores(double Accuracy, double MacroF1, double? PositiveF1, int Rows)
-{
-    /// <summary>Scores from gold and predicted label indices over <paramref name="labelCount"/> labels.</summary>
-    public static ClassificationScores FromPredictions(IReadOnlyList<int> gold, IReadOnlyList<int> predicted, int labelCount)
-    {
-        ArgumentNullException.ThrowIfNull(gold); ArgumentNullException.ThrowIfNull(predicted);
-        if (gold.Count != predicted.Count) throw new ArgumentException($"{gold.Count} gold labels but {predicted.Count} predictions.");
-        if (gold.Count == 0) throw new ArgumentException("No rows to score.");
-        var confusion = new double[labelCount, labelCount];
-        for (int i = 0; i < gold.Count; i++) confusion[gold[i], predicted[i]]++;
-        return FromConfusion(confusion);
-    }
-
-    /// <summary>Scores from a confusion matrix indexed [gold, predicted].</summary>
-    public static ClassificationScores FromConfusion(double[,] confusion)
-    {
-        ArgumentNullException.ThrowIfNull(confusion);
-        int k = confusion.GetLength(0);
-        double total = 0, correct = 0;
-        var f1 = new double[k];
-        for (int c = 0; c < k; c++)
-        {
-            double tp = confusion[c, c], goldCount = 0, predictedCount = 0;
-            for (int j = 0; j < k; j++) { goldCount += confusion[c, j]; predictedCount += confusion[j, c]; total += confusion[c, j]; }
-            correct += tp;
-            // F1 = 2TP / (gold + predicted); a label absent from both counts as 0 (scikit-learn's zero_division=0).
-            f1[c] = goldCount + predictedCount == 0 ? 0 : 2 * tp / (goldCount + predictedCount);
-        }
-        return new ClassificationScores(correct / total, f1.Average(), k == 2 ? f1[1] : null, (int)total);
-    }
-}
-
-/// <summary>Wall time per stage of one pipeline run.</summary>
-/// <param name="SoftPrompts">Prompt tuning (stage 1) and PPO (stage 2).</param>
-/// <param name="Extraction">Knowledge extraction (generation, soft labels, filtering).</param>
-/// <param name="Student">Student training including λ/τ tuning.</param>
-/// <param name="Evaluation">Scoring the test split.</param>
-public sealed record PipelineTimings(TimeSpan SoftPrompts, TimeSpan Extraction, TimeSpan Student, TimeSpan Evaluation)
-{
-    /// <summary>Sum of the stages.</summary>
-    public TimeSpan Total => SoftPrompts + Extraction + Student + Evaluation;
-}
-
-/// <summary>Outcome of <see cref="RetriKTPipeline.Run"/> on one task.</summary>
-/// <param name="Task">Task name.</param>
-/// <param name="Seed">The task's few-shot split seed (null for FewGLUE).</param>
-/// <param name="Test">Student metrics on the task's test split (the official dev set).</param>
-/// <param name="FewShotDevAccuracy">Student accuracy on the few-shot dev split (what model selection sees).</param>
-/// <param name="TeacherParameters">Teacher parameter count.</param>
-/// <param name="StudentParameters">Student parameter count.</param>
-/// <param name="PromptParameters">Soft-prompt parameter count (the only teacher-side trained weights).</param>
-/// <param name="StoreSize">Knowledge-store entries (generated + few-shot gold).</param>
-/// <param name="RetrievalWeight">λ the student predicts with (tuned on the few-shot dev split when enabled).</param>
-/// <param name="LexicalRetrievalWeight">μ, the weight of term-match retrieval in the student's prediction (tuned with λ).</param>
-/// <param name="Extraction">The extraction report (generated, kept, dropped, diversity, fidelity).</param>
-/// <param name="SoftPromptReport">Prompt-tuning losses and PPO metrics.</param>
-/// <param name="Timings">Wall time per stage.</param>
-public sealed record RetriKTPipelineResult(string Task, int? Seed, ClassificationScores Test, double FewShotDevAccuracy,
-    long TeacherParameters, long StudentParameters, long PromptParameters, int StoreSize, double RetrievalWeight, double LexicalRetrievalWeight,
-    ExtractionReport Extraction, SoftPromptTrainingReport? SoftPromptReport, PipelineTimings Timings)
-{
-    /// <summary>Student parameters divided by teacher parameters.</summary>
-    public double ParameterRatio => (double)StudentParameters / TeacherParameters;
-}
-
-/// <summary>What <see cref="RetriKTPipeline.ExtractStore"/> produced: the knowledge store and how it was made.</summary>
-/// <param name="Store">Generated samples with the teacher's soft labels, plus the few-shot gold rows.</param>
-/// <param name="Report">The extraction report (generated, kept, dropped, diversity, fidelity).</param>
-/// <param name="PromptParameters">Soft-prompt parameter count (the only teacher-side trained weights).</param>
-/// <param name="SoftPromptReport">Prompt-tuning losses and PPO metrics.</param>
-/// <param name="SoftPromptTime">Wall time of prompt tuning and PPO.</param>
-/// <param name="ExtractionTime">Wall time of generation, soft labelling and filtering.</param>
-public sealed record StoreExtraction(KnowledgeStore Store, ExtractionReport Report, long PromptParameters, SoftPromptTrainingReport? SoftPromptReport,
-    TimeSpan SoftPromptTime, TimeSpan ExtractionTime);
 
 /// <summary>
 /// Runs RetriKT end to end for one <see cref="FewShotTask"/> with a given teacher: soft prompts tuned on the few-shot
@@ -104,7 +23,7 @@ public sealed record StoreExtraction(KnowledgeStore Store, ExtractionReport Repo
 /// <code>
 /// using var teacher = TeacherModel.Load("models/my-llama");
 /// var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, "models/my-llama");
-/// var result = pipeline.Run(FewShotBenchmarks.Load("data", "SST-2", seed: 13));
+/// var result = pipeline.Run(task);   // a FewShotTask: few-shot train and dev splits, a test split, labels, template
 /// Console.WriteLine($"{result.Test.Accuracy:P1} with {result.ParameterRatio:P2} of the teacher's parameters");
 /// </code>
 /// </example>
@@ -154,7 +73,7 @@ public sealed class RetriKTPipeline
         {
             TeacherPath = _teacherPath, Teacher = _teacher, Template = task.Template, Labels = task.Labels,
             PromptTokens = o.PromptTokens, SupervisedEpochs = o.SupervisedEpochs, PpoSteps = o.PpoSteps, RolloutsPerStep = o.RolloutsPerStep,
-            MaxNewTokens = o.MaxNewTokens, CalibrateVerbalizer = o.CalibrateVerbalizer, Seed = o.Seed,
+            MaxNewTokens = o.MaxNewTokens, CalibrateVerbalizer = o.CalibrateVerbalizer, Seed = o.Seed, MetricsCsvPath = o.PpoMetricsCsvPath,
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
         var promptTime = clock.Elapsed;
@@ -172,8 +91,8 @@ public sealed class RetriKTPipeline
             SoftPrompts = prompts, SamplesPerLabel = o.SamplesPerLabel, MaxAttemptsFactor = o.MaxAttemptsFactor, BatchSize = o.ExtractionBatchSize,
             FidelityThreshold = o.FidelityThreshold, RequireArgmax = o.RequireArgmax, AssignToTeacherLabel = o.AssignToTeacherLabel, IncludeFewShot = true,
             CalibrateVerbalizer = o.CalibrateVerbalizer, CheckpointPath = checkpoint, Seed = o.Seed,
-            // The work directory is a cache: a checkpoint of other prompts (retrained after a recipe change) is moved aside and regenerated.
-            StartFreshOnCheckpointMismatch = true,
+            // By default the work directory is a cache: a checkpoint of other prompts (retrained after a recipe change) is moved aside and regenerated.
+            StartFreshOnCheckpointMismatch = o.ReplaceMismatchedCheckpoint,
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
         return new StoreExtraction(extractor.Store, extractor.Report!, prompts.PromptParameterCount, prompts.TrainingReport, promptTime, clock.Elapsed);
@@ -188,15 +107,39 @@ public sealed class RetriKTPipeline
     public RetriKTPipelineResult EvaluateStudentOnStore(FewShotTask task, StoreExtraction extraction, bool useRetrieval,
         IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
     {
-        ArgumentNullException.ThrowIfNull(task); ArgumentNullException.ThrowIfNull(extraction);
+        ArgumentNullException.ThrowIfNull(extraction);
+        using var trained = TrainStudent(task, extraction, useRetrieval, progress, cancellation);
+        var student = trained.Student;
+        return new RetriKTPipelineResult(task.Name, task.Seed, trained.Test, trained.FewShotDevAccuracy, _teacher.ParameterCount, student.ParameterCount,
+            extraction.PromptParameters, extraction.Store.Count, student.RetrievalWeight, student.LexicalRetrievalWeight, extraction.Report, extraction.SoftPromptReport,
+            new PipelineTimings(extraction.SoftPromptTime, extraction.ExtractionTime, trained.TrainTime, trained.EvaluationTime));
+    }
+
+    /// <summary>
+    /// RetriKT step 4, keeping the student: trained on <paramref name="extraction"/>'s store plus the few-shot gold rows
+    /// (null: on the few-shot rows alone, the "few-shot only" reference), λ/τ tuned as in <see cref="Run"/>, and scored
+    /// on the test split. <see cref="EvaluateStudentOnStore"/> and <see cref="EvaluateFewShotStudent"/> train through
+    /// here; this one hands the student back (the caller disposes it) to be saved, served or explained.
+    /// </summary>
+    public TrainedStudent TrainStudent(FewShotTask task, StoreExtraction? extraction, bool useRetrieval = true,
+        IProgress<TrainingProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(task);
         CheckTask(task);
-        var (scores, devAccuracy, student, studentTime, evaluationTime) = TrainAndEvaluateStudent(task, extraction.Store, progress, cancellation, useRetrieval);
-        using (student)
-        {
-            return new RetriKTPipelineResult(task.Name, task.Seed, scores, devAccuracy, _teacher.ParameterCount, student.ParameterCount,
-                extraction.PromptParameters, extraction.Store.Count, student.RetrievalWeight, student.LexicalRetrievalWeight, extraction.Report, extraction.SoftPromptReport,
-                new PipelineTimings(extraction.SoftPromptTime, extraction.ExtractionTime, studentTime, evaluationTime));
-        }
+        return TrainAndEvaluateStudent(task, extraction?.Store, progress, cancellation, useRetrieval);
+    }
+
+    /// <summary>
+    /// Scores any model that maps Text (and Text2) to a key PredictedLabel over the task's labels on the task's test
+    /// split, the way every pipeline row is scored (ML.NET's multiclass evaluator): for variants of a trained student
+    /// such as its head alone (<c>student.WithRetrievalWeight(0)</c>).
+    /// </summary>
+    public ClassificationScores Score(FewShotTask task, ITransformer model)
+    {
+        ArgumentNullException.ThrowIfNull(task); ArgumentNullException.ThrowIfNull(model);
+        CheckTask(task);
+        var keyMap = KeyMap(task);
+        return FromMetrics(_mlContext.MulticlassClassification.Evaluate(model.Transform(keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test)))));
     }
 
     /// <summary>
@@ -207,10 +150,8 @@ public sealed class RetriKTPipeline
     public (ClassificationScores Test, long StudentParameters) EvaluateFewShotStudent(FewShotTask task, IProgress<TrainingProgress>? progress = null,
         CancellationToken cancellation = default)
     {
-        ArgumentNullException.ThrowIfNull(task);
-        CheckTask(task);
-        var (scores, _, student, _, _) = TrainAndEvaluateStudent(task, store: null, progress, cancellation);
-        using (student) return (scores, student.ParameterCount);
+        using var trained = TrainStudent(task, extraction: null, useRetrieval: true, progress, cancellation);
+        return (trained.Test, trained.Student.ParameterCount);
     }
 
     /// <summary>
@@ -246,15 +187,21 @@ public sealed class RetriKTPipeline
         return ClassificationScores.FromPredictions(gold, Enumerable.Repeat(majority, gold.Count).ToList(), task.Labels.Count);
     }
 
-    private (ClassificationScores Test, double DevAccuracy, RetrievalClassifierTransformer Student, TimeSpan TrainTime, TimeSpan EvalTime)
-        TrainAndEvaluateStudent(FewShotTask task, KnowledgeStore? store, IProgress<TrainingProgress>? progress, CancellationToken cancellation,
-            bool useRetrieval = true)
+    /// <summary>
+    /// Every split gets the same label → key map, in the task's label order, which is also the store's order: key i
+    /// is score slot i - 1, as ML.NET's evaluator expects.
+    /// </summary>
+    private ITransformer KeyMap(FewShotTask task)
+    {
+        var keyData = _mlContext.Data.LoadFromEnumerable(task.Labels.Select(l => new LabelValue { Label = l }));
+        return _mlContext.Transforms.Conversion.MapValueToKey("Label", keyData: keyData).Fit(FewShotTask.ToDataView(_mlContext, task.Train));
+    }
+
+    private TrainedStudent TrainAndEvaluateStudent(FewShotTask task, KnowledgeStore? store, IProgress<TrainingProgress>? progress, CancellationToken cancellation,
+        bool useRetrieval)
     {
         var o = _options;
-        // Every split gets the same label → key map, in the task's label order, which is also the store's order: key i
-        // is score slot i - 1, as ML.NET's evaluator expects.
-        var keyData = _mlContext.Data.LoadFromEnumerable(task.Labels.Select(l => new LabelValue { Label = l }));
-        var keyMap = _mlContext.Transforms.Conversion.MapValueToKey("Label", keyData: keyData).Fit(FewShotTask.ToDataView(_mlContext, task.Train));
+        var keyMap = KeyMap(task);
         var train = keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Train));
         var dev = task.Dev.Count > 0 ? keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Dev)) : null;
         var test = keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test));
@@ -286,7 +233,8 @@ public sealed class RetriKTPipeline
             Epochs = o.StudentEpochs, HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
             NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize, MaxVocabularySize = o.StudentMaxVocabulary,
             CharacterPieces = o.StudentCharacterPieces, TokenDropout = o.StudentTokenDropout, RetrievalLossWeight = o.StudentRetrievalLossWeight,
-            TeacherParameterCount = _teacher.ParameterCount, SaveStoreTexts = false, Seed = o.Seed, Backbone = o.StudentBackbone,
+            TeacherParameterCount = _teacher.ParameterCount, SaveStoreTexts = o.StudentSaveStoreTexts, NeighborsColumnName = o.StudentNeighborsColumnName, Seed = o.Seed,
+            Backbone = o.StudentBackbone,
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
         var trainTime = clock.Elapsed;
@@ -297,7 +245,7 @@ public sealed class RetriKTPipeline
             var scores = FromMetrics(metrics);
             var evalTime = clock.Elapsed;
             double devAccuracy = dev is null ? double.NaN : _mlContext.MulticlassClassification.Evaluate(student.Transform(dev)).MicroAccuracy;
-            return (scores, devAccuracy, student, trainTime, evalTime);
+            return new TrainedStudent(student, scores, devAccuracy, trainTime, evalTime);
         }
         catch
         {
@@ -317,7 +265,7 @@ public sealed class RetriKTPipeline
         var generated = Enumerable.Range(0, store.Count).Where(i => store.Entries[i].Source != KnowledgeSource.FewShot).ToList();
         int count = (int)Math.Round(generated.Count * share);
         if (count == 0) return (store, []);
-        var rng = new Random((int)(SeedMixer.Derive(seed, "store-validation") & int.MaxValue));
+        var rng = SeedMixer.Random(seed, "store-validation");
         var heldOut = generated.OrderBy(_ => rng.Next()).Take(count).ToHashSet();
         var rows = new List<TextPairRow>(count);
         foreach (int i in heldOut.Order())

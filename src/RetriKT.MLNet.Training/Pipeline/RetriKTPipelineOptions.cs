@@ -1,8 +1,10 @@
 namespace RetriKT.MLNet.Pipeline;
 
 /// <summary>
-/// Options of <see cref="RetriKTPipeline"/>. Defaults are small enough that one few-shot task runs in minutes on two
-/// CPU cores with a teacher of a few million parameters; raise them for larger teachers or more compute.
+/// Options of <see cref="RetriKTPipeline"/>: the one set of defaults of the whole method, which the evaluation harness
+/// and the Quickstart both run (the Quickstart passes its command line's PPO steps and samples per label, and smaller
+/// values under --quick). Defaults are small enough that one few-shot task runs in minutes on two CPU cores with a
+/// teacher of a few million parameters; raise them for larger teachers or more compute.
 /// </summary>
 public sealed class RetriKTPipelineOptions
 {
@@ -76,6 +78,22 @@ public sealed class RetriKTPipelineOptions
     public int Seed = 1;
     /// <summary>Where the extraction checkpoint goes (an interrupted run resumes its generation), or null. Default null.</summary>
     public string? WorkDirectory;
+    /// <summary>
+    /// What an extraction checkpoint in <see cref="WorkDirectory"/> that belongs to other prompts meets: true moves it
+    /// aside and generates afresh (the work directory as a cache); false stops with an <see cref="InvalidDataException"/>
+    /// whose message starts with the checkpoint's path (a folder the user chose, whose contents are not the pipeline's
+    /// to replace). Default true.
+    /// </summary>
+    public bool ReplaceMismatchedCheckpoint = true;
+    /// <summary>Where prompt tuning writes its per-epoch and per-PPO-step metrics (CSV), or null. Default null.</summary>
+    public string? PpoMetricsCsvPath;
+    /// <summary>
+    /// Keep the store's texts in the student's model.zip: needed to show the neighbours that explain a prediction
+    /// (<c>RetrievalClassifierTransformer.Predict</c>, the neighbours column), costs size. Default false.
+    /// </summary>
+    public bool StudentSaveStoreTexts;
+    /// <summary>When set, the student also outputs this column: the top store entries that explain each prediction. Default null.</summary>
+    public string? StudentNeighborsColumnName;
 
     /// <summary>A copy to vary one setting without touching the original.</summary>
     public RetriKTPipelineOptions Clone() => (RetriKTPipelineOptions)MemberwiseClone();

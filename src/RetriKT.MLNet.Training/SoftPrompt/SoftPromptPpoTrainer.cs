@@ -183,7 +183,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 var requests = Enumerable.Range(0, o.RolloutsPerStep).Select(i => (Label: i % labels.Count,
                     Context: template.Target == GenerationTarget.SecondPart ? template.RenderContext(contexts[rng.Next(contexts.Count)]) : "")).ToList();
                 var clock = System.Diagnostics.Stopwatch.StartNew();
-                var rollouts = policy.Sample(requests, maxNew, o.Temperature, (long)host.Seed * 100_003 + step);
+                var rollouts = policy.Sample(requests, maxNew, o.Temperature, SeedMixer.Derive(host.Seed, "ppo-rollouts", step));
                 double rolloutSeconds = clock.Elapsed.TotalSeconds;
                 var samples = rollouts.Select(r =>
                 {
@@ -193,7 +193,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 clock.Restart();
                 var scores = reward.Score(samples);
                 double rewardSeconds = clock.Elapsed.TotalSeconds;
-                ppo.Add(PpoStep(policy, reference, rollouts, scores, kl, optimizer, step) with
+                ppo.Add(PpoStep(policy, reference, rollouts, scores, kl, optimizer, step, host.Seed) with
                 {
                     GeneratedTokens = rollouts.Sum(r => r.ResponseIds.Length), RolloutSeconds = rolloutSeconds, RewardSeconds = rewardSeconds,
                 });
@@ -215,7 +215,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     }
 
     private PpoStepMetrics PpoStep(SoftPromptPolicy policy, SoftPromptModule reference, List<Rollout> rollouts,
-        IReadOnlyList<RewardBreakdown> scores, AdaptiveKlController kl, optim.Optimizer optimizer, int step)
+        IReadOnlyList<RewardBreakdown> scores, AdaptiveKlController kl, optim.Optimizer optimizer, int step, int seed)
     {
         var o = _options;
         var device = policy.Teacher.Device;
@@ -239,7 +239,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         clock.Restart();
         double policyLoss = 0, valueLoss = 0, clip = 0, approxKl = 0, entropy = 0;
         int updates = 0;
-        var order = new Random(unchecked(step * 7919 + 1));
+        var order = SeedMixer.Random(seed, "ppo-minibatch-order", step);
         for (int epoch = 0; epoch < o.PpoEpochs; epoch++)
         {
             var permutation = Enumerable.Range(0, rollouts.Count).OrderBy(_ => order.Next()).ToArray();

@@ -144,7 +144,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
                 int n = Math.Min(batchSize, count - start);
                 var requests = Enumerable.Range(start, n).Select(i => (label,
                     Template.Target == GenerationTarget.SecondPart ? Template.RenderContext(contexts![i % contexts.Count]) : "")).ToList();
-                foreach (var r in policy.Sample(requests, MaxNewTokens, Temperature, seed * 1_000_003 + batch))
+                foreach (var r in policy.Sample(requests, MaxNewTokens, Temperature, SeedMixer.Derive(seed, "soft-prompt-generation", batch)))
                 {
                     var (text, text2) = policy.SampleOf(r);
                     result.Add(new GeneratedSample(label, text, text2, r.Generated, r.ResponseIds.Length, r.Finished));
@@ -271,7 +271,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
                 if (index < 0) throw new InvalidOperationException($"Row {input.Position}: label '{label}' is not one of [{string.Join(", ", _parent.Labels)}].");
                 string[]? contexts = null;
                 if (getText is not null) { getText(ref text); contexts = [text.ToString()]; }
-                cached = _parent.Generate(index, 1, _parent.Seed + input.Position, contexts)[0];
+                cached = _parent.Generate(index, 1, SeedMixer.Derive(_parent.Seed, "soft-prompt-row", input.Position), contexts)[0];
                 cachedPosition = input.Position;
                 return cached;
             }

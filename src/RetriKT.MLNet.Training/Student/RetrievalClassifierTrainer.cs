@@ -169,7 +169,8 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         public int LexicalNeighborCount = 128;
         /// <summary>
         /// μ, the weight of term-match retrieval in the prediction (λ + μ ≤ 1). Null: tuned with λ on
-        /// <see cref="ValidationSet"/> when given, else 0. Default null.
+        /// <see cref="ValidationSet"/> when given, else 0. Above 0.5 with <see cref="RetrievalWeight"/> unset it needs a
+        /// <see cref="ValidationSet"/> (an untuned λ is 0.5; the trainer says so rather than cut μ). Default null.
         /// </summary>
         public double? LexicalRetrievalWeight;
         /// <summary>False disables retrieval entirely: no retrieval loss, λ = 0 and μ = 0. Default true.</summary>
@@ -189,6 +190,8 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
 
     /// <summary>Term matching needs a store of at least this many entries per neighbour it votes with.</summary>
     internal const int MinimumStorePerLexicalNeighbor = 4;
+    /// <summary>λ when <see cref="Options.RetrievalWeight"/> is unset and not tuned on a validation set.</summary>
+    internal const double UntunedRetrievalWeight = 0.5;
 
     private readonly IHostEnvironment _env;
     private readonly Options _options;
@@ -216,6 +219,12 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             $"LexicalRetrievalWeight is {options.LexicalRetrievalWeight} but LexicalNeighborCount is 0 (term-match retrieval off).");
         Check((options.RetrievalWeight ?? 0) + (options.LexicalRetrievalWeight ?? 0) <= 1 + 1e-9,
             $"RetrievalWeight + LexicalRetrievalWeight must be at most 1, found {options.RetrievalWeight} + {options.LexicalRetrievalWeight}.");
+        // Untuned, λ is UntunedRetrievalWeight: a fixed μ above 1 − λ would leave no valid mix (it used to be cut silently).
+        Check(!(options.UseRetrieval && options.RetrievalWeight is null && options.ValidationSet is null
+                && options.LexicalRetrievalWeight > 1 - UntunedRetrievalWeight + 1e-9),
+            $"LexicalRetrievalWeight is {options.LexicalRetrievalWeight} with RetrievalWeight unset and no ValidationSet to tune it: λ is then " +
+            $"{UntunedRetrievalWeight} and λ + μ must be at most 1; set RetrievalWeight <= {1 - options.LexicalRetrievalWeight:G3}, " +
+            $"LexicalRetrievalWeight <= {1 - UntunedRetrievalWeight}, or give a ValidationSet.");
         Check(options.RetrievalLossWeight >= 0 && options.ContrastiveLossWeight >= 0, "Loss weights must be >= 0.");
         Check(options.ContrastiveTemperature > 0, $"ContrastiveTemperature must be positive, found {options.ContrastiveTemperature}.");
         Check(options.InferenceBatchSize >= 1, $"InferenceBatchSize must be >= 1, found {options.InferenceBatchSize}.");
@@ -314,13 +323,15 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         ComponentHost host, Device device, StudentBackbone? backbone = null)
     {
         bool retrieval = _options.UseRetrieval;
-        var mix = new Mix(retrieval ? _options.RetrievalWeight ?? 0.5 : 0, lexical is null ? 0 : _options.LexicalRetrievalWeight ?? 0, learnedTemperature, 1.0);
-        if (mix.Dense + mix.Lexical > 1) mix = mix with { Lexical = 1 - mix.Dense };
+        double mu = lexical is null ? 0 : _options.LexicalRetrievalWeight ?? 0;
+        // The options check keeps λ + μ ≤ 1 when nothing is tuned; with a ValidationSet λ is tuned under 1 − μ, and
+        // this untuned λ is only the fallback for a validation set with no usable row (logged), so it yields to μ.
+        var mix = new Mix(retrieval ? _options.RetrievalWeight ?? Math.Min(UntunedRetrievalWeight, 1 - mu) : 0, mu, learnedTemperature, 1.0);
         if (retrieval && _options.ValidationSet is not null)
             mix = TuneOnValidation(scorer, store, tokenizer, lexical, mix, host, device);
 
         var retrievalModel = new RetrievalModel(config, weights, tokenizer, store, mix.Temperature, _options.NeighborCount,
-            lexical, _options.LexicalNeighborCount, mix.LexicalTemperature, backbone);
+            lexical, _options.LexicalNeighborCount, mix.LexicalTemperature, backbone: backbone);
         return new RetrievalClassifierTransformer(_env, retrievalModel, mix.Dense, new TransformerColumns(_options.TextColumnName,
             _options.SecondTextColumnName, _options.ScoreColumnName, _options.PredictedLabelColumnName, _options.NeighborsColumnName,
             _options.NeighborsToReport, _options.InferenceBatchSize), _options.TeacherParameterCount, _options.SaveStoreTexts, mix.Lexical);

@@ -28,4 +28,7 @@ public static class SeedMixer
         hash.GetHashAndReset(digest);
         return BitConverter.ToInt64(digest) & long.MaxValue;
     }
+
+    /// <summary>A <see cref="System.Random"/> seeded with <see cref="Derive"/>'s seed (its low 31 bits).</summary>
+    public static Random Random(long seed, string purpose, params long[] indices) => new((int)(Derive(seed, purpose, indices) & int.MaxValue));
 }

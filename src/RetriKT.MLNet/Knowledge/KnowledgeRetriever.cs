@@ -14,6 +14,9 @@ public enum RetrieverIndexKind
     /// <summary>Approximate graph search (<see cref="HnswIndex"/>): for large stores; recall against exact is measured
     /// at Fit and logged.</summary>
     Hnsw,
+    /// <summary>Exact below <see cref="VectorIndexes.HnswMinimumFloats"/> (entries × dimension), HNSW from there on when its measured
+    /// recall@16 reaches 0.99 (else exact): see <see cref="VectorIndexes"/>.</summary>
+    Auto,
 }
 
 /// <summary>
@@ -39,7 +42,7 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
         {
             public const string InputColumnName = "Features";
             public const int K = 8;
-            public const RetrieverIndexKind Index = RetrieverIndexKind.Exact;
+            public const RetrieverIndexKind Index = RetrieverIndexKind.Auto;
         }
 
         /// <summary>Column with the query embedding (known-size vector of Single). Default "Features".</summary>
@@ -55,10 +58,11 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
         /// <summary>Output column of neighbour texts, or null for none (the store is then saved without texts).
         /// Default null.</summary>
         public string? NeighborTextsColumnName;
-        /// <summary>Search structure. Default <see cref="RetrieverIndexKind.Exact"/>.</summary>
+        /// <summary>Search structure. Default <see cref="RetrieverIndexKind.Auto"/> (exact for stores below
+        /// <see cref="VectorIndexes.HnswMinimumFloats"/>: entries × dimension).</summary>
         public RetrieverIndexKind Index = Defaults.Index;
-        /// <summary>HNSW build/search parameters (used when <see cref="Index"/> is Hnsw). Default: <see cref="HnswOptions"/>'s
-        /// defaults with the MLContext seed.</summary>
+        /// <summary>HNSW build/search parameters (used when <see cref="Index"/> is Hnsw, or Auto picks HNSW). Default:
+        /// <see cref="HnswOptions"/>'s defaults (Auto: <see cref="VectorIndexes.AutoHnswOptions"/>) with the MLContext seed.</summary>
         public HnswOptions? Hnsw;
         /// <summary>L2-normalise each query before searching, so similarities are cosines whatever the query's scale.
         /// Default true.</summary>
@@ -91,16 +95,14 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
         ValidateStore(_store, _options.K, _options.NeighborTextsColumnName);
         RetrieverColumns.RequireQuery(input.Schema, _options.InputColumnName, _store.Dimension);
         var host = new ComponentHost(_env, nameof(KnowledgeRetrieverEstimator), _options.Hnsw?.Seed, _options.Progress, _options.Cancellation);
-        IVectorIndex index;
-        if (_options.Index == RetrieverIndexKind.Hnsw)
-        {
-            var hnswOptions = _options.Hnsw ?? new HnswOptions { Seed = host.Seed };
-            var built = HnswIndex.Build(_store, hnswOptions, new SyncProgress(done => host.Report("HnswBuild", done, _store.Count)), _options.Cancellation);
+        var hnswOptions = _options.Hnsw ?? (_options.Index == RetrieverIndexKind.Auto ? VectorIndexes.AutoHnswOptions(host.Seed) : new HnswOptions { Seed = host.Seed });
+        var index = VectorIndexes.For(_store, _options.Index, hnswOptions,
+            new SyncProgress(done => host.Report("HnswBuild", done, _store.Count)), _options.Cancellation);
+        if (index is HnswIndex built)
             host.Info($"HNSW over {_store.Count} entries: M {hnswOptions.M}, efConstruction {hnswOptions.EfConstruction}, efSearch {built.EfSearch}, " +
                       $"recall@{hnswOptions.CalibrationK} vs exact {built.MeasuredRecall:F3}, {built.MaxLevel + 1} layers.");
-            index = built;
-        }
-        else index = ExactIndex.For(_store);
+        else if (_options.Index == RetrieverIndexKind.Auto && VectorIndexes.PrefersHnsw(_store.Count, _store.Dimension))
+            host.Info($"Exact search over {_store.Count} entries: the HNSW graph did not reach recall@{hnswOptions.CalibrationK} {VectorIndexes.AutoTargetRecall}.");
         return new KnowledgeRetrieverTransformer(_env, _store, index, _options.InputColumnName, _options.K, _options.NeighborIdsColumnName,
             _options.NeighborSimilaritiesColumnName, _options.NeighborSoftLabelsColumnName, _options.NeighborTextsColumnName, _options.NormalizeQueries);
     }
@@ -253,7 +255,7 @@ public sealed class KnowledgeRetrieverTransformer : RowMappingTransformer, IDisp
         var texts = r.ReadStringOrNull();
         bool normalize = r.Reader.ReadBoolean();
         int kind = r.Reader.ReadInt32();
-        if (!Enum.IsDefined((RetrieverIndexKind)kind)) throw new InvalidDataException($"Knowledge retriever in model.zip: unknown index kind {kind}.");
+        if (kind is not ((int)RetrieverIndexKind.Exact or (int)RetrieverIndexKind.Hnsw)) throw new InvalidDataException($"Knowledge retriever in model.zip: unknown index kind {kind}.");
         KnowledgeStore? read = null;
         r.ReadStream(StoreStream, s => read = Wrap(StoreStream, () => KnowledgeStore.Read(s.BaseStream)));
         var store = read ?? throw new InvalidDataException($"model.zip stream '{StoreStream}' of the knowledge retriever is empty.");

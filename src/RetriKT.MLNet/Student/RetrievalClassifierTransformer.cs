@@ -119,6 +119,18 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     public RetrievalClassifierTransformer WithRetrievalWeight(double lambda, double lexical = 0)
         => new(_env, Model, lambda, Columns, TeacherParameterCount, _saveStoreTexts, lexical);
 
+    /// <summary>The search structure over the store: <see cref="ExactIndex"/> or <see cref="HnswIndex"/>.</summary>
+    public IVectorIndex Index => Model.Index;
+
+    /// <summary>
+    /// A transformer sharing this one's weights and store but searching the store with an index of
+    /// <paramref name="kind"/>: by default (<see cref="RetrieverIndexKind.Auto"/>, also what a loaded model uses) exact
+    /// search below <see cref="VectorIndexes.HnswMinimumFloats"/> (entries × dimension) and HNSW from there; Exact or Hnsw forces one
+    /// (Hnsw builds the graph now). The choice is not saved with the model.
+    /// </summary>
+    public RetrievalClassifierTransformer WithIndex(RetrieverIndexKind kind)
+        => new(_env, Model.WithIndex(kind), RetrievalWeight, Columns, TeacherParameterCount, _saveStoreTexts, LexicalRetrievalWeight);
+
     /// <summary>Predicts one text (pair), with the top neighbours.</summary>
     public RetrievalPrediction Predict(string text, string? text2 = null, int neighbors = 3)
     {
@@ -327,7 +339,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         try
         {
             model = new RetrievalModel(config, weights!, new TextTokenizingTransformer(r.Environment, text, text2, "TokenIds", maxLength, vocabulary),
-                store!, temperature, neighborCount, lexical, lexicalK, lexicalTemperature, backbone);
+                store!, temperature, neighborCount, lexical, lexicalK, lexicalTemperature, backbone: backbone);
             return new RetrievalClassifierTransformer(r.Environment, model, lambda,
                 new TransformerColumns(text, text2, score, predicted, neighbors, report, inferenceBatch), teacher > 0 ? teacher : null, saveTexts, mu);
         }

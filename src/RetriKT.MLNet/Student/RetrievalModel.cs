@@ -34,8 +34,8 @@ internal sealed class ScoredBlock(int rows, int labels, int neighbors)
 
 /// <summary>
 /// The trained student at inference, in managed code: encoder + head (<see cref="ManagedStudentEncoder"/>), the
-/// knowledge store, its search index (<see cref="IVectorIndex"/>, exact over the store's own embedding memory: the
-/// embeddings are held once), λ and τ, and optionally a term-match index (<see cref="LexicalIndex"/>) with its k and τ.
+/// knowledge store, its search index (<see cref="IVectorIndex"/> from <see cref="VectorIndexes"/>: exact, or HNSW for
+/// large stores, both over the store's own embedding memory: the embeddings are held once), λ and τ, and optionally a term-match index (<see cref="LexicalIndex"/>) with its k and τ.
 /// p = (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms, p_knn = Σ softmax(sim/τ)·softlabel over the top-k neighbours of the
 /// embedding, p_terms the same over the top-k entries by TF-IDF cosine (p_head when no entry shares a word).
 /// Immutable and thread-safe (per-thread scratch only). Holds no native memory.
@@ -44,7 +44,7 @@ internal sealed class RetrievalModel
 {
     public RetrievalModel(StudentConfig config, StudentWeights weights, TextTokenizingTransformer tokenizer, KnowledgeStore store,
         double temperature, int neighborCount, LexicalIndex? lexical = null, int lexicalNeighborCount = 0, double lexicalTemperature = 1,
-        StudentBackbone? backbone = null)
+        RetrieverIndexKind indexKind = RetrieverIndexKind.Auto, StudentBackbone? backbone = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(store);
@@ -68,7 +68,8 @@ internal sealed class RetrievalModel
         Store = store;
         Temperature = temperature;
         NeighborCount = Math.Max(1, Math.Min(neighborCount, store.Count));
-        Index = ExactIndex.For(store);
+        // The automatic choice is not saved: a loaded model chooses again (the same way, the graph is deterministic).
+        Index = VectorIndexes.For(store, indexKind);
         Lexical = lexical;
         LexicalNeighborCount = lexical is null ? 0 : Math.Min(lexicalNeighborCount, store.Count);
         LexicalTemperature = lexicalTemperature;
@@ -109,6 +110,10 @@ internal sealed class RetrievalModel
     public int LexicalNeighborCount { get; }
     public double LexicalTemperature { get; }
     public int LabelCount => Store.LabelCount;
+
+    /// <summary>The same model searching with an index of <paramref name="kind"/> (the weights, store and term index are shared).</summary>
+    public RetrievalModel WithIndex(RetrieverIndexKind kind)
+        => new(Config, Weights, Tokenizer, Store, Temperature, NeighborCount, Lexical, LexicalNeighborCount, LexicalTemperature, kind, Backbone);
     public int Dimension => Store.Dimension;
 
     public int[] Tokenize(string text, string? text2, out bool truncated) => Tokenizer.Encode(text, text2, out truncated);

@@ -1,4 +1,4 @@
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 using RetriKT.MLNet.Tests.Infrastructure;
 
 namespace RetriKT.MLNet.Tests.Data;

@@ -1,5 +1,5 @@
 using RetriKT.Evaluation;
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 using RetriKT.MLNet.Tests.Infrastructure;
 
 namespace RetriKT.MLNet.Tests.Encoders;

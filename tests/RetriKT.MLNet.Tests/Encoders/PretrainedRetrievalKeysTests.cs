@@ -1,6 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 using RetriKT.MLNet.Encoders;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Tests.Infrastructure;

@@ -1,6 +1,6 @@
 using Microsoft.ML;
 using RetriKT.MLNet.Common;
-using RetriKT.MLNet.Data;
+using RetriKT.Samples.Data;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Teacher;
@@ -85,6 +85,19 @@ public sealed class RetriKTPipelineTests : IDisposable
         Assert.Equal(withRetrieval.StoreSize, storeOnly.StoreSize);
         Assert.Equal(0, storeOnly.RetrievalWeight);
         Assert.Equal(withRetrieval.StudentParameters, storeOnly.StudentParameters);
+
+        // The Quickstart's path: the same student, kept to be saved and explained (store texts inside), scored the same way.
+        var keepingOptions = pipeline.Options.Clone();
+        keepingOptions.StudentSaveStoreTexts = true;
+        keepingOptions.StudentNeighborsColumnName = "Neighbors";
+        using var kept = new RetriKTPipeline(new MLContext(seed: 1), teacher, teacherPath, keepingOptions).TrainStudent(task, extraction);
+        Assert.Equal(withRetrieval.Test, kept.Test);
+        Assert.Equal(withRetrieval.RetrievalWeight, kept.Student.RetrievalWeight);
+        Assert.Equal(kept.Test, pipeline.Score(task, kept.Student));
+        Assert.Equal(20, pipeline.Score(task, kept.Student.WithRetrievalWeight(0)).Rows);
+        var explained = kept.Student.Predict(task.Test[0].Text, neighbors: 2);
+        Assert.Equal(2, explained.Neighbors.Count);
+        Assert.All(explained.Neighbors, n => Assert.False(string.IsNullOrEmpty(n.Text)));
     }
 
     [Fact]

@@ -11,8 +11,9 @@ namespace RetriKT.MLNet.Tests.SoftPrompt;
 public sealed class PpoGoldenCollection;
 
 /// <summary>
-/// Same seed, same PPO run as the code before the decode rework (commit 29aa836): the goldens below were captured from
-/// it, so a speed-up that changes what is sampled or learned fails here, naming the first value that moved.
+/// Same seed, same PPO run as the reference code: the goldens below were captured from it (first from the code before
+/// the decode rework, commit 29aa836; recaptured when rollout, minibatch-order and generation seeds came to be derived
+/// by SeedMixer.Derive), so a speed-up that changes what is sampled or learned fails here, naming the first value that moved.
 /// </summary>
 [Collection(nameof(PpoGoldenTests))]
 public class PpoGoldenTests
@@ -20,12 +21,12 @@ public class PpoGoldenTests
     // Per PPO step: generated tokens, reward, fidelity, KL, policy loss, value loss, entropy (default RetriKT reward).
     private static readonly double[][] GoldenSteps =
     [
-        [96, 0.5454685240983963, 0.5273764040321112, 0, -0.000896430341526866, 1.3747466504573822, 0.6084471940994263],
-        [96, 0.5608948837034404, 0.515005424618721, -0.02778153121471405, -0.0013769646175205708, 1.011369526386261, 0.5766209810972214],
+        [96, 0.590088534867391, 0.5201470796018839, 0, -0.0017208177596330643, 1.4361688196659088, 0.6731368750333786],
+        [96, 0.5096758492290974, 0.4756640400737524, -0.013581980019807816, -0.00071723572909832, 1.040521577000618, 0.5976166427135468],
     ];
 
     // Two samples of label 0 (seed 11) from the tuned prompts.
-    private static readonly string[] GoldenSamples = ["Mary was a rich rabb", "Once upon a time, there was a little bird"];
+    private static readonly string[] GoldenSamples = ["Once upon a time, there was a funny", "Once upon a time, there was a little girl"];
 
     [SharedDataFact]
     public void SameSeedGivesTheRolloutsAndLossesOfTheReferenceCode()

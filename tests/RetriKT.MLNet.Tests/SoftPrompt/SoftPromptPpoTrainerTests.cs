@@ -1,5 +1,5 @@
 using Microsoft.ML;
-using RetriKT.MLNet.Data;
+using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Tests.Infrastructure;
 

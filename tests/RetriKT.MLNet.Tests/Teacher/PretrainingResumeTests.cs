@@ -104,6 +104,47 @@ public sealed class PretrainingResumeTests : IDisposable
         }
     }
 
+    [SharedDataFact]
+    public void DropoutTrainsDifferentlyResumesExactlyAndNeverDropsAtInference()
+    {
+        var texts = TeacherPretrainingTests.Reviews(80);
+        TeacherPretrainerOptions WithDropout(string? dir) { var o = Options(dir); o.Dropout = 0.2; return o; }
+        var (plain, tokens) = Fresh(texts);
+        var (dropped, _) = Fresh(texts);
+        using (plain)
+        using (dropped)
+        {
+            new TeacherPretrainer(new MLContext(seed: 1), Options(null)).Train(plain, tokens);
+            new TeacherPretrainer(new MLContext(seed: 1), WithDropout(null)).Train(dropped, tokens);
+            Assert.NotEqual(plain.ContentHash, dropped.ContentHash);
+
+            // After training the module is back in inference mode: scoring twice gives the same numbers.
+            var prefixes = new[] { "the film is", "a dull story" };
+            var continuations = new[] { " good", " bad" };
+            Assert.Equal(dropped.ScoreContinuations(prefixes, continuations), dropped.ScoreContinuations(prefixes, continuations));
+
+            // The masks come from the seed and the step: a killed run resumes to the very same weights.
+            var dir = Path.Combine(_temp, "ckpt-dropout");
+            var (first, _) = Fresh(texts);
+            using (first)
+            {
+                using var cts = new CancellationTokenSource();
+                var progress = new SyncProgress(p => { if (p.Step == 6) cts.Cancel(); });
+                Assert.ThrowsAny<OperationCanceledException>(() => new TeacherPretrainer(new MLContext(seed: 1), WithDropout(dir)).Train(first, tokens, progress, cts.Token));
+            }
+            var (second, _) = Fresh(texts);
+            using (second)
+            {
+                new TeacherPretrainer(new MLContext(seed: 1), WithDropout(dir)).Train(second, tokens);
+                Assert.Equal(dropped.ContentHash, second.ContentHash);
+            }
+        }
+        var bad = Options(null);
+        bad.Dropout = 1;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new TeacherPretrainer(new MLContext(seed: 1), bad));
+        Assert.Contains("Dropout must be in [0, 1), found 1", e.Message);
+    }
+
     [Fact]
     public void DerivedSeedsDependOnSeedPurposeAndIndices()
     {

@@ -220,8 +220,8 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                 if (samples is not null) resumed++;
                 else
                 {
-                    long seed = (long)host.Seed * 7919 + label * 104_729 + batch;
-                    var pick = new Random(unchecked((int)seed));
+                    long seed = SeedMixer.Derive(host.Seed, "extraction-batch", label, batch);
+                    var pick = SeedMixer.Random(seed, "extraction-contexts");
                     var batchContexts = Enumerable.Range(0, o.BatchSize).Select(_ => contexts[pick.Next(contexts.Count)]).ToList();
                     var raw = prompts.Generate(label, o.BatchSize, seed, batchContexts, o.BatchSize, o.CancellationToken);
                     var probabilities = scorer.Probabilities(raw.Select(s => (s.Text, s.Text2)).ToList());
@@ -280,6 +280,9 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         ["batch_size"] = _options.BatchSize,
         ["calibrate_verbalizer"] = _options.CalibrateVerbalizer,
         ["seed"] = seed,
+        // 2: per-batch seeds from SeedMixer.Derive (1, unnamed: the seed * 7919 + label * 104,729 + batch formula); a
+        // checkpoint written with other seeds holds other samples, so it must not be resumed.
+        ["seed_derivation"] = 2,
     };
 }
 

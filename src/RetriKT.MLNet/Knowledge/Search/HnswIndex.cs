@@ -233,7 +233,7 @@ public sealed class HnswIndex : IVectorIndex
     {
         if (Count <= 1) { EfSearch = 1; MeasuredRecall = 1; return; }
         int k = Math.Min(Options.CalibrationK, Count - 1), queries = Math.Min(Options.CalibrationQueries, Count);
-        var random = new Random(Options.Seed ^ 0x5EED);
+        var random = SeedMixer.Random(Options.Seed, "hnsw-calibration");
         var picked = new int[queries];
         var batch = new float[queries * Dimension];
         for (int q = 0; q < queries; q++)

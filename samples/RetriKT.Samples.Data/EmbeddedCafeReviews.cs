@@ -1,4 +1,7 @@
-namespace RetriKT.MLNet.Data;
+using RetriKT.MLNet.Pipeline;
+using RetriKT.MLNet.SoftPrompt;
+
+namespace RetriKT.Samples.Data;
 
 /// <summary>
 /// The embedded default task: café reviews, labels "negative" / "positive". Written for RetriKT.MLNet's Quickstart
@@ -80,7 +83,7 @@ public static class EmbeddedCafeReviews
                 }
             return rows.OrderBy(_ => rng.Next()).ToList();
         }
-        var template = new SoftPrompt.TaskTemplate
+        var template = new TaskTemplate
         {
             Name = "CafeReviews",
             ClassificationFormat = "{text} overall it was{label}",
