@@ -183,6 +183,38 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
     }
 
     [SharedDataFact]
+    public void TheBackboneStudentPredictsTheSameScoresInTheRuntimeOnlyApp()
+    {
+        // tests/RetriKT.MLNet.RuntimeOnly references RetriKT.MLNet and Microsoft.ML only: no TorchSharp, no NuGet encoder package.
+        var ml = fixture.MlContext;
+        var rows = OfficialDev(6);
+        var texts = rows.Select(r => r.Text).ToList();
+        var expected = fixture.Student.PredictBatch(texts);
+        var folder = Directory.CreateTempSubdirectory("retrikt-minilm-runtime-only-");
+        try
+        {
+            var modelPath = Path.Combine(folder.FullName, "model.zip");
+            ml.Model.Save(fixture.Student, ml.Data.LoadFromEnumerable(rows).Schema, modelPath);
+            var textsPath = Path.Combine(folder.FullName, "texts.txt");
+            File.WriteAllLines(textsPath, texts);
+            var (code, output, error) = ChildProcess.RunApp("RetriKT.MLNet.RuntimeOnly.dll", [modelPath, textsPath], timeoutSeconds: 300);
+            Assert.True(code == 0, $"runtime-only app exited with {code}: {error}");
+            var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            Assert.Equal(texts.Count, lines.Length);
+            for (int i = 0; i < texts.Count; i++)
+            {
+                var scores = lines[i].Split(' ').Select(v => float.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+                for (int k = 0; k < scores.Length; k++)
+                    Assert.True(Math.Abs(expected[i][k] - scores[k]) <= 1e-5, $"row {i} label {k}: training process {expected[i][k]} vs runtime-only app {scores[k]}");
+            }
+        }
+        finally
+        {
+            folder.Delete(recursive: true);
+        }
+    }
+
+    [SharedDataFact]
     public void ADamagedBackboneInModelZipFailsWithOneLineNamingThePart()
     {
         var ml = fixture.MlContext;
