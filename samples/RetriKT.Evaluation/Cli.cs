@@ -19,11 +19,11 @@ public static class Cli
           --rows <list>       majority,fewshot-student,teacher-prompted,retrikt,retrikt-ppo (default: all)
           --teacher <path>    use this teacher (HF folder or llama2.c .bin) for every task instead of building one per task
           --cache <dir>       where built teachers are cached (default: ~/.cache/retrikt)
-          --teacher-steps-a <n>  stage-A (unlabeled in-domain text) steps of a built teacher (default 300)
+          --teacher-steps-a <n>  stage-A (unlabeled in-domain text) steps of a built teacher (default 2000)
           --teacher-steps-b <n>  stage-B (task training split through the template) steps (default 600)
-          --teacher-steps-b2 <n> steps of a continuation of stage B on the same data (default 450)
+          --teacher-steps-b2 <n> steps of a continuation of stage B on the same data (default 0)
           --teacher-dropout <p>  dropout during stage B and its continuation (default 0)
-          --teacher-corpus-parts <n> stage-A part files per corpus, 0 = all (default 2)
+          --teacher-corpus-parts <n> stage-A part files per corpus, 0 = all (default 0)
           --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 6)
           --set <k=v,...>     override RetriKTPipelineOptions fields, e.g. --set SamplesPerLabel=256,StudentHiddenSize=48
           --results <file>    resumable results JSONL (default: docs/evaluation/results.jsonl)

@@ -24,8 +24,11 @@ public sealed record TeacherSettings
     public int Heads { get; init; } = 4;
     public int IntermediateSize { get; init; } = 688;
     public int MaxPositions { get; init; } = 256;
-    /// <summary>Stage A (unlabeled in-domain text) optimizer steps.</summary>
-    public int StageASteps { get; init; } = 300;
+    /// <summary>
+    /// Stage A (unlabeled in-domain text) optimizer steps. 2,000 × 32 × 128 tokens is about one epoch of every SST-2
+    /// corpus part: stage A's loss 4.05 (against 5.65 after 300 steps) took the SST-2 teacher from 71.9 to 78.8 % on dev.
+    /// </summary>
+    public int StageASteps { get; init; } = 2000;
     /// <summary>Stage B (task training split through the template) optimizer steps.</summary>
     public int StageBSteps { get; init; } = 600;
     public int BatchSize { get; init; } = 32;
@@ -48,18 +51,18 @@ public sealed record TeacherSettings
     public double StageBDropout { get; init; }
     /// <summary>
     /// Steps of a continuation of stage B on the same data after its schedule ended (a new warmup + cosine at
-    /// <see cref="StageB2LearningRate"/>): more task training for a finished build without redoing it. 0 = none. The
-    /// recipe's 450 came from the first build: after stage B's 600 steps the teacher scored 73.3 % on SST-2 dev.
+    /// <see cref="StageB2LearningRate"/>): more task training for a finished build without redoing it. 0 = none (the
+    /// default). The first teacher used 450: its loss fell and its dev accuracy fell with it (73.3 → 71.9 %).
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore] // not a stage-A setting; keyed by TeacherKey
-    public int StageB2Steps { get; init; } = 450;
+    public int StageB2Steps { get; init; }
     /// <summary>Peak learning rate of the stage-B continuation.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public double StageB2LearningRate { get; init; } = 1e-3;
     /// <summary>Texts the BPE tokenizer is learned from (an even sample of both stages' text).</summary>
     public int TokenizerTexts { get; init; } = 12_000;
-    /// <summary>Cap on stage A's part files per corpus (each ≤ 3.9 MB); 0 = all.</summary>
-    public int CorpusParts { get; init; } = 2;
+    /// <summary>Cap on stage A's part files per corpus (each ≤ 3.9 MB); 0 = all (the default).</summary>
+    public int CorpusParts { get; init; }
     public int Seed { get; init; } = 1;
 
     /// <summary>Hex key of the settings that shape the tokenizer and stage A (and the task's corpus recipe): the build folder name.</summary>
