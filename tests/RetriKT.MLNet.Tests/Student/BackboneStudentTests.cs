@@ -87,15 +87,7 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
         // The store's keys were computed on the training side (TorchSharp projection of the cached backbone
         // embeddings); the runtime embeds the same texts through the managed backbone and projection.
         var student = fixture.Student;
-        var texts = student.Store.Entries.Take(24).Select(e => (e.Text!, e.Text2)).ToList();
-        var runtime = new float[texts.Count * student.Dimension];
-        student.Encode(texts, runtime);
-        double worst = 0;
-        for (int i = 0; i < texts.Count; i++)
-        {
-            var key = student.Store.Embedding(i);
-            for (int j = 0; j < student.Dimension; j++) worst = Math.Max(worst, Math.Abs(key[j] - runtime[i * student.Dimension + j]));
-        }
+        double worst = LargestKeyDifference(student, 24);
         Assert.True(worst <= 1e-5, $"largest key difference {worst:G3}");
     }
 
@@ -152,15 +144,7 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
         }
 
         // Keys: TorchSharp's layer 5 over cached managed states of layers 0–4 at training; the managed encoder at runtime.
-        var texts = student.Store.Entries.Take(16).Select(e => (e.Text!, e.Text2)).ToList();
-        var runtime = new float[texts.Count * student.Dimension];
-        student.Encode(texts, runtime);
-        double worst = 0;
-        for (int i = 0; i < texts.Count; i++)
-        {
-            var key = student.Store.Embedding(i);
-            for (int j = 0; j < student.Dimension; j++) worst = Math.Max(worst, Math.Abs(key[j] - runtime[i * student.Dimension + j]));
-        }
+        double worst = LargestKeyDifference(student, 16);
         Assert.True(worst <= 1e-5, $"largest key difference {worst:G3}");
 
         // Saved with the tuned weights: the loaded model scores the same.
@@ -277,5 +261,23 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
         var tooMany = Assert.Throws<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(
             new RetrievalClassifierTrainer.Options { Backbone = PretrainedEncoderPackage.MiniLM.Locate(), TrainableBackboneLayers = 7 }).Fit(train));
         Assert.Contains("TrainableBackboneLayers 7 exceeds the backbone's 6 layers", tooMany.Message);
+    }
+
+    /// <summary>
+    /// Largest absolute difference between the first <paramref name="count"/> store keys (computed on the training side)
+    /// and the runtime's embeddings of the same texts.
+    /// </summary>
+    private static double LargestKeyDifference(RetrievalClassifierTransformer student, int count)
+    {
+        var texts = student.Store.Entries.Take(count).Select(e => (e.Text!, e.Text2)).ToList();
+        var runtime = new float[texts.Count * student.Dimension];
+        student.Encode(texts, runtime);
+        double worst = 0;
+        for (int i = 0; i < texts.Count; i++)
+        {
+            var key = student.Store.Embedding(i);
+            for (int j = 0; j < student.Dimension; j++) worst = Math.Max(worst, Math.Abs(key[j] - runtime[i * student.Dimension + j]));
+        }
+        return worst;
     }
 }
