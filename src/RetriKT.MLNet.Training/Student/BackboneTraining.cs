@@ -127,55 +127,19 @@ internal static class BackboneTraining
                 using var memory = retrieval ? inputs.EmbedAll(model) : null;
                 model.train();
                 random.Shuffle(order);
-                double sumKd = 0, sumRet = 0, sumCon = 0;
+                var sums = new LossSums();
                 for (int start = 0; start < n; start += settings.BatchSize)
                 {
                     using var scope = torch.NewDisposeScope();
                     var batch = order.AsSpan(start, Math.Min(settings.BatchSize, n - start)).ToArray();
                     var rows = batch.Select(i => (long)i).ToArray();
-                    using var batchIndex = torch.tensor(rows, device: device);
-                    var target = softLabels.index_select(0, batchIndex);
-                    var targetEntropy = (target * target.clamp_min(1e-8f).log()).sum(-1);
-
                     var pooled = inputs.Encode(model, rows);
-                    var kd = (targetEntropy - (target * model.Head(pooled).log_softmax(-1)).sum(-1)).mean();
-                    var loss = kd;
-                    sumKd += kd.item<float>();
-                    if (retrieval)
-                    {
-                        var sims = nn.functional.normalize(pooled, p: 2, dim: 1).matmul(memory!.t());
-                        var self = torch.zeros(sims.shape, dtype: ScalarType.Bool, device: device);
-                        for (int i = 0; i < batch.Length; i++) self[i, batch[i]] = true;
-                        var (values, indices) = sims.masked_fill(self, -1e4f).topk(k, dim: 1); // a query never retrieves itself
-                        var knn = RetrievalTraining.Knn(values, indices, model.Temperature(), softLabels);
-                        var ret = (targetEntropy - (target * knn.clamp_min(1e-8f).log()).sum(-1)).mean();
-                        loss = loss + ret * settings.RetrievalLossWeight;
-                        sumRet += ret.item<float>();
-                    }
-                    if (settings.ContrastiveLossWeight > 0 && batch.Length > 1)
-                    {
-                        var z1 = nn.functional.normalize(pooled, p: 2, dim: 1);
-                        var z2 = nn.functional.normalize(inputs.Encode(model, rows), p: 2, dim: 1); // a second dropout view
-                        var con = nn.functional.cross_entropy(z1.matmul(z2.t()) / settings.ContrastiveTemperature,
-                            torch.arange(batch.Length, dtype: ScalarType.Int64, device: device));
-                        loss = loss + con * settings.ContrastiveLossWeight;
-                        sumCon += con.item<float>();
-                    }
-                    optimizer.zero_grad();
-                    layerOptimizer?.zero_grad();
-                    loss.backward();
-                    nn.utils.clip_grad_norm_(parameters.Concat(layerParameters), 1.0);
-                    double decay = 1 - 0.9 * step / Math.Max(1, totalSteps - 1); // as the tiny student's schedule
-                    foreach (var group in optimizer.ParamGroups) group.LearningRate = settings.LearningRate * decay;
-                    if (layerOptimizer is not null)
-                        foreach (var group in layerOptimizer.ParamGroups) group.LearningRate = backboneLearningRate * decay;
-                    optimizer.step();
-                    layerOptimizer?.step();
-                    step++;
+                    var loss = RetrievalTraining.BatchLoss(pooled, model.Head(pooled), () => inputs.Encode(model, rows), batch, softLabels,
+                        memory, k, model.Temperature(), settings, device, sums);
+                    RetrievalTraining.Step(loss, layerOptimizer is null ? [(optimizer, settings.LearningRate)] : [(optimizer, settings.LearningRate), (layerOptimizer, backboneLearningRate)],
+                        parameters.Concat(layerParameters), step++, totalSteps);
                 }
-                var metrics = new Dictionary<string, double> { ["kd"] = sumKd / stepsPerEpoch, ["retrieval"] = sumRet / stepsPerEpoch, ["tau"] = model.TemperatureValue };
-                if (settings.ContrastiveLossWeight > 0) metrics["contrastive"] = sumCon / stepsPerEpoch;
-                host.Report("RetrievalClassifier", epoch, settings.Epochs, metrics);
+                sums.Report(host, epoch, settings, stepsPerEpoch, model.TemperatureValue);
             }
         }
         finally

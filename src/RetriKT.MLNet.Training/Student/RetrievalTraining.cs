@@ -83,64 +83,19 @@ internal static class RetrievalTraining
                 using var memory = retrieval ? EmbedAll(model, data.Ids, sepId, device) : null;
                 model.train();
                 random.Shuffle(order);
-                double sumKd = 0, sumRet = 0, sumCon = 0;
+                var sums = new LossSums();
                 for (int start = 0; start < n; start += settings.BatchSize)
                 {
                     using var scope = torch.NewDisposeScope();
                     var batch = order.AsSpan(start, Math.Min(settings.BatchSize, n - start)).ToArray();
                     var rows = batch.Select(i => MaskTokens(data.Ids[i], settings, sepId, random)).ToList();
                     var (ids, segments, mask) = TokenBatch.Collate(rows, sepId, device);
-                    using var batchIndex = torch.tensor(batch.Select(i => (long)i).ToArray(), device: device);
-                    var target = softLabels.index_select(0, batchIndex);
-                    var targetEntropy = (target * target.clamp_min(1e-8f).log()).sum(-1);
-
                     var pooled = model.Encode(ids, segments, mask);
-                    var logProbabilities = model.Head(pooled).log_softmax(-1);
-                    var kd = (targetEntropy - (target * logProbabilities).sum(-1)).mean();
-                    var loss = kd;
-                    sumKd += kd.item<float>();
-
-                    if (retrieval)
-                    {
-                        var query = nn.functional.normalize(pooled, p: 2, dim: 1);
-                        var sims = query.matmul(memory!.t());
-                        var self = torch.zeros(sims.shape, dtype: ScalarType.Bool, device: device);
-                        for (int i = 0; i < batch.Length; i++) self[i, batch[i]] = true;
-                        sims = sims.masked_fill(self, -1e4f); // a query never retrieves itself
-                        var (values, indices) = sims.topk(k, dim: 1);
-                        var knn = Knn(values, indices, model.Temperature(), softLabels);
-                        var ret = (targetEntropy - (target * knn.clamp_min(1e-8f).log()).sum(-1)).mean();
-                        loss = loss + ret * settings.RetrievalLossWeight;
-                        sumRet += ret.item<float>();
-                    }
-                    if (settings.ContrastiveLossWeight > 0 && batch.Length > 1)
-                    {
-                        var second = model.Encode(ids, segments, mask); // a second dropout view of the same texts
-                        var z1 = nn.functional.normalize(pooled, p: 2, dim: 1);
-                        var z2 = nn.functional.normalize(second, p: 2, dim: 1);
-                        var logits = z1.matmul(z2.t()) / settings.ContrastiveTemperature;
-                        var con = nn.functional.cross_entropy(logits, torch.arange(batch.Length, dtype: ScalarType.Int64, device: device));
-                        loss = loss + con * settings.ContrastiveLossWeight;
-                        sumCon += con.item<float>();
-                    }
-
-                    optimizer.zero_grad();
-                    loss.backward();
-                    nn.utils.clip_grad_norm_(parameters, 1.0);
-                    // Linear decay to 10% of the base rate: few-shot runs are short and late steps should settle.
-                    double rate = settings.LearningRate * (1 - 0.9 * step / Math.Max(1, totalSteps - 1));
-                    foreach (var group in optimizer.ParamGroups) group.LearningRate = rate;
-                    optimizer.step();
-                    step++;
+                    var loss = BatchLoss(pooled, model.Head(pooled), () => model.Encode(ids, segments, mask), batch, softLabels,
+                        memory, k, model.Temperature(), settings, device, sums);
+                    Step(loss, [(optimizer, settings.LearningRate)], parameters, step++, totalSteps);
                 }
-                var metrics = new Dictionary<string, double>
-                {
-                    ["kd"] = sumKd / stepsPerEpoch,
-                    ["retrieval"] = sumRet / stepsPerEpoch,
-                    ["tau"] = model.TemperatureValue,
-                };
-                if (settings.ContrastiveLossWeight > 0) metrics["contrastive"] = sumCon / stepsPerEpoch;
-                host.Report("RetrievalClassifier", epoch, settings.Epochs, metrics);
+                sums.Report(host, epoch, settings, stepsPerEpoch, model.TemperatureValue);
             }
         }
         finally
@@ -149,6 +104,62 @@ internal static class RetrievalTraining
             model.get_parameter(StudentWeights.TemperatureName)!.requires_grad = true;
             model.eval();
         }
+    }
+
+    /// <summary>
+    /// One minibatch's loss, shared by the tiny student's loop and <see cref="BackboneTraining"/>:
+    /// KL(t ‖ p_head) + α·KL(t ‖ p_knn) + β·InfoNCE(two dropout views), t the rows' soft labels. p_knn reads the top-k of
+    /// <paramref name="memory"/> (the epoch's normalised store embeddings; null when α is 0) without each row's own entry.
+    /// <paramref name="secondView"/> re-encodes the same rows (another dropout draw); it is called last, so the dropout
+    /// generator sees the same sequence of draws in both loops. Adds the parts' values to <paramref name="sums"/>.
+    /// </summary>
+    internal static Tensor BatchLoss(Tensor pooled, Tensor headLogits, Func<Tensor> secondView, int[] batch, Tensor softLabels,
+        Tensor? memory, int k, Tensor temperature, TrainingSettings settings, Device device, LossSums sums)
+    {
+        using var batchIndex = torch.tensor(batch.Select(i => (long)i).ToArray(), device: device);
+        var target = softLabels.index_select(0, batchIndex);
+        var targetEntropy = (target * target.clamp_min(1e-8f).log()).sum(-1);
+        var kd = (targetEntropy - (target * headLogits.log_softmax(-1)).sum(-1)).mean();
+        var loss = kd;
+        sums.Kd += kd.item<float>();
+        if (memory is not null)
+        {
+            var sims = nn.functional.normalize(pooled, p: 2, dim: 1).matmul(memory.t());
+            var self = torch.zeros(sims.shape, dtype: ScalarType.Bool, device: device);
+            for (int i = 0; i < batch.Length; i++) self[i, batch[i]] = true;
+            var (values, indices) = sims.masked_fill(self, -1e4f).topk(k, dim: 1); // a query never retrieves itself
+            var knn = Knn(values, indices, temperature, softLabels);
+            var ret = (targetEntropy - (target * knn.clamp_min(1e-8f).log()).sum(-1)).mean();
+            loss = loss + ret * settings.RetrievalLossWeight;
+            sums.Retrieval += ret.item<float>();
+        }
+        if (settings.ContrastiveLossWeight > 0 && batch.Length > 1)
+        {
+            var z1 = nn.functional.normalize(pooled, p: 2, dim: 1);
+            var z2 = nn.functional.normalize(secondView(), p: 2, dim: 1);
+            var con = nn.functional.cross_entropy(z1.matmul(z2.t()) / settings.ContrastiveTemperature,
+                torch.arange(batch.Length, dtype: ScalarType.Int64, device: device));
+            loss = loss + con * settings.ContrastiveLossWeight;
+            sums.Contrastive += con.item<float>();
+        }
+        return loss;
+    }
+
+    /// <summary>
+    /// One optimisation step of every optimizer: zero, backward, clip the gradient norm of <paramref name="clipped"/> to
+    /// 1, set each optimizer's rate to its base rate on the linear decay to 10 % over <paramref name="totalSteps"/>
+    /// (few-shot runs are short and late steps should settle), step.
+    /// </summary>
+    internal static void Step(Tensor loss, IReadOnlyList<(TorchSharp.Modules.AdamW Optimizer, double BaseRate)> optimizers,
+        IEnumerable<TorchSharp.Modules.Parameter> clipped, long step, long totalSteps)
+    {
+        foreach (var (optimizer, _) in optimizers) optimizer.zero_grad();
+        loss.backward();
+        nn.utils.clip_grad_norm_(clipped, 1.0);
+        double decay = 1 - 0.9 * step / Math.Max(1, totalSteps - 1);
+        foreach (var (optimizer, rate) in optimizers)
+            foreach (var group in optimizer.ParamGroups) group.LearningRate = rate * decay;
+        foreach (var (optimizer, _) in optimizers) optimizer.step();
     }
 
     /// <summary>
@@ -263,5 +274,18 @@ internal static class RetrievalTraining
         var weights = (similarities / temperature).softmax(-1);                                    // [B, k]
         var neighborLabels = softLabels.index_select(0, indices.flatten()).view(indices.shape[0], indices.shape[1], softLabels.shape[1]);
         return (weights.unsqueeze(-1) * neighborLabels).sum(1);                                   // [B, K]
+    }
+}
+
+/// <summary>Per-epoch sums of the loss parts of <see cref="RetrievalTraining.BatchLoss"/>, reported as epoch means.</summary>
+internal sealed class LossSums
+{
+    public double Kd, Retrieval, Contrastive;
+
+    public void Report(ComponentHost host, int epoch, TrainingSettings settings, int steps, double temperature)
+    {
+        var metrics = new Dictionary<string, double> { ["kd"] = Kd / steps, ["retrieval"] = Retrieval / steps, ["tau"] = temperature };
+        if (settings.ContrastiveLossWeight > 0) metrics["contrastive"] = Contrastive / steps;
+        host.Report("RetrievalClassifier", epoch, settings.Epochs, metrics);
     }
 }
