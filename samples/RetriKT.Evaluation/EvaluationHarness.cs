@@ -30,15 +30,24 @@ public static class Rows
     public const string StoreSweepPrefix = "sweep-store-";
     /// <summary>Prefix of the neighbour-count sweep rows (<c>sweep-k-&lt;k&gt;</c>, on the <see cref="RetriKT"/> row's store).</summary>
     public const string NeighborSweepPrefix = "sweep-k-";
+    /// <summary>
+    /// Prefix of the store-size sweep's counterparts without retrieval (<c>sweep-no-retrieval-&lt;samples per label&gt;</c>:
+    /// the <see cref="StoreOnlyStudent"/> row's settings on the store of that size), so retrieval's gain can be read per size.
+    /// </summary>
+    public const string NoRetrievalSweepPrefix = "sweep-no-retrieval-";
 
     public static IReadOnlyList<string> All { get; } =
         [Majority, MlNetFeaturizeText, EncoderLogRegMiniLM, EncoderLogRegArcticXs, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, RetriKTPpo, RetriKTMiniLM];
 
     /// <summary>The sweeps of SST-2 seed 13: store size and k (not in the default row set: they are run on request).</summary>
     public static IReadOnlyList<string> Sweeps { get; } =
-        [StoreSweepPrefix + "128", StoreSweepPrefix + "512", StoreSweepPrefix + "2048", StoreSweepPrefix + "4096", NeighborSweepPrefix + "1", NeighborSweepPrefix + "4", NeighborSweepPrefix + "16", NeighborSweepPrefix + "64"];
+        [StoreSweepPrefix + "128", StoreSweepPrefix + "512", StoreSweepPrefix + "2048", StoreSweepPrefix + "4096", StoreSweepPrefix + "8192",
+         NoRetrievalSweepPrefix + "512", NoRetrievalSweepPrefix + "2048", NoRetrievalSweepPrefix + "8192", NeighborSweepPrefix + "1", NeighborSweepPrefix + "4", NeighborSweepPrefix + "16", NeighborSweepPrefix + "64"];
 
     public static bool IsKnown(string row) => All.Contains(row) || Sweeps.Contains(row);
+
+    /// <summary>Rows whose student is trained and scored without retrieval (no retrieval loss, λ = μ = 0).</summary>
+    public static bool IsWithoutRetrieval(string row) => row == StoreOnlyStudent || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
 
     public static string Title(string row) => row switch
     {
@@ -54,6 +63,7 @@ public static class Rows
         EncoderLogRegArcticXs => "Frozen arctic-embed-xs + logistic regression, few-shot gold only",
         _ when row.StartsWith(StoreSweepPrefix, StringComparison.Ordinal) => $"RetriKT, {row[StoreSweepPrefix.Length..]} samples per label",
         _ when row.StartsWith(NeighborSweepPrefix, StringComparison.Ordinal) => $"RetriKT, k = {row[NeighborSweepPrefix.Length..]}",
+        _ when row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal) => $"Store only (λ = 0), {row[NoRetrievalSweepPrefix.Length..]} samples per label",
         _ => row,
     };
 
@@ -251,6 +261,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             Rows.Teacher => "verbalizer-v1",
             Rows.FewShotStudent => "student-v5|" + JsonSerializer.Serialize(StudentOptions(p), json),
             Rows.StoreOnlyStudent => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
+            _ when Rows.IsWithoutRetrieval(row) => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
             // v2: the store of the seed unification (as retrikt-v5); v1 numbers were measured on the store before it.
             Rows.RetriKTMiniLM => $"retrikt-minilm-v2|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
             _ => "retrikt-v5|" + JsonSerializer.Serialize(Options(row), json),
@@ -273,6 +284,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         o.PpoSteps = row == Rows.RetriKTPpo ? settings.PpoSteps : 0;
         if (row.StartsWith(Rows.StoreSweepPrefix, StringComparison.Ordinal))
             o.SamplesPerLabel = int.Parse(row[Rows.StoreSweepPrefix.Length..], CultureInfo.InvariantCulture);
+        if (row.StartsWith(Rows.NoRetrievalSweepPrefix, StringComparison.Ordinal))
+            o.SamplesPerLabel = int.Parse(row[Rows.NoRetrievalSweepPrefix.Length..], CultureInfo.InvariantCulture);
         if (row.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal))
             o.StudentNeighborCount = int.Parse(row[Rows.NeighborSweepPrefix.Length..], CultureInfo.InvariantCulture);
         if (row == Rows.RetriKTMiniLM) o.StudentBackbone = MiniLM.Locate();
@@ -353,10 +366,10 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             }
             case Rows.StoreOnlyStudent:
             case Rows.RetriKT or Rows.RetriKTPpo or Rows.RetriKTMiniLM:
-            case var sweep when sweep.StartsWith(Rows.StoreSweepPrefix, StringComparison.Ordinal) || sweep.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal):
+            case var sweep when Rows.Sweeps.Contains(sweep):
             {
                 var extraction = Store(pipeline, task, progress, cancellation);
-                var r = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: row != Rows.StoreOnlyStudent, progress, cancellation);
+                var r = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: !Rows.IsWithoutRetrieval(row), progress, cancellation);
                 return new RowResult
                 {
                     Accuracy = r.Test.Accuracy, MacroF1 = r.Test.MacroF1, PositiveF1 = r.Test.PositiveF1, TestRows = r.Test.Rows,
