@@ -276,7 +276,7 @@ public static class ResultsReport
             for (int g = 0; g < groups; g++)
                 plt.Legend.ManualItems.Add(new ScottPlot.LegendItem { LabelText = Rows.Title(Rows.All[g]), FillColor = palette.GetColor(g) });
             plt.ShowLegend(ScottPlot.Alignment.UpperRight);
-            plt.Axes.SetLimits(-1, tasks.Count * (groups + 1) - 1, 0, 115);
+            plt.Axes.SetLimits(-1, tasks.Count * (groups + 1) - 1, 0, 150); // headroom above 100 % so the legend never covers a bar
             plt.YLabel("accuracy on the official dev set (%)");
             plt.Title("RetriKT.MLNet, low-resource protocols");
             plt.SavePng(pngPath, 1000, 560);
