@@ -46,6 +46,12 @@ public static class Rows
 
     public static bool IsKnown(string row) => All.Contains(row) || Sweeps.Contains(row);
 
+    /// <summary>The samples per label a store-size sweep row (with or without retrieval) names; null for other rows.</summary>
+    public static int? SweptStoreSize(string row) =>
+        row.StartsWith(StoreSweepPrefix, StringComparison.Ordinal) ? int.Parse(row[StoreSweepPrefix.Length..], CultureInfo.InvariantCulture)
+        : row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal) ? int.Parse(row[NoRetrievalSweepPrefix.Length..], CultureInfo.InvariantCulture)
+        : null;
+
     /// <summary>Rows whose student is trained and scored without retrieval (no retrieval loss, λ = μ = 0).</summary>
     public static bool IsWithoutRetrieval(string row) => row == StoreOnlyStudent || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
 
@@ -260,7 +266,6 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         {
             Rows.Teacher => "verbalizer-v1",
             Rows.FewShotStudent => "student-v5|" + JsonSerializer.Serialize(StudentOptions(p), json),
-            Rows.StoreOnlyStudent => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
             _ when Rows.IsWithoutRetrieval(row) => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
             // v2: the store of the seed unification (as retrikt-v5); v1 numbers were measured on the store before it.
             Rows.RetriKTMiniLM => $"retrikt-minilm-v2|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
@@ -282,10 +287,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     {
         var o = settings.Pipeline.Clone();
         o.PpoSteps = row == Rows.RetriKTPpo ? settings.PpoSteps : 0;
-        if (row.StartsWith(Rows.StoreSweepPrefix, StringComparison.Ordinal))
-            o.SamplesPerLabel = int.Parse(row[Rows.StoreSweepPrefix.Length..], CultureInfo.InvariantCulture);
-        if (row.StartsWith(Rows.NoRetrievalSweepPrefix, StringComparison.Ordinal))
-            o.SamplesPerLabel = int.Parse(row[Rows.NoRetrievalSweepPrefix.Length..], CultureInfo.InvariantCulture);
+        if (Rows.SweptStoreSize(row) is int samplesPerLabel) o.SamplesPerLabel = samplesPerLabel;
         if (row.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal))
             o.StudentNeighborCount = int.Parse(row[Rows.NeighborSweepPrefix.Length..], CultureInfo.InvariantCulture);
         if (row == Rows.RetriKTMiniLM) o.StudentBackbone = MiniLM.Locate();
