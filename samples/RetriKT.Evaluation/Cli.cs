@@ -24,7 +24,8 @@ public static class Cli
           --teacher-steps-b2 <n> steps of a continuation of stage B on the same data (default 0)
           --teacher-dropout <p>  dropout during stage B and its continuation (default 0)
           --teacher-corpus-parts <n> stage-A part files per corpus, 0 = all (default 0)
-          --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 6)
+          --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 40)
+          --ppo-learning-rate <r>  PPO learning rate of the retrikt-ppo row (default 0.03)
           --set <k=v,...>     override RetriKTPipelineOptions fields, e.g. --set SamplesPerLabel=256,StudentHiddenSize=48
           --results <file>    resumable results JSONL (default: docs/evaluation/results.jsonl)
           --report <file>     markdown report (default: docs/RESULTS.md)
@@ -40,7 +41,8 @@ public static class Cli
         public string? TeacherPath { get; init; }
         public required string CacheRoot { get; init; }
         public required TeacherSettings Teacher { get; init; }
-        public int PpoSteps { get; init; } = 6;
+        public int PpoSteps { get; init; } = HarnessSettings.DefaultPpoSteps;
+        public double PpoLearningRate { get; init; } = HarnessSettings.DefaultPpoLearningRate;
         /// <summary>RetriKTPipelineOptions field overrides from <c>--set</c>.</summary>
         public IReadOnlyDictionary<string, string> PipelineOverrides { get; init; } = new Dictionary<string, string>();
         public required string ResultsPath { get; init; }
@@ -61,7 +63,11 @@ public static class Cli
         {
             if (!args[i].StartsWith("--", StringComparison.Ordinal)) throw new ArgumentException($"Unexpected argument '{args[i]}'.");
             if (i + 1 >= args.Count) throw new ArgumentException($"Option {args[i]} needs a value.");
-            values[args[i][2..]] = args[++i];
+            string name = args[i][2..], value = args[++i];
+            // --set may repeat (its pairs add up); any other option given twice would silently keep only the last value.
+            if (values.TryGetValue(name, out var earlier))
+                values[name] = name == "set" ? earlier + "," + value : throw new ArgumentException($"Option --{name} is given twice ('{earlier}', '{value}'); give it once.");
+            else values[name] = value;
         }
         string Get(string name, string fallback) => values.Remove(name, out var v) ? v : fallback;
         int GetInt(string name, int fallback) => int.TryParse(Get(name, fallback.ToString(CultureInfo.InvariantCulture)), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= 0
@@ -92,8 +98,10 @@ public static class Cli
                 StageB2Steps = GetInt("teacher-steps-b2", new TeacherSettings().StageB2Steps),
                 CorpusParts = GetInt("teacher-corpus-parts", new TeacherSettings().CorpusParts),
                 StageBDropout = double.Parse(Get("teacher-dropout", new TeacherSettings().StageBDropout.ToString("R", System.Globalization.CultureInfo.InvariantCulture)), System.Globalization.CultureInfo.InvariantCulture),
+                StageBLabelFirst = double.Parse(Get("teacher-label-first", new TeacherSettings().StageBLabelFirst.ToString("R", System.Globalization.CultureInfo.InvariantCulture)), System.Globalization.CultureInfo.InvariantCulture),
             },
-            PpoSteps = GetInt("ppo-steps", 6),
+            PpoSteps = GetInt("ppo-steps", HarnessSettings.DefaultPpoSteps),
+            PpoLearningRate = double.Parse(Get("ppo-learning-rate", HarnessSettings.DefaultPpoLearningRate.ToString("R", CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture),
             PipelineOverrides = List("set", []).Select(kv => kv.Split('=', 2)).ToDictionary(
                 kv => kv[0], kv => kv.Length == 2 ? kv[1] : throw new ArgumentException($"--set takes Name=Value pairs, found '{kv[0]}'.")),
             ResultsPath = Path.GetFullPath(Get("results", Path.Combine(repo, "docs", "evaluation", "results.jsonl"))),

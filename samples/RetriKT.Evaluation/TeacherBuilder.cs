@@ -50,6 +50,14 @@ public sealed record TeacherSettings
     [System.Text.Json.Serialization.JsonIgnore] // not a stage-A setting; keyed by StageBKey
     public double StageBDropout { get; init; }
     /// <summary>
+    /// Share of stage B's labelled rows that are also rendered label first ("great: the film is a delight", every token
+    /// weighing 1), so the teacher learns text that follows a label, as an instruction-following LLM knows "write a
+    /// positive review". Without it the teacher only ever saw a label after its text: stage-1 soft prompts then could
+    /// not steer it, and 44–51 % of every store's samples got the intended label (chance). 0 = none.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore] // not a stage-A setting; keyed by StageBKey
+    public double StageBLabelFirst { get; init; }
+    /// <summary>
     /// Steps of a continuation of stage B on the same data after its schedule ended (a new warmup + cosine at
     /// <see cref="StageB2LearningRate"/>): more task training for a finished build without redoing it. 0 = none (the
     /// default). The first teacher used 450: its loss fell and its dev accuracy fell with it (73.3 → 71.9 %).
@@ -68,13 +76,14 @@ public sealed record TeacherSettings
     /// <summary>Hex key of the settings that shape the tokenizer and stage A (and the task's corpus recipe): the build folder name.</summary>
     public string CacheKey(string task)
     {
-        var stageA = this with { StageBSteps = 0, StageBLearningRate = 0, StageBReplay = 0, StageBLabelWeight = 0, StageBDropout = 0 };
+        var stageA = this with { StageBSteps = 0, StageBLearningRate = 0, StageBReplay = 0, StageBLabelWeight = 0, StageBDropout = 0, StageBLabelFirst = 0 };
         return Hash(JsonSerializer.Serialize(stageA) + "|" + task + "|two-stage-v1");
     }
 
     /// <summary>Hex key of the stage-B settings: stage B's checkpoint folder and the finished teacher's folder inside the build folder.</summary>
     public string StageBKey() => Hash(FormattableString.Invariant($"{StageBSteps}|{StageBLearningRate:R}|{StageBReplay:R}|{StageBLabelWeight:R}|weighted-v1")
-        + (StageBDropout > 0 ? FormattableString.Invariant($"|dropout={StageBDropout:R}") : "")); // no suffix at 0: earlier builds keep their key
+        + (StageBDropout > 0 ? FormattableString.Invariant($"|dropout={StageBDropout:R}") : "") // no suffix at 0: earlier builds keep their key
+        + (StageBLabelFirst > 0 ? FormattableString.Invariant($"|label-first={StageBLabelFirst:R}") : ""));
 
     /// <summary>The key of the finished teacher: stage B and its continuation.</summary>
     public string TeacherKey() => StageB2Steps == 0 ? StageBKey() : Hash(FormattableString.Invariant($"{StageBKey()}|{StageB2Steps}|{StageB2LearningRate:R}"));
@@ -120,13 +129,20 @@ public static class TeacherBuilder
                 var (prefix, suffix) = template.ClassificationParts(r.Text.Trim(), string.IsNullOrEmpty(r.Text2) ? null : r.Text2.Trim());
                 return (prefix, template.Verbalizer[r.Label] + suffix);
             }).ToList();
-            int replay = (int)Math.Round(stageB.Count * settings.StageBReplay / (1 - settings.StageBReplay));
             var rng = new Random(settings.Seed);
+            // The label-first copies: the label word, then everything the soft prompt is followed by in generation.
+            var labelFirst = settings.StageBLabelFirst > 0
+                ? labelled.Where(_ => rng.NextDouble() < settings.StageBLabelFirst).Select(r => (LabelFirstText(template, r.Text.Trim(), string.IsNullOrEmpty(r.Text2) ? null : r.Text2.Trim(), r.Label), "")).ToList()
+                : [];
+            stageB.AddRange(labelFirst);
+            int replay = (int)Math.Round(stageB.Count * settings.StageBReplay / (1 - settings.StageBReplay));
             // Replay by document count would drown stage B in long reviews: take stage-A sentences of similar length.
             var sentences = stageA.SelectMany(SplitSentences).Where(s => s.Length is >= 20 and <= 300).OrderBy(_ => rng.Next()).Take(replay).ToList();
             stageB.AddRange(sentences.Select(s => (s, "")));
             stageB = stageB.OrderBy(_ => rng.Next()).ToList();
-            log($"  stage B: {labelled.Count:N0} labelled training rows of {task}/train.tsv through \"{template.ClassificationFormat}\" + {sentences.Count:N0} replayed stage-A sentences");
+            log($"  stage B: {labelled.Count:N0} labelled training rows of {task}/train.tsv through \"{template.ClassificationFormat}\""
+                + (labelFirst.Count > 0 ? $" + {labelFirst.Count:N0} of them label first (\"{labelFirst[0].Item1[..Math.Min(40, labelFirst[0].Item1.Length)]}…\")" : "")
+                + $" + {sentences.Count:N0} replayed stage-A sentences");
         }
         else log($"  stage B: {task} has no full training split here; stage A only.");
 
@@ -210,6 +226,13 @@ public static class TeacherBuilder
         log(string.Create(CultureInfo.InvariantCulture, $"Teacher ({task}): {model.ParameterCount:N0} parameters, built in {clock.Elapsed.TotalMinutes:F1} min → {final}"));
         return final;
     }
+
+    /// <summary>
+    /// A labelled row rendered label first: the label word, a colon, then what generation produces after a soft prompt
+    /// (the visible context of second-part tasks, then the generated part).
+    /// </summary>
+    public static string LabelFirstText(RetriKT.MLNet.SoftPrompt.TaskTemplate template, string text, string? text2, string label)
+        => template.Verbalizer[label].Trim() + ": " + template.RenderContext(text) + template.RenderTarget(text, text2);
 
     /// <summary>The recipe and measurements of a finished teacher (its done.json), or null.</summary>
     public static JsonDocument? ReadBuildRecord(string teacherFolder)

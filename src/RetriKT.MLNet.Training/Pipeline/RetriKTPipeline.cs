@@ -74,6 +74,7 @@ public sealed class RetriKTPipeline
             TeacherPath = _teacherPath, Teacher = _teacher, Template = task.Template, Labels = task.Labels,
             PromptTokens = o.PromptTokens, SupervisedEpochs = o.SupervisedEpochs, PpoSteps = o.PpoSteps, RolloutsPerStep = o.RolloutsPerStep,
             MaxNewTokens = o.MaxNewTokens, CalibrateVerbalizer = o.CalibrateVerbalizer, Seed = o.Seed, MetricsCsvPath = o.PpoMetricsCsvPath,
+            PpoLearningRate = o.PpoLearningRate ?? new SoftPromptPpoOptions().PpoLearningRate,
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
         var promptTime = clock.Elapsed;
@@ -84,7 +85,7 @@ public sealed class RetriKTPipeline
         {
             Directory.CreateDirectory(work);
             // The checkpoint is only valid for these exact prompts: name it after everything that shapes them.
-            checkpoint = Path.Combine(work, $"extraction-{task.Name}-{task.Seed?.ToString() ?? "na"}-ppo{o.PpoSteps}-s{o.Seed}-{_teacher.ContentHash[..12]}.jsonl");
+            checkpoint = Path.Combine(work, $"extraction-{task.Name}-{task.Seed?.ToString() ?? "na"}-ppo{o.PpoSteps}{(o.PpoLearningRate is double lr ? FormattableString.Invariant($"-lr{lr:R}") : "")}-s{o.Seed}-{_teacher.ContentHash[..12]}.jsonl");
         }
         var extractor = _mlContext.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
         {

@@ -77,6 +77,32 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     [Fact]
+    public void RepeatedSetOptionsAddUpAndAnyOtherRepeatedOptionFails()
+    {
+        var o = Cli.Parse(["--set", "SamplesPerLabel=128", "--set", "PpoLearningRate=0.01", "--ppo-steps", "3"], _temp);
+        Assert.Equal("128", o.PipelineOverrides["SamplesPerLabel"]);
+        Assert.Equal("0.01", o.PipelineOverrides["PpoLearningRate"]);
+        Assert.Equal(3, o.PpoSteps);
+        Assert.Equal(HarnessSettings.DefaultPpoLearningRate, o.PpoLearningRate);
+        var e = Assert.Throws<ArgumentException>(() => Cli.Parse(["--seeds", "13", "--seeds", "21"], _temp));
+        Assert.Contains("--seeds is given twice ('13', '21')", e.Message);
+    }
+
+    [Fact]
+    public void LabelFirstStageBIsKeyedOnlyWhenUsedAndRendersTheLabelBeforeTheText()
+    {
+        var plain = new TeacherSettings();
+        // The label-first share is a stage-B setting: stage A's build folder is shared, and at 0 the key is the one every
+        // teacher built before the setting existed had.
+        Assert.Equal(plain.CacheKey("SST-2"), (plain with { StageBLabelFirst = 0.5 }).CacheKey("SST-2"));
+        Assert.Equal("b571c2e0fbf72ab5", plain.StageBKey());
+        Assert.NotEqual(plain.StageBKey(), (plain with { StageBLabelFirst = 0.5 }).StageBKey());
+        var (sst2, _) = RetriKT.Samples.Data.FewShotBenchmarks.Describe("SST-2");
+        Assert.Equal("great: a delight", TeacherBuilder.LabelFirstText(sst2, "a delight", null, "1"));
+        Assert.Equal("terrible: a mess", TeacherBuilder.LabelFirstText(sst2, "a mess", null, "0"));
+    }
+
+    [Fact]
     public void ReportAggregatesMeanAndSampleStandardDeviation()
     {
         var (mean, sd, n) = ResultsReport.Stats([0.8, 0.9, 1.0]);
