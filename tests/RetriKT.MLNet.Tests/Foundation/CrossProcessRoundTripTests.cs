@@ -22,7 +22,7 @@ public class CrossProcessRoundTripTests
         var model = pipeline.Fit(train);
         var dev = mlContext.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "dev.tsv")));
 
-        var result = CrossProcess.RoundTrip(mlContext, model, dev, engineContract: "text-tokens");
+        using var result = CrossProcess.RoundTrip(mlContext, model, dev, engineContract: "text-tokens");
 
         Assert.Contains(typeof(TextTokenizingTransformer).FullName!, result.LoadedTypes);
         Assert.Equal(33, result.Transform.Count); // header + 32 dev rows
@@ -37,7 +37,7 @@ public class CrossProcessRoundTripTests
         var rows = new[] { "alpha beta gamma", "beta gamma delta", "gamma alpha" }.Select(t => new TextRow { Text = t }).ToList();
         var data = mlContext.Data.LoadFromEnumerable(rows);
         var model = mlContext.RetriKT().TextTokenizer(new TextTokenizingEstimator.Options { MaxLength = 6, MinWordFrequency = 1 }).Fit(data);
-        var result = CrossProcess.RoundTrip(mlContext, model, data, engineContract: "text-tokens");
+        using var result = CrossProcess.RoundTrip(mlContext, model, data, engineContract: "text-tokens");
         Assert.Equal(4, result.Transform.Count);
 
         // Drop the vocabulary stream: loading must fail and say which stream is missing.

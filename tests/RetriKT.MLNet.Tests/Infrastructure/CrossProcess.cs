@@ -4,9 +4,15 @@ using RetriKT.MLNet.RoundTrip;
 
 namespace RetriKT.MLNet.Tests.Infrastructure;
 
-/// <summary>What the child process saw after loading a model.zip.</summary>
+/// <summary>
+/// What the child process saw after loading a model.zip. Disposing deletes the round trip's temp folder (the model,
+/// the input and the child's output), so callers read <see cref="ModelPath"/> before that.
+/// </summary>
 public sealed record RoundTripResult(string ModelPath, IReadOnlyList<string> LoadedTypes, IReadOnlyList<string> Transform,
-    IReadOnlyList<string>? Engine, IReadOnlyList<string> Resaved);
+    IReadOnlyList<string>? Engine, IReadOnlyList<string> Resaved) : IDisposable
+{
+    public void Dispose() => CrossProcess.DeleteFolder(Path.GetDirectoryName(ModelPath)!);
+}
 
 /// <summary>
 /// The cross-process proof harness: saves a model.zip in the test process, loads it with a plain
@@ -20,6 +26,18 @@ public static class CrossProcess
         TimeSpan? timeout = null)
     {
         var dir = Directory.CreateTempSubdirectory("retrikt-roundtrip-").FullName;
+        try { return RoundTripIn(dir, mlContext, model, input, engineContract, timeout); }
+        catch { DeleteFolder(dir); throw; }
+    }
+
+    internal static void DeleteFolder(string dir)
+    {
+        try { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
+        catch (IOException) { } // best effort: a leftover temp folder must not fail the test that made it
+    }
+
+    private static RoundTripResult RoundTripIn(string dir, MLContext mlContext, ITransformer model, IDataView input, string? engineContract, TimeSpan? timeout)
+    {
         var modelPath = Path.Combine(dir, "model.zip");
         var inputPath = Path.Combine(dir, "input.idv");
         mlContext.Model.Save(model, input.Schema, modelPath);

@@ -66,7 +66,7 @@ public class KnowledgeExtractorTests
         var view = first.ToDataView(mlContext);
         Assert.Equal(new[] { "Text", "Text2", "Label", "SoftLabel", "Fidelity", "Source" }, view.Schema.Select(c => c.Name));
         Assert.Equal(store.Count, view.GetRowCount() ?? mlContext.Data.CreateEnumerable<KnowledgeRow>(view, false).Count());
-        CrossProcess.RoundTrip(mlContext, first, data);
+        using (CrossProcess.RoundTrip(mlContext, first, data)) { }
     }
 
     [SharedDataFact]

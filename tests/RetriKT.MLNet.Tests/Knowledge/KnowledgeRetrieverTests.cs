@@ -141,7 +141,7 @@ public class KnowledgeRetrieverTests
         var store = RandomStore(300, seed: 2);
         var queries = mlContext.Data.LoadFromEnumerable(VectorSearchTests.RandomUnitVectors(20, Dimension, seed: 3).Chunk(Dimension).Select(q => new QueryRow { Features = q }));
         var model = mlContext.RetriKT().KnowledgeRetriever(store, k: 5).Fit(queries);
-        var result = CrossProcess.RoundTrip(mlContext, model, queries, engineContract: "knowledge-retriever");
+        using var result = CrossProcess.RoundTrip(mlContext, model, queries, engineContract: "knowledge-retriever");
         Assert.Contains(typeof(KnowledgeRetrieverTransformer).FullName!, result.LoadedTypes);
         Assert.Equal(21, result.Transform.Count);
         using var zip = ZipFile.OpenRead(result.ModelPath);
@@ -158,7 +158,7 @@ public class KnowledgeRetrieverTests
         var model = mlContext.RetriKT().KnowledgeRetriever(store, k: 5, index: RetrieverIndexKind.Hnsw).Fit(queries);
         var hnsw = Assert.IsType<HnswIndex>(model.Index);
         Assert.True(hnsw.MeasuredRecall >= 0.97);
-        var result = CrossProcess.RoundTrip(mlContext, model, queries, engineContract: "knowledge-retriever");
+        using var result = CrossProcess.RoundTrip(mlContext, model, queries, engineContract: "knowledge-retriever");
         Assert.Equal(31, result.Transform.Count);
 
         var broken = Path.Combine(Path.GetDirectoryName(result.ModelPath)!, "broken.zip");

@@ -48,7 +48,7 @@ public class SoftPromptPpoTrainerTests
         Assert.All(samples, s => Assert.False(string.IsNullOrWhiteSpace(s.Text)));
         Assert.Equal(samples.Select(s => s.Text), model.Generate(0, 3, 11).Select(s => s.Text)); // same seed, same samples
 
-        var result = CrossProcess.RoundTrip(mlContext, model, data, engineContract: "label-generated");
+        using var result = CrossProcess.RoundTrip(mlContext, model, data, engineContract: "label-generated");
         Assert.Contains(typeof(SoftPromptTransformer).FullName!, result.LoadedTypes);
         model.Dispose();
     }

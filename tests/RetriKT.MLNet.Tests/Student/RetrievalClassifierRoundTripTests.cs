@@ -15,7 +15,7 @@ public class RetrievalClassifierRoundTripTests(Sst2StudentFixture fixture) : ICl
         var input = ml.Data.LoadFromEnumerable(rows);
 
         // Transform, PredictionEngine and re-save in a child process must reproduce this process's outputs exactly.
-        var result = CrossProcess.RoundTrip(ml, fixture.Model, input, engineContract: "retrieval-classifier");
+        using var result = CrossProcess.RoundTrip(ml, fixture.Model, input, engineContract: "retrieval-classifier");
 
         Assert.Contains(typeof(RetrievalClassifierTransformer).FullName!, result.LoadedTypes);
         Assert.Equal(41, result.Transform.Count);
