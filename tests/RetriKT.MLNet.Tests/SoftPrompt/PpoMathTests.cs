@@ -89,6 +89,27 @@ public class PpoMathTests
     }
 
     [Fact]
+    public void ASampleTooShortForTheStoreEarnsOnlyItsPenalty()
+    {
+        // A scorer that is surest about the empty text: the reward must still rank a real sample above it.
+        var reward = new RetriKTReward(new FixedScorer(t => t.Length == 0 ? [0f, 1f] : [0.4f, 0.6f]), minWords: 3);
+        var scores = reward.Score([
+            new RolloutSample(1, "", null, "", 1, Finished: true),
+            new RolloutSample(1, "ok", null, "ok", 2, Finished: true),
+            new RolloutSample(1, "a warm and funny film", null, "a warm and funny film", 6, Finished: true)]);
+        Assert.Equal(-0.5, scores[0].Total, 9);
+        Assert.Equal((0.0, 0.0), (scores[0].Fidelity, scores[0].Diversity));
+        Assert.Equal(-0.5, scores[1].Total, 9);
+        Assert.Equal(0.6, scores[2].Fidelity, 6);
+        Assert.True(scores[2].Total > 0.6, $"a real sample scores fidelity plus diversity, found {scores[2].Total}");
+    }
+
+    private sealed class FixedScorer(Func<string, float[]> probabilities) : ILabelScorer
+    {
+        public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => samples.Select(s => probabilities(s.Text)).ToArray();
+    }
+
+    [Fact]
     public void TextStatisticsMeasureDiversityAndRepetition()
     {
         Assert.Equal(1.0, TextStatistics.DistinctN("a fine day for a walk", 2));
