@@ -24,8 +24,7 @@ public static class Cli
           --teacher-steps-b2 <n> steps of a continuation of stage B on the same data (default 0)
           --teacher-dropout <p>  dropout during stage B and its continuation (default 0)
           --teacher-corpus-parts <n> stage-A part files per corpus, 0 = all (default 0)
-          --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 40)
-          --ppo-learning-rate <r>  PPO learning rate of the retrikt-ppo row (default 0.03)
+          --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 6)
           --set <k=v,...>     override RetriKTPipelineOptions fields, e.g. --set SamplesPerLabel=256,StudentHiddenSize=48
           --results <file>    resumable results JSONL (default: docs/evaluation/results.jsonl)
           --report <file>     markdown report (default: docs/RESULTS.md)
@@ -42,7 +41,6 @@ public static class Cli
         public required string CacheRoot { get; init; }
         public required TeacherSettings Teacher { get; init; }
         public int PpoSteps { get; init; } = HarnessSettings.DefaultPpoSteps;
-        public double PpoLearningRate { get; init; } = HarnessSettings.DefaultPpoLearningRate;
         /// <summary>RetriKTPipelineOptions field overrides from <c>--set</c>.</summary>
         public IReadOnlyDictionary<string, string> PipelineOverrides { get; init; } = new Dictionary<string, string>();
         public required string ResultsPath { get; init; }
@@ -101,7 +99,6 @@ public static class Cli
                 StageBLabelFirst = double.Parse(Get("teacher-label-first", new TeacherSettings().StageBLabelFirst.ToString("R", System.Globalization.CultureInfo.InvariantCulture)), System.Globalization.CultureInfo.InvariantCulture),
             },
             PpoSteps = GetInt("ppo-steps", HarnessSettings.DefaultPpoSteps),
-            PpoLearningRate = double.Parse(Get("ppo-learning-rate", HarnessSettings.DefaultPpoLearningRate.ToString("R", CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture),
             PipelineOverrides = List("set", []).Select(kv => kv.Split('=', 2)).ToDictionary(
                 kv => kv[0], kv => kv.Length == 2 ? kv[1] : throw new ArgumentException($"--set takes Name=Value pairs, found '{kv[0]}'.")),
             ResultsPath = Path.GetFullPath(Get("results", Path.Combine(repo, "docs", "evaluation", "results.jsonl"))),

@@ -83,7 +83,7 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Equal("128", o.PipelineOverrides["SamplesPerLabel"]);
         Assert.Equal("0.01", o.PipelineOverrides["PpoLearningRate"]);
         Assert.Equal(3, o.PpoSteps);
-        Assert.Equal(HarnessSettings.DefaultPpoLearningRate, o.PpoLearningRate);
+        Assert.Equal(6, Cli.Parse([], _temp).PpoSteps);
         var e = Assert.Throws<ArgumentException>(() => Cli.Parse(["--seeds", "13", "--seeds", "21"], _temp));
         Assert.Contains("--seeds is given twice ('13', '21')", e.Message);
     }
