@@ -70,6 +70,7 @@ public static class Cli
         string Get(string name, string fallback) => values.Remove(name, out var v) ? v : fallback;
         int GetInt(string name, int fallback) => int.TryParse(Get(name, fallback.ToString(CultureInfo.InvariantCulture)), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= 0
             ? n : throw new ArgumentException($"--{name} must be a non-negative integer.");
+        double GetDouble(string name, double fallback) => double.Parse(Get(name, fallback.ToString("R", CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture);
         List<string> List(string name, IEnumerable<string> fallback) => values.Remove(name, out var v)
             ? v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList() : fallback.ToList();
 
@@ -95,8 +96,8 @@ public static class Cli
                 StageBSteps = GetInt("teacher-steps-b", new TeacherSettings().StageBSteps),
                 StageB2Steps = GetInt("teacher-steps-b2", new TeacherSettings().StageB2Steps),
                 CorpusParts = GetInt("teacher-corpus-parts", new TeacherSettings().CorpusParts),
-                StageBDropout = double.Parse(Get("teacher-dropout", new TeacherSettings().StageBDropout.ToString("R", System.Globalization.CultureInfo.InvariantCulture)), System.Globalization.CultureInfo.InvariantCulture),
-                StageBLabelFirst = double.Parse(Get("teacher-label-first", new TeacherSettings().StageBLabelFirst.ToString("R", System.Globalization.CultureInfo.InvariantCulture)), System.Globalization.CultureInfo.InvariantCulture),
+                StageBDropout = GetDouble("teacher-dropout", new TeacherSettings().StageBDropout),
+                StageBLabelFirst = GetDouble("teacher-label-first", new TeacherSettings().StageBLabelFirst),
             },
             PpoSteps = GetInt("ppo-steps", HarnessSettings.DefaultPpoSteps),
             PipelineOverrides = List("set", []).Select(kv => kv.Split('=', 2)).ToDictionary(

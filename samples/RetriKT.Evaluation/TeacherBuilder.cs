@@ -123,16 +123,17 @@ public static class TeacherBuilder
         List<(string Prefix, string Target)>? stageB = null;
         if (labelled is not null)
         {
+            var rows = labelled.Select(r => (Text: r.Text.Trim(), Text2: string.IsNullOrEmpty(r.Text2) ? null : r.Text2.Trim(), r.Label)).ToList();
             // Each labelled row through the template: the text up to {label} is the prefix, the verbalizer word the target.
-            stageB = labelled.Select(r =>
+            stageB = rows.Select(r =>
             {
-                var (prefix, suffix) = template.ClassificationParts(r.Text.Trim(), string.IsNullOrEmpty(r.Text2) ? null : r.Text2.Trim());
+                var (prefix, suffix) = template.ClassificationParts(r.Text, r.Text2);
                 return (prefix, template.Verbalizer[r.Label] + suffix);
             }).ToList();
             var rng = new Random(settings.Seed);
             // The label-first copies: the label word, then everything the soft prompt is followed by in generation.
             var labelFirst = settings.StageBLabelFirst > 0
-                ? labelled.Where(_ => rng.NextDouble() < settings.StageBLabelFirst).Select(r => (LabelFirstText(template, r.Text.Trim(), string.IsNullOrEmpty(r.Text2) ? null : r.Text2.Trim(), r.Label), "")).ToList()
+                ? rows.Where(_ => rng.NextDouble() < settings.StageBLabelFirst).Select(r => (LabelFirstText(template, r.Text, r.Text2, r.Label), "")).ToList()
                 : [];
             stageB.AddRange(labelFirst);
             int replay = (int)Math.Round(stageB.Count * settings.StageBReplay / (1 - settings.StageBReplay));

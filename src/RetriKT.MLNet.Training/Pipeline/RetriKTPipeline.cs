@@ -74,7 +74,7 @@ public sealed class RetriKTPipeline
             TeacherPath = _teacherPath, Teacher = _teacher, Template = task.Template, Labels = task.Labels,
             PromptTokens = o.PromptTokens, SupervisedEpochs = o.SupervisedEpochs, PpoSteps = o.PpoSteps, RolloutsPerStep = o.RolloutsPerStep,
             MaxNewTokens = o.MaxNewTokens, CalibrateVerbalizer = o.CalibrateVerbalizer, Seed = o.Seed, MetricsCsvPath = o.PpoMetricsCsvPath,
-            PpoLearningRate = o.PpoLearningRate ?? new SoftPromptPpoOptions().PpoLearningRate,
+            PpoLearningRate = o.PpoLearningRate ?? SoftPromptPpoOptions.Defaults.PpoLearningRate,
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
         var promptTime = clock.Elapsed;

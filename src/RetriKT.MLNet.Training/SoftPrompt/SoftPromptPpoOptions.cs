@@ -11,6 +11,7 @@ public sealed class SoftPromptPpoOptions
     {
         public const string LabelColumnName = "Label";
         public const int PromptTokens = 8, SupervisedEpochs = 20, PpoSteps = 10;
+        public const double PpoLearningRate = 3e-3;
     }
 
     // ---- data and teacher
@@ -53,7 +54,7 @@ public sealed class SoftPromptPpoOptions
     /// <summary>Rollouts per PPO gradient step. Default 8.</summary>
     public int MiniBatchSize = 8;
     /// <summary>Adam learning rate of stage 2 (prompts and value head). Default 0.003.</summary>
-    public double PpoLearningRate = 3e-3;
+    public double PpoLearningRate = Defaults.PpoLearningRate;
     /// <summary>Policy ratio clip. Default 0.2.</summary>
     public double ClipRange = 0.2;
     /// <summary>Value clip. Default 0.2.</summary>
