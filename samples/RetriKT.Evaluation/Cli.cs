@@ -24,7 +24,9 @@ public static class Cli
           --teacher-steps-b2 <n> steps of a continuation of stage B on the same data (default 0)
           --teacher-dropout <p>  dropout during stage B and its continuation (default 0)
           --teacher-corpus-parts <n> stage-A part files per corpus, 0 = all (default 0)
-          --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 6)
+          --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 20)
+          --ppo-rate <r>      PPO's Adam rate in the retrikt-ppo row (default 0.03; halved by the trust region after an overshoot)
+          --ppo-rollouts <n>  rollouts per PPO iteration in the retrikt-ppo row (default 64)
           --set <k=v,...>     override RetriKTPipelineOptions fields, e.g. --set SamplesPerLabel=256,StudentHiddenSize=48
           --results <file>    resumable results JSONL (default: docs/evaluation/results.jsonl)
           --report <file>     markdown report (default: docs/RESULTS.md)
@@ -41,6 +43,8 @@ public static class Cli
         public required string CacheRoot { get; init; }
         public required TeacherSettings Teacher { get; init; }
         public int PpoSteps { get; init; } = HarnessSettings.DefaultPpoSteps;
+        public double PpoLearningRate { get; init; } = HarnessSettings.DefaultPpoLearningRate;
+        public int PpoRolloutsPerStep { get; init; } = HarnessSettings.DefaultPpoRolloutsPerStep;
         /// <summary>RetriKTPipelineOptions field overrides from <c>--set</c>.</summary>
         public IReadOnlyDictionary<string, string> PipelineOverrides { get; init; } = new Dictionary<string, string>();
         public required string ResultsPath { get; init; }
@@ -100,6 +104,8 @@ public static class Cli
                 StageBLabelFirst = GetDouble("teacher-label-first", new TeacherSettings().StageBLabelFirst),
             },
             PpoSteps = GetInt("ppo-steps", HarnessSettings.DefaultPpoSteps),
+            PpoLearningRate = GetDouble("ppo-rate", HarnessSettings.DefaultPpoLearningRate),
+            PpoRolloutsPerStep = GetInt("ppo-rollouts", HarnessSettings.DefaultPpoRolloutsPerStep),
             PipelineOverrides = List("set", []).Select(kv => kv.Split('=', 2)).ToDictionary(
                 kv => kv[0], kv => kv.Length == 2 ? kv[1] : throw new ArgumentException($"--set takes Name=Value pairs, found '{kv[0]}'.")),
             ResultsPath = Path.GetFullPath(Get("results", Path.Combine(repo, "docs", "evaluation", "results.jsonl"))),

@@ -68,7 +68,7 @@ if (verb == "run")
     var harness = new EvaluationHarness(new HarnessSettings
     {
         DataRoot = o.DataRoot, Tasks = o.Tasks, Seeds = o.Seeds, Rows = o.Rows, ResultsPath = o.ResultsPath, WorkDirectory = o.WorkDirectory,
-        PpoSteps = o.PpoSteps, Pipeline = HarnessSettings.PipelineWith(o.PipelineOverrides),
+        PpoSteps = o.PpoSteps, PpoLearningRate = o.PpoLearningRate, PpoRolloutsPerStep = o.PpoRolloutsPerStep, Pipeline = HarnessSettings.PipelineWith(o.PipelineOverrides),
     }, LoadTeacher, Log);
     try
     {

@@ -75,6 +75,7 @@ public sealed class RetriKTPipeline
             PromptTokens = o.PromptTokens, SupervisedEpochs = o.SupervisedEpochs, PpoSteps = o.PpoSteps, RolloutsPerStep = o.RolloutsPerStep,
             MaxNewTokens = o.MaxNewTokens, CalibrateVerbalizer = o.CalibrateVerbalizer, Seed = o.Seed, MetricsCsvPath = o.PpoMetricsCsvPath,
             PpoLearningRate = o.PpoLearningRate ?? SoftPromptPpoOptions.Defaults.PpoLearningRate,
+            MaxUpdateKl = MaxUpdateKl(o),
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
         var promptTime = clock.Elapsed;
@@ -85,7 +86,7 @@ public sealed class RetriKTPipeline
         {
             Directory.CreateDirectory(work);
             // The checkpoint is only valid for these exact prompts: name it after everything that shapes them.
-            checkpoint = Path.Combine(work, $"extraction-{task.Name}-{task.Seed?.ToString() ?? "na"}-ppo{o.PpoSteps}{(o.PpoLearningRate is double lr ? FormattableString.Invariant($"-lr{lr:R}") : "")}-s{o.Seed}-{_teacher.ContentHash[..12]}.jsonl");
+            checkpoint = Path.Combine(work, $"extraction-{task.Name}-{task.Seed?.ToString() ?? "na"}-ppo{o.PpoSteps}{PpoNamePart(o)}-s{o.Seed}-{_teacher.ContentHash[..12]}.jsonl");
         }
         var extractor = _mlContext.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
         {
@@ -323,6 +324,23 @@ public sealed class RetriKTPipeline
             result.Add(new TextPairRow { Text = string.Join(' ', words), Text2 = row.Text2, Label = row.Label });
         }
         return result;
+    }
+
+    /// <summary>The trust region the pipeline options ask for: null takes the library's default, 0 turns it off.</summary>
+    private static double? MaxUpdateKl(RetriKTPipelineOptions o) =>
+        o.PpoMaxUpdateKl switch { null => SoftPromptPpoOptions.Defaults.MaxUpdateKl, 0 => null, double kl => kl };
+
+    /// <summary>
+    /// The PPO settings in an extraction checkpoint's name beyond the step count: none at the library's rate (the names
+    /// checkpoints had before these options), else the rate and the trust region ("off" when turned off).
+    /// </summary>
+    internal static string PpoNamePart(RetriKTPipelineOptions o)
+    {
+        string rollouts = o.RolloutsPerStep == new RetriKTPipelineOptions().RolloutsPerStep ? "" : FormattableString.Invariant($"-r{o.RolloutsPerStep}");
+        if (o.PpoLearningRate is null && o.PpoMaxUpdateKl is null) return rollouts;
+        double? kl = MaxUpdateKl(o);
+        double lr = o.PpoLearningRate ?? SoftPromptPpoOptions.Defaults.PpoLearningRate;
+        return FormattableString.Invariant($"-lr{lr:R}-kl{(kl is double k ? k.ToString("R", System.Globalization.CultureInfo.InvariantCulture) : "off")}{rollouts}");
     }
 
     private static (string Text, string? Text2) Sample(TextPairRow row) => (row.Text, string.IsNullOrEmpty(row.Text2) ? null : row.Text2);

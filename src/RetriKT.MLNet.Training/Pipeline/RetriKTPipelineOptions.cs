@@ -19,6 +19,9 @@ public sealed class RetriKTPipelineOptions
     /// <summary>Adam learning rate of PPO (prompts and value head), or null for <see cref="SoftPrompt.SoftPromptPpoOptions.PpoLearningRate"/>'s default. Default null.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)] // unset: configuration keys as before the field
     public double? PpoLearningRate;
+    /// <summary>PPO's trust region per iteration (see <see cref="SoftPrompt.SoftPromptPpoOptions.MaxUpdateKl"/>); null for its default, 0 turns it off. Default null.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)] // unset: configuration keys as before the field
+    public double? PpoMaxUpdateKl;
     /// <summary>Generated samples kept per label in the knowledge store. Default 64.</summary>
     public int SamplesPerLabel = 64;
     /// <summary>Samples generated per teacher call during extraction (larger batches use the CPU/GPU better). Default 16.</summary>

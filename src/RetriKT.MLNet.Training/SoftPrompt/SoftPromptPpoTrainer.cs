@@ -24,6 +24,14 @@ public sealed record PpoStepMetrics(int Step, double Reward, double Fidelity, do
     public double ScoringSeconds { get; init; }
     /// <summary>Seconds spent in PPO gradient updates.</summary>
     public double UpdateSeconds { get; init; }
+    /// <summary>Gradient updates this iteration kept (a rolled-back update is not counted).</summary>
+    public int KeptUpdates { get; init; }
+    /// <summary>Approximate KL per token from the rollout policy to the policy this iteration left (after a roll-back, of the policy before the undone update; measured only with the trust region on: without it the last update goes unmeasured).</summary>
+    public double FinalApproxKl { get; init; }
+    /// <summary>PPO learning rate of this iteration (the trust region halves it after a roll-back).</summary>
+    public double LearningRate { get; init; }
+    /// <summary>Whether the trust region (<see cref="SoftPromptPpoOptions.MaxUpdateKl"/>) undid this iteration's last update and ended it early.</summary>
+    public bool RolledBack { get; init; }
 }
 
 /// <summary>What training did: stage-1 NLL before and after, and every PPO iteration's metrics.</summary>
@@ -178,6 +186,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             var contexts = examples.Select(e => e.Text).Distinct().ToList();
             using var optimizer = optim.Adam(prompts.parameters().Concat(valueHead.parameters()), o.PpoLearningRate);
             int maxNew = o.MaxNewTokens ?? template.MaxNewTokens;
+            double learningRate = o.PpoLearningRate;
             for (int step = 0; step < o.PpoSteps; step++)
             {
                 var requests = Enumerable.Range(0, o.RolloutsPerStep).Select(i => (Label: i % labels.Count,
@@ -196,7 +205,22 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 ppo.Add(PpoStep(policy, reference, rollouts, scores, kl, optimizer, step, host.Seed) with
                 {
                     GeneratedTokens = rollouts.Sum(r => r.ResponseIds.Length), RolloutSeconds = rolloutSeconds, RewardSeconds = rewardSeconds,
+                    LearningRate = learningRate,
                 });
+                // Step size follows the trust region: halved when an update had to be undone (Adam's moments still
+                // point the way that overshot, and at an unchanged rate the next iteration overshoots again: on SST-2
+                // seed 100 ten iterations in a row kept no update), raised again, up to the rate asked for, once an
+                // iteration ends well inside the region.
+                if (o.MaxUpdateKl is double limit)
+                {
+                    double next = ppo[^1].RolledBack ? learningRate / 2
+                        : ppo[^1].FinalApproxKl < limit / 2 ? Math.Min(o.PpoLearningRate, learningRate * 1.5) : learningRate;
+                    if (next != learningRate)
+                    {
+                        learningRate = next;
+                        foreach (var group in optimizer.ParamGroups) group.LearningRate = learningRate;
+                    }
+                }
                 if (o.TargetKl is not null) kl.Update(ppo[^1].Kl, rollouts.Count);
                 var m = ppo[^1];
                 host.Report("PPO", step + 1, o.PpoSteps, new Dictionary<string, double>
@@ -206,10 +230,10 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 });
             }
             WriteCsv(o.MetricsCsvPath, "step,reward,fidelity,diversity,penalty,kl,kl_coef,policy_loss,value_loss,clip_fraction,approx_kl,entropy," +
-                "generated_tokens,rollout_s,reward_s,scoring_s,update_s",
+                "generated_tokens,rollout_s,reward_s,scoring_s,update_s,kept_updates,rolled_back,final_approx_kl,learning_rate",
                 ppo.Select(m => string.Join(',', new double[] { m.Step, m.Reward, m.Fidelity, m.Diversity, m.Penalty, m.Kl, m.KlCoefficient,
                     m.PolicyLoss, m.ValueLoss, m.ClipFraction, m.ApproxKl, m.Entropy, m.GeneratedTokens, m.RolloutSeconds, m.RewardSeconds,
-                    m.ScoringSeconds, m.UpdateSeconds }.Select(v => v.ToString("G6", CultureInfo.InvariantCulture)))));
+                    m.ScoringSeconds, m.UpdateSeconds, m.KeptUpdates, m.RolledBack ? 1 : 0, m.FinalApproxKl, m.LearningRate }.Select(v => v.ToString("G6", CultureInfo.InvariantCulture)))));
         }
         return (policy, new SoftPromptTrainingReport(initialNll, supervisedNll, epochNll, ppo));
     }
@@ -239,34 +263,64 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         clock.Restart();
         double policyLoss = 0, valueLoss = 0, clip = 0, approxKl = 0, entropy = 0;
         int updates = 0;
+        bool rolledBack = false;
+        double finalApproxKl = 0;
         var order = SeedMixer.Random(seed, "ppo-minibatch-order", step);
+        // Trust region: each minibatch first measures how far the updates so far moved the policy from the rollout
+        // policy (approximate KL per token). Past MaxUpdateKl, the last update is undone and the step ends. Adam's
+        // first updates move every prompt coordinate by about the learning rate whatever the gradient, and at 0.03 a
+        // single PPO step turned SST-2 seed 42's prompts into ones that end every sample at once (approx. KL 0.68 on
+        // that step against 0.06 on seed 13), from which PPO cannot recover: every rollout then earns the same reward.
+        // The prompts before the latest update (in the outer dispose scope).
+        var before = o.MaxUpdateKl is null ? null : policy.Prompts.parameters().Select(p => p.detach().clone()).ToList();
+        // A fresh minibatch order per epoch, drawn epoch by epoch as before the trust region existed (same seeds, same runs).
+        var chunks = new List<int[]>();
         for (int epoch = 0; epoch < o.PpoEpochs; epoch++)
+            chunks.AddRange(Enumerable.Range(0, rollouts.Count).OrderBy(_ => order.Next()).ToArray().Chunk(o.MiniBatchSize));
+        // One more look after the last update (no gradient step), so that it too stays inside the region.
+        int passes = chunks.Count + (o.MaxUpdateKl is null ? 0 : 1);
+        for (int pass = 0; pass < passes; pass++)
         {
-            var permutation = Enumerable.Range(0, rollouts.Count).OrderBy(_ => order.Next()).ToArray();
-            foreach (var chunk in permutation.Chunk(o.MiniBatchSize))
+            bool lastLook = pass == chunks.Count;
+            var chunk = lastLook ? chunks[0] : chunks[pass];
+            using var scope = NewDisposeScope();
+            var index = tensor(chunk.Select(i => (long)i).ToArray(), device: device);
+            var batch = chunk.Select(i => rollouts[i]).ToList();
+            using var grad = lastLook ? no_grad() : null;
+            var (logp, values, m, ent) = policy.Evaluate(batch, policy.Prompts.PromptsFor(labels.index_select(0, index), policy.Teacher.DType), o.Temperature);
+            // Re-slice the stored tensors to this minibatch's response width.
+            long width = m.shape[1];
+            Tensor Rows(Tensor t) => t.index_select(0, index).narrow(1, 0, width);
+            var (pl, cf, ak) = PpoMath.PolicyLoss(logp, Rows(oldLogp), Rows(advantages), m, o.ClipRange);
+            double passKl = ak.item<float>();
+            if (o.MaxUpdateKl is double limit && pass > 0 && passKl > limit)
             {
-                using var scope = NewDisposeScope();
-                var index = tensor(chunk.Select(i => (long)i).ToArray(), device: device);
-                var batch = chunk.Select(i => rollouts[i]).ToList();
-                var (logp, values, m, ent) = policy.Evaluate(batch, policy.Prompts.PromptsFor(labels.index_select(0, index), policy.Teacher.DType), o.Temperature);
-                // Re-slice the stored tensors to this minibatch's response width.
-                long width = m.shape[1];
-                Tensor Rows(Tensor t) => t.index_select(0, index).narrow(1, 0, width);
-                var (pl, cf, ak) = PpoMath.PolicyLoss(logp, Rows(oldLogp), Rows(advantages), m, o.ClipRange);
-                var vl = PpoMath.ValueLoss(values, Rows(oldValues), Rows(returns), m, o.ValueClipRange);
-                var loss = pl.add(vl.mul(o.ValueCoefficient));
-                optimizer.zero_grad();
-                loss.backward();
-                nn.utils.clip_grad_norm_(policy.Prompts.parameters().Concat(policy.Value.parameters()), o.MaxGradientNorm);
-                optimizer.step();
-                policyLoss += pl.item<float>(); valueLoss += vl.item<float>(); clip += cf.item<float>(); approxKl += ak.item<float>();
-                entropy += PpoMath.MaskedMean(ent, m).item<float>();
-                updates++;
+                using (no_grad())
+                    foreach (var (p, saved) in policy.Prompts.parameters().Zip(before!)) p.copy_(saved);
+                rolledBack = true;
+                break;
             }
+            finalApproxKl = passKl; // how far the policy as it now stands has moved
+            if (lastLook) break;
+            if (before is not null)
+                using (no_grad())
+                    foreach (var (p, saved) in policy.Prompts.parameters().Zip(before)) saved.copy_(p);
+            var vl = PpoMath.ValueLoss(values, Rows(oldValues), Rows(returns), m, o.ValueClipRange);
+            var loss = pl.add(vl.mul(o.ValueCoefficient));
+            optimizer.zero_grad();
+            loss.backward();
+            nn.utils.clip_grad_norm_(policy.Prompts.parameters().Concat(policy.Value.parameters()), o.MaxGradientNorm);
+            optimizer.step();
+            policyLoss += pl.item<float>(); valueLoss += vl.item<float>(); clip += cf.item<float>(); approxKl += ak.item<float>();
+            entropy += PpoMath.MaskedMean(ent, m).item<float>();
+            updates++;
         }
+        int kept = rolledBack ? updates - 1 : updates;
+        int counted = Math.Max(updates, 1);
         return new PpoStepMetrics(step + 1, scores.Average(s => s.Total), scores.Average(s => s.Fidelity), scores.Average(s => s.Diversity),
-            scores.Average(s => s.Penalty), sequenceKl.item<float>(), kl.Value, policyLoss / updates, valueLoss / updates, clip / updates,
-            approxKl / updates, entropy / updates) { ScoringSeconds = scoringSeconds, UpdateSeconds = clock.Elapsed.TotalSeconds };
+            scores.Average(s => s.Penalty), sequenceKl.item<float>(), kl.Value, policyLoss / counted, valueLoss / counted, clip / counted,
+            approxKl / counted, entropy / counted) { ScoringSeconds = scoringSeconds, UpdateSeconds = clock.Elapsed.TotalSeconds, KeptUpdates = kept, RolledBack = rolledBack,
+            FinalApproxKl = finalApproxKl };
     }
 
     internal static List<PromptExample> ReadExamples(IDataView input, TaskTemplate template, string labelColumn, IReadOnlyList<string> labels)

@@ -79,11 +79,18 @@ public sealed class EvaluationHarnessTests : IDisposable
     [Fact]
     public void RepeatedSetOptionsAddUpAndAnyOtherRepeatedOptionFails()
     {
-        var o = Cli.Parse(["--set", "SamplesPerLabel=128", "--set", "PpoLearningRate=0.01", "--ppo-steps", "3"], _temp);
+        var o = Cli.Parse(["--set", "SamplesPerLabel=128", "--set", "StudentEpochs=5", "--ppo-steps", "3", "--ppo-rate", "0.01", "--ppo-rollouts", "32"], _temp);
         Assert.Equal("128", o.PipelineOverrides["SamplesPerLabel"]);
-        Assert.Equal("0.01", o.PipelineOverrides["PpoLearningRate"]);
-        Assert.Equal(3, o.PpoSteps);
-        Assert.Equal(6, Cli.Parse([], _temp).PpoSteps);
+        Assert.Equal("5", o.PipelineOverrides["StudentEpochs"]);
+        Assert.Equal((3, 0.01, 32), (o.PpoSteps, o.PpoLearningRate, o.PpoRolloutsPerStep));
+        var defaults = Cli.Parse([], _temp);
+        Assert.Equal((20, 0.03, 64), (defaults.PpoSteps, defaults.PpoLearningRate, defaults.PpoRolloutsPerStep));
+        // The harness sets the PPO row's fields itself: a --set of one of them would be overwritten without a word.
+        foreach (var (field, option) in new[] { ("PpoSteps", "--ppo-steps"), ("PpoLearningRate", "--ppo-rate"), ("RolloutsPerStep", "--ppo-rollouts") })
+        {
+            var overwritten = Assert.Throws<ArgumentException>(() => HarnessSettings.PipelineWith(new Dictionary<string, string> { [field] = "1" }));
+            Assert.Equal($"--set {field}=1: the harness sets {field} per row; use {option} instead.", overwritten.Message);
+        }
         var e = Assert.Throws<ArgumentException>(() => Cli.Parse(["--seeds", "13", "--seeds", "21"], _temp));
         Assert.Contains("--seeds is given twice ('13', '21')", e.Message);
     }

@@ -101,6 +101,17 @@ public sealed class RetriKTPipelineTests : IDisposable
     }
 
     [Fact]
+    public void AnExtractionCheckpointIsNamedAfterEveryPpoSettingThatShapesItsPrompts()
+    {
+        // A checkpoint is only valid for its prompts; unset options keep the names checkpoints had before they existed.
+        Assert.Equal("", RetriKTPipeline.PpoNamePart(new RetriKTPipelineOptions()));
+        Assert.Equal("-r64", RetriKTPipeline.PpoNamePart(new RetriKTPipelineOptions { RolloutsPerStep = 64 }));
+        Assert.Equal("-lr0.03-kl0.05-r64", RetriKTPipeline.PpoNamePart(new RetriKTPipelineOptions { PpoLearningRate = 0.03, RolloutsPerStep = 64 }));
+        Assert.Equal("-lr0.003-kloff", RetriKTPipeline.PpoNamePart(new RetriKTPipelineOptions { PpoMaxUpdateKl = 0 }));
+        Assert.Equal("-lr0.01-kl0.02", RetriKTPipeline.PpoNamePart(new RetriKTPipelineOptions { PpoLearningRate = 0.01, PpoMaxUpdateKl = 0.02 }));
+    }
+
+    [Fact]
     public void ScoresMatchHandComputedAccuracyAndF1()
     {
         // gold:      0 0 0 1 1 2 ; predicted: 0 0 1 1 2 2

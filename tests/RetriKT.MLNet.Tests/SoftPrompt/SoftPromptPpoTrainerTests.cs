@@ -76,6 +76,38 @@ public class SoftPromptPpoTrainerTests
     }
 
     [SharedDataFact]
+    public void TheTrustRegionUndoesAnUpdateThatMovesThePolicyTooFarAndHalvesTheRate()
+    {
+        // At a rate far above the library's, PPO's updates leave any small trust region; with the region on, every
+        // iteration must end inside it, an overshooting update must be undone, and the next iteration runs at half the rate.
+        SoftPromptTrainingReport Run(double? maxUpdateKl)
+        {
+            var mlContext = new MLContext(seed: 3);
+            using var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+            {
+                TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 1, PromptTokens = 4,
+                PpoSteps = 6, RolloutsPerStep = 16, MiniBatchSize = 8, PpoEpochs = 4, PpoLearningRate = 0.3, MaxUpdateKl = maxUpdateKl,
+                Reward = new WordReward("boy"), MaxNewTokens = 12,
+            }).Fit(StoryData(mlContext));
+            return model.TrainingReport!;
+        }
+        const double limit = 0.01;
+        var guarded = Run(limit).PpoSteps;
+        var free = Run(null).PpoSteps;
+        string Show(IEnumerable<PpoStepMetrics> steps) => string.Join("; ", steps.Select(s =>
+            $"step {s.Step}: kept {s.KeptUpdates}{(s.RolledBack ? " rolled back" : "")}, final KL {s.FinalApproxKl:G3}, KL to stage 1 {s.Kl:G3}, rate {s.LearningRate:G3}"));
+
+        Assert.All(free, s => Assert.Equal((8, false), (s.KeptUpdates, s.RolledBack)));
+        Assert.True(guarded.Any(s => s.RolledBack), $"no update was undone at rate 0.3 with a region of {limit}: {Show(guarded)}");
+        Assert.All(guarded, s => Assert.True(s.FinalApproxKl <= limit, $"step {s.Step} ended outside the region: {Show(guarded)}"));
+        for (int i = 1; i < guarded.Count; i++)
+            if (guarded[i - 1].RolledBack)
+                Assert.True(Math.Abs(guarded[i].LearningRate - guarded[i - 1].LearningRate / 2) < 1e-12, $"the rate did not halve after step {i}: {Show(guarded)}");
+        // The prompts really moved less: the policy's KL to the stage-1 prompts, measured on each iteration's rollouts.
+        Assert.True(guarded.Max(s => s.Kl) < free.Max(s => s.Kl) / 2, $"guarded: {Show(guarded)}; free: {Show(free)}");
+    }
+
+    [SharedDataFact]
     public void BadInputFailsBeforeTrainingWithTheProblemNamed()
     {
         var mlContext = new MLContext();
