@@ -29,7 +29,7 @@ public static class BlackBoxReport
 
     private static async Task RunAsync(bool quick)
     {
-        var shared = Environment.GetEnvironmentVariable("RETRIKT_SHARED") ?? Path.Combine(RepoRoot(), "..", "shared");
+        var shared = BenchPaths.SharedRoot();
         var model = Path.Combine(shared, "models", "llama2c-stories260K", "stories260K.bin");
         int threads = int.Parse(Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") ?? "1");
         Console.WriteLine($"cores: {Environment.ProcessorCount}, torch threads per server: {threads} (RETRIKT_BENCH_THREADS)");
@@ -98,11 +98,4 @@ public static class BlackBoxReport
     {
         Endpoint = new Uri(url + "/v1"), RetryPolicy = new ClientRetryPolicy(0), NetworkTimeout = TimeSpan.FromMinutes(2),
     }).GetChatClient("stories260K").AsIChatClient();
-
-    private static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "RetriKT.MLNet.sln"))) return dir.FullName;
-        throw new InvalidOperationException("RetriKT.MLNet.sln not found above the benchmark's folder.");
-    }
 }

@@ -19,8 +19,7 @@ public static class PpoReport
     /// <param name="storiesOnly">Only the stories260K teacher (skips the ~11M model).</param>
     public static void Run(bool quick, bool storiesOnly = false)
     {
-        var repo = RepoRoot();
-        var shared = Environment.GetEnvironmentVariable("RETRIKT_SHARED") ?? Path.Combine(repo, "..", "shared");
+        var shared = BenchPaths.SharedRoot();
         if (Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") is { } threads) torch.set_num_threads(int.Parse(threads));
         Console.WriteLine($"torch threads: {torch.get_num_threads()}, cores: {Environment.ProcessorCount}");
         var task = FewShotBenchmarks.Load(Path.Combine(shared, "data"), "SST-2", 13);
@@ -62,12 +61,5 @@ public static class PpoReport
         Console.WriteLine($"  PPO step: {stepTotal:F2} s = rollout {rollout:F2} s ({rollout / stepTotal:P0}) + reward {reward:F2} s ({reward / stepTotal:P0}) " +
                           $"+ scoring {scoring:F2} s ({scoring / stepTotal:P0}) + update {update:F2} s ({update / stepTotal:P0})");
         Console.WriteLine($"  whole fit (stage 1 + {prompts.TrainingReport.PpoSteps.Count} PPO steps): {total.Elapsed.TotalSeconds:F1} s");
-    }
-
-    private static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "RetriKT.MLNet.sln"))) return dir.FullName;
-        throw new InvalidOperationException("RetriKT.MLNet.sln not found above the benchmark's folder.");
     }
 }

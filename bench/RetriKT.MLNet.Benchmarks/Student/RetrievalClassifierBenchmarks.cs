@@ -31,14 +31,7 @@ public static class StudentBenchSetup
         [VectorType] public float[] Score { get; set; } = [];
     }
 
-    public static string SharedRoot()
-    {
-        var env = Environment.GetEnvironmentVariable("RETRIKT_SHARED");
-        if (!string.IsNullOrEmpty(env)) return env;
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "RetriKT.MLNet.sln"))) return Path.Combine(dir.FullName, "..", "shared");
-        throw new InvalidOperationException("shared folder not found; set RETRIKT_SHARED");
-    }
+    public static string SharedRoot() => BenchPaths.SharedRoot();
 
     public static List<Row> Sst2Train(int count) => File.ReadLines(Path.Combine(SharedRoot(), "data", "SST-2", "train.tsv")).Skip(1)
         .Select(l => l.Split('\t')).Where(f => f.Length >= 2).Take(count).Select(f => new Row { Text = f[0], Label = f[1] }).ToList();
