@@ -22,6 +22,8 @@ public static class Rows
     public const string StoreOnlyStudent = "store-only-student";
     public const string RetriKT = "retrikt";
     public const string RetriKTPpo = "retrikt-ppo";
+    /// <summary>The <see cref="RetriKTPpo"/> row's store (soft prompt + PPO) without retrieval: what retrieval adds on that store.</summary>
+    public const string StoreOnlyPpo = "store-only-ppo";
     /// <summary>The <see cref="RetriKT"/> row's store and settings, the student on the frozen all-MiniLM-L6-v2 backbone (22.7M parameters).</summary>
     public const string RetriKTMiniLM = "retrikt-minilm";
     public const string EncoderLogRegMiniLM = "encoder-logreg-minilm";
@@ -37,7 +39,7 @@ public static class Rows
     public const string NoRetrievalSweepPrefix = "sweep-no-retrieval-";
 
     public static IReadOnlyList<string> All { get; } =
-        [Majority, MlNetFeaturizeText, EncoderLogRegMiniLM, EncoderLogRegArcticXs, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, RetriKTPpo, RetriKTMiniLM];
+        [Majority, MlNetFeaturizeText, EncoderLogRegMiniLM, EncoderLogRegArcticXs, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, StoreOnlyPpo, RetriKTPpo, RetriKTMiniLM];
 
     /// <summary>The sweeps of SST-2 seed 13: store size and k (not in the default row set: they are run on request).</summary>
     public static IReadOnlyList<string> Sweeps { get; } =
@@ -53,7 +55,10 @@ public static class Rows
         : null;
 
     /// <summary>Rows whose student is trained and scored without retrieval (no retrieval loss, λ = μ = 0).</summary>
-    public static bool IsWithoutRetrieval(string row) => row == StoreOnlyStudent || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
+    public static bool IsWithoutRetrieval(string row) => row is StoreOnlyStudent or StoreOnlyPpo || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
+
+    /// <summary>Rows whose store comes from PPO-tuned prompts (the harness's PPO settings apply to them).</summary>
+    public static bool UsesPpo(string row) => row is RetriKTPpo or StoreOnlyPpo;
 
     public static string Title(string row) => row switch
     {
@@ -64,6 +69,7 @@ public static class Rows
         StoreOnlyStudent => "Student on the RetriKT store, no retrieval (λ = 0)",
         RetriKT => "RetriKT student (soft prompt, no PPO)",
         RetriKTPpo => "RetriKT student (soft prompt + PPO)",
+        StoreOnlyPpo => "Student on the PPO store, no retrieval (λ = 0)",
         RetriKTMiniLM => "RetriKT student on frozen all-MiniLM-L6-v2 (soft prompt, no PPO)",
         EncoderLogRegMiniLM => "Frozen all-MiniLM-L6-v2 + logistic regression, few-shot gold only",
         EncoderLogRegArcticXs => "Frozen arctic-embed-xs + logistic regression, few-shot gold only",
@@ -288,6 +294,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         {
             Rows.Teacher => "verbalizer-v1",
             Rows.FewShotStudent => "student-v5|" + JsonSerializer.Serialize(StudentOptions(p), json),
+            // The PPO store's key carries PPO's version (v7: the trust region), as the retrikt-ppo row's does.
+            Rows.StoreOnlyPpo => "store-only-ppo-v7|" + JsonSerializer.Serialize(Options(row), json),
             _ when Rows.IsWithoutRetrieval(row) => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
             // v2: the store of the seed unification (as retrikt-v5); v1 numbers were measured on the store before it.
             Rows.RetriKTMiniLM => $"retrikt-minilm-v2|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
@@ -311,8 +319,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     private RetriKTPipelineOptions Options(string row)
     {
         var o = settings.Pipeline.Clone();
-        o.PpoSteps = row == Rows.RetriKTPpo ? settings.PpoSteps : 0;
-        if (row == Rows.RetriKTPpo) (o.PpoLearningRate, o.RolloutsPerStep) = (settings.PpoLearningRate, settings.PpoRolloutsPerStep);
+        o.PpoSteps = Rows.UsesPpo(row) ? settings.PpoSteps : 0;
+        if (Rows.UsesPpo(row)) (o.PpoLearningRate, o.RolloutsPerStep) = (settings.PpoLearningRate, settings.PpoRolloutsPerStep);
         if (Rows.SweptStoreSize(row) is int samplesPerLabel) o.SamplesPerLabel = samplesPerLabel;
         if (row.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal))
             o.StudentNeighborCount = int.Parse(row[Rows.NeighborSweepPrefix.Length..], CultureInfo.InvariantCulture);
@@ -392,7 +400,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     TeacherParameters = teacher.ParameterCount, StudentParameters = studentParameters,
                 };
             }
-            case Rows.StoreOnlyStudent:
+            case Rows.StoreOnlyStudent or Rows.StoreOnlyPpo:
             case Rows.RetriKT or Rows.RetriKTPpo or Rows.RetriKTMiniLM:
             case var sweep when Rows.Sweeps.Contains(sweep):
             {

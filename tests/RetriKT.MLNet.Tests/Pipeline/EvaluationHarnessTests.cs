@@ -67,6 +67,9 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Contains(Rows.StoreOnlyStudent, Rows.All);
         Assert.Contains(Rows.MlNetFeaturizeText, Rows.All);
         Assert.All(Rows.All.Concat(Rows.Sweeps), r => Assert.NotEqual(r, Rows.Title(r)));
+        // The PPO store's no-retrieval pair: trained without retrieval, on the store the PPO settings make.
+        Assert.True(Rows.IsWithoutRetrieval(Rows.StoreOnlyPpo) && Rows.UsesPpo(Rows.StoreOnlyPpo) && Rows.UsesPpo(Rows.RetriKTPpo));
+        Assert.False(Rows.IsWithoutRetrieval(Rows.RetriKTPpo) || Rows.UsesPpo(Rows.StoreOnlyStudent) || Rows.UsesPpo(Rows.RetriKT));
         Assert.All(Rows.Sweeps, r => Assert.True(Rows.IsKnown(r) && !Rows.All.Contains(r)));
         Assert.False(Rows.IsKnown("retrikt-typo"));
         var o = HarnessSettings.PipelineWith(new Dictionary<string, string> { ["SamplesPerLabel"] = "256", ["StudentCharacterPieces"] = "true" });
