@@ -319,8 +319,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     private RetriKTPipelineOptions Options(string row)
     {
         var o = settings.Pipeline.Clone();
-        o.PpoSteps = Rows.UsesPpo(row) ? settings.PpoSteps : 0;
-        if (Rows.UsesPpo(row)) (o.PpoLearningRate, o.RolloutsPerStep) = (settings.PpoLearningRate, settings.PpoRolloutsPerStep);
+        if (Rows.UsesPpo(row)) (o.PpoSteps, o.PpoLearningRate, o.RolloutsPerStep) = (settings.PpoSteps, settings.PpoLearningRate, settings.PpoRolloutsPerStep);
+        else o.PpoSteps = 0;
         if (Rows.SweptStoreSize(row) is int samplesPerLabel) o.SamplesPerLabel = samplesPerLabel;
         if (row.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal))
             o.StudentNeighborCount = int.Parse(row[Rows.NeighborSweepPrefix.Length..], CultureInfo.InvariantCulture);

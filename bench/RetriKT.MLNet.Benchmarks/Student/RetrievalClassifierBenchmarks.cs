@@ -31,9 +31,7 @@ public static class StudentBenchSetup
         [VectorType] public float[] Score { get; set; } = [];
     }
 
-    public static string SharedRoot() => BenchPaths.SharedRoot();
-
-    public static List<Row> Sst2Train(int count) => File.ReadLines(Path.Combine(SharedRoot(), "data", "SST-2", "train.tsv")).Skip(1)
+    public static List<Row> Sst2Train(int count) => File.ReadLines(Path.Combine(BenchPaths.SharedRoot(), "data", "SST-2", "train.tsv")).Skip(1)
         .Select(l => l.Split('\t')).Where(f => f.Length >= 2).Take(count).Select(f => new Row { Text = f[0], Label = f[1] }).ToList();
 
     /// <summary>

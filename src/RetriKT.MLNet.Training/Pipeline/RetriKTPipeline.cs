@@ -338,9 +338,9 @@ public sealed class RetriKTPipeline
     {
         string rollouts = o.RolloutsPerStep == new RetriKTPipelineOptions().RolloutsPerStep ? "" : FormattableString.Invariant($"-r{o.RolloutsPerStep}");
         if (o.PpoLearningRate is null && o.PpoMaxUpdateKl is null) return rollouts;
-        double? kl = MaxUpdateKl(o);
         double lr = o.PpoLearningRate ?? SoftPromptPpoOptions.Defaults.PpoLearningRate;
-        return FormattableString.Invariant($"-lr{lr:R}-kl{(kl is double k ? k.ToString("R", System.Globalization.CultureInfo.InvariantCulture) : "off")}{rollouts}");
+        string kl = MaxUpdateKl(o) is double k ? FormattableString.Invariant($"{k:R}") : "off";
+        return FormattableString.Invariant($"-lr{lr:R}-kl{kl}{rollouts}");
     }
 
     private static (string Text, string? Text2) Sample(TextPairRow row) => (row.Text, string.IsNullOrEmpty(row.Text2) ? null : row.Text2);
