@@ -22,36 +22,31 @@ public static class SharedData
         }
     }
 
-    /// <summary>Path under the shared folder; throws when it is absent (tests guard with <see cref="SharedDataFactAttribute"/>).</summary>
+    /// <summary>Path under the shared folder; throws, naming where it looked, when it is absent (tests that need it carry <see cref="SharedDataFactAttribute"/>).</summary>
     public static string Path(params string[] parts)
     {
-        var root = Root ?? throw new InvalidOperationException("The shared folder (../shared) is not present.");
+        var root = Root ?? throw new InvalidOperationException(Environment.GetEnvironmentVariable("RETRIKT_SHARED") is { Length: > 0 } fromEnv
+            ? $"The shared folder of real data and checkpoints is not present: RETRIKT_SHARED names '{fromEnv}', which does not exist."
+            : $"The shared folder of real data and checkpoints is not present at '{BesideRepo}' (or set RETRIKT_SHARED).");
         var path = System.IO.Path.Combine([root, .. parts]);
         if (!File.Exists(path) && !Directory.Exists(path))
             throw new FileNotFoundException($"Expected shared file is missing: {path}", path);
         return path;
     }
 
+    /// <summary>Where the shared folder is looked for without RETRIKT_SHARED: <c>../shared</c> beside the repository.</summary>
+    private static string BesideRepo => System.IO.Path.GetFullPath(System.IO.Path.Combine(RepoRoot, "..", "shared"));
+
     private static string? Find()
     {
         var fromEnv = Environment.GetEnvironmentVariable("RETRIKT_SHARED");
         if (!string.IsNullOrEmpty(fromEnv)) return Directory.Exists(fromEnv) ? System.IO.Path.GetFullPath(fromEnv) : null;
-        var candidate = System.IO.Path.GetFullPath(System.IO.Path.Combine(RepoRoot, "..", "shared"));
-        return Directory.Exists(candidate) ? candidate : null;
+        return Directory.Exists(BesideRepo) ? BesideRepo : null;
     }
 }
 
 /// <summary>
-/// A fact that needs the shared folder: skipped with a stated reason when it is absent on a developer machine, but
-/// never skipped in CI (CI=true), where its absence must fail the run.
+/// Marks a fact that reads the shared folder (real data and checkpoints). It is never skipped: where the folder is
+/// absent the test fails through <see cref="SharedData.Path"/>, with one line naming where it was looked for.
 /// </summary>
-public sealed class SharedDataFactAttribute : FactAttribute
-{
-    public SharedDataFactAttribute()
-    {
-        if (SharedData.Root is null && !IsCi)
-            Skip = "Needs ../shared (real data and checkpoints) beside the repository; set RETRIKT_SHARED to point elsewhere.";
-    }
-
-    internal static bool IsCi => string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
-}
+public sealed class SharedDataFactAttribute : FactAttribute;
