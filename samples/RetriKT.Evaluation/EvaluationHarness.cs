@@ -6,6 +6,7 @@ using System.Text.Json;
 using Microsoft.ML;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Encoders;
+using RetriKT.MLNet.Student;
 using RetriKT.Samples.Data;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Teacher;
@@ -26,6 +27,13 @@ public static class Rows
     public const string StoreOnlyPpo = "store-only-ppo";
     /// <summary>The <see cref="RetriKT"/> row's store and settings, the student on the frozen all-MiniLM-L6-v2 backbone (22.7M parameters).</summary>
     public const string RetriKTMiniLM = "retrikt-minilm";
+    /// <summary>
+    /// The <see cref="FewShotStudent"/>, <see cref="StoreOnlyStudent"/> and <see cref="RetriKT"/> rows with the same
+    /// ≤ 2 % student pretrained first on the teacher's unlabeled corpus (masked LM; <see cref="TinyEncoderBuilder"/>).
+    /// </summary>
+    public const string FewShotMlm = "fewshot-student-mlm";
+    public const string StoreOnlyMlm = "store-only-mlm";
+    public const string RetriKTMlm = "retrikt-mlm";
     public const string EncoderLogRegMiniLM = "encoder-logreg-minilm";
     public const string EncoderLogRegArcticXs = "encoder-logreg-arcticxs";
     /// <summary>Prefix of the store-size sweep rows (<c>sweep-store-&lt;samples per label&gt;</c>, soft prompt only, retrieval on).</summary>
@@ -39,7 +47,7 @@ public static class Rows
     public const string NoRetrievalSweepPrefix = "sweep-no-retrieval-";
 
     public static IReadOnlyList<string> All { get; } =
-        [Majority, MlNetFeaturizeText, EncoderLogRegMiniLM, EncoderLogRegArcticXs, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, StoreOnlyPpo, RetriKTPpo, RetriKTMiniLM];
+        [Majority, MlNetFeaturizeText, EncoderLogRegMiniLM, EncoderLogRegArcticXs, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, StoreOnlyPpo, RetriKTPpo, RetriKTMiniLM, FewShotMlm, StoreOnlyMlm, RetriKTMlm];
 
     /// <summary>The sweeps of SST-2 seed 13: store size and k (not in the default row set: they are run on request).</summary>
     public static IReadOnlyList<string> Sweeps { get; } =
@@ -55,10 +63,13 @@ public static class Rows
         : null;
 
     /// <summary>Rows whose student is trained and scored without retrieval (no retrieval loss, λ = μ = 0).</summary>
-    public static bool IsWithoutRetrieval(string row) => row is StoreOnlyStudent or StoreOnlyPpo || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
+    public static bool IsWithoutRetrieval(string row) => row is StoreOnlyStudent or StoreOnlyPpo or StoreOnlyMlm || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
 
     /// <summary>Rows whose store comes from PPO-tuned prompts (the harness's PPO settings apply to them).</summary>
     public static bool UsesPpo(string row) => row is RetriKTPpo or StoreOnlyPpo;
+
+    /// <summary>Rows whose student starts from the task's pretrained tiny encoder.</summary>
+    public static bool UsesTinyEncoder(string row) => row is FewShotMlm or StoreOnlyMlm or RetriKTMlm;
 
     public static string Title(string row) => row switch
     {
@@ -71,6 +82,9 @@ public static class Rows
         RetriKTPpo => "RetriKT student (soft prompt + PPO)",
         StoreOnlyPpo => "Student on the PPO store, no retrieval (λ = 0)",
         RetriKTMiniLM => "RetriKT student on frozen all-MiniLM-L6-v2 (soft prompt, no PPO)",
+        FewShotMlm => "Student pretrained on unlabeled text (masked LM), few-shot gold only",
+        StoreOnlyMlm => "Student pretrained on unlabeled text, on the RetriKT store, no retrieval (λ = 0)",
+        RetriKTMlm => "RetriKT student pretrained on unlabeled text (soft prompt, no PPO)",
         EncoderLogRegMiniLM => "Frozen all-MiniLM-L6-v2 + logistic regression, few-shot gold only",
         EncoderLogRegArcticXs => "Frozen arctic-embed-xs + logistic regression, few-shot gold only",
         _ when row.StartsWith(StoreSweepPrefix, StringComparison.Ordinal) => $"RetriKT, {row[StoreSweepPrefix.Length..]} samples per label",
@@ -236,7 +250,9 @@ public sealed record HarnessSettings
 }
 
 /// <summary>Runs every pending (task, seed, row) and appends each result to the <see cref="ResultsLog"/>.</summary>
-public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (TeacherModel Teacher, string Path)> loadTeacher, Action<string> log)
+/// <param name="locateTinyEncoder">The task's pretrained tiny encoder folder (built on first use), for the <c>*-mlm</c> rows.</param>
+public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (TeacherModel Teacher, string Path)> loadTeacher, Action<string> log,
+    Func<string, string>? locateTinyEncoder = null)
 {
     private string _task = "";
 
@@ -294,8 +310,11 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         {
             Rows.Teacher => "verbalizer-v1",
             Rows.FewShotStudent => "student-v5|" + JsonSerializer.Serialize(StudentOptions(p), json),
+            Rows.FewShotMlm => $"student-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(StudentOptions(Options(row)), json),
             // The PPO store's key carries PPO's version (v7: the trust region), as the retrikt-ppo row's does.
             Rows.StoreOnlyPpo => "store-only-ppo-v7|" + JsonSerializer.Serialize(Options(row), json),
+            Rows.StoreOnlyMlm => $"store-only-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(Options(row), json),
+            Rows.RetriKTMlm => $"retrikt-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(Options(row), json),
             _ when Rows.IsWithoutRetrieval(row) => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
             // v2: the store of the seed unification (as retrikt-v5); v1 numbers were measured on the store before it.
             Rows.RetriKTMiniLM => $"retrikt-minilm-v2|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
@@ -313,9 +332,19 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     {
         p.StudentEpochs, p.StudentHiddenSize, p.StudentLayers, p.StudentMaxLength, p.StudentNeighborCount, p.StudentFeedForwardSize,
         p.StudentMaxVocabulary, p.StudentCharacterPieces, p.StudentTokenDropout, p.StudentRetrievalLossWeight, p.TuneOnFewShotDev, p.Seed,
+        p.StudentTrainableBackboneLayers, p.StudentBackboneLearningRate,
     };
 
+    /// <summary>The current task's tiny encoder folder (its name carries the recipe's hash, so it keys the rows that use it).</summary>
+    private string TinyEncoder() => (locateTinyEncoder ?? throw new InvalidOperationException(
+        "The *-mlm rows need the pretrained tiny encoder, and this harness was built without a way to locate it.")).Invoke(_task);
+
+    private string TinyEncoderName() => Path.GetFileName(TinyEncoder());
+
     /// <summary>The pipeline options of a row: the harness's, with the row's PPO steps, store size or k.</summary>
+    /// <summary>AdamW rate of the tiny encoder's layers while the student trains (the trainer's 2e-5 default is for MiniLM-sized encoders).</summary>
+    public const double TinyEncoderFineTuneRate = 5e-4;
+
     private RetriKTPipelineOptions Options(string row)
     {
         var o = settings.Pipeline.Clone();
@@ -325,6 +354,13 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         if (row.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal))
             o.StudentNeighborCount = int.Parse(row[Rows.NeighborSweepPrefix.Length..], CultureInfo.InvariantCulture);
         if (row == Rows.RetriKTMiniLM) o.StudentBackbone = MiniLM.Locate();
+        if (Rows.UsesTinyEncoder(row))
+        {
+            // Every layer fine-tunes: the tiny encoder knows the language, not the task (its embeddings stay as pretrained).
+            o.StudentBackbone = TinyEncoder();
+            o.StudentTrainableBackboneLayers = TinyEncoderBuilder.Options().Layers;
+            o.StudentBackboneLearningRate = TinyEncoderFineTuneRate;
+        }
         o.WorkDirectory = settings.WorkDirectory;
         return o;
     }
@@ -357,6 +393,29 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     private static string BackboneNote(string row, double ratio) => row != Rows.RetriKTMiniLM ? ""
         : string.Create(CultureInfo.InvariantCulture, $"frozen all-MiniLM-L6-v2 backbone ({MiniLM.PackageId} {MiniLM.Version}), counted in the student's parameters: " +
             $"{(ratio <= 0.02 ? "within" : "NOT within")} 2 % of this teacher (the option is for teams whose teacher is a real LLM); ");
+
+    /// <summary>
+    /// What each part of a retrieval student scores on its own on the test split, and a few fixed mixes (logged):
+    /// for reading only; λ and μ are chosen on validation rows, never here. It answers "does retrieval know something
+    /// the head does not" separately from "did the tuning find the mix".
+    /// </summary>
+    private string ComponentNote(RetriKTPipeline pipeline, FewShotTask task, RetrievalClassifierTransformer student)
+    {
+        double Accuracy(double lambda, double mu)
+        {
+            using var variant = student.WithRetrievalWeight(lambda, mu);
+            return pipeline.Score(task, variant).Accuracy;
+        }
+        bool terms = student.LexicalNeighborCount > 0;
+        var grid = new List<string>();
+        foreach (double lambda in new[] { 0, 0.25, 0.5, 0.75, 1 })
+            foreach (double mu in terms ? new[] { 0, 0.25, 0.5, 0.75, 1 } : [0.0])
+                if (lambda + mu <= 1 + 1e-9)
+                    grid.Add(FormattableString.Invariant($"λ {lambda:G2} μ {mu:G2}: {100 * Accuracy(lambda, mu):F1}"));
+        log("    test-split accuracy per fixed mix (reading only): " + string.Join("; ", grid));
+        return FormattableString.Invariant($"test split, parts alone (reading only): head {100 * Accuracy(0, 0):F1} %, embedding retrieval {100 * Accuracy(1, 0):F1} %") +
+               (terms ? FormattableString.Invariant($", term match {100 * Accuracy(0, 1):F1} %; ") : "; ");
+    }
 
     private RowResult RunRow(FewShotTask task, string row, CancellationToken cancellation)
     {
@@ -391,7 +450,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     Notes = calibrated ? "calibrated (chosen on few-shot dev)" : "uncalibrated (chosen on few-shot dev)",
                 };
             }
-            case Rows.FewShotStudent:
+            case Rows.FewShotStudent or Rows.FewShotMlm:
             {
                 var (t, studentParameters) = pipeline.EvaluateFewShotStudent(task, progress, cancellation);
                 return new RowResult
@@ -401,11 +460,14 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                 };
             }
             case Rows.StoreOnlyStudent or Rows.StoreOnlyPpo:
-            case Rows.RetriKT or Rows.RetriKTPpo or Rows.RetriKTMiniLM:
+            case Rows.RetriKT or Rows.RetriKTPpo or Rows.RetriKTMiniLM or Rows.StoreOnlyMlm or Rows.RetriKTMlm:
             case var sweep when Rows.Sweeps.Contains(sweep):
             {
                 var extraction = Store(pipeline, task, progress, cancellation);
-                var r = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: !Rows.IsWithoutRetrieval(row), progress, cancellation);
+                bool useRetrieval = !Rows.IsWithoutRetrieval(row);
+                using var trained = pipeline.TrainStudent(task, extraction, useRetrieval, progress, cancellation);
+                var r = pipeline.Describe(task, extraction, trained);
+                string components = useRetrieval ? ComponentNote(pipeline, task, trained.Student) : "";
                 return new RowResult
                 {
                     Accuracy = r.Test.Accuracy, MacroF1 = r.Test.MacroF1, PositiveF1 = r.Test.PositiveF1, TestRows = r.Test.Rows,
@@ -413,7 +475,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     StoreSize = r.StoreSize, RetrievalWeight = r.RetrievalWeight, LexicalRetrievalWeight = r.LexicalRetrievalWeight, FewShotDevAccuracy = r.FewShotDevAccuracy,
                     StoreFidelity = r.Extraction.IntendedLabelShare,
                     Notes = string.Create(CultureInfo.InvariantCulture,
-                        $"{BackboneNote(row, r.ParameterRatio)}student/teacher parameters {r.ParameterRatio:P2}; extraction: {r.Extraction}; times: prompts {r.Timings.SoftPrompts.TotalSeconds:F0} s, extraction {r.Timings.Extraction.TotalSeconds:F0} s, student {r.Timings.Student.TotalSeconds:F0} s"),
+                        $"{BackboneNote(row, r.ParameterRatio)}student/teacher parameters {r.ParameterRatio:P2}; {components}extraction: {r.Extraction}; times: prompts {r.Timings.SoftPrompts.TotalSeconds:F0} s, extraction {r.Timings.Extraction.TotalSeconds:F0} s, student {r.Timings.Student.TotalSeconds:F0} s"),
                 };
             }
             default:

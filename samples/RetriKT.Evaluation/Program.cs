@@ -69,7 +69,7 @@ if (verb == "run")
     {
         DataRoot = o.DataRoot, Tasks = o.Tasks, Seeds = o.Seeds, Rows = o.Rows, ResultsPath = o.ResultsPath, WorkDirectory = o.WorkDirectory,
         PpoSteps = o.PpoSteps, PpoLearningRate = o.PpoLearningRate, PpoRolloutsPerStep = o.PpoRolloutsPerStep, Pipeline = HarnessSettings.PipelineWith(o.PipelineOverrides),
-    }, LoadTeacher, Log);
+    }, LoadTeacher, Log, task => TinyEncoderBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token));
     try
     {
         var (ran, skipped) = harness.Run(cts.Token);

@@ -111,6 +111,16 @@ public sealed class RetriKTPipeline
     {
         ArgumentNullException.ThrowIfNull(extraction);
         using var trained = TrainStudent(task, extraction, useRetrieval, progress, cancellation);
+        return Describe(task, extraction, trained);
+    }
+
+    /// <summary>
+    /// The result record of a student from <see cref="TrainStudent"/> on <paramref name="extraction"/>'s store: what
+    /// <see cref="EvaluateStudentOnStore"/> returns, for a caller that keeps the student to look further at it.
+    /// </summary>
+    public RetriKTPipelineResult Describe(FewShotTask task, StoreExtraction extraction, TrainedStudent trained)
+    {
+        ArgumentNullException.ThrowIfNull(task); ArgumentNullException.ThrowIfNull(extraction); ArgumentNullException.ThrowIfNull(trained);
         var student = trained.Student;
         return new RetriKTPipelineResult(task.Name, task.Seed, trained.Test, trained.FewShotDevAccuracy, _teacher.ParameterCount, student.ParameterCount,
             extraction.PromptParameters, extraction.Store.Count, student.RetrievalWeight, student.LexicalRetrievalWeight, extraction.Report, extraction.SoftPromptReport,
@@ -199,6 +209,9 @@ public sealed class RetriKTPipeline
         return _mlContext.Transforms.Conversion.MapValueToKey("Label", keyData: keyData).Fit(FewShotTask.ToDataView(_mlContext, task.Train));
     }
 
+    /// <summary>The trainer's own defaults, for options the pipeline leaves to it when unset.</summary>
+    private static readonly RetrievalClassifierTrainer.Options DefaultStudentOptions = new();
+
     private TrainedStudent TrainAndEvaluateStudent(FewShotTask task, KnowledgeStore? store, IProgress<TrainingProgress>? progress, CancellationToken cancellation,
         bool useRetrieval)
     {
@@ -236,7 +249,8 @@ public sealed class RetriKTPipeline
             NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize, MaxVocabularySize = o.StudentMaxVocabulary,
             CharacterPieces = o.StudentCharacterPieces, TokenDropout = o.StudentTokenDropout, RetrievalLossWeight = o.StudentRetrievalLossWeight,
             TeacherParameterCount = _teacher.ParameterCount, SaveStoreTexts = o.StudentSaveStoreTexts, NeighborsColumnName = o.StudentNeighborsColumnName, Seed = o.Seed,
-            Backbone = o.StudentBackbone,
+            Backbone = o.StudentBackbone, TrainableBackboneLayers = o.StudentTrainableBackboneLayers,
+            BackboneLearningRate = o.StudentBackboneLearningRate ?? DefaultStudentOptions.BackboneLearningRate,
             Progress = progress, CancellationToken = cancellation,
         }).Fit(train);
         var trainTime = clock.Elapsed;

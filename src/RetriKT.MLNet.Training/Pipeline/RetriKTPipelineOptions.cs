@@ -80,6 +80,13 @@ public sealed class RetriKTPipelineOptions
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public string? StudentBackbone;
+    /// <summary>
+    /// How many of the <see cref="StudentBackbone"/>'s top layers the student fine-tunes
+    /// (<c>RetrievalClassifierTrainer.Options.TrainableBackboneLayers</c>; 0: frozen). Default 0.
+    /// </summary>
+    public int StudentTrainableBackboneLayers;
+    /// <summary>AdamW rate of the fine-tuned backbone layers; null: the trainer's default (2e-5, for MiniLM-sized encoders). Default null.</summary>
+    public double? StudentBackboneLearningRate;
     /// <summary>Seed of every stage. Default 1.</summary>
     public int Seed = 1;
     /// <summary>Where the extraction checkpoint goes (an interrupted run resumes its generation), or null. Default null.</summary>

@@ -145,7 +145,10 @@ internal static class AttentionMasks
         var allowed4 = allowed.unsqueeze(0).unsqueeze(0);                          // [1, 1, T, past+T]
         if (keyPadding is not null) allowed4 = allowed4.logical_and(keyPadding.to(ScalarType.Bool).unsqueeze(1).unsqueeze(2));
         double min = dtype switch { ScalarType.Float16 => -65504.0, ScalarType.BFloat16 => -3.38e38, _ => float.MinValue };
-        return zeros(allowed4.shape, dtype, device).masked_fill(allowed4.logical_not(), min);
+        // An explicit Scalar kept alive across the native call: an implicit one can be finalized while torch reads it
+        // (an RTE extraction died in masked_fill with "Scalar.h: Expected false to be true", torch's unknown-tag check).
+        using var fill = min.ToScalar();
+        return zeros(allowed4.shape, dtype, device).masked_fill(allowed4.logical_not(), fill);
     }
 
     /// <summary>Position ids <c>[B, T]</c> for the last <paramref name="queryLength"/> slots: count of real tokens before each slot (pads get 0).</summary>

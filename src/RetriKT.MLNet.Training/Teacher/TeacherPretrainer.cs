@@ -231,10 +231,5 @@ public sealed class TeacherPretrainer
 
     /// <summary>Linear warmup to the peak, then cosine decay to <c>MinLearningRateFraction × peak</c> at the last step.</summary>
     internal static double LearningRateAt(int step, TeacherPretrainerOptions o)
-    {
-        if (o.WarmupSteps > 0 && step <= o.WarmupSteps) return o.LearningRate * step / o.WarmupSteps;
-        double progress = o.Steps <= o.WarmupSteps ? 1 : (double)(step - o.WarmupSteps) / (o.Steps - o.WarmupSteps);
-        double min = o.LearningRate * o.MinLearningRateFraction;
-        return min + 0.5 * (o.LearningRate - min) * (1 + Math.Cos(Math.PI * Math.Clamp(progress, 0, 1)));
-    }
+        => LearningRateSchedule.WarmupCosine(step, o.Steps, o.WarmupSteps, o.LearningRate, o.MinLearningRateFraction);
 }
