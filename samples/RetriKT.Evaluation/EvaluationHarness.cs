@@ -27,6 +27,8 @@ public static class Rows
     public const string StoreOnlyPpo = "store-only-ppo";
     /// <summary>The <see cref="RetriKT"/> row's store and settings, the student on the frozen all-MiniLM-L6-v2 backbone (22.7M parameters).</summary>
     public const string RetriKTMiniLM = "retrikt-minilm";
+    /// <summary>The <see cref="RetriKTMiniLM"/> row without retrieval: whether retrieval adds anything on a pretrained encoder.</summary>
+    public const string StoreOnlyMiniLM = "store-only-minilm";
     /// <summary>
     /// The <see cref="FewShotStudent"/>, <see cref="StoreOnlyStudent"/> and <see cref="RetriKT"/> rows with the same
     /// ≤ 2 % student pretrained first on the teacher's unlabeled corpus (masked LM; <see cref="TinyEncoderBuilder"/>).
@@ -47,7 +49,7 @@ public static class Rows
     public const string NoRetrievalSweepPrefix = "sweep-no-retrieval-";
 
     public static IReadOnlyList<string> All { get; } =
-        [Majority, MlNetFeaturizeText, EncoderLogRegMiniLM, EncoderLogRegArcticXs, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, StoreOnlyPpo, RetriKTPpo, RetriKTMiniLM, FewShotMlm, StoreOnlyMlm, RetriKTMlm];
+        [Majority, MlNetFeaturizeText, EncoderLogRegMiniLM, EncoderLogRegArcticXs, FewShotStudent, Teacher, StoreOnlyStudent, RetriKT, StoreOnlyPpo, RetriKTPpo, StoreOnlyMiniLM, RetriKTMiniLM, FewShotMlm, StoreOnlyMlm, RetriKTMlm];
 
     /// <summary>The sweeps of SST-2 seed 13: store size and k (not in the default row set: they are run on request).</summary>
     public static IReadOnlyList<string> Sweeps { get; } =
@@ -63,7 +65,7 @@ public static class Rows
         : null;
 
     /// <summary>Rows whose student is trained and scored without retrieval (no retrieval loss, λ = μ = 0).</summary>
-    public static bool IsWithoutRetrieval(string row) => row is StoreOnlyStudent or StoreOnlyPpo or StoreOnlyMlm || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
+    public static bool IsWithoutRetrieval(string row) => row is StoreOnlyStudent or StoreOnlyPpo or StoreOnlyMlm or StoreOnlyMiniLM || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
 
     /// <summary>Rows whose store comes from PPO-tuned prompts (the harness's PPO settings apply to them).</summary>
     public static bool UsesPpo(string row) => row is RetriKTPpo or StoreOnlyPpo;
@@ -82,6 +84,7 @@ public static class Rows
         RetriKTPpo => "RetriKT student (soft prompt + PPO)",
         StoreOnlyPpo => "Student on the PPO store, no retrieval (λ = 0)",
         RetriKTMiniLM => "RetriKT student on frozen all-MiniLM-L6-v2 (soft prompt, no PPO)",
+        StoreOnlyMiniLM => "Student on frozen all-MiniLM-L6-v2, on the RetriKT store, no retrieval (λ = 0)",
         FewShotMlm => "Student pretrained on unlabeled text (masked LM), few-shot gold only",
         StoreOnlyMlm => "Student pretrained on unlabeled text, on the RetriKT store, no retrieval (λ = 0)",
         RetriKTMlm => "RetriKT student pretrained on unlabeled text (soft prompt, no PPO)",
@@ -310,11 +313,12 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         {
             Rows.Teacher => "verbalizer-v1",
             Rows.FewShotStudent => "student-v5|" + JsonSerializer.Serialize(StudentOptions(p), json),
-            Rows.FewShotMlm => $"student-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(StudentOptions(Options(row)), json),
+            Rows.FewShotMlm => FormattableString.Invariant($"student-mlm-v1|{TinyEncoderName()}|{TinyEncoderFineTuneRate}|") + JsonSerializer.Serialize(StudentOptions(p), json),
             // The PPO store's key carries PPO's version (v7: the trust region), as the retrikt-ppo row's does.
             Rows.StoreOnlyPpo => "store-only-ppo-v7|" + JsonSerializer.Serialize(Options(row), json),
             Rows.StoreOnlyMlm => $"store-only-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(Options(row), json),
             Rows.RetriKTMlm => $"retrikt-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(Options(row), json),
+            Rows.StoreOnlyMiniLM => $"store-only-minilm-v1|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
             _ when Rows.IsWithoutRetrieval(row) => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
             // v2: the store of the seed unification (as retrikt-v5); v1 numbers were measured on the store before it.
             Rows.RetriKTMiniLM => $"retrikt-minilm-v2|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
@@ -332,7 +336,6 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     {
         p.StudentEpochs, p.StudentHiddenSize, p.StudentLayers, p.StudentMaxLength, p.StudentNeighborCount, p.StudentFeedForwardSize,
         p.StudentMaxVocabulary, p.StudentCharacterPieces, p.StudentTokenDropout, p.StudentRetrievalLossWeight, p.TuneOnFewShotDev, p.Seed,
-        p.StudentTrainableBackboneLayers, p.StudentBackboneLearningRate,
     };
 
     /// <summary>The current task's tiny encoder folder (its name carries the recipe's hash, so it keys the rows that use it).</summary>
@@ -353,7 +356,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         if (Rows.SweptStoreSize(row) is int samplesPerLabel) o.SamplesPerLabel = samplesPerLabel;
         if (row.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal))
             o.StudentNeighborCount = int.Parse(row[Rows.NeighborSweepPrefix.Length..], CultureInfo.InvariantCulture);
-        if (row == Rows.RetriKTMiniLM) o.StudentBackbone = MiniLM.Locate();
+        if (row is Rows.RetriKTMiniLM or Rows.StoreOnlyMiniLM) o.StudentBackbone = MiniLM.Locate();
         if (Rows.UsesTinyEncoder(row))
         {
             // Every layer fine-tunes: the tiny encoder knows the language, not the task (its embeddings stay as pretrained).
@@ -390,7 +393,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     /// The backbone row is not a RetriKT-sized student of the stand-in teacher, and says so: 22.7M parameters are
     /// ≤ 1 % of an LLM from ~2.3B parameters up, the teams this option is for, but several times a 5.8M teacher.
     /// </summary>
-    private static string BackboneNote(string row, double ratio) => row != Rows.RetriKTMiniLM ? ""
+    private static string BackboneNote(string row, double ratio) => row is not (Rows.RetriKTMiniLM or Rows.StoreOnlyMiniLM) ? ""
         : string.Create(CultureInfo.InvariantCulture, $"frozen all-MiniLM-L6-v2 backbone ({MiniLM.PackageId} {MiniLM.Version}), counted in the student's parameters: " +
             $"{(ratio <= 0.02 ? "within" : "NOT within")} 2 % of this teacher (the option is for teams whose teacher is a real LLM); ");
 
@@ -460,7 +463,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                 };
             }
             case Rows.StoreOnlyStudent or Rows.StoreOnlyPpo:
-            case Rows.RetriKT or Rows.RetriKTPpo or Rows.RetriKTMiniLM or Rows.StoreOnlyMlm or Rows.RetriKTMlm:
+            case Rows.RetriKT or Rows.RetriKTPpo or Rows.RetriKTMiniLM or Rows.StoreOnlyMiniLM or Rows.StoreOnlyMlm or Rows.RetriKTMlm:
             case var sweep when Rows.Sweeps.Contains(sweep):
             {
                 var extraction = Store(pipeline, task, progress, cancellation);

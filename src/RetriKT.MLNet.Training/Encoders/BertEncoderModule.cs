@@ -56,7 +56,9 @@ internal sealed class BertEncoderModule : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor attentionMask, Tensor? tokenTypeIds = null)
     {
         // 0 where attended, float.MinValue at padding (Hugging Face's extended mask), broadcast over heads and queries.
-        var bias = (1 - attentionMask.to(ScalarType.Float32)).mul_(float.MinValue).unsqueeze(1).unsqueeze(1);
+        using var one = 1.ToScalar(); // explicit Scalars, alive across the native calls (see AttentionMasks.Build)
+        using var minimum = float.MinValue.ToScalar();
+        var bias = attentionMask.to(ScalarType.Float32).neg().add_(one).mul_(minimum).unsqueeze(1).unsqueeze(1);
         return encoder.Forward(embeddings.Forward(inputIds, tokenTypeIds), bias);
     }
 

@@ -84,8 +84,11 @@ public sealed class RetriKTPipelineOptions
     /// How many of the <see cref="StudentBackbone"/>'s top layers the student fine-tunes
     /// (<c>RetrievalClassifierTrainer.Options.TrainableBackboneLayers</c>; 0: frozen). Default 0.
     /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
     public int StudentTrainableBackboneLayers;
     /// <summary>AdamW rate of the fine-tuned backbone layers; null: the trainer's default (2e-5, for MiniLM-sized encoders). Default null.</summary>
+    /// <remarks>This and <see cref="StudentTrainableBackboneLayers"/> are left out of JSON at their defaults, so results keyed on these options before they existed keep their keys.</remarks>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
     public double? StudentBackboneLearningRate;
     /// <summary>Seed of every stage. Default 1.</summary>
     public int Seed = 1;

@@ -71,12 +71,32 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.True(Rows.IsWithoutRetrieval(Rows.StoreOnlyPpo) && Rows.UsesPpo(Rows.StoreOnlyPpo) && Rows.UsesPpo(Rows.RetriKTPpo));
         Assert.False(Rows.IsWithoutRetrieval(Rows.RetriKTPpo) || Rows.UsesPpo(Rows.StoreOnlyStudent) || Rows.UsesPpo(Rows.RetriKT));
         Assert.All(Rows.Sweeps, r => Assert.True(Rows.IsKnown(r) && !Rows.All.Contains(r)));
+        // Each pretrained-encoder pair: the same student with and without retrieval.
+        Assert.True(Rows.IsWithoutRetrieval(Rows.StoreOnlyMlm) && Rows.IsWithoutRetrieval(Rows.StoreOnlyMiniLM));
+        Assert.False(Rows.IsWithoutRetrieval(Rows.RetriKTMlm) || Rows.IsWithoutRetrieval(Rows.RetriKTMiniLM) || Rows.IsWithoutRetrieval(Rows.FewShotMlm));
+        Assert.True(Rows.UsesTinyEncoder(Rows.FewShotMlm) && Rows.UsesTinyEncoder(Rows.StoreOnlyMlm) && Rows.UsesTinyEncoder(Rows.RetriKTMlm));
+        Assert.False(Rows.UsesTinyEncoder(Rows.FewShotStudent) || Rows.UsesTinyEncoder(Rows.RetriKTMiniLM));
         Assert.False(Rows.IsKnown("retrikt-typo"));
         var o = HarnessSettings.PipelineWith(new Dictionary<string, string> { ["SamplesPerLabel"] = "256", ["StudentCharacterPieces"] = "true" });
         Assert.Equal(256, o.SamplesPerLabel);
         Assert.True(o.StudentCharacterPieces);
         var e = Assert.Throws<ArgumentException>(() => HarnessSettings.PipelineWith(new Dictionary<string, string> { ["SamplesPerLabell"] = "1" }));
         Assert.Contains("SamplesPerLabell", e.Message);
+    }
+
+    [Fact]
+    public void BackboneFineTuningOptionsLeaveTheOptionsJsonAsItWasUntilTheyAreSet()
+    {
+        // Result keys hash this JSON: options added later must not change the key of every row measured before them.
+        var json = new System.Text.Json.JsonSerializerOptions { IncludeFields = true };
+        var plain = System.Text.Json.JsonSerializer.Serialize(HarnessSettings.DefaultPipeline(), json);
+        Assert.DoesNotContain("StudentTrainableBackboneLayers", plain);
+        Assert.DoesNotContain("StudentBackboneLearningRate", plain);
+        var tuned = HarnessSettings.DefaultPipeline();
+        (tuned.StudentTrainableBackboneLayers, tuned.StudentBackboneLearningRate) = (2, 5e-4);
+        var set = System.Text.Json.JsonSerializer.Serialize(tuned, json);
+        Assert.Contains("\"StudentTrainableBackboneLayers\":2", set);
+        Assert.Contains("\"StudentBackboneLearningRate\":0.0005", set);
     }
 
     [Fact]
