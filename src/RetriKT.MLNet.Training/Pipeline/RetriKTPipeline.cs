@@ -231,9 +231,13 @@ public sealed class RetriKTPipeline
                 // The held-out rows are generated text, like the store their neighbours come from; the few-shot dev rows
                 // are real inputs. Counted row by row, ~800 generated rows outvote 32 real ones and pick the mix that
                 // suits generated text (on SST-2 seed 13: term matching at μ = 0.5 where real text wanted more), so each
-                // group gets half of the weight.
-                float devWeight = task.Dev.Count == 0 ? 0 : (float)heldOut.Count / task.Dev.Count;
-                var rows = task.Dev.Select(r => new WeightedRow(r, devWeight)).Concat(heldOut.Select(r => new WeightedRow(r, 1))).ToList();
+                // group gets a share of the weight (FewShotDevTuningShare; 1: the real rows alone).
+                double share = o.FewShotDevTuningShare;
+                if (!(share is > 0 and <= 1))
+                    throw new ArgumentOutOfRangeException(nameof(o.FewShotDevTuningShare), $"FewShotDevTuningShare must be in (0, 1], found {share}.");
+                float heldOutWeight = share >= 1 && task.Dev.Count > 0 ? 0 : 1;
+                float devWeight = task.Dev.Count == 0 ? 0 : share >= 1 ? 1 : (float)(share / (1 - share) * heldOut.Count / task.Dev.Count);
+                var rows = task.Dev.Select(r => new WeightedRow(r, devWeight)).Concat(heldOut.Select(r => new WeightedRow(r, heldOutWeight))).ToList();
                 validation = keyMap.Transform(_mlContext.Data.LoadFromEnumerable(rows));
                 validationWeights = nameof(WeightedRow.Weight);
             }

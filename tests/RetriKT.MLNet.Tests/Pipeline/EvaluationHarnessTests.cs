@@ -85,18 +85,20 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     [Fact]
-    public void BackboneFineTuningOptionsLeaveTheOptionsJsonAsItWasUntilTheyAreSet()
+    public void OptionsAddedLaterLeaveTheOptionsJsonAsItWasUntilTheyAreSet()
     {
         // Result keys hash this JSON: options added later must not change the key of every row measured before them.
         var json = new System.Text.Json.JsonSerializerOptions { IncludeFields = true };
         var plain = System.Text.Json.JsonSerializer.Serialize(HarnessSettings.DefaultPipeline(), json);
         Assert.DoesNotContain("StudentTrainableBackboneLayers", plain);
         Assert.DoesNotContain("StudentBackboneLearningRate", plain);
+        Assert.DoesNotContain("FewShotDevTuningShare", plain);
         var tuned = HarnessSettings.DefaultPipeline();
-        (tuned.StudentTrainableBackboneLayers, tuned.StudentBackboneLearningRate) = (2, 5e-4);
+        (tuned.StudentTrainableBackboneLayers, tuned.StudentBackboneLearningRate, tuned.FewShotDevTuningShare) = (2, 5e-4, 1);
         var set = System.Text.Json.JsonSerializer.Serialize(tuned, json);
         Assert.Contains("\"StudentTrainableBackboneLayers\":2", set);
         Assert.Contains("\"StudentBackboneLearningRate\":0.0005", set);
+        Assert.Contains("\"FewShotDevTuningShare\":1", set);
     }
 
     [Fact]
