@@ -232,7 +232,7 @@ public sealed class RetriKTPipeline
                 // are real inputs. Counted row by row, ~800 generated rows outvote 32 real ones and pick the mix that
                 // suits generated text (on SST-2 seed 13: term matching at μ = 0.5 where real text wanted more), so each
                 // group gets a share of the weight (FewShotDevTuningShare; 1: the real rows alone).
-                double share = o.FewShotDevTuningShare;
+                double share = o.FewShotDevTuningShare ?? RetriKTPipelineOptions.DefaultFewShotDevTuningShare;
                 if (!(share is > 0 and <= 1))
                     throw new ArgumentOutOfRangeException(nameof(o.FewShotDevTuningShare), $"FewShotDevTuningShare must be in (0, 1], found {share}.");
                 float heldOutWeight = share >= 1 && task.Dev.Count > 0 ? 0 : 1;

@@ -75,11 +75,12 @@ public sealed class RetriKTPipelineOptions
     /// Share of the tuning weight that the few-shot dev rows (real inputs) carry when held-out store rows are tuned on
     /// too; the held-out generated rows carry the rest. The held-out rows are text like the student's training data,
     /// where the head is at its best and term matching at its worst, so they pull the mix away from term matching that
-    /// real queries reward. Left out of JSON at its default, so rows measured before it existed keep their keys. Default 0.5.
+    /// real queries reward. Null: <see cref="DefaultFewShotDevTuningShare"/>, and left out of JSON, so rows measured
+    /// before the option existed keep their keys. Default null.
     /// </summary>
-    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
-    public double FewShotDevTuningShare = DefaultFewShotDevTuningShare;
-    /// <summary>The default of <see cref="FewShotDevTuningShare"/>.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public double? FewShotDevTuningShare;
+    /// <summary>The share <see cref="FewShotDevTuningShare"/> stands for when unset: each group half.</summary>
     public const double DefaultFewShotDevTuningShare = 0.5;
     /// <summary>Calibrate the teacher's verbalizer (contextual calibration) for soft labels and fidelity. Default true.</summary>
     public bool CalibrateVerbalizer = true;
