@@ -86,7 +86,7 @@ public static class Cli
         if (seeds.Count == 0) throw new ArgumentException("--seeds is empty.");
         var rows = List("rows", Evaluation.Rows.All);
         foreach (var r in rows)
-            if (!Evaluation.Rows.IsKnown(r)) throw new ArgumentException($"Unknown row '{r}'. Known: {string.Join(", ", Evaluation.Rows.All.Concat(Evaluation.Rows.Sweeps))}.");
+            if (!Evaluation.Rows.IsKnown(r)) throw new ArgumentException($"Unknown row '{r}'. Known: {string.Join(", ", Evaluation.Rows.All.Concat(Evaluation.Rows.Sweeps).Concat(Evaluation.Rows.Experiments))}.");
         var home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
         var options = new Options
         {

@@ -66,7 +66,8 @@ public sealed class EvaluationHarnessTests : IDisposable
     {
         Assert.Contains(Rows.StoreOnlyStudent, Rows.All);
         Assert.Contains(Rows.MlNetFeaturizeText, Rows.All);
-        Assert.All(Rows.All.Concat(Rows.Sweeps), r => Assert.NotEqual(r, Rows.Title(r)));
+        Assert.All(Rows.All.Concat(Rows.Sweeps).Concat(Rows.Experiments), r => Assert.NotEqual(r, Rows.Title(r)));
+        Assert.All(Rows.Experiments, r => Assert.True(Rows.IsKnown(r) && !Rows.All.Contains(r)));
         // The PPO store's no-retrieval pair: trained without retrieval, on the store the PPO settings make.
         Assert.True(Rows.IsWithoutRetrieval(Rows.StoreOnlyPpo) && Rows.UsesPpo(Rows.StoreOnlyPpo) && Rows.UsesPpo(Rows.RetriKTPpo));
         Assert.False(Rows.IsWithoutRetrieval(Rows.RetriKTPpo) || Rows.UsesPpo(Rows.StoreOnlyStudent) || Rows.UsesPpo(Rows.RetriKT));
