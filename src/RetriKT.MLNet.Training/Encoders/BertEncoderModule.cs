@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Common;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -56,9 +57,8 @@ internal sealed class BertEncoderModule : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor attentionMask, Tensor? tokenTypeIds = null)
     {
         // 0 where attended, float.MinValue at padding (Hugging Face's extended mask), broadcast over heads and queries.
-        using var one = 1.ToScalar(); // explicit Scalars, alive across the native calls (see AttentionMasks.Build)
-        using var minimum = float.MinValue.ToScalar();
-        var bias = attentionMask.to(ScalarType.Float32).neg().add_(one).mul_(minimum).unsqueeze(1).unsqueeze(1);
+        // Held scalars, alpha included (HeldScalars: a temporary Scalar can be finalized while torch reads it).
+        var bias = attentionMask.to(ScalarType.Float32).neg().add_(HeldScalars.One, HeldScalars.One).mul_(HeldScalars.FloatMin).unsqueeze(1).unsqueeze(1);
         return encoder.Forward(embeddings.Forward(inputIds, tokenTypeIds), bias);
     }
 

@@ -88,11 +88,8 @@ internal sealed class BackboneHeadModel : nn.Module
     /// </summary>
     public Tensor Encode(Tensor states, Tensor mask)
     {
-        // Scalars made explicit and kept alive across the native calls (see AttentionMasks.Build): a student on the tiny
-        // encoder died here in torch's Scalar tag check.
-        using var one = 1.ToScalar();
-        using var minimum = float.MinValue.ToScalar();
-        var bias = mask.neg().add_(one).mul_(minimum).unsqueeze(1).unsqueeze(1); // Hugging Face's additive mask, as BertEncoderModule
+        // Held scalars, alpha included (HeldScalars): a student on the tiny encoder died here in torch's Scalar tag check.
+        var bias = mask.neg().add_(HeldScalars.One, HeldScalars.One).mul_(HeldScalars.FloatMin).unsqueeze(1).unsqueeze(1); // Hugging Face's additive mask, as BertEncoderModule
         foreach (var l in layer) states = l.Forward(states, bias);
         var pooled = _pooling == BertPooling.Cls ? states[.., 0] : BertSentenceEncoder.Pool(states, mask, BertPooling.Mean);
         return Encode(nn.functional.normalize(pooled, p: 2, dim: 1));

@@ -145,9 +145,8 @@ internal static class AttentionMasks
         var allowed4 = allowed.unsqueeze(0).unsqueeze(0);                          // [1, 1, T, past+T]
         if (keyPadding is not null) allowed4 = allowed4.logical_and(keyPadding.to(ScalarType.Bool).unsqueeze(1).unsqueeze(2));
         double min = dtype switch { ScalarType.Float16 => -65504.0, ScalarType.BFloat16 => -3.38e38, _ => float.MinValue };
-        // An explicit Scalar kept alive across the native call. TorchSharp 0.107's implicit Scalars are not held by dispose
-        // scopes and have finalizers, so the GC can free one while torch still reads it (an RTE extraction died in
-        // masked_fill with "Scalar.h: Expected false to be true", torch's unknown-tag check).
+        // An explicit Scalar kept alive across the native call (see HeldScalars): an RTE extraction died in masked_fill
+        // with "Scalar.h: Expected false to be true", torch's unknown-tag check.
         using var fill = min.ToScalar();
         return zeros(allowed4.shape, dtype, device).masked_fill(allowed4.logical_not(), fill);
     }

@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Common;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -13,8 +14,7 @@ namespace RetriKT.MLNet.Teacher;
 internal sealed class RmsNorm : Module<Tensor, Tensor>
 {
     private readonly Parameter weight;
-    // Held for the module's life: an implicit Scalar made per call can be finalized while torch reads it (TorchSharp
-    // 0.107's Scalars have finalizers and no dispose scope holds them); a test died here in pow with Scalar.h's tag check.
+    // Held for the module's life (see HeldScalars): a CI test died here in pow with Scalar.h's tag check.
     private readonly Scalar _eps;
 
     public RmsNorm(long dim, double eps, ScalarType dtype, Device device) : base(nameof(RmsNorm))
@@ -29,7 +29,7 @@ internal sealed class RmsNorm : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         bool narrow = x.dtype != ScalarType.Float32;
         var x32 = narrow ? x.to(ScalarType.Float32) : x;
-        var normed = x32.mul(x32.square().mean([-1L], keepdim: true).add_(_eps).rsqrt());
+        var normed = x32.mul(x32.square().mean([-1L], keepdim: true).add_(_eps, HeldScalars.One).rsqrt());
         return weight.mul(narrow ? normed.to(x.dtype) : normed).MoveToOuterDisposeScope();
     }
 }
