@@ -344,9 +344,16 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         p.StudentMaxVocabulary, p.StudentCharacterPieces, p.StudentTokenDropout, p.StudentRetrievalLossWeight, p.TuneOnFewShotDev, p.Seed,
     };
 
-    /// <summary>The current task's tiny encoder folder (its name carries the recipe's hash, so it keys the rows that use it).</summary>
-    private string TinyEncoder() => (locateTinyEncoder ?? throw new InvalidOperationException(
-        "The *-mlm rows need the pretrained tiny encoder, and this harness was built without a way to locate it.")).Invoke(_task);
+    /// <summary>The current task's tiny encoder folder (its name carries the recipe's hash, so it keys the rows that use it); located once per task.</summary>
+    private string TinyEncoder()
+    {
+        if (_tinyEncoders.TryGetValue(_task, out var folder)) return folder;
+        var locate = locateTinyEncoder ?? throw new InvalidOperationException(
+            "The *-mlm rows need the pretrained tiny encoder, and this harness was built without a way to locate it.");
+        return _tinyEncoders[_task] = locate(_task);
+    }
+
+    private readonly Dictionary<string, string> _tinyEncoders = new(StringComparer.Ordinal);
 
     private string TinyEncoderName() => Path.GetFileName(TinyEncoder());
 
@@ -416,14 +423,15 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             return pipeline.Score(task, variant).Accuracy;
         }
         bool terms = student.LexicalNeighborCount > 0;
-        var grid = new List<string>();
+        var grid = new Dictionary<(double Lambda, double Mu), double>();
         foreach (double lambda in new[] { 0, 0.25, 0.5, 0.75, 1 })
             foreach (double mu in terms ? new[] { 0, 0.25, 0.5, 0.75, 1 } : [0.0])
-                if (lambda + mu <= 1 + 1e-9)
-                    grid.Add(FormattableString.Invariant($"λ {lambda:G2} μ {mu:G2}: {100 * Accuracy(lambda, mu):F1}"));
-        log("    test-split accuracy per fixed mix (reading only): " + string.Join("; ", grid));
-        return FormattableString.Invariant($"test split, parts alone (reading only): head {100 * Accuracy(0, 0):F1} %, embedding retrieval {100 * Accuracy(1, 0):F1} %") +
-               (terms ? FormattableString.Invariant($", term match {100 * Accuracy(0, 1):F1} %; ") : "; ");
+                if (lambda + mu <= 1 + 1e-9) grid[(lambda, mu)] = Accuracy(lambda, mu);
+        log("    test-split accuracy per fixed mix (reading only): " +
+            string.Join("; ", grid.Select(g => FormattableString.Invariant($"λ {g.Key.Lambda:G2} μ {g.Key.Mu:G2}: {100 * g.Value:F1}"))));
+        // The parts alone are corners of the grid: (0, 0) the head, (1, 0) embedding retrieval, (0, 1) term match.
+        return FormattableString.Invariant($"test split, parts alone (reading only): head {100 * grid[(0, 0)]:F1} %, embedding retrieval {100 * grid[(1, 0)]:F1} %") +
+               (terms ? FormattableString.Invariant($", term match {100 * grid[(0, 1)]:F1} %; ") : "; ");
     }
 
     private RowResult RunRow(FewShotTask task, string row, CancellationToken cancellation)
@@ -441,13 +449,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         var (teacher, path) = Teacher();
         var mlContext = new MLContext(seed: settings.Pipeline.Seed);
         var pipeline = new RetriKTPipeline(mlContext, teacher, path, Options(row));
-        var lastLog = DateTime.MinValue;
-        var progress = new SynchronousProgress(p =>
-        {
-            if (DateTime.UtcNow - lastLog < TimeSpan.FromSeconds(30)) return;
-            lastLog = DateTime.UtcNow;
-            log($"    {p.Stage} {p.Step}/{p.TotalSteps}");
-        });
+        var progress = SynchronousProgress.Every(TimeSpan.FromSeconds(30), p => log($"    {p.Stage} {p.Step}/{p.TotalSteps}"));
         switch (row)
         {
             case Rows.Teacher:

@@ -281,4 +281,16 @@ public static class TeacherBuilder
 public sealed class SynchronousProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
 {
     public void Report(TrainingProgress value) => report(value);
+
+    /// <summary>Passes a report on at most once per <paramref name="interval"/> (the first one always).</summary>
+    public static SynchronousProgress Every(TimeSpan interval, Action<TrainingProgress> report)
+    {
+        var last = DateTime.MinValue;
+        return new SynchronousProgress(p =>
+        {
+            if (DateTime.UtcNow - last < interval) return;
+            last = DateTime.UtcNow;
+            report(p);
+        });
+    }
 }

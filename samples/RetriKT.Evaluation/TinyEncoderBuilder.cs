@@ -32,13 +32,8 @@ public static class TinyEncoderBuilder
         log($"Tiny encoder ({task}): pretraining on the teacher's stage-A corpus ({string.Join(", ", TeacherSettings.StageACorpora(task))}) into {folder}");
         var texts = TeacherBuilder.StageAText(dataRoot, task, teacherSettings, log);
         var mlContext = new MLContext(seed: 1);
-        var lastLog = DateTime.MinValue;
-        var progress = new SynchronousProgress(p =>
-        {
-            if (DateTime.UtcNow - lastLog < TimeSpan.FromSeconds(30)) return;
-            lastLog = DateTime.UtcNow;
-            log($"    {p.Stage} {p.Step}/{p.TotalSteps}{(p.Metrics is { } m && m.TryGetValue("smoothedLoss", out var loss) ? FormattableString.Invariant($" loss {loss:F3}") : "")}");
-        });
+        var progress = SynchronousProgress.Every(TimeSpan.FromSeconds(30), p =>
+            log($"    {p.Stage} {p.Step}/{p.TotalSteps}{(p.Metrics.TryGetValue("smoothedLoss", out var loss) ? FormattableString.Invariant($" loss {loss:F3}") : "")}"));
         var report = new TinyEncoderPretrainer(mlContext, options).Train(texts, folder, progress, cancellation);
         log(FormattableString.Invariant(
             $"Tiny encoder ({task}): {report.Parameters:N0} parameters; {report.Documents:N0} documents, {report.Windows:N0} windows, {report.CorpusTokens:N0} pieces ({100 * report.UnknownShare:F1} % [UNK]); final loss {report.FinalLoss:F3}; {report.Elapsed.TotalMinutes:F1} min"));

@@ -18,4 +18,5 @@ internal static class HeldScalars
 {
     public static readonly Scalar One = 1.ToScalar();
     public static readonly Scalar FloatMin = float.MinValue.ToScalar();
+    public static readonly Scalar NegativeInfinity = float.NegativeInfinity.ToScalar();
 }

@@ -55,12 +55,14 @@ internal sealed class BertEncoderModule : nn.Module
     /// <param name="attentionMask">[B, T]: 1 for real tokens, 0 for padding.</param>
     /// <param name="tokenTypeIds">[B, T] segment ids, or null for all zeros.</param>
     public Tensor Forward(Tensor inputIds, Tensor attentionMask, Tensor? tokenTypeIds = null)
-    {
-        // 0 where attended, float.MinValue at padding (Hugging Face's extended mask), broadcast over heads and queries.
-        // Held scalars, alpha included (HeldScalars: a temporary Scalar can be finalized while torch reads it).
-        var bias = attentionMask.to(ScalarType.Float32).neg().add_(HeldScalars.One, HeldScalars.One).mul_(HeldScalars.FloatMin).unsqueeze(1).unsqueeze(1);
-        return encoder.Forward(embeddings.Forward(inputIds, tokenTypeIds), bias);
-    }
+        => encoder.Forward(embeddings.Forward(inputIds, tokenTypeIds), AdditiveMask(attentionMask));
+
+    /// <summary>
+    /// Hugging Face's extended attention mask [B, 1, 1, T] from a [B, T] mask (1 real, 0 padding): 0 where attended,
+    /// float.MinValue at padding, broadcast over heads and queries. Held scalars, alpha included (see <see cref="HeldScalars"/>).
+    /// </summary>
+    public static Tensor AdditiveMask(Tensor attentionMask)
+        => attentionMask.to(ScalarType.Float32).neg().add_(HeldScalars.One, HeldScalars.One).mul_(HeldScalars.FloatMin).unsqueeze(1).unsqueeze(1);
 
     /// <summary>BERT's pooler output, tanh(dense(h_[CLS])); only for checkpoints that have one.</summary>
     public Tensor Pool(Tensor lastHidden)

@@ -129,13 +129,12 @@ public sealed class TinyEncoderPretrainer
         using var model = new MaskedLmModel(config);
         using (var init = new Generator((ulong)SeedMixer.Derive(host.Seed, "tiny-encoder-init"))) model.Initialize(init);
         model.to(device);
-        var decay = model.named_parameters().Where(p => p.parameter.dim() >= 2).Select(p => p.parameter).ToList();
-        var noDecay = model.named_parameters().Where(p => p.parameter.dim() < 2).Select(p => p.parameter).ToList();
-        using var optimizer = optim.AdamW(
-            [new AdamW.ParamGroup(decay, new AdamW.Options { weight_decay = o.WeightDecay }), new AdamW.ParamGroup(noDecay, new AdamW.Options { weight_decay = 0 })],
-            o.LearningRate, 0.9, 0.999, 1e-8, o.WeightDecay);
-        var special = new[] { vocabulary.PadId, vocabulary.ClsId, vocabulary.SepId }.Select(i => (long)i).ToArray();
-        int firstOrdinary = WordPieceVocabulary.SpecialTokens.Count; // Build puts the special tokens first
+        using var optimizer = Optimizers.AdamWDecayingMatrices(model.parameters(), o.LearningRate, 0.9, 0.999, o.WeightDecay);
+        // Build puts the special tokens ([PAD], [UNK], [CLS], [SEP], [MASK]) first: every id from here on is an ordinary piece.
+        int firstOrdinary = WordPieceVocabulary.SpecialTokens.Count;
+        // The step's numbers as Scalars held across the loop (see HeldScalars), not temporaries made per call.
+        using Scalar ordinaryFrom = firstOrdinary.ToScalar(), maskShare = o.MaskProbability.ToScalar(), toMask = 0.8.ToScalar(), toRandom = 0.9.ToScalar(),
+            maskId = vocabulary.MaskId.ToScalar(), padId = vocabulary.PadId.ToScalar();
         int tailFrom = o.Steps - Math.Max(1, o.Steps / 10) + 1;
         double tailSum = 0, smoothed = double.NaN;
         model.train();
@@ -148,15 +147,14 @@ public sealed class TinyEncoderPretrainer
             using var generator = new Generator((ulong)SeedMixer.Derive(host.Seed, "tiny-encoder-step", step));
             var rows = randint(0, windows.Count, [o.BatchSize], ScalarType.Int64, CPU, generator: generator).to(device);
             var ids = corpus.index_select(0, rows);
-            var ordinary = ids.ge(firstOrdinary);
-            foreach (var s in special) ordinary = ordinary.logical_and(ids.ne(s));
+            var ordinary = ids.ge(ordinaryFrom);
             var draw = rand(ids.shape, generator: generator).to(device);
-            var chosen = draw.lt(o.MaskProbability).logical_and(ordinary);
+            var chosen = draw.lt(maskShare).logical_and(ordinary);
             var how = rand(ids.shape, generator: generator).to(device);
             var randomIds = randint(firstOrdinary, vocabulary.Count, ids.shape, ScalarType.Int64, CPU, generator: generator).to(device);
-            var inputs = where(chosen.logical_and(how.lt(0.8)), full_like(ids, vocabulary.MaskId), ids);
-            inputs = where(chosen.logical_and(how.ge(0.8)).logical_and(how.lt(0.9)), randomIds, inputs);
-            var mask = ids.ne(vocabulary.PadId).to(ScalarType.Int64);
+            var inputs = where(chosen.logical_and(how.lt(toMask)), full_like(ids, maskId), ids);
+            inputs = where(chosen.logical_and(how.ge(toMask)).logical_and(how.lt(toRandom)), randomIds, inputs);
+            var mask = ids.ne(padId).to(ScalarType.Int64);
             var positions = chosen.flatten().nonzero().squeeze(1);
             if (positions.numel() == 0) continue;
             var logits = model.Forward(inputs, mask, positions);

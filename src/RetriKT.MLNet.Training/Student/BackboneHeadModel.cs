@@ -88,8 +88,7 @@ internal sealed class BackboneHeadModel : nn.Module
     /// </summary>
     public Tensor Encode(Tensor states, Tensor mask)
     {
-        // Held scalars, alpha included (HeldScalars): a student on the tiny encoder died here in torch's Scalar tag check.
-        var bias = mask.neg().add_(HeldScalars.One, HeldScalars.One).mul_(HeldScalars.FloatMin).unsqueeze(1).unsqueeze(1); // Hugging Face's additive mask, as BertEncoderModule
+        var bias = BertEncoderModule.AdditiveMask(mask);
         foreach (var l in layer) states = l.Forward(states, bias);
         var pooled = _pooling == BertPooling.Cls ? states[.., 0] : BertSentenceEncoder.Pool(states, mask, BertPooling.Mean);
         return Encode(nn.functional.normalize(pooled, p: 2, dim: 1));

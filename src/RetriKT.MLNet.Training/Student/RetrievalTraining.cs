@@ -127,7 +127,7 @@ internal static class RetrievalTraining
             var sims = nn.functional.normalize(pooled, p: 2, dim: 1).matmul(memory.t());
             var self = torch.zeros(sims.shape, dtype: ScalarType.Bool, device: device);
             for (int i = 0; i < batch.Length; i++) self[i, batch[i]] = true;
-            using var never = (-1e4f).ToScalar(); // explicit and alive across the call (see AttentionMasks.Build)
+            using var never = (-1e4f).ToScalar(); // explicit and alive across the call (see HeldScalars)
             var (values, indices) = sims.masked_fill(self, never).topk(k, dim: 1); // a query never retrieves itself
             var knn = Knn(values, indices, temperature, softLabels);
             var ret = (targetEntropy - (target * knn.clamp_min(1e-8f).log()).sum(-1)).mean();

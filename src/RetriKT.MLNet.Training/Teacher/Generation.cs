@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Common;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -70,8 +71,7 @@ internal static class Sampler
     {
         if (k <= 0 || k >= logits.shape[^1]) return logits;
         var kth = logits.topk(k, -1).values.narrow(-1, k - 1, 1);
-        using var fill = float.NegativeInfinity.ToScalar(); // explicit and alive across the call (see AttentionMasks.Build)
-        return logits.masked_fill(logits.lt(kth), fill);
+        return logits.masked_fill(logits.lt(kth), HeldScalars.NegativeInfinity);
     }
 
     public static Tensor TopP(Tensor logits, double p)
@@ -82,7 +82,6 @@ internal static class Sampler
         // Drop a token when the tokens before it already reach p (the first token is always kept).
         var remove = probs.cumsum(-1).sub(probs).gt(p);
         var removeOriginal = zeros_like(remove).scatter(-1, order, remove);
-        using var fill = float.NegativeInfinity.ToScalar();
-        return logits.masked_fill(removeOriginal, fill);
+        return logits.masked_fill(removeOriginal, HeldScalars.NegativeInfinity);
     }
 }

@@ -162,12 +162,7 @@ public sealed class TeacherPretrainer
         using var corpus = tensor(tokens.Select(t => (long)t).ToArray(), device: device);
         using var corpusWeights = weights is null ? null : tensor(weights, device: device);
         model.RequiresGrad = true;
-        var decay = model.NamedParameters().Where(p => p.Parameter.dim() >= 2).Select(p => p.Parameter).ToList();
-        var noDecay = model.NamedParameters().Where(p => p.Parameter.dim() < 2).Select(p => p.Parameter).ToList();
-        using var optimizer = optim.AdamW(
-            [new TorchSharp.Modules.AdamW.ParamGroup(decay, new TorchSharp.Modules.AdamW.Options { weight_decay = o.WeightDecay }),
-             new TorchSharp.Modules.AdamW.ParamGroup(noDecay, new TorchSharp.Modules.AdamW.Options { weight_decay = 0 })],
-            o.LearningRate, o.Beta1, o.Beta2, 1e-8, o.WeightDecay);
+        using var optimizer = Optimizers.AdamWDecayingMatrices(model.NamedParameters().Select(p => p.Parameter), o.LearningRate, o.Beta1, o.Beta2, o.WeightDecay);
         var module = model.Module;
         double smoothed = double.NaN, tailSum = 0;
         int tailFrom = o.Steps - Math.Max(1, o.Steps / 10) + 1;
