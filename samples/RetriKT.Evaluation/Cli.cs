@@ -21,6 +21,8 @@ public static class Cli
           --cache <dir>       where built teachers are cached (default: ~/.cache/retrikt)
           --teacher-steps-a <n>  stage-A (unlabeled in-domain text) steps of a built teacher (default 2000)
           --teacher-steps-b <n>  stage-B (task training split through the template) steps (default 600)
+          --teacher-steps-a2 <n> steps of a second pass over stage A's text before stage B (default 0)
+          --teacher-rate-a2 <r>  peak learning rate of that pass (default 0.0015)
           --teacher-steps-b2 <n> steps of a continuation of stage B on the same data (default 0)
           --teacher-dropout <p>  dropout during stage B and its continuation (default 0)
           --teacher-corpus-parts <n> stage-A part files per corpus, 0 = all (default 0)
@@ -98,6 +100,8 @@ public static class Cli
             {
                 StageASteps = GetInt("teacher-steps-a", new TeacherSettings().StageASteps),
                 StageBSteps = GetInt("teacher-steps-b", new TeacherSettings().StageBSteps),
+                StageA2Steps = GetInt("teacher-steps-a2", new TeacherSettings().StageA2Steps),
+                StageA2LearningRate = GetDouble("teacher-rate-a2", new TeacherSettings().StageA2LearningRate),
                 StageB2Steps = GetInt("teacher-steps-b2", new TeacherSettings().StageB2Steps),
                 CorpusParts = GetInt("teacher-corpus-parts", new TeacherSettings().CorpusParts),
                 StageBDropout = GetDouble("teacher-dropout", new TeacherSettings().StageBDropout),

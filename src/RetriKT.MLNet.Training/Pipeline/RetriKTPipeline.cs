@@ -243,9 +243,13 @@ public sealed class RetriKTPipeline
             }
         }
 
+        var teacherVocabulary = o.StudentEmbeddingsFromTeacher
+            ? TeacherTokenVocabulary.Export(_teacher, Path.Combine(o.WorkDirectory ?? Path.GetTempPath(), $"student-vocabulary-{_teacher.ContentHash[..16]}"))
+            : null;
         var clock = Stopwatch.StartNew();
         var student = _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
+            VocabularyPath = teacherVocabulary?.VocabularyPath, TokenEmbeddingsPath = teacherVocabulary?.EmbeddingsPath, EmbeddingRank = o.StudentEmbeddingRank,
             SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
             // The store reaches the trainer as data, the way a saved or filtered store would.
             StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, ValidationWeightColumnName = validationWeights, UseRetrieval = useRetrieval,

@@ -101,6 +101,19 @@ public sealed class RetriKTPipelineOptions
     /// <remarks>This and <see cref="StudentTrainableBackboneLayers"/> are left out of JSON at their defaults, so results keyed on these options before they existed keep their keys.</remarks>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
     public double? StudentBackboneLearningRate;
+    /// <summary>
+    /// Start the tiny student from the teacher's vocabulary and token embeddings (<see cref="Student.TeacherTokenVocabulary"/>,
+    /// exported once per teacher into <see cref="WorkDirectory"/>, or a temporary folder): every word the teacher knows is a
+    /// piece the student knows, placed where the teacher put it, instead of the few hundred words of the training rows.
+    /// Needs <see cref="StudentEmbeddingRank"/> &gt; 0 when the teacher's width is not <see cref="StudentHiddenSize"/>.
+    /// Default false.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public bool StudentEmbeddingsFromTeacher;
+    /// <summary>Rank of the student's factored token embeddings (<c>RetrievalClassifierTrainer.Options.EmbeddingRank</c>; 0: a whole table). Default 0.</summary>
+    /// <remarks>This and <see cref="StudentEmbeddingsFromTeacher"/> are left out of JSON at their defaults, so earlier results keep their keys.</remarks>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public int StudentEmbeddingRank;
     /// <summary>Seed of every stage. Default 1.</summary>
     public int Seed = 1;
     /// <summary>Where the extraction checkpoint goes (an interrupted run resumes its generation), or null. Default null.</summary>

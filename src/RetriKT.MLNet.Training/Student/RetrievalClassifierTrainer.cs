@@ -80,6 +80,20 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// but covers unseen words with real sub-words. Default null.
         /// </summary>
         public string? VocabularyPath;
+        /// <summary>
+        /// A safetensors file whose tensor <c>token_embeddings</c> [V, d] holds one vector per token of
+        /// <see cref="VocabularyPath"/> (in its order): the student's token embeddings start from them instead of random
+        /// values. <see cref="TeacherTokenVocabulary.Export"/> writes such a pair from a teacher (its tokens as WordPiece
+        /// pieces, its input embeddings), so the tiny student starts with the teacher's whole vocabulary and the geometry
+        /// of its words; with d above <see cref="HiddenSize"/>, set <see cref="EmbeddingRank"/>. Null: random. Default null.
+        /// </summary>
+        public string? TokenEmbeddingsPath;
+        /// <summary>
+        /// 0: one <see cref="HiddenSize"/>-wide vector per token. r &gt; 0: token embeddings factored as [V, r] × [r, H], so
+        /// a vocabulary of thousands of tokens stays tiny (V·r parameters); with <see cref="TokenEmbeddingsPath"/> the
+        /// factors start from the given vectors' best rank-r approximation. Default 0.
+        /// </summary>
+        public int EmbeddingRank;
         /// <summary>Lower-case and strip accents before tokenizing. Default true.</summary>
         public bool LowerCase = true;
         /// <summary>Largest vocabulary built from data. Default 8000.</summary>
@@ -230,6 +244,12 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         Check(options.InferenceBatchSize >= 1, $"InferenceBatchSize must be >= 1, found {options.InferenceBatchSize}.");
         Check(options.TeacherParameterCount is null || options.TeacherParameterCount > 0, $"TeacherParameterCount must be positive, found {options.TeacherParameterCount}.");
         Check(options.StoreData is null || GivenStoreObject is null, "Set StoreData or the obsolete Store, not both.");
+        Check(options.EmbeddingRank >= 0, $"EmbeddingRank must be >= 0, found {options.EmbeddingRank}.");
+        Check(options.TokenEmbeddingsPath is null || options.VocabularyPath is not null,
+            $"TokenEmbeddingsPath ('{options.TokenEmbeddingsPath}') needs VocabularyPath: its vectors are one per token of that vocabulary.");
+        Check(options.TokenEmbeddingsPath is null || File.Exists(options.TokenEmbeddingsPath), $"TokenEmbeddingsPath '{options.TokenEmbeddingsPath}' not found.");
+        Check(options.Backbone is null || (options.TokenEmbeddingsPath is null && options.EmbeddingRank == 0),
+            "TokenEmbeddingsPath and EmbeddingRank shape the tiny student's embeddings; a Backbone brings its own.");
         CheckBackbone(options);
         Config(vocabularySize: 100, labelCount: 2).Validate();
     }
@@ -239,7 +259,8 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
 #pragma warning restore CS0618
 
     private StudentConfig Config(int vocabularySize, int labelCount) => new(vocabularySize, _options.HiddenSize, _options.Layers, _options.Heads,
-        _options.FeedForwardSize > 0 ? _options.FeedForwardSize : 4 * _options.HiddenSize, _options.MaxLength, _options.Pooling, labelCount, _options.Dropout);
+        _options.FeedForwardSize > 0 ? _options.FeedForwardSize : 4 * _options.HiddenSize, _options.MaxLength, _options.Pooling, labelCount, _options.Dropout)
+        { EmbeddingRank = _options.EmbeddingRank };
 
     /// <summary>Builds the store and vocabulary, trains the student with retrieval, tunes λ/τ and returns the transformer.</summary>
     public RetrievalClassifierTransformer Fit(IDataView input)
@@ -265,7 +286,17 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         var model = new StudentModel(config, _options.InitialTemperature);
         try
         {
-            using (var generator = new Generator((ulong)host.Seed)) model.Initialize(generator);
+            using (var generator = new Generator((ulong)host.Seed))
+            {
+                model.Initialize(generator);
+                if (_options.TokenEmbeddingsPath is { } embeddingsPath)
+                {
+                    var (vectors, width) = TeacherTokenVocabulary.ReadEmbeddings(embeddingsPath);
+                    model.InitializeTokenEmbeddings(vectors, width, generator, embeddingsPath);
+                    host.Info($"Student token embeddings start from {embeddingsPath} ([{vocabulary.Count}, {width}]" +
+                              (config.EmbeddingRank > 0 ? $", best rank-{config.EmbeddingRank} approximation)." : ")."));
+                }
+            }
             model.to(device);
             long parameters = model.CountParameters();
             host.Info($"Student: {config.Layers} layers, hidden {config.HiddenSize}, {config.Heads} heads, vocabulary {vocabulary.Count}; " +

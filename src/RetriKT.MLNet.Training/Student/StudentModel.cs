@@ -70,6 +70,7 @@ internal sealed class StudentBlock : nn.Module
 internal sealed class StudentModel : nn.Module
 {
     private readonly Embedding wte, wpe, wse;
+    private readonly Linear? wte_proj; // factored token embeddings (Config.EmbeddingRank > 0): wte is [V, r], this maps r → H
     private readonly ModuleList<StudentBlock> h;
     private readonly LayerNorm ln_f;
     private readonly Linear head;
@@ -81,7 +82,8 @@ internal sealed class StudentModel : nn.Module
         config.Validate();
         Config = config;
         _dropout = new SeededDropout(config.Dropout);
-        wte = nn.Embedding(config.VocabularySize, config.HiddenSize);
+        wte = nn.Embedding(config.VocabularySize, config.EmbeddingRank > 0 ? config.EmbeddingRank : config.HiddenSize);
+        wte_proj = config.EmbeddingRank > 0 ? nn.Linear(config.EmbeddingRank, config.HiddenSize, hasBias: false) : null;
         wpe = nn.Embedding(config.MaxLength, config.HiddenSize);
         wse = nn.Embedding(2, config.HiddenSize);
         h = nn.ModuleList(Enumerable.Range(0, config.Layers).Select(_ => new StudentBlock(config, _dropout)).ToArray());
@@ -109,6 +111,42 @@ internal sealed class StudentModel : nn.Module
         }
     }
 
+    /// <summary>
+    /// Starts the token embeddings from <paramref name="vectors"/> ([V, d] row-major, one per vocabulary token): with
+    /// factored embeddings (rank r) their best rank-r approximation (truncated SVD: the factors are U·S, the projection
+    /// has orthonormal columns drawn from <paramref name="generator"/>, so the student's token vectors keep the given
+    /// geometry); otherwise d must be the hidden size and they are copied. Either way the rows are rescaled to the mean
+    /// norm of the N(0, 0.02) initialisation, and the position and segment embeddings start at zero.
+    /// </summary>
+    public void InitializeTokenEmbeddings(float[] vectors, int width, Generator generator, string source)
+    {
+        int v = Config.VocabularySize, hidden = Config.HiddenSize, rank = Config.EmbeddingRank;
+        if (vectors.Length != (long)v * width)
+            throw new InvalidDataException($"{source}: expected {v} token vectors (one per vocabulary token) of width {width}, found {vectors.Length} values.");
+        if (rank == 0 && width != hidden)
+            throw new InvalidDataException($"{source}: token vectors have width {width}, the student's hidden size is {hidden}; set EmbeddingRank to factor them.");
+        if (rank > Math.Min(v, width))
+            throw new ArgumentOutOfRangeException(nameof(Config.EmbeddingRank), $"EmbeddingRank {rank} exceeds what {source}'s [{v}, {width}] vectors hold (at most {Math.Min(v, width)}).");
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var given = torch.tensor(vectors, [v, width]);
+        Tensor table;
+        if (rank > 0)
+        {
+            var (u, singular, _) = torch.linalg.svd(given, fullMatrices: false);
+            table = u.narrow(1, 0, rank).mul(singular.narrow(0, 0, rank).unsqueeze(0));
+            var (q, _) = torch.linalg.qr(torch.randn([hidden, rank], generator: generator));
+            wte_proj!.weight!.copy_(q);
+        }
+        else table = given;
+        var scale = 0.02 * Math.Sqrt(hidden) / table.norm(1).mean().item<float>();
+        wte.weight!.copy_(table.mul(scale));
+        // Random position and segment vectors as large as the token vectors would bury the given geometry under noise
+        // that depends on the sentence's length; they start at zero and grow only as far as the data asks.
+        wpe.weight!.zero_();
+        wse.weight!.zero_();
+    }
+
     /// <summary>Retrieval temperature τ = exp(log_temperature), clamped to [0.01, 2].</summary>
     public Tensor Temperature() => log_temperature.exp().clamp(0.01, 2.0);
 
@@ -125,7 +163,8 @@ internal sealed class StudentModel : nn.Module
     {
         long t = ids.shape[1];
         var positions = torch.arange(t, dtype: ScalarType.Int64, device: ids.device);
-        var x = wte.forward(ids) + wpe.forward(positions).unsqueeze(0) + wse.forward(segments);
+        var tokens = wte_proj is null ? wte.forward(ids) : wte_proj.forward(wte.forward(ids));
+        var x = tokens + wpe.forward(positions).unsqueeze(0) + wse.forward(segments);
         x = _dropout.Apply(x, training);
         var bias = (1 - mask).mul_(-1e9f).view(mask.shape[0], 1, 1, t);
         foreach (var block in h) x = block.Forward(x, bias);

@@ -27,7 +27,7 @@ internal sealed class ManagedStudentEncoder : IStudentNetwork
         ArgumentNullException.ThrowIfNull(weights);
         _config = config;
         int h = config.HiddenSize, f = config.FeedForwardSize;
-        _wte = weights.Get("wte.weight", config.VocabularySize, h);
+        _wte = config.EmbeddingRank == 0 ? weights.Get("wte.weight", config.VocabularySize, h) : FactoredEmbeddings(config, weights);
         _wpe = weights.Get("wpe.weight", config.MaxLength, h);
         _wse = weights.Get("wse.weight", 2, h);
         _lnFW = weights.Get("ln_f.weight", h);
@@ -42,6 +42,24 @@ internal sealed class ManagedStudentEncoder : IStudentNetwork
             weights.Get($"h.{i}.ln_2.weight", h), weights.Get($"h.{i}.ln_2.bias", h),
             Transpose(weights.Get($"h.{i}.mlp_fc.weight", f, h), f, h), weights.Get($"h.{i}.mlp_fc.bias", f),
             Transpose(weights.Get($"h.{i}.mlp_proj.weight", h, f), h, f), weights.Get($"h.{i}.mlp_proj.bias", h))).ToArray();
+    }
+
+    /// <summary>
+    /// The [V, H] token table of factored embeddings, multiplied out once: row i = factors[i] · projectionᵀ, the same
+    /// product the training network computes per token (the runtime then reads one row per token, as for a whole table).
+    /// </summary>
+    private static float[] FactoredEmbeddings(StudentConfig config, StudentWeights weights)
+    {
+        int v = config.VocabularySize, h = config.HiddenSize, r = config.EmbeddingRank;
+        var factors = weights.Get("wte.weight", v, r);
+        var projection = weights.Get(StudentConfig.EmbeddingProjectionName, h, r);
+        var table = new float[(long)v * h];
+        for (int i = 0; i < v; i++)
+        {
+            var factor = factors.AsSpan(i * r, r);
+            for (int j = 0; j < h; j++) table[(long)i * h + j] = TensorPrimitives.Dot(factor, projection.AsSpan(j * r, r));
+        }
+        return table;
     }
 
     /// <summary>Multiply-adds of one forward pass over <paramref name="tokens"/> tokens (for FLOP-rate reports: FLOPs = 2 × this).</summary>

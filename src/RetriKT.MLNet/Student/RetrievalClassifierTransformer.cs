@@ -320,6 +320,9 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         StudentWeights? weights = null;
         r.ReadStream("Weights.bin", s => weights = StudentWeights.Read(s, "RetrievalClassifier in model.zip, Weights.bin")
             .Without(StudentWeights.TemperatureName)); // an older model's learned τ: the number above is the τ it predicts with
+        // Factored token embeddings are known by their projection; its width is the rank.
+        if (weights!.ShapeOf(StudentConfig.EmbeddingProjectionName) is { Length: 2 } projection)
+            config = config with { EmbeddingRank = checked((int)projection[1]) };
         double mu = 0, lexicalTemperature = 1;
         int lexicalK = 0;
         LexicalIndex? lexical = null;

@@ -47,6 +47,9 @@ internal sealed class StudentWeights
     public StudentWeights Without(string name)
         => _byName.ContainsKey(name) ? new StudentWeights(Tensors.Where(t => t.Name != name).ToList()) : this;
 
+    /// <summary>The shape of <paramref name="name"/>, or null when these weights do not hold it.</summary>
+    public long[]? ShapeOf(string name) => _byName.TryGetValue(name, out var t) ? t.Shape : null;
+
     /// <summary>The values of <paramref name="name"/> with the expected <paramref name="shape"/>; a clear error otherwise.</summary>
     public float[] Get(string name, params long[] shape)
     {
