@@ -90,9 +90,10 @@ internal sealed class BertEmbeddings : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor? tokenTypeIds)
     {
         long t = inputIds.shape[1];
-        var positions = arange(t, dtype: ScalarType.Int64, device: inputIds.device).unsqueeze(0);
+        var positions = HeldScalars.Arange(t, ScalarType.Int64, inputIds.device).unsqueeze(0);
         var types = tokenTypeIds ?? zeros_like(inputIds);
-        return LayerNorm.forward(word_embeddings.forward(inputIds) + position_embeddings.forward(positions) + token_type_embeddings.forward(types));
+        return LayerNorm.forward(word_embeddings.forward(inputIds).add(position_embeddings.forward(positions), HeldScalars.One)
+            .add(token_type_embeddings.forward(types), HeldScalars.One));
     }
 }
 
@@ -123,13 +124,14 @@ internal sealed class BertDenseNorm : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor residual) => LayerNorm.forward(dense.forward(x) + residual);
+    public Tensor Forward(Tensor x, Tensor residual) => LayerNorm.forward(dense.forward(x).add(residual, HeldScalars.One));
 }
 
 internal sealed class BertSelfAttention : nn.Module
 {
     private readonly Linear query, key, value;
     private readonly int _heads, _headSize;
+    private readonly Scalar _sqrtHeadSize; // held for the module's life (see HeldScalars)
 
     public BertSelfAttention(BertConfig c) : base(nameof(BertSelfAttention))
     {
@@ -138,6 +140,7 @@ internal sealed class BertSelfAttention : nn.Module
         value = nn.Linear(c.HiddenSize, c.HiddenSize);
         _heads = c.NumHeads;
         _headSize = c.HiddenSize / c.NumHeads;
+        _sqrtHeadSize = Math.Sqrt(_headSize).ToScalar();
         RegisterComponents();
     }
 
@@ -145,8 +148,14 @@ internal sealed class BertSelfAttention : nn.Module
     {
         long b = x.shape[0], t = x.shape[1], h = x.shape[2];
         Tensor Heads(Linear projection) => projection.forward(x).view(b, t, _heads, _headSize).transpose(1, 2);
-        var scores = Heads(query).matmul(Heads(key).transpose(-2, -1)).div_(Math.Sqrt(_headSize)).add_(maskBias);
+        var scores = Heads(query).matmul(Heads(key).transpose(-2, -1)).div_(_sqrtHeadSize).add_(maskBias, HeldScalars.One);
         return scores.softmax(-1).matmul(Heads(value)).transpose(1, 2).reshape(b, t, h);
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _sqrtHeadSize.Dispose();
+        base.Dispose(disposing);
     }
 }
 

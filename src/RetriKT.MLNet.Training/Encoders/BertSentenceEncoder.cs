@@ -151,7 +151,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     {
         if (pooling == BertPooling.Cls) return hidden[.., 0];
         var m = mask.to(hidden.dtype).unsqueeze(-1);
-        return (hidden * m).sum(1).div_(m.sum(1).clamp_min(1e-9));
+        return (hidden * m).sum(1).div_(m.sum(1).clamp_min(HeldScalars.PoolingCountFloor));
     }
 
     /// <summary>

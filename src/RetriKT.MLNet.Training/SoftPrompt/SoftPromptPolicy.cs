@@ -1,4 +1,5 @@
 using RetriKT.MLNet.Teacher;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace RetriKT.MLNet.SoftPrompt;
@@ -127,7 +128,8 @@ internal sealed class SoftPromptPolicy
         var output = Teacher.Forward(embeds, fullMask, returnHiddenStates: true);
         // Slot s predicts slot s + 1: response token j (slot p + maxPrompt + j) is predicted at slot p + maxPrompt + j − 1.
         long first = p + maxPrompt - 1;
-        var logits = output.Logits.narrow(1, first, maxResponse).to(ScalarType.Float32).div(temperature);
+        using var temperatureScalar = temperature.ToScalar(); // held across the call (see HeldScalars)
+        var logits = output.Logits.narrow(1, first, maxResponse).to(ScalarType.Float32).div(temperatureScalar);
         var logp = logits.log_softmax(-1);
         var targets = tensor(responseIds, [b, maxResponse], device: device);
         var tokenLogp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1);

@@ -122,7 +122,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         using (no_grad())
         using (var generator = new Generator((ulong)host.Seed, CPU))
         {
-            var matrix = teacher.Embed(arange(teacher.Config.VocabSize, ScalarType.Int64, teacher.Device).unsqueeze(0)).squeeze(0);
+            var matrix = teacher.Embed(HeldScalars.Arange(teacher.Config.VocabSize, ScalarType.Int64, teacher.Device).unsqueeze(0)).squeeze(0);
             var initIds = tokenizer.Encode(o.InitText, addBos: false);
             var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens,
                 l => [.. initIds, .. tokenizer.Encode(template.Verbalizer[labels[l]], addBos: false)], initIds, generator);
@@ -279,6 +279,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             chunks.AddRange(Enumerable.Range(0, rollouts.Count).OrderBy(_ => order.Next()).ToArray().Chunk(o.MiniBatchSize));
         // One more look after the last update (no gradient step), so that it too stays inside the region.
         int passes = chunks.Count + (o.MaxUpdateKl is null ? 0 : 1);
+        using var valueCoefficient = o.ValueCoefficient.ToScalar(); // held across the passes (see HeldScalars)
         for (int pass = 0; pass < passes; pass++)
         {
             bool lastLook = pass == chunks.Count;
@@ -306,7 +307,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 using (no_grad())
                     foreach (var (p, saved) in policy.Prompts.parameters().Zip(before)) saved.copy_(p);
             var vl = PpoMath.ValueLoss(values, Rows(oldValues), Rows(returns), m, o.ValueClipRange);
-            var loss = pl.add(vl.mul(o.ValueCoefficient));
+            var loss = pl.add(vl.mul(valueCoefficient), HeldScalars.One);
             optimizer.zero_grad();
             loss.backward();
             nn.utils.clip_grad_norm_(policy.Prompts.parameters().Concat(policy.Value.parameters()), o.MaxGradientNorm);

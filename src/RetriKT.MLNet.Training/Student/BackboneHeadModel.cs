@@ -72,7 +72,7 @@ internal sealed class BackboneHeadModel : nn.Module
     }
 
     /// <summary>Retrieval temperature τ = exp(log_temperature), clamped to [0.01, 2] (as the tiny student's).</summary>
-    public Tensor Temperature() => log_temperature.exp().clamp(0.01, 2.0);
+    public Tensor Temperature() => log_temperature.exp().clamp(HeldScalars.MinTemperature, HeldScalars.MaxTemperature);
 
     public double TemperatureValue
     {

@@ -118,7 +118,7 @@ internal static class RetrievalTraining
     {
         using var batchIndex = torch.tensor(batch.Select(i => (long)i).ToArray(), device: device);
         var target = softLabels.index_select(0, batchIndex);
-        var targetEntropy = (target * target.clamp_min(1e-8f).log()).sum(-1);
+        var targetEntropy = (target * target.clamp_min(HeldScalars.ProbabilityFloor).log()).sum(-1);
         var kd = (targetEntropy - (target * headLogits.log_softmax(-1)).sum(-1)).mean();
         var loss = kd;
         sums.Kd += kd.item<float>();
@@ -130,17 +130,19 @@ internal static class RetrievalTraining
             using var never = (-1e4f).ToScalar(); // explicit and alive across the call (see HeldScalars)
             var (values, indices) = sims.masked_fill(self, never).topk(k, dim: 1); // a query never retrieves itself
             var knn = Knn(values, indices, temperature, softLabels);
-            var ret = (targetEntropy - (target * knn.clamp_min(1e-8f).log()).sum(-1)).mean();
-            loss = loss + ret * settings.RetrievalLossWeight;
+            var ret = (targetEntropy - (target * knn.clamp_min(HeldScalars.ProbabilityFloor).log()).sum(-1)).mean();
+            using var retrievalWeight = settings.RetrievalLossWeight.ToScalar(); // held across the call (see HeldScalars)
+            loss = loss.add(ret * retrievalWeight, HeldScalars.One);
             sums.Retrieval += ret.item<float>();
         }
         if (settings.ContrastiveLossWeight > 0 && batch.Length > 1)
         {
             var z1 = nn.functional.normalize(pooled, p: 2, dim: 1);
             var z2 = nn.functional.normalize(secondView(), p: 2, dim: 1);
-            var con = nn.functional.cross_entropy(z1.matmul(z2.t()) / settings.ContrastiveTemperature,
-                torch.arange(batch.Length, dtype: ScalarType.Int64, device: device));
-            loss = loss + con * settings.ContrastiveLossWeight;
+            using Scalar contrastiveTemperature = settings.ContrastiveTemperature.ToScalar(), contrastiveWeight = settings.ContrastiveLossWeight.ToScalar();
+            var con = nn.functional.cross_entropy(z1.matmul(z2.t()) / contrastiveTemperature,
+                HeldScalars.Arange(batch.Length, ScalarType.Int64, device));
+            loss = loss.add(con * contrastiveWeight, HeldScalars.One);
             sums.Contrastive += con.item<float>();
         }
         return loss;
@@ -236,7 +238,8 @@ internal static class RetrievalTraining
         using var gold = torch.tensor(validationLabels.Select(l => (long)l).ToArray(), device: device).unsqueeze(1);
         if (weights.Length != validationLabels.Length || !(weights.Sum() > 0))
             throw new ArgumentException($"Validation weights: {weights.Length} for {validationLabels.Length} rows, sum {weights.Sum()}; expected one per row with a positive sum.");
-        var rowWeights = torch.tensor(weights, device: device).unsqueeze(1) / weights.Sum();
+        using var weightSum = weights.Sum().ToScalar();
+        var rowWeights = torch.tensor(weights, device: device).unsqueeze(1) / weightSum;
         double[] lambdas = fixedLambda is double f ? [f] : Enumerable.Range(0, 11).Select(i => i / 10.0).ToArray();
         double[] mus = termMatches is null ? [0.0] : fixedMu is double m ? [m] : Enumerable.Range(0, 11).Select(i => i / 10.0).ToArray();
         double[] temperatures = new[] { learnedTemperature, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0 }.Distinct().ToArray();
@@ -259,8 +262,10 @@ internal static class RetrievalTraining
                 foreach (var mu in mus)
                 {
                     if (lambda + mu > 1 + 1e-9) continue;
-                    var p = head * (float)(1 - lambda - mu) + knn * (float)lambda + terms * (float)mu;
-                    double nll = -(p.gather(1, gold).clamp_min(1e-8f).log() * rowWeights).sum().item<float>();
+                    // The weights as float Scalars held across their calls (see HeldScalars).
+                    using Scalar headWeight = ((float)(1 - lambda - mu)).ToScalar(), knnWeight = ((float)lambda).ToScalar(), termWeight = ((float)mu).ToScalar();
+                    var p = (head * headWeight).add(knn * knnWeight, HeldScalars.One).add(terms * termWeight, HeldScalars.One);
+                    double nll = -(p.gather(1, gold).clamp_min(HeldScalars.ProbabilityFloor).log() * rowWeights).sum().item<float>();
                     double accuracy = (p.argmax(1).unsqueeze(1).eq(gold).to(ScalarType.Float32) * rowWeights).sum().item<float>();
                     if (nll < best.Nll - 1e-9) best = (lambda, tau, mu, tauTerms, nll, accuracy);
                 }

@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Common;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -10,14 +11,17 @@ namespace RetriKT.MLNet.Student;
 /// </summary>
 internal sealed class SeededDropout(double p)
 {
+    // p and the kept share 1 − p, held for the object's life (see HeldScalars).
+    private readonly Scalar _dropShare = p.ToScalar(), _keepShare = (1 - p).ToScalar();
+
     public Generator? Generator { get; set; }
 
     public Tensor Apply(Tensor x, bool training)
     {
         if (!training || p <= 0) return x;
         if (Generator is null || x.device.type != DeviceType.CPU) return nn.functional.dropout(x, p, training: true);
-        var keep = torch.rand(x.shape, dtype: x.dtype, device: x.device, generator: Generator).ge_(p);
-        return x * keep / (1 - p);
+        var keep = torch.rand(x.shape, dtype: x.dtype, device: x.device, generator: Generator).ge_(_dropShare);
+        return x * keep / _keepShare;
     }
 }
 
@@ -27,6 +31,7 @@ internal sealed class StudentBlock : nn.Module
     private readonly LayerNorm ln_1, ln_2;
     private readonly Linear attn_qkv, attn_proj, mlp_fc, mlp_proj;
     private readonly int _heads, _headSize;
+    private readonly Scalar _scoreScale; // 1/√headSize, held for the module's life (see HeldScalars)
     private readonly SeededDropout _dropout;
 
     public StudentBlock(StudentConfig config, SeededDropout dropout) : base(nameof(StudentBlock))
@@ -40,6 +45,7 @@ internal sealed class StudentBlock : nn.Module
         mlp_proj = nn.Linear(config.FeedForwardSize, h);
         _heads = config.Heads;
         _headSize = config.HeadSize;
+        _scoreScale = (1.0 / Math.Sqrt(_headSize)).ToScalar();
         _dropout = dropout;
         RegisterComponents();
     }
@@ -53,12 +59,18 @@ internal sealed class StudentBlock : nn.Module
         var q = qkv[0];
         var k = qkv[1];
         var v = qkv[2];
-        var scores = q.matmul(k.transpose(-2, -1)).mul_(1.0 / Math.Sqrt(_headSize)).add_(attentionBias);
+        var scores = q.matmul(k.transpose(-2, -1)).mul_(_scoreScale).add_(attentionBias, HeldScalars.One);
         var weights = _dropout.Apply(scores.softmax(-1), training);
         var y = weights.matmul(v).transpose(1, 2).reshape(b, t, h);
-        x = x + _dropout.Apply(attn_proj.forward(y), training);
+        x = x.add(_dropout.Apply(attn_proj.forward(y), training), HeldScalars.One);
         var m = mlp_proj.forward(nn.functional.gelu(mlp_fc.forward(ln_2.forward(x)), GELU.Approximate.tanh));
-        return x + _dropout.Apply(m, training);
+        return x.add(_dropout.Apply(m, training), HeldScalars.One);
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _scoreScale.Dispose();
+        base.Dispose(disposing);
     }
 }
 
@@ -148,7 +160,7 @@ internal sealed class StudentModel : nn.Module
     }
 
     /// <summary>Retrieval temperature τ = exp(log_temperature), clamped to [0.01, 2].</summary>
-    public Tensor Temperature() => log_temperature.exp().clamp(0.01, 2.0);
+    public Tensor Temperature() => log_temperature.exp().clamp(HeldScalars.MinTemperature, HeldScalars.MaxTemperature);
 
     public double TemperatureValue
     {
@@ -162,16 +174,17 @@ internal sealed class StudentModel : nn.Module
     public Tensor Encode(Tensor ids, Tensor segments, Tensor mask)
     {
         long t = ids.shape[1];
-        var positions = torch.arange(t, dtype: ScalarType.Int64, device: ids.device);
+        var positions = HeldScalars.Arange(t, ScalarType.Int64, ids.device);
         var tokens = wte_proj is null ? wte.forward(ids) : wte_proj.forward(wte.forward(ids));
-        var x = tokens + wpe.forward(positions).unsqueeze(0) + wse.forward(segments);
+        var x = tokens.add(wpe.forward(positions).unsqueeze(0), HeldScalars.One).add(wse.forward(segments), HeldScalars.One);
         x = _dropout.Apply(x, training);
-        var bias = (1 - mask).mul_(-1e9f).view(mask.shape[0], 1, 1, t);
+        // 1 − mask as TorchSharp's operator computes it (−mask + 1), then the padding bias.
+        var bias = mask.negative().add(HeldScalars.One, HeldScalars.One).mul_(HeldScalars.MinusOneBillion).view(mask.shape[0], 1, 1, t);
         foreach (var block in h) x = block.Forward(x, bias);
         x = ln_f.forward(x);
         if (Config.Pooling == StudentPooling.Cls) return x.select(1, 0);
         var m = mask.unsqueeze(-1);
-        return (x * m).sum(1) / m.sum(1).clamp_min(1);
+        return (x * m).sum(1) / m.sum(1).clamp_min(HeldScalars.One);
     }
 
     /// <summary>[B, K] label logits from pooled embeddings.</summary>

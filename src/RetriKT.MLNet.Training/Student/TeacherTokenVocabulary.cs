@@ -1,4 +1,5 @@
 using System.Text.Json;
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Encoders;
 using RetriKT.MLNet.Teacher;
 using RetriKT.MLNet.Text;
@@ -60,7 +61,7 @@ public static class TeacherTokenVocabulary
         using (var scope = torch.NewDisposeScope())
         using (torch.no_grad())
         {
-            var embedded = teacher.Embed(torch.arange(vocabSize, dtype: ScalarType.Int64).unsqueeze(0)).squeeze(0);
+            var embedded = teacher.Embed(HeldScalars.Arange(vocabSize, ScalarType.Int64, torch.CPU).unsqueeze(0)).squeeze(0);
             width = (int)embedded.shape[1];
             table = embedded.to(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
         }

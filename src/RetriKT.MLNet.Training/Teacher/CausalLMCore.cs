@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Common;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -118,9 +119,10 @@ internal static class Attention
     public static Tensor SingleQuery(Tensor q, Tensor k, Tensor v, Tensor? bias)
     {
         long b = q.shape[0], heads = q.shape[1], d = q.shape[3], kvHeads = k.shape[1];
+        using var scale = (1.0 / Math.Sqrt(d)).ToScalar();                       // held across the call (see HeldScalars)
         var grouped = q.reshape(b, kvHeads, heads / kvHeads, d);                  // [B, Hkv, G, D]
-        var scores = grouped.matmul(k.transpose(2, 3)).mul_(1.0 / Math.Sqrt(d));  // [B, Hkv, G, S]
-        if (bias is not null) scores.add_(bias);
+        var scores = grouped.matmul(k.transpose(2, 3)).mul_(scale);               // [B, Hkv, G, S]
+        if (bias is not null) scores.add_(bias, HeldScalars.One);
         return scores.softmax(-1).matmul(v).reshape(b, 1, heads * d);
     }
 }
@@ -138,10 +140,14 @@ internal static class AttentionMasks
         long total = pastLength + queryLength;
         bool windowMatters = slidingWindow is int w && total > w;
         if (keyPadding is null && !windowMatters && (pastLength == 0 || queryLength == 1)) return null;
-        var q = arange(pastLength, total, ScalarType.Int64, device).unsqueeze(1);   // [T, 1]
-        var k = arange(0, total, ScalarType.Int64, device).unsqueeze(0);            // [1, past+T]
+        var q = HeldScalars.Arange(pastLength, total, ScalarType.Int64, device).unsqueeze(1);   // [T, 1]
+        var k = HeldScalars.Arange(total, ScalarType.Int64, device).unsqueeze(0);               // [1, past+T]
         var allowed = k.le(q);
-        if (windowMatters) allowed = allowed.logical_and(q.sub(k).lt(slidingWindow!.Value));
+        if (windowMatters)
+        {
+            using var window = slidingWindow!.Value.ToScalar();
+            allowed = allowed.logical_and(q.sub(k).lt(window));
+        }
         var allowed4 = allowed.unsqueeze(0).unsqueeze(0);                          // [1, 1, T, past+T]
         if (keyPadding is not null) allowed4 = allowed4.logical_and(keyPadding.to(ScalarType.Bool).unsqueeze(1).unsqueeze(2));
         double min = dtype switch { ScalarType.Float16 => -65504.0, ScalarType.BFloat16 => -3.38e38, _ => float.MinValue };
@@ -155,8 +161,8 @@ internal static class AttentionMasks
     public static Tensor Positions(Tensor? keyPadding, long batch, long queryLength, long pastLength, Device device)
     {
         if (keyPadding is null)
-            return arange(pastLength, pastLength + queryLength, ScalarType.Int64, device).unsqueeze(0).expand(batch, queryLength);
-        var pos = keyPadding.to(ScalarType.Int64).cumsum(1).sub(1).clamp_min(0);
+            return HeldScalars.Arange(pastLength, pastLength + queryLength, ScalarType.Int64, device).unsqueeze(0).expand(batch, queryLength);
+        var pos = keyPadding.to(ScalarType.Int64).cumsum(1).sub(HeldScalars.One).clamp_min(HeldScalars.Zero);
         return pos.narrow(1, pastLength, queryLength);
     }
 }
@@ -197,7 +203,7 @@ internal static class Rotary
     public static (Tensor Cos, Tensor SinSigned) Tables(Tensor invFreq, long positions, ScalarType dtype)
     {
         using var scope = NewDisposeScope();
-        var freqs = arange(positions, ScalarType.Float32, invFreq.device).unsqueeze(-1).mul(invFreq);   // [N, D/2]
+        var freqs = HeldScalars.Arange(positions, ScalarType.Float32, invFreq.device).unsqueeze(-1).mul(invFreq);   // [N, D/2]
         var emb = cat([freqs, freqs], -1);                                                              // [N, D]
         var sin = emb.sin();
         long half = freqs.shape[1];
@@ -218,7 +224,7 @@ internal static class Rotary
     /// [x₂, x₁] and the sign sits in <paramref name="sinSigned"/> (−x₂·s equals x₂·(−s) exactly).
     /// </summary>
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sinSigned) =>
-        x.mul(cos).add_(x.roll(x.shape[^1] / 2, -1).mul_(sinSigned));
+        x.mul(cos).add_(x.roll(x.shape[^1] / 2, -1).mul_(sinSigned), HeldScalars.One);
 }
 
 /// <summary>Weight initialisation drawn on the CPU generator (so a seed gives the same weights on every device).</summary>

@@ -63,7 +63,8 @@ internal static class Sampler
     public static Tensor ApplyRepetitionPenalty(Tensor logits, Tensor seen, double penalty)
     {
         if (penalty == 1) return logits;
-        var penalized = where(logits.gt(0), logits.div(penalty), logits.mul(penalty));
+        using var penaltyScalar = penalty.ToScalar(); // held across the calls (see HeldScalars)
+        var penalized = where(logits.gt(HeldScalars.Zero), logits.div(penaltyScalar), logits.mul(penaltyScalar));
         return where(seen, penalized, logits);
     }
 
@@ -80,7 +81,8 @@ internal static class Sampler
         var (sorted, order) = logits.sort(-1, descending: true);
         var probs = sorted.softmax(-1);
         // Drop a token when the tokens before it already reach p (the first token is always kept).
-        var remove = probs.cumsum(-1).sub(probs).gt(p);
+        using var threshold = p.ToScalar(); // held across the call (see HeldScalars)
+        var remove = probs.cumsum(-1).sub(probs).gt(threshold);
         var removeOriginal = zeros_like(remove).scatter(-1, order, remove);
         return logits.masked_fill(removeOriginal, HeldScalars.NegativeInfinity);
     }

@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Common;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -20,7 +21,7 @@ internal sealed class Conv1D : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => x.matmul(weight).add(bias);
+    public override Tensor forward(Tensor x) => x.matmul(weight).add(bias, HeldScalars.One);
 }
 
 /// <summary>Causal self-attention with the fused q|k|v projection.</summary>
@@ -75,7 +76,8 @@ internal sealed class Gpt2Mlp : Module<Tensor, Tensor>
 
     // HF gelu_new: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
     private static Tensor GeluTanh(Tensor x) =>
-        x.mul(0.5).mul(x.pow(3).mul(0.044715).add(x).mul(Math.Sqrt(2.0 / Math.PI)).tanh().add(1.0));
+        x.mul(HeldScalars.Half).mul(x.pow(HeldScalars.Three).mul(HeldScalars.GeluCubicCoefficient).add(x, HeldScalars.One)
+            .mul(HeldScalars.SqrtTwoOverPi).tanh().add(HeldScalars.OneDouble, HeldScalars.One));
 }
 
 /// <summary>Pre-LayerNorm GPT-2 block.</summary>
@@ -96,8 +98,8 @@ internal sealed class Gpt2Block : Module
 
     public Tensor Forward(Tensor x, Tensor? bias, KvCache? cache, double dropout)
     {
-        x = x.add(CausalLMModule.Drop(attn.Forward(ln_1.forward(x), bias, cache), dropout));
-        return x.add(CausalLMModule.Drop(mlp.forward(ln_2.forward(x)), dropout));
+        x = x.add(CausalLMModule.Drop(attn.Forward(ln_1.forward(x), bias, cache), dropout), HeldScalars.One);
+        return x.add(CausalLMModule.Drop(mlp.forward(ln_2.forward(x)), dropout), HeldScalars.One);
     }
 }
 
@@ -140,7 +142,7 @@ internal sealed class Gpt2LMHeadModel : CausalLMModule
     public override Tensor Decode(Tensor embeds, Tensor positions, Tensor? attentionBias, KvCache? cache)
     {
         double dropout = ActiveDropout;
-        var x = Drop(embeds.add(transformer.wpe.forward(positions)), dropout);
+        var x = Drop(embeds.add(transformer.wpe.forward(positions), HeldScalars.One), dropout);
         foreach (var block in transformer.h) x = block.Forward(x, attentionBias, cache, dropout);
         return transformer.ln_f.forward(x);
     }

@@ -29,8 +29,15 @@ internal sealed class RmsNorm : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         bool narrow = x.dtype != ScalarType.Float32;
         var x32 = narrow ? x.to(ScalarType.Float32) : x;
-        var normed = x32.mul(x32.square().mean([-1L], keepdim: true).add_(_eps, HeldScalars.One).rsqrt());
+        // pow(Two), not square(): TorchSharp's square() is pow(2) with a temporary Scalar.
+        var normed = x32.mul(x32.pow(HeldScalars.Two).mean([-1L], keepdim: true).add_(_eps, HeldScalars.One).rsqrt());
         return weight.mul(narrow ? normed.to(x.dtype) : normed).MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _eps.Dispose();
+        base.Dispose(disposing);
     }
 }
 
@@ -116,8 +123,8 @@ internal sealed class LlamaBlock : Module
 
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? bias, KvCache? cache, double dropout)
     {
-        x = x.add(CausalLMModule.Drop(self_attn.Forward(input_layernorm.forward(x), cos, sin, bias, cache), dropout));
-        return x.add(CausalLMModule.Drop(mlp.forward(post_attention_layernorm.forward(x)), dropout));
+        x = x.add(CausalLMModule.Drop(self_attn.Forward(input_layernorm.forward(x), cos, sin, bias, cache), dropout), HeldScalars.One);
+        return x.add(CausalLMModule.Drop(mlp.forward(post_attention_layernorm.forward(x)), dropout), HeldScalars.One);
     }
 }
 

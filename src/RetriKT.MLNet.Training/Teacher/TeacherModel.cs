@@ -254,18 +254,19 @@ public sealed class TeacherModel : IDisposable
             {
                 seen = zeros(new long[] { batch, Config.VocabSize }, ScalarType.Bool, Device);
                 for (int i = 0; i < batch; i++)
-                    if (prompts[i].Length > 0) seen[i].index_fill_(0, tensor(prompts[i].Select(x => (long)x).ToArray(), device: Device), true);
+                    if (prompts[i].Length > 0) seen[i].index_fill_(0, tensor(prompts[i].Select(x => (long)x).ToArray(), device: Device), HeldScalars.True);
             }
             var logits = LastLogits(RunDecoder(embeds, mask, cache));
             // Chosen tokens' log-probs stay on the device until the end: each step syncs only the ids (stop checks need them).
             var chosenLogps = zeros(new long[] { batch, Math.Max(maxNew, 1) }, ScalarType.Float32, Device);
             int steps = 0;
+            using var temperature = request.Temperature.ToScalar(); // held across the decoding loop (see HeldScalars)
 
             for (int step = 0; step < maxNew; step++)
             {
                 using var scope = NewDisposeScope();
                 var raw = logits.to(ScalarType.Float32);
-                var scaled = greedy ? raw : raw.div(request.Temperature);
+                var scaled = greedy ? raw : raw.div(temperature);
                 var logp = scaled.log_softmax(-1);
                 var processed = seen is null ? scaled : Sampler.ApplyRepetitionPenalty(scaled, seen, request.RepetitionPenalty);
                 Tensor next;

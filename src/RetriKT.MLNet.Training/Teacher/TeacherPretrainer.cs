@@ -186,7 +186,7 @@ public sealed class TeacherPretrainer
                 using var scope = NewDisposeScope();
                 if (o.Dropout > 0) random.manual_seed(SeedMixer.Derive(host.Seed, "pretrain-dropout", step));
                 var starts = randint(0, tokens.Length - seqLen, [o.BatchSize], ScalarType.Int64, CPU, generator: generator).to(device);
-                var window = starts.unsqueeze(1).add(arange(seqLen + 1, ScalarType.Int64, device));
+                var window = starts.unsqueeze(1).add(HeldScalars.Arange(seqLen + 1, ScalarType.Int64, device), HeldScalars.One);
                 var batch = corpus.index_select(0, window.flatten()).view(o.BatchSize, seqLen + 1);
                 var inputs = batch.narrow(1, 0, seqLen);
                 var targets = batch.narrow(1, 1, seqLen);
@@ -198,7 +198,7 @@ public sealed class TeacherPretrainer
                 {
                     var targetWeights = corpusWeights.index_select(0, window.flatten()).view(o.BatchSize, seqLen + 1).narrow(1, 1, seqLen).reshape(-1);
                     var perToken = nn.functional.cross_entropy(flatLogits, targets.reshape(-1), reduction: nn.Reduction.None);
-                    loss = (perToken * targetWeights).sum() / targetWeights.sum().clamp_min(1e-6f);
+                    loss = (perToken * targetWeights).sum() / targetWeights.sum().clamp_min(HeldScalars.WeightSumFloor);
                 }
                 optimizer.zero_grad();
                 loss.backward();
