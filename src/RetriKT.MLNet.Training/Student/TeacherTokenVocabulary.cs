@@ -125,8 +125,8 @@ public static class TeacherTokenVocabulary
         if (tokenizer.BosId is int bos && bos < vocabSize) SetRow("[CLS]", j => table[bos * width + j]);
         if (tokenizer.EosId is int eos && eos < vocabSize) SetRow("[SEP]", j => table[eos * width + j]);
 
-        var temporary = directory.TrimEnd(Path.DirectorySeparatorChar) + ".tmp";
-        if (Directory.Exists(temporary)) Directory.Delete(temporary, recursive: true);
+        // A temporary folder of this process's own: two processes (harness lanes) may export the same teacher at once.
+        var temporary = $"{directory.TrimEnd(Path.DirectorySeparatorChar)}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
         Directory.CreateDirectory(temporary);
         File.WriteAllLines(Path.Combine(temporary, VocabularyFile), tokens);
         using (var tensor = torch.tensor(vectors, [tokens.Count, width]))
@@ -135,8 +135,17 @@ public static class TeacherTokenVocabulary
         {
             teacher = teacher.ContentHash, lowerCase, teacherTokens = vocabSize, pieces = tokens.Count, width,
         }));
-        if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
-        Directory.Move(temporary, directory);
+        try
+        {
+            // A folder without source.json is an export that never finished; one with it was finished meanwhile.
+            if (Directory.Exists(directory) && !File.Exists(source)) Directory.Delete(directory, recursive: true);
+            Directory.Move(temporary, directory);
+        }
+        catch (IOException) when (File.Exists(source))
+        {
+            Directory.Delete(temporary, recursive: true);
+            return Export(teacher, directory, lowerCase); // another process finished first: check and reuse its export
+        }
         return new Files(Path.Combine(directory, VocabularyFile), Path.Combine(directory, EmbeddingsFile), tokens.Count, width);
     }
 

@@ -62,6 +62,14 @@ public sealed class TeacherTokenEmbeddingsTests : IDisposable
         Assert.Equal(expected.Length, actual.Length);
         for (int j = 0; j < width; j++) Assert.Equal(expected[j], actual[j], 1e-5);
 
+        // Two exports racing into one folder (two harness lanes) both end with the same complete export, no leftovers.
+        var raced = Path.Combine(_temp, "raced");
+        var both = new[] { Task.Run(() => TeacherTokenVocabulary.Export(teacher, raced)), Task.Run(() => TeacherTokenVocabulary.Export(teacher, raced)) };
+        Task.WaitAll(both);
+        Assert.Equal(both[0].Result, both[1].Result);
+        Assert.Equal(tokens, File.ReadAllLines(both[0].Result.VocabularyPath));
+        Assert.Empty(Directory.GetDirectories(_temp, "raced.tmp-*"));
+
         // A second export of the same teacher reuses the folder; another teacher's export there fails naming both.
         Assert.Equal(files, TeacherTokenVocabulary.Export(teacher, folder));
         using var other = TeacherModel.Load(SharedData.Path("models", "hf-tiny-random-gpt2"));
