@@ -326,7 +326,6 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         if (row == Rows.MlNetFeaturizeText) return MlNetBaseline.ConfigKey;
         if (EncoderBaselines.Handles(row)) return EncoderBaselines.ConfigKey(row);
         var teacher = Teacher();
-        var p = settings.Pipeline;
         var json = new JsonSerializerOptions { IncludeFields = true };
         string options = row switch
         {
@@ -372,11 +371,10 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
 
     private string TinyEncoderName() => Path.GetFileName(TinyEncoder());
 
-    /// <summary>The pipeline options of a row: the harness's, with the row's PPO steps, store size or k.</summary>
     /// <summary>AdamW rate of the tiny encoder's layers while the student trains (the trainer's 2e-5 default is for MiniLM-sized encoders).</summary>
     public const double TinyEncoderFineTuneRate = 5e-4;
 
-
+    /// <summary>The pipeline options of a row: the harness's, with the row's PPO steps, store size or k, and its student's encoder.</summary>
     private RetriKTPipelineOptions Options(string row)
     {
         var o = settings.Pipeline.Clone();

@@ -35,7 +35,7 @@ public sealed record TeacherSettings
     /// what moved the SST-2 teacher most (stage A loss 5.65 → 4.06 took it from 71.9 to 78.8 %). 0 = none (the default,
     /// which keeps every earlier teacher's key).
     /// </summary>
-    [System.Text.Json.Serialization.JsonIgnore] // keyed by StageAKey, so the stage-A build folder (and its checkpoint) is shared
+    [System.Text.Json.Serialization.JsonIgnore] // keyed by StageA2Key (inside StageBKey), so the stage-A build folder and its checkpoint are shared
     public int StageA2Steps { get; init; }
     /// <summary>Peak learning rate of the second stage-A pass.</summary>
     [System.Text.Json.Serialization.JsonIgnore]

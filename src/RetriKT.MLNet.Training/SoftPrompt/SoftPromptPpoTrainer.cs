@@ -122,7 +122,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         using (no_grad())
         using (var generator = new Generator((ulong)host.Seed, CPU))
         {
-            var matrix = teacher.Embed(HeldScalars.Arange(teacher.Config.VocabSize, ScalarType.Int64, teacher.Device).unsqueeze(0)).squeeze(0);
+            var matrix = teacher.EmbedVocabulary();
             var initIds = tokenizer.Encode(o.InitText, addBos: false);
             var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens,
                 l => [.. initIds, .. tokenizer.Encode(template.Verbalizer[labels[l]], addBos: false)], initIds, generator);

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Encoders;
 using RetriKT.MLNet.Teacher;
 using RetriKT.MLNet.Text;
@@ -61,7 +60,7 @@ public static class TeacherTokenVocabulary
         using (var scope = torch.NewDisposeScope())
         using (torch.no_grad())
         {
-            var embedded = teacher.Embed(HeldScalars.Arange(vocabSize, ScalarType.Int64, torch.CPU).unsqueeze(0)).squeeze(0);
+            var embedded = teacher.EmbedVocabulary(); // ids past the tokenizer's (vocabSize) are never read
             width = (int)embedded.shape[1];
             table = embedded.to(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
         }

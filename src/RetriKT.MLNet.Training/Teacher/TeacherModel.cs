@@ -171,6 +171,9 @@ public sealed class TeacherModel : IDisposable
         return _module.EmbedTokens(tokenIds.to(ScalarType.Int64, Device));
     }
 
+    /// <summary>The input embedding of every token id, [vocab, hidden] on <see cref="Device"/> (the caller owns it: use a dispose scope).</summary>
+    public Tensor EmbedVocabulary() => Embed(HeldScalars.Arange(Config.VocabSize, ScalarType.Int64, Device).unsqueeze(0)).squeeze(0);
+
     /// <summary>
     /// Forward pass from embeddings: <paramref name="inputsEmbeds"/> <c>[B, T, hidden]</c> (for example a soft prompt
     /// concatenated with <see cref="Embed"/> output) and an optional <paramref name="attentionMask"/> <c>[B, T]</c>
