@@ -19,6 +19,8 @@ public static class Cli
           --rows <list>       majority,fewshot-student,teacher-prompted,retrikt,retrikt-ppo (default: all)
           --teacher <path>    use this teacher (HF folder or llama2.c .bin) for every task instead of building one per task
           --cache <dir>       where built teachers are cached (default: ~/.cache/retrikt)
+          --shipped-teachers <dir>  finished teachers committed with the repository, used before building one
+                              (default: <repo>/samples/RetriKT.Evaluation/teachers)
           --teacher-steps-a <n>  stage-A (unlabeled in-domain text) steps of a built teacher (default 2000)
           --teacher-steps-b <n>  stage-B (task training split through the template) steps (default 600)
           --teacher-steps-a2 <n> steps of a second pass over stage A's text before stage B (default 0)
@@ -43,6 +45,8 @@ public static class Cli
         public required IReadOnlyList<string> Rows { get; init; }
         public string? TeacherPath { get; init; }
         public required string CacheRoot { get; init; }
+        /// <summary>Finished teachers committed with the repository (the cache's layout), used before building one.</summary>
+        public required string ShippedTeachersRoot { get; init; }
         public required TeacherSettings Teacher { get; init; }
         public int PpoSteps { get; init; } = HarnessSettings.DefaultPpoSteps;
         public double PpoLearningRate { get; init; } = HarnessSettings.DefaultPpoLearningRate;
@@ -96,6 +100,7 @@ public static class Cli
             Tasks = tasks, Seeds = seeds, Rows = rows,
             TeacherPath = values.Remove("teacher", out var teacher) ? Path.GetFullPath(teacher) : null,
             CacheRoot = Path.GetFullPath(Get("cache", Path.Combine(home, ".cache", "retrikt"))),
+            ShippedTeachersRoot = Path.GetFullPath(Get("shipped-teachers", Path.Combine(repo, "samples", "RetriKT.Evaluation", "teachers"))),
             Teacher = new TeacherSettings
             {
                 StageASteps = GetInt("teacher-steps-a", new TeacherSettings().StageASteps),

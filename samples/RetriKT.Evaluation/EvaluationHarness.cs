@@ -36,6 +36,8 @@ public static class Rows
     public const string FewShotMlm = "fewshot-student-mlm";
     public const string StoreOnlyMlm = "store-only-mlm";
     public const string RetriKTMlm = "retrikt-mlm";
+    /// <summary>The <see cref="RetriKT"/> row with its mix chosen by bagging (<see cref="MixSelection.BootstrapAverage"/>), on the same store.</summary>
+    public const string RetriKTBagged = "retrikt-bagged";
     public const string EncoderLogRegMiniLM = "encoder-logreg-minilm";
     public const string EncoderLogRegArcticXs = "encoder-logreg-arcticxs";
     /// <summary>Prefix of the store-size sweep rows (<c>sweep-store-&lt;samples per label&gt;</c>, soft prompt only, retrieval on).</summary>
@@ -55,7 +57,7 @@ public static class Rows
     /// Rows tried and not adopted, run on request only (not in the default set or the table): the student on a tiny
     /// encoder pretrained here with masked LM (docs/ENCODERS.md; its results are archived).
     /// </summary>
-    public static IReadOnlyList<string> Experiments { get; } = [FewShotMlm, StoreOnlyMlm, RetriKTMlm];
+    public static IReadOnlyList<string> Experiments { get; } = [FewShotMlm, StoreOnlyMlm, RetriKTMlm, RetriKTBagged];
 
     /// <summary>The sweeps of SST-2 seed 13: store size and k (not in the default row set: they are run on request).</summary>
     public static IReadOnlyList<string> Sweeps { get; } =
@@ -97,6 +99,7 @@ public static class Rows
         FewShotMlm => "Student pretrained on unlabeled text (masked LM), few-shot gold only",
         StoreOnlyMlm => "Student pretrained on unlabeled text, on the RetriKT store, no retrieval (λ = 0)",
         RetriKTMlm => "RetriKT student pretrained on unlabeled text (soft prompt, no PPO)",
+        RetriKTBagged => "RetriKT student, mix chosen by bagging (soft prompt, no PPO)",
         EncoderLogRegMiniLM => "Frozen all-MiniLM-L6-v2 + logistic regression, few-shot gold only",
         EncoderLogRegArcticXs => "Frozen arctic-embed-xs + logistic regression, few-shot gold only",
         _ when row.StartsWith(StoreSweepPrefix, StringComparison.Ordinal) => $"RetriKT, {row[StoreSweepPrefix.Length..]} samples per label",
@@ -240,14 +243,19 @@ public sealed record HarnessSettings
             var field = typeof(RetriKTPipelineOptions).GetField(name)
                 ?? throw new ArgumentException($"--set: RetriKTPipelineOptions has no field '{name}'. Fields: {string.Join(", ", typeof(RetriKTPipelineOptions).GetFields().Select(f => f.Name))}.");
             var type = Nullable.GetUnderlyingType(field.FieldType) ?? field.FieldType;
-            try { field.SetValue(o, Convert.ChangeType(value, type, CultureInfo.InvariantCulture)); }
+            try { field.SetValue(o, type.IsEnum ? ParseEnum(type, value) : Convert.ChangeType(value, type, CultureInfo.InvariantCulture)); }
             catch (Exception e) when (e is FormatException or InvalidCastException or OverflowException)
             {
-                throw new ArgumentException($"--set {name}={value}: expected a {type.Name}.", e);
+                throw new ArgumentException($"--set {name}={value}: expected a {type.Name}" +
+                    (type.IsEnum ? $" ({string.Join(", ", Enum.GetNames(type))})." : "."), e);
             }
         }
         return o;
     }
+
+    // Names only: a number would set a value the enum does not define.
+    private static object ParseEnum(Type type, string value) =>
+        Enum.GetNames(type).FirstOrDefault(n => n == value) is { } name ? Enum.Parse(type, name) : throw new FormatException($"'{value}' is not a {type.Name}.");
 
     /// <summary>
     /// The harness's pipeline: 4,096 generated samples per label, filed under the teacher's label (batches of 64; the sweep
@@ -384,6 +392,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         if (row.StartsWith(Rows.NeighborSweepPrefix, StringComparison.Ordinal))
             o.StudentNeighborCount = int.Parse(row[Rows.NeighborSweepPrefix.Length..], CultureInfo.InvariantCulture);
         if (row is Rows.RetriKTMiniLM or Rows.StoreOnlyMiniLM) o.StudentBackbone = MiniLM.Locate();
+        if (row == Rows.RetriKTBagged) o.StudentMixSelection = MixSelection.BootstrapAverage;
         if (Rows.UsesTinyEncoder(row))
         {
             // Every layer fine-tunes: the tiny encoder knows the language, not the task (its embeddings stay as pretrained).
@@ -487,7 +496,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                 };
             }
             case Rows.StoreOnlyStudent or Rows.StoreOnlyPpo:
-            case Rows.RetriKT or Rows.RetriKTPpo or Rows.RetriKTMiniLM or Rows.StoreOnlyMiniLM or Rows.StoreOnlyMlm or Rows.RetriKTMlm:
+            case Rows.RetriKT or Rows.RetriKTPpo or Rows.RetriKTMiniLM or Rows.StoreOnlyMiniLM or Rows.StoreOnlyMlm or Rows.RetriKTMlm or Rows.RetriKTBagged:
             case var sweep when Rows.Sweeps.Contains(sweep):
             {
                 var extraction = Store(pipeline, task, progress, cancellation);

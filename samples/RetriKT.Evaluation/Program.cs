@@ -33,7 +33,7 @@ if (verb is "teacher" or "probe")
     {
         foreach (var task in o.Tasks)
         {
-            var path = verb == "probe" && o.TeacherPath is { } given ? given : TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token);
+            var path = verb == "probe" && o.TeacherPath is { } given ? given : TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token, o.ShippedTeachersRoot);
             if (verb == "probe") TeacherProbe.Run(o.DataRoot, task, path, trainSample: 2000, Log);
         }
     }
@@ -41,6 +41,11 @@ if (verb is "teacher" or "probe")
     {
         Log("Cancelled; re-run to resume from the last checkpoint.");
         return 130;
+    }
+    catch (InvalidDataException e)
+    {
+        Console.Error.WriteLine(e.Message);
+        return 1;
     }
     return 0;
 }
@@ -54,7 +59,7 @@ if (verb == "run")
     string? loadedPath = null, teacherDescription = null;
     (TeacherModel, string) LoadTeacher(string task)
     {
-        var path = o.TeacherPath ?? TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token);
+        var path = o.TeacherPath ?? TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token, o.ShippedTeachersRoot);
         if (loaded is not null && loadedPath == path) return (loaded, path);
         loaded?.Dispose();
         loaded = TeacherModel.Load(path);
@@ -79,6 +84,11 @@ if (verb == "run")
     {
         Log("Cancelled; finished rows are in the results file, re-run to continue.");
         return 130;
+    }
+    catch (InvalidDataException e) // a damaged shipped teacher or checkpoint: one line, no stack trace
+    {
+        Console.Error.WriteLine(e.Message);
+        return 1;
     }
     finally { loaded?.Dispose(); }
     RunLog.Append(o.RunLogPath, commandLine, wall.Elapsed, teacherDescription);

@@ -121,8 +121,18 @@ public sealed record TeacherSettings
 public static class TeacherBuilder
 {
     /// <summary>The finished teacher folder of <paramref name="task"/>, building (or resuming) it first when needed.</summary>
-    public static string EnsureBuilt(string dataRoot, string cacheRoot, string task, TeacherSettings settings, Action<string> log, CancellationToken cancellation)
+    /// <param name="shippedRoot">
+    /// Folder of finished teachers committed with the repository (same layout as the cache); a teacher found there is
+    /// used in place, after its weights are checked against its build record, instead of being built again.
+    /// </param>
+    public static string EnsureBuilt(string dataRoot, string cacheRoot, string task, TeacherSettings settings, Action<string> log, CancellationToken cancellation,
+        string? shippedRoot = null)
     {
+        if (shippedRoot is not null && FindShipped(shippedRoot, task, settings) is { } shipped)
+        {
+            log($"Teacher ({task}): shipped with the repository at {shipped} (weights match its build record)");
+            return shipped;
+        }
         var root = Path.Combine(cacheRoot, $"teacher-{task}-{settings.CacheKey(task)}");
         var final = Path.Combine(root, "teacher-" + settings.TeacherKey());
         if (File.Exists(Path.Combine(final, "done.json")))
@@ -245,6 +255,37 @@ public static class TeacherBuilder
         Directory.Move(tempFinal, final);
         log(string.Create(CultureInfo.InvariantCulture, $"Teacher ({task}): {model.ParameterCount:N0} parameters, built in {clock.Elapsed.TotalMinutes:F1} min → {final}"));
         return final;
+    }
+
+    /// <summary>
+    /// The finished teacher of <paramref name="task"/> built with <paramref name="settings"/> under
+    /// <paramref name="shippedRoot"/> (<c>teacher-&lt;task&gt;-&lt;key&gt;/teacher-&lt;key&gt;/</c>, as in the cache), or null.
+    /// Its weights' content hash must equal the one its done.json recorded: a truncated or replaced file (a Git LFS
+    /// pointer, a partial copy) would otherwise stand in for the teacher every result names.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The shipped teacher's weights do not match its build record.</exception>
+    public static string? FindShipped(string shippedRoot, string task, TeacherSettings settings)
+    {
+        var folder = Path.Combine(shippedRoot, $"teacher-{task}-{settings.CacheKey(task)}", "teacher-" + settings.TeacherKey());
+        var record = Path.Combine(folder, "done.json");
+        if (!File.Exists(record)) return null;
+        string expected;
+        using (var done = JsonDocument.Parse(File.ReadAllText(record)))
+            expected = done.RootElement.TryGetProperty("contentHash", out var h) && h.GetString() is { Length: > 0 } s ? s
+                : throw new InvalidDataException($"{record}: no contentHash; a shipped teacher needs the hash of its weights.");
+        string found;
+        try
+        {
+            using var model = TeacherModel.Load(folder);
+            found = model.ContentHash;
+        }
+        catch (Exception e) when (e is InvalidDataException or FileNotFoundException or IOException)
+        {
+            throw new InvalidDataException($"{folder}: the shipped teacher does not load ({e.Message}).", e);
+        }
+        if (found != expected)
+            throw new InvalidDataException($"{folder}: weights hash {found[..16]}…, but its done.json records {expected[..16]}…; the shipped teacher is damaged.");
+        return folder;
     }
 
     /// <summary>

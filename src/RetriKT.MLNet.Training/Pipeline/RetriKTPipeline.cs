@@ -250,6 +250,7 @@ public sealed class RetriKTPipeline
         var student = _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
             VocabularyPath = teacherVocabulary?.VocabularyPath, TokenEmbeddingsPath = teacherVocabulary?.EmbeddingsPath, EmbeddingRank = o.StudentEmbeddingRank,
+            MixSelection = o.StudentMixSelection,
             SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
             // The store reaches the trainer as data, the way a saved or filtered store would.
             StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, ValidationWeightColumnName = validationWeights, UseRetrieval = useRetrieval,

@@ -114,6 +114,13 @@ public sealed class RetriKTPipelineOptions
     /// <remarks>This and <see cref="StudentEmbeddingsFromTeacher"/> are left out of JSON at their defaults, so earlier results keep their keys.</remarks>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
     public int StudentEmbeddingRank;
+    /// <summary>
+    /// How the student's mix of head, retrieval and term matching is chosen on the tuning rows
+    /// (<c>RetrievalClassifierTrainer.Options.MixSelection</c>). Left out of JSON at its default, so earlier results keep
+    /// their keys. Default LowestNll.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public Student.MixSelection StudentMixSelection;
     /// <summary>Seed of every stage. Default 1.</summary>
     public int Seed = 1;
     /// <summary>Where the extraction checkpoint goes (an interrupted run resumes its generation), or null. Default null.</summary>

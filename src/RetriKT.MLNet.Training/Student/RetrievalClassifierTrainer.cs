@@ -187,6 +187,14 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// <see cref="ValidationSet"/> (an untuned λ is 0.5; the trainer says so rather than cut μ). Default null.
         /// </summary>
         public double? LexicalRetrievalWeight;
+        /// <summary>
+        /// How λ, μ and the temperatures are chosen on <see cref="ValidationSet"/>: <see cref="MixSelection.LowestNll"/>
+        /// takes the grid point of lowest validation NLL; <see cref="MixSelection.BootstrapAverage"/> makes that choice on
+        /// 200 resamples of the validation rows and averages λ and μ over them (bagging). Tens of real rows leave the
+        /// lowest-NLL point jumping between distant mixes from seed to seed; the average is the steadier choice.
+        /// Default LowestNll.
+        /// </summary>
+        public MixSelection MixSelection = MixSelection.LowestNll;
         /// <summary>False disables retrieval entirely: no retrieval loss, λ = 0 and μ = 0. Default true.</summary>
         public bool UseRetrieval = true;
 
@@ -389,8 +397,8 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         using var soft = torch.tensor(store.SoftLabels.ToArray(), [store.Count, store.LabelCount], device: device);
         var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validationIds, _options.LexicalNeighborCount);
         var best = RetrievalTraining.Tune(scorer, memory, soft, validationIds, known.Select(r => labelIndex[r.Label]).ToArray(), known.Select(r => r.Weight).ToArray(),
-            _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device);
-        host.Info($"Tuned on {known.Count} validation rows: λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
+            _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device, _options.MixSelection, host.Seed);
+        host.Info($"Tuned on {known.Count} validation rows ({_options.MixSelection}): λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
                   (lexical is null ? "" : $", μ = {best.Mu:G3}, τ_terms = {best.LexicalTemperature:G3}") +
                   $" (NLL {best.Nll:G4}, accuracy {best.Accuracy:P1}).");
         return new Mix(best.Lambda, best.Mu, best.Temperature, best.LexicalTemperature);

@@ -221,14 +221,16 @@ internal static class RetrievalTraining
     /// <paramref name="weights"/>-weighted mean negative log-likelihood of the gold labels (smoother than accuracy on a
     /// 32-row dev set), over
     /// p = (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms with λ + μ ≤ 1 on a 0.1 grid; ties keep the earlier candidate
-    /// (smaller weights first). Returns the choice and its NLL/accuracy. <paramref name="encode"/> gives the validation
-    /// rows' pooled embeddings and head probabilities (<see cref="Scorer"/> for the tiny student; called once, inside
-    /// this method's dispose scope and without gradient).
+    /// (smaller weights first). With <see cref="MixSelection.BootstrapAverage"/> that choice is made on
+    /// <see cref="MixBootstrapSamples"/> resamples of the rows (<paramref name="seed"/>) and λ, μ are their averages, the
+    /// temperatures then the lowest-NLL ones at that mix. Returns the choice and its NLL/accuracy on all rows.
+    /// <paramref name="encode"/> gives the validation rows' pooled embeddings and head probabilities
+    /// (<see cref="Scorer"/> for the tiny student; called once, inside this method's dispose scope and without gradient).
     /// </summary>
     public static (double Lambda, double Temperature, double Mu, double LexicalTemperature, double Nll, double Accuracy) Tune(
         Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> encode,
         Tensor memory, Tensor softLabels, IReadOnlyList<int[]> validationIds, int[] validationLabels, float[] weights, int neighborCount, double learnedTemperature,
-        double? fixedLambda, TermMatches? termMatches, double? fixedMu, Device device)
+        double? fixedLambda, TermMatches? termMatches, double? fixedMu, Device device, MixSelection selection = MixSelection.LowestNll, int seed = 1)
     {
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
@@ -245,33 +247,94 @@ internal static class RetrievalTraining
         double[] temperatures = new[] { learnedTemperature, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0 }.Distinct().ToArray();
         double[] termTemperatures = termMatches is null ? [1.0] : [0.05, 0.1, 0.2, 0.5, 1.0];
         int labels = (int)softLabels.shape[1];
+
+        Tensor TermsAt(double tauTerms)
+        {
+            if (termMatches is null) return head;
+            var (probabilities, matched) = termMatches.Distribution(tauTerms);
+            var matchedRows = torch.tensor(matched, device: device).unsqueeze(1);
+            return torch.where(matchedRows, torch.tensor(probabilities, [termMatches.Rows, labels], device: device), head);
+        }
+        Tensor KnnAt(double tau) => Knn(values, indices, torch.tensor((float)tau, device: device), softLabels);
+        // The mix's log-probability of each gold label [N, 1], its weighted NLL and accuracy.
+        (Tensor LogGold, double Nll, double Accuracy) Score(Tensor terms, Tensor knn, double lambda, double mu)
+        {
+            // The weights as float Scalars held across their calls (see HeldScalars).
+            using Scalar headWeight = ((float)(1 - lambda - mu)).ToScalar(), knnWeight = ((float)lambda).ToScalar(), termWeight = ((float)mu).ToScalar();
+            var p = (head * headWeight).add(knn * knnWeight, HeldScalars.One).add(terms * termWeight, HeldScalars.One);
+            var logGold = p.gather(1, gold).clamp_min(HeldScalars.ProbabilityFloor).log();
+            double nll = -(logGold * rowWeights).sum().item<float>();
+            double accuracy = (p.argmax(1).unsqueeze(1).eq(gold).to(ScalarType.Float32) * rowWeights).sum().item<float>();
+            return (logGold, nll, accuracy);
+        }
+
         var best = (Lambda: 0.0, Temperature: learnedTemperature, Mu: 0.0, LexicalTemperature: 1.0, Nll: double.PositiveInfinity, Accuracy: 0.0);
+        var candidates = selection == MixSelection.BootstrapAverage ? new List<(double Lambda, double Mu, Tensor LogGold)>() : null;
         foreach (var tauTerms in termTemperatures)
         {
-            var terms = head;
-            if (termMatches is not null)
-            {
-                var (probabilities, matched) = termMatches.Distribution(tauTerms);
-                var matchedRows = torch.tensor(matched, device: device).unsqueeze(1);
-                terms = torch.where(matchedRows, torch.tensor(probabilities, [termMatches.Rows, labels], device: device), head);
-            }
+            var terms = TermsAt(tauTerms);
             foreach (var tau in temperatures)
             {
-                var knn = Knn(values, indices, torch.tensor((float)tau, device: device), softLabels);
+                var knn = KnnAt(tau);
                 foreach (var lambda in lambdas)
                 foreach (var mu in mus)
                 {
                     if (lambda + mu > 1 + 1e-9) continue;
-                    // The weights as float Scalars held across their calls (see HeldScalars).
-                    using Scalar headWeight = ((float)(1 - lambda - mu)).ToScalar(), knnWeight = ((float)lambda).ToScalar(), termWeight = ((float)mu).ToScalar();
-                    var p = (head * headWeight).add(knn * knnWeight, HeldScalars.One).add(terms * termWeight, HeldScalars.One);
-                    double nll = -(p.gather(1, gold).clamp_min(HeldScalars.ProbabilityFloor).log() * rowWeights).sum().item<float>();
-                    double accuracy = (p.argmax(1).unsqueeze(1).eq(gold).to(ScalarType.Float32) * rowWeights).sum().item<float>();
+                    var (logGold, nll, accuracy) = Score(terms, knn, lambda, mu);
+                    candidates?.Add((lambda, mu, logGold));
                     if (nll < best.Nll - 1e-9) best = (lambda, tau, mu, tauTerms, nll, accuracy);
                 }
             }
         }
-        return best;
+        if (candidates is not { Count: > 1 }) return best;
+
+        // Bagging: the lowest-NLL candidate of each resample (its weighted NLL is resample weights · −log p), λ and μ
+        // averaged over the resamples; ties keep the earlier candidate, as argmin does.
+        var resamples = BootstrapWeights(weights, MixBootstrapSamples, seed);
+        var nllByCandidate = torch.cat(candidates.Select(c => c.LogGold).ToArray(), 1).neg();                    // [N, C]
+        var picks = torch.tensor(resamples, [MixBootstrapSamples, weights.Length], device: device).matmul(nllByCandidate).argmin(1).data<long>().ToArray();
+        double averageLambda = picks.Average(i => candidates[(int)i].Lambda), averageMu = picks.Average(i => candidates[(int)i].Mu);
+        var bagged = (Lambda: averageLambda, Temperature: best.Temperature, Mu: averageMu, LexicalTemperature: best.LexicalTemperature, Nll: double.PositiveInfinity, Accuracy: 0.0);
+        foreach (var tauTerms in termTemperatures)
+        {
+            var terms = TermsAt(tauTerms);
+            foreach (var tau in temperatures)
+            {
+                var (_, nll, accuracy) = Score(terms, KnnAt(tau), averageLambda, averageMu);
+                if (nll < bagged.Nll - 1e-9) bagged = (averageLambda, tau, averageMu, tauTerms, nll, accuracy);
+            }
+        }
+        return bagged;
+    }
+
+    /// <summary>Resamples of the validation rows that <see cref="MixSelection.BootstrapAverage"/> averages over.</summary>
+    internal const int MixBootstrapSamples = 200;
+
+    /// <summary>
+    /// <paramref name="samples"/> bootstrap resamples of rows with <paramref name="weights"/>, as row weights [samples × N]
+    /// (each resample's summing to 1): every group of rows with the same weight (the real dev rows, the held-out
+    /// generated rows) is drawn with replacement to its own size, so each group keeps its share of the weight.
+    /// </summary>
+    internal static float[] BootstrapWeights(float[] weights, int samples, int seed)
+    {
+        int n = weights.Length;
+        var groups = Enumerable.Range(0, n).GroupBy(i => weights[i]).Select(g => g.ToArray()).ToList();
+        var rng = SeedMixer.Random(seed, "mix-bootstrap");
+        var result = new float[samples * n];
+        for (int b = 0; b < samples; b++)
+        {
+            var row = result.AsSpan(b * n, n);
+            foreach (var group in groups)
+                for (int draw = 0; draw < group.Length; draw++)
+                {
+                    int i = group[rng.Next(group.Length)];
+                    row[i] += weights[i];
+                }
+            float sum = 0;
+            foreach (var w in row) sum += w;
+            if (sum > 0) foreach (ref var w in row) w /= sum;
+        }
+        return result;
     }
 
     /// <summary>p_knn [B, K] = Σ softmax(similarity / τ)·soft label over the neighbours [B, k]; differentiable in τ.</summary>

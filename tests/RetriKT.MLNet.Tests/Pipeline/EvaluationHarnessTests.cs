@@ -83,6 +83,14 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.True(o.StudentCharacterPieces);
         var e = Assert.Throws<ArgumentException>(() => HarnessSettings.PipelineWith(new Dictionary<string, string> { ["SamplesPerLabell"] = "1" }));
         Assert.Contains("SamplesPerLabell", e.Message);
+        // Enums by name only; a number or a misspelling names the choices.
+        Assert.Equal(MLNet.Student.MixSelection.BootstrapAverage,
+            HarnessSettings.PipelineWith(new Dictionary<string, string> { ["StudentMixSelection"] = "BootstrapAverage" }).StudentMixSelection);
+        foreach (var bad in new[] { "1", "bootstrapaverage" })
+        {
+            var badEnum = Assert.Throws<ArgumentException>(() => HarnessSettings.PipelineWith(new Dictionary<string, string> { ["StudentMixSelection"] = bad }));
+            Assert.Contains("expected a MixSelection (LowestNll, BootstrapAverage)", badEnum.Message);
+        }
     }
 
     [Fact]
@@ -92,6 +100,7 @@ public sealed class EvaluationHarnessTests : IDisposable
         var json = new System.Text.Json.JsonSerializerOptions { IncludeFields = true };
         var plain = System.Text.Json.JsonSerializer.Serialize(HarnessSettings.DefaultPipeline(), json);
         Assert.DoesNotContain("StudentTrainableBackboneLayers", plain);
+        Assert.DoesNotContain("StudentMixSelection", plain);
         Assert.DoesNotContain("StudentBackboneLearningRate", plain);
         Assert.DoesNotContain("FewShotDevTuningShare", plain);
         var tuned = HarnessSettings.DefaultPipeline();

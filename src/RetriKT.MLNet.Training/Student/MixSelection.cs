@@ -1,0 +1,14 @@
+namespace RetriKT.MLNet.Student;
+
+/// <summary>How <see cref="RetrievalClassifierTrainer"/> chooses the prediction's mix (λ, μ, τ, τ_terms) on its validation set.</summary>
+public enum MixSelection
+{
+    /// <summary>The grid point (0.1 steps) of lowest weighted validation NLL.</summary>
+    LowestNll = 0,
+    /// <summary>
+    /// Bagging: the lowest-NLL grid point of each of 200 bootstrap resamples of the validation rows (each group of equally
+    /// weighted rows resampled to its own size), λ and μ averaged over them, the temperatures then the lowest-NLL ones at
+    /// that mix.
+    /// </summary>
+    BootstrapAverage = 1,
+}

@@ -1,0 +1,77 @@
+using System.Text.Json;
+using RetriKT.Evaluation;
+using RetriKT.MLNet.Teacher;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Pipeline;
+
+/// <summary>
+/// The harness uses a teacher committed with the repository in place of building one, only when its weights are the
+/// ones its build record names (a real checkpoint, stories260K, stands in for the shipped teacher).
+/// </summary>
+public sealed class ShippedTeacherTests : IDisposable
+{
+    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-shipped-").FullName;
+
+    public void Dispose() => Directory.Delete(_temp, recursive: true);
+
+    private static readonly TeacherSettings Settings = new();
+
+    /// <summary>Copies the real checkpoint into the shipped layout of SST-2's default settings with a build record of <paramref name="recordedHash"/>.</summary>
+    private string Ship(string recordedHash)
+    {
+        var folder = Path.Combine(_temp, $"teacher-SST-2-{Settings.CacheKey("SST-2")}", "teacher-" + Settings.TeacherKey());
+        Directory.CreateDirectory(folder);
+        foreach (var file in Directory.GetFiles(SharedData.Path("models", "llama2c-stories260K-hf")))
+            File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
+        File.WriteAllText(Path.Combine(folder, "done.json"), JsonSerializer.Serialize(new { task = "SST-2", contentHash = recordedHash }));
+        return folder;
+    }
+
+    private static string HashOfRealCheckpoint()
+    {
+        using var model = TeacherModel.Load(SharedData.Path("models", "llama2c-stories260K-hf"));
+        return model.ContentHash;
+    }
+
+    [SharedDataFact]
+    public void AShippedTeacherIsUsedInsteadOfABuildAndAnotherTasksIsNot()
+    {
+        var folder = Ship(HashOfRealCheckpoint());
+        var log = new List<string>();
+        // The cache root does not exist: finding the shipped teacher must not build, or even look there.
+        var path = TeacherBuilder.EnsureBuilt(SharedData.Path("data"), Path.Combine(_temp, "no-cache"), "SST-2", Settings, log.Add, CancellationToken.None, _temp);
+        Assert.Equal(folder, path);
+        Assert.Contains(log, l => l.Contains("shipped with the repository", StringComparison.Ordinal));
+        Assert.False(Directory.Exists(Path.Combine(_temp, "no-cache")));
+        // Another recipe or task has another folder: nothing shipped for it.
+        Assert.Null(TeacherBuilder.FindShipped(_temp, "RTE", Settings));
+        Assert.Null(TeacherBuilder.FindShipped(_temp, "SST-2", Settings with { StageBSteps = 601 }));
+    }
+
+    [SharedDataFact]
+    public void DamagedWeightsAreRefusedNamingTheFolder()
+    {
+        var folder = Ship(HashOfRealCheckpoint());
+        var weights = Path.Combine(folder, "model.safetensors");
+        var bytes = File.ReadAllBytes(weights);
+        bytes[^8] ^= 0x40; // one bit of the last tensor's last value
+        File.WriteAllBytes(weights, bytes);
+        var e = Assert.Throws<InvalidDataException>(() => TeacherBuilder.FindShipped(_temp, "SST-2", Settings));
+        Assert.Contains(folder, e.Message);
+        Assert.Contains("damaged", e.Message);
+
+        // A truncated file (what a partial copy or an LFS pointer leaves) fails to load: same exception, same folder.
+        File.WriteAllText(weights, "version https://git-lfs.github.com/spec/v1\n");
+        var truncated = Assert.Throws<InvalidDataException>(() => TeacherBuilder.FindShipped(_temp, "SST-2", Settings));
+        Assert.StartsWith(folder, truncated.Message);
+    }
+
+    [SharedDataFact]
+    public void ABuildRecordWithoutAHashIsRefused()
+    {
+        var folder = Ship("");
+        var e = Assert.Throws<InvalidDataException>(() => TeacherBuilder.FindShipped(_temp, "SST-2", Settings));
+        Assert.Contains(Path.Combine(folder, "done.json"), e.Message);
+    }
+}
