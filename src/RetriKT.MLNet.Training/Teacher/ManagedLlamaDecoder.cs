@@ -1,9 +1,10 @@
+using System.Numerics;
 using System.Numerics.Tensors;
-using Tensor = TorchSharp.torch.Tensor;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
+using Tensor = TorchSharp.torch.Tensor;   // not System.Numerics.Tensors.Tensor
 
 namespace RetriKT.MLNet.Teacher;
 
@@ -27,10 +28,11 @@ namespace RetriKT.MLNet.Teacher;
 internal sealed unsafe class ManagedLlamaDecoder
 {
     /// <summary>
-    /// Most rows served: a step streams the weights once for all rows, so small batches cost about one row's time;
-    /// beyond this torch's GEMM, which blocks over rows and weights together, is faster (bench: `-- teacher`).
+    /// Most rows served. A step streams the weights once for all rows; on the bench model at 1 torch thread the managed
+    /// step stayed ahead of torch's up to batch 32 (loaded box, CPU time), and 16 covers the extractor's default batch
+    /// (16) and PPO's (8). Larger batches stay on torch, whose GEMM blocks over rows and weights and uses its threads.
     /// </summary>
-    public const int MaxBatch = 8;
+    public const int MaxBatch = 16;
 
     // One weight matrix [Rows, Cols] (torch Linear layout: out × in) and its optional bias, read in place.
     private readonly record struct Matrix(nint Data, int Rows, int Cols, nint Bias);
@@ -52,12 +54,12 @@ internal sealed unsafe class ManagedLlamaDecoder
     /// <summary>
     /// A decoder for <paramref name="batch"/> rows and <paramref name="capacity"/> slots over <paramref name="module"/>'s
     /// parameters, or null where this path does not apply (not LLaMA, not float32 contiguous CPU weights, a batch above
-    /// <see cref="MaxBatch"/>, a weight past 2 GB): the caller then decodes with torch.
+    /// <see cref="MaxBatch"/>, a weight or a layer's cache past 2G floats): the caller then decodes with torch.
     /// </summary>
     public static ManagedLlamaDecoder? TryCreate(CausalLMModule module, int batch, long capacity)
     {
         var c = module.Config;
-        if (c.Architecture != TeacherArchitecture.Llama || batch > MaxBatch || capacity > int.MaxValue / Math.Max(1, c.HeadDim)) return null;
+        if (c.Architecture != TeacherArchitecture.Llama || batch > MaxBatch || (long)batch * c.NumKeyValueHeads * capacity * c.HeadDim > Array.MaxLength) return null;
         var parameters = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var (name, p) in module.named_parameters())
         {
@@ -188,18 +190,126 @@ internal sealed unsafe class ManagedLlamaDecoder
         }
     }
 
-    // y[b] = W·x[b] (+ bias) for every row: each weight row is read once and meets all the batch's inputs while it is
-    // in L1, so a step streams the weights once whatever the batch.
-    private void Linear(in Matrix m, ReadOnlySpan<float> x, Span<float> y)
+    /// <summary>
+    /// Workers a large matrix is split across (rows in blocks of four; each output is computed the same way whatever
+    /// the split, so results do not depend on it). Default: torch's intra-op thread count, the application's choice.
+    /// </summary>
+    internal int Threads { get; set; } = torch.get_num_threads();
+
+    /// <summary>
+    /// Smallest matrix (floats) worth splitting: 2M floats = 8 MB take ~0.3 ms to stream on one core, against ~10 µs
+    /// for a fork/join; at teacher sizes (a few MB per step) every matrix stays on the calling thread.
+    /// </summary>
+    internal long ParallelMinimumFloats { get; set; } = 1 << 21;
+
+    // y[b] = W·x[b] (+ bias) for every input row b, from x [B, in] into y [B, out].
+    private void Linear(in Matrix m, float[] x, Span<float> y)
     {
-        int inSize = m.Cols, outSize = m.Rows;
-        var bias = m.Bias == 0 ? default : new ReadOnlySpan<float>((float*)m.Bias, outSize);
-        for (int o = 0; o < outSize; o++)
+        fixed (float* xs = x) fixed (float* ys = y)
         {
-            var row = new ReadOnlySpan<float>((float*)m.Data + (long)o * inSize, inSize);
-            float add = bias.IsEmpty ? 0f : bias[o];
-            for (int b = 0; b < _batch; b++) y[b * outSize + o] = TensorPrimitives.Dot(row, x.Slice(b * inSize, inSize)) + add;
+            int blocks = (m.Rows + 3) / 4, parts = Math.Min(Threads, blocks);
+            if (parts <= 1 || (long)m.Rows * m.Cols < ParallelMinimumFloats) { LinearRows(m, xs, ys, 0, m.Rows); return; }
+            nint xAddress = (nint)xs, yAddress = (nint)ys;   // a lambda cannot capture pointers; y is pinned until Parallel.For returns
+            var matrix = m;
+            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, part =>
+                LinearRows(matrix, (float*)xAddress, (float*)yAddress, 4 * (int)((long)blocks * part / parts), Math.Min(matrix.Rows, 4 * (int)((long)blocks * (part + 1) / parts))));
         }
+    }
+
+    // Output rows [from, to) of Linear (from a multiple of 4). Four weight rows at a time meet each of the batch's
+    // inputs while they sit in L1, so a step streams the weights from memory once whatever the batch; within that,
+    // two rows meet four inputs per pass (6 loads per 8 FMAs). TensorPrimitives.Dot per row and input cost twice as
+    // much at batch 4: its per-call setup and reduction outweighed a 256-long product.
+    private void LinearRows(in Matrix m, float* xs, float* ys, int from, int to)
+    {
+        int n = m.Cols, rows = m.Rows;
+        float* w = (float*)m.Data, bias = (float*)m.Bias;
+        int o = from;
+        for (; o + 4 <= to; o += 4)
+        {
+            int b = 0;
+            for (; b + 4 <= _batch; b += 4)
+            {
+                Dot2x4(w + (long)o * n, n, xs + b * n, ys + b * rows + o, rows);
+                Dot2x4(w + (long)(o + 2) * n, n, xs + b * n, ys + b * rows + o + 2, rows);
+            }
+            for (; b < _batch; b++) Dot4(w + (long)o * n, n, xs + b * n, ys + b * rows + o);
+        }
+        for (; o < to; o++)
+            for (int b = 0; b < _batch; b++) ys[b * rows + o] = Dot(w + (long)o * n, xs + b * n, n);
+        if (bias != null)
+            for (int b = 0; b < _batch; b++)
+            {
+                var slice = new Span<float>(ys + b * rows + from, to - from);
+                TensorPrimitives.Add(slice, new ReadOnlySpan<float>(bias + from, to - from), slice);
+            }
+    }
+
+    // The products of rows w[0..3] (each n long, consecutive) with x, into result[0..3].
+    private static void Dot4(float* w, int n, float* x, float* result)
+    {
+        int width = Vector<float>.Count, i = 0;
+        Vector<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (; i + width <= n; i += width)
+        {
+            var xv = Vector.Load(x + i);
+            a0 = Vector.FusedMultiplyAdd(Vector.Load(w + i), xv, a0);
+            a1 = Vector.FusedMultiplyAdd(Vector.Load(w + n + i), xv, a1);
+            a2 = Vector.FusedMultiplyAdd(Vector.Load(w + 2 * n + i), xv, a2);
+            a3 = Vector.FusedMultiplyAdd(Vector.Load(w + 3 * n + i), xv, a3);
+        }
+        float s0 = Vector.Sum(a0), s1 = Vector.Sum(a1), s2 = Vector.Sum(a2), s3 = Vector.Sum(a3);
+        for (; i < n; i++) { s0 += w[i] * x[i]; s1 += w[n + i] * x[i]; s2 += w[2 * n + i] * x[i]; s3 += w[3 * n + i] * x[i]; }
+        result[0] = s0; result[1] = s1; result[2] = s2; result[3] = s3;
+    }
+
+    // Rows w[0..1] against four consecutive inputs x + j·n (j = 0..3), into result + j·stride: one pass over the two
+    // rows serves all four inputs (6 loads per 8 FMAs).
+    private static void Dot2x4(float* w, int n, float* x, float* result, int stride)
+    {
+        int width = Vector<float>.Count, i = 0;
+        float* w1 = w + n, x1 = x + n, x2 = x + 2 * n, x3 = x + 3 * n;
+        Vector<float> a0 = default, a1 = default, a2 = default, a3 = default, c0 = default, c1 = default, c2 = default, c3 = default;
+        for (; i + width <= n; i += width)
+        {
+            Vector<float> u = Vector.Load(w + i), v = Vector.Load(w1 + i), xv = Vector.Load(x + i);
+            a0 = Vector.FusedMultiplyAdd(u, xv, a0); c0 = Vector.FusedMultiplyAdd(v, xv, c0);
+            xv = Vector.Load(x1 + i);
+            a1 = Vector.FusedMultiplyAdd(u, xv, a1); c1 = Vector.FusedMultiplyAdd(v, xv, c1);
+            xv = Vector.Load(x2 + i);
+            a2 = Vector.FusedMultiplyAdd(u, xv, a2); c2 = Vector.FusedMultiplyAdd(v, xv, c2);
+            xv = Vector.Load(x3 + i);
+            a3 = Vector.FusedMultiplyAdd(u, xv, a3); c3 = Vector.FusedMultiplyAdd(v, xv, c3);
+        }
+        float s0 = Vector.Sum(a0), s1 = Vector.Sum(a1), s2 = Vector.Sum(a2), s3 = Vector.Sum(a3);
+        float t0 = Vector.Sum(c0), t1 = Vector.Sum(c1), t2 = Vector.Sum(c2), t3 = Vector.Sum(c3);
+        for (; i < n; i++)
+        {
+            s0 += w[i] * x[i]; s1 += w[i] * x1[i]; s2 += w[i] * x2[i]; s3 += w[i] * x3[i];
+            t0 += w1[i] * x[i]; t1 += w1[i] * x1[i]; t2 += w1[i] * x2[i]; t3 += w1[i] * x3[i];
+        }
+        result[0] = s0; result[stride] = s1; result[2 * stride] = s2; result[3 * stride] = s3;
+        result[1] = t0; result[stride + 1] = t1; result[2 * stride + 1] = t2; result[3 * stride + 1] = t3;
+    }
+
+    // a·b over n floats, inline: the attention's head-sized products are too short for a library call's setup.
+    private static float Dot(float* a, float* b, int n)
+    {
+        int width = Vector<float>.Count, i = 0;
+        Vector<float> sum = default;
+        for (; i + width <= n; i += width) sum = Vector.FusedMultiplyAdd(Vector.Load(a + i), Vector.Load(b + i), sum);
+        float total = Vector.Sum(sum);
+        for (; i < n; i++) total += a[i] * b[i];
+        return total;
+    }
+
+    // y += p·x over n floats (a value row into a head's output).
+    private static void AddScaled(float* y, float* x, float p, int n)
+    {
+        int width = Vector<float>.Count, i = 0;
+        var scale = new Vector<float>(p);
+        for (; i + width <= n; i += width) Vector.FusedMultiplyAdd(Vector.Load(x + i), scale, Vector.Load(y + i)).Store(y + i);
+        for (; i < n; i++) y[i] += p * x[i];
     }
 
     // Rotary on this step's q and k, the new key/value into the cache's next slot, then each query head over its kv
@@ -223,22 +333,24 @@ internal sealed unsafe class ManagedLlamaDecoder
                 _v.AsSpan((b * _kvHeads + kv) * d, d).CopyTo(values.AsSpan(at, d));
             }
             int padStart = _padStart[b], padEnd = _padEnd[b];
-            for (int head = 0; head < _heads; head++)
-            {
-                int cacheRow = (b * _kvHeads + head / group) * _capacity * d;
-                var q = _q.AsSpan((b * _heads + head) * d, d);
-                var scores = _scores.AsSpan(first, slot + 1 - first);
-                for (int s = first; s <= slot; s++)
-                    _scores[s] = s >= padStart && s < padEnd ? float.NegativeInfinity : TensorPrimitives.Dot(q, keys.AsSpan(cacheRow + s * d, d)) * _scale;
-                float max = TensorPrimitives.Max<float>(scores);
-                TensorPrimitives.Subtract(scores, max, scores);
-                TensorPrimitives.Exp(scores, scores);
-                TensorPrimitives.Divide(scores, TensorPrimitives.Sum<float>(scores), scores);
-                var output = _attention.AsSpan((b * _heads + head) * d, d);
-                output.Clear();
-                for (int s = first; s <= slot; s++)
-                    if (s < padStart || s >= padEnd) TensorPrimitives.MultiplyAdd(values.AsSpan(cacheRow + s * d, d), _scores[s], output, output);
-            }
+            fixed (float* q = _q, cachedKeys = keys, cachedValues = values, scoreBase = _scores, attention = _attention)
+                for (int head = 0; head < _heads; head++)
+                {
+                    float* kRows = cachedKeys + (long)(b * _kvHeads + head / group) * _capacity * d;
+                    float* vRows = cachedValues + (long)(b * _kvHeads + head / group) * _capacity * d;
+                    float* qHead = q + (b * _heads + head) * d;
+                    for (int s = first; s <= slot; s++)
+                        scoreBase[s] = s >= padStart && s < padEnd ? float.NegativeInfinity : Dot(qHead, kRows + s * d, d) * _scale;
+                    var scores = _scores.AsSpan(first, slot + 1 - first);
+                    float max = TensorPrimitives.Max<float>(scores);
+                    TensorPrimitives.Subtract(scores, max, scores);
+                    TensorPrimitives.Exp(scores, scores);
+                    TensorPrimitives.Divide(scores, TensorPrimitives.Sum<float>(scores), scores);
+                    float* output = attention + (b * _heads + head) * d;
+                    new Span<float>(output, d).Clear();
+                    for (int s = first; s <= slot; s++)
+                        if (s < padStart || s >= padEnd) AddScaled(output, vRows + s * d, scoreBase[s], d);
+                }
         }
     }
 

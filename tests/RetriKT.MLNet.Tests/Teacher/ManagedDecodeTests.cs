@@ -25,36 +25,51 @@ public class ManagedDecodeTests
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        int batch = prompts.Length, longest = prompts.Max(p => p.Length), prefixLength = (int)(prefix?.shape[0] ?? 0);
-        var ids = new long[batch * longest]; var mask = new long[batch * longest];
-        for (int b = 0; b < batch; b++)
-            for (int j = 0; j < prompts[b].Length; j++) { ids[b * longest + longest - prompts[b].Length + j] = prompts[b][j]; mask[b * longest + longest - prompts[b].Length + j] = 1; }
-        var embeds = model.Module.EmbedTokens(tensor(ids, new long[] { batch, longest }));
-        Tensor? maskT = prompts.Any(p => p.Length < longest) ? tensor(mask, new long[] { batch, longest }) : null;
-        if (prefix is not null)
-        {
-            embeds = cat([prefix.unsqueeze(0).expand(batch, -1, -1), embeds], 1);
-            if (maskT is not null) maskT = cat([ones(batch, prefixLength, ScalarType.Int64), maskT], 1);
-        }
-        int slots = prefixLength + longest;
+        var (embeds, mask) = Inputs(model, prompts, prefix);
+        int batch = prompts.Length, prefixLength = (int)(prefix?.shape[0] ?? 0), slots = (int)embeds.shape[1];
         using var torchCache = new KvCache(model.Config.NumLayers, slots + steps);
-        using var prefillCache = new KvCache(model.Config.NumLayers, slots);
-        var torchLogits = model.LastLogits(model.RunDecoder(embeds, maskT, torchCache));
-        model.LastLogits(model.RunDecoder(embeds, maskT, prefillCache));
-        var decoder = ManagedLlamaDecoder.TryCreate(model.Module, batch, slots + steps);
-        Assert.NotNull(decoder);
-        decoder.AdoptPrefill(prefillCache, prefixLength, prompts.Select(p => p.Length).ToArray());
+        var torchLogits = model.LastLogits(model.RunDecoder(embeds, mask, torchCache));
+        var decoder = Prefilled(model, prompts, prefix, steps);
         double worst = 0;
         for (int step = 0; step < steps; step++)
         {
             var next = torchLogits.argmax(-1);
             var managedLogits = decoder.Step(next.data<long>().ToArray());
-            if (maskT is not null) maskT = cat([maskT, ones(batch, 1, ScalarType.Int64)], 1);
-            torchLogits = model.LastLogits(model.RunDecoder(model.Module.EmbedTokens(next.unsqueeze(1)), maskT, torchCache));
+            if (mask is not null) mask = cat([mask, ones(batch, 1, ScalarType.Int64)], 1);
+            torchLogits = model.LastLogits(model.RunDecoder(model.Module.EmbedTokens(next.unsqueeze(1)), mask, torchCache));
             double scale = Math.Max(1, torchLogits.abs().max().item<float>());
             worst = Math.Max(worst, managedLogits.sub(torchLogits).abs().max().item<float>() / scale);
         }
         return worst;
+    }
+
+    /// <summary>Embeddings and key mask (null without padding) of [prefix][left padding][prompt], as Generate lays them out.</summary>
+    private static (Tensor Embeds, Tensor? Mask) Inputs(TeacherModel model, int[][] prompts, Tensor? prefix)
+    {
+        int batch = prompts.Length, longest = prompts.Max(p => p.Length);
+        var ids = new long[batch * longest]; var mask = new long[batch * longest];
+        for (int b = 0; b < batch; b++)
+            for (int j = 0; j < prompts[b].Length; j++) { ids[b * longest + longest - prompts[b].Length + j] = prompts[b][j]; mask[b * longest + longest - prompts[b].Length + j] = 1; }
+        var embeds = model.Module.EmbedTokens(tensor(ids, new long[] { batch, longest }));
+        Tensor? maskT = prompts.Any(p => p.Length < longest) ? tensor(mask, new long[] { batch, longest }) : null;
+        if (prefix is null) return (embeds, maskT);
+        embeds = cat([prefix.unsqueeze(0).expand(batch, -1, -1), embeds], 1);
+        return (embeds, maskT is null ? null : cat([ones(batch, prefix.shape[0], ScalarType.Int64), maskT], 1));
+    }
+
+    /// <summary>A managed decoder that took over a torch prefill of the prompts, with room for <paramref name="steps"/> more slots.</summary>
+    private static ManagedLlamaDecoder Prefilled(TeacherModel model, int[][] prompts, Tensor? prefix, int steps)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var (embeds, mask) = Inputs(model, prompts, prefix);
+        int slots = (int)embeds.shape[1];
+        using var cache = new KvCache(model.Config.NumLayers, slots);
+        model.RunDecoder(embeds, mask, cache);
+        var decoder = ManagedLlamaDecoder.TryCreate(model.Module, prompts.Length, slots + steps);
+        Assert.NotNull(decoder);
+        decoder.AdoptPrefill(cache, slots - prompts.Max(p => p.Length), prompts.Select(p => p.Length).ToArray());
+        return decoder;
     }
 
     private static void AssertClose(float[] expected, float[] actual, double tolerance = 1e-4)
@@ -84,6 +99,8 @@ public class ManagedDecodeTests
         Assert.True(WorstStepDifference(model, [once], 40) < 1e-4);
         // Left padding in a batch, and a soft-prompt prefix before the padding.
         Assert.True(WorstStepDifference(model, [once, lily, tok.Encode("One day, a big dog saw a ball", addBos: true)], 30) < 1e-4);
+        // Five rows: four go through the four-input kernel, one through the single-input one.
+        Assert.True(WorstStepDifference(model, [lily, once, [1], tok.Encode("The cat", addBos: true), once], 20) < 1e-4);
         using var prefix = randn(4, model.Config.HiddenSize, generator: new Generator(5)).mul_(0.5);
         double withPrefix = WorstStepDifference(model, [lily, once], 20, prefix);
         Assert.True(withPrefix < 1e-4, $"with prefix: {withPrefix:G3}");
@@ -92,16 +109,16 @@ public class ManagedDecodeTests
     [Fact]
     public void ManagedStepLogitsEqualTorchStepLogitsForGroupedQueryLlama3RopeBiasesAndAnUntiedHead()
     {
-        // Qwen2-style q/k/v biases, untied head, 8 query heads over 2 kv heads, llama3 rope scaling with a short original
+        // Odd sizes (rows and columns off the kernels' blocks), Qwen2-style q/k/v biases, untied head, 8 query heads over 2 kv heads, llama3 rope scaling with a short original
         // context so all three frequency bands (kept, scaled, smoothed) occur.
         var config = new TeacherConfig
         {
-            ModelType = "qwen2", VocabSize = 97, HiddenSize = 48, IntermediateSize = 80, NumLayers = 2, NumHeads = 8, NumKeyValueHeads = 2,
+            ModelType = "qwen2", VocabSize = 97, HiddenSize = 44, IntermediateSize = 78, NumLayers = 2, NumHeads = 8, NumKeyValueHeads = 2,
             HeadDim = 16, MaxPositions = 128, RopeTheta = 500000, RopeScalingType = "llama3", RopeScalingFactor = 8, RopeLowFreqFactor = 1,
             RopeHighFreqFactor = 4, RopeOriginalMaxPositions = 32, QkvBias = true, TieWordEmbeddings = false,
         };
         using var model = RandomModel(config);
-        double worst = WorstStepDifference(model, [[5, 9, 13, 2, 40, 41], [7, 7], [90]], 40);
+        double worst = WorstStepDifference(model, [[5, 9, 13, 2, 40, 41], [7, 7], [90], [3, 1, 4, 1, 5], [8]], 40);
         Assert.True(worst < 1e-4, $"{worst:G3}");
     }
 
@@ -110,8 +127,8 @@ public class ManagedDecodeTests
     {
         var config = new TeacherConfig
         {
-            ModelType = "mistral", VocabSize = 64, HiddenSize = 32, IntermediateSize = 64, NumLayers = 2, NumHeads = 4, NumKeyValueHeads = 2,
-            HeadDim = 8, MaxPositions = 64, SlidingWindow = 5, MlpBias = true, OutputProjectionBias = true,
+            ModelType = "mistral", VocabSize = 66, HiddenSize = 32, IntermediateSize = 70, NumLayers = 2, NumHeads = 4, NumKeyValueHeads = 2,
+            HeadDim = 6, MaxPositions = 64, SlidingWindow = 5, MlpBias = true, OutputProjectionBias = true,
         };
         using var model = RandomModel(config);
         double worst = WorstStepDifference(model, [[3, 4, 5, 6, 7, 8, 9], [10, 11]], 12);
@@ -180,6 +197,27 @@ public class ManagedDecodeTests
         Assert.Equal(torchAfter.TokenIds, after.TokenIds);
         AssertClose(torchAfter.TokenLogProbs, after.TokenLogProbs);
         Assert.True(WorstStepDifference(model, [model.Tokenizer!.Encode("Lily", addBos: true)], 20) < 1e-4);
+    }
+
+    [SharedDataFact]
+    public void SplittingMatricesAcrossThreadsGivesTheSameLogitsBitForBit()
+    {
+        using var model = Stories();
+        var tok = model.Tokenizer!;
+        int[][] prompts = [tok.Encode("Once upon a time", addBos: true), tok.Encode("Lily", addBos: true), [1], [1, 403], [1, 407]];
+        var serial = Prefilled(model, prompts, null, 12);
+        var split = Prefilled(model, prompts, null, 12);
+        serial.Threads = 1;
+        split.Threads = 3; split.ParallelMinimumFloats = 0;   // every matrix, in three uneven parts
+        using var scope = NewDisposeScope();
+        var next = new long[prompts.Length];
+        for (int step = 0; step < 12; step++)
+        {
+            var a = serial.Step(next).data<float>().ToArray();
+            var b = split.Step(next).data<float>().ToArray();
+            Assert.Equal(a, b);
+            for (int r = 0; r < next.Length; r++) next[r] = Array.IndexOf(a, a.Skip(r * 512).Take(512).Max(), r * 512) - r * 512;
+        }
     }
 
     [SharedDataFact]
