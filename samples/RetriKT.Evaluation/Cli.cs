@@ -23,7 +23,7 @@ public static class Cli
                               (default: <repo>/samples/RetriKT.Evaluation/teachers)
           --teacher-steps-a <n>  stage-A (unlabeled in-domain text) steps of a built teacher (default 2000)
           --teacher-steps-b <n>  stage-B (task training split through the template) steps (default 600)
-          --teacher-steps-a2 <n> steps of a second pass over stage A's text before stage B (default 0)
+          --teacher-steps-a2 <n> steps of a second pass over stage A's text before stage B (default 1500)
           --teacher-rate-a2 <r>  peak learning rate of that pass (default 0.0015)
           --teacher-steps-b2 <n> steps of a continuation of stage B on the same data (default 0)
           --teacher-dropout <p>  dropout during stage B and its continuation (default 0)
