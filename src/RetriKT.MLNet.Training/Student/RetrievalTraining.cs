@@ -292,7 +292,7 @@ internal static class RetrievalTraining
         // averaged over the resamples; ties keep the earlier candidate, as argmin does.
         var resamples = BootstrapWeights(weights, MixBootstrapSamples, seed);
         var nllByCandidate = torch.cat(candidates.Select(c => c.LogGold).ToArray(), 1).neg();                    // [N, C]
-        var picks = torch.tensor(resamples, [MixBootstrapSamples, weights.Length], device: device).matmul(nllByCandidate).argmin(1).data<long>().ToArray();
+        var picks = torch.tensor(resamples, [MixBootstrapSamples, weights.Length], device: device).matmul(nllByCandidate).argmin(1).cpu().data<long>().ToArray(); // data<T> reads host memory
         double averageLambda = picks.Average(i => candidates[(int)i].Lambda), averageMu = picks.Average(i => candidates[(int)i].Mu);
         var bagged = (Lambda: averageLambda, Temperature: best.Temperature, Mu: averageMu, LexicalTemperature: best.LexicalTemperature, Nll: double.PositiveInfinity, Accuracy: 0.0);
         foreach (var tauTerms in termTemperatures)
