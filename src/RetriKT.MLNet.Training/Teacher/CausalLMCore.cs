@@ -99,6 +99,10 @@ internal sealed class KvCache : IDisposable
         return (keys.narrow(2, 0, at + t), values.narrow(2, 0, at + t));
     }
 
+    /// <summary>Views <c>[B, Hkv, Length, D]</c> of <paramref name="layer"/>'s cached keys/values (the caller disposes them).</summary>
+    public (Tensor Keys, Tensor Values) Filled(int layer) =>
+        (_keys[layer]!.narrow(2, 0, _lengths[layer]), _values[layer]!.narrow(2, 0, _lengths[layer]));
+
     public void Dispose()
     {
         for (int i = 0; i < _keys.Length; i++) { _keys[i]?.Dispose(); _values[i]?.Dispose(); _keys[i] = _values[i] = null; }

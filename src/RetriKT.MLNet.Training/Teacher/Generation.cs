@@ -36,6 +36,11 @@ public sealed class GenerationRequest
     public long? Seed { get; init; }
     /// <summary>Reuse keys/values of earlier positions (much faster; identical results). Default true.</summary>
     public bool UseKvCache { get; init; } = true;
+    /// <summary>
+    /// Decode every step with torch even where the managed CPU path (<see cref="ManagedLlamaDecoder"/>) would serve: for
+    /// tests and the bench, which compare the two paths side by side.
+    /// </summary>
+    internal bool TorchDecode { get; init; }
 }
 
 /// <summary>One generated row.</summary>

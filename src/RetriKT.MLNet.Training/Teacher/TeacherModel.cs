@@ -198,7 +198,7 @@ public sealed class TeacherModel : IDisposable
         return new CausalLMOutput(logits, returnHiddenStates ? hidden : null);
     }
 
-    private Tensor RunDecoder(Tensor embeds, Tensor? mask, KvCache? cache)
+    internal Tensor RunDecoder(Tensor embeds, Tensor? mask, KvCache? cache)
     {
         long b = embeds.shape[0], t = embeds.shape[1], past = cache?.Length ?? 0;
         var positions = AttentionMasks.Positions(mask, b, t, past, Device);
@@ -248,7 +248,11 @@ public sealed class TeacherModel : IDisposable
         using var outer = NewDisposeScope();
         using var noGrad = no_grad();
         using var generator = new Generator((ulong)(request.Seed ?? Random.Shared.NextInt64()), Device);
-        using var cache = request.UseKvCache && maxNew > 0 ? new KvCache(Config.NumLayers, longest + prefixLength + maxNew) : null;
+        // Decoding steps run in managed code where that path serves the model (LLaMA, float32 on the CPU, a small batch;
+        // see ManagedLlamaDecoder); the torch cache then holds the prefill only.
+        var managed = request.UseKvCache && maxNew > 1 && !request.TorchDecode
+            ? ManagedLlamaDecoder.TryCreate(_module, batch, longest + prefixLength + maxNew) : null;
+        using var cache = request.UseKvCache && maxNew > 0 ? new KvCache(Config.NumLayers, longest + prefixLength + (managed is null ? maxNew : 0)) : null;
         try
         {
             var (embeds, mask) = BuildInputs(prompts, request.PrefixEmbeds, prefixLength);
@@ -260,6 +264,7 @@ public sealed class TeacherModel : IDisposable
                     if (prompts[i].Length > 0) seen[i].index_fill_(0, tensor(prompts[i].Select(x => (long)x).ToArray(), device: Device), HeldScalars.True);
             }
             var logits = LastLogits(RunDecoder(embeds, mask, cache));
+            managed?.AdoptPrefill(cache!, (int)prefixLength, prompts.Select(p => p.Length).ToArray());
             // Chosen tokens' log-probs stay on the device until the end: each step syncs only the ids (stop checks need them).
             var chosenLogps = zeros(new long[] { batch, Math.Max(maxNew, 1) }, ScalarType.Float32, Device);
             int steps = 0;
@@ -300,9 +305,15 @@ public sealed class TeacherModel : IDisposable
                 }
                 if (done.All(d => d) || step == maxNew - 1) break;
 
-                var feed = tensor(nextIds, new long[] { batch, 1 }, device: Device);
-                if (seen is not null) seen.scatter_(1, feed, ones(batch, 1, ScalarType.Bool, Device));
-                var newEmbeds = _module.EmbedTokens(feed);
+                var feed = seen is not null || managed is null ? tensor(nextIds, new long[] { batch, 1 }, device: Device) : null;
+                if (seen is not null) seen.scatter_(1, feed!, ones(batch, 1, ScalarType.Bool, Device));
+                if (managed is not null)
+                {
+                    var stepLogits = managed.Step(nextIds).MoveToOuterDisposeScope();
+                    logits.Dispose(); logits = stepLogits;
+                    continue;
+                }
+                var newEmbeds = _module.EmbedTokens(feed!);
                 Tensor? newMask = mask is null ? null : cat([mask, ones(batch, 1, ScalarType.Int64, Device)], 1);
                 Tensor hidden;
                 if (cache is not null) hidden = RunDecoder(newEmbeds, newMask, cache);
@@ -332,7 +343,7 @@ public sealed class TeacherModel : IDisposable
         return new GenerationResult(rows);
     }
 
-    private Tensor LastLogits(Tensor hidden) => _module.LmHead(hidden.narrow(1, hidden.shape[1] - 1, 1).squeeze(1));
+    internal Tensor LastLogits(Tensor hidden) => _module.LmHead(hidden.narrow(1, hidden.shape[1] - 1, 1).squeeze(1));
 
     private List<int[]> PromptRows(GenerationRequest request)
     {
