@@ -73,7 +73,11 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         Assert.NotEmpty(a.ChatClient().GetResponseAsync("Once upon a time", new ChatOptions { MaxOutputTokens = 4 }).GetAwaiter().GetResult().Text);
         long keptAtKill = -1;
         var progress = new SyncProgress(p => { if (keptAtKill < 0 && p.Metrics["requests:a"] >= 2) { keptAtKill = p.Step; a.Kill(); } });
-        var teachers = new[] { new TeacherEndpoint(a.ChatClient(), "a", 3), new TeacherEndpoint(b.ChatClient(), "b", 3) };
+        // Whether 'a' fails twice before 'b' alone fills the quota is a race that a fast decoder loses, so 'b' answers
+        // nothing until 'a' has been taken out (seen in the run's log); then the outcome does not depend on speed.
+        var aTakenOut = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        ml.Log += (_, e) => { if (e.Message.Contains("endpoint 'a' taken out")) aTakenOut.TrySetResult(); };
+        var teachers = new[] { new TeacherEndpoint(a.ChatClient(), "a", 3), new TeacherEndpoint(new HeldUntil(b.ChatClient(), aTakenOut.Task), "b", 3) };
 
         var result = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(teachers, checkpoint, progress)).Fit(data);
         var report = result.Report;
@@ -98,6 +102,16 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         // Nothing lost: every sample kept before and after the kill is in the checkpoint and the store, once.
         var kept = KeptInCheckpoint(checkpoint);
         Assert.Equal(kept.OrderBy(t => t), Generated(store).OrderBy(t => t));
+    }
+
+    /// <summary>A real endpoint whose requests wait for <paramref name="release"/> (at most a minute, so a broken run fails its assertions rather than hangs).</summary>
+    private sealed class HeldUntil(IChatClient inner, Task release) : DelegatingChatClient(inner)
+    {
+        public override async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+        {
+            await Task.WhenAny(release, Task.Delay(TimeSpan.FromMinutes(1), cancellationToken)).ConfigureAwait(false);
+            return await base.GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     [SharedDataFact]
