@@ -79,6 +79,10 @@ public sealed class RetriKTPipelineTests : IDisposable
         // The store is data that several students train on: the same student with and without retrieval, same store.
         var extraction = pipeline.ExtractStore(task);
         Assert.InRange(extraction.Report.IntendedLabelShare!.Value, 0, 1);
+        // Where the time went (batches resumed from the run's checkpoint above cost nothing), in the report's line.
+        var times = extraction.Report.Times!;
+        Assert.True(times.Generation >= TimeSpan.Zero && times.SoftLabels >= TimeSpan.Zero && times.Fluency >= TimeSpan.Zero);
+        Assert.Contains("time in generation", extraction.Report.ToString());
         var withRetrieval = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: true);
         var storeOnly = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: false);
         Assert.Equal(extraction.Store.Count, withRetrieval.StoreSize);

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -99,7 +100,17 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"generated {Generated.Values.Sum()}, kept {Kept.Values.Sum()} ({string.Join(", ", Kept.Select(kv => $"{kv.Key}: {kv.Value}"))}), " +
         $"dropped {string.Join(", ", Dropped.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key}: {kv.Value}"))}; few-shot {FewShot}; " +
-        $"distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}{IntendedShareText()}");
+        $"distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}{IntendedShareText()}{TimesText()}");
+
+    private string TimesText() => Times is { } t
+        ? string.Create(CultureInfo.InvariantCulture, $"; time in generation {t.Generation.TotalSeconds:F0} s, soft labels {t.SoftLabels.TotalSeconds:F0} s, fluency {t.Fluency.TotalSeconds:F0} s")
+        : "";
+
+    /// <summary>
+    /// Where this run's extraction time went (batches taken from a checkpoint cost nothing here). Null when the
+    /// extraction path does not measure it.
+    /// </summary>
+    public ExtractionTimes? Times { get; init; }
 
     private string IntendedShareText() => IntendedLabelShare is double share
         ? string.Create(CultureInfo.InvariantCulture, $", generated with the intended teacher label {share:P1}") : "";
@@ -210,6 +221,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         for (int l = 0; l < labels.Count; l++) kept[l] = [];
 
         int totalBatches = maxBatches * labels.Count, done = 0;
+        TimeSpan generation = default, softLabels = default, fluencyTime = default;
         for (int batch = 0; batch < maxBatches; batch++)
         {
             for (int label = 0; label < labels.Count; label++)
@@ -223,12 +235,18 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     long seed = SeedMixer.Derive(host.Seed, "extraction-batch", label, batch);
                     var pick = SeedMixer.Random(seed, "extraction-contexts");
                     var batchContexts = Enumerable.Range(0, o.BatchSize).Select(_ => contexts[pick.Next(contexts.Count)]).ToList();
+                    long started = Stopwatch.GetTimestamp();
                     var raw = prompts.Generate(label, o.BatchSize, seed, batchContexts, o.BatchSize, o.CancellationToken);
+                    long generatedAt = Stopwatch.GetTimestamp();
                     var probabilities = scorer.Probabilities(raw.Select(s => (s.Text, s.Text2)).ToList());
+                    generation += Stopwatch.GetElapsedTime(started, generatedAt);
+                    softLabels += Stopwatch.GetElapsedTime(generatedAt);
                     samples = raw.Select((s, i) => new ScoredSample(s, probabilities[i])).ToList();
                     checkpoint.Append(label, batch, samples);
                 }
+                long fluencyStarted = Stopwatch.GetTimestamp();
                 var nll = fluency?.MeanTokenNll(samples.Select(x => (x.Sample.Text, x.Sample.Text2)).ToList());
+                fluencyTime += Stopwatch.GetElapsedTime(fluencyStarted);
                 for (int i = 0; i < samples.Count; i++)
                 {
                     var s = samples[i];
@@ -261,6 +279,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         var report = ExtractionReport.Create(template, labels, generated, kept, dropped, o.IncludeFewShot ? fewShot.Count : 0, resumed) with
         {
             IntendedLabelShare = nonEmpty == 0 ? 0 : (double)intended / nonEmpty,
+            Times = new ExtractionTimes(generation, softLabels, fluencyTime),
         };
         return (new KnowledgeStore(labels, entries), report);
     }
@@ -285,6 +304,12 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         ["seed_derivation"] = 2,
     };
 }
+
+/// <summary>Wall time of an extraction's three teacher passes.</summary>
+/// <param name="Generation">Sampling the texts (soft prompt, then decoding).</param>
+/// <param name="SoftLabels">The teacher's label probabilities of each text (the verbalizer pass).</param>
+/// <param name="Fluency">The teacher's per-token NLL of each text (the fluency filter; zero when it is off).</param>
+public sealed record ExtractionTimes(TimeSpan Generation, TimeSpan SoftLabels, TimeSpan Fluency);
 
 /// <summary>A generated sample with the teacher's label probabilities.</summary>
 internal sealed record ScoredSample(GeneratedSample Sample, float[] Probabilities);
