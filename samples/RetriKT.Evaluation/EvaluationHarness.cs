@@ -454,9 +454,12 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                 if (lambda + mu <= 1 + 1e-9) grid[(lambda, mu)] = Accuracy(lambda, mu);
         log("    test-split accuracy per fixed mix (reading only): " +
             string.Join("; ", grid.Select(g => FormattableString.Invariant($"λ {g.Key.Lambda:G2} μ {g.Key.Mu:G2}: {100 * g.Value:F1}"))));
-        // The parts alone are corners of the grid: (0, 0) the head, (1, 0) embedding retrieval, (0, 1) term match.
+        // The parts alone are corners of the grid: (0, 0) the head, (1, 0) embedding retrieval, (0, 1) term match. The
+        // grid's best point bounds what a better choice of the mix could have given this student (on this grid).
+        var best = grid.MaxBy(g => g.Value);
         return FormattableString.Invariant($"test split, parts alone (reading only): head {100 * grid[(0, 0)]:F1} %, embedding retrieval {100 * grid[(1, 0)]:F1} %") +
-               (terms ? FormattableString.Invariant($", term match {100 * grid[(0, 1)]:F1} %; ") : "; ");
+               (terms ? FormattableString.Invariant($", term match {100 * grid[(0, 1)]:F1} %") : "") +
+               FormattableString.Invariant($", best fixed mix λ {best.Key.Lambda:G2} μ {best.Key.Mu:G2}: {100 * best.Value:F1} %; ");
     }
 
     private RowResult RunRow(FewShotTask task, string row, CancellationToken cancellation)

@@ -107,8 +107,9 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
         : "";
 
     /// <summary>
-    /// Where this run's extraction time went (batches taken from a checkpoint cost nothing here). Null when the
-    /// extraction path does not measure it.
+    /// Where this run's extraction time went. Batches taken from a checkpoint cost no generation or soft-label time, but
+    /// the fluency pass runs, and is timed, for every batch, resumed ones included (its NLLs are not checkpointed, so a
+    /// changed fluency margin applies to a resumed run). Null when the extraction path does not measure it.
     /// </summary>
     public ExtractionTimes? Times { get; init; }
 
