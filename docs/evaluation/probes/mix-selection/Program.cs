@@ -11,7 +11,9 @@ string teacherPath = Directory.GetDirectories(Path.Combine(repo, "samples/RetriK
 using var teacher = TeacherModel.Load(teacherPath);
 teacher.RequiresGrad = false;
 var o = HarnessSettings.DefaultPipeline();
-if (ppo) (o.PpoSteps, o.PpoLearningRate, o.RolloutsPerStep) = (20, 0.03, 64); else o.PpoSteps = 0;
+// The retrikt-ppo row's PPO settings are the harness's defaults (HarnessSettings); the retrikt row has no PPO.
+if (ppo) (o.PpoSteps, o.PpoLearningRate, o.RolloutsPerStep) = (HarnessSettings.DefaultPpoSteps, HarnessSettings.DefaultPpoLearningRate, HarnessSettings.DefaultPpoRolloutsPerStep);
+else o.PpoSteps = 0;
 o.WorkDirectory = Environment.GetEnvironmentVariable("HOME") + "/.cache/retrikt/work";
 var task = FewShotBenchmarks.Load(Path.Combine(repo, "../shared/data"), "SST-2", seed);
 var ml = new MLContext(seed: o.Seed);
@@ -22,12 +24,12 @@ Console.WriteLine($"{DateTime.Now:T} store {extraction.Store.Count}");
 using var trained = pipeline.TrainStudent(task, extraction, true);
 Console.WriteLine($"{DateTime.Now:T} trained: test {trained.Test.Accuracy:P2}, λ {trained.Student.RetrievalWeight} μ {trained.Student.LexicalRetrievalWeight}");
 var (_, heldOut) = RetriKTPipeline.HoldOut(extraction.Store, o.StoreValidationShare, o.Seed);
+var labelNames = task.Labels.ToList();
+(List<string> Texts, List<int> Labels) Set(IEnumerable<TextPairRow> rows) =>
+    (rows.Select(r => r.Text).ToList(), rows.Select(r => labelNames.IndexOf(r.Label)).ToList());
 var sets = new Dictionary<string, (List<string> Texts, List<int> Labels)>
 {
-    ["dev"] = (task.Dev.Select(r => r.Text).ToList(), task.Dev.Select(r => task.Labels.ToList().IndexOf(r.Label)).ToList()),
-    ["held"] = (heldOut.Select(r => r.Text).ToList(), heldOut.Select(r => task.Labels.ToList().IndexOf(r.Label)).ToList()),
-    ["test"] = (task.Test.Select(r => r.Text).ToList(), task.Test.Select(r => task.Labels.ToList().IndexOf(r.Label)).ToList()),
-    ["train"] = (task.Train.Select(r => r.Text).ToList(), task.Train.Select(r => task.Labels.ToList().IndexOf(r.Label)).ToList()),
+    ["dev"] = Set(task.Dev), ["held"] = Set(heldOut), ["test"] = Set(task.Test), ["train"] = Set(task.Train),
 };
 var result = new Dictionary<string, object>();
 foreach (var (name, lambda, mu) in new[] { ("head", 0.0, 0.0), ("knn", 1.0, 0.0), ("terms", 0.0, 1.0) })
@@ -37,6 +39,6 @@ foreach (var (name, lambda, mu) in new[] { ("head", 0.0, 0.0), ("knn", 1.0, 0.0)
         result[$"{name}|{set}"] = v.PredictBatch(texts).Select(p => p[1]).ToArray();
 }
 foreach (var (set, (_, labels)) in sets) result[$"labels|{set}"] = labels;
-result["names"] = trained.Student.LabelNames.ToArray(); result["chosen"] = new[] { trained.Student.RetrievalWeight, trained.Student.LexicalRetrievalWeight };
+result["chosen"] = new[] { trained.Student.RetrievalWeight, trained.Student.LexicalRetrievalWeight };
 File.WriteAllText(outPath, JsonSerializer.Serialize(result));
 Console.WriteLine($"{DateTime.Now:T} wrote {outPath}");
