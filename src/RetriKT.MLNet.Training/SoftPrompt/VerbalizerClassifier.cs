@@ -15,10 +15,21 @@ public sealed class VerbalizerClassifier : ILabelScorer
     private readonly TeacherModel _teacher;
     private readonly TaskTemplate _template;
     private readonly string[] _words;
+    // Each label word's token when every word is one token (then one pass per sample scores them all), else null.
+    private readonly int[]? _wordTokens;
     private readonly double[]? _calibration;
 
     /// <summary>Creates the classifier for <paramref name="labels"/> (order = probability order).</summary>
-    public VerbalizerClassifier(TeacherModel teacher, TaskTemplate template, IReadOnlyList<string> labels, bool calibrate = true, int batchSize = 64)
+    public VerbalizerClassifier(TeacherModel teacher, TaskTemplate template, IReadOnlyList<string> labels, bool calibrate = true, int batchSize = TeacherModel.DefaultScoringBatch)
+        : this(teacher, template, labels, calibrate, batchSize, rowPerWord: false)
+    {
+    }
+
+    /// <summary>
+    /// As the public constructor; <paramref name="rowPerWord"/> scores every label word as its own row even when all are
+    /// single tokens (the general path, for parity checks and the benchmark).
+    /// </summary>
+    internal VerbalizerClassifier(TeacherModel teacher, TaskTemplate template, IReadOnlyList<string> labels, bool calibrate, int batchSize, bool rowPerWord)
     {
         _teacher = teacher ?? throw new ArgumentNullException(nameof(teacher));
         _template = template ?? throw new ArgumentNullException(nameof(template));
@@ -29,6 +40,8 @@ public sealed class VerbalizerClassifier : ILabelScorer
         Labels = labels.ToArray();
         BatchSize = batchSize;
         _words = Labels.Select(l => template.Verbalizer[l]).ToArray();
+        var encoded = _words.Select(w => teacher.Tokenizer.Encode(w, false)).ToArray();
+        if (!rowPerWord && encoded.All(e => e.Length == 1)) _wordTokens = encoded.Select(e => e[0]).ToArray();
         if (calibrate)
         {
             var contentFree = LogProbabilities([("N/A", template.IsPair ? "N/A" : null)])[0];
@@ -65,40 +78,34 @@ public sealed class VerbalizerClassifier : ILabelScorer
     public int[] Predict(IReadOnlyList<(string Text, string? Text2)> samples)
         => Probabilities(samples).Select(p => Array.IndexOf(p, p.Max())).ToArray();
 
+    /// <summary>Whether every label word is one teacher token, so a sample's labels are scored in one pass.</summary>
+    public bool SingleTokenWords => _wordTokens is not null;
+
     /// <summary>Uncalibrated log-probabilities over the labels (log-softmax of the label words' log-likelihoods).</summary>
     private double[][] LogProbabilities(IReadOnlyList<(string Text, string? Text2)> samples)
     {
-        int labels = _words.Length;
-        var scores = new double[samples.Count * labels];
-        var prefixes = new List<string>(BatchSize);
-        var continuations = new List<string>(BatchSize);
-        int written = 0;
-        void Flush()
+        if (_wordTokens is not null)
         {
-            if (prefixes.Count == 0) return;
-            _teacher.ScoreContinuations(prefixes, continuations).CopyTo(scores, written);
-            written += prefixes.Count;
-            prefixes.Clear(); continuations.Clear();
+            var classificationPrefixes = samples.Select(s => _template.ClassificationParts(s.Text, s.Text2).Prefix).ToList();
+            return _teacher.ScoreNextTokens(classificationPrefixes, _wordTokens, BatchSize).Select(Normalize).ToArray();
         }
+        int labels = _words.Length;
+        var prefixes = new List<string>(samples.Count * labels);
+        var continuations = new List<string>(samples.Count * labels);
         foreach (var (text, text2) in samples)
         {
             var (prefix, _) = _template.ClassificationParts(text, text2);
-            foreach (var word in _words)
-            {
-                prefixes.Add(prefix);
-                continuations.Add(word);
-                if (prefixes.Count == BatchSize) Flush();
-            }
+            foreach (var word in _words) { prefixes.Add(prefix); continuations.Add(word); }
         }
-        Flush();
-        var result = new double[samples.Count][];
-        for (int i = 0; i < samples.Count; i++)
-        {
-            var row = scores.AsSpan(i * labels, labels).ToArray();
-            double max = row.Max();
-            double log = max + Math.Log(row.Sum(x => Math.Exp(x - max)));
-            result[i] = row.Select(x => x - log).ToArray();
-        }
-        return result;
+        var scores = _teacher.ScoreContinuations(prefixes, continuations, batchSize: BatchSize);
+        return Enumerable.Range(0, samples.Count).Select(i => Normalize(scores.AsSpan(i * labels, labels).ToArray())).ToArray();
+    }
+
+    /// <summary>Log-softmax over the label words' log-likelihoods.</summary>
+    private static double[] Normalize(double[] row)
+    {
+        double max = row.Max();
+        double log = max + Math.Log(row.Sum(x => Math.Exp(x - max)));
+        return row.Select(x => x - log).ToArray();
     }
 }

@@ -66,4 +66,29 @@ public class ExtractionCheckpointTests
         Assert.Equal(before, File.ReadAllText(checkpoint + ".mismatched"));
         Assert.Contains("\"seed\":10", File.ReadLines(checkpoint).First());
     }
+
+    [SharedDataFact]
+    public void AResumedRunTakesTheFluencyScoresFromTheCheckpointAndOnlyFromTheSameMeasure()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = Prompts(mlContext, seed: 1);
+        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-fluency-").FullName, "extraction.jsonl");
+        var first = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.True(first.Report!.Times!.Fluency > TimeSpan.Zero);
+        int batches = File.ReadLines(checkpoint).Count(l => l.Contains("\"done\"", StringComparison.Ordinal));
+        Assert.Equal(batches, File.ReadLines(checkpoint).Count(l => l.Contains($"\"fluency\":\"{FluencyFilter.Version}\"", StringComparison.Ordinal)));
+
+        // Resumed: no batch is scored again, and the store is the one the first run kept.
+        var resumed = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.Equal(TimeSpan.Zero, resumed.Report!.Times!.Fluency);
+        Assert.Equal(first.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
+
+        // Scores written under another measure's name are not trusted: they are computed again, to the same store.
+        File.WriteAllLines(checkpoint, File.ReadLines(checkpoint)
+            .Select(l => l.Replace($"\"fluency\":\"{FluencyFilter.Version}\"", "\"fluency\":\"another-measure\"", StringComparison.Ordinal)).ToList());
+        var remeasured = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.True(remeasured.Report!.Times!.Fluency > TimeSpan.Zero);
+        Assert.Equal(first.Store.Entries.Select(e => e.Text), remeasured.Store.Entries.Select(e => e.Text));
+    }
 }

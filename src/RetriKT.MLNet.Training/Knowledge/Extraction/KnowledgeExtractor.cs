@@ -107,9 +107,10 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
         : "";
 
     /// <summary>
-    /// Where this run's extraction time went. Batches taken from a checkpoint cost no generation or soft-label time, but
-    /// the fluency pass runs, and is timed, for every batch, resumed ones included (its NLLs are not checkpointed, so a
-    /// changed fluency margin applies to a resumed run). Null when the extraction path does not measure it.
+    /// Where this run's extraction time went. Batches taken from a checkpoint cost no generation or soft-label time, and
+    /// no fluency time once their NLLs are in the checkpoint (a checkpoint written before it stored them gets them on its
+    /// first resumed run). The fluency threshold is applied after the checkpoint, so a changed margin still applies to a
+    /// resumed run. Null when the extraction path does not measure it.
     /// </summary>
     public ExtractionTimes? Times { get; init; }
 
@@ -245,9 +246,14 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     samples = raw.Select((s, i) => new ScoredSample(s, probabilities[i])).ToList();
                     checkpoint.Append(label, batch, samples);
                 }
-                long fluencyStarted = Stopwatch.GetTimestamp();
-                var nll = fluency?.MeanTokenNll(samples.Select(x => (x.Sample.Text, x.Sample.Text2)).ToList());
-                fluencyTime += Stopwatch.GetElapsedTime(fluencyStarted);
+                var nll = fluency is null ? null : checkpoint.TryGetFluency(label, batch, samples.Count);
+                if (fluency is not null && nll is null)
+                {
+                    long fluencyStarted = Stopwatch.GetTimestamp();
+                    nll = fluency.MeanTokenNll(samples.Select(x => (x.Sample.Text, x.Sample.Text2)).ToList());
+                    fluencyTime += Stopwatch.GetElapsedTime(fluencyStarted);
+                    checkpoint.AppendFluency(label, batch, nll);
+                }
                 for (int i = 0; i < samples.Count; i++)
                 {
                     var s = samples[i];
@@ -326,6 +332,7 @@ internal sealed class ExtractionCheckpoint
     private readonly string? _path;
     private readonly JsonObject _fingerprint;
     private readonly Dictionary<(int Label, int Batch), List<ScoredSample>> _done = new();
+    private readonly Dictionary<(int Label, int Batch), double[]> _fluency = new();
 
     public ExtractionCheckpoint(string? path, int labels, JsonObject fingerprint, bool startFreshOnMismatch, ComponentHost host)
     {
@@ -352,6 +359,12 @@ internal sealed class ExtractionCheckpoint
             if (node is null) continue;
             int label = node["label"]!.GetValue<int>(), batch = node["batch"]!.GetValue<int>();
             if (label < 0 || label >= labels) throw new InvalidDataException($"{_path} line {lineNumber}: label index {label} is outside [0, {labels}); the checkpoint belongs to another task.");
+            if (node["fluency_nll"] is JsonArray nll)
+            {
+                if (node["fluency"]?.GetValue<string>() == FluencyFilter.Version)
+                    _fluency[(label, batch)] = nll.Select(v => v is null ? double.PositiveInfinity : v.GetValue<double>()).ToArray();
+                continue;
+            }
             if (node["done"] is not null)
             {
                 _done[(label, batch)] = pending.GetValueOrDefault((label, batch)) ?? [];
@@ -382,6 +395,30 @@ internal sealed class ExtractionCheckpoint
     }
 
     public List<ScoredSample>? TryGet(int label, int batch) => _done.GetValueOrDefault((label, batch));
+
+    /// <summary>
+    /// The fluency NLLs stored for a finished batch, or null when none were, or they were computed by another version of
+    /// the fluency measure (<see cref="FluencyFilter.Version"/>), or their count is not the batch's.
+    /// </summary>
+    public double[]? TryGetFluency(int label, int batch, int samples) =>
+        _fluency.GetValueOrDefault((label, batch)) is { } nll && nll.Length == samples ? nll : null;
+
+    /// <summary>
+    /// Stores a finished batch's fluency NLLs (a line after its <c>done</c> line; non-finite values as null), so a resumed
+    /// run does not score the same texts again. The NLLs depend on the teacher and the template alone, both in the fingerprint.
+    /// </summary>
+    public void AppendFluency(int label, int batch, double[] nll)
+    {
+        if (_path is null || !File.Exists(_path)) return;
+        using var writer = new StreamWriter(_path, append: true);
+        writer.WriteLine(new JsonObject
+        {
+            ["label"] = label, ["batch"] = batch, ["fluency"] = FluencyFilter.Version,
+            ["fluency_nll"] = new JsonArray(nll.Select(v => double.IsFinite(v) ? (JsonNode)v : null).ToArray()),
+        }.ToJsonString());
+        writer.Flush();
+        writer.BaseStream.Flush();
+    }
 
     public void Append(int label, int batch, List<ScoredSample> samples)
     {

@@ -43,6 +43,12 @@ internal sealed class FluencyFilter
         Threshold = reference.Length == 0 ? double.PositiveInfinity : reference.Max() + margin;
     }
 
+    /// <summary>
+    /// Names how <see cref="MeanTokenNll"/> computes its values; extraction checkpoints store NLLs under it and reuse only
+    /// those written under the same name. Change it whenever the measure changes.
+    /// </summary>
+    public const string Version = "mean-token-nll-v1";
+
     /// <summary>Samples whose mean per-token NLL is above this are dropped.</summary>
     public double Threshold { get; }
 
