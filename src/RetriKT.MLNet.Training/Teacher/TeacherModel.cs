@@ -418,6 +418,8 @@ public sealed class TeacherModel : IDisposable
         var c = continuations.Select(x => tokenizer.Encode(x, false)).ToList();
         if (p.Count != c.Count || p.Count == 0)
             throw new ArgumentException($"Need as many prefixes as continuations (at least one); found {p.Count} and {c.Count}.");
+        // Checked here, before the rows are reordered, so a message names the caller's row.
+        ValidateScoringRows(p, c, PrefixLength(prefixEmbeds, p.Count));
         var result = new double[p.Count];
         var order = Enumerable.Range(0, p.Count).OrderBy(i => p[i].Length + c[i].Length).ToArray();
         bool wasTraining = _module.training;
@@ -503,17 +505,9 @@ public sealed class TeacherModel : IDisposable
             throw new ArgumentException($"Need as many prefixes as continuations (at least one); found {prefixIds.Count} and {continuationIds.Count}.");
         int n = prefixIds.Count;
         long softLength = PrefixLength(prefixEmbeds, n);
+        ValidateScoringRows(prefixIds, continuationIds, softLength);
         var rows = new List<int[]>(n);
-        for (int i = 0; i < n; i++)
-        {
-            if (continuationIds[i].Length == 0) throw new ArgumentException($"Continuation {i} is empty (no tokens to score).");
-            if (prefixIds[i].Length == 0 && softLength == 0) throw new ArgumentException($"Prefix {i} is empty and there is no soft prompt: the first continuation token has nothing to condition on.");
-            rows.Add([.. prefixIds[i], .. continuationIds[i]]);
-            if (rows[i].Length + softLength > Config.MaxPositions)
-                throw new ArgumentException($"Row {i} has {rows[i].Length + softLength} positions, more than the model's context of {Config.MaxPositions}.");
-            foreach (var id in rows[i])
-                if (id < 0 || id >= Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(prefixIds), $"Row {i} holds id {id}, outside [0, {Config.VocabSize}).");
-        }
+        for (int i = 0; i < n; i++) rows.Add([.. prefixIds[i], .. continuationIds[i]]);
         int longest = rows.Max(r => r.Length);
         var ids = new long[n * longest]; var mask = new long[n * longest]; var weight = new float[n * longest];
         for (int i = 0; i < n; i++)
@@ -540,6 +534,21 @@ public sealed class TeacherModel : IDisposable
         else { predictors = logits.narrow(1, 0, longest - 1); targets = idT.narrow(1, 1, longest - 1); weights = weightT.narrow(1, 1, longest - 1); }
         var tokenLogp = predictors.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1);
         return tokenLogp.mul(weights).sum(1);
+    }
+
+    /// <summary>Checks (prefix, continuation) rows before scoring; messages name the row by its index in the caller's lists.</summary>
+    private void ValidateScoringRows(IReadOnlyList<int[]> prefixIds, IReadOnlyList<int[]> continuationIds, long softLength)
+    {
+        for (int i = 0; i < prefixIds.Count; i++)
+        {
+            if (continuationIds[i].Length == 0) throw new ArgumentException($"Continuation {i} is empty (no tokens to score).");
+            if (prefixIds[i].Length == 0 && softLength == 0) throw new ArgumentException($"Prefix {i} is empty and there is no soft prompt: the first continuation token has nothing to condition on.");
+            long positions = prefixIds[i].Length + continuationIds[i].Length + softLength;
+            if (positions > Config.MaxPositions)
+                throw new ArgumentException($"Row {i} has {positions} positions, more than the model's context of {Config.MaxPositions}.");
+            foreach (var id in prefixIds[i].Concat(continuationIds[i]))
+                if (id < 0 || id >= Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(prefixIds), $"Row {i} holds id {id}, outside [0, {Config.VocabSize}).");
+        }
     }
 
     // ------------------------------------------------------------------------------------------ identity

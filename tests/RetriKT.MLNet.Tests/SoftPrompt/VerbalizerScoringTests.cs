@@ -59,6 +59,10 @@ public sealed class VerbalizerScoringTests
             Assert.Equal(reference[prefixes.Count + i], scores[i][1], 4);
         }
         Assert.Throws<ArgumentOutOfRangeException>(() => teacher.ScoreNextTokens(prefixes, [teacher.Config.VocabSize]));
+
+        // Rows are scored in length order, but a bad row is named by its index in the caller's list.
+        var empty = Assert.Throws<ArgumentException>(() => teacher.ScoreContinuations([prefixes[0], "a", prefixes[1]], [" great", " great", ""]));
+        Assert.Contains("Continuation 2 is empty", empty.Message);
     }
 
     [SharedDataFact]
