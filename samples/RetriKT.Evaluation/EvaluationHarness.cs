@@ -484,7 +484,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         mlContext.Log += (_, e) =>
         {
             if (e.Kind is Microsoft.ML.Runtime.ChannelMessageKind.Warning or Microsoft.ML.Runtime.ChannelMessageKind.Error)
-                log($"    {e.Kind} {e.Source}: {e.Message}");
+                log($"    {e.Kind} ({e.Source}): {e.RawMessage}");
         };
         var pipeline = new RetriKTPipeline(mlContext, teacher, path, Options(row));
         var progress = SynchronousProgress.Every(TimeSpan.FromSeconds(30), p => log($"    {p.Stage} {p.Step}/{p.TotalSteps}"));
