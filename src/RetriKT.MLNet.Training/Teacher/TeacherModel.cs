@@ -420,8 +420,24 @@ public sealed class TeacherModel : IDisposable
             throw new ArgumentException($"Need as many prefixes as continuations (at least one); found {p.Count} and {c.Count}.");
         // Checked here, before the rows are reordered, so a message names the caller's row.
         ValidateScoringRows(p, c, PrefixLength(prefixEmbeds, p.Count));
-        var result = new double[p.Count];
-        var order = Enumerable.Range(0, p.Count).OrderBy(i => p[i].Length + c[i].Length).ToArray();
+        return InLengthBatches(p.Count, i => p[i].Length + c[i].Length, batchSize, chunk =>
+        {
+            var embeds = prefixEmbeds is { } pe && pe.dim() == 3 ? pe.index_select(0, tensor(chunk.Select(i => (long)i).ToArray(), device: pe.device)) : prefixEmbeds;
+            var scores = ContinuationLogLikelihood(chunk.Select(i => p[i]).ToList(), chunk.Select(i => c[i]).ToList(), embeds);
+            return scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
+        });
+    }
+
+    /// <summary>
+    /// The scoring methods' loop: rows ordered by <paramref name="length"/>, <paramref name="batchSize"/> per call of
+    /// <paramref name="score"/> (given the rows' indices, it returns one value per row in that order), in eval mode without
+    /// gradient, each call in its own dispose scope; the values come back in the caller's row order.
+    /// </summary>
+    private T[] InLengthBatches<T>(int count, Func<int, int> length, int batchSize, Func<int[], T[]> score)
+    {
+        var result = new T[count];
+        // Rows of similar length share a pass, so a batch pads to a length close to its own rows'.
+        var order = Enumerable.Range(0, count).OrderBy(length).ToArray();
         bool wasTraining = _module.training;
         _module.eval();
         try
@@ -431,9 +447,7 @@ public sealed class TeacherModel : IDisposable
             {
                 using var scope = NewDisposeScope();
                 var chunk = order.AsSpan(start, Math.Min(batchSize, order.Length - start)).ToArray();
-                var embeds = prefixEmbeds is { } pe && pe.dim() == 3 ? pe.index_select(0, tensor(chunk.Select(i => (long)i).ToArray(), device: pe.device)) : prefixEmbeds;
-                var scores = ContinuationLogLikelihood(chunk.Select(i => p[i]).ToList(), chunk.Select(i => c[i]).ToList(), embeds);
-                var values = scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
+                var values = score(chunk);
                 for (int j = 0; j < chunk.Length; j++) result[chunk[j]] = values[j];
             }
         }
@@ -470,27 +484,15 @@ public sealed class TeacherModel : IDisposable
             if (rows[i].Length > Config.MaxPositions)
                 throw new ArgumentException($"Prefix {i} has {rows[i].Length} positions, more than the model's context of {Config.MaxPositions}.");
         }
-        var result = new double[rows.Count][];
-        // Rows of similar length share a pass, so a batch pads to a length close to its own rows'.
-        var order = Enumerable.Range(0, rows.Count).OrderBy(i => rows[i].Length).ToArray();
-        bool wasTraining = _module.training;
-        _module.eval();
-        try
+        var candidates = candidateIds.Select(c => (long)c).ToArray();
+        return InLengthBatches(rows.Count, i => rows[i].Length, batchSize, chunk =>
         {
-            using var noGrad = no_grad();
-            for (int start = 0; start < order.Length; start += batchSize)
-            {
-                using var scope = NewDisposeScope();
-                var chunk = order.AsSpan(start, Math.Min(batchSize, order.Length - start)).ToArray();
-                var (embeds, mask) = BuildInputs(chunk.Select(i => rows[i]).ToList(), null, 0);
-                var logProbabilities = LastLogits(RunDecoder(embeds, mask, null)).to(ScalarType.Float32).log_softmax(-1)
-                    .index_select(1, tensor(candidateIds.Select(c => (long)c).ToArray(), device: Device));
-                var values = logProbabilities.to(ScalarType.Float64).cpu().data<double>().ToArray();
-                for (int j = 0; j < chunk.Length; j++) result[chunk[j]] = values.AsSpan(j * candidateIds.Count, candidateIds.Count).ToArray();
-            }
-        }
-        finally { if (wasTraining) _module.train(); }
-        return result;
+            var (embeds, mask) = BuildInputs(chunk.Select(i => rows[i]).ToList(), null, 0);
+            var logProbabilities = LastLogits(RunDecoder(embeds, mask, null)).to(ScalarType.Float32).log_softmax(-1)
+                .index_select(1, tensor(candidates, device: Device));
+            var values = logProbabilities.to(ScalarType.Float64).cpu().data<double>().ToArray();
+            return Enumerable.Range(0, chunk.Length).Select(j => values.AsSpan(j * candidates.Length, candidates.Length).ToArray()).ToArray();
+        });
     }
 
     /// <summary>

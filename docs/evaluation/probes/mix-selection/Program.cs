@@ -5,17 +5,9 @@ using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Teacher;
 using RetriKT.Samples.Data;
 // usage (from the repository root): dotnet run --project docs/evaluation/probes/mix-selection -c Release -- SEED PPO(0/1) OUT.json
-string repo = Directory.GetCurrentDirectory();
 int seed = int.Parse(args[0]); bool ppo = args[1] == "1"; string outPath = args[2];
-string teacherPath = Directory.GetDirectories(Path.Combine(repo, "samples/RetriKT.Evaluation/teachers/teacher-SST-2-e1160dddf0fb7a93")).Single();
-using var teacher = TeacherModel.Load(teacherPath);
-teacher.RequiresGrad = false;
-var o = HarnessSettings.DefaultPipeline();
-// The retrikt-ppo row's PPO settings are the harness's defaults (HarnessSettings); the retrikt row has no PPO.
-if (ppo) (o.PpoSteps, o.PpoLearningRate, o.RolloutsPerStep) = (HarnessSettings.DefaultPpoSteps, HarnessSettings.DefaultPpoLearningRate, HarnessSettings.DefaultPpoRolloutsPerStep);
-else o.PpoSteps = 0;
-o.WorkDirectory = Environment.GetEnvironmentVariable("HOME") + "/.cache/retrikt/work";
-var task = FewShotBenchmarks.Load(Path.Combine(repo, "../shared/data"), "SST-2", seed);
+var (teacher, teacherPath, o, task) = ProbeRow.Load(seed, ppo);
+using var teacherScope = teacher;
 var ml = new MLContext(seed: o.Seed);
 ml.Log += (_, e) => { if (e.Message.Contains("Tuned") || e.Message.Contains("Extraction") && e.Message.Contains("kept")) Console.WriteLine(e.Message); };
 var pipeline = new RetriKTPipeline(ml, teacher, teacherPath, o);

@@ -12,16 +12,9 @@ using static TorchSharp.torch;
 // Diagnostic, reading only: how well does nearest-neighbour voting over the store do when queries and keys are the
 // *teacher's* representations? The product never has the teacher at inference; this bounds what a student whose
 // retrieval space matched the teacher's could get from the same store, against the student's own retrieval (~72-73 %).
-string repo = Directory.GetCurrentDirectory();
 int seed = int.Parse(args[0]); bool ppo = args[1] == "1"; string outPath = args[2];
-string teacherPath = Directory.GetDirectories(Path.Combine(repo, "samples/RetriKT.Evaluation/teachers/teacher-SST-2-e1160dddf0fb7a93")).Single();
-using var teacher = TeacherModel.Load(teacherPath);
-teacher.RequiresGrad = false;
-var o = HarnessSettings.DefaultPipeline();
-if (ppo) (o.PpoSteps, o.PpoLearningRate, o.RolloutsPerStep) = (HarnessSettings.DefaultPpoSteps, HarnessSettings.DefaultPpoLearningRate, HarnessSettings.DefaultPpoRolloutsPerStep);
-else o.PpoSteps = 0;
-o.WorkDirectory = Environment.GetEnvironmentVariable("HOME") + "/.cache/retrikt/work";
-var task = FewShotBenchmarks.Load(Path.Combine(repo, "../shared/data"), "SST-2", seed);
+var (teacher, teacherPath, o, task) = ProbeRow.Load(seed, ppo);
+using var teacherScope = teacher;
 var pipeline = new RetriKTPipeline(new MLContext(seed: o.Seed), teacher, teacherPath, o);
 var extraction = pipeline.ExtractStore(task);
 var entries = extraction.Store.Entries;
