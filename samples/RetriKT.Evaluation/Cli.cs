@@ -100,7 +100,7 @@ public static class Cli
             Tasks = tasks, Seeds = seeds, Rows = rows,
             TeacherPath = values.Remove("teacher", out var teacher) ? Path.GetFullPath(teacher) : null,
             CacheRoot = Path.GetFullPath(Get("cache", Path.Combine(home, ".cache", "retrikt"))),
-            ShippedTeachersRoot = Path.GetFullPath(Get("shipped-teachers", Path.Combine(repo, "samples", "RetriKT.Evaluation", "teachers"))),
+            ShippedTeachersRoot = Path.GetFullPath(Get("shipped-teachers", TeacherBuilder.ShippedRoot(repo))),
             Teacher = new TeacherSettings
             {
                 StageASteps = GetInt("teacher-steps-a", new TeacherSettings().StageASteps),

@@ -257,6 +257,9 @@ public static class TeacherBuilder
         return final;
     }
 
+    /// <summary>Where the repository keeps its finished teachers: the harness's default root for <see cref="FindShipped"/>.</summary>
+    public static string ShippedRoot(string repositoryRoot) => Path.Combine(repositoryRoot, "samples", "RetriKT.Evaluation", "teachers");
+
     /// <summary>
     /// The finished teacher of <paramref name="task"/> built with <paramref name="settings"/> under
     /// <paramref name="shippedRoot"/> (<c>teacher-&lt;task&gt;-&lt;key&gt;/teacher-&lt;key&gt;/</c>, as in the cache), or null.

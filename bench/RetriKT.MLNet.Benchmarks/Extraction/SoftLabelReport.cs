@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using RetriKT.Evaluation;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Teacher;
 using TorchSharp;
@@ -23,8 +24,10 @@ public static class SoftLabelReport
     public static void Run(bool quick)
     {
         if (Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") is { } threads) torch.set_num_threads(int.Parse(threads));
-        var teachers = Path.Combine(BenchPaths.RepoRoot(), "samples", "RetriKT.Evaluation", "teachers");
-        var folder = Directory.GetDirectories(teachers, "teacher-SST-2-*").SelectMany(Directory.GetDirectories).Single();
+        // The harness's shipped SST-2 teacher, found and checked as the harness does.
+        var teachers = TeacherBuilder.ShippedRoot(BenchPaths.RepoRoot());
+        var folder = TeacherBuilder.FindShipped(teachers, "SST-2", new TeacherSettings())
+            ?? throw new InvalidOperationException($"No shipped SST-2 teacher under {teachers}.");
         using var teacher = TeacherModel.Load(folder);
         int count = quick ? 512 : 2048, rounds = quick ? 3 : 5;
         // Sentences of the training split in file order, of three or more words (extraction keeps samples of at least three).

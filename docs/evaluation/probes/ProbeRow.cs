@@ -13,7 +13,8 @@ internal static class ProbeRow
     public static (TeacherModel Teacher, string TeacherPath, RetriKTPipelineOptions Options, FewShotTask Task) Load(int seed, bool ppo)
     {
         string repo = Directory.GetCurrentDirectory();
-        string teacherPath = Directory.GetDirectories(Path.Combine(repo, "samples/RetriKT.Evaluation/teachers/teacher-SST-2-e1160dddf0fb7a93")).Single();
+        string teacherPath = TeacherBuilder.FindShipped(TeacherBuilder.ShippedRoot(repo), "SST-2", new TeacherSettings())
+            ?? throw new InvalidOperationException($"No shipped SST-2 teacher under {TeacherBuilder.ShippedRoot(repo)}.");
         var teacher = TeacherModel.Load(teacherPath);
         teacher.RequiresGrad = false;
         var o = HarnessSettings.DefaultPipeline();

@@ -1,3 +1,4 @@
+using RetriKT.Evaluation;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Teacher;
 using RetriKT.MLNet.Tests.Infrastructure;
@@ -11,13 +12,10 @@ namespace RetriKT.MLNet.Tests.SoftPrompt;
 /// </summary>
 public sealed class VerbalizerScoringTests
 {
-    /// <summary>The SST-2 stand-in teacher committed with the harness (samples/RetriKT.Evaluation/teachers).</summary>
-    private static TeacherModel ShippedSst2Teacher()
-    {
-        var root = Path.Combine(SharedData.RepoRoot, "samples", "RetriKT.Evaluation", "teachers");
-        var folder = Directory.GetDirectories(root, "teacher-SST-2-*").SelectMany(Directory.GetDirectories).Single();
-        return TeacherModel.Load(folder);
-    }
+    /// <summary>The SST-2 stand-in teacher committed with the harness, found and checked as the harness does.</summary>
+    private static TeacherModel ShippedSst2Teacher() => TeacherModel.Load(
+        TeacherBuilder.FindShipped(TeacherBuilder.ShippedRoot(SharedData.RepoRoot), "SST-2", new TeacherSettings())
+        ?? throw new InvalidOperationException($"No shipped SST-2 teacher under {TeacherBuilder.ShippedRoot(SharedData.RepoRoot)}."));
 
     /// <summary>Sentences of different lengths from SST-2's official dev set, in file order.</summary>
     private static List<(string Text, string? Text2)> Sentences(int count) =>
