@@ -98,6 +98,9 @@ public sealed record StoreExtraction(KnowledgeStore Store, ExtractionReport Repo
 public sealed record TrainedStudent(RetrievalClassifierTransformer Student, ClassificationScores Test, double FewShotDevAccuracy,
     TimeSpan TrainTime, TimeSpan EvaluationTime) : IDisposable
 {
+    /// <summary>Teacher-labelled variants added to the student's store (<see cref="RetriKTPipelineOptions.StoreVariantsPerSample"/>); 0 when none.</summary>
+    public int StoreVariants { get; init; }
+
     /// <summary>Disposes <see cref="Student"/>.</summary>
     public void Dispose() => Student.Dispose();
 }

@@ -243,6 +243,17 @@ public sealed class RetriKTPipeline
             }
         }
 
+        int variants = 0;
+        if (store is not null && o.StoreVariantsPerSample > 0)
+        {
+            // After the hold-out: a held-out row's spans in the training store would let the mix be tuned on what the student saw.
+            var scorer = new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer);
+            int before = store.Count;
+            store = StoreVariants.Add(store, scorer, new StoreVariantOptions { PerSample = o.StoreVariantsPerSample, Seed = o.Seed },
+                new ComponentHost(_mlContext, nameof(StoreVariants)).Info, cancellation);
+            variants = store.Count - before;
+        }
+
         var teacherVocabulary = o.StudentEmbeddingsFromTeacher
             ? TeacherTokenVocabulary.Export(_teacher, Path.Combine(o.WorkDirectory ?? Path.GetTempPath(), $"student-vocabulary-{_teacher.ContentHash[..16]}"))
             : null;
@@ -270,7 +281,7 @@ public sealed class RetriKTPipeline
             var scores = FromMetrics(metrics);
             var evalTime = clock.Elapsed;
             double devAccuracy = dev is null ? double.NaN : _mlContext.MulticlassClassification.Evaluate(student.Transform(dev)).MicroAccuracy;
-            return new TrainedStudent(student, scores, devAccuracy, trainTime, evalTime);
+            return new TrainedStudent(student, scores, devAccuracy, trainTime, evalTime) { StoreVariants = variants };
         }
         catch
         {

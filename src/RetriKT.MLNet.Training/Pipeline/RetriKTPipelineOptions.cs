@@ -82,6 +82,14 @@ public sealed class RetriKTPipelineOptions
     public double? FewShotDevTuningShare;
     /// <summary>The share <see cref="FewShotDevTuningShare"/> stands for when unset: each group half.</summary>
     public const double DefaultFewShotDevTuningShare = 0.5;
+    /// <summary>
+    /// Teacher-labelled variants (spans and word-dropped copies, <see cref="Knowledge.Extraction.StoreVariants"/>) made from
+    /// each generated sample of the student's store, after the validation share is held out; 0: none. They cost the
+    /// teacher one forward pass each and the student a proportionally longer training. Left out of JSON at 0, so earlier
+    /// results keep their keys. Default 0.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public int StoreVariantsPerSample;
     /// <summary>Calibrate the teacher's verbalizer (contextual calibration) for soft labels and fidelity. Default true.</summary>
     public bool CalibrateVerbalizer = true;
     /// <summary>

@@ -9,6 +9,8 @@ public enum KnowledgeSource : byte
     Generated = 1,
     /// <summary>Imported from JSONL or another tool.</summary>
     Imported = 2,
+    /// <summary>A span or word-dropped copy of a generated sample, soft-labelled by the teacher on its own text (<c>StoreVariants</c>).</summary>
+    Variant = 3,
 }
 
 /// <summary>

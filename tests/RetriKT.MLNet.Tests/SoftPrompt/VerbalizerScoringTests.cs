@@ -12,20 +12,11 @@ namespace RetriKT.MLNet.Tests.SoftPrompt;
 /// </summary>
 public sealed class VerbalizerScoringTests
 {
-    /// <summary>The SST-2 stand-in teacher committed with the harness, found and checked as the harness does.</summary>
-    private static TeacherModel ShippedSst2Teacher() => TeacherModel.Load(
-        TeacherBuilder.FindShipped(TeacherBuilder.ShippedRoot(SharedData.RepoRoot), "SST-2", new TeacherSettings())
-        ?? throw new InvalidOperationException($"No shipped SST-2 teacher under {TeacherBuilder.ShippedRoot(SharedData.RepoRoot)}."));
-
-    /// <summary>Sentences of different lengths from SST-2's official dev set, in file order.</summary>
-    private static List<(string Text, string? Text2)> Sentences(int count) =>
-        TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv")).Take(count).Select(r => (r.Text, (string?)null)).ToList();
-
     [SharedDataFact]
     public void OnePassSoftLabelsEqualTheRowPerWordOnes()
     {
-        using var teacher = ShippedSst2Teacher();
-        var samples = Sentences(150);
+        using var teacher = ShippedTeachers.Sst2();
+        var samples = ShippedTeachers.Sst2DevSentences(150);
         foreach (bool calibrate in new[] { false, true })
         {
             // A batch of 64 splits the 150 samples unevenly, so the length-sorted batching and its reordering are exercised.
@@ -46,8 +37,8 @@ public sealed class VerbalizerScoringTests
     [SharedDataFact]
     public void NextTokenScoresEqualOneTokenContinuationsInTheCallersOrder()
     {
-        using var teacher = ShippedSst2Teacher();
-        var prefixes = Sentences(9).Select(s => s.Text + " It was").ToList();
+        using var teacher = ShippedTeachers.Sst2();
+        var prefixes = ShippedTeachers.Sst2DevSentences(9).Select(s => s.Text + " It was").ToList();
         int great = teacher.Tokenizer!.Encode(" great", false).Single(), terrible = teacher.Tokenizer.Encode(" terrible", false).Single();
         var scores = teacher.ScoreNextTokens(prefixes, [great, terrible], batchSize: 4);
         var reference = teacher.ScoreContinuations([.. prefixes, .. prefixes], [.. prefixes.Select(_ => " great"), .. prefixes.Select(_ => " terrible")]);
@@ -66,7 +57,7 @@ public sealed class VerbalizerScoringTests
     [SharedDataFact]
     public void AWordOfSeveralTokensKeepsTheGeneralPath()
     {
-        using var teacher = ShippedSst2Teacher();
+        using var teacher = ShippedTeachers.Sst2();
         var template = new TaskTemplate
         {
             Name = "SST-2 (long words)", ClassificationFormat = "{text} It was{label}",
@@ -75,7 +66,7 @@ public sealed class VerbalizerScoringTests
         Assert.True(teacher.Tokenizer!.Encode(" terribly boring", false).Length > 1);
         var classifier = new VerbalizerClassifier(teacher, template, ["0", "1"], calibrate: false);
         Assert.False(classifier.SingleTokenWords);
-        var p = classifier.Probabilities(Sentences(4));
+        var p = classifier.Probabilities(ShippedTeachers.Sst2DevSentences(4));
         Assert.All(p, row => Assert.Equal(1.0, row.Sum(), 5));
     }
 }

@@ -1,0 +1,119 @@
+using System.Diagnostics;
+using System.Globalization;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Student;
+
+namespace RetriKT.MLNet.Knowledge.Extraction;
+
+/// <summary>Options of <see cref="StoreVariants.Add"/>.</summary>
+public sealed class StoreVariantOptions
+{
+    /// <summary>Variants made from each generated sample: even ones are spans, odd ones drop words. Default 2.</summary>
+    public int PerSample = 2;
+    /// <summary>Samples with fewer words are left without variants (a span of a short text says little). Default 6.</summary>
+    public int MinWords = 6;
+    /// <summary>Shortest span, as a share of the sample's words (never under 4 words). Default 0.4.</summary>
+    public double MinSpanShare = 0.4;
+    /// <summary>Longest span, as a share of the sample's words. Default 0.9.</summary>
+    public double MaxSpanShare = 0.9;
+    /// <summary>Chance that a word-drop variant leaves out each word. Default 0.2.</summary>
+    public double WordDropRate = 0.2;
+    /// <summary>Texts the teacher scores per call (the cancellation and progress granularity). Default 512.</summary>
+    public int ScoringChunk = 512;
+    /// <summary>Seed of the spans and drops. Default 1.</summary>
+    public int Seed = 1;
+
+    internal void Validate()
+    {
+        static void Check(bool ok, string message) { if (!ok) throw new ArgumentOutOfRangeException(null, message); }
+        Check(PerSample >= 0, $"StoreVariantOptions.PerSample must be >= 0, found {PerSample}.");
+        Check(MinWords >= 2, $"StoreVariantOptions.MinWords must be >= 2, found {MinWords}.");
+        Check(MinSpanShare is > 0 and <= 1, $"StoreVariantOptions.MinSpanShare must be in (0, 1], found {MinSpanShare}.");
+        Check(MaxSpanShare >= MinSpanShare && MaxSpanShare <= 1, $"StoreVariantOptions.MaxSpanShare must be in [MinSpanShare {MinSpanShare}, 1], found {MaxSpanShare}.");
+        Check(WordDropRate is >= 0 and < 1, $"StoreVariantOptions.WordDropRate must be in [0, 1), found {WordDropRate}.");
+        Check(ScoringChunk >= 1, $"StoreVariantOptions.ScoringChunk must be >= 1, found {ScoringChunk}.");
+    }
+}
+
+/// <summary>
+/// Teacher-labelled variants of a store's generated samples: spans of each sample and copies with words left out, each
+/// given the teacher's own soft label over the new text (not the original's), filed under the teacher's most probable
+/// label with <see cref="KnowledgeSource.Variant"/>. The teacher is needed once, at training time, for a forward pass per
+/// variant; no generation. A tiny student learns from them what each part of a sentence is worth to the teacher, which
+/// whole sentences alone teach it poorly (docs/KNOWLEDGE-EXTRACTION.md, "Variants").
+/// </summary>
+public static class StoreVariants
+{
+    /// <summary>
+    /// A new store: <paramref name="store"/>'s entries in their order, then the variants of its
+    /// <see cref="KnowledgeSource.Generated"/> entries (few-shot, imported and variant entries are not varied). For a
+    /// sentence pair only the first text varies; the teacher labels the new pair.
+    /// </summary>
+    /// <param name="store">The store to vary (left unchanged).</param>
+    /// <param name="teacher">The teacher's label scorer over the store's labels, in the store's order (the extraction's verbalizer).</param>
+    /// <param name="options">How many variants and of what kind.</param>
+    /// <param name="log">Receives one line when done (counts and time); may be null.</param>
+    /// <param name="cancellation">Checked between scoring chunks.</param>
+    public static KnowledgeStore Add(KnowledgeStore store, ILabelScorer teacher, StoreVariantOptions options,
+        Action<string>? log = null, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(store); ArgumentNullException.ThrowIfNull(teacher); ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        if (options.PerSample == 0) return store;
+        var clock = Stopwatch.StartNew();
+        var rng = SeedMixer.Random(options.Seed, "store-variants");
+        var texts = new List<(string Text, string? Text2)>();
+        int varied = 0;
+        foreach (var e in store.Entries)
+        {
+            if (e.Source != KnowledgeSource.Generated) continue;
+            if (e.Text is null) throw new InvalidOperationException("A store entry has no text; variants need the store's texts (a store saved without texts cannot be varied).");
+            var words = e.Text.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (words.Length < options.MinWords) continue;
+            varied++;
+            for (int v = 0; v < options.PerSample; v++)
+                texts.Add((v % 2 == 0 ? Span(words, options, rng) : DropWords(words, options, rng), e.Text2));
+        }
+
+        var entries = new List<KnowledgeEntry>(store.Count + texts.Count);
+        entries.AddRange(store.Entries);
+        int labels = store.LabelNames.Count;
+        for (int start = 0; start < texts.Count; start += options.ScoringChunk)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var chunk = texts.GetRange(start, Math.Min(options.ScoringChunk, texts.Count - start));
+            var probabilities = teacher.Probabilities(chunk);
+            if (probabilities.Length != chunk.Count)
+                throw new InvalidOperationException($"The teacher scored {probabilities.Length} of {chunk.Count} variants.");
+            for (int i = 0; i < chunk.Count; i++)
+            {
+                var p = probabilities[i];
+                if (p.Length != labels)
+                    throw new InvalidOperationException($"The teacher gave {p.Length} label probabilities for variant {start + i}; the store has {labels} labels ({string.Join(", ", store.LabelNames)}).");
+                int label = RetrievalClassifierTransformer.ArgMax(p);
+                entries.Add(new KnowledgeEntry(chunk[i].Text, chunk[i].Text2, label, p, p[label], KnowledgeSource.Variant));
+            }
+        }
+        log?.Invoke(string.Format(CultureInfo.InvariantCulture,
+            "Store variants: {0} teacher-labelled variants of {1} generated samples ({2} per sample; spans and word drops) in {3:F0} s; store {4} -> {5} entries.",
+            texts.Count, varied, options.PerSample, clock.Elapsed.TotalSeconds, store.Count, entries.Count));
+        return new KnowledgeStore(store.LabelNames, entries);
+    }
+
+    /// <summary>A contiguous run of words covering between MinSpanShare and MaxSpanShare of them (at least 4).</summary>
+    private static string Span(string[] words, StoreVariantOptions o, Random rng)
+    {
+        double share = o.MinSpanShare + (o.MaxSpanShare - o.MinSpanShare) * rng.NextDouble();
+        int length = Math.Min(words.Length, Math.Max(4, (int)Math.Round(words.Length * share)));
+        int start = rng.Next(words.Length - length + 1);
+        return string.Join(' ', words, start, length);
+    }
+
+    /// <summary>The words in order with each left out at WordDropRate (the whole text when fewer than 3 would stay).</summary>
+    private static string DropWords(string[] words, StoreVariantOptions o, Random rng)
+    {
+        var kept = words.Where(_ => rng.NextDouble() >= o.WordDropRate).ToArray();
+        return string.Join(' ', kept.Length >= 3 ? kept : words);
+    }
+}

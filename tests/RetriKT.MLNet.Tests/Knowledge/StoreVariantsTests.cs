@@ -1,0 +1,114 @@
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Knowledge.Extraction;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Knowledge;
+
+/// <summary>
+/// Teacher-labelled store variants on the real SST-2 stand-in teacher and real SST-2 sentences: each variant is a span
+/// or an in-order subset of its sample's words, carries the teacher's soft label of its own text, and only generated
+/// samples are varied.
+/// </summary>
+public sealed class StoreVariantsTests
+{
+    private static KnowledgeStore Store(List<(string Text, string? Text2)> sentences) => new(["0", "1"],
+        sentences.Select((s, i) => i < 2
+            ? KnowledgeEntry.Gold(s.Text, null, i % 2, 2)
+            : new KnowledgeEntry(s.Text, null, i % 2, i % 2 == 0 ? [0.8f, 0.2f] : [0.3f, 0.7f], 0.7f, KnowledgeSource.Generated)));
+
+    [SharedDataFact]
+    public void VariantsAreSpansOrWordDropsWithTheTeachersOwnSoftLabels()
+    {
+        using var teacher = ShippedTeachers.Sst2();
+        var scorer = new VerbalizerClassifier(teacher, TaskTemplates.Sst2, ["0", "1"]);
+        var sentences = ShippedTeachers.Sst2DevSentences(40);
+        var store = Store(sentences);
+        var options = new StoreVariantOptions { PerSample = 2, ScoringChunk = 7 };
+        var varied = StoreVariants.Add(store, scorer, options);
+
+        int expected = 2 * store.Entries.Count(e => e.Source == KnowledgeSource.Generated && e.Text!.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length >= options.MinWords);
+        Assert.True(expected > 40, $"too few long sentences to test: {expected / 2}");
+        Assert.Equal(store.Count + expected, varied.Count);
+        Assert.Equal(store.Entries, varied.Entries.Take(store.Count));
+        var variants = varied.Entries.Skip(store.Count).ToList();
+        Assert.All(variants, v => Assert.Equal(KnowledgeSource.Variant, v.Source));
+
+        // Spans and drops, in the order of the generated samples they came from (few-shot entries are not varied).
+        var origins = store.Entries.Where(e => e.Source == KnowledgeSource.Generated && e.Text!.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length >= options.MinWords).ToList();
+        for (int i = 0; i < variants.Count; i++)
+        {
+            var from = origins[i / 2].Text!.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            var words = variants[i].Text!.Split(' ');
+            if (i % 2 == 0)
+            {
+                Assert.True(words.Length >= 4 && words.Length < from.Length || from.Length <= 4, $"variant {i}: span of {words.Length} of {from.Length} words");
+                Assert.Contains(" " + variants[i].Text + " ", " " + string.Join(' ', from) + " ");
+            }
+            else Assert.True(IsInOrderSubset(words, from), $"variant {i} is not an in-order subset of its sample: '{variants[i].Text}'");
+        }
+        Assert.Contains(Enumerable.Range(0, variants.Count).Where(i => i % 2 == 1),
+            i => variants[i].Text!.Split(' ').Length < origins[i / 2].Text!.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length);
+
+        // Each variant's soft label is the teacher's on its own text, filed under its most probable label.
+        var own = scorer.Probabilities(variants.Select(v => (v.Text!, (string?)null)).ToList());
+        for (int i = 0; i < variants.Count; i++)
+        {
+            Assert.Equal(own[i][0], variants[i].SoftLabel[0], 5);
+            Assert.Equal(own[i][0] >= own[i][1] ? 0 : 1, variants[i].Label);
+            Assert.Equal(variants[i].SoftLabel[variants[i].Label], variants[i].Fidelity);
+        }
+        // Not copies of the samples' labels: on some variants the teacher changes its mind about the words that are left.
+        var whole = scorer.Probabilities(origins.Select(o => (o.Text!, (string?)null)).ToList());
+        Assert.Contains(Enumerable.Range(0, variants.Count), i => variants[i].Label != (whole[i / 2][0] >= whole[i / 2][1] ? 0 : 1));
+
+        // Same seed, same variants; another seed, other ones.
+        Assert.Equal(variants.Select(v => v.Text), StoreVariants.Add(store, scorer, options).Entries.Skip(store.Count).Select(v => v.Text));
+        Assert.NotEqual(variants.Select(v => v.Text), StoreVariants.Add(store, scorer, new StoreVariantOptions { Seed = 2 }).Entries.Skip(store.Count).Select(v => v.Text));
+    }
+
+    [SharedDataFact]
+    public void NoVariantsLeavesTheStoreAndCancellationStopsScoring()
+    {
+        using var teacher = ShippedTeachers.Sst2();
+        var scorer = new VerbalizerClassifier(teacher, TaskTemplates.Sst2, ["0", "1"]);
+        var store = Store(ShippedTeachers.Sst2DevSentences(10));
+        Assert.Same(store, StoreVariants.Add(store, scorer, new StoreVariantOptions { PerSample = 0 }));
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => StoreVariants.Add(store, scorer, new StoreVariantOptions(), cancellation: cancelled.Token));
+    }
+
+    [Fact]
+    public void BadOptionsAndTextlessStoresFailWithOneClearLine()
+    {
+        var scorer = new FixedScorer();
+        var store = new KnowledgeStore(["0", "1"], [new KnowledgeEntry("a b c d e f g", null, 0, [0.9f, 0.1f], 0.9f, KnowledgeSource.Generated)]);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => StoreVariants.Add(store, scorer, new StoreVariantOptions { PerSample = -1 }));
+        Assert.Contains("PerSample must be >= 0, found -1", e.Message);
+        e = Assert.Throws<ArgumentOutOfRangeException>(() => StoreVariants.Add(store, scorer, new StoreVariantOptions { MinSpanShare = 0.8, MaxSpanShare = 0.5 }));
+        Assert.Contains("MaxSpanShare must be in [MinSpanShare 0.8, 1], found 0.5", e.Message);
+        var textless = new KnowledgeStore(["0", "1"], [new KnowledgeEntry(null, null, 0, [0.9f, 0.1f], 0.9f, KnowledgeSource.Generated)]);
+        Assert.Contains("has no text", Assert.Throws<InvalidOperationException>(() => StoreVariants.Add(textless, scorer, new StoreVariantOptions())).Message);
+        var wrongWidth = new FixedScorer(3);
+        Assert.Contains("the store has 2 labels", Assert.Throws<InvalidOperationException>(() => StoreVariants.Add(store, wrongWidth, new StoreVariantOptions())).Message);
+    }
+
+    private static bool IsInOrderSubset(string[] words, string[] from)
+    {
+        int j = 0;
+        foreach (var w in words)
+        {
+            while (j < from.Length && from[j] != w) j++;
+            if (j++ == from.Length) return false;
+        }
+        return true;
+    }
+
+    /// <summary>A scorer that gives every text the same probabilities (only the option and shape checks use it).</summary>
+    private sealed class FixedScorer(int labels = 2) : ILabelScorer
+    {
+        public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) =>
+            samples.Select(_ => Enumerable.Repeat(1f / labels, labels).ToArray()).ToArray();
+    }
+}
