@@ -113,8 +113,8 @@ internal static class BackboneTraining
                 .Where(p => (settings.LearnTemperature || p.name != StudentWeights.TemperatureName) && !p.name.StartsWith("layer.", StringComparison.Ordinal))
                 .Select(p => p.parameter).ToList();
             if (!settings.LearnTemperature) temperature.requires_grad = false;
-            using var optimizer = torch.optim.AdamW(parameters, settings.LearningRate, weight_decay: settings.WeightDecay);
-            using var layerOptimizer = layerParameters.Count > 0 ? torch.optim.AdamW(layerParameters, backboneLearningRate, weight_decay: settings.WeightDecay) : null;
+            using var optimizer = new HeldAdamW(parameters, settings.LearningRate, settings.WeightDecay);
+            using var layerOptimizer = layerParameters.Count > 0 ? new HeldAdamW(layerParameters, backboneLearningRate, settings.WeightDecay) : null;
             using var softLabels = torch.tensor(softLabelValues, [n, labels], device: device);
             int stepsPerEpoch = (n + settings.BatchSize - 1) / settings.BatchSize;
             long totalSteps = (long)stepsPerEpoch * settings.Epochs, step = 0;

@@ -71,7 +71,7 @@ internal static class RetrievalTraining
                 .Where(p => settings.LearnTemperature || p.name != StudentWeights.TemperatureName)
                 .Select(p => p.parameter).ToList();
             if (!settings.LearnTemperature) model.get_parameter(StudentWeights.TemperatureName)!.requires_grad = false;
-            using var optimizer = torch.optim.AdamW(parameters, settings.LearningRate, weight_decay: settings.WeightDecay);
+            using var optimizer = new HeldAdamW(parameters, settings.LearningRate, settings.WeightDecay);
             using var softLabels = torch.tensor(data.SoftLabels, [n, labels], device: device);
             int stepsPerEpoch = (n + settings.BatchSize - 1) / settings.BatchSize;
             long totalSteps = (long)stepsPerEpoch * settings.Epochs, step = 0;
@@ -153,16 +153,15 @@ internal static class RetrievalTraining
     /// 1, set each optimizer's rate to its base rate on the linear decay to 10 % over <paramref name="totalSteps"/>
     /// (few-shot runs are short and late steps should settle), step.
     /// </summary>
-    internal static void Step(Tensor loss, IReadOnlyList<(TorchSharp.Modules.AdamW Optimizer, double BaseRate)> optimizers,
+    internal static void Step(Tensor loss, IReadOnlyList<(HeldAdamW Optimizer, double BaseRate)> optimizers,
         IEnumerable<TorchSharp.Modules.Parameter> clipped, long step, long totalSteps)
     {
-        foreach (var (optimizer, _) in optimizers) optimizer.zero_grad();
+        foreach (var (optimizer, _) in optimizers) optimizer.ZeroGrad();
         loss.backward();
         nn.utils.clip_grad_norm_(clipped, 1.0);
         double decay = 1 - 0.9 * step / Math.Max(1, totalSteps - 1);
-        foreach (var (optimizer, rate) in optimizers)
-            foreach (var group in optimizer.ParamGroups) group.LearningRate = rate * decay;
-        foreach (var (optimizer, _) in optimizers) optimizer.step();
+        foreach (var (optimizer, rate) in optimizers) optimizer.LearningRate = rate * decay;
+        foreach (var (optimizer, _) in optimizers) optimizer.Step();
     }
 
     /// <summary>
