@@ -249,8 +249,9 @@ public sealed class RetriKTPipeline
             // After the hold-out: a held-out row's spans in the training store would let the mix be tuned on what the student saw.
             var scorer = new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer);
             int before = store.Count;
+            var host = new ComponentHost(_mlContext, nameof(StoreVariants), o.Seed, progress, cancellation);
             store = StoreVariants.Add(store, scorer, new StoreVariantOptions { PerSample = o.StoreVariantsPerSample, Seed = o.Seed },
-                new ComponentHost(_mlContext, nameof(StoreVariants)).Info, cancellation);
+                host.Info, (done, total) => host.Report("Store variants", done, total), cancellation);
             variants = store.Count - before;
         }
 

@@ -25,12 +25,17 @@ public sealed class StoreVariantsTests
         var sentences = ShippedTeachers.Sst2DevSentences(40);
         var store = Store(sentences);
         var options = new StoreVariantOptions { PerSample = 2, ScoringChunk = 7 };
-        var varied = StoreVariants.Add(store, scorer, options);
+        var reports = new List<(int Done, int Total)>();
+        var varied = StoreVariants.Add(store, scorer, options, progress: (done, total) => reports.Add((done, total)));
 
         int expected = 2 * store.Entries.Count(e => e.Source == KnowledgeSource.Generated && e.Text!.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length >= options.MinWords);
         Assert.True(expected > 40, $"too few long sentences to test: {expected / 2}");
         Assert.Equal(store.Count + expected, varied.Count);
         Assert.Equal(store.Entries, varied.Entries.Take(store.Count));
+        // Progress after every chunk of 7, rising to the total.
+        Assert.Equal((expected + 6) / 7, reports.Count);
+        Assert.Equal((expected, expected), reports[^1]);
+        Assert.True(reports.Zip(reports.Skip(1)).All(p => p.First.Done < p.Second.Done));
         var variants = varied.Entries.Skip(store.Count).ToList();
         Assert.All(variants, v => Assert.Equal(KnowledgeSource.Variant, v.Source));
 

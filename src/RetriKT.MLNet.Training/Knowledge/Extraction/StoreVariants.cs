@@ -54,9 +54,10 @@ public static class StoreVariants
     /// <param name="teacher">The teacher's label scorer over the store's labels, in the store's order (the extraction's verbalizer).</param>
     /// <param name="options">How many variants and of what kind.</param>
     /// <param name="log">Receives one line when done (counts and time); may be null.</param>
+    /// <param name="progress">Called after each scoring chunk with the variants scored so far and their total; may be null.</param>
     /// <param name="cancellation">Checked between scoring chunks.</param>
     public static KnowledgeStore Add(KnowledgeStore store, ILabelScorer teacher, StoreVariantOptions options,
-        Action<string>? log = null, CancellationToken cancellation = default)
+        Action<string>? log = null, Action<int, int>? progress = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(store); ArgumentNullException.ThrowIfNull(teacher); ArgumentNullException.ThrowIfNull(options);
         options.Validate();
@@ -94,6 +95,7 @@ public static class StoreVariants
                 int label = RetrievalClassifierTransformer.ArgMax(p);
                 entries.Add(new KnowledgeEntry(chunk[i].Text, chunk[i].Text2, label, p, p[label], KnowledgeSource.Variant));
             }
+            progress?.Invoke(start + chunk.Count, texts.Count);
         }
         log?.Invoke(string.Format(CultureInfo.InvariantCulture,
             "Store variants: {0} teacher-labelled variants of {1} generated samples ({2} per sample; spans and word drops) in {3:F0} s; store {4} -> {5} entries.",
