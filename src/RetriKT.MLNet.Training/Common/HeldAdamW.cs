@@ -5,14 +5,16 @@ using static TorchSharp.torch;
 namespace RetriKT.MLNet.Common;
 
 /// <summary>
-/// AdamW (decoupled weight decay) whose every number reaches torch as a <see cref="Scalar"/> held until the step ends.
+/// AdamW (decoupled weight decay) whose every number reaches torch as a <see cref="Scalar"/> held until the step ends;
+/// with no weight decay it is Adam.
 /// </summary>
 /// <remarks>
 /// TorchSharp 0.107's own AdamW passes its coefficients as temporary Scalars (see <see cref="HeldScalars"/>): the GC
 /// may finalize one while torch still reads it. Student training died this way in <c>AdamW.step</c>, in
 /// <c>addcmul_</c> ("Expected false to be true" in Scalar.h's toFloat) and in a scalar division ("Unknown scalar
 /// type"), twice in about four hours of harness training on 2026-12-03. The update is the same computation in the same
-/// order (<c>RetrievalTrainingTests</c> checks the parameters bit for bit against TorchSharp's AdamW).
+/// order (<c>HeldAdamWTests</c> checks the parameters bit for bit against TorchSharp's AdamW, and against its Adam
+/// without weight decay). The students and the soft-prompt trainer use it.
 /// </remarks>
 internal sealed class HeldAdamW : IDisposable
 {
@@ -54,7 +56,7 @@ internal sealed class HeldAdamW : IDisposable
         {
             var grad = p.grad;
             if (grad is null) continue;
-            p.mul_(decay);
+            if (_weightDecay != 0) p.mul_(decay); // ×1 is exact: skipping it leaves Adam's numbers as they are
             mean.mul_(beta1).add_(grad, oneMinusBeta1);
             square.mul_(beta2).addcmul_(grad, grad, oneMinusBeta2);
             var denominator = square.sqrt().div_(sqrtCorrection2).add_(eps, HeldScalars.One);

@@ -146,7 +146,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         double initialNll = Nll();
         host.Info($"Stage 1 (supervised prompt tuning): {examples.Count} examples, {labels.Count} labels, prompt {prompts.Length} tokens × {prompts.Hidden}; initial NLL {initialNll:F4}/token.");
         var epochNll = new List<double>();
-        using (var optimizer = optim.Adam(prompts.parameters(), o.SupervisedLearningRate))
+        using (var optimizer = new HeldAdamW(prompts.parameters(), o.SupervisedLearningRate))
         {
             for (int epoch = 0; epoch < o.SupervisedEpochs; epoch++)
             {
@@ -155,11 +155,11 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 foreach (var batch in order.Chunk(o.BatchSize))
                 {
                     using var scope = NewDisposeScope();
-                    optimizer.zero_grad();
+                    optimizer.ZeroGrad();
                     var loss = policy.SupervisedNll(batch);
                     loss.backward();
                     nn.utils.clip_grad_norm_(prompts.parameters(), o.MaxGradientNorm);
-                    optimizer.step();
+                    optimizer.Step();
                     sum += loss.item<float>() * batch.Length;
                 }
                 epochNll.Add(sum / examples.Count);
@@ -184,7 +184,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             foreach (var p in reference.parameters()) p.requires_grad = false;
             var kl = new AdaptiveKlController(o.InitialKlCoefficient, o.TargetKl ?? 1, o.KlHorizon);
             var contexts = examples.Select(e => e.Text).Distinct().ToList();
-            using var optimizer = optim.Adam(prompts.parameters().Concat(valueHead.parameters()), o.PpoLearningRate);
+            using var optimizer = new HeldAdamW(prompts.parameters().Concat(valueHead.parameters()), o.PpoLearningRate);
             int maxNew = o.MaxNewTokens ?? template.MaxNewTokens;
             double learningRate = o.PpoLearningRate;
             for (int step = 0; step < o.PpoSteps; step++)
@@ -218,7 +218,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                     if (next != learningRate)
                     {
                         learningRate = next;
-                        foreach (var group in optimizer.ParamGroups) group.LearningRate = learningRate;
+                        optimizer.LearningRate = learningRate;
                     }
                 }
                 if (o.TargetKl is not null) kl.Update(ppo[^1].Kl, rollouts.Count);
@@ -239,7 +239,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     }
 
     private PpoStepMetrics PpoStep(SoftPromptPolicy policy, SoftPromptModule reference, List<Rollout> rollouts,
-        IReadOnlyList<RewardBreakdown> scores, AdaptiveKlController kl, optim.Optimizer optimizer, int step, int seed)
+        IReadOnlyList<RewardBreakdown> scores, AdaptiveKlController kl, HeldAdamW optimizer, int step, int seed)
     {
         var o = _options;
         var device = policy.Teacher.Device;
@@ -308,10 +308,10 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                     foreach (var (p, saved) in policy.Prompts.parameters().Zip(before)) saved.copy_(p);
             var vl = PpoMath.ValueLoss(values, Rows(oldValues), Rows(returns), m, o.ValueClipRange);
             var loss = pl.add(vl.mul(valueCoefficient), HeldScalars.One);
-            optimizer.zero_grad();
+            optimizer.ZeroGrad();
             loss.backward();
             nn.utils.clip_grad_norm_(policy.Prompts.parameters().Concat(policy.Value.parameters()), o.MaxGradientNorm);
-            optimizer.step();
+            optimizer.Step();
             policyLoss += pl.item<float>(); valueLoss += vl.item<float>(); clip += cf.item<float>(); approxKl += ak.item<float>();
             entropy += PpoMath.MaskedMean(ent, m).item<float>();
             updates++;

@@ -50,5 +50,38 @@ public class HeldAdamWTests
         Assert.True(Same(u2, unused0), "a parameter without a gradient moved");
     }
 
+    [Fact]
+    public void WithoutWeightDecayUpdatesEqualTorchSharpsAdamBitForBit()
+    {
+        manual_seed(11);
+        using var x = randn(16, 6);
+        using var target = randn(16, 2);
+        using var w0 = randn(6, 2);
+        var w1 = new Parameter(w0.clone());
+        var w2 = new Parameter(w0.clone());
+        using var theirs = optim.Adam([w1], 0.03);
+        using var ours = new HeldAdamW([w2], 0.03);
+        for (int step = 0; step < 30; step++)
+        {
+            double rate = step < 15 ? 0.03 : 0.015; // the PPO trainer halves its rate
+            foreach (var group in theirs.ParamGroups) group.LearningRate = rate;
+            ours.LearningRate = rate;
+            using (var scope = NewDisposeScope())
+            {
+                theirs.zero_grad();
+                x.matmul(w1).sub(target).pow(HeldScalars.Two).mean().backward();
+                theirs.step();
+            }
+            using (var scope = NewDisposeScope())
+            {
+                ours.ZeroGrad();
+                x.matmul(w2).sub(target).pow(HeldScalars.Two).mean().backward();
+                ours.Step();
+            }
+        }
+        Assert.True(Same(w1, w2), "weights differ from TorchSharp's Adam");
+        Assert.False(Same(w1, w0), "the weights did not move");
+    }
+
     private static bool Same(Tensor a, Tensor b) => a.detach().data<float>().ToArray().SequenceEqual(b.detach().data<float>().ToArray());
 }
