@@ -269,26 +269,50 @@ public static class TeacherBuilder
     /// <exception cref="InvalidDataException">The shipped teacher's weights do not match its build record.</exception>
     public static string? FindShipped(string shippedRoot, string task, TeacherSettings settings)
     {
-        var folder = Path.Combine(shippedRoot, $"teacher-{task}-{settings.CacheKey(task)}", "teacher-" + settings.TeacherKey());
+        using var model = LoadVerified(shippedRoot, task, settings, out var folder);
+        return model is null ? null : folder;
+    }
+
+    /// <summary>
+    /// The repository's shipped teacher of <paramref name="task"/> (under <see cref="ShippedRoot"/>), loaded once and
+    /// checked as <see cref="FindShipped"/> checks it; for the bench, the probes and the tests, which need it to exist.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No shipped teacher of <paramref name="task"/> with these settings.</exception>
+    /// <exception cref="InvalidDataException">Its weights do not match its build record.</exception>
+    public static (TeacherModel Teacher, string Path) LoadShipped(string repositoryRoot, string task, TeacherSettings? settings = null)
+    {
+        string root = ShippedRoot(repositoryRoot);
+        var model = LoadVerified(root, task, settings ?? new TeacherSettings(), out var folder)
+            ?? throw new InvalidOperationException($"No shipped {task} teacher under {root}.");
+        return (model, folder);
+    }
+
+    /// <summary>The shipped teacher's model after its weights are checked against done.json, or null when there is none; the caller owns it.</summary>
+    private static TeacherModel? LoadVerified(string shippedRoot, string task, TeacherSettings settings, out string folder)
+    {
+        folder = Path.Combine(shippedRoot, $"teacher-{task}-{settings.CacheKey(task)}", "teacher-" + settings.TeacherKey());
         var record = Path.Combine(folder, "done.json");
         if (!File.Exists(record)) return null;
         string expected;
         using (var done = JsonDocument.Parse(File.ReadAllText(record)))
             expected = done.RootElement.TryGetProperty("contentHash", out var h) && h.GetString() is { Length: > 0 } s ? s
                 : throw new InvalidDataException($"{record}: no contentHash; a shipped teacher needs the hash of its weights.");
-        string found;
+        TeacherModel model;
         try
         {
-            using var model = TeacherModel.Load(folder);
-            found = model.ContentHash;
+            model = TeacherModel.Load(folder);
         }
         catch (Exception e) when (e is InvalidDataException or FileNotFoundException or IOException)
         {
             throw new InvalidDataException($"{folder}: the shipped teacher does not load ({e.Message}).", e);
         }
+        string found = model.ContentHash;
         if (found != expected)
+        {
+            model.Dispose();
             throw new InvalidDataException($"{folder}: weights hash {found[..16]}…, but its done.json records {expected[..16]}…; the shipped teacher is damaged.");
-        return folder;
+        }
+        return model;
     }
 
     /// <summary>

@@ -25,10 +25,8 @@ public static class SoftLabelReport
     {
         if (Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") is { } threads) torch.set_num_threads(int.Parse(threads));
         // The harness's shipped SST-2 teacher, found and checked as the harness does.
-        var teachers = TeacherBuilder.ShippedRoot(BenchPaths.RepoRoot());
-        var folder = TeacherBuilder.FindShipped(teachers, "SST-2", new TeacherSettings())
-            ?? throw new InvalidOperationException($"No shipped SST-2 teacher under {teachers}.");
-        using var teacher = TeacherModel.Load(folder);
+        var (teacher, folder) = TeacherBuilder.LoadShipped(BenchPaths.RepoRoot(), "SST-2");
+        using var teacherScope = teacher;
         int count = quick ? 512 : 2048, rounds = quick ? 3 : 5;
         // Sentences of the training split in file order, of three or more words (extraction keeps samples of at least three).
         var samples = File.ReadLines(Path.Combine(BenchPaths.SharedRoot(), "data", "SST-2", "train.tsv")).Skip(1)

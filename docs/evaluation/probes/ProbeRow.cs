@@ -13,9 +13,7 @@ internal static class ProbeRow
     public static (TeacherModel Teacher, string TeacherPath, RetriKTPipelineOptions Options, FewShotTask Task) Load(int seed, bool ppo)
     {
         string repo = Directory.GetCurrentDirectory();
-        string teacherPath = TeacherBuilder.FindShipped(TeacherBuilder.ShippedRoot(repo), "SST-2", new TeacherSettings())
-            ?? throw new InvalidOperationException($"No shipped SST-2 teacher under {TeacherBuilder.ShippedRoot(repo)}.");
-        var teacher = TeacherModel.Load(teacherPath);
+        var (teacher, teacherPath) = TeacherBuilder.LoadShipped(repo, "SST-2");
         teacher.RequiresGrad = false;
         var o = HarnessSettings.DefaultPipeline();
         // The retrikt-ppo row's PPO settings are the harness's defaults (HarnessSettings); the retrikt row has no PPO.

@@ -25,24 +25,9 @@ public class HeldAdamWTests
         var (w2, b2, u2) = (new Parameter(w0.clone()), new Parameter(b0.clone()), new Parameter(unused0.clone()));
         using var theirs = optim.AdamW([w1, b1, u1], 0.01, weight_decay: 0.05);
         using var ours = new HeldAdamW([w2, b2, u2], 0.01, 0.05);
-        for (int step = 0; step < 40; step++)
-        {
-            double rate = 0.01 * (1 - 0.9 * step / 39.0);
-            foreach (var group in theirs.ParamGroups) group.LearningRate = rate;
-            ours.LearningRate = rate;
-            using (var scope = NewDisposeScope())
-            {
-                theirs.zero_grad();
-                x.matmul(w1).add(b1, HeldScalars.One).sub(target).pow(HeldScalars.Two).mean().backward();
-                theirs.step();
-            }
-            using (var scope = NewDisposeScope())
-            {
-                ours.ZeroGrad();
-                x.matmul(w2).add(b2, HeldScalars.One).sub(target).pow(HeldScalars.Two).mean().backward();
-                ours.Step();
-            }
-        }
+        StepSideBySide(40, step => 0.01 * (1 - 0.9 * step / 39.0), theirs, ours,
+            () => x.matmul(w1).add(b1, HeldScalars.One).sub(target).pow(HeldScalars.Two).mean(),
+            () => x.matmul(w2).add(b2, HeldScalars.One).sub(target).pow(HeldScalars.Two).mean());
         Assert.True(Same(w1, w2), "weights differ from TorchSharp's AdamW");
         Assert.True(Same(b1, b2), "biases differ from TorchSharp's AdamW");
         Assert.True(Same(u1, u2), "a parameter without a gradient moved differently");
@@ -61,26 +46,33 @@ public class HeldAdamWTests
         var w2 = new Parameter(w0.clone());
         using var theirs = optim.Adam([w1], 0.03);
         using var ours = new HeldAdamW([w2], 0.03);
-        for (int step = 0; step < 30; step++)
+        StepSideBySide(30, step => step < 15 ? 0.03 : 0.015, theirs, ours, // the PPO trainer halves its rate
+            () => x.matmul(w1).sub(target).pow(HeldScalars.Two).mean(),
+            () => x.matmul(w2).sub(target).pow(HeldScalars.Two).mean());
+        Assert.True(Same(w1, w2), "weights differ from TorchSharp's Adam");
+        Assert.False(Same(w1, w0), "the weights did not move");
+    }
+
+    /// <summary>The same schedule of rates and the same loss for TorchSharp's optimizer and ours, step by step.</summary>
+    private static void StepSideBySide(int steps, Func<int, double> rate, optim.Optimizer theirs, HeldAdamW ours, Func<Tensor> theirLoss, Func<Tensor> ourLoss)
+    {
+        for (int step = 0; step < steps; step++)
         {
-            double rate = step < 15 ? 0.03 : 0.015; // the PPO trainer halves its rate
-            foreach (var group in theirs.ParamGroups) group.LearningRate = rate;
-            ours.LearningRate = rate;
+            foreach (var group in theirs.ParamGroups) group.LearningRate = rate(step);
+            ours.LearningRate = rate(step);
             using (var scope = NewDisposeScope())
             {
                 theirs.zero_grad();
-                x.matmul(w1).sub(target).pow(HeldScalars.Two).mean().backward();
+                theirLoss().backward();
                 theirs.step();
             }
             using (var scope = NewDisposeScope())
             {
                 ours.ZeroGrad();
-                x.matmul(w2).sub(target).pow(HeldScalars.Two).mean().backward();
+                ourLoss().backward();
                 ours.Step();
             }
         }
-        Assert.True(Same(w1, w2), "weights differ from TorchSharp's Adam");
-        Assert.False(Same(w1, w0), "the weights did not move");
     }
 
     private static bool Same(Tensor a, Tensor b) => a.detach().data<float>().ToArray().SequenceEqual(b.detach().data<float>().ToArray());

@@ -7,9 +7,7 @@ namespace RetriKT.MLNet.Tests.Infrastructure;
 internal static class ShippedTeachers
 {
     /// <summary>The SST-2 stand-in teacher committed with the harness, found and checked as the harness does.</summary>
-    public static TeacherModel Sst2() => TeacherModel.Load(
-        TeacherBuilder.FindShipped(TeacherBuilder.ShippedRoot(SharedData.RepoRoot), "SST-2", new TeacherSettings())
-        ?? throw new InvalidOperationException($"No shipped SST-2 teacher under {TeacherBuilder.ShippedRoot(SharedData.RepoRoot)}."));
+    public static TeacherModel Sst2() => TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2").Teacher;
 
     /// <summary>Sentences of different lengths from SST-2's official dev set, in file order.</summary>
     public static List<(string Text, string? Text2)> Sst2DevSentences(int count) =>

@@ -47,6 +47,9 @@ public sealed class ShippedTeacherTests : IDisposable
         // Another recipe or task has another folder: nothing shipped for it.
         Assert.Null(TeacherBuilder.FindShipped(_temp, "RTE", Settings));
         Assert.Null(TeacherBuilder.FindShipped(_temp, "SST-2", Settings with { StageBSteps = 601 }));
+        // LoadShipped needs one: under a repository without shipped teachers it names the folder it looked in.
+        var missing = Assert.Throws<InvalidOperationException>(() => TeacherBuilder.LoadShipped(_temp, "SST-2", Settings));
+        Assert.Equal($"No shipped SST-2 teacher under {TeacherBuilder.ShippedRoot(_temp)}.", missing.Message);
     }
 
     [SharedDataFact]

@@ -1,4 +1,3 @@
-using RetriKT.Evaluation;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Teacher;
 using RetriKT.MLNet.Tests.Infrastructure;
