@@ -57,9 +57,13 @@ if (verb == "run")
     Log($"Data: {o.DataRoot}; tasks {string.Join(",", o.Tasks)}; seeds {string.Join(",", o.Seeds)}; rows {string.Join(",", o.Rows)}; results {o.ResultsPath}");
     TeacherModel? loaded = null;
     string? loadedPath = null, teacherDescription = null;
+    // Resolved once per task: resolving a shipped teacher loads and hashes its weights, and the harness asks for the
+    // teacher from several places per row.
+    var teacherPaths = new Dictionary<string, string>();
     (TeacherModel, string) LoadTeacher(string task)
     {
-        var path = o.TeacherPath ?? TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token, o.ShippedTeachersRoot);
+        if (!teacherPaths.TryGetValue(task, out var path))
+            teacherPaths[task] = path = o.TeacherPath ?? TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token, o.ShippedTeachersRoot);
         if (loaded is not null && loadedPath == path) return (loaded, path);
         loaded?.Dispose();
         loaded = TeacherModel.Load(path);

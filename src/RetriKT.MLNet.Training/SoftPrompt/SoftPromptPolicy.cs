@@ -96,10 +96,12 @@ internal sealed class SoftPromptPolicy
 
     /// <summary>
     /// Re-scores rollouts under the given prompts: per-token log-probabilities of the responses at
-    /// <paramref name="temperature"/>, values (hidden states detached: the value loss trains the head only), the
-    /// response mask and the entropy of each position's distribution. All <c>[B, R]</c>.
+    /// <paramref name="temperature"/>, the response mask, and on request the values (hidden states detached: the value
+    /// loss trains the head only) and the entropy of each position's distribution (a reading: no gradient). All
+    /// <c>[B, R]</c>.
     /// </summary>
-    public (Tensor LogProbs, Tensor Values, Tensor Mask, Tensor Entropy) Evaluate(IReadOnlyList<Rollout> rollouts, Tensor softPrompts, double temperature)
+    public (Tensor LogProbs, Tensor? Values, Tensor Mask, Tensor? Entropy) Evaluate(IReadOnlyList<Rollout> rollouts, Tensor softPrompts, double temperature,
+        bool withValues = true, bool withEntropy = true)
     {
         int b = rollouts.Count;
         int maxPrompt = rollouts.Max(r => r.PromptIds.Length), maxResponse = rollouts.Max(r => r.ResponseIds.Length);
@@ -108,10 +110,12 @@ internal sealed class SoftPromptPolicy
         var mask = new long[b * width];
         var responseIds = new long[b * maxResponse];
         var responseMask = new float[b * maxResponse];
+        bool leftPadded = false;
         for (int i = 0; i < b; i++)
         {
             var r = rollouts[i];
             int offset = maxPrompt - r.PromptIds.Length;
+            leftPadded |= offset > 0;
             for (int j = 0; j < r.PromptIds.Length; j++) { ids[i * width + offset + j] = r.PromptIds[j]; mask[i * width + offset + j] = 1; }
             for (int j = 0; j < r.ResponseIds.Length; j++)
             {
@@ -124,18 +128,22 @@ internal sealed class SoftPromptPolicy
         var device = Teacher.Device;
         long p = softPrompts.shape[1];
         var embeds = cat([softPrompts, Teacher.Embed(tensor(ids, [b, width], device: device))], 1);
-        var fullMask = cat([ones(b, p, ScalarType.Int64, device), tensor(mask, [b, width], device: device)], 1);
-        var output = Teacher.Forward(embeds, fullMask, returnHiddenStates: true);
-        // Slot s predicts slot s + 1: response token j (slot p + maxPrompt + j) is predicted at slot p + maxPrompt + j − 1.
-        long first = p + maxPrompt - 1;
+        // Right padding alone needs no mask in a causal model: a real token never sees the slots after it, and positions
+        // count the same either way. Without a mask the fused causal attention kernel runs instead of the masked one.
+        var fullMask = leftPadded ? cat([ones(b, p, ScalarType.Int64, device), tensor(mask, [b, width], device: device)], 1) : null;
+        // Slot s predicts slot s + 1: response token j (slot p + maxPrompt + j) is predicted at slot p + maxPrompt + j − 1,
+        // so the LM head runs on the last maxResponse + 1 slots and the very last one is dropped.
+        var output = Teacher.Forward(embeds, fullMask, returnHiddenStates: withValues, logitsToKeep: maxResponse + 1);
         using var temperatureScalar = temperature.ToScalar(); // held across the call (see HeldScalars)
-        var logits = output.Logits.narrow(1, first, maxResponse).to(ScalarType.Float32).div(temperatureScalar);
+        var logits = output.Logits.narrow(1, 0, maxResponse).to(ScalarType.Float32).div(temperatureScalar);
         var logp = logits.log_softmax(-1);
         var targets = tensor(responseIds, [b, maxResponse], device: device);
         var tokenLogp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
         var maskT = tensor(responseMask, [b, maxResponse], device: device);
-        var entropy = PpoMath.Entropy(logp);
-        var values = Value.forward(output.HiddenStates!.narrow(1, first, maxResponse).detach());
-        return (tokenLogp.mul(maskT), values.mul(maskT), maskT, entropy);
+        Tensor? entropy = null;
+        if (withEntropy)
+            using (no_grad()) entropy = PpoMath.Entropy(logp.detach());
+        var values = withValues ? Value.forward(output.HiddenStates!.narrow(1, p + maxPrompt - 1, maxResponse).detach()).mul(maskT) : null;
+        return (tokenLogp.mul(maskT), values, maskT, entropy);
     }
 }

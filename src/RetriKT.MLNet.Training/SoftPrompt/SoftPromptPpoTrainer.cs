@@ -249,13 +249,13 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using (no_grad())
         {
-            var (logp, values, m, _) = policy.Evaluate(rollouts, policy.Prompts.PromptsFor(labels, policy.Teacher.DType), o.Temperature);
-            var (refLogp, _, _, _) = policy.Evaluate(rollouts, reference.PromptsFor(labels, policy.Teacher.DType), o.Temperature);
+            var (logp, values, m, _) = policy.Evaluate(rollouts, policy.Prompts.PromptsFor(labels, policy.Teacher.DType), o.Temperature, withEntropy: false);
+            var (refLogp, _, _, _) = policy.Evaluate(rollouts, reference.PromptsFor(labels, policy.Teacher.DType), o.Temperature, withValues: false, withEntropy: false);
             var score = tensor(scores.Select(s => (float)s.Total).ToArray(), device: device);
             var (rewards, tokenKl) = PpoMath.TokenRewards(score, logp, refLogp, m, kl.Value);
-            (advantages, returns) = PpoMath.Gae(rewards, values, m, o.Gamma, o.Lambda);
+            (advantages, returns) = PpoMath.Gae(rewards, values!, m, o.Gamma, o.Lambda);
             advantages = PpoMath.Whiten(advantages, m);
-            (oldLogp, oldValues, mask) = (logp, values, m);
+            (oldLogp, oldValues, mask) = (logp, values!, m);
             sequenceKl = tokenKl.sum(1).mean();
         }
 
@@ -288,7 +288,9 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             var index = tensor(chunk.Select(i => (long)i).ToArray(), device: device);
             var batch = chunk.Select(i => rollouts[i]).ToList();
             using var grad = lastLook ? no_grad() : null;
-            var (logp, values, m, ent) = policy.Evaluate(batch, policy.Prompts.PromptsFor(labels.index_select(0, index), policy.Teacher.DType), o.Temperature);
+            // The last look needs only the policy's distance (no values, no entropy).
+            var (logp, values, m, ent) = policy.Evaluate(batch, policy.Prompts.PromptsFor(labels.index_select(0, index), policy.Teacher.DType), o.Temperature,
+                withValues: !lastLook, withEntropy: !lastLook);
             // Re-slice the stored tensors to this minibatch's response width.
             long width = m.shape[1];
             Tensor Rows(Tensor t) => t.index_select(0, index).narrow(1, 0, width);
@@ -306,14 +308,14 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             if (before is not null)
                 using (no_grad())
                     foreach (var (p, saved) in policy.Prompts.parameters().Zip(before)) saved.copy_(p);
-            var vl = PpoMath.ValueLoss(values, Rows(oldValues), Rows(returns), m, o.ValueClipRange);
+            var vl = PpoMath.ValueLoss(values!, Rows(oldValues), Rows(returns), m, o.ValueClipRange);
             var loss = pl.add(vl.mul(valueCoefficient), HeldScalars.One);
             optimizer.ZeroGrad();
             loss.backward();
             nn.utils.clip_grad_norm_(policy.Prompts.parameters().Concat(policy.Value.parameters()), o.MaxGradientNorm);
             optimizer.Step();
             policyLoss += pl.item<float>(); valueLoss += vl.item<float>(); clip += cf.item<float>(); approxKl += ak.item<float>();
-            entropy += PpoMath.MaskedMean(ent, m).item<float>();
+            entropy += PpoMath.MaskedMean(ent!, m).item<float>();
             updates++;
         }
         int kept = rolledBack ? updates - 1 : updates;

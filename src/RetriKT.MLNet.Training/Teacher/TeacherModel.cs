@@ -181,7 +181,14 @@ public sealed class TeacherModel : IDisposable
     /// flow into <paramref name="inputsEmbeds"/>; call under <c>torch.no_grad()</c> when none are needed. The caller
     /// owns the returned tensors (use a dispose scope).
     /// </summary>
-    public CausalLMOutput Forward(Tensor inputsEmbeds, Tensor? attentionMask = null, bool returnHiddenStates = false)
+    /// <param name="inputsEmbeds">Input embeddings <c>[B, T, hidden]</c>.</param>
+    /// <param name="attentionMask">Key mask <c>[B, T]</c> (1 = token, 0 = left padding), or null when nothing is padded.</param>
+    /// <param name="returnHiddenStates">Also return the final hidden states <c>[B, T, hidden]</c>.</param>
+    /// <param name="logitsToKeep">
+    /// Logits for the last this many slots only (<c>[B, logitsToKeep, V]</c>; HF's <c>logits_to_keep</c>): the LM head
+    /// and its backward then skip the slots nobody reads. Null: every slot. The hidden states are always whole.
+    /// </param>
+    public CausalLMOutput Forward(Tensor inputsEmbeds, Tensor? attentionMask = null, bool returnHiddenStates = false, int? logitsToKeep = null)
     {
         ArgumentNullException.ThrowIfNull(inputsEmbeds);
         if (inputsEmbeds.dim() != 3 || inputsEmbeds.shape[2] != Config.HiddenSize)
@@ -191,10 +198,12 @@ public sealed class TeacherModel : IDisposable
             throw new ArgumentException($"Sequence length {t} exceeds the model's context of {Config.MaxPositions} positions.", nameof(inputsEmbeds));
         if (attentionMask is not null && (attentionMask.dim() != 2 || attentionMask.shape[0] != b || attentionMask.shape[1] != t))
             throw new ArgumentException($"attentionMask must be [{b}, {t}], found [{string.Join(",", attentionMask.shape)}].", nameof(attentionMask));
+        if (logitsToKeep is int keep && (keep < 1 || keep > t))
+            throw new ArgumentOutOfRangeException(nameof(logitsToKeep), $"logitsToKeep must be in [1, {t}] (the sequence's slots), found {keep}.");
         var embeds = inputsEmbeds.to(DType, Device);
         var mask = attentionMask?.to(ScalarType.Int64, Device);
         var hidden = RunDecoder(embeds, mask, null);
-        var logits = _module.LmHead(hidden);
+        var logits = _module.LmHead(logitsToKeep is int k && k < t ? hidden.narrow(1, t - k, k) : hidden);
         return new CausalLMOutput(logits, returnHiddenStates ? hidden : null);
     }
 

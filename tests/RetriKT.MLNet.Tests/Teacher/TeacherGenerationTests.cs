@@ -106,6 +106,36 @@ public class TeacherGenerationTests
     }
 
     [SharedDataFact]
+    public void LogitsToKeepGivesTheLastSlotsLogitsAndRightPaddingNeedsNoMask()
+    {
+        using var model = Stories();
+        using var scope = NewDisposeScope();
+        // Two rows, the second right-padded by three slots (as PPO re-scores responses of different lengths).
+        var a = model.Tokenizer!.Encode("Once upon a time there was a dog", addBos: true);
+        var b = model.Tokenizer!.Encode("Lily saw a cat", addBos: true);
+        int width = Math.Max(a.Length, b.Length);
+        long[] Row(int[] ids) => [.. ids.Select(i => (long)i), .. Enumerable.Repeat(0L, width - ids.Length)];
+        var embeds = model.Embed(tensor(Row(a).Concat(Row(b)).ToArray(), [2, width]));
+        var mask = tensor(Enumerable.Range(0, 2 * width).Select(i => (long)(i % width < (i < width ? a.Length : b.Length) ? 1 : 0)).ToArray(), [2, width]);
+        var full = model.Forward(embeds, mask).Logits;
+
+        var kept = model.Forward(embeds, mask, logitsToKeep: 4).Logits;
+        Assert.Equal(new long[] { 2, 4, model.Config.VocabSize }, kept.shape);
+        float keptGap = full.narrow(1, width - 4, 4).sub(kept).abs().max().item<float>();
+        Assert.True(keptGap < 1e-5f, $"logitsToKeep 4 differs from the full pass's last 4 slots by {keptGap}.");
+
+        // Without the mask, every real slot of the right-padded row reads the same logits (pads only follow it).
+        var unmasked = model.Forward(embeds).Logits;
+        float realGap = full[1].narrow(0, 0, b.Length).sub(unmasked[1].narrow(0, 0, b.Length)).abs().max().item<float>();
+        Assert.True(realGap < 1e-4f, $"right padding without a mask moved a real slot's logits by {realGap}.");
+        Assert.True(full[0].sub(unmasked[0]).abs().max().item<float>() < 1e-4f);
+
+        var tooMany = Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward(embeds, mask, logitsToKeep: width + 1));
+        Assert.Contains($"logitsToKeep must be in [1, {width}]", tooMany.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward(embeds, mask, logitsToKeep: 0));
+    }
+
+    [SharedDataFact]
     public void ScoreContinuationsRanksTheLikelyEndingHigher()
     {
         using var model = Stories();
