@@ -4,7 +4,7 @@ using RetriKT.MLNet.Benchmarks;
 // `dotnet run -c Release -- teacher [--quick]`: side-by-side teacher numbers in one process (KV cache speed-up,
 // batch-1 decode against the measured memory bound, batch-64 decode and training against the measured fp32 matmul rate).
 // `dotnet run -c Release -- ppo [--quick] [--stories]`: PPO rollout tokens/s and time per step (rollout/reward/scoring/update);
-// --stories measures the stories260K teacher only.
+// --stories measures the stories260K teacher only; RETRIKT_BENCH_PPO_CSV=folder writes each run's per-step metrics there.
 // `dotnet run -c Release -- blackbox [--quick]`: TeacherServer 16 concurrent vs 16 sequential requests, black-box
 // extraction samples/s with one vs two servers (ratios from one run).
 // `dotnet run -c Release -- search [--quick] [--d N] [--min N] [--max N]`: exact vs HNSW query time and recall@16 at d = 48 and 384, 8k to 256k

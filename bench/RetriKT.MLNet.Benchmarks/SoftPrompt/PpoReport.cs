@@ -49,6 +49,9 @@ public static class PpoReport
         {
             TeacherPath = teacherPath, Template = template with { MaxNewTokens = 32 }, SupervisedEpochs = 1,
             PpoSteps = quick ? 2 : 5, RolloutsPerStep = 16, MiniBatchSize = 8, PpoEpochs = 4,
+            // Per-step losses and rewards, so that two builds can be checked for the same run (RETRIKT_BENCH_PPO_CSV=folder).
+            MetricsCsvPath = Environment.GetEnvironmentVariable("RETRIKT_BENCH_PPO_CSV") is { } folder
+                ? Path.Combine(folder, string.Concat(name.TakeWhile(char.IsLetterOrDigit)) + ".csv") : null,
         }).Fit(data);
         var steps = prompts.TrainingReport!.PpoSteps.Skip(1).ToList(); // the first step includes warm-up
         if (steps.Count == 0) steps = prompts.TrainingReport.PpoSteps.ToList();
