@@ -64,5 +64,7 @@ public static class PpoReport
         Console.WriteLine($"  PPO step: {stepTotal:F2} s = rollout {rollout:F2} s ({rollout / stepTotal:P0}) + reward {reward:F2} s ({reward / stepTotal:P0}) " +
                           $"+ scoring {scoring:F2} s ({scoring / stepTotal:P0}) + update {update:F2} s ({update / stepTotal:P0})");
         Console.WriteLine($"  whole fit (stage 1 + {prompts.TrainingReport.PpoSteps.Count} PPO steps): {total.Elapsed.TotalSeconds:F1} s");
+        // Two builds learned the same prompts only if these bits agree (the CSV's six digits are not enough).
+        Console.WriteLine($"  tuned prompts: sha256 {prompts.ContentHash()[..16]}");
     }
 }
