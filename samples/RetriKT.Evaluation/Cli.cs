@@ -153,15 +153,25 @@ public static class RunLog
         .Select(l => { try { return JsonSerializer.Deserialize<RunRecord>(l); } catch (JsonException) { return null; } })
         .OfType<RunRecord>().ToList();
 
+    /// <summary>
+    /// The machine a run used. The CPU's family/model and widest vector unit are part of it: MKL picks its kernels by
+    /// them, and kernels that round differently move PPO's trajectory (the same code reproduced every prompt bit on one
+    /// EPYC and not the rows measured on another, whose name read the same).
+    /// </summary>
     public static string Machine()
     {
         string cpu = "unknown CPU";
         try
         {
-            cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
+            var lines = File.ReadLines("/proc/cpuinfo").TakeWhile(l => l.Length > 0).ToList(); // the first processor's block
+            string? Field(string name) => lines.FirstOrDefault(l => l.StartsWith(name, StringComparison.Ordinal) && l[name.Length..].TrimStart().StartsWith(':'))?.Split(':', 2)[1].Trim();
+            cpu = Field("model name") ?? cpu;
+            if (Field("cpu family") is { } family && Field("model") is { } model) cpu += $" (family {family} model {model})";
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
-        return $"{cpu}, {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}, TorchSharp CPU";
+        string vector = System.Runtime.Intrinsics.X86.Avx512F.IsSupported ? "AVX-512" : System.Runtime.Intrinsics.X86.Avx2.IsSupported ? "AVX2"
+            : System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported ? "NEON" : "no wide vectors";
+        return $"{cpu}, {vector}, {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, .NET {Environment.Version}, TorchSharp CPU";
     }
 }
