@@ -59,8 +59,11 @@ public sealed class StoreVariantsTests
         var own = scorer.Probabilities(variants.Select(v => (v.Text!, (string?)null)).ToList());
         for (int i = 0; i < variants.Count; i++)
         {
-            Assert.Equal(own[i][0], variants[i].SoftLabel[0], 5);
-            Assert.Equal(own[i][0] >= own[i][1] ? 0 : 1, variants[i].Label);
+            // Within 1e-5, not "equal to 5 decimals": the variant was scored in another batch, and a 5e-7 difference
+            // (batch padding) once rounded 0.5205454 and 0.5205449 to different fifth decimals.
+            double gap = Math.Abs(own[i][0] - variants[i].SoftLabel[0]);
+            Assert.True(gap <= 1e-5, $"variant {i}: soft label {variants[i].SoftLabel[0]:R} against the teacher's {own[i][0]:R} on its text");
+            if (Math.Abs(own[i][0] - own[i][1]) > 1e-5) Assert.Equal(own[i][0] >= own[i][1] ? 0 : 1, variants[i].Label);
             Assert.Equal(variants[i].SoftLabel[variants[i].Label], variants[i].Fidelity);
         }
         // Not copies of the samples' labels: on some variants the teacher changes its mind about the words that are left.
