@@ -193,6 +193,32 @@ public static class ResultsReport
             $"{F(fidelity.Ppo.Count == 0 ? null : fidelity.Ppo.Average())} vs {F(fidelity.Plain.Count == 0 ? null : fidelity.Plain.Average())}"));
         md.AppendLine(Check(ratios.Count == 0 ? null : ratios.Max() <= 0.02, "student ≤ 2 % of the teacher's parameters", ratios.Count == 0 ? "–" : $"largest {ratios.Max():P2}"));
         md.AppendLine();
+        // What retrieval adds is a difference between two rows on the same seeds; its seed-to-seed spread says how
+        // much of a mean difference could be noise.
+        var paired = new[] { (Rows.RetriKT, Rows.StoreOnlyStudent), (Rows.RetriKTPpo, Rows.StoreOnlyPpo) }
+            .Select(p => PairedLine(results.Where(r => r.Task == "SST-2").ToList(), p.Item1, p.Item2)).OfType<string>().ToList();
+        if (paired.Count == 0) return;
+        md.AppendLine("Same store, per seed (retrieval row − row without retrieval, points):");
+        md.AppendLine();
+        foreach (var line in paired) md.AppendLine($"- {line}");
+        md.AppendLine();
+    }
+
+    /// <summary>
+    /// "<paramref name="with"/> − <paramref name="without"/>: 13 +0.1, 21 −0.5, …; mean +0.9, sd 2.7, standard error 1.2 (n = 5)"
+    /// over the seeds both rows have, in points; null when they share no seed.
+    /// </summary>
+    public static string? PairedLine(IReadOnlyList<RowResult> results, string with, string without)
+    {
+        var pairs = results.Where(r => r.Row == with)
+            .Join(results.Where(r => r.Row == without), r => (r.Task, r.Seed), r => (r.Task, r.Seed), (a, b) => (a.Seed, Difference: 100 * (a.Accuracy - b.Accuracy)))
+            .OrderBy(p => p.Seed).ToList();
+        if (pairs.Count == 0) return null;
+        static string Signed(double v) => (v >= 0 ? "+" : "−") + Math.Abs(v).ToString("F1", CultureInfo.InvariantCulture);
+        var (mean, sd, n) = Stats(pairs.Select(p => p.Difference).ToList());
+        string spread = n > 1 ? string.Create(CultureInfo.InvariantCulture, $", sd {sd:F1}, standard error {sd / Math.Sqrt(n):F1}") : "";
+        return $"{with} − {without}: {string.Join(", ", pairs.Select(p => $"{p.Seed?.ToString(CultureInfo.InvariantCulture) ?? "split"} {Signed(p.Difference)}"))}; " +
+               $"mean {Signed(mean)}{spread} (n = {n})";
     }
 
     /// <summary>The stand-in teachers the results were made with: recipe, corpus sizes, tokens seen, final losses.</summary>
@@ -234,13 +260,33 @@ public static class ResultsReport
     {
         var sweeps = results.Where(r => Rows.Sweeps.Contains(r.Row)).OrderBy(r => Rows.Sweeps.ToList().IndexOf(r.Row)).ToList();
         if (sweeps.Count == 0) return;
-        md.AppendLine("## Sweeps (SST-2 seed 13, soft prompt only)");
+        md.AppendLine("## Sweeps (SST-2, soft prompt only)");
         md.AppendLine();
-        md.AppendLine("| Row | Acc | Store | λ | μ | Student params | Notes |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|---|");
-        foreach (var r in sweeps)
+        md.AppendLine("| Row | Seed | Acc | Store | λ | μ | Student params | Notes |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---|");
+        foreach (var r in sweeps.OrderBy(r => Rows.Sweeps.ToList().IndexOf(r.Row)).ThenBy(r => r.Seed))
             md.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {Rows.Title(r.Row)} | {100 * r.Accuracy:F2} | {r.StoreSize} | {r.RetrievalWeight:G3} | {(r.LexicalRetrievalWeight is double m ? m.ToString("G3", CultureInfo.InvariantCulture) : "–")} | {r.StudentParameters:N0} | {r.Notes?.Replace("|", "/")} |"));
+                $"| {Rows.Title(r.Row)} | {r.Seed?.ToString(CultureInfo.InvariantCulture) ?? "–"} | {100 * r.Accuracy:F2} | {r.StoreSize} | {r.RetrievalWeight:G3} | {(r.LexicalRetrievalWeight is double m ? m.ToString("G3", CultureInfo.InvariantCulture) : "–")} | {r.StudentParameters:N0} | {r.Notes?.Replace("|", "/")} |"));
+        md.AppendLine();
+        // A store-size row run on several seeds is read against the table's row on the same seeds (the harness's
+        // default store), and its own retrieval gain against the store-only row of the same size.
+        var summaries = new List<string>();
+        foreach (var row in Rows.Sweeps.Where(row => sweeps.Count(r => r.Row == row) > 1))
+        {
+            var mine = sweeps.Where(r => r.Row == row).ToList();
+            var (mean, sd, n) = Stats(mine.Select(r => r.Accuracy).ToList());
+            string line = string.Create(CultureInfo.InvariantCulture, $"{Rows.Title(row)}: {100 * mean:F1} ± {100 * sd:F1} (n = {n})");
+            string? tableRow = row.StartsWith(Rows.StoreSweepPrefix, StringComparison.Ordinal) ? Rows.RetriKT
+                : row.StartsWith(Rows.NoRetrievalSweepPrefix, StringComparison.Ordinal) ? Rows.StoreOnlyStudent : null;
+            if (tableRow is not null && PairedLine(results.Where(r => r.Task == "SST-2").ToList(), row, tableRow) is { } vsTable)
+                line += $"; against the table's row, same seeds: {vsTable}";
+            summaries.Add(line);
+        }
+        foreach (var size in sweeps.Select(r => Rows.SweptStoreSize(r.Row)).OfType<int>().Distinct())
+            if (PairedLine(sweeps, Rows.StoreSweepPrefix + size.ToString(CultureInfo.InvariantCulture), Rows.NoRetrievalSweepPrefix + size.ToString(CultureInfo.InvariantCulture)) is { } gain)
+                summaries.Add($"retrieval at {size.ToString(CultureInfo.InvariantCulture)} samples per label: {gain}");
+        if (summaries.Count == 0) return;
+        foreach (var line in summaries) md.AppendLine($"- {line}");
         md.AppendLine();
     }
 

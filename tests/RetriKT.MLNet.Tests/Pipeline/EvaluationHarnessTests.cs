@@ -154,4 +154,21 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Equal(3, n);
         Assert.Equal(0, ResultsReport.Stats([0.7]).Sd);
     }
+
+    [Fact]
+    public void PairedLineComparesTwoRowsOnTheSeedsBothHave()
+    {
+        RowResult R(string row, int seed, double accuracy) => new() { Task = "SST-2", Seed = seed, Row = row, Accuracy = accuracy };
+        var results = new List<RowResult>
+        {
+            R("retrikt", 13, 0.732), R("store-only-student", 13, 0.728),
+            R("retrikt", 21, 0.734), R("store-only-student", 21, 0.742),
+            R("retrikt", 42, 0.745), // no store-only row on seed 42: not paired
+            R("store-only-student", 87, 0.722),
+        };
+        // Differences +0.4 and −0.8 points: mean −0.2, sd 0.85, standard error 0.6.
+        Assert.Equal("retrikt − store-only-student: 13 +0.4, 21 −0.8; mean −0.2, sd 0.8, standard error 0.6 (n = 2)",
+            ResultsReport.PairedLine(results, "retrikt", "store-only-student"));
+        Assert.Null(ResultsReport.PairedLine(results, "retrikt", "store-only-ppo"));
+    }
 }
