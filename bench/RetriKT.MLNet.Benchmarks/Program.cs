@@ -11,6 +11,8 @@ using RetriKT.MLNet.Benchmarks;
 // entries, side by side (the table behind VectorIndexes' switch point; docs/SEARCH.md).
 // `dotnet run -c Release -- softlabels [--quick]`: extraction's soft-label pass, row per label word vs one pass (SST-2
 // stand-in teacher, real SST-2 sentences, alternating rounds, medians).
+// `dotnet run -c Release -- decode-batches [--quick]`: 64 rows as one torch batch (the harness's extraction batch) vs four
+// batches of 16 (managed and torch), alternating rounds.
 // Anything else goes to BenchmarkDotNet (e.g. `-- --filter *TeacherGeneration*`).
 if (args.Length > 0 && args[0] == "ppo")
 {
@@ -30,6 +32,11 @@ if (args.Length > 0 && args[0] == "search")
 if (args.Length > 0 && args[0] == "softlabels")
 {
     RetriKT.MLNet.Benchmarks.Extraction.SoftLabelReport.Run(args.Contains("--quick"));
+    return;
+}
+if (args.Length > 0 && args[0] == "decode-batches")
+{
+    DecodeBatchReport.Run(args.Contains("--quick"));
     return;
 }
 if (args.Length > 0 && args[0] == "teacher")

@@ -202,3 +202,46 @@ public static class TeacherReport
         return best;
     }
 }
+
+/// <summary>
+/// The extractor's batch question, side by side in one run: 64 rows decoded as one torch batch (the harness's
+/// ExtractionBatchSize) against the same 64 rows as four batches of 16, managed (the library's default batch) and
+/// torch. Prompts of 8 tokens, 48 new tokens (SST-2's sample length), no stop, alternating rounds, each variant's best.
+/// </summary>
+public static class DecodeBatchReport
+{
+    public static void Run(bool quick)
+    {
+        TorchDevicesInit();
+        if (Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") is { } threads) torch.set_num_threads(int.Parse(threads));
+        Console.WriteLine($"torch threads: {torch.get_num_threads()}, cores: {Environment.ProcessorCount}");
+        using var model = TeacherModel.Create(TeacherShapes.Generation, null, seed: 1, new TeacherLoadOptions());
+        Console.WriteLine($"generation model: {model.Config} ({model.ParameterCount:N0} params)");
+        const int rows = 64, newTokens = 48;
+        var prompts = Enumerable.Range(0, rows).Select(i => Enumerable.Range(0, 8).Select(j => 1 + (i * 7 + j * 13) % 4000).ToArray()).ToArray();
+        int Generate(int batch, bool torchDecode)
+        {
+            int produced = 0;
+            for (int start = 0; start < rows; start += batch)
+                produced += model.Generate(new GenerationRequest
+                {
+                    PromptIds = prompts[start..(start + batch)], MaxNewTokens = newTokens, StopTokenIds = [], TorchDecode = torchDecode,
+                }).Sequences.Sum(s => s.TokenIds.Length);
+            return produced;
+        }
+        var variants = new (string Name, int Batch, bool Torch)[] { ("1 x 64, torch", 64, true), ("4 x 16, managed", 16, false), ("4 x 16, torch", 16, true) };
+        var best = variants.ToDictionary(v => v.Name, _ => 0.0);
+        foreach (var v in variants) Generate(v.Batch, v.Torch);
+        for (int round = 0; round < (quick ? 3 : 6); round++)
+            foreach (var v in variants)
+            {
+                var sw = Stopwatch.StartNew();
+                int produced = Generate(v.Batch, v.Torch);
+                best[v.Name] = Math.Max(best[v.Name], produced / sw.Elapsed.TotalSeconds);
+            }
+        foreach (var v in variants)
+            Console.WriteLine($"{rows} rows, {newTokens} new tokens, {v.Name}: {best[v.Name]:F0} tok/s ({best[v.Name] / best[variants[0].Name]:F2}x the 1 x 64 torch batch)");
+    }
+
+    private static void TorchDevicesInit() => RetriKT.MLNet.Common.TorchDevices.EnsureNativeBackend();
+}
