@@ -100,8 +100,9 @@ if (verb == "run")
 
 var results = new ResultsLog(o.ResultsPath).Results;
 var plot = ResultsReport.WritePlot(results, o.PlotPath, Log);
-ResultsReport.WriteMarkdown(results, o, RunLog.Read(o.RunLogPath), plot, o.ReportPath);
-Log($"Report: {o.ReportPath}{(plot is null ? "" : ", plot: " + plot)}");
+var storeSizePlot = ResultsReport.WriteStoreSizePlot(results, o.PlotPath, Log);
+ResultsReport.WriteMarkdown(results, o, RunLog.Read(o.RunLogPath), plot, o.ReportPath, storeSizePlot);
+Log($"Report: {o.ReportPath}{(plot is null ? "" : ", plot: " + plot)}{(storeSizePlot is null ? "" : ", " + storeSizePlot)}");
 return 0;
 
 static int Fail(string message)

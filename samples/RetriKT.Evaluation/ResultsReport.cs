@@ -40,7 +40,7 @@ public static class ResultsReport
     public static List<RowResult> Latest(IEnumerable<RowResult> results) => results
         .GroupBy(r => (r.Task, r.Seed, r.Row)).Select(g => g.OrderBy(r => r.FinishedUtc).Last()).ToList();
 
-    public static void WriteMarkdown(IEnumerable<RowResult> all, Cli.Options options, IReadOnlyList<RunRecord> runs, string? plotPath, string path)
+    public static void WriteMarkdown(IEnumerable<RowResult> all, Cli.Options options, IReadOnlyList<RunRecord> runs, string? plotPath, string path, string? storeSizePlot = null)
     {
         var results = Latest(all);
         var tasks = Cli.DefaultTasks.Where(t => results.Any(r => r.Task == t)).ToList();
@@ -82,7 +82,7 @@ public static class ResultsReport
         md.AppendLine();
         AppendGoals(md, results);
         AppendTeachers(md, TeacherRecords.Read(options.TeacherRecordsPath));
-        AppendSweeps(md, results);
+        AppendSweeps(md, results, storeSizePlot is null ? null : Path.GetRelativePath(Path.GetDirectoryName(path)!, storeSizePlot).Replace('\\', '/'));
         if (plotPath is not null)
         {
             var relative = Path.GetRelativePath(Path.GetDirectoryName(path)!, plotPath).Replace('\\', '/');
@@ -256,7 +256,7 @@ public static class ResultsReport
     }
 
     /// <summary>The SST-2 seed-13 sweeps: accuracy against store size and against k.</summary>
-    private static void AppendSweeps(StringBuilder md, List<RowResult> results)
+    private static void AppendSweeps(StringBuilder md, List<RowResult> results, string? storeSizePlot)
     {
         var sweeps = results.Where(r => Rows.Sweeps.Contains(r.Row)).OrderBy(r => Rows.Sweeps.ToList().IndexOf(r.Row)).ToList();
         if (sweeps.Count == 0) return;
@@ -285,9 +285,13 @@ public static class ResultsReport
         foreach (var size in sweeps.Select(r => Rows.SweptStoreSize(r.Row)).OfType<int>().Distinct())
             if (PairedLine(sweeps, Rows.StoreSweepPrefix + size.ToString(CultureInfo.InvariantCulture), Rows.NoRetrievalSweepPrefix + size.ToString(CultureInfo.InvariantCulture)) is { } gain)
                 summaries.Add($"retrieval at {size.ToString(CultureInfo.InvariantCulture)} samples per label: {gain}");
-        if (summaries.Count == 0) return;
         foreach (var line in summaries) md.AppendLine($"- {line}");
-        md.AppendLine();
+        if (summaries.Count > 0) md.AppendLine();
+        if (storeSizePlot is not null)
+        {
+            md.AppendLine($"![SST-2 seed 13: accuracy against store size]({storeSizePlot})");
+            md.AppendLine();
+        }
     }
 
     private const string HandWrittenMarker = "<!-- hand-written notes below are kept when the report is regenerated -->";
@@ -342,6 +346,50 @@ public static class ResultsReport
             log($"ScottPlot could not render ({e.GetType().Name}: {e.Message}); writing {svg} instead.");
             WriteSvg(tasks, series, svg);
             return svg;
+        }
+    }
+
+    /// <summary>
+    /// Accuracy against store size on SST-2 seed 13 (the sweep's seed): with retrieval (<c>sweep-store-N</c>, and the
+    /// <c>retrikt</c> row at the harness's default size) and without (<c>sweep-no-retrieval-N</c>, <c>store-only-student</c>).
+    /// Written beside <paramref name="resultsPlotPath"/> as store-size.png; null when the sweep has fewer than two sizes
+    /// or ScottPlot cannot render here (the sweep table carries the same numbers).
+    /// </summary>
+    public static string? WriteStoreSizePlot(IEnumerable<RowResult> all, string resultsPlotPath, Action<string> log)
+    {
+        var seed13 = Latest(all).Where(r => r.Task == "SST-2" && r.Seed == 13).ToList();
+        int defaultSize = HarnessSettings.DefaultPipeline().SamplesPerLabel;
+        List<(double Size, double Accuracy)> Curve(string prefix, string tableRow) => seed13
+            .Select(r => (Size: r.Row == tableRow ? defaultSize : r.Row.StartsWith(prefix, StringComparison.Ordinal) ? Rows.SweptStoreSize(r.Row) : null, r.Accuracy))
+            .Where(p => p.Size is not null).Select(p => ((double)p.Size!.Value, 100 * p.Accuracy)).DistinctBy(p => p.Item1).OrderBy(p => p.Item1).ToList();
+        var with = Curve(Rows.StoreSweepPrefix, Rows.RetriKT);
+        var without = Curve(Rows.NoRetrievalSweepPrefix, Rows.StoreOnlyStudent);
+        if (with.Count + without.Count < 3) return null;
+        var path = Path.Combine(Path.GetDirectoryName(resultsPlotPath)!, "store-size.png");
+        try
+        {
+            var plt = new ScottPlot.Plot();
+            foreach (var (curve, label) in new[] { (with, "RetriKT student (retrieval on)"), (without, "same student, no retrieval (λ = 0)") })
+            {
+                if (curve.Count == 0) continue;
+                var line = plt.Add.Scatter(curve.Select(p => Math.Log2(p.Size)).ToArray(), curve.Select(p => p.Accuracy).ToArray());
+                line.LegendText = label;
+                line.MarkerSize = 8;
+            }
+            var sizes = with.Concat(without).Select(p => p.Size).Distinct().OrderBy(x => x).ToArray();
+            plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
+                sizes.Select(x => new ScottPlot.Tick(Math.Log2(x), x.ToString("N0", CultureInfo.InvariantCulture))).ToArray());
+            plt.XLabel("generated samples per label (log scale)");
+            plt.YLabel("accuracy on the official dev set (%)");
+            plt.Title("SST-2 seed 13: accuracy against store size (stand-in teacher)");
+            plt.ShowLegend(ScottPlot.Alignment.LowerRight);
+            plt.SavePng(path, 800, 480);
+            return path;
+        }
+        catch (Exception e) when (e is TypeInitializationException or DllNotFoundException or InvalidOperationException or EntryPointNotFoundException)
+        {
+            log($"ScottPlot could not render the store-size plot ({e.GetType().Name}: {e.Message}); the sweep table has its numbers.");
+            return null;
         }
     }
 

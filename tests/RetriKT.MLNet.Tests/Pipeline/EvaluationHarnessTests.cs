@@ -171,4 +171,17 @@ public sealed class EvaluationHarnessTests : IDisposable
             ResultsReport.PairedLine(results, "retrikt", "store-only-student"));
         Assert.Null(ResultsReport.PairedLine(results, "retrikt", "store-only-ppo"));
     }
+
+    [Fact]
+    public void StoreSizePlotNeedsThreePointsOfSeed13AndIsWrittenBesideTheResultsPlot()
+    {
+        RowResult R(string row, int seed, double accuracy) => new() { Task = "SST-2", Seed = seed, Row = row, Accuracy = accuracy };
+        string resultsPlot = Path.Combine(_temp, "results.png");
+        var two = new List<RowResult> { R("sweep-store-512", 13, 0.667), R("retrikt", 13, 0.731), R("sweep-store-128", 21, 0.62) };
+        Assert.Null(ResultsReport.WriteStoreSizePlot(two, resultsPlot, _ => { })); // seed 21's point does not count
+        var three = two.Append(R("sweep-no-retrieval-512", 13, 0.654)).ToList();
+        var written = ResultsReport.WriteStoreSizePlot(three, resultsPlot, _ => { });
+        Assert.Equal(Path.Combine(_temp, "store-size.png"), written);
+        Assert.True(new FileInfo(written!).Length > 1000);
+    }
 }
