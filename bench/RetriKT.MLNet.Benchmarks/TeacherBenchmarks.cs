@@ -212,7 +212,7 @@ public static class DecodeBatchReport
 {
     public static void Run(bool quick)
     {
-        TorchDevicesInit();
+        RetriKT.MLNet.Common.TorchDevices.EnsureNativeBackend();
         if (Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") is { } threads) torch.set_num_threads(int.Parse(threads));
         Console.WriteLine($"torch threads: {torch.get_num_threads()}, cores: {Environment.ProcessorCount}");
         using var model = TeacherModel.Create(TeacherShapes.Generation, null, seed: 1, new TeacherLoadOptions());
@@ -242,6 +242,4 @@ public static class DecodeBatchReport
         foreach (var v in variants)
             Console.WriteLine($"{rows} rows, {newTokens} new tokens, {v.Name}: {best[v.Name]:F0} tok/s ({best[v.Name] / best[variants[0].Name]:F2}x the 1 x 64 torch batch)");
     }
-
-    private static void TorchDevicesInit() => RetriKT.MLNet.Common.TorchDevices.EnsureNativeBackend();
 }

@@ -82,11 +82,12 @@ public static class ResultsReport
         md.AppendLine();
         AppendGoals(md, results);
         AppendTeachers(md, TeacherRecords.Read(options.TeacherRecordsPath));
-        AppendSweeps(md, results, storeSizePlot is null ? null : Path.GetRelativePath(Path.GetDirectoryName(path)!, storeSizePlot).Replace('\\', '/'));
+        // Images are linked relative to the report, with forward slashes.
+        string? Relative(string? image) => image is null ? null : Path.GetRelativePath(Path.GetDirectoryName(path)!, image).Replace('\\', '/');
+        AppendSweeps(md, results, Relative(storeSizePlot));
         if (plotPath is not null)
         {
-            var relative = Path.GetRelativePath(Path.GetDirectoryName(path)!, plotPath).Replace('\\', '/');
-            md.AppendLine($"![accuracy per row and task]({relative})");
+            md.AppendLine($"![accuracy per row and task]({Relative(plotPath)})");
             md.AppendLine();
         }
 
@@ -195,8 +196,9 @@ public static class ResultsReport
         md.AppendLine();
         // What retrieval adds is a difference between two rows on the same seeds; its seed-to-seed spread says how
         // much of a mean difference could be noise.
+        var sst2 = results.Where(r => r.Task == "SST-2").ToList();
         var paired = new[] { (Rows.RetriKT, Rows.StoreOnlyStudent), (Rows.RetriKTPpo, Rows.StoreOnlyPpo) }
-            .Select(p => PairedLine(results.Where(r => r.Task == "SST-2").ToList(), p.Item1, p.Item2)).OfType<string>().ToList();
+            .Select(p => PairedLine(sst2, p.Item1, p.Item2)).OfType<string>().ToList();
         if (paired.Count == 0) return;
         md.AppendLine("Same store, per seed (retrieval row − row without retrieval, points):");
         md.AppendLine();
@@ -258,19 +260,20 @@ public static class ResultsReport
     /// <summary>The SST-2 seed-13 sweeps: accuracy against store size and against k.</summary>
     private static void AppendSweeps(StringBuilder md, List<RowResult> results, string? storeSizePlot)
     {
-        var sweeps = results.Where(r => Rows.Sweeps.Contains(r.Row)).OrderBy(r => Rows.Sweeps.ToList().IndexOf(r.Row)).ToList();
+        var sweeps = results.Where(r => Rows.Sweeps.Contains(r.Row)).OrderBy(r => Rows.Sweeps.ToList().IndexOf(r.Row)).ThenBy(r => r.Seed).ToList();
         if (sweeps.Count == 0) return;
         md.AppendLine("## Sweeps (SST-2, soft prompt only)");
         md.AppendLine();
         md.AppendLine("| Row | Seed | Acc | Store | λ | μ | Student params | Notes |");
         md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---|");
-        foreach (var r in sweeps.OrderBy(r => Rows.Sweeps.ToList().IndexOf(r.Row)).ThenBy(r => r.Seed))
+        foreach (var r in sweeps)
             md.AppendLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {Rows.Title(r.Row)} | {r.Seed?.ToString(CultureInfo.InvariantCulture) ?? "–"} | {100 * r.Accuracy:F2} | {r.StoreSize} | {r.RetrievalWeight:G3} | {(r.LexicalRetrievalWeight is double m ? m.ToString("G3", CultureInfo.InvariantCulture) : "–")} | {r.StudentParameters:N0} | {r.Notes?.Replace("|", "/")} |"));
         md.AppendLine();
         // A store-size row run on several seeds is read against the table's row on the same seeds (the harness's
         // default store), and its own retrieval gain against the store-only row of the same size.
         var summaries = new List<string>();
+        var sst2 = results.Where(r => r.Task == "SST-2").ToList();
         foreach (var row in Rows.Sweeps.Where(row => sweeps.Count(r => r.Row == row) > 1))
         {
             var mine = sweeps.Where(r => r.Row == row).ToList();
@@ -278,7 +281,7 @@ public static class ResultsReport
             string line = string.Create(CultureInfo.InvariantCulture, $"{Rows.Title(row)}: {100 * mean:F1} ± {100 * sd:F1} (n = {n})");
             string? tableRow = row.StartsWith(Rows.StoreSweepPrefix, StringComparison.Ordinal) ? Rows.RetriKT
                 : row.StartsWith(Rows.NoRetrievalSweepPrefix, StringComparison.Ordinal) ? Rows.StoreOnlyStudent : null;
-            if (tableRow is not null && PairedLine(results.Where(r => r.Task == "SST-2").ToList(), row, tableRow) is { } vsTable)
+            if (tableRow is not null && PairedLine(sst2, row, tableRow) is { } vsTable)
                 line += $"; against the table's row, same seeds: {vsTable}";
             summaries.Add(line);
         }
@@ -352,8 +355,8 @@ public static class ResultsReport
     /// <summary>
     /// Accuracy against store size on SST-2 seed 13 (the sweep's seed): with retrieval (<c>sweep-store-N</c>, and the
     /// <c>retrikt</c> row at the harness's default size) and without (<c>sweep-no-retrieval-N</c>, <c>store-only-student</c>).
-    /// Written beside <paramref name="resultsPlotPath"/> as store-size.png; null when the sweep has fewer than two sizes
-    /// or ScottPlot cannot render here (the sweep table carries the same numbers).
+    /// Written beside <paramref name="resultsPlotPath"/> as store-size.png; null when the two curves hold fewer than three
+    /// points together or ScottPlot cannot render here (the sweep table carries the same numbers).
     /// </summary>
     public static string? WriteStoreSizePlot(IEnumerable<RowResult> all, string resultsPlotPath, Action<string> log)
     {
