@@ -45,6 +45,8 @@ public sealed class RetriKTPipeline
         if (_options.SamplesPerLabel < 1) throw new ArgumentOutOfRangeException(nameof(options), $"SamplesPerLabel must be >= 1, found {_options.SamplesPerLabel}.");
         if (_options.PpoSteps < 0) throw new ArgumentOutOfRangeException(nameof(options), $"PpoSteps must be >= 0, found {_options.PpoSteps}.");
         if (_options.StudentEpochs < 1) throw new ArgumentOutOfRangeException(nameof(options), $"StudentEpochs must be >= 1, found {_options.StudentEpochs}.");
+        if (_options.StudentEarlyStoppingPatience < 0)
+            throw new ArgumentOutOfRangeException(nameof(options), $"StudentEarlyStoppingPatience must be >= 0, found {_options.StudentEarlyStoppingPatience}.");
         if (teacher.Tokenizer is null) throw new ArgumentException("The teacher has no tokenizer; the pipeline generates text with it.", nameof(teacher));
     }
 
@@ -266,7 +268,8 @@ public sealed class RetriKTPipeline
             SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
             // The store reaches the trainer as data, the way a saved or filtered store would.
             StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, ValidationWeightColumnName = validationWeights, UseRetrieval = useRetrieval,
-            Epochs = o.StudentEpochs, HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
+            Epochs = o.StudentEpochs, EarlyStoppingPatience = validationWeights is not null && o.StudentBackbone is null ? o.StudentEarlyStoppingPatience : 0,
+            HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
             NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize, MaxVocabularySize = o.StudentMaxVocabulary,
             CharacterPieces = o.StudentCharacterPieces, TokenDropout = o.StudentTokenDropout, RetrievalLossWeight = o.StudentRetrievalLossWeight,
             TeacherParameterCount = _teacher.ParameterCount, SaveStoreTexts = o.StudentSaveStoreTexts, NeighborsColumnName = o.StudentNeighborsColumnName, Seed = o.Seed,

@@ -72,6 +72,16 @@ public sealed class RetriKTPipelineOptions
     /// </summary>
     public double StoreValidationShare = 0.1;
     /// <summary>
+    /// The store students' early stopping (<c>RetrievalClassifierTrainer.Options.EarlyStoppingPatience</c>): with
+    /// held-out store rows to tune on (<see cref="StoreValidationShare"/> and <see cref="TuneOnFewShotDev"/>), each epoch
+    /// is scored on the tuning rows, the best epoch's weights are kept and training stops after this many epochs
+    /// without improvement; <see cref="StudentEpochs"/> is then the most it trains. The few-shot student (no store, 32
+    /// dev rows) always trains <see cref="StudentEpochs"/>. 0: off. Left out of JSON at 0, so earlier results keep their
+    /// keys. Default 0.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public int StudentEarlyStoppingPatience;
+    /// <summary>
     /// Share of the tuning weight that the few-shot dev rows (real inputs) carry when held-out store rows are tuned on
     /// too; the held-out generated rows carry the rest. The held-out rows are text like the student's training data,
     /// where the head is at its best and term matching at its worst, so they pull the mix away from term matching that

@@ -150,6 +150,16 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
 
         /// <summary>Passes over the store. Default 40.</summary>
         public int Epochs = Defaults.Epochs;
+        /// <summary>
+        /// Choose the epoch on <see cref="ValidationSet"/> (required when above 0): after each epoch the student's
+        /// weighted validation NLL is measured — of the head alone without retrieval, of the best mix of head, retrieval
+        /// and term matching (as λ, μ and τ are tuned at the end) with it — the weights of the lowest-NLL epoch are kept,
+        /// and training stops after this many epochs without a lower one. A store of generated text is learned past the
+        /// point where the student generalises (on SST-2, 15 epochs beat 30 on test by 0.7 with retrieval and 1.9 without);
+        /// held-out generated rows see that without the test split. 0: train all <see cref="Epochs"/> and keep the last.
+        /// The tiny student only (not with a <see cref="Backbone"/>). Default 0.
+        /// </summary>
+        public int EarlyStoppingPatience;
         /// <summary>Minibatch size. Default 16.</summary>
         public int BatchSize = 16;
         /// <summary>AdamW learning rate (decays linearly to 10%). Default 2e-3.</summary>
@@ -228,6 +238,11 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             Check(!string.IsNullOrWhiteSpace(value), $"{name} must be set.");
         Check(options.TokenDropout is >= 0 and < 1, $"TokenDropout must be in [0, 1), found {options.TokenDropout}.");
         Check(options.Epochs >= 0, $"Epochs must be >= 0, found {options.Epochs}.");
+        Check(options.EarlyStoppingPatience >= 0, $"EarlyStoppingPatience must be >= 0, found {options.EarlyStoppingPatience}.");
+        Check(options.EarlyStoppingPatience == 0 || options.ValidationSet is not null,
+            $"EarlyStoppingPatience is {options.EarlyStoppingPatience} but there is no ValidationSet to choose the epoch on.");
+        Check(options.EarlyStoppingPatience == 0 || options.Backbone is null,
+            $"EarlyStoppingPatience is {options.EarlyStoppingPatience}, but it applies to the tiny student only, not with a Backbone ('{options.Backbone}').");
         Check(options.BatchSize >= 1, $"BatchSize must be >= 1, found {options.BatchSize}.");
         Check(options.LearningRate > 0, $"LearningRate must be positive, found {options.LearningRate}.");
         Check(options.NeighborCount >= 1, $"NeighborCount must be >= 1, found {options.NeighborCount}.");
@@ -315,17 +330,19 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             var settings = new TrainingSettings(_options.Epochs, _options.BatchSize, _options.LearningRate, _options.WeightDecay,
                 retrieval ? _options.RetrievalLossWeight : 0, _options.ContrastiveLossWeight, _options.ContrastiveTemperature,
                 _options.NeighborCount, _options.LearnTemperature && retrieval, host.Seed, _options.TokenDropout, vocabulary.UnknownId);
-            RetrievalTraining.Train(model, new TrainingExamples(ids, store.SoftLabels.ToArray(), store.LabelCount), settings, vocabulary.SepId, device, host);
+            var lexical = TermMatchIndex(store, ids, tokenizer.Vocabulary, host);
+            var scorer = RetrievalTraining.Scorer(model, vocabulary.SepId, device);
+            var selection = _options.EarlyStoppingPatience > 0
+                ? EpochSelection(ReadValidation(store, tokenizer, host), scorer, store, lexical, model, device)
+                : null;
+            RetrievalTraining.Train(model, new TrainingExamples(ids, store.SoftLabels.ToArray(), store.LabelCount), settings, vocabulary.SepId, device, host, selection);
 
             float[] embeddings;
             using (var memory = RetrievalTraining.EmbedAll(model, ids, vocabulary.SepId, device))
             using (var cpu = memory.cpu())
                 embeddings = cpu.data<float>().ToArray();
             store = store.WithEmbeddings(embeddings, config.HiddenSize);
-
-            var lexical = TermMatchIndex(store, ids, tokenizer.Vocabulary, host);
-            return Finish(config, model.ToWeights(), tokenizer, store, lexical, model.TemperatureValue,
-                RetrievalTraining.Scorer(model, vocabulary.SepId, device), host, device);
+            return Finish(config, model.ToWeights(), tokenizer, store, lexical, model.TemperatureValue, scorer, host, device);
         }
         finally
         {
@@ -379,26 +396,62 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     /// <summary>λ, μ and the two temperatures a prediction uses.</summary>
     private readonly record struct Mix(double Dense, double Lexical, double Temperature, double LexicalTemperature);
 
-    private Mix TuneOnValidation(Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> scorer, KnowledgeStore store, TextTokenizingTransformer tokenizer, LexicalIndex? lexical,
-        Mix untuned, ComponentHost host, Device device)
+    /// <summary>The validation set's usable rows as token ids, label indices in the store's order and weights.</summary>
+    private sealed record ValidationRows(IReadOnlyList<int[]> Ids, int[] Labels, float[] Weights)
+    {
+        public int Count => Ids.Count;
+    }
+
+    /// <summary>The <see cref="Options.ValidationSet"/> rows whose label the store knows (others are warned about and left out).</summary>
+    private ValidationRows ReadValidation(KnowledgeStore store, TextTokenizingTransformer tokenizer, ComponentHost host)
     {
         var (rows, _) = ReadRows(_options.ValidationSet!, host, "validation set", _options.ValidationWeightColumnName);
         var labelIndex = store.LabelNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
         var known = rows.Where(r => labelIndex.ContainsKey(r.Label)).ToList();
         if (known.Count < rows.Count)
             host.Warning($"Validation set: {rows.Count - known.Count} rows have a label the store does not know and were ignored.");
-        if (known.Count == 0)
+        return new ValidationRows(known.Select(r => tokenizer.Encode(r.Text, r.Text2, out _)).ToList(), known.Select(r => labelIndex[r.Label]).ToArray(),
+            known.Select(r => r.Weight).ToArray());
+    }
+
+    /// <summary>
+    /// The per-epoch criterion of <see cref="Options.EarlyStoppingPatience"/>: the validation rows' weighted NLL under
+    /// the prediction the student will make — the head alone without retrieval; with it, the lowest-NLL mix that
+    /// <see cref="RetrievalTraining.Tune"/> finds over the epoch's store embeddings.
+    /// </summary>
+    private EpochSelection EpochSelection(ValidationRows validation, Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> scorer,
+        KnowledgeStore store, LexicalIndex? lexical, StudentModel model, Device device)
+    {
+        if (validation.Count == 0 || !(validation.Weights.Sum() > 0))
+            throw new ArgumentException($"EarlyStoppingPatience is {_options.EarlyStoppingPatience}, but the validation set has no usable row with a positive weight " +
+                                        $"({validation.Count} rows whose label the store knows).");
+        bool retrieval = _options.UseRetrieval;
+        var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validation.Ids, _options.LexicalNeighborCount);
+        var soft = store.SoftLabels.ToArray();
+        return new EpochSelection(_options.EarlyStoppingPatience, NeedsMemory: retrieval, memory =>
+        {
+            if (memory is null) return RetrievalTraining.HeadNll(scorer, validation.Ids, validation.Labels, validation.Weights, device);
+            using var softLabels = torch.tensor(soft, [store.Count, store.LabelCount], device: device);
+            return RetrievalTraining.Tune(scorer, memory, softLabels, validation.Ids, validation.Labels, validation.Weights, _options.NeighborCount,
+                model.TemperatureValue, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device).Nll;
+        });
+    }
+
+    private Mix TuneOnValidation(Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> scorer, KnowledgeStore store, TextTokenizingTransformer tokenizer, LexicalIndex? lexical,
+        Mix untuned, ComponentHost host, Device device)
+    {
+        var validation = ReadValidation(store, tokenizer, host);
+        if (validation.Count == 0)
         {
             host.Warning("Validation set has no usable rows; λ and μ keep their defaults.");
             return untuned;
         }
-        var validationIds = known.Select(r => tokenizer.Encode(r.Text, r.Text2, out _)).ToList();
         using var memory = torch.tensor(store.Embeddings.ToArray(), [store.Count, store.Dimension], device: device);
         using var soft = torch.tensor(store.SoftLabels.ToArray(), [store.Count, store.LabelCount], device: device);
-        var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validationIds, _options.LexicalNeighborCount);
-        var best = RetrievalTraining.Tune(scorer, memory, soft, validationIds, known.Select(r => labelIndex[r.Label]).ToArray(), known.Select(r => r.Weight).ToArray(),
+        var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validation.Ids, _options.LexicalNeighborCount);
+        var best = RetrievalTraining.Tune(scorer, memory, soft, validation.Ids, validation.Labels, validation.Weights,
             _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device, _options.MixSelection, host.Seed);
-        host.Info($"Tuned on {known.Count} validation rows ({_options.MixSelection}): λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
+        host.Info($"Tuned on {validation.Count} validation rows ({_options.MixSelection}): λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
                   (lexical is null ? "" : $", μ = {best.Mu:G3}, τ_terms = {best.LexicalTemperature:G3}") +
                   $" (NLL {best.Nll:G4}, accuracy {best.Accuracy:P1}).");
         return new Mix(best.Lambda, best.Mu, best.Temperature, best.LexicalTemperature);

@@ -10,6 +10,13 @@ internal sealed record TrainingSettings(int Epochs, int BatchSize, double Learni
     double RetrievalLossWeight, double ContrastiveLossWeight, double ContrastiveTemperature, int NeighborCount,
     bool LearnTemperature, int Seed, double TokenDropout = 0, int DropTokenId = -1);
 
+/// <summary>
+/// Early stopping on a validation split: <paramref name="ValidationNll"/> scores the model as it stands (given the
+/// store's normalised embeddings under the current encoder when <paramref name="NeedsMemory"/>, else null); training
+/// keeps the lowest-scoring epoch's weights and stops after <paramref name="Patience"/> epochs without a lower score.
+/// </summary>
+internal sealed record EpochSelection(int Patience, bool NeedsMemory, Func<Tensor?, double> ValidationNll);
+
 /// <summary>Labelled training examples: token ids and soft labels (row-major N × K); store entries in the same order.</summary>
 internal sealed record TrainingExamples(IReadOnlyList<int[]> Ids, float[] SoftLabels, int LabelCount)
 {
@@ -59,7 +66,12 @@ internal sealed record TermMatches(KnowledgeStore Store, int[] Indices, float[] 
 /// </summary>
 internal static class RetrievalTraining
 {
-    public static void Train(StudentModel model, TrainingExamples data, TrainingSettings settings, int sepId, Device device, ComponentHost host)
+    /// <summary>
+    /// Trains <paramref name="model"/> in place for <see cref="TrainingSettings.Epochs"/> epochs, or, with
+    /// <paramref name="selection"/>, until it stops improving on validation, leaving the best epoch's weights.
+    /// </summary>
+    public static void Train(StudentModel model, TrainingExamples data, TrainingSettings settings, int sepId, Device device, ComponentHost host,
+        EpochSelection? selection = null)
     {
         int n = data.Count, labels = data.LabelCount;
         var random = new Random(settings.Seed);
@@ -78,9 +90,26 @@ internal static class RetrievalTraining
             bool retrieval = settings.RetrievalLossWeight > 0 && n > 1;
             int k = Math.Min(settings.NeighborCount, n - 1);
             var order = Enumerable.Range(0, n).ToArray();
-            for (int epoch = 1; epoch <= settings.Epochs; epoch++)
+            using var best = new BestEpoch(model);
+            // With a selection, one pass past the last epoch scores it; the memory of epoch e's start is the model after
+            // epoch e − 1, so the retrieval loss's embedding pass also serves that epoch's validation score.
+            for (int epoch = 1; epoch <= settings.Epochs + (selection is null ? 0 : 1); epoch++)
             {
-                using var memory = retrieval ? EmbedAll(model, data.Ids, sepId, device) : null;
+                bool training = epoch <= settings.Epochs;
+                bool scoring = selection is not null && epoch > 1;
+                using var memory = (retrieval && training) || (scoring && selection!.NeedsMemory) ? EmbedAll(model, data.Ids, sepId, device) : null;
+                if (scoring)
+                {
+                    double nll = selection!.ValidationNll(memory);
+                    bool improved = best.Offer(epoch - 1, nll);
+                    host.Info($"Epoch {epoch - 1}: validation NLL {nll:G5}" + (improved ? " (best so far)." : $" (best {best.Nll:G5} at epoch {best.Epoch})."));
+                    if (!improved && epoch - 1 - best.Epoch >= selection.Patience)
+                    {
+                        host.Info($"No lower validation NLL in {selection.Patience} epochs: training stops after epoch {epoch - 1} of {settings.Epochs}.");
+                        break;
+                    }
+                }
+                if (!training) break;
                 model.train();
                 random.Shuffle(order);
                 var sums = new LossSums();
@@ -92,10 +121,15 @@ internal static class RetrievalTraining
                     var (ids, segments, mask) = TokenBatch.Collate(rows, sepId, device);
                     var pooled = model.Encode(ids, segments, mask);
                     var loss = BatchLoss(pooled, model.Head(pooled), () => model.Encode(ids, segments, mask), batch, softLabels,
-                        memory, k, model.Temperature(), settings, device, sums);
+                        retrieval ? memory : null, k, model.Temperature(), settings, device, sums);
                     Step(loss, [(optimizer, settings.LearningRate)], parameters, step++, totalSteps);
                 }
                 sums.Report(host, epoch, settings, stepsPerEpoch, model.TemperatureValue);
+            }
+            if (selection is not null && best.Epoch > 0)
+            {
+                best.Restore();
+                host.Info($"Kept the weights of epoch {best.Epoch} (validation NLL {best.Nll:G5}).");
             }
         }
         finally
@@ -204,6 +238,52 @@ internal static class RetrievalTraining
         {
             if (wasTraining) model.train();
         }
+    }
+
+    /// <summary>The lowest-NLL epoch so far and a copy of its parameters (and buffers), to restore after training.</summary>
+    private sealed class BestEpoch(StudentModel model) : IDisposable
+    {
+        private readonly List<(Tensor Live, Tensor Saved)> _copies = [];
+        public int Epoch { get; private set; }
+        public double Nll { get; private set; } = double.PositiveInfinity;
+
+        /// <summary>Keeps a copy of the model's weights when <paramref name="nll"/> is lower than the best so far; says whether it was.</summary>
+        public bool Offer(int epoch, double nll)
+        {
+            if (!(nll < Nll - 1e-9)) return false;
+            (Epoch, Nll) = (epoch, nll);
+            using var noGrad = torch.no_grad();
+            if (_copies.Count == 0)
+                foreach (var live in model.parameters().Concat(model.buffers())) _copies.Add((live, live.detach().clone()));
+            else
+                foreach (var (live, saved) in _copies) saved.copy_(live);
+            return true;
+        }
+
+        public void Restore()
+        {
+            using var noGrad = torch.no_grad();
+            foreach (var (live, saved) in _copies) live.copy_(saved);
+        }
+
+        public void Dispose()
+        {
+            foreach (var (_, saved) in _copies) saved.Dispose();
+            _copies.Clear();
+        }
+    }
+
+    /// <summary>The <paramref name="weights"/>-weighted mean NLL of the gold labels under the head alone (<paramref name="encode"/>, as for <see cref="Tune"/>).</summary>
+    public static double HeadNll(Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> encode, IReadOnlyList<int[]> ids, int[] labels, float[] weights,
+        Device device)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var (_, head) = encode(ids);
+        var gold = torch.tensor(labels.Select(l => (long)l).ToArray(), device: device).unsqueeze(1);
+        var rowWeights = torch.tensor(weights, device: device).unsqueeze(1);
+        var logGold = head.gather(1, gold).clamp_min(HeldScalars.ProbabilityFloor).log();
+        return -(logGold * rowWeights).sum().item<float>() / weights.Sum();
     }
 
     /// <summary>The tiny student's pooled embeddings and head probabilities of token rows, in eval mode (a scorer for <see cref="Tune"/>).</summary>
