@@ -13,9 +13,14 @@ internal sealed record TrainingSettings(int Epochs, int BatchSize, double Learni
 /// <summary>
 /// Early stopping on a validation split: <paramref name="ValidationNll"/> scores the model as it stands (given the
 /// store's normalised embeddings under the current encoder when <paramref name="NeedsMemory"/>, else null); training
-/// keeps the lowest-scoring epoch's weights and stops after <paramref name="Patience"/> epochs without a lower score.
+/// keeps the lowest-scoring epoch's weights and stops after <paramref name="Patience"/> epochs without a lower score,
+/// and never before <paramref name="MinPatienceSteps"/> optimizer steps without one (a small store's epoch is a few steps).
 /// </summary>
-internal sealed record EpochSelection(int Patience, bool NeedsMemory, Func<Tensor?, double> ValidationNll);
+internal sealed record EpochSelection(int Patience, int MinPatienceSteps, bool NeedsMemory, Func<Tensor?, double> ValidationNll)
+{
+    /// <summary>The patience in epochs for epochs of <paramref name="stepsPerEpoch"/> steps: at least <see cref="Patience"/>, and enough for <see cref="MinPatienceSteps"/>.</summary>
+    public int PatienceEpochs(int stepsPerEpoch) => Math.Max(Patience, (MinPatienceSteps + stepsPerEpoch - 1) / Math.Max(stepsPerEpoch, 1));
+}
 
 /// <summary>Labelled training examples: token ids and soft labels (row-major N × K); store entries in the same order.</summary>
 internal sealed record TrainingExamples(IReadOnlyList<int[]> Ids, float[] SoftLabels, int LabelCount)
@@ -91,6 +96,10 @@ internal static class RetrievalTraining
             int k = Math.Min(settings.NeighborCount, n - 1);
             var order = Enumerable.Range(0, n).ToArray();
             using var best = new BestEpoch(model);
+            int patience = selection?.PatienceEpochs(stepsPerEpoch) ?? 0;
+            if (selection is not null && patience > selection.Patience)
+                host.Info($"Early stopping waits {patience} epochs without a lower validation NLL, not {selection.Patience}: an epoch is {stepsPerEpoch} steps " +
+                          $"and the wait is at least {selection.MinPatienceSteps} steps.");
             // With a selection, one pass past the last epoch scores it; the memory of epoch e's start is the model after
             // epoch e − 1, so the retrieval loss's embedding pass also serves that epoch's validation score.
             for (int epoch = 1; epoch <= settings.Epochs + (selection is null ? 0 : 1); epoch++)
@@ -103,9 +112,9 @@ internal static class RetrievalTraining
                     double nll = selection!.ValidationNll(memory);
                     bool improved = best.Offer(epoch - 1, nll);
                     host.Info($"Epoch {epoch - 1}: validation NLL {nll:G5}" + (improved ? " (best so far)." : $" (best {best.Nll:G5} at epoch {best.Epoch})."));
-                    if (!improved && epoch - 1 - best.Epoch >= selection.Patience)
+                    if (!improved && epoch - 1 - best.Epoch >= patience)
                     {
-                        host.Info($"No lower validation NLL in {selection.Patience} epochs: training stops after epoch {epoch - 1} of {settings.Epochs}.");
+                        host.Info($"No lower validation NLL in {patience} epochs: training stops after epoch {epoch - 1} of {settings.Epochs}.");
                         break;
                     }
                 }
@@ -237,6 +246,22 @@ internal static class RetrievalTraining
         finally
         {
             if (wasTraining) model.train();
+        }
+    }
+
+    /// <summary>
+    /// Fails with one line naming the first parameter that holds NaN or infinity after training (and how many of its
+    /// values do), so a diverged student never becomes a model whose predictions are NaN.
+    /// </summary>
+    public static void CheckFinite(StudentModel model)
+    {
+        using var scope = torch.NewDisposeScope();
+        foreach (var (name, parameter) in model.named_parameters())
+        {
+            long bad = parameter.isfinite().logical_not().sum().item<long>();
+            if (bad > 0)
+                throw new InvalidOperationException($"Training produced non-finite weights: parameter '{name}' holds {bad} NaN or infinite values of " +
+                                                    $"{parameter.numel()}; lower LearningRate or check the store's soft labels.");
         }
     }
 

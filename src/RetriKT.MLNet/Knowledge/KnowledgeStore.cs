@@ -130,7 +130,7 @@ public sealed class KnowledgeStore
         int n = entries.Length;
         Span<float> weights = n <= 256 ? stackalloc float[n] : new float[n];
         for (int j = 0; j < n; j++) weights[j] = (float)(similarities[j] / temperature);
-        System.Numerics.Tensors.TensorPrimitives.SoftMax(weights, weights);
+        Common.SafeSoftMax.Compute(weights, weights);
         destination.Clear();
         for (int j = 0; j < n; j++) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(SoftLabel(entries[j]), weights[j], destination, destination);
     }

@@ -2,6 +2,7 @@ using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Student;
 
@@ -254,7 +255,7 @@ internal sealed class ManagedStudentEncoder : IStudentNetwork
             {
                 var s = scores.AsSpan(i * t, t);
                 TensorPrimitives.Multiply(s, scale, s);
-                TensorPrimitives.SoftMax(s, s);
+                SafeSoftMax.Compute(s, s);
             }
             MatMul(scores, v, null, q, t, t, hs);
             for (int j = 0; j < t; j++) q.AsSpan(j * hs, hs).CopyTo(y.AsSpan(j * h + head * hs, hs));

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
 
@@ -158,7 +159,7 @@ internal sealed class RetrievalModel
         Span<float> logits = labels <= 256 ? stackalloc float[labels] : new float[labels];
         Encoder.Encode(ids, Tokenizer.Vocabulary.SepId, pooled);
         Encoder.Head(pooled, logits);
-        TensorPrimitives.SoftMax(logits, scores);
+        SafeSoftMax.Compute(logits, scores);
         if (mix.Lexical > 0 && Lexical is not null) MixTermMatch(ids, mix, scores);
         int report = neighborIndices.Length;
         if (retrievalWeight <= 0 && report == 0) return;

@@ -12,14 +12,15 @@ namespace RetriKT.MLNet.Tests.Student;
 /// Early stopping (<see cref="RetrievalClassifierTrainer.Options.EarlyStoppingPatience"/>) on SST-2's 16-shot split
 /// with its 32 dev rows as the validation set: training stops once the dev NLL has not fallen for the patience, the
 /// model keeps the best epoch's weights (its own scores on the dev rows give the logged best NLL back), and that model
-/// is at least as good on the dev rows as the same run trained to the end.
+/// is at least as good on the dev rows as the same run trained to the end. 32 rows in batches of 8 make epochs of 4
+/// steps, so a patience of 1 epoch with a least wait of 8 steps waits 2 epochs.
 /// </summary>
 public class EarlyStoppingTests
 {
     private static RetrievalClassifierTrainer.Options Tiny(IDataView validation, int patience) => new()
     {
         HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 32, Epochs = 40, BatchSize = 8, LearningRate = 1e-2, TokenDropout = 0,
-        UseRetrieval = false, ValidationSet = validation, EarlyStoppingPatience = patience, Seed = 3,
+        UseRetrieval = false, ValidationSet = validation, EarlyStoppingPatience = patience, EarlyStoppingMinPatienceSteps = 8, Seed = 3,
     };
 
     [Fact]
@@ -33,12 +34,13 @@ public class EarlyStoppingTests
         var devRows = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "dev.tsv"));
         var dev = keyMap.Transform(ml.Data.LoadFromEnumerable(devRows));
 
-        using var stopped = ml.MulticlassClassification.Trainers.RetrievalClassifier(Tiny(dev, patience: 2)).Fit(keyMap.Transform(train));
+        using var stopped = ml.MulticlassClassification.Trainers.RetrievalClassifier(Tiny(dev, patience: 1)).Fit(keyMap.Transform(train));
+        Assert.Contains(logs, l => l.Contains("Early stopping waits 2 epochs without a lower validation NLL, not 1: an epoch is 4 steps and the wait is at least 8 steps.", StringComparison.Ordinal));
         var stop = logs.Select(l => Regex.Match(l, @"training stops after epoch (\d+) of 40")).Single(m => m.Success);
         var kept = logs.Select(l => Regex.Match(l, @"Kept the weights of epoch (\d+) \(validation NLL ([0-9.eE+-]+)\)")).Single(m => m.Success);
         int stopEpoch = int.Parse(stop.Groups[1].Value), keptEpoch = int.Parse(kept.Groups[1].Value);
         double keptNll = double.Parse(kept.Groups[2].Value, CultureInfo.InvariantCulture);
-        Assert.Equal(stopEpoch - 2, keptEpoch); // two epochs without a lower NLL after the kept one
+        Assert.Equal(stopEpoch - 2, keptEpoch); // two epochs (8 steps) without a lower NLL after the kept one
         Assert.True(stopEpoch < 40, $"a 16-shot student learns its 32 rows well before 40 epochs; it stopped at {stopEpoch}");
         Assert.Equal(stopEpoch, logs.Count(l => Regex.IsMatch(l, @"Epoch \d+: validation NLL")));
 
@@ -69,6 +71,8 @@ public class EarlyStoppingTests
         Assert.Contains("EarlyStoppingPatience is 3 but there is no ValidationSet to choose the epoch on.", e.Message);
         var negative = Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { EarlyStoppingPatience = -1 }));
         Assert.Contains("EarlyStoppingPatience must be >= 0, found -1.", negative.Message);
+        var negativeSteps = Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { EarlyStoppingMinPatienceSteps = -5 }));
+        Assert.Contains("EarlyStoppingMinPatienceSteps must be >= 0, found -5.", negativeSteps.Message);
         var withBackbone = new RetrievalClassifierTrainer.Options
         {
             EarlyStoppingPatience = 2, ValidationSet = TestData.Sst2Train(ml), Backbone = PretrainedEncoderPackage.MiniLM.Locate(),

@@ -154,6 +154,58 @@ public class RetrievalClassifierBehaviourTests
     }
 
     [Fact]
+    public void RuntimeScoresStayFiniteWhenAttentionScoresAndLogitsExceedExpsRange()
+    {
+        // Found on SST-2 with k = 64: a trained student whose attention scores or head logits pass ~88.7 overflowed
+        // exp in float32, and the runtime's unshifted softmax turned the row into NaN. Scaling the query/key and head
+        // weights of a trained student up puts both far beyond that range; torch (shifted softmax) is the reference.
+        var (_, _, student) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 32, Layers = 2, Heads = 4, MaxLength = 32, Epochs = 2 });
+        using var _ = student;
+        var model = student.Model;
+        using var network = StudentModel.FromRuntime(model, torch.CPU);
+        using (torch.no_grad())
+            foreach (var (name, parameter) in network.named_parameters())
+                if (name.EndsWith("attn_qkv.weight", StringComparison.Ordinal)) parameter.mul_(40);
+                else if (name == "head.weight") parameter.mul_(10_000);
+        var scaled = new RetrievalModel(model.Config, network.ToWeights(), model.Tokenizer, model.Store, model.Temperature, model.NeighborCount);
+        var texts = Synthetic(6, 11).Select(r => r.Text).ToList();
+        var ids = texts.Select(t => scaled.Tokenize(t, null, out bool _)).ToList();
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var (t, s, m) = TokenBatch.Collate(ids, student.Vocabulary.SepId, torch.CPU);
+        var logits = network.Head(network.Encode(t, s, m));
+        float largest = logits.abs().max().item<float>();
+        Assert.True(largest > 200, $"the scaled head's largest logit is {largest}; it must leave exp's float32 range");
+        var reference = logits.softmax(-1).data<float>().ToArray();
+        int labels = student.LabelNames.Count;
+        var scores = new float[labels];
+        for (int i = 0; i < ids.Count; i++)
+        {
+            scaled.ScoreOne(ids[i], new RetrievalWeights(0.5), scores, [], []);
+            for (int k = 0; k < labels; k++) Assert.True(float.IsFinite(scores[k]), $"row {i} label {k}: runtime score {scores[k]}");
+            scaled.ScoreOne(ids[i], new RetrievalWeights(0), scores, [], []);
+            for (int k = 0; k < labels; k++)
+                Assert.True(Math.Abs(reference[i * labels + k] - scores[k]) < 1e-4, $"row {i}, label {k}: torch {reference[i * labels + k]} vs runtime {scores[k]}");
+        }
+        // The store's vote at a small τ: similarity / τ of 450, 400 and 50 put all the weight on the first entry.
+        var vote = new float[labels];
+        scaled.Store.SoftVote([0, 1, 2], [0.9f, 0.8f, 0.1f], 0.002, vote);
+        for (int k = 0; k < labels; k++) Assert.Equal(scaled.Store.SoftLabel(0)[k], vote[k], 1e-6);
+    }
+
+    [Fact]
+    public void ADivergedTrainingFailsNamingTheParameterInsteadOfSavingNaNWeights()
+    {
+        // A learning rate of 1e30 overflows the first Adam steps: the weights become infinite, then NaN.
+        var options = Tiny();
+        options.LearningRate = 1e30;
+        options.Epochs = 3;
+        var e = Assert.Throws<InvalidOperationException>(() => Train(options));
+        Assert.StartsWith("Training produced non-finite weights: parameter '", e.Message);
+        Assert.Contains("lower LearningRate", e.Message);
+    }
+
+    [Fact]
     public void WeightsWrittenByTheRuntimeAreTorchSharpsBytes()
     {
         var (_, _, student) = Train(new RetrievalClassifierTrainer.Options { HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 1 });
