@@ -75,6 +75,10 @@ public static class Rows
     /// <summary>Rows whose student is trained and scored without retrieval (no retrieval loss, λ = μ = 0).</summary>
     public static bool IsWithoutRetrieval(string row) => row is StoreOnlyStudent or StoreOnlyPpo or StoreOnlyMlm or StoreOnlyMiniLM || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
 
+    /// <summary>Rows whose student trains on a knowledge store (every row but the references, the teacher and the few-shot students).</summary>
+    public static bool TrainsOnStore(string row) =>
+        row is not (Majority or MlNetFeaturizeText or EncoderLogRegMiniLM or EncoderLogRegArcticXs or FewShotStudent or FewShotMlm or Teacher);
+
     /// <summary>Rows whose store comes from PPO-tuned prompts (the harness's PPO settings apply to them).</summary>
     public static bool UsesPpo(string row) => row is RetriKTPpo or StoreOnlyPpo;
 
@@ -269,8 +273,23 @@ public sealed record HarnessSettings
         PromptTokens = 8, SupervisedEpochs = 10, RolloutsPerStep = 16, SamplesPerLabel = 4096, ExtractionBatchSize = 64, MaxAttemptsFactor = 3,
         StudentEpochs = 30, StudentHiddenSize = 48, StudentFeedForwardSize = 96, StudentMaxVocabulary = 1400, StudentMaxLength = 128, Seed = 1,
         StudentEmbeddingsFromTeacher = true, StudentEmbeddingRank = TeacherEmbeddingRank, StoreVariantsPerSample = DefaultStoreVariants,
-        StudentEarlyStoppingPatience = StoreStudentPatience,
+        StudentEarlyStoppingPatience = StoreStudentPatience, StudentRetrievalLossWeight = 0, StudentSelectEpochOnHead = true,
     };
+
+    /// <summary>
+    /// The retrieval-loss weight of the few-shot and pretrained-encoder students, whose rows were measured with the
+    /// library's default; the tiny store students train without it and have retrieval added to the store-only model
+    /// (<see cref="DefaultPipeline"/>: no retrieval loss, the epoch chosen on the head, the mix tuned once after training).
+    /// </summary>
+    public const double MeasuredRetrievalLossWeight = 1.0;
+
+    /// <summary>
+    /// The unlabelled in-domain text whose teacher-labelled sentences join a store student's tuning rows
+    /// (<c>TuningCorpus</c>; the folder under <c>data/corpora/</c>), or null: critics' movie reviews for SST-2, whose
+    /// official dev set is critics' snippets (the corpus was checked against SST-2 dev and test, data/corpora/README.md);
+    /// none for the sentence-pair tasks.
+    /// </summary>
+    public static string? TuningCorpusOf(string task) => task == "SST-2" ? "movie-reviews-polarity-v2" : null;
 
     /// <summary>
     /// Early stopping of the store students (<c>StudentEarlyStoppingPatience</c>; part of their rows' keys): each epoch is
@@ -374,6 +393,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             Rows.RetriKTPpo => "retrikt-ppo-v8|" + JsonSerializer.Serialize(Options(row), json),
             _ => "retrikt-v5|" + JsonSerializer.Serialize(Options(row), json),
         };
+        // The tuning corpus is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
+        if (Options(row).TuningCorpus is { } corpus) options += "|tuning-corpus " + Path.GetFileName(Path.TrimEndingDirectorySeparator(corpus));
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));
         return Convert.ToHexStringLower(bytes)[..16];
     }
@@ -385,6 +406,14 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         p.StudentMaxVocabulary, p.StudentCharacterPieces, p.StudentTokenDropout, p.StudentRetrievalLossWeight, p.TuneOnFewShotDev, p.Seed,
         p.StudentEmbeddingsFromTeacher, p.StudentEmbeddingRank,
     };
+
+    /// <summary>How a store student was trained and chosen, where it differs from the library's defaults (the paired student, the tuning corpus).</summary>
+    private static string TrainingNote(RetriKTPipelineOptions o, bool useRetrieval) =>
+        (useRetrieval && o.StudentRetrievalLossWeight == 0 && o.StudentSelectEpochOnHead
+            ? "retrieval added to the store-only model (no retrieval loss, epoch chosen on the head); " : "") +
+        (o.TuningCorpus is { } corpus
+            ? FormattableString.Invariant($"tuning rows include {o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows} teacher-labelled sentences of {Path.GetFileName(Path.TrimEndingDirectorySeparator(corpus))}; ")
+            : "");
 
     private static string VariantNote(int variants) =>
         variants == 0 ? "" : FormattableString.Invariant($"teacher-labelled variants in the student's store {variants}; ");
@@ -425,7 +454,13 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         }
         // A pretrained encoder brings its own vocabulary and embeddings; early stopping is the tiny student's (the
         // pipeline leaves it off with a backbone), so those rows keep their keys.
+        // The paired retrieval student (no retrieval loss, epoch chosen on the head) and the tuning corpus are the tiny store
+        // students' settings, where they were measured; the few-shot and backbone students keep the retrieval loss they
+        // were measured with (HarnessSettings.MeasuredRetrievalLossWeight), and with it their keys.
+        if (Rows.UsesBackbone(row) || !Rows.TrainsOnStore(row))
+            (o.StudentRetrievalLossWeight, o.StudentSelectEpochOnHead) = (HarnessSettings.MeasuredRetrievalLossWeight, false);
         if (Rows.UsesBackbone(row)) (o.StudentEmbeddingsFromTeacher, o.StudentEmbeddingRank, o.StudentEarlyStoppingPatience) = (false, 0, 0);
+        else if (Rows.TrainsOnStore(row) && HarnessSettings.TuningCorpusOf(_task) is { } corpus) o.TuningCorpus = Path.Combine(settings.DataRoot, "corpora", corpus);
         o.WorkDirectory = settings.WorkDirectory;
         return o;
     }
@@ -540,7 +575,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                 bool useRetrieval = !Rows.IsWithoutRetrieval(row);
                 using var trained = pipeline.TrainStudent(task, extraction, useRetrieval, progress, cancellation);
                 var r = pipeline.Describe(task, extraction, trained);
-                string components = useRetrieval ? ComponentNote(pipeline, task, trained.Student) : "";
+                string components = (useRetrieval ? ComponentNote(pipeline, task, trained.Student) : "") + TrainingNote(pipeline.Options, useRetrieval);
                 return new RowResult
                 {
                     Accuracy = r.Test.Accuracy, MacroF1 = r.Test.MacroF1, PositiveF1 = r.Test.PositiveF1, TestRows = r.Test.Rows,

@@ -228,6 +228,7 @@ public sealed class RetriKTPipeline
         {
             var (kept, heldOut) = HoldOut(store, o.StoreValidationShare, o.Seed);
             store = kept;
+            if (o.TuningCorpus is not null && o.TuneOnFewShotDev) heldOut.AddRange(TeacherLabelledCorpusRows(task, progress, cancellation));
             if (o.TuneOnFewShotDev && heldOut.Count > 0)
             {
                 // The held-out rows are generated text, like the store their neighbours come from; the few-shot dev rows
@@ -269,6 +270,7 @@ public sealed class RetriKTPipeline
             // The store reaches the trainer as data, the way a saved or filtered store would.
             StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, ValidationWeightColumnName = validationWeights, UseRetrieval = useRetrieval,
             Epochs = o.StudentEpochs, EarlyStoppingPatience = validationWeights is not null && o.StudentBackbone is null ? o.StudentEarlyStoppingPatience : 0,
+            SelectEpochOnHead = o.StudentSelectEpochOnHead,
             HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
             NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize, MaxVocabularySize = o.StudentMaxVocabulary,
             CharacterPieces = o.StudentCharacterPieces, TokenDropout = o.StudentTokenDropout, RetrievalLossWeight = o.StudentRetrievalLossWeight,
@@ -292,6 +294,35 @@ public sealed class RetriKTPipeline
             student.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// <see cref="RetriKTPipelineOptions.TuningCorpusRows"/> real sentences of <see cref="RetriKTPipelineOptions.TuningCorpus"/>,
+    /// each labelled with the teacher's most probable label (the verbalizer the store's soft labels come from), as tuning rows.
+    /// </summary>
+    internal List<TextPairRow> TeacherLabelledCorpusRows(FewShotTask task, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
+    {
+        var o = _options;
+        if (task.IsPair)
+            throw new ArgumentException($"TuningCorpus '{o.TuningCorpus}' gives single sentences; task {task.Name} takes sentence pairs. Leave TuningCorpus unset for it.");
+        var clock = Stopwatch.StartNew();
+        var sentences = TuningCorpusSentences.Draw(o.TuningCorpus!, o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows, o.Seed);
+        var scorer = new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer);
+        var host = new ComponentHost(_mlContext, "TuningCorpus", o.Seed, progress, cancellation);
+        var rows = new List<TextPairRow>(sentences.Count);
+        const int chunk = 256;
+        for (int start = 0; start < sentences.Count; start += chunk)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var part = sentences.GetRange(start, Math.Min(chunk, sentences.Count - start));
+            var probabilities = scorer.Probabilities(part.Select(t => (t, (string?)null)).ToList());
+            for (int i = 0; i < part.Count; i++)
+                rows.Add(new TextPairRow { Text = part[i], Label = task.Labels[RetrievalClassifierTransformer.ArgMax(probabilities[i])] });
+            host.Report("Tuning corpus", start + part.Count, sentences.Count);
+        }
+        var counts = task.Labels.Select(l => $"{l}: {rows.Count(r => r.Label == l)}");
+        host.Info($"Tuning corpus: {rows.Count} sentences of '{o.TuningCorpus}' labelled by the teacher ({string.Join(", ", counts)}) in {clock.Elapsed.TotalSeconds:F0} s.");
+        return rows;
     }
 
     /// <summary>

@@ -94,6 +94,31 @@ public sealed class RetriKTPipelineOptions
     /// <summary>The share <see cref="FewShotDevTuningShare"/> stands for when unset: each group half.</summary>
     public const double DefaultFewShotDevTuningShare = 0.5;
     /// <summary>
+    /// Real, unlabelled in-domain text for the tuning rows: a .txt file, or a folder of them, with one document per line
+    /// (<see cref="TuningCorpusSentences"/>). <see cref="TuningCorpusRows"/> of its sentences are drawn (by
+    /// <see cref="Seed"/>), labelled with the teacher's most probable label, and join the held-out generated rows in the
+    /// teacher-labelled half of the rows the store student's epoch and mix are chosen on (<see cref="StoreValidationShare"/>).
+    /// Generated rows have near-copies in the store, so on them the head and embedding retrieval look better than on real
+    /// queries and term matching worse; real sentences, labelled by the teacher the student imitates, are what the
+    /// student will be asked. Single-text tasks only. The text must not hold the task's test split. Left out of JSON (a
+    /// path is no identity; whoever keys results on these options names the corpus). Default null (none).
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string? TuningCorpus;
+    /// <summary>Sentences drawn from <see cref="TuningCorpus"/>; null: <see cref="DefaultTuningCorpusRows"/>. Left out of JSON when null. Default null.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public int? TuningCorpusRows;
+    /// <summary>The count <see cref="TuningCorpusRows"/> stands for when unset: about as many as the held-out generated rows of a 4,096-per-label store.</summary>
+    public const int DefaultTuningCorpusRows = 800;
+    /// <summary>
+    /// Choose the store student's epoch on its head alone (<c>RetrievalClassifierTrainer.Options.SelectEpochOnHead</c>),
+    /// as the student without retrieval is chosen, and tune the mix once at the end. With
+    /// <see cref="StudentRetrievalLossWeight"/> = 0 the retrieval student's encoder and head are then those of the
+    /// store-only student, so what retrieval adds is measured on one and the same model. Left out of JSON when false. Default false.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public bool StudentSelectEpochOnHead;
+    /// <summary>
     /// Teacher-labelled variants (spans and word-dropped copies, <see cref="Knowledge.Extraction.StoreVariants"/>) made from
     /// each generated sample of the student's store, after the validation share is held out; 0: none. They cost the
     /// teacher one forward pass each and the student a proportionally longer training. Left out of JSON at 0, so earlier

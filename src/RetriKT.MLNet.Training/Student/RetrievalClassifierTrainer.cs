@@ -168,6 +168,13 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// Default 100.
         /// </summary>
         public int EarlyStoppingMinPatienceSteps = 100;
+        /// <summary>
+        /// Score each epoch of <see cref="EarlyStoppingPatience"/> by the head alone, as a student without retrieval is
+        /// scored, instead of by the best mix with retrieval; λ, μ and τ are then tuned once, after training. With
+        /// <see cref="RetrievalLossWeight"/> = 0 the encoder and head are exactly those of the same student trained with
+        /// <see cref="UseRetrieval"/> = false, and retrieval is added to that model. Default false.
+        /// </summary>
+        public bool SelectEpochOnHead;
         /// <summary>Minibatch size. Default 16.</summary>
         public int BatchSize = 16;
         /// <summary>AdamW learning rate (decays linearly to 10%). Default 2e-3.</summary>
@@ -435,10 +442,10 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         if (validation.Count == 0 || !(validation.Weights.Sum() > 0))
             throw new ArgumentException($"EarlyStoppingPatience is {_options.EarlyStoppingPatience}, but the validation set has no usable row with a positive weight " +
                                         $"({validation.Count} rows whose label the store knows).");
-        bool retrieval = _options.UseRetrieval;
-        var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validation.Ids, _options.LexicalNeighborCount);
+        bool onMix = _options.UseRetrieval && !_options.SelectEpochOnHead;
+        var termMatches = lexical is null || !onMix ? null : TermMatches.Search(lexical, store, validation.Ids, _options.LexicalNeighborCount);
         var soft = store.SoftLabels.ToArray();
-        return new EpochSelection(_options.EarlyStoppingPatience, _options.EarlyStoppingMinPatienceSteps, NeedsMemory: retrieval, memory =>
+        return new EpochSelection(_options.EarlyStoppingPatience, _options.EarlyStoppingMinPatienceSteps, NeedsMemory: onMix, memory =>
         {
             if (memory is null) return RetrievalTraining.HeadNll(scorer, validation.Ids, validation.Labels, validation.Weights, device);
             using var softLabels = torch.tensor(soft, [store.Count, store.LabelCount], device: device);
@@ -463,7 +470,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device, _options.MixSelection, host.Seed);
         host.Info($"Tuned on {validation.Count} validation rows ({_options.MixSelection}): λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
                   (lexical is null ? "" : $", μ = {best.Mu:G3}, τ_terms = {best.LexicalTemperature:G3}") +
-                  $" (NLL {best.Nll:G4}, accuracy {best.Accuracy:P1}).");
+                  $" (validation NLL {best.Nll:G5}, accuracy {best.Accuracy:P1}).");
         return new Mix(best.Lambda, best.Mu, best.Temperature, best.LexicalTemperature);
     }
 

@@ -109,6 +109,24 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Contains("\"StudentTrainableBackboneLayers\":2", set);
         Assert.Contains("\"StudentBackboneLearningRate\":0.0005", set);
         Assert.Contains("\"FewShotDevTuningShare\":1", set);
+        // The tuning corpus is a path (keyed by the harness by its folder name); its row count and the paired student only when set.
+        var library = System.Text.Json.JsonSerializer.Serialize(new MLNet.Pipeline.RetriKTPipelineOptions { TuningCorpus = "/data/corpora/x" }, json);
+        Assert.DoesNotContain("TuningCorpus", library);
+        Assert.DoesNotContain("StudentSelectEpochOnHead", library);
+        Assert.Contains("\"StudentSelectEpochOnHead\":true", plain);
+        Assert.Contains("\"StudentRetrievalLossWeight\":0", plain);
+    }
+
+    [Fact]
+    public void TheStoreStudentsOfSst2TuneOnCriticsSentencesAndTheOtherRowsAndTasksDoNot()
+    {
+        Assert.Equal("movie-reviews-polarity-v2", HarnessSettings.TuningCorpusOf("SST-2"));
+        Assert.All(new[] { "MRPC", "RTE", "CB", "BoolQ" }, t => Assert.Null(HarnessSettings.TuningCorpusOf(t)));
+        Assert.True(Directory.Exists(SharedData.Path("data", "corpora", HarnessSettings.TuningCorpusOf("SST-2")!)));
+        Assert.All(new[] { Rows.StoreOnlyStudent, Rows.RetriKT, Rows.RetriKTPpo, Rows.StoreOnlyPpo, Rows.StoreSweepPrefix + "512", Rows.NeighborSweepPrefix + "4" },
+            r => Assert.True(Rows.TrainsOnStore(r), r));
+        Assert.All(new[] { Rows.Majority, Rows.MlNetFeaturizeText, Rows.FewShotStudent, Rows.FewShotMlm, Rows.Teacher, Rows.EncoderLogRegMiniLM },
+            r => Assert.False(Rows.TrainsOnStore(r), r));
     }
 
     [Fact]

@@ -63,6 +63,40 @@ public class EarlyStoppingTests
     }
 
     [Fact]
+    public void WithoutRetrievalLossAndTheEpochChosenOnTheHeadTheRetrievalStudentIsTheStoreOnlyStudentPlusRetrieval()
+    {
+        var ml = new MLContext(seed: 1);
+        var logs = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Info && e.Message.Contains("validation NLL", StringComparison.Ordinal)) lock (logs) logs.Add(e.Message); };
+        var train = TestData.Sst2Train(ml, 13);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        var dev = keyMap.Transform(ml.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "dev.tsv"))));
+        List<float[]> Scores(ITransformer model) => model.Transform(dev).GetColumn<float[]>("Score").ToList();
+
+        using var storeOnly = ml.MulticlassClassification.Trainers.RetrievalClassifier(Tiny(dev, patience: 1)).Fit(keyMap.Transform(train));
+        var storeOnlyLog = logs.ToList();
+        logs.Clear();
+        var paired = Tiny(dev, patience: 1);
+        (paired.UseRetrieval, paired.RetrievalLossWeight, paired.SelectEpochOnHead) = (true, 0, true);
+        using var withRetrieval = ml.MulticlassClassification.Trainers.RetrievalClassifier(paired).Fit(keyMap.Transform(train));
+
+        // The same epochs scored the same way, and the same head: retrieval is added to one and the same model.
+        Assert.Equal(storeOnlyLog, logs);
+        using var head = withRetrieval.WithRetrievalWeight(0, 0);
+        var expected = Scores(storeOnly);
+        var actual = Scores(head);
+        for (int i = 0; i < expected.Count; i++) Assert.Equal(expected[i], actual[i]);
+        using var retrievalAlone = withRetrieval.WithRetrievalWeight(1, 0);
+        Assert.Contains(Scores(retrievalAlone).Zip(expected), p => !p.First.SequenceEqual(p.Second)); // the memory is there, and is not the head
+
+        // Scored on the mix instead, the same training keeps another criterion's epochs (the log differs).
+        logs.Clear();
+        paired.SelectEpochOnHead = false;
+        using var onMix = ml.MulticlassClassification.Trainers.RetrievalClassifier(paired).Fit(keyMap.Transform(train));
+        Assert.NotEqual(storeOnlyLog, logs);
+    }
+
+    [Fact]
     public void EarlyStoppingWithoutAValidationSetOrWithABackboneFailsWithOneMessage()
     {
         var ml = new MLContext(seed: 1);
