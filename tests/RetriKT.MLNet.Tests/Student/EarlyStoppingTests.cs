@@ -67,7 +67,12 @@ public class EarlyStoppingTests
     {
         var ml = new MLContext(seed: 1);
         var logs = new List<string>();
-        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Info && e.Message.Contains("validation NLL", StringComparison.Ordinal)) lock (logs) logs.Add(e.Message); };
+        // The epoch scores, the stop and the kept epoch (not the mix tuned after training, which only the retrieval student has).
+        ml.Log += (_, e) =>
+        {
+            if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Info && Regex.IsMatch(e.Message, @"Epoch \d+: validation NLL|training stops after|Kept the weights"))
+                lock (logs) logs.Add(e.Message);
+        };
         var train = TestData.Sst2Train(ml, 13);
         var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
         var dev = keyMap.Transform(ml.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "dev.tsv"))));
@@ -81,6 +86,7 @@ public class EarlyStoppingTests
         using var withRetrieval = ml.MulticlassClassification.Trainers.RetrievalClassifier(paired).Fit(keyMap.Transform(train));
 
         // The same epochs scored the same way, and the same head: retrieval is added to one and the same model.
+        Assert.Contains(storeOnlyLog, l => l.Contains("Kept the weights of epoch", StringComparison.Ordinal));
         Assert.Equal(storeOnlyLog, logs);
         using var head = withRetrieval.WithRetrievalWeight(0, 0);
         var expected = Scores(storeOnly);
