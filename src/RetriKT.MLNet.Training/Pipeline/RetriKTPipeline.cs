@@ -224,11 +224,14 @@ public sealed class RetriKTPipeline
         var test = keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test));
         var validation = dev;
         string? validationWeights = null;
+        if (store is not null && o.TuningCorpus is not null && !(o.StoreValidationShare > 0 && o.TuneOnFewShotDev))
+            throw new ArgumentException($"TuningCorpus '{o.TuningCorpus}' joins the teacher-labelled tuning rows, which need StoreValidationShare > 0 and " +
+                                        $"TuneOnFewShotDev; found StoreValidationShare {o.StoreValidationShare} and TuneOnFewShotDev {o.TuneOnFewShotDev}.");
         if (store is not null && o.StoreValidationShare > 0)
         {
             var (kept, heldOut) = HoldOut(store, o.StoreValidationShare, o.Seed);
             store = kept;
-            if (o.TuningCorpus is not null && o.TuneOnFewShotDev) heldOut.AddRange(TeacherLabelledCorpusRows(task, progress, cancellation));
+            if (o.TuningCorpus is not null) heldOut.AddRange(TeacherLabelledCorpusRows(task, progress, cancellation));
             if (o.TuneOnFewShotDev && heldOut.Count > 0)
             {
                 // The held-out rows are generated text, like the store their neighbours come from; the few-shot dev rows

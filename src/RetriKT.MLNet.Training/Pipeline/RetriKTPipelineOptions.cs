@@ -100,7 +100,8 @@ public sealed class RetriKTPipelineOptions
     /// teacher-labelled half of the rows the store student's epoch and mix are chosen on (<see cref="StoreValidationShare"/>).
     /// Generated rows have near-copies in the store, so on them the head and embedding retrieval look better than on real
     /// queries and term matching worse; real sentences, labelled by the teacher the student imitates, are what the
-    /// student will be asked. Single-text tasks only. The text must not hold the task's test split. Left out of JSON (a
+    /// student will be asked. Single-text tasks only; needs StoreValidationShare &gt; 0 and TuneOnFewShotDev (else training
+    /// fails saying so). The text must not hold the task's test split. Left out of JSON (a
     /// path is no identity; whoever keys results on these options names the corpus). Default null (none).
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore]
