@@ -284,14 +284,6 @@ public sealed record HarnessSettings
     public const double MeasuredRetrievalLossWeight = 1.0;
 
     /// <summary>
-    /// The unlabelled in-domain text whose teacher-labelled sentences join a store student's tuning rows
-    /// (<c>TuningCorpus</c>; the folder under <c>data/corpora/</c>), or null: critics' movie reviews for SST-2, whose
-    /// official dev set is critics' snippets (the corpus was checked against SST-2 dev and test, data/corpora/README.md);
-    /// none for the sentence-pair tasks.
-    /// </summary>
-    public static string? TuningCorpusOf(string task) => task == "SST-2" ? "movie-reviews-polarity-v2" : null;
-
-    /// <summary>
     /// Early stopping of the store students (<c>StudentEarlyStoppingPatience</c>; part of their rows' keys): each epoch is
     /// scored on the held-out generated rows and the few-shot dev rows, up to <c>StudentEpochs</c> = 30. At a fixed 30
     /// epochs the store student learned the store past its best; 15 epochs did better on test, but that count was read
@@ -393,7 +385,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             Rows.RetriKTPpo => "retrikt-ppo-v8|" + JsonSerializer.Serialize(Options(row), json),
             _ => "retrikt-v5|" + JsonSerializer.Serialize(Options(row), json),
         };
-        // The tuning corpus is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
+        // A tuning corpus (--set TuningCorpus=…) is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
         if (Options(row).TuningCorpus is { } corpus) options += "|tuning-corpus " + Path.GetFileName(Path.TrimEndingDirectorySeparator(corpus));
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));
         return Convert.ToHexStringLower(bytes)[..16];
@@ -454,13 +446,13 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         }
         // A pretrained encoder brings its own vocabulary and embeddings; early stopping is the tiny student's (the
         // pipeline leaves it off with a backbone), so those rows keep their keys.
-        // The paired retrieval student (no retrieval loss, epoch chosen on the head) and the tuning corpus are the tiny store
-        // students' settings, where they were measured; the few-shot and backbone students keep the retrieval loss they
-        // were measured with (HarnessSettings.MeasuredRetrievalLossWeight), and with it their keys.
+        // The paired retrieval student (no retrieval loss, epoch chosen on the head) is the tiny store students' setting,
+        // where it was measured; the few-shot and backbone students keep the retrieval loss they were measured with
+        // (HarnessSettings.MeasuredRetrievalLossWeight), and with it their keys. A TuningCorpus comes only from --set
+        // (on SST-2 it changed nothing at 4,096 samples per label and kept a worse epoch at 512; docs/RESULTS.md).
         if (Rows.UsesBackbone(row) || !Rows.TrainsOnStore(row))
             (o.StudentRetrievalLossWeight, o.StudentSelectEpochOnHead) = (HarnessSettings.MeasuredRetrievalLossWeight, false);
         if (Rows.UsesBackbone(row)) (o.StudentEmbeddingsFromTeacher, o.StudentEmbeddingRank, o.StudentEarlyStoppingPatience) = (false, 0, 0);
-        else if (Rows.TrainsOnStore(row) && HarnessSettings.TuningCorpusOf(_task) is { } corpus) o.TuningCorpus = Path.Combine(settings.DataRoot, "corpora", corpus);
         o.WorkDirectory = settings.WorkDirectory;
         return o;
     }

@@ -57,7 +57,7 @@ public static class ResultsReport
         md.AppendLine("- Model selection (the student's mix of head, retrieval and term matching λ, μ and their temperatures; the teacher's");
         md.AppendLine("  calibration on/off) uses only the few-shot dev split (`16-<seed>/dev.tsv`, `dev32.jsonl`) and, for the store");
         md.AppendLine("  students, a tenth of the generated store held out of training and labelled by the teacher (each group half the");
-        md.AppendLine("  weight; on SST-2 the teacher-labelled half also holds 800 sentences of critics' reviews, `corpora/movie-reviews-polarity-v2`).");
+        md.AppendLine("  weight).");
         md.AppendLine("  The tiny store students' rows measured since 2026-12-04 train without the retrieval loss and keep the epoch");
         md.AppendLine("  their head scores best, so `retrikt` is the `store-only-student` model with retrieval added (the row notes say so).");
         md.AppendLine("  Numbers are on the official dev set (`k-shot/test.tsv`, `dev.jsonl`), which nothing is tuned on; the");

@@ -106,7 +106,12 @@ public sealed class RetriKTPipelineOptions
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public string? TuningCorpus;
-    /// <summary>Sentences drawn from <see cref="TuningCorpus"/>; null: <see cref="DefaultTuningCorpusRows"/>. Left out of JSON when null. Default null.</summary>
+    /// <summary>
+    /// Sentences drawn from <see cref="TuningCorpus"/>; null: <see cref="DefaultTuningCorpusRows"/>. Keep it near the number
+    /// of held-out generated rows: rows that outnumber them steer early stopping by real text alone, and on SST-2 with 512
+    /// samples per label (102 held out against 800) that kept epoch 1 of a student whose epoch 5 scored 3 points higher.
+    /// Left out of JSON when null. Default null.
+    /// </summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public int? TuningCorpusRows;
     /// <summary>The count <see cref="TuningCorpusRows"/> stands for when unset: about as many as the held-out generated rows of a 4,096-per-label store.</summary>
