@@ -386,7 +386,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             _ => "retrikt-v5|" + JsonSerializer.Serialize(Options(row), json),
         };
         // A tuning corpus (--set TuningCorpus=…) is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
-        if (Options(row).TuningCorpus is { } corpus) options += "|tuning-corpus " + Path.GetFileName(Path.TrimEndingDirectorySeparator(corpus));
+        if (Options(row).TuningCorpus is { } corpus) options += "|tuning-corpus " + CorpusName(corpus);
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));
         return Convert.ToHexStringLower(bytes)[..16];
     }
@@ -404,8 +404,11 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         (useRetrieval && o.StudentRetrievalLossWeight == 0 && o.StudentSelectEpochOnHead
             ? "retrieval added to the store-only model (no retrieval loss, epoch chosen on the head); " : "") +
         (o.TuningCorpus is { } corpus
-            ? FormattableString.Invariant($"tuning rows include {o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows} teacher-labelled sentences of {Path.GetFileName(Path.TrimEndingDirectorySeparator(corpus))}; ")
+            ? FormattableString.Invariant($"tuning rows include {o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows} teacher-labelled sentences of {CorpusName(corpus)}; ")
             : "");
+
+    /// <summary>A tuning corpus's name in keys and notes: its folder (or file) name, without the machine's path.</summary>
+    private static string CorpusName(string path) => Path.GetFileName(Path.TrimEndingDirectorySeparator(path));
 
     private static string VariantNote(int variants) =>
         variants == 0 ? "" : FormattableString.Invariant($"teacher-labelled variants in the student's store {variants}; ");
