@@ -3,13 +3,7 @@ library's retrieval parts, on dumps of the harness's SST-2 retrikt students (see
 Usage: python3 bag.py <dump folder>   (needs numpy)"""
 import sys,glob
 import numpy as np
-def load(f):
-    d={}
-    for i,l in enumerate(open(f)):
-        if i==0: continue
-        s,r,lab,h,k,t=l.rstrip('\n').split('\t')
-        d.setdefault(s,[]).append((int(lab)-1,[float(x) for x in h.split(',')],[float(x) for x in k.split(',')] if k else None,[float(x) for x in t.split(',')] if t else None))
-    return d
+from dumps import load
 def acc(y,P): return (P.argmax(1)==y).mean()*100
 seeds={}
 for f in sorted(glob.glob(sys.argv[1]+'/*.tsv')):

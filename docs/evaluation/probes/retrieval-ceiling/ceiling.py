@@ -4,13 +4,7 @@ match alone at k 16/64/128/512 x tau 0.05/0.2/1, for the dev and test splits.
 Usage: python3 ceiling.py <dump folder>   (needs numpy)"""
 import sys,glob,itertools
 import numpy as np
-def load(f):
-    d={}
-    for i,l in enumerate(open(f)):
-        if i==0: continue
-        s,r,lab,h,k,t=l.rstrip('\n').split('\t')
-        d.setdefault(s,[]).append((int(lab)-1,[float(x) for x in h.split(',')],[float(x) for x in k.split(',')] if k else None,[float(x) for x in t.split(',')] if t else None))
-    return d
+from dumps import load
 grid=[(l/10,m/10) for l in range(11) for m in range(11) if l+m<=10]
 seeds={}
 for f in sorted(glob.glob(sys.argv[1]+'/*.tsv')):

@@ -4,14 +4,8 @@ retrieval's and term match's class probabilities at the student's tuned k and te
 Usage: python3 gate.py <dump folder>   (needs numpy)"""
 import sys,glob,math,random
 import numpy as np
-def load(f):
-    d={'dev':[], 'test':[]}
-    for i,l in enumerate(open(f)):
-        if i==0: continue
-        s,r,lab,h,k,t=l.rstrip('\n').split('\t')
-        if s not in d: continue
-        d[s].append((int(lab)-1,[float(x) for x in h.split(',')],[float(x) for x in k.split(',')],[float(x) for x in t.split(',')]))
-    return d
+import dumps
+def load(f): return {s: v for s, v in dumps.load(f).items() if s in ('dev', 'test')}
 def arr(rows):
     y=np.array([r[0] for r in rows]); H=np.array([r[1] for r in rows]); K=np.array([r[2] for r in rows]); T=np.array([r[3] for r in rows]); return y,H,K,T
 def lg(P): P=np.clip(P,1e-6,1-1e-6); return np.log(P[:,1]/P[:,0])
