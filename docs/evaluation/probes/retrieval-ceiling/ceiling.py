@@ -6,13 +6,14 @@ import sys,glob,itertools
 import numpy as np
 from dumps import load
 grid=[(l/10,m/10) for l in range(11) for m in range(11) if l+m<=10]
-seeds={}
+seeds,devs={},{}
 for f in sorted(glob.glob(sys.argv[1]+'/*.tsv')):
     d=load(f); y=np.array([r[0] for r in d['test']]); H=np.array([r[1] for r in d['test']])
     knn={k[9:]:np.array([r[1] for r in v]) for k,v in d.items() if k.startswith('test-knn-')}
     terms={k[11:]:np.array([r[1] for r in v]) for k,v in d.items() if k.startswith('test-terms-')}
     K0=np.array([r[2] for r in d['test']]); T0=np.array([r[3] for r in d['test']])
-    seeds[f.split('-')[-1][:-4]]=(y,H,K0,T0,knn,terms)
+    s=f.split('-')[-1][:-4]; seeds[s]=(y,H,K0,T0,knn,terms)
+    devs[s]=(np.array([r[0] for r in d['dev']]),np.array([r[1] for r in d['dev']]),{k[8:]:np.array([r[1] for r in v]) for k,v in d.items() if k.startswith('dev-knn-')},{k[10:]:np.array([r[1] for r in v]) for k,v in d.items() if k.startswith('dev-terms-')})
 def acc(y,P): return (P.argmax(1)==y).mean()*100
 def oracle(y,H,K,T): return max(acc(y,(1-l-m)*H+l*K+m*T) for l,m in grid)
 print('seed head knn0 terms0 oracle(tuned k,tau)')
@@ -45,10 +46,6 @@ for kc,tc in [(b[1],b[2]) for b in best[:3]]:
 
 # dev-only choice (32 rows): lowest NLL over every (knn config, terms config, lambda, mu)
 def nll(y,P): return -np.log(np.clip(P[np.arange(len(y)),y],1e-6,1)).mean()
-devs={}
-for f in sorted(glob.glob(sys.argv[1]+'/*.tsv')):
-    d=load(f); s=f.split('-')[-1][:-4]
-    devs[s]=(np.array([r[0] for r in d['dev']]),np.array([r[1] for r in d['dev']]),{k[8:]:np.array([r[1] for r in v]) for k,v in d.items() if k.startswith('dev-knn-')},{k[10:]:np.array([r[1] for r in v]) for k,v in d.items() if k.startswith('dev-terms-')})
 tot=[]
 for s,(y,H,K0,T0,knn,terms) in seeds.items():
     yd,Hd,kd,td=devs[s]
