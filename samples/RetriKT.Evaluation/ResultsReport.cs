@@ -236,6 +236,11 @@ public static class ResultsReport
         md.AppendLine("model pretrained by `TeacherPretrainer` on in-domain unlabeled text (stage A), then continued on the task's full GLUE");
         md.AppendLine("training split rendered through the task template with the verbalizer word (stage B; never dev, test or few-shot dev).");
         md.AppendLine("It stands in for what a real LLM learned in pretraining; the student still sees only the few-shot split.");
+        // A task with no full training split here (CB, BoolQ) gets stage A only: its teacher was never taught the task.
+        var stageAOnly = teachers.Where(t => t["build"]?["stages"]?.AsArray() is { Count: > 0 } st && st.All(s => s!["stage"]?.GetValue<string>() is "a" or "a2"))
+            .Select(t => t["task"]?.GetValue<string>() ?? "?").Distinct().ToList();
+        if (stageAOnly.Count > 0)
+            md.AppendLine($"{string.Join(" and ", stageAOnly)} {(stageAOnly.Count == 1 ? "has" : "have")} no full training split here: {(stageAOnly.Count == 1 ? "its teacher has" : "their teachers have")} stage A only (general text) and never saw the task.");
         md.AppendLine();
         md.AppendLine("| Task | Teacher | Parameters | Stage | Documents | Corpus tokens | Steps | Tokens seen | Final loss | Build time |");
         md.AppendLine("|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
