@@ -248,9 +248,9 @@ public static class TeacherBuilder
         {
             task, settings, settings.StageA2Steps, settings.StageA2LearningRate, settings.StageB2Steps, settings.StageB2LearningRate, stageACorpora = TeacherSettings.StageACorpora(task), parameters = model.ParameterCount, contentHash = model.ContentHash, stages,
             minutes = clock.Elapsed.TotalMinutes, builtUtc = DateTime.UtcNow,
-            note = stageB is not null
-                ? "Stand-in teacher: pretrained here from scratch (no pretrained LLM can be had offline); it knows the task from its full GLUE training split."
-                : "Stand-in teacher: pretrained here from scratch (no pretrained LLM can be had offline) on general text only; the task has no full training split here, so it was never taught the task.",
+            note = "Stand-in teacher: pretrained here from scratch (no pretrained LLM can be had offline)" + (stageB is not null
+                ? "; it knows the task from its full GLUE training split."
+                : " on general text only; the task has no full training split here, so it was never taught the task."),
         };
         File.WriteAllText(Path.Combine(tempFinal, "done.json"), JsonSerializer.Serialize(done, new JsonSerializerOptions { WriteIndented = true }));
         if (Directory.Exists(final)) Directory.Delete(final, recursive: true);

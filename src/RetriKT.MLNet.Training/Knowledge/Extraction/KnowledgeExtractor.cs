@@ -218,9 +218,9 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         foreach (var e in fewShot) judge.Duplicates.Admit(template.RenderTarget(e.Text, e.Text2));
         var kept = new List<KnowledgeEntry>[labels.Count];
         var generated = new int[labels.Count];
-        int nonEmpty = 0, intended = 0;
-        var nonEmptyPerLabel = new int[labels.Count];
-        var intendedPerLabel = new int[labels.Count];
+        // Per label they were generated for: non-empty samples, and those the teacher gives that label.
+        var nonEmpty = new int[labels.Count];
+        var intended = new int[labels.Count];
         var dropped = Enum.GetValues<DropReason>().ToDictionary(r => r, _ => 0);
         for (int l = 0; l < labels.Count; l++) kept[l] = [];
 
@@ -263,9 +263,8 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     generated[label]++;
                     if (!string.IsNullOrWhiteSpace(s.Sample.Text))
                     {
-                        nonEmpty++;
-                        nonEmptyPerLabel[label]++;
-                        if (teacherLabel == label) { intended++; intendedPerLabel[label]++; }
+                        nonEmpty[label]++;
+                        if (teacherLabel == label) intended[label]++;
                     }
                     int target = o.AssignToTeacherLabel ? teacherLabel : label;
                     var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, disfluent: nll?[i] > fluency!.Threshold);
@@ -285,12 +284,12 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
             if (kept[l].Count < o.SamplesPerLabel)
                 host.Warning($"Label '{labels[l]}': kept {kept[l].Count} of {o.SamplesPerLabel} wanted samples after {generated[l]} generated (raise MaxAttemptsFactor or relax the filters).");
 
-        WarnWhereTheTeacherIgnoresTheLabel(labels, nonEmptyPerLabel, intendedPerLabel, host);
+        WarnWhereTheTeacherIgnoresTheLabel(labels, nonEmpty, intended, host);
 
         var entries = ExtractionReport.BalancedEntries(fewShot, o.IncludeFewShot, labels.Count, kept);
         var report = ExtractionReport.Create(template, labels, generated, kept, dropped, o.IncludeFewShot ? fewShot.Count : 0, resumed) with
         {
-            IntendedLabelShare = nonEmpty == 0 ? 0 : (double)intended / nonEmpty,
+            IntendedLabelShare = nonEmpty.Sum() == 0 ? 0 : (double)intended.Sum() / nonEmpty.Sum(),
             Times = new ExtractionTimes(generation, softLabels, fluencyTime),
         };
         return (new KnowledgeStore(labels, entries), report);
