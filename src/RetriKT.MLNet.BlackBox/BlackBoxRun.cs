@@ -43,6 +43,7 @@ internal sealed class BlackBoxRun
     private readonly object _gate = new();
     private readonly List<KnowledgeEntry>[] _kept;
     private readonly int[] _generated, _attempts, _inFlight;
+    private readonly IntendedLabelTally _intended;
     private readonly Dictionary<DropReason, int> _dropped = Enum.GetValues<DropReason>().ToDictionary(r => r, _ => 0);
     private readonly List<string> _takenOut = [];
     private List<Endpoint> _endpoints = [];
@@ -63,6 +64,7 @@ internal sealed class BlackBoxRun
         _random = new Random(host.Seed);
         _maxAttempts = (int)Math.Ceiling(options.SamplesPerLabel * options.MaxAttemptsFactor);
         _kept = labels.Select(_ => new List<KnowledgeEntry>()).ToArray();
+        _intended = new IntendedLabelTally(labels);
         _generated = new int[labels.Count]; _attempts = new int[labels.Count]; _inFlight = new int[labels.Count];
         // Cancelled by the caller's token, or by the run itself when the MLContext is cancelled during a progress report.
         _cancel = CancellationTokenSource.CreateLinkedTokenSource(options.CancellationToken);
@@ -91,8 +93,10 @@ internal sealed class BlackBoxRun
                 _host.Warning($"Label '{_labels[l]}': kept {_kept[l].Count} of {_o.SamplesPerLabel} wanted samples after {_generated[l]} generated" +
                     (_stoppedByBudget ? " (token budget reached)." : " (raise MaxAttemptsFactor or relax the filters)."));
 
+        _intended.WarnWhereTheTeacherIgnoresTheLabel(_host);
+
         var entries = ExtractionReport.BalancedEntries(_fewShot, _o.IncludeFewShot, _labels.Count, _kept);
-        var extraction = ExtractionReport.Create(_template, _labels, _generated, _kept, _dropped, _o.IncludeFewShot ? _fewShot.Count : 0, _resumed);
+        var extraction = ExtractionReport.Create(_template, _labels, _generated, _kept, _dropped, _o.IncludeFewShot ? _fewShot.Count : 0, _resumed, _intended);
         var report = new BlackBoxExtractionReport(extraction, _requests, _retries, _tokens, _fromLogProbs, _fromClassification, _unlabelled,
             endpoints.ToDictionary(e => e.Name, e => e.Requests), _takenOut.ToList(), _stoppedByBudget);
         return (new KnowledgeStore(_labels, entries), report);
@@ -233,6 +237,7 @@ internal sealed class BlackBoxRun
         else
         {
             Count(s.Source);
+            _intended.Add(s.Label, s.SoftLabel);
             reason = _judge.Judge(s.Text, s.Text2, s.SoftLabel, s.Label);
             if (reason is null && _kept[s.Label].Count >= _o.SamplesPerLabel) reason = DropReason.OverQuota;
         }
@@ -248,6 +253,7 @@ internal sealed class BlackBoxRun
         _attempts[r.Label]++;
         _tokens += r.Tokens;
         Count(r.Source);
+        if (r.SoftLabel is not null) _intended.Add(r.Label, r.SoftLabel);
         if (r.Source is null && r.Dropped == DropReason.LowFidelity) _unlabelled++;
         if (r.Dropped is { } d) { _dropped[d]++; return; }
         _judge.Duplicates.Admit(_template.RenderTarget(r.Text, r.Text2));

@@ -219,6 +219,31 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         Assert.True(report.TokensUsed >= 1);
     }
 
+    [SharedDataFact]
+    public void AnEndpointThatIgnoresTheLabelIsNamedAndAResumedRunCountsTheSame()
+    {
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
+        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-blackbox-").FullName, "run.jsonl");
+        var options = Options([new TeacherEndpoint(shared.Server.ChatClient(), "only", 2)], checkpoint, perLabel: 4);
+
+        var first = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(StoryData(ml)).Report;
+        // stories260K calls nearly every story sad, whatever it was asked to write: "happy" is named, and only it.
+        var share = first.Extraction.IntendedLabelShare;
+        Assert.NotNull(share);
+        Assert.InRange(share!.Value, 0, 0.75);
+        Assert.Contains(warnings, w => w.Contains("Label 'happy': the teacher gives") && w.Contains("no more than chance (50.0 % for 2 labels)"));
+        Assert.DoesNotContain(warnings, w => w.Contains("Label 'sad': the teacher gives"));
+
+        // All of it from the checkpoint: no request, the same share and the same warning.
+        warnings.Clear();
+        var resumed = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(StoryData(ml)).Report;
+        Assert.Equal(0, resumed.Requests);
+        Assert.Equal(share, resumed.Extraction.IntendedLabelShare);
+        Assert.Contains(warnings, w => w.Contains("Label 'happy': the teacher gives"));
+    }
+
     private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress value) => report(value);

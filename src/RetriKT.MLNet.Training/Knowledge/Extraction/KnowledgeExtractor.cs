@@ -120,13 +120,14 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
     /// <summary>
     /// Share of the generated (non-empty) samples whose teacher label — the argmax of the soft label — is the label
     /// they were generated for, before any filter: how faithful the soft prompts are. (Among kept samples the share is
-    /// 1 by construction when the argmax filter is on.) Null when the extraction path does not measure it.
+    /// 1 by construction when the argmax filter is on.) Samples the teacher gave no soft label (a black-box endpoint
+    /// that answered nothing usable) are not counted. Both extraction paths fill it; null only in a report built by hand.
     /// </summary>
     public double? IntendedLabelShare { get; init; }
 
     /// <summary>The report of a finished extraction from its per-label counts and kept entries (any extraction path).</summary>
     internal static ExtractionReport Create(TaskTemplate template, IReadOnlyList<string> labels, int[] generated, List<KnowledgeEntry>[] kept,
-        Dictionary<DropReason, int> dropped, int fewShot, int resumed)
+        Dictionary<DropReason, int> dropped, int fewShot, int resumed, IntendedLabelTally intended)
     {
         var keptGenerated = kept.SelectMany(k => k).ToList();
         var keptTexts = keptGenerated.Select(e => template.RenderTarget(e.Text!, e.Text2)).ToList();
@@ -135,7 +136,7 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
             labels.Select((l, i) => (l, kept[i].Count)).ToDictionary(x => x.l, x => x.Item2),
             dropped, fewShot,
             TextStatistics.DistinctN(keptTexts, 1), TextStatistics.DistinctN(keptTexts, 2),
-            keptGenerated.Count == 0 ? 0 : keptGenerated.Average(e => e.Fidelity), resumed);
+            keptGenerated.Count == 0 ? 0 : keptGenerated.Average(e => e.Fidelity), resumed) { IntendedLabelShare = intended.Share };
     }
 
     /// <summary>The store's entries: the few-shot examples with gold labels (when included), then the kept samples
@@ -218,9 +219,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         foreach (var e in fewShot) judge.Duplicates.Admit(template.RenderTarget(e.Text, e.Text2));
         var kept = new List<KnowledgeEntry>[labels.Count];
         var generated = new int[labels.Count];
-        // Per label they were generated for: non-empty samples, and those the teacher gives that label.
-        var nonEmpty = new int[labels.Count];
-        var intended = new int[labels.Count];
+        var intended = new IntendedLabelTally(labels);
         var dropped = Enum.GetValues<DropReason>().ToDictionary(r => r, _ => 0);
         for (int l = 0; l < labels.Count; l++) kept[l] = [];
 
@@ -261,11 +260,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     var s = samples[i];
                     int teacherLabel = Array.IndexOf(s.Probabilities, s.Probabilities.Max());
                     generated[label]++;
-                    if (!string.IsNullOrWhiteSpace(s.Sample.Text))
-                    {
-                        nonEmpty[label]++;
-                        if (teacherLabel == label) intended[label]++;
-                    }
+                    if (!string.IsNullOrWhiteSpace(s.Sample.Text)) intended.Add(label, s.Probabilities);
                     int target = o.AssignToTeacherLabel ? teacherLabel : label;
                     var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, disfluent: nll?[i] > fluency!.Threshold);
                     if (reason is null && kept[target].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;
@@ -284,36 +279,14 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
             if (kept[l].Count < o.SamplesPerLabel)
                 host.Warning($"Label '{labels[l]}': kept {kept[l].Count} of {o.SamplesPerLabel} wanted samples after {generated[l]} generated (raise MaxAttemptsFactor or relax the filters).");
 
-        WarnWhereTheTeacherIgnoresTheLabel(labels, nonEmpty, intended, host);
+        intended.WarnWhereTheTeacherIgnoresTheLabel(host);
 
         var entries = ExtractionReport.BalancedEntries(fewShot, o.IncludeFewShot, labels.Count, kept);
-        var report = ExtractionReport.Create(template, labels, generated, kept, dropped, o.IncludeFewShot ? fewShot.Count : 0, resumed) with
+        var report = ExtractionReport.Create(template, labels, generated, kept, dropped, o.IncludeFewShot ? fewShot.Count : 0, resumed, intended) with
         {
-            IntendedLabelShare = nonEmpty.Sum() == 0 ? 0 : (double)intended.Sum() / nonEmpty.Sum(),
             Times = new ExtractionTimes(generation, softLabels, fluencyTime),
         };
         return (new KnowledgeStore(labels, entries), report);
-    }
-
-    /// <summary>
-    /// Warns for each label whose generated samples the teacher labels as intended no more often than chance. The filters
-    /// then keep few of them and the store holds mostly what the teacher says anyway, so a student learns the teacher's
-    /// bias: on CB, a stand-in teacher that never saw the task labelled 26 % of its samples as intended (chance 33 %) and
-    /// the students trained on that store scored 8.9 % against the majority class's 50 %.
-    /// </summary>
-    private static void WarnWhereTheTeacherIgnoresTheLabel(IReadOnlyList<string> labels, int[] nonEmpty, int[] intended, ComponentHost host)
-    {
-        double chance = 1.0 / labels.Count;
-        for (int l = 0; l < labels.Count; l++)
-        {
-            if (nonEmpty[l] == 0) continue;
-            double share = (double)intended[l] / nonEmpty[l];
-            if (share > chance) continue;
-            host.Warning(string.Create(CultureInfo.InvariantCulture,
-                $"Label '{labels[l]}': the teacher gives {share:P1} of the {nonEmpty[l]:N0} samples generated for it that label, no more than chance ({chance:P1} for {labels.Count} labels). ")
-                + "The soft prompts do not steer the teacher to it, or the teacher does not know the task; a student trained on this store learns the teacher's bias. "
-                + "Check the teacher's verbalizer accuracy on labelled rows before using the store.");
-        }
     }
 
     /// <summary>
