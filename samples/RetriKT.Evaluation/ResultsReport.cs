@@ -256,6 +256,8 @@ public static class ResultsReport
                 md.AppendLine(string.Create(CultureInfo.InvariantCulture, $"| {task} | {name} ({t["source"]}) | {parameters:N0} | given (--teacher) | – | – | – | – | – | – |"));
                 continue;
             }
+            // A teacher given with --teacher keeps the build record of the task it was built for.
+            if (build?["task"]?.GetValue<string>() is { } builtFor && builtFor != task) name += $" (built for {builtFor}, given with --teacher)";
             foreach (var st in stages)
                 md.AppendLine(string.Create(CultureInfo.InvariantCulture,
                     $"| {task} | {name} | {parameters:N0} | {st!["stage"]} | {st["documents"]!.GetValue<int>():N0} | {st["tokens"]!.GetValue<int>():N0} | {st["steps"]} | {st["tokensSeen"]!.GetValue<long>():N0} | {st["finalLoss"]!.GetValue<double>():F3} | {build!["minutes"]!.GetValue<double>():F0} min |"));
