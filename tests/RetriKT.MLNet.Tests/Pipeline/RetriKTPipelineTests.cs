@@ -2,6 +2,7 @@ using Microsoft.ML;
 using RetriKT.MLNet.Common;
 using RetriKT.Samples.Data;
 using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Teacher;
 
@@ -138,6 +139,48 @@ public sealed class RetriKTPipelineTests : IDisposable
         var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, _temp);
         var e = Assert.Throws<ArgumentException>(() => pipeline.EvaluateFewShotStudent(bad));
         Assert.Contains("'neutral'", e.Message);
+    }
+
+    [Fact]
+    public void AStoreStudentNoBetterThanTheMajorityOnTheGoldDevRowsIsWarnedAbout()
+    {
+        // A store that holds the dev texts under the wrong label teaches the opposite of the task; the same texts under
+        // their own label teach it. The teacher's weights do not matter here: the stores are given, with no variants.
+        var task = EmbeddedCafeReviews.Task(testPerLabel: 4);
+        var tokenizer = ByteLevelBpeTrainer.Train(EmbeddedCafeReviews.UnlabeledPool(300), 400, Path.Combine(_temp, "tokenizer-majority"));
+        using var teacher = TeacherModel.Create(new TeacherConfig
+        {
+            ModelType = "llama", VocabSize = tokenizer.VocabSize, HiddenSize = 32, IntermediateSize = 64, NumLayers = 1, NumHeads = 4,
+            NumKeyValueHeads = 4, HeadDim = 8, MaxPositions = 64, BosTokenId = tokenizer.BosId, EosTokenIds = [tokenizer.EosId!.Value],
+        }, tokenizer, seed: 3);
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
+        var pipeline = new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentEpochs = 8, StudentHiddenSize = 32, StudentMaxLength = 48 });
+        StoreExtraction Store(bool flipped)
+        {
+            var entries = Enumerable.Range(0, 6).SelectMany(_ => task.Dev).Select(r =>
+            {
+                int label = task.Labels.ToList().IndexOf(r.Label) ^ (flipped ? 1 : 0);
+                float[] soft = label == 0 ? [1f, 0f] : [0f, 1f];
+                return new KnowledgeEntry(r.Text, null, label, soft, 1f, KnowledgeSource.Generated);
+            });
+            var store = new KnowledgeStore(task.Labels, entries);
+            var report = new ExtractionReport(new Dictionary<string, int>(), new Dictionary<string, int>(), new Dictionary<DropReason, int>(), 0, 0, 0, 1, 0);
+            return new StoreExtraction(store, report, 0, null, TimeSpan.Zero, TimeSpan.Zero);
+        }
+
+        using (var wrong = pipeline.TrainStudent(task, Store(flipped: true)))
+        {
+            Assert.True(wrong.FewShotDevAccuracy <= 0.5, $"dev accuracy {wrong.FewShotDevAccuracy}");
+            Assert.Contains(warnings, w => w.Contains("The student trained on the store scores") && w.Contains($"gold few-shot dev rows of {task.Name}, no better than always answering"));
+        }
+        warnings.Clear();
+        using (var right = pipeline.TrainStudent(task, Store(flipped: false)))
+        {
+            Assert.True(right.FewShotDevAccuracy > 0.5, $"dev accuracy {right.FewShotDevAccuracy}");
+            Assert.DoesNotContain(warnings, w => w.Contains("The student trained on the store scores"));
+        }
     }
 
     private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
