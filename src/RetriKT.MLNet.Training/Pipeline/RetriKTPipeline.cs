@@ -198,9 +198,12 @@ public sealed class RetriKTPipeline
         ArgumentNullException.ThrowIfNull(task);
         var labelIndex = LabelIndex(task);
         var gold = task.Test.Where(r => labelIndex.ContainsKey(r.Label)).Select(r => labelIndex[r.Label]).ToList();
-        int majority = gold.GroupBy(g => g).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+        int majority = MajorityLabel(gold);
         return ClassificationScores.FromPredictions(gold, Enumerable.Repeat(majority, gold.Count).ToList(), task.Labels.Count);
     }
+
+    /// <summary>The most frequent label index (the lowest index on a tie).</summary>
+    private static int MajorityLabel(IEnumerable<int> gold) => gold.GroupBy(g => g).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
 
     /// <summary>
     /// Every split gets the same label → key map, in the task's label order, which is also the store's order: key i
@@ -222,13 +225,13 @@ public sealed class RetriKTPipeline
     private void WarnWhereTheStoreStudentLosesToTheMajority(FewShotTask task, double devAccuracy, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
     {
         var labelIndex = LabelIndex(task);
-        var gold = task.Dev.Where(r => labelIndex.ContainsKey(r.Label)).ToList();
+        var gold = task.Dev.Where(r => labelIndex.ContainsKey(r.Label)).Select(r => labelIndex[r.Label]).ToList();
         if (gold.Count == 0 || double.IsNaN(devAccuracy)) return;
-        var majority = gold.GroupBy(r => r.Label).OrderByDescending(g => g.Count()).ThenBy(g => labelIndex[g.Key]).First();
-        double share = (double)majority.Count() / gold.Count;
+        int majority = MajorityLabel(gold);
+        double share = (double)gold.Count(g => g == majority) / gold.Count;
         if (devAccuracy > share) return;
         new ComponentHost(_mlContext, nameof(RetriKTPipeline), _options.Seed, progress, cancellation).Warning(string.Create(CultureInfo.InvariantCulture,
-            $"The student trained on the store scores {devAccuracy:P1} on the {gold.Count} gold few-shot dev rows of {task.Name}, no better than always answering '{majority.Key}' ({share:P1}). ")
+            $"The student trained on the store scores {devAccuracy:P1} on the {gold.Count} gold few-shot dev rows of {task.Name}, no better than always answering '{task.Labels[majority]}' ({share:P1}). ")
             + "The store teaches something other than the task: check the extraction's warnings and the teacher's accuracy on labelled rows before using this student.");
     }
 
