@@ -494,13 +494,12 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     /// for reading only; λ and μ are chosen on validation rows, never here. It answers "does retrieval know something
     /// the head does not" separately from "did the tuning find the mix".
     /// </summary>
-    private string ComponentNote(FewShotTask task, RetrievalClassifierTransformer student)
+    private string ComponentNote(MLContext mlContext, FewShotTask task, RetrievalClassifierTransformer student)
     {
         bool terms = student.LexicalNeighborCount > 0;
         // Each part is scored once and the grid mixes them as the model does, p = (1 − λ − μ)·p_head + λ·p_knn +
         // μ·p_terms (RetrievalModel.ScoreOne, same float steps), instead of one pass over the test split per grid
         // point: a frozen-encoder student re-embeds the split on every pass (30 of retrikt-minilm's 32 min on BoolQ).
-        var mlContext = new MLContext(seed: settings.Pipeline.Seed);
         var testView = FewShotTask.ToDataView(mlContext, task.Test);
         float[][] PartScores(double lambda, double mu)
         {
@@ -510,7 +509,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         var head = PartScores(0, 0);
         var knn = PartScores(1, 0);
         var termMatch = terms ? PartScores(0, 1) : null;
-        var gold = task.Test.Select(r => task.Labels.ToList().IndexOf(r.Label)).ToArray();
+        var labelOrder = task.Labels.ToList();
+        var gold = task.Test.Select(r => labelOrder.IndexOf(r.Label)).ToArray();
         double Accuracy(double lambda, double mu)
         {
             int right = 0, labels = task.Labels.Count;
@@ -600,7 +600,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                 bool useRetrieval = !Rows.IsWithoutRetrieval(row);
                 using var trained = pipeline.TrainStudent(task, extraction, useRetrieval, progress, cancellation);
                 var r = pipeline.Describe(task, extraction, trained);
-                string components = (useRetrieval ? ComponentNote(task, trained.Student) : "") + TrainingNote(pipeline.Options, useRetrieval);
+                string components = (useRetrieval ? ComponentNote(mlContext, task, trained.Student) : "") + TrainingNote(pipeline.Options, useRetrieval);
                 return new RowResult
                 {
                     Accuracy = r.Test.Accuracy, MacroF1 = r.Test.MacroF1, PositiveF1 = r.Test.PositiveF1, TestRows = r.Test.Rows,

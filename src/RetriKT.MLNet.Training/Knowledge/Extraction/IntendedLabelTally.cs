@@ -1,5 +1,6 @@
 using System.Globalization;
 using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Student;
 
 namespace RetriKT.MLNet.Knowledge.Extraction;
 
@@ -24,7 +25,7 @@ internal sealed class IntendedLabelTally
     public void Add(int generatedFor, float[] softLabel)
     {
         _labelled[generatedFor]++;
-        if (Array.IndexOf(softLabel, softLabel.Max()) == generatedFor) _intended[generatedFor]++;
+        if (RetrievalClassifierTransformer.ArgMax(softLabel) == generatedFor) _intended[generatedFor]++;
     }
 
     /// <summary>The run-wide share (0 when nothing was counted): <see cref="ExtractionReport.IntendedLabelShare"/>.</summary>
