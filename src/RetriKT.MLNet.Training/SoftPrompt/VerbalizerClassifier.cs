@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Student;
 using RetriKT.MLNet.Teacher;
 using static TorchSharp.torch;
 
@@ -76,7 +77,7 @@ public sealed class VerbalizerClassifier : ILabelScorer
 
     /// <summary>Index of the most probable label per sample.</summary>
     public int[] Predict(IReadOnlyList<(string Text, string? Text2)> samples)
-        => Probabilities(samples).Select(p => Array.IndexOf(p, p.Max())).ToArray();
+        => Probabilities(samples).Select(p => RetrievalClassifierTransformer.ArgMax(p)).ToArray();
 
     /// <summary>Whether every label word is one teacher token, so a sample's labels are scored in one pass.</summary>
     public bool SingleTokenWords => _wordTokens is not null;

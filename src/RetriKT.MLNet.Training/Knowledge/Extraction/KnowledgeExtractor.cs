@@ -8,6 +8,7 @@ using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Student;
 
 namespace RetriKT.MLNet.Knowledge.Extraction;
 
@@ -258,7 +259,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                 for (int i = 0; i < samples.Count; i++)
                 {
                     var s = samples[i];
-                    int teacherLabel = Array.IndexOf(s.Probabilities, s.Probabilities.Max());
+                    int teacherLabel = RetrievalClassifierTransformer.ArgMax(s.Probabilities);
                     generated[label]++;
                     if (!string.IsNullOrWhiteSpace(s.Sample.Text)) intended.Add(label, s.Probabilities);
                     int target = o.AssignToTeacherLabel ? teacherLabel : label;
