@@ -497,9 +497,9 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     private string ComponentNote(MLContext mlContext, FewShotTask task, RetrievalClassifierTransformer student)
     {
         bool terms = student.LexicalNeighborCount > 0;
-        // Each part is scored once and the grid mixes them as the model does, p = (1 − λ − μ)·p_head + λ·p_knn +
-        // μ·p_terms (RetrievalModel.ScoreOne, same float steps), instead of one pass over the test split per grid
-        // point: a frozen-encoder student re-embeds the split on every pass (30 of retrikt-minilm's 32 min on BoolQ).
+        // Each part is scored once and the grid mixes them as the model does (RetrievalMix, the student's own float
+        // steps), instead of one pass over the test split per grid point: a frozen-encoder student re-embeds the split
+        // on every pass (30 of retrikt-minilm's 32 min on BoolQ).
         var testView = FewShotTask.ToDataView(mlContext, task.Test);
         float[][] PartScores(double lambda, double mu)
         {
@@ -517,18 +517,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             var mixed = new float[labels];
             for (int row = 0; row < gold.Length; row++)
             {
-                head[row].CopyTo(mixed, 0);
-                if (mu > 0 && lambda < 1)
-                {
-                    float m = (float)(mu / (1 - lambda));
-                    for (int i = 0; i < labels; i++) mixed[i] = (1 - m) * mixed[i] + m * termMatch![row][i];
-                }
-                if (lambda > 0)
-                {
-                    float a = (float)lambda, c = (float)(1 - lambda);
-                    for (int i = 0; i < labels; i++) mixed[i] = c * mixed[i] + a * knn[row][i];
-                }
-                if (Array.IndexOf(mixed, mixed.Max()) == gold[row]) right++;
+                RetrievalMix.Combine(head[row], knn[row], termMatch is null ? head[row] : termMatch[row], lambda, mu, mixed);
+                if (RetrievalMix.ArgMax(mixed) == gold[row]) right++;
             }
             return (double)right / gold.Length;
         }

@@ -345,7 +345,7 @@ public sealed class RetriKTPipeline
             var part = sentences.GetRange(start, Math.Min(chunk, sentences.Count - start));
             var probabilities = scorer.Probabilities(part.Select(t => (t, (string?)null)).ToList());
             for (int i = 0; i < part.Count; i++)
-                rows.Add(new TextPairRow { Text = part[i], Label = task.Labels[RetrievalClassifierTransformer.ArgMax(probabilities[i])] });
+                rows.Add(new TextPairRow { Text = part[i], Label = task.Labels[RetrievalMix.ArgMax(probabilities[i])] });
             host.Report("Tuning corpus", start + part.Count, sentences.Count);
         }
         var counts = task.Labels.Select(l => $"{l}: {rows.Count(r => r.Label == l)}");
@@ -371,7 +371,7 @@ public sealed class RetriKTPipeline
         {
             var e = store.Entries[i];
             if (e.Text is null) throw new InvalidOperationException($"Store entry {i} has no text; holding out validation rows needs the store's texts.");
-            int teacherLabel = RetrievalClassifierTransformer.ArgMax(e.SoftLabel);
+            int teacherLabel = RetrievalMix.ArgMax(e.SoftLabel);
             rows.Add(new TextPairRow { Text = e.Text, Text2 = e.Text2 ?? "", Label = store.LabelNames[teacherLabel] });
         }
         var kept = new KnowledgeStore(store.LabelNames, store.Entries.Where((_, i) => !heldOut.Contains(i)));

@@ -77,7 +77,7 @@ public sealed class VerbalizerClassifier : ILabelScorer
 
     /// <summary>Index of the most probable label per sample.</summary>
     public int[] Predict(IReadOnlyList<(string Text, string? Text2)> samples)
-        => Probabilities(samples).Select(p => RetrievalClassifierTransformer.ArgMax(p)).ToArray();
+        => Probabilities(samples).Select(p => RetrievalMix.ArgMax(p)).ToArray();
 
     /// <summary>Whether every label word is one teacher token, so a sample's labels are scored in one pass.</summary>
     public bool SingleTokenWords => _wordTokens is not null;

@@ -115,7 +115,7 @@ internal sealed class RetrievalClassifierMapping : RowMapping
             getters[1] = (ValueGetter<uint>)((ref uint dst) =>
             {
                 var (block, row) = current();
-                dst = (uint)RetrievalClassifierTransformer.ArgMax(block.Scores.AsSpan(row * k, k)) + 1;
+                dst = (uint)RetrievalMix.ArgMax(block.Scores.AsSpan(row * k, k)) + 1;
             });
         if (r > 0 && isActive(2))
             getters[2] = (ValueGetter<VBuffer<ReadOnlyMemory<char>>>)((ref VBuffer<ReadOnlyMemory<char>> dst) =>

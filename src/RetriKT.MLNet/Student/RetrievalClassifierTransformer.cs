@@ -141,7 +141,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         var indices = new int[Math.Max(0, neighbors)];
         var sims = new float[indices.Length];
         model.ScoreOne(ids, Weights, scores, indices, sims);
-        int best = ArgMax(scores);
+        int best = RetrievalMix.ArgMax(scores);
         var list = new List<RetrievedNeighbor>();
         for (int j = 0; j < indices.Length && indices[j] >= 0; j++)
         {
@@ -187,13 +187,6 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             var ids = Enumerable.Range(start, n).Select(i => model.Tokenize(texts[i].Text ?? "", texts[i].Text2, out _)).ToList();
             model.Embed(ids, destination.Slice(start * model.Dimension, n * model.Dimension));
         }
-    }
-
-    internal static int ArgMax(ReadOnlySpan<float> values)
-    {
-        int best = 0;
-        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
-        return best;
     }
 
     // ------------------------------------------------------------------ ITransformer

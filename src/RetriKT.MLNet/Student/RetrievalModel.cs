@@ -173,9 +173,8 @@ internal sealed class RetrievalModel
             int used = Math.Min(NeighborCount, k);
             Span<float> knn = labels <= 256 ? stackalloc float[labels] : new float[labels];
             Store.SoftVote(idx[..used], sims[..used], Temperature, knn);
-            // scores already hold (1 − μ)·p_head + μ·p_terms (or p_head): take λ of the total from p_knn.
-            float a = (float)retrievalWeight, c = (float)(1 - retrievalWeight);
-            for (int i = 0; i < labels; i++) scores[i] = c * scores[i] + a * knn[i];
+            // scores already hold (1 − μ')·p_head + μ'·p_terms (or p_head): take λ of the total from p_knn.
+            RetrievalMix.MixNeighbors(scores, knn, retrievalWeight);
         }
         for (int j = 0; j < report; j++)
         {
@@ -184,10 +183,7 @@ internal sealed class RetrievalModel
         }
     }
 
-    /// <summary>
-    /// scores ← (1 − μ')·scores + μ'·p_terms with μ' = μ / (1 − λ), so that after the dense step mixes in λ·p_knn the
-    /// total is (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms. No entry sharing a term: scores stay p_head.
-    /// </summary>
+    /// <summary>Mixes p_terms into the head's scores (<see cref="RetrievalMix.MixTermMatch"/>). No entry sharing a term: scores stay p_head.</summary>
     private void MixTermMatch(int[] ids, RetrievalWeights mix, Span<float> scores)
     {
         int k = LexicalNeighborCount, labels = LabelCount;
@@ -198,8 +194,7 @@ internal sealed class RetrievalModel
         if (found == 0) return;
         Span<float> terms = labels <= 256 ? stackalloc float[labels] : new float[labels];
         Store.SoftVote(idx[..found], sims[..found], LexicalTemperature, terms);
-        float m = (float)(mix.Lexical / (1 - mix.Dense));
-        for (int i = 0; i < labels; i++) scores[i] = (1 - m) * scores[i] + m * terms[i];
+        RetrievalMix.MixTermMatch(scores, terms, mix.Dense, mix.Lexical);
     }
 
     /// <summary>Scales <paramref name="v"/> to unit length (a zero vector stays zero), as the training side's normalize(p=2, eps=1e-12).</summary>

@@ -264,9 +264,20 @@ public class RetrievalClassifierBehaviourTests
         Assert.True(Math.Abs(terms[0] - head[0]) > 1e-3, "term-match retrieval gave the head's distribution");
         var mix = Scores(student, 0.3, 0.2);
         for (int i = 0; i < head.Length; i++) Assert.Equal(0.5f * head[i] + 0.3f * knn[i] + 0.2f * terms[i], mix[i], 5);
-        // No word of the query is in the store: the term-match part falls back to the head.
+        // RetrievalMix combines the parts scored once each bit for bit as the student with those weights scores.
+        var combined = new float[head.Length];
+        foreach (var (lambda, mu) in new[] { (0.3, 0.2), (0.25, 0.75), (0.6, 0.0), (0.0, 0.4), (1.0, 0.0) })
+        {
+            RetrievalMix.Combine(head, knn, terms, lambda, mu, combined);
+            Assert.Equal(Scores(student, lambda, mu), combined);
+        }
+        // No word of the query is in the store: the term-match part falls back to the head, and the mix leaves it out.
         var unknown = student.WithRetrievalWeight(0, 1).Predict("zqx vvqz", neighbors: 0).Scores;
-        Assert.Equal(student.WithRetrievalWeight(0, 0).Predict("zqx vvqz", neighbors: 0).Scores, unknown);
+        var unknownHead = student.WithRetrievalWeight(0, 0).Predict("zqx vvqz", neighbors: 0).Scores;
+        Assert.Equal(unknownHead, unknown);
+        RetrievalMix.Combine(unknownHead, student.WithRetrievalWeight(1, 0).Predict("zqx vvqz", neighbors: 0).Scores, unknown, 0.3, 0.2, combined);
+        Assert.Equal(student.WithRetrievalWeight(0.3, 0.2).Predict("zqx vvqz", neighbors: 0).Scores, combined);
+        Assert.Throws<ArgumentException>(() => RetrievalMix.Combine(head, knn, new float[head.Length + 1], 0.3, 0.2, combined));
         Assert.Throws<ArgumentOutOfRangeException>(() => student.WithRetrievalWeight(0.7, 0.5));
 
         using var buffer = new MemoryStream();

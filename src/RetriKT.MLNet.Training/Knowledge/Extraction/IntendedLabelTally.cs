@@ -22,10 +22,13 @@ internal sealed class IntendedLabelTally
     }
 
     /// <summary>Counts one sample generated for <paramref name="generatedFor"/> that has text and the teacher's <paramref name="softLabel"/>.</summary>
-    public void Add(int generatedFor, float[] softLabel)
+    public void Add(int generatedFor, float[] softLabel) => Add(generatedFor, RetrievalMix.ArgMax(softLabel));
+
+    /// <summary>Counts one sample generated for <paramref name="generatedFor"/> to which the teacher gives <paramref name="teacherLabel"/> (its soft label's argmax).</summary>
+    public void Add(int generatedFor, int teacherLabel)
     {
         _labelled[generatedFor]++;
-        if (RetrievalClassifierTransformer.ArgMax(softLabel) == generatedFor) _intended[generatedFor]++;
+        if (teacherLabel == generatedFor) _intended[generatedFor]++;
     }
 
     /// <summary>The run-wide share (0 when nothing was counted): <see cref="ExtractionReport.IntendedLabelShare"/>.</summary>

@@ -259,9 +259,9 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                 for (int i = 0; i < samples.Count; i++)
                 {
                     var s = samples[i];
-                    int teacherLabel = RetrievalClassifierTransformer.ArgMax(s.Probabilities);
+                    int teacherLabel = RetrievalMix.ArgMax(s.Probabilities);
                     generated[label]++;
-                    if (!string.IsNullOrWhiteSpace(s.Sample.Text)) intended.Add(label, s.Probabilities);
+                    if (!string.IsNullOrWhiteSpace(s.Sample.Text)) intended.Add(label, teacherLabel);
                     int target = o.AssignToTeacherLabel ? teacherLabel : label;
                     var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, disfluent: nll?[i] > fluency!.Threshold);
                     if (reason is null && kept[target].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;

@@ -92,7 +92,7 @@ public static class StoreVariants
                 var p = probabilities[i];
                 if (p.Length != labels)
                     throw new InvalidOperationException($"The teacher gave {p.Length} label probabilities for variant {start + i}; the store has {labels} labels ({string.Join(", ", store.LabelNames)}).");
-                int label = RetrievalClassifierTransformer.ArgMax(p);
+                int label = RetrievalMix.ArgMax(p);
                 entries.Add(new KnowledgeEntry(chunk[i].Text, chunk[i].Text2, label, p, p[label], KnowledgeSource.Variant));
             }
             progress?.Invoke(start + chunk.Count, texts.Count);
