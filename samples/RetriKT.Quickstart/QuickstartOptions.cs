@@ -21,8 +21,11 @@ public sealed record QuickstartOptions
     public string OutputFolder { get; init; } = Path.GetFullPath("retrikt-quickstart");
     /// <summary>PPO steps. Default 8.</summary>
     public int PpoSteps { get; init; } = 8;
-    /// <summary>Generated samples kept per label. Default 64.</summary>
-    public int SamplesPerLabel { get; init; } = 64;
+    /// <summary>
+    /// Generated samples kept per label. Default 256: on the embedded task the student on the store scored 84.0 / 87.5 /
+    /// 94.0 / 94.5 % at 64 / 128 / 256 / 512 (teacher 95.0 %), and 256 costs about 10 s more than 64.
+    /// </summary>
+    public int SamplesPerLabel { get; init; } = 256;
     /// <summary>Smaller settings for smoke runs.</summary>
     public bool Quick { get; init; }
     /// <summary>Replace an extraction checkpoint in the output folder that belongs to another run instead of stopping.</summary>
