@@ -261,20 +261,8 @@ public sealed record HarnessSettings
     private static object ParseEnum(Type type, string value) =>
         Enum.GetNames(type).FirstOrDefault(n => n == value) is { } name ? Enum.Parse(type, name) : throw new FormatException($"'{value}' is not a {type.Name}.");
 
-    /// <summary>
-    /// The harness's pipeline: 4,096 generated samples per label, filed under the teacher's label (batches of 64; the sweep
-    /// rows vary it: on SST-2 seed 13 with the shipped teacher and variants, 128 / 512 / 2,048 / 4,096 per label gave 62.4 / 66.7 / 73.5 / 73.1 %), and a student sized to stay under 2 % of
-    /// the ~5.8M-parameter stand-in teacher (hidden 48, 2 layers, feed-forward 96), which starts from the teacher's
-    /// vocabulary and token embeddings, factored at rank <see cref="TeacherEmbeddingRank"/> (3,629 pieces for the SST-2 teacher: 103k
-    /// parameters, 1.78 %).
-    /// </summary>
-    public static RetriKTPipelineOptions DefaultPipeline() => new()
-    {
-        PromptTokens = 8, SupervisedEpochs = 10, RolloutsPerStep = 16, SamplesPerLabel = 4096, ExtractionBatchSize = 64, MaxAttemptsFactor = 3,
-        StudentEpochs = 30, StudentHiddenSize = 48, StudentFeedForwardSize = 96, StudentMaxVocabulary = 1400, StudentMaxLength = 128, Seed = 1,
-        StudentEmbeddingsFromTeacher = true, StudentEmbeddingRank = TeacherEmbeddingRank, StoreVariantsPerSample = DefaultStoreVariants,
-        StudentEarlyStoppingPatience = StoreStudentPatience, StudentRetrievalLossWeight = 0, StudentSelectEpochOnHead = true,
-    };
+    /// <summary>The harness's pipeline: the library's <see cref="RetriKTPipelineOptions.EvaluatedRecipe"/> (its doc says why each setting).</summary>
+    public static RetriKTPipelineOptions DefaultPipeline() => RetriKTPipelineOptions.EvaluatedRecipe();
 
     /// <summary>
     /// The retrieval-loss weight of the few-shot and pretrained-encoder students, whose rows were measured with the
@@ -282,29 +270,6 @@ public sealed record HarnessSettings
     /// (<see cref="DefaultPipeline"/>: no retrieval loss, the epoch chosen on the head, the mix tuned once after training).
     /// </summary>
     public const double MeasuredRetrievalLossWeight = 1.0;
-
-    /// <summary>
-    /// Early stopping of the store students (<c>StudentEarlyStoppingPatience</c>; part of their rows' keys): each epoch is
-    /// scored on the held-out generated rows and the few-shot dev rows, up to <c>StudentEpochs</c> = 30. At a fixed 30
-    /// epochs the store student learned the store past its best; 15 epochs did better on test, but that count was read
-    /// off the test split, this one is chosen per run without it.
-    /// </summary>
-    public const int StoreStudentPatience = 3;
-
-    /// <summary>
-    /// Teacher-labelled variants per generated sample in every store row's student store (a span and a word-dropped copy;
-    /// <c>StoreVariants</c>; the option is part of the rows' keys). On SST-2 the <c>retrikt</c> row gained on each of the
-    /// five seeds (73.3 → 74.1 % on average). The SST-2 <c>retrikt</c> and <c>store-only-student</c> rows measured before
-    /// are in docs/evaluation/archive/results-2026-12-before-variants.jsonl; the PPO and MiniLM rows were not rerun.
-    /// </summary>
-    public const int DefaultStoreVariants = 2;
-
-    /// <summary>
-    /// Rank of the tiny student's factored token embeddings: the SST-2 teacher's 3,629 pieces × 16 keep it under 2 % (a whole
-    /// 48-wide table of them would be 3.8 %). On SST-2's 16-shot splits the rank-16 approximation of the stand-in teacher's
-    /// embeddings carried as much sentiment as the whole (mean embedding + logistic regression: 65.8 vs 63.4 %).
-    /// </summary>
-    public const int TeacherEmbeddingRank = 16;
 }
 
 /// <summary>Runs every pending (task, seed, row) and appends each result to the <see cref="ResultsLog"/>.</summary>

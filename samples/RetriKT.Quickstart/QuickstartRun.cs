@@ -64,7 +64,8 @@ public sealed class QuickstartRun(QuickstartOptions options)
     }
 
     /// <summary>Generated samples kept per label (smaller under --quick).</summary>
-    private int SamplesPerLabel => options.Quick ? 12 : options.SamplesPerLabel;
+    private int SamplesPerLabel => options.Quick ? 12
+        : options.SamplesPerLabel ?? (options.DataFolder is null ? QuickstartOptions.EmbeddedSamplesPerLabel : QuickstartOptions.DataSamplesPerLabel);
 
     private FewShotTask LoadTask()
     {
@@ -134,20 +135,19 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 Time(times, "teacher", () => teacher = givenTeacher ?? PretrainTeacher(teacherPath, progress));
                 pretrain.Value = pretrain.MaxValue;
 
-                // The method runs through the same RetriKTPipeline as the evaluation harness, with its documented defaults;
-                // the Quickstart passes only what its command line sets and, under --quick, smaller numbers for a smoke run.
-                pipeline = new RetriKTPipeline(_ml, teacher, teacherPath, new RetriKTPipelineOptions
-                {
-                    PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps,
-                    SamplesPerLabel = SamplesPerLabel,
-                    SupervisedEpochs = options.Quick ? 4 : new RetriKTPipelineOptions().SupervisedEpochs,
-                    StudentEpochs = options.Quick ? 10 : new RetriKTPipelineOptions().StudentEpochs,
-                    // The output folder is the user's: a checkpoint of another run stops the Quickstart unless --fresh.
-                    WorkDirectory = options.OutputFolder, ReplaceMismatchedCheckpoint = options.Fresh,
-                    PpoMetricsCsvPath = Path.Combine(options.OutputFolder, "ppo.csv"),
-                    // The reloaded model explains its predictions with the store entries it retrieved, so it keeps their texts.
-                    StudentSaveStoreTexts = true, StudentNeighborsColumnName = "Neighbors",
-                });
+                // The method runs through the same RetriKTPipeline as the evaluation harness. A benchmark task (--data) runs
+                // the harness's measured recipe; the embedded task runs the library's defaults, on which its student reaches
+                // the teacher. The Quickstart passes what its command line sets and, under --quick, smaller numbers for a smoke run.
+                var recipe = options.DataFolder is null ? new RetriKTPipelineOptions() : RetriKTPipelineOptions.EvaluatedRecipe();
+                recipe.PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps;
+                recipe.SamplesPerLabel = SamplesPerLabel;
+                if (options.Quick) (recipe.SupervisedEpochs, recipe.StudentEpochs) = (4, 10);
+                // The output folder is the user's: a checkpoint of another run stops the Quickstart unless --fresh.
+                (recipe.WorkDirectory, recipe.ReplaceMismatchedCheckpoint) = (options.OutputFolder, options.Fresh);
+                recipe.PpoMetricsCsvPath = Path.Combine(options.OutputFolder, "ppo.csv");
+                // The reloaded model explains its predictions with the store entries it retrieved, so it keeps their texts.
+                (recipe.StudentSaveStoreTexts, recipe.StudentNeighborsColumnName) = (true, "Neighbors");
+                pipeline = new RetriKTPipeline(_ml, teacher, teacherPath, recipe);
                 try
                 {
                     extraction = pipeline.ExtractStore(task, progress);

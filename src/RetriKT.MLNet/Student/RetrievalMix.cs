@@ -44,9 +44,11 @@ public static class RetrievalMix
     /// no store entry shares a word with the row, the term-match part alone is the head's own scores and the student
     /// leaves it out; so does this (a term-match part equal to the head's is not mixed in).
     /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">λ or μ outside [0, 1], or λ + μ &gt; 1.</exception>
     public static void Combine(ReadOnlySpan<float> head, ReadOnlySpan<float> neighbors, ReadOnlySpan<float> termMatch,
         double lambda, double mu, Span<float> destination)
     {
+        RetrievalWeights.Checked(lambda, mu);
         CheckLengths(destination, head, nameof(head));
         head.CopyTo(destination);
         if (mu > 0 && !termMatch.SequenceEqual(head)) MixTermMatch(destination, termMatch, lambda, mu);

@@ -94,6 +94,27 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     [Fact]
+    public void TheEvaluatedRecipeIsTheOneTheResultsWereMeasuredWith()
+    {
+        // Every tiny-student row of docs/RESULTS.md is keyed on this JSON (with the teacher's hash): a changed value here
+        // re-keys, and so reruns, the whole table. Change it on purpose, with the rows.
+        var json = System.Text.Json.JsonSerializer.Serialize(MLNet.Pipeline.RetriKTPipelineOptions.EvaluatedRecipe(),
+            new System.Text.Json.JsonSerializerOptions { IncludeFields = true });
+        Assert.Equal(string.Concat(
+            "{\"PromptTokens\":8,\"SupervisedEpochs\":10,\"PpoSteps\":0,\"RolloutsPerStep\":16,\"SamplesPerLabel\":4096,",
+            "\"ExtractionBatchSize\":64,\"MaxAttemptsFactor\":3,\"FidelityThreshold\":0.5,\"RequireArgmax\":true,",
+            "\"AssignToTeacherLabel\":true,\"MaxNewTokens\":null,\"StudentEpochs\":30,\"StudentHiddenSize\":48,",
+            "\"StudentLayers\":2,\"StudentMaxLength\":128,\"StudentNeighborCount\":16,\"StudentFeedForwardSize\":96,",
+            "\"StudentMaxVocabulary\":1400,\"StudentCharacterPieces\":false,\"StudentTokenDropout\":0.2,",
+            "\"StudentRetrievalLossWeight\":0,\"TuneOnFewShotDev\":true,\"StoreValidationShare\":0.1,",
+            "\"StudentEarlyStoppingPatience\":3,\"StudentSelectEpochOnHead\":true,\"StoreVariantsPerSample\":2,",
+            "\"CalibrateVerbalizer\":true,\"StudentEmbeddingsFromTeacher\":true,\"StudentEmbeddingRank\":16,\"Seed\":1,",
+            "\"WorkDirectory\":null,\"ReplaceMismatchedCheckpoint\":true,\"PpoMetricsCsvPath\":null,",
+            "\"StudentSaveStoreTexts\":false,\"StudentNeighborsColumnName\":null}"), json);
+        Assert.Equal(json, System.Text.Json.JsonSerializer.Serialize(HarnessSettings.DefaultPipeline(), new System.Text.Json.JsonSerializerOptions { IncludeFields = true }));
+    }
+
+    [Fact]
     public void OptionsAddedLaterLeaveTheOptionsJsonAsItWasUntilTheyAreSet()
     {
         // Result keys hash this JSON: options added later must not change the key of every row measured before them.

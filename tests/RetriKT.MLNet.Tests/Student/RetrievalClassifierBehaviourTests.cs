@@ -278,6 +278,7 @@ public class RetrievalClassifierBehaviourTests
         RetrievalMix.Combine(unknownHead, student.WithRetrievalWeight(1, 0).Predict("zqx vvqz", neighbors: 0).Scores, unknown, 0.3, 0.2, combined);
         Assert.Equal(student.WithRetrievalWeight(0.3, 0.2).Predict("zqx vvqz", neighbors: 0).Scores, combined);
         Assert.Throws<ArgumentException>(() => RetrievalMix.Combine(head, knn, new float[head.Length + 1], 0.3, 0.2, combined));
+        Assert.Throws<ArgumentOutOfRangeException>(() => RetrievalMix.Combine(head, knn, terms, 0.7, 0.5, combined));
         Assert.Throws<ArgumentOutOfRangeException>(() => student.WithRetrievalWeight(0.7, 0.5));
 
         using var buffer = new MemoryStream();
