@@ -354,28 +354,12 @@ public sealed class RetriKTPipeline
     }
 
     /// <summary>
-    /// Splits off <paramref name="share"/> of the store's generated entries (never the gold few-shot ones), chosen by
-    /// <paramref name="seed"/>: the rest is the student's store; the held-out ones become validation rows labelled with
-    /// the teacher's most probable label (ties to the lower index).
+    /// <see cref="StoreHoldOut.Split"/>, with the held-out entries as rows labelled with the teacher's most probable label.
     /// </summary>
     internal static (KnowledgeStore Kept, List<TextPairRow> HeldOut) HoldOut(KnowledgeStore store, double share, int seed)
     {
-        if (share is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(share), $"StoreValidationShare must be in [0, 1), found {share}.");
-        var generated = Enumerable.Range(0, store.Count).Where(i => store.Entries[i].Source != KnowledgeSource.FewShot).ToList();
-        int count = (int)Math.Round(generated.Count * share);
-        if (count == 0) return (store, []);
-        var rng = SeedMixer.Random(seed, "store-validation");
-        var heldOut = generated.OrderBy(_ => rng.Next()).Take(count).ToHashSet();
-        var rows = new List<TextPairRow>(count);
-        foreach (int i in heldOut.Order())
-        {
-            var e = store.Entries[i];
-            if (e.Text is null) throw new InvalidOperationException($"Store entry {i} has no text; holding out validation rows needs the store's texts.");
-            int teacherLabel = RetrievalMix.ArgMax(e.SoftLabel);
-            rows.Add(new TextPairRow { Text = e.Text, Text2 = e.Text2 ?? "", Label = store.LabelNames[teacherLabel] });
-        }
-        var kept = new KnowledgeStore(store.LabelNames, store.Entries.Where((_, i) => !heldOut.Contains(i)));
-        return (kept, rows);
+        var (kept, heldOut) = StoreHoldOut.Split(store, share, seed);
+        return (kept, heldOut.Select(h => new TextPairRow { Text = h.Entry.Text!, Text2 = h.Entry.Text2 ?? "", Label = store.LabelNames[h.TeacherLabel] }).ToList());
     }
 
     private static ClassificationScores FromMetrics(MulticlassClassificationMetrics metrics)

@@ -1,4 +1,7 @@
 using RetriKT.Evaluation;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Student;
 using RetriKT.MLNet.Teacher;
 
 namespace RetriKT.MLNet.Tests.Infrastructure;
@@ -12,4 +15,17 @@ internal static class ShippedTeachers
     /// <summary>Sentences of different lengths from SST-2's official dev set, in file order.</summary>
     public static List<(string Text, string? Text2)> Sst2DevSentences(int count) =>
         TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv")).Take(count).Select(r => (r.Text, (string?)null)).ToList();
+
+    /// <summary>
+    /// A store of the first <paramref name="count"/> sentences of SST-2's GLUE training split, soft-labelled by the shipped
+    /// stand-in teacher (labels "0", "1"; each filed under the teacher's most probable label, as extraction files them).
+    /// </summary>
+    public static KnowledgeStore Sst2TeacherLabelledStore(int count)
+    {
+        var sentences = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "train.tsv")).Take(count).ToList();
+        using var teacher = Sst2();
+        var probabilities = new VerbalizerClassifier(teacher, TaskTemplates.Sst2, ["0", "1"]).Probabilities(sentences.Select(s => (s.Text, (string?)null)).ToList());
+        return new KnowledgeStore(["0", "1"], sentences.Select((s, i) =>
+            new KnowledgeEntry(s.Text, null, RetrievalMix.ArgMax(probabilities[i]), probabilities[i], probabilities[i].Max(), KnowledgeSource.Generated)));
+    }
 }

@@ -1,0 +1,80 @@
+using System.Text.RegularExpressions;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Pipeline;
+using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Student;
+
+/// <summary>
+/// <see cref="RetrievalClassifierTrainer.Options.StoreValidationShare"/>: a store student given no validation set holds
+/// out part of its store and chooses its epoch and mix on it. The store is 480 real SST-2 training sentences soft-labelled
+/// by the shipped stand-in teacher (so some held-out rows validate as a label other than their gold one).
+/// </summary>
+public class StoreValidationShareTests
+{
+    private static RetrievalClassifierTrainer.Options Tiny() => new()
+    {
+        HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 32, Epochs = 12, BatchSize = 16, LearningRate = 1e-2, LexicalNeighborCount = 16,
+        EarlyStoppingPatience = 1, EarlyStoppingMinPatienceSteps = 0, Seed = 3,
+    };
+
+    [SharedDataFact]
+    public void TheTrainerHoldsOutWhatThePipelineWouldAndTunesOnIt()
+    {
+        var ml = new MLContext(seed: 1);
+        var logs = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Info) lock (logs) logs.Add(e.RawMessage); };
+        var store = ShippedTeachers.Sst2TeacherLabelledStore(480);
+        var train = TestData.Sst2Train(ml, 13);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        var test = keyMap.Transform(ml.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv")).Take(200)));
+
+        var own = Tiny();
+        (own.StoreData, own.StoreValidationShare) = (store.ToDataView(ml), 0.25);
+        using var heldOutByTrainer = ml.MulticlassClassification.Trainers.RetrievalClassifier(own).Fit(keyMap.Transform(train));
+        var ownLog = logs.ToList();
+        Assert.Contains(ownLog, l => l.Contains("Validation: 120 of the store's 512 entries held out (StoreValidationShare 0.25)", StringComparison.Ordinal));
+        Assert.Contains(ownLog, l => Regex.IsMatch(l, @"^Tuned on 120 validation rows"));
+        Assert.Contains(ownLog, l => l.Contains("Kept the weights of epoch", StringComparison.Ordinal));
+
+        // The same split made by hand (the pipeline's hold-out, same seed) and given as store and validation set: the same model.
+        var (kept, heldOut) = RetriKTPipeline.HoldOut(store, 0.25, seed: 3);
+        var given = Tiny();
+        (given.StoreData, given.ValidationSet) = (kept.ToDataView(ml), keyMap.Transform(ml.Data.LoadFromEnumerable(heldOut)));
+        logs.Clear();
+        using var heldOutByHand = ml.MulticlassClassification.Trainers.RetrievalClassifier(given).Fit(keyMap.Transform(train));
+        Assert.Equal(ownLog.Where(IsTraining), logs.Where(IsTraining));
+        var expected = heldOutByHand.Transform(test).GetColumn<float[]>("Score").ToList();
+        var actual = heldOutByTrainer.Transform(test).GetColumn<float[]>("Score").ToList();
+        for (int i = 0; i < expected.Count; i++) Assert.Equal(expected[i], actual[i]);
+        Assert.Equal(392, heldOutByTrainer.Store.Count); // 360 kept + 32 gold training rows
+
+        static bool IsTraining(string line) => Regex.IsMatch(line, @"^(Epoch \d+: validation NLL|Kept the weights|Tuned on)");
+    }
+
+    [SharedDataFact]
+    public void AShareWithNothingToHoldOutOrBesideAValidationSetSaysSo()
+    {
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.RawMessage); };
+        var trainers = ml.MulticlassClassification.Trainers;
+        var train = TestData.Sst2Train(ml, 13);
+        var keyed = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+
+        var both = Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { StoreValidationShare = 0.1, ValidationSet = keyed }));
+        Assert.Contains("StoreValidationShare is 0.1 and a ValidationSet is given; set one of them, not both.", both.Message);
+        var whole = Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { StoreValidationShare = 1 }));
+        Assert.Contains("StoreValidationShare must be in [0, 1), found 1.", whole.Message);
+
+        // No store: every entry is a training row, none generated, so there is nothing to hold out and early stopping has no rows.
+        var noStore = Tiny();
+        (noStore.StoreValidationShare, noStore.EarlyStoppingPatience) = (0.2, 0);
+        using var student = trainers.RetrievalClassifier(noStore).Fit(keyed);
+        Assert.Contains(warnings, w => w.StartsWith("StoreValidationShare is 0.2, but the store has no generated entries to hold out (32 entries, all training rows)", StringComparison.Ordinal));
+        Assert.Equal(32, student.Store.Count);
+    }
+}
