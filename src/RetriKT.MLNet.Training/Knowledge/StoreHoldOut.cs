@@ -15,11 +15,11 @@ internal static class StoreHoldOut
 
     /// <summary>
     /// Splits off <paramref name="share"/> of the store's generated entries (never the gold few-shot ones), chosen by
-    /// <paramref name="seed"/>; the rest is the student's store. <paramref name="what"/> names the setting in errors.
+    /// <paramref name="seed"/>; the rest is the student's store.
     /// </summary>
-    public static (KnowledgeStore Kept, List<HeldOutEntry> HeldOut) Split(KnowledgeStore store, double share, int seed, string what = "StoreValidationShare")
+    public static (KnowledgeStore Kept, List<HeldOutEntry> HeldOut) Split(KnowledgeStore store, double share, int seed)
     {
-        if (share is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(share), $"{what} must be in [0, 1), found {share}.");
+        if (share is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(share), $"StoreValidationShare must be in [0, 1), found {share}.");
         var generated = Enumerable.Range(0, store.Count).Where(i => store.Entries[i].Source != KnowledgeSource.FewShot).ToList();
         int count = (int)Math.Round(generated.Count * share);
         if (count == 0) return (store, []);

@@ -40,7 +40,7 @@ public sealed partial class RetrievalClassifierTrainer
     /// the very computation the runtime repeats for a query), then only the projection, head and τ train on those
     /// embeddings, with the tiny student's objective and schedule.
     /// </summary>
-    private RetrievalClassifierTransformer FitWithBackbone(KnowledgeStore store, List<Row>? validation, ComponentHost host)
+    private RetrievalClassifierTransformer FitWithBackbone(KnowledgeStore store, List<Row>? validationRows, ComponentHost host)
     {
         var (backbone, vocabulary) = StudentBackbone.Load(_options.Backbone!);
         var shape = backbone.Config;
@@ -96,7 +96,8 @@ public sealed partial class RetrievalClassifierTrainer
             };
             var tuned = trainable == 0 ? backbone
                 : new StudentBackbone(model.UpdatedBackbone(backbone.Weights), backbone.Pooling, $"{backbone.Description}, top {trainable} of {shape.NumLayers} layers fine-tuned");
-            return Finish(config, model.ToWeights(), tokenizer, store, validation, lexical, model.TemperatureValue, scorer, host, device, tuned);
+            var validationIds = validationRows is null ? null : Tokenized(validationRows, store, tokenizer, host);
+            return Finish(config, model.ToWeights(), tokenizer, store, validationIds, lexical, model.TemperatureValue, scorer, host, device, tuned);
         }
         finally
         {
