@@ -38,6 +38,14 @@ public static class Rows
     public const string RetriKTMlm = "retrikt-mlm";
     /// <summary>The <see cref="RetriKT"/> row with its mix chosen by bagging (<see cref="MixSelection.BootstrapAverage"/>), on the same store.</summary>
     public const string RetriKTBagged = "retrikt-bagged";
+    /// <summary>
+    /// The store-only student on the few-shot rows plus <see cref="RetriKTPipelineOptions.DefaultStoreCorpusRows"/>
+    /// sentences of in-domain unlabelled text soft-labelled by the teacher, and nothing generated: plain distillation on
+    /// unlabelled text, the reference for a team that has such text (<see cref="EvaluationHarness.StoreCorpus"/>).
+    /// </summary>
+    public const string CorpusStudent = "corpus-student";
+    /// <summary>The <see cref="RetriKT"/> row's store and settings with the same teacher-labelled sentences added.</summary>
+    public const string RetriKTCorpus = "retrikt-corpus";
     public const string EncoderLogRegMiniLM = "encoder-logreg-minilm";
     public const string EncoderLogRegArcticXs = "encoder-logreg-arcticxs";
     /// <summary>Prefix of the store-size sweep rows (<c>sweep-store-&lt;samples per label&gt;</c>, soft prompt only, retrieval on).</summary>
@@ -57,7 +65,10 @@ public static class Rows
     /// Rows tried and not adopted, run on request only (not in the default set or the table): the student on a tiny
     /// encoder pretrained here with masked LM (docs/ENCODERS.md; its results are archived).
     /// </summary>
-    public static IReadOnlyList<string> Experiments { get; } = [FewShotMlm, StoreOnlyMlm, RetriKTMlm, RetriKTBagged];
+    public static IReadOnlyList<string> Experiments { get; } = [FewShotMlm, StoreOnlyMlm, RetriKTMlm, RetriKTBagged, CorpusStudent, RetriKTCorpus];
+
+    /// <summary>Rows whose store takes teacher-labelled sentences of the task's in-domain unlabelled text.</summary>
+    public static bool UsesStoreCorpus(string row) => row is CorpusStudent or RetriKTCorpus;
 
     /// <summary>The sweeps of SST-2 seed 13: store size and k (not in the default row set: they are run on request).</summary>
     public static IReadOnlyList<string> Sweeps { get; } =
@@ -73,7 +84,7 @@ public static class Rows
         : null;
 
     /// <summary>Rows whose student is trained and scored without retrieval (no retrieval loss, λ = μ = 0).</summary>
-    public static bool IsWithoutRetrieval(string row) => row is StoreOnlyStudent or StoreOnlyPpo or StoreOnlyMlm or StoreOnlyMiniLM || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
+    public static bool IsWithoutRetrieval(string row) => row is StoreOnlyStudent or StoreOnlyPpo or CorpusStudent or StoreOnlyMlm or StoreOnlyMiniLM || row.StartsWith(NoRetrievalSweepPrefix, StringComparison.Ordinal);
 
     /// <summary>Rows whose student trains on a knowledge store (every row but the references, the teacher and the few-shot students).</summary>
     public static bool TrainsOnStore(string row) =>
@@ -339,6 +350,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             Rows.StoreOnlyPpo => "store-only-ppo-v8|" + JsonSerializer.Serialize(Options(row), json),
             Rows.StoreOnlyMlm => $"store-only-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(Options(row), json),
             Rows.RetriKTMlm => $"retrikt-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(Options(row), json),
+            Rows.CorpusStudent or Rows.RetriKTCorpus => FormattableString.Invariant($"{row}-v1|{CorpusName(StoreCorpus(row)!)} {Options(row).StoreCorpusRows}|") + JsonSerializer.Serialize(Options(row), json),
             Rows.StoreOnlyMiniLM => $"store-only-minilm-v1|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
             _ when Rows.IsWithoutRetrieval(row) => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
             // v2: the store of the seed unification (as retrikt-v5); v1 numbers were measured on the store before it.
@@ -375,6 +387,9 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     /// <summary>A tuning corpus's name in keys and notes: its folder (or file) name, without the machine's path.</summary>
     private static string CorpusName(string path) => Path.GetFileName(Path.TrimEndingDirectorySeparator(path));
 
+    private static string CorpusNote(RetriKTPipelineOptions o, int entries) => o.StoreCorpus is not { } corpus ? ""
+        : FormattableString.Invariant($"teacher-labelled sentences of {CorpusName(corpus)} in the student's store {entries} (of {o.StoreCorpusRows} drawn; a tenth held out with the generated rows); ");
+
     private static string VariantNote(int variants) =>
         variants == 0 ? "" : FormattableString.Invariant($"teacher-labelled variants in the student's store {variants}; ");
 
@@ -405,6 +420,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             o.StudentNeighborCount = int.Parse(row[Rows.NeighborSweepPrefix.Length..], CultureInfo.InvariantCulture);
         if (row is Rows.RetriKTMiniLM or Rows.StoreOnlyMiniLM) o.StudentBackbone = MiniLM.Locate();
         if (row == Rows.RetriKTBagged) o.StudentMixSelection = MixSelection.BootstrapAverage;
+        o.StoreCorpus = StoreCorpus(row);
         if (Rows.UsesTinyEncoder(row))
         {
             // Every layer fine-tunes: the tiny encoder knows the language, not the task (its embeddings stay as pretrained).
@@ -424,6 +440,16 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         o.WorkDirectory = settings.WorkDirectory;
         return o;
     }
+
+    /// <summary>
+    /// The in-domain unlabelled text of a <see cref="Rows.UsesStoreCorpus"/> row (null for other rows): for SST-2 the
+    /// critics' movie reviews of <c>corpora/movie-reviews-polarity-v2</c>, the text nearest SST-2's Rotten Tomatoes
+    /// sentences among the corpora (none of them holds a GLUE file; their README's overlap check). The stand-in teacher
+    /// read it, unlabelled, in its stage-A pretraining, as an LLM would have read such text.
+    /// </summary>
+    public string? StoreCorpus(string row) => !Rows.UsesStoreCorpus(row) ? null
+        : _task == "SST-2" ? Path.Combine(settings.DataRoot, "corpora", "movie-reviews-polarity-v2")
+        : throw new ArgumentException($"Row {row} needs in-domain unlabelled text; the harness has it for SST-2 only, found task {_task}.");
 
     /// <summary>
     /// The store a row trains on, extracted once per (task, seed, extraction settings) and shared by the rows that use
@@ -547,8 +573,22 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     TeacherParameters = teacher.ParameterCount, StudentParameters = studentParameters,
                 };
             }
+            case Rows.CorpusStudent:
+            {
+                // No extraction: the store is the few-shot rows and the teacher-labelled sentences (the pipeline builds it).
+                using var trained = pipeline.TrainStudent(task, extraction: null, useRetrieval: false, progress, cancellation);
+                double ratio = (double)trained.Student.ParameterCount / teacher.ParameterCount;
+                return new RowResult
+                {
+                    Accuracy = trained.Test.Accuracy, MacroF1 = trained.Test.MacroF1, PositiveF1 = trained.Test.PositiveF1, TestRows = trained.Test.Rows,
+                    TeacherParameters = teacher.ParameterCount, StudentParameters = trained.Student.ParameterCount, FewShotDevAccuracy = trained.FewShotDevAccuracy,
+                    StoreSize = task.Train.Count + trained.StoreCorpusEntries,
+                    Notes = string.Create(CultureInfo.InvariantCulture,
+                        $"student/teacher parameters {ratio:P2}; {TrainingNote(pipeline.Options, false)}{CorpusNote(pipeline.Options, trained.StoreCorpusEntries)}nothing generated; student {trained.TrainTime.TotalSeconds:F0} s"),
+                };
+            }
             case Rows.StoreOnlyStudent or Rows.StoreOnlyPpo:
-            case Rows.RetriKT or Rows.RetriKTPpo or Rows.RetriKTMiniLM or Rows.StoreOnlyMiniLM or Rows.StoreOnlyMlm or Rows.RetriKTMlm or Rows.RetriKTBagged:
+            case Rows.RetriKT or Rows.RetriKTCorpus or Rows.RetriKTPpo or Rows.RetriKTMiniLM or Rows.StoreOnlyMiniLM or Rows.StoreOnlyMlm or Rows.RetriKTMlm or Rows.RetriKTBagged:
             case var sweep when Rows.Sweeps.Contains(sweep):
             {
                 var extraction = Store(pipeline, task, progress, cancellation);
@@ -563,7 +603,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     StoreSize = r.StoreSize, RetrievalWeight = r.RetrievalWeight, LexicalRetrievalWeight = r.LexicalRetrievalWeight, FewShotDevAccuracy = r.FewShotDevAccuracy,
                     StoreFidelity = r.Extraction.IntendedLabelShare,
                     Notes = string.Create(CultureInfo.InvariantCulture,
-                        $"{BackboneNote(row, r.ParameterRatio)}student/teacher parameters {r.ParameterRatio:P2}; {components}extraction: {r.Extraction}; {VariantNote(trained.StoreVariants)}times: prompts {r.Timings.SoftPrompts.TotalSeconds:F0} s, extraction {r.Timings.Extraction.TotalSeconds:F0} s, student {r.Timings.Student.TotalSeconds:F0} s"),
+                        $"{BackboneNote(row, r.ParameterRatio)}student/teacher parameters {r.ParameterRatio:P2}; {components}extraction: {r.Extraction}; {VariantNote(trained.StoreVariants)}{CorpusNote(pipeline.Options, trained.StoreCorpusEntries)}times: prompts {r.Timings.SoftPrompts.TotalSeconds:F0} s, extraction {r.Timings.Extraction.TotalSeconds:F0} s, student {r.Timings.Student.TotalSeconds:F0} s"),
                 };
             }
             default:

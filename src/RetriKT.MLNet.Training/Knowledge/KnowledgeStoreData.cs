@@ -55,7 +55,7 @@ public static class KnowledgeStoreData
     /// <summary>
     /// Reads a store view (see <see cref="ToDataView"/>). Required: Text (String), Label (String or key), SoftLabel
     /// (vector of Single). Optional: Text2 (String; empty = none), Fidelity (Single; default the soft label's
-    /// probability of Label) and Source (String: FewShot, Generated, Imported or Variant; default Imported). The label names
+    /// probability of Label) and Source (String: FewShot, Generated, Imported, Variant or Unlabeled; default Imported). The label names
     /// are SoftLabel's SlotNames, else <paramref name="labelNames"/>. An empty Text on every row reads as a store
     /// without texts. Errors name the column, the expected and found type, and the row of a bad value.
     /// </summary>

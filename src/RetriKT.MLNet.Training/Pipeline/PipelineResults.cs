@@ -100,6 +100,8 @@ public sealed record TrainedStudent(RetrievalClassifierTransformer Student, Clas
 {
     /// <summary>Teacher-labelled variants added to the student's store (<see cref="RetriKTPipelineOptions.StoreVariantsPerSample"/>); 0 when none.</summary>
     public int StoreVariants { get; init; }
+    /// <summary>Teacher-labelled sentences of <see cref="RetriKTPipelineOptions.StoreCorpus"/> added to the student's store (before the validation share is held out); 0 when none.</summary>
+    public int StoreCorpusEntries { get; init; }
 
     /// <summary>Disposes <see cref="Student"/>.</summary>
     public void Dispose() => Student.Dispose();

@@ -251,6 +251,15 @@ public sealed class RetriKTPipeline
         if (store is not null && o.TuningCorpus is not null && !(o.StoreValidationShare > 0 && o.TuneOnFewShotDev))
             throw new ArgumentException($"TuningCorpus '{o.TuningCorpus}' joins the teacher-labelled tuning rows, which need StoreValidationShare > 0 and " +
                                         $"TuneOnFewShotDev; found StoreValidationShare {o.StoreValidationShare} and TuneOnFewShotDev {o.TuneOnFewShotDev}.");
+        // Before the hold-out, so the epoch and the mix are chosen on real sentences as well as generated ones. With no
+        // extraction the store is the few-shot rows and the corpus: distillation on unlabelled text, no generation.
+        int corpusEntries = 0;
+        if (o.StoreCorpus is not null)
+        {
+            int before = store?.Count ?? task.Train.Count;
+            store = WithStoreCorpus(task, store, progress, cancellation);
+            corpusEntries = store.Count - before;
+        }
         if (store is not null && o.StoreValidationShare > 0)
         {
             var (kept, heldOut) = HoldOut(store, o.StoreValidationShare, o.Seed);
@@ -315,7 +324,7 @@ public sealed class RetriKTPipeline
             var evalTime = clock.Elapsed;
             double devAccuracy = dev is null ? double.NaN : _mlContext.MulticlassClassification.Evaluate(student.Transform(dev)).MicroAccuracy;
             if (store is not null) WarnWhereTheStoreStudentLosesToTheMajority(task, devAccuracy, progress, cancellation);
-            return new TrainedStudent(student, scores, devAccuracy, trainTime, evalTime) { StoreVariants = variants };
+            return new TrainedStudent(student, scores, devAccuracy, trainTime, evalTime) { StoreVariants = variants, StoreCorpusEntries = corpusEntries };
         }
         catch
         {
@@ -334,7 +343,7 @@ public sealed class RetriKTPipeline
         if (task.IsPair)
             throw new ArgumentException($"TuningCorpus '{o.TuningCorpus}' gives single sentences; task {task.Name} takes sentence pairs. Leave TuningCorpus unset for it.");
         var clock = Stopwatch.StartNew();
-        var sentences = TuningCorpusSentences.Draw(o.TuningCorpus!, o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows, o.Seed);
+        var sentences = CorpusSentences.Draw(o.TuningCorpus!, o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows, o.Seed);
         var scorer = new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer);
         var host = new ComponentHost(_mlContext, "TuningCorpus", o.Seed, progress, cancellation);
         var rows = new List<TextPairRow>(sentences.Count);
@@ -352,6 +361,29 @@ public sealed class RetriKTPipeline
         host.Info($"Tuning corpus: {rows.Count} sentences of '{o.TuningCorpus}' labelled by the teacher ({string.Join(", ", counts)}) in {clock.Elapsed.TotalSeconds:F0} s.");
         return rows;
     }
+
+    /// <summary>
+    /// <paramref name="store"/> (null: the few-shot rows with their gold labels) plus <see cref="RetriKTPipelineOptions.StoreCorpusRows"/>
+    /// sentences of <see cref="RetriKTPipelineOptions.StoreCorpus"/>, soft-labelled by the teacher (<see cref="UnlabeledText"/>).
+    /// </summary>
+    private KnowledgeStore WithStoreCorpus(FewShotTask task, KnowledgeStore? store, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
+    {
+        var o = _options;
+        if (task.IsPair)
+            throw new ArgumentException($"StoreCorpus '{o.StoreCorpus}' gives single sentences; task {task.Name} takes sentence pairs. Leave StoreCorpus unset for it.");
+        if (o.TuningCorpus is not null && SamePath(o.TuningCorpus, o.StoreCorpus!))
+            throw new ArgumentException($"StoreCorpus and TuningCorpus are the same text '{o.StoreCorpus}'; a tuning row could then be a store entry the student trained on. Give the tuning rows other text.");
+        var labelIndex = LabelIndex(task);
+        store ??= new KnowledgeStore(task.Labels, task.Train.Select(r => KnowledgeEntry.Gold(r.Text, null, labelIndex[r.Label], task.Labels.Count)));
+        var sentences = CorpusSentences.Draw(o.StoreCorpus!, o.StoreCorpusRows, o.Seed, CorpusSentences.StoreOption);
+        var host = new ComponentHost(_mlContext, "StoreCorpus", o.Seed, progress, cancellation);
+        return UnlabeledText.Add(store, sentences.Select(t => (t, (string?)null)).ToList(),
+            new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer),
+            host.Info, (done, total) => host.Report("Store corpus", done, total), cancellation);
+    }
+
+    private static bool SamePath(string a, string b) =>
+        Path.TrimEndingDirectorySeparator(Path.GetFullPath(a)) == Path.TrimEndingDirectorySeparator(Path.GetFullPath(b));
 
     /// <summary>
     /// <see cref="StoreHoldOut.Split"/>, with the held-out entries as rows labelled with the teacher's most probable label.

@@ -94,7 +94,7 @@ public sealed class RetriKTPipelineOptions
     public const double DefaultFewShotDevTuningShare = 0.5;
     /// <summary>
     /// Real, unlabelled in-domain text for the tuning rows: a .txt file, or a folder of them, with one document per line
-    /// (<see cref="TuningCorpusSentences"/>). <see cref="TuningCorpusRows"/> of its sentences are drawn (by
+    /// (<see cref="CorpusSentences"/>). <see cref="TuningCorpusRows"/> of its sentences are drawn (by
     /// <see cref="Seed"/>), labelled with the teacher's most probable label, and join the held-out generated rows in the
     /// teacher-labelled half of the rows the store student's epoch and mix are chosen on (<see cref="StoreValidationShare"/>).
     /// Generated rows have near-copies in the store, so on them the head and embedding retrieval look better than on real
@@ -115,6 +115,24 @@ public sealed class RetriKTPipelineOptions
     public int? TuningCorpusRows;
     /// <summary>The count <see cref="TuningCorpusRows"/> stands for when unset: about as many as the held-out generated rows of a 4,096-per-label store.</summary>
     public const int DefaultTuningCorpusRows = 800;
+    /// <summary>
+    /// Real, unlabelled in-domain text for the student's store: a .txt file, or a folder of them, with one document per
+    /// line (<see cref="CorpusSentences"/>). <see cref="StoreCorpusRows"/> of its sentences are drawn (by <see cref="Seed"/>),
+    /// soft-labelled by the teacher (<see cref="Knowledge.Extraction.UnlabeledText"/>) and join the store before the
+    /// validation share is held out, so the epoch and the mix are chosen on real sentences too. No generation: one
+    /// teacher forward pass per sentence. Single-text tasks only. The text must not hold the task's test split. Left out
+    /// of JSON (a path is no identity; whoever keys results on these options names the corpus). Default null (none).
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public string? StoreCorpus;
+    /// <summary>
+    /// Sentences drawn from <see cref="StoreCorpus"/>. Left out of JSON, as the corpus is, so that configuration keys
+    /// stay as they were before the option. Default <see cref="DefaultStoreCorpusRows"/>.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public int StoreCorpusRows = DefaultStoreCorpusRows;
+    /// <summary>The default of <see cref="StoreCorpusRows"/>: the size measured on SST-2 (8,192 taught the student less).</summary>
+    public const int DefaultStoreCorpusRows = 32_768;
     /// <summary>
     /// Choose the store student's epoch on its head alone (<c>RetrievalClassifierTrainer.Options.SelectEpochOnHead</c>),
     /// as the student without retrieval is chosen, and tune the mix once at the end. With

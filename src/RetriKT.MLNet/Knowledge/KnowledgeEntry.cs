@@ -11,6 +11,8 @@ public enum KnowledgeSource : byte
     Imported = 2,
     /// <summary>A span or word-dropped copy of a generated sample, soft-labelled by the teacher on its own text (<c>StoreVariants</c>).</summary>
     Variant = 3,
+    /// <summary>A text of the user's unlabelled data, soft-labelled by the teacher and filed under its most probable label (<c>UnlabeledText</c>).</summary>
+    Unlabeled = 4,
 }
 
 /// <summary>

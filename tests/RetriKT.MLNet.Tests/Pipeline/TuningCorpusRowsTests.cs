@@ -24,7 +24,7 @@ public class TuningCorpusRowsTests
 
         var rows = pipeline.TeacherLabelledCorpusRows(task, null, CancellationToken.None);
 
-        Assert.Equal(TuningCorpusSentences.Draw(Corpus, 96, 13), rows.Select(r => r.Text));
+        Assert.Equal(CorpusSentences.Draw(Corpus, 96, 13), rows.Select(r => r.Text));
         var scorer = new RetriKT.MLNet.SoftPrompt.VerbalizerClassifier(teacher, task.Template, task.Labels, calibrate: true);
         var probabilities = scorer.Probabilities(rows.Select(r => (r.Text, (string?)null)).ToList());
         for (int i = 0; i < rows.Count; i++)

@@ -59,6 +59,16 @@ public sealed class KnowledgeExtractorOptions
     public double FluencyMargin;
     /// <summary>Add the few-shot examples with their gold labels (one-hot soft labels). Default true.</summary>
     public bool IncludeFewShot = true;
+    /// <summary>
+    /// In-domain text without labels, as rows with the template's text columns (Text, and Text2 for pairs): after the
+    /// generated samples, each row not already in the store is soft-labelled by the teacher and joins the store under its
+    /// most probable label (<see cref="KnowledgeSource.Unlabeled"/>; <see cref="UnlabeledText"/>). One teacher forward
+    /// pass per row, no generation; these rows are not balanced per label and pass no filter. With
+    /// <see cref="SamplesPerLabel"/> = 0 the store is these rows and the few-shot examples: distillation on unlabelled
+    /// text. On SST-2, 32,768 sentences of critics' reviews taught the tiny student more than 4,096 generated samples per
+    /// label (docs/RESULTS.md, "Twenty-seventh session"). It must not hold the rows you evaluate on. Null: none.
+    /// </summary>
+    public IDataView? UnlabeledData;
     /// <summary>Extra first-part texts for second-part tasks (for example the task's unlabeled texts); the few-shot texts are always used.</summary>
     public IReadOnlyList<string>? ContextTexts;
     /// <summary>
@@ -101,7 +111,7 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"generated {Generated.Values.Sum()}, kept {Kept.Values.Sum()} ({string.Join(", ", Kept.Select(kv => $"{kv.Key}: {kv.Value}"))}), " +
         $"dropped {string.Join(", ", Dropped.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key}: {kv.Value}"))}; few-shot {FewShot}; " +
-        $"distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}{IntendedShareText()}{TimesText()}");
+        $"distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}{IntendedShareText()}{UnlabeledNote()}{TimesText()}");
 
     private string TimesText() => Times is { } t
         ? string.Create(CultureInfo.InvariantCulture, $"; time in generation {t.Generation.TotalSeconds:F0} s, soft labels {t.SoftLabels.TotalSeconds:F0} s, fluency {t.Fluency.TotalSeconds:F0} s")
@@ -114,6 +124,11 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
     /// resumed run. Null when the extraction path does not measure it.
     /// </summary>
     public ExtractionTimes? Times { get; init; }
+
+    /// <summary>Rows of <see cref="KnowledgeExtractorOptions.UnlabeledData"/> that joined the store, labelled by the teacher; 0 when none.</summary>
+    public int Unlabeled { get; init; }
+
+    private string UnlabeledNote() => Unlabeled == 0 ? "" : string.Create(CultureInfo.InvariantCulture, $"; unlabelled rows labelled by the teacher {Unlabeled}");
 
     private string IntendedShareText() => IntendedLabelShare is double share
         ? string.Create(CultureInfo.InvariantCulture, $", generated with the intended teacher label {share:P1}") : "";
@@ -198,8 +213,36 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         var fewShot = SoftPromptPpoTrainer.ReadExamples(input, template, o.LabelColumnName, labels);
         var host = new ComponentHost(_env, nameof(KnowledgeExtractor), o.Seed, o.Progress, o.CancellationToken);
         var (store, report) = Extract(prompts, fewShot, host);
+        if (o.UnlabeledData is { } unlabeled)
+        {
+            int before = store.Count;
+            store = UnlabeledText.Add(store, ReadUnlabeled(unlabeled, template), new VerbalizerClassifier(prompts.Teacher, template, labels, o.CalibrateVerbalizer),
+                host.Info, (done, total) => host.Report("Unlabelled text", done, total), o.CancellationToken);
+            report = report with { Unlabeled = store.Count - before };
+        }
         host.Info($"Knowledge extraction: {report}");
         return new KnowledgeExtractorTransformer(_env, prompts, store, report);
+    }
+
+    /// <summary>The template's text columns of <see cref="KnowledgeExtractorOptions.UnlabeledData"/>, row by row.</summary>
+    private static List<(string Text, string? Text2)> ReadUnlabeled(IDataView data, TaskTemplate template)
+    {
+        DataViewSchema.Column Text(string name) => data.Schema.GetColumnOrNull(name) is { Type: TextDataViewType } c ? c
+            : throw new ArgumentException($"UnlabeledData: column '{name}' (String) is needed by template '{template.Name}'; found {data.Schema.GetColumnOrNull(name)?.Type.ToString() ?? "no such column"}.");
+        var text = Text(template.TextColumn);
+        var text2 = template.Text2Column is { } name2 ? Text(name2) : (DataViewSchema.Column?)null;
+        var rows = new List<(string, string?)>();
+        using var cursor = data.GetRowCursor(text2 is { } t2 ? [text, t2] : [text]);
+        var getText = cursor.GetGetter<ReadOnlyMemory<char>>(text);
+        var getText2 = text2 is { } c2 ? cursor.GetGetter<ReadOnlyMemory<char>>(c2) : null;
+        ReadOnlyMemory<char> a = default, b = default;
+        while (cursor.MoveNext())
+        {
+            getText(ref a);
+            getText2?.Invoke(ref b);
+            rows.Add((a.ToString(), getText2 is null ? null : b.ToString()));
+        }
+        return rows;
     }
 
     private (KnowledgeStore Store, ExtractionReport Report) Extract(SoftPromptTransformer prompts, List<PromptExample> fewShot, ComponentHost host)

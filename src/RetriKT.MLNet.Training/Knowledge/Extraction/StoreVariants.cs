@@ -79,24 +79,7 @@ public static class StoreVariants
 
         var entries = new List<KnowledgeEntry>(store.Count + texts.Count);
         entries.AddRange(store.Entries);
-        int labels = store.LabelNames.Count;
-        for (int start = 0; start < texts.Count; start += options.ScoringChunk)
-        {
-            cancellation.ThrowIfCancellationRequested();
-            var chunk = texts.GetRange(start, Math.Min(options.ScoringChunk, texts.Count - start));
-            var probabilities = teacher.Probabilities(chunk);
-            if (probabilities.Length != chunk.Count)
-                throw new InvalidOperationException($"The teacher scored {probabilities.Length} of {chunk.Count} variants.");
-            for (int i = 0; i < chunk.Count; i++)
-            {
-                var p = probabilities[i];
-                if (p.Length != labels)
-                    throw new InvalidOperationException($"The teacher gave {p.Length} label probabilities for variant {start + i}; the store has {labels} labels ({string.Join(", ", store.LabelNames)}).");
-                int label = RetrievalMix.ArgMax(p);
-                entries.Add(new KnowledgeEntry(chunk[i].Text, chunk[i].Text2, label, p, p[label], KnowledgeSource.Variant));
-            }
-            progress?.Invoke(start + chunk.Count, texts.Count);
-        }
+        UnlabeledText.Label(texts, teacher, store.LabelNames, KnowledgeSource.Variant, options.ScoringChunk, entries, "variant", progress, cancellation);
         log?.Invoke(string.Format(CultureInfo.InvariantCulture,
             "Store variants: {0} teacher-labelled variants of {1} generated samples ({2} per sample; spans and word drops) in {3:F0} s; store {4} -> {5} entries.",
             texts.Count, varied, options.PerSample, clock.Elapsed.TotalSeconds, store.Count, entries.Count));

@@ -8,27 +8,27 @@ namespace RetriKT.MLNet.Tests.Pipeline;
 /// critic's review per line): deterministic for a seed, distinct, within the word limits, different for another seed,
 /// and one clear line for a path that is not there or a corpus too small for the count.
 /// </summary>
-public class TuningCorpusSentencesTests
+public class CorpusSentencesTests
 {
     private static readonly string Corpus = SharedData.Path("data", "corpora", "movie-reviews-polarity-v2");
 
     [Fact]
     public void DrawsDistinctSentencesOfTheCorpusWithinTheWordLimitsTheSameWayForASeed()
     {
-        var first = TuningCorpusSentences.Draw(Corpus, 300, seed: 13);
+        var first = CorpusSentences.Draw(Corpus, 300, seed: 13);
         Assert.Equal(300, first.Count);
-        Assert.Equal(first, TuningCorpusSentences.Draw(Corpus, 300, seed: 13));
+        Assert.Equal(first, CorpusSentences.Draw(Corpus, 300, seed: 13));
         Assert.Equal(300, first.Distinct(StringComparer.Ordinal).Count());
         var text = string.Join("\n", Directory.GetFiles(Corpus, "*.txt").Select(File.ReadAllText));
         foreach (var sentence in first)
         {
             int words = sentence.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length;
-            Assert.InRange(words, TuningCorpusSentences.MinWords, TuningCorpusSentences.MaxWords);
+            Assert.InRange(words, CorpusSentences.MinWords, CorpusSentences.MaxWords);
             Assert.Contains(sentence, text, StringComparison.Ordinal);
         }
         // Most sentences end with their mark, which stays with them (the last one of a review may have none).
         Assert.True(first.Count(s => s[^1] is '.' or '!' or '?') > 250, "sentences lost their end marks");
-        var other = TuningCorpusSentences.Draw(Corpus, 300, seed: 21);
+        var other = CorpusSentences.Draw(Corpus, 300, seed: 21);
         Assert.True(first.Intersect(other).Count() < 30, "another seed draws other sentences");
     }
 
@@ -36,14 +36,14 @@ public class TuningCorpusSentencesTests
     public void AMissingPathOrATooSmallCorpusFailsNamingIt()
     {
         var missing = Path.Combine(Path.GetTempPath(), "retrikt-no-such-corpus");
-        var e = Assert.Throws<FileNotFoundException>(() => TuningCorpusSentences.Draw(missing, 10, 1));
+        var e = Assert.Throws<FileNotFoundException>(() => CorpusSentences.Draw(missing, 10, 1));
         Assert.Equal($"TuningCorpus '{missing}' is neither a file nor a folder.", e.Message);
         var file = Path.Combine(Path.GetTempPath(), $"retrikt-tuning-{Guid.NewGuid():N}.txt");
         File.WriteAllText(file, "a film that is worth seeing again . too short . the cast does what it can with a thin script !\n");
         try
         {
-            Assert.Equal(2, TuningCorpusSentences.Draw(file, 2, 1).Count);
-            var small = Assert.Throws<InvalidDataException>(() => TuningCorpusSentences.Draw(file, 3, 1));
+            Assert.Equal(2, CorpusSentences.Draw(file, 2, 1).Count);
+            var small = Assert.Throws<InvalidDataException>(() => CorpusSentences.Draw(file, 3, 1));
             Assert.Equal($"TuningCorpus '{file}': 2 distinct sentences of 5-40 words, expected at least TuningCorpusRows = 3.", small.Message);
         }
         finally { File.Delete(file); }

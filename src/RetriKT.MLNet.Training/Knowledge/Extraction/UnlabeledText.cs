@@ -1,0 +1,83 @@
+using System.Diagnostics;
+using System.Globalization;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Student;
+
+namespace RetriKT.MLNet.Knowledge.Extraction;
+
+/// <summary>
+/// Unlabelled text into a knowledge store: each text gets the teacher's soft label (its verbalizer probabilities over
+/// the store's labels) and is filed under the teacher's most probable label with <see cref="KnowledgeSource.Unlabeled"/>.
+/// Where a team has in-domain text but no labels for it, this is the teacher's knowledge on the inputs the student will
+/// see, and it needs one teacher forward pass per text (no generation). On SST-2 with the stand-in teacher, 32,768
+/// teacher-labelled sentences of critics' reviews taught the tiny student more than 4,096 generated samples per label
+/// (docs/RESULTS.md, "Twenty-seventh session"). The store stays unbalanced where the text is: the teacher's labels of
+/// real text follow the text's own label mix.
+/// </summary>
+public static class UnlabeledText
+{
+    /// <summary>
+    /// A new store: <paramref name="store"/>'s entries in their order, then each text of <paramref name="texts"/> that the
+    /// store does not already hold (same first and second text), once, with the teacher's soft label. Fails with one
+    /// line naming the text's index when a text is empty.
+    /// </summary>
+    /// <param name="store">The store to add to (left unchanged).</param>
+    /// <param name="texts">The unlabelled texts (second text null for single-text tasks).</param>
+    /// <param name="teacher">The teacher's label scorer over the store's labels, in the store's order (the extraction's verbalizer).</param>
+    /// <param name="log">Receives one line when done (counts per label and time); may be null.</param>
+    /// <param name="progress">Called after each scoring chunk with the texts scored so far and their total; may be null.</param>
+    /// <param name="cancellation">Checked between scoring chunks.</param>
+    /// <param name="scoringChunk">Texts the teacher scores per call (the cancellation and progress granularity).</param>
+    public static KnowledgeStore Add(KnowledgeStore store, IReadOnlyList<(string Text, string? Text2)> texts, ILabelScorer teacher,
+        Action<string>? log = null, Action<int, int>? progress = null, CancellationToken cancellation = default, int scoringChunk = 512)
+    {
+        ArgumentNullException.ThrowIfNull(store); ArgumentNullException.ThrowIfNull(texts); ArgumentNullException.ThrowIfNull(teacher);
+        if (scoringChunk < 1) throw new ArgumentOutOfRangeException(nameof(scoringChunk), $"scoringChunk must be >= 1, found {scoringChunk}.");
+        var clock = Stopwatch.StartNew();
+        var seen = store.Entries.Select(e => (e.Text ?? "", e.Text2 ?? "")).ToHashSet();
+        var fresh = new List<(string Text, string? Text2)>(texts.Count);
+        for (int i = 0; i < texts.Count; i++)
+        {
+            var (text, text2) = texts[i];
+            if (string.IsNullOrWhiteSpace(text))
+                throw new ArgumentException($"Unlabelled text at row {i} is empty; expected a text for the teacher to label.", nameof(texts));
+            if (seen.Add((text, text2 ?? ""))) fresh.Add((text, text2));
+        }
+        var entries = new List<KnowledgeEntry>(store.Count + fresh.Count);
+        entries.AddRange(store.Entries);
+        Label(fresh, teacher, store.LabelNames, KnowledgeSource.Unlabeled, scoringChunk, entries, "unlabelled text", progress, cancellation);
+        var perLabel = store.LabelNames.Select((name, l) => $"{name}: {entries.Skip(store.Count).Count(e => e.Label == l)}");
+        log?.Invoke(string.Format(CultureInfo.InvariantCulture,
+            "Unlabelled text: {0} texts labelled by the teacher ({1}) in {2:F0} s; {3} already in the store or repeated were left out; store {4} -> {5} entries.",
+            fresh.Count, string.Join(", ", perLabel), clock.Elapsed.TotalSeconds, texts.Count - fresh.Count, store.Count, entries.Count));
+        return new KnowledgeStore(store.LabelNames, entries);
+    }
+
+    /// <summary>
+    /// Scores <paramref name="texts"/> with the teacher in chunks and appends each to <paramref name="entries"/> under its
+    /// most probable label, with the teacher's probabilities as its soft label and fidelity, from <paramref name="source"/>.
+    /// Shared by every store entry the teacher labels after the fact (variants, unlabelled text).
+    /// </summary>
+    internal static void Label(List<(string Text, string? Text2)> texts, ILabelScorer teacher, IReadOnlyList<string> labelNames, KnowledgeSource source,
+        int chunkSize, List<KnowledgeEntry> entries, string what, Action<int, int>? progress, CancellationToken cancellation)
+    {
+        int labels = labelNames.Count;
+        for (int start = 0; start < texts.Count; start += chunkSize)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var chunk = texts.GetRange(start, Math.Min(chunkSize, texts.Count - start));
+            var probabilities = teacher.Probabilities(chunk);
+            if (probabilities.Length != chunk.Count)
+                throw new InvalidOperationException($"The teacher scored {probabilities.Length} of {chunk.Count} texts ({what}).");
+            for (int i = 0; i < chunk.Count; i++)
+            {
+                var p = probabilities[i];
+                if (p.Length != labels)
+                    throw new InvalidOperationException($"The teacher gave {p.Length} label probabilities for {what} {start + i}; the store has {labels} labels ({string.Join(", ", labelNames)}).");
+                int label = RetrievalMix.ArgMax(p);
+                entries.Add(new KnowledgeEntry(chunk[i].Text, chunk[i].Text2, label, p, p[label], source));
+            }
+            progress?.Invoke(start + chunk.Count, texts.Count);
+        }
+    }
+}
