@@ -346,17 +346,9 @@ public sealed class RetriKTPipeline
         var sentences = CorpusSentences.Draw(o.TuningCorpus!, o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows, o.Seed);
         var scorer = new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer);
         var host = new ComponentHost(_mlContext, "TuningCorpus", o.Seed, progress, cancellation);
-        var rows = new List<TextPairRow>(sentences.Count);
-        const int chunk = 256;
-        for (int start = 0; start < sentences.Count; start += chunk)
-        {
-            cancellation.ThrowIfCancellationRequested();
-            var part = sentences.GetRange(start, Math.Min(chunk, sentences.Count - start));
-            var probabilities = scorer.Probabilities(part.Select(t => (t, (string?)null)).ToList());
-            for (int i = 0; i < part.Count; i++)
-                rows.Add(new TextPairRow { Text = part[i], Label = task.Labels[RetrievalMix.ArgMax(probabilities[i])] });
-            host.Report("Tuning corpus", start + part.Count, sentences.Count);
-        }
+        var labelled = UnlabeledText.Add(new KnowledgeStore(task.Labels, []), sentences.Select(t => (t, (string?)null)).ToList(), scorer,
+            progress: (done, total) => host.Report("Tuning corpus", done, total), cancellation: cancellation, scoringChunk: 256);
+        var rows = labelled.Entries.Select(e => new TextPairRow { Text = e.Text!, Label = task.Labels[e.Label] }).ToList();
         var counts = task.Labels.Select(l => $"{l}: {rows.Count(r => r.Label == l)}");
         host.Info($"Tuning corpus: {rows.Count} sentences of '{o.TuningCorpus}' labelled by the teacher ({string.Join(", ", counts)}) in {clock.Elapsed.TotalSeconds:F0} s.");
         return rows;
