@@ -575,8 +575,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             }
             case Rows.CorpusStudent:
             {
-                // No extraction: the store is the few-shot rows and the teacher-labelled sentences (the pipeline builds it).
-                using var trained = pipeline.TrainStudent(task, extraction: null, useRetrieval: false, progress, cancellation);
+                // No extraction: the store is the few-shot rows, to which the pipeline adds the teacher-labelled sentences.
+                using var trained = pipeline.TrainStudent(task, StoreExtraction.FewShotRows(task), useRetrieval: false, progress, cancellation);
                 double ratio = (double)trained.Student.ParameterCount / teacher.ParameterCount;
                 return new RowResult
                 {

@@ -84,7 +84,25 @@ public sealed record RetriKTPipelineResult(string Task, int? Seed, Classificatio
 /// <param name="SoftPromptTime">Wall time of prompt tuning and PPO.</param>
 /// <param name="ExtractionTime">Wall time of generation, soft labelling and filtering.</param>
 public sealed record StoreExtraction(KnowledgeStore Store, ExtractionReport Report, long PromptParameters, SoftPromptTrainingReport? SoftPromptReport,
-    TimeSpan SoftPromptTime, TimeSpan ExtractionTime);
+    TimeSpan SoftPromptTime, TimeSpan ExtractionTime)
+{
+    /// <summary>
+    /// A store of <paramref name="task"/>'s few-shot rows alone, with their gold labels, and nothing generated (no soft
+    /// prompts, no teacher time). With <see cref="RetriKTPipelineOptions.StoreCorpus"/> it is the store of plain
+    /// distillation on unlabelled text: the few-shot rows and the teacher-labelled sentences.
+    /// </summary>
+    public static StoreExtraction FewShotRows(FewShotTask task)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        var labels = task.Labels.ToList();
+        var store = new KnowledgeStore(labels, task.Train.Select((r, i) => labels.IndexOf(r.Label) is var label and >= 0
+            ? KnowledgeEntry.Gold(r.Text, string.IsNullOrEmpty(r.Text2) ? null : r.Text2, label, labels.Count)
+            : throw new ArgumentException($"Few-shot row {i} of {task.Name}: label '{r.Label}' is not one of the task's labels ({string.Join(", ", labels)}).", nameof(task))));
+        var none = labels.ToDictionary(l => l, _ => 0);
+        var report = new ExtractionReport(none, none, new Dictionary<DropReason, int>(), store.Count, 0, 0, 0, 0);
+        return new StoreExtraction(store, report, 0, null, TimeSpan.Zero, TimeSpan.Zero);
+    }
+}
 
 /// <summary>
 /// A student from <see cref="RetriKTPipeline.TrainStudent"/>, kept rather than scored and disposed: save it, serve it,

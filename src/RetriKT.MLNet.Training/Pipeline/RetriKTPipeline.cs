@@ -251,12 +251,12 @@ public sealed class RetriKTPipeline
         if (store is not null && o.TuningCorpus is not null && !(o.StoreValidationShare > 0 && o.TuneOnFewShotDev))
             throw new ArgumentException($"TuningCorpus '{o.TuningCorpus}' joins the teacher-labelled tuning rows, which need StoreValidationShare > 0 and " +
                                         $"TuneOnFewShotDev; found StoreValidationShare {o.StoreValidationShare} and TuneOnFewShotDev {o.TuneOnFewShotDev}.");
-        // Before the hold-out, so the epoch and the mix are chosen on real sentences as well as generated ones. With no
-        // extraction the store is the few-shot rows and the corpus: distillation on unlabelled text, no generation.
+        // Before the hold-out, so the epoch and the mix are chosen on real sentences as well as generated ones. A student
+        // without a store (the few-shot reference) stays without one.
         int corpusEntries = 0;
-        if (o.StoreCorpus is not null)
+        if (o.StoreCorpus is not null && store is not null)
         {
-            int before = store?.Count ?? task.Train.Count;
+            int before = store.Count;
             store = WithStoreCorpus(task, store, progress, cancellation);
             corpusEntries = store.Count - before;
         }
@@ -355,18 +355,16 @@ public sealed class RetriKTPipeline
     }
 
     /// <summary>
-    /// <paramref name="store"/> (null: the few-shot rows with their gold labels) plus <see cref="RetriKTPipelineOptions.StoreCorpusRows"/>
+    /// <paramref name="store"/> plus <see cref="RetriKTPipelineOptions.StoreCorpusRows"/>
     /// sentences of <see cref="RetriKTPipelineOptions.StoreCorpus"/>, soft-labelled by the teacher (<see cref="UnlabeledText"/>).
     /// </summary>
-    private KnowledgeStore WithStoreCorpus(FewShotTask task, KnowledgeStore? store, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
+    private KnowledgeStore WithStoreCorpus(FewShotTask task, KnowledgeStore store, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
     {
         var o = _options;
         if (task.IsPair)
             throw new ArgumentException($"StoreCorpus '{o.StoreCorpus}' gives single sentences; task {task.Name} takes sentence pairs. Leave StoreCorpus unset for it.");
         if (o.TuningCorpus is not null && SamePath(o.TuningCorpus, o.StoreCorpus!))
             throw new ArgumentException($"StoreCorpus and TuningCorpus are the same text '{o.StoreCorpus}'; a tuning row could then be a store entry the student trained on. Give the tuning rows other text.");
-        var labelIndex = LabelIndex(task);
-        store ??= new KnowledgeStore(task.Labels, task.Train.Select(r => KnowledgeEntry.Gold(r.Text, null, labelIndex[r.Label], task.Labels.Count)));
         var sentences = CorpusSentences.Draw(o.StoreCorpus!, o.StoreCorpusRows, o.Seed, CorpusSentences.StoreOption);
         var host = new ComponentHost(_mlContext, "StoreCorpus", o.Seed, progress, cancellation);
         return UnlabeledText.Add(store, sentences.Select(t => (t, (string?)null)).ToList(),

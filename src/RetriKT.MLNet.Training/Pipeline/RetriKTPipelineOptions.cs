@@ -120,7 +120,9 @@ public sealed class RetriKTPipelineOptions
     /// line (<see cref="CorpusSentences"/>). <see cref="StoreCorpusRows"/> of its sentences are drawn (by <see cref="Seed"/>),
     /// soft-labelled by the teacher (<see cref="Knowledge.Extraction.UnlabeledText"/>) and join the store before the
     /// validation share is held out, so the epoch and the mix are chosen on real sentences too. No generation: one
-    /// teacher forward pass per sentence. Single-text tasks only. The text must not hold the task's test split. Left out
+    /// teacher forward pass per sentence. Students without a store (<see cref="RetriKTPipeline.EvaluateFewShotStudent"/>) do
+    /// not get it; <see cref="StoreExtraction.FewShotRows"/> gives a store of the few-shot rows alone, for distillation on
+    /// the unlabelled text without generation. Single-text tasks only. The text must not hold the task's test split. Left out
     /// of JSON (a path is no identity; whoever keys results on these options names the corpus). Default null (none).
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore]

@@ -7,15 +7,16 @@ namespace RetriKT.MLNet.Tests.Pipeline;
 
 /// <summary>
 /// The pipeline's store corpus (<see cref="RetriKTPipelineOptions.StoreCorpus"/>) with the shipped SST-2 stand-in
-/// teacher on real critics' sentences: with no extraction the student's store is the few-shot rows and the drawn
-/// sentences; pair tasks and a corpus that is also the tuning corpus are refused with one line.
+/// teacher on real critics' sentences: on a store of the few-shot rows alone the student's store is those rows and the
+/// drawn sentences; the few-shot reference (no store) gets none; pair tasks and a corpus that is also the tuning corpus
+/// are refused with one line.
 /// </summary>
 public class StoreCorpusTests
 {
     private static readonly string Corpus = SharedData.Path("data", "corpora", "movie-reviews-polarity-v2");
 
     [Fact]
-    public void WithoutAnExtractionTheStoreIsTheFewShotRowsAndTheTeacherLabelledSentences()
+    public void OnTheFewShotRowsStoreTheStudentLearnsFromTheTeacherLabelledSentences()
     {
         using var teacher = ShippedTeachers.Sst2();
         var options = new RetriKTPipelineOptions
@@ -26,7 +27,8 @@ public class StoreCorpusTests
         var ml = new MLContext(seed: 1);
         ml.Log += (_, e) => { if (e.RawMessage.StartsWith("Unlabelled text:", StringComparison.Ordinal)) lock (messages) messages.Add(e.RawMessage); };
         var task = FewShotBenchmarks.Load(SharedData.Path("data"), "SST-2", 13);
-        using var trained = new RetriKTPipeline(ml, teacher, "shipped", options).TrainStudent(task, extraction: null, useRetrieval: false);
+        var pipeline = new RetriKTPipeline(ml, teacher, "shipped", options);
+        using var trained = pipeline.TrainStudent(task, StoreExtraction.FewShotRows(task), useRetrieval: false);
 
         Assert.Equal(64, trained.StoreCorpusEntries);
         // The student's saved store: the few-shot rows, then the sentences less the validation share held out of them.
@@ -37,16 +39,22 @@ public class StoreCorpusTests
         Assert.InRange(kept.Count, 50, 63);
         Assert.All(kept, t => Assert.Contains(t, drawn));
         Assert.Contains("64 texts labelled by the teacher", Assert.Single(messages));
+        // The few-shot reference has no store, and the corpus does not give it one.
+        using (var fewShotOnly = pipeline.TrainStudent(task, extraction: null, useRetrieval: false))
+        {
+            Assert.Equal(0, fewShotOnly.StoreCorpusEntries);
+            Assert.Equal(task.Train.Count, fewShotOnly.Student.Store.Count);
+        }
         // The store draw is not the tuning draw of the same corpus and seed.
         Assert.NotEqual(drawn, CorpusSentences.Draw(Corpus, 64, 13));
 
         var pair = FewShotBenchmarks.Load(SharedData.Path("data"), "MRPC", 13);
-        var refused = Assert.Throws<ArgumentException>(() => new RetriKTPipeline(ml, teacher, "shipped", options).TrainStudent(pair, extraction: null));
+        var refused = Assert.Throws<ArgumentException>(() => new RetriKTPipeline(ml, teacher, "shipped", options).TrainStudent(pair, StoreExtraction.FewShotRows(pair)));
         Assert.Equal($"StoreCorpus '{Corpus}' gives single sentences; task MRPC takes sentence pairs. Leave StoreCorpus unset for it.", refused.Message);
 
         var both = options.Clone();
         both.TuningCorpus = Corpus + "/";
-        var same = Assert.Throws<ArgumentException>(() => new RetriKTPipeline(ml, teacher, "shipped", both).TrainStudent(task, extraction: null));
+        var same = Assert.Throws<ArgumentException>(() => new RetriKTPipeline(ml, teacher, "shipped", both).TrainStudent(task, StoreExtraction.FewShotRows(task)));
         Assert.Equal($"StoreCorpus and TuningCorpus are the same text '{Corpus}'; a tuning row could then be a store entry the student trained on. Give the tuning rows other text.", same.Message);
     }
 }
