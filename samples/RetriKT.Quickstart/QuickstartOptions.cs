@@ -34,6 +34,14 @@ public sealed record QuickstartOptions
     /// against 76.3 % at 4,096 and 70.9 % at 512 (docs/RESULTS.md, "Store size with early stopping").
     /// </summary>
     public const int DataSamplesPerLabel = 2048;
+    /// <summary>
+    /// In-domain text without labels (a .txt file or a folder of them, one document per line): <see cref="UnlabeledRows"/>
+    /// of its sentences are labelled by the teacher and join the student's store (<c>RetriKTPipelineOptions.StoreCorpus</c>).
+    /// Null: none.
+    /// </summary>
+    public string? UnlabeledPath { get; init; }
+    /// <summary>Sentences drawn from <see cref="UnlabeledPath"/>; null: the pipeline's default (32,768).</summary>
+    public int? UnlabeledRows { get; init; }
     /// <summary>Smaller settings for smoke runs.</summary>
     public bool Quick { get; init; }
     /// <summary>Replace an extraction checkpoint in the output folder that belongs to another run instead of stopping.</summary>
@@ -51,12 +59,14 @@ public sealed record QuickstartOptions
         var output = new Option<string?>("--out") { Description = "Output folder: model.zip, quickstart.log, ppo.csv, the extraction checkpoint (extraction-*.jsonl). Default ./retrikt-quickstart.", HelpName = "folder" };
         var ppoSteps = new Option<int>("--ppo-steps") { Description = $"PPO steps. Default {Defaults.PpoSteps}.", DefaultValueFactory = _ => Defaults.PpoSteps, HelpName = "n" };
         var samples = new Option<int?>("--samples-per-label") { Description = $"Generated samples kept per label. Default {EmbeddedSamplesPerLabel} on the embedded task, {DataSamplesPerLabel} with --data.", HelpName = "n" };
+        var unlabeled = new Option<string?>("--unlabeled") { Description = "In-domain text without labels (.txt file or folder, one document per line): its sentences are labelled by the teacher and join the student's store.", HelpName = "path" };
+        var unlabeledRows = new Option<int?>("--unlabeled-rows") { Description = "Sentences drawn from --unlabeled. Default 32768.", HelpName = "n" };
         var quick = new Option<bool>("--quick") { Description = "Smaller settings, for smoke runs." };
         var fresh = new Option<bool>("--fresh") { Description = "Start the knowledge extraction fresh when the output folder holds another run's checkpoint (moved aside) instead of stopping." };
         var root = new RootCommand("RetriKT.MLNet Quickstart: few-shot data → teacher + soft prompts (supervised, PPO) → knowledge store → " +
             "RetrievalClassifier → evaluation → model.zip. With no options: the embedded café-review task and a teacher pretrained in-process.")
         {
-            teacher, data, task, seed, output, ppoSteps, samples, quick, fresh,
+            teacher, data, task, seed, output, ppoSteps, samples, unlabeled, unlabeledRows, quick, fresh,
         };
         root.SetAction(parse => run(Validate(new QuickstartOptions
         {
@@ -67,6 +77,8 @@ public sealed record QuickstartOptions
             OutputFolder = parse.GetValue(output) is { } o ? Path.GetFullPath(o) : Defaults.OutputFolder,
             PpoSteps = parse.GetValue(ppoSteps),
             SamplesPerLabel = parse.GetValue(samples),
+            UnlabeledPath = parse.GetValue(unlabeled) is { } u ? Path.GetFullPath(u) : null,
+            UnlabeledRows = parse.GetValue(unlabeledRows),
             Quick = parse.GetValue(quick),
             Fresh = parse.GetValue(fresh),
         }, taskGiven: parse.GetResult(task) is { Implicit: false }, seedGiven: parse.GetResult(seed) is { Implicit: false })));
@@ -88,6 +100,10 @@ public sealed record QuickstartOptions
         if (o.Seed < 0) throw new InputException($"--seed: expected a non-negative integer, found {o.Seed}.");
         if (o.PpoSteps < 0) throw new InputException($"--ppo-steps: expected a non-negative integer, found {o.PpoSteps}.");
         if (o.SamplesPerLabel is < 1) throw new InputException($"--samples-per-label: expected a positive integer, found {o.SamplesPerLabel}.");
+        if (o.UnlabeledRows is not null && o.UnlabeledPath is null) throw new InputException("--unlabeled-rows: sets how many sentences --unlabeled gives, which is not given.");
+        if (o.UnlabeledRows is < 1) throw new InputException($"--unlabeled-rows: expected a positive integer, found {o.UnlabeledRows}.");
+        if (o.UnlabeledPath is not null && !File.Exists(o.UnlabeledPath) && !Directory.Exists(o.UnlabeledPath))
+            throw new InputException($"--unlabeled: '{o.UnlabeledPath}' does not exist.");
         if (File.Exists(o.OutputFolder))
             throw new InputException($"--out: '{o.OutputFolder}' is a file; expected a folder (it is created when missing).");
         return o;

@@ -41,6 +41,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
     {
         // Inputs first, so a bad file stops the run with one line before anything is written or trained.
         var task = LoadTask();
+        CheckUnlabeled(task);
         var givenTeacher = options.TeacherPath is null ? null : LoadTeacher(options.TeacherPath);
         try
         {
@@ -79,6 +80,23 @@ public sealed class QuickstartRun(QuickstartOptions options)
             throw new InputException($"--data: {e.Message}", e);
         }
     }
+
+    /// <summary>--unlabeled: a single-text task, and enough sentences to draw (read once here, before anything trains).</summary>
+    private void CheckUnlabeled(FewShotTask task)
+    {
+        if (options.UnlabeledPath is not { } path) return;
+        if (task.IsPair) throw new InputException($"--unlabeled gives single sentences; task {task.Name} takes sentence pairs.");
+        try
+        {
+            CorpusSentences.Draw(path, UnlabeledRows, seed: 1, CorpusSentences.StoreOption);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            throw new InputException($"--unlabeled: {e.Message}", e);
+        }
+    }
+
+    private int UnlabeledRows => options.UnlabeledRows ?? RetriKTPipelineOptions.DefaultStoreCorpusRows;
 
     private static TeacherModel LoadTeacher(string path)
     {
@@ -141,6 +159,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 var recipe = options.DataFolder is null ? new RetriKTPipelineOptions() : RetriKTPipelineOptions.EvaluatedRecipe();
                 recipe.PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps;
                 recipe.SamplesPerLabel = SamplesPerLabel;
+                (recipe.StoreCorpus, recipe.StoreCorpusRows) = (options.UnlabeledPath, UnlabeledRows);
                 if (options.Quick) (recipe.SupervisedEpochs, recipe.StudentEpochs) = (4, 10);
                 // The output folder is the user's: a checkpoint of another run stops the Quickstart unless --fresh.
                 (recipe.WorkDirectory, recipe.ReplaceMismatchedCheckpoint) = (options.OutputFolder, options.Fresh);
@@ -209,6 +228,8 @@ public sealed class QuickstartRun(QuickstartOptions options)
 
         var facts = new Table().Border(TableBorder.Rounded).AddColumn("Fact").AddColumn("Value");
         facts.AddRow("Knowledge store", $"{extraction.Store.Count} entries ({extraction.Report})".EscapeMarkup());
+        if (options.UnlabeledPath is { } unlabeled)
+            facts.AddRow("Unlabelled text", $"{student.StoreCorpusEntries} sentences of {unlabeled} labelled by the teacher, in the store students' stores".EscapeMarkup());
         facts.AddRow("Student / teacher parameters", $"{student.Student.ParameterCount:N0} / {teacher.ParameterCount:N0} = {(double)student.Student.ParameterCount / teacher.ParameterCount:P1}");
         facts.AddRow("Soft prompt parameters", extraction.PromptParameters.ToString("N0"));
         facts.AddRow("model.zip", $"{new FileInfo(zip).Length / 1024.0:F0} KiB (student + store; no teacher inside)");

@@ -17,7 +17,7 @@ public class QuickstartInputTests
         var (code, output, error) = Run(["--help"]);
         Assert.Equal(0, code);
         Assert.Equal("", error);
-        foreach (var option in new[] { "--teacher", "--data", "--task", "--seed", "--out", "--ppo-steps", "--samples-per-label", "--quick", "--fresh" })
+        foreach (var option in new[] { "--teacher", "--data", "--task", "--seed", "--out", "--ppo-steps", "--samples-per-label", "--unlabeled", "--unlabeled-rows", "--quick", "--fresh" })
             Assert.Contains(option, output);
         Assert.Contains("Hugging Face model directory or a llama2.c .bin", output);
     }
@@ -28,6 +28,8 @@ public class QuickstartInputTests
     [InlineData("--task RTE", "--task selects a task in --data, which is not given")]
     [InlineData("--seed 21", "--seed selects a task in --data, which is not given")]
     [InlineData("--samples-per-label 0", "--samples-per-label: expected a positive integer, found 0")]
+    [InlineData("--unlabeled-rows 10", "--unlabeled-rows: sets how many sentences --unlabeled gives, which is not given.")]
+    [InlineData("--unlabeled /nonexistent/reviews.txt", "--unlabeled: '/nonexistent/reviews.txt' does not exist.")]
     public void BadOptionsGiveOneLineAndExitTwo(string arguments, string expected) => AssertInputError(arguments.Split(' '), expected);
 
     [SharedDataFact]
@@ -49,6 +51,11 @@ public class QuickstartInputTests
         AssertInputError(["--teacher", tokenizer], $"--teacher '{tokenizer}' is not a loadable teacher checkpoint");
         AssertInputError(["--teacher", Path.Combine(work, "missing.bin")], "does not exist");
         AssertInputError(["--out", emptyFile], $"--out: '{emptyFile}' is a file; expected a folder");
+        var fewSentences = Write("reviews.txt", "A warm, funny and smart film about growing up. The plot drags in the middle hour.\n");
+        AssertInputError(["--unlabeled", fewSentences], $"--unlabeled: StoreCorpus '{fewSentences}': 2 distinct sentences of 5-40 words, expected at least StoreCorpusRows = 32768.");
+        AssertInputError(["--unlabeled", Directory.CreateDirectory(Path.Combine(work, "no-text")).FullName], "holds no .txt file");
+        AssertInputError(["--teacher", Teacher, "--data", SharedData.Path("data"), "--task", "MRPC", "--unlabeled", fewSentences],
+            "--unlabeled gives single sentences; task MRPC takes sentence pairs.");
 
         var emptyFolder = Directory.CreateDirectory(Path.Combine(work, "empty-folder")).FullName;
         AssertInputError(["--teacher", Teacher, "--data", emptyFolder], "few-shot split for seed 13 not found");
