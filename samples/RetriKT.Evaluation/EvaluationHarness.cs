@@ -380,6 +380,9 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     private static string TrainingNote(RetriKTPipelineOptions o, bool useRetrieval) =>
         (useRetrieval && o.StudentRetrievalLossWeight == 0 && o.StudentSelectEpochOnHead
             ? "retrieval added to the store-only model (no retrieval loss, epoch chosen on the head); " : "") +
+        (o.FewShotDevMixShare is double mixShare
+            ? FormattableString.Invariant($"mix tuned with the few-shot dev rows' share of the weight at {mixShare:G3} (the epoch at {o.FewShotDevTuningShare ?? RetriKTPipelineOptions.DefaultFewShotDevTuningShare:G3}); ")
+            : "") +
         (o.TuningCorpus is { } corpus
             ? FormattableString.Invariant($"tuning rows include {o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows} teacher-labelled sentences of {CorpusName(corpus)}; ")
             : "");

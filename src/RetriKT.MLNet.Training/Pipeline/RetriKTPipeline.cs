@@ -247,7 +247,7 @@ public sealed class RetriKTPipeline
         var dev = task.Dev.Count > 0 ? keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Dev)) : null;
         var test = keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test));
         var validation = dev;
-        string? validationWeights = null;
+        string? validationWeights = null, mixWeights = null;
         if (store is not null && o.TuningCorpus is not null && !(o.StoreValidationShare > 0 && o.TuneOnFewShotDev))
             throw new ArgumentException($"TuningCorpus '{o.TuningCorpus}' joins the teacher-labelled tuning rows, which need StoreValidationShare > 0 and " +
                                         $"TuneOnFewShotDev; found StoreValidationShare {o.StoreValidationShare} and TuneOnFewShotDev {o.TuneOnFewShotDev}.");
@@ -272,13 +272,19 @@ public sealed class RetriKTPipeline
                 // suits generated text (on SST-2 seed 13: term matching at μ = 0.5 where real text wanted more), so each
                 // group gets a share of the weight (FewShotDevTuningShare; 1: the real rows alone).
                 double share = o.FewShotDevTuningShare ?? RetriKTPipelineOptions.DefaultFewShotDevTuningShare;
+                double mixShare = o.FewShotDevMixShare ?? share;
                 if (!(share is > 0 and <= 1))
                     throw new ArgumentOutOfRangeException(nameof(o.FewShotDevTuningShare), $"FewShotDevTuningShare must be in (0, 1], found {share}.");
-                float heldOutWeight = share >= 1 && task.Dev.Count > 0 ? 0 : 1;
-                float devWeight = task.Dev.Count == 0 ? 0 : share >= 1 ? 1 : (float)(share / (1 - share) * heldOut.Count / task.Dev.Count);
-                var rows = task.Dev.Select(r => new WeightedRow(r, devWeight)).Concat(heldOut.Select(r => new WeightedRow(r, heldOutWeight))).ToList();
+                if (!(mixShare is > 0 and <= 1))
+                    throw new ArgumentOutOfRangeException(nameof(o.FewShotDevMixShare), $"FewShotDevMixShare must be in (0, 1], found {mixShare}.");
+                (float Dev, float HeldOut) Weights(double devShare) =>
+                    (task.Dev.Count == 0 ? 0 : devShare >= 1 ? 1 : (float)(devShare / (1 - devShare) * heldOut.Count / task.Dev.Count),
+                     devShare >= 1 && task.Dev.Count > 0 ? 0 : 1);
+                var (epochWeights, mixWeightsOf) = (Weights(share), Weights(mixShare));
+                var rows = task.Dev.Select(r => new WeightedRow(r, epochWeights.Dev, mixWeightsOf.Dev)).Concat(heldOut.Select(r => new WeightedRow(r, epochWeights.HeldOut, mixWeightsOf.HeldOut))).ToList();
                 validation = keyMap.Transform(_mlContext.Data.LoadFromEnumerable(rows));
                 validationWeights = nameof(WeightedRow.Weight);
+                if (o.FewShotDevMixShare is not null) mixWeights = nameof(WeightedRow.MixWeight);
             }
         }
 
@@ -304,7 +310,7 @@ public sealed class RetriKTPipeline
             MixSelection = o.StudentMixSelection,
             SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
             // The store reaches the trainer as data, the way a saved or filtered store would.
-            StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, ValidationWeightColumnName = validationWeights, UseRetrieval = useRetrieval,
+            StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, ValidationWeightColumnName = validationWeights, MixWeightColumnName = o.TuneOnFewShotDev ? mixWeights : null, UseRetrieval = useRetrieval,
             Epochs = o.StudentEpochs, EarlyStoppingPatience = validationWeights is not null && o.StudentBackbone is null ? o.StudentEarlyStoppingPatience : 0,
             SelectEpochOnHead = o.StudentSelectEpochOnHead,
             HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
@@ -463,12 +469,13 @@ public sealed class RetriKTPipeline
     }
 
     /// <summary>A validation row with its weight in the λ/μ/τ tuning.</summary>
-    private sealed class WeightedRow(TextPairRow row, float weight)
+    private sealed class WeightedRow(TextPairRow row, float weight, float mixWeight)
     {
         public string Text { get; set; } = row.Text;
         public string Text2 { get; set; } = row.Text2;
         public string Label { get; set; } = row.Label;
         public float Weight { get; set; } = weight;
+        public float MixWeight { get; set; } = mixWeight;
     }
 
     private sealed class LabelValue

@@ -90,6 +90,15 @@ public sealed class RetriKTPipelineOptions
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public double? FewShotDevTuningShare;
+    /// <summary>
+    /// Where it should differ from <see cref="FewShotDevTuningShare"/>: the few-shot dev rows' share of the weight when the
+    /// mix (λ, μ, temperatures) is tuned; the epoch is still chosen with <see cref="FewShotDevTuningShare"/>. 1: the mix is
+    /// chosen on the gold dev rows alone. Teacher-labelled held-out rows reward the part that imitates the teacher best,
+    /// the head; on a store of real teacher-labelled sentences, term matching over many neighbours corrects some of the
+    /// teacher's own errors, which only gold labels can show. Null: the same share. Left out of JSON when null. Default null.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public double? FewShotDevMixShare;
     /// <summary>The share <see cref="FewShotDevTuningShare"/> stands for when unset: each group half.</summary>
     public const double DefaultFewShotDevTuningShare = 0.5;
     /// <summary>

@@ -71,6 +71,13 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// </summary>
         public string? ValidationWeightColumnName;
         /// <summary>
+        /// Optional Single column of <see cref="ValidationSet"/>: each row's weight when λ, μ and the temperatures are
+        /// tuned, where it should differ from <see cref="ValidationWeightColumnName"/> (which then weighs only the choice of
+        /// epoch). The pipeline uses it to choose the mix on the gold few-shot dev rows alone while the epoch is chosen on
+        /// the held-out store rows too (<c>RetriKTPipelineOptions.FewShotDevMixShare</c>). Null: the same weights.
+        /// </summary>
+        public string? MixWeightColumnName;
+        /// <summary>
         /// With no <see cref="ValidationSet"/>: the share of the store's generated entries held out (chosen by the seed) as
         /// validation rows, each labelled with the teacher's most probable label; they leave the store. λ, μ and τ are then
         /// tuned on them and <see cref="EarlyStoppingPatience"/> can choose the epoch, without a split of your own (with
@@ -269,6 +276,8 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         Check(options.StoreValidationShare is >= 0 and < 1, $"StoreValidationShare must be in [0, 1), found {options.StoreValidationShare}.");
         Check(options.StoreValidationShare == 0 || options.ValidationSet is null,
             $"StoreValidationShare is {options.StoreValidationShare} and a ValidationSet is given; set one of them, not both.");
+        Check(options.MixWeightColumnName is null || options.ValidationSet is not null,
+            $"MixWeightColumnName '{options.MixWeightColumnName}' names a column of the ValidationSet, which is not given.");
         Check(options.EarlyStoppingPatience == 0 || HasValidation(options),
             $"EarlyStoppingPatience is {options.EarlyStoppingPatience} but there is no ValidationSet (or StoreValidationShare) to choose the epoch on.");
         Check(options.EarlyStoppingPatience == 0 || options.Backbone is null,
@@ -432,7 +441,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     private readonly record struct Mix(double Dense, double Lexical, double Temperature, double LexicalTemperature);
 
     /// <summary>The validation set's usable rows as token ids, label indices in the store's order and weights.</summary>
-    private sealed record ValidationRows(IReadOnlyList<int[]> Ids, int[] Labels, float[] Weights)
+    private sealed record ValidationRows(IReadOnlyList<int[]> Ids, int[] Labels, float[] Weights, float[] MixWeights)
     {
         public int Count => Ids.Count;
     }
@@ -445,7 +454,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     private (KnowledgeStore Store, List<Row>? Validation) Validation(KnowledgeStore store, ComponentHost host)
     {
         if (!_options.UseRetrieval && _options.EarlyStoppingPatience == 0) return (store, null);
-        if (_options.ValidationSet is { } given) return (store, ReadRows(given, host, "validation set", _options.ValidationWeightColumnName).Rows);
+        if (_options.ValidationSet is { } given) return (store, ReadRows(given, host, "validation set", _options.ValidationWeightColumnName, _options.MixWeightColumnName).Rows);
         if (!(_options.StoreValidationShare > 0)) return (store, null);
         var (kept, heldOut) = StoreHoldOut.Split(store, _options.StoreValidationShare, host.Seed);
         if (heldOut.Count == 0)
@@ -465,7 +474,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         if (known.Count < rows.Count)
             host.Warning($"Validation set: {rows.Count - known.Count} rows have a label the store does not know and were ignored.");
         return new ValidationRows(known.Select(r => tokenizer.Encode(r.Text, r.Text2, out _)).ToList(), known.Select(r => labelIndex[r.Label]).ToArray(),
-            known.Select(r => r.Weight).ToArray());
+            known.Select(r => r.Weight).ToArray(), known.Select(r => r.MixWeight ?? r.Weight).ToArray());
     }
 
     /// <summary>
@@ -502,7 +511,9 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         using var memory = torch.tensor(store.Embeddings.ToArray(), [store.Count, store.Dimension], device: device);
         using var soft = torch.tensor(store.SoftLabels.ToArray(), [store.Count, store.LabelCount], device: device);
         var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validation.Ids, _options.LexicalNeighborCount);
-        var best = RetrievalTraining.Tune(scorer, memory, soft, validation.Ids, validation.Labels, validation.Weights,
+        if (_options.MixWeightColumnName is not null && !(validation.MixWeights.Sum() > 0))
+            throw new ArgumentException($"MixWeightColumnName '{_options.MixWeightColumnName}': no validation row has a positive weight ({validation.Count} rows whose label the store knows); nothing to tune the mix on.");
+        var best = RetrievalTraining.Tune(scorer, memory, soft, validation.Ids, validation.Labels, validation.MixWeights,
             _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device, _options.MixSelection, host.Seed);
         host.Info($"Tuned on {validation.Count} validation rows ({_options.MixSelection}): λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
                   (lexical is null ? "" : $", μ = {best.Mu:G3}, τ_terms = {best.LexicalTemperature:G3}") +
@@ -510,35 +521,39 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         return new Mix(best.Lambda, best.Mu, best.Temperature, best.LexicalTemperature);
     }
 
-    private sealed record Row(string Text, string? Text2, string Label, float Weight = 1);
+    private sealed record Row(string Text, string? Text2, string Label, float Weight = 1, float? MixWeight = null);
 
     /// <summary>
     /// The usable rows; the label names (the label column's key values when it is a key, else its distinct values in
     /// ordinal order); and whether it is a key, whose order the student's scores must then follow.
     /// </summary>
-    private (List<Row> Rows, string[] LabelNames, bool Keyed) ReadRows(IDataView data, ComponentHost host, string what, string? weightColumnName = null)
+    private (List<Row> Rows, string[] LabelNames, bool Keyed) ReadRows(IDataView data, ComponentHost host, string what, string? weightColumnName = null,
+        string? mixWeightColumnName = null)
     {
         var label = LabelColumn.Require(data.Schema, _options.LabelColumnName);
         var text = TextColumns.Require(data.Schema, _options.TextColumnName);
         var text2 = _options.SecondTextColumnName is null ? (DataViewSchema.Column?)null : TextColumns.Require(data.Schema, _options.SecondTextColumnName);
-        DataViewSchema.Column? weight = null;
-        if (weightColumnName is not null)
+        DataViewSchema.Column? WeightColumn(string? name)
         {
-            weight = data.Schema.GetColumnOrNull(weightColumnName) ?? throw new ArgumentOutOfRangeException(nameof(data),
-                $"{what}: weight column '{weightColumnName}' not found.");
-            if (weight.Value.Type != NumberDataViewType.Single)
-                throw new ArgumentOutOfRangeException(nameof(data), $"{what}: weight column '{weightColumnName}' must be Single, found {weight.Value.Type}.");
+            if (name is null) return null;
+            var column = data.Schema.GetColumnOrNull(name) ?? throw new ArgumentOutOfRangeException(nameof(data), $"{what}: weight column '{name}' not found.");
+            return column.Type == NumberDataViewType.Single ? column
+                : throw new ArgumentOutOfRangeException(nameof(data), $"{what}: weight column '{name}' must be Single, found {column.Type}.");
         }
+        var weight = WeightColumn(weightColumnName);
+        var mixWeight = WeightColumn(mixWeightColumnName);
         var columns = new List<DataViewSchema.Column> { label.Column, text };
         if (text2 is { } c2) columns.Add(c2);
         if (weight is { } w) columns.Add(w);
+        if (mixWeight is { } mw && mw.Index != weight?.Index) columns.Add(mw);
         using var cursor = data.GetRowCursor(columns);
         var readLabel = label.Reader(cursor);
         var getText = cursor.GetGetter<ReadOnlyMemory<char>>(text);
         var getText2 = text2 is { } c ? cursor.GetGetter<ReadOnlyMemory<char>>(c) : null;
         var getWeight = weight is { } wc ? cursor.GetGetter<float>(wc) : null;
+        var getMixWeight = mixWeight is { } mwc ? cursor.GetGetter<float>(mwc) : null;
         ReadOnlyMemory<char> a = default, b = default;
-        float rowWeight = 1;
+        float rowWeight = 1, rowMixWeight = 1;
         var rows = new List<Row>();
         long index = -1;
         int missingLabel = 0, emptyText = 0;
@@ -552,10 +567,13 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             getWeight?.Invoke(ref rowWeight);
             if (!(rowWeight >= 0) || !float.IsFinite(rowWeight))
                 throw new InvalidDataException($"{what}, row {index}: weight column '{weightColumnName}' holds {rowWeight}, expected a finite value ≥ 0.");
+            getMixWeight?.Invoke(ref rowMixWeight);
+            if (!(rowMixWeight >= 0) || !float.IsFinite(rowMixWeight))
+                throw new InvalidDataException($"{what}, row {index}: weight column '{mixWeightColumnName}' holds {rowMixWeight}, expected a finite value ≥ 0.");
             if (name is null) { missingLabel++; continue; }
             var s = a.ToString();
             if (string.IsNullOrWhiteSpace(s)) { emptyText++; continue; }
-            rows.Add(new Row(s, getText2 is null ? null : b.ToString(), name, rowWeight));
+            rows.Add(new Row(s, getText2 is null ? null : b.ToString(), name, rowWeight, getMixWeight is null ? null : rowMixWeight));
         }
         if (missingLabel > 0) host.Warning($"{what}: {missingLabel} rows have a missing label (key 0 or empty) in column '{_options.LabelColumnName}' and were skipped.");
         if (emptyText > 0) host.Warning($"{what}: {emptyText} rows have an empty text in column '{_options.TextColumnName}' and were skipped.");
