@@ -280,8 +280,8 @@ public sealed class RetriKTPipeline
                 (float Dev, float HeldOut) Weights(double devShare) =>
                     (task.Dev.Count == 0 ? 0 : devShare >= 1 ? 1 : (float)(devShare / (1 - devShare) * heldOut.Count / task.Dev.Count),
                      devShare >= 1 && task.Dev.Count > 0 ? 0 : 1);
-                var (epochWeights, mixWeightsOf) = (Weights(share), Weights(mixShare));
-                var rows = task.Dev.Select(r => new WeightedRow(r, epochWeights.Dev, mixWeightsOf.Dev)).Concat(heldOut.Select(r => new WeightedRow(r, epochWeights.HeldOut, mixWeightsOf.HeldOut))).ToList();
+                var (forEpoch, forMix) = (Weights(share), Weights(mixShare));
+                var rows = task.Dev.Select(r => new WeightedRow(r, forEpoch.Dev, forMix.Dev)).Concat(heldOut.Select(r => new WeightedRow(r, forEpoch.HeldOut, forMix.HeldOut))).ToList();
                 validation = keyMap.Transform(_mlContext.Data.LoadFromEnumerable(rows));
                 validationWeights = nameof(WeightedRow.Weight);
                 if (o.FewShotDevMixShare is not null) mixWeights = nameof(WeightedRow.MixWeight);
@@ -468,7 +468,7 @@ public sealed class RetriKTPipeline
             throw new ArgumentException($"Task '{task.Name}': training label '{unknown.Label}' is not one of [{string.Join(", ", task.Labels)}].", nameof(task));
     }
 
-    /// <summary>A validation row with its weight in the λ/μ/τ tuning.</summary>
+    /// <summary>A validation row with its weights: in the choice of epoch (and of the mix, unless MixWeight is used), and in the λ/μ/τ tuning.</summary>
     private sealed class WeightedRow(TextPairRow row, float weight, float mixWeight)
     {
         public string Text { get; set; } = row.Text;

@@ -11,8 +11,8 @@ namespace RetriKT.MLNet.Knowledge.Extraction;
 /// Where a team has in-domain text but no labels for it, this is the teacher's knowledge on the inputs the student will
 /// see, and it needs one teacher forward pass per text (no generation). On SST-2 with the stand-in teacher, 32,768
 /// teacher-labelled sentences of critics' reviews taught the tiny student more than 4,096 generated samples per label
-/// (docs/RESULTS.md, "Twenty-seventh session"). The store stays unbalanced where the text is: the teacher's labels of
-/// real text follow the text's own label mix.
+/// (77.6 against 76.4 % over five seeds; docs/RESULTS.md, "Twenty-seventh session"). The teacher's labels of real text
+/// follow the text's own label mix, so these entries are not balanced per label.
 /// </summary>
 public static class UnlabeledText
 {
