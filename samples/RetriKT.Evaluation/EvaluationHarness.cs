@@ -115,6 +115,8 @@ public static class Rows
         StoreOnlyMlm => "Student pretrained on unlabeled text, on the RetriKT store, no retrieval (λ = 0)",
         RetriKTMlm => "RetriKT student pretrained on unlabeled text (soft prompt, no PPO)",
         RetriKTBagged => "RetriKT student, mix chosen by bagging (soft prompt, no PPO)",
+        CorpusStudent => "Student on teacher-labelled unlabelled text, nothing generated, no retrieval (λ = 0)",
+        RetriKTCorpus => "RetriKT student, store + teacher-labelled unlabelled text (soft prompt, no PPO)",
         EncoderLogRegMiniLM => "Frozen all-MiniLM-L6-v2 + logistic regression, few-shot gold only",
         EncoderLogRegArcticXs => "Frozen arctic-embed-xs + logistic regression, few-shot gold only",
         _ when row.StartsWith(StoreSweepPrefix, StringComparison.Ordinal) => $"RetriKT, {row[StoreSweepPrefix.Length..]} samples per label",
