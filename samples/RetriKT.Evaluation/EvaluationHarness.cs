@@ -393,7 +393,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     private static string CorpusName(string path) => Path.GetFileName(Path.TrimEndingDirectorySeparator(path));
 
     private static string CorpusNote(RetriKTPipelineOptions o, int entries) => o.StoreCorpus is not { } corpus ? ""
-        : FormattableString.Invariant($"teacher-labelled sentences of {CorpusName(corpus)} in the student's store {entries} (of {o.StoreCorpusRows} drawn; a tenth held out with the generated rows); ");
+        : FormattableString.Invariant($"teacher-labelled sentences of {CorpusName(corpus)} in the student's store {entries} (of {o.StoreCorpusRows} drawn; {o.StoreValidationShare:P0} of them held out with the generated rows); ");
 
     private static string VariantNote(int variants) =>
         variants == 0 ? "" : FormattableString.Invariant($"teacher-labelled variants in the student's store {variants}; ");
