@@ -349,7 +349,8 @@ public sealed class RetriKTPipeline
         if (task.IsPair)
             throw new ArgumentException($"TuningCorpus '{o.TuningCorpus}' gives single sentences; task {task.Name} takes sentence pairs. Leave TuningCorpus unset for it.");
         var clock = Stopwatch.StartNew();
-        var sentences = CorpusSentences.Draw(o.TuningCorpus!, o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows, o.Seed);
+        var sentences = FitToTeacher(task, CorpusSentences.Draw(o.TuningCorpus!, o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows, o.Seed)
+            .Select(t => new TextPairRow { Text = t }).ToList()).Select(r => r.Text).ToList();
         var scorer = new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer);
         var host = new ComponentHost(_mlContext, "TuningCorpus", o.Seed, progress, cancellation);
         var labelled = UnlabeledText.Add(new KnowledgeStore(task.Labels, []), sentences.Select(t => (t, (string?)null)).ToList(), scorer,
@@ -371,7 +372,9 @@ public sealed class RetriKTPipeline
             throw new ArgumentException($"StoreCorpus '{o.StoreCorpus}' gives single sentences; task {task.Name} takes sentence pairs. Leave StoreCorpus unset for it.");
         if (o.TuningCorpus is not null && SamePath(o.TuningCorpus, o.StoreCorpus!))
             throw new ArgumentException($"StoreCorpus and TuningCorpus are the same text '{o.StoreCorpus}'; a tuning row could then be a store entry the student trained on. Give the tuning rows other text.");
-        var sentences = CorpusSentences.Draw(o.StoreCorpus!, o.StoreCorpusRows, o.Seed, CorpusSentences.StoreOption);
+        // A sentence longer than the teacher's context loses its last words, as the few-shot rows do.
+        var sentences = FitToTeacher(task, CorpusSentences.Draw(o.StoreCorpus!, o.StoreCorpusRows, o.Seed, CorpusSentences.StoreOption)
+            .Select(t => new TextPairRow { Text = t }).ToList()).Select(r => r.Text).ToList();
         var host = new ComponentHost(_mlContext, "StoreCorpus", o.Seed, progress, cancellation);
         return UnlabeledText.Add(store, sentences.Select(t => (t, (string?)null)).ToList(),
             new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer),

@@ -66,7 +66,16 @@ public static class UnlabeledText
         {
             cancellation.ThrowIfCancellationRequested();
             var chunk = texts.GetRange(start, Math.Min(chunkSize, texts.Count - start));
-            var probabilities = teacher.Probabilities(chunk);
+            float[][] probabilities;
+            try
+            {
+                probabilities = teacher.Probabilities(chunk);
+            }
+            catch (ArgumentException e)
+            {
+                // A text the teacher cannot take (longer than its context): name the rows, not the scorer's batch position.
+                throw new ArgumentException($"The teacher could not label {what} rows {start}-{start + chunk.Count - 1}: {e.Message} Shorten the texts to the teacher's context.", e);
+            }
             if (probabilities.Length != chunk.Count)
                 throw new InvalidOperationException($"The teacher scored {probabilities.Length} of {chunk.Count} texts ({what}).");
             for (int i = 0; i < chunk.Count; i++)
