@@ -94,6 +94,16 @@ public sealed class UnlabeledTextTests
             SoftPrompts = prompts, SamplesPerLabel = 0, UnlabeledData = wrong,
         }).Fit(data));
         Assert.Equal("UnlabeledData: column 'Text' (String) is needed by template 'StoryMood'; found no such column.", missing.Message);
+
+        // A row longer than the teacher's context is named by its rows, not by the scorer's batch position.
+        var tooLong = mlContext.Data.LoadFromEnumerable(new[] { stories[0], string.Join(' ', Enumerable.Repeat("Sam ran to the park.", 300)) }
+            .Select(s => new TextPairRow { Text = s }));
+        var refused = Assert.Throws<ArgumentException>(() => mlContext.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
+        {
+            SoftPrompts = prompts, SamplesPerLabel = 0, UnlabeledData = tooLong,
+        }).Fit(data));
+        Assert.StartsWith("The teacher could not label unlabelled text rows 0-1: ", refused.Message);
+        Assert.EndsWith("Shorten the texts to the teacher's context.", refused.Message);
     }
 
     private sealed class SoftLabelRow
