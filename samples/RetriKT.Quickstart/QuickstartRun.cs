@@ -81,7 +81,10 @@ public sealed class QuickstartRun(QuickstartOptions options)
         }
     }
 
-    /// <summary>--unlabeled: a single-text task, and enough sentences to draw (read once here, before anything trains).</summary>
+    /// <summary>
+    /// --unlabeled: a single-text task, and enough sentences to draw. The pipeline draws them again when the store students
+    /// train; reading the file here as well costs a second or two and turns a bad file into one line before anything trains.
+    /// </summary>
     private void CheckUnlabeled(FewShotTask task)
     {
         if (options.UnlabeledPath is not { } path) return;

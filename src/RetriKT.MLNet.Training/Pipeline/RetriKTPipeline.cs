@@ -310,7 +310,7 @@ public sealed class RetriKTPipeline
             MixSelection = o.StudentMixSelection,
             SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
             // The store reaches the trainer as data, the way a saved or filtered store would.
-            StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, ValidationWeightColumnName = validationWeights, MixWeightColumnName = o.TuneOnFewShotDev ? mixWeights : null, UseRetrieval = useRetrieval,
+            StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, ValidationWeightColumnName = validationWeights, MixWeightColumnName = mixWeights, UseRetrieval = useRetrieval,
             Epochs = o.StudentEpochs, EarlyStoppingPatience = validationWeights is not null && o.StudentBackbone is null ? o.StudentEarlyStoppingPatience : 0,
             SelectEpochOnHead = o.StudentSelectEpochOnHead,
             HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
@@ -346,14 +346,12 @@ public sealed class RetriKTPipeline
     internal List<TextPairRow> TeacherLabelledCorpusRows(FewShotTask task, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
     {
         var o = _options;
-        if (task.IsPair)
-            throw new ArgumentException($"TuningCorpus '{o.TuningCorpus}' gives single sentences; task {task.Name} takes sentence pairs. Leave TuningCorpus unset for it.");
+        RequireSingleText(task, CorpusSentences.TuningOption, o.TuningCorpus!);
         var clock = Stopwatch.StartNew();
-        var sentences = FitToTeacher(task, CorpusSentences.Draw(o.TuningCorpus!, o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows, o.Seed)
-            .Select(t => new TextPairRow { Text = t }).ToList()).Select(r => r.Text).ToList();
+        var sentences = CorpusForTeacher(task, o.TuningCorpus!, o.TuningCorpusRows ?? RetriKTPipelineOptions.DefaultTuningCorpusRows, CorpusSentences.TuningOption);
         var scorer = new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer);
         var host = new ComponentHost(_mlContext, "TuningCorpus", o.Seed, progress, cancellation);
-        var labelled = UnlabeledText.Add(new KnowledgeStore(task.Labels, []), sentences.Select(t => (t, (string?)null)).ToList(), scorer,
+        var labelled = UnlabeledText.Add(new KnowledgeStore(task.Labels, []), sentences, scorer,
             progress: (done, total) => host.Report("Tuning corpus", done, total), cancellation: cancellation, scoringChunk: 256);
         var rows = labelled.Entries.Select(e => new TextPairRow { Text = e.Text!, Label = task.Labels[e.Label] }).ToList();
         var counts = task.Labels.Select(l => $"{l}: {rows.Count(r => r.Label == l)}");
@@ -368,18 +366,30 @@ public sealed class RetriKTPipeline
     private KnowledgeStore WithStoreCorpus(FewShotTask task, KnowledgeStore store, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
     {
         var o = _options;
-        if (task.IsPair)
-            throw new ArgumentException($"StoreCorpus '{o.StoreCorpus}' gives single sentences; task {task.Name} takes sentence pairs. Leave StoreCorpus unset for it.");
+        RequireSingleText(task, CorpusSentences.StoreOption, o.StoreCorpus!);
         if (o.TuningCorpus is not null && SamePath(o.TuningCorpus, o.StoreCorpus!))
             throw new ArgumentException($"StoreCorpus and TuningCorpus are the same text '{o.StoreCorpus}'; a tuning row could then be a store entry the student trained on. Give the tuning rows other text.");
-        // A sentence longer than the teacher's context loses its last words, as the few-shot rows do.
-        var sentences = FitToTeacher(task, CorpusSentences.Draw(o.StoreCorpus!, o.StoreCorpusRows, o.Seed, CorpusSentences.StoreOption)
-            .Select(t => new TextPairRow { Text = t }).ToList()).Select(r => r.Text).ToList();
+        var sentences = CorpusForTeacher(task, o.StoreCorpus!, o.StoreCorpusRows, CorpusSentences.StoreOption);
         var host = new ComponentHost(_mlContext, "StoreCorpus", o.Seed, progress, cancellation);
-        return UnlabeledText.Add(store, sentences.Select(t => (t, (string?)null)).ToList(),
+        return UnlabeledText.Add(store, sentences,
             new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer),
             host.Info, (done, total) => host.Report("Store corpus", done, total), cancellation);
     }
+
+    /// <summary>A corpus option gives single sentences: a pair task is refused with one line naming the option.</summary>
+    private static void RequireSingleText(FewShotTask task, string option, string path)
+    {
+        if (task.IsPair)
+            throw new ArgumentException($"{option} '{path}' gives single sentences; task {task.Name} takes sentence pairs. Leave {option} unset for it.");
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> sentences of a corpus option (<see cref="CorpusSentences.Draw"/>), each fitted to the
+    /// teacher's context: a sentence longer than it loses its last words, as the few-shot rows do.
+    /// </summary>
+    private List<(string Text, string? Text2)> CorpusForTeacher(FewShotTask task, string path, int count, string option) =>
+        FitToTeacher(task, CorpusSentences.Draw(path, count, _options.Seed, option).Select(t => new TextPairRow { Text = t }).ToList())
+            .Select(r => (r.Text, (string?)null)).ToList();
 
     private static bool SamePath(string a, string b) =>
         Path.TrimEndingDirectorySeparator(Path.GetFullPath(a)) == Path.TrimEndingDirectorySeparator(Path.GetFullPath(b));

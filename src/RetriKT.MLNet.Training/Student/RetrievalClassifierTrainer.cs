@@ -553,9 +553,16 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         var getWeight = weight is { } wc ? cursor.GetGetter<float>(wc) : null;
         var getMixWeight = mixWeight is { } mwc ? cursor.GetGetter<float>(mwc) : null;
         ReadOnlyMemory<char> a = default, b = default;
-        float rowWeight = 1, rowMixWeight = 1;
-        var rows = new List<Row>();
         long index = -1;
+        float ReadWeight(ValueGetter<float>? get, string? name)
+        {
+            float value = 1;
+            get?.Invoke(ref value);
+            if (!(value >= 0) || !float.IsFinite(value))
+                throw new InvalidDataException($"{what}, row {index}: weight column '{name}' holds {value}, expected a finite value ≥ 0.");
+            return value;
+        }
+        var rows = new List<Row>();
         int missingLabel = 0, emptyText = 0;
         while (cursor.MoveNext())
         {
@@ -564,12 +571,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             var name = readLabel();
             getText(ref a);
             getText2?.Invoke(ref b);
-            getWeight?.Invoke(ref rowWeight);
-            if (!(rowWeight >= 0) || !float.IsFinite(rowWeight))
-                throw new InvalidDataException($"{what}, row {index}: weight column '{weightColumnName}' holds {rowWeight}, expected a finite value ≥ 0.");
-            getMixWeight?.Invoke(ref rowMixWeight);
-            if (!(rowMixWeight >= 0) || !float.IsFinite(rowMixWeight))
-                throw new InvalidDataException($"{what}, row {index}: weight column '{mixWeightColumnName}' holds {rowMixWeight}, expected a finite value ≥ 0.");
+            float rowWeight = ReadWeight(getWeight, weightColumnName), rowMixWeight = ReadWeight(getMixWeight, mixWeightColumnName);
             if (name is null) { missingLabel++; continue; }
             var s = a.ToString();
             if (string.IsNullOrWhiteSpace(s)) { emptyText++; continue; }

@@ -37,10 +37,7 @@ public class TuningCorpusRowsTests
         Assert.Equal($"TuningCorpus '{Corpus}' gives single sentences; task MRPC takes sentence pairs. Leave TuningCorpus unset for it.", e.Message);
 
         // Without held-out store rows there is no teacher-labelled half for the corpus to join: training says so, not ignores it.
-        var store = new RetriKT.MLNet.Knowledge.KnowledgeStore(task.Labels, task.Train.Select(r => RetriKT.MLNet.Knowledge.KnowledgeEntry.Gold(r.Text, null, task.Labels.ToList().IndexOf(r.Label), 2)));
-        var report = new RetriKT.MLNet.Knowledge.Extraction.ExtractionReport(new Dictionary<string, int>(), new Dictionary<string, int>(),
-            new Dictionary<RetriKT.MLNet.Knowledge.Extraction.DropReason, int>(), 32, 0, 0, 0, 0);
-        var extraction = new StoreExtraction(store, report, 0, null, TimeSpan.Zero, TimeSpan.Zero);
+        var extraction = StoreExtraction.FewShotRows(task);
         var noShare = options.Clone();
         noShare.StoreValidationShare = 0;
         var refused = Assert.Throws<ArgumentException>(() => new RetriKTPipeline(new MLContext(seed: 1), teacher, "shipped", noShare).TrainStudent(task, extraction));
