@@ -254,7 +254,10 @@ public sealed class RetriKTPipeline
         // Before the hold-out, so the epoch and the mix are chosen on real sentences as well as generated ones. A student
         // without a store (the few-shot reference) stays without one.
         int corpusEntries = 0;
-        if (o.StoreCorpus is not null && store is not null)
+        bool corpusAfterTraining = o.StoreCorpusAfterTraining && o.StoreCorpus is not null && store is not null;
+        if (corpusAfterTraining && !useRetrieval)
+            throw new ArgumentException($"StoreCorpusAfterTraining adds '{o.StoreCorpus}' to the store through retrieval; a student without retrieval cannot use it. Leave it unset for this student.");
+        if (o.StoreCorpus is not null && store is not null && !corpusAfterTraining)
         {
             int before = store.Count;
             store = WithStoreCorpus(task, store, progress, cancellation);
@@ -304,7 +307,7 @@ public sealed class RetriKTPipeline
             ? TeacherTokenVocabulary.Export(_teacher, Path.Combine(o.WorkDirectory ?? Path.GetTempPath(), $"student-vocabulary-{_teacher.ContentHash[..16]}"))
             : null;
         var clock = Stopwatch.StartNew();
-        var student = _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        var trainer = _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
             VocabularyPath = teacherVocabulary?.VocabularyPath, TokenEmbeddingsPath = teacherVocabulary?.EmbeddingsPath, EmbeddingRank = o.StudentEmbeddingRank,
             MixSelection = o.StudentMixSelection,
@@ -320,10 +323,17 @@ public sealed class RetriKTPipeline
             Backbone = o.StudentBackbone, TrainableBackboneLayers = o.StudentTrainableBackboneLayers,
             BackboneLearningRate = o.StudentBackboneLearningRate ?? DefaultStudentOptions.BackboneLearningRate,
             Progress = progress, CancellationToken = cancellation,
-        }).Fit(train);
+        });
+        var student = trainer.Fit(train);
         var trainTime = clock.Elapsed;
         try
         {
+            if (corpusAfterTraining)
+            {
+                var trained = student;
+                (student, corpusEntries) = GrownWithStoreCorpus(task, trainer, trained, keyMap, progress, cancellation);
+                trained.Dispose();
+            }
             clock.Restart();
             var metrics = _mlContext.MulticlassClassification.Evaluate(student.Transform(test));
             var scores = FromMetrics(metrics);
@@ -374,6 +384,35 @@ public sealed class RetriKTPipeline
         return UnlabeledText.Add(store, sentences,
             new VerbalizerClassifier(_teacher, task.Template, task.Labels, o.CalibrateVerbalizer),
             host.Info, (done, total) => host.Report("Store corpus", done, total), cancellation);
+    }
+
+    /// <summary>
+    /// <see cref="RetriKTPipelineOptions.StoreCorpusAfterTraining"/>: one draw of <see cref="RetriKTPipelineOptions.StoreCorpusRows"/>
+    /// + <see cref="RetriKTPipelineOptions.StoreCorpusTuningRows"/> sentences (the first ones are those
+    /// <see cref="WithStoreCorpus"/> would add), all labelled by the teacher; the first join the trained student's store,
+    /// the others choose its mix again. Returns the grown student and the entries added.
+    /// </summary>
+    private (RetrievalClassifierTransformer Student, int Added) GrownWithStoreCorpus(FewShotTask task, RetrievalClassifierTrainer trainer,
+        RetrievalClassifierTransformer student, ITransformer keyMap, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
+    {
+        var o = _options;
+        RequireSingleText(task, CorpusSentences.StoreOption, o.StoreCorpus!);
+        if (o.StoreCorpusTuningRows < 1)
+            throw new ArgumentOutOfRangeException(nameof(o.StoreCorpusTuningRows), $"StoreCorpusTuningRows must be >= 1, found {o.StoreCorpusTuningRows}.");
+        var sentences = CorpusForTeacher(task, o.StoreCorpus!, o.StoreCorpusRows + o.StoreCorpusTuningRows, CorpusSentences.StoreOption);
+        var host = new ComponentHost(_mlContext, "StoreCorpus", o.Seed, progress, cancellation);
+        // In the student's label order (its Label keys'), which WithAddedKnowledge requires.
+        var scorer = new VerbalizerClassifier(_teacher, task.Template, student.LabelNames, o.CalibrateVerbalizer);
+        var added = UnlabeledText.Add(new KnowledgeStore(student.LabelNames, []), sentences.Take(o.StoreCorpusRows).ToList(), scorer,
+            host.Info, (done, total) => host.Report("Store corpus", done, total), cancellation);
+        var tuning = UnlabeledText.Add(new KnowledgeStore(student.LabelNames, []), sentences.Skip(o.StoreCorpusRows).ToList(), scorer,
+            host.Info, (done, total) => host.Report("Store corpus tuning rows", done, total), cancellation);
+        using var grown = student.WithAddedKnowledge(added, cancellation);
+        var rows = tuning.Entries.Select(e => new TextPairRow { Text = e.Text!, Label = student.LabelNames[e.Label] }).ToList();
+        var tuned = trainer.TuneMix(grown, keyMap.Transform(_mlContext.Data.LoadFromEnumerable(rows)));
+        host.Info(string.Create(CultureInfo.InvariantCulture, $"Store corpus after training: {added.Count} sentences added to the trained student's store, " +
+            $"the mix chosen again on {rows.Count} others: λ {student.RetrievalWeight:G3} → {tuned.RetrievalWeight:G3}, μ {student.LexicalRetrievalWeight:G3} → {tuned.LexicalRetrievalWeight:G3}."));
+        return (tuned, added.Count);
     }
 
     /// <summary>A corpus option gives single sentences: a pair task is refused with one line naming the option.</summary>

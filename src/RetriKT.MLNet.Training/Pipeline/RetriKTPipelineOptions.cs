@@ -145,6 +145,20 @@ public sealed class RetriKTPipelineOptions
     /// <summary>The default of <see cref="StoreCorpusRows"/>: the size measured on SST-2 (8,192 taught the student less).</summary>
     public const int DefaultStoreCorpusRows = 32_768;
     /// <summary>
+    /// Add <see cref="StoreCorpus"/> after training instead of before: the student trains on the store alone, then its
+    /// store grows with the <see cref="StoreCorpusRows"/> teacher-labelled sentences
+    /// (<c>RetrievalClassifierTransformer.WithAddedKnowledge</c>, no training) and its mix is chosen again
+    /// (<c>RetrievalClassifierTrainer.TuneMix</c>) on <see cref="StoreCorpusTuningRows"/> other sentences of the same draw,
+    /// labelled by the teacher. What the sentences teach then reaches predictions only through retrieval: this measures
+    /// knowledge added to a trained model, and costs one labelling pass instead of a training run. Needs a student with
+    /// retrieval. Left out of JSON when false. Default false.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public bool StoreCorpusAfterTraining;
+    /// <summary>Teacher-labelled sentences the mix is chosen on again with <see cref="StoreCorpusAfterTraining"/>. Left out of JSON. Default 2,048.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public int StoreCorpusTuningRows = 2048;
+    /// <summary>
     /// Choose the store student's epoch on its head alone (<c>RetrievalClassifierTrainer.Options.SelectEpochOnHead</c>),
     /// as the student without retrieval is chosen, and tune the mix once at the end. With
     /// <see cref="StudentRetrievalLossWeight"/> = 0 the retrieval student's encoder and head are then those of the

@@ -409,8 +409,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             throw new ArgumentException($"LexicalRetrievalWeight is {_options.LexicalRetrievalWeight}, but term-match retrieval is off (store of {store.Count} entries, " +
                                         $"LexicalNeighborCount {_options.LexicalNeighborCount}, UseRetrieval {_options.UseRetrieval}).");
         return termMatching
-            ? LexicalIndex.Build(ids, vocabulary.Count, t => t != vocabulary.PadId && t != vocabulary.UnknownId &&
-                t != vocabulary.ClsId && t != vocabulary.SepId && t != vocabulary.MaskId)
+            ? LexicalIndex.Build(ids, vocabulary)
             : null;
     }
 
@@ -435,6 +434,48 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         return new RetrievalClassifierTransformer(_env, retrievalModel, mix.Dense, new TransformerColumns(_options.TextColumnName,
             _options.SecondTextColumnName, _options.ScoreColumnName, _options.PredictedLabelColumnName, _options.NeighborsColumnName,
             _options.NeighborsToReport, _options.InferenceBatchSize), _options.TeacherParameterCount, _options.SaveStoreTexts, mix.Lexical);
+    }
+
+    /// <summary>
+    /// Chooses λ, μ and the two temperatures of a trained <paramref name="student"/> again, on <paramref name="validation"/>,
+    /// the way <see cref="Fit"/> chooses them on <see cref="Options.ValidationSet"/>: these options' text, label and weight
+    /// columns, <see cref="Options.MixSelection"/>, and a fixed <see cref="Options.RetrievalWeight"/> or
+    /// <see cref="Options.LexicalRetrievalWeight"/> if set. The student's weights, store and k are kept. For a student whose
+    /// store grew after training (<see cref="RetrievalClassifierTransformer.WithAddedKnowledge"/>): the head never saw the
+    /// added entries, so only a mix chosen again lets them count. The rows must be new to the student: neither its
+    /// training rows nor store entries, and drawn like the inputs it will serve (the teacher's labels of other text of the
+    /// same kind as the added entries, for example), never the rows it is scored on.
+    /// </summary>
+    public RetrievalClassifierTransformer TuneMix(RetrievalClassifierTransformer student, IDataView validation)
+    {
+        ArgumentNullException.ThrowIfNull(student);
+        ArgumentNullException.ThrowIfNull(validation);
+        if (!_options.UseRetrieval) throw new InvalidOperationException("UseRetrieval is off in these options: there is no mix to choose.");
+        var host = new ComponentHost(_env, nameof(TuneMix), _options.Seed, _options.Progress, _options.CancellationToken);
+        var model = student.Model;
+        var rows = Tokenized(ReadRows(validation, host, "validation set", _options.ValidationWeightColumnName, _options.MixWeightColumnName).Rows,
+            model.Store, model.Tokenizer, host);
+        var device = host.ResolveDevice();
+        int labels = model.LabelCount, d = model.Dimension, sepId = model.Tokenizer.Vocabulary.SepId;
+        // The runtime network's own outputs (managed code), so the mix is chosen on exactly what the model predicts with.
+        (Tensor Pooled, Tensor HeadProbabilities) Scorer(IReadOnlyList<int[]> ids)
+        {
+            var pooled = new float[ids.Count * d];
+            var probabilities = new float[ids.Count * labels];
+            Parallel.For(0, ids.Count, i =>
+            {
+                Span<float> logits = stackalloc float[labels];
+                model.Encoder.Encode(ids[i], sepId, pooled.AsSpan(i * d, d));
+                model.Encoder.Head(pooled.AsSpan(i * d, d), logits);
+                SafeSoftMax.Compute(logits, probabilities.AsSpan(i * labels, labels));
+            });
+            return (torch.tensor(pooled, [ids.Count, d], device: device), torch.tensor(probabilities, [ids.Count, labels], device: device));
+        }
+        var untuned = new Mix(student.RetrievalWeight, student.LexicalRetrievalWeight, model.Temperature, model.LexicalTemperature);
+        var mix = TuneOnValidation(rows, Scorer, model.Store, model.Lexical, untuned, host, device, model.NeighborCount, model.LexicalNeighborCount);
+        var tuned = new RetrievalModel(model.Config, model.Weights, model.Tokenizer, model.Store, mix.Temperature, model.NeighborCount,
+            model.Lexical, model.LexicalNeighborCount, mix.LexicalTemperature, backbone: model.Backbone);
+        return student.With(tuned, mix.Dense, mix.Lexical);
     }
 
     /// <summary>λ, μ and the two temperatures a prediction uses.</summary>
@@ -501,7 +542,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     }
 
     private Mix TuneOnValidation(ValidationRows validation, Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> scorer, KnowledgeStore store,
-        LexicalIndex? lexical, Mix untuned, ComponentHost host, Device device)
+        LexicalIndex? lexical, Mix untuned, ComponentHost host, Device device, int? neighborCount = null, int? lexicalNeighborCount = null)
     {
         if (validation.Count == 0)
         {
@@ -510,11 +551,11 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         }
         using var memory = torch.tensor(store.Embeddings.ToArray(), [store.Count, store.Dimension], device: device);
         using var soft = torch.tensor(store.SoftLabels.ToArray(), [store.Count, store.LabelCount], device: device);
-        var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validation.Ids, _options.LexicalNeighborCount);
+        var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validation.Ids, lexicalNeighborCount ?? _options.LexicalNeighborCount);
         if (_options.MixWeightColumnName is not null && !(validation.MixWeights.Sum() > 0))
             throw new ArgumentException($"MixWeightColumnName '{_options.MixWeightColumnName}': no validation row has a positive weight ({validation.Count} rows whose label the store knows); nothing to tune the mix on.");
         var best = RetrievalTraining.Tune(scorer, memory, soft, validation.Ids, validation.Labels, validation.MixWeights,
-            _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device, _options.MixSelection, host.Seed);
+            neighborCount ?? _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device, _options.MixSelection, host.Seed);
         host.Info($"Tuned on {validation.Count} validation rows ({_options.MixSelection}): λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
                   (lexical is null ? "" : $", μ = {best.Mu:G3}, τ_terms = {best.LexicalTemperature:G3}") +
                   $" (validation NLL {best.Nll:G5}, accuracy {best.Accuracy:P1}).");

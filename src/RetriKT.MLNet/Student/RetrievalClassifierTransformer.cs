@@ -116,8 +116,11 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     /// alone; (0, 1): term-match retrieval alone). The two share the immutable weights and store; disposing one does not
     /// end the other.
     /// </summary>
-    public RetrievalClassifierTransformer WithRetrievalWeight(double lambda, double lexical = 0)
-        => new(_env, Model, lambda, Columns, TeacherParameterCount, _saveStoreTexts, lexical);
+    public RetrievalClassifierTransformer WithRetrievalWeight(double lambda, double lexical = 0) => With(Model, lambda, lexical);
+
+    /// <summary>A transformer with this one's columns and settings over <paramref name="model"/>, predicting with λ and μ.</summary>
+    internal RetrievalClassifierTransformer With(RetrievalModel model, double lambda, double lexical)
+        => new(_env, model, lambda, Columns, TeacherParameterCount, _saveStoreTexts, lexical);
 
     /// <summary>The search structure over the store: <see cref="ExactIndex"/> or <see cref="HnswIndex"/>.</summary>
     public IVectorIndex Index => Model.Index;
@@ -129,7 +132,47 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     /// (Hnsw builds the graph now). The choice is not saved with the model.
     /// </summary>
     public RetrievalClassifierTransformer WithIndex(RetrieverIndexKind kind)
-        => new(_env, Model.WithIndex(kind), RetrievalWeight, Columns, TeacherParameterCount, _saveStoreTexts, LexicalRetrievalWeight);
+        => With(Model.WithIndex(kind), RetrievalWeight, LexicalRetrievalWeight);
+
+    /// <summary>
+    /// A transformer with this one's weights, mix and settings whose store also holds <paramref name="added"/>: knowledge
+    /// added after training, without training again (for example real text the teacher labelled since, through
+    /// <c>UnlabeledText.Add</c>). The added entries are embedded by this student (embeddings they carry are ignored: they
+    /// come from another encoder) and the term-match index is built again over all entries, as training builds it. The
+    /// head is unchanged, so what the added entries teach reaches predictions only through retrieval, by λ and μ: a model
+    /// whose mix was tuned to the head alone (λ = μ = 0) predicts exactly as before; choose the mix again on rows new to the model
+    /// (the training assembly's <c>RetrievalClassifierTrainer.TuneMix</c>, or <see cref="WithRetrievalWeight"/>). Saving the result saves the larger store.
+    /// </summary>
+    /// <param name="added">Entries with the model's label names in the same order and with texts.</param>
+    /// <param name="cancellation">Checked between blocks of the embedding.</param>
+    public RetrievalClassifierTransformer WithAddedKnowledge(KnowledgeStore added, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(added);
+        var model = Model;
+        var store = model.Store;
+        if (!added.LabelNames.SequenceEqual(store.LabelNames))
+            throw new ArgumentException($"The added entries have labels [{string.Join(", ", added.LabelNames)}], the model's store [{string.Join(", ", store.LabelNames)}] (same names, same order).", nameof(added));
+        if (added.Count == 0) throw new ArgumentException("The added store holds no entries.", nameof(added));
+        for (int i = 0; i < added.Count; i++)
+            if (string.IsNullOrEmpty(added.Entries[i].Text))
+                throw new ArgumentException($"Added entry {i} has no text; the student embeds the added entries from their texts.", nameof(added));
+        LexicalIndex? lexical = null;
+        if (model.Lexical is not null)
+        {
+            for (int i = 0; i < store.Count; i++)
+                if (store.Entries[i].Text is null)
+                    throw new InvalidOperationException($"The model's store entry {i} has no text (the model was saved without the store's texts), so its term-match index cannot be built again over the added entries.");
+            lexical = LexicalIndex.Build(store.Entries.Concat(added.Entries).Select(e => model.Tokenize(e.Text!, e.Text2, out _)).ToList(), model.Tokenizer.Vocabulary);
+        }
+        int d = model.Dimension;
+        var embeddings = new float[(store.Count + added.Count) * d];
+        store.Embeddings.Span.CopyTo(embeddings);
+        added.WithEmbeddings(this, Columns.InferenceBatchSize, cancellation).Embeddings.Span.CopyTo(embeddings.AsSpan(store.Count * d));
+        var grown = new KnowledgeStore(store.LabelNames, store.Entries.Concat(added.Entries)).WithEmbeddings(embeddings, d);
+        var grownModel = new RetrievalModel(model.Config, model.Weights, model.Tokenizer, grown, model.Temperature, model.NeighborCount,
+            lexical, model.LexicalNeighborCount, model.LexicalTemperature, backbone: model.Backbone);
+        return With(grownModel, RetrievalWeight, LexicalRetrievalWeight);
+    }
 
     /// <summary>Predicts one text (pair), with the top neighbours.</summary>
     public RetrievalPrediction Predict(string text, string? text2 = null, int neighbors = 3)

@@ -57,4 +57,41 @@ public class StoreCorpusTests
         var same = Assert.Throws<ArgumentException>(() => new RetriKTPipeline(ml, teacher, "shipped", both).TrainStudent(task, StoreExtraction.FewShotRows(task)));
         Assert.Equal($"StoreCorpus and TuningCorpus are the same text '{Corpus}'; a tuning row could then be a store entry the student trained on. Give the tuning rows other text.", same.Message);
     }
+
+    [Fact]
+    public void AfterTrainingTheSentencesJoinTheTrainedStudentsStoreAndTheHeadStaysTheSame()
+    {
+        using var teacher = ShippedTeachers.Sst2();
+        var options = new RetriKTPipelineOptions
+        {
+            StoreCorpus = Corpus, StoreCorpusRows = 200, StoreCorpusTuningRows = 100, StoreCorpusAfterTraining = true, Seed = 13,
+            StudentEpochs = 1, StudentHiddenSize = 16, StudentFeedForwardSize = 32, StudentLayers = 1, StudentEarlyStoppingPatience = 0,
+        };
+        var messages = new List<string>();
+        var ml = new MLContext(seed: 1);
+        ml.Log += (_, e) => { if (e.RawMessage.StartsWith("Store corpus after training:", StringComparison.Ordinal)) lock (messages) messages.Add(e.RawMessage); };
+        var task = FewShotBenchmarks.Load(SharedData.Path("data"), "SST-2", 13);
+        using var grown = new RetriKTPipeline(ml, teacher, "shipped", options).TrainStudent(task, StoreExtraction.FewShotRows(task), useRetrieval: true);
+        var plainOptions = options.Clone();
+        plainOptions.StoreCorpus = null;
+        using var plain = new RetriKTPipeline(ml, teacher, "shipped", plainOptions).TrainStudent(task, StoreExtraction.FewShotRows(task), useRetrieval: true);
+
+        // The student trained without the sentences; its store then gained the first 200 of the draw (those a joined
+        // corpus would add), never the 100 the mix was chosen on.
+        Assert.Equal(200, grown.StoreCorpusEntries);
+        Assert.Equal(plain.Student.Store.Count + 200, grown.Student.Store.Count);
+        var drawn = CorpusSentences.Draw(Corpus, 300, 13, CorpusSentences.StoreOption);
+        Assert.Equal(drawn.Take(200), grown.Student.Store.Entries.Skip(plain.Student.Store.Count).Select(e => e.Text));
+        Assert.Equal(CorpusSentences.Draw(Corpus, 200, 13, CorpusSentences.StoreOption), drawn.Take(200));
+        // Same head: the sentences reach predictions only through retrieval.
+        var dev = task.Test.Take(40).Select(r => r.Text).ToList();
+        using (var a = plain.Student.WithRetrievalWeight(0, 0))
+        using (var b = grown.Student.WithRetrievalWeight(0, 0))
+            Assert.Equal(a.PredictBatch(dev), b.PredictBatch(dev));
+        Assert.StartsWith("Store corpus after training: 200 sentences added to the trained student's store, the mix chosen again on 100 others:", Assert.Single(messages));
+
+        // A student without retrieval could not use them: refused, not ignored.
+        var refused = Assert.Throws<ArgumentException>(() => new RetriKTPipeline(ml, teacher, "shipped", options).TrainStudent(task, StoreExtraction.FewShotRows(task), useRetrieval: false));
+        Assert.Equal($"StoreCorpusAfterTraining adds '{Corpus}' to the store through retrieval; a student without retrieval cannot use it. Leave it unset for this student.", refused.Message);
+    }
 }

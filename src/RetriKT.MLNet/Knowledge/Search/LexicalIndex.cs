@@ -1,3 +1,5 @@
+using RetriKT.MLNet.Text;
+
 namespace RetriKT.MLNet.Knowledge;
 
 /// <summary>
@@ -38,6 +40,18 @@ public sealed class LexicalIndex
     public int TermCount => _idf.Length;
     /// <summary>Stored (entry, term) pairs.</summary>
     public int PostingCount => _postingEntry.Length;
+
+    /// <summary>
+    /// Indexes <paramref name="entries"/>, token ids from <paramref name="vocabulary"/>; its special tokens (padding,
+    /// unknown, [CLS], [SEP], [MASK]) are not terms. The student's trainer and <c>WithAddedKnowledge</c> both build here,
+    /// so an index grown after training weighs terms as one built by training would.
+    /// </summary>
+    public static LexicalIndex Build(IReadOnlyList<int[]> entries, WordPieceVocabulary vocabulary)
+    {
+        ArgumentNullException.ThrowIfNull(vocabulary);
+        return Build(entries, vocabulary.Count, t => t != vocabulary.PadId && t != vocabulary.UnknownId &&
+            t != vocabulary.ClsId && t != vocabulary.SepId && t != vocabulary.MaskId);
+    }
 
     /// <summary>
     /// Indexes <paramref name="entries"/> (token ids per entry, ids in [0, <paramref name="termCount"/>)); ids for

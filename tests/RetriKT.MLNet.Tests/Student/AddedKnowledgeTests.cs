@@ -1,0 +1,176 @@
+using Microsoft.ML;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Student;
+
+/// <summary>
+/// <see cref="RetrievalClassifierTransformer.WithAddedKnowledge"/>: a trained student's store grows without training
+/// again. Real SST-2 rows: a tiny student trained on the 16-shot split of seed 13 (term matching on), grown with rows of
+/// the GLUE training split.
+/// </summary>
+public class AddedKnowledgeTests
+{
+    private static (MLContext Ml, RetrievalClassifierTransformer Student) TrainTiny(bool saveStoreTexts = true)
+    {
+        var ml = new MLContext(seed: 1);
+        var train = TestData.Sst2Train(ml);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 32, Epochs = 2, BatchSize = 8, LexicalNeighborCount = 8,
+            RetrievalWeight = 0.3, LexicalRetrievalWeight = 0.3, SaveStoreTexts = saveStoreTexts,
+        }).Fit(keyMap.Transform(train));
+        return (ml, student);
+    }
+
+    /// <summary>GLUE training rows as store entries with one-hot soft labels, in the student's label order.</summary>
+    private static KnowledgeStore GlueRows(IReadOnlyList<string> labelNames, int count)
+    {
+        var rows = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "train.tsv")).Take(count);
+        return new KnowledgeStore(labelNames, rows.Select(r =>
+        {
+            int label = labelNames.ToList().IndexOf(r.Label);
+            var soft = new float[labelNames.Count];
+            soft[label] = 1;
+            return new KnowledgeEntry(r.Text, null, label, soft, 1, KnowledgeSource.Unlabeled);
+        }));
+    }
+
+    [SharedDataFact]
+    public void AddedEntriesAreFoundByBothRetrieversAndTheHeadIsUnchanged()
+    {
+        var (ml, student) = TrainTiny();
+        using var owned = student;
+        var added = GlueRows(student.LabelNames, 200);
+        int before = student.Store.Count;
+        using var grown = student.WithAddedKnowledge(added);
+
+        Assert.Equal(before + 200, grown.Store.Count);
+        Assert.Equal(student.RetrievalWeight, grown.RetrievalWeight);
+        Assert.Equal(student.LexicalRetrievalWeight, grown.LexicalRetrievalWeight);
+        // The old entries keep their embeddings; the added ones are this student's embeddings of their texts.
+        for (int i = 0; i < before; i++)
+            Assert.Equal(student.Store.Embedding(i).ToArray(), grown.Store.Embedding(i).ToArray(), new FloatTolerance(1e-6f));
+        var expected = new float[added.Count * student.Dimension];
+        student.Encode(added.Entries.Select(e => (e.Text!, e.Text2)).ToList(), expected);
+        for (int i = 0; i < added.Count; i++)
+            Assert.Equal(expected.AsSpan(i * student.Dimension, student.Dimension).ToArray(), grown.Store.Embedding(before + i).ToArray(), new FloatTolerance(1e-6f));
+
+        // Each added text finds itself first: by embedding (an entry at similarity 1: a text whose tokens the 32-row
+        // vocabulary mostly lacks can share its embedding with another), and by term match (the index covers every entry;
+        // a text with no word in that vocabulary matches nothing).
+        var lexical = grown.Model.Lexical!;
+        Assert.Equal(before + 200, lexical.Count);
+        Span<int> idx = stackalloc int[1];
+        Span<float> sims = stackalloc float[1];
+        int foundByTerms = 0, foundByEmbedding = 0, withoutKnownWords = 0;
+        for (int i = 0; i < added.Count; i++)
+        {
+            var text = added.Entries[i].Text!;
+            var nearest = grown.Predict(text, neighbors: 1).Neighbors[0];
+            if (nearest.Similarity >= 1 - 1e-5f) foundByEmbedding++;
+            int found = lexical.Search(grown.Model.Tokenize(text, null, out _), 1, idx, sims);
+            if (found == 0) withoutKnownWords++;
+            else if (sims[0] >= 1 - 1e-5f) foundByTerms++;
+        }
+        Assert.Equal(200, foundByEmbedding);
+        Assert.Equal(200, foundByTerms + withoutKnownWords);
+        Assert.True(foundByTerms >= 150, $"{foundByTerms} of 200 added texts share a word with the 32-row vocabulary.");
+
+        // The head is the same: with the mix set to the head alone, the grown model predicts exactly as before.
+        var probe = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv")).Take(50).Select(r => r.Text).ToList();
+        using var headBefore = student.WithRetrievalWeight(0, 0);
+        using var headAfter = grown.WithRetrievalWeight(0, 0);
+        Assert.Equal(headBefore.PredictBatch(probe), headAfter.PredictBatch(probe));
+        // With retrieval the added rows do move predictions (their labels are gold, the tiny head is near chance).
+        Assert.NotEqual(student.PredictBatch(probe), grown.PredictBatch(probe));
+
+        // Saved and loaded, the grown model keeps its store and predicts the same.
+        string path = Path.Combine(Path.GetTempPath(), $"grown-{Guid.NewGuid():N}.zip");
+        try
+        {
+            ml.Model.Save(grown, null, path);
+            using var loaded = (RetrievalClassifierTransformer)ml.Model.Load(path, out _);
+            Assert.Equal(before + 200, loaded.Store.Count);
+            Assert.Equal(grown.PredictBatch(probe), loaded.PredictBatch(probe));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [SharedDataFact]
+    public void TuneMixChoosesAsFitDoesAndLetsAddedGoldRowsCount()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = TestData.Sst2Train(ml);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        var dev = keyMap.Transform(ml.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "dev.tsv"))));
+        var options = new RetrievalClassifierTrainer.Options
+        {
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 32, Epochs = 2, BatchSize = 8, LexicalNeighborCount = 8, ValidationSet = dev,
+        };
+        var trainer = ml.MulticlassClassification.Trainers.RetrievalClassifier(options);
+        using var student = trainer.Fit(keyMap.Transform(train));
+
+        // On the rows Fit tuned on, TuneMix makes Fit's choice (the runtime network's outputs against the training one's).
+        using (var again = trainer.TuneMix(student, dev))
+        {
+            Assert.Equal(student.RetrievalWeight, again.RetrievalWeight, 9);
+            Assert.Equal(student.LexicalRetrievalWeight, again.LexicalRetrievalWeight, 9);
+            Assert.Equal(student.Temperature, again.Temperature, 5);
+            Assert.Equal(student.LexicalTemperature, again.LexicalTemperature, 9);
+        }
+
+        // Grown with 2,000 gold GLUE rows and tuned on 1,000 others, the same head scores better on the official dev set.
+        var glue = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "train.tsv"));
+        using var grown = student.WithAddedKnowledge(GlueRows(student.LabelNames, 2000));
+        var tuning = keyMap.Transform(ml.Data.LoadFromEnumerable(glue.Skip(2000).Take(1000)));
+        using var tuned = trainer.TuneMix(grown, tuning);
+        var official = keyMap.Transform(ml.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv"))));
+        double Accuracy(ITransformer t) => ml.MulticlassClassification.Evaluate(t.Transform(official)).MicroAccuracy;
+        double before = Accuracy(student), after = Accuracy(tuned);
+        Assert.True(tuned.RetrievalWeight + tuned.LexicalRetrievalWeight > 0, "The mix tuned on gold rows of the added kind uses retrieval.");
+        Assert.True(after > before + 0.03, $"Official dev accuracy: {before:P1} before, {after:P1} grown and tuned.");
+    }
+
+    [SharedDataFact]
+    public void EntriesTheStudentCannotUseFailWithOneMessage()
+    {
+        var (_, student) = TrainTiny();
+        using var owned = student;
+        var swapped = GlueRows(student.LabelNames.Reverse().ToList(), 5);
+        var e = Assert.Throws<ArgumentException>(() => student.WithAddedKnowledge(swapped));
+        Assert.StartsWith($"The added entries have labels [{student.LabelNames[1]}, {student.LabelNames[0]}], the model's store " +
+                          $"[{student.LabelNames[0]}, {student.LabelNames[1]}] (same names, same order).", e.Message);
+
+        var withoutTexts = GlueRows(student.LabelNames, 5).WithoutTexts();
+        e = Assert.Throws<ArgumentException>(() => student.WithAddedKnowledge(withoutTexts));
+        Assert.StartsWith("Added entry 0 has no text; the student embeds the added entries from their texts.", e.Message);
+
+        // A model saved without its store's texts cannot rebuild its term index over the added entries.
+        var (ml, bare) = TrainTiny(saveStoreTexts: false);
+        string path = Path.Combine(Path.GetTempPath(), $"bare-{Guid.NewGuid():N}.zip");
+        try
+        {
+            using (bare) ml.Model.Save(bare, null, path);
+            using var loaded = (RetrievalClassifierTransformer)ml.Model.Load(path, out _);
+            var error = Assert.Throws<InvalidOperationException>(() => loaded.WithAddedKnowledge(GlueRows(loaded.LabelNames, 5)));
+            Assert.Equal("The model's store entry 0 has no text (the model was saved without the store's texts), so its term-match index " +
+                         "cannot be built again over the added entries.", error.Message);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    private sealed class FloatTolerance(float tolerance) : IEqualityComparer<float>
+    {
+        public bool Equals(float x, float y) => Math.Abs(x - y) <= tolerance;
+        public int GetHashCode(float obj) => 0;
+    }
+}
