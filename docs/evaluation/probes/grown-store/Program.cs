@@ -1,0 +1,110 @@
+using System.Diagnostics;
+using Microsoft.ML;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Pipeline;
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Teacher;
+using RetriKT.Samples.Data;
+
+// Knowledge added after training reaches a student only through retrieval: does it? On one SST-2 seed the README's
+// student is trained on the README example's generated store (cached by the readme-example probe), then its store is
+// grown with N corpus sentences soft-labelled by the stand-in teacher (RetrievalClassifierTransformer.WithAddedKnowledge;
+// the head is not trained again). The mix is chosen again by RetrievalClassifierTrainer.TuneMix on V other sentences of
+// the same draw, by the teacher's labels (never the scored rows); as a control the same rows retune the student whose
+// store did not grow. The best mix on the test split is printed as a reading-only ceiling. The test split is read for
+// scoring only.
+//   dotnet run --project docs/evaluation/probes/grown-store -c Release -- <seed> <store cache folder> <corpus folder> <N> <V>
+if (args.Length < 5) { Console.Error.WriteLine("usage: <seed> <cache> <corpus> <N> <V>"); return 2; }
+int seed = int.Parse(args[0]);
+string cacheFolder = args[1], corpus = args[2];
+int added = int.Parse(args[3]), validationRows = int.Parse(args[4]);
+var task = FewShotBenchmarks.Load("../shared/data", "SST-2", seed);
+var ml = new MLContext(seed: 1);
+IDataView fewShot = FewShotTask.ToDataView(ml, task.Train);
+string teacherPath = Directory.GetDirectories("samples/RetriKT.Evaluation/teachers/teacher-SST-2-e1160dddf0fb7a93")[0];
+var store = KnowledgeStore.Load(Path.Combine(cacheFolder, $"store-{seed}-2048.bin"));
+using var teacher = TeacherModel.Load(teacherPath);
+var clock = Stopwatch.StartNew();
+var vocabulary = TeacherTokenVocabulary.Export(teacher, Path.Combine(cacheFolder, "student-vocabulary"));
+var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(fewShot);
+var trainer = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+{
+    StoreData = store.ToDataView(ml), StoreValidationShare = 0.1, EarlyStoppingPatience = 3, HiddenSize = 48, FeedForwardSize = 96,
+    VocabularyPath = vocabulary.VocabularyPath, TokenEmbeddingsPath = vocabulary.EmbeddingsPath, EmbeddingRank = 16,
+    RetrievalLossWeight = 0, SelectEpochOnHead = true,
+});
+using var student = trainer.Fit(keys.Transform(fewShot));
+double studentSeconds = clock.Elapsed.TotalSeconds;
+
+// N + V sentences in one draw (no overlap): the first N grow the store, the last V choose the mix.
+var sentences = CorpusSentences.Draw(corpus, added + validationRows, seed, CorpusSentences.StoreOption);
+// In the student's label order (its Label keys'), which may differ from the cached store's.
+var labelNames = student.LabelNames;
+var scorer = new VerbalizerClassifier(teacher, TaskTemplates.Sst2, labelNames.ToList());
+var probabilities = scorer.Probabilities(sentences.Select(t => (t, (string?)null)).ToList());
+var addedEntries = Enumerable.Range(0, added).Select(i =>
+{
+    int label = RetrievalMix.ArgMax(probabilities[i]);
+    return new KnowledgeEntry(sentences[i], null, label, probabilities[i], probabilities[i][label], KnowledgeSource.Unlabeled);
+}).ToList();
+var validationTexts = sentences.Skip(added).ToList();
+var validationLabels = probabilities.Skip(added).Select(p => RetrievalMix.ArgMax(p)).ToArray();
+double labelSeconds = clock.Elapsed.TotalSeconds - studentSeconds;
+var validation = keys.Transform(ml.Data.LoadFromEnumerable(validationTexts.Select((t, i) => new TextRow { Text = t, Label = labelNames[validationLabels[i]] })));
+using var grown = student.WithAddedKnowledge(new KnowledgeStore(labelNames, addedEntries));
+double growSeconds = clock.Elapsed.TotalSeconds - studentSeconds - labelSeconds;
+
+var testTexts = task.Test.Select(r => r.Text).ToList();
+var labelIndex = labelNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i);
+var testLabels = task.Test.Select(r => labelIndex[r.Label]).ToArray();
+// The mix is linear in its parts: p = (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms, so score each part once.
+float[][][] Parts(RetrievalClassifierTransformer t, List<string> texts)
+{
+    using var head = t.WithRetrievalWeight(0, 0);
+    using var knn = t.WithRetrievalWeight(1, 0);
+    using var terms = t.WithRetrievalWeight(0, 1);
+    return [head.PredictBatch(texts), knn.PredictBatch(texts), terms.PredictBatch(texts)];
+}
+double Accuracy(float[][][] parts, int[] labels, double lambda, double mu)
+{
+    int right = 0;
+    for (int i = 0; i < labels.Length; i++)
+    {
+        int best = 0; double bestScore = double.MinValue;
+        for (int c = 0; c < parts[0][i].Length; c++)
+        {
+            double p = (1 - lambda - mu) * parts[0][i][c] + lambda * parts[1][i][c] + mu * parts[2][i][c];
+            if (p > bestScore) { bestScore = p; best = c; }
+        }
+        if (best == labels[i]) right++;
+    }
+    return 100.0 * right / labels.Length;
+}
+var grid = (from l in Enumerable.Range(0, 11) from m in Enumerable.Range(0, 11 - l) select (L: l / 10.0, M: m / 10.0)).ToList();
+var before = Parts(student, testTexts);
+var afterTest = Parts(grown, testTexts);
+double trainedMix = Accuracy(before, testLabels, student.RetrievalWeight, student.LexicalRetrievalWeight);
+double headOnly = Accuracy(before, testLabels, 0, 0);
+double grownTrainedMix = Accuracy(afterTest, testLabels, student.RetrievalWeight, student.LexicalRetrievalWeight);
+// Chosen on the V teacher-labelled sentences by the trainer's own rule (TuneMix: lowest NLL, τ too). The control: the
+// same rows retune the student whose store did not grow, so a gain from the rows alone shows there.
+using var retuned = trainer.TuneMix(student, validation);
+using var tuned = trainer.TuneMix(grown, validation);
+double Scored(RetrievalClassifierTransformer t) => 100 * ml.MulticlassClassification.Evaluate(t.Transform(keys.Transform(FewShotTask.ToDataView(ml, task.Test)))).MicroAccuracy;
+double retunedAccuracy = Scored(retuned), tunedAccuracy = Scored(tuned);
+var ceiling = grid.OrderByDescending(g => Accuracy(afterTest, testLabels, g.L, g.M)).First();
+Console.WriteLine($"seed {seed}\tadded {added}\tvalidation {validationRows}\thead {headOnly:F2}\ttrained mix (λ {student.RetrievalWeight:F1} μ {student.LexicalRetrievalWeight:F1}) {trainedMix:F2}" +
+                  $"\tnot grown, TuneMix (λ {retuned.RetrievalWeight:F2} μ {retuned.LexicalRetrievalWeight:F2}) {retunedAccuracy:F2}" +
+                  $"\tgrown, trained mix {grownTrainedMix:F2}\tgrown, TuneMix (λ {tuned.RetrievalWeight:F2} μ {tuned.LexicalRetrievalWeight:F2}) {tunedAccuracy:F2}" +
+                  $"\tgrown, best on test (λ {ceiling.L:F1} μ {ceiling.M:F1}) {Accuracy(afterTest, testLabels, ceiling.L, ceiling.M):F2}" +
+                  $"\tparts after: knn {Accuracy(afterTest, testLabels, 1, 0):F2} terms {Accuracy(afterTest, testLabels, 0, 1):F2}" +
+                  $"\tstudent {studentSeconds:F0} s label {labelSeconds:F0} s grow {growSeconds:F0} s");
+return 0;
+
+/// <summary>A validation row: a corpus sentence and the teacher's most probable label.</summary>
+internal sealed class TextRow
+{
+    public string Text { get; set; } = "";
+    public string Label { get; set; } = "";
+}
