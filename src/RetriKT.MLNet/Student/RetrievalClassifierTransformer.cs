@@ -141,7 +141,9 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     /// come from another encoder) and the term-match index is built again over all entries, as training builds it. The
     /// head is unchanged, so what the added entries teach reaches predictions only through retrieval, by λ and μ: a model
     /// whose mix was tuned to the head alone (λ = μ = 0) predicts exactly as before; choose the mix again on rows new to the model
-    /// (the training assembly's <c>RetrievalClassifierTrainer.TuneMix</c>, or <see cref="WithRetrievalWeight"/>). Saving the result saves the larger store.
+    /// (the training assembly's <c>RetrievalClassifierTrainer.TuneMix</c>, or <see cref="WithRetrievalWeight"/>). A model trained
+    /// without a term index (its store was too small for one, or term matching was off) stays without one, so only λ can
+    /// bring the added entries in; k is the model's. Saving the result saves the larger store.
     /// </summary>
     /// <param name="added">Entries with the model's label names in the same order and with texts.</param>
     /// <param name="cancellation">Checked between blocks of the embedding.</param>
