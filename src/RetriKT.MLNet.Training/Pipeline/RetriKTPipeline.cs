@@ -408,7 +408,8 @@ public sealed class RetriKTPipeline
         var tuning = UnlabeledText.Add(new KnowledgeStore(student.LabelNames, []), sentences.Skip(o.StoreCorpusRows).ToList(), scorer,
             host.Info, (done, total) => host.Report("Store corpus tuning rows", done, total), cancellation);
         using var grown = student.WithAddedKnowledge(added, cancellation);
-        var rows = tuning.Entries.Select(e => new TextPairRow { Text = e.Text!, Label = student.LabelNames[e.Label] }).ToList();
+        // Weighted rows: the trainer's options may name the validation weight columns (each row counts once here).
+        var rows = tuning.Entries.Select(e => new WeightedRow(new TextPairRow { Text = e.Text!, Label = student.LabelNames[e.Label] }, 1, 1)).ToList();
         var tuned = trainer.TuneMix(grown, keyMap.Transform(_mlContext.Data.LoadFromEnumerable(rows)));
         host.Info(string.Create(CultureInfo.InvariantCulture, $"Store corpus after training: {added.Count} sentences added to the trained student's store, " +
             $"the mix chosen again on {rows.Count} others: λ {student.RetrievalWeight:G3} → {tuned.RetrievalWeight:G3}, μ {student.LexicalRetrievalWeight:G3} → {tuned.LexicalRetrievalWeight:G3}."));

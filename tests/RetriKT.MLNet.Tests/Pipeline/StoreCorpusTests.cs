@@ -1,5 +1,7 @@
 using Microsoft.ML;
+using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.Pipeline;
+using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Tests.Infrastructure;
 using RetriKT.Samples.Data;
 
@@ -71,10 +73,16 @@ public class StoreCorpusTests
         var ml = new MLContext(seed: 1);
         ml.Log += (_, e) => { if (e.RawMessage.StartsWith("Store corpus after training:", StringComparison.Ordinal)) lock (messages) messages.Add(e.RawMessage); };
         var task = FewShotBenchmarks.Load(SharedData.Path("data"), "SST-2", 13);
-        using var grown = new RetriKTPipeline(ml, teacher, "shipped", options).TrainStudent(task, StoreExtraction.FewShotRows(task), useRetrieval: true);
+        // A store with entries to hold out, as an extracted one has: the epoch and the first mix are then chosen on
+        // weighted validation rows, and the trainer's options name their weight columns.
+        var fewShot = StoreExtraction.FewShotRows(task);
+        var other = CorpusSentences.Draw(SharedData.Path("data", "corpora", "imdb-unsup"), 200, 13, CorpusSentences.StoreOption).Select(t => (t, (string?)null)).ToList();
+        var extraction = fewShot with { Store = UnlabeledText.Add(fewShot.Store, other, new VerbalizerClassifier(teacher, task.Template, task.Labels)) };
+        using var grown = new RetriKTPipeline(ml, teacher, "shipped", options).TrainStudent(task, extraction, useRetrieval: true);
         var plainOptions = options.Clone();
         plainOptions.StoreCorpus = null;
-        using var plain = new RetriKTPipeline(ml, teacher, "shipped", plainOptions).TrainStudent(task, StoreExtraction.FewShotRows(task), useRetrieval: true);
+        using var plain = new RetriKTPipeline(ml, teacher, "shipped", plainOptions).TrainStudent(task, extraction, useRetrieval: true);
+        Assert.Equal(task.Train.Count + 180, plain.Student.Store.Count); // a tenth of the 200 held out
 
         // The student trained without the sentences; its store then gained the first 200 of the draw (those a joined
         // corpus would add), never the 100 the mix was chosen on.
