@@ -360,7 +360,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             Rows.StoreOnlyMlm => $"store-only-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(Options(row), json),
             Rows.RetriKTMlm => $"retrikt-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(Options(row), json),
             Rows.CorpusStudent or Rows.RetriKTCorpus => FormattableString.Invariant($"{row}-v1|{CorpusName(StoreCorpus(row)!)} {Options(row).StoreCorpusRows}|") + JsonSerializer.Serialize(Options(row), json),
-            Rows.RetriKTGrown => FormattableString.Invariant($"{row}-v1|{CorpusName(StoreCorpus(row)!)} {Options(row).StoreCorpusRows} {Options(row).StoreCorpusTuningRows}|") + JsonSerializer.Serialize(Options(row), json),
+            // v2: the tuning rows come from other documents than the added sentences (v1 drew both from one draw of sentences).
+            Rows.RetriKTGrown => FormattableString.Invariant($"{row}-v2|{CorpusName(StoreCorpus(row)!)} {Options(row).StoreCorpusRows} {Options(row).StoreCorpusTuningRows}|") + JsonSerializer.Serialize(Options(row), json),
             Rows.StoreOnlyMiniLM => $"store-only-minilm-v1|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
             _ when Rows.IsWithoutRetrieval(row) => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
             // v2: the store of the seed unification (as retrikt-v5); v1 numbers were measured on the store before it.

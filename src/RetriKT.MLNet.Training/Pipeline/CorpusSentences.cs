@@ -29,27 +29,83 @@ public static partial class CorpusSentences
     /// </summary>
     public static List<string> Draw(string path, int count, int seed, string option = TuningOption)
     {
-        if (option is not (TuningOption or StoreOption)) throw new ArgumentOutOfRangeException(nameof(option), $"option must be {TuningOption} or {StoreOption}, found '{option}'.");
+        CheckOption(option);
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), $"{option}Rows must be >= 1, found {count}.");
+        var candidates = Candidates(path, option).Select(c => c.Sentence).ToList();
+        if (candidates.Count < count)
+            throw new InvalidDataException($"{option} '{path}': {candidates.Count} distinct sentences of {MinWords}-{MaxWords} words, expected at least {option}Rows = {count}.");
+        // The tuning draw keeps the salt it was measured with.
+        return Shuffled(candidates, count, SeedMixer.Random(seed, option == TuningOption ? "tuning-corpus" : "store-corpus"));
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> sentences for a store and <paramref name="tuningCount"/> to tune on, from disjoint documents
+    /// of <paramref name="path"/>: whole documents (lines, in a seeded order) go to the tuning side until it holds enough
+    /// candidates, and each side is then drawn as <see cref="Draw"/> draws. Sentences of one review share its names and its
+    /// sentiment; a tuning sentence whose siblings are in the store would reward retrieval for finding them, which the
+    /// inputs a model serves do not offer. Fails as <see cref="Draw"/> does when either side is short.
+    /// </summary>
+    public static (List<string> Store, List<string> Tuning) DrawWithTuningDocuments(string path, int count, int tuningCount, int seed)
+    {
+        if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), $"{StoreOption}Rows must be >= 1, found {count}.");
+        if (tuningCount < 1) throw new ArgumentOutOfRangeException(nameof(tuningCount), $"{StoreOption}TuningRows must be >= 1, found {tuningCount}.");
+        var candidates = Candidates(path, StoreOption);
+        var documents = candidates.Select(c => c.Document).Distinct().ToList();
+        var order = SeedMixer.Random(seed, "store-corpus-documents");
+        for (int i = documents.Count - 1; i > 0; i--)
+        {
+            int j = order.Next(i + 1);
+            (documents[i], documents[j]) = (documents[j], documents[i]);
+        }
+        var perDocument = candidates.GroupBy(c => c.Document).ToDictionary(g => g.Key, g => g.Count());
+        var tuningDocuments = new HashSet<int>();
+        int held = 0;
+        foreach (int d in documents)
+        {
+            if (held >= tuningCount) break;
+            tuningDocuments.Add(d);
+            held += perDocument[d];
+        }
+        var store = candidates.Where(c => !tuningDocuments.Contains(c.Document)).Select(c => c.Sentence).ToList();
+        var tuning = candidates.Where(c => tuningDocuments.Contains(c.Document)).Select(c => c.Sentence).ToList();
+        if (tuning.Count < tuningCount || store.Count < count)
+            throw new InvalidDataException($"{StoreOption} '{path}': {candidates.Count} distinct sentences of {MinWords}-{MaxWords} words in {documents.Count} documents; " +
+                                           $"{tuning.Count} for tuning and {store.Count} for the store, expected {StoreOption}TuningRows = {tuningCount} and {StoreOption}Rows = {count}.");
+        return (Shuffled(store, count, SeedMixer.Random(seed, "store-corpus")), Shuffled(tuning, tuningCount, SeedMixer.Random(seed, "store-corpus-tuning")));
+    }
+
+    private static void CheckOption(string option)
+    {
+        if (option is not (TuningOption or StoreOption)) throw new ArgumentOutOfRangeException(nameof(option), $"option must be {TuningOption} or {StoreOption}, found '{option}'.");
+    }
+
+    /// <summary>The distinct candidate sentences of a corpus in file and line order, each with its document (line) number.</summary>
+    private static List<(string Sentence, int Document)> Candidates(string path, string option)
+    {
         var files = Directory.Exists(path) ? Directory.GetFiles(path, "*.txt").Order(StringComparer.Ordinal).ToArray()
             : File.Exists(path) ? [path]
             : throw new FileNotFoundException($"{option} '{path}' is neither a file nor a folder.", path);
         if (files.Length == 0) throw new InvalidDataException($"{option} '{path}' holds no .txt file.");
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        var candidates = new List<string>();
+        var candidates = new List<(string, int)>();
+        int document = 0;
         foreach (var file in files)
             foreach (var line in File.ReadLines(file))
+            {
                 foreach (var piece in SentenceEnd().Split(line))
                 {
                     var sentence = piece.Trim();
                     int words = sentence.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length;
-                    if (words is >= MinWords and <= MaxWords && seen.Add(sentence)) candidates.Add(sentence);
+                    if (words is >= MinWords and <= MaxWords && seen.Add(sentence)) candidates.Add((sentence, document));
                 }
-        if (candidates.Count < count)
-            throw new InvalidDataException($"{option} '{path}': {candidates.Count} distinct sentences of {MinWords}-{MaxWords} words, expected at least {option}Rows = {count}.");
-        // The tuning draw keeps the salt it was measured with.
-        var rng = SeedMixer.Random(seed, option == TuningOption ? "tuning-corpus" : "store-corpus");
-        // A partial Fisher-Yates shuffle: the first count places are a uniform draw without repeats.
+                document++;
+            }
+        return candidates;
+    }
+
+    /// <summary>A uniform draw of <paramref name="count"/> without repeats: a partial Fisher-Yates shuffle, the first places.</summary>
+    private static List<string> Shuffled(List<string> candidates, int count, Random rng)
+    {
         for (int i = 0; i < count; i++)
         {
             int j = i + rng.Next(candidates.Count - i);

@@ -387,10 +387,10 @@ public sealed class RetriKTPipeline
     }
 
     /// <summary>
-    /// <see cref="RetriKTPipelineOptions.StoreCorpusAfterTraining"/>: one draw of <see cref="RetriKTPipelineOptions.StoreCorpusRows"/>
-    /// + <see cref="RetriKTPipelineOptions.StoreCorpusTuningRows"/> sentences (the first ones are those
-    /// <see cref="WithStoreCorpus"/> would add), all labelled by the teacher; the first join the trained student's store,
-    /// the others choose its mix again. Returns the grown student and the entries added.
+    /// <see cref="RetriKTPipelineOptions.StoreCorpusAfterTraining"/>: <see cref="RetriKTPipelineOptions.StoreCorpusRows"/>
+    /// sentences join the trained student's store and <see cref="RetriKTPipelineOptions.StoreCorpusTuningRows"/> others,
+    /// from other documents (<see cref="CorpusSentences.DrawWithTuningDocuments"/>), choose its mix again; all labelled by
+    /// the teacher. Returns the grown student and the entries added.
     /// </summary>
     private (RetrievalClassifierTransformer Student, int Added) GrownWithStoreCorpus(FewShotTask task, RetrievalClassifierTrainer trainer,
         RetrievalClassifierTransformer student, ITransformer keyMap, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
@@ -399,13 +399,13 @@ public sealed class RetriKTPipeline
         RequireSingleText(task, CorpusSentences.StoreOption, o.StoreCorpus!);
         if (o.StoreCorpusTuningRows < 1)
             throw new ArgumentOutOfRangeException(nameof(o.StoreCorpusTuningRows), $"StoreCorpusTuningRows must be >= 1, found {o.StoreCorpusTuningRows}.");
-        var sentences = CorpusForTeacher(task, o.StoreCorpus!, o.StoreCorpusRows + o.StoreCorpusTuningRows, CorpusSentences.StoreOption);
+        var (forStore, forTuning) = CorpusSentences.DrawWithTuningDocuments(o.StoreCorpus!, o.StoreCorpusRows, o.StoreCorpusTuningRows, o.Seed);
         var host = new ComponentHost(_mlContext, "StoreCorpus", o.Seed, progress, cancellation);
         // In the student's label order (its Label keys'), which WithAddedKnowledge requires.
         var scorer = new VerbalizerClassifier(_teacher, task.Template, student.LabelNames, o.CalibrateVerbalizer);
-        var added = UnlabeledText.Add(new KnowledgeStore(student.LabelNames, []), sentences.Take(o.StoreCorpusRows).ToList(), scorer,
+        var added = UnlabeledText.Add(new KnowledgeStore(student.LabelNames, []), FittedToTeacher(task, forStore), scorer,
             host.Info, (done, total) => host.Report("Store corpus", done, total), cancellation);
-        var tuning = UnlabeledText.Add(new KnowledgeStore(student.LabelNames, []), sentences.Skip(o.StoreCorpusRows).ToList(), scorer,
+        var tuning = UnlabeledText.Add(new KnowledgeStore(student.LabelNames, []), FittedToTeacher(task, forTuning), scorer,
             host.Info, (done, total) => host.Report("Store corpus tuning rows", done, total), cancellation);
         using var grown = student.WithAddedKnowledge(added, cancellation);
         // Weighted rows: the trainer's options may name the validation weight columns (each row counts once here).
@@ -428,8 +428,11 @@ public sealed class RetriKTPipeline
     /// teacher's context: a sentence longer than it loses its last words, as the few-shot rows do.
     /// </summary>
     private List<(string Text, string? Text2)> CorpusForTeacher(FewShotTask task, string path, int count, string option) =>
-        FitToTeacher(task, CorpusSentences.Draw(path, count, _options.Seed, option).Select(t => new TextPairRow { Text = t }).ToList())
-            .Select(r => (r.Text, (string?)null)).ToList();
+        FittedToTeacher(task, CorpusSentences.Draw(path, count, _options.Seed, option));
+
+    /// <summary>Corpus sentences as single-text rows, each fitted to the teacher's context (<see cref="FitToTeacher"/>).</summary>
+    private List<(string Text, string? Text2)> FittedToTeacher(FewShotTask task, List<string> sentences) =>
+        FitToTeacher(task, sentences.Select(t => new TextPairRow { Text = t }).ToList()).Select(r => (r.Text, (string?)null)).ToList();
 
     private static bool SamePath(string a, string b) =>
         Path.TrimEndingDirectorySeparator(Path.GetFullPath(a)) == Path.TrimEndingDirectorySeparator(Path.GetFullPath(b));

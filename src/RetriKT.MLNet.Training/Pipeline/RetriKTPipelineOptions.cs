@@ -148,8 +148,8 @@ public sealed class RetriKTPipelineOptions
     /// Add <see cref="StoreCorpus"/> after training instead of before: the student trains on the store alone, then its
     /// store grows with the <see cref="StoreCorpusRows"/> teacher-labelled sentences
     /// (<c>RetrievalClassifierTransformer.WithAddedKnowledge</c>, no training) and its mix is chosen again
-    /// (<c>RetrievalClassifierTrainer.TuneMix</c>) on <see cref="StoreCorpusTuningRows"/> other sentences of the same draw,
-    /// labelled by the teacher. What the sentences teach then reaches predictions only through retrieval: this measures
+    /// (<c>RetrievalClassifierTrainer.TuneMix</c>) on <see cref="StoreCorpusTuningRows"/> sentences of other documents of the
+    /// same text, labelled by the teacher (<see cref="CorpusSentences.DrawWithTuningDocuments"/>). What the sentences teach then reaches predictions only through retrieval: this measures
     /// knowledge added to a trained model, and costs one labelling pass instead of a training run. Needs a student with
     /// retrieval. Left out of JSON when false. Default false.
     /// </summary>

@@ -84,13 +84,12 @@ public class StoreCorpusTests
         using var plain = new RetriKTPipeline(ml, teacher, "shipped", plainOptions).TrainStudent(task, extraction, useRetrieval: true);
         Assert.Equal(task.Train.Count + 180, plain.Student.Store.Count); // a tenth of the 200 held out
 
-        // The student trained without the sentences; its store then gained the first 200 of the draw (those a joined
-        // corpus would add), never the 100 the mix was chosen on.
+        // The student trained without the sentences; its store then gained the 200 drawn for it, never the 100 the mix
+        // was chosen on.
         Assert.Equal(200, grown.StoreCorpusEntries);
         Assert.Equal(plain.Student.Store.Count + 200, grown.Student.Store.Count);
-        var drawn = CorpusSentences.Draw(Corpus, 300, 13, CorpusSentences.StoreOption);
-        Assert.Equal(drawn.Take(200), grown.Student.Store.Entries.Skip(plain.Student.Store.Count).Select(e => e.Text));
-        Assert.Equal(CorpusSentences.Draw(Corpus, 200, 13, CorpusSentences.StoreOption), drawn.Take(200));
+        var (drawn, _) = CorpusSentences.DrawWithTuningDocuments(Corpus, 200, 100, 13);
+        Assert.Equal(drawn, grown.Student.Store.Entries.Skip(plain.Student.Store.Count).Select(e => e.Text));
         // Same head: the sentences reach predictions only through retrieval.
         var dev = task.Test.Take(40).Select(r => r.Text).ToList();
         using (var a = plain.Student.WithRetrievalWeight(0, 0))
@@ -101,5 +100,29 @@ public class StoreCorpusTests
         // A student without retrieval could not use them: refused, not ignored.
         var refused = Assert.Throws<ArgumentException>(() => new RetriKTPipeline(ml, teacher, "shipped", options).TrainStudent(task, StoreExtraction.FewShotRows(task), useRetrieval: false));
         Assert.Equal($"StoreCorpusAfterTraining adds '{Corpus}' to the store through retrieval; a student without retrieval cannot use it. Leave it unset for this student.", refused.Message);
+    }
+
+    [Fact]
+    public void TuningSentencesComeFromOtherReviewsThanTheStoresSentences()
+    {
+        var (store, tuning) = CorpusSentences.DrawWithTuningDocuments(Corpus, 300, 100, 13);
+        Assert.Equal(300, store.Distinct().Count());
+        Assert.Equal(100, tuning.Distinct().Count());
+        // Each review is one line of the corpus: no line holds both a store sentence and a tuning sentence.
+        var lines = Directory.GetFiles(Corpus, "*.txt").Order(StringComparer.Ordinal).SelectMany(File.ReadLines).ToList();
+        int LineOf(string sentence) => lines.FindIndex(l => l.Contains(sentence, StringComparison.Ordinal));
+        var storeLines = store.Select(LineOf).ToHashSet();
+        var tuningLines = tuning.Select(LineOf).ToHashSet();
+        Assert.DoesNotContain(-1, storeLines);
+        Assert.Empty(storeLines.Intersect(tuningLines));
+        Assert.True(tuningLines.Count < 60, $"{tuningLines.Count} reviews hold the 100 tuning sentences (whole reviews go to tuning).");
+        // The same seed draws the same; another seed draws otherwise.
+        var again = CorpusSentences.DrawWithTuningDocuments(Corpus, 300, 100, 13);
+        Assert.Equal(store, again.Store);
+        Assert.Equal(tuning, again.Tuning);
+        Assert.NotEqual(tuning, CorpusSentences.DrawWithTuningDocuments(Corpus, 300, 100, 21).Tuning);
+        var e = Assert.Throws<InvalidDataException>(() => CorpusSentences.DrawWithTuningDocuments(Corpus, 10_000_000, 100, 13));
+        Assert.StartsWith($"StoreCorpus '{Corpus}': ", e.Message);
+        Assert.EndsWith("expected StoreCorpusTuningRows = 100 and StoreCorpusRows = 10000000.", e.Message);
     }
 }

@@ -10,8 +10,8 @@ using RetriKT.Samples.Data;
 // Knowledge added after training reaches a student only through retrieval: does it? On one SST-2 seed the README's
 // student is trained on the README example's generated store (cached by the readme-example probe), then its store is
 // grown with N corpus sentences soft-labelled by the stand-in teacher (RetrievalClassifierTransformer.WithAddedKnowledge;
-// the head is not trained again). The mix is chosen again by RetrievalClassifierTrainer.TuneMix on V other sentences of
-// the same draw, by the teacher's labels (never the scored rows); as a control the same rows retune the student whose
+// the head is not trained again). The mix is chosen again by RetrievalClassifierTrainer.TuneMix on V sentences of other
+// documents of the same corpus, by the teacher's labels (never the scored rows); as a control the same rows retune the student whose
 // store did not grow. The best mix on the test split is printed as a reading-only ceiling. The test split is read for
 // scoring only.
 //   dotnet run --project docs/evaluation/probes/grown-store -c Release -- <seed> <store cache folder> <corpus folder> <N> <V>
@@ -37,8 +37,9 @@ var trainer = ml.MulticlassClassification.Trainers.RetrievalClassifier(new Retri
 using var student = trainer.Fit(keys.Transform(fewShot));
 double studentSeconds = clock.Elapsed.TotalSeconds;
 
-// N + V sentences in one draw (no overlap): the first N grow the store, the last V choose the mix.
-var sentences = CorpusSentences.Draw(corpus, added + validationRows, seed, CorpusSentences.StoreOption);
+// N sentences grow the store; V sentences of other documents (reviews) choose the mix, as the pipeline draws them.
+var (forStore, forTuning) = CorpusSentences.DrawWithTuningDocuments(corpus, added, validationRows, seed);
+var sentences = forStore.Concat(forTuning).ToList();
 // In the student's label order (its Label keys'), which may differ from the cached store's.
 var labelNames = student.LabelNames;
 var scorer = new VerbalizerClassifier(teacher, TaskTemplates.Sst2, labelNames.ToList());
