@@ -397,8 +397,6 @@ public sealed class RetriKTPipeline
     {
         var o = _options;
         RequireSingleText(task, CorpusSentences.StoreOption, o.StoreCorpus!);
-        if (o.StoreCorpusTuningRows < 1)
-            throw new ArgumentOutOfRangeException(nameof(o.StoreCorpusTuningRows), $"StoreCorpusTuningRows must be >= 1, found {o.StoreCorpusTuningRows}.");
         var (forStore, forTuning) = CorpusSentences.DrawWithTuningDocuments(o.StoreCorpus!, o.StoreCorpusRows, o.StoreCorpusTuningRows, o.Seed);
         var host = new ComponentHost(_mlContext, "StoreCorpus", o.Seed, progress, cancellation);
         // In the student's label order (its Label keys'), which WithAddedKnowledge requires.
