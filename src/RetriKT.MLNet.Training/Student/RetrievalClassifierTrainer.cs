@@ -456,19 +456,13 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         var rows = Tokenized(ReadRows(validation, host, "validation set", _options.ValidationWeightColumnName, _options.MixWeightColumnName).Rows,
             model.Store, model.Tokenizer, host);
         var device = host.ResolveDevice();
-        int labels = model.LabelCount, d = model.Dimension, sepId = model.Tokenizer.Vocabulary.SepId;
+        int labels = model.LabelCount, d = model.Dimension;
         // The runtime network's own outputs (managed code), so the mix is chosen on exactly what the model predicts with.
         (Tensor Pooled, Tensor HeadProbabilities) Scorer(IReadOnlyList<int[]> ids)
         {
             var pooled = new float[ids.Count * d];
             var probabilities = new float[ids.Count * labels];
-            Parallel.For(0, ids.Count, i =>
-            {
-                Span<float> logits = stackalloc float[labels];
-                model.Encoder.Encode(ids[i], sepId, pooled.AsSpan(i * d, d));
-                model.Encoder.Head(pooled.AsSpan(i * d, d), logits);
-                SafeSoftMax.Compute(logits, probabilities.AsSpan(i * labels, labels));
-            });
+            Parallel.For(0, ids.Count, i => model.EncodeAndClassify(ids[i], pooled.AsSpan(i * d, d), probabilities.AsSpan(i * labels, labels)));
             return (torch.tensor(pooled, [ids.Count, d], device: device), torch.tensor(probabilities, [ids.Count, labels], device: device));
         }
         var untuned = new Mix(student.RetrievalWeight, student.LexicalRetrievalWeight, model.Temperature, model.LexicalTemperature);

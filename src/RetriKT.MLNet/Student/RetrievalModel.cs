@@ -156,10 +156,7 @@ internal sealed class RetrievalModel
         double retrievalWeight = mix.Dense;
         int labels = LabelCount, d = Dimension;
         Span<float> pooled = d <= 1024 ? stackalloc float[d] : new float[d];
-        Span<float> logits = labels <= 256 ? stackalloc float[labels] : new float[labels];
-        Encoder.Encode(ids, Tokenizer.Vocabulary.SepId, pooled);
-        Encoder.Head(pooled, logits);
-        SafeSoftMax.Compute(logits, scores);
+        EncodeAndClassify(ids, pooled, scores);
         if (mix.Lexical > 0 && Lexical is not null) MixTermMatch(ids, mix, scores);
         int report = neighborIndices.Length;
         if (retrievalWeight <= 0 && report == 0) return;
@@ -181,6 +178,16 @@ internal sealed class RetrievalModel
             neighborIndices[j] = j < k ? idx[j] : -1;
             neighborSimilarities[j] = j < k ? sims[j] : float.NaN;
         }
+    }
+
+    /// <summary>One row's pooled embedding (not normalised) and the head's probabilities, p_head.</summary>
+    public void EncodeAndClassify(int[] ids, Span<float> pooled, Span<float> probabilities)
+    {
+        int labels = LabelCount;
+        Span<float> logits = labels <= 256 ? stackalloc float[labels] : new float[labels];
+        Encoder.Encode(ids, Tokenizer.Vocabulary.SepId, pooled);
+        Encoder.Head(pooled, logits);
+        SafeSoftMax.Compute(logits, probabilities);
     }
 
     /// <summary>Mixes p_terms into the head's scores (<see cref="RetrievalMix.MixTermMatch"/>). No entry sharing a term: scores stay p_head.</summary>
