@@ -221,9 +221,9 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// over the student's own tokens (<see cref="LexicalIndex"/>; no trained parameters, saved with the model).
         /// It brings evidence the embedding does not (the words themselves) and is weighted by μ
         /// (<see cref="LexicalRetrievalWeight"/>). It is used only when the store holds at least 4 × k entries (below that
-        /// the top k is most of the store). 0 turns it off. Default 128.
+        /// the top k is most of the store; <see cref="LexicalIndex.MinimumEntriesPerNeighbor"/>). 0 turns it off. Default 128.
         /// </summary>
-        public int LexicalNeighborCount = 128;
+        public int LexicalNeighborCount = LexicalIndex.DefaultNeighborCount;
         /// <summary>
         /// μ, the weight of term-match retrieval in the prediction (λ + μ ≤ 1). Null: tuned with λ on
         /// <see cref="ValidationSet"/> when given, else 0. Above 0.5 with <see cref="RetrievalWeight"/> unset it needs a
@@ -253,8 +253,6 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         public CancellationToken CancellationToken;
     }
 
-    /// <summary>Term matching needs a store of at least this many entries per neighbour it votes with.</summary>
-    internal const int MinimumStorePerLexicalNeighbor = 4;
     /// <summary>λ when <see cref="Options.RetrievalWeight"/> is unset and not tuned on a validation set.</summary>
     internal const double UntunedRetrievalWeight = 0.5;
 
@@ -398,13 +396,12 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     private LexicalIndex? TermMatchIndex(KnowledgeStore store, IReadOnlyList<int[]> ids, WordPieceVocabulary vocabulary, ComponentHost host)
     {
         bool retrieval = _options.UseRetrieval;
-        // Term matching votes among the k entries that share the most words with the query; in a store that is not
-        // much larger than k the "top k" is most of the store, a global average rather than neighbours (on SST-2's
-        // 32 few-shot rows it only added noise), so it needs MinimumStorePerLexicalNeighbor × k entries.
-        bool termMatching = retrieval && _options.LexicalNeighborCount > 0 && store.Count >= MinimumStorePerLexicalNeighbor * _options.LexicalNeighborCount;
+        // Term matching votes among the k entries that share the most words with the query, so the store must be
+        // several times k (LexicalIndex.MinimumEntriesPerNeighbor says why).
+        bool termMatching = retrieval && LexicalIndex.IsLargeEnough(store.Count, _options.LexicalNeighborCount);
         if (retrieval && _options.LexicalNeighborCount > 0 && !termMatching)
-            host.Info($"Term-match retrieval off: the store holds {store.Count} entries, it needs {MinimumStorePerLexicalNeighbor} × LexicalNeighborCount = " +
-                      $"{MinimumStorePerLexicalNeighbor * _options.LexicalNeighborCount}.");
+            host.Info($"Term-match retrieval off: the store holds {store.Count} entries, it needs {LexicalIndex.MinimumEntriesPerNeighbor} × LexicalNeighborCount = " +
+                      $"{LexicalIndex.MinimumEntriesPerNeighbor * _options.LexicalNeighborCount}.");
         if (!termMatching && _options.LexicalRetrievalWeight > 0)
             throw new ArgumentException($"LexicalRetrievalWeight is {_options.LexicalRetrievalWeight}, but term-match retrieval is off (store of {store.Count} entries, " +
                                         $"LexicalNeighborCount {_options.LexicalNeighborCount}, UseRetrieval {_options.UseRetrieval}).");

@@ -141,13 +141,20 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     /// come from another encoder) and the term-match index is built again over all entries, as training builds it. The
     /// head is unchanged, so what the added entries teach reaches predictions only through retrieval, by λ and μ: a model
     /// whose mix was tuned to the head alone (λ = μ = 0) predicts exactly as before; choose the mix again on rows new to the model
-    /// (the training assembly's <c>RetrievalClassifierTrainer.TuneMix</c>, or <see cref="WithRetrievalWeight"/>). A model trained
-    /// without a term index (its store was too small for one, or term matching was off) stays without one, so only λ can
-    /// bring the added entries in; k is the model's. Saving the result saves the larger store.
+    /// (the training assembly's <c>RetrievalClassifierTrainer.TuneMix</c>, or <see cref="WithRetrievalWeight"/>). A model
+    /// trained without a term index because its store was too small for one gets one here when the grown store is large
+    /// enough (<see cref="LexicalIndex.IsLargeEnough"/> with <paramref name="termMatchNeighbors"/>) and the model kept its
+    /// store's texts, with μ still 0 until the mix is chosen again. The model's k for embedding retrieval, and for term
+    /// matching when it has an index, are kept. Saving the result saves the larger store.
     /// </summary>
     /// <param name="added">Entries with the model's label names in the same order and with texts.</param>
     /// <param name="cancellation">Checked between blocks of the embedding.</param>
-    public RetrievalClassifierTransformer WithAddedKnowledge(KnowledgeStore added, CancellationToken cancellation = default)
+    /// <param name="termMatchNeighbors">
+    /// k of the term index built for a model that has none (the trainer's default unless told); 0 keeps such a model
+    /// without one. Ignored for a model that has an index.
+    /// </param>
+    public RetrievalClassifierTransformer WithAddedKnowledge(KnowledgeStore added, CancellationToken cancellation = default,
+        int termMatchNeighbors = LexicalIndex.DefaultNeighborCount)
     {
         ArgumentNullException.ThrowIfNull(added);
         var model = Model;
@@ -158,8 +165,13 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         for (int i = 0; i < added.Count; i++)
             if (string.IsNullOrEmpty(added.Entries[i].Text))
                 throw new ArgumentException($"Added entry {i} has no text; the student embeds the added entries from their texts.", nameof(added));
+        ArgumentOutOfRangeException.ThrowIfNegative(termMatchNeighbors);
+        // A model with a term index must keep one (its μ may be > 0), so missing store texts fail below; for a model
+        // without one the index is an addition, built only where it can cover every entry.
+        int lexicalK = model.Lexical is not null ? model.LexicalNeighborCount
+            : LexicalIndex.IsLargeEnough(store.Count + added.Count, termMatchNeighbors) && store.Entries.All(e => e.Text is not null) ? termMatchNeighbors : 0;
         LexicalIndex? lexical = null;
-        if (model.Lexical is not null)
+        if (lexicalK > 0)
         {
             for (int i = 0; i < store.Count; i++)
                 if (store.Entries[i].Text is null)
@@ -172,7 +184,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         added.WithEmbeddings(this, Columns.InferenceBatchSize, cancellation).Embeddings.Span.CopyTo(embeddings.AsSpan(store.Count * d));
         var grown = new KnowledgeStore(store.LabelNames, store.Entries.Concat(added.Entries)).WithEmbeddings(embeddings, d);
         var grownModel = new RetrievalModel(model.Config, model.Weights, model.Tokenizer, grown, model.Temperature, model.NeighborCount,
-            lexical, model.LexicalNeighborCount, model.LexicalTemperature, backbone: model.Backbone);
+            lexical, lexicalK, model.LexicalTemperature, backbone: model.Backbone);
         return With(grownModel, RetrievalWeight, LexicalRetrievalWeight);
     }
 

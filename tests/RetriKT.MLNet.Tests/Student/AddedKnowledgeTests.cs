@@ -12,15 +12,15 @@ namespace RetriKT.MLNet.Tests.Student;
 /// </summary>
 public class AddedKnowledgeTests
 {
-    private static (MLContext Ml, RetrievalClassifierTransformer Student) TrainTiny(bool saveStoreTexts = true)
+    private static (MLContext Ml, RetrievalClassifierTransformer Student) TrainTiny(bool saveStoreTexts = true, int termMatchNeighbors = 8)
     {
         var ml = new MLContext(seed: 1);
         var train = TestData.Sst2Train(ml);
         var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
         var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
-            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 32, Epochs = 2, BatchSize = 8, LexicalNeighborCount = 8,
-            RetrievalWeight = 0.3, LexicalRetrievalWeight = 0.3, SaveStoreTexts = saveStoreTexts,
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 32, Epochs = 2, BatchSize = 8, LexicalNeighborCount = termMatchNeighbors,
+            RetrievalWeight = 0.3, LexicalRetrievalWeight = termMatchNeighbors <= 8 ? 0.3 : null, SaveStoreTexts = saveStoreTexts,
         }).Fit(keyMap.Transform(train));
         return (ml, student);
     }
@@ -99,6 +99,78 @@ public class AddedKnowledgeTests
         finally
         {
             File.Delete(path);
+        }
+    }
+
+    [SharedDataFact]
+    public void AModelTrainedWithoutATermIndexGetsOneWhenItsStoreGrowsLargeEnough()
+    {
+        // 32 rows are too few for term matching over 16 neighbours (it needs 4 × 16), so training builds no index.
+        var (ml, student) = TrainTiny(termMatchNeighbors: 16);
+        using var owned = student;
+        Assert.Null(student.Model.Lexical);
+        Assert.Equal(0, student.LexicalRetrievalWeight);
+
+        // 32 + 20 entries are still too few: no index, as training would decide.
+        using (var small = student.WithAddedKnowledge(GlueRows(student.LabelNames, 20), termMatchNeighbors: 16))
+            Assert.Null(small.Model.Lexical);
+        // 0 keeps the model without one however large the store grows.
+        using (var off = student.WithAddedKnowledge(GlueRows(student.LabelNames, 200), termMatchNeighbors: 0))
+            Assert.Null(off.Model.Lexical);
+
+        var added = GlueRows(student.LabelNames, 200);
+        using var grown = student.WithAddedKnowledge(added, termMatchNeighbors: 16);
+        var lexical = grown.Model.Lexical;
+        Assert.NotNull(lexical);
+        Assert.Equal(232, lexical.Count);
+        Assert.Equal(16, grown.Model.LexicalNeighborCount);
+        // μ stays 0 until the mix is chosen again, so the grown model predicts as one grown without the index.
+        Assert.Equal(0, grown.LexicalRetrievalWeight);
+        var probe = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv")).Take(50).Select(r => r.Text).ToList();
+        using (var withoutIndex = student.WithAddedKnowledge(added, termMatchNeighbors: 0))
+            Assert.Equal(withoutIndex.PredictBatch(probe), grown.PredictBatch(probe));
+        // The new index is a real part: each added text with a word in the vocabulary finds itself first by term match,
+        // and term matching alone predicts other labels than the head on some rows.
+        Span<int> idx = stackalloc int[1];
+        Span<float> sims = stackalloc float[1];
+        int foundByTerms = 0;
+        foreach (var entry in added.Entries)
+            if (lexical.Search(grown.Model.Tokenize(entry.Text!, null, out _), 1, idx, sims) == 1 && sims[0] >= 1 - 1e-5f) foundByTerms++;
+        Assert.True(foundByTerms >= 150, $"{foundByTerms} of 200 added texts found themselves by term match.");
+        using (var termsAlone = grown.WithRetrievalWeight(0, 1))
+        using (var head = grown.WithRetrievalWeight(0, 0))
+            Assert.NotEqual(head.PredictBatch(probe), termsAlone.PredictBatch(probe));
+
+        // Saved and loaded, the index and its k come back.
+        string path = Path.Combine(Path.GetTempPath(), $"grown-index-{Guid.NewGuid():N}.zip");
+        try
+        {
+            using (var withTerms = grown.WithRetrievalWeight(0.2, 0.3)) ml.Model.Save(withTerms, null, path);
+            using var loaded = (RetrievalClassifierTransformer)ml.Model.Load(path, out _);
+            Assert.Equal(232, loaded.Model.Lexical!.Count);
+            Assert.Equal(16, loaded.Model.LexicalNeighborCount);
+            using var expected = grown.WithRetrievalWeight(0.2, 0.3);
+            Assert.Equal(expected.PredictBatch(probe), loaded.PredictBatch(probe));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+
+        // A model saved without its store's texts cannot index its old entries: it grows by embedding only.
+        var (ml2, bare) = TrainTiny(saveStoreTexts: false, termMatchNeighbors: 16);
+        string barePath = Path.Combine(Path.GetTempPath(), $"bare-index-{Guid.NewGuid():N}.zip");
+        try
+        {
+            using (bare) ml2.Model.Save(bare, null, barePath);
+            using var loaded = (RetrievalClassifierTransformer)ml2.Model.Load(barePath, out _);
+            using var grownBare = loaded.WithAddedKnowledge(GlueRows(loaded.LabelNames, 200), termMatchNeighbors: 16);
+            Assert.Null(grownBare.Model.Lexical);
+            Assert.Equal(232, grownBare.Store.Count);
+        }
+        finally
+        {
+            File.Delete(barePath);
         }
     }
 

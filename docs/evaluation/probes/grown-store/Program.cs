@@ -13,17 +13,19 @@ using RetriKT.Samples.Data;
 // the head is not trained again). The mix is chosen again by RetrievalClassifierTrainer.TuneMix on V sentences of other
 // documents of the same corpus, by the teacher's labels (never the scored rows); as a control the same rows retune the student whose
 // store did not grow. The best mix on the test split is printed as a reading-only ceiling. The test split is read for
-// scoring only.
-//   dotnet run --project docs/evaluation/probes/grown-store -c Release -- <seed> <store cache folder> <corpus folder> <N> <V>
-if (args.Length < 5) { Console.Error.WriteLine("usage: <seed> <cache> <corpus> <N> <V>"); return 2; }
+// scoring only. A store too small for term matching (e.g. 128 samples per label) trains a student without a term index;
+// growing it builds one, and the student grown without it (termMatchNeighbors: 0) is scored beside it.
+//   dotnet run --project docs/evaluation/probes/grown-store -c Release -- <seed> <store cache folder> <corpus folder> <N> <V> [samples per label, 2048]
+if (args.Length < 5) { Console.Error.WriteLine("usage: <seed> <cache> <corpus> <N> <V> [samples per label]"); return 2; }
 int seed = int.Parse(args[0]);
 string cacheFolder = args[1], corpus = args[2];
 int added = int.Parse(args[3]), validationRows = int.Parse(args[4]);
+int samplesPerLabel = args.Length > 5 ? int.Parse(args[5]) : 2048;
 var task = FewShotBenchmarks.Load("../shared/data", "SST-2", seed);
 var ml = new MLContext(seed: 1);
 IDataView fewShot = FewShotTask.ToDataView(ml, task.Train);
 string teacherPath = Directory.GetDirectories("samples/RetriKT.Evaluation/teachers/teacher-SST-2-e1160dddf0fb7a93")[0];
-var store = KnowledgeStore.Load(Path.Combine(cacheFolder, $"store-{seed}-2048.bin"));
+var store = KnowledgeStore.Load(Path.Combine(cacheFolder, $"store-{seed}-{samplesPerLabel}.bin"));
 using var teacher = TeacherModel.Load(teacherPath);
 var clock = Stopwatch.StartNew();
 var vocabulary = TeacherTokenVocabulary.Export(teacher, Path.Combine(cacheFolder, "student-vocabulary"));
@@ -64,8 +66,10 @@ float[][][] Parts(RetrievalClassifierTransformer t, List<string> texts)
 {
     using var head = t.WithRetrievalWeight(0, 0);
     using var knn = t.WithRetrievalWeight(1, 0);
+    var headScores = head.PredictBatch(texts);
+    if (t.LexicalNeighborCount == 0) return [headScores, knn.PredictBatch(texts), headScores]; // no term index: μ is 0 throughout
     using var terms = t.WithRetrievalWeight(0, 1);
-    return [head.PredictBatch(texts), knn.PredictBatch(texts), terms.PredictBatch(texts)];
+    return [headScores, knn.PredictBatch(texts), terms.PredictBatch(texts)];
 }
 double Accuracy(float[][][] parts, int[] labels, double lambda, double mu)
 {
@@ -92,13 +96,22 @@ double grownTrainedMix = Accuracy(afterTest, testLabels, student.RetrievalWeight
 // same rows retune the student whose store did not grow, so a gain from the rows alone shows there.
 using var retuned = trainer.TuneMix(student, validation);
 using var tuned = trainer.TuneMix(grown, validation);
+// Only for a student trained without a term index: the same growth without building one.
+bool indexBuilt = student.LexicalNeighborCount == 0 && grown.LexicalNeighborCount > 0;
+string withoutIndex = "";
+if (indexBuilt)
+{
+    using var grownDense = student.WithAddedKnowledge(new KnowledgeStore(labelNames, addedEntries), termMatchNeighbors: 0);
+    using var tunedDense = trainer.TuneMix(grownDense, validation);
+    withoutIndex = $"\tgrown without a term index, TuneMix (λ {tunedDense.RetrievalWeight:F2}) {Scored(tunedDense):F2}";
+}
 double Scored(RetrievalClassifierTransformer t) => 100 * ml.MulticlassClassification.Evaluate(t.Transform(keys.Transform(FewShotTask.ToDataView(ml, task.Test)))).MicroAccuracy;
 double retunedAccuracy = Scored(retuned), tunedAccuracy = Scored(tuned);
 var ceiling = grid.OrderByDescending(g => Accuracy(afterTest, testLabels, g.L, g.M)).First();
-Console.WriteLine($"seed {seed}\tadded {added}\tvalidation {validationRows}\thead {headOnly:F2}\ttrained mix (λ {student.RetrievalWeight:F1} μ {student.LexicalRetrievalWeight:F1}) {trainedMix:F2}" +
+Console.WriteLine($"seed {seed}\tstore {samplesPerLabel}/label{(indexBuilt ? ", term index built on growth" : "")}\tadded {added}\tvalidation {validationRows}\thead {headOnly:F2}\ttrained mix (λ {student.RetrievalWeight:F1} μ {student.LexicalRetrievalWeight:F1}) {trainedMix:F2}" +
                   $"\tnot grown, TuneMix (λ {retuned.RetrievalWeight:F2} μ {retuned.LexicalRetrievalWeight:F2}) {retunedAccuracy:F2}" +
                   $"\tgrown, trained mix {grownTrainedMix:F2}\tgrown, TuneMix (λ {tuned.RetrievalWeight:F2} μ {tuned.LexicalRetrievalWeight:F2}) {tunedAccuracy:F2}" +
-                  $"\tgrown, best on test (λ {ceiling.L:F1} μ {ceiling.M:F1}) {Accuracy(afterTest, testLabels, ceiling.L, ceiling.M):F2}" +
+                  withoutIndex + $"\tgrown, best on test (λ {ceiling.L:F1} μ {ceiling.M:F1}) {Accuracy(afterTest, testLabels, ceiling.L, ceiling.M):F2}" +
                   $"\tparts after: knn {Accuracy(afterTest, testLabels, 1, 0):F2} terms {Accuracy(afterTest, testLabels, 0, 1):F2}" +
                   $"\tstudent {studentSeconds:F0} s label {labelSeconds:F0} s grow {growSeconds:F0} s");
 return 0;

@@ -34,6 +34,19 @@ public sealed class LexicalIndex
         _postingWeight = postingWeight;
     }
 
+    /// <summary>
+    /// A store needs at least this many entries per neighbour term matching votes with (k): in a store not much larger
+    /// than k the "top k" is most of the store, a global average rather than neighbours (on SST-2's 32 few-shot rows it
+    /// only added noise). Training and <c>WithAddedKnowledge</c> both apply it.
+    /// </summary>
+    public const int MinimumEntriesPerNeighbor = 4;
+    /// <summary>k of term matching by default: the student trainer's default, and <c>WithAddedKnowledge</c>'s for a model without a term index.</summary>
+    public const int DefaultNeighborCount = 128;
+
+    /// <summary>Whether a store of <paramref name="storeCount"/> entries is large enough for term matching over <paramref name="neighborCount"/> neighbours (k ≥ 1).</summary>
+    public static bool IsLargeEnough(int storeCount, int neighborCount)
+        => neighborCount > 0 && storeCount >= (long)MinimumEntriesPerNeighbor * neighborCount;
+
     /// <summary>Indexed entries.</summary>
     public int Count { get; }
     /// <summary>Size of the term space (the vocabulary size the ids come from).</summary>
