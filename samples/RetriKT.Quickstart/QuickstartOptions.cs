@@ -42,6 +42,13 @@ public sealed record QuickstartOptions
     public string? UnlabeledPath { get; init; }
     /// <summary>Sentences drawn from <see cref="UnlabeledPath"/>; null: the pipeline's default (32,768).</summary>
     public int? UnlabeledRows { get; init; }
+    /// <summary>
+    /// Add the <see cref="UnlabeledPath"/> sentences to the RetriKT student's store after it trained, without training
+    /// again (<c>RetriKTPipelineOptions.StoreCorpusAfterTraining</c>): what they teach reaches predictions only through
+    /// retrieval, and the student's mix is chosen again on sentences of other documents. The store-only student trains on
+    /// the generated store alone.
+    /// </summary>
+    public bool UnlabeledAfterTraining { get; init; }
     /// <summary>Smaller settings for smoke runs.</summary>
     public bool Quick { get; init; }
     /// <summary>Replace an extraction checkpoint in the output folder that belongs to another run instead of stopping.</summary>
@@ -61,12 +68,13 @@ public sealed record QuickstartOptions
         var samples = new Option<int?>("--samples-per-label") { Description = $"Generated samples kept per label. Default {EmbeddedSamplesPerLabel} on the embedded task, {DataSamplesPerLabel} with --data.", HelpName = "n" };
         var unlabeled = new Option<string?>("--unlabeled") { Description = "In-domain text without labels (.txt file or folder, one document per line): its sentences are labelled by the teacher and join the student's store.", HelpName = "path" };
         var unlabeledRows = new Option<int?>("--unlabeled-rows") { Description = "Sentences drawn from --unlabeled. Default 32768.", HelpName = "n" };
+        var afterTraining = new Option<bool>("--unlabeled-after-training") { Description = "Add --unlabeled's sentences to the RetriKT student's store after it trained (no training again; its mix is chosen again on sentences of other documents) instead of before." };
         var quick = new Option<bool>("--quick") { Description = "Smaller settings, for smoke runs." };
         var fresh = new Option<bool>("--fresh") { Description = "Start the knowledge extraction fresh when the output folder holds another run's checkpoint (moved aside) instead of stopping." };
         var root = new RootCommand("RetriKT.MLNet Quickstart: few-shot data → teacher + soft prompts (supervised, PPO) → knowledge store → " +
             "RetrievalClassifier → evaluation → model.zip. With no options: the embedded café-review task and a teacher pretrained in-process.")
         {
-            teacher, data, task, seed, output, ppoSteps, samples, unlabeled, unlabeledRows, quick, fresh,
+            teacher, data, task, seed, output, ppoSteps, samples, unlabeled, unlabeledRows, afterTraining, quick, fresh,
         };
         root.SetAction(parse => run(Validate(new QuickstartOptions
         {
@@ -79,6 +87,7 @@ public sealed record QuickstartOptions
             SamplesPerLabel = parse.GetValue(samples),
             UnlabeledPath = parse.GetValue(unlabeled) is { } u ? Path.GetFullPath(u) : null,
             UnlabeledRows = parse.GetValue(unlabeledRows),
+            UnlabeledAfterTraining = parse.GetValue(afterTraining),
             Quick = parse.GetValue(quick),
             Fresh = parse.GetValue(fresh),
         }, taskGiven: parse.GetResult(task) is { Implicit: false }, seedGiven: parse.GetResult(seed) is { Implicit: false })));
@@ -101,6 +110,7 @@ public sealed record QuickstartOptions
         if (o.PpoSteps < 0) throw new InputException($"--ppo-steps: expected a non-negative integer, found {o.PpoSteps}.");
         if (o.SamplesPerLabel is < 1) throw new InputException($"--samples-per-label: expected a positive integer, found {o.SamplesPerLabel}.");
         if (o.UnlabeledRows is not null && o.UnlabeledPath is null) throw new InputException("--unlabeled-rows: sets how many sentences --unlabeled gives, which is not given.");
+        if (o.UnlabeledAfterTraining && o.UnlabeledPath is null) throw new InputException("--unlabeled-after-training: adds the sentences of --unlabeled, which is not given.");
         if (o.UnlabeledRows is < 1) throw new InputException($"--unlabeled-rows: expected a positive integer, found {o.UnlabeledRows}.");
         if (o.UnlabeledPath is not null && !File.Exists(o.UnlabeledPath) && !Directory.Exists(o.UnlabeledPath))
             throw new InputException($"--unlabeled: '{o.UnlabeledPath}' does not exist.");

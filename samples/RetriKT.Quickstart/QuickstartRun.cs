@@ -91,7 +91,8 @@ public sealed class QuickstartRun(QuickstartOptions options)
         if (task.IsPair) throw new InputException($"--unlabeled gives single sentences; task {task.Name} takes sentence pairs.");
         try
         {
-            CorpusSentences.Draw(path, UnlabeledRows, seed: 1, CorpusSentences.StoreOption);
+            if (options.UnlabeledAfterTraining) CorpusSentences.DrawWithTuningDocuments(path, UnlabeledRows, UnlabeledTuningRows, seed: 1);
+            else CorpusSentences.Draw(path, UnlabeledRows, seed: 1, CorpusSentences.StoreOption);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
         {
@@ -100,6 +101,16 @@ public sealed class QuickstartRun(QuickstartOptions options)
     }
 
     private int UnlabeledRows => options.UnlabeledRows ?? RetriKTPipelineOptions.DefaultStoreCorpusRows;
+    /// <summary>The sentences of other documents the mix is chosen on again with --unlabeled-after-training (the pipeline's default).</summary>
+    private static int UnlabeledTuningRows => new RetriKTPipelineOptions().StoreCorpusTuningRows;
+
+    /// <summary>The recipe without the unlabelled text, for the student that cannot take it in after training.</summary>
+    private static RetriKTPipelineOptions WithoutUnlabeled(RetriKTPipelineOptions recipe)
+    {
+        var copy = recipe.Clone();
+        (copy.StoreCorpus, copy.StoreCorpusAfterTraining) = (null, false);
+        return copy;
+    }
 
     private static TeacherModel LoadTeacher(string path)
     {
@@ -162,7 +173,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 var recipe = options.DataFolder is null ? new RetriKTPipelineOptions() : RetriKTPipelineOptions.EvaluatedRecipe();
                 recipe.PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps;
                 recipe.SamplesPerLabel = SamplesPerLabel;
-                (recipe.StoreCorpus, recipe.StoreCorpusRows) = (options.UnlabeledPath, UnlabeledRows);
+                (recipe.StoreCorpus, recipe.StoreCorpusRows, recipe.StoreCorpusAfterTraining) = (options.UnlabeledPath, UnlabeledRows, options.UnlabeledAfterTraining);
                 if (options.Quick) (recipe.SupervisedEpochs, recipe.StudentEpochs) = (4, 10);
                 // The output folder is the user's: a checkpoint of another run stops the Quickstart unless --fresh.
                 (recipe.WorkDirectory, recipe.ReplaceMismatchedCheckpoint) = (options.OutputFolder, options.Fresh);
@@ -189,7 +200,9 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 Time(times, "reference students", () =>
                 {
                     (fewShotOnly, fewShotOnlyParameters) = pipeline.EvaluateFewShotStudent(task);
-                    storeOnly = pipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: false);
+                    // Added after training, the sentences reach a student only through retrieval: the store-only student trains without them.
+                    var storeOnlyPipeline = options.UnlabeledAfterTraining ? new RetriKTPipeline(_ml, teacher, teacherPath, WithoutUnlabeled(recipe)) : pipeline;
+                    storeOnly = storeOnlyPipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: false);
                 });
                 train.Value = train.MaxValue;
             });
@@ -232,7 +245,9 @@ public sealed class QuickstartRun(QuickstartOptions options)
         var facts = new Table().Border(TableBorder.Rounded).AddColumn("Fact").AddColumn("Value");
         facts.AddRow("Knowledge store", $"{extraction.Store.Count} entries ({extraction.Report})".EscapeMarkup());
         if (options.UnlabeledPath is { } unlabeled)
-            facts.AddRow("Unlabelled text", $"{student.StoreCorpusEntries} sentences of {unlabeled} labelled by the teacher, in the store students' stores".EscapeMarkup());
+            facts.AddRow("Unlabelled text", (options.UnlabeledAfterTraining
+                ? $"{student.StoreCorpusEntries} sentences of {unlabeled} labelled by the teacher, added to the RetriKT student's store after it trained (mix chosen again on {UnlabeledTuningRows} of other documents); the store-only student has none"
+                : $"{student.StoreCorpusEntries} sentences of {unlabeled} labelled by the teacher, in the store students' stores").EscapeMarkup());
         facts.AddRow("Student / teacher parameters", $"{student.Student.ParameterCount:N0} / {teacher.ParameterCount:N0} = {(double)student.Student.ParameterCount / teacher.ParameterCount:P1}");
         facts.AddRow("Soft prompt parameters", extraction.PromptParameters.ToString("N0"));
         facts.AddRow("model.zip", $"{new FileInfo(zip).Length / 1024.0:F0} KiB (student + store; no teacher inside)");

@@ -15,7 +15,10 @@ internal sealed record TransformerColumns(string Text, string? Text2, string Sco
 
 /// <summary>One store entry retrieved for a prediction.</summary>
 /// <param name="EntryIndex">Index of the entry in <see cref="RetrievalClassifierTransformer.Store"/>.</param>
-/// <param name="Similarity">Cosine similarity between the query and the entry embeddings.</param>
+/// <param name="Similarity">
+/// Cosine similarity between the query and the entry embeddings; for a model that weighs term match above embedding
+/// retrieval (μ &gt; λ), whose neighbours are then the term-match ones, the cosine of their TF-IDF vectors.
+/// </param>
 /// <param name="Label">The entry's hard label.</param>
 /// <param name="Text">The entry's text, or null when the store was saved without texts.</param>
 public sealed record RetrievedNeighbor(int EntryIndex, float Similarity, string Label, string? Text);
@@ -23,8 +26,11 @@ public sealed record RetrievedNeighbor(int EntryIndex, float Similarity, string 
 /// <summary>A prediction with its explanation.</summary>
 /// <param name="Label">Predicted label name.</param>
 /// <param name="LabelIndex">Predicted label index (key value − 1).</param>
-/// <param name="Scores">Probability per label (λ·p_knn + (1 − λ)·p_head).</param>
-/// <param name="Neighbors">The most similar store entries, best first.</param>
+/// <param name="Scores">Probability per label ((1 − λ − μ)·p_head + λ·p_knn + μ·p_terms).</param>
+/// <param name="Neighbors">
+/// The store entries nearest to the text, best first, by the retrieval part that weighs more in the prediction: by
+/// embedding, or by term match when μ &gt; λ.
+/// </param>
 public sealed record RetrievalPrediction(string Label, int LabelIndex, float[] Scores, IReadOnlyList<RetrievedNeighbor> Neighbors);
 
 /// <summary>

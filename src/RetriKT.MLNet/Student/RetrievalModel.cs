@@ -147,9 +147,11 @@ internal sealed class RetrievalModel
     }
 
     /// <summary>
-    /// One row: encoder, head, softmax; then (when λ &gt; 0 or neighbours are asked for) the normalised embedding's
-    /// top-k neighbours from <see cref="Index"/> and p_knn; then (when μ &gt; 0) p_terms from <see cref="Lexical"/>.
-    /// Absent neighbours (store smaller than asked) are reported as index −1, similarity NaN.
+    /// One row: encoder, head, softmax; then (when μ &gt; 0) p_terms from <see cref="Lexical"/>; then (when λ &gt; 0)
+    /// the normalised embedding's top-k neighbours from <see cref="Index"/> and p_knn. The neighbours reported explain
+    /// the prediction through the retrieval part that weighs more: term match's (TF-IDF cosine) when μ &gt; λ, else the
+    /// embedding's (cosine). Absent neighbours (store smaller than asked, or no entry sharing a term) are reported as
+    /// index −1, similarity NaN.
     /// </summary>
     public void ScoreOne(int[] ids, RetrievalWeights mix, Span<float> scores, Span<int> neighborIndices, Span<float> neighborSimilarities)
     {
@@ -157,8 +159,10 @@ internal sealed class RetrievalModel
         int labels = LabelCount, d = Dimension;
         Span<float> pooled = d <= 1024 ? stackalloc float[d] : new float[d];
         EncodeAndClassify(ids, pooled, scores);
-        if (mix.Lexical > 0 && Lexical is not null) MixTermMatch(ids, mix, scores);
-        int report = neighborIndices.Length;
+        bool reportTerms = neighborIndices.Length > 0 && Lexical is not null && mix.Lexical > mix.Dense;
+        if (mix.Lexical > 0 && Lexical is not null)
+            MixTermMatch(ids, mix, scores, reportTerms ? neighborIndices : default, reportTerms ? neighborSimilarities : default);
+        int report = reportTerms ? 0 : neighborIndices.Length;
         if (retrievalWeight <= 0 && report == 0) return;
         Normalize(pooled);
         int k = Math.Min(Math.Max(NeighborCount, report), Index.Count);
@@ -190,17 +194,28 @@ internal sealed class RetrievalModel
         SafeSoftMax.Compute(logits, probabilities);
     }
 
-    /// <summary>Mixes p_terms into the head's scores (<see cref="RetrievalMix.MixTermMatch"/>). No entry sharing a term: scores stay p_head.</summary>
-    private void MixTermMatch(int[] ids, RetrievalWeights mix, Span<float> scores)
+    /// <summary>
+    /// Mixes p_terms into the head's scores (<see cref="RetrievalMix.MixTermMatch"/>); no entry sharing a term: scores stay
+    /// p_head. The top <paramref name="reportIndices"/>.Length entries of the same search are reported there (−1, NaN
+    /// where fewer match).
+    /// </summary>
+    private void MixTermMatch(int[] ids, RetrievalWeights mix, Span<float> scores, Span<int> reportIndices, Span<float> reportSimilarities)
     {
-        int k = LexicalNeighborCount, labels = LabelCount;
-        if (k == 0 || mix.Dense >= 1) return;
+        int report = reportIndices.Length, labels = LabelCount;
+        int k = Math.Min(Math.Max(LexicalNeighborCount, report), Lexical!.Count);
+        if (k == 0 || (mix.Dense >= 1 && report == 0)) return;
         Span<int> idx = k <= 256 ? stackalloc int[k] : new int[k];
         Span<float> sims = k <= 256 ? stackalloc float[k] : new float[k];
-        int found = Lexical!.Search(ids, k, idx, sims);
-        if (found == 0) return;
+        int found = Lexical.Search(ids, k, idx, sims);
+        for (int j = 0; j < report; j++)
+        {
+            reportIndices[j] = j < found ? idx[j] : -1;
+            reportSimilarities[j] = j < found ? sims[j] : float.NaN;
+        }
+        int used = Math.Min(LexicalNeighborCount, found);
+        if (used == 0 || mix.Dense >= 1) return;
         Span<float> terms = labels <= 256 ? stackalloc float[labels] : new float[labels];
-        Store.SoftVote(idx[..found], sims[..found], LexicalTemperature, terms);
+        Store.SoftVote(idx[..used], sims[..used], LexicalTemperature, terms);
         RetrievalMix.MixTermMatch(scores, terms, mix.Dense, mix.Lexical);
     }
 

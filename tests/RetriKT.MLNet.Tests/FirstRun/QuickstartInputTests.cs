@@ -17,7 +17,7 @@ public class QuickstartInputTests
         var (code, output, error) = Run(["--help"]);
         Assert.Equal(0, code);
         Assert.Equal("", error);
-        foreach (var option in new[] { "--teacher", "--data", "--task", "--seed", "--out", "--ppo-steps", "--samples-per-label", "--unlabeled", "--unlabeled-rows", "--quick", "--fresh" })
+        foreach (var option in new[] { "--teacher", "--data", "--task", "--seed", "--out", "--ppo-steps", "--samples-per-label", "--unlabeled", "--unlabeled-rows", "--unlabeled-after-training", "--quick", "--fresh" })
             Assert.Contains(option, output);
         Assert.Contains("Hugging Face model directory or a llama2.c .bin", output);
     }
@@ -30,6 +30,7 @@ public class QuickstartInputTests
     [InlineData("--samples-per-label 0", "--samples-per-label: expected a positive integer, found 0")]
     [InlineData("--unlabeled-rows 10", "--unlabeled-rows: sets how many sentences --unlabeled gives, which is not given.")]
     [InlineData("--unlabeled /nonexistent/reviews.txt", "--unlabeled: '/nonexistent/reviews.txt' does not exist.")]
+    [InlineData("--unlabeled-after-training", "--unlabeled-after-training: adds the sentences of --unlabeled, which is not given.")]
     public void BadOptionsGiveOneLineAndExitTwo(string arguments, string expected) => AssertInputError(arguments.Split(' '), expected);
 
     [SharedDataFact]
@@ -54,6 +55,9 @@ public class QuickstartInputTests
         var fewSentences = Write("reviews.txt", "A warm, funny and smart film about growing up. The plot drags in the middle hour.\n");
         AssertInputError(["--unlabeled", fewSentences], $"--unlabeled: StoreCorpus '{fewSentences}': 2 distinct sentences of 5-40 words, expected at least StoreCorpusRows = 32768.");
         AssertInputError(["--unlabeled", Directory.CreateDirectory(Path.Combine(work, "no-text")).FullName], "holds no .txt file");
+        // After training, the sentences to add and the tuning sentences are both drawn, from different documents.
+        AssertInputError(["--unlabeled", fewSentences, "--unlabeled-after-training", "--unlabeled-rows", "2"],
+            $"--unlabeled: StoreCorpus '{fewSentences}': ", "expected StoreCorpusTuningRows = 2048 and StoreCorpusRows = 2.");
         AssertInputError(["--teacher", Teacher, "--data", SharedData.Path("data"), "--task", "MRPC", "--unlabeled", fewSentences],
             "--unlabeled gives single sentences; task MRPC takes sentence pairs.");
 

@@ -175,6 +175,41 @@ public class AddedKnowledgeTests
     }
 
     [SharedDataFact]
+    public void NeighboursExplainThroughTheRetrievalPartThatWeighsMore()
+    {
+        var (ml, student) = TrainTiny();
+        using var owned = student;
+        using var grown = student.WithAddedKnowledge(GlueRows(student.LabelNames, 200));
+        var lexical = grown.Model.Lexical!;
+        var texts = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv")).Take(40).Select(r => r.Text).ToList();
+        using var termsWeighMore = grown.WithRetrievalWeight(0.2, 0.5);
+        using var embeddingWeighsMore = grown.WithRetrievalWeight(0.5, 0.2);
+        Span<int> idx = stackalloc int[3];
+        Span<float> sims = stackalloc float[3];
+        int differ = 0;
+        foreach (var text in texts)
+        {
+            // μ > λ: the term-match search's top 3, with their TF-IDF cosines.
+            var byTerms = termsWeighMore.Predict(text, neighbors: 3).Neighbors;
+            int found = lexical.Search(grown.Model.Tokenize(text, null, out _), 3, idx, sims);
+            Assert.Equal(idx[..found].ToArray(), byTerms.Select(n => n.EntryIndex).ToArray());
+            Assert.Equal(sims[..found].ToArray(), byTerms.Select(n => n.Similarity).ToArray());
+            // λ ≥ μ: the embedding's top 3, with their cosines.
+            var byEmbedding = embeddingWeighsMore.Predict(text, neighbors: 3).Neighbors;
+            var query = new float[grown.Dimension];
+            grown.Encode([(text, null)], query);
+            grown.Index.Search(query, 3, idx, sims);
+            Assert.Equal(idx.ToArray(), byEmbedding.Select(n => n.EntryIndex).ToArray());
+            if (!byTerms.Select(n => n.EntryIndex).SequenceEqual(byEmbedding.Select(n => n.EntryIndex))) differ++;
+        }
+        Assert.True(differ >= 20, $"Term match and the embedding named the same neighbours for {40 - differ} of 40 texts.");
+        // Asking for neighbours does not change the scores.
+        var scored = termsWeighMore.PredictBatch(texts);
+        for (int i = 0; i < texts.Count; i++)
+            Assert.Equal(scored[i], termsWeighMore.Predict(texts[i], neighbors: 3).Scores);
+    }
+
+    [SharedDataFact]
     public void TuneMixChoosesAsFitDoesAndLetsAddedGoldRowsCount()
     {
         var ml = new MLContext(seed: 1);
