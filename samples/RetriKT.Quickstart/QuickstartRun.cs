@@ -91,7 +91,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
         if (task.IsPair) throw new InputException($"--unlabeled gives single sentences; task {task.Name} takes sentence pairs.");
         try
         {
-            if (options.UnlabeledAfterTraining) CorpusSentences.DrawWithTuningDocuments(path, UnlabeledRows, UnlabeledTuningRows, seed: 1);
+            if (options.UnlabeledAfterTraining) CorpusSentences.DrawWithTuningDocuments(path, UnlabeledRows, RetriKTPipelineOptions.DefaultStoreCorpusTuningRows, seed: 1);
             else CorpusSentences.Draw(path, UnlabeledRows, seed: 1, CorpusSentences.StoreOption);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
@@ -101,8 +101,6 @@ public sealed class QuickstartRun(QuickstartOptions options)
     }
 
     private int UnlabeledRows => options.UnlabeledRows ?? RetriKTPipelineOptions.DefaultStoreCorpusRows;
-    /// <summary>The sentences of other documents the mix is chosen on again with --unlabeled-after-training (the pipeline's default).</summary>
-    private static int UnlabeledTuningRows => new RetriKTPipelineOptions().StoreCorpusTuningRows;
 
     /// <summary>The recipe without the unlabelled text, for the student that cannot take it in after training.</summary>
     private static RetriKTPipelineOptions WithoutUnlabeled(RetriKTPipelineOptions recipe)
@@ -246,7 +244,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
         facts.AddRow("Knowledge store", $"{extraction.Store.Count} entries ({extraction.Report})".EscapeMarkup());
         if (options.UnlabeledPath is { } unlabeled)
             facts.AddRow("Unlabelled text", (options.UnlabeledAfterTraining
-                ? $"{student.StoreCorpusEntries} sentences of {unlabeled} labelled by the teacher, added to the RetriKT student's store after it trained (mix chosen again on {UnlabeledTuningRows} of other documents); the store-only student has none"
+                ? $"{student.StoreCorpusEntries} sentences of {unlabeled} labelled by the teacher, added to the RetriKT student's store after it trained (mix chosen again on {RetriKTPipelineOptions.DefaultStoreCorpusTuningRows} of other documents); the store-only student has none"
                 : $"{student.StoreCorpusEntries} sentences of {unlabeled} labelled by the teacher, in the store students' stores").EscapeMarkup());
         facts.AddRow("Student / teacher parameters", $"{student.Student.ParameterCount:N0} / {teacher.ParameterCount:N0} = {(double)student.Student.ParameterCount / teacher.ParameterCount:P1}");
         facts.AddRow("Soft prompt parameters", extraction.PromptParameters.ToString("N0"));

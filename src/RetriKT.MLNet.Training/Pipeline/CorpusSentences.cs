@@ -29,7 +29,7 @@ public static partial class CorpusSentences
     /// </summary>
     public static List<string> Draw(string path, int count, int seed, string option = TuningOption)
     {
-        CheckOption(option);
+        if (option is not (TuningOption or StoreOption)) throw new ArgumentOutOfRangeException(nameof(option), $"option must be {TuningOption} or {StoreOption}, found '{option}'.");
         if (count < 1) throw new ArgumentOutOfRangeException(nameof(count), $"{option}Rows must be >= 1, found {count}.");
         var candidates = Candidates(path, option).Select(c => c.Sentence).ToList();
         if (candidates.Count < count)
@@ -72,11 +72,6 @@ public static partial class CorpusSentences
             throw new InvalidDataException($"{StoreOption} '{path}': {candidates.Count} distinct sentences of {MinWords}-{MaxWords} words in {documents.Count} documents; " +
                                            $"{tuning.Count} for tuning and {store.Count} for the store, expected {StoreOption}TuningRows = {tuningCount} and {StoreOption}Rows = {count}.");
         return (Shuffled(store, count, SeedMixer.Random(seed, "store-corpus")), Shuffled(tuning, tuningCount, SeedMixer.Random(seed, "store-corpus-tuning")));
-    }
-
-    private static void CheckOption(string option)
-    {
-        if (option is not (TuningOption or StoreOption)) throw new ArgumentOutOfRangeException(nameof(option), $"option must be {TuningOption} or {StoreOption}, found '{option}'.");
     }
 
     /// <summary>The distinct candidate sentences of a corpus in file and line order, each with its document (line) number.</summary>

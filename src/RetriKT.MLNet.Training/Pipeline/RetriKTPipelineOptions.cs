@@ -155,9 +155,11 @@ public sealed class RetriKTPipelineOptions
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
     public bool StoreCorpusAfterTraining;
-    /// <summary>Teacher-labelled sentences the mix is chosen on again with <see cref="StoreCorpusAfterTraining"/>. Left out of JSON. Default 2,048.</summary>
+    /// <summary>Teacher-labelled sentences the mix is chosen on again with <see cref="StoreCorpusAfterTraining"/>. Left out of JSON. Default <see cref="DefaultStoreCorpusTuningRows"/>.</summary>
     [System.Text.Json.Serialization.JsonIgnore]
-    public int StoreCorpusTuningRows = 2048;
+    public int StoreCorpusTuningRows = DefaultStoreCorpusTuningRows;
+    /// <summary>The default of <see cref="StoreCorpusTuningRows"/>.</summary>
+    public const int DefaultStoreCorpusTuningRows = 2048;
     /// <summary>
     /// Choose the store student's epoch on its head alone (<c>RetrievalClassifierTrainer.Options.SelectEpochOnHead</c>),
     /// as the student without retrieval is chosen, and tune the mix once at the end. With

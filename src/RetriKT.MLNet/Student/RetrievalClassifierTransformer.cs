@@ -172,18 +172,18 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             if (string.IsNullOrEmpty(added.Entries[i].Text))
                 throw new ArgumentException($"Added entry {i} has no text; the student embeds the added entries from their texts.", nameof(added));
         ArgumentOutOfRangeException.ThrowIfNegative(termMatchNeighbors);
-        // A model with a term index must keep one (its μ may be > 0), so missing store texts fail below; for a model
-        // without one the index is an addition, built only where it can cover every entry.
+        // The term index covers every entry, so it needs the store's texts. A model with one must keep it (its μ may be
+        // > 0) and fails without them; for a model without one the index is an addition, built only where it can be.
+        int withoutText = -1;
+        for (int i = 0; i < store.Count && withoutText < 0; i++)
+            if (store.Entries[i].Text is null) withoutText = i;
+        if (model.Lexical is not null && withoutText >= 0)
+            throw new InvalidOperationException($"The model's store entry {withoutText} has no text (the model was saved without the store's texts), so its term-match index cannot be built again over the added entries.");
         int lexicalK = model.Lexical is not null ? model.LexicalNeighborCount
-            : LexicalIndex.IsLargeEnough(store.Count + added.Count, termMatchNeighbors) && store.Entries.All(e => e.Text is not null) ? termMatchNeighbors : 0;
-        LexicalIndex? lexical = null;
-        if (lexicalK > 0)
-        {
-            for (int i = 0; i < store.Count; i++)
-                if (store.Entries[i].Text is null)
-                    throw new InvalidOperationException($"The model's store entry {i} has no text (the model was saved without the store's texts), so its term-match index cannot be built again over the added entries.");
-            lexical = LexicalIndex.Build(store.Entries.Concat(added.Entries).Select(e => model.Tokenize(e.Text!, e.Text2, out _)).ToList(), model.Tokenizer.Vocabulary);
-        }
+            : withoutText < 0 && LexicalIndex.IsLargeEnough(store.Count + added.Count, termMatchNeighbors) ? termMatchNeighbors : 0;
+        var lexical = lexicalK > 0
+            ? LexicalIndex.Build(store.Entries.Concat(added.Entries).Select(e => model.Tokenize(e.Text!, e.Text2, out _)).ToList(), model.Tokenizer.Vocabulary)
+            : null;
         int d = model.Dimension;
         var embeddings = new float[(store.Count + added.Count) * d];
         store.Embeddings.Span.CopyTo(embeddings);

@@ -197,13 +197,13 @@ internal sealed class RetrievalModel
     /// <summary>
     /// Mixes p_terms into the head's scores (<see cref="RetrievalMix.MixTermMatch"/>); no entry sharing a term: scores stay
     /// p_head. The top <paramref name="reportIndices"/>.Length entries of the same search are reported there (−1, NaN
-    /// where fewer match).
+    /// where fewer match). Called only when μ &gt; 0, so λ &lt; 1 (λ ≥ 1 is a no-op in <see cref="RetrievalMix.MixTermMatch"/> too).
     /// </summary>
     private void MixTermMatch(int[] ids, RetrievalWeights mix, Span<float> scores, Span<int> reportIndices, Span<float> reportSimilarities)
     {
         int report = reportIndices.Length, labels = LabelCount;
         int k = Math.Min(Math.Max(LexicalNeighborCount, report), Lexical!.Count);
-        if (k == 0 || (mix.Dense >= 1 && report == 0)) return;
+        if (k == 0) return;
         Span<int> idx = k <= 256 ? stackalloc int[k] : new int[k];
         Span<float> sims = k <= 256 ? stackalloc float[k] : new float[k];
         int found = Lexical.Search(ids, k, idx, sims);
@@ -213,7 +213,7 @@ internal sealed class RetrievalModel
             reportSimilarities[j] = j < found ? sims[j] : float.NaN;
         }
         int used = Math.Min(LexicalNeighborCount, found);
-        if (used == 0 || mix.Dense >= 1) return;
+        if (used == 0) return;
         Span<float> terms = labels <= 256 ? stackalloc float[labels] : new float[labels];
         Store.SoftVote(idx[..used], sims[..used], LexicalTemperature, terms);
         RetrievalMix.MixTermMatch(scores, terms, mix.Dense, mix.Lexical);

@@ -12,6 +12,10 @@ namespace RetriKT.MLNet.Tests.Student;
 /// </summary>
 public class AddedKnowledgeTests
 {
+    /// <summary>
+    /// A tiny student on the 32 few-shot rows. With k = 8 (32 ≥ 4 × 8) training builds a term index and μ is fixed at
+    /// 0.3; with a larger k it builds none, and μ is left to the trainer (0).
+    /// </summary>
     private static (MLContext Ml, RetrievalClassifierTransformer Student) TrainTiny(bool saveStoreTexts = true, int termMatchNeighbors = 8)
     {
         var ml = new MLContext(seed: 1);
