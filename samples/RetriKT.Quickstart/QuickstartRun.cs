@@ -253,13 +253,19 @@ public sealed class QuickstartRun(QuickstartOptions options)
         facts.AddRow("Wall time", string.Join(", ", times.Select(t => $"{t.Key} {t.Value.TotalSeconds:F0} s")) + $"; total {total.Elapsed.TotalSeconds:F0} s");
         AnsiConsole.Write(facts);
 
-        AnsiConsole.Write(new Rule("Predictions of the reloaded model, with the retrieved neighbours that explain them").LeftJustified());
+        AnsiConsole.Write(new Rule("Predictions of the reloaded model: each part's probability of the predicted label × its weight, and the neighbours of the retrieval part that weighs more").LeftJustified());
         var reloadedStudent = ((IEnumerable<ITransformer>)loaded).OfType<RetrievalClassifierTransformer>().Single();
         foreach (var row in task.Test.Take(3))
         {
-            var p = reloadedStudent.Predict(row.Text, task.IsPair ? row.Text2 : null, neighbors: 3);
+            var why = reloadedStudent.Explain(row.Text, task.IsPair ? row.Text2 : null, neighbors: 3);
+            var p = why.Prediction;
             var served = engine.Predict(new ReviewInput { Text = row.Text, Text2 = row.Text2 });
             AnsiConsole.MarkupLineInterpolated($"[bold]{Short(row.Text)}[/] → [green]{served.PredictedLabel}[/] (gold {row.Label}; p = {p.Scores.Max():F2})");
+            // What each part alone gives the predicted label, and its weight in the prediction.
+            var parts = new List<(string Name, PredictionPart Part)> { ("head", why.Head), ("retrieval", why.Retrieval) };
+            if (why.TermMatch is { } terms) parts.Add(("term match", terms));
+            AnsiConsole.MarkupLine("    [grey]" + string.Join(" · ", parts.Select(x =>
+                string.Create(CultureInfo.InvariantCulture, $"{x.Name} {x.Part.Scores[p.LabelIndex]:F2} × {x.Part.Weight:F2}"))).EscapeMarkup() + "[/]");
             foreach (var n in p.Neighbors)
                 AnsiConsole.MarkupLineInterpolated($"    {n.Similarity:F2}  ({n.Label}) {Short(n.Text ?? "")}");
         }

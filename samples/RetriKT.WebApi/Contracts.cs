@@ -35,10 +35,20 @@ public sealed record PredictResponse(string Label, IReadOnlyDictionary<string, f
 /// <param name="Similarity">Its similarity to the query.</param>
 public sealed record Neighbour(string Text, string Label, float Similarity);
 
-/// <summary>A prediction plus the neighbours the retrieval classifier used.</summary>
+/// <summary>One part of a RetriKT prediction: what it says alone and its share of the prediction.</summary>
+/// <param name="Part"><c>head</c>, <c>retrieval</c> (neighbours by the student's embedding) or <c>termMatch</c> (by TF-IDF).</param>
+/// <param name="Weight">Its share: 1 − λ − μ, λ or μ; the prediction's scores are the parts' scores mixed by these weights.</param>
+/// <param name="Scores">Probability per label from this part alone.</param>
+/// <param name="Neighbours">The store samples this part retrieved (none for the head).</param>
+public sealed record ExplainedPart(string Part, double Weight, IReadOnlyDictionary<string, float> Scores, IReadOnlyList<Neighbour> Neighbours);
+
+/// <summary>A prediction plus the neighbours the retrieval classifier used, and every part behind it.</summary>
 /// <param name="Prediction">The prediction.</param>
-/// <param name="Neighbours">The retrieved neighbours (empty for models without retrieval).</param>
-public sealed record ExplainResponse(PredictResponse Prediction, IReadOnlyList<Neighbour> Neighbours);
+/// <param name="Neighbours">
+/// The retrieved neighbours of the retrieval part that weighs more (empty for models without retrieval).
+/// </param>
+/// <param name="Parts">The head, embedding retrieval and (with a term index) term match, each alone (empty for other models).</param>
+public sealed record ExplainResponse(PredictResponse Prediction, IReadOnlyList<Neighbour> Neighbours, IReadOnlyList<ExplainedPart> Parts);
 
 /// <summary>Serving limits (section <c>Serving</c>).</summary>
 public sealed class ServingOptions

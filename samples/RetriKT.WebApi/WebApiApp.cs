@@ -76,9 +76,14 @@ public static class WebApiApp
             var prediction = Classify(pool, engine, request!.Text!);
             // A RetriKT model explains itself with the knowledge-store samples it retrieved; other models have none.
             var student = FindRetrievalClassifier(pool.GetModel(engine));
-            var neighbours = student is null ? [] : student.Predict(request.Text!, null, NeighboursToExplain).Neighbors
-                .Select(n => new Neighbour(n.Text ?? "", n.Label, n.Similarity)).ToList();
-            return TypedResults.Ok(new ExplainResponse(prediction, neighbours));
+            if (student is null) return TypedResults.Ok(new ExplainResponse(prediction, [], []));
+            var why = student.Explain(request.Text!, null, NeighboursToExplain);
+            var parts = new List<ExplainedPart> { Part("head", why.Head), Part("retrieval", why.Retrieval) };
+            if (why.TermMatch is { } terms) parts.Add(Part("termMatch", terms));
+            return TypedResults.Ok(new ExplainResponse(prediction, Neighbours(why.Prediction.Neighbors), parts));
+
+            ExplainedPart Part(string name, RetriKT.MLNet.Student.PredictionPart part) => new(name, part.Weight,
+                student.LabelNames.Select((label, i) => (label, i)).ToDictionary(l => l.label, l => part.Scores[l.i]), Neighbours(part.Neighbors));
         }
         finally
         {
@@ -87,6 +92,9 @@ public static class WebApiApp
     }
 
     private const int NeighboursToExplain = 3;
+
+    private static List<Neighbour> Neighbours(IEnumerable<RetriKT.MLNet.Student.RetrievedNeighbor> neighbours)
+        => neighbours.Select(n => new Neighbour(n.Text ?? "", n.Label, n.Similarity)).ToList();
 
     private static RetriKT.MLNet.Student.RetrievalClassifierTransformer? FindRetrievalClassifier(Microsoft.ML.ITransformer model) => model switch
     {

@@ -40,6 +40,7 @@ public class WebApiTests
         Assert.Equal(answers[text].Label, prediction.GetProperty("label").GetString());
         Assert.Equal(answers[text].Scores, prediction.GetProperty("scores").EnumerateObject().Select(p => p.Value.GetSingle()));
         Assert.Equal(0, explained.RootElement.GetProperty("neighbours").GetArrayLength());
+        Assert.Equal(0, explained.RootElement.GetProperty("parts").GetArrayLength());
 
         Assert.Equal("Healthy", await client.GetStringAsync("/healthz"));
         var openApi = await client.GetStringAsync("/openapi/v1.json");
@@ -81,6 +82,21 @@ public class WebApiTests
             Assert.Contains(rows, r => r.Text == n.GetProperty("text").GetString());
             Assert.InRange(n.GetProperty("similarity").GetSingle(), -1.001f, 1.001f);
         });
+        // Every part, each with its share: 32 rows build no term index, so the head and embedding retrieval; the
+        // retrieval part names the same neighbours, and the parts mixed by their weights give the prediction.
+        var parts = explained.RootElement.GetProperty("parts").EnumerateArray().ToList();
+        Assert.Equal(new[] { "head", "retrieval" }, parts.Select(p => p.GetProperty("part").GetString()));
+        Assert.Equal(1 - student.RetrievalWeight, parts[0].GetProperty("weight").GetDouble(), 12);
+        Assert.Equal(student.RetrievalWeight, parts[1].GetProperty("weight").GetDouble());
+        Assert.Empty(parts[0].GetProperty("neighbours").EnumerateArray());
+        Assert.Equal(neighbours.Select(n => n.GetProperty("text").GetString()),
+            parts[1].GetProperty("neighbours").EnumerateArray().Select(n => n.GetProperty("text").GetString()));
+        var scores = explained.RootElement.GetProperty("prediction").GetProperty("scores");
+        foreach (var label in new[] { "0", "1" })
+        {
+            double mixed = parts.Sum(p => p.GetProperty("weight").GetDouble() * p.GetProperty("scores").GetProperty(label).GetSingle());
+            Assert.Equal(scores.GetProperty(label).GetSingle(), mixed, 5);
+        }
         student.Dispose();
     }
 

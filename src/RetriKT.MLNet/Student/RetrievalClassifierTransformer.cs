@@ -33,6 +33,30 @@ public sealed record RetrievedNeighbor(int EntryIndex, float Similarity, string 
 /// </param>
 public sealed record RetrievalPrediction(string Label, int LabelIndex, float[] Scores, IReadOnlyList<RetrievedNeighbor> Neighbors);
 
+/// <summary>One part of a prediction: what it says alone, and how much it weighs.</summary>
+/// <param name="Weight">Its share of the prediction: 1 − λ − μ for the head, λ for embedding retrieval, μ for term match.</param>
+/// <param name="Scores">Probability per label from this part alone.</param>
+/// <param name="Neighbors">
+/// The store entries it retrieved, best first: by embedding cosine for <see cref="RetrievalExplanation.Retrieval"/>, by
+/// TF-IDF cosine for <see cref="RetrievalExplanation.TermMatch"/>; none for the head.
+/// </param>
+public sealed record PredictionPart(double Weight, float[] Scores, IReadOnlyList<RetrievedNeighbor> Neighbors);
+
+/// <summary>
+/// A prediction with every part behind it (<see cref="RetrievalClassifierTransformer.Explain"/>): the head, embedding
+/// retrieval and, for a model with a term index, term match, each with what it alone says and its weight. A part of weight
+/// 0 is still shown (what it would have said). The parts mixed by <see cref="RetrievalMix.Combine"/> with their weights give
+/// <see cref="RetrievalPrediction.Scores"/> bit for bit.
+/// </summary>
+/// <param name="Prediction">The prediction, as <see cref="RetrievalClassifierTransformer.Predict"/> gives it.</param>
+/// <param name="Head">The student's own head (p_head).</param>
+/// <param name="Retrieval">The neighbours by the student's embedding and their soft vote (p_knn).</param>
+/// <param name="TermMatch">
+/// The entries by term match and their soft vote (p_terms); null for a model without a term index. When no entry shares a
+/// word with the text, its scores are the head's (as the student uses them) and it lists no neighbours.
+/// </param>
+public sealed record RetrievalExplanation(RetrievalPrediction Prediction, PredictionPart Head, PredictionPart Retrieval, PredictionPart? TermMatch);
+
 /// <summary>
 /// The deployed RetriKT student: a tiny encoder plus its knowledge store. Outputs <c>PredictedLabel</c> (key with
 /// KeyValues) and <c>Score</c> (probabilities with the annotations <c>MulticlassClassification.Evaluate</c> reads),
@@ -194,7 +218,10 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         return With(grownModel, RetrievalWeight, LexicalRetrievalWeight);
     }
 
-    /// <summary>Predicts one text (pair), with the top neighbours.</summary>
+    /// <summary>
+    /// Predicts one text (pair), with the top neighbours of the retrieval part that weighs more (<see cref="Explain"/>
+    /// shows every part).
+    /// </summary>
     public RetrievalPrediction Predict(string text, string? text2 = null, int neighbors = 3)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -205,13 +232,56 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         var sims = new float[indices.Length];
         model.ScoreOne(ids, Weights, scores, indices, sims);
         int best = RetrievalMix.ArgMax(scores);
+        return new RetrievalPrediction(LabelNames[best], best, scores, ToNeighbors(model, indices, sims));
+    }
+
+    /// <summary>
+    /// Predicts one text (pair) and shows every part behind the prediction (<see cref="RetrievalExplanation"/>): the
+    /// head's own probabilities, embedding retrieval's top <paramref name="neighbors"/> entries and vote, and term match's
+    /// when the model has a term index, each with its weight. <see cref="Predict"/> shows only the neighbours of the part
+    /// that weighs more; this shows both, which matters for a model that mixes them.
+    /// </summary>
+    /// <example>
+    /// <code language="csharp">
+    /// var why = student.Explain("a gorgeous, witty film");
+    /// Console.WriteLine($"{why.Prediction.Label}: head {why.Head.Scores[1]:F2} × {why.Head.Weight:F2}, "
+    ///     + $"retrieval {why.Retrieval.Scores[1]:F2} × {why.Retrieval.Weight:F2}");
+    /// foreach (var n in why.TermMatch?.Neighbors ?? []) Console.WriteLine($"  {n.Similarity:F2} ({n.Label}) {n.Text}");
+    /// </code>
+    /// </example>
+    public RetrievalExplanation Explain(string text, string? text2 = null, int neighbors = 3)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        neighbors = Math.Max(0, neighbors);
+        var model = Model;
+        var ids = model.Tokenize(text, text2, out _);
+        int labels = model.LabelCount;
+        float[] head = new float[labels], knn = new float[labels], terms = new float[labels];
+        int[] knnIndices = new int[neighbors], termIndices = new int[neighbors];
+        float[] knnSimilarities = new float[neighbors], termSimilarities = new float[neighbors];
+        model.ScoreParts(ids, head, knn, terms, knnIndices, knnSimilarities, termIndices, termSimilarities);
+        var scores = new float[labels];
+        RetrievalMix.Combine(head, knn, terms, RetrievalWeight, LexicalRetrievalWeight, scores);
+        int best = RetrievalMix.ArgMax(scores);
+        var byEmbedding = ToNeighbors(model, knnIndices, knnSimilarities);
+        var byTerms = ToNeighbors(model, termIndices, termSimilarities);
+        bool termsWeighMore = model.Lexical is not null && LexicalRetrievalWeight > RetrievalWeight;
+        var prediction = new RetrievalPrediction(LabelNames[best], best, scores, termsWeighMore ? byTerms : byEmbedding);
+        return new RetrievalExplanation(prediction,
+            new PredictionPart(1 - RetrievalWeight - LexicalRetrievalWeight, head, []),
+            new PredictionPart(RetrievalWeight, knn, byEmbedding),
+            model.Lexical is null ? null : new PredictionPart(LexicalRetrievalWeight, terms, byTerms));
+    }
+
+    private List<RetrievedNeighbor> ToNeighbors(RetrievalModel model, int[] indices, float[] similarities)
+    {
         var list = new List<RetrievedNeighbor>();
         for (int j = 0; j < indices.Length && indices[j] >= 0; j++)
         {
             var e = model.Store.Entries[indices[j]];
-            list.Add(new RetrievedNeighbor(indices[j], sims[j], LabelNames[e.Label], e.Text));
+            list.Add(new RetrievedNeighbor(indices[j], similarities[j], LabelNames[e.Label], e.Text));
         }
-        return new RetrievalPrediction(LabelNames[best], best, scores, list);
+        return list;
     }
 
     /// <summary>

@@ -155,33 +155,45 @@ internal sealed class RetrievalModel
     /// </summary>
     public void ScoreOne(int[] ids, RetrievalWeights mix, Span<float> scores, Span<int> neighborIndices, Span<float> neighborSimilarities)
     {
-        double retrievalWeight = mix.Dense;
         int labels = LabelCount, d = Dimension;
         Span<float> pooled = d <= 1024 ? stackalloc float[d] : new float[d];
+        Span<float> part = labels <= 256 ? stackalloc float[labels] : new float[labels];
         EncodeAndClassify(ids, pooled, scores);
         bool reportTerms = neighborIndices.Length > 0 && Lexical is not null && mix.Lexical > mix.Dense;
-        if (mix.Lexical > 0 && Lexical is not null)
-            MixTermMatch(ids, mix, scores, reportTerms ? neighborIndices : default, reportTerms ? neighborSimilarities : default);
+        // μ > 0 implies λ < 1 here, so the term match takes its share (no entry sharing a term: scores stay p_head).
+        if (mix.Lexical > 0 && Lexical is not null
+            && TermMatchVote(ids, part, reportTerms ? neighborIndices : default, reportTerms ? neighborSimilarities : default) > 0)
+            RetrievalMix.MixTermMatch(scores, part, mix.Dense, mix.Lexical);
         int report = reportTerms ? 0 : neighborIndices.Length;
-        if (retrievalWeight <= 0 && report == 0) return;
+        if (mix.Dense <= 0 && report == 0) return;
         Normalize(pooled);
-        int k = Math.Min(Math.Max(NeighborCount, report), Index.Count);
-        Span<int> idx = k <= 256 ? stackalloc int[k] : new int[k];
-        Span<float> sims = k <= 256 ? stackalloc float[k] : new float[k];
-        Index.Search(pooled, k, idx, sims);
-        if (retrievalWeight > 0)
+        NeighborVote(pooled, mix.Dense > 0 ? part : default, neighborIndices[..report], neighborSimilarities[..report]);
+        // scores already hold (1 − μ')·p_head + μ'·p_terms (or p_head): take λ of the total from p_knn.
+        if (mix.Dense > 0) RetrievalMix.MixNeighbors(scores, part, mix.Dense);
+    }
+
+    /// <summary>
+    /// One row's parts alone, for an explanation: p_head, p_knn (with the embedding's top neighbours) and, with a term
+    /// index, p_terms (with the term match's top neighbours). Returns how many entries p_terms voted over; 0 when no entry
+    /// shares a term (or there is no term index), and then <paramref name="terms"/> holds p_head, as the student uses
+    /// it. Mixed by <see cref="RetrievalMix.Combine"/>, the parts give <see cref="ScoreOne"/>'s scores bit for bit.
+    /// </summary>
+    public int ScoreParts(int[] ids, Span<float> head, Span<float> knn, Span<float> terms,
+        Span<int> knnIndices, Span<float> knnSimilarities, Span<int> termIndices, Span<float> termSimilarities)
+    {
+        int d = Dimension;
+        Span<float> pooled = d <= 1024 ? stackalloc float[d] : new float[d];
+        EncodeAndClassify(ids, pooled, head);
+        int used = Lexical is null ? 0 : TermMatchVote(ids, terms, termIndices, termSimilarities);
+        if (used == 0)
         {
-            int used = Math.Min(NeighborCount, k);
-            Span<float> knn = labels <= 256 ? stackalloc float[labels] : new float[labels];
-            Store.SoftVote(idx[..used], sims[..used], Temperature, knn);
-            // scores already hold (1 − μ')·p_head + μ'·p_terms (or p_head): take λ of the total from p_knn.
-            RetrievalMix.MixNeighbors(scores, knn, retrievalWeight);
+            head.CopyTo(terms);
+            termIndices.Fill(-1);
+            termSimilarities.Fill(float.NaN);
         }
-        for (int j = 0; j < report; j++)
-        {
-            neighborIndices[j] = j < k ? idx[j] : -1;
-            neighborSimilarities[j] = j < k ? sims[j] : float.NaN;
-        }
+        Normalize(pooled);
+        NeighborVote(pooled, knn, knnIndices, knnSimilarities);
+        return used;
     }
 
     /// <summary>One row's pooled embedding (not normalised) and the head's probabilities, p_head.</summary>
@@ -195,15 +207,15 @@ internal sealed class RetrievalModel
     }
 
     /// <summary>
-    /// Mixes p_terms into the head's scores (<see cref="RetrievalMix.MixTermMatch"/>); no entry sharing a term: scores stay
-    /// p_head. The top <paramref name="reportIndices"/>.Length entries of the same search are reported there (−1, NaN
-    /// where fewer match). Called only when μ &gt; 0, so λ &lt; 1 (λ ≥ 1 is a no-op in <see cref="RetrievalMix.MixTermMatch"/> too).
+    /// p_terms of one row into <paramref name="terms"/>: the soft vote of its top-k entries by TF-IDF cosine. Returns how
+    /// many entries voted; 0 when none shares a term (<paramref name="terms"/> is then untouched). The top
+    /// <paramref name="reportIndices"/>.Length entries of the same search are reported there (−1, NaN where fewer match).
     /// </summary>
-    private void MixTermMatch(int[] ids, RetrievalWeights mix, Span<float> scores, Span<int> reportIndices, Span<float> reportSimilarities)
+    private int TermMatchVote(int[] ids, Span<float> terms, Span<int> reportIndices, Span<float> reportSimilarities)
     {
-        int report = reportIndices.Length, labels = LabelCount;
+        int report = reportIndices.Length;
         int k = Math.Min(Math.Max(LexicalNeighborCount, report), Lexical!.Count);
-        if (k == 0) return;
+        if (k == 0) return 0;
         Span<int> idx = k <= 256 ? stackalloc int[k] : new int[k];
         Span<float> sims = k <= 256 ? stackalloc float[k] : new float[k];
         int found = Lexical.Search(ids, k, idx, sims);
@@ -213,10 +225,34 @@ internal sealed class RetrievalModel
             reportSimilarities[j] = j < found ? sims[j] : float.NaN;
         }
         int used = Math.Min(LexicalNeighborCount, found);
-        if (used == 0) return;
-        Span<float> terms = labels <= 256 ? stackalloc float[labels] : new float[labels];
-        Store.SoftVote(idx[..used], sims[..used], LexicalTemperature, terms);
-        RetrievalMix.MixTermMatch(scores, terms, mix.Dense, mix.Lexical);
+        if (used > 0) Store.SoftVote(idx[..used], sims[..used], LexicalTemperature, terms);
+        return used;
+    }
+
+    /// <summary>
+    /// p_knn of a normalised embedding into <paramref name="knn"/> (skipped when it is empty): the soft vote of its top-k
+    /// neighbours in <see cref="Index"/>. The top <paramref name="reportIndices"/>.Length neighbours of the same search are
+    /// reported there (−1, NaN past the store's size).
+    /// </summary>
+    private void NeighborVote(ReadOnlySpan<float> normalized, Span<float> knn, Span<int> reportIndices, Span<float> reportSimilarities)
+    {
+        int report = reportIndices.Length;
+        // Always k neighbours or more, vote or not: an approximate index's top results depend on the k asked for, and the
+        // neighbours a model reports must not change with its weights.
+        int k = Math.Min(Math.Max(NeighborCount, report), Index.Count);
+        Span<int> idx = k <= 256 ? stackalloc int[k] : new int[k];
+        Span<float> sims = k <= 256 ? stackalloc float[k] : new float[k];
+        Index.Search(normalized, k, idx, sims);
+        if (!knn.IsEmpty)
+        {
+            int used = Math.Min(NeighborCount, k);
+            Store.SoftVote(idx[..used], sims[..used], Temperature, knn);
+        }
+        for (int j = 0; j < report; j++)
+        {
+            reportIndices[j] = j < k ? idx[j] : -1;
+            reportSimilarities[j] = j < k ? sims[j] : float.NaN;
+        }
     }
 
     /// <summary>Scales <paramref name="v"/> to unit length (a zero vector stays zero), as the training side's normalize(p=2, eps=1e-12).</summary>

@@ -214,6 +214,57 @@ public class AddedKnowledgeTests
     }
 
     [SharedDataFact]
+    public void ExplanationsShowEveryPartWithItsWeightAndMixBackToThePrediction()
+    {
+        var (ml, student) = TrainTiny();
+        using var owned = student;
+        using var grown = student.WithAddedKnowledge(GlueRows(student.LabelNames, 200));
+        using var headAlone = grown.WithRetrievalWeight(0, 0);
+        using var retrievalAlone = grown.WithRetrievalWeight(1, 0);
+        using var termsAlone = grown.WithRetrievalWeight(0, 1);
+        var texts = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv")).Take(30).Select(r => r.Text).ToList();
+        foreach (var (lambda, mu) in new[] { (0.2, 0.5), (0.5, 0.2), (0.0, 0.0) })
+        {
+            using var mixed = grown.WithRetrievalWeight(lambda, mu);
+            foreach (var text in texts)
+            {
+                var why = mixed.Explain(text, neighbors: 3);
+                var predicted = mixed.Predict(text, neighbors: 3);
+                Assert.Equal(predicted.Scores, why.Prediction.Scores);
+                Assert.Equal(predicted.Label, why.Prediction.Label);
+                Assert.Equal(predicted.Neighbors, why.Prediction.Neighbors);
+                // Each part is what the model with only that part says, and its weight is its share.
+                Assert.Equal(headAlone.Predict(text, neighbors: 0).Scores, why.Head.Scores);
+                Assert.Equal(retrievalAlone.Predict(text, neighbors: 0).Scores, why.Retrieval.Scores);
+                Assert.Equal(termsAlone.Predict(text, neighbors: 0).Scores, why.TermMatch!.Scores);
+                Assert.Equal(1 - lambda - mu, why.Head.Weight, 12);
+                Assert.Equal(lambda, why.Retrieval.Weight);
+                Assert.Equal(mu, why.TermMatch.Weight);
+                Assert.Empty(why.Head.Neighbors);
+                // Both parts' neighbours are shown, whichever weighs more.
+                Assert.Equal(retrievalAlone.Predict(text, neighbors: 3).Neighbors, why.Retrieval.Neighbors);
+                Assert.Equal(termsAlone.Predict(text, neighbors: 3).Neighbors, why.TermMatch.Neighbors);
+                var combined = new float[grown.LabelNames.Count];
+                RetrievalMix.Combine(why.Head.Scores, why.Retrieval.Scores, why.TermMatch.Scores, lambda, mu, combined);
+                Assert.Equal(why.Prediction.Scores, combined);
+            }
+        }
+        // No entry shares a word: term match falls back to the head and names no entry.
+        var unknown = grown.WithRetrievalWeight(0.2, 0.5).Explain("zqx vvqz");
+        Assert.Empty(unknown.TermMatch!.Neighbors);
+        Assert.Equal(unknown.Head.Scores, unknown.TermMatch.Scores);
+        Assert.Equal(3, unknown.Retrieval.Neighbors.Count);
+
+        // A model without a term index has no term-match part.
+        var (_, noIndex) = TrainTiny(termMatchNeighbors: 16);
+        using var ownedNoIndex = noIndex;
+        var plain = noIndex.Explain(texts[0], neighbors: 2);
+        Assert.Null(plain.TermMatch);
+        Assert.Equal(noIndex.Predict(texts[0], neighbors: 2).Scores, plain.Prediction.Scores);
+        Assert.Equal(noIndex.Predict(texts[0], neighbors: 2).Neighbors, plain.Retrieval.Neighbors);
+    }
+
+    [SharedDataFact]
     public void TuneMixChoosesAsFitDoesAndLetsAddedGoldRowsCount()
     {
         var ml = new MLContext(seed: 1);
