@@ -4,6 +4,8 @@
 //
 //   dotnet run --project samples/RetriKT.Quickstart -c Release                       (embedded default task + teacher)
 //   dotnet run --project samples/RetriKT.Quickstart -c Release -- --teacher <HF dir or llama2.c .bin> --data <folder> --task SST-2 --seed 13
+//   dotnet run --project samples/RetriKT.Quickstart -c Release -- --teacher <dir> --train train.tsv --dev dev.tsv --test test.tsv --verbalizer neg=terrible,pos=great
+//                                                                                     (your own task: text + label columns)
 //   dotnet run --project samples/RetriKT.Quickstart -c Release -- --help             (all options)
 //
 // Exit codes: 0 done (and --help), 2 bad input (one line on stderr naming the option, file or row), 1 anything else.

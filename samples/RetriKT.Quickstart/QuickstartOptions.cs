@@ -1,4 +1,5 @@
 using System.CommandLine;
+using RetriKT.MLNet.SoftPrompt;
 using RetriKT.Samples.Data;
 
 namespace RetriKT.Quickstart;
@@ -49,6 +50,38 @@ public sealed record QuickstartOptions
     /// the generated store alone.
     /// </summary>
     public bool UnlabeledAfterTraining { get; init; }
+    /// <summary>
+    /// An own task's few-shot examples: a tab-separated file with a header holding <c>text</c> (or <c>sentence</c>) and
+    /// <c>label</c>. With <see cref="DevPath"/>, <see cref="TestPath"/> and <see cref="Verbalizer"/>; instead of
+    /// <see cref="DataFolder"/>.
+    /// </summary>
+    public string? TrainPath { get; init; }
+    /// <summary>An own task's rows for choosing among models (never trained on); the same columns as <see cref="TrainPath"/>.</summary>
+    public string? DevPath { get; init; }
+    /// <summary>An own task's rows to score (never tuned on); the same columns as <see cref="TrainPath"/>.</summary>
+    public string? TestPath { get; init; }
+    /// <summary>
+    /// An own task's labels with the word the teacher completes <see cref="Template"/> with for each, in score order
+    /// (<c>label=word</c> pairs, comma-separated, e.g. <c>0=terrible,1=great</c>).
+    /// </summary>
+    public IReadOnlyList<KeyValuePair<string, string>>? Verbalizer { get; init; }
+    /// <summary>An own task's prompt: <c>{text}</c> and <c>{label}</c> (where the label word goes). Default <see cref="DefaultTemplate"/>.</summary>
+    public string Template { get; init; } = DefaultTemplate;
+    /// <summary>The prompt SST-2 uses (LM-BFF's), the default for an own task.</summary>
+    public const string DefaultTemplate = "{text} It was{label}";
+    /// <summary>Whether an own task is given (<see cref="TrainPath"/> and the rest).</summary>
+    public bool OwnTask => TrainPath is not null;
+
+    /// <summary>An own task's template: <see cref="Template"/> with <see cref="Verbalizer"/>'s words.</summary>
+    public TaskTemplate OwnTemplate() => new()
+    {
+        Name = "own",
+        ClassificationFormat = Template,
+        // The word follows the prompt directly: a leading space keeps it a word of its own unless the prompt has one.
+        Verbalizer = Verbalizer!.ToDictionary(kv => kv.Key,
+            kv => Template.Contains(" {label}", StringComparison.Ordinal) || char.IsWhiteSpace(kv.Value[0]) ? kv.Value : " " + kv.Value),
+    };
+
     /// <summary>Smaller settings for smoke runs.</summary>
     public bool Quick { get; init; }
     /// <summary>Replace an extraction checkpoint in the output folder that belongs to another run instead of stopping.</summary>
@@ -69,12 +102,17 @@ public sealed record QuickstartOptions
         var unlabeled = new Option<string?>("--unlabeled") { Description = "In-domain text without labels (.txt file or folder, one document per line): its sentences are labelled by the teacher and join the student's store.", HelpName = "path" };
         var unlabeledRows = new Option<int?>("--unlabeled-rows") { Description = "Sentences drawn from --unlabeled. Default 32768.", HelpName = "n" };
         var afterTraining = new Option<bool>("--unlabeled-after-training") { Description = "Add --unlabeled's sentences to the RetriKT student's store after it trained (no training again; its mix is chosen again on sentences of other documents) instead of before." };
+        var train = new Option<string?>("--train") { Description = "Your own task's few-shot examples: a tab-separated file with a header holding text (or sentence) and label. With --dev, --test, --verbalizer and --teacher; instead of --data.", HelpName = "file" };
+        var dev = new Option<string?>("--dev") { Description = "Your own task's rows for choosing among models, never trained on (the columns of --train).", HelpName = "file" };
+        var test = new Option<string?>("--test") { Description = "Your own task's rows to score, never tuned on (the columns of --train).", HelpName = "file" };
+        var verbalizer = new Option<string?>("--verbalizer") { Description = "Your own task's labels, each with the word the teacher completes the prompt with, in score order: label=word pairs, comma-separated (e.g. 0=terrible,1=great).", HelpName = "pairs" };
+        var template = new Option<string?>("--template") { Description = $"Your own task's prompt, with {{text}} and {{label}} where the label word goes. Default \"{DefaultTemplate}\".", HelpName = "prompt" };
         var quick = new Option<bool>("--quick") { Description = "Smaller settings, for smoke runs." };
         var fresh = new Option<bool>("--fresh") { Description = "Start the knowledge extraction fresh when the output folder holds another run's checkpoint (moved aside) instead of stopping." };
         var root = new RootCommand("RetriKT.MLNet Quickstart: few-shot data → teacher + soft prompts (supervised, PPO) → knowledge store → " +
             "RetrievalClassifier → evaluation → model.zip. With no options: the embedded café-review task and a teacher pretrained in-process.")
         {
-            teacher, data, task, seed, output, ppoSteps, samples, unlabeled, unlabeledRows, afterTraining, quick, fresh,
+            teacher, data, task, seed, train, dev, test, verbalizer, template, output, ppoSteps, samples, unlabeled, unlabeledRows, afterTraining, quick, fresh,
         };
         root.SetAction(parse => run(Validate(new QuickstartOptions
         {
@@ -88,14 +126,59 @@ public sealed record QuickstartOptions
             UnlabeledPath = parse.GetValue(unlabeled) is { } u ? Path.GetFullPath(u) : null,
             UnlabeledRows = parse.GetValue(unlabeledRows),
             UnlabeledAfterTraining = parse.GetValue(afterTraining),
+            TrainPath = parse.GetValue(train) is { } tr ? Path.GetFullPath(tr) : null,
+            DevPath = parse.GetValue(dev) is { } dv ? Path.GetFullPath(dv) : null,
+            TestPath = parse.GetValue(test) is { } ts ? Path.GetFullPath(ts) : null,
+            Verbalizer = parse.GetValue(verbalizer) is { } v ? ParseVerbalizer(v) : null,
+            Template = parse.GetValue(template) ?? DefaultTemplate,
             Quick = parse.GetValue(quick),
             Fresh = parse.GetValue(fresh),
-        }, taskGiven: parse.GetResult(task) is { Implicit: false }, seedGiven: parse.GetResult(seed) is { Implicit: false })));
+        }, templateGiven: parse.GetResult(template) is not null, taskGiven: parse.GetResult(task) is { Implicit: false }, seedGiven: parse.GetResult(seed) is { Implicit: false })));
         return root;
     }
 
-    private static QuickstartOptions Validate(QuickstartOptions o, bool taskGiven, bool seedGiven)
+    /// <summary>"0=terrible,1=great" → (0, terrible), (1, great), in order.</summary>
+    private static List<KeyValuePair<string, string>> ParseVerbalizer(string value)
     {
+        var pairs = new List<KeyValuePair<string, string>>();
+        foreach (var part in value.Split(','))
+        {
+            int at = part.IndexOf('=');
+            string label = at > 0 ? part[..at].Trim() : "", word = at > 0 ? part[(at + 1)..].Trim() : "";
+            if (label.Length == 0 || word.Length == 0)
+                throw new InputException($"--verbalizer: expected label=word pairs separated by commas (e.g. 0=terrible,1=great), found '{part}' in '{value}'.");
+            if (pairs.Any(p => p.Key == label)) throw new InputException($"--verbalizer: label '{label}' is given twice in '{value}'.");
+            pairs.Add(new(label, word));
+        }
+        if (pairs.Count < 2) throw new InputException($"--verbalizer: at least 2 labels are needed, found {pairs.Count} in '{value}'.");
+        return pairs;
+    }
+
+    private static QuickstartOptions Validate(QuickstartOptions o, bool templateGiven, bool taskGiven, bool seedGiven)
+    {
+        var ownParts = new (string Option, bool Given)[] { ("--train", o.TrainPath is not null), ("--dev", o.DevPath is not null), ("--test", o.TestPath is not null), ("--verbalizer", o.Verbalizer is not null) };
+        if (ownParts.Any(p => p.Given) || templateGiven)
+        {
+            if (ownParts.FirstOrDefault(p => !p.Given) is { Option: { } missing })
+                throw new InputException($"{missing} is needed too: your own task takes --train, --dev, --test and --verbalizer (and --teacher).");
+            if (o.DataFolder is not null || taskGiven || seedGiven)
+                throw new InputException($"{(o.DataFolder is not null ? "--data" : taskGiven ? "--task" : "--seed")} selects a benchmark task; your own task (--train, --dev, --test) replaces it.");
+            if (o.TeacherPath is null)
+                throw new InputException("--train needs --teacher as well (the teacher that knows your task's domain; the Quickstart's own teacher knows only its café reviews).");
+            if (o.Template.Contains("{text2}", StringComparison.Ordinal))
+                throw new InputException($"--template: your own task takes single texts; {{text2}} has nothing to fill it in \"{o.Template}\".");
+            foreach (var (option, path) in new[] { ("--train", o.TrainPath!), ("--dev", o.DevPath!), ("--test", o.TestPath!) })
+                if (!File.Exists(path)) throw new InputException($"{option}: file '{path}' does not exist.");
+            try
+            {
+                var template = o.OwnTemplate();
+                template.Validate(o.Verbalizer!.Select(kv => kv.Key).ToList());
+            }
+            catch (ArgumentException e)
+            {
+                throw new InputException($"--template/--verbalizer: {e.Message}", e);
+            }
+        }
         if (o.TeacherPath is not null && !File.Exists(o.TeacherPath) && !Directory.Exists(o.TeacherPath))
             throw new InputException($"--teacher: '{o.TeacherPath}' does not exist.");
         if (o.DataFolder is null && (taskGiven || seedGiven))

@@ -66,10 +66,24 @@ public sealed class QuickstartRun(QuickstartOptions options)
 
     /// <summary>Generated samples kept per label (smaller under --quick).</summary>
     private int SamplesPerLabel => options.Quick ? 12
-        : options.SamplesPerLabel ?? (options.DataFolder is null ? QuickstartOptions.EmbeddedSamplesPerLabel : QuickstartOptions.DataSamplesPerLabel);
+        : options.SamplesPerLabel ?? (Embedded ? QuickstartOptions.EmbeddedSamplesPerLabel : QuickstartOptions.DataSamplesPerLabel);
+
+    /// <summary>The embedded café-review task (no --data, no own task).</summary>
+    private bool Embedded => options.DataFolder is null && !options.OwnTask;
 
     private FewShotTask LoadTask()
     {
+        if (options.OwnTask)
+        {
+            try
+            {
+                return LabelledTsv.LoadTask(options.TrainPath!, options.DevPath!, options.TestPath!, options.OwnTemplate(), options.Verbalizer!.Select(kv => kv.Key).ToList());
+            }
+            catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+            {
+                throw new InputException(e.Message, e);
+            }
+        }
         if (options.DataFolder is null) return EmbeddedCafeReviews.Task(testPerLabel: options.Quick ? 40 : 100);
         try
         {
@@ -168,7 +182,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 // The method runs through the same RetriKTPipeline as the evaluation harness. A benchmark task (--data) runs
                 // the harness's measured recipe; the embedded task runs the library's defaults, on which its student reaches
                 // the teacher. The Quickstart passes what its command line sets and, under --quick, smaller numbers for a smoke run.
-                var recipe = options.DataFolder is null ? new RetriKTPipelineOptions() : RetriKTPipelineOptions.EvaluatedRecipe();
+                var recipe = Embedded ? new RetriKTPipelineOptions() : RetriKTPipelineOptions.EvaluatedRecipe();
                 recipe.PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps;
                 recipe.SamplesPerLabel = SamplesPerLabel;
                 (recipe.StoreCorpus, recipe.StoreCorpusRows, recipe.StoreCorpusAfterTraining) = (options.UnlabeledPath, UnlabeledRows, options.UnlabeledAfterTraining);

@@ -64,10 +64,10 @@ public static class FewShotBenchmarks
     /// A row's label must be one of the task's labels: a split with other labels (another task's file, a renamed
     /// label) would otherwise score 0 % on every row without an error.
     /// </summary>
-    private static TextPairRow Checked(TextPairRow row, string path, int line, IReadOnlyList<string> labels) => labels.Contains(row.Label) ? row
+    internal static TextPairRow Checked(TextPairRow row, string path, int line, IReadOnlyList<string> labels) => labels.Contains(row.Label) ? row
         : throw new InvalidDataException($"{path} line {line}: label '{row.Label}' is not one of the task's labels [{string.Join(", ", labels)}].");
 
-    private static List<TextPairRow> NotEmpty(List<TextPairRow> rows, string path) => rows.Count > 0 ? rows
+    internal static List<TextPairRow> NotEmpty(List<TextPairRow> rows, string path) => rows.Count > 0 ? rows
         : throw new InvalidDataException($"{path}: holds no examples.");
 
     private static List<TextPairRow> ReadTsv(string path, string task, IReadOnlyList<string> labels)
@@ -88,26 +88,13 @@ public static class FewShotBenchmarks
             }
             return NotEmpty(rows, path);
         }
-        var header = lines[0].TrimStart('\uFEFF').Split('\t');
-        string format = header.Length == 1 && header[0].Contains(',') ? " (the file looks comma-separated; expected tab-separated)" : "";
-        int Column(string name) => Array.IndexOf(header, name) is var i and >= 0 ? i
-            : throw new InvalidDataException($"{path} line 1: column '{name}' not found in header [{string.Join(", ", header)}]{format}.");
-        var (text, text2, label) = task switch
+        return task switch
         {
-            "SST-2" => (Column("sentence"), -1, Column("label")),
-            "MRPC" => (Column("#1 String"), Column("#2 String"), Column("Quality")),
-            "RTE" => (Column("sentence1"), Column("sentence2"), Column("label")),
-            _ => (Column("question"), Column("sentence"), Column("label")),
+            "SST-2" => LabelledTsv.Read(path, lines, ["sentence"], null, "label", labels),
+            "MRPC" => LabelledTsv.Read(path, lines, ["#1 String"], "#2 String", "Quality", labels),
+            "RTE" => LabelledTsv.Read(path, lines, ["sentence1"], "sentence2", "label", labels),
+            _ => LabelledTsv.Read(path, lines, ["question"], "sentence", "label", labels),
         };
-        for (int i = 1; i < lines.Length; i++)
-        {
-            if (lines[i].Length == 0) continue;
-            var f = lines[i].Split('\t');
-            int needed = Math.Max(text, Math.Max(text2, label)) + 1;
-            if (f.Length < needed) throw new InvalidDataException($"{path} line {i + 1}: expected at least {needed} tab-separated fields, found {f.Length}.");
-            rows.Add(Checked(new TextPairRow { Text = f[text].Trim(), Text2 = text2 >= 0 ? f[text2].Trim() : "", Label = f[label].Trim() }, path, i + 1, labels));
-        }
-        return NotEmpty(rows, path);
     }
 
     private static List<TextPairRow> ReadJsonl(string path, string task, IReadOnlyList<string> labels)
