@@ -15,11 +15,14 @@ using RetriKT.Samples.Data;
 // store did not grow. The best mix on the test split is printed as a reading-only ceiling. The test split is read for
 // scoring only. A store too small for term matching (e.g. 128 samples per label) trains a student without a term index;
 // growing it builds one, and the student grown without it (termMatchNeighbors: 0) is scored beside it.
-//   dotnet run --project docs/evaluation/probes/grown-store -c Release -- <seed> <store cache folder> <corpus folder> <N> <V> [samples per label, 2048]
+// N may be a comma-separated list of sizes (e.g. 32768,131072): the largest is drawn and labelled once, and each size grows
+// the store with the first N of those sentences, one output line per size.
+//   dotnet run --project docs/evaluation/probes/grown-store -c Release -- <seed> <store cache folder> <corpus folder> <N[,N…]> <V> [samples per label, 2048]
 if (args.Length < 5) { Console.Error.WriteLine("usage: <seed> <cache> <corpus> <N> <V> [samples per label]"); return 2; }
 int seed = int.Parse(args[0]);
 string cacheFolder = args[1], corpus = args[2];
-int added = int.Parse(args[3]), validationRows = int.Parse(args[4]);
+var sizes = args[3].Split(',').Select(int.Parse).Order().ToArray();
+int added = sizes[^1], validationRows = int.Parse(args[4]);
 int samplesPerLabel = args.Length > 5 ? int.Parse(args[5]) : 2048;
 var task = FewShotBenchmarks.Load("../shared/data", "SST-2", seed);
 var ml = new MLContext(seed: 1);
@@ -55,9 +58,6 @@ var validationTexts = sentences.Skip(added).ToList();
 var validationLabels = probabilities.Skip(added).Select(p => RetrievalMix.ArgMax(p)).ToArray();
 double labelSeconds = clock.Elapsed.TotalSeconds - studentSeconds;
 var validation = keys.Transform(ml.Data.LoadFromEnumerable(validationTexts.Select((t, i) => new TextRow { Text = t, Label = labelNames[validationLabels[i]] })));
-using var grown = student.WithAddedKnowledge(new KnowledgeStore(labelNames, addedEntries));
-double growSeconds = clock.Elapsed.TotalSeconds - studentSeconds - labelSeconds;
-
 var testTexts = task.Test.Select(r => r.Text).ToList();
 var labelIndex = labelNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i);
 var testLabels = task.Test.Select(r => labelIndex[r.Label]).ToArray();
@@ -86,34 +86,42 @@ double Accuracy(float[][][] parts, int[] labels, double lambda, double mu)
     }
     return 100.0 * right / labels.Length;
 }
+double Scored(RetrievalClassifierTransformer t) => 100 * ml.MulticlassClassification.Evaluate(t.Transform(keys.Transform(FewShotTask.ToDataView(ml, task.Test)))).MicroAccuracy;
 var grid = (from l in Enumerable.Range(0, 11) from m in Enumerable.Range(0, 11 - l) select (L: l / 10.0, M: m / 10.0)).ToList();
 var before = Parts(student, testTexts);
-var afterTest = Parts(grown, testTexts);
 double trainedMix = Accuracy(before, testLabels, student.RetrievalWeight, student.LexicalRetrievalWeight);
 double headOnly = Accuracy(before, testLabels, 0, 0);
-double grownTrainedMix = Accuracy(afterTest, testLabels, student.RetrievalWeight, student.LexicalRetrievalWeight);
 // Chosen on the V teacher-labelled sentences by the trainer's own rule (TuneMix: lowest NLL, τ too). The control: the
 // same rows retune the student whose store did not grow, so a gain from the rows alone shows there.
 using var retuned = trainer.TuneMix(student, validation);
-using var tuned = trainer.TuneMix(grown, validation);
-// Only for a student trained without a term index: the same growth without building one.
-bool indexBuilt = student.LexicalNeighborCount == 0 && grown.LexicalNeighborCount > 0;
-string withoutIndex = "";
-if (indexBuilt)
+double retunedAccuracy = Scored(retuned);
+foreach (int size in sizes)
 {
-    using var grownDense = student.WithAddedKnowledge(new KnowledgeStore(labelNames, addedEntries), termMatchNeighbors: 0);
-    using var tunedDense = trainer.TuneMix(grownDense, validation);
-    withoutIndex = $"\tgrown without a term index, TuneMix (λ {tunedDense.RetrievalWeight:F2}) {Scored(tunedDense):F2}";
+    var growClock = Stopwatch.StartNew();
+    var addedStore = new KnowledgeStore(labelNames, addedEntries.Take(size));
+    using var grown = student.WithAddedKnowledge(addedStore);
+    double growSeconds = growClock.Elapsed.TotalSeconds;
+    var afterTest = Parts(grown, testTexts);
+    double grownTrainedMix = Accuracy(afterTest, testLabels, student.RetrievalWeight, student.LexicalRetrievalWeight);
+    using var tuned = trainer.TuneMix(grown, validation);
+    // Only for a student trained without a term index: the same growth without building one.
+    bool indexBuilt = student.LexicalNeighborCount == 0 && grown.LexicalNeighborCount > 0;
+    string withoutIndex = "";
+    if (indexBuilt)
+    {
+        using var grownDense = student.WithAddedKnowledge(addedStore, termMatchNeighbors: 0);
+        using var tunedDense = trainer.TuneMix(grownDense, validation);
+        withoutIndex = $"\tgrown without a term index, TuneMix (λ {tunedDense.RetrievalWeight:F2}) {Scored(tunedDense):F2}";
+    }
+    double tunedAccuracy = Scored(tuned);
+    var ceiling = grid.OrderByDescending(g => Accuracy(afterTest, testLabels, g.L, g.M)).First();
+    Console.WriteLine($"seed {seed}\tstore {samplesPerLabel}/label{(indexBuilt ? ", term index built on growth" : "")}\tadded {size}\tvalidation {validationRows}\thead {headOnly:F2}\ttrained mix (λ {student.RetrievalWeight:F1} μ {student.LexicalRetrievalWeight:F1}) {trainedMix:F2}" +
+                      $"\tnot grown, TuneMix (λ {retuned.RetrievalWeight:F2} μ {retuned.LexicalRetrievalWeight:F2}) {retunedAccuracy:F2}" +
+                      $"\tgrown, trained mix {grownTrainedMix:F2}\tgrown, TuneMix (λ {tuned.RetrievalWeight:F2} μ {tuned.LexicalRetrievalWeight:F2}) {tunedAccuracy:F2}" +
+                      withoutIndex + $"\tgrown, best on test (λ {ceiling.L:F1} μ {ceiling.M:F1}) {Accuracy(afterTest, testLabels, ceiling.L, ceiling.M):F2}" +
+                      $"\tparts after: knn {Accuracy(afterTest, testLabels, 1, 0):F2} terms {Accuracy(afterTest, testLabels, 0, 1):F2}" +
+                      $"\tstudent {studentSeconds:F0} s label {labelSeconds:F0} s grow {growSeconds:F0} s");
 }
-double Scored(RetrievalClassifierTransformer t) => 100 * ml.MulticlassClassification.Evaluate(t.Transform(keys.Transform(FewShotTask.ToDataView(ml, task.Test)))).MicroAccuracy;
-double retunedAccuracy = Scored(retuned), tunedAccuracy = Scored(tuned);
-var ceiling = grid.OrderByDescending(g => Accuracy(afterTest, testLabels, g.L, g.M)).First();
-Console.WriteLine($"seed {seed}\tstore {samplesPerLabel}/label{(indexBuilt ? ", term index built on growth" : "")}\tadded {added}\tvalidation {validationRows}\thead {headOnly:F2}\ttrained mix (λ {student.RetrievalWeight:F1} μ {student.LexicalRetrievalWeight:F1}) {trainedMix:F2}" +
-                  $"\tnot grown, TuneMix (λ {retuned.RetrievalWeight:F2} μ {retuned.LexicalRetrievalWeight:F2}) {retunedAccuracy:F2}" +
-                  $"\tgrown, trained mix {grownTrainedMix:F2}\tgrown, TuneMix (λ {tuned.RetrievalWeight:F2} μ {tuned.LexicalRetrievalWeight:F2}) {tunedAccuracy:F2}" +
-                  withoutIndex + $"\tgrown, best on test (λ {ceiling.L:F1} μ {ceiling.M:F1}) {Accuracy(afterTest, testLabels, ceiling.L, ceiling.M):F2}" +
-                  $"\tparts after: knn {Accuracy(afterTest, testLabels, 1, 0):F2} terms {Accuracy(afterTest, testLabels, 0, 1):F2}" +
-                  $"\tstudent {studentSeconds:F0} s label {labelSeconds:F0} s grow {growSeconds:F0} s");
 return 0;
 
 /// <summary>A validation row: a corpus sentence and the teacher's most probable label.</summary>
