@@ -62,6 +62,7 @@ public static class LabelledTsv
             if (lines[i].Length == 0) continue;
             var f = lines[i].Split('\t');
             if (f.Length < needed) throw new InvalidDataException($"{path} line {i + 1}: expected at least {needed} tab-separated fields, found {f.Length}.");
+            if (f[text].Trim().Length == 0) throw new InvalidDataException($"{path} line {i + 1}: the text (column '{header[text]}') is empty.");
             rows.Add(FewShotBenchmarks.Checked(new TextPairRow { Text = f[text].Trim(), Text2 = text2 >= 0 ? f[text2].Trim() : "", Label = f[label].Trim() }, path, i + 1, labels));
         }
         return FewShotBenchmarks.NotEmpty(rows, path);

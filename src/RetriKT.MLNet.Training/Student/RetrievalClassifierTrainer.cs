@@ -235,7 +235,8 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// takes the grid point of lowest validation NLL; <see cref="MixSelection.BootstrapAverage"/> makes that choice on
         /// 200 resamples of the validation rows and averages λ and μ over them (bagging). Tens of real rows leave the
         /// lowest-NLL point jumping between distant mixes from seed to seed; the average is the steadier choice.
-        /// Default LowestNll.
+        /// <see cref="MixSelection.HighestAccuracy"/> takes the most accurate grid point, for thousands of tuning rows
+        /// (<see cref="TuneMix"/> after <see cref="RetrievalClassifierTransformer.WithAddedKnowledge"/>). Default LowestNll.
         /// </summary>
         public MixSelection MixSelection = MixSelection.LowestNll;
         /// <summary>False disables retrieval entirely: no retrieval loss, λ = 0 and μ = 0. Default true.</summary>

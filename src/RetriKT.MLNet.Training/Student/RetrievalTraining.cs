@@ -325,7 +325,8 @@ internal static class RetrievalTraining
     /// <paramref name="weights"/>-weighted mean negative log-likelihood of the gold labels (smoother than accuracy on a
     /// 32-row dev set), over
     /// p = (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms with λ + μ ≤ 1 on a 0.1 grid; ties keep the earlier candidate
-    /// (smaller weights first). With <see cref="MixSelection.BootstrapAverage"/> that choice is made on
+    /// (smaller weights first). <see cref="MixSelection.HighestAccuracy"/> takes the highest weighted accuracy instead (ties:
+    /// lower NLL). With <see cref="MixSelection.BootstrapAverage"/> that choice is made on
     /// <see cref="MixBootstrapSamples"/> resamples of the rows (<paramref name="seed"/>) and λ, μ are their averages, the
     /// temperatures then the lowest-NLL ones at that mix. Returns the choice and its NLL/accuracy on all rows.
     /// <paramref name="encode"/> gives the validation rows' pooled embeddings and head probabilities
@@ -372,7 +373,10 @@ internal static class RetrievalTraining
             return (logGold, nll, accuracy);
         }
 
-        var best = (Lambda: 0.0, Temperature: learnedTemperature, Mu: 0.0, LexicalTemperature: 1.0, Nll: double.PositiveInfinity, Accuracy: 0.0);
+        var best = (Lambda: 0.0, Temperature: learnedTemperature, Mu: 0.0, LexicalTemperature: 1.0, Nll: double.PositiveInfinity, Accuracy: -1.0);
+        bool byAccuracy = selection == MixSelection.HighestAccuracy;
+        // Lowest NLL, or highest accuracy with ties to the lower NLL; equal ones keep the earlier candidate.
+        bool Better(double nll, double accuracy) => byAccuracy && Math.Abs(accuracy - best.Accuracy) > 1e-9 ? accuracy > best.Accuracy : nll < best.Nll - 1e-9;
         var candidates = selection == MixSelection.BootstrapAverage ? new List<(double Lambda, double Mu, Tensor LogGold)>() : null;
         foreach (var tauTerms in termTemperatures)
         {
@@ -386,7 +390,7 @@ internal static class RetrievalTraining
                     if (lambda + mu > 1 + 1e-9) continue;
                     var (logGold, nll, accuracy) = Score(terms, knn, lambda, mu);
                     candidates?.Add((lambda, mu, logGold));
-                    if (nll < best.Nll - 1e-9) best = (lambda, tau, mu, tauTerms, nll, accuracy);
+                    if (Better(nll, accuracy)) best = (lambda, tau, mu, tauTerms, nll, accuracy);
                 }
             }
         }

@@ -62,6 +62,10 @@ public class QuickstartInputTests
         // Bad inputs stop before training, with the file and line.
         AssertInputError(Arguments("negative=terrible,positive=great"), $"{train} line 2: label 'neg' is not one of the task's labels [negative, positive]");
         AssertInputError(Arguments("neg=terrible,pos=great,mixed=okay"), $"{train}: no example has label 'mixed'");
+        var blank = Path.Combine(work, "blank.tsv");
+        File.WriteAllLines(blank, ["label\tsentence", "pos\ta fine film", "neg\t  "]);
+        AssertInputError(["--teacher", teacher.Path, "--train", train, "--dev", blank, "--test", test, "--verbalizer", "neg=terrible,pos=great"],
+            $"{blank} line 3: the text (column 'sentence') is empty.");
         AssertInputError(Arguments("neg=terrible,pos=great", "--template", "{text} It was"), "--template/--verbalizer: ", "must contain {label}");
         AssertInputError(Arguments("neg=terrible,pos=great", "--template", "{text} {text2}{label}"), "--template: your own task takes single texts");
         AssertInputError(Arguments("neg=terrible,pos=great", "--data", SharedData.Path("data")), "--data selects a benchmark task; your own task (--train, --dev, --test) replaces it.");

@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 namespace RetriKT.MLNet.Tests.Student;
 
 /// <summary>
-/// Choosing the prediction's mix on validation rows: the lowest-NLL grid point, or its bagged average
-/// (<see cref="MixSelection.BootstrapAverage"/>). Two store entries with opposite soft labels make p_knn and the head
+/// Choosing the prediction's mix on validation rows: the lowest-NLL grid point, its bagged average
+/// (<see cref="MixSelection.BootstrapAverage"/>), or the most accurate point (<see cref="MixSelection.HighestAccuracy"/>). Two store entries with opposite soft labels make p_knn and the head
 /// each right on a chosen set of rows, so the best λ is known.
 /// </summary>
 public class MixSelectionTests
@@ -55,6 +55,36 @@ public class MixSelectionTests
         Assert.True(bagged.Nll >= lowest.Nll - 0.02, $"bagged NLL {bagged.Nll} far below the grid minimum {lowest.Nll}"); // convex: near the minimum
         // The resamples follow the seed: the same seed, the same mix.
         Assert.Equal(bagged.Lambda, Tune(18, 12, MixSelection.BootstrapAverage, seed: 1).Lambda, 15);
+    }
+
+    [Fact]
+    public void HighestAccuracyTakesTheMostAccurateMixWhereNllFollowsConfidentVotes()
+    {
+        // Every gold label is 1. 20 A rows: the head gives 0.55, their neighbour 0.45 (both mild); 10 B rows: the head
+        // gives 0.05 (confidently wrong), their neighbour 0.99. NLL is lowest at λ = 1 (right on the 10 B rows only);
+        // accuracy is highest, 20 of 30, for λ ≤ 0.4, and among those the NLL is lowest at 0.4.
+        using var scope = NewDisposeScope();
+        int n = 30;
+        var memory = tensor(new float[] { 1, 0, 0, 1 }, [2, 2]);
+        var softLabels = tensor(new float[] { 0.55f, 0.45f, 0.01f, 0.99f }, [2, 2]);
+        var pooled = new float[n * 2]; var head = new float[n * 2];
+        for (int i = 0; i < n; i++)
+        {
+            bool a = i < 20;
+            pooled[2 * i] = a ? 1 : 0; pooled[2 * i + 1] = a ? 0 : 1;
+            head[2 * i] = a ? 0.45f : 0.95f; head[2 * i + 1] = a ? 0.55f : 0.05f;
+        }
+        var ids = Enumerable.Range(0, n).Select(i => new[] { i }).ToList();
+        (Tensor, Tensor) Encode(IReadOnlyList<int[]> rows) => (tensor(pooled, [n, 2]), tensor(head, [n, 2]));
+        var gold = Enumerable.Repeat(1, n).ToArray();
+        var weights = Enumerable.Repeat(1f, n).ToArray();
+        var byNll = RetrievalTraining.Tune(Encode, memory, softLabels, ids, gold, weights, 1, 0.1, null, null, null, CPU, MixSelection.LowestNll);
+        var byAccuracy = RetrievalTraining.Tune(Encode, memory, softLabels, ids, gold, weights, 1, 0.1, null, null, null, CPU, MixSelection.HighestAccuracy);
+        Assert.Equal(1.0, byNll.Lambda, 12);
+        Assert.Equal(10.0 / 30, byNll.Accuracy, 5);
+        Assert.Equal(0.4, byAccuracy.Lambda, 12);
+        Assert.Equal(20.0 / 30, byAccuracy.Accuracy, 5);
+        Assert.True(byAccuracy.Nll > byNll.Nll, $"the accurate mix's NLL {byAccuracy.Nll} should exceed the lowest, {byNll.Nll}");
     }
 
     [Fact]

@@ -33,12 +33,15 @@ using var teacher = TeacherModel.Load(teacherPath);
 var clock = Stopwatch.StartNew();
 var vocabulary = TeacherTokenVocabulary.Export(teacher, Path.Combine(cacheFolder, "student-vocabulary"));
 var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(fewShot);
-var trainer = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+RetrievalClassifierTrainer.Options StudentOptions(MixSelection selection) => new()
 {
     StoreData = store.ToDataView(ml), StoreValidationShare = 0.1, EarlyStoppingPatience = 3, HiddenSize = 48, FeedForwardSize = 96,
     VocabularyPath = vocabulary.VocabularyPath, TokenEmbeddingsPath = vocabulary.EmbeddingsPath, EmbeddingRank = 16,
-    RetrievalLossWeight = 0, SelectEpochOnHead = true,
-});
+    RetrievalLossWeight = 0, SelectEpochOnHead = true, MixSelection = selection,
+};
+var trainer = ml.MulticlassClassification.Trainers.RetrievalClassifier(StudentOptions(MixSelection.LowestNll));
+// The same trainer choosing the most accurate mix on the tuning rows instead of the lowest-NLL one (TuneMix only).
+var byAccuracy = ml.MulticlassClassification.Trainers.RetrievalClassifier(StudentOptions(MixSelection.HighestAccuracy));
 using var student = trainer.Fit(keys.Transform(fewShot));
 double studentSeconds = clock.Elapsed.TotalSeconds;
 
@@ -114,13 +117,23 @@ foreach (int size in sizes)
         withoutIndex = $"\tgrown without a term index, TuneMix (λ {tunedDense.RetrievalWeight:F2}) {Scored(tunedDense):F2}";
     }
     double tunedAccuracy = Scored(tuned);
+    // The same choice on the 32 gold few-shot dev rows instead (in-domain, gold, few), and how the parts do on the
+    // teacher-labelled tuning rows (where TuneMix looks) against the test split.
+    using var tunedGold = trainer.TuneMix(grown, keys.Transform(FewShotTask.ToDataView(ml, task.Dev)));
+    using var tunedAccurate = byAccuracy.TuneMix(grown, validation);
+    var onTuning = Parts(grown, validationTexts);
+    var tuningBest = grid.OrderByDescending(g => Accuracy(onTuning, validationLabels, g.L, g.M)).First();
+    string tuningRows = $"\tgrown, TuneMix by accuracy (λ {tunedAccurate.RetrievalWeight:F2} μ {tunedAccurate.LexicalRetrievalWeight:F2}) {Scored(tunedAccurate):F2}" +
+                        $"\tfew-shot dev, TuneMix (λ {tunedGold.RetrievalWeight:F2} μ {tunedGold.LexicalRetrievalWeight:F2}) {Scored(tunedGold):F2}" +
+                        $"\ton the tuning rows: head {Accuracy(onTuning, validationLabels, 0, 0):F2} knn {Accuracy(onTuning, validationLabels, 1, 0):F2} terms {Accuracy(onTuning, validationLabels, 0, 1):F2}" +
+                        $", best accuracy there (λ {tuningBest.L:F1} μ {tuningBest.M:F1}) {Accuracy(onTuning, validationLabels, tuningBest.L, tuningBest.M):F2}, on test {Accuracy(afterTest, testLabels, tuningBest.L, tuningBest.M):F2}";
     var ceiling = grid.OrderByDescending(g => Accuracy(afterTest, testLabels, g.L, g.M)).First();
     Console.WriteLine($"seed {seed}\tstore {samplesPerLabel}/label{(indexBuilt ? ", term index built on growth" : "")}\tadded {size}\tvalidation {validationRows}\thead {headOnly:F2}\ttrained mix (λ {student.RetrievalWeight:F1} μ {student.LexicalRetrievalWeight:F1}) {trainedMix:F2}" +
                       $"\tnot grown, TuneMix (λ {retuned.RetrievalWeight:F2} μ {retuned.LexicalRetrievalWeight:F2}) {retunedAccuracy:F2}" +
                       $"\tgrown, trained mix {grownTrainedMix:F2}\tgrown, TuneMix (λ {tuned.RetrievalWeight:F2} μ {tuned.LexicalRetrievalWeight:F2}) {tunedAccuracy:F2}" +
                       withoutIndex + $"\tgrown, best on test (λ {ceiling.L:F1} μ {ceiling.M:F1}) {Accuracy(afterTest, testLabels, ceiling.L, ceiling.M):F2}" +
                       $"\tparts after: knn {Accuracy(afterTest, testLabels, 1, 0):F2} terms {Accuracy(afterTest, testLabels, 0, 1):F2}" +
-                      $"\tstudent {studentSeconds:F0} s label {labelSeconds:F0} s grow {growSeconds:F0} s");
+                      tuningRows + $"\tstudent {studentSeconds:F0} s label {labelSeconds:F0} s grow {growSeconds:F0} s");
 }
 return 0;
 
