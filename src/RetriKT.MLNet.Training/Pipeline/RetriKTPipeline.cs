@@ -307,10 +307,10 @@ public sealed class RetriKTPipeline
             ? TeacherTokenVocabulary.Export(_teacher, Path.Combine(o.WorkDirectory ?? Path.GetTempPath(), $"student-vocabulary-{_teacher.ContentHash[..16]}"))
             : null;
         var clock = Stopwatch.StartNew();
-        var trainer = _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        RetrievalClassifierTrainer Trainer(MixSelection mixSelection) => _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
             VocabularyPath = teacherVocabulary?.VocabularyPath, TokenEmbeddingsPath = teacherVocabulary?.EmbeddingsPath, EmbeddingRank = o.StudentEmbeddingRank,
-            MixSelection = o.StudentMixSelection,
+            MixSelection = mixSelection,
             SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
             // The store reaches the trainer as data, the way a saved or filtered store would.
             StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, ValidationWeightColumnName = validationWeights, MixWeightColumnName = mixWeights, UseRetrieval = useRetrieval,
@@ -324,6 +324,7 @@ public sealed class RetriKTPipeline
             BackboneLearningRate = o.StudentBackboneLearningRate ?? DefaultStudentOptions.BackboneLearningRate,
             Progress = progress, CancellationToken = cancellation,
         });
+        var trainer = Trainer(o.StudentMixSelection);
         var student = trainer.Fit(train);
         var trainTime = clock.Elapsed;
         try
@@ -331,7 +332,8 @@ public sealed class RetriKTPipeline
             if (corpusAfterTraining)
             {
                 var trained = student;
-                (student, corpusEntries) = GrownWithStoreCorpus(task, trainer, trained, keyMap, progress, cancellation);
+                (student, corpusEntries) = GrownWithStoreCorpus(task, o.StoreCorpusMixSelection == o.StudentMixSelection ? trainer : Trainer(o.StoreCorpusMixSelection),
+                    trained, keyMap, progress, cancellation);
                 trained.Dispose();
             }
             clock.Restart();

@@ -161,6 +161,13 @@ public sealed class RetriKTPipelineOptions
     /// <summary>The default of <see cref="StoreCorpusTuningRows"/>.</summary>
     public const int DefaultStoreCorpusTuningRows = 2048;
     /// <summary>
+    /// How the mix is chosen again on the <see cref="StoreCorpusTuningRows"/> with <see cref="StoreCorpusAfterTraining"/>
+    /// (<c>RetrievalClassifierTrainer.Options.MixSelection</c> of that <c>TuneMix</c>; the student's own tuning keeps
+    /// <see cref="StudentMixSelection"/>). Left out of JSON at its default, so earlier results keep their keys. Default LowestNll.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public Student.MixSelection StoreCorpusMixSelection;
+    /// <summary>
     /// Choose the store student's epoch on its head alone (<c>RetrievalClassifierTrainer.Options.SelectEpochOnHead</c>),
     /// as the student without retrieval is chosen, and tune the mix once at the end. With
     /// <see cref="StudentRetrievalLossWeight"/> = 0 the retrieval student's encoder and head are then those of the
