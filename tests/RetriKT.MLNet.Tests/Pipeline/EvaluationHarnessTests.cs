@@ -89,7 +89,7 @@ public sealed class EvaluationHarnessTests : IDisposable
         foreach (var bad in new[] { "1", "bootstrapaverage" })
         {
             var badEnum = Assert.Throws<ArgumentException>(() => HarnessSettings.PipelineWith(new Dictionary<string, string> { ["StudentMixSelection"] = bad }));
-            Assert.Contains("expected a MixSelection (LowestNll, BootstrapAverage)", badEnum.Message);
+            Assert.Contains("expected a MixSelection (LowestNll, BootstrapAverage, HighestAccuracy)", badEnum.Message);
         }
     }
 
