@@ -60,16 +60,6 @@ public static class FewShotBenchmarks
         return File.Exists(path) ? ReadTsv(path, task, labels) : null;
     }
 
-    /// <summary>
-    /// A row's label must be one of the task's labels: a split with other labels (another task's file, a renamed
-    /// label) would otherwise score 0 % on every row without an error.
-    /// </summary>
-    internal static TextPairRow Checked(TextPairRow row, string path, int line, IReadOnlyList<string> labels) => labels.Contains(row.Label) ? row
-        : throw new InvalidDataException($"{path} line {line}: label '{row.Label}' is not one of the task's labels [{string.Join(", ", labels)}].");
-
-    internal static List<TextPairRow> NotEmpty(List<TextPairRow> rows, string path) => rows.Count > 0 ? rows
-        : throw new InvalidDataException($"{path}: holds no examples.");
-
     private static List<TextPairRow> ReadTsv(string path, string task, IReadOnlyList<string> labels)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{task}: file not found: '{path}'.", path);
@@ -84,9 +74,9 @@ public static class FewShotBenchmarks
                 if (lines[i].Length == 0) continue;
                 var f = lines[i].Split('\t');
                 if (f.Length < 4) throw new InvalidDataException($"{path} line {i + 1}: expected 4 tab-separated fields (source, label, judgement, sentence), found {f.Length}.");
-                rows.Add(Checked(new TextPairRow { Text = f[3], Label = f[1] }, path, i + 1, labels));
+                rows.Add(LabelledTsv.Checked(new TextPairRow { Text = f[3], Label = f[1] }, path, i + 1, labels));
             }
-            return NotEmpty(rows, path);
+            return LabelledTsv.NotEmpty(rows, path);
         }
         return task switch
         {
@@ -115,10 +105,10 @@ public static class FewShotBenchmarks
             string Get(string name) => root.TryGetProperty(name, out var v)
                 ? v.ValueKind switch { JsonValueKind.True => "True", JsonValueKind.False => "False", _ => v.ToString() }
                 : throw new InvalidDataException($"{path} line {lineNumber}: field '{name}' is missing.");
-            rows.Add(Checked(task == "CB"
+            rows.Add(LabelledTsv.Checked(task == "CB"
                 ? new TextPairRow { Text = Get("premise"), Text2 = Get("hypothesis"), Label = Get("label") }
                 : new TextPairRow { Text = Get("passage"), Text2 = Get("question"), Label = Get("label") }, path, lineNumber, labels));
         }
-        return NotEmpty(rows, path);
+        return LabelledTsv.NotEmpty(rows, path);
     }
 }

@@ -63,8 +63,18 @@ public static class LabelledTsv
             var f = lines[i].Split('\t');
             if (f.Length < needed) throw new InvalidDataException($"{path} line {i + 1}: expected at least {needed} tab-separated fields, found {f.Length}.");
             if (f[text].Trim().Length == 0) throw new InvalidDataException($"{path} line {i + 1}: the text (column '{header[text]}') is empty.");
-            rows.Add(FewShotBenchmarks.Checked(new TextPairRow { Text = f[text].Trim(), Text2 = text2 >= 0 ? f[text2].Trim() : "", Label = f[label].Trim() }, path, i + 1, labels));
+            rows.Add(Checked(new TextPairRow { Text = f[text].Trim(), Text2 = text2 >= 0 ? f[text2].Trim() : "", Label = f[label].Trim() }, path, i + 1, labels));
         }
-        return FewShotBenchmarks.NotEmpty(rows, path);
+        return NotEmpty(rows, path);
     }
+
+    /// <summary>
+    /// A row's label must be one of the task's labels: a split with other labels (another task's file, a renamed
+    /// label) would otherwise score 0 % on every row without an error.
+    /// </summary>
+    internal static TextPairRow Checked(TextPairRow row, string path, int line, IReadOnlyList<string> labels) => labels.Contains(row.Label) ? row
+        : throw new InvalidDataException($"{path} line {line}: label '{row.Label}' is not one of the task's labels [{string.Join(", ", labels)}].");
+
+    internal static List<TextPairRow> NotEmpty(List<TextPairRow> rows, string path) => rows.Count > 0 ? rows
+        : throw new InvalidDataException($"{path}: holds no examples.");
 }

@@ -373,7 +373,7 @@ internal static class RetrievalTraining
             return (logGold, nll, accuracy);
         }
 
-        var best = (Lambda: 0.0, Temperature: learnedTemperature, Mu: 0.0, LexicalTemperature: 1.0, Nll: double.PositiveInfinity, Accuracy: -1.0);
+        var best = (Lambda: 0.0, Temperature: learnedTemperature, Mu: 0.0, LexicalTemperature: 1.0, Nll: double.PositiveInfinity, Accuracy: 0.0);
         bool byAccuracy = selection == MixSelection.HighestAccuracy;
         // Lowest NLL, or highest accuracy with ties to the lower NLL; equal ones keep the earlier candidate.
         bool Better(double nll, double accuracy) => byAccuracy && Math.Abs(accuracy - best.Accuracy) > 1e-9 ? accuracy > best.Accuracy : nll < best.Nll - 1e-9;

@@ -265,8 +265,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         int best = RetrievalMix.ArgMax(scores);
         var byEmbedding = ToNeighbors(model, knnIndices, knnSimilarities);
         var byTerms = ToNeighbors(model, termIndices, termSimilarities);
-        bool termsWeighMore = model.Lexical is not null && LexicalRetrievalWeight > RetrievalWeight;
-        var prediction = new RetrievalPrediction(LabelNames[best], best, scores, termsWeighMore ? byTerms : byEmbedding);
+        var prediction = new RetrievalPrediction(LabelNames[best], best, scores, model.ExplainsByTerms(Weights) ? byTerms : byEmbedding);
         return new RetrievalExplanation(prediction,
             new PredictionPart(1 - RetrievalWeight - LexicalRetrievalWeight, head, []),
             new PredictionPart(RetrievalWeight, knn, byEmbedding),

@@ -159,7 +159,7 @@ internal sealed class RetrievalModel
         Span<float> pooled = d <= 1024 ? stackalloc float[d] : new float[d];
         Span<float> part = labels <= 256 ? stackalloc float[labels] : new float[labels];
         EncodeAndClassify(ids, pooled, scores);
-        bool reportTerms = neighborIndices.Length > 0 && Lexical is not null && mix.Lexical > mix.Dense;
+        bool reportTerms = neighborIndices.Length > 0 && ExplainsByTerms(mix);
         // μ > 0 implies λ < 1 here, so the term match takes its share (no entry sharing a term: scores stay p_head).
         if (mix.Lexical > 0 && Lexical is not null
             && TermMatchVote(ids, part, reportTerms ? neighborIndices : default, reportTerms ? neighborSimilarities : default) > 0)
@@ -171,6 +171,12 @@ internal sealed class RetrievalModel
         // scores already hold (1 − μ')·p_head + μ'·p_terms (or p_head): take λ of the total from p_knn.
         if (mix.Dense > 0) RetrievalMix.MixNeighbors(scores, part, mix.Dense);
     }
+
+    /// <summary>
+    /// Whether a prediction with <paramref name="mix"/> is explained by term match's neighbours (it weighs more than the
+    /// embedding's, μ &gt; λ, and there is a term index) rather than the embedding's.
+    /// </summary>
+    public bool ExplainsByTerms(RetrievalWeights mix) => Lexical is not null && mix.Lexical > mix.Dense;
 
     /// <summary>
     /// One row's parts alone, for an explanation: p_head, p_knn (with the embedding's top neighbours) and, with a term
