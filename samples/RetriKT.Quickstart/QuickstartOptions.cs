@@ -1,4 +1,5 @@
 using System.CommandLine;
+using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.Samples.Data;
 
@@ -51,9 +52,9 @@ public sealed record QuickstartOptions
     /// </summary>
     public bool UnlabeledAfterTraining { get; init; }
     /// <summary>
-    /// An own task's few-shot examples: a tab-separated file with a header holding <c>text</c> (or <c>sentence</c>) and
-    /// <c>label</c>. With <see cref="DevPath"/>, <see cref="TestPath"/> and <see cref="Verbalizer"/>; instead of
-    /// <see cref="DataFolder"/>.
+    /// An own task's few-shot examples: a tab-separated file with a header holding <c>text</c> (or <c>sentence</c>,
+    /// <c>sentence1</c>), <c>label</c> and, when <see cref="Template"/> has <c>{text2}</c>, <c>text2</c> (or <c>sentence2</c>).
+    /// With <see cref="DevPath"/>, <see cref="TestPath"/> and <see cref="Verbalizer"/>; instead of <see cref="DataFolder"/>.
     /// </summary>
     public string? TrainPath { get; init; }
     /// <summary>An own task's rows for choosing among models (never trained on); the same columns as <see cref="TrainPath"/>.</summary>
@@ -65,22 +66,44 @@ public sealed record QuickstartOptions
     /// (<c>label=word</c> pairs, comma-separated, e.g. <c>0=terrible,1=great</c>).
     /// </summary>
     public IReadOnlyList<KeyValuePair<string, string>>? Verbalizer { get; init; }
-    /// <summary>An own task's prompt: <c>{text}</c> and <c>{label}</c> (where the label word goes). Default <see cref="DefaultTemplate"/>.</summary>
+    /// <summary>
+    /// An own task's prompt: <c>{text}</c>, <c>{label}</c> (where the label word goes) and, for sentence pairs, <c>{text2}</c>
+    /// after <c>{text}</c>. Default <see cref="DefaultTemplate"/>.
+    /// </summary>
     public string Template { get; init; } = DefaultTemplate;
     /// <summary>The prompt SST-2 uses (LM-BFF's), the default for an own task.</summary>
     public const string DefaultTemplate = "{text} It was{label}";
     /// <summary>Whether an own task is given (<see cref="TrainPath"/> and the rest).</summary>
     public bool OwnTask => TrainPath is not null;
 
-    /// <summary>An own task's template: <see cref="Template"/> with <see cref="Verbalizer"/>'s words.</summary>
-    public TaskTemplate OwnTemplate() => new()
+    /// <summary>Whether an own task's prompt has a second text (<c>{text2}</c>): its files then need a <c>text2</c> column.</summary>
+    public bool OwnPair => Template.Contains("{text2}", StringComparison.Ordinal);
+
+    /// <summary>
+    /// An own task's template: <see cref="Template"/> with <see cref="Verbalizer"/>'s words. A pair prompt generates the second
+    /// text after the first and the prompt's words between them (as the GLUE pair templates do), so the store's entries
+    /// keep real first texts of the task.
+    /// </summary>
+    public TaskTemplate OwnTemplate()
     {
-        Name = "own",
-        ClassificationFormat = Template,
-        // The word follows the prompt directly: a leading space keeps it a word of its own unless the prompt has one.
-        Verbalizer = Verbalizer!.ToDictionary(kv => kv.Key,
-            kv => Template.Contains(" {label}", StringComparison.Ordinal) || char.IsWhiteSpace(kv.Value[0]) ? kv.Value : " " + kv.Value),
-    };
+        var template = new TaskTemplate
+        {
+            Name = "own",
+            ClassificationFormat = Template,
+            // The word follows the prompt directly: a leading space keeps it a word of its own unless the prompt has one.
+            Verbalizer = Verbalizer!.ToDictionary(kv => kv.Key,
+                kv => Template.Contains(" {label}", StringComparison.Ordinal) || char.IsWhiteSpace(kv.Value[0]) ? kv.Value : " " + kv.Value),
+        };
+        if (!OwnPair) return template;
+        int first = Template.IndexOf("{text}", StringComparison.Ordinal), second = Template.IndexOf("{text2}", StringComparison.Ordinal);
+        // The generated second text is tokenized with its own leading space, so the context ends without one.
+        return template with
+        {
+            Text2Column = nameof(TextPairRow.Text2),
+            Target = GenerationTarget.SecondPart,
+            PairSeparator = Template[(first + "{text}".Length)..second].TrimEnd(),
+        };
+    }
 
     /// <summary>Smaller settings for smoke runs.</summary>
     public bool Quick { get; init; }
@@ -102,11 +125,11 @@ public sealed record QuickstartOptions
         var unlabeled = new Option<string?>("--unlabeled") { Description = "In-domain text without labels (.txt file or folder, one document per line): its sentences are labelled by the teacher and join the student's store.", HelpName = "path" };
         var unlabeledRows = new Option<int?>("--unlabeled-rows") { Description = "Sentences drawn from --unlabeled. Default 32768.", HelpName = "n" };
         var afterTraining = new Option<bool>("--unlabeled-after-training") { Description = "Add --unlabeled's sentences to the RetriKT student's store after it trained (no training again; its mix is chosen again on sentences of other documents) instead of before." };
-        var train = new Option<string?>("--train") { Description = "Your own task's few-shot examples: a tab-separated file with a header holding text (or sentence) and label. With --dev, --test, --verbalizer and --teacher; instead of --data.", HelpName = "file" };
+        var train = new Option<string?>("--train") { Description = "Your own task's few-shot examples: a tab-separated file with a header holding text (or sentence) and label, and text2 (or sentence2) when --template has {text2}. With --dev, --test, --verbalizer and --teacher; instead of --data.", HelpName = "file" };
         var dev = new Option<string?>("--dev") { Description = "Your own task's rows for choosing among models, never trained on (the columns of --train).", HelpName = "file" };
         var test = new Option<string?>("--test") { Description = "Your own task's rows to score, never tuned on (the columns of --train).", HelpName = "file" };
         var verbalizer = new Option<string?>("--verbalizer") { Description = "Your own task's labels, each with the word the teacher completes the prompt with, in score order: label=word pairs, comma-separated (e.g. 0=terrible,1=great).", HelpName = "pairs" };
-        var template = new Option<string?>("--template") { Description = $"Your own task's prompt, with {{text}} and {{label}} where the label word goes. Default \"{DefaultTemplate}\".", HelpName = "prompt" };
+        var template = new Option<string?>("--template") { Description = $"Your own task's prompt, with {{text}} and {{label}} where the label word goes; {{text2}} after {{text}} for sentence pairs (e.g. \"{{text}} Question: {{text2}}? Answer:{{label}}\"). Default \"{DefaultTemplate}\".", HelpName = "prompt" };
         var quick = new Option<bool>("--quick") { Description = "Smaller settings, for smoke runs." };
         var fresh = new Option<bool>("--fresh") { Description = "Start the knowledge extraction fresh when the output folder holds another run's checkpoint (moved aside) instead of stopping." };
         var root = new RootCommand("RetriKT.MLNet Quickstart: few-shot data → teacher + soft prompts (supervised, PPO) → knowledge store → " +
@@ -165,8 +188,8 @@ public sealed record QuickstartOptions
                 throw new InputException($"{(o.DataFolder is not null ? "--data" : taskGiven ? "--task" : "--seed")} selects a benchmark task; your own task (--train, --dev, --test) replaces it.");
             if (o.TeacherPath is null)
                 throw new InputException("--train needs --teacher as well (the teacher that knows your task's domain; the Quickstart's own teacher knows only its café reviews).");
-            if (o.Template.Contains("{text2}", StringComparison.Ordinal))
-                throw new InputException($"--template: your own task takes single texts; {{text2}} has nothing to fill it in \"{o.Template}\".");
+            if (o.OwnPair && !(o.Template.IndexOf("{text}", StringComparison.Ordinal) is var first and >= 0 && o.Template.IndexOf("{text2}", StringComparison.Ordinal) > first))
+                throw new InputException($"--template: the second text is generated after the first, so {{text2}} must follow {{text}} in \"{o.Template}\".");
             foreach (var (option, path) in new[] { ("--train", o.TrainPath!), ("--dev", o.DevPath!), ("--test", o.TestPath!) })
                 if (!File.Exists(path)) throw new InputException($"{option}: file '{path}' does not exist.");
             try

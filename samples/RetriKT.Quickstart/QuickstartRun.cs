@@ -274,14 +274,14 @@ public sealed class QuickstartRun(QuickstartOptions options)
             var why = reloadedStudent.Explain(row.Text, task.IsPair ? row.Text2 : null, neighbors: 3);
             var p = why.Prediction;
             var served = engine.Predict(new ReviewInput { Text = row.Text, Text2 = row.Text2 });
-            AnsiConsole.MarkupLineInterpolated($"[bold]{Short(row.Text)}[/] → [green]{served.PredictedLabel}[/] (gold {row.Label}; p = {p.Scores.Max():F2})");
+            AnsiConsole.MarkupLineInterpolated($"[bold]{Short(Shown(row.Text, task.IsPair ? row.Text2 : null))}[/] → [green]{served.PredictedLabel}[/] (gold {row.Label}; p = {p.Scores.Max():F2})");
             // What each part alone gives the predicted label, and its weight in the prediction.
             var parts = new List<(string Name, PredictionPart Part)> { ("head", why.Head), ("retrieval", why.Retrieval) };
             if (why.TermMatch is { } terms) parts.Add(("term match", terms));
             AnsiConsole.MarkupLine("    [grey]" + string.Join(" · ", parts.Select(x =>
                 string.Create(CultureInfo.InvariantCulture, $"{x.Name} {x.Part.Scores[p.LabelIndex]:F2} × {x.Part.Weight:F2}"))).EscapeMarkup() + "[/]");
             foreach (var n in p.Neighbors)
-                AnsiConsole.MarkupLineInterpolated($"    {n.Similarity:F2}  ({n.Label}) {Short(n.Text ?? "")}");
+                AnsiConsole.MarkupLineInterpolated($"    {n.Similarity:F2}  ({n.Label}) {Short(Shown(n.Text ?? "", n.Text2))}");
         }
         (loaded as IDisposable)?.Dispose();
         student.Dispose(); teacher.Dispose();
@@ -339,6 +339,9 @@ public sealed class QuickstartRun(QuickstartOptions options)
     }
 
     private static string Pct(double x) => x.ToString("P1", CultureInfo.InvariantCulture);
+    /// <summary>A row as the console shows it: a pair's two texts joined as the model's Neighbors column joins them.</summary>
+    private static string Shown(string text, string? text2) => text2 is null ? text : text + " ||| " + text2;
+
     private static string Short(string s) => s.Length <= 90 ? s : s[..87] + "...";
 
     /// <summary>Routes the library's progress reports to the matching Spectre progress bar (synchronously).</summary>

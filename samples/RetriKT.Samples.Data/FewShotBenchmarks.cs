@@ -81,9 +81,9 @@ public static class FewShotBenchmarks
         return task switch
         {
             "SST-2" => LabelledTsv.Read(path, lines, ["sentence"], null, "label", labels),
-            "MRPC" => LabelledTsv.Read(path, lines, ["#1 String"], "#2 String", "Quality", labels),
-            "RTE" => LabelledTsv.Read(path, lines, ["sentence1"], "sentence2", "label", labels),
-            _ => LabelledTsv.Read(path, lines, ["question"], "sentence", "label", labels),
+            "MRPC" => LabelledTsv.Read(path, lines, ["#1 String"], ["#2 String"], "Quality", labels),
+            "RTE" => LabelledTsv.Read(path, lines, ["sentence1"], ["sentence2"], "label", labels),
+            _ => LabelledTsv.Read(path, lines, ["question"], ["sentence"], "label", labels),
         };
     }
 

@@ -10,51 +10,56 @@ namespace RetriKT.Samples.Data;
 /// </summary>
 public static class LabelledTsv
 {
-    /// <summary>Column names an own task's text may have, in the order they are looked for.</summary>
-    public static IReadOnlyList<string> TextColumns { get; } = ["text", "sentence"];
+    /// <summary>Column names an own task's (first) text may have, in the order they are looked for.</summary>
+    public static IReadOnlyList<string> TextColumns { get; } = ["text", "sentence", "sentence1"];
+
+    /// <summary>Column names an own pair task's second text may have, in the order they are looked for.</summary>
+    public static IReadOnlyList<string> Text2Columns { get; } = ["text2", "sentence2"];
 
     /// <summary>The label column of an own task.</summary>
     public const string LabelColumn = "label";
 
     /// <summary>
-    /// A user's own single-text task from three files with a header row holding a <c>text</c> (or <c>sentence</c>) column and
-    /// a <c>label</c> column: the few-shot examples to learn from, the rows that choose among models (never trained on) and
-    /// the rows to score (never tuned on). <paramref name="labels"/> (in score order) each need a verbalizer word in
-    /// <paramref name="template"/> and an example in <paramref name="trainPath"/>; every row's label must be one of them.
+    /// A user's own task from three files with a header row holding a <c>text</c> (or <c>sentence</c>, <c>sentence1</c>)
+    /// column, for a pair <paramref name="template"/> a <c>text2</c> (or <c>sentence2</c>) column, and a <c>label</c> column:
+    /// the few-shot examples to learn from, the rows that choose among models (never trained on) and the rows to score (never
+    /// tuned on). <paramref name="labels"/> (in score order) each need a verbalizer word in <paramref name="template"/> and an
+    /// example in <paramref name="trainPath"/>; every row's label must be one of them.
     /// </summary>
     public static FewShotTask LoadTask(string trainPath, string devPath, string testPath, TaskTemplate template, IReadOnlyList<string> labels)
     {
         ArgumentNullException.ThrowIfNull(template);
         ArgumentNullException.ThrowIfNull(labels);
         template.Validate(labels);
-        if (template.IsPair) throw new ArgumentException($"Template '{template.Name}': own tasks take single texts; a pair template is not supported here.", nameof(template));
-        var train = Read(trainPath, labels);
+        var text2Columns = template.IsPair ? Text2Columns : null;
+        var train = Read(trainPath, text2Columns, labels);
         foreach (var label in labels)
             if (!train.Any(r => r.Label == label))
                 throw new InvalidDataException($"{trainPath}: no example has label '{label}'; each of the labels [{string.Join(", ", labels)}] needs a few.");
-        return new FewShotTask(template.Name, null, labels, template, train, Read(devPath, labels), Read(testPath, labels));
+        return new FewShotTask(template.Name, null, labels, template, train, Read(devPath, text2Columns, labels), Read(testPath, text2Columns, labels));
     }
 
-    private static List<TextPairRow> Read(string path, IReadOnlyList<string> labels)
+    private static List<TextPairRow> Read(string path, IReadOnlyList<string>? text2Columns, IReadOnlyList<string> labels)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"File not found: '{path}'.", path);
         var lines = File.ReadAllLines(path);
         if (lines.Length == 0) throw new InvalidDataException($"{path}: the file is empty; expected a tab-separated header row, then examples.");
-        return Read(path, lines, TextColumns, null, LabelColumn, labels);
+        return Read(path, lines, TextColumns, text2Columns, LabelColumn, labels);
     }
 
     /// <summary>
     /// Rows of <paramref name="lines"/> (header first) with the text in the first of <paramref name="textColumns"/> the header
-    /// has, the optional second text and the label; empty lines are skipped, fields trimmed.
+    /// has, the second text (when <paramref name="text2Columns"/> is given) likewise, and the label; empty lines are skipped,
+    /// fields trimmed, and an empty text fails.
     /// </summary>
-    internal static List<TextPairRow> Read(string path, string[] lines, IReadOnlyList<string> textColumns, string? text2Column,
+    internal static List<TextPairRow> Read(string path, string[] lines, IReadOnlyList<string> textColumns, IReadOnlyList<string>? text2Columns,
         string labelColumn, IReadOnlyList<string> labels)
     {
         var header = lines[0].TrimStart('\uFEFF').Split('\t');
         string format = header.Length == 1 && header[0].Contains(',') ? " (the file looks comma-separated; expected tab-separated)" : "";
         int Column(IReadOnlyList<string> names) => names.Select(n => Array.IndexOf(header, n)).FirstOrDefault(i => i >= 0, -1) is var i and >= 0 ? i
             : throw new InvalidDataException($"{path} line 1: column '{names[0]}'{(names.Count > 1 ? $" (or '{string.Join("' or '", names.Skip(1))}')" : "")} not found in header [{string.Join(", ", header)}]{format}.");
-        int text = Column(textColumns), text2 = text2Column is null ? -1 : Column([text2Column]), label = Column([labelColumn]);
+        int text = Column(textColumns), text2 = text2Columns is null ? -1 : Column(text2Columns), label = Column([labelColumn]);
         int needed = Math.Max(text, Math.Max(text2, label)) + 1;
         var rows = new List<TextPairRow>();
         for (int i = 1; i < lines.Length; i++)
@@ -62,7 +67,9 @@ public static class LabelledTsv
             if (lines[i].Length == 0) continue;
             var f = lines[i].Split('\t');
             if (f.Length < needed) throw new InvalidDataException($"{path} line {i + 1}: expected at least {needed} tab-separated fields, found {f.Length}.");
-            if (f[text].Trim().Length == 0) throw new InvalidDataException($"{path} line {i + 1}: the text (column '{header[text]}') is empty.");
+            foreach (int column in (int[])[text, text2])
+                if (column >= 0 && f[column].Trim().Length == 0)
+                    throw new InvalidDataException($"{path} line {i + 1}: the {(column == text ? "text" : "second text")} (column '{header[column]}') is empty.");
             rows.Add(Checked(new TextPairRow { Text = f[text].Trim(), Text2 = text2 >= 0 ? f[text2].Trim() : "", Label = f[label].Trim() }, path, i + 1, labels));
         }
         return NotEmpty(rows, path);

@@ -1,4 +1,5 @@
 using Microsoft.ML.Data;
+using System.Text.Json.Serialization;
 
 namespace RetriKT.WebApi;
 
@@ -30,10 +31,12 @@ public sealed record PredictRequest(string? Text);
 public sealed record PredictResponse(string Label, IReadOnlyDictionary<string, float> Scores, long ModelGeneration);
 
 /// <summary>One retrieved knowledge-store sample behind a prediction.</summary>
-/// <param name="Text">The stored sample.</param>
+/// <param name="Text">The stored sample (its first text for a sentence-pair task).</param>
 /// <param name="Label">Its label.</param>
 /// <param name="Similarity">Its similarity to the query.</param>
-public sealed record Neighbour(string Text, string Label, float Similarity);
+/// <param name="Text2">Its second text for a sentence-pair task; left out otherwise.</param>
+public sealed record Neighbour(string Text, string Label, float Similarity,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Text2 = null);
 
 /// <summary>One part of a RetriKT prediction: what it says alone and its share of the prediction.</summary>
 /// <param name="Part"><c>head</c>, <c>retrieval</c> (neighbours by the student's embedding) or <c>termMatch</c> (by TF-IDF).</param>

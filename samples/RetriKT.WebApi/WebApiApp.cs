@@ -94,7 +94,7 @@ public static class WebApiApp
     private const int NeighboursToExplain = 3;
 
     private static List<Neighbour> Neighbours(IEnumerable<RetriKT.MLNet.Student.RetrievedNeighbor> neighbours)
-        => neighbours.Select(n => new Neighbour(n.Text ?? "", n.Label, n.Similarity)).ToList();
+        => neighbours.Select(n => new Neighbour(n.Text ?? "", n.Label, n.Similarity, n.Text2)).ToList();
 
     private static RetriKT.MLNet.Student.RetrievalClassifierTransformer? FindRetrievalClassifier(Microsoft.ML.ITransformer model) => model switch
     {

@@ -21,7 +21,8 @@ internal sealed record TransformerColumns(string Text, string? Text2, string Sco
 /// </param>
 /// <param name="Label">The entry's hard label.</param>
 /// <param name="Text">The entry's text, or null when the store was saved without texts.</param>
-public sealed record RetrievedNeighbor(int EntryIndex, float Similarity, string Label, string? Text);
+/// <param name="Text2">The entry's second text for a sentence-pair task (for a generated entry, the part the teacher wrote), else null.</param>
+public sealed record RetrievedNeighbor(int EntryIndex, float Similarity, string Label, string? Text, string? Text2 = null);
 
 /// <summary>A prediction with its explanation.</summary>
 /// <param name="Label">Predicted label name.</param>
@@ -278,7 +279,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         for (int j = 0; j < indices.Length && indices[j] >= 0; j++)
         {
             var e = model.Store.Entries[indices[j]];
-            list.Add(new RetrievedNeighbor(indices[j], similarities[j], LabelNames[e.Label], e.Text));
+            list.Add(new RetrievedNeighbor(indices[j], similarities[j], LabelNames[e.Label], e.Text, e.Text2));
         }
         return list;
     }
