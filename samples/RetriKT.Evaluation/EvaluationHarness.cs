@@ -316,7 +316,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     cancellation.ThrowIfCancellationRequested();
                     int? taskSeed = fewGlue ? null : seed;
                     string configKey = ConfigKey(row);
-                    if (results.Contains(taskName, taskSeed, row, configKey))
+                    if (results.Contains(taskName, taskSeed, row, configKey) || results.Contains(taskName, taskSeed, row, ConfigKey(row, withCachePath: true)))
                     {
                         skipped++;
                         log($"[{taskName} seed {taskSeed?.ToString() ?? "-"}] {row}: already in {results.Path}, skipped");
@@ -340,41 +340,54 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         return (ran, skipped);
     }
 
-    /// <summary>The config part of a row's key: the teacher's content hash and the options that shape the row.</summary>
-    private string ConfigKey(string row)
+    /// <summary>The config part of <paramref name="row"/>'s key on <paramref name="task"/> (what <see cref="Run"/> looks for in the results file).</summary>
+    public string ConfigKeyOf(string task, string row, bool withCachePath = false)
+    {
+        _task = task;
+        return ConfigKey(row, withCachePath);
+    }
+
+    /// <summary>
+    /// The config part of a row's key: the teacher's content hash and the options that shape the row. The cache folder
+    /// (<c>WorkDirectory</c>, where checkpoints go) shapes nothing, so it is left out; rows measured before it was
+    /// (<paramref name="withCachePath"/>) keyed it, and <see cref="Run"/> still finds them under the cache they ran with.
+    /// </summary>
+    private string ConfigKey(string row, bool withCachePath = false)
     {
         if (row == Rows.Majority) return "none";
         if (row == Rows.MlNetFeaturizeText) return MlNetBaseline.ConfigKey;
         if (EncoderBaselines.Handles(row)) return EncoderBaselines.ConfigKey(row);
         var teacher = Teacher();
         var json = new JsonSerializerOptions { IncludeFields = true };
+        var o = Options(row);
+        if (!withCachePath) o.WorkDirectory = null;
         string options = row switch
         {
             // v2: the one-pass verbalizer (single-token label words) and length-sorted scoring; probabilities move by ~1e-6.
             Rows.Teacher => "verbalizer-v2",
             // v6: the student starts from the teacher's vocabulary and token embeddings (StudentEmbeddingsFromTeacher).
-            Rows.FewShotStudent => "student-v6|" + JsonSerializer.Serialize(StudentOptions(Options(row)), json),
-            Rows.FewShotMlm => FormattableString.Invariant($"student-mlm-v1|{TinyEncoderName()}|{TinyEncoderFineTuneRate}|") + JsonSerializer.Serialize(StudentOptions(Options(row)), json),
+            Rows.FewShotStudent => "student-v6|" + JsonSerializer.Serialize(StudentOptions(o), json),
+            Rows.FewShotMlm => FormattableString.Invariant($"student-mlm-v1|{TinyEncoderName()}|{TinyEncoderFineTuneRate}|") + JsonSerializer.Serialize(StudentOptions(o), json),
             // The PPO store's key carries PPO's version (v7: the trust region; v8: the one-pass verbalizer), as the retrikt-ppo row's does.
-            Rows.StoreOnlyPpo => "store-only-ppo-v8|" + JsonSerializer.Serialize(Options(row), json),
-            Rows.StoreOnlyMlm => $"store-only-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(Options(row), json),
-            Rows.RetriKTMlm => $"retrikt-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(Options(row), json),
-            Rows.CorpusStudent or Rows.RetriKTCorpus => FormattableString.Invariant($"{row}-v1|{CorpusName(StoreCorpus(row)!)} {Options(row).StoreCorpusRows}|") + JsonSerializer.Serialize(Options(row), json),
+            Rows.StoreOnlyPpo => "store-only-ppo-v8|" + JsonSerializer.Serialize(o, json),
+            Rows.StoreOnlyMlm => $"store-only-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(o, json),
+            Rows.RetriKTMlm => $"retrikt-mlm-v1|{TinyEncoderName()}|" + JsonSerializer.Serialize(o, json),
+            Rows.CorpusStudent or Rows.RetriKTCorpus => FormattableString.Invariant($"{row}-v1|{CorpusName(StoreCorpus(row)!)} {o.StoreCorpusRows}|") + JsonSerializer.Serialize(o, json),
             // v2: the tuning rows come from other documents than the added sentences (v1 drew both from one draw of sentences).
-            Rows.RetriKTGrown => FormattableString.Invariant($"{row}-v2|{CorpusName(StoreCorpus(row)!)} {Options(row).StoreCorpusRows} {Options(row).StoreCorpusTuningRows}|") + JsonSerializer.Serialize(Options(row), json),
-            Rows.StoreOnlyMiniLM => $"store-only-minilm-v1|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
-            _ when Rows.IsWithoutRetrieval(row) => "store-only-v2|" + JsonSerializer.Serialize(Options(row), json),
+            Rows.RetriKTGrown => FormattableString.Invariant($"{row}-v2|{CorpusName(StoreCorpus(row)!)} {o.StoreCorpusRows} {o.StoreCorpusTuningRows}|") + JsonSerializer.Serialize(o, json),
+            Rows.StoreOnlyMiniLM => $"store-only-minilm-v1|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(o, json),
+            _ when Rows.IsWithoutRetrieval(row) => "store-only-v2|" + JsonSerializer.Serialize(o, json),
             // v2: the store of the seed unification (as retrikt-v5); v1 numbers were measured on the store before it.
-            Rows.RetriKTMiniLM => $"retrikt-minilm-v2|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(Options(row), json),
+            Rows.RetriKTMiniLM => $"retrikt-minilm-v2|{MiniLM.PackageId} {MiniLM.Version}|" + JsonSerializer.Serialize(o, json),
             // v6: PPO's reward gives a sample under MinWords no fidelity or diversity; the v5 rows were measured before.
             // v7: PPO's trust region (an update past MaxUpdateKl is undone and the rate halved); it is code, not an option.
             // v8: PPO's reward reads the one-pass verbalizer; its ~1e-6 differences change the tuned prompts' bits, so the
             // PPO store is generated again (its extraction checkpoint's fingerprint no longer matches).
-            Rows.RetriKTPpo => "retrikt-ppo-v8|" + JsonSerializer.Serialize(Options(row), json),
-            _ => "retrikt-v5|" + JsonSerializer.Serialize(Options(row), json),
+            Rows.RetriKTPpo => "retrikt-ppo-v8|" + JsonSerializer.Serialize(o, json),
+            _ => "retrikt-v5|" + JsonSerializer.Serialize(o, json),
         };
         // A tuning corpus (--set TuningCorpus=…) is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
-        if (Options(row).TuningCorpus is { } corpus) options += "|tuning-corpus " + CorpusName(corpus);
+        if (o.TuningCorpus is { } corpus) options += "|tuning-corpus " + CorpusName(corpus);
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));
         return Convert.ToHexStringLower(bytes)[..16];
     }
@@ -438,6 +451,8 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         if (row == Rows.RetriKTBagged) o.StudentMixSelection = MixSelection.BootstrapAverage;
         o.StoreCorpus = StoreCorpus(row);
         o.StoreCorpusAfterTraining = row == Rows.RetriKTGrown;
+        // Named in the row's options, so its key says which rule chose the mix (null would read as the lowest-NLL rows' key).
+        if (row == Rows.RetriKTGrown) o.StoreCorpusMixSelection ??= RetriKTPipelineOptions.DefaultStoreCorpusMixSelection;
         if (Rows.UsesTinyEncoder(row))
         {
             // Every layer fine-tunes: the tiny encoder knows the language, not the task (its embeddings stay as pretrained).

@@ -332,7 +332,8 @@ public sealed class RetriKTPipeline
             if (corpusAfterTraining)
             {
                 var trained = student;
-                (student, corpusEntries) = GrownWithStoreCorpus(task, o.StoreCorpusMixSelection == o.StudentMixSelection ? trainer : Trainer(o.StoreCorpusMixSelection),
+                var rule = o.StoreCorpusMixSelection ?? RetriKTPipelineOptions.DefaultStoreCorpusMixSelection;
+                (student, corpusEntries) = GrownWithStoreCorpus(task, rule == o.StudentMixSelection ? trainer : Trainer(rule),
                     trained, keyMap, progress, cancellation);
                 trained.Dispose();
             }

@@ -49,6 +49,33 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     [SharedDataFact]
+    public void ARowsKeyDoesNotDependOnTheCacheFolderAndRowsKeyedWithItAreStillFound()
+    {
+        var results = Path.Combine(_temp, "keys.jsonl");
+        var shipped = TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
+        shipped.Teacher.Dispose();
+        (MLNet.Teacher.TeacherModel, string) Shipped(string task) => TeacherBuilder.LoadShipped(SharedData.RepoRoot, task);
+        EvaluationHarness In(string cache) => new(Settings(results, 13) with { Tasks = ["SST-2"], Rows = [Rows.StoreOnlyStudent], WorkDirectory = Path.Combine(_temp, cache, "work") }, Shipped, _ => { });
+        string inA = In("a").ConfigKeyOf("SST-2", Rows.StoreOnlyStudent), inB = In("b").ConfigKeyOf("SST-2", Rows.StoreOnlyStudent);
+        Assert.Equal(inA, inB);
+        // Before, the key hashed the cache folder: such a row is found under the folder it ran with, and no other.
+        string legacyB = In("b").ConfigKeyOf("SST-2", Rows.StoreOnlyStudent, withCachePath: true);
+        Assert.NotEqual(legacyB, In("a").ConfigKeyOf("SST-2", Rows.StoreOnlyStudent, withCachePath: true));
+        Assert.NotEqual(inB, legacyB);
+
+        // Found, nothing runs (a row that ran would take minutes; the token stops it within seconds and fails the test).
+        void Found(string cache, string configKey)
+        {
+            File.Delete(results);
+            new ResultsLog(results).Append(new RowResult { Task = "SST-2", Seed = 13, Row = Rows.StoreOnlyStudent, ConfigKey = configKey, Accuracy = 0.76, TestRows = 872 });
+            using var soon = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            Assert.Equal((0, 1), In(cache).Run(soon.Token));
+        }
+        Found("b", inA);
+        Found("b", legacyB);
+    }
+
+    [SharedDataFact]
     public void MlNetBaselineRowNeedsNoTeacherAndReproducesTheReferenceNumber()
     {
         var results = Path.Combine(_temp, "mlnet.jsonl");
@@ -124,9 +151,13 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.DoesNotContain("StudentMixSelection", plain);
         Assert.DoesNotContain("StudentBackboneLearningRate", plain);
         Assert.DoesNotContain("FewShotDevTuningShare", plain);
+        // Null (the default rule after growth) is left out; a rule named is written, as the retrikt-grown rows name it.
+        Assert.DoesNotContain("StoreCorpusMixSelection", plain);
         var tuned = HarnessSettings.DefaultPipeline();
         (tuned.StudentTrainableBackboneLayers, tuned.StudentBackboneLearningRate, tuned.FewShotDevTuningShare) = (2, 5e-4, 1);
+        tuned.StoreCorpusMixSelection = MLNet.Student.MixSelection.HighestAccuracy;
         var set = System.Text.Json.JsonSerializer.Serialize(tuned, json);
+        Assert.Contains("\"StoreCorpusMixSelection\":2", set);
         Assert.Contains("\"StudentTrainableBackboneLayers\":2", set);
         Assert.Contains("\"StudentBackboneLearningRate\":0.0005", set);
         Assert.Contains("\"FewShotDevTuningShare\":1", set);
