@@ -46,16 +46,7 @@ public class QuickstartInputTests
         var teacher = RetriKT.Evaluation.TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
         teacher.Teacher.Dispose();
         // SST-2's rows with the labels renamed and the header a user would write.
-        string Own(string name, string source, int rows)
-        {
-            var lines = File.ReadLines(source).Skip(1).Take(rows).Select(l => l.Split('\t')).Select(f => $"{f[0]}\t{(f[1] == "1" ? "pos" : "neg")}");
-            var path = Path.Combine(work, name);
-            File.WriteAllLines(path, lines.Prepend("text\tlabel"));
-            return path;
-        }
-        var shots = SharedData.Path("data", "SST-2", "k-shot", "16-13");
-        string train = Own("train.tsv", Path.Combine(shots, "train.tsv"), 32), dev = Own("dev.tsv", Path.Combine(shots, "dev.tsv"), 32);
-        string test = Own("test.tsv", SharedData.Path("data", "SST-2", "k-shot", "test.tsv"), 200);
+        var (train, dev, test) = OwnSst2Files(work, "text\tlabel", (sentence, label) => $"{sentence}\t{(label == "1" ? "pos" : "neg")}");
         string[] Arguments(string verbalizer, params string[] more) =>
             ["--teacher", teacher.Path, "--train", train, "--dev", dev, "--test", test, "--verbalizer", verbalizer, .. more];
 
@@ -72,14 +63,9 @@ public class QuickstartInputTests
         AssertInputError(Arguments("neg=terrible,pos=great", "--data", SharedData.Path("data")), "--data selects a benchmark task; your own task (--train, --dev, --test) replaces it.");
 
         // The whole pipeline on it, small: the teacher reads the labels through the verbalizer given, in its order.
-        var (code, output, error) = ChildProcess.RunApp("RetriKT.Quickstart.dll", Arguments("neg=terrible,pos=great", "--quick", "--out", Path.Combine(work, "out")), timeoutSeconds: 300);
-        Assert.True(code == 0, $"exit {code}\n{error}\n{output}");
-        Assert.Contains("Task own: 32 training examples, 32 few-shot dev, 200 test; labels neg, pos.", output);
-        Assert.True(File.Exists(Path.Combine(work, "out", "model.zip")));
-        var teacherRow = output.Split('\n').Single(l => l.Contains("Teacher (prompted classifier, verbalizer)"));
-        double teacherAccuracy = double.Parse(System.Text.RegularExpressions.Regex.Match(teacherRow, @"(\d+\.\d) %").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        var output = RunQuick(Arguments("neg=terrible,pos=great"), work, "labels neg, pos");
         // The SST-2 stand-in teacher scores about 82 % on SST-2; with the words swapped it would score under 20 %.
-        Assert.InRange(teacherAccuracy, 70, 100);
+        Assert.InRange(TeacherAccuracy(output), 70, 100);
         Directory.Delete(work, recursive: true);
     }
 
@@ -92,21 +78,12 @@ public class QuickstartInputTests
         // SST-2's sentences cut after their first three words into (sentence1, sentence2): the sentiment is mostly in the
         // second text, so a teacher prompt that lost it would score near chance, and the prompt below puts the sentence back
         // together for the SST-2 stand-in teacher.
-        string Own(string name, string source, int rows)
+        var (train, dev, test) = OwnSst2Files(work, "label\tsentence1\tsentence2", (sentence, label) =>
         {
-            var lines = File.ReadLines(source).Skip(1).Take(rows).Select(l => l.Split('\t')).Select(f =>
-            {
-                var words = f[0].Split(' ');
-                int cut = Math.Min(3, words.Length - 1);
-                return $"{f[1]}\t{string.Join(' ', words[..cut])}\t{string.Join(' ', words[cut..])}";
-            });
-            var path = Path.Combine(work, name);
-            File.WriteAllLines(path, lines.Prepend("label\tsentence1\tsentence2"));
-            return path;
-        }
-        var shots = SharedData.Path("data", "SST-2", "k-shot", "16-13");
-        string train = Own("train.tsv", Path.Combine(shots, "train.tsv"), 32), dev = Own("dev.tsv", Path.Combine(shots, "dev.tsv"), 32);
-        string test = Own("test.tsv", SharedData.Path("data", "SST-2", "k-shot", "test.tsv"), 200);
+            var words = sentence.Split(' ');
+            int cut = Math.Min(3, words.Length - 1);
+            return $"{label}\t{string.Join(' ', words[..cut])}\t{string.Join(' ', words[cut..])}";
+        });
         string[] Arguments(string template, params string[] more) =>
             ["--teacher", teacher.Path, "--train", train, "--dev", dev, "--test", test, "--verbalizer", "0=terrible,1=great", "--template", template, .. more];
 
@@ -116,15 +93,10 @@ public class QuickstartInputTests
         AssertInputError(["--teacher", teacher.Path, "--train", train, "--dev", blank, "--test", test, "--verbalizer", "0=terrible,1=great", "--template", "{text} {text2} It was{label}"],
             $"{blank} line 3: the second text (column 'sentence2') is empty.");
 
-        var (code, output, error) = ChildProcess.RunApp("RetriKT.Quickstart.dll", Arguments("{text} {text2} It was{label}", "--quick", "--out", Path.Combine(work, "out")), timeoutSeconds: 300);
-        Assert.True(code == 0, $"exit {code}\n{error}\n{output}");
-        Assert.Contains("Task own: 32 training examples, 32 few-shot dev, 200 test; labels 0, 1.", output);
-        Assert.True(File.Exists(Path.Combine(work, "out", "model.zip")));
-        var teacherRow = output.Split('\n').Single(l => l.Contains("Teacher (prompted classifier, verbalizer)"));
-        double teacherAccuracy = double.Parse(System.Text.RegularExpressions.Regex.Match(teacherRow, @"(\d+\.\d) %").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        var output = RunQuick(Arguments("{text} {text2} It was{label}"), work, "labels 0, 1");
         // The whole sentences give this teacher about 85 % on these rows (the single-text test above); their first three
         // words alone give it little.
-        Assert.InRange(teacherAccuracy, 70, 100);
+        Assert.InRange(TeacherAccuracy(output), 70, 100);
         // The explained test rows show both texts, and so do the stored pairs retrieved for them.
         var firstTest = File.ReadLines(test).Skip(1).First().Split('\t');
         Assert.Contains($"{firstTest[1]} ||| ", output);
@@ -186,6 +158,40 @@ public class QuickstartInputTests
         // FewGLUE JSONL with a broken second line.
         var jsonl = Write(Path.Combine("broken-jsonl", "CB", "train32.jsonl"), "{\"premise\":\"a\",\"hypothesis\":\"b\",\"label\":\"neutral\"}\n{\"premise\": \"a\n");
         AssertInputError(["--teacher", Teacher, "--data", Path.Combine(work, "broken-jsonl"), "--task", "CB"], $"{jsonl} line 2: not a JSON object");
+    }
+
+    /// <summary>
+    /// SST-2 seed 13's 32 training and 32 few-shot dev rows and the first 200 test rows as a user's own files in
+    /// <paramref name="folder"/>: <paramref name="header"/>, then each (sentence, label) row as <paramref name="line"/> writes it.
+    /// </summary>
+    private static (string Train, string Dev, string Test) OwnSst2Files(string folder, string header, Func<string, string, string> line)
+    {
+        string Own(string name, string source, int rows)
+        {
+            var path = Path.Combine(folder, name);
+            File.WriteAllLines(path, File.ReadLines(source).Skip(1).Take(rows).Select(l => l.Split('\t')).Select(f => line(f[0], f[1])).Prepend(header));
+            return path;
+        }
+        var shots = SharedData.Path("data", "SST-2", "k-shot", "16-13");
+        return (Own("train.tsv", Path.Combine(shots, "train.tsv"), 32), Own("dev.tsv", Path.Combine(shots, "dev.tsv"), 32),
+            Own("test.tsv", SharedData.Path("data", "SST-2", "k-shot", "test.tsv"), 200));
+    }
+
+    /// <summary>The whole pipeline, small, on the own files of <see cref="OwnSst2Files"/>: exits 0 and writes model.zip; returns the output.</summary>
+    private static string RunQuick(string[] arguments, string work, string labels)
+    {
+        var (code, output, error) = ChildProcess.RunApp("RetriKT.Quickstart.dll", [.. arguments, "--quick", "--out", Path.Combine(work, "out")], timeoutSeconds: 300);
+        Assert.True(code == 0, $"exit {code}\n{error}\n{output}");
+        Assert.Contains($"Task own: 32 training examples, 32 few-shot dev, 200 test; {labels}.", output);
+        Assert.True(File.Exists(Path.Combine(work, "out", "model.zip")));
+        return output;
+    }
+
+    /// <summary>The teacher row's accuracy in the Quickstart's results table.</summary>
+    private static double TeacherAccuracy(string output)
+    {
+        var row = output.Split('\n').Single(l => l.Contains("Teacher (prompted classifier, verbalizer)"));
+        return double.Parse(System.Text.RegularExpressions.Regex.Match(row, @"(\d+\.\d) %").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static void AssertInputError(string[] arguments, params string[] expected)
