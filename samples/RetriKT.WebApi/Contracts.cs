@@ -3,11 +3,14 @@ using System.Text.Json.Serialization;
 
 namespace RetriKT.WebApi;
 
-/// <summary>The model's input row: one text column named <c>Text</c>.</summary>
+/// <summary>The model's input row: the text column <c>Text</c>, and <c>Text2</c> for a sentence-pair model (unused otherwise).</summary>
 public sealed class TextInput
 {
     [ColumnName("Text")]
     public string Text { get; set; } = "";
+
+    [ColumnName("Text2")]
+    public string Text2 { get; set; } = "";
 }
 
 /// <summary>The model's output row: ML.NET's standard classifier columns (the label mapped back to its value).</summary>
@@ -22,7 +25,11 @@ public sealed class TextPrediction
 
 /// <summary>Body of <c>POST /predict</c> and <c>POST /explain</c>.</summary>
 /// <param name="Text">The text to classify (non-empty, at most <c>Serving:MaxTextLength</c> characters).</param>
-public sealed record PredictRequest(string? Text);
+/// <param name="Text2">
+/// The second text, for a sentence-pair model only (a RetriKT model trained with a second text column): required there,
+/// refused for a model of one text.
+/// </param>
+public sealed record PredictRequest(string? Text, string? Text2 = null);
 
 /// <summary>A prediction: the label and the score of every label the model knows.</summary>
 /// <param name="Label">The predicted label.</param>

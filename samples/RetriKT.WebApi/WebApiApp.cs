@@ -61,7 +61,16 @@ public static class WebApiApp
         PredictionEnginePool<TextInput, TextPrediction> pool, IOptions<ServingOptions> serving)
     {
         if (Validate(request, serving.Value) is { } problem) return problem;
-        return TypedResults.Ok(Classify(pool, request!.Text!));
+        var engine = pool.GetPredictionEngine();
+        try
+        {
+            if (ValidateSecondText(request!, pool.GetModel(engine), serving.Value) is { } pairProblem) return pairProblem;
+            return TypedResults.Ok(Classify(pool, engine, request!));
+        }
+        finally
+        {
+            pool.ReturnPredictionEngine(engine);
+        }
     }
 
     private static Results<Ok<ExplainResponse>, ValidationProblem> Explain(PredictRequest? request,
@@ -73,11 +82,13 @@ public static class WebApiApp
         var engine = pool.GetPredictionEngine();
         try
         {
-            var prediction = Classify(pool, engine, request!.Text!);
+            var model = pool.GetModel(engine);
+            if (ValidateSecondText(request!, model, serving.Value) is { } pairProblem) return pairProblem;
+            var prediction = Classify(pool, engine, request!);
             // A RetriKT model explains itself with the knowledge-store samples it retrieved; other models have none.
-            var student = FindRetrievalClassifier(pool.GetModel(engine));
+            var student = FindRetrievalClassifier(model);
             if (student is null) return TypedResults.Ok(new ExplainResponse(prediction, [], []));
-            var why = student.Explain(request.Text!, null, NeighboursToExplain);
+            var why = student.Explain(request!.Text!, request.Text2, NeighboursToExplain);
             var parts = new List<ExplainedPart> { Part("head", why.Head), Part("retrieval", why.Retrieval) };
             if (why.TermMatch is { } terms) parts.Add(Part("termMatch", terms));
             return TypedResults.Ok(new ExplainResponse(prediction, Neighbours(why.Prediction.Neighbors), parts));
@@ -113,23 +124,27 @@ public static class WebApiApp
         return error is null ? null : TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["text"] = [error] });
     }
 
-    private static PredictResponse Classify(PredictionEnginePool<TextInput, TextPrediction> pool, string text)
+    /// <summary>
+    /// A sentence-pair model needs <c>text2</c> (scored without it, every pair would be a pair with an empty text); a model
+    /// of one text refuses it rather than leave it unread.
+    /// </summary>
+    private static ValidationProblem? ValidateSecondText(PredictRequest request, ITransformer model, ServingOptions serving)
     {
-        var engine = pool.GetPredictionEngine();
-        try
-        {
-            return Classify(pool, engine, text);
-        }
-        finally
-        {
-            pool.ReturnPredictionEngine(engine);
-        }
+        bool pair = FindRetrievalClassifier(model)?.SecondTextColumnName is not null;
+        string? error = null;
+        if (pair && string.IsNullOrWhiteSpace(request.Text2))
+            error = "This model classifies sentence pairs: the second text (text2) must not be empty.";
+        else if (!pair && request.Text2 is not null)
+            error = "This model classifies one text: leave text2 out.";
+        else if (request.Text2 is { } text2 && text2.Length > serving.MaxTextLength)
+            error = $"The second text has {text2.Length} characters; at most {serving.MaxTextLength} are accepted.";
+        return error is null ? null : TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["text2"] = [error] });
     }
 
     /// <summary>Predicts with a rented engine; the generation reported is the engine's, not the pool's newest.</summary>
-    private static PredictResponse Classify(PredictionEnginePool<TextInput, TextPrediction> pool, PredictionEngine<TextInput, TextPrediction> engine, string text)
+    private static PredictResponse Classify(PredictionEnginePool<TextInput, TextPrediction> pool, PredictionEngine<TextInput, TextPrediction> engine, PredictRequest request)
     {
-        var output = engine.Predict(new TextInput { Text = text });
+        var output = engine.Predict(new TextInput { Text = request.Text!, Text2 = request.Text2 ?? "" });
         var labels = LabelNames.For(engine.OutputSchema, output.Score.Length);
         var scores = new Dictionary<string, float>(output.Score.Length);
         for (var i = 0; i < output.Score.Length; i++) scores[labels[i]] = output.Score[i];

@@ -97,12 +97,54 @@ public class WebApiTests
             double mixed = parts.Sum(p => p.GetProperty("weight").GetDouble() * p.GetProperty("scores").GetProperty(label).GetSingle());
             Assert.Equal(scores.GetProperty(label).GetSingle(), mixed, 5);
         }
+        // A model of one text refuses a second one rather than leave it unread.
+        await AssertProblem(await server.Client.PostAsJsonAsync("/predict", new { text = "a charming film", text2 = "and a moving one" }), "This model classifies one text: leave text2 out.");
+        student.Dispose();
+    }
+
+    [SharedDataFact]
+    public async Task ASentencePairModel_TakesText2_AndRefusesARequestWithoutIt()
+    {
+        using var dir = new TempDir();
+        var ml = new Microsoft.ML.MLContext(seed: 1);
+        // MRPC's 16-shot pairs (Quality, #1 ID, #2 ID, #1 String, #2 String).
+        var rows = File.ReadAllLines(SharedData.Path("data", "MRPC", "k-shot", "16-13", "train.tsv")).Skip(1)
+            .Select(l => l.Split('\t')).Select(f => new LabelledText { Text = f[3], Text2 = f[4], Label = f[0] }).ToList();
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var keyed = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data).Transform(data);
+        var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(
+            new RetriKT.MLNet.Student.RetrievalClassifierTrainer.Options { SecondTextColumnName = "Text2", Epochs = 3, Seed = 1 }).Fit(keyed);
+        var serving = student.Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel").Fit(student.Transform(keyed)));
+        var path = dir.File("pairs.zip");
+        ml.Model.Save(serving, ml.Data.LoadFromEnumerable(new[] { new TextInput() }).Schema, path);
+
+        await using var server = await WebApiServer.StartAsync(path);
+        var (first, second) = (rows[0].Text, rows[0].Text2);
+        using var predict = await server.Client.PostAsJsonAsync("/predict", new { text = first, text2 = second });
+        Assert.Equal(HttpStatusCode.OK, predict.StatusCode);
+        using (var predicted = JsonDocument.Parse(await predict.Content.ReadAsStringAsync()))
+        {
+            // The scores are the model's for the pair, not for the first text with an empty second.
+            var served = predicted.RootElement.GetProperty("scores").GetProperty(student.LabelNames[0]).GetSingle();
+            Assert.Equal(student.Predict(first, second).Scores[0], served, 5);
+            Assert.NotEqual(student.Predict(first, "").Scores[0], served, 5);
+        }
+        await AssertProblem(await server.Client.PostAsJsonAsync("/predict", new { text = first }), "This model classifies sentence pairs: the second text (text2) must not be empty.");
+        await AssertProblem(await server.Client.PostAsJsonAsync("/explain", new { text = first, text2 = " " }), "the second text (text2) must not be empty");
+
+        // The neighbours are stored pairs: each with its second text.
+        using var explain = await server.Client.PostAsJsonAsync("/explain", new { text = first, text2 = second });
+        using var explained = JsonDocument.Parse(await explain.Content.ReadAsStringAsync());
+        var neighbours = explained.RootElement.GetProperty("neighbours").EnumerateArray().ToList();
+        Assert.Equal(3, neighbours.Count);
+        Assert.All(neighbours, n => Assert.Contains(rows, r => r.Text == n.GetProperty("text").GetString() && r.Text2 == n.GetProperty("text2").GetString()));
         student.Dispose();
     }
 
     private sealed class LabelledText
     {
         public string Text { get; set; } = "";
+        public string Text2 { get; set; } = "";
         public string Label { get; set; } = "";
     }
 

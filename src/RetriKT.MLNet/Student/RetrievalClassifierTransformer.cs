@@ -94,6 +94,9 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     }
 
     internal TransformerColumns Columns { get; }
+
+    /// <summary>The input column of the second text for a sentence-pair model (each row needs it), or null for one text.</summary>
+    public string? SecondTextColumnName => Columns.Text2;
     internal RetrievalModel Model => _disposed == 0 ? _model : throw new ObjectDisposedException(nameof(RetrievalClassifierTransformer));
 
     /// <summary>Label names; label index i is key value i + 1 of <c>PredictedLabel</c>.</summary>
