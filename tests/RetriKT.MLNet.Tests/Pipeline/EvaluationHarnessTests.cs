@@ -52,9 +52,11 @@ public sealed class EvaluationHarnessTests : IDisposable
     public void ARowsKeyDoesNotDependOnTheCacheFolderAndRowsKeyedWithItAreStillFound()
     {
         var results = Path.Combine(_temp, "keys.jsonl");
+        // One teacher for every harness below (each would otherwise load and hash the weights again); the harness does
+        // not own it.
         var shipped = TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
-        shipped.Teacher.Dispose();
-        (MLNet.Teacher.TeacherModel, string) Shipped(string task) => TeacherBuilder.LoadShipped(SharedData.RepoRoot, task);
+        using var teacher = shipped.Teacher;
+        (MLNet.Teacher.TeacherModel, string) Shipped(string task) => shipped;
         EvaluationHarness In(string cache) => new(Settings(results, 13) with { Tasks = ["SST-2"], Rows = [Rows.StoreOnlyStudent], WorkDirectory = Path.Combine(_temp, cache, "work") }, Shipped, _ => { });
         string inA = In("a").ConfigKeyOf("SST-2", Rows.StoreOnlyStudent), inB = In("b").ConfigKeyOf("SST-2", Rows.StoreOnlyStudent);
         Assert.Equal(inA, inB);
