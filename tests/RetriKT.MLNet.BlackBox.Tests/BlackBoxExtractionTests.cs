@@ -68,7 +68,8 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         var b = shared.Server;
         var ml = new MLContext(seed: 1);
         var data = StoryData(ml);
-        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-blackbox-").FullName, "run.jsonl");
+        using var folder = new TempDir("retrikt-blackbox-");
+        var checkpoint = folder.File("run.jsonl");
         // Warm the fresh server's request path, then kill it once it has served samples of this run.
         Assert.NotEmpty(a.ChatClient().GetResponseAsync("Once upon a time", new ChatOptions { MaxOutputTokens = 4 }).GetAwaiter().GetResult().Text);
         long keptAtKill = -1;
@@ -121,7 +122,8 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         var ml = new MLContext(seed: 1);
         var data = StoryData(ml);
         var teachers = new[] { new TeacherEndpoint(server.ChatClient(), "only", 4) };
-        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-blackbox-").FullName, "run.jsonl");
+        using var folder = new TempDir("retrikt-blackbox-");
+        var checkpoint = folder.File("run.jsonl");
 
         using (var cts = new CancellationTokenSource())
         {
@@ -147,6 +149,7 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
             StoreData = resumed.ToDataView(ml), HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 2, BatchSize = 8, TeacherParameterCount = 260_000,
+            StoreValidationShare = 0, // every generated entry stays in the store (by default a tenth is held out to tune on)
         }).Fit(keys.Transform(data));
         Assert.Equal(12, student.Store.Entries.Count(e => e.Source == KnowledgeSource.Generated));
         Assert.True(student.Store.HasEmbeddings);
@@ -225,7 +228,8 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         var ml = new MLContext(seed: 1);
         var warnings = new List<string>();
         ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
-        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-blackbox-").FullName, "run.jsonl");
+        using var folder = new TempDir("retrikt-blackbox-");
+        var checkpoint = folder.File("run.jsonl");
         var options = Options([new TeacherEndpoint(shared.Server.ChatClient(), "only", 2)], checkpoint, perLabel: 4);
 
         var first = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(StoryData(ml)).Report;

@@ -9,27 +9,6 @@ using RetriKT.WebApi;
 
 namespace RetriKT.MLNet.Hosting.Tests.Infrastructure;
 
-/// <summary>A temp folder per test, removed afterwards.</summary>
-public sealed class TempDir : IDisposable
-{
-    public TempDir() => Directory.CreateDirectory(Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "retrikt-hosting-" + Guid.NewGuid().ToString("N")));
-
-    public string Path { get; }
-
-    public string File(string name) => System.IO.Path.Combine(Path, name);
-
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(Path, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
-}
-
 /// <summary>Keeps every log entry in memory (tests assert that an error was logged).</summary>
 public sealed class LogCapture : ILoggerProvider
 {

@@ -9,7 +9,8 @@ public class CiSummaryTests
     [Fact]
     public void SummaryCountsPassedFailedAndSkippedRuns()
     {
-        var log = Path.Combine(Directory.CreateTempSubdirectory("retrikt-ci-").FullName, "test.log");
+        using var folder = new TempDir("retrikt-ci-");
+        var log = folder.File("test.log");
         File.WriteAllText(log, """
             Build succeeded.
             Passed!  - Failed:     0, Passed:    95, Skipped:     0, Total:    95, Duration: 3 m 2 s - RetriKT.MLNet.Tests.dll (net10.0)
@@ -24,7 +25,8 @@ public class CiSummaryTests
     [Fact]
     public void ALogWithoutResultLinesFails()
     {
-        var log = Path.Combine(Directory.CreateTempSubdirectory("retrikt-ci-").FullName, "test.log");
+        using var folder = new TempDir("retrikt-ci-");
+        var log = folder.File("test.log");
         File.WriteAllText(log, "error MSB1009: Project file does not exist.\n");
         var (code, output) = Bash(log);
         Assert.Equal(1, code);

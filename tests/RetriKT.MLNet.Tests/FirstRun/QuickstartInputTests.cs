@@ -107,7 +107,8 @@ public class QuickstartInputTests
     [SharedDataFact]
     public void BadFilesAndFoldersGiveOneLineNamingThemAndExitTwo()
     {
-        var work = Directory.CreateTempSubdirectory("retrikt-quickstart-input-").FullName;
+        using var folder = new TempDir("retrikt-quickstart-input-");
+        var work = folder.Path;
         string Write(string relative, string content)
         {
             var path = Path.Combine(work, relative);

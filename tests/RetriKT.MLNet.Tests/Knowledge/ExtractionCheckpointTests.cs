@@ -33,7 +33,8 @@ public class ExtractionCheckpointTests
         var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
         using var prompts = Prompts(mlContext, seed: 1);
         using var otherPrompts = Prompts(mlContext, seed: 2);
-        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-fingerprint-").FullName, "extraction.jsonl");
+        using var folder = new TempDir("retrikt-fingerprint-");
+        var checkpoint = folder.File("extraction.jsonl");
         var written = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
         Assert.Contains("\"fingerprint\"", File.ReadLines(checkpoint).First());
         Assert.True(written.Store.Count > 8);
@@ -73,7 +74,8 @@ public class ExtractionCheckpointTests
         var mlContext = new MLContext(seed: 2);
         var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
         using var prompts = Prompts(mlContext, seed: 1);
-        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-fluency-").FullName, "extraction.jsonl");
+        using var folder = new TempDir("retrikt-fluency-");
+        var checkpoint = folder.File("extraction.jsonl");
         var first = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
         Assert.True(first.Report!.Times!.Fluency > TimeSpan.Zero);
         int batches = File.ReadLines(checkpoint).Count(l => l.Contains("\"done\"", StringComparison.Ordinal));

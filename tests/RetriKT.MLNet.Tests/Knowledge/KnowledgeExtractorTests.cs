@@ -50,7 +50,8 @@ public class KnowledgeExtractorTests
         Assert.Equal(store.SoftLabels.ToArray(), second.Store.SoftLabels.ToArray());
 
         // Interrupted after the first batch, then resumed from the checkpoint: nothing generated is lost, same result.
-        var checkpoint = Path.Combine(Directory.CreateTempSubdirectory("retrikt-extract-").FullName, "extraction.jsonl");
+        using var folder = new TempDir("retrikt-extract-");
+        var checkpoint = folder.File("extraction.jsonl");
         using (var cts = new CancellationTokenSource())
         {
             int batches = 0;

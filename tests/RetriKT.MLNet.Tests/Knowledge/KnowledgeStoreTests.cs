@@ -26,7 +26,8 @@ public class KnowledgeStoreTests
         Assert.Equal(32, store.Count);
         Assert.Equal(1f, store.Embedding(5).ToArray().Sum(x => x * x), 4);
 
-        var dir = Directory.CreateTempSubdirectory("retrikt-store-").FullName;
+        using var folder = new TempDir("retrikt-store-");
+        var dir = folder.Path;
         var path = Path.Combine(dir, "store.bin");
         store.Save(path);
         var loaded = KnowledgeStore.Load(path);

@@ -140,7 +140,8 @@ public class SoftPromptPpoTrainerTests
     [SharedDataFact]
     public void LoadingAModelWhoseTeacherIsGoneOrDifferentFailsClearly()
     {
-        var dir = Directory.CreateTempSubdirectory("retrikt-teacher-").FullName;
+        using var folder = new TempDir("retrikt-teacher-");
+        var dir = folder.Path;
         var teacherCopy = Path.Combine(dir, "stories260K.bin");
         File.Copy(Stories260K, teacherCopy);
         File.Copy(Path.Combine(Path.GetDirectoryName(Stories260K)!, "tok512.bin"), Path.Combine(dir, "tok512.bin"));
