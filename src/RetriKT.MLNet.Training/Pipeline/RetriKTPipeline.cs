@@ -313,11 +313,14 @@ public sealed class RetriKTPipeline
             MixSelection = mixSelection,
             SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
             // The store reaches the trainer as data, the way a saved or filtered store would.
-            StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, ValidationWeightColumnName = validationWeights, MixWeightColumnName = mixWeights, UseRetrieval = useRetrieval,
+            // The pipeline holds out its own rows (above), so the trainer holds out none of its own.
+            StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, StoreValidationShare = 0,
+            ValidationWeightColumnName = validationWeights, MixWeightColumnName = mixWeights, UseRetrieval = useRetrieval,
             Epochs = o.StudentEpochs, EarlyStoppingPatience = validationWeights is not null && o.StudentBackbone is null ? o.StudentEarlyStoppingPatience : 0,
             SelectEpochOnHead = o.StudentSelectEpochOnHead,
             HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
-            NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize, MaxVocabularySize = o.StudentMaxVocabulary,
+            NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize > 0 ? o.StudentFeedForwardSize : 4 * o.StudentHiddenSize,
+            MaxVocabularySize = o.StudentMaxVocabulary,
             CharacterPieces = o.StudentCharacterPieces, TokenDropout = o.StudentTokenDropout, RetrievalLossWeight = o.StudentRetrievalLossWeight,
             TeacherParameterCount = _teacher.ParameterCount, SaveStoreTexts = o.StudentSaveStoreTexts, NeighborsColumnName = o.StudentNeighborsColumnName, Seed = o.Seed,
             Backbone = o.StudentBackbone, TrainableBackboneLayers = o.StudentTrainableBackboneLayers,

@@ -21,7 +21,10 @@ public static class RetrievalClassifierCatalog
     /// The knowledge store as data (Text, Text2, Label, SoftLabel, Fidelity, Source: the extractor's <c>ToDataView</c>),
     /// or null to build one from the training rows.
     /// </param>
-    /// <param name="validationSet">Few-shot dev split for tuning λ and τ, or null.</param>
+    /// <param name="validationSet">
+    /// Few-shot dev split for tuning λ and τ, or null: a given store then has a tenth of its generated entries held out
+    /// to choose the epoch and the mix on (<see cref="RetrievalClassifierTrainer.Options.StoreValidationShare"/>).
+    /// </param>
     /// <param name="epochs">Training passes over the store.</param>
     /// <param name="teacherParameterCount">Teacher size for the reported ratio, or null.</param>
     public static RetrievalClassifierTrainer RetrievalClassifier(this MulticlassClassificationCatalog.MulticlassClassificationTrainers catalog,

@@ -34,8 +34,7 @@ public class ReadmeExampleTests
         var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(fewShot);
         var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
-            StoreData = store, StoreValidationShare = 0.1, EarlyStoppingPatience = 3, HiddenSize = 48, FeedForwardSize = 96,
-            VocabularyPath = vocabulary.VocabularyPath, TokenEmbeddingsPath = vocabulary.EmbeddingsPath, EmbeddingRank = 16,
+            StoreData = store, VocabularyPath = vocabulary.VocabularyPath, TokenEmbeddingsPath = vocabulary.EmbeddingsPath, EmbeddingRank = 16,
         }).Fit(keys.Transform(fewShot));
         var metrics = ml.MulticlassClassification.Evaluate(student.Transform(keys.Transform(test)));
         ml.Model.Save(student, fewShot.Schema, "model.zip");      // no LLM inside; load with a plain Model.Load anywhere

@@ -76,7 +76,7 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
         Assert.Null(student.Backbone);
         Assert.Null(student.Model.Backbone);
         Assert.IsType<ManagedStudentEncoder>(student.Model.Encoder);
-        Assert.Equal((64, 2, 4, 256), student.Shape);
+        Assert.Equal((48, 2, 4, 96), student.Shape);
         Assert.Equal(student.Model.Config.ParameterCount, student.ParameterCount);
         Assert.True(student.Vocabulary.Count < 1000, $"a built vocabulary, found {student.Vocabulary.Count} tokens");
     }

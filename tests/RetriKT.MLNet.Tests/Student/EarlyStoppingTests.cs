@@ -107,7 +107,7 @@ public class EarlyStoppingTests
     {
         var ml = new MLContext(seed: 1);
         var trainers = ml.MulticlassClassification.Trainers;
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { EarlyStoppingPatience = 3 }));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { EarlyStoppingPatience = 3, StoreValidationShare = 0 }));
         Assert.Contains("EarlyStoppingPatience is 3 but there is no ValidationSet (or StoreValidationShare) to choose the epoch on.", e.Message);
         var negative = Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { EarlyStoppingPatience = -1 }));
         Assert.Contains("EarlyStoppingPatience must be >= 0, found -1.", negative.Message);

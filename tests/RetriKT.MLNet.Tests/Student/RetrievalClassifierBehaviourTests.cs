@@ -75,8 +75,8 @@ public class RetrievalClassifierBehaviourTests
             Assert.Equal(network.CountParameters(), student.ParameterCount);
         Assert.Equal((long)(student.Vocabulary.Count + 16 + 2) * 16, student.EmbeddingParameterCount);
         Assert.Equal((double)student.ParameterCount / 1_000_000, student.TeacherParameterRatio!.Value, 12);
-        Assert.Equal((16, 2, 2, 64), student.Shape);
-        Assert.Equal(4 * config.HiddenSize, config.FeedForwardSize);
+        Assert.Equal((16, 2, 2, 32), student.Shape);
+        Assert.Equal(2 * config.HiddenSize, config.FeedForwardSize); // FeedForwardSize 0: twice the hidden size
     }
 
     [Fact]

@@ -56,6 +56,52 @@ public class StoreValidationShareTests
     }
 
     [SharedDataFact]
+    public void ByDefaultAGeneratedStoreHoldsOutATenthAndStopsEarly_TrainingRowsAloneAreNotSplit()
+    {
+        var ml = new MLContext(seed: 1);
+        var logs = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind is Microsoft.ML.Runtime.ChannelMessageKind.Info or Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (logs) logs.Add(e.RawMessage); };
+        var store = ShippedTeachers.Sst2TeacherLabelledStore(480).ToDataView(ml);
+        var train = TestData.Sst2Train(ml, 13);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        var test = keyMap.Transform(ml.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv")).Take(100)));
+
+        // The simple overload: the Options defaults, a tenth of the generated entries held out, a 48-wide student.
+        using (var simple = ml.MulticlassClassification.Trainers.RetrievalClassifier(store: store, epochs: 2).Fit(keyMap.Transform(train)))
+        {
+            Assert.Contains(logs, l => l.Contains("Validation: 48 of the store's 512 entries held out (StoreValidationShare 0.1, the default without a ValidationSet)", StringComparison.Ordinal));
+            Assert.Contains(logs, l => Regex.IsMatch(l, @"^Tuned on 48 validation rows"));
+            Assert.Equal((48, 2, 4, 96), simple.Shape);
+            Assert.Equal(464, simple.Store.Count); // 432 kept + 32 gold training rows
+        }
+
+        // Unset share and patience are exactly 0.1 and 3.
+        RetrievalClassifierTrainer.Options Shape() => new() { StoreData = store, HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 32, Epochs = 8, LexicalNeighborCount = 16, Seed = 3 };
+        var explicitly = Shape();
+        (explicitly.StoreValidationShare, explicitly.EarlyStoppingPatience) = (0.1, 3);
+        logs.Clear();
+        using var byDefault = ml.MulticlassClassification.Trainers.RetrievalClassifier(Shape()).Fit(keyMap.Transform(train));
+        var defaultLog = logs.Where(IsTraining).ToList();
+        Assert.Contains(defaultLog, l => l.StartsWith("Kept the weights of epoch", StringComparison.Ordinal));
+        logs.Clear();
+        using var byHand = ml.MulticlassClassification.Trainers.RetrievalClassifier(explicitly).Fit(keyMap.Transform(train));
+        Assert.Equal(defaultLog, logs.Where(IsTraining));
+        Assert.Equal(byHand.Transform(test).GetColumn<float[]>("Score").ToList(), byDefault.Transform(test).GetColumn<float[]>("Score").ToList());
+
+        // No store: every entry is a training row, so by default nothing is held out, nothing is warned about, and no
+        // epoch is chosen (λ stays untuned), as before the defaults.
+        var fewShotOnly = Shape();
+        fewShotOnly.StoreData = null;
+        logs.Clear();
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(fewShotOnly).Fit(keyMap.Transform(train));
+        Assert.Equal(32, student.Store.Count);
+        Assert.DoesNotContain(logs, l => l.Contains("Validation:", StringComparison.Ordinal) || l.Contains("StoreValidationShare", StringComparison.Ordinal) || IsTraining(l));
+        Assert.Equal(0.5, student.RetrievalWeight);
+
+        static bool IsTraining(string line) => Regex.IsMatch(line, @"^(Epoch \d+: validation NLL|Kept the weights|Tuned on)");
+    }
+
+    [SharedDataFact]
     public void AShareWithNothingToHoldOutOrBesideAValidationSetSaysSo()
     {
         var ml = new MLContext(seed: 1);

@@ -11,9 +11,10 @@ using RetriKT.Samples.Data;
 // teacher, scored on the official dev set. Steps 1-3 are the README's; the store is cached per seed and size, so the
 // student settings can be compared on one store. Run from the repository root:
 //   dotnet run --project docs/evaluation/probes/readme-example -c Release -- <seed> <samples per label> <mode> <cache folder>
-// mode: readme (the README's student), share-only (the README's without the teacher's embeddings), defaults
-// (RetrievalClassifier(store: store), the catalog's simple overload, as the README had it before 2026-12-05).
-if (args.Length != 4) { Console.Error.WriteLine("usage: <seed> <samples per label> <readme|share-only|defaults> <cache folder>"); return 2; }
+// mode: readme (the README's student), share-only (the README's without the teacher's embeddings, every setting named),
+// defaults (RetrievalClassifier(store: store), the catalog's simple overload: since 2026-12-05 the settings of
+// share-only), old-defaults (the simple overload's settings before 2026-12-05, named).
+if (args.Length != 4) { Console.Error.WriteLine("usage: <seed> <samples per label> <readme|share-only|defaults|old-defaults> <cache folder>"); return 2; }
 int seed = int.Parse(args[0]), samplesPerLabel = int.Parse(args[1]);
 string mode = args[2], cacheFolder = args[3];
 var task = FewShotBenchmarks.Load("../shared/data", "SST-2", seed);
@@ -41,6 +42,12 @@ switch (mode)
     case "defaults":
         student = ml.MulticlassClassification.Trainers.RetrievalClassifier(store: store).Fit(keys.Transform(fewShot));
         break;
+    case "old-defaults":
+        student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            StoreData = store, StoreValidationShare = 0, EarlyStoppingPatience = 0, HiddenSize = 64, FeedForwardSize = 256, MaxVocabularySize = 8000,
+        }).Fit(keys.Transform(fewShot));
+        break;
     case "share-only":
         student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
@@ -54,8 +61,7 @@ switch (mode)
         var vocabulary = TeacherTokenVocabulary.Export(teacher, Path.Combine(cacheFolder, "student-vocabulary"));
         student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {
-            StoreData = store, StoreValidationShare = 0.1, EarlyStoppingPatience = 3, HiddenSize = 48, FeedForwardSize = 96,
-            VocabularyPath = vocabulary.VocabularyPath, TokenEmbeddingsPath = vocabulary.EmbeddingsPath, EmbeddingRank = 16,
+            StoreData = store, VocabularyPath = vocabulary.VocabularyPath, TokenEmbeddingsPath = vocabulary.EmbeddingsPath, EmbeddingRank = 16,
         }).Fit(keys.Transform(fewShot));
         break;
     }
