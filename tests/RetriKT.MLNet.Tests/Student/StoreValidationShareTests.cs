@@ -116,9 +116,10 @@ public class StoreValidationShareTests
         var whole = Assert.Throws<ArgumentOutOfRangeException>(() => trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options { StoreValidationShare = 1 }));
         Assert.Contains("StoreValidationShare must be in [0, 1), found 1.", whole.Message);
 
-        // No store: every entry is a training row, none generated, so there is nothing to hold out and early stopping has no rows.
+        // No store: every entry is a training row, none generated, so there is nothing to hold out; the share that was
+        // asked for says so, and the patience it would bring by default has no rows to read, so none is used.
         var noStore = Tiny();
-        (noStore.StoreValidationShare, noStore.EarlyStoppingPatience) = (0.2, 0);
+        (noStore.StoreValidationShare, noStore.EarlyStoppingPatience) = (0.2, null);
         using var student = trainers.RetrievalClassifier(noStore).Fit(keyed);
         Assert.Contains(warnings, w => w.StartsWith("StoreValidationShare is 0.2, but the store has no generated entries to hold out (32 entries, all training rows)", StringComparison.Ordinal));
         Assert.Equal(32, student.Store.Count);
