@@ -340,7 +340,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
 
     private static string Pct(double x) => x.ToString("P1", CultureInfo.InvariantCulture);
     /// <summary>A row as the console shows it: a pair's two texts joined as the model's Neighbors column joins them.</summary>
-    private static string Shown(string text, string? text2) => text2 is null ? text : text + " ||| " + text2;
+    private static string Shown(string text, string? text2) => text2 is null ? text : text + RetrievalClassifierTransformer.NeighborPairSeparator + text2;
 
     private static string Short(string s) => s.Length <= 90 ? s : s[..87] + "...";
 

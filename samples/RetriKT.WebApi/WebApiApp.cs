@@ -64,7 +64,7 @@ public static class WebApiApp
         var engine = pool.GetPredictionEngine();
         try
         {
-            if (ValidateSecondText(request!, pool.GetModel(engine), serving.Value) is { } pairProblem) return pairProblem;
+            if (ValidateSecondText(request!, FindRetrievalClassifier(pool.GetModel(engine)), serving.Value) is { } pairProblem) return pairProblem;
             return TypedResults.Ok(Classify(pool, engine, request!));
         }
         finally
@@ -82,11 +82,10 @@ public static class WebApiApp
         var engine = pool.GetPredictionEngine();
         try
         {
-            var model = pool.GetModel(engine);
-            if (ValidateSecondText(request!, model, serving.Value) is { } pairProblem) return pairProblem;
+            var student = FindRetrievalClassifier(pool.GetModel(engine));
+            if (ValidateSecondText(request!, student, serving.Value) is { } pairProblem) return pairProblem;
             var prediction = Classify(pool, engine, request!);
             // A RetriKT model explains itself with the knowledge-store samples it retrieved; other models have none.
-            var student = FindRetrievalClassifier(model);
             if (student is null) return TypedResults.Ok(new ExplainResponse(prediction, [], []));
             var why = student.Explain(request!.Text!, request.Text2, NeighboursToExplain);
             var parts = new List<ExplainedPart> { Part("head", why.Head), Part("retrieval", why.Retrieval) };
@@ -125,12 +124,13 @@ public static class WebApiApp
     }
 
     /// <summary>
-    /// A sentence-pair model needs <c>text2</c> (scored without it, every pair would be a pair with an empty text); a model
-    /// of one text refuses it rather than leave it unread.
+    /// A sentence-pair model (<paramref name="student"/>, the model's RetriKT student, reads a second text column) needs
+    /// <c>text2</c> (scored without it, every pair would be a pair with an empty text); a model of one text refuses it
+    /// rather than leave it unread.
     /// </summary>
-    private static ValidationProblem? ValidateSecondText(PredictRequest request, ITransformer model, ServingOptions serving)
+    private static ValidationProblem? ValidateSecondText(PredictRequest request, RetriKT.MLNet.Student.RetrievalClassifierTransformer? student, ServingOptions serving)
     {
-        bool pair = FindRetrievalClassifier(model)?.SecondTextColumnName is not null;
+        bool pair = student?.SecondTextColumnName is not null;
         string? error = null;
         if (pair && string.IsNullOrWhiteSpace(request.Text2))
             error = "This model classifies sentence pairs: the second text (text2) must not be empty.";

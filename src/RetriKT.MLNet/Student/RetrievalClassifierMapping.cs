@@ -127,7 +127,7 @@ internal sealed class RetrievalClassifierMapping : RowMapping
                     int index = block.NeighborIndices[row * r + j];
                     if (index < 0) { editor.Values[j] = ReadOnlyMemory<char>.Empty; continue; }
                     var e = model.Store.Entries[index];
-                    var text = e.Text is null ? $"#{index}" : e.Text2 is null ? e.Text : e.Text + " ||| " + e.Text2;
+                    var text = e.Text is null ? $"#{index}" : e.Text2 is null ? e.Text : e.Text + RetrievalClassifierTransformer.NeighborPairSeparator + e.Text2;
                     editor.Values[j] = $"[{model.Store.LabelNames[e.Label]}] {text}".AsMemory();
                 }
                 dst = editor.Commit();

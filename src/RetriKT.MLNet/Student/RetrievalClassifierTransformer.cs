@@ -97,6 +97,9 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
 
     /// <summary>The input column of the second text for a sentence-pair model (each row needs it), or null for one text.</summary>
     public string? SecondTextColumnName => Columns.Text2;
+
+    /// <summary>What joins a stored sentence pair's two texts in the <c>Neighbors</c> column: <c>first ||| second</c>.</summary>
+    public const string NeighborPairSeparator = " ||| ";
     internal RetrievalModel Model => _disposed == 0 ? _model : throw new ObjectDisposedException(nameof(RetrievalClassifierTransformer));
 
     /// <summary>Label names; label index i is key value i + 1 of <c>PredictedLabel</c>.</summary>
