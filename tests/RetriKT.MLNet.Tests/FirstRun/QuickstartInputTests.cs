@@ -42,7 +42,8 @@ public class QuickstartInputTests
     [SharedDataFact]
     public void AnOwnTaskRunsFromThreeFilesAndAVerbalizer()
     {
-        var work = Directory.CreateTempSubdirectory("retrikt-quickstart-own-").FullName;
+        using var folder = new TempDir("retrikt-quickstart-own-");
+        var work = folder.Path;
         var teacher = RetriKT.Evaluation.TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
         teacher.Teacher.Dispose();
         // SST-2's rows with the labels renamed and the header a user would write.
@@ -66,13 +67,13 @@ public class QuickstartInputTests
         var output = RunQuick(Arguments("neg=terrible,pos=great"), work, "labels neg, pos");
         // The SST-2 stand-in teacher scores about 82 % on SST-2; with the words swapped it would score under 20 %.
         Assert.InRange(TeacherAccuracy(output), 70, 100);
-        Directory.Delete(work, recursive: true);
     }
 
     [SharedDataFact]
     public void AnOwnPairTaskTakesASecondTextColumnAndAPromptWithBoth()
     {
-        var work = Directory.CreateTempSubdirectory("retrikt-quickstart-own-pair-").FullName;
+        using var folder = new TempDir("retrikt-quickstart-own-pair-");
+        var work = folder.Path;
         var teacher = RetriKT.Evaluation.TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
         teacher.Teacher.Dispose();
         // SST-2's sentences cut after their first three words into (sentence1, sentence2): the sentiment is mostly in the
@@ -101,7 +102,6 @@ public class QuickstartInputTests
         var firstTest = File.ReadLines(test).Skip(1).First().Split('\t');
         Assert.Contains($"{firstTest[1]} ||| ", output);
         Assert.Contains(output.Split('\n'), l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^    \d\.\d\d  \([01]\) .+ \|\|\| "));
-        Directory.Delete(work, recursive: true);
     }
 
     [SharedDataFact]
