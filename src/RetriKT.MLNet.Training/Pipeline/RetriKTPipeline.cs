@@ -48,6 +48,11 @@ public sealed class RetriKTPipeline
         if (_options.StudentEpochs < 1) throw new ArgumentOutOfRangeException(nameof(options), $"StudentEpochs must be >= 1, found {_options.StudentEpochs}.");
         if (_options.StudentEarlyStoppingPatience < 0)
             throw new ArgumentOutOfRangeException(nameof(options), $"StudentEarlyStoppingPatience must be >= 0, found {_options.StudentEarlyStoppingPatience}.");
+        // The student's trainer is built after the store is extracted, which takes hours on a CPU: its shape is checked now.
+        if (_options.StudentBackbone is null && _options.StudentHiddenSize % DefaultStudentOptions.Heads != 0)
+            throw new ArgumentOutOfRangeException(nameof(options), $"StudentHiddenSize must be a positive multiple of the student's {DefaultStudentOptions.Heads} attention heads, found {_options.StudentHiddenSize}.");
+        if (_options.StudentBackbone is null && _options.StudentEmbeddingRank > _options.StudentHiddenSize)
+            throw new ArgumentOutOfRangeException(nameof(options), $"StudentEmbeddingRank ({_options.StudentEmbeddingRank}) must be at most StudentHiddenSize ({_options.StudentHiddenSize}).");
         if (teacher.Tokenizer is null) throw new ArgumentException("The teacher has no tokenizer; the pipeline generates text with it.", nameof(teacher));
     }
 

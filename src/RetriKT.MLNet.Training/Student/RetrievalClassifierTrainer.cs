@@ -115,7 +115,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// <summary>
         /// 0: one <see cref="HiddenSize"/>-wide vector per token. r &gt; 0: token embeddings factored as [V, r] × [r, H], so
         /// a vocabulary of thousands of tokens stays tiny (V·r parameters); with <see cref="TokenEmbeddingsPath"/> the
-        /// factors start from the given vectors' best rank-r approximation. Default 0.
+        /// factors start from the given vectors' best rank-r approximation; r is at most <see cref="HiddenSize"/>. Default 0.
         /// </summary>
         public int EmbeddingRank;
         /// <summary>Lower-case and strip accents before tokenizing. Default true.</summary>
@@ -318,6 +318,10 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         Check(options.TeacherParameterCount is null || options.TeacherParameterCount > 0, $"TeacherParameterCount must be positive, found {options.TeacherParameterCount}.");
         Check(options.StoreData is null || GivenStoreObject is null, "Set StoreData or the obsolete Store, not both.");
         Check(options.EmbeddingRank >= 0, $"EmbeddingRank must be >= 0, found {options.EmbeddingRank}.");
+        // The factored rows pass through an [H, r] projection: a rank above H adds parameters and no capacity, and the start
+        // from given vectors needs that projection's columns orthonormal, which r > H columns cannot be.
+        Check(options.EmbeddingRank <= options.HiddenSize || options.Backbone is not null,
+            $"EmbeddingRank ({options.EmbeddingRank}) must be at most HiddenSize ({options.HiddenSize}).");
         Check(options.TokenEmbeddingsPath is null || options.VocabularyPath is not null,
             $"TokenEmbeddingsPath ('{options.TokenEmbeddingsPath}') needs VocabularyPath: its vectors are one per token of that vocabulary.");
         Check(options.TokenEmbeddingsPath is null || File.Exists(options.TokenEmbeddingsPath), $"TokenEmbeddingsPath '{options.TokenEmbeddingsPath}' not found.");

@@ -142,6 +142,22 @@ public sealed class RetriKTPipelineTests : IDisposable
     }
 
     [Fact]
+    public void AStudentShapeItsTrainerWouldRefuseIsRefusedBeforeAnyExtraction()
+    {
+        using var teacher = TeacherModel.Create(new TeacherConfig { VocabSize = 300 }, ByteLevelBpeTrainer.Train(["a b c"], 300, Path.Combine(_temp, "tok")));
+        var ml = new MLContext(seed: 1);
+        var wideRank = Assert.Throws<ArgumentOutOfRangeException>(() =>
+            new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentHiddenSize = 12, StudentEmbeddingRank = 16 }));
+        Assert.Contains("StudentEmbeddingRank (16) must be at most StudentHiddenSize (12)", wideRank.Message);
+        var oddWidth = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentHiddenSize = 30 }));
+        Assert.Contains("multiple of the student's 4 attention heads, found 30", oddWidth.Message);
+        // The evaluated recipe at a third of its width is a shape the trainer takes.
+        var narrow = RetriKTPipelineOptions.EvaluatedRecipe();
+        (narrow.StudentHiddenSize, narrow.StudentFeedForwardSize, narrow.StudentEmbeddingRank) = (16, 32, 8);
+        Assert.Same(narrow, new RetriKTPipeline(ml, teacher, _temp, narrow).Options);
+    }
+
+    [Fact]
     public void AStoreStudentNoBetterThanTheMajorityOnTheGoldDevRowsIsWarnedAbout()
     {
         // A store that holds the dev texts under the wrong label teaches the opposite of the task; the same texts under

@@ -148,5 +148,12 @@ public sealed class TeacherTokenEmbeddingsTests : IDisposable
             VocabularyPath = files.VocabularyPath, TokenEmbeddingsPath = files.EmbeddingsPath, HiddenSize = 48, Heads = 4, Epochs = 1,
         }).Fit(data));
         Assert.Contains("set EmbeddingRank", unfactored.Message);
+
+        // A rank above the hidden size: refused when the options are given, not deep in the SVD start.
+        var tooWide = Assert.Throws<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            VocabularyPath = files.VocabularyPath, TokenEmbeddingsPath = files.EmbeddingsPath, EmbeddingRank = 16, HiddenSize = 12, Heads = 4, Epochs = 1,
+        }));
+        Assert.Contains("EmbeddingRank (16) must be at most HiddenSize (12)", tooWide.Message);
     }
 }
