@@ -65,6 +65,25 @@ switch (mode)
         }).Fit(keys.Transform(fewShot));
         break;
     }
+    case var m when m.StartsWith("width-", StringComparison.Ordinal):
+    {
+        // The table's student (the evaluated recipe's settings: teacher embeddings at rank 16, no retrieval loss, the
+        // epoch chosen on the head) at hidden size <n>, FFN 2n; prints the head alone and the tuned mix of the one model.
+        // width-<n> or width-<n>-r<rank> (rank 16 unless given)
+        var parts = m["width-".Length..].Split("-r");
+        int width = int.Parse(parts[0]), rank = parts.Length > 1 ? int.Parse(parts[1]) : 16;
+        using var teacher = TeacherModel.Load(teacherPath);
+        var vocabulary = TeacherTokenVocabulary.Export(teacher, Path.Combine(cacheFolder, "student-vocabulary"));
+        student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            StoreData = store, VocabularyPath = vocabulary.VocabularyPath, TokenEmbeddingsPath = vocabulary.EmbeddingsPath, EmbeddingRank = rank,
+            HiddenSize = width, FeedForwardSize = 2 * width, Heads = width % 4 == 0 ? 4 : 2, RetrievalLossWeight = 0, SelectEpochOnHead = true,
+        }).Fit(keys.Transform(fewShot));
+        using var head = student.WithRetrievalWeight(0);
+        var headMetrics = ml.MulticlassClassification.Evaluate(head.Transform(keys.Transform(test)));
+        Console.WriteLine($"{mode}\tseed {seed}\thead alone {100 * headMetrics.MicroAccuracy:F2} %\tλ {student.RetrievalWeight:F2} μ {student.LexicalRetrievalWeight:F2}");
+        break;
+    }
     default: Console.Error.WriteLine($"unknown mode '{mode}'"); return 2;
 }
 using (student)
