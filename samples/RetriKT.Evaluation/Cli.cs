@@ -122,6 +122,7 @@ public static class Cli
             PlotPath = Path.GetFullPath(Get("plot", Path.Combine(repo, "docs", "evaluation", "results.png"))),
         };
         if (values.Count > 0) throw new ArgumentException($"Unknown option(s): {string.Join(", ", values.Keys.Select(k => "--" + k))}.");
+        HarnessSettings.PipelineWith(options.PipelineOverrides); // a misspelt or out-of-range --set fails here, before any work
         return options;
     }
 

@@ -274,6 +274,8 @@ public sealed record HarnessSettings
                     (type.IsEnum ? $" ({string.Join(", ", Enum.GetNames(type))})." : "."), e);
             }
         }
+        try { o.Validate(); }
+        catch (ArgumentOutOfRangeException e) { throw new ArgumentException("--set: " + e.Message, e); }
         return o;
     }
 

@@ -94,6 +94,11 @@ if (verb == "run")
         Console.Error.WriteLine(e.Message);
         return 1;
     }
+    catch (ArgumentException e) // settings a row cannot run with (checked when its pipeline is built): one line, no stack trace
+    {
+        Console.Error.WriteLine(e.Message);
+        return 2;
+    }
     finally { loaded?.Dispose(); }
     RunLog.Append(o.RunLogPath, commandLine, wall.Elapsed, teacherDescription);
 }

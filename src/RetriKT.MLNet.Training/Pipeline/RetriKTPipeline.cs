@@ -43,16 +43,7 @@ public sealed class RetriKTPipeline
         ArgumentException.ThrowIfNullOrWhiteSpace(teacherPath);
         _teacherPath = teacherPath;
         _options = options ?? new RetriKTPipelineOptions();
-        if (_options.SamplesPerLabel < 1) throw new ArgumentOutOfRangeException(nameof(options), $"SamplesPerLabel must be >= 1, found {_options.SamplesPerLabel}.");
-        if (_options.PpoSteps < 0) throw new ArgumentOutOfRangeException(nameof(options), $"PpoSteps must be >= 0, found {_options.PpoSteps}.");
-        if (_options.StudentEpochs < 1) throw new ArgumentOutOfRangeException(nameof(options), $"StudentEpochs must be >= 1, found {_options.StudentEpochs}.");
-        if (_options.StudentEarlyStoppingPatience < 0)
-            throw new ArgumentOutOfRangeException(nameof(options), $"StudentEarlyStoppingPatience must be >= 0, found {_options.StudentEarlyStoppingPatience}.");
-        // The student's trainer is built after the store is extracted, which takes hours on a CPU: its shape is checked now.
-        if (_options.StudentBackbone is null && _options.StudentHiddenSize % DefaultStudentOptions.Heads != 0)
-            throw new ArgumentOutOfRangeException(nameof(options), $"StudentHiddenSize must be a positive multiple of the student's {DefaultStudentOptions.Heads} attention heads, found {_options.StudentHiddenSize}.");
-        if (_options.StudentBackbone is null && _options.StudentEmbeddingRank > _options.StudentHiddenSize)
-            throw new ArgumentOutOfRangeException(nameof(options), $"StudentEmbeddingRank ({_options.StudentEmbeddingRank}) must be at most StudentHiddenSize ({_options.StudentHiddenSize}).");
+        _options.Validate();
         if (teacher.Tokenizer is null) throw new ArgumentException("The teacher has no tokenizer; the pipeline generates text with it.", nameof(teacher));
     }
 

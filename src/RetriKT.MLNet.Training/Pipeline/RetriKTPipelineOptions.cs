@@ -277,6 +277,26 @@ public sealed class RetriKTPipelineOptions
         StudentEarlyStoppingPatience = 3, StudentRetrievalLossWeight = 0, StudentSelectEpochOnHead = true,
     };
 
+    /// <summary>
+    /// Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range. <see cref="RetriKTPipeline"/>
+    /// calls it when it is built; the student's shape is checked here too, because the student's trainer is built only
+    /// after the store is extracted, which takes hours on a CPU.
+    /// </summary>
+    public void Validate()
+    {
+        // No parameter name: the message names the setting, and hosts print it as it is.
+        static void Check(bool ok, string message) { if (!ok) throw new ArgumentOutOfRangeException(paramName: null, message); }
+        Check(SamplesPerLabel >= 1, $"SamplesPerLabel must be >= 1, found {SamplesPerLabel}.");
+        Check(PpoSteps >= 0, $"PpoSteps must be >= 0, found {PpoSteps}.");
+        Check(StudentEpochs >= 1, $"StudentEpochs must be >= 1, found {StudentEpochs}.");
+        Check(StudentEarlyStoppingPatience >= 0, $"StudentEarlyStoppingPatience must be >= 0, found {StudentEarlyStoppingPatience}.");
+        if (StudentBackbone is not null) return;
+        int heads = new Student.RetrievalClassifierTrainer.Options().Heads;
+        Check(StudentHiddenSize >= heads && StudentHiddenSize % heads == 0,
+            $"StudentHiddenSize must be a positive multiple of the student's {heads} attention heads, found {StudentHiddenSize}.");
+        Check(StudentEmbeddingRank <= StudentHiddenSize, $"StudentEmbeddingRank ({StudentEmbeddingRank}) must be at most StudentHiddenSize ({StudentHiddenSize}).");
+    }
+
     /// <summary>A copy to vary one setting without touching the original.</summary>
     public RetriKTPipelineOptions Clone() => (RetriKTPipelineOptions)MemberwiseClone();
 }

@@ -120,6 +120,9 @@ public sealed class EvaluationHarnessTests : IDisposable
             var badEnum = Assert.Throws<ArgumentException>(() => HarnessSettings.PipelineWith(new Dictionary<string, string> { ["StudentMixSelection"] = bad }));
             Assert.Contains("expected a MixSelection (LowestNll, BootstrapAverage, HighestAccuracy)", badEnum.Message);
         }
+        // A value the pipeline would refuse once built, after the store's extraction: refused as the flags are read.
+        var oddWidth = Assert.Throws<ArgumentException>(() => HarnessSettings.PipelineWith(new Dictionary<string, string> { ["StudentHiddenSize"] = "30" }));
+        Assert.Equal("--set: StudentHiddenSize must be a positive multiple of the student's 4 attention heads, found 30.", oddWidth.Message);
     }
 
     [Fact]
@@ -197,6 +200,21 @@ public sealed class EvaluationHarnessTests : IDisposable
         }
         var e = Assert.Throws<ArgumentException>(() => Cli.Parse(["--seeds", "13", "--seeds", "21"], _temp));
         Assert.Contains("--seeds is given twice ('13', '21')", e.Message);
+    }
+
+    /// <summary>The harness as a user runs it (a real process): a bad --set is one line and exit code 2, before any teacher is loaded.</summary>
+    [Theory]
+    [InlineData("SamplesPerLabell=1", "--set: RetriKTPipelineOptions has no field 'SamplesPerLabell'.")]
+    [InlineData("StudentHiddenSize=30", "--set: StudentHiddenSize must be a positive multiple of the student's 4 attention heads, found 30.")]
+    [InlineData("StudentEmbeddingRank=64", "--set: StudentEmbeddingRank (64) must be at most StudentHiddenSize (48).")]
+    public void ABadSetOptionIsOneLineAndExitCodeTwo(string set, string expected)
+    {
+        var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", ["run", "--tasks", "SST-2", "--seeds", "13", "--set", set,
+            "--results", Path.Combine(_temp, "results.jsonl")]);
+        Assert.Equal(2, code);
+        Assert.StartsWith(expected, error);
+        Assert.DoesNotContain("   at ", error);
+        Assert.False(File.Exists(Path.Combine(_temp, "results.jsonl")));
     }
 
     [Fact]
