@@ -6,8 +6,18 @@ using RetriKT.WebApi;
 // damaged, wrong schema) ends the process with one line on stderr and exit code 1.
 if (args.Length >= 3 && args[0] == "train-demo-model")
 {
-    var iterations = args.Length > 3 ? int.Parse(args[3]) : 10;
-    DemoTextClassifier.TrainAndSave(args[1], args[2], iterations);
+    int iterations = 10;
+    if (args.Length > 3 && !(int.TryParse(args[3], out iterations) && iterations > 0))
+    {
+        Console.Error.WriteLine($"error: train-demo-model: iterations must be a positive integer, found '{args[3]}'.");
+        return 2;
+    }
+    try { DemoTextClassifier.TrainAndSave(args[1], args[2], iterations); }
+    catch (Exception e) when (e is not OutOfMemoryException)
+    {
+        Console.Error.WriteLine($"error: train-demo-model: {RetriKT.MLNet.ModelFiles.Describe(e)}");
+        return 1;
+    }
     Console.WriteLine($"Wrote {Path.GetFullPath(args[2])}");
     return 0;
 }

@@ -15,6 +15,28 @@ public class TeacherServerTests(SharedTeacherServer shared)
 {
     private const string Prompt = "Lily went to the park with her mom.";
 
+    /// <summary>Start-up failures as a user meets them: one line on stderr and an exit code, never a stack trace.</summary>
+    [Fact]
+    public void ASettingOrTeacherItCannotStartWithIsOneLineAndAnExitCode()
+    {
+        using var folder = new TempDir("retrikt-teacherserver-");
+        var damaged = folder.File("model.bin");
+        File.WriteAllBytes(damaged, new byte[10]);
+        foreach (var (arguments, code, expected) in new (string[], int, string)[]
+        {
+            ([], 2, "error: TeacherServer needs --ModelPath <Hugging Face directory | llama2.c .bin>."),
+            (["--ModelPath", folder.File("missing.bin")], 1, $"error: Teacher checkpoint not found: {folder.File("missing.bin")}"),
+            (["--ModelPath", damaged], 1, damaged),
+        })
+        {
+            var (exit, output, error) = TeacherServerProcess.RunToExit(arguments);
+            Assert.True(exit == code, $"[{string.Join(' ', arguments)}]: exit code {exit}, expected {code}; stderr: {error}");
+            var line = Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.Contains(expected, line);
+            Assert.DoesNotContain("listening", output);
+        }
+    }
+
     [SharedDataFact]
     public async Task OpenAiClientGetsChatLogProbsStreamingAndCompletionsFromTeacherServer()
     {

@@ -2,7 +2,8 @@
 # Runs the commands README.md, docs/GETTING-STARTED.md and docs/SERVING.md document, from the repository root, as a
 # user types them (plus --no-build and the configuration the tests were built with, so nothing is rebuilt here):
 # the README's two commands, the Quickstart's --help, the web API's train-demo-model and --ModelPath with relative
-# paths (they resolve against the directory the command is typed in), and a bad model at start-up (one line, exit 1).
+# paths (they resolve against the directory the command is typed in), a bad model at start-up (one line, exit 1), and
+# train-demo-model's bad inputs (one line, exit 1 or 2).
 # Usage: tests/docs/documented-commands.sh <Debug|Release>. Needs ../shared (the demo model's training file).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -50,5 +51,18 @@ set -e
 [ "$code" = 1 ] || fail "a missing model exited $code, expected 1"
 [ "$(wc -l <"$work/err.txt")" = 1 ] || fail "a missing model printed $(wc -l <"$work/err.txt") lines on stderr, expected 1"
 grep -q "missing.zip' does not exist" "$work/err.txt" || fail "unexpected error: $(cat "$work/err.txt")"
+
+# train-demo-model with a file or a count it cannot use: one line on stderr, no model written.
+set +e
+dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- train-demo-model "$work/missing.tsv" "$work/none.zip" 2 >/dev/null 2>"$work/err.txt"
+code=$?
+dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- train-demo-model ../shared/data/SST-2/k-shot/16-13/train.tsv "$work/none.zip" ten >/dev/null 2>"$work/err2.txt"
+code2=$?
+set -e
+[ "$code" = 1 ] && [ "$(wc -l <"$work/err.txt")" = 1 ] && grep -q "missing.tsv' does not exist" "$work/err.txt" \
+  || fail "train-demo-model on a missing file: exit $code, stderr $(cat "$work/err.txt")"
+[ "$code2" = 2 ] && [ "$(wc -l <"$work/err2.txt")" = 1 ] && grep -q "iterations must be a positive integer, found 'ten'" "$work/err2.txt" \
+  || fail "train-demo-model with iterations 'ten': exit $code2, stderr $(cat "$work/err2.txt")"
+[ ! -f "$work/none.zip" ] || fail "train-demo-model wrote a model after an error"
 rm -rf "$work"
 echo "documented commands: ok"

@@ -37,13 +37,36 @@ public sealed class TeacherServerProcess : IDisposable
     /// <summary>Base address, for example http://127.0.0.1:41234.</summary>
     public string Url { get; }
 
-    public static TeacherServerProcess Start(int batchWindowMs = 5)
+    /// <summary>The sample's own build output, of the configuration the tests were built with.</summary>
+    private static string Dll()
     {
         var configuration = typeof(TeacherServerProcess).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
         var dll = Path.Combine(SharedData.RepoRoot, "samples", "RetriKT.TeacherServer", "bin", configuration, "net10.0", "RetriKT.TeacherServer.dll");
         if (!File.Exists(dll)) throw new FileNotFoundException($"TeacherServer is not built: {dll} (the test project references it, so a build of the tests builds it).", dll);
+        return dll;
+    }
+
+    /// <summary>Runs the server with <paramref name="arguments"/> to its exit (for start-up failures) and returns its exit code and streams.</summary>
+    public static (int Code, string Output, string Error) RunToExit(params string[] arguments)
+    {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { dll, "--ModelPath", Stories260K, "--urls", "http://127.0.0.1:0", "--BatchWindowMs", batchWindowMs.ToString(), "--Threads", "1", "--Logging:LogLevel:Default", "Warning" })
+        start.ArgumentList.Add(Dll());
+        foreach (var a in arguments) start.ArgumentList.Add(a);
+        using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start RetriKT.TeacherServer");
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"TeacherServer {string.Join(' ', arguments)}: still running after 60 s");
+        }
+        return (process.ExitCode, output.Result, error.Result);
+    }
+
+    public static TeacherServerProcess Start(int batchWindowMs = 5)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { Dll(), "--ModelPath", Stories260K, "--urls", "http://127.0.0.1:0", "--BatchWindowMs", batchWindowMs.ToString(), "--Threads", "1", "--Logging:LogLevel:Default", "Warning" })
             start.ArgumentList.Add(a);
         var process = Process.Start(start) ?? throw new InvalidOperationException("could not start RetriKT.TeacherServer");
         var url = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
