@@ -8,7 +8,7 @@ namespace RetriKT.Evaluation;
 public static class Cli
 {
     public const string Usage = """
-        Usage: dotnet run --project samples/RetriKT.Evaluation -c Release -- [run|teacher|report] [options]
+        Usage: dotnet run --project samples/RetriKT.Evaluation -c Release -- [run|teacher|probe|report] [options]
           run                 build or load each task's teacher, run every pending row, rewrite the report (default)
           teacher             only build (or resume building) the stand-in teacher of each task in --tasks
           probe               the teacher's verbalizer accuracy (raw, calibrated) on dev and on 2,000 training rows
@@ -123,6 +123,8 @@ public static class Cli
         };
         if (values.Count > 0) throw new ArgumentException($"Unknown option(s): {string.Join(", ", values.Keys.Select(k => "--" + k))}.");
         HarnessSettings.PipelineWith(options.PipelineOverrides); // a misspelt or out-of-range --set fails here, before any work
+        if (options.TeacherPath is { } given && !File.Exists(given) && !Directory.Exists(given))
+            throw new ArgumentException($"--teacher '{given}' does not exist (a Hugging Face model directory or a llama2.c .bin).");
         return options;
     }
 

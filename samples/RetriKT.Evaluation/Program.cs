@@ -42,7 +42,7 @@ if (verb is "teacher" or "probe")
         Log("Cancelled; re-run to resume from the last checkpoint.");
         return 130;
     }
-    catch (InvalidDataException e)
+    catch (Exception e) when (e is InvalidDataException or IOException) // a damaged or missing teacher or checkpoint: one line
     {
         Console.Error.WriteLine(e.Message);
         return 1;
@@ -89,7 +89,7 @@ if (verb == "run")
         Log("Cancelled; finished rows are in the results file, re-run to continue.");
         return 130;
     }
-    catch (InvalidDataException e) // a damaged shipped teacher or checkpoint: one line, no stack trace
+    catch (Exception e) when (e is InvalidDataException or IOException) // a damaged or missing teacher or checkpoint: one line, no stack trace
     {
         Console.Error.WriteLine(e.Message);
         return 1;
@@ -103,6 +103,8 @@ if (verb == "run")
     RunLog.Append(o.RunLogPath, commandLine, wall.Elapsed, teacherDescription);
 }
 
+// A report from a results file that is not there would rewrite the tables empty (a misspelt --results, for example).
+if (verb == "report" && !File.Exists(o.ResultsPath)) return Fail($"--results '{o.ResultsPath}' does not exist; report rewrites the tables from it.");
 var results = new ResultsLog(o.ResultsPath).Results;
 var plot = ResultsReport.WritePlot(results, o.PlotPath, Log);
 var storeSizePlot = ResultsReport.WriteStoreSizePlot(results, o.PlotPath, Log);

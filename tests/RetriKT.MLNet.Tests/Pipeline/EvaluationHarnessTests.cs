@@ -208,10 +208,25 @@ public sealed class EvaluationHarnessTests : IDisposable
     [InlineData("StudentHiddenSize=30", "--set: StudentHiddenSize must be a positive multiple of the student's 4 attention heads, found 30.")]
     [InlineData("StudentEmbeddingRank=64", "--set: StudentEmbeddingRank (64) must be at most StudentHiddenSize (48).")]
     public void ABadSetOptionIsOneLineAndExitCodeTwo(string set, string expected)
+        => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", "--set", set, "--results", Path.Combine(_temp, "results.jsonl")], expected);
+
+    /// <summary>A teacher or results file that is not there: refused before any work, and a report is not rewritten empty.</summary>
+    [Fact]
+    public void AMissingTeacherOrResultsFileIsOneLineAndExitCodeTwo()
     {
-        var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", ["run", "--tasks", "SST-2", "--seeds", "13", "--set", set,
-            "--results", Path.Combine(_temp, "results.jsonl")]);
-        Assert.Equal(2, code);
+        var missing = Path.Combine(_temp, "no-teacher.bin");
+        AssertRefused(["probe", "--tasks", "SST-2", "--teacher", missing], $"--teacher '{missing}' does not exist");
+        AssertRefused(["run", "--tasks", "SST-2", "--teacher", missing, "--results", Path.Combine(_temp, "results.jsonl")], $"--teacher '{missing}' does not exist");
+        var report = Path.Combine(_temp, "RESULTS.md");
+        AssertRefused(["report", "--results", Path.Combine(_temp, "typo.jsonl"), "--report", report, "--plot", Path.Combine(_temp, "plot.png")],
+            $"--results '{Path.Combine(_temp, "typo.jsonl")}' does not exist; report rewrites the tables from it.");
+        Assert.False(File.Exists(report));
+    }
+
+    private void AssertRefused(string[] arguments, string expected)
+    {
+        var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", arguments);
+        Assert.True(code == 2, $"exit code {code}; stderr: {error}");
         Assert.StartsWith(expected, error);
         Assert.DoesNotContain("   at ", error);
         Assert.False(File.Exists(Path.Combine(_temp, "results.jsonl")));
