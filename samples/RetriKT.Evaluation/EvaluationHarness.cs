@@ -345,8 +345,11 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     /// <summary>The config part of <paramref name="row"/>'s key on <paramref name="task"/> (what <see cref="Run"/> looks for in the results file).</summary>
     public string ConfigKeyOf(string task, string row, bool withCachePath = false)
     {
+        // The key's parts read the current task, as they do for each task in Run; the harness's own task is put back.
+        var current = _task;
         _task = task;
-        return ConfigKey(row, withCachePath);
+        try { return ConfigKey(row, withCachePath); }
+        finally { _task = current; }
     }
 
     /// <summary>
