@@ -47,21 +47,7 @@ public sealed class TeacherServerProcess : IDisposable
     }
 
     /// <summary>Runs the server with <paramref name="arguments"/> to its exit (for start-up failures) and returns its exit code and streams.</summary>
-    public static (int Code, string Output, string Error) RunToExit(params string[] arguments)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        start.ArgumentList.Add(Dll());
-        foreach (var a in arguments) start.ArgumentList.Add(a);
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start RetriKT.TeacherServer");
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"TeacherServer {string.Join(' ', arguments)}: still running after 60 s");
-        }
-        return (process.ExitCode, output.Result, error.Result);
-    }
+    public static (int Code, string Output, string Error) RunToExit(params string[] arguments) => ChildProcess.RunApp(Dll(), arguments);
 
     public static TeacherServerProcess Start(int batchWindowMs = 5)
     {

@@ -8,7 +8,7 @@ namespace RetriKT.MLNet.Tests.Infrastructure;
 /// </summary>
 public static class ChildProcess
 {
-    /// <summary>Runs <paramref name="appDll"/> (a file name next to the test assembly) and returns its exit code and streams.</summary>
+    /// <summary>Runs <paramref name="appDll"/> (a file name next to the test assembly, or a full path) and returns its exit code and streams.</summary>
     public static (int Code, string Output, string Error) RunApp(string appDll, IEnumerable<string> arguments, int timeoutSeconds = 60)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
