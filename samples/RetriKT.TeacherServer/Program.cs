@@ -6,7 +6,8 @@ using RetriKT.TeacherServer;
 // with one line on stderr and exit code 2; a teacher it cannot load, or an address it cannot bind, with exit code 1.
 try
 {
-    var app = TeacherServerApp.Build(args);
+    // The host logs a start-up failure with every inner stack trace (~25 lines); this program says it in one line.
+    var app = TeacherServerApp.Build(args, configureBuilder: b => b.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical));
     await app.StartAsync();
     foreach (var url in TeacherServerApp.Addresses(app)) Console.WriteLine($"RetriKT.TeacherServer listening on {url}");
     await app.WaitForShutdownAsync();

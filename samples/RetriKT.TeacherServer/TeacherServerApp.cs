@@ -17,10 +17,14 @@ namespace RetriKT.TeacherServer;
 /// </summary>
 public static class TeacherServerApp
 {
-    /// <summary>Builds the app from command-line arguments or configuration (section root: <see cref="TeacherServerOptions"/> names).</summary>
-    public static WebApplication Build(string[] args, Action<TeacherServerOptions>? configure = null)
+    /// <summary>
+    /// Builds the app from command-line arguments or configuration (section root: <see cref="TeacherServerOptions"/> names);
+    /// <paramref name="configureBuilder"/> sees the builder first (logging filters, for example).
+    /// </summary>
+    public static WebApplication Build(string[] args, Action<TeacherServerOptions>? configure = null, Action<WebApplicationBuilder>? configureBuilder = null)
     {
         var builder = WebApplication.CreateBuilder(args);
+        configureBuilder?.Invoke(builder);
         var options = new TeacherServerOptions();
         builder.Configuration.Bind(options);
         configure?.Invoke(options);

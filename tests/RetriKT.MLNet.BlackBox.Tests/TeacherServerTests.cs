@@ -38,6 +38,18 @@ public class TeacherServerTests(SharedTeacherServer shared)
     }
 
     [SharedDataFact]
+    public void AnAddressInUseIsOneLineAndExitCodeOne()
+    {
+        using var taken = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        int port = ((IPEndPoint)taken.LocalEndpoint).Port;
+        var (exit, output, error) = TeacherServerProcess.RunToExit("--ModelPath", TeacherServerProcess.Stories260K, "--urls", $"http://127.0.0.1:{port}");
+        Assert.True(exit == 1, $"exit code {exit}; stdout: {output}; stderr: {error}");
+        Assert.Equal($"error: Failed to bind to address http://127.0.0.1:{port}: address already in use.", error.Trim());
+        Assert.Equal("", output); // the host's own failure log, with its stack traces, is not printed
+    }
+
+    [SharedDataFact]
     public async Task OpenAiClientGetsChatLogProbsStreamingAndCompletionsFromTeacherServer()
     {
         var server = shared.Server;
