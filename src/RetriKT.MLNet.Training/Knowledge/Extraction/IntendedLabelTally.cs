@@ -45,7 +45,7 @@ internal sealed class IntendedLabelTally
     /// <see cref="SteeringZ"/> standard errors). A warned label's store holds mostly what the teacher says anyway, so a
     /// student learns the teacher's bias: on CB, a stand-in teacher that never saw the task labelled 26 % of its samples
     /// as intended (chance 33 %) and the students trained on that store scored 8.9 % against the majority class's 50 %.
-    /// The exception is SST-2's stand-in teacher, which knows the task (82 %) and leans to "negative": it gives
+    /// The exception is for teachers like SST-2's stand-in, which knows the task (82 %) and leans to "negative": it gives
     /// "positive" to 48–50 % of the samples generated for it but to only 41–44 % of those generated for "negative", and
     /// its stores teach a student 76 % on all five seeds.
     /// </summary>
