@@ -231,9 +231,6 @@ public sealed class RetriKTPipeline
             + "The store teaches something other than the task: check the extraction's warnings and the teacher's accuracy on labelled rows before using this student.");
     }
 
-    /// <summary>The trainer's own defaults, for options the pipeline leaves to it when unset.</summary>
-    private static readonly RetrievalClassifierTrainer.Options DefaultStudentOptions = new();
-
     private TrainedStudent TrainAndEvaluateStudent(FewShotTask task, KnowledgeStore? store, IProgress<TrainingProgress>? progress, CancellationToken cancellation,
         bool useRetrieval)
     {
@@ -303,26 +300,21 @@ public sealed class RetriKTPipeline
             ? TeacherTokenVocabulary.Export(_teacher, Path.Combine(o.WorkDirectory ?? Path.GetTempPath(), $"student-vocabulary-{_teacher.ContentHash[..16]}"))
             : null;
         var clock = Stopwatch.StartNew();
-        RetrievalClassifierTrainer Trainer(MixSelection mixSelection) => _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        RetrievalClassifierTrainer Trainer(MixSelection mixSelection)
         {
-            VocabularyPath = teacherVocabulary?.VocabularyPath, TokenEmbeddingsPath = teacherVocabulary?.EmbeddingsPath, EmbeddingRank = o.StudentEmbeddingRank,
-            MixSelection = mixSelection,
-            SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null,
+            var options = o.StudentTrainerOptions();
+            (options.VocabularyPath, options.TokenEmbeddingsPath) = (teacherVocabulary?.VocabularyPath, teacherVocabulary?.EmbeddingsPath);
+            options.MixSelection = mixSelection;
+            options.SecondTextColumnName = task.IsPair ? nameof(TextPairRow.Text2) : null;
             // The store reaches the trainer as data, the way a saved or filtered store would.
             // The pipeline holds out its own rows (above), so the trainer holds out none of its own.
-            StoreData = store?.ToDataView(_mlContext), ValidationSet = o.TuneOnFewShotDev ? validation : null, StoreValidationShare = 0,
-            ValidationWeightColumnName = validationWeights, MixWeightColumnName = mixWeights, UseRetrieval = useRetrieval,
-            Epochs = o.StudentEpochs, EarlyStoppingPatience = validationWeights is not null && o.StudentBackbone is null ? o.StudentEarlyStoppingPatience : 0,
-            SelectEpochOnHead = o.StudentSelectEpochOnHead,
-            HiddenSize = o.StudentHiddenSize, Layers = o.StudentLayers, MaxLength = o.StudentMaxLength,
-            NeighborCount = o.StudentNeighborCount, FeedForwardSize = o.StudentFeedForwardSize > 0 ? o.StudentFeedForwardSize : 4 * o.StudentHiddenSize,
-            MaxVocabularySize = o.StudentMaxVocabulary,
-            CharacterPieces = o.StudentCharacterPieces, TokenDropout = o.StudentTokenDropout, RetrievalLossWeight = o.StudentRetrievalLossWeight,
-            TeacherParameterCount = _teacher.ParameterCount, SaveStoreTexts = o.StudentSaveStoreTexts, NeighborsColumnName = o.StudentNeighborsColumnName, Seed = o.Seed,
-            Backbone = o.StudentBackbone, TrainableBackboneLayers = o.StudentTrainableBackboneLayers,
-            BackboneLearningRate = o.StudentBackboneLearningRate ?? DefaultStudentOptions.BackboneLearningRate,
-            Progress = progress, CancellationToken = cancellation,
-        });
+            (options.StoreData, options.ValidationSet, options.StoreValidationShare) = (store?.ToDataView(_mlContext), o.TuneOnFewShotDev ? validation : null, 0);
+            (options.ValidationWeightColumnName, options.MixWeightColumnName, options.UseRetrieval) = (validationWeights, mixWeights, useRetrieval);
+            options.EarlyStoppingPatience = validationWeights is not null && o.StudentBackbone is null ? o.StudentEarlyStoppingPatience : 0;
+            options.TeacherParameterCount = _teacher.ParameterCount;
+            (options.Progress, options.CancellationToken) = (progress, cancellation);
+            return _mlContext.MulticlassClassification.Trainers.RetrievalClassifier(options);
+        }
         var trainer = Trainer(o.StudentMixSelection);
         var student = trainer.Fit(train);
         var trainTime = clock.Elapsed;

@@ -151,6 +151,11 @@ public sealed class RetriKTPipelineTests : IDisposable
         Assert.Contains("StudentEmbeddingRank (16) must be at most StudentHiddenSize (12)", wideRank.Message);
         var oddWidth = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentHiddenSize = 30 }));
         Assert.Contains("multiple of the student's 4 attention heads, found 30", oddWidth.Message);
+        // Any other setting the student's trainer refuses, in its words.
+        var dropout = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentTokenDropout = 1 }));
+        Assert.Equal("Student settings: TokenDropout must be in [0, 1), found 1.", dropout.Message);
+        var backbone = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentBackbone = Path.Combine(_temp, "no-such-encoder") }));
+        Assert.StartsWith($"Student settings: Backbone '{Path.Combine(_temp, "no-such-encoder")}' not found", backbone.Message);
         // The evaluated recipe at a third of its width is a shape the trainer takes.
         var narrow = RetriKTPipelineOptions.EvaluatedRecipe();
         (narrow.StudentHiddenSize, narrow.StudentFeedForwardSize, narrow.StudentEmbeddingRank) = (16, 32, 8);
