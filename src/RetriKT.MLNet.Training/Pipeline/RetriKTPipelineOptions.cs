@@ -293,32 +293,40 @@ public sealed class RetriKTPipelineOptions
         Check(PpoSteps >= 0, $"PpoSteps must be >= 0, found {PpoSteps}.");
         Check(StudentEpochs >= 1, $"StudentEpochs must be >= 1, found {StudentEpochs}.");
         Check(StudentEarlyStoppingPatience >= 0, $"StudentEarlyStoppingPatience must be >= 0, found {StudentEarlyStoppingPatience}.");
+        var student = StudentTrainerOptions();
         if (StudentBackbone is null)
         {
-            int heads = new RetrievalClassifierTrainer.Options().Heads;
-            Check(StudentHiddenSize >= heads && StudentHiddenSize % heads == 0,
-                $"StudentHiddenSize must be a positive multiple of the student's {heads} attention heads, found {StudentHiddenSize}.");
+            // The two shape settings a user most often gets wrong, in this class's names; the trainer checks them too.
+            Check(StudentHiddenSize >= student.Heads && StudentHiddenSize % student.Heads == 0,
+                $"StudentHiddenSize must be a positive multiple of the student's {student.Heads} attention heads, found {StudentHiddenSize}.");
             Check(StudentEmbeddingRank <= StudentHiddenSize, $"StudentEmbeddingRank ({StudentEmbeddingRank}) must be at most StudentHiddenSize ({StudentHiddenSize}).");
         }
         // The rest of the student's settings, as its trainer checks them (its messages name its own fields).
-        try { _ = new RetrievalClassifierTrainer(new MLContext(), StudentTrainerOptions()); }
-        catch (ArgumentOutOfRangeException e) { Check(false, "Student settings: " + e.Message.Replace($" (Parameter '{e.ParamName}')", "")); }
+        try { _ = new RetrievalClassifierTrainer(new MLContext(), student); }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new ArgumentOutOfRangeException(paramName: null, "Student settings: " + e.Message.Replace($" (Parameter '{e.ParamName}')", ""));
+        }
     }
 
     /// <summary>
     /// The student trainer's settings that these options fix on their own (shape, training, backbone). The pipeline adds
     /// what depends on the task and the store: the data, the validation rows, the vocabulary, the mix rule, progress.
     /// </summary>
-    internal RetrievalClassifierTrainer.Options StudentTrainerOptions() => new()
+    internal RetrievalClassifierTrainer.Options StudentTrainerOptions()
     {
-        EmbeddingRank = StudentEmbeddingRank, Epochs = StudentEpochs, SelectEpochOnHead = StudentSelectEpochOnHead,
-        HiddenSize = StudentHiddenSize, Layers = StudentLayers, MaxLength = StudentMaxLength,
-        NeighborCount = StudentNeighborCount, FeedForwardSize = StudentFeedForwardSize > 0 ? StudentFeedForwardSize : 4 * StudentHiddenSize,
-        MaxVocabularySize = StudentMaxVocabulary, CharacterPieces = StudentCharacterPieces, TokenDropout = StudentTokenDropout,
-        RetrievalLossWeight = StudentRetrievalLossWeight, SaveStoreTexts = StudentSaveStoreTexts, NeighborsColumnName = StudentNeighborsColumnName, Seed = Seed,
-        Backbone = StudentBackbone, TrainableBackboneLayers = StudentTrainableBackboneLayers,
-        BackboneLearningRate = StudentBackboneLearningRate ?? new RetrievalClassifierTrainer.Options().BackboneLearningRate,
-    };
+        var student = new RetrievalClassifierTrainer.Options
+        {
+            EmbeddingRank = StudentEmbeddingRank, Epochs = StudentEpochs, SelectEpochOnHead = StudentSelectEpochOnHead,
+            HiddenSize = StudentHiddenSize, Layers = StudentLayers, MaxLength = StudentMaxLength,
+            NeighborCount = StudentNeighborCount, FeedForwardSize = StudentFeedForwardSize > 0 ? StudentFeedForwardSize : 4 * StudentHiddenSize,
+            MaxVocabularySize = StudentMaxVocabulary, CharacterPieces = StudentCharacterPieces, TokenDropout = StudentTokenDropout,
+            RetrievalLossWeight = StudentRetrievalLossWeight, SaveStoreTexts = StudentSaveStoreTexts, NeighborsColumnName = StudentNeighborsColumnName, Seed = Seed,
+            Backbone = StudentBackbone, TrainableBackboneLayers = StudentTrainableBackboneLayers,
+        };
+        if (StudentBackboneLearningRate is double rate) student.BackboneLearningRate = rate; // unset: the trainer's default
+        return student;
+    }
 
     /// <summary>A copy to vary one setting without touching the original.</summary>
     public RetriKTPipelineOptions Clone() => (RetriKTPipelineOptions)MemberwiseClone();

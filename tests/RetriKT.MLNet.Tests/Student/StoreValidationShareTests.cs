@@ -51,9 +51,10 @@ public class StoreValidationShareTests
         var actual = heldOutByTrainer.Transform(test).GetColumn<float[]>("Score").ToList();
         for (int i = 0; i < expected.Count; i++) Assert.Equal(expected[i], actual[i]);
         Assert.Equal(392, heldOutByTrainer.Store.Count); // 360 kept + 32 gold training rows
-
-        static bool IsTraining(string line) => Regex.IsMatch(line, @"^(Epoch \d+: validation NLL|Kept the weights|Tuned on)");
     }
+
+    /// <summary>A log line of the epoch choice or the mix tuning.</summary>
+    private static bool IsTraining(string line) => Regex.IsMatch(line, @"^(Epoch \d+: validation NLL|Kept the weights|Tuned on)");
 
     [SharedDataFact]
     public void ByDefaultAGeneratedStoreHoldsOutATenthAndStopsEarly_TrainingRowsAloneAreNotSplit()
@@ -97,8 +98,6 @@ public class StoreValidationShareTests
         Assert.Equal(32, student.Store.Count);
         Assert.DoesNotContain(logs, l => l.Contains("Validation:", StringComparison.Ordinal) || l.Contains("StoreValidationShare", StringComparison.Ordinal) || IsTraining(l));
         Assert.Equal(0.5, student.RetrievalWeight);
-
-        static bool IsTraining(string line) => Regex.IsMatch(line, @"^(Epoch \d+: validation NLL|Kept the weights|Tuned on)");
     }
 
     [SharedDataFact]
