@@ -74,44 +74,37 @@ public class BertHuggingFaceDirectoryTests
         var ml = new MLContext(seed: 1);
         var sentences = BertEncoderParityTests.Sentences().Take(24).ToList();
         var options = new BertSentenceEncoder.Options { Pooling = BertPooling.Cls };
-        var dir = Path.Combine(Path.GetTempPath(), "retrikt-bert-" + Guid.NewGuid().ToString("N")[..8]);
-        try
+        using var temp = new TempDir("retrikt-bert-");
+        var dir = temp.Path;
+        float[][] expected;
+        using (var package = BertSentenceEncoder.Load(ml, PretrainedEncoderPackage.ArcticXs, options))
         {
-            float[][] expected;
-            using (var package = BertSentenceEncoder.Load(ml, PretrainedEncoderPackage.ArcticXs, options))
-            {
-                expected = package.Embed(sentences);
-                package.SaveHuggingFaceDirectory(dir);
-            }
-            using var reloaded = BertSentenceEncoder.Load(ml, dir, options);
-            Assert.Equal(new BertConfig(), reloaded.Config);
-            var actual = reloaded.Embed(sentences);
-            for (int i = 0; i < sentences.Count; i++)
-                Assert.True(expected[i].SequenceEqual(actual[i]), $"sentence {i} '{sentences[i]}' embeds differently after the round trip");
+            expected = package.Embed(sentences);
+            package.SaveHuggingFaceDirectory(dir);
         }
-        finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
+        using var reloaded = BertSentenceEncoder.Load(ml, dir, options);
+        Assert.Equal(new BertConfig(), reloaded.Config);
+        var actual = reloaded.Embed(sentences);
+        for (int i = 0; i < sentences.Count; i++)
+            Assert.True(expected[i].SequenceEqual(actual[i]), $"sentence {i} '{sentences[i]}' embeds differently after the round trip");
     }
 
     [SharedDataFact]
     public void MissingOrMisshapenTensorsFailWithTheirName()
     {
-        var dir = Path.Combine(Path.GetTempPath(), "retrikt-bert-" + Guid.NewGuid().ToString("N")[..8]);
-        try
-        {
-            Directory.CreateDirectory(dir);
-            var source = SharedData.Path("models", "bert-uncased-tokenizer-golden");
-            foreach (var f in new[] { "model.safetensors", "vocab.txt" }) File.Copy(Path.Combine(source, f), Path.Combine(dir, f));
-            // The config claims 2 layers; the weights hold 1.
-            File.WriteAllText(Path.Combine(dir, "config.json"), File.ReadAllText(Path.Combine(source, "config.json")).Replace("\"num_hidden_layers\": 1", "\"num_hidden_layers\": 2"));
-            var e = Assert.Throws<InvalidDataException>(() => BertSentenceEncoder.Load(new MLContext(seed: 1), dir));
-            Assert.Contains("encoder.layer.1.attention.self.query.weight", e.Message);
-            Assert.Contains("model.safetensors", e.Message);
+        using var temp = new TempDir("retrikt-bert-");
+        var dir = temp.Path;
+        var source = SharedData.Path("models", "bert-uncased-tokenizer-golden");
+        foreach (var f in new[] { "model.safetensors", "vocab.txt" }) File.Copy(Path.Combine(source, f), Path.Combine(dir, f));
+        // The config claims 2 layers; the weights hold 1.
+        File.WriteAllText(Path.Combine(dir, "config.json"), File.ReadAllText(Path.Combine(source, "config.json")).Replace("\"num_hidden_layers\": 1", "\"num_hidden_layers\": 2"));
+        var e = Assert.Throws<InvalidDataException>(() => BertSentenceEncoder.Load(new MLContext(seed: 1), dir));
+        Assert.Contains("encoder.layer.1.attention.self.query.weight", e.Message);
+        Assert.Contains("model.safetensors", e.Message);
 
-            File.WriteAllText(Path.Combine(dir, "config.json"), File.ReadAllText(Path.Combine(source, "config.json")).Replace("\"intermediate_size\": 8", "\"intermediate_size\": 9"));
-            e = Assert.Throws<InvalidDataException>(() => BertSentenceEncoder.Load(new MLContext(seed: 1), dir));
-            Assert.Contains("encoder.layer.0.intermediate.dense.weight' has shape [8,4], expected [9,4]", e.Message);
-        }
-        finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
+        File.WriteAllText(Path.Combine(dir, "config.json"), File.ReadAllText(Path.Combine(source, "config.json")).Replace("\"intermediate_size\": 8", "\"intermediate_size\": 9"));
+        e = Assert.Throws<InvalidDataException>(() => BertSentenceEncoder.Load(new MLContext(seed: 1), dir));
+        Assert.Contains("encoder.layer.0.intermediate.dense.weight' has shape [8,4], expected [9,4]", e.Message);
     }
 
     [SharedDataFact]

@@ -71,36 +71,32 @@ public class ManagedBertEncoderTests(ITestOutputHelper output)
     [SharedDataFact]
     public void DamagedOrForeignWeightsFailWithOneClearLine()
     {
-        var dir = Path.Combine(Path.GetTempPath(), "retrikt-managed-bert-" + Guid.NewGuid().ToString("N")[..8]);
-        try
-        {
-            Directory.CreateDirectory(dir);
-            var source = SharedData.Path("models", "bert-uncased-tokenizer-golden");
-            foreach (var f in new[] { "model.safetensors", "vocab.txt", "config.json" }) File.Copy(Path.Combine(source, f), Path.Combine(dir, f));
+        using var temp = new TempDir("retrikt-managed-bert-");
+        var dir = temp.Path;
+        var source = SharedData.Path("models", "bert-uncased-tokenizer-golden");
+        foreach (var f in new[] { "model.safetensors", "vocab.txt", "config.json" }) File.Copy(Path.Combine(source, f), Path.Combine(dir, f));
 
-            // Truncated safetensors (a download cut short): the file and the cause, on one line.
-            var bytes = File.ReadAllBytes(Path.Combine(source, "model.safetensors"));
-            File.WriteAllBytes(Path.Combine(dir, "model.safetensors"), bytes[..(bytes.Length / 2)]);
-            var e = Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(dir));
-            Assert.Contains("model.safetensors", e.Message);
-            Assert.Contains("truncated", e.Message);
-            Assert.DoesNotContain('\n', e.Message);
+        // Truncated safetensors (a download cut short): the file and the cause, on one line.
+        var bytes = File.ReadAllBytes(Path.Combine(source, "model.safetensors"));
+        File.WriteAllBytes(Path.Combine(dir, "model.safetensors"), bytes[..(bytes.Length / 2)]);
+        var e = Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(dir));
+        Assert.Contains("model.safetensors", e.Message);
+        Assert.Contains("truncated", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
 
-            // Weights of another shape than the config says: the tensor by name.
-            File.WriteAllBytes(Path.Combine(dir, "model.safetensors"), bytes);
-            File.WriteAllText(Path.Combine(dir, "config.json"), File.ReadAllText(Path.Combine(source, "config.json")).Replace("\"intermediate_size\": 8", "\"intermediate_size\": 9"));
-            e = Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(dir));
-            Assert.Contains("encoder.layer.0.intermediate.dense.weight' has shape [8,4], expected [9,4]", e.Message);
-            Assert.DoesNotContain('\n', e.Message);
+        // Weights of another shape than the config says: the tensor by name.
+        File.WriteAllBytes(Path.Combine(dir, "model.safetensors"), bytes);
+        File.WriteAllText(Path.Combine(dir, "config.json"), File.ReadAllText(Path.Combine(source, "config.json")).Replace("\"intermediate_size\": 8", "\"intermediate_size\": 9"));
+        e = Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(dir));
+        Assert.Contains("encoder.layer.0.intermediate.dense.weight' has shape [8,4], expected [9,4]", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
 
-            // A foreign file: not a package DLL at all.
-            var foreign = Path.Combine(dir, "not-a-package.dll");
-            File.WriteAllText(foreign, "this is not a PE file");
-            var foreignError = Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(foreign));
-            Assert.Contains("not-a-package.dll", foreignError.Message);
-            Assert.DoesNotContain('\n', foreignError.Message);
-        }
-        finally { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
+        // A foreign file: not a package DLL at all.
+        var foreign = Path.Combine(dir, "not-a-package.dll");
+        File.WriteAllText(foreign, "this is not a PE file");
+        var foreignError = Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(foreign));
+        Assert.Contains("not-a-package.dll", foreignError.Message);
+        Assert.DoesNotContain('\n', foreignError.Message);
     }
 
     [Fact]
@@ -205,24 +201,20 @@ public class ManagedBertEncoderTests(ITestOutputHelper output)
         // its deps.json); it exits with 3 if a TorchSharp assembly was loaded.
         var sentences = File.ReadLines(SharedData.Path("data", "SST-2", "dev.tsv")).Skip(1).Take(24).Select(l => l.Split('\t')[0]).ToList();
         var dll = PretrainedEncoderPackage.MiniLM.Locate();
-        var folder = Directory.CreateTempSubdirectory("retrikt-runtime-only-keys-");
-        try
-        {
-            var textsPath = Path.Combine(folder.FullName, "texts.txt");
-            File.WriteAllLines(textsPath, sentences);
-            var (code, stdout, error) = ChildProcess.RunApp("RetriKT.MLNet.RuntimeOnly.dll", ["--keys", dll, textsPath], timeoutSeconds: 180);
-            Assert.True(code == 0, $"runtime-only app exited with {code}: {error}");
-            var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            Assert.Equal(sentences.Count, lines.Length);
-            using var torch = BertSentenceEncoder.Load(new MLContext(seed: 1), dll);
-            var expected = torch.Embed(sentences);
-            var actual = lines.Select(l => l.Split(' ').Skip(1).Select(x => float.Parse(x, System.Globalization.CultureInfo.InvariantCulture)).ToArray()).ToArray();
-            var worst = MaxAbsDifference(actual, expected, sentences);
-            Assert.True(worst.Diff <= 1e-4, $"runtime-only keys vs TorchSharp: {worst.Diff:E2} on '{worst.Text}'");
-            for (int i = 0; i < sentences.Count; i++)
-                Assert.True(sentences[int.Parse(lines[i].Split(' ')[0])] == sentences[i], $"query {i} '{sentences[i]}' retrieved {lines[i].Split(' ')[0]} first");
-        }
-        finally { folder.Delete(recursive: true); }
+        using var folder = new TempDir("retrikt-runtime-only-keys-");
+        var textsPath = Path.Combine(folder.Path, "texts.txt");
+        File.WriteAllLines(textsPath, sentences);
+        var (code, stdout, error) = ChildProcess.RunApp("RetriKT.MLNet.RuntimeOnly.dll", ["--keys", dll, textsPath], timeoutSeconds: 180);
+        Assert.True(code == 0, $"runtime-only app exited with {code}: {error}");
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.Equal(sentences.Count, lines.Length);
+        using var torch = BertSentenceEncoder.Load(new MLContext(seed: 1), dll);
+        var expected = torch.Embed(sentences);
+        var actual = lines.Select(l => l.Split(' ').Skip(1).Select(x => float.Parse(x, System.Globalization.CultureInfo.InvariantCulture)).ToArray()).ToArray();
+        var worst = MaxAbsDifference(actual, expected, sentences);
+        Assert.True(worst.Diff <= 1e-4, $"runtime-only keys vs TorchSharp: {worst.Diff:E2} on '{worst.Text}'");
+        for (int i = 0; i < sentences.Count; i++)
+            Assert.True(sentences[int.Parse(lines[i].Split(' ')[0])] == sentences[i], $"query {i} '{sentences[i]}' retrieved {lines[i].Split(' ')[0]} first");
     }
 
     [SharedDataFact]

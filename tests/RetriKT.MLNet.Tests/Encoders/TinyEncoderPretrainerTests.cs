@@ -15,44 +15,40 @@ public class TinyEncoderPretrainerTests
     [SharedDataFact]
     public void APretrainedTinyEncoderIsABackboneTheStudentLoadsAndFineTunes()
     {
-        var root = Directory.CreateTempSubdirectory("retrikt-tiny-encoder-");
-        try
+        using var root = new TempDir("retrikt-tiny-encoder-");
+        var ml = new MLContext(seed: 1);
+        var folder = Path.Combine(root.Path, "encoder");
+        var report = new TinyEncoderPretrainer(ml, Small()).Train(Reviews(300), folder);
+
+        foreach (var file in new[] { "config.json", "vocab.txt", "model.safetensors", "pretraining.json" })
+            Assert.True(File.Exists(Path.Combine(folder, file)), $"{file} missing from {folder}");
+        Assert.Equal([folder], Directory.GetDirectories(root.Path)); // the temporary folder was renamed, none left behind
+        Assert.Equal(300, File.ReadAllLines(Path.Combine(folder, "vocab.txt")).Length);
+        // A uniform guess over 300 pieces costs ln 300 = 5.70 nats; 60 steps must have learned at least the piece frequencies.
+        Assert.True(report.FinalLoss < Math.Log(300) - 0.7, $"final masked-token loss {report.FinalLoss:F3}, a uniform guess is {Math.Log(300):F3}");
+        Assert.True(report.Windows > 300 && report.UnknownShare < 0.05, $"{report.Windows} windows, {report.UnknownShare:P1} [UNK]");
+
+        // Same seed, same corpus: the same weights, byte for byte (a second run replaces the folder atomically).
+        var first = File.ReadAllBytes(Path.Combine(folder, "model.safetensors"));
+        new TinyEncoderPretrainer(ml, Small()).Train(Reviews(300), folder);
+        Assert.Equal(first, File.ReadAllBytes(Path.Combine(folder, "model.safetensors")));
+
+        // The folder is a Hugging Face BERT directory: the student takes it as its backbone and fine-tunes both layers.
+        var options = new RetrievalClassifierTrainer.Options
         {
-            var ml = new MLContext(seed: 1);
-            var folder = Path.Combine(root.FullName, "encoder");
-            var report = new TinyEncoderPretrainer(ml, Small()).Train(Reviews(300), folder);
-
-            foreach (var file in new[] { "config.json", "vocab.txt", "model.safetensors", "pretraining.json" })
-                Assert.True(File.Exists(Path.Combine(folder, file)), $"{file} missing from {folder}");
-            Assert.Equal([folder], Directory.GetDirectories(root.FullName)); // the temporary folder was renamed, none left behind
-            Assert.Equal(300, File.ReadAllLines(Path.Combine(folder, "vocab.txt")).Length);
-            // A uniform guess over 300 pieces costs ln 300 = 5.70 nats; 60 steps must have learned at least the piece frequencies.
-            Assert.True(report.FinalLoss < Math.Log(300) - 0.7, $"final masked-token loss {report.FinalLoss:F3}, a uniform guess is {Math.Log(300):F3}");
-            Assert.True(report.Windows > 300 && report.UnknownShare < 0.05, $"{report.Windows} windows, {report.UnknownShare:P1} [UNK]");
-
-            // Same seed, same corpus: the same weights, byte for byte (a second run replaces the folder atomically).
-            var first = File.ReadAllBytes(Path.Combine(folder, "model.safetensors"));
-            new TinyEncoderPretrainer(ml, Small()).Train(Reviews(300), folder);
-            Assert.Equal(first, File.ReadAllBytes(Path.Combine(folder, "model.safetensors")));
-
-            // The folder is a Hugging Face BERT directory: the student takes it as its backbone and fine-tunes both layers.
-            var options = new RetrievalClassifierTrainer.Options
-            {
-                Backbone = folder, TrainableBackboneLayers = 2, BackboneLearningRate = 5e-4, Epochs = 2, TeacherParameterCount = 5_795_072,
-            };
-            var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.MulticlassClassification.Trainers.RetrievalClassifier(options)).Fit(TestData.Sst2Train(ml));
-            using var student = model.LastTransformer;
-            Assert.StartsWith(folder, student.Backbone);
-            Assert.Contains("top 2 of 2 layers", student.Backbone);
-            Assert.Equal(300, student.Vocabulary.Count);
-            Assert.Equal((48, 2, 4, 96), student.Shape);
-            // The encoder's own weights plus the trained projection (48² + 48), head (2 × 48 + 2) and τ.
-            Assert.Equal(report.Parameters + 48 * 48 + 48 + 2 * 48 + 2 + 1, student.ParameterCount);
-            Assert.True(student.TeacherParameterRatio <= 0.02, $"ratio {student.TeacherParameterRatio:P2}");
-            var prediction = student.Predict("a gorgeous , witty , seductive movie .");
-            Assert.Contains(prediction.Label, student.LabelNames);
-        }
-        finally { root.Delete(recursive: true); }
+            Backbone = folder, TrainableBackboneLayers = 2, BackboneLearningRate = 5e-4, Epochs = 2, TeacherParameterCount = 5_795_072,
+        };
+        var model = ml.Transforms.Conversion.MapValueToKey("Label").Append(ml.MulticlassClassification.Trainers.RetrievalClassifier(options)).Fit(TestData.Sst2Train(ml));
+        using var student = model.LastTransformer;
+        Assert.StartsWith(folder, student.Backbone);
+        Assert.Contains("top 2 of 2 layers", student.Backbone);
+        Assert.Equal(300, student.Vocabulary.Count);
+        Assert.Equal((48, 2, 4, 96), student.Shape);
+        // The encoder's own weights plus the trained projection (48² + 48), head (2 × 48 + 2) and τ.
+        Assert.Equal(report.Parameters + 48 * 48 + 48 + 2 * 48 + 2 + 1, student.ParameterCount);
+        Assert.True(student.TeacherParameterRatio <= 0.02, $"ratio {student.TeacherParameterRatio:P2}");
+        var prediction = student.Predict("a gorgeous , witty , seductive movie .");
+        Assert.Contains(prediction.Label, student.LabelNames);
     }
 
     [Fact]

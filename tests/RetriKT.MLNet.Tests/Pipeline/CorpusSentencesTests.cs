@@ -38,14 +38,11 @@ public class CorpusSentencesTests
         var missing = Path.Combine(Path.GetTempPath(), "retrikt-no-such-corpus");
         var e = Assert.Throws<FileNotFoundException>(() => CorpusSentences.Draw(missing, 10, 1));
         Assert.Equal($"TuningCorpus '{missing}' is neither a file nor a folder.", e.Message);
-        var file = Path.Combine(Path.GetTempPath(), $"retrikt-tuning-{Guid.NewGuid():N}.txt");
+        using var temp = new TempDir();
+        var file = temp.File("retrikt-tuning.txt");
         File.WriteAllText(file, "a film that is worth seeing again . too short . the cast does what it can with a thin script !\n");
-        try
-        {
-            Assert.Equal(2, CorpusSentences.Draw(file, 2, 1).Count);
-            var small = Assert.Throws<InvalidDataException>(() => CorpusSentences.Draw(file, 3, 1));
-            Assert.Equal($"TuningCorpus '{file}': 2 distinct sentences of 5-40 words, expected at least TuningCorpusRows = 3.", small.Message);
-        }
-        finally { File.Delete(file); }
+        Assert.Equal(2, CorpusSentences.Draw(file, 2, 1).Count);
+        var small = Assert.Throws<InvalidDataException>(() => CorpusSentences.Draw(file, 3, 1));
+        Assert.Equal($"TuningCorpus '{file}': 2 distinct sentences of 5-40 words, expected at least TuningCorpusRows = 3.", small.Message);
     }
 }

@@ -6,9 +6,10 @@ namespace RetriKT.MLNet.Tests.Pipeline;
 /// <summary>The harness's resumable results file: finished (task, seed, row) cells are skipped on re-run.</summary>
 public sealed class EvaluationHarnessTests : IDisposable
 {
-    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-harness-").FullName;
+    private readonly TempDir _folder = new("retrikt-harness-");
+    private string Temp => _folder.Path;
 
-    public void Dispose() => Directory.Delete(_temp, recursive: true);
+    public void Dispose() => _folder.Dispose();
 
     private HarnessSettings Settings(string results, params int[] seeds) => new()
     {
@@ -18,7 +19,7 @@ public sealed class EvaluationHarnessTests : IDisposable
     [SharedDataFact]
     public void FinishedRowsAreSkippedAndATornLineIsRunAgain()
     {
-        var results = Path.Combine(_temp, "results.jsonl");
+        var results = Path.Combine(Temp, "results.jsonl");
         var log = new List<string>();
         // The majority row needs no teacher: loading one here would be a bug in the resume logic's key computation.
         (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the majority row must not load a teacher");
@@ -51,13 +52,13 @@ public sealed class EvaluationHarnessTests : IDisposable
     [SharedDataFact]
     public void ARowsKeyDoesNotDependOnTheCacheFolderAndRowsKeyedWithItAreStillFound()
     {
-        var results = Path.Combine(_temp, "keys.jsonl");
+        var results = Path.Combine(Temp, "keys.jsonl");
         // One teacher for every harness below (each would otherwise load and hash the weights again); the harness does
         // not own it.
         var shipped = TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
         using var teacher = shipped.Teacher;
         (MLNet.Teacher.TeacherModel, string) Shipped(string task) => shipped;
-        EvaluationHarness In(string cache) => new(Settings(results, 13) with { Tasks = ["SST-2"], Rows = [Rows.StoreOnlyStudent], WorkDirectory = Path.Combine(_temp, cache, "work") }, Shipped, _ => { });
+        EvaluationHarness In(string cache) => new(Settings(results, 13) with { Tasks = ["SST-2"], Rows = [Rows.StoreOnlyStudent], WorkDirectory = Path.Combine(Temp, cache, "work") }, Shipped, _ => { });
         string inA = In("a").ConfigKeyOf("SST-2", Rows.StoreOnlyStudent), inB = In("b").ConfigKeyOf("SST-2", Rows.StoreOnlyStudent);
         Assert.Equal(inA, inB);
         // Before, the key hashed the cache folder: such a row is found under the folder it ran with, and no other.
@@ -80,7 +81,7 @@ public sealed class EvaluationHarnessTests : IDisposable
     [SharedDataFact]
     public void MlNetBaselineRowNeedsNoTeacherAndReproducesTheReferenceNumber()
     {
-        var results = Path.Combine(_temp, "mlnet.jsonl");
+        var results = Path.Combine(Temp, "mlnet.jsonl");
         (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the ML.NET baseline must not load a teacher");
         var settings = Settings(results, 13) with { Tasks = ["SST-2"], Rows = [Rows.MlNetFeaturizeText] };
         Assert.Equal((1, 0), new EvaluationHarness(settings, NoTeacher, _ => { }).Run());
@@ -186,11 +187,11 @@ public sealed class EvaluationHarnessTests : IDisposable
     [Fact]
     public void RepeatedSetOptionsAddUpAndAnyOtherRepeatedOptionFails()
     {
-        var o = Cli.Parse(["--set", "SamplesPerLabel=128", "--set", "StudentEpochs=5", "--ppo-steps", "3", "--ppo-rate", "0.01", "--ppo-rollouts", "32"], _temp);
+        var o = Cli.Parse(["--set", "SamplesPerLabel=128", "--set", "StudentEpochs=5", "--ppo-steps", "3", "--ppo-rate", "0.01", "--ppo-rollouts", "32"], Temp);
         Assert.Equal("128", o.PipelineOverrides["SamplesPerLabel"]);
         Assert.Equal("5", o.PipelineOverrides["StudentEpochs"]);
         Assert.Equal((3, 0.01, 32), (o.PpoSteps, o.PpoLearningRate, o.PpoRolloutsPerStep));
-        var defaults = Cli.Parse([], _temp);
+        var defaults = Cli.Parse([], Temp);
         Assert.Equal((20, 0.03, 64), (defaults.PpoSteps, defaults.PpoLearningRate, defaults.PpoRolloutsPerStep));
         // The harness sets the PPO row's fields itself: a --set of one of them would be overwritten without a word.
         foreach (var (field, option) in new[] { ("PpoSteps", "--ppo-steps"), ("PpoLearningRate", "--ppo-rate"), ("RolloutsPerStep", "--ppo-rollouts") })
@@ -198,7 +199,7 @@ public sealed class EvaluationHarnessTests : IDisposable
             var overwritten = Assert.Throws<ArgumentException>(() => HarnessSettings.PipelineWith(new Dictionary<string, string> { [field] = "1" }));
             Assert.Equal($"--set {field}=1: the harness sets {field} per row; use {option} instead.", overwritten.Message);
         }
-        var e = Assert.Throws<ArgumentException>(() => Cli.Parse(["--seeds", "13", "--seeds", "21"], _temp));
+        var e = Assert.Throws<ArgumentException>(() => Cli.Parse(["--seeds", "13", "--seeds", "21"], Temp));
         Assert.Contains("--seeds is given twice ('13', '21')", e.Message);
     }
 
@@ -208,18 +209,18 @@ public sealed class EvaluationHarnessTests : IDisposable
     [InlineData("StudentHiddenSize=30", "--set: StudentHiddenSize must be a positive multiple of the student's 4 attention heads, found 30.")]
     [InlineData("StudentEmbeddingRank=64", "--set: StudentEmbeddingRank (64) must be at most StudentHiddenSize (48).")]
     public void ABadSetOptionIsOneLineAndExitCodeTwo(string set, string expected)
-        => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", "--set", set, "--results", Path.Combine(_temp, "results.jsonl")], expected);
+        => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", "--set", set, "--results", Path.Combine(Temp, "results.jsonl")], expected);
 
     /// <summary>A teacher or results file that is not there: refused before any work, and a report is not rewritten empty.</summary>
     [Fact]
     public void AMissingTeacherOrResultsFileIsOneLineAndExitCodeTwo()
     {
-        var missing = Path.Combine(_temp, "no-teacher.bin");
+        var missing = Path.Combine(Temp, "no-teacher.bin");
         AssertRefused(["probe", "--tasks", "SST-2", "--teacher", missing], $"--teacher '{missing}' does not exist");
-        AssertRefused(["run", "--tasks", "SST-2", "--teacher", missing, "--results", Path.Combine(_temp, "results.jsonl")], $"--teacher '{missing}' does not exist");
-        var report = Path.Combine(_temp, "RESULTS.md");
-        AssertRefused(["report", "--results", Path.Combine(_temp, "typo.jsonl"), "--report", report, "--plot", Path.Combine(_temp, "plot.png")],
-            $"--results '{Path.Combine(_temp, "typo.jsonl")}' does not exist; report rewrites the tables from it.");
+        AssertRefused(["run", "--tasks", "SST-2", "--teacher", missing, "--results", Path.Combine(Temp, "results.jsonl")], $"--teacher '{missing}' does not exist");
+        var report = Path.Combine(Temp, "RESULTS.md");
+        AssertRefused(["report", "--results", Path.Combine(Temp, "typo.jsonl"), "--report", report, "--plot", Path.Combine(Temp, "plot.png")],
+            $"--results '{Path.Combine(Temp, "typo.jsonl")}' does not exist; report rewrites the tables from it.");
         Assert.False(File.Exists(report));
     }
 
@@ -229,7 +230,7 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.True(code == 2, $"exit code {code}; stderr: {error}");
         Assert.StartsWith(expected, error);
         Assert.DoesNotContain("   at ", error);
-        Assert.False(File.Exists(Path.Combine(_temp, "results.jsonl")));
+        Assert.False(File.Exists(Path.Combine(Temp, "results.jsonl")));
     }
 
     [Fact]
@@ -278,12 +279,12 @@ public sealed class EvaluationHarnessTests : IDisposable
     public void StoreSizePlotNeedsThreePointsOfSeed13AndIsWrittenBesideTheResultsPlot()
     {
         RowResult R(string row, int seed, double accuracy) => new() { Task = "SST-2", Seed = seed, Row = row, Accuracy = accuracy };
-        string resultsPlot = Path.Combine(_temp, "results.png");
+        string resultsPlot = Path.Combine(Temp, "results.png");
         var two = new List<RowResult> { R("sweep-store-512", 13, 0.667), R("retrikt", 13, 0.731), R("sweep-store-128", 21, 0.62) };
         Assert.Null(ResultsReport.WriteStoreSizePlot(two, resultsPlot, _ => { })); // seed 21's point does not count
         var three = two.Append(R("sweep-no-retrieval-512", 13, 0.654)).ToList();
         var written = ResultsReport.WriteStoreSizePlot(three, resultsPlot, _ => { });
-        Assert.Equal(Path.Combine(_temp, "store-size.png"), written);
+        Assert.Equal(Path.Combine(Temp, "store-size.png"), written);
         Assert.True(new FileInfo(written!).Length > 1000);
     }
 }

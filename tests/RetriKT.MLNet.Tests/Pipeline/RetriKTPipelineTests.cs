@@ -5,28 +5,30 @@ using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.Teacher;
+using RetriKT.MLNet.Tests.Infrastructure;
 
 namespace RetriKT.MLNet.Tests.Pipeline;
 
 /// <summary>The whole RetriKT chain on the embedded café-review task with a teacher pretrained in the test.</summary>
 public sealed class RetriKTPipelineTests : IDisposable
 {
-    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-pipeline-").FullName;
+    private readonly TempDir _folder = new("retrikt-pipeline-");
+    private string Temp => _folder.Path;
 
-    public void Dispose() => Directory.Delete(_temp, recursive: true);
+    public void Dispose() => _folder.Dispose();
 
     [Fact]
     public void RunsEveryStageOnTheEmbeddedTaskAndReturnsACompleteResult()
     {
         // A tiny LLaMA pretrained for a few steps on the task's unlabeled pool: enough to generate and score text.
         var pool = EmbeddedCafeReviews.UnlabeledPool(600);
-        var tokenizer = ByteLevelBpeTrainer.Train(pool.Take(300), 400, Path.Combine(_temp, "tokenizer"));
+        var tokenizer = ByteLevelBpeTrainer.Train(pool.Take(300), 400, Path.Combine(Temp, "tokenizer"));
         var config = new TeacherConfig
         {
             ModelType = "llama", VocabSize = tokenizer.VocabSize, HiddenSize = 48, IntermediateSize = 96, NumLayers = 2, NumHeads = 4,
             NumKeyValueHeads = 4, HeadDim = 12, MaxPositions = 128, BosTokenId = tokenizer.BosId, EosTokenIds = [tokenizer.EosId!.Value],
         };
-        var teacherPath = Path.Combine(_temp, "teacher");
+        var teacherPath = Path.Combine(Temp, "teacher");
         using var teacher = TeacherModel.Create(config, tokenizer, seed: 3);
         new TeacherPretrainer(new MLContext(seed: 1), new TeacherPretrainerOptions { Steps = 40, BatchSize = 8, SequenceLength = 48, LearningRate = 3e-3, WarmupSteps = 4 })
             .Train(teacher, pool);
@@ -39,7 +41,7 @@ public sealed class RetriKTPipelineTests : IDisposable
         {
             PromptTokens = 2, SupervisedEpochs = 1, PpoSteps = 1, RolloutsPerStep = 4, SamplesPerLabel = 4, MaxAttemptsFactor = 2,
             FidelityThreshold = 0, RequireArgmax = false, MaxNewTokens = 12, StudentEpochs = 3, StudentHiddenSize = 32, StudentMaxLength = 48,
-            WorkDirectory = Path.Combine(_temp, "work"),
+            WorkDirectory = Path.Combine(Temp, "work"),
         });
         var result = pipeline.Run(task, new SyncProgress(p => stages.Add(p.Stage)));
 
@@ -59,7 +61,7 @@ public sealed class RetriKTPipelineTests : IDisposable
         Assert.InRange(result.RetrievalWeight, 0, 1);
         Assert.NotNull(result.SoftPromptReport);
         Assert.True(result.Timings.Total > TimeSpan.Zero && result.Timings.SoftPrompts > TimeSpan.Zero && result.Timings.Student > TimeSpan.Zero);
-        Assert.Single(Directory.GetFiles(Path.Combine(_temp, "work"), "extraction-*.jsonl"));
+        Assert.Single(Directory.GetFiles(Path.Combine(Temp, "work"), "extraction-*.jsonl"));
         Assert.Contains("Extraction", stages);
 
         // The reference rows are scored the same way.
@@ -135,8 +137,8 @@ public sealed class RetriKTPipelineTests : IDisposable
     {
         var task = EmbeddedCafeReviews.Task(testPerLabel: 2);
         var bad = task with { Train = [.. task.Train, new TextPairRow { Text = "fine coffee.", Label = "neutral" }] };
-        using var teacher = TeacherModel.Create(new TeacherConfig { VocabSize = 300 }, ByteLevelBpeTrainer.Train(["a b c"], 300, Path.Combine(_temp, "tok")));
-        var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, _temp);
+        using var teacher = TeacherModel.Create(new TeacherConfig { VocabSize = 300 }, ByteLevelBpeTrainer.Train(["a b c"], 300, Path.Combine(Temp, "tok")));
+        var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, Temp);
         var e = Assert.Throws<ArgumentException>(() => pipeline.EvaluateFewShotStudent(bad));
         Assert.Contains("'neutral'", e.Message);
     }
@@ -144,22 +146,22 @@ public sealed class RetriKTPipelineTests : IDisposable
     [Fact]
     public void AStudentShapeItsTrainerWouldRefuseIsRefusedBeforeAnyExtraction()
     {
-        using var teacher = TeacherModel.Create(new TeacherConfig { VocabSize = 300 }, ByteLevelBpeTrainer.Train(["a b c"], 300, Path.Combine(_temp, "tok")));
+        using var teacher = TeacherModel.Create(new TeacherConfig { VocabSize = 300 }, ByteLevelBpeTrainer.Train(["a b c"], 300, Path.Combine(Temp, "tok")));
         var ml = new MLContext(seed: 1);
         var wideRank = Assert.Throws<ArgumentOutOfRangeException>(() =>
-            new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentHiddenSize = 12, StudentEmbeddingRank = 16 }));
+            new RetriKTPipeline(ml, teacher, Temp, new RetriKTPipelineOptions { StudentHiddenSize = 12, StudentEmbeddingRank = 16 }));
         Assert.Contains("StudentEmbeddingRank (16) must be at most StudentHiddenSize (12)", wideRank.Message);
-        var oddWidth = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentHiddenSize = 30 }));
+        var oddWidth = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTPipeline(ml, teacher, Temp, new RetriKTPipelineOptions { StudentHiddenSize = 30 }));
         Assert.Contains("multiple of the student's 4 attention heads, found 30", oddWidth.Message);
         // Any other setting the student's trainer refuses, in its words.
-        var dropout = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentTokenDropout = 1 }));
+        var dropout = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTPipeline(ml, teacher, Temp, new RetriKTPipelineOptions { StudentTokenDropout = 1 }));
         Assert.Equal("Student settings: TokenDropout must be in [0, 1), found 1.", dropout.Message);
-        var backbone = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentBackbone = Path.Combine(_temp, "no-such-encoder") }));
-        Assert.StartsWith($"Student settings: Backbone '{Path.Combine(_temp, "no-such-encoder")}' not found", backbone.Message);
+        var backbone = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTPipeline(ml, teacher, Temp, new RetriKTPipelineOptions { StudentBackbone = Path.Combine(Temp, "no-such-encoder") }));
+        Assert.StartsWith($"Student settings: Backbone '{Path.Combine(Temp, "no-such-encoder")}' not found", backbone.Message);
         // The evaluated recipe at a third of its width is a shape the trainer takes.
         var narrow = RetriKTPipelineOptions.EvaluatedRecipe();
         (narrow.StudentHiddenSize, narrow.StudentFeedForwardSize, narrow.StudentEmbeddingRank) = (16, 32, 8);
-        Assert.Same(narrow, new RetriKTPipeline(ml, teacher, _temp, narrow).Options);
+        Assert.Same(narrow, new RetriKTPipeline(ml, teacher, Temp, narrow).Options);
     }
 
     [Fact]
@@ -168,7 +170,7 @@ public sealed class RetriKTPipelineTests : IDisposable
         // A store that holds the dev texts under the wrong label teaches the opposite of the task; the same texts under
         // their own label teach it. The teacher's weights do not matter here: the stores are given, with no variants.
         var task = EmbeddedCafeReviews.Task(testPerLabel: 4);
-        var tokenizer = ByteLevelBpeTrainer.Train(EmbeddedCafeReviews.UnlabeledPool(300), 400, Path.Combine(_temp, "tokenizer-majority"));
+        var tokenizer = ByteLevelBpeTrainer.Train(EmbeddedCafeReviews.UnlabeledPool(300), 400, Path.Combine(Temp, "tokenizer-majority"));
         using var teacher = TeacherModel.Create(new TeacherConfig
         {
             ModelType = "llama", VocabSize = tokenizer.VocabSize, HiddenSize = 32, IntermediateSize = 64, NumLayers = 1, NumHeads = 4,
@@ -177,7 +179,7 @@ public sealed class RetriKTPipelineTests : IDisposable
         var ml = new MLContext(seed: 1);
         var warnings = new List<string>();
         ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
-        var pipeline = new RetriKTPipeline(ml, teacher, _temp, new RetriKTPipelineOptions { StudentEpochs = 8, StudentHiddenSize = 32, StudentMaxLength = 48 });
+        var pipeline = new RetriKTPipeline(ml, teacher, Temp, new RetriKTPipelineOptions { StudentEpochs = 8, StudentHiddenSize = 32, StudentMaxLength = 48 });
         StoreExtraction Store(bool flipped)
         {
             var entries = Enumerable.Range(0, 6).SelectMany(_ => task.Dev).Select(r =>

@@ -11,16 +11,17 @@ namespace RetriKT.MLNet.Tests.Pipeline;
 /// </summary>
 public sealed class ShippedTeacherTests : IDisposable
 {
-    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-shipped-").FullName;
+    private readonly TempDir _folder = new("retrikt-shipped-");
+    private string Temp => _folder.Path;
 
-    public void Dispose() => Directory.Delete(_temp, recursive: true);
+    public void Dispose() => _folder.Dispose();
 
     private static readonly TeacherSettings Settings = new();
 
     /// <summary>Copies the real checkpoint into the shipped layout of SST-2's default settings with a build record of <paramref name="recordedHash"/>.</summary>
     private string Ship(string recordedHash)
     {
-        var folder = Path.Combine(_temp, $"teacher-SST-2-{Settings.CacheKey("SST-2")}", "teacher-" + Settings.TeacherKey());
+        var folder = Path.Combine(Temp, $"teacher-SST-2-{Settings.CacheKey("SST-2")}", "teacher-" + Settings.TeacherKey());
         Directory.CreateDirectory(folder);
         foreach (var file in Directory.GetFiles(SharedData.Path("models", "llama2c-stories260K-hf")))
             File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
@@ -40,16 +41,16 @@ public sealed class ShippedTeacherTests : IDisposable
         var folder = Ship(HashOfRealCheckpoint());
         var log = new List<string>();
         // The cache root does not exist: finding the shipped teacher must not build, or even look there.
-        var path = TeacherBuilder.EnsureBuilt(SharedData.Path("data"), Path.Combine(_temp, "no-cache"), "SST-2", Settings, log.Add, CancellationToken.None, _temp);
+        var path = TeacherBuilder.EnsureBuilt(SharedData.Path("data"), Path.Combine(Temp, "no-cache"), "SST-2", Settings, log.Add, CancellationToken.None, Temp);
         Assert.Equal(folder, path);
         Assert.Contains(log, l => l.Contains("shipped with the repository", StringComparison.Ordinal));
-        Assert.False(Directory.Exists(Path.Combine(_temp, "no-cache")));
+        Assert.False(Directory.Exists(Path.Combine(Temp, "no-cache")));
         // Another recipe or task has another folder: nothing shipped for it.
-        Assert.Null(TeacherBuilder.FindShipped(_temp, "RTE", Settings));
-        Assert.Null(TeacherBuilder.FindShipped(_temp, "SST-2", Settings with { StageBSteps = 601 }));
+        Assert.Null(TeacherBuilder.FindShipped(Temp, "RTE", Settings));
+        Assert.Null(TeacherBuilder.FindShipped(Temp, "SST-2", Settings with { StageBSteps = 601 }));
         // LoadShipped needs one: under a repository without shipped teachers it names the folder it looked in.
-        var missing = Assert.Throws<InvalidOperationException>(() => TeacherBuilder.LoadShipped(_temp, "SST-2", Settings));
-        Assert.Equal($"No shipped SST-2 teacher under {TeacherBuilder.ShippedRoot(_temp)}.", missing.Message);
+        var missing = Assert.Throws<InvalidOperationException>(() => TeacherBuilder.LoadShipped(Temp, "SST-2", Settings));
+        Assert.Equal($"No shipped SST-2 teacher under {TeacherBuilder.ShippedRoot(Temp)}.", missing.Message);
     }
 
     [SharedDataFact]
@@ -60,13 +61,13 @@ public sealed class ShippedTeacherTests : IDisposable
         var bytes = File.ReadAllBytes(weights);
         bytes[^8] ^= 0x40; // one bit of the last tensor's last value
         File.WriteAllBytes(weights, bytes);
-        var e = Assert.Throws<InvalidDataException>(() => TeacherBuilder.FindShipped(_temp, "SST-2", Settings));
+        var e = Assert.Throws<InvalidDataException>(() => TeacherBuilder.FindShipped(Temp, "SST-2", Settings));
         Assert.Contains(folder, e.Message);
         Assert.Contains("damaged", e.Message);
 
         // A truncated file (what a partial copy or an LFS pointer leaves) fails to load: same exception, same folder.
         File.WriteAllText(weights, "version https://git-lfs.github.com/spec/v1\n");
-        var truncated = Assert.Throws<InvalidDataException>(() => TeacherBuilder.FindShipped(_temp, "SST-2", Settings));
+        var truncated = Assert.Throws<InvalidDataException>(() => TeacherBuilder.FindShipped(Temp, "SST-2", Settings));
         Assert.StartsWith(folder, truncated.Message);
     }
 
@@ -74,7 +75,7 @@ public sealed class ShippedTeacherTests : IDisposable
     public void ABuildRecordWithoutAHashIsRefused()
     {
         var folder = Ship("");
-        var e = Assert.Throws<InvalidDataException>(() => TeacherBuilder.FindShipped(_temp, "SST-2", Settings));
+        var e = Assert.Throws<InvalidDataException>(() => TeacherBuilder.FindShipped(Temp, "SST-2", Settings));
         Assert.Contains(Path.Combine(folder, "done.json"), e.Message);
     }
 }

@@ -168,43 +168,36 @@ public class SoftPromptPpoTrainerTests
     [SharedDataFact]
     public void AModelFindsItsMovedTeacherByContentHash()
     {
-        var home = Directory.CreateTempSubdirectory("retrikt-teacher-home-").FullName;
-        var moved = Path.Combine(Directory.CreateTempSubdirectory("retrikt-teacher-moved-").FullName, "teachers");
-        try
+        using var temp = new TempDir("retrikt-teacher-");
+        var home = Directory.CreateDirectory(temp.File("home")).FullName;
+        var moved = Path.Combine(Directory.CreateDirectory(temp.File("moved")).FullName, "teachers");
+        var teacherCopy = Path.Combine(home, "stories260K.bin");
+        File.Copy(Stories260K, teacherCopy);
+        File.Copy(Path.Combine(Path.GetDirectoryName(Stories260K)!, "tok512.bin"), Path.Combine(home, "tok512.bin"));
+        var mlContext = new MLContext(seed: 1);
+        var data = StoryData(mlContext);
+        string hash;
+        var zip = temp.File("moved.zip");
+        using (var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+               { TeacherPath = teacherCopy, Template = StoryMood, SupervisedEpochs = 1, PpoSteps = 0 }).Fit(data))
         {
-            var teacherCopy = Path.Combine(home, "stories260K.bin");
-            File.Copy(Stories260K, teacherCopy);
-            File.Copy(Path.Combine(Path.GetDirectoryName(Stories260K)!, "tok512.bin"), Path.Combine(home, "tok512.bin"));
-            var mlContext = new MLContext(seed: 1);
-            var data = StoryData(mlContext);
-            string hash;
-            var zip = Path.Combine(Path.GetTempPath(), $"retrikt-moved-{Guid.NewGuid():N}.zip");
-            using (var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
-                   { TeacherPath = teacherCopy, Template = StoryMood, SupervisedEpochs = 1, PpoSteps = 0 }).Fit(data))
-            {
-                hash = model.TeacherHash;
-                mlContext.Model.Save(model, data.Schema, zip);
-            }
-            Directory.Move(home, moved); // the teacher's folder moves (another machine, another layout)
-
-            var lost = Assert.ThrowsAny<Exception>(() => new MLContext().Model.Load(zip, out _));
-            Assert.Contains(hash, Flatten(lost));
-            Assert.Contains(home, Flatten(lost)); // names the folders searched
-
-            using (TeacherResolver.SearchIn(moved))
-            using (var found = (SoftPromptTransformer)new MLContext().Model.Load(zip, out _))
-                Assert.Equal(hash, found.Teacher.ContentHash);
-
-            var beside = Path.Combine(moved, "model.zip"); // the model shipped beside its teacher
-            File.Move(zip, beside);
-            using (var found = (SoftPromptTransformer)new MLContext().Model.LoadWithTeacherSearch(beside, out _))
-                Assert.Equal(hash, found.Teacher.ContentHash);
+            hash = model.TeacherHash;
+            mlContext.Model.Save(model, data.Schema, zip);
         }
-        finally
-        {
-            if (Directory.Exists(home)) Directory.Delete(home, recursive: true);
-            Directory.Delete(Path.GetDirectoryName(moved)!, recursive: true);
-        }
+        Directory.Move(home, moved); // the teacher's folder moves (another machine, another layout)
+
+        var lost = Assert.ThrowsAny<Exception>(() => new MLContext().Model.Load(zip, out _));
+        Assert.Contains(hash, Flatten(lost));
+        Assert.Contains(home, Flatten(lost)); // names the folders searched
+
+        using (TeacherResolver.SearchIn(moved))
+        using (var found = (SoftPromptTransformer)new MLContext().Model.Load(zip, out _))
+            Assert.Equal(hash, found.Teacher.ContentHash);
+
+        var beside = Path.Combine(moved, "model.zip"); // the model shipped beside its teacher
+        File.Move(zip, beside);
+        using (var found = (SoftPromptTransformer)new MLContext().Model.LoadWithTeacherSearch(beside, out _))
+            Assert.Equal(hash, found.Teacher.ContentHash);
     }
 
     private static string Flatten(Exception e) => e.InnerException is null ? e.Message : e.Message + " | " + Flatten(e.InnerException);

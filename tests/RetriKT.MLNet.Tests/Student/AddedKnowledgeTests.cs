@@ -92,18 +92,12 @@ public class AddedKnowledgeTests
         Assert.NotEqual(student.PredictBatch(probe), grown.PredictBatch(probe));
 
         // Saved and loaded, the grown model keeps its store and predicts the same.
-        string path = Path.Combine(Path.GetTempPath(), $"grown-{Guid.NewGuid():N}.zip");
-        try
-        {
-            ml.Model.Save(grown, null, path);
-            using var loaded = (RetrievalClassifierTransformer)ml.Model.Load(path, out _);
-            Assert.Equal(before + 200, loaded.Store.Count);
-            Assert.Equal(grown.PredictBatch(probe), loaded.PredictBatch(probe));
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var temp = new TempDir();
+        string path = temp.File("grown.zip");
+        ml.Model.Save(grown, null, path);
+        using var loaded = (RetrievalClassifierTransformer)ml.Model.Load(path, out _);
+        Assert.Equal(before + 200, loaded.Store.Count);
+        Assert.Equal(grown.PredictBatch(probe), loaded.PredictBatch(probe));
     }
 
     [SharedDataFact]
@@ -146,36 +140,23 @@ public class AddedKnowledgeTests
             Assert.NotEqual(head.PredictBatch(probe), termsAlone.PredictBatch(probe));
 
         // Saved and loaded, the index and its k come back.
-        string path = Path.Combine(Path.GetTempPath(), $"grown-index-{Guid.NewGuid():N}.zip");
-        try
-        {
-            using (var withTerms = grown.WithRetrievalWeight(0.2, 0.3)) ml.Model.Save(withTerms, null, path);
-            using var loaded = (RetrievalClassifierTransformer)ml.Model.Load(path, out _);
-            Assert.Equal(232, loaded.Model.Lexical!.Count);
-            Assert.Equal(16, loaded.Model.LexicalNeighborCount);
-            using var expected = grown.WithRetrievalWeight(0.2, 0.3);
-            Assert.Equal(expected.PredictBatch(probe), loaded.PredictBatch(probe));
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var temp = new TempDir();
+        string path = temp.File("grown-index.zip");
+        using (var withTerms = grown.WithRetrievalWeight(0.2, 0.3)) ml.Model.Save(withTerms, null, path);
+        using var loaded = (RetrievalClassifierTransformer)ml.Model.Load(path, out _);
+        Assert.Equal(232, loaded.Model.Lexical!.Count);
+        Assert.Equal(16, loaded.Model.LexicalNeighborCount);
+        using var expected = grown.WithRetrievalWeight(0.2, 0.3);
+        Assert.Equal(expected.PredictBatch(probe), loaded.PredictBatch(probe));
 
         // A model saved without its store's texts cannot index its old entries: it grows by embedding only.
         var (ml2, bare) = TrainTiny(saveStoreTexts: false, termMatchNeighbors: 16);
-        string barePath = Path.Combine(Path.GetTempPath(), $"bare-index-{Guid.NewGuid():N}.zip");
-        try
-        {
-            using (bare) ml2.Model.Save(bare, null, barePath);
-            using var loaded = (RetrievalClassifierTransformer)ml2.Model.Load(barePath, out _);
-            using var grownBare = loaded.WithAddedKnowledge(GlueRows(loaded.LabelNames, 200), termMatchNeighbors: 16);
-            Assert.Null(grownBare.Model.Lexical);
-            Assert.Equal(232, grownBare.Store.Count);
-        }
-        finally
-        {
-            File.Delete(barePath);
-        }
+        string barePath = temp.File("bare-index.zip");
+        using (bare) ml2.Model.Save(bare, null, barePath);
+        using var loadedBare = (RetrievalClassifierTransformer)ml2.Model.Load(barePath, out _);
+        using var grownBare = loadedBare.WithAddedKnowledge(GlueRows(loadedBare.LabelNames, 200), termMatchNeighbors: 16);
+        Assert.Null(grownBare.Model.Lexical);
+        Assert.Equal(232, grownBare.Store.Count);
     }
 
     [SharedDataFact]
@@ -315,19 +296,13 @@ public class AddedKnowledgeTests
 
         // A model saved without its store's texts cannot rebuild its term index over the added entries.
         var (ml, bare) = TrainTiny(saveStoreTexts: false);
-        string path = Path.Combine(Path.GetTempPath(), $"bare-{Guid.NewGuid():N}.zip");
-        try
-        {
-            using (bare) ml.Model.Save(bare, null, path);
-            using var loaded = (RetrievalClassifierTransformer)ml.Model.Load(path, out _);
-            var error = Assert.Throws<InvalidOperationException>(() => loaded.WithAddedKnowledge(GlueRows(loaded.LabelNames, 5)));
-            Assert.Equal("The model's store entry 0 has no text (the model was saved without the store's texts), so its term-match index " +
-                         "cannot be built again over the added entries.", error.Message);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var temp = new TempDir();
+        string path = temp.File("bare.zip");
+        using (bare) ml.Model.Save(bare, null, path);
+        using var loaded = (RetrievalClassifierTransformer)ml.Model.Load(path, out _);
+        var error = Assert.Throws<InvalidOperationException>(() => loaded.WithAddedKnowledge(GlueRows(loaded.LabelNames, 5)));
+        Assert.Equal("The model's store entry 0 has no text (the model was saved without the store's texts), so its term-match index " +
+                     "cannot be built again over the added entries.", error.Message);
     }
 
     private sealed class FloatTolerance(float tolerance) : IEqualityComparer<float>

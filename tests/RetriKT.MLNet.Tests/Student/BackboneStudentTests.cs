@@ -97,28 +97,22 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
         var ml = fixture.MlContext;
         var rows = OfficialDev(24);
         var input = ml.Data.LoadFromEnumerable(rows);
-        var path = Path.Combine(Path.GetTempPath(), $"retrikt-minilm-{Guid.NewGuid():N}.zip");
-        try
-        {
-            ml.Model.Save(fixture.Model, input.Schema, path);
-            using (var zip = ZipFile.OpenRead(path))
-                Assert.True(zip.Entries.Single(e => e.FullName.EndsWith("Backbone.bin", StringComparison.Ordinal)).Length > 90_000_000);
-            var loaded = ml.Model.Load(path, out _);
-            var student = ((IEnumerable<ITransformer>)loaded).OfType<RetrievalClassifierTransformer>().Single();
-            Assert.Equal(fixture.Student.Backbone, student.Backbone);
-            Assert.Equal(fixture.Student.ParameterCount, student.ParameterCount);
-            Assert.Equal(fixture.Student.RetrievalWeight, student.RetrievalWeight);
-            var expected = fixture.Model.Transform(input).GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
-            var actual = loaded.Transform(input).GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
-            Assert.Equal(rows.Count, actual.Count);
-            for (int i = 0; i < rows.Count; i++)
-                for (int k = 0; k < expected[i].Length; k++)
-                    Assert.True(Math.Abs(expected[i][k] - actual[i][k]) <= 1e-5, $"row {i} label {k}: {expected[i][k]} trained, {actual[i][k]} loaded");
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var temp = new TempDir();
+        var path = temp.File("retrikt-minilm.zip");
+        ml.Model.Save(fixture.Model, input.Schema, path);
+        using (var zip = ZipFile.OpenRead(path))
+            Assert.True(zip.Entries.Single(e => e.FullName.EndsWith("Backbone.bin", StringComparison.Ordinal)).Length > 90_000_000);
+        var loaded = ml.Model.Load(path, out _);
+        var student = ((IEnumerable<ITransformer>)loaded).OfType<RetrievalClassifierTransformer>().Single();
+        Assert.Equal(fixture.Student.Backbone, student.Backbone);
+        Assert.Equal(fixture.Student.ParameterCount, student.ParameterCount);
+        Assert.Equal(fixture.Student.RetrievalWeight, student.RetrievalWeight);
+        var expected = fixture.Model.Transform(input).GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
+        var actual = loaded.Transform(input).GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
+        Assert.Equal(rows.Count, actual.Count);
+        for (int i = 0; i < rows.Count; i++)
+            for (int k = 0; k < expected[i].Length; k++)
+                Assert.True(Math.Abs(expected[i][k] - actual[i][k]) <= 1e-5, $"row {i} label {k}: {expected[i][k]} trained, {actual[i][k]} loaded");
     }
 
     [SharedDataFact]
@@ -149,21 +143,15 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
 
         // Saved with the tuned weights: the loaded model scores the same.
         var input = ml.Data.LoadFromEnumerable(OfficialDev(8));
-        var path = Path.Combine(Path.GetTempPath(), $"retrikt-minilm-tuned-{Guid.NewGuid():N}.zip");
-        try
-        {
-            ml.Model.Save(model, input.Schema, path);
-            var loaded = ml.Model.Load(path, out _);
-            Assert.Equal(student.Backbone, ((IEnumerable<ITransformer>)loaded).OfType<RetrievalClassifierTransformer>().Single().Backbone);
-            var expected = model.Transform(input).GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
-            var actual = loaded.Transform(input).GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
-            for (int i = 0; i < expected.Count; i++)
-                for (int k = 0; k < expected[i].Length; k++) Assert.Equal(expected[i][k], actual[i][k], 5);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var temp = new TempDir();
+        var path = temp.File("retrikt-minilm-tuned.zip");
+        ml.Model.Save(model, input.Schema, path);
+        var loaded = ml.Model.Load(path, out _);
+        Assert.Equal(student.Backbone, ((IEnumerable<ITransformer>)loaded).OfType<RetrievalClassifierTransformer>().Single().Backbone);
+        var expected = model.Transform(input).GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
+        var actual = loaded.Transform(input).GetColumn<VBuffer<float>>("Score").Select(v => v.DenseValues().ToArray()).ToList();
+        for (int i = 0; i < expected.Count; i++)
+            for (int k = 0; k < expected[i].Length; k++) Assert.Equal(expected[i][k], actual[i][k], 5);
     }
 
     [SharedDataFact]
@@ -174,27 +162,20 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
         var rows = OfficialDev(6);
         var texts = rows.Select(r => r.Text).ToList();
         var expected = fixture.Student.PredictBatch(texts);
-        var folder = Directory.CreateTempSubdirectory("retrikt-minilm-runtime-only-");
-        try
+        using var folder = new TempDir("retrikt-minilm-runtime-only-");
+        var modelPath = Path.Combine(folder.Path, "model.zip");
+        ml.Model.Save(fixture.Student, ml.Data.LoadFromEnumerable(rows).Schema, modelPath);
+        var textsPath = Path.Combine(folder.Path, "texts.txt");
+        File.WriteAllLines(textsPath, texts);
+        var (code, output, error) = ChildProcess.RunApp("RetriKT.MLNet.RuntimeOnly.dll", [modelPath, textsPath], timeoutSeconds: 300);
+        Assert.True(code == 0, $"runtime-only app exited with {code}: {error}");
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.Equal(texts.Count, lines.Length);
+        for (int i = 0; i < texts.Count; i++)
         {
-            var modelPath = Path.Combine(folder.FullName, "model.zip");
-            ml.Model.Save(fixture.Student, ml.Data.LoadFromEnumerable(rows).Schema, modelPath);
-            var textsPath = Path.Combine(folder.FullName, "texts.txt");
-            File.WriteAllLines(textsPath, texts);
-            var (code, output, error) = ChildProcess.RunApp("RetriKT.MLNet.RuntimeOnly.dll", [modelPath, textsPath], timeoutSeconds: 300);
-            Assert.True(code == 0, $"runtime-only app exited with {code}: {error}");
-            var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            Assert.Equal(texts.Count, lines.Length);
-            for (int i = 0; i < texts.Count; i++)
-            {
-                var scores = lines[i].Split(' ').Select(v => float.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
-                for (int k = 0; k < scores.Length; k++)
-                    Assert.True(Math.Abs(expected[i][k] - scores[k]) <= 1e-5, $"row {i} label {k}: training process {expected[i][k]} vs runtime-only app {scores[k]}");
-            }
-        }
-        finally
-        {
-            folder.Delete(recursive: true);
+            var scores = lines[i].Split(' ').Select(v => float.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+            for (int k = 0; k < scores.Length; k++)
+                Assert.True(Math.Abs(expected[i][k] - scores[k]) <= 1e-5, $"row {i} label {k}: training process {expected[i][k]} vs runtime-only app {scores[k]}");
         }
     }
 
@@ -203,29 +184,23 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
     {
         var ml = fixture.MlContext;
         var input = ml.Data.LoadFromEnumerable(OfficialDev(2));
-        var path = Path.Combine(Path.GetTempPath(), $"retrikt-minilm-damaged-{Guid.NewGuid():N}.zip");
-        try
+        using var temp = new TempDir();
+        var path = temp.File("retrikt-minilm-damaged.zip");
+        ml.Model.Save(fixture.Model, input.Schema, path);
+        using (var zip = ZipFile.Open(path, ZipArchiveMode.Update))
         {
-            ml.Model.Save(fixture.Model, input.Schema, path);
-            using (var zip = ZipFile.Open(path, ZipArchiveMode.Update))
-            {
-                var entry = zip.Entries.Single(e => e.FullName.EndsWith("Backbone.bin", StringComparison.Ordinal));
-                byte[] bytes;
-                using (var read = entry.Open()) { using var buffer = new MemoryStream(); read.CopyTo(buffer); bytes = buffer.ToArray(); }
-                bytes[bytes.Length / 2] ^= 0x40; // one bit of one weight
-                string name = entry.FullName;
-                entry.Delete();
-                using var write = zip.CreateEntry(name).Open();
-                write.Write(bytes);
-            }
-            var error = Assert.Throws<InvalidDataException>(() => ml.Model.LoadVerified(path, out _));
-            Assert.Contains("Backbone.bin' is damaged or was modified", error.Message);
-            Assert.True(error.Message.All(c => !char.IsControl(c)), error.Message);
+            var entry = zip.Entries.Single(e => e.FullName.EndsWith("Backbone.bin", StringComparison.Ordinal));
+            byte[] bytes;
+            using (var read = entry.Open()) { using var buffer = new MemoryStream(); read.CopyTo(buffer); bytes = buffer.ToArray(); }
+            bytes[bytes.Length / 2] ^= 0x40; // one bit of one weight
+            string name = entry.FullName;
+            entry.Delete();
+            using var write = zip.CreateEntry(name).Open();
+            write.Write(bytes);
         }
-        finally
-        {
-            File.Delete(path);
-        }
+        var error = Assert.Throws<InvalidDataException>(() => ml.Model.LoadVerified(path, out _));
+        Assert.Contains("Backbone.bin' is damaged or was modified", error.Message);
+        Assert.True(error.Message.All(c => !char.IsControl(c)), error.Message);
     }
 
     [SharedDataFact]

@@ -39,28 +39,24 @@ public class RuntimeOnlyServingTests
         texts.Add("an unseen zzz word");
         var expected = student.PredictBatch(texts);
 
-        var folder = Directory.CreateTempSubdirectory("retrikt-runtime-only-");
-        try
-        {
-            var modelPath = Path.Combine(folder.FullName, "model.zip");
-            ml.Model.Save(student, data.Schema, modelPath);
-            var textsPath = Path.Combine(folder.FullName, "texts.txt");
-            File.WriteAllLines(textsPath, texts);
+        using var folder = new TempDir("retrikt-runtime-only-");
+        var modelPath = Path.Combine(folder.Path, "model.zip");
+        ml.Model.Save(student, data.Schema, modelPath);
+        var textsPath = Path.Combine(folder.Path, "texts.txt");
+        File.WriteAllLines(textsPath, texts);
 
-            var (code, output, error) = ChildProcess.RunApp(App, [modelPath, textsPath], timeoutSeconds: 120);
-            Assert.True(code == 0, $"runtime-only app exited with {code}: {error}");
-            var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            Assert.Equal(texts.Count, lines.Length);
-            for (int i = 0; i < texts.Count; i++)
-            {
-                var scores = lines[i].Split(' ').Select(s => float.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-                Assert.Equal(student.LabelNames.Count, scores.Length);
-                for (int k = 0; k < scores.Length; k++)
-                    Assert.True(Math.Abs(expected[i][k] - scores[k]) <= 1e-5,
-                        $"row {i} '{texts[i]}', label {k}: training process {expected[i][k]} vs runtime-only app {scores[k]}");
-            }
+        var (code, output, error) = ChildProcess.RunApp(App, [modelPath, textsPath], timeoutSeconds: 120);
+        Assert.True(code == 0, $"runtime-only app exited with {code}: {error}");
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.Equal(texts.Count, lines.Length);
+        for (int i = 0; i < texts.Count; i++)
+        {
+            var scores = lines[i].Split(' ').Select(s => float.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+            Assert.Equal(student.LabelNames.Count, scores.Length);
+            for (int k = 0; k < scores.Length; k++)
+                Assert.True(Math.Abs(expected[i][k] - scores[k]) <= 1e-5,
+                    $"row {i} '{texts[i]}', label {k}: training process {expected[i][k]} vs runtime-only app {scores[k]}");
         }
-        finally { folder.Delete(recursive: true); }
     }
 
     [Fact]

@@ -13,12 +13,10 @@ namespace RetriKT.MLNet.Tests.Student;
 /// </summary>
 public sealed class TeacherTokenEmbeddingsTests : IDisposable
 {
-    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-teacher-vocab-").FullName;
+    private readonly TempDir _folder = new("retrikt-teacher-vocab-");
+    private string Temp => _folder.Path;
 
-    public void Dispose()
-    {
-        try { Directory.Delete(_temp, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-    }
+    public void Dispose() => _folder.Dispose();
 
     private static TeacherModel Stories() => TeacherModel.Load(SharedData.Path("models", "llama2c-stories260K", "stories260K.bin"));
 
@@ -26,7 +24,7 @@ public sealed class TeacherTokenEmbeddingsTests : IDisposable
     public void ExportTurnsTheTeachersTokensIntoWordPiecesWithTheirEmbeddings()
     {
         using var teacher = Stories();
-        var folder = Path.Combine(_temp, "stories");
+        var folder = Path.Combine(Temp, "stories");
         var files = TeacherTokenVocabulary.Export(teacher, folder);
 
         var tokens = File.ReadAllLines(files.VocabularyPath);
@@ -63,12 +61,12 @@ public sealed class TeacherTokenEmbeddingsTests : IDisposable
         for (int j = 0; j < width; j++) Assert.Equal(expected[j], actual[j], 1e-5);
 
         // Two exports racing into one folder (two harness lanes) both end with the same complete export, no leftovers.
-        var raced = Path.Combine(_temp, "raced");
+        var raced = Path.Combine(Temp, "raced");
         var both = new[] { Task.Run(() => TeacherTokenVocabulary.Export(teacher, raced)), Task.Run(() => TeacherTokenVocabulary.Export(teacher, raced)) };
         Task.WaitAll(both);
         Assert.Equal(both[0].Result, both[1].Result);
         Assert.Equal(tokens, File.ReadAllLines(both[0].Result.VocabularyPath));
-        Assert.Empty(Directory.GetDirectories(_temp, "raced.tmp-*"));
+        Assert.Empty(Directory.GetDirectories(Temp, "raced.tmp-*"));
 
         // A second export of the same teacher reuses the folder; another teacher's export there fails naming both.
         Assert.Equal(files, TeacherTokenVocabulary.Export(teacher, folder));
@@ -82,7 +80,7 @@ public sealed class TeacherTokenEmbeddingsTests : IDisposable
     public void StudentOnFactoredTeacherEmbeddingsRoundTripsThroughModelZip()
     {
         using var teacher = Stories();
-        var files = TeacherTokenVocabulary.Export(teacher, Path.Combine(_temp, "stories"));
+        var files = TeacherTokenVocabulary.Export(teacher, Path.Combine(Temp, "stories"));
         var ml = new MLContext(seed: 1);
         var rows = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "train.tsv"));
         const int rank = 8, hidden = 32, maxLength = 48;
@@ -99,7 +97,7 @@ public sealed class TeacherTokenEmbeddingsTests : IDisposable
             // The factored table is what the student holds and counts: V·r + r·H, not V·H.
             Assert.Equal((long)files.Count * rank + rank * hidden + (maxLength + 2L) * hidden, student.EmbeddingParameterCount);
 
-            var path = Path.Combine(_temp, "model.zip");
+            var path = Path.Combine(Temp, "model.zip");
             ml.Model.Save(model, ml.Data.LoadFromEnumerable(rows).Schema, path);
             var loaded = ml.Model.Load(path, out _);
             var reloaded = ((IEnumerable<ITransformer>)loaded).OfType<RetrievalClassifierTransformer>().Single();
@@ -124,7 +122,7 @@ public sealed class TeacherTokenEmbeddingsTests : IDisposable
     public void TokenEmbeddingsThatDoNotFitTheVocabularyFailNamingTheFile()
     {
         using var teacher = Stories();
-        var files = TeacherTokenVocabulary.Export(teacher, Path.Combine(_temp, "stories"));
+        var files = TeacherTokenVocabulary.Export(teacher, Path.Combine(Temp, "stories"));
         var ml = new MLContext(seed: 1);
         var data = ml.Transforms.Conversion.MapValueToKey("Label").Fit(TestData.Sst2Train(ml)).Transform(TestData.Sst2Train(ml));
 
@@ -133,7 +131,7 @@ public sealed class TeacherTokenEmbeddingsTests : IDisposable
         Assert.Contains("needs VocabularyPath", noVocabulary.Message);
 
         // A vocabulary one token short of the vectors: the file and both counts are named.
-        var shortVocabulary = Path.Combine(_temp, "short-vocab.txt");
+        var shortVocabulary = Path.Combine(Temp, "short-vocab.txt");
         File.WriteAllLines(shortVocabulary, File.ReadAllLines(files.VocabularyPath)[..^1]);
         var mismatch = Assert.Throws<InvalidDataException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
         {

@@ -2,6 +2,7 @@ using System.IO.Compression;
 using Microsoft.ML;
 using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Tests.Infrastructure;
 using TorchSharp;
 
 namespace RetriKT.MLNet.Tests.Student;
@@ -81,15 +82,9 @@ public class TemperatureStoredOnceTests
     /// <summary>model.zip written and read back in a fresh context, as a server would.</summary>
     private static RetrievalClassifierTransformer SaveAndLoad(MLContext ml, RetrievalClassifierTransformer model, DataViewSchema schema)
     {
-        var path = Path.Combine(Path.GetTempPath(), $"retrikt-tau-{Guid.NewGuid():N}.zip");
-        try
-        {
-            ml.Model.Save(model, schema, path);
-            return (RetrievalClassifierTransformer)new MLContext().Model.Load(path, out _);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+        using var temp = new TempDir();
+        var path = temp.File("retrikt-tau.zip");
+        ml.Model.Save(model, schema, path);
+        return (RetrievalClassifierTransformer)new MLContext().Model.Load(path, out _);
     }
 }

@@ -12,13 +12,14 @@ namespace RetriKT.MLNet.Tests.Teacher;
 /// </summary>
 public sealed class PretrainingResumeTests : IDisposable
 {
-    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-resume-").FullName;
+    private readonly TempDir _folder = new("retrikt-resume-");
+    private string Temp => _folder.Path;
 
-    public void Dispose() => Directory.Delete(_temp, recursive: true);
+    public void Dispose() => _folder.Dispose();
 
     private (TeacherModel Model, int[] Tokens) Fresh(List<string> texts)
     {
-        var tokenizerDir = Path.Combine(_temp, "tok");
+        var tokenizerDir = Path.Combine(Temp, "tok");
         var tokenizer = Directory.Exists(tokenizerDir) ? TeacherTokenizer.Load(tokenizerDir) : ByteLevelBpeTrainer.Train(texts.Take(60), 400, tokenizerDir);
         var config = new TeacherConfig { ModelType = "llama", VocabSize = 400, HiddenSize = 32, IntermediateSize = 64, NumLayers = 1, NumHeads = 2,
             NumKeyValueHeads = 2, HeadDim = 16, MaxPositions = 64, TieWordEmbeddings = true, BosTokenId = tokenizer.BosId, EosTokenIds = [tokenizer.EosId!.Value] };
@@ -42,7 +43,7 @@ public sealed class PretrainingResumeTests : IDisposable
             string expected = reference.ContentHash;
 
             // Cancelled after step 6 (checkpoint at step 4), then resumed by a new process-like run with a fresh model.
-            var dir = Path.Combine(_temp, "ckpt");
+            var dir = Path.Combine(Temp, "ckpt");
             var (first, _) = Fresh(texts);
             using (first)
             {
@@ -124,7 +125,7 @@ public sealed class PretrainingResumeTests : IDisposable
             Assert.Equal(dropped.ScoreContinuations(prefixes, continuations), dropped.ScoreContinuations(prefixes, continuations));
 
             // The masks come from the seed and the step: a killed run resumes to the very same weights.
-            var dir = Path.Combine(_temp, "ckpt-dropout");
+            var dir = Path.Combine(Temp, "ckpt-dropout");
             var (first, _) = Fresh(texts);
             using (first)
             {

@@ -9,15 +9,16 @@ namespace RetriKT.MLNet.Tests.Teacher;
 /// <summary>Checkpoint round trips and every bad-input path: each a clear exception naming the file, tensor or field.</summary>
 public sealed class TeacherLoadingTests : IDisposable
 {
-    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-teacher-").FullName;
+    private readonly TempDir _folder = new("retrikt-teacher-");
+    private string Temp => _folder.Path;
 
-    public void Dispose() => Directory.Delete(_temp, recursive: true);
+    public void Dispose() => _folder.Dispose();
 
     private static string Models(params string[] p) => TeacherGoldenTests.Models(p);
 
     private string CopyDir(string source, string name)
     {
-        var target = Path.Combine(_temp, name);
+        var target = Path.Combine(Temp, name);
         Directory.CreateDirectory(target);
         foreach (var f in Directory.GetFiles(source)) File.Copy(f, Path.Combine(target, Path.GetFileName(f)));
         foreach (var f in Directory.GetFiles(target)) File.SetAttributes(f, FileAttributes.Normal);
@@ -35,7 +36,7 @@ public sealed class TeacherLoadingTests : IDisposable
     public void SavedCheckpointRoundTripsWeightsTokenizerAndHash()
     {
         using var original = TeacherModel.Load(Models("llama2c-stories260K", "stories260K.bin"));
-        var dir = Path.Combine(_temp, "saved");
+        var dir = Path.Combine(Temp, "saved");
         original.SaveCheckpoint(dir);
         Assert.True(File.Exists(Path.Combine(dir, "config.json")));
         Assert.True(File.Exists(Path.Combine(dir, "tokenizer.bin")));
@@ -62,7 +63,7 @@ public sealed class TeacherLoadingTests : IDisposable
     public void ShardedSafetensorsIndexLoadsLikeASingleFile()
     {
         using var single = TeacherModel.Load(Models("llama2c-stories260K-hf"));
-        var dir = Path.Combine(_temp, "sharded");
+        var dir = Path.Combine(Temp, "sharded");
         Directory.CreateDirectory(dir);
         File.Copy(Models("llama2c-stories260K-hf", "config.json"), Path.Combine(dir, "config.json"));
         var named = single.NamedParameters().ToList();
@@ -86,10 +87,10 @@ public sealed class TeacherLoadingTests : IDisposable
     [SharedDataFact]
     public void MissingAndTruncatedFilesAreNamed()
     {
-        var missing = Path.Combine(_temp, "nope.bin");
+        var missing = Path.Combine(Temp, "nope.bin");
         Assert.Contains("nope.bin", Assert.Throws<FileNotFoundException>(() => TeacherModel.Load(missing)).Message);
 
-        var bin = Path.Combine(_temp, "stories260K.bin");
+        var bin = Path.Combine(Temp, "stories260K.bin");
         var bytes = File.ReadAllBytes(Models("llama2c-stories260K", "stories260K.bin"));
         File.WriteAllBytes(bin, bytes.AsSpan(0, bytes.Length - 1000).ToArray());
         var e = Assert.Throws<InvalidDataException>(() => TeacherModel.Load(bin));
@@ -177,7 +178,7 @@ public sealed class TeacherLoadingTests : IDisposable
     [Fact]
     public void ConfigReadsLlamaVariantsAndNamesUnsupportedFields()
     {
-        var path = Path.Combine(_temp, "config.json");
+        var path = Path.Combine(Temp, "config.json");
         File.WriteAllText(path, """
             {"model_type":"qwen2","vocab_size":1000,"hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
              "num_attention_heads":4,"num_key_value_heads":2,"max_position_embeddings":256,"rms_norm_eps":1e-6,
@@ -227,7 +228,7 @@ public sealed class TeacherLoadingTests : IDisposable
             Assert.Equal(full.Sequences[0].TokenIds, cached.Sequences[0].TokenIds);
             Assert.Equal(full.Sequences[1].TokenIds, cached.Sequences[1].TokenIds);
 
-            var dir = Path.Combine(_temp, config.ModelType);
+            var dir = Path.Combine(Temp, config.ModelType);
             model.SaveCheckpoint(dir);
             using var back = TeacherModel.Load(dir);
             Assert.Equal(model.ContentHash, back.ContentHash);

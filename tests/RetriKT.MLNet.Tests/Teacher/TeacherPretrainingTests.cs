@@ -8,9 +8,10 @@ namespace RetriKT.MLNet.Tests.Teacher;
 /// <summary>Building a teacher from scratch on real unlabeled text: BPE tokenizer, pretraining, checkpoints, progress, cancellation.</summary>
 public sealed class TeacherPretrainingTests : IDisposable
 {
-    private readonly string _temp = Directory.CreateTempSubdirectory("retrikt-pretrain-").FullName;
+    private readonly TempDir _folder = new("retrikt-pretrain-");
+    private string Temp => _folder.Path;
 
-    public void Dispose() => Directory.Delete(_temp, recursive: true);
+    public void Dispose() => _folder.Dispose();
 
     internal static List<string> Reviews(int count) =>
         File.ReadLines(SharedData.Path("data", "corpora", "movie-reviews-polarity-v2", "part-000.txt")).Take(count).ToList();
@@ -19,7 +20,7 @@ public sealed class TeacherPretrainingTests : IDisposable
     public void ByteLevelBpeTrainerLearnsMergesAndEncodesEverythingLosslessly()
     {
         var texts = Reviews(150);
-        var tokenizer = ByteLevelBpeTrainer.Train(texts, 600, Path.Combine(_temp, "bpe"));
+        var tokenizer = ByteLevelBpeTrainer.Train(texts, 600, Path.Combine(Temp, "bpe"));
         Assert.Equal(600, tokenizer.VocabSize);
         Assert.Equal(599, tokenizer.EosId);
         var sample = texts[3];
@@ -29,8 +30,8 @@ public sealed class TeacherPretrainingTests : IDisposable
         const string unseen = "Zürich 🦙 naïve — 42!";
         Assert.Equal(unseen, tokenizer.Decode(tokenizer.Encode(unseen)));
         // Deterministic: the same corpus gives the same files.
-        var again = ByteLevelBpeTrainer.Train(texts, 600, Path.Combine(_temp, "bpe2"));
-        Assert.Equal(File.ReadAllText(Path.Combine(_temp, "bpe", "merges.txt")), File.ReadAllText(Path.Combine(_temp, "bpe2", "merges.txt")));
+        var again = ByteLevelBpeTrainer.Train(texts, 600, Path.Combine(Temp, "bpe2"));
+        Assert.Equal(File.ReadAllText(Path.Combine(Temp, "bpe", "merges.txt")), File.ReadAllText(Path.Combine(Temp, "bpe2", "merges.txt")));
         Assert.Equal(ids, again.Encode(sample));
     }
 
@@ -38,7 +39,7 @@ public sealed class TeacherPretrainingTests : IDisposable
     public void PretrainingFromScratchLowersTheLossAndWritesALoadableCheckpoint()
     {
         var texts = Reviews(200);
-        var tokenizer = ByteLevelBpeTrainer.Train(texts.Take(100), 512, Path.Combine(_temp, "tok"));
+        var tokenizer = ByteLevelBpeTrainer.Train(texts.Take(100), 512, Path.Combine(Temp, "tok"));
         var config = new TeacherConfig { ModelType = "llama", VocabSize = 512, HiddenSize = 64, IntermediateSize = 128, NumLayers = 2, NumHeads = 4,
             NumKeyValueHeads = 2, HeadDim = 16, MaxPositions = 128, TieWordEmbeddings = true, BosTokenId = tokenizer.BosId, EosTokenIds = [tokenizer.EosId!.Value] };
         using var model = TeacherModel.Create(config, tokenizer, seed: 1);
@@ -46,7 +47,7 @@ public sealed class TeacherPretrainingTests : IDisposable
         var hashBefore = model.ContentHash;
 
         var reports = new List<TrainingProgress>();
-        var checkpoint = Path.Combine(_temp, "ckpt");
+        var checkpoint = Path.Combine(Temp, "ckpt");
         var trainer = new TeacherPretrainer(new MLContext(seed: 1), new TeacherPretrainerOptions
         {
             Steps = 60, BatchSize = 8, SequenceLength = 64, LearningRate = 3e-3, WarmupSteps = 10, CheckpointDirectory = checkpoint, CheckpointEvery = 30,
@@ -70,7 +71,7 @@ public sealed class TeacherPretrainingTests : IDisposable
     public void Gpt2FromScratchTrainsAndCancellationStopsIt()
     {
         var texts = Reviews(60);
-        var tokenizer = ByteLevelBpeTrainer.Train(texts, 300, Path.Combine(_temp, "tok"));
+        var tokenizer = ByteLevelBpeTrainer.Train(texts, 300, Path.Combine(Temp, "tok"));
         var config = new TeacherConfig { ModelType = "gpt2", VocabSize = 300, HiddenSize = 32, IntermediateSize = 128, NumLayers = 2, NumHeads = 2,
             NumKeyValueHeads = 2, HeadDim = 16, MaxPositions = 64, Activation = "gelu_new", QkvBias = true, OutputProjectionBias = true, MlpBias = true };
         using var model = TeacherModel.Create(config, tokenizer, seed: 2);
