@@ -16,7 +16,8 @@ public static class Cli
           --data <dir>        data folder (default: <repo>/../shared/data)
           --tasks <list>      comma-separated: SST-2,MRPC,RTE,CB,BoolQ (default: all five)
           --seeds <list>      LM-BFF seeds (default: 13,21,42,87,100; FewGLUE tasks have one split)
-          --rows <list>       majority,fewshot-student,teacher-prompted,retrikt,retrikt-ppo (default: all)
+          --rows <list>       e.g. majority,fewshot-student,teacher-prompted,retrikt,retrikt-ppo (default: every row of
+                              the table; README.md lists the rows, and those run on request only)
           --teacher <path>    use this teacher (HF folder or llama2.c .bin) for every task instead of building one per task
           --cache <dir>       where built teachers are cached (default: ~/.cache/retrikt)
           --shipped-teachers <dir>  finished teachers committed with the repository, used before building one
@@ -28,6 +29,7 @@ public static class Cli
           --teacher-steps-b2 <n> steps of a continuation of stage B on the same data (default 0)
           --teacher-dropout <p>  dropout during stage B and its continuation (default 0)
           --teacher-corpus-parts <n> stage-A part files per corpus, 0 = all (default 0)
+          --teacher-label-first <p>  share of stage B's rows also rendered label first (default 0)
           --ppo-steps <n>     PPO iterations of the retrikt-ppo row (default 20)
           --ppo-rate <r>      PPO's Adam rate in the retrikt-ppo row (default 0.03; halved by the trust region after an overshoot)
           --ppo-rollouts <n>  rollouts per PPO iteration in the retrikt-ppo row (default 64)

@@ -46,6 +46,10 @@ public static class RetriKTTrainingCatalog
     /// <paramref name="softPrompts"/>, each with the teacher's soft label; the few-shot examples join with gold labels.
     /// Settings not named here take the defaults of <see cref="KnowledgeExtractorOptions"/>.
     /// </summary>
+    /// <param name="catalog">The RetriKT catalog of an MLContext (<c>mlContext.RetriKT()</c>).</param>
+    /// <param name="softPrompts">The tuned soft prompts (the fitted <see cref="SoftPromptPpoTrainer(RetriKTCatalog, SoftPromptPpoOptions)"/>), which hold the teacher.</param>
+    /// <param name="samplesPerLabel">Kept samples per label, after the filters.</param>
+    /// <param name="labelColumnName">Label column of the few-shot data passed to Fit.</param>
     public static KnowledgeExtractor KnowledgeExtractor(this RetriKTCatalog catalog, SoftPromptTransformer softPrompts,
         int samplesPerLabel = ExtractorDefaults.SamplesPerLabel, string labelColumnName = ExtractorDefaults.LabelColumnName)
         => new(Env(catalog), new KnowledgeExtractorOptions { SoftPrompts = softPrompts, SamplesPerLabel = samplesPerLabel, LabelColumnName = labelColumnName });

@@ -24,6 +24,11 @@ public sealed class RetriKTCatalog
     /// into WordPiece ids in <paramref name="outputColumnName"/>; the vocabulary is built from the training texts or
     /// loaded from <paramref name="vocabularyPath"/>.
     /// </summary>
+    /// <param name="outputColumnName">Output column of token ids (a known-size vector of <paramref name="maxLength"/>).</param>
+    /// <param name="inputColumnName">Text column to tokenize.</param>
+    /// <param name="secondInputColumnName">Second text column of sentence pairs, or null for single texts.</param>
+    /// <param name="maxLength">Tokens kept per row, special tokens included; longer rows are truncated.</param>
+    /// <param name="vocabularyPath">A WordPiece <c>vocab.txt</c> to use, or null to build one from the training texts.</param>
     public TextTokenizingEstimator TextTokenizer(string outputColumnName = TokenizerDefaults.OutputColumnName,
         string inputColumnName = TokenizerDefaults.InputColumnName, string? secondInputColumnName = null, int maxLength = TokenizerDefaults.MaxLength,
         string? vocabularyPath = null)
@@ -42,8 +47,13 @@ public sealed class RetriKTCatalog
     /// <summary>
     /// Retrieves, for each row's query embedding in <paramref name="inputColumnName"/>, the <paramref name="k"/> most
     /// similar entries of <paramref name="store"/> (which must have embeddings of the same dimension): columns
-    /// NeighborIds, NeighborSimilarities and NeighborSoftLabels. Exact search unless <paramref name="index"/> says HNSW.
+    /// NeighborIds, NeighborSimilarities and NeighborSoftLabels. By default (<see cref="RetrieverIndexKind.Auto"/>) exact
+    /// search below 12 Mi floats of embeddings and HNSW from there (docs/SEARCH.md); <paramref name="index"/> forces one.
     /// </summary>
+    /// <param name="store">The knowledge store to search; its entries must carry embeddings.</param>
+    /// <param name="inputColumnName">Column of query embeddings (a float vector of the store's dimension).</param>
+    /// <param name="k">Neighbours returned per row.</param>
+    /// <param name="index">Which index to build over the store's embeddings.</param>
     public KnowledgeRetrieverEstimator KnowledgeRetriever(KnowledgeStore store, string inputColumnName = RetrieverDefaults.InputColumnName,
         int k = RetrieverDefaults.K, RetrieverIndexKind index = RetrieverDefaults.Index)
         => new(Environment, store, new KnowledgeRetrieverEstimator.Options { InputColumnName = inputColumnName, K = k, Index = index });

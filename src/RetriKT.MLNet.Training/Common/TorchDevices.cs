@@ -54,7 +54,7 @@ public static class TorchDevices
         {
             throw new InvalidOperationException(
                 "TorchSharp's native backend could not be loaded. The application must reference a native package " +
-                "(TorchSharp-cpu, or TorchSharp-cuda-linux for CUDA) next to RetriKT.MLNet. On Linux with a libstdc++ older " +
+                "(TorchSharp-cpu, or TorchSharp-cuda-linux for CUDA) next to RetriKT.MLNet.Training. On Linux with a libstdc++ older " +
                 "than GCC 13 (Debian 12, Ubuntu 22.04), RetriKT.MLNet.Training's build targets mark GLIBCXX_3.4.32 weak in the copy of " +
                 "libLibTorchSharp.so in the output folder; check that the build printed 'RetriKT: marked GLIBCXX_3.4.32 weak' " +
                 "or that RetriKTPatchTorchSharpNative is not false. See docs/TROUBLESHOOTING.md. Cause: " + e.Message, e);

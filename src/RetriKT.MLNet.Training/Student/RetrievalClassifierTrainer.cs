@@ -12,7 +12,8 @@ namespace RetriKT.MLNet.Student;
 
 /// <summary>
 /// Trains RetriKT's deployed model: a tiny transformer encoder trained from scratch plus the knowledge store it
-/// retrieves from. Prediction = λ·p_knn + (1 − λ)·p_head (see docs/RETRIEVAL-CLASSIFIER.md).
+/// retrieves from. Prediction = (1 − λ − μ)·p_head + λ·p_knn + μ·p_terms, with λ, μ and the temperatures chosen on
+/// validation rows (see docs/RETRIEVAL-CLASSIFIER.md).
 /// Created by <c>mlContext.MulticlassClassification.Trainers.RetrievalClassifier(...)</c>.
 /// </summary>
 /// <remarks>
