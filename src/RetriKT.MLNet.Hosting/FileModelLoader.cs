@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Microsoft.ML;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Hosting;
 
@@ -121,8 +122,8 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
             catch (Exception ex)
             {
                 // One printable line: a damaged file must not put its bytes (or ML.NET's reflection layers) into the log.
-                Volatile.Write(ref _lastLoadError, LoadFailure.Describe(ex));
-                _logger.LogError("Model file '{Path}' could not be loaded; the previous model keeps serving: {Error}", _filePath, LoadFailure.Describe(ex));
+                Volatile.Write(ref _lastLoadError, ModelZip.Describe(ex));
+                _logger.LogError("Model file '{Path}' could not be loaded; the previous model keeps serving: {Error}", _filePath, ModelZip.Describe(ex));
                 _logger.LogDebug(ex, "Model file '{Path}': load failure details.", _filePath);
                 return;
             }
@@ -160,11 +161,13 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
         try
         {
             using var stream = new MemoryStream(bytes, writable: false);
+            ModelZip.Verify(stream, name: null);   // ML.NET does not check the zip's CRC: a damaged part would load as another model
+            stream.Position = 0;
             return _mlContext.Model.Load(stream, out _);
         }
         catch (Exception ex)
         {
-            throw new InvalidDataException($"Model file '{_filePath}' ({bytes.Length} bytes) is not a loadable ML.NET model: {LoadFailure.Describe(ex)}", ex);
+            throw new InvalidDataException($"Model file '{_filePath}' ({bytes.Length} bytes) is not a loadable ML.NET model: {ModelZip.Describe(ex)}", ex);
         }
     }
 

@@ -6,6 +6,8 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Primitives;
 using Microsoft.ML;
+using Microsoft.ML.Data;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Hosting;
 
@@ -261,7 +263,14 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 {
                     // Creating an engine binds TData/TPrediction to the model's schema: a mismatch throws here, not in a request.
                     var engine = generation.TryRent()!;
-                    generation.Return(engine);
+                    try
+                    {
+                        RequireOutputColumns(engine.OutputSchema);
+                    }
+                    finally
+                    {
+                        generation.Return(engine);
+                    }
                 }
                 catch
                 {
@@ -270,6 +279,19 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 }
             }
             return generation;
+        }
+
+        /// <summary>
+        /// ML.NET binds a <typeparamref name="TPrediction"/> member whose column the model lacks to nothing: it keeps its
+        /// default, and every answer would look valid (a label of null, no scores). Such a model does not fit.
+        /// </summary>
+        private static void RequireOutputColumns(DataViewSchema output)
+        {
+            foreach (var column in SchemaDefinition.Create(typeof(TPrediction), SchemaDefinition.Direction.Write))
+                if (output.GetColumnOrNull(column.ColumnName) is null)
+                    throw new InvalidOperationException(
+                        $"The model has no output column '{column.ColumnName}' for {typeof(TPrediction).Name}.{column.MemberName}; " +
+                        $"its columns are {string.Join(", ", output.Where(c => !c.IsHidden).Select(c => c.Name))}.");
         }
 
         private void Reload()
@@ -285,7 +307,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 }
                 catch (Exception ex)
                 {
-                    Volatile.Write(ref _reloadError, LoadFailure.Describe(ex));
+                    Volatile.Write(ref _reloadError, ModelZip.Describe(ex));
                     _pool._logger.LogError(ex, "Reloading model '{ModelName}' failed; generation {Generation} keeps serving.",
                         Name, _current.Number);
                     return;
@@ -298,7 +320,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 }
                 catch (Exception ex)
                 {
-                    Volatile.Write(ref _reloadError, $"the new model does not fit {typeof(TData).Name} -> {typeof(TPrediction).Name}: {LoadFailure.Describe(ex)}");
+                    Volatile.Write(ref _reloadError, $"the new model does not fit {typeof(TData).Name} -> {typeof(TPrediction).Name}: {ModelZip.Describe(ex)}");
                     _pool._logger.LogError(ex,
                         "The new model '{ModelName}' does not fit {TData} -> {TPrediction}; generation {Generation} keeps serving.",
                         Name, typeof(TData).Name, typeof(TPrediction).Name, _current.Number);

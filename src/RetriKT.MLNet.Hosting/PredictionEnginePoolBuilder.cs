@@ -62,8 +62,7 @@ public static class BuilderExtensions
         return builder.AddModel(modelName, (sp, ml) =>
         {
             var loader = new FileModelLoader(ml.MLContext, LoggerFor<FileModelLoader>(sp), ml.ReloadDebounce);
-            loader.Start(filePath, watchForChanges);
-            return loader;
+            return Started(loader, () => loader.Start(filePath, watchForChanges));
         });
     }
 
@@ -113,9 +112,26 @@ public static class BuilderExtensions
         return builder.AddModel(modelName, (sp, ml) =>
         {
             var loader = new UriModelLoader(ml.MLContext, LoggerFor<UriModelLoader>(sp), ml.HttpMessageHandlerFactory);
-            loader.Start(uri, period);
-            return loader;
+            return Started(loader, () => loader.Start(uri, period));
         });
+    }
+
+    /// <summary>
+    /// Runs <paramref name="start"/> and returns <paramref name="loader"/>; a loader that fails to start is disposed (its
+    /// watcher, timer or HTTP client), since the pool does not keep it and tries again with a new one on the next request.
+    /// </summary>
+    private static TLoader Started<TLoader>(TLoader loader, Action start) where TLoader : ModelLoader, IDisposable
+    {
+        try
+        {
+            start();
+            return loader;
+        }
+        catch
+        {
+            loader.Dispose();
+            throw;
+        }
     }
 
     /// <summary>

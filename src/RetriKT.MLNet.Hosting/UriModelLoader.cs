@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Microsoft.ML;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Hosting;
 
@@ -25,6 +26,8 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
     private byte[] _modelHash = [];
     private EntityTagHeaderValue? _etag;
     private DateTimeOffset? _lastModified;
+    /// <summary>Whether <see cref="_etag"/>/<see cref="_lastModified"/> describe the serving model (not a broken version).</summary>
+    private bool _validatorsAreServing;
     private Uri _uri = null!;
     private Task _polling = Task.CompletedTask;
     private int _disposed;
@@ -74,8 +77,8 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
                 catch (Exception ex)
                 {
                     // Until a version loads again (a 304 for the same broken version keeps the error).
-                    Volatile.Write(ref _lastLoadError, LoadFailure.Describe(ex));
-                    _logger.LogError(ex, "Checking model '{Uri}' for a new version failed; the current model keeps serving: {Error}", _uri, LoadFailure.Describe(ex));
+                    Volatile.Write(ref _lastLoadError, ModelZip.Describe(ex));
+                    _logger.LogError(ex, "Checking model '{Uri}' for a new version failed; the current model keeps serving: {Error}", _uri, ModelZip.Describe(ex));
                 }
             }
         }
@@ -94,7 +97,13 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
         if (_etag is not null) request.Headers.IfNoneMatch.Add(_etag);
         else if (_lastModified is not null) request.Headers.IfModifiedSince = _lastModified;
         using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
-        if (response.StatusCode == HttpStatusCode.NotModified) return false;
+        if (response.StatusCode == HttpStatusCode.NotModified)
+        {
+            // The serving version is still the published one: a failure since (a network error) no longer stands. A 304
+            // for a broken version's validators keeps its error.
+            if (_validatorsAreServing) Volatile.Write(ref _lastLoadError, null);
+            return false;
+        }
         if (!response.IsSuccessStatusCode)
             throw new HttpRequestException($"GET {_uri} answered {(int)response.StatusCode} {response.ReasonPhrase}.", null, response.StatusCode);
         var bytes = await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
@@ -105,12 +114,18 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
         {
             _etag = etag;
             _lastModified = lastModified;
-            return false;   // a server without validators sends the same bytes again
+            _validatorsAreServing = true;
+            // The same bytes again (a server without validators), or the serving model back after a broken version:
+            // either way the serving model is what the server publishes, so an earlier failure no longer stands.
+            Volatile.Write(ref _lastLoadError, null);
+            return false;
         }
         ITransformer model;
         try
         {
             using var stream = new MemoryStream(bytes, writable: false);
+            ModelZip.Verify(stream, name: null);   // ML.NET does not check the zip's CRC: a damaged part would load as another model
+            stream.Position = 0;
             model = _mlContext.Model.Load(stream, out _);
         }
         catch (Exception ex)
@@ -118,7 +133,8 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
             // Remember the validators anyway: the same broken version is not downloaded again every period.
             _etag = etag;
             _lastModified = lastModified;
-            throw new InvalidDataException($"Model '{_uri}' ({bytes.Length} bytes, ETag {etag}) is not a loadable ML.NET model: {LoadFailure.Describe(ex)}", ex);
+            _validatorsAreServing = false;
+            throw new InvalidDataException($"Model '{_uri}' ({bytes.Length} bytes, ETag {etag}) is not a loadable ML.NET model: {ModelZip.Describe(ex)}", ex);
         }
         lock (_reloadLock)
         {
@@ -127,6 +143,7 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
         _modelHash = hash;
         _etag = etag;
         _lastModified = lastModified;
+        _validatorsAreServing = true;
         _logger.LogInformation("Downloaded model '{Uri}' ({Bytes} bytes, ETag {ETag}).", _uri, bytes.Length, etag?.Tag ?? "none");
         if (etag is null && lastModified is null)
             _logger.LogWarning("Model '{Uri}' has neither ETag nor Last-Modified: every poll downloads it whole.", _uri);

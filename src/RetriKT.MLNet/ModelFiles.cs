@@ -1,7 +1,5 @@
-using System.IO.Compression;
-using System.Reflection;
-using System.Text;
 using Microsoft.ML;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet;
 
@@ -14,9 +12,6 @@ namespace RetriKT.MLNet;
 /// </summary>
 public static class ModelFiles
 {
-    /// <summary>Longest error message kept (a damaged part can make a parser echo kilobytes of binary).</summary>
-    private const int MaxMessageLength = 400;
-
     /// <summary>Verifies every entry of the model file at <paramref name="path"/>, then loads it.</summary>
     public static ITransformer LoadVerified(this ModelOperationsCatalog catalog, string path, out DataViewSchema inputSchema)
     {
@@ -47,44 +42,8 @@ public static class ModelFiles
     /// <summary>Checks that every entry of the zip in <paramref name="stream"/> decompresses to its recorded length and CRC-32.</summary>
     public static void Verify(Stream stream, string name)
     {
-        ArgumentNullException.ThrowIfNull(stream);
-        ZipArchive zip;
-        IReadOnlyList<ZipArchiveEntry> entries;
-        try
-        {
-            zip = new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true);
-            entries = zip.Entries; // the central directory is read here
-        }
-        catch (Exception e) when (e is InvalidDataException or IOException or ArgumentException)
-        {
-            throw new InvalidDataException($"{name}: not a readable model.zip ({OneLine(e.Message)})", e);
-        }
-        using (zip)
-        {
-            foreach (var entry in entries)
-            {
-                long length = 0;
-                uint crc = Crc32.Initial;
-                try
-                {
-                    using var data = entry.Open();
-                    var buffer = new byte[81920];
-                    for (int n; (n = data.Read(buffer)) > 0;)
-                    {
-                        crc = Crc32.Append(crc, buffer.AsSpan(0, n));
-                        length += n;
-                    }
-                }
-                catch (Exception e) when (e is InvalidDataException or IOException or NotSupportedException)
-                {
-                    throw new InvalidDataException($"{name}: part '{Printable(entry.FullName)}' cannot be read ({OneLine(e.Message)}).", e);
-                }
-                crc = Crc32.Finish(crc);
-                if (length != entry.Length || crc != entry.Crc32)
-                    throw new InvalidDataException($"{name}: part '{Printable(entry.FullName)}' is damaged or was modified: " +
-                        $"{length} bytes with CRC-32 {crc:x8}, expected {entry.Length} bytes with CRC-32 {entry.Crc32:x8}.");
-            }
-        }
+        ArgumentNullException.ThrowIfNull(name);
+        ModelZip.Verify(stream, name);
     }
 
     /// <summary>
@@ -94,51 +53,9 @@ public static class ModelFiles
     public static string Describe(Exception exception)
     {
         ArgumentNullException.ThrowIfNull(exception);
-        return OneLine(Innermost(exception).Message);
+        return ModelZip.Describe(exception);
     }
 
     /// <summary>The exception under reflection and aggregation wrappers.</summary>
-    public static Exception Innermost(Exception exception)
-    {
-        var e = exception;
-        while (e is TargetInvocationException or TypeInitializationException or AggregateException && e.InnerException is { } inner) e = inner;
-        return e;
-    }
-
-    private static string OneLine(string message)
-    {
-        var printable = Printable(message);
-        return printable.Length <= MaxMessageLength ? printable : printable[..(MaxMessageLength - 1)] + "…";
-    }
-
-    private static string Printable(string text)
-    {
-        var b = new StringBuilder(Math.Min(text.Length, MaxMessageLength * 2));
-        foreach (var c in text)
-        {
-            if (b.Length > MaxMessageLength * 2) break;
-            b.Append(c is '\n' or '\r' or '\t' ? ' ' : char.IsControl(c) || char.IsSurrogate(c) || c == '\uFFFD' ? '?' : c);
-        }
-        return b.ToString().Trim();
-    }
-
-    /// <summary>CRC-32 (IEEE, as in zip).</summary>
-    private static class Crc32
-    {
-        public const uint Initial = 0xFFFFFFFF;
-        private static readonly uint[] Table = Enumerable.Range(0, 256).Select(i =>
-        {
-            uint c = (uint)i;
-            for (int k = 0; k < 8; k++) c = (c & 1) != 0 ? 0xEDB88320 ^ (c >> 1) : c >> 1;
-            return c;
-        }).ToArray();
-
-        public static uint Append(uint crc, ReadOnlySpan<byte> bytes)
-        {
-            foreach (var b in bytes) crc = Table[(crc ^ b) & 0xFF] ^ (crc >> 8);
-            return crc;
-        }
-
-        public static uint Finish(uint crc) => crc ^ 0xFFFFFFFF;
-    }
+    public static Exception Innermost(Exception exception) => ModelZip.Innermost(exception);
 }

@@ -164,4 +164,27 @@ public class PoolSemanticsTests
         var error = Assert.Throws<FileNotFoundException>(() => host.Pool);
         Assert.Contains(missing, error.Message);
     }
+
+    [SharedDataFact]
+    public void AModelWithoutAPredictionColumn_OrWithADamagedPart_IsRefusedAtLoad()
+    {
+        using var dir = new TempDir();
+        // ML.NET alone would serve it, answering every request with the input text as the label and no scores.
+        var noScore = TestModels.SaveModelWithoutScore(dir.Path);
+        using (var host = new PoolHost(b => b.FromFile(noScore)))
+        {
+            var error = Assert.Throws<InvalidOperationException>(() => host.Pool.GetPredictionEngine());
+            Assert.True(error.Message.Equals("The model has no output column 'Score' for TextPrediction.Score; its columns are Text, Text2, PredictedLabel.", StringComparison.Ordinal), error.Message);
+        }
+
+        // One byte changed in a part: ML.NET alone loads it as another model.
+        var (v1, _) = TestModels.Save(dir.Path, "damaged");
+        var damaged = dir.File("damaged.zip");
+        File.WriteAllBytes(damaged, TestModels.Damaged(File.ReadAllBytes(v1)));
+        using (var host = new PoolHost(b => b.FromFile(damaged)))
+        {
+            var error = Assert.ThrowsAny<Exception>(() => host.Pool.GetPredictionEngine());
+            Assert.Matches($"^Model file '{System.Text.RegularExpressions.Regex.Escape(damaged)}' \\(\\d+ bytes\\) is not a loadable ML.NET model: part '.+' is damaged or was modified: .+ bytes with CRC-32 [0-9a-f]{{8}}, expected .+$", error.Message);
+        }
+    }
 }

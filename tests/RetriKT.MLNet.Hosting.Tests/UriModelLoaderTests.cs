@@ -109,4 +109,65 @@ public class UriModelLoaderTests
             return answers[text].Matches(p.PredictedLabel, p.Score);
         }
     }
+
+    [SharedDataFact]
+    public async Task FromUri_ADamagedVersionIsRefused_AndItsErrorClearsWhenTheServingVersionIsPublishedAgain()
+    {
+        using var dir = new TempDir();
+        var (v1, _) = TestModels.Save(dir.Path, "uri-revert");
+        var v1Bytes = await File.ReadAllBytesAsync(v1);
+        await using var server = await ModelServer.StartAsync();
+        server.Publish(v1Bytes, "v1");
+        using var host = new PoolHost(b => b.FromUri("remote", server.ModelUri, TimeSpan.FromMilliseconds(100)));
+        var pool = host.Pool;
+        pool.Predict("remote", new TextInput { Text = TestModels.Sentences[0] });
+        Assert.Null(pool.GetLastLoadError("remote"));
+
+        // One changed byte: refused (ML.NET alone would load it as another model), v1 keeps serving.
+        server.Publish(TestModels.Damaged(v1Bytes), "v2-damaged");
+        Assert.True(Wait.Until(() => pool.GetLastLoadError("remote") is not null, Timeout), "the damaged version was not reported");
+        var damaged = pool.GetLastLoadError("remote")!;
+        Assert.True(damaged.Contains("ETag \"v2-damaged\") is not a loadable ML.NET model: part '", StringComparison.Ordinal), damaged);
+        Assert.Contains("is damaged or was modified", pool.GetLastLoadError("remote"));
+        Assert.Equal(1, pool.GetModelGeneration("remote"));
+
+        // The server goes back to the serving bytes under a new ETag: nothing to reload, and nothing is wrong any more.
+        server.Publish(v1Bytes, "v1-again");
+        Assert.True(Wait.Until(() => pool.GetLastLoadError("remote") is null, Timeout), $"still reported: {pool.GetLastLoadError("remote")}");
+        Assert.Equal(1, pool.GetModelGeneration("remote"));
+
+        // A server error, then 304s for the serving version: the error clears too.
+        server.Fail = true;
+        Assert.True(Wait.Until(() => pool.GetLastLoadError("remote") is not null, Timeout), "the server error was not reported");
+        int notModified = Volatile.Read(ref server.NotModified);
+        server.Fail = false;
+        Assert.True(Wait.Until(() => pool.GetLastLoadError("remote") is null, Timeout), $"still reported: {pool.GetLastLoadError("remote")}");
+        Assert.True(Volatile.Read(ref server.NotModified) > notModified);
+        Assert.Equal(1, pool.GetModelGeneration("remote"));
+    }
+
+    [SharedDataFact]
+    public async Task FromUri_AFirstLoadThatFails_DisposesItsHttpClient_OnEveryTry()
+    {
+        await using var server = await ModelServer.StartAsync();
+        server.Fail = true;
+        int created = 0, disposed = 0;
+        using (var host = new PoolHost(b => b.FromUri("remote", server.ModelUri, TimeSpan.FromMinutes(5)),
+                   o => o.HttpMessageHandlerFactory = () => { Interlocked.Increment(ref created); return new CountingHandler(() => Interlocked.Increment(ref disposed)); }))
+        {
+            for (int i = 0; i < 5; i++)
+                Assert.Throws<HttpRequestException>(() => host.Pool.GetPredictionEngine("remote"));
+            Assert.Equal(5, created);
+            Assert.Equal(5, disposed);
+        }
+    }
+
+    private sealed class CountingHandler(Action onDispose) : DelegatingHandler(new HttpClientHandler())
+    {
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) onDispose();
+            base.Dispose(disposing);
+        }
+    }
 }

@@ -56,6 +56,52 @@ public static class TestModels
         return path;
     }
 
+    /// <summary>
+    /// Writes a valid model.zip whose input fits the sample's contract but which has no <c>Score</c> column: its
+    /// <c>PredictedLabel</c> is a copy of the input text. ML.NET binds it without complaint, answering with the text as
+    /// the label and no scores.
+    /// </summary>
+    public static string SaveModelWithoutScore(string directory)
+    {
+        var ml = new MLContext(0);
+        var data = ml.Data.LoadFromEnumerable(new[] { new TextInput { Text = "good" } });
+        var model = ml.Transforms.CopyColumns("PredictedLabel", "Text").Fit(data);
+        var path = Path.Combine(directory, "no-score.zip");
+        ml.Model.Save(model, data.Schema, path);
+        return path;
+    }
+
+    /// <summary>
+    /// <paramref name="model"/> rewritten with its parts stored uncompressed and one byte in the middle of its largest
+    /// part changed: the zip opens and the part reads, but its CRC-32 no longer matches (a bit flipped on disk or in
+    /// transit). ML.NET does not check the CRC.
+    /// </summary>
+    public static byte[] Damaged(byte[] model)
+    {
+        var parts = new List<(string Name, byte[] Data)>();
+        using (var zip = new System.IO.Compression.ZipArchive(new MemoryStream(model)))
+            foreach (var entry in zip.Entries)
+            {
+                using var data = entry.Open();
+                using var copy = new MemoryStream();
+                data.CopyTo(copy);
+                parts.Add((entry.FullName, copy.ToArray()));
+            }
+        var stored = new MemoryStream();
+        using (var zip = new System.IO.Compression.ZipArchive(stored, System.IO.Compression.ZipArchiveMode.Create, leaveOpen: true))
+            foreach (var (name, data) in parts)
+            {
+                using var write = zip.CreateEntry(name, System.IO.Compression.CompressionLevel.NoCompression).Open();
+                write.Write(data);
+            }
+        var bytes = stored.ToArray();
+        var largest = parts.MaxBy(p => p.Data.Length).Data;
+        int at = bytes.AsSpan().IndexOf(largest.AsSpan(largest.Length / 2, 64)); // stored: the part's bytes appear as they are
+        if (at < 0) throw new InvalidOperationException("the stored part was not found in the zip");
+        bytes[at] ^= 0x01;
+        return bytes;
+    }
+
     /// <summary>Answers of a model file, one engine, one sentence after another (the reference for concurrent answers).</summary>
     public static Dictionary<string, Answer> SequentialAnswers(string modelPath)
     {

@@ -1,0 +1,115 @@
+using System.IO.Compression;
+using System.Reflection;
+using System.Text;
+
+namespace RetriKT.MLNet.Common;
+
+/// <summary>
+/// Integrity checks and one-line errors for model.zip files, compiled into both RetriKT.MLNet (<c>ModelFiles</c>) and
+/// RetriKT.MLNet.Hosting (its loaders), which must not depend on each other. ML.NET does not check the zip's CRC, so a
+/// flipped bit in a part can load as a different model; <see cref="Verify"/> checks every entry's length and CRC-32.
+/// </summary>
+internal static class ModelZip
+{
+    /// <summary>Longest error message kept (a damaged part can make a parser echo kilobytes of binary).</summary>
+    private const int MaxMessageLength = 400;
+
+    /// <summary>
+    /// Checks that every entry of the zip in <paramref name="stream"/> decompresses to its recorded length and CRC-32;
+    /// otherwise throws one <see cref="InvalidDataException"/> line naming the part, prefixed by "<paramref name="name"/>: "
+    /// when a name is given. The stream's position is left anywhere.
+    /// </summary>
+    public static void Verify(Stream stream, string? name)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        string prefix = name is null ? "" : name + ": ";
+        ZipArchive zip;
+        IReadOnlyList<ZipArchiveEntry> entries;
+        try
+        {
+            zip = new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true);
+            entries = zip.Entries; // the central directory is read here
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or ArgumentException)
+        {
+            throw new InvalidDataException($"{prefix}not a readable model.zip ({OneLine(e.Message)})", e);
+        }
+        using (zip)
+        {
+            var buffer = new byte[81920];
+            foreach (var entry in entries)
+            {
+                long length = 0;
+                uint crc = Crc32.Initial;
+                try
+                {
+                    using var data = entry.Open();
+                    for (int n; (n = data.Read(buffer)) > 0;)
+                    {
+                        crc = Crc32.Append(crc, buffer.AsSpan(0, n));
+                        length += n;
+                    }
+                }
+                catch (Exception e) when (e is InvalidDataException or IOException or NotSupportedException)
+                {
+                    throw new InvalidDataException($"{prefix}part '{Printable(entry.FullName)}' cannot be read ({OneLine(e.Message)}).", e);
+                }
+                crc = Crc32.Finish(crc);
+                if (length != entry.Length || crc != entry.Crc32)
+                    throw new InvalidDataException($"{prefix}part '{Printable(entry.FullName)}' is damaged or was modified: " +
+                        $"{length} bytes with CRC-32 {crc:x8}, expected {entry.Length} bytes with CRC-32 {entry.Crc32:x8}.");
+            }
+        }
+    }
+
+    /// <summary>
+    /// One printable line for a model-loading failure: the innermost meaningful exception (ML.NET calls loaders through
+    /// reflection), control characters replaced, at most a few hundred characters.
+    /// </summary>
+    public static string Describe(Exception exception) => OneLine(Innermost(exception).Message);
+
+    /// <summary>The exception under reflection and aggregation wrappers.</summary>
+    public static Exception Innermost(Exception exception)
+    {
+        var e = exception;
+        while (e is TargetInvocationException or TypeInitializationException or AggregateException && e.InnerException is { } inner) e = inner;
+        return e;
+    }
+
+    private static string OneLine(string message)
+    {
+        var printable = Printable(message);
+        return printable.Length <= MaxMessageLength ? printable : printable[..(MaxMessageLength - 1)] + "…";
+    }
+
+    private static string Printable(string text)
+    {
+        var b = new StringBuilder(Math.Min(text.Length, MaxMessageLength * 2));
+        foreach (var c in text)
+        {
+            if (b.Length > MaxMessageLength * 2) break;
+            b.Append(c is '\n' or '\r' or '\t' ? ' ' : char.IsControl(c) || char.IsSurrogate(c) || c == '\uFFFD' ? '?' : c);
+        }
+        return b.ToString().Trim();
+    }
+
+    /// <summary>CRC-32 (IEEE, as in zip).</summary>
+    private static class Crc32
+    {
+        public const uint Initial = 0xFFFFFFFF;
+        private static readonly uint[] Table = Enumerable.Range(0, 256).Select(i =>
+        {
+            uint c = (uint)i;
+            for (int k = 0; k < 8; k++) c = (c & 1) != 0 ? 0xEDB88320 ^ (c >> 1) : c >> 1;
+            return c;
+        }).ToArray();
+
+        public static uint Append(uint crc, ReadOnlySpan<byte> bytes)
+        {
+            foreach (var b in bytes) crc = Table[(crc ^ b) & 0xFF] ^ (crc >> 8);
+            return crc;
+        }
+
+        public static uint Finish(uint crc) => crc ^ 0xFFFFFFFF;
+    }
+}
