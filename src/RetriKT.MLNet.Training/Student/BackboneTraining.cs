@@ -130,6 +130,7 @@ internal static class BackboneTraining
                 var sums = new LossSums();
                 for (int start = 0; start < n; start += settings.BatchSize)
                 {
+                    host.CheckAlive(); // every batch: a pretrained backbone's epoch takes minutes
                     using var scope = torch.NewDisposeScope();
                     var batch = order.AsSpan(start, Math.Min(settings.BatchSize, n - start)).ToArray();
                     var rows = batch.Select(i => (long)i).ToArray();

@@ -295,10 +295,14 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         Check(options.EarlyStoppingPatience is null or 0 || options.Backbone is null,
             $"EarlyStoppingPatience is {options.EarlyStoppingPatience}, but it applies to the tiny student only, not with a Backbone ('{options.Backbone}').");
         Check(options.BatchSize >= 1, $"BatchSize must be >= 1, found {options.BatchSize}.");
-        Check(options.LearningRate > 0, $"LearningRate must be positive, found {options.LearningRate}.");
+        Check(options.LearningRate > 0 && double.IsFinite(options.LearningRate), $"LearningRate must be positive and finite, found {options.LearningRate}.");
+        Check(options.WeightDecay >= 0 && double.IsFinite(options.WeightDecay), $"WeightDecay must be >= 0 and finite, found {options.WeightDecay}.");
+        Check(options.VocabularyPath is not null || options.Backbone is not null || options.MaxVocabularySize >= WordPieceVocabulary.MinimumBuildSize,
+            $"MaxVocabularySize must be at least {WordPieceVocabulary.MinimumBuildSize} (the special tokens and two words), found {options.MaxVocabularySize}.");
+        Check(options.MinWordFrequency >= 1, $"MinWordFrequency must be >= 1, found {options.MinWordFrequency}.");
         Check(options.NeighborCount >= 1, $"NeighborCount must be >= 1, found {options.NeighborCount}.");
         Check(options.NeighborsToReport >= 1, $"NeighborsToReport must be >= 1, found {options.NeighborsToReport}.");
-        Check(options.InitialTemperature > 0, $"InitialTemperature must be positive, found {options.InitialTemperature}.");
+        Check(options.InitialTemperature > 0 && double.IsFinite(options.InitialTemperature), $"InitialTemperature must be positive and finite, found {options.InitialTemperature}.");
         Check(options.RetrievalWeight is null || options.RetrievalWeight is >= 0 and <= 1, $"RetrievalWeight must be in [0, 1], found {options.RetrievalWeight}.");
         Check(options.LexicalNeighborCount >= 0, $"LexicalNeighborCount must be >= 0, found {options.LexicalNeighborCount}.");
         Check(options.LexicalRetrievalWeight is null || options.LexicalRetrievalWeight is >= 0 and <= 1,
@@ -313,8 +317,9 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             $"LexicalRetrievalWeight is {options.LexicalRetrievalWeight} with RetrievalWeight unset and no ValidationSet to tune it: λ is then " +
             $"{UntunedRetrievalWeight} and λ + μ must be at most 1; set RetrievalWeight <= {1 - options.LexicalRetrievalWeight:G3}, " +
             $"LexicalRetrievalWeight <= {1 - UntunedRetrievalWeight}, or give a ValidationSet.");
-        Check(options.RetrievalLossWeight >= 0 && options.ContrastiveLossWeight >= 0, "Loss weights must be >= 0.");
-        Check(options.ContrastiveTemperature > 0, $"ContrastiveTemperature must be positive, found {options.ContrastiveTemperature}.");
+        Check(options.RetrievalLossWeight >= 0 && double.IsFinite(options.RetrievalLossWeight), $"RetrievalLossWeight must be >= 0 and finite, found {options.RetrievalLossWeight}.");
+        Check(options.ContrastiveLossWeight >= 0 && double.IsFinite(options.ContrastiveLossWeight), $"ContrastiveLossWeight must be >= 0 and finite, found {options.ContrastiveLossWeight}.");
+        Check(options.ContrastiveTemperature > 0 && double.IsFinite(options.ContrastiveTemperature), $"ContrastiveTemperature must be positive and finite, found {options.ContrastiveTemperature}.");
         Check(options.InferenceBatchSize >= 1, $"InferenceBatchSize must be >= 1, found {options.InferenceBatchSize}.");
         Check(options.TeacherParameterCount is null || options.TeacherParameterCount > 0, $"TeacherParameterCount must be positive, found {options.TeacherParameterCount}.");
         Check(options.StoreData is null || GivenStoreObject is null, "Set StoreData or the obsolete Store, not both.");
@@ -668,19 +673,52 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         var entries = new List<KnowledgeEntry>(given?.Entries ?? []);
         if (given is { HasTexts: false })
             throw new ArgumentException("The given knowledge store has no texts; the student needs texts to train its encoder.");
-        var seen = new HashSet<(string?, string?)>(entries.Select(e => (e.Text, e.Text2)));
-        int added = 0;
-        foreach (var row in rows)
+        var seen = new Dictionary<(string?, string?), int>();
+        foreach (var e in entries) seen.TryAdd((e.Text, e.Text2), e.Label);
+        int added = 0, conflicting = 0, firstConflict = -1;
+        for (int r = 0; r < rows.Count; r++)
         {
+            var row = rows[r];
             if (!index.TryGetValue(row.Label, out int label))
                 throw new ArgumentException($"Training label '{row.Label}' is not one of the store's labels [{string.Join(", ", labelNames)}].");
-            if (!seen.Add((row.Text, row.Text2))) continue;
+            if (seen.TryGetValue((row.Text, row.Text2), out int earlier))
+            {
+                // An exact repeat adds nothing; a repeat with another label is data the student cannot honour twice.
+                if (earlier != label && conflicting++ == 0) firstConflict = r;
+                continue;
+            }
+            seen.Add((row.Text, row.Text2), label);
             entries.Add(KnowledgeEntry.Gold(row.Text, row.Text2, label, labelNames.Length));
             added++;
         }
+        if (conflicting > 0)
+            host.Warning($"{conflicting} training rows repeat an earlier text (of the store or the training data) with another label, and the earlier label " +
+                         $"was kept (the first: usable row {firstConflict + 1}, '{Shorten(rows[firstConflict].Text)}' labelled '{rows[firstConflict].Label}').");
         if (given is not null) host.Info($"Knowledge store: {given.Count} given entries + {added} gold training rows.");
-        return new KnowledgeStore(labelNames, entries);
+        var composed = new KnowledgeStore(labelNames, entries);
+        RequireSecondTexts(composed);
+        return composed;
     }
+
+    /// <summary>
+    /// Every entry has a second text exactly when the student reads one: trained on pairs and served on one text (or the
+    /// other way round), the student would answer every query from an input it never saw.
+    /// </summary>
+    private void RequireSecondTexts(KnowledgeStore store)
+    {
+        bool pair = _options.SecondTextColumnName is not null;
+        int mismatched = 0, first = -1;
+        for (int i = 0; i < store.Count; i++)
+            if (string.IsNullOrWhiteSpace(store.Entries[i].Text2) == pair && mismatched++ == 0) first = i;
+        if (mismatched == 0) return;
+        throw new ArgumentException(pair
+            ? $"SecondTextColumnName is '{_options.SecondTextColumnName}', but {mismatched} of {store.Count} store entries have no second text " +
+              $"(the first: entry {first}, '{Shorten(store.Entries[first].Text ?? "")}'); a sentence-pair student needs both texts on every entry."
+            : $"The knowledge store has a second text on {mismatched} of {store.Count} entries (the first: entry {first}), but SecondTextColumnName is " +
+              "not set: the student would train on sentence pairs and serve one text. Set SecondTextColumnName to the column of the pairs' second text.");
+    }
+
+    private static string Shorten(string text) => text.Length <= 60 ? text : text[..59] + "…";
 
     /// <summary>
     /// The store with its labels in the order of the training Label column's keys. The student's Score slot i is its

@@ -124,6 +124,7 @@ internal static class RetrievalTraining
                 var sums = new LossSums();
                 for (int start = 0; start < n; start += settings.BatchSize)
                 {
+                    host.CheckAlive(); // every batch: an epoch over a store of tens of thousands of entries takes minutes
                     using var scope = torch.NewDisposeScope();
                     var batch = order.AsSpan(start, Math.Min(settings.BatchSize, n - start)).ToArray();
                     var rows = batch.Select(i => MaskTokens(data.Ids[i], settings, sepId, random)).ToList();

@@ -232,6 +232,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     public RetrievalPrediction Predict(string text, string? text2 = null, int neighbors = 3)
     {
         ArgumentNullException.ThrowIfNull(text);
+        RequireSecondText(text2, "text2");
         var model = Model;
         var ids = model.Tokenize(text, text2, out _);
         var scores = new float[model.LabelCount];
@@ -259,6 +260,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     public RetrievalExplanation Explain(string text, string? text2 = null, int neighbors = 3)
     {
         ArgumentNullException.ThrowIfNull(text);
+        RequireSecondText(text2, "text2");
         neighbors = Math.Max(0, neighbors);
         var model = Model;
         var ids = model.Tokenize(text, text2, out _);
@@ -277,6 +279,20 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             new PredictionPart(1 - RetrievalWeight - LexicalRetrievalWeight, head, []),
             new PredictionPart(RetrievalWeight, knn, byEmbedding),
             model.Lexical is null ? null : new PredictionPart(LexicalRetrievalWeight, terms, byTerms));
+    }
+
+    /// <summary>
+    /// A sentence-pair model needs the second text, and a one-text model must not get one: the tokenizer would encode
+    /// either as an input the student never saw and answer with confidence.
+    /// </summary>
+    private void RequireSecondText(string? text2, string name)
+    {
+        if (Columns.Text2 is null && text2 is not null)
+            throw new ArgumentException($"{name}: this model reads one text (column '{Columns.Text}'), so it takes no second text; found \"{Shorten(text2)}\".", name);
+        if (Columns.Text2 is not null && string.IsNullOrWhiteSpace(text2))
+            throw new ArgumentException($"{name}: this model reads sentence pairs (columns '{Columns.Text}' and '{Columns.Text2}'), so it needs a second text; found {(text2 is null ? "none" : "an empty one")}.", name);
+
+        static string Shorten(string s) => s.Length <= 40 ? s : s[..39] + "…";
     }
 
     private List<RetrievedNeighbor> ToNeighbors(RetrievalModel model, int[] indices, float[] similarities)
@@ -299,13 +315,18 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         ArgumentNullException.ThrowIfNull(texts);
         if (secondTexts is not null && secondTexts.Count != texts.Count)
             throw new ArgumentException($"secondTexts has {secondTexts.Count} rows, texts has {texts.Count}.", nameof(secondTexts));
+        for (int i = 0; i < texts.Count; i++)
+        {
+            if (texts[i] is null) throw new ArgumentException($"texts[{i}] is null.", nameof(texts));
+            RequireSecondText(secondTexts?[i], $"secondTexts[{i}]");
+        }
         var model = Model;
         var result = new float[texts.Count][];
         int batch = Columns.InferenceBatchSize, k = model.LabelCount;
         for (int start = 0; start < texts.Count; start += batch)
         {
             int n = Math.Min(batch, texts.Count - start);
-            var ids = Enumerable.Range(start, n).Select(i => model.Tokenize(texts[i] ?? "", secondTexts?[i], out _)).ToList();
+            var ids = Enumerable.Range(start, n).Select(i => model.Tokenize(texts[i], secondTexts?[i], out _)).ToList();
             var block = model.Score(ids, Weights, 0);
             for (int i = 0; i < n; i++) result[start + i] = block.Scores.AsSpan(i * k, k).ToArray();
         }
@@ -319,6 +340,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         var model = Model;
         if (destination.Length < texts.Count * model.Dimension)
             throw new ArgumentException($"Destination holds {destination.Length} values, expected {texts.Count} × {model.Dimension}.", nameof(destination));
+        for (int i = 0; i < texts.Count; i++) RequireSecondText(texts[i].Text2, $"texts[{i}].Text2");
         int batch = Columns.InferenceBatchSize;
         for (int start = 0; start < texts.Count; start += batch)
         {

@@ -13,8 +13,8 @@ internal static class StudentVocabulary
     public static WordPieceVocabulary Build(IEnumerable<string> texts, int maxSize, int minFrequency, bool lowerCase, bool characterPieces)
     {
         if (characterPieces) return WordPieceVocabulary.Build(texts, maxSize, minFrequency, lowerCase);
-        if (maxSize < WordPieceVocabulary.SpecialTokens.Count + 2)
-            throw new ArgumentOutOfRangeException(nameof(maxSize), $"maxSize must be at least {WordPieceVocabulary.SpecialTokens.Count + 2}, found {maxSize}.");
+        if (maxSize < WordPieceVocabulary.MinimumBuildSize)
+            throw new ArgumentOutOfRangeException(nameof(maxSize), $"maxSize must be at least {WordPieceVocabulary.MinimumBuildSize}, found {maxSize}.");
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var text in texts)
             foreach (var word in BertPreTokenizer.Split(text, lowerCase))

@@ -85,6 +85,9 @@ public sealed class WordPieceVocabulary
     public static WordPieceVocabulary FromTokens(IReadOnlyList<string> tokens, bool lowerCase, string source = "vocabulary")
         => new(tokens, lowerCase, source);
 
+    /// <summary>The smallest vocabulary <see cref="Build"/> makes: the special tokens and two word pieces.</summary>
+    internal static int MinimumBuildSize => SpecialTokens.Count + 2;
+
     /// <summary>
     /// Builds a vocabulary from <paramref name="texts"/>: special tokens, then every character seen (as itself and
     /// as "##c"), then whole words with at least <paramref name="minFrequency"/> occurrences, most frequent first,
@@ -92,8 +95,8 @@ public sealed class WordPieceVocabulary
     /// </summary>
     public static WordPieceVocabulary Build(IEnumerable<string> texts, int maxSize = 8000, int minFrequency = 2, bool lowerCase = true)
     {
-        if (maxSize < SpecialTokens.Count + 2)
-            throw new ArgumentOutOfRangeException(nameof(maxSize), $"maxSize must be at least {SpecialTokens.Count + 2}, found {maxSize}.");
+        if (maxSize < MinimumBuildSize)
+            throw new ArgumentOutOfRangeException(nameof(maxSize), $"maxSize must be at least {MinimumBuildSize}, found {maxSize}.");
         var words = new Dictionary<string, int>(StringComparer.Ordinal);
         var chars = new SortedSet<string>(StringComparer.Ordinal);
         foreach (var text in texts)

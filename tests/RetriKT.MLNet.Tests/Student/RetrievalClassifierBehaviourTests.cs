@@ -36,9 +36,10 @@ public class RetrievalClassifierBehaviourTests
         NeighborsColumnName = "Neighbors", NeighborsToReport = 2, InferenceBatchSize = 7, TeacherParameterCount = 1_000_000,
     };
 
-    private static (MLContext Ml, ITransformer KeyMap, RetrievalClassifierTransformer Student) Train(RetrievalClassifierTrainer.Options? options = null, List<TextRow>? rows = null)
+    private static (MLContext Ml, ITransformer KeyMap, RetrievalClassifierTransformer Student) Train(RetrievalClassifierTrainer.Options? options = null,
+        List<TextRow>? rows = null, MLContext? context = null)
     {
-        var ml = new MLContext(seed: 1);
+        var ml = context ?? new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(rows ?? Synthetic(40, 1));
         var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
         var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(options ?? Tiny()).Fit(keyMap.Transform(data));
@@ -475,6 +476,91 @@ public class RetrievalClassifierBehaviourTests
         for (int i = 0; i < test.Count; i++)
             Assert.True(Math.Abs(scores[i][0] - student.Predict(test[i].Text, test[i].Text2).Scores[0]) < 1e-4);
         Assert.Throws<ArgumentOutOfRangeException>(() => student.Transform(ml.Data.LoadFromEnumerable(Synthetic(2, 12))));
+
+        // Without its second text a pair would be scored as a one-text input the student never saw.
+        var missing = Assert.Throws<ArgumentException>(() => student.Predict(test[0].Text));
+        Assert.Equal("text2: this model reads sentence pairs (columns 'Text' and 'Text2'), so it needs a second text; found none. (Parameter 'text2')", missing.Message);
+        Assert.Throws<ArgumentException>(() => student.Explain(test[0].Text, " "));
+        var batchMissing = Assert.Throws<ArgumentException>(() => student.PredictBatch([test[0].Text, test[1].Text], [test[0].Text2, null]));
+        Assert.StartsWith("secondTexts[1]: this model reads sentence pairs", batchMissing.Message);
+        Assert.Throws<ArgumentException>(() => student.PredictBatch([test[0].Text]));
+    }
+
+    [Fact]
+    public void AOneTextModelRefusesASecondText_AndABatchRefusesANullText()
+    {
+        var (_, _, student) = Train();
+        using var _ = student;
+        var extra = Assert.Throws<ArgumentException>(() => student.Predict("a fine film", "a second sentence"));
+        Assert.Equal("text2: this model reads one text (column 'Text'), so it takes no second text; found \"a second sentence\". (Parameter 'text2')", extra.Message);
+        Assert.Throws<ArgumentException>(() => student.Explain("a fine film", ""));
+        Assert.Throws<ArgumentException>(() => student.PredictBatch(["a fine film"], ["a second sentence"]));
+        var nullText = Assert.Throws<ArgumentException>(() => student.PredictBatch(["a fine film", null!]));
+        Assert.StartsWith("texts[1] is null.", nullText.Message);
+        Assert.Equal(student.Predict("a fine film").Scores, student.PredictBatch(["a fine film"], [null])[0]);
+    }
+
+    [Fact]
+    public void APairStoreForAOneTextStudent_IsRefusedBeforeTraining()
+    {
+        // Trained on pairs and served on one text, the student would answer every query from an input it never saw.
+        var rows = Synthetic(20, 10);
+        var ml = new MLContext(seed: 1);
+        var data = ml.Transforms.Conversion.MapValueToKey("Label").Fit(ml.Data.LoadFromEnumerable(rows)).Transform(ml.Data.LoadFromEnumerable(rows));
+        var labels = new[] { "neg", "pos" };
+        var store = new KnowledgeStore(labels, Synthetic(30, 11).Select(r => KnowledgeEntry.Gold("first part", r.Text, Array.IndexOf(labels, r.Label), 2)));
+        var options = Tiny();
+        options.StoreData = store.ToDataView(ml);
+        var error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(data));
+        Assert.Equal("The knowledge store has a second text on 30 of 50 entries (the first: entry 0), but SecondTextColumnName is not set: the student " +
+                     "would train on sentence pairs and serve one text. Set SecondTextColumnName to the column of the pairs' second text.", error.Message);
+
+        // And a pair student whose rows lack the second text.
+        var pairOptions = Tiny();
+        pairOptions.SecondTextColumnName = "Text2";
+        var pairs = rows.Select((r, i) => new PairRow { Text = r.Text, Text2 = i == 3 ? "" : "and more", Label = r.Label }).ToList();
+        var pairData = ml.Transforms.Conversion.MapValueToKey("Label").Fit(ml.Data.LoadFromEnumerable(pairs)).Transform(ml.Data.LoadFromEnumerable(pairs));
+        var noSecond = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(pairOptions).Fit(pairData));
+        Assert.StartsWith("SecondTextColumnName is 'Text2', but 1 of 20 store entries have no second text (the first: entry 3, ", noSecond.Message);
+    }
+
+    [Fact]
+    public void TrainingRowsThatRepeatATextWithAnotherLabel_AreCountedInAWarning()
+    {
+        var rows = Synthetic(20, 10);
+        rows.AddRange(rows.Take(3).Select(r => new TextRow { Text = r.Text, Label = r.Label == "pos" ? "neg" : "pos" })); // conflicting
+        rows.AddRange(rows.Skip(5).Take(2).Select(r => new TextRow { Text = r.Text, Label = r.Label }));                   // exact repeats
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.RawMessage); };
+        var options = Tiny();
+        options.Epochs = 1;
+        var (_, _, student) = Train(options, rows, ml);
+        using var _ = student;
+        Assert.Equal(20, student.Store.Count);
+        var warning = Assert.Single(warnings, w => w.Contains("repeat an earlier text", StringComparison.Ordinal));
+        Assert.Equal($"3 training rows repeat an earlier text (of the store or the training data) with another label, and the earlier label was kept " +
+                     $"(the first: usable row 21, '{rows[0].Text}' labelled '{rows[20].Label}').", warning);
+    }
+
+    [Fact]
+    public void OptionsThatTrainingWouldRefuseOrTurnIntoNaN_AreRefusedWhenTheTrainerIsBuilt()
+    {
+        var ml = new MLContext(seed: 1);
+        void Refused(Action<RetrievalClassifierTrainer.Options> set, string expected)
+        {
+            var options = Tiny();
+            set(options);
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options));
+            Assert.StartsWith(expected, e.Message);
+        }
+        Refused(o => o.WeightDecay = -5, "WeightDecay must be >= 0 and finite, found -5.");
+        Refused(o => o.WeightDecay = double.NaN, "WeightDecay must be >= 0 and finite, found NaN.");
+        Refused(o => o.MaxVocabularySize = 0, "MaxVocabularySize must be at least 7 (the special tokens and two words), found 0.");
+        Refused(o => o.MinWordFrequency = -1, "MinWordFrequency must be >= 1, found -1.");
+        Refused(o => o.LearningRate = double.PositiveInfinity, $"LearningRate must be positive and finite, found {double.PositiveInfinity}.");
+        Refused(o => o.InitialTemperature = double.PositiveInfinity, $"InitialTemperature must be positive and finite, found {double.PositiveInfinity}.");
+        Refused(o => o.RetrievalLossWeight = double.NaN, "RetrievalLossWeight must be >= 0 and finite, found NaN.");
     }
 
     [Fact]
