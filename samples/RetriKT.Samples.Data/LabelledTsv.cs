@@ -44,6 +44,9 @@ public static class LabelledTsv
         if (!File.Exists(path)) throw new FileNotFoundException($"File not found: '{path}'.", path);
         var lines = File.ReadAllLines(path);
         if (lines.Length == 0) throw new InvalidDataException($"{path}: the file is empty; expected a tab-separated header row, then examples.");
+        if (text2Columns is null && lines[0].TrimStart('\uFEFF').Split('\t').FirstOrDefault(Text2Columns.Contains) is { } second)
+            throw new InvalidDataException($"{path} line 1: column '{second}' holds second texts, but the template reads one text; " +
+                                           "use a sentence-pair template (with {text2}) or remove the column.");
         return Read(path, lines, TextColumns, text2Columns, LabelColumn, labels);
     }
 
@@ -67,6 +70,10 @@ public static class LabelledTsv
             if (lines[i].Length == 0) continue;
             var f = lines[i].Split('\t');
             if (f.Length < needed) throw new InvalidDataException($"{path} line {i + 1}: expected at least {needed} tab-separated fields, found {f.Length}.");
+            // More fields than the header names: a text holding a tab, cut there without a word if it were read on.
+            if (f.Length > header.Length && f.Skip(header.Length).Any(x => x.Trim().Length > 0))
+                throw new InvalidDataException($"{path} line {i + 1}: expected {header.Length} tab-separated fields (the header's), found {f.Length}; " +
+                                               "does a text hold a tab?");
             foreach (int column in (int[])[text, text2])
                 if (column >= 0 && f[column].Trim().Length == 0)
                     throw new InvalidDataException($"{path} line {i + 1}: the {(column == text ? "text" : "second text")} (column '{header[column]}') is empty.");

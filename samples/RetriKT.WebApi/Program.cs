@@ -4,8 +4,14 @@ using RetriKT.WebApi;
 // serve before a RetriKT model exists; anything else starts the server (configure the model with --ModelPath).
 // Relative paths resolve against the caller's working directory. A model that cannot be served at start-up (missing,
 // damaged, wrong schema) ends the process with one line on stderr and exit code 1.
-if (args.Length >= 3 && args[0] == "train-demo-model")
+if (args.Length > 0 && args[0] == "train-demo-model")
 {
+    if (args.Length is < 3 or > 4)
+    {
+        // Without this a mistyped command fell through to the server, which then served a model.zip found in the folder.
+        Console.Error.WriteLine("error: usage: train-demo-model <train.tsv> <model.zip> [iterations]");
+        return 2;
+    }
     int iterations = 10;
     if (args.Length > 3 && !(int.TryParse(args[3], out iterations) && iterations > 0))
     {

@@ -117,11 +117,18 @@ public static class WebApiApp
     {
         string? error = null;
         if (request is null) error = "A JSON body {\"text\": \"...\"} is required.";
-        else if (string.IsNullOrWhiteSpace(request.Text)) error = "The text must not be empty.";
+        else if (!HasVisibleText(request.Text)) error = "The text must not be empty.";
         else if (request.Text.Length > serving.MaxTextLength)
             error = $"The text has {request.Text.Length} characters; at most {serving.MaxTextLength} are accepted.";
         return error is null ? null : TypedResults.ValidationProblem(new Dictionary<string, string[]> { ["text"] = [error] });
     }
+
+    /// <summary>
+    /// Whether <paramref name="text"/> has a character the tokenizer keeps: a text of only whitespace, control, zero-width
+    /// or private-use characters would be answered as an empty one.
+    /// </summary>
+    private static bool HasVisibleText([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] string? text) =>
+        RetriKT.MLNet.Text.TextTokenizingTransformer.HasWordCharacter(text);
 
     /// <summary>
     /// A sentence-pair model (<paramref name="student"/>, the model's RetriKT student, reads a second text column) needs
@@ -132,7 +139,7 @@ public static class WebApiApp
     {
         bool pair = student?.SecondTextColumnName is not null;
         string? error = null;
-        if (pair && string.IsNullOrWhiteSpace(request.Text2))
+        if (pair && !HasVisibleText(request.Text2))
             error = "This model classifies sentence pairs: the second text (text2) must not be empty.";
         else if (!pair && request.Text2 is not null)
             error = "This model classifies one text: leave text2 out.";

@@ -52,17 +52,21 @@ set -e
 [ "$(wc -l <"$work/err.txt")" = 1 ] || fail "a missing model printed $(wc -l <"$work/err.txt") lines on stderr, expected 1"
 grep -q "missing.zip' does not exist" "$work/err.txt" || fail "unexpected error: $(cat "$work/err.txt")"
 
-# train-demo-model with a file or a count it cannot use: one line on stderr, no model written.
+# train-demo-model with a file, a count or arguments it cannot use: one line on stderr, no model written.
 set +e
 dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- train-demo-model "$work/missing.tsv" "$work/none.zip" 2 >/dev/null 2>"$work/err.txt"
 code=$?
 dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- train-demo-model ../shared/data/SST-2/k-shot/16-13/train.tsv "$work/none.zip" ten >/dev/null 2>"$work/err2.txt"
 code2=$?
+dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- train-demo-model "$work/none.zip" >/dev/null 2>"$work/err3.txt"
+code3=$?
 set -e
 [ "$code" = 1 ] && [ "$(wc -l <"$work/err.txt")" = 1 ] && grep -q "missing.tsv' does not exist" "$work/err.txt" \
   || fail "train-demo-model on a missing file: exit $code, stderr $(cat "$work/err.txt")"
 [ "$code2" = 2 ] && [ "$(wc -l <"$work/err2.txt")" = 1 ] && grep -q "iterations must be a positive integer, found 'ten'" "$work/err2.txt" \
   || fail "train-demo-model with iterations 'ten': exit $code2, stderr $(cat "$work/err2.txt")"
+[ "$code3" = 2 ] && [ "$(wc -l <"$work/err3.txt")" = 1 ] && grep -q "usage: train-demo-model <train.tsv> <model.zip> \[iterations\]" "$work/err3.txt" \
+  || fail "train-demo-model with one argument (it used to start the server): exit $code3, stderr $(cat "$work/err3.txt")"
 [ ! -f "$work/none.zip" ] || fail "train-demo-model wrote a model after an error"
 rm -rf "$work"
 echo "documented commands: ok"

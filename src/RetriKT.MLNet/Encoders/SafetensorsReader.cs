@@ -42,11 +42,13 @@ internal static class SafetensorsReader
         foreach (var (name, node) in root)
         {
             if (name == "__metadata__") continue;
-            var o = node!.AsObject();
-            string dtype = o["dtype"]!.GetValue<string>();
-            long[] shape = o["shape"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
-            var offsets = o["data_offsets"]!.AsArray();
-            long begin = offsets[0]!.GetValue<long>(), end = offsets[1]!.GetValue<long>();
+            InvalidDataException Malformed(string what) =>
+                new($"{path}: tensor '{name}': {what} in the safetensors header; expected {{\"dtype\": \"F32\", \"shape\": [..], \"data_offsets\": [begin, end]}}.");
+            if (node is not JsonObject o) throw Malformed("the entry is not an object");
+            string dtype = o["dtype"] is JsonValue d && d.TryGetValue<string>(out var text) ? text : throw Malformed("'dtype' is missing or not a string");
+            long[] shape = Integers(o["shape"]) is { } dims && dims.All(x => x >= 0) ? dims : throw Malformed("'shape' is not a list of sizes");
+            long[] offsets = Integers(o["data_offsets"]) is { Length: 2 } pair ? pair : throw Malformed("'data_offsets' is not [begin, end]");
+            long begin = offsets[0], end = offsets[1];
             if (end > dataLength || begin < 0 || end < begin)
                 throw new InvalidDataException($"{path}: tensor '{name}' data [{begin}, {end}) lies outside the {dataLength} data bytes; the file is truncated.");
             long expected = shape.Aggregate(1L, (a, b) => a * b) * ElementSize(dtype, name, path);
@@ -55,6 +57,16 @@ internal static class SafetensorsReader
             entries[name] = new SafetensorsEntry(name, dtype, shape, dataStart + begin, dataStart + end, path);
         }
         return entries;
+    }
+
+    /// <summary>The integers of a JSON array, or null when <paramref name="node"/> is anything else.</summary>
+    private static long[]? Integers(JsonNode? node)
+    {
+        if (node is not JsonArray array) return null;
+        var values = new long[array.Count];
+        for (int i = 0; i < values.Length; i++)
+            if (array[i] is not JsonValue v || !v.TryGetValue(out values[i])) return null;
+        return values;
     }
 
     /// <summary>Bytes per element of a supported dtype; any other dtype fails with the tensor and file.</summary>

@@ -62,17 +62,7 @@ public sealed class KnowledgeStore
         for (int i = 0; i < entries.Length; i++)
         {
             var e = entries[i] ?? throw new ArgumentException($"Entry {i} is null.");
-            if ((uint)e.Label >= (uint)k) throw new ArgumentException($"Entry {i}: label index {e.Label} is outside [0, {k}).");
-            if (e.SoftLabel is null || e.SoftLabel.Length != k)
-                throw new ArgumentException($"Entry {i}: soft label has {e.SoftLabel?.Length ?? 0} values, expected {k} (one per label).");
-            double sum = 0;
-            foreach (var p in e.SoftLabel)
-            {
-                if (!float.IsFinite(p) || p < 0) throw new ArgumentException($"Entry {i}: soft label holds {p}; probabilities must be finite and >= 0.");
-                sum += p;
-            }
-            if (Math.Abs(sum - 1) > 1e-3) throw new ArgumentException($"Entry {i}: soft label sums to {sum:G6}, expected 1.");
-            if (!float.IsFinite(e.Fidelity)) throw new ArgumentException($"Entry {i}: fidelity is {e.Fidelity}.");
+            if (EntryError(e, k) is { } error) throw new ArgumentException($"Entry {i}: {error}");
             e.SoftLabel.CopyTo(_softLabels, i * k);
         }
         _entries = entries;
@@ -90,6 +80,22 @@ public sealed class KnowledgeStore
         }
         _embeddings = embeddings;
         Dimension = embeddings is null ? 0 : dimension;
+    }
+
+    /// <summary>What is wrong with <paramref name="e"/> in a store of <paramref name="k"/> labels, or null.</summary>
+    private static string? EntryError(KnowledgeEntry e, int k)
+    {
+        if ((uint)e.Label >= (uint)k) return $"label index {e.Label} is outside [0, {k}).";
+        if (e.SoftLabel is null || e.SoftLabel.Length != k) return $"soft label has {e.SoftLabel?.Length ?? 0} values, expected {k} (one per label).";
+        double sum = 0;
+        foreach (var p in e.SoftLabel)
+        {
+            if (!float.IsFinite(p) || p < 0) return $"soft label holds {p}; probabilities must be finite and >= 0.";
+            sum += p;
+        }
+        if (Math.Abs(sum - 1) > 1e-3) return $"soft label sums to {sum:G6}, expected 1.";
+        if (!float.IsFinite(e.Fidelity)) return $"fidelity is {e.Fidelity}.";
+        return null;
     }
 
     /// <summary>Label names; a label index is a position in this list.</summary>
@@ -239,7 +245,14 @@ public sealed class KnowledgeStore
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Knowledge store file not found: '{path}'.", path);
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-        try { return Read(stream, limits); }
+        try
+        {
+            var store = Read(stream, limits);
+            // A store file is one store: bytes after its checksum are an append, a second store, or a copy gone wrong.
+            if (stream.Position != stream.Length)
+                throw new InvalidDataException($"{stream.Length - stream.Position} bytes follow the store's checksum; a store file holds one store and nothing after it.");
+            return store;
+        }
         catch (InvalidDataException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
     }
 
@@ -378,26 +391,44 @@ public sealed class KnowledgeStore
             JsonNode node;
             try { node = JsonNode.Parse(line) ?? throw new JsonException("null"); }
             catch (JsonException e) { throw new InvalidDataException($"{path} line {lineNumber}: not valid JSON ({e.Message}).", e); }
-            if (node["retrikt_store"] is not null)
+            if (node is not JsonObject fields) throw new InvalidDataException($"{path} line {lineNumber}: expected a JSON object, found {node.GetValueKind()}.");
+            if (fields["retrikt_store"] is not null)
             {
-                names ??= node["labels"]?.AsArray().Select(n => n!.GetValue<string>()).ToList();
+                if (names is null && fields["labels"] is { } header)
+                    names = header is JsonArray list && list.All(n => n?.GetValueKind() == JsonValueKind.String)
+                        ? list.Select(n => n!.GetValue<string>()).ToList()
+                        : throw new InvalidDataException($"{path} line {lineNumber}: the header's 'labels' must be an array of strings, found {header.ToJsonString()}.");
                 continue;
             }
             if (names is null) throw new InvalidDataException($"{path} line {lineNumber}: no header line with label names, and none were given.");
-            string Field(string name) => node[name]?.GetValue<string>() ?? throw new InvalidDataException($"{path} line {lineNumber}: field '{name}' is missing.");
-            var text = Field("text");
-            var label = Field("label");
-            int index = names.IndexOf(label);
-            if (index < 0) throw new InvalidDataException($"{path} line {lineNumber}: label '{label}' is not one of [{string.Join(", ", names)}].");
-            float[] soft;
-            if (node["soft_label"] is JsonArray array)
+            string at = $"{path} line {lineNumber}";
+            string? Text(string name, bool required)
             {
-                soft = array.Select(v => v!.GetValue<float>()).ToArray();
-                if (soft.Length != names.Count) throw new InvalidDataException($"{path} line {lineNumber}: soft_label has {soft.Length} values, expected {names.Count}.");
+                var value = fields[name];
+                if (value is null) return required ? throw new InvalidDataException($"{at}: field '{name}' is missing.") : null;
+                return value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>()
+                    : throw new InvalidDataException($"{at}: field '{name}' must be a string, found {value.GetValueKind()} {value.ToJsonString()}.");
+            }
+            float Number(JsonNode? value, string name) => value?.GetValueKind() == JsonValueKind.Number ? value.GetValue<float>()
+                : throw new InvalidDataException($"{at}: field '{name}' must hold numbers, found {value?.GetValueKind().ToString() ?? "null"} {value?.ToJsonString()}.");
+            var text = Text("text", required: true)!;
+            var label = Text("label", required: true)!;
+            int index = names.IndexOf(label);
+            if (index < 0) throw new InvalidDataException($"{at}: label '{label}' is not one of [{string.Join(", ", names)}].");
+            float[] soft;
+            if (fields["soft_label"] is { } softNode)
+            {
+                if (softNode is not JsonArray array) throw new InvalidDataException($"{at}: field 'soft_label' must be an array of {names.Count} numbers, found {softNode.ToJsonString()}.");
+                soft = array.Select(v => Number(v, "soft_label")).ToArray();
+                if (soft.Length != names.Count) throw new InvalidDataException($"{at}: soft_label has {soft.Length} values, expected {names.Count}.");
             }
             else { soft = new float[names.Count]; soft[index] = 1; }
-            var source = node["source"]?.GetValue<string>() is { } s && Enum.TryParse<KnowledgeSource>(s, out var parsed) ? parsed : KnowledgeSource.Imported;
-            entries.Add(new KnowledgeEntry(text, node["text2"]?.GetValue<string>(), index, soft, node["fidelity"]?.GetValue<float>() ?? 1f, source));
+            var source = KnowledgeSource.Imported;
+            if (Text("source", required: false) is { } s && !(Enum.TryParse(s, out source) && Enum.IsDefined(source)))
+                throw new InvalidDataException($"{at}: source '{s}' is not one of [{string.Join(", ", Enum.GetNames<KnowledgeSource>())}].");
+            var entry = new KnowledgeEntry(text, Text("text2", required: false), index, soft, fields["fidelity"] is { } f ? Number(f, "fidelity") : 1f, source);
+            if (EntryError(entry, names.Count) is { } error) throw new InvalidDataException($"{at}: {error}");
+            entries.Add(entry);
         }
         if (names is null) throw new InvalidDataException($"{path}: empty file, no label names.");
         try { return new KnowledgeStore(names, entries); }

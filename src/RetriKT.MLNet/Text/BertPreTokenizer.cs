@@ -18,7 +18,7 @@ internal static class BertPreTokenizer
         foreach (var rune in text.EnumerateRunes())
         {
             int cp = rune.Value;
-            if (cp == 0 || cp == 0xFFFD || IsControl(rune)) continue;
+            if (IsDropped(rune)) continue;
             if (IsWhitespace(rune)) cleaned.Append(' ');
             else if (IsCjk(cp)) cleaned.Append(' ').Append(rune.ToString()).Append(' ');
             else cleaned.Append(rune.ToString());
@@ -46,6 +46,16 @@ internal static class BertPreTokenizer
 
     private static bool IsWhitespace(Rune r)
         => r.Value is ' ' or '\t' or '\n' or '\r' || Rune.GetUnicodeCategory(r) == UnicodeCategory.SpaceSeparator;
+
+    /// <summary>Whether <paramref name="text"/> holds a character that is neither dropped nor whitespace: one that makes a word.</summary>
+    public static bool HasWordCharacter(string text)
+    {
+        foreach (var rune in text.EnumerateRunes())
+            if (!IsDropped(rune) && !IsWhitespace(rune)) return true;
+        return false;
+    }
+
+    private static bool IsDropped(Rune r) => r.Value is 0 or 0xFFFD || IsControl(r);
 
     private static bool IsControl(Rune r)
     {

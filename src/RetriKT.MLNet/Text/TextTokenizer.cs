@@ -118,6 +118,13 @@ public sealed class TextTokenizingTransformer : RowMappingTransformer
     /// <summary>Token ids of one input, exactly as the output column holds them.</summary>
     public int[] Encode(string text, string? text2 = null) => Encode(text, text2, out _);
 
+    /// <summary>
+    /// Whether <paramref name="text"/> holds anything the tokenizer reads as part of a word. It drops whitespace, control,
+    /// format (zero-width) and private-use characters, so a text of only those encodes as an empty one; a service can
+    /// refuse it as empty rather than answer it.
+    /// </summary>
+    public static bool HasWordCharacter(string? text) => text is not null && BertPreTokenizer.HasWordCharacter(text);
+
     internal int[] Encode(string text, string? text2, out bool truncated)
     {
         var a = Vocabulary.Encode(text);

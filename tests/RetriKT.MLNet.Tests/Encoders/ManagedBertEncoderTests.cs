@@ -97,6 +97,27 @@ public class ManagedBertEncoderTests(ITestOutputHelper output)
         var foreignError = Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(foreign));
         Assert.Contains("not-a-package.dll", foreignError.Message);
         Assert.DoesNotContain('\n', foreignError.Message);
+
+        // A header entry without its dtype, or with offsets as strings: the tensor by name, not a NullReferenceException.
+        var weights = Path.Combine(dir, "model.safetensors");
+        string first = WithHeader(weights, bytes, header => header.First(p => p.Key != "__metadata__").Value!.AsObject().Remove("dtype"));
+        var noDtype = Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(dir));
+        Assert.Equal($"{weights}: tensor '{first}': 'dtype' is missing or not a string in the safetensors header; expected " +
+                     "{\"dtype\": \"F32\", \"shape\": [..], \"data_offsets\": [begin, end]}.", noDtype.Message);
+        WithHeader(weights, bytes, header => header.First(p => p.Key != "__metadata__").Value!["data_offsets"] = new System.Text.Json.Nodes.JsonArray("0", "16"));
+        Assert.Contains("'data_offsets' is not [begin, end]", Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(dir)).Message);
+
+        // Writes the safetensors file with its JSON header changed; returns the first tensor's name.
+        static string WithHeader(string path, byte[] original, Action<System.Text.Json.Nodes.JsonObject> change)
+        {
+            long length = BitConverter.ToInt64(original, 0);
+            var header = System.Text.Json.Nodes.JsonNode.Parse(original.AsSpan(8, (int)length))!.AsObject();
+            string name = header.First(p => p.Key != "__metadata__").Key;
+            change(header);
+            var json = System.Text.Encoding.UTF8.GetBytes(header.ToJsonString());
+            File.WriteAllBytes(path, [.. BitConverter.GetBytes((long)json.Length), .. json, .. original.AsSpan(8 + (int)length)]);
+            return name;
+        }
     }
 
     [Fact]

@@ -58,6 +58,15 @@ public class QuickstartInputTests
         File.WriteAllLines(blank, ["label\tsentence", "pos\ta fine film", "neg\t  "]);
         AssertInputError(["--teacher", teacher.Path, "--train", train, "--dev", blank, "--test", test, "--verbalizer", "neg=terrible,pos=great"],
             $"{blank} line 3: the text (column 'sentence') is empty.");
+        // A text holding a tab would be cut at it; a second-text column with a one-text prompt would be left unread.
+        var tabbed = Path.Combine(work, "tabbed.tsv");
+        File.WriteAllLines(tabbed, ["label\tsentence", "pos\ta fine film", "neg\ta dull\tfilm"]);
+        AssertInputError(["--teacher", teacher.Path, "--train", train, "--dev", tabbed, "--test", test, "--verbalizer", "neg=terrible,pos=great"],
+            $"{tabbed} line 3: expected 2 tab-separated fields (the header's), found 3; does a text hold a tab?");
+        var paired = Path.Combine(work, "paired.tsv");
+        File.WriteAllLines(paired, ["text\ttext2\tlabel", "a fine film\tit is\tpos"]);
+        AssertInputError(["--teacher", teacher.Path, "--train", train, "--dev", paired, "--test", test, "--verbalizer", "neg=terrible,pos=great"],
+            $"{paired} line 1: column 'text2' holds second texts, but the template reads one text; use a sentence-pair template (with {{text2}}) or remove the column.");
         AssertInputError(Arguments("neg=terrible,pos=great", "--template", "{text} It was"), "--template/--verbalizer: ", "must contain {label}");
         // A prompt with {text2} asks for a second text the single-text files do not have.
         AssertInputError(Arguments("neg=terrible,pos=great", "--template", "{text} {text2}{label}"), $"{train} line 1: column 'text2' (or 'sentence2') not found in header [text, label]");

@@ -88,4 +88,40 @@ public class KnowledgeStoreTests
         Assert.Contains("expected 2 × 3", Assert.Throws<ArgumentException>(() => store.WithEmbeddings([1, 0, 1, 1], 3)).Message);
         Assert.Throws<ArgumentOutOfRangeException>(() => KnowledgeEntry.Gold("x", null, 2, 2));
     }
+
+    [Fact]
+    public void HandWrittenJsonlThatIsWrongFailsNamingTheFileLineAndField()
+    {
+        using var folder = new TempDir();
+        var path = folder.File("store.jsonl");
+        string Refused(params string[] lines)
+        {
+            File.WriteAllLines(path, ["{\"retrikt_store\": 1, \"labels\": [\"neg\", \"pos\"]}", "{\"text\": \"fine\", \"label\": \"pos\"}", .. lines]);
+            return Assert.Throws<InvalidDataException>(() => KnowledgeStore.ImportJsonl(path)).Message;
+        }
+        Assert.Equal($"{path} line 3: field 'label' must be a string, found Number 1.", Refused("{\"text\": \"bad\", \"label\": 1}"));
+        Assert.Equal($"{path} line 3: field 'text' must be a string, found Number 7.", Refused("{\"text\": 7, \"label\": \"neg\"}"));
+        Assert.Equal($"{path} line 3: expected a JSON object, found Array.", Refused("[\"bad\", \"neg\"]"));
+        Assert.Equal($"{path} line 3: field 'soft_label' must hold numbers, found String \"0.5\".",
+            Refused("{\"text\": \"bad\", \"label\": \"neg\", \"soft_label\": [\"0.5\", 0.5]}"));
+        Assert.Equal($"{path} line 4: soft label sums to 1.1, expected 1.",
+            Refused("{\"text\": \"ok\", \"label\": \"neg\"}", "{\"text\": \"bad\", \"label\": \"neg\", \"soft_label\": [0.6, 0.5]}"));
+        Assert.Equal($"{path} line 3: source 'Teacher' is not one of [FewShot, Generated, Imported, Variant, Unlabeled].",
+            Refused("{\"text\": \"bad\", \"label\": \"neg\", \"source\": \"Teacher\"}"));
+        File.WriteAllLines(path, ["{\"retrikt_store\": 1, \"labels\": \"neg,pos\"}"]);
+        Assert.Equal($"{path} line 1: the header's 'labels' must be an array of strings, found \"neg,pos\".",
+            Assert.Throws<InvalidDataException>(() => KnowledgeStore.ImportJsonl(path)).Message);
+    }
+
+    [Fact]
+    public void AStoreFileWithBytesAfterItsChecksumFailsToLoad()
+    {
+        using var folder = new TempDir();
+        var path = folder.File("store.bin");
+        new KnowledgeStore(["neg", "pos"], [KnowledgeEntry.Gold("x", null, 0, 2), KnowledgeEntry.Gold("y", null, 1, 2)]).Save(path);
+        Assert.Equal(2, KnowledgeStore.Load(path).Count);
+        using (var append = new FileStream(path, FileMode.Append)) append.Write([1, 2, 3, 4]);
+        var e = Assert.Throws<InvalidDataException>(() => KnowledgeStore.Load(path));
+        Assert.Equal($"{path}: 4 bytes follow the store's checksum; a store file holds one store and nothing after it.", e.Message);
+    }
 }
