@@ -274,8 +274,9 @@ public sealed record HarnessSettings
                     (type.IsEnum ? $" ({string.Join(", ", Enum.GetNames(type))})." : "."), e);
             }
         }
+        // Out of range, contradicting each other, or a corpus path that is not there: one line naming the setting.
         try { o.Validate(); }
-        catch (ArgumentOutOfRangeException e) { throw new ArgumentException("--set: " + e.Message, e); }
+        catch (Exception e) when (e is ArgumentException or FileNotFoundException) { throw new ArgumentException("--set: " + e.Message, e); }
         return o;
     }
 

@@ -71,8 +71,17 @@ public static class KnowledgeStoreData
         var source = Column(schema, Columns.Source, required: false, t => t is TextDataViewType, "String");
         var label = LabelColumn.Require(schema, Columns.Label);
 
-        var names = SlotNames(soft) ?? labelNames?.ToArray()
+        var slotNames = SlotNames(soft);
+        var names = slotNames ?? labelNames?.ToArray()
             ?? throw new ArgumentException($"Knowledge store column '{Columns.SoftLabel}' has no SlotNames annotation naming its labels, and no label names were given.");
+        // A label named twice would make a label's slot ambiguous (and the lookup below a bare dictionary error).
+        if (names.GroupBy(n => n, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } repeated)
+        {
+            string times = repeated.Count() == 2 ? "twice" : $"{repeated.Count()} times";
+            throw new ArgumentException(slotNames is not null
+                ? $"Knowledge store column '{Columns.SoftLabel}': SlotNames name label '{repeated.Key}' {times}."
+                : $"Knowledge store column '{Columns.SoftLabel}': the label names given name label '{repeated.Key}' {times}.");
+        }
         int k = names.Length;
         int size = ((VectorDataViewType)soft.Type).Size;
         if (size != 0 && size != k)

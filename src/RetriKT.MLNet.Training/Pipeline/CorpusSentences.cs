@@ -74,12 +74,21 @@ public static partial class CorpusSentences
         return (Shuffled(store, count, SeedMixer.Random(seed, "store-corpus")), Shuffled(tuning, tuningCount, SeedMixer.Random(seed, "store-corpus-tuning")));
     }
 
+    /// <summary>
+    /// Fails with one line naming <paramref name="option"/> when <paramref name="path"/> is neither a file nor a folder:
+    /// the check a draw starts with, which <see cref="RetriKTPipelineOptions.Validate"/> runs when the pipeline is built.
+    /// </summary>
+    internal static void RequireExists(string path, string option)
+    {
+        if (!Directory.Exists(path) && !File.Exists(path))
+            throw new FileNotFoundException($"{option} '{path}' is neither a file nor a folder.", path);
+    }
+
     /// <summary>The distinct candidate sentences of a corpus in file and line order, each with its document (line) number.</summary>
     private static List<(string Sentence, int Document)> Candidates(string path, string option)
     {
-        var files = Directory.Exists(path) ? Directory.GetFiles(path, "*.txt").Order(StringComparer.Ordinal).ToArray()
-            : File.Exists(path) ? [path]
-            : throw new FileNotFoundException($"{option} '{path}' is neither a file nor a folder.", path);
+        RequireExists(path, option);
+        var files = Directory.Exists(path) ? Directory.GetFiles(path, "*.txt").Order(StringComparer.Ordinal).ToArray() : [path];
         if (files.Length == 0) throw new InvalidDataException($"{option} '{path}' holds no .txt file.");
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var candidates = new List<(string, int)>();

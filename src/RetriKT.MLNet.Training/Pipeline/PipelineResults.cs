@@ -94,10 +94,10 @@ public sealed record StoreExtraction(KnowledgeStore Store, ExtractionReport Repo
     public static StoreExtraction FewShotRows(FewShotTask task)
     {
         ArgumentNullException.ThrowIfNull(task);
+        RetriKTPipeline.CheckLabels(task, "train", task.Train);
         var labels = task.Labels.ToList();
-        var store = new KnowledgeStore(labels, task.Train.Select((r, i) => labels.IndexOf(r.Label) is var label and >= 0
-            ? KnowledgeEntry.Gold(r.Text, string.IsNullOrEmpty(r.Text2) ? null : r.Text2, label, labels.Count)
-            : throw new ArgumentException($"Few-shot row {i} of {task.Name}: label '{r.Label}' is not one of the task's labels ({string.Join(", ", labels)}).", nameof(task))));
+        var store = new KnowledgeStore(labels, task.Train.Select(r =>
+            KnowledgeEntry.Gold(r.Text, string.IsNullOrEmpty(r.Text2) ? null : r.Text2, labels.IndexOf(r.Label), labels.Count)));
         var none = labels.ToDictionary(l => l, _ => 0);
         var report = new ExtractionReport(none, none, new Dictionary<DropReason, int>(), store.Count, 0, 0, 0, 0);
         return new StoreExtraction(store, report, 0, null, TimeSpan.Zero, TimeSpan.Zero);

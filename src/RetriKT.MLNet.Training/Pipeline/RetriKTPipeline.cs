@@ -68,15 +68,10 @@ public sealed class RetriKTPipeline
         var train = FewShotTask.ToDataView(_mlContext, FitToTeacher(task, task.Train));
         var clock = Stopwatch.StartNew();
 
-        using var prompts = _mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
-        {
-            TeacherPath = _teacherPath, Teacher = _teacher, Template = task.Template, Labels = task.Labels,
-            PromptTokens = o.PromptTokens, SupervisedEpochs = o.SupervisedEpochs, PpoSteps = o.PpoSteps, RolloutsPerStep = o.RolloutsPerStep,
-            MaxNewTokens = o.MaxNewTokens, CalibrateVerbalizer = o.CalibrateVerbalizer, Seed = o.Seed, MetricsCsvPath = o.PpoMetricsCsvPath,
-            PpoLearningRate = o.PpoLearningRate ?? SoftPromptPpoOptions.Defaults.PpoLearningRate,
-            MaxUpdateKl = MaxUpdateKl(o),
-            Progress = progress, CancellationToken = cancellation,
-        }).Fit(train);
+        var promptOptions = o.SoftPromptOptions();
+        (promptOptions.TeacherPath, promptOptions.Teacher, promptOptions.Template, promptOptions.Labels) = (_teacherPath, _teacher, task.Template, task.Labels);
+        (promptOptions.Progress, promptOptions.CancellationToken) = (progress, cancellation);
+        using var prompts = _mlContext.RetriKT().SoftPromptPpoTrainer(promptOptions).Fit(train);
         var promptTime = clock.Elapsed;
 
         clock.Restart();
@@ -87,15 +82,10 @@ public sealed class RetriKTPipeline
             // The checkpoint is only valid for these exact prompts: name it after everything that shapes them.
             checkpoint = Path.Combine(work, $"extraction-{task.Name}-{task.Seed?.ToString() ?? "na"}-ppo{o.PpoSteps}{PpoNamePart(o)}-s{o.Seed}-{_teacher.ContentHash[..12]}.jsonl");
         }
-        var extractor = _mlContext.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
-        {
-            SoftPrompts = prompts, SamplesPerLabel = o.SamplesPerLabel, MaxAttemptsFactor = o.MaxAttemptsFactor, BatchSize = o.ExtractionBatchSize,
-            FidelityThreshold = o.FidelityThreshold, RequireArgmax = o.RequireArgmax, AssignToTeacherLabel = o.AssignToTeacherLabel, IncludeFewShot = true,
-            CalibrateVerbalizer = o.CalibrateVerbalizer, CheckpointPath = checkpoint, Seed = o.Seed,
-            // By default the work directory is a cache: a checkpoint of other prompts (retrained after a recipe change) is moved aside and regenerated.
-            StartFreshOnCheckpointMismatch = o.ReplaceMismatchedCheckpoint,
-            Progress = progress, CancellationToken = cancellation,
-        }).Fit(train);
+        var extractorOptions = o.ExtractorOptions();
+        (extractorOptions.SoftPrompts, extractorOptions.CheckpointPath) = (prompts, checkpoint);
+        (extractorOptions.Progress, extractorOptions.CancellationToken) = (progress, cancellation);
+        var extractor = _mlContext.RetriKT().KnowledgeExtractor(extractorOptions).Fit(train);
         return new StoreExtraction(extractor.Store, extractor.Report!, prompts.PromptParameterCount, prompts.TrainingReport, promptTime, clock.Elapsed);
     }
 
@@ -150,7 +140,7 @@ public sealed class RetriKTPipeline
         ArgumentNullException.ThrowIfNull(task); ArgumentNullException.ThrowIfNull(model);
         CheckTask(task);
         var keyMap = KeyMap(task);
-        return FromMetrics(_mlContext.MulticlassClassification.Evaluate(model.Transform(keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test)))));
+        return FromMetrics(_mlContext.MulticlassClassification.Evaluate(model.Transform(keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test)))), task);
     }
 
     /// <summary>
@@ -174,7 +164,7 @@ public sealed class RetriKTPipeline
         ArgumentNullException.ThrowIfNull(task);
         CheckTask(task);
         var labelIndex = LabelIndex(task);
-        var dev = FitToTeacher(task, task.Dev.Where(r => labelIndex.ContainsKey(r.Label)).ToList());
+        var dev = FitToTeacher(task, task.Dev);
         double DevAccuracy(VerbalizerClassifier c)
         {
             var predicted = c.Predict(dev.Select(Sample).ToList());
@@ -183,7 +173,7 @@ public sealed class RetriKTPipeline
         var calibrated = new VerbalizerClassifier(_teacher, task.Template, task.Labels, calibrate: true);
         var raw = new VerbalizerClassifier(_teacher, task.Template, task.Labels, calibrate: false);
         var chosen = dev.Count == 0 || DevAccuracy(calibrated) >= DevAccuracy(raw) ? calibrated : raw;
-        var test = FitToTeacher(task, task.Test.Where(r => labelIndex.ContainsKey(r.Label)).ToList());
+        var test = FitToTeacher(task, task.Test);
         var predictions = chosen.Predict(test.Select(Sample).ToList());
         return (ClassificationScores.FromPredictions(test.Select(r => labelIndex[r.Label]).ToList(), predictions, task.Labels.Count), chosen.Calibrated);
     }
@@ -192,8 +182,9 @@ public sealed class RetriKTPipeline
     public static ClassificationScores EvaluateMajority(FewShotTask task)
     {
         ArgumentNullException.ThrowIfNull(task);
+        CheckTask(task);
         var labelIndex = LabelIndex(task);
-        var gold = task.Test.Where(r => labelIndex.ContainsKey(r.Label)).Select(r => labelIndex[r.Label]).ToList();
+        var gold = task.Test.Select(r => labelIndex[r.Label]).ToList();
         int majority = MajorityLabel(gold);
         return ClassificationScores.FromPredictions(gold, Enumerable.Repeat(majority, gold.Count).ToList(), task.Labels.Count);
     }
@@ -221,7 +212,7 @@ public sealed class RetriKTPipeline
     private void WarnWhereTheStoreStudentLosesToTheMajority(FewShotTask task, double devAccuracy, IProgress<TrainingProgress>? progress, CancellationToken cancellation)
     {
         var labelIndex = LabelIndex(task);
-        var gold = task.Dev.Where(r => labelIndex.ContainsKey(r.Label)).Select(r => labelIndex[r.Label]).ToList();
+        var gold = task.Dev.Select(r => labelIndex[r.Label]).ToList();
         if (gold.Count == 0 || double.IsNaN(devAccuracy)) return;
         int majority = MajorityLabel(gold);
         double share = (double)gold.Count(g => g == majority) / gold.Count;
@@ -241,9 +232,8 @@ public sealed class RetriKTPipeline
         var test = keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test));
         var validation = dev;
         string? validationWeights = null, mixWeights = null;
-        if (store is not null && o.TuningCorpus is not null && !(o.StoreValidationShare > 0 && o.TuneOnFewShotDev))
-            throw new ArgumentException($"TuningCorpus '{o.TuningCorpus}' joins the teacher-labelled tuning rows, which need StoreValidationShare > 0 and " +
-                                        $"TuneOnFewShotDev; found StoreValidationShare {o.StoreValidationShare} and TuneOnFewShotDev {o.TuneOnFewShotDev}.");
+        // Validate checked it when the pipeline was built; the options may have changed since (Options is the caller's object).
+        if (store is not null) o.CheckTuningCorpusRule();
         // Before the hold-out, so the epoch and the mix are chosen on real sentences as well as generated ones. A student
         // without a store (the few-shot reference) stays without one.
         int corpusEntries = 0;
@@ -330,7 +320,7 @@ public sealed class RetriKTPipeline
             }
             clock.Restart();
             var metrics = _mlContext.MulticlassClassification.Evaluate(student.Transform(test));
-            var scores = FromMetrics(metrics);
+            var scores = FromMetrics(metrics, task);
             var evalTime = clock.Elapsed;
             double devAccuracy = dev is null ? double.NaN : _mlContext.MulticlassClassification.Evaluate(student.Transform(dev)).MicroAccuracy;
             if (store is not null) WarnWhereTheStoreStudentLosesToTheMajority(task, devAccuracy, progress, cancellation);
@@ -438,7 +428,11 @@ public sealed class RetriKTPipeline
         return (kept, heldOut.Select(h => new TextPairRow { Text = h.Entry.Text!, Text2 = h.Entry.Text2 ?? "", Label = store.LabelNames[h.TeacherLabel] }).ToList());
     }
 
-    private static ClassificationScores FromMetrics(MulticlassClassificationMetrics metrics)
+    /// <summary>
+    /// ML.NET's metrics of <paramref name="task"/>'s test split as scores. The evaluator skips rows without a label key
+    /// (and a model may drop rows); every test row must have been scored, else the accuracy would be of part of the split.
+    /// </summary>
+    private static ClassificationScores FromMetrics(MulticlassClassificationMetrics metrics, FewShotTask task)
     {
         var counts = metrics.ConfusionMatrix.Counts;
         int k = counts.Count;
@@ -446,6 +440,8 @@ public sealed class RetriKTPipeline
         for (int gold = 0; gold < k; gold++)
             for (int predicted = 0; predicted < counts[gold].Count; predicted++) confusion[gold, predicted] = counts[gold][predicted];
         var scores = ClassificationScores.FromConfusion(confusion);
+        if (scores.Rows != task.Test.Count)
+            throw new InvalidOperationException($"Task '{task.Name}': {scores.Rows} of the {task.Test.Count} test rows were scored; the model or the label map dropped the others.");
         // Accuracy exactly as ML.NET reports it (the confusion matrix gives the same value; this keeps one source of truth).
         return scores with { Accuracy = metrics.MicroAccuracy };
     }
@@ -483,10 +479,6 @@ public sealed class RetriKTPipeline
         return result;
     }
 
-    /// <summary>The trust region the pipeline options ask for: null takes the library's default, 0 turns it off.</summary>
-    private static double? MaxUpdateKl(RetriKTPipelineOptions o) =>
-        o.PpoMaxUpdateKl switch { null => SoftPromptPpoOptions.Defaults.MaxUpdateKl, 0 => null, double kl => kl };
-
     /// <summary>
     /// The PPO settings in an extraction checkpoint's name beyond the step count: none at the library's rate (the names
     /// checkpoints had before these options), else the rate and the trust region ("off" when turned off).
@@ -496,7 +488,7 @@ public sealed class RetriKTPipeline
         string rollouts = o.RolloutsPerStep == new RetriKTPipelineOptions().RolloutsPerStep ? "" : FormattableString.Invariant($"-r{o.RolloutsPerStep}");
         if (o.PpoLearningRate is null && o.PpoMaxUpdateKl is null) return rollouts;
         double lr = o.PpoLearningRate ?? SoftPromptPpoOptions.Defaults.PpoLearningRate;
-        string kl = MaxUpdateKl(o) is double k ? FormattableString.Invariant($"{k:R}") : "off";
+        string kl = o.ResolvedMaxUpdateKl() is double k ? FormattableString.Invariant($"{k:R}") : "off";
         return FormattableString.Invariant($"-lr{lr:R}-kl{kl}{rollouts}");
     }
 
@@ -505,15 +497,29 @@ public sealed class RetriKTPipeline
     private static Dictionary<string, int> LabelIndex(FewShotTask task)
         => task.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => p.i, StringComparer.Ordinal);
 
+    /// <summary>
+    /// Refuses a task the pipeline cannot score faithfully: fewer than 2 labels, an empty training or test split, or a
+    /// row of any split whose label is not one of the task's labels (a test row with another label would be left out of
+    /// the accuracy without a word; a dev row, out of the model selection). Every entry point runs it before any work.
+    /// The messages carry no parameter name: hosts print them as they are.
+    /// </summary>
     private static void CheckTask(FewShotTask task)
     {
-        if (task.Labels.Count < 2) throw new ArgumentException($"Task '{task.Name}' has {task.Labels.Count} label(s); at least 2 are needed.", nameof(task));
-        if (task.Train.Count == 0) throw new ArgumentException($"Task '{task.Name}' has an empty training split.", nameof(task));
-        if (task.Test.Count == 0) throw new ArgumentException($"Task '{task.Name}' has an empty test split.", nameof(task));
+        if (task.Labels.Count < 2) throw new ArgumentException($"Task '{task.Name}' has {task.Labels.Count} label(s); at least 2 are needed.");
+        if (task.Train.Count == 0) throw new ArgumentException($"Task '{task.Name}' has an empty training split.");
+        if (task.Test.Count == 0) throw new ArgumentException($"Task '{task.Name}' has an empty test split.");
+        CheckLabels(task, "train", task.Train);
+        CheckLabels(task, "dev", task.Dev);
+        CheckLabels(task, "test", task.Test);
+    }
+
+    /// <summary>Every row of <paramref name="rows"/> (the task's <paramref name="split"/> split) has one of the task's labels; else one line naming the row, 1-based.</summary>
+    internal static void CheckLabels(FewShotTask task, string split, IReadOnlyList<TextPairRow> rows)
+    {
         var known = task.Labels.ToHashSet(StringComparer.Ordinal);
-        var unknown = task.Train.FirstOrDefault(r => !known.Contains(r.Label));
-        if (unknown is not null)
-            throw new ArgumentException($"Task '{task.Name}': training label '{unknown.Label}' is not one of [{string.Join(", ", task.Labels)}].", nameof(task));
+        for (int i = 0; i < rows.Count; i++)
+            if (!known.Contains(rows[i].Label))
+                throw new ArgumentException($"Task '{task.Name}': {split} row {i + 1}: label '{rows[i].Label}' is not one of [{string.Join(", ", task.Labels)}].");
     }
 
     /// <summary>A validation row with its weights: in the choice of epoch (and of the mix, unless MixWeight is used), and in the λ/μ/τ tuning.</summary>

@@ -1,5 +1,9 @@
+using System.Globalization;
 using Microsoft.ML;
+using RetriKT.MLNet.Knowledge.Extraction;
+using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet.Pipeline;
 
@@ -281,33 +285,97 @@ public sealed class RetriKTPipelineOptions
     };
 
     /// <summary>
-    /// Throws <see cref="ArgumentOutOfRangeException"/> naming the first setting out of range. <see cref="RetriKTPipeline"/>
-    /// calls it when it is built; the student's shape is checked here too, because the student's trainer is built only
-    /// after the store is extracted, which takes hours on a CPU.
+    /// Throws naming the first setting the pipeline would refuse later: <see cref="ArgumentOutOfRangeException"/> for a
+    /// setting out of range, <see cref="ArgumentException"/> for settings that contradict each other and
+    /// <see cref="FileNotFoundException"/> for a corpus path that is not there. <see cref="RetriKTPipeline"/> calls it when
+    /// it is built. The prompt tuning's, the extraction's and the student's settings are checked here as their own
+    /// components check them, because those are built only after the steps before them: the student after the store is
+    /// extracted, which takes hours on a CPU. Cheap: it reads no corpus and loads no model.
     /// </summary>
     public void Validate()
     {
         // No parameter name: the message names the setting, and hosts print it as it is.
         static void Check(bool ok, string message) { if (!ok) throw new ArgumentOutOfRangeException(paramName: null, message); }
+        static string Text(double? value) => value is double v ? v.ToString(CultureInfo.InvariantCulture) : "null";
         Check(SamplesPerLabel >= 1, $"SamplesPerLabel must be >= 1, found {SamplesPerLabel}.");
         Check(PpoSteps >= 0, $"PpoSteps must be >= 0, found {PpoSteps}.");
         Check(StudentEpochs >= 1, $"StudentEpochs must be >= 1, found {StudentEpochs}.");
         Check(StudentEarlyStoppingPatience >= 0, $"StudentEarlyStoppingPatience must be >= 0, found {StudentEarlyStoppingPatience}.");
+        // Written so that NaN fails.
+        Check(StoreValidationShare is >= 0 and < 1, $"StoreValidationShare must be in [0, 1), found {Text(StoreValidationShare)}.");
+        Check(FewShotDevTuningShare is null or (> 0 and <= 1), $"FewShotDevTuningShare must be in (0, 1] (or null for {Text(DefaultFewShotDevTuningShare)}), found {Text(FewShotDevTuningShare)}.");
+        Check(FewShotDevMixShare is null or (> 0 and <= 1), $"FewShotDevMixShare must be in (0, 1] (or null for FewShotDevTuningShare's), found {Text(FewShotDevMixShare)}.");
+        Check(StoreVariantsPerSample >= 0, $"StoreVariantsPerSample must be >= 0, found {StoreVariantsPerSample}.");
+        // The prompt tuning's and the extraction's own checks (their messages name their own fields).
+        Checked("Prompt settings: ", () => SoftPromptOptions().ValidateSettings());
+        Checked("Extraction settings: ", () => ExtractorOptions().ValidateSettings());
+        if (TuningCorpus is not null) CorpusSentences.RequireExists(TuningCorpus, CorpusSentences.TuningOption);
+        if (StoreCorpus is not null) CorpusSentences.RequireExists(StoreCorpus, CorpusSentences.StoreOption);
+        CheckTuningCorpusRule();
         var student = StudentTrainerOptions();
         if (StudentBackbone is null)
         {
-            // The two shape settings a user most often gets wrong, in this class's names; the trainer checks them too.
+            // The three shape settings a user most often gets wrong, in this class's names; the trainer checks them too.
             Check(StudentHiddenSize >= student.Heads && StudentHiddenSize % student.Heads == 0,
                 $"StudentHiddenSize must be a positive multiple of the student's {student.Heads} attention heads, found {StudentHiddenSize}.");
             Check(StudentEmbeddingRank <= StudentHiddenSize, $"StudentEmbeddingRank ({StudentEmbeddingRank}) must be at most StudentHiddenSize ({StudentHiddenSize}).");
+            int smallest = WordPieceVocabulary.SpecialTokens.Count + 2;
+            Check(StudentMaxVocabulary >= smallest,
+                $"StudentMaxVocabulary must be at least {smallest} (the {WordPieceVocabulary.SpecialTokens.Count} special tokens and 2 pieces), found {StudentMaxVocabulary}.");
         }
         // The rest of the student's settings, as its trainer checks them (its messages name its own fields).
-        try { _ = new RetrievalClassifierTrainer(new MLContext(), student); }
+        Checked("Student settings: ", () => _ = new RetrievalClassifierTrainer(new MLContext(), student));
+    }
+
+    /// <summary>Runs a component's own check; an out-of-range setting is rethrown with <paramref name="prefix"/> and without the parameter name.</summary>
+    private static void Checked(string prefix, Action check)
+    {
+        try { check(); }
         catch (ArgumentOutOfRangeException e)
         {
-            throw new ArgumentOutOfRangeException(paramName: null, "Student settings: " + e.Message.Replace($" (Parameter '{e.ParamName}')", ""));
+            throw new ArgumentOutOfRangeException(paramName: null, prefix + e.Message.Replace($" (Parameter '{e.ParamName}')", ""));
         }
     }
+
+    /// <summary>
+    /// <see cref="TuningCorpus"/>'s sentences join the held-out store rows the store student is tuned on, so they need
+    /// <see cref="StoreValidationShare"/> &gt; 0 and <see cref="TuneOnFewShotDev"/>.
+    /// </summary>
+    internal void CheckTuningCorpusRule()
+    {
+        if (TuningCorpus is not null && !(StoreValidationShare > 0 && TuneOnFewShotDev))
+            throw new ArgumentException($"TuningCorpus '{TuningCorpus}' joins the teacher-labelled tuning rows, which need StoreValidationShare > 0 and " +
+                                        string.Create(CultureInfo.InvariantCulture, $"TuneOnFewShotDev; found StoreValidationShare {StoreValidationShare} and TuneOnFewShotDev {TuneOnFewShotDev}."));
+    }
+
+    /// <summary>
+    /// The prompt trainer's settings that these options fix on their own. The pipeline adds what depends on the task and
+    /// the teacher: the template, the labels, the teacher and its path, progress and cancellation.
+    /// </summary>
+    internal SoftPromptPpoOptions SoftPromptOptions() => new()
+    {
+        PromptTokens = PromptTokens, SupervisedEpochs = SupervisedEpochs, PpoSteps = PpoSteps, RolloutsPerStep = RolloutsPerStep,
+        MaxNewTokens = MaxNewTokens, CalibrateVerbalizer = CalibrateVerbalizer, Seed = Seed, MetricsCsvPath = PpoMetricsCsvPath,
+        PpoLearningRate = PpoLearningRate ?? SoftPromptPpoOptions.Defaults.PpoLearningRate,
+        MaxUpdateKl = ResolvedMaxUpdateKl(),
+    };
+
+    /// <summary>The trust region these options ask for: null (unset) takes the library's default, 0 turns it off.</summary>
+    internal double? ResolvedMaxUpdateKl() =>
+        PpoMaxUpdateKl switch { null => SoftPromptPpoOptions.Defaults.MaxUpdateKl, 0 => null, double kl => kl };
+
+    /// <summary>
+    /// The extractor's settings that these options fix on their own. The pipeline adds what depends on the run: the soft
+    /// prompts, the checkpoint path (named after the task and the prompts), progress and cancellation.
+    /// </summary>
+    internal KnowledgeExtractorOptions ExtractorOptions() => new()
+    {
+        SamplesPerLabel = SamplesPerLabel, MaxAttemptsFactor = MaxAttemptsFactor, BatchSize = ExtractionBatchSize,
+        FidelityThreshold = FidelityThreshold, RequireArgmax = RequireArgmax, AssignToTeacherLabel = AssignToTeacherLabel, IncludeFewShot = true,
+        CalibrateVerbalizer = CalibrateVerbalizer, Seed = Seed,
+        // By default the work directory is a cache: a checkpoint of other prompts (retrained after a recipe change) is moved aside and regenerated.
+        StartFreshOnCheckpointMismatch = ReplaceMismatchedCheckpoint,
+    };
 
     /// <summary>
     /// The student trainer's settings that these options fix on their own (shape, training, backbone). The pipeline adds

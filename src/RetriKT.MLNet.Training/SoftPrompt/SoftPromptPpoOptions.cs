@@ -107,6 +107,15 @@ public sealed class SoftPromptPpoOptions
     {
         if (Template is null) throw new ArgumentException("SoftPromptPpoOptions.Template is required (for example TaskTemplates.Sst2).");
         if (string.IsNullOrWhiteSpace(TeacherPath)) throw new ArgumentException("SoftPromptPpoOptions.TeacherPath is required: model.zip references the teacher by path and content hash.");
+        ValidateSettings();
+    }
+
+    /// <summary>
+    /// The settings' own ranges, without the task and the teacher: what <c>RetriKTPipelineOptions.Validate</c> checks
+    /// before the pipeline has a task.
+    /// </summary>
+    internal void ValidateSettings()
+    {
         Positive(PromptTokens, nameof(PromptTokens));
         if (TaskPromptTokens < 0) throw new ArgumentOutOfRangeException(nameof(TaskPromptTokens), $"TaskPromptTokens must be >= 0, found {TaskPromptTokens}.");
         if (SupervisedEpochs < 0) throw new ArgumentOutOfRangeException(nameof(SupervisedEpochs), $"SupervisedEpochs must be >= 0, found {SupervisedEpochs}.");

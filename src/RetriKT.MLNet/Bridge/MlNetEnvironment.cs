@@ -44,4 +44,7 @@ internal static class SchemaShapes
 
     /// <summary>Annotation shape (for example <c>KeyValues</c>, <c>SlotNames</c>) attached to an output column.</summary>
     public static SchemaShape Annotations(params SchemaShape.Column[] columns) => new(columns);
+
+    /// <summary>The shape of a schema (<c>SchemaShape.Create</c> is internal): Fit checks its input with the code GetOutputSchema uses.</summary>
+    public static SchemaShape Of(DataViewSchema schema) => SchemaShape.Create(schema);
 }

@@ -1,4 +1,6 @@
 using Microsoft.ML;
+using Microsoft.ML.Data;
+using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Knowledge.Extraction;
@@ -33,8 +35,14 @@ public class KnowledgeExtractorTests
         var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
         using var prompts = StoryPrompts(mlContext, data, supervisedEpochs: 4);
 
-        var first = mlContext.RetriKT().KnowledgeExtractor(Options(prompts)).Fit(data);
+        var estimator = mlContext.RetriKT().KnowledgeExtractor(Options(prompts));
+        var first = estimator.Fit(data);
         var store = first.Store;
+        // The estimator's shape promises what Transform gives: SoftLabel, a vector of Single with the labels as SlotNames.
+        var promised = Assert.Single(estimator.GetOutputSchema(SchemaShapes.Of(data.Schema)), c => c.Name == "SoftLabel");
+        var given = Assert.Single(SchemaShapes.Of(first.GetOutputSchema(data.Schema)), c => c.Name == "SoftLabel");
+        Assert.Equal((given.Kind, given.ItemType, given.IsKey), (promised.Kind, promised.ItemType, promised.IsKey));
+        Assert.Equal(given.Annotations.Select(a => (a.Name, a.Kind, a.ItemType)), promised.Annotations.Select(a => (a.Name, a.Kind, a.ItemType)));
         var report = first.Report!;
         Assert.Equal(8, report.FewShot);
         Assert.Equal(6, report.Kept["happy"]);

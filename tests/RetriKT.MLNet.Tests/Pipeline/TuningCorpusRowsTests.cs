@@ -36,7 +36,7 @@ public class TuningCorpusRowsTests
         var e = Assert.Throws<ArgumentException>(() => pipeline.TeacherLabelledCorpusRows(pair, null, CancellationToken.None));
         Assert.Equal($"TuningCorpus '{Corpus}' gives single sentences; task MRPC takes sentence pairs. Leave TuningCorpus unset for it.", e.Message);
 
-        // Without held-out store rows there is no teacher-labelled half for the corpus to join: training says so, not ignores it.
+        // Without held-out store rows there is no teacher-labelled half for the corpus to join: the pipeline says so when it is built.
         var extraction = StoreExtraction.FewShotRows(task);
         var noShare = options.Clone();
         noShare.StoreValidationShare = 0;

@@ -94,6 +94,32 @@ public sealed class KnowledgeExtractorOptions
     public IProgress<TrainingProgress>? Progress;
     /// <summary>Cancellation between batches.</summary>
     public CancellationToken CancellationToken;
+
+    /// <summary>
+    /// The settings' own ranges, written so that NaN fails, with the option's name: what the extractor's constructor
+    /// checks, and what <c>RetriKTPipelineOptions.Validate</c> checks before there are soft prompts. Given the
+    /// <paramref name="template"/> (known once the prompts are), <see cref="MaxWords"/> is also checked against its MinWords
+    /// when <see cref="MinWords"/> is null.
+    /// </summary>
+    internal void ValidateSettings(TaskTemplate? template = null)
+    {
+        // No parameter name: the message names the option, and hosts print it as it is.
+        static void Check(bool ok, string message) { if (!ok) throw new ArgumentOutOfRangeException(paramName: null, message); }
+        Check(SamplesPerLabel >= 0, $"SamplesPerLabel must be >= 0, found {SamplesPerLabel}.");
+        Check(BatchSize > 0, $"BatchSize must be positive, found {BatchSize}.");
+        Check(MaxAttemptsFactor >= 1 && double.IsFinite(MaxAttemptsFactor), $"MaxAttemptsFactor must be a finite number >= 1, found {Text(MaxAttemptsFactor)}.");
+        Check(FidelityThreshold is >= 0 and <= 1, $"FidelityThreshold must be in [0, 1], found {Text(FidelityThreshold)}.");
+        Check(MinWords is null or >= 1, $"MinWords must be >= 1 (or null for the template's), found {MinWords}.");
+        Check(MaxWords >= (MinWords ?? 1), MinWords is int min
+            ? $"MaxWords ({MaxWords}) must be >= MinWords ({min}): no sample could pass both."
+            : $"MaxWords must be >= 1, found {MaxWords}.");
+        if (MinWords is null && template is not null)
+            Check(MaxWords >= template.MinWords, $"MaxWords ({MaxWords}) must be >= template '{template.Name}''s MinWords ({template.MinWords}): no sample could pass both.");
+        Check(NearDuplicateThreshold is >= 0 and <= 1, $"NearDuplicateThreshold must be in [0, 1] (1 turns the filter off), found {Text(NearDuplicateThreshold)}.");
+        Check(double.IsFinite(FluencyMargin), $"FluencyMargin must be a finite number of nats per token, found {Text(FluencyMargin)}.");
+    }
+
+    private static string Text(double value) => value.ToString(CultureInfo.InvariantCulture);
 }
 
 /// <summary>Counts of an extraction run.</summary>
@@ -187,30 +213,71 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         _options = options ?? throw new ArgumentNullException(nameof(options));
         if (options.SoftPrompts is null && options.SoftPromptOptions is null)
             throw new ArgumentException("KnowledgeExtractorOptions needs SoftPrompts (a fitted SoftPromptPpoTrainer) or SoftPromptOptions to fit one.");
-        if (options.SamplesPerLabel < 0) throw new ArgumentOutOfRangeException(nameof(options), $"SamplesPerLabel must be >= 0, found {options.SamplesPerLabel}.");
-        if (options.BatchSize <= 0) throw new ArgumentOutOfRangeException(nameof(options), $"BatchSize must be positive, found {options.BatchSize}.");
-        if (!(options.MaxAttemptsFactor >= 1)) throw new ArgumentOutOfRangeException(nameof(options), $"MaxAttemptsFactor must be >= 1, found {options.MaxAttemptsFactor}.");
-        if (options.FidelityThreshold is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(options), $"FidelityThreshold must be in [0, 1], found {options.FidelityThreshold}.");
+        // The prompts to fit are checked now too, not after the few-shot data is read.
+        if (options.SoftPrompts is null) options.SoftPromptOptions!.Validate();
+        options.ValidateSettings(Template);
     }
 
-    /// <inheritdoc/>
+    /// <summary>The template of the soft prompts (given, or to be fitted).</summary>
+    private TaskTemplate Template => _options.SoftPrompts?.Template ?? _options.SoftPromptOptions!.Template!;
+
+    /// <summary>
+    /// The input plus SoftLabel (a vector of Single with the labels as SlotNames, as Transform gives it). Refuses an input
+    /// without the columns <see cref="Fit"/> reads (<see cref="CheckInput"/>).
+    /// </summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
+        CheckInput(inputSchema);
         var columns = inputSchema.ToDictionary(c => c.Name);
-        columns[KnowledgeExtractorTransformer.SoftLabelColumn] = SchemaShapes.Vector(KnowledgeExtractorTransformer.SoftLabelColumn, NumberDataViewType.Single);
+        columns[KnowledgeExtractorTransformer.SoftLabelColumn] = SchemaShapes.Vector(KnowledgeExtractorTransformer.SoftLabelColumn, NumberDataViewType.Single,
+            annotations: SchemaShapes.Annotations(SchemaShapes.Vector(AnnotationNames.SlotNames, TextDataViewType.Instance)));
         return new SchemaShape(columns.Values);
+    }
+
+    /// <summary>
+    /// The columns <see cref="Fit"/> reads, checked before any prompt tuning or generation: the template's text columns
+    /// (String) and the label column (String, or a key with text key values). One line naming the column, what the
+    /// template or the option needs and what the data has (no parameter name: hosts print it as it is).
+    /// </summary>
+    private void CheckInput(SchemaShape input)
+    {
+        var template = Template;
+        string Columns() => string.Join(", ", input.Select(c => $"'{c.Name}'"));
+        static string Found(SchemaShape.Column c) => c.Kind switch
+        {
+            SchemaShape.Column.VectorKind.Scalar => $"{c.ItemType}",
+            SchemaShape.Column.VectorKind.Vector => $"Vector<{c.ItemType}>",
+            _ => $"Vector<{c.ItemType}> of variable size",
+        } + (c.IsKey ? " (key)" : "");
+        foreach (var name in new[] { template.TextColumn, template.Text2Column })
+        {
+            if (name is null) continue;
+            var column = input.FirstOrDefault(c => c.Name == name);
+            if (column.Name is null)
+                throw new ArgumentOutOfRangeException(paramName: null, $"Column '{name}' (String) is needed by template '{template.Name}'; found no such column. Columns: {Columns()}.");
+            if (column.Kind != SchemaShape.Column.VectorKind.Scalar || column.ItemType is not TextDataViewType)
+                throw new ArgumentOutOfRangeException(paramName: null, $"Column '{name}' (String) is needed by template '{template.Name}'; found {Found(column)}.");
+        }
+        string labelName = _options.LabelColumnName;
+        var label = input.FirstOrDefault(c => c.Name == labelName);
+        if (label.Name is null)
+            throw new ArgumentOutOfRangeException(paramName: null, $"Label column '{labelName}' not found. Columns: {Columns()}.");
+        bool textKeys = label.IsKey && label.Annotations.Any(a => a.Name == AnnotationNames.KeyValues && a.ItemType is TextDataViewType);
+        if (label.Kind != SchemaShape.Column.VectorKind.Scalar || !(label.ItemType is TextDataViewType || textKeys))
+            throw new ArgumentOutOfRangeException(paramName: null, $"Label column '{labelName}' must be String or a key type with text key values, found {Found(label)}.");
     }
 
     /// <summary>Extracts the knowledge store from the few-shot data.</summary>
     public KnowledgeExtractorTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        CheckInput(SchemaShapes.Of(input.Schema));
         var o = _options;
         var prompts = o.SoftPrompts ?? new SoftPromptPpoTrainer(_env, o.SoftPromptOptions!).Fit(input);
         var template = prompts.Template;
         var labels = prompts.Labels;
-        template.Validate(labels, input.Schema);
+        template.Validate(labels); // the input's columns are checked above
         var fewShot = SoftPromptPpoTrainer.ReadExamples(input, template, o.LabelColumnName, labels);
         var host = new ComponentHost(_env, nameof(KnowledgeExtractor), o.Seed, o.Progress, o.CancellationToken);
         var (store, report) = Extract(prompts, fewShot, host);
