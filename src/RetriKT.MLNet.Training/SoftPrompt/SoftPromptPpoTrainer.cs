@@ -92,46 +92,54 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
 
         bool ownsTeacher = o.Teacher is null;
         var teacher = o.Teacher ?? TeacherModel.Load(o.TeacherPath!, new TeacherLoadOptions { Device = host.ResolveDevice() });
+        // The prompts and the value head are this method's until it ends, whether training succeeds, fails or is
+        // cancelled: the transformer gets a snapshot of the prompt values, never the modules.
+        SoftPromptModule? prompts = null;
+        ValueHead? valueHead = null;
         try
         {
             teacher.RequiresGrad = false;
-            var (policy, report) = Train(teacher, template, labels, examples, host);
-            var (labelPrompts, taskPrompt) = policy.Prompts.Snapshot();
+            var tokenizer = teacher.Tokenizer ?? throw new InvalidOperationException($"Teacher '{o.TeacherPath}' has no tokenizer; soft prompt training needs one.");
+            random.manual_seed(host.Seed);
+            prompts = InitialPrompts(teacher, tokenizer, template, labels, host.Seed);
+            prompts.to(teacher.Device);
+            valueHead = new ValueHead(teacher.Config.HiddenSize);
+            valueHead.to(teacher.Device);
+            var report = Train(new SoftPromptPolicy(teacher, template, prompts, valueHead), labels, examples, host);
+            var (labelPrompts, taskPrompt) = prompts.Snapshot();
             var transformer = new SoftPromptTransformer(_env, o.TeacherPath!, teacher.ContentHash, template, labels, o.LabelColumnName,
-                labelPrompts, taskPrompt, policy.Prompts.LabelTokens, policy.Prompts.TaskTokens, policy.Prompts.Hidden,
+                labelPrompts, taskPrompt, prompts.LabelTokens, prompts.TaskTokens, prompts.Hidden,
                 o.Temperature, o.MaxNewTokens ?? template.MaxNewTokens, host.Seed, teacher, ownsTeacher, report);
-            policy.Prompts.Dispose();
-            policy.Value.Dispose();
             ownsTeacher = false; // the transformer owns it now
             return transformer;
         }
         finally
         {
+            prompts?.Dispose();
+            valueHead?.Dispose();
             if (ownsTeacher) teacher.Dispose();
         }
     }
 
-    private (SoftPromptPolicy Policy, SoftPromptTrainingReport Report) Train(TeacherModel teacher, TaskTemplate template,
-        IReadOnlyList<string> labels, List<PromptExample> examples, ComponentHost host)
+    /// <summary>The label (and task) prompts as <see cref="SoftPromptPpoOptions.Init"/> asks, from the teacher's embeddings.</summary>
+    private SoftPromptModule InitialPrompts(TeacherModel teacher, TeacherTokenizer tokenizer, TaskTemplate template, IReadOnlyList<string> labels, int seed)
     {
         var o = _options;
-        var tokenizer = teacher.Tokenizer ?? throw new InvalidOperationException($"Teacher '{o.TeacherPath}' has no tokenizer; soft prompt training needs one.");
-        random.manual_seed(host.Seed);
-        SoftPromptModule prompts;
-        using (var init = NewDisposeScope())
-        using (no_grad())
-        using (var generator = new Generator((ulong)host.Seed, CPU))
-        {
-            var matrix = teacher.EmbedVocabulary();
-            var initIds = tokenizer.Encode(o.InitText, addBos: false);
-            var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens,
-                l => [.. initIds, .. tokenizer.Encode(template.Verbalizer[labels[l]], addBos: false)], initIds, generator);
-            prompts = new SoftPromptModule(labelInit, taskInit);
-        }
-        prompts.to(teacher.Device);
-        var valueHead = new ValueHead(teacher.Config.HiddenSize);
-        valueHead.to(teacher.Device);
-        var policy = new SoftPromptPolicy(teacher, template, prompts, valueHead);
+        using var init = NewDisposeScope();
+        using var noGrad = no_grad();
+        using var generator = new Generator((ulong)seed, CPU);
+        var matrix = teacher.EmbedVocabulary();
+        var initIds = tokenizer.Encode(o.InitText, addBos: false);
+        var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens,
+            l => [.. initIds, .. tokenizer.Encode(template.Verbalizer[labels[l]], addBos: false)], initIds, generator);
+        return new SoftPromptModule(labelInit, taskInit); // its parameters stay out of the scope
+    }
+
+    /// <summary>Stage 1 then stage 2 on <paramref name="policy"/>'s prompts and value head, which the caller owns.</summary>
+    private SoftPromptTrainingReport Train(SoftPromptPolicy policy, IReadOnlyList<string> labels, List<PromptExample> examples, ComponentHost host)
+    {
+        var o = _options;
+        var (teacher, template, prompts, valueHead) = (policy.Teacher, policy.Template, policy.Prompts, policy.Value);
         var rng = new Random(host.Seed);
 
         // ---- stage 1: supervised prompt tuning
@@ -177,9 +185,14 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         {
             var reward = o.Reward ?? new RetriKTReward(new VerbalizerClassifier(teacher, template, labels, o.CalibrateVerbalizer), o.RewardWeights, template.MinWords);
             var snapshot = prompts.Snapshot();
-            using var reference = new SoftPromptModule(
-                tensor(snapshot.LabelPrompts, [prompts.Labels, prompts.LabelTokens, prompts.Hidden]),
-                snapshot.TaskPrompt is null ? null : tensor(snapshot.TaskPrompt, [prompts.TaskTokens, prompts.Hidden]));
+            SoftPromptModule FrozenCopy()
+            {
+                using var scope = NewDisposeScope(); // the values it is built from; the module's parameters stay out
+                return new SoftPromptModule(
+                    tensor(snapshot.LabelPrompts, [prompts.Labels, prompts.LabelTokens, prompts.Hidden]),
+                    snapshot.TaskPrompt is null ? null : tensor(snapshot.TaskPrompt, [prompts.TaskTokens, prompts.Hidden]));
+            }
+            using var reference = FrozenCopy();
             reference.to(teacher.Device);
             foreach (var p in reference.parameters()) p.requires_grad = false;
             var kl = new AdaptiveKlController(o.InitialKlCoefficient, o.TargetKl ?? 1, o.KlHorizon);
@@ -235,7 +248,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                     m.PolicyLoss, m.ValueLoss, m.ClipFraction, m.ApproxKl, m.Entropy, m.GeneratedTokens, m.RolloutSeconds, m.RewardSeconds,
                     m.ScoringSeconds, m.UpdateSeconds, m.KeptUpdates, m.RolledBack ? 1 : 0, m.FinalApproxKl, m.LearningRate }.Select(v => v.ToString("G6", CultureInfo.InvariantCulture)))));
         }
-        return (policy, new SoftPromptTrainingReport(initialNll, supervisedNll, epochNll, ppo));
+        return new SoftPromptTrainingReport(initialNll, supervisedNll, epochNll, ppo);
     }
 
     private PpoStepMetrics PpoStep(SoftPromptPolicy policy, SoftPromptModule reference, List<Rollout> rollouts,
@@ -243,8 +256,8 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     {
         var o = _options;
         var device = policy.Teacher.Device;
-        var labels = tensor(rollouts.Select(r => (long)r.Label).ToArray(), device: device);
         using var outer = NewDisposeScope();
+        var labels = tensor(rollouts.Select(r => (long)r.Label).ToArray(), device: device);
         Tensor oldLogp, oldValues, mask, advantages, returns, sequenceKl;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using (no_grad())

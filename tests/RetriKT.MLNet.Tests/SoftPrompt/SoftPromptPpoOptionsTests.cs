@@ -126,4 +126,43 @@ public class SoftPromptPpoOptionsTests
         options.InitText = null!;
         Assert.Equal("SoftPromptPpoOptions.InitText must not be null (\"\" for none).", Assert.Throws<ArgumentException>(() => Trainer(options)).Message);
     }
+
+    [SharedDataFact]
+    public void PpoLeavesNoTensorAliveAfterFitWhetherItSucceedsOrIsCancelled()
+    {
+        // Counted on this thread by TorchSharp (created minus disposed, inside and outside dispose scopes). The teacher
+        // is loaded once, outside the counts; a first Fit warms its caches up.
+        using var teacher = TeacherModel.Load(Stories260K);
+        var mlContext = new MLContext(seed: 3);
+        var data = StoryData(mlContext);
+        SoftPromptPpoOptions Options(int ppoSteps, IProgress<TrainingProgress>? progress = null, CancellationToken cancel = default) => new()
+        {
+            TeacherPath = Stories260K, Teacher = teacher, Template = StoryMood, SupervisedEpochs = 1, PromptTokens = 2,
+            PpoSteps = ppoSteps, RolloutsPerStep = 4, MiniBatchSize = 4, PpoEpochs = 1, MaxNewTokens = 6, Progress = progress, CancellationToken = cancel,
+        };
+        long Live() => DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        long LeftByFit(SoftPromptPpoOptions options)
+        {
+            long before = Live();
+            using (mlContext.RetriKT().SoftPromptPpoTrainer(options).Fit(data)) { }
+            return Live() - before;
+        }
+        LeftByFit(Options(1));
+        long afterOneStep = LeftByFit(Options(1)), afterFourSteps = LeftByFit(Options(4));
+        Assert.True((afterOneStep, afterFourSteps) == (0, 0), $"tensors left alive by a Fit: {afterOneStep} with 1 PPO step, {afterFourSteps} with 4");
+
+        // Cancelled during PPO (after its first step): the prompts, the value head and the frozen reference go too.
+        using var cancellation = new CancellationTokenSource();
+        var cancelAtFirstPpoStep = new CallbackProgress(p => { if (p.Stage == "PPO") cancellation.Cancel(); });
+        long start = Live();
+        Assert.ThrowsAny<OperationCanceledException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(Options(3, cancelAtFirstPpoStep, cancellation.Token)).Fit(data));
+        Assert.True(cancellation.IsCancellationRequested);
+        Assert.Equal(0, Live() - start);
+    }
+
+    /// <summary>Reports on the training thread (Progress&lt;T&gt; posts to the thread pool, too late to stop the next step).</summary>
+    private sealed class CallbackProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
 }
