@@ -4,6 +4,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Student;
 using RetriKT.MLNet.Teacher;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -69,8 +70,9 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         var template = _options.Template!;
-        if (!inputSchema.Any(c => c.Name == _options.LabelColumnName))
+        if (!inputSchema.TryFindColumn(_options.LabelColumnName, out var label))
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Label column '{_options.LabelColumnName}' not found.");
+        CheckLabelType(label);
         if (template.Target == GenerationTarget.SecondPart && !inputSchema.Any(c => c.Name == template.TextColumn))
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Template '{template.Name}' names column '{template.TextColumn}', which the data does not have.");
         var columns = inputSchema.ToDictionary(c => c.Name);
@@ -372,9 +374,42 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         return examples;
     }
 
-    /// <summary>Reads a label column as text: String, or a key type with text key values.</summary>
+    /// <summary>
+    /// The one check of a label column's type and its message, for a schema's column (Fit, Transform) and for a
+    /// shape's (GetOutputSchema), which give it the same facts: String, or a key type with text key values.
+    /// </summary>
+    private static void CheckLabelType(string name, SchemaShape.Column.VectorKind kind, string itemType, bool isText, bool isKey, bool textKeyValues)
+    {
+        if (kind == SchemaShape.Column.VectorKind.Scalar && (isKey ? textKeyValues : isText)) return;
+        // Described from what a shape knows too (a key's raw type, not its count; a vector's kind, not its size).
+        var item = isKey ? $"Key<{itemType}>" : itemType;
+        var found = kind switch
+        {
+            SchemaShape.Column.VectorKind.Scalar => item + (isKey ? " without text key values" : ""),
+            SchemaShape.Column.VectorKind.Vector => $"Vector<{item}>",
+            _ => $"VarVector<{item}>",
+        };
+        throw new ArgumentOutOfRangeException("column", $"Label column '{name}' must be String or a key type with text key values, found {found}.");
+    }
+
+    private static void CheckLabelType(DataViewSchema.Column column)
+    {
+        var (kind, item) = column.Type is VectorDataViewType vector
+            ? (vector.IsKnownSize ? SchemaShape.Column.VectorKind.Vector : SchemaShape.Column.VectorKind.VariableVector, vector.ItemType)
+            : (SchemaShape.Column.VectorKind.Scalar, column.Type);
+        CheckLabelType(column.Name, kind, item is KeyDataViewType key ? key.RawType.Name : $"{item}", item is TextDataViewType, item is KeyDataViewType,
+            column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues) is { Type: VectorDataViewType { ItemType: TextDataViewType } });
+    }
+
+    private static void CheckLabelType(SchemaShape.Column column) => CheckLabelType(column.Name, column.Kind, $"{column.ItemType}",
+        column.ItemType is TextDataViewType, column.IsKey,
+        column.Annotations.TryFindColumn(AnnotationNames.KeyValues, out var keyValues)
+            && keyValues.Kind == SchemaShape.Column.VectorKind.Vector && keyValues.ItemType is TextDataViewType);
+
+    /// <summary>Reads a label column as text: String, or a key type with text key values (anything else is refused).</summary>
     internal static Func<DataViewRow, Func<string>> LabelReader(DataViewSchema.Column column)
     {
+        CheckLabelType(column);
         if (column.Type is TextDataViewType)
             return row =>
             {
@@ -382,24 +417,20 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 ReadOnlyMemory<char> value = default;
                 return () => { getter(ref value); return value.ToString(); };
             };
-        if (column.Type is KeyDataViewType && column.Annotations.Schema.GetColumnOrNull("KeyValues") is { Type: VectorDataViewType { ItemType: TextDataViewType } })
+        VBuffer<ReadOnlyMemory<char>> keyValues = default; // a key with text key values (CheckLabelType)
+        column.GetKeyValues(ref keyValues);
+        var names = keyValues.DenseValues().Select(v => v.ToString()).ToArray();
+        return row =>
         {
-            VBuffer<ReadOnlyMemory<char>> keyValues = default;
-            column.GetKeyValues(ref keyValues);
-            var names = keyValues.DenseValues().Select(v => v.ToString()).ToArray();
-            return row =>
+            var getter = row.GetGetter<uint>(column);
+            uint key = 0;
+            return () =>
             {
-                var getter = row.GetGetter<uint>(column);
-                uint key = 0;
-                return () =>
-                {
-                    getter(ref key);
-                    if (key == 0 || key > names.Length) throw new ArgumentException($"Label column '{column.Name}' holds a missing key (0).");
-                    return names[key - 1];
-                };
+                getter(ref key);
+                if (key == 0 || key > names.Length) throw new ArgumentException($"Label column '{column.Name}' holds a missing key (0).");
+                return names[key - 1];
             };
-        }
-        throw new ArgumentOutOfRangeException(nameof(column), $"Label column '{column.Name}' must be String or a key type with text key values, found {column.Type}.");
+        };
     }
 
     private static void WriteCsv(string? path, string header, IEnumerable<string> rows)

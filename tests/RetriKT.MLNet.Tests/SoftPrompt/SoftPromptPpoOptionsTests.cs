@@ -127,6 +127,44 @@ public class SoftPromptPpoOptionsTests
         Assert.Equal("SoftPromptPpoOptions.InitText must not be null (\"\" for none).", Assert.Throws<ArgumentException>(() => Trainer(options)).Message);
     }
 
+    [Fact]
+    public void GetOutputSchemaRefusesTheLabelTypesFitRefusesWithTheSameMessage()
+    {
+        var ml = new MLContext();
+        var trainer = Trainer(Valid());
+        void SameRefusal(IDataView data, string found)
+        {
+            var atFit = Assert.Throws<ArgumentOutOfRangeException>(() => trainer.Fit(data));
+            var atSchema = Assert.Throws<ArgumentOutOfRangeException>(() => trainer.GetOutputSchema(ShapeOf(data.Schema)));
+            Assert.Equal($"Label column 'Label' must be String or a key type with text key values, found {found}. (Parameter 'column')", atFit.Message);
+            Assert.Equal(atFit.Message, atSchema.Message);
+        }
+        SameRefusal(ml.Data.LoadFromEnumerable(new[] { new { Text = "a b c", Label = 1 } }), "Int32");
+        SameRefusal(ml.Data.LoadFromEnumerable(new[] { new { Text = "a b c", Label = 1f } }), "Single");
+        SameRefusal(ml.Data.LoadFromEnumerable(new[] { new { Text = "a b c", Label = true } }), "Boolean");
+        var numbers = ml.Data.LoadFromEnumerable(new[] { new { Text = "a b c", Label = 1 }, new { Text = "d e f", Label = 2 } });
+        SameRefusal(ml.Transforms.Conversion.MapValueToKey("Label").Fit(numbers).Transform(numbers), "Key<UInt32> without text key values");
+        SameRefusal(ml.Data.LoadFromEnumerable(new[] { new VectorLabel { Text = "a b c", Label = ["happy", "sad"] } }), "Vector<String>");
+
+        // What Fit takes, the shape takes: String, and a key with text key values.
+        var words = StoryData(ml);
+        Assert.Contains(trainer.GetOutputSchema(ShapeOf(words.Schema)), c => c.Name == "GeneratedText");
+        var keyed = ml.Transforms.Conversion.MapValueToKey("Label").Fit(words).Transform(words);
+        Assert.Contains(trainer.GetOutputSchema(ShapeOf(keyed.Schema)), c => c.Name == "GeneratedText");
+    }
+
+    /// <summary>The shape ML.NET's estimator chains pass to GetOutputSchema (<c>SchemaShape.Create</c> is internal).</summary>
+    private static SchemaShape ShapeOf(DataViewSchema schema) => (SchemaShape)typeof(SchemaShape)
+        .GetMethod("Create", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic, [typeof(DataViewSchema)])!
+        .Invoke(null, [schema])!;
+
+    private sealed class VectorLabel
+    {
+        public string Text { get; set; } = "";
+        [VectorType(2)]
+        public string[] Label { get; set; } = [];
+    }
+
     [SharedDataFact]
     public void PpoLeavesNoTensorAliveAfterFitWhetherItSucceedsOrIsCancelled()
     {
