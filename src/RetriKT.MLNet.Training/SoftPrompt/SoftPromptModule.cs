@@ -57,7 +57,10 @@ internal sealed class SoftPromptModule : nn.Module
 
     /// <summary>A detached copy of all prompt values, for saving and for the frozen reference policy.</summary>
     public (float[] LabelPrompts, float[]? TaskPrompt) Snapshot()
-        => (_labelPrompts.detach().cpu().data<float>().ToArray(), _taskPrompt?.detach().cpu().data<float>().ToArray());
+    {
+        using var scope = NewDisposeScope(); // the detached views and CPU copies (the caller may have no scope)
+        return (_labelPrompts.detach().cpu().data<float>().ToArray(), _taskPrompt?.detach().cpu().data<float>().ToArray());
+    }
 
     /// <summary>Builds initial prompt values from the teacher's embedding matrix <c>[V, H]</c>.</summary>
     public static (Tensor LabelPrompts, Tensor? TaskPrompt) Initialize(SoftPromptInit init, Tensor embeddingMatrix, int labels, int labelTokens,
@@ -92,6 +95,7 @@ internal sealed class ValueHead : nn.Module<Tensor, Tensor>
     {
         _linear = nn.Linear(hidden, 1);
         register_module("linear", _linear);
+        using (NewDisposeScope()) // zero_ returns a second handle to the bias, which would wait for the finalizer
         using (no_grad())
         {
             _linear.weight!.normal_(0, 1.0 / Math.Sqrt(hidden));

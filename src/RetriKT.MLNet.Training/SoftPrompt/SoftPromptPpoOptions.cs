@@ -1,3 +1,4 @@
+using System.Globalization;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Teacher;
 
@@ -103,10 +104,18 @@ public sealed class SoftPromptPpoOptions
     /// <summary>Cancels training between steps.</summary>
     public CancellationToken CancellationToken;
 
+    /// <summary>
+    /// Checks every option before any training (the trainer's constructor calls it): each refusal names the option and
+    /// the value found. Comparisons are written so that NaN fails them, and rates, coefficients and limits must be finite.
+    /// </summary>
     internal void Validate()
     {
         if (Template is null) throw new ArgumentException("SoftPromptPpoOptions.Template is required (for example TaskTemplates.Sst2).");
         if (string.IsNullOrWhiteSpace(TeacherPath)) throw new ArgumentException("SoftPromptPpoOptions.TeacherPath is required: model.zip references the teacher by path and content hash.");
+        if (string.IsNullOrWhiteSpace(LabelColumnName)) throw new ArgumentException("SoftPromptPpoOptions.LabelColumnName is required (default \"Label\").");
+        ValidateLabels(Labels);
+        if (InitText is null) throw new ArgumentException("SoftPromptPpoOptions.InitText must not be null (\"\" for none).");
+        if (!Enum.IsDefined(Init)) throw new ArgumentOutOfRangeException(nameof(Init), $"Init must be one of {string.Join(", ", Enum.GetNames<SoftPromptInit>())}, found {(int)Init}.");
         ValidateSettings();
     }
 
@@ -116,20 +125,86 @@ public sealed class SoftPromptPpoOptions
     /// </summary>
     internal void ValidateSettings()
     {
+        // Sizes and counts.
         Positive(PromptTokens, nameof(PromptTokens));
-        if (TaskPromptTokens < 0) throw new ArgumentOutOfRangeException(nameof(TaskPromptTokens), $"TaskPromptTokens must be >= 0, found {TaskPromptTokens}.");
-        if (SupervisedEpochs < 0) throw new ArgumentOutOfRangeException(nameof(SupervisedEpochs), $"SupervisedEpochs must be >= 0, found {SupervisedEpochs}.");
-        if (PpoSteps < 0) throw new ArgumentOutOfRangeException(nameof(PpoSteps), $"PpoSteps must be >= 0, found {PpoSteps}.");
-        Positive(BatchSize, nameof(BatchSize)); Positive(RolloutsPerStep, nameof(RolloutsPerStep));
-        Positive(PpoEpochs, nameof(PpoEpochs)); Positive(MiniBatchSize, nameof(MiniBatchSize));
-        if (!(SupervisedLearningRate > 0) || !(PpoLearningRate > 0)) throw new ArgumentOutOfRangeException(nameof(PpoLearningRate), "Learning rates must be > 0.");
-        if (!(Temperature > 0)) throw new ArgumentOutOfRangeException(nameof(Temperature), $"Temperature must be > 0 for sampling, found {Temperature}.");
-        if (MaxUpdateKl is double maxKl && !(maxKl > 0)) throw new ArgumentOutOfRangeException(nameof(MaxUpdateKl), $"MaxUpdateKl must be > 0 (or null to turn the trust region off), found {maxKl}.");
-        if (ClipRange <= 0 || ValueClipRange <= 0) throw new ArgumentOutOfRangeException(nameof(ClipRange), "Clip ranges must be > 0.");
+        AtLeastZero(TaskPromptTokens, nameof(TaskPromptTokens));
+        AtLeastZero(SupervisedEpochs, nameof(SupervisedEpochs));
+        AtLeastZero(PpoSteps, nameof(PpoSteps));
+        Positive(BatchSize, nameof(BatchSize));
+        Positive(RolloutsPerStep, nameof(RolloutsPerStep));
+        Positive(PpoEpochs, nameof(PpoEpochs));
+        Positive(MiniBatchSize, nameof(MiniBatchSize));
+        // The template's own rule for its MaxNewTokens (TaskTemplate.Validate), applied to the override.
+        if (MaxNewTokens is int maxNew && maxNew < TaskTemplate.MinimumMaxNewTokens)
+            throw new ArgumentOutOfRangeException(nameof(MaxNewTokens),
+                $"MaxNewTokens must be at least {TaskTemplate.MinimumMaxNewTokens} (the template's own MaxNewTokens must be too), or null to take the template's, found {maxNew}.");
+
+        // Rates, limits and coefficients.
+        PositiveFinite(SupervisedLearningRate, nameof(SupervisedLearningRate));
+        PositiveFinite(PpoLearningRate, nameof(PpoLearningRate));
+        PositiveFinite(Temperature, nameof(Temperature));
+        if (MaxUpdateKl is double maxKl && !(maxKl > 0 && double.IsFinite(maxKl)))
+            throw new ArgumentOutOfRangeException(nameof(MaxUpdateKl), $"MaxUpdateKl must be positive and finite (or null to turn the trust region off), found {Show(maxKl)}.");
+        PositiveFinite(ClipRange, nameof(ClipRange));
+        PositiveFinite(ValueClipRange, nameof(ValueClipRange));
+        AtLeastZeroFinite(ValueCoefficient, nameof(ValueCoefficient));
+        UnitInterval(Gamma, nameof(Gamma));
+        UnitInterval(Lambda, nameof(Lambda));
+        AtLeastZeroFinite(InitialKlCoefficient, nameof(InitialKlCoefficient));
+        if (TargetKl is double target && !(target > 0 && double.IsFinite(target)))
+            throw new ArgumentOutOfRangeException(nameof(TargetKl), $"TargetKl must be positive and finite (or null to keep the KL coefficient fixed), found {Show(target)}.");
+        PositiveFinite(KlHorizon, nameof(KlHorizon));
+        PositiveFinite(MaxGradientNorm, nameof(MaxGradientNorm));
+
+        // The default reward's weights (null takes the defaults, as RetriKTReward does).
+        if (RewardWeights is { } w)
+        {
+            AtLeastZeroFinite(w.Fidelity, "RewardWeights.Fidelity");
+            AtLeastZeroFinite(w.Diversity, "RewardWeights.Diversity");
+            AtLeastZeroFinite(w.Repetition, "RewardWeights.Repetition");
+            AtLeastZeroFinite(w.Length, "RewardWeights.Length");
+            AtLeastZero(w.Memory, "RewardWeights.Memory");
+        }
+    }
+
+    private static void ValidateLabels(IReadOnlyList<string>? labels)
+    {
+        if (labels is null) return;
+        if (labels.Count == 0)
+            throw new ArgumentException("SoftPromptPpoOptions.Labels is empty: give the labels in training order, or null to take the order of the template's verbalizer.");
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < labels.Count; i++)
+        {
+            if (string.IsNullOrEmpty(labels[i])) throw new ArgumentException($"SoftPromptPpoOptions.Labels: label {i} is null or empty.");
+            if (!seen.Add(labels[i])) throw new ArgumentException($"SoftPromptPpoOptions.Labels: label '{labels[i]}' appears twice.");
+        }
     }
 
     private static void Positive(int value, string name)
     {
         if (value <= 0) throw new ArgumentOutOfRangeException(name, $"{name} must be positive, found {value}.");
     }
+
+    private static void AtLeastZero(int value, string name)
+    {
+        if (value < 0) throw new ArgumentOutOfRangeException(name, $"{name} must be >= 0, found {value}.");
+    }
+
+    private static void PositiveFinite(double value, string name)
+    {
+        if (!(value > 0 && double.IsFinite(value))) throw new ArgumentOutOfRangeException(name, $"{name} must be positive and finite, found {Show(value)}.");
+    }
+
+    private static void AtLeastZeroFinite(double value, string name)
+    {
+        if (!(value >= 0 && double.IsFinite(value))) throw new ArgumentOutOfRangeException(name, $"{name} must be >= 0 and finite, found {Show(value)}.");
+    }
+
+    private static void UnitInterval(double value, string name)
+    {
+        if (!(value >= 0 && value <= 1)) throw new ArgumentOutOfRangeException(name, $"{name} must be in [0, 1], found {Show(value)}.");
+    }
+
+    /// <summary>A value as the messages show it, whatever the culture: 0.5, NaN, Infinity, -Infinity.</summary>
+    private static string Show(double value) => value.ToString(CultureInfo.InvariantCulture);
 }

@@ -4,6 +4,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Student;
 using RetriKT.MLNet.Teacher;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -69,8 +70,9 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         var template = _options.Template!;
-        if (!inputSchema.Any(c => c.Name == _options.LabelColumnName))
+        if (!inputSchema.TryFindColumn(_options.LabelColumnName, out var label))
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Label column '{_options.LabelColumnName}' not found.");
+        CheckLabelType(label);
         if (template.Target == GenerationTarget.SecondPart && !inputSchema.Any(c => c.Name == template.TextColumn))
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Template '{template.Name}' names column '{template.TextColumn}', which the data does not have.");
         var columns = inputSchema.ToDictionary(c => c.Name);
@@ -92,46 +94,54 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
 
         bool ownsTeacher = o.Teacher is null;
         var teacher = o.Teacher ?? TeacherModel.Load(o.TeacherPath!, new TeacherLoadOptions { Device = host.ResolveDevice() });
+        // The prompts and the value head are this method's until it ends, whether training succeeds, fails or is
+        // cancelled: the transformer gets a snapshot of the prompt values, never the modules.
+        SoftPromptModule? prompts = null;
+        ValueHead? valueHead = null;
         try
         {
             teacher.RequiresGrad = false;
-            var (policy, report) = Train(teacher, template, labels, examples, host);
-            var (labelPrompts, taskPrompt) = policy.Prompts.Snapshot();
+            var tokenizer = teacher.Tokenizer ?? throw new InvalidOperationException($"Teacher '{o.TeacherPath}' has no tokenizer; soft prompt training needs one.");
+            random.manual_seed(host.Seed);
+            prompts = InitialPrompts(teacher, tokenizer, template, labels, host.Seed);
+            prompts.to(teacher.Device);
+            valueHead = new ValueHead(teacher.Config.HiddenSize);
+            valueHead.to(teacher.Device);
+            var report = Train(new SoftPromptPolicy(teacher, template, prompts, valueHead), labels, examples, host);
+            var (labelPrompts, taskPrompt) = prompts.Snapshot();
             var transformer = new SoftPromptTransformer(_env, o.TeacherPath!, teacher.ContentHash, template, labels, o.LabelColumnName,
-                labelPrompts, taskPrompt, policy.Prompts.LabelTokens, policy.Prompts.TaskTokens, policy.Prompts.Hidden,
+                labelPrompts, taskPrompt, prompts.LabelTokens, prompts.TaskTokens, prompts.Hidden,
                 o.Temperature, o.MaxNewTokens ?? template.MaxNewTokens, host.Seed, teacher, ownsTeacher, report);
-            policy.Prompts.Dispose();
-            policy.Value.Dispose();
             ownsTeacher = false; // the transformer owns it now
             return transformer;
         }
         finally
         {
+            prompts?.Dispose();
+            valueHead?.Dispose();
             if (ownsTeacher) teacher.Dispose();
         }
     }
 
-    private (SoftPromptPolicy Policy, SoftPromptTrainingReport Report) Train(TeacherModel teacher, TaskTemplate template,
-        IReadOnlyList<string> labels, List<PromptExample> examples, ComponentHost host)
+    /// <summary>The label (and task) prompts as <see cref="SoftPromptPpoOptions.Init"/> asks, from the teacher's embeddings.</summary>
+    private SoftPromptModule InitialPrompts(TeacherModel teacher, TeacherTokenizer tokenizer, TaskTemplate template, IReadOnlyList<string> labels, int seed)
     {
         var o = _options;
-        var tokenizer = teacher.Tokenizer ?? throw new InvalidOperationException($"Teacher '{o.TeacherPath}' has no tokenizer; soft prompt training needs one.");
-        random.manual_seed(host.Seed);
-        SoftPromptModule prompts;
-        using (var init = NewDisposeScope())
-        using (no_grad())
-        using (var generator = new Generator((ulong)host.Seed, CPU))
-        {
-            var matrix = teacher.EmbedVocabulary();
-            var initIds = tokenizer.Encode(o.InitText, addBos: false);
-            var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens,
-                l => [.. initIds, .. tokenizer.Encode(template.Verbalizer[labels[l]], addBos: false)], initIds, generator);
-            prompts = new SoftPromptModule(labelInit, taskInit);
-        }
-        prompts.to(teacher.Device);
-        var valueHead = new ValueHead(teacher.Config.HiddenSize);
-        valueHead.to(teacher.Device);
-        var policy = new SoftPromptPolicy(teacher, template, prompts, valueHead);
+        using var init = NewDisposeScope();
+        using var noGrad = no_grad();
+        using var generator = new Generator((ulong)seed, CPU);
+        var matrix = teacher.EmbedVocabulary();
+        var initIds = tokenizer.Encode(o.InitText, addBos: false);
+        var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens,
+            l => [.. initIds, .. tokenizer.Encode(template.Verbalizer[labels[l]], addBos: false)], initIds, generator);
+        return new SoftPromptModule(labelInit, taskInit); // its parameters stay out of the scope
+    }
+
+    /// <summary>Stage 1 then stage 2 on <paramref name="policy"/>'s prompts and value head, which the caller owns.</summary>
+    private SoftPromptTrainingReport Train(SoftPromptPolicy policy, IReadOnlyList<string> labels, List<PromptExample> examples, ComponentHost host)
+    {
+        var o = _options;
+        var (teacher, template, prompts, valueHead) = (policy.Teacher, policy.Template, policy.Prompts, policy.Value);
         var rng = new Random(host.Seed);
 
         // ---- stage 1: supervised prompt tuning
@@ -177,9 +187,14 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         {
             var reward = o.Reward ?? new RetriKTReward(new VerbalizerClassifier(teacher, template, labels, o.CalibrateVerbalizer), o.RewardWeights, template.MinWords);
             var snapshot = prompts.Snapshot();
-            using var reference = new SoftPromptModule(
-                tensor(snapshot.LabelPrompts, [prompts.Labels, prompts.LabelTokens, prompts.Hidden]),
-                snapshot.TaskPrompt is null ? null : tensor(snapshot.TaskPrompt, [prompts.TaskTokens, prompts.Hidden]));
+            SoftPromptModule FrozenCopy()
+            {
+                using var scope = NewDisposeScope(); // the values it is built from; the module's parameters stay out
+                return new SoftPromptModule(
+                    tensor(snapshot.LabelPrompts, [prompts.Labels, prompts.LabelTokens, prompts.Hidden]),
+                    snapshot.TaskPrompt is null ? null : tensor(snapshot.TaskPrompt, [prompts.TaskTokens, prompts.Hidden]));
+            }
+            using var reference = FrozenCopy();
             reference.to(teacher.Device);
             foreach (var p in reference.parameters()) p.requires_grad = false;
             var kl = new AdaptiveKlController(o.InitialKlCoefficient, o.TargetKl ?? 1, o.KlHorizon);
@@ -235,7 +250,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                     m.PolicyLoss, m.ValueLoss, m.ClipFraction, m.ApproxKl, m.Entropy, m.GeneratedTokens, m.RolloutSeconds, m.RewardSeconds,
                     m.ScoringSeconds, m.UpdateSeconds, m.KeptUpdates, m.RolledBack ? 1 : 0, m.FinalApproxKl, m.LearningRate }.Select(v => v.ToString("G6", CultureInfo.InvariantCulture)))));
         }
-        return (policy, new SoftPromptTrainingReport(initialNll, supervisedNll, epochNll, ppo));
+        return new SoftPromptTrainingReport(initialNll, supervisedNll, epochNll, ppo);
     }
 
     private PpoStepMetrics PpoStep(SoftPromptPolicy policy, SoftPromptModule reference, List<Rollout> rollouts,
@@ -243,8 +258,8 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     {
         var o = _options;
         var device = policy.Teacher.Device;
-        var labels = tensor(rollouts.Select(r => (long)r.Label).ToArray(), device: device);
         using var outer = NewDisposeScope();
+        var labels = tensor(rollouts.Select(r => (long)r.Label).ToArray(), device: device);
         Tensor oldLogp, oldValues, mask, advantages, returns, sequenceKl;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using (no_grad())
@@ -359,9 +374,42 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         return examples;
     }
 
-    /// <summary>Reads a label column as text: String, or a key type with text key values.</summary>
+    /// <summary>
+    /// The one check of a label column's type and its message, for a schema's column (Fit, Transform) and for a
+    /// shape's (GetOutputSchema), which give it the same facts: String, or a key type with text key values.
+    /// </summary>
+    private static void CheckLabelType(string name, SchemaShape.Column.VectorKind kind, string itemType, bool isText, bool isKey, bool textKeyValues)
+    {
+        if (kind == SchemaShape.Column.VectorKind.Scalar && (isKey ? textKeyValues : isText)) return;
+        // Described from what a shape knows too (a key's raw type, not its count; a vector's kind, not its size).
+        var item = isKey ? $"Key<{itemType}>" : itemType;
+        var found = kind switch
+        {
+            SchemaShape.Column.VectorKind.Scalar => item + (isKey ? " without text key values" : ""),
+            SchemaShape.Column.VectorKind.Vector => $"Vector<{item}>",
+            _ => $"VarVector<{item}>",
+        };
+        throw new ArgumentOutOfRangeException("column", $"Label column '{name}' must be String or a key type with text key values, found {found}.");
+    }
+
+    private static void CheckLabelType(DataViewSchema.Column column)
+    {
+        var (kind, item) = column.Type is VectorDataViewType vector
+            ? (vector.IsKnownSize ? SchemaShape.Column.VectorKind.Vector : SchemaShape.Column.VectorKind.VariableVector, vector.ItemType)
+            : (SchemaShape.Column.VectorKind.Scalar, column.Type);
+        CheckLabelType(column.Name, kind, item is KeyDataViewType key ? key.RawType.Name : $"{item}", item is TextDataViewType, item is KeyDataViewType,
+            column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues) is { Type: VectorDataViewType { ItemType: TextDataViewType } });
+    }
+
+    private static void CheckLabelType(SchemaShape.Column column) => CheckLabelType(column.Name, column.Kind, $"{column.ItemType}",
+        column.ItemType is TextDataViewType, column.IsKey,
+        column.Annotations.TryFindColumn(AnnotationNames.KeyValues, out var keyValues)
+            && keyValues.Kind == SchemaShape.Column.VectorKind.Vector && keyValues.ItemType is TextDataViewType);
+
+    /// <summary>Reads a label column as text: String, or a key type with text key values (anything else is refused).</summary>
     internal static Func<DataViewRow, Func<string>> LabelReader(DataViewSchema.Column column)
     {
+        CheckLabelType(column);
         if (column.Type is TextDataViewType)
             return row =>
             {
@@ -369,24 +417,20 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 ReadOnlyMemory<char> value = default;
                 return () => { getter(ref value); return value.ToString(); };
             };
-        if (column.Type is KeyDataViewType && column.Annotations.Schema.GetColumnOrNull("KeyValues") is { Type: VectorDataViewType { ItemType: TextDataViewType } })
+        VBuffer<ReadOnlyMemory<char>> keyValues = default; // a key with text key values (CheckLabelType)
+        column.GetKeyValues(ref keyValues);
+        var names = keyValues.DenseValues().Select(v => v.ToString()).ToArray();
+        return row =>
         {
-            VBuffer<ReadOnlyMemory<char>> keyValues = default;
-            column.GetKeyValues(ref keyValues);
-            var names = keyValues.DenseValues().Select(v => v.ToString()).ToArray();
-            return row =>
+            var getter = row.GetGetter<uint>(column);
+            uint key = 0;
+            return () =>
             {
-                var getter = row.GetGetter<uint>(column);
-                uint key = 0;
-                return () =>
-                {
-                    getter(ref key);
-                    if (key == 0 || key > names.Length) throw new ArgumentException($"Label column '{column.Name}' holds a missing key (0).");
-                    return names[key - 1];
-                };
+                getter(ref key);
+                if (key == 0 || key > names.Length) throw new ArgumentException($"Label column '{column.Name}' holds a missing key (0).");
+                return names[key - 1];
             };
-        }
-        throw new ArgumentOutOfRangeException(nameof(column), $"Label column '{column.Name}' must be String or a key type with text key values, found {column.Type}.");
+        };
     }
 
     private static void WriteCsv(string? path, string header, IEnumerable<string> rows)

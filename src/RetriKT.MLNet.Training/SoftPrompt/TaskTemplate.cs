@@ -44,6 +44,9 @@ public sealed record TaskTemplate
     /// <summary>Generated samples longer than this many tokens are cut. Default 48.</summary>
     public int MaxNewTokens { get; init; } = 48;
 
+    /// <summary>The least <see cref="MaxNewTokens"/> a template (and <see cref="SoftPromptPpoOptions.MaxNewTokens"/>) may ask for.</summary>
+    internal const int MinimumMaxNewTokens = 2;
+
     /// <summary>Whether the task has a second text.</summary>
     public bool IsPair => Text2Column is not null;
 
@@ -136,8 +139,8 @@ public sealed record TaskTemplate
         var words = Verbalizer.Where(kv => labels.Contains(kv.Key)).Select(kv => kv.Value).ToList();
         if (words.Distinct().Count() != words.Count)
             throw new ArgumentException($"Template '{Name}': verbalizer words must differ per label, found [{string.Join(", ", words)}].");
-        if (MinWords < 1 || MaxNewTokens < 2)
-            throw new ArgumentException($"Template '{Name}': MinWords must be >= 1 and MaxNewTokens >= 2, found {MinWords} and {MaxNewTokens}.");
+        if (MinWords < 1 || MaxNewTokens < MinimumMaxNewTokens)
+            throw new ArgumentException($"Template '{Name}': MinWords must be >= 1 and MaxNewTokens >= {MinimumMaxNewTokens}, found {MinWords} and {MaxNewTokens}.");
         if (schema is null) return;
         foreach (var column in new[] { TextColumn, Text2Column })
         {
