@@ -319,7 +319,7 @@ public sealed class RetriKTPipelineOptions
             Check(StudentHiddenSize >= student.Heads && StudentHiddenSize % student.Heads == 0,
                 $"StudentHiddenSize must be a positive multiple of the student's {student.Heads} attention heads, found {StudentHiddenSize}.");
             Check(StudentEmbeddingRank <= StudentHiddenSize, $"StudentEmbeddingRank ({StudentEmbeddingRank}) must be at most StudentHiddenSize ({StudentHiddenSize}).");
-            int smallest = WordPieceVocabulary.SpecialTokens.Count + 2;
+            int smallest = WordPieceVocabulary.MinimumBuildSize;
             Check(StudentMaxVocabulary >= smallest,
                 $"StudentMaxVocabulary must be at least {smallest} (the {WordPieceVocabulary.SpecialTokens.Count} special tokens and 2 pieces), found {StudentMaxVocabulary}.");
         }

@@ -25,7 +25,7 @@ public class KnowledgeExtractorValidationTests
     [InlineData("MinWords", "0", "MinWords must be >= 1 (or null for the template's), found 0.")]
     [InlineData("MaxWords", "0", "MaxWords must be >= 1, found 0.")]
     // The template's MinWords (3) when MinWords is unset.
-    [InlineData("MaxWords", "2", "MaxWords (2) must be >= template 'StoryMood''s MinWords (3): no sample could pass both.")]
+    [InlineData("MaxWords", "2", "MaxWords (2) must be >= the MinWords of template 'StoryMood' (3): no sample could pass both.")]
     [InlineData("NearDuplicateThreshold", "-1", "NearDuplicateThreshold must be in [0, 1] (1 turns the filter off), found -1.")]
     [InlineData("NearDuplicateThreshold", "1.5", "NearDuplicateThreshold must be in [0, 1] (1 turns the filter off), found 1.5.")]
     [InlineData("NearDuplicateThreshold", "NaN", "NearDuplicateThreshold must be in [0, 1] (1 turns the filter off), found NaN.")]

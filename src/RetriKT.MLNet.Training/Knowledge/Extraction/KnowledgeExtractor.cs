@@ -114,7 +114,7 @@ public sealed class KnowledgeExtractorOptions
             ? $"MaxWords ({MaxWords}) must be >= MinWords ({min}): no sample could pass both."
             : $"MaxWords must be >= 1, found {MaxWords}.");
         if (MinWords is null && template is not null)
-            Check(MaxWords >= template.MinWords, $"MaxWords ({MaxWords}) must be >= template '{template.Name}''s MinWords ({template.MinWords}): no sample could pass both.");
+            Check(MaxWords >= template.MinWords, $"MaxWords ({MaxWords}) must be >= the MinWords of template '{template.Name}' ({template.MinWords}): no sample could pass both.");
         Check(NearDuplicateThreshold is >= 0 and <= 1, $"NearDuplicateThreshold must be in [0, 1] (1 turns the filter off), found {Text(NearDuplicateThreshold)}.");
         Check(double.IsFinite(FluencyMargin), $"FluencyMargin must be a finite number of nats per token, found {Text(FluencyMargin)}.");
     }
