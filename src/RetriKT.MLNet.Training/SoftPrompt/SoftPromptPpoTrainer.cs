@@ -70,7 +70,9 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
         var template = _options.Template!;
-        if (!inputSchema.TryFindColumn(_options.LabelColumnName, out var label))
+        // SchemaShape.TryFindColumn is internal to ML.NET (only the Bridge folder may use internals): look it up by name.
+        var label = inputSchema.FirstOrDefault(c => c.Name == _options.LabelColumnName);
+        if (label.Name is null)
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Label column '{_options.LabelColumnName}' not found.");
         CheckLabelType(label);
         if (template.Target == GenerationTarget.SecondPart && !inputSchema.Any(c => c.Name == template.TextColumn))
@@ -389,7 +391,8 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             SchemaShape.Column.VectorKind.Vector => $"Vector<{item}>",
             _ => $"VarVector<{item}>",
         };
-        throw new ArgumentOutOfRangeException("column", $"Label column '{name}' must be String or a key type with text key values, found {found}.");
+        // No parameter name: the message names the column, and hosts print it as it is.
+        throw new ArgumentOutOfRangeException(paramName: null, $"Label column '{name}' must be String or a key type with text key values, found {found}.");
     }
 
     private static void CheckLabelType(DataViewSchema.Column column)
@@ -401,10 +404,9 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues) is { Type: VectorDataViewType { ItemType: TextDataViewType } });
     }
 
-    private static void CheckLabelType(SchemaShape.Column column) => CheckLabelType(column.Name, column.Kind, $"{column.ItemType}",
+    internal static void CheckLabelType(SchemaShape.Column column) => CheckLabelType(column.Name, column.Kind, $"{column.ItemType}",
         column.ItemType is TextDataViewType, column.IsKey,
-        column.Annotations.TryFindColumn(AnnotationNames.KeyValues, out var keyValues)
-            && keyValues.Kind == SchemaShape.Column.VectorKind.Vector && keyValues.ItemType is TextDataViewType);
+        column.Annotations.Any(a => a.Name == AnnotationNames.KeyValues && a.Kind == SchemaShape.Column.VectorKind.Vector && a.ItemType is TextDataViewType));
 
     /// <summary>Reads a label column as text: String, or a key type with text key values (anything else is refused).</summary>
     internal static Func<DataViewRow, Func<string>> LabelReader(DataViewSchema.Column column)

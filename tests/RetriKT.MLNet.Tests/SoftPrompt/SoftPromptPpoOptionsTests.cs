@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.SoftPrompt;
@@ -135,8 +136,8 @@ public class SoftPromptPpoOptionsTests
         void SameRefusal(IDataView data, string found)
         {
             var atFit = Assert.Throws<ArgumentOutOfRangeException>(() => trainer.Fit(data));
-            var atSchema = Assert.Throws<ArgumentOutOfRangeException>(() => trainer.GetOutputSchema(ShapeOf(data.Schema)));
-            Assert.Equal($"Label column 'Label' must be String or a key type with text key values, found {found}. (Parameter 'column')", atFit.Message);
+            var atSchema = Assert.Throws<ArgumentOutOfRangeException>(() => trainer.GetOutputSchema(SchemaShapes.Of(data.Schema)));
+            Assert.Equal($"Label column 'Label' must be String or a key type with text key values, found {found}.", atFit.Message);
             Assert.Equal(atFit.Message, atSchema.Message);
         }
         SameRefusal(ml.Data.LoadFromEnumerable(new[] { new { Text = "a b c", Label = 1 } }), "Int32");
@@ -148,15 +149,10 @@ public class SoftPromptPpoOptionsTests
 
         // What Fit takes, the shape takes: String, and a key with text key values.
         var words = StoryData(ml);
-        Assert.Contains(trainer.GetOutputSchema(ShapeOf(words.Schema)), c => c.Name == "GeneratedText");
+        Assert.Contains(trainer.GetOutputSchema(SchemaShapes.Of(words.Schema)), c => c.Name == "GeneratedText");
         var keyed = ml.Transforms.Conversion.MapValueToKey("Label").Fit(words).Transform(words);
-        Assert.Contains(trainer.GetOutputSchema(ShapeOf(keyed.Schema)), c => c.Name == "GeneratedText");
+        Assert.Contains(trainer.GetOutputSchema(SchemaShapes.Of(keyed.Schema)), c => c.Name == "GeneratedText");
     }
-
-    /// <summary>The shape ML.NET's estimator chains pass to GetOutputSchema (<c>SchemaShape.Create</c> is internal).</summary>
-    private static SchemaShape ShapeOf(DataViewSchema schema) => (SchemaShape)typeof(SchemaShape)
-        .GetMethod("Create", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic, [typeof(DataViewSchema)])!
-        .Invoke(null, [schema])!;
 
     private sealed class VectorLabel
     {

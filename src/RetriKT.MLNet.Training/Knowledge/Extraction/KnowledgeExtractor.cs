@@ -263,9 +263,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         var label = input.FirstOrDefault(c => c.Name == labelName);
         if (label.Name is null)
             throw new ArgumentOutOfRangeException(paramName: null, $"Label column '{labelName}' not found. Columns: {Columns()}.");
-        bool textKeys = label.IsKey && label.Annotations.Any(a => a.Name == AnnotationNames.KeyValues && a.ItemType is TextDataViewType);
-        if (label.Kind != SchemaShape.Column.VectorKind.Scalar || !(label.ItemType is TextDataViewType || textKeys))
-            throw new ArgumentOutOfRangeException(paramName: null, $"Label column '{labelName}' must be String or a key type with text key values, found {Found(label)}.");
+        SoftPromptPpoTrainer.CheckLabelType(label); // the prompt trainer's rule, which reads the same column
     }
 
     /// <summary>Extracts the knowledge store from the few-shot data.</summary>
