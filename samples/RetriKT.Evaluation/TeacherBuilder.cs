@@ -140,6 +140,10 @@ public static class TeacherBuilder
             log($"Teacher ({task}): cached at {final}");
             return final;
         }
+        // Say where it looked before hours of CPU: run outside the repository, the default shipped folder is not found.
+        log($"Teacher ({task}): none shipped under {shippedRoot ?? "(no --shipped-teachers)"} and none cached at {final}; building one " +
+            $"({settings.StageASteps} + {settings.StageA2Steps} + {settings.StageBSteps} steps, hours on a CPU; a rerun resumes it). " +
+            "Stop with Ctrl+C and pass --shipped-teachers <repo>/samples/RetriKT.Evaluation/teachers or --teacher if one exists.");
         Directory.CreateDirectory(root);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var template = FewShotBenchmarks.Describe(task).Template;
