@@ -39,14 +39,15 @@ public sealed record RowResult(string Text, string FinishReason, int PromptToken
 /// </summary>
 public sealed class GenerationBatcher : IAsyncDisposable
 {
-    private sealed record Pending(int[] PromptIds, SamplingKey Key, int TopLogProbs, TaskCompletionSource<RowResult> Done);
+    // Request: the request the row belongs to; a seeded request's rows are generated in a call of their own.
+    private sealed record Pending(int[] PromptIds, SamplingKey Key, int TopLogProbs, TaskCompletionSource<RowResult> Done, long Request);
 
     private readonly TeacherModel _teacher;
     private readonly TeacherServerOptions _options;
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _loop;
-    private long _calls, _rows;
+    private long _calls, _rows, _requests;
 
     /// <summary>Starts the batching loop over a loaded teacher (the batcher owns it from now on).</summary>
     public GenerationBatcher(TeacherModel teacher, TeacherServerOptions options)
@@ -72,11 +73,17 @@ public sealed class GenerationBatcher : IAsyncDisposable
     {
         if (promptIds.Length >= _teacher.Config.MaxPositions)
             throw new ArgumentException($"The prompt has {promptIds.Length} tokens; the model's context is {_teacher.Config.MaxPositions}.");
+        // As OpenAI does; and a batch's rows all get their max_tokens only if every prompt leaves room for them (a long
+        // prompt would otherwise shorten the completions of the other clients in its batch).
+        if (promptIds.Length + key.MaxTokens > _teacher.Config.MaxPositions)
+            throw new ArgumentException($"The prompt has {promptIds.Length} tokens and max_tokens is {key.MaxTokens}; together they must fit the " +
+                                        $"model's context of {_teacher.Config.MaxPositions} tokens.");
+        long request = Interlocked.Increment(ref _requests);
         var rows = new Task<RowResult>[n];
         for (int i = 0; i < n; i++)
         {
             var done = new TaskCompletionSource<RowResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-            if (!_queue.Writer.TryWrite(new Pending(promptIds, key, topLogProbs, done))) throw new ObjectDisposedException(nameof(GenerationBatcher));
+            if (!_queue.Writer.TryWrite(new Pending(promptIds, key, topLogProbs, done, request))) throw new ObjectDisposedException(nameof(GenerationBatcher));
             rows[i] = done.Task;
         }
         return Task.WhenAll(rows).WaitAsync(cancellation);
@@ -102,7 +109,9 @@ public sealed class GenerationBatcher : IAsyncDisposable
                     }
                     catch (OperationCanceledException) when (!_stop.IsCancellationRequested) { }
                 }
-                foreach (var group in batch.GroupBy(p => p.Key)) Run(group.Key, group.ToList());
+                // Equal sampling settings share a call; a seeded request's rows do not share theirs with another request, so
+                // its seed gives what it gives alone.
+                foreach (var group in batch.GroupBy(p => (p.Key, p.Key.Seed is null ? 0 : p.Request))) Run(group.Key.Key, group.ToList());
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
@@ -131,7 +140,7 @@ public sealed class GenerationBatcher : IAsyncDisposable
                     int cut = stops.Select(stop => text.IndexOf(stop, StringComparison.Ordinal)).Where(at => at >= 0).DefaultIfEmpty(text.Length).Min();
                     text = text[..cut];
                 }
-                var tokens = rows[i].TopLogProbs >= 0 ? LogProbs(s.PromptIds, s.TokenIds, rows[i].TopLogProbs) : null;
+                var tokens = rows[i].TopLogProbs >= 0 ? UpTo(text, LogProbs(s.PromptIds, s.TokenIds, rows[i].TopLogProbs)) : null;
                 rows[i].Done.TrySetResult(new RowResult(text, s.FinishReason == "length" ? "length" : "stop", s.PromptIds.Length, s.TokenIds.Length, tokens));
             }
         }
@@ -139,6 +148,24 @@ public sealed class GenerationBatcher : IAsyncDisposable
         {
             foreach (var r in rows) r.Done.TrySetException(e);
         }
+    }
+
+    /// <summary>
+    /// The tokens whose texts make up <paramref name="text"/>: a completion cut at a stop sequence drops the stop's tokens
+    /// (and the stop's part of a token it starts inside), so the token texts concatenate to the returned text, as they do
+    /// when streamed.
+    /// </summary>
+    private static IReadOnlyList<TokenLogProb> UpTo(string text, IReadOnlyList<TokenLogProb> tokens)
+    {
+        var kept = new List<TokenLogProb>(tokens.Count);
+        int length = 0;
+        foreach (var t in tokens)
+        {
+            if (length >= text.Length) break;
+            kept.Add(t.Token.Length <= text.Length - length ? t : t with { Token = text[length..] });
+            length += kept[^1].Token.Length;
+        }
+        return kept;
     }
 
     /// <summary>

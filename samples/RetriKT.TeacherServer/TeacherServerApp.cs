@@ -56,9 +56,11 @@ public static class TeacherServerApp
     public static IEnumerable<string> Addresses(WebApplication app)
         => app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
 
-    private sealed class BadRequest(string message, string? param) : Exception(message)
+    private sealed class BadRequest(string message, string? param, int status = StatusCodes.Status400BadRequest, string? code = null) : Exception(message)
     {
         public string? Param { get; } = param;
+        public int Status { get; } = status;
+        public string? Code { get; } = code;
     }
 
     private sealed record ParsedRequest(int[] PromptIds, SamplingKey Key, int N, int TopLogProbs, bool Stream, bool IncludeUsage);
@@ -72,9 +74,11 @@ public static class TeacherServerApp
                 ?? throw new BadRequest("The request body must be a JSON object.", null);
             request = Parse(body, batcher, options, chat);
         }
-        catch (Exception e) when (e is BadRequest or JsonException or FormatException or InvalidOperationException)
+        // ArgumentException: a JSON object with a key twice ("n": 1, "n": 2) fails there.
+        catch (Exception e) when (e is BadRequest or JsonException or FormatException or InvalidOperationException or ArgumentException)
         {
-            await Error(http, e.Message, (e as BadRequest)?.Param);
+            var bad = e as BadRequest;
+            await Error(http, e.Message, bad?.Param, bad?.Status ?? StatusCodes.Status400BadRequest, bad?.Code);
             return;
         }
 
@@ -149,6 +153,10 @@ public static class TeacherServerApp
 
     private static ParsedRequest Parse(JsonObject body, GenerationBatcher batcher, TeacherServerOptions options, bool chat)
     {
+        // Another model's name is a misrouted client: answered as this teacher, its samples would pass for that model's.
+        if (body["model"] is JsonValue mv && mv.TryGetValue<string>(out var model) && model != options.ModelId)
+            throw new BadRequest($"The model '{model}' does not exist here; this server serves '{options.ModelId}'.", "model",
+                StatusCodes.Status404NotFound, "model_not_found");
         string prompt;
         if (chat)
         {
@@ -176,8 +184,8 @@ public static class TeacherServerApp
 
         double temperature = Number(body, "temperature", 1, 0, 2);
         double topP = Number(body, "top_p", 1, double.Epsilon, 1);
-        int maxTokens = (int)Number(body, chat && body["max_completion_tokens"] is not null ? "max_completion_tokens" : "max_tokens", 16, 1, options.MaxTokensLimit);
-        int n = (int)Number(body, "n", 1, 1, options.MaxChoices);
+        int maxTokens = Integer(body, chat && body["max_completion_tokens"] is not null ? "max_completion_tokens" : "max_tokens", 16, 1, options.MaxTokensLimit);
+        int n = Integer(body, "n", 1, 1, options.MaxChoices);
         long? seed = body["seed"] is JsonValue sv ? sv.GetValue<long>() : null;
         var stops = body["stop"] switch
         {
@@ -191,10 +199,10 @@ public static class TeacherServerApp
         if (chat)
         {
             bool wanted = body["logprobs"] is JsonValue lv && lv.GetValue<bool>();
-            topLogProbs = wanted ? (int)Number(body, "top_logprobs", 0, 0, 20) : -1;
+            topLogProbs = wanted ? Integer(body, "top_logprobs", 0, 0, 20) : -1;
             if (!wanted && body["top_logprobs"] is not null) throw new BadRequest("'top_logprobs' needs 'logprobs': true.", "top_logprobs");
         }
-        else topLogProbs = body["logprobs"] is null ? -1 : (int)Number(body, "logprobs", 0, 0, 20);
+        else topLogProbs = body["logprobs"] is null ? -1 : Integer(body, "logprobs", 0, 0, 20);
         bool stream = body["stream"] is JsonValue st && st.GetValue<bool>();
         bool includeUsage = body["stream_options"]?["include_usage"] is JsonValue iu && iu.GetValue<bool>();
         var ids = batcher.Encode(prompt);
@@ -217,6 +225,14 @@ public static class TeacherServerApp
         double x = v.GetValue<double>();
         if (!(x >= min && x <= max)) throw new BadRequest(string.Create(CultureInfo.InvariantCulture, $"'{name}' must be in [{min}, {max}], found {x}."), name);
         return x;
+    }
+
+    /// <summary>A count: <see cref="Number"/>'s range, and a whole number (1.7 choices is a client error, not 1).</summary>
+    private static int Integer(JsonObject body, string name, int fallback, int min, int max)
+    {
+        double x = Number(body, name, fallback, min, max);
+        if (x != Math.Floor(x)) throw new BadRequest(string.Create(CultureInfo.InvariantCulture, $"'{name}' must be a whole number, found {x}."), name);
+        return (int)x;
     }
 
     private static JsonObject ChatLogProbs(IEnumerable<TokenLogProb> tokens) => new()
@@ -271,12 +287,12 @@ public static class TeacherServerApp
         await http.Response.WriteAsync(data.ToJsonString(), http.RequestAborted);
     }
 
-    private static async Task Error(HttpContext http, string message, string? param)
+    private static async Task Error(HttpContext http, string message, string? param, int status = StatusCodes.Status400BadRequest, string? code = null)
     {
-        http.Response.StatusCode = StatusCodes.Status400BadRequest;
+        http.Response.StatusCode = status;
         await WriteJson(http, new JsonObject
         {
-            ["error"] = new JsonObject { ["message"] = message, ["type"] = "invalid_request_error", ["param"] = param, ["code"] = null },
+            ["error"] = new JsonObject { ["message"] = message, ["type"] = "invalid_request_error", ["param"] = param, ["code"] = code },
         });
     }
 }

@@ -89,14 +89,26 @@ internal sealed class BlackBoxCheckpoint : IDisposable
                     throw new InvalidOperationException($"{path} line 1: the checkpoint was written by a run with other settings (fingerprint {found}, this run {fingerprint}); use the same settings to resume, or another CheckpointPath.");
                 continue;
             }
-            int label = node["label"]!.GetValue<int>();
-            if (label < 0 || label >= labels.Count) throw new InvalidDataException($"{path} line {lineNumber}: label index {label} is outside [0, {labels.Count}).");
-            var dropped = node["dropped"]?.GetValue<string>() is { } d ? Enum.Parse<DropReason>(d) : (DropReason?)null;
-            var soft = (node["soft_label"] as JsonArray)?.Select(v => v!.GetValue<float>()).ToArray();
-            if (dropped is null && soft?.Length != labels.Count)
-                throw new InvalidDataException($"{path} line {lineNumber}: a kept sample needs a soft label of {labels.Count} values, found {soft?.Length.ToString() ?? "none"}.");
-            records.Add(new CheckpointRecord(label, node["text"]!.GetValue<string>(), node["text2"]?.GetValue<string>(), soft,
-                node["source"]?.GetValue<string>(), dropped, node["tokens"]?.GetValue<long>() ?? 0));
+            try
+            {
+                int label = node["label"]?.GetValue<int>() ?? throw new InvalidDataException("field 'label' is missing");
+                if (label < 0 || label >= labels.Count) throw new InvalidDataException($"label index {label} is outside [0, {labels.Count})");
+                DropReason? dropped = node["dropped"]?.GetValue<string>() is { } d
+                    ? Enum.TryParse<DropReason>(d, out var reason) && Enum.IsDefined(reason) ? reason
+                        : throw new InvalidDataException($"'dropped' is '{d}', not one of [{string.Join(", ", Enum.GetNames<DropReason>())}]")
+                    : null;
+                var soft = (node["soft_label"] as JsonArray)?.Select(v => v?.GetValue<float>() ?? throw new InvalidDataException("'soft_label' holds null")).ToArray();
+                if (dropped is null && soft?.Length != labels.Count)
+                    throw new InvalidDataException($"a kept sample needs a soft label of {labels.Count} values, found {soft?.Length.ToString() ?? "none"}");
+                var sample = node["text"]?.GetValue<string>() ?? throw new InvalidDataException("field 'text' is missing");
+                records.Add(new CheckpointRecord(label, sample, node["text2"]?.GetValue<string>(), soft,
+                    node["source"]?.GetValue<string>(), dropped, node["tokens"]?.GetValue<long>() ?? 0));
+            }
+            // InvalidOperationException, FormatException: a field of the wrong JSON type (GetValue).
+            catch (Exception e) when (e is InvalidDataException or InvalidOperationException or FormatException)
+            {
+                throw new InvalidDataException($"{path} line {lineNumber}: not a checkpoint record ({e.Message}).", e);
+            }
         }
         return lineNumber <= 1 && records.Count == 0 && new FileInfo(path).Length == 0 ? null : records;
     }

@@ -15,8 +15,11 @@ namespace RetriKT.MLNet.BlackBox;
 /// </summary>
 internal static class EndpointResilience
 {
-    public static ResiliencePipeline Create(BlackBoxExtractorOptions o, Action onRetry) => new ResiliencePipelineBuilder()
-        .AddRetry(new RetryStrategyOptions
+    public static ResiliencePipeline Create(BlackBoxExtractorOptions o, Action onRetry)
+    {
+        var builder = new ResiliencePipelineBuilder();
+        // MaxRetries = 0: every failure counts at once (Polly's retry strategy needs at least one attempt).
+        if (o.MaxRetries > 0) builder.AddRetry(new RetryStrategyOptions
         {
             ShouldHandle = args => ValueTask.FromResult(args.Outcome.Exception is { } e && IsTransient(e, args.Context.CancellationToken)),
             MaxRetryAttempts = o.MaxRetries,
@@ -27,9 +30,9 @@ internal static class EndpointResilience
             DelayGenerator = args => ValueTask.FromResult(args.Outcome.Exception is { } e && RetryAfter(e) is { } wait
                 ? (TimeSpan?)(wait < o.MaxRetryDelay ? wait : o.MaxRetryDelay) : null),
             OnRetry = _ => { onRetry(); return ValueTask.CompletedTask; },
-        })
-        .AddTimeout(o.RequestTimeout)
-        .Build();
+        });
+        return builder.AddTimeout(o.RequestTimeout).Build();
+    }
 
     /// <summary>Whether a failed request may succeed when repeated (never when the run itself was cancelled).</summary>
     public static bool IsTransient(Exception e, CancellationToken run)

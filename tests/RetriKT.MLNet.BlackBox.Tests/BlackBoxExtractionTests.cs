@@ -143,6 +143,19 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
 
         var refused = Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(teachers, checkpoint, perLabel: 7)).Fit(data));
         Assert.Contains("other settings", refused.Message);
+        // Another model (it lives in the client, not in ModelId): refused too, rather than two teachers' samples in one store.
+        var otherModel = new[] { new TeacherEndpoint(TeacherServerProcess.OpenAiChatClient(server.Url, model: "another-model"), "other", 4) };
+        Assert.Contains("other settings", Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(otherModel, checkpoint)).Fit(data)).Message);
+
+        // A damaged record: the file, the line and what is wrong, in one line.
+        var damaged = folder.File("damaged.jsonl");
+        File.WriteAllLines(damaged, [.. File.ReadLines(checkpoint), "{\"label\":0,\"text\":\"x\",\"dropped\":\"Bogus\"}"]);
+        int line = File.ReadLines(damaged).Count();
+        var bad = Assert.Throws<InvalidDataException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(teachers, damaged)).Fit(data));
+        Assert.StartsWith($"{damaged} line {line}: not a checkpoint record ('dropped' is 'Bogus', not one of [Empty, ", bad.Message);
+        File.WriteAllLines(damaged, [.. File.ReadLines(checkpoint).Take(line - 1), "{\"text\":\"x\",\"dropped\":\"Empty\"}"]);
+        Assert.Equal($"{damaged} line {line}: not a checkpoint record (field 'label' is missing).",
+            Assert.Throws<InvalidDataException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(teachers, damaged)).Fit(data)).Message);
 
         // The student trains from the black-box store as from a white-box one.
         var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
@@ -208,6 +221,17 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         Assert.Equal(3, result.Report.Extraction.Kept["happy"]);
         Assert.Equal(3, result.Report.Extraction.Kept["sad"]);
         await app.StopAsync();
+    }
+
+    [SharedDataFact]
+    public void NoRetriesMeansEveryFailureCountsAtOnce_NotAPollyValidationError()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = Options([new TeacherEndpoint(shared.Server.ChatClient(), "only", 4)], perLabel: 2);
+        options.MaxRetries = 0;
+        var run = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(StoryData(ml));
+        Assert.Equal(2, run.Report.Extraction.Kept["happy"]);
+        Assert.Equal(0, run.Report.Retries);
     }
 
     [SharedDataFact]

@@ -135,6 +135,58 @@ public class TeacherServerTests(SharedTeacherServer shared)
         Assert.True(calls < 16, $"16 concurrent requests took {calls} generation calls: no batching");
     }
 
+    [SharedDataFact]
+    public async Task ASeededRequestGetsItsOwnAnswerBesideOthers_AndNoRequestShortensAnother()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(shared.Server.Url) };
+        // Sampled with a seed: alone or beside two copies of itself in one batching window, the same text.
+        var seeded = new { prompt = Prompt, max_tokens = 24, temperature = 1.0, seed = 7 };
+        string Text(JsonObject r) => r["choices"]![0]!["text"]!.GetValue<string>();
+        string alone = Text(await Post(http, seeded));
+        var together = await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => Post(http, seeded)));
+        Assert.All(together, r => Assert.Equal(alone, Text(r)));
+
+        // A prompt that leaves no room for its max_tokens is refused (it used to shorten every row of its batch).
+        var longPrompt = string.Concat(Enumerable.Repeat("Tom had a big red ball and he liked to play with it. ", 26));
+        var (status, error) = await PostRaw(http, "/v1/completions", new JsonObject { ["prompt"] = longPrompt, ["max_tokens"] = 60 }.ToJsonString());
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Matches(@"^The prompt has \d+ tokens and max_tokens is 60; together they must fit the model's context of 512 tokens\.$", error);
+    }
+
+    [SharedDataFact]
+    public async Task AnotherModelsNameADuplicateKeyAndAFractionalCountAreClientErrors_AndLogProbsCoverTheReturnedText()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(shared.Server.Url) };
+        var (status, error) = await PostRaw(http, "/v1/chat/completions", """{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}]}""");
+        Assert.Equal(HttpStatusCode.NotFound, status);
+        Assert.Equal("The model 'gpt-4o' does not exist here; this server serves 'stories260K'.", error);
+        (status, error) = await PostRaw(http, "/v1/chat/completions", """{"messages":[{"role":"user","content":"Hi"}],"n":1,"n":2}""");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("Key: n", error);
+        (status, error) = await PostRaw(http, "/v1/completions", """{"prompt":"Hi","n":1.7}""");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("'n' must be a whole number, found 1.7.", error);
+
+        // Cut at a stop sequence, the text and its tokens' texts agree (the stop's tokens are not reported).
+        using var response = await http.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            model = "stories260K", messages = new[] { new { role = "user", content = "Once upon a time" } },
+            max_tokens = 40, temperature = 0, logprobs = true, top_logprobs = 2, stop = new[] { "girl" },
+        });
+        var choice = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["choices"]![0]!;
+        var content = choice["message"]!["content"]!.GetValue<string>();
+        var tokens = string.Concat(choice["logprobs"]!["content"]!.AsArray().Select(t => t!["token"]!.GetValue<string>()));
+        Assert.EndsWith("little ", content); // greedy stories260K: ", there was a little girl ..." cut at "girl"
+        Assert.Equal(content, tokens);
+    }
+
+    private static async Task<(HttpStatusCode Status, string Error)> PostRaw(HttpClient http, string path, string json)
+    {
+        using var response = await http.PostAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
+        var body = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+        return (response.StatusCode, body["error"]!["message"]!.GetValue<string>());
+    }
+
     private static async Task<JsonObject> Post(HttpClient http, object body)
     {
         using var response = await http.PostAsJsonAsync("/v1/completions", body);

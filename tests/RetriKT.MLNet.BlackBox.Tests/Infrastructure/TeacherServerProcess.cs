@@ -78,11 +78,11 @@ public sealed class TeacherServerProcess : IDisposable
     /// <summary>An IChatClient through the official OpenAI client (its own retries off: the extractor retries).</summary>
     public IChatClient ChatClient(TimeSpan? timeout = null) => OpenAiChatClient(Url, timeout);
 
-    public static IChatClient OpenAiChatClient(string url, TimeSpan? timeout = null)
+    public static IChatClient OpenAiChatClient(string url, TimeSpan? timeout = null, string model = "stories260K")
         => new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions
         {
             Endpoint = new Uri(url + "/v1"), RetryPolicy = new ClientRetryPolicy(0), NetworkTimeout = timeout ?? TimeSpan.FromSeconds(30),
-        }).GetChatClient("stories260K").AsIChatClient();
+        }).GetChatClient(model).AsIChatClient();
 
     public bool HasExited => _process.HasExited;
 
