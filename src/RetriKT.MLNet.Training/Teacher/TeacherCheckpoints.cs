@@ -83,6 +83,10 @@ internal static class TeacherCheckpoints
             var t = read(entry);
             if (!t.shape.SequenceEqual(p.shape))
                 throw new InvalidDataException($"{source}: tensor '{name}' has shape [{string.Join(",", t.shape)}], but the config implies [{string.Join(",", p.shape)}].");
+            // A damaged or badly converted checkpoint: every logit would be NaN and generation would repeat token 0.
+            long nonFinite = t.isfinite().logical_not().sum().item<long>();
+            if (nonFinite > 0)
+                throw new InvalidDataException($"{source}: tensor '{name}' holds {nonFinite} NaN or infinite values of {t.numel()}; the checkpoint is damaged.");
             p.copy_(t.to(p.dtype, p.device));
         }
     }
@@ -106,6 +110,8 @@ internal static class TeacherCheckpoints
         for (int i = 0; i < 7; i++)
             if (i != 5 && (H(i) <= 0 || H(i) > 1 << 20)) throw new InvalidDataException($"{path}: header field '{fields[i]}' = {H(i)} is implausible; not a llama2.c checkpoint.");
         if (dim % heads != 0) throw new InvalidDataException($"{path}: dim {dim} is not divisible by n_heads {heads}.");
+        if (vocabSigned == 0 || vocabSigned == int.MinValue || Math.Abs(vocabSigned) > 1 << 20)
+            throw new InvalidDataException($"{path}: header field 'vocab_size' = {vocabSigned} is implausible; not a llama2.c checkpoint.");
         bool shared = vocabSigned > 0;
         int vocab = Math.Abs(vocabSigned), hs = dim / heads, kvDim = kvHeads * hs;
         var config = new TeacherConfig

@@ -89,6 +89,9 @@ public sealed record TeacherConfig
         Positive("vocab_size", VocabSize); Positive("hidden_size", HiddenSize); Positive("intermediate_size", IntermediateSize);
         Positive("num_hidden_layers", NumLayers); Positive("num_attention_heads", NumHeads); Positive("num_key_value_heads", NumKeyValueHeads);
         Positive("head_dim", HeadDim); Positive("max_position_embeddings", MaxPositions);
+        foreach (var (field, id) in EosTokenIds.Select(i => ("eos_token_id", (int?)i)).Append(("bos_token_id", BosTokenId)))
+            if (id is int token && (token < 0 || token >= VocabSize))
+                throw new InvalidDataException($"{source}: {field} {token} is outside the vocabulary [0, {VocabSize}).");
         if (NumHeads % NumKeyValueHeads != 0)
             throw new InvalidDataException($"{source}: num_attention_heads ({NumHeads}) must be a multiple of num_key_value_heads ({NumKeyValueHeads}).");
         if (HeadDim % 2 != 0 && Architecture == TeacherArchitecture.Llama)
@@ -129,20 +132,35 @@ public sealed record TeacherConfig
     {
         string modelType = root["model_type"]?.GetValue<string>()
             ?? throw new InvalidDataException($"{source}: field 'model_type' is missing.");
-        int Int(string field, int? fallback = null)
+        // A value of another JSON type (64.0 for an integer, "1e-5" for a number) is named, not read as something else.
+        InvalidDataException WrongType(string field, string expected, JsonNode node) =>
+            new($"{source}: field '{field}' must be {expected}, found {node.ToJsonString()}.");
+        int? OptionalInt(string field) => root[field] switch
         {
-            var node = root[field];
-            if (node is null) return fallback ?? throw new InvalidDataException($"{source}: field '{field}' is missing.");
-            return node.GetValue<int>();
-        }
-        double Double(string field, double fallback) => root[field] is { } n ? n.GetValue<double>() : fallback;
-        bool Bool(string field, bool fallback) => root[field] is { } n ? n.GetValue<bool>() : fallback;
-        int? OptionalInt(string field) => root[field] is JsonValue v && v.TryGetValue<int>(out var i) ? i : null;
+            null => null,
+            JsonValue v when v.TryGetValue<int>(out var i) => i,
+            var node => throw WrongType(field, "an integer", node),
+        };
+        int Int(string field, int? fallback = null) =>
+            OptionalInt(field) ?? fallback ?? throw new InvalidDataException($"{source}: field '{field}' is missing.");
+        double Double(string field, double fallback) => root[field] switch
+        {
+            null => fallback,
+            JsonValue v when v.TryGetValue<double>(out var d) => d,
+            var node => throw WrongType(field, "a number", node),
+        };
+        bool Bool(string field, bool fallback) => root[field] switch
+        {
+            null => fallback,
+            JsonValue v when v.TryGetValue<bool>(out var b) => b,
+            var node => throw WrongType(field, "true or false", node),
+        };
         IReadOnlyList<int> Ids(string field) => root[field] switch
         {
-            JsonArray a => a.Select(x => x!.GetValue<int>()).ToArray(),
+            null => [],
+            JsonArray a => a.Select(x => x is JsonValue v && v.TryGetValue<int>(out var i) ? i : throw WrongType(field, "a token id or a list of them", a)).ToArray(),
             JsonValue v when v.TryGetValue<int>(out var i) => [i],
-            _ => [],
+            var node => throw WrongType(field, "a token id or a list of them", node),
         };
 
         if (modelType == "gpt2")
@@ -168,12 +186,22 @@ public sealed record TeacherConfig
         string? scalingType = null; double factor = 1, low = 1, high = 4; int originalMax = 8192;
         if (root["rope_scaling"] is JsonObject rs)
         {
-            scalingType = (rs["rope_type"] ?? rs["type"])?.GetValue<string>();
-            factor = rs["factor"]?.GetValue<double>() ?? 1;
-            low = rs["low_freq_factor"]?.GetValue<double>() ?? 1;
-            high = rs["high_freq_factor"]?.GetValue<double>() ?? 4;
-            originalMax = rs["original_max_position_embeddings"]?.GetValue<int>() ?? 8192;
+            // As Hugging Face's own validation: a scaling needs its type and every parameter of that type. A guessed
+            // default would run another model than the one trained, with nothing to show for it.
+            scalingType = (rs["rope_type"] ?? rs["type"]) is JsonValue tv && tv.TryGetValue<string>(out var t) ? t
+                : throw new InvalidDataException($"{source}: rope_scaling {rs.ToJsonString()} has no 'rope_type' (or 'type').");
+            double Required(string key) => rs[key] is JsonValue v && v.TryGetValue<double>(out var d) ? d
+                : throw new InvalidDataException($"{source}: rope_scaling of type '{scalingType}' needs a number '{key}', found {rs[key]?.ToJsonString() ?? "none"}.");
+            if (scalingType is "linear" or "llama3") factor = Required("factor");
+            if (scalingType == "llama3")
+            {
+                low = Required("low_freq_factor");
+                high = Required("high_freq_factor");
+                originalMax = (int)Required("original_max_position_embeddings");
+            }
         }
+        else if (root["rope_scaling"] is { } other)
+            throw WrongType("rope_scaling", "an object or null", other);
         bool attentionBias = Bool("attention_bias", false);
         int? window = modelType is "mistral" or "qwen2" && Bool("use_sliding_window", modelType == "mistral") ? OptionalInt("sliding_window") : null;
         return new TeacherConfig
@@ -186,7 +214,7 @@ public sealed record TeacherConfig
             RopeScalingFactor = factor, RopeLowFreqFactor = low, RopeHighFreqFactor = high, RopeOriginalMaxPositions = originalMax,
             QkvBias = modelType == "qwen2" || attentionBias, OutputProjectionBias = attentionBias, MlpBias = Bool("mlp_bias", false),
             SlidingWindow = window, TieWordEmbeddings = Bool("tie_word_embeddings", false),
-            Activation = root["hidden_act"]?.GetValue<string>() ?? "silu",
+            Activation = root["hidden_act"] is { } act ? act is JsonValue av && av.TryGetValue<string>(out var a) ? a : throw WrongType("hidden_act", "a string", act) : "silu",
             BosTokenId = OptionalInt("bos_token_id"), EosTokenIds = Ids("eos_token_id"), PadTokenId = OptionalInt("pad_token_id"),
         }.Validate(source);
     }

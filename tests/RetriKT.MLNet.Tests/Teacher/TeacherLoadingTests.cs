@@ -115,6 +115,54 @@ public sealed class TeacherLoadingTests : IDisposable
     }
 
     [SharedDataFact]
+    public void NonFiniteWeightsAndImplausibleHeadersAreRefused()
+    {
+        // One NaN in the embeddings of a real checkpoint: before, every logit became NaN and generation repeated token 0.
+        var dir = CopyDir(Models("llama2c-stories260K-hf"), "nan-weights");
+        var weights = Path.Combine(dir, "model.safetensors");
+        var bytes = File.ReadAllBytes(weights);
+        long headerLength = BitConverter.ToInt64(bytes, 0);
+        var header = JsonNode.Parse(bytes.AsSpan(8, (int)headerLength))!.AsObject();
+        const string name = "model.embed_tokens.weight";
+        var entry = header[name]!;
+        long at = 8 + headerLength + entry["data_offsets"]![0]!.GetValue<long>();
+        BitConverter.GetBytes(float.NaN).CopyTo(bytes, at);
+        File.WriteAllBytes(weights, bytes);
+        var nan = Assert.Throws<InvalidDataException>(() => TeacherModel.Load(dir));
+        Assert.Equal($"{dir}: tensor '{name}' holds 1 NaN or infinite values of {entry["shape"]!.AsArray().Aggregate(1L, (a, d) => a * d!.GetValue<long>())}; the checkpoint is damaged.", nan.Message);
+
+        // A llama2.c header whose vocabulary size overflows: named, not an OverflowException.
+        var bin = Path.Combine(Temp, "min-vocab.bin");
+        var legacy = File.ReadAllBytes(Models("llama2c-stories260K", "stories260K.bin"));
+        BitConverter.GetBytes(int.MinValue).CopyTo(legacy, 20);
+        File.WriteAllBytes(bin, legacy);
+        Assert.Equal($"{bin}: header field 'vocab_size' = {int.MinValue} is implausible; not a llama2.c checkpoint.",
+            Assert.Throws<InvalidDataException>(() => TeacherModel.Load(bin)).Message);
+    }
+
+    [Fact]
+    public void AConfigThatWouldRunAnotherModelIsRefusedNamingTheField()
+    {
+        var path = Path.Combine(Temp, "config.json");
+        string Refused(string fields)
+        {
+            File.WriteAllText(path, "{\"model_type\":\"llama\",\"vocab_size\":512,\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2," +
+                                    "\"num_attention_heads\":4,\"max_position_embeddings\":256," + fields + "}");
+            return Assert.Throws<InvalidDataException>(() => TeacherConfig.FromHuggingFaceJson(path)).Message;
+        }
+        // A rope scaling without its type was ignored (the unscaled model ran); one without its parameters got made-up ones.
+        Assert.Equal($"{path}: rope_scaling {{\"factor\":8}} has no 'rope_type' (or 'type').", Refused("\"rope_scaling\":{\"factor\":8}"));
+        Assert.Equal($"{path}: rope_scaling of type 'linear' needs a number 'factor', found none.", Refused("\"rope_scaling\":{\"type\":\"linear\"}"));
+        Assert.Equal($"{path}: rope_scaling of type 'llama3' needs a number 'low_freq_factor', found none.",
+            Refused("\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,\"high_freq_factor\":4,\"original_max_position_embeddings\":8192}"));
+        // Values of another JSON type: named (they were a bare InvalidOperationException, or head_dim 8.0 silently replaced).
+        Assert.Equal($"{path}: field 'rms_norm_eps' must be a number, found \"1e-5\".", Refused("\"rms_norm_eps\":\"1e-5\""));
+        Assert.Equal($"{path}: field 'head_dim' must be an integer, found 8.5.", Refused("\"head_dim\":8.5"));
+        // A stop token the vocabulary does not have (a tokenizer or config of another model).
+        Assert.Equal($"{path}: eos_token_id 600 is outside the vocabulary [0, 512).", Refused("\"eos_token_id\":600"));
+    }
+
+    [SharedDataFact]
     public void ShapeMismatchMissingTensorAndUnknownModelTypeAreNamed()
     {
         var dir = CopyDir(Models("llama2c-stories260K-hf"), "bad-shape");
