@@ -204,6 +204,16 @@ public sealed record TeacherConfig
             throw WrongType("rope_scaling", "an object or null", other);
         bool attentionBias = Bool("attention_bias", false);
         int? window = modelType is "mistral" or "qwen2" && Bool("use_sliding_window", modelType == "mistral") ? OptionalInt("sliding_window") : null;
+        if (modelType == "qwen2" && window is not null)
+        {
+            // Qwen2 windows only the layers from max_window_layers on (Hugging Face's Qwen2Config defaults it to 28); this
+            // teacher windows all layers or none, so a model that mixes both is refused rather than run differently.
+            int layers = Int("num_hidden_layers"), fullLayers = Int("max_window_layers", 28);
+            if (fullLayers >= layers) window = null;
+            else if (fullLayers > 0)
+                throw new NotSupportedException($"{source}: max_window_layers {fullLayers} windows layers {fullLayers}-{layers - 1} of {layers} and not the " +
+                                                "others; mixing windowed and full-attention layers is not supported.");
+        }
         return new TeacherConfig
         {
             ModelType = modelType, VocabSize = Int("vocab_size"), HiddenSize = hiddenSize, IntermediateSize = Int("intermediate_size"),
@@ -251,7 +261,8 @@ public sealed record TeacherConfig
                 ["rope_type"] = RopeScalingType, ["factor"] = RopeScalingFactor, ["low_freq_factor"] = RopeLowFreqFactor,
                 ["high_freq_factor"] = RopeHighFreqFactor, ["original_max_position_embeddings"] = RopeOriginalMaxPositions,
             };
-        if (SlidingWindow is int w) { o["sliding_window"] = w; o["use_sliding_window"] = true; }
+        // max_window_layers 0: Qwen2 windows every layer, as this teacher does (Mistral has no such field).
+        if (SlidingWindow is int w) { o["sliding_window"] = w; o["use_sliding_window"] = true; if (ModelType == "qwen2") o["max_window_layers"] = 0; }
         return o;
     }
 

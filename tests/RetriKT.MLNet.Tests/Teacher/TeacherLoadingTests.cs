@@ -158,6 +158,21 @@ public sealed class TeacherLoadingTests : IDisposable
         // Values of another JSON type: named (they were a bare InvalidOperationException, or head_dim 8.0 silently replaced).
         Assert.Equal($"{path}: field 'rms_norm_eps' must be a number, found \"1e-5\".", Refused("\"rms_norm_eps\":\"1e-5\""));
         Assert.Equal($"{path}: field 'head_dim' must be an integer, found 8.5.", Refused("\"head_dim\":8.5"));
+        // Qwen2 windows only the layers from max_window_layers on: none, all, or a mix this teacher does not run.
+        string Qwen(string fields)
+        {
+            File.WriteAllText(path, "{\"model_type\":\"qwen2\",\"vocab_size\":512,\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":4," +
+                                    "\"num_attention_heads\":4,\"max_position_embeddings\":256,\"use_sliding_window\":true,\"sliding_window\":32" + fields + "}");
+            return path;
+        }
+        Assert.Null(TeacherConfig.FromHuggingFaceJson(Qwen("")).SlidingWindow);                           // default 28 >= 4 layers: none
+        Assert.Equal(32, TeacherConfig.FromHuggingFaceJson(Qwen(",\"max_window_layers\":0")).SlidingWindow); // every layer
+        Assert.Equal($"{path}: max_window_layers 2 windows layers 2-3 of 4 and not the others; mixing windowed and full-attention layers is not supported.",
+            Assert.Throws<NotSupportedException>(() => TeacherConfig.FromHuggingFaceJson(Qwen(",\"max_window_layers\":2"))).Message);
+        var windowed = TeacherConfig.FromHuggingFaceJson(Qwen(",\"max_window_layers\":0"));
+        File.WriteAllText(path, windowed.ToHuggingFaceJson().ToJsonString());
+        Assert.Equal(32, TeacherConfig.FromHuggingFaceJson(path).SlidingWindow);                            // and it round-trips
+
         // A stop token the vocabulary does not have (a tokenizer or config of another model).
         Assert.Equal($"{path}: eos_token_id 600 is outside the vocabulary [0, 512).", Refused("\"eos_token_id\":600"));
     }
