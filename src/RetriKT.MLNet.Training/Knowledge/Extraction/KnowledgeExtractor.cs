@@ -242,8 +242,21 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
     /// </summary>
     private void CheckInput(SchemaShape input)
     {
-        var template = Template;
-        string Columns() => string.Join(", ", input.Select(c => $"'{c.Name}'"));
+        CheckTextColumns(Template, input);
+        string labelName = _options.LabelColumnName;
+        var label = input.FirstOrDefault(c => c.Name == labelName);
+        if (label.Name is null)
+            throw new ArgumentOutOfRangeException(paramName: null, $"Label column '{labelName}' not found. Columns: {string.Join(", ", input.Select(c => $"'{c.Name}'"))}.");
+        SoftPromptPpoTrainer.CheckLabelType(label); // the prompt trainer's rule, which reads the same column
+    }
+
+    /// <summary>
+    /// The text columns <paramref name="template"/> reads are in <paramref name="input"/> and String; else one line naming
+    /// the column, the template and what the data has (no parameter name: hosts print it as it is). The extractor's
+    /// schema propagation and Fit, and its transformer's mapping, check with it.
+    /// </summary>
+    internal static void CheckTextColumns(TaskTemplate template, SchemaShape input)
+    {
         static string Found(SchemaShape.Column c) => c.Kind switch
         {
             SchemaShape.Column.VectorKind.Scalar => $"{c.ItemType}",
@@ -255,15 +268,11 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
             if (name is null) continue;
             var column = input.FirstOrDefault(c => c.Name == name);
             if (column.Name is null)
-                throw new ArgumentOutOfRangeException(paramName: null, $"Column '{name}' (String) is needed by template '{template.Name}'; found no such column. Columns: {Columns()}.");
+                throw new ArgumentOutOfRangeException(paramName: null, $"Column '{name}' (String) is needed by template '{template.Name}'; found no such column. " +
+                                                                      $"Columns: {string.Join(", ", input.Select(c => $"'{c.Name}'"))}.");
             if (column.Kind != SchemaShape.Column.VectorKind.Scalar || column.ItemType is not TextDataViewType)
                 throw new ArgumentOutOfRangeException(paramName: null, $"Column '{name}' (String) is needed by template '{template.Name}'; found {Found(column)}.");
         }
-        string labelName = _options.LabelColumnName;
-        var label = input.FirstOrDefault(c => c.Name == labelName);
-        if (label.Name is null)
-            throw new ArgumentOutOfRangeException(paramName: null, $"Label column '{labelName}' not found. Columns: {Columns()}.");
-        SoftPromptPpoTrainer.CheckLabelType(label); // the prompt trainer's rule, which reads the same column
     }
 
     /// <summary>Extracts the knowledge store from the few-shot data.</summary>

@@ -83,10 +83,9 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
         {
             _parent = parent;
             var template = parent.SoftPrompts.Template;
-            DataViewSchema.Column Text(string name) => schema.GetColumnOrNull(name) is { Type: TextDataViewType } c ? c
-                : throw new ArgumentOutOfRangeException(nameof(schema), $"Column '{name}' (String) is needed by template '{template.Name}'; found {schema.GetColumnOrNull(name)?.Type.ToString() ?? "no such column"}.");
-            _text = Text(template.TextColumn);
-            _text2 = template.Text2Column is null ? null : Text(template.Text2Column);
+            KnowledgeExtractor.CheckTextColumns(template, SchemaShapes.Of(schema));
+            _text = schema[template.TextColumn];
+            _text2 = template.Text2Column is null ? null : schema[template.Text2Column];
             var slotNames = new VBuffer<ReadOnlyMemory<char>>(parent.Store.LabelCount, parent.Store.LabelNames.Select(n => n.AsMemory()).ToArray());
             var annotations = new DataViewSchema.Annotations.Builder();
             annotations.Add("SlotNames", new VectorDataViewType(TextDataViewType.Instance, parent.Store.LabelCount),
