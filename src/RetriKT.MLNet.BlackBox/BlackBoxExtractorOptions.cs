@@ -95,6 +95,12 @@ public sealed class BlackBoxExtractorOptions
     public bool RequireArgmax { get; set; } = true;
     /// <summary>Estimated word-trigram Jaccard similarity at or above which a sample is a near duplicate; 1 disables. Default 0.8.</summary>
     public double NearDuplicateThreshold { get; set; } = 0.8;
+    /// <summary>
+    /// Drop samples whose generation stopped at the token limit (finish reason <c>length</c>) rather than at an end token
+    /// or stop sequence: their text is cut off mid-sentence (<see cref="RetriKT.MLNet.Knowledge.Extraction.DropReason.Unfinished"/>; no classification
+    /// request is spent on them). Default false.
+    /// </summary>
+    public bool DropUnfinished { get; set; }
     /// <summary>Add the few-shot examples with their gold labels (one-hot soft labels). Default true.</summary>
     public bool IncludeFewShot { get; set; } = true;
     /// <summary>Extra first parts for second-part templates; the few-shot texts are always used.</summary>

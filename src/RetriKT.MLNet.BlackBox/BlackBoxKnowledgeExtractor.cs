@@ -96,6 +96,8 @@ public sealed class BlackBoxKnowledgeExtractor
             ["filters"] = new JsonArray(o.SamplesPerLabel, o.MaxAttemptsFactor, o.MinWords, o.MaxWords, o.FidelityThreshold, o.RequireArgmax, o.NearDuplicateThreshold, o.IncludeFewShot),
             ["seed"] = o.Seed,
         };
+        // Only when on: checkpoints written before the setting existed kept cut-off samples, as a run with it off does.
+        if (o.DropUnfinished) settings["drop_unfinished"] = true;
         // The model usually lives in the client (GetChatClient("gpt-4o-mini")), not in ModelId: without it a resume against
         // another model would mix two teachers' samples in one store that looks valid. Other servers of the same model are fine.
         if (o.ModelId is null)

@@ -23,10 +23,13 @@ internal sealed class BlackBoxRun
         public int ConsecutiveFailures;
         public bool Out;
         public long Requests;
+        /// <summary>The model the endpoint first answered as (guarded by the endpoint itself), and whether that was already named in a warning.</summary>
+        public string? ServedModel;
+        public bool ServedModelWarned;
     }
 
     private sealed record Draw(string Prompt, string Context, float Temperature);
-    private sealed record Outcome(int Label, string Text, string? Text2, float[]? SoftLabel, string? Source, long Tokens);
+    private sealed record Outcome(int Label, string Text, string? Text2, float[]? SoftLabel, string? Source, long Tokens, bool Finished);
 
     private readonly BlackBoxExtractorOptions _o;
     private readonly TaskTemplate _template;
@@ -57,7 +60,7 @@ internal sealed class BlackBoxRun
         _o = options; _template = template; _labels = labels; _fewShot = fewShot; _host = host; _fingerprint = fingerprint;
         var words = labels.Select(l => template.Verbalizer[l]).ToList();
         _softLabels = new TeacherSoftLabels(labels, words, options.AnswerConfidence);
-        _judge = new SampleJudge(template, options.MinWords ?? template.MinWords, options.MaxWords, options.FidelityThreshold, options.RequireArgmax, options.NearDuplicateThreshold);
+        _judge = new SampleJudge(template, options.MinWords ?? template.MinWords, options.MaxWords, options.FidelityThreshold, options.RequireArgmax, options.NearDuplicateThreshold, options.DropUnfinished);
         foreach (var e in fewShot) _judge.Duplicates.Admit(template.RenderTarget(e.Text, e.Text2));
         _demonstrations = labels.Select((_, l) => fewShot.Where(e => e.Label == l).Select(e => template.RenderContext(e.Text) + template.RenderTarget(e.Text, e.Text2)).ToList()).ToArray();
         _contexts = fewShot.Select(e => e.Text).Concat(options.ContextTexts ?? []).Distinct().ToList();
@@ -195,8 +198,11 @@ internal sealed class BlackBoxRun
         }, ct).ConfigureAwait(false);
         long tokens = generation.Usage?.TotalTokenCount ?? 0;
         var (text, text2) = _template.SplitGenerated(draw.Context, generation.Text ?? "");
+        bool finished = generation.FinishReason != ChatFinishReason.Length;
         if (string.IsNullOrWhiteSpace(text) || (_template.IsPair && string.IsNullOrWhiteSpace(text2)))
-            return new Outcome(label, text, text2, null, null, tokens); // nothing to classify: judged Empty
+            return new Outcome(label, text, text2, null, null, tokens, finished); // nothing to classify: judged Empty
+        if (!finished && _o.DropUnfinished)
+            return new Outcome(label, text, text2, null, null, tokens, finished); // cut off at the token limit: judged Unfinished, no classification spent on it
 
         var options = new ChatOptions { Temperature = 0, MaxOutputTokens = _o.ClassificationMaxTokens, ModelId = _o.ModelId };
         if (_o.SoftLabels != SoftLabelSource.ClassifyAndMap) TeacherSoftLabels.AskForLogProbs(options, endpoint.Spec.Client, _o.TopLogProbs);
@@ -206,10 +212,10 @@ internal sealed class BlackBoxRun
         var classification = await Call(endpoint, prompt, options, ct).ConfigureAwait(false);
         tokens += classification.Usage?.TotalTokenCount ?? 0;
         if (_o.SoftLabels != SoftLabelSource.ClassifyAndMap && _softLabels.FromLogProbs(classification) is { } p)
-            return new Outcome(label, text, text2, p, "logprobs", tokens);
+            return new Outcome(label, text, text2, p, "logprobs", tokens, finished);
         if (_o.SoftLabels != SoftLabelSource.LogProbs && _softLabels.FromAnswer(classification.Text) is { } q)
-            return new Outcome(label, text, text2, q, "classify", tokens);
-        return new Outcome(label, text, text2, null, null, tokens);
+            return new Outcome(label, text, text2, q, "classify", tokens, finished);
+        return new Outcome(label, text, text2, null, null, tokens, finished);
     }
 
     private async Task<ChatResponse> Call(Endpoint endpoint, string prompt, ChatOptions options, CancellationToken ct)
@@ -219,8 +225,39 @@ internal sealed class BlackBoxRun
             ct).ConfigureAwait(false);
         Interlocked.Increment(ref _requests);
         Interlocked.Increment(ref endpoint.Requests);
+        CheckServedModel(endpoint, options.ModelId ?? endpoint.Spec.Client.GetService<ChatClientMetadata>()?.DefaultModelId, response.ModelId);
         return response;
     }
+
+    /// <summary>
+    /// Warns once per endpoint when it answers as another model than the one asked for, or as another model than it
+    /// first answered as: a misrouted deployment or a proxy in front of several models fills the store with another
+    /// teacher's samples, which look as valid as the rest. A warning, not an error: a snapshot ("gpt-4o-mini" answered as
+    /// "gpt-4o-mini-2024-07-18"), a tag ("llama3" as "llama3:latest") or a deployment name are the same model.
+    /// </summary>
+    private void CheckServedModel(Endpoint endpoint, string? requested, string? served)
+    {
+        if (served is null) return;
+        string? message = null;
+        lock (endpoint)
+        {
+            if (endpoint.ServedModelWarned) return;
+            if (endpoint.ServedModel is null)
+            {
+                endpoint.ServedModel = served;
+                if (requested is not null && !SameModel(requested, served))
+                    message = $"Teacher endpoint '{endpoint.Name}' was asked for model '{requested}' and answered as '{served}': unless that is the same model under another name, its samples are another teacher's.";
+            }
+            else if (!string.Equals(endpoint.ServedModel, served, StringComparison.OrdinalIgnoreCase))
+                message = $"Teacher endpoint '{endpoint.Name}' answered as model '{endpoint.ServedModel}' and later as '{served}': the store mixes two teachers' samples.";
+            if (message is not null) endpoint.ServedModelWarned = true;
+        }
+        if (message is not null) lock (_gate) _host.Warning(message); // with the run's other warnings, one at a time
+    }
+
+    private static bool SameModel(string requested, string served) =>
+        served.Equals(requested, StringComparison.OrdinalIgnoreCase)
+        || (served.Length > requested.Length && served.StartsWith(requested, StringComparison.OrdinalIgnoreCase) && served[requested.Length] is '-' or ':');
 
     /// <summary>Applies the shared filters to a new sample (caller holds the lock) and returns what the checkpoint keeps.</summary>
     private CheckpointRecord Judge(Outcome s)
@@ -230,15 +267,16 @@ internal sealed class BlackBoxRun
         DropReason? reason;
         if (s.SoftLabel is null)
         {
-            // Unlabelled: an empty sample is judged Empty by the filters; a sample the teacher gave no label is LowFidelity.
-            reason = _judge.Judge(s.Text, s.Text2, new float[_labels.Count], s.Label) == DropReason.Empty ? DropReason.Empty : DropReason.LowFidelity;
+            // Unlabelled: an empty or cut-off sample is judged Empty or Unfinished by the filters; a sample the teacher gave no label is LowFidelity.
+            var early = _judge.Judge(s.Text, s.Text2, new float[_labels.Count], s.Label, s.Finished);
+            reason = early is DropReason.Empty or DropReason.Unfinished ? early : DropReason.LowFidelity;
             if (reason == DropReason.LowFidelity) _unlabelled++;
         }
         else
         {
             Count(s.Source);
             _intended.Add(s.Label, s.SoftLabel);
-            reason = _judge.Judge(s.Text, s.Text2, s.SoftLabel, s.Label);
+            reason = _judge.Judge(s.Text, s.Text2, s.SoftLabel, s.Label, s.Finished);
             if (reason is null && _kept[s.Label].Count >= _o.SamplesPerLabel) reason = DropReason.OverQuota;
         }
         if (reason is { } r) _dropped[r]++;

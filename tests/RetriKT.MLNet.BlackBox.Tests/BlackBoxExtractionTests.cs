@@ -9,6 +9,7 @@ using Microsoft.ML;
 using RetriKT.MLNet.BlackBox.Tests.Infrastructure;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Student;
 using RetriKT.MLNet.Tests.Infrastructure;
@@ -223,6 +224,57 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         await app.StopAsync();
     }
 
+    /// <summary>
+    /// A real Kestrel front on 127.0.0.1 that forwards to the teacher, serving every request as stories260K whatever model
+    /// it names, and answering as <paramref name="answerAs"/> (null: as the teacher does).
+    /// </summary>
+    private static async Task<WebApplication> ModelRewritingProxy(string teacherUrl, string? answerAs)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        var app = builder.Build();
+        var forward = new HttpClient { BaseAddress = new Uri(teacherUrl) };
+        app.MapPost("/v1/{**path}", async (HttpContext http, string path) =>
+        {
+            var request = (await JsonNode.ParseAsync(http.Request.Body))!;
+            request["model"] = "stories260K";
+            using var answer = await forward.PostAsync("/v1/" + path, new StringContent(request.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+            var body = JsonNode.Parse(await answer.Content.ReadAsStringAsync())!;
+            if (answerAs is not null && body["model"] is not null) body["model"] = answerAs;
+            http.Response.StatusCode = (int)answer.StatusCode;
+            http.Response.ContentType = "application/json";
+            await http.Response.WriteAsync(body.ToJsonString());
+        });
+        await app.StartAsync();
+        return app;
+    }
+
+    [SharedDataFact]
+    public async Task AnEndpointThatAnswersAsAnotherModelIsNamedOnceAndASnapshotOfTheSameModelIsNot()
+    {
+        async Task<List<string>> Run(string askFor, string? answerAs)
+        {
+            await using var proxy = await ModelRewritingProxy(shared.Server.Url, answerAs);
+            var ml = new MLContext(seed: 1);
+            var warnings = new List<string>();
+            ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
+            var client = TeacherServerProcess.OpenAiChatClient(proxy.Urls.Single(), model: askFor);
+            var report = (await ml.RetriKT().BlackBoxKnowledgeExtractor(Options([new TeacherEndpoint(client, "routed", 2)], perLabel: 2)).FitAsync(StoryData(ml))).Report;
+            Assert.Equal(2, report.Extraction.Kept["sad"]);
+            return warnings.Where(w => w.Contains("answered as")).ToList();
+        }
+
+        // Asked for one model, served by another: named once, though every request answered so.
+        var misrouted = await Run("gpt-4o-mini", answerAs: null);
+        Assert.EndsWith("Teacher endpoint 'routed' was asked for model 'gpt-4o-mini' and answered as 'stories260K': unless that is the same model under another name, its samples are another teacher's.",
+            Assert.Single(misrouted));
+        // A dated snapshot or a tag of the model asked for is the same model.
+        Assert.Empty(await Run("stories260K", answerAs: "stories260K-2024-07-18"));
+        Assert.Empty(await Run("stories260K", answerAs: "stories260K:latest"));
+        Assert.Empty(await Run("stories260K", answerAs: null));
+    }
+
     [SharedDataFact]
     public void NoRetriesMeansEveryFailureCountsAtOnce_NotAPollyValidationError()
     {
@@ -270,6 +322,36 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         Assert.Equal(0, resumed.Requests);
         Assert.Equal(share, resumed.Extraction.IntendedLabelShare);
         Assert.Contains(warnings, w => w.Contains("Label 'happy': the teacher gives"));
+    }
+
+    [SharedDataFact]
+    public void SamplesCutOffAtTheTokenLimitAreDroppedWithoutAClassificationRequestWhenAsked()
+    {
+        var ml = new MLContext(seed: 1);
+        using var folder = new TempDir("retrikt-blackbox-");
+        BlackBoxExtractorOptions Short(bool drop, string checkpoint)
+        {
+            // Six tokens: most stories are cut off; a few end at the newline stop first.
+            var o = Options([new TeacherEndpoint(shared.Server.ChatClient(), "only", 2)], folder.File(checkpoint), perLabel: 3);
+            o.MaxOutputTokens = 6; o.MinWords = 1; o.DropUnfinished = drop;
+            return o;
+        }
+
+        var keep = ml.RetriKT().BlackBoxKnowledgeExtractor(Short(drop: false, "keep.jsonl")).Fit(StoryData(ml)).Report;
+        Assert.Equal(0, keep.Extraction.Dropped[DropReason.Unfinished]);
+        var drop = ml.RetriKT().BlackBoxKnowledgeExtractor(Short(drop: true, "drop.jsonl")).Fit(StoryData(ml)).Report;
+        int unfinished = drop.Extraction.Dropped[DropReason.Unfinished];
+        Assert.True(unfinished > 0, drop.ToString());
+        // A generation and a classification request per judged sample, except the cut-off ones: those get no classification.
+        int judged = drop.Extraction.Generated.Values.Sum();
+        Assert.Equal(2 * judged - unfinished, drop.Requests);
+        var records = File.ReadLines(folder.File("drop.jsonl")).Skip(1).Select(l => JsonNode.Parse(l)!).ToList();
+        Assert.Equal(unfinished, records.Count(n => n["dropped"]?.GetValue<string>() == "Unfinished"));
+        Assert.All(records.Where(n => n["dropped"]?.GetValue<string>() == "Unfinished"), n => Assert.Null(n["soft_label"]));
+
+        // The setting is part of the run's settings: a checkpoint written while keeping them does not resume while dropping them.
+        Assert.Contains("other settings", Assert.Throws<InvalidOperationException>(() =>
+            ml.RetriKT().BlackBoxKnowledgeExtractor(Short(drop: true, "keep.jsonl")).Fit(StoryData(ml))).Message);
     }
 
     private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>

@@ -45,6 +45,12 @@ public sealed class RetriKTPipelineOptions
     public bool AssignToTeacherLabel = true;
     /// <summary>Most new tokens per generated sample; null takes the task template's. Default null.</summary>
     public int? MaxNewTokens;
+    /// <summary>
+    /// Drop generated samples cut off at the token limit (see <c>KnowledgeExtractorOptions.DropUnfinished</c>); null
+    /// keeps them, as every row of docs/RESULTS.md was measured. Default null.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)] // unset: configuration keys as before the field
+    public bool? DropUnfinishedSamples;
     /// <summary>Student passes over the store: all of them, or with <see cref="StudentEarlyStoppingPatience"/> the most it trains. Default 30.</summary>
     public int StudentEpochs = 30;
     /// <summary>Student hidden size. Default 64.</summary>
@@ -372,6 +378,7 @@ public sealed class RetriKTPipelineOptions
     {
         SamplesPerLabel = SamplesPerLabel, MaxAttemptsFactor = MaxAttemptsFactor, BatchSize = ExtractionBatchSize,
         FidelityThreshold = FidelityThreshold, RequireArgmax = RequireArgmax, AssignToTeacherLabel = AssignToTeacherLabel, IncludeFewShot = true,
+        DropUnfinished = DropUnfinishedSamples ?? false,
         CalibrateVerbalizer = CalibrateVerbalizer, Seed = Seed,
         // By default the work directory is a cache: a checkpoint of other prompts (retrained after a recipe change) is moved aside and regenerated.
         StartFreshOnCheckpointMismatch = ReplaceMismatchedCheckpoint,

@@ -111,6 +111,31 @@ public class KnowledgeExtractorTests
             $"assigned generated {assigned.Report.Generated.Values.Sum()}, intended {intended.Report.Generated.Values.Sum()}");
     }
 
+    [SharedDataFact]
+    public void SamplesCutOffAtTheTokenLimitAreKeptByDefaultAndDroppedWhenAsked()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = StoryPrompts(mlContext, data, supervisedEpochs: 2);
+        using var folder = new TempDir("retrikt-unfinished-");
+        var checkpoint = folder.File("extraction.jsonl");
+
+        var keep = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint)).Fit(data);
+        var o = Options(prompts, checkpoint);
+        o.DropUnfinished = true;
+        var drop = mlContext.RetriKT().KnowledgeExtractor(o).Fit(data);
+
+        // What the teacher wrote up to its 24-token limit without ending the story, from the run's own checkpoint.
+        var cutOff = File.ReadLines(checkpoint).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!)
+            .Where(n => n["finished"]?.GetValue<bool>() == false).Select(n => n["text"]!.GetValue<string>()).ToHashSet();
+        Assert.NotEmpty(cutOff);
+        static List<string> Generated(KnowledgeExtractorTransformer t) => t.Store.Entries.Where(e => e.Source == KnowledgeSource.Generated).Select(e => e.Text!).ToList();
+        Assert.Contains(Generated(keep), cutOff.Contains);
+        Assert.Equal(0, keep.Report!.Dropped[DropReason.Unfinished]);
+        Assert.DoesNotContain(Generated(drop), cutOff.Contains);
+        Assert.True(drop.Report!.Dropped[DropReason.Unfinished] > 0, drop.Report.ToString());
+    }
+
     private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress value) => report(value);

@@ -51,6 +51,11 @@ public sealed class KnowledgeExtractorOptions
     /// <summary>Estimated word-trigram Jaccard similarity at or above which a sample is a near duplicate; 1 disables. Default 0.8.</summary>
     public double NearDuplicateThreshold = 0.8;
     /// <summary>
+    /// Drop samples whose generation stopped at the token limit (<see cref="TaskTemplate.MaxNewTokens"/>) rather than at an
+    /// end token or stop sequence (<see cref="DropReason.Unfinished"/>): their text is cut off mid-sentence. Default false.
+    /// </summary>
+    public bool DropUnfinished;
+    /// <summary>
     /// Drop generated samples the plain teacher finds less fluent than every few-shot example (mean per-token NLL above
     /// the few-shot maximum plus <see cref="FluencyMargin"/>): garbled text. Default true.
     /// </summary>
@@ -334,7 +339,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
 
         var fluency = o.FluencyFilter ? new FluencyFilter(prompts.Teacher, template, fewShot.Select(e => (e.Text, e.Text2)), o.FluencyMargin) : null;
         if (fluency is not null) host.Info($"Fluency filter: samples above {fluency.Threshold:F2} nats per token (the least fluent few-shot example + {o.FluencyMargin}) are dropped.");
-        var judge = new SampleJudge(template, minWords, o.MaxWords, o.FidelityThreshold, o.RequireArgmax, o.NearDuplicateThreshold);
+        var judge = new SampleJudge(template, minWords, o.MaxWords, o.FidelityThreshold, o.RequireArgmax, o.NearDuplicateThreshold, o.DropUnfinished);
         foreach (var e in fewShot) judge.Duplicates.Admit(template.RenderTarget(e.Text, e.Text2));
         var kept = new List<KnowledgeEntry>[labels.Count];
         var generated = new int[labels.Count];
@@ -381,7 +386,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     generated[label]++;
                     if (!string.IsNullOrWhiteSpace(s.Sample.Text)) intended.Add(label, teacherLabel);
                     int target = o.AssignToTeacherLabel ? teacherLabel : label;
-                    var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, disfluent: nll?[i] > fluency!.Threshold);
+                    var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, s.Sample.Finished, disfluent: nll?[i] > fluency!.Threshold);
                     if (reason is null && kept[target].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;
                     if (reason is { } r) { dropped[r]++; continue; }
                     kept[target].Add(new KnowledgeEntry(s.Sample.Text, s.Sample.Text2, target, s.Probabilities, s.Probabilities[target], KnowledgeSource.Generated));

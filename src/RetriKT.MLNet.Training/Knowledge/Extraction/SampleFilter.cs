@@ -24,6 +24,11 @@ public enum DropReason
     /// is above the highest among the few-shot examples (garbled text such as "iny tuesday").
     /// </summary>
     Disfluent,
+    /// <summary>
+    /// Generation stopped at the token limit, not at an end token or a stop sequence: the text is cut off, often mid-word
+    /// ("… a big yellow dependab"). Judged right after Empty, only when the extractor's <c>DropUnfinished</c> is on.
+    /// </summary>
+    Unfinished,
 }
 
 /// <summary>
@@ -76,16 +81,22 @@ internal sealed class FluencyFilter
 /// duplicates against everything admitted so far. Shared by the white-box and the black-box extractors so both keep
 /// the same samples for the same inputs.
 /// </summary>
-internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWords, double fidelityThreshold, bool requireArgmax, double nearDuplicateThreshold)
+internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWords, double fidelityThreshold, bool requireArgmax, double nearDuplicateThreshold,
+    bool dropUnfinished)
 {
     /// <summary>Texts seen so far (seed it with the few-shot examples so generated copies of them are dropped).</summary>
     public DuplicateFilter Duplicates { get; } = new(nearDuplicateThreshold);
 
     /// <summary>Why the sample is dropped, or null when it is kept (and then remembered by <see cref="Duplicates"/>).</summary>
-    /// <remarks><paramref name="disfluent"/>: the fluency check failed (see <see cref="FluencyFilter"/>); judged after fidelity, before duplicates.</remarks>
-    public DropReason? Judge(string text, string? text2, float[] probabilities, int label, bool disfluent = false)
+    /// <remarks>
+    /// <paramref name="finished"/>: generation ended at an end token or stop sequence, not at the token limit (judged right
+    /// after Empty). <paramref name="disfluent"/>: the fluency check failed (see <see cref="FluencyFilter"/>); judged after
+    /// fidelity, before duplicates.
+    /// </remarks>
+    public DropReason? Judge(string text, string? text2, float[] probabilities, int label, bool finished, bool disfluent = false)
     {
         if (string.IsNullOrWhiteSpace(text) || (template.IsPair && string.IsNullOrWhiteSpace(text2))) return DropReason.Empty;
+        if (dropUnfinished && !finished) return DropReason.Unfinished;
         int words = TextStatistics.Words(template.Target == GenerationTarget.SecondPart ? text2! : template.RenderTarget(text, text2)).Count;
         if (words == 0) return DropReason.Empty;
         if (words < minWords) return DropReason.TooShort;
