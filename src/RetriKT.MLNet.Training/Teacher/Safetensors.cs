@@ -15,7 +15,8 @@ namespace RetriKT.MLNet.Teacher;
 /// </summary>
 internal static class Safetensors
 {
-    /// <summary>Parses the header of <paramref name="path"/> and checks every offset against the file size (the runtime's parser).</summary>
+    /// <summary>Parses the header of <paramref name="path"/> (the runtime's parser): offsets inside the data section, sizes
+    /// matching dtype × shape, and the tensors tiling the data section without overlap or hole.</summary>
     public static Dictionary<string, SafetensorsEntry> ReadHeader(string path) => SafetensorsReader.ReadHeader(path);
 
     /// <summary>Reads one tensor to CPU in its stored dtype.</summary>

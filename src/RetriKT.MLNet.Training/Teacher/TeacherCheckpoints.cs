@@ -34,18 +34,7 @@ internal static class TeacherCheckpoints
         var single = Path.Combine(dir, WeightsFile);
         var index = Path.Combine(dir, IndexFile);
         if (File.Exists(single)) entries = Safetensors.ReadHeader(single);
-        else if (File.Exists(index))
-        {
-            var map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject
-                ?? throw new InvalidDataException($"{index}: field 'weight_map' is missing.");
-            foreach (var shard in map.Select(kv => kv.Value!.GetValue<string>()).Distinct(StringComparer.Ordinal).OrderBy(s => s, StringComparer.Ordinal))
-            {
-                var shardPath = Path.Combine(dir, shard);
-                if (!File.Exists(shardPath)) throw new FileNotFoundException($"{index} lists shard '{shard}', which is missing: {shardPath}", shardPath);
-                foreach (var (name, e) in Safetensors.ReadHeader(shardPath))
-                    if (!entries.TryAdd(name, e)) throw new InvalidDataException($"{shardPath}: tensor '{name}' also appears in {entries[name].File}.");
-            }
-        }
+        else if (File.Exists(index)) entries = ReadShardedHeaders(index, dir);
         else if (File.Exists(Path.Combine(dir, "pytorch_model.bin")) || File.Exists(Path.Combine(dir, "pytorch_model.bin.index.json")))
             throw new NotSupportedException($"{dir}: only pytorch_model.bin weights were found. Reading PyTorch pickles is not supported " +
                 "(it needs a restricted pickle interpreter); convert once with Python: " +
@@ -56,6 +45,58 @@ internal static class TeacherCheckpoints
         try { Fill(module, entries.ToDictionary(kv => module.CanonicalName(kv.Key), kv => kv.Value, StringComparer.Ordinal), entries.Keys, Safetensors.ReadTensor, dir); }
         catch { module.Dispose(); throw; }
         return (module, config);
+    }
+
+    /// <summary>
+    /// The headers of every shard a <c>model.safetensors.index.json</c> names, cross-checked against its <c>weight_map</c>:
+    /// each tensor lies in exactly the shard the index names for it, and each tensor of a shard is in the index.
+    /// A mismatch means a stale index or a shard of another save; loading it would mix or silently drop weights.
+    /// </summary>
+    private static Dictionary<string, SafetensorsEntry> ReadShardedHeaders(string index, string dir)
+    {
+        JsonObject map;
+        try
+        {
+            map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject
+                ?? throw new InvalidDataException($"{index}: field 'weight_map' is missing or not an object.");
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        { throw new InvalidDataException($"{index}: not a JSON object with a 'weight_map' ({e.Message}).", e); }
+        var expected = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, node) in map)
+        {
+            if (node is not JsonValue v || !v.TryGetValue<string>(out var shard) || shard.Length == 0 || Path.GetFileName(shard) != shard)
+                throw new InvalidDataException($"{index}: tensor '{name}': expected a shard file name in this folder, found {node?.ToJsonString() ?? "null"}.");
+            expected[name] = shard;
+        }
+
+        var found = new Dictionary<string, List<SafetensorsEntry>>(StringComparer.Ordinal);
+        foreach (var shard in expected.Values.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
+        {
+            var shardPath = Path.Combine(dir, shard);
+            if (!File.Exists(shardPath))
+            {
+                var first = expected.Where(kv => kv.Value == shard).Select(kv => kv.Key).Order(StringComparer.Ordinal).First();
+                throw new FileNotFoundException($"{index}: tensor '{first}': expected in shard '{shard}', found no such file ({shardPath}).", shardPath);
+            }
+            foreach (var (name, e) in Safetensors.ReadHeader(shardPath))
+                (found.TryGetValue(name, out var list) ? list : found[name] = []).Add(e);
+        }
+
+        string Expected(string name) => expected.TryGetValue(name, out var s) ? $"shard '{s}'" : "no shard (weight_map does not list it)";
+        foreach (var (name, list) in found.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+        {
+            var shards = list.Select(e => Path.GetFileName(e.File)).ToList();
+            if (shards.Count > 1)
+                throw new InvalidDataException($"{index}: tensor '{name}': expected only in {Expected(name)}, " +
+                    $"found in shards {string.Join(" and ", shards.Select(s => $"'{s}'"))}.");
+            if (!expected.TryGetValue(name, out var shard) || shard != shards[0])
+                throw new InvalidDataException($"{index}: tensor '{name}': expected in {Expected(name)}, found in shard '{shards[0]}'.");
+        }
+        foreach (var (name, shard) in expected.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            if (!found.ContainsKey(name))
+                throw new InvalidDataException($"{index}: tensor '{name}': expected in shard '{shard}', found in no shard.");
+        return found.ToDictionary(kv => kv.Key, kv => kv.Value[0], StringComparer.Ordinal);
     }
 
     public static CausalLMModule Create(TeacherConfig config, ScalarType dtype, Device device) => config.Architecture switch

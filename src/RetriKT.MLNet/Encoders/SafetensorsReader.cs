@@ -18,7 +18,8 @@ internal static class SafetensorsReader
 {
     private const long MaxHeaderBytes = 100_000_000;
 
-    /// <summary>Parses the header of <paramref name="path"/> and checks every offset against the file size.</summary>
+    /// <summary>Parses the header of <paramref name="path"/>: every tensor's bytes lie in the data section, match its
+    /// dtype and shape, and the tensors tile the data section (no overlap, no hole, nothing after the last).</summary>
     public static Dictionary<string, SafetensorsEntry> ReadHeader(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Safetensors file not found: {path}", path);
@@ -56,7 +57,34 @@ internal static class SafetensorsReader
                 throw new InvalidDataException($"{path}: tensor '{name}' has {end - begin} bytes, but shape [{string.Join(",", shape)}] of {dtype} needs {expected}.");
             entries[name] = new SafetensorsEntry(name, dtype, shape, dataStart + begin, dataStart + end, path);
         }
+        CheckTiling(path, entries.Values, dataStart, dataLength);
         return entries;
+    }
+
+    /// <summary>
+    /// The tensors must tile the data section: sorted by offset, each begins where the previous ends, the first at 0 and
+    /// the last at its end (as the reference library requires). Otherwise two tensors share bytes (one silently reads the
+    /// other's values) or bytes belong to no tensor (a stale or damaged file).
+    /// </summary>
+    private static void CheckTiling(string path, IEnumerable<SafetensorsEntry> entries, long dataStart, long dataLength)
+    {
+        long cursor = 0;
+        SafetensorsEntry? previous = null;
+        foreach (var e in entries.OrderBy(e => e.Begin).ThenBy(e => e.End).ThenBy(e => e.Name, StringComparer.Ordinal))
+        {
+            long begin = e.Begin - dataStart, end = e.End - dataStart;
+            if (begin < cursor)
+                throw new InvalidDataException($"{path}: tensor '{e.Name}' data [{begin}, {end}) overlaps tensor '{previous!.Name}' data " +
+                    $"[{previous.Begin - dataStart}, {cursor}); expected it to begin at {cursor}, found {begin}.");
+            if (begin > cursor)
+                throw new InvalidDataException($"{path}: data bytes [{cursor}, {begin}) belong to no tensor (a hole before tensor '{e.Name}'); " +
+                    $"expected it to begin at {cursor}, found {begin}.");
+            (cursor, previous) = (end, e);
+        }
+        if (cursor != dataLength)
+            throw new InvalidDataException($"{path}: data bytes [{cursor}, {dataLength}) belong to no tensor " +
+                $"({(previous is null ? "the header lists none" : $"after the last tensor '{previous.Name}'")}); " +
+                $"expected a data section of {cursor} bytes, found {dataLength}.");
     }
 
     /// <summary>The integers of a JSON array, or null when <paramref name="node"/> is anything else.</summary>
