@@ -32,15 +32,21 @@ internal sealed class HfPreTokenizer
         return pieces as List<string> ?? pieces.ToList();
     }
 
-    /// <summary>Reads <c>pre_tokenizer</c>; null (no pre-tokenizer) keeps a section whole, as HF does.</summary>
+    /// <summary>
+    /// Reads <c>pre_tokenizer</c>. Its one <c>ByteLevel</c> step must come last (as in every real byte-level file):
+    /// that step maps bytes to GPT-2's alphabet, which the BPE model here does after the split, so a Split after it,
+    /// or none at all, would see other text than HF's.
+    /// </summary>
     internal static HfPreTokenizer FromJson(JsonNode? node, string path)
     {
-        var steps = new List<Func<string, IEnumerable<string>>>();
+        var steps = new List<(string Type, Func<string, IEnumerable<string>> Step)>();
         if (node is not null) AddSteps(node, path, steps);
-        return new HfPreTokenizer([.. steps]);
+        if (steps.Count(s => s.Type == "ByteLevel") != 1 || steps[^1].Type != "ByteLevel")
+            throw new NotSupportedException($"{path}: pre_tokenizer [{string.Join(", ", steps.Select(s => s.Type))}] is not supported (a byte-level BPE needs exactly one ByteLevel step, the last).");
+        return new HfPreTokenizer([.. steps.Select(s => s.Step)]);
     }
 
-    private static void AddSteps(JsonNode node, string path, List<Func<string, IEnumerable<string>>> steps)
+    private static void AddSteps(JsonNode node, string path, List<(string, Func<string, IEnumerable<string>>)> steps)
     {
         var type = node["type"]?.GetValue<string>();
         switch (type)
@@ -48,17 +54,17 @@ internal sealed class HfPreTokenizer
             case "Sequence":
                 foreach (var inner in node["pretokenizers"]?.AsArray() ?? throw new InvalidDataException($"{path}: pre_tokenizer Sequence has no 'pretokenizers'."))
                     AddSteps(inner!, path, steps);
-                break;
+                return;
             case "ByteLevel":
-                steps.Add(ByteLevel(node["add_prefix_space"]?.GetValue<bool>() ?? true, node["use_regex"]?.GetValue<bool>() ?? true));
-                break;
+                steps.Add((type, ByteLevel(node["add_prefix_space"]?.GetValue<bool>() ?? true, node["use_regex"]?.GetValue<bool>() ?? true)));
+                return;
             case "Split":
-                steps.Add(SplitStep(node, path));
-                break;
+                steps.Add((type, SplitStep(node, path)));
+                return;
             case "Digits":
                 var regex = new Regex(node["individual_digits"]?.GetValue<bool>() == true ? @"\p{N}" : @"\p{N}+", RegexOptions.CultureInvariant);
-                steps.Add(text => Isolated(regex, text));
-                break;
+                steps.Add((type, text => Isolated(regex, text)));
+                return;
             default:
                 throw new NotSupportedException($"{path}: pre_tokenizer type '{type}' is not supported (supported: ByteLevel, Split, Digits, Sequence).");
         }
