@@ -1,14 +1,14 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
 namespace RetriKT.MLNet.Teacher;
 
 /// <summary>
 /// The teacher's tokenizer: text ↔ ids plus the special ids generation needs. Backed by Microsoft.ML.Tokenizers for
-/// GPT-2 byte-level BPE (<c>vocab.json</c> + <c>merges.txt</c>, or a byte-level BPE <c>tokenizer.json</c>) and
+/// byte-level BPE (<c>vocab.json</c> + <c>merges.txt</c> with GPT-2's split, or a byte-level BPE <c>tokenizer.json</c> with
+/// its own added tokens, normalizer and pre-tokenizer, see <see cref="HfPreTokenizer"/>) and
 /// SentencePiece (<c>tokenizer.model</c>), and by our own reader for llama2.c <c>tokenizer.bin</c> files
 /// (the library has none).
 /// </summary>
@@ -62,16 +62,23 @@ public sealed class TeacherTokenizer
         if (pad is not null) PadId = pad;
     }
 
-    /// <summary>GPT-2 byte-level BPE from <c>vocab.json</c> + <c>merges.txt</c> (no prefix space, no specials added).</summary>
+    /// <summary>GPT-2 byte-level BPE from <c>vocab.json</c> + <c>merges.txt</c>: GPT-2's regex split, no prefix space, <c>&lt;|endoftext|&gt;</c> matched whole.</summary>
     public static TeacherTokenizer FromGpt2Files(string vocabJsonPath, string mergesPath)
     {
         RequireFile(vocabJsonPath); RequireFile(mergesPath);
         var vocabMap = ReadVocab(File.ReadAllBytes(vocabJsonPath), vocabJsonPath);
         var merges = File.ReadLines(mergesPath).Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal)).ToList();
-        return Wrap(vocabMap, merges, [vocabJsonPath, mergesPath]);
+        var added = vocabMap.TryGetValue(EndOfText, out var eot)
+            ? new JsonArray(new JsonObject { ["id"] = eot, ["content"] = EndOfText, ["special"] = true }) : null;
+        return Wrap(vocabMap, merges, [vocabJsonPath, mergesPath], HfPreTokenizer.Gpt2, null, new HfAddedTokens(added, null, vocabJsonPath), ignoreMerges: false);
     }
 
-    /// <summary>A HF <c>tokenizer.json</c> whose model is byte-level BPE (GPT-2, RoBERTa, Qwen-style). SentencePiece-style JSON is refused; use <c>tokenizer.model</c>.</summary>
+    /// <summary>
+    /// A HF <c>tokenizer.json</c> whose model is byte-level BPE (GPT-2, RoBERTa, Qwen2, LLaMA-3 style), read as HF runs it:
+    /// its <c>added_tokens</c> matched whole first, then its <c>normalizer</c> and <c>pre_tokenizer</c>
+    /// (see <see cref="HfPreTokenizer"/>), then BPE honouring <c>ignore_merges</c>. A part it cannot run exactly is refused
+    /// (<see cref="NotSupportedException"/> naming the file and the type). SentencePiece-style JSON is refused; use <c>tokenizer.model</c>.
+    /// </summary>
     public static TeacherTokenizer FromTokenizerJson(string path)
     {
         RequireFile(path);
@@ -83,29 +90,67 @@ public sealed class TeacherTokenizer
         if (type != "BPE") throw new NotSupportedException($"{path}: model.type '{type}' is not supported; only byte-level 'BPE' tokenizer.json files are read (use tokenizer.model for SentencePiece).");
         if (model["byte_fallback"]?.GetValue<bool>() == true || !root.ToJsonString().Contains("\"ByteLevel\"", StringComparison.Ordinal))
             throw new NotSupportedException($"{path}: this tokenizer.json is SentencePiece-style BPE (byte_fallback / no ByteLevel pre-tokenizer); load the tokenizer.model next to it instead.");
+        foreach (var field in new[] { "continuing_subword_prefix", "end_of_word_suffix" })
+            if (model[field]?.GetValue<string>() is { Length: > 0 } affix)
+                throw new NotSupportedException($"{path}: model.{field} '{affix}' is not supported for byte-level BPE.");
+        if (model["dropout"] is JsonValue dropout && dropout.GetValue<double>() > 0)
+            throw new NotSupportedException($"{path}: model.dropout {dropout} is not supported (BPE dropout makes encoding random).");
+        var normalize = HfPreTokenizer.Normalizer(root["normalizer"], path);
+        var preTokenizer = HfPreTokenizer.FromJson(root["pre_tokenizer"], path);
+        var addedJson = root["added_tokens"] as JsonArray;
+        var added = new HfAddedTokens(addedJson, normalize, path);
         var vocabObj = model["vocab"] as JsonObject ?? throw new InvalidDataException($"{path}: field 'model.vocab' is missing.");
         var vocabMap = vocabObj.ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<int>(), StringComparer.Ordinal);
         var merges = new List<string>();
         foreach (var m in model["merges"]?.AsArray() ?? throw new InvalidDataException($"{path}: field 'model.merges' is missing."))
             merges.Add(m is JsonArray pair ? pair[0]!.GetValue<string>() + " " + pair[1]!.GetValue<string>() : m!.GetValue<string>());
-        foreach (var added in root["added_tokens"]?.AsArray() ?? [])
-            if (added?["content"]?.GetValue<string>() is { } content && added["id"]?.GetValue<int>() is int id) vocabMap.TryAdd(content, id);
-        return Wrap(vocabMap, merges, [path]);
+        foreach (var token in addedJson ?? [])
+            if (token?["content"]?.GetValue<string>() is { } content && token["id"]?.GetValue<int>() is int id) vocabMap.TryAdd(content, id);
+        return Wrap(vocabMap, merges, [path], preTokenizer, normalize, added, model["ignore_merges"]?.GetValue<bool>() ?? false);
     }
 
-    // GPT-2's pre-tokenizer regex (contractions, letters, digits, other, whitespace runs not followed by non-space).
-    private static readonly Regex Gpt2Split = new(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+", RegexOptions.Compiled);
+    private const string EndOfText = "<|endoftext|>";
 
-    private static TeacherTokenizer Wrap(Dictionary<string, int> vocabMap, List<string> merges, IReadOnlyList<string> files)
+    private static TeacherTokenizer Wrap(Dictionary<string, int> vocabMap, List<string> merges, IReadOnlyList<string> files,
+        HfPreTokenizer preTokenizer, Func<string, string>? normalize, HfAddedTokens added, bool ignoreMerges)
     {
-        int? eot = vocabMap.TryGetValue("<|endoftext|>", out var e) ? e : null;
-        var specials = eot is int id ? new Dictionary<string, int> { ["<|endoftext|>"] = id } : null;
-        var tokenizer = BpeTokenizer.Create(new BpeOptions(vocabMap)
+        int? eot = vocabMap.TryGetValue(EndOfText, out var e) ? e : null;
+        // The library runs BPE on one pre-token at a time (WholeText) and decodes; the text pipeline is ours.
+        var addedIds = added.Ids;
+        var bpe = BpeTokenizer.Create(new BpeOptions(vocabMap)
         {
-            Merges = merges, ByteLevel = true, PreTokenizer = new RegexPreTokenizer(Gpt2Split, specials), SpecialTokens = specials,
+            Merges = merges, ByteLevel = true, PreTokenizer = WholeText.Instance, SpecialTokens = addedIds.Count > 0 ? addedIds : null,
         });
+        var alphabet = ByteLevelBpeTrainer.ByteAlphabet();
+        List<int> Encode(string text)
+        {
+            var ids = new List<int>();
+            foreach (var (section, addedId) in added.Split(text, normalizedPass: false))
+            {
+                if (addedId is int a) { ids.Add(a); continue; }
+                foreach (var (sub, normalizedId) in added.Split(normalize?.Invoke(section) ?? section, normalizedPass: true))
+                {
+                    if (normalizedId is int b) { ids.Add(b); continue; }
+                    foreach (var piece in preTokenizer.Split(sub))
+                    {
+                        // ignore_merges: a pre-token that is itself in the vocabulary is emitted whole (LLaMA-3).
+                        if (ignoreMerges && vocabMap.TryGetValue(string.Concat(Encoding.UTF8.GetBytes(piece).Select(x => alphabet[x])), out var whole)) ids.Add(whole);
+                        else ids.AddRange(bpe.EncodeToIds(piece));
+                    }
+                }
+            }
+            return ids;
+        }
         int size = vocabMap.Count == 0 ? 0 : vocabMap.Values.Max() + 1;
-        return new TeacherTokenizer("gpt2-bpe", size, t => tokenizer.EncodeToIds(t).ToList(), ids => tokenizer.Decode(ids) ?? "", eot, eot, eot, files);
+        return new TeacherTokenizer("gpt2-bpe", size, Encode, ids => bpe.Decode(ids) ?? "", eot, eot, eot, files);
+    }
+
+    /// <summary>No split: the text given to the library is already one pre-token.</summary>
+    private sealed class WholeText : PreTokenizer
+    {
+        internal static readonly WholeText Instance = new();
+        public override IEnumerable<(int Offset, int Length)> PreTokenize(string text) => text.Length == 0 ? [] : [(0, text.Length)];
+        public override IEnumerable<(int Offset, int Length)> PreTokenize(ReadOnlySpan<char> text) => text.Length == 0 ? [] : [(0, text.Length)];
     }
 
     private static Dictionary<string, int> ReadVocab(byte[] json, string path)
@@ -146,7 +191,11 @@ public sealed class TeacherTokenizer
 
     /// <summary>
     /// Finds a tokenizer at <paramref name="path"/>: a file (<c>*.model</c>, <c>*.json</c>, llama2.c <c>*.bin</c>) or a
-    /// directory holding, in order of preference, <c>vocab.json</c> + <c>merges.txt</c>, <c>tokenizer.model</c>, <c>tokenizer.json</c>, <c>tokenizer.bin</c>.
+    /// directory holding, in order of preference, <c>tokenizer.model</c>, <c>tokenizer.json</c>, <c>vocab.json</c> + <c>merges.txt</c>,
+    /// <c>tokenizer.bin</c>. <c>tokenizer.json</c> comes before vocab.json + merges.txt because it is the complete
+    /// description (a Qwen2 folder ships all three, and only the JSON has its split, NFC normalizer and added tokens);
+    /// <c>tokenizer.model</c> comes first because a SentencePiece folder (LLaMA-2) also ships a SentencePiece-style
+    /// tokenizer.json, which is not read.
     /// </summary>
     public static TeacherTokenizer Load(string path)
     {
@@ -162,11 +211,11 @@ public sealed class TeacherTokenizer
         }
         if (!Directory.Exists(path)) throw new FileNotFoundException($"Tokenizer path not found: {path}", path);
         string P(string f) => Path.Combine(path, f);
-        if (File.Exists(P("vocab.json")) && File.Exists(P("merges.txt"))) return FromGpt2Files(P("vocab.json"), P("merges.txt"));
         if (File.Exists(P("tokenizer.model"))) return FromSentencePiece(P("tokenizer.model"));
         if (File.Exists(P("tokenizer.json"))) return FromTokenizerJson(P("tokenizer.json"));
+        if (File.Exists(P("vocab.json")) && File.Exists(P("merges.txt"))) return FromGpt2Files(P("vocab.json"), P("merges.txt"));
         if (File.Exists(P("tokenizer.bin"))) return FromLlama2cBin(P("tokenizer.bin"));
-        throw new FileNotFoundException($"{path}: no tokenizer found (looked for vocab.json + merges.txt, tokenizer.model, tokenizer.json, tokenizer.bin).", path);
+        throw new FileNotFoundException($"{path}: no tokenizer found (looked for tokenizer.model, tokenizer.json, vocab.json + merges.txt, tokenizer.bin).", path);
     }
 
     /// <summary>Copies the source files into <paramref name="directory"/> under their canonical names.</summary>
