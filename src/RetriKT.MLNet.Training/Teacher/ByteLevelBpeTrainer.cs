@@ -1,6 +1,5 @@
 using System.Text;
 using System.Text.Json;
-using System.Text.RegularExpressions;
 
 namespace RetriKT.MLNet.Teacher;
 
@@ -15,8 +14,6 @@ namespace RetriKT.MLNet.Teacher;
 /// </summary>
 public static class ByteLevelBpeTrainer
 {
-    private static readonly Regex Gpt2Split = new(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+", RegexOptions.Compiled);
-
     /// <summary>GPT-2's reversible byte → printable character map.</summary>
     internal static string[] ByteAlphabet()
     {
@@ -46,9 +43,10 @@ public static class ByteLevelBpeTrainer
         foreach (var text in texts)
         {
             if (string.IsNullOrEmpty(text)) continue;
-            foreach (Match m in Gpt2Split.Matches(text))
+            // The split the loaded tokenizer encodes with (FromGpt2Files), so the merges are learned on the pieces it sees.
+            foreach (var piece in HfPreTokenizer.Gpt2.Split(text))
             {
-                var word = string.Concat(Encoding.UTF8.GetBytes(m.Value).Select(b => alphabet[b]));
+                var word = string.Concat(Encoding.UTF8.GetBytes(piece).Select(b => alphabet[b]));
                 wordCounts[word] = wordCounts.GetValueOrDefault(word) + 1;
             }
         }
