@@ -106,8 +106,44 @@ public sealed class TeacherTokenizer
             merges.Add(m is JsonArray pair ? pair[0]!.GetValue<string>() + " " + pair[1]!.GetValue<string>() : m!.GetValue<string>());
         foreach (var token in addedJson ?? [])
             if (token?["content"]?.GetValue<string>() is { } content && token["id"]?.GetValue<int>() is int id) vocabMap.TryAdd(content, id);
-        return Wrap(vocabMap, merges, [path], preTokenizer, normalize, added, model["ignore_merges"]?.GetValue<bool>() ?? false);
+        var tokenizer = Wrap(vocabMap, merges, [path], preTokenizer, normalize, added, model["ignore_merges"]?.GetValue<bool>() ?? false);
+        return WithTokenizerConfig(tokenizer, path, vocabMap);
     }
+
+    /// <summary>
+    /// Hugging Face keeps a <c>tokenizer.json</c>'s special tokens in the <c>tokenizer_config.json</c> beside it
+    /// (<c>bos_token</c>, <c>eos_token</c>, <c>pad_token</c>: a token, an object with its <c>content</c>, or null for
+    /// none). Without them a LLaMA-3 tokenizer had no BOS (<c>&lt;|begin_of_text|&gt;</c>), so its prompts went to the model
+    /// without one, and a Qwen2 tokenizer took <c>&lt;|endoftext|&gt;</c> as BOS, which Qwen does not add. A field that is
+    /// absent keeps the <c>&lt;|endoftext|&gt;</c> convention; a token outside the vocabulary is refused. The file is kept
+    /// with the tokenizer's files, so a saved checkpoint reads back the same ids.
+    /// </summary>
+    private static TeacherTokenizer WithTokenizerConfig(TeacherTokenizer tokenizer, string tokenizerJsonPath, Dictionary<string, int> vocab)
+    {
+        var configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!, TokenizerConfigFile);
+        if (!File.Exists(configPath)) return tokenizer;
+        JsonObject config;
+        try { config = JsonNode.Parse(File.ReadAllText(configPath)) as JsonObject ?? throw new InvalidDataException($"{configPath}: expected a JSON object."); }
+        catch (JsonException e) { throw new InvalidDataException($"{configPath}: not valid JSON ({e.Message}).", e); }
+        int? Id(string field, int? absent)
+        {
+            if (!config.TryGetPropertyValue(field, out var node)) return absent;
+            string? content = node switch
+            {
+                null => null,
+                JsonValue v when v.TryGetValue<string>(out var text) => text,
+                JsonObject o when o["content"] is JsonValue c && c.TryGetValue<string>(out var text) => text,
+                _ => throw new InvalidDataException($"{configPath}: field '{field}': expected a token, an object with its 'content', or null, found {node.ToJsonString()}."),
+            };
+            if (content is null) return null;
+            return vocab.TryGetValue(content, out var id) ? id
+                : throw new InvalidDataException($"{configPath}: field '{field}': token '{content}' is not in the vocabulary of {tokenizerJsonPath}.");
+        }
+        int? bos = Id("bos_token", tokenizer.BosId), eos = Id("eos_token", tokenizer.EosId), pad = Id("pad_token", tokenizer.PadId) ?? eos;
+        return new TeacherTokenizer(tokenizer.Kind, tokenizer.VocabSize, tokenizer._encode, tokenizer._decode, bos, eos, pad, [.. tokenizer._files, configPath]);
+    }
+
+    private const string TokenizerConfigFile = "tokenizer_config.json";
 
     private const string EndOfText = "<|endoftext|>";
 

@@ -77,6 +77,54 @@ public class HfTokenizerJsonTests
         Assert.NotEqual(golden.Encode("x=10,y=200"), pair.Encode("x=10,y=200"));
     }
 
+    [Fact]
+    public void SpecialTokensComeFromTheTokenizerConfigBesideTheJson()
+    {
+        int IdOf(string fixture, string token) => JsonNode.Parse(File.ReadAllText(Fixture(fixture)))!["added_tokens"]!.AsArray()
+            .Single(t => t!["content"]!.GetValue<string>() == token)!["id"]!.GetValue<int>();
+        TeacherTokenizer WithConfig(TempDir dir, string fixture, string? config)
+        {
+            File.Copy(Fixture(fixture), dir.File("tokenizer.json"));
+            if (config is not null) File.WriteAllText(dir.File("tokenizer_config.json"), config);
+            return TeacherTokenizer.Load(dir.Path);
+        }
+
+        // LLaMA-3: BOS <|begin_of_text|>, EOS <|end_of_text|>; without the config it had none, so prompts went without BOS.
+        using (var dir = new TempDir())
+        {
+            var llama = WithConfig(dir, "llama3-style", """{"bos_token": "<|begin_of_text|>", "eos_token": {"content": "<|end_of_text|>", "special": true}}""");
+            Assert.Equal(IdOf("llama3-style", "<|begin_of_text|>"), llama.BosId);
+            Assert.Equal(IdOf("llama3-style", "<|end_of_text|>"), llama.EosId);
+            Assert.Equal(llama.EosId, llama.PadId);
+            Assert.Equal([llama.BosId!.Value, .. llama.Encode("hi")], llama.Encode("hi", addBos: true));
+            Assert.Equal([dir.File("tokenizer.json"), dir.File("tokenizer_config.json")], llama.SourceFiles);
+        }
+        // Qwen2: no BOS (it took <|endoftext|> as one), EOS <|im_end|>, padding <|endoftext|>.
+        using (var dir = new TempDir())
+        {
+            Assert.Equal(IdOf("qwen2-style", "<|endoftext|>"), WithConfig(dir, "qwen2-style", config: null).BosId);
+        }
+        using (var dir = new TempDir())
+        {
+            var qwen = WithConfig(dir, "qwen2-style", """{"bos_token": null, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "add_bos_token": false}""");
+            Assert.Null(qwen.BosId);
+            Assert.Equal(qwen.Encode("hi"), qwen.Encode("hi", addBos: true));
+            Assert.Equal(IdOf("qwen2-style", "<|im_end|>"), qwen.EosId);
+            Assert.Equal(IdOf("qwen2-style", "<|endoftext|>"), qwen.PadId);
+        }
+        // A token the vocabulary does not have, or a value of another kind, is refused naming the file and the field.
+        using (var dir = new TempDir())
+        {
+            var e = Assert.Throws<InvalidDataException>(() => WithConfig(dir, "llama3-style", """{"bos_token": "<s>"}"""));
+            Assert.Equal($"{dir.File("tokenizer_config.json")}: field 'bos_token': token '<s>' is not in the vocabulary of {dir.File("tokenizer.json")}.", e.Message);
+        }
+        using (var dir = new TempDir())
+        {
+            var e = Assert.Throws<InvalidDataException>(() => WithConfig(dir, "llama3-style", """{"eos_token": 7}"""));
+            Assert.Equal($"{dir.File("tokenizer_config.json")}: field 'eos_token': expected a token, an object with its 'content', or null, found 7.", e.Message);
+        }
+    }
+
     public static TheoryData<string, string, string> Unsupported => new()
     {
         { "pre_tokenizer", """{"type":"Whitespace"}""", "pre_tokenizer type 'Whitespace' is not supported (supported: ByteLevel, Split, Digits, Sequence)." },
