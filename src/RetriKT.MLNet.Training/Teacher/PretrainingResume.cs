@@ -23,11 +23,13 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
     private const string ProgressFile = "pretrain-progress.json", OptimizerFile = "pretrain-optimizer.bin";
 
     /// <summary>Hash of everything that shapes the run: options (not where checkpoints go), the token stream and the starting weights.</summary>
-    public static string Fingerprint(TeacherPretrainerOptions o, int[] tokens, float[]? weights, TeacherModel model)
+    // seed: the one the run draws its windows and dropout masks from (Options.Seed, else the MLContext's).
+    public static string Fingerprint(TeacherPretrainerOptions o, int seed, int[] tokens, float[]? weights, TeacherModel model)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        // The effective seed, not Options.Seed: without it a run under another MLContext seed would continue with other windows.
         string options = FormattableString.Invariant(
-            $"v1|{o.Steps}|{o.BatchSize}|{o.SequenceLength}|{o.LearningRate:R}|{o.MinLearningRateFraction:R}|{o.WarmupSteps}|{o.WeightDecay:R}|{o.Beta1:R}|{o.Beta2:R}|{o.GradientClipNorm:R}|{o.Seed}|{model.ContentHash}|")
+            $"v1|{o.Steps}|{o.BatchSize}|{o.SequenceLength}|{o.LearningRate:R}|{o.MinLearningRateFraction:R}|{o.WarmupSteps}|{o.WeightDecay:R}|{o.Beta1:R}|{o.Beta2:R}|{o.GradientClipNorm:R}|{seed}|{model.ContentHash}|")
             + (o.Dropout > 0 ? FormattableString.Invariant($"dropout={o.Dropout:R}|") : ""); // no field at 0: earlier checkpoints still resume
         hash.AppendData(Encoding.UTF8.GetBytes(options));
         hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens.AsSpan()));

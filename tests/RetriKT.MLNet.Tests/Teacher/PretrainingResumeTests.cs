@@ -71,6 +71,34 @@ public sealed class PretrainingResumeTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Without Options.Seed the windows are drawn from the MLContext seed: a checkpoint of a run under another
+    /// MLContext seed is another run, and is refused rather than continued with other windows.
+    /// </summary>
+    [SharedDataFact]
+    public void ACheckpointOfARunUnderAnotherMLContextSeedIsRefused()
+    {
+        var texts = TeacherPretrainingTests.Reviews(80);
+        var dir = Path.Combine(Temp, "ckpt-seed");
+        var (first, tokens) = Fresh(texts);
+        using (first)
+        {
+            using var cts = new CancellationTokenSource();
+            var progress = new SyncProgress(p => { if (p.Step == 6) cts.Cancel(); });
+            Assert.ThrowsAny<OperationCanceledException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(first, tokens, progress, cts.Token));
+        }
+        var (second, _) = Fresh(texts);
+        using (second)
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => new TeacherPretrainer(new MLContext(seed: 2), Options(dir)).Train(second, tokens));
+            Assert.Contains("different pretraining run", e.Message);
+            // The same seed given as the option is the same run.
+            var explicitSeed = Options(dir);
+            explicitSeed.Seed = 1;
+            new TeacherPretrainer(new MLContext(seed: 2), explicitSeed).Train(second, tokens);
+        }
+    }
+
     [SharedDataFact]
     public void WeightedStreamStressesTheVerbalizerWordAndTrainsTheTask()
     {
