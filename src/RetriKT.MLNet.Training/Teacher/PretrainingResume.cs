@@ -44,7 +44,11 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
         var progressPath = Path.Combine(directory, ProgressFile);
         if (!File.Exists(progressPath)) return null;
         Saved saved;
-        try { saved = JsonSerializer.Deserialize<Saved>(File.ReadAllText(progressPath)) ?? throw new JsonException("empty"); }
+        try
+        {
+            saved = JsonSerializer.Deserialize<Saved>(File.ReadAllText(progressPath)) ?? throw new JsonException("empty");
+            if (string.IsNullOrEmpty(saved.Fingerprint)) throw new JsonException("no fingerprint");
+        }
         catch (JsonException e) { throw new InvalidDataException($"{progressPath}: not a pretraining progress file ({e.Message}).", e); }
         if (saved.Fingerprint != fingerprint)
             throw new InvalidOperationException(
@@ -61,8 +65,16 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
                 parameter.copy_(value);
             }
         }
-        optimizer.load_state_dict(Path.Combine(directory, OptimizerFile));
         model.InvalidateContentHash();
+        // A kill inside Save leaves the weights or optimizer state of a later step beside this progress file; resuming
+        // from them at this step would mix two points of the run. (Progress files written before the hashes: unchecked.)
+        const string Torn = "a checkpoint save was interrupted or the file was changed; delete the folder or set Resume = false to start over";
+        if (saved.WeightsHash is { } weightsHash && weightsHash != model.ContentHash)
+            throw new InvalidDataException($"{directory}: the weights in the folder are not the ones of step {saved.Step} that {ProgressFile} names ({Torn}).");
+        var optimizerPath = Path.Combine(directory, OptimizerFile);
+        if (saved.OptimizerHash is { } optimizerHash && (!File.Exists(optimizerPath) || optimizerHash != FileHash(optimizerPath)))
+            throw new InvalidDataException($"{optimizerPath}: missing or not the optimizer state of step {saved.Step} that {ProgressFile} names ({Torn}).");
+        optimizer.load_state_dict(optimizerPath);
         return new PretrainingState(saved.Step, saved.SmoothedLoss, saved.TailLossSum);
     }
 
@@ -74,11 +86,22 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
         var optimizerPath = Path.Combine(directory, OptimizerFile);
         var temp = optimizerPath + ".tmp";
         optimizer.save_state_dict(temp);
+        string optimizerHash = FileHash(temp);
         File.Move(temp, optimizerPath, overwrite: true);
+        model.InvalidateContentHash(); // training moved the weights since the hash was last taken
         var progressPath = Path.Combine(directory, ProgressFile);
-        File.WriteAllText(progressPath + ".tmp", JsonSerializer.Serialize(new Saved(fingerprint, state.Step, state.SmoothedLoss, state.TailLossSum, DateTime.UtcNow)));
-        File.Move(progressPath + ".tmp", progressPath, overwrite: true);
+        AtomicFile.WriteAllText(progressPath, JsonSerializer.Serialize(
+            new Saved(fingerprint, state.Step, state.SmoothedLoss, state.TailLossSum, DateTime.UtcNow, model.ContentHash, optimizerHash)));
     }
 
-    private sealed record Saved(string Fingerprint, int Step, double SmoothedLoss, double TailLossSum, DateTime SavedUtc);
+    private static string FileHash(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+
+    // WeightsHash: the saved weights' TeacherModel.ContentHash (the progress file names only these weights);
+    // OptimizerHash: SHA-256 of the optimizer state file written with them.
+    private sealed record Saved(string Fingerprint, int Step, double SmoothedLoss, double TailLossSum, DateTime SavedUtc,
+        string? WeightsHash = null, string? OptimizerHash = null);
 }
