@@ -167,23 +167,27 @@ public sealed record RowResult
 /// <summary>
 /// The resumable results file: one JSON line per finished (task, seed, row, config). A row already in the file is
 /// skipped on re-run; each line is appended and flushed when its row finishes, so killing the run loses at most the
-/// row in progress. A torn last line (a kill mid-write) is ignored on read and the row runs again.
+/// row in progress. A line that is not a result (torn by a kill mid-write, or damaged) is ignored on read, and named
+/// in <see cref="Ignored"/> so that run and report warn about it; its row runs again.
 /// </summary>
 public sealed class ResultsLog
 {
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = false };
     private readonly Dictionary<string, RowResult> _results = new(StringComparer.Ordinal);
+    private readonly List<string> _ignored = [];
 
     public ResultsLog(string path)
     {
         Path = System.IO.Path.GetFullPath(path);
         if (!File.Exists(Path)) return;
+        int number = 0;
         foreach (var line in File.ReadLines(Path))
         {
+            number++;
             if (string.IsNullOrWhiteSpace(line)) continue;
             RowResult? result;
             try { result = JsonSerializer.Deserialize<RowResult>(line, Json); }
-            catch (JsonException) { continue; } // torn line from an interrupted write
+            catch (JsonException e) { _ignored.Add($"{Path} line {number}: not a result ({e.Message}), ignored: its row is not in the report and runs again"); continue; }
             if (result is not null) _results[result.Key] = result;
         }
     }
@@ -191,6 +195,9 @@ public sealed class ResultsLog
     public string Path { get; }
 
     public IReadOnlyCollection<RowResult> Results => _results.Values;
+
+    /// <summary>One warning per line that was not a result (file, line number, why).</summary>
+    public IReadOnlyList<string> Ignored => _ignored;
 
     public static string KeyOf(string task, int? seed, string row, string configKey)
         => $"{task}|{seed?.ToString(CultureInfo.InvariantCulture) ?? "-"}|{row}|{configKey}";
@@ -306,6 +313,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     public (int Ran, int Skipped) Run(CancellationToken cancellation = default)
     {
         var results = new ResultsLog(settings.ResultsPath);
+        foreach (var warning in results.Ignored) log("Warning: " + warning);
         int ran = 0, skipped = 0;
         foreach (var taskName in settings.Tasks)
         {

@@ -105,7 +105,9 @@ if (verb == "run")
 
 // A report from a results file that is not there would rewrite the tables empty (a misspelt --results, for example).
 if (verb == "report" && !File.Exists(o.ResultsPath)) return Fail($"--results '{o.ResultsPath}' does not exist; report rewrites the tables from it.");
-var results = new ResultsLog(o.ResultsPath).Results;
+var resultsLog = new ResultsLog(o.ResultsPath);
+foreach (var warning in resultsLog.Ignored) Log("Warning: " + warning);
+var results = resultsLog.Results;
 var plot = ResultsReport.WritePlot(results, o.PlotPath, Log);
 var storeSizePlot = ResultsReport.WriteStoreSizePlot(results, o.PlotPath, Log);
 ResultsReport.WriteMarkdown(results, o, RunLog.Read(o.RunLogPath), plot, o.ReportPath, storeSizePlot);

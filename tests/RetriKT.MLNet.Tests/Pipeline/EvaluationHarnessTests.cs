@@ -49,6 +49,30 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Contains(log, l => l.Contains("skipped", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// A line that is not a result (damaged, or torn by a kill and followed by later lines) takes its row out of the
+    /// report and makes run do it again: both say so, naming the file and the line, instead of dropping it silently.
+    /// </summary>
+    [SharedDataFact]
+    public void ADamagedLineIsNamedInAWarningOnRunAndOnReport()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the majority row must not load a teacher");
+        Assert.Equal((3, 0), new EvaluationHarness(Settings(results, 13, 21), NoTeacher, _ => { }).Run());
+        var lines = File.ReadAllLines(results);
+        lines[1] = lines[1][..40];
+        File.WriteAllLines(results, lines);
+
+        var log = new List<string>();
+        Assert.Equal((1, 2), new EvaluationHarness(Settings(results, 13, 21), NoTeacher, log.Add).Run());
+        Assert.Contains(log, l => l.Contains($"{results} line 2: not a result", StringComparison.Ordinal));
+
+        var (code, output, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll",
+            ["report", "--results", results, "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")]);
+        Assert.True(code == 0, $"exit code {code}; stderr: {error}");
+        Assert.Contains($"{results} line 2: not a result", output + error);
+    }
+
     [SharedDataFact]
     public void ARowsKeyDoesNotDependOnTheCacheFolderAndRowsKeyedWithItAreStillFound()
     {
