@@ -168,7 +168,8 @@ public sealed record RowResult
 /// The resumable results file: one JSON line per finished (task, seed, row, config). A row already in the file is
 /// skipped on re-run; each line is appended and flushed when its row finishes, so killing the run loses at most the
 /// row in progress. A line that is not a result (torn by a kill mid-write, or damaged) is ignored on read, and named
-/// in <see cref="Ignored"/> so that run and report warn about it; its row runs again.
+/// in <see cref="Ignored"/> so that run and report warn about it; its row runs again. Appends from several harness
+/// processes are serialized through a lock file beside the results (<c>results.jsonl.lock</c>).
 /// </summary>
 public sealed class ResultsLog
 {
@@ -207,25 +208,31 @@ public sealed class ResultsLog
     public void Append(RowResult result)
     {
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
-        // A previous torn line must not swallow this one: start on a fresh line.
-        bool needsNewline = File.Exists(Path) && new FileInfo(Path).Length > 0 && LastByte(Path) != '\n';
-        using (var stream = new FileStream(Path, FileMode.Append, FileAccess.Write, FileShare.Read))
-        using (var writer = new StreamWriter(stream, new UTF8Encoding(false)))
+        // .NET's FileMode.Append writes at the length seen at open (no O_APPEND), so two processes appending at once
+        // would overwrite each other's line: the end is found and written under an exclusive lock of a lock file
+        // (not of the results file itself, which readers open with a shared lock).
+        using var lockFile = AcquireLock(Path + ".lock");
+        using (var stream = new FileStream(Path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite))
         {
-            if (needsNewline) writer.Write('\n');
-            writer.Write(JsonSerializer.Serialize(result, Json));
-            writer.Write('\n');
-            writer.Flush();
+            // A previous torn line must not swallow this one: start on a fresh line.
+            bool needsNewline = false;
+            if (stream.Length > 0) { stream.Seek(-1, SeekOrigin.End); needsNewline = stream.ReadByte() != '\n'; }
+            stream.Seek(0, SeekOrigin.End);
+            var bytes = new UTF8Encoding(false).GetBytes((needsNewline ? "\n" : "") + JsonSerializer.Serialize(result, Json) + "\n");
+            stream.Write(bytes);
             stream.Flush(flushToDisk: true);
         }
         _results[result.Key] = result;
     }
 
-    private static int LastByte(string path)
+    private static FileStream AcquireLock(string path)
     {
-        using var s = File.OpenRead(path);
-        s.Seek(-1, SeekOrigin.End);
-        return s.ReadByte();
+        var waited = Stopwatch.StartNew();
+        while (true)
+        {
+            try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+            catch (IOException) when (waited.Elapsed < TimeSpan.FromMinutes(1)) { Thread.Sleep(10); }
+        }
     }
 }
 

@@ -73,6 +73,26 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Contains($"{results} line 2: not a result", output + error);
     }
 
+    /// <summary>
+    /// Two harness processes appending to one results file: .NET's FileMode.Append writes at the length seen when the
+    /// file was opened (no O_APPEND), so without a lock one writer's line overwrites the other's.
+    /// </summary>
+    [Fact]
+    public void TwoWritersAppendingAtOnceLoseNoLine()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        const int perWriter = 150;
+        Parallel.For(0, 2, new ParallelOptions { MaxDegreeOfParallelism = 2 }, writer =>
+        {
+            var log = new ResultsLog(results);
+            for (int i = 0; i < perWriter; i++)
+                log.Append(new RowResult { Task = "SST-2", Seed = writer, Row = Rows.Majority, ConfigKey = $"k{i}", Accuracy = 0.5, TestRows = 872, Notes = new string('x', 200 + 37 * writer) });
+        });
+        var lines = File.ReadAllLines(results);
+        Assert.Equal(2 * perWriter, lines.Length);
+        Assert.Equal(2 * perWriter, new ResultsLog(results).Results.Count);
+    }
+
     [SharedDataFact]
     public void ARowsKeyDoesNotDependOnTheCacheFolderAndRowsKeyedWithItAreStillFound()
     {
