@@ -407,6 +407,9 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             Rows.RetriKTPpo => "retrikt-ppo-v8|" + JsonSerializer.Serialize(o, json),
             _ => "retrikt-v5|" + JsonSerializer.Serialize(o, json),
         };
+        // The few-shot students' keys hash a subset of the options (StudentOptions); the rule that chooses their mix on
+        // the few-shot dev split is keyed when it is not the default, so the rows measured under the default keep their keys.
+        if (row is Rows.FewShotStudent or Rows.FewShotMlm && o.StudentMixSelection != default) options += "|mix " + o.StudentMixSelection;
         // A tuning corpus (--set TuningCorpus=…) is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
         if (o.TuningCorpus is { } corpus) options += "|tuning-corpus " + CorpusName(corpus);
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));

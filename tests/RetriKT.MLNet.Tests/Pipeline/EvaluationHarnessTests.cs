@@ -122,6 +122,29 @@ public sealed class EvaluationHarnessTests : IDisposable
         Found("b", legacyB);
     }
 
+    /// <summary>
+    /// The few-shot students tune their retrieval mix on the few-shot dev split by StudentMixSelection: a --set of it
+    /// changes their number, so it changes their key (a stale row would otherwise be kept); unset or named at its
+    /// default, the key is the one the table was measured under.
+    /// </summary>
+    [SharedDataFact]
+    public void TheFewShotStudentsKeyFollowsTheMixSelection()
+    {
+        var shipped = TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
+        using var teacher = shipped.Teacher;
+        (MLNet.Teacher.TeacherModel, string) Shipped(string task) => shipped;
+        string Key(string row, Dictionary<string, string> set) =>
+            new EvaluationHarness(Settings(Path.Combine(Temp, "keys.jsonl"), 13) with { Tasks = ["SST-2"], Pipeline = HarnessSettings.PipelineWith(set) }, Shipped, _ => { })
+                .ConfigKeyOf("SST-2", row);
+        foreach (var row in new[] { Rows.FewShotStudent, Rows.RetriKT })
+        {
+            string plain = Key(row, []);
+            Assert.Equal(plain, Key(row, new() { ["StudentMixSelection"] = "LowestNll" }));
+            Assert.NotEqual(plain, Key(row, new() { ["StudentMixSelection"] = "HighestAccuracy" }));
+            Assert.NotEqual(Key(row, new() { ["StudentMixSelection"] = "BootstrapAverage" }), Key(row, new() { ["StudentMixSelection"] = "HighestAccuracy" }));
+        }
+    }
+
     [SharedDataFact]
     public void MlNetBaselineRowNeedsNoTeacherAndReproducesTheReferenceNumber()
     {
