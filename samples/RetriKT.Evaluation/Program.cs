@@ -21,6 +21,13 @@ Cli.Options o;
 try { o = Cli.Parse(argv.Skip(verb == argv.FirstOrDefault() ? 1 : 0).ToList(), repo); }
 catch (ArgumentException e) { return Fail(e.Message); }
 
+// The report is rewritten at the end of run and by report: a report it would wipe is refused before any work.
+if (verb is "run" or "report" && ResultsReport.HandWrittenProblem(o.ReportPath) is { } reportProblem)
+{
+    Console.Error.WriteLine(reportProblem);
+    return 2;
+}
+
 void Log(string line) => Console.WriteLine($"{DateTime.Now:HH:mm:ss} {line}");
 var wall = Stopwatch.StartNew();
 var commandLine = "dotnet run --project samples/RetriKT.Evaluation -c Release -- " + string.Join(' ', args);

@@ -291,6 +291,33 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.False(File.Exists(report));
     }
 
+    /// <summary>
+    /// report keeps what follows the hand-written marker; an existing report without the marker (a report path given by
+    /// mistake, or a marker line edited away) would lose all of it: refused before anything is written, file unchanged.
+    /// </summary>
+    [SharedDataFact]
+    public void AReportWithoutTheHandWrittenMarkerIsNotOverwritten()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        new ResultsLog(results).Append(new RowResult { Task = "SST-2", Seed = 13, Row = Rows.Majority, ConfigKey = "none", Accuracy = 0.5092, MacroF1 = 0.3374, TestRows = 872 });
+        var report = Path.Combine(Temp, "RESULTS.md");
+        const string notes = "# My analysis\n\nHours of hand-written notes, no marker line.\n";
+        File.WriteAllText(report, notes);
+        var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", ["report", "--results", results, "--report", report, "--plot", Path.Combine(Temp, "plot.png")]);
+        Assert.True(code == 2, $"exit code {code}; stderr: {error}");
+        Assert.StartsWith($"{report}: the existing report has no line '<!-- hand-written notes below", error);
+        Assert.Equal(notes, File.ReadAllText(report));
+
+        // With the marker above the notes they are kept, byte for byte, and a second report changes nothing.
+        File.WriteAllText(report, "old tables\n<!-- hand-written notes below are kept when the report is regenerated -->\n\n" + notes);
+        for (int i = 0; i < 2; i++)
+        {
+            (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", ["report", "--results", results, "--report", report, "--plot", Path.Combine(Temp, "plot.png")]);
+            Assert.True(code == 0, $"exit code {code}; stderr: {error}");
+            Assert.EndsWith("<!-- hand-written notes below are kept when the report is regenerated -->\n\n" + notes, File.ReadAllText(report).ReplaceLineEndings("\n"));
+        }
+    }
+
     private void AssertRefused(string[] arguments, string expected)
     {
         var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", arguments);
