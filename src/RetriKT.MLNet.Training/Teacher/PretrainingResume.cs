@@ -16,7 +16,9 @@ internal sealed record PretrainingState(int Step, double SmoothedLoss, double Ta
 /// <summary>
 /// Resumable checkpoints of <see cref="TeacherPretrainer"/>: the model (Hugging Face layout), the AdamW state and a
 /// progress file that carries a fingerprint of the run (options, corpus, starting weights). Each file is written to a
-/// temporary name and renamed, the progress file last, so a kill at any point leaves the previous complete checkpoint.
+/// temporary name and renamed, the progress file last, and the progress file records the hashes of the weights and
+/// optimizer state it names: a kill between two renames leaves files of two steps, which are refused on resume (one
+/// line naming the folder), never loaded as a mix.
 /// </summary>
 internal sealed class PretrainingResume(string directory, string fingerprint)
 {
