@@ -167,23 +167,28 @@ public sealed record RowResult
 /// <summary>
 /// The resumable results file: one JSON line per finished (task, seed, row, config). A row already in the file is
 /// skipped on re-run; each line is appended and flushed when its row finishes, so killing the run loses at most the
-/// row in progress. A torn last line (a kill mid-write) is ignored on read and the row runs again.
+/// row in progress. A line that is not a result (torn by a kill mid-write, or damaged) is ignored on read, and named
+/// in <see cref="Ignored"/> so that run and report warn about it; its row runs again. Appends from several harness
+/// processes are serialized through a lock file beside the results (<c>results.jsonl.lock</c>).
 /// </summary>
 public sealed class ResultsLog
 {
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = false };
     private readonly Dictionary<string, RowResult> _results = new(StringComparer.Ordinal);
+    private readonly List<string> _ignored = [];
 
     public ResultsLog(string path)
     {
         Path = System.IO.Path.GetFullPath(path);
         if (!File.Exists(Path)) return;
+        int number = 0;
         foreach (var line in File.ReadLines(Path))
         {
+            number++;
             if (string.IsNullOrWhiteSpace(line)) continue;
             RowResult? result;
             try { result = JsonSerializer.Deserialize<RowResult>(line, Json); }
-            catch (JsonException) { continue; } // torn line from an interrupted write
+            catch (JsonException e) { _ignored.Add($"{Path} line {number}: not a result ({e.Message}), ignored: its row is not in the report and runs again"); continue; }
             if (result is not null) _results[result.Key] = result;
         }
     }
@@ -191,6 +196,9 @@ public sealed class ResultsLog
     public string Path { get; }
 
     public IReadOnlyCollection<RowResult> Results => _results.Values;
+
+    /// <summary>One warning per line that was not a result (file, line number, why).</summary>
+    public IReadOnlyList<string> Ignored => _ignored;
 
     public static string KeyOf(string task, int? seed, string row, string configKey)
         => $"{task}|{seed?.ToString(CultureInfo.InvariantCulture) ?? "-"}|{row}|{configKey}";
@@ -200,25 +208,31 @@ public sealed class ResultsLog
     public void Append(RowResult result)
     {
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
-        // A previous torn line must not swallow this one: start on a fresh line.
-        bool needsNewline = File.Exists(Path) && new FileInfo(Path).Length > 0 && LastByte(Path) != '\n';
-        using (var stream = new FileStream(Path, FileMode.Append, FileAccess.Write, FileShare.Read))
-        using (var writer = new StreamWriter(stream, new UTF8Encoding(false)))
+        // .NET's FileMode.Append writes at the length seen at open (no O_APPEND), so two processes appending at once
+        // would overwrite each other's line: the end is found and written under an exclusive lock of a lock file
+        // (not of the results file itself, which readers open with a shared lock).
+        using var lockFile = AcquireLock(Path + ".lock");
+        using (var stream = new FileStream(Path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite))
         {
-            if (needsNewline) writer.Write('\n');
-            writer.Write(JsonSerializer.Serialize(result, Json));
-            writer.Write('\n');
-            writer.Flush();
+            // A previous torn line must not swallow this one: start on a fresh line.
+            bool needsNewline = false;
+            if (stream.Length > 0) { stream.Seek(-1, SeekOrigin.End); needsNewline = stream.ReadByte() != '\n'; }
+            stream.Seek(0, SeekOrigin.End);
+            var bytes = new UTF8Encoding(false).GetBytes((needsNewline ? "\n" : "") + JsonSerializer.Serialize(result, Json) + "\n");
+            stream.Write(bytes);
             stream.Flush(flushToDisk: true);
         }
         _results[result.Key] = result;
     }
 
-    private static int LastByte(string path)
+    private static FileStream AcquireLock(string path)
     {
-        using var s = File.OpenRead(path);
-        s.Seek(-1, SeekOrigin.End);
-        return s.ReadByte();
+        var waited = Stopwatch.StartNew();
+        while (true)
+        {
+            try { return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+            catch (IOException) when (waited.Elapsed < TimeSpan.FromMinutes(1)) { Thread.Sleep(10); }
+        }
     }
 }
 
@@ -306,6 +320,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
     public (int Ran, int Skipped) Run(CancellationToken cancellation = default)
     {
         var results = new ResultsLog(settings.ResultsPath);
+        foreach (var warning in results.Ignored) log("Warning: " + warning);
         int ran = 0, skipped = 0;
         foreach (var taskName in settings.Tasks)
         {
@@ -392,6 +407,9 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             Rows.RetriKTPpo => "retrikt-ppo-v8|" + JsonSerializer.Serialize(o, json),
             _ => "retrikt-v5|" + JsonSerializer.Serialize(o, json),
         };
+        // The few-shot students' keys hash a subset of the options (StudentOptions); the rule that chooses their mix on
+        // the few-shot dev split is keyed when it is not the default, so the rows measured under the default keep their keys.
+        if (row is Rows.FewShotStudent or Rows.FewShotMlm && o.StudentMixSelection != default) options += "|mix " + o.StudentMixSelection;
         // A tuning corpus (--set TuningCorpus=…) is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
         if (o.TuningCorpus is { } corpus) options += "|tuning-corpus " + CorpusName(corpus);
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));

@@ -21,6 +21,13 @@ Cli.Options o;
 try { o = Cli.Parse(argv.Skip(verb == argv.FirstOrDefault() ? 1 : 0).ToList(), repo); }
 catch (ArgumentException e) { return Fail(e.Message); }
 
+// The report is rewritten at the end of run and by report: a report it would wipe is refused before any work.
+if (verb is "run" or "report" && ResultsReport.HandWrittenProblem(o.ReportPath) is { } reportProblem)
+{
+    Console.Error.WriteLine(reportProblem);
+    return 2;
+}
+
 void Log(string line) => Console.WriteLine($"{DateTime.Now:HH:mm:ss} {line}");
 var wall = Stopwatch.StartNew();
 var commandLine = "dotnet run --project samples/RetriKT.Evaluation -c Release -- " + string.Join(' ', args);
@@ -105,7 +112,9 @@ if (verb == "run")
 
 // A report from a results file that is not there would rewrite the tables empty (a misspelt --results, for example).
 if (verb == "report" && !File.Exists(o.ResultsPath)) return Fail($"--results '{o.ResultsPath}' does not exist; report rewrites the tables from it.");
-var results = new ResultsLog(o.ResultsPath).Results;
+var resultsLog = new ResultsLog(o.ResultsPath);
+foreach (var warning in resultsLog.Ignored) Log("Warning: " + warning);
+var results = resultsLog.Results;
 var plot = ResultsReport.WritePlot(results, o.PlotPath, Log);
 var storeSizePlot = ResultsReport.WriteStoreSizePlot(results, o.PlotPath, Log);
 ResultsReport.WriteMarkdown(results, o, RunLog.Read(o.RunLogPath), plot, o.ReportPath, storeSizePlot);

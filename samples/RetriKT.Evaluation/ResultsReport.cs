@@ -309,6 +309,15 @@ public static class ResultsReport
 
     private const string HandWrittenMarker = "<!-- hand-written notes below are kept when the report is regenerated -->";
 
+    /// <summary>
+    /// Why writing the report would lose hand-written text (an existing, non-empty report without the marker line); null
+    /// when it would not. Checked before any work: everything in such a file would be replaced by the generated tables.
+    /// </summary>
+    public static string? HandWrittenProblem(string path) =>
+        File.Exists(path) && File.ReadAllText(path) is { } existing && !string.IsNullOrWhiteSpace(existing) && !existing.Contains(HandWrittenMarker, StringComparison.Ordinal)
+            ? $"{path}: the existing report has no line '{HandWrittenMarker}', so its text would be lost; put that line above the notes to keep, or delete the file for a new report."
+            : null;
+
     /// <summary>Keeps everything after <see cref="HandWrittenMarker"/> in an existing report (analysis that is not generated).</summary>
     private static void AppendHandWritten(StringBuilder md, string path)
     {

@@ -16,18 +16,22 @@ internal sealed record PretrainingState(int Step, double SmoothedLoss, double Ta
 /// <summary>
 /// Resumable checkpoints of <see cref="TeacherPretrainer"/>: the model (Hugging Face layout), the AdamW state and a
 /// progress file that carries a fingerprint of the run (options, corpus, starting weights). Each file is written to a
-/// temporary name and renamed, the progress file last, so a kill at any point leaves the previous complete checkpoint.
+/// temporary name and renamed, the progress file last, and the progress file records the hashes of the weights and
+/// optimizer state it names: a kill between two renames leaves files of two steps, which are refused on resume (one
+/// line naming the folder), never loaded as a mix.
 /// </summary>
 internal sealed class PretrainingResume(string directory, string fingerprint)
 {
     private const string ProgressFile = "pretrain-progress.json", OptimizerFile = "pretrain-optimizer.bin";
 
     /// <summary>Hash of everything that shapes the run: options (not where checkpoints go), the token stream and the starting weights.</summary>
-    public static string Fingerprint(TeacherPretrainerOptions o, int[] tokens, float[]? weights, TeacherModel model)
+    // seed: the one the run draws its windows and dropout masks from (Options.Seed, else the MLContext's).
+    public static string Fingerprint(TeacherPretrainerOptions o, int seed, int[] tokens, float[]? weights, TeacherModel model)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        // The effective seed, not Options.Seed: without it a run under another MLContext seed would continue with other windows.
         string options = FormattableString.Invariant(
-            $"v1|{o.Steps}|{o.BatchSize}|{o.SequenceLength}|{o.LearningRate:R}|{o.MinLearningRateFraction:R}|{o.WarmupSteps}|{o.WeightDecay:R}|{o.Beta1:R}|{o.Beta2:R}|{o.GradientClipNorm:R}|{o.Seed}|{model.ContentHash}|")
+            $"v1|{o.Steps}|{o.BatchSize}|{o.SequenceLength}|{o.LearningRate:R}|{o.MinLearningRateFraction:R}|{o.WarmupSteps}|{o.WeightDecay:R}|{o.Beta1:R}|{o.Beta2:R}|{o.GradientClipNorm:R}|{seed}|{model.ContentHash}|")
             + (o.Dropout > 0 ? FormattableString.Invariant($"dropout={o.Dropout:R}|") : ""); // no field at 0: earlier checkpoints still resume
         hash.AppendData(Encoding.UTF8.GetBytes(options));
         hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens.AsSpan()));
@@ -42,7 +46,11 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
         var progressPath = Path.Combine(directory, ProgressFile);
         if (!File.Exists(progressPath)) return null;
         Saved saved;
-        try { saved = JsonSerializer.Deserialize<Saved>(File.ReadAllText(progressPath)) ?? throw new JsonException("empty"); }
+        try
+        {
+            saved = JsonSerializer.Deserialize<Saved>(File.ReadAllText(progressPath)) ?? throw new JsonException("empty");
+            if (string.IsNullOrEmpty(saved.Fingerprint)) throw new JsonException("no fingerprint");
+        }
         catch (JsonException e) { throw new InvalidDataException($"{progressPath}: not a pretraining progress file ({e.Message}).", e); }
         if (saved.Fingerprint != fingerprint)
             throw new InvalidOperationException(
@@ -59,8 +67,16 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
                 parameter.copy_(value);
             }
         }
-        optimizer.load_state_dict(Path.Combine(directory, OptimizerFile));
         model.InvalidateContentHash();
+        // A kill inside Save leaves the weights or optimizer state of a later step beside this progress file; resuming
+        // from them at this step would mix two points of the run. (Progress files written before the hashes: unchecked.)
+        const string Torn = "a checkpoint save was interrupted or the file was changed; delete the folder or set Resume = false to start over";
+        if (saved.WeightsHash is { } weightsHash && weightsHash != model.ContentHash)
+            throw new InvalidDataException($"{directory}: the weights in the folder are not the ones of step {saved.Step} that {ProgressFile} names ({Torn}).");
+        var optimizerPath = Path.Combine(directory, OptimizerFile);
+        if (saved.OptimizerHash is { } optimizerHash && (!File.Exists(optimizerPath) || optimizerHash != FileHash(optimizerPath)))
+            throw new InvalidDataException($"{optimizerPath}: missing or not the optimizer state of step {saved.Step} that {ProgressFile} names ({Torn}).");
+        optimizer.load_state_dict(optimizerPath);
         return new PretrainingState(saved.Step, saved.SmoothedLoss, saved.TailLossSum);
     }
 
@@ -72,11 +88,22 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
         var optimizerPath = Path.Combine(directory, OptimizerFile);
         var temp = optimizerPath + ".tmp";
         optimizer.save_state_dict(temp);
+        string optimizerHash = FileHash(temp);
         File.Move(temp, optimizerPath, overwrite: true);
+        model.InvalidateContentHash(); // training moved the weights since the hash was last taken
         var progressPath = Path.Combine(directory, ProgressFile);
-        File.WriteAllText(progressPath + ".tmp", JsonSerializer.Serialize(new Saved(fingerprint, state.Step, state.SmoothedLoss, state.TailLossSum, DateTime.UtcNow)));
-        File.Move(progressPath + ".tmp", progressPath, overwrite: true);
+        AtomicFile.WriteAllText(progressPath, JsonSerializer.Serialize(
+            new Saved(fingerprint, state.Step, state.SmoothedLoss, state.TailLossSum, DateTime.UtcNow, model.ContentHash, optimizerHash)));
     }
 
-    private sealed record Saved(string Fingerprint, int Step, double SmoothedLoss, double TailLossSum, DateTime SavedUtc);
+    private static string FileHash(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+
+    // WeightsHash: the saved weights' TeacherModel.ContentHash (the progress file names only these weights);
+    // OptimizerHash: SHA-256 of the optimizer state file written with them.
+    private sealed record Saved(string Fingerprint, int Step, double SmoothedLoss, double TailLossSum, DateTime SavedUtc,
+        string? WeightsHash = null, string? OptimizerHash = null);
 }

@@ -49,6 +49,50 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Contains(log, l => l.Contains("skipped", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// A line that is not a result (damaged, or torn by a kill and followed by later lines) takes its row out of the
+    /// report and makes run do it again: both say so, naming the file and the line, instead of dropping it silently.
+    /// </summary>
+    [SharedDataFact]
+    public void ADamagedLineIsNamedInAWarningOnRunAndOnReport()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the majority row must not load a teacher");
+        Assert.Equal((3, 0), new EvaluationHarness(Settings(results, 13, 21), NoTeacher, _ => { }).Run());
+        var lines = File.ReadAllLines(results);
+        lines[1] = lines[1][..40];
+        File.WriteAllLines(results, lines);
+
+        var log = new List<string>();
+        Assert.Equal((1, 2), new EvaluationHarness(Settings(results, 13, 21), NoTeacher, log.Add).Run());
+        Assert.Contains(log, l => l.Contains($"{results} line 2: not a result", StringComparison.Ordinal));
+
+        var (code, output, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll",
+            ["report", "--results", results, "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")]);
+        Assert.True(code == 0, $"exit code {code}; stderr: {error}");
+        Assert.Contains($"{results} line 2: not a result", output + error);
+    }
+
+    /// <summary>
+    /// Two harness processes appending to one results file: .NET's FileMode.Append writes at the length seen when the
+    /// file was opened (no O_APPEND), so without a lock one writer's line overwrites the other's.
+    /// </summary>
+    [Fact]
+    public void TwoWritersAppendingAtOnceLoseNoLine()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        const int perWriter = 150;
+        Parallel.For(0, 2, new ParallelOptions { MaxDegreeOfParallelism = 2 }, writer =>
+        {
+            var log = new ResultsLog(results);
+            for (int i = 0; i < perWriter; i++)
+                log.Append(new RowResult { Task = "SST-2", Seed = writer, Row = Rows.Majority, ConfigKey = $"k{i}", Accuracy = 0.5, TestRows = 872, Notes = new string('x', 200 + 37 * writer) });
+        });
+        var lines = File.ReadAllLines(results);
+        Assert.Equal(2 * perWriter, lines.Length);
+        Assert.Equal(2 * perWriter, new ResultsLog(results).Results.Count);
+    }
+
     [SharedDataFact]
     public void ARowsKeyDoesNotDependOnTheCacheFolderAndRowsKeyedWithItAreStillFound()
     {
@@ -76,6 +120,29 @@ public sealed class EvaluationHarnessTests : IDisposable
         }
         Found("b", inA);
         Found("b", legacyB);
+    }
+
+    /// <summary>
+    /// The few-shot students tune their retrieval mix on the few-shot dev split by StudentMixSelection: a --set of it
+    /// changes their number, so it changes their key (a stale row would otherwise be kept); unset or named at its
+    /// default, the key is the one the table was measured under.
+    /// </summary>
+    [SharedDataFact]
+    public void TheFewShotStudentsKeyFollowsTheMixSelection()
+    {
+        var shipped = TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
+        using var teacher = shipped.Teacher;
+        (MLNet.Teacher.TeacherModel, string) Shipped(string task) => shipped;
+        string Key(string row, Dictionary<string, string> set) =>
+            new EvaluationHarness(Settings(Path.Combine(Temp, "keys.jsonl"), 13) with { Tasks = ["SST-2"], Pipeline = HarnessSettings.PipelineWith(set) }, Shipped, _ => { })
+                .ConfigKeyOf("SST-2", row);
+        foreach (var row in new[] { Rows.FewShotStudent, Rows.RetriKT })
+        {
+            string plain = Key(row, []);
+            Assert.Equal(plain, Key(row, new() { ["StudentMixSelection"] = "LowestNll" }));
+            Assert.NotEqual(plain, Key(row, new() { ["StudentMixSelection"] = "HighestAccuracy" }));
+            Assert.NotEqual(Key(row, new() { ["StudentMixSelection"] = "BootstrapAverage" }), Key(row, new() { ["StudentMixSelection"] = "HighestAccuracy" }));
+        }
     }
 
     [SharedDataFact]
@@ -222,6 +289,33 @@ public sealed class EvaluationHarnessTests : IDisposable
         AssertRefused(["report", "--results", Path.Combine(Temp, "typo.jsonl"), "--report", report, "--plot", Path.Combine(Temp, "plot.png")],
             $"--results '{Path.Combine(Temp, "typo.jsonl")}' does not exist; report rewrites the tables from it.");
         Assert.False(File.Exists(report));
+    }
+
+    /// <summary>
+    /// report keeps what follows the hand-written marker; an existing report without the marker (a report path given by
+    /// mistake, or a marker line edited away) would lose all of it: refused before anything is written, file unchanged.
+    /// </summary>
+    [SharedDataFact]
+    public void AReportWithoutTheHandWrittenMarkerIsNotOverwritten()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        new ResultsLog(results).Append(new RowResult { Task = "SST-2", Seed = 13, Row = Rows.Majority, ConfigKey = "none", Accuracy = 0.5092, MacroF1 = 0.3374, TestRows = 872 });
+        var report = Path.Combine(Temp, "RESULTS.md");
+        const string notes = "# My analysis\n\nHours of hand-written notes, no marker line.\n";
+        File.WriteAllText(report, notes);
+        var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", ["report", "--results", results, "--report", report, "--plot", Path.Combine(Temp, "plot.png")]);
+        Assert.True(code == 2, $"exit code {code}; stderr: {error}");
+        Assert.StartsWith($"{report}: the existing report has no line '<!-- hand-written notes below", error);
+        Assert.Equal(notes, File.ReadAllText(report));
+
+        // With the marker above the notes they are kept, byte for byte, and a second report changes nothing.
+        File.WriteAllText(report, "old tables\n<!-- hand-written notes below are kept when the report is regenerated -->\n\n" + notes);
+        for (int i = 0; i < 2; i++)
+        {
+            (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", ["report", "--results", results, "--report", report, "--plot", Path.Combine(Temp, "plot.png")]);
+            Assert.True(code == 0, $"exit code {code}; stderr: {error}");
+            Assert.EndsWith("<!-- hand-written notes below are kept when the report is regenerated -->\n\n" + notes, File.ReadAllText(report).ReplaceLineEndings("\n"));
+        }
     }
 
     private void AssertRefused(string[] arguments, string expected)

@@ -71,6 +71,96 @@ public sealed class PretrainingResumeTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// A kill inside a checkpoint save, after the weights and optimizer state of step 8 were written but before the
+    /// progress file moved on from step 4: resuming would train steps 5.. again on step 8's weights (a silent mix).
+    /// It is refused, naming the folder, and Resume = false starts over.
+    /// </summary>
+    [SharedDataFact]
+    public void ACheckpointWhoseWeightsAreAheadOfItsProgressFileIsRefused()
+    {
+        var texts = TeacherPretrainingTests.Reviews(80);
+        var dir = Path.Combine(Temp, "ckpt-torn");
+        var progressFile = Path.Combine(dir, "pretrain-progress.json");
+        var (first, tokens) = Fresh(texts);
+        string? stepFour = null;
+        using (first)
+        {
+            using var cts = new CancellationTokenSource();
+            var progress = new SyncProgress(p =>
+            {
+                if (p.Step == 5) stepFour = File.ReadAllText(progressFile); // the step-4 checkpoint is complete
+                if (p.Step == 10) cts.Cancel();                              // the step-8 one too
+            });
+            Assert.ThrowsAny<OperationCanceledException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(first, tokens, progress, cts.Token));
+        }
+        Assert.Contains("\"Step\":4", stepFour);
+        File.WriteAllText(progressFile, stepFour);
+
+        var (second, _) = Fresh(texts);
+        using (second)
+        {
+            var e = Assert.Throws<InvalidDataException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(second, tokens));
+            Assert.Contains(dir, e.Message);
+            Assert.Contains("not the ones of step 4", e.Message);
+        }
+        var (restart, _) = Fresh(texts);
+        using (restart)
+        {
+            var resumeOff = Options(dir);
+            resumeOff.Resume = false;
+            new TeacherPretrainer(new MLContext(seed: 1), resumeOff).Train(restart, tokens);
+        }
+
+        // A truncated optimizer file is refused the same way, not read as a shorter state.
+        var optimizerFile = Path.Combine(dir, "pretrain-optimizer.bin");
+        var bytes = File.ReadAllBytes(optimizerFile);
+        File.WriteAllBytes(optimizerFile, bytes[..(bytes.Length / 2)]);
+        var (third, _) = Fresh(texts);
+        using (third)
+        {
+            var e = Assert.Throws<InvalidDataException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(third, tokens));
+            Assert.Contains(optimizerFile, e.Message);
+        }
+
+        // A progress file without a fingerprint is not a progress file: one clear line, not a NullReferenceException.
+        File.WriteAllText(progressFile, "{}");
+        var (fourth, _) = Fresh(texts);
+        using (fourth)
+        {
+            var e = Assert.Throws<InvalidDataException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(fourth, tokens));
+            Assert.Contains("not a pretraining progress file", e.Message);
+        }
+    }
+
+    /// <summary>
+    /// Without Options.Seed the windows are drawn from the MLContext seed: a checkpoint of a run under another
+    /// MLContext seed is another run, and is refused rather than continued with other windows.
+    /// </summary>
+    [SharedDataFact]
+    public void ACheckpointOfARunUnderAnotherMLContextSeedIsRefused()
+    {
+        var texts = TeacherPretrainingTests.Reviews(80);
+        var dir = Path.Combine(Temp, "ckpt-seed");
+        var (first, tokens) = Fresh(texts);
+        using (first)
+        {
+            using var cts = new CancellationTokenSource();
+            var progress = new SyncProgress(p => { if (p.Step == 6) cts.Cancel(); });
+            Assert.ThrowsAny<OperationCanceledException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(first, tokens, progress, cts.Token));
+        }
+        var (second, _) = Fresh(texts);
+        using (second)
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => new TeacherPretrainer(new MLContext(seed: 2), Options(dir)).Train(second, tokens));
+            Assert.Contains("different pretraining run", e.Message);
+            // The same seed given as the option is the same run.
+            var explicitSeed = Options(dir);
+            explicitSeed.Seed = 1;
+            new TeacherPretrainer(new MLContext(seed: 2), explicitSeed).Train(second, tokens);
+        }
+    }
+
     [SharedDataFact]
     public void WeightedStreamStressesTheVerbalizerWordAndTrainsTheTask()
     {
