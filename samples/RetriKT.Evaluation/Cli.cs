@@ -148,9 +148,8 @@ public static class RunLog
 {
     public static void Append(string path, string command, TimeSpan wall, string? teacher)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         var record = new RunRecord(command, wall.TotalMinutes, teacher, Machine(), DateTime.UtcNow);
-        File.AppendAllText(path, JsonSerializer.Serialize(record) + "\n");
+        JsonLines.Append(path, JsonSerializer.Serialize(record));
     }
 
     public static IReadOnlyList<RunRecord> Read(string path) => !File.Exists(path) ? [] : File.ReadLines(path)

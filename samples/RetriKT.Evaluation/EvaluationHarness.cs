@@ -207,22 +207,30 @@ public sealed class ResultsLog
 
     public void Append(RowResult result)
     {
-        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
-        // .NET's FileMode.Append writes at the length seen at open (no O_APPEND), so two processes appending at once
-        // would overwrite each other's line: the end is found and written under an exclusive lock of a lock file
-        // (not of the results file itself, which readers open with a shared lock).
-        using var lockFile = AcquireLock(Path + ".lock");
-        using (var stream = new FileStream(Path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite))
-        {
-            // A previous torn line must not swallow this one: start on a fresh line.
-            bool needsNewline = false;
-            if (stream.Length > 0) { stream.Seek(-1, SeekOrigin.End); needsNewline = stream.ReadByte() != '\n'; }
-            stream.Seek(0, SeekOrigin.End);
-            var bytes = new UTF8Encoding(false).GetBytes((needsNewline ? "\n" : "") + JsonSerializer.Serialize(result, Json) + "\n");
-            stream.Write(bytes);
-            stream.Flush(flushToDisk: true);
-        }
+        JsonLines.Append(Path, JsonSerializer.Serialize(result, Json));
         _results[result.Key] = result;
+    }
+}
+
+/// <summary>
+/// Appends to the harness's JSON-lines files (results, runs, teachers), which several harness processes may share.
+/// .NET's FileMode.Append writes at the length seen at open (no O_APPEND), so two processes appending at once would
+/// overwrite each other's line: the end is found and written under an exclusive lock of a lock file beside the file
+/// (not of the file itself, which readers open with a shared lock).
+/// </summary>
+public static class JsonLines
+{
+    public static void Append(string path, string line)
+    {
+        Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
+        using var lockFile = AcquireLock(path + ".lock");
+        using var stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+        // A previous torn line must not swallow this one: start on a fresh line.
+        bool needsNewline = false;
+        if (stream.Length > 0) { stream.Seek(-1, SeekOrigin.End); needsNewline = stream.ReadByte() != '\n'; }
+        stream.Seek(0, SeekOrigin.End);
+        stream.Write(new UTF8Encoding(false).GetBytes((needsNewline ? "\n" : "") + line + "\n"));
+        stream.Flush(flushToDisk: true);
     }
 
     private static FileStream AcquireLock(string path)

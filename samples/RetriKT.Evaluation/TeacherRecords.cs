@@ -22,8 +22,7 @@ public static class TeacherRecords
         };
         var done = Path.Combine(teacherPath, "done.json");
         if (File.Exists(done)) record["build"] = JsonNode.Parse(File.ReadAllText(done));
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.AppendAllText(path, record.ToJsonString() + "\n");
+        JsonLines.Append(path, record.ToJsonString());
     }
 
     public static List<JsonObject> Read(string path) => !File.Exists(path) ? [] : File.ReadLines(path)
