@@ -54,8 +54,9 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         int budget = maxTokens - (b is null ? 2 : 3);
         while (a.Count + (b?.Count ?? 0) > budget)
         {
-            if (b is not null && b.Count > a.Count) b.RemoveAt(b.Count - 1);
-            else a.RemoveAt(a.Count - 1);
+            // As the reference (_truncate_seq_pair, HF longest_first): the longer text loses a token, the second on a tie.
+            if (b is null || a.Count > b.Count) a.RemoveAt(a.Count - 1);
+            else b.RemoveAt(b.Count - 1);
         }
         return b is null ? [vocabulary.ClsId, .. a, vocabulary.SepId] : [vocabulary.ClsId, .. a, vocabulary.SepId, .. b, vocabulary.SepId];
     }
