@@ -24,8 +24,9 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
                 WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt")), pooling ?? BertPooling.Mean);
         if (!File.Exists(source))
             throw new FileNotFoundException($"BERT encoder source not found: '{source}' is neither a package DLL nor a Hugging Face directory.", source);
-        var package = PretrainedEncoderPackage.ForAssembly(source);
         var (modelName, model) = EmbeddedResources.ReadBySuffix(source, "model.onnx");
+        // Known by its resource name, not the file name: a renamed copy is still the same model (heads, pooling, length).
+        var package = PretrainedEncoderPackage.ForModelResource(modelName);
         var weights = BertWeights.FromOnnx(model, package?.NumHeads ?? onnxNumHeads, onnxLayerNormEpsilon, $"{source}!{modelName}");
         var (vocabName, vocab) = EmbeddedResources.ReadBySuffix(source, "vocab.txt");
         var vocabulary = WordPieceVocabulary.FromTokens(EmbeddedResources.ReadLines(vocab), lowerCase: true, $"{source}!{vocabName}");

@@ -61,6 +61,14 @@ public sealed record PretrainedEncoderPackage(string PackageId, string Version, 
     /// <summary>The known package whose assembly is <paramref name="assemblyPath"/>, or null.</summary>
     public static PretrainedEncoderPackage? ForAssembly(string assemblyPath)
         => Known.FirstOrDefault(p => string.Equals(Path.GetFileName(assemblyPath), p.AssemblyFileName, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>
+    /// The known package whose embedded model resource is named <paramref name="resourceName"/>
+    /// (<c>&lt;PackageId&gt;.Resources.model.onnx</c>), or null. A DLL copied under another file name keeps its resource
+    /// names, so this identifies the package where the file name (<see cref="ForAssembly"/>) cannot.
+    /// </summary>
+    internal static PretrainedEncoderPackage? ForModelResource(string resourceName)
+        => Known.FirstOrDefault(p => string.Equals(resourceName, p.PackageId + ".Resources.model.onnx", StringComparison.Ordinal));
 }
 
 /// <summary>Reads embedded managed resources from an assembly file without loading it.</summary>

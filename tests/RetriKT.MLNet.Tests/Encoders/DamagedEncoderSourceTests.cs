@@ -1,0 +1,26 @@
+using RetriKT.MLNet.Encoders;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Encoders;
+
+/// <summary>
+/// Damaged or foreign encoder sources fail with one line naming the file and what was expected, or load as what they
+/// are; never as something else.
+/// </summary>
+public class DamagedEncoderSourceTests
+{
+    [SharedDataFact]
+    public void PackageDllIsKnownByItsResourcesNotItsFileName()
+    {
+        using var temp = new TempDir("retrikt-bert-");
+        // arctic-embed-xs copied under another name, and under MiniLM's file name: still [CLS] pooling, as arctic.
+        var renamed = temp.File("MyEncoder.dll");
+        File.Copy(PretrainedEncoderPackage.ArcticXs.Locate(), renamed);
+        Assert.Equal(BertPooling.Cls, ManagedBertSentenceEncoder.Load(renamed).Pooling);
+        Directory.CreateDirectory(temp.File("swapped"));
+        var swapped = Path.Combine(temp.File("swapped"), PretrainedEncoderPackage.MiniLM.AssemblyFileName);
+        File.Copy(PretrainedEncoderPackage.ArcticXs.Locate(), swapped);
+        Assert.Equal(BertPooling.Cls, ManagedBertSentenceEncoder.Load(swapped).Pooling);
+        Assert.Equal(512, ManagedBertSentenceEncoder.Load(swapped).Tokenize(string.Join(" ", Enumerable.Repeat("word", 600))).Length);
+    }
+}
