@@ -10,6 +10,21 @@ namespace RetriKT.MLNet.Tests.Encoders;
 public class DamagedEncoderSourceTests
 {
     [SharedDataFact]
+    public void TruncatedPackageDllNamesTheFile()
+    {
+        using var temp = new TempDir("retrikt-bert-");
+        var bytes = File.ReadAllBytes(PretrainedEncoderPackage.MiniLM.Locate());
+        foreach (var fraction in new[] { 0.1, 0.5, 0.99 })
+        {
+            var path = temp.File($"cut{(int)(fraction * 100)}.dll");
+            File.WriteAllBytes(path, bytes[..(int)(bytes.Length * fraction)]);
+            var e = Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(path));
+            Assert.Contains(path, e.Message);
+            Assert.DoesNotContain('\n', e.Message);
+        }
+    }
+
+    [SharedDataFact]
     public void PackageDllIsKnownByItsResourcesNotItsFileName()
     {
         using var temp = new TempDir("retrikt-bert-");
