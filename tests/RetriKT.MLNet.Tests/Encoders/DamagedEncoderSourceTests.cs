@@ -10,6 +10,23 @@ namespace RetriKT.MLNet.Tests.Encoders;
 public class DamagedEncoderSourceTests
 {
     [SharedDataFact]
+    public void ConfigOfAnotherArchitectureIsRefused()
+    {
+        using var temp = new TempDir("retrikt-bert-");
+        var source = SharedData.Path("models", "hf-tiny-random-bert");
+        foreach (var f in new[] { "pytorch_model.bin", "vocab.txt" }) File.Copy(Path.Combine(source, f), temp.File(f));
+        // RoBERTa's encoder has BERT's tensor names but offsets its positions by 2; DistilBERT has no segments.
+        foreach (var type in new[] { "roberta", "distilbert" })
+        {
+            File.WriteAllText(temp.File("config.json"), File.ReadAllText(Path.Combine(source, "config.json")).Replace("\"model_type\": \"bert\"", $"\"model_type\": \"{type}\""));
+            var e = Assert.Throws<NotSupportedException>(() => ManagedBertSentenceEncoder.Load(temp.Path));
+            Assert.Contains(temp.File("config.json"), e.Message);
+            Assert.Contains($"model_type '{type}'", e.Message);
+            Assert.Contains("'bert'", e.Message);
+        }
+    }
+
+    [SharedDataFact]
     public void TruncatedPackageDllNamesTheFile()
     {
         using var temp = new TempDir("retrikt-bert-");
