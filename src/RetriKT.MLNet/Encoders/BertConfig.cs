@@ -41,7 +41,8 @@ public sealed record BertConfig
 
     /// <summary>
     /// Reads a Hugging Face <c>config.json</c> of a BERT-family model. Anything this encoder does not compute
-    /// (relative positions, an activation other than exact GELU) fails with the field and value found.
+    /// (a <c>model_type</c> other than bert, relative positions, an activation other than exact GELU) fails with the
+    /// field and value found.
     /// </summary>
     public static BertConfig FromHuggingFaceJson(string path)
     {
@@ -52,6 +53,10 @@ public sealed record BertConfig
         int Int(string field) => root[field]?.GetValue<int>() ?? throw new InvalidDataException($"{path}: field '{field}' is missing.");
         string? Text(string field) => root[field] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
 
+        // Another architecture can share BERT's tensor names and shapes (RoBERTa offsets its positions by 2, DistilBERT
+        // has no segments, ELECTRA may project its embeddings); loading it as BERT would compute something else.
+        if (Text("model_type") is { } type && type != "bert")
+            throw new NotSupportedException($"{path}: model_type '{type}' is not supported; expected 'bert'.");
         if (Text("hidden_act") is { } act && act != "gelu")
             throw new NotSupportedException($"{path}: hidden_act '{act}' is not supported; expected 'gelu' (exact erf form).");
         if (Text("position_embedding_type") is { } pos && pos != "absolute")

@@ -21,15 +21,42 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         ArgumentException.ThrowIfNullOrEmpty(source);
         if (Directory.Exists(source))
             return new BertEncoderSource(BertWeights.FromHuggingFaceDirectory(source),
-                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt")), pooling ?? BertPooling.Mean);
+                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source)), pooling ?? BertPooling.Mean);
         if (!File.Exists(source))
             throw new FileNotFoundException($"BERT encoder source not found: '{source}' is neither a package DLL nor a Hugging Face directory.", source);
-        var package = PretrainedEncoderPackage.ForAssembly(source);
         var (modelName, model) = EmbeddedResources.ReadBySuffix(source, "model.onnx");
+        // Known by its resource name, not the file name: a renamed copy is still the same model (heads, pooling, length).
+        var package = PretrainedEncoderPackage.ForModelResource(modelName);
         var weights = BertWeights.FromOnnx(model, package?.NumHeads ?? onnxNumHeads, onnxLayerNormEpsilon, $"{source}!{modelName}");
         var (vocabName, vocab) = EmbeddedResources.ReadBySuffix(source, "vocab.txt");
         var vocabulary = WordPieceVocabulary.FromTokens(EmbeddedResources.ReadLines(vocab), lowerCase: true, $"{source}!{vocabName}");
-        return new BertEncoderSource(weights, vocabulary, pooling ?? package?.Pooling ?? BertPooling.Mean);
+        return new BertEncoderSource(weights, vocabulary, pooling ?? package?.Pooling ?? BertPooling.Mean) { Package = package };
+    }
+
+    /// <summary>The known package the weights came from, or null (a directory or an unknown package).</summary>
+    public PretrainedEncoderPackage? Package { get; init; }
+
+    /// <summary>MaxTokens when the options leave it unset: the package's own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>), else 256.</summary>
+    public int DefaultMaxTokens => Package?.MaxSequenceLength ?? 256;
+
+    /// <summary>
+    /// Whether the directory's tokenizer lower-cases (and so strips accents): <c>tokenizer_config.json</c>'s
+    /// <c>do_lower_case</c>, true when the file or the field is absent (BertTokenizer's default). A cased model read as
+    /// uncased would lose every capital and accent without a word. An explicit <c>strip_accents</c> that differs from
+    /// <c>do_lower_case</c> is not what this tokenizer does, and fails with the file and the values.
+    /// </summary>
+    private static bool LowerCase(string directory)
+    {
+        var path = Path.Combine(directory, "tokenizer_config.json");
+        if (!File.Exists(path)) return true;
+        System.Text.Json.Nodes.JsonObject root;
+        try { root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new InvalidDataException($"{path}: empty JSON."); }
+        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e); }
+        static bool? Flag(System.Text.Json.Nodes.JsonNode? node) => node is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<bool>(out var b) ? b : null;
+        bool lowerCase = Flag(root["do_lower_case"]) ?? true;
+        if (Flag(root["strip_accents"]) is { } strip && strip != lowerCase)
+            throw new NotSupportedException($"{path}: strip_accents {strip.ToString().ToLowerInvariant()} with do_lower_case {lowerCase.ToString().ToLowerInvariant()} is not supported; accents are stripped exactly when text is lower-cased.");
+        return lowerCase;
     }
 
     /// <summary>Checks the options every encoder shares against the weights and the vocabulary.</summary>
@@ -54,8 +81,9 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         int budget = maxTokens - (b is null ? 2 : 3);
         while (a.Count + (b?.Count ?? 0) > budget)
         {
-            if (b is not null && b.Count > a.Count) b.RemoveAt(b.Count - 1);
-            else a.RemoveAt(a.Count - 1);
+            // As the reference (_truncate_seq_pair, HF longest_first): the longer text loses a token, the second on a tie.
+            if (b is null || a.Count > b.Count) a.RemoveAt(a.Count - 1);
+            else b.RemoveAt(b.Count - 1);
         }
         return b is null ? [vocabulary.ClsId, .. a, vocabulary.SepId] : [vocabulary.ClsId, .. a, vocabulary.SepId, .. b, vocabulary.SepId];
     }

@@ -22,8 +22,11 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         public BertPooling? Pooling { get; set; }
         /// <summary>Scale every embedding to unit L2 norm. Default true (what sentence-transformers' models do).</summary>
         public bool Normalize { get; set; } = true;
-        /// <summary>Longest input in tokens including [CLS] and [SEP]; longer texts are truncated. Default 256 (all-MiniLM-L6-v2's).</summary>
-        public int MaxTokens { get; set; } = 256;
+        /// <summary>
+        /// Longest input in tokens including [CLS] and [SEP]; longer texts are truncated. null (default) = the package's
+        /// own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>: MiniLM 256, arctic-embed-xs 512), or 256.
+        /// </summary>
+        public int? MaxTokens { get; set; }
         /// <summary>Threads encoding one call's sentences (each sentence runs on one). Default: all processors.</summary>
         public int MaxDegreeOfParallelism { get; set; } = Environment.ProcessorCount;
         /// <summary>Attention heads of an ONNX model of an unknown package (not stored in the weights). Default 12.</summary>
@@ -34,9 +37,11 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
 
     private readonly ManagedBertEncoder _encoder;
     private readonly Options _options;
+    private readonly int _maxTokens;
 
     private ManagedBertSentenceEncoder(BertEncoderSource source, Options options)
     {
+        _maxTokens = options.MaxTokens ?? source.DefaultMaxTokens;
         _encoder = new ManagedBertEncoder(source.Weights);
         _options = options;
         Vocabulary = source.Vocabulary;
@@ -54,7 +59,7 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         if (options.MaxDegreeOfParallelism < 1)
             throw new ArgumentOutOfRangeException(nameof(options), $"MaxDegreeOfParallelism must be positive, found {options.MaxDegreeOfParallelism}.");
         var loaded = BertEncoderSource.Load(source, options.Pooling, options.OnnxNumHeads, options.OnnxLayerNormEpsilon);
-        loaded.Validate(options.MaxTokens, batchSize: 1, nameof(options));
+        loaded.Validate(options.MaxTokens ?? loaded.DefaultMaxTokens, batchSize: 1, nameof(options));
         return new ManagedBertSentenceEncoder(loaded, options);
     }
 
@@ -83,11 +88,14 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
     /// <summary>Where the weights came from.</summary>
     public string Source { get; }
 
+    /// <summary>Longest input in tokens, [CLS] and [SEP] included (<see cref="Options.MaxTokens"/>, or the package's own).</summary>
+    public int MaxTokens => _maxTokens;
+
     /// <summary>[CLS] ids [SEP], truncated to MaxTokens.</summary>
     public int[] Tokenize(string text) => Tokenize(text, null);
 
     /// <summary>[CLS] a [SEP] (b [SEP]) within MaxTokens; a pair is truncated longest-first.</summary>
-    public int[] Tokenize(string text, string? text2) => BertEncoderSource.Tokenize(Vocabulary, _options.MaxTokens, text, text2);
+    public int[] Tokenize(string text, string? text2) => BertEncoderSource.Tokenize(Vocabulary, _maxTokens, text, text2);
 
     /// <summary>One embedding per text, in order ([n][Dimension]).</summary>
     public float[][] Embed(IReadOnlyList<string> texts)

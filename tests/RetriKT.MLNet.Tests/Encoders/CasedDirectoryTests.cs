@@ -1,0 +1,39 @@
+using RetriKT.MLNet.Encoders;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.Encoders;
+
+/// <summary>
+/// A Hugging Face directory's tokenizer_config.json says whether text is lower-cased; a cased model
+/// (do_lower_case false) keeps its capitals and accents, as its own tokenizer does, instead of being read as uncased.
+/// </summary>
+public class CasedDirectoryTests
+{
+    [SharedDataFact]
+    public void DoLowerCaseFalseKeepsCase()
+    {
+        using var temp = new TempDir("retrikt-bert-");
+        var source = SharedData.Path("models", "bert-uncased-tokenizer-golden");
+        foreach (var f in new[] { "config.json", "model.safetensors", "vocab.txt" }) File.Copy(Path.Combine(source, f), temp.File(f));
+        var config = File.ReadAllText(Path.Combine(source, "tokenizer_config.json"));
+
+        // As shipped (do_lower_case true), and with no tokenizer_config.json: uncased.
+        File.WriteAllText(temp.File("tokenizer_config.json"), config);
+        Assert.True(ManagedBertSentenceEncoder.Load(temp.Path).Vocabulary.LowerCase);
+        File.Delete(temp.File("tokenizer_config.json"));
+        Assert.True(ManagedBertSentenceEncoder.Load(temp.Path).Vocabulary.LowerCase);
+
+        // Cased: "Hello" keeps its capital, which this (uncased) vocabulary does not hold.
+        File.WriteAllText(temp.File("tokenizer_config.json"), config.Replace("\"do_lower_case\": true", "\"do_lower_case\": false"));
+        var cased = ManagedBertSentenceEncoder.Load(temp.Path);
+        Assert.False(cased.Vocabulary.LowerCase);
+        Assert.Equal([cased.Vocabulary.UnknownId], cased.Vocabulary.Encode("Hello"));
+        Assert.Equal([7592], cased.Vocabulary.Encode("hello"));
+
+        // Lower-cased but accents kept: not what this tokenizer does; refused with the file and the values.
+        File.WriteAllText(temp.File("tokenizer_config.json"), config.Replace("\"strip_accents\": null", "\"strip_accents\": false"));
+        var e = Assert.Throws<NotSupportedException>(() => ManagedBertSentenceEncoder.Load(temp.Path));
+        Assert.Contains(temp.File("tokenizer_config.json"), e.Message);
+        Assert.Contains("strip_accents false", e.Message);
+    }
+}
