@@ -41,6 +41,9 @@ public static class EncoderBaselines
     {
         var p = Package(row);
         var text = FormattableString.Invariant($"encoder-logreg-v1|{p.PackageId}|{p.Version}|{p.Pooling}|unit-norm|pair-uv|lbfgs-l1-0-l2-{L2}");
+        // The encoder's token limit, when it is not the 256 every row was first measured with (arctic-embed-xs reads 512
+        // since the encoder takes the package's own limit): its rows measured at 256 must not pass for these.
+        if (p.MaxSequenceLength != 256) text += FormattableString.Invariant($"|max-tokens {p.MaxSequenceLength}");
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16];
     }
 
@@ -67,7 +70,7 @@ public static class EncoderBaselines
             Accuracy = test.Accuracy, MacroF1 = test.MacroF1, PositiveF1 = test.PositiveF1, TestRows = test.Rows,
             StudentParameters = encoder.ParameterCount + headParameters, FewShotDevAccuracy = devAccuracy,
             Notes = FormattableString.Invariant(
-                $"frozen {Package(row).PackageId} {Package(row).Version} ({encoder.Pooling} pooling, unit norm) + LbfgsMaximumEntropy (l1 0, l2 {L2}); {headParameters:N0} trained parameters"),
+                $"frozen {Package(row).PackageId} {Package(row).Version} ({encoder.Pooling} pooling, unit norm, {encoder.MaxTokens} tokens) + LbfgsMaximumEntropy (l1 0, l2 {L2}); {headParameters:N0} trained parameters"),
         };
     }
 
