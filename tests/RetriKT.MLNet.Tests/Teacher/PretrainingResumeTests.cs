@@ -31,6 +31,18 @@ public sealed class PretrainingResumeTests : IDisposable
         Steps = steps, BatchSize = 4, SequenceLength = 32, LearningRate = 3e-3, WarmupSteps = 2, CheckpointDirectory = checkpoints, CheckpointEvery = 4,
     };
 
+    /// <summary>A fresh model trained with <paramref name="options"/> until it is cancelled after step 6 (its last checkpoint: step 4).</summary>
+    private void Interrupted(List<string> texts, int[] tokens, TeacherPretrainerOptions options)
+    {
+        var (model, _) = Fresh(texts);
+        using (model)
+        {
+            using var cts = new CancellationTokenSource();
+            var progress = new SyncProgress(p => { if (p.Step == 6) cts.Cancel(); });
+            Assert.ThrowsAny<OperationCanceledException>(() => new TeacherPretrainer(new MLContext(seed: 1), options).Train(model, tokens, progress, cts.Token));
+        }
+    }
+
     [SharedDataFact]
     public void AKilledRunResumesFromItsLastCheckpointAndEndsWithTheSameWeights()
     {
@@ -44,13 +56,7 @@ public sealed class PretrainingResumeTests : IDisposable
 
             // Cancelled after step 6 (checkpoint at step 4), then resumed by a new process-like run with a fresh model.
             var dir = Path.Combine(Temp, "ckpt");
-            var (first, _) = Fresh(texts);
-            using (first)
-            {
-                using var cts = new CancellationTokenSource();
-                var progress = new SyncProgress(p => { if (p.Step == 6) cts.Cancel(); });
-                Assert.ThrowsAny<OperationCanceledException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(first, tokens, progress, cts.Token));
-            }
+            Interrupted(texts, tokens, Options(dir));
             var (second, _) = Fresh(texts);
             using (second)
             {
@@ -142,13 +148,9 @@ public sealed class PretrainingResumeTests : IDisposable
     {
         var texts = TeacherPretrainingTests.Reviews(80);
         var dir = Path.Combine(Temp, "ckpt-seed");
-        var (first, tokens) = Fresh(texts);
-        using (first)
-        {
-            using var cts = new CancellationTokenSource();
-            var progress = new SyncProgress(p => { if (p.Step == 6) cts.Cancel(); });
-            Assert.ThrowsAny<OperationCanceledException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(first, tokens, progress, cts.Token));
-        }
+        var (unused, tokens) = Fresh(texts);
+        unused.Dispose();
+        Interrupted(texts, tokens, Options(dir));
         var (second, _) = Fresh(texts);
         using (second)
         {
@@ -216,13 +218,7 @@ public sealed class PretrainingResumeTests : IDisposable
 
             // The masks come from the seed and the step: a killed run resumes to the very same weights.
             var dir = Path.Combine(Temp, "ckpt-dropout");
-            var (first, _) = Fresh(texts);
-            using (first)
-            {
-                using var cts = new CancellationTokenSource();
-                var progress = new SyncProgress(p => { if (p.Step == 6) cts.Cancel(); });
-                Assert.ThrowsAny<OperationCanceledException>(() => new TeacherPretrainer(new MLContext(seed: 1), WithDropout(dir)).Train(first, tokens, progress, cts.Token));
-            }
+            Interrupted(texts, tokens, WithDropout(dir));
             var (second, _) = Fresh(texts);
             using (second)
             {
