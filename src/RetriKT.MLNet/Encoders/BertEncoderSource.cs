@@ -21,7 +21,8 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         ArgumentException.ThrowIfNullOrEmpty(source);
         if (Directory.Exists(source))
             return new BertEncoderSource(BertWeights.FromHuggingFaceDirectory(source),
-                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source)), pooling ?? BertPooling.Mean);
+                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source)), pooling ?? BertPooling.Mean)
+            { DirectoryMaxTokens = SentenceTransformersMaxLength(source) };
         if (!File.Exists(source))
             throw new FileNotFoundException($"BERT encoder source not found: '{source}' is neither a package DLL nor a Hugging Face directory.", source);
         var (modelName, model) = EmbeddedResources.ReadBySuffix(source, "model.onnx");
@@ -36,8 +37,31 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     /// <summary>The known package the weights came from, or null (a directory or an unknown package).</summary>
     public PretrainedEncoderPackage? Package { get; init; }
 
-    /// <summary>MaxTokens when the options leave it unset: the package's own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>), else 256.</summary>
-    public int DefaultMaxTokens => Package?.MaxSequenceLength ?? 256;
+    /// <summary>A directory's own limit (its <c>sentence_bert_config.json</c>), or null.</summary>
+    public int? DirectoryMaxTokens { get; init; }
+
+    /// <summary>
+    /// MaxTokens when the options leave it unset: the package's own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>),
+    /// a directory's <c>sentence_bert_config.json</c> <c>max_seq_length</c>, else 256.
+    /// </summary>
+    public int DefaultMaxTokens => Package?.MaxSequenceLength ?? DirectoryMaxTokens ?? 256;
+
+    /// <summary>
+    /// <c>max_seq_length</c> of a sentence-transformers directory's <c>sentence_bert_config.json</c>, where the model
+    /// truncates (arctic-embed-xs 512, all-MiniLM-L6-v2 256); null without the file or the field. A value that is not a
+    /// positive integer is refused naming the file.
+    /// </summary>
+    private static int? SentenceTransformersMaxLength(string directory)
+    {
+        var path = Path.Combine(directory, "sentence_bert_config.json");
+        if (!File.Exists(path)) return null;
+        System.Text.Json.Nodes.JsonNode? node;
+        try { node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?["max_seq_length"]; }
+        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e); }
+        if (node is null) return null;
+        return node is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<int>(out var n) && n > 0 ? n
+            : throw new InvalidDataException($"{path}: field 'max_seq_length': expected a positive integer, found {node.ToJsonString()}.");
+    }
 
     /// <summary>
     /// Whether the directory's tokenizer lower-cases (and so strips accents): <c>tokenizer_config.json</c>'s

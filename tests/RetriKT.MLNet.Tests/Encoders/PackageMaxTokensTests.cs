@@ -24,6 +24,21 @@ public class PackageMaxTokensTests
     }
 
     [SharedDataFact]
+    public void ADirectoryTruncatesWhereItsSentenceTransformersConfigSays()
+    {
+        using var dir = new TempDir();
+        var golden = SharedData.Path("models", "bert-uncased-tokenizer-golden");
+        foreach (var file in Directory.GetFiles(golden)) File.Copy(file, dir.File(Path.GetFileName(file)));
+        // 300: not the 256 a directory otherwise gets, and within the model's 512 positions.
+        File.WriteAllText(dir.File("sentence_bert_config.json"), """{"max_seq_length": 300}""");
+        Assert.Equal(300, ManagedBertSentenceEncoder.Load(dir.Path).Tokenize(LongText).Length);
+        // Not a positive integer: refused naming the file and the field.
+        File.WriteAllText(dir.File("sentence_bert_config.json"), """{"max_seq_length": "512"}""");
+        var e = Assert.Throws<InvalidDataException>(() => ManagedBertSentenceEncoder.Load(dir.Path));
+        Assert.Equal($"{dir.File("sentence_bert_config.json")}: field 'max_seq_length': expected a positive integer, found \"512\".", e.Message);
+    }
+
+    [SharedDataFact]
     public void TorchSharpEncoderTruncatesAtEachPackagesOwnLength()
     {
         var ml = new MLContext(seed: 1);
