@@ -52,7 +52,7 @@ public sealed class KnowledgeExtractorOptions
     public double NearDuplicateThreshold = 0.8;
     /// <summary>
     /// Drop samples whose generation stopped at the token limit (<see cref="TaskTemplate.MaxNewTokens"/>) rather than at an
-    /// end token or stop sequence (<see cref="DropReason.Unfinished"/>): their text is cut off mid-sentence. On SST-2 about
+    /// end token or stop sequence (<see cref="DropReason.Unfinished"/>): their text is cut off mid-sentence. On SST-2 up to
     /// 11 % of a store's samples are such texts, and dropping them changed neither store student (76.5 against 76.4 %
     /// over five seeds) while generation grew by 10 % (docs/RESULTS.md, "Thirty-fifth session"). Default false.
     /// </summary>
