@@ -8,7 +8,11 @@ namespace RetriKT.MLNet.BlackBox;
 /// <param name="Client">The client (for example <c>OpenAIClient.GetChatClient(model).AsIChatClient()</c>, or an OllamaSharp client).</param>
 /// <param name="Name">Name in logs and the report. Default: "teacher-N" by position.</param>
 /// <param name="MaxConcurrency">Requests in flight on this endpoint at most. Default 4.</param>
-public sealed record TeacherEndpoint(IChatClient Client, string? Name = null, int MaxConcurrency = 4);
+public sealed record TeacherEndpoint(IChatClient Client, string? Name = null, int MaxConcurrency = 4)
+{
+    /// <summary>The model the client asks for by default (<c>GetChatClient("gpt-4o-mini")</c>), or null when it does not say.</summary>
+    internal string? ClientModel => Client.GetService<ChatClientMetadata>()?.DefaultModelId;
+}
 
 /// <summary>Where soft labels come from.</summary>
 public enum SoftLabelSource

@@ -101,7 +101,7 @@ public sealed class BlackBoxKnowledgeExtractor
         // The model usually lives in the client (GetChatClient("gpt-4o-mini")), not in ModelId: without it a resume against
         // another model would mix two teachers' samples in one store that looks valid. Other servers of the same model are fine.
         if (o.ModelId is null)
-            settings["client_models"] = new JsonArray(o.Teachers.Select(t => t.Client.GetService<ChatClientMetadata>()?.DefaultModelId)
+            settings["client_models"] = new JsonArray(o.Teachers.Select(t => t.ClientModel)
                 .OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).Select(m => (JsonNode)m).ToArray());
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(settings.ToJsonString())));
     }

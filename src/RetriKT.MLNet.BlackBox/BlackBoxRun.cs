@@ -15,10 +15,12 @@ namespace RetriKT.MLNet.BlackBox;
 /// </summary>
 internal sealed class BlackBoxRun
 {
-    private sealed class Endpoint(TeacherEndpoint spec, string name)
+    private sealed class Endpoint(TeacherEndpoint spec, string name, string? requestedModel)
     {
         public TeacherEndpoint Spec { get; } = spec;
         public string Name { get; } = name;
+        /// <summary>The model every request to it asks for: ModelId, else the client's own (null when neither says).</summary>
+        public string? RequestedModel { get; } = requestedModel;
         public ResiliencePipeline Pipeline { get; set; } = ResiliencePipeline.Empty;
         public int ConsecutiveFailures;
         public bool Out;
@@ -80,7 +82,7 @@ internal sealed class BlackBoxRun
         _resumed = checkpoint.Resumed.Count;
         if (_resumed > 0) _host.Info($"Resumed {_resumed} judged samples ({_kept.Sum(k => k.Count)} kept) from {checkpoint.Path}.");
 
-        var endpoints = _endpoints = _o.Teachers.Select((t, i) => new Endpoint(t, t.Name ?? $"teacher-{i + 1}")).ToList();
+        var endpoints = _endpoints = _o.Teachers.Select((t, i) => new Endpoint(t, t.Name ?? $"teacher-{i + 1}", _o.ModelId ?? t.ClientModel)).ToList();
         foreach (var e in endpoints) e.Pipeline = EndpointResilience.Create(_o, () => Interlocked.Increment(ref _retries));
         using (_cancel)
         {
@@ -225,7 +227,7 @@ internal sealed class BlackBoxRun
             ct).ConfigureAwait(false);
         Interlocked.Increment(ref _requests);
         Interlocked.Increment(ref endpoint.Requests);
-        CheckServedModel(endpoint, options.ModelId ?? endpoint.Spec.Client.GetService<ChatClientMetadata>()?.DefaultModelId, response.ModelId);
+        CheckServedModel(endpoint, response.ModelId);
         return response;
     }
 
@@ -235,7 +237,7 @@ internal sealed class BlackBoxRun
     /// teacher's samples, which look as valid as the rest. A warning, not an error: a snapshot ("gpt-4o-mini" answered as
     /// "gpt-4o-mini-2024-07-18"), a tag ("llama3" as "llama3:latest") or a deployment name are the same model.
     /// </summary>
-    private void CheckServedModel(Endpoint endpoint, string? requested, string? served)
+    private void CheckServedModel(Endpoint endpoint, string? served)
     {
         if (served is null) return;
         string? message = null;
@@ -245,7 +247,7 @@ internal sealed class BlackBoxRun
             if (endpoint.ServedModel is null)
             {
                 endpoint.ServedModel = served;
-                if (requested is not null && !SameModel(requested, served))
+                if (endpoint.RequestedModel is { } requested && !SameModel(requested, served))
                     message = $"Teacher endpoint '{endpoint.Name}' was asked for model '{requested}' and answered as '{served}': unless that is the same model under another name, its samples are another teacher's.";
             }
             else if (!string.Equals(endpoint.ServedModel, served, StringComparison.OrdinalIgnoreCase))
