@@ -58,8 +58,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         options ??= new Options();
         var device = new ComponentHost(mlContext, nameof(BertSentenceEncoder)).ResolveDevice();
         var loaded = BertEncoderSource.Load(source, options.Pooling, options.OnnxNumHeads, options.OnnxLayerNormEpsilon);
-        int maxTokens = options.MaxTokens ?? loaded.DefaultMaxTokens;
-        loaded.Validate(maxTokens, options.BatchSize, nameof(options));
+        int maxTokens = loaded.Validate(options.MaxTokens, options.BatchSize, nameof(options));
         var (weights, vocabulary, pooling) = loaded;
         var module = BertEncoderModule.Create(weights, device);
         try { return new BertSentenceEncoder(module, vocabulary, pooling, options, maxTokens, device, weights.Source); }

@@ -42,9 +42,10 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
 
     /// <summary>
     /// MaxTokens when the options leave it unset: the package's own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>),
-    /// a directory's <c>sentence_bert_config.json</c> <c>max_seq_length</c>, else 256.
+    /// a directory's <c>sentence_bert_config.json</c> <c>max_seq_length</c>, else
+    /// <see cref="PretrainedEncoderPackage.FallbackMaxSequenceLength"/>.
     /// </summary>
-    public int DefaultMaxTokens => Package?.MaxSequenceLength ?? DirectoryMaxTokens ?? 256;
+    public int DefaultMaxTokens => Package?.MaxSequenceLength ?? DirectoryMaxTokens ?? PretrainedEncoderPackage.FallbackMaxSequenceLength;
 
     /// <summary>
     /// <c>max_seq_length</c> of a sentence-transformers directory's <c>sentence_bert_config.json</c>, where the model
@@ -83,15 +84,20 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         return lowerCase;
     }
 
-    /// <summary>Checks the options every encoder shares against the weights and the vocabulary.</summary>
-    public void Validate(int maxTokens, int batchSize, string optionsName)
+    /// <summary>
+    /// Checks the options every encoder shares against the weights and the vocabulary, and returns the MaxTokens in use:
+    /// <paramref name="requested"/>, or <see cref="DefaultMaxTokens"/> when it is null.
+    /// </summary>
+    public int Validate(int? requested, int batchSize, string optionsName)
     {
+        int maxTokens = requested ?? DefaultMaxTokens;
         var config = Weights.Config;
         if (maxTokens < 3 || maxTokens > config.MaxPositions)
             throw new ArgumentOutOfRangeException(optionsName, $"MaxTokens must be in [3, {config.MaxPositions}], found {maxTokens}.");
         if (batchSize < 1) throw new ArgumentOutOfRangeException(optionsName, $"BatchSize must be positive, found {batchSize}.");
         if (Vocabulary.Count != config.VocabSize)
             throw new InvalidDataException($"{Weights.Source}: vocab.txt has {Vocabulary.Count} tokens, but the embeddings have {config.VocabSize} rows.");
+        return maxTokens;
     }
 
     /// <summary>

@@ -39,9 +39,9 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
     private readonly Options _options;
     private readonly int _maxTokens;
 
-    private ManagedBertSentenceEncoder(BertEncoderSource source, Options options)
+    private ManagedBertSentenceEncoder(BertEncoderSource source, Options options, int maxTokens)
     {
-        _maxTokens = options.MaxTokens ?? source.DefaultMaxTokens;
+        _maxTokens = maxTokens;
         _encoder = new ManagedBertEncoder(source.Weights);
         _options = options;
         Vocabulary = source.Vocabulary;
@@ -59,8 +59,8 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         if (options.MaxDegreeOfParallelism < 1)
             throw new ArgumentOutOfRangeException(nameof(options), $"MaxDegreeOfParallelism must be positive, found {options.MaxDegreeOfParallelism}.");
         var loaded = BertEncoderSource.Load(source, options.Pooling, options.OnnxNumHeads, options.OnnxLayerNormEpsilon);
-        loaded.Validate(options.MaxTokens ?? loaded.DefaultMaxTokens, batchSize: 1, nameof(options));
-        return new ManagedBertSentenceEncoder(loaded, options);
+        int maxTokens = loaded.Validate(options.MaxTokens, batchSize: 1, nameof(options));
+        return new ManagedBertSentenceEncoder(loaded, options, maxTokens);
     }
 
     /// <summary>Loads a known package from the NuGet cache or the application folder (see <see cref="PretrainedEncoderPackage.Locate"/>).</summary>

@@ -33,7 +33,10 @@ public sealed record PretrainedEncoderPackage(string PackageId, string Version, 
     /// (<c>sentence_bert_config.json</c>, <c>max_seq_length</c>) truncates: all-MiniLM-L6-v2 256, arctic-embed-xs 512.
     /// The encoders' default <c>MaxTokens</c>.
     /// </summary>
-    public int MaxSequenceLength { get; init; } = 256;
+    public int MaxSequenceLength { get; init; } = FallbackMaxSequenceLength;
+
+    /// <summary>The length when nothing names one (all-MiniLM-L6-v2's): a package built without it, a directory without <c>sentence_bert_config.json</c>.</summary>
+    internal const int FallbackMaxSequenceLength = 256;
 
     /// <summary>The packages whose layout is known (heads, pooling).</summary>
     public static IReadOnlyList<PretrainedEncoderPackage> Known { get; } = [MiniLM, ArcticXs];
