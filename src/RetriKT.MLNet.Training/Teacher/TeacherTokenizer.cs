@@ -30,11 +30,11 @@ public sealed class TeacherTokenizer
     /// <summary>Number of ids the tokenizer can produce (must not exceed the model's vocabulary).</summary>
     public int VocabSize { get; }
     /// <summary>Beginning-of-sequence id, or null when the tokenizer has none.</summary>
-    public int? BosId { get; private set; }
+    public int? BosId { get; }
     /// <summary>End-of-sequence id, or null when the tokenizer has none.</summary>
-    public int? EosId { get; private set; }
+    public int? EosId { get; }
     /// <summary>Padding id (falls back to EOS, then 0, when the files define none; padded slots are masked anyway).</summary>
-    public int? PadId { get; private set; }
+    public int? PadId { get; }
 
     /// <summary>The files this tokenizer was read from (copied next to a saved checkpoint).</summary>
     public IReadOnlyList<string> SourceFiles => _files;
@@ -53,13 +53,6 @@ public sealed class TeacherTokenizer
     {
         ArgumentNullException.ThrowIfNull(ids);
         return _decode(ids.Where(i => i != BosId && i != EosId && i != PadId));
-    }
-
-    internal void OverrideSpecialIds(int? bos, int? eos, int? pad)
-    {
-        if (bos is not null) BosId = bos;
-        if (eos is not null) EosId = eos;
-        if (pad is not null) PadId = pad;
     }
 
     /// <summary>GPT-2 byte-level BPE from <c>vocab.json</c> + <c>merges.txt</c>: GPT-2's regex split, no prefix space, <c>&lt;|endoftext|&gt;</c> matched whole.</summary>
