@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Encoders;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -24,7 +25,7 @@ internal static class TeacherCheckpoints
         var configPath = Path.Combine(dir, ConfigFile);
         var config = TeacherConfig.FromHuggingFaceJson(configPath);
         var genConfig = Path.Combine(dir, "generation_config.json");
-        if (File.Exists(genConfig) && JsonNode.Parse(File.ReadAllText(genConfig)) is JsonObject g && g["eos_token_id"] is { } eosNode)
+        if (File.Exists(genConfig) && JsonFiles.ReadObject(genConfig)["eos_token_id"] is { } eosNode)
         {
             IReadOnlyList<int> eos = eosNode is JsonArray a ? a.Select(x => x!.GetValue<int>()).ToArray() : [eosNode.GetValue<int>()];
             config = config with { EosTokenIds = eos };
@@ -54,14 +55,8 @@ internal static class TeacherCheckpoints
     /// </summary>
     private static Dictionary<string, SafetensorsEntry> ReadShardedHeaders(string index, string dir)
     {
-        JsonObject map;
-        try
-        {
-            map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject
-                ?? throw new InvalidDataException($"{index}: field 'weight_map' is missing or not an object.");
-        }
-        catch (Exception e) when (e is JsonException or InvalidOperationException)
-        { throw new InvalidDataException($"{index}: not a JSON object with a 'weight_map' ({e.Message}).", e); }
+        var map = JsonFiles.ReadObject(index)["weight_map"] as JsonObject
+            ?? throw new InvalidDataException($"{index}: field 'weight_map' is missing or not an object.");
         var expected = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (name, node) in map)
         {

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Teacher;
 
@@ -121,10 +122,7 @@ public sealed record TeacherConfig
     public static TeacherConfig FromHuggingFaceJson(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Teacher config not found: {path}", path);
-        JsonObject root;
-        try { root = JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new InvalidDataException($"{path}: empty JSON."); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e); }
-        return FromHuggingFaceJson(root, path);
+        return FromHuggingFaceJson(JsonFiles.ReadObject(path), path);
     }
 
     /// <summary>Parses a Hugging Face config object (see <see cref="FromHuggingFaceJson(string)"/>).</summary>

@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Tokenizers;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Teacher;
 
@@ -75,9 +76,7 @@ public sealed class TeacherTokenizer
     public static TeacherTokenizer FromTokenizerJson(string path)
     {
         RequireFile(path);
-        JsonObject root;
-        try { root = JsonNode.Parse(File.ReadAllText(path))!.AsObject(); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e); }
+        var root = JsonFiles.ReadObject(path);
         var model = root["model"] as JsonObject ?? throw new InvalidDataException($"{path}: field 'model' is missing.");
         var type = model["type"]?.GetValue<string>();
         if (type != "BPE") throw new NotSupportedException($"{path}: model.type '{type}' is not supported; only byte-level 'BPE' tokenizer.json files are read (use tokenizer.model for SentencePiece).");
@@ -115,9 +114,7 @@ public sealed class TeacherTokenizer
     {
         var configPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(tokenizerJsonPath))!, TokenizerConfigFile);
         if (!File.Exists(configPath)) return tokenizer;
-        JsonObject config;
-        try { config = JsonNode.Parse(File.ReadAllText(configPath)) as JsonObject ?? throw new InvalidDataException($"{configPath}: expected a JSON object."); }
-        catch (JsonException e) { throw new InvalidDataException($"{configPath}: not valid JSON ({e.Message}).", e); }
+        var config = JsonFiles.ReadObject(configPath);
         int? Id(string field, int? absent)
         {
             if (!config.TryGetPropertyValue(field, out var node)) return absent;

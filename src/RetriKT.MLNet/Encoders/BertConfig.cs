@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Encoders;
 
@@ -47,9 +48,7 @@ public sealed record BertConfig
     public static BertConfig FromHuggingFaceJson(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"BERT config not found: {path}", path);
-        JsonObject root;
-        try { root = JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new InvalidDataException($"{path}: empty JSON."); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e); }
+        var root = JsonFiles.ReadObject(path);
         int Int(string field) => root[field]?.GetValue<int>() ?? throw new InvalidDataException($"{path}: field '{field}' is missing.");
         string? Text(string field) => root[field] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
 

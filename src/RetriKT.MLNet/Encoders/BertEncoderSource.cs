@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet.Encoders;
@@ -56,9 +57,7 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     {
         var path = Path.Combine(directory, "sentence_bert_config.json");
         if (!File.Exists(path)) return null;
-        System.Text.Json.Nodes.JsonNode? node;
-        try { node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?["max_seq_length"]; }
-        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e); }
+        var node = JsonFiles.ReadObject(path)["max_seq_length"];
         if (node is null) return null;
         return node is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<int>(out var n) && n > 0 ? n
             : throw new InvalidDataException($"{path}: field 'max_seq_length': expected a positive integer, found {node.ToJsonString()}.");
@@ -74,9 +73,7 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     {
         var path = Path.Combine(directory, "tokenizer_config.json");
         if (!File.Exists(path)) return true;
-        System.Text.Json.Nodes.JsonObject root;
-        try { root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new InvalidDataException($"{path}: empty JSON."); }
-        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e); }
+        var root = JsonFiles.ReadObject(path);
         static bool? Flag(System.Text.Json.Nodes.JsonNode? node) => node is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<bool>(out var b) ? b : null;
         bool lowerCase = Flag(root["do_lower_case"]) ?? true;
         if (Flag(root["strip_accents"]) is { } strip && strip != lowerCase)
