@@ -59,6 +59,15 @@ internal static class TeacherCheckpoints
     /// each tensor lies in exactly the shard the index names for it, and each tensor of a shard is in the index.
     /// A mismatch means a stale index or a shard of another save; loading it would mix or silently drop weights.
     /// </summary>
+    /// <remarks>
+    /// <c>metadata.total_size</c> is deliberately not checked against the indexed tensors' bytes: writers disagree on
+    /// what it counts, so a rule of exact equality would refuse good folders. huggingface_hub's splitter (behind
+    /// transformers' save_pretrained) adds each tensor's storage size (<c>untyped_storage().nbytes()</c>: the whole
+    /// storage for a view, each shared storage once); older transformers' <c>shard_checkpoint</c> counted a bool as 1/8
+    /// byte; mlx-lm adds the shard files' sizes, headers included. (bf16 and fp16 are no trouble: 2 bytes each in both
+    /// the count and the file.) No real index was at hand to measure. The weight_map cross-check below, and each
+    /// shard's own header check, are what protect the load.
+    /// </remarks>
     private static Dictionary<string, SafetensorsEntry> ReadShardedHeaders(string index, string dir)
     {
         var expected = ReadWeightMap(index);
