@@ -152,10 +152,9 @@ public static class RunLog
         JsonLines.Append(path, JsonSerializer.Serialize(record));
     }
 
-    public static IReadOnlyList<RunRecord> Read(string path) => !File.Exists(path) ? [] : File.ReadLines(path)
-        .Where(l => !string.IsNullOrWhiteSpace(l))
-        .Select(l => { try { return JsonSerializer.Deserialize<RunRecord>(l); } catch (JsonException) { return null; } })
-        .OfType<RunRecord>().ToList();
+    /// <summary>The recorded runs; a line that is not one is named in <see cref="JsonLinesContent{T}.Ignored"/>.</summary>
+    public static JsonLinesContent<RunRecord> Read(string path) =>
+        JsonLines.Read(path, l => JsonSerializer.Deserialize<RunRecord>(l), "a run record", "the report's run list leaves it out");
 
     /// <summary>
     /// The machine a run used. The CPU's family/model and widest vector unit are part of it: MKL picks its kernels by

@@ -180,17 +180,9 @@ public sealed class ResultsLog
     public ResultsLog(string path)
     {
         Path = System.IO.Path.GetFullPath(path);
-        if (!File.Exists(Path)) return;
-        int number = 0;
-        foreach (var line in File.ReadLines(Path))
-        {
-            number++;
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            RowResult? result;
-            try { result = JsonSerializer.Deserialize<RowResult>(line, Json); }
-            catch (JsonException e) { _ignored.Add($"{Path} line {number}: not a result ({e.Message}), ignored: its row is not in the report and runs again"); continue; }
-            if (result is not null) _results[result.Key] = result;
-        }
+        var read = JsonLines.Read(Path, line => JsonSerializer.Deserialize<RowResult>(line, Json), "a result", "its row is not in the report and runs again");
+        foreach (var result in read.Records) _results[result.Key] = result;
+        _ignored.AddRange(read.Ignored);
     }
 
     public string Path { get; }
@@ -220,6 +212,34 @@ public sealed class ResultsLog
 /// </summary>
 public static class JsonLines
 {
+    /// <summary>
+    /// The records of a JSON-lines file (none when it is not there), in file order. A line that is not a record (torn
+    /// by a kill mid-write, damaged, or JSON of another shape) is skipped and named in
+    /// <see cref="JsonLinesContent{T}.Ignored"/>: "<c>file line N: not <paramref name="what"/> (why), ignored: <paramref name="consequence"/></c>".
+    /// </summary>
+    /// <param name="parse">One line to its record; null or a <see cref="JsonException"/> when the line is not one.</param>
+    public static JsonLinesContent<T> Read<T>(string path, Func<string, T?> parse, string what, string consequence) where T : class
+    {
+        var records = new List<T>();
+        var ignored = new List<string>();
+        if (!File.Exists(path)) return new(records, ignored);
+        int number = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            number++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            string? why = null;
+            try
+            {
+                if (parse(line) is { } record) records.Add(record);
+                else why = "JSON null";
+            }
+            catch (JsonException e) { why = e.Message; }
+            if (why is not null) ignored.Add($"{path} line {number}: not {what} ({why}), ignored: {consequence}");
+        }
+        return new(records, ignored);
+    }
+
     public static void Append(string path, string line)
     {
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
@@ -243,6 +263,9 @@ public static class JsonLines
         }
     }
 }
+
+/// <summary>A JSON-lines file's records, and one warning per line that was not a record (file, line number, why).</summary>
+public sealed record JsonLinesContent<T>(IReadOnlyList<T> Records, IReadOnlyList<string> Ignored);
 
 /// <summary>What a harness run does.</summary>
 public sealed record HarnessSettings

@@ -113,11 +113,13 @@ if (verb == "run")
 // A report from a results file that is not there would rewrite the tables empty (a misspelt --results, for example).
 if (verb == "report" && !File.Exists(o.ResultsPath)) return Fail($"--results '{o.ResultsPath}' does not exist; report rewrites the tables from it.");
 var resultsLog = new ResultsLog(o.ResultsPath);
-foreach (var warning in resultsLog.Ignored) Log("Warning: " + warning);
+var runs = RunLog.Read(o.RunLogPath);
+var teachers = TeacherRecords.Read(o.TeacherRecordsPath);
+foreach (var warning in resultsLog.Ignored.Concat(runs.Ignored).Concat(teachers.Ignored)) Log("Warning: " + warning);
 var results = resultsLog.Results;
 var plot = ResultsReport.WritePlot(results, o.PlotPath, Log);
 var storeSizePlot = ResultsReport.WriteStoreSizePlot(results, o.PlotPath, Log);
-ResultsReport.WriteMarkdown(results, o, RunLog.Read(o.RunLogPath), plot, o.ReportPath, storeSizePlot);
+ResultsReport.WriteMarkdown(results, o, runs.Records, teachers.Records, plot, o.ReportPath, storeSizePlot);
 Log($"Report: {o.ReportPath}{(plot is null ? "" : ", plot: " + plot)}{(storeSizePlot is null ? "" : ", " + storeSizePlot)}");
 return 0;
 

@@ -40,7 +40,7 @@ public static class ResultsReport
     public static List<RowResult> Latest(IEnumerable<RowResult> results) => results
         .GroupBy(r => (r.Task, r.Seed, r.Row)).Select(g => g.OrderBy(r => r.FinishedUtc).Last()).ToList();
 
-    public static void WriteMarkdown(IEnumerable<RowResult> all, Cli.Options options, IReadOnlyList<RunRecord> runs, string? plotPath, string path, string? storeSizePlot = null)
+    public static void WriteMarkdown(IEnumerable<RowResult> all, Cli.Options options, IReadOnlyList<RunRecord> runs, IReadOnlyList<System.Text.Json.Nodes.JsonObject> teachers, string? plotPath, string path, string? storeSizePlot = null)
     {
         var results = Latest(all);
         var tasks = Cli.DefaultTasks.Where(t => results.Any(r => r.Task == t)).ToList();
@@ -84,7 +84,7 @@ public static class ResultsReport
         md.AppendLine($"| Parameters, student / teacher | {string.Join(" | ", ratio)} |");
         md.AppendLine();
         AppendGoals(md, results);
-        AppendTeachers(md, TeacherRecords.Read(options.TeacherRecordsPath));
+        AppendTeachers(md, teachers);
         // Images are linked relative to the report, with forward slashes.
         string? Relative(string? image) => image is null ? null : Path.GetRelativePath(Path.GetDirectoryName(path)!, image).Replace('\\', '/');
         AppendSweeps(md, results, Relative(storeSizePlot));
@@ -227,7 +227,7 @@ public static class ResultsReport
     }
 
     /// <summary>The stand-in teachers the results were made with: recipe, corpus sizes, tokens seen, final losses.</summary>
-    private static void AppendTeachers(StringBuilder md, List<System.Text.Json.Nodes.JsonObject> teachers)
+    private static void AppendTeachers(StringBuilder md, IReadOnlyList<System.Text.Json.Nodes.JsonObject> teachers)
     {
         if (teachers.Count == 0) return;
         md.AppendLine("## Teachers");

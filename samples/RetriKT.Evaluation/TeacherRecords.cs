@@ -13,7 +13,7 @@ public static class TeacherRecords
 {
     public static void Record(string path, string task, string teacherPath, TeacherModel teacher)
     {
-        var existing = Read(path);
+        var existing = Read(path).Records;
         if (existing.Any(r => r["task"]?.GetValue<string>() == task && r["contentHash"]?.GetValue<string>() == teacher.ContentHash)) return;
         var record = new JsonObject
         {
@@ -25,8 +25,13 @@ public static class TeacherRecords
         JsonLines.Append(path, record.ToJsonString());
     }
 
-    public static List<JsonObject> Read(string path) => !File.Exists(path) ? [] : File.ReadLines(path)
-        .Where(l => !string.IsNullOrWhiteSpace(l))
-        .Select(l => { try { return JsonNode.Parse(l) as JsonObject; } catch (JsonException) { return null; } })
-        .OfType<JsonObject>().ToList();
+    /// <summary>The recorded teachers; a line that is not one (not a JSON object) is named in <see cref="JsonLinesContent{T}.Ignored"/>.</summary>
+    public static JsonLinesContent<JsonObject> Read(string path) => JsonLines.Read(path,
+        l => JsonNode.Parse(l) switch
+        {
+            null => null,
+            JsonObject o => o,
+            var other => throw new JsonException($"expected a JSON object, found {other.GetValueKind()}"),
+        },
+        "a teacher record", "the report's teacher table leaves it out, and the teacher is recorded again when next loaded");
 }

@@ -75,8 +75,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         if (label.Name is null)
             throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Label column '{_options.LabelColumnName}' not found.");
         CheckLabelType(label);
-        if (template.Target == GenerationTarget.SecondPart && !inputSchema.Any(c => c.Name == template.TextColumn))
-            throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Template '{template.Name}' names column '{template.TextColumn}', which the data does not have.");
+        if (template.Target == GenerationTarget.SecondPart) template.CheckTextColumns(inputSchema, firstOnly: true); // what the transformer reads
         var columns = inputSchema.ToDictionary(c => c.Name);
         foreach (var name in SoftPromptTransformer.OutputNames(template))
             columns[name] = SchemaShapes.Scalar(name, TextDataViewType.Instance);

@@ -244,10 +244,9 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
             _labelReader = SoftPromptPpoTrainer.LabelReader(_label); // also validates the type
             if (parent.Template.Target == GenerationTarget.SecondPart)
             {
-                _text = schema.GetColumnOrNull(parent.Template.TextColumn)
-                    ?? throw new ArgumentOutOfRangeException(nameof(schema), $"Template '{parent.Template.Name}' names column '{parent.Template.TextColumn}', which the data does not have.");
-                if (_text.Value.Type is not TextDataViewType)
-                    throw new ArgumentOutOfRangeException(nameof(schema), $"Column '{_text.Value.Name}' must be String, found {_text.Value.Type}.");
+                // Only the first part: the second is what the prompts generate.
+                parent.Template.CheckTextColumns(SchemaShapes.Of(schema), firstOnly: true);
+                _text = schema[parent.Template.TextColumn];
             }
             Outputs = OutputNames(parent.Template).Select(n => new OutputColumn(n, TextDataViewType.Instance)).ToList();
             Dependencies = _text is { } t ? [_label, t] : [_label];

@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using RetriKT.MLNet.Bridge;
 
 namespace RetriKT.MLNet.SoftPrompt;
 
@@ -141,14 +142,36 @@ public sealed record TaskTemplate
             throw new ArgumentException($"Template '{Name}': verbalizer words must differ per label, found [{string.Join(", ", words)}].");
         if (MinWords < 1 || MaxNewTokens < MinimumMaxNewTokens)
             throw new ArgumentException($"Template '{Name}': MinWords must be >= 1 and MaxNewTokens >= {MinimumMaxNewTokens}, found {MinWords} and {MaxNewTokens}.");
-        if (schema is null) return;
-        foreach (var column in new[] { TextColumn, Text2Column })
+        if (schema is not null) CheckTextColumns(SchemaShapes.Of(schema));
+    }
+
+    /// <summary>
+    /// The check of the text columns the template reads, for every component that reads them (prompt trainer, prompt
+    /// transformer, knowledge extractor and its transformer, black-box extractor, unlabelled data): each is in
+    /// <paramref name="input"/> and String, else one line naming the column, the type it needs, the template and what
+    /// the data has: "Column 'Text' (String) is needed by template 'SST-2'; found Single." (no parameter name: hosts
+    /// print it as it is).
+    /// </summary>
+    /// <param name="input">The columns the component is given.</param>
+    /// <param name="data">Which data, when it is not the component's input (<c>"UnlabeledData"</c>): the message starts with it.</param>
+    /// <param name="firstOnly">Only <see cref="TextColumn"/> (a transformer that reads only the first part).</param>
+    internal void CheckTextColumns(SchemaShape input, string? data = null, bool firstOnly = false)
+    {
+        static string Found(SchemaShape.Column c) => c.Kind switch
         {
-            if (column is null) continue;
-            var c = schema.GetColumnOrNull(column)
-                ?? throw new ArgumentOutOfRangeException(nameof(schema), $"Template '{Name}' names column '{column}', which the data does not have. Columns: {string.Join(", ", schema.Select(x => $"'{x.Name}'"))}.");
-            if (c.Type is not TextDataViewType)
-                throw new ArgumentOutOfRangeException(nameof(schema), $"Template '{Name}': column '{column}' must be String (text), found {c.Type}.");
+            SchemaShape.Column.VectorKind.Scalar => $"{c.ItemType}",
+            SchemaShape.Column.VectorKind.Vector => $"Vector<{c.ItemType}>",
+            _ => $"Vector<{c.ItemType}> of variable size",
+        } + (c.IsKey ? " (key)" : "");
+        string Needed(string name) => $"{(data is null ? "Column" : data + ": column")} '{name}' (String) is needed by template '{Name}'";
+        foreach (var name in firstOnly ? [TextColumn] : new[] { TextColumn, Text2Column })
+        {
+            if (name is null) continue;
+            var column = input.FirstOrDefault(c => c.Name == name);
+            if (column.Name is null)
+                throw new ArgumentOutOfRangeException(paramName: null, $"{Needed(name)}; found no such column. Columns: {string.Join(", ", input.Select(c => $"'{c.Name}'"))}.");
+            if (column.Kind != SchemaShape.Column.VectorKind.Scalar || column.ItemType is not TextDataViewType)
+                throw new ArgumentOutOfRangeException(paramName: null, $"{Needed(name)}; found {Found(column)}.");
         }
     }
 }

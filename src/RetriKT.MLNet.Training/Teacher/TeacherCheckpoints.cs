@@ -34,7 +34,13 @@ internal static class TeacherCheckpoints
         var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
         var single = Path.Combine(dir, WeightsFile);
         var index = Path.Combine(dir, IndexFile);
-        if (File.Exists(single)) entries = Safetensors.ReadHeader(single);
+        if (File.Exists(single))
+        {
+            // transformers loads model.safetensors when both are there, and so does this; an index beside it (a single-
+            // file save over an older sharded one leaves the index) must list the same tensors, or one of them is stale.
+            entries = Safetensors.ReadHeader(single);
+            if (File.Exists(index)) CheckIndexBesideSingleFile(index, entries.Keys);
+        }
         else if (File.Exists(index)) entries = ReadShardedHeaders(index, dir);
         else if (File.Exists(Path.Combine(dir, "pytorch_model.bin")) || File.Exists(Path.Combine(dir, "pytorch_model.bin.index.json")))
             throw new NotSupportedException($"{dir}: only pytorch_model.bin weights were found. Reading PyTorch pickles is not supported " +
@@ -53,17 +59,18 @@ internal static class TeacherCheckpoints
     /// each tensor lies in exactly the shard the index names for it, and each tensor of a shard is in the index.
     /// A mismatch means a stale index or a shard of another save; loading it would mix or silently drop weights.
     /// </summary>
+    /// <remarks>
+    /// <c>metadata.total_size</c> is deliberately not checked against the indexed tensors' bytes: writers disagree on
+    /// what it counts, so a rule of exact equality would refuse good folders. huggingface_hub's splitter (behind
+    /// transformers' save_pretrained) adds each tensor's storage size (<c>untyped_storage().nbytes()</c>: the whole
+    /// storage for a view, each shared storage once); older transformers' <c>shard_checkpoint</c> counted a bool as 1/8
+    /// byte; mlx-lm adds the shard files' sizes, headers included. (bf16 and fp16 are no trouble: 2 bytes each in both
+    /// the count and the file.) No real index was at hand to measure. The weight_map cross-check below, and each
+    /// shard's own header check, are what protect the load.
+    /// </remarks>
     private static Dictionary<string, SafetensorsEntry> ReadShardedHeaders(string index, string dir)
     {
-        var map = JsonFiles.ReadObject(index)["weight_map"] as JsonObject
-            ?? throw new InvalidDataException($"{index}: field 'weight_map' is missing or not an object.");
-        var expected = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var (name, node) in map)
-        {
-            if (node is not JsonValue v || !v.TryGetValue<string>(out var shard) || shard.Length == 0 || Path.GetFileName(shard) != shard)
-                throw new InvalidDataException($"{index}: tensor '{name}': expected a shard file name in this folder, found {node?.ToJsonString() ?? "null"}.");
-            expected[name] = shard;
-        }
+        var expected = ReadWeightMap(index);
 
         var found = new Dictionary<string, List<SafetensorsEntry>>(StringComparer.Ordinal);
         foreach (var shard in expected.Values.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
@@ -92,6 +99,36 @@ internal static class TeacherCheckpoints
             if (!found.ContainsKey(name))
                 throw new InvalidDataException($"{index}: tensor '{name}': expected in shard '{shard}', found in no shard.");
         return found.ToDictionary(kv => kv.Key, kv => kv.Value[0], StringComparer.Ordinal);
+    }
+
+    /// <summary>An index's <c>weight_map</c>: tensor name to shard file name (a file in the index's folder).</summary>
+    private static Dictionary<string, string> ReadWeightMap(string index)
+    {
+        var map = JsonFiles.ReadObject(index)["weight_map"] as JsonObject
+            ?? throw new InvalidDataException($"{index}: field 'weight_map' is missing or not an object.");
+        var expected = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, node) in map)
+        {
+            if (node is not JsonValue v || !v.TryGetValue<string>(out var shard) || shard.Length == 0 || Path.GetFileName(shard) != shard)
+                throw new InvalidDataException($"{index}: tensor '{name}': expected a shard file name in this folder, found {node?.ToJsonString() ?? "null"}.");
+            expected[name] = shard;
+        }
+        return expected;
+    }
+
+    /// <summary>
+    /// An index beside <c>model.safetensors</c> lists exactly its tensors. Its shards need not be there (the single
+    /// file is what loads); a tensor in one and not the other means one of the two files is of another save.
+    /// </summary>
+    private static void CheckIndexBesideSingleFile(string index, IEnumerable<string> singleFileTensors)
+    {
+        var listed = ReadWeightMap(index).Keys.ToHashSet(StringComparer.Ordinal);
+        var present = singleFileTensors.ToHashSet(StringComparer.Ordinal);
+        const string loads = $"{WeightsFile} beside it (which is what loads, as in transformers)";
+        if (listed.Except(present).Order(StringComparer.Ordinal).FirstOrDefault() is { } onlyListed)
+            throw new InvalidDataException($"{index}: tensor '{onlyListed}': expected in {loads}, found only in the index; one of the two is stale: remove it.");
+        if (present.Except(listed).Order(StringComparer.Ordinal).FirstOrDefault() is { } onlyPresent)
+            throw new InvalidDataException($"{index}: tensor '{onlyPresent}': expected in the index, found only in {loads}; one of the two is stale: remove it.");
     }
 
     public static CausalLMModule Create(TeacherConfig config, ScalarType dtype, Device device) => config.Architecture switch
@@ -206,11 +243,15 @@ internal static class TeacherCheckpoints
         return (module, config);
     }
 
-    /// <summary>Writes config.json + model.safetensors (atomic per file).</summary>
+    /// <summary>
+    /// Writes config.json + model.safetensors (atomic per file). A <c>model.safetensors.index.json</c> in the folder (of
+    /// an earlier sharded save) is deleted: it describes other weights, and the load would refuse the folder for it.
+    /// </summary>
     public static void Save(CausalLMModule module, string dir)
     {
         Directory.CreateDirectory(dir);
         Safetensors.Write(Path.Combine(dir, WeightsFile), module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
+        File.Delete(Path.Combine(dir, IndexFile));
         AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), module.Config.ToHuggingFaceJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 }

@@ -128,11 +128,16 @@ public sealed record TeacherConfig
     /// <summary>Parses a Hugging Face config object (see <see cref="FromHuggingFaceJson(string)"/>).</summary>
     public static TeacherConfig FromHuggingFaceJson(JsonObject root, string source)
     {
-        string modelType = root["model_type"]?.GetValue<string>()
-            ?? throw new InvalidDataException($"{source}: field 'model_type' is missing.");
         // A value of another JSON type (64.0 for an integer, "1e-5" for a number) is named, not read as something else.
         InvalidDataException WrongType(string field, string expected, JsonNode node) =>
             new($"{source}: field '{field}' must be {expected}, found {node.ToJsonString()}.");
+        string? OptionalString(string field) => root[field] switch
+        {
+            null => null,
+            JsonValue v when v.TryGetValue<string>(out var s) => s,
+            var node => throw WrongType(field, "a string", node),
+        };
+        string modelType = OptionalString("model_type") ?? throw new InvalidDataException($"{source}: field 'model_type' is missing.");
         int? OptionalInt(string field) => root[field] switch
         {
             null => null,
@@ -174,7 +179,7 @@ public sealed record TeacherConfig
                 ModelType = modelType, VocabSize = Int("vocab_size"), HiddenSize = hidden, IntermediateSize = inner ?? 4 * hidden,
                 NumLayers = Int("n_layer"), NumHeads = heads, NumKeyValueHeads = heads, HeadDim = heads > 0 ? hidden / heads : 0,
                 MaxPositions = Int("n_positions"), NormEpsilon = Double("layer_norm_epsilon", 1e-5),
-                Activation = root["activation_function"]?.GetValue<string>() ?? "gelu_new",
+                Activation = OptionalString("activation_function") ?? "gelu_new",
                 TieWordEmbeddings = Bool("tie_word_embeddings", true), QkvBias = true, OutputProjectionBias = true, MlpBias = true,
                 BosTokenId = OptionalInt("bos_token_id"), EosTokenIds = Ids("eos_token_id"), PadTokenId = OptionalInt("pad_token_id"),
             }.Validate(source);
@@ -195,7 +200,10 @@ public sealed record TeacherConfig
             {
                 low = Required("low_freq_factor");
                 high = Required("high_freq_factor");
-                originalMax = (int)Required("original_max_position_embeddings");
+                // A position count: 8192.5 was truncated and 1e10 overflowed without a word.
+                double original = Required("original_max_position_embeddings");
+                originalMax = original >= 1 && original <= int.MaxValue && original == Math.Floor(original) ? (int)original
+                    : throw new InvalidDataException($"{source}: rope_scaling of type 'llama3' needs a positive integer 'original_max_position_embeddings', found {rs["original_max_position_embeddings"]!.ToJsonString()}.");
             }
         }
         else if (root["rope_scaling"] is { } other)
@@ -222,7 +230,7 @@ public sealed record TeacherConfig
             RopeScalingFactor = factor, RopeLowFreqFactor = low, RopeHighFreqFactor = high, RopeOriginalMaxPositions = originalMax,
             QkvBias = modelType == "qwen2" || attentionBias, OutputProjectionBias = attentionBias, MlpBias = Bool("mlp_bias", false),
             SlidingWindow = window, TieWordEmbeddings = Bool("tie_word_embeddings", false),
-            Activation = root["hidden_act"] is { } act ? act is JsonValue av && av.TryGetValue<string>(out var a) ? a : throw WrongType("hidden_act", "a string", act) : "silu",
+            Activation = OptionalString("hidden_act") ?? "silu",
             BosTokenId = OptionalInt("bos_token_id"), EosTokenIds = Ids("eos_token_id"), PadTokenId = OptionalInt("pad_token_id"),
         }.Validate(source);
     }

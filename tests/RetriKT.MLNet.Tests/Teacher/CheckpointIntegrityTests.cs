@@ -211,6 +211,41 @@ public sealed class CheckpointIntegrityTests : IDisposable
         Assert.Equal($"{index}: tensor '{name}': expected only in shard '{Shard2}', found in shards '{Shard1}' and '{Shard2}'.", Refused(dir));
     }
 
+    /// <summary>
+    /// A folder with both model.safetensors and model.safetensors.index.json (a single-file save over an older sharded
+    /// one leaves the index behind): the single file loads, as in transformers, but only while the index lists the same
+    /// tensors; an index of another model was ignored without a word.
+    /// </summary>
+    [SharedDataFact]
+    public void ASingleFileBesideAnIndexOfOtherTensorsIsRefused()
+    {
+        using var single = TeacherModel.Load(Models("llama2c-stories260K-hf"));
+        var dir = CopyModel("llama2c-stories260K-hf", "both");
+        var (header, _) = ReadRaw(Path.Combine(dir, "model.safetensors"));
+        var map = new JsonObject();
+        foreach (var name in header.Select(kv => kv.Key).Where(k => k != "__metadata__").Order(StringComparer.Ordinal)) map[name] = Shard1;
+        WriteIndex(dir, map); // the same tensors (shards gone): loads the single file
+        using (var loaded = TeacherModel.Load(dir)) Assert.Equal(single.ContentHash, loaded.ContentHash);
+
+        var index = Path.Combine(dir, IndexFile);
+        map["lm_head.weight"] = Shard2;
+        WriteIndex(dir, map);
+        Assert.Equal($"{index}: tensor 'lm_head.weight': expected in model.safetensors beside it (which is what loads, as in transformers), " +
+                     "found only in the index; one of the two is stale: remove it.", Refused(dir));
+
+        map.Remove("lm_head.weight");
+        var dropped = map.First().Key;
+        map.Remove(dropped);
+        WriteIndex(dir, map);
+        Assert.Equal($"{index}: tensor '{dropped}': expected in the index, found only in model.safetensors beside it (which is what loads, " +
+                     "as in transformers); one of the two is stale: remove it.", Refused(dir));
+
+        // SaveCheckpoint writes model.safetensors and deletes the index beside it, which describes another save.
+        single.SaveCheckpoint(dir);
+        Assert.False(File.Exists(index));
+        using (var saved = TeacherModel.Load(dir)) Assert.Equal(single.ContentHash, saved.ContentHash);
+    }
+
     [SharedDataFact]
     public void AMissingShardFileIsRefusedNamingATensor()
     {

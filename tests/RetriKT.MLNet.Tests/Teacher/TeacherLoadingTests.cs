@@ -177,6 +177,33 @@ public sealed class TeacherLoadingTests : IDisposable
         Assert.Equal($"{path}: eos_token_id 600 is outside the vocabulary [0, 512).", Refused("\"eos_token_id\":600"));
     }
 
+    /// <summary>
+    /// model_type and GPT-2's activation_function were read with an unchecked GetValue&lt;string&gt;: a number or an array
+    /// gave a bare InvalidOperationException naming neither the file nor the field.
+    /// </summary>
+    [Fact]
+    public void StringFieldsOfAnotherJsonTypeAreRefusedNamingTheField()
+    {
+        var path = Path.Combine(Temp, "config.json");
+        string Refused(string json)
+        {
+            File.WriteAllText(path, json);
+            return Assert.Throws<InvalidDataException>(() => TeacherConfig.FromHuggingFaceJson(path)).Message;
+        }
+        const string llama = "\"vocab_size\":512,\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"max_position_embeddings\":256";
+        Assert.Equal($"{path}: field 'model_type' must be a string, found 7.", Refused("{\"model_type\":7," + llama + "}"));
+        Assert.Equal($"{path}: field 'model_type' must be a string, found [\"llama\"].", Refused("{\"model_type\":[\"llama\"]," + llama + "}"));
+        Assert.Equal($"{path}: field 'model_type' is missing.", Refused("{" + llama + "}"));
+        const string gpt2 = "{\"model_type\":\"gpt2\",\"vocab_size\":512,\"n_embd\":64,\"n_head\":4,\"n_layer\":2,\"n_positions\":256";
+        Assert.Equal($"{path}: field 'activation_function' must be a string, found {{\"name\":\"gelu\"}}.", Refused(gpt2 + ",\"activation_function\":{\"name\":\"gelu\"}}"));
+        Assert.Equal($"{path}: field 'hidden_act' must be a string, found 1.", Refused("{\"model_type\":\"llama\"," + llama + ",\"hidden_act\":1}"));
+        File.WriteAllText(path, gpt2 + "}");
+        Assert.Equal("gelu_new", TeacherConfig.FromHuggingFaceJson(path).Activation); // absent: the default
+        // A position count that is not an integer was truncated (8192.5 ran as 8192).
+        Assert.Equal($"{path}: rope_scaling of type 'llama3' needs a positive integer 'original_max_position_embeddings', found 8192.5.",
+            Refused("{\"model_type\":\"llama\"," + llama + ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":1,\"high_freq_factor\":4,\"original_max_position_embeddings\":8192.5}}"));
+    }
+
     [SharedDataFact]
     public void ShapeMismatchMissingTensorAndUnknownModelTypeAreNamed()
     {

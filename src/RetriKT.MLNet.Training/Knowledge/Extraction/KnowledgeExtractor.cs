@@ -249,37 +249,12 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
     /// </summary>
     private void CheckInput(SchemaShape input)
     {
-        CheckTextColumns(Template, input);
+        Template.CheckTextColumns(input);
         string labelName = _options.LabelColumnName;
         var label = input.FirstOrDefault(c => c.Name == labelName);
         if (label.Name is null)
             throw new ArgumentOutOfRangeException(paramName: null, $"Label column '{labelName}' not found. Columns: {string.Join(", ", input.Select(c => $"'{c.Name}'"))}.");
         SoftPromptPpoTrainer.CheckLabelType(label); // the prompt trainer's rule, which reads the same column
-    }
-
-    /// <summary>
-    /// The text columns <paramref name="template"/> reads are in <paramref name="input"/> and String; else one line naming
-    /// the column, the template and what the data has (no parameter name: hosts print it as it is). The extractor's
-    /// schema propagation and Fit, and its transformer's mapping, check with it.
-    /// </summary>
-    internal static void CheckTextColumns(TaskTemplate template, SchemaShape input)
-    {
-        static string Found(SchemaShape.Column c) => c.Kind switch
-        {
-            SchemaShape.Column.VectorKind.Scalar => $"{c.ItemType}",
-            SchemaShape.Column.VectorKind.Vector => $"Vector<{c.ItemType}>",
-            _ => $"Vector<{c.ItemType}> of variable size",
-        } + (c.IsKey ? " (key)" : "");
-        foreach (var name in new[] { template.TextColumn, template.Text2Column })
-        {
-            if (name is null) continue;
-            var column = input.FirstOrDefault(c => c.Name == name);
-            if (column.Name is null)
-                throw new ArgumentOutOfRangeException(paramName: null, $"Column '{name}' (String) is needed by template '{template.Name}'; found no such column. " +
-                                                                      $"Columns: {string.Join(", ", input.Select(c => $"'{c.Name}'"))}.");
-            if (column.Kind != SchemaShape.Column.VectorKind.Scalar || column.ItemType is not TextDataViewType)
-                throw new ArgumentOutOfRangeException(paramName: null, $"Column '{name}' (String) is needed by template '{template.Name}'; found {Found(column)}.");
-        }
     }
 
     /// <summary>Extracts the knowledge store from the few-shot data.</summary>
@@ -309,10 +284,9 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
     /// <summary>The template's text columns of <see cref="KnowledgeExtractorOptions.UnlabeledData"/>, row by row.</summary>
     private static List<(string Text, string? Text2)> ReadUnlabeled(IDataView data, TaskTemplate template)
     {
-        DataViewSchema.Column Text(string name) => data.Schema.GetColumnOrNull(name) is { Type: TextDataViewType } c ? c
-            : throw new ArgumentException($"UnlabeledData: column '{name}' (String) is needed by template '{template.Name}'; found {data.Schema.GetColumnOrNull(name)?.Type.ToString() ?? "no such column"}.");
-        var text = Text(template.TextColumn);
-        var text2 = template.Text2Column is { } name2 ? Text(name2) : (DataViewSchema.Column?)null;
+        template.CheckTextColumns(SchemaShapes.Of(data.Schema), data: "UnlabeledData");
+        var text = data.Schema[template.TextColumn];
+        var text2 = template.Text2Column is { } name2 ? data.Schema[name2] : (DataViewSchema.Column?)null;
         var rows = new List<(string, string?)>();
         using var cursor = data.GetRowCursor(text2 is { } t2 ? [text, t2] : [text]);
         var getText = cursor.GetGetter<ReadOnlyMemory<char>>(text);

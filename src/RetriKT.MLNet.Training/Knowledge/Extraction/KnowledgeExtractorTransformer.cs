@@ -83,7 +83,7 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
         {
             _parent = parent;
             var template = parent.SoftPrompts.Template;
-            KnowledgeExtractor.CheckTextColumns(template, SchemaShapes.Of(schema));
+            template.CheckTextColumns(SchemaShapes.Of(schema));
             _text = schema[template.TextColumn];
             _text2 = template.Text2Column is null ? null : schema[template.Text2Column];
             var slotNames = new VBuffer<ReadOnlyMemory<char>>(parent.Store.LabelCount, parent.Store.LabelNames.Select(n => n.AsMemory()).ToArray());
