@@ -25,11 +25,8 @@ internal static class TeacherCheckpoints
         var configPath = Path.Combine(dir, ConfigFile);
         var config = TeacherConfig.FromHuggingFaceJson(configPath);
         var genConfig = Path.Combine(dir, "generation_config.json");
-        if (File.Exists(genConfig) && JsonFiles.ReadObject(genConfig)["eos_token_id"] is { } eosNode)
-        {
-            IReadOnlyList<int> eos = eosNode is JsonArray a ? a.Select(x => x!.GetValue<int>()).ToArray() : [eosNode.GetValue<int>()];
-            config = config with { EosTokenIds = eos };
-        }
+        if (File.Exists(genConfig) && TeacherConfig.TokenIds(JsonFiles.ReadObject(genConfig), "eos_token_id", genConfig) is { } eos)
+            config = (config with { EosTokenIds = eos }).Validate(genConfig);
 
         var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
         var single = Path.Combine(dir, WeightsFile);

@@ -125,6 +125,23 @@ public sealed record TeacherConfig
         return FromHuggingFaceJson(JsonFiles.ReadObject(path), path);
     }
 
+    /// <summary>
+    /// A token-id field (<c>eos_token_id</c>): one id or a list of them, null when absent or JSON null; any other JSON
+    /// is named in one line ("file: field 'eos_token_id' must be a token id or a list of them, found …"). config.json
+    /// and generation_config.json are read with it.
+    /// </summary>
+    internal static IReadOnlyList<int>? TokenIds(JsonObject root, string field, string source)
+    {
+        InvalidDataException WrongType(JsonNode node) => new($"{source}: field '{field}' must be a token id or a list of them, found {node.ToJsonString()}.");
+        return root[field] switch
+        {
+            null => null,
+            JsonArray a => a.Select(x => x is JsonValue v && v.TryGetValue<int>(out var i) ? i : throw WrongType(a)).ToArray(),
+            JsonValue v when v.TryGetValue<int>(out var i) => [i],
+            var node => throw WrongType(node),
+        };
+    }
+
     /// <summary>Parses a Hugging Face config object (see <see cref="FromHuggingFaceJson(string)"/>).</summary>
     public static TeacherConfig FromHuggingFaceJson(JsonObject root, string source)
     {
@@ -158,13 +175,7 @@ public sealed record TeacherConfig
             JsonValue v when v.TryGetValue<bool>(out var b) => b,
             var node => throw WrongType(field, "true or false", node),
         };
-        IReadOnlyList<int> Ids(string field) => root[field] switch
-        {
-            null => [],
-            JsonArray a => a.Select(x => x is JsonValue v && v.TryGetValue<int>(out var i) ? i : throw WrongType(field, "a token id or a list of them", a)).ToArray(),
-            JsonValue v when v.TryGetValue<int>(out var i) => [i],
-            var node => throw WrongType(field, "a token id or a list of them", node),
-        };
+        IReadOnlyList<int> Ids(string field) => TokenIds(root, field, source) ?? [];
 
         if (modelType == "gpt2")
         {

@@ -204,6 +204,30 @@ public sealed class TeacherLoadingTests : IDisposable
             Refused("{\"model_type\":\"llama\"," + llama + ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":1,\"high_freq_factor\":4,\"original_max_position_embeddings\":8192.5}}"));
     }
 
+    /// <summary>
+    /// generation_config.json's eos_token_id was read with unchecked GetValue&lt;int&gt;: a string gave a bare
+    /// InvalidOperationException, and an id outside the vocabulary was taken as the stop token (config.json's own is
+    /// refused). Both are now named with the file.
+    /// </summary>
+    [SharedDataFact]
+    public void GenerationConfigStopTokensAreCheckedAsConfigJsonsAre()
+    {
+        var dir = CopyDir(Models("llama2c-stories260K-hf"), "gen-config");
+        var path = Path.Combine(dir, "generation_config.json");
+        string Refused(string json)
+        {
+            File.WriteAllText(path, json);
+            return Assert.Throws<InvalidDataException>(() => TeacherModel.Load(dir)).Message;
+        }
+        Assert.Equal($"{path}: field 'eos_token_id' must be a token id or a list of them, found \"2\".", Refused("{\"eos_token_id\":\"2\"}"));
+        Assert.Equal($"{path}: field 'eos_token_id' must be a token id or a list of them, found [2,\"x\"].", Refused("{\"eos_token_id\":[2,\"x\"]}"));
+        Assert.Equal($"{path}: eos_token_id 600 is outside the vocabulary [0, 512).", Refused("{\"eos_token_id\":[2,600]}"));
+        File.WriteAllText(path, "{\"eos_token_id\":[2,1]}");
+        using (var teacher = TeacherModel.Load(dir)) Assert.Equal([2, 1], teacher.Config.EosTokenIds);
+        File.WriteAllText(path, "{\"eos_token_id\":null}"); // as config.json: null is no override
+        using (var teacher = TeacherModel.Load(dir)) Assert.NotEmpty(teacher.Config.EosTokenIds);
+    }
+
     [SharedDataFact]
     public void ShapeMismatchMissingTensorAndUnknownModelTypeAreNamed()
     {
