@@ -415,7 +415,9 @@ public sealed class TeacherModel : IDisposable
     /// Log-likelihood of each continuation given its prefix, summed over the continuation's tokens:
     /// <c>log p(continuation | [prefixEmbeds] prefix)</c>. Rows are batched by length (<paramref name="batchSize"/> per
     /// forward pass, left padding), so a pass pads little. Prefixes are encoded with BOS (LLaMA family) and continuations
-    /// on their own without BOS, as the verbalizer classifier needs. Inference only.
+    /// on their own without BOS, as the verbalizer classifier needs; a continuation of a non-empty prefix is encoded as
+    /// text that follows other text (<see cref="TeacherTokenizer.EncodeContinuation"/>: no SentencePiece dummy-prefix
+    /// space), so " great" after "It was" scores the tokens it is in "It was great". Inference only.
     /// </summary>
     public double[] ScoreContinuations(IReadOnlyList<string> prefixes, IReadOnlyList<string> continuations, Tensor? prefixEmbeds = null, int batchSize = DefaultScoringBatch)
     {
@@ -424,7 +426,9 @@ public sealed class TeacherModel : IDisposable
         var tokenizer = Tokenizer ?? throw new InvalidOperationException("This teacher has no tokenizer; use the id overload of ContinuationLogLikelihood.");
         bool bos = Config.Architecture == TeacherArchitecture.Llama;
         var p = prefixes.Select(x => tokenizer.Encode(x, bos)).ToList();
-        var c = continuations.Select(x => tokenizer.Encode(x, false)).ToList();
+        // After text, a continuation is the ids it adds to the whole text (no SentencePiece dummy-prefix space); with no
+        // prefix text it is the start of a text.
+        var c = continuations.Select((x, i) => i < prefixes.Count && prefixes[i].Length > 0 ? tokenizer.EncodeContinuation(x) : tokenizer.Encode(x, false)).ToList();
         if (p.Count != c.Count || p.Count == 0)
             throw new ArgumentException($"Need as many prefixes as continuations (at least one); found {p.Count} and {c.Count}.");
         // Checked here, before the rows are reordered, so a message names the caller's row.

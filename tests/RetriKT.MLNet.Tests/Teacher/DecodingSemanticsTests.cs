@@ -1,0 +1,65 @@
+using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Teacher;
+using RetriKT.MLNet.Tests.Infrastructure;
+using TorchSharp;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace RetriKT.MLNet.Tests.Teacher;
+
+/// <summary>
+/// Generation and scoring semantics against their reference definitions (Hugging Face / lm-eval): which tokens a
+/// continuation is, which slot predicts it, and which tokens top-p keeps.
+/// </summary>
+public class DecodingSemanticsTests(ITestOutputHelper output)
+{
+    private static TeacherModel Stories() => TeacherModel.Load(TeacherGoldenTests.Models("llama2c-stories260K", "stories260K.bin"));
+
+    /// <summary>
+    /// A word scored after a prefix is the tokens that word becomes in the whole text. SentencePiece puts a dummy-prefix
+    /// space in front of every encoded text, so " girl" encoded alone is ["▁", "▁girl"]: the teacher was scored on a
+    /// lone space token and then on "girl" after a double space, a text it never saw.
+    /// </summary>
+    [SharedDataFact]
+    public void AContinuationAfterAPrefixIsScoredAsTheTokensOfTheWholeTextOnSentencePiece()
+    {
+        using var model = Stories();
+        var tokenizer = model.Tokenizer!;
+        const string prefix = "Once upon a time there was a little";
+        foreach (var word in new[] { " girl", " dog named Max" })
+        {
+            var prefixIds = tokenizer.Encode(prefix, addBos: true);
+            var whole = tokenizer.Encode(prefix + word, addBos: true);
+            Assert.Equal(prefixIds, whole[..prefixIds.Length]);
+            var continuation = whole[prefixIds.Length..];
+            using var expected = model.ContinuationLogLikelihood([prefixIds], [continuation]);
+            double score = model.ScoreContinuations([prefix], [word])[0];
+            output.WriteLine($"'{word}': whole-text ids [{string.Join(",", continuation)}] log p {expected.item<float>():F4}; ScoreContinuations {score:F4}");
+            Assert.Equal(expected.item<float>(), score, 3);
+        }
+        // A text with no prefix is the start of a text: there the dummy-prefix space belongs.
+        var start = tokenizer.Encode("The dog", addBos: true);
+        using var fromStart = model.ContinuationLogLikelihood([start[..1]], [start[1..]]);
+        Assert.Equal(fromStart.item<float>(), model.ScoreContinuations([""], ["The dog"])[0], 3);
+    }
+
+    /// <summary>The verbalizer's words are continuations too: one-token words take the one-pass path and score as such.</summary>
+    [SharedDataFact]
+    public void VerbalizerWordsThatAreOneTokenInTheTextTakeTheOneTokenPathOnSentencePiece()
+    {
+        using var model = Stories();
+        var template = new TaskTemplate
+        {
+            Name = "mood", ClassificationFormat = "{text} The dog was{label}",
+            Verbalizer = new Dictionary<string, string> { ["0"] = " happy", ["1"] = " big" },
+        };
+        var classifier = new VerbalizerClassifier(model, template, ["0", "1"], calibrate: false);
+        Assert.True(classifier.SingleTokenWords, "' happy' and ' big' are one token each inside a text");
+        var p = classifier.Probabilities([("Once upon a time", null)])[0];
+        var next = model.ScoreNextTokens(["Once upon a time The dog was"],
+            [model.Tokenizer!.Encode("a happy")[^1], model.Tokenizer.Encode("a big")[^1]])[0];
+        double expected = Math.Exp(next[0]) / (Math.Exp(next[0]) + Math.Exp(next[1]));
+        output.WriteLine($"p(happy) {p[0]:F4}, from the next-token log-probs {expected:F4}");
+        Assert.Equal(expected, p[0], 4);
+    }
+}
