@@ -272,7 +272,7 @@ public sealed class TeacherModel : IDisposable
                 for (int i = 0; i < batch; i++)
                     if (prompts[i].Length > 0) seen[i].index_fill_(0, tensor(prompts[i].Select(x => (long)x).ToArray(), device: Device), HeldScalars.True);
             }
-            var logits = LastLogits(RunDecoder(embeds, mask, cache));
+            var logits = PromptEndLogits(RunDecoder(embeds, mask, cache), prompts, prefixLength);
             managed?.AdoptPrefill(cache!, (int)prefixLength, prompts.Select(p => p.Length).ToArray());
             // Chosen tokens' log-probs stay on the device until the end: each step syncs only the ids (stop checks need them).
             var chosenLogps = zeros(new long[] { batch, Math.Max(maxNew, 1) }, ScalarType.Float32, Device);
@@ -353,6 +353,20 @@ public sealed class TeacherModel : IDisposable
     }
 
     internal Tensor LastLogits(Tensor hidden) => _module.LmHead(hidden.narrow(1, hidden.shape[1] - 1, 1).squeeze(1));
+
+    /// <summary>
+    /// Next-token logits <c>[B, V]</c> after each row's prompt in a prefill laid out as [prefix][left padding][prompt]: the
+    /// last slot, except for a row with no prompt ids padded next to longer ones, whose last real slot is the prefix's
+    /// last (its last slot is a pad, whose output is not the prefix's).
+    /// </summary>
+    private Tensor PromptEndLogits(Tensor hidden, IReadOnlyList<int[]> prompts, long prefixLength)
+    {
+        long b = hidden.shape[0], last = hidden.shape[1] - 1;
+        if (prefixLength == 0 || prompts.All(p => p.Length > 0) || prompts.All(p => p.Length == 0)) return LastLogits(hidden);
+        var slots = prompts.Select(p => p.Length == 0 ? prefixLength - 1 : last).ToArray();
+        var index = tensor(slots, new long[] { b, 1, 1 }, device: Device).expand(b, 1, hidden.shape[2]);
+        return _module.LmHead(hidden.gather(1, index).squeeze(1));
+    }
 
     private List<int[]> PromptRows(GenerationRequest request)
     {
@@ -545,7 +559,23 @@ public sealed class TeacherModel : IDisposable
         var logits = Forward(embeds, maskT).Logits.to(ScalarType.Float32);
         // Slot s predicts slot s+1. Token slot j sits at softLength + j; its predictor is softLength + j - 1.
         Tensor predictors, targets, weights;
-        if (softLength > 0) { predictors = logits.narrow(1, softLength - 1, longest); targets = idT; weights = weightT; }
+        if (softLength > 0)
+        {
+            predictors = logits.narrow(1, softLength - 1, longest); targets = idT; weights = weightT;
+            // A row with no prefix ids, padded, has pads between the soft prompt and its first token: that token is
+            // predicted by the soft prompt's last slot, not by the pad slot before it (a pad attends to the soft prompt
+            // as a token-0 embedding would, so its output is not the soft prompt's).
+            var emptyPadded = Enumerable.Range(0, n).Where(i => prefixIds[i].Length == 0 && continuationIds[i].Length < longest).ToList();
+            if (emptyPadded.Count > 0)
+            {
+                var slots = new long[n * longest];
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < longest; j++) slots[i * longest + j] = softLength - 1 + j;
+                foreach (int i in emptyPadded) slots[i * longest + longest - continuationIds[i].Length] = softLength - 1;
+                var index = tensor(slots, new long[] { n, longest, 1 }, device: Device).expand(n, longest, logits.shape[2]);
+                predictors = logits.gather(1, index);
+            }
+        }
         else { predictors = logits.narrow(1, 0, longest - 1); targets = idT.narrow(1, 1, longest - 1); weights = weightT.narrow(1, 1, longest - 1); }
         var tokenLogp = predictors.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1);
         return tokenLogp.mul(weights).sum(1);

@@ -62,4 +62,50 @@ public class DecodingSemanticsTests(ITestOutputHelper output)
         output.WriteLine($"p(happy) {p[0]:F4}, from the next-token log-probs {expected:F4}");
         Assert.Equal(expected, p[0], 4);
     }
+
+    /// <summary>
+    /// Rows with an empty prefix after a soft prompt, padded together: the first continuation token is predicted by the
+    /// soft prompt's last slot, not by a padding slot (GPT-2 adds no BOS, so stage-1 targets have empty prefixes).
+    /// </summary>
+    [SharedDataFact]
+    public void EmptyPrefixRowsAfterASoftPromptScoreTheSameBatchedAsAlone()
+    {
+        using var model = TeacherModel.Load(TeacherGoldenTests.Models("hf-tiny-random-gpt2"));
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var soft = randn(new long[] { 3, model.Config.HiddenSize }, generator: new Generator(5)).mul(0.5);
+        int[][] prefixes = [[], [], [17]];
+        int[][] continuations = [[11, 22, 33, 44], [55], [66, 77]];
+        var batched = model.ContinuationLogLikelihood(prefixes, continuations, soft).data<float>().ToArray();
+        for (int i = 0; i < prefixes.Length; i++)
+        {
+            float alone = model.ContinuationLogLikelihood([prefixes[i]], [continuations[i]], soft).item<float>();
+            output.WriteLine($"row {i}: batched {batched[i]:F5}, alone {alone:F5}");
+            Assert.Equal(alone, batched[i], 3);
+        }
+    }
+
+    /// <summary>
+    /// Generation from a soft prompt alone (an empty prompt row) batched with a row that has prompt ids: its first token
+    /// comes from the soft prompt's last slot, as when it is generated alone, on the torch and the managed path.
+    /// </summary>
+    [SharedDataFact]
+    public void AnEmptyPromptRowAfterASoftPromptGeneratesTheSameBatchedAsAlone()
+    {
+        using var model = Stories();
+        using var scope = NewDisposeScope();
+        var soft = randn(new long[] { 3, model.Config.HiddenSize }, generator: new Generator(9)).mul(0.5);
+        int[][] prompts = [[], [1, 403, 261, 275]];
+        foreach (bool torchDecode in new[] { true, false })
+        {
+            var batched = model.Generate(new GenerationRequest { PromptIds = prompts, PrefixEmbeds = soft, MaxNewTokens = 12, TorchDecode = torchDecode });
+            for (int i = 0; i < prompts.Length; i++)
+            {
+                var alone = model.Generate(new GenerationRequest { PromptIds = [prompts[i]], PrefixEmbeds = soft, MaxNewTokens = 12, TorchDecode = torchDecode }).Sequences[0];
+                output.WriteLine($"torch {torchDecode} row {i}: batched [{string.Join(",", batched.Sequences[i].TokenIds)}], alone [{string.Join(",", alone.TokenIds)}]");
+                Assert.Equal(alone.TokenIds, batched.Sequences[i].TokenIds);
+                Assert.Equal(alone.TokenLogProbs[0], batched.Sequences[i].TokenLogProbs[0], 3);
+            }
+        }
+    }
 }
