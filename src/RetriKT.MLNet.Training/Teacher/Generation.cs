@@ -85,9 +85,10 @@ internal static class Sampler
         if (p >= 1) return logits;
         var (sorted, order) = logits.sort(-1, descending: true);
         var probs = sorted.softmax(-1);
-        // Drop a token when the tokens before it already reach p (the first token is always kept).
+        // Drop a token when the tokens before it already reach p (mass >= p, as HF's top-p: the kept set is the smallest
+        // whose mass reaches p); the first token is always kept, since nothing comes before it and p > 0.
         using var threshold = p.ToScalar(); // held across the call (see HeldScalars)
-        var remove = probs.cumsum(-1).sub(probs).gt(threshold);
+        var remove = probs.cumsum(-1).sub(probs).ge(threshold);
         var removeOriginal = zeros_like(remove).scatter(-1, order, remove);
         return logits.masked_fill(removeOriginal, HeldScalars.NegativeInfinity);
     }

@@ -108,4 +108,22 @@ public class DecodingSemanticsTests(ITestOutputHelper output)
             }
         }
     }
+
+    /// <summary>
+    /// Top-p keeps the smallest set of most probable tokens whose mass reaches p (HF: a token goes when the mass before it
+    /// is already >= p). Two tokens of 0.5 each with p = 0.5: the first alone reaches p.
+    /// </summary>
+    [Fact]
+    public void TopPKeepsTheSmallestSetWhoseMassReachesP()
+    {
+        using var scope = NewDisposeScope();
+        var logits = tensor(new float[] { 0f, 0f, -1000f, 2f, 2f, -1000f }, new long[] { 2, 3 });
+        var kept = Sampler.TopP(logits, 0.5).isfinite().sum(1).data<long>().ToArray();
+        Assert.Equal(new long[] { 1, 1 }, kept);
+        // Just above the first token's mass, the second joins.
+        kept = Sampler.TopP(logits, 0.5001).isfinite().sum(1).data<long>().ToArray();
+        Assert.Equal(new long[] { 2, 2 }, kept);
+        // p = 1 keeps everything, also tokens of probability 0.
+        Assert.Equal(6, Sampler.TopP(logits, 1).isfinite().sum().item<long>());
+    }
 }
