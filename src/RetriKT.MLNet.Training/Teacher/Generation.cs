@@ -32,7 +32,11 @@ public sealed class GenerationRequest
     public IReadOnlyList<int>? StopTokenIds { get; init; }
     /// <summary>Strings that end a row once the decoded output contains one (the text is cut after it).</summary>
     public IReadOnlyList<string>? StopSequences { get; init; }
-    /// <summary>Seed of the per-call torch.Generator; the same seed gives the same samples. Null: a random seed.</summary>
+    /// <summary>
+    /// Seed of the per-call torch.Generator; the same seed gives the same samples for the same rows in the same order
+    /// (each step draws every row from the one generator, so another batch size or row order draws other samples, row 0
+    /// included). Null: a random seed.
+    /// </summary>
     public long? Seed { get; init; }
     /// <summary>Reuse keys/values of earlier positions (much faster; identical results). Default true.</summary>
     public bool UseKvCache { get; init; } = true;
