@@ -431,7 +431,8 @@ public sealed class TeacherModel : IDisposable
     /// forward pass, left padding), so a pass pads little. Prefixes are encoded with BOS (LLaMA family) and continuations
     /// on their own without BOS, as the verbalizer classifier needs; a continuation of a non-empty prefix is encoded as
     /// text that follows other text (<see cref="TeacherTokenizer.EncodeContinuation"/>: no SentencePiece dummy-prefix
-    /// space), so " great" after "It was" scores the tokens it is in "It was great". Inference only.
+    /// space), so " great" after "It was" scores the tokens it is in "It was great". An empty prefix without a soft prompt
+    /// is the start of a text: BOS, or for a teacher without one (GPT-2) its end-of-text token. Inference only.
     /// </summary>
     public double[] ScoreContinuations(IReadOnlyList<string> prefixes, IReadOnlyList<string> continuations, Tensor? prefixEmbeds = null, int batchSize = DefaultScoringBatch)
     {
@@ -439,7 +440,7 @@ public sealed class TeacherModel : IDisposable
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
         var tokenizer = Tokenizer ?? throw new InvalidOperationException("This teacher has no tokenizer; use the id overload of ContinuationLogLikelihood.");
         bool bos = Config.Architecture == TeacherArchitecture.Llama;
-        var p = prefixes.Select(x => tokenizer.Encode(x, bos)).ToList();
+        var p = prefixes.Select(x => StartOfText(tokenizer.Encode(x, bos), prefixEmbeds is null)).ToList();
         // After text, a continuation is the ids it adds to the whole text (no SentencePiece dummy-prefix space); with no
         // prefix text it is the start of a text.
         var c = continuations.Select((x, i) => i < prefixes.Count && prefixes[i].Length > 0 ? tokenizer.EncodeContinuation(x) : tokenizer.Encode(x, false)).ToList();
@@ -454,6 +455,13 @@ public sealed class TeacherModel : IDisposable
             return scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
         });
     }
+
+    /// <summary>
+    /// A prefix with no ids and nothing else to condition on (no soft prompt) starts with the tokenizer's BOS, else its EOS:
+    /// a teacher that adds no BOS (GPT-2) scores a text from its end-of-text token, as lm-eval does, instead of refusing.
+    /// </summary>
+    private int[] StartOfText(int[] prefixIds, bool nothingElse) =>
+        prefixIds.Length == 0 && nothingElse && (Tokenizer?.BosId ?? Tokenizer?.EosId) is int start ? [start] : prefixIds;
 
     /// <summary>
     /// The scoring methods' loop: rows ordered by <paramref name="length"/>, <paramref name="batchSize"/> per call of
@@ -493,7 +501,7 @@ public sealed class TeacherModel : IDisposable
     /// <c>[prefixes][candidates]</c>. Equal to <see cref="ScoreContinuations"/> with each candidate as a one-token
     /// continuation, at a fraction of its cost: one row per prefix instead of one per (prefix, candidate), the LM head at
     /// the last position only, and prefixes batched by length (<paramref name="batchSize"/> rows per forward pass) so
-    /// little is padded. Prefixes are encoded with BOS (LLaMA family). Inference only.
+    /// little is padded. Prefixes are encoded with BOS (LLaMA family); an empty one is the start of a text (BOS, else EOS). Inference only.
     /// </summary>
     public double[][] ScoreNextTokens(IReadOnlyList<string> prefixes, IReadOnlyList<int> candidateIds, int batchSize = DefaultScoringBatch)
     {
@@ -504,7 +512,7 @@ public sealed class TeacherModel : IDisposable
             if (id < 0 || id >= Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(candidateIds), $"Candidate id {id} is outside [0, {Config.VocabSize}).");
         var tokenizer = Tokenizer ?? throw new InvalidOperationException("This teacher has no tokenizer to encode the prefixes with.");
         bool bos = Config.Architecture == TeacherArchitecture.Llama;
-        var rows = prefixes.Select(x => tokenizer.Encode(x, bos)).ToList();
+        var rows = prefixes.Select(x => StartOfText(tokenizer.Encode(x, bos), true)).ToList();
         for (int i = 0; i < rows.Count; i++)
         {
             if (rows[i].Length == 0) throw new ArgumentException($"Prefix {i} is empty: the next token has nothing to condition on.");

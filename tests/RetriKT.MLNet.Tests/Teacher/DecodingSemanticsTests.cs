@@ -110,6 +110,25 @@ public class DecodingSemanticsTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A text scored with no prefix text on a teacher that adds no BOS (GPT-2) is conditioned on its end-of-text token,
+    /// as lm-eval does, instead of failing: the fluency filter scores whole samples so, and threw for every GPT-2 teacher.
+    /// </summary>
+    [SharedDataFact]
+    public void AContinuationWithNoPrefixTextIsScoredAfterEndOfTextOnGpt2()
+    {
+        using var model = TeacherModel.Load(TeacherGoldenTests.Models("hf-tiny-random-gpt2"));
+        var tokenizer = model.Tokenizer!;
+        int start = tokenizer.EosId!.Value;
+        using var expected = model.ContinuationLogLikelihood([[start]], [tokenizer.Encode("The dog ran.")]);
+        Assert.Equal(expected.item<float>(), model.ScoreContinuations([""], ["The dog ran."])[0], 3);
+        var next = model.ScoreNextTokens([""], [tokenizer.Encode("The")[0]])[0][0];
+        using var first = model.ContinuationLogLikelihood([[start]], [[tokenizer.Encode("The")[0]]]);
+        Assert.Equal(first.item<float>(), next, 3);
+        var fluency = new RetriKT.MLNet.Knowledge.Extraction.FluencyFilter(model, TaskTemplates.Sst2, [("a fine film", null), ("dull", null)], 0);
+        Assert.True(double.IsFinite(fluency.Threshold), $"threshold {fluency.Threshold}");
+    }
+
+    /// <summary>
     /// Top-p keeps the smallest set of most probable tokens whose mass reaches p (HF: a token goes when the mass before it
     /// is already >= p). Two tokens of 0.5 each with p = 0.5: the first alone reaches p.
     /// </summary>
