@@ -201,6 +201,9 @@ internal sealed class Llama2cTokenizer
         return Encoding.UTF8.GetString(buffer);
     }
 
+    /// <summary>Whether <paramref name="id"/>'s piece starts with a space ("▁"), which <see cref="Decode"/> drops at the start of a text.</summary>
+    public bool StartsWithSpace(int id) => id >= 0 && id < _pieces.Length && id != BosId && id != EosId && _pieces[id].Length > 0 && _pieces[id][0] == (byte)' ';
+
     /// <summary>Decodes like run.c: BOS/EOS dropped, the first piece loses its dummy-prefix space, byte pieces become raw bytes.</summary>
     public string Decode(IEnumerable<int> ids)
     {

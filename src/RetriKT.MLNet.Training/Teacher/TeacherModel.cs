@@ -305,10 +305,14 @@ public sealed class TeacherModel : IDisposable
                     else if (request.StopSequences is { Count: > 0 } stops && Tokenizer is not null)
                     {
                         var text = Tokenizer.Decode(outIds[i]);
+                        // Stops are looked for in the output as it reads after the prompt: SentencePiece's Decode drops
+                        // the first piece's leading space ("▁there" → "there"), so a stop " there" there went unseen.
+                        var reads = Tokenizer.DecodeContinuation(outIds[i]);
+                        int dropped = reads.Length - text.Length;
                         foreach (var s in stops)
                         {
-                            int at = s.Length == 0 ? -1 : text.IndexOf(s, StringComparison.Ordinal);
-                            if (at >= 0) { done[i] = true; reasons[i] = "stop_sequence"; texts[i] = text[..(at + s.Length)]; break; }
+                            int at = s.Length == 0 ? -1 : reads.IndexOf(s, StringComparison.Ordinal);
+                            if (at >= 0) { done[i] = true; reasons[i] = "stop_sequence"; texts[i] = text[..Math.Max(0, at + s.Length - dropped)]; break; }
                         }
                     }
                 }

@@ -129,6 +129,26 @@ public class DecodingSemanticsTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A stop sequence is looked for in the output as it reads after the prompt: with SentencePiece, the first generated
+    /// piece's leading space counts (" there" after "Once upon a time," stops at once; before, generation ran on to the
+    /// token limit and returned the stop in its text). Stops spanning tokens still stop, and the text ends after the stop.
+    /// </summary>
+    [SharedDataFact]
+    public void AStopSequenceWithTheFirstPiecesLeadingSpaceStopsOnSentencePiece()
+    {
+        using var model = Stories();
+        GeneratedSequence Run(string stop) => model.Generate(new GenerationRequest { Prompts = ["Once upon a time,"], MaxNewTokens = 12, StopSequences = [stop] }).Sequences[0];
+        var plain = model.Generate(new GenerationRequest { Prompts = ["Once upon a time,"], MaxNewTokens = 12 }).Sequences[0];
+        Assert.StartsWith("there was a", plain.Text);
+        var atStart = Run(" there");
+        Assert.Equal(("stop_sequence", 1, "there"), (atStart.FinishReason, atStart.TokenIds.Length, atStart.Text));
+        var spanning = Run("re was a");
+        Assert.Equal(("stop_sequence", 3, "there was a"), (spanning.FinishReason, spanning.TokenIds.Length, spanning.Text));
+        var later = Run(" was");
+        Assert.Equal(("stop_sequence", 2, "there was"), (later.FinishReason, later.TokenIds.Length, later.Text));
+    }
+
+    /// <summary>
     /// Top-p keeps the smallest set of most probable tokens whose mass reaches p (HF: a token goes when the mass before it
     /// is already >= p). Two tokens of 0.5 each with p = 0.5: the first alone reaches p.
     /// </summary>
