@@ -46,8 +46,8 @@ internal sealed class SoftPromptPolicy
     public int[] TargetIds(PromptExample e)
     {
         var target = Template.RenderTarget(e.Text, e.Text2);
-        if (Template.Target == GenerationTarget.SecondPart) target = " " + target;
-        var ids = Tokenizer.Encode(target, addBos: false);
+        // A second part continues its visible context: " " + text, encoded as text after text (no SentencePiece dummy prefix).
+        var ids = Template.Target == GenerationTarget.SecondPart ? Tokenizer.EncodeContinuation(" " + target) : Tokenizer.Encode(target, addBos: false);
         return Tokenizer.EosId is int eos ? [.. ids, eos] : ids;
     }
 

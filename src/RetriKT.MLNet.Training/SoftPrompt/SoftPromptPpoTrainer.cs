@@ -134,7 +134,8 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         var matrix = teacher.EmbedVocabulary();
         var initIds = tokenizer.Encode(o.InitText, addBos: false);
         var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens,
-            l => [.. initIds, .. tokenizer.Encode(template.Verbalizer[labels[l]], addBos: false)], initIds, generator);
+            l => [.. initIds, .. (initIds.Length > 0 ? tokenizer.EncodeContinuation(template.Verbalizer[labels[l]]) : tokenizer.Encode(template.Verbalizer[labels[l]], addBos: false))],
+            initIds, generator);
         return new SoftPromptModule(labelInit, taskInit); // its parameters stay out of the scope
     }
 

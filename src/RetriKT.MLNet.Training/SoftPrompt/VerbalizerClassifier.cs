@@ -41,7 +41,9 @@ public sealed class VerbalizerClassifier : ILabelScorer
         Labels = labels.ToArray();
         BatchSize = batchSize;
         _words = Labels.Select(l => template.Verbalizer[l]).ToArray();
-        var encoded = _words.Select(w => teacher.Tokenizer.Encode(w, false)).ToArray();
+        // The words as they read after the prompt's text (no SentencePiece dummy-prefix space): what ScoreContinuations scores.
+        bool afterText = template.ClassificationFormat.IndexOf("{label}", StringComparison.Ordinal) > 0;
+        var encoded = _words.Select(w => afterText ? teacher.Tokenizer.EncodeContinuation(w) : teacher.Tokenizer.Encode(w, false)).ToArray();
         if (!rowPerWord && encoded.All(e => e.Length == 1)) _wordTokens = encoded.Select(e => e[0]).ToArray();
         if (calibrate)
         {

@@ -32,7 +32,11 @@ public sealed class GenerationRequest
     public IReadOnlyList<int>? StopTokenIds { get; init; }
     /// <summary>Strings that end a row once the decoded output contains one (the text is cut after it).</summary>
     public IReadOnlyList<string>? StopSequences { get; init; }
-    /// <summary>Seed of the per-call torch.Generator; the same seed gives the same samples. Null: a random seed.</summary>
+    /// <summary>
+    /// Seed of the per-call torch.Generator; the same seed gives the same samples for the same rows in the same order
+    /// (each step draws every row from the one generator, so another batch size or row order draws other samples, row 0
+    /// included). Null: a random seed.
+    /// </summary>
     public long? Seed { get; init; }
     /// <summary>Reuse keys/values of earlier positions (much faster; identical results). Default true.</summary>
     public bool UseKvCache { get; init; } = true;
@@ -85,9 +89,10 @@ internal static class Sampler
         if (p >= 1) return logits;
         var (sorted, order) = logits.sort(-1, descending: true);
         var probs = sorted.softmax(-1);
-        // Drop a token when the tokens before it already reach p (the first token is always kept).
+        // Drop a token when the tokens before it already reach p (mass >= p, as HF's top-p: the kept set is the smallest
+        // whose mass reaches p); the first token is always kept, since nothing comes before it and p > 0.
         using var threshold = p.ToScalar(); // held across the call (see HeldScalars)
-        var remove = probs.cumsum(-1).sub(probs).gt(threshold);
+        var remove = probs.cumsum(-1).sub(probs).ge(threshold);
         var removeOriginal = zeros_like(remove).scatter(-1, order, remove);
         return logits.masked_fill(removeOriginal, HeldScalars.NegativeInfinity);
     }

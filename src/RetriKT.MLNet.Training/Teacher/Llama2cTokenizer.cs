@@ -155,13 +155,18 @@ internal sealed class Llama2cTokenizer
         return new Llama2cTokenizer(pieces.ToArray(), scores.ToArray(), null);
     }
 
-    public List<int> Encode(string text, bool addBos)
+    /// <summary>
+    /// Encodes <paramref name="text"/>. <paramref name="dummyPrefix"/>: put SentencePiece's dummy-prefix space in front, as
+    /// for the start of a text (run.c always does); false encodes a text that continues other text, where a leading
+    /// space is the text's own (" great" is "▁great", not "▁" + "▁great").
+    /// </summary>
+    public List<int> Encode(string text, bool addBos, bool dummyPrefix = true)
     {
         var ids = new List<int>(text.Length + 2);
         if (addBos) ids.Add(BosId);
         if (text.Length == 0) return ids;
         var tokens = new List<int>(text.Length + 1);
-        if (_lookup.TryGetValue(" ", out var space)) tokens.Add(space);
+        if (dummyPrefix && _lookup.TryGetValue(" ", out var space)) tokens.Add(space);
         var bytes = new byte[4];
         for (int i = 0; i < text.Length;)
         {
@@ -195,6 +200,9 @@ internal sealed class Llama2cTokenizer
         a.CopyTo(buffer); b.CopyTo(buffer[a.Length..]);
         return Encoding.UTF8.GetString(buffer);
     }
+
+    /// <summary>Whether <paramref name="id"/>'s piece starts with a space ("▁"), which <see cref="Decode"/> drops at the start of a text.</summary>
+    public bool StartsWithSpace(int id) => id >= 0 && id < _pieces.Length && id != BosId && id != EosId && _pieces[id].Length > 0 && _pieces[id][0] == (byte)' ';
 
     /// <summary>Decodes like run.c: BOS/EOS dropped, the first piece loses its dummy-prefix space, byte pieces become raw bytes.</summary>
     public string Decode(IEnumerable<int> ids)

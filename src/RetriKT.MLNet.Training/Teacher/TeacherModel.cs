@@ -273,7 +273,7 @@ public sealed class TeacherModel : IDisposable
                 for (int i = 0; i < batch; i++)
                     if (prompts[i].Length > 0) seen[i].index_fill_(0, tensor(prompts[i].Select(x => (long)x).ToArray(), device: Device), HeldScalars.True);
             }
-            var logits = LastLogits(RunDecoder(embeds, mask, cache));
+            var logits = PromptEndLogits(RunDecoder(embeds, mask, cache), prompts, prefixLength);
             managed?.AdoptPrefill(cache!, (int)prefixLength, prompts.Select(p => p.Length).ToArray());
             // Chosen tokens' log-probs stay on the device until the end: each step syncs only the ids (stop checks need them).
             var chosenLogps = zeros(new long[] { batch, Math.Max(maxNew, 1) }, ScalarType.Float32, Device);
@@ -306,10 +306,14 @@ public sealed class TeacherModel : IDisposable
                     else if (request.StopSequences is { Count: > 0 } stops && Tokenizer is not null)
                     {
                         var text = Tokenizer.Decode(outIds[i]);
+                        // Stops are looked for in the output as it reads after the prompt: SentencePiece's Decode drops
+                        // the first piece's leading space ("▁there" → "there"), so a stop " there" there went unseen.
+                        var reads = Tokenizer.DecodeContinuation(outIds[i]);
+                        int dropped = reads.Length - text.Length;
                         foreach (var s in stops)
                         {
-                            int at = s.Length == 0 ? -1 : text.IndexOf(s, StringComparison.Ordinal);
-                            if (at >= 0) { done[i] = true; reasons[i] = "stop_sequence"; texts[i] = text[..(at + s.Length)]; break; }
+                            int at = s.Length == 0 ? -1 : reads.IndexOf(s, StringComparison.Ordinal);
+                            if (at >= 0) { done[i] = true; reasons[i] = "stop_sequence"; texts[i] = text[..Math.Max(0, at + s.Length - dropped)]; break; }
                         }
                     }
                 }
@@ -354,6 +358,20 @@ public sealed class TeacherModel : IDisposable
     }
 
     internal Tensor LastLogits(Tensor hidden) => _module.LmHead(hidden.narrow(1, hidden.shape[1] - 1, 1).squeeze(1));
+
+    /// <summary>
+    /// Next-token logits <c>[B, V]</c> after each row's prompt in a prefill laid out as [prefix][left padding][prompt]: the
+    /// last slot, except for a row with no prompt ids padded next to longer ones, whose last real slot is the prefix's
+    /// last (its last slot is a pad, whose output is not the prefix's).
+    /// </summary>
+    private Tensor PromptEndLogits(Tensor hidden, IReadOnlyList<int[]> prompts, long prefixLength)
+    {
+        long b = hidden.shape[0], last = hidden.shape[1] - 1;
+        if (prefixLength == 0 || prompts.All(p => p.Length > 0) || prompts.All(p => p.Length == 0)) return LastLogits(hidden);
+        var slots = prompts.Select(p => p.Length == 0 ? prefixLength - 1 : last).ToArray();
+        var index = tensor(slots, new long[] { b, 1, 1 }, device: Device).expand(b, 1, hidden.shape[2]);
+        return _module.LmHead(hidden.gather(1, index).squeeze(1));
+    }
 
     private List<int[]> PromptRows(GenerationRequest request)
     {
@@ -416,7 +434,10 @@ public sealed class TeacherModel : IDisposable
     /// Log-likelihood of each continuation given its prefix, summed over the continuation's tokens:
     /// <c>log p(continuation | [prefixEmbeds] prefix)</c>. Rows are batched by length (<paramref name="batchSize"/> per
     /// forward pass, left padding), so a pass pads little. Prefixes are encoded with BOS (LLaMA family) and continuations
-    /// on their own without BOS, as the verbalizer classifier needs. Inference only.
+    /// on their own without BOS, as the verbalizer classifier needs; a continuation of a non-empty prefix is encoded as
+    /// text that follows other text (<see cref="TeacherTokenizer.EncodeContinuation"/>: no SentencePiece dummy-prefix
+    /// space), so " great" after "It was" scores the tokens it is in "It was great". An empty prefix without a soft prompt
+    /// is the start of a text: BOS, or for a teacher without one (GPT-2) its end-of-text token. Inference only.
     /// </summary>
     public double[] ScoreContinuations(IReadOnlyList<string> prefixes, IReadOnlyList<string> continuations, Tensor? prefixEmbeds = null, int batchSize = DefaultScoringBatch)
     {
@@ -424,8 +445,10 @@ public sealed class TeacherModel : IDisposable
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
         var tokenizer = Tokenizer ?? throw new InvalidOperationException("This teacher has no tokenizer; use the id overload of ContinuationLogLikelihood.");
         bool bos = Config.Architecture == TeacherArchitecture.Llama;
-        var p = prefixes.Select(x => tokenizer.Encode(x, bos)).ToList();
-        var c = continuations.Select(x => tokenizer.Encode(x, false)).ToList();
+        var p = prefixes.Select(x => StartOfText(tokenizer.Encode(x, bos), prefixEmbeds is null)).ToList();
+        // After text, a continuation is the ids it adds to the whole text (no SentencePiece dummy-prefix space); with no
+        // prefix text it is the start of a text.
+        var c = continuations.Select((x, i) => i < prefixes.Count && prefixes[i].Length > 0 ? tokenizer.EncodeContinuation(x) : tokenizer.Encode(x, false)).ToList();
         if (p.Count != c.Count || p.Count == 0)
             throw new ArgumentException($"Need as many prefixes as continuations (at least one); found {p.Count} and {c.Count}.");
         // Checked here, before the rows are reordered, so a message names the caller's row.
@@ -437,6 +460,13 @@ public sealed class TeacherModel : IDisposable
             return scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
         });
     }
+
+    /// <summary>
+    /// A prefix with no ids and nothing else to condition on (no soft prompt) starts with the tokenizer's BOS, else its EOS:
+    /// a teacher that adds no BOS (GPT-2) scores a text from its end-of-text token, as lm-eval does, instead of refusing.
+    /// </summary>
+    private int[] StartOfText(int[] prefixIds, bool nothingElse) =>
+        prefixIds.Length == 0 && nothingElse && (Tokenizer?.BosId ?? Tokenizer?.EosId) is int start ? [start] : prefixIds;
 
     /// <summary>
     /// The scoring methods' loop: rows ordered by <paramref name="length"/>, <paramref name="batchSize"/> per call of
@@ -476,7 +506,7 @@ public sealed class TeacherModel : IDisposable
     /// <c>[prefixes][candidates]</c>. Equal to <see cref="ScoreContinuations"/> with each candidate as a one-token
     /// continuation, at a fraction of its cost: one row per prefix instead of one per (prefix, candidate), the LM head at
     /// the last position only, and prefixes batched by length (<paramref name="batchSize"/> rows per forward pass) so
-    /// little is padded. Prefixes are encoded with BOS (LLaMA family). Inference only.
+    /// little is padded. Prefixes are encoded with BOS (LLaMA family); an empty one is the start of a text (BOS, else EOS). Inference only.
     /// </summary>
     public double[][] ScoreNextTokens(IReadOnlyList<string> prefixes, IReadOnlyList<int> candidateIds, int batchSize = DefaultScoringBatch)
     {
@@ -487,7 +517,7 @@ public sealed class TeacherModel : IDisposable
             if (id < 0 || id >= Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(candidateIds), $"Candidate id {id} is outside [0, {Config.VocabSize}).");
         var tokenizer = Tokenizer ?? throw new InvalidOperationException("This teacher has no tokenizer to encode the prefixes with.");
         bool bos = Config.Architecture == TeacherArchitecture.Llama;
-        var rows = prefixes.Select(x => tokenizer.Encode(x, bos)).ToList();
+        var rows = prefixes.Select(x => StartOfText(tokenizer.Encode(x, bos), true)).ToList();
         for (int i = 0; i < rows.Count; i++)
         {
             if (rows[i].Length == 0) throw new ArgumentException($"Prefix {i} is empty: the next token has nothing to condition on.");
@@ -542,7 +572,23 @@ public sealed class TeacherModel : IDisposable
         var logits = Forward(embeds, maskT).Logits.to(ScalarType.Float32);
         // Slot s predicts slot s+1. Token slot j sits at softLength + j; its predictor is softLength + j - 1.
         Tensor predictors, targets, weights;
-        if (softLength > 0) { predictors = logits.narrow(1, softLength - 1, longest); targets = idT; weights = weightT; }
+        if (softLength > 0)
+        {
+            predictors = logits.narrow(1, softLength - 1, longest); targets = idT; weights = weightT;
+            // A row with no prefix ids, padded, has pads between the soft prompt and its first token: that token is
+            // predicted by the soft prompt's last slot, not by the pad slot before it (a pad attends to the soft prompt
+            // as a token-0 embedding would, so its output is not the soft prompt's).
+            var emptyPadded = Enumerable.Range(0, n).Where(i => prefixIds[i].Length == 0 && continuationIds[i].Length < longest).ToList();
+            if (emptyPadded.Count > 0)
+            {
+                var slots = new long[n * longest];
+                for (int i = 0; i < n; i++)
+                    for (int j = 0; j < longest; j++) slots[i * longest + j] = softLength - 1 + j;
+                foreach (int i in emptyPadded) slots[i * longest + longest - continuationIds[i].Length] = softLength - 1;
+                var index = tensor(slots, new long[] { n, longest, 1 }, device: Device).expand(n, longest, logits.shape[2]);
+                predictors = logits.gather(1, index);
+            }
+        }
         else { predictors = logits.narrow(1, 0, longest - 1); targets = idT.narrow(1, 1, longest - 1); weights = weightT.narrow(1, 1, longest - 1); }
         var tokenLogp = predictors.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1);
         return tokenLogp.mul(weights).sum(1);

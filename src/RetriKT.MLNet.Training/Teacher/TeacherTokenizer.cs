@@ -16,13 +16,17 @@ namespace RetriKT.MLNet.Teacher;
 public sealed class TeacherTokenizer
 {
     private readonly Func<string, List<int>> _encode;
+    private readonly Func<string, List<int>> _encodeContinuation;
+    private readonly Func<int, bool>? _startsWithSpace;
     private readonly Func<IEnumerable<int>, string> _decode;
     private readonly IReadOnlyList<string> _files;
 
     private TeacherTokenizer(string kind, int vocabSize, Func<string, List<int>> encode, Func<IEnumerable<int>, string> decode,
-        int? bos, int? eos, int? pad, IReadOnlyList<string> files)
+        int? bos, int? eos, int? pad, IReadOnlyList<string> files, Func<string, List<int>>? encodeContinuation = null,
+        Func<int, bool>? startsWithSpace = null)
     {
-        Kind = kind; VocabSize = vocabSize; _encode = encode; _decode = decode;
+        _startsWithSpace = startsWithSpace;
+        Kind = kind; VocabSize = vocabSize; _encode = encode; _encodeContinuation = encodeContinuation ?? encode; _decode = decode;
         BosId = bos; EosId = eos; PadId = pad; _files = files;
     }
 
@@ -47,6 +51,33 @@ public sealed class TeacherTokenizer
         var ids = _encode(text);
         if (addBos && BosId is int bos) ids.Insert(0, bos);
         return ids.ToArray();
+    }
+
+    /// <summary>
+    /// Encodes <paramref name="text"/> as it reads after other text (a verbalizer word after its prompt, a continuation
+    /// after its prefix): the ids it adds to the encoding of the whole text. Byte-level BPE: the same as
+    /// <see cref="Encode"/>. SentencePiece (<c>tokenizer.model</c> BPE, llama2.c): without the dummy-prefix space that
+    /// <see cref="Encode"/> puts at the start of a text, so " great" is "▁great" and not "▁" + "▁great" (a lone space
+    /// token, then the word after a double space). A SentencePiece unigram model is encoded by the library, which always
+    /// adds the dummy prefix: there this equals <see cref="Encode"/>.
+    /// </summary>
+    public int[] EncodeContinuation(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return _encodeContinuation(text).ToArray();
+    }
+
+    /// <summary>
+    /// Decodes ids as text that continues other text (generated output after its prompt): as <see cref="Decode"/>, but a
+    /// SentencePiece first piece keeps its leading space, which <see cref="Decode"/> drops as the dummy prefix of a text's
+    /// start ("▁there" reads " there" after "Once upon a time,"). Byte-level BPE keeps it anyway; unigram SentencePiece
+    /// models (library) are decoded as by <see cref="Decode"/>.
+    /// </summary>
+    internal string DecodeContinuation(IReadOnlyList<int> ids)
+    {
+        var text = Decode(ids);
+        int first = ids.FirstOrDefault(i => i != BosId && i != EosId && i != PadId, -1);
+        return _startsWithSpace is not null && first >= 0 && _startsWithSpace(first) && !text.StartsWith(' ') ? " " + text : text;
     }
 
     /// <summary>Decodes ids to text, leaving out BOS/EOS/PAD.</summary>
@@ -130,7 +161,8 @@ public sealed class TeacherTokenizer
                 : throw new InvalidDataException($"{configPath}: field '{field}': token '{content}' is not in the vocabulary of {tokenizerJsonPath}.");
         }
         int? bos = Id("bos_token", tokenizer.BosId), eos = Id("eos_token", tokenizer.EosId), pad = Id("pad_token", tokenizer.PadId) ?? eos;
-        return new TeacherTokenizer(tokenizer.Kind, tokenizer.VocabSize, tokenizer._encode, tokenizer._decode, bos, eos, pad, [.. tokenizer._files, configPath]);
+        return new TeacherTokenizer(tokenizer.Kind, tokenizer.VocabSize, tokenizer._encode, tokenizer._decode, bos, eos, pad, [.. tokenizer._files, configPath],
+            tokenizer._encodeContinuation, tokenizer._startsWithSpace);
     }
 
     private const string TokenizerConfigFile = "tokenizer_config.json";
@@ -203,8 +235,9 @@ public sealed class TeacherTokenizer
         }
         var bpe = Llama2cTokenizer.ReadSentencePieceBpe(modelPath);
         Func<string, List<int>> encode = bpe is not null ? t => bpe.Encode(t, addBos: false) : t => t.Length == 0 ? [] : sp.EncodeToIds(t).ToList();
+        Func<string, List<int>>? continuation = bpe is not null ? t => bpe.Encode(t, addBos: false, dummyPrefix: false) : null;
         return new TeacherTokenizer("sentencepiece", sp.Vocabulary.Count, encode, ids => sp.Decode(ids) ?? "",
-            sp.BeginningOfSentenceId, sp.EndOfSentenceId, null, [modelPath]);
+            sp.BeginningOfSentenceId, sp.EndOfSentenceId, null, [modelPath], continuation, bpe is null ? null : bpe.StartsWithSpace);
     }
 
     /// <summary>A llama2.c tokenizer export (<c>tokenizer.bin</c>, <c>tok512.bin</c>); BOS = 1, EOS = 2.</summary>
@@ -212,7 +245,7 @@ public sealed class TeacherTokenizer
     {
         var t = Llama2cTokenizer.Read(path);
         return new TeacherTokenizer("llama2c", t.VocabSize, s => t.Encode(s, addBos: false), t.Decode,
-            Llama2cTokenizer.BosId, Llama2cTokenizer.EosId, null, [path]);
+            Llama2cTokenizer.BosId, Llama2cTokenizer.EosId, null, [path], s => t.Encode(s, addBos: false, dummyPrefix: false), t.StartsWithSpace);
     }
 
     /// <summary>

@@ -91,19 +91,14 @@ public class KnowledgeExtractorTests
             return o;
         }
 
-        var warnings = new List<string>();
-        mlContext.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
         var intended = mlContext.RetriKT().KnowledgeExtractor(Strict(assign: false)).Fit(data);
-        // The teacher that calls nearly every story sad is named for "happy", and only for it.
-        Assert.Contains(warnings, w => w.Contains("Label 'happy': the teacher gives") && w.Contains("no more than chance (50.0 % for 2 labels)"));
-        Assert.DoesNotContain(warnings, w => w.Contains("Label 'sad': the teacher gives"));
         var assigned = mlContext.RetriKT().KnowledgeExtractor(Strict(assign: true)).Fit(data);
 
         var generated = assigned.Store.Entries.Where(e => e.Source == KnowledgeSource.Generated).ToList();
         Assert.NotEmpty(generated);
         Assert.All(generated, e => Assert.Equal(Array.IndexOf(e.SoftLabel, e.SoftLabel.Max()), e.Label));
         Assert.All(generated, e => Assert.Equal(e.SoftLabel[e.Label], e.Fidelity));
-        // stories260K calls nearly every story sad: neither way fills "happy", and filing by the teacher's label never keeps fewer.
+        // Filing by the teacher's label never keeps fewer.
         foreach (var label in new[] { "happy", "sad" })
             Assert.True(assigned.Report!.Kept[label] >= intended.Report!.Kept[label], $"{label}: assigned {assigned.Report}; intended {intended.Report}");
         Assert.Equal(generated.Count, assigned.Report!.Kept.Values.Sum());

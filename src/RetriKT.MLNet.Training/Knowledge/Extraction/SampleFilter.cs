@@ -68,7 +68,8 @@ internal sealed class FluencyFilter
         var scores = _teacher.ScoreContinuations(prefixes, targets);
         for (int j = 0; j < usable.Count; j++)
         {
-            int tokens = Math.Max(1, _teacher.Tokenizer!.Encode(targets[j], false).Length);
+            // As ScoreContinuations encodes it: after a visible context, as text that continues it.
+            int tokens = Math.Max(1, (prefixes[j].Length > 0 ? _teacher.Tokenizer!.EncodeContinuation(targets[j]) : _teacher.Tokenizer!.Encode(targets[j], false)).Length);
             result[usable[j].i] = -scores[j] / tokens;
         }
         return result;
