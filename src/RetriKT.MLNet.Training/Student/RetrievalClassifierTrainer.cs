@@ -368,7 +368,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         ArgumentNullException.ThrowIfNull(input);
         var host = new ComponentHost(_env, nameof(RetrievalClassifierTrainer), _options.Seed, _options.Progress, _options.CancellationToken);
         var (rows, labelNames, keyed) = ReadRows(input, host, "training data");
-        var (store, validation) = Validation(ComposeStore(rows, labelNames, keyed, host), host);
+        var (store, validation) = Validation(ComposeStore(rows, labelNames, keyed, host), rows, host);
         if (store.Count < 2) throw new ArgumentException($"Training needs at least 2 labelled rows with text; the store holds {store.Count}.", nameof(input));
         if (_options.Backbone is not null) return FitWithBackbone(store, validation, host);
 
@@ -521,13 +521,20 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     /// <see cref="Options.StoreValidationShare"/> of the store's generated entries taken out of it; null when neither is set
     /// or nothing would read them (no retrieval mix to tune and no epoch to choose: the store then keeps every entry).
     /// </summary>
-    private (KnowledgeStore Store, List<Row>? Validation) Validation(KnowledgeStore store, ComponentHost host)
+    /// <remarks>
+    /// Entries whose text must stay are never held out: one whose text the store holds again (its twin would train the
+    /// student on the validation row, which would retrieve itself at cosine 1), and one whose text is a training row's
+    /// (the store absorbed that row, so holding the entry out would take the user's gold row out of training).
+    /// </remarks>
+    private (KnowledgeStore Store, List<Row>? Validation) Validation(KnowledgeStore store, List<Row> trainingRows, ComponentHost host)
     {
         if (!_options.UseRetrieval && Patience(_options) == 0) return (store, null);
         if (_options.ValidationSet is { } given) return (store, ReadRows(given, host, "validation set", _options.ValidationWeightColumnName, _options.MixWeightColumnName).Rows);
         double share = StoreShare(_options);
         if (!(share > 0)) return (store, null);
-        var (kept, heldOut) = StoreHoldOut.Split(store, share, host.Seed);
+        var stay = trainingRows.Select(r => ((string?)r.Text, r.Text2)).Concat(store.Entries.GroupBy(e => (e.Text, e.Text2)).Where(g => g.Count() > 1).Select(g => g.Key))
+            .ToHashSet();
+        var (kept, heldOut) = StoreHoldOut.Split(store, share, host.Seed, stay);
         if (heldOut.Count == 0)
         {
             // A store of training rows alone: by default it is simply not split; a share or a patience that was asked for
