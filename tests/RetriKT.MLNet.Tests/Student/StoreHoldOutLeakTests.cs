@@ -35,8 +35,8 @@ public class StoreHoldOutLeakTests
         using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyed);
 
         var kept = student.Store.Entries.GroupBy(e => e.Text!).ToDictionary(g => g.Key, g => g.Count());
-        Assert.All(repeated, t => Assert.Equal(2, kept.GetValueOrDefault(t)));          // a repeated text stays whole
         Assert.All(rows, r => Assert.True(kept.ContainsKey(r.Text), $"training row '{r.Text}' left the store"));
+        Assert.All(repeated, t => Assert.Equal(2, kept.GetValueOrDefault(t)));          // a repeated text stays whole
         Assert.True(student.Store.Count < store.Count, "the other entries are still held out");
     }
 }
