@@ -15,12 +15,15 @@ internal static class StoreHoldOut
 
     /// <summary>
     /// Splits off <paramref name="share"/> of the store's generated entries (never the gold few-shot ones), chosen by
-    /// <paramref name="seed"/>; the rest is the student's store.
+    /// <paramref name="seed"/>; the rest is the student's store. Entries whose (Text, Text2) is in <paramref name="stay"/>
+    /// are never held out (with none, the draw is the same as without the set).
     /// </summary>
-    public static (KnowledgeStore Kept, List<HeldOutEntry> HeldOut) Split(KnowledgeStore store, double share, int seed)
+    public static (KnowledgeStore Kept, List<HeldOutEntry> HeldOut) Split(KnowledgeStore store, double share, int seed,
+        IReadOnlySet<(string?, string?)>? stay = null)
     {
         if (share is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(share), $"StoreValidationShare must be in [0, 1), found {share}.");
-        var generated = Enumerable.Range(0, store.Count).Where(i => store.Entries[i].Source != KnowledgeSource.FewShot).ToList();
+        var generated = Enumerable.Range(0, store.Count)
+            .Where(i => store.Entries[i].Source != KnowledgeSource.FewShot && stay?.Contains((store.Entries[i].Text, store.Entries[i].Text2)) != true).ToList();
         int count = (int)Math.Round(generated.Count * share);
         if (count == 0) return (store, []);
         var rng = SeedMixer.Random(seed, "store-validation");

@@ -368,7 +368,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         ArgumentNullException.ThrowIfNull(input);
         var host = new ComponentHost(_env, nameof(RetrievalClassifierTrainer), _options.Seed, _options.Progress, _options.CancellationToken);
         var (rows, labelNames, keyed) = ReadRows(input, host, "training data");
-        var (store, validation) = Validation(ComposeStore(rows, labelNames, keyed, host), host);
+        var (store, validation) = Validation(ComposeStore(rows, labelNames, keyed, host), rows, host);
         if (store.Count < 2) throw new ArgumentException($"Training needs at least 2 labelled rows with text; the store holds {store.Count}.", nameof(input));
         if (_options.Backbone is not null) return FitWithBackbone(store, validation, host);
 
@@ -521,13 +521,20 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     /// <see cref="Options.StoreValidationShare"/> of the store's generated entries taken out of it; null when neither is set
     /// or nothing would read them (no retrieval mix to tune and no epoch to choose: the store then keeps every entry).
     /// </summary>
-    private (KnowledgeStore Store, List<Row>? Validation) Validation(KnowledgeStore store, ComponentHost host)
+    /// <remarks>
+    /// Entries whose text must stay are never held out: one whose text the store holds again (its twin would train the
+    /// student on the validation row, which would retrieve itself at cosine 1), and one whose text is a training row's
+    /// (the store absorbed that row, so holding the entry out would take the user's gold row out of training).
+    /// </remarks>
+    private (KnowledgeStore Store, List<Row>? Validation) Validation(KnowledgeStore store, List<Row> trainingRows, ComponentHost host)
     {
         if (!_options.UseRetrieval && Patience(_options) == 0) return (store, null);
         if (_options.ValidationSet is { } given) return (store, ReadRows(given, host, "validation set", _options.ValidationWeightColumnName, _options.MixWeightColumnName).Rows);
         double share = StoreShare(_options);
         if (!(share > 0)) return (store, null);
-        var (kept, heldOut) = StoreHoldOut.Split(store, share, host.Seed);
+        var stay = trainingRows.Select(r => ((string?)r.Text, r.Text2)).Concat(store.Entries.GroupBy(e => (e.Text, e.Text2)).Where(g => g.Count() > 1).Select(g => g.Key))
+            .ToHashSet();
+        var (kept, heldOut) = StoreHoldOut.Split(store, share, host.Seed, stay);
         if (heldOut.Count == 0)
         {
             // A store of training rows alone: by default it is simply not split; a share or a patience that was asked for
@@ -697,7 +704,24 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         if (given is not null) host.Info($"Knowledge store: {given.Count} given entries + {added} gold training rows.");
         var composed = new KnowledgeStore(labelNames, entries);
         RequireSecondTexts(composed);
+        if (!keyed) WarnOfOccurrenceOrder(rows, labelNames, host);
         return composed;
+    }
+
+    /// <summary>
+    /// String labels: the Score slots follow the store's or the sorted label order, while MapValueToKey (ML.NET's way to
+    /// make the key label its evaluator needs) numbers labels by first occurrence. ML.NET's evaluator reads slot i as key
+    /// i + 1 without comparing names, so where the two orders differ (SST-2's seed-21 split starts with a "1") a student
+    /// that scores 56.2 % was evaluated at 43.8 %, with nothing said. Warned about, with both orders.
+    /// </summary>
+    private void WarnOfOccurrenceOrder(List<Row> rows, string[] slotNames, ComponentHost host)
+    {
+        var byOccurrence = rows.Select(r => r.Label).Distinct(StringComparer.Ordinal).ToArray();
+        if (byOccurrence.SequenceEqual(slotNames, StringComparer.Ordinal)) return;
+        host.Warning($"Label column '{_options.LabelColumnName}' is String: Score slot i is label i of [{string.Join(", ", slotNames)}], but " +
+                     $"MapValueToKey(\"{_options.LabelColumnName}\") fitted on these rows numbers them [{string.Join(", ", byOccurrence)}] (first occurrence), " +
+                     "and ML.NET's evaluator reads slot i as key i + 1, so evaluated through such keys the scores would be read against other labels. " +
+                     "Put MapValueToKey before the trainer: the student then scores in key order.");
     }
 
     /// <summary>

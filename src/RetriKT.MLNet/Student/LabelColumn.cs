@@ -82,6 +82,18 @@ internal sealed class LabelColumn
         throw new ArgumentOutOfRangeException(nameof(column), $"Label column '{column.Name}' has unsupported key raw type {raw.Name}.");
     }
 
+    /// <summary>
+    /// The names a key column's KeyValues annotation gives keys 1..n, or null when the column is not a key of known count
+    /// with text key values (the evaluator's view of a label column).
+    /// </summary>
+    public static string[]? AnnotatedKeyNames(DataViewSchema.Column column)
+    {
+        if (column.Type is not KeyDataViewType { Count: > 0 and <= 100_000 } key) return null;
+        if (column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues) is not { Type: VectorDataViewType { ItemType: TextDataViewType } vector }
+            || vector.Size != (int)key.Count) return null;
+        return ReadKeyValues<ReadOnlyMemory<char>>(column, (int)key.Count);
+    }
+
     private static string[] KeyValueNames(DataViewSchema.Column column, int count)
     {
         var annotation = column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues);

@@ -1,0 +1,63 @@
+using Microsoft.ML;
+using Microsoft.ML.Runtime;
+using Microsoft.ML.Transforms;
+using RetriKT.MLNet.Student;
+
+namespace RetriKT.MLNet.Tests.Student;
+
+/// <summary>
+/// ML.NET's evaluator reads Score slot i as key i + 1 of the Label column and never compares the key's names with the
+/// slots'. A student trained on String labels scores in sorted order, and a MapValueToKey fitted afterwards numbers the
+/// labels by first occurrence: on SST-2's seed-21 split (first row "1") the evaluator read a 56.2 % student as 43.8 %,
+/// and nothing said so. Both the trainer and Transform now warn with both orders.
+/// </summary>
+public class ScoreSlotOrderWarningTests
+{
+    private static RetrievalClassifierTrainer.Options Tiny() => new() { HiddenSize = 8, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 1 };
+
+    private static List<string> Warnings(MLContext ml)
+    {
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.RawMessage); };
+        return warnings;
+    }
+
+    [Fact]
+    public void StringLabelsWhoseFirstOccurrenceOrderIsNotTheSlotOrder_AreWarnedAboutWithBothOrders()
+    {
+        var ml = new MLContext(seed: 1);
+        var warnings = Warnings(ml);
+        var rows = RetrievalClassifierBehaviourTests.Synthetic(20, 1); // the first row is "pos": keys by occurrence are [pos, neg]
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(Tiny()).Fit(ml.Data.LoadFromEnumerable(rows));
+        Assert.Equal(["neg", "pos"], student.LabelNames);
+        Assert.Contains(warnings, w => w.StartsWith("Label column 'Label' is String: Score slot i is label i of [neg, pos], but MapValueToKey(\"Label\") " +
+                                                    "fitted on these rows numbers them [pos, neg]", StringComparison.Ordinal));
+
+        // Rows whose first label is the first slot's: nothing to warn about.
+        var warned = warnings.Count;
+        using var sorted = ml.MulticlassClassification.Trainers.RetrievalClassifier(Tiny()).Fit(ml.Data.LoadFromEnumerable(rows.Skip(1).ToList()));
+        Assert.DoesNotContain(warnings.Skip(warned), w => w.StartsWith("Label column", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void TransformWarnsWhenAnInputKeyColumnHoldsTheLabelsInAnotherOrderThanTheScoreSlots()
+    {
+        var ml = new MLContext(seed: 1);
+        var warnings = Warnings(ml);
+        var data = ml.Data.LoadFromEnumerable(RetrievalClassifierBehaviourTests.Synthetic(20, 1));
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data); // [pos, neg]
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(Tiny()).Fit(keyMap.Transform(data));
+        Assert.Equal(["pos", "neg"], student.LabelNames);
+
+        int before = warnings.Count;
+        student.Transform(keyMap.Transform(data));
+        Assert.DoesNotContain(warnings.Skip(before), w => w.Contains("Score slot", StringComparison.Ordinal));
+
+        // Keys made again for the test rows, in another order: the evaluator would read swapped labels.
+        var byValue = ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: ValueToKeyMappingEstimator.KeyOrdinality.ByValue).Fit(data);
+        student.Transform(byValue.Transform(data));
+        Assert.Contains(warnings.Skip(before), w => w == "Input column 'Label' is a key of the model's labels in the order [neg, pos], but Score slot i is " +
+            "label i of [pos, neg] (PredictedLabel's keys too); ML.NET's evaluator reads slot i as key i + 1 and would score swapped labels. " +
+            "Make the keys with the model's order (the MapValueToKey fitted for training).");
+    }
+}
