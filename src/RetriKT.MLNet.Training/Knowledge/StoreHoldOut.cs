@@ -15,15 +15,18 @@ internal static class StoreHoldOut
 
     /// <summary>
     /// Splits off <paramref name="share"/> of the store's generated entries (never the gold few-shot ones), chosen by
-    /// <paramref name="seed"/>; the rest is the student's store. Entries whose (Text, Text2) is in <paramref name="stay"/>
-    /// are never held out (with none, the draw is the same as without the set).
+    /// <paramref name="seed"/>; the rest is the student's store. Never held out either: an entry whose (Text, Text2) the
+    /// store holds more than once (its twin would stay, so the student would train on the validation row and retrieve it
+    /// at cosine 1; a store of real sentences has them, SST-2's train.tsv repeats 371 texts), and one whose (Text, Text2)
+    /// is in <paramref name="stay"/>. A store with neither draws as it did before the rule.
     /// </summary>
     public static (KnowledgeStore Kept, List<HeldOutEntry> HeldOut) Split(KnowledgeStore store, double share, int seed,
         IReadOnlySet<(string?, string?)>? stay = null)
     {
         if (share is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(share), $"StoreValidationShare must be in [0, 1), found {share}.");
-        var generated = Enumerable.Range(0, store.Count)
-            .Where(i => store.Entries[i].Source != KnowledgeSource.FewShot && stay?.Contains((store.Entries[i].Text, store.Entries[i].Text2)) != true).ToList();
+        var repeated = store.Entries.GroupBy(e => (e.Text, e.Text2)).Where(g => g.Count() > 1).Select(g => g.Key).ToHashSet();
+        bool MayLeave(KnowledgeEntry e) => e.Source != KnowledgeSource.FewShot && !repeated.Contains((e.Text, e.Text2)) && stay?.Contains((e.Text, e.Text2)) != true;
+        var generated = Enumerable.Range(0, store.Count).Where(i => MayLeave(store.Entries[i])).ToList();
         int count = (int)Math.Round(generated.Count * share);
         if (count == 0) return (store, []);
         var rng = SeedMixer.Random(seed, "store-validation");

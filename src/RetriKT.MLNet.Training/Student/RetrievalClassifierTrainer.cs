@@ -522,9 +522,9 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     /// or nothing would read them (no retrieval mix to tune and no epoch to choose: the store then keeps every entry).
     /// </summary>
     /// <remarks>
-    /// Entries whose text must stay are never held out: one whose text the store holds again (its twin would train the
-    /// student on the validation row, which would retrieve itself at cosine 1), and one whose text is a training row's
-    /// (the store absorbed that row, so holding the entry out would take the user's gold row out of training).
+    /// Entries whose text must stay are never held out: one whose text the store holds again (<see cref="StoreHoldOut.Split"/>),
+    /// and one whose text is a training row's (the store absorbed that row, so holding the entry out would take the user's
+    /// gold row out of training).
     /// </remarks>
     private (KnowledgeStore Store, List<Row>? Validation) Validation(KnowledgeStore store, List<Row> trainingRows, ComponentHost host)
     {
@@ -532,8 +532,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         if (_options.ValidationSet is { } given) return (store, ReadRows(given, host, "validation set", _options.ValidationWeightColumnName, _options.MixWeightColumnName).Rows);
         double share = StoreShare(_options);
         if (!(share > 0)) return (store, null);
-        var stay = trainingRows.Select(r => ((string?)r.Text, r.Text2)).Concat(store.Entries.GroupBy(e => (e.Text, e.Text2)).Where(g => g.Count() > 1).Select(g => g.Key))
-            .ToHashSet();
+        var stay = trainingRows.Select(r => ((string?)r.Text, r.Text2)).ToHashSet();
         var (kept, heldOut) = StoreHoldOut.Split(store, share, host.Seed, stay);
         if (heldOut.Count == 0)
         {

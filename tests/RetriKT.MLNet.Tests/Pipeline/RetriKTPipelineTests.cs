@@ -237,4 +237,29 @@ public sealed class RetriKTPipelineTests : IDisposable
         Assert.NotEqual(heldOut.Select(r => r.Text), RetriKTPipeline.HoldOut(store, 0.25, seed: 6).HeldOut.Select(r => r.Text));
         Assert.Throws<ArgumentOutOfRangeException>(() => RetriKTPipeline.HoldOut(store, 1.0, seed: 5));
     }
+
+    /// <summary>
+    /// The pipeline's hold-out took one of two entries with the same text (a store corpus of real sentences has them),
+    /// and its twin stayed in the student's store: the mix and the epoch were tuned on a row the student trained on,
+    /// which retrieves itself at cosine 1. A repeated text now stays whole; a store without repeats draws as before.
+    /// </summary>
+    [Fact]
+    public void HoldOutNeverSplitsARepeatedText()
+    {
+        string[] labels = ["negative", "positive"];
+        KnowledgeEntry Generated(string text) => new(text, null, 0, [0.9f, 0.1f], 0.9f, KnowledgeSource.Generated);
+        var unique = Enumerable.Range(0, 40).Select(i => Generated($"generated {i}")).ToList();
+        var repeated = Enumerable.Range(0, 20).Select(i => Generated($"repeated {i}")).ToList();
+        var store = new KnowledgeStore(labels, unique.Concat(repeated).Concat(repeated));
+
+        var (kept, heldOut) = RetriKTPipeline.HoldOut(store, 0.25, seed: 5);
+
+        Assert.Equal(10, heldOut.Count);                                 // a quarter of the 40 entries that may leave
+        Assert.All(heldOut, r => Assert.StartsWith("generated ", r.Text));
+        Assert.Empty(heldOut.Select(r => r.Text).Intersect(kept.Entries.Select(e => e.Text)));
+        Assert.Equal(70, kept.Count);
+        // Without repeats the draw is the one it always was.
+        var plain = new KnowledgeStore(labels, unique);
+        Assert.Equal(RetriKTPipeline.HoldOut(plain, 0.25, seed: 5).HeldOut.Select(r => r.Text), heldOut.Select(r => r.Text));
+    }
 }
