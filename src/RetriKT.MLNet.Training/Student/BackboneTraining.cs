@@ -56,8 +56,11 @@ internal sealed class BackboneInputs : IDisposable
         return pooled.MoveToOuterDisposeScope();
     }
 
-    /// <summary>L2-normalised pooled embeddings [N, D] of all rows in eval mode, without gradient (the retrieval memory).</summary>
-    public Tensor EmbedAll(BackboneHeadModel model, int batchSize = 256)
+    /// <summary>
+    /// L2-normalised pooled embeddings [N, D] of all rows in eval mode, without gradient (the retrieval memory).
+    /// <paramref name="checkAlive"/> runs before each batch, so a cancelled training stops inside the pass.
+    /// </summary>
+    public Tensor EmbedAll(BackboneHeadModel model, int batchSize = 256, Action? checkAlive = null)
     {
         bool wasTraining = model.training;
         model.eval();
@@ -70,6 +73,7 @@ internal sealed class BackboneInputs : IDisposable
             {
                 for (int start = 0; start < Count; start += batchSize)
                 {
+                    checkAlive?.Invoke();
                     var rows = Enumerable.Range(start, Math.Min(batchSize, Count - start)).Select(i => (long)i).ToArray();
                     using var pooled = Encode(model, rows);
                     parts.Add(nn.functional.normalize(pooled, p: 2, dim: 1));
@@ -124,7 +128,7 @@ internal static class BackboneTraining
             for (int epoch = 1; epoch <= settings.Epochs; epoch++)
             {
                 host.CheckAlive();
-                using var memory = retrieval ? inputs.EmbedAll(model) : null;
+                using var memory = retrieval ? inputs.EmbedAll(model, checkAlive: host.CheckAlive) : null;
                 model.train();
                 random.Shuffle(order);
                 var sums = new LossSums();

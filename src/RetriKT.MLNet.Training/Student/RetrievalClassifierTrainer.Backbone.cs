@@ -81,7 +81,7 @@ public sealed partial class RetrievalClassifierTrainer
             BackboneTraining.Train(model, inputs, store.SoftLabels.ToArray(), labels, settings, _options.BackboneLearningRate, device, host);
 
             float[] embeddings;
-            using (var memory = inputs.EmbedAll(model))
+            using (var memory = inputs.EmbedAll(model, checkAlive: host.CheckAlive))
             using (var cpu = memory.cpu())
                 embeddings = cpu.data<float>().ToArray();
             store = store.WithEmbeddings(embeddings, d);

@@ -412,13 +412,13 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             var validationIds = validation is null ? null : Tokenized(validation, store, tokenizer, host);
             // No validation rows with a patience only by default: a store with no generated entries to hold out.
             var selection = Patience(_options) > 0 && validationIds is not null
-                ? EpochSelection(validationIds, scorer, store, lexical, model, device)
+                ? EpochSelection(validationIds, scorer, store, lexical, model, device, host)
                 : null;
             RetrievalTraining.Train(model, new TrainingExamples(ids, store.SoftLabels.ToArray(), store.LabelCount), settings, vocabulary.SepId, device, host, selection);
             RetrievalTraining.CheckFinite(model);
 
             float[] embeddings;
-            using (var memory = RetrievalTraining.EmbedAll(model, ids, vocabulary.SepId, device))
+            using (var memory = RetrievalTraining.EmbedAll(model, ids, vocabulary.SepId, device, checkAlive: host.CheckAlive))
             using (var cpu = memory.cpu())
                 embeddings = cpu.data<float>().ToArray();
             store = store.WithEmbeddings(embeddings, config.HiddenSize);
@@ -567,7 +567,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     /// <see cref="RetrievalTraining.Tune"/> finds over the epoch's store embeddings.
     /// </summary>
     private EpochSelection EpochSelection(ValidationRows validation, Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> scorer,
-        KnowledgeStore store, LexicalIndex? lexical, StudentModel model, Device device)
+        KnowledgeStore store, LexicalIndex? lexical, StudentModel model, Device device, ComponentHost host)
     {
         if (validation.Count == 0 || !(validation.Weights.Sum() > 0))
             throw new ArgumentException($"EarlyStoppingPatience is {Patience(_options)}, but the validation set has no usable row with a positive weight " +
@@ -580,7 +580,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             if (memory is null) return RetrievalTraining.HeadNll(scorer, validation.Ids, validation.Labels, validation.Weights, device);
             using var softLabels = torch.tensor(soft, [store.Count, store.LabelCount], device: device);
             return RetrievalTraining.Tune(scorer, memory, softLabels, validation.Ids, validation.Labels, validation.Weights, _options.NeighborCount,
-                model.TemperatureValue, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device).Nll;
+                model.TemperatureValue, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device, checkAlive: host.CheckAlive).Nll;
         });
     }
 
@@ -598,7 +598,8 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         if (_options.MixWeightColumnName is not null && !(validation.MixWeights.Sum() > 0))
             throw new ArgumentException($"MixWeightColumnName '{_options.MixWeightColumnName}': no validation row has a positive weight ({validation.Count} rows whose label the store knows); nothing to tune the mix on.");
         var best = RetrievalTraining.Tune(scorer, memory, soft, validation.Ids, validation.Labels, validation.MixWeights,
-            neighborCount ?? _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device, _options.MixSelection, host.Seed);
+            neighborCount ?? _options.NeighborCount, untuned.Temperature, _options.RetrievalWeight, termMatches, _options.LexicalRetrievalWeight, device, _options.MixSelection, host.Seed,
+            host.CheckAlive);
         host.Info($"Tuned on {validation.Count} validation rows ({_options.MixSelection}): λ = {best.Lambda:G3}, τ = {best.Temperature:G3}" +
                   (lexical is null ? "" : $", μ = {best.Mu:G3}, τ_terms = {best.LexicalTemperature:G3}") +
                   $" (validation NLL {best.Nll:G5}, accuracy {best.Accuracy:P1}).");

@@ -106,7 +106,7 @@ internal static class RetrievalTraining
             {
                 bool training = epoch <= settings.Epochs;
                 bool scoring = selection is not null && epoch > 1;
-                using var memory = (retrieval && training) || (scoring && selection!.NeedsMemory) ? EmbedAll(model, data.Ids, sepId, device) : null;
+                using var memory = (retrieval && training) || (scoring && selection!.NeedsMemory) ? EmbedAll(model, data.Ids, sepId, device, checkAlive: host.CheckAlive) : null;
                 if (scoring)
                 {
                     double nll = selection!.ValidationNll(memory);
@@ -222,17 +222,22 @@ internal static class RetrievalTraining
         return copy;
     }
 
-    /// <summary>L2-normalised embeddings [N, D] of all rows in eval mode (no dropout), without gradient.</summary>
-    public static Tensor EmbedAll(StudentModel model, IReadOnlyList<int[]> ids, int sepId, Device device, int batchSize = 128)
+    /// <summary>
+    /// L2-normalised embeddings [N, D] of all rows in eval mode (no dropout), without gradient. <paramref name="checkAlive"/>
+    /// runs before each batch: the pass over a store of tens of thousands of entries takes a minute, and a cancelled
+    /// training stops inside it (it throws; the batches embedded so far are disposed).
+    /// </summary>
+    public static Tensor EmbedAll(StudentModel model, IReadOnlyList<int[]> ids, int sepId, Device device, int batchSize = 128, Action? checkAlive = null)
     {
         bool wasTraining = model.training;
         model.eval();
+        var parts = new List<Tensor>();
         try
         {
             using var noGrad = torch.no_grad();
-            var parts = new List<Tensor>();
             for (int start = 0; start < ids.Count; start += batchSize)
             {
+                checkAlive?.Invoke();
                 // A scope per batch: one scope around the loop kept every batch's activations to its end, which grew by
                 // ~400 kB per stored row per epoch (15 GB for a 37k-entry store; the process was killed for memory).
                 using var scope = torch.NewDisposeScope();
@@ -240,12 +245,11 @@ internal static class RetrievalTraining
                 var (tokens, segments, mask) = TokenBatch.Collate(rows, sepId, device);
                 parts.Add(nn.functional.normalize(model.Encode(tokens, segments, mask), p: 2, dim: 1).MoveToOuterDisposeScope());
             }
-            var all = torch.cat(parts, 0);
-            foreach (var p in parts) p.Dispose();
-            return all;
+            return torch.cat(parts, 0);
         }
         finally
         {
+            foreach (var p in parts) p.Dispose();
             if (wasTraining) model.train();
         }
     }
@@ -336,7 +340,8 @@ internal static class RetrievalTraining
     public static (double Lambda, double Temperature, double Mu, double LexicalTemperature, double Nll, double Accuracy) Tune(
         Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> encode,
         Tensor memory, Tensor softLabels, IReadOnlyList<int[]> validationIds, int[] validationLabels, float[] weights, int neighborCount, double learnedTemperature,
-        double? fixedLambda, TermMatches? termMatches, double? fixedMu, Device device, MixSelection selection = MixSelection.LowestNll, int seed = 1)
+        double? fixedLambda, TermMatches? termMatches, double? fixedMu, Device device, MixSelection selection = MixSelection.LowestNll, int seed = 1,
+        Action? checkAlive = null)
     {
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
@@ -384,6 +389,7 @@ internal static class RetrievalTraining
             var terms = TermsAt(tauTerms);
             foreach (var tau in temperatures)
             {
+                checkAlive?.Invoke(); // up to 66 mixes per temperature; the whole grid takes seconds on a large validation set
                 var knn = KnnAt(tau);
                 foreach (var lambda in lambdas)
                 foreach (var mu in mus)
