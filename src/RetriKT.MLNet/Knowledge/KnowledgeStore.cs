@@ -375,13 +375,18 @@ public sealed class KnowledgeStore
 
     /// <summary>
     /// Reads JSONL written by <see cref="ExportJsonl"/> (or by hand: <c>text</c> and <c>label</c> required; a missing
-    /// <c>soft_label</c> becomes one-hot). Label names come from the header line or <paramref name="labelNames"/>.
-    /// Errors name the line and the field.
+    /// <c>soft_label</c> becomes one-hot). The store's label names are <paramref name="labelNames"/>, else the first header
+    /// line's. A header's label order is the order of the <c>soft_label</c> values on the lines after it (up to the next
+    /// header), which are moved into the store's order; a header naming other labels is an error. Errors name the line
+    /// and the field.
     /// </summary>
     public static KnowledgeStore ImportJsonl(string path, IReadOnlyList<string>? labelNames = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"JSONL file not found: '{path}'.", path);
         var names = labelNames?.ToList();
+        // Slot i of a line's soft_label is label fileOrder[i] of the store: the file's header may order the labels
+        // differently from the names given, and a concatenation of exports carries one header per part.
+        int[]? fileOrder = null;
         var entries = new List<KnowledgeEntry>();
         int lineNumber = 0;
         foreach (var line in File.ReadLines(path))
@@ -394,10 +399,17 @@ public sealed class KnowledgeStore
             if (node is not JsonObject fields) throw new InvalidDataException($"{path} line {lineNumber}: expected a JSON object, found {node.GetValueKind()}.");
             if (fields["retrikt_store"] is not null)
             {
-                if (names is null && fields["labels"] is { } header)
-                    names = header is JsonArray list && list.All(n => n?.GetValueKind() == JsonValueKind.String)
+                if (fields["labels"] is { } header)
+                {
+                    var headerNames = header is JsonArray list && list.All(n => n?.GetValueKind() == JsonValueKind.String)
                         ? list.Select(n => n!.GetValue<string>()).ToList()
                         : throw new InvalidDataException($"{path} line {lineNumber}: the header's 'labels' must be an array of strings, found {header.ToJsonString()}.");
+                    names ??= headerNames;
+                    if (headerNames.Count != names.Count || headerNames.Distinct(StringComparer.Ordinal).Count() != names.Count || headerNames.Any(n => !names.Contains(n)))
+                        throw new InvalidDataException($"{path} line {lineNumber}: the header's labels [{string.Join(", ", headerNames)}] are not the label names " +
+                                                       $"{(labelNames is null ? "of the first header" : "given")} [{string.Join(", ", names)}] (the same names are needed, in any order).");
+                    fileOrder = headerNames.Select(n => names.IndexOf(n)).ToArray();
+                }
                 continue;
             }
             if (names is null) throw new InvalidDataException($"{path} line {lineNumber}: no header line with label names, and none were given.");
@@ -421,6 +433,12 @@ public sealed class KnowledgeStore
                 if (softNode is not JsonArray array) throw new InvalidDataException($"{at}: field 'soft_label' must be an array of {names.Count} numbers, found {softNode.ToJsonString()}.");
                 soft = array.Select(v => Number(v, "soft_label")).ToArray();
                 if (soft.Length != names.Count) throw new InvalidDataException($"{at}: soft_label has {soft.Length} values, expected {names.Count}.");
+                if (fileOrder is not null)
+                {
+                    var ordered = new float[soft.Length];
+                    for (int i = 0; i < soft.Length; i++) ordered[fileOrder[i]] = soft[i];
+                    soft = ordered;
+                }
             }
             else { soft = new float[names.Count]; soft[index] = 1; }
             var source = KnowledgeSource.Imported;

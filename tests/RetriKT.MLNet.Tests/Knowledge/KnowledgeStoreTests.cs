@@ -114,6 +114,39 @@ public class KnowledgeStoreTests
     }
 
     [Fact]
+    public void JsonlSoftLabelsAreReadInTheOrderOfTheFilesHeaderWhateverOrderTheStoreUses()
+    {
+        using var folder = new TempDir();
+        var path = folder.File("store.jsonl");
+        new KnowledgeStore(["neg", "pos"],
+        [
+            new KnowledgeEntry("a dull film", null, 0, [0.9f, 0.1f], 0.9f, KnowledgeSource.Generated),
+            new KnowledgeEntry("a fine film", null, 1, [0.2f, 0.8f], 0.8f, KnowledgeSource.Generated),
+        ]).ExportJsonl(path);
+
+        // The caller's label order: each soft label is moved into it, so p(neg) stays 0.9 for the dull film.
+        var reordered = KnowledgeStore.ImportJsonl(path, ["pos", "neg"]);
+        Assert.Equal(["pos", "neg"], reordered.LabelNames);
+        Assert.Equal(1, reordered.Entries[0].Label);
+        Assert.Equal([0.1f, 0.9f], reordered.Entries[0].SoftLabel);
+        Assert.Equal([0.8f, 0.2f], reordered.Entries[1].SoftLabel);
+
+        // Two exports of different label orders, concatenated: the second header governs the lines after it.
+        var other = folder.File("other.jsonl");
+        new KnowledgeStore(["pos", "neg"], [new KnowledgeEntry("a great film", null, 0, [0.7f, 0.3f], 0.7f, KnowledgeSource.Generated)]).ExportJsonl(other);
+        var both = folder.File("both.jsonl");
+        File.WriteAllLines(both, File.ReadLines(path).Concat(File.ReadLines(other)));
+        var merged = KnowledgeStore.ImportJsonl(both);
+        Assert.Equal(["neg", "pos"], merged.LabelNames);
+        Assert.Equal(1, merged.Entries[2].Label);
+        Assert.Equal([0.3f, 0.7f], merged.Entries[2].SoftLabel);
+
+        // Labels that are not the same set cannot be mapped: the header line is named.
+        Assert.Equal($"{path} line 1: the header's labels [neg, pos] are not the label names given [negative, positive] (the same names are needed, in any order).",
+            Assert.Throws<InvalidDataException>(() => KnowledgeStore.ImportJsonl(path, ["negative", "positive"])).Message);
+    }
+
+    [Fact]
     public void AStoreFileWithBytesAfterItsChecksumFailsToLoad()
     {
         using var folder = new TempDir();
