@@ -131,6 +131,38 @@ public class VectorSearchTests
     }
 
     [Fact]
+    public void IndexedVectorsHoldingNaNOrInfinityAreRefusedNamingTheRow()
+    {
+        // A NaN row scores NaN against every query and was never selected: k = 5 over 5 rows returned ids [0, 2, 4, 1, 0],
+        // the last slot the caller's buffer as it was.
+        var vectors = RandomUnitVectors(5, 16, seed: 1);
+        vectors[3 * 16 + 2] = float.NaN;
+        Assert.Equal("Vector 3 holds NaN or infinity (value NaN); indexed vectors must be finite. (Parameter 'vectors')",
+            Assert.Throws<ArgumentException>(() => new ExactIndex(vectors, 16)).Message);
+        Assert.StartsWith("Vector 3 holds NaN", Assert.Throws<ArgumentException>(() => new TorchExactIndex(vectors, 16)).Message);
+        Assert.StartsWith("Vector 3 holds NaN", Assert.Throws<ArgumentException>(() => HnswIndex.Build(vectors, 16)).Message);
+    }
+
+    [Fact]
+    public void ScoresThatOverflowFailTheSearchInsteadOfLeavingSlotsUnfilled()
+    {
+        // Finite vectors and query whose inner products overflow to -∞: no score beat the empty heap's -∞, and the
+        // ids came back as the caller's buffer held them ([9, 9]).
+        var vectors = new float[2 * 16];
+        Array.Fill(vectors, 1e20f);
+        var query = new float[16];
+        Array.Fill(query, -1e20f);
+        var ids = new[] { 9, 9 };
+        var scores = new float[2];
+        using var exact = new ExactIndex(vectors, 16);
+        Assert.Equal("Query 0: 0 of k = 2 neighbours have a finite score; the query or the indexed vectors are too large (their inner products overflow): normalise them.",
+            Assert.Throws<InvalidOperationException>(() => exact.Search(query, 2, ids, scores)).Message);
+        Assert.StartsWith("Query 1: 0 of k = 2", Assert.Throws<InvalidOperationException>(() => exact.Search([.. vectors[..16], .. query], 2, 2, new int[4], new float[4])).Message);
+        using var torch = new TorchExactIndex(vectors, 16);
+        Assert.StartsWith("Query 1: 0 of k = 2", Assert.Throws<InvalidOperationException>(() => torch.Search([.. vectors[..16], .. query], 2, 2, new int[4], new float[4])).Message);
+    }
+
+    [Fact]
     public void HnswReachesRecall95AtDefaultSettingsOn50kRandomUnitVectors()
     {
         // Uniform random 128-d unit vectors are the hardest case for a proximity graph (no low intrinsic dimension):

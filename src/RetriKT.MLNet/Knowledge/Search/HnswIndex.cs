@@ -122,8 +122,6 @@ public sealed class HnswIndex : IVectorIndex
         double levelScale = 1 / Math.Log(index.Options.M);
         for (int i = 0; i < index.Count; i++)
         {
-            if (!SearchArguments.AllFinite(vectors.Span.Slice(i * dimension, dimension)))
-                throw new ArgumentException($"Vector {i} holds NaN or infinity.", nameof(vectors));
             int level = Math.Min(MaxLevelCap, (int)(-Math.Log(1 - random.NextDouble()) * levelScale));
             index.Insert(i, level);
             if ((i & 1023) == 1023)
