@@ -192,14 +192,23 @@ public sealed class KnowledgeStore
     // ---------------------------------------------------------------- binary format
 
     /// <summary>Writes the store to <paramref name="path"/> atomically (temp file in the same folder, then rename).</summary>
-    public void Save(string path, bool includeTexts = true)
+    public void Save(string path, bool includeTexts = true) => WriteAtomically(path, stream => Write(stream, includeTexts));
+
+    /// <summary>
+    /// Writes <paramref name="path"/> through a temp file of its own in the same folder, renamed over it when complete:
+    /// a reader never sees half a file, and a failed write leaves the old file and no temp file behind.
+    /// </summary>
+    private static void WriteAtomically(string path, Action<Stream> write)
     {
         var full = Path.GetFullPath(path);
+        var folder = Path.GetDirectoryName(full);
+        if (folder is not null && !Directory.Exists(folder))
+            throw new DirectoryNotFoundException($"Cannot write '{full}': the folder '{folder}' does not exist.");
         var temp = full + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
         try
         {
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-                Write(stream, includeTexts);
+                write(stream);
             File.Move(temp, full, overwrite: true);
         }
         finally
@@ -349,11 +358,9 @@ public sealed class KnowledgeStore
     /// (<c>text</c>, <c>text2</c>, <c>label</c> name, <c>soft_label</c>, <c>fidelity</c>, <c>source</c>). Embeddings are
     /// not exported (they belong to one encoder).
     /// </summary>
-    public void ExportJsonl(string path)
+    public void ExportJsonl(string path) => WriteAtomically(path, stream =>
     {
-        var full = Path.GetFullPath(path);
-        var temp = full + ".tmp";
-        using (var writer = new StreamWriter(temp, false, new UTF8Encoding(false)))
+        using (var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true))
         {
             writer.WriteLine(new JsonObject { ["retrikt_store"] = 1, ["labels"] = new JsonArray(LabelNames.Select(n => (JsonNode)n!).ToArray()) }.ToJsonString());
             foreach (var e in _entries)
@@ -370,8 +377,7 @@ public sealed class KnowledgeStore
                 writer.WriteLine(o.ToJsonString());
             }
         }
-        File.Move(temp, full, overwrite: true);
-    }
+    });
 
     /// <summary>
     /// Reads JSONL written by <see cref="ExportJsonl"/> (or by hand: <c>text</c> and <c>label</c> required; a missing

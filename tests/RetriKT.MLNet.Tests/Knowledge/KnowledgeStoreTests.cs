@@ -147,6 +147,26 @@ public class KnowledgeStoreTests
     }
 
     [Fact]
+    public void AFailedSaveOrExportLeavesNoTempFileAndNamesTheMissingFolder()
+    {
+        using var folder = new TempDir();
+        var store = new KnowledgeStore(["neg", "pos"], [KnowledgeEntry.Gold("x", null, 0, 2), KnowledgeEntry.Gold("y", null, 1, 2)]);
+        var taken = folder.File("taken");
+        Directory.CreateDirectory(taken);
+        // ExportJsonl wrote 'taken.tmp' and left it there when the rename failed.
+        Assert.ThrowsAny<IOException>(() => store.ExportJsonl(taken));
+        Assert.ThrowsAny<IOException>(() => store.Save(taken));
+        Assert.Equal([taken], Directory.GetFileSystemEntries(folder.Path));
+
+        // The message named the temp file ('.../missing/s.bin.8bcc1d0a.tmp'), not the file asked for.
+        var missing = Path.Combine(folder.Path, "missing", "s.bin");
+        Assert.Equal($"Cannot write '{missing}': the folder '{Path.GetDirectoryName(missing)}' does not exist.",
+            Assert.Throws<DirectoryNotFoundException>(() => store.Save(missing)).Message);
+        Assert.Equal($"Cannot write '{missing}.jsonl': the folder '{Path.GetDirectoryName(missing)}' does not exist.",
+            Assert.Throws<DirectoryNotFoundException>(() => store.ExportJsonl(missing + ".jsonl")).Message);
+    }
+
+    [Fact]
     public void AStoreFileWithBytesAfterItsChecksumFailsToLoad()
     {
         using var folder = new TempDir();
