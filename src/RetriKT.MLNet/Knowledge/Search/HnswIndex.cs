@@ -261,7 +261,8 @@ public sealed class HnswIndex : IVectorIndex
             long hits = 0;
             for (int q = 0; q < queries; q++)
             {
-                SearchOne(batch.AsSpan(q * Dimension, Dimension), k + 1, found, foundScores, Math.Max(ef, k + 1));
+                int reached = SearchOne(batch.AsSpan(q * Dimension, Dimension), k + 1, found, foundScores, Math.Max(ef, k + 1));
+                found.AsSpan(reached).Fill(-1); // slots the search did not reach are misses, not the last query's hits
                 var expected = WithoutSelf(truth.AsSpan(q * (k + 1), k + 1), picked[q], k);
                 foreach (var id in WithoutSelf(found, picked[q], k)) if (expected.Contains(id)) hits++;
             }
@@ -292,7 +293,7 @@ public sealed class HnswIndex : IVectorIndex
     {
         SearchArguments.Check(this, query, 1, k, ids.Length, scores.Length);
         if (efSearch < 1) throw new ArgumentOutOfRangeException(nameof(efSearch), $"efSearch must be >= 1, found {efSearch}.");
-        SearchOne(query, k, ids, scores, Math.Max(efSearch, k));
+        RequireReached(SearchOne(query, k, ids, scores, Math.Max(efSearch, k)), k, 0);
     }
 
     /// <inheritdoc/>
@@ -305,10 +306,23 @@ public sealed class HnswIndex : IVectorIndex
         SearchArguments.Check(this, queries, count, k, ids.Length, scores.Length);
         if (efSearch < 1) throw new ArgumentOutOfRangeException(nameof(efSearch), $"efSearch must be >= 1, found {efSearch}.");
         for (int q = 0; q < count; q++)
-            SearchOne(queries.Slice(q * Dimension, Dimension), k, ids.Slice(q * k, k), scores.Slice(q * k, k), Math.Max(efSearch, k));
+            RequireReached(SearchOne(queries.Slice(q * Dimension, Dimension), k, ids.Slice(q * k, k), scores.Slice(q * k, k), Math.Max(efSearch, k)), k, q);
     }
 
-    private void SearchOne(ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores, int ef)
+    /// <summary>
+    /// Fails a query whose beam reached fewer than k entries, instead of returning the unfilled slots as the caller left
+    /// them: the part of the graph reachable from the entry point is smaller than k. Many identical vectors do this (more
+    /// copies than a node's 2·M links: their link lists fill with one another and later nodes lose their back links).
+    /// </summary>
+    private void RequireReached(int reached, int k, int query)
+    {
+        if (reached < k)
+            throw new InvalidOperationException($"Query {query}: the HNSW graph search reached {reached} of k = {k} entries ({Count} indexed): " +
+                                                "part of the graph cannot be reached (as with many identical vectors); ask for fewer neighbours or use exact search.");
+    }
+
+    /// <summary>One query's search; returns how many results it found (fewer than k only when the beam reached fewer entries).</summary>
+    private int SearchOne(ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores, int ef)
     {
         var scratch = Scratch.For(Count);
         int entry = _entryPoint;
@@ -319,7 +333,7 @@ public sealed class HnswIndex : IVectorIndex
         while (results.Count > k) results.Pop();
         var top = new TopK(scores, ids, k);
         for (int i = 0; i < results.Count; i++) { var (s, id) = results[i]; top.Offer(s, id); }
-        top.SortDescending();
+        return top.SortDescending();
     }
 
     /// <summary>Greedy walk on an upper layer: move to the best neighbour until none improves.</summary>
