@@ -180,6 +180,26 @@ public class VectorSearchTests
     }
 
     [Fact]
+    public void AReadGraphKeepsTheCalibrationItsMeasuredRecallRefersTo()
+    {
+        // Built for recall@16 0.995 (Auto's calibration), the graph read back as CalibrationK 10, TargetRecall 0.97 (the
+        // defaults) while MeasuredRecall was still the recall@16.
+        var vectors = RandomUnitVectors(300, 16, seed: 7);
+        var built = HnswIndex.Build(vectors, 16, VectorIndexes.AutoHnswOptions());
+        using var ms = new MemoryStream();
+        built.Write(ms);
+        var read = HnswIndex.Read(new MemoryStream(ms.ToArray()), vectors, 16);
+        Assert.Equal((16, 0.995, built.MeasuredRecall, built.EfSearch), (read.Options.CalibrationK, read.Options.TargetRecall, read.MeasuredRecall, read.EfSearch));
+
+        // A version 1 graph (no calibration fields) is still read, with the defaults.
+        var v2 = ms.ToArray();
+        var v1 = v2[..^(8 + 4 + 8)];
+        BitConverter.GetBytes(1u).CopyTo(v1, 8);
+        var old = HnswIndex.Read(new MemoryStream([.. v1, .. BitConverter.GetBytes(RetriKT.MLNet.Common.ChecksumStream.Of(v1).Hash)]), vectors, 16);
+        Assert.Equal((10, 0.97, built.MeasuredRecall), (old.Options.CalibrationK, old.Options.TargetRecall, old.MeasuredRecall));
+    }
+
+    [Fact]
     public void HnswReachesRecall95AtDefaultSettingsOn50kRandomUnitVectors()
     {
         // Uniform random 128-d unit vectors are the hardest case for a proximity graph (no low intrinsic dimension):

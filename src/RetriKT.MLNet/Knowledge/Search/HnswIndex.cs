@@ -56,8 +56,8 @@ public sealed record HnswOptions
 public sealed class HnswIndex : IVectorIndex
 {
     private const string Magic = "RKTHNSW1";
-    /// <summary>Graph format version this library writes.</summary>
-    public const uint FormatVersion = 1;
+    /// <summary>Graph format version this library writes (2 adds the calibration's k and target recall; 1 is still read).</summary>
+    public const uint FormatVersion = 2;
     private const int MaxLevelCap = 32;
 
     private readonly ReadOnlyMemory<float> _vectors;
@@ -90,7 +90,7 @@ public sealed class HnswIndex : IVectorIndex
     /// <inheritdoc/>
     public int Dimension { get; }
     /// <summary>Build and default search parameters.</summary>
-    public HnswOptions Options { get; }
+    public HnswOptions Options { get; private set; }
     /// <summary>Beam width used when a search does not name one (<see cref="HnswOptions.EfSearch"/> or the calibrated value).</summary>
     public int EfSearch { get; private set; }
     /// <summary>Recall@<see cref="HnswOptions.CalibrationK"/> against exact search measured at <see cref="EfSearch"/>
@@ -440,7 +440,8 @@ public sealed class HnswIndex : IVectorIndex
     /// <summary>
     /// Writes the graph (not the vectors): magic <c>RKTHNSW1</c>, u32 version, i32 count, dimension, M, efConstruction,
     /// efSearch (effective), seed, entry point, max level, f64 measured recall; per node its level (u8); per node and layer (0 first, then 1..level) an
-    /// i32 link count and the linked ids; last a u64 FNV-1a checksum of everything before it.
+    /// i32 link count and the linked ids; (version 2) i32 calibration k and f64 target recall, which <see cref="MeasuredRecall"/>
+    /// refers to; last a u64 FNV-1a checksum of everything before it.
     /// </summary>
     public void Write(Stream stream)
     {
@@ -460,6 +461,8 @@ public sealed class HnswIndex : IVectorIndex
                     var links = Links(node, layer);
                     for (int i = 0; i <= links[0]; i++) w.Write(links[i]);
                 }
+            w.Write(Options.CalibrationK);
+            w.Write(Options.TargetRecall);
         }
         Span<byte> tail = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(tail, hashing.Hash);
@@ -483,7 +486,7 @@ public sealed class HnswIndex : IVectorIndex
             var magic = Encoding.ASCII.GetString(r.ReadBytes(8));
             Check(magic == Magic, $"not an HNSW graph (magic '{magic}', expected '{Magic}')");
             uint version = r.ReadUInt32();
-            Check(version == FormatVersion, $"HNSW graph format version {version} is not supported (this library reads {FormatVersion})");
+            Check(version is 1 or FormatVersion, $"HNSW graph format version {version} is not supported (this library reads 1 and {FormatVersion})");
             int count = r.ReadInt32(), dim = r.ReadInt32(), m = r.ReadInt32(), efC = r.ReadInt32(), efS = r.ReadInt32(), seed = r.ReadInt32();
             int entry = r.ReadInt32(), maxLevel = r.ReadInt32();
             double recall = r.ReadDouble();
@@ -519,6 +522,14 @@ public sealed class HnswIndex : IVectorIndex
                 }
             }
             Check(count == 0 || index._levels[entry] == maxLevel, $"entry point {entry} is not on the top layer {maxLevel}");
+            if (version >= 2)
+            {
+                // What MeasuredRecall was measured at (a version 1 graph did not say: the defaults stand in).
+                int calibrationK = r.ReadInt32();
+                double targetRecall = r.ReadDouble();
+                Check(calibrationK >= 1 && targetRecall > 0 && targetRecall <= 1, $"calibration k {calibrationK} or target recall {targetRecall} out of range");
+                index.Options = index.Options with { CalibrationK = calibrationK, TargetRecall = targetRecall };
+            }
             ulong computed = hashing.Hash;
             Span<byte> tail = stackalloc byte[8];
             Check(stream.ReadAtLeast(tail, 8, throwOnEndOfStream: false) == 8, "the checksum is missing: the graph is truncated");
