@@ -192,14 +192,23 @@ public sealed class KnowledgeStore
     // ---------------------------------------------------------------- binary format
 
     /// <summary>Writes the store to <paramref name="path"/> atomically (temp file in the same folder, then rename).</summary>
-    public void Save(string path, bool includeTexts = true)
+    public void Save(string path, bool includeTexts = true) => WriteAtomically(path, stream => Write(stream, includeTexts));
+
+    /// <summary>
+    /// Writes <paramref name="path"/> through a temp file of its own in the same folder, renamed over it when complete:
+    /// a reader never sees half a file, and a failed write leaves the old file and no temp file behind.
+    /// </summary>
+    private static void WriteAtomically(string path, Action<Stream> write)
     {
         var full = Path.GetFullPath(path);
+        var folder = Path.GetDirectoryName(full);
+        if (folder is not null && !Directory.Exists(folder))
+            throw new DirectoryNotFoundException($"Cannot write '{full}': the folder '{folder}' does not exist.");
         var temp = full + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
         try
         {
             using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-                Write(stream, includeTexts);
+                write(stream);
             File.Move(temp, full, overwrite: true);
         }
         finally
@@ -349,11 +358,9 @@ public sealed class KnowledgeStore
     /// (<c>text</c>, <c>text2</c>, <c>label</c> name, <c>soft_label</c>, <c>fidelity</c>, <c>source</c>). Embeddings are
     /// not exported (they belong to one encoder).
     /// </summary>
-    public void ExportJsonl(string path)
+    public void ExportJsonl(string path) => WriteAtomically(path, stream =>
     {
-        var full = Path.GetFullPath(path);
-        var temp = full + ".tmp";
-        using (var writer = new StreamWriter(temp, false, new UTF8Encoding(false)))
+        using (var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true))
         {
             writer.WriteLine(new JsonObject { ["retrikt_store"] = 1, ["labels"] = new JsonArray(LabelNames.Select(n => (JsonNode)n!).ToArray()) }.ToJsonString());
             foreach (var e in _entries)
@@ -370,18 +377,22 @@ public sealed class KnowledgeStore
                 writer.WriteLine(o.ToJsonString());
             }
         }
-        File.Move(temp, full, overwrite: true);
-    }
+    });
 
     /// <summary>
     /// Reads JSONL written by <see cref="ExportJsonl"/> (or by hand: <c>text</c> and <c>label</c> required; a missing
-    /// <c>soft_label</c> becomes one-hot). Label names come from the header line or <paramref name="labelNames"/>.
-    /// Errors name the line and the field.
+    /// <c>soft_label</c> becomes one-hot). The store's label names are <paramref name="labelNames"/>, else the first header
+    /// line's. A header's label order is the order of the <c>soft_label</c> values on the lines after it (up to the next
+    /// header), which are moved into the store's order; a header naming other labels is an error. Errors name the line
+    /// and the field.
     /// </summary>
     public static KnowledgeStore ImportJsonl(string path, IReadOnlyList<string>? labelNames = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"JSONL file not found: '{path}'.", path);
         var names = labelNames?.ToList();
+        // Slot i of a line's soft_label is label fileOrder[i] of the store: the file's header may order the labels
+        // differently from the names given, and a concatenation of exports carries one header per part.
+        int[]? fileOrder = null;
         var entries = new List<KnowledgeEntry>();
         int lineNumber = 0;
         foreach (var line in File.ReadLines(path))
@@ -394,10 +405,17 @@ public sealed class KnowledgeStore
             if (node is not JsonObject fields) throw new InvalidDataException($"{path} line {lineNumber}: expected a JSON object, found {node.GetValueKind()}.");
             if (fields["retrikt_store"] is not null)
             {
-                if (names is null && fields["labels"] is { } header)
-                    names = header is JsonArray list && list.All(n => n?.GetValueKind() == JsonValueKind.String)
+                if (fields["labels"] is { } header)
+                {
+                    var headerNames = header is JsonArray list && list.All(n => n?.GetValueKind() == JsonValueKind.String)
                         ? list.Select(n => n!.GetValue<string>()).ToList()
                         : throw new InvalidDataException($"{path} line {lineNumber}: the header's 'labels' must be an array of strings, found {header.ToJsonString()}.");
+                    names ??= headerNames;
+                    if (headerNames.Count != names.Count || headerNames.Distinct(StringComparer.Ordinal).Count() != names.Count || headerNames.Any(n => !names.Contains(n)))
+                        throw new InvalidDataException($"{path} line {lineNumber}: the header's labels [{string.Join(", ", headerNames)}] are not the label names " +
+                                                       $"{(labelNames is null ? "of the first header" : "given")} [{string.Join(", ", names)}] (the same names are needed, in any order).");
+                    fileOrder = headerNames.Select(n => names.IndexOf(n)).ToArray();
+                }
                 continue;
             }
             if (names is null) throw new InvalidDataException($"{path} line {lineNumber}: no header line with label names, and none were given.");
@@ -421,6 +439,12 @@ public sealed class KnowledgeStore
                 if (softNode is not JsonArray array) throw new InvalidDataException($"{at}: field 'soft_label' must be an array of {names.Count} numbers, found {softNode.ToJsonString()}.");
                 soft = array.Select(v => Number(v, "soft_label")).ToArray();
                 if (soft.Length != names.Count) throw new InvalidDataException($"{at}: soft_label has {soft.Length} values, expected {names.Count}.");
+                if (fileOrder is not null)
+                {
+                    var ordered = new float[soft.Length];
+                    for (int i = 0; i < soft.Length; i++) ordered[fileOrder[i]] = soft[i];
+                    soft = ordered;
+                }
             }
             else { soft = new float[names.Count]; soft[index] = 1; }
             var source = KnowledgeSource.Imported;

@@ -182,7 +182,8 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     /// trained without a term index because its store was too small for one gets one here when the grown store is large
     /// enough (<see cref="LexicalIndex.IsLargeEnough"/> with <paramref name="termMatchNeighbors"/>) and the model kept its
     /// store's texts, with μ still 0 until the mix is chosen again. The model's k for embedding retrieval, and for term
-    /// matching when it has an index, are kept. Saving the result saves the larger store.
+    /// matching when it has an index, are kept, and so is an index kind forced with <see cref="WithIndex"/>. Saving the
+    /// result saves the larger store.
     /// </summary>
     /// <param name="added">Entries with the model's label names in the same order and with texts.</param>
     /// <param name="cancellation">Checked between blocks of the embedding.</param>
@@ -221,7 +222,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         added.WithEmbeddings(this, Columns.InferenceBatchSize, cancellation).Embeddings.Span.CopyTo(embeddings.AsSpan(store.Count * d));
         var grown = new KnowledgeStore(store.LabelNames, store.Entries.Concat(added.Entries)).WithEmbeddings(embeddings, d);
         var grownModel = new RetrievalModel(model.Config, model.Weights, model.Tokenizer, grown, model.Temperature, model.NeighborCount,
-            lexical, lexicalK, model.LexicalTemperature, backbone: model.Backbone);
+            lexical, lexicalK, model.LexicalTemperature, model.IndexKind, model.Backbone);
         return With(grownModel, RetrievalWeight, LexicalRetrievalWeight);
     }
 

@@ -71,6 +71,7 @@ internal sealed class RetrievalModel
         NeighborCount = Math.Max(1, Math.Min(neighborCount, store.Count));
         // The automatic choice is not saved: a loaded model chooses again (the same way, the graph is deterministic).
         Index = VectorIndexes.For(store, indexKind);
+        IndexKind = indexKind;
         Lexical = lexical;
         LexicalNeighborCount = lexical is null ? 0 : Math.Min(lexicalNeighborCount, store.Count);
         LexicalTemperature = lexicalTemperature;
@@ -107,6 +108,8 @@ internal sealed class RetrievalModel
     public double Temperature { get; }
     public int NeighborCount { get; }
     /// <summary>The term-match index over the store, or null (models trained without it).</summary>
+    /// <summary>The kind <see cref="Index"/> was asked for (Auto unless forced), so a model made from this one (a grown store) searches alike.</summary>
+    public RetrieverIndexKind IndexKind { get; }
     public LexicalIndex? Lexical { get; }
     public int LexicalNeighborCount { get; }
     public double LexicalTemperature { get; }

@@ -114,6 +114,59 @@ public class KnowledgeStoreTests
     }
 
     [Fact]
+    public void JsonlSoftLabelsAreReadInTheOrderOfTheFilesHeaderWhateverOrderTheStoreUses()
+    {
+        using var folder = new TempDir();
+        var path = folder.File("store.jsonl");
+        new KnowledgeStore(["neg", "pos"],
+        [
+            new KnowledgeEntry("a dull film", null, 0, [0.9f, 0.1f], 0.9f, KnowledgeSource.Generated),
+            new KnowledgeEntry("a fine film", null, 1, [0.2f, 0.8f], 0.8f, KnowledgeSource.Generated),
+        ]).ExportJsonl(path);
+
+        // The caller's label order: each soft label is moved into it, so p(neg) stays 0.9 for the dull film.
+        var reordered = KnowledgeStore.ImportJsonl(path, ["pos", "neg"]);
+        Assert.Equal(["pos", "neg"], reordered.LabelNames);
+        Assert.Equal(1, reordered.Entries[0].Label);
+        Assert.Equal([0.1f, 0.9f], reordered.Entries[0].SoftLabel);
+        Assert.Equal([0.8f, 0.2f], reordered.Entries[1].SoftLabel);
+
+        // Two exports of different label orders, concatenated: the second header governs the lines after it.
+        var other = folder.File("other.jsonl");
+        new KnowledgeStore(["pos", "neg"], [new KnowledgeEntry("a great film", null, 0, [0.7f, 0.3f], 0.7f, KnowledgeSource.Generated)]).ExportJsonl(other);
+        var both = folder.File("both.jsonl");
+        File.WriteAllLines(both, File.ReadLines(path).Concat(File.ReadLines(other)));
+        var merged = KnowledgeStore.ImportJsonl(both);
+        Assert.Equal(["neg", "pos"], merged.LabelNames);
+        Assert.Equal(1, merged.Entries[2].Label);
+        Assert.Equal([0.3f, 0.7f], merged.Entries[2].SoftLabel);
+
+        // Labels that are not the same set cannot be mapped: the header line is named.
+        Assert.Equal($"{path} line 1: the header's labels [neg, pos] are not the label names given [negative, positive] (the same names are needed, in any order).",
+            Assert.Throws<InvalidDataException>(() => KnowledgeStore.ImportJsonl(path, ["negative", "positive"])).Message);
+    }
+
+    [Fact]
+    public void AFailedSaveOrExportLeavesNoTempFileAndNamesTheMissingFolder()
+    {
+        using var folder = new TempDir();
+        var store = new KnowledgeStore(["neg", "pos"], [KnowledgeEntry.Gold("x", null, 0, 2), KnowledgeEntry.Gold("y", null, 1, 2)]);
+        var taken = folder.File("taken");
+        Directory.CreateDirectory(taken);
+        // ExportJsonl wrote 'taken.tmp' and left it there when the rename failed.
+        Assert.ThrowsAny<IOException>(() => store.ExportJsonl(taken));
+        Assert.ThrowsAny<IOException>(() => store.Save(taken));
+        Assert.Equal([taken], Directory.GetFileSystemEntries(folder.Path));
+
+        // The message named the temp file ('.../missing/s.bin.8bcc1d0a.tmp'), not the file asked for.
+        var missing = Path.Combine(folder.Path, "missing", "s.bin");
+        Assert.Equal($"Cannot write '{missing}': the folder '{Path.GetDirectoryName(missing)}' does not exist.",
+            Assert.Throws<DirectoryNotFoundException>(() => store.Save(missing)).Message);
+        Assert.Equal($"Cannot write '{missing}.jsonl': the folder '{Path.GetDirectoryName(missing)}' does not exist.",
+            Assert.Throws<DirectoryNotFoundException>(() => store.ExportJsonl(missing + ".jsonl")).Message);
+    }
+
+    [Fact]
     public void AStoreFileWithBytesAfterItsChecksumFailsToLoad()
     {
         using var folder = new TempDir();

@@ -131,6 +131,75 @@ public class VectorSearchTests
     }
 
     [Fact]
+    public void IndexedVectorsHoldingNaNOrInfinityAreRefusedNamingTheRow()
+    {
+        // A NaN row scores NaN against every query and was never selected: k = 5 over 5 rows returned ids [0, 2, 4, 1, 0],
+        // the last slot the caller's buffer as it was.
+        var vectors = RandomUnitVectors(5, 16, seed: 1);
+        vectors[3 * 16 + 2] = float.NaN;
+        Assert.Equal("Vector 3 holds NaN or infinity (value NaN); indexed vectors must be finite. (Parameter 'vectors')",
+            Assert.Throws<ArgumentException>(() => new ExactIndex(vectors, 16)).Message);
+        Assert.StartsWith("Vector 3 holds NaN", Assert.Throws<ArgumentException>(() => new TorchExactIndex(vectors, 16)).Message);
+        Assert.StartsWith("Vector 3 holds NaN", Assert.Throws<ArgumentException>(() => HnswIndex.Build(vectors, 16)).Message);
+    }
+
+    [Fact]
+    public void ScoresThatOverflowFailTheSearchInsteadOfLeavingSlotsUnfilled()
+    {
+        // Finite vectors and query whose inner products overflow to -∞: no score beat the empty heap's -∞, and the
+        // ids came back as the caller's buffer held them ([9, 9]).
+        var vectors = new float[2 * 16];
+        Array.Fill(vectors, 1e20f);
+        var query = new float[16];
+        Array.Fill(query, -1e20f);
+        var ids = new[] { 9, 9 };
+        var scores = new float[2];
+        using var exact = new ExactIndex(vectors, 16);
+        Assert.Equal("Query 0: 0 of k = 2 neighbours have a finite score; the query or the indexed vectors are too large (their inner products overflow): normalise them.",
+            Assert.Throws<InvalidOperationException>(() => exact.Search(query, 2, ids, scores)).Message);
+        Assert.StartsWith("Query 1: 0 of k = 2", Assert.Throws<InvalidOperationException>(() => exact.Search([.. vectors[..16], .. query], 2, 2, new int[4], new float[4])).Message);
+        using var torch = new TorchExactIndex(vectors, 16);
+        Assert.StartsWith("Query 1: 0 of k = 2", Assert.Throws<InvalidOperationException>(() => torch.Search([.. vectors[..16], .. query], 2, 2, new int[4], new float[4])).Message);
+    }
+
+    [Fact]
+    public void AnHnswSearchThatReachesFewerThanKEntriesFailsInsteadOfLeavingSlotsUnfilled()
+    {
+        // 100 copies of one vector among 2,000: more copies than layer 0's 2·M = 64 links, so the copies' link lists fill
+        // with one another and 81 entries could not be reached; k = 2,000 returned 81 slots as the caller left them.
+        var vectors = RandomUnitVectors(2000, 16, seed: 2);
+        for (int i = 0; i < 100; i++) vectors.AsSpan(0, 16).CopyTo(vectors.AsSpan(i * 10 * 16, 16));
+        var graph = HnswIndex.Build(vectors, 16, new HnswOptions { EfSearch = 64 });
+        var ids = new int[2000];
+        var scores = new float[2000];
+        var error = Assert.Throws<InvalidOperationException>(() => graph.Search(vectors.AsSpan(5 * 16, 16), 2000, ids, scores));
+        Assert.StartsWith("Query 0: the HNSW graph search reached 1919 of k = 2000 entries (2000 indexed)", error.Message);
+        Assert.StartsWith("Query 0: the HNSW graph search reached", Assert.Throws<InvalidOperationException>(() =>
+            graph.Search(vectors.AsSpan(0, 32), 2, 2000, new int[4000], new float[4000])).Message);
+        graph.Search(vectors.AsSpan(5 * 16, 16), 10, ids, scores); // a k the graph reaches is answered
+    }
+
+    [Fact]
+    public void AReadGraphKeepsTheCalibrationItsMeasuredRecallRefersTo()
+    {
+        // Built for recall@16 0.995 (Auto's calibration), the graph read back as CalibrationK 10, TargetRecall 0.97 (the
+        // defaults) while MeasuredRecall was still the recall@16.
+        var vectors = RandomUnitVectors(300, 16, seed: 7);
+        var built = HnswIndex.Build(vectors, 16, VectorIndexes.AutoHnswOptions());
+        using var ms = new MemoryStream();
+        built.Write(ms);
+        var read = HnswIndex.Read(new MemoryStream(ms.ToArray()), vectors, 16);
+        Assert.Equal((16, 0.995, built.MeasuredRecall, built.EfSearch), (read.Options.CalibrationK, read.Options.TargetRecall, read.MeasuredRecall, read.EfSearch));
+
+        // A version 1 graph (no calibration fields) is still read, with the defaults.
+        var v2 = ms.ToArray();
+        var v1 = v2[..^(8 + 4 + 8)];
+        BitConverter.GetBytes(1u).CopyTo(v1, 8);
+        var old = HnswIndex.Read(new MemoryStream([.. v1, .. BitConverter.GetBytes(RetriKT.MLNet.Common.ChecksumStream.Of(v1).Hash)]), vectors, 16);
+        Assert.Equal((10, 0.97, built.MeasuredRecall), (old.Options.CalibrationK, old.Options.TargetRecall, old.MeasuredRecall));
+    }
+
+    [Fact]
     public void HnswReachesRecall95AtDefaultSettingsOn50kRandomUnitVectors()
     {
         // Uniform random 128-d unit vectors are the hardest case for a proximity graph (no low intrinsic dimension):

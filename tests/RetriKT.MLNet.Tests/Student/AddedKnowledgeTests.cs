@@ -43,6 +43,30 @@ public class AddedKnowledgeTests
     }
 
     [SharedDataFact]
+    public void AGrownStudentKeepsTheIndexKindItWasGiven()
+    {
+        // WithAddedKnowledge and TuneMix built their model with the automatic choice: a student forced to HNSW searched
+        // the grown store exactly (and one forced to exact would switch to HNSW once the store passed the switch).
+        var ml = new MLContext(seed: 1);
+        var train = TestData.Sst2Train(ml);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        var dev = keyMap.Transform(ml.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "dev.tsv"))));
+        var trainer = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 32, Epochs = 2, BatchSize = 8, LexicalNeighborCount = 8,
+        });
+        using var student = trainer.Fit(keyMap.Transform(train));
+        using var hnsw = student.WithIndex(RetrieverIndexKind.Hnsw);
+        Assert.IsType<HnswIndex>(hnsw.Index);
+        using var grown = hnsw.WithAddedKnowledge(GlueRows(student.LabelNames, 40));
+        Assert.Equal(grown.Store.Count, Assert.IsType<HnswIndex>(grown.Index).Count);
+        using var tuned = trainer.TuneMix(grown, dev);
+        Assert.IsType<HnswIndex>(tuned.Index);
+        using var automatic = student.WithAddedKnowledge(GlueRows(student.LabelNames, 40));
+        Assert.IsType<ExactIndex>(automatic.Index);
+    }
+
+    [SharedDataFact]
     public void AddedEntriesAreFoundByBothRetrieversAndTheHeadIsUnchanged()
     {
         var (ml, student) = TrainTiny();

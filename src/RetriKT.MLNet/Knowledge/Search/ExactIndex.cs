@@ -67,7 +67,7 @@ public sealed class ExactIndex : IVectorIndex, IDisposable
             VectorKernels.Scores(query, vectors.Slice(start * d, n * d), n, chunk);
             VectorKernels.Select(chunk[..n], start, ref top);
         }
-        top.SortDescending();
+        SearchArguments.RequireFound(top.SortDescending(), k, 0);
     }
 
     /// <summary>

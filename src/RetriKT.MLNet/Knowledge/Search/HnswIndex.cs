@@ -56,8 +56,8 @@ public sealed record HnswOptions
 public sealed class HnswIndex : IVectorIndex
 {
     private const string Magic = "RKTHNSW1";
-    /// <summary>Graph format version this library writes.</summary>
-    public const uint FormatVersion = 1;
+    /// <summary>Graph format version this library writes (2 adds the calibration's k and target recall; 1 is still read).</summary>
+    public const uint FormatVersion = 2;
     private const int MaxLevelCap = 32;
 
     private readonly ReadOnlyMemory<float> _vectors;
@@ -90,7 +90,7 @@ public sealed class HnswIndex : IVectorIndex
     /// <inheritdoc/>
     public int Dimension { get; }
     /// <summary>Build and default search parameters.</summary>
-    public HnswOptions Options { get; }
+    public HnswOptions Options { get; private set; }
     /// <summary>Beam width used when a search does not name one (<see cref="HnswOptions.EfSearch"/> or the calibrated value).</summary>
     public int EfSearch { get; private set; }
     /// <summary>Recall@<see cref="HnswOptions.CalibrationK"/> against exact search measured at <see cref="EfSearch"/>
@@ -122,8 +122,6 @@ public sealed class HnswIndex : IVectorIndex
         double levelScale = 1 / Math.Log(index.Options.M);
         for (int i = 0; i < index.Count; i++)
         {
-            if (!SearchArguments.AllFinite(vectors.Span.Slice(i * dimension, dimension)))
-                throw new ArgumentException($"Vector {i} holds NaN or infinity.", nameof(vectors));
             int level = Math.Min(MaxLevelCap, (int)(-Math.Log(1 - random.NextDouble()) * levelScale));
             index.Insert(i, level);
             if ((i & 1023) == 1023)
@@ -263,7 +261,8 @@ public sealed class HnswIndex : IVectorIndex
             long hits = 0;
             for (int q = 0; q < queries; q++)
             {
-                SearchOne(batch.AsSpan(q * Dimension, Dimension), k + 1, found, foundScores, Math.Max(ef, k + 1));
+                int reached = SearchOne(batch.AsSpan(q * Dimension, Dimension), k + 1, found, foundScores, Math.Max(ef, k + 1));
+                found.AsSpan(reached).Fill(-1); // slots the search did not reach are misses, not the last query's hits
                 var expected = WithoutSelf(truth.AsSpan(q * (k + 1), k + 1), picked[q], k);
                 foreach (var id in WithoutSelf(found, picked[q], k)) if (expected.Contains(id)) hits++;
             }
@@ -294,7 +293,7 @@ public sealed class HnswIndex : IVectorIndex
     {
         SearchArguments.Check(this, query, 1, k, ids.Length, scores.Length);
         if (efSearch < 1) throw new ArgumentOutOfRangeException(nameof(efSearch), $"efSearch must be >= 1, found {efSearch}.");
-        SearchOne(query, k, ids, scores, Math.Max(efSearch, k));
+        RequireReached(SearchOne(query, k, ids, scores, Math.Max(efSearch, k)), k, 0);
     }
 
     /// <inheritdoc/>
@@ -307,10 +306,23 @@ public sealed class HnswIndex : IVectorIndex
         SearchArguments.Check(this, queries, count, k, ids.Length, scores.Length);
         if (efSearch < 1) throw new ArgumentOutOfRangeException(nameof(efSearch), $"efSearch must be >= 1, found {efSearch}.");
         for (int q = 0; q < count; q++)
-            SearchOne(queries.Slice(q * Dimension, Dimension), k, ids.Slice(q * k, k), scores.Slice(q * k, k), Math.Max(efSearch, k));
+            RequireReached(SearchOne(queries.Slice(q * Dimension, Dimension), k, ids.Slice(q * k, k), scores.Slice(q * k, k), Math.Max(efSearch, k)), k, q);
     }
 
-    private void SearchOne(ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores, int ef)
+    /// <summary>
+    /// Fails a query whose beam reached fewer than k entries, instead of returning the unfilled slots as the caller left
+    /// them: the part of the graph reachable from the entry point is smaller than k. Many identical vectors do this (more
+    /// copies than a node's 2·M links: their link lists fill with one another and later nodes lose their back links).
+    /// </summary>
+    private void RequireReached(int reached, int k, int query)
+    {
+        if (reached < k)
+            throw new InvalidOperationException($"Query {query}: the HNSW graph search reached {reached} of k = {k} entries ({Count} indexed): " +
+                                                "part of the graph cannot be reached (as with many identical vectors); ask for fewer neighbours or use exact search.");
+    }
+
+    /// <summary>One query's search; returns how many results it found (fewer than k only when the beam reached fewer entries).</summary>
+    private int SearchOne(ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores, int ef)
     {
         var scratch = Scratch.For(Count);
         int entry = _entryPoint;
@@ -321,7 +333,7 @@ public sealed class HnswIndex : IVectorIndex
         while (results.Count > k) results.Pop();
         var top = new TopK(scores, ids, k);
         for (int i = 0; i < results.Count; i++) { var (s, id) = results[i]; top.Offer(s, id); }
-        top.SortDescending();
+        return top.SortDescending();
     }
 
     /// <summary>Greedy walk on an upper layer: move to the best neighbour until none improves.</summary>
@@ -428,7 +440,8 @@ public sealed class HnswIndex : IVectorIndex
     /// <summary>
     /// Writes the graph (not the vectors): magic <c>RKTHNSW1</c>, u32 version, i32 count, dimension, M, efConstruction,
     /// efSearch (effective), seed, entry point, max level, f64 measured recall; per node its level (u8); per node and layer (0 first, then 1..level) an
-    /// i32 link count and the linked ids; last a u64 FNV-1a checksum of everything before it.
+    /// i32 link count and the linked ids; (version 2) i32 calibration k and f64 target recall, which <see cref="MeasuredRecall"/>
+    /// refers to; last a u64 FNV-1a checksum of everything before it.
     /// </summary>
     public void Write(Stream stream)
     {
@@ -448,6 +461,8 @@ public sealed class HnswIndex : IVectorIndex
                     var links = Links(node, layer);
                     for (int i = 0; i <= links[0]; i++) w.Write(links[i]);
                 }
+            w.Write(Options.CalibrationK);
+            w.Write(Options.TargetRecall);
         }
         Span<byte> tail = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(tail, hashing.Hash);
@@ -471,7 +486,7 @@ public sealed class HnswIndex : IVectorIndex
             var magic = Encoding.ASCII.GetString(r.ReadBytes(8));
             Check(magic == Magic, $"not an HNSW graph (magic '{magic}', expected '{Magic}')");
             uint version = r.ReadUInt32();
-            Check(version == FormatVersion, $"HNSW graph format version {version} is not supported (this library reads {FormatVersion})");
+            Check(version is 1 or FormatVersion, $"HNSW graph format version {version} is not supported (this library reads 1 and {FormatVersion})");
             int count = r.ReadInt32(), dim = r.ReadInt32(), m = r.ReadInt32(), efC = r.ReadInt32(), efS = r.ReadInt32(), seed = r.ReadInt32();
             int entry = r.ReadInt32(), maxLevel = r.ReadInt32();
             double recall = r.ReadDouble();
@@ -507,6 +522,14 @@ public sealed class HnswIndex : IVectorIndex
                 }
             }
             Check(count == 0 || index._levels[entry] == maxLevel, $"entry point {entry} is not on the top layer {maxLevel}");
+            if (version >= 2)
+            {
+                // What MeasuredRecall was measured at (a version 1 graph did not say: the defaults stand in).
+                int calibrationK = r.ReadInt32();
+                double targetRecall = r.ReadDouble();
+                Check(calibrationK >= 1 && targetRecall > 0 && targetRecall <= 1, $"calibration k {calibrationK} or target recall {targetRecall} out of range");
+                index.Options = index.Options with { CalibrationK = calibrationK, TargetRecall = targetRecall };
+            }
             ulong computed = hashing.Hash;
             Span<byte> tail = stackalloc byte[8];
             Check(stream.ReadAtLeast(tail, 8, throwOnEndOfStream: false) == 8, "the checksum is missing: the graph is truncated");

@@ -11,7 +11,8 @@ namespace RetriKT.MLNet.Knowledge;
 /// <para>All search methods are thread-safe and allocate no managed or native memory per query on the single-query
 /// path (scratch buffers are per thread and reused).</para>
 /// <para>Errors: <c>k</c> outside [1, Count], a query of the wrong length, or a query holding NaN or
-/// infinity throw <see cref="ArgumentException"/> naming the argument, the expected and the found value.</para>
+/// infinity throw <see cref="ArgumentException"/> naming the argument, the expected and the found value; so do indexed
+/// vectors holding NaN or infinity, when the index is made.</para>
 /// </remarks>
 public interface IVectorIndex
 {
@@ -39,13 +40,36 @@ public interface IVectorIndex
 /// <summary>Argument checks shared by the index implementations, so every index reports bad input the same way.</summary>
 internal static class SearchArguments
 {
-    /// <summary>Checks an index's row-major <c>count × dimension</c> vectors and returns the count.</summary>
+    /// <summary>
+    /// Checks an index's row-major <c>count × dimension</c> vectors and returns the count. A NaN or infinite value is
+    /// refused: its row's score is NaN for every query, never selected, and a search would return fewer than k rows.
+    /// </summary>
     public static int CheckVectors(ReadOnlyMemory<float> vectors, int dimension)
     {
         if (dimension <= 0) throw new ArgumentOutOfRangeException(nameof(dimension), $"Dimension must be positive, found {dimension}.");
         if (vectors.Length % dimension != 0)
             throw new ArgumentException($"Vectors hold {vectors.Length} values, not a multiple of dimension {dimension}.", nameof(vectors));
-        return vectors.Length / dimension;
+        int count = vectors.Length / dimension;
+        var all = vectors.Span;
+        if (!AllFinite(all))
+            for (int i = 0; i < count; i++)
+            {
+                var row = all.Slice(i * dimension, dimension);
+                if (!AllFinite(row))
+                    throw new ArgumentException($"Vector {i} holds NaN or infinity (value {FirstNonFinite(row)}); indexed vectors must be finite.", nameof(vectors));
+            }
+        return count;
+    }
+
+    /// <summary>
+    /// Fails query <paramref name="query"/> whose selection kept <paramref name="found"/> &lt; <paramref name="k"/> rows:
+    /// with finite inputs that happens only when inner products overflow to −∞ or NaN (never better than the empty
+    /// heap's −∞), and the unfilled result slots would otherwise be returned as the caller left them.
+    /// </summary>
+    public static void RequireFound(int found, int k, int query)
+    {
+        if (found < k)
+            throw new InvalidOperationException($"Query {query}: {found} of k = {k} neighbours have a finite score; the query or the indexed vectors are too large (their inner products overflow): normalise them.");
     }
 
     public static void Check(IVectorIndex index, ReadOnlySpan<float> queries, int count, int k, int idsLength, int scoresLength)

@@ -310,11 +310,11 @@ internal ref struct BlockedTopK
         _counts[query] = top.Count;
     }
 
-    /// <summary>Sorts every query's hits best first, in place: the search's answer.</summary>
+    /// <summary>Sorts every query's hits best first, in place: the search's answer (fails a query left with fewer than k).</summary>
     public readonly void Complete()
     {
         for (int q = 0; q < _queries; q++)
-            TopK.Resume(_scores.Slice(q * _k, _k), _ids.Slice(q * _k, _k), _k, _counts![q]).SortDescending();
+            SearchArguments.RequireFound(TopK.Resume(_scores.Slice(q * _k, _k), _ids.Slice(q * _k, _k), _k, _counts![q]).SortDescending(), _k, q);
     }
 
     /// <summary>Returns the pooled counts (also when the search failed part way).</summary>
