@@ -163,20 +163,25 @@ public class VectorSearchTests
     }
 
     [Fact]
-    public void AnHnswSearchThatReachesFewerThanKEntriesFailsInsteadOfLeavingSlotsUnfilled()
+    public void AnHnswSearchThatReachesFewerThanKEntriesIsAnsweredExactlyInsteadOfLeavingSlotsUnfilled()
     {
         // 100 copies of one vector among 2,000: more copies than layer 0's 2·M = 64 links, so the copies' link lists fill
         // with one another and 81 entries could not be reached; k = 2,000 returned 81 slots as the caller left them.
         var vectors = RandomUnitVectors(2000, 16, seed: 2);
         for (int i = 0; i < 100; i++) vectors.AsSpan(0, 16).CopyTo(vectors.AsSpan(i * 10 * 16, 16));
         var graph = HnswIndex.Build(vectors, 16, new HnswOptions { EfSearch = 64 });
-        var ids = new int[2000];
-        var scores = new float[2000];
-        var error = Assert.Throws<InvalidOperationException>(() => graph.Search(vectors.AsSpan(5 * 16, 16), 2000, ids, scores));
-        Assert.StartsWith("Query 0: the HNSW graph search reached 1919 of k = 2000 entries (2000 indexed)", error.Message);
-        Assert.StartsWith("Query 0: the HNSW graph search reached", Assert.Throws<InvalidOperationException>(() =>
-            graph.Search(vectors.AsSpan(0, 32), 2, 2000, new int[4000], new float[4000])).Message);
-        graph.Search(vectors.AsSpan(5 * 16, 16), 10, ids, scores); // a k the graph reaches is answered
+        using var exact = new ExactIndex(vectors, 16);
+        var (ids, scores, exactIds, exactScores) = (new int[2000], new float[2000], new int[2000], new float[2000]);
+        Array.Fill(ids, -7);
+        graph.Search(vectors.AsSpan(5 * 16, 16), 2000, ids, scores);
+        exact.Search(vectors.AsSpan(5 * 16, 16), 2000, exactIds, exactScores);
+        Assert.Equal(Enumerable.Range(0, 2000), ids.Order());          // every entry once: no slot left as the caller had it
+        Assert.Equal(exactScores, scores);
+        // Batched: the query the beam cannot answer is scanned, the others keep the graph's answer.
+        var batchIds = new int[4000];
+        graph.Search(vectors.AsSpan(0, 32), 2, 2000, batchIds, new float[4000]);
+        Assert.Equal(Enumerable.Range(0, 2000), batchIds.AsSpan(2000).ToArray().Order());
+        Assert.Equal(Enumerable.Range(0, 2000), batchIds.AsSpan(0, 2000).ToArray().Order());
     }
 
     [Fact]

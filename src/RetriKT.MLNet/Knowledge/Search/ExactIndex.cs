@@ -55,19 +55,24 @@ public sealed class ExactIndex : IVectorIndex, IDisposable
         SearchManagedBatch(queries, count, k, ids, scores);
     }
 
-    private void SearchManaged(ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores)
+    private void SearchManaged(ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores) =>
+        SearchArguments.RequireFound(Scan(_vectors.Span, Count, Dimension, query, k, ids, scores), k, 0);
+
+    /// <summary>
+    /// One query's exact top-k over <paramref name="count"/> row-major vectors, best first; returns how many have a finite
+    /// score. The scan this index searches with, and what <see cref="HnswIndex"/> answers with when its beam cannot reach k.
+    /// </summary>
+    internal static int Scan(ReadOnlySpan<float> vectors, int count, int dimension, ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores)
     {
         var chunk = (t_scratch ??= new float[ScanChunk]).AsSpan();
-        var vectors = _vectors.Span;
-        int d = Dimension;
         var top = new TopK(scores, ids, k);
-        for (int start = 0; start < Count; start += ScanChunk)
+        for (int start = 0; start < count; start += ScanChunk)
         {
-            int n = Math.Min(ScanChunk, Count - start);
-            VectorKernels.Scores(query, vectors.Slice(start * d, n * d), n, chunk);
+            int n = Math.Min(ScanChunk, count - start);
+            VectorKernels.Scores(query, vectors.Slice(start * dimension, n * dimension), n, chunk);
             VectorKernels.Select(chunk[..n], start, ref top);
         }
-        SearchArguments.RequireFound(top.SortDescending(), k, 0);
+        return top.SortDescending();
     }
 
     /// <summary>

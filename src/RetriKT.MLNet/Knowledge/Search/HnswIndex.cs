@@ -293,7 +293,7 @@ public sealed class HnswIndex : IVectorIndex
     {
         SearchArguments.Check(this, query, 1, k, ids.Length, scores.Length);
         if (efSearch < 1) throw new ArgumentOutOfRangeException(nameof(efSearch), $"efSearch must be >= 1, found {efSearch}.");
-        RequireReached(SearchOne(query, k, ids, scores, Math.Max(efSearch, k)), k, 0);
+        ExactWhereUnreached(SearchOne(query, k, ids, scores, Math.Max(efSearch, k)), query, k, ids, scores, 0);
     }
 
     /// <inheritdoc/>
@@ -306,19 +306,24 @@ public sealed class HnswIndex : IVectorIndex
         SearchArguments.Check(this, queries, count, k, ids.Length, scores.Length);
         if (efSearch < 1) throw new ArgumentOutOfRangeException(nameof(efSearch), $"efSearch must be >= 1, found {efSearch}.");
         for (int q = 0; q < count; q++)
-            RequireReached(SearchOne(queries.Slice(q * Dimension, Dimension), k, ids.Slice(q * k, k), scores.Slice(q * k, k), Math.Max(efSearch, k)), k, q);
+        {
+            var query = queries.Slice(q * Dimension, Dimension);
+            var queryIds = ids.Slice(q * k, k);
+            var queryScores = scores.Slice(q * k, k);
+            ExactWhereUnreached(SearchOne(query, k, queryIds, queryScores, Math.Max(efSearch, k)), query, k, queryIds, queryScores, q);
+        }
     }
 
     /// <summary>
-    /// Fails a query whose beam reached fewer than k entries, instead of returning the unfilled slots as the caller left
-    /// them: the part of the graph reachable from the entry point is smaller than k. Many identical vectors do this (more
-    /// copies than a node's 2·M links: their link lists fill with one another and later nodes lose their back links).
+    /// A query whose beam reached fewer than k entries is answered by an exact scan of the indexed vectors, instead of
+    /// returning the unfilled slots as the caller left them (or failing a prediction): the part of the graph reachable
+    /// from the entry point is smaller than k. Many identical vectors do this (more copies than a node's 2·M links: their
+    /// link lists fill with one another and later nodes lose their back links). The scan still fails where inner products
+    /// overflow, as the exact index does.
     /// </summary>
-    private void RequireReached(int reached, int k, int query)
+    private void ExactWhereUnreached(int reached, ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores, int queryIndex)
     {
-        if (reached < k)
-            throw new InvalidOperationException($"Query {query}: the HNSW graph search reached {reached} of k = {k} entries ({Count} indexed): " +
-                                                "part of the graph cannot be reached (as with many identical vectors); ask for fewer neighbours or use exact search.");
+        if (reached < k) SearchArguments.RequireFound(ExactIndex.Scan(_vectors.Span, Count, Dimension, query, k, ids, scores), k, queryIndex);
     }
 
     /// <summary>One query's search; returns how many results it found (fewer than k only when the beam reached fewer entries).</summary>
