@@ -107,9 +107,9 @@ internal sealed class RetrievalModel
         : Config.EmbeddingParameterCount;
     public double Temperature { get; }
     public int NeighborCount { get; }
-    /// <summary>The term-match index over the store, or null (models trained without it).</summary>
     /// <summary>The kind <see cref="Index"/> was asked for (Auto unless forced), so a model made from this one (a grown store) searches alike.</summary>
     public RetrieverIndexKind IndexKind { get; }
+    /// <summary>The term-match index over the store, or null (models trained without it).</summary>
     public LexicalIndex? Lexical { get; }
     public int LexicalNeighborCount { get; }
     public double LexicalTemperature { get; }
