@@ -88,6 +88,13 @@ internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWo
     /// <summary>Texts seen so far (seed it with the few-shot examples so generated copies of them are dropped).</summary>
     public DuplicateFilter Duplicates { get; } = new(nearDuplicateThreshold);
 
+    /// <summary>
+    /// Whether a generated sample has text, as the Empty filter sees it: a first text, and for a pair template a second
+    /// one (the generated part of a second-part task). What <see cref="IntendedLabelTally"/> counts.
+    /// </summary>
+    public static bool HasText(TaskTemplate template, string? text, string? text2) =>
+        !string.IsNullOrWhiteSpace(text) && !(template.IsPair && string.IsNullOrWhiteSpace(text2));
+
     /// <summary>Why the sample is dropped, or null when it is kept (and then remembered by <see cref="Duplicates"/>).</summary>
     /// <remarks>
     /// <paramref name="finished"/>: generation ended at an end token or stop sequence, not at the token limit (judged right
@@ -96,7 +103,7 @@ internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWo
     /// </remarks>
     public DropReason? Judge(string text, string? text2, float[] probabilities, int label, bool finished, bool disfluent = false)
     {
-        if (string.IsNullOrWhiteSpace(text) || (template.IsPair && string.IsNullOrWhiteSpace(text2))) return DropReason.Empty;
+        if (!HasText(template, text, text2)) return DropReason.Empty;
         if (dropUnfinished && !finished) return DropReason.Unfinished;
         int words = TextStatistics.Words(template.Target == GenerationTarget.SecondPart ? text2! : template.RenderTarget(text, text2)).Count;
         if (words == 0) return DropReason.Empty;
