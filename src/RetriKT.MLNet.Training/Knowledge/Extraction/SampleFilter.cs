@@ -13,9 +13,12 @@ public enum DropReason
     TooLong,
     /// <summary>The teacher's probability of the intended label is below the threshold, or another label is more probable.</summary>
     LowFidelity,
-    /// <summary>Same normalised text as a kept sample or a few-shot example.</summary>
+    /// <summary>
+    /// Same normalised text (lower-cased words of letters, digits and apostrophes; punctuation dropped) as a few-shot
+    /// example or an earlier sample that passed the other filters (one then dropped over quota included).
+    /// </summary>
     ExactDuplicate,
-    /// <summary>Estimated word-trigram Jaccard similarity to a kept sample above the threshold (MinHash).</summary>
+    /// <summary>Estimated word-trigram Jaccard similarity (MinHash) at or above the threshold to a text that <see cref="ExactDuplicate"/> compares with.</summary>
     NearDuplicate,
     /// <summary>The label already has its quota.</summary>
     OverQuota,
