@@ -6,7 +6,7 @@ namespace RetriKT.MLNet.Knowledge.Extraction;
 
 /// <summary>
 /// How faithful the teacher's samples are, per label they were generated for: of the samples that have text and a
-/// teacher soft label, how many the teacher gives that label (the argmax), before any filter. Both extraction paths
+/// teacher soft label (for a pair template: both parts, as the Empty filter has it), how many the teacher gives that label (the argmax), before any filter. Both extraction paths
 /// (the white-box <see cref="KnowledgeExtractor"/> and the black-box one) count here, so they report and warn alike.
 /// </summary>
 internal sealed class IntendedLabelTally

@@ -360,9 +360,9 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     var s = samples[i];
                     int teacherLabel = RetrievalMix.ArgMax(s.Probabilities);
                     generated[label]++;
-                    if (!string.IsNullOrWhiteSpace(s.Sample.Text)) intended.Add(label, teacherLabel);
+                    if (SampleJudge.HasText(template, s.Sample.Text, s.Sample.Text2)) intended.Add(label, teacherLabel);
                     int target = o.AssignToTeacherLabel ? teacherLabel : label;
-                    var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, s.Sample.Finished, disfluent: nll?[i] > fluency!.Threshold);
+                    var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, s.Sample.Finished, disfluent: nll is not null && nll[i] > fluency!.Threshold);
                     if (reason is null && kept[target].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;
                     if (reason is { } r) { dropped[r]++; continue; }
                     kept[target].Add(new KnowledgeEntry(s.Sample.Text, s.Sample.Text2, target, s.Probabilities, s.Probabilities[target], KnowledgeSource.Generated));

@@ -13,9 +13,12 @@ public enum DropReason
     TooLong,
     /// <summary>The teacher's probability of the intended label is below the threshold, or another label is more probable.</summary>
     LowFidelity,
-    /// <summary>Same normalised text as a kept sample or a few-shot example.</summary>
+    /// <summary>
+    /// Same normalised text (lower-cased words of letters, digits and apostrophes; punctuation dropped) as a few-shot
+    /// example or an earlier sample that passed the other filters (one then dropped over quota included).
+    /// </summary>
     ExactDuplicate,
-    /// <summary>Estimated word-trigram Jaccard similarity to a kept sample above the threshold (MinHash).</summary>
+    /// <summary>Estimated word-trigram Jaccard similarity (MinHash) at or above the threshold to a text that <see cref="ExactDuplicate"/> compares with.</summary>
     NearDuplicate,
     /// <summary>The label already has its quota.</summary>
     OverQuota,
@@ -88,6 +91,13 @@ internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWo
     /// <summary>Texts seen so far (seed it with the few-shot examples so generated copies of them are dropped).</summary>
     public DuplicateFilter Duplicates { get; } = new(nearDuplicateThreshold);
 
+    /// <summary>
+    /// Whether a generated sample has text, as the Empty filter sees it: a first text, and for a pair template a second
+    /// one (the generated part of a second-part task). What <see cref="IntendedLabelTally"/> counts.
+    /// </summary>
+    public static bool HasText(TaskTemplate template, string? text, string? text2) =>
+        !string.IsNullOrWhiteSpace(text) && !(template.IsPair && string.IsNullOrWhiteSpace(text2));
+
     /// <summary>Why the sample is dropped, or null when it is kept (and then remembered by <see cref="Duplicates"/>).</summary>
     /// <remarks>
     /// <paramref name="finished"/>: generation ended at an end token or stop sequence, not at the token limit (judged right
@@ -96,7 +106,7 @@ internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWo
     /// </remarks>
     public DropReason? Judge(string text, string? text2, float[] probabilities, int label, bool finished, bool disfluent = false)
     {
-        if (string.IsNullOrWhiteSpace(text) || (template.IsPair && string.IsNullOrWhiteSpace(text2))) return DropReason.Empty;
+        if (!HasText(template, text, text2)) return DropReason.Empty;
         if (dropUnfinished && !finished) return DropReason.Unfinished;
         int words = TextStatistics.Words(template.Target == GenerationTarget.SecondPart ? text2! : template.RenderTarget(text, text2)).Count;
         if (words == 0) return DropReason.Empty;

@@ -11,7 +11,10 @@ public sealed class StoreVariantOptions
 {
     /// <summary>Variants made from each generated sample: even ones are spans, odd ones drop words. Default 2.</summary>
     public int PerSample = 2;
-    /// <summary>Samples with fewer words are left without variants (a span of a short text says little). Default 6.</summary>
+    /// <summary>
+    /// Samples with fewer space-separated tokens (punctuation tokens such as "," count) are left without variants (a span
+    /// of a short text says little). Default 6.
+    /// </summary>
     public int MinWords = 6;
     /// <summary>Shortest span, as a share of the sample's words (never under 4 words). Default 0.4.</summary>
     public double MinSpanShare = 0.4;
