@@ -1,0 +1,47 @@
+using Microsoft.ML;
+using RetriKT.MLNet.Pipeline;
+using RetriKT.MLNet.SoftPrompt;
+using static RetriKT.MLNet.Tests.SoftPrompt.SoftPromptPpoTrainerTests;
+
+namespace RetriKT.MLNet.Tests.SoftPrompt;
+
+/// <summary>
+/// PPO settings that used to run and report normal-looking numbers while part of PPO silently did nothing, and the
+/// default reward's contract for too-short samples.
+/// </summary>
+public class PpoSettingsAuditTests
+{
+    private static SoftPromptPpoOptions Valid() => new() { TeacherPath = "/nonexistent/teacher.bin", Template = StoryMood };
+
+    private static SoftPromptPpoTrainer Trainer(SoftPromptPpoOptions options) => new MLContext().RetriKT().SoftPromptPpoTrainer(options);
+
+    [Fact]
+    public void AnAdaptiveKlControllerStartingFromZeroIsRefused()
+    {
+        // β ← β·(1 + e·n/horizon) keeps 0 at 0 whatever the KL: the "adaptive" penalty would never switch on.
+        var options = Valid();
+        options.InitialKlCoefficient = 0;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Trainer(options));
+        Assert.Equal(nameof(SoftPromptPpoOptions.InitialKlCoefficient), e.ParamName);
+        Assert.StartsWith("InitialKlCoefficient must be > 0 while TargetKl is set (the adaptive controller multiplies it, so 0 stays 0), or TargetKl null for a fixed coefficient; found 0 with TargetKl 4.", e.Message);
+        options.TargetKl = null; // a fixed β of 0 (no KL penalty) is a choice, and allowed
+        Trainer(options);
+    }
+
+    [Fact]
+    public void FewerRolloutsPerStepThanLabelsIsRefused()
+    {
+        // Rollout i goes to label i mod L, so with fewer rollouts than labels the last labels never get one: their
+        // prompts leave PPO as stage 1 left them, and the report looks like any other.
+        var options = Valid();
+        options.RolloutsPerStep = 1;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Trainer(options));
+        Assert.Equal(nameof(SoftPromptPpoOptions.RolloutsPerStep), e.ParamName);
+        Assert.StartsWith("RolloutsPerStep must be at least the number of labels (2), or label 'sad' gets no rollout, found 1.", e.Message);
+        options.Labels = ["happy"];
+        Trainer(options); // one label: one rollout is enough
+        options.Labels = null;
+        options.PpoSteps = 0;
+        Trainer(options); // no PPO, no rollouts
+    }
+}
