@@ -44,4 +44,19 @@ public class PpoSettingsAuditTests
         options.PpoSteps = 0;
         Trainer(options); // no PPO, no rollouts
     }
+
+    [Fact]
+    public void ASampleTooShortForTheStoreEarnsExactlyMinusTheLengthWeightEvenWhenItRepeatsItself()
+    {
+        // MinWords 6: "la la la la la" is 5 words (too short) with repeated trigrams; the contract is −w_l, nothing else.
+        var reward = new RetriKTReward(new ConstantScorer(), minWords: 6);
+        var scores = reward.Score([new RolloutSample(0, "la la la la la", null, "la la la la la", 5, Finished: true)]);
+        Assert.Equal(-0.5, scores[0].Total, 9);
+        Assert.Equal(0.5, scores[0].Penalty, 9);
+    }
+
+    private sealed class ConstantScorer : ILabelScorer
+    {
+        public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => samples.Select(_ => new[] { 0.9f, 0.1f }).ToArray();
+    }
 }
