@@ -60,3 +60,42 @@ public class PpoSettingsAuditTests
         public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => samples.Select(_ => new[] { 0.9f, 0.1f }).ToArray();
     }
 }
+
+public class PpoNonFiniteRewardTests
+{
+    private sealed class NaNReward : IRewardFunction
+    {
+        public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples)
+            => samples.Select((_, i) => new RewardBreakdown(i == 2 ? double.NaN : 0.5, 0, 0, 0)).ToList();
+    }
+
+    [Infrastructure.SharedDataFact]
+    public void ANonFiniteRewardStopsTrainingInsteadOfTurningThePromptsIntoNaN()
+    {
+        var mlContext = new MLContext(seed: 3);
+        var e = Assert.Throws<InvalidOperationException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 0, PromptTokens = 2,
+            PpoSteps = 2, RolloutsPerStep = 4, MiniBatchSize = 4, PpoEpochs = 1, MaxNewTokens = 4, Reward = new NaNReward(),
+        }).Fit(StoryData(mlContext)).Dispose());
+        Assert.Equal("PPO step 1: the reward function returned NaN for rollout 2 (label 'happy'); expected a finite total.", e.Message);
+    }
+
+    private sealed class ShortReward : IRewardFunction
+    {
+        public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples)
+            => samples.Skip(1).Select(_ => new RewardBreakdown(0.5, 0, 0, 0)).ToList();
+    }
+
+    [Infrastructure.SharedDataFact]
+    public void ARewardWithOneBreakdownTooFewIsNamedAsSuch()
+    {
+        var mlContext = new MLContext(seed: 3);
+        var e = Assert.Throws<InvalidOperationException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 0, PromptTokens = 2,
+            PpoSteps = 1, RolloutsPerStep = 4, MiniBatchSize = 4, PpoEpochs = 1, MaxNewTokens = 4, Reward = new ShortReward(),
+        }).Fit(StoryData(mlContext)).Dispose());
+        Assert.Equal("PPO step 1: the reward function returned 3 breakdowns for 4 rollouts; expected one per rollout.", e.Message);
+    }
+}
