@@ -84,7 +84,9 @@ public sealed class RetriKTReward : IRewardFunction
                 if (j != i) maxSimilarity = Math.Max(maxSimilarity, TensorPrimitives.Dot(vectors[i], vectors[j]));
             foreach (var m in _memory) maxSimilarity = Math.Max(maxSimilarity, TensorPrimitives.Dot(vectors[i], m));
             double diversity = degenerate ? 0 : 0.5 * (1 - maxSimilarity) + 0.5 * TextStatistics.DistinctN(s.Generated, 2);
-            double repetition = TextStatistics.RepeatedTrigramShare(s.Generated);
+            // Too short, it gets −w_l and nothing else, as documented: with MinWords above 4 such a sample could
+            // otherwise repeat a trigram and pay the repetition weight on top (with MinWords ≤ 4 it has no repeat).
+            double repetition = degenerate ? 0 : TextStatistics.RepeatedTrigramShare(s.Generated);
             double length = degenerate ? 1 : s.Finished ? 0 : 0.5;
             double penalty = _weights.Repetition * repetition + _weights.Length * length;
             result[i] = new RewardBreakdown(_weights.Fidelity * fidelity + _weights.Diversity * diversity - penalty, fidelity, diversity, penalty);

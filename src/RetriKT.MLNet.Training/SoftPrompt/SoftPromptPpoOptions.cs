@@ -48,7 +48,7 @@ public sealed class SoftPromptPpoOptions
     // ---- stage 2: PPO
     /// <summary>PPO iterations (rollout + update); 0 skips stage 2. Default 10.</summary>
     public int PpoSteps = Defaults.PpoSteps;
-    /// <summary>Rollouts per PPO iteration, spread evenly over the labels. Default 16.</summary>
+    /// <summary>Rollouts per PPO iteration, spread over the labels in turn (rollout i goes to label i mod L, so at least one per label). Default 16.</summary>
     public int RolloutsPerStep = 16;
     /// <summary>Optimisation epochs over each rollout batch. Default 4.</summary>
     public int PpoEpochs = 4;
@@ -73,7 +73,7 @@ public sealed class SoftPromptPpoOptions
     public double Gamma = 1.0;
     /// <summary>GAE λ. Default 0.95.</summary>
     public double Lambda = 0.95;
-    /// <summary>Initial KL coefficient β (per-token KL against the stage-1 prompt). Default 0.05.</summary>
+    /// <summary>Initial KL coefficient β (per-token KL against the stage-1 prompt). Default 0.05. Must be > 0 while <see cref="TargetKl"/> is set (the adaptive controller only scales it).</summary>
     public double InitialKlCoefficient = 0.05;
     /// <summary>Target KL (nats per sample) of the adaptive controller; null keeps β fixed. Default 4.</summary>
     public double? TargetKl = 4.0;
@@ -117,6 +117,15 @@ public sealed class SoftPromptPpoOptions
         if (InitText is null) throw new ArgumentException("SoftPromptPpoOptions.InitText must not be null (\"\" for none).");
         if (!Enum.IsDefined(Init)) throw new ArgumentOutOfRangeException(nameof(Init), $"Init must be one of {string.Join(", ", Enum.GetNames<SoftPromptInit>())}, found {(int)Init}.");
         ValidateSettings();
+        // Rollout i of a step goes to label i mod L: with fewer rollouts than labels the last labels never get one, and
+        // their prompts would leave PPO as stage 1 left them with nothing in the report to say so.
+        var labels = Labels ?? Template.Verbalizer?.Keys.ToList() ?? [];
+        if (PpoSteps > 0 && RolloutsPerStep < labels.Count)
+        {
+            var missing = labels.Skip(RolloutsPerStep).Select(l => $"'{l}'").ToList();
+            throw new ArgumentOutOfRangeException(nameof(RolloutsPerStep),
+                $"RolloutsPerStep must be at least the number of labels ({labels.Count}), or {(missing.Count == 1 ? "label" : "labels")} {string.Join(", ", missing)} {(missing.Count == 1 ? "gets" : "get")} no rollout, found {RolloutsPerStep}.");
+        }
     }
 
     /// <summary>
@@ -153,6 +162,11 @@ public sealed class SoftPromptPpoOptions
         AtLeastZeroFinite(InitialKlCoefficient, nameof(InitialKlCoefficient));
         if (TargetKl is double target && !(target > 0 && double.IsFinite(target)))
             throw new ArgumentOutOfRangeException(nameof(TargetKl), $"TargetKl must be positive and finite (or null to keep the KL coefficient fixed), found {Show(target)}.");
+        // The adaptive controller multiplies β (β ← β·(1 + e·n/horizon)): from 0 it stays 0 whatever the KL, so a target
+        // would be silently ignored.
+        if (TargetKl is double targetSet && InitialKlCoefficient == 0)
+            throw new ArgumentOutOfRangeException(nameof(InitialKlCoefficient),
+                $"InitialKlCoefficient must be > 0 while TargetKl is set (the adaptive controller multiplies it, so 0 stays 0), or TargetKl null for a fixed coefficient; found 0 with TargetKl {Show(targetSet)}.");
         PositiveFinite(KlHorizon, nameof(KlHorizon));
         PositiveFinite(MaxGradientNorm, nameof(MaxGradientNorm));
 

@@ -219,6 +219,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 clock.Restart();
                 var scores = reward.Score(samples);
                 double rewardSeconds = clock.Elapsed.TotalSeconds;
+                CheckScores(scores, samples, labels, step);
                 ppo.Add(PpoStep(policy, reference, rollouts, scores, kl, optimizer, step, host.Seed) with
                 {
                     GeneratedTokens = rollouts.Sum(r => r.ResponseIds.Length), RolloutSeconds = rolloutSeconds, RewardSeconds = rewardSeconds,
@@ -253,6 +254,20 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                     m.ScoringSeconds, m.UpdateSeconds, m.KeptUpdates, m.RolledBack ? 1 : 0, m.FinalApproxKl, m.LearningRate }.Select(v => v.ToString("G6", CultureInfo.InvariantCulture)))));
         }
         return new SoftPromptTrainingReport(initialNll, supervisedNll, epochNll, ppo);
+    }
+
+    /// <summary>
+    /// One finite total per rollout, or training stops here: a NaN or infinite reward would flow through the
+    /// advantages into every prompt coordinate (the next rollout then fails inside torch's sampler, or, on the last
+    /// step, the transformer gets NaN prompts), and a wrong count would fail in a tensor shape far from its cause.
+    /// </summary>
+    private static void CheckScores(IReadOnlyList<RewardBreakdown> scores, List<RolloutSample> samples, IReadOnlyList<string> labels, int step)
+    {
+        if (scores is null || scores.Count != samples.Count)
+            throw new InvalidOperationException($"PPO step {step + 1}: the reward function returned {(scores is null ? "null" : $"{scores.Count} breakdowns")} for {samples.Count} rollouts; expected one per rollout.");
+        for (int i = 0; i < scores.Count; i++)
+            if (scores[i] is not { } score || !double.IsFinite(score.Total))
+                throw new InvalidOperationException($"PPO step {step + 1}: the reward function returned {(scores[i] is null ? "null" : scores[i].Total.ToString(CultureInfo.InvariantCulture))} for rollout {i} (label '{labels[samples[i].Label]}'); expected a finite total.");
     }
 
     private PpoStepMetrics PpoStep(SoftPromptPolicy policy, SoftPromptModule reference, List<Rollout> rollouts,

@@ -1,0 +1,101 @@
+using Microsoft.ML;
+using RetriKT.MLNet.Pipeline;
+using RetriKT.MLNet.SoftPrompt;
+using static RetriKT.MLNet.Tests.SoftPrompt.SoftPromptPpoTrainerTests;
+
+namespace RetriKT.MLNet.Tests.SoftPrompt;
+
+/// <summary>
+/// PPO settings that used to run and report normal-looking numbers while part of PPO silently did nothing, and the
+/// default reward's contract for too-short samples.
+/// </summary>
+public class PpoSettingsAuditTests
+{
+    private static SoftPromptPpoOptions Valid() => new() { TeacherPath = "/nonexistent/teacher.bin", Template = StoryMood };
+
+    private static SoftPromptPpoTrainer Trainer(SoftPromptPpoOptions options) => new MLContext().RetriKT().SoftPromptPpoTrainer(options);
+
+    [Fact]
+    public void AnAdaptiveKlControllerStartingFromZeroIsRefused()
+    {
+        // β ← β·(1 + e·n/horizon) keeps 0 at 0 whatever the KL: the "adaptive" penalty would never switch on.
+        var options = Valid();
+        options.InitialKlCoefficient = 0;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Trainer(options));
+        Assert.Equal(nameof(SoftPromptPpoOptions.InitialKlCoefficient), e.ParamName);
+        Assert.StartsWith("InitialKlCoefficient must be > 0 while TargetKl is set (the adaptive controller multiplies it, so 0 stays 0), or TargetKl null for a fixed coefficient; found 0 with TargetKl 4.", e.Message);
+        options.TargetKl = null; // a fixed β of 0 (no KL penalty) is a choice, and allowed
+        Trainer(options);
+    }
+
+    [Fact]
+    public void FewerRolloutsPerStepThanLabelsIsRefused()
+    {
+        // Rollout i goes to label i mod L, so with fewer rollouts than labels the last labels never get one: their
+        // prompts leave PPO as stage 1 left them, and the report looks like any other.
+        var options = Valid();
+        options.RolloutsPerStep = 1;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Trainer(options));
+        Assert.Equal(nameof(SoftPromptPpoOptions.RolloutsPerStep), e.ParamName);
+        Assert.StartsWith("RolloutsPerStep must be at least the number of labels (2), or label 'sad' gets no rollout, found 1.", e.Message);
+        options.Labels = ["happy"];
+        Trainer(options); // one label: one rollout is enough
+        options.Labels = null;
+        options.PpoSteps = 0;
+        Trainer(options); // no PPO, no rollouts
+    }
+
+    [Fact]
+    public void ASampleTooShortForTheStoreEarnsExactlyMinusTheLengthWeightEvenWhenItRepeatsItself()
+    {
+        // MinWords 6: "la la la la la" is 5 words (too short) with repeated trigrams; the contract is −w_l, nothing else.
+        var reward = new RetriKTReward(new ConstantScorer(), minWords: 6);
+        var scores = reward.Score([new RolloutSample(0, "la la la la la", null, "la la la la la", 5, Finished: true)]);
+        Assert.Equal(-0.5, scores[0].Total, 9);
+        Assert.Equal(0.5, scores[0].Penalty, 9);
+    }
+
+    private sealed class ConstantScorer : ILabelScorer
+    {
+        public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => samples.Select(_ => new[] { 0.9f, 0.1f }).ToArray();
+    }
+}
+
+public class PpoNonFiniteRewardTests
+{
+    private sealed class NaNReward : IRewardFunction
+    {
+        public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples)
+            => samples.Select((_, i) => new RewardBreakdown(i == 2 ? double.NaN : 0.5, 0, 0, 0)).ToList();
+    }
+
+    [Infrastructure.SharedDataFact]
+    public void ANonFiniteRewardStopsTrainingInsteadOfTurningThePromptsIntoNaN()
+    {
+        var mlContext = new MLContext(seed: 3);
+        var e = Assert.Throws<InvalidOperationException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 0, PromptTokens = 2,
+            PpoSteps = 2, RolloutsPerStep = 4, MiniBatchSize = 4, PpoEpochs = 1, MaxNewTokens = 4, Reward = new NaNReward(),
+        }).Fit(StoryData(mlContext)).Dispose());
+        Assert.Equal("PPO step 1: the reward function returned NaN for rollout 2 (label 'happy'); expected a finite total.", e.Message);
+    }
+
+    private sealed class ShortReward : IRewardFunction
+    {
+        public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples)
+            => samples.Skip(1).Select(_ => new RewardBreakdown(0.5, 0, 0, 0)).ToList();
+    }
+
+    [Infrastructure.SharedDataFact]
+    public void ARewardWithOneBreakdownTooFewIsNamedAsSuch()
+    {
+        var mlContext = new MLContext(seed: 3);
+        var e = Assert.Throws<InvalidOperationException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 0, PromptTokens = 2,
+            PpoSteps = 1, RolloutsPerStep = 4, MiniBatchSize = 4, PpoEpochs = 1, MaxNewTokens = 4, Reward = new ShortReward(),
+        }).Fit(StoryData(mlContext)).Dispose());
+        Assert.Equal("PPO step 1: the reward function returned 3 breakdowns for 4 rollouts; expected one per rollout.", e.Message);
+    }
+}
