@@ -270,8 +270,7 @@ internal sealed class BlackBoxRun
         if (s.SoftLabel is null)
         {
             // Unlabelled: an empty or cut-off sample is judged Empty or Unfinished by the filters; a sample the teacher gave no label is LowFidelity.
-            var early = _judge.Judge(s.Text, s.Text2, new float[_labels.Count], s.Label, s.Finished);
-            reason = early is DropReason.Empty or DropReason.Unfinished ? early : DropReason.LowFidelity;
+            reason = _judge.JudgeUnlabelled(s.Text, s.Text2, s.Finished) ?? DropReason.LowFidelity;
             if (reason == DropReason.LowFidelity) _unlabelled++;
         }
         else

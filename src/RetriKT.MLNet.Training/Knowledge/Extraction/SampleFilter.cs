@@ -106,16 +106,31 @@ internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWo
     /// </remarks>
     public DropReason? Judge(string text, string? text2, float[] probabilities, int label, bool finished, bool disfluent = false)
     {
-        if (!HasText(template, text, text2)) return DropReason.Empty;
-        if (dropUnfinished && !finished) return DropReason.Unfinished;
-        int words = TextStatistics.Words(template.Target == GenerationTarget.SecondPart ? text2! : template.RenderTarget(text, text2)).Count;
-        if (words == 0) return DropReason.Empty;
+        if (TextReason(text, text2, finished, out int words) is { } early) return early;
         if (words < minWords) return DropReason.TooShort;
         if (words > maxWords) return DropReason.TooLong;
         var p = probabilities;
         if (p[label] < fidelityThreshold || (requireArgmax && p.Max() > p[label])) return DropReason.LowFidelity;
         if (disfluent) return DropReason.Disfluent;
         return Duplicates.Admit(template.RenderTarget(text, text2));
+    }
+
+    /// <summary>
+    /// For a sample the teacher gave no label: Empty or Unfinished where <see cref="Judge"/> would say so, else null (the
+    /// caller drops it as LowFidelity). It remembers nothing: judged with a made-up all-zero label instead, a sample
+    /// passed a fidelity threshold of 0 and its text was remembered as kept, so a later labelled copy of it was dropped
+    /// as a duplicate of a sample that is not in the store.
+    /// </summary>
+    public DropReason? JudgeUnlabelled(string text, string? text2, bool finished) => TextReason(text, text2, finished, out _);
+
+    /// <summary>The checks of the text alone, in <see cref="Judge"/>'s order; <paramref name="words"/> counts the generated part's words.</summary>
+    private DropReason? TextReason(string text, string? text2, bool finished, out int words)
+    {
+        words = 0;
+        if (!HasText(template, text, text2)) return DropReason.Empty;
+        if (dropUnfinished && !finished) return DropReason.Unfinished;
+        words = TextStatistics.Words(template.Target == GenerationTarget.SecondPart ? text2! : template.RenderTarget(text, text2)).Count;
+        return words == 0 ? DropReason.Empty : null;
     }
 }
 
