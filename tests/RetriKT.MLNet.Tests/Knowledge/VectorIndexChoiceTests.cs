@@ -68,6 +68,11 @@ public class VectorIndexChoiceTests
         var fresh = Clustered(queries, dimension, seed: 3);
         double recall = hnsw.Recall(ExactIndex.For(store), fresh, queries, VectorIndexes.AutoRecallK);
         Assert.True(recall >= 0.99, $"recall@{VectorIndexes.AutoRecallK} on {queries} fresh random queries: {recall:F4}");
+
+        // The same beam given in the options: its recall was never measured (NaN), so Auto built the graph and then
+        // fell back to exact search every time. It is measured now, and the graph is kept.
+        var given = VectorIndexes.For(store, RetrieverIndexKind.Auto, VectorIndexes.AutoHnswOptions() with { EfSearch = hnsw.EfSearch });
+        Assert.Equal(hnsw.MeasuredRecall, Assert.IsType<HnswIndex>(given).MeasuredRecall);
     }
 
     private sealed class QueryRow

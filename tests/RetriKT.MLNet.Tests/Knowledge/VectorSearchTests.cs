@@ -184,6 +184,22 @@ public class VectorSearchTests
         Assert.Equal(Enumerable.Range(0, 2000), batchIds.AsSpan(0, 2000).ToArray().Order());
     }
 
+    /// <summary>
+    /// A beam given in the options had no measured recall (NaN), so Auto, which keeps a graph only when its recall reaches
+    /// 0.99, built the graph and then searched exactly every time. The given beam is measured as the calibration measures.
+    /// </summary>
+    [Fact]
+    public void AGivenBeamHasItsRecallMeasuredAsTheCalibrationMeasuresIt()
+    {
+        var vectors = RandomUnitVectors(2000, 16, seed: 8);
+        var calibrated = HnswIndex.Build(vectors, 16);
+        var given = HnswIndex.Build(vectors, 16, new HnswOptions { EfSearch = calibrated.EfSearch });
+        Assert.Equal(calibrated.EfSearch, given.EfSearch);
+        Assert.Equal(calibrated.MeasuredRecall, given.MeasuredRecall);               // same graph, same queries, same beam
+        var narrow = HnswIndex.Build(vectors, 16, new HnswOptions { EfSearch = 2 });
+        Assert.InRange(narrow.MeasuredRecall, 0.05, calibrated.MeasuredRecall);       // a narrow beam measures lower
+    }
+
     [Fact]
     public void AReadGraphKeepsTheCalibrationItsMeasuredRecallRefersTo()
     {

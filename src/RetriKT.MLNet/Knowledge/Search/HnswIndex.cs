@@ -18,7 +18,8 @@ public sealed record HnswOptions
     /// Candidate list size while searching (at least k is used); the recall/latency knob. Default 0 = calibrate at build
     /// time: the smallest beam whose recall@<see cref="CalibrationK"/> against exact search reaches
     /// <see cref="TargetRecall"/> on <see cref="CalibrationQueries"/> queries made from stored vectors moved half-way to
-    /// a random direction (the source vector is excluded from both answers). The calibrated value and its recall are kept with the graph.
+    /// a random direction (the source vector is excluded from both answers). The calibrated value and its recall are kept with the graph;
+    /// a beam given here has its recall measured the same way (<see cref="RetrieverIndexKind.Auto"/> compares it with its target).
     /// </summary>
     public int EfSearch { get; init; }
     /// <summary>Recall the calibration aims for when <see cref="EfSearch"/> is 0. Default 0.97: a margin over the usual
@@ -94,7 +95,7 @@ public sealed class HnswIndex : IVectorIndex
     /// <summary>Beam width used when a search does not name one (<see cref="HnswOptions.EfSearch"/> or the calibrated value).</summary>
     public int EfSearch { get; private set; }
     /// <summary>Recall@<see cref="HnswOptions.CalibrationK"/> against exact search measured at <see cref="EfSearch"/>
-    /// when the index was built (NaN when the beam was given and not measured).</summary>
+    /// when the index was built, the calibrated beam or the one the options gave.</summary>
     public double MeasuredRecall { get; private set; } = double.NaN;
     /// <summary>Highest layer of the graph.</summary>
     public int MaxLevel => _maxLevel;
@@ -132,6 +133,7 @@ public sealed class HnswIndex : IVectorIndex
         }
         progress?.Report(index.Count);
         if (index.Options.EfSearch == 0) index.Calibrate();
+        else index.MeasureRecall();
         return index;
     }
 
@@ -230,6 +232,33 @@ public sealed class HnswIndex : IVectorIndex
     private void Calibrate()
     {
         if (Count <= 1) { EfSearch = 1; MeasuredRecall = 1; return; }
+        var recallAt = RecallMeter();
+        int ef = 16;
+        while (true)
+        {
+            double recall = recallAt(ef);
+            if (recall >= Options.TargetRecall || ef >= Math.Min(Count, 10_000))
+            {
+                EfSearch = ef;
+                MeasuredRecall = recall;
+                return;
+            }
+            ef = ef < 64 ? ef * 2 : ef + ef / 4;
+        }
+    }
+
+    /// <summary>
+    /// The recall of a beam the options gave, measured as the calibration measures it: Auto compares it with its target,
+    /// and with NaN (unmeasured) it fell back to exact search every time, after building the graph for nothing.
+    /// </summary>
+    private void MeasureRecall() => MeasuredRecall = Count <= 1 ? 1 : RecallMeter()(EfSearch);
+
+    /// <summary>
+    /// Recall@<see cref="HnswOptions.CalibrationK"/> against exact search as a function of the beam, on
+    /// <see cref="HnswOptions.CalibrationQueries"/> queries made from stored vectors (see <see cref="HnswOptions.EfSearch"/>).
+    /// </summary>
+    private Func<int, double> RecallMeter()
+    {
         int k = Math.Min(Options.CalibrationK, Count - 1), queries = Math.Min(Options.CalibrationQueries, Count);
         var random = SeedMixer.Random(Options.Seed, "hnsw-calibration");
         var picked = new int[queries];
@@ -255,8 +284,7 @@ public sealed class HnswIndex : IVectorIndex
             .Search(batch, queries, k + 1, truth, scores);
         var found = new int[k + 1];
         var foundScores = new float[k + 1];
-        int ef = 16;
-        while (true)
+        return ef =>
         {
             long hits = 0;
             for (int q = 0; q < queries; q++)
@@ -266,15 +294,8 @@ public sealed class HnswIndex : IVectorIndex
                 var expected = WithoutSelf(truth.AsSpan(q * (k + 1), k + 1), picked[q], k);
                 foreach (var id in WithoutSelf(found, picked[q], k)) if (expected.Contains(id)) hits++;
             }
-            double recall = (double)hits / ((long)queries * k);
-            if (recall >= Options.TargetRecall || ef >= Math.Min(Count, 10_000))
-            {
-                EfSearch = ef;
-                MeasuredRecall = recall;
-                return;
-            }
-            ef = ef < 64 ? ef * 2 : ef + ef / 4;
-        }
+            return (double)hits / ((long)queries * k);
+        };
     }
 
     private static ReadOnlySpan<int> WithoutSelf(Span<int> ids, int self, int k)
