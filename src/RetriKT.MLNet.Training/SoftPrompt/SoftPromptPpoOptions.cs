@@ -108,6 +108,9 @@ public sealed class SoftPromptPpoOptions
     /// Checks every option before any training (the trainer's constructor calls it): each refusal names the option and
     /// the value found. Comparisons are written so that NaN fails them, and rates, coefficients and limits must be finite.
     /// </summary>
+    /// <summary>The labels in training order: <see cref="Labels"/>, else the template's verbalizer order.</summary>
+    internal IReadOnlyList<string> TaskLabels => Labels ?? Template?.Verbalizer?.Keys.ToList() ?? [];
+
     internal void Validate()
     {
         if (Template is null) throw new ArgumentException("SoftPromptPpoOptions.Template is required (for example TaskTemplates.Sst2).");
@@ -119,7 +122,7 @@ public sealed class SoftPromptPpoOptions
         ValidateSettings();
         // Rollout i of a step goes to label i mod L: with fewer rollouts than labels the last labels never get one, and
         // their prompts would leave PPO as stage 1 left them with nothing in the report to say so.
-        var labels = Labels ?? Template.Verbalizer?.Keys.ToList() ?? [];
+        var labels = TaskLabels;
         if (PpoSteps > 0 && RolloutsPerStep < labels.Count)
         {
             var missing = labels.Skip(RolloutsPerStep).Select(l => $"'{l}'").ToList();

@@ -63,7 +63,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     }
 
     /// <summary>Labels in training order (the template's verbalizer order unless <see cref="SoftPromptPpoOptions.Labels"/> is set).</summary>
-    public IReadOnlyList<string> Labels => _options.Labels ?? _options.Template!.Verbalizer.Keys.ToList();
+    public IReadOnlyList<string> Labels => _options.TaskLabels;
 
     /// <inheritdoc/>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
@@ -134,7 +134,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         var matrix = teacher.EmbedVocabulary();
         var initIds = tokenizer.Encode(o.InitText, addBos: false);
         var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens,
-            l => [.. initIds, .. (initIds.Length > 0 ? tokenizer.EncodeContinuation(template.Verbalizer[labels[l]]) : tokenizer.Encode(template.Verbalizer[labels[l]], addBos: false))],
+            l => [.. initIds, .. tokenizer.EncodeContinuation(template.Verbalizer[labels[l]], afterText: initIds.Length > 0)],
             initIds, generator);
         return new SoftPromptModule(labelInit, taskInit); // its parameters stay out of the scope
     }

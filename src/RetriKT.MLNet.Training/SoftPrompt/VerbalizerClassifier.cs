@@ -43,7 +43,7 @@ public sealed class VerbalizerClassifier : ILabelScorer
         _words = Labels.Select(l => template.Verbalizer[l]).ToArray();
         // The words as they read after the prompt's text (no SentencePiece dummy-prefix space): what ScoreContinuations scores.
         bool afterText = template.ClassificationFormat.IndexOf("{label}", StringComparison.Ordinal) > 0;
-        var encoded = _words.Select(w => afterText ? teacher.Tokenizer.EncodeContinuation(w) : teacher.Tokenizer.Encode(w, false)).ToArray();
+        var encoded = _words.Select(w => teacher.Tokenizer.EncodeContinuation(w, afterText)).ToArray();
         if (!rowPerWord && encoded.All(e => e.Length == 1)) _wordTokens = encoded.Select(e => e[0]).ToArray();
         if (calibrate)
         {

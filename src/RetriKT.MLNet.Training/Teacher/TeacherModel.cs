@@ -435,7 +435,7 @@ public sealed class TeacherModel : IDisposable
     /// <c>log p(continuation | [prefixEmbeds] prefix)</c>. Rows are batched by length (<paramref name="batchSize"/> per
     /// forward pass, left padding), so a pass pads little. Prefixes are encoded with BOS (LLaMA family) and continuations
     /// on their own without BOS, as the verbalizer classifier needs; a continuation of a non-empty prefix is encoded as
-    /// text that follows other text (<see cref="TeacherTokenizer.EncodeContinuation"/>: no SentencePiece dummy-prefix
+    /// text that follows other text (<see cref="TeacherTokenizer.EncodeContinuation(string)"/>: no SentencePiece dummy-prefix
     /// space), so " great" after "It was" scores the tokens it is in "It was great". An empty prefix without a soft prompt
     /// is the start of a text: BOS, or for a teacher without one (GPT-2) its end-of-text token. Inference only.
     /// </summary>
@@ -448,7 +448,7 @@ public sealed class TeacherModel : IDisposable
         var p = prefixes.Select(x => StartOfText(tokenizer.Encode(x, bos), prefixEmbeds is null)).ToList();
         // After text, a continuation is the ids it adds to the whole text (no SentencePiece dummy-prefix space); with no
         // prefix text it is the start of a text.
-        var c = continuations.Select((x, i) => i < prefixes.Count && prefixes[i].Length > 0 ? tokenizer.EncodeContinuation(x) : tokenizer.Encode(x, false)).ToList();
+        var c = continuations.Select((x, i) => tokenizer.EncodeContinuation(x, afterText: i < prefixes.Count && prefixes[i].Length > 0)).ToList();
         if (p.Count != c.Count || p.Count == 0)
             throw new ArgumentException($"Need as many prefixes as continuations (at least one); found {p.Count} and {c.Count}.");
         // Checked here, before the rows are reordered, so a message names the caller's row.

@@ -68,6 +68,13 @@ public sealed class TeacherTokenizer
     }
 
     /// <summary>
+    /// <paramref name="text"/> as it reads where it stands: after other text (<paramref name="afterText"/>,
+    /// <see cref="EncodeContinuation(string)"/>) or at the start of a text (<see cref="Encode"/> without BOS). Every place
+    /// that encodes a continuation, a verbalizer word or a target apart from the text before it chooses here.
+    /// </summary>
+    public int[] EncodeContinuation(string text, bool afterText) => afterText ? EncodeContinuation(text) : Encode(text, addBos: false);
+
+    /// <summary>
     /// Decodes ids as text that continues other text (generated output after its prompt): as <see cref="Decode"/>, but a
     /// SentencePiece first piece keeps its leading space, which <see cref="Decode"/> drops as the dummy prefix of a text's
     /// start ("▁there" reads " there" after "Once upon a time,"). Byte-level BPE keeps it anyway; unigram SentencePiece

@@ -72,7 +72,7 @@ internal sealed class FluencyFilter
         for (int j = 0; j < usable.Count; j++)
         {
             // As ScoreContinuations encodes it: after a visible context, as text that continues it.
-            int tokens = Math.Max(1, (prefixes[j].Length > 0 ? _teacher.Tokenizer!.EncodeContinuation(targets[j]) : _teacher.Tokenizer!.Encode(targets[j], false)).Length);
+            int tokens = Math.Max(1, _teacher.Tokenizer!.EncodeContinuation(targets[j], afterText: prefixes[j].Length > 0).Length);
             result[usable[j].i] = -scores[j] / tokens;
         }
         return result;
