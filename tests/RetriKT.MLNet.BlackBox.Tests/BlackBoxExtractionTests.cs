@@ -342,12 +342,15 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         var drop = ml.RetriKT().BlackBoxKnowledgeExtractor(Short(drop: true, "drop.jsonl")).Fit(StoryData(ml)).Report;
         int unfinished = drop.Extraction.Dropped[DropReason.Unfinished];
         Assert.True(unfinished > 0, drop.ToString());
-        // A generation and a classification request per judged sample, except the cut-off ones: those get no classification.
-        int judged = drop.Extraction.Generated.Values.Sum();
-        Assert.Equal(2 * judged - unfinished, drop.Requests);
         var records = File.ReadLines(folder.File("drop.jsonl")).Skip(1).Select(l => JsonNode.Parse(l)!).ToList();
         Assert.Equal(unfinished, records.Count(n => n["dropped"]?.GetValue<string>() == "Unfinished"));
         Assert.All(records.Where(n => n["dropped"]?.GetValue<string>() == "Unfinished"), n => Assert.Null(n["soft_label"]));
+        // A generation and a classification request per judged sample, except the cut-off ones and the blank ones (a
+        // story that hits the newline stop at once): those get no classification. Which samples come out blank varies
+        // with the order the two parallel requests finish in, so the blank ones are counted, not assumed absent.
+        int judged = drop.Extraction.Generated.Values.Sum();
+        int blank = records.Count(n => n["dropped"]?.GetValue<string>() == "Empty" && n["soft_label"] is null);
+        Assert.Equal(2 * judged - unfinished - blank, drop.Requests);
 
         // The setting is part of the run's settings: a checkpoint written while keeping them does not resume while dropping them.
         Assert.Contains("other settings", Assert.Throws<InvalidOperationException>(() =>
