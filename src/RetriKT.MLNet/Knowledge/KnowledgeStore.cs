@@ -25,7 +25,9 @@ public sealed record StoreReadLimits
 /// <summary>
 /// The knowledge store RetriKT's student carries instead of the LLM: labelled entries with the teacher's soft labels,
 /// optional texts, and optional embeddings (row-major <c>Count × Dimension</c>, unit length) produced by an
-/// <see cref="IStoreEncoder"/>. Immutable; "With…" methods return new stores.
+/// <see cref="IStoreEncoder"/>. Immutable; "With…" methods return new stores. The store keeps its own copy of every
+/// soft label (each <see cref="KnowledgeEntry"/> owns a copy of the array it was given), so saving, retrieval and
+/// <see cref="Entries"/> agree whatever the caller does later with its arrays.
 /// </summary>
 /// <remarks>
 /// Binary format (little-endian), version 1: magic <c>RKTSTORE</c>, u32 version, u32 flags (1 = texts, 2 =
@@ -363,14 +365,16 @@ public sealed class KnowledgeStore
         using (var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true))
         {
             writer.WriteLine(new JsonObject { ["retrikt_store"] = 1, ["labels"] = new JsonArray(LabelNames.Select(n => (JsonNode)n!).ToArray()) }.ToJsonString());
-            foreach (var e in _entries)
+            for (int i = 0; i < _entries.Length; i++)
             {
+                var e = _entries[i];
                 var o = new JsonObject
                 {
                     ["text"] = e.Text,
                     ["text2"] = e.Text2,
                     ["label"] = LabelNames[e.Label],
-                    ["soft_label"] = new JsonArray(e.SoftLabel.Select(p => (JsonNode)p!).ToArray()),
+                    // The store's own copy, as the binary format and retrieval read it.
+                    ["soft_label"] = new JsonArray(SoftLabel(i).ToArray().Select(p => (JsonNode)p!).ToArray()),
                     ["fidelity"] = e.Fidelity,
                     ["source"] = e.Source.ToString(),
                 };
