@@ -80,4 +80,13 @@ public interface IStoreEncoder
 
     /// <summary>Writes one embedding per input (row-major, <c>texts.Count × Dimension</c>) into <paramref name="destination"/>.</summary>
     void Encode(IReadOnlyList<(string Text, string? Text2)> texts, Span<float> destination);
+
+    /// <summary>
+    /// A stable identity of what this encoder computes (a content hash of its weights, tokenizer and settings), or
+    /// null when unknown (the default). Equal fingerprints mean the same embeddings for the same text. A store embedded
+    /// with this encoder records it (<see cref="KnowledgeStore.EncoderFingerprint"/>) and the knowledge retriever
+    /// refuses queries from an encoder with another one (<see cref="EncoderProvenance"/>): two encoders of the same
+    /// dimension would otherwise retrieve unrelated neighbours without a word.
+    /// </summary>
+    string? Fingerprint => null;
 }
