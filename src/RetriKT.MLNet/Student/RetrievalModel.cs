@@ -67,12 +67,11 @@ internal sealed class RetrievalModel
         Weights = weights;
         Tokenizer = tokenizer;
         EncoderFingerprint = encoderFingerprint ?? FingerprintOf(config, weights, tokenizer, backbone);
-        // The store's embeddings are this student's (training and WithAddedKnowledge embed them with it, and a saved
-        // model holds the two together), so the store carries its fingerprint, which a store from a model saved before
-        // fingerprints lacked. A store marked as another encoder's was embedded by someone else.
-        if (store.EncoderFingerprint is null) store = store.WithEncoderFingerprint(EncoderFingerprint);
-        else if (!string.Equals(store.EncoderFingerprint, EncoderFingerprint, StringComparison.Ordinal))
-            throw new ArgumentException($"The knowledge store's embeddings come from encoder {store.EncoderFingerprint}, but this student is encoder {EncoderFingerprint}: a student searches a store embedded by itself.", nameof(store));
+        // The store's embeddings are this student's by construction (training and WithAddedKnowledge embed them with it,
+        // and a model.zip holds the two as checksummed parts of one model), so the store carries the fingerprint
+        // computed here, whatever it carried: a model saved before fingerprints has none, and a model saved by a
+        // version that hashed differently must still load.
+        if (!string.Equals(store.EncoderFingerprint, EncoderFingerprint, StringComparison.Ordinal)) store = store.WithEncoderFingerprint(EncoderFingerprint);
         Store = store;
         Temperature = temperature;
         NeighborCount = Math.Max(1, Math.Min(neighborCount, store.Count));
