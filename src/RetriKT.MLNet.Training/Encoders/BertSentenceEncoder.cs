@@ -60,8 +60,10 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         var loaded = BertEncoderSource.Load(source, options.Pooling, options.OnnxNumHeads, options.OnnxLayerNormEpsilon);
         int maxTokens = loaded.Validate(options.MaxTokens, options.BatchSize, nameof(options));
         var (weights, vocabulary, pooling) = loaded;
+        // Hashed now: the module holds its own copy of the weights, and this one is not kept.
+        string fingerprint = loaded.Fingerprint(maxTokens, options.Normalize);
         var module = BertEncoderModule.Create(weights, device);
-        try { return new BertSentenceEncoder(module, vocabulary, pooling, options, maxTokens, device, weights.Source); }
+        try { return new BertSentenceEncoder(module, vocabulary, pooling, options, maxTokens, device, weights.Source) { Fingerprint = fingerprint }; }
         catch { module.Dispose(); throw; }
     }
 
@@ -89,6 +91,13 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
 
     /// <summary>Where the weights came from.</summary>
     public string Source { get; }
+
+    /// <summary>
+    /// Content hash of the weights (pooler aside), the pooling, the vocabulary, <see cref="MaxTokens"/> and
+    /// normalisation (<see cref="IStoreEncoder.Fingerprint"/>): the same as <c>ManagedBertSentenceEncoder</c>'s for the
+    /// same source and options, since both give the same embeddings.
+    /// </summary>
+    public string Fingerprint { get; private init; } = "";
 
     internal BertEncoderModule Module { get; }
 

@@ -98,6 +98,18 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     }
 
     /// <summary>
+    /// The fingerprint (<see cref="Knowledge.IStoreEncoder.Fingerprint"/>) of a sentence encoder built from this source
+    /// with <paramref name="maxTokens"/> and <paramref name="normalize"/>: the TorchSharp and the managed encoder give the
+    /// same embeddings for the same source and settings, so they share it.
+    /// </summary>
+    public string Fingerprint(int maxTokens, bool normalize)
+    {
+        using var fingerprint = new ContentFingerprint("bert-sentence-encoder/1");
+        Weights.AddTo(fingerprint, Pooling);
+        return fingerprint.Add(Vocabulary).Add((long)maxTokens).Add(normalize).Finish();
+    }
+
+    /// <summary>
     /// [CLS] a [SEP] (b [SEP]) within <paramref name="maxTokens"/>; a pair is truncated longest-first, as BERT's
     /// reference tokenizer does.
     /// </summary>

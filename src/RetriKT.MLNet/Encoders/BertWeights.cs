@@ -41,6 +41,24 @@ internal sealed class BertWeights
     /// <summary>Whether the checkpoint has BERT's pooler (dense + tanh over [CLS]).</summary>
     public bool HasPooler { get; }
 
+    /// <summary>
+    /// Adds what these weights compute with <paramref name="pooling"/> to <paramref name="fingerprint"/>: the shape, the
+    /// LayerNorm epsilon and every tensor but the pooler's (no sentence embedding reads it; a checkpoint with and one
+    /// without it embed alike), in the config's tensor order.
+    /// </summary>
+    internal void AddTo(Common.ContentFingerprint fingerprint, BertPooling pooling)
+    {
+        var c = Config;
+        foreach (long value in new long[] { c.VocabSize, c.HiddenSize, c.NumLayers, c.NumHeads, c.IntermediateSize, c.MaxPositions, c.TypeVocabSize, (long)pooling })
+            fingerprint.Add(value);
+        fingerprint.Add(c.LayerNormEpsilon);
+        foreach (var name in ExpectedShapes(c, pooler: false).Keys)
+        {
+            fingerprint.Add(name);
+            fingerprint.Add(Tensors[name].Data);
+        }
+    }
+
     /// <summary>Every tensor name a BERT encoder of <paramref name="config"/> has, with its shape.</summary>
     public static Dictionary<string, long[]> ExpectedShapes(BertConfig config, bool pooler)
     {

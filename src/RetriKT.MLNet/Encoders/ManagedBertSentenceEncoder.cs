@@ -47,7 +47,18 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         Vocabulary = source.Vocabulary;
         Pooling = source.Pooling;
         Source = source.Weights.Source;
+        // Hashing the weights takes a moment: only a store or a retriever that asks pays for it.
+        _fingerprint = new Lazy<string>(() => source.Fingerprint(maxTokens, options.Normalize));
     }
+
+    private readonly Lazy<string> _fingerprint;
+
+    /// <summary>
+    /// Content hash of the weights (pooler aside), the pooling, the vocabulary, <see cref="MaxTokens"/> and
+    /// normalisation (<see cref="IStoreEncoder.Fingerprint"/>); the training assembly's <c>BertSentenceEncoder</c> from the
+    /// same source and options has the same one.
+    /// </summary>
+    public string Fingerprint => _fingerprint.Value;
 
     /// <summary>
     /// Loads <paramref name="source"/>: a SentenceTransformers.* package DLL (e.g. <c>PretrainedEncoderPackage.MiniLM.Locate()</c>)

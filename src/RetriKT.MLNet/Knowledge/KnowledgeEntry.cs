@@ -20,8 +20,43 @@ public enum KnowledgeSource : byte
 /// teacher's soft label over the store's label set, the fidelity the teacher assigned to the intended label, and the
 /// source. Texts may be null in a store saved without texts (embeddings and soft labels are what retrieval needs).
 /// </summary>
+/// <remarks>
+/// An entry owns its soft label: the constructor and <c>with { SoftLabel = … }</c> copy the array given, so a caller
+/// who fills one array for many entries, or changes it afterwards, changes no entry (a knowledge store saves and
+/// retrieves with its own copy, and <see cref="KnowledgeStore.Entries"/> would otherwise show other values than those).
+/// Treat <see cref="SoftLabel"/> as read-only. Two entries are equal when their contents are: texts (ordinal),
+/// label, fidelity, source and the soft label's values.
+/// </remarks>
 public sealed record KnowledgeEntry(string? Text, string? Text2, int Label, float[] SoftLabel, float Fidelity, KnowledgeSource Source)
 {
+    private readonly float[] _softLabel = Own(SoftLabel);
+
+    /// <summary>The teacher's probability per label of the store (the entry's own copy; do not write to it).</summary>
+    public float[] SoftLabel { get => _softLabel; init => _softLabel = Own(value); }
+
+    // A null soft label is kept as given: the store names it as a soft label of 0 values, with the entry's index.
+    private static float[] Own(float[] softLabel) => softLabel is null ? null! : (float[])softLabel.Clone();
+
+    /// <summary>Equal contents: texts (ordinal), label, fidelity, source and every soft-label value.</summary>
+    public bool Equals(KnowledgeEntry? other)
+        => other is not null && (ReferenceEquals(this, other)
+            || string.Equals(Text, other.Text, StringComparison.Ordinal) && string.Equals(Text2, other.Text2, StringComparison.Ordinal)
+               && Label == other.Label && Fidelity.Equals(other.Fidelity) && Source == other.Source
+               && (_softLabel ?? []).AsSpan().SequenceEqual(other._softLabel ?? []) && (_softLabel is null) == (other._softLabel is null));
+
+    /// <inheritdoc/>
+    public override int GetHashCode()
+    {
+        var hash = new HashCode();
+        hash.Add(Text, StringComparer.Ordinal);
+        hash.Add(Text2, StringComparer.Ordinal);
+        hash.Add(Label);
+        hash.Add(Fidelity);
+        hash.Add(Source);
+        foreach (var p in _softLabel ?? []) hash.Add(p);
+        return hash.ToHashCode();
+    }
+
     /// <summary>A gold example with a one-hot soft label.</summary>
     public static KnowledgeEntry Gold(string text, string? text2, int label, int labelCount)
     {
@@ -45,4 +80,13 @@ public interface IStoreEncoder
 
     /// <summary>Writes one embedding per input (row-major, <c>texts.Count × Dimension</c>) into <paramref name="destination"/>.</summary>
     void Encode(IReadOnlyList<(string Text, string? Text2)> texts, Span<float> destination);
+
+    /// <summary>
+    /// A stable identity of what this encoder computes (a content hash of its weights, tokenizer and settings), or
+    /// null when unknown (the default). Equal fingerprints mean the same embeddings for the same text. A store embedded
+    /// with this encoder records it (<see cref="KnowledgeStore.EncoderFingerprint"/>) and the knowledge retriever
+    /// refuses queries from an encoder with another one (<see cref="EncoderProvenance"/>): two encoders of the same
+    /// dimension would otherwise retrieve unrelated neighbours without a word.
+    /// </summary>
+    string? Fingerprint => null;
 }

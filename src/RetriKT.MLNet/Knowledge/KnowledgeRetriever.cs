@@ -31,6 +31,8 @@ public enum RetrieverIndexKind
 /// when <see cref="Options.NeighborTextsColumnName"/> is set, <c>NeighborTexts</c> (vector of Text, k).</para>
 /// <para>Fit validates the store (entries, embeddings, k) and the input column, and builds the index (for HNSW: the
 /// graph, with progress and cancellation through the MLContext). The store and the graph are saved in model.zip.</para>
+/// <para>Fit, and the transformer on every schema it maps, refuse a query column whose encoder fingerprint differs
+/// from the store's (<see cref="EncoderProvenance"/>; unknown on either side: no check).</para>
 /// </remarks>
 public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverTransformer>
 {
@@ -71,6 +73,13 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
         public IProgress<TrainingProgress>? Progress;
         /// <summary>Cancels the HNSW build. Default none.</summary>
         public CancellationToken Cancellation;
+        /// <summary>
+        /// The <see cref="IStoreEncoder.Fingerprint"/> of the encoder that produced the query column, for a column that
+        /// does not carry it as an annotation (<see cref="EncoderProvenance"/>). Fit fails when it and the store's
+        /// <see cref="KnowledgeStore.EncoderFingerprint"/> are both known and differ. Checked at Fit only, not saved.
+        /// Default null (unknown: no check).
+        /// </summary>
+        public string? QueryEncoderFingerprint;
     }
 
     private readonly IHostEnvironment _env;
@@ -93,7 +102,8 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
     {
         ArgumentNullException.ThrowIfNull(input);
         ValidateStore(_store, _options.K, _options.NeighborTextsColumnName);
-        RetrieverColumns.RequireQuery(input.Schema, _options.InputColumnName, _store.Dimension);
+        RetrieverColumns.RequireQuery(input.Schema, _options.InputColumnName, _store);
+        EncoderProvenance.Check(_store.EncoderFingerprint, _options.QueryEncoderFingerprint, "Options.QueryEncoderFingerprint");
         var host = new ComponentHost(_env, nameof(KnowledgeRetrieverEstimator), _options.Hnsw?.Seed, _options.Progress, _options.Cancellation);
         var hnswOptions = _options.Hnsw ?? (_options.Index == RetrieverIndexKind.Auto ? VectorIndexes.AutoHnswOptions(host.Seed) : new HnswOptions { Seed = host.Seed });
         var index = VectorIndexes.For(_store, _options.Index, hnswOptions,
@@ -145,7 +155,15 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
 /// <summary>Input-column checks of the retriever (shared by Fit and the transformer's mapping).</summary>
 internal static class RetrieverColumns
 {
-    public static DataViewSchema.Column RequireQuery(DataViewSchema schema, string name, int dimension)
+    /// <summary>The query column: a known-size vector of Single of the store's dimension, from the store's encoder when both fingerprints are known.</summary>
+    public static DataViewSchema.Column RequireQuery(DataViewSchema schema, string name, KnowledgeStore store)
+    {
+        var column = RequireQuery(schema, name, store.Dimension);
+        EncoderProvenance.Check(store.EncoderFingerprint, EncoderProvenance.Of(column), $"The '{EncoderProvenance.AnnotationName}' annotation of column '{name}'");
+        return column;
+    }
+
+    private static DataViewSchema.Column RequireQuery(DataViewSchema schema, string name, int dimension)
     {
         var found = schema.GetColumnOrNull(name);
         if (found is not { } column) throw new ArgumentOutOfRangeException(nameof(schema), $"Input column '{name}' not found; expected a vector of Single of size {dimension} (the query embedding). Columns: {string.Join(", ", schema.Select(c => c.Name))}.");
@@ -289,7 +307,7 @@ public sealed class KnowledgeRetrieverTransformer : RowMappingTransformer, IDisp
         public Mapping(KnowledgeRetrieverTransformer parent, DataViewSchema schema) : base(schema)
         {
             _parent = parent;
-            _input = RetrieverColumns.RequireQuery(schema, parent.InputColumnName, parent.Store.Dimension);
+            _input = RetrieverColumns.RequireQuery(schema, parent.InputColumnName, parent.Store);
             int k = parent.K, labels = parent.Store.LabelCount;
             var outputs = new List<OutputColumn>
             {

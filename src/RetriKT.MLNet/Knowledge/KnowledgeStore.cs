@@ -25,19 +25,26 @@ public sealed record StoreReadLimits
 /// <summary>
 /// The knowledge store RetriKT's student carries instead of the LLM: labelled entries with the teacher's soft labels,
 /// optional texts, and optional embeddings (row-major <c>Count × Dimension</c>, unit length) produced by an
-/// <see cref="IStoreEncoder"/>. Immutable; "With…" methods return new stores.
+/// <see cref="IStoreEncoder"/>, with that encoder's fingerprint when it has one (<see cref="EncoderFingerprint"/>).
+/// Immutable; "With…" methods return new stores. The store keeps its own copy of every soft label (each
+/// <see cref="KnowledgeEntry"/> owns a copy of the array it was given), so saving, retrieval and
+/// <see cref="Entries"/> agree whatever the caller does later with its arrays.
 /// </summary>
 /// <remarks>
 /// Binary format (little-endian), version 1: magic <c>RKTSTORE</c>, u32 version, u32 flags (1 = texts, 2 =
 /// embeddings), i32 count, i32 labelCount, i32 dimension, label names, then per entry i32 label, u8 source, f32
 /// fidelity, labelCount × f32 soft label; then texts (if flagged), then embeddings (if flagged); last a u64 FNV-1a
-/// checksum of everything before it. Written atomically (temp file + rename); reads are bounded and validated.
+/// checksum of everything before it. Version 2 adds, after the label names, the encoder fingerprint (a string: i32
+/// UTF-8 length, −1 for none, then the bytes); a store without a fingerprint is written as version 1, byte for byte
+/// what earlier versions wrote, and a version 1 file reads as a store whose encoder is unknown. Written atomically
+/// (temp file + rename); reads are bounded and validated.
 /// </remarks>
 public sealed class KnowledgeStore
 {
     private const string Magic = "RKTSTORE";
-    /// <summary>Format version this library writes.</summary>
-    public const uint FormatVersion = 1;
+    /// <summary>Newest format version this library writes and reads (it writes 1 for a store without an encoder fingerprint, and reads both).</summary>
+    public const uint FormatVersion = 2;
+    private const uint FingerprintVersion = 2;
     private const uint FlagTexts = 1, FlagEmbeddings = 2;
 
     private readonly KnowledgeEntry[] _entries;
@@ -46,9 +53,9 @@ public sealed class KnowledgeStore
 
     /// <summary>Creates a store over <paramref name="labelNames"/> (label index = position) and validated entries.</summary>
     public KnowledgeStore(IReadOnlyList<string> labelNames, IEnumerable<KnowledgeEntry> entries)
-        : this(labelNames, entries.ToArray(), null, 0) { }
+        : this(labelNames, entries.ToArray(), null, 0, null) { }
 
-    private KnowledgeStore(IReadOnlyList<string> labelNames, KnowledgeEntry[] entries, float[]? embeddings, int dimension)
+    private KnowledgeStore(IReadOnlyList<string> labelNames, KnowledgeEntry[] entries, float[]? embeddings, int dimension, string? encoderFingerprint)
     {
         ArgumentNullException.ThrowIfNull(labelNames);
         if (labelNames.Count < 2) throw new ArgumentException($"A knowledge store needs at least 2 labels, found {labelNames.Count}.", nameof(labelNames));
@@ -80,6 +87,11 @@ public sealed class KnowledgeStore
         }
         _embeddings = embeddings;
         Dimension = embeddings is null ? 0 : dimension;
+        if (encoderFingerprint is not null && (embeddings is null || encoderFingerprint.Length == 0 || encoderFingerprint.Any(char.IsWhiteSpace)))
+            throw new ArgumentException(embeddings is null
+                ? $"An encoder fingerprint ('{encoderFingerprint}') needs embeddings; this store has none."
+                : $"An encoder fingerprint must be non-empty and without white space, found '{encoderFingerprint}'.");
+        EncoderFingerprint = encoderFingerprint;
     }
 
     /// <summary>What is wrong with <paramref name="e"/> in a store of <paramref name="k"/> labels, or null.</summary>
@@ -108,6 +120,13 @@ public sealed class KnowledgeStore
     public int Dimension { get; }
     /// <summary>Whether embeddings are present.</summary>
     public bool HasEmbeddings => _embeddings is not null;
+    /// <summary>
+    /// The <see cref="IStoreEncoder.Fingerprint"/> of the encoder that produced the embeddings, or null when unknown:
+    /// no embeddings, embeddings given as numbers without a fingerprint, an encoder without one, or a file written before
+    /// format version 2. The knowledge retriever compares it with the query encoder's (<see cref="EncoderProvenance"/>);
+    /// unknown on either side means no check.
+    /// </summary>
+    public string? EncoderFingerprint { get; }
     /// <summary>Whether texts are present (a store saved without texts has null texts).</summary>
     public bool HasTexts => _entries.Length == 0 || _entries.Any(e => e.Text is not null);
     /// <summary>The entries.</summary>
@@ -160,25 +179,38 @@ public sealed class KnowledgeStore
             }
             encoder.Encode(batch, embeddings.AsSpan(start * d, n * d));
         }
-        return WithEmbeddings(embeddings, d);
+        return WithEmbeddings(embeddings, d, encoder.Fingerprint);
     }
 
-    /// <summary>A copy with the given embeddings (row-major <c>Count × dimension</c>), L2-normalised.</summary>
-    public KnowledgeStore WithEmbeddings(float[] embeddings, int dimension)
+    /// <summary>A copy with the given embeddings (row-major <c>Count × dimension</c>), L2-normalised; their encoder is unknown (<see cref="EncoderFingerprint"/> null).</summary>
+    public KnowledgeStore WithEmbeddings(float[] embeddings, int dimension) => WithEmbeddings(embeddings, dimension, null);
+
+    /// <summary>
+    /// A copy with the given embeddings (row-major <c>Count × dimension</c>), L2-normalised, produced by the encoder whose
+    /// <see cref="IStoreEncoder.Fingerprint"/> is <paramref name="encoderFingerprint"/> (null: unknown).
+    /// </summary>
+    public KnowledgeStore WithEmbeddings(float[] embeddings, int dimension, string? encoderFingerprint)
     {
         ArgumentNullException.ThrowIfNull(embeddings);
         var copy = (float[])embeddings.Clone();
         if (dimension > 0 && copy.Length == _entries.Length * dimension)
             for (int i = 0; i < _entries.Length; i++) Normalize(copy.AsSpan(i * dimension, dimension), i);
-        return new KnowledgeStore(LabelNames, _entries, copy, dimension);
+        return new KnowledgeStore(LabelNames, _entries, copy, dimension, encoderFingerprint);
     }
+
+    /// <summary>
+    /// This store with its embeddings (unchanged, not normalised again) marked as <paramref name="encoderFingerprint"/>'s:
+    /// for a component that knows which encoder produced them (a student's own store).
+    /// </summary>
+    internal KnowledgeStore WithEncoderFingerprint(string encoderFingerprint)
+        => new(LabelNames, _entries, _embeddings, Dimension, encoderFingerprint);
 
     /// <summary>A copy without texts (smaller; cannot be re-embedded or explain predictions with text).</summary>
     public KnowledgeStore WithoutTexts()
-        => new(LabelNames, _entries.Select(e => e with { Text = null, Text2 = null }).ToArray(), _embeddings, Dimension);
+        => new(LabelNames, _entries.Select(e => e with { Text = null, Text2 = null }).ToArray(), _embeddings, Dimension, EncoderFingerprint);
 
     /// <summary>A copy without embeddings.</summary>
-    public KnowledgeStore WithoutEmbeddings() => new(LabelNames, _entries, null, 0);
+    public KnowledgeStore WithoutEmbeddings() => new(LabelNames, _entries, null, 0, null);
 
     private static void Normalize(Span<float> v, int row)
     {
@@ -225,12 +257,14 @@ public sealed class KnowledgeStore
         using var w = new BinaryWriter(hashing, Encoding.UTF8, leaveOpen: true);
         bool texts = includeTexts && HasTexts && _entries.Length > 0;
         w.Write(Encoding.ASCII.GetBytes(Magic));
-        w.Write(FormatVersion);
+        // Version 1 when there is no fingerprint: the same bytes as before, readable by earlier versions of the library.
+        w.Write(EncoderFingerprint is null ? 1u : FingerprintVersion);
         w.Write((texts ? FlagTexts : 0) | (HasEmbeddings ? FlagEmbeddings : 0));
         w.Write(Count);
         w.Write(LabelCount);
         w.Write(Dimension);
         foreach (var name in LabelNames) WriteString(w, name);
+        if (EncoderFingerprint is not null) WriteString(w, EncoderFingerprint);
         for (int i = 0; i < _entries.Length; i++)
         {
             var e = _entries[i];
@@ -281,7 +315,7 @@ public sealed class KnowledgeStore
             var magic = Encoding.ASCII.GetString(r.ReadBytes(8));
             if (magic != Magic) throw new InvalidDataException($"not a knowledge store (magic '{magic}', expected '{Magic}').");
             uint version = r.ReadUInt32();
-            if (version != FormatVersion) throw new InvalidDataException($"knowledge store format version {version} is not supported (this library reads {FormatVersion}).");
+            if (version is < 1 or > FormatVersion) throw new InvalidDataException($"knowledge store format version {version} is not supported (this library reads 1 to {FormatVersion}).");
             uint flags = r.ReadUInt32();
             if ((flags & ~(FlagTexts | FlagEmbeddings)) != 0) throw new InvalidDataException($"unknown flags 0x{flags:X}.");
             int count = r.ReadInt32(), labels = r.ReadInt32(), dim = r.ReadInt32();
@@ -294,6 +328,7 @@ public sealed class KnowledgeStore
 
             var names = new string[labels];
             for (int i = 0; i < labels; i++) names[i] = ReadString(r, limits) ?? throw new InvalidDataException($"label {i} has no name.");
+            string? fingerprint = version >= FingerprintVersion ? ReadString(r, limits) : null;
             var entries = new KnowledgeEntry[count];
             for (int i = 0; i < count; i++)
             {
@@ -319,7 +354,7 @@ public sealed class KnowledgeStore
             if (stream.ReadAtLeast(tail, 8, throwOnEndOfStream: false) != 8) throw new InvalidDataException("the checksum is missing: the file is truncated.");
             ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(tail);
             Check(stored == computed, $"checksum mismatch (stored {stored:X16}, computed {computed:X16}): the file is corrupt or was modified");
-            try { return new KnowledgeStore(names, entries, embeddings, dim); }
+            try { return new KnowledgeStore(names, entries, embeddings, dim, fingerprint); }
             catch (ArgumentException e) { throw new InvalidDataException(e.Message, e); }
         }
         catch (EndOfStreamException e)
@@ -363,14 +398,16 @@ public sealed class KnowledgeStore
         using (var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true))
         {
             writer.WriteLine(new JsonObject { ["retrikt_store"] = 1, ["labels"] = new JsonArray(LabelNames.Select(n => (JsonNode)n!).ToArray()) }.ToJsonString());
-            foreach (var e in _entries)
+            for (int i = 0; i < _entries.Length; i++)
             {
+                var e = _entries[i];
                 var o = new JsonObject
                 {
                     ["text"] = e.Text,
                     ["text2"] = e.Text2,
                     ["label"] = LabelNames[e.Label],
-                    ["soft_label"] = new JsonArray(e.SoftLabel.Select(p => (JsonNode)p!).ToArray()),
+                    // The store's own copy, as the binary format and retrieval read it.
+                    ["soft_label"] = new JsonArray(SoftLabel(i).ToArray().Select(p => (JsonNode)p!).ToArray()),
                     ["fidelity"] = e.Fidelity,
                     ["source"] = e.Source.ToString(),
                 };

@@ -148,6 +148,13 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     public int Dimension => _model.Dimension;
 
     /// <summary>
+    /// Content hash of the student encoder: its shape, tokenizer, weights and backbone, not the mix (λ, μ) or the store
+    /// (<see cref="IStoreEncoder.Fingerprint"/>). Its own <see cref="Store"/> records the same one, as does a store this
+    /// student embeds; another seed's student has another.
+    /// </summary>
+    public string Fingerprint => Model.EncoderFingerprint;
+
+    /// <summary>
     /// A transformer sharing this one's weights and store but predicting with retrieval weight <paramref name="lambda"/>
     /// and term-match weight <paramref name="lexical"/> (λ + μ ≤ 1; (0, 0): the head alone; (1, 0): embedding retrieval
     /// alone; (0, 1): term-match retrieval alone). The two share the immutable weights and store; disposing one does not
@@ -220,9 +227,9 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         var embeddings = new float[(store.Count + added.Count) * d];
         store.Embeddings.Span.CopyTo(embeddings);
         added.WithEmbeddings(this, Columns.InferenceBatchSize, cancellation).Embeddings.Span.CopyTo(embeddings.AsSpan(store.Count * d));
-        var grown = new KnowledgeStore(store.LabelNames, store.Entries.Concat(added.Entries)).WithEmbeddings(embeddings, d);
+        var grown = new KnowledgeStore(store.LabelNames, store.Entries.Concat(added.Entries)).WithEmbeddings(embeddings, d, model.EncoderFingerprint);
         var grownModel = new RetrievalModel(model.Config, model.Weights, model.Tokenizer, grown, model.Temperature, model.NeighborCount,
-            lexical, lexicalK, model.LexicalTemperature, model.IndexKind, model.Backbone);
+            lexical, lexicalK, model.LexicalTemperature, model.IndexKind, model.Backbone, model.EncoderFingerprint);
         return With(grownModel, RetrievalWeight, LexicalRetrievalWeight);
     }
 

@@ -45,7 +45,7 @@ internal sealed class RetrievalModel
 {
     public RetrievalModel(StudentConfig config, StudentWeights weights, TextTokenizingTransformer tokenizer, KnowledgeStore store,
         double temperature, int neighborCount, LexicalIndex? lexical = null, int lexicalNeighborCount = 0, double lexicalTemperature = 1,
-        RetrieverIndexKind indexKind = RetrieverIndexKind.Auto, StudentBackbone? backbone = null)
+        RetrieverIndexKind indexKind = RetrieverIndexKind.Auto, StudentBackbone? backbone = null, string? encoderFingerprint = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(store);
@@ -66,6 +66,12 @@ internal sealed class RetrievalModel
         Config = config;
         Weights = weights;
         Tokenizer = tokenizer;
+        EncoderFingerprint = encoderFingerprint ?? FingerprintOf(config, weights, tokenizer, backbone);
+        // The store's embeddings are this student's by construction (training and WithAddedKnowledge embed them with it,
+        // and a model.zip holds the two as checksummed parts of one model), so the store carries the fingerprint
+        // computed here, whatever it carried: a model saved before fingerprints has none, and a model saved by a
+        // version that hashed differently must still load.
+        if (!string.Equals(store.EncoderFingerprint, EncoderFingerprint, StringComparison.Ordinal)) store = store.WithEncoderFingerprint(EncoderFingerprint);
         Store = store;
         Temperature = temperature;
         NeighborCount = Math.Max(1, Math.Min(neighborCount, store.Count));
@@ -90,6 +96,8 @@ internal sealed class RetrievalModel
 
     public StudentConfig Config { get; }
     public StudentWeights Weights { get; }
+    /// <summary>The student encoder's <see cref="IStoreEncoder.Fingerprint"/> (<see cref="FingerprintOf"/>).</summary>
+    public string EncoderFingerprint { get; }
     public TextTokenizingTransformer Tokenizer { get; }
     public KnowledgeStore Store { get; }
     public IVectorIndex Index { get; }
@@ -117,7 +125,32 @@ internal sealed class RetrievalModel
 
     /// <summary>The same model searching with an index of <paramref name="kind"/> (the weights, store and term index are shared).</summary>
     public RetrievalModel WithIndex(RetrieverIndexKind kind)
-        => new(Config, Weights, Tokenizer, Store, Temperature, NeighborCount, Lexical, LexicalNeighborCount, LexicalTemperature, kind, Backbone);
+        => new(Config, Weights, Tokenizer, Store, Temperature, NeighborCount, Lexical, LexicalNeighborCount, LexicalTemperature, kind, Backbone, EncoderFingerprint);
+
+    /// <summary>
+    /// Content hash of what the student's embedding depends on: its shape, tokenizer (vocabulary, lowercasing, length),
+    /// weights and backbone. The learned temperature is left out: a trained student holds it among its weights, a
+    /// loaded one does not (its τ is a number of the model), and it does not change an embedding. Stable across save
+    /// and load, which store every value bit for bit.
+    /// </summary>
+    public static string FingerprintOf(StudentConfig config, StudentWeights weights, TextTokenizingTransformer tokenizer, StudentBackbone? backbone)
+    {
+        using var fingerprint = new ContentFingerprint("retrikt-student/1");
+        foreach (long value in new long[] { config.VocabularySize, config.HiddenSize, config.Layers, config.Heads, config.FeedForwardSize,
+                     config.MaxLength, (long)config.Pooling, config.LabelCount, config.EmbeddingRank, tokenizer.MaxLength })
+            fingerprint.Add(value);
+        fingerprint.Add(tokenizer.Vocabulary);
+        foreach (var tensor in weights.Tensors)
+        {
+            if (tensor.Name == StudentWeights.TemperatureName) continue;
+            fingerprint.Add(tensor.Name).Add((long)tensor.Shape.Length);
+            foreach (var d in tensor.Shape) fingerprint.Add(d);
+            fingerprint.Add(tensor.Values);
+        }
+        fingerprint.Add(backbone is not null);
+        backbone?.Weights.AddTo(fingerprint, backbone.Pooling);
+        return fingerprint.Finish();
+    }
     public int Dimension => Store.Dimension;
 
     public int[] Tokenize(string text, string? text2, out bool truncated) => Tokenizer.Encode(text, text2, out truncated);
