@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
+using RetriKT.MLNet.Encoders;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
 using RetrieverDefaults = RetriKT.MLNet.Knowledge.KnowledgeRetrieverEstimator.Options.Defaults;
@@ -43,6 +44,20 @@ public sealed class RetriKTCatalog
 
     /// <summary>Tokenizer with all options.</summary>
     public TextTokenizingEstimator TextTokenizer(TextTokenizingEstimator.Options options) => new(Environment, options);
+
+    /// <summary>
+    /// Embeds <paramref name="inputColumnName"/> (with <paramref name="secondInputColumnName"/> for sentence pairs) with
+    /// a pretrained sentence <paramref name="encoder"/> into <paramref name="outputColumnName"/>, a vector of Single that
+    /// carries the encoder's fingerprint: a knowledge retriever reading it refuses a store keyed by another encoder.
+    /// The encoder is saved inside model.zip.
+    /// </summary>
+    /// <param name="encoder">The sentence encoder, e.g. <c>ManagedBertSentenceEncoder.Load(PretrainedEncoderPackage.MiniLM)</c>.</param>
+    /// <param name="outputColumnName">Output column of embeddings (a known-size vector of the encoder's dimension).</param>
+    /// <param name="inputColumnName">Text column to embed.</param>
+    /// <param name="secondInputColumnName">Second text column of sentence pairs, or null for single texts.</param>
+    public SentenceEmbeddingEstimator SentenceEmbedding(ManagedBertSentenceEncoder encoder, string outputColumnName = SentenceEmbeddingEstimator.Defaults.OutputColumnName,
+        string inputColumnName = SentenceEmbeddingEstimator.Defaults.InputColumnName, string? secondInputColumnName = null)
+        => new(Environment, encoder, outputColumnName, inputColumnName, secondInputColumnName);
 
     /// <summary>
     /// Retrieves, for each row's query embedding in <paramref name="inputColumnName"/>, the <paramref name="k"/> most

@@ -12,6 +12,8 @@ using RetriKT.MLNet.Text;
     "RetriKT Text Tokenizer", "RetriKTTextTokenizer")]
 [assembly: LoadableClass(typeof(KnowledgeRetrieverTransformer), typeof(KnowledgeRetrieverLoader), null, typeof(SignatureLoadModel),
     "RetriKT Knowledge Retriever", "RetriKTRetriever")]
+[assembly: LoadableClass(typeof(RetriKT.MLNet.Encoders.SentenceEmbeddingTransformer), typeof(SentenceEmbeddingLoader), null, typeof(SignatureLoadModel),
+    "RetriKT Sentence Embedding", "RetriKTSentenceEmbedding")]
 [assembly: LoadableClass(typeof(RetriKT.MLNet.Student.RetrievalClassifierTransformer), typeof(RetrievalClassifierLoader), null, typeof(SignatureLoadModel),
     "RetriKT Retrieval Classifier", "RetriKTRetrievalClsf")]
 
@@ -42,4 +44,10 @@ internal static class RetrievalClassifierLoader
 {
     private static RetriKT.MLNet.Student.RetrievalClassifierTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
         => RetriKT.MLNet.Student.RetrievalClassifierTransformer.Load(ModelReader.Open(env, ctx, RetriKT.MLNet.Student.RetrievalClassifierTransformer.Format));
+}
+
+internal static class SentenceEmbeddingLoader
+{
+    private static RetriKT.MLNet.Encoders.SentenceEmbeddingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
+        => RetriKT.MLNet.Encoders.SentenceEmbeddingTransformer.Load(ModelReader.Open(env, ctx, RetriKT.MLNet.Encoders.SentenceEmbeddingTransformer.Format));
 }

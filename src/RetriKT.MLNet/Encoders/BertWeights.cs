@@ -59,6 +59,51 @@ internal sealed class BertWeights
         }
     }
 
+    /// <summary>
+    /// Writes the header a model.zip component keeps before the weights' part: whether there is a pooler, the shape and
+    /// the LayerNorm epsilon (what <see cref="ReadPart"/> reads back).
+    /// </summary>
+    internal void WriteShape(BinaryWriter writer)
+    {
+        var c = Config;
+        writer.Write(HasPooler);
+        foreach (int value in new[] { c.VocabSize, c.HiddenSize, c.NumLayers, c.NumHeads, c.IntermediateSize, c.MaxPositions, c.TypeVocabSize })
+            writer.Write(value);
+        writer.Write(c.LayerNormEpsilon);
+    }
+
+    /// <summary>Writes the weights as a <see cref="Student.StudentWeights"/> state dictionary, in the config's tensor order (a model.zip part).</summary>
+    internal void Write(BinaryWriter writer)
+    {
+        var names = ExpectedShapes(Config, HasPooler).Keys;
+        new Student.StudentWeights(names.Select(n => new Student.NamedTensor(n, Tensors[n].Shape, Tensors[n].Data)).ToList()).Write(writer);
+    }
+
+    /// <summary>
+    /// Reads the header <see cref="WriteShape"/> wrote from the component's main stream, then the weights
+    /// <see cref="Write"/> wrote from the part <paramref name="partName"/>: every tensor is checked against the header's
+    /// shape by name and shape, and errors name <paramref name="source"/>.
+    /// </summary>
+    internal static BertWeights ReadPart(Bridge.ModelReader r, string partName, string source)
+    {
+        var rd = r.Reader;
+        bool hasPooler = rd.ReadBoolean();
+        var config = new BertConfig
+        {
+            VocabSize = rd.ReadInt32(), HiddenSize = rd.ReadInt32(), NumLayers = rd.ReadInt32(), NumHeads = rd.ReadInt32(),
+            IntermediateSize = rd.ReadInt32(), MaxPositions = rd.ReadInt32(), TypeVocabSize = rd.ReadInt32(), LayerNormEpsilon = rd.ReadDouble(),
+        };
+        BertWeights? weights = null;
+        r.ReadStream(partName, s =>
+        {
+            var tensors = Student.StudentWeights.Read(s, source).Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Values), StringComparer.Ordinal);
+            weights = FromTensors(config, tensors, source);
+        });
+        if (weights!.HasPooler != hasPooler)
+            throw new InvalidDataException($"{source}: the header says the encoder {(hasPooler ? "has" : "has no")} pooler, the weights disagree.");
+        return weights;
+    }
+
     /// <summary>Every tensor name a BERT encoder of <paramref name="config"/> has, with its shape.</summary>
     public static Dictionary<string, long[]> ExpectedShapes(BertConfig config, bool pooler)
     {

@@ -47,6 +47,7 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         Vocabulary = source.Vocabulary;
         Pooling = source.Pooling;
         Source = source.Weights.Source;
+        Parts = source;
         // Hashing the weights takes a moment: only a store or a retriever that asks pays for it.
         _fingerprint = new Lazy<string>(() => source.Fingerprint(maxTokens, options.Normalize));
     }
@@ -80,6 +81,22 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         ArgumentNullException.ThrowIfNull(package);
         return Load(package.Locate(), options);
     }
+
+    /// <summary>
+    /// An encoder over parts already read (a saved <see cref="SentenceEmbeddingTransformer"/>), with the limit and the
+    /// normalisation it was saved with; <paramref name="maxTokens"/> is checked against the weights' positions.
+    /// </summary>
+    internal static ManagedBertSentenceEncoder FromParts(BertEncoderSource parts, bool normalize, int maxTokens)
+    {
+        var options = new Options { Pooling = parts.Pooling, Normalize = normalize, MaxTokens = maxTokens };
+        return new ManagedBertSentenceEncoder(parts, options, parts.Validate(maxTokens, batchSize: 1, "model.zip"));
+    }
+
+    /// <summary>What the encoder was built from: weights, vocabulary and pooling (what a saved component writes).</summary>
+    internal BertEncoderSource Parts { get; }
+
+    /// <summary>Whether embeddings are scaled to unit length (<see cref="Options.Normalize"/>).</summary>
+    public bool Normalize => _options.Normalize;
 
     /// <summary>The encoder's shape.</summary>
     public BertConfig Config => _encoder.Config;

@@ -438,11 +438,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         w.Writer.Write(TeacherParameterCount ?? -1);
         w.Writer.Write(_saveStoreTexts);
         w.Writer.Write(model.Tokenizer.Vocabulary.LowerCase);
-        w.WriteStream("Vocabulary.txt", s =>
-        {
-            s.Write(model.Tokenizer.Vocabulary.Count);
-            foreach (var token in model.Tokenizer.Vocabulary.Tokens) s.Write(token);
-        });
+        w.WriteStream("Vocabulary.txt", model.Tokenizer.Vocabulary.WriteTokens);
         w.WriteStream("Store.bin", s => model.Store.Write(s.BaseStream, _saveStoreTexts));
         w.WriteStream("Weights.bin", model.Weights.Write);
         w.Writer.Write(LexicalRetrievalWeight);
@@ -453,14 +449,10 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         w.Writer.Write(model.Backbone is not null);
         if (model.Backbone is { } backbone)
         {
-            var b = backbone.Config;
             w.WriteString(backbone.Description);
             w.Writer.Write((int)backbone.Pooling);
-            w.Writer.Write(backbone.Weights.HasPooler);
-            foreach (int value in new[] { b.VocabSize, b.HiddenSize, b.NumLayers, b.NumHeads, b.IntermediateSize, b.MaxPositions, b.TypeVocabSize })
-                w.Writer.Write(value);
-            w.Writer.Write(b.LayerNormEpsilon);
-            w.WriteStream(StudentBackbone.PartName, backbone.WriteWeights);
+            backbone.Weights.WriteShape(w.Writer);
+            w.WriteStream(StudentBackbone.PartName, backbone.Weights.Write);
         }
     });
 
@@ -485,13 +477,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         catch (ArgumentException e) { throw new InvalidDataException($"RetrievalClassifier in model.zip: {e.Message}", e); }
 
         string[] tokens = [];
-        r.ReadStream("Vocabulary.txt", s =>
-        {
-            int count = s.ReadInt32();
-            if (count != vocabularySize) throw new InvalidDataException($"RetrievalClassifier in model.zip: vocabulary holds {count} tokens, the encoder expects {vocabularySize}.");
-            tokens = new string[count];
-            for (int i = 0; i < count; i++) tokens[i] = s.ReadString();
-        });
+        r.ReadStream("Vocabulary.txt", s => tokens = WordPieceVocabulary.ReadTokens(s, "RetrievalClassifier in model.zip", vocabularySize));
         var vocabulary = WordPieceVocabulary.FromTokens(tokens, lowerCase, "model.zip RetrievalClassifier vocabulary");
         KnowledgeStore? store = null;
         r.ReadStream("Store.bin", s =>
@@ -541,18 +527,8 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         var rd = r.Reader;
         string description = r.ReadString();
         int pooling = rd.ReadInt32();
-        bool hasPooler = rd.ReadBoolean();
         if (!Enum.IsDefined((BertPooling)pooling)) throw new InvalidDataException($"RetrievalClassifier in model.zip: unknown backbone pooling {pooling}.");
-        var config = new BertConfig
-        {
-            VocabSize = rd.ReadInt32(), HiddenSize = rd.ReadInt32(), NumLayers = rd.ReadInt32(), NumHeads = rd.ReadInt32(),
-            IntermediateSize = rd.ReadInt32(), MaxPositions = rd.ReadInt32(), TypeVocabSize = rd.ReadInt32(), LayerNormEpsilon = rd.ReadDouble(),
-        };
-        const string source = "RetrievalClassifier in model.zip, " + StudentBackbone.PartName;
-        BertWeights? weights = null;
-        r.ReadStream(StudentBackbone.PartName, s => weights = StudentBackbone.ReadWeights(s, config, source));
-        if (weights!.HasPooler != hasPooler)
-            throw new InvalidDataException($"{source}: the header says the backbone {(hasPooler ? "has" : "has no")} pooler, the weights disagree.");
+        var weights = BertWeights.ReadPart(r, StudentBackbone.PartName, "RetrievalClassifier in model.zip, " + StudentBackbone.PartName);
         return new StudentBackbone(weights, (BertPooling)pooling, description);
     }
 }

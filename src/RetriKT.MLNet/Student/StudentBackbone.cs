@@ -72,19 +72,6 @@ internal sealed class StudentBackbone
     /// <summary>Token states [t, H] after the embeddings and the first <paramref name="layers"/> layers (the input of a trainable top layer).</summary>
     public float[] States(ReadOnlySpan<int> ids, int layers) => _encoder.States(ids, layers);
 
-    /// <summary>Writes the weights as a <see cref="StudentWeights"/> state dictionary, in the config's tensor order.</summary>
-    public void WriteWeights(BinaryWriter writer)
-    {
-        var names = BertWeights.ExpectedShapes(Config, Weights.HasPooler).Keys;
-        new StudentWeights(names.Select(n => new NamedTensor(n, Weights.Tensors[n].Shape, Weights.Tensors[n].Data)).ToList()).Write(writer);
-    }
-
-    /// <summary>Reads what <see cref="WriteWeights"/> wrote; every tensor is checked against <paramref name="config"/> by name and shape.</summary>
-    public static BertWeights ReadWeights(BinaryReader reader, BertConfig config, string source)
-    {
-        var tensors = StudentWeights.Read(reader, source).Tensors.ToDictionary(t => t.Name, t => (t.Shape, t.Values), StringComparer.Ordinal);
-        return BertWeights.FromTensors(config, tensors, source);
-    }
 }
 
 /// <summary>

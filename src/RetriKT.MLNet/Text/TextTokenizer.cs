@@ -158,11 +158,7 @@ public sealed class TextTokenizingTransformer : RowMappingTransformer
         w.WriteString(OutputColumnName);
         w.Writer.Write(MaxLength);
         w.Writer.Write(Vocabulary.LowerCase);
-        w.WriteStream("Vocabulary.txt", s =>
-        {
-            s.Write(Vocabulary.Count);
-            foreach (var token in Vocabulary.Tokens) s.Write(token);
-        });
+        w.WriteStream("Vocabulary.txt", Vocabulary.WriteTokens);
     });
 
     internal static TextTokenizingTransformer Load(ModelReader r)
@@ -173,14 +169,7 @@ public sealed class TextTokenizingTransformer : RowMappingTransformer
         int maxLength = r.Reader.ReadInt32();
         bool lowerCase = r.Reader.ReadBoolean();
         string[] tokens = [];
-        r.ReadStream("Vocabulary.txt", s =>
-        {
-            int count = s.ReadInt32();
-            if (count < WordPieceVocabulary.SpecialTokens.Count || count > 10_000_000)
-                throw new InvalidDataException($"Tokenizer vocabulary in model.zip: token count {count} is out of range [{WordPieceVocabulary.SpecialTokens.Count}, 10000000].");
-            tokens = new string[count];
-            for (int i = 0; i < count; i++) tokens[i] = s.ReadString();
-        });
+        r.ReadStream("Vocabulary.txt", s => tokens = WordPieceVocabulary.ReadTokens(s, "Tokenizer vocabulary in model.zip"));
         return new TextTokenizingTransformer(r.Environment, input, input2, output, maxLength,
             WordPieceVocabulary.FromTokens(tokens, lowerCase, "model.zip tokenizer vocabulary"));
     }

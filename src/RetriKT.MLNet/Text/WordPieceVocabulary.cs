@@ -85,6 +85,29 @@ public sealed class WordPieceVocabulary
     public static WordPieceVocabulary FromTokens(IReadOnlyList<string> tokens, bool lowerCase, string source = "vocabulary")
         => new(tokens, lowerCase, source);
 
+    /// <summary>Writes the tokens as a model.zip part holds them: the count, then each token (what <see cref="ReadTokens"/> reads).</summary>
+    internal void WriteTokens(BinaryWriter writer)
+    {
+        writer.Write(Count);
+        foreach (var token in Tokens) writer.Write(token);
+    }
+
+    /// <summary>
+    /// Reads what <see cref="WriteTokens"/> wrote. <paramref name="expectedCount"/>, when given, is the count the model's
+    /// embeddings need; otherwise the count must lie between the special tokens' and ten million. Errors name <paramref name="source"/>.
+    /// </summary>
+    internal static string[] ReadTokens(BinaryReader reader, string source, int? expectedCount = null)
+    {
+        int count = reader.ReadInt32();
+        if (expectedCount is int expected && count != expected)
+            throw new InvalidDataException($"{source}: vocabulary holds {count} tokens, the encoder expects {expected}.");
+        if (count < SpecialTokens.Count || count > 10_000_000)
+            throw new InvalidDataException($"{source}: token count {count} is out of range [{SpecialTokens.Count}, 10000000].");
+        var tokens = new string[count];
+        for (int i = 0; i < count; i++) tokens[i] = reader.ReadString();
+        return tokens;
+    }
+
     /// <summary>The smallest vocabulary <see cref="Build"/> makes: the special tokens and two word pieces.</summary>
     internal static int MinimumBuildSize => SpecialTokens.Count + 2;
 

@@ -148,6 +148,57 @@ public class EncoderProvenanceTests
         Assert.Equal(ids, loaded.Transform(fromMiniLM).GetColumn<VBuffer<int>>("NeighborIds").Select(v => v.GetValues()[0]));
     }
 
+    private sealed class TextRow
+    {
+        public string Text { get; set; } = "";
+    }
+
+    [Fact]
+    public void TheSentenceEmbeddingStepAnnotatesItsQueriesSoAPipelineRefusesAStoreOfAnotherEncoderAndSavesTheEncoder()
+    {
+        var ml = new MLContext(seed: 1);
+        var miniLM = ManagedBertSentenceEncoder.Load(PretrainedEncoderPackage.MiniLM);
+        var arctic = ManagedBertSentenceEncoder.Load(PretrainedEncoderPackage.ArcticXs);
+        var texts = ml.Data.LoadFromEnumerable(Texts.Select(t => new TextRow { Text = t }));
+
+        var embedding = ml.RetriKT().SentenceEmbedding(miniLM);
+        var keyedByArctic = Store().WithEmbeddings(arctic);
+        var error = Assert.Throws<ArgumentException>(() => embedding.Append(ml.RetriKT().KnowledgeRetriever(keyedByArctic, k: 2)).Fit(texts));
+        Assert.StartsWith($"The 'EncoderFingerprint' annotation of column 'Features' says the query embeddings come from encoder {miniLM.Fingerprint}, " +
+                          $"but the knowledge store's embeddings come from encoder {arctic.Fingerprint}", error.Message);
+
+        // The store's own encoder: the step gives what the encoder gives, and each text finds itself.
+        var model = embedding.Append(ml.RetriKT().KnowledgeRetriever(Store().WithEmbeddings(miniLM), k: 2)).Fit(texts);
+        var scored = model.Transform(texts);
+        var features = scored.GetColumn<float[]>("Features").ToArray();
+        var expected = miniLM.Embed(Texts);
+        for (int i = 0; i < Texts.Length; i++) Assert.Equal(expected[i], features[i]);
+        var ids = scored.GetColumn<VBuffer<int>>("NeighborIds").Select(v => v.GetValues()[0]).ToArray();
+        Assert.Equal(Enumerable.Range(0, Texts.Length), ids);
+
+        // model.zip holds the encoder: loaded, the same embeddings and neighbours, and the same fingerprint on the column.
+        using var folder = new TempDir("retrikt-provenance-");
+        var path = folder.File("model.zip");
+        ml.Model.Save(model, texts.Schema, path);
+        var loaded = ml.Model.Load(path, out _);
+        var again = loaded.Transform(texts);
+        Assert.Equal(features, again.GetColumn<float[]>("Features").ToArray());
+        Assert.Equal(ids, again.GetColumn<VBuffer<int>>("NeighborIds").Select(v => v.GetValues()[0]));
+        Assert.Equal(miniLM.Fingerprint, EncoderProvenance.Of(again.Schema["Features"]));
+        var step = ((TransformerChain<ITransformer>)loaded).OfType<SentenceEmbeddingTransformer>().Single();
+        Assert.Equal(miniLM.Fingerprint, step.Encoder.Fingerprint);
+        Assert.Equal((miniLM.MaxTokens, miniLM.Pooling, miniLM.Normalize), (step.Encoder.MaxTokens, step.Encoder.Pooling, step.Encoder.Normalize));
+
+        // A missing text column is named.
+        var noText = ml.Data.LoadFromEnumerable(Texts.Select(t => new TextRow2 { Body = t }));
+        Assert.Contains("'Text'", Assert.ThrowsAny<ArgumentException>(() => embedding.Fit(noText)).Message);
+    }
+
+    private sealed class TextRow2
+    {
+        public string Body { get; set; } = "";
+    }
+
     [Fact]
     public void StudentsOfTwoSeedsAreTwoEncodersAndEachKeepsItsFingerprintThroughSaveAndLoad()
     {
