@@ -27,25 +27,31 @@ dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- train-dem
   || fail "train-demo-model with relative paths exited $?"
 [ -f "$work/demo-model.zip" ] || fail "train-demo-model did not write $work/demo-model.zip (relative to the repository root)"
 
-port=$(( 20000 + RANDOM % 20000 ))
-dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- --ModelPath "$work/demo-model.zip" --urls "http://127.0.0.1:$port" >"$work/server.log" 2>&1 &
+# Port 0: the OS picks a free port and the server logs it. A random fixed port (20000-39999) could be taken: it overlaps
+# Linux's ephemeral range (32768-60999), where the test projects that run beside this one hold their servers and clients.
+dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- --ModelPath "$work/demo-model.zip" --urls "http://127.0.0.1:0" >"$work/server.log" 2>&1 &
 server=$!
 stop() { pkill -P "$server" 2>/dev/null || true; kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
 trap stop EXIT
+url=""; health=""
 for _ in $(seq 1 240); do
-  health=$(curl -s "http://127.0.0.1:$port/healthz" || true)
-  [ "$health" = Healthy ] && break
+  [ -n "$url" ] || url=$(grep -o 'Now listening on: http://127\.0\.0\.1:[0-9]*' "$work/server.log" 2>/dev/null | head -1 | sed 's/^Now listening on: //' || true)
+  if [ -n "$url" ]; then
+    health=$(curl -s "$url/healthz" || true)
+    [ "$health" = Healthy ] && break
+  fi
   kill -0 "$server" 2>/dev/null || fail "the web API with --ModelPath $work/demo-model.zip exited: $(tail -3 "$work/server.log")"
   sleep 0.5
 done
+[ -n "$url" ] || fail "the web API did not log 'Now listening on: http://127.0.0.1:<port>': $(tail -3 "$work/server.log")"
 [ "$health" = Healthy ] || fail "/healthz said '$health'"
-curl -s -XPOST "http://127.0.0.1:$port/predict" -H 'content-type: application/json' -d '{"text":"a wonderful , moving film ."}' \
+curl -s -XPOST "$url/predict" -H 'content-type: application/json' -d '{"text":"a wonderful , moving film ."}' \
   | grep -q '"modelGeneration":1' || fail "/predict did not answer"
 stop; trap - EXIT
 
 # A bad model at start-up: one line on stderr, exit code 1.
 set +e
-dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- --ModelPath "$work/missing.zip" --urls "http://127.0.0.1:$port" >/dev/null 2>"$work/err.txt"
+dotnet run --project samples/RetriKT.WebApi -c "$config" --no-build -- --ModelPath "$work/missing.zip" --urls "http://127.0.0.1:0" >/dev/null 2>"$work/err.txt"
 code=$?
 set -e
 [ "$code" = 1 ] || fail "a missing model exited $code, expected 1"

@@ -32,7 +32,8 @@ public class TorchSharpNativeTests
         random.manual_seed(7);
         var trueW = tensor(new float[] { 2f, -3f, 0.5f }, 3, 1);
         var inputs = randn(256, 3);
-        var targets = inputs.matmul(trueW) + 1.25f;
+        using var bias = 1.25f.ToScalar(); // held, not a temporary (HeldScalarTests)
+        var targets = inputs.matmul(trueW).add(bias, HeldScalars.One);
         using var model = nn.Linear(3, 1);
         using var optimizer = optim.Adam(model.parameters(), lr: 0.05);
         for (int step = 0; step < 400; step++)

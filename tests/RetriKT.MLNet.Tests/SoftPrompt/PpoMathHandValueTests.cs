@@ -33,7 +33,7 @@ public class PpoMathHandValueTests
     {
         TorchDevices.EnsureNativeBackend();
         using var scope = NewDisposeScope();
-        var w = PpoMath.Whiten(full(2, 3, 0.7f), ones(2, 3)).data<float>().ToArray();
+        var w = PpoMath.Whiten(PpoMathTests.Filled(2, 3, 0.7f), ones(2, 3)).data<float>().ToArray();
         Assert.All(w, v => Assert.Equal(0f, v));
         var empty = PpoMath.Whiten(ones(2, 3), zeros(2, 3)).data<float>().ToArray(); // no real token at all
         Assert.All(empty, v => Assert.Equal(0f, v));
@@ -45,9 +45,9 @@ public class PpoMathHandValueTests
         TorchDevices.EnsureNativeBackend();
         using var scope = NewDisposeScope();
         var old = zeros(1, 2);
-        var advantages = full(1, 2, -1f);
+        var advantages = PpoMathTests.Filled(1, 2, -1f);
         // Ratio 2 with A = −1: the unclipped term 2 is the larger (pessimistic) one, nothing clipped.
-        var (lossUp, clipUp, klUp) = PpoMath.PolicyLoss(full(1, 2, MathF.Log(2f)), old, advantages, ones(1, 2), 0.2);
+        var (lossUp, clipUp, klUp) = PpoMath.PolicyLoss(PpoMathTests.Filled(1, 2, MathF.Log(2f)), old, advantages, ones(1, 2), 0.2);
         Assert.Equal(2f, lossUp.item<float>(), 5);
         Assert.Equal(0f, clipUp.item<float>());
         Assert.Equal(0.5 * Math.Log(2) * Math.Log(2), klUp.item<float>(), 5);

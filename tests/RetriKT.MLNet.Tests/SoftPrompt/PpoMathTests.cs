@@ -55,7 +55,7 @@ public class PpoMathTests
         Assert.Equal(-1f, lossAtOne.item<float>(), 5);
         Assert.Equal(0f, clipAtOne.item<float>());
         Assert.Equal(0f, klAtOne.item<float>());
-        var (lossFar, clipFar, _) = PpoMath.PolicyLoss(full(1, 3, MathF.Log(2f)), old, advantages, mask, 0.2);
+        var (lossFar, clipFar, _) = PpoMath.PolicyLoss(Filled(1, 3, MathF.Log(2f)), old, advantages, mask, 0.2);
         Assert.Equal(-1.2f, lossFar.item<float>(), 5);   // ratio 2 clipped at 1.2 for a positive advantage
         Assert.Equal(1f, clipFar.item<float>());
     }
@@ -119,4 +119,10 @@ public class PpoMathTests
         var b = TextStatistics.HashedNgrams("the movie was great");
         Assert.Equal(1f, System.Numerics.Tensors.TensorPrimitives.Dot(a, b), 4);
     }
+
+    /// <summary>
+    /// full(rows, columns, value) without the temporary Scalar that full() makes of a number: its finalizer may free it
+    /// while torch still reads it (HeldScalarTests). The same values, from an array.
+    /// </summary>
+    internal static Tensor Filled(long rows, long columns, float value) => tensor(Enumerable.Repeat(value, (int)(rows * columns)).ToArray(), rows, columns);
 }

@@ -164,10 +164,12 @@ public class RetrievalClassifierBehaviourTests
         using var _ = student;
         var model = student.Model;
         using var network = StudentModel.FromRuntime(model, torch.CPU);
+        using var forty = 40.ToScalar(); // held, not temporaries (HeldScalarTests)
+        using var tenThousand = 10_000.ToScalar();
         using (torch.no_grad())
             foreach (var (name, parameter) in network.named_parameters())
-                if (name.EndsWith("attn_qkv.weight", StringComparison.Ordinal)) parameter.mul_(40);
-                else if (name == "head.weight") parameter.mul_(10_000);
+                if (name.EndsWith("attn_qkv.weight", StringComparison.Ordinal)) parameter.mul_(forty);
+                else if (name == "head.weight") parameter.mul_(tenThousand);
         var scaled = new RetrievalModel(model.Config, network.ToWeights(), model.Tokenizer, model.Store, model.Temperature, model.NeighborCount);
         var texts = Synthetic(6, 11).Select(r => r.Text).ToList();
         var ids = texts.Select(t => scaled.Tokenize(t, null, out bool _)).ToList();

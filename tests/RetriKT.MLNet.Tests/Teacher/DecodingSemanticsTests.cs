@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Teacher;
 using RetriKT.MLNet.Tests.Infrastructure;
@@ -73,7 +74,7 @@ public class DecodingSemanticsTests(ITestOutputHelper output)
         using var model = TeacherModel.Load(TeacherGoldenTests.Models("hf-tiny-random-gpt2"));
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var soft = randn(new long[] { 3, model.Config.HiddenSize }, generator: new Generator(5)).mul(0.5);
+        var soft = randn(new long[] { 3, model.Config.HiddenSize }, generator: new Generator(5)).mul(HeldScalars.Half);
         int[][] prefixes = [[], [], [17]];
         int[][] continuations = [[11, 22, 33, 44], [55], [66, 77]];
         var batched = model.ContinuationLogLikelihood(prefixes, continuations, soft).data<float>().ToArray();
@@ -94,7 +95,7 @@ public class DecodingSemanticsTests(ITestOutputHelper output)
     {
         using var model = Stories();
         using var scope = NewDisposeScope();
-        var soft = randn(new long[] { 3, model.Config.HiddenSize }, generator: new Generator(9)).mul(0.5);
+        var soft = randn(new long[] { 3, model.Config.HiddenSize }, generator: new Generator(9)).mul(HeldScalars.Half);
         int[][] prompts = [[], [1, 403, 261, 275]];
         foreach (bool torchDecode in new[] { true, false })
         {

@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Common;
 using Microsoft.ML;
 using RetriKT.MLNet.Teacher;
 using RetriKT.MLNet.Tests.Infrastructure;
@@ -85,8 +86,9 @@ public class ManagedDecodeTests
         var model = TeacherModel.Create(config, null, seed: 3, new TeacherLoadOptions());
         using var noGrad = no_grad();
         using var generator = new Generator(11);
+        using var scale = 0.05.ToScalar(); // held, not a temporary (HeldScalarTests)
         foreach (var (_, p) in model.NamedParameters())
-            using (var noise = randn(p.shape, generator: generator)) p.add_(noise.mul_(0.05));
+            using (var noise = randn(p.shape, generator: generator)) p.add_(noise.mul_(scale), HeldScalars.One);
         return model;
     }
 
@@ -101,7 +103,7 @@ public class ManagedDecodeTests
         Assert.True(WorstStepDifference(model, [once, lily, tok.Encode("One day, a big dog saw a ball", addBos: true)], 30) < 1e-4);
         // Five rows: four go through the four-input kernel, one through the single-input one.
         Assert.True(WorstStepDifference(model, [lily, once, [1], tok.Encode("The cat", addBos: true), once], 20) < 1e-4);
-        using var prefix = randn(4, model.Config.HiddenSize, generator: new Generator(5)).mul_(0.5);
+        using var prefix = randn(4, model.Config.HiddenSize, generator: new Generator(5)).mul_(HeldScalars.Half);
         double withPrefix = WorstStepDifference(model, [lily, once], 20, prefix);
         Assert.True(withPrefix < 1e-4, $"with prefix: {withPrefix:G3}");
     }
@@ -152,7 +154,8 @@ public class ManagedDecodeTests
     public void ManagedPaddedBatchWithASoftPromptEqualsTorchPerRow()
     {
         using var model = Stories();
-        using var prefix = randn(3, model.Config.HiddenSize, generator: new Generator(9)).mul_(0.3);
+        using var point3 = 0.3.ToScalar(); // held, not a temporary (HeldScalarTests)
+        using var prefix = randn(3, model.Config.HiddenSize, generator: new Generator(9)).mul_(point3);
         string[] prompts = ["Once upon a time", "Lily", "One day, a big dog saw a ball in the park and"];
         var batched = model.Generate(new GenerationRequest { Prompts = prompts, MaxNewTokens = 24, PrefixEmbeds = prefix });
         for (int i = 0; i < prompts.Length; i++)

@@ -78,7 +78,9 @@ public class TeacherGenerationTests
         using var model = Stories();
         Assert.False(model.RequiresGrad);
         using var scope = NewDisposeScope();
-        var soft = (randn(4, model.Config.HiddenSize) * 0.1).requires_grad_(true);
+        // Held, not temporaries: a Scalar made of a number in the call may be freed by its finalizer while torch reads it (HeldScalarTests).
+        using Scalar tenth = 0.1, fifty = 50, five = 5;
+        var soft = randn(4, model.Config.HiddenSize).mul(tenth).requires_grad_(true);
         var ids = tensor(model.Tokenizer!.Encode("Once upon a time", addBos: true).Select(i => (long)i).ToArray()).unsqueeze(0);
         var tokens = model.Embed(ids);
         var embeds = cat([soft.unsqueeze(0), tokens], 1);
@@ -94,12 +96,12 @@ public class TeacherGenerationTests
         // Scoring with the soft prompt is differentiable too, and a prefix changes what is generated / scored.
         var ll = model.ContinuationLogLikelihood([[1]], [[403, 407]], soft);
         ll.sum().backward();
-        var withPrefix = model.Generate(new GenerationRequest { Prompts = ["Once upon a time"], MaxNewTokens = 8, PrefixEmbeds = soft.detach() * 50 });
+        var withPrefix = model.Generate(new GenerationRequest { Prompts = ["Once upon a time"], MaxNewTokens = 8, PrefixEmbeds = soft.detach().mul(fifty) });
         var without = model.Generate(new GenerationRequest { Prompts = ["Once upon a time"], MaxNewTokens = 8 });
         Assert.NotEqual(without.Sequences[0].TokenLogProbs, withPrefix.Sequences[0].TokenLogProbs);
 
         // Batched generation with a shared prefix equals per-row generation with it.
-        var prefix = soft.detach() * 5;
+        var prefix = soft.detach().mul(five);
         var rows = model.Generate(new GenerationRequest { Prompts = ["Lily", "Once upon a time"], MaxNewTokens = 10, PrefixEmbeds = prefix });
         var single = model.Generate(new GenerationRequest { Prompts = ["Lily"], MaxNewTokens = 10, PrefixEmbeds = prefix });
         Assert.Equal(single.Sequences[0].TokenIds, rows.Sequences[0].TokenIds);
