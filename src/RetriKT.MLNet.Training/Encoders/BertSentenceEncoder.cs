@@ -18,7 +18,10 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     /// <summary>Options; the defaults reproduce sentence-transformers' embeddings for the known packages.</summary>
     public sealed class Options
     {
-        /// <summary>Pooling; null = the package's own (<see cref="PretrainedEncoderPackage.Pooling"/>), or mean for anything else.</summary>
+        /// <summary>
+        /// Pooling; null = the package's own (<see cref="PretrainedEncoderPackage.Pooling"/>), a sentence-transformers
+        /// directory's (<c>modules.json</c> → its Pooling module's <c>config.json</c>), or mean for anything else.
+        /// </summary>
         public BertPooling? Pooling { get; set; }
         /// <summary>Scale every embedding to unit L2 norm. Default true (what sentence-transformers' models do).</summary>
         public bool Normalize { get; set; } = true;
@@ -172,7 +175,9 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
 
     /// <summary>
     /// Writes the encoder as a Hugging Face BERT directory (config.json, model.safetensors, vocab.txt; each file
-    /// atomically), which <see cref="Load(MLContext, string, Options?)"/> and Hugging Face's <c>BertModel</c> read back.
+    /// atomically), which <see cref="Load(MLContext, string, Options?)"/> and Hugging Face's <c>BertModel</c> read back,
+    /// with its tokenizer_config.json (lower-casing) and sentence-transformers files (modules.json, 1_Pooling/config.json,
+    /// sentence_bert_config.json: pooling, MaxTokens), so that it reloads with this encoder's pooling, case and length.
     /// </summary>
     public void SaveHuggingFaceDirectory(string directory)
     {
@@ -190,6 +195,32 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
         Teacher.Safetensors.Write(Path.Combine(directory, "model.safetensors"), Module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
         Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "vocab.txt"), string.Join('\n', Vocabulary.Tokens) + "\n");
+        // What the loader would otherwise default (mean pooling, lower-casing, 256 tokens) is written out, so the directory
+        // reloads as this encoder: an arctic (CLS, 512) or a cased encoder saved without these came back as another one.
+        var indented = new System.Text.Json.JsonSerializerOptions { WriteIndented = true };
+        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "tokenizer_config.json"), new System.Text.Json.Nodes.JsonObject
+        {
+            ["tokenizer_class"] = "BertTokenizer", ["do_lower_case"] = Vocabulary.LowerCase, ["model_max_length"] = MaxTokens,
+        }.ToJsonString(indented));
+        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "sentence_bert_config.json"), new System.Text.Json.Nodes.JsonObject
+        {
+            ["max_seq_length"] = MaxTokens, ["do_lower_case"] = false,
+        }.ToJsonString(indented));
+        var modules = new System.Text.Json.Nodes.JsonArray(
+            new System.Text.Json.Nodes.JsonObject { ["idx"] = 0, ["name"] = "0", ["path"] = "", ["type"] = "sentence_transformers.models.Transformer" },
+            new System.Text.Json.Nodes.JsonObject { ["idx"] = 1, ["name"] = "1", ["path"] = "1_Pooling", ["type"] = "sentence_transformers.models.Pooling" });
+        if (_options.Normalize)
+        {
+            modules.Add(new System.Text.Json.Nodes.JsonObject { ["idx"] = 2, ["name"] = "2", ["path"] = "2_Normalize", ["type"] = "sentence_transformers.models.Normalize" });
+            Directory.CreateDirectory(Path.Combine(directory, "2_Normalize"));
+        }
+        Directory.CreateDirectory(Path.Combine(directory, "1_Pooling"));
+        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "1_Pooling", "config.json"), new System.Text.Json.Nodes.JsonObject
+        {
+            ["word_embedding_dimension"] = c.HiddenSize, ["pooling_mode_cls_token"] = Pooling == BertPooling.Cls,
+            ["pooling_mode_mean_tokens"] = Pooling == BertPooling.Mean, ["pooling_mode_max_tokens"] = false, ["pooling_mode_mean_sqrt_len_tokens"] = false,
+        }.ToJsonString(indented));
+        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "modules.json"), modules.ToJsonString(indented));
     }
 
     /// <summary>Frees the weights.</summary>

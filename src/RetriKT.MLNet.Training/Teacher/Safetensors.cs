@@ -22,7 +22,12 @@ internal static class Safetensors
     /// <summary>Reads one tensor to CPU in its stored dtype.</summary>
     public static Tensor ReadTensor(SafetensorsEntry e)
     {
-        var scalar = e.DType switch { "F32" => ScalarType.Float32, "F16" => ScalarType.Float16, _ => ScalarType.BFloat16 };
+        // The header parser sizes integer buffers too (a BERT checkpoint's position_ids); a teacher reads floats only.
+        var scalar = e.DType switch
+        {
+            "F32" => ScalarType.Float32, "F16" => ScalarType.Float16, "BF16" => ScalarType.BFloat16,
+            _ => throw new NotSupportedException($"{e.File}: tensor '{e.Name}' has dtype {e.DType}; only F32, F16 and BF16 tensors are read."),
+        };
         var t = empty(e.Shape, scalar, CPU);
         using var fs = File.OpenRead(e.File);
         fs.Seek(e.Begin, SeekOrigin.Begin);

@@ -49,8 +49,29 @@ public sealed record BertConfig
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"BERT config not found: {path}", path);
         var root = JsonFiles.ReadObject(path);
-        int Int(string field) => root[field]?.GetValue<int>() ?? throw new InvalidDataException($"{path}: field '{field}' is missing.");
-        string? Text(string field) => root[field] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+        // A field of the wrong type (a quoted number, 32.0) fails naming the file and field; GetValue's bare
+        // InvalidOperationException named neither, and a non-string model_type was taken for an absent one.
+        InvalidDataException WrongType(string field, string expected) =>
+            new($"{path}: field '{field}': expected {expected}, found {root[field]!.ToJsonString()}.");
+        int? OptionalInt(string field) => root[field] switch
+        {
+            null => null,
+            JsonValue v when v.TryGetValue<int>(out var n) => n,
+            _ => throw WrongType(field, "an integer"),
+        };
+        int Int(string field) => OptionalInt(field) ?? throw new InvalidDataException($"{path}: field '{field}' is missing.");
+        string? Text(string field) => root[field] switch
+        {
+            null => null,
+            JsonValue v when v.TryGetValue<string>(out var s) => s,
+            _ => throw WrongType(field, "a string"),
+        };
+        double? OptionalDouble(string field) => root[field] switch
+        {
+            null => null,
+            JsonValue v when v.TryGetValue<double>(out var d) => d,
+            _ => throw WrongType(field, "a number"),
+        };
 
         // Another architecture can share BERT's tensor names and shapes (RoBERTa offsets its positions by 2, DistilBERT
         // has no segments, ELECTRA may project its embeddings); loading it as BERT would compute something else.
@@ -64,8 +85,8 @@ public sealed record BertConfig
         {
             VocabSize = Int("vocab_size"), HiddenSize = Int("hidden_size"), NumLayers = Int("num_hidden_layers"),
             NumHeads = Int("num_attention_heads"), IntermediateSize = Int("intermediate_size"),
-            MaxPositions = Int("max_position_embeddings"), TypeVocabSize = root["type_vocab_size"]?.GetValue<int>() ?? 2,
-            LayerNormEpsilon = root["layer_norm_eps"]?.GetValue<double>() ?? 1e-12,
+            MaxPositions = Int("max_position_embeddings"), TypeVocabSize = OptionalInt("type_vocab_size") ?? 2,
+            LayerNormEpsilon = OptionalDouble("layer_norm_eps") ?? 1e-12,
         }.Validate(path);
     }
 }

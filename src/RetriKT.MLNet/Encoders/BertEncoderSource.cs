@@ -13,8 +13,9 @@ namespace RetriKT.MLNet.Encoders;
 internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabulary Vocabulary, BertPooling Pooling)
 {
     /// <summary>
-    /// Reads <paramref name="source"/>. <paramref name="pooling"/> null = the package's own pooling, or mean for a
-    /// directory or an unknown package. The number of heads and the LayerNorm epsilon of an ONNX model of an unknown
+    /// Reads <paramref name="source"/>. <paramref name="pooling"/> null = the package's own pooling, a
+    /// sentence-transformers directory's (its <c>modules.json</c> Pooling module), or mean for any other directory or an
+    /// unknown package. The number of heads and the LayerNorm epsilon of an ONNX model of an unknown
     /// package are not stored in its weights and come from <paramref name="onnxNumHeads"/> and <paramref name="onnxLayerNormEpsilon"/>.
     /// </summary>
     public static BertEncoderSource Load(string source, BertPooling? pooling, int onnxNumHeads, double onnxLayerNormEpsilon)
@@ -22,7 +23,8 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         ArgumentException.ThrowIfNullOrEmpty(source);
         if (Directory.Exists(source))
             return new BertEncoderSource(BertWeights.FromHuggingFaceDirectory(source),
-                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source)), pooling ?? BertPooling.Mean)
+                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source)),
+                pooling ?? SentenceTransformersPooling(source) ?? BertPooling.Mean)
             { DirectoryMaxTokens = SentenceTransformersMaxLength(source) };
         if (!File.Exists(source))
             throw new FileNotFoundException($"BERT encoder source not found: '{source}' is neither a package DLL nor a Hugging Face directory.", source);
@@ -64,10 +66,53 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     }
 
     /// <summary>
+    /// The pooling a sentence-transformers directory declares, or null for a plain Hugging Face directory (no
+    /// <c>modules.json</c>, or no Pooling module in it). <c>modules.json</c> names the Pooling module's folder, whose
+    /// <c>config.json</c> sets <c>pooling_mode_*</c>; without this a [CLS]-pooled model (bge, arctic-embed) was silently
+    /// mean-pooled. A module this encoder does not run (Dense, another Transformer ...) changes every embedding, and a
+    /// pooling mode other than exactly one of [CLS] and mean is not what it computes: both fail naming the file.
+    /// </summary>
+    private static BertPooling? SentenceTransformersPooling(string directory)
+    {
+        var modulesPath = Path.Combine(directory, "modules.json");
+        if (!File.Exists(modulesPath)) return null;
+        string? poolingFolder = null;
+        bool transformer = false;
+        foreach (var module in JsonFiles.ReadArray(modulesPath))
+        {
+            string? type = module?["type"] is System.Text.Json.Nodes.JsonValue t && t.TryGetValue<string>(out var text) ? text : null;
+            string? folder = module?["path"] is System.Text.Json.Nodes.JsonValue f && f.TryGetValue<string>(out var p) ? p : null;
+            switch (type?[(type.LastIndexOf('.') + 1)..])
+            {
+                case "Transformer" when !transformer: transformer = true; break;
+                case "Pooling" when poolingFolder is null && folder is not null: poolingFolder = folder; break;
+                case "Normalize": break; // unit length: Options.Normalize, on by default
+                default:
+                    throw new NotSupportedException($"{modulesPath}: module {module?.ToJsonString()} is not supported; expected one Transformer, " +
+                        "one Pooling and optionally Normalize (anything else changes the embeddings this encoder would give).");
+            }
+        }
+        if (poolingFolder is null) return null;
+        var configPath = Path.Combine(directory, poolingFolder, "config.json");
+        if (!File.Exists(configPath)) throw new FileNotFoundException($"{modulesPath} names the pooling module '{poolingFolder}', but {configPath} is not there.", configPath);
+        var modes = JsonFiles.ReadObject(configPath)
+            .Where(kv => kv.Key.StartsWith("pooling_mode_", StringComparison.Ordinal) && kv.Value is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<bool>(out var on) && on)
+            .Select(kv => kv.Key).ToList();
+        return modes switch
+        {
+            ["pooling_mode_cls_token"] => BertPooling.Cls,
+            ["pooling_mode_mean_tokens"] => BertPooling.Mean,
+            _ => throw new NotSupportedException($"{configPath}: pooling {(modes.Count == 0 ? "(none set)" : string.Join(" + ", modes))} is not supported; " +
+                "expected exactly one of pooling_mode_cls_token and pooling_mode_mean_tokens true (or set Options.Pooling)."),
+        };
+    }
+
+    /// <summary>
     /// Whether the directory's tokenizer lower-cases (and so strips accents): <c>tokenizer_config.json</c>'s
     /// <c>do_lower_case</c>, true when the file or the field is absent (BertTokenizer's default). A cased model read as
     /// uncased would lose every capital and accent without a word. An explicit <c>strip_accents</c> that differs from
-    /// <c>do_lower_case</c> is not what this tokenizer does, and fails with the file and the values.
+    /// <c>do_lower_case</c> is not what this tokenizer does, and fails with the file and the values; so does a
+    /// <c>sentence_bert_config.json</c> that lower-cases text before a cased tokenizer.
     /// </summary>
     private static bool LowerCase(string directory)
     {
@@ -78,6 +123,12 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         bool lowerCase = Flag(root["do_lower_case"]) ?? true;
         if (Flag(root["strip_accents"]) is { } strip && strip != lowerCase)
             throw new NotSupportedException($"{path}: strip_accents {strip.ToString().ToLowerInvariant()} with do_lower_case {lowerCase.ToString().ToLowerInvariant()} is not supported; accents are stripped exactly when text is lower-cased.");
+        // sentence-transformers lower-cases the text itself (accents kept) before a cased tokenizer when its
+        // sentence_bert_config.json says do_lower_case; read as cased, every capital would reach the model.
+        var sentenceConfig = Path.Combine(directory, "sentence_bert_config.json");
+        if (!lowerCase && File.Exists(sentenceConfig) && Flag(JsonFiles.ReadObject(sentenceConfig)["do_lower_case"]) == true)
+            throw new NotSupportedException($"{sentenceConfig}: do_lower_case true over a cased tokenizer ({path}: do_lower_case false) is not supported; " +
+                "this tokenizer lower-cases only together with stripping accents.");
         return lowerCase;
     }
 

@@ -206,7 +206,7 @@ internal sealed class BertWeights
         return new BertWeights(config, tensors, path);
     }
 
-    /// <summary>Every float tensor of the directory's checkpoint under its stored name.</summary>
+    /// <summary>Every float tensor of the directory's checkpoint under its stored name (integer and bool buffers are skipped).</summary>
     internal static (string Path, Dictionary<string, (long[] Shape, float[] Data)> Tensors) ReadCheckpoint(string directory)
     {
         var safetensors = Path.Combine(directory, "model.safetensors");
@@ -215,7 +215,8 @@ internal sealed class BertWeights
         {
             var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(StringComparer.Ordinal);
             foreach (var (name, entry) in SafetensorsReader.ReadHeader(safetensors))
-                tensors[name] = (entry.Shape, SafetensorsReader.ReadFloat32(entry));
+                // Integer buffers (position_ids) are skipped, as the pickle reader skips a LongStorage.
+                if (!SafetensorsReader.IsIntegerOrBool(entry.DType)) tensors[name] = (entry.Shape, SafetensorsReader.ReadFloat32(entry));
             return (safetensors, tensors);
         }
         if (File.Exists(pickle)) return (pickle, PyTorchCheckpoint.ReadFloatTensors(pickle));

@@ -18,7 +18,10 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
     /// <summary>Options; the defaults reproduce sentence-transformers' embeddings for the known packages.</summary>
     public sealed class Options
     {
-        /// <summary>Pooling; null = the package's own (<see cref="PretrainedEncoderPackage.Pooling"/>), or mean for anything else.</summary>
+        /// <summary>
+        /// Pooling; null = the package's own (<see cref="PretrainedEncoderPackage.Pooling"/>), a sentence-transformers
+        /// directory's (<c>modules.json</c> → its Pooling module's <c>config.json</c>), or mean for anything else.
+        /// </summary>
         public BertPooling? Pooling { get; set; }
         /// <summary>Scale every embedding to unit L2 norm. Default true (what sentence-transformers' models do).</summary>
         public bool Normalize { get; set; } = true;

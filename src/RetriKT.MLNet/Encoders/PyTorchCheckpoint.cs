@@ -8,8 +8,9 @@ namespace RetriKT.MLNet.Encoders;
 /// Reads float32 tensors from a PyTorch zip checkpoint (<c>pytorch_model.bin</c>, torch ≥ 1.6) without executing
 /// anything: a restricted unpickler for the pickle opcodes <c>torch.save(state_dict)</c> emits, which accepts only
 /// the globals a state dict needs (<c>collections.OrderedDict</c>, <c>torch._utils._rebuild_tensor_v2</c>,
-/// <c>torch.*Storage</c>) and fails on any other global, so a malicious pickle cannot run code. Storages other than
-/// FloatStorage (e.g. the int64 <c>position_ids</c> buffer) are skipped; non-contiguous views are rejected by name.
+/// <c>torch.*Storage</c>) and fails on any other global, so a malicious pickle cannot run code. Float, half and
+/// bfloat16 storages are read as float32; integer and bool storages (e.g. the int64 <c>position_ids</c> buffer) are
+/// skipped; any other storage type, a non-contiguous view and a big-endian save are refused by name.
 /// </summary>
 internal static class PyTorchCheckpoint
 {
@@ -18,7 +19,7 @@ internal static class PyTorchCheckpoint
     private sealed record TensorRef(StorageRef Storage, long Offset, long[] Shape, long[] Stride);
     private sealed class Mark;
 
-    /// <summary>Name → (shape, data) of every float32 tensor in the checkpoint.</summary>
+    /// <summary>Name → (shape, data as float32) of every floating-point tensor in the checkpoint.</summary>
     public static Dictionary<string, (long[] Shape, float[] Data)> ReadFloatTensors(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"PyTorch checkpoint not found: {path}", path);
@@ -30,6 +31,13 @@ internal static class PyTorchCheckpoint
             var pickle = zip.Entries.SingleOrDefault(e => e.FullName.EndsWith("/data.pkl", StringComparison.Ordinal) || e.FullName == "data.pkl")
                 ?? throw new InvalidDataException($"{path}: no data.pkl inside; not a PyTorch zip checkpoint.");
             string prefix = pickle.FullName[..^"data.pkl".Length];
+            // torch >= 2.1 records the byte order it saved in; a big-endian save read as little-endian gives garbage weights.
+            if (zip.GetEntry(prefix + "byteorder") is { } order)
+            {
+                using var reader = new StreamReader(order.Open());
+                var text = reader.ReadToEnd().Trim();
+                if (text != "little") throw new NotSupportedException($"{path}: byteorder is '{text}'; only little-endian checkpoints are read.");
+            }
             byte[] bytes;
             using (var s = pickle.Open()) { using var m = new MemoryStream(); s.CopyTo(m); bytes = m.ToArray(); }
             if (Unpickle(bytes, path) is not Dictionary<object, object?> root)
@@ -39,7 +47,15 @@ internal static class PyTorchCheckpoint
             foreach (var (key, value) in root)
             {
                 if (key is not string name || value is not TensorRef t) throw new InvalidDataException($"{path}: state dict entry '{key}' is not a tensor.");
-                if (t.Storage.Type != "FloatStorage") continue;
+                // Half and bfloat16 checkpoints are widened exactly (as the safetensors reader does); integer and bool
+                // storages are buffers (position_ids), never weights. Any other type (double, complex, quantized) is
+                // named: skipping it made the tensor look 'missing'.
+                int size = t.Storage.Type switch { "FloatStorage" => 4, "HalfStorage" or "BFloat16Storage" => 2, _ => 0 };
+                if (size == 0)
+                {
+                    if (t.Storage.Type is "LongStorage" or "IntStorage" or "ShortStorage" or "CharStorage" or "ByteStorage" or "BoolStorage") continue;
+                    throw new NotSupportedException($"{path}: tensor '{name}' is stored as {t.Storage.Type}; only FloatStorage, HalfStorage and BFloat16Storage are read.");
+                }
                 long count = t.Shape.Aggregate(1L, (a, b) => a * b);
                 long expectedStride = 1;
                 for (int d = t.Shape.Length - 1; d >= 0; d--)
@@ -54,10 +70,22 @@ internal static class PyTorchCheckpoint
                 using var m = new MemoryStream();
                 s.CopyTo(m);
                 var raw = m.GetBuffer().AsSpan(0, (int)m.Length);
-                if ((t.Offset + count) * 4 > raw.Length)
-                    throw new InvalidDataException($"{path}: tensor '{name}' needs {(t.Offset + count) * 4} bytes of storage '{t.Storage.Key}', which has {raw.Length}.");
+                if (t.Offset < 0 || (t.Offset + count) * size > raw.Length)
+                    throw new InvalidDataException($"{path}: tensor '{name}' needs bytes [{t.Offset * size}, {(t.Offset + count) * size}) of storage '{t.Storage.Key}', which has {raw.Length}.");
                 var data = new float[count];
-                for (long i = 0; i < count; i++) data[i] = BinaryPrimitives.ReadSingleLittleEndian(raw[(int)((t.Offset + i) * 4)..]);
+                var stored = raw.Slice((int)(t.Offset * size), (int)(count * size));
+                switch (t.Storage.Type)
+                {
+                    case "FloatStorage":
+                        for (int i = 0; i < data.Length; i++) data[i] = BinaryPrimitives.ReadSingleLittleEndian(stored[(4 * i)..]);
+                        break;
+                    case "HalfStorage":
+                        for (int i = 0; i < data.Length; i++) data[i] = (float)BinaryPrimitives.ReadHalfLittleEndian(stored[(2 * i)..]);
+                        break;
+                    default: // bfloat16: the top 16 bits of a float32
+                        for (int i = 0; i < data.Length; i++) data[i] = BitConverter.Int32BitsToSingle(BinaryPrimitives.ReadUInt16LittleEndian(stored[(2 * i)..]) << 16);
+                        break;
+                }
                 result[name] = (t.Shape, data);
             }
             return result;

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace RetriKT.MLNet.Encoders;
@@ -12,7 +11,8 @@ internal sealed record SafetensorsEntry(string Name, string DType, long[] Shape,
 /// <c>{name: {dtype, shape, data_offsets: [begin, end]}}</c> (plus optional <c>__metadata__</c>), then raw little-endian data.
 /// Lives in the runtime so a managed BERT encoder can load a Hugging Face directory; the training assembly's
 /// <c>Teacher.Safetensors</c> (writer, TorchSharp tensors) uses the same header parser. Only F32, F16 and BF16 are
-/// read, which covers every checkpoint we load; anything else is named in the error.
+/// read as floats, which covers every checkpoint we load; integer and bool buffers parse (their bytes are checked)
+/// but are not read, and anything else is named in the error.
 /// </summary>
 internal static class SafetensorsReader
 {
@@ -33,10 +33,7 @@ internal static class SafetensorsReader
             throw new InvalidDataException($"{path}: safetensors header length {headerLength} does not fit the file ({fileLength} bytes); the file is truncated or not safetensors.");
         var header = new byte[headerLength];
         fs.ReadExactly(header);
-        JsonObject root;
-        try { root = JsonNode.Parse(header)!.AsObject(); }
-        catch (Exception e) when (e is JsonException or InvalidOperationException)
-        { throw new InvalidDataException($"{path}: safetensors header is not valid JSON ({e.Message}).", e); }
+        var root = Common.JsonFiles.ParseObject(System.Text.Encoding.UTF8.GetString(header), $"{path}: safetensors header");
 
         long dataStart = 8 + headerLength, dataLength = fileLength - dataStart;
         var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
@@ -97,18 +94,32 @@ internal static class SafetensorsReader
         return values;
     }
 
-    /// <summary>Bytes per element of a supported dtype; any other dtype fails with the tensor and file.</summary>
+    /// <summary>
+    /// Bytes per element of <paramref name="dtype"/>. Integer and bool dtypes are sized too, so a header that holds a
+    /// buffer (the int64 <c>embeddings.position_ids</c> of checkpoints saved before transformers 4.31) is checked and
+    /// parsed; only <see cref="ReadFloat32"/> refuses to read one. Any other dtype fails with the tensor and file.
+    /// </summary>
     public static int ElementSize(string dtype, string name, string path) => dtype switch
     {
-        "F32" => 4,
-        "F16" or "BF16" => 2,
-        _ => throw new NotSupportedException($"{path}: tensor '{name}' has dtype {dtype}; only F32, F16 and BF16 are supported."),
+        "F64" or "I64" or "U64" => 8,
+        "F32" or "I32" or "U32" => 4,
+        "F16" or "BF16" or "I16" or "U16" => 2,
+        "I8" or "U8" or "BOOL" => 1,
+        _ => throw new NotSupportedException($"{path}: tensor '{name}' has dtype {dtype}; only F32, F16 and BF16 tensors (and integer or bool buffers, which are skipped) are supported."),
     };
+
+    /// <summary>Whether <see cref="ReadFloat32"/> reads a tensor of <paramref name="dtype"/> (F32, F16, BF16).</summary>
+    public static bool IsFloat(string dtype) => dtype is "F32" or "F16" or "BF16";
+
+    /// <summary>Whether <paramref name="dtype"/> is an integer or bool type: a buffer (positions, ids), never a weight.</summary>
+    public static bool IsIntegerOrBool(string dtype) => dtype is "I64" or "U64" or "I32" or "U32" or "I16" or "U16" or "I8" or "U8" or "BOOL";
 
     /// <summary>Reads one tensor as float32 (F16 and BF16 widened exactly, as torch's <c>.float()</c> does).</summary>
     public static float[] ReadFloat32(SafetensorsEntry e)
     {
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Big-endian hosts are not supported.");
+        if (!IsFloat(e.DType))
+            throw new NotSupportedException($"{e.File}: tensor '{e.Name}' has dtype {e.DType}; only F32, F16 and BF16 tensors are read as float32.");
         var bytes = new byte[e.End - e.Begin];
         using (var fs = File.OpenRead(e.File))
         {

@@ -87,6 +87,16 @@ public class BertHuggingFaceDirectoryTests
         var actual = reloaded.Embed(sentences);
         for (int i = 0; i < sentences.Count; i++)
             Assert.True(expected[i].SequenceEqual(actual[i]), $"sentence {i} '{sentences[i]}' embeds differently after the round trip");
+
+        // Without options the directory reloads as what was saved: arctic's [CLS] pooling and 512 tokens (it came back
+        // mean-pooled with 256 tokens before the sentence-transformers files were written), in both runtimes.
+        using var plain = BertSentenceEncoder.Load(ml, dir);
+        Assert.Equal((BertPooling.Cls, 512, true), (plain.Pooling, plain.MaxTokens, plain.Vocabulary.LowerCase));
+        var managed = ManagedBertSentenceEncoder.Load(dir);
+        Assert.Equal((BertPooling.Cls, 512), (managed.Pooling, managed.MaxTokens));
+        actual = plain.Embed(sentences);
+        for (int i = 0; i < sentences.Count; i++)
+            Assert.True(expected[i].SequenceEqual(actual[i]), $"sentence {i} '{sentences[i]}' embeds differently after the round trip without options");
     }
 
     [SharedDataFact]

@@ -36,4 +36,28 @@ public class CasedDirectoryTests
         Assert.Contains(temp.File("tokenizer_config.json"), e.Message);
         Assert.Contains("strip_accents false", e.Message);
     }
+
+    /// <summary>
+    /// sentence-transformers lower-cases the text (keeping accents) before a cased tokenizer when sentence_bert_config.json
+    /// says do_lower_case; that file's flag was not read, so such a model kept every capital. Refused now, naming both files.
+    /// </summary>
+    [SharedDataFact]
+    public void SentenceTransformersLowerCasingOverACasedTokenizerIsRefused()
+    {
+        using var temp = new TempDir("retrikt-bert-");
+        var source = SharedData.Path("models", "bert-uncased-tokenizer-golden");
+        foreach (var f in new[] { "config.json", "model.safetensors", "vocab.txt" }) File.Copy(Path.Combine(source, f), temp.File(f));
+        var config = File.ReadAllText(Path.Combine(source, "tokenizer_config.json"));
+        File.WriteAllText(temp.File("tokenizer_config.json"), config.Replace("\"do_lower_case\": true", "\"do_lower_case\": false"));
+        File.WriteAllText(temp.File("sentence_bert_config.json"), """{"max_seq_length": 128, "do_lower_case": true}""");
+        var e = Assert.Throws<NotSupportedException>(() => ManagedBertSentenceEncoder.Load(temp.Path));
+        Assert.StartsWith(temp.File("sentence_bert_config.json") + ": do_lower_case true over a cased tokenizer (" + temp.File("tokenizer_config.json"), e.Message);
+
+        // do_lower_case false there (sentence-transformers' default), or an uncased tokenizer: loads as before.
+        File.WriteAllText(temp.File("sentence_bert_config.json"), """{"max_seq_length": 128, "do_lower_case": false}""");
+        Assert.False(ManagedBertSentenceEncoder.Load(temp.Path).Vocabulary.LowerCase);
+        File.WriteAllText(temp.File("tokenizer_config.json"), config);
+        File.WriteAllText(temp.File("sentence_bert_config.json"), """{"max_seq_length": 128, "do_lower_case": true}""");
+        Assert.True(ManagedBertSentenceEncoder.Load(temp.Path).Vocabulary.LowerCase);
+    }
 }
