@@ -246,12 +246,14 @@ public sealed class RetriKTPipeline
             store = WithStoreCorpus(task, store, progress, cancellation);
             corpusEntries = store.Count - before;
         }
-        if (store is not null && o.StoreValidationShare > 0)
+        // Held out only to be tuned on: without TuneOnFewShotDev nothing is tuned on them, and they would only have left
+        // the student's store.
+        if (store is not null && o.StoreValidationShare > 0 && o.TuneOnFewShotDev)
         {
             var (kept, heldOut) = HoldOut(store, o.StoreValidationShare, o.Seed);
             store = kept;
             if (o.TuningCorpus is not null) heldOut.AddRange(TeacherLabelledCorpusRows(task, progress, cancellation));
-            if (o.TuneOnFewShotDev && heldOut.Count > 0)
+            if (heldOut.Count > 0)
             {
                 // The held-out rows are generated text, like the store their neighbours come from; the few-shot dev rows
                 // are real inputs. Counted row by row, ~800 generated rows outvote 32 real ones and pick the mix that

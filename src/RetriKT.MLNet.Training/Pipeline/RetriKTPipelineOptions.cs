@@ -80,7 +80,8 @@ public sealed class RetriKTPipelineOptions
     /// Share of the store's generated samples held out of the student's store and added, labelled with the teacher's
     /// most probable label, to the rows λ and τ are tuned on (with <see cref="TuneOnFewShotDev"/>). Thirty-two few-shot
     /// dev rows alone left λ anywhere in [0, 1] from seed to seed; a few hundred teacher-labelled rows pick the weight
-    /// that agrees best with the teacher. 0 tunes on the few-shot dev split alone. Default 0.1.
+    /// that agrees best with the teacher. 0 tunes on the few-shot dev split alone. Without <see cref="TuneOnFewShotDev"/>
+    /// nothing is held out (the whole store is the student's). Default 0.1.
     /// </summary>
     public double StoreValidationShare = 0.1;
     /// <summary>
