@@ -500,14 +500,18 @@ public sealed class RetriKTPipeline
         => task.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => p.i, StringComparer.Ordinal);
 
     /// <summary>
-    /// Refuses a task the pipeline cannot score faithfully: fewer than 2 labels, an empty training or test split, or a
-    /// row of any split whose label is not one of the task's labels (a test row with another label would be left out of
-    /// the accuracy without a word; a dev row, out of the model selection). Every entry point runs it before any work.
+    /// Refuses a task the pipeline cannot score faithfully: fewer than 2 labels or one listed twice, an empty training or
+    /// test split, or a row of any split whose label is not one of the task's labels (a test row with another label would
+    /// be left out of the accuracy without a word; a dev row, out of the model selection) or whose texts are not the ones
+    /// its template reads (<see cref="CheckLabels"/>). Every entry point runs it before any work.
     /// The messages carry no parameter name: hosts print them as they are.
     /// </summary>
     private static void CheckTask(FewShotTask task)
     {
         if (task.Labels.Count < 2) throw new ArgumentException($"Task '{task.Name}' has {task.Labels.Count} label(s); at least 2 are needed.");
+        // Label i is score slot i everywhere (key map, store, verbalizer): a label listed twice has no one slot.
+        if (task.Labels.GroupBy(l => l, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new ArgumentException($"Task '{task.Name}': label '{twice.Key}' is listed twice in [{string.Join(", ", task.Labels)}].");
         if (task.Train.Count == 0) throw new ArgumentException($"Task '{task.Name}' has an empty training split.");
         if (task.Test.Count == 0) throw new ArgumentException($"Task '{task.Name}' has an empty test split.");
         CheckLabels(task, "train", task.Train);
@@ -515,13 +519,26 @@ public sealed class RetriKTPipeline
         CheckLabels(task, "test", task.Test);
     }
 
-    /// <summary>Every row of <paramref name="rows"/> (the task's <paramref name="split"/> split) has one of the task's labels; else one line naming the row, 1-based.</summary>
+    /// <summary>
+    /// Every row of <paramref name="rows"/> (the task's <paramref name="split"/> split) has one of the task's labels and the
+    /// texts its template reads: a text, and a second text exactly when the template reads pairs (a second text a one-text
+    /// template never reads would be dropped without a word, a missing one scored as empty). Else one line naming the row, 1-based.
+    /// </summary>
     internal static void CheckLabels(FewShotTask task, string split, IReadOnlyList<TextPairRow> rows)
     {
         var known = task.Labels.ToHashSet(StringComparer.Ordinal);
         for (int i = 0; i < rows.Count; i++)
-            if (!known.Contains(rows[i].Label))
-                throw new ArgumentException($"Task '{task.Name}': {split} row {i + 1}: label '{rows[i].Label}' is not one of [{string.Join(", ", task.Labels)}].");
+        {
+            var row = rows[i];
+            string where = $"Task '{task.Name}': {split} row {i + 1}";
+            if (!known.Contains(row.Label))
+                throw new ArgumentException($"{where}: label '{row.Label}' is not one of [{string.Join(", ", task.Labels)}].");
+            if (string.IsNullOrWhiteSpace(row.Text)) throw new ArgumentException($"{where}: the text is empty.");
+            if (task.IsPair && string.IsNullOrWhiteSpace(row.Text2))
+                throw new ArgumentException($"{where}: the second text is empty; template '{task.Template.Name}' reads sentence pairs.");
+            if (!task.IsPair && !string.IsNullOrEmpty(row.Text2))
+                throw new ArgumentException($"{where}: a second text ('{(row.Text2.Length <= 40 ? row.Text2 : row.Text2[..37] + "...")}'), but template '{task.Template.Name}' reads one text; it would be ignored.");
+        }
     }
 
     /// <summary>A validation row with its weights: in the choice of epoch (and of the mix, unless MixWeight is used), and in the λ/μ/τ tuning.</summary>
