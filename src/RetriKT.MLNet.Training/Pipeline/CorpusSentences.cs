@@ -77,6 +77,31 @@ public static partial class CorpusSentences
     }
 
     /// <summary>
+    /// Fails with one line naming <paramref name="option"/>, <paramref name="path"/> and the first such sentence when any of
+    /// <paramref name="drawn"/> is a sentence of <paramref name="test"/> (a task's test rows, cut into sentences as a corpus
+    /// line is). Compared lower-cased on their letters and digits alone, so a tokenized test row ("it 's a charming film .")
+    /// matches the plain sentence ("It's a charming film."). A test sentence in the store or the tuning rows, labelled by
+    /// the teacher, would be retrieved for its test row at similarity 1: an accuracy that reads as held out and is not.
+    /// </summary>
+    internal static void RequireApartFromTest(IReadOnlyList<string> drawn, IEnumerable<string> test, string taskName, string path, string option)
+    {
+        var testSentences = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var row in test)
+        {
+            testSentences.Add(Normalized(row));
+            foreach (var piece in SentenceEnd().Split(row)) testSentences.Add(Normalized(piece));
+        }
+        testSentences.Remove("");
+        var shared = drawn.Where(d => testSentences.Contains(Normalized(d))).ToList();
+        if (shared.Count > 0)
+            throw new InvalidDataException($"{option} '{path}': {shared.Count} of the {drawn.Count} sentences drawn are in the test split of task {taskName} " +
+                                           $"(the first: '{(shared[0].Length <= 80 ? shared[0] : shared[0][..77] + "...")}'); the text must not hold the task's test split.");
+    }
+
+    /// <summary>Lower-cased letters and digits, each run a word, words joined by one space.</summary>
+    private static string Normalized(string text) => string.Join(' ', Words().Matches(text.ToLowerInvariant()).Select(m => m.Value));
+
+    /// <summary>
     /// Fails with one line naming <paramref name="option"/> when <paramref name="path"/> is neither a file nor a folder:
     /// the check a draw starts with, which <see cref="RetriKTPipelineOptions.Validate"/> runs when the pipeline is built.
     /// </summary>
@@ -162,6 +187,9 @@ public static partial class CorpusSentences
         }
         return candidates.GetRange(0, count);
     }
+
+    [GeneratedRegex(@"[\p{L}\p{Nd}]+")]
+    private static partial Regex Words();
 
     // After the end mark: a space (the mark stays with its sentence).
     [GeneratedRegex(@"(?<=[.!?])\s+")]

@@ -384,6 +384,7 @@ public sealed class RetriKTPipeline
         var o = _options;
         RequireSingleText(task, CorpusSentences.StoreOption, o.StoreCorpus!);
         var (forStore, forTuning) = CorpusSentences.DrawWithTuningDocuments(o.StoreCorpus!, o.StoreCorpusRows, o.StoreCorpusTuningRows, o.Seed);
+        CorpusSentences.RequireApartFromTest([.. forStore, .. forTuning], task.Test.Select(r => r.Text), task.Name, o.StoreCorpus!, CorpusSentences.StoreOption);
         var host = new ComponentHost(_mlContext, "StoreCorpus", o.Seed, progress, cancellation);
         // In the student's label order (its Label keys'), which WithAddedKnowledge requires.
         var scorer = new VerbalizerClassifier(_teacher, task.Template, student.LabelNames, o.CalibrateVerbalizer);
@@ -408,11 +409,16 @@ public sealed class RetriKTPipeline
     }
 
     /// <summary>
-    /// <paramref name="count"/> sentences of a corpus option (<see cref="CorpusSentences.Draw"/>), each fitted to the
+    /// <paramref name="count"/> sentences of a corpus option (<see cref="CorpusSentences.Draw"/>), none of them a test
+    /// sentence of <paramref name="task"/> (<see cref="CorpusSentences.RequireApartFromTest"/>), each fitted to the
     /// teacher's context: a sentence longer than it loses its last words, as the few-shot rows do.
     /// </summary>
-    private List<(string Text, string? Text2)> CorpusForTeacher(FewShotTask task, string path, int count, string option) =>
-        FittedToTeacher(task, CorpusSentences.Draw(path, count, _options.Seed, option));
+    private List<(string Text, string? Text2)> CorpusForTeacher(FewShotTask task, string path, int count, string option)
+    {
+        var sentences = CorpusSentences.Draw(path, count, _options.Seed, option);
+        CorpusSentences.RequireApartFromTest(sentences, task.Test.Select(r => r.Text), task.Name, path, option);
+        return FittedToTeacher(task, sentences);
+    }
 
     /// <summary>Corpus sentences as single-text rows, each fitted to the teacher's context (<see cref="FitToTeacher"/>).</summary>
     private List<(string Text, string? Text2)> FittedToTeacher(FewShotTask task, List<string> sentences) =>
