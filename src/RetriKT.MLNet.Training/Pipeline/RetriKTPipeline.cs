@@ -133,14 +133,22 @@ public sealed class RetriKTPipeline
     /// <summary>
     /// Scores any model that maps Text (and Text2) to a key PredictedLabel over the task's labels on the task's test
     /// split, the way every pipeline row is scored (ML.NET's multiclass evaluator): for variants of a trained student
-    /// such as its head alone (<c>student.WithRetrievalWeight(0)</c>).
+    /// such as its head alone (<c>student.WithRetrievalWeight(0)</c>). A model whose PredictedLabel names its keys must
+    /// name the task's labels in the task's order.
     /// </summary>
     public ClassificationScores Score(FewShotTask task, ITransformer model)
     {
         ArgumentNullException.ThrowIfNull(task); ArgumentNullException.ThrowIfNull(model);
         CheckTask(task);
         var keyMap = KeyMap(task);
-        return FromMetrics(_mlContext.MulticlassClassification.Evaluate(model.Transform(keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test)))), task);
+        var scored = model.Transform(keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test)));
+        // The evaluator compares key i with key i: a model whose key i is another label than the task's label i (its labels
+        // in another order) would be scored on swapped labels without a word. A model that names no keys is taken as it is.
+        if (scored.Schema.GetColumnOrNull("PredictedLabel") is { } predicted && LabelColumn.AnnotatedKeyNames(predicted) is { } names
+            && !names.SequenceEqual(task.Labels, StringComparer.Ordinal))
+            throw new ArgumentException($"Task '{task.Name}': the model predicts the labels [{string.Join(", ", names)}] and the task has [{string.Join(", ", task.Labels)}] " +
+                                        "(in score order); scored as they are, its predictions would be read as other labels.");
+        return FromMetrics(_mlContext.MulticlassClassification.Evaluate(scored), task);
     }
 
     /// <summary>

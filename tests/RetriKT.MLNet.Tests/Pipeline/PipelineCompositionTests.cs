@@ -45,4 +45,28 @@ public sealed class PipelineCompositionTests : IDisposable
         using (var tuned = Pipeline(tune: true).TrainStudent(task, extraction))
             Assert.Equal(store.Count - 8, tuned.Student.Store.Count);
     }
+
+    /// <summary>
+    /// Score compared the model's PredictedLabel key i with the task's label i without looking at what the model calls
+    /// key i: a student whose labels are in another order (trained on the same task loaded with its labels listed the other
+    /// way round, or loaded from another run) was scored on swapped labels, its accuracy turned into one minus itself.
+    /// The model's key names are now compared with the task's labels first.
+    /// </summary>
+    [Fact]
+    public void AModelWhoseLabelsAreInAnotherOrderIsNotScoredOnSwappedLabels()
+    {
+        var task = EmbeddedCafeReviews.Task(testPerLabel: 8);
+        var reversed = task with { Labels = [.. task.Labels.Reverse()] };
+        using var teacher = TeacherModel.Create(new TeacherConfig { VocabSize = 300 }, ByteLevelBpeTrainer.Train(["a b c"], 300, _folder.File("tokenizer")));
+        var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, _folder.Path, new RetriKTPipelineOptions
+        {
+            StudentEpochs = 8, StudentHiddenSize = 16, StudentLayers = 1, StudentMaxLength = 32,
+        });
+        using var student = pipeline.TrainStudent(reversed, StoreExtraction.FewShotRows(reversed));
+        Assert.Equal(reversed.Labels, student.Student.LabelNames);
+        Assert.Equal(student.Test, pipeline.Score(reversed, student.Student));
+        var e = Assert.Throws<ArgumentException>(() => pipeline.Score(task, student.Student));
+        Assert.Equal("Task 'CafeReviews': the model predicts the labels [positive, negative] and the task has [negative, positive] " +
+                     "(in score order); scored as they are, its predictions would be read as other labels.", e.Message);
+    }
 }
