@@ -89,7 +89,8 @@ public sealed class RetriKTPipelineOptions
     /// held-out store rows to tune on (<see cref="StoreValidationShare"/> and <see cref="TuneOnFewShotDev"/>), each epoch
     /// is scored on the tuning rows, the best epoch's weights are kept and training stops after this many epochs
     /// without improvement; <see cref="StudentEpochs"/> is then the most it trains. The few-shot student (no store, 32
-    /// dev rows) always trains <see cref="StudentEpochs"/>. On SST-2 the best epoch came at 2–3 of 30 and the students
+    /// dev rows) always trains <see cref="StudentEpochs"/>, and so does a student on a <see cref="StudentBackbone"/> (the
+    /// trainer stops only the tiny student early). On SST-2 the best epoch came at 2–3 of 30 and the students
     /// scored higher for it (docs/RESULTS.md). 0: off (train all epochs). Left out of JSON at 0, so results measured
     /// before the option existed (trained without it) keep their keys. Default 3.
     /// </summary>
