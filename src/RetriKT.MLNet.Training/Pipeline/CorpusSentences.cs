@@ -7,7 +7,7 @@ namespace RetriKT.MLNet.Pipeline;
 
 /// <summary>
 /// Sentences drawn from unlabelled in-domain text (<see cref="RetriKTPipelineOptions.TuningCorpus"/>,
-/// <see cref="RetriKTPipelineOptions.StoreCorpus"/>): a .txt file or a
+/// <see cref="RetriKTPipelineOptions.StoreCorpus"/>): a UTF-8 .txt file or a
 /// folder of them (in name order), one document per line, cut into sentences at ., ! or ? followed by a space, of which
 /// those with <see cref="MinWords"/> to <see cref="MaxWords"/> words are candidates; a seeded draw without repeats
 /// picks the rows. The same path, count and seed give the same sentences on every machine.
