@@ -213,6 +213,10 @@ public sealed record QuickstartOptions
         if (!FewShotBenchmarks.Tasks.Contains(o.Task))
             throw new InputException($"--task: unknown task '{o.Task}'; expected one of {string.Join(", ", FewShotBenchmarks.Tasks)}.");
         if (o.Seed < 0) throw new InputException($"--seed: expected a non-negative integer, found {o.Seed}.");
+        // A FewGLUE task has one split: a seed for it would be taken and ignored, and the run read as that seed's.
+        if (seedGiven && o.DataFolder is not null && o.Task is "CB" or "BoolQ")
+            throw new InputException($"--seed: {o.Task} has one few-shot split (FewGLUE's train32/dev32); --seed selects an LM-BFF split of " +
+                                     $"{string.Join(", ", FewShotBenchmarks.Tasks.Where(t => t is not ("CB" or "BoolQ")).SkipLast(1))} or {FewShotBenchmarks.Tasks.Where(t => t is not ("CB" or "BoolQ")).Last()}.");
         if (o.PpoSteps < 0) throw new InputException($"--ppo-steps: expected a non-negative integer, found {o.PpoSteps}.");
         if (o.SamplesPerLabel is < 1) throw new InputException($"--samples-per-label: expected a positive integer, found {o.SamplesPerLabel}.");
         if (o.UnlabeledRows is not null && o.UnlabeledPath is null) throw new InputException("--unlabeled-rows: sets how many sentences --unlabeled gives, which is not given.");

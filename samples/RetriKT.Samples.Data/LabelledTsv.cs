@@ -24,7 +24,8 @@ public static class LabelledTsv
     /// column, for a pair <paramref name="template"/> a <c>text2</c> (or <c>sentence2</c>) column, and a <c>label</c> column:
     /// the few-shot examples to learn from, the rows that choose among models (never trained on) and the rows to score (never
     /// tuned on). <paramref name="labels"/> (in score order) each need a verbalizer word in <paramref name="template"/> and an
-    /// example in <paramref name="trainPath"/>; every row's label must be one of them.
+    /// example in <paramref name="trainPath"/>; every row's label must be one of them. A dev row may not repeat a training
+    /// row's texts, nor a test row those of a training or dev row.
     /// </summary>
     public static FewShotTask LoadTask(string trainPath, string devPath, string testPath, TaskTemplate template, IReadOnlyList<string> labels)
     {
@@ -34,12 +35,36 @@ public static class LabelledTsv
         var text2Columns = template.IsPair ? Text2Columns : null;
         var train = Read(trainPath, text2Columns, labels);
         foreach (var label in labels)
-            if (!train.Any(r => r.Label == label))
+            if (!train.Any(r => r.Row.Label == label))
                 throw new InvalidDataException($"{trainPath}: no example has label '{label}'; each of the labels [{string.Join(", ", labels)}] needs a few.");
-        return new FewShotTask(template.Name, null, labels, template, train, Read(devPath, text2Columns, labels), Read(testPath, text2Columns, labels));
+        var dev = Read(devPath, text2Columns, labels);
+        var test = Read(testPath, text2Columns, labels);
+        RequireApart(devPath, dev, [(trainPath, train)], "the training file", "the rows chosen on must be apart from the rows learned on");
+        RequireApart(testPath, test, [(trainPath, train), (devPath, dev)], "the training or dev file", "the rows scored must be apart from the rows learned or chosen on");
+        static List<TextPairRow> Rows(List<(TextPairRow Row, int Line)> rows) => rows.Select(r => r.Row).ToList();
+        return new FewShotTask(template.Name, null, labels, template, Rows(train), Rows(dev), Rows(test));
     }
 
-    private static List<TextPairRow> Read(string path, IReadOnlyList<string>? text2Columns, IReadOnlyList<string> labels)
+    /// <summary>
+    /// No row of <paramref name="path"/> has the texts of a row of <paramref name="others"/>: a test row that is also a
+    /// training row is scored on what the student learned (its store holds the training rows, which retrieval finds at
+    /// similarity 1), and a dev row that is also one chooses the model on it; either accuracy reads like a held-out one.
+    /// </summary>
+    private static void RequireApart(string path, List<(TextPairRow Row, int Line)> rows, (string Path, List<(TextPairRow Row, int Line)> Rows)[] others,
+        string othersName, string rule)
+    {
+        var seen = new Dictionary<(string, string), (string Path, int Line)>();
+        foreach (var (otherPath, otherRows) in others)
+            foreach (var (row, line) in otherRows)
+                seen.TryAdd((row.Text, row.Text2), (otherPath, line));
+        var shared = rows.Where(r => seen.ContainsKey((r.Row.Text, r.Row.Text2))).ToList();
+        if (shared.Count == 0) return;
+        var (first, firstLine) = shared[0];
+        var (where, whereLine) = seen[(first.Text, first.Text2)];
+        throw new InvalidDataException($"{path} line {firstLine}: the same text as {where} line {whereLine} ({shared.Count} of its {rows.Count} rows are in {othersName}); {rule}.");
+    }
+
+    private static List<(TextPairRow Row, int Line)> Read(string path, IReadOnlyList<string>? text2Columns, IReadOnlyList<string> labels)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"File not found: '{path}'.", path);
         var lines = File.ReadAllLines(path);
@@ -47,7 +72,7 @@ public static class LabelledTsv
         if (text2Columns is null && lines[0].TrimStart('\uFEFF').Split('\t').FirstOrDefault(Text2Columns.Contains) is { } second)
             throw new InvalidDataException($"{path} line 1: column '{second}' holds second texts, but the template reads one text; " +
                                            "use a sentence-pair template (with {text2}) or remove the column.");
-        return Read(path, lines, TextColumns, text2Columns, LabelColumn, labels);
+        return ReadNumbered(path, lines, TextColumns, text2Columns, LabelColumn, labels);
     }
 
     /// <summary>
@@ -56,6 +81,11 @@ public static class LabelledTsv
     /// fields trimmed, and an empty text fails.
     /// </summary>
     internal static List<TextPairRow> Read(string path, string[] lines, IReadOnlyList<string> textColumns, IReadOnlyList<string>? text2Columns,
+        string labelColumn, IReadOnlyList<string> labels) =>
+        ReadNumbered(path, lines, textColumns, text2Columns, labelColumn, labels).Select(r => r.Row).ToList();
+
+    /// <summary><see cref="Read(string, string[], IReadOnlyList{string}, IReadOnlyList{string}?, string, IReadOnlyList{string})"/>, each row with its 1-based line.</summary>
+    private static List<(TextPairRow Row, int Line)> ReadNumbered(string path, string[] lines, IReadOnlyList<string> textColumns, IReadOnlyList<string>? text2Columns,
         string labelColumn, IReadOnlyList<string> labels)
     {
         var header = lines[0].TrimStart('\uFEFF').Split('\t');
@@ -64,7 +94,7 @@ public static class LabelledTsv
             : throw new InvalidDataException($"{path} line 1: column '{names[0]}'{(names.Count > 1 ? $" (or '{string.Join("' or '", names.Skip(1))}')" : "")} not found in header [{string.Join(", ", header)}]{format}.");
         int text = Column(textColumns), text2 = text2Columns is null ? -1 : Column(text2Columns), label = Column([labelColumn]);
         int needed = Math.Max(text, Math.Max(text2, label)) + 1;
-        var rows = new List<TextPairRow>();
+        var rows = new List<(TextPairRow Row, int Line)>();
         for (int i = 1; i < lines.Length; i++)
         {
             if (lines[i].Length == 0) continue;
@@ -77,9 +107,9 @@ public static class LabelledTsv
             foreach (int column in (int[])[text, text2])
                 if (column >= 0 && f[column].Trim().Length == 0)
                     throw new InvalidDataException($"{path} line {i + 1}: the {(column == text ? "text" : "second text")} (column '{header[column]}') is empty.");
-            rows.Add(Checked(new TextPairRow { Text = f[text].Trim(), Text2 = text2 >= 0 ? f[text2].Trim() : "", Label = f[label].Trim() }, path, i + 1, labels));
+            rows.Add((Checked(new TextPairRow { Text = f[text].Trim(), Text2 = text2 >= 0 ? f[text2].Trim() : "", Label = f[label].Trim() }, path, i + 1, labels), i + 1));
         }
-        return NotEmpty(rows, path);
+        return rows.Count > 0 ? rows : throw new InvalidDataException($"{path}: holds no examples.");
     }
 
     /// <summary>

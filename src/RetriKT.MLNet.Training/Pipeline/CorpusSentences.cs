@@ -1,11 +1,13 @@
+using System.Text;
 using System.Text.RegularExpressions;
+using Utf8Validation = System.Text.Unicode.Utf8;
 using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Pipeline;
 
 /// <summary>
 /// Sentences drawn from unlabelled in-domain text (<see cref="RetriKTPipelineOptions.TuningCorpus"/>,
-/// <see cref="RetriKTPipelineOptions.StoreCorpus"/>): a .txt file or a
+/// <see cref="RetriKTPipelineOptions.StoreCorpus"/>): a UTF-8 .txt file or a
 /// folder of them (in name order), one document per line, cut into sentences at ., ! or ? followed by a space, of which
 /// those with <see cref="MinWords"/> to <see cref="MaxWords"/> words are candidates; a seeded draw without repeats
 /// picks the rows. The same path, count and seed give the same sentences on every machine.
@@ -75,6 +77,31 @@ public static partial class CorpusSentences
     }
 
     /// <summary>
+    /// Fails with one line naming <paramref name="option"/>, <paramref name="path"/> and the first such sentence when any of
+    /// <paramref name="drawn"/> is a sentence of <paramref name="test"/> (a task's test rows, cut into sentences as a corpus
+    /// line is). Compared lower-cased on their letters and digits alone, so a tokenized test row ("it 's a charming film .")
+    /// matches the plain sentence ("It's a charming film."). A test sentence in the store or the tuning rows, labelled by
+    /// the teacher, would be retrieved for its test row at similarity 1: an accuracy that reads as held out and is not.
+    /// </summary>
+    internal static void RequireApartFromTest(IReadOnlyList<string> drawn, IEnumerable<string> test, string taskName, string path, string option)
+    {
+        var testSentences = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var row in test)
+        {
+            testSentences.Add(Normalized(row));
+            foreach (var piece in SentenceEnd().Split(row)) testSentences.Add(Normalized(piece));
+        }
+        testSentences.Remove("");
+        var shared = drawn.Where(d => testSentences.Contains(Normalized(d))).ToList();
+        if (shared.Count > 0)
+            throw new InvalidDataException($"{option} '{path}': {shared.Count} of the {drawn.Count} sentences drawn are in the test split of task {taskName} " +
+                                           $"(the first: '{(shared[0].Length <= 80 ? shared[0] : shared[0][..77] + "...")}'); the text must not hold the task's test split.");
+    }
+
+    /// <summary>Lower-cased letters and digits, each run a word, words joined by one space.</summary>
+    private static string Normalized(string text) => string.Join(' ', Words().Matches(text.ToLowerInvariant()).Select(m => m.Value));
+
+    /// <summary>
     /// Fails with one line naming <paramref name="option"/> when <paramref name="path"/> is neither a file nor a folder:
     /// the check a draw starts with, which <see cref="RetriKTPipelineOptions.Validate"/> runs when the pipeline is built.
     /// </summary>
@@ -94,7 +121,7 @@ public static partial class CorpusSentences
         var candidates = new List<(string, int)>();
         int document = 0;
         foreach (var file in files)
-            foreach (var line in File.ReadLines(file))
+            foreach (var line in StrictLines(file, option))
             {
                 foreach (var piece in SentenceEnd().Split(line))
                 {
@@ -107,6 +134,49 @@ public static partial class CorpusSentences
         return candidates;
     }
 
+    /// <summary>
+    /// The lines of a corpus file read as UTF-8 that must be valid: a file in another encoding would otherwise come through
+    /// with U+FFFD in place of every byte that is not UTF-8, and those sentences would be labelled and stored as text.
+    /// </summary>
+    private static IEnumerable<string> StrictLines(string file, string option)
+    {
+        using var reader = new StreamReader(file, Utf8);
+        while (true)
+        {
+            string? line;
+            try { line = reader.ReadLine(); }
+            catch (DecoderFallbackException e)
+            {
+                // The reader decodes ahead of the line it returns, so the line is found in the bytes themselves.
+                throw new InvalidDataException($"{option} '{file}' line {FirstInvalidLine(file)}: not UTF-8 text " +
+                    $"(byte 0x{(e.BytesUnknown is { Length: > 0 } b ? b[0] : 0):X2}); save the text as UTF-8.", e);
+            }
+            if (line is null) yield break;
+            yield return line;
+        }
+    }
+
+    /// <summary>
+    /// UTF-8 that throws on invalid bytes. With its byte order mark as preamble the reader skips a leading UTF-8 mark and
+    /// keeps this decoder; a UTF-16 mark is still detected, as File.ReadLines detects it.
+    /// </summary>
+    private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: true, throwOnInvalidBytes: true);
+
+    /// <summary>The 1-based number of the first line of <paramref name="file"/> that is not valid UTF-8 (only read on failure).</summary>
+    private static int FirstInvalidLine(string file)
+    {
+        var bytes = File.ReadAllBytes(file);
+        int line = 1, start = 0;
+        for (int i = 0; i <= bytes.Length; i++)
+        {
+            if (i < bytes.Length && bytes[i] != (byte)'\n') continue;
+            if (!Utf8Validation.IsValid(bytes.AsSpan(start, i - start))) return line;
+            line++;
+            start = i + 1;
+        }
+        return line;
+    }
+
     /// <summary>A uniform draw of <paramref name="count"/> without repeats: a partial Fisher-Yates shuffle, the first places.</summary>
     private static List<string> Shuffled(List<string> candidates, int count, Random rng)
     {
@@ -117,6 +187,9 @@ public static partial class CorpusSentences
         }
         return candidates.GetRange(0, count);
     }
+
+    [GeneratedRegex(@"[\p{L}\p{Nd}]+")]
+    private static partial Regex Words();
 
     // After the end mark: a space (the mark stays with its sentence).
     [GeneratedRegex(@"(?<=[.!?])\s+")]

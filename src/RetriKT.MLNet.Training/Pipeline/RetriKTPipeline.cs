@@ -133,14 +133,22 @@ public sealed class RetriKTPipeline
     /// <summary>
     /// Scores any model that maps Text (and Text2) to a key PredictedLabel over the task's labels on the task's test
     /// split, the way every pipeline row is scored (ML.NET's multiclass evaluator): for variants of a trained student
-    /// such as its head alone (<c>student.WithRetrievalWeight(0)</c>).
+    /// such as its head alone (<c>student.WithRetrievalWeight(0)</c>). A model whose PredictedLabel names its keys must
+    /// name the task's labels in the task's order.
     /// </summary>
     public ClassificationScores Score(FewShotTask task, ITransformer model)
     {
         ArgumentNullException.ThrowIfNull(task); ArgumentNullException.ThrowIfNull(model);
         CheckTask(task);
         var keyMap = KeyMap(task);
-        return FromMetrics(_mlContext.MulticlassClassification.Evaluate(model.Transform(keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test)))), task);
+        var scored = model.Transform(keyMap.Transform(FewShotTask.ToDataView(_mlContext, task.Test)));
+        // The evaluator compares key i with key i: a model whose key i is another label than the task's label i (its labels
+        // in another order) would be scored on swapped labels without a word. A model that names no keys is taken as it is.
+        if (scored.Schema.GetColumnOrNull("PredictedLabel") is { } predicted && LabelColumn.AnnotatedKeyNames(predicted) is { } names
+            && !names.SequenceEqual(task.Labels, StringComparer.Ordinal))
+            throw new ArgumentException($"Task '{task.Name}': the model predicts the labels [{string.Join(", ", names)}] and the task has [{string.Join(", ", task.Labels)}] " +
+                                        "(in score order); scored as they are, its predictions would be read as other labels.");
+        return FromMetrics(_mlContext.MulticlassClassification.Evaluate(scored), task);
     }
 
     /// <summary>
@@ -246,12 +254,14 @@ public sealed class RetriKTPipeline
             store = WithStoreCorpus(task, store, progress, cancellation);
             corpusEntries = store.Count - before;
         }
-        if (store is not null && o.StoreValidationShare > 0)
+        // Held out only to be tuned on: without TuneOnFewShotDev nothing is tuned on them, and they would only have left
+        // the student's store.
+        if (store is not null && o.StoreValidationShare > 0 && o.TuneOnFewShotDev)
         {
             var (kept, heldOut) = HoldOut(store, o.StoreValidationShare, o.Seed);
             store = kept;
             if (o.TuningCorpus is not null) heldOut.AddRange(TeacherLabelledCorpusRows(task, progress, cancellation));
-            if (o.TuneOnFewShotDev && heldOut.Count > 0)
+            if (heldOut.Count > 0)
             {
                 // The held-out rows are generated text, like the store their neighbours come from; the few-shot dev rows
                 // are real inputs. Counted row by row, ~800 generated rows outvote 32 real ones and pick the mix that
@@ -382,6 +392,7 @@ public sealed class RetriKTPipeline
         var o = _options;
         RequireSingleText(task, CorpusSentences.StoreOption, o.StoreCorpus!);
         var (forStore, forTuning) = CorpusSentences.DrawWithTuningDocuments(o.StoreCorpus!, o.StoreCorpusRows, o.StoreCorpusTuningRows, o.Seed);
+        CorpusSentences.RequireApartFromTest([.. forStore, .. forTuning], task.Test.Select(r => r.Text), task.Name, o.StoreCorpus!, CorpusSentences.StoreOption);
         var host = new ComponentHost(_mlContext, "StoreCorpus", o.Seed, progress, cancellation);
         // In the student's label order (its Label keys'), which WithAddedKnowledge requires.
         var scorer = new VerbalizerClassifier(_teacher, task.Template, student.LabelNames, o.CalibrateVerbalizer);
@@ -406,11 +417,16 @@ public sealed class RetriKTPipeline
     }
 
     /// <summary>
-    /// <paramref name="count"/> sentences of a corpus option (<see cref="CorpusSentences.Draw"/>), each fitted to the
+    /// <paramref name="count"/> sentences of a corpus option (<see cref="CorpusSentences.Draw"/>), none of them a test
+    /// sentence of <paramref name="task"/> (<see cref="CorpusSentences.RequireApartFromTest"/>), each fitted to the
     /// teacher's context: a sentence longer than it loses its last words, as the few-shot rows do.
     /// </summary>
-    private List<(string Text, string? Text2)> CorpusForTeacher(FewShotTask task, string path, int count, string option) =>
-        FittedToTeacher(task, CorpusSentences.Draw(path, count, _options.Seed, option));
+    private List<(string Text, string? Text2)> CorpusForTeacher(FewShotTask task, string path, int count, string option)
+    {
+        var sentences = CorpusSentences.Draw(path, count, _options.Seed, option);
+        CorpusSentences.RequireApartFromTest(sentences, task.Test.Select(r => r.Text), task.Name, path, option);
+        return FittedToTeacher(task, sentences);
+    }
 
     /// <summary>Corpus sentences as single-text rows, each fitted to the teacher's context (<see cref="FitToTeacher"/>).</summary>
     private List<(string Text, string? Text2)> FittedToTeacher(FewShotTask task, List<string> sentences) =>
@@ -498,14 +514,18 @@ public sealed class RetriKTPipeline
         => task.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => p.i, StringComparer.Ordinal);
 
     /// <summary>
-    /// Refuses a task the pipeline cannot score faithfully: fewer than 2 labels, an empty training or test split, or a
-    /// row of any split whose label is not one of the task's labels (a test row with another label would be left out of
-    /// the accuracy without a word; a dev row, out of the model selection). Every entry point runs it before any work.
+    /// Refuses a task the pipeline cannot score faithfully: fewer than 2 labels or one listed twice, an empty training or
+    /// test split, or a row of any split whose label is not one of the task's labels (a test row with another label would
+    /// be left out of the accuracy without a word; a dev row, out of the model selection) or whose texts are not the ones
+    /// its template reads (<see cref="CheckLabels"/>). Every entry point runs it before any work.
     /// The messages carry no parameter name: hosts print them as they are.
     /// </summary>
     private static void CheckTask(FewShotTask task)
     {
         if (task.Labels.Count < 2) throw new ArgumentException($"Task '{task.Name}' has {task.Labels.Count} label(s); at least 2 are needed.");
+        // Label i is score slot i everywhere (key map, store, verbalizer): a label listed twice has no one slot.
+        if (task.Labels.GroupBy(l => l, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new ArgumentException($"Task '{task.Name}': label '{twice.Key}' is listed twice in [{string.Join(", ", task.Labels)}].");
         if (task.Train.Count == 0) throw new ArgumentException($"Task '{task.Name}' has an empty training split.");
         if (task.Test.Count == 0) throw new ArgumentException($"Task '{task.Name}' has an empty test split.");
         CheckLabels(task, "train", task.Train);
@@ -513,13 +533,26 @@ public sealed class RetriKTPipeline
         CheckLabels(task, "test", task.Test);
     }
 
-    /// <summary>Every row of <paramref name="rows"/> (the task's <paramref name="split"/> split) has one of the task's labels; else one line naming the row, 1-based.</summary>
+    /// <summary>
+    /// Every row of <paramref name="rows"/> (the task's <paramref name="split"/> split) has one of the task's labels and the
+    /// texts its template reads: a text, and a second text exactly when the template reads pairs (a second text a one-text
+    /// template never reads would be dropped without a word, a missing one scored as empty). Else one line naming the row, 1-based.
+    /// </summary>
     internal static void CheckLabels(FewShotTask task, string split, IReadOnlyList<TextPairRow> rows)
     {
         var known = task.Labels.ToHashSet(StringComparer.Ordinal);
         for (int i = 0; i < rows.Count; i++)
-            if (!known.Contains(rows[i].Label))
-                throw new ArgumentException($"Task '{task.Name}': {split} row {i + 1}: label '{rows[i].Label}' is not one of [{string.Join(", ", task.Labels)}].");
+        {
+            var row = rows[i];
+            string where = $"Task '{task.Name}': {split} row {i + 1}";
+            if (!known.Contains(row.Label))
+                throw new ArgumentException($"{where}: label '{row.Label}' is not one of [{string.Join(", ", task.Labels)}].");
+            if (string.IsNullOrWhiteSpace(row.Text)) throw new ArgumentException($"{where}: the text is empty.");
+            if (task.IsPair && string.IsNullOrWhiteSpace(row.Text2))
+                throw new ArgumentException($"{where}: the second text is empty; template '{task.Template.Name}' reads sentence pairs.");
+            if (!task.IsPair && !string.IsNullOrEmpty(row.Text2))
+                throw new ArgumentException($"{where}: a second text ('{(row.Text2.Length <= 40 ? row.Text2 : row.Text2[..37] + "...")}'), but template '{task.Template.Name}' reads one text; it would be ignored.");
+        }
     }
 
     /// <summary>A validation row with its weights: in the choice of epoch (and of the mix, unless MixWeight is used), and in the λ/μ/τ tuning.</summary>

@@ -80,7 +80,8 @@ public sealed class RetriKTPipelineOptions
     /// Share of the store's generated samples held out of the student's store and added, labelled with the teacher's
     /// most probable label, to the rows λ and τ are tuned on (with <see cref="TuneOnFewShotDev"/>). Thirty-two few-shot
     /// dev rows alone left λ anywhere in [0, 1] from seed to seed; a few hundred teacher-labelled rows pick the weight
-    /// that agrees best with the teacher. 0 tunes on the few-shot dev split alone. Default 0.1.
+    /// that agrees best with the teacher. 0 tunes on the few-shot dev split alone. Without <see cref="TuneOnFewShotDev"/>
+    /// nothing is held out (the whole store is the student's). Default 0.1.
     /// </summary>
     public double StoreValidationShare = 0.1;
     /// <summary>
@@ -88,7 +89,8 @@ public sealed class RetriKTPipelineOptions
     /// held-out store rows to tune on (<see cref="StoreValidationShare"/> and <see cref="TuneOnFewShotDev"/>), each epoch
     /// is scored on the tuning rows, the best epoch's weights are kept and training stops after this many epochs
     /// without improvement; <see cref="StudentEpochs"/> is then the most it trains. The few-shot student (no store, 32
-    /// dev rows) always trains <see cref="StudentEpochs"/>. On SST-2 the best epoch came at 2–3 of 30 and the students
+    /// dev rows) always trains <see cref="StudentEpochs"/>, and so does a student on a <see cref="StudentBackbone"/> (the
+    /// trainer stops only the tiny student early). On SST-2 the best epoch came at 2–3 of 30 and the students
     /// scored higher for it (docs/RESULTS.md). 0: off (train all epochs). Left out of JSON at 0, so results measured
     /// before the option existed (trained without it) keep their keys. Default 3.
     /// </summary>

@@ -57,3 +57,42 @@ public class EmbeddedCafeReviewsTests
         task.Template.Validate(task.Labels);
     }
 }
+
+public class LabelledTsvTests
+{
+    /// <summary>
+    /// An own task's test file could hold rows of its training or dev file: the student (whose store holds the training
+    /// rows, which retrieval finds at similarity 1) was then scored on rows it learned or was chosen on, an accuracy that
+    /// reads like a held-out one. The load now fails naming both files and lines.
+    /// </summary>
+    [Fact]
+    public void AnOwnTestOrDevRowThatIsAlsoARowItLearnsOrIsChosenOnIsNamedWithBothLines()
+    {
+        using var temp = new TempDir("retrikt-own-task-");
+        string Write(string name, params string[] lines)
+        {
+            var path = temp.File(name);
+            File.WriteAllLines(path, ["text\tlabel", .. lines]);
+            return path;
+        }
+        var template = new RetriKT.MLNet.SoftPrompt.TaskTemplate
+        {
+            Name = "own", ClassificationFormat = "{text} It was{label}",
+            Verbalizer = new Dictionary<string, string> { ["neg"] = " terrible", ["pos"] = " great" },
+        };
+        string[] labels = ["neg", "pos"];
+        var train = Write("train.tsv", "a fine film\tpos", "a dull film\tneg");
+        var dev = Write("dev.tsv", "a warm film\tpos", "a cold film\tneg");
+        var test = Write("test.tsv", "a long film\tneg", "a short film\tpos");
+        Assert.Equal(2, LabelledTsv.LoadTask(train, dev, test, template, labels).Test.Count);
+
+        var leakyTest = Write("leaky-test.tsv", "a long film\tneg", "a dull film\tneg", "a warm film\tpos");
+        Assert.Equal($"{leakyTest} line 3: the same text as {train} line 3 (2 of its 3 rows are in the training or dev file); " +
+                     "the rows scored must be apart from the rows learned or chosen on.",
+            Assert.Throws<InvalidDataException>(() => LabelledTsv.LoadTask(train, dev, leakyTest, template, labels)).Message);
+        var leakyDev = Write("leaky-dev.tsv", "a fine film\tpos", "a cold film\tneg");
+        Assert.Equal($"{leakyDev} line 2: the same text as {train} line 2 (1 of its 2 rows are in the training file); " +
+                     "the rows chosen on must be apart from the rows learned on.",
+            Assert.Throws<InvalidDataException>(() => LabelledTsv.LoadTask(train, leakyDev, test, template, labels)).Message);
+    }
+}

@@ -145,6 +145,9 @@ public class QuickstartInputTests
         var emptyFolder = Directory.CreateDirectory(Path.Combine(work, "empty-folder")).FullName;
         AssertInputError(["--teacher", Teacher, "--data", emptyFolder], "few-shot split for seed 13 not found");
         AssertInputError(["--teacher", Teacher, "--data", SharedData.Path("data"), "--seed", "7"], "few-shot split for seed 7 not found");
+        // FewGLUE tasks have one split: a --seed for them was taken and ignored, and the run looked like that seed's.
+        AssertInputError(["--teacher", Teacher, "--data", SharedData.Path("data"), "--task", "CB", "--seed", "21"],
+            "--seed: CB has one few-shot split (FewGLUE's train32/dev32); --seed selects an LM-BFF split of SST-2, CoLA, MRPC, RTE or QNLI.");
 
         // SST-2-shaped folders, each with one thing wrong.
         string Sst2(string name, string train, string test)

@@ -45,4 +45,26 @@ public class CorpusSentencesTests
         var small = Assert.Throws<InvalidDataException>(() => CorpusSentences.Draw(file, 3, 1));
         Assert.Equal($"TuningCorpus '{file}': 2 distinct sentences of 5-40 words, expected at least TuningCorpusRows = 3.", small.Message);
     }
+
+    /// <summary>
+    /// A corpus saved in another encoding (here Latin-1's 'é') was read as UTF-8 with every bad byte replaced by U+FFFD,
+    /// and those sentences went to the teacher to be labelled and into the student's store as if they were text. The
+    /// draw now fails naming the file, the line and the byte.
+    /// </summary>
+    [Fact]
+    public void ACorpusThatIsNotUtf8FailsNamingTheFileAndLine()
+    {
+        using var temp = new TempDir();
+        var file = temp.File("latin1.txt");
+        var text = System.Text.Encoding.ASCII;
+        File.WriteAllBytes(file, [.. text.GetBytes("the coffee here is good and cheap .\nthe caf"), 0xE9, .. text.GetBytes(" on the corner was full today .\n")]);
+        var e = Assert.Throws<InvalidDataException>(() => CorpusSentences.Draw(file, 1, 1, CorpusSentences.StoreOption));
+        Assert.Equal($"StoreCorpus '{file}' line 2: not UTF-8 text (byte 0xE9); save the text as UTF-8.", e.Message);
+        // The same text as UTF-8 is read as it always was.
+        File.WriteAllText(file, "the coffee here is good and cheap .\nthe caf\u00e9 on the corner was full today .\n");
+        Assert.Contains("the caf\u00e9 on the corner was full today .", CorpusSentences.Draw(file, 2, 1, CorpusSentences.StoreOption));
+        // With a byte order mark, as File.ReadLines read it: the mark is not part of the first sentence.
+        File.WriteAllText(file, "the coffee here is good and cheap .\nthe caf\u00e9 on the corner was full today .\n", new System.Text.UTF8Encoding(true));
+        Assert.Contains("the coffee here is good and cheap .", CorpusSentences.Draw(file, 2, 1, CorpusSentences.StoreOption));
+    }
 }

@@ -126,6 +126,38 @@ public sealed class PipelineValidationTests : IDisposable
         Assert.Equal(trainError, Assert.Throws<ArgumentException>(() => RetriKTPipeline.EvaluateMajority(badTrain)).Message);
     }
 
+    /// <summary>
+    /// Rows whose texts do not fit the task's template, and a label listed twice, were taken without a word: a second text
+    /// in a one-text task was ignored by the teacher and the student alike, a pair task's row without its second text was
+    /// scored on the first alone, an empty text was classified as one, and a repeated label failed deep inside with
+    /// "An item with the same key has already been added". Each is now one line naming the task, split and row.
+    /// </summary>
+    [Fact]
+    public void ARowWhoseTextsDoNotFitTheTemplateOrARepeatedLabelIsRefusedBeforeAnyWork()
+    {
+        var task = EmbeddedCafeReviews.Task(testPerLabel: 2);
+        TextPairRow Row(string text, string text2, string label) => new() { Text = text, Text2 = text2, Label = label };
+        var secondText = task with { Dev = task.Dev.Select((r, i) => i == 1 ? Row(r.Text, "the staff", r.Label) : r).ToList() };
+        Assert.Equal("Task 'CafeReviews': dev row 2: a second text ('the staff'), but template 'CafeReviews' reads one text; it would be ignored.",
+            Assert.Throws<ArgumentException>(() => RetriKTPipeline.EvaluateMajority(secondText)).Message);
+        var emptyText = task with { Test = task.Test.Select((r, i) => i == 3 ? Row("  ", "", r.Label) : r).ToList() };
+        Assert.Equal("Task 'CafeReviews': test row 4: the text is empty.",
+            Assert.Throws<ArgumentException>(() => RetriKTPipeline.EvaluateMajority(emptyText)).Message);
+        var twice = task with { Labels = ["negative", "positive", "negative"] };
+        Assert.Equal("Task 'CafeReviews': label 'negative' is listed twice in [negative, positive, negative].",
+            Assert.Throws<ArgumentException>(() => RetriKTPipeline.EvaluateMajority(twice)).Message);
+
+        string[] rteLabels = ["entailment", "not_entailment"];
+        List<TextPairRow> Pairs(int n) => Enumerable.Range(0, n).Select(i => Row($"premise {i}", $"hypothesis {i}", rteLabels[i % 2])).ToList();
+        var pair = new FewShotTask("RTE", 13, rteLabels, RetriKT.MLNet.SoftPrompt.TaskTemplates.Rte, Pairs(4), Pairs(4), Pairs(4));
+        RetriKTPipeline.EvaluateMajority(pair);
+        var missing = pair with { Train = pair.Train.Select((r, i) => i == 2 ? Row(r.Text, "", r.Label) : r).ToList() };
+        Assert.Equal("Task 'RTE': train row 3: the second text is empty; template 'RTE' reads sentence pairs.",
+            Assert.Throws<ArgumentException>(() => RetriKTPipeline.EvaluateMajority(missing)).Message);
+        Assert.Equal("Task 'RTE': train row 3: the second text is empty; template 'RTE' reads sentence pairs.",
+            Assert.Throws<ArgumentException>(() => StoreExtraction.FewShotRows(missing)).Message);
+    }
+
     /// <summary>A teacher that is never run: the pipeline needs one (with a tokenizer) to be built.</summary>
     private TeacherModel TinyTeacher() =>
         TeacherModel.Create(new TeacherConfig { VocabSize = 300 }, ByteLevelBpeTrainer.Train(["a b c"], 300, _folder.File("tokenizer")));

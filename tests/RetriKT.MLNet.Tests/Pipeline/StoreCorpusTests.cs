@@ -125,4 +125,33 @@ public class StoreCorpusTests
         Assert.StartsWith($"StoreCorpus '{Corpus}': ", e.Message);
         Assert.EndsWith("expected StoreCorpusTuningRows = 100 and StoreCorpusRows = 10000000.", e.Message);
     }
+
+    /// <summary>
+    /// "The text must not hold the task's test split" was only said in the options' docs: a corpus holding the test
+    /// sentences went into the store (or the tuning rows), labelled by the teacher, where retrieval finds each test row's
+    /// own sentence at similarity 1. Here a user's "unlabelled" file is SST-2's test rows in plain spelling; the student
+    /// is now refused before the teacher labels anything. The harness's SST-2 corpus holds no test sentence: its draws pass.
+    /// </summary>
+    [Fact]
+    public void ACorpusHoldingTestSentencesIsRefusedBeforeTheTeacherLabelsThem()
+    {
+        var task = FewShotBenchmarks.Load(SharedData.Path("data"), "SST-2", 13);
+        using var temp = new TempDir("retrikt-store-corpus-test-");
+        var file = temp.File("reviews.txt");
+        // "it 's a charming film ." as a person writes it: "It's a charming film."
+        static string Plain(string row) => (char.ToUpperInvariant(row[0]) + row[1..]).Replace(" 's", "'s").Replace(" ,", ",").Replace(" .", ".").Trim();
+        File.WriteAllLines(file, task.Test.Select(r => r.Text).Where(t => t.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length is >= 8 and <= 30).Take(60).Select(Plain));
+        using var teacher = RetriKT.MLNet.Teacher.TeacherModel.Create(new RetriKT.MLNet.Teacher.TeacherConfig { VocabSize = 300 },
+            RetriKT.MLNet.Teacher.ByteLevelBpeTrainer.Train(["a b c"], 300, temp.File("tokenizer")));
+        var options = new RetriKTPipelineOptions { StoreCorpus = file, StoreCorpusRows = 40, StudentEpochs = 1, StudentHiddenSize = 16, StudentLayers = 1 };
+        var e = Assert.Throws<InvalidDataException>(() =>
+            new RetriKTPipeline(new MLContext(seed: 1), teacher, "tiny", options).TrainStudent(task, StoreExtraction.FewShotRows(task)));
+        Assert.True(e.Message.StartsWith($"StoreCorpus '{file}': 40 of the 40 sentences drawn are in the test split of task SST-2 (the first: '", StringComparison.Ordinal)
+                    && e.Message.EndsWith("'); the text must not hold the task's test split.", StringComparison.Ordinal), e.Message);
+
+        // The evaluated corpus: the store draw and the tuning draw of the sizes the harness uses.
+        var test = task.Test.Select(r => r.Text).ToList();
+        CorpusSentences.RequireApartFromTest(CorpusSentences.Draw(Corpus, RetriKTPipelineOptions.DefaultStoreCorpusRows, 1, CorpusSentences.StoreOption), test, "SST-2", Corpus, CorpusSentences.StoreOption);
+        CorpusSentences.RequireApartFromTest(CorpusSentences.Draw(Corpus, RetriKTPipelineOptions.DefaultTuningCorpusRows, 1), test, "SST-2", Corpus, CorpusSentences.TuningOption);
+    }
 }
