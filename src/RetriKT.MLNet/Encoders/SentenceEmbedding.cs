@@ -147,36 +147,30 @@ public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
     private sealed class Mapping : RowMapping
     {
         private readonly SentenceEmbeddingTransformer _parent;
-        private readonly DataViewSchema.Column _text;
-        private readonly DataViewSchema.Column? _text2;
+        private readonly TextInputs _texts;
 
         public Mapping(SentenceEmbeddingTransformer parent, DataViewSchema schema) : base(schema)
         {
             _parent = parent;
-            _text = TextColumns.Require(schema, parent.InputColumnName);
-            _text2 = parent.SecondInputColumnName is null ? null : TextColumns.Require(schema, parent.SecondInputColumnName);
+            _texts = new TextInputs(schema, parent.InputColumnName, parent.SecondInputColumnName);
             var annotations = new DataViewSchema.Annotations.Builder();
             string fingerprint = parent.Encoder.Fingerprint;
             annotations.Add(EncoderProvenance.AnnotationName, TextDataViewType.Instance, (ref ReadOnlyMemory<char> value) => value = fingerprint.AsMemory());
             Outputs = [new OutputColumn(parent.OutputColumnName, new VectorDataViewType(NumberDataViewType.Single, parent.Encoder.Dimension), annotations.ToAnnotations())];
-            Dependencies = _text2 is { } c ? [_text, c] : [_text];
         }
 
         public override IReadOnlyList<OutputColumn> Outputs { get; }
-        public override IReadOnlyList<DataViewSchema.Column> Dependencies { get; }
+        public override IReadOnlyList<DataViewSchema.Column> Dependencies => _texts.Dependencies;
 
         public override Delegate?[] CreateGetters(DataViewRow input, Func<int, bool> isActive)
         {
-            var getText = input.GetGetter<ReadOnlyMemory<char>>(_text);
-            var getText2 = _text2 is { } c ? input.GetGetter<ReadOnlyMemory<char>>(c) : null;
-            ReadOnlyMemory<char> text = default, text2 = default;
+            var read = _texts.Reader(input);
             var encoder = _parent.Encoder;
             ValueGetter<VBuffer<float>> getter = (ref VBuffer<float> dst) =>
             {
-                getText(ref text);
-                getText2?.Invoke(ref text2);
+                var row = read();
                 var editor = VBufferEditor.Create(ref dst, encoder.Dimension);
-                encoder.Encode([(text.ToString(), getText2 is null ? null : text2.ToString())], editor.Values);
+                encoder.Encode([row], editor.Values);
                 dst = editor.Commit();
             };
             return [getter];

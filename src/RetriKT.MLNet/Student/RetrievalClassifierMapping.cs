@@ -21,9 +21,7 @@ internal sealed class RetrievalClassifierMapping : RowMapping
         _parent = parent;
         _env = env;
         var columns = parent.Columns;
-        Text = TextColumns.Require(schema, columns.Text);
-        Text2 = columns.Text2 is null ? null : TextColumns.Require(schema, columns.Text2);
-        Dependencies = Text2 is { } c ? [Text, c] : [Text];
+        Texts = new TextInputs(schema, columns.Text, columns.Text2);
 
         var names = parent.LabelNames.Select(n => n.AsMemory()).ToArray();
         int k = names.Length;
@@ -51,11 +49,10 @@ internal sealed class RetrievalClassifierMapping : RowMapping
         Outputs = outputs;
     }
 
-    public DataViewSchema.Column Text { get; }
-    public DataViewSchema.Column? Text2 { get; }
+    public TextInputs Texts { get; }
     public RetrievalClassifierTransformer Parent => _parent;
     public override IReadOnlyList<OutputColumn> Outputs { get; }
-    public override IReadOnlyList<DataViewSchema.Column> Dependencies { get; }
+    public override IReadOnlyList<DataViewSchema.Column> Dependencies => Texts.Dependencies;
     public int ReportedNeighbors => _parent.Columns.Neighbors is null ? 0 : _parent.Columns.NeighborsToReport;
 
     /// <summary>Logs a truncation once per cursor/engine.</summary>
@@ -73,20 +70,15 @@ internal sealed class RetrievalClassifierMapping : RowMapping
 
     public override Delegate?[] CreateGetters(DataViewRow input, Func<int, bool> isActive)
     {
-        var getText = input.GetGetter<ReadOnlyMemory<char>>(Text);
-        var getText2 = Text2 is { } c ? input.GetGetter<ReadOnlyMemory<char>>(c) : null;
+        var read = Texts.Reader(input);
         var warn = TruncationWarner();
         var model = _parent.Model;
         var block = new ScoredBlock(1, model.LabelCount, ReportedNeighbors);
         long cachedPosition = long.MinValue;
         string? cachedText = null, cachedText2 = null;
-        ReadOnlyMemory<char> a = default, b = default;
         (ScoredBlock, int) Current()
         {
-            getText(ref a);
-            getText2?.Invoke(ref b);
-            var text = a.ToString();
-            var text2 = getText2 is null ? null : b.ToString();
+            var (text, text2) = read();
             if (cachedPosition == input.Position && cachedText == text && cachedText2 == text2) return (block, 0);
             var ids = model.Tokenize(text, text2, out bool truncated);
             if (truncated) warn(input.Position);
@@ -193,7 +185,7 @@ internal sealed class BatchedRetrievalDataView(MappedSchema schema, RetrievalCla
         private readonly Delegate?[] _outputs;
         private readonly Action<long> _warn;
         private DataViewRowCursor? _lookahead;
-        private ValueGetter<ReadOnlyMemory<char>>? _getText, _getText2;
+        private Func<(string Text, string? Text2)>? _read;
         private long _row = -1, _lookaheadRow = -1, _blockStart = -1;
         private ScoredBlock? _block;
 
@@ -234,10 +226,8 @@ internal sealed class BatchedRetrievalDataView(MappedSchema schema, RetrievalCla
             var model = _mapping.Parent.Model;
             if (_lookahead is null)
             {
-                var columns = _mapping.Text2 is { } c ? new[] { _mapping.Text, c } : [_mapping.Text];
-                _lookahead = _source.GetRowCursor(columns);
-                _getText = _lookahead.GetGetter<ReadOnlyMemory<char>>(_mapping.Text);
-                _getText2 = _mapping.Text2 is { } c2 ? _lookahead.GetGetter<ReadOnlyMemory<char>>(c2) : null;
+                _lookahead = _source.GetRowCursor(_mapping.Texts.Dependencies);
+                _read = _mapping.Texts.Reader(_lookahead);
             }
             while (_lookaheadRow < _row - 1)
             {
@@ -246,13 +236,11 @@ internal sealed class BatchedRetrievalDataView(MappedSchema schema, RetrievalCla
             }
             int size = _mapping.Parent.Columns.InferenceBatchSize;
             var ids = new List<int[]>(size);
-            ReadOnlyMemory<char> a = default, b = default;
             while (ids.Count < size && _lookahead.MoveNext())
             {
                 _lookaheadRow++;
-                _getText!(ref a);
-                _getText2?.Invoke(ref b);
-                ids.Add(model.Tokenize(a.ToString(), _getText2 is null ? null : b.ToString(), out bool truncated));
+                var (text, text2) = _read!();
+                ids.Add(model.Tokenize(text, text2, out bool truncated));
                 if (truncated) _warn(_lookaheadRow);
             }
             if (ids.Count == 0) throw Diverged();

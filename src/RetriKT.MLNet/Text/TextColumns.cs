@@ -38,3 +38,37 @@ internal static class TextColumns
         }
     }
 }
+
+/// <summary>
+/// The text column, and the second text column of sentence pairs, that a row mapping reads: checked against the input
+/// schema (errors name the column and the types), listed as the mapping's dependencies, and read per row.
+/// </summary>
+internal sealed class TextInputs
+{
+    public TextInputs(DataViewSchema schema, string text, string? text2)
+    {
+        Text = TextColumns.Require(schema, text);
+        Text2 = text2 is null ? null : TextColumns.Require(schema, text2);
+        Dependencies = Text2 is { } c ? [Text, c] : [Text];
+    }
+
+    public DataViewSchema.Column Text { get; }
+    public DataViewSchema.Column? Text2 { get; }
+    public IReadOnlyList<DataViewSchema.Column> Dependencies { get; }
+
+    /// <summary>Reads the current row of <paramref name="row"/>: its text and, for pairs, its second text (else null).</summary>
+    public Func<(string Text, string? Text2)> Reader(DataViewRow row)
+    {
+        var getText = row.GetGetter<ReadOnlyMemory<char>>(Text);
+        var getText2 = Text2 is { } c ? row.GetGetter<ReadOnlyMemory<char>>(c) : null;
+        ReadOnlyMemory<char> a = default, b = default;
+        return () =>
+        {
+            getText(ref a);
+            if (getText2 is null) return (a.ToString(), null);
+            getText2(ref b);
+            return (a.ToString(), b.ToString());
+        };
+    }
+}
+

@@ -177,32 +177,26 @@ public sealed class TextTokenizingTransformer : RowMappingTransformer
     private sealed class Mapping : RowMapping
     {
         private readonly TextTokenizingTransformer _parent;
-        private readonly DataViewSchema.Column _text;
-        private readonly DataViewSchema.Column? _text2;
+        private readonly TextInputs _texts;
 
         public Mapping(TextTokenizingTransformer parent, DataViewSchema schema) : base(schema)
         {
             _parent = parent;
-            _text = TextColumns.Require(schema, parent.InputColumnName);
-            _text2 = parent.SecondInputColumnName is null ? null : TextColumns.Require(schema, parent.SecondInputColumnName);
+            _texts = new TextInputs(schema, parent.InputColumnName, parent.SecondInputColumnName);
             Outputs = [new OutputColumn(parent.OutputColumnName, new VectorDataViewType(NumberDataViewType.Int32))];
-            Dependencies = _text2 is { } c ? [_text, c] : [_text];
         }
 
         public override IReadOnlyList<OutputColumn> Outputs { get; }
-        public override IReadOnlyList<DataViewSchema.Column> Dependencies { get; }
+        public override IReadOnlyList<DataViewSchema.Column> Dependencies => _texts.Dependencies;
 
         public override Delegate?[] CreateGetters(DataViewRow input, Func<int, bool> isActive)
         {
-            var getText = input.GetGetter<ReadOnlyMemory<char>>(_text);
-            var getText2 = _text2 is { } c ? input.GetGetter<ReadOnlyMemory<char>>(c) : null;
-            ReadOnlyMemory<char> text = default, text2 = default;
+            var read = _texts.Reader(input);
             bool warned = false;
             ValueGetter<VBuffer<int>> getter = (ref VBuffer<int> dst) =>
             {
-                getText(ref text);
-                getText2?.Invoke(ref text2);
-                var ids = _parent.Encode(text.ToString(), getText2 is null ? null : text2.ToString(), out bool truncated);
+                var (text, text2) = read();
+                var ids = _parent.Encode(text, text2, out bool truncated);
                 if (truncated && !warned)
                 {
                     warned = true;
