@@ -27,6 +27,19 @@ public sealed record BertConfig
     /// <summary>LayerNorm epsilon. Default 1e-12 (BERT's).</summary>
     public double LayerNormEpsilon { get; init; } = 1e-12;
 
+    /// <summary>
+    /// The integer shape fields in one fixed order (vocabulary, hidden, layers, heads, feed-forward, positions, segment
+    /// types): what a saved component's header holds and a fingerprint hashes, read back by <see cref="FromShape"/>.
+    /// </summary>
+    internal int[] Shape() => [VocabSize, HiddenSize, NumLayers, NumHeads, IntermediateSize, MaxPositions, TypeVocabSize];
+
+    /// <summary>The config whose <see cref="Shape"/> is <paramref name="shape"/>, with <paramref name="layerNormEpsilon"/>.</summary>
+    internal static BertConfig FromShape(IReadOnlyList<int> shape, double layerNormEpsilon) => new()
+    {
+        VocabSize = shape[0], HiddenSize = shape[1], NumLayers = shape[2], NumHeads = shape[3],
+        IntermediateSize = shape[4], MaxPositions = shape[5], TypeVocabSize = shape[6], LayerNormEpsilon = layerNormEpsilon,
+    };
+
     /// <summary>Checks the shape; <paramref name="source"/> names the config in errors.</summary>
     public BertConfig Validate(string source = "BERT config")
     {

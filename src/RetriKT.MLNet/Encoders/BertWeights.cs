@@ -49,8 +49,8 @@ internal sealed class BertWeights
     internal void AddTo(Common.ContentFingerprint fingerprint, BertPooling pooling)
     {
         var c = Config;
-        foreach (long value in new long[] { c.VocabSize, c.HiddenSize, c.NumLayers, c.NumHeads, c.IntermediateSize, c.MaxPositions, c.TypeVocabSize, (long)pooling })
-            fingerprint.Add(value);
+        foreach (int value in c.Shape()) fingerprint.Add(value);
+        fingerprint.Add((long)pooling);
         fingerprint.Add(c.LayerNormEpsilon);
         foreach (var name in ExpectedShapes(c, pooler: false).Keys)
         {
@@ -65,11 +65,9 @@ internal sealed class BertWeights
     /// </summary>
     internal void WriteShape(BinaryWriter writer)
     {
-        var c = Config;
         writer.Write(HasPooler);
-        foreach (int value in new[] { c.VocabSize, c.HiddenSize, c.NumLayers, c.NumHeads, c.IntermediateSize, c.MaxPositions, c.TypeVocabSize })
-            writer.Write(value);
-        writer.Write(c.LayerNormEpsilon);
+        foreach (int value in Config.Shape()) writer.Write(value);
+        writer.Write(Config.LayerNormEpsilon);
     }
 
     /// <summary>Writes the weights as a <see cref="Student.StudentWeights"/> state dictionary, in the config's tensor order (a model.zip part).</summary>
@@ -88,11 +86,9 @@ internal sealed class BertWeights
     {
         var rd = r.Reader;
         bool hasPooler = rd.ReadBoolean();
-        var config = new BertConfig
-        {
-            VocabSize = rd.ReadInt32(), HiddenSize = rd.ReadInt32(), NumLayers = rd.ReadInt32(), NumHeads = rd.ReadInt32(),
-            IntermediateSize = rd.ReadInt32(), MaxPositions = rd.ReadInt32(), TypeVocabSize = rd.ReadInt32(), LayerNormEpsilon = rd.ReadDouble(),
-        };
+        var shape = new int[new BertConfig().Shape().Length];
+        for (int i = 0; i < shape.Length; i++) shape[i] = rd.ReadInt32();
+        var config = BertConfig.FromShape(shape, rd.ReadDouble());
         BertWeights? weights = null;
         r.ReadStream(partName, s =>
         {
