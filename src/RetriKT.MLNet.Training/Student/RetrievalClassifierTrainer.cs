@@ -503,7 +503,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         var untuned = new Mix(student.RetrievalWeight, student.LexicalRetrievalWeight, model.Temperature, model.LexicalTemperature);
         var mix = TuneOnValidation(rows, Scorer, model.Store, model.Lexical, untuned, host, device, model.NeighborCount, model.LexicalNeighborCount);
         var tuned = new RetrievalModel(model.Config, model.Weights, model.Tokenizer, model.Store, mix.Temperature, model.NeighborCount,
-            model.Lexical, model.LexicalNeighborCount, mix.LexicalTemperature, model.IndexKind, model.Backbone);
+            model.Lexical, model.LexicalNeighborCount, mix.LexicalTemperature, model.IndexKind, model.Backbone, model.EncoderFingerprint);
         return student.With(tuned, mix.Dense, mix.Lexical);
     }
 
