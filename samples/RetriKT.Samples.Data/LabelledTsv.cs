@@ -41,7 +41,6 @@ public static class LabelledTsv
         var test = Read(testPath, text2Columns, labels);
         RequireApart(devPath, dev, [(trainPath, train)], "the training file", "the rows chosen on must be apart from the rows learned on");
         RequireApart(testPath, test, [(trainPath, train), (devPath, dev)], "the training or dev file", "the rows scored must be apart from the rows learned or chosen on");
-        static List<TextPairRow> Rows(List<(TextPairRow Row, int Line)> rows) => rows.Select(r => r.Row).ToList();
         return new FewShotTask(template.Name, null, labels, template, Rows(train), Rows(dev), Rows(test));
     }
 
@@ -82,7 +81,10 @@ public static class LabelledTsv
     /// </summary>
     internal static List<TextPairRow> Read(string path, string[] lines, IReadOnlyList<string> textColumns, IReadOnlyList<string>? text2Columns,
         string labelColumn, IReadOnlyList<string> labels) =>
-        ReadNumbered(path, lines, textColumns, text2Columns, labelColumn, labels).Select(r => r.Row).ToList();
+        Rows(ReadNumbered(path, lines, textColumns, text2Columns, labelColumn, labels));
+
+    /// <summary>The rows without their line numbers.</summary>
+    private static List<TextPairRow> Rows(List<(TextPairRow Row, int Line)> rows) => rows.Select(r => r.Row).ToList();
 
     /// <summary><see cref="Read(string, string[], IReadOnlyList{string}, IReadOnlyList{string}?, string, IReadOnlyList{string})"/>, each row with its 1-based line.</summary>
     private static List<(TextPairRow Row, int Line)> ReadNumbered(string path, string[] lines, IReadOnlyList<string> textColumns, IReadOnlyList<string>? text2Columns,
