@@ -104,13 +104,13 @@ public sealed class SoftPromptPpoOptions
     /// <summary>Cancels training between steps.</summary>
     public CancellationToken CancellationToken;
 
+    /// <summary>The labels in training order: <see cref="Labels"/>, else the template's verbalizer order.</summary>
+    internal IReadOnlyList<string> TaskLabels => Labels ?? Template?.Verbalizer?.Keys.ToList() ?? [];
+
     /// <summary>
     /// Checks every option before any training (the trainer's constructor calls it): each refusal names the option and
     /// the value found. Comparisons are written so that NaN fails them, and rates, coefficients and limits must be finite.
     /// </summary>
-    /// <summary>The labels in training order: <see cref="Labels"/>, else the template's verbalizer order.</summary>
-    internal IReadOnlyList<string> TaskLabels => Labels ?? Template?.Verbalizer?.Keys.ToList() ?? [];
-
     internal void Validate()
     {
         if (Template is null) throw new ArgumentException("SoftPromptPpoOptions.Template is required (for example TaskTemplates.Sst2).");

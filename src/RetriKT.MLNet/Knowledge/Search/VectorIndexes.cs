@@ -19,7 +19,7 @@ public static class VectorIndexes
 {
     /// <summary>
     /// Store size, in floats (entries × dimension), from which <see cref="RetrieverIndexKind.Auto"/> builds HNSW (below
-    /// it: exact search): 12 Mi = 32,768 entries at dimension 384, 196,608 at 64 (the student's default), 262,144 at 48.
+    /// it: exact search): 12 Mi = 32,768 entries at dimension 384, 196,608 at 64, 262,144 at 48 (the student's default width).
     /// </summary>
     public const long HnswMinimumFloats = 12L << 20;
     /// <summary>Recall@<see cref="AutoRecallK"/> against exact search the automatic HNSW must reach at build.</summary>
