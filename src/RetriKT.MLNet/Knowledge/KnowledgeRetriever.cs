@@ -76,7 +76,9 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
         /// <summary>
         /// The <see cref="IStoreEncoder.Fingerprint"/> of the encoder that produced the query column, for a column that
         /// does not carry it as an annotation (<see cref="EncoderProvenance"/>). Fit fails when it and the store's
-        /// <see cref="KnowledgeStore.EncoderFingerprint"/> are both known and differ. Checked at Fit only, not saved.
+        /// <see cref="KnowledgeStore.EncoderFingerprint"/> are both known and differ. Checked at Fit only, not saved: after a
+        /// successful Fit it names the store's own encoder, which the saved store already records, so a saved copy would check
+        /// nothing new (a loaded model checks the query column's annotation).
         /// Default null (unknown: no check).
         /// </summary>
         public string? QueryEncoderFingerprint;
