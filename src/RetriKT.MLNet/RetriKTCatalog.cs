@@ -25,7 +25,7 @@ public sealed class RetriKTCatalog
     /// into WordPiece ids in <paramref name="outputColumnName"/>; the vocabulary is built from the training texts or
     /// loaded from <paramref name="vocabularyPath"/>.
     /// </summary>
-    /// <param name="outputColumnName">Output column of token ids (a known-size vector of <paramref name="maxLength"/>).</param>
+    /// <param name="outputColumnName">Output column of token ids (a variable-size vector of at most <paramref name="maxLength"/>).</param>
     /// <param name="inputColumnName">Text column to tokenize.</param>
     /// <param name="secondInputColumnName">Second text column of sentence pairs, or null for single texts.</param>
     /// <param name="maxLength">Tokens kept per row, special tokens included; longer rows are truncated.</param>

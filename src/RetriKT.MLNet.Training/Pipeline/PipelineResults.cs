@@ -63,7 +63,7 @@ public sealed record PipelineTimings(TimeSpan SoftPrompts, TimeSpan Extraction, 
 /// <param name="StudentParameters">Student parameter count.</param>
 /// <param name="PromptParameters">Soft-prompt parameter count (the only teacher-side trained weights).</param>
 /// <param name="StoreSize">Knowledge-store entries (generated + few-shot gold).</param>
-/// <param name="RetrievalWeight">λ the student predicts with (tuned on the few-shot dev split when enabled).</param>
+/// <param name="RetrievalWeight">λ the student predicts with (chosen on the tuning rows: the few-shot dev split and held-out store rows).</param>
 /// <param name="LexicalRetrievalWeight">μ, the weight of term-match retrieval in the student's prediction (tuned with λ).</param>
 /// <param name="Extraction">The extraction report (generated, kept, dropped, diversity, fidelity).</param>
 /// <param name="SoftPromptReport">Prompt-tuning losses and PPO metrics.</param>

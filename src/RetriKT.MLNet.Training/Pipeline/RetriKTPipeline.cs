@@ -15,7 +15,8 @@ namespace RetriKT.MLNet.Pipeline;
 /// Runs RetriKT end to end for one <see cref="FewShotTask"/> with a given teacher: soft prompts tuned on the few-shot
 /// training split (stage 1, then PPO when <see cref="RetriKTPipelineOptions.PpoSteps"/> &gt; 0) →
 /// <see cref="KnowledgeExtractor"/> → a <see cref="RetrievalClassifierTrainer">RetrievalClassifier</see> trained on
-/// the store plus the few-shot gold examples (λ, τ tuned on the few-shot dev split) → ML.NET's multiclass evaluator
+/// the store plus the few-shot gold examples (its epoch and mix λ, μ, τ chosen on the few-shot dev split and held-out
+/// store rows) → ML.NET's multiclass evaluator
 /// on the test split. The test split is never used for any choice. The same class also scores the reference rows a
 /// low-resource table needs (<see cref="EvaluateFewShotStudent"/>, <see cref="EvaluateTeacher"/>,
 /// <see cref="EvaluateMajority"/>), so every row is measured the same way.
@@ -118,7 +119,7 @@ public sealed class RetriKTPipeline
 
     /// <summary>
     /// RetriKT step 4, keeping the student: trained on <paramref name="extraction"/>'s store plus the few-shot gold rows
-    /// (null: on the few-shot rows alone, the "few-shot only" reference), λ/τ tuned as in <see cref="Run"/>, and scored
+    /// (null: on the few-shot rows alone, the "few-shot only" reference), its epoch and mix chosen as in <see cref="Run"/>, and scored
     /// on the test split. <see cref="EvaluateStudentOnStore"/> and <see cref="EvaluateFewShotStudent"/> train through
     /// here; this one hands the student back (the caller disposes it) to be saved, served or explained.
     /// </summary>
@@ -153,7 +154,7 @@ public sealed class RetriKTPipeline
 
     /// <summary>
     /// The "fine-tuned on the few-shot set alone" reference: the same student trained only on the gold few-shot
-    /// examples (its store holds just those), λ/τ tuned on the few-shot dev split, scored on the test split.
+    /// examples (its store holds just those), its epoch and mix chosen on the few-shot dev split, scored on the test split.
     /// Returns the test metrics and the student's parameter count.
     /// </summary>
     public (ClassificationScores Test, long StudentParameters) EvaluateFewShotStudent(FewShotTask task, IProgress<TrainingProgress>? progress = null,

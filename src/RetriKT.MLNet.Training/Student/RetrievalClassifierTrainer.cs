@@ -67,7 +67,9 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// <summary>The knowledge store as an object. Obsolete: pass it as data, <see cref="StoreData"/> = <c>store.ToDataView(mlContext)</c>.</summary>
         [Obsolete("Pass the store as data: StoreData = store.ToDataView(mlContext) (or the extractor's ToDataView).")]
         public KnowledgeStore? Store;
-        /// <summary>Optional few-shot dev split (same columns) used to tune λ and τ by validation log-likelihood.</summary>
+        /// <summary>Optional few-shot dev split (same columns) on which the epoch (early stopping) and the mix (λ, μ, τ, τ_terms) are
+        /// chosen, by validation log-likelihood or as <see cref="MixSelection"/> says. Without it, a share of the store is held
+        /// out for that (<see cref="StoreValidationShare"/>).</summary>
         public IDataView? ValidationSet;
         /// <summary>
         /// Optional Single column of <see cref="ValidationSet"/>: each row's weight in the validation log-likelihood
@@ -220,7 +222,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         public double ContrastiveTemperature = 0.05;
         /// <summary>Neighbours k that p_knn averages over (capped at the store size). Default 16.</summary>
         public int NeighborCount = 16;
-        /// <summary>Initial retrieval temperature τ (learned during training, then tuned on ValidationSet if given). Default 0.1.</summary>
+        /// <summary>Initial retrieval temperature τ (learned during training, then tuned with the mix on the validation rows: ValidationSet or held-out store rows). Default 0.1.</summary>
         public double InitialTemperature = 0.1;
         /// <summary>Learn τ during training. Default true.</summary>
         public bool LearnTemperature = true;
