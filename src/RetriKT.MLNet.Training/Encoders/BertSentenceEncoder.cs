@@ -125,7 +125,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
 
     /// <summary>
     /// Knowledge-store keys (<see cref="IStoreEncoder"/>): one embedding per text or pair, row-major. A pair is one BERT
-    /// input ([CLS] a [SEP] b [SEP]; segment ids stay 0, as sentence-transformers encodes pairs).
+    /// input ([CLS] a [SEP] b [SEP], b [SEP] with token type 1, as Hugging Face's tokenizer and sentence-transformers give it).
     /// </summary>
     public void Encode(IReadOnlyList<(string Text, string? Text2)> texts, Span<float> destination)
     {
@@ -142,27 +142,35 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
             int count = Math.Min(_options.BatchSize, sequences.Count - start);
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            var (ids, mask) = ToTensors(sequences.GetRange(start, count), Vocabulary.PadId, Device);
-            var pooled = Pool(Module.Forward(ids, mask), mask, Pooling);
+            var (ids, mask, types) = ToTensors(sequences.GetRange(start, count), Vocabulary.PadId, Vocabulary.SepId, Device);
+            var pooled = Pool(Module.Forward(ids, mask, types), mask, Pooling);
             if (_options.Normalize) pooled = nn.functional.normalize(pooled, p: 2, dim: 1);
             pooled.to(CPU).data<float>().CopyTo(destination.Slice(start * Dimension, count * Dimension));
         }
     }
 
-    /// <summary>Right-padded [B, T] ids and attention mask for token sequences.</summary>
-    internal static (Tensor Ids, Tensor Mask) ToTensors(IReadOnlyList<int[]> sequences, int padId, Device device)
+    /// <summary>
+    /// Right-padded [B, T] ids, attention mask and token types for token sequences: type 1 for the second text of a pair
+    /// (<see cref="BertEncoderSource.SecondSegmentStart"/>, Hugging Face's convention), 0 elsewhere and on padding.
+    /// </summary>
+    internal static (Tensor Ids, Tensor Mask, Tensor Types) ToTensors(IReadOnlyList<int[]> sequences, int padId, int sepId, Device device)
     {
         int t = sequences.Max(s => s.Length), b = sequences.Count;
         var ids = new long[b * t];
         var mask = new long[b * t];
+        var types = new long[b * t];
         for (int i = 0; i < b; i++)
+        {
+            int second = BertEncoderSource.SecondSegmentStart(sequences[i], sepId, PairSegments.SecondTextOne);
             for (int j = 0; j < t; j++)
             {
                 bool real = j < sequences[i].Length;
                 ids[i * t + j] = real ? sequences[i][j] : padId;
                 mask[i * t + j] = real ? 1 : 0;
+                types[i * t + j] = real && j >= second ? 1 : 0;
             }
-        return (tensor(ids, [b, t], device: device), tensor(mask, [b, t], device: device));
+        }
+        return (tensor(ids, [b, t], device: device), tensor(mask, [b, t], device: device), tensor(types, [b, t], device: device));
     }
 
     /// <summary>Pools [B, T, H] states to [B, H] under the mask.</summary>

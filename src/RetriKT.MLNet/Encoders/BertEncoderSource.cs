@@ -3,6 +3,18 @@ using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet.Encoders;
 
+/// <summary>The token type (segment) ids a BERT encoder is given for a sentence pair [CLS] a [SEP] b [SEP].</summary>
+internal enum PairSegments
+{
+    /// <summary>Every token gets type 0: what this library did before 2026-12-06, kept for the models saved then.</summary>
+    AllZero = 0,
+    /// <summary>
+    /// [CLS] a [SEP] get type 0, b [SEP] type 1, as Hugging Face's BERT tokenizer encodes a pair and sentence-transformers
+    /// feeds it to the model. A single text is all type 0 either way.
+    /// </summary>
+    SecondTextOne = 1,
+}
+
 /// <summary>
 /// What a BERT sentence encoder is built from, whatever runs it: the weights, the WordPiece vocabulary and the pooling,
 /// read from a SentenceTransformers.* package DLL (embedded ONNX + vocab.txt) or a Hugging Face BERT directory
@@ -39,6 +51,26 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
 
     /// <summary>The known package the weights came from, or null (a directory or an unknown package).</summary>
     public PretrainedEncoderPackage? Package { get; init; }
+
+    /// <summary>
+    /// The segment ids of a sentence pair: <see cref="PairSegments.SecondTextOne"/> (Hugging Face's) for every source
+    /// read now; a model saved before 2026-12-06 restores <see cref="PairSegments.AllZero"/>, so it keeps the embeddings
+    /// it was trained and keyed with.
+    /// </summary>
+    public PairSegments Segments { get; init; } = PairSegments.SecondTextOne;
+
+    /// <summary>
+    /// Where token type 1 starts in <paramref name="ids"/> under <paramref name="segments"/>: after the first [SEP] of a
+    /// pair ([CLS] a [SEP] b [SEP]), else <c>ids.Length</c> (a single text, or <see cref="PairSegments.AllZero"/>). Typed
+    /// text never yields the [SEP] id (BERT's pre-tokenizer splits "[SEP]" into punctuation and a word), so the first
+    /// [SEP] is the one between the two texts.
+    /// </summary>
+    public static int SecondSegmentStart(ReadOnlySpan<int> ids, int sepId, PairSegments segments)
+    {
+        if (segments == PairSegments.AllZero) return ids.Length;
+        int first = ids.IndexOf(sepId);
+        return first >= 0 && first < ids.Length - 1 ? first + 1 : ids.Length;
+    }
 
     /// <summary>A directory's own limit (its <c>sentence_bert_config.json</c>), or null.</summary>
     public int? DirectoryMaxTokens { get; init; }
@@ -151,11 +183,12 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     /// <summary>
     /// The fingerprint (<see cref="Knowledge.IStoreEncoder.Fingerprint"/>) of a sentence encoder built from this source
     /// with <paramref name="maxTokens"/> and <paramref name="normalize"/>: the TorchSharp and the managed encoder give the
-    /// same embeddings for the same source and settings, so they share it.
+    /// same embeddings for the same source and settings, so they share it. The kind's version is the pair segment
+    /// convention (<see cref="Segments"/>): keys made with segment ids all 0 are not a pair's keys now.
     /// </summary>
     public string Fingerprint(int maxTokens, bool normalize)
     {
-        using var fingerprint = new ContentFingerprint("bert-sentence-encoder/1");
+        using var fingerprint = new ContentFingerprint(Segments == PairSegments.AllZero ? "bert-sentence-encoder/1" : "bert-sentence-encoder/2");
         Weights.AddTo(fingerprint, Pooling);
         return fingerprint.Add(Vocabulary).Add((long)maxTokens).Add(normalize).Finish();
     }

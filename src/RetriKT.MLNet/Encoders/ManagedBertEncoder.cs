@@ -5,7 +5,7 @@ namespace RetriKT.MLNet.Encoders;
 
 /// <summary>
 /// A BERT-family encoder's forward pass for ONE unpadded token sequence in plain managed code: embeddings (word +
-/// position + segment 0) and LayerNorm, then per layer self-attention, dense, residual, LayerNorm (BERT is post-LN),
+/// position + segment: 0, and 1 from a given index on, for the second text of a pair) and LayerNorm, then per layer self-attention, dense, residual, LayerNorm (BERT is post-LN),
 /// exact (erf) GELU feed-forward, dense, residual, LayerNorm; mean or [CLS] pooling. The same network as the training
 /// assembly's TorchSharp <c>BertEncoderModule</c> (tested for parity ≤ 1e-4 on real weights).
 /// <para>
@@ -24,7 +24,7 @@ internal sealed class ManagedBertEncoder
         float[] QkvW, float[] QkvB, float[] AttnOutW, float[] AttnOutB, float[] AttnLnW, float[] AttnLnB,
         float[] FfnInW, float[] FfnInB, float[] FfnOutW, float[] FfnOutB, float[] OutLnW, float[] OutLnB);
 
-    private readonly float[] _word, _position, _segment0, _embLnW, _embLnB;
+    private readonly float[] _word, _position, _segment0, _segment1, _embLnW, _embLnB;
     private readonly Layer[] _layers;
     private readonly float _eps;
 
@@ -40,7 +40,10 @@ internal sealed class ManagedBertEncoder
 
         _word = W("embeddings.word_embeddings.weight");
         _position = W("embeddings.position_embeddings.weight");
-        _segment0 = W("embeddings.token_type_embeddings.weight").AsSpan(0, h).ToArray();
+        var segments = W("embeddings.token_type_embeddings.weight");
+        _segment0 = segments.AsSpan(0, h).ToArray();
+        // A checkpoint with one token type (type_vocab_size 1) has no second segment: both texts of a pair get type 0.
+        _segment1 = Config.TypeVocabSize >= 2 ? segments.AsSpan(h, h).ToArray() : _segment0;
         _embLnW = W("embeddings.LayerNorm.weight");
         _embLnB = W("embeddings.LayerNorm.bias");
         _eps = (float)Config.LayerNormEpsilon;
@@ -83,12 +86,15 @@ internal sealed class ManagedBertEncoder
         return c.NumLayers * (t * h * 4 * h + 2 * t * h * f + 2 * t * t * h);
     }
 
-    /// <summary>Pooled (not normalised) embedding of one sequence of token ids ([CLS] ... [SEP], unpadded).</summary>
-    public void Encode(ReadOnlySpan<int> ids, BertPooling pooling, Span<float> pooled)
+    /// <summary>
+    /// Pooled (not normalised) embedding of one sequence of token ids ([CLS] ... [SEP], unpadded); tokens from
+    /// <paramref name="secondSegmentStart"/> on get token type 1 (<see cref="BertEncoderSource.SecondSegmentStart"/>).
+    /// </summary>
+    public void Encode(ReadOnlySpan<int> ids, BertPooling pooling, Span<float> pooled, int secondSegmentStart = int.MaxValue)
     {
         int t = ids.Length, h = Config.HiddenSize;
         if (pooled.Length < h) throw new ArgumentException($"Destination holds {pooled.Length} values, expected {h}.", nameof(pooled));
-        var x = States(ids, Config.NumLayers);
+        var x = States(ids, Config.NumLayers, secondSegmentStart);
         var result = pooled[..h];
         if (pooling == BertPooling.Cls) { x.AsSpan(0, h).CopyTo(result); return; }
         result.Clear();
@@ -98,9 +104,10 @@ internal sealed class ManagedBertEncoder
 
     /// <summary>
     /// Token states [t, h] (row-major) after the embeddings and the first <paramref name="layers"/> layers: the input
-    /// of layer <paramref name="layers"/> (a student that fine-tunes the top layers caches these once per text).
+    /// of layer <paramref name="layers"/> (a student that fine-tunes the top layers caches these once per text). Tokens
+    /// from <paramref name="secondSegmentStart"/> on get token type 1.
     /// </summary>
-    public float[] States(ReadOnlySpan<int> ids, int layers)
+    public float[] States(ReadOnlySpan<int> ids, int layers, int secondSegmentStart = int.MaxValue)
     {
         int t = ids.Length, h = Config.HiddenSize, f = Config.IntermediateSize;
         if (t == 0 || t > Config.MaxPositions) throw new ArgumentOutOfRangeException(nameof(ids), $"Sequence has {t} tokens; expected 1..{Config.MaxPositions}.");
@@ -124,7 +131,7 @@ internal sealed class ManagedBertEncoder
             if ((uint)id >= (uint)Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {id} is outside the vocabulary of {Config.VocabSize}.");
             var row = a.AsSpan(i * h, h);
             TensorPrimitives.Add(_word.AsSpan(id * h, h), _position.AsSpan(i * h, h), row);
-            TensorPrimitives.Add(row, _segment0, row); // segment ids are all 0, as BertSentenceEncoder feeds them
+            TensorPrimitives.Add(row, i < secondSegmentStart ? _segment0 : _segment1, row);
         }
         ManagedStudentEncoder.LayerNorm(a, _embLnW, _embLnB, x, t, h, _eps);
 

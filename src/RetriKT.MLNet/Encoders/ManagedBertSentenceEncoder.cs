@@ -139,7 +139,8 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
 
     /// <summary>
     /// Knowledge-store keys (<see cref="IStoreEncoder"/>): one embedding per text or pair, row-major. A pair is one BERT
-    /// input ([CLS] a [SEP] b [SEP]; segment ids stay 0, as sentence-transformers encodes pairs).
+    /// input ([CLS] a [SEP] b [SEP], b [SEP] with token type 1, as Hugging Face's tokenizer and sentence-transformers
+    /// give it; a model saved before 2026-12-06 keeps type 0 throughout: <see cref="PairSegments"/>).
     /// </summary>
     public void Encode(IReadOnlyList<(string Text, string? Text2)> texts, Span<float> destination)
     {
@@ -157,10 +158,12 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         int h = Dimension;
         var pooling = Pooling;
         bool normalize = _options.Normalize;
+        int sepId = Vocabulary.SepId;
+        var segments = Parts.Segments;
         Parallel.For(0, sequences.Length, new ParallelOptions { MaxDegreeOfParallelism = _options.MaxDegreeOfParallelism }, i =>
         {
             var row = destination.AsSpan(i * h, h);
-            _encoder.Encode(sequences[i], pooling, row);
+            _encoder.Encode(sequences[i], pooling, row, BertEncoderSource.SecondSegmentStart(sequences[i], sepId, segments));
             if (normalize)
             {
                 // torch's normalize(p: 2): x / max(‖x‖, 1e-12).

@@ -81,7 +81,9 @@ public sealed class SentenceEmbeddingEstimator : IEstimator<SentenceEmbeddingTra
 /// </summary>
 public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
 {
-    internal static readonly ModelFormat Format = new("RKTSNTEM", 0x00010001, 0x00010001, "RetriKTSentenceEmbedding");
+    // Format versions: 0x00010001 the encoder (pairs with token types all 0); 0x00010002 adds the pair token types (PairSegments).
+    internal static readonly ModelFormat Format = new("RKTSNTEM", 0x00010002, 0x00010001, "RetriKTSentenceEmbedding");
+    private const uint PairSegmentsVersion = 0x00010002;
     private const string WeightsPart = "Encoder.bin";
 
     private readonly IHostEnvironment _env;
@@ -120,6 +122,7 @@ public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
         w.WriteStream("Vocabulary.txt", Encoder.Vocabulary.WriteTokens);
         parts.Weights.WriteShape(w.Writer);
         w.WriteStream(WeightsPart, parts.Weights.Write);
+        w.Writer.Write((int)parts.Segments);
     });
 
     internal static SentenceEmbeddingTransformer Load(ModelReader r)
@@ -137,7 +140,13 @@ public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
         string[] tokens = [];
         r.ReadStream("Vocabulary.txt", s => tokens = WordPieceVocabulary.ReadTokens(s, where));
         var weights = BertWeights.ReadPart(r, WeightsPart, $"{where}, {WeightsPart} (saved from {source})");
-        var parts = new BertEncoderSource(weights, WordPieceVocabulary.FromTokens(tokens, lowerCase, $"{where} vocabulary"), (BertPooling)pooling);
+        // Saved before the pair token types were written: the stores keyed with it used all of them 0.
+        var segments = r.Version >= PairSegmentsVersion ? (PairSegments)rd.ReadInt32() : PairSegments.AllZero;
+        if (!Enum.IsDefined(segments)) throw new InvalidDataException($"{where}: unknown pair segments {(int)segments}.");
+        var parts = new BertEncoderSource(weights, WordPieceVocabulary.FromTokens(tokens, lowerCase, $"{where} vocabulary"), (BertPooling)pooling)
+        {
+            Segments = segments,
+        };
         ManagedBertSentenceEncoder encoder;
         try { encoder = ManagedBertSentenceEncoder.FromParts(parts, normalize, maxTokens); }
         catch (ArgumentException e) { throw new InvalidDataException($"{where}: {e.Message}", e); }

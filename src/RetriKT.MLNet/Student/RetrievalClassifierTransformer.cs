@@ -68,7 +68,7 @@ public sealed record RetrievalExplanation(RetrievalPrediction Prediction, Predic
 /// </summary>
 public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder, IDisposable
 {
-    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010003, 0x00010001, "RetriKTRetrievalClsf");
+    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010004, 0x00010001, "RetriKTRetrievalClsf");
 
     private readonly IHostEnvironment _env;
     private readonly RetrievalModel _model;
@@ -76,9 +76,11 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     private int _disposed;
 
     // Format versions: 0x00010001 dense retrieval only; 0x00010002 adds the term-match index (Lexical.bin), μ, its k and τ;
-    // 0x00010003 adds the optional pretrained backbone (its shape and pooling, its weights in Backbone.bin).
+    // 0x00010003 adds the optional pretrained backbone (its shape and pooling, its weights in Backbone.bin); 0x00010004 the
+    // backbone's pair token types (PairSegments; before it, all 0).
     private const uint LexicalVersion = 0x00010002;
     private const uint BackboneVersion = 0x00010003;
+    private const uint PairSegmentsVersion = 0x00010004;
 
     internal RetrievalClassifierTransformer(IHostEnvironment env, RetrievalModel model, double retrievalWeight, TransformerColumns columns,
         long? teacherParameterCount, bool saveStoreTexts, double lexicalRetrievalWeight = 0)
@@ -453,6 +455,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             w.Writer.Write((int)backbone.Pooling);
             backbone.Weights.WriteShape(w.Writer);
             w.WriteStream(StudentBackbone.PartName, backbone.Weights.Write);
+            w.Writer.Write((int)backbone.Segments);
         }
     });
 
@@ -529,6 +532,9 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         int pooling = rd.ReadInt32();
         if (!Enum.IsDefined((BertPooling)pooling)) throw new InvalidDataException($"RetrievalClassifier in model.zip: unknown backbone pooling {pooling}.");
         var weights = BertWeights.ReadPart(r, StudentBackbone.PartName, "RetrievalClassifier in model.zip, " + StudentBackbone.PartName);
-        return new StudentBackbone(weights, (BertPooling)pooling, description);
+        // A backbone saved before the pair token types were written was trained and keyed with all of them 0.
+        var segments = r.Version >= PairSegmentsVersion ? (PairSegments)rd.ReadInt32() : PairSegments.AllZero;
+        if (!Enum.IsDefined(segments)) throw new InvalidDataException($"RetrievalClassifier in model.zip: unknown backbone pair segments {(int)segments}.");
+        return new StudentBackbone(weights, (BertPooling)pooling, description, segments);
     }
 }

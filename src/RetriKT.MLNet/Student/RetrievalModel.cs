@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Encoders;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Text;
 
@@ -149,6 +150,8 @@ internal sealed class RetrievalModel
         }
         fingerprint.Add(backbone is not null);
         backbone?.Weights.AddTo(fingerprint, backbone.Pooling);
+        // Hashed only when not all 0, so a model saved before the pair token types keeps its fingerprint.
+        if (backbone is { Segments: not PairSegments.AllZero }) fingerprint.Add("pair-segments").Add((long)backbone.Segments);
         return fingerprint.Finish();
     }
     public int Dimension => Store.Dimension;

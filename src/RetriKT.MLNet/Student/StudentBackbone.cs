@@ -26,12 +26,13 @@ internal sealed class StudentBackbone
 
     private readonly ManagedBertEncoder _encoder;
 
-    public StudentBackbone(BertWeights weights, BertPooling pooling, string description)
+    public StudentBackbone(BertWeights weights, BertPooling pooling, string description, PairSegments segments)
     {
         ArgumentNullException.ThrowIfNull(weights);
         Weights = weights;
         Pooling = pooling;
         Description = description;
+        Segments = segments;
         _encoder = new ManagedBertEncoder(weights);
     }
 
@@ -39,6 +40,11 @@ internal sealed class StudentBackbone
     public BertWeights Weights { get; }
     public BertConfig Config => Weights.Config;
     public BertPooling Pooling { get; }
+    /// <summary>
+    /// The token types of a sentence pair (<see cref="PairSegments"/>): Hugging Face's for a backbone loaded now, all 0
+    /// for one saved in a model.zip before 2026-12-06, whose head was trained on those features.
+    /// </summary>
+    public PairSegments Segments { get; }
     /// <summary>Where the backbone came from (package id and version, or the directory), for logs and reports.</summary>
     public string Description { get; }
     /// <summary>Embedding size (the encoder's hidden size).</summary>
@@ -54,23 +60,23 @@ internal sealed class StudentBackbone
         string description = package is null ? Path.GetFullPath(source) : $"{package.PackageId} {package.Version}";
         if (loaded.Vocabulary.Count != loaded.Weights.Config.VocabSize)
             throw new InvalidDataException($"{loaded.Weights.Source}: vocab.txt has {loaded.Vocabulary.Count} tokens, but the embeddings have {loaded.Weights.Config.VocabSize} rows.");
-        return (new StudentBackbone(loaded.Weights, loaded.Pooling, description), loaded.Vocabulary);
+        return (new StudentBackbone(loaded.Weights, loaded.Pooling, description, loaded.Segments), loaded.Vocabulary);
     }
 
     /// <summary>
-    /// The unit-length pooled embedding of one row ([CLS] a [SEP] (b [SEP]), segment ids 0, as sentence-transformers
-    /// encodes text): the student's input features.
+    /// The unit-length pooled embedding of one row ([CLS] a [SEP] (b [SEP]), the token types of <see cref="Segments"/>):
+    /// the student's input features.
     /// </summary>
-    public void Embed(ReadOnlySpan<int> ids, Span<float> destination)
+    public void Embed(ReadOnlySpan<int> ids, int sepId, Span<float> destination)
     {
         var row = destination[..Dimension];
-        _encoder.Encode(ids, Pooling, row);
+        _encoder.Encode(ids, Pooling, row, BertEncoderSource.SecondSegmentStart(ids, sepId, Segments));
         // torch's normalize(p: 2): x / max(‖x‖, 1e-12).
         TensorPrimitives.Divide(row, MathF.Max(TensorPrimitives.Norm(row), 1e-12f), row);
     }
 
     /// <summary>Token states [t, H] after the embeddings and the first <paramref name="layers"/> layers (the input of a trainable top layer).</summary>
-    public float[] States(ReadOnlySpan<int> ids, int layers) => _encoder.States(ids, layers);
+    public float[] States(ReadOnlySpan<int> ids, int sepId, int layers) => _encoder.States(ids, layers, BertEncoderSource.SecondSegmentStart(ids, sepId, Segments));
 
 }
 
@@ -105,7 +111,7 @@ internal sealed class BackboneStudentNetwork : IStudentNetwork
     public void Encode(ReadOnlySpan<int> ids, int sepId, Span<float> pooled)
     {
         var features = new float[_dimension];
-        _backbone.Embed(ids, features);
+        _backbone.Embed(ids, sepId, features);
         var z = new float[_dimension];
         ManagedStudentEncoder.MatMul(features, _projT, _projB, z, 1, _dimension, _dimension);
         z.CopyTo(pooled);

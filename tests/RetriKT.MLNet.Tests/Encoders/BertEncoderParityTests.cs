@@ -63,6 +63,43 @@ public class BertEncoderParityTests(ITestOutputHelper output)
         Assert.True(CosineDistance(ours[0], ours[1]) > 1e-3, "the first two sentences embed to the same vector");
     }
 
+    /// <summary>
+    /// Sentence pairs (store keys of MRPC, RTE, CB, BoolQ) as Hugging Face encodes them: ONNX Runtime is given token type
+    /// 1 for the second text, as sentence-transformers passes the tokenizer's token_type_ids; both our encoders must
+    /// match it, and must differ from the same pairs with every type 0 (what this library gave before 2026-12-06).
+    /// </summary>
+    [SharedDataFact]
+    public void MiniLMSentencePairsMatchOnnxRuntimeWithHuggingFaceTokenTypes()
+    {
+        var package = PretrainedEncoderPackage.MiniLM;
+        var dll = package.Locate();
+        var sentences = Sentences().Take(33).ToList();
+        var pairs = Enumerable.Range(0, 32).Select(i => (sentences[i], (string?)sentences[i + 1])).ToList();
+        using var torchEncoder = BertSentenceEncoder.Load(new MLContext(seed: 1), dll, new BertSentenceEncoder.Options { Normalize = false, BatchSize = 16 });
+        var managedEncoder = ManagedBertSentenceEncoder.Load(dll, new ManagedBertSentenceEncoder.Options { Normalize = false });
+        var torch = new float[pairs.Count * 384];
+        var managed = new float[pairs.Count * 384];
+        torchEncoder.Encode(pairs, torch);
+        managedEncoder.Encode(pairs, managed);
+
+        var (_, model) = EmbeddedResources.ReadBySuffix(dll, "model.onnx");
+        using var session = new InferenceSession(model);
+        var tokens = pairs.Select(p => managedEncoder.Tokenize(p.Item1, p.Item2)).ToArray();
+        int sep = managedEncoder.Vocabulary.SepId;
+        var withTypes = OnnxPooled(session, tokens, package.Pooling, ids => Array.IndexOf(ids, sep) + 1);
+        var allZero = OnnxPooled(session, tokens, package.Pooling, ids => ids.Length);
+        double worst = 0, zeroGap = double.MaxValue;
+        for (int i = 0; i < pairs.Count; i++)
+        {
+            for (int d = 0; d < 384; d++)
+                worst = Math.Max(worst, Math.Max(Math.Abs(withTypes[i][d] - torch[i * 384 + d]), Math.Abs(withTypes[i][d] - managed[i * 384 + d])));
+            zeroGap = Math.Min(zeroGap, withTypes[i].Zip(allZero[i], (a, b) => (double)Math.Abs(a - b)).Max());
+        }
+        output.WriteLine($"MiniLM pairs: max |ours - ONNX Runtime (HF token types)| = {worst:E2}; smallest max |types 0/1 - all 0| over pairs = {zeroGap:E2}");
+        Assert.True(worst <= 1e-4, $"MiniLM pairs: max |ours - ONNX Runtime| = {worst:E2} (allowed 1e-4)");
+        Assert.True(zeroGap > 1e-3, $"token type 1 changes a pair's embedding by only {zeroGap:E2}: the check cannot tell the conventions apart");
+    }
+
     [SharedDataFact]
     public void PackageVocabularyIsBertUncasedAndReproducesTokenizerGoldens()
     {
@@ -92,17 +129,22 @@ public class BertEncoderParityTests(ITestOutputHelper output)
         }
     }
 
-    private static float[][] OnnxPooled(InferenceSession session, int[][] batch, BertPooling pooling)
+    /// <summary>Pooled last hidden states from ONNX Runtime; token type 1 from <paramref name="secondSegmentStart"/>(row) on (default: none).</summary>
+    private static float[][] OnnxPooled(InferenceSession session, int[][] batch, BertPooling pooling, Func<int[], int>? secondSegmentStart = null)
     {
         int b = batch.Length, t = batch.Max(s => s.Length);
         var ids = new long[b * t];
         var mask = new long[b * t];
+        var types = new long[b * t];
         for (int i = 0; i < b; i++)
-            for (int j = 0; j < batch[i].Length; j++) { ids[i * t + j] = batch[i][j]; mask[i * t + j] = 1; }
+        {
+            int second = secondSegmentStart?.Invoke(batch[i]) ?? int.MaxValue;
+            for (int j = 0; j < batch[i].Length; j++) { ids[i * t + j] = batch[i][j]; mask[i * t + j] = 1; types[i * t + j] = j >= second ? 1 : 0; }
+        }
         long[] shape = [b, t];
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, shape);
         using var maskValue = OrtValue.CreateTensorValueFromMemory(mask, shape);
-        using var typesValue = OrtValue.CreateTensorValueFromMemory(new long[b * t], shape);
+        using var typesValue = OrtValue.CreateTensorValueFromMemory(types, shape);
         using var options = new RunOptions();
         using var outputs = session.Run(options,
             new Dictionary<string, OrtValue> { ["input_ids"] = idsValue, ["attention_mask"] = maskValue, ["token_type_ids"] = typesValue },

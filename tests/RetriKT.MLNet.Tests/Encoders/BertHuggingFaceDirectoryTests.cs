@@ -56,7 +56,8 @@ public class BertHuggingFaceDirectoryTests
         var scores = new List<(string Document, double Score)>();
         using (var scope = TorchSharp.torch.NewDisposeScope())
         {
-            var (ids, mask) = BertSentenceEncoder.ToTensors(pairs, encoder.Vocabulary.PadId, TorchSharp.torch.CPU);
+            // caikit's published setting: token types all 0 (its tokenizer call drops them), so the types are not passed.
+            var (ids, mask, _) = BertSentenceEncoder.ToTensors(pairs, encoder.Vocabulary.PadId, encoder.Vocabulary.SepId, TorchSharp.torch.CPU);
             var pooled = encoder.Module.Pool(encoder.Module.Forward(ids, mask)).data<float>().ToArray();
             for (int d = 0; d < documents.Count; d++)
                 scores.Add((documents[d], classifierBias + Enumerable.Range(0, 32).Sum(j => (double)classifier[j] * pooled[d * 32 + j])));
@@ -66,6 +67,79 @@ public class BertHuggingFaceDirectoryTests
         Assert.Equal(["bar", "foo", "Where is the bar"], top.Select(t => t.Document));
         for (int i = 0; i < 3; i++)
             Assert.True(Math.Abs(top[i].Score - expectedScores[i]) <= 1e-6, $"rank {i + 1} ('{top[i].Document}'): expected {expectedScores[i]}, found {top[i].Score}");
+    }
+
+    /// <summary>
+    /// A sentence pair as Hugging Face's tokenizer encodes it, [CLS] q [SEP] d [SEP] with token types 0 for [CLS] q [SEP]
+    /// and 1 for d [SEP]: both encoders against the shared folder's independent float64 forward pass with those types
+    /// (golden.json, derived_by_helper, "with_segment_ids_0_then_1"). The tiny BERT has 16 token types, so type 1 moves
+    /// every score; with all 0 the same pairs give the published numbers instead (the test above).
+    /// </summary>
+    [SharedDataFact]
+    public void SentencePairsGetTokenTypeOneForTheSecondTextAsHuggingFaceEncodesThem()
+    {
+        var dir = SharedData.Path("models", "hf-tiny-random-bert");
+        using var golden = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "golden.json")));
+        var expected = golden.RootElement.GetProperty("derived_by_helper").EnumerateObject()
+            .Single(p => p.Name.StartsWith("cross_encoder_logits_with_segment_ids_0_then_1", StringComparison.Ordinal)).Value
+            .EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble());
+        var zeroTypes = golden.RootElement.GetProperty("derived_by_helper").GetProperty("cross_encoder_logits_token_type_zero")
+            .EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble());
+        const string query = "What is foo bar?";
+        var documents = expected.Keys.ToList();
+        Assert.Equal(4, documents.Count);
+        var (_, all) = BertWeights.ReadCheckpoint(dir);
+        var classifier = all["classifier.weight"].Data;
+        float classifierBias = all["classifier.bias"].Data[0];
+        double Score(ReadOnlySpan<float> pooled) { double s = classifierBias; for (int j = 0; j < 32; j++) s += classifier[j] * pooled[j]; return s; }
+
+        using var encoder = BertSentenceEncoder.Load(new MLContext(seed: 1), dir, new BertSentenceEncoder.Options { Normalize = false });
+        var pairs = documents.Select(d => encoder.Tokenize(query, d)).ToList();
+        // TorchSharp: the token types ToTensors gives, through the checkpoint's pooler and classifier.
+        using (var scope = TorchSharp.torch.NewDisposeScope())
+        {
+            var (ids, mask, types) = BertSentenceEncoder.ToTensors(pairs, encoder.Vocabulary.PadId, encoder.Vocabulary.SepId, TorchSharp.torch.CPU);
+            var typeRows = types.data<long>().ToArray();
+            int t = (int)ids.shape[1];
+            for (int i = 0; i < pairs.Count; i++)
+            {
+                int second = Array.IndexOf(pairs[i], encoder.Vocabulary.SepId) + 1;
+                for (int j = 0; j < t; j++)
+                    Assert.Equal(j >= second && j < pairs[i].Length ? 1 : 0, typeRows[i * t + j]);
+            }
+            var pooled = encoder.Module.Pool(encoder.Module.Forward(ids, mask, types)).data<float>().ToArray();
+            for (int d = 0; d < documents.Count; d++)
+            {
+                double score = Score(pooled.AsSpan(d * 32, 32));
+                Assert.True(Math.Abs(score - expected[documents[d]]) <= 1e-6, $"TorchSharp, '{documents[d]}': expected {expected[documents[d]]}, found {score}");
+                Assert.True(Math.Abs(score - zeroTypes[documents[d]]) > 1e-5, $"'{documents[d]}' scores as if its token types were all 0");
+            }
+        }
+
+        // Managed: the runtime's forward pass with the same split, [CLS] state through the pooler (tanh(W·h + b)).
+        var weights = BertWeights.FromHuggingFaceDirectory(dir);
+        var managed = new ManagedBertEncoder(weights);
+        var poolerW = all["bert.pooler.dense.weight"].Data;
+        var poolerB = all["bert.pooler.dense.bias"].Data;
+        foreach (var (document, ids) in documents.Zip(pairs))
+        {
+            int second = BertEncoderSource.SecondSegmentStart(ids, encoder.Vocabulary.SepId, PairSegments.SecondTextOne);
+            Assert.Equal(Array.IndexOf(ids, encoder.Vocabulary.SepId) + 1, second);
+            var states = managed.States(ids, weights.Config.NumLayers, second);
+            var pooled = new float[32];
+            for (int o = 0; o < 32; o++)
+            {
+                double s = poolerB[o];
+                for (int j = 0; j < 32; j++) s += poolerW[o * 32 + j] * states[j];
+                pooled[o] = (float)Math.Tanh(s);
+            }
+            double score = Score(pooled);
+            Assert.True(Math.Abs(score - expected[document]) <= 1e-6, $"managed, '{document}': expected {expected[document]}, found {score}");
+        }
+        // A single text has no second segment, and the saved convention of older models keeps type 0 throughout.
+        var single = encoder.Tokenize(query);
+        Assert.Equal(single.Length, BertEncoderSource.SecondSegmentStart(single, encoder.Vocabulary.SepId, PairSegments.SecondTextOne));
+        Assert.Equal(pairs[0].Length, BertEncoderSource.SecondSegmentStart(pairs[0], encoder.Vocabulary.SepId, PairSegments.AllZero));
     }
 
     [SharedDataFact]
