@@ -644,7 +644,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         {
             case Rows.Teacher:
             {
-                var (t, calibrated) = pipeline.EvaluateTeacher(task);
+                var (t, calibrated) = pipeline.EvaluateTeacher(task, progress, cancellation);
                 return new RowResult
                 {
                     Accuracy = t.Accuracy, MacroF1 = t.MacroF1, PositiveF1 = t.PositiveF1, TestRows = t.Rows, TeacherParameters = teacher.ParameterCount,

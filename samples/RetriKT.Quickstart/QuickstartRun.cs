@@ -158,6 +158,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
         TrainedStudent student = null!;
         ClassificationScores fewShotOnly = null!;
         RetriKTPipelineResult storeOnly = null!;
+        ClassificationScores teacherScores = null!;
         long fewShotOnlyParameters = 0;
         RetriKTPipeline pipeline = null!;
         var times = new Dictionary<string, TimeSpan>();
@@ -171,9 +172,11 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 var ppo = ctx.AddTask("Soft prompts (PPO)", maxValue: 1);
                 var extract = ctx.AddTask("Knowledge extraction", maxValue: 1);
                 var train = ctx.AddTask("RetrievalClassifier", maxValue: 1);
+                var judge = ctx.AddTask("Teacher evaluation", maxValue: 1);
                 var progress = new StageProgress(new Dictionary<string, ProgressTask>
                 {
                     ["Pretrain"] = pretrain, ["Stage 1"] = soft, ["PPO"] = ppo, ["Extraction"] = extract, ["RetrievalClassifier"] = train,
+                    [RetriKTPipeline.TeacherEvaluationStage] = judge,
                 });
 
                 Time(times, "teacher", () => teacher = givenTeacher ?? PretrainTeacher(teacherPath, progress));
@@ -217,13 +220,16 @@ public sealed class QuickstartRun(QuickstartOptions options)
                     storeOnly = storeOnlyPipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: false);
                 });
                 train.Value = train.MaxValue;
+
+                // The teacher's row of the results table: minutes on a CPU (a forward pass per test row), so it has its bar.
+                Time(times, "teacher evaluation", () => (teacherScores, _) = pipeline.EvaluateTeacher(task, progress));
+                judge.Value = judge.MaxValue;
             });
 
         WarnAboutShortLabels(extraction.Report, SamplesPerLabel);
 
         // ---- evaluation on the held-out test split (the pipeline scored the student; its head alone is scored the same way)
         double withStore = student.Test.Accuracy, alone = pipeline.Score(task, student.Student.WithRetrievalWeight(0)).Accuracy;
-        var (teacherScores, _) = pipeline.EvaluateTeacher(task);
 
         // ---- model.zip, reload in a fresh MLContext, predictions with explanations
         var zip = Path.Combine(options.OutputFolder, "model.zip");

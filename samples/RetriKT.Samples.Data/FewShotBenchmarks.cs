@@ -63,7 +63,7 @@ public static class FewShotBenchmarks
     private static List<TextPairRow> ReadTsv(string path, string task, IReadOnlyList<string> labels)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{task}: file not found: '{path}'.", path);
-        var lines = File.ReadAllLines(path);
+        var lines = Utf8TextFile.ReadAllLines(path);
         if (lines.Length == 0) throw new InvalidDataException($"{path}: the file is empty; expected {(task == "CoLA" ? "tab-separated rows" : "a tab-separated header row, then examples")}.");
         var rows = new List<TextPairRow>();
         if (task == "CoLA")
@@ -92,7 +92,7 @@ public static class FewShotBenchmarks
         if (!File.Exists(path)) throw new FileNotFoundException($"{task}: file not found: '{path}'.", path);
         var rows = new List<TextPairRow>();
         int lineNumber = 0;
-        foreach (var line in File.ReadLines(path))
+        foreach (var line in Utf8TextFile.ReadLines(path))
         {
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line)) continue;

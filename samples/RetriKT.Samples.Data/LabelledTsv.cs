@@ -6,7 +6,7 @@ namespace RetriKT.Samples.Data;
 /// <summary>
 /// Labelled examples in tab-separated files with a header row: the GLUE files of <see cref="FewShotBenchmarks"/>, and a
 /// user's own task (<see cref="LoadTask"/>). Every bad row fails with one line naming the file, the line and what was
-/// expected.
+/// expected; so does a byte that is not UTF-8 (<see cref="Utf8TextFile"/>), which would otherwise be read as U+FFFD.
 /// </summary>
 public static class LabelledTsv
 {
@@ -66,7 +66,8 @@ public static class LabelledTsv
     private static List<(TextPairRow Row, int Line)> Read(string path, IReadOnlyList<string>? text2Columns, IReadOnlyList<string> labels)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"File not found: '{path}'.", path);
-        var lines = File.ReadAllLines(path);
+        // Strict UTF-8: a file saved as Latin-1 would otherwise be learned and scored with U+FFFD in its texts.
+        var lines = Utf8TextFile.ReadAllLines(path);
         if (lines.Length == 0) throw new InvalidDataException($"{path}: the file is empty; expected a tab-separated header row, then examples.");
         if (text2Columns is null && lines[0].TrimStart('\uFEFF').Split('\t').FirstOrDefault(Text2Columns.Contains) is { } second)
             throw new InvalidDataException($"{path} line 1: column '{second}' holds second texts, but the template reads one text; " +

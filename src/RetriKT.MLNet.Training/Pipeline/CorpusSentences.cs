@@ -1,6 +1,4 @@
-using System.Text;
 using System.Text.RegularExpressions;
-using Utf8Validation = System.Text.Unicode.Utf8;
 using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Pipeline;
@@ -121,7 +119,7 @@ public static partial class CorpusSentences
         var candidates = new List<(string, int)>();
         int document = 0;
         foreach (var file in files)
-            foreach (var line in StrictLines(file, option))
+            foreach (var line in Utf8TextFile.ReadLines(file, option))
             {
                 foreach (var piece in SentenceEnd().Split(line))
                 {
@@ -132,49 +130,6 @@ public static partial class CorpusSentences
                 document++;
             }
         return candidates;
-    }
-
-    /// <summary>
-    /// The lines of a corpus file read as UTF-8 that must be valid: a file in another encoding would otherwise come through
-    /// with U+FFFD in place of every byte that is not UTF-8, and those sentences would be labelled and stored as text.
-    /// </summary>
-    private static IEnumerable<string> StrictLines(string file, string option)
-    {
-        using var reader = new StreamReader(file, Utf8);
-        while (true)
-        {
-            string? line;
-            try { line = reader.ReadLine(); }
-            catch (DecoderFallbackException e)
-            {
-                // The reader decodes ahead of the line it returns, so the line is found in the bytes themselves.
-                throw new InvalidDataException($"{option} '{file}' line {FirstInvalidLine(file)}: not UTF-8 text " +
-                    $"(byte 0x{(e.BytesUnknown is { Length: > 0 } b ? b[0] : 0):X2}); save the text as UTF-8.", e);
-            }
-            if (line is null) yield break;
-            yield return line;
-        }
-    }
-
-    /// <summary>
-    /// UTF-8 that throws on invalid bytes. With its byte order mark as preamble the reader skips a leading UTF-8 mark and
-    /// keeps this decoder; a UTF-16 mark is still detected, as File.ReadLines detects it.
-    /// </summary>
-    private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: true, throwOnInvalidBytes: true);
-
-    /// <summary>The 1-based number of the first line of <paramref name="file"/> that is not valid UTF-8 (only read on failure).</summary>
-    private static int FirstInvalidLine(string file)
-    {
-        var bytes = File.ReadAllBytes(file);
-        int line = 1, start = 0;
-        for (int i = 0; i <= bytes.Length; i++)
-        {
-            if (i < bytes.Length && bytes[i] != (byte)'\n') continue;
-            if (!Utf8Validation.IsValid(bytes.AsSpan(start, i - start))) return line;
-            line++;
-            start = i + 1;
-        }
-        return line;
     }
 
     /// <summary>A uniform draw of <paramref name="count"/> without repeats: a partial Fisher-Yates shuffle, the first places.</summary>

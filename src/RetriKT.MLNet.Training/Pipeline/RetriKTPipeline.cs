@@ -167,25 +167,43 @@ public sealed class RetriKTPipeline
     /// <summary>
     /// The teacher as a prompted classifier (<see cref="VerbalizerClassifier"/> on the task template). Whether to
     /// calibrate is chosen on the few-shot dev split (ties keep calibration); the test split is only scored.
+    /// <paramref name="progress"/> follows stage <see cref="TeacherEvaluationStage"/>: rows scored of the dev split twice
+    /// (with and without calibration) and the test split once, after each teacher forward pass; the pass after a
+    /// cancellation of <paramref name="cancellation"/> (or of the MLContext) is not run. Neither changes a prediction.
     /// </summary>
-    public (ClassificationScores Test, bool Calibrated) EvaluateTeacher(FewShotTask task)
+    public (ClassificationScores Test, bool Calibrated) EvaluateTeacher(FewShotTask task, IProgress<TrainingProgress>? progress = null,
+        CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(task);
         CheckTask(task);
         var labelIndex = LabelIndex(task);
         var dev = FitToTeacher(task, task.Dev);
+        var test = FitToTeacher(task, task.Test);
+        // One count over the three scans, so a progress bar fills once: on a CPU the test split alone takes minutes.
+        var host = new ComponentHost(_mlContext, nameof(EvaluateTeacher), _options.Seed, progress, cancellation);
+        int total = 2 * dev.Count + test.Count, scanned = 0;
+        int[] Predict(VerbalizerClassifier c, List<TextPairRow> rows)
+        {
+            host.CheckAlive();
+            int before = scanned;
+            var predicted = c.Predict(rows.Select(Sample).ToList(), (done, _) => host.Report(TeacherEvaluationStage, before + done, total), cancellation);
+            scanned = before + rows.Count;
+            return predicted;
+        }
         double DevAccuracy(VerbalizerClassifier c)
         {
-            var predicted = c.Predict(dev.Select(Sample).ToList());
+            var predicted = Predict(c, dev);
             return dev.Select((r, i) => predicted[i] == labelIndex[r.Label] ? 1.0 : 0.0).Average();
         }
         var calibrated = new VerbalizerClassifier(_teacher, task.Template, task.Labels, calibrate: true);
         var raw = new VerbalizerClassifier(_teacher, task.Template, task.Labels, calibrate: false);
         var chosen = dev.Count == 0 || DevAccuracy(calibrated) >= DevAccuracy(raw) ? calibrated : raw;
-        var test = FitToTeacher(task, task.Test);
-        var predictions = chosen.Predict(test.Select(Sample).ToList());
+        var predictions = Predict(chosen, test);
         return (ClassificationScores.FromPredictions(test.Select(r => labelIndex[r.Label]).ToList(), predictions, task.Labels.Count), chosen.Calibrated);
     }
+
+    /// <summary>The <see cref="TrainingProgress.Stage"/> of <see cref="EvaluateTeacher"/>'s progress reports.</summary>
+    public const string TeacherEvaluationStage = "Teacher evaluation";
 
     /// <summary>The majority-class reference: predicts the most frequent test label for every row (as LM-BFF reports it).</summary>
     public static ClassificationScores EvaluateMajority(FewShotTask task)

@@ -62,9 +62,18 @@ public sealed class VerbalizerClassifier : ILabelScorer
     public bool Calibrated => _calibration is not null;
 
     /// <inheritdoc/>
-    public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples)
+    public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => Probabilities(samples, null, default);
+
+    /// <summary>
+    /// Label probabilities per sample (rows sum to 1), as <see cref="ILabelScorer.Probabilities"/>
+    /// gives them, for a long scan: <paramref name="progress"/> is called after each teacher forward pass with the samples
+    /// scored so far and their total, and <paramref name="cancellation"/> is checked before each pass. The batches, their
+    /// order and the probabilities are the same with or without them.
+    /// </summary>
+    public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples, Action<int, int>? progress, CancellationToken cancellation)
     {
-        var logp = LogProbabilities(samples);
+        ArgumentNullException.ThrowIfNull(samples);
+        var logp = LogProbabilities(samples, progress, cancellation);
         var result = new float[samples.Count][];
         for (int i = 0; i < samples.Count; i++)
         {
@@ -77,20 +86,23 @@ public sealed class VerbalizerClassifier : ILabelScorer
         return result;
     }
 
-    /// <summary>Index of the most probable label per sample.</summary>
-    public int[] Predict(IReadOnlyList<(string Text, string? Text2)> samples)
-        => Probabilities(samples).Select(p => RetrievalMix.ArgMax(p)).ToArray();
+    /// <summary>
+    /// Index of the most probable label per sample. <paramref name="progress"/> receives the samples scored so far and their
+    /// total after each teacher forward pass; <paramref name="cancellation"/> is checked before each pass.
+    /// </summary>
+    public int[] Predict(IReadOnlyList<(string Text, string? Text2)> samples, Action<int, int>? progress = null, CancellationToken cancellation = default)
+        => Probabilities(samples, progress, cancellation).Select(p => RetrievalMix.ArgMax(p)).ToArray();
 
     /// <summary>Whether every label word is one teacher token, so a sample's labels are scored in one pass.</summary>
     public bool SingleTokenWords => _wordTokens is not null;
 
     /// <summary>Uncalibrated log-probabilities over the labels (log-softmax of the label words' log-likelihoods).</summary>
-    private double[][] LogProbabilities(IReadOnlyList<(string Text, string? Text2)> samples)
+    private double[][] LogProbabilities(IReadOnlyList<(string Text, string? Text2)> samples, Action<int, int>? progress = null, CancellationToken cancellation = default)
     {
         if (_wordTokens is not null)
         {
             var classificationPrefixes = samples.Select(s => _template.ClassificationParts(s.Text, s.Text2).Prefix).ToList();
-            return _teacher.ScoreNextTokens(classificationPrefixes, _wordTokens, BatchSize).Select(Normalize).ToArray();
+            return _teacher.ScoreNextTokens(classificationPrefixes, _wordTokens, BatchSize, progress, cancellation).Select(Normalize).ToArray();
         }
         int labels = _words.Length;
         var prefixes = new List<string>(samples.Count * labels);
@@ -100,7 +112,9 @@ public sealed class VerbalizerClassifier : ILabelScorer
             var (prefix, _) = _template.ClassificationParts(text, text2);
             foreach (var word in _words) { prefixes.Add(prefix); continuations.Add(word); }
         }
-        var scores = _teacher.ScoreContinuations(prefixes, continuations, batchSize: BatchSize);
+        // One row per (sample, label word): the rows scored, counted in samples, reach the sample count at the end.
+        Action<int, int>? rowProgress = progress is null ? null : (done, _) => progress(done / labels, samples.Count);
+        var scores = _teacher.ScoreContinuations(prefixes, continuations, batchSize: BatchSize, progress: rowProgress, cancellation: cancellation);
         return Enumerable.Range(0, samples.Count).Select(i => Normalize(scores.AsSpan(i * labels, labels).ToArray())).ToArray();
     }
 

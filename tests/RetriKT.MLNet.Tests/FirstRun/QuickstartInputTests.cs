@@ -63,6 +63,11 @@ public class QuickstartInputTests
         File.WriteAllLines(tabbed, ["label\tsentence", "pos\ta fine film", "neg\ta dull\tfilm"]);
         AssertInputError(["--teacher", teacher.Path, "--train", train, "--dev", tabbed, "--test", test, "--verbalizer", "neg=terrible,pos=great"],
             $"{tabbed} line 3: expected 2 tab-separated fields (the header's), found 3; does a text hold a tab?");
+        // A file saved as Latin-1 ('é' as the byte 0xE9) was read with U+FFFD in its texts; now it stops with the line.
+        var latin1 = Path.Combine(work, "latin1.tsv");
+        File.WriteAllBytes(latin1, [.. System.Text.Encoding.ASCII.GetBytes("text\tlabel\npos\ta fine film\nneg\ta dull caf"), 0xE9, .. System.Text.Encoding.ASCII.GetBytes(" scene\n")]);
+        AssertInputError(["--teacher", teacher.Path, "--train", train, "--dev", latin1, "--test", test, "--verbalizer", "neg=terrible,pos=great"],
+            $"{latin1} line 3: expected UTF-8 text, found byte 0xE9; save the text as UTF-8.");
         var paired = Path.Combine(work, "paired.tsv");
         File.WriteAllLines(paired, ["text\ttext2\tlabel", "a fine film\tit is\tpos"]);
         AssertInputError(["--teacher", teacher.Path, "--train", train, "--dev", paired, "--test", test, "--verbalizer", "neg=terrible,pos=great"],

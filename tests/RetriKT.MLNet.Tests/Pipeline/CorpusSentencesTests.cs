@@ -59,7 +59,7 @@ public class CorpusSentencesTests
         var text = System.Text.Encoding.ASCII;
         File.WriteAllBytes(file, [.. text.GetBytes("the coffee here is good and cheap .\nthe caf"), 0xE9, .. text.GetBytes(" on the corner was full today .\n")]);
         var e = Assert.Throws<InvalidDataException>(() => CorpusSentences.Draw(file, 1, 1, CorpusSentences.StoreOption));
-        Assert.Equal($"StoreCorpus '{file}' line 2: not UTF-8 text (byte 0xE9); save the text as UTF-8.", e.Message);
+        Assert.Equal($"StoreCorpus '{file}' line 2: expected UTF-8 text, found byte 0xE9; save the text as UTF-8.", e.Message);
         // The same text as UTF-8 is read as it always was.
         File.WriteAllText(file, "the coffee here is good and cheap .\nthe caf\u00e9 on the corner was full today .\n");
         Assert.Contains("the caf\u00e9 on the corner was full today .", CorpusSentences.Draw(file, 2, 1, CorpusSentences.StoreOption));
