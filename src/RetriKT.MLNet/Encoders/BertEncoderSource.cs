@@ -22,10 +22,19 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     {
         ArgumentException.ThrowIfNullOrEmpty(source);
         if (Directory.Exists(source))
-            return new BertEncoderSource(BertWeights.FromHuggingFaceDirectory(source),
-                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source)),
+        {
+            var directoryWeights = BertWeights.FromHuggingFaceDirectory(source);
+            // Read once for the two things it sets: lower-casing and the tokenizer's length limit.
+            var tokenizerConfigPath = Path.Combine(source, "tokenizer_config.json");
+            var tokenizerConfig = File.Exists(tokenizerConfigPath) ? JsonFiles.ReadObject(tokenizerConfigPath) : null;
+            return new BertEncoderSource(directoryWeights,
+                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source, tokenizerConfigPath, tokenizerConfig)),
                 pooling ?? SentenceTransformersPooling(source) ?? BertPooling.Mean)
-            { DirectoryMaxTokens = SentenceTransformersMaxLength(source) };
+            {
+                DirectoryMaxTokens = SentenceTransformersMaxLength(source)
+                    ?? TransformerMaxLength(tokenizerConfigPath, tokenizerConfig, directoryWeights.Config.MaxPositions),
+            };
+        }
         if (!File.Exists(source))
             throw new FileNotFoundException($"BERT encoder source not found: '{source}' is neither a package DLL nor a Hugging Face directory.", source);
         var (modelName, model) = EmbeddedResources.ReadBySuffix(source, "model.onnx");
@@ -40,12 +49,17 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     /// <summary>The known package the weights came from, or null (a directory or an unknown package).</summary>
     public PretrainedEncoderPackage? Package { get; init; }
 
-    /// <summary>A directory's own limit (its <c>sentence_bert_config.json</c>), or null.</summary>
+    /// <summary>
+    /// A directory's own limit, as sentence-transformers takes it: its <c>sentence_bert_config.json</c>
+    /// <c>max_seq_length</c>, else the smaller of the model's positions and the tokenizer's <c>model_max_length</c>
+    /// (<see cref="TransformerMaxLength"/>); null for a package, and for parts read back from a saved model, which
+    /// carries its own limit.
+    /// </summary>
     public int? DirectoryMaxTokens { get; init; }
 
     /// <summary>
     /// MaxTokens when the options leave it unset: the package's own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>),
-    /// a directory's <c>sentence_bert_config.json</c> <c>max_seq_length</c>, else
+    /// a directory's (<see cref="DirectoryMaxTokens"/>), else (an unknown package)
     /// <see cref="PretrainedEncoderPackage.FallbackMaxSequenceLength"/>.
     /// </summary>
     public int DefaultMaxTokens => Package?.MaxSequenceLength ?? DirectoryMaxTokens ?? PretrainedEncoderPackage.FallbackMaxSequenceLength;
@@ -63,6 +77,30 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         if (node is null) return null;
         return node is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<int>(out var n) && n > 0 ? n
             : throw new InvalidDataException($"{path}: field 'max_seq_length': expected a positive integer, found {node.ToJsonString()}.");
+    }
+
+    /// <summary>
+    /// The limit sentence-transformers' Transformer module takes when nothing sets <c>max_seq_length</c> (a plain Hugging
+    /// Face directory, or a <c>sentence_bert_config.json</c> without the field): the smaller of the model's positions
+    /// (config.json <c>max_position_embeddings</c>, <paramref name="maxPositions"/>) and the tokenizer's
+    /// <c>model_max_length</c>. transformers reads that from <c>tokenizer_config.json</c> (older files: <c>max_len</c>);
+    /// a tokenizer without one (no file, no field, null) gets int(1e30), a "no limit" that files also carry written out
+    /// (1000000000000000019884624838656), and so the positions decide. A fixed 256 here cut a 512-position model's long
+    /// inputs short of where the Python library reads them. A value that is not a positive integer is refused naming the
+    /// file and the field.
+    /// </summary>
+    private static int TransformerMaxLength(string path, System.Text.Json.Nodes.JsonObject? tokenizerConfig, int maxPositions)
+    {
+        if (tokenizerConfig is null) return maxPositions;
+        // As transformers: model_max_length when the key is there (even null), else the legacy max_len.
+        string field = tokenizerConfig.ContainsKey("model_max_length") ? "model_max_length" : "max_len";
+        var node = tokenizerConfig[field];
+        if (node is null) return maxPositions;
+        // Read as a double: the sentinel does not fit an int (or a long), and only its size matters.
+        return node is System.Text.Json.Nodes.JsonValue v && v.GetValueKind() == System.Text.Json.JsonValueKind.Number
+            && v.TryGetValue<double>(out var limit) && limit >= 1 && limit == Math.Floor(limit)
+            ? (int)Math.Min(limit, maxPositions)
+            : throw new InvalidDataException($"{path}: field '{field}': expected a positive integer, found {node.ToJsonString()}.");
     }
 
     /// <summary>
@@ -114,11 +152,9 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     /// <c>do_lower_case</c> is not what this tokenizer does, and fails with the file and the values; so does a
     /// <c>sentence_bert_config.json</c> that lower-cases text before a cased tokenizer.
     /// </summary>
-    private static bool LowerCase(string directory)
+    private static bool LowerCase(string directory, string path, System.Text.Json.Nodes.JsonObject? root)
     {
-        var path = Path.Combine(directory, "tokenizer_config.json");
-        if (!File.Exists(path)) return true;
-        var root = JsonFiles.ReadObject(path);
+        if (root is null) return true;
         static bool? Flag(System.Text.Json.Nodes.JsonNode? node) => node is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<bool>(out var b) ? b : null;
         bool lowerCase = Flag(root["do_lower_case"]) ?? true;
         if (Flag(root["strip_accents"]) is { } strip && strip != lowerCase)
