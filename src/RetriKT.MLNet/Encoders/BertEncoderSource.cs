@@ -15,10 +15,11 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     /// <summary>
     /// Reads <paramref name="source"/>. <paramref name="pooling"/> null = the package's own pooling, a
     /// sentence-transformers directory's (its <c>modules.json</c> Pooling module), or mean for any other directory or an
-    /// unknown package. The number of heads and the LayerNorm epsilon of an ONNX model of an unknown
-    /// package are not stored in its weights and come from <paramref name="onnxNumHeads"/> and <paramref name="onnxLayerNormEpsilon"/>.
+    /// unknown package. An ONNX model's number of heads is read from its graph, checked against a known package's or
+    /// <paramref name="onnxNumHeads"/> (which are taken where the graph does not say); its LayerNorm epsilon is not
+    /// stored in the weights and comes from <paramref name="onnxLayerNormEpsilon"/>.
     /// </summary>
-    public static BertEncoderSource Load(string source, BertPooling? pooling, int onnxNumHeads, double onnxLayerNormEpsilon)
+    public static BertEncoderSource Load(string source, BertPooling? pooling, int? onnxNumHeads, double onnxLayerNormEpsilon)
     {
         ArgumentException.ThrowIfNullOrEmpty(source);
         if (Directory.Exists(source))
@@ -40,7 +41,8 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         var (modelName, model) = EmbeddedResources.ReadBySuffix(source, "model.onnx");
         // Known by its resource name, not the file name: a renamed copy is still the same model (heads, pooling, length).
         var package = PretrainedEncoderPackage.ForModelResource(modelName);
-        var weights = BertWeights.FromOnnx(model, package?.NumHeads ?? onnxNumHeads, onnxLayerNormEpsilon, $"{source}!{modelName}");
+        var weights = BertWeights.FromOnnx(model, package?.NumHeads ?? onnxNumHeads, onnxLayerNormEpsilon, $"{source}!{modelName}",
+            package is null ? "OnnxNumHeads" : $"{package.PackageId}'s known layout");
         var (vocabName, vocab) = EmbeddedResources.ReadBySuffix(source, "vocab.txt");
         var vocabulary = WordPieceVocabulary.FromTokens(EmbeddedResources.ReadLines(vocab), lowerCase: true, $"{source}!{vocabName}");
         return new BertEncoderSource(weights, vocabulary, pooling ?? package?.Pooling ?? BertPooling.Mean) { Package = package };

@@ -35,8 +35,11 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         public int? MaxTokens { get; set; }
         /// <summary>Threads encoding one call's sentences (each sentence runs on one). Default: all processors.</summary>
         public int MaxDegreeOfParallelism { get; set; } = Environment.ProcessorCount;
-        /// <summary>Attention heads of an ONNX model of an unknown package (not stored in the weights). Default 12.</summary>
-        public int OnnxNumHeads { get; set; } = 12;
+        /// <summary>
+        /// Attention heads of an ONNX model of an unknown package. null (default) = what the graph's attention reshapes
+        /// say, else 12; a value the graph contradicts fails naming both.
+        /// </summary>
+        public int? OnnxNumHeads { get; set; }
         /// <summary>LayerNorm epsilon of an ONNX model (not stored in the weights). Default 1e-12 (BERT's).</summary>
         public double OnnxLayerNormEpsilon { get; set; } = 1e-12;
     }

@@ -92,7 +92,7 @@ public class BertEncoderParityTests(ITestOutputHelper output)
         }
     }
 
-    private static float[][] OnnxPooled(InferenceSession session, int[][] batch, BertPooling pooling)
+    internal static float[][] OnnxPooled(InferenceSession session, int[][] batch, BertPooling pooling)
     {
         int b = batch.Length, t = batch.Max(s => s.Length);
         var ids = new long[b * t];
