@@ -27,23 +27,34 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     /// <summary>
     /// Reads <paramref name="source"/>. <paramref name="pooling"/> null = the package's own pooling, a
     /// sentence-transformers directory's (its <c>modules.json</c> Pooling module), or mean for any other directory or an
-    /// unknown package. The number of heads and the LayerNorm epsilon of an ONNX model of an unknown
-    /// package are not stored in its weights and come from <paramref name="onnxNumHeads"/> and <paramref name="onnxLayerNormEpsilon"/>.
+    /// unknown package. An ONNX model's number of heads is read from its graph, checked against a known package's or
+    /// <paramref name="onnxNumHeads"/> (which are taken where the graph does not say); its LayerNorm epsilon is not
+    /// stored in the weights and comes from <paramref name="onnxLayerNormEpsilon"/>.
     /// </summary>
-    public static BertEncoderSource Load(string source, BertPooling? pooling, int onnxNumHeads, double onnxLayerNormEpsilon)
+    public static BertEncoderSource Load(string source, BertPooling? pooling, int? onnxNumHeads, double onnxLayerNormEpsilon)
     {
         ArgumentException.ThrowIfNullOrEmpty(source);
         if (Directory.Exists(source))
-            return new BertEncoderSource(BertWeights.FromHuggingFaceDirectory(source),
-                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source)),
+        {
+            var directoryWeights = BertWeights.FromHuggingFaceDirectory(source);
+            // Read once for the two things it sets: lower-casing and the tokenizer's length limit.
+            var tokenizerConfigPath = Path.Combine(source, "tokenizer_config.json");
+            var tokenizerConfig = File.Exists(tokenizerConfigPath) ? JsonFiles.ReadObject(tokenizerConfigPath) : null;
+            return new BertEncoderSource(directoryWeights,
+                WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source, tokenizerConfigPath, tokenizerConfig)),
                 pooling ?? SentenceTransformersPooling(source) ?? BertPooling.Mean)
-            { DirectoryMaxTokens = SentenceTransformersMaxLength(source) };
+            {
+                DirectoryMaxTokens = SentenceTransformersMaxLength(source)
+                    ?? TransformerMaxLength(tokenizerConfigPath, tokenizerConfig, directoryWeights.Config.MaxPositions),
+            };
+        }
         if (!File.Exists(source))
             throw new FileNotFoundException($"BERT encoder source not found: '{source}' is neither a package DLL nor a Hugging Face directory.", source);
         var (modelName, model) = EmbeddedResources.ReadBySuffix(source, "model.onnx");
         // Known by its resource name, not the file name: a renamed copy is still the same model (heads, pooling, length).
         var package = PretrainedEncoderPackage.ForModelResource(modelName);
-        var weights = BertWeights.FromOnnx(model, package?.NumHeads ?? onnxNumHeads, onnxLayerNormEpsilon, $"{source}!{modelName}");
+        var weights = BertWeights.FromOnnx(model, package?.NumHeads ?? onnxNumHeads, onnxLayerNormEpsilon, $"{source}!{modelName}",
+            package is null ? "OnnxNumHeads" : $"{package.PackageId}'s known layout");
         var (vocabName, vocab) = EmbeddedResources.ReadBySuffix(source, "vocab.txt");
         var vocabulary = WordPieceVocabulary.FromTokens(EmbeddedResources.ReadLines(vocab), lowerCase: true, $"{source}!{vocabName}");
         return new BertEncoderSource(weights, vocabulary, pooling ?? package?.Pooling ?? BertPooling.Mean) { Package = package };
@@ -72,12 +83,17 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         return first >= 0 && first < ids.Length - 1 ? first + 1 : ids.Length;
     }
 
-    /// <summary>A directory's own limit (its <c>sentence_bert_config.json</c>), or null.</summary>
+    /// <summary>
+    /// A directory's own limit, as sentence-transformers takes it: its <c>sentence_bert_config.json</c>
+    /// <c>max_seq_length</c>, else the smaller of the model's positions and the tokenizer's <c>model_max_length</c>
+    /// (<see cref="TransformerMaxLength"/>); null for a package, and for parts read back from a saved model, which
+    /// carries its own limit.
+    /// </summary>
     public int? DirectoryMaxTokens { get; init; }
 
     /// <summary>
     /// MaxTokens when the options leave it unset: the package's own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>),
-    /// a directory's <c>sentence_bert_config.json</c> <c>max_seq_length</c>, else
+    /// a directory's (<see cref="DirectoryMaxTokens"/>), else (an unknown package)
     /// <see cref="PretrainedEncoderPackage.FallbackMaxSequenceLength"/>.
     /// </summary>
     public int DefaultMaxTokens => Package?.MaxSequenceLength ?? DirectoryMaxTokens ?? PretrainedEncoderPackage.FallbackMaxSequenceLength;
@@ -95,6 +111,30 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         if (node is null) return null;
         return node is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<int>(out var n) && n > 0 ? n
             : throw new InvalidDataException($"{path}: field 'max_seq_length': expected a positive integer, found {node.ToJsonString()}.");
+    }
+
+    /// <summary>
+    /// The limit sentence-transformers' Transformer module takes when nothing sets <c>max_seq_length</c> (a plain Hugging
+    /// Face directory, or a <c>sentence_bert_config.json</c> without the field): the smaller of the model's positions
+    /// (config.json <c>max_position_embeddings</c>, <paramref name="maxPositions"/>) and the tokenizer's
+    /// <c>model_max_length</c>. transformers reads that from <c>tokenizer_config.json</c> (older files: <c>max_len</c>);
+    /// a tokenizer without one (no file, no field, null) gets int(1e30), a "no limit" that files also carry written out
+    /// (1000000000000000019884624838656), and so the positions decide. A fixed 256 here cut a 512-position model's long
+    /// inputs short of where the Python library reads them. A value that is not a positive integer is refused naming the
+    /// file and the field.
+    /// </summary>
+    private static int TransformerMaxLength(string path, System.Text.Json.Nodes.JsonObject? tokenizerConfig, int maxPositions)
+    {
+        if (tokenizerConfig is null) return maxPositions;
+        // As transformers: model_max_length when the key is there (even null), else the legacy max_len.
+        string field = tokenizerConfig.ContainsKey("model_max_length") ? "model_max_length" : "max_len";
+        var node = tokenizerConfig[field];
+        if (node is null) return maxPositions;
+        // Read as a double: the sentinel does not fit an int (or a long), and only its size matters.
+        return node is System.Text.Json.Nodes.JsonValue v && v.GetValueKind() == System.Text.Json.JsonValueKind.Number
+            && v.TryGetValue<double>(out var limit) && limit >= 1 && limit == Math.Floor(limit)
+            ? (int)Math.Min(limit, maxPositions)
+            : throw new InvalidDataException($"{path}: field '{field}': expected a positive integer, found {node.ToJsonString()}.");
     }
 
     /// <summary>
@@ -146,11 +186,9 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     /// <c>do_lower_case</c> is not what this tokenizer does, and fails with the file and the values; so does a
     /// <c>sentence_bert_config.json</c> that lower-cases text before a cased tokenizer.
     /// </summary>
-    private static bool LowerCase(string directory)
+    private static bool LowerCase(string directory, string path, System.Text.Json.Nodes.JsonObject? root)
     {
-        var path = Path.Combine(directory, "tokenizer_config.json");
-        if (!File.Exists(path)) return true;
-        var root = JsonFiles.ReadObject(path);
+        if (root is null) return true;
         static bool? Flag(System.Text.Json.Nodes.JsonNode? node) => node is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<bool>(out var b) ? b : null;
         bool lowerCase = Flag(root["do_lower_case"]) ?? true;
         if (Flag(root["strip_accents"]) is { } strip && strip != lowerCase)

@@ -7,7 +7,7 @@ namespace RetriKT.MLNet.Encoders;
 /// [out, in], with the <see cref="BertConfig"/> they imply. Every load checks that each tensor the config needs is
 /// present exactly once with its shape; anything missing, misshapen or unexpected fails with the source and name.
 /// </summary>
-internal sealed class BertWeights
+internal sealed partial class BertWeights
 {
     private BertWeights(BertConfig config, Dictionary<string, (long[] Shape, float[] Data)> tensors, string source)
     {
@@ -142,18 +142,28 @@ internal sealed class BertWeights
     /// Reads a BERT encoder from an ONNX export (Hugging Face / optimum layout, weights inline). Biases and LayerNorm
     /// weights keep their HF names; the MatMul weights are anonymous, so each one is named after the bias of the Add
     /// that consumes the MatMul's output and transposed from ONNX's [in, out] to torch's [out, in]. A Gemm's weight is
-    /// named the same way after its own bias input and transposed unless the Gemm has transB = 1. The number of
-    /// heads and the LayerNorm epsilon are not stored as weights and come from <paramref name="numHeads"/> and
-    /// <paramref name="layerNormEpsilon"/>; everything else is read from the tensor shapes.
+    /// named the same way after its own bias input and transposed unless the Gemm has transB = 1. The number of heads
+    /// is read from the graph where the attention splits its projections (<see cref="GraphHeads"/>); a
+    /// <paramref name="numHeads"/> that disagrees fails naming both and <paramref name="numHeadsFrom"/>, and where the
+    /// graph does not say, <paramref name="numHeads"/> (else 12, BERT-base's and MiniLM's) is taken. The LayerNorm
+    /// epsilon is not in the graph's weights and comes from <paramref name="layerNormEpsilon"/>; everything else is read
+    /// from the tensor shapes.
     /// </summary>
-    public static BertWeights FromOnnx(ReadOnlyMemory<byte> model, int numHeads, double layerNormEpsilon, string source)
+    public static BertWeights FromOnnx(ReadOnlyMemory<byte> model, int? numHeads, double layerNormEpsilon, string source, string numHeadsFrom = "OnnxNumHeads")
     {
         var graph = OnnxGraphReader.Parse(model, source);
         var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(StringComparer.Ordinal);
         var firstConsumer = new Dictionary<string, OnnxNode>(StringComparer.Ordinal);
+        var consumers = new Dictionary<string, List<OnnxNode>>(StringComparer.Ordinal);
         foreach (var node in graph.Nodes)
             foreach (var input in node.Inputs)
+            {
                 firstConsumer.TryAdd(input, node); // first consumer of each value
+                if (!consumers.TryGetValue(input, out var list)) consumers[input] = list = [];
+                list.Add(node);
+            }
+        // The query, key and value projections (bias Add outputs) and their widths: where the heads are split.
+        var projections = new List<(string Output, int Width)>();
 
         void Add(string name, long[] shape, float[] data)
         {
@@ -172,6 +182,7 @@ internal sealed class BertWeights
                 var bias = add.Inputs.FirstOrDefault(i => i.EndsWith(".bias", StringComparison.Ordinal) && graph.Initializers.ContainsKey(i))
                     ?? throw new InvalidDataException($"{source}: the Add after MatMul weight '{w.Name}' has no named bias input ({string.Join(", ", add.Inputs)}).");
                 Add(bias[..^".bias".Length] + ".weight", [w.Shape[1], w.Shape[0]], Transpose(w));
+                if (AttentionProjection().IsMatch(bias)) projections.Add((add.Outputs[0], (int)w.Shape[1]));
             }
             else if (node.OpType == "Gemm" && node.Inputs.Length == 3 && graph.Initializers.TryGetValue(node.Inputs[1], out var g) && !IsEncoderName(g.Name))
             {
@@ -180,7 +191,57 @@ internal sealed class BertWeights
                 Add(name, transposed ? g.Shape : [g.Shape[1], g.Shape[0]], transposed ? g.Data : Transpose(g));
             }
         }
-        return new BertWeights(InferConfig(tensors, numHeads, layerNormEpsilon, source), tensors, source);
+        int? fromGraph = GraphHeads(graph, consumers, projections, source);
+        if (fromGraph is { } graphHeads && numHeads is { } given && graphHeads != given)
+            throw new InvalidDataException($"{source}: the graph splits attention into {graphHeads} heads, but {numHeadsFrom} says {given}; leave it unset to take the graph's.");
+        return new BertWeights(InferConfig(tensors, fromGraph ?? numHeads ?? 12, layerNormEpsilon, source), tensors, source);
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^encoder\.layer\.\d+\.attention\.self\.(query|key|value)\.bias$")]
+    private static partial System.Text.RegularExpressions.Regex AttentionProjection();
+
+    /// <summary>
+    /// The number of heads an ONNX BERT graph splits its attention into, or null where it does not say. A head count
+    /// is not a weight: a torch export reshapes each query, key and value projection [batch, tokens, width] to
+    /// [batch, tokens, heads, width / heads] before the per-head transpose, and the last two entries of that shape are
+    /// constants, either one INT64 tensor or the tail of a Concat of a dynamic batch and length with constant heads
+    /// and head size (torch 1.10 writes them as initializers, torch 2.x as Constant nodes; MiniLM and arctic-embed-xs
+    /// are one of each). Only a reshape whose constants multiply back to the projection's width counts; projections
+    /// that disagree fail, since no BERT mixes head counts. A graph that computes the shape some other way, or a fused
+    /// attention operator, gives null.
+    /// </summary>
+    private static int? GraphHeads(OnnxGraphReader graph, Dictionary<string, List<OnnxNode>> consumers, List<(string Output, int Width)> projections, string source)
+    {
+        var producers = new Dictionary<string, OnnxNode>(StringComparer.Ordinal);
+        foreach (var node in graph.Nodes)
+            foreach (var output in node.Outputs) producers.TryAdd(output, node);
+
+        // The last two entries of a shape value when both are constants, else null.
+        (long, long)? Tail(string shape)
+        {
+            if (graph.Int64Constant(shape) is { Length: >= 2 } whole) return (whole[^2], whole[^1]);
+            if (!producers.TryGetValue(shape, out var concat) || concat.OpType != "Concat") return null;
+            var tail = new List<long>();
+            for (int i = concat.Inputs.Length - 1; i >= 0 && tail.Count < 2; i--)
+            {
+                if (graph.Int64Constant(concat.Inputs[i]) is not { } part) return null;
+                tail.InsertRange(0, part);
+            }
+            return tail.Count >= 2 ? (tail[^2], tail[^1]) : null;
+        }
+
+        var found = new SortedSet<long>();
+        foreach (var (output, width) in projections)
+            foreach (var reshape in consumers.GetValueOrDefault(output) ?? [])
+                if (reshape.OpType == "Reshape" && reshape.Inputs is [var data, var shape] && data == output
+                    && Tail(shape) is (long heads, long headSize) && heads > 0 && headSize > 0 && heads * headSize == width)
+                    found.Add(heads);
+        return found.Count switch
+        {
+            0 => null,
+            1 => (int)found.Min,
+            _ => throw new InvalidDataException($"{source}: the attention projections are split into different numbers of heads ({string.Join(", ", found)})."),
+        };
     }
 
     /// <summary>

@@ -27,13 +27,19 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         public bool Normalize { get; set; } = true;
         /// <summary>
         /// Longest input in tokens including [CLS] and [SEP]; longer texts are truncated. null (default) = the package's
-        /// own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>: MiniLM 256, arctic-embed-xs 512), or 256.
+        /// own (<see cref="PretrainedEncoderPackage.MaxSequenceLength"/>: MiniLM 256, arctic-embed-xs 512); a directory's
+        /// <c>sentence_bert_config.json</c> <c>max_seq_length</c>, else the smaller of config.json's
+        /// <c>max_position_embeddings</c> and tokenizer_config.json's <c>model_max_length</c> (as sentence-transformers);
+        /// 256 for an unknown package.
         /// </summary>
         public int? MaxTokens { get; set; }
         /// <summary>Threads encoding one call's sentences (each sentence runs on one). Default: all processors.</summary>
         public int MaxDegreeOfParallelism { get; set; } = Environment.ProcessorCount;
-        /// <summary>Attention heads of an ONNX model of an unknown package (not stored in the weights). Default 12.</summary>
-        public int OnnxNumHeads { get; set; } = 12;
+        /// <summary>
+        /// Attention heads of an ONNX model of an unknown package. null (default) = what the graph's attention reshapes
+        /// say, else 12; a value the graph contradicts fails naming both.
+        /// </summary>
+        public int? OnnxNumHeads { get; set; }
         /// <summary>LayerNorm epsilon of an ONNX model (not stored in the weights). Default 1e-12 (BERT's).</summary>
         public double OnnxLayerNormEpsilon { get; set; } = 1e-12;
     }

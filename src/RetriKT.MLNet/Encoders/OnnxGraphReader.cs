@@ -6,26 +6,39 @@ namespace RetriKT.MLNet.Encoders;
 /// <summary>One float tensor from an ONNX graph's initializers, row-major.</summary>
 internal sealed record OnnxTensor(string Name, long[] Shape, float[] Data);
 
-/// <summary>One node of an ONNX graph: its operator, input and output value names, and its integer attributes.</summary>
-internal sealed record OnnxNode(string OpType, string[] Inputs, string[] Outputs, IReadOnlyDictionary<string, long> IntAttributes);
+/// <summary>
+/// One node of an ONNX graph: its operator, input and output value names, its integer attributes, and the value of a
+/// <c>Constant</c> node when that is an INT64 tensor (shape constants), else null.
+/// </summary>
+internal sealed record OnnxNode(string OpType, string[] Inputs, string[] Outputs, IReadOnlyDictionary<string, long> IntAttributes, long[]? Int64Value = null);
 
 /// <summary>
-/// The part of an ONNX <c>ModelProto</c> a weight loader needs: the graph's nodes and its FLOAT initializers
-/// (other element types, e.g. INT64 shape constants, are skipped). A small protobuf wire-format reader over the
-/// field numbers of onnx.proto (ModelProto.graph = 7; GraphProto.node = 1, initializer = 5; NodeProto.input = 1,
-/// output = 2, op_type = 4, attribute = 5; AttributeProto.name = 1, i = 3; TensorProto.dims = 1, data_type = 2,
-/// float_data = 4, name = 8, raw_data = 9, data_location = 14), so no protobuf runtime or generated code is needed.
+/// The part of an ONNX <c>ModelProto</c> a weight loader needs: the graph's nodes, its FLOAT initializers and its
+/// INT64 constants (initializers and <c>Constant</c> nodes: the shapes attention reshapes to, which hold the number of
+/// heads); other element types are skipped. A small protobuf wire-format reader over the field numbers of onnx.proto
+/// (ModelProto.graph = 7; GraphProto.node = 1, initializer = 5; NodeProto.input = 1, output = 2, op_type = 4,
+/// attribute = 5; AttributeProto.name = 1, i = 3, t = 5; TensorProto.dims = 1, data_type = 2, float_data = 4,
+/// int64_data = 7, name = 8, raw_data = 9, data_location = 14), so no protobuf runtime or generated code is needed.
 /// Weights stored outside the file (external data) are rejected with the tensor's name.
 /// </summary>
 internal sealed class OnnxGraphReader
 {
-    private const int FloatType = 1;
+    private const int FloatType = 1, Int64Type = 7;
 
-    private OnnxGraphReader(List<OnnxNode> nodes, Dictionary<string, OnnxTensor> initializers)
+    private readonly Dictionary<string, long[]> _int64Constants;
+
+    private OnnxGraphReader(List<OnnxNode> nodes, Dictionary<string, OnnxTensor> initializers, Dictionary<string, long[]> int64Constants)
     {
         Nodes = nodes;
         Initializers = initializers;
+        _int64Constants = int64Constants;
     }
+
+    /// <summary>
+    /// The value of <paramref name="name"/> when it is an INT64 constant of the graph (an initializer, or the output of
+    /// a <c>Constant</c> node), else null.
+    /// </summary>
+    public long[]? Int64Constant(string name) => _int64Constants.GetValueOrDefault(name);
 
     /// <summary>Nodes in graph order.</summary>
     public IReadOnlyList<OnnxNode> Nodes { get; }
@@ -38,6 +51,7 @@ internal sealed class OnnxGraphReader
     {
         var nodes = new List<OnnxNode>();
         var initializers = new Dictionary<string, OnnxTensor>(StringComparer.Ordinal);
+        var int64Constants = new Dictionary<string, long[]>(StringComparer.Ordinal);
         bool sawGraph = false;
         var reader = new WireReader(model, source);
         while (reader.Next(out int field, out int wire))
@@ -48,12 +62,19 @@ internal sealed class OnnxGraphReader
                 var graph = new WireReader(reader.Bytes(), source);
                 while (graph.Next(out int gField, out int gWire))
                 {
-                    if (gField == 1 && gWire == 2) nodes.Add(ReadNode(graph.Bytes(), source));
+                    if (gField == 1 && gWire == 2)
+                    {
+                        var node = ReadNode(graph.Bytes(), source);
+                        nodes.Add(node);
+                        if (node is { OpType: "Constant", Int64Value: { } value, Outputs: [var output] }) int64Constants[output] = value;
+                    }
                     else if (gField == 5 && gWire == 2)
                     {
-                        var t = ReadTensor(graph.Bytes(), source);
+                        var bytes = graph.Bytes();
+                        var t = ReadTensor(bytes, source);
                         if (t is not null && !initializers.TryAdd(t.Name, t))
                             throw new InvalidDataException($"{source}: initializer '{t.Name}' appears twice.");
+                        if (t is null && ReadInt64Tensor(bytes, source) is ({ } name, { } value)) int64Constants[name] = value;
                     }
                     else graph.Skip(gWire);
                 }
@@ -61,7 +82,7 @@ internal sealed class OnnxGraphReader
             else reader.Skip(wire);
         }
         if (!sawGraph) throw new InvalidDataException($"{source}: no graph found; this is not an ONNX model.");
-        return new OnnxGraphReader(nodes, initializers);
+        return new OnnxGraphReader(nodes, initializers, int64Constants);
     }
 
     private static OnnxNode ReadNode(ReadOnlyMemory<byte> bytes, string source)
@@ -70,6 +91,7 @@ internal sealed class OnnxGraphReader
         var outputs = new List<string>();
         var attributes = new Dictionary<string, long>(StringComparer.Ordinal);
         string op = "";
+        long[]? int64Value = null;
         var r = new WireReader(bytes, source);
         while (r.Next(out int field, out int wire))
         {
@@ -81,19 +103,67 @@ internal sealed class OnnxGraphReader
                 case (5, 2):
                     string name = "";
                     long? value = null;
+                    long[]? tensor = null;
                     var a = new WireReader(r.Bytes(), source);
                     while (a.Next(out int aField, out int aWire))
                     {
                         if (aField == 1 && aWire == 2) name = a.String();
                         else if (aField == 3 && aWire == 0) value = (long)a.Varint();
+                        else if (aField == 5 && aWire == 2) tensor = ReadInt64Tensor(a.Bytes(), source).Value;
                         else a.Skip(aWire);
                     }
                     if (value is { } v) attributes[name] = v;
+                    if (name == "value") int64Value = tensor;
                     break;
                 default: r.Skip(wire); break;
             }
         }
-        return new OnnxNode(op, [.. inputs], [.. outputs], attributes);
+        return new OnnxNode(op, [.. inputs], [.. outputs], attributes, op == "Constant" ? int64Value : null);
+    }
+
+    /// <summary>
+    /// A TensorProto's name and values when it is INT64 (raw_data little-endian, or int64_data varints), else a null
+    /// value. A value count that does not match the shape is refused naming the tensor.
+    /// </summary>
+    private static (string Name, long[]? Value) ReadInt64Tensor(ReadOnlyMemory<byte> bytes, string source)
+    {
+        var dims = new List<long>();
+        var values = new List<long>();
+        int dataType = 0;
+        string name = "";
+        ReadOnlyMemory<byte> raw = default;
+        var r = new WireReader(bytes, source);
+        while (r.Next(out int field, out int wire))
+        {
+            switch (field, wire)
+            {
+                case (1, 0): dims.Add((long)r.Varint()); break;
+                case (1, 2):
+                    var packedDims = new WireReader(r.Bytes(), source);
+                    while (packedDims.HasMore) dims.Add((long)packedDims.Varint());
+                    break;
+                case (2, 0): dataType = (int)r.Varint(); break;
+                case (7, 0): values.Add((long)r.Varint()); break;
+                case (7, 2):
+                    var packed = new WireReader(r.Bytes(), source);
+                    while (packed.HasMore) values.Add((long)packed.Varint());
+                    break;
+                case (8, 2): name = r.String(); break;
+                case (9, 2): raw = r.Bytes(); break;
+                default: r.Skip(wire); break;
+            }
+        }
+        if (dataType != Int64Type) return (name, null);
+        if (!raw.IsEmpty)
+        {
+            if (raw.Length % 8 != 0) throw new InvalidDataException($"{source}: INT64 tensor '{name}' has {raw.Length} raw bytes, not a multiple of 8.");
+            values.Clear();
+            for (int i = 0; i < raw.Length; i += 8) values.Add(BinaryPrimitives.ReadInt64LittleEndian(raw.Span[i..]));
+        }
+        long count = dims.Aggregate(1L, (a, b) => a * b);
+        if (values.Count != count)
+            throw new InvalidDataException($"{source}: INT64 tensor '{name}' has {values.Count} values, but shape [{string.Join(",", dims)}] needs {count}.");
+        return (name, [.. values]);
     }
 
     private static OnnxTensor? ReadTensor(ReadOnlyMemory<byte> bytes, string source)

@@ -35,7 +35,10 @@ public sealed record PretrainedEncoderPackage(string PackageId, string Version, 
     /// </summary>
     public int MaxSequenceLength { get; init; } = FallbackMaxSequenceLength;
 
-    /// <summary>The length when nothing names one (all-MiniLM-L6-v2's): a package built without it, a directory without <c>sentence_bert_config.json</c>.</summary>
+    /// <summary>
+    /// The length when nothing names one (all-MiniLM-L6-v2's): a package built without it, an ONNX model of an unknown
+    /// package. A directory always has one (its sentence-transformers or tokenizer configuration, else its positions).
+    /// </summary>
     internal const int FallbackMaxSequenceLength = 256;
 
     /// <summary>The packages whose layout is known (heads, pooling).</summary>

@@ -55,7 +55,7 @@ internal sealed class StudentBackbone
     /// <summary>Reads a package DLL or a Hugging Face BERT directory, as the sentence encoders do (the package's pooling by default).</summary>
     public static (StudentBackbone Backbone, Text.WordPieceVocabulary Vocabulary) Load(string source)
     {
-        var loaded = BertEncoderSource.Load(source, pooling: null, onnxNumHeads: 12, onnxLayerNormEpsilon: 1e-12);
+        var loaded = BertEncoderSource.Load(source, pooling: null, onnxNumHeads: null, onnxLayerNormEpsilon: 1e-12);
         var package = loaded.Package;
         string description = package is null ? Path.GetFullPath(source) : $"{package.PackageId} {package.Version}";
         if (loaded.Vocabulary.Count != loaded.Weights.Config.VocabSize)

@@ -130,7 +130,7 @@ public class BertEncoderParityTests(ITestOutputHelper output)
     }
 
     /// <summary>Pooled last hidden states from ONNX Runtime; token type 1 from <paramref name="secondSegmentStart"/>(row) on (default: none).</summary>
-    private static float[][] OnnxPooled(InferenceSession session, int[][] batch, BertPooling pooling, Func<int[], int>? secondSegmentStart = null)
+    internal static float[][] OnnxPooled(InferenceSession session, int[][] batch, BertPooling pooling, Func<int[], int>? secondSegmentStart = null)
     {
         int b = batch.Length, t = batch.Max(s => s.Length);
         var ids = new long[b * t];

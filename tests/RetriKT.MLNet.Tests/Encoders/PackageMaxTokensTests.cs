@@ -18,8 +18,9 @@ public class PackageMaxTokensTests
     {
         Assert.Equal(256, ManagedBertSentenceEncoder.Load(PretrainedEncoderPackage.MiniLM).Tokenize(LongText).Length);
         Assert.Equal(512, ManagedBertSentenceEncoder.Load(PretrainedEncoderPackage.ArcticXs).Tokenize(LongText).Length);
-        // A directory without a package keeps 256; an explicit value wins.
-        Assert.Equal(256, ManagedBertSentenceEncoder.Load(SharedData.Path("models", "bert-uncased-tokenizer-golden")).Tokenize(LongText).Length);
+        // A directory without sentence_bert_config.json takes its positions (512; its tokenizer sets no limit), as
+        // sentence-transformers does (DirectoryMaxTokensTests); an explicit value wins.
+        Assert.Equal(512, ManagedBertSentenceEncoder.Load(SharedData.Path("models", "bert-uncased-tokenizer-golden")).Tokenize(LongText).Length);
         Assert.Equal(300, ManagedBertSentenceEncoder.Load(PretrainedEncoderPackage.ArcticXs, new() { MaxTokens = 300 }).Tokenize(LongText).Length);
     }
 
@@ -29,7 +30,7 @@ public class PackageMaxTokensTests
         using var dir = new TempDir();
         var golden = SharedData.Path("models", "bert-uncased-tokenizer-golden");
         foreach (var file in Directory.GetFiles(golden)) File.Copy(file, dir.File(Path.GetFileName(file)));
-        // 300: not the 256 a directory otherwise gets, and within the model's 512 positions.
+        // 300: not the 512 the directory otherwise gets (its positions), and within them.
         File.WriteAllText(dir.File("sentence_bert_config.json"), """{"max_seq_length": 300}""");
         Assert.Equal(300, ManagedBertSentenceEncoder.Load(dir.Path).Tokenize(LongText).Length);
         // Not a positive integer: refused naming the file and the field.
