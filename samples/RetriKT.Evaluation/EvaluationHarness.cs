@@ -441,6 +441,9 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         // The few-shot students' keys hash a subset of the options (StudentOptions); the rule that chooses their mix on
         // the few-shot dev split is keyed when it is not the default, so the rows measured under the default keep their keys.
         if (row is Rows.FewShotStudent or Rows.FewShotMlm && o.StudentMixSelection != default) options += "|mix " + o.StudentMixSelection;
+        // A pretrained backbone reads a pair with token type 1 for its second text since 2026-12-06 (all 0 before): the
+        // pair tasks' backbone rows are keyed anew, so they run again; one-text tasks (SST-2) compute the same and keep theirs.
+        if (row is Rows.StoreOnlyMiniLM or Rows.RetriKTMiniLM && FewShotBenchmarks.Describe(_task).Template.IsPair) options += "|pair-token-types";
         // A tuning corpus (--set TuningCorpus=…) is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
         if (o.TuningCorpus is { } corpus) options += "|tuning-corpus " + CorpusName(corpus);
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));
