@@ -43,6 +43,8 @@ public sealed class QuickstartRun(QuickstartOptions options, CancellationToken c
     private string _running = "loading the inputs";
     /// <summary>The extraction checkpoint of this run (null until the teacher is known): what a cancelled run may keep.</summary>
     private string? _checkpoint;
+    /// <summary>Whether the extraction finished, so its checkpoint holds every sample of the store.</summary>
+    private bool _extracted;
 
     /// <summary>Runs every stage; bad inputs throw <see cref="InputException"/> before any work starts.</summary>
     public int Execute()
@@ -85,16 +87,14 @@ public sealed class QuickstartRun(QuickstartOptions options, CancellationToken c
     /// </summary>
     private string CancelledMessage()
     {
+        // The checkpoint may also be an earlier run's, cancelled in its extraction: this run would have resumed it too.
         var kept = _checkpoint is { } path && File.Exists(path)
-            ? _running == ExtractionStage
-                ? $"the samples generated so far are in {path}, and the next run with the same options resumes the extraction from them"
-                : $"the extraction checkpoint {path} is kept, and the next run with the same options takes the store from it instead of generating it again"
-            : "nothing is kept, and the next run starts again";
+            ? _extracted
+                ? $"the extraction checkpoint {path} holds the whole store, and the next run with the same options takes it from there instead of generating it again"
+                : $"the samples generated so far are in {path}, and the next run with the same options resumes the extraction from them"
+            : "there is nothing to resume from yet, and the next run starts again";
         return $"{_running} was running; {kept}.";
     }
-
-    /// <summary>The stage name the cancellation message gives the knowledge extraction, whose checkpoint it may resume.</summary>
-    private const string ExtractionStage = "the knowledge extraction";
 
     /// <summary>Generated samples kept per label (smaller under --quick).</summary>
     private int SamplesPerLabel => options.Quick ? 12
@@ -212,7 +212,7 @@ public sealed class QuickstartRun(QuickstartOptions options, CancellationToken c
                     [RetriKTPipeline.TeacherEvaluationStage] = judge,
                 });
                 // The pipeline reports the extraction's start on its bar: from then on, a cancelled run has generated samples to keep.
-                progress.Started += stage => { if (stage == "Extraction") _running = ExtractionStage; };
+                progress.Started += stage => { if (stage == "Extraction") _running = "the knowledge extraction"; };
 
                 _running = "the teacher's pretraining";
                 Time(times, "teacher", () => teacher = givenTeacher ?? PretrainTeacher(teacherPath, progress));
@@ -243,6 +243,7 @@ public sealed class QuickstartRun(QuickstartOptions options, CancellationToken c
                     // The output folder holds another run's extraction checkpoint: an input, not a crash.
                     throw new InputException($"{e.Message} Or pass --fresh.", e);
                 }
+                _extracted = true;
                 times["soft prompts"] = extraction.SoftPromptTime;
                 times["extraction"] = extraction.ExtractionTime;
                 soft.Value = soft.MaxValue; ppo.Value = ppo.MaxValue; extract.Value = extract.MaxValue;

@@ -48,7 +48,7 @@ public class QuickstartCancellationTests
         var stderr = await error;
         var all = output + stderr;
         Assert.True(process.ExitCode == 130, $"exit code {process.ExitCode}\nstderr: {stderr}\nstdout: {output}");
-        Assert.Equal(["Cancelled: the teacher's pretraining was running; nothing is kept, and the next run starts again."],
+        Assert.Equal(["Cancelled: the teacher's pretraining was running; there is nothing to resume from yet, and the next run starts again."],
             stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.DoesNotContain("   at ", all);
         Assert.DoesNotContain("Exception", all);
