@@ -337,7 +337,9 @@ public static class TeacherBuilder
 
     /// <summary>
     /// Stage A's unlabeled texts: the corpora of <see cref="TeacherSettings.StageACorpora"/> plus the task's own few-shot
-    /// training texts without labels (FewGLUE tasks' train32 passages), interleaved deterministically.
+    /// training texts without labels (FewGLUE tasks' train32 passages), interleaved deterministically. The corpora are the
+    /// user's files (under --data): a byte that is not UTF-8 fails with the file and line (<see cref="Utf8TextFile"/>)
+    /// instead of pretraining the teacher on U+FFFD.
     /// </summary>
     public static List<string> StageAText(string dataRoot, string task, TeacherSettings settings, Action<string>? log = null)
     {
@@ -350,7 +352,7 @@ public static class TeacherBuilder
             foreach (var part in settings.CorpusParts > 0 ? parts.Take(settings.CorpusParts) : parts)
             {
                 int before = texts.Count;
-                texts.AddRange(File.ReadLines(part).Select(t => t.Trim()).Where(t => t.Length > 0));
+                texts.AddRange(Utf8TextFile.ReadLines(part).Select(t => t.Trim()).Where(t => t.Length > 0));
                 log?.Invoke($"  stage A corpus {name}/{Path.GetFileName(part)}: {texts.Count - before:N0} texts");
             }
         }

@@ -8,12 +8,20 @@
 //                                                                                     (your own task: text + label columns)
 //   dotnet run --project samples/RetriKT.Quickstart -c Release -- --help             (all options)
 //
-// Exit codes: 0 done (and --help), 2 bad input (one line on stderr naming the option, file or row), 1 anything else.
+// Exit codes: 0 done (and --help), 2 bad input (one line on stderr naming the option, file or row), 130 cancelled by
+// Ctrl-C or SIGTERM (one line on stderr: what was running, what is kept), 1 anything else.
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using RetriKT.MLNet;
 using RetriKT.Quickstart;
 
-var command = QuickstartOptions.Command(options => new QuickstartRun(options).Execute());
+// Ctrl-C and SIGTERM (docker stop, systemd, a CI timeout) cancel the run: the running stage stops at its next step, and the
+// Quickstart says what it kept. A second one ends the process at once (the runtime's default), for a stage slow to stop.
+using var cancellation = new CancellationTokenSource();
+Console.CancelKeyPress += (_, e) => e.Cancel = Cancel();
+using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => context.Cancel = Cancel());
+
+var command = QuickstartOptions.Command(options => new QuickstartRun(options, cancellation.Token).Execute());
 var parse = command.Parse(args);
 if (parse.Errors.Count > 0)
     return Fail(2, $"{parse.Errors[0].Message} (run with --help for the options)");
@@ -25,9 +33,22 @@ catch (InputException e)
 {
     return Fail(2, e.Message);
 }
+catch (OperationCanceledException e) when (cancellation.IsCancellationRequested)
+{
+    Console.Error.WriteLine($"Cancelled: {e.Message}");
+    return 130;
+}
 catch (Exception e) when (e is not OutOfMemoryException)
 {
     return Fail(1, $"the Quickstart failed: {ModelFiles.Describe(e)} ({QuickstartRun.LogHint})");
+}
+
+// The first signal cancels and keeps the process (true); a later one is left to the runtime, which ends it.
+bool Cancel()
+{
+    if (cancellation.IsCancellationRequested) return false;
+    cancellation.Cancel();
+    return true;
 }
 
 static int Fail(int code, string message)

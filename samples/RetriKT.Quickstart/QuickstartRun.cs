@@ -27,14 +27,24 @@ public sealed class ReviewPrediction
     public float[] Score { get; set; } = [];
 }
 
-/// <summary>The Quickstart's stages, each with a progress bar, then the results table.</summary>
-public sealed class QuickstartRun(QuickstartOptions options)
+/// <summary>
+/// The Quickstart's stages, each with a progress bar, then the results table. <paramref name="cancellation"/> (Ctrl-C,
+/// SIGTERM) reaches every stage; a cancelled run ends in an <see cref="OperationCanceledException"/> whose message says
+/// what was running and what is kept.
+/// </summary>
+public sealed class QuickstartRun(QuickstartOptions options, CancellationToken cancellation = default)
 {
     /// <summary>Where an unexpected failure's details are.</summary>
     public const string LogHint = "details in quickstart.log in the output folder";
 
     private readonly MLContext _ml = new(seed: 1);
     private StreamWriter? _log;
+    /// <summary>The stage running now, as the cancellation message names it.</summary>
+    private string _running = "loading the inputs";
+    /// <summary>The extraction checkpoint of this run (null until the teacher is known): what a cancelled run may keep.</summary>
+    private string? _checkpoint;
+    /// <summary>Whether the extraction finished, so its checkpoint holds every sample of the store.</summary>
+    private bool _extracted;
 
     /// <summary>Runs every stage; bad inputs throw <see cref="InputException"/> before any work starts.</summary>
     public int Execute()
@@ -57,11 +67,33 @@ public sealed class QuickstartRun(QuickstartOptions options)
         {
             return Run(task, givenTeacher);
         }
+        catch (OperationCanceledException e) when (cancellation.IsCancellationRequested)
+        {
+            var message = CancelledMessage();
+            lock (_log) _log.WriteLine($"Cancelled: {message}");
+            throw new OperationCanceledException(message, e, cancellation);
+        }
         catch (Exception e) when (e is not InputException)
         {
             lock (_log) _log.WriteLine(e.ToString());
             throw;
         }
+    }
+
+    /// <summary>
+    /// What was running and what of it is kept. Only the extraction checkpoint outlives a run: the teacher is pretrained and
+    /// the prompts tuned again by every run (the same seeds give the same ones), and the extraction then takes from the
+    /// checkpoint every batch it holds instead of generating it again.
+    /// </summary>
+    private string CancelledMessage()
+    {
+        // The checkpoint may also be an earlier run's, cancelled in its extraction: this run would have resumed it too.
+        var kept = _checkpoint is { } path && File.Exists(path)
+            ? _extracted
+                ? $"the extraction checkpoint {path} holds the whole store, and the next run with the same options takes it from there instead of generating it again"
+                : $"the samples generated so far are in {path}, and the next run with the same options resumes the extraction from them"
+            : "there is nothing to resume from yet, and the next run starts again";
+        return $"{_running} was running; {kept}.";
     }
 
     /// <summary>Generated samples kept per label (smaller under --quick).</summary>
@@ -143,6 +175,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
         // Everything the library says (progress lines, warnings) goes to quickstart.log; the console shows the bars.
         _ml.Log += (_, e) => { if (e.Kind != Microsoft.ML.Runtime.ChannelMessageKind.Trace) lock (log) log.WriteLine($"{e.Kind} {e.Source}: {e.Message}"); };
         var total = Stopwatch.StartNew();
+        cancellation.ThrowIfCancellationRequested();
 
         AnsiConsole.Write(new Rule("[bold]RetriKT.MLNet Quickstart[/]").LeftJustified());
         AnsiConsole.MarkupLineInterpolated($"Task [bold]{task.Name}[/]: {task.Train.Count} training examples, {task.Dev.Count} few-shot dev, {task.Test.Count} test; labels {string.Join(", ", task.Labels)}.");
@@ -178,7 +211,10 @@ public sealed class QuickstartRun(QuickstartOptions options)
                     ["Pretrain"] = pretrain, ["Stage 1"] = soft, ["PPO"] = ppo, ["Extraction"] = extract, ["RetrievalClassifier"] = train,
                     [RetriKTPipeline.TeacherEvaluationStage] = judge,
                 });
+                // The pipeline reports the extraction's start on its bar: from then on, a cancelled run has generated samples to keep.
+                progress.Started += stage => { if (stage == "Extraction") _running = "the knowledge extraction"; };
 
+                _running = "the teacher's pretraining";
                 Time(times, "teacher", () => teacher = givenTeacher ?? PretrainTeacher(teacherPath, progress));
                 pretrain.Value = pretrain.MaxValue;
 
@@ -196,35 +232,43 @@ public sealed class QuickstartRun(QuickstartOptions options)
                 // The reloaded model explains its predictions with the store entries it retrieved, so it keeps their texts.
                 (recipe.StudentSaveStoreTexts, recipe.StudentNeighborsColumnName) = (true, "Neighbors");
                 pipeline = new RetriKTPipeline(_ml, teacher, teacherPath, recipe);
+                _checkpoint = pipeline.ExtractionCheckpointPath(task);
+                _running = "the soft prompts' tuning";
                 try
                 {
-                    extraction = pipeline.ExtractStore(task, progress);
+                    extraction = pipeline.ExtractStore(task, progress, cancellation);
                 }
                 catch (InvalidDataException e) when (e.Message.StartsWith(options.OutputFolder, StringComparison.Ordinal))
                 {
                     // The output folder holds another run's extraction checkpoint: an input, not a crash.
                     throw new InputException($"{e.Message} Or pass --fresh.", e);
                 }
+                _extracted = true;
                 times["soft prompts"] = extraction.SoftPromptTime;
                 times["extraction"] = extraction.ExtractionTime;
                 soft.Value = soft.MaxValue; ppo.Value = ppo.MaxValue; extract.Value = extract.MaxValue;
 
                 // The store is data (Text, Text2, Label, SoftLabel, Fidelity, Source): it could as well be saved, filtered
                 // or brought from elsewhere. One student recipe for all three rows, so the only differences are the store and retrieval.
-                Time(times, "student", () => student = pipeline.TrainStudent(task, extraction, useRetrieval: true, progress));
+                _running = "the RetrievalClassifier's training";
+                Time(times, "student", () => student = pipeline.TrainStudent(task, extraction, useRetrieval: true, progress, cancellation));
+                _running = "the reference students' training";
                 Time(times, "reference students", () =>
                 {
-                    (fewShotOnly, fewShotOnlyParameters) = pipeline.EvaluateFewShotStudent(task);
+                    (fewShotOnly, fewShotOnlyParameters) = pipeline.EvaluateFewShotStudent(task, cancellation: cancellation);
                     // Added after training, the sentences reach a student only through retrieval: the store-only student trains without them.
                     var storeOnlyPipeline = options.UnlabeledAfterTraining ? new RetriKTPipeline(_ml, teacher, teacherPath, WithoutUnlabeled(recipe)) : pipeline;
-                    storeOnly = storeOnlyPipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: false);
+                    storeOnly = storeOnlyPipeline.EvaluateStudentOnStore(task, extraction, useRetrieval: false, cancellation: cancellation);
                 });
                 train.Value = train.MaxValue;
 
                 // The teacher's row of the results table: minutes on a CPU (a forward pass per test row), so it has its bar.
-                Time(times, "teacher evaluation", () => (teacherScores, _) = pipeline.EvaluateTeacher(task, progress));
+                _running = "the teacher's evaluation";
+                Time(times, "teacher evaluation", () => (teacherScores, _) = pipeline.EvaluateTeacher(task, progress, cancellation));
                 judge.Value = judge.MaxValue;
             });
+        // Cancelled after the last stage checked: what is left takes seconds, but the user asked to stop.
+        cancellation.ThrowIfCancellationRequested();
 
         WarnAboutShortLabels(extraction.Report, SamplesPerLabel);
 
@@ -331,7 +375,7 @@ public sealed class QuickstartRun(QuickstartOptions options)
         new TeacherPretrainer(_ml, new TeacherPretrainerOptions
         {
             Steps = options.Quick ? 120 : 1200, BatchSize = 16, SequenceLength = 64, LearningRate = 3e-3, WarmupSteps = 50,
-        }).Train(teacher, pool, progress);
+        }).Train(teacher, pool, progress, cancellation);
         teacher.RequiresGrad = false;
         teacher.SaveCheckpoint(directory);
         return teacher;
@@ -353,8 +397,14 @@ public sealed class QuickstartRun(QuickstartOptions options)
     /// <summary>Routes the library's progress reports to the matching Spectre progress bar (synchronously).</summary>
     private sealed class StageProgress(Dictionary<string, ProgressTask> bars) : IProgress<TrainingProgress>
     {
+        private string? _last;
+
+        /// <summary>Raised with a stage's name at its first report after another stage's.</summary>
+        public event Action<string>? Started;
+
         public void Report(TrainingProgress value)
         {
+            if (value.Stage != _last) Started?.Invoke(_last = value.Stage);
             if (!bars.TryGetValue(value.Stage, out var bar)) return;
             bar.MaxValue = Math.Max(1, value.TotalSteps);
             bar.Value = value.Step;

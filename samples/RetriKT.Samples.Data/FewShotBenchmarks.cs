@@ -1,4 +1,5 @@
 using System.Text.Json;
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.SoftPrompt;
 

@@ -1,3 +1,4 @@
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.SoftPrompt;
 

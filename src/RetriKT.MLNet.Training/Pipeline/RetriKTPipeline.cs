@@ -76,18 +76,28 @@ public sealed class RetriKTPipeline
         var promptTime = clock.Elapsed;
 
         clock.Restart();
-        string? checkpoint = null;
-        if (o.WorkDirectory is { } work)
-        {
-            Directory.CreateDirectory(work);
-            // The checkpoint is only valid for these exact prompts: name it after everything that shapes them.
-            checkpoint = Path.Combine(work, $"extraction-{task.Name}-{task.Seed?.ToString() ?? "na"}-ppo{o.PpoSteps}{PpoNamePart(o)}-s{o.Seed}-{_teacher.ContentHash[..12]}.jsonl");
-        }
+        var checkpoint = ExtractionCheckpointPath(task);
+        if (checkpoint is not null) Directory.CreateDirectory(o.WorkDirectory!);
         var extractorOptions = o.ExtractorOptions();
         (extractorOptions.SoftPrompts, extractorOptions.CheckpointPath) = (prompts, checkpoint);
         (extractorOptions.Progress, extractorOptions.CancellationToken) = (progress, cancellation);
         var extractor = _mlContext.RetriKT().KnowledgeExtractor(extractorOptions).Fit(train);
         return new StoreExtraction(extractor.Store, extractor.Report!, prompts.PromptParameterCount, prompts.TrainingReport, promptTime, clock.Elapsed);
+    }
+
+    /// <summary>
+    /// The extraction checkpoint <see cref="ExtractStore"/> writes for <paramref name="task"/> in
+    /// <see cref="RetriKTPipelineOptions.WorkDirectory"/> (null without one), whether or not it exists yet: for a caller that
+    /// says what an interrupted run kept. The checkpoint is only valid for these exact prompts, so it is named after
+    /// everything that shapes them.
+    /// </summary>
+    public string? ExtractionCheckpointPath(FewShotTask task)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        var o = _options;
+        return o.WorkDirectory is { } work
+            ? Path.Combine(work, $"extraction-{task.Name}-{task.Seed?.ToString() ?? "na"}-ppo{o.PpoSteps}{PpoNamePart(o)}-s{o.Seed}-{_teacher.ContentHash[..12]}.jsonl")
+            : null;
     }
 
     /// <summary>

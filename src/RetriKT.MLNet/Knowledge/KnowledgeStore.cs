@@ -421,7 +421,7 @@ public sealed class KnowledgeStore
     /// <c>soft_label</c> becomes one-hot). The store's label names are <paramref name="labelNames"/>, else the first header
     /// line's. A header's label order is the order of the <c>soft_label</c> values on the lines after it (up to the next
     /// header), which are moved into the store's order; a header naming other labels is an error. Errors name the line
-    /// and the field.
+    /// and the field; so does a byte that is not UTF-8 (<see cref="Utf8TextFile"/>).
     /// </summary>
     public static KnowledgeStore ImportJsonl(string path, IReadOnlyList<string>? labelNames = null)
     {
@@ -432,7 +432,8 @@ public sealed class KnowledgeStore
         int[]? fileOrder = null;
         var entries = new List<KnowledgeEntry>();
         int lineNumber = 0;
-        foreach (var line in File.ReadLines(path))
+        // A byte that is not UTF-8 fails with the line instead of storing U+FFFD in a text (or a label name).
+        foreach (var line in Utf8TextFile.ReadLines(path))
         {
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line)) continue;

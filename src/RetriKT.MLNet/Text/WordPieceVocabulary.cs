@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Microsoft.ML.Tokenizers;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Text;
 
@@ -71,11 +72,14 @@ public sealed class WordPieceVocabulary
     /// <summary>Number of tokens.</summary>
     public int Count => Tokens.Count;
 
-    /// <summary>Loads a vocab.txt (UTF-8, one token per line).</summary>
+    /// <summary>
+    /// Loads a vocab.txt (UTF-8, one token per line). A byte that is not UTF-8 (a file saved as Latin-1) fails with an
+    /// <see cref="InvalidDataException"/> naming the file, line and byte, instead of becoming a U+FFFD token.
+    /// </summary>
     public static WordPieceVocabulary Load(string path, bool lowerCase = true)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"WordPiece vocabulary file not found: '{path}'.", path);
-        var lines = File.ReadAllLines(path, Encoding.UTF8);
+        var lines = Utf8TextFile.ReadAllLines(path);
         int count = lines.Length;
         while (count > 0 && lines[count - 1].Length == 0) count--; // a trailing newline is not a token
         return new WordPieceVocabulary(lines.Take(count).ToArray(), lowerCase, path);

@@ -1,6 +1,6 @@
-using System.Text;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Tests.Infrastructure;
+using static RetriKT.MLNet.Tests.Infrastructure.InvalidUtf8;
 using RetriKT.Samples.Data;
 
 namespace RetriKT.MLNet.Tests.Data;
@@ -17,29 +17,11 @@ public sealed class TaskFileEncodingTests : IDisposable
 
     public void Dispose() => _folder.Dispose();
 
-    /// <summary>The lines as UTF-8 with the byte 0xFF in place of the '\u00ff' of line 3 (1-based).</summary>
-    private static void WriteWithInvalidByteOnLine3(string path, params string[] lines)
-    {
-        Assert.Contains('\u00ff', lines[2]);
-        var bytes = new List<byte>();
-        for (int i = 0; i < lines.Length; i++)
-        {
-            var line = lines[i] + "\n";
-            if (i == 2)
-                foreach (var c in line) bytes.AddRange(c == '\u00ff' ? [0xFF] : Encoding.UTF8.GetBytes(c.ToString()));
-            else bytes.AddRange(Encoding.UTF8.GetBytes(line));
-        }
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        File.WriteAllBytes(path, [.. bytes]);
-    }
-
     private static void WriteUtf8(string path, params string[] lines)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         File.WriteAllLines(path, lines);
     }
-
-    private static string Expected(string path) => $"{path} line 3: expected UTF-8 text, found byte 0xFF; save the text as UTF-8.";
 
     private static readonly string[] OwnRows = ["text\tlabel", "a warm and funny film\tpos", "the caf\u00e9 scene is a mess\tneg", "dull\tneg"];
 

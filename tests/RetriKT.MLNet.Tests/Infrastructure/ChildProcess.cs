@@ -11,17 +11,37 @@ public static class ChildProcess
     /// <summary>Runs <paramref name="appDll"/> (a file name next to the test assembly, or a full path) and returns its exit code and streams.</summary>
     public static (int Code, string Output, string Error) RunApp(string appDll, IEnumerable<string> arguments, int timeoutSeconds = 60)
     {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, appDll));
-        foreach (var a in arguments) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
+        using var process = Start(appDll, arguments);
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
         if (!process.WaitForExit(TimeSpan.FromSeconds(timeoutSeconds)))
         {
             process.Kill(entireProcessTree: true);
-            Assert.Fail($"{appDll} {string.Join(' ', start.ArgumentList.Skip(1))}: still running after {timeoutSeconds} s");
+            Assert.Fail($"{appDll} {string.Join(' ', process.StartInfo.ArgumentList.Skip(1))}: still running after {timeoutSeconds} s");
         }
         return (process.ExitCode, output.Result, error.Result);
+    }
+
+    /// <summary>
+    /// Starts <paramref name="appDll"/> as <see cref="RunApp"/> does, both streams redirected, for a test that talks to the
+    /// process while it runs (reads its output, signals it); the caller reads both streams, waits and disposes.
+    /// </summary>
+    public static Process Start(string appDll, IEnumerable<string> arguments)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, appDll));
+        foreach (var a in arguments) start.ArgumentList.Add(a);
+        return Process.Start(start)!;
+    }
+
+    /// <summary>
+    /// Sends SIGTERM to <paramref name="process"/>, as <c>docker stop</c> or systemd do (<see cref="Process.Kill()"/> sends
+    /// SIGKILL, which no process can handle), through the system's <c>kill</c>.
+    /// </summary>
+    public static void Terminate(Process process)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("kill", ["-TERM", process.Id.ToString()]))!;
+        kill.WaitForExit();
+        Assert.True(kill.ExitCode == 0, $"kill -TERM {process.Id} exited with {kill.ExitCode}");
     }
 }

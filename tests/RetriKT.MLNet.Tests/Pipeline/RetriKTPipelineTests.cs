@@ -61,7 +61,8 @@ public sealed class RetriKTPipelineTests : IDisposable
         Assert.InRange(result.RetrievalWeight, 0, 1);
         Assert.NotNull(result.SoftPromptReport);
         Assert.True(result.Timings.Total > TimeSpan.Zero && result.Timings.SoftPrompts > TimeSpan.Zero && result.Timings.Student > TimeSpan.Zero);
-        Assert.Single(Directory.GetFiles(Path.Combine(Temp, "work"), "extraction-*.jsonl"));
+        // The one checkpoint is the file ExtractionCheckpointPath names (what the Quickstart tells a cancelled run it kept).
+        Assert.Equal(pipeline.ExtractionCheckpointPath(task), Assert.Single(Directory.GetFiles(Path.Combine(Temp, "work"), "extraction-*.jsonl")));
         Assert.Contains("Extraction", stages);
 
         // The reference rows are scored the same way.

@@ -1,14 +1,15 @@
 using System.Text;
 using Utf8Validation = System.Text.Unicode.Utf8;
 
-namespace RetriKT.MLNet.Pipeline;
+namespace RetriKT.MLNet.Common;
 
 /// <summary>
-/// The lines of a text file that must be UTF-8: the corpora (<see cref="CorpusSentences"/>) and the labelled task splits
-/// (GLUE and LM-BFF .tsv files, FewGLUE .jsonl files, a user's own task). Read with <see cref="File.ReadLines(string)"/>, a
-/// file in another encoding (Latin-1, Windows-1252) comes through with U+FFFD in place of every byte that is not UTF-8,
-/// and those rows would be trained on, labelled, stored and scored as if they were the text; here such a file fails with
-/// one line naming the file, the line and the byte.
+/// The lines of a text file that must be UTF-8, every file a user gives the library as text: a WordPiece vocab.txt, a
+/// knowledge store's JSONL, the corpora (<c>CorpusSentences</c>) and the labelled task splits (GLUE and LM-BFF .tsv files,
+/// FewGLUE .jsonl files, a user's own task). Read with <see cref="File.ReadLines(string)"/>, a file in another encoding
+/// (Latin-1, Windows-1252) comes through with U+FFFD in place of every byte that is not UTF-8, and those rows would be
+/// tokenized, trained on, labelled, stored and scored as if they were the text; here such a file fails with one line
+/// naming the file, the line and the byte. In the runtime assembly, so the runtime's own readers use it as well.
 /// </summary>
 public static class Utf8TextFile
 {

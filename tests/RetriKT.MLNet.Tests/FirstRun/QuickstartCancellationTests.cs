@@ -1,0 +1,59 @@
+using System.Text;
+using System.Text.RegularExpressions;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.Tests.FirstRun;
+
+/// <summary>
+/// The Quickstart stopped as <c>docker stop</c> or a CI timeout stops it (a real process, SIGTERM): the running stage
+/// stops at its next step, and the Quickstart exits with code 130 and one line saying what was running and what is kept,
+/// never a stack trace. The signal comes early in the run (the teacher's pretraining), so the test takes seconds.
+/// </summary>
+public class QuickstartCancellationTests
+{
+    [Fact]
+    public async Task SigtermDuringTheTeachersPretrainingExits130WithOneLine()
+    {
+        using var folder = new TempDir("retrikt-quickstart-cancel-");
+        var outFolder = Path.Combine(folder.Path, "out");
+        using var process = ChildProcess.Start("RetriKT.Quickstart.dll", ["--quick", "--out", outFolder]);
+        // Without a terminal the progress bars print "<stage>: <n>%" lines; one for the teacher between 0 and 100 % says
+        // its pretraining is running.
+        var output = new StringBuilder();
+        var pretraining = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            lock (output) output.AppendLine(e.Data);
+            if (Regex.IsMatch(e.Data, @"^Teacher: [1-9]\d?%$")) pretraining.TrySetResult();
+        };
+        process.BeginOutputReadLine();
+        var error = process.StandardError.ReadToEndAsync();
+        try
+        {
+            if (await Task.WhenAny(pretraining.Task, Task.Delay(TimeSpan.FromSeconds(120))) != pretraining.Task)
+                Assert.Fail($"no pretraining progress within 120 s; output:\n{output}");
+            ChildProcess.Terminate(process);
+            // A pretraining step takes well under a second: the process stops at the next one.
+            var exited = process.WaitForExitAsync();
+            if (await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(30))) != exited)
+                Assert.Fail($"still running 30 s after SIGTERM; output:\n{output}");
+        }
+        finally
+        {
+            if (!process.HasExited) process.Kill(entireProcessTree: true);
+        }
+        await process.WaitForExitAsync(); // the output events are all raised
+
+        var stderr = await error;
+        var all = output + stderr;
+        Assert.True(process.ExitCode == 130, $"exit code {process.ExitCode}\nstderr: {stderr}\nstdout: {output}");
+        Assert.Equal(["Cancelled: the teacher's pretraining was running; there is nothing to resume from yet, and the next run starts again."],
+            stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.DoesNotContain("   at ", all);
+        Assert.DoesNotContain("Exception", all);
+        // Nothing past the pretraining ran: no checkpoint, no model.
+        Assert.Empty(Directory.GetFiles(outFolder, "extraction-*.jsonl"));
+        Assert.False(File.Exists(Path.Combine(outFolder, "model.zip")));
+    }
+}
