@@ -48,12 +48,17 @@ public class QuickstartCancellationTests
         var stderr = await error;
         var all = output + stderr;
         Assert.True(process.ExitCode == 130, $"exit code {process.ExitCode}\nstderr: {stderr}\nstdout: {output}");
-        Assert.Equal(["Cancelled: the teacher's pretraining was running; there is nothing to resume from yet, and the next run starts again."],
-            stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines is [var line] && line.StartsWith("Cancelled: ", StringComparison.Ordinal), $"stderr is not one 'Cancelled: ' line:\n{stderr}");
         Assert.DoesNotContain("   at ", all);
         Assert.DoesNotContain("Exception", all);
-        // Nothing past the pretraining ran: no checkpoint, no model.
-        Assert.Empty(Directory.GetFiles(outFolder, "extraction-*.jsonl"));
         Assert.False(File.Exists(Path.Combine(outFolder, "model.zip")));
+        // On a loaded machine the signal can land just after a late progress line, when the next stage has begun; the
+        // line then names that stage. Caught in the pretraining, as nearly always, nothing past it ran: no checkpoint.
+        if (lines[0].Contains("pretraining", StringComparison.Ordinal))
+        {
+            Assert.Equal("Cancelled: the teacher's pretraining was running; there is nothing to resume from yet, and the next run starts again.", lines[0]);
+            Assert.Empty(Directory.GetFiles(outFolder, "extraction-*.jsonl"));
+        }
     }
 }
