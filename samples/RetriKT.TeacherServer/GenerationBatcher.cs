@@ -40,14 +40,15 @@ public sealed record RowResult(string Text, string FinishReason, int PromptToken
 public sealed class GenerationBatcher : IAsyncDisposable
 {
     // Request: the request the row belongs to; a seeded request's rows are generated in a call of their own.
-    private sealed record Pending(int[] PromptIds, SamplingKey Key, int TopLogProbs, TaskCompletionSource<RowResult> Done, long Request);
+    // Cancellation: the client's (HttpContext.RequestAborted); a row whose client has left is not generated.
+    private sealed record Pending(int[] PromptIds, SamplingKey Key, int TopLogProbs, TaskCompletionSource<RowResult> Done, long Request, CancellationToken Cancellation);
 
     private readonly TeacherModel _teacher;
     private readonly TeacherServerOptions _options;
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _loop;
-    private long _calls, _rows, _requests;
+    private long _calls, _rows, _requests, _abandoned;
 
     /// <summary>Starts the batching loop over a loaded teacher (the batcher owns it from now on).</summary>
     public GenerationBatcher(TeacherModel teacher, TeacherServerOptions options)
@@ -64,11 +65,17 @@ public sealed class GenerationBatcher : IAsyncDisposable
     public long Calls => Interlocked.Read(ref _calls);
     /// <summary>Rows generated so far.</summary>
     public long Rows => Interlocked.Read(ref _rows);
+    /// <summary>Rows not generated because their client had gone (disconnected or cancelled) before their batch ran.</summary>
+    public long Abandoned => Interlocked.Read(ref _abandoned);
 
     /// <summary>Encodes a prompt the way the teacher expects (BOS for the LLaMA family).</summary>
     public int[] Encode(string prompt) => _teacher.Tokenizer!.Encode(prompt, _teacher.Config.Architecture == TeacherArchitecture.Llama);
 
-    /// <summary>Queues <paramref name="n"/> rows of one prompt; they complete when their batch is done.</summary>
+    /// <summary>
+    /// Queues <paramref name="n"/> rows of one prompt; they complete when their batch is done. Once
+    /// <paramref name="cancellation"/> fires, the task ends at once and rows still waiting are dropped before their batch
+    /// runs (a generation call already running finishes: the teacher's loop has no cancellation point).
+    /// </summary>
     public Task<RowResult[]> GenerateAsync(int[] promptIds, SamplingKey key, int n, int topLogProbs, CancellationToken cancellation)
     {
         if (promptIds.Length >= _teacher.Config.MaxPositions)
@@ -83,7 +90,7 @@ public sealed class GenerationBatcher : IAsyncDisposable
         for (int i = 0; i < n; i++)
         {
             var done = new TaskCompletionSource<RowResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-            if (!_queue.Writer.TryWrite(new Pending(promptIds, key, topLogProbs, done, request))) throw new ObjectDisposedException(nameof(GenerationBatcher));
+            if (!_queue.Writer.TryWrite(new Pending(promptIds, key, topLogProbs, done, request, cancellation))) throw new ObjectDisposedException(nameof(GenerationBatcher));
             rows[i] = done.Task;
         }
         return Task.WhenAll(rows).WaitAsync(cancellation);
@@ -109,6 +116,15 @@ public sealed class GenerationBatcher : IAsyncDisposable
                     }
                     catch (OperationCanceledException) when (!_stop.IsCancellationRequested) { }
                 }
+                // A client that left while its rows waited (the window, or the batches ahead of it) gets nothing from
+                // them: generating them anyway would take the teacher's time and batch slots from clients still waiting.
+                batch.RemoveAll(p =>
+                {
+                    if (!p.Cancellation.IsCancellationRequested) return false;
+                    p.Done.TrySetCanceled(p.Cancellation);
+                    Interlocked.Increment(ref _abandoned);
+                    return true;
+                });
                 // Equal sampling settings share a call; a seeded request's rows do not share theirs with another request, so
                 // its seed gives what it gives alone.
                 foreach (var group in batch.GroupBy(p => (p.Key, p.Key.Seed is null ? 0 : p.Request))) Run(group.Key.Key, group.ToList());

@@ -41,7 +41,7 @@ public static class TeacherServerApp
         var batcher = app.Services.GetRequiredService<GenerationBatcher>();
         if (options.WarmUp) batcher.GenerateAsync(batcher.Encode("Once upon a time"), new SamplingKey(1, 1, 4, "", 1), 2, 2, default).GetAwaiter().GetResult();
 
-        app.MapGet("/health", () => Results.Json(new { status = "ok", model = options.ModelId, calls = batcher.Calls, rows = batcher.Rows }));
+        app.MapGet("/health", () => Results.Json(new { status = "ok", model = options.ModelId, calls = batcher.Calls, rows = batcher.Rows, abandoned = batcher.Abandoned }));
         app.MapGet("/v1/models", () => Results.Json(new
         {
             @object = "list",
@@ -84,7 +84,8 @@ public static class TeacherServerApp
 
         RowResult[] rows;
         try { rows = await batcher.GenerateAsync(request.PromptIds, request.Key, request.N, request.TopLogProbs, http.RequestAborted); }
-        catch (ArgumentException e) { await Error(http, e.Message, null); return; }
+        // The prompt (with max_tokens) does not fit the context: OpenAI's param and code for it.
+        catch (ArgumentException e) { await Error(http, e.Message, chat ? "messages" : "prompt", code: "context_length_exceeded"); return; }
 
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -154,7 +155,7 @@ public static class TeacherServerApp
     private static ParsedRequest Parse(JsonObject body, GenerationBatcher batcher, TeacherServerOptions options, bool chat)
     {
         // Another model's name is a misrouted client: answered as this teacher, its samples would pass for that model's.
-        if (body["model"] is JsonValue mv && mv.TryGetValue<string>(out var model) && model != options.ModelId)
+        if (Read<string>(body["model"], "model", "a string", out var model) && model != options.ModelId)
             throw new BadRequest($"The model '{model}' does not exist here; this server serves '{options.ModelId}'.", "model",
                 StatusCodes.Status404NotFound, "model_not_found");
         string prompt;
@@ -164,7 +165,8 @@ public static class TeacherServerApp
             if (messages.Count == 0) throw new BadRequest("'messages' must be a non-empty array.", "messages");
             var parts = messages.Select((m, i) =>
             {
-                var role = m?["role"]?.GetValue<string>() ?? throw new BadRequest($"messages[{i}] has no 'role'.", "messages");
+                if (m is not JsonObject) throw new BadRequest($"messages[{i}] must be an object with 'role' and 'content'.", "messages");
+                if (!Read<string>(m["role"], "messages", "a string", out var role, $"messages[{i}].role")) throw new BadRequest($"messages[{i}] has no 'role'.", "messages");
                 return (Role: role, Content: Content(m!["content"], i));
             }).ToList();
             prompt = options.ChatFormat == ChatPromptFormat.Plain
@@ -186,25 +188,31 @@ public static class TeacherServerApp
         double topP = Number(body, "top_p", 1, double.Epsilon, 1);
         int maxTokens = Integer(body, chat && body["max_completion_tokens"] is not null ? "max_completion_tokens" : "max_tokens", 16, 1, options.MaxTokensLimit);
         int n = Integer(body, "n", 1, 1, options.MaxChoices);
-        long? seed = body["seed"] is JsonValue sv ? sv.GetValue<long>() : null;
+        long? seed = Read<long>(body["seed"], "seed", "an integer", out var seedValue) ? seedValue : null;
         var stops = body["stop"] switch
         {
             null => [],
             JsonValue v when v.TryGetValue<string>(out var s) => [s],
-            JsonArray a => a.Select(x => x?.GetValue<string>() ?? "").Where(x => x.Length > 0).ToList(),
+            JsonArray a => a.Select(x => Read<string>(x, "stop", "a string or an array of strings", out var stop) ? stop : "").Where(x => x.Length > 0).ToList(),
             _ => throw new BadRequest("'stop' must be a string or an array of strings.", "stop"),
         };
         if (stops.Count > 4) throw new BadRequest($"'stop' holds {stops.Count} sequences; at most 4.", "stop");
         int topLogProbs;
         if (chat)
         {
-            bool wanted = body["logprobs"] is JsonValue lv && lv.GetValue<bool>();
+            bool wanted = Read<bool>(body["logprobs"], "logprobs", "a boolean", out var logprobs) && logprobs;
             topLogProbs = wanted ? Integer(body, "top_logprobs", 0, 0, 20) : -1;
             if (!wanted && body["top_logprobs"] is not null) throw new BadRequest("'top_logprobs' needs 'logprobs': true.", "top_logprobs");
         }
         else topLogProbs = body["logprobs"] is null ? -1 : Integer(body, "logprobs", 0, 0, 20);
-        bool stream = body["stream"] is JsonValue st && st.GetValue<bool>();
-        bool includeUsage = body["stream_options"]?["include_usage"] is JsonValue iu && iu.GetValue<bool>();
+        bool stream = Read<bool>(body["stream"], "stream", "a boolean", out var streamValue) && streamValue;
+        var streamOptions = body["stream_options"] switch
+        {
+            null => null,
+            JsonObject o => o,
+            var other => throw new BadRequest($"'stream_options' must be an object, found {Shown(other)}.", "stream_options"),
+        };
+        bool includeUsage = Read<bool>(streamOptions?["include_usage"], "stream_options", "a boolean", out var usageValue, "stream_options.include_usage") && usageValue;
         var ids = batcher.Encode(prompt);
         if (ids.Length == 0) throw new BadRequest("The prompt encodes to no tokens.", chat ? "messages" : "prompt");
         return new ParsedRequest(ids, new SamplingKey(temperature, topP, maxTokens, string.Join('\0', stops), seed), n, topLogProbs, stream, includeUsage);
@@ -213,16 +221,39 @@ public static class TeacherServerApp
     private static string Content(JsonNode? content, int index) => content switch
     {
         JsonValue v when v.TryGetValue<string>(out var s) => s,
-        JsonArray parts => string.Concat(parts.Select(p => p?["type"]?.GetValue<string>() == "text" ? p["text"]?.GetValue<string>() ?? ""
+        JsonArray parts => string.Concat(parts.Select(p => p is JsonObject part && Read<string>(part["type"], "messages", "a string", out var type, $"messages[{index}].content[].type") && type == "text"
+            ? Read<string>(part["text"], "messages", "a string", out var text, $"messages[{index}].content[].text") ? text : ""
             : throw new BadRequest($"messages[{index}] has a '{p?["type"]}' part; only text is served.", "messages"))),
         null => "",
         _ => throw new BadRequest($"messages[{index}].content must be a string or an array of text parts.", "messages"),
     };
 
+    /// <summary>
+    /// Reads <paramref name="node"/> as a <typeparamref name="T"/>: false when it is absent or JSON null (the default
+    /// applies, as OpenAI's null does); another JSON type is the client's error, named by <paramref name="param"/>
+    /// (<paramref name="field"/> in the message, when it is a part of that parameter). Without it, a number sent as
+    /// <c>[0.2]</c> fell back to the default unnoticed, and a string answered with .NET's conversion message and no param.
+    /// </summary>
+    private static bool Read<T>(JsonNode? node, string param, string expected, out T value, string? field = null)
+    {
+        value = default!;
+        if (node is null) return false;
+        if (node is JsonValue v && v.TryGetValue(out T? x) && x is not null) { value = x; return true; }
+        throw new BadRequest($"'{field ?? param}' must be {expected}, found {Shown(node)}.", param);
+    }
+
+    /// <summary>What a client sent, for an error message: a number or boolean as written; a string, array or object by its kind (they can be long).</summary>
+    private static string Shown(JsonNode node) => node.GetValueKind() switch
+    {
+        JsonValueKind.String => "a string",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.Object => "an object",
+        _ => node.ToJsonString(),
+    };
+
     private static double Number(JsonObject body, string name, double fallback, double min, double max)
     {
-        if (body[name] is not JsonValue v) return fallback;
-        double x = v.GetValue<double>();
+        if (!Read<double>(body[name], name, "a number", out var x)) return fallback;
         if (!(x >= min && x <= max)) throw new BadRequest(string.Create(CultureInfo.InvariantCulture, $"'{name}' must be in [{min}, {max}], found {x}."), name);
         return x;
     }

@@ -18,28 +18,66 @@ internal sealed record CheckpointRecord(int Label, string Text, string? Text2, f
 /// <summary>
 /// Append-only JSONL: a header line with the run's fingerprint and labels (written atomically: temp file + rename),
 /// then one line per judged sample, flushed as it is written, so a crash loses only requests in flight. A torn last
-/// line (a kill during a write) is cut off on reopening; a file from a run with other settings is refused.
+/// line (a kill during a write) is cut off on reopening; a file from a run with other settings is refused. A run holds
+/// <c>{path}.lock</c> (an exclusive lock, released and deleted when the run ends) from before it reads the file to its
+/// end, so a second run on the same path is refused before it reads: two runs would each take the other's line in
+/// flight for a torn one and cut it, then append their samples into one file, counted twice on resuming.
 /// </summary>
 internal sealed class BlackBoxCheckpoint : IDisposable
 {
     private const string Magic = "retrikt_blackbox_checkpoint";
+    /// <summary>Strict UTF-8: a damaged byte fails its line instead of reading as U+FFFD into a sample's text.</summary>
+    private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
     private readonly StreamWriter? _writer;
+    private readonly FileStream? _lock;
 
     public BlackBoxCheckpoint(string? path, string fingerprint, IReadOnlyList<string> labels)
     {
         if (path is null) return;
         Path = System.IO.Path.GetFullPath(path);
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
-        if (File.Exists(Path) && Read(Path, fingerprint, labels) is { } resumed) Resumed = resumed;
+        _lock = Lock(Path);
+        try
+        {
+            _writer = Open(fingerprint, labels, out var resumed);
+            Resumed = resumed;
+        }
+        catch
+        {
+            _lock.Dispose();
+            throw;
+        }
+    }
+
+    private StreamWriter Open(string fingerprint, IReadOnlyList<string> labels, out IReadOnlyList<CheckpointRecord> resumed)
+    {
+        resumed = [];
+        if (File.Exists(Path!) && Read(Path!, fingerprint, labels) is { } records) resumed = records;
         else
         {
             // No file, or one whose header write was torn (nothing after it can exist): start it.
             var header = new JsonObject { [Magic] = 1, ["fingerprint"] = fingerprint, ["labels"] = new JsonArray(labels.Select(l => (JsonNode)l).ToArray()) };
             var temp = Path + ".tmp";
             File.WriteAllText(temp, header.ToJsonString() + "\n");
-            File.Move(temp, Path, overwrite: true);
+            File.Move(temp, Path!, overwrite: true);
         }
-        _writer = new StreamWriter(new FileStream(Path, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
+        return new StreamWriter(new FileStream(Path!, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
+    }
+
+    /// <summary>
+    /// Takes <c>{path}.lock</c> exclusively (FileShare.None: a lock the OS enforces on Windows and .NET takes with flock
+    /// on Unix), so readers of the checkpoint itself stay free to read it during the run.
+    /// </summary>
+    private static FileStream Lock(string path)
+    {
+        var lockPath = path + ".lock";
+        try { return new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.DeleteOnClose); }
+        // The sharing violation's HResult is the OS's own (32 on Windows, the errno EWOULDBLOCK on Unix): a lock file that
+        // exists and cannot be opened with FileShare.None is one another run holds.
+        catch (IOException e) when (e is not (FileNotFoundException or DirectoryNotFoundException) && File.Exists(lockPath))
+        {
+            throw new InvalidOperationException($"{path}: another extraction run is using this checkpoint (it holds {lockPath}); wait for it to end, or give this run another CheckpointPath.", e);
+        }
     }
 
     /// <summary>Full path, or null without a checkpoint.</summary>
@@ -76,7 +114,12 @@ internal sealed class BlackBoxCheckpoint : IDisposable
                 using (var f = new FileStream(path, FileMode.Open, FileAccess.Write)) f.SetLength(start);
                 break;
             }
-            var text = Encoding.UTF8.GetString(bytes, start, end - start);
+            string text;
+            try { text = Utf8.GetString(bytes, start, end - start); }
+            catch (DecoderFallbackException e)
+            {
+                throw new InvalidDataException($"{path} line {lineNumber}: not a checkpoint record (expected UTF-8 text, found byte 0x{(e.BytesUnknown is { Length: > 0 } b ? b[0] : 0):X2}).", e);
+            }
             start = end + 1;
             JsonObject node;
             try { node = JsonNode.Parse(text) as JsonObject ?? throw new JsonException("not an object"); }
@@ -113,5 +156,9 @@ internal sealed class BlackBoxCheckpoint : IDisposable
         return lineNumber <= 1 && records.Count == 0 && new FileInfo(path).Length == 0 ? null : records;
     }
 
-    public void Dispose() => _writer?.Dispose();
+    public void Dispose()
+    {
+        _writer?.Dispose();
+        _lock?.Dispose();
+    }
 }

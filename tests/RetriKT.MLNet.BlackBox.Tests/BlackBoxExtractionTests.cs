@@ -172,6 +172,48 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         Assert.All(scored, r => Assert.Equal(1f, r.Score.Sum(), 3));
     }
 
+    /// <summary>
+    /// A second run on a checkpoint another run is writing is refused in one line before it reads the file (it used to take
+    /// the first run's line in flight for a torn one and cut it, then append its samples beside the first run's); once
+    /// the first run ends, the same path resumes. A record with a byte that is not UTF-8 is named by file and line
+    /// (it used to read as U+FFFD into the sample's text, and train the student on it).
+    /// </summary>
+    [SharedDataFact]
+    public async Task ACheckpointAnotherRunIsWritingIsRefused_AndABrokenByteIsNamedByItsLine()
+    {
+        var server = shared.Server;
+        using var folder = new TempDir("retrikt-blackbox-");
+        var checkpoint = folder.File("run.jsonl");
+        var release = new TaskCompletionSource();
+        var held = new[] { new TeacherEndpoint(new HeldUntil(server.ChatClient(), release.Task), "only", 2) };
+        var first = Task.Run(() => { var ml = new MLContext(seed: 1); return ml.RetriKT().BlackBoxKnowledgeExtractor(Options(held, checkpoint, perLabel: 2)).Fit(StoryData(ml)); });
+        for (var deadline = DateTime.UtcNow.AddSeconds(30); !File.Exists(checkpoint) && !first.IsCompleted && DateTime.UtcNow < deadline;) await Task.Delay(20);
+        Assert.True(File.Exists(checkpoint), "the first run wrote no checkpoint");
+
+        var ml = new MLContext(seed: 1);
+        var data = StoryData(ml);
+        var refused = Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(held, checkpoint, perLabel: 2)).Fit(data));
+        Assert.Equal($"{checkpoint}: another extraction run is using this checkpoint (it holds {checkpoint}.lock); wait for it to end, or give this run another CheckpointPath.", refused.Message);
+        release.SetResult();
+        var done = await first;
+        Assert.Equal(2, done.Report.Extraction.Kept["happy"]);
+        Assert.Equal(2, done.Report.Extraction.Kept["sad"]);
+        Assert.False(File.Exists(checkpoint + ".lock"), "the lock outlived its run");
+        var resumed = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(held, checkpoint, perLabel: 2)).Fit(data);
+        Assert.Equal(0, resumed.Report.Requests); // everything came from the checkpoint
+        Assert.Equal(KeptInCheckpoint(checkpoint).OrderBy(t => t), Generated(resumed.Store).OrderBy(t => t));
+
+        // Line 2 with one byte damaged inside its text.
+        var lines = File.ReadAllLines(checkpoint);
+        var damaged = folder.File("damaged.jsonl");
+        var record = System.Text.Encoding.UTF8.GetBytes(lines[1]);
+        int at = lines[1].IndexOf("\"text\":\"", StringComparison.Ordinal) + 8;
+        record[at] = 0xFF;
+        File.WriteAllBytes(damaged, [.. System.Text.Encoding.UTF8.GetBytes(lines[0] + "\n"), .. record, (byte)'\n']);
+        Assert.Equal($"{damaged} line 2: not a checkpoint record (expected UTF-8 text, found byte 0xFF).",
+            Assert.Throws<InvalidDataException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(held, damaged, perLabel: 2)).Fit(data)).Message);
+    }
+
     private sealed class ScoredRow
     {
         public float[] Score { get; set; } = [];

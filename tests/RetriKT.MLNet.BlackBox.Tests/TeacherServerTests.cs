@@ -180,11 +180,155 @@ public class TeacherServerTests(SharedTeacherServer shared)
         Assert.Equal(content, tokens);
     }
 
+    /// <summary>
+    /// What OpenAI's clients meet in a request they got wrong: status 400 and OpenAI's error object naming the parameter,
+    /// never a 500 or a value quietly replaced by its default. Among them: a body that is no JSON or no object, a missing
+    /// or malformed <c>messages</c>/<c>prompt</c>, values of the wrong JSON type (a number sent as a string or in an
+    /// array used to fall back to the default unnoticed), values out of range, and a prompt longer than the context.
+    /// </summary>
+    [SharedDataFact]
+    public async Task MalformedMistypedAndOutOfRangeRequestsAre400sNamingTheParameter()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(shared.Server.Url) };
+        const string m = "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]";
+        var longPrompt = string.Concat(Enumerable.Repeat("Tom had a big red ball. ", 200));
+        foreach (var (path, json, param, message) in new (string, string, string?, string?)[]
+        {
+            ("/v1/chat/completions", "{\"messages\":", null, null),
+            ("/v1/chat/completions", "[]", null, "The request body must be a JSON object."),
+            ("/v1/chat/completions", "{}", "messages", null),
+            ("/v1/chat/completions", "{\"messages\":\"Hi\"}", "messages", null),
+            ("/v1/chat/completions", "{\"messages\":[]}", "messages", null),
+            ("/v1/chat/completions", "{\"messages\":[\"Hi\"]}", "messages", "messages[0] must be an object with 'role' and 'content'."),
+            ("/v1/chat/completions", "{\"messages\":[{\"role\":5,\"content\":\"Hi\"}]}", "messages", "'messages[0].role' must be a string, found 5."),
+            ("/v1/chat/completions", "{" + m + ",\"temperature\":\"hot\"}", "temperature", "'temperature' must be a number, found a string."),
+            ("/v1/chat/completions", "{" + m + ",\"temperature\":[0.2]}", "temperature", "'temperature' must be a number, found an array."),
+            ("/v1/chat/completions", "{" + m + ",\"temperature\":-0.5}", "temperature", null),
+            ("/v1/chat/completions", "{" + m + ",\"temperature\":1e400}", "temperature", null),
+            ("/v1/chat/completions", "{" + m + ",\"top_p\":0}", "top_p", null),
+            ("/v1/chat/completions", "{" + m + ",\"top_p\":1.5}", "top_p", null),
+            ("/v1/chat/completions", "{" + m + ",\"max_tokens\":-1}", "max_tokens", null),
+            ("/v1/chat/completions", "{" + m + ",\"max_tokens\":1000000000}", "max_tokens", null),
+            ("/v1/chat/completions", "{" + m + ",\"max_completion_tokens\":0}", "max_completion_tokens", null),
+            ("/v1/chat/completions", "{" + m + ",\"n\":17}", "n", null), // MaxChoices 16
+            ("/v1/chat/completions", "{" + m + ",\"logprobs\":true,\"top_logprobs\":21}", "top_logprobs", null),
+            ("/v1/chat/completions", "{" + m + ",\"top_logprobs\":2}", "top_logprobs", null),
+            ("/v1/chat/completions", "{" + m + ",\"logprobs\":\"yes\"}", "logprobs", "'logprobs' must be a boolean, found a string."),
+            ("/v1/chat/completions", "{" + m + ",\"seed\":1.5}", "seed", "'seed' must be an integer, found 1.5."),
+            ("/v1/chat/completions", "{" + m + ",\"stop\":[1]}", "stop", null),
+            ("/v1/chat/completions", "{" + m + ",\"stop\":5}", "stop", null),
+            ("/v1/chat/completions", "{" + m + ",\"stream\":\"true\"}", "stream", null),
+            ("/v1/chat/completions", "{" + m + ",\"stream_options\":true}", "stream_options", null),
+            ("/v1/chat/completions", "{" + m + ",\"model\":5}", "model", null),
+            ("/v1/completions", "{}", "prompt", null),
+            ("/v1/completions", "{\"prompt\":5}", "prompt", null),
+            ("/v1/completions", "{\"prompt\":\"Hi\",\"logprobs\":21}", "logprobs", null),
+            ("/v1/completions", "{\"prompt\":\"Hi\",\"logprobs\":true}", "logprobs", "'logprobs' must be a number, found true."),
+            ("/v1/completions", new JsonObject { ["prompt"] = longPrompt }.ToJsonString(), "prompt", null),
+            ("/v1/chat/completions", new JsonObject { ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = longPrompt }) }.ToJsonString(), "messages", null),
+        })
+        {
+            var (status, error) = await PostForError(http, path, json);
+            var shown = $"{path} {json[..Math.Min(json.Length, 80)]}: {status} {error.ToJsonString()}";
+            Assert.True(status == HttpStatusCode.BadRequest, shown);
+            Assert.True(error["type"]?.GetValue<string>() == "invalid_request_error", shown);
+            Assert.True(error["param"]?.GetValue<string>() == param, shown);
+            Assert.False(string.IsNullOrWhiteSpace(error["message"]?.GetValue<string>()), shown);
+            if (message is not null) Assert.True(error["message"]!.GetValue<string>() == message, shown);
+            if (json.Contains(longPrompt[..40])) Assert.True(error["code"]?.GetValue<string>() == "context_length_exceeded", shown);
+        }
+    }
+
+    /// <summary>
+    /// A stop sequence that spans two tokens ("e gi" across " little" and " girl") ends the text before it, in the
+    /// plain answer, its log-probability tokens (the last one cut to what the text keeps) and the stream alike.
+    /// </summary>
+    [SharedDataFact]
+    public async Task AStopSequenceAcrossATokenBoundaryCutsTextTokensAndStreamAlike()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(shared.Server.Url) };
+        object Body(string[]? stop, bool stream = false) => new
+        {
+            messages = new[] { new { role = "user", content = "Once upon a time" } }, max_tokens = 40, temperature = 0,
+            logprobs = !stream, top_logprobs = stream ? (int?)null : 1, stop, stream,
+        };
+        async Task<JsonNode> Chat(object body)
+        {
+            using var response = await http.PostAsJsonAsync("/v1/chat/completions", body);
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.IsSuccessStatusCode, text);
+            return JsonNode.Parse(text)!;
+        }
+        var whole = (await Chat(Body(null)))["choices"]![0]!["message"]!["content"]!.GetValue<string>();
+        int at = whole.IndexOf("e gi", StringComparison.Ordinal);
+        Assert.True(at > 0, $"greedy stories260K without 'e gi': {whole}");
+
+        var stopped = await Chat(Body(["e gi"]));
+        var choice = stopped["choices"]![0]!;
+        var content = choice["message"]!["content"]!.GetValue<string>();
+        Assert.Equal(whole[..at], content);
+        Assert.Equal("stop", choice["finish_reason"]!.GetValue<string>());
+        var tokens = choice["logprobs"]!["content"]!.AsArray().Select(t => t!["token"]!.GetValue<string>()).ToList();
+        Assert.Equal(content, string.Concat(tokens));
+        // usage counts the tokens generated, the stop's included; the answer shows fewer.
+        Assert.True(stopped["usage"]!["completion_tokens"]!.GetValue<int>() > tokens.Count, stopped["usage"]!.ToJsonString());
+
+        using var sse = await http.PostAsJsonAsync("/v1/chat/completions", Body(["e gi"], stream: true));
+        var events = (await sse.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("data: [DONE]", events[^1]);
+        var chunks = events[..^1].Select(e => JsonNode.Parse(e["data: ".Length..])!["choices"]![0]!).ToList();
+        Assert.Equal(content, string.Concat(chunks.Select(c => c["delta"]!["content"]?.GetValue<string>())));
+        Assert.Equal("stop", chunks[^1]["finish_reason"]!.GetValue<string>());
+    }
+
+    /// <summary>
+    /// A client that gives up (a timeout, a closed stream) while its rows wait for their batch frees them: they are not
+    /// generated (the teacher's time and the batch's rows go to clients still waiting), /health counts them as abandoned,
+    /// and the next request is served as usual. The server's long batching window keeps them waiting long enough.
+    /// </summary>
+    [SharedDataFact]
+    public async Task AClientThatLeavesBeforeItsBatchRunsGetsNoRowsGenerated()
+    {
+        using var server = TeacherServerProcess.Start(batchWindowMs: 2000);
+        using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
+        async Task<(long Calls, long Rows, long Abandoned)> Health()
+        {
+            var h = (await http.GetFromJsonAsync<JsonObject>("/health"))!;
+            return (h["calls"]!.GetValue<long>(), h["rows"]!.GetValue<long>(), h["abandoned"]?.GetValue<long>() ?? -1);
+        }
+        var before = await Health();
+        foreach (var body in new object[] { new { prompt = Prompt, max_tokens = 8 }, new { prompt = Prompt, max_tokens = 8, n = 3, stream = true } })
+        {
+            using var gone = new CancellationTokenSource(TimeSpan.FromMilliseconds(250));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => http.PostAsJsonAsync("/v1/completions", body, gone.Token));
+        }
+        var after = await Health();
+        for (var deadline = DateTime.UtcNow.AddSeconds(15); after.Abandoned - before.Abandoned < 4 && DateTime.UtcNow < deadline; after = await Health())
+            await Task.Delay(100);
+        Assert.Equal(4, after.Abandoned - before.Abandoned); // 1 + n = 3 rows
+        Assert.Equal(before.Rows, after.Rows);
+        Assert.Equal(before.Calls, after.Calls);
+
+        var served = await Post(http, new { prompt = Prompt, max_tokens = 8 });
+        Assert.False(string.IsNullOrEmpty(served["choices"]![0]!["text"]!.GetValue<string>()));
+        Assert.Equal(before.Rows + 1, (await Health()).Rows);
+    }
+
     private static async Task<(HttpStatusCode Status, string Error)> PostRaw(HttpClient http, string path, string json)
     {
+        var (status, error) = await PostForError(http, path, json);
+        return (status, error["message"]!.GetValue<string>());
+    }
+
+    /// <summary>Posts <paramref name="json"/> as is and returns the status and the response's <c>error</c> object (the body must be JSON with one).</summary>
+    private static async Task<(HttpStatusCode Status, JsonObject Error)> PostForError(HttpClient http, string path, string json)
+    {
         using var response = await http.PostAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
-        var body = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
-        return (response.StatusCode, body["error"]!["message"]!.GetValue<string>());
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.Content.Headers.ContentType?.MediaType == "application/json", $"{response.StatusCode}, not JSON: {text}");
+        var error = JsonNode.Parse(text)!["error"] as JsonObject;
+        Assert.True(error is not null, $"{response.StatusCode}, no 'error' object: {text}");
+        return (response.StatusCode, error!);
     }
 
     private static async Task<JsonObject> Post(HttpClient http, object body)
