@@ -130,6 +130,8 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     {
         if ((uint)label >= (uint)Labels.Count) throw new ArgumentOutOfRangeException(nameof(label), $"Label index {label} is outside [0, {Labels.Count}).");
         if (count < 0) throw new ArgumentOutOfRangeException(nameof(count), $"count must be >= 0, found {count}.");
+        // The batch loop advances by batchSize: 0 or less would never end.
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
         if (Template.Target == GenerationTarget.SecondPart && (contexts is null || contexts.Count == 0))
             throw new ArgumentException($"Template '{Template.Name}' generates second parts: give first-part contexts.", nameof(contexts));
         var result = new List<GeneratedSample>(count);
