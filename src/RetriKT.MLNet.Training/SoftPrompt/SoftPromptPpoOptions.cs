@@ -97,7 +97,10 @@ public sealed class SoftPromptPpoOptions
     // ---- run control
     /// <summary>Seed; null takes the MLContext seed (then 1).</summary>
     public int? Seed;
-    /// <summary>Per-step metrics as CSV (written atomically at the end of each stage), or null.</summary>
+    /// <summary>
+    /// Per-step metrics as CSV, or null. Rewritten atomically after every PPO iteration (and the stage-1 epochs beside
+    /// it, as <c>*.stage1.csv</c>), so a cancelled or failed run keeps the metrics of what it did.
+    /// </summary>
     public string? MetricsCsvPath;
     /// <summary>Progress callback (for console progress bars).</summary>
     public IProgress<TrainingProgress>? Progress;

@@ -145,6 +145,16 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         var o = _options;
         var (teacher, template, prompts, valueHead) = (policy.Teacher, policy.Template, policy.Prompts, policy.Value);
         var rng = new Random(host.Seed);
+        // The metrics files are rewritten (atomically) after every epoch and PPO iteration, so that a cancelled, failed or
+        // still running training leaves the metrics of what it did so far, never half a file.
+        void WriteStage1Csv(List<double> nll) => WriteCsv(o.MetricsCsvPath is null ? null : Path.ChangeExtension(o.MetricsCsvPath, ".stage1.csv"),
+            "epoch,nll", nll.Select((v, i) => $"{i + 1},{v.ToString("G6", CultureInfo.InvariantCulture)}"));
+        void WritePpoCsv(List<PpoStepMetrics> steps) => WriteCsv(o.MetricsCsvPath,
+            "step,reward,fidelity,diversity,penalty,kl,kl_coef,policy_loss,value_loss,clip_fraction,approx_kl,entropy," +
+            "generated_tokens,rollout_s,reward_s,scoring_s,update_s,kept_updates,rolled_back,final_approx_kl,learning_rate",
+            steps.Select(m => string.Join(',', new double[] { m.Step, m.Reward, m.Fidelity, m.Diversity, m.Penalty, m.Kl, m.KlCoefficient,
+                m.PolicyLoss, m.ValueLoss, m.ClipFraction, m.ApproxKl, m.Entropy, m.GeneratedTokens, m.RolloutSeconds, m.RewardSeconds,
+                m.ScoringSeconds, m.UpdateSeconds, m.KeptUpdates, m.RolledBack ? 1 : 0, m.FinalApproxKl, m.LearningRate }.Select(v => v.ToString("G6", CultureInfo.InvariantCulture)))));
 
         // ---- stage 1: supervised prompt tuning
         double Nll()
@@ -166,6 +176,8 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 double sum = 0;
                 foreach (var batch in order.Chunk(o.BatchSize))
                 {
+                    // Per batch, not only per epoch: an epoch over a large few-shot set on a big teacher takes minutes.
+                    host.CheckAlive();
                     using var scope = NewDisposeScope();
                     optimizer.ZeroGrad();
                     var loss = policy.SupervisedNll(batch);
@@ -175,13 +187,13 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                     sum += loss.item<float>() * batch.Length;
                 }
                 epochNll.Add(sum / examples.Count);
+                WriteStage1Csv(epochNll);
                 host.Report("Stage 1", epoch + 1, o.SupervisedEpochs, new Dictionary<string, double> { ["nll"] = epochNll[^1] });
             }
         }
+        if (o.SupervisedEpochs == 0) WriteStage1Csv(epochNll); // the file still says so (a header only)
         double supervisedNll = Nll();
         host.Info($"Stage 1 done: NLL {initialNll:F4} → {supervisedNll:F4} per token.");
-        WriteCsv(o.MetricsCsvPath is null ? null : Path.ChangeExtension(o.MetricsCsvPath, ".stage1.csv"),
-            "epoch,nll", epochNll.Select((v, i) => $"{i + 1},{v.ToString("G6", CultureInfo.InvariantCulture)}"));
 
         // ---- stage 2: PPO
         var ppo = new List<PpoStepMetrics>();
@@ -206,6 +218,8 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             double learningRate = o.PpoLearningRate;
             for (int step = 0; step < o.PpoSteps; step++)
             {
+                // Before the rollouts: sampling and the update take most of an iteration (no random number is drawn here).
+                host.CheckAlive();
                 var requests = Enumerable.Range(0, o.RolloutsPerStep).Select(i => (Label: i % labels.Count,
                     Context: template.Target == GenerationTarget.SecondPart ? template.RenderContext(contexts[rng.Next(contexts.Count)]) : "")).ToList();
                 var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -241,17 +255,13 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 }
                 if (o.TargetKl is not null) kl.Update(ppo[^1].Kl, rollouts.Count);
                 var m = ppo[^1];
+                WritePpoCsv(ppo);
                 host.Report("PPO", step + 1, o.PpoSteps, new Dictionary<string, double>
                 {
                     ["reward"] = m.Reward, ["fidelity"] = m.Fidelity, ["diversity"] = m.Diversity, ["kl"] = m.Kl,
                     ["value_loss"] = m.ValueLoss, ["clip_frac"] = m.ClipFraction, ["entropy"] = m.Entropy,
                 });
             }
-            WriteCsv(o.MetricsCsvPath, "step,reward,fidelity,diversity,penalty,kl,kl_coef,policy_loss,value_loss,clip_fraction,approx_kl,entropy," +
-                "generated_tokens,rollout_s,reward_s,scoring_s,update_s,kept_updates,rolled_back,final_approx_kl,learning_rate",
-                ppo.Select(m => string.Join(',', new double[] { m.Step, m.Reward, m.Fidelity, m.Diversity, m.Penalty, m.Kl, m.KlCoefficient,
-                    m.PolicyLoss, m.ValueLoss, m.ClipFraction, m.ApproxKl, m.Entropy, m.GeneratedTokens, m.RolloutSeconds, m.RewardSeconds,
-                    m.ScoringSeconds, m.UpdateSeconds, m.KeptUpdates, m.RolledBack ? 1 : 0, m.FinalApproxKl, m.LearningRate }.Select(v => v.ToString("G6", CultureInfo.InvariantCulture)))));
         }
         return new SoftPromptTrainingReport(initialNll, supervisedNll, epochNll, ppo);
     }
@@ -450,13 +460,14 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         };
     }
 
+    /// <summary>
+    /// Writes a metrics CSV through <see cref="AtomicFile"/>: a temp file of its own (two runs never share one),
+    /// flushed to disk, then renamed over the target; a failed write leaves the previous file and no temp file. Lines
+    /// end as <c>File.WriteAllLines</c> ended them, so the files keep their bytes.
+    /// </summary>
     private static void WriteCsv(string? path, string header, IEnumerable<string> rows)
     {
         if (path is null) return;
-        var full = Path.GetFullPath(path);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        var temp = full + ".tmp";
-        File.WriteAllLines(temp, new[] { header }.Concat(rows));
-        File.Move(temp, full, overwrite: true);
+        AtomicFile.WriteAllText(path, string.Concat(new[] { header }.Concat(rows).Select(line => line + Environment.NewLine)));
     }
 }

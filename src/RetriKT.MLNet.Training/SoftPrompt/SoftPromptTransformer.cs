@@ -130,6 +130,8 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     {
         if ((uint)label >= (uint)Labels.Count) throw new ArgumentOutOfRangeException(nameof(label), $"Label index {label} is outside [0, {Labels.Count}).");
         if (count < 0) throw new ArgumentOutOfRangeException(nameof(count), $"count must be >= 0, found {count}.");
+        // The batch loop advances by batchSize: 0 or less would never end.
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
         if (Template.Target == GenerationTarget.SecondPart && (contexts is null || contexts.Count == 0))
             throw new ArgumentException($"Template '{Template.Name}' generates second parts: give first-part contexts.", nameof(contexts));
         var result = new List<GeneratedSample>(count);
@@ -216,11 +218,35 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
             labelPrompts = ReadFloats((long)labelCount * promptTokens * hidden);
             taskPrompt = ReadFloats((long)taskTokens * hidden);
         });
+        // The stored template must still cover the stored labels (a word per label, distinct words): checked here, before
+        // the teacher loads, rather than in the first Generate or SoftLabel.
+        template.Validate(labels);
         var env = r.Environment;
         var device = new ComponentHost(env, nameof(SoftPromptTransformer)).ResolveDevice();
         var (teacher, foundAt) = TeacherResolver.Resolve(teacherPath, teacherHash, device);
-        return new SoftPromptTransformer(env, foundAt, teacherHash, template, labels, labelColumn, labelPrompts,
-            taskTokens > 0 ? taskPrompt : null, promptTokens, taskTokens, hidden, temperature, maxNew, seed, teacher, ownsTeacher: true, report: null);
+        try
+        {
+            CheckFits(teacher, foundAt, hidden);
+            return new SoftPromptTransformer(env, foundAt, teacherHash, template, labels, labelColumn, labelPrompts,
+                taskTokens > 0 ? taskPrompt : null, promptTokens, taskTokens, hidden, temperature, maxNew, seed, teacher, ownsTeacher: true, report: null);
+        }
+        catch
+        {
+            teacher.Dispose(); // loaded for this model only: a refused model must not keep it in (GPU) memory
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Refuses prompts whose width is not the teacher's hidden size, in one line naming both, instead of the TorchSharp
+    /// shape error the first generation would throw far from the load. (The content hash makes this a teacher the
+    /// prompts were tuned for; the check guards against a model.zip written by another build or edited by hand.)
+    /// </summary>
+    internal static void CheckFits(TeacherModel teacher, string teacherPath, int hidden)
+    {
+        if (hidden != teacher.Config.HiddenSize)
+            throw new InvalidDataException($"model.zip: the soft prompts are {hidden} wide, but the teacher found at '{teacherPath}' has hidden size " +
+                $"{teacher.Config.HiddenSize}: they were not tuned for this teacher.");
     }
 
     /// <summary>Releases the teacher when this transformer loaded it.</summary>

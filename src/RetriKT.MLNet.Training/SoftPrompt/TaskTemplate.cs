@@ -137,9 +137,12 @@ public sealed record TaskTemplate
         foreach (var label in labels)
             if (!Verbalizer.TryGetValue(label, out var word) || string.IsNullOrEmpty(word))
                 throw new ArgumentException($"Template '{Name}': the verbalizer has no word for label '{label}' (labels: {string.Join(", ", labels)}).");
-        var words = Verbalizer.Where(kv => labels.Contains(kv.Key)).Select(kv => kv.Value).ToList();
-        if (words.Distinct().Count() != words.Count)
-            throw new ArgumentException($"Template '{Name}': verbalizer words must differ per label, found [{string.Join(", ", words)}].");
+        // Two labels with one word cannot be told apart by the verbalizer: name the pair, not only the word list.
+        var firstWithWord = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var label in labels)
+            if (!firstWithWord.TryAdd(Verbalizer[label], label))
+                throw new ArgumentException($"Template '{Name}': labels '{firstWithWord[Verbalizer[label]]}' and '{label}' have the same verbalizer word " +
+                    $"\"{Verbalizer[label]}\"; verbalizer words must differ per label.");
         if (MinWords < 1 || MaxNewTokens < MinimumMaxNewTokens)
             throw new ArgumentException($"Template '{Name}': MinWords must be >= 1 and MaxNewTokens >= {MinimumMaxNewTokens}, found {MinWords} and {MaxNewTokens}.");
         if (schema is not null) CheckTextColumns(SchemaShapes.Of(schema));

@@ -16,7 +16,8 @@ namespace RetriKT.MLNet.SoftPrompt;
 /// <item>the folder the teacher was tuned from (recorded at training: same-machine loads keep working);</item>
 /// </list>
 /// and the first candidate whose content hash matches is used. No match is one line naming the hash and every folder
-/// searched. A candidate with the right name and another hash is reported as a different teacher.
+/// searched. A candidate with the right name and another hash is reported as a different teacher; one that cannot be
+/// loaded (damaged, half copied) is passed over, and named in the message when no teacher matches.
 /// </summary>
 public static class TeacherResolver
 {
@@ -72,11 +73,25 @@ public static class TeacherResolver
         var name = Path.GetFileName(recordedPath.TrimEnd('/', '\\'));
         var folders = Folders(recordedPath);
         string? different = null;
+        var unloadable = new List<string>();
         foreach (var folder in folders)
         {
             var candidate = Path.Combine(folder, name);
             if (!File.Exists(candidate) && !Directory.Exists(candidate)) continue;
-            var teacher = TeacherModel.Load(candidate, new TeacherLoadOptions { Device = device });
+            TeacherModel teacher;
+            try
+            {
+                teacher = TeacherModel.Load(candidate, new TeacherLoadOptions { Device = device });
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException or NotSupportedException)
+            {
+                // A damaged or half-copied teacher of that name in one folder must not hide the right one in the next;
+                // if none is found, the message says why this one was passed over.
+                // The loaders' messages start with the path they read; others get it in front.
+                var why = ModelFiles.Describe(e).TrimEnd('.');
+                unloadable.Add(why.StartsWith(candidate, StringComparison.Ordinal) ? why : $"{candidate}: {why}");
+                continue;
+            }
             if (string.Equals(teacher.ContentHash, expectedHash, StringComparison.Ordinal))
             {
                 teacher.RequiresGrad = false;
@@ -85,8 +100,12 @@ public static class TeacherResolver
             different ??= $"The teacher at '{candidate}' is not the one the soft prompts were tuned for: content hash {teacher.ContentHash}, expected {expectedHash}.";
             teacher.Dispose();
         }
+        var passedOver = unloadable.Count == 0 ? "" : $" Could not be loaded: {string.Join("; ", unloadable)}.";
         if (different is not null)
-            throw new InvalidDataException(different + $" No other teacher named '{name}' with that hash in: {string.Join(", ", folders)}.");
+            throw new InvalidDataException(different + $" No other teacher named '{name}' with that hash in: {string.Join(", ", folders)}.{passedOver}");
+        if (unloadable.Count > 0)
+            throw new InvalidDataException($"The soft prompts in this model were tuned for teacher '{name}' (sha256 {expectedHash}); no teacher of that name " +
+                $"could be loaded from the folders searched: {string.Join(", ", folders)}.{passedOver}");
         throw new FileNotFoundException($"The soft prompts in this model were tuned for teacher '{name}' (sha256 {expectedHash}), which does not exist in any folder searched: " +
             $"{string.Join(", ", folders)}. Give its folder with TeacherResolver.SearchIn, {FoldersVariable} or LoadWithTeacherSearch (model.zip references teachers, it never embeds them).",
             name);

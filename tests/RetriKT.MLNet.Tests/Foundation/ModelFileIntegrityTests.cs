@@ -105,13 +105,17 @@ public class ModelFileIntegrityTests
         }
     }
 
-    private static byte[] Rewrite(byte[] model, string part, Func<byte[], byte[]> change)
+    /// <summary>
+    /// <paramref name="model"/> with the one entry named <paramref name="part"/> (its full name, or its last segments)
+    /// replaced by <paramref name="change"/>(its bytes), in a valid zip: only RetriKT's own checksums can tell.
+    /// </summary>
+    internal static byte[] Rewrite(byte[] model, string part, Func<byte[], byte[]> change)
     {
         using var buffer = new MemoryStream();
         buffer.Write(model);
         using (var zip = new System.IO.Compression.ZipArchive(buffer, System.IO.Compression.ZipArchiveMode.Update, leaveOpen: true))
         {
-            var entry = zip.Entries.Single(e => e.FullName.EndsWith("/" + part, StringComparison.Ordinal));
+            var entry = zip.Entries.Single(e => e.FullName == part || e.FullName.EndsWith("/" + part, StringComparison.Ordinal));
             byte[] bytes;
             using (var read = entry.Open()) { using var copy = new MemoryStream(); read.CopyTo(copy); bytes = copy.ToArray(); }
             var name = entry.FullName;

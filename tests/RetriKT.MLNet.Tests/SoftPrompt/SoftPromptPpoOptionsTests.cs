@@ -195,7 +195,7 @@ public class SoftPromptPpoOptionsTests
     }
 
     /// <summary>Reports on the training thread (Progress&lt;T&gt; posts to the thread pool, too late to stop the next step).</summary>
-    private sealed class CallbackProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    internal sealed class CallbackProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress value) => report(value);
     }

@@ -65,9 +65,29 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
     internal static KnowledgeExtractorTransformer Load(ModelReader r)
     {
         var prompts = r.ReadModel<SoftPromptTransformer>("SoftPrompts");
-        KnowledgeStore? store = null;
-        r.ReadStream("Store.bin", s => store = KnowledgeStore.Read(s.BaseStream));
-        return new KnowledgeExtractorTransformer(r.Environment, prompts, store!, null);
+        try
+        {
+            KnowledgeStore? store = null;
+            r.ReadStream("Store.bin", s => store = KnowledgeStore.Read(s.BaseStream));
+            CheckLabels(store!, prompts);
+            return new KnowledgeExtractorTransformer(r.Environment, prompts, store!, null);
+        }
+        catch
+        {
+            prompts.Dispose(); // releases the teacher the soft prompts loaded for this model
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The store's soft labels and the SoftLabel column follow the soft prompts' label order (the scorer's): a store
+    /// with other labels, or the same in another order, would give each probability another label's name.
+    /// </summary>
+    private static void CheckLabels(KnowledgeStore store, SoftPromptTransformer prompts)
+    {
+        if (!store.LabelNames.SequenceEqual(prompts.Labels, StringComparer.Ordinal))
+            throw new InvalidDataException($"model.zip: Store.bin holds labels [{string.Join(", ", store.LabelNames)}], but its soft prompts are for " +
+                $"[{string.Join(", ", prompts.Labels)}] (in that order).");
     }
 
     /// <summary>Releases the soft prompts' teacher.</summary>
