@@ -281,7 +281,8 @@ public sealed class QuickstartRun(QuickstartOptions options, CancellationToken c
         // The served model maps the predicted key back to its label text, so a service sends only Text (and Text2):
         // samples/RetriKT.WebApi serves this file as is (--ModelPath).
         var serving = student.Student.Append(_ml.Transforms.Conversion.MapKeyToValue("PredictedLabel").Fit(student.Student.Transform(testView)));
-        _ml.Model.Save(serving, testView.Schema, zip);
+        // Atomically: a model.zip a server already watches is replaced whole, and a failed save leaves the last one.
+        _ml.Model.SaveAtomically(serving, testView.Schema, zip);
         var fresh = new MLContext();
         var loaded = fresh.Model.LoadVerified(zip, out _);
         using var engine = fresh.Model.CreatePredictionEngine<ReviewInput, ReviewPrediction>(loaded);

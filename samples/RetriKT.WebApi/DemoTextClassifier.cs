@@ -38,10 +38,6 @@ public static class DemoTextClassifier
     {
         var mlContext = new MLContext(seed);
         var (model, schema) = Train(mlContext, tsvPath, maximumNumberOfIterations);
-        var fullPath = Path.GetFullPath(modelPath);
-        Directory.CreateDirectory(Path.GetDirectoryName(fullPath)!);
-        var temp = fullPath + ".tmp";
-        mlContext.Model.Save(model, schema, temp);
-        File.Move(temp, fullPath, overwrite: true);
+        mlContext.Model.SaveAtomically(model, schema, modelPath);
     }
 }

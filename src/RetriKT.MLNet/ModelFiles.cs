@@ -4,7 +4,10 @@ using RetriKT.MLNet.Common;
 namespace RetriKT.MLNet;
 
 /// <summary>
-/// Verified loading of model.zip files. ML.NET does not check the zip's CRC, so a flipped bit in a part that is not
+/// Atomic saving and verified loading of model.zip files. <see cref="SaveAtomically"/> writes a new model beside the old
+/// one and renames it over it, so a crash or a failed save never leaves a truncated model.zip where a working one was,
+/// and a server watching the file (<c>PredictionEnginePool</c> hot reload) sees one complete change.
+/// Verified loading: ML.NET does not check the zip's CRC, so a flipped bit in a part that is not
 /// RetriKT's own (the input schema, a MapKeyToValue step) can load as a different model; RetriKT's own parts carry
 /// their own checksums (checked by any <c>Model.Load</c>). <see cref="LoadVerified(ModelOperationsCatalog, string, out DataViewSchema)"/>
 /// checks every entry's length and CRC-32 first, then loads, and reports any failure as one
@@ -12,6 +15,24 @@ namespace RetriKT.MLNet;
 /// </summary>
 public static class ModelFiles
 {
+    /// <summary>
+    /// Saves <paramref name="model"/> (with <paramref name="inputSchema"/>, as <see cref="ModelOperationsCatalog.Save(ITransformer, DataViewSchema, string)"/>
+    /// does) to <paramref name="path"/> atomically: into a temp file of its own in the same folder, flushed to disk, then
+    /// renamed over <paramref name="path"/>. If saving fails (a transformer that cannot be saved, a full disk, a kill), the
+    /// file that was at <paramref name="path"/> is still there, whole, and no temp file is left. The folder is created
+    /// when missing.
+    /// </summary>
+    /// <example><code>
+    /// mlContext.Model.SaveAtomically(student, data.Schema, "model.zip");
+    /// </code></example>
+    public static void SaveAtomically(this ModelOperationsCatalog catalog, ITransformer model, DataViewSchema? inputSchema, string path)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        AtomicFile.Write(path, stream => catalog.Save(model, inputSchema, stream));
+    }
+
     /// <summary>Verifies every entry of the model file at <paramref name="path"/>, then loads it.</summary>
     public static ITransformer LoadVerified(this ModelOperationsCatalog catalog, string path, out DataViewSchema inputSchema)
     {

@@ -206,17 +206,17 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
             ["layer_norm_eps"] = c.LayerNormEpsilon, ["hidden_act"] = "gelu", ["position_embedding_type"] = "absolute",
             ["pad_token_id"] = Vocabulary.PadId,
         };
-        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
         Teacher.Safetensors.Write(Path.Combine(directory, "model.safetensors"), Module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
-        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "vocab.txt"), string.Join('\n', Vocabulary.Tokens) + "\n");
+        AtomicFile.WriteAllText(Path.Combine(directory, "vocab.txt"), string.Join('\n', Vocabulary.Tokens) + "\n");
         // What the loader would otherwise default (mean pooling, lower-casing, 256 tokens) is written out, so the directory
         // reloads as this encoder: an arctic (CLS, 512) or a cased encoder saved without these came back as another one.
         var indented = new System.Text.Json.JsonSerializerOptions { WriteIndented = true };
-        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "tokenizer_config.json"), new System.Text.Json.Nodes.JsonObject
+        AtomicFile.WriteAllText(Path.Combine(directory, "tokenizer_config.json"), new System.Text.Json.Nodes.JsonObject
         {
             ["tokenizer_class"] = "BertTokenizer", ["do_lower_case"] = Vocabulary.LowerCase, ["model_max_length"] = MaxTokens,
         }.ToJsonString(indented));
-        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "sentence_bert_config.json"), new System.Text.Json.Nodes.JsonObject
+        AtomicFile.WriteAllText(Path.Combine(directory, "sentence_bert_config.json"), new System.Text.Json.Nodes.JsonObject
         {
             ["max_seq_length"] = MaxTokens, ["do_lower_case"] = false,
         }.ToJsonString(indented));
@@ -229,12 +229,12 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
             Directory.CreateDirectory(Path.Combine(directory, "2_Normalize"));
         }
         Directory.CreateDirectory(Path.Combine(directory, "1_Pooling"));
-        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "1_Pooling", "config.json"), new System.Text.Json.Nodes.JsonObject
+        AtomicFile.WriteAllText(Path.Combine(directory, "1_Pooling", "config.json"), new System.Text.Json.Nodes.JsonObject
         {
             ["word_embedding_dimension"] = c.HiddenSize, ["pooling_mode_cls_token"] = Pooling == BertPooling.Cls,
             ["pooling_mode_mean_tokens"] = Pooling == BertPooling.Mean, ["pooling_mode_max_tokens"] = false, ["pooling_mode_mean_sqrt_len_tokens"] = false,
         }.ToJsonString(indented));
-        Teacher.AtomicFile.WriteAllText(Path.Combine(directory, "modules.json"), modules.ToJsonString(indented));
+        AtomicFile.WriteAllText(Path.Combine(directory, "modules.json"), modules.ToJsonString(indented));
     }
 
     /// <summary>Frees the weights.</summary>

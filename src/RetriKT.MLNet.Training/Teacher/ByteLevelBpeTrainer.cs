@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Teacher;
 

@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using RetriKT.MLNet.Encoders;
 using TorchSharp;
 using static TorchSharp.torch;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.MLNet.Teacher;
 
@@ -77,32 +78,4 @@ internal static class Safetensors
             }
         });
     }
-}
-
-/// <summary>Atomic file writes: write a temp file beside the target, then rename over it.</summary>
-internal static class AtomicFile
-{
-    public static void Write(string path, Action<FileStream> write)
-    {
-        var full = Path.GetFullPath(path);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        var temp = full + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
-        try
-        {
-            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-            {
-                write(fs);
-                fs.Flush(true);
-            }
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
-    }
-
-    public static void WriteAllText(string path, string text) => Write(path, fs => fs.Write(Encoding.UTF8.GetBytes(text)));
-
-    public static void Copy(string source, string target) => Write(target, fs => { using var src = File.OpenRead(source); src.CopyTo(fs); });
 }

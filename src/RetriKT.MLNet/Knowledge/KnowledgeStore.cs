@@ -227,27 +227,10 @@ public sealed class KnowledgeStore
     public void Save(string path, bool includeTexts = true) => WriteAtomically(path, stream => Write(stream, includeTexts));
 
     /// <summary>
-    /// Writes <paramref name="path"/> through a temp file of its own in the same folder, renamed over it when complete:
-    /// a reader never sees half a file, and a failed write leaves the old file and no temp file behind.
+    /// Writes <paramref name="path"/> atomically (<see cref="AtomicFile"/>); the folder must exist: a store saved into a
+    /// mistyped folder fails naming it instead of creating it.
     /// </summary>
-    private static void WriteAtomically(string path, Action<Stream> write)
-    {
-        var full = Path.GetFullPath(path);
-        var folder = Path.GetDirectoryName(full);
-        if (folder is not null && !Directory.Exists(folder))
-            throw new DirectoryNotFoundException($"Cannot write '{full}': the folder '{folder}' does not exist.");
-        var temp = full + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-                write(stream);
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
-    }
+    private static void WriteAtomically(string path, Action<Stream> write) => AtomicFile.Write(path, write, createFolder: false);
 
     /// <summary>Writes the store in the binary format.</summary>
     public void Write(Stream stream, bool includeTexts = true)

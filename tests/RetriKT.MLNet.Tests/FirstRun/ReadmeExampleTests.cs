@@ -1,4 +1,5 @@
 using Microsoft.ML;                                        // the README's usings, and only those, bring the example's names
+using RetriKT.MLNet;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Student;
 using RetriKT.MLNet.Teacher;
@@ -37,7 +38,7 @@ public class ReadmeExampleTests
             StoreData = store, VocabularyPath = vocabulary.VocabularyPath, TokenEmbeddingsPath = vocabulary.EmbeddingsPath, EmbeddingRank = 16,
         }).Fit(keys.Transform(fewShot));
         var metrics = ml.MulticlassClassification.Evaluate(student.Transform(keys.Transform(test)));
-        ml.Model.Save(student, fewShot.Schema, "model.zip");      // no LLM inside; load with a plain Model.Load anywhere
+        ml.Model.SaveAtomically(student, fewShot.Schema, "model.zip"); // no LLM inside; load with a plain Model.Load anywhere
         // README 'Use it' ends
     }
 

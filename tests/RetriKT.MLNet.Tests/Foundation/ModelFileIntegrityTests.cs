@@ -40,6 +40,42 @@ public class ModelFileIntegrityTests
         return (Save(student), Save(served), input);
     });
 
+    private sealed class TextIn
+    {
+        public string Text { get; set; } = "";
+    }
+
+    private sealed class LengthOut
+    {
+        public float Length { get; set; }
+    }
+
+    /// <summary>
+    /// SaveAtomically: a failed save (here a custom mapping ML.NET cannot save, which throws after model.zip was opened)
+    /// leaves the previous model.zip byte for byte and no temp file; a good save replaces it and loads.
+    /// </summary>
+    [Fact]
+    public void ASaveThatFailsLeavesThePreviousModelWholeAndNoTempFile()
+    {
+        using var temp = new TempDir("retrikt-atomic-save-");
+        var path = Path.Combine(temp.Path, "models", "model.zip"); // the folder is created
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(new[] { new TextIn { Text = "A Fine Film" } });
+        var good = ml.Transforms.Text.NormalizeText("Normalized", "Text").Fit(data);
+        ml.Model.SaveAtomically(good, data.Schema, path);
+        var before = File.ReadAllBytes(path);
+        Assert.NotEmpty(before);
+
+        var unsavable = ml.Transforms.CustomMapping<TextIn, LengthOut>((i, o) => o.Length = i.Text.Length, contractName: null).Fit(data);
+        Assert.ThrowsAny<Exception>(() => ml.Model.SaveAtomically(unsavable, data.Schema, path));
+        Assert.Equal(before, File.ReadAllBytes(path));
+        Assert.Equal([path], Directory.GetFiles(Path.GetDirectoryName(path)!));
+
+        var loaded = new MLContext().Model.LoadVerified(path, out var schema);
+        Assert.Equal("Text", Assert.Single(schema).Name);
+        Assert.Equal("a fine film", loaded.Transform(data).GetColumn<string>("Normalized").Single());
+    }
+
     [SharedDataFact]
     public void DamagedStudentFilesFailClearlyThroughAPlainModelLoad()
     {

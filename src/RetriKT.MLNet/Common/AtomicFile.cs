@@ -1,0 +1,44 @@
+using System.Text;
+
+namespace RetriKT.MLNet.Common;
+
+/// <summary>
+/// Atomic file writes, the one implementation behind every file this library writes whole (model.zip, knowledge stores,
+/// checkpoints' headers, teacher weights, metrics): a temp file of its own beside the target (two writers never share
+/// one), flushed to disk, then renamed over the target. A reader never sees half a file, and a failed or interrupted
+/// write leaves the previous file in place and no temp file behind.
+/// </summary>
+internal static class AtomicFile
+{
+    /// <summary>
+    /// Writes <paramref name="path"/> through <paramref name="write"/>. The folder is created when missing, unless
+    /// <paramref name="createFolder"/> is false: then a missing folder fails naming it.
+    /// </summary>
+    public static void Write(string path, Action<FileStream> write, bool createFolder = true)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var full = Path.GetFullPath(path);
+        var folder = Path.GetDirectoryName(full)!;
+        if (createFolder) Directory.CreateDirectory(folder);
+        else if (!Directory.Exists(folder))
+            throw new DirectoryNotFoundException($"Cannot write '{full}': the folder '{folder}' does not exist.");
+        var temp = full + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
+        try
+        {
+            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            {
+                write(fs);
+                fs.Flush(true);
+            }
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
+    }
+
+    public static void WriteAllText(string path, string text) => Write(path, fs => fs.Write(Encoding.UTF8.GetBytes(text)));
+
+    public static void Copy(string source, string target) => Write(target, fs => { using var src = File.OpenRead(source); src.CopyTo(fs); });
+}
