@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Knowledge.Extraction;
 
 namespace RetriKT.MLNet.BlackBox;
@@ -57,9 +58,7 @@ internal sealed class BlackBoxCheckpoint : IDisposable
         {
             // No file, or one whose header write was torn (nothing after it can exist): start it.
             var header = new JsonObject { [Magic] = 1, ["fingerprint"] = fingerprint, ["labels"] = new JsonArray(labels.Select(l => (JsonNode)l).ToArray()) };
-            var temp = Path + ".tmp";
-            File.WriteAllText(temp, header.ToJsonString() + "\n");
-            File.Move(temp, Path!, overwrite: true);
+            AtomicFile.WriteAllText(Path!, header.ToJsonString() + "\n");
         }
         return new StreamWriter(new FileStream(Path!, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
     }
