@@ -157,7 +157,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
 
     /// <summary>
     /// Right-padded [B, T] ids, attention mask and token types for token sequences: type 1 for the second text of a pair
-    /// (<see cref="BertEncoderSource.SecondSegmentStart"/>, Hugging Face's convention), 0 elsewhere and on padding.
+    /// (<see cref="WordPieceVocabulary.SecondTextStart"/>, Hugging Face's convention), 0 elsewhere and on padding.
     /// </summary>
     internal static (Tensor Ids, Tensor Mask, Tensor Types) ToTensors(IReadOnlyList<int[]> sequences, int padId, int sepId, Device device)
     {
@@ -167,7 +167,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         var types = new long[b * t];
         for (int i = 0; i < b; i++)
         {
-            int second = BertEncoderSource.SecondSegmentStart(sequences[i], sepId, PairSegments.SecondTextOne);
+            int second = WordPieceVocabulary.SecondTextStart(sequences[i], sepId);
             for (int j = 0; j < t; j++)
             {
                 bool real = j < sequences[i].Length;

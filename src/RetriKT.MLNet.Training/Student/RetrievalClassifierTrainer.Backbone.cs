@@ -62,7 +62,7 @@ public sealed partial class RetrievalClassifierTrainer
                   (_options.TeacherParameterCount is long teacher ? $" = {100.0 * parameters / teacher:G3}% of the teacher's {teacher:N0}." : "."));
 
         // The frozen part runs once per distinct text: the whole encoder, or the layers below the trainable ones.
-        var features = new BackboneFeatures(backbone, shape.NumLayers - trainable, vocabulary.SepId);
+        var features = new BackboneFeatures(backbone, shape.NumLayers - trainable);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var storeInputs = features.Get(ids, host);
         host.Info($"Backbone: {features.Count:N0} distinct store texts through its frozen {shape.NumLayers - trainable} layers in {clock.Elapsed.TotalSeconds:F0} s.");
@@ -95,7 +95,7 @@ public sealed partial class RetrievalClassifierTrainer
                 return (pooled, model.Head(pooled).softmax(-1));
             };
             var tuned = trainable == 0 ? backbone
-                : new StudentBackbone(model.UpdatedBackbone(backbone.Weights), backbone.Pooling, $"{backbone.Description}, top {trainable} of {shape.NumLayers} layers fine-tuned", backbone.Segments);
+                : new StudentBackbone(model.UpdatedBackbone(backbone.Weights), backbone.Pooling, $"{backbone.Description}, top {trainable} of {shape.NumLayers} layers fine-tuned", backbone.SepId, backbone.Segments);
             var validationIds = validationRows is null ? null : Tokenized(validationRows, store, tokenizer, host);
             return Finish(config, model.ToWeights(), tokenizer, store, validationIds, lexical, model.TemperatureValue, scorer, host, device, tuned);
         }
@@ -111,7 +111,7 @@ public sealed partial class RetrievalClassifierTrainer
 /// store, the validation rows and any repeat cost one pass per distinct text: the unit-length embedding when the whole
 /// encoder is frozen, else the token states after the first <paramref name="frozenLayers"/> layers.
 /// </summary>
-internal sealed class BackboneFeatures(StudentBackbone backbone, int frozenLayers, int sepId)
+internal sealed class BackboneFeatures(StudentBackbone backbone, int frozenLayers)
 {
     private readonly Dictionary<int[], float[]> _cache = new(new SequenceComparer());
     private bool Frozen => frozenLayers == backbone.Config.NumLayers;
@@ -130,9 +130,9 @@ internal sealed class BackboneFeatures(StudentBackbone backbone, int frozenLayer
             if (Frozen)
             {
                 computed[i] = new float[backbone.Dimension];
-                backbone.Embed(missing[i], sepId, computed[i]);
+                backbone.Embed(missing[i], computed[i]);
             }
-            else computed[i] = backbone.States(missing[i], sepId, frozenLayers);
+            else computed[i] = backbone.States(missing[i], frozenLayers);
         });
         for (int i = 0; i < missing.Length; i++) _cache[missing[i]] = computed[i];
         return rows.Select(r => _cache[r]).ToArray();

@@ -1,4 +1,5 @@
 using TorchSharp;
+using RetriKT.MLNet.Text;
 using static TorchSharp.torch;
 
 namespace RetriKT.MLNet.Student;
@@ -15,13 +16,12 @@ internal static class TokenBatch
         for (int i = 0; i < b; i++)
         {
             var row = rows[i];
-            int segment = 0;
+            int second = WordPieceVocabulary.SecondTextStart(row, sepId); // tokens after the first [SEP] belong to the second text
             for (int j = 0; j < row.Length; j++)
             {
                 ids[i * t + j] = row[j];
-                segments[i * t + j] = segment;
+                segments[i * t + j] = j < second ? 0 : 1;
                 mask[i * t + j] = 1;
-                if (row[j] == sepId) segment = 1; // tokens after the first [SEP] belong to the second text
             }
         }
         return (torch.tensor(ids, [b, t], device: device), torch.tensor(segments, [b, t], device: device),

@@ -71,17 +71,12 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     public PairSegments Segments { get; init; } = PairSegments.SecondTextOne;
 
     /// <summary>
-    /// Where token type 1 starts in <paramref name="ids"/> under <paramref name="segments"/>: after the first [SEP] of a
-    /// pair ([CLS] a [SEP] b [SEP]), else <c>ids.Length</c> (a single text, or <see cref="PairSegments.AllZero"/>). Typed
-    /// text never yields the [SEP] id (BERT's pre-tokenizer splits "[SEP]" into punctuation and a word), so the first
-    /// [SEP] is the one between the two texts.
+    /// Where token type 1 starts in <paramref name="ids"/> under <paramref name="segments"/>: where a pair's second text
+    /// starts (<see cref="WordPieceVocabulary.SecondTextStart"/>), else <c>ids.Length</c> (a single text, or
+    /// <see cref="PairSegments.AllZero"/>).
     /// </summary>
     public static int SecondSegmentStart(ReadOnlySpan<int> ids, int sepId, PairSegments segments)
-    {
-        if (segments == PairSegments.AllZero) return ids.Length;
-        int first = ids.IndexOf(sepId);
-        return first >= 0 && first < ids.Length - 1 ? first + 1 : ids.Length;
-    }
+        => segments == PairSegments.AllZero ? ids.Length : WordPieceVocabulary.SecondTextStart(ids, sepId);
 
     /// <summary>
     /// A directory's own limit, as sentence-transformers takes it: its <c>sentence_bert_config.json</c>

@@ -5,7 +5,8 @@ namespace RetriKT.MLNet.Encoders;
 
 /// <summary>
 /// A BERT-family encoder's forward pass for ONE unpadded token sequence in plain managed code: embeddings (word +
-/// position + segment: 0, and 1 from a given index on, for the second text of a pair) and LayerNorm, then per layer self-attention, dense, residual, LayerNorm (BERT is post-LN),
+/// position + segment: 0, and 1 for the second text of a pair under the encoder's <see cref="PairSegments"/>) and
+/// LayerNorm, then per layer self-attention, dense, residual, LayerNorm (BERT is post-LN),
 /// exact (erf) GELU feed-forward, dense, residual, LayerNorm; mean or [CLS] pooling. The same network as the training
 /// assembly's TorchSharp <c>BertEncoderModule</c> (tested for parity ≤ 1e-4 on real weights).
 /// <para>
@@ -27,11 +28,19 @@ internal sealed class ManagedBertEncoder
     private readonly float[] _word, _position, _segment0, _segment1, _embLnW, _embLnB;
     private readonly Layer[] _layers;
     private readonly float _eps;
+    private readonly int _sepId;
+    private readonly PairSegments _segments;
 
-    /// <summary>Binds <paramref name="weights"/> (already checked name by name and shape by shape by <see cref="BertWeights"/>).</summary>
-    public ManagedBertEncoder(BertWeights weights)
+    /// <summary>
+    /// Binds <paramref name="weights"/> (already checked name by name and shape by shape by <see cref="BertWeights"/>);
+    /// a pair's token types follow <paramref name="segments"/>, its texts split at the vocabulary's [SEP]
+    /// (<paramref name="sepId"/>).
+    /// </summary>
+    public ManagedBertEncoder(BertWeights weights, int sepId, PairSegments segments)
     {
         ArgumentNullException.ThrowIfNull(weights);
+        _sepId = sepId;
+        _segments = segments;
         Config = weights.Config;
         int h = Config.HiddenSize, f = Config.IntermediateSize;
         float[] W(string name) => weights.Tensors[name].Data;
@@ -40,10 +49,10 @@ internal sealed class ManagedBertEncoder
 
         _word = W("embeddings.word_embeddings.weight");
         _position = W("embeddings.position_embeddings.weight");
-        var segments = W("embeddings.token_type_embeddings.weight");
-        _segment0 = segments.AsSpan(0, h).ToArray();
+        var tokenTypes = W("embeddings.token_type_embeddings.weight");
+        _segment0 = tokenTypes.AsSpan(0, h).ToArray();
         // A checkpoint with one token type (type_vocab_size 1) has no second segment: both texts of a pair get type 0.
-        _segment1 = Config.TypeVocabSize >= 2 ? segments.AsSpan(h, h).ToArray() : _segment0;
+        _segment1 = Config.TypeVocabSize >= 2 ? tokenTypes.AsSpan(h, h).ToArray() : _segment0;
         _embLnW = W("embeddings.LayerNorm.weight");
         _embLnB = W("embeddings.LayerNorm.bias");
         _eps = (float)Config.LayerNormEpsilon;
@@ -86,15 +95,12 @@ internal sealed class ManagedBertEncoder
         return c.NumLayers * (t * h * 4 * h + 2 * t * h * f + 2 * t * t * h);
     }
 
-    /// <summary>
-    /// Pooled (not normalised) embedding of one sequence of token ids ([CLS] ... [SEP], unpadded); tokens from
-    /// <paramref name="secondSegmentStart"/> on get token type 1 (<see cref="BertEncoderSource.SecondSegmentStart"/>).
-    /// </summary>
-    public void Encode(ReadOnlySpan<int> ids, BertPooling pooling, Span<float> pooled, int secondSegmentStart = int.MaxValue)
+    /// <summary>Pooled (not normalised) embedding of one sequence of token ids ([CLS] ... [SEP], unpadded).</summary>
+    public void Encode(ReadOnlySpan<int> ids, BertPooling pooling, Span<float> pooled)
     {
         int t = ids.Length, h = Config.HiddenSize;
         if (pooled.Length < h) throw new ArgumentException($"Destination holds {pooled.Length} values, expected {h}.", nameof(pooled));
-        var x = States(ids, Config.NumLayers, secondSegmentStart);
+        var x = States(ids, Config.NumLayers);
         var result = pooled[..h];
         if (pooling == BertPooling.Cls) { x.AsSpan(0, h).CopyTo(result); return; }
         result.Clear();
@@ -104,10 +110,9 @@ internal sealed class ManagedBertEncoder
 
     /// <summary>
     /// Token states [t, h] (row-major) after the embeddings and the first <paramref name="layers"/> layers: the input
-    /// of layer <paramref name="layers"/> (a student that fine-tunes the top layers caches these once per text). Tokens
-    /// from <paramref name="secondSegmentStart"/> on get token type 1.
+    /// of layer <paramref name="layers"/> (a student that fine-tunes the top layers caches these once per text).
     /// </summary>
-    public float[] States(ReadOnlySpan<int> ids, int layers, int secondSegmentStart = int.MaxValue)
+    public float[] States(ReadOnlySpan<int> ids, int layers)
     {
         int t = ids.Length, h = Config.HiddenSize, f = Config.IntermediateSize;
         if (t == 0 || t > Config.MaxPositions) throw new ArgumentOutOfRangeException(nameof(ids), $"Sequence has {t} tokens; expected 1..{Config.MaxPositions}.");
@@ -125,6 +130,7 @@ internal sealed class ManagedBertEncoder
         var kt = new float[hs * t];
         var v = new float[t * hs];
 
+        int secondSegmentStart = BertEncoderSource.SecondSegmentStart(ids, _sepId, _segments);
         for (int i = 0; i < t; i++)
         {
             int id = ids[i];

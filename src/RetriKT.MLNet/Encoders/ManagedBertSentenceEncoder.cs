@@ -51,7 +51,7 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
     private ManagedBertSentenceEncoder(BertEncoderSource source, Options options, int maxTokens)
     {
         _maxTokens = maxTokens;
-        _encoder = new ManagedBertEncoder(source.Weights);
+        _encoder = new ManagedBertEncoder(source.Weights, source.Vocabulary.SepId, source.Segments);
         _options = options;
         Vocabulary = source.Vocabulary;
         Pooling = source.Pooling;
@@ -164,12 +164,10 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         int h = Dimension;
         var pooling = Pooling;
         bool normalize = _options.Normalize;
-        int sepId = Vocabulary.SepId;
-        var segments = Parts.Segments;
         Parallel.For(0, sequences.Length, new ParallelOptions { MaxDegreeOfParallelism = _options.MaxDegreeOfParallelism }, i =>
         {
             var row = destination.AsSpan(i * h, h);
-            _encoder.Encode(sequences[i], pooling, row, BertEncoderSource.SecondSegmentStart(sequences[i], sepId, segments));
+            _encoder.Encode(sequences[i], pooling, row);
             if (normalize)
             {
                 // torch's normalize(p: 2): x / max(‖x‖, 1e-12).

@@ -3,6 +3,7 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet.Student;
 
@@ -87,15 +88,14 @@ internal sealed class ManagedStudentEncoder : IStudentNetwork
         var q = new float[t * hs0];
         var kt = new float[hs0 * t];
         var v = new float[t * hs0];
-        int segment = 0;
+        int second = WordPieceVocabulary.SecondTextStart(ids, sepId);
         for (int i = 0; i < t; i++)
         {
             int id = ids[i];
             if ((uint)id >= (uint)_config.VocabularySize) throw new ArgumentOutOfRangeException(nameof(ids), $"Token id {id} is outside the vocabulary of {_config.VocabularySize}.");
             var row = x.AsSpan(i * h, h);
             TensorPrimitives.Add(_wte.AsSpan(id * h, h), _wpe.AsSpan(i * h, h), row);
-            TensorPrimitives.Add(row, _wse.AsSpan(segment * h, h), row);
-            if (id == sepId) segment = 1;
+            TensorPrimitives.Add(row, _wse.AsSpan((i < second ? 0 : 1) * h, h), row);
         }
         int heads = _config.Heads;
         foreach (var b in _blocks)

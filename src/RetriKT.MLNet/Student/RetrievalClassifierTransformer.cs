@@ -510,7 +510,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             else if (mu != 0)
                 throw new InvalidDataException($"RetrievalClassifier in model.zip: term-match weight μ = {mu} but no term-match index was saved.");
         }
-        StudentBackbone? backbone = r.Version >= BackboneVersion && rd.ReadBoolean() ? ReadBackbone(r) : null;
+        StudentBackbone? backbone = r.Version >= BackboneVersion && rd.ReadBoolean() ? ReadBackbone(r, vocabulary.SepId) : null;
         RetrievalModel model;
         try
         {
@@ -525,7 +525,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         }
     }
 
-    private static StudentBackbone ReadBackbone(ModelReader r)
+    private static StudentBackbone ReadBackbone(ModelReader r, int sepId)
     {
         var rd = r.Reader;
         string description = r.ReadString();
@@ -535,6 +535,6 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         // A backbone saved before the pair token types were written was trained and keyed with all of them 0.
         var segments = r.Version >= PairSegmentsVersion ? (PairSegments)rd.ReadInt32() : PairSegments.AllZero;
         if (!Enum.IsDefined(segments)) throw new InvalidDataException($"RetrievalClassifier in model.zip: unknown backbone pair segments {(int)segments}.");
-        return new StudentBackbone(weights, (BertPooling)pooling, description, segments);
+        return new StudentBackbone(weights, (BertPooling)pooling, description, sepId, segments);
     }
 }

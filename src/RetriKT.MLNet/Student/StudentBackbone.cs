@@ -26,14 +26,19 @@ internal sealed class StudentBackbone
 
     private readonly ManagedBertEncoder _encoder;
 
-    public StudentBackbone(BertWeights weights, BertPooling pooling, string description, PairSegments segments)
+    /// <summary>
+    /// A backbone of <paramref name="weights"/>; a pair's texts split at <paramref name="sepId"/>, [SEP] in the backbone's
+    /// vocabulary (the student's tokenizer's), with the token types of <paramref name="segments"/>.
+    /// </summary>
+    public StudentBackbone(BertWeights weights, BertPooling pooling, string description, int sepId, PairSegments segments)
     {
         ArgumentNullException.ThrowIfNull(weights);
         Weights = weights;
         Pooling = pooling;
         Description = description;
+        SepId = sepId;
         Segments = segments;
-        _encoder = new ManagedBertEncoder(weights);
+        _encoder = new ManagedBertEncoder(weights, sepId, segments);
     }
 
     /// <summary>The encoder's weights (Hugging Face names, torch layout).</summary>
@@ -45,6 +50,8 @@ internal sealed class StudentBackbone
     /// for one saved in a model.zip before 2026-12-06, whose head was trained on those features.
     /// </summary>
     public PairSegments Segments { get; }
+    /// <summary>[SEP] in the backbone's vocabulary.</summary>
+    public int SepId { get; }
     /// <summary>Where the backbone came from (package id and version, or the directory), for logs and reports.</summary>
     public string Description { get; }
     /// <summary>Embedding size (the encoder's hidden size).</summary>
@@ -60,23 +67,23 @@ internal sealed class StudentBackbone
         string description = package is null ? Path.GetFullPath(source) : $"{package.PackageId} {package.Version}";
         if (loaded.Vocabulary.Count != loaded.Weights.Config.VocabSize)
             throw new InvalidDataException($"{loaded.Weights.Source}: vocab.txt has {loaded.Vocabulary.Count} tokens, but the embeddings have {loaded.Weights.Config.VocabSize} rows.");
-        return (new StudentBackbone(loaded.Weights, loaded.Pooling, description, loaded.Segments), loaded.Vocabulary);
+        return (new StudentBackbone(loaded.Weights, loaded.Pooling, description, loaded.Vocabulary.SepId, loaded.Segments), loaded.Vocabulary);
     }
 
     /// <summary>
     /// The unit-length pooled embedding of one row ([CLS] a [SEP] (b [SEP]), the token types of <see cref="Segments"/>):
     /// the student's input features.
     /// </summary>
-    public void Embed(ReadOnlySpan<int> ids, int sepId, Span<float> destination)
+    public void Embed(ReadOnlySpan<int> ids, Span<float> destination)
     {
         var row = destination[..Dimension];
-        _encoder.Encode(ids, Pooling, row, BertEncoderSource.SecondSegmentStart(ids, sepId, Segments));
+        _encoder.Encode(ids, Pooling, row);
         // torch's normalize(p: 2): x / max(‖x‖, 1e-12).
         TensorPrimitives.Divide(row, MathF.Max(TensorPrimitives.Norm(row), 1e-12f), row);
     }
 
     /// <summary>Token states [t, H] after the embeddings and the first <paramref name="layers"/> layers (the input of a trainable top layer).</summary>
-    public float[] States(ReadOnlySpan<int> ids, int sepId, int layers) => _encoder.States(ids, layers, BertEncoderSource.SecondSegmentStart(ids, sepId, Segments));
+    public float[] States(ReadOnlySpan<int> ids, int layers) => _encoder.States(ids, layers);
 
 }
 
@@ -111,7 +118,7 @@ internal sealed class BackboneStudentNetwork : IStudentNetwork
     public void Encode(ReadOnlySpan<int> ids, int sepId, Span<float> pooled)
     {
         var features = new float[_dimension];
-        _backbone.Embed(ids, sepId, features);
+        _backbone.Embed(ids, features); // the backbone splits a pair at its own [SEP]
         var z = new float[_dimension];
         ManagedStudentEncoder.MatMul(features, _projT, _projB, z, 1, _dimension, _dimension);
         z.CopyTo(pooled);

@@ -49,6 +49,18 @@ public sealed class WordPieceVocabulary
     public int MaskId { get; }
 
     /// <summary>
+    /// Where the second text starts in token ids laid out as <c>[CLS] a [SEP] b [SEP]</c>: just after the first [SEP],
+    /// or <c>ids.Length</c> when nothing follows it (a single text). Tokens from there on are segment (token type) 1, in
+    /// the tiny student and in a pretrained BERT alike. Typed text never yields the [SEP] id (the pre-tokenizer splits
+    /// "[SEP]" into punctuation and a word), so the first [SEP] is the one between the texts.
+    /// </summary>
+    internal static int SecondTextStart(ReadOnlySpan<int> ids, int sepId)
+    {
+        int first = ids.IndexOf(sepId);
+        return first >= 0 && first < ids.Length - 1 ? first + 1 : ids.Length;
+    }
+
+    /// <summary>
     /// WordPiece ids of <paramref name="text"/> without special tokens, as BERT's reference tokenizer produces them
     /// (BERT basic tokenization, then greedy longest-match WordPiece through Microsoft.ML.Tokenizers).
     /// </summary>

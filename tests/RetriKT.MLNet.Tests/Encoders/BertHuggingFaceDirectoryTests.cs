@@ -118,14 +118,14 @@ public class BertHuggingFaceDirectoryTests
 
         // Managed: the runtime's forward pass with the same split, [CLS] state through the pooler (tanh(W·h + b)).
         var weights = BertWeights.FromHuggingFaceDirectory(dir);
-        var managed = new ManagedBertEncoder(weights);
+        var managed = new ManagedBertEncoder(weights, encoder.Vocabulary.SepId, PairSegments.SecondTextOne);
         var poolerW = all["bert.pooler.dense.weight"].Data;
         var poolerB = all["bert.pooler.dense.bias"].Data;
         foreach (var (document, ids) in documents.Zip(pairs))
         {
             int second = BertEncoderSource.SecondSegmentStart(ids, encoder.Vocabulary.SepId, PairSegments.SecondTextOne);
             Assert.Equal(Array.IndexOf(ids, encoder.Vocabulary.SepId) + 1, second);
-            var states = managed.States(ids, weights.Config.NumLayers, second);
+            var states = managed.States(ids, weights.Config.NumLayers);
             var pooled = new float[32];
             for (int o = 0; o < 32; o++)
             {

@@ -89,13 +89,13 @@ public class PairSegmentsCompatibilityTests
         // The backbone's own embedding of a pair under either convention: the fixture's backbone has two token types,
         // so the old students really depend on the convention they restore.
         var backbone = old.Model.Backbone!;
-        var now = new StudentBackbone(backbone.Weights, backbone.Pooling, backbone.Description, PairSegments.SecondTextOne);
-        int sep = old.Vocabulary.SepId;
+        Assert.Equal(old.Vocabulary.SepId, backbone.SepId);
+        var now = new StudentBackbone(backbone.Weights, backbone.Pooling, backbone.Description, backbone.SepId, PairSegments.SecondTextOne);
         var ids = old.Model.Tokenize(recorded[0].Text, recorded[0].Text2, out _);
         var before = new float[backbone.Dimension];
         var after = new float[backbone.Dimension];
-        backbone.Embed(ids, sep, before);
-        now.Embed(ids, sep, after);
+        backbone.Embed(ids, before);
+        now.Embed(ids, after);
         Assert.True(BertEncoderParityTests.CosineDistance(before, after) > 1e-4, "token type 1 did not change the backbone's embedding of a pair");
     }
 }
