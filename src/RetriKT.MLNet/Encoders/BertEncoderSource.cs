@@ -79,6 +79,18 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         => segments == PairSegments.AllZero ? ids.Length : WordPieceVocabulary.SecondTextStart(ids, sepId);
 
     /// <summary>
+    /// The pair token types a saved encoder was written with (its model.zip writes <c>(int)</c><see cref="Segments"/> from
+    /// format <paramref name="writtenSince"/> on): an older file's encoder gave every token type 0, and keeps doing so. An
+    /// unknown value fails naming <paramref name="where"/>.
+    /// </summary>
+    internal static PairSegments ReadSegments(Bridge.ModelReader r, uint writtenSince, string where)
+    {
+        if (r.Version < writtenSince) return PairSegments.AllZero;
+        var segments = (PairSegments)r.Reader.ReadInt32();
+        return Enum.IsDefined(segments) ? segments : throw new InvalidDataException($"{where}: unknown pair segments {(int)segments}.");
+    }
+
+    /// <summary>
     /// A directory's own limit, as sentence-transformers takes it: its <c>sentence_bert_config.json</c>
     /// <c>max_seq_length</c>, else the smaller of the model's positions and the tokenizer's <c>model_max_length</c>
     /// (<see cref="TransformerMaxLength"/>); null for a package, and for parts read back from a saved model, which

@@ -140,9 +140,7 @@ public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
         string[] tokens = [];
         r.ReadStream("Vocabulary.txt", s => tokens = WordPieceVocabulary.ReadTokens(s, where));
         var weights = BertWeights.ReadPart(r, WeightsPart, $"{where}, {WeightsPart} (saved from {source})");
-        // Saved before the pair token types were written: the stores keyed with it used all of them 0.
-        var segments = r.Version >= PairSegmentsVersion ? (PairSegments)rd.ReadInt32() : PairSegments.AllZero;
-        if (!Enum.IsDefined(segments)) throw new InvalidDataException($"{where}: unknown pair segments {(int)segments}.");
+        var segments = BertEncoderSource.ReadSegments(r, PairSegmentsVersion, where);
         var parts = new BertEncoderSource(weights, WordPieceVocabulary.FromTokens(tokens, lowerCase, $"{where} vocabulary"), (BertPooling)pooling)
         {
             Segments = segments,

@@ -533,8 +533,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         if (!Enum.IsDefined((BertPooling)pooling)) throw new InvalidDataException($"RetrievalClassifier in model.zip: unknown backbone pooling {pooling}.");
         var weights = BertWeights.ReadPart(r, StudentBackbone.PartName, "RetrievalClassifier in model.zip, " + StudentBackbone.PartName);
         // A backbone saved before the pair token types were written was trained and keyed with all of them 0.
-        var segments = r.Version >= PairSegmentsVersion ? (PairSegments)rd.ReadInt32() : PairSegments.AllZero;
-        if (!Enum.IsDefined(segments)) throw new InvalidDataException($"RetrievalClassifier in model.zip: unknown backbone pair segments {(int)segments}.");
+        var segments = BertEncoderSource.ReadSegments(r, PairSegmentsVersion, "RetrievalClassifier in model.zip, backbone");
         return new StudentBackbone(weights, (BertPooling)pooling, description, sepId, segments);
     }
 }
