@@ -70,11 +70,10 @@ internal sealed class OnnxGraphReader
                     }
                     else if (gField == 5 && gWire == 2)
                     {
-                        var bytes = graph.Bytes();
-                        var t = ReadTensor(bytes, source);
-                        if (t is not null && !initializers.TryAdd(t.Name, t))
+                        var proto = TensorProto.Read(graph.Bytes(), source);
+                        if (proto.Floats(source) is { } t && !initializers.TryAdd(t.Name, t))
                             throw new InvalidDataException($"{source}: initializer '{t.Name}' appears twice.");
-                        if (t is null && ReadInt64Tensor(bytes, source) is ({ } name, { } value)) int64Constants[name] = value;
+                        if (proto.Int64s(source) is { } value) int64Constants[proto.Name] = value;
                     }
                     else graph.Skip(gWire);
                 }
@@ -109,7 +108,7 @@ internal sealed class OnnxGraphReader
                     {
                         if (aField == 1 && aWire == 2) name = a.String();
                         else if (aField == 3 && aWire == 0) value = (long)a.Varint();
-                        else if (aField == 5 && aWire == 2) tensor = ReadInt64Tensor(a.Bytes(), source).Value;
+                        else if (aField == 5 && aWire == 2) tensor = TensorProto.Read(a.Bytes(), source).Int64s(source);
                         else a.Skip(aWire);
                     }
                     if (value is { } v) attributes[name] = v;
@@ -122,100 +121,96 @@ internal sealed class OnnxGraphReader
     }
 
     /// <summary>
-    /// A TensorProto's name and values when it is INT64 (raw_data little-endian, or int64_data varints), else a null
-    /// value. A value count that does not match the shape is refused naming the tensor.
+    /// The fields of an ONNX TensorProto this reader uses, read once whatever the element type; <see cref="Floats"/> and
+    /// <see cref="Int64s"/> give its values when it is of their type (FLOAT weights; INT64 shape constants), else null.
     /// </summary>
-    private static (string Name, long[]? Value) ReadInt64Tensor(ReadOnlyMemory<byte> bytes, string source)
+    private sealed record TensorProto(string Name, List<long> Dims, int DataType, ReadOnlyMemory<byte> Raw, List<float>? FloatData,
+        List<long> Int64Data, bool External)
     {
-        var dims = new List<long>();
-        var values = new List<long>();
-        int dataType = 0;
-        string name = "";
-        ReadOnlyMemory<byte> raw = default;
-        var r = new WireReader(bytes, source);
-        while (r.Next(out int field, out int wire))
+        public static TensorProto Read(ReadOnlyMemory<byte> bytes, string source)
         {
-            switch (field, wire)
+            var dims = new List<long>();
+            var int64s = new List<long>();
+            List<float>? floats = null;
+            int dataType = 0;
+            string name = "";
+            ReadOnlyMemory<byte> raw = default;
+            bool external = false;
+            var r = new WireReader(bytes, source);
+            while (r.Next(out int field, out int wire))
             {
-                case (1, 0): dims.Add((long)r.Varint()); break;
-                case (1, 2):
-                    var packedDims = new WireReader(r.Bytes(), source);
-                    while (packedDims.HasMore) dims.Add((long)packedDims.Varint());
-                    break;
-                case (2, 0): dataType = (int)r.Varint(); break;
-                case (7, 0): values.Add((long)r.Varint()); break;
-                case (7, 2):
-                    var packed = new WireReader(r.Bytes(), source);
-                    while (packed.HasMore) values.Add((long)packed.Varint());
-                    break;
-                case (8, 2): name = r.String(); break;
-                case (9, 2): raw = r.Bytes(); break;
-                default: r.Skip(wire); break;
+                switch (field, wire)
+                {
+                    case (1, 0): dims.Add((long)r.Varint()); break;
+                    case (1, 2):
+                        var packedDims = new WireReader(r.Bytes(), source);
+                        while (packedDims.HasMore) dims.Add((long)packedDims.Varint());
+                        break;
+                    case (2, 0): dataType = (int)r.Varint(); break;
+                    case (4, 2):
+                        var span = r.Bytes().Span;
+                        floats ??= new List<float>(span.Length / 4);
+                        for (int i = 0; i + 4 <= span.Length; i += 4) floats.Add(BinaryPrimitives.ReadSingleLittleEndian(span[i..]));
+                        break;
+                    case (4, 5): (floats ??= []).Add(BitConverter.Int32BitsToSingle((int)r.Fixed32())); break;
+                    case (7, 0): int64s.Add((long)r.Varint()); break;
+                    case (7, 2):
+                        var packed = new WireReader(r.Bytes(), source);
+                        while (packed.HasMore) int64s.Add((long)packed.Varint());
+                        break;
+                    case (8, 2): name = r.String(); break;
+                    case (9, 2): raw = r.Bytes(); break;
+                    case (14, 0): external = r.Varint() == 1; break;
+                    default: r.Skip(wire); break;
+                }
             }
+            return new TensorProto(name, dims, dataType, raw, floats, int64s, external);
         }
-        if (dataType != Int64Type) return (name, null);
-        if (!raw.IsEmpty)
-        {
-            if (raw.Length % 8 != 0) throw new InvalidDataException($"{source}: INT64 tensor '{name}' has {raw.Length} raw bytes, not a multiple of 8.");
-            values.Clear();
-            for (int i = 0; i < raw.Length; i += 8) values.Add(BinaryPrimitives.ReadInt64LittleEndian(raw.Span[i..]));
-        }
-        long count = dims.Aggregate(1L, (a, b) => a * b);
-        if (values.Count != count)
-            throw new InvalidDataException($"{source}: INT64 tensor '{name}' has {values.Count} values, but shape [{string.Join(",", dims)}] needs {count}.");
-        return (name, [.. values]);
-    }
 
-    private static OnnxTensor? ReadTensor(ReadOnlyMemory<byte> bytes, string source)
-    {
-        var dims = new List<long>();
-        int dataType = 0;
-        string name = "";
-        ReadOnlyMemory<byte> raw = default;
-        List<float>? floats = null;
-        bool external = false;
-        var r = new WireReader(bytes, source);
-        while (r.Next(out int field, out int wire))
+        private long Count => Dims.Aggregate(1L, (a, b) => a * b);
+
+        /// <summary>The tensor as FLOAT weights (raw_data or float_data), or null for another element type.</summary>
+        public OnnxTensor? Floats(string source)
         {
-            switch (field, wire)
+            if (DataType != FloatType) return null;
+            if (External) throw new NotSupportedException($"{source}: initializer '{Name}' is stored as external data; only inline weights are read.");
+            long count = Count;
+            float[] data;
+            if (!Raw.IsEmpty)
             {
-                case (1, 0): dims.Add((long)r.Varint()); break;
-                case (1, 2):
-                    var packed = new WireReader(r.Bytes(), source);
-                    while (packed.HasMore) dims.Add((long)packed.Varint());
-                    break;
-                case (2, 0): dataType = (int)r.Varint(); break;
-                case (4, 2):
-                    var span = r.Bytes().Span;
-                    floats ??= new List<float>(span.Length / 4);
-                    for (int i = 0; i + 4 <= span.Length; i += 4) floats.Add(BinaryPrimitives.ReadSingleLittleEndian(span[i..]));
-                    break;
-                case (4, 5): (floats ??= []).Add(BitConverter.Int32BitsToSingle((int)r.Fixed32())); break;
-                case (8, 2): name = r.String(); break;
-                case (9, 2): raw = r.Bytes(); break;
-                case (14, 0): external = r.Varint() == 1; break;
-                default: r.Skip(wire); break;
+                if (Raw.Length != count * 4)
+                    throw new InvalidDataException($"{source}: initializer '{Name}' has {Raw.Length} raw bytes, but shape [{string.Join(",", Dims)}] of FLOAT needs {count * 4}.");
+                data = new float[count];
+                Raw.Span.CopyTo(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+                if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Big-endian hosts are not supported.");
             }
+            else
+            {
+                data = FloatData?.ToArray() ?? [];
+                if (data.Length != count)
+                    throw new InvalidDataException($"{source}: initializer '{Name}' has {data.Length} float values, but shape [{string.Join(",", Dims)}] needs {count}.");
+            }
+            return new OnnxTensor(Name, [.. Dims], data);
         }
-        if (dataType != FloatType) return null;
-        if (external) throw new NotSupportedException($"{source}: initializer '{name}' is stored as external data; only inline weights are read.");
-        long count = dims.Aggregate(1L, (a, b) => a * b);
-        float[] data;
-        if (!raw.IsEmpty)
+
+        /// <summary>
+        /// The tensor's INT64 values (raw_data little-endian, or int64_data varints), or null for another element type. A
+        /// value count that does not match the shape is refused naming the tensor.
+        /// </summary>
+        public long[]? Int64s(string source)
         {
-            if (raw.Length != count * 4)
-                throw new InvalidDataException($"{source}: initializer '{name}' has {raw.Length} raw bytes, but shape [{string.Join(",", dims)}] of FLOAT needs {count * 4}.");
-            data = new float[count];
-            raw.Span.CopyTo(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
-            if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Big-endian hosts are not supported.");
+            if (DataType != Int64Type) return null;
+            var values = Int64Data;
+            if (!Raw.IsEmpty)
+            {
+                if (Raw.Length % 8 != 0) throw new InvalidDataException($"{source}: INT64 tensor '{Name}' has {Raw.Length} raw bytes, not a multiple of 8.");
+                values = [];
+                for (int i = 0; i < Raw.Length; i += 8) values.Add(BinaryPrimitives.ReadInt64LittleEndian(Raw.Span[i..]));
+            }
+            if (values.Count != Count)
+                throw new InvalidDataException($"{source}: INT64 tensor '{Name}' has {values.Count} values, but shape [{string.Join(",", Dims)}] needs {Count}.");
+            return [.. values];
         }
-        else
-        {
-            data = floats?.ToArray() ?? [];
-            if (data.Length != count)
-                throw new InvalidDataException($"{source}: initializer '{name}' has {data.Length} float values, but shape [{string.Join(",", dims)}] needs {count}.");
-        }
-        return new OnnxTensor(name, [.. dims], data);
     }
 
     /// <summary>Protobuf wire format: (field &lt;&lt; 3 | wire type) keys, varints, fixed 32/64, length-delimited bytes.</summary>
