@@ -48,7 +48,7 @@ public sealed class GenerationBatcher : IAsyncDisposable
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _loop;
-    private long _calls, _rows, _requests, _abandoned;
+    private long _calls, _rows, _requests, _abandoned, _generating;
 
     /// <summary>Starts the batching loop over a loaded teacher (the batcher owns it from now on).</summary>
     public GenerationBatcher(TeacherModel teacher, TeacherServerOptions options)
@@ -65,8 +65,13 @@ public sealed class GenerationBatcher : IAsyncDisposable
     public long Calls => Interlocked.Read(ref _calls);
     /// <summary>Rows generated so far.</summary>
     public long Rows => Interlocked.Read(ref _rows);
-    /// <summary>Rows not generated because their client had gone (disconnected or cancelled) before their batch ran.</summary>
+    /// <summary>
+    /// Rows not generated because their client had gone (disconnected or cancelled): before their batch ran, or while it
+    /// ran once every row of the call had lost its client.
+    /// </summary>
     public long Abandoned => Interlocked.Read(ref _abandoned);
+    /// <summary>Rows of the generation call running now (0 when the teacher is idle).</summary>
+    public long Generating => Interlocked.Read(ref _generating);
 
     /// <summary>Encodes a prompt the way the teacher expects (BOS for the LLaMA family).</summary>
     public int[] Encode(string prompt) => _teacher.Tokenizer!.Encode(prompt, _teacher.Config.Architecture == TeacherArchitecture.Llama);
@@ -74,8 +79,10 @@ public sealed class GenerationBatcher : IAsyncDisposable
     /// <summary>
     /// Queues <paramref name="n"/> rows of one prompt; they complete when their batch is done. Once
     /// <paramref name="cancellation"/> fires, the task ends at once and rows still waiting are dropped before their batch
-    /// runs (a generation call already running finishes: the teacher's loop has no cancellation point).
+    /// runs. A generation call already running stops at its next token once every row in it has lost its client (rows of
+    /// clients still waiting keep it going).
     /// </summary>
+    /// <exception cref="ArgumentException">The prompt, with max_tokens, does not fit the teacher's context (thrown here, not by the task).</exception>
     public Task<RowResult[]> GenerateAsync(int[] promptIds, SamplingKey key, int n, int topLogProbs, CancellationToken cancellation)
     {
         if (promptIds.Length >= _teacher.Config.MaxPositions)
@@ -136,13 +143,19 @@ public sealed class GenerationBatcher : IAsyncDisposable
 
     private void Run(SamplingKey key, List<Pending> rows)
     {
+        // The call is worth finishing while one of its clients still waits; when the last one leaves (or the server stops),
+        // it stops at the next token.
+        using var allGone = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+        int waiting = rows.Count;
+        var registrations = rows.Select(r => r.Cancellation.Register(() => { if (Interlocked.Decrement(ref waiting) == 0) allGone.Cancel(); })).ToList();
+        Interlocked.Exchange(ref _generating, rows.Count);
         try
         {
             var result = _teacher.Generate(new GenerationRequest
             {
                 PromptIds = rows.Select(r => r.PromptIds).ToList(),
                 MaxNewTokens = key.MaxTokens, Temperature = key.Temperature, TopP = key.TopP,
-                StopSequences = key.StopList, Seed = key.Seed,
+                StopSequences = key.StopList, Seed = key.Seed, Cancellation = allGone.Token,
             });
             Interlocked.Increment(ref _calls);
             Interlocked.Add(ref _rows, rows.Count);
@@ -160,9 +173,20 @@ public sealed class GenerationBatcher : IAsyncDisposable
                 rows[i].Done.TrySetResult(new RowResult(text, s.FinishReason == "length" ? "length" : "stop", s.PromptIds.Length, s.TokenIds.Length, tokens));
             }
         }
+        catch (OperationCanceledException) when (allGone.IsCancellationRequested)
+        {
+            foreach (var r in rows) r.Done.TrySetCanceled(allGone.Token);
+            if (!_stop.IsCancellationRequested) Interlocked.Add(ref _abandoned, rows.Count);
+        }
         catch (Exception e)
         {
             foreach (var r in rows) r.Done.TrySetException(e);
+        }
+        finally
+        {
+            // Before allGone is disposed: a registration's Dispose waits for a callback that is running.
+            foreach (var registration in registrations) registration.Dispose();
+            Interlocked.Exchange(ref _generating, 0);
         }
     }
 

@@ -41,7 +41,10 @@ public static class TeacherServerApp
         var batcher = app.Services.GetRequiredService<GenerationBatcher>();
         if (options.WarmUp) batcher.GenerateAsync(batcher.Encode("Once upon a time"), new SamplingKey(1, 1, 4, "", 1), 2, 2, default).GetAwaiter().GetResult();
 
-        app.MapGet("/health", () => Results.Json(new { status = "ok", model = options.ModelId, calls = batcher.Calls, rows = batcher.Rows, abandoned = batcher.Abandoned }));
+        app.MapGet("/health", () => Results.Json(new
+        {
+            status = "ok", model = options.ModelId, calls = batcher.Calls, rows = batcher.Rows, abandoned = batcher.Abandoned, generating = batcher.Generating,
+        }));
         app.MapGet("/v1/models", () => Results.Json(new
         {
             @object = "list",
@@ -82,10 +85,20 @@ public static class TeacherServerApp
             return;
         }
 
-        RowResult[] rows;
-        try { rows = await batcher.GenerateAsync(request.PromptIds, request.Key, request.N, request.TopLogProbs, http.RequestAborted); }
+        Task<RowResult[]> generation;
+        try { generation = batcher.GenerateAsync(request.PromptIds, request.Key, request.N, request.TopLogProbs, http.RequestAborted); }
         // The prompt (with max_tokens) does not fit the context: OpenAI's param and code for it.
         catch (ArgumentException e) { await Error(http, e.Message, chat ? "messages" : "prompt", code: "context_length_exceeded"); return; }
+        RowResult[] rows;
+        try { rows = await generation; }
+        // The teacher failed (out of device memory, say): OpenAI's shape for a server error, not an empty 500, so a client
+        // (and its retry policy) reads what happened. A client that left gets nothing (the cancellation propagates).
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(TeacherServerApp)).LogError(e, "Generation failed");
+            await Error(http, $"The teacher failed to generate: {e.Message}", null, StatusCodes.Status500InternalServerError, type: "server_error");
+            return;
+        }
 
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -318,12 +331,13 @@ public static class TeacherServerApp
         await http.Response.WriteAsync(data.ToJsonString(), http.RequestAborted);
     }
 
-    private static async Task Error(HttpContext http, string message, string? param, int status = StatusCodes.Status400BadRequest, string? code = null)
+    private static async Task Error(HttpContext http, string message, string? param, int status = StatusCodes.Status400BadRequest, string? code = null,
+        string type = "invalid_request_error")
     {
         http.Response.StatusCode = status;
         await WriteJson(http, new JsonObject
         {
-            ["error"] = new JsonObject { ["message"] = message, ["type"] = "invalid_request_error", ["param"] = param, ["code"] = code },
+            ["error"] = new JsonObject { ["message"] = message, ["type"] = type, ["param"] = param, ["code"] = code },
         });
     }
 }

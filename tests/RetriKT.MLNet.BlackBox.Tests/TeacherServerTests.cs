@@ -314,6 +314,46 @@ public class TeacherServerTests(SharedTeacherServer shared)
         Assert.Equal(before.Rows + 1, (await Health()).Rows);
     }
 
+    /// <summary>
+    /// A generation call already running stops at its next token once every client in it has left: its rows are counted
+    /// as abandoned, none as generated, and the teacher is free for the next client at once. Sixteen rows of 500 tokens
+    /// with a stop sequence take seconds on this 260K model (about 2 s on two busy cores), so the client leaves well before
+    /// the call could end by itself; /health's <c>generating</c> says when the call has started.
+    /// </summary>
+    [SharedDataFact]
+    public async Task AGenerationWhoseClientsAllLeaveStopsBeforeItsEnd()
+    {
+        using var server = TeacherServerProcess.Start();
+        using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
+        async Task<(long Calls, long Rows, long Abandoned, long Generating)> Health()
+        {
+            var h = (await http.GetFromJsonAsync<JsonObject>("/health"))!;
+            return (h["calls"]!.GetValue<long>(), h["rows"]!.GetValue<long>(), h["abandoned"]!.GetValue<long>(),
+                h["generating"]?.GetValue<long>() ?? throw new Xunit.Sdk.XunitException("/health has no 'generating': " + h.ToJsonString()));
+        }
+        var before = await Health();
+        using var leave = new CancellationTokenSource();
+        var request = http.PostAsJsonAsync("/v1/completions", new { prompt = "Once upon a time", max_tokens = 500, n = 16, stop = new[] { "zqzq" } }, leave.Token);
+        var running = await Health();
+        for (var deadline = DateTime.UtcNow.AddSeconds(30); running.Generating == 0 && DateTime.UtcNow < deadline; running = await Health())
+            await Task.Delay(10);
+        Assert.Equal(16, running.Generating);
+        leave.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => request);
+
+        var after = await Health();
+        for (var deadline = DateTime.UtcNow.AddSeconds(15); after.Abandoned - before.Abandoned < 16 && DateTime.UtcNow < deadline; after = await Health())
+            await Task.Delay(10);
+        Assert.Equal(16, after.Abandoned - before.Abandoned);
+        Assert.Equal(before.Rows, after.Rows);
+        Assert.Equal(before.Calls, after.Calls);
+        Assert.Equal(0, after.Generating);
+
+        var served = await Post(http, new { prompt = Prompt, max_tokens = 8 });
+        Assert.False(string.IsNullOrEmpty(served["choices"]![0]!["text"]!.GetValue<string>()));
+        Assert.Equal(before.Rows + 1, (await Health()).Rows);
+    }
+
     private static async Task<(HttpStatusCode Status, string Error)> PostRaw(HttpClient http, string path, string json)
     {
         var (status, error) = await PostForError(http, path, json);

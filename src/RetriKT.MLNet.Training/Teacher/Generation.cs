@@ -41,6 +41,12 @@ public sealed class GenerationRequest
     /// <summary>Reuse keys/values of earlier positions (much faster; identical results). Default true.</summary>
     public bool UseKvCache { get; init; } = true;
     /// <summary>
+    /// Checked before the prefill and before each decoding step: once it fires, <see cref="TeacherModel.Generate"/>
+    /// throws <see cref="OperationCanceledException"/> and returns nothing (a server stops a call whose clients have all
+    /// left). A call that is not cancelled computes exactly what it computes without a token.
+    /// </summary>
+    public CancellationToken Cancellation { get; init; }
+    /// <summary>
     /// Decode every step with torch even where the managed CPU path (<see cref="ManagedLlamaDecoder"/>) would serve: for
     /// tests and the bench, which compare the two paths side by side.
     /// </summary>

@@ -224,6 +224,7 @@ public sealed class TeacherModel : IDisposable
     /// <see cref="GenerationRequest.Seed"/>. Returns ids, text and per-token log-probabilities per row.
     /// </summary>
     /// <exception cref="ArgumentException">No prompts, or a prompt does not fit the context.</exception>
+    /// <exception cref="OperationCanceledException"><see cref="GenerationRequest.Cancellation"/> fired before the call ended.</exception>
     public GenerationResult Generate(GenerationRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
@@ -265,6 +266,7 @@ public sealed class TeacherModel : IDisposable
         using var cache = request.UseKvCache && maxNew > 0 ? new KvCache(Config.NumLayers, longest + prefixLength + (managed is null ? maxNew : 0)) : null;
         try
         {
+            request.Cancellation.ThrowIfCancellationRequested();
             var (embeds, mask) = BuildInputs(prompts, request.PrefixEmbeds, prefixLength);
             Tensor? seen = null;
             if (request.RepetitionPenalty != 1)
@@ -282,6 +284,7 @@ public sealed class TeacherModel : IDisposable
 
             for (int step = 0; step < maxNew; step++)
             {
+                request.Cancellation.ThrowIfCancellationRequested();
                 using var scope = NewDisposeScope();
                 var raw = logits.to(ScalarType.Float32);
                 var scaled = greedy ? raw : raw.div(temperature);

@@ -29,6 +29,27 @@ public class TeacherGenerationTests
         }
     }
 
+    /// <summary>
+    /// A fired token stops the call with OperationCanceledException (the TeacherServer relies on it when every client of a
+    /// call has left); the model is left as it was: the next call, with a live token, gives what a call without one gives.
+    /// </summary>
+    [SharedDataFact]
+    public void ACancelledGenerationThrowsAndLeavesTheModelAsItWas()
+    {
+        using var model = Stories();
+        var greedy = model.Generate(new GenerationRequest { Prompts = ["Once upon a time", "Tom"], MaxNewTokens = 40 });
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.Throws<OperationCanceledException>(() => model.Generate(new GenerationRequest { Prompts = ["Once upon a time", "Tom"], MaxNewTokens = 40, Cancellation = cancelled.Token }));
+        using var live = new CancellationTokenSource();
+        var again = model.Generate(new GenerationRequest { Prompts = ["Once upon a time", "Tom"], MaxNewTokens = 40, Cancellation = live.Token });
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal(greedy.Sequences[i].TokenIds, again.Sequences[i].TokenIds);
+            Assert.Equal(greedy.Sequences[i].TokenLogProbs, again.Sequences[i].TokenLogProbs);
+        }
+    }
+
     [SharedDataFact]
     public void BatchedLeftPaddedGenerationEqualsPerRowGeneration()
     {
