@@ -35,13 +35,14 @@ public static class ChildProcess
     }
 
     /// <summary>
-    /// Sends SIGTERM to <paramref name="process"/>, as <c>docker stop</c> or systemd do (<see cref="Process.Kill()"/> sends
-    /// SIGKILL, which no process can handle), through the system's <c>kill</c>.
+    /// Sends <paramref name="signal"/> (<c>TERM</c> as <c>docker stop</c> or systemd do; <c>INT</c> as a terminal's Ctrl-C
+    /// does) to <paramref name="process"/> through the system's <c>kill</c> (<see cref="Process.Kill()"/> sends SIGKILL,
+    /// which no process can handle).
     /// </summary>
-    public static void Terminate(Process process)
+    public static void Signal(Process process, string signal)
     {
-        using var kill = Process.Start(new ProcessStartInfo("kill", ["-TERM", process.Id.ToString()]))!;
+        using var kill = Process.Start(new ProcessStartInfo("kill", [$"-{signal}", process.Id.ToString()]))!;
         kill.WaitForExit();
-        Assert.True(kill.ExitCode == 0, $"kill -TERM {process.Id} exited with {kill.ExitCode}");
+        Assert.True(kill.ExitCode == 0, $"kill -{signal} {process.Id} exited with {kill.ExitCode}");
     }
 }
