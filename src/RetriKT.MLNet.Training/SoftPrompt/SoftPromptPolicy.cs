@@ -53,6 +53,38 @@ internal sealed class SoftPromptPolicy
 
     public string ContextOf(PromptExample e) => Template.RenderContext(e.Text);
 
+    /// <summary>
+    /// Throws, naming <paramref name="where"/>, when the soft prompt and the ids of <paramref name="context"/> leave fewer
+    /// than <paramref name="maxNewTokens"/> of the teacher's positions: a context that does not fit at all fails inside the
+    /// teacher naming only a batch slot, and one that nearly fits has its samples cut short without a word.
+    /// </summary>
+    public void CheckGenerationFits(string context, int maxNewTokens, string where)
+    {
+        int positions = Teacher.Config.MaxPositions, soft = Prompts.Length, ids = PromptIds(context).Length;
+        if (soft + ids + maxNewTokens > positions)
+            throw new ArgumentException($"{where}: the soft prompt ({soft} positions) and the context ({ids} tokens) leave {Math.Max(0, positions - soft - ids)} " +
+                                        $"of the teacher's {positions} positions for a sample, fewer than MaxNewTokens = {maxNewTokens}; shorten the text, or lower MaxNewTokens or PromptTokens.");
+    }
+
+    /// <summary>
+    /// Throws, naming the first row that does not fit, when a training example's soft prompt, context and sample (stage 1)
+    /// exceed the teacher's positions, or its context leaves too few for <paramref name="maxNewTokens"/> (PPO rollouts,
+    /// generation; <see cref="CheckGenerationFits"/>). Checked before training, not minutes into it.
+    /// </summary>
+    public void CheckFits(IReadOnlyList<PromptExample> examples, int maxNewTokens)
+    {
+        int positions = Teacher.Config.MaxPositions, soft = Prompts.Length;
+        for (int i = 0; i < examples.Count; i++)
+        {
+            var context = ContextOf(examples[i]);
+            int ids = PromptIds(context).Length, sample = TargetIds(examples[i]).Length;
+            if (soft + ids + sample > positions)
+                throw new ArgumentException($"Row {i}: the soft prompt ({soft} positions), the context ({ids} tokens) and the sample ({sample} tokens with EOS) " +
+                                            $"take {soft + ids + sample} positions, more than the teacher's {positions}; shorten the row's text or lower PromptTokens.");
+            CheckGenerationFits(context, maxNewTokens, $"Row {i}");
+        }
+    }
+
     /// <summary>The sample a rollout stands for, as the task's columns hold it: (first text, second text).</summary>
     public (string Text, string? Text2) SampleOf(Rollout r) => Template.SplitGenerated(
         Template.Target == GenerationTarget.SecondPart ? r.Context[..^Template.PairSeparator.Length] : "", r.Generated);

@@ -108,7 +108,9 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             prompts.to(teacher.Device);
             valueHead = new ValueHead(teacher.Config.HiddenSize);
             valueHead.to(teacher.Device);
-            var report = Train(new SoftPromptPolicy(teacher, template, prompts, valueHead), labels, examples, host);
+            var policy = new SoftPromptPolicy(teacher, template, prompts, valueHead);
+            policy.CheckFits(examples, o.MaxNewTokens ?? template.MaxNewTokens);
+            var report = Train(policy, labels, examples, host);
             var (labelPrompts, taskPrompt) = prompts.Snapshot();
             var transformer = new SoftPromptTransformer(_env, o.TeacherPath!, teacher.ContentHash, template, labels, o.LabelColumnName,
                 labelPrompts, taskPrompt, prompts.LabelTokens, prompts.TaskTokens, prompts.Hidden,

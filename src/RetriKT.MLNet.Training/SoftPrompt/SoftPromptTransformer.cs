@@ -156,6 +156,24 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         return result;
     }
 
+    /// <summary>
+    /// For a template that generates second parts: throws, naming the first that does not fit (<paramref name="where"/> of
+    /// its index), when a context leaves fewer than <see cref="MaxNewTokens"/> of the teacher's positions after the soft
+    /// prompt (<see cref="SoftPromptPolicy.CheckGenerationFits"/>). Checked before an extraction, not when a batch first
+    /// draws the context.
+    /// </summary>
+    internal void CheckContextsFit(IReadOnlyList<string> contexts, Func<int, string> where)
+    {
+        if (Template.Target != GenerationTarget.SecondPart) return;
+        lock (_generateLock)
+        {
+            var teacher = _teacher ??= LoadTeacher(TeacherPath, TeacherHash, null);
+            using var prompts = CreateModule(teacher.Device);
+            var policy = new SoftPromptPolicy(teacher, Template, prompts, null!);
+            for (int i = 0; i < contexts.Count; i++) policy.CheckGenerationFits(Template.RenderContext(contexts[i]), MaxNewTokens, where(i));
+        }
+    }
+
     private SoftPromptModule CreateModule(Device device)
     {
         using var scope = NewDisposeScope();
