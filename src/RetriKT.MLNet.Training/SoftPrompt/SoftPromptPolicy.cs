@@ -101,8 +101,9 @@ internal sealed class SoftPromptPolicy
         return logLikelihood.div(lengths).mean().neg();
     }
 
-    /// <summary>Samples one response per (label, context) with the current prompts.</summary>
-    public List<Rollout> Sample(IReadOnlyList<(int Label, string Context)> requests, int maxNewTokens, double temperature, long seed)
+    /// <summary>Samples one response per (label, context) with the current prompts; <paramref name="cancellation"/> stops it at the next token.</summary>
+    public List<Rollout> Sample(IReadOnlyList<(int Label, string Context)> requests, int maxNewTokens, double temperature, long seed,
+        CancellationToken cancellation = default)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
@@ -117,6 +118,7 @@ internal sealed class SoftPromptPolicy
             Temperature = temperature,
             Seed = seed,
             StopSequences = stops,
+            Cancellation = cancellation,
         });
         return requests.Select((r, i) =>
         {

@@ -225,7 +225,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 var requests = Enumerable.Range(0, o.RolloutsPerStep).Select(i => (Label: i % labels.Count,
                     Context: template.Target == GenerationTarget.SecondPart ? template.RenderContext(contexts[rng.Next(contexts.Count)]) : "")).ToList();
                 var clock = System.Diagnostics.Stopwatch.StartNew();
-                var rollouts = policy.Sample(requests, maxNew, o.Temperature, SeedMixer.Derive(host.Seed, "ppo-rollouts", step));
+                var rollouts = policy.Sample(requests, maxNew, o.Temperature, SeedMixer.Derive(host.Seed, "ppo-rollouts", step), o.CancellationToken);
                 double rolloutSeconds = clock.Elapsed.TotalSeconds;
                 var samples = rollouts.Select(r =>
                 {

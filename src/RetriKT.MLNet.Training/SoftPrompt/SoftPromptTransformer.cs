@@ -123,7 +123,8 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
 
     /// <summary>
     /// Generates <paramref name="count"/> samples for label <paramref name="label"/> in batches. For second-part tasks,
-    /// <paramref name="contexts"/> supplies first parts (cycled). Same seed, same samples.
+    /// <paramref name="contexts"/> supplies first parts (cycled). Same seed, same samples. <paramref name="cancellation"/>
+    /// stops it at the next token (<see cref="OperationCanceledException"/>).
     /// </summary>
     public IReadOnlyList<GeneratedSample> Generate(int label, int count, long seed, IReadOnlyList<string>? contexts = null, int batchSize = 16,
         CancellationToken cancellation = default)
@@ -146,7 +147,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
                 int n = Math.Min(batchSize, count - start);
                 var requests = Enumerable.Range(start, n).Select(i => (label,
                     Template.Target == GenerationTarget.SecondPart ? Template.RenderContext(contexts![i % contexts.Count]) : "")).ToList();
-                foreach (var r in policy.Sample(requests, MaxNewTokens, Temperature, SeedMixer.Derive(seed, "soft-prompt-generation", batch)))
+                foreach (var r in policy.Sample(requests, MaxNewTokens, Temperature, SeedMixer.Derive(seed, "soft-prompt-generation", batch), cancellation))
                 {
                     var (text, text2) = policy.SampleOf(r);
                     result.Add(new GeneratedSample(label, text, text2, r.Generated, r.ResponseIds.Length, r.Finished));
