@@ -24,11 +24,16 @@ public static class ChildProcess
 
     /// <summary>
     /// Starts <paramref name="appDll"/> as <see cref="RunApp"/> does, both streams redirected, for a test that talks to the
-    /// process while it runs (reads its output, signals it); the caller reads both streams, waits and disposes.
+    /// process while it runs (reads its output, signals it); the caller reads both streams, waits and disposes. With
+    /// <paramref name="interruptible"/>, the child starts with SIGINT at its default disposition (<c>env --default-signal=INT</c>,
+    /// which execs dotnet in the same process), as a program started from a terminal does: a test host that a
+    /// non-interactive shell started in the background has SIGINT ignored, and its children inherit that, so Ctrl-C's
+    /// signal would never reach them.
     /// </summary>
-    public static Process Start(string appDll, IEnumerable<string> arguments)
+    public static Process Start(string appDll, IEnumerable<string> arguments, bool interruptible = false)
     {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        var start = new ProcessStartInfo(interruptible ? "env" : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Path.GetTempPath() };
+        if (interruptible) { start.ArgumentList.Add("--default-signal=INT"); start.ArgumentList.Add("dotnet"); }
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, appDll));
         foreach (var a in arguments) start.ArgumentList.Add(a);
         return Process.Start(start)!;
