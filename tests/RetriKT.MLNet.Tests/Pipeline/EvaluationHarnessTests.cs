@@ -397,6 +397,59 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Null(ResultsReport.PairedLine(results, "retrikt", "store-only-ppo"));
     }
 
+    /// <summary>
+    /// One seed of five must not read like a finished cell (the single split of CB or BoolQ has no n), a cell whose seeds
+    /// were run with different settings says so, and the numbers do not follow the thread's culture (no decimal comma).
+    /// </summary>
+    [Fact]
+    public void ACellNamesItsSeedCountAndMixedSettingsInAnyCulture()
+    {
+        RowResult R(string task, int? seed, double accuracy, string config = "a") => new() { Task = task, Seed = seed, Row = "retrikt", Accuracy = accuracy, MacroF1 = 0.5, PositiveF1 = 0.6, ConfigKey = config };
+        var culture = System.Globalization.CultureInfo.CurrentCulture;
+        try
+        {
+            System.Globalization.CultureInfo.CurrentCulture = new System.Globalization.CultureInfo("de-DE");
+            Assert.Equal("76.7 (n=1)", ResultsReport.Cell([R("SST-2", 13, 0.767)], "SST-2"));
+            Assert.Equal("76.7 / 50.0", ResultsReport.Cell([R("CB", null, 0.767)], "CB"));
+            Assert.Equal("80.0 ± 14.1 / 60.0 ± 0.0 (n=2)", ResultsReport.Cell([R("MRPC", 13, 0.7), R("MRPC", 21, 0.9)], "MRPC"));
+            Assert.Equal("80.0 ± 14.1 (n=2) **mixed settings (2 configs)**", ResultsReport.Cell([R("RTE", 13, 0.7), R("RTE", 21, 0.9, "b")], "RTE"));
+        }
+        finally { System.Globalization.CultureInfo.CurrentCulture = culture; }
+    }
+
+    /// <summary>
+    /// The SST-2 transfer goals are defined on all five seeds (../shared/tools/transfer-goals refuses fewer): on a partial
+    /// mean the status is "pending", not "met"; and a sweep row run on another task stays out of the SST-2 sweep table.
+    /// </summary>
+    [Fact]
+    public void TransferGoalsArePendingUntilEveryRowHasFiveSeeds()
+    {
+        RowResult R(string row, int seed, double accuracy, string task = "SST-2") => new() { Task = task, Seed = seed, Row = row, Accuracy = accuracy, ConfigKey = "k" };
+        int[] seeds = [13, 21, 42, 87, 100];
+        var full = seeds.SelectMany(s => new[] { R(Rows.Teacher, s, 0.85), R(Rows.FewShotStudent, s, 0.55), R(Rows.StoreOnlyStudent, s, 0.70), R(Rows.RetriKT, s, 0.80), R(Rows.MlNetFeaturizeText, s, 0.50) }).ToList();
+        var options = new Cli.Options
+        {
+            DataRoot = Temp, Tasks = ["SST-2"], Seeds = seeds, Rows = Rows.All, CacheRoot = Temp, ShippedTeachersRoot = Temp, Teacher = new TeacherSettings(),
+            ResultsPath = Path.Combine(Temp, "results.jsonl"), ReportPath = Path.Combine(Temp, "RESULTS.md"), PlotPath = Path.Combine(Temp, "results.png"),
+        };
+        string Report(IEnumerable<RowResult> results)
+        {
+            var path = Path.Combine(Temp, "RESULTS.md");
+            File.Delete(path);
+            ResultsReport.WriteMarkdown(results, options, [], [], null, path);
+            return File.ReadAllText(path);
+        }
+        var complete = Report(full.Append(R("sweep-store-512", 13, 0.10, "MRPC")));
+        Assert.Contains("| teacher-prompted ≥ 80 % | 85.0 (n=5) | met |", complete);
+        Assert.Contains("| best RetriKT row ≥ store-only-student + 1.5 | 80.0 vs 70.0 + 1.5 = 71.5 | met |", complete);
+        Assert.DoesNotContain("## Sweeps", complete); // the only sweep row is MRPC's
+        // The teacher on one seed only: no verdict on either goal that reads it (the old report said "met" on that one seed).
+        var partial = Report(full.Where(r => r.Row != Rows.Teacher || r.Seed == 13));
+        Assert.Contains("| teacher-prompted ≥ 80 % | 85.0 (n=1) | pending: teacher-prompted has 1 of 5 seeds |", partial);
+        Assert.Contains("| best RetriKT row ≥ 0.9 × teacher | retrikt 80.0 vs 0.9 × 85.0 = 76.5 | pending: teacher-prompted has 1 of 5 seeds |", partial);
+        Assert.Contains("| best RetriKT row ≥ fewshot-student + 15 | 80.0 vs 55.0 + 15 = 70.0 | met |", partial);
+    }
+
     [Fact]
     public void StoreSizePlotNeedsThreePointsOfSeed13AndIsWrittenBesideTheResultsPlot()
     {
