@@ -58,9 +58,12 @@ internal sealed class SoftPromptPolicy
     /// than <paramref name="maxNewTokens"/> of the teacher's positions: a context that does not fit at all fails inside the
     /// teacher naming only a batch slot, and one that nearly fits has its samples cut short without a word.
     /// </summary>
-    public void CheckGenerationFits(string context, int maxNewTokens, string where)
+    public void CheckGenerationFits(string context, int maxNewTokens, string where) => CheckRoomForSample(PromptIds(context).Length, maxNewTokens, where);
+
+    /// <summary><see cref="CheckGenerationFits"/> for a context already encoded to <paramref name="ids"/> tokens.</summary>
+    private void CheckRoomForSample(int ids, int maxNewTokens, string where)
     {
-        int positions = Teacher.Config.MaxPositions, soft = Prompts.Length, ids = PromptIds(context).Length;
+        int positions = Teacher.Config.MaxPositions, soft = Prompts.Length;
         if (soft + ids + maxNewTokens > positions)
             throw new ArgumentException($"{where}: the soft prompt ({soft} positions) and the context ({ids} tokens) leave {Math.Max(0, positions - soft - ids)} " +
                                         $"of the teacher's {positions} positions for a sample, fewer than MaxNewTokens = {maxNewTokens}; shorten the text, or lower MaxNewTokens or PromptTokens.");
@@ -76,12 +79,11 @@ internal sealed class SoftPromptPolicy
         int positions = Teacher.Config.MaxPositions, soft = Prompts.Length;
         for (int i = 0; i < examples.Count; i++)
         {
-            var context = ContextOf(examples[i]);
-            int ids = PromptIds(context).Length, sample = TargetIds(examples[i]).Length;
+            int ids = PromptIds(ContextOf(examples[i])).Length, sample = TargetIds(examples[i]).Length;
             if (soft + ids + sample > positions)
                 throw new ArgumentException($"Row {i}: the soft prompt ({soft} positions), the context ({ids} tokens) and the sample ({sample} tokens with EOS) " +
                                             $"take {soft + ids + sample} positions, more than the teacher's {positions}; shorten the row's text or lower PromptTokens.");
-            CheckGenerationFits(context, maxNewTokens, $"Row {i}");
+            CheckRoomForSample(ids, maxNewTokens, $"Row {i}");
         }
     }
 

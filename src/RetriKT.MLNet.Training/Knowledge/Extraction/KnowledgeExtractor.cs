@@ -309,9 +309,9 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         var scorer = new VerbalizerClassifier(prompts.Teacher, template, labels, o.CalibrateVerbalizer);
         int minWords = o.MinWords ?? template.MinWords;
         int maxBatches = (int)Math.Ceiling(o.SamplesPerLabel * o.MaxAttemptsFactor / o.BatchSize);
-        prompts.CheckContextsFit(fewShot.Select(e => e.Text).ToList(), i => $"Row {i}");
-        if (o.ContextTexts is { } extra) prompts.CheckContextsFit(extra, i => $"ContextTexts[{i}]");
-        var contexts = fewShot.Select(e => e.Text).Concat(o.ContextTexts ?? []).Distinct().ToList();
+        var firstParts = fewShot.Select(e => e.Text).ToList();
+        prompts.CheckContextsFit([.. firstParts, .. o.ContextTexts ?? []], i => i < firstParts.Count ? $"Row {i}" : $"ContextTexts[{i - firstParts.Count}]");
+        var contexts = firstParts.Concat(o.ContextTexts ?? []).Distinct().ToList();
         var checkpoint = new ExtractionCheckpoint(o.CheckpointPath, labels.Count, Fingerprint(prompts, contexts, host.Seed), o.StartFreshOnCheckpointMismatch, host);
         int resumed = 0;
 
