@@ -62,6 +62,11 @@ public class SoftPromptPersistenceTests
         return found[..^sibling.Length] + name;
     }
 
+    /// <summary>StoryMood soft prompts of 2 tokens per label, all zero, <paramref name="hidden"/> wide, recorded for the teacher at <paramref name="teacherPath"/> with <paramref name="teacherHash"/> (not loaded).</summary>
+    private static SoftPromptTransformer ZeroPrompts(MLContext mlContext, string teacherPath, string teacherHash, int hidden) =>
+        new(mlContext, teacherPath, teacherHash, StoryMood, MoodLabels, "Label", new float[MoodLabels.Length * 2 * hidden], null,
+            promptTokens: 2, taskPromptTokens: 0, hidden: hidden, temperature: 1, maxNewTokens: 6, seed: 1, teacher: null, ownsTeacher: false, report: null);
+
     private static KnowledgeStore Store(IReadOnlyList<string> labels) => new(labels,
     [
         new KnowledgeEntry("Lily was happy and played in the sun.", null, 0, [0.8f, 0.2f], 0.8f, KnowledgeSource.Generated),
@@ -106,9 +111,7 @@ public class SoftPromptPersistenceTests
         // written by another build or edited by hand. Loading used to succeed and the first row failed in TorchSharp's cat.
         var (tuned, schema, _) = Tuned.Value;
         var mlContext = new MLContext(seed: 1);
-        using var narrow = new SoftPromptTransformer(mlContext, Stories260K, tuned.TeacherHash, StoryMood, MoodLabels, "Label",
-            new float[2 * 2 * 32], null, promptTokens: 2, taskPromptTokens: 0, hidden: 32, temperature: 1, maxNewTokens: 6, seed: 1,
-            teacher: null, ownsTeacher: false, report: null);
+        using var narrow = ZeroPrompts(mlContext, Stories260K, tuned.TeacherHash, hidden: 32);
         var message = LoadFailure(Save(mlContext, narrow, schema));
         Assert.Equal($"model.zip: the soft prompts are 32 wide, but the teacher found at '{Stories260K}' has hidden size 64: " +
                      "they were not tuned for this teacher.", message);
@@ -140,9 +143,7 @@ public class SoftPromptPersistenceTests
 
         // The only teacher of that name cannot be loaded: the message names the hash, the folders and why it was passed over.
         var mlContext = new MLContext(seed: 1);
-        using var stranded = new SoftPromptTransformer(mlContext, halfCopied, tuned.TeacherHash, StoryMood, MoodLabels, "Label",
-            new float[2 * 2 * 64], null, promptTokens: 2, taskPromptTokens: 0, hidden: 64, temperature: 1, maxNewTokens: 6, seed: 1,
-            teacher: null, ownsTeacher: false, report: null);
+        using var stranded = ZeroPrompts(mlContext, halfCopied, tuned.TeacherHash, hidden: 64);
         var message = LoadFailure(Save(mlContext, stranded, schema));
         Assert.Equal($"The soft prompts in this model were tuned for teacher 'stories260K.bin' (sha256 {tuned.TeacherHash}); no teacher of that name " +
                           $"could be loaded from the folders searched: {broken}. Could not be loaded: {halfCopied}: header field 'dim' = 0 is implausible; " +
