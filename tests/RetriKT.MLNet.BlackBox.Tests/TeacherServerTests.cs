@@ -291,19 +291,14 @@ public class TeacherServerTests(SharedTeacherServer shared)
     {
         using var server = TeacherServerProcess.Start(batchWindowMs: 2000);
         using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
-        async Task<(long Calls, long Rows, long Abandoned)> Health()
-        {
-            var h = (await http.GetFromJsonAsync<JsonObject>("/health"))!;
-            return (h["calls"]!.GetValue<long>(), h["rows"]!.GetValue<long>(), h["abandoned"]?.GetValue<long>() ?? -1);
-        }
-        var before = await Health();
+        var before = await Health(http);
         foreach (var body in new object[] { new { prompt = Prompt, max_tokens = 8 }, new { prompt = Prompt, max_tokens = 8, n = 3, stream = true } })
         {
             using var gone = new CancellationTokenSource(TimeSpan.FromMilliseconds(250));
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => http.PostAsJsonAsync("/v1/completions", body, gone.Token));
         }
-        var after = await Health();
-        for (var deadline = DateTime.UtcNow.AddSeconds(15); after.Abandoned - before.Abandoned < 4 && DateTime.UtcNow < deadline; after = await Health())
+        var after = await Health(http);
+        for (var deadline = DateTime.UtcNow.AddSeconds(15); after.Abandoned - before.Abandoned < 4 && DateTime.UtcNow < deadline; after = await Health(http))
             await Task.Delay(100);
         Assert.Equal(4, after.Abandoned - before.Abandoned); // 1 + n = 3 rows
         Assert.Equal(before.Rows, after.Rows);
@@ -311,7 +306,7 @@ public class TeacherServerTests(SharedTeacherServer shared)
 
         var served = await Post(http, new { prompt = Prompt, max_tokens = 8 });
         Assert.False(string.IsNullOrEmpty(served["choices"]![0]!["text"]!.GetValue<string>()));
-        Assert.Equal(before.Rows + 1, (await Health()).Rows);
+        Assert.Equal(before.Rows + 1, (await Health(http)).Rows);
     }
 
     /// <summary>
@@ -325,24 +320,18 @@ public class TeacherServerTests(SharedTeacherServer shared)
     {
         using var server = TeacherServerProcess.Start();
         using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
-        async Task<(long Calls, long Rows, long Abandoned, long Generating)> Health()
-        {
-            var h = (await http.GetFromJsonAsync<JsonObject>("/health"))!;
-            return (h["calls"]!.GetValue<long>(), h["rows"]!.GetValue<long>(), h["abandoned"]!.GetValue<long>(),
-                h["generating"]?.GetValue<long>() ?? throw new Xunit.Sdk.XunitException("/health has no 'generating': " + h.ToJsonString()));
-        }
-        var before = await Health();
+        var before = await Health(http);
         using var leave = new CancellationTokenSource();
         var request = http.PostAsJsonAsync("/v1/completions", new { prompt = "Once upon a time", max_tokens = 500, n = 16, stop = new[] { "zqzq" } }, leave.Token);
-        var running = await Health();
-        for (var deadline = DateTime.UtcNow.AddSeconds(30); running.Generating == 0 && DateTime.UtcNow < deadline; running = await Health())
+        var running = await Health(http);
+        for (var deadline = DateTime.UtcNow.AddSeconds(30); running.Generating == 0 && DateTime.UtcNow < deadline; running = await Health(http))
             await Task.Delay(10);
         Assert.Equal(16, running.Generating);
         leave.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => request);
 
-        var after = await Health();
-        for (var deadline = DateTime.UtcNow.AddSeconds(15); after.Abandoned - before.Abandoned < 16 && DateTime.UtcNow < deadline; after = await Health())
+        var after = await Health(http);
+        for (var deadline = DateTime.UtcNow.AddSeconds(15); after.Abandoned - before.Abandoned < 16 && DateTime.UtcNow < deadline; after = await Health(http))
             await Task.Delay(10);
         Assert.Equal(16, after.Abandoned - before.Abandoned);
         Assert.Equal(before.Rows, after.Rows);
@@ -351,7 +340,15 @@ public class TeacherServerTests(SharedTeacherServer shared)
 
         var served = await Post(http, new { prompt = Prompt, max_tokens = 8 });
         Assert.False(string.IsNullOrEmpty(served["choices"]![0]!["text"]!.GetValue<string>()));
-        Assert.Equal(before.Rows + 1, (await Health()).Rows);
+        Assert.Equal(before.Rows + 1, (await Health(http)).Rows);
+    }
+
+    /// <summary>/health's counters; a counter missing from it fails the test, naming what the server sent.</summary>
+    private static async Task<(long Calls, long Rows, long Abandoned, long Generating)> Health(HttpClient http)
+    {
+        var h = (await http.GetFromJsonAsync<JsonObject>("/health"))!;
+        long Counter(string name) => h[name]?.GetValue<long>() ?? throw new Xunit.Sdk.XunitException($"/health has no '{name}': {h.ToJsonString()}");
+        return (Counter("calls"), Counter("rows"), Counter("abandoned"), Counter("generating"));
     }
 
     private static async Task<(HttpStatusCode Status, string Error)> PostRaw(HttpClient http, string path, string json)
