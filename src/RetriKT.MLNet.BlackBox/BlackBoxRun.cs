@@ -277,8 +277,7 @@ internal sealed class BlackBoxRun
         {
             Count(s.Source);
             _intended.Add(s.Label, s.SoftLabel);
-            reason = _judge.Judge(s.Text, s.Text2, s.SoftLabel, s.Label, s.Finished);
-            if (reason is null && _kept[s.Label].Count >= _o.SamplesPerLabel) reason = DropReason.OverQuota;
+            reason = _judge.Judge(s.Text, s.Text2, s.SoftLabel, s.Label, s.Finished, labelFull: _kept[s.Label].Count >= _o.SamplesPerLabel);
         }
         if (reason is { } r) _dropped[r]++;
         else _kept[s.Label].Add(new KnowledgeEntry(s.Text, s.Text2, s.Label, s.SoftLabel!, s.SoftLabel![s.Label], KnowledgeSource.Generated));

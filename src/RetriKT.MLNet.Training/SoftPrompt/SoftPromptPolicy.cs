@@ -45,9 +45,8 @@ internal sealed class SoftPromptPolicy
     /// <summary>Target ids for stage 1: the rendered sample plus EOS (so the prompt learns where a sample ends).</summary>
     public int[] TargetIds(PromptExample e)
     {
-        var target = Template.RenderTarget(e.Text, e.Text2);
-        // A second part continues its visible context: " " + text, encoded as text after text (no SentencePiece dummy prefix).
-        var ids = Template.Target == GenerationTarget.SecondPart ? Tokenizer.EncodeContinuation(" " + target) : Tokenizer.Encode(target, addBos: false);
+        // A second part continues its visible context (after a space), encoded as text after text (no SentencePiece dummy prefix).
+        var ids = Tokenizer.EncodeContinuation(Template.RenderContinuation(e.Text, e.Text2), afterText: Template.Target == GenerationTarget.SecondPart);
         return Tokenizer.EosId is int eos ? [.. ids, eos] : ids;
     }
 

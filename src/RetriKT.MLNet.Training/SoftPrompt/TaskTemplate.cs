@@ -58,6 +58,14 @@ public sealed record TaskTemplate
         _ => IsPair ? text + PairSeparator + (text2 ?? "") : text,
     };
 
+    /// <summary>
+    /// <see cref="RenderTarget"/> as the teacher reads it after <see cref="RenderContext"/>: a second part follows its
+    /// context after one space ("…\nQuestion: Is it…", as the soft prompt is trained and as generation writes it; trimmed
+    /// off in the stored sample), a whole sample starts a text.
+    /// </summary>
+    public string RenderContinuation(string text, string? text2) =>
+        Target == GenerationTarget.SecondPart ? " " + RenderTarget(text, text2) : RenderTarget(text, text2);
+
     /// <summary>The visible context before the generated part (empty for whole samples).</summary>
     public string RenderContext(string text) => Target == GenerationTarget.SecondPart ? text + PairSeparator : "";
 

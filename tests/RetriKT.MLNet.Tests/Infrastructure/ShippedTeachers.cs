@@ -12,6 +12,9 @@ internal static class ShippedTeachers
     /// <summary>The SST-2 stand-in teacher committed with the harness, found and checked as the harness does.</summary>
     public static TeacherModel Sst2() => TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2").Teacher;
 
+    /// <summary>The MRPC stand-in teacher committed with the harness (built without the second stage-A pass, <c>--teacher-steps-a2 0</c>).</summary>
+    public static TeacherModel Mrpc() => TeacherBuilder.LoadShipped(SharedData.RepoRoot, "MRPC", new TeacherSettings { StageA2Steps = 0 }).Teacher;
+
     /// <summary>Sentences of different lengths from SST-2's official dev set, in file order.</summary>
     public static List<(string Text, string? Text2)> Sst2DevSentences(int count) =>
         TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "dev.tsv")).Take(count).Select(r => (r.Text, (string?)null)).ToList();

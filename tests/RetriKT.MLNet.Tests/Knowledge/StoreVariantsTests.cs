@@ -28,7 +28,7 @@ public sealed class StoreVariantsTests
         var reports = new List<(int Done, int Total)>();
         var varied = StoreVariants.Add(store, scorer, options, progress: (done, total) => reports.Add((done, total)));
 
-        int expected = 2 * store.Entries.Count(e => e.Source == KnowledgeSource.Generated && e.Text!.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length >= options.MinWords);
+        int expected = 2 * store.Entries.Count(e => e.Source == KnowledgeSource.Generated && TextStatistics.Words(e.Text!).Count >= options.MinWords);
         Assert.True(expected > 40, $"too few long sentences to test: {expected / 2}");
         Assert.Equal(store.Count + expected, varied.Count);
         Assert.Equal(store.Entries, varied.Entries.Take(store.Count));
@@ -40,7 +40,7 @@ public sealed class StoreVariantsTests
         Assert.All(variants, v => Assert.Equal(KnowledgeSource.Variant, v.Source));
 
         // Spans and drops, in the order of the generated samples they came from (few-shot entries are not varied).
-        var origins = store.Entries.Where(e => e.Source == KnowledgeSource.Generated && e.Text!.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length >= options.MinWords).ToList();
+        var origins = store.Entries.Where(e => e.Source == KnowledgeSource.Generated && TextStatistics.Words(e.Text!).Count >= options.MinWords).ToList();
         for (int i = 0; i < variants.Count; i++)
         {
             var from = origins[i / 2].Text!.Split(' ', StringSplitOptions.RemoveEmptyEntries);
@@ -73,6 +73,33 @@ public sealed class StoreVariantsTests
         // Same seed, same variants; another seed, other ones.
         Assert.Equal(variants.Select(v => v.Text), StoreVariants.Add(store, scorer, options).Entries.Skip(store.Count).Select(v => v.Text));
         Assert.NotEqual(variants.Select(v => v.Text), StoreVariants.Add(store, scorer, new StoreVariantOptions { Seed = 2 }).Entries.Skip(store.Count).Select(v => v.Text));
+    }
+
+    /// <summary>
+    /// A word-drop that leaves out nothing is its sample again (0.8^n for n tokens): such draws used to be stored, so the
+    /// sample weighed twice. Six-token samples repeat in a quarter of their drops; four variants per sample also make
+    /// spans meet spans.
+    /// </summary>
+    [Fact]
+    public void NoVariantRepeatsItsSampleOrAnotherVariantOfIt()
+    {
+        // Six words and a comma; every token names its sample ("w17c" is sample 17's third word).
+        var samples = Enumerable.Range(0, 200).Select(i => $"w{i}a w{i}b w{i}c , w{i}d w{i}e w{i}f").ToList();
+        var store = new KnowledgeStore(["0", "1"], samples.Select(t => new KnowledgeEntry(t, null, 1, [0.2f, 0.8f], 0.8f, KnowledgeSource.Generated)));
+        var varied = StoreVariants.Add(store, new FixedScorer(), new StoreVariantOptions { PerSample = 4 });
+        var variants = varied.Entries.Skip(store.Count).ToList();
+        Assert.True(variants.Count >= 4 * samples.Count - 2, $"{variants.Count} variants of {samples.Count} samples, 4 asked for each");
+        var bySample = variants.GroupBy(v => samples[int.Parse(v.Text!.Split(' ').First(t => t != ",")[1..^1], System.Globalization.CultureInfo.InvariantCulture)]).ToList();
+        Assert.Equal(samples.Count, bySample.Count);
+        Assert.All(bySample, g =>
+        {
+            Assert.DoesNotContain(g.Key, g.Select(v => v.Text));
+            Assert.Equal(g.Count(), g.Select(v => v.Text).Distinct().Count());
+        });
+
+        // Words as the length filter counts them: "," is none, so a sample of five words and two commas gets no variant.
+        var short5 = new KnowledgeStore(["0", "1"], [new KnowledgeEntry("warm , funny , and honest", null, 1, [0.2f, 0.8f], 0.8f, KnowledgeSource.Generated)]);
+        Assert.Equal(1, StoreVariants.Add(short5, new FixedScorer(), new StoreVariantOptions()).Count);
     }
 
     [SharedDataFact]

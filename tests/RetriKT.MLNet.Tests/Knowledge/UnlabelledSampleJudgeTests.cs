@@ -38,3 +38,26 @@ public class UnlabelledSampleJudgeTests
         Assert.Null(Judge().JudgeUnlabelled("cut off in the mid", null, finished: false));                  // off by default
     }
 }
+
+/// <summary>
+/// A sample dropped because its label is full is not in the store, so the duplicate filter must not remember it: it used
+/// to (the quota was checked after the judge had remembered the text), and a later copy of it, filed under a label with
+/// room, was dropped as a duplicate of a text that is not in the store.
+/// </summary>
+public class OverQuotaSampleJudgeTests
+{
+    private static SampleJudge Judge() =>
+        new(TaskTemplates.Sst2, minWords: 3, maxWords: 40, fidelityThreshold: 0, requireArgmax: false, nearDuplicateThreshold: 0.8, dropUnfinished: false);
+
+    [Fact]
+    public void ASampleDroppedOverQuotaIsNotRememberedAndDuplicatesStillComeFirst()
+    {
+        const string text = "a warm and moving film about two brothers and their long road home";
+        var judge = Judge();
+        Assert.Equal(DropReason.OverQuota, judge.Judge(text, null, [0.1f, 0.9f], 1, finished: true, labelFull: true));
+        Assert.Null(judge.Judge(text + ".", null, [0.9f, 0.1f], 0, finished: true));                 // kept: nothing remembered the dropped one
+        Assert.Equal(DropReason.ExactDuplicate, judge.Judge(text, null, [0.1f, 0.9f], 1, finished: true, labelFull: true));
+        Assert.Equal(DropReason.NearDuplicate, judge.Judge(text + " again", null, [0.9f, 0.1f], 0, finished: true, labelFull: true));
+        Assert.Equal(DropReason.TooShort, judge.Judge("so good", null, [0.1f, 0.9f], 1, finished: true, labelFull: true));
+    }
+}

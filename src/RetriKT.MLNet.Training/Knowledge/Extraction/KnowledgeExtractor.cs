@@ -364,8 +364,8 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     generated[label]++;
                     if (SampleJudge.HasText(template, s.Sample.Text, s.Sample.Text2)) intended.Add(label, teacherLabel);
                     int target = o.AssignToTeacherLabel ? teacherLabel : label;
-                    var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, s.Sample.Finished, disfluent: nll is not null && nll[i] > fluency!.Threshold);
-                    if (reason is null && kept[target].Count >= o.SamplesPerLabel) reason = DropReason.OverQuota;
+                    var reason = judge.Judge(s.Sample.Text, s.Sample.Text2, s.Probabilities, target, s.Sample.Finished,
+                        disfluent: nll is not null && nll[i] > fluency!.Threshold, labelFull: kept[target].Count >= o.SamplesPerLabel);
                     if (reason is { } r) { dropped[r]++; continue; }
                     kept[target].Add(new KnowledgeEntry(s.Sample.Text, s.Sample.Text2, target, s.Probabilities, s.Probabilities[target], KnowledgeSource.Generated));
                 }

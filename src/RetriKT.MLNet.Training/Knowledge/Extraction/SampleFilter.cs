@@ -15,12 +15,15 @@ public enum DropReason
     LowFidelity,
     /// <summary>
     /// Same normalised text (lower-cased words of letters, digits and apostrophes; punctuation dropped) as a few-shot
-    /// example or an earlier sample that passed the other filters (one then dropped over quota included).
+    /// example or an earlier kept sample.
     /// </summary>
     ExactDuplicate,
     /// <summary>Estimated word-trigram Jaccard similarity (MinHash) at or above the threshold to a text that <see cref="ExactDuplicate"/> compares with.</summary>
     NearDuplicate,
-    /// <summary>The label already has its quota.</summary>
+    /// <summary>
+    /// The label already has its quota. Judged last, after the duplicate checks; a sample dropped over quota is not
+    /// remembered, so it never makes a later sample a duplicate of a text that is not in the store.
+    /// </summary>
     OverQuota,
     /// <summary>
     /// Less fluent than every few-shot example: the plain teacher's mean per-token negative log-likelihood of the sample
@@ -53,9 +56,10 @@ internal sealed class FluencyFilter
 
     /// <summary>
     /// Names how <see cref="MeanTokenNll"/> computes its values; extraction checkpoints store NLLs under it and reuse only
-    /// those written under the same name. Change it whenever the measure changes.
+    /// those written under the same name. Change it whenever the measure changes. v2: a second part is scored after a
+    /// space, as the soft prompt is trained and generation writes it (v1 scored "…Question:Is it…", glued to the context).
     /// </summary>
-    public const string Version = "mean-token-nll-v1";
+    public const string Version = "mean-token-nll-v2";
 
     /// <summary>Samples whose mean per-token NLL is above this are dropped.</summary>
     public double Threshold { get; }
@@ -67,7 +71,7 @@ internal sealed class FluencyFilter
         var result = Enumerable.Repeat(double.PositiveInfinity, samples.Count).ToArray();
         if (usable.Count == 0) return result;
         var prefixes = usable.Select(x => _template.RenderContext(x.s.Text)).ToList();
-        var targets = usable.Select(x => _template.RenderTarget(x.s.Text, x.s.Text2)).ToList();
+        var targets = usable.Select(x => _template.RenderContinuation(x.s.Text, x.s.Text2)).ToList();
         var scores = _teacher.ScoreContinuations(prefixes, targets);
         for (int j = 0; j < usable.Count; j++)
         {
@@ -102,9 +106,10 @@ internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWo
     /// <remarks>
     /// <paramref name="finished"/>: generation ended at an end token or stop sequence, not at the token limit (judged right
     /// after Empty). <paramref name="disfluent"/>: the fluency check failed (see <see cref="FluencyFilter"/>); judged after
-    /// fidelity, before duplicates.
+    /// fidelity, before duplicates. <paramref name="labelFull"/>: the sample's label has its quota; judged last
+    /// (<see cref="DropReason.OverQuota"/>), and such a sample is not remembered.
     /// </remarks>
-    public DropReason? Judge(string text, string? text2, float[] probabilities, int label, bool finished, bool disfluent = false)
+    public DropReason? Judge(string text, string? text2, float[] probabilities, int label, bool finished, bool disfluent = false, bool labelFull = false)
     {
         if (TextReason(text, text2, finished, out int words) is { } early) return early;
         if (words < minWords) return DropReason.TooShort;
@@ -112,7 +117,7 @@ internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWo
         var p = probabilities;
         if (p[label] < fidelityThreshold || (requireArgmax && p.Max() > p[label])) return DropReason.LowFidelity;
         if (disfluent) return DropReason.Disfluent;
-        return Duplicates.Admit(template.RenderTarget(text, text2));
+        return Duplicates.Admit(template.RenderTarget(text, text2), remember: !labelFull) ?? (labelFull ? DropReason.OverQuota : null);
     }
 
     /// <summary>
@@ -149,8 +154,8 @@ internal sealed class DuplicateFilter
 
     public static string Normalise(string text) => string.Join(' ', TextStatistics.Words(text));
 
-    /// <summary>Checks a text and, when it is new, remembers it.</summary>
-    public DropReason? Admit(string text)
+    /// <summary>Checks a text and, when it is new and <paramref name="remember"/>, remembers it.</summary>
+    public DropReason? Admit(string text, bool remember = true)
     {
         var normalised = Normalise(text);
         if (_exact.Contains(normalised)) return DropReason.ExactDuplicate;
@@ -162,8 +167,11 @@ internal sealed class DuplicateFilter
                 for (int i = 0; i < Hashes; i++) if (other[i] == signature[i]) equal++;
                 if ((double)equal / Hashes >= _threshold) return DropReason.NearDuplicate;
             }
-        _exact.Add(normalised);
-        _signatures.Add(signature);
+        if (remember)
+        {
+            _exact.Add(normalised);
+            _signatures.Add(signature);
+        }
         return null;
     }
 

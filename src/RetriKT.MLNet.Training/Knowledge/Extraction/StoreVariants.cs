@@ -12,8 +12,8 @@ public sealed class StoreVariantOptions
     /// <summary>Variants made from each generated sample: even ones are spans, odd ones drop words. Default 2.</summary>
     public int PerSample = 2;
     /// <summary>
-    /// Samples with fewer space-separated tokens (punctuation tokens such as "," count) are left without variants (a span
-    /// of a short text says little). Default 6.
+    /// Samples with fewer words (as the extractor's length filter counts them: runs of letters, digits and apostrophes,
+    /// so "," is no word) are left without variants (a span of a short text says little). Default 6.
     /// </summary>
     public int MinWords = 6;
     /// <summary>Shortest span, as a share of the sample's words (never under 4 words). Default 0.4.</summary>
@@ -42,12 +42,19 @@ public sealed class StoreVariantOptions
 /// <summary>
 /// Teacher-labelled variants of a store's generated samples: spans of each sample and copies with words left out, each
 /// given the teacher's own soft label over the new text (not the original's), filed under the teacher's most probable
-/// label with <see cref="KnowledgeSource.Variant"/>. The teacher is needed once, at training time, for a forward pass per
+/// label with <see cref="KnowledgeSource.Variant"/>. Every variant is new text: one that comes out as its sample or as an
+/// earlier variant of it is drawn again (up to <see cref="Draws"/> times, then left out), so no sample is stored twice. The teacher is needed once, at training time, for a forward pass per
 /// variant; no generation. A tiny student learns from them what each part of a sentence is worth to the teacher, which
 /// whole sentences alone teach it poorly (docs/KNOWLEDGE-EXTRACTION.md, "Variants").
 /// </summary>
 public static class StoreVariants
 {
+    /// <summary>
+    /// Draws per variant before it is left out. A word-drop of a 6-word sample at the default rate leaves every word in
+    /// a quarter of its draws (0.8^6); eight draws all doing so happen about once in 60,000 variants.
+    /// </summary>
+    public const int Draws = 8;
+
     /// <summary>
     /// A new store: <paramref name="store"/>'s entries in their order, then the variants of its
     /// <see cref="KnowledgeSource.Generated"/> entries (few-shot, imported and variant entries are not varied). For a
@@ -68,24 +75,31 @@ public static class StoreVariants
         var clock = Stopwatch.StartNew();
         var rng = SeedMixer.Random(options.Seed, "store-variants");
         var texts = new List<(string Text, string? Text2)>();
-        int varied = 0;
+        int varied = 0, repeats = 0;
         foreach (var e in store.Entries)
         {
             if (e.Source != KnowledgeSource.Generated) continue;
             if (e.Text is null) throw new InvalidOperationException("A store entry has no text; variants need the store's texts (a store saved without texts cannot be varied).");
+            if (TextStatistics.Words(e.Text).Count < options.MinWords) continue;
             var words = e.Text.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (words.Length < options.MinWords) continue;
             varied++;
+            var seen = new HashSet<string>(StringComparer.Ordinal) { string.Join(' ', words) };
             for (int v = 0; v < options.PerSample; v++)
-                texts.Add((v % 2 == 0 ? Span(words, options, rng) : DropWords(words, options, rng), e.Text2));
+                for (int draw = 0; draw < Draws; draw++)
+                {
+                    var text = v % 2 == 0 ? Span(words, options, rng) : DropWords(words, options, rng);
+                    if (!seen.Add(text)) { repeats++; continue; }
+                    texts.Add((text, e.Text2));
+                    break;
+                }
         }
 
         var entries = new List<KnowledgeEntry>(store.Count + texts.Count);
         entries.AddRange(store.Entries);
         UnlabeledText.Label(texts, teacher, store.LabelNames, KnowledgeSource.Variant, options.ScoringChunk, entries, "variant", progress, cancellation);
         log?.Invoke(string.Format(CultureInfo.InvariantCulture,
-            "Store variants: {0} teacher-labelled variants of {1} generated samples ({2} per sample; spans and word drops) in {3:F0} s; store {4} -> {5} entries.",
-            texts.Count, varied, options.PerSample, clock.Elapsed.TotalSeconds, store.Count, entries.Count));
+            "Store variants: {0} teacher-labelled variants of {1} generated samples ({2} per sample; spans and word drops; {3} draws that repeated their sample or an earlier variant drawn again) in {4:F0} s; store {5} -> {6} entries.",
+            texts.Count, varied, options.PerSample, repeats, clock.Elapsed.TotalSeconds, store.Count, entries.Count));
         return new KnowledgeStore(store.LabelNames, entries);
     }
 
