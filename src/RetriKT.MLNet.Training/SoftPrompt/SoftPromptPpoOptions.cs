@@ -48,7 +48,10 @@ public sealed class SoftPromptPpoOptions
     // ---- stage 2: PPO
     /// <summary>PPO iterations (rollout + update); 0 skips stage 2. Default 10.</summary>
     public int PpoSteps = Defaults.PpoSteps;
-    /// <summary>Rollouts per PPO iteration, spread over the labels in turn (rollout i goes to label i mod L, so at least one per label). Default 16.</summary>
+    /// <summary>
+    /// Rollouts per PPO iteration, spread over the labels in one turn that runs on across iterations (rollout i of
+    /// iteration s goes to label (s·RolloutsPerStep + i) mod L; at least one per label). Default 16.
+    /// </summary>
     public int RolloutsPerStep = 16;
     /// <summary>Optimisation epochs over each rollout batch. Default 4.</summary>
     public int PpoEpochs = 4;
@@ -123,14 +126,14 @@ public sealed class SoftPromptPpoOptions
         if (InitText is null) throw new ArgumentException("SoftPromptPpoOptions.InitText must not be null (\"\" for none).");
         if (!Enum.IsDefined(Init)) throw new ArgumentOutOfRangeException(nameof(Init), $"Init must be one of {string.Join(", ", Enum.GetNames<SoftPromptInit>())}, found {(int)Init}.");
         ValidateSettings();
-        // Rollout i of a step goes to label i mod L: with fewer rollouts than labels the last labels never get one, and
-        // their prompts would leave PPO as stage 1 left them with nothing in the report to say so.
+        // Each iteration updates the prompts of the labels it sampled: with fewer rollouts than labels some labels sit out
+        // every iteration (the first, label 'sad' of two with one rollout), and the report would not say so.
         var labels = TaskLabels;
         if (PpoSteps > 0 && RolloutsPerStep < labels.Count)
         {
             var missing = labels.Skip(RolloutsPerStep).Select(l => $"'{l}'").ToList();
             throw new ArgumentOutOfRangeException(nameof(RolloutsPerStep),
-                $"RolloutsPerStep must be at least the number of labels ({labels.Count}), or {(missing.Count == 1 ? "label" : "labels")} {string.Join(", ", missing)} {(missing.Count == 1 ? "gets" : "get")} no rollout, found {RolloutsPerStep}.");
+                $"RolloutsPerStep must be at least the number of labels ({labels.Count}), or {(missing.Count == 1 ? "label" : "labels")} {string.Join(", ", missing)} {(missing.Count == 1 ? "gets" : "get")} no rollout in the first iteration, found {RolloutsPerStep}.");
         }
     }
 

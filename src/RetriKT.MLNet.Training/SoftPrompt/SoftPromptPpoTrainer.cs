@@ -222,7 +222,9 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             {
                 // Before the rollouts: sampling and the update take most of an iteration (no random number is drawn here).
                 host.CheckAlive();
-                var requests = Enumerable.Range(0, o.RolloutsPerStep).Select(i => (Label: i % labels.Count,
+                // One turn over the labels that runs on across steps: with RolloutsPerStep no multiple of the label count
+                // every label still gets its share over the run (i mod L gave the first labels one more every step).
+                var requests = Enumerable.Range(0, o.RolloutsPerStep).Select(i => (Label: (int)(((long)step * o.RolloutsPerStep + i) % labels.Count),
                     Context: template.Target == GenerationTarget.SecondPart ? template.RenderContext(contexts[rng.Next(contexts.Count)]) : "")).ToList();
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 var rollouts = policy.Sample(requests, maxNew, o.Temperature, SeedMixer.Derive(host.Seed, "ppo-rollouts", step), o.CancellationToken);

@@ -31,13 +31,13 @@ public class PpoSettingsAuditTests
     [Fact]
     public void FewerRolloutsPerStepThanLabelsIsRefused()
     {
-        // Rollout i goes to label i mod L, so with fewer rollouts than labels the last labels never get one: their
-        // prompts leave PPO as stage 1 left them, and the report looks like any other.
+        // With fewer rollouts than labels some labels sit out every iteration (before the turn ran on across iterations,
+        // the last labels never got one: their prompts left PPO as stage 1 left them, and the report looked like any other).
         var options = Valid();
         options.RolloutsPerStep = 1;
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => Trainer(options));
         Assert.Equal(nameof(SoftPromptPpoOptions.RolloutsPerStep), e.ParamName);
-        Assert.StartsWith("RolloutsPerStep must be at least the number of labels (2), or label 'sad' gets no rollout, found 1.", e.Message);
+        Assert.StartsWith("RolloutsPerStep must be at least the number of labels (2), or label 'sad' gets no rollout in the first iteration, found 1.", e.Message);
         options.Labels = ["happy"];
         Trainer(options); // one label: one rollout is enough
         options.Labels = null;
@@ -97,5 +97,46 @@ public class PpoNonFiniteRewardTests
             PpoSteps = 1, RolloutsPerStep = 4, MiniBatchSize = 4, PpoEpochs = 1, MaxNewTokens = 4, Reward = new ShortReward(),
         }).Fit(StoryData(mlContext)).Dispose());
         Assert.Equal("PPO step 1: the reward function returned 3 breakdowns for 4 rollouts; expected one per rollout.", e.Message);
+    }
+}
+
+/// <summary>
+/// Rollouts are spread over the labels in one turn that runs on from step to step. Rollout i of every step used to go
+/// to label i mod L, so when RolloutsPerStep is no multiple of the label count the first labels got one more rollout
+/// every step (64 rollouts on a 3-label task: 22, 21, 21, for the whole run).
+/// </summary>
+public class PpoRolloutTurnTests
+{
+    private sealed class RecordingReward : IRewardFunction
+    {
+        public List<int[]> Labels { get; } = [];
+
+        public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples)
+        {
+            Labels.Add(samples.Select(s => s.Label).ToArray());
+            return samples.Select(_ => new RewardBreakdown(0.5, 0, 0, 0)).ToList();
+        }
+    }
+
+    [Infrastructure.SharedDataFact]
+    public void OnThreeLabelsFourRolloutsAStepGiveEachLabelFourInThreeSteps()
+    {
+        var mlContext = new MLContext(seed: 3);
+        var template = StoryMood with { Verbalizer = new Dictionary<string, string> { ["happy"] = " happy", ["sad"] = " sad", ["calm"] = " calm" } };
+        var data = mlContext.Data.LoadFromEnumerable(new[]
+        {
+            new TextPairRow { Text = "Lily was very happy. She played with her ball in the sun.", Label = "happy" },
+            new TextPairRow { Text = "Ben was sad. His toy broke and he cried.", Label = "sad" },
+            new TextPairRow { Text = "The cat sat by the window and looked at the rain.", Label = "calm" },
+        });
+        var reward = new RecordingReward();
+        mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = template, Labels = ["happy", "sad", "calm"], SupervisedEpochs = 0, PromptTokens = 2,
+            PpoSteps = 3, RolloutsPerStep = 4, MiniBatchSize = 4, PpoEpochs = 1, MaxNewTokens = 4, Reward = reward,
+        }).Fit(data).Dispose();
+
+        Assert.Equal([[0, 1, 2, 0], [1, 2, 0, 1], [2, 0, 1, 2]], reward.Labels);
+        Assert.All(Enumerable.Range(0, 3), l => Assert.Equal(4, reward.Labels.SelectMany(x => x).Count(x => x == l)));
     }
 }
