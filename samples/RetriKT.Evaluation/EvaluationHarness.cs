@@ -444,6 +444,11 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         // A pretrained backbone reads a pair with token type 1 for its second text since 2026-12-06 (all 0 before): the
         // pair tasks' backbone rows are keyed anew, so they run again; one-text tasks (SST-2) compute the same and keep theirs.
         if (row is Rows.StoreOnlyMiniLM or Rows.RetriKTMiniLM && FewShotBenchmarks.Describe(_task).Template.IsPair) options += "|pair-token-types";
+        // Stores built since 2026-12-06 differ from the ones the table's rows were measured on: a sample dropped over quota
+        // is no longer remembered by the duplicate filter, no variant repeats its sample, variants count words as the
+        // length filter does, the fluency filter reads a second part after its space, and PPO's turn over the labels runs
+        // on across iterations (3-label tasks). The store rows are keyed anew, so they run again.
+        if (Rows.TrainsOnStore(row)) options += "|stores-2026-12-06";
         // A tuning corpus (--set TuningCorpus=…) is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
         if (o.TuningCorpus is { } corpus) options += "|tuning-corpus " + CorpusName(corpus);
         var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));

@@ -32,6 +32,19 @@ void Log(string line) => Console.WriteLine($"{DateTime.Now:HH:mm:ss} {line}");
 var wall = Stopwatch.StartNew();
 var commandLine = "dotnet run --project samples/RetriKT.Evaluation -c Release -- " + string.Join(' ', args);
 
+// One process per cache: a second run there would overwrite the first's teacher and store checkpoints.
+CacheLock? cacheLock = null;
+if (verb is "run" or "teacher" or "probe")
+{
+    try { cacheLock = CacheLock.Acquire(o.CacheRoot, commandLine); }
+    catch (IOException e)
+    {
+        Console.Error.WriteLine(e.Message);
+        return 1;
+    }
+}
+using var releaseCache = cacheLock;
+
 if (verb is "teacher" or "probe")
 {
     using var cts = new CancellationTokenSource();

@@ -173,6 +173,53 @@ public sealed class EvaluationHarnessTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// The stores built since 2026-12-06 differ from those the table was measured on (filters and variants mended), so
+    /// the rows that train on a store are keyed anew and a rerun measures them again; the rows without a store keep the
+    /// keys they were measured under in docs/evaluation/results.jsonl, so a rerun skips them.
+    /// </summary>
+    [SharedDataFact]
+    public void StoreRowsAreKeyedAnewAndTheOthersKeepTheKeysOfTheTable()
+    {
+        var shipped = TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
+        using var teacher = shipped.Teacher;
+        (MLNet.Teacher.TeacherModel, string) Shipped(string task) => shipped;
+        var harness = new EvaluationHarness(Settings(Path.Combine(Temp, "keys.jsonl"), 13) with { Tasks = ["SST-2"] }, Shipped, _ => { });
+        var table = new ResultsLog(Path.Combine(SharedData.RepoRoot, "docs", "evaluation", "results.jsonl")).Results
+            .Where(r => r.Task == "SST-2" && r.Seed == 13).GroupBy(r => r.Row).ToDictionary(g => g.Key, g => g.MaxBy(r => r.FinishedUtc)!.ConfigKey);
+        foreach (var row in new[] { Rows.FewShotStudent, Rows.Teacher, Rows.MlNetFeaturizeText })
+            Assert.Equal(table[row], harness.ConfigKeyOf("SST-2", row));
+        foreach (var row in new[] { Rows.StoreOnlyStudent, Rows.RetriKT, Rows.StoreOnlyPpo, Rows.RetriKTPpo, Rows.StoreOnlyMiniLM, Rows.RetriKTMiniLM })
+            Assert.NotEqual(table[row], harness.ConfigKeyOf("SST-2", row));
+    }
+
+    /// <summary>
+    /// A second harness process on the cache of a running one stops at once with one line naming the first (a real
+    /// second process: the lock is the operating system's), writes nothing, and runs once the first has let go.
+    /// </summary>
+    [SharedDataFact]
+    public void ASecondHarnessOnTheSameCacheStopsNamingTheFirstAndRunsOnceItHasFinished()
+    {
+        var cache = Path.Combine(Temp, "cache");
+        var results = Path.Combine(Temp, "results.jsonl");
+        string[] command = ["run", "--tasks", "SST-2", "--seeds", "13", "--rows", Rows.Majority, "--cache", cache, "--results", results,
+            "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")];
+        using (CacheLock.Acquire(cache, "run --tasks RTE (the first process)"))
+        {
+            var (code, output, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", command);
+            Assert.True(code == 1, $"exit code {code}; stdout: {output}; stderr: {error}");
+            var line = Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            Assert.StartsWith($"Another harness process (pid {Environment.ProcessId}, since ", line);
+            Assert.Contains($" UTC: run --tasks RTE (the first process)) is using the cache {cache}; ", line);
+            Assert.EndsWith("give this run its own --cache <folder> (shipped teachers are shared; a teacher built in another cache is built again there).", line);
+            Assert.False(File.Exists(results));
+        }
+        Assert.False(File.Exists(Path.Combine(cache, CacheLock.FileName + ".owner")));
+        var again = ChildProcess.RunApp("RetriKT.Evaluation.dll", command);
+        Assert.True(again.Code == 0, $"exit code {again.Code}; stderr: {again.Error}");
+        Assert.Single(new ResultsLog(results).Results);
+    }
+
     [SharedDataFact]
     public void MlNetBaselineRowNeedsNoTeacherAndReproducesTheReferenceNumber()
     {
