@@ -127,7 +127,7 @@ public sealed class SoftPromptPpoOptions
         if (!Enum.IsDefined(Init)) throw new ArgumentOutOfRangeException(nameof(Init), $"Init must be one of {string.Join(", ", Enum.GetNames<SoftPromptInit>())}, found {(int)Init}.");
         ValidateSettings();
         // Each iteration updates the prompts of the labels it sampled: with fewer rollouts than labels some labels sit out
-        // every iteration (the first, label 'sad' of two with one rollout), and the report would not say so.
+        // every iteration (two labels, one rollout: 'sad' sits out the first, 'happy' the second), and no report says so.
         var labels = TaskLabels;
         if (PpoSteps > 0 && RolloutsPerStep < labels.Count)
         {

@@ -43,8 +43,8 @@ public sealed class StoreVariantOptions
 /// Teacher-labelled variants of a store's generated samples: spans of each sample and copies with words left out, each
 /// given the teacher's own soft label over the new text (not the original's), filed under the teacher's most probable
 /// label with <see cref="KnowledgeSource.Variant"/>. Every variant is new text: one that comes out as its sample or as an
-/// earlier variant of it is drawn again (up to <see cref="Draws"/> times, then left out), so no sample is stored twice. The teacher is needed once, at training time, for a forward pass per
-/// variant; no generation. A tiny student learns from them what each part of a sentence is worth to the teacher, which
+/// earlier variant of it is drawn again (up to <see cref="Draws"/> times, then left out), so no sample weighs twice. The
+/// teacher is needed once, at training time, for a forward pass per variant; no generation. A tiny student learns from them what each part of a sentence is worth to the teacher, which
 /// whole sentences alone teach it poorly (docs/KNOWLEDGE-EXTRACTION.md, "Variants").
 /// </summary>
 public static class StoreVariants
