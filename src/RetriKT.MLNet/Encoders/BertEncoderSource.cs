@@ -56,7 +56,10 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         var weights = BertWeights.FromOnnx(model, package?.NumHeads ?? onnxNumHeads, onnxLayerNormEpsilon, $"{source}!{modelName}",
             package is null ? "OnnxNumHeads" : $"{package.PackageId}'s known layout");
         var (vocabName, vocab) = EmbeddedResources.ReadBySuffix(source, "vocab.txt");
-        var vocabulary = WordPieceVocabulary.FromTokens(EmbeddedResources.ReadLines(vocab), lowerCase: true, $"{source}!{vocabName}");
+        // A package DLL carries no tokenizer_config.json: the known packages are uncased, and an unknown one is cased when
+        // its vocabulary says so (lower-casing a cased model's input would be wrong with no error).
+        var tokens = EmbeddedResources.ReadLines(vocab);
+        var vocabulary = WordPieceVocabulary.FromTokens(tokens, lowerCase: package is not null || WordPieceVocabulary.LooksUncased(tokens), $"{source}!{vocabName}");
         return new BertEncoderSource(weights, vocabulary, pooling ?? package?.Pooling ?? BertPooling.Mean) { Package = package };
     }
 

@@ -97,6 +97,25 @@ public sealed class WordPieceVocabulary
         return new WordPieceVocabulary(lines.Take(count).ToArray(), lowerCase, path);
     }
 
+    /// <summary>
+    /// Whether <paramref name="tokens"/> come from a lower-cased (uncased) model: fewer than 1 % of them, bracketed
+    /// specials aside, hold a letter that lower-casing changes. An uncased model's vocabulary was built from lower-cased
+    /// text, so it holds none (all-MiniLM-L6-v2, arctic-embed-xs, bert-base-uncased: 0 of 30,522); a cased one holds
+    /// thousands ("The", "Paris"), and lower-casing its input would send every such word to other pieces, silently.
+    /// </summary>
+    public static bool LooksUncased(IReadOnlyList<string> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        int words = 0, cased = 0;
+        foreach (var token in tokens)
+        {
+            if (token.Length > 1 && token[0] == '[' && token[^1] == ']') continue; // [CLS], [unused0], …
+            words++;
+            if (!string.Equals(token, token.ToLowerInvariant(), StringComparison.Ordinal)) cased++;
+        }
+        return cased * 100 < words;
+    }
+
     /// <summary>Creates a vocabulary from tokens in id order (validated).</summary>
     public static WordPieceVocabulary FromTokens(IReadOnlyList<string> tokens, bool lowerCase, string source = "vocabulary")
         => new(tokens, lowerCase, source);

@@ -69,4 +69,20 @@ public class TextTokenizerTests
         Assert.Contains("lines 6 and 7", duplicate.Message);
         Assert.Throws<FileNotFoundException>(() => WordPieceVocabulary.Load("/nonexistent/vocab.txt"));
     }
+
+    /// <summary>
+    /// A package DLL has no tokenizer_config.json, so an unknown one's casing is read off its vocabulary: bert-base-uncased's
+    /// holds no token that lower-casing changes, a cased vocabulary (here the same words also spelt capitalised, as
+    /// bert-base-cased holds "The" beside "the") holds thousands. A few odd tokens do not make a vocabulary cased.
+    /// </summary>
+    [SharedDataFact]
+    public void AVocabularySaysWhetherItsModelIsCased()
+    {
+        var uncased = File.ReadAllLines(SharedData.Path("models", "bert-base-uncased-vocab", "vocab.txt"));
+        Assert.True(WordPieceVocabulary.LooksUncased(uncased));
+        var words = uncased.Where(t => t.Length > 1 && t.All(char.IsAsciiLetterLower)).ToList();
+        string Capital(string w) => char.ToUpperInvariant(w[0]) + w[1..];
+        Assert.False(WordPieceVocabulary.LooksUncased([.. uncased, .. words.Take(3000).Select(Capital)]));
+        Assert.True(WordPieceVocabulary.LooksUncased([.. uncased, .. words.Take(100).Select(Capital), "[UNUSED_SPECIAL]"]));
+    }
 }
