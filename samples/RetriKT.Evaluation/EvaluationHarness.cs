@@ -197,6 +197,16 @@ public sealed class ResultsLog
 
     public bool Contains(string task, int? seed, string row, string configKey) => _results.ContainsKey(KeyOf(task, seed, row, configKey));
 
+    /// <summary>
+    /// Reads the file again for results that other processes appended since (their warnings were given when this log was
+    /// read): a run on another cache that shares the results file finishes rows this one then skips.
+    /// </summary>
+    public void Refresh()
+    {
+        foreach (var result in JsonLines.Read(Path, line => JsonSerializer.Deserialize<RowResult>(line, Json), "a result", "").Records)
+            _results.TryAdd(result.Key, result);
+    }
+
     public void Append(RowResult result)
     {
         JsonLines.Append(Path, JsonSerializer.Serialize(result, Json));
@@ -365,6 +375,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     cancellation.ThrowIfCancellationRequested();
                     int? taskSeed = fewGlue ? null : seed;
                     string configKey = ConfigKey(row);
+                    results.Refresh(); // rows finished meanwhile by another run sharing the file are skipped, not run twice
                     if (results.Contains(taskName, taskSeed, row, configKey) || results.Contains(taskName, taskSeed, row, ConfigKey(row, withCachePath: true)))
                     {
                         skipped++;

@@ -74,6 +74,29 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     /// <summary>
+    /// Two runs on different caches may share a results file: a row the other run finished after this one started is
+    /// skipped when this one comes to it, not run a second time (the file used to be read once, at the start).
+    /// </summary>
+    [SharedDataFact]
+    public void ARowAnotherRunFinishedMeanwhileIsSkipped()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the majority row must not load a teacher");
+        var other = new ResultsLog(results);
+        var log = new List<string>();
+        void Log(string line)
+        {
+            log.Add(line);
+            // While this run is on seed 13, the other run finishes seed 21.
+            if (line.StartsWith("[SST-2 seed 13] majority: running", StringComparison.Ordinal))
+                other.Append(new RowResult { Task = "SST-2", Seed = 21, Row = Rows.Majority, ConfigKey = "none", Accuracy = 0.5092, TestRows = 872 });
+        }
+        Assert.Equal((1, 1), new EvaluationHarness(Settings(results, 13, 21) with { Tasks = ["SST-2"] }, NoTeacher, Log).Run());
+        Assert.Contains("[SST-2 seed 21] majority: already in", string.Join("\n", log));
+        Assert.Equal(2, File.ReadAllLines(results).Length);
+    }
+
+    /// <summary>
     /// runs.jsonl and teachers.jsonl beside the results are read like the results: a damaged line (or one that is JSON
     /// but not a record) leaves the report's "how to reproduce" or teacher table short, and report says so, naming the
     /// file and the line, as it does for results.jsonl.
