@@ -35,6 +35,25 @@ public sealed class ShippedTeacherTests : IDisposable
         return model.ContentHash;
     }
 
+    /// <summary>
+    /// The teachers committed with the repository are found under the settings the table's rows ran with (MRPC and RTE
+    /// without the second stage-A pass) and their weights are the ones every row of their task was measured with.
+    /// </summary>
+    [Theory]
+    [InlineData("SST-2", 1500, "bad432e0b06ccde9")]
+    [InlineData("MRPC", 0, "55d191a668648ff3")]
+    [InlineData("RTE", 0, "3f58d55f29474097")]
+    public void TheRepositorysShippedTeachersAreTheTablesTeachers(string task, int stageA2Steps, string hash)
+    {
+        var (teacher, folder) = TeacherBuilder.LoadShipped(SharedData.RepoRoot, task, new TeacherSettings { StageA2Steps = stageA2Steps });
+        using (teacher)
+        {
+            Assert.StartsWith(hash, teacher.ContentHash);
+            Assert.Equal(5_795_072, teacher.ParameterCount);
+            Assert.StartsWith(TeacherBuilder.ShippedRoot(SharedData.RepoRoot), folder);
+        }
+    }
+
     [SharedDataFact]
     public void AShippedTeacherIsUsedInsteadOfABuildAndAnotherTasksIsNot()
     {
