@@ -180,10 +180,13 @@ public sealed class ResultsLog
     public ResultsLog(string path)
     {
         Path = System.IO.Path.GetFullPath(path);
-        var read = JsonLines.Read(Path, line => JsonSerializer.Deserialize<RowResult>(line, Json), "a result", "its row is not in the report and runs again");
+        var read = ReadFile();
         foreach (var result in read.Records) _results[result.Key] = result;
         _ignored.AddRange(read.Ignored);
     }
+
+    private JsonLinesContent<RowResult> ReadFile() =>
+        JsonLines.Read(Path, line => JsonSerializer.Deserialize<RowResult>(line, Json), "a result", "its row is not in the report and runs again");
 
     public string Path { get; }
 
@@ -203,8 +206,7 @@ public sealed class ResultsLog
     /// </summary>
     public void Refresh()
     {
-        foreach (var result in JsonLines.Read(Path, line => JsonSerializer.Deserialize<RowResult>(line, Json), "a result", "").Records)
-            _results.TryAdd(result.Key, result);
+        foreach (var result in ReadFile().Records) _results.TryAdd(result.Key, result);
     }
 
     public void Append(RowResult result)

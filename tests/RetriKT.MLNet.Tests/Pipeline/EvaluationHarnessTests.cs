@@ -11,6 +11,9 @@ public sealed class EvaluationHarnessTests : IDisposable
 
     public void Dispose() => _folder.Dispose();
 
+    /// <summary>The teacher loader of a harness that runs only the majority row, which must not load one.</summary>
+    private static (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the majority row must not load a teacher");
+
     private HarnessSettings Settings(string results, params int[] seeds) => new()
     {
         DataRoot = SharedData.Path("data"), Tasks = ["SST-2", "CB"], Seeds = seeds, Rows = [Rows.Majority], ResultsPath = results,
@@ -22,7 +25,6 @@ public sealed class EvaluationHarnessTests : IDisposable
         var results = Path.Combine(Temp, "results.jsonl");
         var log = new List<string>();
         // The majority row needs no teacher: loading one here would be a bug in the resume logic's key computation.
-        (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the majority row must not load a teacher");
 
         var first = new EvaluationHarness(Settings(results, 13, 21), NoTeacher, log.Add).Run();
         Assert.Equal((3, 0), first); // SST-2 seeds 13 and 21, CB once (FewGLUE has one split)
@@ -57,7 +59,6 @@ public sealed class EvaluationHarnessTests : IDisposable
     public void ADamagedLineIsNamedInAWarningOnRunAndOnReport()
     {
         var results = Path.Combine(Temp, "results.jsonl");
-        (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the majority row must not load a teacher");
         Assert.Equal((3, 0), new EvaluationHarness(Settings(results, 13, 21), NoTeacher, _ => { }).Run());
         var lines = File.ReadAllLines(results);
         lines[1] = lines[1][..40];
@@ -81,7 +82,6 @@ public sealed class EvaluationHarnessTests : IDisposable
     public void ARowAnotherRunFinishedMeanwhileIsSkipped()
     {
         var results = Path.Combine(Temp, "results.jsonl");
-        (MLNet.Teacher.TeacherModel, string) NoTeacher(string task) => throw new InvalidOperationException("the majority row must not load a teacher");
         var other = new ResultsLog(results);
         var log = new List<string>();
         void Log(string line)
