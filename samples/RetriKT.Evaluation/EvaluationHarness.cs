@@ -214,6 +214,38 @@ public sealed class ResultsLog
         JsonLines.Append(Path, JsonSerializer.Serialize(result, Json));
         _results[result.Key] = result;
     }
+
+    /// <summary>The folder beside the results file that holds one claim file per row being run (<see cref="TryClaim"/>).</summary>
+    public string ClaimFolder => Path + ".running";
+
+    /// <summary>
+    /// Claims a row for this process while it runs, or returns null when another harness process sharing this results
+    /// file holds it. Two runs on two caches that reached the same row together both ran it: reading the file again
+    /// (<see cref="Refresh"/>) only sees rows already finished. The claim is the operating system's exclusive lock on
+    /// a file named by the row's key in <see cref="ClaimFolder"/>, released when the process ends, even when killed.
+    /// The holder appends the row's result before it lets go, so a run that gets the claim next must read the file again
+    /// (<see cref="Refresh"/>, <see cref="Contains"/>) before running the row.
+    /// </summary>
+    public IDisposable? TryClaim(string task, int? seed, string row, string configKey)
+    {
+        Directory.CreateDirectory(ClaimFolder);
+        string name = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(KeyOf(task, seed, row, configKey))))[..16].ToLowerInvariant();
+        string path = System.IO.Path.Combine(ClaimFolder, name + ".lock");
+        try { return new RowClaim(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None), path); }
+        catch (IOException) { return null; }
+    }
+
+    /// <summary>A held row claim; disposing deletes the file, then lets go of it.</summary>
+    private sealed class RowClaim(FileStream held, string path) : IDisposable
+    {
+        public void Dispose()
+        {
+            // Deleted while still held, so no second process can lock this file after it is gone. One that opened it just
+            // before gets a lock on a file nobody else can open; it then reads the results file and finds the row.
+            try { File.Delete(path); } catch (IOException) { }
+            held.Dispose();
+        }
+    }
 }
 
 /// <summary>
@@ -377,6 +409,13 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     cancellation.ThrowIfCancellationRequested();
                     int? taskSeed = fewGlue ? null : seed;
                     string configKey = ConfigKey(row);
+                    using var claim = results.TryClaim(taskName, taskSeed, row, configKey);
+                    if (claim is null)
+                    {
+                        skipped++;
+                        log($"[{taskName} seed {taskSeed?.ToString() ?? "-"}] {row}: another harness process sharing {results.Path} is running it, skipped");
+                        continue;
+                    }
                     results.Refresh(); // rows finished meanwhile by another run sharing the file are skipped, not run twice
                     if (results.Contains(taskName, taskSeed, row, configKey) || results.Contains(taskName, taskSeed, row, ConfigKey(row, withCachePath: true)))
                     {

@@ -97,6 +97,32 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     /// <summary>
+    /// Two runs on two caches that reach the same row together: the one that comes second finds the row claimed and
+    /// skips it, instead of running it too (reading the results file again only sees finished rows). Once the claim is
+    /// let go without a result (the other process was killed), the row runs; no claim file is left behind.
+    /// </summary>
+    [SharedDataFact]
+    public void ARowAnotherRunIsRunningIsSkipped()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        var other = new ResultsLog(results);
+        var log = new List<string>();
+        var settings = Settings(results, 13, 21) with { Tasks = ["SST-2"] };
+        using (var held = other.TryClaim("SST-2", 21, Rows.Majority, "none"))
+        {
+            Assert.NotNull(held);
+            Assert.Null(other.TryClaim("SST-2", 21, Rows.Majority, "none")); // one holder at a time, in one process too
+            Assert.Equal((1, 1), new EvaluationHarness(settings, NoTeacher, log.Add).Run());
+        }
+        Assert.Contains($"[SST-2 seed 21] majority: another harness process sharing {results} is running it, skipped", log);
+        Assert.Single(File.ReadAllLines(results));
+
+        Assert.Equal((1, 1), new EvaluationHarness(settings, NoTeacher, log.Add).Run());
+        Assert.Equal(2, File.ReadAllLines(results).Length);
+        Assert.Empty(Directory.GetFiles(other.ClaimFolder));
+    }
+
+    /// <summary>
     /// runs.jsonl and teachers.jsonl beside the results are read like the results: a damaged line (or one that is JSON
     /// but not a record) leaves the report's "how to reproduce" or teacher table short, and report says so, naming the
     /// file and the line, as it does for results.jsonl.
