@@ -447,8 +447,38 @@ public sealed class TeacherModel : IDisposable
     public double[] ScoreContinuations(IReadOnlyList<string> prefixes, IReadOnlyList<string> continuations, Tensor? prefixEmbeds = null, int batchSize = DefaultScoringBatch,
         Action<int, int>? progress = null, CancellationToken cancellation = default)
     {
-        ArgumentNullException.ThrowIfNull(prefixes); ArgumentNullException.ThrowIfNull(continuations);
         if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
+        var (p, c) = EncodeScoringRows(prefixes, continuations, prefixEmbeds);
+        return InLengthBatches(p.Count, i => p[i].Length + c[i].Length, batchSize, chunk =>
+        {
+            var embeds = prefixEmbeds is { } pe && pe.dim() == 3 ? pe.index_select(0, tensor(chunk.Select(i => (long)i).ToArray(), device: pe.device)) : prefixEmbeds;
+            var scores = ContinuationLogLikelihood(chunk.Select(i => p[i]).ToList(), chunk.Select(i => c[i]).ToList(), embeds);
+            return scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
+        }, progress, cancellation);
+    }
+
+    /// <summary>
+    /// <see cref="ScoreContinuations"/> divided by each continuation's token count, as that method encodes it: the mean
+    /// per-token log-likelihood (the negative of the fluency filter's measure), without encoding the texts a second time.
+    /// </summary>
+    public double[] MeanTokenLogLikelihoods(IReadOnlyList<string> prefixes, IReadOnlyList<string> continuations, int batchSize = DefaultScoringBatch,
+        Action<int, int>? progress = null, CancellationToken cancellation = default)
+    {
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
+        var (p, c) = EncodeScoringRows(prefixes, continuations, prefixEmbeds: null);
+        return InLengthBatches(p.Count, i => p[i].Length + c[i].Length, batchSize, chunk =>
+        {
+            var scores = ContinuationLogLikelihood(chunk.Select(i => p[i]).ToList(), chunk.Select(i => c[i]).ToList(), null);
+            var sums = scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
+            for (int j = 0; j < chunk.Length; j++) sums[j] /= c[chunk[j]].Length;
+            return sums;
+        }, progress, cancellation);
+    }
+
+    /// <summary>The ids <see cref="ScoreContinuations"/> scores: prefixes with BOS (LLaMA family), continuations as text that follows them; validated.</summary>
+    private (List<int[]> Prefixes, List<int[]> Continuations) EncodeScoringRows(IReadOnlyList<string> prefixes, IReadOnlyList<string> continuations, Tensor? prefixEmbeds)
+    {
+        ArgumentNullException.ThrowIfNull(prefixes); ArgumentNullException.ThrowIfNull(continuations);
         var tokenizer = Tokenizer ?? throw new InvalidOperationException("This teacher has no tokenizer; use the id overload of ContinuationLogLikelihood.");
         bool bos = Config.Architecture == TeacherArchitecture.Llama;
         var p = prefixes.Select(x => StartOfText(tokenizer.Encode(x, bos), prefixEmbeds is null)).ToList();
@@ -459,12 +489,7 @@ public sealed class TeacherModel : IDisposable
             throw new ArgumentException($"Need as many prefixes as continuations (at least one); found {p.Count} and {c.Count}.");
         // Checked here, before the rows are reordered, so a message names the caller's row.
         ValidateScoringRows(p, c, PrefixLength(prefixEmbeds, p.Count));
-        return InLengthBatches(p.Count, i => p[i].Length + c[i].Length, batchSize, chunk =>
-        {
-            var embeds = prefixEmbeds is { } pe && pe.dim() == 3 ? pe.index_select(0, tensor(chunk.Select(i => (long)i).ToArray(), device: pe.device)) : prefixEmbeds;
-            var scores = ContinuationLogLikelihood(chunk.Select(i => p[i]).ToList(), chunk.Select(i => c[i]).ToList(), embeds);
-            return scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
-        }, progress, cancellation);
+        return (p, c);
     }
 
     /// <summary>

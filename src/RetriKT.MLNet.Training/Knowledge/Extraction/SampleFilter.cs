@@ -72,13 +72,8 @@ internal sealed class FluencyFilter
         if (usable.Count == 0) return result;
         var prefixes = usable.Select(x => _template.RenderContext(x.s.Text)).ToList();
         var targets = usable.Select(x => _template.RenderContinuation(x.s.Text, x.s.Text2)).ToList();
-        var scores = _teacher.ScoreContinuations(prefixes, targets);
-        for (int j = 0; j < usable.Count; j++)
-        {
-            // As ScoreContinuations encodes it: after a visible context, as text that continues it.
-            int tokens = Math.Max(1, _teacher.Tokenizer!.EncodeContinuation(targets[j], afterText: prefixes[j].Length > 0).Length);
-            result[usable[j].i] = -scores[j] / tokens;
-        }
+        var meanLogLikelihoods = _teacher.MeanTokenLogLikelihoods(prefixes, targets);
+        for (int j = 0; j < usable.Count; j++) result[usable[j].i] = -meanLogLikelihoods[j];
         return result;
     }
 }
