@@ -447,14 +447,8 @@ public sealed class TeacherModel : IDisposable
     public double[] ScoreContinuations(IReadOnlyList<string> prefixes, IReadOnlyList<string> continuations, Tensor? prefixEmbeds = null, int batchSize = DefaultScoringBatch,
         Action<int, int>? progress = null, CancellationToken cancellation = default)
     {
-        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
         var (p, c) = EncodeScoringRows(prefixes, continuations, prefixEmbeds);
-        return InLengthBatches(p.Count, i => p[i].Length + c[i].Length, batchSize, chunk =>
-        {
-            var embeds = prefixEmbeds is { } pe && pe.dim() == 3 ? pe.index_select(0, tensor(chunk.Select(i => (long)i).ToArray(), device: pe.device)) : prefixEmbeds;
-            var scores = ContinuationLogLikelihood(chunk.Select(i => p[i]).ToList(), chunk.Select(i => c[i]).ToList(), embeds);
-            return scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
-        }, progress, cancellation);
+        return ScoreEncoded(p, c, prefixEmbeds, batchSize, perToken: false, progress, cancellation);
     }
 
     /// <summary>
@@ -464,14 +458,21 @@ public sealed class TeacherModel : IDisposable
     public double[] MeanTokenLogLikelihoods(IReadOnlyList<string> prefixes, IReadOnlyList<string> continuations, int batchSize = DefaultScoringBatch,
         Action<int, int>? progress = null, CancellationToken cancellation = default)
     {
-        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
         var (p, c) = EncodeScoringRows(prefixes, continuations, prefixEmbeds: null);
+        return ScoreEncoded(p, c, prefixEmbeds: null, batchSize, perToken: true, progress, cancellation);
+    }
+
+    /// <summary>Summed (or, <paramref name="perToken"/>, mean per-token) log-likelihoods of encoded rows, batched by length.</summary>
+    private double[] ScoreEncoded(List<int[]> p, List<int[]> c, Tensor? prefixEmbeds, int batchSize, bool perToken, Action<int, int>? progress, CancellationToken cancellation)
+    {
+        if (batchSize <= 0) throw new ArgumentOutOfRangeException(nameof(batchSize), $"batchSize must be positive, found {batchSize}.");
         return InLengthBatches(p.Count, i => p[i].Length + c[i].Length, batchSize, chunk =>
         {
-            var scores = ContinuationLogLikelihood(chunk.Select(i => p[i]).ToList(), chunk.Select(i => c[i]).ToList(), null);
-            var sums = scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
-            for (int j = 0; j < chunk.Length; j++) sums[j] /= c[chunk[j]].Length;
-            return sums;
+            var embeds = prefixEmbeds is { } pe && pe.dim() == 3 ? pe.index_select(0, tensor(chunk.Select(i => (long)i).ToArray(), device: pe.device)) : prefixEmbeds;
+            var scores = ContinuationLogLikelihood(chunk.Select(i => p[i]).ToList(), chunk.Select(i => c[i]).ToList(), embeds);
+            var values = scores.to(ScalarType.Float64).cpu().data<double>().ToArray();
+            if (perToken) for (int j = 0; j < chunk.Length; j++) values[j] /= c[chunk[j]].Length;
+            return values;
         }, progress, cancellation);
     }
 
