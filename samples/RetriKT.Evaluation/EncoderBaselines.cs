@@ -1,6 +1,4 @@
 using System.Collections.Concurrent;
-using System.Security.Cryptography;
-using System.Text;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Trainers;
@@ -44,7 +42,7 @@ public static class EncoderBaselines
         // The encoder's token limit, when it is not the 256 every row was first measured with (arctic-embed-xs reads 512
         // since the encoder takes the package's own limit): its rows measured at 256 must not pass for these.
         if (p.MaxSequenceLength != 256) text += FormattableString.Invariant($"|max-tokens {p.MaxSequenceLength}");
-        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16];
+        return KeyHash.Of(text);
     }
 
     /// <summary>Trains the head on <paramref name="task"/>'s training split and scores its evaluation split.</summary>

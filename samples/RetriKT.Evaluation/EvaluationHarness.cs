@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Microsoft.ML;
@@ -229,7 +228,7 @@ public sealed class ResultsLog
     public IDisposable? TryClaim(string task, int? seed, string row, string configKey)
     {
         Directory.CreateDirectory(ClaimFolder);
-        string name = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(KeyOf(task, seed, row, configKey))))[..16].ToLowerInvariant();
+        string name = KeyHash.Of(KeyOf(task, seed, row, configKey));
         string path = System.IO.Path.Combine(ClaimFolder, name + ".lock");
         try { return new RowClaim(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None), path); }
         catch (IOException) { return null; }
@@ -503,8 +502,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         if (Rows.TrainsOnStore(row)) options += "|stores-2026-12-06";
         // A tuning corpus (--set TuningCorpus=…) is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
         if (o.TuningCorpus is { } corpus) options += "|tuning-corpus " + CorpusName(corpus);
-        var bytes = SHA256.HashData(Encoding.UTF8.GetBytes(teacher.Teacher.ContentHash + "|" + options));
-        return Convert.ToHexStringLower(bytes)[..16];
+        return KeyHash.Of(teacher.Teacher.ContentHash + "|" + options);
     }
 
     /// <summary>The options that shape a student trained without a store (the few-shot row's key).</summary>

@@ -1,6 +1,4 @@
 using System.Globalization;
-using System.Security.Cryptography;
-using System.Text;
 using System.Text.Json;
 using Microsoft.ML;
 using RetriKT.MLNet.Common;
@@ -88,22 +86,20 @@ public sealed record TeacherSettings
     public string CacheKey(string task)
     {
         var stageA = this with { StageA2Steps = 0, StageA2LearningRate = 0, StageBSteps = 0, StageBLearningRate = 0, StageBReplay = 0, StageBLabelWeight = 0, StageBDropout = 0, StageBLabelFirst = 0 };
-        return Hash(JsonSerializer.Serialize(stageA) + "|" + task + "|two-stage-v1");
+        return KeyHash.Of(JsonSerializer.Serialize(stageA) + "|" + task + "|two-stage-v1");
     }
 
     /// <summary>Hex key of the second stage-A pass: its checkpoint folder; empty when there is none.</summary>
-    public string StageA2Key() => StageA2Steps == 0 ? "" : Hash(FormattableString.Invariant($"{StageA2Steps}|{StageA2LearningRate:R}|a2-v1"));
+    public string StageA2Key() => StageA2Steps == 0 ? "" : KeyHash.Of(FormattableString.Invariant($"{StageA2Steps}|{StageA2LearningRate:R}|a2-v1"));
 
     /// <summary>Hex key of the stage-B settings: stage B's checkpoint folder and the finished teacher's folder inside the build folder.</summary>
-    public string StageBKey() => Hash(FormattableString.Invariant($"{StageBSteps}|{StageBLearningRate:R}|{StageBReplay:R}|{StageBLabelWeight:R}|weighted-v1")
+    public string StageBKey() => KeyHash.Of(FormattableString.Invariant($"{StageBSteps}|{StageBLearningRate:R}|{StageBReplay:R}|{StageBLabelWeight:R}|weighted-v1")
         + (StageA2Steps > 0 ? "|a2=" + StageA2Key() : "") // no suffix without a second pass: earlier builds keep their key
         + (StageBDropout > 0 ? FormattableString.Invariant($"|dropout={StageBDropout:R}") : "") // no suffix at 0: earlier builds keep their key
         + (StageBLabelFirst > 0 ? FormattableString.Invariant($"|label-first={StageBLabelFirst:R}") : ""));
 
     /// <summary>The key of the finished teacher: stage B and its continuation.</summary>
-    public string TeacherKey() => StageB2Steps == 0 ? StageBKey() : Hash(FormattableString.Invariant($"{StageBKey()}|{StageB2Steps}|{StageB2LearningRate:R}"));
-
-    private static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16];
+    public string TeacherKey() => StageB2Steps == 0 ? StageBKey() : KeyHash.Of(FormattableString.Invariant($"{StageBKey()}|{StageB2Steps}|{StageB2LearningRate:R}"));
 
     /// <summary>Stage A's corpora for <paramref name="task"/>: movie reviews for SST-2, general text otherwise.</summary>
     public static IReadOnlyList<string> StageACorpora(string task) => task == "SST-2"

@@ -1,5 +1,3 @@
-using System.Security.Cryptography;
-using System.Text;
 using System.Text.Json;
 using Microsoft.ML;
 using RetriKT.MLNet.Encoders;
@@ -22,7 +20,7 @@ public static class TinyEncoderBuilder
         var options = Options();
         string recipe = "tiny-encoder-v1|" + JsonSerializer.Serialize(options, new JsonSerializerOptions { IncludeFields = true }) + "|" +
                         string.Join(",", TeacherSettings.StageACorpora(task)) + $"|parts {teacherSettings.CorpusParts}|order {teacherSettings.Seed}";
-        string key = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(recipe)))[..16];
+        string key = KeyHash.Of(recipe);
         var folder = Path.Combine(cacheRoot, $"tiny-encoder-{task}-{key}");
         if (File.Exists(Path.Combine(folder, "pretraining.json")))
         {
