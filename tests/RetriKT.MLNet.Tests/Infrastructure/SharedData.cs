@@ -50,3 +50,6 @@ public static class SharedData
 /// absent the test fails through <see cref="SharedData.Path"/>, with one line naming where it was looked for.
 /// </summary>
 public sealed class SharedDataFactAttribute : FactAttribute;
+
+/// <summary>A theory that reads the shared folder: <see cref="SharedDataFactAttribute"/> for data rows.</summary>
+public sealed class SharedDataTheoryAttribute : TheoryAttribute;

@@ -225,26 +225,32 @@ public sealed class EvaluationHarnessTests : IDisposable
     /// <summary>
     /// The stores built since 2026-12-06 differ from those the table was first measured on (filters and variants
     /// mended), so the rows that train on a store are keyed anew and a rerun measures them again: the rows measured
-    /// before (archived) do not match today's keys, and SST-2's store rows, measured again, do. The rows without a store keep the keys they were measured under in
-    /// docs/evaluation/results.jsonl, so a rerun skips them.
+    /// before (archived) do not match today's keys, and a task's store rows, measured again, do. The rows without a store
+    /// keep the keys they were measured under in docs/evaluation/results.jsonl, so a rerun skips them. Each task with
+    /// the settings its rows were run with (the teachers README): MRPC's teacher without the second stage-A pass, its
+    /// stores of 1,024 samples per label.
     /// </summary>
-    [SharedDataFact]
-    public void StoreRowsAreKeyedAnewAndTheOthersKeepTheKeysOfTheTable()
+    [SharedDataTheory]
+    [InlineData("SST-2", "results-2026-12-06-sst2-stores-before-mending.jsonl", 1500, null)]
+    [InlineData("MRPC", "results-2026-12-06-mrpc-stores-before-mending.jsonl", 0, 1024)]
+    public void StoreRowsAreKeyedAnewAndTheOthersKeepTheKeysOfTheTable(string task, string archive, int teacherStepsA2, int? samplesPerLabel)
     {
-        var shipped = TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
+        var shipped = TeacherBuilder.LoadShipped(SharedData.RepoRoot, task, new TeacherSettings { StageA2Steps = teacherStepsA2 });
         using var teacher = shipped.Teacher;
-        (MLNet.Teacher.TeacherModel, string) Shipped(string task) => shipped;
-        var harness = new EvaluationHarness(Settings(Path.Combine(Temp, "keys.jsonl"), 13) with { Tasks = ["SST-2"] }, Shipped, _ => { });
+        (MLNet.Teacher.TeacherModel, string) Shipped(string _) => shipped;
+        var overrides = samplesPerLabel is int n ? new Dictionary<string, string> { ["SamplesPerLabel"] = FormattableString.Invariant($"{n}") } : [];
+        var settings = Settings(Path.Combine(Temp, "keys.jsonl"), 13) with { Tasks = [task], Pipeline = HarnessSettings.PipelineWith(overrides) };
+        var harness = new EvaluationHarness(settings, Shipped, _ => { });
         Dictionary<string, string> Keys(params string[] file) => new ResultsLog(Path.Combine([SharedData.RepoRoot, "docs", "evaluation", .. file])).Results
-            .Where(r => r.Task == "SST-2" && r.Seed == 13).GroupBy(r => r.Row).ToDictionary(g => g.Key, g => g.MaxBy(r => r.FinishedUtc)!.ConfigKey);
+            .Where(r => r.Task == task && r.Seed == 13).GroupBy(r => r.Row).ToDictionary(g => g.Key, g => g.MaxBy(r => r.FinishedUtc)!.ConfigKey);
         var table = Keys("results.jsonl");
-        var before = Keys("archive", "results-2026-12-06-sst2-stores-before-mending.jsonl");
+        var before = Keys("archive", archive);
         foreach (var row in new[] { Rows.FewShotStudent, Rows.Teacher, Rows.MlNetFeaturizeText })
-            Assert.Equal(table[row], harness.ConfigKeyOf("SST-2", row));
+            Assert.Equal(table[row], harness.ConfigKeyOf(task, row));
         foreach (var row in new[] { Rows.StoreOnlyStudent, Rows.RetriKT, Rows.StoreOnlyPpo, Rows.RetriKTPpo, Rows.StoreOnlyMiniLM, Rows.RetriKTMiniLM })
         {
-            Assert.NotEqual(before[row], harness.ConfigKeyOf("SST-2", row));
-            Assert.Equal(table[row], harness.ConfigKeyOf("SST-2", row));
+            Assert.NotEqual(before[row], harness.ConfigKeyOf(task, row));
+            Assert.Equal(table[row], harness.ConfigKeyOf(task, row));
         }
     }
 
