@@ -36,13 +36,15 @@ public sealed class ShippedTeacherTests : IDisposable
     }
 
     /// <summary>
-    /// The teachers committed with the repository are found under the settings the table's rows ran with (MRPC and RTE
-    /// without the second stage-A pass) and their weights are the ones every row of their task was measured with.
+    /// The teachers committed with the repository are found under the settings the table's rows ran with (MRPC, RTE and
+    /// CB without the second stage-A pass) and their weights are the ones every row of their task was measured with
+    /// (CB's also BoolQ's, given with --teacher).
     /// </summary>
     [Theory]
     [InlineData("SST-2", 1500, "bad432e0b06ccde9")]
     [InlineData("MRPC", 0, "55d191a668648ff3")]
     [InlineData("RTE", 0, "3f58d55f29474097")]
+    [InlineData("CB", 0, "03e3841fd5021738")]
     public void TheRepositorysShippedTeachersAreTheTablesTeachers(string task, int stageA2Steps, string hash)
     {
         var (teacher, folder) = TeacherBuilder.LoadShipped(SharedData.RepoRoot, task, new TeacherSettings { StageA2Steps = stageA2Steps });
