@@ -227,12 +227,13 @@ public sealed class EvaluationHarnessTests : IDisposable
     /// mended), so the rows that train on a store are keyed anew and a rerun measures them again: the rows measured
     /// before (archived) do not match today's keys, and a task's store rows, measured again, do. The rows without a store
     /// keep the keys they were measured under in docs/evaluation/results.jsonl, so a rerun skips them. Each task with
-    /// the settings its rows were run with (the teachers README): MRPC's teacher without the second stage-A pass, its
-    /// stores of 1,024 samples per label.
+    /// the settings its rows were run with (the teachers README): MRPC's and RTE's teachers without the second stage-A
+    /// pass, their stores of 1,024 and 512 samples per label.
     /// </summary>
     [SharedDataTheory]
     [InlineData("SST-2", "results-2026-12-06-sst2-stores-before-mending.jsonl", 1500, null)]
     [InlineData("MRPC", "results-2026-12-06-mrpc-stores-before-mending.jsonl", 0, 1024)]
+    [InlineData("RTE", "results-2026-12-06-rte-stores-before-mending.jsonl", 0, 512)]
     public void StoreRowsAreKeyedAnewAndTheOthersKeepTheKeysOfTheTable(string task, string archive, int teacherStepsA2, int? samplesPerLabel)
     {
         var shipped = TeacherBuilder.LoadShipped(SharedData.RepoRoot, task, new TeacherSettings { StageA2Steps = teacherStepsA2 });
