@@ -159,17 +159,23 @@ public static class RunLog
     /// <summary>
     /// The machine a run used. The CPU's family/model and widest vector unit are part of it: MKL picks its kernels by
     /// them, and kernels that round differently move PPO's trajectory (the same code reproduced every prompt bit on one
-    /// EPYC and not the rows measured on another, whose name read the same).
+    /// EPYC and not the rows measured on another, whose name read the same). The hash of the CPU's flag list tells
+    /// apart two machines whose name, family and model read the same but whose hypervisors expose other instructions
+    /// (the 2026-12-04 SST-2 PPO rows cannot be made again: that day's code, built again, trains the 2026-12-06 prompts bit
+    /// for bit, and both runs' machine strings read the same).
     /// </summary>
-    public static string Machine()
+    public static string Machine(string cpuInfo = "/proc/cpuinfo")
     {
         string cpu = "unknown CPU";
         try
         {
-            var lines = File.ReadLines("/proc/cpuinfo").TakeWhile(l => l.Length > 0).ToList(); // the first processor's block
+            var lines = File.ReadLines(cpuInfo).TakeWhile(l => l.Length > 0).ToList(); // the first processor's block
             string? Field(string name) => lines.FirstOrDefault(l => l.StartsWith(name, StringComparison.Ordinal) && l[name.Length..].TrimStart().StartsWith(':'))?.Split(':', 2)[1].Trim();
             cpu = Field("model name") ?? cpu;
             if (Field("cpu family") is { } family && Field("model") is { } model) cpu += $" (family {family} model {model})";
+            // Order and spacing are the kernel's, not the CPU's: the set of flags is what is hashed.
+            if ((Field("flags") ?? Field("Features")) is { } flags)
+                cpu += $", CPU flags {KeyHash.Of(string.Join(' ', flags.Split(' ', StringSplitOptions.RemoveEmptyEntries).Distinct().Order(StringComparer.Ordinal)))[..8]}";
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
