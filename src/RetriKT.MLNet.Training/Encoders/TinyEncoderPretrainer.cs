@@ -129,7 +129,7 @@ public sealed class TinyEncoderPretrainer
         using var model = new MaskedLmModel(config);
         using (var init = new Generator((ulong)SeedMixer.Derive(host.Seed, "tiny-encoder-init"))) model.Initialize(init);
         model.to(device);
-        using var optimizer = Optimizers.AdamWDecayingMatrices(model.parameters(), o.LearningRate, 0.9, 0.999, o.WeightDecay);
+        using var optimizer = HeldAdamW.DecayingMatrices(model.parameters(), o.LearningRate, 0.9, 0.999, o.WeightDecay);
         // Build puts the special tokens ([PAD], [UNK], [CLS], [SEP], [MASK]) first: every id from here on is an ordinary piece.
         int firstOrdinary = WordPieceVocabulary.SpecialTokens.Count;
         // The step's numbers as Scalars held across the loop (see HeldScalars), not temporaries made per call.
@@ -142,7 +142,7 @@ public sealed class TinyEncoderPretrainer
         {
             host.CheckAlive();
             double lr = LearningRateSchedule.WarmupCosine(step, o.Steps, o.WarmupSteps, o.LearningRate, 0.1);
-            foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
+            optimizer.LearningRate = lr;
             using var scope = NewDisposeScope();
             using var generator = new Generator((ulong)SeedMixer.Derive(host.Seed, "tiny-encoder-step", step));
             var rows = randint(0, windows.Count, [o.BatchSize], ScalarType.Int64, CPU, generator: generator).to(device);
@@ -159,10 +159,10 @@ public sealed class TinyEncoderPretrainer
             if (positions.numel() == 0) continue;
             var logits = model.Forward(inputs, mask, positions);
             var loss = nn.functional.cross_entropy(logits, ids.flatten().index_select(0, positions));
-            optimizer.zero_grad();
+            optimizer.ZeroGrad();
             loss.backward();
             nn.utils.clip_grad_norm_(model.parameters(), 1.0);
-            optimizer.step();
+            optimizer.Step();
             double value = loss.item<float>();
             if (!double.IsFinite(value)) throw new InvalidOperationException($"Tiny encoder pretraining diverged at step {step}: loss {value}. Lower LearningRate.");
             smoothed = double.IsNaN(smoothed) ? value : 0.98 * smoothed + 0.02 * value;

@@ -41,7 +41,7 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
 
     /// <summary>Loads the last checkpoint into <paramref name="model"/> and <paramref name="optimizer"/>; null when there is none.</summary>
     /// <exception cref="InvalidOperationException">The checkpoint belongs to a different run.</exception>
-    public PretrainingState? TryLoad(TeacherModel model, TorchSharp.Modules.OptimizerHelper optimizer, ComponentHost host)
+    public PretrainingState? TryLoad(TeacherModel model, HeldAdamW optimizer, ComponentHost host)
     {
         var progressPath = Path.Combine(directory, ProgressFile);
         if (!File.Exists(progressPath)) return null;
@@ -76,18 +76,18 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
         var optimizerPath = Path.Combine(directory, OptimizerFile);
         if (saved.OptimizerHash is { } optimizerHash && (!File.Exists(optimizerPath) || optimizerHash != FileHash(optimizerPath)))
             throw new InvalidDataException($"{optimizerPath}: missing or not the optimizer state of step {saved.Step} that {ProgressFile} names ({Torn}).");
-        optimizer.load_state_dict(optimizerPath);
+        optimizer.LoadState(optimizerPath);
         return new PretrainingState(saved.Step, saved.SmoothedLoss, saved.TailLossSum);
     }
 
     /// <summary>Writes the checkpoint of <paramref name="state"/> (progress file last, so it only names complete checkpoints).</summary>
-    public void Save(TeacherModel model, TorchSharp.Modules.OptimizerHelper optimizer, PretrainingState state)
+    public void Save(TeacherModel model, HeldAdamW optimizer, PretrainingState state)
     {
         Directory.CreateDirectory(directory);
         model.SaveCheckpoint(directory);
         var optimizerPath = Path.Combine(directory, OptimizerFile);
         var temp = optimizerPath + ".tmp";
-        optimizer.save_state_dict(temp);
+        optimizer.SaveState(temp);
         string optimizerHash = FileHash(temp);
         File.Move(temp, optimizerPath, overwrite: true);
         model.InvalidateContentHash(); // training moved the weights since the hash was last taken

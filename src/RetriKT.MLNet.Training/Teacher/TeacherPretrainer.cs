@@ -162,7 +162,7 @@ public sealed class TeacherPretrainer
         using var corpus = tensor(tokens.Select(t => (long)t).ToArray(), device: device);
         using var corpusWeights = weights is null ? null : tensor(weights, device: device);
         model.RequiresGrad = true;
-        using var optimizer = Optimizers.AdamWDecayingMatrices(model.NamedParameters().Select(p => p.Parameter), o.LearningRate, o.Beta1, o.Beta2, o.WeightDecay);
+        using var optimizer = HeldAdamW.DecayingMatrices(model.NamedParameters().Select(p => p.Parameter), o.LearningRate, o.Beta1, o.Beta2, o.WeightDecay);
         var module = model.Module;
         double smoothed = double.NaN, tailSum = 0;
         int tailFrom = o.Steps - Math.Max(1, o.Steps / 10) + 1;
@@ -182,7 +182,7 @@ public sealed class TeacherPretrainer
                 // A generator per step (derived from the seed and the step) makes a resumed run sample the same windows.
                 using var generator = new Generator((ulong)SeedMixer.Derive(host.Seed, "pretrain-window", step));
                 double lr = LearningRateAt(step, o);
-                foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
+                optimizer.LearningRate = lr;
                 using var scope = NewDisposeScope();
                 if (o.Dropout > 0) random.manual_seed(SeedMixer.Derive(host.Seed, "pretrain-dropout", step));
                 var starts = randint(0, tokens.Length - seqLen, [o.BatchSize], ScalarType.Int64, CPU, generator: generator).to(device);
@@ -200,10 +200,10 @@ public sealed class TeacherPretrainer
                     var perToken = nn.functional.cross_entropy(flatLogits, targets.reshape(-1), reduction: nn.Reduction.None);
                     loss = (perToken * targetWeights).sum() / targetWeights.sum().clamp_min(HeldScalars.WeightSumFloor);
                 }
-                optimizer.zero_grad();
+                optimizer.ZeroGrad();
                 loss.backward();
                 double gradNorm = o.GradientClipNorm > 0 ? nn.utils.clip_grad_norm_(module.parameters(), o.GradientClipNorm) : double.NaN;
-                optimizer.step();
+                optimizer.Step();
                 double value = loss.item<float>();
                 if (!double.IsFinite(value)) throw new InvalidOperationException($"Pretraining diverged at step {step}: loss {value}. Lower LearningRate or raise WarmupSteps.");
                 smoothed = double.IsNaN(smoothed) ? value : 0.95 * smoothed + 0.05 * value;

@@ -6,9 +6,9 @@ using static TorchSharp.torch;
 namespace RetriKT.MLNet.Tests.Foundation;
 
 /// <summary>
-/// The students' AdamW (every coefficient a held Scalar) updates parameters bit for bit as TorchSharp's own AdamW does,
-/// through a changing learning rate, weight decay and a parameter without a gradient; so rows trained before it keep
-/// their numbers.
+/// Our AdamW (every coefficient a held Scalar) updates parameters bit for bit as TorchSharp's own AdamW does, through a
+/// changing learning rate, weight decay, parameter groups and a parameter without a gradient, so rows and teachers
+/// trained before it keep their numbers; and its state file is TorchSharp's, so checkpoints resume across the two.
 /// </summary>
 public class HeldAdamWTests
 {
@@ -53,25 +53,132 @@ public class HeldAdamWTests
         Assert.False(Same(w1, w0), "the weights did not move");
     }
 
+    /// <summary>The pretrainers' optimizer: decay on matrices only, as two groups of TorchSharp's AdamW.</summary>
+    [Fact]
+    public void DecayingMatricesEqualsTorchSharpsAdamWWithTwoGroupsBitForBit()
+    {
+        using var problem = new TwoLayerProblem(5);
+        using var theirs = TheirDecayingMatrices(problem.Theirs);
+        using var ours = HeldAdamW.DecayingMatrices(problem.Ours, 0.02, 0.9, 0.95, 0.1);
+        StepSideBySide(30, step => 0.02 * (1 - step / 40.0), theirs, ours, () => problem.Loss(problem.Theirs), () => problem.Loss(problem.Ours));
+        for (int i = 0; i < problem.Ours.Length; i++)
+        {
+            Assert.True(Same(problem.Theirs[i], problem.Ours[i]), $"parameter {i} ({problem.Ours[i].dim()}-d) differs from TorchSharp's AdamW");
+            Assert.False(Same(problem.Ours[i], problem.Initial[i]), $"parameter {i} did not move");
+        }
+    }
+
+    /// <summary>
+    /// A state saved by TorchSharp's AdamW mid-run (a pretraining checkpoint written before this optimizer) continues
+    /// here, and ours continues in TorchSharp's, with the same numbers as a run that never stopped.
+    /// </summary>
+    [Fact]
+    public void StateFilesMoveBetweenTorchSharpsAdamWAndOursAndTheRunGoesOnBitForBit()
+    {
+        using var folder = new Infrastructure.TempDir("retrikt-adamw-");
+        var theirFile = Path.Combine(folder.Path, "theirs.bin");
+        var ourFile = Path.Combine(folder.Path, "ours.bin");
+        Func<int, double> rate = step => 0.01 + 0.001 * step;
+
+        // The run that never stops, and a twin that saves after 12 steps.
+        using var problem = new TwoLayerProblem(9);
+        var (through, twin) = (problem.Theirs, problem.Ours);
+        Tensor loss(Parameter[] p) => problem.Loss(p);
+        using var throughOptimizer = TheirDecayingMatrices(through);
+        using (var twinOptimizer = TheirDecayingMatrices(twin))
+        {
+            StepSideBySide(12, rate, throughOptimizer, twinOptimizer, () => loss(through), () => loss(twin));
+            twinOptimizer.save_state_dict(theirFile);
+        }
+        // Ours picks up TorchSharp's file, steps 12 more, saves; TorchSharp's picks up ours and steps 12 more.
+        using (var ours = HeldAdamW.DecayingMatrices(twin, 0.02, 0.9, 0.95, 0.1))
+        {
+            ours.LoadState(theirFile);
+            // Written back at the rate of the moment, it is TorchSharp's file byte for byte.
+            ours.LearningRate = rate(11);
+            var rewritten = Path.Combine(folder.Path, "rewritten.bin");
+            ours.SaveState(rewritten);
+            Assert.Equal(File.ReadAllBytes(theirFile), File.ReadAllBytes(rewritten));
+            StepSideBySide(12, step => rate(step + 12), throughOptimizer, ours, () => loss(through), () => loss(twin));
+            for (int i = 0; i < through.Length; i++) Assert.True(Same(through[i], twin[i]), $"parameter {i} differs after resuming from TorchSharp's state");
+            ours.SaveState(ourFile);
+        }
+        using (var theirsAgain = TheirDecayingMatrices(twin))
+        {
+            theirsAgain.load_state_dict(ourFile);
+            StepSideBySide(12, step => rate(step + 24), throughOptimizer, theirsAgain, () => loss(through), () => loss(twin));
+        }
+        for (int i = 0; i < through.Length; i++) Assert.True(Same(through[i], twin[i]), $"parameter {i} differs after TorchSharp resumed from our state");
+
+        // A state of other parameters is refused in one line naming the file.
+        using var other = new Parameter(randn(3, 3));
+        using var stranger = HeldAdamW.DecayingMatrices([other], 0.01, 0.9, 0.95, 0.1);
+        var e = Assert.Throws<InvalidDataException>(() => stranger.LoadState(ourFile));
+        Assert.StartsWith(ourFile + ": not the AdamW state of this model's parameters (expected 2 groups of 1 + 0 parameters)", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    /// <summary>A small two-layer regression: its starting parameters (matrices and vectors), two trainable copies of them and its loss.</summary>
+    private sealed class TwoLayerProblem : IDisposable
+    {
+        private readonly Tensor _x, _target;
+        public TwoLayerProblem(int seed)
+        {
+            manual_seed(seed);
+            (_x, _target) = (randn(24, 8), randn(24, 3));
+            Initial = [randn(8, 6), randn(6), randn(6, 3), randn(3)];
+            (Theirs, Ours) = (Copy(), Copy());
+        }
+
+        public Tensor[] Initial { get; }
+        public Parameter[] Theirs { get; }
+        public Parameter[] Ours { get; }
+
+        public Tensor Loss(Parameter[] p)
+            => _x.matmul(p[0]).add(p[1], HeldScalars.One).tanh().matmul(p[2]).add(p[3], HeldScalars.One).sub(_target).pow(HeldScalars.Two).mean();
+
+        private Parameter[] Copy() => Initial.Select(t => new Parameter(t.clone())).ToArray();
+
+        public void Dispose()
+        {
+            foreach (var t in new[] { _x, _target }.Concat(Initial).Concat(Theirs).Concat(Ours)) t.Dispose();
+        }
+    }
+
+    // What the pretrainers built before HeldAdamW.DecayingMatrices: TorchSharp's AdamW, decay on matrices only.
+    private static AdamW TheirDecayingMatrices(Parameter[] parameters) => optim.AdamW(
+        [new AdamW.ParamGroup(parameters.Where(p => p.dim() >= 2), new AdamW.Options { weight_decay = 0.1 }),
+         new AdamW.ParamGroup(parameters.Where(p => p.dim() < 2), new AdamW.Options { weight_decay = 0 })],
+        0.02, 0.9, 0.95, 1e-8, 0.1);
+
     /// <summary>The same schedule of rates and the same loss for TorchSharp's optimizer and ours, step by step.</summary>
-    private static void StepSideBySide(int steps, Func<int, double> rate, optim.Optimizer theirs, HeldAdamW ours, Func<Tensor> theirLoss, Func<Tensor> ourLoss)
+    private static void StepSideBySide(int steps, Func<int, double> rate, object first, object second, Func<Tensor> firstLoss, Func<Tensor> secondLoss)
     {
         for (int step = 0; step < steps; step++)
         {
-            foreach (var group in theirs.ParamGroups) group.LearningRate = rate(step);
-            ours.LearningRate = rate(step);
-            using (var scope = NewDisposeScope())
-            {
-                theirs.zero_grad();
-                theirLoss().backward();
-                theirs.step();
-            }
-            using (var scope = NewDisposeScope())
-            {
+            OneStep(first, rate(step), firstLoss);
+            OneStep(second, rate(step), secondLoss);
+        }
+    }
+
+    private static void OneStep(object optimizer, double rate, Func<Tensor> loss)
+    {
+        using var scope = NewDisposeScope();
+        switch (optimizer)
+        {
+            case HeldAdamW ours:
+                ours.LearningRate = rate;
                 ours.ZeroGrad();
-                ourLoss().backward();
+                loss().backward();
                 ours.Step();
-            }
+                break;
+            case optim.Optimizer theirs:
+                foreach (var group in theirs.ParamGroups) group.LearningRate = rate;
+                theirs.zero_grad();
+                loss().backward();
+                theirs.step();
+                break;
+            default: throw new ArgumentException($"Not an optimizer: {optimizer}.", nameof(optimizer));
         }
     }
 
