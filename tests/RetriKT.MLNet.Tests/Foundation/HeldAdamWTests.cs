@@ -176,7 +176,10 @@ public class HeldAdamWTests
                 foreach (var group in theirs.ParamGroups) group.LearningRate = rate;
                 theirs.zero_grad();
                 loss().backward();
-                theirs.step();
+                // The reference makes temporary Scalars (HeldScalars): no collection may run, and so no finalizer free one, during its step.
+                bool noCollection = GC.TryStartNoGCRegion(16 << 20);
+                try { theirs.step(); }
+                finally { if (noCollection && System.Runtime.GCSettings.LatencyMode == System.Runtime.GCLatencyMode.NoGCRegion) GC.EndNoGCRegion(); }
                 break;
             default: throw new ArgumentException($"Not an optimizer: {optimizer}.", nameof(optimizer));
         }

@@ -51,8 +51,9 @@ public class HeldScalarTests
     /// <summary>
     /// Scans the training assembly's IL: no method but weight initialisation may make a Scalar that nothing holds (a
     /// number converted in the call's arguments) or call a TorchSharp method that makes one itself (add/add_ without
-    /// alpha and so the <c>+</c> operator, <c>square()</c>, <c>arange</c> without a step, operators with a number).
-    /// A Scalar stored in a field or a local (a <c>using</c>) is held.
+    /// alpha and so the <c>+</c> operator, <c>square()</c>, <c>arange</c> without a step, operators with a number, and
+    /// <c>optimizer.step()</c>, whose AdamW and Adam overrides make them). A Scalar stored in a field or a local (a
+    /// <c>using</c>) is held.
     /// </summary>
     [Fact]
     public void TrainingCodeMakesNoTemporaryScalar()
@@ -78,12 +79,13 @@ public class HeldScalarTests
         using var torchSharp = AssemblyDefinition.ReadAssembly(Path.Combine(AppContext.BaseDirectory, "TorchSharp.dll"));
         var makers = TorchSharpMethodsMakingTemporaries(torchSharp.MainModule);
         using var tests = AssemblyDefinition.ReadAssembly(typeof(HeldScalarTests).Assembly.Location);
-        var violations = Violations(tests.MainModule, makers, [], out int heldUses);
+        // The parity test must step TorchSharp's own optimizers, the reference; it steps them where no collection can run.
+        var violations = Violations(tests.MainModule, makers, ["RetriKT.MLNet.Tests.Foundation.HeldAdamWTests::OneStep"], out int heldUses);
         Assert.True(violations.Count == 0, "Temporary Scalars in the tests (hold them in a using local or use HeldScalars):\n" + string.Join("\n", violations));
         Assert.True(heldUses > 0, "the audit saw no use of HeldScalars: it is not looking at the right assembly");
     }
 
-    private static SortedSet<string> Violations(ModuleDefinition module, HashSet<string> makers, HashSet<string> runOnce, out int heldUses)
+    private static SortedSet<string> Violations(ModuleDefinition module, HashSet<string> makers, HashSet<string> exempt, out int heldUses)
     {
         var violations = new SortedSet<string>();
         heldUses = 0;
@@ -93,7 +95,7 @@ public class HeldScalarTests
                 var outer = type;
                 while (outer.DeclaringType is not null) outer = outer.DeclaringType;
                 string where = $"{type.FullName}::{method.Name}";
-                if (runOnce.Contains($"{outer.FullName}::{method.Name}")) continue;
+                if (exempt.Contains($"{outer.FullName}::{method.Name}")) continue;
                 foreach (var instruction in method.Body.Instructions)
                 {
                     if (instruction.Operand is MemberReference { DeclaringType.FullName: "RetriKT.MLNet.Common.HeldScalars" }) heldUses++;
@@ -134,6 +136,15 @@ public class HeldScalarTests
                 if (!makers.Contains(m.FullName) && m.Body.Instructions.Any(i => i.Operand is MethodReference r && (MakesScalar(r) || makers.Contains(r.FullName))))
                     grew |= makers.Add(m.FullName);
         }
+        // A call to a virtual method reaches whichever override the object has: optimizer.step() names Optimizer::step,
+        // which makes no Scalar, while AdamW's override makes several. The methods that such an override overrides count too.
+        foreach (var m in methods.Where(m => m.IsVirtual && makers.Contains(m.FullName)).ToList())
+            for (var type = m.DeclaringType.BaseType?.Resolve(); type is not null; type = type.BaseType?.Resolve())
+                foreach (var overridden in type.Methods.Where(b => b.IsVirtual && b.Name == m.Name && SameParameters(b, m)))
+                    makers.Add(overridden.FullName);
         return makers;
     }
+
+    private static bool SameParameters(MethodDefinition a, MethodDefinition b)
+        => a.Parameters.Select(p => p.ParameterType.FullName).SequenceEqual(b.Parameters.Select(p => p.ParameterType.FullName));
 }

@@ -35,14 +35,14 @@ public class TorchSharpNativeTests
         using var bias = 1.25f.ToScalar(); // held, not a temporary (HeldScalarTests)
         var targets = inputs.matmul(trueW).add(bias, HeldScalars.One);
         using var model = nn.Linear(3, 1);
-        using var optimizer = optim.Adam(model.parameters(), lr: 0.05);
+        using var optimizer = new HeldAdamW(model.parameters(), 0.05); // Adam, its Scalars held (TorchSharp's Adam.step makes temporaries)
         for (int step = 0; step < 400; step++)
         {
             using var stepScope = NewDisposeScope();
-            optimizer.zero_grad();
+            optimizer.ZeroGrad();
             var loss = nn.functional.mse_loss(model.forward(inputs), targets);
             loss.backward();
-            optimizer.step();
+            optimizer.Step();
         }
         var w = model.weight!.data<float>().ToArray();
         Assert.Equal(2f, w[0], 2);
