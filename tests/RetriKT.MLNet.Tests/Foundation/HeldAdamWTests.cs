@@ -110,22 +110,21 @@ public class HeldAdamWTests
         }
         for (int i = 0; i < through.Length; i++) Assert.True(Same(through[i], twin[i]), $"parameter {i} differs after TorchSharp resumed from our state");
 
-        // A state of other parameters is refused in one line naming the file.
-        using var other = new Parameter(randn(3, 3));
-        using var stranger = HeldAdamW.DecayingMatrices([other], 0.01, 0.9, 0.95, 0.1);
-        var e = Assert.Throws<InvalidDataException>(() => stranger.LoadState(ourFile));
-        Assert.StartsWith(ourFile + ": not the AdamW state of this model's parameters (expected 2 groups of 1 + 0 parameters)", e.Message);
-        Assert.DoesNotContain('\n', e.Message);
-        // As many parameters in each group, of other shapes: refused as well, not read into the wrong places.
-        Parameter[] transposed = [.. through.Select(p => new Parameter(p.dim() == 2 ? p.detach().t().contiguous() : p.detach().clone()))];
-        try
+        // A state of other parameters is refused in one line naming the file; so is one of as many parameters in each
+        // group, of other shapes (not read into the wrong places).
+        using (NewDisposeScope())
         {
+            var other = new Parameter(randn(3, 3));
+            using var stranger = HeldAdamW.DecayingMatrices([other], 0.01, 0.9, 0.95, 0.1);
+            var e = Assert.Throws<InvalidDataException>(() => stranger.LoadState(ourFile));
+            Assert.StartsWith(ourFile + ": not the AdamW state of this model's parameters (expected 2 groups of 1 + 0 parameters)", e.Message);
+            Assert.DoesNotContain('\n', e.Message);
+            Parameter[] transposed = [.. through.Select(p => new Parameter(p.dim() == 2 ? p.detach().t().contiguous() : p.detach().clone()))];
             using var reshaped = HeldAdamW.DecayingMatrices(transposed, 0.01, 0.9, 0.95, 0.1);
             var shapes = Assert.Throws<InvalidDataException>(() => reshaped.LoadState(ourFile));
             Assert.StartsWith(ourFile + ": not the AdamW state of this model's parameters", shapes.Message);
             Assert.DoesNotContain('\n', shapes.Message);
         }
-        finally { foreach (var p in transposed) p.Dispose(); }
     }
 
     /// <summary>A small two-layer regression: its starting parameters (matrices and vectors), two trainable copies of them and its loss.</summary>
