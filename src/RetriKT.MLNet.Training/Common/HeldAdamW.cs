@@ -120,11 +120,13 @@ internal sealed class HeldAdamW : IDisposable
             throw new InvalidDataException(
                 $"{path}: not the AdamW state of this model's parameters (expected {_groups.Length} groups of {string.Join(" + ", _groups.Select(g => g.Size))} parameters): {e.Message}", e);
         }
+        var states = file.state_dict().State.Cast<AdamW.State>().ToList();
+        // Checked before anything is copied, so a refused file leaves this optimizer as it was.
+        if (states.Any(state => state.max_exp_avg_sq is not null))
+            throw new InvalidDataException($"{path}: an AMSGrad state, which this optimizer does not keep.");
         using (no_grad())
-            foreach (var (slot, state) in _slots.Zip(file.state_dict().State.Cast<AdamW.State>()))
+            foreach (var (slot, state) in _slots.Zip(states))
             {
-                if (state.max_exp_avg_sq is not null)
-                    throw new InvalidDataException($"{path}: an AMSGrad state, which this optimizer does not keep.");
                 slot.Steps = state.step;
                 slot.Mean.copy_(state.exp_avg);
                 slot.Square.copy_(state.exp_avg_sq);

@@ -83,11 +83,10 @@ public class HeldAdamWTests
         // The run that never stops, and a twin that saves after 12 steps.
         using var problem = new TwoLayerProblem(9);
         var (through, twin) = (problem.Theirs, problem.Ours);
-        Tensor loss(Parameter[] p) => problem.Loss(p);
         using var throughOptimizer = TheirDecayingMatrices(through);
         using (var twinOptimizer = TheirDecayingMatrices(twin))
         {
-            StepSideBySide(12, rate, throughOptimizer, twinOptimizer, () => loss(through), () => loss(twin));
+            StepSideBySide(12, rate, throughOptimizer, twinOptimizer, () => problem.Loss(through), () => problem.Loss(twin));
             twinOptimizer.save_state_dict(theirFile);
         }
         // Ours picks up TorchSharp's file, steps 12 more, saves; TorchSharp's picks up ours and steps 12 more.
@@ -99,14 +98,14 @@ public class HeldAdamWTests
             var rewritten = Path.Combine(folder.Path, "rewritten.bin");
             ours.SaveState(rewritten);
             Assert.Equal(File.ReadAllBytes(theirFile), File.ReadAllBytes(rewritten));
-            StepSideBySide(12, step => rate(step + 12), throughOptimizer, ours, () => loss(through), () => loss(twin));
+            StepSideBySide(12, step => rate(step + 12), throughOptimizer, ours, () => problem.Loss(through), () => problem.Loss(twin));
             for (int i = 0; i < through.Length; i++) Assert.True(Same(through[i], twin[i]), $"parameter {i} differs after resuming from TorchSharp's state");
             ours.SaveState(ourFile);
         }
         using (var theirsAgain = TheirDecayingMatrices(twin))
         {
             theirsAgain.load_state_dict(ourFile);
-            StepSideBySide(12, step => rate(step + 24), throughOptimizer, theirsAgain, () => loss(through), () => loss(twin));
+            StepSideBySide(12, step => rate(step + 24), throughOptimizer, theirsAgain, () => problem.Loss(through), () => problem.Loss(twin));
         }
         for (int i = 0; i < through.Length; i++) Assert.True(Same(through[i], twin[i]), $"parameter {i} differs after TorchSharp resumed from our state");
 
