@@ -295,8 +295,9 @@ public sealed class KnowledgeStore
         using var r = new BinaryReader(hashing, Encoding.UTF8, leaveOpen: true);
         try
         {
-            var magic = Encoding.ASCII.GetString(r.ReadBytes(8));
-            if (magic != Magic) throw new InvalidDataException($"not a knowledge store (magic '{magic}', expected '{Magic}').");
+            var magic = r.ReadBytes(8);
+            if (!magic.AsSpan().SequenceEqual(Encoding.ASCII.GetBytes(Magic)))
+                throw new InvalidDataException($"not a knowledge store (magic '{PrintableMagic(magic)}', expected '{Magic}').");
             uint version = r.ReadUInt32();
             if (version is < 1 or > FormatVersion) throw new InvalidDataException($"knowledge store format version {version} is not supported (this library reads 1 to {FormatVersion}).");
             uint flags = r.ReadUInt32();
@@ -344,6 +345,17 @@ public sealed class KnowledgeStore
         {
             throw new InvalidDataException("unexpected end of file: the knowledge store is truncated.", e);
         }
+    }
+
+    /// <summary>
+    /// A file's first bytes as one printable line: printable ASCII as itself, any other byte as \xNN (a model.zip or
+    /// any binary file starts with control bytes, which must not reach a log line or a terminal).
+    /// </summary>
+    internal static string PrintableMagic(ReadOnlySpan<byte> bytes)
+    {
+        var b = new StringBuilder(bytes.Length * 4);
+        foreach (var x in bytes) b.Append(x is >= 0x20 and < 0x7F && x != (byte)'\\' ? ((char)x).ToString() : $"\\x{x:X2}");
+        return b.ToString();
     }
 
     private static void Check(bool condition, string message)

@@ -177,4 +177,19 @@ public class KnowledgeStoreTests
         var e = Assert.Throws<InvalidDataException>(() => KnowledgeStore.Load(path));
         Assert.Equal($"{path}: 4 bytes follow the store's checksum; a store file holds one store and nothing after it.", e.Message);
     }
+
+    /// <summary>
+    /// A foreign file given as a store (a model.zip, any binary file) is named in one printable line: its first bytes are
+    /// shown escaped, never as the raw control bytes (NULs) that ended up in logs and terminals.
+    /// </summary>
+    [Fact]
+    public void AForeignBinaryFileIsReportedWithItsFirstBytesEscaped()
+    {
+        using var folder = new TempDir();
+        var path = folder.File("model.zip");
+        File.WriteAllBytes(path, [0x50, 0x4B, 0x03, 0x04, 0x14, 0x00, 0x00, 0x00, 0x08, 0x00, 0x5C, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+        var e = Assert.Throws<InvalidDataException>(() => KnowledgeStore.Load(path));
+        Assert.Equal($"{path}: not a knowledge store (magic 'PK\\x03\\x04\\x14\\x00\\x00\\x00', expected 'RKTSTORE').", e.Message);
+        Assert.DoesNotContain(e.Message, char.IsControl);
+    }
 }

@@ -509,8 +509,8 @@ public sealed class HnswIndex : IVectorIndex
         using var r = new BinaryReader(hashing, Encoding.UTF8, leaveOpen: true);
         try
         {
-            var magic = Encoding.ASCII.GetString(r.ReadBytes(8));
-            Check(magic == Magic, $"not an HNSW graph (magic '{magic}', expected '{Magic}')");
+            var magic = r.ReadBytes(8);
+            Check(magic.AsSpan().SequenceEqual(Encoding.ASCII.GetBytes(Magic)), $"not an HNSW graph (magic '{KnowledgeStore.PrintableMagic(magic)}', expected '{Magic}')");
             uint version = r.ReadUInt32();
             Check(version is 1 or FormatVersion, $"HNSW graph format version {version} is not supported (this library reads 1 and {FormatVersion})");
             int count = r.ReadInt32(), dim = r.ReadInt32(), m = r.ReadInt32(), efC = r.ReadInt32(), efS = r.ReadInt32(), seed = r.ReadInt32();
