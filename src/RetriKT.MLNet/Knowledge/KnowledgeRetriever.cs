@@ -277,7 +277,7 @@ public sealed class KnowledgeRetrieverTransformer : RowMappingTransformer, IDisp
         int kind = r.Reader.ReadInt32();
         if (kind is not ((int)RetrieverIndexKind.Exact or (int)RetrieverIndexKind.Hnsw)) throw new InvalidDataException($"Knowledge retriever in model.zip: unknown index kind {kind}.");
         KnowledgeStore? read = null;
-        r.ReadStream(StoreStream, s => read = Wrap(StoreStream, () => KnowledgeStore.Read(s.BaseStream)));
+        r.ReadStream(StoreStream, s => read = Wrap(StoreStream, () => KnowledgeStore.Read(s.BaseStream, StoreReadLimits.ForPart(s.BaseStream.Length))));
         var store = read ?? throw new InvalidDataException($"model.zip stream '{StoreStream}' of the knowledge retriever is empty.");
         if (k < 1 || k > store.Count) throw new InvalidDataException($"Knowledge retriever in model.zip: K = {k} is outside [1, {store.Count}] (the stored entries).");
         KnowledgeRetrieverEstimator.ValidateStore(store, k, texts);

@@ -20,6 +20,18 @@ public sealed record StoreReadLimits
     public int MaxStringBytes { get; init; } = 1 << 20;
     /// <summary>The default limits.</summary>
     public static StoreReadLimits Default { get; } = new();
+
+    /// <summary>
+    /// Limits for a store that is a verified model.zip part of <paramref name="length"/> bytes: whatever the library wrote
+    /// must load again (a store of more than <see cref="MaxLabels"/> labels, or with a text longer than
+    /// <see cref="MaxStringBytes"/>, saves, and a model.zip offers no way to raise the limits), and every size is still
+    /// bounded by the bytes present, which are checked before anything is allocated.
+    /// </summary>
+    internal static StoreReadLimits ForPart(long length) => new()
+    {
+        MaxEntries = int.MaxValue, MaxLabels = int.MaxValue, MaxDimension = int.MaxValue,
+        MaxStringBytes = (int)Math.Clamp(length, 0, int.MaxValue),
+    };
 }
 
 /// <summary>
@@ -307,7 +319,8 @@ public sealed class KnowledgeStore
             Check(labels >= 2 && labels <= limits.MaxLabels, $"label count {labels} is outside [2, {limits.MaxLabels}]");
             bool hasEmbeddings = (flags & FlagEmbeddings) != 0;
             Check(hasEmbeddings ? dim > 0 && dim <= limits.MaxDimension : dim == 0, $"embedding dimension {dim} does not match flags 0x{flags:X} (max {limits.MaxDimension})");
-            long needed = 8 + (long)count * (9 + 4L * labels) + (hasEmbeddings ? 4L * count * dim : 0);
+            // Every label name holds at least its 4-byte length: a label count beyond the bytes left fails before the names are allocated.
+            var needed = 8 + 4 * (Int128)labels + (Int128)count * (9 + 4L * labels) + (hasEmbeddings ? 4 * (Int128)count * dim : 0);
             Check(needed <= remaining, $"header announces {count} entries × {labels} labels{(hasEmbeddings ? $" × dim {dim}" : "")} (≥ {needed} bytes) but only {remaining} bytes remain: the file is truncated or tampered");
 
             var names = new string[labels];

@@ -488,7 +488,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             using var buffer = new MemoryStream();
             s.BaseStream.CopyTo(buffer);
             buffer.Position = 0;
-            store = KnowledgeStore.Read(buffer);
+            store = KnowledgeStore.Read(buffer, StoreReadLimits.ForPart(buffer.Length));
         });
         StudentWeights? weights = null;
         r.ReadStream("Weights.bin", s => weights = StudentWeights.Read(s, "RetrievalClassifier in model.zip, Weights.bin")

@@ -68,7 +68,7 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
         try
         {
             KnowledgeStore? store = null;
-            r.ReadStream("Store.bin", s => store = KnowledgeStore.Read(s.BaseStream));
+            r.ReadStream("Store.bin", s => store = KnowledgeStore.Read(s.BaseStream, StoreReadLimits.ForPart(s.BaseStream.Length)));
             CheckLabels(store!, prompts);
             return new KnowledgeExtractorTransformer(r.Environment, prompts, store!, null);
         }
