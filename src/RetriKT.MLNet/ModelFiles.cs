@@ -42,11 +42,22 @@ public static class ModelFiles
         return catalog.LoadVerified(stream, path, out inputSchema);
     }
 
-    /// <summary>Verifies every entry of the model in <paramref name="stream"/> (seekable; <paramref name="name"/> names it in errors), then loads it.</summary>
+    /// <summary>
+    /// Verifies every entry of the model in <paramref name="stream"/> (<paramref name="name"/> names it in errors), then
+    /// loads it. A stream that cannot seek (a network or decompression stream, which a plain <c>Model.Load</c> takes) is
+    /// read into memory first, since the model is read twice.
+    /// </summary>
     public static ITransformer LoadVerified(this ModelOperationsCatalog catalog, Stream stream, string name, out DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(catalog);
         ArgumentNullException.ThrowIfNull(stream);
+        if (!stream.CanSeek)
+        {
+            using var buffer = new MemoryStream();
+            stream.CopyTo(buffer);
+            buffer.Position = 0;
+            return catalog.LoadVerified(buffer, name, out inputSchema);
+        }
         long start = stream.Position;
         Verify(stream, name);
         stream.Position = start;
