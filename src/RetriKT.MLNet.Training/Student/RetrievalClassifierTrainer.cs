@@ -552,15 +552,23 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         return (kept, heldOut.Select(h => new Row(h.Entry.Text!, h.Entry.Text2, store.LabelNames[h.TeacherLabel])).ToList());
     }
 
-    /// <summary>The validation rows whose label the store knows, as token ids (others are warned about and left out).</summary>
+    /// <summary>
+    /// The validation rows as token ids, with their labels in the store's order. A row whose label the store does not know
+    /// fails, as a training row's does: left out, a validation set with other labels (renamed, another task's) left λ, μ
+    /// and τ untuned with only a warning in the log.
+    /// </summary>
     private static ValidationRows Tokenized(List<Row> rows, KnowledgeStore store, TextTokenizingTransformer tokenizer, ComponentHost host)
     {
         var labelIndex = store.LabelNames.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
-        var known = rows.Where(r => labelIndex.ContainsKey(r.Label)).ToList();
-        if (known.Count < rows.Count)
-            host.Warning($"Validation set: {rows.Count - known.Count} rows have a label the store does not know and were ignored.");
-        return new ValidationRows(known.Select(r => tokenizer.Encode(r.Text, r.Text2, out _)).ToList(), known.Select(r => labelIndex[r.Label]).ToArray(),
-            known.Select(r => r.Weight).ToArray(), known.Select(r => r.MixWeight ?? r.Weight).ToArray());
+        int unknown = rows.Count(r => !labelIndex.ContainsKey(r.Label));
+        if (unknown > 0)
+        {
+            int first = rows.FindIndex(r => !labelIndex.ContainsKey(r.Label));
+            throw new ArgumentException($"Validation set: label '{rows[first].Label}' (usable row {first + 1}, '{Shorten(rows[first].Text)}'; {unknown} of {rows.Count} rows) " +
+                                        $"is not one of the store's labels [{string.Join(", ", store.LabelNames)}].");
+        }
+        return new ValidationRows(rows.Select(r => tokenizer.Encode(r.Text, r.Text2, out _)).ToList(), rows.Select(r => labelIndex[r.Label]).ToArray(),
+            rows.Select(r => r.Weight).ToArray(), rows.Select(r => r.MixWeight ?? r.Weight).ToArray());
     }
 
     /// <summary>
