@@ -281,8 +281,12 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         return new KnowledgeExtractorTransformer(_env, prompts, store, report);
     }
 
-    /// <summary>The template's text columns of <see cref="KnowledgeExtractorOptions.UnlabeledData"/>, row by row.</summary>
-    private static List<(string Text, string? Text2)> ReadUnlabeled(IDataView data, TaskTemplate template)
+    /// <summary>
+    /// The template's text columns of <see cref="KnowledgeExtractorOptions.UnlabeledData"/>, row by row. A pair template's
+    /// row without a second text fails naming the row and column: it was labelled by the teacher and stored, and the
+    /// pair student refused the store afterwards, naming a store entry instead of the row.
+    /// </summary>
+    internal static List<(string Text, string? Text2)> ReadUnlabeled(IDataView data, TaskTemplate template)
     {
         template.CheckTextColumns(SchemaShapes.Of(data.Schema), data: "UnlabeledData");
         var text = data.Schema[template.TextColumn];
@@ -296,6 +300,8 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         {
             getText(ref a);
             getText2?.Invoke(ref b);
+            if (getText2 is not null && b.Span.Trim().IsEmpty)
+                throw new ArgumentException($"UnlabeledData row {rows.Count}: column '{template.Text2Column}' (the second text) is empty; template '{template.Name}' reads sentence pairs.");
             rows.Add((a.ToString(), getText2 is null ? null : b.ToString()));
         }
         return rows;
