@@ -21,9 +21,9 @@ public sealed record QuickstartOptions
     public int Seed { get; init; } = 13;
     /// <summary>Output folder (model.zip, logs, checkpoints). Default ./retrikt-quickstart.</summary>
     public string OutputFolder { get; init; } = Path.GetFullPath("retrikt-quickstart");
-    /// <summary>PPO steps. Default 8.</summary>
+    /// <summary>PPO steps. Default 8 (<see cref="QuickPpoSteps"/> under --quick when --ppo-steps is not given).</summary>
     public int PpoSteps { get; init; } = 8;
-    /// <summary>Generated samples kept per label; null: <see cref="EmbeddedSamplesPerLabel"/> or, with --data, <see cref="DataSamplesPerLabel"/>.</summary>
+    /// <summary>Generated samples kept per label; null: <see cref="EmbeddedSamplesPerLabel"/> or, with --data, <see cref="DataSamplesPerLabel"/> (under --quick, <see cref="QuickSamplesPerLabel"/> when --samples-per-label is not given).</summary>
     public int? SamplesPerLabel { get; init; }
     /// <summary>
     /// The embedded task's store: on it the student on the store scored 84.0 / 87.5 / 94.0 / 94.5 % at 64 / 128 / 256 / 512
@@ -36,6 +36,10 @@ public sealed record QuickstartOptions
     /// against 76.3 % at 4,096 and 70.9 % at 512 (docs/RESULTS.md, "Store size with early stopping").
     /// </summary>
     public const int DataSamplesPerLabel = 2048;
+    /// <summary>Generated samples kept per label under --quick when --samples-per-label is not given.</summary>
+    public const int QuickSamplesPerLabel = 12;
+    /// <summary>PPO steps under --quick when --ppo-steps is not given.</summary>
+    public const int QuickPpoSteps = 2;
     /// <summary>
     /// In-domain text without labels (a .txt file or a folder of them, one document per line): <see cref="UnlabeledRows"/>
     /// of its sentences are labelled by the teacher and join the student's store (<c>RetriKTPipelineOptions.StoreCorpus</c>).
@@ -130,7 +134,7 @@ public sealed record QuickstartOptions
         var test = new Option<string?>("--test") { Description = "Your own task's rows to score, never tuned on (the columns of --train).", HelpName = "file" };
         var verbalizer = new Option<string?>("--verbalizer") { Description = "Your own task's labels, each with the word the teacher completes the prompt with, in score order: label=word pairs, comma-separated (e.g. 0=terrible,1=great).", HelpName = "pairs" };
         var template = new Option<string?>("--template") { Description = $"Your own task's prompt, with {{text}} and {{label}} where the label word goes; {{text2}} after {{text}} for sentence pairs (e.g. \"{{text}} Question: {{text2}}? Answer:{{label}}\"). Default \"{DefaultTemplate}\".", HelpName = "prompt" };
-        var quick = new Option<bool>("--quick") { Description = "Smaller settings, for smoke runs." };
+        var quick = new Option<bool>("--quick") { Description = "Smaller settings, for smoke runs (--ppo-steps and --samples-per-label, when given, are kept)." };
         var fresh = new Option<bool>("--fresh") { Description = "Start the knowledge extraction fresh when the output folder holds another run's checkpoint (moved aside) instead of stopping." };
         var root = new RootCommand("RetriKT.MLNet Quickstart: few-shot data → teacher + soft prompts (supervised, PPO) → knowledge store → " +
             "RetrievalClassifier → evaluation → model.zip. With no options: the embedded café-review task and a teacher pretrained in-process.")
@@ -144,8 +148,9 @@ public sealed record QuickstartOptions
             Task = parse.GetValue(task)!,
             Seed = parse.GetValue(seed),
             OutputFolder = parse.GetValue(output) is { } o ? Path.GetFullPath(o) : Defaults.OutputFolder,
-            PpoSteps = parse.GetValue(ppoSteps),
-            SamplesPerLabel = parse.GetValue(samples),
+            // --quick makes the settings not given smaller; one given on the command line is taken as it is.
+            PpoSteps = parse.GetValue(quick) && parse.GetResult(ppoSteps) is not { Implicit: false } ? QuickPpoSteps : parse.GetValue(ppoSteps),
+            SamplesPerLabel = parse.GetValue(samples) ?? (parse.GetValue(quick) ? QuickSamplesPerLabel : null),
             UnlabeledPath = parse.GetValue(unlabeled) is { } u ? Path.GetFullPath(u) : null,
             UnlabeledRows = parse.GetValue(unlabeledRows),
             UnlabeledAfterTraining = parse.GetValue(afterTraining),

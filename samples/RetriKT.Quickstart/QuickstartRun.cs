@@ -96,9 +96,8 @@ public sealed class QuickstartRun(QuickstartOptions options, CancellationToken c
         return $"{_running} was running; {kept}.";
     }
 
-    /// <summary>Generated samples kept per label (smaller under --quick).</summary>
-    private int SamplesPerLabel => options.Quick ? 12
-        : options.SamplesPerLabel ?? (Embedded ? QuickstartOptions.EmbeddedSamplesPerLabel : QuickstartOptions.DataSamplesPerLabel);
+    /// <summary>Generated samples kept per label (--samples-per-label, else smaller under --quick).</summary>
+    private int SamplesPerLabel => options.SamplesPerLabel ?? (Embedded ? QuickstartOptions.EmbeddedSamplesPerLabel : QuickstartOptions.DataSamplesPerLabel);
 
     /// <summary>The embedded café-review task (no --data, no own task).</summary>
     private bool Embedded => options.DataFolder is null && !options.OwnTask;
@@ -222,7 +221,7 @@ public sealed class QuickstartRun(QuickstartOptions options, CancellationToken c
                 // the harness's measured recipe; the embedded task runs the library's defaults, on which its student reaches
                 // the teacher. The Quickstart passes what its command line sets and, under --quick, smaller numbers for a smoke run.
                 var recipe = Embedded ? new RetriKTPipelineOptions() : RetriKTPipelineOptions.EvaluatedRecipe();
-                recipe.PpoSteps = options.Quick ? Math.Min(2, options.PpoSteps) : options.PpoSteps;
+                recipe.PpoSteps = options.PpoSteps;
                 recipe.SamplesPerLabel = SamplesPerLabel;
                 (recipe.StoreCorpus, recipe.StoreCorpusRows, recipe.StoreCorpusAfterTraining) = (options.UnlabeledPath, UnlabeledRows, options.UnlabeledAfterTraining);
                 if (options.Quick) (recipe.SupervisedEpochs, recipe.StudentEpochs) = (4, 10);
