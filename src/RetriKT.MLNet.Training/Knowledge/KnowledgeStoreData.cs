@@ -56,7 +56,8 @@ public static class KnowledgeStoreData
     /// Reads a store view (see <see cref="ToDataView"/>). Required: Text (String), Label (String or key), SoftLabel
     /// (vector of Single). Optional: Text2 (String; empty = none), Fidelity (Single; default the soft label's
     /// probability of Label) and Source (String: FewShot, Generated, Imported, Variant or Unlabeled; default Imported). The label names
-    /// are SoftLabel's SlotNames, else <paramref name="labelNames"/>. An empty Text on every row reads as a store
+    /// are SoftLabel's SlotNames, else <paramref name="labelNames"/> (then a view whose labels' rows mostly rank another
+    /// label first, one other label each, fails: its slots are in another order). An empty Text on every row reads as a store
     /// without texts. Errors name the column, the expected and found type, and the row of a bad value.
     /// </summary>
     public static KnowledgeStore FromDataView(IDataView data, IReadOnlyList<string>? labelNames = null)
@@ -104,6 +105,11 @@ public static class KnowledgeStoreData
         var entries = new List<KnowledgeEntry>();
         long row = -1;
         int withText = 0;
+        // Without SlotNames the slot order is the caller's: per label, its rows counted by the label their soft label puts
+        // strictly first when that is another one.
+        var rowsOf = new int[k];
+        var ranked = new int[k, k];
+        var firstRanked = new long[k, k];
         while (cursor.MoveNext())
         {
             row++;
@@ -124,6 +130,10 @@ public static class KnowledgeStoreData
             }
             // The same tolerance as KnowledgeStore's own check; checked here so the message names the row of the view.
             if (Math.Abs(sum - 1) > 1e-3) throw new ArgumentException($"{Where(Columns.SoftLabel)}: the probabilities sum to {sum:G6}, expected 1.");
+            rowsOf[labelIndex]++;
+            int top = 0;
+            for (int i = 1; i < k; i++) if (p[i] > p[top]) top = i;
+            if (p[top] > p[labelIndex] && ranked[labelIndex, top]++ == 0) firstRanked[labelIndex, top] = row;
             getFidelity?.Invoke(ref fidelityValue);
             float fid = getFidelity is null ? p[labelIndex] : fidelityValue;
             if (!float.IsFinite(fid)) throw new ArgumentException($"{Where(Columns.Fidelity)}: {fid} is not a finite number.");
@@ -140,6 +150,24 @@ public static class KnowledgeStoreData
             var first = a.Length == 0 ? null : a.ToString();
             if (first is not null) withText++;
             entries.Add(new KnowledgeEntry(first, getText2 is null || b.Length == 0 ? null : b.ToString(), labelIndex, p, fid, origin));
+        }
+        // A store saved without SlotNames (SaveAsText, a file of one's own) read in another order than it was written in (the
+        // training keys' first-occurrence order, say) would give every entry another label's probabilities: the student then
+        // learns the labels swapped, without an error. Such an order shows in the Label column: the rows of each moved label
+        // mostly rank one other label first, and those labels are a permutation. (A teacher biased towards one label ranks
+        // that label first on most rows of several labels: no permutation, no error.)
+        if (slotNames is null)
+        {
+            var moved = Enumerable.Range(0, k).Select(l => Enumerable.Range(0, k).FirstOrDefault(m => m != l && ranked[l, m] * 2 > rowsOf[l], l)).ToArray();
+            if (moved.Distinct().Count() == k && Enumerable.Range(0, k).FirstOrDefault(i => moved[i] != i, -1) is var l and >= 0)
+            {
+                int m = moved[l];
+                long at = firstRanked[l, m];
+                throw new ArgumentException($"Knowledge store column '{Columns.SoftLabel}' has no SlotNames, and read in the label order [{string.Join(", ", names)}] " +
+                    $"{ranked[l, m]} of the {rowsOf[l]} rows labelled '{names[l]}' in column '{Columns.Label}' give label '{names[m]}' the highest probability " +
+                    $"(the first: row {at}, SoftLabel [{string.Join(", ", entries[(int)at].SoftLabel.Select(x => x.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)))}]); " +
+                    "the slots are in another order. Give the store with its SlotNames (ToDataView, SaveAsBinary) or its label names in slot order.");
+            }
         }
         if (withText != 0 && withText != entries.Count)
         {
