@@ -166,7 +166,7 @@ public static class KnowledgeStoreData
                 throw new ArgumentException($"Knowledge store column '{Columns.SoftLabel}' has no SlotNames, and read in the label order [{string.Join(", ", names)}] " +
                     $"{ranked[l, m]} of the {rowsOf[l]} rows labelled '{names[l]}' in column '{Columns.Label}' give label '{names[m]}' the highest probability " +
                     $"(the first: row {at}, SoftLabel [{string.Join(", ", entries[(int)at].SoftLabel.Select(x => x.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)))}]); " +
-                    "the slots are in another order. Give the store with its SlotNames (ToDataView, SaveAsBinary) or its label names in slot order.");
+                    "the slots are in another order than these names, or the store teaches every label as another. Give the store with its SlotNames (ToDataView, SaveAsBinary).");
             }
         }
         if (withText != 0 && withText != entries.Count)

@@ -35,8 +35,8 @@ public class StoreWithoutSlotNamesTests
         var biased = ml.Data.LoadFromEnumerable(RetrievalClassifierBehaviourTests.Synthetic(20, 5).Select(r => new StoreRow { Text = r.Text, Label = r.Label, SoftLabel = [0.3f, 0.7f] }));
         Assert.Equal(20, KnowledgeStoreData.FromDataView(biased, ["neg", "pos"]).Count);
         Assert.Equal("Knowledge store column 'SoftLabel' has no SlotNames, and read in the label order [pos, neg] 100 of the 100 rows labelled 'pos' in " +
-                     "column 'Label' give label 'neg' the highest probability (the first: row 0, SoftLabel [0.1, 0.9]); the slots are in another order. " +
-                     "Give the store with its SlotNames (ToDataView, SaveAsBinary) or its label names in slot order.", error.Message);
+                     "column 'Label' give label 'neg' the highest probability (the first: row 0, SoftLabel [0.1, 0.9]); the slots are in another order than these names, " +
+                     "or the store teaches every label as another. Give the store with its SlotNames (ToDataView, SaveAsBinary).", error.Message);
     }
 
     [Fact]
