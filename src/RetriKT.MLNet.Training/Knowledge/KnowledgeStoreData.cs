@@ -158,6 +158,17 @@ public static class KnowledgeStoreData
         // that label first on most rows of several labels: no permutation, no error.)
         if (slotNames is null)
         {
+            // The few-shot rows say it for certain, at any fidelity: their soft label is their gold label, one-hot.
+            var gold = entries.Select((e, i) => (e, i)).Where(x => x.e.Source == KnowledgeSource.FewShot).ToList();
+            var goldMoved = gold.Where(x => x.e.SoftLabel[x.e.Label] < x.e.SoftLabel.Max()).ToList();
+            if (goldMoved.Count * 2 > gold.Count)
+            {
+                var (e, at) = goldMoved[0];
+                throw new ArgumentException($"Knowledge store column '{Columns.SoftLabel}' has no SlotNames, and read in the label order [{string.Join(", ", names)}] " +
+                    $"{goldMoved.Count} of the {gold.Count} few-shot rows (gold labels, one-hot soft labels) give another label than theirs the highest probability " +
+                    $"(the first: row {at}, label '{names[e.Label]}', SoftLabel [{Probabilities(e.SoftLabel)}]); the slots are in another order than these names. " +
+                    "Give the store with its SlotNames (ToDataView, SaveAsBinary).");
+            }
             var moved = Enumerable.Range(0, k).Select(l => Enumerable.Range(0, k).FirstOrDefault(m => m != l && ranked[l, m] * 2 > rowsOf[l], l)).ToArray();
             if (moved.Distinct().Count() == k && Enumerable.Range(0, k).FirstOrDefault(i => moved[i] != i, -1) is var l and >= 0)
             {
@@ -165,7 +176,7 @@ public static class KnowledgeStoreData
                 long at = firstRanked[l, m];
                 throw new ArgumentException($"Knowledge store column '{Columns.SoftLabel}' has no SlotNames, and read in the label order [{string.Join(", ", names)}] " +
                     $"{ranked[l, m]} of the {rowsOf[l]} rows labelled '{names[l]}' in column '{Columns.Label}' give label '{names[m]}' the highest probability " +
-                    $"(the first: row {at}, SoftLabel [{string.Join(", ", entries[(int)at].SoftLabel.Select(x => x.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)))}]); " +
+                    $"(the first: row {at}, SoftLabel [{Probabilities(entries[(int)at].SoftLabel)}]); " +
                     "the slots are in another order than these names, or the store teaches every label as another. Give the store with its SlotNames (ToDataView, SaveAsBinary).");
             }
         }
@@ -176,6 +187,8 @@ public static class KnowledgeStoreData
         }
         return new KnowledgeStore(names, entries);
     }
+
+    private static string Probabilities(IEnumerable<float> p) => string.Join(", ", p.Select(x => x.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)));
 
     private static DataViewSchema.Column? Column(DataViewSchema schema, string name, bool required, Func<DataViewType, bool> accepts, string expected)
     {
