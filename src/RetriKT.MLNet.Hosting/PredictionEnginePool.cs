@@ -231,8 +231,13 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
             _pool = pool;
             Name = name;
             _loader = loader;
+            bool missedReload;
             lock (_reload)
             {
+                // The token is taken before the model: a watching loader can load a newer model and fire while the first
+                // generation is being created (its first engine can take seconds for a big model); subscribing only
+                // afterwards would get the loader's next token and lose that reload until the model changed again.
+                var firstToken = loader.GetReloadToken();
                 try
                 {
                     _current = CreateGeneration(loader.GetModel(), 1);
@@ -243,8 +248,10 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                     throw;
                 }
                 _subscription = ChangeToken.OnChange(loader.GetReloadToken, Reload);
+                missedReload = firstToken.HasChanged;
             }
             pool._logger.LogInformation("Loaded model '{ModelName}' (generation 1).", name);
+            if (missedReload) Reload();
         }
 
         public string Name { get; }
