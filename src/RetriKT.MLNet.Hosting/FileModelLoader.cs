@@ -43,12 +43,21 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
         _filePath = Path.GetFullPath(filePath);
         if (!File.Exists(_filePath))
             throw new FileNotFoundException($"Model file '{_filePath}' does not exist.", _filePath);
-        var bytes = ReadModelFile();
-        _model = LoadModel(bytes);
-        _modelHash = SHA256.HashData(bytes);
+        byte[] bytes;
+        lock (_reloadLock)
+        {
+            // Watching starts before the read: a file replaced while the first model loads (seconds for a big one)
+            // is reloaded once this load is done (the reload waits for the lock) instead of being missed.
+            if (watchFile) StartWatching();
+            bytes = ReadModelFile();
+            _model = LoadModel(bytes);
+            _modelHash = SHA256.HashData(bytes);
+        }
         _logger.LogInformation("Loaded model file '{Path}' ({Bytes} bytes).", _filePath, bytes.Length);
-        if (!watchFile) return;
+    }
 
+    private void StartWatching()
+    {
         _debounceTimer = new Timer(_ => ReloadIfChanged(), null, Timeout.Infinite, Timeout.Infinite);
         var directory = Path.GetDirectoryName(_filePath)!;
         _watcher = new FileSystemWatcher(directory, Path.GetFileName(_filePath))
