@@ -46,6 +46,11 @@ public static class WebApiApp
         var app = builder.Build();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        // Binding a JSON body whose charset .NET cannot decode throws an InvalidOperationException (a 500): say 415.
+        app.Use((context, next) => UnknownJsonCharset(context.Request) is { } charset
+            ? throw new BadHttpRequestException(
+                $"The request body's charset '{charset}' is not a known encoding; send JSON in UTF-8.", StatusCodes.Status415UnsupportedMediaType)
+            : next(context));
         app.MapOpenApi();
         app.MapHealthChecks("/healthz");
         app.MapPost("/predict", Predict)
@@ -55,6 +60,24 @@ public static class WebApiApp
             .WithName("Explain")
             .WithSummary("Classifies a text and lists the retrieved neighbours behind the prediction.");
         return app;
+    }
+
+    /// <summary>The charset of a JSON request that ASP.NET Core's JSON reading would refuse (same test), else null.</summary>
+    private static string? UnknownJsonCharset(HttpRequest request)
+    {
+        if (!request.HasJsonContentType() ||
+            !Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType)) return null;
+        var charset = mediaType.Charset;
+        if (!charset.HasValue || charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase)) return null;
+        try
+        {
+            System.Text.Encoding.GetEncoding(charset.Value!);
+            return null;
+        }
+        catch (ArgumentException)
+        {
+            return charset.Value;
+        }
     }
 
     private static Results<Ok<PredictResponse>, ValidationProblem> Predict(PredictRequest? request,
