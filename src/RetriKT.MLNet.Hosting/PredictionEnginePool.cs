@@ -32,7 +32,9 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
     private readonly ConditionalWeakTable<PredictionEngine<TData, TPrediction>, EngineLease<TData, TPrediction>> _leases = new();
     private readonly Lock _slotCreation = new();
     private readonly ModelSlot? _defaultSlot;
-    private volatile bool _disposed;
+    private int _disposed;
+
+    private bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     /// <summary>Creates the pool and loads the default model, if one is configured (named models load on first use
     /// or on <see cref="WarmUp"/>).</summary>
@@ -138,11 +140,10 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
     protected virtual void Dispose(bool disposing)
     {
         if (!disposing) return;
-        lock (_slotCreation)
-        {
-            if (_disposed) return;
-            _disposed = true;
-        }
+        // Not under _slotCreation: a model being created holds it for as long as its first load takes (a hanging
+        // download: up to the HTTP timeout), and shutdown must not wait for that. A slot added after this
+        // enumeration sees IsDisposed and disposes itself (TryGetOrCreateSlot).
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         foreach (var slot in _slots.Values) slot.Dispose();
     }
 
@@ -153,7 +154,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
     {
         while (true)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
+            ObjectDisposedException.ThrowIf(IsDisposed, this);
             var generation = slot.Current;
             var engine = generation.TryRent();
             if (engine is null) continue;   // retired by a concurrent reload: take the new generation
@@ -201,16 +202,23 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
     private ModelSlot? TryGetOrCreateSlot(string modelName)
     {
         if (_slots.TryGetValue(modelName, out var slot)) return slot;
+        ObjectDisposedException.ThrowIf(IsDisposed, this);   // before the lock: another model's first load may hold it
         // Creation starts a loader (a file watcher or a poller): under a lock, so one per model, and nothing is
         // cached when loading fails (the next call tries again).
         lock (_slotCreation)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
+            ObjectDisposedException.ThrowIf(IsDisposed, this);
             if (_slots.TryGetValue(modelName, out slot)) return slot;
             var loader = _modelOptions.Create(modelName).ModelLoader;
             if (loader is null) return null;
             slot = new ModelSlot(this, modelName, loader);
             _slots[modelName] = slot;
+            Interlocked.MemoryBarrier();   // the add before the read: Dispose sets the flag, then enumerates
+            if (IsDisposed)
+            {
+                slot.Dispose();   // disposed while this model loaded: Dispose may not have seen it
+                throw new ObjectDisposedException(GetType().FullName);
+            }
             return slot;
         }
     }
