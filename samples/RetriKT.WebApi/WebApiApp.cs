@@ -46,7 +46,8 @@ public static class WebApiApp
         var app = builder.Build();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
-        // Binding a JSON body whose charset .NET cannot decode throws an InvalidOperationException (a 500): say 415.
+        // Binding a JSON body whose charset .NET cannot decode (or is quoted, as HTTP allows) throws an
+        // InvalidOperationException (a 500): unquote it, and answer an unknown one with 415.
         app.Use((context, next) => UnknownJsonCharset(context.Request) is { } charset
             ? throw new BadHttpRequestException(
                 $"The request body's charset '{charset}' is not a known encoding; send JSON in UTF-8.", StatusCodes.Status415UnsupportedMediaType)
@@ -62,12 +63,21 @@ public static class WebApiApp
         return app;
     }
 
-    /// <summary>The charset of a JSON request that ASP.NET Core's JSON reading would refuse (same test), else null.</summary>
+    /// <summary>
+    /// The charset of a JSON request that ASP.NET Core's JSON reading would refuse (same test), else null. A quoted
+    /// charset (<c>charset="utf-8"</c>, which that reading does not unquote) is unquoted in the request's Content-Type.
+    /// </summary>
     private static string? UnknownJsonCharset(HttpRequest request)
     {
         if (!request.HasJsonContentType() ||
             !Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType)) return null;
         var charset = mediaType.Charset;
+        if (charset.HasValue && charset.StartsWith("\"", StringComparison.Ordinal))
+        {
+            mediaType.Charset = Microsoft.Net.Http.Headers.HeaderUtilities.RemoveQuotes(charset);
+            request.ContentType = mediaType.ToString();
+            charset = mediaType.Charset;
+        }
         if (!charset.HasValue || charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase)) return null;
         try
         {

@@ -32,6 +32,8 @@ public class WebApiCharsetTests
                      (Encoding.Unicode.GetBytes(json), "application/json; charset=utf-16"),
                      (Encoding.UTF8.GetBytes(json), "application/json; charset=UTF-8"),
                      (Encoding.UTF8.GetBytes(json), "application/json"),
+                     (Encoding.UTF8.GetBytes(json), "application/json; charset=\"utf-8\""),
+                     (Encoding.Unicode.GetBytes(json), "application/json; charset=\"utf-16\""),
                  })
         {
             using var response = await server.Client.PostAsync("/predict", Body(bytes, contentType));
