@@ -31,6 +31,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
     private readonly ConcurrentDictionary<string, ModelSlot> _slots = new(StringComparer.Ordinal);
     private readonly ConditionalWeakTable<PredictionEngine<TData, TPrediction>, EngineLease<TData, TPrediction>> _leases = new();
     private readonly Lock _slotCreation = new();
+    private readonly ConcurrentDictionary<string, Lock> _configuredSlotCreation = new(StringComparer.Ordinal);
     private readonly ModelSlot? _defaultSlot;
     private int _disposed;
 
@@ -140,7 +141,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
     protected virtual void Dispose(bool disposing)
     {
         if (!disposing) return;
-        // Not under _slotCreation: a model being created holds it for as long as its first load takes (a hanging
+        // Not under a creation lock: a model being created holds it for as long as its first load takes (a hanging
         // download: up to the HTTP timeout), and shutdown must not wait for that. A slot added after this
         // enumeration sees IsDisposed and disposes itself (TryGetOrCreateSlot).
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
@@ -204,8 +205,13 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
         if (_slots.TryGetValue(modelName, out var slot)) return slot;
         ObjectDisposedException.ThrowIf(IsDisposed, this);   // before the lock: another model's first load may hold it
         // Creation starts a loader (a file watcher or a poller): under a lock, so one per model, and nothing is
-        // cached when loading fails (the next call tries again).
-        lock (_slotCreation)
+        // cached when loading fails (the next call tries again). A model configured through the builder has a lock of
+        // its own, so a first load that hangs (a model server that does not answer: up to the HTTP timeout) does not
+        // hold up the first use of the other models; other names (custom loaders, unknown names) share one.
+        var creation = _registry.ModelNames.Contains(modelName)
+            ? _configuredSlotCreation.GetOrAdd(modelName, _ => new Lock())
+            : _slotCreation;
+        lock (creation)
         {
             ObjectDisposedException.ThrowIf(IsDisposed, this);
             if (_slots.TryGetValue(modelName, out slot)) return slot;
