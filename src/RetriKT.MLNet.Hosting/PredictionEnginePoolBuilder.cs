@@ -168,11 +168,11 @@ internal sealed class PredictionEnginePoolWarmUpService<TData, TPrediction>(Pred
     where TData : class
     where TPrediction : class, new()
 {
-    public Task StartAsync(CancellationToken cancellationToken)
-    {
-        pool.WarmUp(cancellationToken);
-        return Task.CompletedTask;
-    }
+    public Task StartAsync(CancellationToken cancellationToken) =>
+        // A load cannot be cancelled once started (a download that gets no answer waits up to the HTTP timeout, 5
+        // minutes): stop waiting when start-up is cancelled (Ctrl+C, a start timeout) so the host can stop; the load
+        // ends on its own and the disposed pool drops what it loaded.
+        Task.Run(() => pool.WarmUp(cancellationToken), CancellationToken.None).WaitAsync(cancellationToken);
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }
