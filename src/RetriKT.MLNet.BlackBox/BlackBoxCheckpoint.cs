@@ -109,6 +109,11 @@ internal sealed class BlackBoxCheckpoint : IDisposable
             lineNumber++;
             if (end < 0)
             {
+                // One line without a line end that is not the start of this format's header is another file (a settings
+                // JSON, a note): cutting it as a torn line would destroy it. The header is written whole (temp file and
+                // rename), so only a file written before that can hold a torn one.
+                if (lineNumber == 1 && !StartsLikeTheHeader(bytes))
+                    throw new InvalidDataException($"{path} line 1: not a black-box extraction checkpoint (no '{Magic}' header); give this run another CheckpointPath.");
                 // A torn last line: the write was interrupted; what it held was in flight, so it is dropped.
                 using (var f = new FileStream(path, FileMode.Open, FileAccess.Write)) f.SetLength(start);
                 break;
@@ -153,6 +158,14 @@ internal sealed class BlackBoxCheckpoint : IDisposable
             }
         }
         return lineNumber <= 1 && records.Count == 0 && new FileInfo(path).Length == 0 ? null : records;
+    }
+
+    /// <summary>Whether the file's bytes begin as a header does (or are a prefix of how one begins).</summary>
+    private static bool StartsLikeTheHeader(byte[] bytes)
+    {
+        var start = Encoding.UTF8.GetBytes($"{{\"{Magic}\":");
+        int n = Math.Min(start.Length, bytes.Length);
+        return bytes.AsSpan(0, n).SequenceEqual(start.AsSpan(0, n));
     }
 
     public void Dispose()

@@ -1,0 +1,117 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Microsoft.ML;
+using RetriKT.MLNet.BlackBox.Tests.Infrastructure;
+using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Tests.Infrastructure;
+
+namespace RetriKT.MLNet.BlackBox.Tests;
+
+/// <summary>
+/// The checkpoint against a deterministic teacher: a real OpenAI-compatible Kestrel server on 127.0.0.1 whose answer is a
+/// pure function of the request (as greedy decoding is), so what a resumed run does can be compared sample for sample
+/// with an uninterrupted one. No TorchSharp.
+/// </summary>
+public class BlackBoxCheckpointTests
+{
+    private sealed class StoryRow
+    {
+        public string Text { get; set; } = "";
+        public string Label { get; set; } = "";
+    }
+
+    private static IDataView StoryData(MLContext ml) => ml.Data.LoadFromEnumerable(new[]
+    {
+        new StoryRow { Text = "Lily was very happy. She played with her ball in the sun.", Label = "happy" },
+        new StoryRow { Text = "Tom smiled. He got a big red car for his birthday.", Label = "happy" },
+        new StoryRow { Text = "The dog was happy and ran in the park with Sue.", Label = "happy" },
+        new StoryRow { Text = "Mia laughed and hugged her mom. They ate cake.", Label = "happy" },
+        new StoryRow { Text = "Ben was sad. His toy broke and he cried.", Label = "sad" },
+        new StoryRow { Text = "The little bird was sad because it lost its home.", Label = "sad" },
+        new StoryRow { Text = "Anna cried. Her friend did not want to play.", Label = "sad" },
+        new StoryRow { Text = "Max felt sad when the rain ruined his kite.", Label = "sad" },
+    });
+
+    /// <summary>
+    /// Generation: four words derived from the prompt and the temperature (the label's letter first); classification: the
+    /// label the sample's words carry.
+    /// </summary>
+    private static async Task<WebApplication> DeterministicTeacher()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        var app = builder.Build();
+        app.MapPost("/v1/chat/completions", async (HttpContext http) =>
+        {
+            var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
+            var prompt = request["messages"]![0]!["content"]!.GetValue<string>();
+            string content;
+            if (prompt.StartsWith("CLS ", StringComparison.Ordinal)) content = prompt.Contains(" h", StringComparison.Ordinal) ? "happy" : "sad";
+            else
+            {
+                var letter = prompt.StartsWith("GEN happy", StringComparison.Ordinal) ? "h" : "s";
+                var hash = SHA256.HashData(Encoding.UTF8.GetBytes(prompt + "|" + request["temperature"]?.ToJsonString()));
+                content = string.Join(' ', hash.Take(4).Select(b => $"{letter}{b:x2}"));
+            }
+            http.Response.ContentType = "application/json";
+            await http.Response.WriteAsync(new JsonObject
+            {
+                ["id"] = "x", ["object"] = "chat.completion", ["created"] = 0, ["model"] = "fake",
+                ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = content }, ["finish_reason"] = "stop" }),
+                ["usage"] = new JsonObject { ["prompt_tokens"] = 1, ["completion_tokens"] = 1, ["total_tokens"] = 2 },
+            }.ToJsonString());
+        });
+        await app.StartAsync();
+        return app;
+    }
+
+    /// <summary>One endpoint, one request at a time: the order of the requests is the order of the draws.</summary>
+    private static BlackBoxExtractorOptions Options(string url, string? checkpoint, int perLabel = 6, CancellationToken token = default, IProgress<TrainingProgress>? progress = null) => new()
+    {
+        Teachers = [new TeacherEndpoint(TeacherServerProcess.OpenAiChatClient(url, model: "fake"), "fake", 1)],
+        Template = BlackBoxExtractionTests.StoryMood, SamplesPerLabel = perLabel, MaxAttemptsFactor = 2,
+        GenerationPrompt = "GEN {label}\n{examples}", ClassificationPrompt = "CLS {classification}",
+        SoftLabels = SoftLabelSource.ClassifyAndMap, FidelityThreshold = 0, RequireArgmax = false, MinWords = 3,
+        CheckpointPath = checkpoint, CancellationToken = token, Progress = progress, Seed = 5,
+        RetryDelay = TimeSpan.FromMilliseconds(10), MaxRetries = 1, MaxConsecutiveFailures = 2, RequestTimeout = TimeSpan.FromSeconds(10),
+    };
+
+    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value) => report(value);
+    }
+
+    private static List<string> Generated(KnowledgeStore store) => store.Entries.Where(e => e.Source == KnowledgeSource.Generated).Select(e => e.Text!).ToList();
+
+    /// <summary>
+    /// A CheckpointPath that names another file of one line without a line end (a settings JSON, say) is refused naming
+    /// it; it used to be taken for a checkpoint whose header write was torn, cut to nothing and overwritten, without a word.
+    /// </summary>
+    [Fact]
+    public async Task AOneLineFileThatIsNoCheckpointIsRefusedNotOverwritten()
+    {
+        await using var server = await DeterministicTeacher();
+        using var folder = new TempDir("retrikt-blackbox-");
+        var path = folder.File("settings.json");
+        const string mine = "{\"model\":\"gpt-4o-mini\",\"notes\":\"my settings\"}";
+        File.WriteAllText(path, mine);
+        var ml = new MLContext(seed: 1);
+        var error = Assert.Throws<InvalidDataException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(server.Urls.Single(), path, perLabel: 1)).Fit(StoryData(ml)));
+        Assert.Equal($"{path} line 1: not a black-box extraction checkpoint (no 'retrikt_blackbox_checkpoint' header); give this run another CheckpointPath.", error.Message);
+        Assert.Equal(mine, File.ReadAllText(path));
+        Assert.False(File.Exists(path + ".lock"));
+
+        // A header torn before its line end (written by a version that did not write it whole) still starts the run afresh.
+        File.WriteAllText(path, "{\"retrikt_blackbox_checkpoint\":1,\"finger");
+        var run = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(server.Urls.Single(), path, perLabel: 1)).Fit(StoryData(ml));
+        Assert.Equal(2, run.Report.Extraction.Kept.Values.Sum());
+        Assert.Equal(3, File.ReadLines(path).Count());
+    }
+}
