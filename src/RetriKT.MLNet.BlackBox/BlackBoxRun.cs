@@ -287,6 +287,9 @@ internal sealed class BlackBoxRun
     /// <summary>Restores a checkpointed decision as it was made (the fingerprint guarantees the same filters).</summary>
     private void Replay(CheckpointRecord r)
     {
+        // The draw its request was made with: the resumed run goes on where the draws left off instead of repeating the
+        // first requests (with one request in flight at a time, exactly where an uninterrupted run would be).
+        NewDraw(r.Label);
         _generated[r.Label]++;
         _attempts[r.Label]++;
         _tokens += r.Tokens;

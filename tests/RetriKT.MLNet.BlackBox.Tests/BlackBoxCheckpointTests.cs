@@ -114,4 +114,33 @@ public class BlackBoxCheckpointTests
         Assert.Equal(2, run.Report.Extraction.Kept.Values.Sum());
         Assert.Equal(3, File.ReadLines(path).Count());
     }
+
+    /// <summary>
+    /// A run cancelled part way and resumed keeps what an uninterrupted run keeps. The resumed run used to start the
+    /// demonstration and temperature draws from the seed again, so its first requests repeated the first run's: a
+    /// deterministic teacher answered them with samples already in the checkpoint (dropped as duplicates, each spending
+    /// two requests and an attempt of the label), and the store differed from an uninterrupted run's.
+    /// </summary>
+    [Fact]
+    public async Task AResumedRunKeepsWhatAnUninterruptedRunKeeps()
+    {
+        await using var server = await DeterministicTeacher();
+        var url = server.Urls.Single();
+        using var folder = new TempDir("retrikt-blackbox-");
+        var ml = new MLContext(seed: 1);
+        var whole = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, folder.File("whole.jsonl"))).Fit(StoryData(ml));
+        Assert.Equal(0, whole.Report.Extraction.Dropped.Values.Sum());
+
+        var checkpoint = folder.File("resumed.jsonl");
+        using (var cts = new CancellationTokenSource())
+        {
+            var progress = new SyncProgress(p => { if (p.Step >= 4) cts.Cancel(); });
+            Assert.ThrowsAny<OperationCanceledException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, checkpoint, token: cts.Token, progress: progress)).Fit(StoryData(ml)));
+        }
+        var resumed = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, checkpoint)).Fit(StoryData(ml));
+        Assert.Equal(4, resumed.Report.Extraction.ResumedBatches);
+        Assert.Equal(0, resumed.Report.Extraction.Dropped.Values.Sum());
+        Assert.Equal(whole.Report.Requests - 2 * 4, resumed.Report.Requests);
+        Assert.Equal(Generated(whole.Store), Generated(resumed.Store));
+    }
 }
