@@ -17,6 +17,13 @@ namespace RetriKT.MLNet.BlackBox;
 internal sealed record CheckpointRecord(int Label, string Text, string? Text2, float[]? SoftLabel, string? Source, DropReason? Dropped, long Tokens);
 
 /// <summary>
+/// The run's settings as the checkpoint's header keeps them: <paramref name="Hash"/> (SHA-256 of all of them) decides
+/// whether a checkpoint resumes; <paramref name="Settings"/> holds each group of them (a long one as its own hash), so a
+/// refused checkpoint names the groups that differ.
+/// </summary>
+internal sealed record RunFingerprint(string Hash, JsonObject Settings);
+
+/// <summary>
 /// Append-only JSONL: a header line with the run's fingerprint and labels (written atomically: temp file + rename),
 /// then one line per judged sample, flushed as it is written, so a crash loses only requests in flight. A torn last
 /// line (a kill during a write) is cut off on reopening; a file from a run with other settings is refused. A run holds
@@ -32,7 +39,7 @@ internal sealed class BlackBoxCheckpoint : IDisposable
     private readonly StreamWriter? _writer;
     private readonly FileStream? _lock;
 
-    public BlackBoxCheckpoint(string? path, string fingerprint, IReadOnlyList<string> labels)
+    public BlackBoxCheckpoint(string? path, RunFingerprint fingerprint, IReadOnlyList<string> labels)
     {
         if (path is null) return;
         Path = System.IO.Path.GetFullPath(path);
@@ -50,14 +57,18 @@ internal sealed class BlackBoxCheckpoint : IDisposable
         }
     }
 
-    private StreamWriter Open(string fingerprint, IReadOnlyList<string> labels, out IReadOnlyList<CheckpointRecord> resumed)
+    private StreamWriter Open(RunFingerprint fingerprint, IReadOnlyList<string> labels, out IReadOnlyList<CheckpointRecord> resumed)
     {
         resumed = [];
         if (File.Exists(Path!) && Read(Path!, fingerprint, labels) is { } records) resumed = records;
         else
         {
             // No file, or one whose header write was torn (nothing after it can exist): start it.
-            var header = new JsonObject { [Magic] = 1, ["fingerprint"] = fingerprint, ["labels"] = new JsonArray(labels.Select(l => (JsonNode)l).ToArray()) };
+            var header = new JsonObject
+            {
+                [Magic] = 1, ["fingerprint"] = fingerprint.Hash, ["labels"] = new JsonArray(labels.Select(l => (JsonNode)l).ToArray()),
+                ["settings"] = fingerprint.Settings.DeepClone(),
+            };
             AtomicFile.WriteAllText(Path!, header.ToJsonString() + "\n");
         }
         return new StreamWriter(new FileStream(Path!, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
@@ -98,7 +109,7 @@ internal sealed class BlackBoxCheckpoint : IDisposable
         _writer.Flush();
     }
 
-    private static List<CheckpointRecord>? Read(string path, string fingerprint, IReadOnlyList<string> labels)
+    private static List<CheckpointRecord>? Read(string path, RunFingerprint fingerprint, IReadOnlyList<string> labels)
     {
         var bytes = File.ReadAllBytes(path);
         var records = new List<CheckpointRecord>();
@@ -132,8 +143,9 @@ internal sealed class BlackBoxCheckpoint : IDisposable
             {
                 if (node[Magic] is null) throw new InvalidDataException($"{path} line 1: not a black-box extraction checkpoint (no '{Magic}' header).");
                 var found = node["fingerprint"]?.GetValue<string>();
-                if (found != fingerprint)
-                    throw new InvalidOperationException($"{path} line 1: the checkpoint was written by a run with other settings (fingerprint {found}, this run {fingerprint}); use the same settings to resume, or another CheckpointPath.");
+                if (found != fingerprint.Hash)
+                    throw new InvalidOperationException($"{path} line 1: the checkpoint was written by a run with other settings ({Differences(node["settings"] as JsonObject, fingerprint) ?? $"fingerprint {found}, this run {fingerprint.Hash}"}); " +
+                        "use the same settings to resume, or another CheckpointPath.");
                 continue;
             }
             try
@@ -158,6 +170,21 @@ internal sealed class BlackBoxCheckpoint : IDisposable
             }
         }
         return lineNumber <= 1 && records.Count == 0 && new FileInfo(path).Length == 0 ? null : records;
+    }
+
+    /// <summary>
+    /// The groups of settings that differ ("sampling: checkpoint [..], this run [..]"), or null when the header holds no
+    /// settings (written before they were kept) or none differs by group.
+    /// </summary>
+    private static string? Differences(JsonObject? stored, RunFingerprint fingerprint)
+    {
+        if (stored is null) return null;
+        var differences = fingerprint.Settings.Select(kv => kv.Key).Union(stored.Select(kv => kv.Key))
+            .Where(key => !JsonNode.DeepEquals(stored[key], fingerprint.Settings[key]))
+            .Select(key => $"{key}: checkpoint {Shown(stored[key])}, this run {Shown(fingerprint.Settings[key])}")
+            .ToList();
+        return differences.Count == 0 ? null : string.Join("; ", differences);
+        static string Shown(JsonNode? v) => v is null ? "absent" : v.ToJsonString() is var s && s.Length > 80 ? s[..77] + "..." : v.ToJsonString();
     }
 
     /// <summary>Whether the file's bytes begin as a header does (or are a prefix of how one begins).</summary>

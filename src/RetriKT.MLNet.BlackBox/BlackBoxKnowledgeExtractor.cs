@@ -76,7 +76,7 @@ public sealed class BlackBoxKnowledgeExtractor
     /// prompts, sampling, soft-label source and filters. Endpoints, concurrency, retries and the token budget are
     /// operational and left out (a resumed run may use other servers).
     /// </summary>
-    private string Fingerprint(TaskTemplate template, IReadOnlyList<string> labels, List<PromptExample> fewShot)
+    private RunFingerprint Fingerprint(TaskTemplate template, IReadOnlyList<string> labels, List<PromptExample> fewShot)
     {
         var o = _options;
         var settings = new JsonObject
@@ -103,7 +103,11 @@ public sealed class BlackBoxKnowledgeExtractor
         if (o.ModelId is null)
             settings["client_models"] = new JsonArray(o.Teachers.Select(t => t.ClientModel)
                 .OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).Select(m => (JsonNode)m).ToArray());
-        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(settings.ToJsonString())));
+        // The header keeps each group as written, or as its own hash when long (the few-shot texts), to name what differs.
+        var shown = new JsonObject(settings.Select(kv => KeyValuePair.Create(kv.Key, kv.Value?.ToJsonString() is { Length: > 200 } json
+            ? (JsonNode?)("sha256:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(json)))[..16])
+            : kv.Value?.DeepClone())));
+        return new RunFingerprint(Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(settings.ToJsonString()))), shown);
     }
 }
 

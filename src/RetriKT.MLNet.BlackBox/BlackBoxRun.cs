@@ -38,7 +38,7 @@ internal sealed class BlackBoxRun
     private readonly IReadOnlyList<string> _labels;
     private readonly List<PromptExample> _fewShot;
     private readonly ComponentHost _host;
-    private readonly string _fingerprint;
+    private readonly RunFingerprint _fingerprint;
     private readonly TeacherSoftLabels _softLabels;
     private readonly SampleJudge _judge;
     private readonly List<string>[] _demonstrations;
@@ -57,7 +57,7 @@ internal sealed class BlackBoxRun
     private int _fromLogProbs, _fromClassification, _unlabelled, _resumed;
     private bool _stoppedByBudget;
 
-    public BlackBoxRun(BlackBoxExtractorOptions options, TaskTemplate template, IReadOnlyList<string> labels, List<PromptExample> fewShot, ComponentHost host, string fingerprint)
+    public BlackBoxRun(BlackBoxExtractorOptions options, TaskTemplate template, IReadOnlyList<string> labels, List<PromptExample> fewShot, ComponentHost host, RunFingerprint fingerprint)
     {
         _o = options; _template = template; _labels = labels; _fewShot = fewShot; _host = host; _fingerprint = fingerprint;
         var words = labels.Select(l => template.Verbalizer[l]).ToList();

@@ -143,4 +143,35 @@ public class BlackBoxCheckpointTests
         Assert.Equal(whole.Report.Requests - 2 * 4, resumed.Report.Requests);
         Assert.Equal(Generated(whole.Store), Generated(resumed.Store));
     }
+
+    /// <summary>
+    /// A checkpoint of a run with other settings is refused naming the file and each group of settings that differs,
+    /// with both values; it used to give two SHA-256 hashes, leaving the user to guess which of some thirty settings changed.
+    /// </summary>
+    [Fact]
+    public async Task ACheckpointOfOtherSettingsIsRefusedNamingWhatDiffers()
+    {
+        await using var server = await DeterministicTeacher();
+        var url = server.Urls.Single();
+        using var folder = new TempDir("retrikt-blackbox-");
+        var checkpoint = folder.File("run.jsonl");
+        var ml = new MLContext(seed: 1);
+        ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, checkpoint, perLabel: 2)).Fit(StoryData(ml));
+        var written = File.ReadAllText(checkpoint);
+
+        var hotter = Options(url, checkpoint, perLabel: 2);
+        hotter.Temperature = 0.7f;
+        var error = Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(hotter).Fit(StoryData(ml)));
+        Assert.Equal($"{checkpoint} line 1: the checkpoint was written by a run with other settings (sampling: checkpoint [1,0.2,null,null,\"\\n\",null], " +
+            "this run [0.7,0.2,null,null,\"\\n\",null]); use the same settings to resume, or another CheckpointPath.", error.Message);
+
+        // Another teacher (the model lives in the client) and other few-shot data: each named.
+        var other = Options(url, checkpoint, perLabel: 2);
+        other.Teachers = [new TeacherEndpoint(TeacherServerProcess.OpenAiChatClient(url, model: "another-model"), "fake", 1)];
+        var fewer = ml.Data.TakeRows(StoryData(ml), 7);
+        var message = Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(other).Fit(fewer)).Message;
+        Assert.StartsWith($"{checkpoint} line 1: the checkpoint was written by a run with other settings (few_shot: checkpoint \"sha256:", message);
+        Assert.Contains("; client_models: checkpoint [\"fake\"], this run [\"another-model\"])", message);
+        Assert.Equal(written, File.ReadAllText(checkpoint));
+    }
 }
