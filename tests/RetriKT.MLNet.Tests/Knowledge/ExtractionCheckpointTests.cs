@@ -93,4 +93,39 @@ public class ExtractionCheckpointTests
         Assert.True(remeasured.Report!.Times!.Fluency > TimeSpan.Zero);
         Assert.Equal(first.Store.Entries.Select(e => e.Text), remeasured.Store.Entries.Select(e => e.Text));
     }
+
+    /// <summary>
+    /// A run killed while it wrote a line leaves that line torn. The resumed run cuts it before appending; it used to
+    /// skip it on reading and append its own batches after the torn bytes, gluing its first line to them, so every later
+    /// resume stopped reading at that line and generated again everything the resumed run had done.
+    /// </summary>
+    [SharedDataFact]
+    public void ALineTornByAKillIsCutSoTheNextResumeKeepsWhatTheResumedRunAdded()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = Prompts(mlContext, seed: 1);
+        using var folder = new TempDir("retrikt-torn-");
+        var checkpoint = folder.File("extraction.jsonl");
+        var whole = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        var lines = File.ReadAllLines(checkpoint);
+        int batches = lines.Count(l => l.Contains("\"done\"", StringComparison.Ordinal));
+        Assert.True(batches >= 2, $"{batches} batches");
+
+        // Killed while writing the second batch's first sample: the first batch is done, the next line is half there.
+        int firstDone = Array.FindIndex(lines, l => l.Contains("\"done\"", StringComparison.Ordinal));
+        int next = Array.FindIndex(lines, firstDone + 1, l => l.Contains("\"text\"", StringComparison.Ordinal));
+        File.WriteAllText(checkpoint, string.Concat(lines.Take(next).Select(l => l + "\n")) + lines[next][..(lines[next].Length / 2)]);
+
+        var resumed = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.Equal(1, resumed.Report!.ResumedBatches);
+        Assert.Equal(whole.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
+        Assert.All(File.ReadLines(checkpoint), l => System.Text.Json.Nodes.JsonNode.Parse(l));
+
+        // Everything the resumed run added is taken the next time: nothing is generated again.
+        var again = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.Equal(batches, again.Report!.ResumedBatches);
+        Assert.Equal(TimeSpan.Zero, again.Report.Times!.Generation);
+        Assert.Equal(whole.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
+    }
 }

@@ -454,6 +454,7 @@ internal sealed class ExtractionCheckpoint
             host.Warning($"{_path}: the checkpoint belongs to another run ({mismatch}); moved it to {_path}.mismatched and starting fresh.");
             return;
         }
+        CutTornLastLine(_path);
         var pending = new Dictionary<(int, int), List<ScoredSample>>();
         int lineNumber = 1;
         foreach (var line in File.ReadLines(_path).Skip(1))
@@ -483,6 +484,28 @@ internal sealed class ExtractionCheckpoint
             if (!pending.TryGetValue((label, batch), out var list)) pending[(label, batch)] = list = [];
             list.Add(new ScoredSample(sample, probabilities));
         }
+    }
+
+    /// <summary>
+    /// Cuts a last line without its line end (a kill during a write): what it held is generated again, and this run's
+    /// lines would otherwise be appended to it, the first of them glued to its bytes, and every later resume would stop
+    /// reading there.
+    /// </summary>
+    private static void CutTornLastLine(string path)
+    {
+        using var file = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.Read);
+        var buffer = new byte[4096];
+        for (long end = file.Length; end > 0;)
+        {
+            int n = (int)Math.Min(buffer.Length, end);
+            file.Position = end - n;
+            file.ReadExactly(buffer, 0, n);
+            int newline = Array.LastIndexOf(buffer, (byte)'\n', n - 1, n);
+            if (newline == n - 1 && end == file.Length) return; // ends with a line end: nothing torn
+            if (newline >= 0) { file.SetLength(end - n + newline + 1); return; }
+            end -= n;
+        }
+        file.SetLength(0); // not even the fingerprint line is whole: the run starts the file afresh
     }
 
     /// <summary>What differs between the checkpoint's fingerprint line and this run's, or null when they match.</summary>
