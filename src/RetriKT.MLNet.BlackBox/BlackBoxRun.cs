@@ -93,10 +93,19 @@ internal sealed class BlackBoxRun
         if (endpoints.All(e => e.Out) && NeedsMore())
             throw new InvalidOperationException($"All {endpoints.Count} teacher endpoints were taken out after failing {_o.MaxConsecutiveFailures} requests in a row ({string.Join(", ", _takenOut)}); " +
                 $"{_kept.Sum(k => k.Count)} samples were kept{(checkpoint.Path is null ? "" : $" and are in {checkpoint.Path}; fix the endpoints and run again to resume")}.");
+        // Samples the teacher gave no label are dropped one by one as LowFidelity; when they are most of the run, the cause
+        // is the endpoint or the prompt, not the filters, and the per-label warnings below must not send the user there.
+        int judged = _generated.Sum();
+        bool mostUnlabelled = _unlabelled > 0 && 2 * _unlabelled >= judged;
+        if (mostUnlabelled)
+            _host.Warning($"{_unlabelled} of {judged} judged samples got no soft label and were dropped as LowFidelity: " + (_o.SoftLabels == SoftLabelSource.LogProbs
+                ? "SoftLabels is LogProbs and the endpoints returned no log-probabilities that begin a label word (an endpoint without them, such as Ollama, needs SoftLabels Auto or ClassifyAndMap)."
+                : "the classification answers did not begin with a label word or name (see ClassificationPrompt and ClassificationMaxTokens)."));
         for (int l = 0; l < _labels.Count; l++)
             if (_kept[l].Count < _o.SamplesPerLabel)
                 _host.Warning($"Label '{_labels[l]}': kept {_kept[l].Count} of {_o.SamplesPerLabel} wanted samples after {_generated[l]} generated" +
-                    (_stoppedByBudget ? " (token budget reached)." : " (raise MaxAttemptsFactor or relax the filters)."));
+                    (_stoppedByBudget ? " (token budget reached)."
+                        : mostUnlabelled ? " (most samples got no soft label from the teacher, see above)." : " (raise MaxAttemptsFactor or relax the filters)."));
 
         _intended.WarnWhereTheTeacherIgnoresTheLabel(_host);
 

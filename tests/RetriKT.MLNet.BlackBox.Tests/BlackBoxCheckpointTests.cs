@@ -174,4 +174,26 @@ public class BlackBoxCheckpointTests
         Assert.Contains("; client_models: checkpoint [\"fake\"], this run [\"another-model\"])", message);
         Assert.Equal(written, File.ReadAllText(checkpoint));
     }
+
+    /// <summary>
+    /// SoftLabels = LogProbs against an endpoint that returns none (Ollama, a server started without them): every sample is
+    /// dropped unlabelled. The run says so, naming the setting; it used to warn only "kept 0 of 3 ... (raise
+    /// MaxAttemptsFactor or relax the filters)", which sends the user to settings that cannot help.
+    /// </summary>
+    [Fact]
+    public async Task AnEndpointWithoutLogProbsWhenTheyAreRequiredIsNamedNotBlamedOnTheFilters()
+    {
+        await using var server = await DeterministicTeacher();
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
+        var options = Options(server.Urls.Single(), null, perLabel: 3);
+        options.SoftLabels = SoftLabelSource.LogProbs;
+        var report = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(StoryData(ml)).Report;
+        Assert.Equal(12, report.Unlabelled);
+        Assert.Single(warnings, w => w.EndsWith("12 of 12 judged samples got no soft label and were dropped as LowFidelity: SoftLabels is LogProbs and the endpoints returned " +
+            "no log-probabilities that begin a label word (an endpoint without them, such as Ollama, needs SoftLabels Auto or ClassifyAndMap).", StringComparison.Ordinal));
+        Assert.Contains(warnings, w => w.EndsWith("Label 'happy': kept 0 of 3 wanted samples after 6 generated (most samples got no soft label from the teacher, see above).", StringComparison.Ordinal));
+        Assert.DoesNotContain(warnings, w => w.Contains("relax the filters", StringComparison.Ordinal));
+    }
 }
