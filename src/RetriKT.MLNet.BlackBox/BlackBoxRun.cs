@@ -23,6 +23,8 @@ internal sealed class BlackBoxRun
         public string? RequestedModel { get; } = requestedModel;
         public ResiliencePipeline Pipeline { get; set; } = ResiliencePipeline.Empty;
         public int ConsecutiveFailures;
+        /// <summary>Its last failure, on one line ("ClientResultException: HTTP 401 ..."), for the warning and the run's error.</summary>
+        public string? LastError;
         public bool Out;
         public long Requests;
         /// <summary>The model the endpoint first answered as (guarded by the endpoint itself), and whether that was already named in a warning.</summary>
@@ -91,7 +93,8 @@ internal sealed class BlackBoxRun
         }
         _host.CheckAlive();
         if (endpoints.All(e => e.Out) && NeedsMore())
-            throw new InvalidOperationException($"All {endpoints.Count} teacher endpoints were taken out after failing {_o.MaxConsecutiveFailures} requests in a row ({string.Join(", ", _takenOut)}); " +
+            throw new InvalidOperationException($"All {endpoints.Count} teacher endpoints were taken out after failing {_o.MaxConsecutiveFailures} requests in a row " +
+                $"({string.Join("; ", endpoints.Select(e => $"{e.Name}, last: {e.LastError}"))}); " +
                 $"{_kept.Sum(k => k.Count)} samples were kept{(checkpoint.Path is null ? "" : $" and are in {checkpoint.Path}; fix the endpoints and run again to resume")}.");
         // Samples the teacher gave no label are dropped one by one as LowFidelity; when they are most of the run, the cause
         // is the endpoint or the prompt, not the filters, and the per-label warnings below must not send the user there.
@@ -149,11 +152,12 @@ internal sealed class BlackBoxRun
                 lock (_gate)
                 {
                     _inFlight[label]--; _attempts[label]--; // put back: another request (maybe on another endpoint) makes it up
+                    endpoint.LastError = $"{e.GetType().Name}: {string.Join(' ', e.Message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))}";
                     if (++endpoint.ConsecutiveFailures >= _o.MaxConsecutiveFailures && !endpoint.Out)
                     {
                         endpoint.Out = true;
                         _takenOut.Add(endpoint.Name);
-                        _host.Warning($"Teacher endpoint '{endpoint.Name}' taken out after {endpoint.ConsecutiveFailures} failed requests in a row; last: {e.GetType().Name}: {e.Message}");
+                        _host.Warning($"Teacher endpoint '{endpoint.Name}' taken out after {endpoint.ConsecutiveFailures} failed requests in a row; last: {endpoint.LastError}");
                     }
                 }
                 continue;

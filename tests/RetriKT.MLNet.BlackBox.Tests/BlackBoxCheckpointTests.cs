@@ -196,4 +196,29 @@ public class BlackBoxCheckpointTests
         Assert.Contains(warnings, w => w.EndsWith("Label 'happy': kept 0 of 3 wanted samples after 6 generated (most samples got no soft label from the teacher, see above).", StringComparison.Ordinal));
         Assert.DoesNotContain(warnings, w => w.Contains("relax the filters", StringComparison.Ordinal));
     }
+
+    /// <summary>
+    /// Every endpoint refusing the run (a wrong API key) fails it in one line that says why; it used to say only "taken out
+    /// after failing 2 requests in a row", the cause being in a warning on MLContext.Log, which a caller may not read.
+    /// </summary>
+    [Fact]
+    public async Task EveryEndpointTakenOutFailsTheRunNamingEachOnesLastError()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        await using var server = builder.Build();
+        server.MapPost("/v1/chat/completions", async (HttpContext http) =>
+        {
+            http.Response.StatusCode = StatusCodes.Status401Unauthorized;
+            http.Response.ContentType = "application/json";
+            await http.Response.WriteAsync("{\"error\":{\"message\":\"Incorrect API key provided.\",\"type\":\"invalid_request_error\",\"code\":\"invalid_api_key\"}}");
+        });
+        await server.StartAsync();
+        var ml = new MLContext(seed: 1);
+        var error = Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(server.Urls.Single(), null, perLabel: 1)).Fit(StoryData(ml)));
+        Assert.DoesNotContain('\n', error.Message);
+        Assert.StartsWith("All 1 teacher endpoints were taken out after failing 2 requests in a row (fake, last: ClientResultException: HTTP 401", error.Message);
+        Assert.Contains("Incorrect API key provided.", error.Message);
+    }
 }
