@@ -5,7 +5,7 @@ namespace RetriKT.MLNet.Text;
 
 /// <summary>
 /// BERT's "basic" tokenization exactly as the reference (HF BasicTokenizer) does it: drop control characters and
-/// U+FFFD, map whitespace to spaces, surround CJK ideographs with spaces, optionally lower-case and strip accents
+/// U+FFFD, map whitespace (Zs, Zl, Zp, tab, newline) to spaces, surround CJK ideographs with spaces, optionally lower-case and strip accents
 /// (NFD, remove Mn), and split on punctuation (ASCII punctuation ranges plus Unicode P*). Microsoft.ML.Tokenizers'
 /// BertTokenizer differs on some inputs (for example it drops "½"), so normalization and pre-tokenization are ours
 /// and only the WordPiece step uses the library.
@@ -44,8 +44,15 @@ internal static class BertPreTokenizer
         return words;
     }
 
+    /// <summary>
+    /// Whitespace as the reference tokenizers take it: tab, newline, carriage return and the space separators (Zs), and
+    /// also U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR (Zl, Zp), which the fast tokenizer maps to a space
+    /// (Rust <c>char::is_whitespace</c>) and the slow one splits on (<c>str.split()</c>). The other White_Space characters
+    /// (U+000B, U+000C, U+0085, U+001C–U+001F) are controls, dropped before this test.
+    /// </summary>
     private static bool IsWhitespace(Rune r)
-        => r.Value is ' ' or '\t' or '\n' or '\r' || Rune.GetUnicodeCategory(r) == UnicodeCategory.SpaceSeparator;
+        => r.Value is ' ' or '\t' or '\n' or '\r' || Rune.GetUnicodeCategory(r) is UnicodeCategory.SpaceSeparator
+            or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator;
 
     /// <summary>Whether <paramref name="text"/> holds a character that is neither dropped nor whitespace: one that makes a word.</summary>
     public static bool HasWordCharacter(string text)
