@@ -96,8 +96,9 @@ internal static class BertPreTokenizer
     {
         var decomposed = text.Normalize(NormalizationForm.FormD);
         var sb = new StringBuilder(decomposed.Length);
-        foreach (var ch in decomposed)
-            if (CharUnicodeInfo.GetUnicodeCategory(ch) != UnicodeCategory.NonSpacingMark) sb.Append(ch);
+        // By code point: a mark outside the BMP (U+E0100, U+1D167) is two UTF-16 units, each of category Surrogate.
+        foreach (var rune in decomposed.EnumerateRunes())
+            if (Rune.GetUnicodeCategory(rune) != UnicodeCategory.NonSpacingMark) sb.Append(rune.ToString());
         return sb.ToString();
     }
 }

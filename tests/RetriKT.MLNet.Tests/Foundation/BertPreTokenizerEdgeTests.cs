@@ -27,4 +27,21 @@ public class BertPreTokenizerEdgeTests
         Assert.Equal(vocabulary.Encode("hello world"), vocabulary.Encode(text)); // [7592, 2088]
         Assert.Equal([7592, 2088], vocabulary.Encode(text));
     }
+
+    /// <summary>
+    /// Accent stripping removes every nonspacing mark (Mn) after NFD, also those outside the Basic Multilingual Plane:
+    /// U+E0100 (a variation selector of an ideographic variation sequence, in Japanese names) and U+1D167 (a musical
+    /// combining mark) are Mn. Stripped one UTF-16 unit at a time, their surrogate halves were kept, and the word
+    /// holding one became [UNK] ('高' + U+E0100 + '橋' gave [高, [UNK], 橋], where the reference gives [高, 橋]).
+    /// </summary>
+    [SharedDataTheory]
+    [InlineData("\u9AD8\U000E0100\u6A4B", "\u9AD8\u6A4B")]
+    [InlineData("cafe\U000E0100", "cafe")]
+    [InlineData("x\U0001D167y", "xy")]
+    public void NonspacingMarksOutsideTheBmpAreStrippedAsTheReference(string text, string stripped)
+    {
+        var vocabulary = Vocabulary();
+        Assert.DoesNotContain(vocabulary.UnknownId, vocabulary.Encode(stripped));
+        Assert.Equal(vocabulary.Encode(stripped), vocabulary.Encode(text));
+    }
 }
