@@ -14,6 +14,16 @@ internal static class VectorKernels
 {
     /// <summary>Inner products of <paramref name="query"/> with <paramref name="rowCount"/> rows of width <paramref name="query"/>.Length starting at <paramref name="rows"/>.</summary>
     public static void Scores(ReadOnlySpan<float> query, ReadOnlySpan<float> rows, int rowCount, Span<float> scores)
+        => Scores(query, rows, rowCount, scores, WidthBits);
+
+    /// <summary>The widest vectors the CPU accelerates, in bits (512, 256, else 0: scalar), as the kernels use them.</summary>
+    private static int WidthBits => Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : 0;
+
+    /// <summary>
+    /// <see cref="Scores(ReadOnlySpan{float}, ReadOnlySpan{float}, int, Span{float})"/> on the paths of a CPU whose widest
+    /// accelerated vectors are <paramref name="widthBits"/> (tests run a narrower CPU's path here).
+    /// </summary>
+    internal static void Scores(ReadOnlySpan<float> query, ReadOnlySpan<float> rows, int rowCount, Span<float> scores, int widthBits)
     {
         int d = query.Length;
         if ((long)rowCount * d > rows.Length || scores.Length < rowCount) throw new ArgumentException("row block out of range");
@@ -21,22 +31,26 @@ internal static class VectorKernels
         ref float r = ref MemoryMarshal.GetReference(rows);
         ref float s = ref MemoryMarshal.GetReference(scores);
         int i = 0;
-        if (Vector512.IsHardwareAccelerated && d >= 16) i = Scores512(ref q, ref r, d, rowCount, ref s);
-        else if (Vector256.IsHardwareAccelerated && d >= 8) i = Scores256(ref q, ref r, d, rowCount, ref s);
-        for (; i < rowCount; i++) Unsafe.Add(ref s, i) = Dot(ref q, ref Unsafe.Add(ref r, (nint)i * d), d);
+        if (widthBits >= 512 && d >= 16) i = Scores512(ref q, ref r, d, rowCount, ref s);
+        else if (widthBits >= 256 && d >= 8) i = Scores256(ref q, ref r, d, rowCount, ref s);
+        for (; i < rowCount; i++) Unsafe.Add(ref s, i) = Dot(ref q, ref Unsafe.Add(ref r, (nint)i * d), d, widthBits);
     }
 
     /// <summary>Inner product of two vectors of equal length.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
-        => Dot(ref MemoryMarshal.GetReference(a), ref MemoryMarshal.GetReference(b), a.Length);
+        => Dot(ref MemoryMarshal.GetReference(a), ref MemoryMarshal.GetReference(b), a.Length, WidthBits);
+
+    /// <summary><see cref="Dot(ReadOnlySpan{float}, ReadOnlySpan{float})"/> on the path of a CPU whose widest accelerated vectors are <paramref name="widthBits"/>.</summary>
+    internal static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b, int widthBits)
+        => Dot(ref MemoryMarshal.GetReference(a), ref MemoryMarshal.GetReference(b), a.Length, widthBits);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dot(ref float a, ref float b, int d)
+    private static float Dot(ref float a, ref float b, int d, int widthBits)
     {
         int j = 0;
         float sum = 0;
-        if (Vector512.IsHardwareAccelerated && d >= 16)
+        if (widthBits >= 512 && d >= 16)
         {
             var acc0 = Vector512<float>.Zero;
             var acc1 = Vector512<float>.Zero;
@@ -49,7 +63,7 @@ internal static class VectorKernels
                 acc0 = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref a, (nuint)j), Vector512.LoadUnsafe(ref b, (nuint)j), acc0);
             sum = Vector512.Sum(acc0 + acc1);
         }
-        else if (Vector256.IsHardwareAccelerated && d >= 8)
+        else if (widthBits >= 256 && d >= 8)
         {
             var acc0 = Vector256<float>.Zero;
             var acc1 = Vector256<float>.Zero;
@@ -125,9 +139,25 @@ internal static class VectorKernels
             ref float r1 = ref Unsafe.Add(ref r0, d);
             ref float r2 = ref Unsafe.Add(ref r1, d);
             ref float r3 = ref Unsafe.Add(ref r2, d);
+            // Two accumulators per row (even and odd 8-float chunks), summed as Dot sums them, so a row scores the same
+            // here as in the tail or in HNSW: with one accumulator, two copies of a vector scored differently by position.
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
             int j = 0;
-            for (; j < vectorEnd; j += 8)
+            for (; j + 16 <= vectorEnd; j += 16)
+            {
+                var qa = Vector256.LoadUnsafe(ref q, (nuint)j);
+                var qb = Vector256.LoadUnsafe(ref q, (nuint)(j + 8));
+                a0 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r0, (nuint)j), qa, a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r1, (nuint)j), qa, a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r2, (nuint)j), qa, a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r3, (nuint)j), qa, a3);
+                b0 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r0, (nuint)(j + 8)), qb, b0);
+                b1 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r1, (nuint)(j + 8)), qb, b1);
+                b2 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r2, (nuint)(j + 8)), qb, b2);
+                b3 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r3, (nuint)(j + 8)), qb, b3);
+            }
+            if (j < vectorEnd)
             {
                 var qa = Vector256.LoadUnsafe(ref q, (nuint)j);
                 a0 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r0, (nuint)j), qa, a0);
@@ -135,7 +165,7 @@ internal static class VectorKernels
                 a2 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r2, (nuint)j), qa, a2);
                 a3 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref r3, (nuint)j), qa, a3);
             }
-            float s0 = Vector256.Sum(a0), s1 = Vector256.Sum(a1), s2 = Vector256.Sum(a2), s3 = Vector256.Sum(a3);
+            float s0 = Vector256.Sum(a0 + b0), s1 = Vector256.Sum(a1 + b1), s2 = Vector256.Sum(a2 + b2), s3 = Vector256.Sum(a3 + b3);
             for (int t = vectorEnd; t < d; t++)
             {
                 float qt = Unsafe.Add(ref q, t);
