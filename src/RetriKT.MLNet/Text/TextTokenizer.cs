@@ -132,7 +132,9 @@ public sealed class TextTokenizingTransformer : RowMappingTransformer
         int room = MaxLength - (b is null ? 2 : 3);
         int lengthA = a.Count, lengthB = b?.Count ?? 0;
         truncated = lengthA + lengthB > room;
-        while (lengthA + lengthB > room) // trim the longer part first, as BERT's pair truncation does
+        // Trim the longer part first, as BERT's longest-first pair truncation does; on a tie this cuts the first text where
+        // BERT cuts the second. Saved students tokenize this way, so the rule stays (changing it would change their inputs).
+        while (lengthA + lengthB > room)
         {
             if (lengthA >= lengthB) lengthA--; else lengthB--;
         }
