@@ -483,11 +483,23 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     /// training rows nor store entries, and drawn like the inputs it will serve (the teacher's labels of other text of the
     /// same kind as the added entries, for example), never the rows it is scored on.
     /// </summary>
+    /// <exception cref="ArgumentException">
+    /// These options read one text and the student sentence pairs, or the other way round (<see cref="Options.SecondTextColumnName"/>).
+    /// </exception>
     public RetrievalClassifierTransformer TuneMix(RetrievalClassifierTransformer student, IDataView validation)
     {
         ArgumentNullException.ThrowIfNull(student);
         ArgumentNullException.ThrowIfNull(validation);
         if (!_options.UseRetrieval) throw new InvalidOperationException("UseRetrieval is off in these options: there is no mix to choose.");
+        // The rows are read with these options' columns: a pair student's rows read without their second text (or a
+        // one-text student's read as pairs) are inputs it never saw, and the mix would be chosen on them.
+        if ((_options.SecondTextColumnName is null) != (student.SecondTextColumnName is null))
+            throw new ArgumentException(student.SecondTextColumnName is null
+                ? $"TuneMix: the student reads one text (column '{student.Columns.Text}'), but these options' SecondTextColumnName is " +
+                  $"'{_options.SecondTextColumnName}': the rows would be read as sentence pairs it never saw. Leave SecondTextColumnName unset."
+                : $"TuneMix: the student reads sentence pairs (columns '{student.Columns.Text}' and '{student.SecondTextColumnName}'), but these options' " +
+                  "SecondTextColumnName is not set: the rows would be read without their second text. Set SecondTextColumnName to the pairs' second column.",
+                nameof(student));
         var host = new ComponentHost(_env, nameof(TuneMix), _options.Seed, _options.Progress, _options.CancellationToken);
         var model = student.Model;
         var rows = Tokenized(ReadRows(validation, host, "validation set", _options.ValidationWeightColumnName, _options.MixWeightColumnName).Rows,
