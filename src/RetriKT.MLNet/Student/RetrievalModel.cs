@@ -291,7 +291,18 @@ internal sealed class RetrievalModel
         if (!knn.IsEmpty)
         {
             int used = Math.Min(NeighborCount, k);
-            Store.SoftVote(idx[..used], sims[..used], Temperature, knn);
+            // Nor may the scores change with the neighbours reported: an approximate index asked for more than k can
+            // return another top k (HNSW answers a beam that reached fewer entries than asked by an exact scan), so a
+            // vote over a larger search's first k searches again with k alone.
+            if (k > used)
+            {
+                Span<int> voteIdx = used <= 256 ? stackalloc int[used] : new int[used];
+                Span<float> voteSims = used <= 256 ? stackalloc float[used] : new float[used];
+                Index.Search(normalized, used, voteIdx, voteSims);
+                Store.SoftVote(voteIdx, voteSims, Temperature, knn);
+            }
+            else
+                Store.SoftVote(idx[..used], sims[..used], Temperature, knn);
         }
         for (int j = 0; j < report; j++)
         {
