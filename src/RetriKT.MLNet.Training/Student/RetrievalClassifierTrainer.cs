@@ -484,7 +484,8 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     /// same kind as the added entries, for example), never the rows it is scored on.
     /// </summary>
     /// <exception cref="ArgumentException">
-    /// These options read one text and the student sentence pairs, or the other way round (<see cref="Options.SecondTextColumnName"/>).
+    /// These options read one text and the student sentence pairs, or the other way round (<see cref="Options.SecondTextColumnName"/>);
+    /// or they fix <see cref="Options.LexicalRetrievalWeight"/> above 0 for a student without a term-match index.
     /// </exception>
     public RetrievalClassifierTransformer TuneMix(RetrievalClassifierTransformer student, IDataView validation)
     {
@@ -502,6 +503,10 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
                 nameof(student));
         var host = new ComponentHost(_env, nameof(TuneMix), _options.Seed, _options.Progress, _options.CancellationToken);
         var model = student.Model;
+        // As Fit refuses it: without a term index the grid holds μ = 0 alone, and a fixed μ would be dropped.
+        if (_options.LexicalRetrievalWeight > 0 && model.Lexical is null)
+            throw new ArgumentException($"TuneMix: LexicalRetrievalWeight is {_options.LexicalRetrievalWeight}, but the student has no term-match index " +
+                                        "(its store was too small for one, or grew without one); leave LexicalRetrievalWeight unset.", nameof(student));
         var rows = Tokenized(ReadRows(validation, host, "validation set", _options.ValidationWeightColumnName, _options.MixWeightColumnName).Rows,
             model.Store, model.Tokenizer, host);
         var device = host.ResolveDevice();
