@@ -55,6 +55,17 @@ internal sealed class RetrievalClassifierMapping : RowMapping
     public override IReadOnlyList<DataViewSchema.Column> Dependencies => Texts.Dependencies;
     public int ReportedNeighbors => _parent.Columns.Neighbors is null ? 0 : _parent.Columns.NeighborsToReport;
 
+    /// <summary>
+    /// A sentence-pair model's row needs its second text, as <see cref="RetrievalClassifierTransformer.Predict"/> and
+    /// <c>PredictBatch</c> require: without it the row is encoded as an input the student never saw and scored with confidence.
+    /// </summary>
+    public void RequireSecondText(string? text2, long row)
+    {
+        if (Texts.Text2 is { } column && string.IsNullOrWhiteSpace(text2))
+            throw new InvalidOperationException($"RetrievalClassifier, row {row}: this model reads sentence pairs (columns '{Texts.Text.Name}' and " +
+                                                $"'{column.Name}'), so it needs a second text; found an empty one.");
+    }
+
     /// <summary>Logs a truncation once per cursor/engine.</summary>
     public Action<long> TruncationWarner()
     {
@@ -80,6 +91,7 @@ internal sealed class RetrievalClassifierMapping : RowMapping
         {
             var (text, text2) = read();
             if (cachedPosition == input.Position && cachedText == text && cachedText2 == text2) return (block, 0);
+            RequireSecondText(text2, input.Position);
             var ids = model.Tokenize(text, text2, out bool truncated);
             if (truncated) warn(input.Position);
             model.ScoreOne(ids, _parent.Weights, block.Scores, block.NeighborIndices, block.NeighborSimilarities);
@@ -240,6 +252,7 @@ internal sealed class BatchedRetrievalDataView(MappedSchema schema, RetrievalCla
             {
                 _lookaheadRow++;
                 var (text, text2) = _read!();
+                _mapping.RequireSecondText(text2, _lookaheadRow);
                 ids.Add(model.Tokenize(text, text2, out bool truncated));
                 if (truncated) _warn(_lookaheadRow);
             }
