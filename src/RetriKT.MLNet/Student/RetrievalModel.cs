@@ -293,8 +293,8 @@ internal sealed class RetrievalModel
             int used = Math.Min(NeighborCount, k);
             // Nor may the scores change with the neighbours reported: an approximate index asked for more than k can
             // return another top k (HNSW answers a beam that reached fewer entries than asked by an exact scan), so a
-            // vote over a larger search's first k searches again with k alone.
-            if (k > used)
+            // vote over a larger search's first k searches again with k alone (an exact index's first k are its top k).
+            if (k > used && Index is not ExactIndex)
             {
                 Span<int> voteIdx = used <= 256 ? stackalloc int[used] : new int[used];
                 Span<float> voteSims = used <= 256 ? stackalloc float[used] : new float[used];
