@@ -90,6 +90,25 @@ public sealed record TeacherConfig
         Positive("vocab_size", VocabSize); Positive("hidden_size", HiddenSize); Positive("intermediate_size", IntermediateSize);
         Positive("num_hidden_layers", NumLayers); Positive("num_attention_heads", NumHeads); Positive("num_key_value_heads", NumKeyValueHeads);
         Positive("head_dim", HeadDim); Positive("max_position_embeddings", MaxPositions);
+        // A zero or negative theta, scaling factor or epsilon (a damaged or hand-edited config) loaded and ran: every
+        // logit came out NaN and generation repeated token 0, with no error.
+        void Finite(string field, double value, bool zeroAllowed)
+        {
+            if (!double.IsFinite(value) || value < 0 || (value == 0 && !zeroAllowed))
+                throw new InvalidDataException(string.Create(CultureInfo.InvariantCulture,
+                    $"{source}: field '{field}' must be {(zeroAllowed ? ">= 0" : "> 0")} and finite, found {value}."));
+        }
+        Finite(Architecture == TeacherArchitecture.Gpt2 ? "layer_norm_epsilon" : "rms_norm_eps", NormEpsilon, zeroAllowed: true);
+        if (Architecture == TeacherArchitecture.Llama)
+        {
+            Finite("rope_theta", RopeTheta, zeroAllowed: false);
+            if (RopeScalingType is "linear" or "llama3") Finite("rope_scaling.factor", RopeScalingFactor, zeroAllowed: false);
+            if (RopeScalingType == "llama3")
+            {
+                Finite("rope_scaling.low_freq_factor", RopeLowFreqFactor, zeroAllowed: false);
+                Finite("rope_scaling.high_freq_factor", RopeHighFreqFactor, zeroAllowed: false);
+            }
+        }
         foreach (var (field, id) in EosTokenIds.Select(i => ("eos_token_id", (int?)i)).Append(("bos_token_id", BosTokenId)))
             if (id is int token && (token < 0 || token >= VocabSize))
                 throw new InvalidDataException($"{source}: {field} {token} is outside the vocabulary [0, {VocabSize}).");

@@ -178,6 +178,35 @@ public sealed class TeacherLoadingTests : IDisposable
     }
 
     /// <summary>
+    /// A zero or negative rope_theta, rope scaling factor or norm epsilon loaded without a word, and every logit of the
+    /// teacher was NaN (stories260K with rope_theta 0: generation 407,0,0,0,0, every score NaN).
+    /// </summary>
+    [Fact]
+    public void AConfigWhoseRopeThetaScalingOrEpsilonWouldGiveNaNLogitsIsRefusedNamingTheField()
+    {
+        var path = Path.Combine(Temp, "config.json");
+        string Refused(string fields)
+        {
+            File.WriteAllText(path, "{\"model_type\":\"llama\",\"vocab_size\":512,\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2," +
+                                    "\"num_attention_heads\":4,\"max_position_embeddings\":256," + fields + "}");
+            return Assert.Throws<InvalidDataException>(() => TeacherConfig.FromHuggingFaceJson(path)).Message;
+        }
+        Assert.Equal($"{path}: field 'rope_theta' must be > 0 and finite, found 0.", Refused("\"rope_theta\":0"));
+        Assert.Equal($"{path}: field 'rope_theta' must be > 0 and finite, found -10000.", Refused("\"rope_theta\":-10000"));
+        Assert.Equal($"{path}: field 'rms_norm_eps' must be >= 0 and finite, found -1E-05.", Refused("\"rms_norm_eps\":-1e-5"));
+        Assert.Equal($"{path}: field 'rope_scaling.factor' must be > 0 and finite, found 0.", Refused("\"rope_scaling\":{\"type\":\"linear\",\"factor\":0}"));
+        Assert.Equal($"{path}: field 'rope_scaling.low_freq_factor' must be > 0 and finite, found 0.",
+            Refused("\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":0,\"high_freq_factor\":4,\"original_max_position_embeddings\":8192}"));
+        File.WriteAllText(path, "{\"model_type\":\"gpt2\",\"vocab_size\":512,\"n_embd\":64,\"n_head\":4,\"n_layer\":2,\"n_positions\":256,\"layer_norm_epsilon\":-1}");
+        Assert.Equal($"{path}: field 'layer_norm_epsilon' must be >= 0 and finite, found -1.",
+            Assert.Throws<InvalidDataException>(() => TeacherConfig.FromHuggingFaceJson(path)).Message);
+        // The values real checkpoints use still load.
+        File.WriteAllText(path, "{\"model_type\":\"llama\",\"vocab_size\":512,\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2," +
+                                "\"num_attention_heads\":4,\"max_position_embeddings\":256,\"rope_theta\":500000.0,\"rms_norm_eps\":1e-5}");
+        Assert.Equal(500000, TeacherConfig.FromHuggingFaceJson(path).RopeTheta);
+    }
+
+    /// <summary>
     /// model_type and GPT-2's activation_function were read with an unchecked GetValue&lt;string&gt;: a number or an array
     /// gave a bare InvalidOperationException naming neither the file nor the field.
     /// </summary>
