@@ -145,6 +145,18 @@ internal static class TeacherCheckpoints
                 throw new InvalidDataException($"{source}: unexpected tensor '{key}' that the config ({module.Config}) has no place for; the config and weights disagree.");
         }
         using var _ = no_grad();
+        // A tied model takes its head from the embeddings and skips the checkpoint's lm_head.weight: one that differs
+        // from them is the head of an untied model, and was dropped without a word (another model ran).
+        string embedding = module.Config.Architecture == TeacherArchitecture.Gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight";
+        if (module.Config.TieWordEmbeddings && byName.TryGetValue("lm_head.weight", out var headEntry) && byName.TryGetValue(embedding, out var embeddingEntry))
+        {
+            using var scope = NewDisposeScope();
+            var head = read(headEntry);
+            var embed = read(embeddingEntry);
+            if (!head.shape.SequenceEqual(embed.shape) || !head.to(ScalarType.Float32).eq(embed.to(ScalarType.Float32)).all().item<bool>())
+                throw new InvalidDataException($"{source}: tensor 'lm_head.weight' differs from '{embedding}', but the config ties them " +
+                    "(tie_word_embeddings true); the config and weights disagree (an untied model's config says tie_word_embeddings false).");
+        }
         foreach (var (name, p) in parameters)
         {
             if (!byName.TryGetValue(name, out var entry))

@@ -295,6 +295,29 @@ public sealed class TeacherLoadingTests : IDisposable
         Assert.Contains("'model.norm.weight' is missing", m.Message);
     }
 
+    /// <summary>
+    /// A config that ties the head to the embeddings over weights that hold a head of their own (an untied model, its
+    /// config edited or defaulted): the head was skipped without a word and another model ran.
+    /// </summary>
+    [SharedDataFact]
+    public void ATiedConfigOverWeightsWithAnotherHeadIsRefused()
+    {
+        var dir = CopyDir(Models("llama2c-stories260K-hf"), "tied-other-head");
+        List<(string Name, Tensor Tensor)> named;
+        using (var m = TeacherModel.Load(dir)) named = m.NamedParameters().Select(p => (p.Name, p.Parameter.detach().clone())).ToList();
+        var embedding = named.Single(p => p.Name == "model.embed_tokens.weight").Tensor;
+        using var otherHead = embedding.neg();
+        Safetensors.Write(Path.Combine(dir, "model.safetensors"), [.. named, ("lm_head.weight", otherHead)]);
+        Assert.Equal($"{dir}: tensor 'lm_head.weight' differs from 'model.embed_tokens.weight', but the config ties them (tie_word_embeddings true); " +
+                     "the config and weights disagree (an untied model's config says tie_word_embeddings false).",
+            Assert.Throws<InvalidDataException>(() => TeacherModel.Load(dir)).Message);
+
+        // A tied save that also wrote the head (the same values) still loads.
+        Safetensors.Write(Path.Combine(dir, "model.safetensors"), [.. named, ("lm_head.weight", embedding)]);
+        using (var tied = TeacherModel.Load(dir)) Assert.Equal(named.Sum(p => p.Tensor.numel()), tied.ParameterCount);
+        foreach (var (_, t) in named) t.Dispose();
+    }
+
     [SharedDataFact]
     public void TokenizerThatDoesNotFitTheVocabularyAndOverlongPromptsAreRejected()
     {
