@@ -66,10 +66,26 @@ public sealed class TeacherPretrainer
         ArgumentNullException.ThrowIfNull(mlContext);
         _env = mlContext;
         _options = options ?? new TeacherPretrainerOptions();
-        if (_options.Steps <= 0 || _options.BatchSize <= 0 || _options.SequenceLength < 2 || _options.LearningRate <= 0 || _options.WarmupSteps < 0)
-            throw new ArgumentOutOfRangeException(nameof(options), "Steps, BatchSize, LearningRate must be > 0, SequenceLength >= 2, WarmupSteps >= 0.");
-        if (!(_options.Dropout is >= 0 and < 1))
-            throw new ArgumentOutOfRangeException(nameof(options), $"Dropout must be in [0, 1), found {_options.Dropout}.");
+        // Each option named with the value found. Before, Beta1 or Beta2 of 1 and an infinite LearningRate ran into NaN weights
+        // and "Lower LearningRate or raise WarmupSteps"; a negative MinLearningRateFraction trained the last steps at a
+        // negative rate (gradient ascent) and a negative GradientClipNorm or CheckpointEvery was taken as 0, all without a word.
+        var o = _options;
+        void Check(bool ok, string message)
+        {
+            if (!ok) throw new ArgumentOutOfRangeException(nameof(options), string.Create(System.Globalization.CultureInfo.InvariantCulture, $"TeacherPretrainerOptions.{message}"));
+        }
+        Check(o.Steps > 0, $"Steps must be > 0, found {o.Steps}.");
+        Check(o.BatchSize > 0, $"BatchSize must be > 0, found {o.BatchSize}.");
+        Check(o.SequenceLength >= 2, $"SequenceLength must be >= 2, found {o.SequenceLength}.");
+        Check(o.LearningRate > 0 && double.IsFinite(o.LearningRate), $"LearningRate must be > 0 and finite, found {o.LearningRate}.");
+        Check(o.MinLearningRateFraction is >= 0 and <= 1, $"MinLearningRateFraction must be in [0, 1], found {o.MinLearningRateFraction}.");
+        Check(o.WarmupSteps >= 0, $"WarmupSteps must be >= 0, found {o.WarmupSteps}.");
+        Check(o.WeightDecay >= 0 && double.IsFinite(o.WeightDecay), $"WeightDecay must be >= 0 and finite, found {o.WeightDecay}.");
+        Check(o.Dropout is >= 0 and < 1, $"Dropout must be in [0, 1), found {o.Dropout}.");
+        Check(o.Beta1 is >= 0 and < 1, $"Beta1 must be in [0, 1), found {o.Beta1}.");
+        Check(o.Beta2 is >= 0 and < 1, $"Beta2 must be in [0, 1), found {o.Beta2}.");
+        Check(o.GradientClipNorm >= 0 && double.IsFinite(o.GradientClipNorm), $"GradientClipNorm must be >= 0 and finite (0 turns clipping off), found {o.GradientClipNorm}.");
+        Check(o.CheckpointEvery >= 0, $"CheckpointEvery must be >= 0 (0: only at the end), found {o.CheckpointEvery}.");
     }
 
     /// <summary>Tokenizes <paramref name="documents"/> with the model's tokenizer and trains on them. Returns the mean loss of the last tenth of the steps.</summary>

@@ -87,6 +87,35 @@ public sealed class TeacherPretrainingTests : IDisposable
         Assert.InRange(seen, 3, 4);
     }
 
+    /// <summary>
+    /// Options out of range were taken: Beta1 or Beta2 of 1 and an infinite LearningRate ran into NaN weights and the
+    /// advice "Lower LearningRate or raise WarmupSteps"; a negative MinLearningRateFraction trained the last steps at a
+    /// negative rate (stories260K: final loss 1.37 against 0.48), a negative GradientClipNorm or CheckpointEvery was
+    /// taken as 0, all without a word. Each is now refused at construction, naming the option and the value.
+    /// </summary>
+    [Fact]
+    public void OptionsOutOfRangeAreRefusedNamingTheOptionAndTheValue()
+    {
+        string Refused(Action<TeacherPretrainerOptions> set)
+        {
+            var o = new TeacherPretrainerOptions();
+            set(o);
+            return Assert.Throws<ArgumentOutOfRangeException>(() => new TeacherPretrainer(new MLContext(), o)).Message;
+        }
+        Assert.StartsWith("TeacherPretrainerOptions.Beta1 must be in [0, 1), found 1.", Refused(o => o.Beta1 = 1));
+        Assert.StartsWith("TeacherPretrainerOptions.Beta2 must be in [0, 1), found 1.", Refused(o => o.Beta2 = 1));
+        Assert.StartsWith("TeacherPretrainerOptions.LearningRate must be > 0 and finite, found Infinity.", Refused(o => o.LearningRate = double.PositiveInfinity));
+        Assert.StartsWith("TeacherPretrainerOptions.LearningRate must be > 0 and finite, found NaN.", Refused(o => o.LearningRate = double.NaN));
+        Assert.StartsWith("TeacherPretrainerOptions.MinLearningRateFraction must be in [0, 1], found -1.", Refused(o => o.MinLearningRateFraction = -1));
+        Assert.StartsWith("TeacherPretrainerOptions.GradientClipNorm must be >= 0 and finite (0 turns clipping off), found -1.", Refused(o => o.GradientClipNorm = -1));
+        Assert.StartsWith("TeacherPretrainerOptions.CheckpointEvery must be >= 0 (0: only at the end), found -3.", Refused(o => o.CheckpointEvery = -3));
+        Assert.StartsWith("TeacherPretrainerOptions.WeightDecay must be >= 0 and finite, found -1.", Refused(o => o.WeightDecay = -1));
+        Assert.StartsWith("TeacherPretrainerOptions.Steps must be > 0, found 0.", Refused(o => o.Steps = 0));
+        Assert.StartsWith("TeacherPretrainerOptions.SequenceLength must be >= 2, found 1.", Refused(o => o.SequenceLength = 1));
+        // The edges that mean something still pass: no clipping, no decay floor, a constant rate.
+        _ = new TeacherPretrainer(new MLContext(), new TeacherPretrainerOptions { GradientClipNorm = 0, MinLearningRateFraction = 1, WeightDecay = 0, Beta1 = 0 });
+    }
+
     [Fact]
     public void LearningRateWarmsUpThenDecaysByCosine()
     {
