@@ -167,9 +167,14 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             foreach (var chunk in examples.Chunk(o.BatchSize)) total += policy.SupervisedNll(chunk).item<float>() * chunk.Length;
             return total / examples.Count;
         }
+        // Both files say at once that this run has no rows yet: a run cancelled in stage 1, or one without PPO steps,
+        // left a previous run's rows at MetricsCsvPath, which read as this run's.
+        var epochNll = new List<double>();
+        var ppo = new List<PpoStepMetrics>();
+        WriteStage1Csv(epochNll);
+        WritePpoCsv(ppo);
         double initialNll = Nll();
         host.Info($"Stage 1 (supervised prompt tuning): {examples.Count} examples, {labels.Count} labels, prompt {prompts.Length} tokens × {prompts.Hidden}; initial NLL {initialNll:F4}/token.");
-        var epochNll = new List<double>();
         using (var optimizer = new HeldAdamW(prompts.parameters(), o.SupervisedLearningRate))
         {
             for (int epoch = 0; epoch < o.SupervisedEpochs; epoch++)
@@ -193,12 +198,10 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 host.Report("Stage 1", epoch + 1, o.SupervisedEpochs, new Dictionary<string, double> { ["nll"] = epochNll[^1] });
             }
         }
-        if (o.SupervisedEpochs == 0) WriteStage1Csv(epochNll); // the file still says so (a header only)
         double supervisedNll = Nll();
         host.Info($"Stage 1 done: NLL {initialNll:F4} → {supervisedNll:F4} per token.");
 
         // ---- stage 2: PPO
-        var ppo = new List<PpoStepMetrics>();
         if (o.PpoSteps > 0)
         {
             var reward = o.Reward ?? new RetriKTReward(new VerbalizerClassifier(teacher, template, labels, o.CalibrateVerbalizer), o.RewardWeights, template.MinWords);

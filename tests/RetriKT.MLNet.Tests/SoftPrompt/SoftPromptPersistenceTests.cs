@@ -184,6 +184,34 @@ public class SoftPromptPersistenceTests
         Assert.Equal(["ppo.csv", "ppo.stage1.csv"], Directory.GetFiles(folder.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
     }
 
+    /// <summary>
+    /// A run with no PPO steps, or one cancelled in stage 1, never wrote the PPO metrics file: a previous run's rows
+    /// stayed at MetricsCsvPath and read as this run's.
+    /// </summary>
+    [SharedDataFact]
+    public void ARunThatDoesNoPpoStepLeavesNoPreviousRunsRowsInTheMetricsCsv()
+    {
+        using var folder = new TempDir("retrikt-ppo-csv-");
+        var csv = folder.File("ppo.csv");
+        var mlContext = new MLContext(seed: 3);
+        File.WriteAllText(csv, "step,reward\n1,0.9\n");
+        using (mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+               { TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 1, PromptTokens = 2, PpoSteps = 0, MetricsCsvPath = csv }).Fit(StoryData(mlContext))) { }
+        Assert.StartsWith("step,reward,fidelity,", Assert.Single(File.ReadAllLines(csv)));
+
+        File.WriteAllText(csv, "step,reward\n1,0.9\n");
+        File.WriteAllText(folder.File("ppo.stage1.csv"), "epoch,nll\n1,3\n2,2\n3,1\n");
+        using var cancellation = new CancellationTokenSource();
+        var cancelInStage1 = new SoftPromptPpoOptionsTests.CallbackProgress(p => { if (p.Stage == "Stage 1") cancellation.Cancel(); });
+        Assert.ThrowsAny<OperationCanceledException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 3, PromptTokens = 2, PpoSteps = 2, RolloutsPerStep = 4,
+            MetricsCsvPath = csv, Progress = cancelInStage1, CancellationToken = cancellation.Token,
+        }).Fit(StoryData(mlContext)));
+        Assert.Single(File.ReadAllLines(csv));
+        Assert.Equal(["epoch,nll", "1"], File.ReadAllLines(folder.File("ppo.stage1.csv")).Select((r, i) => i == 0 ? r : r.Split(',')[0]));
+    }
+
     [Fact]
     public void TwoLabelsWithOneVerbalizerWordAreNamed()
     {
