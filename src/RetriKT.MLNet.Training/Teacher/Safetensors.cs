@@ -73,7 +73,8 @@ internal static class Safetensors
             fs.Write(headerBytes);
             foreach (var (_, t) in list)
             {
-                using var cpu = t.detach().to(CPU).contiguous();
+                using var scope = NewDisposeScope(); // every handle detach() and to() make, not only the last
+                var cpu = t.detach().to(CPU).contiguous();
                 fs.Write(cpu.bytes);
             }
         });

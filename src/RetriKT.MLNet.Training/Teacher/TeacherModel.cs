@@ -658,7 +658,10 @@ public sealed class TeacherModel : IDisposable
         foreach (var (name, p) in _module.named_parameters().OrderBy(p => p.name, StringComparer.Ordinal))
         {
             sha.AppendData(Encoding.UTF8.GetBytes($"\n{name}|{p.dtype}|{string.Join(",", p.shape)}\n"));
-            using var cpu = p.detach().to(CPU).contiguous();
+            // A scope, not a using on the last tensor: detach() and to() made handles of their own, two per parameter left
+            // to the finalizer (each holding the weights' storage, or on a GPU a whole CPU copy of them).
+            using var scope = NewDisposeScope();
+            var cpu = p.detach().to(CPU).contiguous();
             sha.AppendData(cpu.bytes);
         }
         return Convert.ToHexStringLower(sha.GetHashAndReset());
