@@ -160,7 +160,9 @@ internal sealed class LlamaForCausalLM : CausalLMModule
             lm_head = Linear(c.HiddenSize, c.VocabSize, hasBias: false, device, dtype);
             register_module("lm_head", lm_head);
         }
-        inv_freq = Rotary.InverseFrequencies(c).to(device);
+        // In a scope: the CPU tensor the frequencies are built in, and its handle from to(), were left to the finalizer
+        // (two tensors per teacher loaded); the buffer is the module's, disposed with it.
+        using (NewDisposeScope()) inv_freq = Rotary.InverseFrequencies(c).to(device).DetachFromDisposeScope();
         register_buffer("inv_freq", inv_freq, persistent: false);
     }
 
@@ -204,7 +206,8 @@ internal sealed class LlamaForCausalLM : CausalLMModule
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing) { _cosTable?.Dispose(); _sinTable?.Dispose(); _cosTable = _sinTable = null; }
+        // inv_freq too: a non-persistent buffer is not among buffers(), so the base class leaves it.
+        if (disposing) { _cosTable?.Dispose(); _sinTable?.Dispose(); _cosTable = _sinTable = null; inv_freq.Dispose(); }
         base.Dispose(disposing);
     }
 

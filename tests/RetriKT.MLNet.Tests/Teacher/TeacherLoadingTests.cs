@@ -80,6 +80,23 @@ public sealed class TeacherLoadingTests : IDisposable
         Assert.Equal(0, Live() - before);
     }
 
+    /// <summary>
+    /// A LLaMA-family teacher left two tensors per load to the finalizer after Dispose: the rotary inverse frequencies'
+    /// CPU tensor, and the inv_freq buffer itself (non-persistent, so not among the buffers the module disposes).
+    /// </summary>
+    [SharedDataFact]
+    public void LoadingAndDisposingATeacherLeavesNoTensorAlive()
+    {
+        long Live() => DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        foreach (var path in new[] { Models("llama2c-stories260K", "stories260K.bin"), Models("llama2c-stories260K-hf"), Models("hf-tiny-random-gpt2") })
+        {
+            using (var warm = TeacherModel.Load(path)) warm.Generate(new GenerationRequest { PromptIds = [[1, 2]], MaxNewTokens = 3 });
+            long before = Live();
+            using (var teacher = TeacherModel.Load(path)) teacher.Generate(new GenerationRequest { PromptIds = [[1, 2]], MaxNewTokens = 3 });
+            Assert.True(Live() == before, $"{path}: {Live() - before} tensors left alive");
+        }
+    }
+
     [SharedDataFact]
     public void ShardedSafetensorsIndexLoadsLikeASingleFile()
     {
