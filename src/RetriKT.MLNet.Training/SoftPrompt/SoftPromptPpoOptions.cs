@@ -110,6 +110,18 @@ public sealed class SoftPromptPpoOptions
     /// <summary>Cancels training between steps.</summary>
     public CancellationToken CancellationToken;
 
+    /// <summary>
+    /// A copy that reports to <paramref name="progress"/> and stops on <paramref name="cancellation"/> where these options
+    /// set neither: a component that fits the prompts as one of its stages passes its own on (the options it was given stay as they are).
+    /// </summary>
+    internal SoftPromptPpoOptions WithRunControlOf(IProgress<TrainingProgress>? progress, CancellationToken cancellation)
+    {
+        var copy = (SoftPromptPpoOptions)MemberwiseClone();
+        copy.Progress ??= progress;
+        if (!copy.CancellationToken.CanBeCanceled) copy.CancellationToken = cancellation;
+        return copy;
+    }
+
     /// <summary>The labels in training order: <see cref="Labels"/>, else the template's verbalizer order.</summary>
     internal IReadOnlyList<string> TaskLabels => Labels ?? Template?.Verbalizer?.Keys.ToList() ?? [];
 

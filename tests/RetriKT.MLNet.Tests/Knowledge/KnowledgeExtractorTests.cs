@@ -7,6 +7,7 @@ using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Tests.Infrastructure;
 using RetriKT.MLNet.Tests.SoftPrompt;
+using TorchSharp;
 
 namespace RetriKT.MLNet.Tests.Knowledge;
 
@@ -76,6 +77,45 @@ public class KnowledgeExtractorTests
         Assert.Equal(new[] { "Text", "Text2", "Label", "SoftLabel", "Fidelity", "Source" }, view.Schema.Select(c => c.Name));
         Assert.Equal(store.Count, view.GetRowCount() ?? mlContext.Data.CreateEnumerable<KnowledgeRow>(view, false).Count());
         using (CrossProcess.RoundTrip(mlContext, first, data)) { }
+    }
+
+    /// <summary>
+    /// An extractor that fits its own prompts (SoftPromptOptions) ran prompt tuning, its longest stage, without its
+    /// Progress (no report) or CancellationToken (a cancel was seen only once extraction began), and a failed or
+    /// cancelled extraction left those prompts and their teacher alive.
+    /// </summary>
+    [SharedDataFact]
+    public void AnExtractorThatFitsItsPromptsPassesItsRunControlOnAndReleasesThemWhenCancelled()
+    {
+        var mlContext = new MLContext(seed: 3);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        KnowledgeExtractorOptions Fitting(IProgress<TrainingProgress> progress, CancellationToken token) => new()
+        {
+            SoftPromptOptions = new SoftPromptPpoOptions { TeacherPath = SoftPromptPpoTrainerTests.Stories260K, Template = SoftPromptPpoTrainerTests.StoryMood,
+                SupervisedEpochs = 3, PromptTokens = 2, PpoSteps = 2, RolloutsPerStep = 4, MiniBatchSize = 4, PpoEpochs = 1, MaxNewTokens = 6 },
+            SamplesPerLabel = 8, BatchSize = 4, Progress = progress, CancellationToken = token,
+        };
+        var stages = new List<string>();
+        using (var cancellation = new CancellationTokenSource())
+        {
+            var cancelInStage1 = new SoftPromptPpoOptionsTests.CallbackProgress(p => { stages.Add(p.Stage); if (p.Stage == "Stage 1") cancellation.Cancel(); });
+            var options = Fitting(cancelInStage1, cancellation.Token);
+            Assert.ThrowsAny<OperationCanceledException>(() => mlContext.RetriKT().KnowledgeExtractor(options).Fit(data));
+            Assert.Equal(["Stage 1"], stages);
+            Assert.Null(options.SoftPromptOptions!.Progress); // the options given stay as they were
+        }
+
+        long Live() => DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        void CancelledInExtraction()
+        {
+            using var cancellation = new CancellationTokenSource();
+            var cancelInExtraction = new SoftPromptPpoOptionsTests.CallbackProgress(p => { if (p.Stage == "Extraction") cancellation.Cancel(); });
+            Assert.ThrowsAny<OperationCanceledException>(() => mlContext.RetriKT().KnowledgeExtractor(Fitting(cancelInExtraction, cancellation.Token)).Fit(data));
+        }
+        CancelledInExtraction(); // warms the caches up
+        long before = Live();
+        CancelledInExtraction();
+        Assert.Equal(0, Live() - before);
     }
 
     [SharedDataFact]

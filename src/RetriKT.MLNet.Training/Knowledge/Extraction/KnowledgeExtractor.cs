@@ -263,22 +263,34 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         ArgumentNullException.ThrowIfNull(input);
         CheckInput(SchemaShapes.Of(input.Schema));
         var o = _options;
-        var prompts = o.SoftPrompts ?? new SoftPromptPpoTrainer(_env, o.SoftPromptOptions!).Fit(input);
-        var template = prompts.Template;
-        var labels = prompts.Labels;
-        template.Validate(labels); // the input's columns are checked above
-        var fewShot = SoftPromptPpoTrainer.ReadExamples(input, template, o.LabelColumnName, labels);
-        var host = new ComponentHost(_env, nameof(KnowledgeExtractor), o.Seed, o.Progress, o.CancellationToken);
-        var (store, report) = Extract(prompts, fewShot, host);
-        if (o.UnlabeledData is { } unlabeled)
+        // Prompts fitted here report to this extractor's Progress and stop on its token (before, prompt tuning, the longest
+        // stage, reported nothing there and ran to its end after a cancel), and are released if extraction then fails or
+        // is cancelled (before, their teacher stayed loaded).
+        bool ownsPrompts = o.SoftPrompts is null;
+        var prompts = o.SoftPrompts ?? new SoftPromptPpoTrainer(_env, o.SoftPromptOptions!.WithRunControlOf(o.Progress, o.CancellationToken)).Fit(input);
+        try
         {
-            int before = store.Count;
-            store = UnlabeledText.Add(store, ReadUnlabeled(unlabeled, template), new VerbalizerClassifier(prompts.Teacher, template, labels, o.CalibrateVerbalizer),
-                host.Info, (done, total) => host.Report("Unlabelled text", done, total), o.CancellationToken);
-            report = report with { Unlabeled = store.Count - before };
+            var template = prompts.Template;
+            var labels = prompts.Labels;
+            template.Validate(labels); // the input's columns are checked above
+            var fewShot = SoftPromptPpoTrainer.ReadExamples(input, template, o.LabelColumnName, labels);
+            var host = new ComponentHost(_env, nameof(KnowledgeExtractor), o.Seed, o.Progress, o.CancellationToken);
+            var (store, report) = Extract(prompts, fewShot, host);
+            if (o.UnlabeledData is { } unlabeled)
+            {
+                int before = store.Count;
+                store = UnlabeledText.Add(store, ReadUnlabeled(unlabeled, template), new VerbalizerClassifier(prompts.Teacher, template, labels, o.CalibrateVerbalizer),
+                    host.Info, (done, total) => host.Report("Unlabelled text", done, total), o.CancellationToken);
+                report = report with { Unlabeled = store.Count - before };
+            }
+            host.Info($"Knowledge extraction: {report}");
+            return new KnowledgeExtractorTransformer(_env, prompts, store, report);
         }
-        host.Info($"Knowledge extraction: {report}");
-        return new KnowledgeExtractorTransformer(_env, prompts, store, report);
+        catch
+        {
+            if (ownsPrompts) prompts.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
