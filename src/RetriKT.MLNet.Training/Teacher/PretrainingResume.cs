@@ -13,6 +13,9 @@ namespace RetriKT.MLNet.Teacher;
 /// <param name="TailLossSum">Sum of the losses of the final tenth of the steps seen so far (the returned mean's numerator).</param>
 internal sealed record PretrainingState(int Step, double SmoothedLoss, double TailLossSum);
 
+/// <summary>What a pretraining run's fingerprint covers, group by group, so that a refusal can name what differs (each setting with both values).</summary>
+internal sealed record PretrainingRunIdentity(Dictionary<string, string> Settings, string Corpus, string StartingWeights);
+
 /// <summary>
 /// Resumable checkpoints of <see cref="TeacherPretrainer"/>: the model (Hugging Face layout), the AdamW state and a
 /// progress file that carries a fingerprint of the run (options, corpus, starting weights). Each file is written to a
@@ -20,8 +23,38 @@ internal sealed record PretrainingState(int Step, double SmoothedLoss, double Ta
 /// optimizer state it names: a kill between two renames leaves files of two steps, which are refused on resume (one
 /// line naming the folder), never loaded as a mix.
 /// </summary>
-internal sealed class PretrainingResume(string directory, string fingerprint)
+internal sealed class PretrainingResume(string directory, string fingerprint, PretrainingRunIdentity? identity = null)
 {
+    /// <summary>The groups <see cref="Fingerprint"/> hashes: the settings one by one, the corpus (its hash and size) and the starting weights' content hash.</summary>
+    public static PretrainingRunIdentity Identify(TeacherPretrainerOptions o, int seed, int[] tokens, float[]? weights, TeacherModel model)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens.AsSpan()));
+        if (weights is not null) hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(weights.AsSpan()));
+        string I(FormattableString f) => FormattableString.Invariant(f);
+        var settings = new Dictionary<string, string>
+        {
+            ["Steps"] = I($"{o.Steps}"), ["BatchSize"] = I($"{o.BatchSize}"), ["SequenceLength"] = I($"{o.SequenceLength}"),
+            ["LearningRate"] = I($"{o.LearningRate:R}"), ["MinLearningRateFraction"] = I($"{o.MinLearningRateFraction:R}"), ["WarmupSteps"] = I($"{o.WarmupSteps}"),
+            ["WeightDecay"] = I($"{o.WeightDecay:R}"), ["Beta1"] = I($"{o.Beta1:R}"), ["Beta2"] = I($"{o.Beta2:R}"), ["GradientClipNorm"] = I($"{o.GradientClipNorm:R}"),
+            ["Dropout"] = I($"{o.Dropout:R}"), ["seed"] = I($"{seed}"),
+        };
+        return new PretrainingRunIdentity(settings, I($"{tokens.Length} tokens{(weights is null ? "" : ", weighted")}, sha256 {Convert.ToHexStringLower(hash.GetHashAndReset())[..12]}"), model.ContentHash);
+    }
+
+    /// <summary>The groups of <paramref name="identity"/> that differ from <paramref name="saved"/>'s, each with both values; null when the file has none.</summary>
+    private static string? Differences(Saved saved, PretrainingRunIdentity? identity)
+    {
+        if (identity is null || saved.Settings is null || saved.Corpus is null || saved.StartingWeights is null) return null;
+        var parts = new List<string>();
+        foreach (var (name, value) in identity.Settings)
+            if (!saved.Settings.TryGetValue(name, out var was) || was != value) parts.Add($"{name} {was ?? "(none)"} in the checkpoint, {value} in this run");
+        if (saved.Corpus != identity.Corpus) parts.Add($"corpus {saved.Corpus} in the checkpoint, {identity.Corpus} in this run");
+        if (saved.StartingWeights != identity.StartingWeights)
+            parts.Add($"starting weights {saved.StartingWeights[..12]}… in the checkpoint, {identity.StartingWeights[..12]}… in this run");
+        return parts.Count == 0 ? null : string.Join("; ", parts);
+    }
+
     private const string ProgressFile = "pretrain-progress.json", OptimizerFile = "pretrain-optimizer.bin";
 
     /// <summary>Hash of everything that shapes the run: options (not where checkpoints go), the token stream and the starting weights.</summary>
@@ -53,8 +86,9 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
         }
         catch (JsonException e) { throw new InvalidDataException($"{progressPath}: not a pretraining progress file ({e.Message}).", e); }
         if (saved.Fingerprint != fingerprint)
-            throw new InvalidOperationException(
-                $"{progressPath}: the checkpoint in {directory} was written by a different pretraining run (fingerprint {saved.Fingerprint[..12]}…, this run {fingerprint[..12]}…: options, corpus or starting weights differ). Delete the folder or set Resume = false to start over.");
+            throw new InvalidOperationException(Differences(saved, identity) is { } differences
+                ? $"{progressPath}: the checkpoint in {directory} was written by a different pretraining run ({differences}). Delete the folder or set Resume = false to start over."
+                : $"{progressPath}: the checkpoint in {directory} was written by a different pretraining run (fingerprint {saved.Fingerprint[..12]}…, this run {fingerprint[..12]}…: options, corpus or starting weights differ). Delete the folder or set Resume = false to start over.");
         host.Info($"Loading pretraining checkpoint of step {saved.Step} from {directory}.");
         using (var checkpoint = TeacherModel.Load(directory))
         using (no_grad())
@@ -93,7 +127,8 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
         model.InvalidateContentHash(); // training moved the weights since the hash was last taken
         var progressPath = Path.Combine(directory, ProgressFile);
         AtomicFile.WriteAllText(progressPath, JsonSerializer.Serialize(
-            new Saved(fingerprint, state.Step, state.SmoothedLoss, state.TailLossSum, DateTime.UtcNow, model.ContentHash, optimizerHash)));
+            new Saved(fingerprint, state.Step, state.SmoothedLoss, state.TailLossSum, DateTime.UtcNow, model.ContentHash, optimizerHash,
+                identity?.Settings, identity?.Corpus, identity?.StartingWeights)));
     }
 
     private static string FileHash(string path)
@@ -104,6 +139,7 @@ internal sealed class PretrainingResume(string directory, string fingerprint)
 
     // WeightsHash: the saved weights' TeacherModel.ContentHash (the progress file names only these weights);
     // OptimizerHash: SHA-256 of the optimizer state file written with them.
+    // Settings, Corpus, StartingWeights: the groups the fingerprint covers (PretrainingRunIdentity), so that a refusal names what differs.
     private sealed record Saved(string Fingerprint, int Step, double SmoothedLoss, double TailLossSum, DateTime SavedUtc,
-        string? WeightsHash = null, string? OptimizerHash = null);
+        string? WeightsHash = null, string? OptimizerHash = null, Dictionary<string, string>? Settings = null, string? Corpus = null, string? StartingWeights = null);
 }

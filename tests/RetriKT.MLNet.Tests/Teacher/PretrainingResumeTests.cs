@@ -140,6 +140,34 @@ public sealed class PretrainingResumeTests : IDisposable
     }
 
     /// <summary>
+    /// A checkpoint of a run with other settings was refused with two hashes ("fingerprint X, this run Y: options, corpus
+    /// or starting weights differ"), leaving the user to guess which of a dozen options, the corpus or the weights
+    /// changed. The refusal now names each setting that differs with both values (and the corpus or weights).
+    /// </summary>
+    [SharedDataFact]
+    public void ACheckpointOfARunWithOtherSettingsIsRefusedNamingEachDifference()
+    {
+        var texts = TeacherPretrainingTests.Reviews(80);
+        var dir = Path.Combine(Temp, "ckpt-settings");
+        var (unused, tokens) = Fresh(texts);
+        unused.Dispose();
+        Interrupted(texts, tokens, Options(dir));
+        var (second, _) = Fresh(texts);
+        using (second)
+        {
+            var longer = Options(dir, steps: 20);
+            longer.LearningRate = 1e-3;
+            var e = Assert.Throws<InvalidOperationException>(() => new TeacherPretrainer(new MLContext(seed: 1), longer).Train(second, tokens));
+            Assert.Equal($"{Path.Combine(dir, "pretrain-progress.json")}: the checkpoint in {dir} was written by a different pretraining run " +
+                         "(Steps 12 in the checkpoint, 20 in this run; LearningRate 0.003 in the checkpoint, 0.001 in this run). Delete the folder or set Resume = false to start over.", e.Message);
+            var fewer = tokens.Take(tokens.Length - 10).ToArray();
+            var c = Assert.Throws<InvalidOperationException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(second, fewer));
+            Assert.Contains($"corpus {tokens.Length} tokens, sha256 ", c.Message);
+            Assert.Contains($"in the checkpoint, {fewer.Length} tokens, sha256 ", c.Message);
+        }
+    }
+
+    /// <summary>
     /// Without Options.Seed the windows are drawn from the MLContext seed: a checkpoint of a run under another
     /// MLContext seed is another run, and is refused rather than continued with other windows.
     /// </summary>
