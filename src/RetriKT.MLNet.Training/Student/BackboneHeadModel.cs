@@ -126,7 +126,9 @@ internal sealed class BackboneHeadModel : nn.Module
 
     private static NamedTensor ToNamed(string name, Tensor t)
     {
-        using var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
+        // A scope, not a using on the last tensor: detach() and to() make handles of their own.
+        using var scope = torch.NewDisposeScope();
+        var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
         return new NamedTensor(name, cpu.shape.ToArray(), cpu.data<float>().ToArray());
     }
 }

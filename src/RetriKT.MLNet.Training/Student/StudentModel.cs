@@ -205,7 +205,9 @@ internal sealed class StudentModel : nn.Module
         foreach (var (name, t) in state_dict())
         {
             if (name == StudentWeights.TemperatureName) continue;
-            using var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
+            // A scope, not a using on the last tensor: detach() and to() make handles of their own.
+            using var scope = torch.NewDisposeScope();
+            var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
             tensors.Add(new NamedTensor(name, cpu.shape.ToArray(), cpu.data<float>().ToArray()));
         }
         return new StudentWeights(tensors);
