@@ -112,7 +112,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             policy.CheckFits(examples, o.MaxNewTokens ?? template.MaxNewTokens);
             var report = Train(policy, labels, examples, host);
             var (labelPrompts, taskPrompt) = prompts.Snapshot();
-            var transformer = new SoftPromptTransformer(_env, o.TeacherPath!, teacher.ContentHash, template, labels, o.LabelColumnName,
+            var transformer = new SoftPromptTransformer(_env, o.TeacherPath!, teacher.ContentHash, teacher.DType, template, labels, o.LabelColumnName,
                 labelPrompts, taskPrompt, prompts.LabelTokens, prompts.TaskTokens, prompts.Hidden,
                 o.Temperature, o.MaxNewTokens ?? template.MaxNewTokens, host.Seed, teacher, ownsTeacher, report);
             ownsTeacher = false; // the transformer owns it now

@@ -28,7 +28,9 @@ public sealed record GeneratedSample(int Label, string Text, string? Text2, stri
 /// </summary>
 public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
 {
-    internal static readonly ModelFormat Format = new("RKTSPPPO", 0x00010001, 0x00010001, "RetriKTSoftPromptPpo") { LoaderAssembly = typeof(SoftPromptTransformer).Assembly };
+    /// <summary>Since this version the teacher's dtype is stored (older files were written for a Float32 teacher only).</summary>
+    private const uint TeacherDTypeVersion = 0x00010002;
+    internal static readonly ModelFormat Format = new("RKTSPPPO", TeacherDTypeVersion, 0x00010001, "RetriKTSoftPromptPpo") { LoaderAssembly = typeof(SoftPromptTransformer).Assembly };
 
     private readonly float[] _labelPrompts;
     private readonly float[]? _taskPrompt;
@@ -36,12 +38,13 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     private TeacherModel? _teacher;
     private readonly bool _ownsTeacher;
 
-    internal SoftPromptTransformer(IHostEnvironment env, string teacherPath, string teacherHash, TaskTemplate template, IReadOnlyList<string> labels,
+    internal SoftPromptTransformer(IHostEnvironment env, string teacherPath, string teacherHash, ScalarType teacherDType, TaskTemplate template, IReadOnlyList<string> labels,
         string labelColumn, float[] labelPrompts, float[]? taskPrompt, int promptTokens, int taskPromptTokens, int hidden,
         double temperature, int maxNewTokens, int seed, TeacherModel? teacher, bool ownsTeacher, SoftPromptTrainingReport? report)
     {
         TeacherPath = teacherPath;
         TeacherHash = teacherHash;
+        TeacherDType = teacherDType;
         Template = template;
         _labels = labels.ToArray();
         LabelColumnName = labelColumn;
@@ -81,6 +84,11 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     public string TeacherPath { get; }
     /// <summary>SHA-256 content hash of that teacher (<see cref="TeacherModel.ContentHash"/>).</summary>
     public string TeacherHash { get; }
+    /// <summary>
+    /// The dtype that teacher was loaded in: its content hash covers it, so a loaded model loads the teacher in it again
+    /// (a BFloat16 teacher found as Float32 would not be the one the prompts were tuned for).
+    /// </summary>
+    public ScalarType TeacherDType { get; }
     /// <summary>The task template.</summary>
     public TaskTemplate Template { get; }
     /// <summary>Labels, in prompt order.</summary>
@@ -111,7 +119,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     {
         get
         {
-            lock (_generateLock) return _teacher ??= LoadTeacher(TeacherPath, TeacherHash, null);
+            lock (_generateLock) return _teacher ??= LoadTeacher(TeacherPath, TeacherHash, TeacherDType, null);
         }
     }
 
@@ -119,7 +127,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     /// The teacher the prompts were tuned for, found by content hash through <see cref="TeacherResolver"/> (the
     /// recorded path gives its name and the last folder searched; a moved teacher is found in the resolver's folders).
     /// </summary>
-    internal static TeacherModel LoadTeacher(string path, string expectedHash, Device? device) => TeacherResolver.Resolve(path, expectedHash, device).Teacher;
+    internal static TeacherModel LoadTeacher(string path, string expectedHash, ScalarType dtype, Device? device) => TeacherResolver.Resolve(path, expectedHash, dtype, device).Teacher;
 
     /// <summary>
     /// Generates <paramref name="count"/> samples for label <paramref name="label"/> in batches. For second-part tasks,
@@ -138,7 +146,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         var result = new List<GeneratedSample>(count);
         lock (_generateLock)
         {
-            var teacher = _teacher ??= LoadTeacher(TeacherPath, TeacherHash, null);
+            var teacher = _teacher ??= LoadTeacher(TeacherPath, TeacherHash, TeacherDType, null);
             using var prompts = CreateModule(teacher.Device);
             var policy = new SoftPromptPolicy(teacher, Template, prompts, null!);
             for (int start = 0, batch = 0; start < count; start += batchSize, batch++)
@@ -168,7 +176,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         if (Template.Target != GenerationTarget.SecondPart) return;
         lock (_generateLock)
         {
-            var teacher = _teacher ??= LoadTeacher(TeacherPath, TeacherHash, null);
+            var teacher = _teacher ??= LoadTeacher(TeacherPath, TeacherHash, TeacherDType, null);
             using var prompts = CreateModule(teacher.Device);
             var policy = new SoftPromptPolicy(teacher, Template, prompts, null!);
             for (int i = 0; i < contexts.Count; i++) policy.CheckGenerationFits(Template.RenderContext(contexts[i]), MaxNewTokens, where(i));
@@ -202,6 +210,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         w.Writer.Write(Temperature);
         w.Writer.Write(MaxNewTokens);
         w.Writer.Write(Seed);
+        w.Writer.Write((int)TeacherDType);
         w.WriteStream("Prompts.bin", s =>
         {
             s.Write(_labelPrompts.Length);
@@ -223,6 +232,9 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         int promptTokens = r.Reader.ReadInt32(), taskTokens = r.Reader.ReadInt32(), hidden = r.Reader.ReadInt32();
         double temperature = r.Reader.ReadDouble();
         int maxNew = r.Reader.ReadInt32(), seed = r.Reader.ReadInt32();
+        var dtype = r.Version >= TeacherDTypeVersion ? (ScalarType)r.Reader.ReadInt32() : ScalarType.Float32;
+        if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
+            throw new InvalidDataException($"model.zip: the soft prompts' teacher dtype {(int)dtype} is not one a teacher loads in (Float32, Float16, BFloat16).");
         float[] labelPrompts = [], taskPrompt = [];
         r.ReadStream("Prompts.bin", s =>
         {
@@ -242,11 +254,11 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         template.Validate(labels);
         var env = r.Environment;
         var device = new ComponentHost(env, nameof(SoftPromptTransformer)).ResolveDevice();
-        var (teacher, foundAt) = TeacherResolver.Resolve(teacherPath, teacherHash, device);
+        var (teacher, foundAt) = TeacherResolver.Resolve(teacherPath, teacherHash, dtype, device);
         try
         {
             CheckFits(teacher, foundAt, hidden);
-            return new SoftPromptTransformer(env, foundAt, teacherHash, template, labels, labelColumn, labelPrompts,
+            return new SoftPromptTransformer(env, foundAt, teacherHash, dtype, template, labels, labelColumn, labelPrompts,
                 taskTokens > 0 ? taskPrompt : null, promptTokens, taskTokens, hidden, temperature, maxNew, seed, teacher, ownsTeacher: true, report: null);
         }
         catch

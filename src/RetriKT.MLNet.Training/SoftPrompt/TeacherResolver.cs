@@ -65,10 +65,10 @@ public static class TeacherResolver
 
     /// <summary>
     /// The teacher named like <paramref name="recordedPath"/>'s last segment whose content hash is
-    /// <paramref name="expectedHash"/>, loaded on <paramref name="device"/>, and where it was found; throws one line
+    /// <paramref name="expectedHash"/>, loaded in <paramref name="dtype"/> on <paramref name="device"/>, and where it was found; throws one line
     /// when none is found.
     /// </summary>
-    internal static (TeacherModel Teacher, string Path) Resolve(string recordedPath, string expectedHash, Device? device)
+    internal static (TeacherModel Teacher, string Path) Resolve(string recordedPath, string expectedHash, ScalarType dtype, Device? device)
     {
         var name = Path.GetFileName(recordedPath.TrimEnd('/', '\\'));
         var folders = Folders(recordedPath);
@@ -81,7 +81,7 @@ public static class TeacherResolver
             TeacherModel teacher;
             try
             {
-                teacher = TeacherModel.Load(candidate, new TeacherLoadOptions { Device = device });
+                teacher = TeacherModel.Load(candidate, new TeacherLoadOptions { Device = device, DType = dtype });
             }
             catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException or NotSupportedException)
             {

@@ -64,7 +64,7 @@ public class SoftPromptPersistenceTests
 
     /// <summary>StoryMood soft prompts of 2 tokens per label, all zero, <paramref name="hidden"/> wide, recorded for the teacher at <paramref name="teacherPath"/> with <paramref name="teacherHash"/> (not loaded).</summary>
     private static SoftPromptTransformer ZeroPrompts(MLContext mlContext, string teacherPath, string teacherHash, int hidden) =>
-        new(mlContext, teacherPath, teacherHash, StoryMood, MoodLabels, "Label", new float[MoodLabels.Length * 2 * hidden], null,
+        new(mlContext, teacherPath, teacherHash, TorchSharp.torch.ScalarType.Float32, StoryMood, MoodLabels, "Label", new float[MoodLabels.Length * 2 * hidden], null,
             promptTokens: 2, taskPromptTokens: 0, hidden: hidden, temperature: 1, maxNewTokens: 6, seed: 1, teacher: null, ownsTeacher: false, report: null);
 
     private static KnowledgeStore Store(IReadOnlyList<string> labels) => new(labels,
@@ -72,6 +72,23 @@ public class SoftPromptPersistenceTests
         new KnowledgeEntry("Lily was happy and played in the sun.", null, 0, [0.8f, 0.2f], 0.8f, KnowledgeSource.Generated),
         new KnowledgeEntry("Ben cried when his toy broke.", null, 1, [0.3f, 0.7f], 0.7f, KnowledgeSource.Generated),
     ]);
+
+    [SharedDataFact]
+    public void PromptsTunedForABFloat16TeacherLoadTheirTeacherInBFloat16()
+    {
+        // The teacher's content hash covers its dtype. Before the dtype was stored, a saved model loaded its teacher in
+        // Float32, found another hash at the very path it was tuned with, and could never be loaded.
+        var mlContext = new MLContext(seed: 1);
+        var data = StoryData(mlContext);
+        using var teacher = RetriKT.MLNet.Teacher.TeacherModel.Load(Stories260K, new RetriKT.MLNet.Teacher.TeacherLoadOptions { DType = TorchSharp.torch.ScalarType.BFloat16 });
+        using var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        { Teacher = teacher, TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 1, PpoSteps = 0, PromptTokens = 2 }).Fit(data);
+        var zip = Save(mlContext, model, data.Schema);
+        using var loaded = (SoftPromptTransformer)new MLContext().Model.Load(new MemoryStream(zip), out _);
+        Assert.Equal(TorchSharp.torch.ScalarType.BFloat16, loaded.TeacherDType);
+        Assert.Equal(teacher.ContentHash, loaded.Teacher.ContentHash);
+        Assert.Equal(model.Generate(0, 2, seed: 5).Select(g => g.Text), loaded.Generate(0, 2, seed: 5).Select(g => g.Text));
+    }
 
     [SharedDataFact]
     public void ADamagedOrTruncatedPartOfASoftPromptModelIsNamed()
