@@ -315,8 +315,8 @@ public sealed class KnowledgeStore
             uint flags = r.ReadUInt32();
             if ((flags & ~(FlagTexts | FlagEmbeddings)) != 0) throw new InvalidDataException($"unknown flags 0x{flags:X}.");
             int count = r.ReadInt32(), labels = r.ReadInt32(), dim = r.ReadInt32();
-            Check(count >= 0 && count <= limits.MaxEntries, $"entry count {count} is outside [0, {limits.MaxEntries}]");
-            Check(labels >= 2 && labels <= limits.MaxLabels, $"label count {labels} is outside [2, {limits.MaxLabels}]");
+            Check(count >= 0 && count <= limits.MaxEntries, $"entry count {count} is outside [0, {limits.MaxEntries}]{Raise(count > limits.MaxEntries, nameof(StoreReadLimits.MaxEntries))}");
+            Check(labels >= 2 && labels <= limits.MaxLabels, $"label count {labels} is outside [2, {limits.MaxLabels}]{Raise(labels > limits.MaxLabels, nameof(StoreReadLimits.MaxLabels))}");
             bool hasEmbeddings = (flags & FlagEmbeddings) != 0;
             Check(hasEmbeddings ? dim > 0 && dim <= limits.MaxDimension : dim == 0, $"embedding dimension {dim} does not match flags 0x{flags:X} (max {limits.MaxDimension})");
             // Every label name holds at least its 4-byte length: a label count beyond the bytes left fails before the names are allocated.
@@ -371,6 +371,9 @@ public sealed class KnowledgeStore
         return b.ToString();
     }
 
+    /// <summary>For a value over a read limit: the limit a caller who trusts the file can raise (a store this library wrote can exceed the defaults).</summary>
+    private static string Raise(bool over, string limit) => over ? $" (for a file you trust, raise StoreReadLimits.{limit})" : "";
+
     private static void Check(bool condition, string message)
     {
         if (!condition) throw new InvalidDataException(message + ".");
@@ -388,7 +391,9 @@ public sealed class KnowledgeStore
     {
         int length = r.ReadInt32();
         if (length == -1) return null;
-        Check(length >= 0 && length <= limits.MaxStringBytes, $"string length {length} is outside [0, {limits.MaxStringBytes}]");
+        // Read for every text: the message is built only when the check fails.
+        if (length < 0 || length > limits.MaxStringBytes)
+            Check(false, $"string length {length} is outside [0, {limits.MaxStringBytes}]{Raise(length > limits.MaxStringBytes, nameof(StoreReadLimits.MaxStringBytes))}");
         var bytes = new byte[length];
         r.BaseStream.ReadExactly(bytes);
         return Encoding.UTF8.GetString(bytes);

@@ -69,6 +69,19 @@ public class StoreInModelZipLimitsTests
     }
 
     [Fact]
+    public void AStoreFileOverTheDefaultLimitsSaysWhichLimitToRaise()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("store.bin");
+        Store(10_001, 4).Save(path);
+        var e = Assert.Throws<InvalidDataException>(() => KnowledgeStore.Load(path));
+        Assert.EndsWith("label count 10001 is outside [2, 10000] (for a file you trust, raise StoreReadLimits.MaxLabels).", e.Message);
+        Assert.Equal(10_001, KnowledgeStore.Load(path, new StoreReadLimits { MaxLabels = 10_001 }).LabelCount);
+        Store(2, 4, new string('a', (1 << 20) + 1)).Save(path);
+        Assert.EndsWith("(for a file you trust, raise StoreReadLimits.MaxStringBytes).", Assert.Throws<InvalidDataException>(() => KnowledgeStore.Load(path)).Message);
+    }
+
+    [Fact]
     public void AHeaderAnnouncingMoreLabelNamesThanBytesFailsBeforeAllocatingThem()
     {
         using var ms = new MemoryStream();
