@@ -476,23 +476,39 @@ internal sealed class ExtractionCheckpoint
             try { node = JsonNode.Parse(line); }
             catch (JsonException) { break; } // a torn last line from an interrupted write
             if (node is null) continue;
-            int label = node["label"]!.GetValue<int>(), batch = node["batch"]!.GetValue<int>();
+            try { ReadRecord(node); }
+            catch (Exception e) when (e is InvalidOperationException or FormatException)
+            {
+                // Valid JSON that is not a record of this format (a field of another type, a null in the soft label): edited or
+                // written by something else; one line naming it, not a bare exception from deep inside the resume.
+                throw new InvalidDataException($"{_path} line {lineNumber}: not an extraction checkpoint record ({e.Message}). Delete the file to start afresh.", e);
+            }
+        }
+
+        JsonNode Field(JsonNode node, string name) => node[name]
+            ?? throw new InvalidDataException($"{_path} line {lineNumber}: field '{name}' is missing; not an extraction checkpoint record. Delete the file to start afresh.");
+
+        void ReadRecord(JsonNode node)
+        {
+            int label = Field(node, "label").GetValue<int>(), batch = Field(node, "batch").GetValue<int>();
             if (label < 0 || label >= labels) throw new InvalidDataException($"{_path} line {lineNumber}: label index {label} is outside [0, {labels}); the checkpoint belongs to another task.");
             if (node["fluency_nll"] is JsonArray nll)
             {
                 if (node["fluency"]?.GetValue<string>() == FluencyFilter.Version)
                     _fluency[(label, batch)] = nll.Select(v => v is null ? double.PositiveInfinity : v.GetValue<double>()).ToArray();
-                continue;
+                return;
             }
             if (node["done"] is not null)
             {
                 _done[(label, batch)] = pending.GetValueOrDefault((label, batch)) ?? [];
                 pending.Remove((label, batch));
-                continue;
+                return;
             }
-            var sample = new GeneratedSample(label, node["text"]!.GetValue<string>(), node["text2"]?.GetValue<string>(),
-                node["generated"]!.GetValue<string>(), node["tokens"]!.GetValue<int>(), node["finished"]!.GetValue<bool>());
-            var probabilities = node["soft_label"]!.AsArray().Select(v => v!.GetValue<float>()).ToArray();
+            var sample = new GeneratedSample(label, Field(node, "text").GetValue<string>(), node["text2"]?.GetValue<string>(),
+                Field(node, "generated").GetValue<string>(), Field(node, "tokens").GetValue<int>(), Field(node, "finished").GetValue<bool>());
+            var probabilities = Field(node, "soft_label").AsArray().Select(v => (v ?? throw new InvalidDataException($"{_path} line {lineNumber}: field 'soft_label' holds a null; not an extraction checkpoint record. Delete the file to start afresh.")).GetValue<float>()).ToArray();
+            if (probabilities.Length != labels)
+                throw new InvalidDataException($"{_path} line {lineNumber}: soft label of {probabilities.Length} values, expected {labels} (one per label); the checkpoint belongs to another task.");
             if (!pending.TryGetValue((label, batch), out var list)) pending[(label, batch)] = list = [];
             list.Add(new ScoredSample(sample, probabilities));
         }
