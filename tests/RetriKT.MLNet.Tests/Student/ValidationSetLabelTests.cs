@@ -28,4 +28,23 @@ public class ValidationSetLabelTests
         using var student = trainer.Fit(train);
         Assert.Contains("is not one of the store's labels [neg, pos]", Assert.Throws<ArgumentException>(() => trainer.TuneMix(student, ml.Data.LoadFromEnumerable(dev))).Message);
     }
+
+    private sealed class TextOnly
+    {
+        public string Text { get; set; } = "";
+    }
+
+    [Fact]
+    public void AColumnMissingFromTheValidationSetIsNamedAsTheValidationSets()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(RetrievalClassifierBehaviourTests.Synthetic(24, 1));
+        var options = new RetrievalClassifierTrainer.Options
+        {
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 1, BatchSize = 8,
+            ValidationSet = ml.Data.LoadFromEnumerable(new[] { new TextOnly { Text = "a good film" } }),
+        };
+        var error = Assert.ThrowsAny<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(train));
+        Assert.StartsWith("Validation set: Label column 'Label' not found", error.Message);
+    }
 }
