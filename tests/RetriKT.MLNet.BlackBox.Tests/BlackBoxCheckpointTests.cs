@@ -20,23 +20,7 @@ namespace RetriKT.MLNet.BlackBox.Tests;
 /// </summary>
 public class BlackBoxCheckpointTests
 {
-    private sealed class StoryRow
-    {
-        public string Text { get; set; } = "";
-        public string Label { get; set; } = "";
-    }
-
-    private static IDataView StoryData(MLContext ml) => ml.Data.LoadFromEnumerable(new[]
-    {
-        new StoryRow { Text = "Lily was very happy. She played with her ball in the sun.", Label = "happy" },
-        new StoryRow { Text = "Tom smiled. He got a big red car for his birthday.", Label = "happy" },
-        new StoryRow { Text = "The dog was happy and ran in the park with Sue.", Label = "happy" },
-        new StoryRow { Text = "Mia laughed and hugged her mom. They ate cake.", Label = "happy" },
-        new StoryRow { Text = "Ben was sad. His toy broke and he cried.", Label = "sad" },
-        new StoryRow { Text = "The little bird was sad because it lost its home.", Label = "sad" },
-        new StoryRow { Text = "Anna cried. Her friend did not want to play.", Label = "sad" },
-        new StoryRow { Text = "Max felt sad when the rain ruined his kite.", Label = "sad" },
-    });
+    private static IDataView StoryData(MLContext ml) => BlackBoxExtractionTests.StoryData(ml);
 
     /// <summary>
     /// Generation: four words derived from the prompt and the temperature (the label's letter first); classification: the

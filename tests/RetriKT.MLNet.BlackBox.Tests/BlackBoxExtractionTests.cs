@@ -28,13 +28,14 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         MaxNewTokens = 24,
     };
 
-    private sealed class StoryRow
+    internal sealed class StoryRow
     {
         public string Text { get; set; } = "";
         public string Label { get; set; } = "";
     }
 
-    private static IDataView StoryData(MLContext ml) => ml.Data.LoadFromEnumerable(new[]
+    /// <summary>Eight labelled few-shot stories (four happy, four sad), shared with the checkpoint tests.</summary>
+    internal static IDataView StoryData(MLContext ml) => ml.Data.LoadFromEnumerable(new[]
     {
         new StoryRow { Text = "Lily was very happy. She played with her ball in the sun.", Label = "happy" },
         new StoryRow { Text = "Tom smiled. He got a big red car for his birthday.", Label = "happy" },

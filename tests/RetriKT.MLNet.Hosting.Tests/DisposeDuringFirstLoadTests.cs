@@ -1,10 +1,5 @@
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 using RetriKT.MLNet.Hosting.Tests.Infrastructure;
 using RetriKT.MLNet.Tests.Infrastructure;
 
@@ -16,15 +11,10 @@ public class DisposeDuringFirstLoadTests
     [SharedDataFact]
     public async Task DisposingThePool_WhileAFirstDownloadHangs_ReturnsPromptly()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        await using var app = builder.Build();
-        app.MapGet("/model.zip", async (HttpContext c) => { await Task.Delay(Timeout.Infinite, c.RequestAborted); });
-        await app.StartAsync();
-        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
+        var (app, address) = await LocalHttpServer.StartAsync(a => a.MapGet("/model.zip", async (HttpContext c) => { await Task.Delay(Timeout.Infinite, c.RequestAborted); }));
+        await using var _ = app;
 
-        var uri = new Uri(new Uri(address), "/model.zip");
+        var uri = new Uri(address, "/model.zip");
         var host = new PoolHost(b => b.FromUri("remote", uri, TimeSpan.FromMinutes(1)).FromUri("other", uri, TimeSpan.FromMinutes(1)));
         var pool = host.Pool;
         var renting = Task.Run(() => pool.GetPredictionEngine("remote"));

@@ -1,10 +1,5 @@
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 using RetriKT.MLNet.Hosting.Tests.Infrastructure;
 using RetriKT.MLNet.Tests.Infrastructure;
 using RetriKT.WebApi;
@@ -20,14 +15,12 @@ public class HangingFirstLoadTests
         using var dir = new TempDir();
         var (v1, _) = TestModels.Save(dir.Path, "hanging");
         var v1Bytes = await File.ReadAllBytesAsync(v1);
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        await using var app = builder.Build();
-        app.MapGet("/hung.zip", async (HttpContext c) => { await Task.Delay(Timeout.Infinite, c.RequestAborted); });
-        app.MapGet("/good.zip", () => Results.Bytes(v1Bytes, "application/zip"));
-        await app.StartAsync();
-        var address = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single());
+        var (app, address) = await LocalHttpServer.StartAsync(a =>
+        {
+            a.MapGet("/hung.zip", async (HttpContext c) => { await Task.Delay(Timeout.Infinite, c.RequestAborted); });
+            a.MapGet("/good.zip", () => Results.Bytes(v1Bytes, "application/zip"));
+        });
+        await using var _ = app;
 
         using var host = new PoolHost(b => b
             .FromUri("hung", new Uri(address, "/hung.zip"), TimeSpan.FromMinutes(1))

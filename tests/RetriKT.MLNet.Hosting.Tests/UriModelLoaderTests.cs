@@ -1,10 +1,6 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using RetriKT.MLNet.Hosting.Tests.Infrastructure;
 using RetriKT.MLNet.Tests.Infrastructure;
@@ -37,27 +33,22 @@ public class UriModelLoaderTests
 
         public static async Task<ModelServer> StartAsync()
         {
-            var builder = WebApplication.CreateSlimBuilder();
-            builder.WebHost.UseUrls("http://127.0.0.1:0");
-            builder.Logging.ClearProviders();
-            var app = builder.Build();
-            var server = new ModelServer(app);
-            app.MapGet("/models/model.zip", (HttpContext context) =>
+            ModelServer? server = null; // set before the address is known to anyone, so before any request
+            var (app, address) = await LocalHttpServer.StartAsync(a => a.MapGet("/models/model.zip", (HttpContext context) =>
             {
-                if (server.Fail) return Results.StatusCode(500);
-                var etag = server._etag;
+                var s = server!;
+                if (s.Fail) return Results.StatusCode(500);
+                var etag = s._etag;
                 if (context.Request.Headers.IfNoneMatch.ToString() == etag)
                 {
-                    Interlocked.Increment(ref server.NotModified);
+                    Interlocked.Increment(ref s.NotModified);
                     return Results.StatusCode(304);
                 }
-                Interlocked.Increment(ref server.Full);
+                Interlocked.Increment(ref s.Full);
                 context.Response.Headers.ETag = etag;
-                return Results.Bytes(server._bytes, "application/zip");
-            });
-            await app.StartAsync();
-            var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single();
-            server.ModelUri = new Uri(new Uri(address), "/models/model.zip");
+                return Results.Bytes(s._bytes, "application/zip");
+            }));
+            server = new ModelServer(app) { ModelUri = new Uri(address, "/models/model.zip") };
             return server;
         }
 

@@ -1,7 +1,4 @@
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -18,13 +15,8 @@ public class WarmUpCancellationTests
     [SharedDataFact]
     public async Task WarmUp_IsCancelledByTheStartToken_WhileADownloadHangs()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        await using var app = builder.Build();
-        app.MapGet("/hung.zip", async (HttpContext c) => { await Task.Delay(Timeout.Infinite, c.RequestAborted); });
-        await app.StartAsync();
-        var address = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single());
+        var (app, address) = await LocalHttpServer.StartAsync(a => a.MapGet("/hung.zip", async (HttpContext c) => { await Task.Delay(Timeout.Infinite, c.RequestAborted); }));
+        await using var _ = app;
 
         var hb = Host.CreateApplicationBuilder();
         hb.Logging.ClearProviders();

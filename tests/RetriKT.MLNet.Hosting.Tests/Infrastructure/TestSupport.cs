@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
@@ -87,3 +88,20 @@ public static class Wait
         return condition();
     }
 }
+
+/// <summary>A real HTTP server on 127.0.0.1 (a free port) serving the routes <c>map</c> adds: a model server in tests.</summary>
+public static class LocalHttpServer
+{
+    /// <summary>Starts it; the caller disposes the app.</summary>
+    public static async Task<(WebApplication App, Uri Address)> StartAsync(Action<WebApplication> map)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        var app = builder.Build();
+        map(app);
+        await app.StartAsync();
+        return (app, new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single()));
+    }
+}
+
