@@ -89,8 +89,10 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
 
     private void OnFileEvent(object sender, FileSystemEventArgs e)
     {
-        // A rename *away* from the model name also matches the filter: only events that leave a file at our path count.
-        if (!string.Equals(e.FullPath, _filePath, StringComparison.Ordinal)) return;
+        // A rename *away* from the model name also matches the filter: it leaves no file at our path, which the reload
+        // reports (health Degraded, as after a deletion); other events count when they leave a file at our path.
+        bool renamedAway = e is RenamedEventArgs renamed && string.Equals(renamed.OldFullPath, _filePath, StringComparison.Ordinal);
+        if (!renamedAway && !string.Equals(e.FullPath, _filePath, StringComparison.Ordinal)) return;
         _logger.LogDebug("Model file '{Path}': {ChangeType}.", _filePath, e.ChangeType);
         try
         {

@@ -131,6 +131,17 @@ public class ExplainAndHealthTests
         Assert.Null(server.Pool.GetLastLoadError());
         Assert.Equal("Healthy", await server.Client.GetStringAsync("/healthz"));
 
+        // Renamed away (a deployment script that moves the old file aside first): Degraded, still serving; back: Healthy.
+        var aside = dir.File("model-old.zip");
+        File.Move(modelPath, aside);
+        Assert.True(Wait.Until(() => server.Logs.Has(Microsoft.Extensions.Logging.LogLevel.Warning, "disappeared"), SwapTimeout), "the rename away was not noticed");
+        Assert.Equal("Degraded", await server.Client.GetStringAsync("/healthz"));
+        Assert.Equal(HttpStatusCode.OK, (await server.Client.PostAsJsonAsync("/predict", new { text = Sentences[0] })).StatusCode);
+        File.Move(aside, modelPath);
+        Assert.True(Wait.Until(() => server.Pool.GetLastLoadError() is null, SwapTimeout), "the file's return was not noticed");
+        Assert.Equal("Healthy", await server.Client.GetStringAsync("/healthz"));
+        Assert.Equal(2, server.Pool.GetModelGeneration());
+
         // Deleted: logged, Degraded, still serving.
         File.Delete(modelPath);
         Assert.True(Wait.Until(() => server.Logs.Has(Microsoft.Extensions.Logging.LogLevel.Warning, "was deleted"), SwapTimeout), "the deletion was not logged");

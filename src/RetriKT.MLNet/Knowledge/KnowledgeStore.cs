@@ -404,9 +404,18 @@ public sealed class KnowledgeStore
     /// <summary>
     /// Writes JSONL atomically: a header line <c>{"retrikt_store":1,"labels":[...]}</c>, then one object per entry
     /// (<c>text</c>, <c>text2</c>, <c>label</c> name, <c>soft_label</c>, <c>fidelity</c>, <c>source</c>). Embeddings are
-    /// not exported (they belong to one encoder).
+    /// not exported (they belong to one encoder), so a store without texts is refused: its file would hold no entry's
+    /// content, and <see cref="ImportJsonl"/> could not read it back.
     /// </summary>
-    public void ExportJsonl(string path) => WriteAtomically(path, stream =>
+    public void ExportJsonl(string path)
+    {
+        if (!HasTexts)
+            throw new InvalidOperationException($"ExportJsonl '{path}': this store has no texts (saved without them), and JSONL holds no embeddings, " +
+                                                "so no entry would keep its content; save it with Save (binary) instead.");
+        WriteJsonl(path);
+    }
+
+    private void WriteJsonl(string path) => WriteAtomically(path, stream =>
     {
         using (var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true))
         {

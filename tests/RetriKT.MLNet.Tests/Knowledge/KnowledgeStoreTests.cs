@@ -43,6 +43,9 @@ public class KnowledgeStoreTests
         Assert.True(new FileInfo(path).Length < new FileInfo(Path.Combine(dir, "store.bin")).Length + 1);
 
         var jsonl = Path.Combine(dir, "store.jsonl");
+        // Without texts (and JSONL holds no embeddings) no entry would keep its content, and the import refused the file.
+        Assert.StartsWith($"ExportJsonl '{jsonl}': this store has no texts", Assert.Throws<InvalidOperationException>(() => noTexts.ExportJsonl(jsonl)).Message);
+        Assert.False(File.Exists(jsonl));
         store.ExportJsonl(jsonl);
         var imported = KnowledgeStore.ImportJsonl(jsonl);
         Assert.Equal(store.Entries.Select(e => (e.Text, e.Label)), imported.Entries.Select(e => (e.Text, e.Label)));
