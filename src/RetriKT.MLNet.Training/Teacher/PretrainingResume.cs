@@ -23,29 +23,50 @@ internal sealed record PretrainingRunIdentity(Dictionary<string, string> Setting
 /// optimizer state it names: a kill between two renames leaves files of two steps, which are refused on resume (one
 /// line naming the folder), never loaded as a mix.
 /// </summary>
-internal sealed class PretrainingResume(string directory, string fingerprint, PretrainingRunIdentity? identity = null)
+internal sealed class PretrainingResume(string directory, string fingerprint, PretrainingRunIdentity identity)
 {
-    /// <summary>The groups <see cref="Fingerprint"/> hashes: the settings one by one, the corpus (its hash and size) and the starting weights' content hash.</summary>
-    public static PretrainingRunIdentity Identify(TeacherPretrainerOptions o, int seed, int[] tokens, float[]? weights, TeacherModel model)
+    /// <summary>
+    /// The checkpoints of the run these arguments describe in <paramref name="directory"/>: its fingerprint (what a
+    /// checkpoint must match to resume) and the groups that fingerprint covers (named when they differ), both from one
+    /// list of the settings.
+    /// </summary>
+    // seed: the one the run draws its windows and dropout masks from (Options.Seed, else the MLContext's).
+    public static PretrainingResume For(string directory, TeacherPretrainerOptions o, int seed, int[] tokens, float[]? weights, TeacherModel model)
     {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens.AsSpan()));
-        if (weights is not null) hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(weights.AsSpan()));
         string I(FormattableString f) => FormattableString.Invariant(f);
-        var settings = new Dictionary<string, string>
-        {
-            ["Steps"] = I($"{o.Steps}"), ["BatchSize"] = I($"{o.BatchSize}"), ["SequenceLength"] = I($"{o.SequenceLength}"),
-            ["LearningRate"] = I($"{o.LearningRate:R}"), ["MinLearningRateFraction"] = I($"{o.MinLearningRateFraction:R}"), ["WarmupSteps"] = I($"{o.WarmupSteps}"),
-            ["WeightDecay"] = I($"{o.WeightDecay:R}"), ["Beta1"] = I($"{o.Beta1:R}"), ["Beta2"] = I($"{o.Beta2:R}"), ["GradientClipNorm"] = I($"{o.GradientClipNorm:R}"),
-            ["Dropout"] = I($"{o.Dropout:R}"), ["seed"] = I($"{seed}"),
-        };
-        return new PretrainingRunIdentity(settings, I($"{tokens.Length} tokens{(weights is null ? "" : ", weighted")}, sha256 {Convert.ToHexStringLower(hash.GetHashAndReset())[..12]}"), model.ContentHash);
+        // In the fingerprint's order. The effective seed, not Options.Seed: without it a run under another MLContext seed
+        // would continue with other windows.
+        (string Name, string Value)[] settings =
+        [
+            ("Steps", I($"{o.Steps}")), ("BatchSize", I($"{o.BatchSize}")), ("SequenceLength", I($"{o.SequenceLength}")),
+            ("LearningRate", I($"{o.LearningRate:R}")), ("MinLearningRateFraction", I($"{o.MinLearningRateFraction:R}")), ("WarmupSteps", I($"{o.WarmupSteps}")),
+            ("WeightDecay", I($"{o.WeightDecay:R}")), ("Beta1", I($"{o.Beta1:R}")), ("Beta2", I($"{o.Beta2:R}")), ("GradientClipNorm", I($"{o.GradientClipNorm:R}")),
+            ("seed", I($"{seed}")),
+        ];
+        string dropout = I($"{o.Dropout:R}");
+        var tokenBytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens.AsSpan());
+        var weightBytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes((weights ?? []).AsSpan());
+
+        // The fingerprint's format is fixed, so that earlier checkpoints resume: the settings, the starting weights, and
+        // Dropout only when it is on (the field came later), then the token stream and its weights.
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(Encoding.UTF8.GetBytes("v1|" + string.Concat(settings.Select(s => s.Value + "|")) + model.ContentHash + "|"
+                                               + (o.Dropout > 0 ? $"dropout={dropout}|" : "")));
+        hash.AppendData(tokenBytes);
+        hash.AppendData(weightBytes);
+        string fingerprint = Convert.ToHexStringLower(hash.GetHashAndReset());
+
+        hash.AppendData(tokenBytes);
+        hash.AppendData(weightBytes);
+        string corpus = $"{tokens.Length} tokens{(weights is null ? "" : ", weighted")}, sha256 {Convert.ToHexStringLower(hash.GetHashAndReset())[..12]}";
+        var named = settings.Append((Name: "Dropout", Value: dropout)).ToDictionary(s => s.Name, s => s.Value);
+        return new PretrainingResume(directory, fingerprint, new PretrainingRunIdentity(named, corpus, model.ContentHash));
     }
 
     /// <summary>The groups of <paramref name="identity"/> that differ from <paramref name="saved"/>'s, each with both values; null when the file has none.</summary>
-    private static string? Differences(Saved saved, PretrainingRunIdentity? identity)
+    private static string? Differences(Saved saved, PretrainingRunIdentity identity)
     {
-        if (identity is null || saved.Settings is null || saved.Corpus is null || saved.StartingWeights is null) return null;
+        if (saved.Settings is null || saved.Corpus is null || saved.StartingWeights is null) return null;
         var parts = new List<string>();
         foreach (var (name, value) in identity.Settings)
             if (!saved.Settings.TryGetValue(name, out var was) || was != value) parts.Add($"{name} {was ?? "(none)"} in the checkpoint, {value} in this run");
@@ -56,21 +77,6 @@ internal sealed class PretrainingResume(string directory, string fingerprint, Pr
     }
 
     private const string ProgressFile = "pretrain-progress.json", OptimizerFile = "pretrain-optimizer.bin";
-
-    /// <summary>Hash of everything that shapes the run: options (not where checkpoints go), the token stream and the starting weights.</summary>
-    // seed: the one the run draws its windows and dropout masks from (Options.Seed, else the MLContext's).
-    public static string Fingerprint(TeacherPretrainerOptions o, int seed, int[] tokens, float[]? weights, TeacherModel model)
-    {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        // The effective seed, not Options.Seed: without it a run under another MLContext seed would continue with other windows.
-        string options = FormattableString.Invariant(
-            $"v1|{o.Steps}|{o.BatchSize}|{o.SequenceLength}|{o.LearningRate:R}|{o.MinLearningRateFraction:R}|{o.WarmupSteps}|{o.WeightDecay:R}|{o.Beta1:R}|{o.Beta2:R}|{o.GradientClipNorm:R}|{seed}|{model.ContentHash}|")
-            + (o.Dropout > 0 ? FormattableString.Invariant($"dropout={o.Dropout:R}|") : ""); // no field at 0: earlier checkpoints still resume
-        hash.AppendData(Encoding.UTF8.GetBytes(options));
-        hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(tokens.AsSpan()));
-        if (weights is not null) hash.AppendData(System.Runtime.InteropServices.MemoryMarshal.AsBytes(weights.AsSpan()));
-        return Convert.ToHexStringLower(hash.GetHashAndReset());
-    }
 
     /// <summary>Loads the last checkpoint into <paramref name="model"/> and <paramref name="optimizer"/>; null when there is none.</summary>
     /// <exception cref="InvalidOperationException">The checkpoint belongs to a different run.</exception>
@@ -128,7 +134,7 @@ internal sealed class PretrainingResume(string directory, string fingerprint, Pr
         var progressPath = Path.Combine(directory, ProgressFile);
         AtomicFile.WriteAllText(progressPath, JsonSerializer.Serialize(
             new Saved(fingerprint, state.Step, state.SmoothedLoss, state.TailLossSum, DateTime.UtcNow, model.ContentHash, optimizerHash,
-                identity?.Settings, identity?.Corpus, identity?.StartingWeights)));
+                identity.Settings, identity.Corpus, identity.StartingWeights)));
     }
 
     private static string FileHash(string path)

@@ -183,9 +183,7 @@ public sealed class TeacherPretrainer
         double smoothed = double.NaN, tailSum = 0;
         int tailFrom = o.Steps - Math.Max(1, o.Steps / 10) + 1;
         int firstStep = 1;
-        var resume = o.CheckpointDirectory is { } checkpointDir
-            ? new PretrainingResume(checkpointDir, PretrainingResume.Fingerprint(o, host.Seed, tokens, weights, model), PretrainingResume.Identify(o, host.Seed, tokens, weights, model))
-            : null;
+        var resume = o.CheckpointDirectory is { } checkpointDir ? PretrainingResume.For(checkpointDir, o, host.Seed, tokens, weights, model) : null;
         if (resume is not null && o.Resume && resume.TryLoad(model, optimizer, host) is { } state)
         {
             (firstStep, smoothed, tailSum) = (state.Step + 1, state.SmoothedLoss, state.TailLossSum);
