@@ -97,8 +97,10 @@ internal static class BertPreTokenizer
         var decomposed = text.Normalize(NormalizationForm.FormD);
         var sb = new StringBuilder(decomposed.Length);
         // By code point: a mark outside the BMP (U+E0100, U+1D167) is two UTF-16 units, each of category Surrogate.
+        // Kept runes are copied through a stack buffer: this runs for every word of every text.
+        Span<char> units = stackalloc char[2];
         foreach (var rune in decomposed.EnumerateRunes())
-            if (Rune.GetUnicodeCategory(rune) != UnicodeCategory.NonSpacingMark) sb.Append(rune.ToString());
+            if (Rune.GetUnicodeCategory(rune) != UnicodeCategory.NonSpacingMark) sb.Append(units[..rune.EncodeToUtf16(units)]);
         return sb.ToString();
     }
 }
