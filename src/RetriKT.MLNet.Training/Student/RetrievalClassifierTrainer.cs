@@ -642,20 +642,11 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     private (List<Row> Rows, string[] LabelNames, bool Keyed) ReadRows(IDataView data, ComponentHost host, string what, string? weightColumnName = null,
         string? mixWeightColumnName = null)
     {
-        LabelColumn label;
-        DataViewSchema.Column text;
-        DataViewSchema.Column? text2;
-        try
-        {
-            label = LabelColumn.Require(data.Schema, _options.LabelColumnName);
-            text = TextColumns.Require(data.Schema, _options.TextColumnName);
-            text2 = _options.SecondTextColumnName is null ? null : TextColumns.Require(data.Schema, _options.SecondTextColumnName);
-        }
-        catch (ArgumentOutOfRangeException e) when (what != "training data")
-        {
-            // A column missing from the validation set named the view's columns but not the view.
-            throw new ArgumentOutOfRangeException(nameof(data), $"{char.ToUpperInvariant(what[0])}{what[1..]}: {e.Message.Split(" (Parameter", 2)[0]}");
-        }
+        // A column missing from another view than the training data names that view (its columns alone did not say which).
+        string? view = what == "training data" ? null : $"{char.ToUpperInvariant(what[0])}{what[1..]}";
+        var label = LabelColumn.Require(data.Schema, _options.LabelColumnName, view);
+        var text = TextColumns.Require(data.Schema, _options.TextColumnName, view);
+        var text2 = _options.SecondTextColumnName is null ? (DataViewSchema.Column?)null : TextColumns.Require(data.Schema, _options.SecondTextColumnName, view);
         DataViewSchema.Column? WeightColumn(string? name)
         {
             if (name is null) return null;

@@ -23,20 +23,22 @@ internal sealed class LabelColumn
 
     public bool IsKey => KeyNames is not null;
 
-    public static LabelColumn Require(DataViewSchema schema, string name)
+    /// <summary>The column <paramref name="name"/> of <paramref name="schema"/>, checked; <paramref name="data"/> (say "Validation set") names the view in front of every message, null for the main input.</summary>
+    public static LabelColumn Require(DataViewSchema schema, string name, string? data = null)
     {
+        string In(string message) => data is null ? message : $"{data}: {message}";
         var column = schema.GetColumnOrNull(name)
             ?? throw new ArgumentOutOfRangeException(nameof(schema),
-                $"Label column '{name}' not found. Available columns: {string.Join(", ", schema.Select(c => $"'{c.Name}'"))}.");
+                In($"Label column '{name}' not found. Available columns: {string.Join(", ", schema.Select(c => $"'{c.Name}'"))}."));
         if (column.Type is TextDataViewType) return new LabelColumn(column, null);
         if (column.Type is KeyDataViewType key)
         {
             if (key.Count < 1 || key.Count > 100_000)
-                throw new ArgumentOutOfRangeException(nameof(schema), $"Label column '{name}' is a key with {key.Count} values; expected a known count in [1, 100000].");
+                throw new ArgumentOutOfRangeException(nameof(schema), In($"Label column '{name}' is a key with {key.Count} values; expected a known count in [1, 100000]."));
             return new LabelColumn(column, KeyValueNames(column, (int)key.Count));
         }
         throw new ArgumentOutOfRangeException(nameof(schema),
-            $"Label column '{name}' must be a key type (use mlContext.Transforms.Conversion.MapValueToKey(\"{name}\")) or String, found {column.Type}.");
+            In($"Label column '{name}' must be a key type (use mlContext.Transforms.Conversion.MapValueToKey(\"{name}\")) or String, found {column.Type}."));
     }
 
     public static void Require(SchemaShape schema, string name)

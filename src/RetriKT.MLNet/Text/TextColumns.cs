@@ -6,13 +6,15 @@ namespace RetriKT.MLNet.Text;
 /// <summary>Validation and reading of text columns, with errors that name the column, expected and found type.</summary>
 internal static class TextColumns
 {
-    public static DataViewSchema.Column Require(DataViewSchema schema, string name)
+    /// <summary>The column <paramref name="name"/> of <paramref name="schema"/>, checked; <paramref name="data"/> (say "Validation set") names the view in front of every message, null for the main input.</summary>
+    public static DataViewSchema.Column Require(DataViewSchema schema, string name, string? data = null)
     {
+        string In(string message) => data is null ? message : $"{data}: {message}";
         var column = schema.GetColumnOrNull(name)
             ?? throw new ArgumentOutOfRangeException(nameof(schema),
-                $"Input column '{name}' not found. Available columns: {string.Join(", ", schema.Select(c => $"'{c.Name}'"))}.");
+                In($"Input column '{name}' not found. Available columns: {string.Join(", ", schema.Select(c => $"'{c.Name}'"))}."));
         if (column.Type is not TextDataViewType)
-            throw new ArgumentOutOfRangeException(nameof(schema), $"Input column '{name}' must be String (text), found {column.Type}.");
+            throw new ArgumentOutOfRangeException(nameof(schema), In($"Input column '{name}' must be String (text), found {column.Type}."));
         return column;
     }
 
