@@ -105,7 +105,7 @@ internal sealed class BackboneHeadModel : nn.Module
         foreach (var (name, t) in state_dict())
         {
             if (name == StudentWeights.TemperatureName || name.StartsWith("layer.", StringComparison.Ordinal)) continue;
-            tensors.Add(ToNamed(name, t));
+            tensors.Add(StudentModel.ToNamed(name, t));
         }
         return new StudentWeights(tensors);
     }
@@ -118,17 +118,9 @@ internal sealed class BackboneHeadModel : nn.Module
         var tensors = new Dictionary<string, (long[] Shape, float[] Data)>(backbone.Tensors, StringComparer.Ordinal);
         foreach (var (name, t) in LayerNamedParameters())
         {
-            var named = ToNamed(name, t);
+            var named = StudentModel.ToNamed(name, t);
             tensors[BackboneName(name, backbone.Config.NumLayers)] = (named.Shape, named.Values);
         }
         return BertWeights.FromTensors(backbone.Config, tensors, backbone.Source);
-    }
-
-    private static NamedTensor ToNamed(string name, Tensor t)
-    {
-        // A scope, not a using on the last tensor: detach() and to() make handles of their own.
-        using var scope = torch.NewDisposeScope();
-        var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
-        return new NamedTensor(name, cpu.shape.ToArray(), cpu.data<float>().ToArray());
     }
 }

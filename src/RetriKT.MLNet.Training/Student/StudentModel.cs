@@ -205,12 +205,18 @@ internal sealed class StudentModel : nn.Module
         foreach (var (name, t) in state_dict())
         {
             if (name == StudentWeights.TemperatureName) continue;
-            // A scope, not a using on the last tensor: detach() and to() make handles of their own.
-            using var scope = torch.NewDisposeScope();
-            var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
-            tensors.Add(new NamedTensor(name, cpu.shape.ToArray(), cpu.data<float>().ToArray()));
+            tensors.Add(ToNamed(name, t));
         }
         return new StudentWeights(tensors);
+    }
+
+    /// <summary><paramref name="t"/>'s values as Float32 on the CPU, named (a student's weights, this one's or a backbone head's).</summary>
+    internal static NamedTensor ToNamed(string name, Tensor t)
+    {
+        // A scope, not a using on the last tensor: detach() and to() make handles of their own.
+        using var scope = torch.NewDisposeScope();
+        var cpu = t.detach().to(ScalarType.Float32, torch.CPU).contiguous();
+        return new NamedTensor(name, cpu.shape.ToArray(), cpu.data<float>().ToArray());
     }
 
     /// <summary>
