@@ -412,31 +412,29 @@ public sealed class KnowledgeStore
         if (!HasTexts)
             throw new InvalidOperationException($"ExportJsonl '{path}': this store has no texts (saved without them), and JSONL holds no embeddings, " +
                                                 "so no entry would keep its content; save it with Save (binary) instead.");
-        WriteJsonl(path);
-    }
-
-    private void WriteJsonl(string path) => WriteAtomically(path, stream =>
-    {
-        using (var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true))
+        WriteAtomically(path, stream =>
         {
-            writer.WriteLine(new JsonObject { ["retrikt_store"] = 1, ["labels"] = new JsonArray(LabelNames.Select(n => (JsonNode)n!).ToArray()) }.ToJsonString());
-            for (int i = 0; i < _entries.Length; i++)
+            using (var writer = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true))
             {
-                var e = _entries[i];
-                var o = new JsonObject
+                writer.WriteLine(new JsonObject { ["retrikt_store"] = 1, ["labels"] = new JsonArray(LabelNames.Select(n => (JsonNode)n!).ToArray()) }.ToJsonString());
+                for (int i = 0; i < _entries.Length; i++)
                 {
-                    ["text"] = e.Text,
-                    ["text2"] = e.Text2,
-                    ["label"] = LabelNames[e.Label],
-                    // The store's own copy, as the binary format and retrieval read it.
-                    ["soft_label"] = new JsonArray(SoftLabel(i).ToArray().Select(p => (JsonNode)p!).ToArray()),
-                    ["fidelity"] = e.Fidelity,
-                    ["source"] = e.Source.ToString(),
-                };
-                writer.WriteLine(o.ToJsonString());
+                    var e = _entries[i];
+                    var o = new JsonObject
+                    {
+                        ["text"] = e.Text,
+                        ["text2"] = e.Text2,
+                        ["label"] = LabelNames[e.Label],
+                        // The store's own copy, as the binary format and retrieval read it.
+                        ["soft_label"] = new JsonArray(SoftLabel(i).ToArray().Select(p => (JsonNode)p!).ToArray()),
+                        ["fidelity"] = e.Fidelity,
+                        ["source"] = e.Source.ToString(),
+                    };
+                    writer.WriteLine(o.ToJsonString());
+                }
             }
-        }
-    });
+        });
+    }
 
     /// <summary>
     /// Reads JSONL written by <see cref="ExportJsonl"/> (or by hand: <c>text</c> and <c>label</c> required; a missing

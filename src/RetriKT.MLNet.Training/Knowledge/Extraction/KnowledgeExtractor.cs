@@ -474,7 +474,7 @@ internal sealed class ExtractionCheckpoint
             lineNumber++;
             JsonNode? node;
             try { node = JsonNode.Parse(line); }
-            catch (JsonException) { break; } // a torn last line from an interrupted write
+            catch (JsonException) { break; } // a line damaged inside the file (a torn last one is cut above): what follows is generated again
             if (node is null) continue;
             try { ReadRecord(node); }
             catch (Exception e) when (e is InvalidOperationException or FormatException)
