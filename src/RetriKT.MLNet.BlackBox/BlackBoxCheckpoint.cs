@@ -144,7 +144,7 @@ internal sealed class BlackBoxCheckpoint : IDisposable
                 if (node[Magic] is null) throw new InvalidDataException($"{path} line 1: not a black-box extraction checkpoint (no '{Magic}' header).");
                 var found = node["fingerprint"]?.GetValue<string>();
                 if (found != fingerprint.Hash)
-                    throw new InvalidOperationException($"{path} line 1: the checkpoint was written by a run with other settings ({Differences(node["settings"] as JsonObject, fingerprint) ?? $"fingerprint {found}, this run {fingerprint.Hash}"}); " +
+                    throw new InvalidOperationException($"{path} line 1: the checkpoint was written by a run with other settings ({(node["settings"] is JsonObject settings ? SettingDifferences.Describe(settings, fingerprint.Settings) : null) ?? $"fingerprint {found}, this run {fingerprint.Hash}"}); " +
                         "use the same settings to resume, or another CheckpointPath.");
                 continue;
             }
@@ -170,21 +170,6 @@ internal sealed class BlackBoxCheckpoint : IDisposable
             }
         }
         return lineNumber <= 1 && records.Count == 0 && new FileInfo(path).Length == 0 ? null : records;
-    }
-
-    /// <summary>
-    /// The groups of settings that differ ("sampling: checkpoint [..], this run [..]"), or null when the header holds no
-    /// settings (written before they were kept) or none differs by group.
-    /// </summary>
-    private static string? Differences(JsonObject? stored, RunFingerprint fingerprint)
-    {
-        if (stored is null) return null;
-        var differences = fingerprint.Settings.Select(kv => kv.Key).Union(stored.Select(kv => kv.Key))
-            .Where(key => !JsonNode.DeepEquals(stored[key], fingerprint.Settings[key]))
-            .Select(key => $"{key}: checkpoint {Shown(stored[key])}, this run {Shown(fingerprint.Settings[key])}")
-            .ToList();
-        return differences.Count == 0 ? null : string.Join("; ", differences);
-        static string Shown(JsonNode? v) => v is null ? "absent" : v.ToJsonString() is var s && s.Length > 80 ? s[..77] + "..." : v.ToJsonString();
     }
 
     /// <summary>Whether the file's bytes begin as a header does (or are a prefix of how one begins).</summary>

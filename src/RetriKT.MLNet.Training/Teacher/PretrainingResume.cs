@@ -63,17 +63,18 @@ internal sealed class PretrainingResume(string directory, string fingerprint, Pr
         return new PretrainingResume(directory, fingerprint, new PretrainingRunIdentity(named, corpus, model.ContentHash));
     }
 
-    /// <summary>The groups of <paramref name="identity"/> that differ from <paramref name="saved"/>'s, each with both values; null when the file has none.</summary>
+    /// <summary>
+    /// The settings, corpus and starting weights that differ between <paramref name="saved"/> and <paramref name="identity"/>,
+    /// each with both values; null when the progress file holds none (written before they were kept).
+    /// </summary>
     private static string? Differences(Saved saved, PretrainingRunIdentity identity)
     {
         if (saved.Settings is null || saved.Corpus is null || saved.StartingWeights is null) return null;
-        var parts = new List<string>();
-        foreach (var (name, value) in identity.Settings)
-            if (!saved.Settings.TryGetValue(name, out var was) || was != value) parts.Add($"{name} {was ?? "(none)"} in the checkpoint, {value} in this run");
-        if (saved.Corpus != identity.Corpus) parts.Add($"corpus {saved.Corpus} in the checkpoint, {identity.Corpus} in this run");
-        if (saved.StartingWeights != identity.StartingWeights)
-            parts.Add($"starting weights {saved.StartingWeights[..12]}… in the checkpoint, {identity.StartingWeights[..12]}… in this run");
-        return parts.Count == 0 ? null : string.Join("; ", parts);
+        var settings = identity.Settings.Keys.Union(saved.Settings.Keys)
+            .Select(name => (name, saved.Settings.GetValueOrDefault(name), identity.Settings.GetValueOrDefault(name)));
+        return SettingDifferences.Describe(settings
+            .Append(("corpus", saved.Corpus, identity.Corpus))
+            .Append(("starting weights", saved.StartingWeights, identity.StartingWeights)));
     }
 
     private const string ProgressFile = "pretrain-progress.json", OptimizerFile = "pretrain-optimizer.bin";

@@ -159,11 +159,11 @@ public sealed class PretrainingResumeTests : IDisposable
             longer.LearningRate = 1e-3;
             var e = Assert.Throws<InvalidOperationException>(() => new TeacherPretrainer(new MLContext(seed: 1), longer).Train(second, tokens));
             Assert.Equal($"{Path.Combine(dir, "pretrain-progress.json")}: the checkpoint in {dir} was written by a different pretraining run " +
-                         "(Steps 12 in the checkpoint, 20 in this run; LearningRate 0.003 in the checkpoint, 0.001 in this run). Delete the folder or set Resume = false to start over.", e.Message);
+                         "(Steps: checkpoint 12, this run 20; LearningRate: checkpoint 0.003, this run 0.001). Delete the folder or set Resume = false to start over.", e.Message);
             var fewer = tokens.Take(tokens.Length - 10).ToArray();
             var c = Assert.Throws<InvalidOperationException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(second, fewer));
-            Assert.Contains($"corpus {tokens.Length} tokens, sha256 ", c.Message);
-            Assert.Contains($"in the checkpoint, {fewer.Length} tokens, sha256 ", c.Message);
+            Assert.Contains($"corpus: checkpoint {tokens.Length} tokens, sha256 ", c.Message);
+            Assert.Contains($", this run {fewer.Length} tokens, sha256 ", c.Message);
         }
     }
 

@@ -543,12 +543,7 @@ internal sealed class ExtractionCheckpoint
         try { stored = JsonNode.Parse(firstLine ?? "")?["fingerprint"] as JsonObject; }
         catch (JsonException) { }
         if (stored is null) return "line 1 holds no fingerprint: written by an older version or another tool";
-        var differences = _fingerprint
-            .Where(kv => !JsonNode.DeepEquals(kv.Value, stored[kv.Key]))
-            .Select(kv => $"{kv.Key}: checkpoint {Short(stored[kv.Key])}, this run {Short(kv.Value)}")
-            .ToList();
-        return differences.Count == 0 ? null : string.Join("; ", differences);
-        static string Short(JsonNode? v) => v is null ? "absent" : v.ToJsonString() is var s && s.Length > 40 ? s[..15] + "…\"" : v.ToJsonString();
+        return SettingDifferences.Describe(stored, _fingerprint);
     }
 
     public List<ScoredSample>? TryGet(int label, int batch) => _done.GetValueOrDefault((label, batch));
