@@ -130,6 +130,77 @@ public class ExtractionCheckpointTests
     }
 
     /// <summary>
+    /// A run killed after writing some of a batch's lines whole, before its "done" line, left those lines in the file. The
+    /// resumed run generated the batch again and appended all of it, so the next resume read the batch with the first
+    /// run's lines in it too (its samples twice). The unfinished batch's lines are now cut when a run resumes.
+    /// </summary>
+    [SharedDataFact]
+    public void ABatchLeftUnfinishedByAKillIsCutSoTheNextResumeReadsItOnce()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = Prompts(mlContext, seed: 1);
+        using var folder = new TempDir("retrikt-unfinished-");
+        var checkpoint = folder.File("extraction.jsonl");
+        var whole = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        var lines = File.ReadAllLines(checkpoint);
+        int batches = lines.Count(l => l.Contains("\"done\"", StringComparison.Ordinal));
+
+        // Killed while writing the last batch: its first sample line is whole, the rest and its "done" line never came.
+        int lastDone = Array.FindLastIndex(lines, l => l.Contains("\"done\"", StringComparison.Ordinal));
+        int previousDone = Array.FindLastIndex(lines, lastDone - 1, l => l.Contains("\"done\"", StringComparison.Ordinal));
+        int firstOfLast = Array.FindIndex(lines, previousDone + 1, l => l.Contains("\"text\"", StringComparison.Ordinal));
+        Assert.True(lastDone - firstOfLast > 1, "the last batch has more than one sample line");
+        File.WriteAllLines(checkpoint, lines.Take(firstOfLast + 1));
+
+        var resumed = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.Equal(batches - 1, resumed.Report!.ResumedBatches);
+        Assert.Equal(whole.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
+
+        // The next resume reads every batch once, as the uninterrupted run made it.
+        var again = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.Equal(batches, again.Report!.ResumedBatches);
+        Assert.Equal(whole.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
+        Assert.Equal(whole.Report!.Kept, again.Report.Kept);
+        Assert.Equal(whole.Report.Generated, again.Report.Generated);
+        Assert.Equal(lines.Count(l => l.Contains("\"text\"", StringComparison.Ordinal)),
+                     File.ReadLines(checkpoint).Count(l => l.Contains("\"text\"", StringComparison.Ordinal)));
+    }
+
+    /// <summary>
+    /// A line that is not JSON inside the file (a kill under a version that did not cut torn lines glued the resumed
+    /// run's first line to the torn one) made every resume stop reading there, so everything after it was generated again
+    /// each time, without a word. The file is now cut before it, with a warning naming the line, and the run's own
+    /// batches are read by the next resume.
+    /// </summary>
+    [SharedDataFact]
+    public void ALineDamagedInsideTheFileIsNamedAndCutSoTheNextResumeKeepsWhatFollows()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var warnings = new List<string>();
+        mlContext.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.RawMessage); };
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = Prompts(mlContext, seed: 1);
+        using var folder = new TempDir("retrikt-damaged-");
+        var checkpoint = folder.File("extraction.jsonl");
+        var whole = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        var lines = File.ReadAllLines(checkpoint);
+        int batches = lines.Count(l => l.Contains("\"done\"", StringComparison.Ordinal));
+        int firstDone = Array.FindIndex(lines, l => l.Contains("\"done\"", StringComparison.Ordinal));
+        lines[firstDone + 1] = lines[firstDone + 1][..10] + lines[firstDone + 1];
+        File.WriteAllLines(checkpoint, lines);
+
+        var resumed = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.Equal(1, resumed.Report!.ResumedBatches);
+        Assert.Equal(whole.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
+        Assert.Contains(warnings, w => w.Contains($"{checkpoint} line {firstDone + 2}: not JSON", StringComparison.Ordinal));
+
+        var again = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        Assert.Equal(batches, again.Report!.ResumedBatches);
+        Assert.Equal(whole.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
+    }
+
+    /// <summary>
     /// A record that parses but lacks a field (edited by hand, written by something else) failed with a bare
     /// NullReferenceException naming nothing; it now fails in one line naming the file, the line and the field.
     /// </summary>

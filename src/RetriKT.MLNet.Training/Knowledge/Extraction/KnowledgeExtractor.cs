@@ -468,13 +468,14 @@ internal sealed class ExtractionCheckpoint
         }
         CutTornLastLine(_path);
         var pending = new Dictionary<(int, int), List<ScoredSample>>();
-        int lineNumber = 1;
+        int lineNumber = 1, lastWhole = 1; // lastWhole: the last line that ends a batch's record ("done", fluency), or the fingerprint
+        string? damaged = null;
         foreach (var line in File.ReadLines(_path).Skip(1))
         {
             lineNumber++;
             JsonNode? node;
             try { node = JsonNode.Parse(line); }
-            catch (JsonException) { break; } // a line damaged inside the file (a torn last one is cut above): what follows is generated again
+            catch (JsonException e) { damaged = e.Message; break; }
             if (node is null) continue;
             try { ReadRecord(node); }
             catch (Exception e) when (e is InvalidOperationException or FormatException)
@@ -484,6 +485,18 @@ internal sealed class ExtractionCheckpoint
                 throw new InvalidDataException($"{_path} line {lineNumber}: not an extraction checkpoint record ({e.Message}). Delete the file to start afresh.", e);
             }
         }
+        // Cut what this run generates again, so that the next resume reads this run's lines for it, and reads them alone:
+        // - a line that is not JSON inside the file (a torn last one is cut above; a kill under a version that did not cut
+        //   torn lines glued the resumed run's first line to it), and everything after it, which used to be generated again
+        //   on every resume;
+        // - the lines of a batch a run was stopped writing (no "done" line), which the next resume read together with the
+        //   lines this run writes for the same batch, so the batch held those samples twice.
+        if (damaged is not null)
+            host.Warning($"{_path} line {lineNumber}: not JSON ({damaged}); the checkpoint is cut at line {lastWhole} and the batches after it are generated again.");
+        else if (pending.Count > 0)
+            host.Info($"{_path}: lines {lastWhole + 1}-{lineNumber} are an unfinished batch (a run stopped while writing it); they are cut and the batch is generated again.");
+        if (damaged is not null || pending.Count > 0)
+            AtomicFile.WriteAllText(_path, string.Concat(File.ReadLines(_path).Take(lastWhole).Select(l => l + Environment.NewLine)));
 
         JsonNode Field(JsonNode node, string name) => node[name]
             ?? throw new InvalidDataException($"{_path} line {lineNumber}: field '{name}' is missing; not an extraction checkpoint record. Delete the file to start afresh.");
@@ -496,10 +509,12 @@ internal sealed class ExtractionCheckpoint
             {
                 if (node["fluency"]?.GetValue<string>() == FluencyFilter.Version)
                     _fluency[(label, batch)] = nll.Select(v => v is null ? double.PositiveInfinity : v.GetValue<double>()).ToArray();
+                lastWhole = lineNumber;
                 return;
             }
             if (node["done"] is not null)
             {
+                lastWhole = lineNumber;
                 _done[(label, batch)] = pending.GetValueOrDefault((label, batch)) ?? [];
                 pending.Remove((label, batch));
                 return;
