@@ -44,7 +44,7 @@ internal sealed class BlackBoxCheckpoint : IDisposable
         if (path is null) return;
         Path = System.IO.Path.GetFullPath(path);
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(Path)!);
-        _lock = Lock(Path);
+        _lock = CheckpointLock.Take(Path);
         try
         {
             _writer = Open(fingerprint, labels, out var resumed);
@@ -72,22 +72,6 @@ internal sealed class BlackBoxCheckpoint : IDisposable
             AtomicFile.WriteAllText(Path!, header.ToJsonString() + "\n");
         }
         return new StreamWriter(new FileStream(Path!, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
-    }
-
-    /// <summary>
-    /// Takes <c>{path}.lock</c> exclusively (FileShare.None: a lock the OS enforces on Windows and .NET takes with flock
-    /// on Unix), so readers of the checkpoint itself stay free to read it during the run.
-    /// </summary>
-    private static FileStream Lock(string path)
-    {
-        var lockPath = path + ".lock";
-        try { return new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.DeleteOnClose); }
-        // The sharing violation's HResult is the OS's own (32 on Windows, the errno EWOULDBLOCK on Unix): a lock file that
-        // exists and cannot be opened with FileShare.None is one another run holds.
-        catch (IOException e) when (e is not (FileNotFoundException or DirectoryNotFoundException) && File.Exists(lockPath))
-        {
-            throw new InvalidOperationException($"{path}: another extraction run is using this checkpoint (it holds {lockPath}); wait for it to end, or give this run another CheckpointPath.", e);
-        }
     }
 
     /// <summary>Full path, or null without a checkpoint.</summary>

@@ -201,6 +201,38 @@ public class ExtractionCheckpointTests
     }
 
     /// <summary>
+    /// A second run on the checkpoint of a run still going (a retried job while the first still runs) appended its batches
+    /// beside the first run's, interleaving their lines. It is now refused in one line while the first run holds the
+    /// checkpoint's lock, as a black-box run is; the first run goes on undisturbed and releases the lock when it ends.
+    /// </summary>
+    [SharedDataFact]
+    public async Task ASecondRunOnTheCheckpointOfARunStillGoingIsRefused()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = Prompts(mlContext, seed: 1);
+        using var folder = new TempDir("retrikt-locked-");
+        var checkpoint = folder.File("extraction.jsonl");
+        var longer = Options(prompts, checkpoint, seed: 9);
+        longer.SamplesPerLabel = 90;
+        var first = Task.Run(() => new MLContext(seed: 2).RetriKT().KnowledgeExtractor(longer).Fit(SoftPromptPpoTrainerTests.StoryData(new MLContext(seed: 2))));
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!File.Exists(checkpoint + ".lock") && !first.IsCompleted && DateTime.UtcNow < deadline) await Task.Delay(10);
+        Assert.True(File.Exists(checkpoint + ".lock"), "the first run holds the checkpoint's lock");
+
+        var second = Assert.Throws<InvalidOperationException>(() => mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data));
+        Assert.Equal($"{checkpoint}: another extraction run is using this checkpoint (it holds {checkpoint}.lock); wait for it to end, or give this run another CheckpointPath.", second.Message);
+        Assert.False(first.IsCompleted, "the second run was refused while the first still ran");
+
+        var finished = await first;
+        Assert.False(File.Exists(checkpoint + ".lock"));
+        var again = mlContext.RetriKT().KnowledgeExtractor(longer).Fit(data);
+        Assert.Equal(File.ReadLines(checkpoint).Count(l => l.Contains("\"done\"", StringComparison.Ordinal)), again.Report!.ResumedBatches);
+        Assert.Equal(TimeSpan.Zero, again.Report.Times!.Generation);
+        Assert.Equal(finished.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
+    }
+
+    /// <summary>
     /// A record that parses but lacks a field (edited by hand, written by something else) failed with a bare
     /// NullReferenceException naming nothing; it now fails in one line naming the file, the line and the field.
     /// </summary>

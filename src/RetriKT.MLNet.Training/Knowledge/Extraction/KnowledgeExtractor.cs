@@ -83,7 +83,8 @@ public sealed class KnowledgeExtractorOptions
     /// A JSONL checkpoint of generated batches: an interrupted extraction resumes from it and keeps what it generated.
     /// Its first line is a fingerprint of everything that shapes the batches (teacher, soft prompts, template, labels,
     /// contexts, batch size, calibration, seed); a checkpoint of another run stops the extraction with an error naming
-    /// what differs, unless <see cref="StartFreshOnCheckpointMismatch"/> is set. Null: none.
+    /// what differs, unless <see cref="StartFreshOnCheckpointMismatch"/> is set. A run holds <c>{CheckpointPath}.lock</c>
+    /// until it ends: a second run on the same path is refused while the first runs. Null: none.
     /// </summary>
     public string? CheckpointPath;
     /// <summary>
@@ -330,7 +331,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         var firstParts = fewShot.Select(e => e.Text).ToList();
         prompts.CheckContextsFit([.. firstParts, .. o.ContextTexts ?? []], i => i < firstParts.Count ? $"Row {i}" : $"ContextTexts[{i - firstParts.Count}]");
         var contexts = firstParts.Concat(o.ContextTexts ?? []).Distinct().ToList();
-        var checkpoint = new ExtractionCheckpoint(o.CheckpointPath, labels.Count, Fingerprint(prompts, contexts, host.Seed), o.StartFreshOnCheckpointMismatch, host);
+        using var checkpoint = new ExtractionCheckpoint(o.CheckpointPath, labels.Count, Fingerprint(prompts, contexts, host.Seed), o.StartFreshOnCheckpointMismatch, host);
         int resumed = 0;
 
         var fluency = o.FluencyFilter ? new FluencyFilter(prompts.Teacher, template, fewShot.Select(e => (e.Text, e.Text2)), o.FluencyMargin) : null;
@@ -445,32 +446,49 @@ internal sealed record ScoredSample(GeneratedSample Sample, float[] Probabilitie
 /// regenerates that batch (with the same seed, the same samples). Completed extractions delete nothing: the file
 /// documents what was generated.
 /// </summary>
-internal sealed class ExtractionCheckpoint
+internal sealed class ExtractionCheckpoint : IDisposable
 {
     private readonly string? _path;
     private readonly JsonObject _fingerprint;
     private readonly Dictionary<(int Label, int Batch), List<ScoredSample>> _done = new();
     private readonly Dictionary<(int Label, int Batch), double[]> _fluency = new();
+    private readonly FileStream? _lock;
 
+    /// <summary>Takes the checkpoint's lock for this run and reads what earlier runs finished.</summary>
     public ExtractionCheckpoint(string? path, int labels, JsonObject fingerprint, bool startFreshOnMismatch, ComponentHost host)
     {
         _path = path is null ? null : Path.GetFullPath(path);
         _fingerprint = fingerprint;
-        if (_path is null || !File.Exists(_path) || new FileInfo(_path).Length == 0) return;
-        if (Mismatch(File.ReadLines(_path).FirstOrDefault()) is { } mismatch)
+        if (_path is null) return;
+        Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
+        _lock = CheckpointLock.Take(_path);
+        try { Read(_path, labels, startFreshOnMismatch, host); }
+        catch
+        {
+            _lock.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose() => _lock?.Dispose();
+
+    private void Read(string path, int labels, bool startFreshOnMismatch, ComponentHost host)
+    {
+        if (!File.Exists(path) || new FileInfo(path).Length == 0) return;
+        if (Mismatch(File.ReadLines(path).FirstOrDefault()) is { } mismatch)
         {
             if (!startFreshOnMismatch)
-                throw new InvalidDataException($"{_path}: this extraction checkpoint belongs to another run ({mismatch}). Delete it, choose another " +
+                throw new InvalidDataException($"{path}: this extraction checkpoint belongs to another run ({mismatch}). Delete it, choose another " +
                     "checkpoint path, or start fresh (KnowledgeExtractorOptions.StartFreshOnCheckpointMismatch) to move it aside.");
-            File.Move(_path, _path + ".mismatched", overwrite: true);
-            host.Warning($"{_path}: the checkpoint belongs to another run ({mismatch}); moved it to {_path}.mismatched and starting fresh.");
+            File.Move(path, path + ".mismatched", overwrite: true);
+            host.Warning($"{path}: the checkpoint belongs to another run ({mismatch}); moved it to {path}.mismatched and starting fresh.");
             return;
         }
-        CutTornLastLine(_path);
+        CutTornLastLine(path);
         var pending = new Dictionary<(int, int), List<ScoredSample>>();
         int lineNumber = 1, lastWhole = 1; // lastWhole: the last line that ends a batch's record ("done", fluency), or the fingerprint
         string? damaged = null;
-        foreach (var line in File.ReadLines(_path).Skip(1))
+        foreach (var line in File.ReadLines(path).Skip(1))
         {
             lineNumber++;
             JsonNode? node;
@@ -482,7 +500,7 @@ internal sealed class ExtractionCheckpoint
             {
                 // Valid JSON that is not a record of this format (a field of another type, a null in the soft label): edited or
                 // written by something else; one line naming it, not a bare exception from deep inside the resume.
-                throw new InvalidDataException($"{_path} line {lineNumber}: not an extraction checkpoint record ({e.Message}). Delete the file to start afresh.", e);
+                throw new InvalidDataException($"{path} line {lineNumber}: not an extraction checkpoint record ({e.Message}). Delete the file to start afresh.", e);
             }
         }
         // Cut what this run generates again, so that the next resume reads this run's lines for it, and reads them alone:
@@ -492,19 +510,19 @@ internal sealed class ExtractionCheckpoint
         // - the lines of a batch a run was stopped writing (no "done" line), which the next resume read together with the
         //   lines this run writes for the same batch, so the batch held those samples twice.
         if (damaged is not null)
-            host.Warning($"{_path} line {lineNumber}: not JSON ({damaged}); the checkpoint is cut at line {lastWhole} and the batches after it are generated again.");
+            host.Warning($"{path} line {lineNumber}: not JSON ({damaged}); the checkpoint is cut at line {lastWhole} and the batches after it are generated again.");
         else if (pending.Count > 0)
-            host.Info($"{_path}: lines {lastWhole + 1}-{lineNumber} are an unfinished batch (a run stopped while writing it); they are cut and the batch is generated again.");
+            host.Info($"{path}: lines {lastWhole + 1}-{lineNumber} are an unfinished batch (a run stopped while writing it); they are cut and the batch is generated again.");
         if (damaged is not null || pending.Count > 0)
-            AtomicFile.WriteAllText(_path, string.Concat(File.ReadLines(_path).Take(lastWhole).Select(l => l + Environment.NewLine)));
+            AtomicFile.WriteAllText(path, string.Concat(File.ReadLines(path).Take(lastWhole).Select(l => l + Environment.NewLine)));
 
         JsonNode Field(JsonNode node, string name) => node[name]
-            ?? throw new InvalidDataException($"{_path} line {lineNumber}: field '{name}' is missing; not an extraction checkpoint record. Delete the file to start afresh.");
+            ?? throw new InvalidDataException($"{path} line {lineNumber}: field '{name}' is missing; not an extraction checkpoint record. Delete the file to start afresh.");
 
         void ReadRecord(JsonNode node)
         {
             int label = Field(node, "label").GetValue<int>(), batch = Field(node, "batch").GetValue<int>();
-            if (label < 0 || label >= labels) throw new InvalidDataException($"{_path} line {lineNumber}: label index {label} is outside [0, {labels}); the checkpoint belongs to another task.");
+            if (label < 0 || label >= labels) throw new InvalidDataException($"{path} line {lineNumber}: label index {label} is outside [0, {labels}); the checkpoint belongs to another task.");
             if (node["fluency_nll"] is JsonArray nll)
             {
                 if (node["fluency"]?.GetValue<string>() == FluencyFilter.Version)
@@ -521,9 +539,9 @@ internal sealed class ExtractionCheckpoint
             }
             var sample = new GeneratedSample(label, Field(node, "text").GetValue<string>(), node["text2"]?.GetValue<string>(),
                 Field(node, "generated").GetValue<string>(), Field(node, "tokens").GetValue<int>(), Field(node, "finished").GetValue<bool>());
-            var probabilities = Field(node, "soft_label").AsArray().Select(v => (v ?? throw new InvalidDataException($"{_path} line {lineNumber}: field 'soft_label' holds a null; not an extraction checkpoint record. Delete the file to start afresh.")).GetValue<float>()).ToArray();
+            var probabilities = Field(node, "soft_label").AsArray().Select(v => (v ?? throw new InvalidDataException($"{path} line {lineNumber}: field 'soft_label' holds a null; not an extraction checkpoint record. Delete the file to start afresh.")).GetValue<float>()).ToArray();
             if (probabilities.Length != labels)
-                throw new InvalidDataException($"{_path} line {lineNumber}: soft label of {probabilities.Length} values, expected {labels} (one per label); the checkpoint belongs to another task.");
+                throw new InvalidDataException($"{path} line {lineNumber}: soft label of {probabilities.Length} values, expected {labels} (one per label); the checkpoint belongs to another task.");
             if (!pending.TryGetValue((label, batch), out var list)) pending[(label, batch)] = list = [];
             list.Add(new ScoredSample(sample, probabilities));
         }
