@@ -82,7 +82,11 @@ public static class Cli
         string Get(string name, string fallback) => values.Remove(name, out var v) ? v : fallback;
         int GetInt(string name, int fallback) => int.TryParse(Get(name, fallback.ToString(CultureInfo.InvariantCulture)), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= 0
             ? n : throw new ArgumentException($"--{name} must be a non-negative integer.");
-        double GetDouble(string name, double fallback) => double.Parse(Get(name, fallback.ToString("R", CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture);
+        // NumberStyles.Float, not double.Parse's default: that takes ',' as a thousands separator, so "0,1" read as 1.
+        double GetDouble(string name, double fallback) => values.Remove(name, out var v)
+            ? double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var x) && double.IsFinite(x) && x >= 0
+                ? x : throw new ArgumentException($"--{name} must be a non-negative number, found '{v}'.")
+            : fallback;
         List<string> List(string name, IEnumerable<string> fallback) => values.Remove(name, out var v)
             ? v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList() : fallback.ToList();
 

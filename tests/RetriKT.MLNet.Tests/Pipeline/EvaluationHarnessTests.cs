@@ -446,6 +446,21 @@ public sealed class EvaluationHarnessTests : IDisposable
     public void ABadSetOptionIsOneLineAndExitCodeTwo(string set, string expected)
         => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", "--set", set, "--results", Path.Combine(Temp, "results.jsonl")], expected);
 
+    /// <summary>
+    /// A number option (README: <c>--ppo-rate &lt;r&gt;</c>, <c>--teacher-dropout &lt;p&gt;</c>, ...) given a value that is not a
+    /// non-negative number: one line and exit code 2, as the integer options answer. It was an unhandled FormatException,
+    /// and "0,1" was read as 1 (a thousands separator). The missing teacher and the run's own cache keep a run that the
+    /// parser would let through from starting.
+    /// </summary>
+    [Theory]
+    [InlineData("--ppo-rate", "abc")]
+    [InlineData("--teacher-rate-a2", "-0.001")]
+    [InlineData("--teacher-dropout", "0,1")]
+    [InlineData("--teacher-label-first", "NaN")]
+    public void ABadNumberIsOneLineAndExitCodeTwo(string option, string value)
+        => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", option, value, "--teacher", Path.Combine(Temp, "no-teacher.bin"),
+            "--cache", Path.Combine(Temp, "cache"), "--results", Path.Combine(Temp, "results.jsonl")], $"{option} must be a non-negative number, found '{value}'.");
+
     /// <summary>A teacher or results file that is not there: refused before any work, and a report is not rewritten empty.</summary>
     [Fact]
     public void AMissingTeacherOrResultsFileIsOneLineAndExitCodeTwo()
