@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Reflection;
 using System.Text;
 using System.Text.Json;
 using Microsoft.ML;
@@ -352,8 +353,10 @@ public sealed record HarnessSettings
         {
             if (PerRowFields.TryGetValue(name, out var option))
                 throw new ArgumentException($"--set {name}={value}: the harness sets {name} per row; use {option} instead.");
-            var field = typeof(RetriKTPipelineOptions).GetField(name)
-                ?? throw new ArgumentException($"--set: RetriKTPipelineOptions has no field '{name}'. Fields: {string.Join(", ", typeof(RetriKTPipelineOptions).GetFields().Select(f => f.Name))}.");
+            // Instance fields only: the public constants beside them (DefaultStoreCorpusRows, ...) cannot be set.
+            var field = typeof(RetriKTPipelineOptions).GetField(name, BindingFlags.Public | BindingFlags.Instance)
+                ?? throw new ArgumentException($"--set: RetriKTPipelineOptions has no field '{name}'. Fields: " +
+                    $"{string.Join(", ", typeof(RetriKTPipelineOptions).GetFields(BindingFlags.Public | BindingFlags.Instance).Select(f => f.Name))}.");
             var type = Nullable.GetUnderlyingType(field.FieldType) ?? field.FieldType;
             try { field.SetValue(o, type.IsEnum ? ParseEnum(type, value) : Convert.ChangeType(value, type, CultureInfo.InvariantCulture)); }
             catch (Exception e) when (e is FormatException or InvalidCastException or OverflowException)

@@ -443,6 +443,7 @@ public sealed class EvaluationHarnessTests : IDisposable
     [InlineData("SamplesPerLabell=1", "--set: RetriKTPipelineOptions has no field 'SamplesPerLabell'.")]
     [InlineData("StudentHiddenSize=30", "--set: StudentHiddenSize must be a positive multiple of the student's 4 attention heads, found 30.")]
     [InlineData("StudentEmbeddingRank=64", "--set: StudentEmbeddingRank (64) must be at most StudentHiddenSize (48).")]
+    [InlineData("DefaultStoreCorpusRows=5", "--set: RetriKTPipelineOptions has no field 'DefaultStoreCorpusRows'.")] // a constant: it crashed setting it
     public void ABadSetOptionIsOneLineAndExitCodeTwo(string set, string expected)
         => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", "--set", set, "--results", Path.Combine(Temp, "results.jsonl")], expected);
 
