@@ -24,8 +24,10 @@ namespace RetriKT.MLNet.Pipeline;
 /// <example>
 /// <code>
 /// using var teacher = TeacherModel.Load("models/my-llama");
-/// var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, "models/my-llama");
-/// var result = pipeline.Run(task);   // a FewShotTask: few-shot train and dev splits, a test split, labels, template
+/// // EvaluatedRecipe: the measured settings for a real teacher and task (the options' field defaults are sized for the
+/// // Quickstart's embedded task: 64 samples per label, where SST-2's student needed thousands; docs/PIPELINE.md)
+/// var pipeline = new RetriKTPipeline(new MLContext(seed: 1), teacher, "models/my-llama", RetriKTPipelineOptions.EvaluatedRecipe());
+/// RetriKTPipelineResult result = pipeline.Run(task);   // a FewShotTask: few-shot train and dev splits, a test split, labels, template
 /// Console.WriteLine($"{result.Test.Accuracy:P1} with {result.ParameterRatio:P2} of the teacher's parameters");
 /// </code>
 /// </example>
