@@ -26,7 +26,9 @@ public static class TeacherServerApp
         var builder = WebApplication.CreateBuilder(args);
         configureBuilder?.Invoke(builder);
         var options = new TeacherServerOptions();
-        builder.Configuration.Bind(options);
+        // A value that is not of its setting's type ("--BatchWindowMs five") is a bad setting (exit code 2), not a failed start.
+        try { builder.Configuration.Bind(options); }
+        catch (InvalidOperationException e) { throw new ArgumentException(e.Message, e); }
         configure?.Invoke(options);
         if (string.IsNullOrEmpty(options.ModelPath)) throw new ArgumentException("TeacherServer needs --ModelPath <Hugging Face directory | llama2.c .bin>.");
         if (options.BatchWindowMs < 0 || options.MaxBatchRows < 1 || options.MaxTokensLimit < 1 || options.MaxChoices < 1)
