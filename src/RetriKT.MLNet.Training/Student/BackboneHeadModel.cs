@@ -72,12 +72,9 @@ internal sealed class BackboneHeadModel : nn.Module
     }
 
     /// <summary>Retrieval temperature τ = exp(log_temperature), clamped to [0.01, 2] (as the tiny student's).</summary>
-    public Tensor Temperature() => log_temperature.exp().clamp(HeldScalars.MinTemperature, HeldScalars.MaxTemperature);
+    public Tensor Temperature() => StudentModel.Temperature(log_temperature);
 
-    public double TemperatureValue
-    {
-        get { using var _ = torch.no_grad(); using var t = Temperature(); return t.item<float>(); }
-    }
+    public double TemperatureValue => StudentModel.TemperatureValueOf(log_temperature);
 
     /// <summary>[B, D] pooled embedding (not normalised) from [B, D] unit-length backbone embeddings.</summary>
     public Tensor Encode(Tensor features) => proj.forward(_dropout.Apply(features, training));

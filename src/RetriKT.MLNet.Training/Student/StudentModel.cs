@@ -160,11 +160,21 @@ internal sealed class StudentModel : nn.Module
     }
 
     /// <summary>Retrieval temperature τ = exp(log_temperature), clamped to [0.01, 2].</summary>
-    public Tensor Temperature() => log_temperature.exp().clamp(HeldScalars.MinTemperature, HeldScalars.MaxTemperature);
+    public Tensor Temperature() => Temperature(log_temperature);
 
-    public double TemperatureValue
+    public double TemperatureValue => TemperatureValueOf(log_temperature);
+
+    /// <summary>τ = exp(<paramref name="logTemperature"/>) clamped to [0.01, 2]: this student's, and a backbone head's alike.</summary>
+    internal static Tensor Temperature(Tensor logTemperature) => logTemperature.exp().clamp(HeldScalars.MinTemperature, HeldScalars.MaxTemperature);
+
+    /// <summary>τ of <paramref name="logTemperature"/> as a number (each epoch's report reads it).</summary>
+    internal static double TemperatureValueOf(Tensor logTemperature)
     {
-        get { using var _ = torch.no_grad(); using var t = Temperature(); return t.item<float>(); }
+        // A scope, not a using on the last tensor: exp() makes a handle of its own, which was left to the finalizer at
+        // every epoch's report.
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        return Temperature(logTemperature).item<float>();
     }
 
     /// <param name="ids">[B, T] int64 token ids (padding anywhere after [SEP]).</param>
