@@ -37,10 +37,13 @@ internal sealed class BackboneInputs : IDisposable
     /// <summary>[B, D] pooled embeddings (not normalised) of <paramref name="rows"/>, in the model's current mode.</summary>
     public Tensor Encode(BackboneHeadModel model, long[] rows)
     {
+        // A scope for the selected rows as for the token states below: EmbedAll has none of its own, and a using on the
+        // index alone left index_select's copy of the whole store's embeddings to the finalizer at every epoch.
+        using var scope = torch.NewDisposeScope();
         if (_features is not null)
         {
-            using var index = torch.tensor(rows, device: _device);
-            return model.Encode(_features.index_select(0, index));
+            var index = torch.tensor(rows, device: _device);
+            return model.Encode(_features.index_select(0, index)).MoveToOuterDisposeScope();
         }
         int b = rows.Length, t = rows.Max(r => _states![(int)r].Length / _hidden), h = _hidden;
         var states = new float[b * t * h];
@@ -51,7 +54,6 @@ internal sealed class BackboneInputs : IDisposable
             row.CopyTo(states, i * t * h);
             mask.AsSpan(i * t, row.Length / h).Fill(1);
         }
-        using var scope = torch.NewDisposeScope();
         var pooled = model.Encode(torch.tensor(states, [b, t, h], device: _device), torch.tensor(mask, [b, t], device: _device));
         return pooled.MoveToOuterDisposeScope();
     }

@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using RetriKT.MLNet.Encoders;
 using RetriKT.MLNet.Student;
 using TorchSharp;
 
@@ -33,6 +34,18 @@ public class StudentTrainingTensorTests
     public void ATinyStudentLeavesNoMoreTensorsAliveForMoreEpochs()
     {
         var (one, three) = LeftAlive(epochs => new() { HiddenSize = 8, Layers = 1, Heads = 2, MaxLength = 16, Epochs = epochs, Seed = 2 });
+        Assert.True(three == one, $"tensors left alive by a Fit: {one} after 1 epoch, {three} after 3");
+    }
+
+    /// <summary>
+    /// A frozen backbone's student re-embeds its store every epoch from the cached embeddings; the rows it selected
+    /// ([N, D], a copy of the whole store's embeddings) were left to the finalizer at every epoch.
+    /// </summary>
+    [Fact]
+    public void AFrozenBackboneStudentLeavesNoMoreTensorsAliveForMoreEpochs()
+    {
+        var backbone = PretrainedEncoderPackage.MiniLM.Locate();
+        var (one, three) = LeftAlive(epochs => new() { Backbone = backbone, MaxLength = 16, Epochs = epochs, Seed = 2 });
         Assert.True(three == one, $"tensors left alive by a Fit: {one} after 1 epoch, {three} after 3");
     }
 }
