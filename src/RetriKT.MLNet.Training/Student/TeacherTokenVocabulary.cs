@@ -127,15 +127,15 @@ public static class TeacherTokenVocabulary
         // A temporary folder of this process's own: two processes (harness lanes) may export the same teacher at once.
         var temporary = $"{directory.TrimEnd(Path.DirectorySeparatorChar)}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
         Directory.CreateDirectory(temporary);
-        File.WriteAllLines(Path.Combine(temporary, VocabularyFile), tokens);
-        using (var tensor = torch.tensor(vectors, [tokens.Count, width]))
-            Safetensors.Write(Path.Combine(temporary, EmbeddingsFile), [(TensorName, tensor)]);
-        File.WriteAllText(Path.Combine(temporary, SourceFile), JsonSerializer.Serialize(new
-        {
-            teacher = teacher.ContentHash, lowerCase, teacherTokens = vocabSize, pieces = tokens.Count, width,
-        }));
         try
         {
+            File.WriteAllLines(Path.Combine(temporary, VocabularyFile), tokens);
+            using (var tensor = torch.tensor(vectors, [tokens.Count, width]))
+                Safetensors.Write(Path.Combine(temporary, EmbeddingsFile), [(TensorName, tensor)]);
+            File.WriteAllText(Path.Combine(temporary, SourceFile), JsonSerializer.Serialize(new
+            {
+                teacher = teacher.ContentHash, lowerCase, teacherTokens = vocabSize, pieces = tokens.Count, width,
+            }));
             // A folder without source.json is an export that never finished; one with it was finished meanwhile.
             if (Directory.Exists(directory) && !File.Exists(source)) Directory.Delete(directory, recursive: true);
             Directory.Move(temporary, directory);
@@ -144,6 +144,12 @@ public static class TeacherTokenVocabulary
         {
             Directory.Delete(temporary, recursive: true);
             return Export(teacher, directory, lowerCase); // another process finished first: check and reuse its export
+        }
+        catch
+        {
+            // A failed export leaves nothing behind: every try's temporary folder held a copy of the embedding table.
+            if (Directory.Exists(temporary)) Directory.Delete(temporary, recursive: true);
+            throw;
         }
         return new Files(Path.Combine(directory, VocabularyFile), Path.Combine(directory, EmbeddingsFile), tokens.Count, width);
     }

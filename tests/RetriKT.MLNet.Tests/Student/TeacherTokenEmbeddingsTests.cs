@@ -20,6 +20,21 @@ public sealed class TeacherTokenEmbeddingsTests : IDisposable
 
     private static TeacherModel Stories() => TeacherModel.Load(SharedData.Path("models", "llama2c-stories260K", "stories260K.bin"));
 
+    /// <summary>
+    /// The export writes a temporary folder beside the target and moves it there; a failure (here the move, onto a file
+    /// of that name) left the temporary folder with the teacher's vocabulary and embeddings behind, one per try.
+    /// </summary>
+    [SharedDataFact]
+    public void AFailedExportLeavesNoTemporaryFolderBehind()
+    {
+        using var teacher = Stories();
+        var target = Path.Combine(Temp, "taken");
+        File.WriteAllText(target, "a file where the export's folder would go");
+        Assert.ThrowsAny<IOException>(() => TeacherTokenVocabulary.Export(teacher, target));
+        Assert.Equal([target], Directory.GetFileSystemEntries(Temp));
+        Assert.Equal("a file where the export's folder would go", File.ReadAllText(target));
+    }
+
     [SharedDataFact]
     public void ExportTurnsTheTeachersTokensIntoWordPiecesWithTheirEmbeddings()
     {
