@@ -606,6 +606,41 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Contains("| best RetriKT row ≥ fewshot-student + 15 | 80.0 vs 55.0 + 15 = 70.0 | met |", partial);
     }
 
+    /// <summary>
+    /// Two harness processes (lanes with their own --cache, one results file) each write the report when they finish. The
+    /// report went through one fixed temporary name, RESULTS.md.tmp: one lane's rename took the other's half-written file
+    /// or found none ("Could not find file"). Each write now has a temporary file of its own, and the report (with the
+    /// part written by hand, which each write reads back from the file) comes out whole.
+    /// </summary>
+    [Fact]
+    public void TwoReportsWrittenAtOnceBothSucceedAndLeaveOneWholeReport()
+    {
+        RowResult R(int seed, double accuracy) => new() { Task = "SST-2", Seed = seed, Row = Rows.RetriKT, Accuracy = accuracy, ConfigKey = "k" };
+        var results = Enumerable.Range(0, 400).Select(i => R(i, 0.5 + i / 1000.0)).ToList();
+        var options = new Cli.Options
+        {
+            DataRoot = Temp, Tasks = ["SST-2"], Seeds = [13], Rows = Rows.All, CacheRoot = Temp, ShippedTeachersRoot = Temp, Teacher = new TeacherSettings(),
+            ResultsPath = Path.Combine(Temp, "results.jsonl"), ReportPath = Path.Combine(Temp, "RESULTS.md"), PlotPath = Path.Combine(Temp, "results.png"),
+        };
+        var path = Path.Combine(Temp, "RESULTS.md");
+        ResultsReport.WriteMarkdown(results, options, [], [], null, path);
+        File.AppendAllText(path, "Notes written by hand, which every report keeps.\n");
+        ResultsReport.WriteMarkdown(results, options, [], [], null, path);
+        var whole = File.ReadAllText(path);
+        Assert.Contains("Notes written by hand", whole);
+        using var start = new Barrier(2);
+        void Lane()
+        {
+            start.SignalAndWait();
+            for (int i = 0; i < 40; i++) ResultsReport.WriteMarkdown(results, options, [], [], null, path);
+        }
+        var lanes = new[] { Task.Run(Lane), Task.Run(Lane) };
+        var failure = Record.Exception(() => Task.WaitAll(lanes));
+        Assert.True(failure is null, $"a lane's report failed: {failure?.InnerException?.Message ?? failure?.Message}");
+        Assert.Equal(whole, File.ReadAllText(path));
+        Assert.Equal([path], Directory.GetFiles(Temp, "RESULTS.md*"));
+    }
+
     [Fact]
     public void StoreSizePlotNeedsThreePointsOfSeed13AndIsWrittenBesideTheResultsPlot()
     {
