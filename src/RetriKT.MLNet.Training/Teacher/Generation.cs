@@ -18,7 +18,7 @@ public sealed class GenerationRequest
     /// Used as given (no gradient during generation).
     /// </summary>
     public Tensor? PrefixEmbeds { get; init; }
-    /// <summary>Most tokens to generate per row. Default 32. Capped so prompt + output fit the model's context.</summary>
+    /// <summary>Most tokens to generate per row. Default 32. Capped per row so that the row's prefix + prompt + output fit the model's context (its neighbours' lengths play no part).</summary>
     public int MaxNewTokens { get; init; } = 32;
     /// <summary>Sampling temperature; 0 means greedy (argmax). Default 0.</summary>
     public double Temperature { get; init; }

@@ -242,14 +242,17 @@ public sealed class TeacherModel : IDisposable
         if (request.MaxNewTokens < 0) throw new ArgumentOutOfRangeException(nameof(request), $"MaxNewTokens must be >= 0, found {request.MaxNewTokens}.");
         if (request.Temperature < 0 || request.TopP <= 0 || request.TopP > 1 || request.TopK < 0 || request.RepetitionPenalty <= 0)
             throw new ArgumentOutOfRangeException(nameof(request), $"Invalid sampling settings: Temperature {request.Temperature} (>= 0), TopP {request.TopP} (0, 1], TopK {request.TopK} (>= 0), RepetitionPenalty {request.RepetitionPenalty} (> 0).");
-        int maxNew = (int)Math.Min(request.MaxNewTokens, Config.MaxPositions - (longest + prefixLength));
+        // Each row's own room: a row is capped by its own length, not its longest neighbour's (a short prompt batched
+        // with one near the context's end was cut to the long one's room). The loop runs for the roomiest row.
+        var rowMaxNew = prompts.Select(p => (int)Math.Min(request.MaxNewTokens, Config.MaxPositions - (p.Length + prefixLength))).ToArray();
+        int maxNew = rowMaxNew.Max();
         var stopIds = new HashSet<int>(request.StopTokenIds ?? Config.EosTokenIds.Concat(Tokenizer?.EosId is int e ? [e] : []));
         bool greedy = request.Temperature == 0;
 
         var outIds = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
         var outLogProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();
         var reasons = Enumerable.Repeat("length", batch).ToArray();
-        var done = new bool[batch];
+        var done = rowMaxNew.Select(m => m == 0).ToArray();
         var texts = new string?[batch];
         int padId = Tokenizer?.PadId ?? Config.PadTokenId ?? 0;
         if (padId < 0 || padId >= Config.VocabSize) padId = 0;
@@ -319,6 +322,7 @@ public sealed class TeacherModel : IDisposable
                             if (at >= 0) { done[i] = true; reasons[i] = "stop_sequence"; texts[i] = text[..Math.Max(0, at + s.Length - dropped)]; break; }
                         }
                     }
+                    if (outIds[i].Count == rowMaxNew[i]) done[i] = true;   // its "length" reason is the default
                 }
                 if (done.All(d => d) || step == maxNew - 1) break;
 
@@ -331,7 +335,11 @@ public sealed class TeacherModel : IDisposable
                     continue;
                 }
                 var newEmbeds = _module.EmbedTokens(feed!);
-                Tensor? newMask = mask is null ? null : cat([mask, ones(batch, 1, ScalarType.Int64, Device)], 1);
+                // A finished row's slot is masked, so its position stops growing: a longer row finished at its cap would
+                // otherwise step past the model's positions (GPT-2's table ends there) while a shorter one runs on. Rows
+                // have one length when there is no mask, so their caps are equal and none can run past another's.
+                Tensor? newMask = mask is null ? null
+                    : cat([mask, tensor(done.Select(d => d ? 0L : 1L).ToArray(), new long[] { batch, 1 }, device: Device)], 1);
                 Tensor hidden;
                 if (cache is not null) hidden = RunDecoder(newEmbeds, newMask, cache);
                 else

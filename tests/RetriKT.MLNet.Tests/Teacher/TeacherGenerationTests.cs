@@ -64,6 +64,38 @@ public class TeacherGenerationTests
         }
     }
 
+    /// <summary>
+    /// A short prompt batched with one that nearly fills the context generates what it generates alone: each row is capped
+    /// by its own room. Before, every row was cut to the longest row's room (30 tokens asked, 12 given), and a longer row
+    /// that stopped early would have been fed past GPT-2's position table while the short one ran on.
+    /// </summary>
+    [SharedDataFact]
+    public void AShortRowBatchedWithOneAtTheContextsEndGeneratesWhatItGeneratesAlone()
+    {
+        foreach (var load in new Func<TeacherModel>[] { Stories, () => TeacherModel.Load(TeacherGoldenTests.Models("hf-tiny-random-gpt2")) })
+        {
+            using var model = load();
+            bool bos = model.Config.Architecture == TeacherArchitecture.Llama;
+            int room = 12, longLength = model.Config.MaxPositions - room;
+            var longIds = model.Tokenizer!.Encode(string.Concat(Enumerable.Repeat("Once upon a time there was a little girl. ", 80)), bos)[..longLength];
+            var shortIds = model.Tokenizer.Encode("Tom and his dog", bos);
+            foreach (var (useCache, torchDecode) in new[] { (true, false), (true, true), (false, true) })
+            {
+                GenerationRequest Request(int[][] rows) =>
+                    new() { PromptIds = rows, MaxNewTokens = 30, StopTokenIds = [], UseKvCache = useCache, TorchDecode = torchDecode };
+                var batched = model.Generate(Request([longIds, shortIds])).Sequences;
+                var shortAlone = model.Generate(Request([shortIds])).Sequences[0];
+                var longAlone = model.Generate(Request([longIds])).Sequences[0];
+                Assert.Equal((30, "length"), (shortAlone.TokenIds.Length, shortAlone.FinishReason));
+                Assert.Equal(shortAlone.TokenIds, batched[1].TokenIds);
+                Assert.Equal(shortAlone.Text, batched[1].Text);
+                for (int t = 0; t < shortAlone.TokenLogProbs.Length; t++) Assert.Equal(shortAlone.TokenLogProbs[t], batched[1].TokenLogProbs[t], 4);
+                Assert.Equal((room, "length"), (batched[0].TokenIds.Length, batched[0].FinishReason));
+                Assert.Equal(longAlone.TokenIds, batched[0].TokenIds);
+            }
+        }
+    }
+
     [SharedDataFact]
     public void SamplingIsDeterministicGivenSeedAndRespectsTopK()
     {
