@@ -146,13 +146,21 @@ internal static class AttentionMasks
         if (keyPadding is null && !windowMatters && (pastLength == 0 || queryLength == 1)) return null;
         var q = HeldScalars.Arange(pastLength, total, ScalarType.Int64, device).unsqueeze(1);   // [T, 1]
         var k = HeldScalars.Arange(total, ScalarType.Int64, device).unsqueeze(0);               // [1, past+T]
-        var allowed = k.le(q);
+        var allowed4 = k.le(q).unsqueeze(0).unsqueeze(0);                          // [1, 1, T, past+T]
         if (windowMatters)
         {
             using var window = slidingWindow!.Value.ToScalar();
-            allowed = allowed.logical_and(q.sub(k).lt(window));
+            // The window spans positions, not slots: the padding between a soft prompt and a short row's prompt takes no
+            // position, so counting its slots cut the row's view of the soft prompt by its neighbours' lengths.
+            Tensor distance;                                                       // [1 or B, T, past+T]
+            if (keyPadding is null) distance = q.sub(k).unsqueeze(0);
+            else
+            {
+                var counted = keyPadding.to(ScalarType.Int64).cumsum(1);           // real slots up to each slot
+                distance = counted.narrow(1, pastLength, queryLength).unsqueeze(2).sub(counted.unsqueeze(1));
+            }
+            allowed4 = allowed4.logical_and(distance.lt(window).unsqueeze(1));
         }
-        var allowed4 = allowed.unsqueeze(0).unsqueeze(0);                          // [1, 1, T, past+T]
         if (keyPadding is not null) allowed4 = allowed4.logical_and(keyPadding.to(ScalarType.Bool).unsqueeze(1).unsqueeze(2));
         double min = dtype switch { ScalarType.Float16 => -65504.0, ScalarType.BFloat16 => -3.38e38, _ => float.MinValue };
         // An explicit Scalar kept alive across the native call (see HeldScalars): an RTE extraction died in masked_fill

@@ -323,15 +323,23 @@ internal sealed unsafe class ManagedLlamaDecoder
 
     // Rotary on this step's q and k, the new key/value into the cache's next slot, then each query head over its kv
     // head's cached slots (head h reads kv head h / (H/Hkv)). A row's padding slots take no part (torch adds the
-    // float minimum there, whose exp is 0), nor do slots beyond a sliding window (slot distance, as AttentionMasks.Build).
+    // float minimum there, whose exp is 0), nor do slots beyond a sliding window (position distance, as
+    // AttentionMasks.Build: a row's padding slots lie inside its span and take no position).
     [MethodImpl(Hot)]
     private void Attend(int layer)
     {
         int d = _headDim, half = d / 2, slot = _length, group = _heads / _kvHeads;
-        int first = _config.SlidingWindow is int window ? Math.Max(0, slot - window + 1) : 0;
         var keys = _keys[layer]; var values = _values[layer];
         for (int b = 0; b < _batch; b++)
         {
+            int first = 0;
+            if (_config.SlidingWindow is int window)
+            {
+                // The window's first slot, or, where that falls before the row's padding ends, as far before it as the
+                // padding is long.
+                first = slot - window + 1;
+                if (first < _padEnd[b]) first = Math.Max(0, first - (_padEnd[b] - _padStart[b]));
+            }
             var cos = _cos.AsSpan(_positions[b] * d, d); var sin = _sinSigned.AsSpan(_positions[b] * d, d);
             for (int head = 0; head < _heads; head++) RotateHalf(_q.AsSpan((b * _heads + head) * d, d), cos, sin, half);
             for (int kv = 0; kv < _kvHeads; kv++)

@@ -96,6 +96,44 @@ public class TeacherGenerationTests
         }
     }
 
+    /// <summary>
+    /// A sliding window spans positions, not slots: a short row after a soft prompt, padded next to a long one, sees the
+    /// soft prompt as it does alone (the padding between them takes no position), in generation on all three paths and in
+    /// scoring. Before, the window counted the padding slots, and the short row lost the soft prompt behind its neighbour's
+    /// length. The real stories260K weights, with Mistral's window set to 8 positions.
+    /// </summary>
+    [SharedDataFact]
+    public void ASlidingWindowSpansPositionsSoAPaddedRowAfterASoftPromptIsItsOwn()
+    {
+        using var dir = new TempDir();
+        var source = TeacherGoldenTests.Models("llama2c-stories260K-hf");
+        File.Copy(Path.Combine(source, "model.safetensors"), dir.File("model.safetensors"));
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(source, "config.json")))!.AsObject();
+        config["model_type"] = "mistral"; config["use_sliding_window"] = true; config["sliding_window"] = 8;
+        File.WriteAllText(dir.File("config.json"), config.ToJsonString());
+        File.Copy(TeacherGoldenTests.Models("llama2c-stories260K", "tok512.bin"), dir.File("tokenizer.bin"));
+        using var model = TeacherModel.Load(dir.Path);
+        Assert.Equal(8, model.Config.SlidingWindow);
+        using var scope = NewDisposeScope();
+        using var half = 0.5.ToScalar(); // held, not a temporary (HeldScalarTests)
+        var soft = randn(new long[] { 3, model.Config.HiddenSize }, generator: new Generator(3)).mul(half);
+        int[][] prompts = [model.Tokenizer!.Encode("Once upon a time there was a little girl named Lily", true), model.Tokenizer.Encode("Tom", true)];
+        foreach (var (useCache, torchDecode) in new[] { (true, false), (true, true), (false, true) })
+        {
+            var batched = model.Generate(new GenerationRequest { PromptIds = prompts, PrefixEmbeds = soft, MaxNewTokens = 12, UseKvCache = useCache, TorchDecode = torchDecode });
+            for (int i = 0; i < prompts.Length; i++)
+            {
+                var alone = model.Generate(new GenerationRequest { PromptIds = [prompts[i]], PrefixEmbeds = soft, MaxNewTokens = 12, UseKvCache = false, TorchDecode = true }).Sequences[0];
+                Assert.Equal(alone.TokenIds, batched.Sequences[i].TokenIds);
+                for (int t = 0; t < alone.TokenLogProbs.Length; t++) Assert.Equal(alone.TokenLogProbs[t], batched.Sequences[i].TokenLogProbs[t], 4);
+            }
+        }
+        int[][] continuations = [[261, 262], [263, 264]];
+        var scored = model.ContinuationLogLikelihood(prompts, continuations, soft).data<float>().ToArray();
+        for (int i = 0; i < prompts.Length; i++)
+            Assert.Equal(model.ContinuationLogLikelihood([prompts[i]], [continuations[i]], soft).item<float>(), scored[i], 4);
+    }
+
     [SharedDataFact]
     public void SamplingIsDeterministicGivenSeedAndRespectsTopK()
     {
