@@ -30,7 +30,7 @@ public sealed class GenerationRequest
     public double RepetitionPenalty { get; init; } = 1;
     /// <summary>Ids that end a row (kept as its last token). Null: the config's EOS ids plus the tokenizer's EOS.</summary>
     public IReadOnlyList<int>? StopTokenIds { get; init; }
-    /// <summary>Strings that end a row once the decoded output contains one (the text is cut after it).</summary>
+    /// <summary>Strings that end a row once the decoded output contains one (the text is cut after it). Needs the teacher's tokenizer.</summary>
     public IReadOnlyList<string>? StopSequences { get; init; }
     /// <summary>
     /// Seed of the per-call torch.Generator; the same seed gives the same samples for the same rows in the same order

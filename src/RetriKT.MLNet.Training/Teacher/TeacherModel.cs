@@ -224,6 +224,7 @@ public sealed class TeacherModel : IDisposable
     /// <see cref="GenerationRequest.Seed"/>. Returns ids, text and per-token log-probabilities per row.
     /// </summary>
     /// <exception cref="ArgumentException">No prompts, or a prompt does not fit the context.</exception>
+    /// <exception cref="InvalidOperationException">Text prompts or stop sequences, and the teacher has no tokenizer.</exception>
     /// <exception cref="OperationCanceledException"><see cref="GenerationRequest.Cancellation"/> fired before the call ended.</exception>
     public GenerationResult Generate(GenerationRequest request)
     {
@@ -240,6 +241,10 @@ public sealed class TeacherModel : IDisposable
                 throw new ArgumentException($"Prompt {i} has {prompts[i].Length + prefixLength} positions (prefix {prefixLength} + {prompts[i].Length} tokens), more than the model's context of {Config.MaxPositions}.", nameof(request));
         }
         if (request.MaxNewTokens < 0) throw new ArgumentOutOfRangeException(nameof(request), $"MaxNewTokens must be >= 0, found {request.MaxNewTokens}.");
+        // Without a tokenizer the stops were skipped, and each row ran on to its token limit as if none had been asked for.
+        if (request.StopSequences is { Count: > 0 } && Tokenizer is null)
+            throw new InvalidOperationException("StopSequences are looked for in the decoded output, but this teacher has no tokenizer; load it with " +
+                                                "TeacherLoadOptions.TokenizerPath, or stop on StopTokenIds.");
         if (request.Temperature < 0 || request.TopP <= 0 || request.TopP > 1 || request.TopK < 0 || request.RepetitionPenalty <= 0)
             throw new ArgumentOutOfRangeException(nameof(request), $"Invalid sampling settings: Temperature {request.Temperature} (>= 0), TopP {request.TopP} (0, 1], TopK {request.TopK} (>= 0), RepetitionPenalty {request.RepetitionPenalty} (> 0).");
         // Each row's own room: a row is capped by its own length, not its longest neighbour's (a short prompt batched
@@ -309,9 +314,9 @@ public sealed class TeacherModel : IDisposable
                     int id = (int)nextIds[i];
                     outIds[i].Add(id);
                     if (stopIds.Contains(id)) { done[i] = true; reasons[i] = "stop_token"; }
-                    else if (request.StopSequences is { Count: > 0 } stops && Tokenizer is not null)
+                    else if (request.StopSequences is { Count: > 0 } stops)
                     {
-                        var text = Tokenizer.Decode(outIds[i]);
+                        var text = Tokenizer!.Decode(outIds[i]);
                         // Stops are looked for in the output as it reads after the prompt: SentencePiece's Decode drops
                         // the first piece's leading space ("▁there" → "there"), so a stop " there" there went unseen.
                         var reads = Tokenizer.DecodeContinuation(outIds[i]);

@@ -134,6 +134,23 @@ public class TeacherGenerationTests
             Assert.Equal(model.ContinuationLogLikelihood([prompts[i]], [continuations[i]], soft).item<float>(), scored[i], 4);
     }
 
+    /// <summary>
+    /// Stop sequences are read in the decoded output, so a teacher without a tokenizer cannot honour them: the call is
+    /// refused with one line, where before the stops were skipped and every row ran on to its token limit as if none
+    /// had been asked for. The real stories260K HF folder, which ships no tokenizer.
+    /// </summary>
+    [SharedDataFact]
+    public void StopSequencesOnATeacherWithoutATokenizerAreRefused()
+    {
+        using var model = TeacherModel.Load(TeacherGoldenTests.Models("llama2c-stories260K-hf"));
+        Assert.Null(model.Tokenizer);
+        var error = Assert.Throws<InvalidOperationException>(() =>
+            model.Generate(new GenerationRequest { PromptIds = [[1, 403, 261, 275]], MaxNewTokens = 8, StopSequences = ["."] }));
+        Assert.Equal("StopSequences are looked for in the decoded output, but this teacher has no tokenizer; load it with " +
+                     "TeacherLoadOptions.TokenizerPath, or stop on StopTokenIds.", error.Message);
+        Assert.Equal(8, model.Generate(new GenerationRequest { PromptIds = [[1, 403, 261, 275]], MaxNewTokens = 8, StopTokenIds = [] }).Sequences[0].TokenIds.Length);
+    }
+
     [SharedDataFact]
     public void SamplingIsDeterministicGivenSeedAndRespectsTopK()
     {
