@@ -368,6 +368,14 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     public RetrievalClassifierTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        var student = Train(input);
+        // A bool or number label keyed by MapValueToKey: PredictedLabel's key values take its type, as ML.NET's trainers' do.
+        var labelValueType = input.Schema.GetColumnOrNull(_options.LabelColumnName) is { } label ? LabelColumn.KeyValueType(label) : null;
+        return labelValueType is null ? student : student.WithColumns(student.Columns with { LabelValueType = labelValueType });
+    }
+
+    private RetrievalClassifierTransformer Train(IDataView input)
+    {
         var host = new ComponentHost(_env, nameof(RetrievalClassifierTrainer), _options.Seed, _options.Progress, _options.CancellationToken);
         var (rows, labelNames, keyed) = ReadRows(input, host, "training data");
         var (store, validation) = Validation(ComposeStore(rows, labelNames, keyed, host), rows, host);
@@ -814,8 +822,10 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             SchemaShapes.Scalar(AnnotationNames.ScoreValueKind, TextDataViewType.Instance),
             SchemaShapes.Scalar(AnnotationNames.ScoreColumnSetId, NumberDataViewType.UInt32, isKey: true),
             SchemaShapes.Vector(AnnotationNames.TrainingLabelValues, TextDataViewType.Instance)));
+        var labelValues = inputSchema.First(c => c.Name == _options.LabelColumnName).Annotations.FirstOrDefault(a => a.Name == AnnotationNames.KeyValues);
+        var predictedValues = labelValues.Name is not null && LabelColumn.IsKeyValueType(labelValues.ItemType) ? labelValues.ItemType : TextDataViewType.Instance;
         columns[_options.PredictedLabelColumnName] = SchemaShapes.Scalar(_options.PredictedLabelColumnName, NumberDataViewType.UInt32, isKey: true,
-            annotations: SchemaShapes.Annotations(SchemaShapes.Vector(AnnotationNames.KeyValues, TextDataViewType.Instance)));
+            annotations: SchemaShapes.Annotations(SchemaShapes.Vector(AnnotationNames.KeyValues, predictedValues)));
         if (_options.NeighborsColumnName is { } neighbors)
         {
             columns[neighbors] = SchemaShapes.Vector(neighbors, TextDataViewType.Instance);

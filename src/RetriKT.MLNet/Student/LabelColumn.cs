@@ -96,6 +96,67 @@ internal sealed class LabelColumn
         return ReadKeyValues<ReadOnlyMemory<char>>(column, (int)key.Count);
     }
 
+    /// <summary>
+    /// The types of key values a label's names are kept in beside String: a bool or number label keyed by MapValueToKey
+    /// has key values of its own type, and <c>MapKeyToValue("PredictedLabel")</c> must give that type back (a
+    /// PredictionEngine's <c>bool PredictedLabel</c>, as with ML.NET's own trainers), not the names as text.
+    /// </summary>
+    private static readonly PrimitiveDataViewType[] ValueTypes =
+    [
+        BooleanDataViewType.Instance, NumberDataViewType.SByte, NumberDataViewType.Byte, NumberDataViewType.Int16, NumberDataViewType.UInt16,
+        NumberDataViewType.Int32, NumberDataViewType.UInt32, NumberDataViewType.Int64, NumberDataViewType.UInt64, NumberDataViewType.Single, NumberDataViewType.Double,
+    ];
+
+    /// <summary>The type of <paramref name="column"/>'s key values when it is a key whose KeyValues are bool or a number, else null (text).</summary>
+    public static PrimitiveDataViewType? KeyValueType(DataViewSchema.Column column)
+        => column.Type is KeyDataViewType && column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues) is { Type: VectorDataViewType vector }
+            ? ValueTypes.FirstOrDefault(t => t.Equals(vector.ItemType))
+            : null;
+
+    /// <summary>Whether PredictedLabel's key values can take <paramref name="type"/> (bool or a number).</summary>
+    public static bool IsKeyValueType(DataViewType type) => ValueTypes.Any(t => t.Equals(type));
+
+    /// <summary>The key-value type named <paramref name="name"/> (its raw type's name, as saved), or null for null (text).</summary>
+    public static PrimitiveDataViewType? KeyValueType(string? name, string where)
+        => name is null ? null
+            : ValueTypes.FirstOrDefault(t => t.RawType.Name == name)
+              ?? throw new InvalidDataException($"{where}: label value type '{name}' is not one of String, {string.Join(", ", ValueTypes.Select(t => t.RawType.Name))}.");
+
+    /// <summary>
+    /// Adds the KeyValues annotation of a key over <paramref name="names"/>: values of <paramref name="type"/> when every
+    /// name reads back as one (the names were written from such values), else the names as text.
+    /// </summary>
+    public static void AddKeyValues(DataViewSchema.Annotations.Builder builder, IReadOnlyList<string> names, PrimitiveDataViewType? type)
+    {
+        var values = type is null ? null : names.Select(n => Parse(n, type.RawType)).ToArray();
+        if (values is null || values.Any(v => v is null))
+        {
+            var text = names.Select(n => n.AsMemory()).ToArray();
+            builder.Add(AnnotationNames.KeyValues, new VectorDataViewType(TextDataViewType.Instance, text.Length),
+                (ref VBuffer<ReadOnlyMemory<char>> dst) => dst = new VBuffer<ReadOnlyMemory<char>>(text.Length, (ReadOnlyMemory<char>[])text.Clone()));
+            return;
+        }
+        typeof(LabelColumn).GetMethod(nameof(AddTypedKeyValues), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+            .MakeGenericMethod(type!.RawType).Invoke(null, [builder, type, values]);
+
+        static object? Parse(string name, Type raw)
+        {
+            try
+            {
+                var value = Convert.ChangeType(name, raw, System.Globalization.CultureInfo.InvariantCulture);
+                return Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture) == name ? value : null;
+            }
+            catch (Exception e) when (e is FormatException or OverflowException) { return null; }
+        }
+    }
+
+    private static void AddTypedKeyValues<T>(DataViewSchema.Annotations.Builder builder, PrimitiveDataViewType type, object[] values)
+    {
+        var typed = values.Cast<T>().ToArray();
+        builder.Add(AnnotationNames.KeyValues, new VectorDataViewType(type, typed.Length),
+            (ref VBuffer<T> dst) => dst = new VBuffer<T>(typed.Length, (T[])typed.Clone()));
+    }
+
     private static string[] KeyValueNames(DataViewSchema.Column column, int count)
     {
         var annotation = column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues);

@@ -35,7 +35,7 @@ internal sealed class RetrievalClassifierMapping : RowMapping
         score.Add(AnnotationNames.ScoreColumnSetId, new KeyDataViewType(typeof(uint), int.MaxValue), (ref uint v) => v = setId);
         score.Add(AnnotationNames.TrainingLabelValues, namesType, labelNames);
         var predicted = new DataViewSchema.Annotations.Builder();
-        predicted.Add(AnnotationNames.KeyValues, namesType, labelNames);
+        LabelColumn.AddKeyValues(predicted, parent.LabelNames, columns.LabelValueType);
         var outputs = new List<OutputColumn>
         {
             new(columns.Score, new VectorDataViewType(NumberDataViewType.Single, k), score.ToAnnotations()),

@@ -9,9 +9,12 @@ using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet.Student;
 
-/// <summary>Column names and inference settings of a <see cref="RetrievalClassifierTransformer"/>.</summary>
+/// <summary>
+/// Column names and inference settings of a <see cref="RetrievalClassifierTransformer"/>; <paramref name="LabelValueType"/>
+/// is the type of the training label's key values (bool or a number), which PredictedLabel's key values take, or null for text.
+/// </summary>
 internal sealed record TransformerColumns(string Text, string? Text2, string Score, string PredictedLabel, string? Neighbors,
-    int NeighborsToReport, int InferenceBatchSize);
+    int NeighborsToReport, int InferenceBatchSize, PrimitiveDataViewType? LabelValueType = null);
 
 /// <summary>One store entry retrieved for a prediction.</summary>
 /// <param name="EntryIndex">Index of the entry in <see cref="RetrievalClassifierTransformer.Store"/>.</param>
@@ -68,7 +71,7 @@ public sealed record RetrievalExplanation(RetrievalPrediction Prediction, Predic
 /// </summary>
 public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder, IDisposable
 {
-    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010004, 0x00010001, "RetriKTRetrievalClsf");
+    internal static readonly ModelFormat Format = new("RKTRCLSF", 0x00010005, 0x00010001, "RetriKTRetrievalClsf");
 
     private readonly IHostEnvironment _env;
     private readonly RetrievalModel _model;
@@ -77,10 +80,11 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
 
     // Format versions: 0x00010001 dense retrieval only; 0x00010002 adds the term-match index (Lexical.bin), μ, its k and τ;
     // 0x00010003 adds the optional pretrained backbone (its shape and pooling, its weights in Backbone.bin); 0x00010004 the
-    // backbone's pair token types (PairSegments; before it, all 0).
+    // backbone's pair token types (PairSegments; before it, all 0); 0x00010005 the type of the label's key values (before it, text).
     private const uint LexicalVersion = 0x00010002;
     private const uint BackboneVersion = 0x00010003;
     private const uint PairSegmentsVersion = 0x00010004;
+    private const uint LabelValueTypeVersion = 0x00010005;
 
     internal RetrievalClassifierTransformer(IHostEnvironment env, RetrievalModel model, double retrievalWeight, TransformerColumns columns,
         long? teacherParameterCount, bool saveStoreTexts, double lexicalRetrievalWeight = 0)
@@ -163,6 +167,10 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     /// end the other.
     /// </summary>
     public RetrievalClassifierTransformer WithRetrievalWeight(double lambda, double lexical = 0) => With(Model, lambda, lexical);
+
+    /// <summary>A transformer with this one's model and settings and <paramref name="columns"/>.</summary>
+    internal RetrievalClassifierTransformer WithColumns(TransformerColumns columns)
+        => new(_env, Model, RetrievalWeight, columns, TeacherParameterCount, _saveStoreTexts, LexicalRetrievalWeight);
 
     /// <summary>A transformer with this one's columns and settings over <paramref name="model"/>, predicting with λ and μ.</summary>
     internal RetrievalClassifierTransformer With(RetrievalModel model, double lambda, double lexical)
@@ -457,6 +465,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
             w.WriteStream(StudentBackbone.PartName, backbone.Weights.Write);
             w.Writer.Write((int)backbone.Segments);
         }
+        w.WriteStringOrNull(Columns.LabelValueType?.RawType.Name);
     });
 
     internal static RetrievalClassifierTransformer Load(ModelReader r)
@@ -511,13 +520,14 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
                 throw new InvalidDataException($"RetrievalClassifier in model.zip: term-match weight μ = {mu} but no term-match index was saved.");
         }
         StudentBackbone? backbone = r.Version >= BackboneVersion && rd.ReadBoolean() ? ReadBackbone(r, vocabulary.SepId) : null;
+        var labelValueType = r.Version >= LabelValueTypeVersion ? LabelColumn.KeyValueType(r.ReadStringOrNull(), "RetrievalClassifier in model.zip") : null;
         RetrievalModel model;
         try
         {
             model = new RetrievalModel(config, weights!, new TextTokenizingTransformer(r.Environment, text, text2, "TokenIds", maxLength, vocabulary),
                 store!, temperature, neighborCount, lexical, lexicalK, lexicalTemperature, backbone: backbone);
             return new RetrievalClassifierTransformer(r.Environment, model, lambda,
-                new TransformerColumns(text, text2, score, predicted, neighbors, report, inferenceBatch), teacher > 0 ? teacher : null, saveTexts, mu);
+                new TransformerColumns(text, text2, score, predicted, neighbors, report, inferenceBatch, labelValueType), teacher > 0 ? teacher : null, saveTexts, mu);
         }
         catch (ArgumentException e)
         {
