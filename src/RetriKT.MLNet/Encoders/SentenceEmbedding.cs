@@ -70,7 +70,9 @@ public sealed class SentenceEmbeddingEstimator : IEstimator<SentenceEmbeddingTra
         TextColumns.Require(inputSchema, _input);
         if (_input2 is not null) TextColumns.Require(inputSchema, _input2);
         var columns = inputSchema.ToDictionary(c => c.Name);
-        columns[_output] = SchemaShapes.Vector(_output, NumberDataViewType.Single);
+        // The encoder's fingerprint annotation, as the transformer's column carries it.
+        columns[_output] = SchemaShapes.Vector(_output, NumberDataViewType.Single,
+            annotations: SchemaShapes.Annotations(SchemaShapes.Scalar(EncoderProvenance.AnnotationName, TextDataViewType.Instance)));
         return new SchemaShape(columns.Values);
     }
 }
