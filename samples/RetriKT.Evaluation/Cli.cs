@@ -80,13 +80,20 @@ public static class Cli
             else values[name] = value;
         }
         string Get(string name, string fallback) => values.Remove(name, out var v) ? v : fallback;
-        int GetInt(string name, int fallback) => int.TryParse(Get(name, fallback.ToString(CultureInfo.InvariantCulture)), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= 0
-            ? n : throw new ArgumentException($"--{name} must be a non-negative integer.");
-        // NumberStyles.Float, not double.Parse's default: that takes ',' as a thousands separator, so "0,1" read as 1.
-        double GetDouble(string name, double fallback) => values.Remove(name, out var v)
-            ? double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var x) && double.IsFinite(x) && x >= 0
-                ? x : throw new ArgumentException($"--{name} must be a non-negative number, found '{v}'.")
-            : fallback;
+        int GetInt(string name, int fallback, int minimum = 0) => int.TryParse(Get(name, fallback.ToString(CultureInfo.InvariantCulture)), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= minimum
+            ? n : throw new ArgumentException($"--{name} must be {(minimum == 0 ? "a non-negative" : "a positive")} integer.");
+        // A rate or share out of its range would be taken as it is and fail (or be clipped) hours later, in the teacher's
+        // build or the PPO row: refused here with its range (NaN and infinity too). NumberStyles.Float, not double.Parse's
+        // default, which takes ',' as a thousands separator ("0,1" read as 1).
+        double GetDouble(string name, double fallback, Func<double, bool> inRange, string range)
+        {
+            if (!values.Remove(name, out var text)) return fallback;
+            return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var x) && double.IsFinite(x) && inRange(x)
+                ? x : throw new ArgumentException($"--{name} must be a number {range}, found '{text}'.");
+        }
+        double GetRate(string name, double fallback) => GetDouble(name, fallback, x => x > 0, "above 0");
+        double GetShare(string name, double fallback, bool oneIncluded) =>
+            GetDouble(name, fallback, x => x >= 0 && (oneIncluded ? x <= 1 : x < 1), oneIncluded ? "from 0 to 1" : "from 0 up to (not including) 1");
         List<string> List(string name, IEnumerable<string> fallback) => values.Remove(name, out var v)
             ? v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList() : fallback.ToList();
 
@@ -112,15 +119,15 @@ public static class Cli
                 StageASteps = GetInt("teacher-steps-a", new TeacherSettings().StageASteps),
                 StageBSteps = GetInt("teacher-steps-b", new TeacherSettings().StageBSteps),
                 StageA2Steps = GetInt("teacher-steps-a2", new TeacherSettings().StageA2Steps),
-                StageA2LearningRate = GetDouble("teacher-rate-a2", new TeacherSettings().StageA2LearningRate),
+                StageA2LearningRate = GetRate("teacher-rate-a2", new TeacherSettings().StageA2LearningRate),
                 StageB2Steps = GetInt("teacher-steps-b2", new TeacherSettings().StageB2Steps),
                 CorpusParts = GetInt("teacher-corpus-parts", new TeacherSettings().CorpusParts),
-                StageBDropout = GetDouble("teacher-dropout", new TeacherSettings().StageBDropout),
-                StageBLabelFirst = GetDouble("teacher-label-first", new TeacherSettings().StageBLabelFirst),
+                StageBDropout = GetShare("teacher-dropout", new TeacherSettings().StageBDropout, oneIncluded: false),
+                StageBLabelFirst = GetShare("teacher-label-first", new TeacherSettings().StageBLabelFirst, oneIncluded: true),
             },
             PpoSteps = GetInt("ppo-steps", HarnessSettings.DefaultPpoSteps),
-            PpoLearningRate = GetDouble("ppo-rate", HarnessSettings.DefaultPpoLearningRate),
-            PpoRolloutsPerStep = GetInt("ppo-rollouts", HarnessSettings.DefaultPpoRolloutsPerStep),
+            PpoLearningRate = GetRate("ppo-rate", HarnessSettings.DefaultPpoLearningRate),
+            PpoRolloutsPerStep = GetInt("ppo-rollouts", HarnessSettings.DefaultPpoRolloutsPerStep, minimum: 1),
             PipelineOverrides = List("set", []).Select(kv => kv.Split('=', 2)).ToDictionary(
                 kv => kv[0], kv => kv.Length == 2 ? kv[1] : throw new ArgumentException($"--set takes Name=Value pairs, found '{kv[0]}'.")),
             ResultsPath = Path.GetFullPath(Get("results", Path.Combine(repo, "docs", "evaluation", "results.jsonl"))),

@@ -448,19 +448,21 @@ public sealed class EvaluationHarnessTests : IDisposable
         => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", "--set", set, "--results", Path.Combine(Temp, "results.jsonl")], expected);
 
     /// <summary>
-    /// A number option (README: <c>--ppo-rate &lt;r&gt;</c>, <c>--teacher-dropout &lt;p&gt;</c>, ...) given a value that is not a
-    /// non-negative number: one line and exit code 2, as the integer options answer. It was an unhandled FormatException,
-    /// and "0,1" was read as 1 (a thousands separator). The missing teacher and the run's own cache keep a run that the
-    /// parser would let through from starting.
+    /// A number option that is not a number, or one out of its range, is one line and exit code 2 before any work: a word
+    /// once ended the harness with a FormatException's stack trace, and a dropout of 1.5 was taken and failed the teacher's
+    /// build after its hours of stage A.
     /// </summary>
     [Theory]
-    [InlineData("--ppo-rate", "abc")]
-    [InlineData("--teacher-rate-a2", "-0.001")]
-    [InlineData("--teacher-dropout", "0,1")]
-    [InlineData("--teacher-label-first", "NaN")]
-    public void ABadNumberIsOneLineAndExitCodeTwo(string option, string value)
-        => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", option, value, "--teacher", Path.Combine(Temp, "no-teacher.bin"),
-            "--cache", Path.Combine(Temp, "cache"), "--results", Path.Combine(Temp, "results.jsonl")], $"{option} must be a non-negative number, found '{value}'.");
+    [InlineData("--ppo-rate", "abc", "--ppo-rate must be a number above 0, found 'abc'.")]
+    [InlineData("--ppo-rate", "0", "--ppo-rate must be a number above 0, found '0'.")]
+    [InlineData("--teacher-rate-a2", "NaN", "--teacher-rate-a2 must be a number above 0, found 'NaN'.")]
+    [InlineData("--teacher-dropout", "1.5", "--teacher-dropout must be a number from 0 up to (not including) 1, found '1.5'.")]
+    [InlineData("--teacher-dropout", "0,1", "--teacher-dropout must be a number from 0 up to (not including) 1, found '0,1'.")]
+    [InlineData("--teacher-label-first", "-0.5", "--teacher-label-first must be a number from 0 to 1, found '-0.5'.")]
+    [InlineData("--ppo-rollouts", "0", "--ppo-rollouts must be a positive integer.")]
+    public void ANumberOptionThatIsNoNumberOrOutOfRangeIsOneLineAndExitCodeTwo(string option, string value, string expected)
+        => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", option, value, "--results", Path.Combine(Temp, "results.jsonl"),
+            "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png"), "--cache", Path.Combine(Temp, "cache")], expected);
 
     /// <summary>A teacher or results file that is not there: refused before any work, and a report is not rewritten empty.</summary>
     [Fact]
