@@ -135,6 +135,10 @@ public static class Cli
             PlotPath = Path.GetFullPath(Get("plot", Path.Combine(repo, "docs", "evaluation", "results.png"))),
         };
         if (values.Count > 0) throw new ArgumentException($"Unknown option(s): {string.Join(", ", values.Keys.Select(k => "--" + k))}.");
+        // Written after the rows ran (each result as its row finishes, the report and plot at the end): a folder there
+        // would fail only then, with the rows' work done.
+        foreach (var (option, path) in new[] { ("--results", options.ResultsPath), ("--report", options.ReportPath), ("--plot", options.PlotPath) })
+            if (Directory.Exists(path)) throw new ArgumentException($"{option} '{path}' is a folder; expected a file (created when missing).");
         HarnessSettings.PipelineWith(options.PipelineOverrides); // a misspelt or out-of-range --set fails here, before any work
         if (options.TeacherPath is { } given && !File.Exists(given) && !Directory.Exists(given))
             throw new ArgumentException($"--teacher '{given}' does not exist (a Hugging Face model directory or a llama2.c .bin).");

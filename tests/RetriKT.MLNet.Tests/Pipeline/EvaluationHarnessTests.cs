@@ -464,6 +464,27 @@ public sealed class EvaluationHarnessTests : IDisposable
         => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", option, value, "--results", Path.Combine(Temp, "results.jsonl"),
             "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png"), "--cache", Path.Combine(Temp, "cache")], expected);
 
+    /// <summary>
+    /// A results, report or plot path that is a folder is one line and exit code 2 before any row runs: the harness used to
+    /// run the row (hours, for a store row) and then end with a stack trace where it wrote the result or the report.
+    /// </summary>
+    [SharedDataTheory]
+    [InlineData("--results")]
+    [InlineData("--report")]
+    [InlineData("--plot")]
+    public void AnOutputPathThatIsAFolderIsOneLineAndExitCodeTwoBeforeAnyRow(string option)
+    {
+        var folder = Directory.CreateDirectory(Path.Combine(Temp, "a-folder")).FullName;
+        var paths = new Dictionary<string, string>
+        {
+            ["--results"] = Path.Combine(Temp, "results.jsonl"), ["--report"] = Path.Combine(Temp, "RESULTS.md"), ["--plot"] = Path.Combine(Temp, "plot.png"),
+        };
+        paths[option] = folder;
+        AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", "--rows", Rows.Majority, "--cache", Path.Combine(Temp, "cache"),
+            ..paths.SelectMany(p => new[] { p.Key, p.Value })], $"{option} '{folder}' is a folder; expected a file");
+        Assert.Empty(Directory.EnumerateFileSystemEntries(folder));
+    }
+
     /// <summary>A teacher or results file that is not there: refused before any work, and a report is not rewritten empty.</summary>
     [Fact]
     public void AMissingTeacherOrResultsFileIsOneLineAndExitCodeTwo()
