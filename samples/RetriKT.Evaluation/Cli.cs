@@ -106,6 +106,9 @@ public static class Cli
         var rows = List("rows", Evaluation.Rows.All);
         foreach (var r in rows)
             if (!Evaluation.Rows.IsKnown(r)) throw new ArgumentException($"Unknown row '{r}'. Known: {string.Join(", ", Evaluation.Rows.All.Concat(Evaluation.Rows.Sweeps).Concat(Evaluation.Rows.Experiments))}.");
+        // The PPO options set the PPO rows only: with --rows that has none, they were taken and changed nothing.
+        if (!rows.Any(Evaluation.Rows.UsesPpo) && new[] { "ppo-steps", "ppo-rate", "ppo-rollouts" }.FirstOrDefault(values.ContainsKey) is { } unused)
+            throw new ArgumentException($"--{unused} sets the rows {Evaluation.Rows.RetriKTPpo} and {Evaluation.Rows.StoreOnlyPpo}, and --rows has neither.");
         var home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
         var options = new Options
         {

@@ -438,6 +438,18 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Contains("--seeds is given twice ('13', '21')", e.Message);
     }
 
+    /// <summary>The PPO options set the PPO rows only: given with --rows that has none, they were taken and changed nothing.</summary>
+    [Fact]
+    public void PpoOptionsWithRowsWithoutPpoAreRefused()
+    {
+        foreach (var option in new[] { "--ppo-steps", "--ppo-rate", "--ppo-rollouts" })
+        {
+            var e = Assert.Throws<ArgumentException>(() => Cli.Parse(["--rows", "majority,retrikt", option, "5"], Temp));
+            Assert.Equal($"{option} sets the rows retrikt-ppo and store-only-ppo, and --rows has neither.", e.Message);
+        }
+        Assert.Equal(5, Cli.Parse(["--rows", "retrikt,store-only-ppo", "--ppo-steps", "5"], Temp).PpoSteps);
+    }
+
     /// <summary>The harness as a user runs it (a real process): a bad --set is one line and exit code 2, before any teacher is loaded.</summary>
     [Theory]
     [InlineData("SamplesPerLabell=1", "--set: RetriKTPipelineOptions has no field 'SamplesPerLabell'.")]
