@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using RetriKT.Evaluation;
 using RetriKT.MLNet.Teacher;
 
@@ -8,6 +9,8 @@ using RetriKT.MLNet.Teacher;
 // run (default): builds or loads the teacher, runs every pending (task, seed, row), appends results to the JSONL, then
 //                rewrites the report. Re-running skips rows already in the JSONL (same teacher and settings).
 // report:        rewrites docs/RESULTS.md and the plot from the JSONL only.
+// Exit codes: 0 done (and help), 2 a bad option (one line, then the usage), 1 a failure (a damaged or missing teacher or
+// data file, a cache in use: one line), 130 cancelled by Ctrl+C or SIGTERM (finished rows and checkpoints are kept).
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 
@@ -45,10 +48,23 @@ if (verb is "run" or "teacher" or "probe")
 }
 using var releaseCache = cacheLock;
 
+// Ctrl+C and SIGTERM (docker stop, systemd, a CI timeout) cancel alike: the running step stops at its next check and the
+// harness says what is kept (SIGTERM used to end it at once, with code 143 and not a word). A second signal ends the
+// process at once (the runtime's default), for a step slow to stop. report is quick and stops at the runtime's default.
+using var cts = new CancellationTokenSource();
+string cancelling = verb == "run" ? "Cancelling after the current step…" : "Cancelling after the current step (the last checkpoint resumes)…";
+bool Cancel()
+{
+    if (cts.IsCancellationRequested) return false;
+    cts.Cancel();
+    Log(cancelling);
+    return true;
+}
+using var sigterm = verb == "report" ? null : PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => context.Cancel = Cancel());
+if (verb != "report") Console.CancelKeyPress += (_, e) => e.Cancel = Cancel();
+
 if (verb is "teacher" or "probe")
 {
-    using var cts = new CancellationTokenSource();
-    Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); Log("Cancelling after the current step (the last checkpoint resumes)…"); };
     try
     {
         foreach (var task in o.Tasks)
@@ -72,8 +88,6 @@ if (verb is "teacher" or "probe")
 
 if (verb == "run")
 {
-    using var cts = new CancellationTokenSource();
-    Console.CancelKeyPress += (_, e) => { e.Cancel = true; cts.Cancel(); Log("Cancelling after the current step…"); };
     Log($"Data: {o.DataRoot}; tasks {string.Join(",", o.Tasks)}; seeds {string.Join(",", o.Seeds)}; rows {string.Join(",", o.Rows)}; results {o.ResultsPath}");
     TeacherModel? loaded = null;
     string? loadedPath = null, teacherDescription = null;

@@ -290,6 +290,51 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Single(new ResultsLog(results).Results);
     }
 
+    /// <summary>
+    /// SIGTERM (docker stop, systemd, a CI timeout) stops a run as Ctrl-C does: at the next step, with the line saying that
+    /// the finished rows are kept, and exit code 130. The runtime's default ended the process at once with code 143 and
+    /// not a word.
+    /// </summary>
+    [SharedDataFact]
+    public async Task SigtermStopsARunAtTheNextRowWithOneLineAndExitCode130()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        using var process = ChildProcess.Start("RetriKT.Evaluation.dll", ["run", "--tasks", "SST-2,MRPC,RTE", "--rows", Rows.MlNetFeaturizeText,
+            "--cache", Path.Combine(Temp, "cache"), "--results", results, "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")]);
+        var output = new System.Text.StringBuilder();
+        var running = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            lock (output) output.AppendLine(e.Data);
+            if (e.Data.Contains(": running (", StringComparison.Ordinal)) running.TrySetResult();
+        };
+        process.BeginOutputReadLine();
+        var error = process.StandardError.ReadToEndAsync();
+        try
+        {
+            if (await Task.WhenAny(running.Task, Task.Delay(TimeSpan.FromSeconds(60))) != running.Task)
+                Assert.Fail($"no row running within 60 s; output:\n{output}");
+            ChildProcess.Signal(process, "TERM");
+            var exited = process.WaitForExitAsync();
+            if (await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(60))) != exited)
+                Assert.Fail($"still running 60 s after SIGTERM; output:\n{output}");
+        }
+        finally
+        {
+            if (!process.HasExited) process.Kill(entireProcessTree: true);
+        }
+        await process.WaitForExitAsync();
+        var stderr = await error;
+        Assert.True(process.ExitCode == 130, $"exit code {process.ExitCode}\nstderr: {stderr}\nstdout: {output}");
+        Assert.Equal("", stderr);
+        Assert.EndsWith(" Cancelled; finished rows are in the results file, re-run to continue.", output.ToString().TrimEnd());
+        // Fifteen rows were asked for; the run stopped early, and what it wrote are whole results.
+        var finished = new ResultsLog(results);
+        Assert.Empty(finished.Ignored);
+        Assert.InRange(finished.Results.Count, 0, 14);
+    }
+
     [SharedDataFact]
     public void MlNetBaselineRowNeedsNoTeacherAndReproducesTheReferenceNumber()
     {
