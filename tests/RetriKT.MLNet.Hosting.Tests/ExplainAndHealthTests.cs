@@ -168,6 +168,34 @@ public class ExplainAndHealthTests
         Assert.Equal($"error: Model file '{dir.File("missing.zip")}' does not exist.", missingError.Trim());
     }
 
+    /// <summary>
+    /// train-demo-model finds the text and label columns by their header names: read by position, a file with the label
+    /// first trained on the labels as texts, exited 0 and saved a model that answers with sentences. A file without the
+    /// columns is one line naming the file and the header (it was ML.NET's "doesn't contain key values metadata").
+    /// </summary>
+    [SharedDataFact]
+    public void TrainDemoModelReadsItsColumnsByName_AndAFileWithoutThemIsOneLine()
+    {
+        using var dir = new TempDir();
+        var swapped = dir.File("label-first.tsv");
+        File.WriteAllLines(swapped, File.ReadLines(SharedData.Path("data", "SST-2", "k-shot", "16-13", "train.tsv"))
+            .Select(l => l.Split('\t') is [var text, var label] ? $"{label}\t{text}" : l));
+        var (code, error) = RunWebApi(["train-demo-model", swapped, dir.File("model.zip")]);
+        Assert.True(code == 0, $"exit code {code}: {error}");
+        var ml = new MLContext(1);
+        var model = ml.Model.Load(dir.File("model.zip"), out _);
+        var engine = ml.Model.CreatePredictionEngine<TextInput, TextPrediction>(model);
+        Assert.All(TestModels.Sentences, s => Assert.Contains(engine.Predict(new TextInput { Text = s }).PredictedLabel, new[] { "0", "1" }));
+
+        var commas = dir.File("commas.tsv");
+        File.WriteAllText(commas, "sentence,label\na fine film .,1\na dull film .,0\n");
+        (code, error) = RunWebApi(["train-demo-model", commas, dir.File("commas.zip")]);
+        Assert.Equal(1, code);
+        Assert.Equal($"error: train-demo-model: {commas} line 1: column 'sentence' (or 'text') not found in header [sentence,label] " +
+                     "(the file looks comma-separated; expected tab-separated).", error.Trim());
+        Assert.False(File.Exists(dir.File("commas.zip")));
+    }
+
     /// <summary>The model file with one byte of its student's Weights.bin changed, rewritten as a valid zip (fresh CRCs).</summary>
     private static byte[] TamperWeights(byte[] model)
     {
