@@ -33,6 +33,8 @@ public static class TeacherServerApp
         if (string.IsNullOrEmpty(options.ModelPath)) throw new ArgumentException("TeacherServer needs --ModelPath <Hugging Face directory | llama2.c .bin>.");
         if (options.BatchWindowMs < 0 || options.MaxBatchRows < 1 || options.MaxTokensLimit < 1 || options.MaxChoices < 1)
             throw new ArgumentException($"Invalid settings: BatchWindowMs {options.BatchWindowMs} (>= 0), MaxBatchRows {options.MaxBatchRows}, MaxTokensLimit {options.MaxTokensLimit}, MaxChoices {options.MaxChoices} (>= 1).");
+        // Below 0 it was skipped (only a positive count is applied), and torch kept one thread per core without a word.
+        if (options.Threads < 0) throw new ArgumentException($"Invalid setting: Threads {options.Threads} (>= 0; 0 keeps torch's default, one thread per core).");
         options.ModelId ??= Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(options.ModelPath));
         if (options.Threads > 0) TorchSharp.torch.set_num_threads(options.Threads);
         var device = TorchDevices.Resolve(options.GpuDeviceId, options.FallbackToCpu, warning => Console.Error.WriteLine(warning));

@@ -29,6 +29,8 @@ public class TeacherServerTests(SharedTeacherServer shared)
             (["--ModelPath", damaged, "--BatchWindowMs", "five"], 2, "error: Failed to convert configuration value 'five' at 'BatchWindowMs' to type 'System.Int32'."),
             (["--ModelPath", folder.File("missing.bin")], 1, $"error: Teacher checkpoint not found: {folder.File("missing.bin")}"),
             (["--ModelPath", damaged], 1, damaged),
+            // A negative thread count was taken and ignored (torch kept one thread per core).
+            (["--ModelPath", damaged, "--Threads", "-3"], 2, "error: Invalid setting: Threads -3 (>= 0; 0 keeps torch's default, one thread per core)."),
         })
         {
             var (exit, output, error) = TeacherServerProcess.RunToExit(arguments);
