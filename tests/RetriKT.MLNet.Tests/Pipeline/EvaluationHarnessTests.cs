@@ -542,6 +542,20 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Empty(Directory.EnumerateFileSystemEntries(folder));
     }
 
+    /// <summary>
+    /// The teacher verb builds the stand-in teachers: a --teacher given to it was ignored, and a teacher built (hours of
+    /// CPU) without a word. It is refused before any work, naming the verbs that take it.
+    /// </summary>
+    [Fact]
+    public void TheTeacherVerbRefusesAGivenTeacher()
+    {
+        var given = Path.Combine(Temp, "teacher.bin");
+        File.WriteAllBytes(given, new byte[10]);
+        AssertRefused(["teacher", "--tasks", "SST-2", "--teacher", given, "--cache", Path.Combine(Temp, "cache"), "--shipped-teachers", Path.Combine(Temp, "none")],
+            "--teacher gives the teacher that run and probe use; the teacher verb builds the stand-in teachers instead (leave --teacher out, or run probe with it).");
+        Assert.False(Directory.Exists(Path.Combine(Temp, "cache")));
+    }
+
     /// <summary>A teacher or results file that is not there: refused before any work, and a report is not rewritten empty.</summary>
     [Fact]
     public void AMissingTeacherOrResultsFileIsOneLineAndExitCodeTwo()
