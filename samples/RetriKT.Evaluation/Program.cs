@@ -148,10 +148,19 @@ var runs = RunLog.Read(o.RunLogPath);
 var teachers = TeacherRecords.Read(o.TeacherRecordsPath);
 foreach (var warning in resultsLog.Ignored.Concat(runs.Ignored).Concat(teachers.Ignored)) Log("Warning: " + warning);
 var results = resultsLog.Results;
-var plot = ResultsReport.WritePlot(results, o.PlotPath, Log);
-var storeSizePlot = ResultsReport.WriteStoreSizePlot(results, o.PlotPath, Log);
-ResultsReport.WriteMarkdown(results, o, runs.Records, teachers.Records, plot, o.ReportPath, storeSizePlot);
-Log($"Report: {o.ReportPath}{(plot is null ? "" : ", plot: " + plot)}{(storeSizePlot is null ? "" : ", " + storeSizePlot)}");
+// A report or plot that cannot be written (its folder is a file, the disk is full): one line; a run's results are kept.
+try
+{
+    var plot = ResultsReport.WritePlot(results, o.PlotPath, Log);
+    var storeSizePlot = ResultsReport.WriteStoreSizePlot(results, o.PlotPath, Log);
+    ResultsReport.WriteMarkdown(results, o, runs.Records, teachers.Records, plot, o.ReportPath, storeSizePlot);
+    Log($"Report: {o.ReportPath}{(plot is null ? "" : ", plot: " + plot)}{(storeSizePlot is null ? "" : ", " + storeSizePlot)}");
+}
+catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+{
+    Console.Error.WriteLine($"The report could not be written ({o.ReportPath}, plot {o.PlotPath}): {e.Message}");
+    return 1;
+}
 return 0;
 
 static int Fail(string message)

@@ -556,6 +556,21 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.False(Directory.Exists(Path.Combine(Temp, "cache")));
     }
 
+    /// <summary>A report that cannot be written (its folder is a file) is one line and exit code 1; it was a stack trace.</summary>
+    [Fact]
+    public void AReportThatCannotBeWrittenIsOneLineAndExitCodeOne()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        File.WriteAllText(results, "");
+        var aFile = Path.Combine(Temp, "a-file");
+        File.WriteAllText(aFile, "");
+        var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll",
+            ["report", "--results", results, "--report", Path.Combine(aFile, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")]);
+        Assert.True(code == 1, $"exit code {code}; stderr: {error}");
+        var line = Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith($"The report could not be written ({Path.Combine(aFile, "RESULTS.md")}, plot {Path.Combine(Temp, "plot.png")}): ", line);
+    }
+
     /// <summary>A teacher or results file that is not there: refused before any work, and a report is not rewritten empty.</summary>
     [Fact]
     public void AMissingTeacherOrResultsFileIsOneLineAndExitCodeTwo()
