@@ -32,16 +32,18 @@ public sealed record RowResult(string Text, string FinishReason, int PromptToken
 
 /// <summary>
 /// Dynamic batching: requests queue on a channel; one loop takes the first, waits <see cref="TeacherServerOptions.BatchWindowMs"/>
-/// for more (up to <see cref="TeacherServerOptions.MaxBatchRows"/> rows), and runs one <see cref="TeacherModel.Generate"/>
+/// for more (up to <see cref="TeacherServerOptions.MaxBatchRows"/> rows, whole requests only), and runs one <see cref="TeacherModel.Generate"/>
 /// call per group of rows with equal sampling settings. The teacher runs on this one loop only, so N concurrent
 /// clients cost about one batched call instead of N sequential ones. Log-probabilities come from one extra forward
 /// pass over prompt + output of the rows that asked for them.
 /// </summary>
 public sealed class GenerationBatcher : IAsyncDisposable
 {
-    // Request: the request the row belongs to; a seeded request's rows are generated in a call of their own.
-    // Cancellation: the client's (HttpContext.RequestAborted); a row whose client has left is not generated.
-    private sealed record Pending(int[] PromptIds, SamplingKey Key, int TopLogProbs, TaskCompletionSource<RowResult> Done, long Request, CancellationToken Cancellation);
+    // One request with its n rows: they are queued, batched and generated together, never split over two calls (a
+    // seeded request split over two calls drew its seed twice: repeated choices, and answers that depended on what else
+    // was queued). Number orders requests, so a seeded request's rows get a call of their own. Cancellation: the
+    // client's (HttpContext.RequestAborted); a request whose client has left is not generated.
+    private sealed record Pending(int[] PromptIds, SamplingKey Key, int N, int TopLogProbs, TaskCompletionSource<RowResult[]> Done, long Number, CancellationToken Cancellation);
 
     private readonly TeacherModel _teacher;
     private readonly TeacherServerOptions _options;
@@ -77,7 +79,8 @@ public sealed class GenerationBatcher : IAsyncDisposable
     public int[] Encode(string prompt) => _teacher.Tokenizer!.Encode(prompt, _teacher.Config.Architecture == TeacherArchitecture.Llama);
 
     /// <summary>
-    /// Queues <paramref name="n"/> rows of one prompt; they complete when their batch is done. Once
+    /// Queues <paramref name="n"/> rows of one prompt; they are generated in one call (a request is never split over two)
+    /// and complete when it is done. Once
     /// <paramref name="cancellation"/> fires, the task ends at once and rows still waiting are dropped before their batch
     /// runs. A generation call already running stops at its next token once every row in it has lost its client (rows of
     /// clients still waiting keep it going).
@@ -92,34 +95,40 @@ public sealed class GenerationBatcher : IAsyncDisposable
         if (promptIds.Length + key.MaxTokens > _teacher.Config.MaxPositions)
             throw new ArgumentException($"The prompt has {promptIds.Length} tokens and max_tokens is {key.MaxTokens}; together they must fit the " +
                                         $"model's context of {_teacher.Config.MaxPositions} tokens.");
-        long request = Interlocked.Increment(ref _requests);
-        var rows = new Task<RowResult>[n];
-        for (int i = 0; i < n; i++)
-        {
-            var done = new TaskCompletionSource<RowResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-            if (!_queue.Writer.TryWrite(new Pending(promptIds, key, topLogProbs, done, request, cancellation))) throw new ObjectDisposedException(nameof(GenerationBatcher));
-            rows[i] = done.Task;
-        }
-        return Task.WhenAll(rows).WaitAsync(cancellation);
+        long number = Interlocked.Increment(ref _requests);
+        var done = new TaskCompletionSource<RowResult[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_queue.Writer.TryWrite(new Pending(promptIds, key, n, topLogProbs, done, number, cancellation))) throw new ObjectDisposedException(nameof(GenerationBatcher));
+        return done.Task.WaitAsync(cancellation);
     }
 
     private async Task Loop()
     {
         var reader = _queue.Reader;
+        // A request that would take the batch past MaxBatchRows starts the next one (a request of more rows than that
+        // runs in a call of its own).
+        Pending? carried = null;
         try
         {
-            while (await reader.WaitToReadAsync(_stop.Token))
+            while (carried is not null || await reader.WaitToReadAsync(_stop.Token))
             {
                 var batch = new List<Pending>();
-                while (batch.Count < _options.MaxBatchRows && reader.TryRead(out var p)) batch.Add(p);
+                int rows = 0;
+                void Take(Pending p)
+                {
+                    if (batch.Count > 0 && rows + p.N > _options.MaxBatchRows) { carried = p; return; }
+                    batch.Add(p);
+                    rows += p.N;
+                }
+                if (carried is { } first) { carried = null; Take(first); }
+                while (carried is null && rows < _options.MaxBatchRows && reader.TryRead(out var p)) Take(p);
                 // The window: wait a little for the other clients of this moment, then generate them together.
                 using (var window = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token))
                 {
                     window.CancelAfter(Math.Max(0, _options.BatchWindowMs));
                     try
                     {
-                        while (batch.Count < _options.MaxBatchRows && await reader.WaitToReadAsync(window.Token))
-                            while (batch.Count < _options.MaxBatchRows && reader.TryRead(out var p)) batch.Add(p);
+                        while (carried is null && rows < _options.MaxBatchRows && await reader.WaitToReadAsync(window.Token))
+                            while (carried is null && rows < _options.MaxBatchRows && reader.TryRead(out var p)) Take(p);
                     }
                     catch (OperationCanceledException) when (!_stop.IsCancellationRequested) { }
                 }
@@ -129,58 +138,53 @@ public sealed class GenerationBatcher : IAsyncDisposable
                 {
                     if (!p.Cancellation.IsCancellationRequested) return false;
                     p.Done.TrySetCanceled(p.Cancellation);
-                    Interlocked.Increment(ref _abandoned);
+                    Interlocked.Add(ref _abandoned, p.N);
                     return true;
                 });
                 // Equal sampling settings share a call; a seeded request's rows do not share theirs with another request, so
                 // its seed gives what it gives alone.
-                foreach (var group in batch.GroupBy(p => (p.Key, p.Key.Seed is null ? 0 : p.Request))) Run(group.Key.Key, group.ToList());
+                foreach (var group in batch.GroupBy(p => (p.Key, p.Key.Seed is null ? 0 : p.Number))) Run(group.Key.Key, group.ToList());
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
+        carried?.Done.TrySetCanceled();
         while (reader.TryRead(out var left)) left.Done.TrySetCanceled();
     }
 
-    private void Run(SamplingKey key, List<Pending> rows)
+    private void Run(SamplingKey key, List<Pending> requests)
     {
         // The call is worth finishing while one of its clients still waits; when the last one leaves (or the server stops),
         // it stops at the next token.
         using var allGone = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-        int waiting = rows.Count;
-        var registrations = rows.Select(r => r.Cancellation.Register(() => { if (Interlocked.Decrement(ref waiting) == 0) allGone.Cancel(); })).ToList();
-        Interlocked.Exchange(ref _generating, rows.Count);
+        int waiting = requests.Count, rowCount = requests.Sum(r => r.N);
+        var registrations = requests.Select(r => r.Cancellation.Register(() => { if (Interlocked.Decrement(ref waiting) == 0) allGone.Cancel(); })).ToList();
+        Interlocked.Exchange(ref _generating, rowCount);
         try
         {
             var result = _teacher.Generate(new GenerationRequest
             {
-                PromptIds = rows.Select(r => r.PromptIds).ToList(),
+                PromptIds = requests.SelectMany(r => Enumerable.Repeat(r.PromptIds, r.N)).ToList(),
                 MaxNewTokens = key.MaxTokens, Temperature = key.Temperature, TopP = key.TopP,
                 StopSequences = key.StopList, Seed = key.Seed, Cancellation = allGone.Token,
             });
             Interlocked.Increment(ref _calls);
-            Interlocked.Add(ref _rows, rows.Count);
-            for (int i = 0; i < rows.Count; i++)
+            Interlocked.Add(ref _rows, rowCount);
+            int row = 0;
+            foreach (var r in requests)
             {
-                var s = result.Sequences[i];
-                var text = Continuation(s.PromptIds, s.TokenIds) ?? s.Text;
-                if (s.FinishReason == "stop_sequence" && key.StopList is { } stops)
-                {
-                    // OpenAI returns the text before the first stop sequence, without it.
-                    int cut = stops.Select(stop => text.IndexOf(stop, StringComparison.Ordinal)).Where(at => at >= 0).DefaultIfEmpty(text.Length).Min();
-                    text = text[..cut];
-                }
-                var tokens = rows[i].TopLogProbs >= 0 ? UpTo(text, LogProbs(s.PromptIds, s.TokenIds, rows[i].TopLogProbs)) : null;
-                rows[i].Done.TrySetResult(new RowResult(text, s.FinishReason == "length" ? "length" : "stop", s.PromptIds.Length, s.TokenIds.Length, tokens));
+                var answers = new RowResult[r.N];
+                for (int i = 0; i < r.N; i++) answers[i] = Answer(result.Sequences[row++], key, r.TopLogProbs);
+                r.Done.TrySetResult(answers);
             }
         }
         catch (OperationCanceledException) when (allGone.IsCancellationRequested)
         {
-            foreach (var r in rows) r.Done.TrySetCanceled(allGone.Token);
-            if (!_stop.IsCancellationRequested) Interlocked.Add(ref _abandoned, rows.Count);
+            foreach (var r in requests) r.Done.TrySetCanceled(allGone.Token);
+            if (!_stop.IsCancellationRequested) Interlocked.Add(ref _abandoned, rowCount);
         }
         catch (Exception e)
         {
-            foreach (var r in rows) r.Done.TrySetException(e);
+            foreach (var r in requests) r.Done.TrySetException(e);
         }
         finally
         {
@@ -188,6 +192,20 @@ public sealed class GenerationBatcher : IAsyncDisposable
             foreach (var registration in registrations) registration.Dispose();
             Interlocked.Exchange(ref _generating, 0);
         }
+    }
+
+    /// <summary>One generated row as the client gets it: the text after the prompt, cut before a stop sequence, with its tokens' log-probabilities when asked for.</summary>
+    private RowResult Answer(GeneratedSequence s, SamplingKey key, int topLogProbs)
+    {
+        var text = Continuation(s.PromptIds, s.TokenIds) ?? s.Text;
+        if (s.FinishReason == "stop_sequence" && key.StopList is { } stops)
+        {
+            // OpenAI returns the text before the first stop sequence, without it.
+            int cut = stops.Select(stop => text.IndexOf(stop, StringComparison.Ordinal)).Where(at => at >= 0).DefaultIfEmpty(text.Length).Min();
+            text = text[..cut];
+        }
+        var tokens = topLogProbs >= 0 ? UpTo(text, LogProbs(s.PromptIds, s.TokenIds, topLogProbs)) : null;
+        return new RowResult(text, s.FinishReason == "length" ? "length" : "stop", s.PromptIds.Length, s.TokenIds.Length, tokens);
     }
 
     /// <summary>

@@ -18,7 +18,7 @@ public sealed class TeacherServerOptions
     public string? ModelId { get; set; }
     /// <summary>How long the batcher waits for more requests after the first one before a generation call, in ms. Default 5.</summary>
     public int BatchWindowMs { get; set; } = 5;
-    /// <summary>Most rows (requests times <c>n</c>) in one generation call. Default 64.</summary>
+    /// <summary>Most rows (requests times <c>n</c>) in one generation call; a request's rows are never split, so one with a larger <c>n</c> runs alone. Default 64.</summary>
     public int MaxBatchRows { get; set; } = 64;
     /// <summary>Largest <c>max_tokens</c> a request may ask for. Default 512 (capped again by the model's context).</summary>
     public int MaxTokensLimit { get; set; } = 512;

@@ -157,6 +157,32 @@ public class TeacherServerTests(SharedTeacherServer shared)
         Assert.Matches(@"^The prompt has \d+ tokens and max_tokens is 60; together they must fit the model's context of 512 tokens\.$", error);
     }
 
+    /// <summary>
+    /// A request's n rows are generated in one call, whatever is queued beside it: a seeded request split over two calls
+    /// (the batch's row limit reached in the middle of it) drew its seed twice, so its choices repeated and its answer
+    /// depended on the other clients of the moment. Here the batch holds 4 rows and the window is long enough to fill it.
+    /// </summary>
+    [SharedDataFact]
+    public async Task ASeededRequestIsNeverSplitOverTwoCalls()
+    {
+        using var server = TeacherServerProcess.Start(batchWindowMs: 500, "--MaxBatchRows", "4");
+        using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
+        List<string> Texts(JsonObject r) => r["choices"]!.AsArray().Select(c => c!["text"]!.GetValue<string>()).ToList();
+
+        // More choices than a batch holds: one call of their own, so no choice repeats another.
+        var eight = Texts(await Post(http, new { prompt = Prompt, max_tokens = 10, temperature = 1.0, seed = 3, n = 8 }));
+        Assert.Equal(8, eight.Distinct().Count());
+
+        // Behind another client's three rows (4 rows a batch): the same three choices as alone.
+        var seeded = new { prompt = Prompt, max_tokens = 10, temperature = 1.0, seed = 7, n = 3 };
+        var alone = Texts(await Post(http, seeded));
+        var other = Post(http, new { prompt = "Tom had a ball.", max_tokens = 10, temperature = 1.0, n = 3 });
+        await Task.Delay(100);
+        var behind = Texts(await Post(http, seeded));
+        await other;
+        Assert.Equal(alone, behind);
+    }
+
     [SharedDataFact]
     public async Task AnotherModelsNameADuplicateKeyAndAFractionalCountAreClientErrors_AndLogProbsCoverTheReturnedText()
     {

@@ -49,10 +49,11 @@ public sealed class TeacherServerProcess : IDisposable
     /// <summary>Runs the server with <paramref name="arguments"/> to its exit (for start-up failures) and returns its exit code and streams.</summary>
     public static (int Code, string Output, string Error) RunToExit(params string[] arguments) => ChildProcess.RunApp(Dll(), arguments);
 
-    public static TeacherServerProcess Start(int batchWindowMs = 5)
+    /// <summary>Starts a server and waits until it listens; <paramref name="settings"/> are further switches (<c>--MaxBatchRows</c>, <c>4</c>, ...).</summary>
+    public static TeacherServerProcess Start(int batchWindowMs = 5, params string[] settings)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { Dll(), "--ModelPath", Stories260K, "--urls", "http://127.0.0.1:0", "--BatchWindowMs", batchWindowMs.ToString(), "--Threads", "1", "--Logging:LogLevel:Default", "Warning" })
+        foreach (var a in new[] { Dll(), "--ModelPath", Stories260K, "--urls", "http://127.0.0.1:0", "--BatchWindowMs", batchWindowMs.ToString(), "--Threads", "1", "--Logging:LogLevel:Default", "Warning" }.Concat(settings))
             start.ArgumentList.Add(a);
         var process = Process.Start(start) ?? throw new InvalidOperationException("could not start RetriKT.TeacherServer");
         var url = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
