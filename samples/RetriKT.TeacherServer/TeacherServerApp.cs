@@ -205,6 +205,9 @@ public static class TeacherServerApp
         double topP = Number(body, "top_p", 1, double.Epsilon, 1);
         int maxTokens = Integer(body, chat && body["max_completion_tokens"] is not null ? "max_completion_tokens" : "max_tokens", 16, 1, options.MaxTokensLimit);
         int n = Integer(body, "n", 1, 1, options.MaxChoices);
+        foreach (var (name, neutral) in Unserved)
+            if (body[name] is { } value && !neutral(value) && !(name == "best_of" && IsNumber(value, n)))
+                throw new BadRequest($"'{name}' is not served here, found {Shown(value)}: the teacher would answer without it. Leave it out or send its neutral value.", name);
         long? seed = Read<long>(body["seed"], "seed", "an integer", out var seedValue) ? seedValue : null;
         var stops = body["stop"] switch
         {
@@ -234,6 +237,24 @@ public static class TeacherServerApp
         if (ids.Length == 0) throw new BadRequest("The prompt encodes to no tokens.", chat ? "messages" : "prompt");
         return new ParsedRequest(ids, new SamplingKey(temperature, topP, maxTokens, string.Join('\0', stops), seed), n, topLogProbs, stream, includeUsage);
     }
+
+    /// <summary>
+    /// OpenAI parameters this server cannot honour, each with what leaves it without effect (best_of equal to n is also
+    /// neutral): another value is refused, since ignoring it would answer as if it had not been sent (penalties, a logit
+    /// bias, an echoed prompt, tools or a JSON format the client then relies on).
+    /// </summary>
+    private static readonly (string Name, Func<JsonNode, bool> Neutral)[] Unserved =
+    [
+        ("frequency_penalty", v => IsNumber(v, 0)), ("presence_penalty", v => IsNumber(v, 0)), ("best_of", v => IsNumber(v, 1)),
+        ("logit_bias", v => v is JsonObject { Count: 0 }), ("echo", v => v.GetValueKind() == JsonValueKind.False),
+        ("suffix", v => v.GetValueKind() == JsonValueKind.String && v.GetValue<string>().Length == 0),
+        ("tools", v => v is JsonArray { Count: 0 }), ("functions", v => v is JsonArray { Count: 0 }),
+        ("tool_choice", v => v.GetValueKind() == JsonValueKind.String && v.GetValue<string>() is "none" or "auto"),
+        ("function_call", v => v.GetValueKind() == JsonValueKind.String && v.GetValue<string>() is "none" or "auto"),
+        ("response_format", v => v is JsonObject { Count: 1 } format && format["type"]?.GetValueKind() == JsonValueKind.String && format["type"]!.GetValue<string>() == "text"),
+    ];
+
+    private static bool IsNumber(JsonNode node, double value) => node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<double>(out var x) && x == value;
 
     private static string Content(JsonNode? content, int index) => content switch
     {

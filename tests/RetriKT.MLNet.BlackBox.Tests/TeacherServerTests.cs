@@ -270,6 +270,47 @@ public class TeacherServerTests(SharedTeacherServer shared)
     }
 
     /// <summary>
+    /// An OpenAI parameter the server cannot honour is refused with 400 naming it, not ignored: a client that asked for a
+    /// frequency penalty, a logit bias, its prompt echoed or a JSON format would take the plain answer for what it asked
+    /// for. Their neutral values (what leaves them without effect) are served.
+    /// </summary>
+    [SharedDataFact]
+    public async Task ParametersTheServerCannotHonourAre400sNotIgnored()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(shared.Server.Url) };
+        const string m = "\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":4";
+        const string p = "\"prompt\":\"Hi\",\"max_tokens\":4";
+        foreach (var (path, json, param) in new[]
+        {
+            ("/v1/chat/completions", "{" + m + ",\"frequency_penalty\":1.5}", "frequency_penalty"),
+            ("/v1/chat/completions", "{" + m + ",\"presence_penalty\":-1}", "presence_penalty"),
+            ("/v1/chat/completions", "{" + m + ",\"logit_bias\":{\"5\":100}}", "logit_bias"),
+            ("/v1/chat/completions", "{" + m + ",\"response_format\":{\"type\":\"json_object\"}}", "response_format"),
+            ("/v1/chat/completions", "{" + m + ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", "tools"),
+            ("/v1/chat/completions", "{" + m + ",\"tool_choice\":\"required\"}", "tool_choice"),
+            ("/v1/completions", "{" + p + ",\"echo\":true}", "echo"),
+            ("/v1/completions", "{" + p + ",\"best_of\":3}", "best_of"),
+            ("/v1/completions", "{" + p + ",\"suffix\":\" the end\"}", "suffix"),
+        })
+        {
+            var (status, error) = await PostForError(http, path, json);
+            var shown = $"{path} {json}: {status} {error.ToJsonString()}";
+            Assert.True(status == HttpStatusCode.BadRequest, shown);
+            Assert.True(error["param"]?.GetValue<string>() == param, shown);
+            Assert.StartsWith($"'{param}' is not served here", error["message"]!.GetValue<string>());
+        }
+        foreach (var (path, json) in new[]
+        {
+            ("/v1/chat/completions", "{" + m + ",\"frequency_penalty\":0,\"presence_penalty\":0.0,\"logit_bias\":{},\"tools\":[],\"tool_choice\":\"none\",\"response_format\":{\"type\":\"text\"}}"),
+            ("/v1/completions", "{" + p + ",\"echo\":false,\"best_of\":2,\"n\":2,\"suffix\":\"\",\"logit_bias\":null}"),
+        })
+        {
+            using var response = await http.PostAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
+            Assert.True(response.IsSuccessStatusCode, $"{path} {json}: {response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        }
+    }
+
+    /// <summary>
     /// A stop sequence that spans two tokens ("e gi" across " little" and " girl") ends the text before it, in the
     /// plain answer, its log-probability tokens (the last one cut to what the text keeps) and the stream alike.
     /// </summary>
