@@ -27,6 +27,7 @@ public class TeacherServerTests(SharedTeacherServer shared)
             ([], 2, "error: TeacherServer needs --ModelPath <Hugging Face directory | llama2.c .bin>."),
             // A setting that is not a value of its type is a setting, as docs/BLACK-BOX-TEACHER.md says: exit code 2 (it was 1).
             (["--ModelPath", damaged, "--BatchWindowMs", "five"], 2, "error: Failed to convert configuration value 'five' at 'BatchWindowMs' to type 'System.Int32'."),
+            (["--ModelPath", damaged, "--ChatFormat", "Chat"], 2, "'Chat' at 'ChatFormat'"),
             (["--ModelPath", folder.File("missing.bin")], 1, $"error: Teacher checkpoint not found: {folder.File("missing.bin")}"),
             (["--ModelPath", damaged], 1, damaged),
             // A negative thread count was taken and ignored (torch kept one thread per core).
