@@ -203,7 +203,10 @@ public static class TeacherServerApp
 
         double temperature = Number(body, "temperature", 1, 0, 2);
         double topP = Number(body, "top_p", 1, double.Epsilon, 1);
-        int maxTokens = Integer(body, chat && body["max_completion_tokens"] is not null ? "max_completion_tokens" : "max_tokens", 16, 1, options.MaxTokensLimit);
+        string maxTokensName = chat && body["max_completion_tokens"] is not null ? "max_completion_tokens" : "max_tokens";
+        // Without a limit, a chat completion runs as far as the context and MaxTokensLimit allow, as OpenAI's does (a chat
+        // client that sets none got 16 tokens, cut mid-sentence); a legacy completion keeps OpenAI's default of 16.
+        int? maxTokens = chat && body[maxTokensName] is null ? null : Integer(body, maxTokensName, 16, 1, options.MaxTokensLimit);
         int n = Integer(body, "n", 1, 1, options.MaxChoices);
         foreach (var (name, neutral) in Unserved)
             if (body[name] is { } value && !neutral(value) && !(name == "best_of" && IsNumber(value, n)))
@@ -235,7 +238,9 @@ public static class TeacherServerApp
         bool includeUsage = Read<bool>(streamOptions?["include_usage"], "stream_options", "a boolean", out var usageValue, "stream_options.include_usage") && usageValue;
         var ids = batcher.Encode(prompt);
         if (ids.Length == 0) throw new BadRequest("The prompt encodes to no tokens.", chat ? "messages" : "prompt");
-        return new ParsedRequest(ids, new SamplingKey(temperature, topP, maxTokens, string.Join('\0', stops), seed), n, topLogProbs, stream, includeUsage);
+        // A prompt that fills the context leaves 0 here, and the batcher refuses it as too long.
+        maxTokens ??= Math.Max(0, Math.Min(options.MaxTokensLimit, batcher.Teacher.Config.MaxPositions - ids.Length));
+        return new ParsedRequest(ids, new SamplingKey(temperature, topP, maxTokens.Value, string.Join('\0', stops), seed), n, topLogProbs, stream, includeUsage);
     }
 
     /// <summary>

@@ -91,6 +91,10 @@ public class TeacherServerTests(SharedTeacherServer shared)
         Assert.Equal(response.Text, streamed.ToString());
         Assert.True(updates > 3, $"{updates} streamed updates");
 
+        // Without MaxOutputTokens a chat answer runs as far as the context allows, as OpenAI's does (it was cut at 16 tokens).
+        var unlimited = await chat.GetResponseAsync(Prompt, new ChatOptions { Temperature = 0 });
+        Assert.True(unlimited.Usage!.OutputTokenCount > 16, $"{unlimited.Usage.OutputTokenCount} tokens, finish reason {unlimited.FinishReason}: {unlimited.Text}");
+
         // /v1/completions over plain HTTP: n, logprobs, stop, usage; streaming; a bad request.
         using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
         var many = await Post(http, new { prompt = Prompt, max_tokens = 8, n = 3, temperature = 1.0, logprobs = 2, seed = 7 });
