@@ -96,9 +96,11 @@ internal static class Sampler
         var (sorted, order) = logits.sort(-1, descending: true);
         var probs = sorted.softmax(-1);
         // Drop a token when the tokens before it already reach p (mass >= p, as HF's top-p: the kept set is the smallest
-        // whose mass reaches p); the first token is always kept, since nothing comes before it and p > 0.
+        // whose mass reaches p). The most probable token is always kept: a p below float32's range (1e-300) compares as
+        // 0, which the empty mass before it reaches, and a row with every token dropped sampled NaN (a failed call).
         using var threshold = p.ToScalar(); // held across the call (see HeldScalars)
         var remove = probs.cumsum(-1).sub(probs).ge(threshold);
+        remove.narrow(-1, 0, 1).zero_();
         var removeOriginal = zeros_like(remove).scatter(-1, order, remove);
         return logits.masked_fill(removeOriginal, HeldScalars.NegativeInfinity);
     }

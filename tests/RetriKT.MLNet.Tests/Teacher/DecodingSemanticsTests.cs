@@ -166,4 +166,19 @@ public class DecodingSemanticsTests(ITestOutputHelper output)
         // p = 1 keeps everything, also tokens of probability 0.
         Assert.Equal(6, Sampler.TopP(logits, 1).isfinite().sum().item<long>());
     }
+
+    /// <summary>
+    /// A p too small for float32 (an OpenAI client may send top_p 1e-300) still keeps the most probable token: it
+    /// compared as 0, which the empty mass before the first token reaches, so every token went and sampling failed.
+    /// </summary>
+    [Fact]
+    public void TopPBelowFloat32RangeKeepsTheMostProbableToken()
+    {
+        using var scope = NewDisposeScope();
+        var logits = tensor(new float[] { 0f, 1f, -1f, 2f, 3f, 1f }, new long[] { 2, 3 });
+        var kept = Sampler.TopP(logits, 1e-300);
+        Assert.Equal(new long[] { 1, 1 }, kept.isfinite().sum(1).data<long>().ToArray());
+        Assert.Equal(new long[] { 1, 1 }, kept.argmax(-1).data<long>().ToArray());
+        Assert.Equal(new long[] { 1, 1 }, kept.softmax(-1).multinomial(1).squeeze(1).data<long>().ToArray());
+    }
 }
