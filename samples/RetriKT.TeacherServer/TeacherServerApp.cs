@@ -100,7 +100,9 @@ public static class TeacherServerApp
         catch (Exception e) when (e is not OperationCanceledException)
         {
             http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(TeacherServerApp)).LogError(e, "Generation failed");
-            await Error(http, $"The teacher failed to generate: {e.Message}", null, StatusCodes.Status500InternalServerError, type: "server_error");
+            // TorchSharp's message carries libtorch's C++ backtrace after its first line (kilobytes of frames): the log has
+            // it; the client gets the reason.
+            await Error(http, $"The teacher failed to generate: {e.Message.Split('\n', 2)[0].TrimEnd()}", null, StatusCodes.Status500InternalServerError, type: "server_error");
             return;
         }
 

@@ -316,6 +316,27 @@ public class TeacherServerTests(SharedTeacherServer shared)
     }
 
     /// <summary>
+    /// A generation that fails in the teacher answers 500 with OpenAI's server_error object whose message is the reason in
+    /// one line: TorchSharp's message went out whole, libtorch's C++ backtrace (kilobytes of stack frames) included. The
+    /// failure here is sampling at a temperature of 1e-40, whose float32 logits overflow (a defect of its own, not fixed
+    /// here: when it is, this test needs another way to make the teacher fail).
+    /// </summary>
+    [SharedDataFact]
+    public async Task AGenerationThatFailsInTheTeacherIsA500WithItsReasonInOneLine()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(shared.Server.Url) };
+        using var response = await http.PostAsync("/v1/completions", new StringContent("""{"prompt":"Hi","max_tokens":4,"temperature":1e-40}""", Encoding.UTF8, "application/json"));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.InternalServerError, $"{response.StatusCode}: {text}");
+        var error = JsonNode.Parse(text)!["error"]!;
+        Assert.Equal("server_error", error["type"]!.GetValue<string>());
+        var message = error["message"]!.GetValue<string>();
+        Assert.StartsWith("The teacher failed to generate: ", message);
+        Assert.DoesNotContain('\n', message);
+        Assert.True(message.Length < 300, message);
+    }
+
+    /// <summary>
     /// A stop sequence that spans two tokens ("e gi" across " little" and " girl") ends the text before it, in the
     /// plain answer, its log-probability tokens (the last one cut to what the text keeps) and the stream alike.
     /// </summary>
