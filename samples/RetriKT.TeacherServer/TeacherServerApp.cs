@@ -23,6 +23,7 @@ public static class TeacherServerApp
     /// </summary>
     public static WebApplication Build(string[] args, Action<TeacherServerOptions>? configure = null, Action<WebApplicationBuilder>? configureBuilder = null)
     {
+        RetriKT.Samples.CommandLineSwitches.Check(args, [.. RetriKT.Samples.CommandLineSwitches.Of<TeacherServerOptions>()]);
         var builder = WebApplication.CreateBuilder(args);
         configureBuilder?.Invoke(builder);
         var options = new TeacherServerOptions();

@@ -3,7 +3,8 @@ using RetriKT.WebApi;
 // `dotnet run -- train-demo-model <train.tsv> <model.zip> [iterations]` writes a small standard text classifier to
 // serve before a RetriKT model exists; anything else starts the server (configure the model with --ModelPath).
 // Relative paths resolve against the caller's working directory. A model that cannot be served at start-up (missing,
-// damaged, wrong schema) ends the process with one line on stderr and exit code 1.
+// damaged, wrong schema) ends the process with one line on stderr and exit code 1; a switch that names no setting
+// (--ModlePath) with one line and exit code 2.
 if (args.Length > 0 && args[0] == "train-demo-model")
 {
     if (args.Length is < 3 or > 4)
@@ -33,6 +34,11 @@ try
     // The host logs a start-up failure with every inner stack trace (~80 lines); this program says it in one line.
     WebApiApp.Build(args, b => b.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical)).Run();
     return 0;
+}
+catch (ArgumentException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 2;
 }
 catch (Exception e) when (e is not OutOfMemoryException)
 {

@@ -19,9 +19,11 @@ public static class WebApiApp
     /// read from the app's own folder.
     /// </summary>
     /// <param name="args">Command-line arguments (configuration overrides such as <c>--ModelPath</c>, <c>--urls</c>).</param>
+    /// <exception cref="ArgumentException">A switch names no setting of this server or its host.</exception>
     /// <param name="configure">Extra configuration of the builder (tests: logging, settings).</param>
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
+        RetriKT.Samples.CommandLineSwitches.Check(args, ["ModelPath", .. RetriKT.Samples.CommandLineSwitches.Of<ServingOptions>("Serving")]);
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder);
 

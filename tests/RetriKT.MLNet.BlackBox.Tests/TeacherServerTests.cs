@@ -30,6 +30,8 @@ public class TeacherServerTests(SharedTeacherServer shared)
             (["--ModelPath", damaged, "--ChatFormat", "Chat"], 2, "'Chat' at 'ChatFormat'"),
             (["--ModelPath", folder.File("missing.bin")], 1, $"error: Teacher checkpoint not found: {folder.File("missing.bin")}"),
             (["--ModelPath", damaged], 1, damaged),
+            // A misspelt switch was skipped by binding: the server ran with the default it meant to change.
+            (["--ModelPath", damaged, "--BatchWindow", "20"], 2, "error: Unknown setting '--BatchWindow'; this server's settings are --ModelPath, --ModelId, --BatchWindowMs,"),
             // A negative thread count was taken and ignored (torch kept one thread per core).
             (["--ModelPath", damaged, "--Threads", "-3"], 2, "error: Invalid setting: Threads -3 (>= 0; 0 keeps torch's default, one thread per core)."),
         })

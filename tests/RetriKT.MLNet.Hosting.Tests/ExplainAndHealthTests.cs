@@ -169,6 +169,28 @@ public class ExplainAndHealthTests
     }
 
     /// <summary>
+    /// A misspelt switch (<c>--ModlePath</c>) was taken by ASP.NET's configuration and skipped by binding, so the server
+    /// started on appsettings.json's model.zip, a model found in the working folder, without a word. It now ends with one
+    /// line naming the switch and exit code 2; the host's own switches (--urls, --Logging:...) and the Serving section's
+    /// settings still pass.
+    /// </summary>
+    [Fact]
+    public void AMisspeltSwitchEndsTheProcessWithOneLineAndExitCodeTwo()
+    {
+        using var dir = new TempDir();
+        var (code, error) = RunWebApi(["--ModlePath", dir.File("new.zip"), "--urls", "http://127.0.0.1:0"]);
+        Assert.True(code == 2, $"exit code {code}: {error}");
+        Assert.Equal("error: Unknown setting '--ModlePath'; this server's settings are --ModelPath, --Serving:MaxTextLength, --Serving:WatchModelFile " +
+                     "(and the host's: --urls, --environment, --Logging:..., --Kestrel:...).", error.Trim());
+
+        // Known switches pass the check: the run goes on to the model, which is missing.
+        (code, error) = RunWebApi(["--ModelPath", dir.File("missing.zip"), "--Serving:MaxTextLength=100", "--urls", "http://127.0.0.1:0",
+                                   "--Logging:LogLevel:Default", "Warning"]);
+        Assert.Equal(1, code);
+        Assert.Equal($"error: Model file '{dir.File("missing.zip")}' does not exist.", error.Trim());
+    }
+
+    /// <summary>
     /// train-demo-model finds the text and label columns by their header names: read by position, a file with the label
     /// first trained on the labels as texts, exited 0 and saved a model that answers with sentences. A file without the
     /// columns is one line naming the file and the header (it was ML.NET's "doesn't contain key values metadata").
