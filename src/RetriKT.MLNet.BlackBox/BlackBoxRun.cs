@@ -79,6 +79,8 @@ internal sealed class BlackBoxRun
 
     public async Task<(KnowledgeStore Store, BlackBoxExtractionReport Report)> RunAsync()
     {
+        // Released however the run ends: a checkpoint refused below left the link registered on the caller's token.
+        using var cancel = _cancel;
         using var checkpoint = new BlackBoxCheckpoint(_o.CheckpointPath, _fingerprint, _labels);
         foreach (var r in checkpoint.Resumed) Replay(r);
         _resumed = checkpoint.Resumed.Count;
@@ -86,11 +88,8 @@ internal sealed class BlackBoxRun
 
         var endpoints = _endpoints = _o.Teachers.Select((t, i) => new Endpoint(t, t.Name ?? $"teacher-{i + 1}", _o.ModelId ?? t.ClientModel)).ToList();
         foreach (var e in endpoints) e.Pipeline = EndpointResilience.Create(_o, () => Interlocked.Increment(ref _retries));
-        using (_cancel)
-        {
-            var workers = endpoints.SelectMany(e => Enumerable.Range(0, e.Spec.MaxConcurrency).Select(_ => Task.Run(() => Worker(e, checkpoint)))).ToList();
-            await Task.WhenAll(workers).ConfigureAwait(false);
-        }
+        var workers = endpoints.SelectMany(e => Enumerable.Range(0, e.Spec.MaxConcurrency).Select(_ => Task.Run(() => Worker(e, checkpoint)))).ToList();
+        await Task.WhenAll(workers).ConfigureAwait(false);
         _host.CheckAlive();
         if (endpoints.All(e => e.Out) && NeedsMore())
             throw new InvalidOperationException($"All {endpoints.Count} teacher endpoints were taken out after failing {_o.MaxConsecutiveFailures} requests in a row " +
