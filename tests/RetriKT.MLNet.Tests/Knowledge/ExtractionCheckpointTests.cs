@@ -26,6 +26,48 @@ public class ExtractionCheckpointTests
     }).Fit(SoftPromptPpoTrainerTests.StoryData(mlContext));
 
     // The extractor transformers share (and on Dispose would dispose) the prompts, so only the prompts are disposed.
+
+    private static bool IsDone(string line) => line.Contains("\"done\"", StringComparison.Ordinal);
+    private static bool IsSample(string line) => line.Contains("\"text\"", StringComparison.Ordinal);
+
+    /// <summary>
+    /// An extraction of the story task with a checkpoint, run once whole (<see cref="Whole"/>, <see cref="Lines"/>): the
+    /// resume tests damage the file as a kill or a disk would, then <see cref="Extract"/> again with the same settings.
+    /// </summary>
+    private sealed class CheckpointedRun : IDisposable
+    {
+        private readonly IDataView _data;
+        private readonly SoftPromptTransformer _prompts;
+        private readonly TempDir _folder;
+
+        public CheckpointedRun(string name)
+        {
+            MLContext.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (Warnings) Warnings.Add(e.RawMessage); };
+            _data = SoftPromptPpoTrainerTests.StoryData(MLContext);
+            _prompts = Prompts(MLContext, seed: 1);
+            _folder = new TempDir($"retrikt-{name}-");
+            Checkpoint = _folder.File("extraction.jsonl");
+            Whole = Extract();
+            Lines = File.ReadAllLines(Checkpoint);
+            Assert.True(Batches >= 2, $"{Batches} batches");
+        }
+
+        public MLContext MLContext { get; } = new(seed: 2);
+        public List<string> Warnings { get; } = [];
+        public string Checkpoint { get; }
+        public KnowledgeExtractorTransformer Whole { get; }
+        /// <summary>The uninterrupted run's checkpoint lines.</summary>
+        public string[] Lines { get; }
+        public int Batches => Lines.Count(IsDone);
+
+        public KnowledgeExtractorTransformer Extract() => MLContext.RetriKT().KnowledgeExtractor(Options(_prompts, Checkpoint, seed: 9)).Fit(_data);
+
+        public void Dispose()
+        {
+            _prompts.Dispose();
+            _folder.Dispose();
+        }
+    }
     [SharedDataFact]
     public void AnotherRunsCheckpointStopsTheExtractionOrIsMovedAsideOnRequest()
     {
@@ -78,7 +120,7 @@ public class ExtractionCheckpointTests
         var checkpoint = folder.File("extraction.jsonl");
         var first = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
         Assert.True(first.Report!.Times!.Fluency > TimeSpan.Zero);
-        int batches = File.ReadLines(checkpoint).Count(l => l.Contains("\"done\"", StringComparison.Ordinal));
+        int batches = File.ReadLines(checkpoint).Count(IsDone);
         Assert.Equal(batches, File.ReadLines(checkpoint).Count(l => l.Contains($"\"fluency\":\"{FluencyFilter.Version}\"", StringComparison.Ordinal)));
 
         // Resumed: no batch is scored again, and the store is the one the first run kept.
@@ -102,31 +144,24 @@ public class ExtractionCheckpointTests
     [SharedDataFact]
     public void ALineTornByAKillIsCutSoTheNextResumeKeepsWhatTheResumedRunAdded()
     {
-        var mlContext = new MLContext(seed: 2);
-        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
-        using var prompts = Prompts(mlContext, seed: 1);
-        using var folder = new TempDir("retrikt-torn-");
-        var checkpoint = folder.File("extraction.jsonl");
-        var whole = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
-        var lines = File.ReadAllLines(checkpoint);
-        int batches = lines.Count(l => l.Contains("\"done\"", StringComparison.Ordinal));
-        Assert.True(batches >= 2, $"{batches} batches");
+        using var run = new CheckpointedRun("torn");
+        var lines = run.Lines;
 
         // Killed while writing the second batch's first sample: the first batch is done, the next line is half there.
-        int firstDone = Array.FindIndex(lines, l => l.Contains("\"done\"", StringComparison.Ordinal));
-        int next = Array.FindIndex(lines, firstDone + 1, l => l.Contains("\"text\"", StringComparison.Ordinal));
-        File.WriteAllText(checkpoint, string.Concat(lines.Take(next).Select(l => l + "\n")) + lines[next][..(lines[next].Length / 2)]);
+        int firstDone = Array.FindIndex(lines, IsDone);
+        int next = Array.FindIndex(lines, firstDone + 1, IsSample);
+        File.WriteAllText(run.Checkpoint, string.Concat(lines.Take(next).Select(l => l + "\n")) + lines[next][..(lines[next].Length / 2)]);
 
-        var resumed = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        var resumed = run.Extract();
         Assert.Equal(1, resumed.Report!.ResumedBatches);
-        Assert.Equal(whole.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
-        Assert.All(File.ReadLines(checkpoint), l => System.Text.Json.Nodes.JsonNode.Parse(l));
+        Assert.Equal(run.Whole.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
+        Assert.All(File.ReadLines(run.Checkpoint), l => System.Text.Json.Nodes.JsonNode.Parse(l));
 
         // Everything the resumed run added is taken the next time: nothing is generated again.
-        var again = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
-        Assert.Equal(batches, again.Report!.ResumedBatches);
+        var again = run.Extract();
+        Assert.Equal(run.Batches, again.Report!.ResumedBatches);
         Assert.Equal(TimeSpan.Zero, again.Report.Times!.Generation);
-        Assert.Equal(whole.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
+        Assert.Equal(run.Whole.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
     }
 
     /// <summary>
@@ -137,34 +172,27 @@ public class ExtractionCheckpointTests
     [SharedDataFact]
     public void ABatchLeftUnfinishedByAKillIsCutSoTheNextResumeReadsItOnce()
     {
-        var mlContext = new MLContext(seed: 2);
-        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
-        using var prompts = Prompts(mlContext, seed: 1);
-        using var folder = new TempDir("retrikt-unfinished-");
-        var checkpoint = folder.File("extraction.jsonl");
-        var whole = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
-        var lines = File.ReadAllLines(checkpoint);
-        int batches = lines.Count(l => l.Contains("\"done\"", StringComparison.Ordinal));
+        using var run = new CheckpointedRun("unfinished");
+        var lines = run.Lines;
 
         // Killed while writing the last batch: its first sample line is whole, the rest and its "done" line never came.
-        int lastDone = Array.FindLastIndex(lines, l => l.Contains("\"done\"", StringComparison.Ordinal));
-        int previousDone = Array.FindLastIndex(lines, lastDone - 1, l => l.Contains("\"done\"", StringComparison.Ordinal));
-        int firstOfLast = Array.FindIndex(lines, previousDone + 1, l => l.Contains("\"text\"", StringComparison.Ordinal));
+        int lastDone = Array.FindLastIndex(lines, IsDone);
+        int previousDone = Array.FindLastIndex(lines, lastDone - 1, IsDone);
+        int firstOfLast = Array.FindIndex(lines, previousDone + 1, IsSample);
         Assert.True(lastDone - firstOfLast > 1, "the last batch has more than one sample line");
-        File.WriteAllLines(checkpoint, lines.Take(firstOfLast + 1));
+        File.WriteAllLines(run.Checkpoint, lines.Take(firstOfLast + 1));
 
-        var resumed = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
-        Assert.Equal(batches - 1, resumed.Report!.ResumedBatches);
-        Assert.Equal(whole.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
+        var resumed = run.Extract();
+        Assert.Equal(run.Batches - 1, resumed.Report!.ResumedBatches);
+        Assert.Equal(run.Whole.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
 
         // The next resume reads every batch once, as the uninterrupted run made it.
-        var again = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
-        Assert.Equal(batches, again.Report!.ResumedBatches);
-        Assert.Equal(whole.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
-        Assert.Equal(whole.Report!.Kept, again.Report.Kept);
-        Assert.Equal(whole.Report.Generated, again.Report.Generated);
-        Assert.Equal(lines.Count(l => l.Contains("\"text\"", StringComparison.Ordinal)),
-                     File.ReadLines(checkpoint).Count(l => l.Contains("\"text\"", StringComparison.Ordinal)));
+        var again = run.Extract();
+        Assert.Equal(run.Batches, again.Report!.ResumedBatches);
+        Assert.Equal(run.Whole.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
+        Assert.Equal(run.Whole.Report!.Kept, again.Report.Kept);
+        Assert.Equal(run.Whole.Report.Generated, again.Report.Generated);
+        Assert.Equal(lines.Count(IsSample), File.ReadLines(run.Checkpoint).Count(IsSample));
     }
 
     /// <summary>
@@ -176,28 +204,20 @@ public class ExtractionCheckpointTests
     [SharedDataFact]
     public void ALineDamagedInsideTheFileIsNamedAndCutSoTheNextResumeKeepsWhatFollows()
     {
-        var mlContext = new MLContext(seed: 2);
-        var warnings = new List<string>();
-        mlContext.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.RawMessage); };
-        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
-        using var prompts = Prompts(mlContext, seed: 1);
-        using var folder = new TempDir("retrikt-damaged-");
-        var checkpoint = folder.File("extraction.jsonl");
-        var whole = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
-        var lines = File.ReadAllLines(checkpoint);
-        int batches = lines.Count(l => l.Contains("\"done\"", StringComparison.Ordinal));
-        int firstDone = Array.FindIndex(lines, l => l.Contains("\"done\"", StringComparison.Ordinal));
+        using var run = new CheckpointedRun("damaged");
+        var lines = run.Lines.ToArray();
+        int firstDone = Array.FindIndex(lines, IsDone);
         lines[firstDone + 1] = lines[firstDone + 1][..10] + lines[firstDone + 1];
-        File.WriteAllLines(checkpoint, lines);
+        File.WriteAllLines(run.Checkpoint, lines);
 
-        var resumed = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
+        var resumed = run.Extract();
         Assert.Equal(1, resumed.Report!.ResumedBatches);
-        Assert.Equal(whole.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
-        Assert.Contains(warnings, w => w.Contains($"{checkpoint} line {firstDone + 2}: not JSON", StringComparison.Ordinal));
+        Assert.Equal(run.Whole.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
+        Assert.Contains(run.Warnings, w => w.Contains($"{run.Checkpoint} line {firstDone + 2}: not JSON", StringComparison.Ordinal));
 
-        var again = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
-        Assert.Equal(batches, again.Report!.ResumedBatches);
-        Assert.Equal(whole.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
+        var again = run.Extract();
+        Assert.Equal(run.Batches, again.Report!.ResumedBatches);
+        Assert.Equal(run.Whole.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
     }
 
     /// <summary>
@@ -214,7 +234,7 @@ public class ExtractionCheckpointTests
         using var folder = new TempDir("retrikt-locked-");
         var checkpoint = folder.File("extraction.jsonl");
         var longer = Options(prompts, checkpoint, seed: 9);
-        longer.SamplesPerLabel = 90;
+        longer.SamplesPerLabel = 300; // seconds of generation: the second run starts well before the first ends
         var first = Task.Run(() => new MLContext(seed: 2).RetriKT().KnowledgeExtractor(longer).Fit(SoftPromptPpoTrainerTests.StoryData(new MLContext(seed: 2))));
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (!File.Exists(checkpoint + ".lock") && !first.IsCompleted && DateTime.UtcNow < deadline) await Task.Delay(10);
@@ -227,7 +247,7 @@ public class ExtractionCheckpointTests
         var finished = await first;
         Assert.False(File.Exists(checkpoint + ".lock"));
         var again = mlContext.RetriKT().KnowledgeExtractor(longer).Fit(data);
-        Assert.Equal(File.ReadLines(checkpoint).Count(l => l.Contains("\"done\"", StringComparison.Ordinal)), again.Report!.ResumedBatches);
+        Assert.Equal(File.ReadLines(checkpoint).Count(IsDone), again.Report!.ResumedBatches);
         Assert.Equal(TimeSpan.Zero, again.Report.Times!.Generation);
         Assert.Equal(finished.Store.Entries.Select(e => e.Text), again.Store.Entries.Select(e => e.Text));
     }
@@ -239,20 +259,15 @@ public class ExtractionCheckpointTests
     [SharedDataFact]
     public void ARecordWithoutAFieldIsNamedByFileLineAndField()
     {
-        var mlContext = new MLContext(seed: 2);
-        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
-        using var prompts = Prompts(mlContext, seed: 1);
-        using var folder = new TempDir("retrikt-field-");
-        var checkpoint = folder.File("extraction.jsonl");
-        mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data);
-        var lines = File.ReadAllLines(checkpoint);
-        int sample = Array.FindIndex(lines, l => l.Contains("\"text\"", StringComparison.Ordinal));
+        using var run = new CheckpointedRun("field");
+        var lines = run.Lines.ToArray();
+        int sample = Array.FindIndex(lines, IsSample);
         var record = System.Text.Json.Nodes.JsonNode.Parse(lines[sample])!.AsObject();
         record.Remove("generated");
         lines[sample] = record.ToJsonString();
-        File.WriteAllLines(checkpoint, lines);
+        File.WriteAllLines(run.Checkpoint, lines);
 
-        var e = Assert.Throws<InvalidDataException>(() => mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9)).Fit(data));
-        Assert.Equal($"{checkpoint} line {sample + 1}: field 'generated' is missing; not an extraction checkpoint record. Delete the file to start afresh.", e.Message);
+        var e = Assert.Throws<InvalidDataException>(() => run.Extract());
+        Assert.Equal($"{run.Checkpoint} line {sample + 1}: field 'generated' is missing; not an extraction checkpoint record. Delete the file to start afresh.", e.Message);
     }
 }
