@@ -611,6 +611,16 @@ public sealed class EvaluationHarnessTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// A seed that has no LM-BFF split is a bad option (exit code 2, before any work); it ended with exit code 1 once the
+    /// run looked for the split's folder, as a missing data folder does.
+    /// </summary>
+    [Fact]
+    public void ASeedWithoutASplitIsOneLineAndExitCodeTwo()
+        => AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13,7", "--rows", Rows.Majority, "--results", Path.Combine(Temp, "results.jsonl"),
+            "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png"), "--cache", Path.Combine(Temp, "cache")],
+            "--seeds: 7 is not an LM-BFF seed (13, 21, 42, 87, 100).");
+
     private void AssertRefused(string[] arguments, string expected)
     {
         var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", arguments);
