@@ -104,8 +104,8 @@ public static class Cli
             .Select(s => int.TryParse(s, CultureInfo.InvariantCulture, out var n) ? n : throw new ArgumentException($"Seed '{s}' is not an integer.")).ToList();
         if (seeds.Count == 0) throw new ArgumentException("--seeds is empty.");
         // A seed without a split is a bad option (exit code 2) here, not a missing data folder found when the row runs.
-        if (seeds.Where(s => !FewShotBenchmarks.LmBffSeeds.Contains(s)).Select(s => (int?)s).FirstOrDefault() is int unknown)
-            throw new ArgumentException($"--seeds: {unknown} is not an LM-BFF seed ({string.Join(", ", FewShotBenchmarks.LmBffSeeds)}).");
+        foreach (var s in seeds)
+            if (!FewShotBenchmarks.LmBffSeeds.Contains(s)) throw new ArgumentException($"--seeds: {s} is not an LM-BFF seed ({string.Join(", ", FewShotBenchmarks.LmBffSeeds)}).");
         var rows = List("rows", Evaluation.Rows.All);
         foreach (var r in rows)
             if (!Evaluation.Rows.IsKnown(r)) throw new ArgumentException($"Unknown row '{r}'. Known: {string.Join(", ", Evaluation.Rows.All.Concat(Evaluation.Rows.Sweeps).Concat(Evaluation.Rows.Experiments))}.");

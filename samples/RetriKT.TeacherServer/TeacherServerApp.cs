@@ -212,7 +212,7 @@ public static class TeacherServerApp
         int? maxTokens = chat && body[maxTokensName] is null ? null : Integer(body, maxTokensName, 16, 1, options.MaxTokensLimit);
         int n = Integer(body, "n", 1, 1, options.MaxChoices);
         foreach (var (name, neutral) in Unserved)
-            if (body[name] is { } value && !neutral(value) && !(name == "best_of" && IsNumber(value, n)))
+            if (body[name] is { } value && !neutral(value, n))
                 throw new BadRequest($"'{name}' is not served here, found {Shown(value)}: the teacher would answer without it. Leave it out or send its neutral value.", name);
         long? seed = Read<long>(body["seed"], "seed", "an integer", out var seedValue) ? seedValue : null;
         var stops = body["stop"] switch
@@ -247,19 +247,20 @@ public static class TeacherServerApp
     }
 
     /// <summary>
-    /// OpenAI parameters this server cannot honour, each with what leaves it without effect (best_of equal to n is also
-    /// neutral): another value is refused, since ignoring it would answer as if it had not been sent (penalties, a logit
-    /// bias, an echoed prompt, tools or a JSON format the client then relies on).
+    /// OpenAI parameters this server cannot honour, each with what leaves it without effect given the request's n: another
+    /// value is refused, since ignoring it would answer as if it had not been sent (penalties, a logit bias, an echoed
+    /// prompt, tools or a JSON format the client then relies on).
     /// </summary>
-    private static readonly (string Name, Func<JsonNode, bool> Neutral)[] Unserved =
+    private static readonly (string Name, Func<JsonNode, int, bool> Neutral)[] Unserved =
     [
-        ("frequency_penalty", v => IsNumber(v, 0)), ("presence_penalty", v => IsNumber(v, 0)), ("best_of", v => IsNumber(v, 1)),
-        ("logit_bias", v => v is JsonObject { Count: 0 }), ("echo", v => v.GetValueKind() == JsonValueKind.False),
-        ("suffix", v => v.GetValueKind() == JsonValueKind.String && v.GetValue<string>().Length == 0),
-        ("tools", v => v is JsonArray { Count: 0 }), ("functions", v => v is JsonArray { Count: 0 }),
-        ("tool_choice", v => v.GetValueKind() == JsonValueKind.String && v.GetValue<string>() is "none" or "auto"),
-        ("function_call", v => v.GetValueKind() == JsonValueKind.String && v.GetValue<string>() is "none" or "auto"),
-        ("response_format", v => v is JsonObject { Count: 1 } format && format["type"]?.GetValueKind() == JsonValueKind.String && format["type"]!.GetValue<string>() == "text"),
+        ("frequency_penalty", (v, _) => IsNumber(v, 0)), ("presence_penalty", (v, _) => IsNumber(v, 0)),
+        ("best_of", (v, n) => IsNumber(v, 1) || IsNumber(v, n)),
+        ("logit_bias", (v, _) => v is JsonObject { Count: 0 }), ("echo", (v, _) => v.GetValueKind() == JsonValueKind.False),
+        ("suffix", (v, _) => v.GetValueKind() == JsonValueKind.String && v.GetValue<string>().Length == 0),
+        ("tools", (v, _) => v is JsonArray { Count: 0 }), ("functions", (v, _) => v is JsonArray { Count: 0 }),
+        ("tool_choice", (v, _) => v.GetValueKind() == JsonValueKind.String && v.GetValue<string>() is "none" or "auto"),
+        ("function_call", (v, _) => v.GetValueKind() == JsonValueKind.String && v.GetValue<string>() is "none" or "auto"),
+        ("response_format", (v, _) => v is JsonObject { Count: 1 } format && format["type"]?.GetValueKind() == JsonValueKind.String && format["type"]!.GetValue<string>() == "text"),
     ];
 
     private static bool IsNumber(JsonNode node, double value) => node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<double>(out var x) && x == value;
