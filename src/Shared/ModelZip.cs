@@ -66,7 +66,14 @@ internal static class ModelZip
     /// One printable line for a model-loading failure: the innermost meaningful exception (ML.NET calls loaders through
     /// reflection), control characters replaced, at most a few hundred characters.
     /// </summary>
-    public static string Describe(Exception exception) => OneLine(Innermost(exception).Message);
+    public static string Describe(Exception exception)
+    {
+        var message = Innermost(exception).Message;
+        // libtorch's messages carry the C++ backtrace after the reason ("Exception raised from ... frame #0: ..."): the
+        // line the user reads would be a few hundred characters of stack frames after the reason.
+        int backtrace = message.IndexOf("Exception raised from ", StringComparison.Ordinal);
+        return OneLine(backtrace > 0 ? message[..backtrace] : message);
+    }
 
     /// <summary>The exception under reflection and aggregation wrappers.</summary>
     public static Exception Innermost(Exception exception)

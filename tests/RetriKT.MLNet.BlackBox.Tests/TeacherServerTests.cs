@@ -320,14 +320,29 @@ public class TeacherServerTests(SharedTeacherServer shared)
     /// <summary>
     /// A generation that fails in the teacher answers 500 with OpenAI's server_error object whose message is the reason in
     /// one line: TorchSharp's message went out whole, libtorch's C++ backtrace (kilobytes of stack frames) included. The
-    /// failure here is sampling at a temperature of 1e-40, whose float32 logits overflow (a defect of its own, not fixed
-    /// here: when it is, this test needs another way to make the teacher fail).
+    /// teacher here is stories260K with its final norm's weights raised to 3e38: finite, so the load takes them, as it
+    /// would a badly converted checkpoint's, but its logits overflow to ±∞ and sampling meets NaN probabilities.
     /// </summary>
     [SharedDataFact]
     public async Task AGenerationThatFailsInTheTeacherIsA500WithItsReasonInOneLine()
     {
-        using var http = new HttpClient { BaseAddress = new Uri(shared.Server.Url) };
-        using var response = await http.PostAsync("/v1/completions", new StringContent("""{"prompt":"Hi","max_tokens":4,"temperature":1e-40}""", Encoding.UTF8, "application/json"));
+        using var folder = new TempDir("retrikt-teacherserver-");
+        var overflowing = folder.File("stories260K.bin");
+        var bytes = File.ReadAllBytes(TeacherServerProcess.Stories260K);
+        int dim = BitConverter.ToInt32(bytes, 0), heads = BitConverter.ToInt32(bytes, 12), vocab = BitConverter.ToInt32(bytes, 20), seqLen = BitConverter.ToInt32(bytes, 24);
+        // The legacy export ends with rms_final [dim], freq_cis [2, seq_len, head_size / 2] and, for an untied head, wcls.
+        long finalNorm = bytes.Length - 4L * (dim + seqLen * (dim / heads) + (vocab < 0 ? (long)-vocab * dim : 0));
+        for (int i = 0; i < dim; i++) BitConverter.TryWriteBytes(bytes.AsSpan((int)finalNorm + 4 * i), 3e38f);
+        File.WriteAllBytes(overflowing, bytes);
+        File.Copy(Path.Combine(Path.GetDirectoryName(TeacherServerProcess.Stories260K)!, "tok512.bin"), folder.File("tok512.bin"));
+        // Its start-up generation fails the same way: one line, the reason without libtorch's stack frames, exit code 1.
+        var (exit, _, startError) = TeacherServerProcess.RunToExit("--ModelPath", overflowing, "--urls", "http://127.0.0.1:0");
+        Assert.True(exit == 1, $"exit code {exit}: {startError}");
+        Assert.Equal("error: probability tensor contains either `inf`, `nan` or element < 0", Assert.Single(startError.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+
+        using var server = TeacherServerProcess.Start(5, "--ModelPath", overflowing, "--WarmUp", "false");
+        using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
+        using var response = await http.PostAsync("/v1/completions", new StringContent("""{"prompt":"Hi","max_tokens":4,"temperature":1}""", Encoding.UTF8, "application/json"));
         var text = await response.Content.ReadAsStringAsync();
         Assert.True(response.StatusCode == HttpStatusCode.InternalServerError, $"{response.StatusCode}: {text}");
         var error = JsonNode.Parse(text)!["error"]!;
@@ -336,6 +351,19 @@ public class TeacherServerTests(SharedTeacherServer shared)
         Assert.StartsWith("The teacher failed to generate: ", message);
         Assert.DoesNotContain('\n', message);
         Assert.True(message.Length < 300, message);
+    }
+
+    /// <summary>
+    /// A temperature of 1e-40 overflowed the teacher's float32 logits (logits / T) and the request failed with a 500; it
+    /// now samples as the limit of a small temperature does, greedy's tokens.
+    /// </summary>
+    [SharedDataFact]
+    public async Task ATinyTemperatureGivesGreedysText()
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(shared.Server.Url) };
+        var tiny = await Post(http, new { prompt = Prompt, max_tokens = 12, temperature = 1e-40, seed = 1 });
+        var greedy = await Post(http, new { prompt = Prompt, max_tokens = 12, temperature = 0 });
+        Assert.Equal(greedy["choices"]![0]!["text"]!.GetValue<string>(), tiny["choices"]![0]!["text"]!.GetValue<string>());
     }
 
     /// <summary>

@@ -20,7 +20,7 @@ public sealed class GenerationRequest
     public Tensor? PrefixEmbeds { get; init; }
     /// <summary>Most tokens to generate per row. Default 32. Capped per row so that the row's prefix + prompt + output fit the model's context (its neighbours' lengths play no part).</summary>
     public int MaxNewTokens { get; init; } = 32;
-    /// <summary>Sampling temperature; 0 means greedy (argmax). Default 0.</summary>
+    /// <summary>Sampling temperature; 0 means greedy (argmax). Default 0. Any T &gt; 0 is safe: a tiny one (1e-40) samples as its limit does, greedy's tokens, each with log-probability 0.</summary>
     public double Temperature { get; init; }
     /// <summary>Keep only the k most likely tokens before sampling; 0 disables. Default 0.</summary>
     public int TopK { get; init; }

@@ -169,6 +169,28 @@ public class TeacherGenerationTests
         Assert.Equal(greedy.Sequences[0].TokenIds, topOne.Sequences[0].TokenIds);
     }
 
+    /// <summary>
+    /// A tiny temperature samples greedy's tokens, as its limit does, each with a log-probability of 0 (probability 1 at
+    /// that temperature). Logits divided by 1e-40 overflowed float32, and softmax made NaN of them: the call failed.
+    /// </summary>
+    [SharedDataFact]
+    public void ATinyTemperatureSamplesGreedysTokensWithFiniteLogProbs()
+    {
+        using var model = Stories();
+        string[] prompts = ["Once upon a time", "Tom"];
+        var greedy = model.Generate(new GenerationRequest { Prompts = prompts, MaxNewTokens = 20 });
+        foreach (var temperature in new[] { 1e-40, 1e-300, double.Epsilon })
+            foreach (var torchDecode in new[] { false, true })
+            {
+                var tiny = model.Generate(new GenerationRequest { Prompts = prompts, MaxNewTokens = 20, Temperature = temperature, TorchDecode = torchDecode, Seed = 2 });
+                for (int i = 0; i < prompts.Length; i++)
+                {
+                    Assert.Equal(greedy.Sequences[i].TokenIds, tiny.Sequences[i].TokenIds);
+                    Assert.All(tiny.Sequences[i].TokenLogProbs, p => Assert.True(p == 0, $"T {temperature}, torch {torchDecode}: log-prob {p}"));
+                }
+            }
+    }
+
     [SharedDataFact]
     public void ReturnedLogProbsEqualTheForwardPassOverTheSequence()
     {
