@@ -66,7 +66,20 @@ public static class Cli
 
     public static readonly string[] DefaultTasks = ["SST-2", "MRPC", "RTE", "CB", "BoolQ"];
 
-    public static Options Parse(IReadOnlyList<string> args, string repo)
+    /// <summary>The options that set how a stand-in teacher is built: with <c>--teacher</c> none is built.</summary>
+    private static readonly string[] TeacherBuildOptions =
+        ["teacher-steps-a", "teacher-steps-b", "teacher-steps-a2", "teacher-rate-a2", "teacher-steps-b2", "teacher-dropout", "teacher-corpus-parts", "teacher-label-first"];
+
+    /// <summary>The options each verb reads (run reads them all). Another was taken and changed nothing.</summary>
+    private static readonly Dictionary<string, string[]> VerbOptions = new()
+    {
+        ["teacher"] = ["data", "tasks", "cache", "shipped-teachers", .. TeacherBuildOptions],
+        ["probe"] = ["data", "tasks", "teacher", "cache", "shipped-teachers", .. TeacherBuildOptions],
+        ["report"] = ["results", "report", "plot"],
+    };
+
+    /// <summary>Parses <paramref name="args"/> (the options after the verb) for <paramref name="verb"/>: an option the verb does not read is refused.</summary>
+    public static Options Parse(IReadOnlyList<string> args, string repo, string verb = "run")
     {
         var values = new Dictionary<string, string>(StringComparer.Ordinal);
         for (int i = 0; i < args.Count; i++)
@@ -79,6 +92,7 @@ public static class Cli
                 values[name] = name == "set" ? earlier + "," + value : throw new ArgumentException($"Option --{name} is given twice ('{earlier}', '{value}'); give it once.");
             else values[name] = value;
         }
+        var named = values.Keys.ToList();
         string Get(string name, string fallback) => values.Remove(name, out var v) ? v : fallback;
         int GetInt(string name, int fallback, int minimum = 0) => int.TryParse(Get(name, fallback.ToString(CultureInfo.InvariantCulture)), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) && n >= minimum
             ? n : throw new ArgumentException($"--{name} must be {(minimum == 0 ? "a non-negative" : "a positive")} integer.");
@@ -141,6 +155,12 @@ public static class Cli
             PlotPath = Path.GetFullPath(Get("plot", Path.Combine(repo, "docs", "evaluation", "results.png"))),
         };
         if (values.Count > 0) throw new ArgumentException($"Unknown option(s): {string.Join(", ", values.Keys.Select(k => "--" + k))}.");
+        if (VerbOptions.TryGetValue(verb, out var read) && named.FirstOrDefault(k => !read.Contains(k)) is { } unread)
+            throw new ArgumentException(verb == "teacher" && unread == "teacher"
+                ? "--teacher gives the teacher that run and probe use; the teacher verb builds the stand-in teachers instead (leave --teacher out, or run probe with it)."
+                : $"--{unread} is not read by the {verb} verb, which takes {string.Join(", ", read.Select(o => "--" + o))}.");
+        if (named.Contains("teacher") && TeacherBuildOptions.FirstOrDefault(named.Contains) is { } build)
+            throw new ArgumentException($"--{build} sets how a stand-in teacher is built, and with --teacher none is built.");
         // Written after the rows ran (each result as its row finishes, the report and plot at the end): a folder there
         // would fail only then, with the rows' work done.
         foreach (var (option, path) in new[] { ("--results", options.ResultsPath), ("--report", options.ReportPath), ("--plot", options.PlotPath) })

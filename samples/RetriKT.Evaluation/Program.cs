@@ -21,12 +21,8 @@ if (verb == "help" || argv.Contains("--help")) { Console.WriteLine(Cli.Usage); r
 
 var repo = Cli.FindRepositoryRoot();
 Cli.Options o;
-try { o = Cli.Parse(argv.Skip(verb == argv.FirstOrDefault() ? 1 : 0).ToList(), repo); }
+try { o = Cli.Parse(argv.Skip(verb == argv.FirstOrDefault() ? 1 : 0).ToList(), repo, verb); }
 catch (ArgumentException e) { return Fail(e.Message); }
-
-// The teacher verb builds the stand-in teachers: a teacher given to it would be ignored while one is built (hours).
-if (verb == "teacher" && o.TeacherPath is not null)
-    return Fail("--teacher gives the teacher that run and probe use; the teacher verb builds the stand-in teachers instead (leave --teacher out, or run probe with it).");
 
 // The report is rewritten at the end of run and by report: a report it would wipe is refused before any work.
 if (verb is "run" or "report" && ResultsReport.HandWrittenProblem(o.ReportPath) is { } reportProblem)

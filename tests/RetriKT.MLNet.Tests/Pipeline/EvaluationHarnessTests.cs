@@ -495,6 +495,28 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Equal(5, Cli.Parse(["--rows", "retrikt,store-only-ppo", "--ppo-steps", "5"], Temp).PpoSteps);
     }
 
+    /// <summary>
+    /// The teacher, probe and report verbs read some of the options: another (report --rows, teacher --set, probe --seeds)
+    /// was taken and changed nothing, as were the teacher-building options beside --teacher, when no teacher is built.
+    /// </summary>
+    [Fact]
+    public void AnOptionTheVerbDoesNotReadIsRefused()
+    {
+        foreach (var (verb, args, expected) in new (string, string[], string)[]
+        {
+            ("report", ["--rows", "majority"], "--rows is not read by the report verb, which takes --results, --report, --plot."),
+            ("teacher", ["--set", "SamplesPerLabel=128"], "--set is not read by the teacher verb, which takes --data, --tasks, --cache, --shipped-teachers, --teacher-steps-a,"),
+            ("probe", ["--seeds", "13"], "--seeds is not read by the probe verb, which takes --data, --tasks, --teacher, --cache,"),
+            ("run", ["--teacher", Temp, "--teacher-steps-a", "10"], "--teacher-steps-a sets how a stand-in teacher is built, and with --teacher none is built."),
+            ("probe", ["--teacher-dropout", "0.1", "--teacher", Temp], "--teacher-dropout sets how a stand-in teacher is built, and with --teacher none is built."),
+        })
+            Assert.StartsWith(expected, Assert.Throws<ArgumentException>(() => Cli.Parse(args, Temp, verb)).Message);
+        Assert.Equal(0.1, Cli.Parse(["--teacher-dropout", "0.1", "--tasks", "SST-2"], Temp, "teacher").Teacher.StageBDropout);
+        Assert.EndsWith("r.md", Cli.Parse(["--report", Path.Combine(Temp, "r.md")], Temp, "report").ReportPath);
+        // An option no verb reads is still named as unknown.
+        Assert.StartsWith("Unknown option(s): --rowz", Assert.Throws<ArgumentException>(() => Cli.Parse(["--rowz", "x"], Temp, "report")).Message);
+    }
+
     /// <summary>The harness as a user runs it (a real process): a bad --set is one line and exit code 2, before any teacher is loaded.</summary>
     [Theory]
     [InlineData("SamplesPerLabell=1", "--set: RetriKTPipelineOptions has no field 'SamplesPerLabell'.")]
