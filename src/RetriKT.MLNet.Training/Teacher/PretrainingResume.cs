@@ -127,10 +127,9 @@ internal sealed class PretrainingResume(string directory, string fingerprint, Pr
         Directory.CreateDirectory(directory);
         model.SaveCheckpoint(directory);
         var optimizerPath = Path.Combine(directory, OptimizerFile);
-        var temp = optimizerPath + ".tmp";
-        optimizer.SaveState(temp);
-        string optimizerHash = FileHash(temp);
-        File.Move(temp, optimizerPath, overwrite: true);
+        // A temp file of its own (it was one fixed '.tmp' name, left behind by a failed save and shared by two writers).
+        AtomicFile.WriteVia(optimizerPath, optimizer.SaveState);
+        string optimizerHash = FileHash(optimizerPath);
         model.InvalidateContentHash(); // training moved the weights since the hash was last taken
         var progressPath = Path.Combine(directory, ProgressFile);
         AtomicFile.WriteAllText(progressPath, JsonSerializer.Serialize(

@@ -14,7 +14,19 @@ internal static class AtomicFile
     /// Writes <paramref name="path"/> through <paramref name="write"/>. The folder is created when missing, unless
     /// <paramref name="createFolder"/> is false: then a missing folder fails naming it.
     /// </summary>
-    public static void Write(string path, Action<FileStream> write, bool createFolder = true)
+    public static void Write(string path, Action<FileStream> write, bool createFolder = true) => WriteVia(path, temp =>
+    {
+        using var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
+        write(fs);
+        fs.Flush(true);
+    }, createFolder);
+
+    /// <summary>
+    /// Writes <paramref name="path"/> through <paramref name="writeTemp"/>, which writes the file name it is given (for a
+    /// writer that takes a path, such as libtorch's optimizer state); the same temp file, flush to disk and rename as
+    /// <see cref="Write(string, Action{FileStream}, bool)"/>.
+    /// </summary>
+    public static void WriteVia(string path, Action<string> writeTemp, bool createFolder = true)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var full = Path.GetFullPath(path);
@@ -25,11 +37,9 @@ internal static class AtomicFile
         var temp = full + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
         try
         {
-            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-            {
-                write(fs);
-                fs.Flush(true);
-            }
+            writeTemp(temp);
+            if (!File.Exists(temp)) throw new IOException($"Writing '{full}' left no file at '{temp}'.");
+            using (var written = new FileStream(temp, FileMode.Open, FileAccess.ReadWrite, FileShare.None)) written.Flush(true);
             File.Move(temp, full, overwrite: true);
         }
         finally

@@ -126,6 +126,31 @@ public class HeldAdamWTests
         }
     }
 
+    /// <summary>
+    /// The pretrainers' checkpoints write the state through a temp file of their own (AtomicFile.WriteVia): it went through
+    /// one fixed 'optimizer.bin.tmp', shared by two writers and left behind by a failed save. A save whose rename fails
+    /// (a folder where the file goes) leaves no temp file; one that succeeds leaves only the state, which loads back.
+    /// </summary>
+    [Fact]
+    public void AStateWrittenThroughATempFileLeavesNoneBehind()
+    {
+        using var folder = new Infrastructure.TempDir("retrikt-adamw-");
+        using var problem = new TwoLayerProblem(3);
+        using var optimizer = HeldAdamW.DecayingMatrices(problem.Ours, 0.02, 0.9, 0.95, 0.1);
+        var taken = Path.Combine(folder.Path, "taken.bin");
+        Directory.CreateDirectory(taken);
+        Assert.ThrowsAny<IOException>(() => AtomicFile.WriteVia(taken, optimizer.SaveState));
+        Assert.Equal([taken], Directory.GetFileSystemEntries(folder.Path));
+
+        var state = Path.Combine(folder.Path, "optimizer.bin");
+        AtomicFile.WriteVia(state, optimizer.SaveState);
+        Assert.Equal([state, taken], Directory.GetFileSystemEntries(folder.Path).Order(StringComparer.Ordinal));
+        optimizer.LoadState(state);
+        // A writer that writes nothing is named, not renamed into place.
+        var nothing = Path.Combine(folder.Path, "nothing.bin");
+        Assert.StartsWith($"Writing '{nothing}' left no file at", Assert.Throws<IOException>(() => AtomicFile.WriteVia(nothing, _ => { })).Message);
+    }
+
     /// <summary>A small two-layer regression: its starting parameters (matrices and vectors), two trainable copies of them and its loss.</summary>
     private sealed class TwoLayerProblem : IDisposable
     {
