@@ -83,16 +83,21 @@ public sealed class TeacherTokenizer
     internal string DecodeContinuation(IReadOnlyList<int> ids)
     {
         var text = Decode(ids);
-        int first = ids.FirstOrDefault(i => i != BosId && i != EosId && i != PadId, -1);
+        int first = ids.FirstOrDefault(IsText, -1);
         return _startsWithSpace is not null && first >= 0 && _startsWithSpace(first) && !text.StartsWith(' ') ? " " + text : text;
     }
 
-    /// <summary>Decodes ids to text, leaving out BOS/EOS/PAD.</summary>
+    /// <summary>Decodes ids to text, leaving out BOS/EOS/PAD and ids outside the vocabulary.</summary>
     public string Decode(IEnumerable<int> ids)
     {
         ArgumentNullException.ThrowIfNull(ids);
-        return _decode(ids.Where(i => i != BosId && i != EosId && i != PadId));
+        return _decode(ids.Where(IsText));
     }
+
+    // An id past the tokenizer's vocabulary (a model's table padded to a multiple of 64, say, which sampling can pick) has
+    // no text, as in Hugging Face's tokenizers: each format treated it its own way (llama2.c threw, SentencePiece's text
+    // around it changed).
+    private bool IsText(int id) => id >= 0 && id < VocabSize && id != BosId && id != EosId && id != PadId;
 
     /// <summary>GPT-2 byte-level BPE from <c>vocab.json</c> + <c>merges.txt</c>: GPT-2's regex split, no prefix space, <c>&lt;|endoftext|&gt;</c> matched whole.</summary>
     public static TeacherTokenizer FromGpt2Files(string vocabJsonPath, string mergesPath)

@@ -139,6 +139,31 @@ public class TeacherGoldenTests
         Assert.Equal("Hello world", fromFiles.Decode(fromFiles.Encode("Hello world")));
     }
 
+    /// <summary>
+    /// A model's vocabulary can be larger than its tokenizer's (padded to a multiple of 64), and sampling can pick a padding
+    /// id. Every tokenizer format decodes an id it has no piece for as nothing, as Hugging Face's tokenizers do: the
+    /// llama2.c one threw (the whole generation call failed), the others dropped it.
+    /// </summary>
+    [SharedDataFact]
+    public void IdsOutsideTheTokenizersVocabularyDecodeAsNothingInEveryFormat()
+    {
+        var gpt2 = Models("gpt2-tokenizer-golden");
+        var llama = Models("llama2-spm-tokenizer-golden");
+        foreach (var (format, tokenizer) in new (string, TeacherTokenizer)[]
+        {
+            ("vocab+merges", TeacherTokenizer.FromGpt2Files(Path.Combine(gpt2, "vocab.json"), Path.Combine(gpt2, "merges.txt"))),
+            ("tokenizer.json", TeacherTokenizer.FromTokenizerJson(Path.Combine(gpt2, "tokenizer.json"))),
+            ("sentencepiece", TeacherTokenizer.FromSentencePiece(Path.Combine(llama, "tokenizer.model"))),
+            ("llama2.c", TeacherTokenizer.FromLlama2cBin(Path.Combine(llama, "tokenizer.bin"))),
+        })
+        {
+            var ids = tokenizer.EncodeContinuation(" there was a dog");
+            int[] padded = [tokenizer.VocabSize + 3, .. ids[..1], tokenizer.VocabSize, .. ids[1..], -1];
+            Assert.True(tokenizer.Decode(ids) == tokenizer.Decode(padded), $"{format}: '{tokenizer.Decode(padded)}'");
+            Assert.True(tokenizer.DecodeContinuation(ids) == tokenizer.DecodeContinuation(padded), $"{format}: '{tokenizer.DecodeContinuation(padded)}'");
+        }
+    }
+
     [SharedDataFact]
     public void Llama2SentencePieceAndLlama2cTokenizersReproducePublishedIds()
     {
