@@ -21,16 +21,21 @@ public class PairRowWithoutSecondTextTests
     private static List<PairRow> Pairs(int count, int seed) => RetrievalClassifierBehaviourTests.Synthetic(count, seed)
         .Select((r, i) => new PairRow { Text = RetrievalClassifierBehaviourTests.Synthetic(1, seed * 1000 + i)[0].Text, Text2 = r.Text, Label = r.Label }).ToList();
 
+    private static RetrievalClassifierTransformer Train(MLContext ml)
+    {
+        var data = ml.Data.LoadFromEnumerable(Pairs(24, 10));
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
+        return ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 24, Epochs = 3, BatchSize = 8, SecondTextColumnName = "Text2", InferenceBatchSize = 4,
+        }).Fit(keyMap.Transform(data));
+    }
+
     [Fact]
     public void TransformAndAPredictionEngineRefuseItAsPredictDoes()
     {
         var ml = new MLContext(seed: 1);
-        var data = ml.Data.LoadFromEnumerable(Pairs(24, 10));
-        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data);
-        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
-        {
-            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 24, Epochs = 3, BatchSize = 8, SecondTextColumnName = "Text2", InferenceBatchSize = 4,
-        }).Fit(keyMap.Transform(data));
+        using var student = Train(ml);
         var rows = Pairs(6, 11);
         Assert.Throws<ArgumentException>(() => student.Predict(rows[0].Text, ""));
 
@@ -45,6 +50,35 @@ public class PairRowWithoutSecondTextTests
         Assert.Equal(student.Predict(rows[0].Text, rows[0].Text2).Scores, engine.Predict(rows[0]).Score);
         var scores = student.Transform(ml.Data.LoadFromEnumerable(rows.Take(5))).GetColumn<float[]>("Score").ToList();
         for (int i = 0; i < 5; i++) Assert.Equal(student.Predict(rows[i].Text, rows[i].Text2).Scores, scores[i]);
+    }
+
+    /// <summary>
+    /// A second text of only characters the tokenizer drops (a zero-width space, a NUL, U+FFFD) encodes as an empty one,
+    /// [CLS] a [SEP] [SEP]; the refusal tested whitespace only, so such a row was scored with the empty second text's
+    /// scores by Predict, Transform and a PredictionEngine alike, where the web API answered it with a 400.
+    /// </summary>
+    [Fact]
+    public void ASecondTextOfOnlyCharactersTheTokenizerDropsIsRefusedAsAnEmptyOne()
+    {
+        var ml = new MLContext(seed: 1);
+        using var student = Train(ml);
+        var rows = Pairs(6, 11);
+        const string Found = "this model reads sentence pairs (columns 'Text' and 'Text2'), so it needs a second text; found one of only whitespace, " +
+                             "control, zero-width or private-use characters, which encodes as an empty one.";
+        foreach (var invisible in new[] { "\u200B", "\0", "\uFFFD", " \u200D\t" })
+        {
+            var predict = Assert.Throws<ArgumentException>(() => student.Predict(rows[0].Text, invisible));
+            Assert.Equal($"text2: {Found} (Parameter 'text2')", predict.Message);
+            Assert.Throws<ArgumentException>(() => student.PredictBatch([rows[0].Text], [invisible]));
+        }
+        rows[4].Text2 = "\u200B";
+        var e = Assert.Throws<InvalidOperationException>(() => student.Transform(ml.Data.LoadFromEnumerable(rows)).GetColumn<float[]>("Score").ToList());
+        Assert.Equal($"RetrievalClassifier, row 4: {Found}", e.Message);
+        using var engine = ml.Model.CreatePredictionEngine<PairRow, ScoreRow>(student, new PredictionEngineOptions { OwnsTransformer = false });
+        e = Assert.Throws<InvalidOperationException>(() => engine.Predict(rows[4]));
+        Assert.EndsWith(Found, e.Message);
+        // A second text with a word among such characters is read as that word.
+        Assert.Equal(student.Predict(rows[0].Text, "great").Scores, student.Predict(rows[0].Text, "\u200Bgreat\0").Scores);
     }
 
     private sealed class ScoreRow
