@@ -385,28 +385,35 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     {
         ArgumentNullException.ThrowIfNull(input);
         var mapping = new RetrievalClassifierMapping(this, input.Schema, _env);
-        WarnOfKeysInAnotherOrder(input.Schema);
+        WarnOfKeysThatAreNotTheScoreSlots(input.Schema);
         return new BatchedRetrievalDataView(new MappedSchema(mapping), mapping, input);
     }
 
     /// <summary>
     /// ML.NET's evaluator reads Score slot i as key i + 1 of the label column and never compares the key's names with the
-    /// slots'. A label column keyed again for the test rows (a MapValueToKey fitted on them, whose first row holds another
-    /// label) holds the model's labels in another order, and the evaluator would score swapped labels without a word:
-    /// an input key column whose names are this model's labels in another order is warned about, with both orders.
+    /// slots'. A label column keyed again for the test rows (a MapValueToKey fitted on them) names other labels from some
+    /// key on: the model's labels in another order when its first row holds another label (the evaluator would score
+    /// swapped labels), or fewer or other labels when the rows are a slice (all of one label: [neg] where the slots are
+    /// [pos, neg], and a student right on every row reads 0 %). An input key column whose key i + 1 names another label
+    /// than slot i is warned about, with both lists; a key column that names none of the model's labels is not a label column.
     /// </summary>
-    private void WarnOfKeysInAnotherOrder(DataViewSchema schema)
+    private void WarnOfKeysThatAreNotTheScoreSlots(DataViewSchema schema)
     {
         var labels = LabelNames;
         foreach (var column in schema)
         {
             if (column.IsHidden || LabelColumn.AnnotatedKeyNames(column) is not { } keys) continue;
-            if (keys.Length != labels.Count || keys.SequenceEqual(labels, StringComparer.Ordinal)
-                || !keys.Order(StringComparer.Ordinal).SequenceEqual(labels.Order(StringComparer.Ordinal), StringComparer.Ordinal)) continue;
-            new ComponentHost(_env, nameof(RetrievalClassifierTransformer)).Warning(
-                $"Input column '{column.Name}' is a key of the model's labels in the order [{string.Join(", ", keys)}], but Score slot i is label i of " +
-                $"[{string.Join(", ", labels)}] (PredictedLabel's keys too); ML.NET's evaluator reads slot i as key i + 1 and would score swapped labels. " +
-                "Make the keys with the model's order (the MapValueToKey fitted for training).");
+            int differs = Enumerable.Range(0, Math.Min(keys.Length, labels.Count)).FirstOrDefault(i => !string.Equals(keys[i], labels[i], StringComparison.Ordinal), -1);
+            if (differs < 0 || !keys.Intersect(labels, StringComparer.Ordinal).Any()) continue;
+            bool reordered = keys.Length == labels.Count
+                && keys.Order(StringComparer.Ordinal).SequenceEqual(labels.Order(StringComparer.Ordinal), StringComparer.Ordinal);
+            new ComponentHost(_env, nameof(RetrievalClassifierTransformer)).Warning(reordered
+                ? $"Input column '{column.Name}' is a key of the model's labels in the order [{string.Join(", ", keys)}], but Score slot i is label i of " +
+                  $"[{string.Join(", ", labels)}] (PredictedLabel's keys too); ML.NET's evaluator reads slot i as key i + 1 and would score swapped labels. " +
+                  "Make the keys with the model's order (the MapValueToKey fitted for training)."
+                : $"Input column '{column.Name}' is a key of the labels [{string.Join(", ", keys)}], but Score slot i is label i of " +
+                  $"[{string.Join(", ", labels)}] (PredictedLabel's keys too); ML.NET's evaluator reads slot i as key i + 1 and would score label " +
+                  $"'{labels[differs]}' as '{keys[differs]}'. Make the keys with the model's labels (the MapValueToKey fitted for training).");
         }
     }
 

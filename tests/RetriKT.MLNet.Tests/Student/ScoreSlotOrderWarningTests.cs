@@ -60,4 +60,44 @@ public class ScoreSlotOrderWarningTests
             "label i of [pos, neg] (PredictedLabel's keys too); ML.NET's evaluator reads slot i as key i + 1 and would score swapped labels. " +
             "Make the keys with the model's order (the MapValueToKey fitted for training).");
     }
+
+    /// <summary>
+    /// Test rows that are a slice of one label, keyed by a MapValueToKey fitted on them, have the keys [neg] where the
+    /// Score slots are [pos, neg]: the evaluator read a student right on every row as 0 % accurate, and only keys of the
+    /// same labels in another order were warned about.
+    /// </summary>
+    [Fact]
+    public void TransformWarnsWhenAnInputKeyColumnNamesOtherLabelsThanTheScoreSlots()
+    {
+        var ml = new MLContext(seed: 1);
+        var warnings = Warnings(ml);
+        var rows = RetrievalClassifierBehaviourTests.Synthetic(40, 1);
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data); // [pos, neg]
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 15, BatchSize = 8, LearningRate = 5e-3,
+        }).Fit(keyMap.Transform(data));
+        Assert.Equal(["pos", "neg"], student.LabelNames);
+
+        var negatives = ml.Data.LoadFromEnumerable(RetrievalClassifierBehaviourTests.Synthetic(40, 2).Where(r => r.Label == "neg").ToList());
+        var modelKeys = ml.MulticlassClassification.Evaluate(student.Transform(keyMap.Transform(negatives))).MicroAccuracy;
+        Assert.True(modelKeys >= 0.9, $"accuracy {modelKeys:P1} with the model's keys");
+        int before = warnings.Count;
+        var sliceKeys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(negatives).Transform(negatives); // [neg]
+        var misread = ml.MulticlassClassification.Evaluate(student.Transform(sliceKeys)).MicroAccuracy;
+        Assert.Equal(1 - modelKeys, misread, 6);
+        Assert.Contains(warnings.Skip(before), w => w == "Input column 'Label' is a key of the labels [neg], but Score slot i is label i of [pos, neg] " +
+            "(PredictedLabel's keys too); ML.NET's evaluator reads slot i as key i + 1 and would score label 'pos' as 'neg'. " +
+            "Make the keys with the model's labels (the MapValueToKey fitted for training).");
+
+        // Keys that agree with the slots as far as both go are read right (a slice of the first label), and a key
+        // column naming none of the model's labels is not a label column: neither is warned about.
+        var positives = ml.Data.LoadFromEnumerable(rows.Where(r => r.Label == "pos").ToList());
+        var words = ml.Transforms.Conversion.MapValueToKey("Word", "Text").Fit(data);
+        before = warnings.Count;
+        student.Transform(ml.Transforms.Conversion.MapValueToKey("Label").Fit(positives).Transform(positives));
+        student.Transform(words.Transform(keyMap.Transform(data)));
+        Assert.DoesNotContain(warnings.Skip(before), w => w.Contains("Score slot", StringComparison.Ordinal));
+    }
 }
