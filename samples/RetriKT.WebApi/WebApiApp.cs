@@ -160,7 +160,7 @@ public static class WebApiApp
 
     /// <summary>
     /// Whether <paramref name="text"/> has a character the tokenizer keeps: a text of only whitespace, control, zero-width
-    /// or private-use characters would be answered as an empty one.
+    /// or private-use characters and combining marks would be answered as an empty one.
     /// </summary>
     private static bool HasVisibleText([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] string? text) =>
         RetriKT.MLNet.Text.TextTokenizingTransformer.HasWordCharacter(text);

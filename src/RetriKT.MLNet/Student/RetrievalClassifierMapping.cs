@@ -68,13 +68,13 @@ internal sealed class RetrievalClassifierMapping : RowMapping
 
     /// <summary>
     /// What a pair model's second text is when the tokenizer reads nothing in it ("none", "an empty one", or one of only
-    /// characters it drops: a zero-width space, a NUL, U+FFFD), or null when it holds a word. A text of only dropped
-    /// characters encodes as an empty one (<see cref="TextTokenizingTransformer.HasWordCharacter"/>), so it is refused alike.
+    /// characters it drops: a zero-width space, a NUL, U+FFFD, a combining mark), or null when it holds a word. A text of
+    /// only such characters encodes as an empty one (<see cref="TextTokenizingTransformer.HasWordCharacter"/>), so it is refused alike.
     /// </summary>
     public static string? MissingSecondText(string? text2) => text2 is null ? "none"
         : string.IsNullOrWhiteSpace(text2) ? "an empty one"
         : TextTokenizingTransformer.HasWordCharacter(text2) ? null
-        : "one of only whitespace, control, zero-width or private-use characters, which encodes as an empty one";
+        : "one of only whitespace, control, zero-width or private-use characters and combining marks, which encodes as an empty one";
 
     /// <summary>Logs a truncation once per cursor/engine.</summary>
     public Action<long> TruncationWarner()

@@ -54,11 +54,15 @@ internal static class BertPreTokenizer
         => r.Value is ' ' or '\t' or '\n' or '\r' || Rune.GetUnicodeCategory(r) is UnicodeCategory.SpaceSeparator
             or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator;
 
-    /// <summary>Whether <paramref name="text"/> holds a character that is neither dropped nor whitespace: one that makes a word.</summary>
+    /// <summary>
+    /// Whether <paramref name="text"/> holds a character that makes a word: one that is neither dropped nor whitespace
+    /// nor a nonspacing mark (Mn). A mark alone is no word: lower-casing strips every one (a text of only U+0301 encodes
+    /// as an empty one), and a cased tokenizer reads it as [UNK] at best.
+    /// </summary>
     public static bool HasWordCharacter(string text)
     {
         foreach (var rune in text.EnumerateRunes())
-            if (!IsDropped(rune) && !IsWhitespace(rune)) return true;
+            if (!IsDropped(rune) && !IsWhitespace(rune) && Rune.GetUnicodeCategory(rune) != UnicodeCategory.NonSpacingMark) return true;
         return false;
     }
 

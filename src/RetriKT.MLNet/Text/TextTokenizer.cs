@@ -120,8 +120,8 @@ public sealed class TextTokenizingTransformer : RowMappingTransformer
 
     /// <summary>
     /// Whether <paramref name="text"/> holds anything the tokenizer reads as part of a word. It drops whitespace, control,
-    /// format (zero-width) and private-use characters, so a text of only those encodes as an empty one; a service can
-    /// refuse it as empty rather than answer it.
+    /// format (zero-width) and private-use characters, and lower-casing strips combining marks, so a text of only those
+    /// encodes as an empty one; a service can refuse it as empty rather than answer it.
     /// </summary>
     public static bool HasWordCharacter(string? text) => text is not null && BertPreTokenizer.HasWordCharacter(text);
 

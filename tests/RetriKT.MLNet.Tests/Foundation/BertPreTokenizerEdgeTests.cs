@@ -44,4 +44,26 @@ public class BertPreTokenizerEdgeTests
         Assert.DoesNotContain(vocabulary.UnknownId, vocabulary.Encode(stripped));
         Assert.Equal(vocabulary.Encode(stripped), vocabulary.Encode(text));
     }
+
+    /// <summary>
+    /// <c>HasWordCharacter</c> is what a service (the web API, a pair student's second text) refuses empty input by: it
+    /// must be false exactly where the uncased tokenizer reads nothing. Nonspacing marks (U+0301, 2,020 code points in
+    /// all) were taken as word characters, while lower-casing strips every one, so a text of only combining marks passed
+    /// as text and was answered as an empty one.
+    /// </summary>
+    [SharedDataFact]
+    public void HasWordCharacterIsFalseExactlyWhereTheUncasedTokenizerReadsNothing()
+    {
+        var vocabulary = Vocabulary();
+        var disagree = new List<string>();
+        for (int cp = 1; cp <= 0x10FFFF; cp++)
+        {
+            if (cp is >= 0xD800 and <= 0xDFFF) continue;
+            var text = char.ConvertFromUtf32(cp);
+            if (TextTokenizingTransformer.HasWordCharacter(text) != vocabulary.Encode(text).Count > 0 && disagree.Count < 5) disagree.Add($"U+{cp:X4}");
+        }
+        Assert.Empty(disagree);
+        Assert.False(TextTokenizingTransformer.HasWordCharacter("\u0301\u0308 \u200B"));
+        Assert.True(TextTokenizingTransformer.HasWordCharacter("e\u0301"));
+    }
 }

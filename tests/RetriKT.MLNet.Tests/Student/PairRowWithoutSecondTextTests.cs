@@ -64,8 +64,8 @@ public class PairRowWithoutSecondTextTests
         using var student = Train(ml);
         var rows = Pairs(6, 11);
         const string Found = "this model reads sentence pairs (columns 'Text' and 'Text2'), so it needs a second text; found one of only whitespace, " +
-                             "control, zero-width or private-use characters, which encodes as an empty one.";
-        foreach (var invisible in new[] { "\u200B", "\0", "\uFFFD", " \u200D\t" })
+                             "control, zero-width or private-use characters and combining marks, which encodes as an empty one.";
+        foreach (var invisible in new[] { "\u200B", "\0", "\uFFFD", " \u200D\t", "\u0301\u0308" })
         {
             var predict = Assert.Throws<ArgumentException>(() => student.Predict(rows[0].Text, invisible));
             Assert.Equal($"text2: {Found} (Parameter 'text2')", predict.Message);
