@@ -85,15 +85,16 @@ internal sealed class LabelColumn
     }
 
     /// <summary>
-    /// The names a key column's KeyValues annotation gives keys 1..n, or null when the column is not a key of known count
-    /// with text key values (the evaluator's view of a label column).
+    /// The names a key column's KeyValues annotation gives keys 1..n, as a label column's names are read for training
+    /// (text as it is, a bool or a number in invariant form: a key of an int label names its keys "1", "0"), or null when
+    /// the column is not a key of known count with key values (the evaluator's view of a label column).
     /// </summary>
     public static string[]? AnnotatedKeyNames(DataViewSchema.Column column)
     {
         if (column.Type is not KeyDataViewType { Count: > 0 and <= 100_000 } key) return null;
-        if (column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues) is not { Type: VectorDataViewType { ItemType: TextDataViewType } vector }
+        if (column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues) is not { Type: VectorDataViewType vector }
             || vector.Size != (int)key.Count) return null;
-        return ReadKeyValues<ReadOnlyMemory<char>>(column, (int)key.Count);
+        return ReadKeyValueNames(column, vector.ItemType.RawType, (int)key.Count);
     }
 
     /// <summary>
@@ -162,14 +163,17 @@ internal sealed class LabelColumn
         var annotation = column.Annotations.Schema.GetColumnOrNull(AnnotationNames.KeyValues);
         if (annotation is not { Type: VectorDataViewType vector } || vector.Size != count)
             return Enumerable.Range(0, count).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
-        var method = typeof(LabelColumn).GetMethod(nameof(ReadKeyValues), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
-            .MakeGenericMethod(vector.ItemType.RawType);
-        var names = (string[])method.Invoke(null, [column, count])!;
+        var names = ReadKeyValueNames(column, vector.ItemType.RawType, count);
         var duplicate = names.GroupBy(n => n, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1 || g.Key.Length == 0);
         if (duplicate is not null)
             throw new ArgumentOutOfRangeException(nameof(column), $"Label column '{column.Name}': key value '{duplicate.Key}' is empty or repeated; label names must be distinct.");
         return names;
     }
+
+    /// <summary>The first <paramref name="count"/> KeyValues of <paramref name="column"/>, of raw type <paramref name="raw"/>, in invariant text form.</summary>
+    private static string[] ReadKeyValueNames(DataViewSchema.Column column, Type raw, int count)
+        => (string[])typeof(LabelColumn).GetMethod(nameof(ReadKeyValues), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+            .MakeGenericMethod(raw).Invoke(null, [column, count])!;
 
     private static string[] ReadKeyValues<T>(DataViewSchema.Column column, int count)
     {

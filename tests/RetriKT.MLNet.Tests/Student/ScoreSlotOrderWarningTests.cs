@@ -100,4 +100,44 @@ public class ScoreSlotOrderWarningTests
         student.Transform(words.Transform(keyMap.Transform(data)));
         Assert.DoesNotContain(warnings.Skip(before), w => w.Contains("Score slot", StringComparison.Ordinal));
     }
+
+    private sealed class IntRow
+    {
+        public string Text { get; set; } = "";
+        public int Label { get; set; }
+    }
+
+    /// <summary>
+    /// A number label keyed by MapValueToKey has key values of its own type. Only keys with text values were compared with
+    /// the slots, so an int label keyed again for the test rows in another order ([0, 1] where the slots are [1, 0]) was
+    /// read by the evaluator as swapped labels, a student right on every row scoring 0 %, without a warning.
+    /// </summary>
+    [Fact]
+    public void ANumberLabelKeyedAgainInAnotherOrderIsWarnedAboutAsATextOneIs()
+    {
+        var ml = new MLContext(seed: 1);
+        var warnings = Warnings(ml);
+        IDataView Rows(int seed) => ml.Data.LoadFromEnumerable(RetrievalClassifierBehaviourTests.Synthetic(40, seed)
+            .Select(r => new IntRow { Text = r.Text, Label = r.Label == "pos" ? 1 : 0 }).ToList());
+        var data = Rows(1);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(data); // [1, 0]: the first row is positive
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 15, BatchSize = 8, LearningRate = 5e-3,
+        }).Fit(keyMap.Transform(data));
+        Assert.Equal(["1", "0"], student.LabelNames);
+
+        var test = Rows(2);
+        int before = warnings.Count;
+        var right = ml.MulticlassClassification.Evaluate(student.Transform(keyMap.Transform(test))).MicroAccuracy;
+        Assert.True(right >= 0.9, $"accuracy {right:P1} with the model's keys");
+        Assert.DoesNotContain(warnings.Skip(before), w => w.Contains("Score slot", StringComparison.Ordinal));
+
+        var byValue = ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: ValueToKeyMappingEstimator.KeyOrdinality.ByValue).Fit(test);
+        var swapped = ml.MulticlassClassification.Evaluate(student.Transform(byValue.Transform(test))).MicroAccuracy;
+        Assert.Equal(1 - right, swapped, 6);
+        Assert.Contains(warnings.Skip(before), w => w == "Input column 'Label' is a key of the model's labels in the order [0, 1], but Score slot i is " +
+            "label i of [1, 0] (PredictedLabel's keys too); ML.NET's evaluator reads slot i as key i + 1 and would score swapped labels. " +
+            "Make the keys with the model's order (the MapValueToKey fitted for training).");
+    }
 }
