@@ -138,9 +138,15 @@ public sealed class SoftPromptPpoOptions
         if (InitText is null) throw new ArgumentException("SoftPromptPpoOptions.InitText must not be null (\"\" for none).");
         if (!Enum.IsDefined(Init)) throw new ArgumentOutOfRangeException(nameof(Init), $"Init must be one of {string.Join(", ", Enum.GetNames<SoftPromptInit>())}, found {(int)Init}.");
         ValidateSettings();
+        var labels = TaskLabels;
+        // One label trained (its fidelity, a softmax over one label, is always 1) and saved, and only loading the saved
+        // model refused it ("label count 1 is out of range"): the knowledge store needs two labels too.
+        if (labels.Count < 2)
+            throw new ArgumentException(Labels is null
+                ? $"Template '{Template.Name}' has {labels.Count} label(s) in its verbalizer [{string.Join(", ", labels)}]; soft prompt tuning needs at least 2 (the fidelity reward tells labels apart)."
+                : $"SoftPromptPpoOptions.Labels has {labels.Count} label ('{labels[0]}'); soft prompt tuning needs at least 2 (the fidelity reward tells labels apart).");
         // Each iteration updates the prompts of the labels it sampled: with fewer rollouts than labels some labels sit out
         // every iteration (two labels, one rollout: 'sad' sits out the first, 'happy' the second), and no report says so.
-        var labels = TaskLabels;
         if (PpoSteps > 0 && RolloutsPerStep < labels.Count)
         {
             var missing = labels.Skip(RolloutsPerStep).Select(l => $"'{l}'").ToList();

@@ -120,6 +120,23 @@ public class SoftPromptPpoOptionsTests
         Trainer(options);
     }
 
+    /// <summary>
+    /// One label trained (its fidelity, a softmax over one label, was always 1) and saved, and only loading the saved
+    /// model refused it: "model.zip: soft prompt label count 1 is out of range."
+    /// </summary>
+    [Fact]
+    public void OneLabelIsRefusedAtConstructionNotWhenItsModelLoads()
+    {
+        var options = Valid();
+        options.Labels = ["happy"];
+        Assert.Equal("SoftPromptPpoOptions.Labels has 1 label ('happy'); soft prompt tuning needs at least 2 (the fidelity reward tells labels apart).",
+            Assert.Throws<ArgumentException>(() => Trainer(options)).Message);
+        var oneWord = Valid();
+        oneWord.Template = StoryMood with { Verbalizer = new Dictionary<string, string> { ["happy"] = " happy" } };
+        Assert.Equal("Template 'StoryMood' has 1 label(s) in its verbalizer [happy]; soft prompt tuning needs at least 2 (the fidelity reward tells labels apart).",
+            Assert.Throws<ArgumentException>(() => Trainer(oneWord)).Message);
+    }
+
     [Fact]
     public void ANullInitTextIsRefusedAtConstruction()
     {
