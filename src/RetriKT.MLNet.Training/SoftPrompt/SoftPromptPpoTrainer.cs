@@ -93,6 +93,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         var examples = ReadExamples(input, template, o.LabelColumnName, labels);
         var host = new ComponentHost(_env, nameof(SoftPromptPpoTrainer), o.Seed, o.Progress, o.CancellationToken);
 
+        if (o.Teacher is { } given) CheckTeacherIsAtPath(given, o.TeacherPath!);
         bool ownsTeacher = o.Teacher is null;
         var teacher = o.Teacher ?? TeacherModel.Load(o.TeacherPath!, new TeacherLoadOptions { Device = host.ResolveDevice() });
         // The prompts and the value head are this method's until it ends, whether training succeeds, fails or is
@@ -124,6 +125,24 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             valueHead?.Dispose();
             if (ownsTeacher) teacher.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Throws unless <paramref name="path"/> holds <paramref name="teacher"/>: model.zip references the teacher by that
+    /// path and the teacher's content hash, and a path that held no teacher, or another one, trained and saved prompts
+    /// that only loading refused. A teacher loaded from that very path passes at once; otherwise the path's teacher is
+    /// loaded (on the CPU, in the given teacher's dtype) and the content hashes compared.
+    /// </summary>
+    private static void CheckTeacherIsAtPath(TeacherModel teacher, string path)
+    {
+        if (teacher.SourcePath is { } source && string.Equals(source, Path.GetFullPath(path), StringComparison.Ordinal)) return;
+        if (!File.Exists(path) && !Directory.Exists(path))
+            throw new FileNotFoundException($"SoftPromptPpoOptions.TeacherPath '{path}' does not exist; model.zip references the teacher given in " +
+                "SoftPromptPpoOptions.Teacher by this path, so it must hold that teacher.", path);
+        using var atPath = TeacherModel.Load(path, new TeacherLoadOptions { DType = teacher.DType });
+        if (!string.Equals(atPath.ContentHash, teacher.ContentHash, StringComparison.Ordinal))
+            throw new ArgumentException($"SoftPromptPpoOptions.TeacherPath '{path}' holds another teacher than SoftPromptPpoOptions.Teacher: content hash " +
+                $"{atPath.ContentHash}, expected {teacher.ContentHash}; model.zip references the teacher by this path, so it must hold that teacher.");
     }
 
     /// <summary>The label (and task) prompts as <see cref="SoftPromptPpoOptions.Init"/> asks, from the teacher's embeddings.</summary>

@@ -39,6 +39,9 @@ public sealed class TeacherModel : IDisposable
         _module.eval();
     }
 
+    /// <summary>The full path <see cref="Load"/> read this teacher from; null for one created in memory.</summary>
+    internal string? SourcePath { get; private init; }
+
     /// <summary>The model's shape and special ids.</summary>
     public TeacherConfig Config { get; }
     /// <summary>The tokenizer, or null when the checkpoint came without one (then only id-based calls work).</summary>
@@ -109,7 +112,7 @@ public sealed class TeacherModel : IDisposable
         {
             var tokenizer = tokenizerPath is null ? null : TeacherTokenizer.Load(tokenizerPath);
             if (tokenizer is not null) CheckTokenizerFits(tokenizer, config, tokenizerPath!);
-            return new TeacherModel(module, config, tokenizer, device, options.DType, options.Trainable);
+            return new TeacherModel(module, config, tokenizer, device, options.DType, options.Trainable) { SourcePath = Path.GetFullPath(path) };
         }
         catch { module.Dispose(); throw; }
     }

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.SoftPrompt;
+using RetriKT.MLNet.Teacher;
 using RetriKT.MLNet.Tests.Infrastructure;
 
 namespace RetriKT.MLNet.Tests.SoftPrompt;
@@ -167,6 +168,37 @@ public class SoftPromptPpoTrainerTests
         File.Delete(teacherCopy);
         var missing = Assert.ThrowsAny<Exception>(() => new MLContext().Model.Load(zip, out _));
         Assert.Contains("which does not exist", Flatten(missing));
+    }
+
+    /// <summary>
+    /// With a loaded <see cref="SoftPromptPpoOptions.Teacher"/>, the path model.zip references went unchecked: a path that
+    /// held no teacher, or another one, trained and saved prompts that only loading the model refused.
+    /// </summary>
+    [SharedDataFact]
+    public void AGivenTeacherMustBeTheOneAtTeacherPathBeforeTraining()
+    {
+        using var teacher = TeacherModel.Load(Stories260K);
+        using var folder = new TempDir("retrikt-teacher-");
+        var mlContext = new MLContext(seed: 1);
+        var data = StoryData(mlContext);
+        SoftPromptTransformer Fit(string path) => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        { TeacherPath = path, Teacher = teacher, Template = StoryMood, SupervisedEpochs = 1, PpoSteps = 0, PromptTokens = 2 }).Fit(data);
+
+        var missing = folder.File("stories260K.bin");
+        Assert.Equal($"SoftPromptPpoOptions.TeacherPath '{missing}' does not exist; model.zip references the teacher given in SoftPromptPpoOptions.Teacher " +
+                     "by this path, so it must hold that teacher.", Assert.Throws<FileNotFoundException>(() => Fit(missing)).Message);
+        var other = SharedData.Path("models", "hf-tiny-random-gpt2");
+        var refused = Assert.Throws<ArgumentException>(() => Fit(other)).Message;
+        Assert.StartsWith($"SoftPromptPpoOptions.TeacherPath '{other}' holds another teacher than SoftPromptPpoOptions.Teacher: content hash ", refused);
+        Assert.Contains($"expected {teacher.ContentHash}", refused);
+
+        // A copy of the teacher elsewhere is that teacher: its model.zip loads.
+        File.Copy(Stories260K, missing);
+        File.Copy(Path.Combine(Path.GetDirectoryName(Stories260K)!, "tok512.bin"), folder.File("tok512.bin"));
+        var zip = folder.File("model.zip");
+        using (var model = Fit(missing)) mlContext.Model.Save(model, data.Schema, zip);
+        using var loaded = (SoftPromptTransformer)new MLContext().Model.Load(zip, out _);
+        Assert.Equal(teacher.ContentHash, loaded.Teacher.ContentHash);
     }
 
     [SharedDataFact]
