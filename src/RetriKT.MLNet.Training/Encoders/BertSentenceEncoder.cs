@@ -44,7 +44,10 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         public double OnnxLayerNormEpsilon { get; set; } = 1e-12;
     }
 
-    private readonly Options _options;
+    // Copied from the caller's Options at load: that object may be changed or reused for another encoder afterwards,
+    // and this one must keep embedding as its fingerprint says (a batch size changed to 0 would never end a call).
+    private readonly bool _normalize;
+    private readonly int _batchSize;
 
     private BertSentenceEncoder(BertEncoderModule module, WordPieceVocabulary vocabulary, BertPooling pooling, Options options, int maxTokens, Device device, string source)
     {
@@ -52,7 +55,8 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         Module = module;
         Vocabulary = vocabulary;
         Pooling = pooling;
-        _options = options;
+        _normalize = options.Normalize;
+        _batchSize = options.BatchSize;
         Device = device;
         Source = source;
     }
@@ -143,14 +147,14 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
 
     private void EmbedTokens(List<int[]> sequences, Span<float> destination)
     {
-        for (int start = 0; start < sequences.Count; start += _options.BatchSize)
+        for (int start = 0; start < sequences.Count; start += _batchSize)
         {
-            int count = Math.Min(_options.BatchSize, sequences.Count - start);
+            int count = Math.Min(_batchSize, sequences.Count - start);
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var (ids, mask, types) = ToTensors(sequences.GetRange(start, count), Vocabulary.PadId, Vocabulary.SepId, Device);
             var pooled = Pool(Module.Forward(ids, mask, types), mask, Pooling);
-            if (_options.Normalize) pooled = nn.functional.normalize(pooled, p: 2, dim: 1);
+            if (_normalize) pooled = nn.functional.normalize(pooled, p: 2, dim: 1);
             pooled.to(CPU).data<float>().CopyTo(destination.Slice(start * Dimension, count * Dimension));
         }
     }
@@ -223,7 +227,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         var modules = new System.Text.Json.Nodes.JsonArray(
             new System.Text.Json.Nodes.JsonObject { ["idx"] = 0, ["name"] = "0", ["path"] = "", ["type"] = "sentence_transformers.models.Transformer" },
             new System.Text.Json.Nodes.JsonObject { ["idx"] = 1, ["name"] = "1", ["path"] = "1_Pooling", ["type"] = "sentence_transformers.models.Pooling" });
-        if (_options.Normalize)
+        if (_normalize)
         {
             modules.Add(new System.Text.Json.Nodes.JsonObject { ["idx"] = 2, ["name"] = "2", ["path"] = "2_Normalize", ["type"] = "sentence_transformers.models.Normalize" });
             Directory.CreateDirectory(Path.Combine(directory, "2_Normalize"));

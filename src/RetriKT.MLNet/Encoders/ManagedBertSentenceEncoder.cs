@@ -45,20 +45,24 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
     }
 
     private readonly ManagedBertEncoder _encoder;
-    private readonly Options _options;
     private readonly int _maxTokens;
+    private readonly int _maxDegreeOfParallelism;
 
     private ManagedBertSentenceEncoder(BertEncoderSource source, Options options, int maxTokens)
     {
         _maxTokens = maxTokens;
         _encoder = new ManagedBertEncoder(source.Weights, source.Vocabulary.SepId, source.Segments);
-        _options = options;
+        // The settings are copied: the caller's Options object may be changed or reused for another encoder afterwards,
+        // and this one must keep embedding (and fingerprinting) as it was loaded.
+        Normalize = options.Normalize;
+        _maxDegreeOfParallelism = options.MaxDegreeOfParallelism;
         Vocabulary = source.Vocabulary;
         Pooling = source.Pooling;
         Source = source.Weights.Source;
         Parts = source;
         // Hashing the weights takes a moment: only a store or a retriever that asks pays for it.
-        _fingerprint = new Lazy<string>(() => source.Fingerprint(maxTokens, options.Normalize));
+        bool normalize = Normalize;
+        _fingerprint = new Lazy<string>(() => source.Fingerprint(maxTokens, normalize));
     }
 
     private readonly Lazy<string> _fingerprint;
@@ -105,7 +109,7 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
     internal BertEncoderSource Parts { get; }
 
     /// <summary>Whether embeddings are scaled to unit length (<see cref="Options.Normalize"/>).</summary>
-    public bool Normalize => _options.Normalize;
+    public bool Normalize { get; }
 
     /// <summary>The encoder's shape.</summary>
     public BertConfig Config => _encoder.Config;
@@ -163,8 +167,8 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
     {
         int h = Dimension;
         var pooling = Pooling;
-        bool normalize = _options.Normalize;
-        Parallel.For(0, sequences.Length, new ParallelOptions { MaxDegreeOfParallelism = _options.MaxDegreeOfParallelism }, i =>
+        bool normalize = Normalize;
+        Parallel.For(0, sequences.Length, new ParallelOptions { MaxDegreeOfParallelism = _maxDegreeOfParallelism }, i =>
         {
             var row = destination.AsSpan(i * h, h);
             _encoder.Encode(sequences[i], pooling, row);
