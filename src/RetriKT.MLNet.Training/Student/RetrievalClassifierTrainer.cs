@@ -261,7 +261,10 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         public long? TeacherParameterCount;
         /// <summary>Rows per forward pass when Transform scores an IDataView. Default 64.</summary>
         public int InferenceBatchSize = 64;
-        /// <summary>Seed (null: the MLContext seed, else 1). Training is deterministic for a given seed.</summary>
+        /// <summary>
+        /// Seed (null: the MLContext seed, else 1). Training is deterministic for a given seed and number of torch threads
+        /// (<c>torch.set_num_threads</c>; another count rounds sums in another order and trains another student).
+        /// </summary>
         public int? Seed;
         /// <summary>Optional progress sink (one report per epoch).</summary>
         public IProgress<TrainingProgress>? Progress;
