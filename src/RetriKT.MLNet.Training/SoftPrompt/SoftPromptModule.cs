@@ -91,16 +91,28 @@ internal sealed class ValueHead : nn.Module<Tensor, Tensor>
 {
     private readonly Linear _linear;
 
-    public ValueHead(int hidden) : base(nameof(ValueHead))
+    /// <summary>A value head initialised from <paramref name="seed"/> alone: torch's process-wide generator is neither seeded nor drawn from.</summary>
+    public ValueHead(int hidden, long seed) : base(nameof(ValueHead))
     {
-        _linear = nn.Linear(hidden, 1);
-        register_module("linear", _linear);
-        using (NewDisposeScope()) // zero_ returns a second handle to the bias, which would wait for the finalizer
+        // A private generator: the process-wide one is the application's and every other thread's; seeding it reset their
+        // random streams, and a draw from it by another thread between the seeding and this one changed the whole PPO
+        // run. It first draws what nn.Linear's own initialisation drew when this head came from the process-wide
+        // generator seeded with the run's seed, so a seed still trains the prompts it trained before.
+        using var generator = new Generator((ulong)seed);
+        double bound = 1 / Math.Sqrt(hidden); // nn.Linear's: kaiming_uniform_(a = √5) for the weight, the same for the bias
+        Parameter weight, bias;
+        using (NewDisposeScope())
         using (no_grad())
         {
-            _linear.weight!.normal_(0, 1.0 / Math.Sqrt(hidden));
-            _linear.bias!.zero_();
+            var w = empty(1, hidden).uniform_(-bound, bound, generator);
+            var b = empty(1).uniform_(-bound, bound, generator);
+            w.normal_(0, 1.0 / Math.Sqrt(hidden), generator);
+            b.zero_();
+            weight = new Parameter(w.MoveToOuterDisposeScope());
+            bias = new Parameter(b.MoveToOuterDisposeScope());
         }
+        _linear = nn.Linear(weight, bias);
+        register_module("linear", _linear);
     }
 
     /// <summary>Values <c>[B, T]</c> for hidden states <c>[B, T, H]</c>.</summary>

@@ -104,10 +104,9 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         {
             teacher.RequiresGrad = false;
             var tokenizer = teacher.Tokenizer ?? throw new InvalidOperationException($"Teacher '{o.TeacherPath}' has no tokenizer; soft prompt training needs one.");
-            random.manual_seed(host.Seed);
             prompts = InitialPrompts(teacher, tokenizer, template, labels, host.Seed);
             prompts.to(teacher.Device);
-            valueHead = new ValueHead(teacher.Config.HiddenSize);
+            valueHead = new ValueHead(teacher.Config.HiddenSize, host.Seed);
             valueHead.to(teacher.Device);
             var policy = new SoftPromptPolicy(teacher, template, prompts, valueHead);
             policy.CheckFits(examples, o.MaxNewTokens ?? template.MaxNewTokens);

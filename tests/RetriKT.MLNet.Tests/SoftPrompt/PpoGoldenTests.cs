@@ -6,7 +6,7 @@ using static RetriKT.MLNet.Tests.SoftPrompt.SoftPromptPpoTrainerTests;
 
 namespace RetriKT.MLNet.Tests.SoftPrompt;
 
-/// <summary>Runs alone: PPO seeds torch's process-wide generator, which tests running in parallel would also draw from.</summary>
+/// <summary>Runs alone: <see cref="PpoProcessRngTests"/> seeds and reads torch's process-wide generator, which tests running in parallel could also draw from.</summary>
 [CollectionDefinition(nameof(PpoGoldenTests), DisableParallelization = true)]
 public sealed class PpoGoldenCollection;
 
