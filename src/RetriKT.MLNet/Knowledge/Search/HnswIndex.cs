@@ -132,8 +132,9 @@ public sealed class HnswIndex : IVectorIndex
             }
         }
         progress?.Report(index.Count);
-        if (index.Options.EfSearch == 0) index.Calibrate();
-        else index.MeasureRecall();
+        // The recall measurement can take as long as the insertions (200 searches per beam tried): it honours the token too.
+        if (index.Options.EfSearch == 0) index.Calibrate(cancellation);
+        else index.MeasureRecall(cancellation);
         return index;
     }
 
@@ -229,10 +230,10 @@ public sealed class HnswIndex : IVectorIndex
     // ------------------------------------------------------------------ search
 
     /// <summary>Picks the smallest beam that reaches the target recall (see <see cref="HnswOptions.EfSearch"/>).</summary>
-    private void Calibrate()
+    private void Calibrate(CancellationToken cancellation)
     {
         if (Count <= 1) { EfSearch = 1; MeasuredRecall = 1; return; }
-        var recallAt = RecallMeter();
+        var recallAt = RecallMeter(cancellation);
         int ef = 16;
         while (true)
         {
@@ -251,13 +252,14 @@ public sealed class HnswIndex : IVectorIndex
     /// The recall of a beam the options gave, measured as the calibration measures it: Auto compares it with its target,
     /// and with NaN (unmeasured) it fell back to exact search every time, after building the graph for nothing.
     /// </summary>
-    private void MeasureRecall() => MeasuredRecall = Count <= 1 ? 1 : RecallMeter()(EfSearch);
+    private void MeasureRecall(CancellationToken cancellation) => MeasuredRecall = Count <= 1 ? 1 : RecallMeter(cancellation)(EfSearch);
 
     /// <summary>
     /// Recall@<see cref="HnswOptions.CalibrationK"/> against exact search as a function of the beam, on
-    /// <see cref="HnswOptions.CalibrationQueries"/> queries made from stored vectors (see <see cref="HnswOptions.EfSearch"/>).
+    /// <see cref="HnswOptions.CalibrationQueries"/> queries made from stored vectors (see <see cref="HnswOptions.EfSearch"/>);
+    /// <paramref name="cancellation"/> is checked before each query.
     /// </summary>
-    private Func<int, double> RecallMeter()
+    private Func<int, double> RecallMeter(CancellationToken cancellation)
     {
         int k = Math.Min(Options.CalibrationK, Count - 1), queries = Math.Min(Options.CalibrationQueries, Count);
         var random = SeedMixer.Random(Options.Seed, "hnsw-calibration");
@@ -289,6 +291,7 @@ public sealed class HnswIndex : IVectorIndex
             long hits = 0;
             for (int q = 0; q < queries; q++)
             {
+                cancellation.ThrowIfCancellationRequested();
                 int reached = SearchOne(batch.AsSpan(q * Dimension, Dimension), k + 1, found, foundScores, Math.Max(ef, k + 1));
                 found.AsSpan(reached).Fill(-1); // slots the search did not reach are misses, not the last query's hits
                 var expected = WithoutSelf(truth.AsSpan(q * (k + 1), k + 1), picked[q], k);
