@@ -241,10 +241,8 @@ public sealed class KnowledgeRetrieverTransformer : RowMappingTransformer, IDisp
         query.CopyTo(q);
         if (NormalizeQueries)
         {
-            float norm = MathF.Sqrt(VectorKernels.Dot(q, q));
-            if (!(norm > 0) || !float.IsFinite(norm)) throw new InvalidOperationException($"{where}: the query embedding has norm {norm}; expected a non-zero vector.");
-            float inv = 1 / norm;
-            for (int i = 0; i < q.Length; i++) q[i] *= inv;
+            double norm = VectorKernels.ScaleToUnitLength(q);
+            if (!(norm > 0)) throw new InvalidOperationException($"{where}: the query embedding has norm {norm}; expected a non-zero vector.");
         }
         Index.Search(q, K, ids, similarities);
     }

@@ -226,11 +226,8 @@ public sealed class KnowledgeStore
 
     private static void Normalize(Span<float> v, int row)
     {
-        double norm = 0;
-        foreach (var x in v) norm += (double)x * x;
+        double norm = VectorKernels.ScaleToUnitLength(v);
         if (!(norm > 0) || !double.IsFinite(norm)) throw new ArgumentException($"Entry {row}: embedding has zero, NaN or infinite norm.");
-        float inv = (float)(1 / Math.Sqrt(norm));
-        for (int i = 0; i < v.Length; i++) v[i] *= inv;
     }
 
     // ---------------------------------------------------------------- binary format

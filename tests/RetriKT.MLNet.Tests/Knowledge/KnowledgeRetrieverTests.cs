@@ -134,6 +134,42 @@ public class KnowledgeRetrieverTests
         Assert.Contains("norm 0", Flatten(Assert.ThrowsAny<Exception>(() => model.Transform(zero).GetColumn<VBuffer<int>>("NeighborIds").ToList())));
     }
 
+    /// <summary>
+    /// The query's norm was summed in float: a stored entry's own embedding scaled by 1e-22 came back with similarity
+    /// 1.09 to itself (the squares underflow), and scaled by 1e20 (finite values) it failed with "norm Infinity".
+    /// Normalised queries give the same cosines whatever their scale.
+    /// </summary>
+    [Fact]
+    public void QueriesOfTinyOrHugeValuesGetTheCosinesOfTheirDirection()
+    {
+        var mlContext = new MLContext(seed: 1);
+        var store = RandomStore(50, seed: 6);
+        var direction = store.Embedding(3).ToArray();
+        (int[] Ids, float[] Similarities) Retrieve(float scale)
+        {
+            var data = mlContext.Data.LoadFromEnumerable(new[] { new QueryRow { Features = direction.Select(x => x * scale).ToArray() } });
+            var output = mlContext.RetriKT().KnowledgeRetriever(store, k: 3).Fit(data).Transform(data);
+            return (output.GetColumn<VBuffer<int>>("NeighborIds").Single().DenseValues().ToArray(),
+                    output.GetColumn<VBuffer<float>>("NeighborSimilarities").Single().DenseValues().ToArray());
+        }
+        var (ids, similarities) = Retrieve(1);
+        Assert.Equal(3, ids[0]);
+        Assert.Equal(1f, similarities[0], 1e-6f);
+        foreach (float scale in new[] { 1e-22f, 1e-30f, 1e20f, 1e30f })
+        {
+            var (scaledIds, scaledSimilarities) = Retrieve(scale);
+            Assert.Equal(ids, scaledIds);
+            for (int j = 0; j < 3; j++)
+                Assert.True(Math.Abs(scaledSimilarities[j] - similarities[j]) < 1e-6, $"scale {scale}: similarity {j} is {scaledSimilarities[j]}, {similarities[j]} at scale 1.");
+        }
+
+        // The store's embeddings are normalised by the same code: subnormal values (a norm below 1 / float.MaxValue) were
+        // refused as "holds Infinity".
+        var tiny = store.WithEmbeddings(store.Embeddings.ToArray().Select(x => x * 1e-41f).ToArray(), Dimension);
+        for (int i = 0; i < tiny.Count; i++)
+            Assert.Equal(1, Math.Sqrt(tiny.Embedding(i).ToArray().Sum(x => (double)x * x)), 3);
+    }
+
     [Fact]
     public void ExactRetrieverRoundTripsThroughModelZipInAnotherProcess()
     {
