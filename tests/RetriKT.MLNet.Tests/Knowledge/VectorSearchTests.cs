@@ -310,6 +310,24 @@ public class VectorSearchTests
         Assert.Contains("graph has 500 nodes, expected 499", Assert.Throws<InvalidDataException>(() => HnswIndex.Read(new MemoryStream(bytes), vectors.AsMemory(0, 499 * d), d)).Message);
         Assert.Contains("not an HNSW graph", Assert.Throws<InvalidDataException>(() => HnswIndex.Read(new MemoryStream(new byte[64]), vectors, d)).Message);
 
+        // Every upper-layer link pointed at a node of level 0, checksum recomputed: the graph loaded, then 110 of 300
+        // searches failed with "Specified argument was out of the range of valid values" (no file, no node).
+        var levels = bytes.AsSpan(8 + 4 + 32 + 8, 500).ToArray();
+        int levelZero = Array.IndexOf(levels, (byte)0), at = 8 + 4 + 32 + 8 + 500, redirected = 0;
+        var lowered = (byte[])bytes.Clone();
+        for (int node = 0; node < 500; node++)
+            for (int layer = 0; layer <= levels[node]; layer++)
+            {
+                int links = BitConverter.ToInt32(lowered, at);
+                if (layer > 0 && links > 0 && node != levelZero) { BitConverter.GetBytes(levelZero).CopyTo(lowered, at + 4); redirected++; }
+                at += 4 + 4 * links;
+            }
+        Assert.True(redirected > 0);
+        var body = lowered[..^8];
+        var relinked = (byte[])[.. body, .. BitConverter.GetBytes(RetriKT.MLNet.Common.ChecksumStream.Of(body).Hash)];
+        Assert.Matches($"^HNSW graph: node \\d+ layer \\d+: link {levelZero} is to a node of level 0, not on layer \\d+\\.$",
+            Assert.Throws<InvalidDataException>(() => HnswIndex.Read(new MemoryStream(relinked), vectors, d)).Message);
+
         // A link count of 2^31-1 on node 0's layer 0 (after magic 8, version 4, 8 ints 32, recall 8, levels 500).
         var huge = (byte[])bytes.Clone();
         BitConverter.GetBytes(int.MaxValue).CopyTo(huge, 8 + 4 + 32 + 8 + 500);

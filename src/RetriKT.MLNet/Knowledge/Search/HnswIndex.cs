@@ -546,6 +546,8 @@ public sealed class HnswIndex : IVectorIndex
                     {
                         int id = r.ReadInt32();
                         Check((uint)id < (uint)count && id != node, $"node {node} layer {layer}: link {id} is outside [0, {count}) or a self link");
+                        // A search follows the link on this layer: its target must have links there.
+                        Check(index._levels[id] >= layer, $"node {node} layer {layer}: link {id} is to a node of level {index._levels[id]}, not on layer {layer}");
                         links[i] = id;
                     }
                 }
