@@ -223,6 +223,25 @@ public class VectorSearchTests
         public void Report(int value) => report(value);
     }
 
+    /// <summary>
+    /// The calibration widened the beam by 25 % a step until the recall or min(Count, 10,000) was reached, so past 8,563
+    /// it chose 10,703: more than a graph file may state, and the graph (a retriever's model.zip) wrote but did not read
+    /// ("parameters out of range (… efSearch 10703)").
+    /// </summary>
+    [Fact]
+    public void ACalibratedBeamIsOneTheGraphFormatReadsBack()
+    {
+        var vectors = RandomUnitVectors(8700, 16, seed: 2);
+        // A sparse graph and a recall of 1: no beam below the store's size reaches it.
+        var graph = HnswIndex.Build(vectors, 16, new HnswOptions { M = 4, EfConstruction = 16, TargetRecall = 1, CalibrationQueries = 50 });
+        Assert.True(graph.MeasuredRecall < 1, $"recall {graph.MeasuredRecall} at beam {graph.EfSearch}: the calibration stopped before its widest beam");
+        Assert.Equal(HnswOptions.MaxBeam, graph.EfSearch);
+        using var written = new MemoryStream();
+        graph.Write(written);
+        var read = HnswIndex.Read(new MemoryStream(written.ToArray()), vectors, 16);
+        Assert.Equal((graph.EfSearch, graph.MeasuredRecall), (read.EfSearch, read.MeasuredRecall));
+    }
+
     [Fact]
     public void AReadGraphKeepsTheCalibrationItsMeasuredRecallRefersTo()
     {

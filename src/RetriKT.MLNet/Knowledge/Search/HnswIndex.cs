@@ -32,11 +32,14 @@ public sealed record HnswOptions
     /// <summary>Seed of the level assignment; the build is single-threaded and deterministic given the seed. Default 42.</summary>
     public int Seed { get; init; } = 42;
 
+    /// <summary>Widest beam, building or searching, that the options accept and a graph file may state.</summary>
+    internal const int MaxBeam = 10_000;
+
     internal void Validate()
     {
         if (M < 2 || M > 128) throw new ArgumentOutOfRangeException(nameof(M), $"HNSW M must be in [2, 128], found {M}.");
-        if (EfConstruction < 1 || EfConstruction > 10_000) throw new ArgumentOutOfRangeException(nameof(EfConstruction), $"HNSW EfConstruction must be in [1, 10000], found {EfConstruction}.");
-        if (EfSearch < 0 || EfSearch > 10_000) throw new ArgumentOutOfRangeException(nameof(EfSearch), $"HNSW EfSearch must be 0 (calibrate) or in [1, 10000], found {EfSearch}.");
+        if (EfConstruction < 1 || EfConstruction > MaxBeam) throw new ArgumentOutOfRangeException(nameof(EfConstruction), $"HNSW EfConstruction must be in [1, {MaxBeam}], found {EfConstruction}.");
+        if (EfSearch < 0 || EfSearch > MaxBeam) throw new ArgumentOutOfRangeException(nameof(EfSearch), $"HNSW EfSearch must be 0 (calibrate) or in [1, {MaxBeam}], found {EfSearch}.");
         if (!(TargetRecall > 0 && TargetRecall <= 1)) throw new ArgumentOutOfRangeException(nameof(TargetRecall), $"HNSW TargetRecall must be in (0, 1], found {TargetRecall}.");
         if (CalibrationQueries < 1) throw new ArgumentOutOfRangeException(nameof(CalibrationQueries), $"HNSW CalibrationQueries must be >= 1, found {CalibrationQueries}.");
         if (CalibrationK < 1) throw new ArgumentOutOfRangeException(nameof(CalibrationK), $"HNSW CalibrationK must be >= 1, found {CalibrationK}.");
@@ -238,13 +241,14 @@ public sealed class HnswIndex : IVectorIndex
         while (true)
         {
             double recall = recallAt(ef);
-            if (recall >= Options.TargetRecall || ef >= Math.Min(Count, 10_000))
+            if (recall >= Options.TargetRecall || ef >= Math.Min(Count, HnswOptions.MaxBeam))
             {
                 EfSearch = ef;
                 MeasuredRecall = recall;
                 return;
             }
-            ef = ef < 64 ? ef * 2 : ef + ef / 4;
+            // Never past the widest beam a graph file may state: 8,563 + 25 % gave 10,703, a graph that wrote and did not read.
+            ef = Math.Min(ef < 64 ? ef * 2 : ef + ef / 4, HnswOptions.MaxBeam);
         }
     }
 
@@ -521,7 +525,7 @@ public sealed class HnswIndex : IVectorIndex
             double recall = r.ReadDouble();
             Check(count == expectedCount, $"graph has {count} nodes, expected {expectedCount} (one per stored vector)");
             Check(dim == dimension, $"graph was built for dimension {dim}, expected {dimension}");
-            Check(m is >= 2 and <= 128 && efC is >= 1 and <= 10_000 && efS is >= 1 and <= 10_000, $"parameters out of range (M {m}, efConstruction {efC}, efSearch {efS})");
+            Check(m is >= 2 and <= 128 && efC is >= 1 and <= HnswOptions.MaxBeam && efS is >= 1 and <= HnswOptions.MaxBeam, $"parameters out of range (M {m}, efConstruction {efC}, efSearch {efS})");
             Check(count == 0 ? entry == -1 : (uint)entry < (uint)count, $"entry point {entry} is outside [0, {count})");
             Check(maxLevel is >= 0 and <= MaxLevelCap, $"max level {maxLevel} is outside [0, {MaxLevelCap}]");
             var index = new HnswIndex(vectors, dimension, new HnswOptions { M = m, EfConstruction = efC, EfSearch = efS, Seed = seed })
