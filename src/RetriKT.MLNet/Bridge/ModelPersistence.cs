@@ -123,12 +123,30 @@ internal sealed class ModelReader
         Reader = new BinaryReader(new MemoryStream(body, writable: false), Encoding.UTF8);
     }
 
-    /// <summary>Checks the stored format against <paramref name="format"/> (ML.NET throws a clear version error) and verifies the checksums.</summary>
+    /// <summary>
+    /// Checks the stored format against <paramref name="format"/> and verifies the checksums. A version this library
+    /// cannot read fails here, in one line naming the component and both versions: ML.NET's own check reports it as
+    /// "Error during class instantiation" around a message in decimal that names neither.
+    /// </summary>
     public static ModelReader Open(IHostEnvironment env, ModelLoadContext ctx, ModelFormat format)
     {
         ArgumentNullException.ThrowIfNull(env);
         ArgumentNullException.ThrowIfNull(ctx);
-        ctx.CheckAtModel(format.ToVersionInfo());
+        ctx.CheckAtModel();
+        var version = format.ToVersionInfo();
+        var header = ctx.Header;
+        if (header.ModelSignature == version.ModelSignature)
+        {
+            string where = Where(ctx, PartChecksums.BodyPart);
+            if (header.ModelVerReadable > format.CurrentVersion)
+                throw PartChecksums.Unreadable(where, $"{format.LoaderSignature} format version {header.ModelVerWritten:x8} (readable from " +
+                    $"{header.ModelVerReadable:x8}) is newer than this RetriKT.MLNet reads ({format.OldestReadable:x8} to {format.CurrentVersion:x8}): " +
+                    "load it with the RetriKT.MLNet version that saved it, or a later one");
+            if (header.ModelVerWritten < format.OldestReadable)
+                throw PartChecksums.Unreadable(where, $"{format.LoaderSignature} format version {header.ModelVerWritten:x8} is older than this " +
+                    $"RetriKT.MLNet reads ({format.OldestReadable:x8} to {format.CurrentVersion:x8})");
+        }
+        ctx.CheckAtModel(version);
         return new ModelReader(env, ctx, format);
     }
 
@@ -198,7 +216,9 @@ internal sealed class ModelReader
     }
 
     /// <summary>The part's path inside model.zip.</summary>
-    private string Where(string part) => _ctx.Directory is { Length: > 0 } dir ? $"{dir}/{part}" : part;
+    private string Where(string part) => Where(_ctx, part);
+
+    private static string Where(ModelLoadContext ctx, string part) => ctx.Directory is { Length: > 0 } dir ? $"{dir}/{part}" : part;
 
     /// <summary>Loads a nested model written with <see cref="ModelWriter.WriteModel"/>.</summary>
     public T ReadModel<T>(string name) where T : class, ITransformer

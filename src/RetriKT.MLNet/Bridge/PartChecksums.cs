@@ -99,4 +99,8 @@ internal sealed class PartChecksums
 
     public static InvalidDataException Damaged(string where, string why) =>
         new($"model.zip part '{where}' is damaged or was modified: {why}.");
+
+    /// <summary>A part written in a format version this library does not read (not damage: the file may be whole).</summary>
+    public static InvalidDataException Unreadable(string where, string why) =>
+        new($"model.zip part '{where}' cannot be read: {why}.");
 }
