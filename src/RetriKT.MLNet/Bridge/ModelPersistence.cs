@@ -59,6 +59,7 @@ internal sealed class ModelWriter
         writer._checksums.Add(PartChecksums.BodyPart, writer._body.Count, writer._body.Hash);
         var (length, hash) = PartChecksums.OfStrings(ctx.Strings.OrderBy(s => s.Id).Select(s => s.Value.ToString()));
         writer._checksums.Add(PartChecksums.StringsPart, length, hash);
+        writer._checksums.AddVersion(format.CurrentVersion, format.CurrentVersion);
         ctx.SaveBinaryStream(PartChecksums.StreamName, writer._checksums.Write);
     }
 
@@ -110,6 +111,8 @@ internal sealed class ModelReader
             ?? throw PartChecksums.Damaged(Where(PartChecksums.StreamName), "it is missing (the model was damaged, or written by a RetriKT.MLNet " +
                 "version without checksums: save it again)"), Where(PartChecksums.StreamName));
 
+        // The header's version decides how the body is read, so it is checked with the body.
+        _checksums.VerifyVersion(ctx.Header.ModelVerWritten, ctx.Header.ModelVerReadable, Where(PartChecksums.VersionPart));
         // The body of Model.key is read whole and verified before anything in it is trusted.
         long length = ctx.Header.CbModel;
         if (length != _checksums.ExpectedLength(PartChecksums.BodyPart))

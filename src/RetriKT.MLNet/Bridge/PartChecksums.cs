@@ -17,6 +17,13 @@ internal sealed class PartChecksums
     public const string BodyPart = "Model.key";
     /// <summary>The strings of Model.key's string table (labels, paths, column names).</summary>
     public const string StringsPart = "Model.key strings";
+    /// <summary>
+    /// The format version in Model.key's header, which decides how the body is read: not part of the body, so a header
+    /// changed to an older version the library still reads would load the body as that version (a different model).
+    /// Its entry holds the version written in place of a length and the version readable from in place of a checksum;
+    /// files written before it have no such entry.
+    /// </summary>
+    public const string VersionPart = "Model.key version";
     private const int Magic = 0x52_4B_54_43; // "CTKR"
     private const int MaxParts = 1024, MaxNameLength = 256;
 
@@ -92,6 +99,18 @@ internal sealed class PartChecksums
             var what = length < expected.Length ? "it is truncated: " : length > expected.Length ? "it is longer than written: " : "";
             throw Damaged(where, $"{what}found {length} bytes with checksum {hash:x16}, expected {expected.Length} bytes with checksum {expected.Hash:x16}");
         }
+    }
+
+    /// <summary>Records the format version stamped in Model.key's header (<see cref="VersionPart"/>).</summary>
+    public void AddVersion(uint written, uint readable) => Add(VersionPart, written, readable);
+
+    /// <summary>Throws naming the part when the header's version differs from the one recorded; a file without the entry passes.</summary>
+    public void VerifyVersion(uint written, uint readable, string where)
+    {
+        if (!_parts.TryGetValue(VersionPart, out var expected)) return;
+        if (expected.Length != written || expected.Hash != readable)
+            throw Damaged(where, $"its header says format version {written:x8} (readable from {readable:x8}), but it was written as " +
+                                 $"{expected.Length:x8} (readable from {expected.Hash:x8})");
     }
 
     /// <summary>The length written for <paramref name="part"/>, or -1 when it is not listed.</summary>

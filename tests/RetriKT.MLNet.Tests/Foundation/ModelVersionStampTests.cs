@@ -11,7 +11,9 @@ namespace RetriKT.MLNet.Tests.Foundation;
 /// <summary>
 /// The format version ML.NET stamps in a component's Model.key header: a model saved by a newer RetriKT.MLNet was
 /// refused as "Error during class instantiation" (ML.NET's wrapper around its own version check, whose message names
-/// neither the component nor the versions); it is refused in one line naming the part and both versions.
+/// neither the component nor the versions); it is refused in one line naming the part and both versions. A stamp
+/// changed to an older version the library still reads loaded the body as that version: a student without its
+/// term-match weight μ, a different model that predicted. The stamp is now checked with the component's other parts.
 /// </summary>
 public class ModelVersionStampTests
 {
@@ -30,6 +32,23 @@ public class ModelVersionStampTests
         ml.Model.Save(student, data.Schema, buffer);
         return (buffer.ToArray(), data);
     });
+
+    [Theory]
+    [InlineData(0x00010001u)]
+    [InlineData(0x00010002u)]
+    [InlineData(0x00010004u)]
+    public void AStudentWhoseStampWasDamagedToAnOlderVersionIsRefused(uint older)
+    {
+        var damaged = Restamp(Student.Value.Saved, "RKTRCLSF", 0x00010005u, older);
+        var plain = Assert.ThrowsAny<Exception>(() => new MLContext().Model.Load(new MemoryStream(damaged), out _));
+        var cause = ModelFiles.Innermost(plain);
+        Assert.IsType<InvalidDataException>(cause);
+        Assert.Contains("Model.key", cause.Message);
+        Assert.Contains($"{older:x8}", cause.Message);
+        Assert.Contains("00010005", cause.Message);
+        var verified = Assert.Throws<InvalidDataException>(() => new MLContext().Model.LoadVerified(new MemoryStream(damaged), "model.zip", out _));
+        Assert.StartsWith("model.zip: model.zip part '", verified.Message);
+    }
 
     [Fact]
     public void AStudentStampedWithANewerVersionIsRefusedInOneLine()
