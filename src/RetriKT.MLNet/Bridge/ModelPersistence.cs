@@ -25,8 +25,11 @@ internal sealed record ModelFormat(string ModelSignature, uint CurrentVersion, u
     /// </summary>
     public System.Reflection.Assembly LoaderAssembly { get; init; } = typeof(ModelFormat).Assembly;
 
+    // The loader assembly is named without its version: ML.NET loads the stored name, so a full name (Version=0.1.0.0)
+    // made a model saved by one RetriKT.MLNet release unloadable by an earlier one ("Could not load file or assembly"),
+    // whatever its format version. Which files a release reads is the format version's decision, checked by ModelReader.
     internal VersionInfo ToVersionInfo() => new(ModelSignature, CurrentVersion, CurrentVersion, OldestReadable,
-        loaderAssemblyName: LoaderAssembly.FullName, loaderSignature: LoaderSignature);
+        loaderAssemblyName: LoaderAssembly.GetName().Name, loaderSignature: LoaderSignature);
 }
 
 /// <summary>

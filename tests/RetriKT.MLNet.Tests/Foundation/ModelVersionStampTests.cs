@@ -75,6 +75,33 @@ public class ModelVersionStampTests
     }
 
     /// <summary>
+    /// ML.NET loads a component's loader assembly by the name stored in Model.key. Stored with its version
+    /// ("RetriKT.MLNet, Version=0.1.0.0"), a model saved by one release failed to load in an earlier one with "Could not
+    /// load file or assembly ... cannot find the file", although the assembly was there and the format was one it reads.
+    /// The name is stored without a version; the format version decides, with its own message.
+    /// </summary>
+    [Fact]
+    public void AModelNamesItsLoaderAssemblyWithoutAVersion()
+    {
+        var (saved, input) = Student.Value;
+        using (var zip = new ZipArchive(new MemoryStream(saved), ZipArchiveMode.Read))
+        {
+            var header = zip.Entries.Where(e => e.Name == "Model.key").Select(e =>
+            {
+                using var data = e.Open();
+                using var copy = new MemoryStream();
+                data.CopyTo(copy);
+                return copy.ToArray();
+            }).Single(b => b.AsSpan().IndexOf(Encoding.Unicode.GetBytes("RetriKT.MLNet")) >= 0 || b.AsSpan().IndexOf("RetriKT.MLNet"u8) >= 0);
+            Assert.True(header.AsSpan().IndexOf(Encoding.Unicode.GetBytes("RetriKT.MLNet, Version=")) < 0 && header.AsSpan().IndexOf("RetriKT.MLNet, Version="u8) < 0,
+                "the student's Model.key names its loader assembly with a version");
+        }
+        var ml = new MLContext(seed: 1);
+        using var loaded = Assert.IsType<RetrievalClassifierTransformer>(ml.Model.LoadVerified(new MemoryStream(saved), "model.zip", out _));
+        Assert.Equal(40, loaded.Transform(input).GetColumn<float[]>("Score").Count());
+    }
+
+    /// <summary>
     /// <paramref name="model"/> with the version written after the model signature <paramref name="signature"/> in its
     /// Model.key header changed from <paramref name="from"/> to <paramref name="to"/>, in a valid zip (CRCs rewritten).
     /// </summary>
