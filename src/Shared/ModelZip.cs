@@ -75,11 +75,16 @@ internal static class ModelZip
         return OneLine(backtrace > 0 ? message[..backtrace] : message);
     }
 
-    /// <summary>The exception under reflection and aggregation wrappers.</summary>
+    /// <summary>
+    /// The exception under reflection and aggregation wrappers, and under ML.NET's "Error during class instantiation"
+    /// (an InvalidOperationException around the TargetInvocationException of a loader that failed with one of ML.NET's
+    /// own errors, such as "Corrupt file header"): that wrapper names neither the part nor the cause.
+    /// </summary>
     public static Exception Innermost(Exception exception)
     {
         var e = exception;
-        while (e is TargetInvocationException or TypeInitializationException or AggregateException && e.InnerException is { } inner) e = inner;
+        while (e is TargetInvocationException or TypeInitializationException or AggregateException or InvalidOperationException { InnerException: TargetInvocationException }
+               && e.InnerException is { } inner) e = inner;
         return e;
     }
 

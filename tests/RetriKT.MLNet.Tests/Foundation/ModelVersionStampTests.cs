@@ -64,6 +64,20 @@ public class ModelVersionStampTests
         Assert.Equal(e.Message["model.zip: ".Length..], plain.Message);
     }
 
+    /// <summary>
+    /// One flipped bit in the written version (below the readable one) is caught by ML.NET's own header check, whose
+    /// "Corrupt file header" reached the user as "Error during class instantiation", its wrapper's message.
+    /// </summary>
+    [Fact]
+    public void AStampDamagedInOneBitIsReportedWithMLNetsCauseNotItsWrapper()
+    {
+        var damaged = Restamp(Student.Value.Saved, "RKTRCLSF", 0x00010005u, 0x00010004u, readableToo: false);
+        var verified = Assert.Throws<InvalidDataException>(() => new MLContext().Model.LoadVerified(new MemoryStream(damaged), "model.zip", out _));
+        Assert.Equal("model.zip: Corrupt file header", verified.Message);
+        var plain = Assert.ThrowsAny<Exception>(() => new MLContext().Model.Load(new MemoryStream(damaged), out _));
+        Assert.Equal("Corrupt file header", ModelFiles.Describe(plain));
+    }
+
     [Fact]
     public void AnUndamagedStudentStillLoadsAndPredictsAsSaved()
     {
@@ -105,7 +119,7 @@ public class ModelVersionStampTests
     /// <paramref name="model"/> with the version written after the model signature <paramref name="signature"/> in its
     /// Model.key header changed from <paramref name="from"/> to <paramref name="to"/>, in a valid zip (CRCs rewritten).
     /// </summary>
-    internal static byte[] Restamp(byte[] model, string signature, uint from, uint to)
+    internal static byte[] Restamp(byte[] model, string signature, uint from, uint to, bool readableToo = true)
     {
         var pattern = new byte[12];
         Encoding.ASCII.GetBytes(signature).CopyTo(pattern, 0);
@@ -123,7 +137,7 @@ public class ModelVersionStampTests
         {
             int at = bytes.AsSpan().IndexOf(pattern);
             BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(at + 8), to);
-            BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(at + 12), to);
+            if (readableToo) BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(at + 12), to);
             return bytes;
         });
     }
