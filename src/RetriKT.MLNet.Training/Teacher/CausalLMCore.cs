@@ -41,14 +41,35 @@ internal abstract class CausalLMModule : nn.Module
     /// </summary>
     public double ResidualDropout { get; set; }
 
-    /// <summary>The dropout probability in effect now: <see cref="ResidualDropout"/> in training mode, otherwise 0.</summary>
-    protected double ActiveDropout => training ? ResidualDropout : 0;
+    /// <summary>
+    /// Where the dropout masks are drawn from (on the module's device), or null for torch's process-wide generator.
+    /// <see cref="TeacherPretrainer"/> sets one per step, seeded from the run's seed and the step.
+    /// </summary>
+    public Generator? DropoutGenerator { get; set; }
 
-    /// <summary><paramref name="x"/> with dropout <paramref name="p"/> applied, or <paramref name="x"/> itself when p is 0.</summary>
-    internal static Tensor Drop(Tensor x, double p) => p > 0 ? nn.functional.dropout(x, p, training: true) : x;
+    /// <summary>The dropout in effect now: <see cref="ResidualDropout"/> in training mode (otherwise none), drawn from <see cref="DropoutGenerator"/>.</summary>
+    protected ResidualDrop ActiveDropout => new(training ? ResidualDropout : 0, DropoutGenerator);
 
     /// <summary>Fresh random weights (GPT-2/LLaMA-style init: N(0, 0.02), scaled residual projections, unit norms).</summary>
     public abstract void InitializeWeights(Generator generator);
+}
+
+/// <summary>Residual dropout as the decoder applies it: probability <paramref name="P"/> (0: none), masks drawn from <paramref name="Generator"/> (null: torch's process-wide one).</summary>
+internal readonly record struct ResidualDrop(double P, Generator? Generator)
+{
+    /// <summary><paramref name="x"/> with dropout applied, or <paramref name="x"/> itself when <see cref="P"/> is 0.</summary>
+    public Tensor Apply(Tensor x)
+    {
+        if (P <= 0) return x;
+        if (Generator is null) return nn.functional.dropout(x, P, training: true);
+        // What torch's own dropout does on the CPU (noise ~ Bernoulli(1 − p), divided by 1 − p, times x), from a generator
+        // of the caller's: the same masks and rounding as nn.functional.dropout after seeding the process-wide generator
+        // alike, without touching the application's (and every other thread's) random stream.
+        using var keep = (1 - P).ToScalar(); // held across the call (see HeldScalars)
+        using var noise = empty_like(x).bernoulli_(1 - P, Generator);
+        noise.div_(keep);
+        return x.mul(noise);
+    }
 }
 
 /// <summary>

@@ -96,10 +96,10 @@ internal sealed class Gpt2Block : Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor? bias, KvCache? cache, double dropout)
+    public Tensor Forward(Tensor x, Tensor? bias, KvCache? cache, ResidualDrop dropout)
     {
-        x = x.add(CausalLMModule.Drop(attn.Forward(ln_1.forward(x), bias, cache), dropout), HeldScalars.One);
-        return x.add(CausalLMModule.Drop(mlp.forward(ln_2.forward(x)), dropout), HeldScalars.One);
+        x = x.add(dropout.Apply(attn.Forward(ln_1.forward(x), bias, cache)), HeldScalars.One);
+        return x.add(dropout.Apply(mlp.forward(ln_2.forward(x))), HeldScalars.One);
     }
 }
 
@@ -141,8 +141,8 @@ internal sealed class Gpt2LMHeadModel : CausalLMModule
 
     public override Tensor Decode(Tensor embeds, Tensor positions, Tensor? attentionBias, KvCache? cache)
     {
-        double dropout = ActiveDropout;
-        var x = Drop(embeds.add(transformer.wpe.forward(positions), HeldScalars.One), dropout);
+        var dropout = ActiveDropout;
+        var x = dropout.Apply(embeds.add(transformer.wpe.forward(positions), HeldScalars.One));
         foreach (var block in transformer.h) x = block.Forward(x, attentionBias, cache, dropout);
         return transformer.ln_f.forward(x);
     }

@@ -121,10 +121,10 @@ internal sealed class LlamaBlock : Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? bias, KvCache? cache, double dropout)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? bias, KvCache? cache, ResidualDrop dropout)
     {
-        x = x.add(CausalLMModule.Drop(self_attn.Forward(input_layernorm.forward(x), cos, sin, bias, cache), dropout), HeldScalars.One);
-        return x.add(CausalLMModule.Drop(mlp.forward(post_attention_layernorm.forward(x)), dropout), HeldScalars.One);
+        x = x.add(dropout.Apply(self_attn.Forward(input_layernorm.forward(x), cos, sin, bias, cache)), HeldScalars.One);
+        return x.add(dropout.Apply(mlp.forward(post_attention_layernorm.forward(x))), HeldScalars.One);
     }
 }
 
@@ -171,8 +171,8 @@ internal sealed class LlamaForCausalLM : CausalLMModule
     public override Tensor Decode(Tensor embeds, Tensor positions, Tensor? attentionBias, KvCache? cache)
     {
         var (cos, sin) = RotaryAngles(positions, embeds.dtype, embeds.shape[1] + (cache?.Length ?? 0));
-        double dropout = ActiveDropout;
-        var x = Drop(embeds, dropout);
+        var dropout = ActiveDropout;
+        var x = dropout.Apply(embeds);
         foreach (var block in model.layers) x = block.Forward(x, cos, sin, attentionBias, cache, dropout);
         return model.norm.forward(x);
     }

@@ -200,7 +200,11 @@ public sealed class TeacherPretrainer
                 double lr = LearningRateAt(step, o);
                 optimizer.LearningRate = lr;
                 using var scope = NewDisposeScope();
-                if (o.Dropout > 0) random.manual_seed(SeedMixer.Derive(host.Seed, "pretrain-dropout", step));
+                // The masks from a generator of this run's, seeded from the seed and the step (a resumed run draws the same),
+                // with the draws torch's process-wide one gave when it was seeded here: seeding that one every step reset the
+                // application's random stream and every other thread's.
+                using var dropoutGenerator = o.Dropout > 0 ? new Generator((ulong)SeedMixer.Derive(host.Seed, "pretrain-dropout", step), device) : null;
+                module.DropoutGenerator = dropoutGenerator;
                 var starts = randint(0, tokens.Length - seqLen, [o.BatchSize], ScalarType.Int64, CPU, generator: generator).to(device);
                 var window = starts.unsqueeze(1).add(HeldScalars.Arange(seqLen + 1, ScalarType.Int64, device), HeldScalars.One);
                 var batch = corpus.index_select(0, window.flatten()).view(o.BatchSize, seqLen + 1);
@@ -232,6 +236,7 @@ public sealed class TeacherPretrainer
         finally
         {
             module.ResidualDropout = 0;
+            module.DropoutGenerator = null;
             module.eval();
             model.InvalidateContentHash();
         }

@@ -236,7 +236,14 @@ public sealed class PretrainingResumeTests : IDisposable
         using (dropped)
         {
             new TeacherPretrainer(new MLContext(seed: 1), Options(null)).Train(plain, tokens);
+            // The masks come from a generator of the run's: torch's process-wide one, seeded at every step before, is left
+            // as the application had it.
+            TorchSharp.torch.random.manual_seed(99);
             new TeacherPretrainer(new MLContext(seed: 1), WithDropout(null)).Train(dropped, tokens);
+            float[] Draw() { using var r = TorchSharp.torch.rand(4); return r.data<float>().ToArray(); }
+            var after = Draw();
+            TorchSharp.torch.random.manual_seed(99);
+            Assert.Equal(Draw(), after);
             Assert.NotEqual(plain.ContentHash, dropped.ContentHash);
 
             // After training the module is back in inference mode: scoring twice gives the same numbers.
@@ -258,6 +265,27 @@ public sealed class PretrainingResumeTests : IDisposable
         bad.Dropout = 1;
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => new TeacherPretrainer(new MLContext(seed: 1), bad));
         Assert.Contains("Dropout must be in [0, 1), found 1", e.Message);
+    }
+
+    /// <summary>
+    /// Pretraining's dropout draws its masks from a generator of the run's, as torch's own dropout draws them from the
+    /// process-wide generator seeded alike: the same masks and rounding bit for bit, so teachers built before keep their
+    /// weights.
+    /// </summary>
+    [Fact]
+    public void TheRunsDropoutGivesTorchsOwnDropoutBitForBit()
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        using var source = new TorchSharp.torch.Generator(5);
+        var x = TorchSharp.torch.randn([4, 16, 32], generator: source);
+        foreach (var p in new[] { 0.1, 0.2, 0.5 })
+        {
+            TorchSharp.torch.random.manual_seed(77);
+            var torchs = TorchSharp.torch.nn.functional.dropout(x, p, training: true);
+            using var generator = new TorchSharp.torch.Generator(77);
+            var ours = new ResidualDrop(p, generator).Apply(x);
+            Assert.Equal(torchs.data<float>().ToArray(), ours.data<float>().ToArray());
+        }
     }
 
     [Fact]
