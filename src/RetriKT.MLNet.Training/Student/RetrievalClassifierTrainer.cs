@@ -699,11 +699,13 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             float rowWeight = ReadWeight(getWeight, weightColumnName), rowMixWeight = ReadWeight(getMixWeight, mixWeightColumnName);
             if (name is null) { missingLabel++; continue; }
             var s = a.ToString();
-            if (string.IsNullOrWhiteSpace(s)) { emptyText++; continue; }
+            // A text of only characters the tokenizer drops (a zero-width space, a NUL, a lone combining mark) encodes as an
+            // empty one: it would train as [CLS] [SEP] with its label, where the runtime refuses such a text.
+            if (!TextTokenizingTransformer.HasWordCharacter(s)) { emptyText++; continue; }
             rows.Add(new Row(s, getText2 is null ? null : b.ToString(), name, rowWeight, getMixWeight is null ? null : rowMixWeight));
         }
         if (missingLabel > 0) host.Warning($"{what}: {missingLabel} rows have a missing label (key 0 or empty) in column '{_options.LabelColumnName}' and were skipped.");
-        if (emptyText > 0) host.Warning($"{what}: {emptyText} rows have an empty text in column '{_options.TextColumnName}' and were skipped.");
+        if (emptyText > 0) host.Warning($"{what}: {emptyText} rows have an empty text (or one the tokenizer reads as empty) in column '{_options.TextColumnName}' and were skipped.");
         host.Info($"{what}: {rows.Count} usable rows.");
         return (rows, label.KeyNames ?? rows.Select(r => r.Label).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray(), label.IsKey);
     }

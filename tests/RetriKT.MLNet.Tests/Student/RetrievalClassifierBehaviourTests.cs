@@ -46,6 +46,22 @@ public class RetrievalClassifierBehaviourTests
         return (ml, keyMap, student);
     }
 
+    /// <summary>
+    /// A training row whose text the tokenizer reads as empty (a zero-width space, a NUL, a lone combining mark) is skipped
+    /// with the empty ones, as the runtime refuses such a text: it trained as [CLS] [SEP] with its label.
+    /// </summary>
+    [Fact]
+    public void TrainingRowsTheTokenizerReadsAsEmptyAreSkippedWithTheEmptyOnes()
+    {
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.RawMessage); };
+        var rows = Synthetic(40, 1);
+        rows.AddRange(new[] { "\u200B", "\0", "\u0301", " " }.Select(t => new TextRow { Text = t, Label = "pos" }));
+        using var _ = Train(rows: rows, context: ml).Student;
+        Assert.Contains(warnings, w => w.StartsWith("training data: 4 rows have an empty text (or one the tokenizer reads as empty) in column 'Text'", StringComparison.Ordinal));
+    }
+
     [Fact]
     public void LearnsASeparableTaskAndEvaluateWorksUnchanged()
     {
