@@ -170,7 +170,8 @@ internal sealed class SoftPromptPolicy
         // so the LM head runs on the last maxResponse + 1 slots and the very last one is dropped.
         var output = Teacher.Forward(embeds, fullMask, returnHiddenStates: withValues, logitsToKeep: maxResponse + 1);
         using var temperatureScalar = temperature.ToScalar(); // held across the call (see HeldScalars)
-        var logits = output.Logits.narrow(1, 0, maxResponse).to(ScalarType.Float32).div(temperatureScalar);
+        // Scored as sampled: a tiny temperature divides the shifted logits, as generation does (1e-40 overflowed to NaN).
+        var logits = Sampler.Scale(output.Logits.narrow(1, 0, maxResponse).to(ScalarType.Float32), temperature, temperatureScalar);
         var logp = logits.log_softmax(-1);
         var targets = tensor(responseIds, [b, maxResponse], device: device);
         var tokenLogp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1);

@@ -75,6 +75,30 @@ public sealed record CausalLMOutput(Tensor Logits, Tensor? HiddenStates);
 /// <summary>Logit processing and token choice for one decoding step (HF order: penalty, temperature, top-k, top-p).</summary>
 internal static class Sampler
 {
+    /// <summary>
+    /// Temperatures below this divide logits shifted by their row maximum, in float64. Plainly divided, logits / 1e-40
+    /// overflow float32 to ±∞ and softmax turns them into NaN (a failed call). Ordinary temperatures keep the plain float32
+    /// division: the shift changes the last bits of every sampled step, and the measured stores were sampled without it.
+    /// </summary>
+    public const double ShiftedBelowTemperature = 1e-3;
+
+    /// <summary>
+    /// <paramref name="logits"/> divided by the sampling temperature T &gt; 0 (<paramref name="held"/>, its held Scalar). For a
+    /// tiny T, <c>(logits − row max) / T</c>: each row's most probable tokens get 0 and the others a large negative or −∞,
+    /// so the distribution tends to greedy's as T does, with no NaN for any T &gt; 0. Differentiable (the shift is a
+    /// constant to the gradient, as log-softmax is shift-invariant).
+    /// </summary>
+    public static Tensor Scale(Tensor logits, double temperature, Scalar held)
+    {
+        if (temperature >= ShiftedBelowTemperature) return logits.div(held);
+        using var wide = logits.to(ScalarType.Float64);
+        using var constant = wide.detach();
+        using var rowMax = constant.amax([-1], keepdim: true);
+        using var shifted = wide.sub(rowMax);
+        using var scaled = shifted.div(held);
+        return scaled.to(ScalarType.Float32);
+    }
+
     public static Tensor ApplyRepetitionPenalty(Tensor logits, Tensor seen, double penalty)
     {
         if (penalty == 1) return logits;

@@ -256,7 +256,6 @@ public sealed class TeacherModel : IDisposable
         int maxNew = rowMaxNew.Max();
         var stopIds = new HashSet<int>(request.StopTokenIds ?? Config.EosTokenIds.Concat(Tokenizer?.EosId is int e ? [e] : []));
         bool greedy = request.Temperature == 0;
-        bool tinyTemperature = !greedy && request.Temperature < ShiftedBelowTemperature;
 
         var outIds = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
         var outLogProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();
@@ -299,7 +298,7 @@ public sealed class TeacherModel : IDisposable
                 request.Cancellation.ThrowIfCancellationRequested();
                 using var scope = NewDisposeScope();
                 var raw = logits.to(ScalarType.Float32);
-                var scaled = greedy ? raw : tinyTemperature ? ShiftedScale(raw, temperature) : raw.div(temperature);
+                var scaled = greedy ? raw : Sampler.Scale(raw, request.Temperature, temperature);
                 var logp = scaled.log_softmax(-1);
                 var processed = seen is null ? scaled : Sampler.ApplyRepetitionPenalty(scaled, seen, request.RepetitionPenalty);
                 Tensor next;
@@ -375,26 +374,6 @@ public sealed class TeacherModel : IDisposable
             rows[i] = new GeneratedSequence(prompts[i], outIds[i].ToArray(), outLogProbs[i].ToArray(), text, reasons[i]);
         }
         return new GenerationResult(rows);
-    }
-
-    /// <summary>
-    /// Temperatures below this divide logits shifted by their row maximum, in float64. Plainly divided, logits / 1e-40
-    /// overflow float32 to ±∞ and softmax turns them into NaN (a failed call). Ordinary temperatures keep the plain float32
-    /// division: the shift changes the last bits of every sampled step, and the measured stores were sampled without it.
-    /// </summary>
-    private const double ShiftedBelowTemperature = 1e-3;
-
-    /// <summary>
-    /// <c>(logits − row max) / T</c> for a tiny <paramref name="temperature"/>: each row's most probable tokens get 0 and the
-    /// others a large negative or −∞, so the distribution tends to greedy's as T does, with no NaN for any T &gt; 0.
-    /// </summary>
-    private static Tensor ShiftedScale(Tensor logits, Scalar temperature)
-    {
-        using var wide = logits.to(ScalarType.Float64);
-        using var rowMax = wide.amax([-1], keepdim: true);
-        using var shifted = wide.sub(rowMax);
-        using var scaled = shifted.div(temperature);
-        return scaled.to(ScalarType.Float32);
     }
 
     internal Tensor LastLogits(Tensor hidden) => _module.LmHead(hidden.narrow(1, hidden.shape[1] - 1, 1).squeeze(1));

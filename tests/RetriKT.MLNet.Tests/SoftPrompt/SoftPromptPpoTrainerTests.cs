@@ -54,6 +54,25 @@ public class SoftPromptPpoTrainerTests
         model.Dispose();
     }
 
+    /// <summary>
+    /// PPO at a tiny temperature samples and scores as generation does: logits divided by 1e-40 overflowed float32 when
+    /// the rollouts were scored, and the losses came out NaN.
+    /// </summary>
+    [SharedDataFact]
+    public void PpoAtATinyTemperatureScoresItsRolloutsWithFiniteNumbers()
+    {
+        var mlContext = new MLContext(seed: 3);
+        using var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 1, PromptTokens = 4, Temperature = 1e-40,
+            PpoSteps = 2, RolloutsPerStep = 8, MiniBatchSize = 8, PpoEpochs = 1, MaxNewTokens = 8,
+        }).Fit(StoryData(mlContext));
+        var steps = model.TrainingReport!.PpoSteps;
+        Assert.Equal(2, steps.Count);
+        Assert.All(steps, s => Assert.True(double.IsFinite(s.Reward) && double.IsFinite(s.Kl) && double.IsFinite(s.PolicyLoss) && double.IsFinite(s.ValueLoss),
+            $"step {s.Step}: reward {s.Reward}, KL {s.Kl}, policy loss {s.PolicyLoss}, value loss {s.ValueLoss}"));
+    }
+
     [SharedDataFact]
     public void PpoRaisesARewardWithAKnownOptimumWhileKlStaysBoundedAndSameSeedRepeats()
     {
