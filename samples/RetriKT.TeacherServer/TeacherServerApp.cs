@@ -101,9 +101,9 @@ public static class TeacherServerApp
         catch (Exception e) when (e is not OperationCanceledException)
         {
             http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(TeacherServerApp)).LogError(e, "Generation failed");
-            // TorchSharp's message carries libtorch's C++ backtrace after its first line (kilobytes of frames): the log has
-            // it; the client gets the reason.
-            await Error(http, $"The teacher failed to generate: {e.Message.Split('\n', 2)[0].TrimEnd()}", null, StatusCodes.Status500InternalServerError, type: "server_error");
+            // The log has the whole exception (libtorch's C++ backtrace included, kilobytes of frames); the client gets the
+            // reason in one line, as the server's start-up failures say it.
+            await Error(http, $"The teacher failed to generate: {RetriKT.MLNet.ModelFiles.Describe(e)}", null, StatusCodes.Status500InternalServerError, type: "server_error");
             return;
         }
 
