@@ -322,7 +322,7 @@ public sealed class TeacherModel : IDisposable
                         var text = Tokenizer!.Decode(outIds[i]);
                         // Stops are looked for in the output as it reads after the prompt: SentencePiece's Decode drops
                         // the first piece's leading space ("▁there" → "there"), so a stop " there" there went unseen.
-                        var reads = Tokenizer.DecodeContinuation(outIds[i]);
+                        var reads = Tokenizer.DecodeContinuation(outIds[i], text);
                         int dropped = reads.Length - text.Length;
                         foreach (var s in stops)
                         {

@@ -78,11 +78,12 @@ public sealed class TeacherTokenizer
     /// Decodes ids as text that continues other text (generated output after its prompt): as <see cref="Decode"/>, but a
     /// SentencePiece first piece keeps its leading space, which <see cref="Decode"/> drops as the dummy prefix of a text's
     /// start ("▁there" reads " there" after "Once upon a time,"). Byte-level BPE keeps it anyway; unigram SentencePiece
-    /// models (library) are decoded as by <see cref="Decode"/>.
+    /// models (library) are decoded as by <see cref="Decode"/>. <paramref name="decoded"/>: <see cref="Decode"/>'s text of
+    /// the same ids, when the caller has it (generation's stop check decodes every row at every step).
     /// </summary>
-    internal string DecodeContinuation(IReadOnlyList<int> ids)
+    internal string DecodeContinuation(IReadOnlyList<int> ids, string? decoded = null)
     {
-        var text = Decode(ids);
+        var text = decoded ?? Decode(ids);
         int first = ids.FirstOrDefault(IsText, -1);
         return _startsWithSpace is not null && first >= 0 && _startsWithSpace(first) && !text.StartsWith(' ') ? " " + text : text;
     }
