@@ -153,9 +153,16 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         using var generator = new Generator((ulong)seed, CPU);
         var matrix = teacher.EmbedVocabulary();
         var initIds = tokenizer.Encode(o.InitText, addBos: false);
-        var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens,
-            l => [.. initIds, .. tokenizer.EncodeContinuation(template.Verbalizer[labels[l]], afterText: initIds.Length > 0)],
-            initIds, generator);
+        // The label word is what sets the labels' prompts apart, so the text gives way to it when both do not fit: cut at
+        // the prompt's length, the default text alone (13 stories260K tokens) filled 8 positions and every label's prompt
+        // started the same.
+        int[] LabelInit(int l)
+        {
+            string word = template.Verbalizer[labels[l]];
+            int keep = Math.Clamp(o.PromptTokens - tokenizer.EncodeContinuation(word, afterText: initIds.Length > 0).Length, 0, initIds.Length);
+            return [.. initIds[..keep], .. tokenizer.EncodeContinuation(word, afterText: keep > 0)];
+        }
+        var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens, LabelInit, initIds, generator);
         return new SoftPromptModule(labelInit, taskInit); // its parameters stay out of the scope
     }
 
