@@ -52,7 +52,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     private BertSentenceEncoder(BertEncoderModule module, WordPieceVocabulary vocabulary, BertPooling pooling, Options options, int maxTokens, Device device, string source)
     {
         MaxTokens = maxTokens;
-        Module = module;
+        _module = module;
         Vocabulary = vocabulary;
         Pooling = pooling;
         _normalize = options.Normalize;
@@ -112,7 +112,12 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     /// </summary>
     public string Fingerprint { get; private init; } = "";
 
-    internal BertEncoderModule Module { get; }
+    private readonly BertEncoderModule _module;
+    private int _disposed;
+
+    // Every use of the weights goes through here: a freed module read as empty (ParameterCount 0, a model.safetensors
+    // without a tensor) instead of failing.
+    internal BertEncoderModule Module => _disposed == 0 ? _module : throw new ObjectDisposedException(nameof(BertSentenceEncoder));
 
     internal Device Device { get; }
 
@@ -199,8 +204,8 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     /// </summary>
     public void SaveHuggingFaceDirectory(string directory)
     {
+        var c = Config; // before anything is written: a disposed encoder has no weights to write
         Directory.CreateDirectory(directory);
-        var c = Config;
         var config = new System.Text.Json.Nodes.JsonObject
         {
             ["architectures"] = new System.Text.Json.Nodes.JsonArray("BertModel"), ["model_type"] = "bert",
@@ -241,6 +246,9 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         AtomicFile.WriteAllText(Path.Combine(directory, "modules.json"), modules.ToJsonString(indented));
     }
 
-    /// <summary>Frees the weights.</summary>
-    public void Dispose() => Module.Dispose();
+    /// <summary>Frees the weights; later calls throw <see cref="ObjectDisposedException"/>. Idempotent.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) _module.Dispose();
+    }
 }
