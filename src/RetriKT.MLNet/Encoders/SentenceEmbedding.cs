@@ -175,11 +175,21 @@ public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
         {
             var read = _texts.Reader(input);
             var encoder = _parent.Encoder;
+            var embedding = new float[encoder.Dimension];
+            long cachedPosition = long.MinValue;
+            string? cachedText = null, cachedText2 = null;
             ValueGetter<VBuffer<float>> getter = (ref VBuffer<float> dst) =>
             {
-                var row = read();
+                // A retriever after this step reads the column too: a caller that also reads it (a prediction engine whose
+                // output class holds Features) ran the whole encoder a second time for the same row.
+                var (text, text2) = read();
+                if (cachedPosition != input.Position || cachedText != text || cachedText2 != text2)
+                {
+                    encoder.Encode([(text, text2)], embedding);
+                    (cachedPosition, cachedText, cachedText2) = (input.Position, text, text2);
+                }
                 var editor = VBufferEditor.Create(ref dst, encoder.Dimension);
-                encoder.Encode([row], editor.Values);
+                embedding.CopyTo(editor.Values);
                 dst = editor.Commit();
             };
             return [getter];
