@@ -36,9 +36,13 @@ public sealed class BlackBoxKnowledgeExtractor
         if (o.Teachers is not { Count: > 0 }) throw new ArgumentException("BlackBoxExtractorOptions.Teachers needs at least one endpoint.", nameof(options));
         if (o.Teachers.Any(t => t?.Client is null || t.MaxConcurrency < 1)) throw new ArgumentException("Every TeacherEndpoint needs a Client and MaxConcurrency >= 1.", nameof(options));
         if (o.Template is null) throw new ArgumentException("BlackBoxExtractorOptions.Template is required (columns, verbalizer, classification format).", nameof(options));
-        if (o.SamplesPerLabel < 0) throw new ArgumentOutOfRangeException(nameof(options), $"SamplesPerLabel must be >= 0, found {o.SamplesPerLabel}.");
-        if (!(o.MaxAttemptsFactor >= 1)) throw new ArgumentOutOfRangeException(nameof(options), $"MaxAttemptsFactor must be >= 1, found {o.MaxAttemptsFactor}.");
-        if (o.FidelityThreshold is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(options), $"FidelityThreshold must be in [0, 1], found {o.FidelityThreshold}.");
+        // The filters are the white-box extractor's, and so are their ranges, checked before a request is paid for: MaxWords
+        // below MinWords (or a negative NearDuplicateThreshold) spent every attempt of every label and kept nothing.
+        new KnowledgeExtractorOptions
+        {
+            SamplesPerLabel = o.SamplesPerLabel, MaxAttemptsFactor = o.MaxAttemptsFactor, FidelityThreshold = o.FidelityThreshold,
+            MinWords = o.MinWords, MaxWords = o.MaxWords, NearDuplicateThreshold = o.NearDuplicateThreshold,
+        }.ValidateSettings(o.Template);
         if (o.AnswerConfidence is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(options), $"AnswerConfidence must be in (0, 1], found {o.AnswerConfidence}.");
         if (o.TopLogProbs is < 0 or > 20) throw new ArgumentOutOfRangeException(nameof(options), $"TopLogProbs must be in [0, 20], found {o.TopLogProbs}.");
         if (o.DemonstrationsPerRequest < 1 || o.MaxConsecutiveFailures < 1 || o.MaxRetries < 0)

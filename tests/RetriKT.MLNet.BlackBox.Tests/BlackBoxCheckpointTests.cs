@@ -26,7 +26,7 @@ public class BlackBoxCheckpointTests
     /// Generation: four words derived from the prompt and the temperature (the label's letter first); classification: the
     /// label the sample's words carry.
     /// </summary>
-    private static async Task<WebApplication> DeterministicTeacher()
+    internal static async Task<WebApplication> DeterministicTeacher()
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
@@ -57,7 +57,7 @@ public class BlackBoxCheckpointTests
     }
 
     /// <summary>One endpoint, one request at a time: the order of the requests is the order of the draws.</summary>
-    private static BlackBoxExtractorOptions Options(string url, string? checkpoint, int perLabel = 6, CancellationToken token = default, IProgress<TrainingProgress>? progress = null) => new()
+    internal static BlackBoxExtractorOptions Options(string url, string? checkpoint, int perLabel = 6, CancellationToken token = default, IProgress<TrainingProgress>? progress = null) => new()
     {
         Teachers = [new TeacherEndpoint(TeacherServerProcess.OpenAiChatClient(url, model: "fake"), "fake", 1)],
         Template = BlackBoxExtractionTests.StoryMood, SamplesPerLabel = perLabel, MaxAttemptsFactor = 2,
