@@ -122,7 +122,7 @@ public sealed class BlackBoxExtractorOptions
     public TimeSpan RetryDelay { get; set; } = TimeSpan.FromSeconds(0.5);
     /// <summary>Longest wait before a retry, Retry-After included. Default 60 s.</summary>
     public TimeSpan MaxRetryDelay { get; set; } = TimeSpan.FromSeconds(60);
-    /// <summary>Time limit of one attempt. Default 120 s.</summary>
+    /// <summary>Time limit of one attempt (10 ms to 1 day; <see cref="Timeout.InfiniteTimeSpan"/>: none). Default 120 s.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(120);
     /// <summary>Requests failing in a row (after their retries) that take an endpoint out of the run. Default 3.</summary>
     public int MaxConsecutiveFailures { get; set; } = 3;

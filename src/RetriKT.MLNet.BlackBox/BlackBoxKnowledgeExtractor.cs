@@ -47,11 +47,26 @@ public sealed class BlackBoxKnowledgeExtractor
         if (o.TopLogProbs is < 0 or > 20) throw new ArgumentOutOfRangeException(nameof(options), $"TopLogProbs must be in [0, 20], found {o.TopLogProbs}.");
         if (o.DemonstrationsPerRequest < 1 || o.MaxConsecutiveFailures < 1 || o.MaxRetries < 0)
             throw new ArgumentOutOfRangeException(nameof(options), $"DemonstrationsPerRequest ({o.DemonstrationsPerRequest}) and MaxConsecutiveFailures ({o.MaxConsecutiveFailures}) must be >= 1, MaxRetries ({o.MaxRetries}) >= 0.");
+        // The request settings, before Fit opens the checkpoint: Polly refused a timeout or delay out of its range there in a
+        // multi-line ValidationException (Timeout.InfiniteTimeSpan, which the docs suggest for the client's own timeout,
+        // among them), and a NaN temperature failed in the JSON writer. Written so that NaN fails.
+        static void Check(bool ok, string message) { if (!ok) throw new ArgumentOutOfRangeException(paramName: null, message); }
+        Check(o.RequestTimeout == Timeout.InfiniteTimeSpan || (o.RequestTimeout >= EndpointResilience.ShortestTimeout && o.RequestTimeout <= EndpointResilience.LongestWait),
+            $"RequestTimeout must be between 10 ms and 1 day (or Timeout.InfiniteTimeSpan for no limit), found {o.RequestTimeout}.");
+        Check(o.RetryDelay >= TimeSpan.Zero && o.RetryDelay <= EndpointResilience.LongestWait, $"RetryDelay must be between 0 and 1 day, found {o.RetryDelay}.");
+        Check(o.MaxRetryDelay >= TimeSpan.Zero, $"MaxRetryDelay must be >= 0, found {o.MaxRetryDelay}.");
+        Check(o.Temperature >= 0 && float.IsFinite(o.Temperature), $"Temperature must be a finite number >= 0, found {Text(o.Temperature)}.");
+        Check(o.TemperatureJitter >= 0 && float.IsFinite(o.TemperatureJitter), $"TemperatureJitter must be a finite number >= 0, found {Text(o.TemperatureJitter)}.");
+        Check(o.TopP is null or (> 0 and <= 1), $"TopP must be in (0, 1] (or null for the endpoint's default), found {(o.TopP is float topP ? Text(topP) : "null")}.");
+        Check(o.MaxOutputTokens is null or >= 1, $"MaxOutputTokens must be >= 1 (or null for the template's MaxNewTokens), found {o.MaxOutputTokens}.");
+        Check(o.ClassificationMaxTokens >= 1, $"ClassificationMaxTokens must be >= 1, found {o.ClassificationMaxTokens}.");
         if (!o.GenerationPrompt.Contains("{examples}", StringComparison.Ordinal))
             throw new ArgumentException($"GenerationPrompt must contain {{examples}}, found \"{o.GenerationPrompt}\".", nameof(options));
         if (!o.ClassificationPrompt.Contains("{classification}", StringComparison.Ordinal))
             throw new ArgumentException($"ClassificationPrompt must contain {{classification}}, found \"{o.ClassificationPrompt}\".", nameof(options));
     }
+
+    private static string Text(float value) => value.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>Labels in store order.</summary>
     public IReadOnlyList<string> Labels => _options.Labels ?? _options.Template!.Verbalizer.Keys.ToList();

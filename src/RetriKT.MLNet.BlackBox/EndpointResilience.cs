@@ -15,6 +15,9 @@ namespace RetriKT.MLNet.BlackBox;
 /// </summary>
 internal static class EndpointResilience
 {
+    /// <summary>Polly's range of a timeout (and, from zero, of a retry delay): 10 ms to 1 day.</summary>
+    public static readonly TimeSpan ShortestTimeout = TimeSpan.FromMilliseconds(10), LongestWait = TimeSpan.FromDays(1);
+
     public static ResiliencePipeline Create(BlackBoxExtractorOptions o, Action onRetry)
     {
         var builder = new ResiliencePipelineBuilder();
@@ -31,7 +34,9 @@ internal static class EndpointResilience
                 ? (TimeSpan?)(wait < o.MaxRetryDelay ? wait : o.MaxRetryDelay) : null),
             OnRetry = _ => { onRetry(); return ValueTask.CompletedTask; },
         });
-        return builder.AddTimeout(o.RequestTimeout).Build();
+        // Timeout.InfiniteTimeSpan: no limit of its own (the client's, if any, still applies).
+        if (o.RequestTimeout != Timeout.InfiniteTimeSpan) builder.AddTimeout(o.RequestTimeout);
+        return builder.Build();
     }
 
     /// <summary>Whether a failed request may succeed when repeated (never when the run itself was cancelled).</summary>

@@ -37,4 +37,39 @@ public class BlackBoxSettingsTests
         var run = ml.RetriKT().BlackBoxKnowledgeExtractor(BlackBoxCheckpointTests.Options(url, null, perLabel: 2)).Fit(BlackBoxExtractionTests.StoryData(ml));
         Assert.Equal(4, run.Report.Extraction.Kept.Values.Sum());
     }
+
+    /// <summary>
+    /// Request settings out of range are refused when the extractor is made, in one line. They used to reach Polly at Fit,
+    /// after the checkpoint was opened, and fail there in a multi-line ValidationException (a zero RequestTimeout, a
+    /// negative RetryDelay), or the JSON writer (a NaN temperature); Timeout.InfiniteTimeSpan, the docs' advice for the
+    /// OpenAI client's own NetworkTimeout, failed the same way as a RequestTimeout and now means no limit.
+    /// </summary>
+    [Fact]
+    public async Task RequestSettingsOutOfRangeAreOneLineWhenMade_AndAnInfiniteRequestTimeoutMeansNoLimit()
+    {
+        await using var server = await BlackBoxCheckpointTests.DeterministicTeacher();
+        var url = server.Urls.Single();
+        var ml = new MLContext(seed: 1);
+        foreach (var (change, expected) in new (Action<BlackBoxExtractorOptions>, string)[]
+        {
+            (o => o.RequestTimeout = TimeSpan.Zero, "RequestTimeout must be between 10 ms and 1 day (or Timeout.InfiniteTimeSpan for no limit), found 00:00:00."),
+            (o => o.RetryDelay = TimeSpan.FromMilliseconds(-5), "RetryDelay must be between 0 and 1 day, found -00:00:00.0050000."),
+            (o => o.MaxRetryDelay = TimeSpan.FromSeconds(-1), "MaxRetryDelay must be >= 0, found -00:00:01."),
+            (o => o.Temperature = float.NaN, "Temperature must be a finite number >= 0, found NaN."),
+            (o => o.TemperatureJitter = -0.1f, "TemperatureJitter must be a finite number >= 0, found -0.1."),
+            (o => o.TopP = 0, "TopP must be in (0, 1] (or null for the endpoint's default), found 0."),
+            (o => o.MaxOutputTokens = 0, "MaxOutputTokens must be >= 1 (or null for the template's MaxNewTokens), found 0."),
+            (o => o.ClassificationMaxTokens = 0, "ClassificationMaxTokens must be >= 1, found 0."),
+        })
+        {
+            var options = BlackBoxCheckpointTests.Options(url, null, perLabel: 2);
+            change(options);
+            var error = Assert.Throws<ArgumentOutOfRangeException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(options));
+            Assert.Equal(expected, error.Message);
+        }
+        var unlimited = BlackBoxCheckpointTests.Options(url, null, perLabel: 2);
+        unlimited.RequestTimeout = Timeout.InfiniteTimeSpan;
+        var run = ml.RetriKT().BlackBoxKnowledgeExtractor(unlimited).Fit(BlackBoxExtractionTests.StoryData(ml));
+        Assert.Equal(4, run.Report.Extraction.Kept.Values.Sum());
+    }
 }
