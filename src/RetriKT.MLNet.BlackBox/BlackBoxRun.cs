@@ -128,7 +128,7 @@ internal sealed class BlackBoxRun
             lock (_gate)
             {
                 if (endpoint.Out) return;
-                if (_o.TokenBudget is long budget && _tokens >= budget) { _stoppedByBudget = true; return; }
+                if (_o.TokenBudget is long budget && Interlocked.Read(ref _tokens) >= budget) { _stoppedByBudget = true; return; }
                 label = NextLabel();
                 if (label < 0 && _inFlight.Sum() == 0) return;
                 if (label >= 0) { _inFlight[label]++; _attempts[label]++; draw = NewDraw(label); }
@@ -239,6 +239,9 @@ internal sealed class BlackBoxRun
             ct).ConfigureAwait(false);
         Interlocked.Increment(ref _requests);
         Interlocked.Increment(ref endpoint.Requests);
+        // Counted as reported, not with the judged sample: a generation whose classification then fails is billed all the
+        // same, and dropping its tokens with the sample let TokenBudget be overspent and TokensUsed fall short.
+        Interlocked.Add(ref _tokens, response.Usage?.TotalTokenCount ?? 0);
         CheckServedModel(endpoint, response.ModelId);
         return response;
     }
@@ -277,7 +280,6 @@ internal sealed class BlackBoxRun
     private CheckpointRecord Judge(Outcome s)
     {
         _generated[s.Label]++;
-        _tokens += s.Tokens;
         DropReason? reason;
         if (s.SoftLabel is null)
         {
@@ -323,7 +325,7 @@ internal sealed class BlackBoxRun
     {
         var metrics = new Dictionary<string, double>
         {
-            ["requests"] = Interlocked.Read(ref _requests), ["retries"] = Interlocked.Read(ref _retries), ["tokens"] = _tokens, ["generated"] = _generated.Sum(),
+            ["requests"] = Interlocked.Read(ref _requests), ["retries"] = Interlocked.Read(ref _retries), ["tokens"] = Interlocked.Read(ref _tokens), ["generated"] = _generated.Sum(),
         };
         for (int l = 0; l < _labels.Count; l++) metrics[$"kept:{_labels[l]}"] = _kept[l].Count;
         foreach (var e in _endpoints) metrics[$"requests:{e.Name}"] = Interlocked.Read(ref e.Requests);

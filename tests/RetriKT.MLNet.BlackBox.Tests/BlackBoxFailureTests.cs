@@ -1,0 +1,67 @@
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Microsoft.ML;
+
+namespace RetriKT.MLNet.BlackBox.Tests;
+
+/// <summary>
+/// Requests that fail part way, against real OpenAI-compatible Kestrel servers on 127.0.0.1 that answer as the API does
+/// (its JSON, its error shape and status codes). No TorchSharp.
+/// </summary>
+public class BlackBoxFailureTests
+{
+    private static string Completion(string content, long totalTokens) => new JsonObject
+    {
+        ["id"] = "x", ["object"] = "chat.completion", ["created"] = 0, ["model"] = "fake",
+        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = content }, ["finish_reason"] = "stop" }),
+        ["usage"] = new JsonObject { ["prompt_tokens"] = totalTokens - 1, ["completion_tokens"] = 1, ["total_tokens"] = totalTokens },
+    }.ToJsonString();
+
+    /// <summary>
+    /// A generation the endpoint answered (and bills) whose classification then failed: its tokens were dropped with the
+    /// sample, so TokensUsed fell short of what the endpoint reported and TokenBudget let the run spend past it (here 330
+    /// counted of 530 reported, two more samples after the budget was spent). Every reported token now counts when it is reported.
+    /// </summary>
+    [Fact]
+    public async Task TokensOfAGenerationWhoseClassificationFailedCountTowardsTheBudget()
+    {
+        long reported = 0;
+        int classifications = 0;
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        await using var server = builder.Build();
+        server.MapPost("/v1/chat/completions", async (HttpContext http) =>
+        {
+            var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
+            var prompt = request["messages"]![0]!["content"]!.GetValue<string>();
+            http.Response.ContentType = "application/json";
+            if (prompt.StartsWith("CLS ", StringComparison.Ordinal) && Interlocked.Increment(ref classifications) <= 2)
+            {
+                // A client error: not retried, the request fails (and the sample is put back).
+                http.Response.StatusCode = StatusCodes.Status400BadRequest;
+                await http.Response.WriteAsync("{\"error\":{\"message\":\"Try again later.\",\"type\":\"invalid_request_error\"}}");
+                return;
+            }
+            bool classification = prompt.StartsWith("CLS ", StringComparison.Ordinal);
+            long tokens = classification ? 10 : 100;
+            Interlocked.Add(ref reported, tokens);
+            await http.Response.WriteAsync(Completion(classification ? "happy" : $"a story number {Interlocked.Read(ref reported)} about a happy dog", tokens));
+        });
+        await server.StartAsync();
+
+        var ml = new MLContext(seed: 1);
+        var options = BlackBoxCheckpointTests.Options(server.Urls.Single(), null, perLabel: 6);
+        options.MaxConsecutiveFailures = 3;
+        options.TokenBudget = 250;
+        var report = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(BlackBoxExtractionTests.StoryData(ml)).Report;
+        Assert.True(report.StoppedByTokenBudget, report.ToString());
+        Assert.Equal(Interlocked.Read(ref reported), report.TokensUsed);
+        // Two generations whose classification failed (200 tokens), then the first sample (110): the budget is spent.
+        Assert.Equal(310, report.TokensUsed);
+        Assert.Equal(1, report.Extraction.Generated.Values.Sum());
+    }
+}
