@@ -151,7 +151,7 @@ internal sealed class BlackBoxRun
                 lock (_gate)
                 {
                     _inFlight[label]--; _attempts[label]--; // put back: another request (maybe on another endpoint) makes it up
-                    endpoint.LastError = $"{e.GetType().Name}: {string.Join(' ', e.Message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))}";
+                    endpoint.LastError = e is RequestFailure ? e.Message : OneLine(e);
                     if (++endpoint.ConsecutiveFailures >= _o.MaxConsecutiveFailures && !endpoint.Out)
                     {
                         endpoint.Out = true;
@@ -205,7 +205,7 @@ internal sealed class BlackBoxRun
 
     private async Task<Outcome> Attempt(Endpoint endpoint, int label, Draw draw, CancellationToken ct)
     {
-        var generation = await Call(endpoint, draw.Prompt, new ChatOptions
+        var generation = await Call(endpoint, $"generation request for label '{_labels[label]}'", draw.Prompt, new ChatOptions
         {
             Temperature = draw.Temperature, TopP = _o.TopP, MaxOutputTokens = _o.MaxOutputTokens ?? _template.MaxNewTokens,
             StopSequences = _o.StopSequences.ToList(), ModelId = _o.ModelId,
@@ -223,7 +223,7 @@ internal sealed class BlackBoxRun
         var prompt = _o.ClassificationPrompt
             .Replace("{labels}", string.Join(", ", _labels.Select(l => _template.Verbalizer[l].Trim())))
             .Replace("{classification}", _template.ClassificationParts(text, text2).Prefix);
-        var classification = await Call(endpoint, prompt, options, ct).ConfigureAwait(false);
+        var classification = await Call(endpoint, $"classification request for label '{_labels[label]}'", prompt, options, ct).ConfigureAwait(false);
         tokens += classification.Usage?.TotalTokenCount ?? 0;
         if (_o.SoftLabels != SoftLabelSource.ClassifyAndMap && _softLabels.FromLogProbs(classification) is { } p)
             return new Outcome(label, text, text2, p, "logprobs", tokens, finished);
@@ -232,11 +232,27 @@ internal sealed class BlackBoxRun
         return new Outcome(label, text, text2, null, null, tokens, finished);
     }
 
-    private async Task<ChatResponse> Call(Endpoint endpoint, string prompt, ChatOptions options, CancellationToken ct)
+    /// <summary>
+    /// A request that still failed after its retries, named with what it asked for: an endpoint's last error used to give
+    /// only the client's exception (for a 200 with no choices, "ArgumentOutOfRangeException: Index was out of range"),
+    /// not which request of which label met it.
+    /// </summary>
+    private sealed class RequestFailure(string request, Exception inner) : Exception($"{request}: {OneLine(inner)}", inner);
+
+    /// <summary>An exception as one line: its type and its message with the line breaks taken out.</summary>
+    private static string OneLine(Exception e) =>
+        $"{e.GetType().Name}: {string.Join(' ', e.Message.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))}";
+
+    private async Task<ChatResponse> Call(Endpoint endpoint, string request, string prompt, ChatOptions options, CancellationToken ct)
     {
-        var response = await endpoint.Pipeline.ExecuteAsync(
-            async token => await endpoint.Spec.Client.GetResponseAsync([new ChatMessage(ChatRole.User, prompt)], options, token).ConfigureAwait(false),
-            ct).ConfigureAwait(false);
+        ChatResponse response;
+        try
+        {
+            response = await endpoint.Pipeline.ExecuteAsync(
+                async token => await endpoint.Spec.Client.GetResponseAsync([new ChatMessage(ChatRole.User, prompt)], options, token).ConfigureAwait(false),
+                ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested) { throw new RequestFailure(request, e); }
         Interlocked.Increment(ref _requests);
         Interlocked.Increment(ref endpoint.Requests);
         // Counted as reported, not with the judged sample: a generation whose classification then fails is billed all the

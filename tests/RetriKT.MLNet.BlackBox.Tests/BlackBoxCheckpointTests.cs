@@ -202,7 +202,7 @@ public class BlackBoxCheckpointTests
         var ml = new MLContext(seed: 1);
         var error = Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(server.Urls.Single(), null, perLabel: 1)).Fit(StoryData(ml)));
         Assert.DoesNotContain('\n', error.Message);
-        Assert.StartsWith("All 1 teacher endpoints were taken out after failing 2 requests in a row (fake, last: ClientResultException: HTTP 401", error.Message);
+        Assert.StartsWith("All 1 teacher endpoints were taken out after failing 2 requests in a row (fake, last: generation request for label 'happy': ClientResultException: HTTP 401", error.Message);
         Assert.Contains("Incorrect API key provided.", error.Message);
     }
 }

@@ -64,4 +64,39 @@ public class BlackBoxFailureTests
         Assert.Equal(310, report.TokensUsed);
         Assert.Equal(1, report.Extraction.Generated.Values.Sum());
     }
+
+    /// <summary>
+    /// 200 answers that are no chat completion (no choices; a body cut off) fail the run in one line naming the endpoint,
+    /// the request and its label. The endpoint's last error used to be the client's exception alone: "ArgumentOutOfRangeException:
+    /// Index was out of range ..." for an answer with no choices, with nothing saying which request met it.
+    /// </summary>
+    [Fact]
+    public async Task AnAnswerThatIsNoChatCompletionFailsNamingTheEndpointTheRequestAndItsLabel()
+    {
+        static async Task<string> Run(Func<string, string> answer)
+        {
+            var builder = WebApplication.CreateSlimBuilder();
+            builder.WebHost.UseUrls("http://127.0.0.1:0");
+            builder.Logging.ClearProviders();
+            await using var server = builder.Build();
+            server.MapPost("/v1/chat/completions", async (HttpContext http) =>
+            {
+                var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
+                http.Response.ContentType = "application/json";
+                await http.Response.WriteAsync(answer(request["messages"]![0]!["content"]!.GetValue<string>()));
+            });
+            await server.StartAsync();
+            var ml = new MLContext(seed: 1);
+            var error = Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(BlackBoxCheckpointTests.Options(server.Urls.Single(), null, perLabel: 2))
+                .Fit(BlackBoxExtractionTests.StoryData(ml)));
+            Assert.DoesNotContain('\n', error.Message);
+            return error.Message;
+        }
+
+        const string noChoices = "{\"id\":\"x\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"fake\",\"choices\":[]}";
+        var message = await Run(prompt => prompt.StartsWith("CLS ", StringComparison.Ordinal) ? noChoices : Completion("the happy dog ran home fast", 10));
+        Assert.StartsWith("All 1 teacher endpoints were taken out after failing 2 requests in a row (fake, last: classification request for label 'happy': ", message);
+        message = await Run(_ => "{\"id\":\"x\",\"choi");
+        Assert.StartsWith("All 1 teacher endpoints were taken out after failing 2 requests in a row (fake, last: generation request for label 'happy': ", message);
+    }
 }
