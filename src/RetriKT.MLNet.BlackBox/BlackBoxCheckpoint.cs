@@ -14,7 +14,15 @@ namespace RetriKT.MLNet.BlackBox;
 /// <param name="Source">"logprobs" or "classify" (null when unlabelled).</param>
 /// <param name="Dropped">Why it was dropped; null when kept.</param>
 /// <param name="Tokens">Tokens its requests used (generation + classification).</param>
-internal sealed record CheckpointRecord(int Label, string Text, string? Text2, float[]? SoftLabel, string? Source, DropReason? Dropped, long Tokens);
+/// <param name="Failed">
+/// Not a sample: a request for <paramref name="Label"/> that failed after its retries. Its draw of demonstrations and
+/// temperature was made, so a resumed run replays it to go on where the draws left off.
+/// </param>
+internal sealed record CheckpointRecord(int Label, string Text, string? Text2, float[]? SoftLabel, string? Source, DropReason? Dropped, long Tokens, bool Failed = false)
+{
+    /// <summary>A request for <paramref name="label"/> that failed after its retries.</summary>
+    public static CheckpointRecord FailedRequest(int label) => new(label, "", null, null, null, null, 0, Failed: true);
+}
 
 /// <summary>
 /// The run's settings as the checkpoint's header keeps them: <paramref name="Hash"/> (SHA-256 of all of them) decides
@@ -25,7 +33,8 @@ internal sealed record RunFingerprint(string Hash, JsonObject Settings);
 
 /// <summary>
 /// Append-only JSONL: a header line with the run's fingerprint and labels (written atomically: temp file + rename),
-/// then one line per judged sample, flushed as it is written, so a crash loses only requests in flight. A torn last
+/// then one line per judged sample (and one per request that failed after its retries), flushed as it is written, so a
+/// crash loses only requests in flight. A torn last
 /// line (a kill during a write) is cut off on reopening; a file from a run with other settings is refused. A run holds
 /// <c>{path}.lock</c> (an exclusive lock, released and deleted when the run ends) from before it reads the file to its
 /// end, so a second run on the same path is refused before it reads: two runs would each take the other's line in
@@ -83,7 +92,7 @@ internal sealed class BlackBoxCheckpoint : IDisposable
     public void Append(CheckpointRecord r)
     {
         if (_writer is null) return;
-        var line = new JsonObject
+        var line = r.Failed ? new JsonObject { ["label"] = r.Label, ["failed"] = true } : new JsonObject
         {
             ["label"] = r.Label, ["text"] = r.Text, ["text2"] = r.Text2,
             ["soft_label"] = r.SoftLabel is null ? null : new JsonArray(r.SoftLabel.Select(p => (JsonNode)p).ToArray()),
@@ -136,6 +145,11 @@ internal sealed class BlackBoxCheckpoint : IDisposable
             {
                 int label = node["label"]?.GetValue<int>() ?? throw new InvalidDataException("field 'label' is missing");
                 if (label < 0 || label >= labels.Count) throw new InvalidDataException($"label index {label} is outside [0, {labels.Count})");
+                if (node["failed"]?.GetValue<bool>() == true)
+                {
+                    records.Add(CheckpointRecord.FailedRequest(label));
+                    continue;
+                }
                 DropReason? dropped = node["dropped"]?.GetValue<string>() is { } d
                     ? Enum.TryParse<DropReason>(d, out var reason) && Enum.IsDefined(reason) ? reason
                         : throw new InvalidDataException($"'dropped' is '{d}', not one of [{string.Join(", ", Enum.GetNames<DropReason>())}]")

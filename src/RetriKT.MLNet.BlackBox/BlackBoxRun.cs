@@ -83,7 +83,7 @@ internal sealed class BlackBoxRun
         using var cancel = _cancel;
         using var checkpoint = new BlackBoxCheckpoint(_o.CheckpointPath, _fingerprint, _labels);
         foreach (var r in checkpoint.Resumed) Replay(r);
-        _resumed = checkpoint.Resumed.Count;
+        _resumed = checkpoint.Resumed.Count(r => !r.Failed);
         if (_resumed > 0) _host.Info($"Resumed {_resumed} judged samples ({_kept.Sum(k => k.Count)} kept) from {checkpoint.Path}.");
 
         var endpoints = _endpoints = _o.Teachers.Select((t, i) => new Endpoint(t, t.Name ?? $"teacher-{i + 1}", _o.ModelId ?? t.ClientModel)).ToList();
@@ -151,6 +151,7 @@ internal sealed class BlackBoxRun
                 lock (_gate)
                 {
                     _inFlight[label]--; _attempts[label]--; // put back: another request (maybe on another endpoint) makes it up
+                    checkpoint.Append(CheckpointRecord.FailedRequest(label)); // its draw was made: a resumed run replays it
                     endpoint.LastError = e is RequestFailure ? e.Message : OneLine(e);
                     if (++endpoint.ConsecutiveFailures >= _o.MaxConsecutiveFailures && !endpoint.Out)
                     {
@@ -320,6 +321,7 @@ internal sealed class BlackBoxRun
         // The draw its request was made with: the resumed run goes on where the draws left off instead of repeating the
         // first requests (with one request in flight at a time, exactly where an uninterrupted run would be).
         NewDraw(r.Label);
+        if (r.Failed) return; // a request that failed after its retries: its draw, nothing else
         _generated[r.Label]++;
         _attempts[r.Label]++;
         _tokens += r.Tokens;

@@ -24,10 +24,12 @@ public class BlackBoxCheckpointTests
 
     /// <summary>
     /// Generation: four words derived from the prompt and the temperature (the label's letter first); classification: the
-    /// label the sample's words carry.
+    /// label the sample's words carry. <paramref name="failGeneration"/>: the generation request (1-based, counted by this
+    /// server) answered 400 instead, a failure that is not retried.
     /// </summary>
-    internal static async Task<WebApplication> DeterministicTeacher()
+    internal static async Task<WebApplication> DeterministicTeacher(int failGeneration = 0)
     {
+        int generations = 0;
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.ClearProviders();
@@ -37,6 +39,13 @@ public class BlackBoxCheckpointTests
             var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
             var prompt = request["messages"]![0]!["content"]!.GetValue<string>();
             string content;
+            if (!prompt.StartsWith("CLS ", StringComparison.Ordinal) && Interlocked.Increment(ref generations) == failGeneration)
+            {
+                http.Response.StatusCode = StatusCodes.Status400BadRequest;
+                http.Response.ContentType = "application/json";
+                await http.Response.WriteAsync("{\"error\":{\"message\":\"Refused once.\",\"type\":\"invalid_request_error\"}}");
+                return;
+            }
             if (prompt.StartsWith("CLS ", StringComparison.Ordinal)) content = prompt.Contains(" h", StringComparison.Ordinal) ? "happy" : "sad";
             else
             {
@@ -125,6 +134,36 @@ public class BlackBoxCheckpointTests
         Assert.Equal(4, resumed.Report.Extraction.ResumedBatches);
         Assert.Equal(0, resumed.Report.Extraction.Dropped.Values.Sum());
         Assert.Equal(whole.Report.Requests - 2 * 4, resumed.Report.Requests);
+        Assert.Equal(Generated(whole.Store), Generated(resumed.Store));
+    }
+
+    /// <summary>
+    /// The same with a request that failed (after its retries) before the cancel: its draw of demonstrations and temperature
+    /// was made but no line recorded it, so the resumed run replayed one draw too few and asked again with a draw an
+    /// earlier sample had already been made from; its store differed from an uninterrupted run's. The failure has its
+    /// line now, and the resumed run goes on where the draws left off.
+    /// </summary>
+    [Fact]
+    public async Task AResumedRunKeepsWhatAnUninterruptedRunKeeps_AfterARequestFailed()
+    {
+        using var folder = new TempDir("retrikt-blackbox-");
+        var ml = new MLContext(seed: 1);
+        BlackBoxExtraction whole;
+        await using (var server = await DeterministicTeacher(failGeneration: 2))
+            whole = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(server.Urls.Single(), folder.File("whole.jsonl"))).Fit(StoryData(ml));
+        Assert.Equal(0, whole.Report.Extraction.Dropped.Values.Sum());
+
+        await using var interrupted = await DeterministicTeacher(failGeneration: 2);
+        var url = interrupted.Urls.Single();
+        var checkpoint = folder.File("resumed.jsonl");
+        using (var cts = new CancellationTokenSource())
+        {
+            var progress = new SyncProgress(p => { if (p.Step >= 4) cts.Cancel(); });
+            Assert.ThrowsAny<OperationCanceledException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, checkpoint, token: cts.Token, progress: progress)).Fit(StoryData(ml)));
+        }
+        var resumed = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, checkpoint)).Fit(StoryData(ml));
+        Assert.Equal(4, resumed.Report.Extraction.ResumedBatches);
+        Assert.Equal(0, resumed.Report.Extraction.Dropped.Values.Sum());
         Assert.Equal(Generated(whole.Store), Generated(resumed.Store));
     }
 

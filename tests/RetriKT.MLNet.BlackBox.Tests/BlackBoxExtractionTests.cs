@@ -59,7 +59,7 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
     };
 
     private static List<string> KeptInCheckpoint(string path) => File.ReadLines(path).Skip(1)
-        .Select(l => JsonNode.Parse(l)!).Where(n => n["dropped"] is null).Select(n => n["text"]!.GetValue<string>()).ToList();
+        .Select(l => JsonNode.Parse(l)!).Where(n => n["dropped"] is null && n["failed"] is null).Select(n => n["text"]!.GetValue<string>()).ToList();
 
     private static List<string> Generated(KnowledgeStore store) => store.Entries.Where(e => e.Source == KnowledgeSource.Generated).Select(e => e.Text!).ToList();
 
