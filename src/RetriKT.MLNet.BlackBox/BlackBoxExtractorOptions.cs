@@ -100,8 +100,8 @@ public sealed class BlackBoxExtractorOptions
     /// <summary>Estimated word-trigram Jaccard similarity at or above which a sample is a near duplicate; 1 disables. Default 0.8.</summary>
     public double NearDuplicateThreshold { get; set; } = 0.8;
     /// <summary>
-    /// Drop samples whose generation stopped at the token limit (finish reason <c>length</c>) rather than at an end token
-    /// or stop sequence: their text is cut off mid-sentence (<see cref="RetriKT.MLNet.Knowledge.Extraction.DropReason.Unfinished"/>; no classification
+    /// Drop samples whose generation stopped at the token limit (finish reason <c>length</c>) or at the endpoint's content
+    /// filter (<c>content_filter</c>) rather than at an end token or stop sequence: their text is cut off mid-sentence (<see cref="RetriKT.MLNet.Knowledge.Extraction.DropReason.Unfinished"/>; no classification
     /// request is spent on them). Default false.
     /// </summary>
     public bool DropUnfinished { get; set; }

@@ -213,7 +213,8 @@ internal sealed class BlackBoxRun
         }, ct).ConfigureAwait(false);
         long tokens = generation.Usage?.TotalTokenCount ?? 0;
         var (text, text2) = _template.SplitGenerated(draw.Context, generation.Text ?? "");
-        bool finished = generation.FinishReason != ChatFinishReason.Length;
+        // Cut off at the token limit, or where the endpoint's content filter stepped in: either way the text stops mid-sample.
+        bool finished = generation.FinishReason != ChatFinishReason.Length && generation.FinishReason != ChatFinishReason.ContentFilter;
         if (string.IsNullOrWhiteSpace(text) || (_template.IsPair && string.IsNullOrWhiteSpace(text2)))
             return new Outcome(label, text, text2, null, null, tokens, finished); // nothing to classify: judged Empty
         if (!finished && _o.DropUnfinished)

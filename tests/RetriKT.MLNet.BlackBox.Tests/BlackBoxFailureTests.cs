@@ -13,10 +13,10 @@ namespace RetriKT.MLNet.BlackBox.Tests;
 /// </summary>
 public class BlackBoxFailureTests
 {
-    private static string Completion(string content, long totalTokens) => new JsonObject
+    private static string Completion(string content, long totalTokens, string finishReason = "stop") => new JsonObject
     {
         ["id"] = "x", ["object"] = "chat.completion", ["created"] = 0, ["model"] = "fake",
-        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = content }, ["finish_reason"] = "stop" }),
+        ["choices"] = new JsonArray(new JsonObject { ["index"] = 0, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = content }, ["finish_reason"] = finishReason }),
         ["usage"] = new JsonObject { ["prompt_tokens"] = totalTokens - 1, ["completion_tokens"] = 1, ["total_tokens"] = totalTokens },
     }.ToJsonString();
 
@@ -98,5 +98,42 @@ public class BlackBoxFailureTests
         Assert.StartsWith("All 1 teacher endpoints were taken out after failing 2 requests in a row (fake, last: classification request for label 'happy': ", message);
         message = await Run(_ => "{\"id\":\"x\",\"choi");
         Assert.StartsWith("All 1 teacher endpoints were taken out after failing 2 requests in a row (fake, last: generation request for label 'happy': ", message);
+    }
+
+    /// <summary>
+    /// A generation the endpoint's content filter cut off (finish reason content_filter: the text stops where the filter
+    /// stepped in) is as unfinished as one cut at the token limit: with DropUnfinished it is dropped as Unfinished, without a
+    /// classification request. It used to count as finished and go into the store as a whole sample.
+    /// </summary>
+    [Fact]
+    public async Task AGenerationCutOffByTheContentFilterIsUnfinished()
+    {
+        int classifications = 0, generations = 0;
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        await using var server = builder.Build();
+        server.MapPost("/v1/chat/completions", async (HttpContext http) =>
+        {
+            var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
+            var prompt = request["messages"]![0]!["content"]!.GetValue<string>();
+            http.Response.ContentType = "application/json";
+            if (prompt.StartsWith("CLS ", StringComparison.Ordinal))
+            {
+                Interlocked.Increment(ref classifications);
+                await http.Response.WriteAsync(Completion("happy", 10));
+                return;
+            }
+            await http.Response.WriteAsync(Completion($"story {Interlocked.Increment(ref generations)} where the dog went to the", 10, "content_filter"));
+        });
+        await server.StartAsync();
+
+        var ml = new MLContext(seed: 1);
+        var options = BlackBoxCheckpointTests.Options(server.Urls.Single(), null, perLabel: 2);
+        options.DropUnfinished = true;
+        var report = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(BlackBoxExtractionTests.StoryData(ml)).Report;
+        Assert.Equal(0, report.Extraction.Kept.Values.Sum());
+        Assert.Equal(report.Extraction.Generated.Values.Sum(), report.Extraction.Dropped[Knowledge.Extraction.DropReason.Unfinished]);
+        Assert.Equal(0, classifications);
     }
 }
