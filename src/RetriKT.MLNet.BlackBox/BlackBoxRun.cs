@@ -30,6 +30,8 @@ internal sealed class BlackBoxRun
         /// <summary>The model the endpoint first answered as (guarded by the endpoint itself), and whether that was already named in a warning.</summary>
         public string? ServedModel;
         public bool ServedModelWarned;
+        /// <summary>Whether an answer without token usage was already named in a warning (with a TokenBudget only).</summary>
+        public bool UsageMissingWarned;
     }
 
     private sealed record Draw(string Prompt, string Context, float Temperature);
@@ -260,6 +262,7 @@ internal sealed class BlackBoxRun
         // Counted as reported, not with the judged sample: a generation whose classification then fails is billed all the
         // same, and dropping its tokens with the sample let TokenBudget be overspent and TokensUsed fall short.
         Interlocked.Add(ref _tokens, response.Usage?.TotalTokenCount ?? 0);
+        if (response.Usage?.TotalTokenCount is null && _o.TokenBudget is long budget) WarnUsageMissing(endpoint, budget);
         CheckServedModel(endpoint, response.ModelId);
         return response;
     }
@@ -288,6 +291,20 @@ internal sealed class BlackBoxRun
             if (message is not null) endpoint.ServedModelWarned = true;
         }
         if (message is not null) lock (_gate) _host.Warning(message); // with the run's other warnings, one at a time
+    }
+
+    /// <summary>
+    /// Warns once per endpoint that answers without token usage while a TokenBudget is set: its requests count nothing
+    /// towards the budget, which then cannot stop the run, and it did so without a word.
+    /// </summary>
+    private void WarnUsageMissing(Endpoint endpoint, long budget)
+    {
+        lock (endpoint)
+        {
+            if (endpoint.UsageMissingWarned) return;
+            endpoint.UsageMissingWarned = true;
+        }
+        lock (_gate) _host.Warning($"Teacher endpoint '{endpoint.Name}' answers without token usage: its requests count nothing towards TokenBudget ({budget}), so the budget does not limit them.");
     }
 
     private static bool SameModel(string requested, string served) =>

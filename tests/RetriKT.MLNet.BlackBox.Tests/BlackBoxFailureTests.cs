@@ -136,4 +136,38 @@ public class BlackBoxFailureTests
         Assert.Equal(report.Extraction.Generated.Values.Sum(), report.Extraction.Dropped[Knowledge.Extraction.DropReason.Unfinished]);
         Assert.Equal(0, classifications);
     }
+
+    /// <summary>
+    /// An endpoint whose answers carry no token usage cannot be held to a TokenBudget: the run goes on as if nothing were
+    /// spent. It is named once in a warning; it used to say nothing, the report showing 0 tokens and no budget reached.
+    /// </summary>
+    [Fact]
+    public async Task AnEndpointThatReportsNoTokenUsageIsNamedWhenATokenBudgetIsSet()
+    {
+        int generations = 0;
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        await using var server = builder.Build();
+        server.MapPost("/v1/chat/completions", async (HttpContext http) =>
+        {
+            var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
+            var prompt = request["messages"]![0]!["content"]!.GetValue<string>();
+            var answer = JsonNode.Parse(Completion(prompt.StartsWith("CLS ", StringComparison.Ordinal) ? "happy" : $"story {Interlocked.Increment(ref generations)} of a happy dog", 10))!.AsObject();
+            answer.Remove("usage");
+            http.Response.ContentType = "application/json";
+            await http.Response.WriteAsync(answer.ToJsonString());
+        });
+        await server.StartAsync();
+
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
+        var options = BlackBoxCheckpointTests.Options(server.Urls.Single(), null, perLabel: 2);
+        options.TokenBudget = 50;
+        var report = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(BlackBoxExtractionTests.StoryData(ml)).Report;
+        Assert.Equal(0, report.TokensUsed);
+        Assert.False(report.StoppedByTokenBudget);
+        Assert.Single(warnings, w => w.EndsWith("Teacher endpoint 'fake' answers without token usage: its requests count nothing towards TokenBudget (50), so the budget does not limit them.", StringComparison.Ordinal));
+    }
 }
