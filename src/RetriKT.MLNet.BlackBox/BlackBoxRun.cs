@@ -105,11 +105,18 @@ internal sealed class BlackBoxRun
             _host.Warning($"{_unlabelled} of {judged} judged samples got no soft label and were dropped as LowFidelity: " + (_o.SoftLabels == SoftLabelSource.LogProbs
                 ? "SoftLabels is LogProbs and the endpoints returned no log-probabilities that begin a label word (an endpoint without them, such as Ollama, needs SoftLabels Auto or ClassifyAndMap)."
                 : "the classification answers did not begin with a label word or name (see ClassificationPrompt and ClassificationMaxTokens)."));
+        // The same for answers with no text: no filter setting brings them back, so the per-label warnings must not point there.
+        int empty = _dropped[DropReason.Empty];
+        bool mostEmpty = !mostUnlabelled && empty > 0 && 2 * empty >= judged;
+        if (mostEmpty)
+            _host.Warning($"{empty} of {judged} judged samples came back empty and were dropped as Empty: the endpoints answered the generation requests with no text " +
+                "(a reply that begins with a stop sequence, such as the default newline: see StopSequences and GenerationPrompt; or one the endpoint's content filter withheld).");
         for (int l = 0; l < _labels.Count; l++)
             if (_kept[l].Count < _o.SamplesPerLabel)
                 _host.Warning($"Label '{_labels[l]}': kept {_kept[l].Count} of {_o.SamplesPerLabel} wanted samples after {_generated[l]} generated" +
                     (_stoppedByBudget ? " (token budget reached)."
-                        : mostUnlabelled ? " (most samples got no soft label from the teacher, see above)." : " (raise MaxAttemptsFactor or relax the filters)."));
+                        : mostUnlabelled ? " (most samples got no soft label from the teacher, see above)."
+                        : mostEmpty ? " (most samples came back empty, see above)." : " (raise MaxAttemptsFactor or relax the filters)."));
 
         _intended.WarnWhereTheTeacherIgnoresTheLabel(_host);
 

@@ -170,4 +170,36 @@ public class BlackBoxFailureTests
         Assert.False(report.StoppedByTokenBudget);
         Assert.Single(warnings, w => w.EndsWith("Teacher endpoint 'fake' answers without token usage: its requests count nothing towards TokenBudget (50), so the budget does not limit them.", StringComparison.Ordinal));
     }
+
+    /// <summary>
+    /// Generation answers with no text (a chat model whose reply begins with the newline that is the default stop sequence,
+    /// or a content filter that withholds it): every sample is dropped as Empty. The run says so, naming the settings to
+    /// look at; it used to warn only "kept 0 of 2 ... (raise MaxAttemptsFactor or relax the filters)", which cannot help.
+    /// </summary>
+    [Fact]
+    public async Task GenerationAnswersWithNoTextAreNamedNotBlamedOnTheFilters()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        await using var server = builder.Build();
+        server.MapPost("/v1/chat/completions", async (HttpContext http) =>
+        {
+            var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
+            var prompt = request["messages"]![0]!["content"]!.GetValue<string>();
+            http.Response.ContentType = "application/json";
+            await http.Response.WriteAsync(Completion(prompt.StartsWith("CLS ", StringComparison.Ordinal) ? "happy" : "", 10));
+        });
+        await server.StartAsync();
+
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
+        var report = ml.RetriKT().BlackBoxKnowledgeExtractor(BlackBoxCheckpointTests.Options(server.Urls.Single(), null, perLabel: 2)).Fit(BlackBoxExtractionTests.StoryData(ml)).Report;
+        Assert.Equal(8, report.Extraction.Dropped[Knowledge.Extraction.DropReason.Empty]);
+        Assert.Single(warnings, w => w.EndsWith("8 of 8 judged samples came back empty and were dropped as Empty: the endpoints answered the generation requests with no text " +
+            "(a reply that begins with a stop sequence, such as the default newline: see StopSequences and GenerationPrompt; or one the endpoint's content filter withheld).", StringComparison.Ordinal));
+        Assert.Contains(warnings, w => w.EndsWith("Label 'happy': kept 0 of 2 wanted samples after 4 generated (most samples came back empty, see above).", StringComparison.Ordinal));
+        Assert.DoesNotContain(warnings, w => w.Contains("relax the filters", StringComparison.Ordinal));
+    }
 }
