@@ -47,6 +47,8 @@ internal sealed class BackboneHeadModel : nn.Module
     /// <summary>Projection = identity, zero biases, head N(0, 0.02) from <paramref name="generator"/>; trainable layers from <paramref name="backbone"/>.</summary>
     public void Initialize(Generator generator, BertWeights? backbone = null)
     {
+        // A scope: normal_ and copy_ return handles of their own, which were left to the finalizer at every Fit.
+        using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
         using (var eye = torch.eye(proj.weight!.shape[0])) proj.weight.copy_(eye);
         proj.bias!.zero_();

@@ -113,6 +113,8 @@ internal sealed class StudentModel : nn.Module
     /// <summary>Deterministic initialisation from <paramref name="generator"/>: N(0, 0.02) weights, zero biases, unit LayerNorm.</summary>
     public void Initialize(Generator generator)
     {
+        // A scope: normal_ returns a handle of its own (one per weight matrix), which was left to the finalizer at every Fit.
+        using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
         foreach (var (name, p) in named_parameters())
         {
