@@ -1,4 +1,5 @@
 using RetriKT.MLNet.Knowledge;
+using TorchSharp;
 
 namespace RetriKT.MLNet.Tests.Knowledge;
 
@@ -160,6 +161,38 @@ public class VectorSearchTests
         Assert.StartsWith("Query 1: 0 of k = 2", Assert.Throws<InvalidOperationException>(() => exact.Search([.. vectors[..16], .. query], 2, 2, new int[4], new float[4])).Message);
         using var torch = new TorchExactIndex(vectors, 16);
         Assert.StartsWith("Query 1: 0 of k = 2", Assert.Throws<InvalidOperationException>(() => torch.Search([.. vectors[..16], .. query], 2, 2, new int[4], new float[4])).Message);
+    }
+
+    /// <summary>
+    /// A torch search kept each block's tensors (its view of the vectors and, on a GPU, its score matrix on the device)
+    /// until the whole search ended: a large store's search held its whole score matrix at once. Counted by TorchSharp's
+    /// peak of live tensors, during a search of 40 blocks and during one of a single block.
+    /// </summary>
+    [Fact]
+    public void ATorchSearchHoldsNoMoreTensorsAtOnceForMoreBlocks()
+    {
+        const int n = 40 * 1024, dimension = 16, k = 10;
+        var vectors = RandomUnitVectors(n, dimension, seed: 4);
+        var query = RandomUnitVectors(1, dimension, seed: 5);
+        long PeakRise(TorchExactIndex index)
+        {
+            var (ids, scores) = (new int[k], new float[k]);
+            index.Search(query, k, ids, scores); // makes the vectors' tensor
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            // Tensors held until the live count is at its peak so far: the peak then rises by what the search holds at most at once.
+            var held = new List<torch.Tensor>();
+            while (torch.Tensor.TotalCount < torch.Tensor.PeakCount) held.Add(torch.empty(0));
+            long peak = torch.Tensor.PeakCount;
+            index.Search(query, k, ids, scores);
+            long rise = torch.Tensor.PeakCount - peak;
+            foreach (var t in held) t.Dispose();
+            return rise;
+        }
+        using var blocked = new TorchExactIndex(vectors, dimension, new TorchExactIndexOptions { ScoreBlockFloats = 1024 });
+        using var whole = new TorchExactIndex(vectors, dimension, new TorchExactIndexOptions { ScoreBlockFloats = n });
+        long blockedRise = PeakRise(blocked), wholeRise = PeakRise(whole);
+        Assert.True(blockedRise <= wholeRise, $"tensors alive at once: {blockedRise} during a search of 40 blocks, {wholeRise} during one of a single block");
     }
 
     [Fact]

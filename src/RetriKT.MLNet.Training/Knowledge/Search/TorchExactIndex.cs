@@ -97,7 +97,10 @@ public sealed class TorchExactIndex : IVectorIndex, IDisposable
         for (int start = 0; start < Count; start += block)
         {
             int n = Math.Min(block, Count - start);
-            using var blockScores = onCpu ? q.mm(vectors.narrow(0, start, n).t()) : q.mm(vectors.narrow(0, start, n).t()).cpu();
+            // A scope per block: the search's scope kept every block's view of the vectors and, on a GPU, its score
+            // matrix on the device until the search ended (a large store's whole score matrix at once).
+            using var blockScope = NewDisposeScope();
+            var blockScores = onCpu ? q.mm(vectors.narrow(0, start, n).t()) : q.mm(vectors.narrow(0, start, n).t()).cpu();
             ReadOnlySpan<float> all = MemoryMarshal.Cast<byte, float>(blockScores.bytes); // the CPU tensor's memory, not a copy
             for (int row = 0; row < count; row++) top.Offer(row, all.Slice(row * n, n), start);
         }
