@@ -19,6 +19,7 @@ public sealed class LexicalIndex
 {
     [ThreadStatic] private static float[]? t_accumulator;
     [ThreadStatic] private static int[]? t_touched;
+    [ThreadStatic] private static int[]? t_querySlot; // per term: 1 + its slot among the query's distinct terms; 0 when not in the query
 
     private readonly float[] _idf;          // per term; 0 for terms that never occur (and for excluded ids)
     private readonly int[] _postingStart;   // CSR over terms: postings of term t are [_postingStart[t], _postingStart[t + 1])
@@ -121,17 +122,20 @@ public sealed class LexicalIndex
     {
         if (k < 1) throw new ArgumentOutOfRangeException(nameof(k), $"k must be >= 1, found {k}.");
         if (ids.Length < k || scores.Length < k) throw new ArgumentException($"Result spans hold {Math.Min(ids.Length, scores.Length)} slots, k = {k}.");
-        // The query's TF-IDF vector: its distinct terms with counts (queries are short, a linear scan suffices).
+        // The query's TF-IDF vector: its distinct terms in the order they first occur (the order the scores are summed
+        // in), with counts. A slot per term, not a scan of the terms so far: that was quadratic in a long query's length.
         Span<int> terms = queryIds.Length <= 512 ? stackalloc int[queryIds.Length] : new int[queryIds.Length];
         Span<float> weights = queryIds.Length <= 512 ? stackalloc float[queryIds.Length] : new float[queryIds.Length];
+        var slot = t_querySlot is { } o && o.Length >= _idf.Length ? o : t_querySlot = new int[_idf.Length];
         int distinct = 0;
         foreach (int id in queryIds)
         {
             if ((uint)id >= (uint)_idf.Length || _idf[id] == 0) continue;
-            int at = terms[..distinct].IndexOf(id);
-            if (at < 0) { terms[distinct] = id; weights[distinct++] = _idf[id]; }
+            int at = slot[id] - 1;
+            if (at < 0) { slot[id] = distinct + 1; terms[distinct] = id; weights[distinct++] = _idf[id]; }
             else weights[at] += _idf[id];
         }
+        foreach (int t in terms[..distinct]) slot[t] = 0; // leave the scratch clean for the next query
         if (distinct == 0) return 0;
         float norm = System.Numerics.Tensors.TensorPrimitives.Norm(weights[..distinct]);
         var accumulator = t_accumulator is { } a && a.Length >= Count ? a : t_accumulator = new float[Count];
