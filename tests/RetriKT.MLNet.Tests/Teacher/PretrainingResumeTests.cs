@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Microsoft.ML;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.SoftPrompt;
@@ -75,6 +76,35 @@ public sealed class PretrainingResumeTests : IDisposable
                 Assert.Contains("different pretraining run", e.Message);
             }
         }
+    }
+
+    /// <summary>
+    /// The fingerprint a progress file carries keeps its value: a run resumes only from a checkpoint whose fingerprint it
+    /// computes again, so another way of computing it would refuse every checkpoint written before. Pinned with the
+    /// corpus summary a refusal compares, for a plain run and for a weighted one with dropout (a field added later).
+    /// </summary>
+    [SharedDataFact]
+    public void AProgressFileKeepsTheFingerprintAndCorpusSummaryOfEarlierVersions()
+    {
+        var texts = TeacherPretrainingTests.Reviews(80);
+        string Written(string name, Action<TeacherPretrainerOptions> change, bool weighted)
+        {
+            var dir = Path.Combine(Temp, name);
+            var (model, tokens) = Fresh(texts);
+            using (model)
+            {
+                var options = Options(dir, steps: 4);
+                change(options);
+                float[]? weights = weighted ? tokens.Select((_, i) => i % 3 == 0 ? 2f : 1f).ToArray() : null;
+                new TeacherPretrainer(new MLContext(seed: 1), options).Train(model, tokens, weights);
+            }
+            using var progress = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "pretrain-progress.json")));
+            return string.Join(" | ", new[] { "Fingerprint", "Corpus", "StartingWeights" }.Select(p => progress.RootElement.GetProperty(p).GetString()));
+        }
+        Assert.Equal("5d4fa9fb90be61de85f9bad94781f2039ac479dacec493c6d449a14ab50470fe | 161611 tokens, sha256 c8a38701b7ae | 62713cb7eb1fd27aee0c86f7dd3032e663f7b9404cb19675d5be60f65138e9a1",
+            Written("plain", _ => { }, weighted: false));
+        Assert.Equal("917888064ea63d2acff0a0d411a682390c71feaa2bc2b750efbf558236f8f3a3 | 161611 tokens, weighted, sha256 c3ef9b7c9270 | 62713cb7eb1fd27aee0c86f7dd3032e663f7b9404cb19675d5be60f65138e9a1",
+            Written("weighted", o => o.Dropout = 0.2, weighted: true));
     }
 
     /// <summary>
