@@ -254,6 +254,8 @@ internal sealed class MaskedLmModel : nn.Module
     /// <summary>BERT's initialisation: matrices and embeddings N(0, 0.02), biases 0, LayerNorms 1 and 0.</summary>
     public void Initialize(Generator generator)
     {
+        // A scope: normal_ returns a handle of its own (one per weight matrix), which was left to the finalizer at every run.
+        using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         foreach (var (name, p) in named_parameters())
         {
