@@ -284,7 +284,11 @@ internal static class RetrievalTraining
             (Epoch, Nll) = (epoch, nll);
             using var noGrad = torch.no_grad();
             if (_copies.Count == 0)
-                foreach (var live in model.parameters().Concat(model.buffers())) _copies.Add((live, live.detach().clone()));
+                foreach (var live in model.parameters().Concat(model.buffers()))
+                {
+                    using var detached = live.detach(); // a handle of its own: left to the finalizer, one per parameter, when chained
+                    _copies.Add((live, detached.clone()));
+                }
             else
                 foreach (var (live, saved) in _copies) saved.copy_(live);
             return true;
