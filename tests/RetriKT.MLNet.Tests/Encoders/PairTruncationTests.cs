@@ -4,8 +4,11 @@ using RetriKT.MLNet.Tests.Infrastructure;
 namespace RetriKT.MLNet.Tests.Encoders;
 
 /// <summary>
-/// Longest-first truncation of a text pair as BERT's reference (<c>_truncate_seq_pair</c>, HF <c>longest_first</c>,
-/// slow and fast) does it: one token at a time from the longer text, and from the SECOND text when both are as long.
+/// Longest-first truncation of a text pair as BERT's reference (<c>_truncate_seq_pair</c>, and HF's slow tokenizers'
+/// <c>longest_first</c>) does it: one token at a time from the longer text, and from the SECOND text when both are as
+/// long. HF's fast (Rust) tokenizers differ where both texts are longer than half the budget: they keep
+/// floor(budget / 2) of the text that is not longer (the first on a tie) and fill the rest with the other (their
+/// <c>truncate_encodings_longest_first</c> test: budget 7, 4 + 4 tokens → 3 + 4, where the reference keeps 4 + 3).
 /// </summary>
 public class PairTruncationTests
 {
