@@ -19,9 +19,19 @@ internal static class TeacherCheckpoints
 {
     public const string ConfigFile = "config.json", WeightsFile = "model.safetensors", IndexFile = "model.safetensors.index.json";
 
+    /// <summary>
+    /// Exists in a folder while <see cref="Save"/> replaces its files, one by one: a save that died or failed between two
+    /// of them leaves it, and the load refuses the folder, whose files may then be of two models.
+    /// </summary>
+    public const string UnfinishedSaveFile = "retrikt-save-unfinished.txt";
+
     /// <summary>Loads a HF directory (config.json + model.safetensors or a sharded index).</summary>
     public static (CausalLMModule Module, TeacherConfig Config) LoadHuggingFace(string dir, ScalarType dtype, Device device)
     {
+        var unfinished = Path.Combine(dir, UnfinishedSaveFile);
+        if (File.Exists(unfinished))
+            throw new InvalidDataException($"{unfinished}: expected a finished save, found a save into this folder that stopped between its files " +
+                $"({ConfigFile}, {WeightsFile} and the tokenizer may be of different models); save the model again.");
         var configPath = Path.Combine(dir, ConfigFile);
         var config = TeacherConfig.FromHuggingFaceJson(configPath);
         var genConfig = Path.Combine(dir, "generation_config.json");
@@ -253,14 +263,32 @@ internal static class TeacherCheckpoints
     }
 
     /// <summary>
-    /// Writes config.json + model.safetensors (atomic per file). A <c>model.safetensors.index.json</c> in the folder (of
-    /// an earlier sharded save) is deleted: it describes other weights, and the load would refuse the folder for it.
+    /// Writes model.safetensors, config.json and the tokenizer's files (each atomically) as one save: while they are
+    /// replaced, <see cref="UnfinishedSaveFile"/> marks the folder, so that a save stopped between two files (killed, a
+    /// full disk, a tokenizer file gone) leaves a folder the load refuses rather than one model's config beside another's
+    /// weights or tokenizer. A <c>model.safetensors.index.json</c> in the folder (of an earlier sharded save) is deleted:
+    /// it describes other weights, and the load would refuse the folder for it.
     /// </summary>
-    public static void Save(CausalLMModule module, string dir)
+    public static void Save(CausalLMModule module, TeacherTokenizer? tokenizer, string dir)
     {
         Directory.CreateDirectory(dir);
-        Safetensors.Write(Path.Combine(dir, WeightsFile), module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
+        var unfinished = Path.Combine(dir, UnfinishedSaveFile);
+        bool unfinishedBefore = File.Exists(unfinished);
+        AtomicFile.WriteAllText(unfinished, $"A save into this folder started at {DateTime.UtcNow:O} and has not finished.\n");
+        try
+        {
+            Safetensors.Write(Path.Combine(dir, WeightsFile), module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
+        }
+        catch
+        {
+            // The weights' own write is atomic: nothing in the folder was replaced, it is as it was (an earlier save's
+            // marker stays).
+            if (!unfinishedBefore) File.Delete(unfinished);
+            throw;
+        }
         File.Delete(Path.Combine(dir, IndexFile));
         AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), module.Config.ToHuggingFaceJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        tokenizer?.CopyTo(dir);
+        File.Delete(unfinished);
     }
 }

@@ -134,14 +134,15 @@ public sealed class TeacherModel : IDisposable
 
     /// <summary>
     /// Writes a Hugging Face directory that <see cref="Load"/> reads back: config.json, model.safetensors and the
-    /// tokenizer's files. Each file is written atomically (temp file + rename). A <c>model.safetensors.index.json</c>
-    /// left in the directory by an earlier sharded save is deleted (it would describe other weights).
+    /// tokenizer's files. Each file is written atomically (temp file + rename); a save stopped between two files (killed,
+    /// a full disk) leaves a marker file that makes <see cref="Load"/> refuse the directory until a save finishes, so the
+    /// files of two models never load together. A <c>model.safetensors.index.json</c> left in the directory by an earlier
+    /// sharded save is deleted (it would describe other weights).
     /// </summary>
     public void SaveCheckpoint(string directory)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
-        TeacherCheckpoints.Save(_module, directory);
-        Tokenizer?.CopyTo(directory);
+        TeacherCheckpoints.Save(_module, Tokenizer, directory);
     }
 
     private static bool HasTokenizer(string dir) =>
