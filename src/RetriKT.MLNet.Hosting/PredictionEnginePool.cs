@@ -26,7 +26,8 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
 {
     private readonly MLOptions _mlOptions;
     private readonly IOptionsFactory<PredictionEnginePoolOptions<TData, TPrediction>> _modelOptions;
-    private readonly PredictionEnginePoolRegistry<TData, TPrediction> _registry;
+    private readonly IReadOnlySet<string> _modelNames;
+    private readonly bool _loaderConfiguredForAllNames;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, ModelSlot> _slots = new(StringComparer.Ordinal);
     private readonly ConditionalWeakTable<PredictionEngine<TData, TPrediction>, EngineLease<TData, TPrediction>> _leases = new();
@@ -50,15 +51,17 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
         ArgumentNullException.ThrowIfNull(modelOptions);
         _mlOptions = mlOptions.Value;
         _modelOptions = modelOptions;
-        _registry = serviceProvider.GetService<IOptions<PredictionEnginePoolRegistry<TData, TPrediction>>>()?.Value ?? new();
+        var registry = serviceProvider.GetService<IOptions<PredictionEnginePoolRegistry<TData, TPrediction>>>()?.Value ?? new();
+        (_modelNames, _loaderConfiguredForAllNames) = ModelNames(serviceProvider, registry);
         _logger = serviceProvider.GetService<ILoggerFactory>()?.CreateLogger<PredictionEnginePool<TData, TPrediction>>()
                   ?? NullLogger<PredictionEnginePool<TData, TPrediction>>.Instance;
         // Same as the original: the default model is loaded with the pool, so a bad path fails at start-up.
         _defaultSlot = TryGetOrCreateSlot(string.Empty);
     }
 
-    /// <summary>The names of the models configured through the builder (<c>""</c> = the default model).</summary>
-    public IReadOnlyCollection<string> ConfiguredModelNames => _registry.ModelNames;
+    /// <summary>The names of the models configured through the builder or with a custom loader (named options of
+    /// <see cref="PredictionEnginePoolOptions{TData, TPrediction}"/>); <c>""</c> = the default model.</summary>
+    public IReadOnlyCollection<string> ConfiguredModelNames => _modelNames;
 
     /// <summary>The current default model.</summary>
     /// <exception cref="ArgumentException">No default (unnamed) model is configured.</exception>
@@ -113,14 +116,21 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
     }
 
     /// <summary>
-    /// Loads every configured model that is not loaded yet and creates one engine for each, so the first requests do
-    /// not pay for loading. Called at start-up by the hosted service that <c>WarmUpOnStart()</c> registers.
+    /// Loads every configured model (<see cref="ConfiguredModelNames"/>) that is not loaded yet and creates one engine
+    /// for each, so the first requests do not pay for loading. Called at start-up by the hosted service that
+    /// <c>WarmUpOnStart()</c> registers. A loader configured for every name (<c>ConfigureAll</c>) names no model to load:
+    /// that is logged as a warning.
     /// </summary>
     public void WarmUp(CancellationToken cancellationToken = default)
     {
-        foreach (var name in _registry.ModelNames.ToArray())
+        if (_loaderConfiguredForAllNames)
+            _logger.LogWarning("Options of {Options} are configured for every name (ConfigureAll): warm-up loads only the models configured under a name.",
+                typeof(PredictionEnginePoolOptions<TData, TPrediction>).Name);
+        foreach (var name in _modelNames)
         {
             cancellationToken.ThrowIfCancellationRequested();
+            // A name configured with other options and no loader is no model.
+            if (TryGetOrCreateSlot(name) is null) continue;
             var engine = GetPredictionEngine(name);
             ReturnPredictionEngine(name, engine);
             _logger.LogInformation("Warmed up model '{ModelName}' (generation {Generation}).", name, GetModelGeneration(name));
@@ -146,6 +156,28 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
         // enumeration sees IsDisposed and disposes itself (TryGetOrCreateSlot).
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         foreach (var slot in _slots.Values) slot.Dispose();
+    }
+
+    /// <summary>
+    /// The builder's model names and the names of the other named configurations of the per-model options (a custom
+    /// loader: <c>Configure&lt;PredictionEnginePoolOptions&lt;…&gt;&gt;(name, …)</c>, <c>AddOptions(name).Configure(…)</c>),
+    /// and whether any configuration applies to every name (<c>ConfigureAll</c>: no name to warm up).
+    /// </summary>
+    private static (IReadOnlySet<string> Names, bool ForAllNames) ModelNames(IServiceProvider serviceProvider,
+        PredictionEnginePoolRegistry<TData, TPrediction> registry)
+    {
+        var names = new HashSet<string>(registry.ModelNames, StringComparer.Ordinal);
+        bool forAllNames = false;
+        // The options framework keeps a configuration's name only as the public Name property of its classes
+        // (ConfigureNamedOptions<TOptions, TDep1, …>, one per number of dependencies): no interface exposes it.
+        foreach (var configuration in serviceProvider.GetServices<IConfigureOptions<PredictionEnginePoolOptions<TData, TPrediction>>>()
+                     .Concat<object>(serviceProvider.GetServices<IPostConfigureOptions<PredictionEnginePoolOptions<TData, TPrediction>>>()))
+        {
+            if (configuration.GetType().GetProperty("Name", typeof(string)) is not { } property) continue;
+            if (property.GetValue(configuration) is string name) names.Add(name);
+            else forAllNames = true;
+        }
+        return (names, forAllNames);
     }
 
     private ModelSlot DefaultSlot => _defaultSlot ?? throw new ArgumentException(
@@ -205,10 +237,10 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
         if (_slots.TryGetValue(modelName, out var slot)) return slot;
         ObjectDisposedException.ThrowIf(IsDisposed, this);   // before the lock: another model's first load may hold it
         // Creation starts a loader (a file watcher or a poller): under a lock, so one per model, and nothing is
-        // cached when loading fails (the next call tries again). A model configured through the builder has a lock of
-        // its own, so a first load that hangs (a model server that does not answer: up to the HTTP timeout) does not
-        // hold up the first use of the other models; other names (custom loaders, unknown names) share one.
-        var creation = _registry.ModelNames.Contains(modelName)
+        // cached when loading fails (the next call tries again). A configured model (the builder's or a custom loader's)
+        // has a lock of its own, so a first load that hangs (a model server that does not answer: up to the HTTP timeout)
+        // does not hold up the first use of the other models; other names (unknown ones) share one.
+        var creation = _modelNames.Contains(modelName)
             ? _configuredSlotCreation.GetOrAdd(modelName, _ => new Lock())
             : _slotCreation;
         lock (creation)

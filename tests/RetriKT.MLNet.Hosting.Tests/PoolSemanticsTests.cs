@@ -155,6 +155,41 @@ public class PoolSemanticsTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// A model plugged in with a custom loader, as the docs show (<c>PredictionEnginePoolOptions.ModelLoader</c>):
+    /// WarmUp knew only the builder's names, so WarmUpOnStart left it cold (loaded by the first request) without a word.
+    /// </summary>
+    [SharedDataFact]
+    public async Task WarmUpOnStart_LoadsAModelOfACustomLoader()
+    {
+        using var dir = new TempDir();
+        var (v1, v2) = TestModels.Save(dir.Path, "warm-custom");
+        var v1Before = DisposalProbeTransformer.WithTag("warm-custom-v1").Count;
+        var v2Before = DisposalProbeTransformer.WithTag("warm-custom-v2").Count;
+        var builder = Host.CreateApplicationBuilder();
+        builder.Services.AddPredictionEnginePool<TextInput, TextPrediction>()
+            .FromFile("file", v1, watchForChanges: false)
+            .WarmUpOnStart();
+        builder.Services.AddOptions<PredictionEnginePoolOptions<TextInput, TextPrediction>>("custom")
+            .Configure<Microsoft.Extensions.Options.IOptions<MLOptions>>((o, ml) => o.ModelLoader = new ZipModelLoader(ml.Value.MLContext, v2));
+        using var host = builder.Build();
+
+        await host.StartAsync();
+        Assert.Equal(v1Before + 1, DisposalProbeTransformer.WithTag("warm-custom-v1").Count);
+        Assert.Equal(v2Before + 1, DisposalProbeTransformer.WithTag("warm-custom-v2").Count);
+        var pool = host.Services.GetRequiredService<PredictionEnginePool<TextInput, TextPrediction>>();
+        Assert.Equal(["custom", "file"], pool.ConfiguredModelNames.Order());
+        await host.StopAsync();
+    }
+
+    /// <summary>A user's loader: one model.zip, loaded once, never reloaded.</summary>
+    private sealed class ZipModelLoader(MLContext ml, string path) : ModelLoader
+    {
+        private readonly Lazy<ITransformer> _model = new(() => ml.Model.Load(path, out _));
+        public override ITransformer GetModel() => _model.Value;
+        public override Microsoft.Extensions.Primitives.IChangeToken GetReloadToken() => new ModelReloadToken();
+    }
+
     [SharedDataFact]
     public void MissingModelFile_FailsWithThePath()
     {
