@@ -360,9 +360,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 }
                 catch (Exception ex)
                 {
-                    Volatile.Write(ref _reloadError, ModelZip.Describe(ex));
-                    _pool._logger.LogError(ex, "Reloading model '{ModelName}' failed; generation {Generation} keeps serving.",
-                        Name, _current.Number);
+                    Refused(ModelZip.Describe(ex), ex);
                     return;
                 }
                 if (ReferenceEquals(model, _current.Model)) return;
@@ -373,10 +371,7 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 }
                 catch (Exception ex)
                 {
-                    Volatile.Write(ref _reloadError, $"the new model does not fit {typeof(TData).Name} -> {typeof(TPrediction).Name}: {ModelZip.Describe(ex)}");
-                    _pool._logger.LogError(ex,
-                        "The new model '{ModelName}' does not fit {TData} -> {TPrediction}; generation {Generation} keeps serving.",
-                        Name, typeof(TData).Name, typeof(TPrediction).Name, _current.Number);
+                    Refused($"the new model does not fit {typeof(TData).Name} -> {typeof(TPrediction).Name}: {ModelZip.Describe(ex)}", ex);
                     return;
                 }
                 old = _current;
@@ -385,6 +380,17 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 _pool._logger.LogInformation("Reloaded model '{ModelName}': generation {Generation} is serving.", Name, next.Number);
             }
             old.Retire();
+        }
+
+        /// <summary>
+        /// Keeps <paramref name="reason"/> for the health check and logs it as one line, as the file loader logs a damaged
+        /// file: the exception (ML.NET's reflection layers, many lines) goes to Debug only.
+        /// </summary>
+        private void Refused(string reason, Exception ex)
+        {
+            Volatile.Write(ref _reloadError, reason);
+            _pool._logger.LogError("Model '{ModelName}': {Reason}; generation {Generation} keeps serving.", Name, reason, _current.Number);
+            _pool._logger.LogDebug(ex, "Model '{ModelName}': reload failure details.", Name);
         }
 
         public void Dispose()

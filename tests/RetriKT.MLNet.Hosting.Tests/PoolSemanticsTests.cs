@@ -190,6 +190,34 @@ public class PoolSemanticsTests
         public override Microsoft.Extensions.Primitives.IChangeToken GetReloadToken() => new ModelReloadToken();
     }
 
+    /// <summary>
+    /// A replacement the pool refuses (a valid model.zip that does not fit TData/TPrediction) was logged at Error with its
+    /// exception attached: ML.NET's stack, many lines, and the reason only inside it. It is one line with the reason, as
+    /// a damaged file is (the details at Debug).
+    /// </summary>
+    [SharedDataFact]
+    public void AReplacementThatDoesNotFit_IsLoggedAsOneLineWithTheReason_AndTheOldModelKeepsServing()
+    {
+        using var dir = new TempDir();
+        var (v1, _) = TestModels.Save(dir.Path, "misfit");
+        var answers = TestModels.SequentialAnswers(v1);
+        var modelPath = dir.File("model.zip");
+        File.Copy(v1, modelPath);
+        using var host = new PoolHost(b => b.FromFile(modelPath));
+        var pool = host.Pool;
+
+        TestModels.DeployByRename(TestModels.SaveWrongSchemaModel(dir.Path), modelPath);
+        Assert.True(Wait.Until(() => host.Logs.Entries.Any(e => e.Level >= Microsoft.Extensions.Logging.LogLevel.Error), Timeout), "the refused model was not logged");
+        var error = Assert.Single(host.Logs.Entries, e => e.Level >= Microsoft.Extensions.Logging.LogLevel.Error);
+        Assert.Null(error.Exception);
+        Assert.DoesNotContain('\n', error.Message);
+        Assert.Contains(pool.GetLastLoadError()!, error.Message);
+        Assert.Equal(1, pool.GetModelGeneration());
+        var s = TestModels.Sentences[0];
+        var p = pool.Predict(new TextInput { Text = s });
+        Assert.True(answers[s].Matches(p.PredictedLabel, p.Score));
+    }
+
     [SharedDataFact]
     public void MissingModelFile_FailsWithThePath()
     {
