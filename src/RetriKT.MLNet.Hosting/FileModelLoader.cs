@@ -11,11 +11,15 @@ namespace RetriKT.MLNet.Hosting;
 /// (Changed events), an atomic rename onto it (Renamed), or a move in from elsewhere (Created). Events are debounced
 /// into one reload; a file whose bytes did not change is not reloaded; a file that does not load, or is deleted, is
 /// logged (one line, no binary) and reported as <see cref="LastLoadError"/> while the previous model keeps serving.
+/// Every <see cref="StampCheckPeriod"/> the file's size and time are compared with those of the last read, for the
+/// replacements no file event reports: a symlinked folder swapped above the file (<c>ln -sfn releases/v2 current</c>,
+/// Kubernetes' volume updates), a file changed by another host on a network share.
 /// </summary>
 internal sealed class FileModelLoader : ModelLoader, IDisposable
 {
     private const int OpenAttempts = 20;
     private static readonly TimeSpan OpenRetryDelay = TimeSpan.FromMilliseconds(50);
+    private static readonly TimeSpan StampCheckPeriod = TimeSpan.FromSeconds(2);
 
     private readonly MLContext _mlContext;
     private readonly ILogger _logger;
@@ -24,6 +28,8 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
     private ModelReloadToken _reloadToken = new();
     private FileSystemWatcher? _watcher;
     private Timer? _debounceTimer;
+    private Timer? _stampCheckTimer;
+    private (DateTime WriteTimeUtc, long Length)? _readStamp;   // the file's, taken just before its last read
     private ITransformer? _model;
     private byte[] _modelHash = [];
     private string _filePath = "";
@@ -49,6 +55,7 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
             // Watching starts before the read: a file replaced while the first model loads (seconds for a big one)
             // is reloaded once this load is done (the reload waits for the lock) instead of being missed.
             if (watchFile) StartWatching();
+            _readStamp = Stamp();
             bytes = ReadModelFile();
             _model = LoadModel(bytes);
             _modelHash = SHA256.HashData(bytes);
@@ -71,6 +78,33 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
         _watcher.Deleted += OnFileDeleted;
         _watcher.Error += (_, e) => _logger.LogError(e.GetException(), "Watching model file '{Path}' failed; reloads may be missed.", _filePath);
         _watcher.EnableRaisingEvents = true;
+        _stampCheckTimer = new Timer(_ => CheckStamp(), null, StampCheckPeriod, StampCheckPeriod);
+    }
+
+    /// <summary>The size and last write time of the file the path leads to now (through any links); null when there is none.</summary>
+    private (DateTime WriteTimeUtc, long Length)? Stamp()
+    {
+        var file = new FileInfo(_filePath);
+        return file.Exists ? (file.LastWriteTimeUtc, file.Length) : null;
+    }
+
+    /// <summary>A file that differs from the one last read, though no event said so: reload it as after an event.</summary>
+    private void CheckStamp()
+    {
+        lock (_reloadLock)
+        {
+            var stamp = Stamp();
+            if (_disposed || stamp == _readStamp) return;
+            _readStamp = stamp;   // once per change: a file that does not load is not read again every period
+        }
+        _logger.LogDebug("Model file '{Path}': its size or time changed without a file event.", _filePath);
+        try
+        {
+            _debounceTimer?.Change(_debounce, Timeout.InfiniteTimeSpan);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
     }
 
     public override ITransformer GetModel() =>
@@ -110,6 +144,7 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
             if (_disposed) return;
             try
             {
+                _readStamp = Stamp();
                 if (!File.Exists(_filePath))
                 {
                     Volatile.Write(ref _lastLoadError, $"Model file '{_filePath}' disappeared; the loaded model keeps serving.");
@@ -190,6 +225,7 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
             _disposed = true;
         }
         _watcher?.Dispose();
+        _stampCheckTimer?.Dispose();
         _debounceTimer?.Dispose();
     }
 }

@@ -218,6 +218,44 @@ public class PoolSemanticsTests
         Assert.True(answers[s].Matches(p.PredictedLabel, p.Score));
     }
 
+    /// <summary>
+    /// A release folder swapped under a symlink (<c>ln -sfn releases/v2 current</c>, as release-folder deploys and
+    /// Kubernetes' volume updates do) raises no event for the watched file: the pool served v1 for ever, healthy, while
+    /// current/model.zip held v2. The file's size and time, checked every few seconds, catch it.
+    /// </summary>
+    [SharedDataFact]
+    public void AReleaseFolderSwappedUnderASymlink_IsPickedUp()
+    {
+        using var dir = new TempDir();
+        var (v1, v2) = TestModels.Save(dir.Path, "release");
+        var answers2 = TestModels.SequentialAnswers(v2);
+        foreach (var (release, model) in new[] { ("r1", v1), ("r2", v2) })
+        {
+            Directory.CreateDirectory(dir.File(release));
+            File.Copy(model, Path.Combine(dir.File(release), "model.zip"));
+        }
+        Directory.CreateSymbolicLink(dir.File("current"), dir.File("r1"));
+        using var host = new PoolHost(b => b.FromFile(Path.Combine(dir.File("current"), "model.zip")));
+        var pool = host.Pool;
+
+        // As a deploy script swaps releases atomically: a new link renamed over the old one (ln -s r2 current.new;
+        // mv -T current.new current). .NET's File.Move will not rename onto a link to a folder.
+        Directory.CreateSymbolicLink(dir.File("current.new"), dir.File("r2"));
+        using (var mv = System.Diagnostics.Process.Start("mv", ["-T", dir.File("current.new"), dir.File("current")]))
+        {
+            mv.WaitForExit();
+            Assert.Equal(0, mv.ExitCode);
+        }
+        Assert.Equal(new FileInfo(v2).Length, new FileInfo(Path.Combine(dir.File("current"), "model.zip")).Length);
+        Assert.True(Wait.Until(() => pool.GetModelGeneration() == 2, Timeout), "current/model.zip holds v2, but the pool still serves v1");
+        foreach (var s in TestModels.Sentences)
+        {
+            var p = pool.Predict(new TextInput { Text = s });
+            Assert.True(answers2[s].Matches(p.PredictedLabel, p.Score));
+        }
+        Assert.Null(pool.GetLastLoadError());
+    }
+
     [SharedDataFact]
     public void MissingModelFile_FailsWithThePath()
     {
