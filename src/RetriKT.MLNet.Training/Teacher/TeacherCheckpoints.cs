@@ -17,7 +17,8 @@ namespace RetriKT.MLNet.Teacher;
 /// </summary>
 internal static class TeacherCheckpoints
 {
-    public const string ConfigFile = "config.json", WeightsFile = "model.safetensors", IndexFile = "model.safetensors.index.json";
+    public const string ConfigFile = "config.json", WeightsFile = "model.safetensors", IndexFile = "model.safetensors.index.json",
+        GenerationConfigFile = "generation_config.json";
 
     /// <summary>
     /// Exists in a folder while <see cref="Save"/> replaces its files, one by one: a save that died or failed between two
@@ -34,7 +35,7 @@ internal static class TeacherCheckpoints
                 $"({ConfigFile}, {WeightsFile} and the tokenizer may be of different models); save the model again.");
         var configPath = Path.Combine(dir, ConfigFile);
         var config = TeacherConfig.FromHuggingFaceJson(configPath);
-        var genConfig = Path.Combine(dir, "generation_config.json");
+        var genConfig = Path.Combine(dir, GenerationConfigFile);
         if (File.Exists(genConfig) && TeacherConfig.TokenIds(JsonFiles.ReadObject(genConfig), "eos_token_id", genConfig) is { } eos)
             config = (config with { EosTokenIds = eos }).Validate(genConfig);
 
@@ -267,7 +268,10 @@ internal static class TeacherCheckpoints
     /// replaced, <see cref="UnfinishedSaveFile"/> marks the folder, so that a save stopped between two files (killed, a
     /// full disk, a tokenizer file gone) leaves a folder the load refuses rather than one model's config beside another's
     /// weights or tokenizer. A <c>model.safetensors.index.json</c> in the folder (of an earlier sharded save) is deleted:
-    /// it describes other weights, and the load would refuse the folder for it.
+    /// it describes other weights, and the load would refuse the folder for it. So are the files of another tokenizer
+    /// that the load would read in place of the one saved, or with it (<see cref="TeacherTokenizer.CopyTo"/>); a
+    /// <c>generation_config.json</c> there is kept for other tools, given this model's special token ids (the load takes
+    /// its EOS over config.json's).
     /// </summary>
     public static void Save(CausalLMModule module, TeacherTokenizer? tokenizer, string dir)
     {
@@ -287,7 +291,16 @@ internal static class TeacherCheckpoints
             throw;
         }
         File.Delete(Path.Combine(dir, IndexFile));
-        AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), module.Config.ToHuggingFaceJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        var indented = new JsonSerializerOptions { WriteIndented = true };
+        var config = module.Config.ToHuggingFaceJson();
+        AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), config.ToJsonString(indented));
+        var genConfigPath = Path.Combine(dir, GenerationConfigFile);
+        if (File.Exists(genConfigPath))
+        {
+            var genConfig = JsonFiles.ReadObject(genConfigPath);
+            foreach (var field in new[] { "bos_token_id", "eos_token_id", "pad_token_id" }) genConfig[field] = config[field]?.DeepClone();
+            AtomicFile.WriteAllText(genConfigPath, genConfig.ToJsonString(indented));
+        }
         tokenizer?.CopyTo(dir);
         File.Delete(unfinished);
     }

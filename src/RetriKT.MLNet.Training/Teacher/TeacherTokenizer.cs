@@ -290,15 +290,27 @@ public sealed class TeacherTokenizer
         throw new FileNotFoundException($"{path}: no tokenizer found (looked for tokenizer.model, tokenizer.json, vocab.json + merges.txt, tokenizer.bin).", path);
     }
 
-    /// <summary>Copies the source files into <paramref name="directory"/> under their canonical names.</summary>
+    /// <summary>The files <see cref="Load"/> looks for in a folder, in its order: the first one there is the tokenizer.</summary>
+    private static readonly string[] FolderEntryFiles = ["tokenizer.model", "tokenizer.json", "vocab.json", "tokenizer.bin"];
+
+    /// <summary>
+    /// Copies the source files into <paramref name="directory"/> under their canonical names. Another tokenizer's file
+    /// there that <see cref="Load"/> looks for first would be read in place of these, and a tokenizer_config.json beside
+    /// a tokenizer.json sets its special tokens: both are deleted (a save into the folder of another model).
+    /// </summary>
     internal void CopyTo(string directory)
     {
+        var written = new HashSet<string>(StringComparer.Ordinal);
         foreach (var file in _files)
         {
             var name = Kind == "llama2c" ? "tokenizer.bin" : Path.GetFileName(file);
             var target = Path.Combine(directory, name);
             if (Path.GetFullPath(target) != Path.GetFullPath(file)) AtomicFile.Copy(file, target);
+            written.Add(name);
         }
+        int entry = Array.FindIndex(FolderEntryFiles, written.Contains);
+        foreach (var name in FolderEntryFiles.Take(Math.Max(entry, 0))) File.Delete(Path.Combine(directory, name));
+        if (written.Contains("tokenizer.json") && !written.Contains(TokenizerConfigFile)) File.Delete(Path.Combine(directory, TokenizerConfigFile));
     }
 
     private static void RequireFile(string path)

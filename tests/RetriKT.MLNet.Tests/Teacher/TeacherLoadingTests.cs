@@ -89,6 +89,27 @@ public sealed class TeacherLoadingTests : IDisposable
     }
 
     /// <summary>
+    /// SaveCheckpoint into the folder of another model left that model's tokenizer.json, tokenizer_config.json and
+    /// generation_config.json, which Load reads before the saved tokenizer.bin and over the saved EOS: a llama2.c
+    /// model saved there came back with GPT-2's tokenizer (1000 tokens for 512) and EOS 98 for 2, without a word.
+    /// </summary>
+    [SharedDataFact]
+    public void ASaveIntoTheFolderOfAnotherModel_LoadsBackAsTheModelSaved()
+    {
+        var dir = CopyDir(Models("hf-tiny-random-gpt2"), "other-model");
+        using var llama = TeacherModel.Load(Models("llama2c-stories260K", "stories260K.bin"));
+        using var saved = TeacherModel.Create(llama.Config with { VocabSize = 1000 }, llama.Tokenizer, seed: 3);
+        saved.SaveCheckpoint(dir);
+
+        using var back = TeacherModel.Load(dir);
+        Assert.Equal(saved.ContentHash, back.ContentHash);
+        Assert.Equal([2], back.Config.EosTokenIds);
+        Assert.Equal(("llama2c", 512), (back.Tokenizer!.Kind, back.Tokenizer.VocabSize));
+        Assert.Equal(llama.Tokenizer!.Encode("Once upon a time"), back.Tokenizer.Encode("Once upon a time"));
+        Assert.True(File.Exists(Path.Combine(dir, "generation_config.json")));   // kept for other tools, with the saved EOS
+    }
+
+    /// <summary>
     /// ContentHash and SaveCheckpoint disposed only the last tensor of <c>p.detach().to(CPU).contiguous()</c>: two handles
     /// per parameter were left to the finalizer (stories260K: 94 a hash, 94 a save; on a GPU each held a CPU copy of the
     /// weights). The pretrainer takes both at every checkpoint.
