@@ -19,15 +19,16 @@ public sealed class TeacherTokenizer
     private readonly Func<string, List<int>> _encodeContinuation;
     private readonly Func<int, bool>? _startsWithSpace;
     private readonly Func<IEnumerable<int>, string> _decode;
-    private readonly IReadOnlyList<string> _files;
+    // Each file the tokenizer was read from, and the name a saved checkpoint gives it: the one Load looks for in a folder.
+    private readonly IReadOnlyList<(string Path, string SavedName)> _files;
 
     private TeacherTokenizer(string kind, int vocabSize, Func<string, List<int>> encode, Func<IEnumerable<int>, string> decode,
-        int? bos, int? eos, int? pad, IReadOnlyList<string> files, Func<string, List<int>>? encodeContinuation = null,
+        int? bos, int? eos, int? pad, IReadOnlyList<(string Path, string SavedName)> files, Func<string, List<int>>? encodeContinuation = null,
         Func<int, bool>? startsWithSpace = null)
     {
         _startsWithSpace = startsWithSpace;
         Kind = kind; VocabSize = vocabSize; _encode = encode; _encodeContinuation = encodeContinuation ?? encode; _decode = decode;
-        BosId = bos; EosId = eos; PadId = pad; _files = files;
+        BosId = bos; EosId = eos; PadId = pad; _files = files; SourceFiles = [.. files.Select(f => f.Path)];
     }
 
     /// <summary>Which format backs this tokenizer: "gpt2-bpe", "sentencepiece" or "llama2c".</summary>
@@ -42,7 +43,7 @@ public sealed class TeacherTokenizer
     public int? PadId { get; }
 
     /// <summary>The files this tokenizer was read from (copied next to a saved checkpoint).</summary>
-    public IReadOnlyList<string> SourceFiles => _files;
+    public IReadOnlyList<string> SourceFiles { get; }
 
     /// <summary>Encodes <paramref name="text"/>; prepends <see cref="BosId"/> when <paramref name="addBos"/> and the tokenizer has one.</summary>
     public int[] Encode(string text, bool addBos = false)
@@ -108,7 +109,7 @@ public sealed class TeacherTokenizer
         var merges = File.ReadLines(mergesPath).Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal)).ToList();
         var added = vocabMap.TryGetValue(EndOfText, out var eot)
             ? new JsonArray(new JsonObject { ["id"] = eot, ["content"] = EndOfText, ["special"] = true }) : null;
-        return Wrap(vocabMap, merges, [vocabJsonPath, mergesPath], HfPreTokenizer.Gpt2, null, new HfAddedTokens(added, null, vocabJsonPath), ignoreMerges: false);
+        return Wrap(vocabMap, merges, [(vocabJsonPath, "vocab.json"), (mergesPath, "merges.txt")], HfPreTokenizer.Gpt2, null, new HfAddedTokens(added, null, vocabJsonPath), ignoreMerges: false);
     }
 
     /// <summary>
@@ -142,7 +143,7 @@ public sealed class TeacherTokenizer
             merges.Add(m is JsonArray pair ? pair[0]!.GetValue<string>() + " " + pair[1]!.GetValue<string>() : m!.GetValue<string>());
         foreach (var token in addedJson ?? [])
             if (token?["content"]?.GetValue<string>() is { } content && token["id"]?.GetValue<int>() is int id) vocabMap.TryAdd(content, id);
-        var tokenizer = Wrap(vocabMap, merges, [path], preTokenizer, normalize, added, model["ignore_merges"]?.GetValue<bool>() ?? false);
+        var tokenizer = Wrap(vocabMap, merges, [(path, "tokenizer.json")], preTokenizer, normalize, added, model["ignore_merges"]?.GetValue<bool>() ?? false);
         return WithTokenizerConfig(tokenizer, path, vocabMap);
     }
 
@@ -174,7 +175,7 @@ public sealed class TeacherTokenizer
                 : throw new InvalidDataException($"{configPath}: field '{field}': token '{content}' is not in the vocabulary of {tokenizerJsonPath}.");
         }
         int? bos = Id("bos_token", tokenizer.BosId), eos = Id("eos_token", tokenizer.EosId), pad = Id("pad_token", tokenizer.PadId) ?? eos;
-        return new TeacherTokenizer(tokenizer.Kind, tokenizer.VocabSize, tokenizer._encode, tokenizer._decode, bos, eos, pad, [.. tokenizer._files, configPath],
+        return new TeacherTokenizer(tokenizer.Kind, tokenizer.VocabSize, tokenizer._encode, tokenizer._decode, bos, eos, pad, [.. tokenizer._files, (configPath, TokenizerConfigFile)],
             tokenizer._encodeContinuation, tokenizer._startsWithSpace);
     }
 
@@ -182,7 +183,7 @@ public sealed class TeacherTokenizer
 
     private const string EndOfText = "<|endoftext|>";
 
-    private static TeacherTokenizer Wrap(Dictionary<string, int> vocabMap, List<string> merges, IReadOnlyList<string> files,
+    private static TeacherTokenizer Wrap(Dictionary<string, int> vocabMap, List<string> merges, IReadOnlyList<(string Path, string SavedName)> files,
         HfPreTokenizer preTokenizer, Func<string, string>? normalize, HfAddedTokens added, bool ignoreMerges)
     {
         int? eot = vocabMap.TryGetValue(EndOfText, out var e) ? e : null;
@@ -250,7 +251,7 @@ public sealed class TeacherTokenizer
         Func<string, List<int>> encode = bpe is not null ? t => bpe.Encode(t, addBos: false) : t => t.Length == 0 ? [] : sp.EncodeToIds(t).ToList();
         Func<string, List<int>>? continuation = bpe is not null ? t => bpe.Encode(t, addBos: false, dummyPrefix: false) : null;
         return new TeacherTokenizer("sentencepiece", sp.Vocabulary.Count, encode, ids => sp.Decode(ids) ?? "",
-            sp.BeginningOfSentenceId, sp.EndOfSentenceId, null, [modelPath], continuation, bpe is null ? null : bpe.StartsWithSpace);
+            sp.BeginningOfSentenceId, sp.EndOfSentenceId, null, [(modelPath, "tokenizer.model")], continuation, bpe is null ? null : bpe.StartsWithSpace);
     }
 
     /// <summary>A llama2.c tokenizer export (<c>tokenizer.bin</c>, <c>tok512.bin</c>); BOS = 1, EOS = 2.</summary>
@@ -258,7 +259,7 @@ public sealed class TeacherTokenizer
     {
         var t = Llama2cTokenizer.Read(path);
         return new TeacherTokenizer("llama2c", t.VocabSize, s => t.Encode(s, addBos: false), t.Decode,
-            Llama2cTokenizer.BosId, Llama2cTokenizer.EosId, null, [path], s => t.Encode(s, addBos: false, dummyPrefix: false), t.StartsWithSpace);
+            Llama2cTokenizer.BosId, Llama2cTokenizer.EosId, null, [(path, "tokenizer.bin")], s => t.Encode(s, addBos: false, dummyPrefix: false), t.StartsWithSpace);
     }
 
     /// <summary>
@@ -294,16 +295,16 @@ public sealed class TeacherTokenizer
     private static readonly string[] FolderEntryFiles = ["tokenizer.model", "tokenizer.json", "vocab.json", "tokenizer.bin"];
 
     /// <summary>
-    /// Copies the source files into <paramref name="directory"/> under their canonical names. Another tokenizer's file
+    /// Copies the source files into <paramref name="directory"/> under the names Load looks for (a file read as
+    /// <c>TokenizerPath = "…/gpt2-tiny.json"</c> is saved as tokenizer.json). Another tokenizer's file
     /// there that <see cref="Load"/> looks for first would be read in place of these, and a tokenizer_config.json beside
     /// a tokenizer.json sets its special tokens: both are deleted (a save into the folder of another model).
     /// </summary>
     internal void CopyTo(string directory)
     {
         var written = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var file in _files)
+        foreach (var (file, name) in _files)
         {
-            var name = Kind == "llama2c" ? "tokenizer.bin" : Path.GetFileName(file);
             var target = Path.Combine(directory, name);
             if (Path.GetFullPath(target) != Path.GetFullPath(file)) AtomicFile.Copy(file, target);
             written.Add(name);

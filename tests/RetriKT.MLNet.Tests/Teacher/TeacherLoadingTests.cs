@@ -110,6 +110,26 @@ public sealed class TeacherLoadingTests : IDisposable
     }
 
     /// <summary>
+    /// A tokenizer read from a file of another name (<c>TokenizerPath = ".../gpt2-tiny.json"</c>) was saved under that
+    /// name, which Load does not look for: the saved folder loaded back without a tokenizer, without a word.
+    /// </summary>
+    [SharedDataFact]
+    public void ATokenizerReadFromAFileOfAnotherName_IsSavedUnderTheNameLoadLooksFor()
+    {
+        var source = CopyDir(Models("hf-tiny-random-gpt2"), "renamed-tokenizer");
+        var renamed = Path.Combine(source, "gpt2-tiny.json");
+        File.Move(Path.Combine(source, "tokenizer.json"), renamed);
+        using var model = TeacherModel.Load(Models("hf-tiny-random-gpt2"), new TeacherLoadOptions { TokenizerPath = renamed });
+        var dir = Path.Combine(Temp, "saved");
+        model.SaveCheckpoint(dir);
+
+        using var back = TeacherModel.Load(dir);
+        Assert.NotNull(back.Tokenizer);
+        Assert.Equal(model.Tokenizer!.Encode("Hello world, once upon a time"), back.Tokenizer.Encode("Hello world, once upon a time"));
+        Assert.Equal(model.Tokenizer.EosId, back.Tokenizer.EosId);
+    }
+
+    /// <summary>
     /// ContentHash and SaveCheckpoint disposed only the last tensor of <c>p.detach().to(CPU).contiguous()</c>: two handles
     /// per parameter were left to the finalizer (stories260K: 94 a hash, 94 a save; on a GPU each held a CPU copy of the
     /// weights). The pretrainer takes both at every checkpoint.
