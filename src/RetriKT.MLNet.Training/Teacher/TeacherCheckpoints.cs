@@ -32,7 +32,7 @@ internal static class TeacherCheckpoints
         var unfinished = Path.Combine(dir, UnfinishedSaveFile);
         if (File.Exists(unfinished))
             throw new InvalidDataException($"{unfinished}: expected a finished save, found a save into this folder that stopped between its files " +
-                $"({ConfigFile}, {WeightsFile} and the tokenizer may be of different models); save the model again.");
+                $"({ConfigFile}, {WeightsFile} and the tokenizer may be of different models); save the model into it again, or delete the folder.");
         var configPath = Path.Combine(dir, ConfigFile);
         var config = TeacherConfig.FromHuggingFaceJson(configPath);
         var genConfig = Path.Combine(dir, GenerationConfigFile);

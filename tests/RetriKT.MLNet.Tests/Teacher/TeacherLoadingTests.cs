@@ -79,7 +79,7 @@ public sealed class TeacherLoadingTests : IDisposable
 
         var unfinished = Path.Combine(dir, "retrikt-save-unfinished.txt");
         Assert.Equal($"{unfinished}: expected a finished save, found a save into this folder that stopped between its files " +
-                     "(config.json, model.safetensors and the tokenizer may be of different models); save the model again.",
+                     "(config.json, model.safetensors and the tokenizer may be of different models); save the model into it again, or delete the folder.",
             Assert.Throws<InvalidDataException>(() => TeacherModel.Load(dir)).Message);
 
         llama.SaveCheckpoint(dir);
