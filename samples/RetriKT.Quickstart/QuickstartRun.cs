@@ -120,7 +120,7 @@ public sealed class QuickstartRun(QuickstartOptions options, CancellationToken c
         {
             return FewShotBenchmarks.Load(options.DataFolder, options.Task, options.Seed);
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException)
+        catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or UnauthorizedAccessException)
         {
             throw new InputException($"--data: {e.Message}", e);
         }

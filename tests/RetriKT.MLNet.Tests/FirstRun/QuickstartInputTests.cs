@@ -179,6 +179,24 @@ public class QuickstartInputTests
     }
 
     /// <summary>
+    /// A benchmark file the user cannot read is a bad input (exit code 2, the file named) as it is for an own task's files;
+    /// it ended as "the Quickstart failed" with exit code 1 and pointed at a quickstart.log that was never written.
+    /// </summary>
+    [SharedDataFact]
+    public void AnUnreadableDataFileGivesOneLineNamingItAndExitTwo()
+    {
+        using var folder = new TempDir("retrikt-quickstart-unreadable-");
+        var shots = Path.Combine(folder.Path, "data", "SST-2", "k-shot");
+        Directory.CreateDirectory(Path.Combine(shots, "16-13"));
+        File.Copy(SharedData.Path("data", "SST-2", "k-shot", "16-13", "dev.tsv"), Path.Combine(shots, "16-13", "dev.tsv"));
+        File.Copy(SharedData.Path("data", "SST-2", "k-shot", "test.tsv"), Path.Combine(shots, "test.tsv"));
+        var train = Path.Combine(shots, "16-13", "train.tsv");
+        UnreadableFile.Create(train);
+        AssertInputError(["--teacher", Teacher, "--data", Path.Combine(folder.Path, "data"), "--out", Path.Combine(folder.Path, "out")],
+            $"--data: Access to the path '{train}' is denied.");
+    }
+
+    /// <summary>
     /// SST-2 seed 13's 32 training and 32 few-shot dev rows and the first 200 test rows as a user's own files in
     /// <paramref name="folder"/>: <paramref name="header"/>, then each (sentence, label) row as <paramref name="line"/> writes it.
     /// </summary>
