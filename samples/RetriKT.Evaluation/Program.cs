@@ -9,7 +9,7 @@ using RetriKT.MLNet.Teacher;
 // run (default): builds or loads the teacher, runs every pending (task, seed, row), appends results to the JSONL, then
 //                rewrites the report. Re-running skips rows already in the JSONL (same teacher and settings).
 // report:        rewrites docs/RESULTS.md and the plot from the JSONL only.
-// Exit codes: 0 done (and help), 2 a bad option (one line, then the usage), 1 a failure (a damaged or missing teacher or
+// Exit codes: 0 done (and help), 2 a bad option (one line, then the usage), 1 a failure (a damaged, missing or unreadable teacher or
 // data file, a cache in use: one line), 130 cancelled by Ctrl+C or SIGTERM (finished rows and checkpoints are kept).
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -40,7 +40,7 @@ CacheLock? cacheLock = null;
 if (verb is "run" or "teacher" or "probe")
 {
     try { cacheLock = CacheLock.Acquire(o.CacheRoot, commandLine); }
-    catch (IOException e)
+    catch (Exception e) when (e is IOException or UnauthorizedAccessException) // held by another run, or a folder this user cannot write
     {
         Console.Error.WriteLine(e.Message);
         return 1;
@@ -78,7 +78,7 @@ if (verb is "teacher" or "probe")
         Log("Cancelled; re-run to resume from the last checkpoint.");
         return 130;
     }
-    catch (Exception e) when (e is InvalidDataException or IOException) // a damaged or missing teacher or checkpoint: one line
+    catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException) // a damaged, missing or unreadable teacher or checkpoint: one line
     {
         Console.Error.WriteLine(e.Message);
         return 1;
@@ -123,7 +123,7 @@ if (verb == "run")
         Log("Cancelled; finished rows are in the results file, re-run to continue.");
         return 130;
     }
-    catch (Exception e) when (e is InvalidDataException or IOException) // a damaged or missing teacher or checkpoint: one line, no stack trace
+    catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException) // a damaged, missing or unreadable file or folder: one line, no stack trace
     {
         Console.Error.WriteLine(e.Message);
         return 1;

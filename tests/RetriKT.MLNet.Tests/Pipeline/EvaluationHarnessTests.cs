@@ -593,6 +593,38 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.StartsWith($"The report could not be written ({Path.Combine(aFile, "RESULTS.md")}, plot {Path.Combine(Temp, "plot.png")}): ", line);
     }
 
+    /// <summary>
+    /// A data file the user cannot read, or a cache folder they cannot create, is one line and exit code 1, as a missing
+    /// one is; both were an unhandled <see cref="UnauthorizedAccessException"/> with its stack trace.
+    /// </summary>
+    [SharedDataFact]
+    public void AnUnreadableDataFileOrUnwritableCacheIsOneLineAndExitCodeOne()
+    {
+        var shots = Path.Combine(Temp, "data", "SST-2", "k-shot");
+        Directory.CreateDirectory(Path.Combine(shots, "16-13"));
+        File.Copy(SharedData.Path("data", "SST-2", "k-shot", "16-13", "dev.tsv"), Path.Combine(shots, "16-13", "dev.tsv"));
+        File.Copy(SharedData.Path("data", "SST-2", "k-shot", "test.tsv"), Path.Combine(shots, "test.tsv"));
+        var train = Path.Combine(shots, "16-13", "train.tsv");
+        UnreadableFile.Create(train);
+        string[] Run(string data, string cache) =>
+            ["run", "--data", data, "--tasks", "SST-2", "--seeds", "13", "--rows", Rows.Majority, "--cache", cache,
+             "--results", Path.Combine(Temp, "results.jsonl"), "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")];
+        AssertFailed(Run(Path.Combine(Temp, "data"), Path.Combine(Temp, "cache")), $"Access to the path '{train}' is denied.");
+        // /sys refuses a new folder to root as well (EPERM), as a folder without write permission does to its user.
+        const string unwritable = "/sys/retrikt-harness-cache";
+        Assert.Throws<UnauthorizedAccessException>(() => Directory.CreateDirectory(unwritable));
+        foreach (var verb in new[] { "run", "teacher" })
+            AssertFailed(verb == "run" ? Run(SharedData.Path("data"), unwritable) : ["teacher", "--tasks", "SST-2", "--cache", unwritable],
+                $"Access to the path '{unwritable}' is denied.");
+
+        static void AssertFailed(string[] arguments, string expected)
+        {
+            var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", arguments);
+            Assert.True(code == 1, $"{string.Join(' ', arguments)}: exit code {code}; stderr: {error}");
+            Assert.Equal(expected, Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+        }
+    }
+
     /// <summary>A teacher or results file that is not there: refused before any work, and a report is not rewritten empty.</summary>
     [Fact]
     public void AMissingTeacherOrResultsFileIsOneLineAndExitCodeTwo()
