@@ -17,24 +17,31 @@ internal static class CommandLineSwitches
     /// <summary>
     /// Refuses the first switch (<c>--Name value</c>, <c>--Name=value</c>, <c>/Name value</c>) that names neither one of
     /// <paramref name="settings"/> (a section's setting as <c>Section:Name</c>) nor the host's own; names are compared as
-    /// configuration compares them, ignoring case.
+    /// configuration compares them, ignoring case. Refuses as well what configuration skips without a word: a switch with no
+    /// value (the last argument, or one followed by another switch), and an argument that is no switch (<c>model.zip</c> alone,
+    /// <c>-ModelPath</c> with one dash). <c>--ModelPath $MODEL</c> with the variable unset served appsettings.json's model.zip,
+    /// one found in the working folder.
     /// </summary>
-    /// <exception cref="ArgumentException">A switch names no setting (the message lists the settings).</exception>
+    /// <exception cref="ArgumentException">A switch names no setting or has no value, or an argument is no switch (the message lists the settings).</exception>
     public static void Check(IReadOnlyList<string> args, IReadOnlyCollection<string> settings)
     {
+        string Settings() => $"this server's settings are {string.Join(", ", settings.Select(s => "--" + s))} " +
+                             "(and the host's: --urls, --environment, --Logging:..., --Kestrel:...)";
         for (int i = 0; i < args.Count; i++)
         {
             var arg = args[i];
             string? name = arg.StartsWith("--", StringComparison.Ordinal) ? arg[2..] : arg.StartsWith('/') ? arg[1..] : null;
-            if (name is null) continue;
+            if (name is null)
+                throw new ArgumentException($"Unexpected argument '{arg}': settings are given as --Name value or --Name=value; {Settings()}.");
             int equals = name.IndexOf('=');
             if (equals >= 0) name = name[..equals];
-            else i++; // the next argument is the value
-            if (settings.Contains(name, StringComparer.OrdinalIgnoreCase) || HostSettings.Contains(name, StringComparer.OrdinalIgnoreCase)
-                || HostSections.Any(s => name.StartsWith(s + ":", StringComparison.OrdinalIgnoreCase)))
-                continue;
-            throw new ArgumentException($"Unknown setting '{arg}'; this server's settings are {string.Join(", ", settings.Select(s => "--" + s))} " +
-                                        $"(and the host's: --urls, --environment, --Logging:..., --Kestrel:...).");
+            if (!settings.Contains(name, StringComparer.OrdinalIgnoreCase) && !HostSettings.Contains(name, StringComparer.OrdinalIgnoreCase)
+                && !HostSections.Any(s => name.StartsWith(s + ":", StringComparison.OrdinalIgnoreCase)))
+                throw new ArgumentException($"Unknown setting '{arg}'; {Settings()}.");
+            if (equals >= 0) continue;
+            if (i + 1 >= args.Count || args[i + 1].StartsWith("--", StringComparison.Ordinal))
+                throw new ArgumentException($"Setting '{arg}' has no value; give it as {arg} <value> or {arg}=<value>.");
+            i++; // the next argument is the value
         }
     }
 

@@ -191,6 +191,30 @@ public class ExplainAndHealthTests
     }
 
     /// <summary>
+    /// What ASP.NET's configuration skips without a word: a switch with no value (<c>--ModelPath $MODEL</c> with the variable
+    /// unset), a switch with one dash, a path with no switch. Each left ModelPath at appsettings.json's model.zip, and the
+    /// server started on a model.zip found in the working folder (here it said only that none is there, exit code 1). Each now
+    /// ends with one line naming the argument and exit code 2.
+    /// </summary>
+    [Fact]
+    public void ASwitchWithoutValueOrAnArgumentThatIsNoSwitchEndsTheProcessWithOneLineAndExitCodeTwo()
+    {
+        using var dir = new TempDir();
+        foreach (var (arguments, expected) in new (string[], string)[]
+        {
+            (["--urls", "http://127.0.0.1:0", "--ModelPath"], "error: Setting '--ModelPath' has no value; give it as --ModelPath <value> or --ModelPath=<value>."),
+            (["--ModelPath", "--urls", "http://127.0.0.1:0"], "error: Setting '--ModelPath' has no value; give it as --ModelPath <value> or --ModelPath=<value>."),
+            (["-ModelPath", dir.File("new.zip"), "--urls", "http://127.0.0.1:0"], "error: Unexpected argument '-ModelPath': settings are given as --Name value or --Name=value; this server's settings are --ModelPath,"),
+            (["new.zip", "--urls", "http://127.0.0.1:0"], "error: Unexpected argument 'new.zip': settings are given as --Name value or --Name=value;"),
+        })
+        {
+            var (code, error) = RunWebApi(arguments);
+            Assert.True(code == 2, $"[{string.Join(' ', arguments)}]: exit code {code}: {error}");
+            Assert.StartsWith(expected, Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+        }
+    }
+
+    /// <summary>
     /// train-demo-model finds the text and label columns by their header names: read by position, a file with the label
     /// first trained on the labels as texts, exited 0 and saved a model that answers with sentences. A file without the
     /// columns is one line naming the file and the header (it was ML.NET's "doesn't contain key values metadata").
