@@ -100,7 +100,7 @@ if (verb == "run")
             teacherPaths[task] = path = o.TeacherPath ?? TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token, o.ShippedTeachersRoot);
         if (loaded is not null && loadedPath == path) return (loaded, path);
         loaded?.Dispose();
-        loaded = TeacherModel.Load(path);
+        loaded = TeacherBuilder.Load(path);
         loadedPath = path;
         loaded.RequiresGrad = false;
         teacherDescription = $"{loaded.Config} — {loaded.ParameterCount:N0} parameters, sha256 {loaded.ContentHash[..16]}…, at {path}";

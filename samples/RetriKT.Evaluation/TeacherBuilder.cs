@@ -289,6 +289,23 @@ public static class TeacherBuilder
         return (model, folder);
     }
 
+    /// <summary>
+    /// Loads the teacher at <paramref name="path"/> (given with --teacher, or built). Whatever the loader meets in a path that
+    /// is not a teacher checkpoint (an encoder's folder, a model type it does not support) is an
+    /// <see cref="InvalidDataException"/> naming the path, which the harness says in one line, as it says a damaged checkpoint.
+    /// </summary>
+    public static TeacherModel Load(string path)
+    {
+        try
+        {
+            return TeacherModel.Load(path);
+        }
+        catch (Exception e) when (e is not (OutOfMemoryException or InvalidDataException or IOException or UnauthorizedAccessException))
+        {
+            throw new InvalidDataException($"{path} is not a loadable teacher checkpoint (a Hugging Face model directory or a llama2.c .bin): {RetriKT.MLNet.ModelFiles.Describe(e)}", e);
+        }
+    }
+
     /// <summary>The shipped teacher's model after its weights are checked against done.json, or null when there is none; the caller owns it.</summary>
     private static TeacherModel? LoadVerified(string shippedRoot, string task, TeacherSettings settings, out string folder)
     {

@@ -14,7 +14,7 @@ public static class TeacherProbe
 {
     public static void Run(string dataRoot, string task, string teacherPath, int trainSample, Action<string> log)
     {
-        using var teacher = TeacherModel.Load(teacherPath);
+        using var teacher = TeacherBuilder.Load(teacherPath);
         teacher.RequiresGrad = false;
         var fewShot = FewShotBenchmarks.Load(dataRoot, task);
         var labelIndex = fewShot.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => p.i);

@@ -625,6 +625,29 @@ public sealed class EvaluationHarnessTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// A --teacher the loader cannot take (an encoder's folder, a model type it does not support) is one line naming it and
+    /// exit code 1, as a damaged checkpoint is; run and probe ended with the loader's NotSupportedException and its stack trace.
+    /// </summary>
+    [SharedDataFact]
+    public void ATeacherOfAnUnsupportedModelTypeIsOneLineAndExitCodeOne()
+    {
+        var bert = SharedData.Path("models", "hf-tiny-random-bert");
+        foreach (var arguments in new[]
+        {
+            new[] { "probe", "--tasks", "SST-2", "--teacher", bert, "--cache", Path.Combine(Temp, "cache") },
+            ["run", "--tasks", "SST-2", "--seeds", "13", "--rows", Rows.Teacher, "--teacher", bert, "--cache", Path.Combine(Temp, "cache"),
+             "--results", Path.Combine(Temp, "results.jsonl"), "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")],
+        })
+        {
+            var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", arguments);
+            Assert.True(code == 1, $"{arguments[0]}: exit code {code}; stderr: {error}");
+            Assert.Equal($"{bert} is not a loadable teacher checkpoint (a Hugging Face model directory or a llama2.c .bin): " +
+                         $"{Path.Combine(bert, "config.json")}: model_type 'bert' is not supported; expected one of llama, mistral, qwen2, gpt2.",
+                Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+        }
+    }
+
     /// <summary>A teacher or results file that is not there: refused before any work, and a report is not rewritten empty.</summary>
     [Fact]
     public void AMissingTeacherOrResultsFileIsOneLineAndExitCodeTwo()
