@@ -139,9 +139,21 @@ if (verb == "run")
 
 // A report from a results file that is not there would rewrite the tables empty (a misspelt --results, for example).
 if (verb == "report" && !File.Exists(o.ResultsPath)) return Fail($"--results '{o.ResultsPath}' does not exist; report rewrites the tables from it.");
-var resultsLog = new ResultsLog(o.ResultsPath);
-var runs = RunLog.Read(o.RunLogPath);
-var teachers = TeacherRecords.Read(o.TeacherRecordsPath);
+ResultsLog resultsLog;
+JsonLinesContent<RunRecord> runs;
+JsonLinesContent<System.Text.Json.Nodes.JsonObject> teachers;
+// A results, run or teacher record file this user cannot read: one line, as a report that cannot be written.
+try
+{
+    resultsLog = new ResultsLog(o.ResultsPath);
+    runs = RunLog.Read(o.RunLogPath);
+    teachers = TeacherRecords.Read(o.TeacherRecordsPath);
+}
+catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+{
+    Console.Error.WriteLine($"The results could not be read: {e.Message}");
+    return 1;
+}
 foreach (var warning in resultsLog.Ignored.Concat(runs.Ignored).Concat(teachers.Ignored)) Log("Warning: " + warning);
 var results = resultsLog.Results;
 // A report or plot that cannot be written (its folder is a file, the disk is full): one line; a run's results are kept.

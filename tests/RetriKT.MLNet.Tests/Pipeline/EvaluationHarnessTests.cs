@@ -648,6 +648,19 @@ public sealed class EvaluationHarnessTests : IDisposable
         }
     }
 
+    /// <summary>A results file report cannot read is one line and exit code 1 (it was an UnauthorizedAccessException's stack trace); no report is written.</summary>
+    [Fact]
+    public void AnUnreadableResultsFileIsOneLineAndExitCodeOneOnReport()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        UnreadableFile.Create(results);
+        var report = Path.Combine(Temp, "RESULTS.md");
+        var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", ["report", "--results", results, "--report", report, "--plot", Path.Combine(Temp, "plot.png")]);
+        Assert.True(code == 1, $"exit code {code}; stderr: {error}");
+        Assert.Equal($"The results could not be read: Access to the path '{results}' is denied.", Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+        Assert.False(File.Exists(report));
+    }
+
     /// <summary>A teacher or results file that is not there: refused before any work, and a report is not rewritten empty.</summary>
     [Fact]
     public void AMissingTeacherOrResultsFileIsOneLineAndExitCodeTwo()
