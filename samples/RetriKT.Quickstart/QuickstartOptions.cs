@@ -143,20 +143,20 @@ public sealed record QuickstartOptions
         };
         root.SetAction(parse => run(Validate(new QuickstartOptions
         {
-            TeacherPath = parse.GetValue(teacher) is { } t ? Path.GetFullPath(t) : null,
-            DataFolder = parse.GetValue(data) is { } d ? Path.GetFullPath(d) : null,
+            TeacherPath = FullPath("--teacher", parse.GetValue(teacher)),
+            DataFolder = FullPath("--data", parse.GetValue(data)),
             Task = parse.GetValue(task)!,
             Seed = parse.GetValue(seed),
-            OutputFolder = parse.GetValue(output) is { } o ? Path.GetFullPath(o) : Defaults.OutputFolder,
+            OutputFolder = FullPath("--out", parse.GetValue(output)) ?? Defaults.OutputFolder,
             // --quick makes the settings not given smaller; one given on the command line is taken as it is.
             PpoSteps = parse.GetValue(quick) && parse.GetResult(ppoSteps) is not { Implicit: false } ? QuickPpoSteps : parse.GetValue(ppoSteps),
             SamplesPerLabel = parse.GetValue(samples) ?? (parse.GetValue(quick) ? QuickSamplesPerLabel : null),
-            UnlabeledPath = parse.GetValue(unlabeled) is { } u ? Path.GetFullPath(u) : null,
+            UnlabeledPath = FullPath("--unlabeled", parse.GetValue(unlabeled)),
             UnlabeledRows = parse.GetValue(unlabeledRows),
             UnlabeledAfterTraining = parse.GetValue(afterTraining),
-            TrainPath = parse.GetValue(train) is { } tr ? Path.GetFullPath(tr) : null,
-            DevPath = parse.GetValue(dev) is { } dv ? Path.GetFullPath(dv) : null,
-            TestPath = parse.GetValue(test) is { } ts ? Path.GetFullPath(ts) : null,
+            TrainPath = FullPath("--train", parse.GetValue(train)),
+            DevPath = FullPath("--dev", parse.GetValue(dev)),
+            TestPath = FullPath("--test", parse.GetValue(test)),
             Verbalizer = parse.GetValue(verbalizer) is { } v ? ParseVerbalizer(v) : null,
             Template = parse.GetValue(template) ?? DefaultTemplate,
             Quick = parse.GetValue(quick),
@@ -164,6 +164,14 @@ public sealed record QuickstartOptions
         }, templateGiven: parse.GetResult(template) is not null, taskGiven: parse.GetResult(task) is { Implicit: false }, seedGiven: parse.GetResult(seed) is { Implicit: false })));
         return root;
     }
+
+    /// <summary>
+    /// A path option's value as a full path (relative to the working directory), null when the option is not given. An empty
+    /// value (<c>--teacher "$TEACHER"</c> with the variable unset) names the option instead of failing in Path.GetFullPath.
+    /// </summary>
+    private static string? FullPath(string option, string? value) => value is null ? null
+        : string.IsNullOrWhiteSpace(value) ? throw new InputException($"{option}: expected a path, found an empty value.")
+        : Path.GetFullPath(value);
 
     /// <summary>"0=terrible,1=great" → (0, terrible), (1, great), in order.</summary>
     private static List<KeyValuePair<string, string>> ParseVerbalizer(string value)

@@ -39,6 +39,21 @@ public class QuickstartInputTests
     [InlineData("--train a.tsv --dev b.tsv --test c.tsv --verbalizer 0=bad,1=good", "--train needs --teacher as well")]
     public void BadOptionsGiveOneLineAndExitTwo(string arguments, string expected) => AssertInputError(arguments.Split(' '), expected);
 
+    /// <summary>
+    /// An empty path (<c>--teacher "$TEACHER"</c> with the variable unset) ended as "the Quickstart failed: The value cannot be
+    /// an empty string. (Parameter 'path')" with exit code 1, naming no option and pointing at a quickstart.log never written.
+    /// </summary>
+    [Theory]
+    [InlineData("--teacher")]
+    [InlineData("--data")]
+    [InlineData("--out")]
+    [InlineData("--unlabeled")]
+    [InlineData("--train")]
+    [InlineData("--dev")]
+    [InlineData("--test")]
+    public void AnEmptyPathGivesOneLineNamingTheOptionAndExitTwo(string option) =>
+        AssertInputError([option, ""], $"error: {option}: expected a path, found an empty value.");
+
     [SharedDataFact]
     public void AnOwnTaskRunsFromThreeFilesAndAVerbalizer()
     {
