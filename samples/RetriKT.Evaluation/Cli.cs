@@ -87,6 +87,8 @@ public static class Cli
             if (!args[i].StartsWith("--", StringComparison.Ordinal)) throw new ArgumentException($"Unexpected argument '{args[i]}'.");
             if (i + 1 >= args.Count) throw new ArgumentException($"Option {args[i]} needs a value.");
             string name = args[i][2..], value = args[++i];
+            // An unset variable (--teacher "$TEACHER") would be a path named after the working folder, or no tasks or rows at all.
+            if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"Option --{name} has an empty value.");
             // --set may repeat (its pairs add up); any other option given twice would silently keep only the last value.
             if (values.TryGetValue(name, out var earlier))
                 values[name] = name == "set" ? earlier + "," + value : throw new ArgumentException($"Option --{name} is given twice ('{earlier}', '{value}'); give it once.");

@@ -517,6 +517,19 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.StartsWith("Unknown option(s): --rowz", Assert.Throws<ArgumentException>(() => Cli.Parse(["--rowz", "x"], Temp, "report")).Message);
     }
 
+    /// <summary>
+    /// An empty value (<c>--teacher "$TEACHER"</c> with the variable unset) names its option; a path option said only "The value
+    /// cannot be an empty string. (Parameter 'path')", and an empty --tasks or --rows was "Unknown task ''".
+    /// </summary>
+    [Theory]
+    [InlineData("--teacher")]
+    [InlineData("--data")]
+    [InlineData("--cache")]
+    [InlineData("--results")]
+    [InlineData("--tasks")]
+    public void AnEmptyOptionValueNamesTheOption(string option) =>
+        Assert.Equal($"Option {option} has an empty value.", Assert.Throws<ArgumentException>(() => Cli.Parse([option, " "], Temp)).Message);
+
     /// <summary>The harness as a user runs it (a real process): a bad --set is one line and exit code 2, before any teacher is loaded.</summary>
     [Theory]
     [InlineData("SamplesPerLabell=1", "--set: RetriKTPipelineOptions has no field 'SamplesPerLabell'.")]
