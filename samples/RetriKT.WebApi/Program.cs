@@ -4,7 +4,7 @@ using RetriKT.WebApi;
 // serve before a RetriKT model exists; anything else starts the server (configure the model with --ModelPath).
 // Relative paths resolve against the caller's working directory. A model that cannot be served at start-up (missing,
 // damaged, wrong schema) ends the process with one line on stderr and exit code 1; a switch that names no setting
-// (--ModlePath) with one line and exit code 2.
+// (--ModlePath) with one line and exit code 2. --help (-h, -?) lists the settings with their defaults (exit code 0).
 if (args.Length > 0 && args[0] == "train-demo-model")
 {
     if (args.Length is < 3 or > 4)
@@ -29,6 +29,15 @@ if (args.Length > 0 && args[0] == "train-demo-model")
     return 0;
 }
 
+if (RetriKT.Samples.CommandLineSwitches.AsksForHelp(args))
+{
+    Console.WriteLine(RetriKT.Samples.CommandLineSwitches.Usage<ServingOptions>(
+        "Usage: dotnet RetriKT.WebApi.dll --ModelPath <model.zip> [--urls http://127.0.0.1:5000] [--Name value ...]\n" +
+        "       dotnet RetriKT.WebApi.dll train-demo-model <train.tsv> <model.zip> [iterations]\n" +
+        "Serves a model.zip (a RetriKT student or any ML.NET text classifier) at /predict, /explain and /healthz.",
+        ["--ModelPath (default: appsettings.json's \"model.zip\", resolved against the working directory)"], section: "Serving"));
+    return 0;
+}
 try
 {
     // The host logs a start-up failure with every inner stack trace (~80 lines); this program says it in one line.

@@ -45,6 +45,27 @@ internal static class CommandLineSwitches
         }
     }
 
+    /// <summary>
+    /// Whether the command line asks for help (<c>--help</c>, <c>-h</c> or <c>-?</c> anywhere): the servers then print
+    /// <see cref="Usage{T}"/> and exit with code 0 (<c>--help</c> was refused as an unknown setting, exit code 2).
+    /// </summary>
+    public static bool AsksForHelp(IReadOnlyList<string> args) => args.Any(a => a is "--help" or "-h" or "-?");
+
+    /// <summary>
+    /// A server sample's usage: <paramref name="synopsis"/>, <paramref name="settings"/> (name and what it is), then each
+    /// setting of <typeparamref name="T"/> (under <paramref name="section"/>) with its default, then the host's.
+    /// </summary>
+    public static string Usage<T>(string synopsis, IEnumerable<string> settings, string? section = null) where T : new()
+    {
+        var defaults = new T();
+        var lines = new List<string> { synopsis, "", "Settings (--Name value or --Name=value on the command line; also read from the host's configuration: environment variables, appsettings.json where there is one):" };
+        lines.AddRange(settings.Select(line => "  " + line));
+        foreach (var p in typeof(T).GetProperties().Where(p => p.CanWrite))
+            lines.Add($"  --{(section is null ? p.Name : $"{section}:{p.Name}")} (default: {p.GetValue(defaults) switch { null or "" => "none", string text => $"\"{text}\"", var value => Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture) }})");
+        lines.Add("Host settings: --urls, --environment, --Logging:..., --Kestrel:... (ASP.NET's own).");
+        return string.Join(Environment.NewLine, lines);
+    }
+
     /// <summary>The settings a class binds: its public properties' names, under <paramref name="section"/> when given.</summary>
     public static IEnumerable<string> Of<T>(string? section = null)
         => typeof(T).GetProperties().Where(p => p.CanWrite).Select(p => section is null ? p.Name : $"{section}:{p.Name}");

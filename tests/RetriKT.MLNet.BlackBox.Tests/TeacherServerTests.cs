@@ -44,6 +44,22 @@ public class TeacherServerTests(SharedTeacherServer shared)
         }
     }
 
+    /// <summary>--help (or -h) was refused as an unknown setting with exit code 2; it prints the settings with their defaults.</summary>
+    [Fact]
+    public void HelpListsTheSettingsWithTheirDefaultsAndExitsZero()
+    {
+        foreach (var flag in new[] { "--help", "-h" })
+        {
+            var (exit, output, error) = TeacherServerProcess.RunToExit(flag);
+            Assert.True(exit == 0, $"{flag}: exit code {exit}; stderr: {error}");
+            Assert.Equal("", error);
+            Assert.StartsWith("Usage: dotnet RetriKT.TeacherServer.dll --ModelPath", output);
+            Assert.Contains("--BatchWindowMs (default: 5)", output);
+            Assert.Contains("--ModelId (default: none)", output);
+            Assert.DoesNotContain("listening", output);
+        }
+    }
+
     [SharedDataFact]
     public void AnAddressInUseIsOneLineAndExitCodeOne()
     {

@@ -214,6 +214,21 @@ public class ExplainAndHealthTests
         }
     }
 
+    /// <summary>--help (or -?) was refused as an unknown setting with exit code 2; it prints the settings with their defaults.</summary>
+    [Fact]
+    public void HelpListsTheSettingsWithTheirDefaultsAndExitsZero()
+    {
+        foreach (var flag in new[] { "--help", "-?" })
+        {
+            var (code, output, error) = ChildProcess.RunApp("RetriKT.WebApi.dll", [flag]);
+            Assert.True(code == 0, $"{flag}: exit code {code}: {error}");
+            Assert.Equal("", error);
+            Assert.StartsWith("Usage: dotnet RetriKT.WebApi.dll --ModelPath <model.zip>", output);
+            Assert.Contains("--Serving:MaxTextLength (default: 2000)", output);
+            Assert.Contains("train-demo-model <train.tsv> <model.zip> [iterations]", output);
+        }
+    }
+
     /// <summary>
     /// train-demo-model finds the text and label columns by their header names: read by position, a file with the label
     /// first trained on the labels as texts, exited 0 and saved a model that answers with sentences. A file without the
