@@ -13,6 +13,12 @@ if (args.Length > 0 && args[0] == "train-demo-model")
         Console.Error.WriteLine("error: usage: train-demo-model <train.tsv> <model.zip> [iterations]");
         return 2;
     }
+    // An empty output path failed only after training, naming no argument ("The value cannot be an empty string. (Parameter 'path')").
+    if (string.IsNullOrWhiteSpace(args[1]) || string.IsNullOrWhiteSpace(args[2]))
+    {
+        Console.Error.WriteLine($"error: train-demo-model: expected a path for {(string.IsNullOrWhiteSpace(args[1]) ? "<train.tsv>" : "<model.zip>")}, found an empty value.");
+        return 2;
+    }
     int iterations = 10;
     if (args.Length > 3 && !(int.TryParse(args[3], out iterations) && iterations > 0))
     {

@@ -48,7 +48,9 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
     {
         _filePath = Path.GetFullPath(filePath);
         if (!File.Exists(_filePath))
-            throw new FileNotFoundException($"Model file '{_filePath}' does not exist.", _filePath);
+            throw new FileNotFoundException(Directory.Exists(_filePath)
+                ? $"Model file '{_filePath}' is a folder; expected a model.zip file." // "does not exist" sent users looking for a file that is there
+                : $"Model file '{_filePath}' does not exist.", _filePath);
         byte[] bytes;
         lock (_reloadLock)
         {

@@ -166,6 +166,11 @@ public class ExplainAndHealthTests
         var (missingCode, missingError) = RunWebApi(["--ModelPath", dir.File("missing.zip"), "--urls", "http://127.0.0.1:0"]);
         Assert.Equal(1, missingCode);
         Assert.Equal($"error: Model file '{dir.File("missing.zip")}' does not exist.", missingError.Trim());
+
+        // A folder was reported as a file that "does not exist".
+        var (folderCode, folderError) = RunWebApi(["--ModelPath", dir.Path, "--urls", "http://127.0.0.1:0"]);
+        Assert.Equal(1, folderCode);
+        Assert.Equal($"error: Model file '{System.IO.Path.GetFullPath(dir.Path)}' is a folder; expected a model.zip file.", folderError.Trim());
     }
 
     /// <summary>
@@ -255,6 +260,11 @@ public class ExplainAndHealthTests
         Assert.Equal($"error: train-demo-model: {commas} line 1: column 'sentence' (or 'text') not found in header [sentence,label] " +
                      "(the file looks comma-separated; expected tab-separated).", error.Trim());
         Assert.False(File.Exists(dir.File("commas.zip")));
+
+        // An empty output path failed only after training, naming no argument.
+        (code, error) = RunWebApi(["train-demo-model", swapped, ""]);
+        Assert.Equal(2, code);
+        Assert.Equal("error: train-demo-model: expected a path for <model.zip>, found an empty value.", error.Trim());
     }
 
     /// <summary>The model file with one byte of its student's Weights.bin changed, rewritten as a valid zip (fresh CRCs).</summary>
