@@ -2,9 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.Logging;
 using Microsoft.ML;
 using RetriKT.MLNet.BlackBox.Tests.Infrastructure;
 using RetriKT.MLNet.Common;
@@ -30,10 +28,7 @@ public class BlackBoxCheckpointTests
     internal static async Task<WebApplication> DeterministicTeacher(int failGeneration = 0)
     {
         int generations = 0;
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        var app = builder.Build();
+        var app = LocalEndpoint.Create();
         app.MapPost("/v1/chat/completions", async (HttpContext http) =>
         {
             var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
@@ -227,10 +222,7 @@ public class BlackBoxCheckpointTests
     [Fact]
     public async Task EveryEndpointTakenOutFailsTheRunNamingEachOnesLastError()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        await using var server = builder.Build();
+        await using var server = LocalEndpoint.Create();
         server.MapPost("/v1/chat/completions", async (HttpContext http) =>
         {
             http.Response.StatusCode = StatusCodes.Status401Unauthorized;

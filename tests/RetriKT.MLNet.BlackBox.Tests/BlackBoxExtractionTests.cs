@@ -1,10 +1,8 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.AI;
-using Microsoft.Extensions.Logging;
 using Microsoft.ML;
 using RetriKT.MLNet.BlackBox.Tests.Infrastructure;
 using RetriKT.MLNet.Common;
@@ -227,10 +225,7 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         // A real Kestrel front: 429 + Retry-After: 1 for 1.5 s from the first request, then it forwards to the teacher.
         DateTime? busyUntil = null;
         int throttled = 0;
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        await using var app = builder.Build();
+        await using var app = LocalEndpoint.Create();
         using var forward = new HttpClient { BaseAddress = new Uri(teacher.Url) };
         app.MapPost("/v1/{**path}", async (HttpContext http, string path) =>
         {
@@ -273,10 +268,7 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
     /// </summary>
     private static async Task<WebApplication> ModelRewritingProxy(string teacherUrl, string? answerAs)
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        var app = builder.Build();
+        var app = LocalEndpoint.Create();
         var forward = new HttpClient { BaseAddress = new Uri(teacherUrl) };
         app.MapPost("/v1/{**path}", async (HttpContext http, string path) =>
         {

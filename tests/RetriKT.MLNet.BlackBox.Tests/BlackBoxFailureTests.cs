@@ -1,9 +1,8 @@
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.Logging;
 using Microsoft.ML;
+using RetriKT.MLNet.BlackBox.Tests.Infrastructure;
 
 namespace RetriKT.MLNet.BlackBox.Tests;
 
@@ -30,10 +29,7 @@ public class BlackBoxFailureTests
     {
         long reported = 0;
         int classifications = 0;
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        await using var server = builder.Build();
+        await using var server = LocalEndpoint.Create();
         server.MapPost("/v1/chat/completions", async (HttpContext http) =>
         {
             var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
@@ -75,10 +71,7 @@ public class BlackBoxFailureTests
     {
         static async Task<string> Run(Func<string, string> answer)
         {
-            var builder = WebApplication.CreateSlimBuilder();
-            builder.WebHost.UseUrls("http://127.0.0.1:0");
-            builder.Logging.ClearProviders();
-            await using var server = builder.Build();
+            await using var server = LocalEndpoint.Create();
             server.MapPost("/v1/chat/completions", async (HttpContext http) =>
             {
                 var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
@@ -109,10 +102,7 @@ public class BlackBoxFailureTests
     public async Task AGenerationCutOffByTheContentFilterIsUnfinished()
     {
         int classifications = 0, generations = 0;
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        await using var server = builder.Build();
+        await using var server = LocalEndpoint.Create();
         server.MapPost("/v1/chat/completions", async (HttpContext http) =>
         {
             var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
@@ -145,10 +135,7 @@ public class BlackBoxFailureTests
     public async Task AnEndpointThatReportsNoTokenUsageIsNamedWhenATokenBudgetIsSet()
     {
         int generations = 0;
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        await using var server = builder.Build();
+        await using var server = LocalEndpoint.Create();
         server.MapPost("/v1/chat/completions", async (HttpContext http) =>
         {
             var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
@@ -179,10 +166,7 @@ public class BlackBoxFailureTests
     [Fact]
     public async Task GenerationAnswersWithNoTextAreNamedNotBlamedOnTheFilters()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
-        await using var server = builder.Build();
+        await using var server = LocalEndpoint.Create();
         server.MapPost("/v1/chat/completions", async (HttpContext http) =>
         {
             var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
