@@ -247,9 +247,11 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     /// </summary>
     public static int[] Tokenize(WordPieceVocabulary vocabulary, int maxTokens, string text, string? text2)
     {
-        var a = vocabulary.Encode(text ?? "");
-        var b = text2 is null ? null : vocabulary.Encode(text2);
-        int budget = maxTokens - (b is null ? 2 : 3);
+        int budget = maxTokens - (text2 is null ? 2 : 3);
+        // Neither text keeps more than the budget, and the longest-first cut from budget + 1 tokens passes through the
+        // same lengths as from the whole text: a long text is read only as far as that.
+        var a = vocabulary.Encode(text ?? "", Math.Max(budget, 0) + 1);
+        var b = text2 is null ? null : vocabulary.Encode(text2, Math.Max(budget, 0) + 1);
         while (a.Count + (b?.Count ?? 0) > budget)
         {
             // As the reference (_truncate_seq_pair, HF longest_first): the longer text loses a token, the second on a tie.

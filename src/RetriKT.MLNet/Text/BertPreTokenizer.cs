@@ -12,36 +12,54 @@ namespace RetriKT.MLNet.Text;
 /// </summary>
 internal static class BertPreTokenizer
 {
-    public static List<string> Split(string text, bool lowerCase)
+    public static List<string> Split(string text, bool lowerCase) => [.. Words(text, lowerCase)];
+
+    /// <summary>
+    /// <see cref="Split"/>'s words one at a time, as they are reached: a caller that needs only the first words of a long
+    /// text (a tokenizer that truncates) stops reading there. Splitting a 4 MB text whole took about 2 s and 480 MB for a
+    /// vector that reads its first 254 tokens.
+    /// </summary>
+    public static IEnumerable<string> Words(string text, bool lowerCase)
     {
-        var cleaned = new StringBuilder(text.Length);
+        // The reference maps whitespace to spaces, surrounds CJK ideographs with spaces and splits on spaces: the same as
+        // ending a word at each whitespace and making each ideograph a word of its own.
+        var raw = new StringBuilder();
         foreach (var rune in text.EnumerateRunes())
         {
-            int cp = rune.Value;
             if (IsDropped(rune)) continue;
-            if (IsWhitespace(rune)) cleaned.Append(' ');
-            else if (IsCjk(cp)) cleaned.Append(' ').Append(rune.ToString()).Append(' ');
-            else cleaned.Append(rune.ToString());
-        }
-
-        var words = new List<string>();
-        foreach (var raw in cleaned.ToString().Split(' ', StringSplitOptions.RemoveEmptyEntries))
-        {
-            var token = raw;
-            if (lowerCase) token = StripAccents(ToLower(token));
-            var current = new StringBuilder();
-            foreach (var rune in token.EnumerateRunes())
+            bool cjk = IsCjk(rune.Value);
+            if (!cjk && !IsWhitespace(rune))
             {
-                if (IsPunctuation(rune))
-                {
-                    if (current.Length > 0) { words.Add(current.ToString()); current.Clear(); }
-                    words.Add(rune.ToString());
-                }
-                else current.Append(rune.ToString());
+                raw.Append(rune.ToString());
+                continue;
             }
-            if (current.Length > 0) words.Add(current.ToString());
+            if (raw.Length > 0)
+            {
+                foreach (var word in PunctuationSplit(raw.ToString(), lowerCase)) yield return word;
+                raw.Clear();
+            }
+            if (cjk)
+                foreach (var word in PunctuationSplit(rune.ToString(), lowerCase)) yield return word;
         }
-        return words;
+        if (raw.Length > 0)
+            foreach (var word in PunctuationSplit(raw.ToString(), lowerCase)) yield return word;
+    }
+
+    /// <summary>One space-free piece of text, lower-cased and accent-stripped when asked, split at each punctuation character.</summary>
+    private static IEnumerable<string> PunctuationSplit(string raw, bool lowerCase)
+    {
+        var token = lowerCase ? StripAccents(ToLower(raw)) : raw;
+        var current = new StringBuilder();
+        foreach (var rune in token.EnumerateRunes())
+        {
+            if (IsPunctuation(rune))
+            {
+                if (current.Length > 0) { yield return current.ToString(); current.Clear(); }
+                yield return rune.ToString();
+            }
+            else current.Append(rune.ToString());
+        }
+        if (current.Length > 0) yield return current.ToString();
     }
 
     /// <summary>

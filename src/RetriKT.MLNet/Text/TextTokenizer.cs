@@ -127,9 +127,11 @@ public sealed class TextTokenizingTransformer : RowMappingTransformer
 
     internal int[] Encode(string text, string? text2, out bool truncated)
     {
-        var a = Vocabulary.Encode(text);
-        var b = text2 is null ? null : Vocabulary.Encode(text2);
-        int room = MaxLength - (b is null ? 2 : 3);
+        int room = MaxLength - (text2 is null ? 2 : 3);
+        // Neither part keeps more than the room, and the cut below from room + 1 tokens passes through the same lengths
+        // as from the whole text (and still says it truncated): a long text is read only as far as that.
+        var a = Vocabulary.Encode(text, Math.Max(room, 0) + 1);
+        var b = text2 is null ? null : Vocabulary.Encode(text2, Math.Max(room, 0) + 1);
         int lengthA = a.Count, lengthB = b?.Count ?? 0;
         truncated = lengthA + lengthB > room;
         // Trim the longer part first, as BERT's longest-first pair truncation does; on a tie this cuts the first text where

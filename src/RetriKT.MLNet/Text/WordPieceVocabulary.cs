@@ -64,11 +64,21 @@ public sealed class WordPieceVocabulary
     /// WordPiece ids of <paramref name="text"/> without special tokens, as BERT's reference tokenizer produces them
     /// (BERT basic tokenization, then greedy longest-match WordPiece through Microsoft.ML.Tokenizers).
     /// </summary>
-    public List<int> Encode(string text)
+    public List<int> Encode(string text) => Encode(text, int.MaxValue);
+
+    /// <summary>
+    /// The first <paramref name="maxTokens"/> ids of <see cref="Encode(string)"/>, reading no further into the text than
+    /// they need: what a truncating tokenizer keeps of a long text costs what it keeps, not the text's length.
+    /// </summary>
+    internal List<int> Encode(string text, int maxTokens)
     {
         var ids = new List<int>();
-        foreach (var word in BertPreTokenizer.Split(text, LowerCase))
+        foreach (var word in BertPreTokenizer.Words(text, LowerCase))
+        {
+            if (ids.Count >= maxTokens) break;
             ids.AddRange(Tokenizer.EncodeToIds(word, considerPreTokenization: false, considerNormalization: false));
+        }
+        if (ids.Count > maxTokens) ids.RemoveRange(maxTokens, ids.Count - maxTokens);
         return ids;
     }
 
