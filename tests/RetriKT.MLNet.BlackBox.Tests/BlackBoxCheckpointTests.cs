@@ -120,16 +120,22 @@ public class BlackBoxCheckpointTests
         Assert.Equal(0, whole.Report.Extraction.Dropped.Values.Sum());
 
         var checkpoint = folder.File("resumed.jsonl");
+        var resumed = CancelAfterFourSamplesThenResume(ml, url, checkpoint);
+        Assert.Equal(4, resumed.Report.Extraction.ResumedBatches);
+        Assert.Equal(0, resumed.Report.Extraction.Dropped.Values.Sum());
+        Assert.Equal(whole.Report.Requests - 2 * 4, resumed.Report.Requests);
+        Assert.Equal(Generated(whole.Store), Generated(resumed.Store));
+    }
+
+    /// <summary>A run on <paramref name="checkpoint"/> cancelled after four judged samples, then the run that resumes it.</summary>
+    private static BlackBoxExtraction CancelAfterFourSamplesThenResume(MLContext ml, string url, string checkpoint)
+    {
         using (var cts = new CancellationTokenSource())
         {
             var progress = new SyncProgress(p => { if (p.Step >= 4) cts.Cancel(); });
             Assert.ThrowsAny<OperationCanceledException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, checkpoint, token: cts.Token, progress: progress)).Fit(StoryData(ml)));
         }
-        var resumed = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, checkpoint)).Fit(StoryData(ml));
-        Assert.Equal(4, resumed.Report.Extraction.ResumedBatches);
-        Assert.Equal(0, resumed.Report.Extraction.Dropped.Values.Sum());
-        Assert.Equal(whole.Report.Requests - 2 * 4, resumed.Report.Requests);
-        Assert.Equal(Generated(whole.Store), Generated(resumed.Store));
+        return ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, checkpoint)).Fit(StoryData(ml));
     }
 
     /// <summary>
@@ -151,12 +157,7 @@ public class BlackBoxCheckpointTests
         await using var interrupted = await DeterministicTeacher(failGeneration: 2);
         var url = interrupted.Urls.Single();
         var checkpoint = folder.File("resumed.jsonl");
-        using (var cts = new CancellationTokenSource())
-        {
-            var progress = new SyncProgress(p => { if (p.Step >= 4) cts.Cancel(); });
-            Assert.ThrowsAny<OperationCanceledException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, checkpoint, token: cts.Token, progress: progress)).Fit(StoryData(ml)));
-        }
-        var resumed = ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, checkpoint)).Fit(StoryData(ml));
+        var resumed = CancelAfterFourSamplesThenResume(ml, url, checkpoint);
         Assert.Equal(4, resumed.Report.Extraction.ResumedBatches);
         Assert.Equal(0, resumed.Report.Extraction.Dropped.Values.Sum());
         Assert.Equal(Generated(whole.Store), Generated(resumed.Store));
