@@ -71,11 +71,6 @@ public class BlackBoxCheckpointTests
         RetryDelay = TimeSpan.FromMilliseconds(10), MaxRetries = 1, MaxConsecutiveFailures = 2, RequestTimeout = TimeSpan.FromSeconds(10),
     };
 
-    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
-    }
-
     private static List<string> Generated(KnowledgeStore store) => store.Entries.Where(e => e.Source == KnowledgeSource.Generated).Select(e => e.Text!).ToList();
 
     /// <summary>

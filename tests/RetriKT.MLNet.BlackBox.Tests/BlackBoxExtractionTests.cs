@@ -391,9 +391,4 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         Assert.Contains("other settings", Assert.Throws<InvalidOperationException>(() =>
             ml.RetriKT().BlackBoxKnowledgeExtractor(Short(drop: true, "keep.jsonl")).Fit(StoryData(ml))).Message);
     }
-
-    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
-    }
 }

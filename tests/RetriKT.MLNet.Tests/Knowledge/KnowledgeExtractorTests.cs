@@ -98,7 +98,7 @@ public class KnowledgeExtractorTests
         var stages = new List<string>();
         using (var cancellation = new CancellationTokenSource())
         {
-            var cancelInStage1 = new SoftPromptPpoOptionsTests.CallbackProgress(p => { stages.Add(p.Stage); if (p.Stage == "Stage 1") cancellation.Cancel(); });
+            var cancelInStage1 = new SyncProgress(p => { stages.Add(p.Stage); if (p.Stage == "Stage 1") cancellation.Cancel(); });
             var options = Fitting(cancelInStage1, cancellation.Token);
             Assert.ThrowsAny<OperationCanceledException>(() => mlContext.RetriKT().KnowledgeExtractor(options).Fit(data));
             Assert.Equal(["Stage 1"], stages);
@@ -109,7 +109,7 @@ public class KnowledgeExtractorTests
         void CancelledInExtraction()
         {
             using var cancellation = new CancellationTokenSource();
-            var cancelInExtraction = new SoftPromptPpoOptionsTests.CallbackProgress(p => { if (p.Stage == "Extraction") cancellation.Cancel(); });
+            var cancelInExtraction = new SyncProgress(p => { if (p.Stage == "Extraction") cancellation.Cancel(); });
             Assert.ThrowsAny<OperationCanceledException>(() => mlContext.RetriKT().KnowledgeExtractor(Fitting(cancelInExtraction, cancellation.Token)).Fit(data));
         }
         CancelledInExtraction(); // warms the caches up
@@ -169,11 +169,6 @@ public class KnowledgeExtractorTests
         Assert.Equal(0, keep.Report!.Dropped[DropReason.Unfinished]);
         Assert.DoesNotContain(Generated(drop), cutOff.Contains);
         Assert.True(drop.Report!.Dropped[DropReason.Unfinished] > 0, drop.Report.ToString());
-    }
-
-    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
     }
 
     [Fact]

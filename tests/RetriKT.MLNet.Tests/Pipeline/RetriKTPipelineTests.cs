@@ -207,10 +207,6 @@ public sealed class RetriKTPipelineTests : IDisposable
         }
     }
 
-    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
-    }
     [Fact]
     public void HoldsOutGeneratedEntriesOnlyLabelledWithTheTeachersArgmax()
     {

@@ -98,9 +98,4 @@ public sealed class TeacherEvaluationProgressTests
         var task = FewShotBenchmarks.Load(SharedData.Path("data"), "SST-2", seed: 13);
         return task with { Test = task.Test.Take(80).ToList() };
     }
-
-    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
-    }
 }

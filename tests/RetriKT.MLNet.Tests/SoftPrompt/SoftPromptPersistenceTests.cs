@@ -184,7 +184,7 @@ public class SoftPromptPersistenceTests
         var csv = folder.File("ppo.csv");
         File.WriteAllText(csv, "a previous run's metrics\n");
         using var cancellation = new CancellationTokenSource();
-        var cancelAfterSecondStep = new SoftPromptPpoOptionsTests.CallbackProgress(p => { if (p.Stage == "PPO" && p.Step == 2) cancellation.Cancel(); });
+        var cancelAfterSecondStep = new SyncProgress(p => { if (p.Stage == "PPO" && p.Step == 2) cancellation.Cancel(); });
         var mlContext = new MLContext(seed: 3);
         Assert.ThrowsAny<OperationCanceledException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
         {
@@ -219,7 +219,7 @@ public class SoftPromptPersistenceTests
         File.WriteAllText(csv, "step,reward\n1,0.9\n");
         File.WriteAllText(folder.File("ppo.stage1.csv"), "epoch,nll\n1,3\n2,2\n3,1\n");
         using var cancellation = new CancellationTokenSource();
-        var cancelInStage1 = new SoftPromptPpoOptionsTests.CallbackProgress(p => { if (p.Stage == "Stage 1") cancellation.Cancel(); });
+        var cancelInStage1 = new SyncProgress(p => { if (p.Stage == "Stage 1") cancellation.Cancel(); });
         Assert.ThrowsAny<OperationCanceledException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
         {
             TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 3, PromptTokens = 2, PpoSteps = 2, RolloutsPerStep = 4,

@@ -204,16 +204,10 @@ public class SoftPromptPpoOptionsTests
 
         // Cancelled during PPO (after its first step): the prompts, the value head and the frozen reference go too.
         using var cancellation = new CancellationTokenSource();
-        var cancelAtFirstPpoStep = new CallbackProgress(p => { if (p.Stage == "PPO") cancellation.Cancel(); });
+        var cancelAtFirstPpoStep = new SyncProgress(p => { if (p.Stage == "PPO") cancellation.Cancel(); });
         long start = Live();
         Assert.ThrowsAny<OperationCanceledException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(Options(3, cancelAtFirstPpoStep, cancellation.Token)).Fit(data));
         Assert.True(cancellation.IsCancellationRequested);
         Assert.Equal(0, Live() - start);
-    }
-
-    /// <summary>Reports on the training thread (Progress&lt;T&gt; posts to the thread pool, too late to stop the next step).</summary>
-    internal sealed class CallbackProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
     }
 }

@@ -328,9 +328,4 @@ public sealed class PretrainingResumeTests : IDisposable
         Assert.NotEqual(a, SeedMixer.Derive(1, "pretrain-window", 6));
         Assert.True(a >= 0);
     }
-
-    private sealed class SyncProgress(Action<TrainingProgress> report) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => report(value);
-    }
 }

@@ -82,7 +82,7 @@ public sealed class TeacherPretrainingTests : IDisposable
         using var cts = new CancellationTokenSource();
         var cancelling = new TeacherPretrainer(new MLContext(seed: 1), new TeacherPretrainerOptions { Steps = 1000, BatchSize = 2, SequenceLength = 16 });
         int seen = 0;
-        var progress = new SynchronousProgress(p => { if (++seen == 3) cts.Cancel(); });
+        var progress = new SyncProgress(p => { if (++seen == 3) cts.Cancel(); });
         Assert.ThrowsAny<OperationCanceledException>(() => cancelling.Train(model, texts, progress, cts.Token));
         Assert.InRange(seen, 3, 4);
     }
@@ -124,10 +124,5 @@ public sealed class TeacherPretrainingTests : IDisposable
         Assert.Equal(1.0, TeacherPretrainer.LearningRateAt(10, o), 6);
         Assert.Equal(0.55, TeacherPretrainer.LearningRateAt(60, o), 6);
         Assert.Equal(0.1, TeacherPretrainer.LearningRateAt(110, o), 6);
-    }
-
-    private sealed class SynchronousProgress(Action<TrainingProgress> onReport) : IProgress<TrainingProgress>
-    {
-        public void Report(TrainingProgress value) => onReport(value);
     }
 }
