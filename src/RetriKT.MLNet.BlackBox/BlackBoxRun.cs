@@ -57,7 +57,7 @@ internal sealed class BlackBoxRun
     private readonly List<string> _takenOut = [];
     private List<Endpoint> _endpoints = [];
     private readonly CancellationTokenSource _cancel;
-    private long _tokens, _requests, _retries;
+    private long _tokens, _requests, _retries, _failedRequests;
     private int _fromLogProbs, _fromClassification, _unlabelled, _resumed;
     private bool _stoppedByBudget;
 
@@ -161,6 +161,7 @@ internal sealed class BlackBoxRun
                 {
                     _inFlight[label]--; _attempts[label]--; // put back: another request (maybe on another endpoint) makes it up
                     checkpoint.Append(CheckpointRecord.FailedRequest(label)); // its draw was made: a resumed run replays it
+                    _failedRequests++;
                     endpoint.LastError = e is RequestFailure ? e.Message : OneLine(e);
                     if (++endpoint.ConsecutiveFailures >= _o.MaxConsecutiveFailures && !endpoint.Out)
                     {
@@ -168,6 +169,10 @@ internal sealed class BlackBoxRun
                         _takenOut.Add(endpoint.Name);
                         _host.Warning($"Teacher endpoint '{endpoint.Name}' taken out after {endpoint.ConsecutiveFailures} failed requests in a row; last: {endpoint.LastError}");
                     }
+                    // Progress is reported for failures too: a run whose requests all fail (or wait on retries) showed
+                    // nothing at all until it ended.
+                    try { Progress(); }
+                    catch (OperationCanceledException) { _cancel.Cancel(); return; }
                 }
                 continue;
             }
@@ -368,7 +373,8 @@ internal sealed class BlackBoxRun
     {
         var metrics = new Dictionary<string, double>
         {
-            ["requests"] = Interlocked.Read(ref _requests), ["retries"] = Interlocked.Read(ref _retries), ["tokens"] = Interlocked.Read(ref _tokens), ["generated"] = _generated.Sum(),
+            ["requests"] = Interlocked.Read(ref _requests), ["retries"] = Interlocked.Read(ref _retries), ["failed"] = _failedRequests,
+            ["tokens"] = Interlocked.Read(ref _tokens), ["generated"] = _generated.Sum(),
         };
         for (int l = 0; l < _labels.Count; l++) metrics[$"kept:{_labels[l]}"] = _kept[l].Count;
         foreach (var e in _endpoints) metrics[$"requests:{e.Name}"] = Interlocked.Read(ref e.Requests);

@@ -232,4 +232,22 @@ public class BlackBoxCheckpointTests
         Assert.StartsWith("All 1 teacher endpoints were taken out after failing 2 requests in a row (fake, last: generation request for label 'happy': ClientResultException: HTTP 401", error.Message);
         Assert.Contains("Incorrect API key provided.", error.Message);
     }
+
+    /// <summary>
+    /// A run whose requests fail reports progress at each failure, with the failures counted: progress came only with a
+    /// judged sample, so a run failing (or retrying) request after request showed nothing until it ended.
+    /// </summary>
+    [Fact]
+    public async Task FailedRequestsAreReportedAsProgress()
+    {
+        await using var server = LocalEndpoint.Create();
+        server.MapPost("/v1/chat/completions", (HttpContext http) => { http.Response.StatusCode = StatusCodes.Status400BadRequest; return Task.CompletedTask; });
+        await server.StartAsync();
+        var ml = new MLContext(seed: 1);
+        var reports = new List<TrainingProgress>();
+        var options = Options(server.Urls.Single(), null, perLabel: 1, progress: new SyncProgress(reports.Add));
+        Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(StoryData(ml)));
+        Assert.Equal([1.0, 2.0], reports.Select(r => r.Metrics["failed"]));
+        Assert.All(reports, r => Assert.Equal(("BlackBoxExtraction", 0L, 2L), (r.Stage, r.Step, r.TotalSteps)));
+    }
 }
