@@ -20,8 +20,11 @@ namespace RetriKT.MLNet.BlackBox;
 /// </param>
 internal sealed record CheckpointRecord(int Label, string Text, string? Text2, float[]? SoftLabel, string? Source, DropReason? Dropped, long Tokens, bool Failed = false)
 {
-    /// <summary>A request for <paramref name="label"/> that failed after its retries.</summary>
-    public static CheckpointRecord FailedRequest(int label) => new(label, "", null, null, null, null, 0, Failed: true);
+    /// <summary>
+    /// A request for <paramref name="label"/> that failed after its retries; <paramref name="tokens"/>: what its attempt had
+    /// already been billed (a generation whose classification then failed).
+    /// </summary>
+    public static CheckpointRecord FailedRequest(int label, long tokens = 0) => new(label, "", null, null, null, null, tokens, Failed: true);
 }
 
 /// <summary>
@@ -92,7 +95,7 @@ internal sealed class BlackBoxCheckpoint : IDisposable
     public void Append(CheckpointRecord r)
     {
         if (_writer is null) return;
-        var line = r.Failed ? new JsonObject { ["label"] = r.Label, ["failed"] = true } : new JsonObject
+        var line = r.Failed ? new JsonObject { ["label"] = r.Label, ["failed"] = true, ["tokens"] = r.Tokens } : new JsonObject
         {
             ["label"] = r.Label, ["text"] = r.Text, ["text2"] = r.Text2,
             ["soft_label"] = r.SoftLabel is null ? null : new JsonArray(r.SoftLabel.Select(p => (JsonNode)p).ToArray()),
@@ -147,7 +150,7 @@ internal sealed class BlackBoxCheckpoint : IDisposable
                 if (label < 0 || label >= labels.Count) throw new InvalidDataException($"label index {label} is outside [0, {labels.Count})");
                 if (node["failed"]?.GetValue<bool>() == true)
                 {
-                    records.Add(CheckpointRecord.FailedRequest(label));
+                    records.Add(CheckpointRecord.FailedRequest(label, node["tokens"]?.GetValue<long>() ?? 0));
                     continue;
                 }
                 DropReason? dropped = node["dropped"]?.GetValue<string>() is { } d

@@ -160,7 +160,8 @@ internal sealed class BlackBoxRun
                 lock (_gate)
                 {
                     _inFlight[label]--; _attempts[label]--; // put back: another request (maybe on another endpoint) makes it up
-                    checkpoint.Append(CheckpointRecord.FailedRequest(label)); // its draw was made: a resumed run replays it
+                    // Its draw was made, and its generation may have been billed: a resumed run replays both.
+                    checkpoint.Append(CheckpointRecord.FailedRequest(label, (e as RequestFailure)?.TokensBefore ?? 0));
                     _failedRequests++;
                     endpoint.LastError = e is RequestFailure ? e.Message : OneLine(e);
                     if (++endpoint.ConsecutiveFailures >= _o.MaxConsecutiveFailures && !endpoint.Out)
@@ -239,7 +240,9 @@ internal sealed class BlackBoxRun
         var prompt = _o.ClassificationPrompt
             .Replace("{labels}", string.Join(", ", _labels.Select(l => _template.Verbalizer[l].Trim())))
             .Replace("{classification}", _template.ClassificationParts(text, text2).Prefix);
-        var classification = await Call(endpoint, $"classification request for label '{_labels[label]}'", prompt, options, ct).ConfigureAwait(false);
+        ChatResponse classification;
+        try { classification = await Call(endpoint, $"classification request for label '{_labels[label]}'", prompt, options, ct).ConfigureAwait(false); }
+        catch (RequestFailure failure) { failure.TokensBefore = tokens; throw; } // the generation was billed all the same
         tokens += classification.Usage?.TotalTokenCount ?? 0;
         if (_o.SoftLabels != SoftLabelSource.ClassifyAndMap && _softLabels.FromLogProbs(classification) is { } p)
             return new Outcome(label, text, text2, p, "logprobs", tokens, finished);
@@ -253,7 +256,11 @@ internal sealed class BlackBoxRun
     /// only the client's exception (for a 200 with no choices, "ArgumentOutOfRangeException: Index was out of range"),
     /// not which request of which label met it.
     /// </summary>
-    private sealed class RequestFailure(string request, Exception inner) : Exception($"{request}: {OneLine(inner)}", inner);
+    private sealed class RequestFailure(string request, Exception inner) : Exception($"{request}: {OneLine(inner)}", inner)
+    {
+        /// <summary>Tokens the attempt had been billed before this request (its generation, when the classification failed).</summary>
+        public long TokensBefore { get; set; }
+    }
 
     /// <summary>An exception as one line: its type and its message with the line breaks taken out.</summary>
     private static string OneLine(Exception e) =>
@@ -351,7 +358,11 @@ internal sealed class BlackBoxRun
         // The draw its request was made with: the resumed run goes on where the draws left off instead of repeating the
         // first requests (with one request in flight at a time, exactly where an uninterrupted run would be).
         NewDraw(r.Label);
-        if (r.Failed) return; // a request that failed after its retries: its draw, nothing else
+        if (r.Failed)
+        {
+            _tokens += r.Tokens; // a request that failed after its retries: its draw, and what its attempt was billed
+            return;
+        }
         _generated[r.Label]++;
         _attempts[r.Label]++;
         _tokens += r.Tokens;

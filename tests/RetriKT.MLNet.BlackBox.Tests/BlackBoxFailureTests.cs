@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.ML;
 using RetriKT.MLNet.BlackBox.Tests.Infrastructure;
+using RetriKT.MLNet.Tests.Infrastructure;
 
 namespace RetriKT.MLNet.BlackBox.Tests;
 
@@ -50,7 +51,8 @@ public class BlackBoxFailureTests
         await server.StartAsync();
 
         var ml = new MLContext(seed: 1);
-        var options = BlackBoxCheckpointTests.Options(server.Urls.Single(), null, perLabel: 6);
+        using var folder = new TempDir("retrikt-blackbox-");
+        var options = BlackBoxCheckpointTests.Options(server.Urls.Single(), folder.File("checkpoint.jsonl"), perLabel: 6);
         options.MaxConsecutiveFailures = 3;
         options.TokenBudget = 250;
         var report = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(BlackBoxExtractionTests.StoryData(ml)).Report;
@@ -59,6 +61,13 @@ public class BlackBoxFailureTests
         // Two generations whose classification failed (200 tokens), then the first sample (110): the budget is spent.
         Assert.Equal(310, report.TokensUsed);
         Assert.Equal(1, report.Extraction.Generated.Values.Sum());
+
+        // Resumed from its checkpoint, the run counts the failed attempts' generations too (it counted only the judged
+        // sample's 110 tokens, and spent past the budget again): the budget is spent and nothing more is asked.
+        var resumed = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(BlackBoxExtractionTests.StoryData(ml)).Report;
+        Assert.Equal(310, resumed.TokensUsed);
+        Assert.True(resumed.StoppedByTokenBudget, resumed.ToString());
+        Assert.Equal(310, Interlocked.Read(ref reported));
     }
 
     /// <summary>
