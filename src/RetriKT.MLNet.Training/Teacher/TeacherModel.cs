@@ -145,8 +145,7 @@ public sealed class TeacherModel : IDisposable
         TeacherCheckpoints.Save(_module, Tokenizer, directory);
     }
 
-    private static bool HasTokenizer(string dir) =>
-        new[] { "vocab.json", "tokenizer.model", "tokenizer.json", "tokenizer.bin" }.Any(f => File.Exists(Path.Combine(dir, f)));
+    private static bool HasTokenizer(string dir) => TeacherTokenizer.FolderEntryFiles.Any(f => File.Exists(Path.Combine(dir, f)));
 
     private static void CheckTokenizerFits(TeacherTokenizer tokenizer, TeacherConfig config, string source)
     {

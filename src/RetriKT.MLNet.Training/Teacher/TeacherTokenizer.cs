@@ -292,7 +292,7 @@ public sealed class TeacherTokenizer
     }
 
     /// <summary>The files <see cref="Load"/> looks for in a folder, in its order: the first one there is the tokenizer.</summary>
-    private static readonly string[] FolderEntryFiles = ["tokenizer.model", "tokenizer.json", "vocab.json", "tokenizer.bin"];
+    internal static readonly string[] FolderEntryFiles = ["tokenizer.model", "tokenizer.json", "vocab.json", "tokenizer.bin"];
 
     /// <summary>
     /// Copies the source files into <paramref name="directory"/> under the names Load looks for (a file read as
