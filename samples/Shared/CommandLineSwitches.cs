@@ -25,8 +25,7 @@ internal static class CommandLineSwitches
     /// <exception cref="ArgumentException">A switch names no setting or has no value, or an argument is no switch (the message lists the settings).</exception>
     public static void Check(IReadOnlyList<string> args, IReadOnlyCollection<string> settings)
     {
-        string Settings() => $"this server's settings are {string.Join(", ", settings.Select(s => "--" + s))} " +
-                             "(and the host's: --urls, --environment, --Logging:..., --Kestrel:...)";
+        string Settings() => $"this server's settings are {string.Join(", ", settings.Select(s => "--" + s))} (and the host's: {HostSwitches})";
         for (int i = 0; i < args.Count; i++)
         {
             var arg = args[i];
@@ -60,13 +59,19 @@ internal static class CommandLineSwitches
         var defaults = new T();
         var lines = new List<string> { synopsis, "", "Settings (--Name value or --Name=value on the command line; also read from the host's configuration: environment variables, appsettings.json where there is one):" };
         lines.AddRange(settings.Select(line => "  " + line));
-        foreach (var p in typeof(T).GetProperties().Where(p => p.CanWrite))
-            lines.Add($"  --{(section is null ? p.Name : $"{section}:{p.Name}")} (default: {p.GetValue(defaults) switch { null or "" => "none", string text => $"\"{text}\"", var value => Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture) }})");
-        lines.Add("Host settings: --urls, --environment, --Logging:..., --Kestrel:... (ASP.NET's own).");
+        foreach (var (name, property) in Bound<T>(section))
+            lines.Add($"  --{name} (default: {property.GetValue(defaults) switch { null or "" => "none", string text => $"\"{text}\"", var value => Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture) }})");
+        lines.Add($"Host settings: {HostSwitches} (ASP.NET's own).");
         return string.Join(Environment.NewLine, lines);
     }
 
     /// <summary>The settings a class binds: its public properties' names, under <paramref name="section"/> when given.</summary>
-    public static IEnumerable<string> Of<T>(string? section = null)
-        => typeof(T).GetProperties().Where(p => p.CanWrite).Select(p => section is null ? p.Name : $"{section}:{p.Name}");
+    public static IEnumerable<string> Of<T>(string? section = null) => Bound<T>(section).Select(b => b.Name);
+
+    /// <summary>The properties a class binds, each with its setting's name (under <paramref name="section"/> when given).</summary>
+    private static IEnumerable<(string Name, System.Reflection.PropertyInfo Property)> Bound<T>(string? section)
+        => typeof(T).GetProperties().Where(p => p.CanWrite).Select(p => (section is null ? p.Name : $"{section}:{p.Name}", p));
+
+    /// <summary>The host's own switches as the messages name them.</summary>
+    private const string HostSwitches = "--urls, --environment, --Logging:..., --Kestrel:...";
 }
