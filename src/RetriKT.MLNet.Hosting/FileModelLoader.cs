@@ -100,11 +100,17 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
             _readStamp = stamp;   // once per change: a file that does not load is not read again every period
         }
         _logger.LogDebug("Model file '{Path}': its size or time changed without a file event.", _filePath);
+        RestartQuietPeriod();
+    }
+
+    /// <summary>(Re)starts the debounce: the reload runs once no change has come for the quiet period.</summary>
+    private void RestartQuietPeriod()
+    {
         try
         {
             _debounceTimer?.Change(_debounce, Timeout.InfiniteTimeSpan);
         }
-        catch (ObjectDisposedException)
+        catch (ObjectDisposedException) // disposed meanwhile: no reload is wanted
         {
         }
     }
@@ -130,13 +136,7 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
         bool renamedAway = e is RenamedEventArgs renamed && string.Equals(renamed.OldFullPath, _filePath, StringComparison.Ordinal);
         if (!renamedAway && !string.Equals(e.FullPath, _filePath, StringComparison.Ordinal)) return;
         _logger.LogDebug("Model file '{Path}': {ChangeType}.", _filePath, e.ChangeType);
-        try
-        {
-            _debounceTimer?.Change(_debounce, Timeout.InfiniteTimeSpan);   // restart the quiet period
-        }
-        catch (ObjectDisposedException)
-        {
-        }
+        RestartQuietPeriod();
     }
 
     private void ReloadIfChanged()
