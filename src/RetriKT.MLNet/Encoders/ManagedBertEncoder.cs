@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using RetriKT.MLNet.Common;
 using RetriKT.MLNet.Student;
 
 namespace RetriKT.MLNet.Encoders;
@@ -16,7 +17,8 @@ namespace RetriKT.MLNet.Encoders;
 /// </para>
 /// Weights are bound once into typed per-layer records (linear weights transposed to [in, out] for the
 /// register-blocked kernel, Q, K and V fused into one [h, 3h] matrix), so the hot path does no name lookups.
-/// Immutable; scratch buffers are per call, so concurrent calls (one per sentence) are safe.
+/// Immutable; each call rents its own scratch buffers from the shared array pool (<see cref="RentedFloats"/>), so
+/// concurrent calls (one per sentence) are safe and a served call allocates nothing.
 /// </summary>
 internal sealed class ManagedBertEncoder
 {
@@ -100,12 +102,17 @@ internal sealed class ManagedBertEncoder
     {
         int t = ids.Length, h = Config.HiddenSize;
         if (pooled.Length < h) throw new ArgumentException($"Destination holds {pooled.Length} values, expected {h}.", nameof(pooled));
-        var x = States(ids, Config.NumLayers);
-        var result = pooled[..h];
-        if (pooling == BertPooling.Cls) { x.AsSpan(0, h).CopyTo(result); return; }
-        result.Clear();
-        for (int i = 0; i < t; i++) TensorPrimitives.Add(result, x.AsSpan(i * h, h), result);
-        TensorPrimitives.Divide(result, t, result);
+        var scratch = new RentedFloats();
+        try
+        {
+            var x = Forward(ids, Config.NumLayers, ref scratch);
+            var result = pooled[..h];
+            if (pooling == BertPooling.Cls) { x.AsSpan(0, h).CopyTo(result); return; }
+            result.Clear();
+            for (int i = 0; i < t; i++) TensorPrimitives.Add(result, x.AsSpan(i * h, h), result);
+            TensorPrimitives.Divide(result, t, result);
+        }
+        finally { scratch.Return(); }
     }
 
     /// <summary>
@@ -114,21 +121,35 @@ internal sealed class ManagedBertEncoder
     /// </summary>
     public float[] States(ReadOnlySpan<int> ids, int layers)
     {
+        var scratch = new RentedFloats();
+        try { return Forward(ids, layers, ref scratch).AsSpan(0, ids.Length * Config.HiddenSize).ToArray(); }
+        finally { scratch.Return(); }
+    }
+
+    /// <summary>
+    /// The forward pass into buffers rented from <paramref name="scratch"/> (a served call allocates nothing); returns
+    /// the rented array whose first t·h values are the states, valid until the caller returns the scratch.
+    /// </summary>
+    private float[] Forward(ReadOnlySpan<int> ids, int layers, ref RentedFloats scratch)
+    {
         int t = ids.Length, h = Config.HiddenSize, f = Config.IntermediateSize;
         if (t == 0 || t > Config.MaxPositions) throw new ArgumentOutOfRangeException(nameof(ids), $"Sequence has {t} tokens; expected 1..{Config.MaxPositions}.");
         if (layers < 0 || layers > _layers.Length) throw new ArgumentOutOfRangeException(nameof(layers), $"Layers must be in [0, {_layers.Length}], found {layers}.");
-        var x = new float[t * h];
-        var a = new float[t * h];
-        var y = new float[t * h];
-        var qkv = new float[t * 3 * h];
-        var ffn = new float[t * f];
-        var geluT = new float[t * f];
-        var geluC = new float[t * f];
+        var x = scratch.Rent(t * h);
+        var a = scratch.Rent(t * h);
+        var y = scratch.Rent(t * h);
+        var qkv = scratch.Rent(t * 3 * h);
+        var ffn = scratch.Rent(t * f);
+        var geluT = scratch.Rent(t * f);
+        var geluC = scratch.Rent(t * f);
         int heads = Config.NumHeads, hs = h / heads;
-        var scores = new float[t * t];
-        var q = new float[t * hs];
-        var kt = new float[hs * t];
-        var v = new float[t * hs];
+        var scores = scratch.Rent(t * t);
+        var q = scratch.Rent(t * hs);
+        var kt = scratch.Rent(hs * t);
+        var v = scratch.Rent(t * hs);
+        // Rented arrays can be longer than asked: every whole-buffer operation runs on the used length only.
+        var aUsed = a.AsSpan(0, t * h);
+        var xUsed = x.AsSpan(0, t * h);
 
         int secondSegmentStart = BertEncoderSource.SecondSegmentStart(ids, _sepId, _segments);
         for (int i = 0; i < t; i++)
@@ -147,12 +168,12 @@ internal sealed class ManagedBertEncoder
             ManagedStudentEncoder.Attention(qkv, y, t, h, heads, q, kt, v, scores); // no mask: the row is unpadded
             // Post-LN: x = LN(x + dense(attention)); x = LN(x + dense(gelu(dense(x)))).
             ManagedStudentEncoder.MatMul(y, layer.AttnOutW, layer.AttnOutB, a, t, h, h);
-            TensorPrimitives.Add(a, x, a);
+            TensorPrimitives.Add(aUsed, xUsed, aUsed);
             ManagedStudentEncoder.LayerNorm(a, layer.AttnLnW, layer.AttnLnB, x, t, h, _eps);
             ManagedStudentEncoder.MatMul(x, layer.FfnInW, layer.FfnInB, ffn, t, h, f);
-            GeluErf(ffn, geluT, geluC);
+            GeluErf(ffn.AsSpan(0, t * f), geluT, geluC);
             ManagedStudentEncoder.MatMul(ffn, layer.FfnOutW, layer.FfnOutB, a, t, f, h);
-            TensorPrimitives.Add(a, x, a);
+            TensorPrimitives.Add(aUsed, xUsed, aUsed);
             ManagedStudentEncoder.LayerNorm(a, layer.OutLnW, layer.OutLnB, x, t, h, _eps);
         }
         return x;

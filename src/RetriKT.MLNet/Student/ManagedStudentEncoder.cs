@@ -11,7 +11,8 @@ namespace RetriKT.MLNet.Student;
 /// The student encoder's forward pass for ONE unpadded row in plain managed code (<see cref="TensorPrimitives"/> and a
 /// register-blocked SIMD matmul for the inner loops): the runtime's only inference path, no TorchSharp. Numerically the
 /// same network as the training assembly's <c>StudentModel</c> in eval mode (tested for parity, ≤ 1e-5). Immutable;
-/// scratch buffers are per call, so concurrent calls are safe.
+/// each call rents its own scratch buffers from the shared array pool (<see cref="RentedFloats"/>), so concurrent
+/// calls are safe and a served call allocates nothing.
 /// </summary>
 internal sealed class ManagedStudentEncoder : IStudentNetwork
 {
@@ -75,19 +76,30 @@ internal sealed class ManagedStudentEncoder : IStudentNetwork
     /// <summary>Pooled (not normalised) embedding of one row of token ids.</summary>
     public void Encode(ReadOnlySpan<int> ids, int sepId, Span<float> pooled)
     {
+        var scratch = new RentedFloats();
+        try { Encode(ids, sepId, pooled, ref scratch); }
+        finally { scratch.Return(); }
+    }
+
+    /// <summary>The forward pass of <see cref="Encode(ReadOnlySpan{int}, int, Span{float})"/> into buffers rented from <paramref name="scratch"/>.</summary>
+    private void Encode(ReadOnlySpan<int> ids, int sepId, Span<float> pooled, ref RentedFloats scratch)
+    {
         int t = ids.Length, h = _config.HiddenSize, f = _config.FeedForwardSize;
         if (t == 0 || t > _config.MaxLength) throw new ArgumentOutOfRangeException(nameof(ids), $"Row has {t} tokens; expected 1..{_config.MaxLength}.");
-        var x = new float[t * h];
-        var a = new float[t * h];
-        var qkv = new float[t * 3 * h];
-        var y = new float[t * h];
-        var mlp = new float[t * f];
-        var gelu = new float[t * f];
+        var x = scratch.Rent(t * h);
+        var a = scratch.Rent(t * h);
+        var qkv = scratch.Rent(t * 3 * h);
+        var y = scratch.Rent(t * h);
+        var mlp = scratch.Rent(t * f);
+        var gelu = scratch.Rent(t * f);
         int hs0 = _config.HeadSize;
-        var scores = new float[t * t];
-        var q = new float[t * hs0];
-        var kt = new float[hs0 * t];
-        var v = new float[t * hs0];
+        var scores = scratch.Rent(t * t);
+        var q = scratch.Rent(t * hs0);
+        var kt = scratch.Rent(hs0 * t);
+        var v = scratch.Rent(t * hs0);
+        // Rented arrays can be longer than asked: every whole-buffer operation runs on the used length only.
+        var xUsed = x.AsSpan(0, t * h);
+        var aUsed = a.AsSpan(0, t * h);
         int second = WordPieceVocabulary.SecondTextStart(ids, sepId);
         for (int i = 0; i < t; i++)
         {
@@ -104,12 +116,12 @@ internal sealed class ManagedStudentEncoder : IStudentNetwork
             Linear(a, b.QkvW, b.QkvB, qkv, t, h, 3 * h);
             Attention(qkv, y, t, h, heads, q, kt, v, scores);
             Linear(y, b.ProjW, b.ProjB, a, t, h, h);
-            TensorPrimitives.Add(x, a, x);
+            TensorPrimitives.Add(xUsed, aUsed, xUsed);
             LayerNorm(x, b.Ln2W, b.Ln2B, a, t, h);
             Linear(a, b.FcW, b.FcB, mlp, t, h, f);
-            GeluTanh(mlp, gelu);
+            GeluTanh(mlp.AsSpan(0, t * f), gelu);
             Linear(mlp, b.Fc2W, b.Fc2B, a, t, f, h);
-            TensorPrimitives.Add(x, a, x);
+            TensorPrimitives.Add(xUsed, aUsed, xUsed);
         }
         LayerNorm(x, _lnFW, _lnFB, a, t, h);
         if (_config.Pooling == StudentPooling.Cls) { a.AsSpan(0, h).CopyTo(pooled); return; }
