@@ -280,8 +280,8 @@ public sealed class HnswIndex : IVectorIndex
             for (int j = 0; j < Dimension; j++) direction[j] = (float)(Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
             float scale = 1 / MathF.Sqrt(VectorKernels.Dot(direction, direction));
             for (int j = 0; j < Dimension; j++) row[j] += direction[j] * scale;
-            float norm = 1 / MathF.Sqrt(VectorKernels.Dot(row, row));
-            for (int j = 0; j < Dimension; j++) row[j] *= norm;
+            // Scaled as the store's vectors and the retriever's queries are (a float copy of this differed in the last bit).
+            VectorKernels.ScaleToUnitLength(row);
         }
         // Ask for k + 1 and drop the item the query was made from, so that easy hit does not inflate recall.
         var truth = new int[queries * (k + 1)];
