@@ -17,7 +17,11 @@ public sealed record TeacherEndpoint(IChatClient Client, string? Name = null, in
 /// <summary>Where soft labels come from.</summary>
 public enum SoftLabelSource
 {
-    /// <summary>Log-probabilities of the verbalizer tokens when the endpoint returns them, else classify-and-map (per sample).</summary>
+    /// <summary>
+    /// Log-probabilities of the verbalizer tokens when the endpoint returns them, else classify-and-map (per sample). An
+    /// endpoint that refuses a request for them (HTTP 400 or 422, answered when asked again without them) is asked without
+    /// them from then on, with one warning.
+    /// </summary>
     Auto,
     /// <summary>Log-probabilities only: a sample whose classification has none mapping to a label is dropped as unlabelled.</summary>
     LogProbs,

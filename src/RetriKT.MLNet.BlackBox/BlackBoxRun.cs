@@ -1,3 +1,4 @@
+using System.ClientModel;
 using Microsoft.Extensions.AI;
 using Polly;
 using RetriKT.MLNet.Common;
@@ -32,6 +33,8 @@ internal sealed class BlackBoxRun
         public bool ServedModelWarned;
         /// <summary>Whether an answer without token usage was already named in a warning (with a TokenBudget only).</summary>
         public bool UsageMissingWarned;
+        /// <summary>Whether it refused a classification request for asking for log-probabilities (SoftLabels Auto then stops asking it).</summary>
+        public volatile bool RefusesLogProbs;
     }
 
     private sealed record Draw(string Prompt, string Context, float Temperature);
@@ -236,12 +239,25 @@ internal sealed class BlackBoxRun
             return new Outcome(label, text, text2, null, null, tokens, finished); // cut off at the token limit: judged Unfinished, no classification spent on it
 
         var options = new ChatOptions { Temperature = 0, MaxOutputTokens = _o.ClassificationMaxTokens, ModelId = _o.ModelId };
-        if (_o.SoftLabels != SoftLabelSource.ClassifyAndMap) TeacherSoftLabels.AskForLogProbs(options, endpoint.Spec.Client, _o.TopLogProbs);
+        bool askForLogProbs = _o.SoftLabels == SoftLabelSource.LogProbs || (_o.SoftLabels == SoftLabelSource.Auto && !endpoint.RefusesLogProbs);
+        if (askForLogProbs) TeacherSoftLabels.AskForLogProbs(options, endpoint.Spec.Client, _o.TopLogProbs);
         var prompt = _o.ClassificationPrompt
             .Replace("{labels}", string.Join(", ", _labels.Select(l => _template.Verbalizer[l].Trim())))
             .Replace("{classification}", _template.ClassificationParts(text, text2).Prefix);
+        var request = $"classification request for label '{_labels[label]}'";
         ChatResponse classification;
-        try { classification = await Call(endpoint, $"classification request for label '{_labels[label]}'", prompt, options, ct).ConfigureAwait(false); }
+        try
+        {
+            try { classification = await Call(endpoint, request, prompt, options, ct).ConfigureAwait(false); }
+            catch (RequestFailure refused) when (_o.SoftLabels == SoftLabelSource.Auto && options.RawRepresentationFactory is not null && IsInvalidRequest(refused.InnerException))
+            {
+                // Several providers and local servers answer 400 to logprobs/top_logprobs; Auto means classify-and-map there.
+                // Asked again without them: when that fails too, the request was refused for something else and fails as such.
+                options.RawRepresentationFactory = null;
+                classification = await Call(endpoint, request, prompt, options, ct).ConfigureAwait(false);
+                StopAskingForLogProbs(endpoint, refused);
+            }
+        }
         catch (RequestFailure failure) { failure.TokensBefore = tokens; throw; } // the generation was billed all the same
         tokens += classification.Usage?.TotalTokenCount ?? 0;
         if (_o.SoftLabels != SoftLabelSource.ClassifyAndMap && _softLabels.FromLogProbs(classification) is { } p)
@@ -249,6 +265,24 @@ internal sealed class BlackBoxRun
         if (_o.SoftLabels != SoftLabelSource.LogProbs && _softLabels.FromAnswer(classification.Text) is { } q)
             return new Outcome(label, text, text2, q, "classify", tokens, finished);
         return new Outcome(label, text, text2, null, null, tokens, finished);
+    }
+
+    /// <summary>A request the endpoint refused as invalid (400, or 422 from servers that validate requests by schema).</summary>
+    private static bool IsInvalidRequest(Exception? e) => e is ClientResultException { Status: 400 or 422 };
+
+    /// <summary>
+    /// Takes log-probabilities out of an endpoint's classification requests (SoftLabels Auto) once it refused them, and says
+    /// so once: its samples are labelled by classify-and-map from then on, and the report counts them apart.
+    /// </summary>
+    private void StopAskingForLogProbs(Endpoint endpoint, RequestFailure refused)
+    {
+        lock (endpoint)
+        {
+            if (endpoint.RefusesLogProbs) return;
+            endpoint.RefusesLogProbs = true;
+        }
+        lock (_gate) _host.Warning($"Teacher endpoint '{endpoint.Name}' refused log-probabilities ({OneLine(refused.InnerException!)}); " +
+            "SoftLabels is Auto, so its classification requests go on without them and its samples are labelled by classify-and-map.");
     }
 
     /// <summary>

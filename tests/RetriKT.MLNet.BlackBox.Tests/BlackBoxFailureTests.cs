@@ -195,4 +195,90 @@ public class BlackBoxFailureTests
         Assert.Contains(warnings, w => w.EndsWith("Label 'happy': kept 0 of 2 wanted samples after 4 generated (most samples came back empty, see above).", StringComparison.Ordinal));
         Assert.DoesNotContain(warnings, w => w.Contains("relax the filters", StringComparison.Ordinal));
     }
+
+    /// <summary>
+    /// An OpenAI-compatible endpoint that refuses <c>logprobs</c>/<c>top_logprobs</c> with 400 (as several providers and local
+    /// servers do). SoftLabels Auto promises classify-and-map where log-probabilities are not returned, but every
+    /// classification request failed, the endpoint was taken out and the run failed. Auto now asks once more without them,
+    /// says so in one line naming the endpoint and the provider's error, and asks that endpoint without them from then on;
+    /// samples resumed from a run that had them keep their source, and the report says the store is mixed. LogProbs still fails.
+    /// </summary>
+    [Fact]
+    public async Task AnEndpointThatRefusesLogProbsFallsBackToClassifyAndMapUnderAuto()
+    {
+        bool refuse = false;
+        int refused = 0, generations = 0;
+        await using var server = LocalEndpoint.Create();
+        server.MapPost("/v1/chat/completions", async (HttpContext http) =>
+        {
+            var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
+            var prompt = request["messages"]![0]!["content"]!.GetValue<string>();
+            http.Response.ContentType = "application/json";
+            if (!prompt.StartsWith("CLS ", StringComparison.Ordinal))
+            {
+                var label = prompt.StartsWith("GEN happy", StringComparison.Ordinal) ? "happy" : "sad";
+                await http.Response.WriteAsync(Completion($"story {Interlocked.Increment(ref generations)} of a {label} dog", 10));
+                return;
+            }
+            var word = prompt.Contains("happy", StringComparison.Ordinal) ? "happy" : "sad";
+            if (request["logprobs"] is null)
+            {
+                await http.Response.WriteAsync(Completion(word, 10));
+                return;
+            }
+            if (Volatile.Read(ref refuse))
+            {
+                Interlocked.Increment(ref refused);
+                http.Response.StatusCode = StatusCodes.Status400BadRequest;
+                await http.Response.WriteAsync("{\"error\":{\"message\":\"logprobs is not supported by this model\",\"type\":\"invalid_request_error\",\"param\":\"logprobs\"}}");
+                return;
+            }
+            var answer = JsonNode.Parse(Completion(word, 10))!.AsObject();
+            var other = word == "happy" ? "sad" : "happy";
+            answer["choices"]![0]!["logprobs"] = new JsonObject
+            {
+                ["content"] = new JsonArray(new JsonObject
+                {
+                    ["token"] = word, ["logprob"] = -0.1, ["bytes"] = null,
+                    ["top_logprobs"] = new JsonArray(new JsonObject { ["token"] = word, ["logprob"] = -0.1, ["bytes"] = null }, new JsonObject { ["token"] = other, ["logprob"] = -2.5, ["bytes"] = null }),
+                }),
+            };
+            await http.Response.WriteAsync(answer.ToJsonString());
+        });
+        await server.StartAsync();
+
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
+        using var folder = new TempDir("retrikt-blackbox-");
+        var options = BlackBoxCheckpointTests.Options(server.Urls.Single(), folder.File("checkpoint.jsonl"), perLabel: 2);
+        options.SoftLabels = SoftLabelSource.Auto;
+        // A first run on an endpoint that returns log-probabilities, stopped early by its budget (two samples of 20 tokens).
+        options.TokenBudget = 30;
+        var first = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(BlackBoxExtractionTests.StoryData(ml)).Report;
+        Assert.Equal((2, 0), (first.FromLogProbs, first.FromClassification));
+
+        // Resumed on the same endpoint, now refusing them: the run completes by classify-and-map, asking with them once.
+        Volatile.Write(ref refuse, true);
+        options.TokenBudget = null;
+        lock (warnings) warnings.Clear();
+        var resumed = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(BlackBoxExtractionTests.StoryData(ml)).Report;
+        Assert.Equal(4, resumed.Extraction.Kept.Values.Sum());
+        Assert.Equal((2, 2), (resumed.FromLogProbs, resumed.FromClassification));
+        Assert.Equal("mixed", resumed.SoftLabelSource);
+        Assert.Equal(1, Volatile.Read(ref refused));
+        Assert.Empty(resumed.EndpointsTakenOut);
+        var fallback = Assert.Single(warnings);
+        Assert.DoesNotContain('\n', fallback);
+        Assert.Contains("Teacher endpoint 'fake' refused log-probabilities (", fallback);
+        Assert.Contains("logprobs is not supported by this model", fallback);
+
+        // Asked for log-probabilities only, the same endpoint still fails the run, in one line naming the provider's error.
+        options.SoftLabels = SoftLabelSource.LogProbs;
+        options.CheckpointPath = null;
+        var error = Assert.Throws<InvalidOperationException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(BlackBoxExtractionTests.StoryData(ml)));
+        Assert.DoesNotContain('\n', error.Message);
+        Assert.Contains("logprobs is not supported by this model", error.Message);
+    }
+
 }
