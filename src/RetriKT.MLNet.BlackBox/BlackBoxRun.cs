@@ -1,4 +1,5 @@
 using System.ClientModel;
+using System.Globalization;
 using Microsoft.Extensions.AI;
 using Polly;
 using RetriKT.MLNet.Common;
@@ -92,7 +93,7 @@ internal sealed class BlackBoxRun
         if (_resumed > 0) _host.Info($"Resumed {_resumed} judged samples ({_kept.Sum(k => k.Count)} kept) from {checkpoint.Path}.");
 
         var endpoints = _endpoints = _o.Teachers.Select((t, i) => new Endpoint(t, t.Name ?? $"teacher-{i + 1}", _o.ModelId ?? t.ClientModel)).ToList();
-        foreach (var e in endpoints) e.Pipeline = EndpointResilience.Create(_o, () => Interlocked.Increment(ref _retries));
+        foreach (var e in endpoints) e.Pipeline = EndpointResilience.Create(_o, (failure, wait, retry) => WaitingToRetry(e, failure, wait, retry));
         var workers = endpoints.SelectMany(e => Enumerable.Range(0, e.Spec.MaxConcurrency).Select(_ => Task.Run(() => Worker(e, checkpoint)))).ToList();
         await Task.WhenAll(workers).ConfigureAwait(false);
         _host.CheckAlive();
@@ -189,6 +190,23 @@ internal sealed class BlackBoxRun
                 try { Progress(); }
                 catch (OperationCanceledException) { _cancel.Cancel(); return; }
             }
+        }
+    }
+
+    /// <summary>
+    /// Counts a retry and names its wait as it begins, with the progress: a long Retry-After (a rate limit's 30 s, say)
+    /// showed nothing, neither progress nor a line, until its request ended, and the run looked hung.
+    /// </summary>
+    private void WaitingToRetry(Endpoint endpoint, Exception? failure, TimeSpan wait, int retry)
+    {
+        Interlocked.Increment(ref _retries);
+        lock (_gate)
+        {
+            // Cancelled here (the MLContext), the run's token ends the wait that follows at once.
+            try { Progress(); }
+            catch (OperationCanceledException) { _cancel.Cancel(); return; }
+            _host.Info(string.Create(CultureInfo.InvariantCulture,
+                $"Teacher endpoint '{endpoint.Name}' waits {wait.TotalSeconds:0.#} s for retry {retry} of {_o.MaxRetries} after {(failure is null ? "a failed attempt" : OneLine(failure))}"));
         }
     }
 

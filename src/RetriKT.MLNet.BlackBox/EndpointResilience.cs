@@ -18,7 +18,11 @@ internal static class EndpointResilience
     /// <summary>Polly's range of a timeout (and, from zero, of a retry delay): 10 ms to 1 day.</summary>
     public static readonly TimeSpan ShortestTimeout = TimeSpan.FromMilliseconds(10), LongestWait = TimeSpan.FromDays(1);
 
-    public static ResiliencePipeline Create(BlackBoxExtractorOptions o, Action onRetry)
+    /// <summary>
+    /// The pipeline; <paramref name="onRetry"/> is told of each retry as its wait begins: the failure, the wait, and which
+    /// retry it is (1-based).
+    /// </summary>
+    public static ResiliencePipeline Create(BlackBoxExtractorOptions o, Action<Exception?, TimeSpan, int> onRetry)
     {
         var builder = new ResiliencePipelineBuilder();
         // MaxRetries = 0: every failure counts at once (Polly's retry strategy needs at least one attempt).
@@ -32,7 +36,7 @@ internal static class EndpointResilience
             MaxDelay = o.MaxRetryDelay,
             DelayGenerator = args => ValueTask.FromResult(args.Outcome.Exception is { } e && RetryAfter(e) is { } wait
                 ? (TimeSpan?)(wait < o.MaxRetryDelay ? wait : o.MaxRetryDelay) : null),
-            OnRetry = _ => { onRetry(); return ValueTask.CompletedTask; },
+            OnRetry = args => { onRetry(args.Outcome.Exception, args.RetryDelay, args.AttemptNumber + 1); return ValueTask.CompletedTask; },
         });
         // Timeout.InfiniteTimeSpan: no limit of its own (the client's, if any, still applies).
         if (o.RequestTimeout != Timeout.InfiniteTimeSpan) builder.AddTimeout(o.RequestTimeout);

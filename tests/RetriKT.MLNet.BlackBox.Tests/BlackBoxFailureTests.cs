@@ -281,4 +281,46 @@ public class BlackBoxFailureTests
         Assert.Contains("logprobs is not supported by this model", error.Message);
     }
 
+    /// <summary>
+    /// An endpoint that answers 429 with a long Retry-After: the run waits it out before retrying, and said nothing (no
+    /// log line, no progress) until the request ended, so a run looked hung for up to MaxRetryDelay per wait. Each wait is
+    /// now named when it starts, in one line naming the endpoint, the status and the wait, and progress counts the retry;
+    /// cancelling during the wait ends the run at once.
+    /// </summary>
+    [Fact]
+    public async Task ALongRetryAfterWaitIsNamedWhenItStartsAndCancellationEndsItAtOnce()
+    {
+        await using var server = LocalEndpoint.Create();
+        server.MapPost("/v1/chat/completions", async (HttpContext http) =>
+        {
+            http.Response.StatusCode = StatusCodes.Status429TooManyRequests;
+            http.Response.Headers.RetryAfter = "30";
+            http.Response.ContentType = "application/json";
+            await http.Response.WriteAsync("{\"error\":{\"message\":\"Rate limit reached for requests.\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}");
+        });
+        await server.StartAsync();
+
+        var ml = new MLContext(seed: 1);
+        // The old code said nothing during the wait: the test cancels the run itself then, and fails on what it saw.
+        using var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(8));
+        var waits = new List<string>();
+        var cancelledAt = System.Diagnostics.Stopwatch.StartNew();
+        ml.Log += (_, e) =>
+        {
+            if (!e.Message.Contains("Teacher endpoint 'fake'", StringComparison.Ordinal)) return;
+            lock (waits) waits.Add(e.Message);
+            cancelledAt.Restart();
+            cancel.Cancel();
+        };
+        var retries = new List<double>();
+        var progress = new SyncProgress(p => { lock (retries) retries.Add(p.Metrics["retries"]); });
+        var options = BlackBoxCheckpointTests.Options(server.Urls.Single(), null, perLabel: 2, token: cancel.Token, progress: progress);
+        options.MaxRetryDelay = TimeSpan.FromMinutes(1);
+        Assert.ThrowsAny<OperationCanceledException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(BlackBoxExtractionTests.StoryData(ml)));
+        Assert.InRange(cancelledAt.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(3));
+        var wait = Assert.Single(waits);
+        Assert.DoesNotContain('\n', wait);
+        Assert.EndsWith("Teacher endpoint 'fake' waits 30 s for retry 1 of 1 after ClientResultException: HTTP 429 (requests: rate_limit_exceeded) Rate limit reached for requests.", wait);
+        Assert.Equal([1.0], retries);
+    }
 }
