@@ -127,7 +127,7 @@ public sealed class BlackBoxExtractorOptions
     public int MaxRetries { get; set; } = 4;
     /// <summary>First retry delay (exponential backoff with jitter from there) when the server sends no Retry-After. Default 0.5 s.</summary>
     public TimeSpan RetryDelay { get; set; } = TimeSpan.FromSeconds(0.5);
-    /// <summary>Longest wait before a retry, Retry-After included. Default 60 s.</summary>
+    /// <summary>Longest wait before a retry, Retry-After included (0 to 1 day). Default 60 s.</summary>
     public TimeSpan MaxRetryDelay { get; set; } = TimeSpan.FromSeconds(60);
     /// <summary>Time limit of one attempt (10 ms to 1 day; <see cref="Timeout.InfiniteTimeSpan"/>: none). Default 120 s.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(120);

@@ -54,7 +54,7 @@ public sealed class BlackBoxKnowledgeExtractor
         Check(o.RequestTimeout == Timeout.InfiniteTimeSpan || (o.RequestTimeout >= EndpointResilience.ShortestTimeout && o.RequestTimeout <= EndpointResilience.LongestWait),
             $"RequestTimeout must be between 10 ms and 1 day (or Timeout.InfiniteTimeSpan for no limit), found {o.RequestTimeout}.");
         Check(o.RetryDelay >= TimeSpan.Zero && o.RetryDelay <= EndpointResilience.LongestWait, $"RetryDelay must be between 0 and 1 day, found {o.RetryDelay}.");
-        Check(o.MaxRetryDelay >= TimeSpan.Zero, $"MaxRetryDelay must be >= 0, found {o.MaxRetryDelay}.");
+        Check(o.MaxRetryDelay >= TimeSpan.Zero && o.MaxRetryDelay <= EndpointResilience.LongestWait, $"MaxRetryDelay must be between 0 and 1 day, found {o.MaxRetryDelay}.");
         Check(o.Temperature >= 0 && float.IsFinite(o.Temperature), $"Temperature must be a finite number >= 0, found {Text(o.Temperature)}.");
         Check(o.TemperatureJitter >= 0 && float.IsFinite(o.TemperatureJitter), $"TemperatureJitter must be a finite number >= 0, found {Text(o.TemperatureJitter)}.");
         Check(o.TopP is null or (> 0 and <= 1), $"TopP must be in (0, 1] (or null for the endpoint's default), found {(o.TopP is float topP ? Text(topP) : "null")}.");

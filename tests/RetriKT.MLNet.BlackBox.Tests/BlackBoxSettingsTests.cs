@@ -41,7 +41,7 @@ public class BlackBoxSettingsTests
     /// <summary>
     /// Request settings out of range are refused when the extractor is made, in one line. They used to reach Polly at Fit,
     /// after the checkpoint was opened, and fail there in a multi-line ValidationException (a zero RequestTimeout, a
-    /// negative RetryDelay), or the JSON writer (a NaN temperature); Timeout.InfiniteTimeSpan, the docs' advice for the
+    /// negative RetryDelay, a MaxRetryDelay over a day such as TimeSpan.MaxValue for "no cap"), or the JSON writer (a NaN temperature); Timeout.InfiniteTimeSpan, the docs' advice for the
     /// OpenAI client's own NetworkTimeout, failed the same way as a RequestTimeout and now means no limit.
     /// </summary>
     [Fact]
@@ -54,7 +54,8 @@ public class BlackBoxSettingsTests
         {
             (o => o.RequestTimeout = TimeSpan.Zero, "RequestTimeout must be between 10 ms and 1 day (or Timeout.InfiniteTimeSpan for no limit), found 00:00:00."),
             (o => o.RetryDelay = TimeSpan.FromMilliseconds(-5), "RetryDelay must be between 0 and 1 day, found -00:00:00.0050000."),
-            (o => o.MaxRetryDelay = TimeSpan.FromSeconds(-1), "MaxRetryDelay must be >= 0, found -00:00:01."),
+            (o => o.MaxRetryDelay = TimeSpan.FromSeconds(-1), "MaxRetryDelay must be between 0 and 1 day, found -00:00:01."),
+            (o => o.MaxRetryDelay = TimeSpan.MaxValue, "MaxRetryDelay must be between 0 and 1 day, found 10675199.02:48:05.4775807."),
             (o => o.Temperature = float.NaN, "Temperature must be a finite number >= 0, found NaN."),
             (o => o.TemperatureJitter = -0.1f, "TemperatureJitter must be a finite number >= 0, found -0.1."),
             (o => o.TopP = 0, "TopP must be in (0, 1] (or null for the endpoint's default), found 0."),
