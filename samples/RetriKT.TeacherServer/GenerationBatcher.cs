@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace RetriKT.TeacherServer;
 
-/// <summary>Sampling settings shared by the rows of one generation call (rows with different settings never share one).</summary>
+/// <summary>Sampling settings of a request; the rows of one generation call share all of them but the temperature.</summary>
 /// <param name="Temperature">0 = greedy.</param>
 /// <param name="TopP">Nucleus mass; 1 disables.</param>
 /// <param name="MaxTokens">Most new tokens.</param>
@@ -33,8 +33,8 @@ public sealed record RowResult(string Text, string FinishReason, int PromptToken
 /// <summary>
 /// Dynamic batching: requests queue on a channel; one loop takes the first, waits <see cref="TeacherServerOptions.BatchWindowMs"/>
 /// for more (up to <see cref="TeacherServerOptions.MaxBatchRows"/> rows, whole requests only), and runs one <see cref="TeacherModel.Generate"/>
-/// call per group of rows with equal sampling settings. The teacher runs on this one loop only, so N concurrent
-/// clients cost about one batched call instead of N sequential ones. Log-probabilities come from one extra forward
+/// call per group of rows with equal sampling settings but their temperatures (each row keeps its own). The teacher runs
+/// on this one loop only, so N concurrent clients cost about one batched call instead of N sequential ones. Log-probabilities come from one extra forward
 /// pass over prompt + output of the rows that asked for them.
 /// </summary>
 public sealed class GenerationBatcher : IAsyncDisposable
@@ -141,9 +141,10 @@ public sealed class GenerationBatcher : IAsyncDisposable
                     Interlocked.Add(ref _abandoned, p.N);
                     return true;
                 });
-                // Equal sampling settings share a call; a seeded request's rows do not share theirs with another request, so
-                // its seed gives what it gives alone.
-                foreach (var group in batch.GroupBy(p => (p.Key, p.Key.Seed is null ? 0 : p.Number))) Run(group.Key.Key, group.ToList());
+                // Equal sampling settings but the temperature share a call (each row keeps its own: the black-box extractor
+                // jitters every request's); a seeded request's rows do not share theirs with another request, so its seed
+                // gives what it gives alone.
+                foreach (var group in batch.GroupBy(p => (p.Key with { Temperature = 0 }, p.Key.Seed is null ? 0 : p.Number))) Run(group.Key.Item1, group.ToList());
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
@@ -164,7 +165,7 @@ public sealed class GenerationBatcher : IAsyncDisposable
             var result = _teacher.Generate(new GenerationRequest
             {
                 PromptIds = requests.SelectMany(r => Enumerable.Repeat(r.PromptIds, r.N)).ToList(),
-                MaxNewTokens = key.MaxTokens, Temperature = key.Temperature, TopP = key.TopP,
+                MaxNewTokens = key.MaxTokens, RowTemperatures = requests.SelectMany(r => Enumerable.Repeat(r.Key.Temperature, r.N)).ToList(), TopP = key.TopP,
                 StopSequences = key.StopList, Seed = key.Seed, Cancellation = allGone.Token,
             });
             Interlocked.Increment(ref _calls);

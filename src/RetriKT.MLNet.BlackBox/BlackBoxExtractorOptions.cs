@@ -75,10 +75,7 @@ public sealed class BlackBoxExtractorOptions
     public int DemonstrationsPerRequest { get; set; } = 4;
     /// <summary>Sampling temperature of generation requests. Default 1.</summary>
     public float Temperature { get; set; } = 1f;
-    /// <summary>
-    /// Each request's temperature is drawn uniformly from Temperature ± this (for diversity; clamped at 0). A batching server
-    /// (the TeacherServer) generates requests of different temperatures in calls of their own: 0 lets them batch. Default 0.2.
-    /// </summary>
+    /// <summary>Each request's temperature is drawn uniformly from Temperature ± this (for diversity; clamped at 0). Default 0.2.</summary>
     public float TemperatureJitter { get; set; } = 0.2f;
     /// <summary>Nucleus sampling of generation requests; null leaves the endpoint's default. Default null.</summary>
     public float? TopP { get; set; }

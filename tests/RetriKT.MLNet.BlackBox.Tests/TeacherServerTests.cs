@@ -162,6 +162,30 @@ public class TeacherServerTests(SharedTeacherServer shared)
         Assert.True(calls < 16, $"16 concurrent requests took {calls} generation calls: no batching");
     }
 
+    /// <summary>
+    /// Concurrent requests at temperatures of their own (the black-box extractor jitters every generation request's) share
+    /// generation calls, each row sampled at its own temperature: they used to be grouped by temperature, one call per
+    /// request. A greedy request and a tiny-temperature one among them still get greedy's text.
+    /// </summary>
+    [SharedDataFact]
+    public async Task RequestsAtTemperaturesOfTheirOwnShareACall_AndAGreedyOneAmongThemGetsGreedysText()
+    {
+        var server = shared.Server;
+        using var http = new HttpClient { BaseAddress = new Uri(server.Url) };
+        var chat = server.ChatClient();
+        const string prompt = "Tom had a red ball.";
+        var greedy = (await chat.GetResponseAsync(prompt, new ChatOptions { Temperature = 0, MaxOutputTokens = 16 })).Text;
+        var before = await Health(http);
+        var answers = await Task.WhenAll(Enumerable.Range(0, 16).Select(i =>
+            chat.GetResponseAsync(prompt, new ChatOptions { Temperature = i switch { 0 => 0f, 1 => 1e-30f, _ => 0.8f + 0.01f * i }, MaxOutputTokens = 16 })));
+        var after = await Health(http);
+        Assert.Equal(16, after.Rows - before.Rows);
+        Assert.True(after.Calls - before.Calls < 16, $"16 concurrent requests at their own temperatures took {after.Calls - before.Calls} generation calls: no batching");
+        Assert.Equal(greedy, answers[0].Text);
+        Assert.Equal(greedy, answers[1].Text);
+        Assert.All(answers, a => Assert.True(a.Usage!.OutputTokenCount > 0));
+    }
+
     [SharedDataFact]
     public async Task ASeededRequestGetsItsOwnAnswerBesideOthers_AndNoRequestShortensAnother()
     {

@@ -22,6 +22,12 @@ public sealed class GenerationRequest
     public int MaxNewTokens { get; init; } = 32;
     /// <summary>Sampling temperature; 0 means greedy (argmax). Default 0. Any T &gt; 0 is safe: a tiny one (1e-40) samples as its limit does, greedy's tokens, each with log-probability 0.</summary>
     public double Temperature { get; init; }
+    /// <summary>
+    /// One temperature per row, each meaning what <see cref="Temperature"/> means for its row (0: greedy), or null for
+    /// <see cref="Temperature"/> on every row. Rows at temperatures of their own share one call (a server batching
+    /// requests that each come with theirs); every row still draws from the one generator. Default null.
+    /// </summary>
+    public IReadOnlyList<double>? RowTemperatures { get; init; }
     /// <summary>Keep only the k most likely tokens before sampling; 0 disables. Default 0.</summary>
     public int TopK { get; init; }
     /// <summary>Nucleus sampling: keep the smallest set of tokens whose probability reaches p; 1 disables. Default 1.</summary>

@@ -223,8 +223,9 @@ public sealed class TeacherModel : IDisposable
 
     /// <summary>
     /// Generates continuations for a batch of prompts (left-padded together, one forward per step with a KV cache).
-    /// Greedy when <see cref="GenerationRequest.Temperature"/> is 0, else sampled with a per-call generator seeded by
-    /// <see cref="GenerationRequest.Seed"/>. Returns ids, text and per-token log-probabilities per row.
+    /// Greedy when <see cref="GenerationRequest.Temperature"/> is 0 (per row: <see cref="GenerationRequest.RowTemperatures"/>),
+    /// else sampled with a per-call generator seeded by <see cref="GenerationRequest.Seed"/>. Returns ids, text and
+    /// per-token log-probabilities per row.
     /// </summary>
     /// <exception cref="ArgumentException">No prompts, or a prompt does not fit the context.</exception>
     /// <exception cref="InvalidOperationException">Text prompts or stop sequences, and the teacher has no tokenizer.</exception>
@@ -250,12 +251,17 @@ public sealed class TeacherModel : IDisposable
                                                 "TeacherLoadOptions.TokenizerPath, or stop on StopTokenIds.");
         if (request.Temperature < 0 || request.TopP <= 0 || request.TopP > 1 || request.TopK < 0 || request.RepetitionPenalty <= 0)
             throw new ArgumentOutOfRangeException(nameof(request), $"Invalid sampling settings: Temperature {request.Temperature} (>= 0), TopP {request.TopP} (0, 1], TopK {request.TopK} (>= 0), RepetitionPenalty {request.RepetitionPenalty} (> 0).");
+        if (request.RowTemperatures is { } rowTemperatures && (rowTemperatures.Count != batch || rowTemperatures.Any(t => !(t >= 0) || double.IsInfinity(t))))
+            throw new ArgumentOutOfRangeException(nameof(request), $"RowTemperatures needs one finite temperature >= 0 per row ({batch} rows), found [{string.Join(", ", rowTemperatures)}].");
+        // Rows at one temperature take the one-temperature path, exactly as a request with that Temperature does.
+        var temperatures = request.RowTemperatures is { } perRow && perRow.Distinct().Skip(1).Any() ? perRow.ToArray() : null;
+        double sharedTemperature = request.RowTemperatures is { Count: > 0 } oneEach && temperatures is null ? oneEach[0] : request.Temperature;
         // Each row's own room: a row is capped by its own length, not its longest neighbour's (a short prompt batched
         // with one near the context's end was cut to the long one's room). The loop runs for the roomiest row.
         var rowMaxNew = prompts.Select(p => (int)Math.Min(request.MaxNewTokens, Config.MaxPositions - (p.Length + prefixLength))).ToArray();
         int maxNew = rowMaxNew.Max();
         var stopIds = new HashSet<int>(request.StopTokenIds ?? Config.EosTokenIds.Concat(Tokenizer?.EosId is int e ? [e] : []));
-        bool greedy = request.Temperature == 0;
+        bool greedy = temperatures is null && sharedTemperature == 0;
 
         var outIds = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
         var outLogProbs = Enumerable.Range(0, batch).Select(_ => new List<float>()).ToArray();
@@ -291,22 +297,29 @@ public sealed class TeacherModel : IDisposable
             // Chosen tokens' log-probs stay on the device until the end: each step syncs only the ids (stop checks need them).
             var chosenLogps = zeros(new long[] { batch, Math.Max(maxNew, 1) }, ScalarType.Float32, Device);
             int steps = 0;
-            using var temperature = request.Temperature.ToScalar(); // held across the decoding loop (see HeldScalars)
+            using var temperature = sharedTemperature.ToScalar(); // held across the decoding loop (see HeldScalars)
+            // Rows at their own temperatures: each row is scaled as a call at its temperature scales it, and greedy rows
+            // (0) take the argmax of what the sampled ones sample from.
+            var greedyRows = temperatures is null ? null : tensor(temperatures.Select(t => t == 0).ToArray(), device: Device);
 
             for (int step = 0; step < maxNew; step++)
             {
                 request.Cancellation.ThrowIfCancellationRequested();
                 using var scope = NewDisposeScope();
                 var raw = logits.to(ScalarType.Float32);
-                var scaled = greedy ? raw : Sampler.Scale(raw, request.Temperature, temperature);
+                var scaled = greedy ? raw
+                    : temperatures is null ? Sampler.Scale(raw, sharedTemperature, temperature)
+                    : cat(Enumerable.Range(0, batch).Select(i => ScaleRow(raw.narrow(0, i, 1), temperatures[i])).ToList(), 0);
                 var logp = scaled.log_softmax(-1);
                 var processed = seen is null ? scaled : Sampler.ApplyRepetitionPenalty(scaled, seen, request.RepetitionPenalty);
                 Tensor next;
                 if (greedy) next = processed.argmax(-1);
                 else
                 {
+                    var greedyNext = greedyRows is null ? null : processed.argmax(-1);
                     processed = Sampler.TopP(Sampler.TopK(processed, request.TopK), request.TopP);
                     next = processed.softmax(-1).multinomial(1, generator: generator).squeeze(1);
+                    if (greedyNext is not null) next = where(greedyRows!, greedyNext, next);
                 }
                 chosenLogps.narrow(1, step, 1).copy_(logp.gather(-1, next.unsqueeze(1)));
                 steps = step + 1;
@@ -366,6 +379,13 @@ public sealed class TeacherModel : IDisposable
             for (int i = 0; i < batch; i++) outLogProbs[i].AddRange(logps.AsSpan(i * stride, outIds[i].Count).ToArray());
         }
         finally { if (wasTraining) _module.train(); }
+
+        static Tensor ScaleRow(Tensor row, double rowTemperature)
+        {
+            if (rowTemperature == 0) return row;
+            using var held = rowTemperature.ToScalar();
+            return Sampler.Scale(row, rowTemperature, held);
+        }
 
         var rows = new GeneratedSequence[batch];
         for (int i = 0; i < batch; i++)

@@ -173,6 +173,32 @@ public class TeacherGenerationTests
     /// A tiny temperature samples greedy's tokens, as its limit does, each with a log-probability of 0 (probability 1 at
     /// that temperature). Logits divided by 1e-40 overflowed float32, and softmax made NaN of them: the call failed.
     /// </summary>
+    /// <summary>
+    /// Rows at temperatures of their own share one call (the TeacherServer batches requests that each bring theirs): a row
+    /// at 0 is greedy's, with greedy's log-probabilities, and so is one at a tiny temperature; rows that all have one
+    /// temperature sample exactly as Temperature does. A list of the wrong length is refused in one line.
+    /// </summary>
+    [SharedDataFact]
+    public void RowTemperaturesSampleEachRowAtItsOwn()
+    {
+        using var model = Stories();
+        var prompts = new[] { "Once upon a time", "Tom", "Once upon a time" };
+        var greedy = model.Generate(new GenerationRequest { Prompts = prompts, MaxNewTokens = 20 });
+        var mixed = model.Generate(new GenerationRequest { Prompts = prompts, MaxNewTokens = 20, RowTemperatures = [0, 1.0, 1e-30], Seed = 4 });
+        Assert.Equal(greedy.Sequences[0].TokenIds, mixed.Sequences[0].TokenIds);
+        Assert.Equal(greedy.Sequences[0].TokenLogProbs, mixed.Sequences[0].TokenLogProbs);
+        Assert.Equal(greedy.Sequences[2].TokenIds, mixed.Sequences[2].TokenIds);
+        Assert.All(mixed.Sequences[2].TokenLogProbs, p => Assert.Equal(0f, p));
+        Assert.True(mixed.Sequences[1].TokenIds.Length > 0);
+
+        var shared = model.Generate(new GenerationRequest { Prompts = prompts, MaxNewTokens = 20, Temperature = 0.8, Seed = 9 });
+        var sameEach = model.Generate(new GenerationRequest { Prompts = prompts, MaxNewTokens = 20, RowTemperatures = [0.8, 0.8, 0.8], Seed = 9 });
+        for (int i = 0; i < prompts.Length; i++) Assert.Equal(shared.Sequences[i].TokenIds, sameEach.Sequences[i].TokenIds);
+
+        var error = Assert.Throws<ArgumentOutOfRangeException>(() => model.Generate(new GenerationRequest { Prompts = prompts, RowTemperatures = [0.5, 1] }));
+        Assert.StartsWith("RowTemperatures needs one finite temperature >= 0 per row (3 rows), found [0.5, 1].", error.Message);
+    }
+
     [SharedDataFact]
     public void ATinyTemperatureSamplesGreedysTokensWithFiniteLogProbs()
     {
