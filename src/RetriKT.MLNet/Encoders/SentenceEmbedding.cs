@@ -185,6 +185,8 @@ public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
                 var (text, text2) = read();
                 if (cachedPosition != input.Position || cachedText != text || cachedText2 != text2)
                 {
+                    // A pair without its second text would be a query unlike every pair the store was keyed with.
+                    _texts.RequireSecondText(text2, input.Position, "SentenceEmbedding");
                     encoder.Encode([(text, text2)], embedding);
                     (cachedPosition, cachedText, cachedText2) = (input.Position, text, text2);
                 }

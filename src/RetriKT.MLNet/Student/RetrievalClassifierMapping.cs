@@ -57,24 +57,9 @@ internal sealed class RetrievalClassifierMapping : RowMapping
 
     /// <summary>
     /// A sentence-pair model's row needs its second text, as <see cref="RetrievalClassifierTransformer.Predict"/> and
-    /// <c>PredictBatch</c> require: without it the row is encoded as an input the student never saw and scored with confidence.
+    /// <c>PredictBatch</c> require (<see cref="TextInputs.RequireSecondText"/>).
     /// </summary>
-    public void RequireSecondText(string? text2, long row)
-    {
-        if (Texts.Text2 is { } column && MissingSecondText(text2) is { } found)
-            throw new InvalidOperationException($"RetrievalClassifier, row {row}: this model reads sentence pairs (columns '{Texts.Text.Name}' and " +
-                                                $"'{column.Name}'), so it needs a second text; found {found}.");
-    }
-
-    /// <summary>
-    /// What a pair model's second text is when the tokenizer reads nothing in it ("none", "an empty one", or one of only
-    /// characters it drops: a zero-width space, a NUL, U+FFFD, a combining mark), or null when it holds a word. A text of
-    /// only such characters encodes as an empty one (<see cref="TextTokenizingTransformer.HasWordCharacter"/>), so it is refused alike.
-    /// </summary>
-    public static string? MissingSecondText(string? text2) => text2 is null ? "none"
-        : string.IsNullOrWhiteSpace(text2) ? "an empty one"
-        : TextTokenizingTransformer.HasWordCharacter(text2) ? null
-        : "one of only whitespace, control, zero-width or private-use characters and combining marks, which encodes as an empty one";
+    public void RequireSecondText(string? text2, long row) => Texts.RequireSecondText(text2, row, "RetrievalClassifier");
 
     /// <summary>Logs a truncation once per cursor/engine.</summary>
     public Action<long> TruncationWarner()

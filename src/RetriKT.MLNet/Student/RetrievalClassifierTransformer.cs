@@ -307,7 +307,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     {
         if (Columns.Text2 is null && text2 is not null)
             throw new ArgumentException($"{name}: this model reads one text (column '{Columns.Text}'), so it takes no second text; found \"{Shorten(text2)}\".", name);
-        if (Columns.Text2 is not null && RetrievalClassifierMapping.MissingSecondText(text2) is { } found)
+        if (Columns.Text2 is not null && TextInputs.MissingSecondText(text2) is { } found)
             throw new ArgumentException($"{name}: this model reads sentence pairs (columns '{Columns.Text}' and '{Columns.Text2}'), so it needs a second text; found {found}.", name);
 
         static string Shorten(string s) => s.Length <= 40 ? s : s[..39] + "…";
