@@ -122,10 +122,17 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
             var getText = input.GetGetter<ReadOnlyMemory<char>>(_text);
             var getText2 = _text2 is { } c ? input.GetGetter<ReadOnlyMemory<char>>(c) : null;
             ReadOnlyMemory<char> a = default, b = default;
+            var template = _parent.SoftPrompts.Template;
             return [(ValueGetter<VBuffer<float>>)((ref VBuffer<float> dst) =>
             {
                 getText(ref a);
                 getText2?.Invoke(ref b);
+                // The texts the store's labelling refuses (UnlabeledData): the teacher's label of nothing looks like any other.
+                if (a.Span.Trim().IsEmpty)
+                    throw new InvalidOperationException($"KnowledgeExtractor row {input.Position}: column '{_text.Name}' is empty; expected a text for the teacher to label.");
+                if (getText2 is not null && b.Span.Trim().IsEmpty)
+                    throw new InvalidOperationException($"KnowledgeExtractor row {input.Position}: column '{template.Text2Column}' (the second text) is empty; " +
+                                                        $"template '{template.Name}' reads sentence pairs.");
                 float[] p;
                 lock (_parent) p = _parent.Scorer.Probabilities([(a.ToString(), getText2 is null ? null : b.ToString())])[0];
                 var editor = VBufferEditor.Create(ref dst, p.Length);
