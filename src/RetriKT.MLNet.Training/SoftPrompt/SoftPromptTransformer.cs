@@ -316,6 +316,8 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         {
             var readLabel = _labelReader(input);
             var getText = _text is { } t ? input.GetGetter<ReadOnlyMemory<char>>(t) : null;
+            var getId = input.GetIdGetter();
+            DataViewRowId id = default;
             long cachedPosition = -1;
             GeneratedSample? cached = null;
             ReadOnlyMemory<char> text = default;
@@ -327,7 +329,13 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
                 if (index < 0) throw new InvalidOperationException($"Row {input.Position}: label '{label}' is not one of [{string.Join(", ", _parent.Labels)}].");
                 string[]? contexts = null;
                 if (getText is not null) { getText(ref text); contexts = [text.ToString()]; }
-                cached = _parent.Generate(index, 1, SeedMixer.Derive(_parent.Seed, "soft-prompt-row", input.Position), contexts)[0];
+                // Seeded by the row's id, which every cursor gives the row, not by its position, which a shuffled cursor
+                // gives another row; a plain view's id is its position, as the seed was before.
+                getId(ref id);
+                long seed = id.High == 0
+                    ? SeedMixer.Derive(_parent.Seed, "soft-prompt-row", (long)id.Low)
+                    : SeedMixer.Derive(_parent.Seed, "soft-prompt-row", (long)id.Low, (long)id.High);
+                cached = _parent.Generate(index, 1, seed, contexts)[0];
                 cachedPosition = input.Position;
                 return cached;
             }
