@@ -48,9 +48,11 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     // and this one must keep embedding as its fingerprint says (a batch size changed to 0 would never end a call).
     private readonly bool _normalize;
     private readonly int _batchSize;
+    private readonly PairTruncation _truncation;
 
-    private BertSentenceEncoder(BertEncoderModule module, WordPieceVocabulary vocabulary, BertPooling pooling, Options options, int maxTokens, Device device, string source)
+    private BertSentenceEncoder(BertEncoderModule module, WordPieceVocabulary vocabulary, BertPooling pooling, PairTruncation truncation, Options options, int maxTokens, Device device, string source)
     {
+        _truncation = truncation;
         MaxTokens = maxTokens;
         _module = module;
         Vocabulary = vocabulary;
@@ -76,7 +78,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         // Hashed now: the module holds its own copy of the weights, and this one is not kept.
         string fingerprint = loaded.Fingerprint(maxTokens, options.Normalize);
         var module = BertEncoderModule.Create(weights, device);
-        try { return new BertSentenceEncoder(module, vocabulary, pooling, options, maxTokens, device, weights.Source) { Fingerprint = fingerprint }; }
+        try { return new BertSentenceEncoder(module, vocabulary, pooling, loaded.Truncation, options, maxTokens, device, weights.Source) { Fingerprint = fingerprint }; }
         catch { module.Dispose(); throw; }
     }
 
@@ -106,8 +108,8 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     public string Source { get; }
 
     /// <summary>
-    /// Content hash of the weights (pooler aside), the pooling, the vocabulary, <see cref="MaxTokens"/> and
-    /// normalisation (<see cref="IStoreEncoder.Fingerprint"/>): the same as <c>ManagedBertSentenceEncoder</c>'s for the
+    /// Content hash of the weights (pooler aside), the pooling, the vocabulary, <see cref="MaxTokens"/>, normalisation
+    /// and how a pair is encoded (token types, truncation) (<see cref="IStoreEncoder.Fingerprint"/>): the same as <c>ManagedBertSentenceEncoder</c>'s for the
     /// same source and options, since both give the same embeddings.
     /// </summary>
     public string Fingerprint { get; private init; } = "";
@@ -125,9 +127,9 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     public int[] Tokenize(string text) => Tokenize(text, null);
 
     /// <summary>
-    /// [CLS] a [SEP] (b [SEP]) within MaxTokens; a pair is truncated longest-first, as BERT's reference tokenizer does.
+    /// [CLS] a [SEP] (b [SEP]) within MaxTokens; a pair is truncated longest-first, as Hugging Face's fast tokenizer does.
     /// </summary>
-    public int[] Tokenize(string text, string? text2) => BertEncoderSource.Tokenize(Vocabulary, MaxTokens, text, text2);
+    public int[] Tokenize(string text, string? text2) => BertEncoderSource.Tokenize(Vocabulary, MaxTokens, text, text2, _truncation);
 
     /// <summary>One embedding per text, in order ([n][Dimension]).</summary>
     public float[][] Embed(IReadOnlyList<string> texts)

@@ -16,6 +16,26 @@ internal enum PairSegments
 }
 
 /// <summary>
+/// How a BERT encoder cuts a sentence pair longer than its MaxTokens. Both cut longest-first, so a text that fits in half
+/// the room is kept whole and the other fills the rest; they differ where both texts are longer than half an odd room,
+/// in which text keeps the larger half.
+/// </summary>
+internal enum PairTruncation
+{
+    /// <summary>
+    /// One token at a time from the longer text, from the second on a tie (BERT's reference <c>_truncate_seq_pair</c>,
+    /// Hugging Face's slow tokenizers): the first text keeps the larger half. What this library did before 2026-12-07,
+    /// kept for the models saved then.
+    /// </summary>
+    SecondOnTie = 0,
+    /// <summary>
+    /// Hugging Face's fast tokenizers (<c>truncate_encodings</c>, longest_first), which sentence-transformers loads: the
+    /// longer text keeps the larger half, the second on a tie.
+    /// </summary>
+    HuggingFaceFast = 1,
+}
+
+/// <summary>
 /// What a BERT sentence encoder is built from, whatever runs it: the weights, the WordPiece vocabulary and the pooling,
 /// read from a SentenceTransformers.* package DLL (embedded ONNX + vocab.txt) or a Hugging Face BERT directory
 /// (config.json, model.safetensors or pytorch_model.bin, vocab.txt). Shared by the TorchSharp encoder (training
@@ -74,6 +94,12 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     public PairSegments Segments { get; init; } = PairSegments.SecondTextOne;
 
     /// <summary>
+    /// How a pair that does not fit is cut: <see cref="PairTruncation.HuggingFaceFast"/> for every source read now; a model
+    /// saved before 2026-12-07 restores <see cref="PairTruncation.SecondOnTie"/>, so it keeps the keys it made.
+    /// </summary>
+    public PairTruncation Truncation { get; init; } = PairTruncation.HuggingFaceFast;
+
+    /// <summary>
     /// Where token type 1 starts in <paramref name="ids"/> under <paramref name="segments"/>: where a pair's second text
     /// starts (<see cref="WordPieceVocabulary.SecondTextStart"/>), else <c>ids.Length</c> (a single text, or
     /// <see cref="PairSegments.AllZero"/>).
@@ -87,10 +113,23 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     /// unknown value fails naming <paramref name="where"/>.
     /// </summary>
     internal static PairSegments ReadSegments(Bridge.ModelReader r, uint writtenSince, string where)
+        => ReadConvention(r, writtenSince, PairSegments.AllZero, where, "pair segments");
+
+    /// <summary>
+    /// The pair cut a saved encoder was written with (its model.zip writes <c>(int)</c><see cref="Truncation"/> from format
+    /// <paramref name="writtenSince"/> on): an older file's encoder cut as BERT's reference, and keeps doing so. An unknown
+    /// value fails naming <paramref name="where"/>.
+    /// </summary>
+    internal static PairTruncation ReadTruncation(Bridge.ModelReader r, uint writtenSince, string where)
+        => ReadConvention(r, writtenSince, PairTruncation.SecondOnTie, where, "pair truncation");
+
+    private static TConvention ReadConvention<TConvention>(Bridge.ModelReader r, uint writtenSince, TConvention before, string where, string what)
+        where TConvention : struct, Enum
     {
-        if (r.Version < writtenSince) return PairSegments.AllZero;
-        var segments = (PairSegments)r.Reader.ReadInt32();
-        return Enum.IsDefined(segments) ? segments : throw new InvalidDataException($"{where}: unknown pair segments {(int)segments}.");
+        if (r.Version < writtenSince) return before;
+        int value = r.Reader.ReadInt32();
+        var convention = (TConvention)Enum.ToObject(typeof(TConvention), value);
+        return Enum.IsDefined(convention) ? convention : throw new InvalidDataException($"{where}: unknown {what} {value}.");
     }
 
     /// <summary>
@@ -232,32 +271,53 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     /// The fingerprint (<see cref="Knowledge.IStoreEncoder.Fingerprint"/>) of a sentence encoder built from this source
     /// with <paramref name="maxTokens"/> and <paramref name="normalize"/>: the TorchSharp and the managed encoder give the
     /// same embeddings for the same source and settings, so they share it. The kind's version is the pair segment
-    /// convention (<see cref="Segments"/>): keys made with segment ids all 0 are not a pair's keys now.
+    /// convention (<see cref="Segments"/>): keys made with segment ids all 0 are not a pair's keys now. Hugging Face's
+    /// pair cut (<see cref="Truncation"/>) is hashed too, and an encoder that cuts as before keeps its fingerprint.
     /// </summary>
     public string Fingerprint(int maxTokens, bool normalize)
     {
         using var fingerprint = new ContentFingerprint(Segments == PairSegments.AllZero ? "bert-sentence-encoder/1" : "bert-sentence-encoder/2");
+        if (Truncation != PairTruncation.SecondOnTie) fingerprint.Add("pair-truncation").Add((long)Truncation);
         Weights.AddTo(fingerprint, Pooling);
         return fingerprint.Add(Vocabulary).Add((long)maxTokens).Add(normalize).Finish();
     }
 
     /// <summary>
-    /// [CLS] a [SEP] (b [SEP]) within <paramref name="maxTokens"/>; a pair is truncated longest-first, as BERT's
-    /// reference tokenizer does.
+    /// [CLS] a [SEP] (b [SEP]) within <paramref name="maxTokens"/>; a pair that does not fit is cut longest-first by the
+    /// rule of <paramref name="truncation"/>.
     /// </summary>
-    public static int[] Tokenize(WordPieceVocabulary vocabulary, int maxTokens, string text, string? text2)
+    public static int[] Tokenize(WordPieceVocabulary vocabulary, int maxTokens, string text, string? text2, PairTruncation truncation)
     {
-        int budget = maxTokens - (text2 is null ? 2 : 3);
-        // Neither text keeps more than the budget, and the longest-first cut from budget + 1 tokens passes through the
-        // same lengths as from the whole text: a long text is read only as far as that.
-        var a = vocabulary.Encode(text ?? "", Math.Max(budget, 0) + 1);
-        var b = text2 is null ? null : vocabulary.Encode(text2, Math.Max(budget, 0) + 1);
-        while (a.Count + (b?.Count ?? 0) > budget)
+        int budget = Math.Max(maxTokens - (text2 is null ? 2 : 3), 0);
+        // Neither text keeps more than the budget: a long text is read only one token past it.
+        var a = vocabulary.Encode(text ?? "", budget + 1);
+        var b = text2 is null ? [] : vocabulary.Encode(text2, budget + 1);
+        if (a.Count + b.Count > budget)
         {
-            // As the reference (_truncate_seq_pair, HF longest_first): the longer text loses a token, the second on a tie.
-            if (b is null || a.Count > b.Count) a.RemoveAt(a.Count - 1);
-            else b.RemoveAt(b.Count - 1);
+            int keepA, keepB;
+            if (2 * Math.Min(a.Count, b.Count) <= budget)
+                // The shorter text (none, for a single text) fits in half the room: kept whole, the longer fills the rest.
+                (keepA, keepB) = a.Count <= b.Count ? (a.Count, budget - a.Count) : (budget - b.Count, b.Count);
+            else
+            {
+                // Both are longer than half the room and share it; an odd room's extra token goes to the first text in
+                // BERT's reference, to the longer one (the second on a tie) in Hugging Face's fast tokenizer.
+                int half = budget / 2;
+                bool firstKeepsMore = budget % 2 == 1
+                    && (truncation == PairTruncation.SecondOnTie || FirstIsLonger(vocabulary, text!, text2!, a.Count, b.Count, budget));
+                (keepA, keepB) = firstKeepsMore ? (budget - half, half) : (half, budget - half);
+            }
+            a.RemoveRange(keepA, a.Count - keepA);
+            b.RemoveRange(keepB, b.Count - keepB);
         }
-        return b is null ? [vocabulary.ClsId, .. a, vocabulary.SepId] : [vocabulary.ClsId, .. a, vocabulary.SepId, .. b, vocabulary.SepId];
+        return text2 is null ? [vocabulary.ClsId, .. a, vocabulary.SepId] : [vocabulary.ClsId, .. a, vocabulary.SepId, .. b, vocabulary.SepId];
     }
+
+    /// <summary>
+    /// Whether the first text of a pair has more tokens than the second, from the <paramref name="readA"/> and
+    /// <paramref name="readB"/> tokens read of them (at most <paramref name="budget"/> + 1 each): only when both were read
+    /// that far are more needed, and then the two are counted only until the shorter ends.
+    /// </summary>
+    private static bool FirstIsLonger(WordPieceVocabulary vocabulary, string text, string text2, int readA, int readB, int budget)
+        => readA != readB ? readA > readB : readA > budget && vocabulary.HasMoreTokens(text, text2);
 }

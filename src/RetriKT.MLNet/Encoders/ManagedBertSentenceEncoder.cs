@@ -68,8 +68,8 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
     private readonly Lazy<string> _fingerprint;
 
     /// <summary>
-    /// Content hash of the weights (pooler aside), the pooling, the vocabulary, <see cref="MaxTokens"/> and
-    /// normalisation (<see cref="IStoreEncoder.Fingerprint"/>); the training assembly's <c>BertSentenceEncoder</c> from the
+    /// Content hash of the weights (pooler aside), the pooling, the vocabulary, <see cref="MaxTokens"/>, normalisation
+    /// and how a pair is encoded (token types, truncation) (<see cref="IStoreEncoder.Fingerprint"/>); the training assembly's <c>BertSentenceEncoder</c> from the
     /// same source and options has the same one.
     /// </summary>
     public string Fingerprint => _fingerprint.Value;
@@ -135,8 +135,11 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
     /// <summary>[CLS] ids [SEP], truncated to MaxTokens.</summary>
     public int[] Tokenize(string text) => Tokenize(text, null);
 
-    /// <summary>[CLS] a [SEP] (b [SEP]) within MaxTokens; a pair is truncated longest-first.</summary>
-    public int[] Tokenize(string text, string? text2) => BertEncoderSource.Tokenize(Vocabulary, _maxTokens, text, text2);
+    /// <summary>
+    /// [CLS] a [SEP] (b [SEP]) within MaxTokens; a pair is truncated longest-first, as Hugging Face's fast tokenizer does (a
+    /// model saved before 2026-12-07 keeps BERT's reference cut: <see cref="PairTruncation"/>).
+    /// </summary>
+    public int[] Tokenize(string text, string? text2) => BertEncoderSource.Tokenize(Vocabulary, _maxTokens, text, text2, Parts.Truncation);
 
     /// <summary>One embedding per text, in order ([n][Dimension]).</summary>
     public float[][] Embed(IReadOnlyList<string> texts)

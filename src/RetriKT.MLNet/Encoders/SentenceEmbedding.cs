@@ -83,9 +83,11 @@ public sealed class SentenceEmbeddingEstimator : IEstimator<SentenceEmbeddingTra
 /// </summary>
 public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
 {
-    // Format versions: 0x00010001 the encoder (pairs with token types all 0); 0x00010002 adds the pair token types (PairSegments).
-    internal static readonly ModelFormat Format = new("RKTSNTEM", 0x00010002, 0x00010001, "RetriKTSentenceEmbedding");
+    // Format versions: 0x00010001 the encoder (pairs with token types all 0); 0x00010002 adds the pair token types (PairSegments);
+    // 0x00010003 the pair cut (PairTruncation; before it, BERT's reference).
+    internal static readonly ModelFormat Format = new("RKTSNTEM", 0x00010003, 0x00010001, "RetriKTSentenceEmbedding");
     private const uint PairSegmentsVersion = 0x00010002;
+    private const uint PairTruncationVersion = 0x00010003;
     private const string WeightsPart = "Encoder.bin";
 
     private readonly IHostEnvironment _env;
@@ -125,6 +127,7 @@ public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
         parts.Weights.WriteShape(w.Writer);
         w.WriteStream(WeightsPart, parts.Weights.Write);
         w.Writer.Write((int)parts.Segments);
+        w.Writer.Write((int)parts.Truncation);
     });
 
     internal static SentenceEmbeddingTransformer Load(ModelReader r)
@@ -143,9 +146,11 @@ public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
         r.ReadStream("Vocabulary.txt", s => tokens = WordPieceVocabulary.ReadTokens(s, where));
         var weights = BertWeights.ReadPart(r, WeightsPart, $"{where}, {WeightsPart} (saved from {source})");
         var segments = BertEncoderSource.ReadSegments(r, PairSegmentsVersion, where);
+        var truncation = BertEncoderSource.ReadTruncation(r, PairTruncationVersion, where);
         var parts = new BertEncoderSource(weights, WordPieceVocabulary.FromTokens(tokens, lowerCase, $"{where} vocabulary"), (BertPooling)pooling)
         {
             Segments = segments,
+            Truncation = truncation,
         };
         ManagedBertSentenceEncoder encoder;
         try { encoder = ManagedBertSentenceEncoder.FromParts(parts, normalize, maxTokens); }

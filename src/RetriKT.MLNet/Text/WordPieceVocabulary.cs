@@ -82,6 +82,31 @@ public sealed class WordPieceVocabulary
         return ids;
     }
 
+    /// <summary>
+    /// Whether <paramref name="text"/> encodes to more ids than <paramref name="other"/> (<see cref="Encode(string)"/>),
+    /// reading each only until the shorter one ends: which of two long texts is the longer costs the shorter's length.
+    /// </summary>
+    internal bool HasMoreTokens(string text, string other)
+    {
+        using var wordsOfText = BertPreTokenizer.Words(text, LowerCase).GetEnumerator();
+        using var wordsOfOther = BertPreTokenizer.Words(other, LowerCase).GetEnumerator();
+        long countText = 0, countOther = 0;
+        while (true)
+        {
+            // Read on in the one behind: a text that ends behind or level with the other is not the longer.
+            if (countText <= countOther)
+            {
+                if (!wordsOfText.MoveNext()) return false;
+                countText += Tokenizer.CountTokens(wordsOfText.Current, considerPreTokenization: false, considerNormalization: false);
+            }
+            else
+            {
+                if (!wordsOfOther.MoveNext()) return true;
+                countOther += Tokenizer.CountTokens(wordsOfOther.Current, considerPreTokenization: false, considerNormalization: false);
+            }
+        }
+    }
+
     /// <summary>Tokens in id order.</summary>
     public IReadOnlyList<string> Tokens { get; }
 
