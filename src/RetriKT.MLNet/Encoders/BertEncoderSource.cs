@@ -57,9 +57,10 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         if (Directory.Exists(source))
         {
             var directoryWeights = BertWeights.FromHuggingFaceDirectory(source);
-            // Read once for the two things it sets: lower-casing and the tokenizer's length limit.
+            // Read once for what it sets: lower-casing, the tokenizer's length limit and the side it cuts.
             var tokenizerConfigPath = Path.Combine(source, "tokenizer_config.json");
             var tokenizerConfig = File.Exists(tokenizerConfigPath) ? JsonFiles.ReadObject(tokenizerConfigPath) : null;
+            RequireRightTruncation(tokenizerConfigPath, tokenizerConfig);
             return new BertEncoderSource(directoryWeights,
                 WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source, tokenizerConfigPath, tokenizerConfig)),
                 pooling ?? SentenceTransformersPooling(source) ?? BertPooling.Mean)
@@ -184,6 +185,18 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
             && v.TryGetValue<double>(out var limit) && limit >= 1 && limit == Math.Floor(limit)
             ? (int)Math.Min(limit, maxPositions)
             : throw new InvalidDataException($"{path}: field '{field}': expected a positive integer, found {node.ToJsonString()}.");
+    }
+
+    /// <summary>
+    /// Refuses a tokenizer that cuts a long text from the left: transformers honours <c>tokenizer_config.json</c>'s
+    /// <c>truncation_side</c> "left" and keeps the text's end (of each text, for a pair), where this encoder keeps the
+    /// start, as "right", the default, does; it would embed another part of the text than the model's own tokenizer.
+    /// </summary>
+    private static void RequireRightTruncation(string path, System.Text.Json.Nodes.JsonObject? tokenizerConfig)
+    {
+        var side = tokenizerConfig?["truncation_side"];
+        if (side is null || side is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<string>(out var text) && text == "right") return;
+        throw new NotSupportedException($"{path}: truncation_side {side.ToJsonString()} is not supported; this encoder keeps the start of a long text (truncation_side \"right\").");
     }
 
     /// <summary>

@@ -131,4 +131,20 @@ public class DirectoryMaxTokensTests
         var expected = old.Embed([LongText, "a short one"]);
         Assert.Equal(expected, reloaded.Transform(texts).GetColumn<float[]>("Features").ToArray());
     }
+
+    /// <summary>
+    /// A tokenizer_config.json with <c>truncation_side</c> "left" makes transformers keep the END of a long text (and of
+    /// each text of a pair); this encoder keeps the start, so it embedded another part of the text than the model's own
+    /// tokenizer, without a word. It is refused naming the file and the value; "right" (transformers' default) loads.
+    /// </summary>
+    [SharedDataFact]
+    public void ATokenizerThatCutsFromTheLeftIsRefused()
+    {
+        using (var right = TinyRandomBertWith("""{"do_lower_case": true, "truncation_side": "right"}"""))
+            Assert.Equal(512, ManagedBertSentenceEncoder.Load(right.Path).Tokenize(LongText).Length);
+        using var left = TinyRandomBertWith("""{"do_lower_case": true, "truncation_side": "left"}""");
+        var e = Assert.Throws<NotSupportedException>(() => ManagedBertSentenceEncoder.Load(left.Path));
+        Assert.Equal($"{left.File("tokenizer_config.json")}: truncation_side \"left\" is not supported; this encoder keeps the start of a long text (truncation_side \"right\").", e.Message);
+        Assert.Throws<NotSupportedException>(() => BertSentenceEncoder.Load(new MLContext(seed: 1), left.Path));
+    }
 }
