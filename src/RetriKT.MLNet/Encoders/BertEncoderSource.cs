@@ -57,10 +57,10 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
         if (Directory.Exists(source))
         {
             var directoryWeights = BertWeights.FromHuggingFaceDirectory(source);
-            // Read once for what it sets: lower-casing, the tokenizer's length limit and the side it cuts.
+            // Read once for what it sets: lower-casing, the tokenizer's length limit, and options this tokenizer does not follow.
             var tokenizerConfigPath = Path.Combine(source, "tokenizer_config.json");
             var tokenizerConfig = File.Exists(tokenizerConfigPath) ? JsonFiles.ReadObject(tokenizerConfigPath) : null;
-            RequireRightTruncation(tokenizerConfigPath, tokenizerConfig);
+            RequireFollowedTokenizerOptions(tokenizerConfigPath, tokenizerConfig);
             return new BertEncoderSource(directoryWeights,
                 WordPieceVocabulary.Load(Path.Combine(source, "vocab.txt"), LowerCase(source, tokenizerConfigPath, tokenizerConfig)),
                 pooling ?? SentenceTransformersPooling(source) ?? BertPooling.Mean)
@@ -188,15 +188,18 @@ internal sealed record BertEncoderSource(BertWeights Weights, WordPieceVocabular
     }
 
     /// <summary>
-    /// Refuses a tokenizer that cuts a long text from the left: transformers honours <c>tokenizer_config.json</c>'s
-    /// <c>truncation_side</c> "left" and keeps the text's end (of each text, for a pair), where this encoder keeps the
-    /// start, as "right", the default, does; it would embed another part of the text than the model's own tokenizer.
+    /// Refuses tokenizer settings this tokenizer does not follow, with which it would give other ids than the model's own
+    /// tokenizer without a word: <c>truncation_side</c> "left" (transformers keeps the end of a long text, of each text
+    /// for a pair, where this keeps the start, as "right", the default, does) and <c>tokenize_chinese_chars</c> false (a
+    /// run of CJK ideographs stays one word, where this makes each ideograph a word, as true, the default, does).
     /// </summary>
-    private static void RequireRightTruncation(string path, System.Text.Json.Nodes.JsonObject? tokenizerConfig)
+    private static void RequireFollowedTokenizerOptions(string path, System.Text.Json.Nodes.JsonObject? tokenizerConfig)
     {
         var side = tokenizerConfig?["truncation_side"];
-        if (side is null || side is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<string>(out var text) && text == "right") return;
-        throw new NotSupportedException($"{path}: truncation_side {side.ToJsonString()} is not supported; this encoder keeps the start of a long text (truncation_side \"right\").");
+        if (side is not null && !(side is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<string>(out var text) && text == "right"))
+            throw new NotSupportedException($"{path}: truncation_side {side.ToJsonString()} is not supported; this encoder keeps the start of a long text (truncation_side \"right\").");
+        if (tokenizerConfig?["tokenize_chinese_chars"] is System.Text.Json.Nodes.JsonValue c && c.TryGetValue<bool>(out var split) && !split)
+            throw new NotSupportedException($"{path}: tokenize_chinese_chars false is not supported; this tokenizer makes each CJK ideograph a word of its own (tokenize_chinese_chars true).");
     }
 
     /// <summary>

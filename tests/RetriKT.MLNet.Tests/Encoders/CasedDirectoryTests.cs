@@ -60,4 +60,25 @@ public class CasedDirectoryTests
         File.WriteAllText(temp.File("sentence_bert_config.json"), """{"max_seq_length": 128, "do_lower_case": true}""");
         Assert.True(ManagedBertSentenceEncoder.Load(temp.Path).Vocabulary.LowerCase);
     }
+
+    /// <summary>
+    /// tokenize_chinese_chars false makes Hugging Face's BERT tokenizer keep a run of CJK ideographs in one word ("東京" is
+    /// 東 ##京, ids 1879 30281), where this tokenizer makes each ideograph a word (東 京, 1879 1755), as true, the default,
+    /// does. Loaded, it gave such text other ids than the model's own tokenizer without a word; it is refused naming the file.
+    /// </summary>
+    [SharedDataFact]
+    public void KeepingChineseCharactersTogetherIsRefused()
+    {
+        using var temp = new TempDir("retrikt-bert-");
+        var source = SharedData.Path("models", "bert-uncased-tokenizer-golden");
+        foreach (var f in new[] { "config.json", "model.safetensors", "vocab.txt" }) File.Copy(Path.Combine(source, f), temp.File(f));
+        var config = File.ReadAllText(Path.Combine(source, "tokenizer_config.json"));
+        Assert.Contains("\"tokenize_chinese_chars\": true", config);
+        File.WriteAllText(temp.File("tokenizer_config.json"), config);
+        Assert.Equal([1879, 1755], ManagedBertSentenceEncoder.Load(temp.Path).Vocabulary.Encode("東京"));
+
+        File.WriteAllText(temp.File("tokenizer_config.json"), config.Replace("\"tokenize_chinese_chars\": true", "\"tokenize_chinese_chars\": false"));
+        var e = Assert.Throws<NotSupportedException>(() => ManagedBertSentenceEncoder.Load(temp.Path));
+        Assert.Equal($"{temp.File("tokenizer_config.json")}: tokenize_chinese_chars false is not supported; this tokenizer makes each CJK ideograph a word of its own (tokenize_chinese_chars true).", e.Message);
+    }
 }
