@@ -159,8 +159,10 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         int[] LabelInit(int l)
         {
             string word = template.Verbalizer[labels[l]];
-            int keep = Math.Clamp(o.PromptTokens - tokenizer.EncodeContinuation(word, afterText: initIds.Length > 0).Length, 0, initIds.Length);
-            return [.. initIds[..keep], .. tokenizer.EncodeContinuation(word, afterText: keep > 0)];
+            var afterInit = tokenizer.EncodeContinuation(word, afterText: initIds.Length > 0);
+            int keep = Math.Clamp(o.PromptTokens - afterInit.Length, 0, initIds.Length);
+            // Encoded again only when none of the text is kept: the word then starts the prompt, and reads as a start.
+            return keep > 0 || initIds.Length == 0 ? [.. initIds[..keep], .. afterInit] : tokenizer.EncodeContinuation(word, afterText: false);
         }
         var (labelInit, taskInit) = SoftPromptModule.Initialize(o.Init, matrix, labels.Count, o.PromptTokens, o.TaskPromptTokens, LabelInit, initIds, generator);
         return new SoftPromptModule(labelInit, taskInit); // its parameters stay out of the scope
