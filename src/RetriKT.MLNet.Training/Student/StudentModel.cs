@@ -7,7 +7,8 @@ namespace RetriKT.MLNet.Student;
 
 /// <summary>
 /// Dropout drawing its mask from a private generator, so training is repeatable even while other threads use
-/// TorchSharp's global RNG (CPU; on other devices it falls back to the global RNG).
+/// TorchSharp's global RNG, on every device: the mask is drawn on the CPU and moved to the tensor's device, since
+/// TorchSharp 0.107 makes every Generator on the CPU (its native constructor ignores the device it is given).
 /// </summary>
 internal sealed class SeededDropout(double p)
 {
@@ -19,8 +20,9 @@ internal sealed class SeededDropout(double p)
     public Tensor Apply(Tensor x, bool training)
     {
         if (!training || p <= 0) return x;
-        if (Generator is null || x.device.type != DeviceType.CPU) return nn.functional.dropout(x, p, training: true);
-        var keep = torch.rand(x.shape, dtype: x.dtype, device: x.device, generator: Generator).ge_(_dropShare);
+        if (Generator is null) return nn.functional.dropout(x, p, training: true);
+        var keep = torch.rand(x.shape, dtype: x.dtype, device: CPU, generator: Generator).ge_(_dropShare);
+        if (x.device.type != DeviceType.CPU) keep = keep.to(x.device);
         return x * keep / _keepShare;
     }
 }
