@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using RetriKT.MLNet.Common;
 
 namespace RetriKT.Evaluation;
 
@@ -162,27 +163,7 @@ public static class ResultsReport
         md.AppendLine("```");
         AppendHandWritten(md, path);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        WriteAtomically(path, temp => File.WriteAllText(temp, md.ToString()));
-    }
-
-    /// <summary>
-    /// Writes <paramref name="path"/> through a temporary file of this write's own beside it, renamed over the target at
-    /// the end: two harness processes finishing together (lanes with their own --cache) both write the report and the
-    /// plots, and neither may take the other's half-written file. A failed write leaves the old file and no temporary one.
-    /// </summary>
-    private static void WriteAtomically(string path, Action<string> write)
-    {
-        // The target's extension last, for writers that go by it (ScottPlot saves to the temporary path).
-        var temp = $"{path}.{Environment.ProcessId}-{Guid.NewGuid():N}.tmp{Path.GetExtension(path)}";
-        try
-        {
-            write(temp);
-            File.Move(temp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        AtomicFile.WriteVia(path, temp => File.WriteAllText(temp, md.ToString()));
     }
 
     /// <summary>The SST-2 transfer goals (5 seeds, official dev set), computed from the table as ../shared/tools/transfer-goals does.</summary>
@@ -393,7 +374,7 @@ public static class ResultsReport
             plt.Axes.SetLimits(-1, tasks.Count * (groups + 1) - 1, 0, 150); // headroom above 100 % so the legend never covers a bar
             plt.YLabel("accuracy on the official dev set (%)");
             plt.Title("RetriKT.MLNet, low-resource protocols");
-            WriteAtomically(pngPath, temp => plt.SavePng(temp, 1000, 560));
+            AtomicFile.WriteVia(pngPath, temp => plt.SavePng(temp, 1000, 560));
             return pngPath;
         }
         catch (Exception e) when (e is TypeInitializationException or DllNotFoundException or InvalidOperationException or EntryPointNotFoundException)
@@ -439,7 +420,7 @@ public static class ResultsReport
             plt.YLabel("accuracy on the official dev set (%)");
             plt.Title("SST-2 seed 13: accuracy against store size (stand-in teacher)");
             plt.ShowLegend(ScottPlot.Alignment.LowerRight);
-            WriteAtomically(path, temp => plt.SavePng(temp, 800, 480));
+            AtomicFile.WriteVia(path, temp => plt.SavePng(temp, 800, 480));
             return path;
         }
         catch (Exception e) when (e is TypeInitializationException or DllNotFoundException or InvalidOperationException or EntryPointNotFoundException)
@@ -479,6 +460,6 @@ public static class ResultsReport
         for (int g = 0; g < groups; g++)
             svg.AppendLine(CultureInfo.InvariantCulture, $"<rect x=\"{width - 300}\" y=\"{top + g * 18}\" width=\"12\" height=\"12\" fill=\"{colors[g % colors.Length]}\"/><text x=\"{width - 282}\" y=\"{top + g * 18 + 11}\">{System.Security.SecurityElement.Escape(Rows.Title(Rows.All[g]))}</text>");
         svg.AppendLine("</svg>");
-        WriteAtomically(path, temp => File.WriteAllText(temp, svg.ToString()));
+        AtomicFile.WriteVia(path, temp => File.WriteAllText(temp, svg.ToString()));
     }
 }
