@@ -23,7 +23,7 @@ public sealed record QuickstartOptions
     public string OutputFolder { get; init; } = Path.GetFullPath("retrikt-quickstart");
     /// <summary>PPO steps. Default 8 (<see cref="QuickPpoSteps"/> under --quick when --ppo-steps is not given).</summary>
     public int PpoSteps { get; init; } = 8;
-    /// <summary>Generated samples kept per label; null: <see cref="EmbeddedSamplesPerLabel"/> or, with --data, <see cref="DataSamplesPerLabel"/> (under --quick, <see cref="QuickSamplesPerLabel"/> when --samples-per-label is not given).</summary>
+    /// <summary>Generated samples kept per label; null: <see cref="EmbeddedSamplesPerLabel"/> or, with --data or the user's own task, <see cref="DataSamplesPerLabel"/> (under --quick, <see cref="QuickSamplesPerLabel"/> when --samples-per-label is not given).</summary>
     public int? SamplesPerLabel { get; init; }
     /// <summary>
     /// The embedded task's store: on it the student on the store scored 84.0 / 87.5 / 94.0 / 94.5 % at 64 / 128 / 256 / 512
@@ -126,7 +126,7 @@ public sealed record QuickstartOptions
         var seed = new Option<int>("--seed") { Description = $"LM-BFF split seed in --data ({string.Join(", ", FewShotBenchmarks.LmBffSeeds)}). Default {Defaults.Seed}.", DefaultValueFactory = _ => Defaults.Seed, HelpName = "n" };
         var output = new Option<string?>("--out") { Description = "Output folder: model.zip, quickstart.log, ppo.csv, the extraction checkpoint (extraction-*.jsonl). Default ./retrikt-quickstart.", HelpName = "folder" };
         var ppoSteps = new Option<int>("--ppo-steps") { Description = $"PPO steps. Default {Defaults.PpoSteps}.", DefaultValueFactory = _ => Defaults.PpoSteps, HelpName = "n" };
-        var samples = new Option<int?>("--samples-per-label") { Description = $"Generated samples kept per label. Default {EmbeddedSamplesPerLabel} on the embedded task, {DataSamplesPerLabel} with --data.", HelpName = "n" };
+        var samples = new Option<int?>("--samples-per-label") { Description = $"Generated samples kept per label. Default {EmbeddedSamplesPerLabel} on the embedded task, {DataSamplesPerLabel} with --data or your own task.", HelpName = "n" };
         var unlabeled = new Option<string?>("--unlabeled") { Description = "In-domain text without labels (.txt file or folder, one document per line): its sentences are labelled by the teacher and join the student's store.", HelpName = "path" };
         var unlabeledRows = new Option<int?>("--unlabeled-rows") { Description = "Sentences drawn from --unlabeled. Default 32768.", HelpName = "n" };
         var afterTraining = new Option<bool>("--unlabeled-after-training") { Description = "Add --unlabeled's sentences to the RetriKT student's store after it trained (no training again; its mix is chosen again on sentences of other documents) instead of before." };
