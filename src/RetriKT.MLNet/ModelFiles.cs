@@ -10,7 +10,8 @@ namespace RetriKT.MLNet;
 /// Verified loading: ML.NET does not check the zip's CRC, so a flipped bit in a part that is not
 /// RetriKT's own (the input schema, a MapKeyToValue step) can load as a different model; RetriKT's own parts carry
 /// their own checksums (checked by any <c>Model.Load</c>). <see cref="LoadVerified(ModelOperationsCatalog, string, out DataViewSchema)"/>
-/// checks every entry's length and CRC-32 first, then loads, and reports any failure as one
+/// checks every entry's length and CRC-32 and reads the input schema first (ML.NET's own reader of it hangs on a length
+/// that points past the part's end), then loads, and reports any failure as one
 /// <see cref="InvalidDataException"/> line naming the file and the part.
 /// </summary>
 public static class ModelFiles
@@ -71,7 +72,7 @@ public static class ModelFiles
         }
     }
 
-    /// <summary>Checks that every entry of the zip in <paramref name="stream"/> decompresses to its recorded length and CRC-32.</summary>
+    /// <summary>Checks that every entry of the zip in <paramref name="stream"/> decompresses to its recorded length and CRC-32, and that its input schema reads.</summary>
     public static void Verify(Stream stream, string name)
     {
         ArgumentNullException.ThrowIfNull(name);

@@ -142,6 +142,47 @@ public class ModelFileIntegrityTests
     }
 
     /// <summary>
+    /// ML.NET's reader of the input schema (the zip's 'Schema' part) retries a read that returns nothing, so a length in
+    /// that part pointing past its end, in a valid zip, hung Model.Load forever, and LoadVerified (whose CRC check passes)
+    /// and the hosting pool's reload with it. Here the dimension count of the Label's KeyValues vector (a key label in the
+    /// saved schema, as a model saved with the keyed training data's schema has) is raised past the part's end: a verified
+    /// load now fails at once, in one line naming the file and the part.
+    /// </summary>
+    [SharedDataFact]
+    public void ASchemaPartWhoseLengthPointsPastItsEndFailsInOneLineInsteadOfHanging()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = TestData.Sst2Train(ml);
+        var keyed = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+        var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+        {
+            Epochs = 1, HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 24, NeighborCount = 4, Seed = 3,
+        }).Fit(keyed);
+        using var saved = new MemoryStream();
+        ml.Model.Save(student, keyed.Schema, saved);
+        var damaged = Rewrite(saved.ToArray(), "Schema", bytes =>
+        {
+            // The KeyValues codec: "VBuffer", then its inner codec "TextSpan" with no parameters, then the dimension count.
+            int inner = bytes.AsSpan().IndexOf("\u0008TextSpan"u8);
+            Assert.True(inner > 0, "no TextSpan codec in the Schema part");
+            int count = inner + 1 + 8 + 1;
+            Assert.Equal(1, BitConverter.ToInt32(bytes, count));
+            BitConverter.TryWriteBytes(bytes.AsSpan(count), 32_513);
+            return bytes;
+        });
+
+        var load = Task.Run(() => Assert.Throws<InvalidDataException>(() => new MLContext().Model.LoadVerified(new MemoryStream(damaged), "model.zip", out _)));
+        Assert.True(load.Wait(TimeSpan.FromSeconds(60)), "LoadVerified did not return within 60 s");
+        var error = load.Result;
+        Assert.StartsWith("model.zip: part 'Schema' cannot be read (", error.Message);
+        Assert.True(error.Message.Length < 400 && error.Message.All(c => !char.IsControl(c)), error.Message);
+
+        // The saved file itself still loads, schema and all.
+        using var loaded = Assert.IsType<RetrievalClassifierTransformer>(new MLContext().Model.LoadVerified(new MemoryStream(saved.ToArray()), "model.zip", out var schema));
+        Assert.True(schema["Label"].Annotations.Schema.GetColumnOrNull("KeyValues").HasValue);
+    }
+
+    /// <summary>
     /// <paramref name="model"/> with the one entry named <paramref name="part"/> (its full name, or its last segments)
     /// replaced by <paramref name="change"/>(its bytes), in a valid zip: only RetriKT's own checksums can tell.
     /// </summary>
