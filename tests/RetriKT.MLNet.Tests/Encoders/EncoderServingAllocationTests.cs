@@ -75,8 +75,8 @@ public class EncoderServingAllocationTests(ITestOutputHelper output)
     private static List<int[]> Sequences(WordPieceVocabulary vocabulary, int maxTokens)
     {
         var sentences = File.ReadLines(SharedData.Path("data", "SST-2", "train.tsv")).Skip(1).Take(60).Select(l => l.Split('\t')[0]).ToList();
-        var sequences = sentences.Select((s, i) => BertEncoderSource.Tokenize(vocabulary, maxTokens, s, i % 3 == 0 ? sentences[^(i + 1)] : null)).ToList();
-        sequences.Add(BertEncoderSource.Tokenize(vocabulary, maxTokens, string.Join(' ', sentences), null)); // truncated to the longest
+        var sequences = sentences.Select((s, i) => BertEncoderSource.Tokenize(vocabulary, maxTokens, s, i % 3 == 0 ? sentences[^(i + 1)] : null, PairTruncation.HuggingFaceFast)).ToList();
+        sequences.Add(BertEncoderSource.Tokenize(vocabulary, maxTokens, string.Join(' ', sentences), null, PairTruncation.HuggingFaceFast)); // truncated to the longest
         return sequences;
     }
 
