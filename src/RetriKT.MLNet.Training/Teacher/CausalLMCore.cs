@@ -42,7 +42,8 @@ internal abstract class CausalLMModule : nn.Module
     public double ResidualDropout { get; set; }
 
     /// <summary>
-    /// Where the dropout masks are drawn from (on the module's device), or null for torch's process-wide generator.
+    /// Where the dropout masks are drawn from (a CPU generator, whatever the module's device: see <see cref="ResidualDrop"/>),
+    /// or null for torch's process-wide generator.
     /// <see cref="TeacherPretrainer"/> sets one per step, seeded from the run's seed and the step.
     /// </summary>
     public Generator? DropoutGenerator { get; set; }
@@ -65,8 +66,11 @@ internal readonly record struct ResidualDrop(double P, Generator? Generator)
         // What torch's own dropout does on the CPU (noise ~ Bernoulli(1 − p), divided by 1 − p, times x), from a generator
         // of the caller's: the same masks and rounding as nn.functional.dropout after seeding the process-wide generator
         // alike, without touching the application's (and every other thread's) random stream.
+        // Off the CPU the mask is drawn on the CPU and moved: TorchSharp 0.107 makes every Generator a CPU one, and libtorch
+        // refuses a CPU generator for a CUDA tensor's draw (see Sampler.Draw), which failed pretraining with dropout on a GPU.
         using var keep = (1 - P).ToScalar(); // held across the call (see HeldScalars)
-        using var noise = empty_like(x).bernoulli_(1 - P, Generator);
+        using var drawn = empty_like(x, device: CPU).bernoulli_(1 - P, Generator);
+        using var noise = x.device_type == DeviceType.CPU ? drawn.alias() : drawn.to(x.device);
         noise.div_(keep);
         return x.mul(noise);
     }

@@ -134,4 +134,19 @@ internal static class Sampler
         var removeOriginal = zeros_like(remove).scatter(-1, order, remove);
         return logits.masked_fill(removeOriginal, HeldScalars.NegativeInfinity);
     }
+
+    /// <summary>
+    /// One token per row of <paramref name="probabilities"/> <c>[B, V]</c>, drawn from <paramref name="generator"/>; ids
+    /// <c>[B]</c> on the probabilities' device. Off the CPU the draw runs on a CPU copy: TorchSharp 0.107 makes every
+    /// Generator a CPU one (its native constructor ignores the device; dotnet/TorchSharp#1194), and libtorch refuses a CPU
+    /// generator for a CUDA tensor's draw ("Expected a 'cuda' device type for generator"), which failed every sampled
+    /// generation on a GPU. The copy is one [B, V] row set per step, and a seed then draws as it does on the CPU.
+    /// </summary>
+    public static Tensor Draw(Tensor probabilities, Generator generator)
+    {
+        if (probabilities.device_type == DeviceType.CPU) return probabilities.multinomial(1, generator: generator).squeeze(1);
+        using var onCpu = probabilities.cpu();
+        using var drawn = onCpu.multinomial(1, generator: generator);
+        return drawn.squeeze(1).to(probabilities.device);
+    }
 }

@@ -275,7 +275,7 @@ public sealed class TeacherModel : IDisposable
         _module.eval();
         using var outer = NewDisposeScope();
         using var noGrad = no_grad();
-        using var generator = new Generator((ulong)(request.Seed ?? Random.Shared.NextInt64()), Device);
+        using var generator = new Generator((ulong)(request.Seed ?? Random.Shared.NextInt64())); // a CPU one, as every TorchSharp generator (see Sampler.Draw)
         // Decoding steps run in managed code where that path serves the model (LLaMA, float32 on the CPU, a small batch;
         // see ManagedLlamaDecoder); the torch cache then holds the prefill only.
         var managed = request.UseKvCache && maxNew > 1 && !request.TorchDecode
@@ -318,7 +318,7 @@ public sealed class TeacherModel : IDisposable
                 {
                     var greedyNext = greedyRows is null ? null : processed.argmax(-1);
                     processed = Sampler.TopP(Sampler.TopK(processed, request.TopK), request.TopP);
-                    next = processed.softmax(-1).multinomial(1, generator: generator).squeeze(1);
+                    next = Sampler.Draw(processed.softmax(-1), generator);
                     if (greedyNext is not null) next = where(greedyRows!, greedyNext, next);
                 }
                 chosenLogps.narrow(1, step, 1).copy_(logp.gather(-1, next.unsqueeze(1)));

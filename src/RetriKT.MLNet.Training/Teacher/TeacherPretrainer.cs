@@ -203,7 +203,7 @@ public sealed class TeacherPretrainer
                 // The masks from a generator of this run's, seeded from the seed and the step (a resumed run draws the same),
                 // with the draws torch's process-wide one gave when it was seeded here: seeding that one every step reset the
                 // application's random stream and every other thread's.
-                using var dropoutGenerator = o.Dropout > 0 ? new Generator((ulong)SeedMixer.Derive(host.Seed, "pretrain-dropout", step), device) : null;
+                using var dropoutGenerator = o.Dropout > 0 ? new Generator((ulong)SeedMixer.Derive(host.Seed, "pretrain-dropout", step)) : null;
                 module.DropoutGenerator = dropoutGenerator;
                 var starts = randint(0, tokens.Length - seqLen, [o.BatchSize], ScalarType.Int64, CPU, generator: generator).to(device);
                 var window = starts.unsqueeze(1).add(HeldScalars.Arange(seqLen + 1, ScalarType.Int64, device), HeldScalars.One);
