@@ -22,8 +22,11 @@ public enum SoftPromptInit
 /// </summary>
 internal sealed class SoftPromptModule : nn.Module
 {
-    private readonly Parameter _labelPrompts;   // [L, P, H]
-    private readonly Parameter? _taskPrompt;    // [S, H]
+    // Named as registered: Module.to (the move to the teacher's device) replaces each parameter with a copy on that
+    // device and sets the field of the parameter's name. Fields of other names kept the disposed CPU tensors, and every
+    // read of the prompts off the CPU failed ("Tensor invalid -- empty handle").
+    private readonly Parameter label_prompts;   // [L, P, H]
+    private readonly Parameter? task_prompt;    // [S, H]
 
     /// <summary>Creates the module from initial values <c>[L, P, H]</c> and, optionally, <c>[S, H]</c> (copied).</summary>
     public SoftPromptModule(Tensor labelPrompts, Tensor? taskPrompt) : base(nameof(SoftPromptModule))
@@ -31,27 +34,27 @@ internal sealed class SoftPromptModule : nn.Module
         if (labelPrompts.dim() != 3) throw new ArgumentException($"label prompts must be [labels, tokens, hidden], found [{string.Join(", ", labelPrompts.shape)}].");
         if (taskPrompt is not null && (taskPrompt.dim() != 2 || taskPrompt.shape[1] != labelPrompts.shape[2]))
             throw new ArgumentException($"task prompt must be [tokens, {labelPrompts.shape[2]}], found [{string.Join(", ", taskPrompt.shape)}].");
-        _labelPrompts = new Parameter(labelPrompts.detach().clone().to(ScalarType.Float32), requires_grad: true);
-        _taskPrompt = taskPrompt is null ? null : new Parameter(taskPrompt.detach().clone().to(ScalarType.Float32), requires_grad: true);
+        label_prompts = new Parameter(labelPrompts.detach().clone().to(ScalarType.Float32), requires_grad: true);
+        task_prompt = taskPrompt is null ? null : new Parameter(taskPrompt.detach().clone().to(ScalarType.Float32), requires_grad: true);
         // The module owns its parameters: keep them out of any dispose scope the caller happens to be in.
-        _labelPrompts.DetachFromDisposeScope();
-        _taskPrompt?.DetachFromDisposeScope();
-        register_parameter("label_prompts", _labelPrompts);
-        if (_taskPrompt is not null) register_parameter("task_prompt", _taskPrompt);
+        label_prompts.DetachFromDisposeScope();
+        task_prompt?.DetachFromDisposeScope();
+        register_parameter(nameof(label_prompts), label_prompts);
+        if (task_prompt is not null) register_parameter(nameof(task_prompt), task_prompt);
     }
 
-    public int Labels => (int)_labelPrompts.shape[0];
-    public int LabelTokens => (int)_labelPrompts.shape[1];
-    public int TaskTokens => _taskPrompt is null ? 0 : (int)_taskPrompt.shape[0];
+    public int Labels => (int)label_prompts.shape[0];
+    public int LabelTokens => (int)label_prompts.shape[1];
+    public int TaskTokens => task_prompt is null ? 0 : (int)task_prompt.shape[0];
     public int Length => TaskTokens + LabelTokens;
-    public int Hidden => (int)_labelPrompts.shape[2];
+    public int Hidden => (int)label_prompts.shape[2];
 
     /// <summary>Prompts for a batch of label indices <c>[B]</c> → <c>[B, S + P, H]</c> in <paramref name="dtype"/>.</summary>
     public Tensor PromptsFor(Tensor labels, ScalarType dtype)
     {
-        var perRow = _labelPrompts.index_select(0, labels);                              // [B, P, H]
-        if (_taskPrompt is not null)
-            perRow = cat([_taskPrompt.unsqueeze(0).expand(labels.shape[0], -1, -1), perRow], 1);
+        var perRow = label_prompts.index_select(0, labels);                              // [B, P, H]
+        if (task_prompt is not null)
+            perRow = cat([task_prompt.unsqueeze(0).expand(labels.shape[0], -1, -1), perRow], 1);
         return perRow.to(dtype);
     }
 
@@ -59,7 +62,7 @@ internal sealed class SoftPromptModule : nn.Module
     public (float[] LabelPrompts, float[]? TaskPrompt) Snapshot()
     {
         using var scope = NewDisposeScope(); // the detached views and CPU copies (the caller may have no scope)
-        return (_labelPrompts.detach().cpu().data<float>().ToArray(), _taskPrompt?.detach().cpu().data<float>().ToArray());
+        return (label_prompts.detach().cpu().data<float>().ToArray(), task_prompt?.detach().cpu().data<float>().ToArray());
     }
 
     /// <summary>Builds initial prompt values from the teacher's embedding matrix <c>[V, H]</c>.</summary>
