@@ -169,8 +169,9 @@ internal static class RetrievalTraining
         if (memory is not null)
         {
             var sims = nn.functional.normalize(pooled, p: 2, dim: 1).matmul(memory.t());
-            var self = torch.zeros(sims.shape, dtype: ScalarType.Bool, device: device);
-            for (int i = 0; i < batch.Length; i++) self[i, batch[i]] = true;
+            // One scatter: a write per row made a scalar tensor and a device write each (a sync per row on a GPU).
+            var self = torch.zeros(sims.shape, dtype: ScalarType.Bool, device: device).scatter_(1, batchIndex.unsqueeze(1),
+                torch.ones(batch.Length, 1, dtype: ScalarType.Bool, device: device));
             using var never = (-1e4f).ToScalar(); // explicit and alive across the call (see HeldScalars)
             var (values, indices) = sims.masked_fill(self, never).topk(k, dim: 1); // a query never retrieves itself
             var knn = Knn(values, indices, temperature, softLabels);
