@@ -343,7 +343,10 @@ public sealed record HarnessSettings
     {
         [nameof(RetriKTPipelineOptions.PpoSteps)] = "--ppo-steps", [nameof(RetriKTPipelineOptions.PpoLearningRate)] = "--ppo-rate",
         [nameof(RetriKTPipelineOptions.RolloutsPerStep)] = "--ppo-rollouts", [nameof(RetriKTPipelineOptions.WorkDirectory)] = "--cache",
+        [nameof(RetriKTPipelineOptions.StoreCorpus)] = StoreCorpusRows, [nameof(RetriKTPipelineOptions.StoreCorpusAfterTraining)] = StoreCorpusRows,
     };
+
+    private const string StoreCorpusRows = $"--rows {Evaluation.Rows.CorpusStudent}, {Evaluation.Rows.RetriKTCorpus} or {Evaluation.Rows.RetriKTGrown}";
 
     /// <summary>The harness defaults with <paramref name="overrides"/> (field name → value) applied; unknown names fail.</summary>
     public static RetriKTPipelineOptions PipelineWith(IReadOnlyDictionary<string, string> overrides)

@@ -348,6 +348,22 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Equal(872, row.TestRows);
     }
 
+    /// <summary>
+    /// The harness sets the store corpus of each row itself (the corpus rows have it, no other row does): a --set of it
+    /// was overwritten for every row, so the rows ran (or were skipped as already measured) without it, under the keys of
+    /// the rows without a corpus. It is refused, naming the rows that add the corpus.
+    /// </summary>
+    [SharedDataFact]
+    public void ASetOfTheStoreCorpusIsRefusedNamingTheRowsThatUseIt()
+    {
+        var corpus = SharedData.Path("data", "corpora", "movie-reviews-polarity-v2");
+        foreach (var (field, value) in new[] { ("StoreCorpus", corpus), ("StoreCorpusAfterTraining", "true") })
+        {
+            var e = Assert.Throws<ArgumentException>(() => HarnessSettings.PipelineWith(new Dictionary<string, string> { [field] = value }));
+            Assert.Equal($"--set {field}={value}: the harness sets {field} per row; use --rows corpus-student, retrikt-corpus or retrikt-grown instead.", e.Message);
+        }
+    }
+
     [Fact]
     public void EveryRowHasATitleAndSweepsAreKnownButNotDefault()
     {
