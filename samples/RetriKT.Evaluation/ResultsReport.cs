@@ -180,13 +180,18 @@ public static class ResultsReport
         int allSeeds = RetriKT.Samples.Data.FewShotBenchmarks.LmBffSeeds.Count;
         string? Short(IEnumerable<string?> rows) => rows.OfType<string>().Distinct().Where(r => Seeds(r) < allSeeds).ToList() is { Count: > 0 } s
             ? $"pending: {string.Join(", ", s.Select(r => string.Create(CultureInfo.InvariantCulture, $"{r} has {Seeds(r)} of {allSeeds} seeds")))}" : null;
+        // A row whose seeds were run with different settings (another teacher, a --set on some seeds) is flagged in its
+        // table cell (Cell); a mean over it gives no verdict either.
+        int Configs(string row) => results.Where(r => r.Task == "SST-2" && r.Row == row).Select(r => r.ConfigKey).Distinct(StringComparer.Ordinal).Count();
+        string? Mixed(IEnumerable<string?> rows) => rows.OfType<string>().Distinct().Where(r => Configs(r) > 1).ToList() is { Count: > 0 } m
+            ? $"mixed settings: {string.Join(", ", m.Select(r => string.Create(CultureInfo.InvariantCulture, $"{r} has {Configs(r)} configs")))}" : null;
         var teacher = Mean(Rows.Teacher); var fewShot = Mean(Rows.FewShotStudent); var storeOnly = Mean(Rows.StoreOnlyStudent);
         var mlnet = Mean(Rows.MlNetFeaturizeText);
         var best = new[] { Rows.RetriKT, Rows.RetriKTPpo }.Select(r => (Row: r, Mean: Mean(r))).Where(x => x.Mean is not null).OrderByDescending(x => x.Mean).FirstOrDefault();
         if (teacher is null && best.Mean is null) return;
         static string F(double? v) => v is double d ? (100 * d).ToString("F1", CultureInfo.InvariantCulture) : "–";
         string Check(bool? ok, string goal, string found, params string?[] rows) =>
-            $"| {goal} | {found} | {(ok is null ? "not run" : Short(rows) is { } pending ? pending : ok.Value ? "met" : "**not met**")} |";
+            $"| {goal} | {found} | {(ok is null ? "not run" : (Short(rows) ?? Mixed(rows)) is { } noVerdict ? noVerdict : ok.Value ? "met" : "**not met**")} |";
         var ratios = results.Where(r => r.Task == "SST-2" && r.StudentParameters is not null && r.TeacherParameters is not null && r.Row is Rows.RetriKT or Rows.RetriKTPpo)
             .Select(r => (double)r.StudentParameters!.Value / r.TeacherParameters!.Value).ToList();
         var fidelity = (Ppo: results.Where(r => r.Task == "SST-2" && r.Row == Rows.RetriKTPpo && r.StoreFidelity is not null).Select(r => r.StoreFidelity!.Value).ToList(),

@@ -845,6 +845,34 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     /// <summary>
+    /// A goal read on a row whose seeds were run with different settings (another teacher, a --set on some seeds) gives
+    /// no verdict, as the row's table cell says "mixed settings": the goals table said "met" on such a mean without a word.
+    /// </summary>
+    [Fact]
+    public void TransferGoalsGiveNoVerdictOnARowOfMixedSettings()
+    {
+        RowResult R(string row, int seed, double accuracy, string config = "k") => new() { Task = "SST-2", Seed = seed, Row = row, Accuracy = accuracy, ConfigKey = config };
+        int[] seeds = [13, 21, 42, 87, 100];
+        var results = seeds.SelectMany(s => new[]
+        {
+            R(Rows.Teacher, s, 0.85, s < 42 ? "teacher-a" : "teacher-b"), R(Rows.FewShotStudent, s, 0.55), R(Rows.StoreOnlyStudent, s, 0.70),
+            R(Rows.RetriKT, s, 0.80), R(Rows.MlNetFeaturizeText, s, 0.50),
+        }).ToList();
+        var options = new Cli.Options
+        {
+            DataRoot = Temp, Tasks = ["SST-2"], Seeds = seeds, Rows = Rows.All, CacheRoot = Temp, ShippedTeachersRoot = Temp, Teacher = new TeacherSettings(),
+            ResultsPath = Path.Combine(Temp, "results.jsonl"), ReportPath = Path.Combine(Temp, "RESULTS.md"), PlotPath = Path.Combine(Temp, "results.png"),
+        };
+        var path = Path.Combine(Temp, "RESULTS.md");
+        ResultsReport.WriteMarkdown(results, options, [], [], null, path);
+        var report = File.ReadAllText(path);
+        Assert.Contains("| Teacher, prompted (verbalizer) | 85.0 ± 0.0 (n=5) **mixed settings (2 configs)** |", report);
+        Assert.Contains("| teacher-prompted ≥ 80 % | 85.0 (n=5) | mixed settings: teacher-prompted has 2 configs |", report);
+        Assert.Contains("| best RetriKT row ≥ 0.9 × teacher | retrikt 80.0 vs 0.9 × 85.0 = 76.5 | mixed settings: teacher-prompted has 2 configs |", report);
+        Assert.Contains("| best RetriKT row ≥ fewshot-student + 15 | 80.0 vs 55.0 + 15 = 70.0 | met |", report);
+    }
+
+    /// <summary>
     /// Two harness processes (lanes with their own --cache, one results file) each write the report when they finish. The
     /// report went through one fixed temporary name, RESULTS.md.tmp: one lane's rename took the other's half-written file
     /// or found none ("Could not find file"). Each write now has a temporary file of its own, and the report (with the
