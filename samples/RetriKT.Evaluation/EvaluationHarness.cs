@@ -289,12 +289,51 @@ public static class JsonLines
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
         using var lockFile = AcquireLock(path + ".lock");
         using var stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
-        // A previous torn line must not swallow this one: start on a fresh line.
+        // A last line without its newline was torn by a process killed mid-write (appends hold the lock) and can never be
+        // a record, since no prefix of a JSON object is JSON: it is cut off, or it would sit in the middle of the file
+        // for good, warned about on every read and failing readers that take each line as JSON (../shared/tools/transfer-goals).
+        // A whole record without its newline (an edited file) is kept, and this line starts on a fresh line after it.
         bool needsNewline = false;
-        if (stream.Length > 0) { stream.Seek(-1, SeekOrigin.End); needsNewline = stream.ReadByte() != '\n'; }
+        if (stream.Length > 0 && LastLineWithoutNewline(stream) is { } last)
+        {
+            if (IsJson(last.Bytes)) needsNewline = true;
+            else stream.SetLength(last.Start);
+        }
         stream.Seek(0, SeekOrigin.End);
         stream.Write(new UTF8Encoding(false).GetBytes((needsNewline ? "\n" : "") + line + "\n"));
         stream.Flush(flushToDisk: true);
+    }
+
+    /// <summary>Where the last line starts and its bytes, when the file does not end with a newline; null when it does.</summary>
+    private static (long Start, byte[] Bytes)? LastLineWithoutNewline(FileStream stream)
+    {
+        stream.Seek(-1, SeekOrigin.End);
+        if (stream.ReadByte() == '\n') return null;
+        var chunk = new byte[4096];
+        long start = -1;
+        for (long end = stream.Length; start < 0 && end > 0; end -= chunk.Length)
+        {
+            int count = (int)Math.Min(chunk.Length, end);
+            stream.Seek(end - count, SeekOrigin.Begin);
+            stream.ReadExactly(chunk, 0, count);
+            int newline = Array.LastIndexOf(chunk, (byte)'\n', count - 1, count);
+            if (newline >= 0) start = end - count + newline + 1;
+        }
+        start = Math.Max(start, 0); // one line, and no newline in the file
+        var bytes = new byte[stream.Length - start];
+        stream.Seek(start, SeekOrigin.Begin);
+        stream.ReadExactly(bytes);
+        return (start, bytes);
+    }
+
+    private static bool IsJson(byte[] line)
+    {
+        try
+        {
+            using var _ = JsonDocument.Parse(line);
+            return true;
+        }
+        catch (JsonException) { return false; }
     }
 
     private static FileStream AcquireLock(string path)

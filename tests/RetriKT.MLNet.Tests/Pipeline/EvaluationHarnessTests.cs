@@ -52,6 +52,33 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     /// <summary>
+    /// A last line torn by a kill mid-write is cut off when the next result is appended: it stayed in the middle of the
+    /// file for good, named in a warning on every run and report, and ../shared/tools/transfer-goals, which reads every
+    /// line as JSON, stopped on it with a traceback. A whole record without its newline (an edited file) is kept.
+    /// </summary>
+    [SharedDataFact]
+    public void ATornLastLineIsCutOffWhenTheNextResultIsAppended()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        Assert.Equal((1, 0), new EvaluationHarness(Settings(results, 13) with { Tasks = ["SST-2"] }, NoTeacher, _ => { }).Run());
+        // Longer than the chunks the end of the file is searched in.
+        File.AppendAllText(results, "{\"Task\":\"SST-2\",\"Seed\":21,\"Row\":\"majority\",\"Notes\":\"" + new string('x', 10_000));
+        var log = new List<string>();
+        Assert.Equal((1, 1), new EvaluationHarness(Settings(results, 13, 21) with { Tasks = ["SST-2"] }, NoTeacher, log.Add).Run());
+        Assert.Contains(log, l => l.Contains($"{results} line 2: not a result", StringComparison.Ordinal)); // the run still names it
+        var lines = File.ReadAllLines(results);
+        Assert.Equal(2, lines.Length);
+        Assert.All(lines, line => System.Text.Json.JsonDocument.Parse(line).Dispose());
+        Assert.Empty(new ResultsLog(results).Ignored);
+        Assert.Equal([13, 21], new ResultsLog(results).Results.Select(r => r.Seed ?? 0).Order());
+
+        File.WriteAllText(results, lines[0] + "\n" + lines[1]);
+        new ResultsLog(results).Append(new RowResult { Task = "SST-2", Seed = 42, Row = Rows.Majority, ConfigKey = "none", Accuracy = 0.5092, TestRows = 872 });
+        Assert.Equal([13, 21, 42], new ResultsLog(results).Results.Select(r => r.Seed ?? 0).Order());
+        Assert.Equal(lines, File.ReadAllLines(results).Take(2));
+    }
+
+    /// <summary>
     /// A line that is not a result (damaged, or torn by a kill and followed by later lines) takes its row out of the
     /// report and makes run do it again: both say so, naming the file and the line, instead of dropping it silently.
     /// </summary>
