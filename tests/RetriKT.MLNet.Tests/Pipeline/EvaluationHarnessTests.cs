@@ -767,6 +767,16 @@ public sealed class EvaluationHarnessTests : IDisposable
             "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png"), "--cache", Path.Combine(Temp, "cache")],
             "--seeds: 7 is not an LM-BFF seed (13, 21, 42, 87, 100).");
 
+    /// <summary>
+    /// A task the data has but the harness's table does not (CoLA, QNLI) is refused before any work: its rows ran, went
+    /// into the results file and were left out of the report's table without a word.
+    /// </summary>
+    [SharedDataFact]
+    public void ATaskOutsideTheTableIsOneLineAndExitCodeTwo()
+        => AssertRefused(["run", "--tasks", "SST-2,CoLA", "--seeds", "13", "--rows", Rows.Majority, "--results", Path.Combine(Temp, "results.jsonl"),
+            "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png"), "--cache", Path.Combine(Temp, "cache")],
+            "Unknown task 'CoLA'. Known: SST-2, MRPC, RTE, CB, BoolQ.");
+
     private void AssertRefused(string[] arguments, string expected)
     {
         var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", arguments);
