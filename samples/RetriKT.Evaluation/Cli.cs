@@ -114,6 +114,7 @@ public static class Cli
             ? v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList() : fallback.ToList();
 
         var tasks = List("tasks", DefaultTasks);
+        if (tasks.Count == 0) throw new ArgumentException("--tasks is empty.");
         // The table, the plot and the cells not yet run cover these five: a task the data has beside them (CoLA, QNLI)
         // ran, went into the results file and was left out of the report's table.
         foreach (var t in tasks)
@@ -125,6 +126,7 @@ public static class Cli
         foreach (var s in seeds)
             if (!FewShotBenchmarks.LmBffSeeds.Contains(s)) throw new ArgumentException($"--seeds: {s} is not an LM-BFF seed ({string.Join(", ", FewShotBenchmarks.LmBffSeeds)}).");
         var rows = List("rows", Evaluation.Rows.All);
+        if (rows.Count == 0) throw new ArgumentException("--rows is empty.");
         foreach (var r in rows)
             if (!Evaluation.Rows.IsKnown(r)) throw new ArgumentException($"Unknown row '{r}'. Known: {string.Join(", ", Evaluation.Rows.All.Concat(Evaluation.Rows.Sweeps).Concat(Evaluation.Rows.Experiments))}.");
         // The PPO options set the PPO rows only: with --rows that has none, they were taken and changed nothing.

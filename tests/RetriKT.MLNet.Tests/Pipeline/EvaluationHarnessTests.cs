@@ -777,6 +777,15 @@ public sealed class EvaluationHarnessTests : IDisposable
             "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png"), "--cache", Path.Combine(Temp, "cache")],
             "Unknown task 'CoLA'. Known: SST-2, MRPC, RTE, CB, BoolQ.");
 
+    /// <summary>A --tasks or --rows that names nothing (<c>--rows "$ROWS,"</c> with the variable unset) is refused; the run did nothing and said "Done".</summary>
+    [Theory]
+    [InlineData("--tasks")]
+    [InlineData("--rows")]
+    public void AListOptionThatNamesNothingIsOneLineAndExitCodeTwo(string option)
+        => AssertRefused(["run", "--seeds", "13", option, " , ", "--results", Path.Combine(Temp, "results.jsonl"),
+            "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png"), "--cache", Path.Combine(Temp, "cache")],
+            $"{option} is empty.");
+
     private void AssertRefused(string[] arguments, string expected)
     {
         var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", arguments);
