@@ -132,6 +132,13 @@ public static class Cli
         // The PPO options set the PPO rows only: with --rows that has none, they were taken and changed nothing.
         if (!rows.Any(Evaluation.Rows.UsesPpo) && new[] { "ppo-steps", "ppo-rate", "ppo-rollouts" }.FirstOrDefault(values.ContainsKey) is { } unused)
             throw new ArgumentException($"--{unused} sets the rows {Evaluation.Rows.RetriKTPpo} and {Evaluation.Rows.StoreOnlyPpo}, and --rows has neither.");
+        var overrides = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var pair in List("set", []).Select(kv => kv.Split('=', 2)))
+        {
+            if (pair.Length != 2) throw new ArgumentException($"--set takes Name=Value pairs, found '{pair[0]}'.");
+            // Only one value can be kept: the other would be dropped without a word.
+            if (!overrides.TryAdd(pair[0], pair[1])) throw new ArgumentException($"--set {pair[0]} is given twice ('{overrides[pair[0]]}', '{pair[1]}'); give it once.");
+        }
         var home = Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
         var options = new Options
         {
@@ -154,8 +161,7 @@ public static class Cli
             PpoSteps = GetInt("ppo-steps", HarnessSettings.DefaultPpoSteps),
             PpoLearningRate = GetRate("ppo-rate", HarnessSettings.DefaultPpoLearningRate),
             PpoRolloutsPerStep = GetInt("ppo-rollouts", HarnessSettings.DefaultPpoRolloutsPerStep, minimum: 1),
-            PipelineOverrides = List("set", []).Select(kv => kv.Split('=', 2)).ToDictionary(
-                kv => kv[0], kv => kv.Length == 2 ? kv[1] : throw new ArgumentException($"--set takes Name=Value pairs, found '{kv[0]}'.")),
+            PipelineOverrides = overrides,
             ResultsPath = Path.GetFullPath(Get("results", Path.Combine(repo, "docs", "evaluation", "results.jsonl"))),
             ReportPath = Path.GetFullPath(Get("report", Path.Combine(repo, "docs", "RESULTS.md"))),
             PlotPath = Path.GetFullPath(Get("plot", Path.Combine(repo, "docs", "evaluation", "results.png"))),

@@ -786,6 +786,14 @@ public sealed class EvaluationHarnessTests : IDisposable
             "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png"), "--cache", Path.Combine(Temp, "cache")],
             $"{option} is empty.");
 
+    /// <summary>A field given twice in --set names the field and both values; it was the dictionary's "An item with the same key has already been added".</summary>
+    [Fact]
+    public void AFieldSetTwiceIsNamedWithBothValues()
+    {
+        foreach (var args in new[] { new[] { "--set", "SamplesPerLabel=128,SamplesPerLabel=256" }, ["--set", "SamplesPerLabel=128", "--set", "SamplesPerLabel=256"] })
+            Assert.Equal("--set SamplesPerLabel is given twice ('128', '256'); give it once.", Assert.Throws<ArgumentException>(() => Cli.Parse(args, Temp)).Message);
+    }
+
     private void AssertRefused(string[] arguments, string expected)
     {
         var (code, _, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll", arguments);
