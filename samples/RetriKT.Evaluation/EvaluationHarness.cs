@@ -200,6 +200,9 @@ public sealed class ResultsLog
 
     public bool Contains(string task, int? seed, string row, string configKey) => _results.ContainsKey(KeyOf(task, seed, row, configKey));
 
+    /// <summary>The result recorded for the row, or null.</summary>
+    public RowResult? Find(string task, int? seed, string row, string configKey) => _results.GetValueOrDefault(KeyOf(task, seed, row, configKey));
+
     /// <summary>
     /// Reads the file again for results that other processes appended since (their warnings were given when this log was
     /// read): a run on another cache that shares the results file finishes rows this one then skips.
@@ -461,8 +464,14 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                         continue;
                     }
                     results.Refresh(); // rows finished meanwhile by another run sharing the file are skipped, not run twice
-                    if (results.Contains(taskName, taskSeed, row, configKey) || results.Contains(taskName, taskSeed, row, ConfigKey(row, withCachePath: true)))
+                    if ((results.Find(taskName, taskSeed, row, configKey) ?? results.Find(taskName, taskSeed, row, ConfigKey(row, withCachePath: true))) is { } done)
                     {
+                        // The key names the settings and the teacher, not the data: a test split of another size is other data,
+                        // whose rows would sit in one report beside these. (Data of the same size still passes this check.)
+                        task ??= FewShotBenchmarks.Load(settings.DataRoot, taskName, seed);
+                        if (done.TestRows > 0 && done.TestRows != task.Test.Count)
+                            throw new InvalidDataException($"{results.Path}: {taskName} seed {taskSeed?.ToString() ?? "-"} {row} was measured on {done.TestRows} test rows, " +
+                                                           $"but the test split under {settings.DataRoot} has {task.Test.Count}: results of other data; give this data its own --results file.");
                         skipped++;
                         log($"[{taskName} seed {taskSeed?.ToString() ?? "-"}] {row}: already in {results.Path}, skipped");
                         continue;

@@ -124,6 +124,24 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     /// <summary>
+    /// A row's key names its settings and teacher, not its data: a results file made on other data (a test split cut to
+    /// 100 rows) had its row skipped as "already in" and reported beside this data's rows. A recorded test split of
+    /// another size than the data's now fails in one line naming the file, the row and both sizes.
+    /// </summary>
+    [SharedDataFact]
+    public void AResultMeasuredOnATestSplitOfAnotherSizeIsNotTakenForThisDatas()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        new ResultsLog(results).Append(new RowResult { Task = "SST-2", Seed = 13, Row = Rows.Majority, ConfigKey = "none", Accuracy = 0.5, TestRows = 100 });
+
+        var error = Assert.Throws<InvalidDataException>(() => new EvaluationHarness(Settings(results, 13) with { Tasks = ["SST-2"] }, NoTeacher, _ => { }).Run());
+
+        Assert.StartsWith($"{results}: SST-2 seed 13 majority was measured on 100 test rows, but the test split under ", error.Message);
+        Assert.EndsWith(" has 872: results of other data; give this data its own --results file.", error.Message);
+        Assert.Single(File.ReadAllLines(results));
+    }
+
+    /// <summary>
     /// Two runs on two caches that reach the same row together: the one that comes second finds the row claimed and
     /// skips it, instead of running it too (reading the results file again only sees finished rows). Once the claim is
     /// let go without a result (the other process was killed), the row runs; no claim file is left behind.
