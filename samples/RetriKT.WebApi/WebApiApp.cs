@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
@@ -48,12 +49,24 @@ public static class WebApiApp
         var app = builder.Build();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
-        // Binding a JSON body whose charset .NET cannot decode (or is quoted, as HTTP allows) throws an
-        // InvalidOperationException (a 500): unquote it, and answer an unknown one with 415.
-        app.Use((context, next) => UnknownJsonCharset(context.Request) is { } charset
-            ? throw new BadHttpRequestException(
-                $"The request body's charset '{charset}' is not a known encoding; send JSON in UTF-8.", StatusCodes.Status415UnsupportedMediaType)
-            : next(context));
+        // A body is read whole, and its text built, before the text's length is checked: under Kestrel's own bound
+        // (30 MB) each refused request could hold ~90 MB of the server's memory. Bound it by the longest valid body.
+        var maxBodyBytes = MaxRequestBodyBytes(serving);
+        app.Use((context, next) =>
+        {
+            if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
+                bodySize.MaxRequestBodySize = maxBodyBytes;   // a body sent in chunks is cut off here (413)
+            if (context.Request.ContentLength > maxBodyBytes)
+                throw new BadHttpRequestException(
+                    $"The request body has {context.Request.ContentLength} bytes; at most {maxBodyBytes} are accepted " +
+                    $"(Serving:MaxTextLength = {serving.MaxTextLength} characters per text).", StatusCodes.Status413PayloadTooLarge);
+            // Binding a JSON body whose charset .NET cannot decode (or is quoted, as HTTP allows) throws an
+            // InvalidOperationException (a 500): unquote it, and answer an unknown one with 415.
+            return UnknownJsonCharset(context.Request) is { } charset
+                ? throw new BadHttpRequestException(
+                    $"The request body's charset '{charset}' is not a known encoding; send JSON in UTF-8.", StatusCodes.Status415UnsupportedMediaType)
+                : next(context);
+        });
         app.MapOpenApi();
         app.MapHealthChecks("/healthz");
         app.MapPost("/predict", Predict)
@@ -64,6 +77,12 @@ public static class WebApiApp
             .WithSummary("Classifies a text and lists the retrieved neighbours behind the prediction.");
         return app;
     }
+
+    /// <summary>
+    /// The longest body a valid request can have: two texts of <see cref="ServingOptions.MaxTextLength"/> characters,
+    /// each escaped in JSON (<c>\uXXXX</c>, 6 bytes), plus room for the names and whitespace.
+    /// </summary>
+    private static long MaxRequestBodyBytes(ServingOptions serving) => 2L * 6 * Math.Max(0, serving.MaxTextLength) + 4096;
 
     /// <summary>
     /// The charset of a JSON request that ASP.NET Core's JSON reading would refuse (same test), else null. A quoted

@@ -54,6 +54,35 @@ public class WebApiTests
     }
 
     [SharedDataFact]
+    public async Task ABodyLongerThanAnyValidRequest_IsRefusedWith413_BeforeItIsRead()
+    {
+        using var dir = new TempDir();
+        var (v1, _) = TestModels.Save(dir.Path, "body-limit");
+        await using var server = await WebApiServer.StartAsync(v1, "--Serving:MaxTextLength", "40");
+        // Every request body was read whole (Kestrel's bound: 30 MB) and its text built before its length was checked:
+        // sixteen 29 MB requests, each refused for its length, left the sample's process at 1.4 GB.
+        var huge = "{\"text\": \"" + string.Join(' ', Enumerable.Repeat("good", 200_000)) + "\"}";
+        using var sized = await server.Client.PostAsync("/predict", new StringContent(huge, Encoding.UTF8, "application/json"));
+        var body = await sized.Content.ReadAsStringAsync();
+        Assert.True(sized.StatusCode == HttpStatusCode.RequestEntityTooLarge, $"{sized.StatusCode}: {body[..Math.Min(300, body.Length)]}");
+        Assert.Equal("application/problem+json", sized.Content.Headers.ContentType?.MediaType);
+        Assert.Contains($"The request body has {Encoding.UTF8.GetByteCount(huge)} bytes; at most 4576 are accepted", body);
+
+        // Sent in chunks, with no length announced: Kestrel stops reading at the same bound.
+        using var chunked = new HttpRequestMessage(HttpMethod.Post, "/explain") { Content = new StringContent(huge, Encoding.UTF8, "application/json") };
+        chunked.Headers.TransferEncodingChunked = true;
+        using var unsized = await server.Client.SendAsync(chunked);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, unsized.StatusCode);
+        Assert.Equal("application/problem+json", unsized.Content.Headers.ContentType?.MediaType);
+
+        // The longest valid body still fits: both texts at the limit, every character escaped (6 bytes each).
+        var escaped = string.Concat(Enumerable.Repeat("\\u0067", 40));
+        using var longest = await server.Client.PostAsync("/predict",
+            new StringContent($"{{\"text\": \"{escaped}\", \"text2\": \"{escaped}\"}}", Encoding.UTF8, "application/json"));
+        await AssertProblem(longest, "leave text2 out");   // read and answered: the demo model classifies one text
+    }
+
+    [SharedDataFact]
     public async Task ARetriKTModel_IsServed_AndExplainReturnsTheRetrievedNeighbours()
     {
         using var dir = new TempDir();
