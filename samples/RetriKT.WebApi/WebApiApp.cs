@@ -38,7 +38,12 @@ public static class WebApiApp
         builder.Services.AddPredictionEnginePool<TextInput, TextPrediction>()
             .FromFile(modelName: string.Empty, filePath: modelPath, watchForChanges: serving.WatchModelFile)
             .WarmUpOnStart();
-        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, WebApiJsonContext.Default));
+        builder.Services.ConfigureHttpJsonOptions(o =>
+        {
+            o.SerializerOptions.TypeInfoResolverChain.Insert(0, WebApiJsonContext.Default);
+            // {"text": "a", "text": "b"} was answered for the last text alone: a request that names a text twice is a 400.
+            o.SerializerOptions.AllowDuplicateProperties = false;
+        });
         builder.Services.AddProblemDetails();
         // Bind failures throw, so BadRequestToProblemDetails can say what was wrong with the body.
         builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);

@@ -54,6 +54,20 @@ public class WebApiTests
     }
 
     [SharedDataFact]
+    public async Task ARequestNamingItsTextTwice_IsRefused_NotAnsweredForOneOfTheTwo()
+    {
+        using var dir = new TempDir();
+        var (v1, _) = TestModels.Save(dir.Path, "duplicate");
+        await using var server = await WebApiServer.StartAsync(v1);
+        // The last of the two texts was classified and the first dropped without a word (200 OK).
+        foreach (var body in new[] { "{\"text\": \"a wonderful film\", \"text\": \"dull and boring\"}", "{\"text\": \"a wonderful film\", \"Text\": \"dull and boring\"}" })
+        {
+            using var response = await server.Client.PostAsync("/predict", new StringContent(body, Encoding.UTF8, "application/json"));
+            await AssertProblem(response, "Duplicate");
+        }
+    }
+
+    [SharedDataFact]
     public async Task ABodyLongerThanAnyValidRequest_IsRefusedWith413_BeforeItIsRead()
     {
         using var dir = new TempDir();
