@@ -48,6 +48,7 @@ public static class WebApiApp
         // Bind failures throw, so BadRequestToProblemDetails can say what was wrong with the body.
         builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         builder.Services.AddExceptionHandler<BadRequestToProblemDetails>();
+        builder.Services.AddExceptionHandler<ShutdownToProblemDetails>();
         builder.Services.AddHealthChecks().AddCheck<ModelHealthCheck>("model");
         builder.Services.AddOpenApi();
 
@@ -263,6 +264,31 @@ public static class WebApiApp
             {
                 return Task.FromResult(HealthCheckResult.Unhealthy("no model is loaded", ex));
             }
+        }
+    }
+
+    /// <summary>
+    /// A request whose body was still arriving when the server began to stop (SIGTERM): Kestrel cancels the body's read
+    /// (an OperationCanceledException, else a 500 with its stack trace logged at Error). It was not classified, so
+    /// sending it again is safe: 503.
+    /// </summary>
+    private sealed class ShutdownToProblemDetails(IProblemDetailsService problemDetails, IHostApplicationLifetime lifetime) : IExceptionHandler
+    {
+        public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
+        {
+            if (exception is not OperationCanceledException || !lifetime.ApplicationStopping.IsCancellationRequested) return false;
+            httpContext.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+            return await problemDetails.TryWriteAsync(new ProblemDetailsContext
+            {
+                HttpContext = httpContext,
+                Exception = exception,
+                ProblemDetails =
+                {
+                    Status = StatusCodes.Status503ServiceUnavailable,
+                    Title = "The server is shutting down.",
+                    Detail = "The request's body was still arriving when the server began to stop; it was not classified: send it again.",
+                },
+            });
         }
     }
 
