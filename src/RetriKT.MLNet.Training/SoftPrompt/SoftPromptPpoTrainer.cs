@@ -268,7 +268,7 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                 var scores = reward.Score(samples);
                 double rewardSeconds = clock.Elapsed.TotalSeconds;
                 CheckScores(scores, samples, labels, step);
-                ppo.Add(PpoStep(policy, reference, rollouts, scores, kl, optimizer, step, host.Seed) with
+                ppo.Add(PpoStep(policy, reference, rollouts, scores, kl, optimizer, step, host) with
                 {
                     GeneratedTokens = rollouts.Sum(r => r.ResponseIds.Length), RolloutSeconds = rolloutSeconds, RewardSeconds = rewardSeconds,
                     LearningRate = learningRate,
@@ -315,9 +315,10 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     }
 
     private PpoStepMetrics PpoStep(SoftPromptPolicy policy, SoftPromptModule reference, List<Rollout> rollouts,
-        IReadOnlyList<RewardBreakdown> scores, AdaptiveKlController kl, HeldAdamW optimizer, int step, int seed)
+        IReadOnlyList<RewardBreakdown> scores, AdaptiveKlController kl, HeldAdamW optimizer, int step, ComponentHost host)
     {
         var o = _options;
+        int seed = host.Seed;
         var device = policy.Teacher.Device;
         using var outer = NewDisposeScope();
         var labels = tensor(rollouts.Select(r => (long)r.Label).ToArray(), device: device);
@@ -358,6 +359,9 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         using var valueCoefficient = o.ValueCoefficient.ToScalar(); // held across the passes (see HeldScalars)
         for (int pass = 0; pass < passes; pass++)
         {
+            // Per pass: the update is PpoEpochs × RolloutsPerStep / MiniBatchSize forward and backward passes through the
+            // teacher, the longest part of an iteration, and a cancelled run went on through all of them.
+            host.CheckAlive();
             bool lastLook = pass == chunks.Count;
             var chunk = lastLook ? chunks[0] : chunks[pass];
             using var scope = NewDisposeScope();
