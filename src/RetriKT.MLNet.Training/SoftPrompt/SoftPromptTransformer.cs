@@ -132,10 +132,15 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     /// <summary>
     /// Generates <paramref name="count"/> samples for label <paramref name="label"/> in batches. For second-part tasks,
     /// <paramref name="contexts"/> supplies first parts (cycled). Same seed, same samples. <paramref name="cancellation"/>
-    /// stops it at the next token (<see cref="OperationCanceledException"/>).
+    /// stops it at the next token (<see cref="OperationCanceledException"/>). A context that leaves the teacher fewer than
+    /// <see cref="MaxNewTokens"/> positions after the soft prompt is refused, naming it (<c>contexts[i]</c>).
     /// </summary>
     public IReadOnlyList<GeneratedSample> Generate(int label, int count, long seed, IReadOnlyList<string>? contexts = null, int batchSize = 16,
-        CancellationToken cancellation = default)
+        CancellationToken cancellation = default) => GenerateNamingContexts(label, count, seed, contexts, batchSize, cancellation, i => $"contexts[{i}]");
+
+    /// <summary><see cref="Generate(int, int, long, IReadOnlyList{string}, int, CancellationToken)"/>, naming a context that does not fit as <paramref name="where"/> of its index.</summary>
+    private IReadOnlyList<GeneratedSample> GenerateNamingContexts(int label, int count, long seed, IReadOnlyList<string>? contexts, int batchSize,
+        CancellationToken cancellation, Func<int, string> where)
     {
         if ((uint)label >= (uint)Labels.Count) throw new ArgumentOutOfRangeException(nameof(label), $"Label index {label} is outside [0, {Labels.Count}).");
         if (count < 0) throw new ArgumentOutOfRangeException(nameof(count), $"count must be >= 0, found {count}.");
@@ -149,6 +154,10 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
             var teacher = _teacher ??= LoadTeacher(TeacherPath, TeacherHash, TeacherDType, null);
             using var prompts = CreateModule(teacher.Device);
             var policy = new SoftPromptPolicy(teacher, Template, prompts, null!);
+            // A context that nearly fit had its samples cut at whatever room it left (8 of 24 tokens, "unfinished"), without
+            // a word; one that did not fit failed inside the teacher naming a batch slot, not the context or the row.
+            if (Template.Target == GenerationTarget.SecondPart)
+                for (int i = 0; i < Math.Min(count, contexts!.Count); i++) policy.CheckGenerationFits(Template.RenderContext(contexts[i]), MaxNewTokens, where(i));
             for (int start = 0, batch = 0; start < count; start += batchSize, batch++)
             {
                 cancellation.ThrowIfCancellationRequested();
@@ -335,7 +344,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
                 long seed = id.High == 0
                     ? SeedMixer.Derive(_parent.Seed, "soft-prompt-row", (long)id.Low)
                     : SeedMixer.Derive(_parent.Seed, "soft-prompt-row", (long)id.Low, (long)id.High);
-                cached = _parent.Generate(index, 1, seed, contexts)[0];
+                cached = _parent.GenerateNamingContexts(index, 1, seed, contexts, batchSize: 1, cancellation: default, where: _ => $"Row {input.Position}")[0];
                 cachedPosition = input.Position;
                 return cached;
             }

@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using Microsoft.ML.Data;
 using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.Pipeline;
 using RetriKT.MLNet.SoftPrompt;
@@ -82,5 +83,26 @@ public sealed class TeacherContextFitTests
             SoftPrompts = prompts, SamplesPerLabel = 2, BatchSize = 2, ContextTexts = ["Tom ran to the park.", text],
         }).Fit(mlContext.Data.LoadFromEnumerable(Rows(fits))));
         Assert.StartsWith("ContextTexts[1]: the soft prompt (8 positions) and the context (", extraction.Message);
+    }
+
+    /// <summary>
+    /// Generate and Transform took any context: one that left the teacher 8 of MaxNewTokens = 24 positions gave samples
+    /// of 8 tokens marked unfinished, without a word, and one that did not fit failed inside the teacher naming "Prompt 0".
+    /// </summary>
+    [SharedDataFact]
+    public void GenerateAndTransformNameAContextThatLeavesTooLittleRoomForASample()
+    {
+        var mlContext = new MLContext(seed: 1);
+        using var teacher = TeacherModel.Load(SoftPromptPpoTrainerTests.Stories260K);
+        var tooLong = ContextOf(teacher.Tokenizer!, SecondPartPair.PairSeparator, least: 512 - 23, most: 512 - 12);
+        using var prompts = Fit(mlContext, SecondPartPair, Rows("Anna cried."));
+
+        var generate = Assert.Throws<ArgumentException>(() => prompts.Generate(label: 0, count: 2, seed: 1, contexts: ["Tom ran to the park.", tooLong]));
+        Assert.Matches(@"^contexts\[1\]: the soft prompt \(8 positions\) and the context \(\d+ tokens\) leave \d+ of the teacher's 512 positions for a sample, " +
+                       @"fewer than MaxNewTokens = 24; shorten the text, or lower MaxNewTokens or PromptTokens\.$", generate.Message);
+
+        var rows = mlContext.Data.LoadFromEnumerable(new TextPairRow[] { new() { Text = "Tom ran to the park.", Label = "happy" }, new() { Text = tooLong, Label = "sad" } });
+        var transform = Assert.Throws<ArgumentException>(() => prompts.Transform(rows).GetColumn<string>("GeneratedText").ToList());
+        Assert.StartsWith("Row 1: the soft prompt (8 positions) and the context (", transform.Message);
     }
 }
