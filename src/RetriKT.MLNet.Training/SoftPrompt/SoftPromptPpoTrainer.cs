@@ -191,7 +191,12 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             double total = 0;
-            foreach (var chunk in examples.Chunk(o.BatchSize)) total += policy.SupervisedNll(chunk).item<float>() * chunk.Length;
+            foreach (var chunk in examples.Chunk(o.BatchSize))
+            {
+                // Per batch, as the epochs: this pass over every example runs before and after stage 1.
+                host.CheckAlive();
+                total += policy.SupervisedNll(chunk).item<float>() * chunk.Length;
+            }
             return total / examples.Count;
         }
         // Both files say at once that this run has no rows yet: a run cancelled in stage 1, or one without PPO steps,

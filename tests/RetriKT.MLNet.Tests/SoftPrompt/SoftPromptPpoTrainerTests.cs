@@ -316,6 +316,24 @@ public class SoftPromptPpoTrainerTests
             $"cancelled while the first iteration was scored, Fit stopped {sinceCancel.Elapsed.TotalSeconds:F1} s later (one minibatch takes about 0.02 s)");
     }
 
+    /// <summary>
+    /// The NLL passes over every few-shot example before and after stage 1 did not look at the token: a run cancelled
+    /// during one went on through it, and with no epoch and no PPO step Fit returned prompts as if it had never been
+    /// cancelled.
+    /// </summary>
+    [SharedDataFact]
+    public void ARunCancelledBeforeItsNllPassesStopsThere()
+    {
+        using var cancellation = new CancellationTokenSource();
+        cancellation.Cancel();
+        var mlContext = new MLContext(seed: 3);
+        Assert.ThrowsAny<OperationCanceledException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 0, PpoSteps = 0, PromptTokens = 2,
+            CancellationToken = cancellation.Token,
+        }).Fit(StoryData(mlContext)).Dispose());
+    }
+
     private static string Flatten(Exception e) => e.InnerException is null ? e.Message : e.Message + " | " + Flatten(e.InnerException);
 
     /// <summary>A reward whose optimum is known: 1 when the sample contains the word, else 0.</summary>
