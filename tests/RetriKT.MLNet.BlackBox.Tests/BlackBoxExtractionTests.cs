@@ -341,7 +341,9 @@ public class BlackBoxExtractionTests(SharedTeacherServer shared)
         ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.Message); };
         using var folder = new TempDir("retrikt-blackbox-");
         var checkpoint = folder.File("run.jsonl");
-        var options = Options([new TeacherEndpoint(shared.Server.ChatClient(), "only", 2)], checkpoint, perLabel: 4);
+        // Eight per label: the server's draws are unseeded, and at four a run whose sad stories were half classified happy
+        // (rare, but seen in CI) named "sad" too.
+        var options = Options([new TeacherEndpoint(shared.Server.ChatClient(), "only", 2)], checkpoint, perLabel: 8);
 
         var first = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(StoryData(ml)).Report;
         // stories260K calls nearly every story sad, whatever it was asked to write: "happy" is named, and only it.

@@ -165,9 +165,18 @@ public sealed class ManagedBertSentenceEncoder : IStoreEncoder
         flat.CopyTo(destination);
     }
 
+    private long _textsEncoded;
+
+    /// <summary>
+    /// Texts (or pairs) run through the network since this encoder was made. A served call allocates nothing of the
+    /// network's, so this count is how a test sees that a row is encoded once however many columns read it.
+    /// </summary>
+    internal long TextsEncoded => Interlocked.Read(ref _textsEncoded);
+
     /// <summary>Sentences in parallel, each at its own length (no padding: see <see cref="ManagedBertEncoder"/>).</summary>
     private void EmbedTokens(int[][] sequences, float[] destination)
     {
+        Interlocked.Add(ref _textsEncoded, sequences.Length);
         int h = Dimension;
         var pooling = Pooling;
         bool normalize = Normalize;

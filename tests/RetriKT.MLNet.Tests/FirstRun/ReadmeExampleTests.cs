@@ -38,7 +38,7 @@ public class ReadmeExampleTests
             StoreData = store, VocabularyPath = vocabulary.VocabularyPath, TokenEmbeddingsPath = vocabulary.EmbeddingsPath, EmbeddingRank = 16,
         }).Fit(keys.Transform(fewShot));
         var metrics = ml.MulticlassClassification.Evaluate(student.Transform(keys.Transform(test)));
-        ml.Model.SaveAtomically(student, fewShot.Schema, "model.zip"); // no LLM inside; load with a plain Model.Load anywhere
+        ml.Model.SaveAtomically(student, fewShot.Schema, "model.zip"); // no LLM inside; load with ml.Model.LoadVerified anywhere
         // README 'Use it' ends
     }
 

@@ -29,7 +29,7 @@ public class SoftPromptsOnTheDeviceTests
     public void PromptsCopiedByAMoveAreTheOnesTheOptimizerTrains()
     {
         using var scope = NewDisposeScope();
-        using var prompts = new SoftPromptModule(arange(24, ScalarType.Float32).reshape(3, 2, 4), ones(1, 4));
+        using var prompts = new SoftPromptModule(RetriKT.MLNet.Common.HeldScalars.Arange(24, ScalarType.Float32, CPU).reshape(3, 2, 4), ones(1, 4));
 
         prompts.to(ScalarType.Float64);
         var perRow = prompts.PromptsFor(tensor(new long[] { 2 }), ScalarType.Float64);
