@@ -277,18 +277,8 @@ public static class WebApiApp
         public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
         {
             if (exception is not OperationCanceledException || !lifetime.ApplicationStopping.IsCancellationRequested) return false;
-            httpContext.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
-            return await problemDetails.TryWriteAsync(new ProblemDetailsContext
-            {
-                HttpContext = httpContext,
-                Exception = exception,
-                ProblemDetails =
-                {
-                    Status = StatusCodes.Status503ServiceUnavailable,
-                    Title = "The server is shutting down.",
-                    Detail = "The request's body was still arriving when the server began to stop; it was not classified: send it again.",
-                },
-            });
+            return await WriteProblem(problemDetails, httpContext, exception, StatusCodes.Status503ServiceUnavailable, "The server is shutting down.",
+                "The request's body was still arriving when the server began to stop; it was not classified: send it again.");
         }
     }
 
@@ -298,18 +288,19 @@ public static class WebApiApp
         public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
         {
             if (exception is not BadHttpRequestException bad) return false;
-            httpContext.Response.StatusCode = bad.StatusCode;
-            return await problemDetails.TryWriteAsync(new ProblemDetailsContext
-            {
-                HttpContext = httpContext,
-                Exception = exception,
-                ProblemDetails =
-                {
-                    Status = bad.StatusCode,
-                    Title = "The request body could not be read.",
-                    Detail = (bad.InnerException ?? bad).Message,
-                },
-            });
+            return await WriteProblem(problemDetails, httpContext, exception, bad.StatusCode, "The request body could not be read.", (bad.InnerException ?? bad).Message);
         }
+    }
+
+    /// <summary>Answers <paramref name="exception"/>'s request with <paramref name="status"/> and a problem detail saying why.</summary>
+    private static ValueTask<bool> WriteProblem(IProblemDetailsService problemDetails, HttpContext httpContext, Exception exception, int status, string title, string detail)
+    {
+        httpContext.Response.StatusCode = status;
+        return problemDetails.TryWriteAsync(new ProblemDetailsContext
+        {
+            HttpContext = httpContext,
+            Exception = exception,
+            ProblemDetails = { Status = status, Title = title, Detail = detail },
+        });
     }
 }
