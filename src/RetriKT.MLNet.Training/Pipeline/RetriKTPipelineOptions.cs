@@ -314,6 +314,10 @@ public sealed class RetriKTPipelineOptions
         Check(FewShotDevTuningShare is null or (> 0 and <= 1), $"FewShotDevTuningShare must be in (0, 1] (or null for {Text(DefaultFewShotDevTuningShare)}), found {Text(FewShotDevTuningShare)}.");
         Check(FewShotDevMixShare is null or (> 0 and <= 1), $"FewShotDevMixShare must be in (0, 1] (or null for FewShotDevTuningShare's), found {Text(FewShotDevMixShare)}.");
         Check(StoreVariantsPerSample >= 0, $"StoreVariantsPerSample must be >= 0, found {StoreVariantsPerSample}.");
+        // The corpus draws refuse these too, but only once they run: after extraction, or after the student trained.
+        Check(StoreCorpusRows >= 1, $"StoreCorpusRows must be >= 1, found {StoreCorpusRows}.");
+        Check(StoreCorpusTuningRows >= 1, $"StoreCorpusTuningRows must be >= 1, found {StoreCorpusTuningRows}.");
+        Check(TuningCorpusRows is null or >= 1, $"TuningCorpusRows must be >= 1 (or null for {DefaultTuningCorpusRows}), found {TuningCorpusRows}.");
         // The prompt tuning's and the extraction's own checks (their messages name their own fields).
         Checked("Prompt settings: ", () => SoftPromptOptions().ValidateSettings());
         Checked("Extraction settings: ", () => ExtractorOptions().ValidateSettings());

@@ -34,6 +34,10 @@ public sealed class PipelineValidationTests : IDisposable
     [InlineData("FewShotDevMixShare", "-0.5", "FewShotDevMixShare must be in (0, 1] (or null for FewShotDevTuningShare's), found -0.5.")]
     [InlineData("FewShotDevMixShare", "NaN", "FewShotDevMixShare must be in (0, 1] (or null for FewShotDevTuningShare's), found NaN.")]
     [InlineData("StoreVariantsPerSample", "-1", "StoreVariantsPerSample must be >= 0, found -1.")]
+    // The corpus counts were refused only when the corpus was drawn: after extraction, or after the student trained.
+    [InlineData("StoreCorpusRows", "0", "StoreCorpusRows must be >= 1, found 0.")]
+    [InlineData("StoreCorpusTuningRows", "-1", "StoreCorpusTuningRows must be >= 1, found -1.")]
+    [InlineData("TuningCorpusRows", "0", "TuningCorpusRows must be >= 1 (or null for 800), found 0.")]
     public void ASettingTheLaterStagesWouldRefuseIsRefusedWhenThePipelineIsBuilt(string field, string value, string expected)
     {
         var options = new RetriKTPipelineOptions();
