@@ -349,8 +349,8 @@ public static class TeacherBuilder
     }
 
     /// <summary>
-    /// Stage A's unlabeled texts: the corpora of <see cref="TeacherSettings.StageACorpora"/> plus the task's own few-shot
-    /// training texts without labels (FewGLUE tasks' train32 passages), interleaved deterministically. The corpora are the
+    /// Stage A's unlabeled texts: the part files of the corpora of <see cref="TeacherSettings.StageACorpora"/> (the first
+    /// <see cref="TeacherSettings.CorpusParts"/> of each when set), in a seeded order. The corpora are the
     /// user's files (under --data): a byte that is not UTF-8 fails with the file and line (<see cref="Utf8TextFile"/>)
     /// instead of pretraining the teacher on U+FFFD.
     /// </summary>
