@@ -40,7 +40,10 @@ public static class TeacherResolver
 
     /// <summary>
     /// Loads a model.zip whose soft prompts find their teacher beside the model (the model's folder) or in
-    /// <paramref name="teacherDirectories"/>, then in the default places (see the class remarks).
+    /// <paramref name="teacherDirectories"/>, then in the default places (see the class remarks). The file is verified
+    /// first, as <see cref="ModelFiles.LoadVerified(ModelOperationsCatalog, string, out DataViewSchema)"/> does: a model
+    /// moved to another machine is the file a copy may have damaged, and a plain load does not check the zip's CRCs (or
+    /// hangs on a damaged input schema). A failure is one line naming the file.
     /// </summary>
     public static ITransformer LoadWithTeacherSearch(this ModelOperationsCatalog catalog, string modelPath, out DataViewSchema inputSchema,
         params string[] teacherDirectories)
@@ -49,7 +52,7 @@ public static class TeacherResolver
         ArgumentException.ThrowIfNullOrEmpty(modelPath);
         var folder = Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
         using var _ = SearchIn([.. teacherDirectories, folder]);
-        return catalog.Load(modelPath, out inputSchema);
+        return catalog.LoadVerified(modelPath, out inputSchema);
     }
 
     /// <summary>The folders searched for a teacher recorded at <paramref name="recordedPath"/>, in order, without duplicates.</summary>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Student;
 using RetriKT.MLNet.Tests.Infrastructure;
 
@@ -179,6 +180,46 @@ public class ModelFileIntegrityTests
 
         // The saved file itself still loads, schema and all.
         using var loaded = Assert.IsType<RetrievalClassifierTransformer>(new MLContext().Model.LoadVerified(new MemoryStream(saved.ToArray()), "model.zip", out var schema));
+        Assert.True(schema["Label"].Annotations.Schema.GetColumnOrNull("KeyValues").HasValue);
+    }
+
+    private sealed class LabelledRow
+    {
+        public string Text { get; set; } = "";
+        public string Label { get; set; } = "";
+    }
+
+    /// <summary>
+    /// LoadWithTeacherSearch, the load for a model.zip moved to another machine beside its teacher, read the file with a
+    /// plain Model.Load: no zip CRC check, and a Schema part whose length points past its end (the damage of the test
+    /// above) hung it forever. It now verifies the file first, as LoadVerified does, and fails in one line naming it.
+    /// </summary>
+    [Fact]
+    public async Task LoadWithTeacherSearchVerifiesTheFileInsteadOfHangingOnADamagedSchemaPart()
+    {
+        using var temp = new TempDir("retrikt-teacher-search-verify-");
+        var ml = new MLContext(seed: 1);
+        var rows = ml.Data.LoadFromEnumerable(new[] { new LabelledRow { Text = "a fine film", Label = "pos" }, new LabelledRow { Text = "a dull film", Label = "neg" } });
+        var keys = ml.Transforms.Conversion.MapValueToKey("Label").Fit(rows);
+        using var saved = new MemoryStream();
+        ml.Model.Save(keys, keys.Transform(rows).Schema, saved);
+        var damaged = Rewrite(saved.ToArray(), "Schema", bytes =>
+        {
+            int inner = bytes.AsSpan().IndexOf("\u0008TextSpan"u8);
+            Assert.True(inner > 0, "no TextSpan codec in the Schema part");
+            BitConverter.TryWriteBytes(bytes.AsSpan(inner + 1 + 8 + 1), 32_513);
+            return bytes;
+        });
+        var path = temp.File("model.zip");
+        File.WriteAllBytes(path, damaged);
+
+        var load = Task.Run(() => Assert.Throws<InvalidDataException>(() => new MLContext().Model.LoadWithTeacherSearch(path, out _)));
+        Assert.True(await Task.WhenAny(load, Task.Delay(TimeSpan.FromSeconds(60))) == load, "LoadWithTeacherSearch did not return within 60 s");
+        Assert.StartsWith($"{path}: part 'Schema' cannot be read (", (await load).Message);
+
+        // The saved file loads through it as before.
+        File.WriteAllBytes(path, saved.ToArray());
+        Assert.IsAssignableFrom<ITransformer>(new MLContext().Model.LoadWithTeacherSearch(path, out var schema));
         Assert.True(schema["Label"].Annotations.Schema.GetColumnOrNull("KeyValues").HasValue);
     }
 
