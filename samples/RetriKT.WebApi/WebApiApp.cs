@@ -20,7 +20,7 @@ public static class WebApiApp
     /// read from the app's own folder.
     /// </summary>
     /// <param name="args">Command-line arguments (configuration overrides such as <c>--ModelPath</c>, <c>--urls</c>).</param>
-    /// <exception cref="ArgumentException">A switch names no setting of this server or its host.</exception>
+    /// <exception cref="ArgumentException">A switch names no setting of this server or its host, or Serving:MaxTextLength is below 1.</exception>
     /// <param name="configure">Extra configuration of the builder (tests: logging, settings).</param>
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
@@ -33,6 +33,9 @@ public static class WebApiApp
             throw new InvalidOperationException("No model configured: set ModelPath (appsettings.json, env var ModelPath, or --ModelPath <model.zip>).");
         modelPath = Path.GetFullPath(modelPath);
         var serving = builder.Configuration.GetSection("Serving").Get<ServingOptions>() ?? new ServingOptions();
+        // Below 1 the server would start, report Healthy and refuse every request as too long.
+        if (serving.MaxTextLength < 1)
+            throw new ArgumentException($"Serving:MaxTextLength must be at least 1, found {serving.MaxTextLength}: every request would be refused as too long.");
         builder.Services.Configure<ServingOptions>(builder.Configuration.GetSection("Serving"));
 
         builder.Services.AddPredictionEnginePool<TextInput, TextPrediction>()

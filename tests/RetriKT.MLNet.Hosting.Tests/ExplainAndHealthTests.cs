@@ -196,6 +196,22 @@ public class ExplainAndHealthTests
     }
 
     /// <summary>
+    /// A <c>Serving:MaxTextLength</c> below 1 started a server that said Healthy and answered every request 400 ("The text
+    /// has 16 characters; at most 0 are accepted."). It now ends with one line naming the setting and exit code 2.
+    /// </summary>
+    [Fact]
+    public void AMaxTextLengthBelowOneEndsTheProcessWithOneLineAndExitCodeTwo()
+    {
+        using var dir = new TempDir();
+        foreach (var value in new[] { "0", "-5" })
+        {
+            var (code, error) = RunWebApi(["--ModelPath", dir.File("missing.zip"), "--Serving:MaxTextLength", value, "--urls", "http://127.0.0.1:0"]);
+            Assert.True(code == 2, $"MaxTextLength {value}: exit code {code}: {error}");
+            Assert.Equal($"error: Serving:MaxTextLength must be at least 1, found {value}: every request would be refused as too long.", error.Trim());
+        }
+    }
+
+    /// <summary>
     /// What ASP.NET's configuration skips without a word: a switch with no value (<c>--ModelPath $MODEL</c> with the variable
     /// unset), a switch with one dash, a path with no switch. Each left ModelPath at appsettings.json's model.zip, and the
     /// server started on a model.zip found in the working folder (here it said only that none is there, exit code 1). Each now
