@@ -28,8 +28,8 @@ public static class VectorIndexes
     public const int AutoRecallK = 16;
 
     /// <summary>
-    /// The beam the automatic HNSW calibrates for: recall@16 0.995 on the calibration's queries, a margin over
-    /// <see cref="AutoTargetRecall"/> because fresh queries can be slightly harder (as <see cref="HnswOptions.TargetRecall"/>'s
+    /// The beam the automatic HNSW calibrates for: recall@16 0.995 on the calibration's leave-one-out queries, a margin
+    /// over <see cref="AutoTargetRecall"/> for queries unlike the stored vectors (as <see cref="HnswOptions.TargetRecall"/>'s
     /// 0.97 is for 0.95).
     /// </summary>
     public const double AutoCalibrationRecall = 0.995;
