@@ -112,7 +112,8 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
             new SyncProgress(done => host.Report("HnswBuild", done, _store.Count)), _options.Cancellation);
         if (index is HnswIndex built)
             host.Info($"HNSW over {_store.Count} entries: M {hnswOptions.M}, efConstruction {hnswOptions.EfConstruction}, efSearch {built.EfSearch}, " +
-                      $"recall@{hnswOptions.CalibrationK} vs exact {built.MeasuredRecall:F3}, {built.MaxLevel + 1} layers.");
+                      $"recall@{hnswOptions.CalibrationK} vs exact {built.MeasuredRecall:F3}, {built.MaxLevel + 1} layers" +
+                      (built.SearchesExactly ? "; the beam covers the store, so searches scan it exactly." : "."));
         else if (_options.Index == RetrieverIndexKind.Auto && VectorIndexes.PrefersHnsw(_store.Count, _store.Dimension))
             host.Info($"Exact search over {_store.Count} entries: the HNSW graph did not reach recall@{hnswOptions.CalibrationK} {VectorIndexes.AutoTargetRecall}.");
         return new KnowledgeRetrieverTransformer(_env, _store, index, _options.InputColumnName, _options.K, _options.NeighborIdsColumnName,

@@ -104,6 +104,13 @@ public sealed class HnswIndex : IVectorIndex
     public double MeasuredRecall { get; private set; } = double.NaN;
     /// <summary>Highest layer of the graph.</summary>
     public int MaxLevel => _maxLevel;
+    /// <summary>
+    /// Whether searches at <see cref="EfSearch"/> scan the vectors exactly instead of walking the graph: the beam is at
+    /// least the store's size, so a walk would evaluate every node it can reach (more similarities than the scan, in
+    /// random order) and still miss the nodes it cannot reach. A calibration ends here when no narrower beam reaches its
+    /// target (the recall it reports is then the scan's, 1). A search given a beam that wide scans too.
+    /// </summary>
+    public bool SearchesExactly => EfSearch >= Count;
 
     // ------------------------------------------------------------------ build
 
@@ -354,9 +361,13 @@ public sealed class HnswIndex : IVectorIndex
         if (reached < k) SearchArguments.RequireFound(ExactIndex.Scan(_vectors.Span, Count, Dimension, query, k, ids, scores), k, queryIndex);
     }
 
-    /// <summary>One query's search; returns how many results it found (fewer than k only when the beam reached fewer entries).</summary>
+    /// <summary>
+    /// One query's search; returns how many results it found (fewer than k only when the beam reached fewer entries). A
+    /// beam of the store's size or wider scans exactly (<see cref="SearchesExactly"/>).
+    /// </summary>
     private int SearchOne(ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores, int ef, int closed = -1)
     {
+        if (ef >= Count) return ScanExcept(query, k, ids, scores, closed);
         var scratch = Scratch.For(Count);
         int entry = _entryPoint;
         float entryScore = Similarity(query, entry);
@@ -367,6 +378,18 @@ public sealed class HnswIndex : IVectorIndex
         var top = new TopK(scores, ids, k);
         for (int i = 0; i < results.Count; i++) { var (s, id) = results[i]; top.Offer(s, id); }
         return top.SortDescending();
+    }
+
+    /// <summary>The exact top-k, without the node <paramref name="closed"/> (the calibration's leave-one-out query).</summary>
+    private int ScanExcept(ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores, int closed)
+    {
+        if (closed < 0) return ExactIndex.Scan(_vectors.Span, Count, Dimension, query, k, ids, scores);
+        var (withClosedIds, withClosedScores) = (new int[k + 1], new float[k + 1]); // calibration only: k + 1 <= Count
+        int found = ExactIndex.Scan(_vectors.Span, Count, Dimension, query, k + 1, withClosedIds, withClosedScores);
+        int n = 0;
+        for (int i = 0; i < found && n < k; i++)
+            if (withClosedIds[i] != closed) { ids[n] = withClosedIds[i]; scores[n++] = withClosedScores[i]; }
+        return n;
     }
 
     /// <summary>Greedy walk on an upper layer: move to the best neighbour (never to <paramref name="closed"/>) until none improves.</summary>
