@@ -9,6 +9,8 @@ using RetriKT.MLNet.Benchmarks;
 // extraction samples/s with one vs two servers (ratios from one run).
 // `dotnet run -c Release -- search [--quick] [--d N] [--min N] [--max N]`: exact vs HNSW query time and recall@16 at d = 48 and 384, 8k to 256k
 // entries, side by side (the table behind VectorIndexes' switch point; docs/SEARCH.md).
+// `dotnet run -c Release -- calibration [--rows 5000,10000,30000]`: HNSW's calibrated beam on real SST-2 sentences (tiny
+// BERT keys) against the dev sentences' recall at it, and query times at it vs exact (docs/SEARCH.md).
 // `dotnet run -c Release -- softlabels [--quick]`: extraction's soft-label pass, row per label word vs one pass (SST-2
 // stand-in teacher, real SST-2 sentences, alternating rounds, medians).
 // `dotnet run -c Release -- decode-batches [--quick]`: 64 rows as one torch batch (the harness's extraction batch) vs four
@@ -27,6 +29,11 @@ if (args.Length > 0 && args[0] == "blackbox")
 if (args.Length > 0 && args[0] == "search")
 {
     RetriKT.MLNet.Benchmarks.Retrieval.SearchSwitchReport.Run(args);
+    return;
+}
+if (args.Length > 0 && args[0] == "calibration")
+{
+    RetriKT.MLNet.Benchmarks.Retrieval.CalibrationReport.Run(args);
     return;
 }
 if (args.Length > 0 && args[0] == "softlabels")
