@@ -171,6 +171,45 @@ public class KnowledgeExtractorTests
         Assert.True(drop.Report!.Dropped[DropReason.Unfinished] > 0, drop.Report.ToString());
     }
 
+    private sealed class SoftLabelRow
+    {
+        public string Text { get; set; } = "";
+        public float[] SoftLabel { get; set; } = [];
+    }
+
+    /// <summary>
+    /// Transform promises the labelling the store's entries got, but it always calibrated the verbalizer: after an
+    /// extraction with <see cref="KnowledgeExtractorOptions.CalibrateVerbalizer"/> off it gave the store's own texts other
+    /// soft labels (0.30 / 0.70 in the store, 0.64 / 0.36 from Transform: another label), also once loaded from model.zip.
+    /// </summary>
+    [SharedDataFact]
+    public void TransformLabelsTheStoresTextsAsTheStoreDoesWithCalibrationOff()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = StoryPrompts(mlContext, data, supervisedEpochs: 2);
+        var o = Options(prompts);
+        o.SamplesPerLabel = 3; o.BatchSize = 3; o.CalibrateVerbalizer = false;
+        var extracted = mlContext.RetriKT().KnowledgeExtractor(o).Fit(data);
+        var generated = extracted.Store.Entries.Where(e => e.Source == KnowledgeSource.Generated).ToList();
+        Assert.NotEmpty(generated);
+        var texts = mlContext.Data.LoadFromEnumerable(generated.Select(e => new RetriKT.MLNet.Pipeline.TextPairRow { Text = e.Text!, Label = "happy" }));
+
+        void AssertStoresLabelling(ITransformer model)
+        {
+            var labelled = mlContext.Data.CreateEnumerable<SoftLabelRow>(model.Transform(texts), reuseRowObject: false).ToList();
+            for (int i = 0; i < generated.Count; i++)
+                for (int l = 0; l < 2; l++)
+                    Assert.True(Math.Abs(generated[i].SoftLabel[l] - labelled[i].SoftLabel[l]) < 1e-5,
+                        $"'{generated[i].Text}': store [{string.Join(", ", generated[i].SoftLabel)}], Transform [{string.Join(", ", labelled[i].SoftLabel)}]");
+        }
+        AssertStoresLabelling(extracted);
+        using var zip = new MemoryStream();
+        mlContext.Model.Save(extracted, data.Schema, zip);
+        using var loaded = (KnowledgeExtractorTransformer)new MLContext().Model.Load(new MemoryStream(zip.ToArray()), out _);
+        AssertStoresLabelling(loaded);
+    }
+
     [Fact]
     public void NearDuplicatesAreCaughtAndDistinctTextsPass()
     {

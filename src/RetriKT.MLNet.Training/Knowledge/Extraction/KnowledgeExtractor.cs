@@ -285,7 +285,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                 report = report with { Unlabeled = store.Count - before };
             }
             host.Info($"Knowledge extraction: {report}");
-            return new KnowledgeExtractorTransformer(_env, prompts, store, report);
+            return new KnowledgeExtractorTransformer(_env, prompts, store, report, o.CalibrateVerbalizer);
         }
         catch
         {

@@ -31,15 +31,20 @@ public sealed class KnowledgeRow
 /// </summary>
 public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisposable
 {
-    internal static readonly ModelFormat Format = new("RKTEXTRC", 0x00010001, 0x00010001, "RetriKTKnowledgeExtract") { LoaderAssembly = typeof(KnowledgeExtractorTransformer).Assembly };
+    /// <summary>Since this version the verbalizer's calibration switch is stored (older files were labelled calibrated, the default).</summary>
+    private const uint CalibrationVersion = 0x00010002;
+    internal static readonly ModelFormat Format = new("RKTEXTRC", CalibrationVersion, 0x00010001, "RetriKTKnowledgeExtract") { LoaderAssembly = typeof(KnowledgeExtractorTransformer).Assembly };
     internal const string SoftLabelColumn = "SoftLabel";
     private VerbalizerClassifier? _scorer;
 
-    internal KnowledgeExtractorTransformer(IHostEnvironment env, SoftPromptTransformer softPrompts, KnowledgeStore store, ExtractionReport? report)
+    // calibratedVerbalizer: whether the store's soft labels were calibrated (KnowledgeExtractorOptions.CalibrateVerbalizer); Transform labels as they were.
+    internal KnowledgeExtractorTransformer(IHostEnvironment env, SoftPromptTransformer softPrompts, KnowledgeStore store, ExtractionReport? report,
+        bool calibratedVerbalizer = true)
     {
         SoftPrompts = softPrompts;
         Store = store;
         Report = report;
+        CalibratedVerbalizer = calibratedVerbalizer;
     }
 
     /// <summary>The soft prompts (and, through them, the teacher reference).</summary>
@@ -48,17 +53,24 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
     public KnowledgeStore Store { get; }
     /// <summary>What the extraction kept and dropped (null after loading from model.zip).</summary>
     public ExtractionReport? Report { get; }
+    /// <summary>
+    /// Whether the store's soft labels were contextually calibrated, so Transform labels rows as the store's entries were
+    /// labelled (before, Transform always calibrated, and after an extraction without calibration it gave other soft labels
+    /// than the store's, another argmax for some texts).
+    /// </summary>
+    internal bool CalibratedVerbalizer { get; }
 
     /// <summary>The store as an IDataView: Text, Text2, Label, SoftLabel (vector, SlotNames = labels), Fidelity, Source (<see cref="KnowledgeStoreData"/>).</summary>
     public IDataView ToDataView(MLContext mlContext) => Store.ToDataView(mlContext);
 
-    private VerbalizerClassifier Scorer => _scorer ??= new VerbalizerClassifier(SoftPrompts.Teacher, SoftPrompts.Template, SoftPrompts.Labels);
+    private VerbalizerClassifier Scorer => _scorer ??= new VerbalizerClassifier(SoftPrompts.Teacher, SoftPrompts.Template, SoftPrompts.Labels, CalibratedVerbalizer);
 
     private protected override RowMapping CreateMapping(DataViewSchema inputSchema) => new Mapping(this, inputSchema);
 
     private protected override void SaveModel(ModelSaveContext ctx) => ModelWriter.Save(ctx, Format, w =>
     {
         w.WriteModel(SoftPrompts, "SoftPrompts");
+        w.Writer.Write(CalibratedVerbalizer);
         w.WriteStream("Store.bin", s => Store.Write(s.BaseStream));
     });
 
@@ -67,10 +79,11 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
         var prompts = r.ReadModel<SoftPromptTransformer>("SoftPrompts");
         try
         {
+            bool calibrated = r.Version < CalibrationVersion || r.Reader.ReadBoolean();
             KnowledgeStore? store = null;
             r.ReadStream("Store.bin", s => store = KnowledgeStore.Read(s.BaseStream, StoreReadLimits.ForPart(s.BaseStream.Length)));
             CheckLabels(store!, prompts);
-            return new KnowledgeExtractorTransformer(r.Environment, prompts, store!, null);
+            return new KnowledgeExtractorTransformer(r.Environment, prompts, store!, null, calibrated);
         }
         catch
         {
