@@ -165,6 +165,23 @@ public class ExtractionCheckpointTests
     }
 
     /// <summary>
+    /// A run killed during its first write left the fingerprint line torn, and the next run refused the file as another
+    /// run's ("line 1 holds no fingerprint: written by an older version or another tool"), asking the user to delete it.
+    /// No batch was finished in it: the run now starts the file afresh, as it does after any other torn last line.
+    /// </summary>
+    [SharedDataFact]
+    public void AFingerprintLineTornByAKillStartsTheCheckpointAfresh()
+    {
+        using var run = new CheckpointedRun("torn-fingerprint");
+        File.WriteAllText(run.Checkpoint, run.Lines[0][..(run.Lines[0].Length / 2)]);
+
+        var resumed = run.Extract();
+        Assert.Equal(0, resumed.Report!.ResumedBatches);
+        Assert.Equal(run.Whole.Store.Entries.Select(e => e.Text), resumed.Store.Entries.Select(e => e.Text));
+        Assert.Equal(run.Lines, File.ReadAllLines(run.Checkpoint));
+    }
+
+    /// <summary>
     /// A run killed after writing some of a batch's lines whole, before its "done" line, left those lines in the file. The
     /// resumed run generated the batch again and appended all of it, so the next resume read the batch with the first
     /// run's lines in it too (its samples twice). The unfinished batch's lines are now cut when a run resumes.

@@ -475,6 +475,14 @@ internal sealed class ExtractionCheckpoint : IDisposable
     private void Read(string path, int labels, bool startFreshOnMismatch, ComponentHost host)
     {
         if (!File.Exists(path) || new FileInfo(path).Length == 0) return;
+        if (IsTornFingerprintLine(path))
+        {
+            // A kill during the run's first write: no batch was finished, so the file starts afresh (as CutTornLastLine cuts a
+            // torn last line), instead of being refused as another run's checkpoint that holds no fingerprint.
+            host.Info($"{path}: its fingerprint line is torn (a run was stopped writing it) and no batch was finished; the checkpoint starts afresh.");
+            File.WriteAllBytes(path, []);
+            return;
+        }
         if (Mismatch(File.ReadLines(path).FirstOrDefault()) is { } mismatch)
         {
             if (!startFreshOnMismatch)
@@ -545,6 +553,24 @@ internal sealed class ExtractionCheckpoint : IDisposable
             if (!pending.TryGetValue((label, batch), out var list)) pending[(label, batch)] = list = [];
             list.Add(new ScoredSample(sample, probabilities));
         }
+    }
+
+    /// <summary>
+    /// Whether the file is the start of a fingerprint line and nothing else: no line end, and the bytes this format's first
+    /// line starts with. Anything else without a line end (another tool's file) is left to the fingerprint check.
+    /// </summary>
+    private static bool IsTornFingerprintLine(string path)
+    {
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        var buffer = new byte[4096];
+        var start = "{\"fingerprint\":"u8;
+        bool first = true;
+        for (int n; (n = file.Read(buffer)) > 0; first = false)
+        {
+            if (first && !buffer.AsSpan(0, n).StartsWith(start[..Math.Min(start.Length, n)])) return false;
+            if (Array.IndexOf(buffer, (byte)'\n', 0, n) >= 0) return false;
+        }
+        return true;
     }
 
     /// <summary>
