@@ -171,6 +171,24 @@ public class KnowledgeExtractorTests
         Assert.True(drop.Report!.Dropped[DropReason.Unfinished] > 0, drop.Report.ToString());
     }
 
+    /// <summary>
+    /// The stage's total is the most batches it may need (SamplesPerLabel × MaxAttemptsFactor per label); an extraction
+    /// that met every quota sooner ended with its last report at, say, 2 of 8 (a progress bar stuck at 25 %, and no log
+    /// line for the stage's end). Its last report now says the stage is done.
+    /// </summary>
+    [SharedDataFact]
+    public void AnExtractionThatMeetsItsQuotasEarlyEndsItsProgressDone()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = StoryPrompts(mlContext, data, supervisedEpochs: 2);
+        var reports = new List<TrainingProgress>();
+        var extracted = mlContext.RetriKT().KnowledgeExtractor(Options(prompts, progress: new SyncProgress(p => { if (p.Stage == "Extraction") reports.Add(p); }))).Fit(data);
+        Assert.Equal(6, extracted.Report!.Kept["happy"]);
+        Assert.True(reports[0].TotalSteps > reports.Count, $"{reports.Count} reports of {reports[0].TotalSteps} planned batches: the quotas were met early");
+        Assert.Equal(1, reports[^1].Fraction);
+    }
+
     private sealed class SoftLabelRow
     {
         public string Text { get; set; } = "";

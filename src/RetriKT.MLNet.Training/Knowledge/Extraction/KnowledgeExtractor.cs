@@ -346,6 +346,10 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
 
         int totalBatches = maxBatches * labels.Count, done = 0;
         TimeSpan generation = default, softLabels = default, fluencyTime = default;
+        void ReportProgress(int total) => host.Report("Extraction", done, total, new Dictionary<string, double>
+        {
+            ["kept"] = kept.Sum(k => k.Count), ["generated"] = generated.Sum(),
+        });
         for (int batch = 0; batch < maxBatches; batch++)
         {
             for (int label = 0; label < labels.Count; label++)
@@ -389,13 +393,13 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     kept[target].Add(new KnowledgeEntry(s.Sample.Text, s.Sample.Text2, target, s.Probabilities, s.Probabilities[target], KnowledgeSource.Generated));
                 }
                 done++;
-                host.Report("Extraction", done, totalBatches, new Dictionary<string, double>
-                {
-                    ["kept"] = kept.Sum(k => k.Count), ["generated"] = generated.Sum(),
-                });
+                ReportProgress(totalBatches);
             }
             if (kept.All(k => k.Count >= o.SamplesPerLabel)) break;
         }
+        // The total is the most batches the quotas may need; quotas met sooner end the stage at the batches it took, so its
+        // last report says it is done (before, it stayed at e.g. 2 of 8, and the stage's end was never logged).
+        if (done < totalBatches) ReportProgress(done);
         for (int l = 0; l < labels.Count; l++)
             if (kept[l].Count < o.SamplesPerLabel)
                 host.Warning($"Label '{labels[l]}': kept {kept[l].Count} of {o.SamplesPerLabel} wanted samples after {generated[l]} generated (raise MaxAttemptsFactor or relax the filters).");
