@@ -142,9 +142,8 @@ public static class KnowledgeStoreData
             {
                 getSource(ref from);
                 var value = from.ToString();
-                // Names only: Enum.TryParse would also take "7" or "1, 2".
-                if (!Enum.GetNames<KnowledgeSource>().Contains(value, StringComparer.OrdinalIgnoreCase) || !Enum.TryParse(value, true, out origin))
-                    throw new ArgumentException($"{Where(Columns.Source)}: '{value}' is not one of {string.Join(", ", Enum.GetNames<KnowledgeSource>())}.");
+                origin = KnowledgeSourceNames.Parse(value)
+                    ?? throw new ArgumentException($"{Where(Columns.Source)}: '{value}' is not one of {string.Join(", ", Enum.GetNames<KnowledgeSource>())}.");
             }
             // ToDataView writes a missing text as "": read it back as missing, so a store survives the round trip unchanged.
             var first = a.Length == 0 ? null : a.ToString();

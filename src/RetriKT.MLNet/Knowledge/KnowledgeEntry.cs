@@ -15,6 +15,18 @@ public enum KnowledgeSource : byte
     Unlabeled = 4,
 }
 
+/// <summary>How files name a <see cref="KnowledgeSource"/>: JSONL's <c>source</c> and a store view's Source column read it alike.</summary>
+internal static class KnowledgeSourceNames
+{
+    /// <summary>
+    /// The source <paramref name="name"/> names, in any case, or null. Names only: <c>Enum.TryParse</c> also takes "4"
+    /// (Unlabeled) and "Generated, Imported" (1 | 2, which is Variant), so a mistyped source read as another one.
+    /// </summary>
+    public static KnowledgeSource? Parse(string name)
+        => Enum.GetNames<KnowledgeSource>().Contains(name, StringComparer.OrdinalIgnoreCase) && Enum.TryParse(name, ignoreCase: true, out KnowledgeSource source)
+            ? source : null;
+}
+
 /// <summary>
 /// One labelled sample of a knowledge store: text (and second text for sentence-pair tasks), hard label index, the
 /// teacher's soft label over the store's label set, the fidelity the teacher assigned to the intended label, and the

@@ -435,7 +435,7 @@ public sealed class KnowledgeStore
 
     /// <summary>
     /// Reads JSONL written by <see cref="ExportJsonl"/> (or by hand: <c>text</c> and <c>label</c> required; a missing
-    /// <c>soft_label</c> becomes one-hot). The store's label names are <paramref name="labelNames"/>, else the first header
+    /// <c>soft_label</c> becomes one-hot; <c>source</c>, when there, is a <see cref="KnowledgeSource"/> name in any case, else Imported). The store's label names are <paramref name="labelNames"/>, else the first header
     /// line's. A header's label order is the order of the <c>soft_label</c> values on the lines after it (up to the next
     /// header), which are moved into the store's order; a header naming other labels is an error. Errors name the line
     /// and the field; so does a byte that is not UTF-8 (<see cref="Utf8TextFile"/>).
@@ -503,8 +503,8 @@ public sealed class KnowledgeStore
             }
             else { soft = new float[names.Count]; soft[index] = 1; }
             var source = KnowledgeSource.Imported;
-            if (Text("source", required: false) is { } s && !(Enum.TryParse(s, out source) && Enum.IsDefined(source)))
-                throw new InvalidDataException($"{at}: source '{s}' is not one of [{string.Join(", ", Enum.GetNames<KnowledgeSource>())}].");
+            if (Text("source", required: false) is { } s)
+                source = KnowledgeSourceNames.Parse(s) ?? throw new InvalidDataException($"{at}: source '{s}' is not one of [{string.Join(", ", Enum.GetNames<KnowledgeSource>())}].");
             var entry = new KnowledgeEntry(text, Text("text2", required: false), index, soft, fields["fidelity"] is { } f ? Number(f, "fidelity") : 1f, source);
             if (EntryError(entry, names.Count) is { } error) throw new InvalidDataException($"{at}: {error}");
             entries.Add(entry);

@@ -111,6 +111,14 @@ public class KnowledgeStoreTests
             Refused("{\"text\": \"ok\", \"label\": \"neg\"}", "{\"text\": \"bad\", \"label\": \"neg\", \"soft_label\": [0.6, 0.5]}"));
         Assert.Equal($"{path} line 3: source 'Teacher' is not one of [FewShot, Generated, Imported, Variant, Unlabeled].",
             Refused("{\"text\": \"bad\", \"label\": \"neg\", \"source\": \"Teacher\"}"));
+        // A number or a list is no source's name; Enum.TryParse read "4" as Unlabeled and "Generated, Imported" as Variant (1 | 2).
+        Assert.Equal($"{path} line 3: source '4' is not one of [FewShot, Generated, Imported, Variant, Unlabeled].",
+            Refused("{\"text\": \"bad\", \"label\": \"neg\", \"source\": \"4\"}"));
+        Assert.Equal($"{path} line 3: source 'Generated, Imported' is not one of [FewShot, Generated, Imported, Variant, Unlabeled].",
+            Refused("{\"text\": \"bad\", \"label\": \"neg\", \"source\": \"Generated, Imported\"}"));
+        // A name in any case reads as the store view's Source column reads it.
+        File.WriteAllLines(path, ["{\"retrikt_store\": 1, \"labels\": [\"neg\", \"pos\"]}", "{\"text\": \"fine\", \"label\": \"pos\", \"source\": \"generated\"}"]);
+        Assert.Equal(KnowledgeSource.Generated, Assert.Single(KnowledgeStore.ImportJsonl(path).Entries).Source);
         File.WriteAllLines(path, ["{\"retrikt_store\": 1, \"labels\": \"neg,pos\"}"]);
         Assert.Equal($"{path} line 1: the header's 'labels' must be an array of strings, found \"neg,pos\".",
             Assert.Throws<InvalidDataException>(() => KnowledgeStore.ImportJsonl(path)).Message);
