@@ -108,6 +108,13 @@ public class ExtractionCheckpointTests
         Assert.Equal(reference.Store.Entries.Select(e => e.Text), fresh.Store.Entries.Select(e => e.Text));
         Assert.Equal(before, File.ReadAllText(checkpoint + ".mismatched"));
         Assert.Contains("\"seed\":10", File.ReadLines(checkpoint).First());
+
+        // Back to the first seed, starting fresh again: the seed-10 checkpoint is moved aside under a name of its own. It was
+        // moved over the seed-9 one, which was lost without a word.
+        var tenth = File.ReadAllText(checkpoint);
+        mlContext.RetriKT().KnowledgeExtractor(Options(prompts, checkpoint, seed: 9, startFresh: true)).Fit(data);
+        Assert.Equal(before, File.ReadAllText(checkpoint + ".mismatched"));
+        Assert.Equal(tenth, File.ReadAllText(checkpoint + ".mismatched.2"));
     }
 
     [SharedDataFact]

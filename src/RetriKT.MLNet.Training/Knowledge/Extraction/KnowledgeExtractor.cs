@@ -89,7 +89,8 @@ public sealed class KnowledgeExtractorOptions
     public string? CheckpointPath;
     /// <summary>
     /// When the checkpoint at <see cref="CheckpointPath"/> belongs to another run: false (default) stops with an
-    /// <see cref="InvalidDataException"/>; true moves it aside to <c>&lt;path&gt;.mismatched</c> (with a warning) and starts fresh.
+    /// <see cref="InvalidDataException"/>; true moves it aside to <c>&lt;path&gt;.mismatched</c> (with a warning) and starts fresh;
+    /// when that name is taken (an earlier run's checkpoint moved aside), to <c>&lt;path&gt;.mismatched.2</c>, <c>.3</c>, …
     /// </summary>
     public bool StartFreshOnCheckpointMismatch;
     /// <summary>Calibrate the teacher's verbalizer (contextual calibration) for soft labels. Default true.</summary>
@@ -492,8 +493,11 @@ internal sealed class ExtractionCheckpoint : IDisposable
             if (!startFreshOnMismatch)
                 throw new InvalidDataException($"{path}: this extraction checkpoint belongs to another run ({mismatch}). Delete it, choose another " +
                     "checkpoint path, or start fresh (KnowledgeExtractorOptions.StartFreshOnCheckpointMismatch) to move it aside.");
-            File.Move(path, path + ".mismatched", overwrite: true);
-            host.Warning($"{path}: the checkpoint belongs to another run ({mismatch}); moved it to {path}.mismatched and starting fresh.");
+            // A name of its own: moved over an earlier run's moved-aside checkpoint, that run's generation was lost without a word.
+            string aside = path + ".mismatched";
+            for (int n = 2; File.Exists(aside); n++) aside = $"{path}.mismatched.{n}";
+            File.Move(path, aside);
+            host.Warning($"{path}: the checkpoint belongs to another run ({mismatch}); moved it to {aside} and starting fresh.");
             return;
         }
         CutTornLastLine(path);
