@@ -79,6 +79,9 @@ public sealed class UnlabeledTextTests
         Assert.Equal(stories.Where((_, i) => i != 2), added.Select(e => e.Text));
         Assert.Equal(3, extracted.Report!.Unlabeled);
         Assert.Contains("unlabelled rows labelled by the teacher 3", extracted.Report.ToString());
+        // Nothing was generated, so the report measures no generated sample: it printed "mean fidelity 0.000, generated
+        // with the intended teacher label 0.0 %" (and distinct-1 1.000), numbers that read as a teacher that ignores the labels.
+        Assert.StartsWith("generated 0; few-shot 8; unlabelled rows labelled by the teacher 3", extracted.Report.ToString());
         // The same labelling as the extractor's Transform gives any row.
         var transformed = mlContext.Data.CreateEnumerable<SoftLabelRow>(extracted.Transform(unlabeled), reuseRowObject: false).ToList();
         foreach (var e in added)

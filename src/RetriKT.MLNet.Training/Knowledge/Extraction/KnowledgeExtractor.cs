@@ -144,10 +144,21 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
     IReadOnlyDictionary<DropReason, int> Dropped, int FewShot, double DistinctUnigrams, double DistinctBigrams, double MeanFidelity, int ResumedBatches)
 {
     /// <inheritdoc/>
-    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"generated {Generated.Values.Sum()}, kept {Kept.Values.Sum()} ({string.Join(", ", Kept.Select(kv => $"{kv.Key}: {kv.Value}"))}), " +
-        $"dropped {string.Join(", ", Dropped.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key}: {kv.Value}"))}; few-shot {FewShot}; " +
-        $"distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}{IntendedShareText()}{UnlabeledNote()}{TimesText()}");
+    /// <remarks>
+    /// The measures of the generated samples are left out where there are none to measure: with nothing generated
+    /// (SamplesPerLabel 0, distillation on unlabelled text) the line read "mean fidelity 0.000, generated with the intended
+    /// teacher label 0.0 %", a teacher that ignores the labels, and with nothing kept "distinct-1 1.000".
+    /// </remarks>
+    public override string ToString() => Generated.Values.Sum() == 0
+        ? string.Create(CultureInfo.InvariantCulture, $"generated 0; few-shot {FewShot}{UnlabeledNote()}{TimesText()}")
+        : string.Create(CultureInfo.InvariantCulture,
+            $"generated {Generated.Values.Sum()}, kept {Kept.Values.Sum()} ({string.Join(", ", Kept.Select(kv => $"{kv.Key}: {kv.Value}"))}), " +
+            $"dropped {DroppedText()}; few-shot {FewShot}{KeptText()}{IntendedShareText()}{UnlabeledNote()}{TimesText()}");
+
+    private string DroppedText() => Dropped.Values.Sum() == 0 ? "none" : string.Join(", ", Dropped.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key}: {kv.Value}"));
+
+    private string KeptText() => Kept.Values.Sum() == 0 ? ""
+        : string.Create(CultureInfo.InvariantCulture, $"; distinct-1 {DistinctUnigrams:F3}, distinct-2 {DistinctBigrams:F3}, mean fidelity {MeanFidelity:F3}");
 
     private string TimesText() => Times is { } t
         ? string.Create(CultureInfo.InvariantCulture, $"; time in generation {t.Generation.TotalSeconds:F0} s, soft labels {t.SoftLabels.TotalSeconds:F0} s, fluency {t.Fluency.TotalSeconds:F0} s")
