@@ -57,7 +57,7 @@ public static class StoreVariants
 
     /// <summary>
     /// A new store: <paramref name="store"/>'s entries in their order, then the variants of its
-    /// <see cref="KnowledgeSource.Generated"/> entries (few-shot, imported and variant entries are not varied). For a
+    /// <see cref="KnowledgeSource.Generated"/> entries (few-shot, imported, variant and unlabelled entries are not varied). For a
     /// sentence pair only the first text varies; the teacher labels the new pair.
     /// </summary>
     /// <param name="store">The store to vary (left unchanged).</param>
