@@ -25,7 +25,7 @@ public class ExtractionCheckpointTests
         SupervisedEpochs = 2, PpoSteps = 0, PromptTokens = 2, Seed = seed,
     }).Fit(SoftPromptPpoTrainerTests.StoryData(mlContext));
 
-    // The extractor transformers share (and on Dispose would dispose) the prompts, so only the prompts are disposed.
+    // The extractor transformers share the prompts given to them and leave them to the caller: only the prompts are disposed.
 
     private static bool IsDone(string line) => line.Contains("\"done\"", StringComparison.Ordinal);
     private static bool IsSample(string line) => line.Contains("\"text\"", StringComparison.Ordinal);

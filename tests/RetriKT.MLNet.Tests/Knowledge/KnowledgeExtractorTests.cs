@@ -189,6 +189,23 @@ public class KnowledgeExtractorTests
         Assert.Equal(1, reports[^1].Fraction);
     }
 
+    /// <summary>
+    /// An extraction's Dispose released the soft prompts' teacher even when the caller gave the prompts (SoftPrompts):
+    /// after <c>using var extraction = …</c>, the next extraction with the same prompts failed with a bare "Cannot access a
+    /// disposed object.". It releases only prompts it fitted itself (SoftPromptOptions) or loaded from model.zip.
+    /// </summary>
+    [SharedDataFact]
+    public void DisposingAnExtractionLeavesTheSoftPromptsItWasGivenToTheCaller()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = StoryPrompts(mlContext, data, supervisedEpochs: 1);
+        KnowledgeStore first;
+        using (var extraction = mlContext.RetriKT().KnowledgeExtractor(Options(prompts)).Fit(data)) first = extraction.Store;
+        using var again = mlContext.RetriKT().KnowledgeExtractor(Options(prompts)).Fit(data);
+        Assert.Equal(first.Entries, again.Store.Entries);
+    }
+
     private sealed class SoftLabelRow
     {
         public string Text { get; set; } = "";

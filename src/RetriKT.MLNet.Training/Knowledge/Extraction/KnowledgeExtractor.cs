@@ -297,7 +297,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                 report = report with { Unlabeled = store.Count - before };
             }
             host.Info($"Knowledge extraction: {report}");
-            return new KnowledgeExtractorTransformer(_env, prompts, store, report, o.CalibrateVerbalizer);
+            return new KnowledgeExtractorTransformer(_env, prompts, store, report, o.CalibrateVerbalizer, ownsSoftPrompts: ownsPrompts);
         }
         catch
         {

@@ -38,14 +38,18 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
     private VerbalizerClassifier? _scorer;
 
     // calibratedVerbalizer: whether the store's soft labels were calibrated (KnowledgeExtractorOptions.CalibrateVerbalizer); Transform labels as they were.
+    // ownsSoftPrompts: whether Dispose releases the prompts (fitted by the extractor or loaded from model.zip), not the caller's.
     internal KnowledgeExtractorTransformer(IHostEnvironment env, SoftPromptTransformer softPrompts, KnowledgeStore store, ExtractionReport? report,
-        bool calibratedVerbalizer = true)
+        bool calibratedVerbalizer = true, bool ownsSoftPrompts = false)
     {
         SoftPrompts = softPrompts;
         Store = store;
         Report = report;
         CalibratedVerbalizer = calibratedVerbalizer;
+        _ownsSoftPrompts = ownsSoftPrompts;
     }
+
+    private readonly bool _ownsSoftPrompts;
 
     /// <summary>The soft prompts (and, through them, the teacher reference).</summary>
     public SoftPromptTransformer SoftPrompts { get; }
@@ -83,7 +87,7 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
             KnowledgeStore? store = null;
             r.ReadStream("Store.bin", s => store = KnowledgeStore.Read(s.BaseStream, StoreReadLimits.ForPart(s.BaseStream.Length)));
             CheckLabels(store!, prompts);
-            return new KnowledgeExtractorTransformer(r.Environment, prompts, store!, null, calibrated);
+            return new KnowledgeExtractorTransformer(r.Environment, prompts, store!, null, calibrated, ownsSoftPrompts: true);
         }
         catch
         {
@@ -103,8 +107,16 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
                 $"[{string.Join(", ", prompts.Labels)}] (in that order).");
     }
 
-    /// <summary>Releases the soft prompts' teacher.</summary>
-    public void Dispose() => SoftPrompts.Dispose();
+    /// <summary>
+    /// Releases the soft prompts' teacher when the prompts are this extraction's own: fitted by the extractor
+    /// (<see cref="KnowledgeExtractorOptions.SoftPromptOptions"/>) or loaded from model.zip. Prompts given in
+    /// <see cref="KnowledgeExtractorOptions.SoftPrompts"/> stay the caller's (before, disposing the extraction released their
+    /// teacher, and the caller's next use of them failed with a bare ObjectDisposedException).
+    /// </summary>
+    public void Dispose()
+    {
+        if (_ownsSoftPrompts) SoftPrompts.Dispose();
+    }
 
     private sealed class Mapping : RowMapping
     {
