@@ -432,10 +432,10 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             getText(ref a);
             getText2?.Invoke(ref b);
             var label = getLabel();
-            if (a.Span.Trim().IsEmpty) throw new ArgumentException($"Row {row}: column '{template.TextColumn}' is empty; every few-shot example needs text.");
-            if (getText2 is not null && b.Span.Trim().IsEmpty) throw new ArgumentException($"Row {row}: column '{template.Text2Column}' is empty.");
+            var (first, second) = (a.ToString(), getText2 is null ? null : b.ToString());
+            if (template.MissingText(first, second) is { } missing) throw new ArgumentException($"Row {row}: {missing}");
             if (!labelIndex.TryGetValue(label, out int index)) throw new ArgumentException($"Row {row}: label '{label}' is not one of the template's labels [{string.Join(", ", labels)}].");
-            examples.Add(new PromptExample(a.ToString(), getText2 is null ? null : b.ToString(), index));
+            examples.Add(new PromptExample(first, second, index));
             row++;
         }
         for (int l = 0; l < labels.Count; l++)

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using RetriKT.MLNet.Bridge;
+using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet.SoftPrompt;
 
@@ -127,6 +128,26 @@ public sealed record TaskTemplate
         int at = ClassificationFormat.IndexOf("{label}", StringComparison.Ordinal);
         string Fill(string s) => s.Replace("{text}", text).Replace("{text2}", text2 ?? "");
         return (Fill(ClassificationFormat[..at]), Fill(ClassificationFormat[(at + "{label}".Length)..]));
+    }
+
+    /// <summary>
+    /// Why the teacher cannot label a row of this template's text columns, naming the column, or null when it can: the
+    /// first text, or a pair task's second text, is empty or holds only characters the student's tokenizer drops (a
+    /// zero-width space, a NUL, a lone combining mark: <see cref="TextTokenizingTransformer.HasWordCharacter"/>, the test
+    /// the runtime refuses such a text by). Labelled and stored, such a row trains the student on an input it is never
+    /// served. The one decision for every reader of rows to label (few-shot examples, UnlabeledData, the extractor's
+    /// Transform); each puts its source and row in front.
+    /// </summary>
+    internal string? MissingText(string text, string? text2)
+    {
+        if (!TextTokenizingTransformer.HasWordCharacter(text))
+            return $"column '{TextColumn}' {Emptiness(text)}; expected a text for the teacher to label.";
+        if (IsPair && !TextTokenizingTransformer.HasWordCharacter(text2))
+            return $"column '{Text2Column}' (the second text) {Emptiness(text2)}; template '{Name}' reads sentence pairs.";
+        return null;
+
+        static string Emptiness(string? s) => string.IsNullOrWhiteSpace(s) ? "is empty"
+            : "holds only characters the tokenizer drops (control, zero-width or private-use characters, combining marks), so it encodes as an empty one";
     }
 
     /// <summary>

@@ -54,6 +54,9 @@ public sealed class ExtractorTransformEmptyTextTests
         withoutSecond[2].Text2 = "  ";
         var e = Assert.Throws<InvalidOperationException>(() => extracted.Transform(mlContext.Data.LoadFromEnumerable(withoutSecond)).GetColumn<float[]>("SoftLabel").ToList());
         Assert.Equal("KnowledgeExtractor row 2: column 'Text2' (the second text) is empty; template 'StoryPair' reads sentence pairs.", e.Message);
+        withoutSecond[2].Text2 = "\u200B";
+        e = Assert.Throws<InvalidOperationException>(() => extracted.Transform(mlContext.Data.LoadFromEnumerable(withoutSecond)).GetColumn<float[]>("SoftLabel").ToList());
+        Assert.StartsWith("KnowledgeExtractor row 2: column 'Text2' (the second text) holds only characters the tokenizer drops", e.Message);
         var withoutFirst = rows.Select(r => new TextPairRow { Text = r.Text, Text2 = r.Text2, Label = r.Label }).ToArray();
         withoutFirst[1].Text = "";
         e = Assert.Throws<InvalidOperationException>(() => extracted.Transform(mlContext.Data.LoadFromEnumerable(withoutFirst)).GetColumn<float[]>("SoftLabel").ToList());

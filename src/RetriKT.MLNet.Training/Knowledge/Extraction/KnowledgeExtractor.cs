@@ -307,9 +307,10 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
     }
 
     /// <summary>
-    /// The template's text columns of <see cref="KnowledgeExtractorOptions.UnlabeledData"/>, row by row. A pair template's
-    /// row without a second text fails naming the row and column: it was labelled by the teacher and stored, and the
-    /// pair student refused the store afterwards, naming a store entry instead of the row.
+    /// The template's text columns of <see cref="KnowledgeExtractorOptions.UnlabeledData"/>, row by row. A row without
+    /// a text (<see cref="TaskTemplate.MissingText"/>: a pair template's row without its second text too) fails naming
+    /// the row and column: it was labelled by the teacher and stored, and the pair student refused the store afterwards,
+    /// naming a store entry instead of the row.
     /// </summary>
     internal static List<(string Text, string? Text2)> ReadUnlabeled(IDataView data, TaskTemplate template)
     {
@@ -325,9 +326,9 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         {
             getText(ref a);
             getText2?.Invoke(ref b);
-            if (getText2 is not null && b.Span.Trim().IsEmpty)
-                throw new ArgumentException($"UnlabeledData row {rows.Count}: column '{template.Text2Column}' (the second text) is empty; template '{template.Name}' reads sentence pairs.");
-            rows.Add((a.ToString(), getText2 is null ? null : b.ToString()));
+            var (first, second) = (a.ToString(), getText2 is null ? null : b.ToString());
+            if (template.MissingText(first, second) is { } missing) throw new ArgumentException($"UnlabeledData row {rows.Count}: {missing}");
+            rows.Add((first, second));
         }
         return rows;
     }

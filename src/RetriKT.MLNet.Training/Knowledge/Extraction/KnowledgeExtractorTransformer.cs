@@ -152,14 +152,12 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
             {
                 getText(ref a);
                 getText2?.Invoke(ref b);
+                var (text, text2) = (a.ToString(), getText2 is null ? null : b.ToString());
                 // The texts the store's labelling refuses (UnlabeledData): the teacher's label of nothing looks like any other.
-                if (a.Span.Trim().IsEmpty)
-                    throw new InvalidOperationException($"KnowledgeExtractor row {input.Position}: column '{_text.Name}' is empty; expected a text for the teacher to label.");
-                if (getText2 is not null && b.Span.Trim().IsEmpty)
-                    throw new InvalidOperationException($"KnowledgeExtractor row {input.Position}: column '{template.Text2Column}' (the second text) is empty; " +
-                                                        $"template '{template.Name}' reads sentence pairs.");
+                if (template.MissingText(text, text2) is { } missing)
+                    throw new InvalidOperationException($"KnowledgeExtractor row {input.Position}: {missing}");
                 float[] p;
-                lock (_parent) p = _parent.Scorer.Probabilities([(a.ToString(), getText2 is null ? null : b.ToString())])[0];
+                lock (_parent) p = _parent.Scorer.Probabilities([(text, text2)])[0];
                 var editor = VBufferEditor.Create(ref dst, p.Length);
                 p.AsSpan().CopyTo(editor.Values);
                 dst = editor.Commit();
