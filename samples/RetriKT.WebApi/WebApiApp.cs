@@ -46,6 +46,9 @@ public static class WebApiApp
             o.SerializerOptions.TypeInfoResolverChain.Insert(0, WebApiJsonContext.Default);
             // {"text": "a", "text": "b"} was answered for the last text alone: a request that names a text twice is a 400.
             o.SerializerOptions.AllowDuplicateProperties = false;
+            // {"text": "a", "hypothesis": "b"} (a pair under another name than text2, or a misspelt "txt2") was answered
+            // for the text alone: a property the API does not know is a 400 that names it.
+            o.SerializerOptions.UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Disallow;
         });
         builder.Services.AddProblemDetails();
         // Bind failures throw, so BadRequestToProblemDetails can say what was wrong with the body.

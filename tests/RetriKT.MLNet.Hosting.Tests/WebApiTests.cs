@@ -98,6 +98,32 @@ public class WebApiTests
     }
 
     [SharedDataFact]
+    public async Task ARequestWithAPropertyTheApiDoesNotKnow_IsRefusedNamingIt_NotAnsweredForTheTextAlone()
+    {
+        using var dir = new TempDir();
+        var (v1, _) = TestModels.Save(dir.Path, "unknown-property");
+        await using var server = await WebApiServer.StartAsync(v1);
+        // A pair sent to a one-text model under another name than text2 ("hypothesis", "sentence2", a misspelt "txt2")
+        // was answered 200 for the first text alone, as if the pair had been classified.
+        foreach (var (body, property) in new[]
+        {
+            ("{\"text\": \"a wonderful film\", \"hypothesis\": \"it was dull\"}", "hypothesis"),
+            ("{\"text\": \"a wonderful film\", \"txt2\": \"it was dull\"}", "txt2"),
+            ("{\"text\": \"a wonderful film\", \"labels\": [\"0\", \"1\"]}", "labels"),
+        })
+        {
+            foreach (var path in new[] { "/predict", "/explain" })
+            {
+                using var response = await server.Client.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"));
+                await AssertProblem(response, $"'{property}'");
+            }
+        }
+        // The known names keep any case, as before.
+        using var known = await server.Client.PostAsync("/predict", new StringContent("{\"Text\": \"a wonderful film\"}", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, known.StatusCode);
+    }
+
+    [SharedDataFact]
     public async Task ABodyLongerThanAnyValidRequest_IsRefusedWith413_BeforeItIsRead()
     {
         using var dir = new TempDir();
