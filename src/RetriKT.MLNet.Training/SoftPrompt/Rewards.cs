@@ -19,6 +19,13 @@ public interface IRewardFunction
 {
     /// <summary>One breakdown per sample, in order.</summary>
     IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples);
+
+    /// <summary>
+    /// As <see cref="Score(IReadOnlyList{RolloutSample})"/>, for the trainer: a reward that scores with a model checks
+    /// <paramref name="cancellation"/> between its passes, so that a cancelled run stops inside the scoring rather than
+    /// after it. The default ignores the token (a reward written before it existed still works).
+    /// </summary>
+    IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples, CancellationToken cancellation) => Score(samples);
 }
 
 /// <summary>Probability that a sample carries each label (the fidelity classifier; default: the teacher's verbalizer).</summary>
@@ -26,6 +33,12 @@ public interface ILabelScorer
 {
     /// <summary>Label probabilities per sample (rows sum to 1).</summary>
     float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples);
+
+    /// <summary>
+    /// As <see cref="Probabilities(IReadOnlyList{ValueTuple{string, string}})"/>, checking <paramref name="cancellation"/>
+    /// between the scorer's passes (the default ignores it: a scorer written before it existed still works).
+    /// </summary>
+    float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples, CancellationToken cancellation) => Probabilities(samples);
 }
 
 /// <summary>Weights of the default reward.</summary>
@@ -65,9 +78,15 @@ public sealed class RetriKTReward : IRewardFunction
     }
 
     /// <inheritdoc/>
-    public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples)
+    public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples) => Score(samples, CancellationToken.None);
+
+    /// <summary>
+    /// As <see cref="Score(IReadOnlyList{RolloutSample})"/>; the fidelity classifier checks <paramref name="cancellation"/>
+    /// before each of its teacher passes (the verbalizer: one per <see cref="VerbalizerClassifier.BatchSize"/> samples).
+    /// </summary>
+    public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples, CancellationToken cancellation)
     {
-        var probabilities = _scorer.Probabilities(samples.Select(s => (s.Text, s.Text2)).ToList());
+        var probabilities = _scorer.Probabilities(samples.Select(s => (s.Text, s.Text2)).ToList(), cancellation);
         var vectors = samples.Select(s => TextStatistics.HashedNgrams(s.Generated)).ToList();
         var result = new RewardBreakdown[samples.Count];
         for (int i = 0; i < samples.Count; i++)

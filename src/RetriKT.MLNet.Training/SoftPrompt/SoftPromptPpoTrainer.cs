@@ -270,8 +270,10 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
                     return new RolloutSample(r.Label, text, text2, r.Generated, r.ResponseIds.Length, r.Finished);
                 }).ToList();
                 clock.Restart();
-                var scores = reward.Score(samples);
+                var scores = reward.Score(samples, o.CancellationToken);
                 double rewardSeconds = clock.Elapsed.TotalSeconds;
+                // A cancel during the scoring otherwise ran on through the step's two evaluation passes over every rollout.
+                host.CheckAlive();
                 CheckScores(scores, samples, labels, step);
                 ppo.Add(PpoStep(policy, reference, rollouts, scores, kl, optimizer, step, host) with
                 {

@@ -64,8 +64,10 @@ public sealed class VerbalizerClassifier : ILabelScorer
     /// <inheritdoc/>
     public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => Probabilities(samples, null, default);
 
+    float[][] ILabelScorer.Probabilities(IReadOnlyList<(string Text, string? Text2)> samples, CancellationToken cancellation) => Probabilities(samples, null, cancellation);
+
     /// <summary>
-    /// Label probabilities per sample (rows sum to 1), as <see cref="ILabelScorer.Probabilities"/>
+    /// Label probabilities per sample (rows sum to 1), as <see cref="ILabelScorer.Probabilities(IReadOnlyList{ValueTuple{string, string}})"/>
     /// gives them, for a long scan: <paramref name="progress"/> is called after each teacher forward pass with the samples
     /// scored so far and their total, and <paramref name="cancellation"/> is checked before each pass. The batches, their
     /// order and the probabilities are the same with or without them.
