@@ -51,6 +51,40 @@ public sealed class UnlabeledTextTests
         Assert.StartsWith("Unlabelled text at row 1 is empty; expected a text for the teacher to label.", empty.Message);
     }
 
+    /// <summary>
+    /// The token was checked only before each scoring chunk (512 texts by default), and the teacher scored a whole chunk
+    /// without it: a cancel waited for the chunk's last pass, and one during the last chunk was not seen at all (Add
+    /// returned the store as if finished). Now the verbalizer checks it before each pass, and Add once more at the end.
+    /// </summary>
+    [SharedDataFact]
+    public void ACancelStopsAtTheTeachersNextPass_NotAtTheEndOfTheChunk()
+    {
+        using var teacher = ShippedTeachers.Sst2();
+        using var cancellation = new CancellationTokenSource();
+        var scorer = new CancellingScorer(new VerbalizerClassifier(teacher, TaskTemplates.Sst2, ["0", "1"]), cancellation);
+        var store = new KnowledgeStore(["0", "1"], []);
+        Assert.ThrowsAny<OperationCanceledException>(() => UnlabeledText.Add(store, ShippedTeachers.Sst2DevSentences(128), scorer, cancellation: cancellation.Token));
+        Assert.True(scorer.StoppedInside, $"cancelled as the chunk's scoring began, the teacher scored all 128 texts ({scorer.Seconds:F1} s)");
+    }
+
+    /// <summary>The teacher's verbalizer, cancelling as it is first called; says whether its passes then stopped.</summary>
+    private sealed class CancellingScorer(VerbalizerClassifier teacher, CancellationTokenSource cancellation) : ILabelScorer
+    {
+        public bool StoppedInside { get; private set; }
+        public double Seconds { get; private set; }
+
+        public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => Probabilities(samples, CancellationToken.None);
+
+        public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples, CancellationToken token)
+        {
+            cancellation.Cancel();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            try { return teacher.Probabilities(samples, null, token); }
+            catch (OperationCanceledException) { StoppedInside = true; throw; }
+            finally { Seconds = clock.Elapsed.TotalSeconds; }
+        }
+    }
+
     [SharedDataFact]
     public void TheExtractorLabelsUnlabelledRowsAsItsTransformDoesAndNamesAMissingColumn()
     {

@@ -22,7 +22,7 @@ public sealed class StoreVariantOptions
     public double MaxSpanShare = 0.9;
     /// <summary>Chance that a word-drop variant leaves out each word. Default 0.2.</summary>
     public double WordDropRate = 0.2;
-    /// <summary>Texts the teacher scores per call (the cancellation and progress granularity). Default 512.</summary>
+    /// <summary>Texts the teacher scores per call (the progress granularity, and the cancellation granularity of a scorer that does not take the token). Default 512.</summary>
     public int ScoringChunk = 512;
     /// <summary>Seed of the spans and drops. Default 1.</summary>
     public int Seed = 1;
@@ -65,7 +65,7 @@ public static class StoreVariants
     /// <param name="options">How many variants and of what kind.</param>
     /// <param name="log">Receives one line when done (counts and time); may be null.</param>
     /// <param name="progress">Called after each scoring chunk with the variants scored so far and their total; may be null.</param>
-    /// <param name="cancellation">Checked between scoring chunks.</param>
+    /// <param name="cancellation">Checked between scoring chunks, and handed to the scorer (the verbalizer checks it before each teacher pass).</param>
     public static KnowledgeStore Add(KnowledgeStore store, ILabelScorer teacher, StoreVariantOptions options,
         Action<string>? log = null, Action<int, int>? progress = null, CancellationToken cancellation = default)
     {

@@ -26,8 +26,8 @@ public static class UnlabeledText
     /// <param name="teacher">The teacher's label scorer over the store's labels, in the store's order (the extraction's verbalizer).</param>
     /// <param name="log">Receives one line when done (counts per label and time); may be null.</param>
     /// <param name="progress">Called after each scoring chunk with the texts scored so far and their total; may be null.</param>
-    /// <param name="cancellation">Checked between scoring chunks.</param>
-    /// <param name="scoringChunk">Texts the teacher scores per call (the cancellation and progress granularity).</param>
+    /// <param name="cancellation">Checked between scoring chunks, and handed to the scorer (the verbalizer checks it before each teacher pass).</param>
+    /// <param name="scoringChunk">Texts the teacher scores per call (the progress granularity, and the cancellation granularity of a scorer that does not take the token).</param>
     public static KnowledgeStore Add(KnowledgeStore store, IReadOnlyList<(string Text, string? Text2)> texts, ILabelScorer teacher,
         Action<string>? log = null, Action<int, int>? progress = null, CancellationToken cancellation = default, int scoringChunk = 512)
     {
@@ -69,7 +69,8 @@ public static class UnlabeledText
             float[][] probabilities;
             try
             {
-                probabilities = teacher.Probabilities(chunk);
+                // The verbalizer looks at the token before each teacher pass: a chunk is many passes.
+                probabilities = teacher.Probabilities(chunk, cancellation);
             }
             catch (ArgumentException e)
             {
@@ -88,5 +89,7 @@ public static class UnlabeledText
             }
             progress?.Invoke(start + chunk.Count, texts.Count);
         }
+        // Cancelled during the last chunk by a scorer that does not look at the token: not a finished store.
+        cancellation.ThrowIfCancellationRequested();
     }
 }
