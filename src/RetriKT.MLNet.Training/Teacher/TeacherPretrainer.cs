@@ -2,6 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.Runtime;
 using RetriKT.MLNet.Common;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace RetriKT.MLNet.Teacher;
@@ -178,7 +179,8 @@ public sealed class TeacherPretrainer
         using var corpus = tensor(tokens.Select(t => (long)t).ToArray(), device: device);
         using var corpusWeights = weights is null ? null : tensor(weights, device: device);
         model.RequiresGrad = true;
-        using var optimizer = HeldAdamW.DecayingMatrices(model.NamedParameters().Select(p => p.Parameter), o.LearningRate, o.Beta1, o.Beta2, o.WeightDecay);
+        var parameters = model.NamedParameters().ToList();
+        using var optimizer = HeldAdamW.DecayingMatrices(parameters.Select(p => p.Parameter), o.LearningRate, o.Beta1, o.Beta2, o.WeightDecay);
         var module = model.Module;
         double smoothed = double.NaN, tailSum = 0;
         int tailFrom = o.Steps - Math.Max(1, o.Steps / 10) + 1;
@@ -223,9 +225,15 @@ public sealed class TeacherPretrainer
                 optimizer.ZeroGrad();
                 loss.backward();
                 double gradNorm = o.GradientClipNorm > 0 ? nn.utils.clip_grad_norm_(module.parameters(), o.GradientClipNorm) : double.NaN;
-                optimizer.Step();
                 double value = loss.item<float>();
                 if (!double.IsFinite(value)) throw new InvalidOperationException($"Pretraining diverged at step {step}: loss {value}. Lower LearningRate or raise WarmupSteps.");
+                optimizer.Step();
+                // A finite loss does not make the update finite: at LearningRate 100 a step's loss read ln(vocabulary) while its
+                // gradient was NaN, the update made the weights NaN, and that step's checkpoint held them (the load refuses
+                // it, so the run could not resume; a run ending at that step would have returned the NaN weights).
+                if (NonFiniteParameter(parameters) is { } bad)
+                    throw new InvalidOperationException($"Pretraining diverged at step {step}: after the update, parameter '{bad.Name}' holds {bad.Count} NaN or " +
+                        $"infinite values of {bad.Of} (loss {value}). Lower LearningRate or raise WarmupSteps.");
                 smoothed = double.IsNaN(smoothed) ? value : 0.95 * smoothed + 0.05 * value;
                 if (step >= tailFrom) tailSum += value;
                 host.Report("Pretrain", step, o.Steps, new Dictionary<string, double> { ["loss"] = value, ["smoothedLoss"] = smoothed, ["lr"] = lr, ["gradNorm"] = gradNorm });
@@ -243,6 +251,16 @@ public sealed class TeacherPretrainer
         // A resumed run that had already finished trained nothing: its checkpoint is already the final one.
         if (firstStep <= o.Steps) resume?.Save(model, optimizer, new PretrainingState(o.Steps, smoothed, tailSum));
         return tailSum / (o.Steps - tailFrom + 1);
+    }
+
+    /// <summary>The first parameter holding NaN or infinity (with how many of its values do), or null when all are finite; one host sync when they are.</summary>
+    private static (string Name, long Count, long Of)? NonFiniteParameter(IReadOnlyList<(string Name, Parameter Parameter)> parameters)
+    {
+        using var scope = NewDisposeScope();
+        if (stack(parameters.Select(p => p.Parameter.isfinite().all()).ToArray()).all().item<bool>()) return null;
+        foreach (var (name, parameter) in parameters)
+            if (parameter.isfinite().logical_not().sum().item<long>() is > 0 and var count) return (name, count, parameter.numel());
+        return null;
     }
 
     /// <summary>Linear warmup to the peak, then cosine decay to <c>MinLearningRateFraction × peak</c> at the last step.</summary>

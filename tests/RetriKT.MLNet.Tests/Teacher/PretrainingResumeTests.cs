@@ -221,6 +221,30 @@ public sealed class PretrainingResumeTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Only the loss was checked: at LearningRate 100 the loss read ln(400), finite, at step 13 while its gradient was
+    /// NaN; the update made every embedding weight NaN, the step's checkpoint held them, and the run stopped only at
+    /// step 14's NaN loss, leaving a checkpoint the load refuses ("the checkpoint is damaged"): nothing could resume.
+    /// The run now stops at the update that made a weight non-finite, naming the parameter, before any checkpoint holds it.
+    /// </summary>
+    [SharedDataFact]
+    public void AnUpdateThatMakesAWeightNonFiniteStopsTheRunBeforeACheckpointHoldsIt()
+    {
+        var texts = TeacherPretrainingTests.Reviews(80);
+        var dir = Path.Combine(Temp, "ckpt-diverged");
+        var (model, tokens) = Fresh(texts);
+        using (model)
+        {
+            var options = Options(dir, steps: 30);
+            (options.LearningRate, options.WarmupSteps, options.CheckpointEvery) = (100, 0, 1);
+            var e = Assert.Throws<InvalidOperationException>(() => new TeacherPretrainer(new MLContext(seed: 1), options).Train(model, tokens));
+            Assert.Contains("Pretraining diverged at step ", e.Message);
+            using var last = TeacherModel.Load(dir);
+            using var scope = TorchSharp.torch.NewDisposeScope();
+            Assert.All(last.NamedParameters(), p => Assert.True(p.Parameter.isfinite().all().item<bool>(), p.Name));
+        }
+    }
+
     [SharedDataFact]
     public void WeightedStreamStressesTheVerbalizerWordAndTrainsTheTask()
     {
