@@ -49,7 +49,15 @@ internal static class SafetensorsReader
             long begin = offsets[0], end = offsets[1];
             if (end > dataLength || begin < 0 || end < begin)
                 throw new InvalidDataException($"{path}: tensor '{name}' data [{begin}, {end}) lies outside the {dataLength} data bytes; the file is truncated.");
-            long expected = shape.Aggregate(1L, (a, b) => a * b) * ElementSize(dtype, name, path);
+            // Checked: a shape whose byte count wraps around 2^64 to the tensor's real size passed, and allocating it failed
+            // deep in libtorch ("Storage size calculation overflowed", a native stack trace).
+            int elementSize = ElementSize(dtype, name, path);
+            long expected;
+            try { expected = checked(shape.Aggregate(1L, (a, b) => checked(a * b)) * elementSize); }
+            catch (OverflowException)
+            {
+                throw new InvalidDataException($"{path}: tensor '{name}' has {end - begin} bytes, but shape [{string.Join(",", shape)}] of {dtype} needs more than {long.MaxValue} bytes.");
+            }
             if (end - begin != expected)
                 throw new InvalidDataException($"{path}: tensor '{name}' has {end - begin} bytes, but shape [{string.Join(",", shape)}] of {dtype} needs {expected}.");
             entries[name] = new SafetensorsEntry(name, dtype, shape, dataStart + begin, dataStart + end, path);

@@ -109,6 +109,21 @@ public sealed class CheckpointIntegrityTests : IDisposable
                      $"expected a data section of {data.Length} bytes, found {data.Length + 1000}.", Refused(dir));
     }
 
+    [SharedDataFact]
+    public void AShapeWhoseByteCountOverflowsIsRefused()
+    {
+        // Before: 2^62 + 64 floats are 2^64 + 256 bytes, which wrapped to the tensor's real 256 bytes and passed the header
+        // check; allocating the tensor then failed in libtorch with a native stack trace.
+        var dir = CopyModel("llama2c-stories260K-hf", "overflow");
+        var path = Path.Combine(dir, "model.safetensors");
+        var (header, data) = ReadRaw(path);
+        const string name = "model.norm.weight";
+        var o = Offsets(header, name);
+        header[name]!["shape"] = new JsonArray((1L << 62) + (o[1] - o[0]) / 4);
+        WriteRaw(path, header, data);
+        Assert.Equal($"{path}: tensor '{name}' has {o[1] - o[0]} bytes, but shape [{(1L << 62) + (o[1] - o[0]) / 4}] of F32 needs more than {long.MaxValue} bytes.", Refused(dir));
+    }
+
     /// <summary>Splits a real checkpoint's bytes into two shards (alternate tensors) plus an index, as save_pretrained does.</summary>
     private string Shard(string model, string name)
     {
