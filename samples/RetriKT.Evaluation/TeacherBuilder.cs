@@ -181,7 +181,7 @@ public static class TeacherBuilder
             int every = Math.Max(1, sample.Count / settings.TokenizerTexts);
             var temp = tokenizerDir + ".tmp";
             if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
-            tokenizer = ByteLevelBpeTrainer.Train(sample.Where((_, i) => i % every == 0), settings.VocabSize, temp);
+            tokenizer = ByteLevelBpeTrainer.Train(sample.Where((_, i) => i % every == 0), settings.VocabSize, temp, minPairFrequency: 2, progress: null, cancellation);
             File.WriteAllText(Path.Combine(temp, "done"), "");
             if (Directory.Exists(tokenizerDir)) Directory.Delete(tokenizerDir, recursive: true);
             Directory.Move(temp, tokenizerDir);
