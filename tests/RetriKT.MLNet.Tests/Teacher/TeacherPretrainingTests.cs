@@ -112,6 +112,31 @@ public sealed class TeacherPretrainingTests : IDisposable
     }
 
     /// <summary>
+    /// A cancellation was first looked at after step 1: Train(documents) read and encoded the whole corpus (9 s for the
+    /// 21 MB IMDb corpus), then trained a step on the model, and only then stopped, so a run cancelled before it began
+    /// changed the weights. Now it stops before reading a document, and the token-stream overload before its first step.
+    /// </summary>
+    [SharedDataFact]
+    public void ACancelledRunReadsNoDocumentAndLeavesTheWeightsAlone()
+    {
+        var texts = Reviews(60);
+        var tokenizer = ByteLevelBpeTrainer.Train(texts, 300, Path.Combine(Temp, "tok"));
+        var config = new TeacherConfig { ModelType = "llama", VocabSize = 300, HiddenSize = 32, IntermediateSize = 64, NumLayers = 1, NumHeads = 2,
+            NumKeyValueHeads = 2, HeadDim = 16, MaxPositions = 64, TieWordEmbeddings = true, BosTokenId = tokenizer.BosId, EosTokenIds = [tokenizer.EosId!.Value] };
+        using var model = TeacherModel.Create(config, tokenizer, seed: 2);
+        string before = model.ContentHash;
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        var trainer = new TeacherPretrainer(new MLContext(seed: 1), new TeacherPretrainerOptions { Steps = 5, BatchSize = 2, SequenceLength = 16 });
+        int read = 0;
+        Assert.ThrowsAny<OperationCanceledException>(() => trainer.Train(model, texts.Select(t => { read++; return t; }), null, cts.Token));
+        Assert.Equal(0, read);
+        Assert.Equal(before, model.ContentHash);
+        Assert.ThrowsAny<OperationCanceledException>(() => trainer.Train(model, TeacherPretrainer.TokenStream(tokenizer, texts), null, cts.Token));
+        Assert.Equal(before, model.ContentHash);
+    }
+
+    /// <summary>
     /// Options out of range were taken: Beta1 or Beta2 of 1 and an infinite LearningRate ran into NaN weights and the
     /// advice "Lower LearningRate or raise WarmupSteps"; a negative MinLearningRateFraction trained the last steps at a
     /// negative rate (stories260K: final loss 1.37 against 0.48), a negative GradientClipNorm or CheckpointEvery was
