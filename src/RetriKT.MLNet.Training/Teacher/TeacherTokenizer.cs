@@ -19,11 +19,23 @@ public sealed class TeacherTokenizer
     private readonly Func<string, List<int>> _encodeContinuation;
     private readonly Func<int, bool>? _startsWithSpace;
     private readonly Func<IEnumerable<int>, string> _decode;
-    // Each file the tokenizer was read from, and the name a saved checkpoint gives it: the one Load looks for in a folder.
-    private readonly IReadOnlyList<(string Path, string SavedName)> _files;
+    // Each file the tokenizer was read from, the name a saved checkpoint gives it (the one Load looks for in a folder),
+    // and its bytes as read.
+    private readonly IReadOnlyList<SourceFile> _files;
+
+    /// <summary>
+    /// A file the tokenizer was read from, with its bytes as read: a save writes these, not the file as it is by then.
+    /// Copied from the path at save time, a tokenizer folder retrained after the model was made (another vocabulary)
+    /// went into the checkpoint, which loaded and encoded text with ids the model was never trained on; a folder deleted
+    /// meanwhile failed the save half-way.
+    /// </summary>
+    private sealed record SourceFile(string Path, string SavedName, byte[] Content)
+    {
+        public static SourceFile Read(string path, string savedName) => new(path, savedName, File.ReadAllBytes(path));
+    }
 
     private TeacherTokenizer(string kind, int vocabSize, Func<string, List<int>> encode, Func<IEnumerable<int>, string> decode,
-        int? bos, int? eos, int? pad, IReadOnlyList<(string Path, string SavedName)> files, Func<string, List<int>>? encodeContinuation = null,
+        int? bos, int? eos, int? pad, IReadOnlyList<SourceFile> files, Func<string, List<int>>? encodeContinuation = null,
         Func<int, bool>? startsWithSpace = null)
     {
         _startsWithSpace = startsWithSpace;
@@ -109,7 +121,7 @@ public sealed class TeacherTokenizer
         var merges = File.ReadLines(mergesPath).Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal)).ToList();
         var added = vocabMap.TryGetValue(EndOfText, out var eot)
             ? new JsonArray(new JsonObject { ["id"] = eot, ["content"] = EndOfText, ["special"] = true }) : null;
-        return Wrap(vocabMap, merges, [(vocabJsonPath, "vocab.json"), (mergesPath, "merges.txt")], HfPreTokenizer.Gpt2, null, new HfAddedTokens(added, null, vocabJsonPath), ignoreMerges: false);
+        return Wrap(vocabMap, merges, [SourceFile.Read(vocabJsonPath, "vocab.json"), SourceFile.Read(mergesPath, "merges.txt")], HfPreTokenizer.Gpt2, null, new HfAddedTokens(added, null, vocabJsonPath), ignoreMerges: false);
     }
 
     /// <summary>
@@ -143,7 +155,7 @@ public sealed class TeacherTokenizer
             merges.Add(m is JsonArray pair ? pair[0]!.GetValue<string>() + " " + pair[1]!.GetValue<string>() : m!.GetValue<string>());
         foreach (var token in addedJson ?? [])
             if (token?["content"]?.GetValue<string>() is { } content && token["id"]?.GetValue<int>() is int id) vocabMap.TryAdd(content, id);
-        var tokenizer = Wrap(vocabMap, merges, [(path, "tokenizer.json")], preTokenizer, normalize, added, model["ignore_merges"]?.GetValue<bool>() ?? false);
+        var tokenizer = Wrap(vocabMap, merges, [SourceFile.Read(path, "tokenizer.json")], preTokenizer, normalize, added, model["ignore_merges"]?.GetValue<bool>() ?? false);
         return WithTokenizerConfig(tokenizer, path, vocabMap);
     }
 
@@ -175,7 +187,7 @@ public sealed class TeacherTokenizer
                 : throw new InvalidDataException($"{configPath}: field '{field}': token '{content}' is not in the vocabulary of {tokenizerJsonPath}.");
         }
         int? bos = Id("bos_token", tokenizer.BosId), eos = Id("eos_token", tokenizer.EosId), pad = Id("pad_token", tokenizer.PadId) ?? eos;
-        return new TeacherTokenizer(tokenizer.Kind, tokenizer.VocabSize, tokenizer._encode, tokenizer._decode, bos, eos, pad, [.. tokenizer._files, (configPath, TokenizerConfigFile)],
+        return new TeacherTokenizer(tokenizer.Kind, tokenizer.VocabSize, tokenizer._encode, tokenizer._decode, bos, eos, pad, [.. tokenizer._files, SourceFile.Read(configPath, TokenizerConfigFile)],
             tokenizer._encodeContinuation, tokenizer._startsWithSpace);
     }
 
@@ -183,7 +195,7 @@ public sealed class TeacherTokenizer
 
     private const string EndOfText = "<|endoftext|>";
 
-    private static TeacherTokenizer Wrap(Dictionary<string, int> vocabMap, List<string> merges, IReadOnlyList<(string Path, string SavedName)> files,
+    private static TeacherTokenizer Wrap(Dictionary<string, int> vocabMap, List<string> merges, IReadOnlyList<SourceFile> files,
         HfPreTokenizer preTokenizer, Func<string, string>? normalize, HfAddedTokens added, bool ignoreMerges)
     {
         int? eot = vocabMap.TryGetValue(EndOfText, out var e) ? e : null;
@@ -251,7 +263,7 @@ public sealed class TeacherTokenizer
         Func<string, List<int>> encode = bpe is not null ? t => bpe.Encode(t, addBos: false) : t => t.Length == 0 ? [] : sp.EncodeToIds(t).ToList();
         Func<string, List<int>>? continuation = bpe is not null ? t => bpe.Encode(t, addBos: false, dummyPrefix: false) : null;
         return new TeacherTokenizer("sentencepiece", sp.Vocabulary.Count, encode, ids => sp.Decode(ids) ?? "",
-            sp.BeginningOfSentenceId, sp.EndOfSentenceId, null, [(modelPath, "tokenizer.model")], continuation, bpe is null ? null : bpe.StartsWithSpace);
+            sp.BeginningOfSentenceId, sp.EndOfSentenceId, null, [SourceFile.Read(modelPath, "tokenizer.model")], continuation, bpe is null ? null : bpe.StartsWithSpace);
     }
 
     /// <summary>A llama2.c tokenizer export (<c>tokenizer.bin</c>, <c>tok512.bin</c>); BOS = 1, EOS = 2.</summary>
@@ -259,7 +271,7 @@ public sealed class TeacherTokenizer
     {
         var t = Llama2cTokenizer.Read(path);
         return new TeacherTokenizer("llama2c", t.VocabSize, s => t.Encode(s, addBos: false), t.Decode,
-            Llama2cTokenizer.BosId, Llama2cTokenizer.EosId, null, [(path, "tokenizer.bin")], s => t.Encode(s, addBos: false, dummyPrefix: false), t.StartsWithSpace);
+            Llama2cTokenizer.BosId, Llama2cTokenizer.EosId, null, [SourceFile.Read(path, "tokenizer.bin")], s => t.Encode(s, addBos: false, dummyPrefix: false), t.StartsWithSpace);
     }
 
     /// <summary>
@@ -295,7 +307,7 @@ public sealed class TeacherTokenizer
     internal static readonly string[] FolderEntryFiles = ["tokenizer.model", "tokenizer.json", "vocab.json", "tokenizer.bin"];
 
     /// <summary>
-    /// Copies the source files into <paramref name="directory"/> under the names Load looks for (a file read as
+    /// Writes the source files, with their bytes as read, into <paramref name="directory"/> under the names Load looks for (a file read as
     /// <c>TokenizerPath = "…/gpt2-tiny.json"</c> is saved as tokenizer.json). Another tokenizer's file
     /// there that <see cref="Load"/> looks for first would be read in place of these, and a tokenizer_config.json beside
     /// a tokenizer.json sets its special tokens: both are deleted (a save into the folder of another model).
@@ -303,10 +315,11 @@ public sealed class TeacherTokenizer
     internal void CopyTo(string directory)
     {
         var written = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var (file, name) in _files)
+        foreach (var (_, name, content) in _files)
         {
             var target = Path.Combine(directory, name);
-            if (Path.GetFullPath(target) != Path.GetFullPath(file)) AtomicFile.Copy(file, target);
+            // Left alone when it already holds these bytes (a save into the folder the tokenizer was read from).
+            if (!File.Exists(target) || !File.ReadAllBytes(target).AsSpan().SequenceEqual(content)) AtomicFile.Write(target, fs => fs.Write(content));
             written.Add(name);
         }
         int entry = Array.FindIndex(FolderEntryFiles, written.Contains);

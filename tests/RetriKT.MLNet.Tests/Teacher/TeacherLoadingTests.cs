@@ -61,7 +61,7 @@ public sealed class TeacherLoadingTests : IDisposable
 
     /// <summary>
     /// SaveCheckpoint replaces config.json, model.safetensors and the tokenizer's files one by one. A save that stopped
-    /// between them (here: the tokenizer's source file was gone when its turn came; equally a kill or a full disk) left
+    /// between them (here: a folder stood where the tokenizer's file goes; equally a kill or a full disk) left
     /// GPT-2's config and weights beside the llama2.c tokenizer of the save before, and the folder loaded as that mix
     /// without a word (512 tokens fit GPT-2's 1000). It is refused until a save into it finishes.
     /// </summary>
@@ -72,16 +72,16 @@ public sealed class TeacherLoadingTests : IDisposable
         using var llama = TeacherModel.Load(Models("llama2c-stories260K", "stories260K.bin"));
         llama.SaveCheckpoint(dir);
 
-        var tokenizerDir = CopyDir(Models("hf-tiny-random-gpt2"), "gpt2-tokenizer");
-        using var gpt2 = TeacherModel.Load(Models("hf-tiny-random-gpt2"), new TeacherLoadOptions { TokenizerPath = Path.Combine(tokenizerDir, "tokenizer.json") });
-        File.Delete(Path.Combine(tokenizerDir, "tokenizer.json"));
-        Assert.Throws<FileNotFoundException>(() => gpt2.SaveCheckpoint(dir));
+        using var gpt2 = TeacherModel.Load(Models("hf-tiny-random-gpt2"), new TeacherLoadOptions { TokenizerPath = Models("hf-tiny-random-gpt2", "tokenizer.json") });
+        var inTheWay = Directory.CreateDirectory(Path.Combine(dir, "tokenizer.json"));
+        Assert.ThrowsAny<IOException>(() => gpt2.SaveCheckpoint(dir));
 
         var unfinished = Path.Combine(dir, "retrikt-save-unfinished.txt");
         Assert.Equal($"{unfinished}: expected a finished save, found a save into this folder that stopped between its files " +
                      "(config.json, model.safetensors and the tokenizer may be of different models); save the model into it again, or delete the folder.",
             Assert.Throws<InvalidDataException>(() => TeacherModel.Load(dir)).Message);
 
+        inTheWay.Delete();
         llama.SaveCheckpoint(dir);
         Assert.False(File.Exists(unfinished));
         using var reloaded = TeacherModel.Load(dir);

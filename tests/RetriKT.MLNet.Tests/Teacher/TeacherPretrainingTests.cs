@@ -91,6 +91,34 @@ public sealed class TeacherPretrainingTests : IDisposable
         Assert.Contains(reports, r => r.Stage == "Pretrain" && r.Metrics.ContainsKey("loss"));
     }
 
+    /// <summary>
+    /// A save copied the tokenizer's files from where they were read, as they were at save time: a tokenizer folder
+    /// retrained after the model was made (another vocabulary) went into the checkpoint, which loaded and encoded text
+    /// with ids the model was never trained on; a folder deleted meanwhile failed the save half-way. The tokenizer now
+    /// keeps its files' bytes as read, and a save writes those.
+    /// </summary>
+    [SharedDataFact]
+    public void ASavedCheckpointKeepsTheTokenizerTheModelWasMadeWithWhenItsFilesChangeOrGo()
+    {
+        var texts = Reviews(80);
+        var tokenizerDir = Path.Combine(Temp, "tok");
+        var tokenizer = ByteLevelBpeTrainer.Train(texts, 320, tokenizerDir);
+        var config = new TeacherConfig { ModelType = "llama", VocabSize = 320, HiddenSize = 32, IntermediateSize = 64, NumLayers = 1, NumHeads = 2,
+            NumKeyValueHeads = 2, HeadDim = 16, MaxPositions = 64, TieWordEmbeddings = true, BosTokenId = tokenizer.BosId, EosTokenIds = [tokenizer.EosId!.Value] };
+        using var model = TeacherModel.Create(config, tokenizer, seed: 2);
+        var ids = tokenizer.Encode(texts[0]);
+
+        ByteLevelBpeTrainer.Train(texts.Skip(40), 300, tokenizerDir); // the folder retrained, for another model
+        var saved = Path.Combine(Temp, "saved");
+        model.SaveCheckpoint(saved);
+        using (var reloaded = TeacherModel.Load(saved)) Assert.Equal(ids, reloaded.Tokenizer!.Encode(texts[0]));
+
+        Directory.Delete(tokenizerDir, recursive: true);
+        var again = Path.Combine(Temp, "saved-again");
+        model.SaveCheckpoint(again);
+        using (var reloaded = TeacherModel.Load(again)) Assert.Equal(ids, reloaded.Tokenizer!.Encode(texts[0]));
+    }
+
     [SharedDataFact]
     public void Gpt2FromScratchTrainsAndCancellationStopsIt()
     {
