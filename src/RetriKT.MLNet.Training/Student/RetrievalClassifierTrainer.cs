@@ -383,6 +383,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         var (rows, labelNames, keyed) = ReadRows(input, host, "training data");
         var (store, validation) = Validation(ComposeStore(rows, labelNames, keyed, host), rows, host);
         if (store.Count < 2) throw new ArgumentException($"Training needs at least 2 labelled rows with text; the store holds {store.Count}.", nameof(input));
+        RequireEntriesOfTwoLabels(store, validation is not null && _options.ValidationSet is null, host);
         if (_options.Backbone is not null) return FitWithBackbone(store, validation, host);
 
         var vocabulary = _options.VocabularyPath is not null
@@ -782,6 +783,30 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
               $"(the first: entry {first}, '{Shorten(store.Entries[first].Text ?? "")}'); a sentence-pair student needs both texts on every entry."
             : $"The knowledge store has a second text on {mismatched} of {store.Count} entries (the first: entry {first}), but SecondTextColumnName is " +
               "not set: the student would train on sentence pairs and serve one text. Set SecondTextColumnName to the column of the pairs' second text.");
+    }
+
+    /// <summary>
+    /// The store the student trains on holds entries of at least two labels. Keys listing labels the rows lack
+    /// (MapValueToKey with keyData), or a store of one label, trained a head that answers that label for every input,
+    /// with λ tuned to 1 and 100 % validation accuracy on held-out rows of that label, and nothing said. A label without
+    /// an entry among others is warned about: the student predicts it only as far as other entries' soft labels give it mass.
+    /// </summary>
+    private void RequireEntriesOfTwoLabels(KnowledgeStore store, bool heldOut, ComponentHost host)
+    {
+        var counts = new int[store.LabelCount];
+        foreach (var e in store.Entries) counts[e.Label]++;
+        var without = store.LabelNames.Where((_, i) => counts[i] == 0).ToArray();
+        string after = heldOut ? " (after the validation rows were held out)" : "";
+        if (store.LabelCount - without.Length < 2)
+        {
+            int only = Array.FindIndex(counts, c => c > 0);
+            throw new ArgumentException($"The store the student trains on{after} holds entries of one label only ('{store.LabelNames[only]}', {store.Count} entries) " +
+                                        $"of the labels [{string.Join(", ", store.LabelNames)}]: the student would answer '{store.LabelNames[only]}' for every input. " +
+                                        "Give training rows or store entries of at least 2 labels.");
+        }
+        if (without.Length > 0)
+            host.Warning($"The store the student trains on{after} holds no entry of label(s) [{string.Join(", ", without)}] of [{string.Join(", ", store.LabelNames)}]; " +
+                         "the student predicts them only as far as other entries' soft labels give them probability.");
     }
 
     private static string Shorten(string text) => text.Length <= 60 ? text : text[..59] + "…";

@@ -468,6 +468,31 @@ public class RetrievalClassifierBehaviourTests
         Assert.Throws<ObjectDisposedException>(() => student.Predict("good"));
     }
 
+    /// <summary>
+    /// Keys listing a label the rows lack (MapValueToKey with keyData) trained a student on the other label alone: it
+    /// answered that label for every input (0.92 for "awful terrible bad") and nothing said so. It fails now, naming the
+    /// label; a label without an entry beside two that have some is warned about.
+    /// </summary>
+    [Fact]
+    public void AStoreOfOneLabelFails_AndALabelWithoutEntriesIsWarned()
+    {
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.RawMessage); };
+        IDataView Keyed(IEnumerable<TextRow> rows, params string[] keys) => ml.Transforms.Conversion
+            .MapValueToKey("Label", keyData: ml.Data.LoadFromEnumerable(keys.Select(k => new { Label = k })))
+            .Fit(ml.Data.LoadFromEnumerable(rows)).Transform(ml.Data.LoadFromEnumerable(rows));
+        var rows = Synthetic(40, 1);
+        var trainer = ml.MulticlassClassification.Trainers.RetrievalClassifier(Tiny());
+
+        var e = Assert.Throws<ArgumentException>(() => trainer.Fit(Keyed(rows.Where(r => r.Label == "pos"), "neg", "pos")));
+        Assert.Equal("The store the student trains on holds entries of one label only ('pos', 20 entries) of the labels [neg, pos]: the student would " +
+                     "answer 'pos' for every input. Give training rows or store entries of at least 2 labels.", e.Message);
+
+        using var student = trainer.Fit(Keyed(rows, "neg", "neutral", "pos"));
+        Assert.Contains(warnings, w => w.StartsWith("The store the student trains on holds no entry of label(s) [neutral] of [neg, neutral, pos];", StringComparison.Ordinal));
+    }
+
     private sealed class PairRow
     {
         public string Text { get; set; } = "";
