@@ -492,12 +492,14 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     /// <see cref="Options.LexicalRetrievalWeight"/> if set. The student's weights, store and k are kept. For a student whose
     /// store grew after training (<see cref="RetrievalClassifierTransformer.WithAddedKnowledge"/>): the head never saw the
     /// added entries, so only a mix chosen again lets them count. The rows must be new to the student: neither its
-    /// training rows nor store entries, and drawn like the inputs it will serve (the teacher's labels of other text of the
-    /// same kind as the added entries, for example), never the rows it is scored on.
+    /// training rows nor store entries (rows that are store entries are left out, with a warning), and drawn like the
+    /// inputs it will serve (the teacher's labels of other text of the same kind as the added entries, for example),
+    /// never the rows it is scored on.
     /// </summary>
     /// <exception cref="ArgumentException">
     /// These options read one text and the student sentence pairs, or the other way round (<see cref="Options.SecondTextColumnName"/>);
-    /// or they fix <see cref="Options.LexicalRetrievalWeight"/> above 0 for a student without a term-match index.
+    /// or they fix <see cref="Options.LexicalRetrievalWeight"/> above 0 for a student without a term-match index; or every
+    /// row is a store entry (the student's training rows, say), leaving nothing to choose the mix on.
     /// </exception>
     public RetrievalClassifierTransformer TuneMix(RetrievalClassifierTransformer student, IDataView validation)
     {
@@ -584,7 +586,10 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     /// <summary>
     /// The validation rows as token ids, with their labels in the store's order. A row whose label the store does not know
     /// fails, as a training row's does: left out, a validation set with other labels (renamed, another task's) left λ, μ
-    /// and τ untuned with only a warning in the log.
+    /// and τ untuned with only a warning in the log. A row whose text (pair) is a store entry is left out, with a warning,
+    /// and rows that all are fail: the student trained on it and retrieves it at cosine 1 with its own label, so the mix
+    /// and the epoch would be chosen on answers it looks up (the training rows given as the validation set tuned λ to 1
+    /// at a validation NLL of 0 and 100 % accuracy, and nothing said so).
     /// </summary>
     private static ValidationRows Tokenized(List<Row> rows, KnowledgeStore store, TextTokenizingTransformer tokenizer, ComponentHost host)
     {
@@ -595,6 +600,19 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             int first = rows.FindIndex(r => !labelIndex.ContainsKey(r.Label));
             throw new ArgumentException($"Validation set: label '{rows[first].Label}' (usable row {first + 1}, '{Shorten(rows[first].Text)}'; {unknown} of {rows.Count} rows) " +
                                         $"is not one of the store's labels [{string.Join(", ", store.LabelNames)}].");
+        }
+        static (string?, string?) Key(string? text, string? text2) => (text, string.IsNullOrEmpty(text2) ? null : text2);
+        var stored = store.Entries.Where(e => e.Text is not null).Select(e => Key(e.Text, e.Text2)).ToHashSet();
+        int inStore = rows.Count(r => stored.Contains(Key(r.Text, r.Text2)));
+        if (inStore > 0)
+        {
+            int first = rows.FindIndex(r => stored.Contains(Key(r.Text, r.Text2)));
+            string found = $"Validation set: {inStore} of {rows.Count} rows are store entries, which the student trained on and retrieves at cosine 1 " +
+                           $"(the first: usable row {first + 1}, '{Shorten(rows[first].Text)}')";
+            if (inStore == rows.Count)
+                throw new ArgumentException($"{found}; no row is left to choose the mix and the epoch on. Give rows the student has not seen (not its training rows).");
+            host.Warning($"{found}; they are left out of the validation rows.");
+            rows = rows.Where(r => !stored.Contains(Key(r.Text, r.Text2))).ToList();
         }
         return new ValidationRows(rows.Select(r => tokenizer.Encode(r.Text, r.Text2, out _)).ToList(), rows.Select(r => labelIndex[r.Label]).ToArray(),
             rows.Select(r => r.Weight).ToArray(), rows.Select(r => r.MixWeight ?? r.Weight).ToArray());

@@ -29,6 +29,37 @@ public class ValidationSetLabelTests
         Assert.Contains("is not one of the store's labels [neg, pos]", Assert.Throws<ArgumentException>(() => trainer.TuneMix(student, ml.Data.LoadFromEnumerable(dev))).Message);
     }
 
+    /// <summary>
+    /// Validation rows that are store entries: the student trained on them and retrieves each at cosine 1 with its own
+    /// label. The training rows given as the validation set tuned λ to 1 at a validation NLL of 0 and 100 % accuracy, and
+    /// nothing said so; such rows are left out now (warned), and a validation set of nothing else fails, in Fit as in TuneMix.
+    /// </summary>
+    [Fact]
+    public void ValidationRowsTheStoreHolds_AreLeftOutAndAValidationSetOfNothingElseFails()
+    {
+        var ml = new MLContext(seed: 1);
+        var logs = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind is Microsoft.ML.Runtime.ChannelMessageKind.Info or Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (logs) logs.Add(e.RawMessage); };
+        var rows = RetrievalClassifierBehaviourTests.Synthetic(24, 1);
+        var train = ml.Data.LoadFromEnumerable(rows);
+        var options = new RetrievalClassifierTrainer.Options
+        {
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 3, BatchSize = 8, LearningRate = 5e-3, ValidationSet = train,
+        };
+        var error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(train));
+        Assert.Equal($"Validation set: 24 of 24 rows are store entries, which the student trained on and retrieves at cosine 1 (the first: usable row 1, " +
+                     $"'{rows[0].Text}'); no row is left to choose the mix and the epoch on. Give rows the student has not seen (not its training rows).", error.Message);
+
+        // Three training rows among twelve new ones: the mix is chosen on the twelve.
+        options.ValidationSet = ml.Data.LoadFromEnumerable(RetrievalClassifierBehaviourTests.Synthetic(12, 2).Concat(rows.Take(3)));
+        var trainer = ml.MulticlassClassification.Trainers.RetrievalClassifier(options);
+        using var student = trainer.Fit(train);
+        Assert.Contains(logs, l => l.StartsWith($"Validation set: 3 of 15 rows are store entries, which the student trained on and retrieves at cosine 1 (the first: usable row 13, " +
+                                                $"'{rows[0].Text}'); they are left out of the validation rows.", StringComparison.Ordinal));
+        Assert.Contains(logs, l => l.StartsWith("Tuned on 12 validation rows", StringComparison.Ordinal));
+        Assert.StartsWith("Validation set: 24 of 24 rows are store entries", Assert.Throws<ArgumentException>(() => trainer.TuneMix(student, train)).Message);
+    }
+
     private sealed class TextOnly
     {
         public string Text { get; set; } = "";
