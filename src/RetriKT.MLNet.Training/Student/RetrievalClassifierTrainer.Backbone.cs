@@ -79,6 +79,8 @@ public sealed partial class RetrievalClassifierTrainer
                 _options.NeighborCount, _options.LearnTemperature && retrieval, host.Seed);
             using var inputs = features.Inputs(storeInputs, device);
             BackboneTraining.Train(model, inputs, store.SoftLabels.ToArray(), labels, settings, _options.BackboneLearningRate, device, host);
+            // As the tiny student's: a diverged run failed later, as "Entry 0: embedding has zero, NaN or infinite norm", naming no cause.
+            RetrievalTraining.CheckFinite(model);
 
             float[] embeddings;
             using (var memory = inputs.EmbedAll(model, checkAlive: host.CheckAlive))

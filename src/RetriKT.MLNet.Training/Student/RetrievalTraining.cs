@@ -259,7 +259,7 @@ internal static class RetrievalTraining
     /// Fails with one line naming the first parameter that holds NaN or infinity after training (and how many of its
     /// values do), so a diverged student never becomes a model whose predictions are NaN.
     /// </summary>
-    public static void CheckFinite(StudentModel model)
+    public static void CheckFinite(nn.Module model)
     {
         using var scope = torch.NewDisposeScope();
         foreach (var (name, parameter) in model.named_parameters())

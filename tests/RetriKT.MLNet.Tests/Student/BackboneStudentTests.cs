@@ -239,6 +239,23 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
     }
 
     /// <summary>
+    /// A diverged training on a backbone fails as the tiny student's does, naming the parameter and the cure; it failed
+    /// later, as "Entry 0: embedding has zero, NaN or infinite norm.", which named neither training nor the learning rate.
+    /// </summary>
+    [SharedDataFact]
+    public void ADivergedTrainingOnABackboneFailsNamingTheParameter()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = TestData.Sst2Train(ml);
+        var keyed = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+        // A learning rate of 1e30 overflows the first Adam steps: the projection and head become infinite, then NaN.
+        var options = new RetrievalClassifierTrainer.Options { Backbone = PretrainedEncoderPackage.MiniLM.Locate(), LearningRate = 1e30, Epochs = 3 };
+        var e = Assert.Throws<InvalidOperationException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyed));
+        Assert.StartsWith("Training produced non-finite weights: parameter '", e.Message);
+        Assert.Contains("lower LearningRate", e.Message);
+    }
+
+    /// <summary>
     /// Largest absolute difference between the first <paramref name="count"/> store keys (computed on the training side)
     /// and the runtime's embeddings of the same texts.
     /// </summary>
