@@ -121,21 +121,33 @@ internal sealed class BackboneFeatures(StudentBackbone backbone, int frozenLayer
     /// <summary>Distinct rows computed so far.</summary>
     public int Count => _cache.Count;
 
-    /// <summary>Per row, its embedding [D] (frozen encoder) or token states [t, H] (trainable top layers).</summary>
+    /// <summary>Rows computed between two progress reports.</summary>
+    internal const int ProgressBlock = 512;
+
+    /// <summary>
+    /// Per row, its embedding [D] (frozen encoder) or token states [t, H] (trainable top layers). Rows not computed before
+    /// go through the backbone in blocks of <see cref="ProgressBlock"/>, each reported as stage "Backbone features": a store
+    /// of tens of thousands of texts takes minutes on a CPU, and reported nothing until training's first epoch.
+    /// </summary>
     public float[][] Get(IReadOnlyList<int[]> rows, ComponentHost host)
     {
         var missing = rows.Where(r => !_cache.ContainsKey(r)).Distinct(new SequenceComparer()).ToArray();
         var computed = new float[missing.Length][];
-        Parallel.For(0, missing.Length, i =>
+        for (int start = 0; start < missing.Length; start += ProgressBlock)
         {
-            if ((i & 63) == 0) host.CheckAlive();
-            if (Frozen)
+            int end = Math.Min(start + ProgressBlock, missing.Length);
+            Parallel.For(start, end, i =>
             {
-                computed[i] = new float[backbone.Dimension];
-                backbone.Embed(missing[i], computed[i]);
-            }
-            else computed[i] = backbone.States(missing[i], frozenLayers);
-        });
+                if ((i & 63) == 0) host.CheckAlive();
+                if (Frozen)
+                {
+                    computed[i] = new float[backbone.Dimension];
+                    backbone.Embed(missing[i], computed[i]);
+                }
+                else computed[i] = backbone.States(missing[i], frozenLayers);
+            });
+            host.Report("Backbone features", end, missing.Length);
+        }
         for (int i = 0; i < missing.Length; i++) _cache[missing[i]] = computed[i];
         return rows.Select(r => _cache[r]).ToArray();
     }

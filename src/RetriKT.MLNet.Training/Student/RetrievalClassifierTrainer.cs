@@ -266,7 +266,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// (<c>torch.set_num_threads</c>; another count rounds sums in another order and trains another student).
         /// </summary>
         public int? Seed;
-        /// <summary>Optional progress sink (one report per epoch).</summary>
+        /// <summary>Optional progress sink (one report per epoch; with a <see cref="Backbone"/>, also its pass over the store texts, stage "Backbone features").</summary>
         public IProgress<TrainingProgress>? Progress;
         /// <summary>Cancels training.</summary>
         public CancellationToken CancellationToken;

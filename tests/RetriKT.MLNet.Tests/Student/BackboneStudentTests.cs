@@ -256,6 +256,28 @@ public class BackboneStudentTests(MiniLMStudentFixture fixture) : IClassFixture<
     }
 
     /// <summary>
+    /// The backbone's pass over the store (minutes for tens of thousands of texts on a CPU) reports progress, in blocks, before
+    /// training's first epoch; it reported nothing until that epoch.
+    /// </summary>
+    [SharedDataFact]
+    public void TheBackbonePassOverTheStoreReportsProgressBeforeTheFirstEpoch()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = TestData.Sst2Train(ml);
+        var keyed = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train).Transform(train);
+        var reports = new List<RetriKT.MLNet.Common.TrainingProgress>();
+        var options = new RetrievalClassifierTrainer.Options
+        {
+            Backbone = PretrainedEncoderPackage.MiniLM.Locate(), Epochs = 1, UseRetrieval = false, Progress = new SyncProgress(reports.Add),
+        };
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyed);
+        int features = reports.FindIndex(p => p.Stage == "Backbone features");
+        Assert.True(features >= 0, $"No 'Backbone features' report among: {string.Join(", ", reports.Select(p => p.Stage))}.");
+        Assert.Equal((32L, 32L), (reports[features].Step, reports[features].TotalSteps)); // the 32 few-shot rows, in one block
+        Assert.True(features < reports.FindIndex(p => p.Stage == "RetrievalClassifier"));
+    }
+
+    /// <summary>
     /// Largest absolute difference between the first <paramref name="count"/> store keys (computed on the training side)
     /// and the runtime's embeddings of the same texts.
     /// </summary>
