@@ -227,8 +227,9 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// <summary>Learn τ during training. Default true.</summary>
         public bool LearnTemperature = true;
         /// <summary>
-        /// λ, the weight of retrieval in the prediction. Null: tuned on <see cref="ValidationSet"/> when given, else
-        /// 0.5. Set 0 to predict from the head alone. Default null.
+        /// λ, the weight of retrieval in the prediction. Null: tuned on the validation rows when there are any
+        /// (<see cref="ValidationSet"/>, or the store entries held out by <see cref="StoreValidationShare"/>: by default a
+        /// tenth of a given store's generated entries), else 0.5. Set 0 to predict from the head alone. Default null.
         /// </summary>
         public double? RetrievalWeight;
         /// <summary>
@@ -240,9 +241,10 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// </summary>
         public int LexicalNeighborCount = LexicalIndex.DefaultNeighborCount;
         /// <summary>
-        /// μ, the weight of term-match retrieval in the prediction (λ + μ ≤ 1). Null: tuned with λ on
-        /// <see cref="ValidationSet"/> when given, else 0. Above 0.5 with <see cref="RetrievalWeight"/> unset it needs a
-        /// <see cref="ValidationSet"/> (an untuned λ is 0.5; the trainer says so rather than cut μ). Default null.
+        /// μ, the weight of term-match retrieval in the prediction (λ + μ ≤ 1). Null: tuned with λ on the validation rows
+        /// when there are any (as <see cref="RetrievalWeight"/>), else 0. Above 0.5 with <see cref="RetrievalWeight"/> unset
+        /// it needs validation rows, a <see cref="ValidationSet"/> or <see cref="StoreValidationShare"/> (an untuned λ is
+        /// 0.5; the trainer says so rather than cut μ). Default null.
         /// </summary>
         public double? LexicalRetrievalWeight;
         /// <summary>
