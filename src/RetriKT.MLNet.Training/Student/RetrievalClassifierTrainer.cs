@@ -474,8 +474,8 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     {
         bool retrieval = _options.UseRetrieval;
         double mu = lexical is null ? 0 : _options.LexicalRetrievalWeight ?? 0;
-        // The options check keeps λ + μ ≤ 1 when nothing is tuned; with a ValidationSet λ is tuned under 1 − μ, and
-        // this untuned λ is only the fallback for a validation set with no usable row (logged), so it yields to μ.
+        // The options check keeps λ + μ ≤ 1 when nothing is tuned; with validation rows λ is tuned under 1 − μ (a validation
+        // set of no usable row fails), so this untuned λ yields to μ only as a guard.
         var mix = new Mix(retrieval ? _options.RetrievalWeight ?? Math.Min(UntunedRetrievalWeight, 1 - mu) : 0, mu, learnedTemperature, 1.0);
         if (retrieval && validation is not null)
             mix = TuneOnValidation(validation, scorer, store, lexical, mix, host, device);
@@ -646,11 +646,11 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     private Mix TuneOnValidation(ValidationRows validation, Func<IReadOnlyList<int[]>, (Tensor Pooled, Tensor HeadProbabilities)> scorer, KnowledgeStore store,
         LexicalIndex? lexical, Mix untuned, ComponentHost host, Device device, int? neighborCount = null, int? lexicalNeighborCount = null)
     {
+        // A validation set was given to choose the mix on; one of no usable row (keyed by a MapValueToKey that knew none of
+        // its labels: every row key 0) left the untuned mix in a model that looked tuned, with only warnings in the log.
         if (validation.Count == 0)
-        {
-            host.Warning("Validation set has no usable rows; λ and μ keep their defaults.");
-            return untuned;
-        }
+            throw new ArgumentException("Validation set: no usable row (rows with a missing label or an empty text are skipped, as the log says); nothing " +
+                                        "to choose λ, μ and τ on. Give rows whose labels the training Label column's keys know.");
         using var memory = torch.tensor(store.Embeddings.ToArray(), [store.Count, store.Dimension], device: device);
         using var soft = torch.tensor(store.SoftLabels.ToArray(), [store.Count, store.LabelCount], device: device);
         var termMatches = lexical is null ? null : TermMatches.Search(lexical, store, validation.Ids, lexicalNeighborCount ?? _options.LexicalNeighborCount);

@@ -60,6 +60,28 @@ public class ValidationSetLabelTests
         Assert.StartsWith("Validation set: 24 of 24 rows are store entries", Assert.Throws<ArgumentException>(() => trainer.TuneMix(student, train)).Message);
     }
 
+    /// <summary>
+    /// A keyed validation set whose labels the training keys do not know (the dev file spells them out) reads as rows
+    /// with a missing label (key 0), all skipped. Fit used to warn, keep the untuned λ of 0.5 and return a model as if
+    /// tuned; it fails now, as a validation set with such String labels does.
+    /// </summary>
+    [Fact]
+    public void AKeyedValidationSetWithNoUsableRow_FailsInsteadOfLeavingTheMixUntuned()
+    {
+        var ml = new MLContext(seed: 1);
+        var rows = ml.Data.LoadFromEnumerable(RetrievalClassifierBehaviourTests.Synthetic(24, 1));
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(rows);
+        var dev = RetrievalClassifierBehaviourTests.Synthetic(12, 2).Select(r => new TextRow { Text = r.Text, Label = r.Label == "pos" ? "positive" : "negative" });
+        var options = new RetrievalClassifierTrainer.Options
+        {
+            HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 16, Epochs = 3, BatchSize = 8, LearningRate = 5e-3,
+            ValidationSet = keyMap.Transform(ml.Data.LoadFromEnumerable(dev)),
+        };
+        var error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyMap.Transform(rows)));
+        Assert.Equal("Validation set: no usable row (rows with a missing label or an empty text are skipped, as the log says); nothing to choose " +
+                     "λ, μ and τ on. Give rows whose labels the training Label column's keys know.", error.Message);
+    }
+
     private sealed class TextOnly
     {
         public string Text { get; set; } = "";
