@@ -743,6 +743,18 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         var entries = new List<KnowledgeEntry>(given?.Entries ?? []);
         if (given is { HasTexts: false })
             throw new ArgumentException("The given knowledge store has no texts; the student needs texts to train its encoder.");
+        // As a training row's: a text of only characters the tokenizer drops encodes as [CLS] [SEP], and the entry trained
+        // that empty input with its label and stayed in the store as a neighbour, where the runtime refuses such a text.
+        // Left out with a warning, as such training rows are: one odd sample of a generated store need not stop training.
+        int blank = entries.FindIndex(e => !TextTokenizingTransformer.HasWordCharacter(e.Text));
+        if (blank >= 0)
+        {
+            int count = entries.Count(e => !TextTokenizingTransformer.HasWordCharacter(e.Text));
+            host.Warning($"Knowledge store: {count} entries have no text or one of no word character (only whitespace, control or zero-width characters, " +
+                         $"combining marks), which the student would train as an empty input, and were left out (the first: entry {blank}, " +
+                         $"'{Shorten(entries[blank].Text ?? "")}' labelled '{labelNames[entries[blank].Label]}').");
+            entries.RemoveAll(e => !TextTokenizingTransformer.HasWordCharacter(e.Text));
+        }
         var seen = new Dictionary<(string?, string?), int>();
         foreach (var e in entries) seen.TryAdd((e.Text, e.Text2), e.Label);
         int added = 0, conflicting = 0, firstConflict = -1;

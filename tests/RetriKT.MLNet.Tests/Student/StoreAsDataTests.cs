@@ -117,6 +117,33 @@ public class StoreAsDataTests
         Assert.Contains("column 'Text': expected String, found Single", textAsNumber);
     }
 
+    /// <summary>
+    /// A store entry whose text holds no word character (whitespace, a zero-width space) trained as [CLS] [SEP] with its
+    /// label and stayed in the store as a neighbour, where a training row of the same text is skipped and the runtime
+    /// refuses it as a query. It is left out now, with a warning naming the entry, as such training rows are.
+    /// </summary>
+    [Theory]
+    [InlineData("   ")]
+    [InlineData("\u200B")]
+    public void AStoreEntryOfNoWordCharacterIsLeftOutWithAWarning(string blank)
+    {
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.RawMessage); };
+        var rows = RetrievalClassifierBehaviourTests.Synthetic(40, 1);
+        var entries = Store().Entries.ToList();
+        entries.Insert(3, new KnowledgeEntry(blank, null, 1, [0.1f, 0.9f], 0.9f, KnowledgeSource.Generated));
+        var options = Tiny();
+        (options.StoreData, options.StoreValidationShare) = (new KnowledgeStore(["neg", "pos"], entries).ToDataView(ml), 0);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(ml.Data.LoadFromEnumerable(rows));
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyMap.Transform(ml.Data.LoadFromEnumerable(rows)));
+        Assert.Contains($"Knowledge store: 1 entries have no text or one of no word character (only whitespace, control or zero-width characters, combining " +
+                        $"marks), which the student would train as an empty input, and were left out (the first: entry 3, '{blank}' labelled 'pos').", warnings);
+        Assert.DoesNotContain(student.Store.Entries, e => e.Text == blank);
+        int added = rows.Select(r => r.Text).Distinct().Count(t => !entries.Any(e => e.Text == t)); // training rows the store absorbs as gold entries
+        Assert.Equal(entries.Count - 1 + added, student.Store.Count);
+    }
+
     /// <summary>A store row without SlotNames on SoftLabel: what a view brought from elsewhere looks like.</summary>
     private sealed class KnowledgeRowFixed
     {
