@@ -251,7 +251,7 @@ internal sealed class BlackBoxRun
         var (text, text2) = _template.SplitGenerated(draw.Context, generation.Text ?? "");
         // Cut off at the token limit, or where the endpoint's content filter stepped in: either way the text stops mid-sample.
         bool finished = generation.FinishReason != ChatFinishReason.Length && generation.FinishReason != ChatFinishReason.ContentFilter;
-        if (string.IsNullOrWhiteSpace(text) || (_template.IsPair && string.IsNullOrWhiteSpace(text2)))
+        if (!SampleJudge.HasText(_template, text, text2))
             return new Outcome(label, text, text2, null, null, tokens, finished); // nothing to classify: judged Empty
         if (!finished && _o.DropUnfinished)
             return new Outcome(label, text, text2, null, null, tokens, finished); // cut off at the token limit: judged Unfinished, no classification spent on it

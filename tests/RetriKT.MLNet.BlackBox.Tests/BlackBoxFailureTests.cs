@@ -197,6 +197,34 @@ public class BlackBoxFailureTests
     }
 
     /// <summary>
+    /// Generation answers that hold only characters the student's tokenizer drops (zero-width spaces, a control character):
+    /// they were judged by whitespace alone, so each was sent for classification (a billed request) and counted in the
+    /// teacher's label tally before the word count dropped it. They are now judged Empty as a blank answer is, by the one
+    /// test every reader of texts to label uses, and no classification is asked for.
+    /// </summary>
+    [Fact]
+    public async Task GenerationAnswersOfOnlyDroppedCharactersAreJudgedEmptyWithoutAClassification()
+    {
+        int classifications = 0;
+        await using var server = LocalEndpoint.Create();
+        server.MapPost("/v1/chat/completions", async (HttpContext http) =>
+        {
+            var request = (JsonObject)(await JsonNode.ParseAsync(http.Request.Body))!;
+            var prompt = request["messages"]![0]!["content"]!.GetValue<string>();
+            bool classification = prompt.StartsWith("CLS ", StringComparison.Ordinal);
+            if (classification) Interlocked.Increment(ref classifications);
+            http.Response.ContentType = "application/json";
+            await http.Response.WriteAsync(Completion(classification ? "happy" : "\u200B\u200B \u0007 \u200B", 10));
+        });
+        await server.StartAsync();
+
+        var ml = new MLContext(seed: 1);
+        var report = ml.RetriKT().BlackBoxKnowledgeExtractor(BlackBoxCheckpointTests.Options(server.Urls.Single(), null, perLabel: 2)).Fit(BlackBoxExtractionTests.StoryData(ml)).Report;
+        Assert.Equal(8, report.Extraction.Dropped[Knowledge.Extraction.DropReason.Empty]);
+        Assert.Equal(0, classifications);
+    }
+
+    /// <summary>
     /// An OpenAI-compatible endpoint that refuses <c>logprobs</c>/<c>top_logprobs</c> with 400 (as several providers and local
     /// servers do). SoftLabels Auto promises classify-and-map where log-probabilities are not returned, but every
     /// classification request failed, the endpoint was taken out and the run failed. Auto now asks once more without them,

@@ -92,10 +92,11 @@ internal sealed class SampleJudge(TaskTemplate template, int minWords, int maxWo
 
     /// <summary>
     /// Whether a generated sample has text, as the Empty filter sees it: a first text, and for a pair template a second
-    /// one (the generated part of a second-part task). What <see cref="IntendedLabelTally"/> counts.
+    /// one (the generated part of a second-part task). What <see cref="IntendedLabelTally"/> counts. A text of only
+    /// characters the student's tokenizer drops (zero-width spaces, control characters) has none: the decision is
+    /// <see cref="TaskTemplate.MissingText"/>'s, the one every reader of texts to label uses.
     /// </summary>
-    public static bool HasText(TaskTemplate template, string? text, string? text2) =>
-        !string.IsNullOrWhiteSpace(text) && !(template.IsPair && string.IsNullOrWhiteSpace(text2));
+    public static bool HasText(TaskTemplate template, string? text, string? text2) => template.MissingText(text ?? "", text2) is null;
 
     /// <summary>Why the sample is dropped, or null when it is kept (and then remembered by <see cref="Duplicates"/>).</summary>
     /// <remarks>
