@@ -146,7 +146,7 @@ internal static class BackboneTraining
                     RetrievalTraining.Step(loss, layerOptimizer is null ? [(optimizer, settings.LearningRate)] : [(optimizer, settings.LearningRate), (layerOptimizer, backboneLearningRate)],
                         parameters.Concat(layerParameters), step++, totalSteps);
                 }
-                sums.Report(host, epoch, settings, stepsPerEpoch, model.TemperatureValue);
+                sums.Report(host, epoch, settings.Epochs, settings, stepsPerEpoch, model.TemperatureValue);
             }
         }
         finally

@@ -96,6 +96,8 @@ internal static class RetrievalTraining
             int k = Math.Min(settings.NeighborCount, n - 1);
             var order = Enumerable.Range(0, n).ToArray();
             using var best = new BestEpoch(model);
+            LossSums? lastSums = null;
+            int trained = 0;
             int patience = selection?.PatienceEpochs(stepsPerEpoch) ?? 0;
             if (selection is not null && patience > selection.Patience)
                 host.Info($"Early stopping waits {patience} epochs without a lower validation NLL, not {selection.Patience}: an epoch is {stepsPerEpoch} steps " +
@@ -134,8 +136,13 @@ internal static class RetrievalTraining
                         retrieval ? memory : null, k, model.Temperature(), settings, device, sums);
                     Step(loss, [(optimizer, settings.LearningRate)], parameters, step++, totalSteps);
                 }
-                sums.Report(host, epoch, settings, stepsPerEpoch, model.TemperatureValue);
+                sums.Report(host, epoch, settings.Epochs, settings, stepsPerEpoch, model.TemperatureValue);
+                (lastSums, trained) = (sums, epoch);
             }
+            // Early stopping ends training before its last epoch: the last report says it is done at the epochs it ran
+            // (before, it stayed at e.g. 4 of 40, so a progress bar never reached 100 % and the stage's end was never logged).
+            if (lastSums is not null && trained < settings.Epochs)
+                lastSums.Report(host, trained, trained, settings, stepsPerEpoch, model.TemperatureValue);
             if (selection is not null && best.Epoch > 0)
             {
                 best.Restore();
@@ -471,10 +478,10 @@ internal sealed class LossSums
 {
     public double Kd, Retrieval, Contrastive;
 
-    public void Report(ComponentHost host, int epoch, TrainingSettings settings, int steps, double temperature)
+    public void Report(ComponentHost host, int epoch, int epochs, TrainingSettings settings, int steps, double temperature)
     {
         var metrics = new Dictionary<string, double> { ["kd"] = Kd / steps, ["retrieval"] = Retrieval / steps, ["tau"] = temperature };
         if (settings.ContrastiveLossWeight > 0) metrics["contrastive"] = Contrastive / steps;
-        host.Report("RetrievalClassifier", epoch, settings.Epochs, metrics);
+        host.Report("RetrievalClassifier", epoch, epochs, metrics);
     }
 }

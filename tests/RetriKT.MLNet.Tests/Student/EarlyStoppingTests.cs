@@ -102,6 +102,29 @@ public class EarlyStoppingTests
         Assert.NotEqual(storeOnlyLog, logs);
     }
 
+    /// <summary>
+    /// Training stopped early ends its progress at the epochs it ran: the last "RetrievalClassifier" report says it is done
+    /// (step = total). It stayed at e.g. 9 of 40, so a progress bar never reached 100 % and the stage's end was never logged.
+    /// </summary>
+    [Fact]
+    public void TrainingStoppedEarlyReportsItsProgressDone()
+    {
+        var ml = new MLContext(seed: 1);
+        var logs = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Info) lock (logs) logs.Add(e.Message); };
+        var train = TestData.Sst2Train(ml, 13);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+        var dev = keyMap.Transform(ml.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "dev.tsv"))));
+        var reports = new List<RetriKT.MLNet.Common.TrainingProgress>();
+        var options = Tiny(dev, patience: 1);
+        options.Progress = new SyncProgress(reports.Add);
+
+        using var stopped = ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(keyMap.Transform(train));
+        int stopEpoch = int.Parse(logs.Select(l => Regex.Match(l, @"training stops after epoch (\d+) of 40")).Single(m => m.Success).Groups[1].Value);
+        var last = reports.Last(p => p.Stage == "RetrievalClassifier");
+        Assert.Equal(((long)stopEpoch, (long)stopEpoch), (last.Step, last.TotalSteps));
+    }
+
     [Fact]
     public void EarlyStoppingWithoutAValidationSetOrWithABackboneFailsWithOneMessage()
     {
