@@ -571,11 +571,15 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         var (kept, heldOut) = StoreHoldOut.Split(store, share, host.Seed, stay);
         if (heldOut.Count == 0)
         {
-            // A store of training rows alone: by default it is simply not split; a share or a patience that was asked for
-            // says why it has nothing to read.
-            if (_options.StoreValidationShare is not null || _options.EarlyStoppingPatience > 0)
-                host.Warning($"StoreValidationShare is {share}, but the store has no generated entries to hold out " +
-                             $"({store.Count} entries, all training rows); nothing is tuned on them.");
+            // Nothing to hold out: a store of training rows alone, or one too small for the share to take an entry. A share
+            // or a patience that was asked for warns; the default share says it in one line, as λ then stays untuned.
+            int generated = store.Entries.Count(e => e.Source != KnowledgeSource.FewShot);
+            string why = generated == 0 ? $"the store has no generated entries to hold out ({store.Count} entries, all training rows)"
+                : $"the store is too small to hold any entry out ({share} of its {generated} generated entries, less any whose text it holds again or a training row has, rounds to none)";
+            string line = $"StoreValidationShare is {share}{(_options.StoreValidationShare is null ? " (the default without a ValidationSet)" : "")}, but {why}: " +
+                          "no validation rows are held out, so λ and μ are not tuned (they keep RetrievalWeight's and LexicalRetrievalWeight's values, unset 0.5 and 0).";
+            if (_options.StoreValidationShare is not null || _options.EarlyStoppingPatience > 0) host.Warning(line);
+            else host.Info(line);
             // The store stays whole and λ untuned; only a patience that was asked for goes on, to fail on the rows it lacks.
             if (_options.EarlyStoppingPatience is not > 0) return (store, null);
         }

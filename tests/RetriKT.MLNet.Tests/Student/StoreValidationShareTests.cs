@@ -123,4 +123,27 @@ public class StoreValidationShareTests
         Assert.Contains(warnings, w => w.StartsWith("StoreValidationShare is 0.2, but the store has no generated entries to hold out (32 entries, all training rows)", StringComparison.Ordinal));
         Assert.Equal(32, student.Store.Count);
     }
+
+    /// <summary>
+    /// A given store too small for the default share to hold any entry out (a tenth of 4 generated entries rounds to none):
+    /// λ stayed at its untuned 0.5 and nothing said why; one line now says no validation rows were held out and why.
+    /// </summary>
+    [SharedDataFact]
+    public void AStoreTooSmallToHoldAnyEntryOutSaysSo()
+    {
+        var ml = new MLContext(seed: 1);
+        var logs = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind is Microsoft.ML.Runtime.ChannelMessageKind.Info or Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (logs) logs.Add(e.RawMessage); };
+        var store = ShippedTeachers.Sst2TeacherLabelledStore(4).ToDataView(ml);
+        var train = TestData.Sst2Train(ml, 13);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(train);
+
+        var small = Tiny();
+        (small.StoreData, small.EarlyStoppingPatience) = (store, null);
+        using var student = ml.MulticlassClassification.Trainers.RetrievalClassifier(small).Fit(keyMap.Transform(train));
+        Assert.Equal(0.5, student.RetrievalWeight);
+        Assert.Single(logs, l => l.StartsWith("StoreValidationShare is 0.1 (the default without a ValidationSet), but the store is too small to hold any entry out " +
+            "(0.1 of its 4 generated entries, less any whose text it holds again or a training row has, rounds to none): no validation rows are held out, so λ and μ are not tuned",
+            StringComparison.Ordinal));
+    }
 }
