@@ -583,6 +583,10 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             // The store stays whole and λ untuned; only a patience that was asked for goes on, to fail on the rows it lacks.
             if (_options.EarlyStoppingPatience is not > 0) return (store, null);
         }
+        else if (kept.Count < 2)
+            // Said here, where the hold-out is known: the check after it said only "the store holds 0".
+            throw new ArgumentException($"StoreValidationShare {share} held out {heldOut.Count} of the store's {store.Count} entries as validation rows, leaving {kept.Count} " +
+                                        "to train on; training needs at least 2. Lower StoreValidationShare, or give training rows or a ValidationSet.");
         else
             host.Info($"Validation: {heldOut.Count} of the store's {store.Count} entries held out (StoreValidationShare {share}" +
                       (_options.StoreValidationShare is null ? ", the default without a ValidationSet" : "") + "), labelled with the teacher's most probable label.");

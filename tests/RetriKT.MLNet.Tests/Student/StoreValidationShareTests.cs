@@ -146,4 +146,21 @@ public class StoreValidationShareTests
             "(0.1 of its 4 generated entries, less any whose text it holds again or a training row has, rounds to none): no validation rows are held out, so λ and μ are not tuned",
             StringComparison.Ordinal));
     }
+
+    /// <summary>
+    /// A share that holds out the whole store (no training rows, 0.9 of 4 entries rounds to 4) failed with "the store holds 0",
+    /// naming neither the share nor the hold-out; it now names StoreValidationShare and what it held out.
+    /// </summary>
+    [SharedDataFact]
+    public void AHoldOutOfTheWholeStoreNamesTheShare()
+    {
+        var ml = new MLContext(seed: 1);
+        var store = ShippedTeachers.Sst2TeacherLabelledStore(4).ToDataView(ml);
+        var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(TestData.Sst2Train(ml, 13));
+        var whole = Tiny();
+        (whole.StoreData, whole.StoreValidationShare) = (store, 0.9);
+        var noTrainingRows = keyMap.Transform(ml.Data.LoadFromEnumerable(TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "train.tsv")).Take(0)));
+        var e = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(whole).Fit(noTrainingRows));
+        Assert.StartsWith("StoreValidationShare 0.9 held out 4 of the store's 4 entries as validation rows, leaving 0 to train on; training needs at least 2.", e.Message);
+    }
 }
