@@ -4,7 +4,8 @@ using RetriKT.WebApi;
 // serve before a RetriKT model exists; anything else starts the server (configure the model with --ModelPath).
 // Relative paths resolve against the caller's working directory. A model that cannot be served at start-up (missing,
 // damaged, wrong schema) ends the process with one line on stderr and exit code 1; a switch that names no setting
-// (--ModlePath), or a Serving:MaxTextLength below 1, with one line and exit code 2. --help (-h, -?) lists the settings
+// (--ModlePath), a Serving setting of the wrong type (--Serving:MaxTextLength abc) or a Serving:MaxTextLength below 1,
+// with one line and exit code 2. --help (-h, -?) lists the settings
 // with their defaults (exit code 0).
 if (args.Length > 0 && args[0] == "train-demo-model")
 {

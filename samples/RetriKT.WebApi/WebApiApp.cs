@@ -20,7 +20,7 @@ public static class WebApiApp
     /// read from the app's own folder.
     /// </summary>
     /// <param name="args">Command-line arguments (configuration overrides such as <c>--ModelPath</c>, <c>--urls</c>).</param>
-    /// <exception cref="ArgumentException">A switch names no setting of this server or its host, or Serving:MaxTextLength is below 1.</exception>
+    /// <exception cref="ArgumentException">A switch names no setting of this server or its host, a Serving setting holds a value its type cannot (<c>--Serving:MaxTextLength abc</c>), or Serving:MaxTextLength is below 1.</exception>
     /// <param name="configure">Extra configuration of the builder (tests: logging, settings).</param>
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
@@ -32,7 +32,11 @@ public static class WebApiApp
         if (string.IsNullOrWhiteSpace(modelPath))
             throw new InvalidOperationException("No model configured: set ModelPath (appsettings.json, env var ModelPath, or --ModelPath <model.zip>).");
         modelPath = Path.GetFullPath(modelPath);
-        var serving = builder.Configuration.GetSection("Serving").Get<ServingOptions>() ?? new ServingOptions();
+        ServingOptions serving;
+        // A value the setting's type cannot hold (--Serving:MaxTextLength abc) is a mistake on the command line, as an
+        // unknown switch is: exit code 2 with the binder's one line, not 1 as for a model that cannot be served.
+        try { serving = builder.Configuration.GetSection("Serving").Get<ServingOptions>() ?? new ServingOptions(); }
+        catch (InvalidOperationException e) { throw new ArgumentException(e.Message, e); }
         // Below 1 the server would start, report Healthy and refuse every request as too long.
         if (serving.MaxTextLength < 1)
             throw new ArgumentException($"Serving:MaxTextLength must be at least 1, found {serving.MaxTextLength}: every request would be refused as too long.");

@@ -212,6 +212,26 @@ public class ExplainAndHealthTests
     }
 
     /// <summary>
+    /// A Serving setting given a value its type cannot hold ended the process with exit code 1, the code of a model that
+    /// cannot be served, though it is a mistake on the command line as an unknown switch is (exit code 2, as the
+    /// TeacherServer gives for the same mistake). One line naming the setting and the value, and exit code 2.
+    /// </summary>
+    [Fact]
+    public void AServingSettingOfTheWrongTypeEndsTheProcessWithOneLineAndExitCodeTwo()
+    {
+        using var dir = new TempDir();
+        foreach (var (setting, value) in new[] { ("--Serving:MaxTextLength", "abc"), ("--Serving:WatchModelFile", "maybe") })
+        {
+            var (code, error) = RunWebApi(["--ModelPath", dir.File("missing.zip"), setting, value, "--urls", "http://127.0.0.1:0"]);
+            Assert.True(code == 2, $"{setting} {value}: exit code {code}: {error}");
+            var line = Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.StartsWith("error: ", line);
+            Assert.Contains(setting[2..], line);
+            Assert.Contains($"'{value}'", line);
+        }
+    }
+
+    /// <summary>
     /// What ASP.NET's configuration skips without a word: a switch with no value (<c>--ModelPath $MODEL</c> with the variable
     /// unset), a switch with one dash, a path with no switch. Each left ModelPath at appsettings.json's model.zip, and the
     /// server started on a model.zip found in the working folder (here it said only that none is there, exit code 1). Each now
