@@ -8,6 +8,7 @@ using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Student;
 using RetriKT.MLNet.Teacher;
+using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet.Pipeline;
 
@@ -578,9 +579,11 @@ public sealed class RetriKTPipeline
             string where = $"Task '{task.Name}': {split} row {i + 1}";
             if (!known.Contains(row.Label))
                 throw new ArgumentException($"{where}: label '{row.Label}' is not one of [{string.Join(", ", task.Labels)}].");
-            if (string.IsNullOrWhiteSpace(row.Text)) throw new ArgumentException($"{where}: the text is empty.");
-            if (task.IsPair && string.IsNullOrWhiteSpace(row.Text2))
-                throw new ArgumentException($"{where}: the second text is empty; template '{task.Template.Name}' reads sentence pairs.");
+            // The runtime's test for a text (TaskTemplate.MissingText's): a text of zero-width characters passed
+            // IsNullOrWhiteSpace and encoded as an empty input.
+            if (!TextTokenizingTransformer.HasWordCharacter(row.Text)) throw new ArgumentException($"{where}: the text {TaskTemplate.Emptiness(row.Text)}.");
+            if (task.IsPair && !TextTokenizingTransformer.HasWordCharacter(row.Text2))
+                throw new ArgumentException($"{where}: the second text {TaskTemplate.Emptiness(row.Text2)}; template '{task.Template.Name}' reads sentence pairs.");
             if (!task.IsPair && !string.IsNullOrEmpty(row.Text2))
                 throw new ArgumentException($"{where}: a second text ('{(row.Text2.Length <= 40 ? row.Text2 : row.Text2[..37] + "...")}'), but template '{task.Template.Name}' reads one text; it would be ignored.");
         }

@@ -145,10 +145,11 @@ public sealed record TaskTemplate
         if (IsPair && !TextTokenizingTransformer.HasWordCharacter(text2))
             return $"column '{Text2Column}' (the second text) {Emptiness(text2)}; template '{Name}' reads sentence pairs.";
         return null;
-
-        static string Emptiness(string? s) => string.IsNullOrWhiteSpace(s) ? "is empty"
-            : "holds only characters the tokenizer drops (control, zero-width or private-use characters, combining marks), so it encodes as an empty one";
     }
+
+    /// <summary>Why a text <see cref="TextTokenizingTransformer.HasWordCharacter"/> refuses is no text, for a message: "is empty" or what it holds.</summary>
+    internal static string Emptiness(string? text) => string.IsNullOrWhiteSpace(text) ? "is empty"
+        : "holds only characters the tokenizer drops (control, zero-width or private-use characters, combining marks), so it encodes as an empty one";
 
     /// <summary>
     /// Validates the template against its label set and an input schema; every message names the field or column.

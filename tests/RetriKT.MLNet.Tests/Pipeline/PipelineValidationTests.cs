@@ -147,6 +147,10 @@ public sealed class PipelineValidationTests : IDisposable
         var emptyText = task with { Test = task.Test.Select((r, i) => i == 3 ? Row("  ", "", r.Label) : r).ToList() };
         Assert.Equal("Task 'CafeReviews': test row 4: the text is empty.",
             Assert.Throws<ArgumentException>(() => RetriKTPipeline.EvaluateMajority(emptyText)).Message);
+        // Zero-width characters pass IsNullOrWhiteSpace, but the student's tokenizer drops them: an empty input.
+        var zeroWidth = task with { Test = task.Test.Select((r, i) => i == 3 ? Row("\u200B\u200B", "", r.Label) : r).ToList() };
+        Assert.StartsWith("Task 'CafeReviews': test row 4: the text holds only characters the tokenizer drops",
+            Assert.Throws<ArgumentException>(() => RetriKTPipeline.EvaluateMajority(zeroWidth)).Message);
         var twice = task with { Labels = ["negative", "positive", "negative"] };
         Assert.Equal("Task 'CafeReviews': label 'negative' is listed twice in [negative, positive, negative].",
             Assert.Throws<ArgumentException>(() => RetriKTPipeline.EvaluateMajority(twice)).Message);
