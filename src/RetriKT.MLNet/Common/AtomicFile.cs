@@ -49,6 +49,4 @@ internal static class AtomicFile
     }
 
     public static void WriteAllText(string path, string text) => Write(path, fs => fs.Write(Encoding.UTF8.GetBytes(text)));
-
-    public static void Copy(string source, string target) => Write(target, fs => { using var src = File.OpenRead(source); src.CopyTo(fs); });
 }
