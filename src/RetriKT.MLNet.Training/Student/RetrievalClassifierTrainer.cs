@@ -613,16 +613,17 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         }
         static (string?, string?) Key(string? text, string? text2) => (text, string.IsNullOrEmpty(text2) ? null : text2);
         var stored = store.Entries.Where(e => e.Text is not null).Select(e => Key(e.Text, e.Text2)).ToHashSet();
-        int inStore = rows.Count(r => stored.Contains(Key(r.Text, r.Text2)));
-        if (inStore > 0)
+        bool InStore(Row r) => stored.Contains(Key(r.Text, r.Text2));
+        int firstInStore = rows.FindIndex(InStore);
+        if (firstInStore >= 0)
         {
-            int first = rows.FindIndex(r => stored.Contains(Key(r.Text, r.Text2)));
-            string found = $"Validation set: {inStore} of {rows.Count} rows are store entries, which the student trained on and retrieves at cosine 1 " +
-                           $"(the first: usable row {first + 1}, '{Shorten(rows[first].Text)}')";
-            if (inStore == rows.Count)
+            var unseen = rows.Where(r => !InStore(r)).ToList();
+            string found = $"Validation set: {rows.Count - unseen.Count} of {rows.Count} rows are store entries, which the student trained on and retrieves at cosine 1 " +
+                           $"(the first: usable row {firstInStore + 1}, '{Shorten(rows[firstInStore].Text)}')";
+            if (unseen.Count == 0)
                 throw new ArgumentException($"{found}; no row is left to choose the mix and the epoch on. Give rows the student has not seen (not its training rows).");
             host.Warning($"{found}; they are left out of the validation rows.");
-            rows = rows.Where(r => !stored.Contains(Key(r.Text, r.Text2))).ToList();
+            rows = unseen;
         }
         return new ValidationRows(rows.Select(r => tokenizer.Encode(r.Text, r.Text2, out _)).ToList(), rows.Select(r => labelIndex[r.Label]).ToArray(),
             rows.Select(r => r.Weight).ToArray(), rows.Select(r => r.MixWeight ?? r.Weight).ToArray());
@@ -754,14 +755,15 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         // As a training row's: a text of only characters the tokenizer drops encodes as [CLS] [SEP], and the entry trained
         // that empty input with its label and stayed in the store as a neighbour, where the runtime refuses such a text.
         // Left out with a warning, as such training rows are: one odd sample of a generated store need not stop training.
-        int blank = entries.FindIndex(e => !TextTokenizingTransformer.HasWordCharacter(e.Text));
+        static bool NoWord(KnowledgeEntry e) => !TextTokenizingTransformer.HasWordCharacter(e.Text);
+        int blank = entries.FindIndex(NoWord);
         if (blank >= 0)
         {
-            int count = entries.Count(e => !TextTokenizingTransformer.HasWordCharacter(e.Text));
+            var first = entries[blank];
+            int count = entries.RemoveAll(NoWord);
             host.Warning($"Knowledge store: {count} entries have no text or one of no word character (only whitespace, control or zero-width characters, " +
                          $"combining marks), which the student would train as an empty input, and were left out (the first: entry {blank}, " +
-                         $"'{Shorten(entries[blank].Text ?? "")}' labelled '{labelNames[entries[blank].Label]}').");
-            entries.RemoveAll(e => !TextTokenizingTransformer.HasWordCharacter(e.Text));
+                         $"'{Shorten(first.Text ?? "")}' labelled '{labelNames[first.Label]}').");
         }
         var seen = new Dictionary<(string?, string?), int>();
         foreach (var e in entries) seen.TryAdd((e.Text, e.Text2), e.Label);
