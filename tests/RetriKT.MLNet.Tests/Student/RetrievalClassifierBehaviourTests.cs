@@ -567,6 +567,36 @@ public class RetrievalClassifierBehaviourTests
         Assert.StartsWith("SecondTextColumnName is 'Text2', but 1 of 20 store entries have no second text (the first: entry 3, ", noSecond.Message);
     }
 
+    /// <summary>
+    /// A second text of only characters the tokenizer drops (a zero-width space) encodes as an empty one, an input the
+    /// runtime refuses for a pair model; the trainer's check tested whitespace only, so such a training row or store entry
+    /// trained the student on <c>[CLS] a [SEP] [SEP]</c> with its label, without a word.
+    /// </summary>
+    [SharedDataFact]
+    public void APairEntryWhoseSecondTextEncodesAsEmpty_IsRefusedAsOneWithout()
+    {
+        var ml = new MLContext(seed: 1);
+        var task = global::RetriKT.Samples.Data.FewShotBenchmarks.Load(SharedData.Path("data"), "MRPC", 13);
+        var options = Tiny();
+        options.SecondTextColumnName = "Text2";
+        options.MaxLength = 48;
+        IDataView Keyed(IEnumerable<global::RetriKT.MLNet.Pipeline.TextPairRow> rows)
+        {
+            var data = ml.Data.LoadFromEnumerable(rows.ToList());
+            return ml.Transforms.Conversion.MapValueToKey("Label").Fit(data).Transform(data);
+        }
+        var rows = task.Train.Select((r, i) => new global::RetriKT.MLNet.Pipeline.TextPairRow { Text = r.Text, Text2 = i == 5 ? "\u200B" : r.Text2, Label = r.Label }).ToList();
+        var error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(Keyed(rows)));
+        Assert.StartsWith($"SecondTextColumnName is 'Text2', but 1 of {rows.Count} store entries have no second text (the first: entry 5, ", error.Message);
+        Assert.Contains("found one of only whitespace, control, zero-width or private-use characters and combining marks, which encodes as an empty one", error.Message);
+
+        // A given store's entry alike, with the training rows whole.
+        var labels = new[] { "0", "1" };
+        options.StoreData = new KnowledgeStore(labels, task.Dev.Select((r, i) => KnowledgeEntry.Gold(r.Text, i == 2 ? "\0\u200D" : r.Text2, Array.IndexOf(labels, r.Label), 2))).ToDataView(ml);
+        error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(Keyed(task.Train)));
+        Assert.StartsWith($"SecondTextColumnName is 'Text2', but 1 of {task.Dev.Count + task.Train.Count} store entries have no second text (the first: entry 2, ", error.Message);
+    }
+
     [Fact]
     public void TrainingRowsThatRepeatATextWithAnotherLabel_AreCountedInAWarning()
     {
