@@ -554,6 +554,9 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
         // length filter does, the fluency filter reads a second part after its space, and PPO's turn over the labels runs
         // on across iterations (3-label tasks). The store rows are keyed anew, so they run again.
         if (Rows.TrainsOnStore(row)) options += "|stores-2026-12-06";
+        // A pair's variants vary its second (generated) text since 2026-12-07, its first before: pair rows with variants
+        // are keyed anew, so they run again; one-text tasks vary the same text and keep theirs.
+        if (Rows.TrainsOnStore(row) && o.StoreVariantsPerSample > 0 && FewShotBenchmarks.Describe(_task).Template.IsPair) options += "|pair-variants-second-text";
         // A tuning corpus (--set TuningCorpus=…) is a path, left out of the options' JSON; its folder name keys the rows that tune on it.
         if (o.TuningCorpus is { } corpus) options += "|tuning-corpus " + CorpusName(corpus);
         return KeyHash.Of(teacher.Teacher.ContentHash + "|" + options);

@@ -275,7 +275,9 @@ public sealed class EvaluationHarnessTests : IDisposable
     /// the settings its rows were run with (the teachers README): MRPC's, RTE's and CB's teachers without the second
     /// stage-A pass, their stores of 1,024, 512 and 1,024 samples per label; BoolQ with CB's teacher (BoolQ has none of
     /// its own), 1,024 per label. CB and BoolQ have no few-shot seeds: their rows are the seed-less ones. SST-2's
-    /// seed-13 sweeps, its 8,192-per-label sweeps (seed 21 only) and its bagged-mix row are checked too.
+    /// seed-13 sweeps, its 8,192-per-label sweeps (seed 21 only) and its bagged-mix row are checked too. The pair tasks'
+    /// store rows are keyed anew again for the variants of 2026-12-07 (a pair's second text varies), so they differ from
+    /// the table's keys too.
     /// </summary>
     [SharedDataTheory]
     [InlineData("SST-2", "results-2026-12-06-sst2-stores-before-mending.jsonl", 1500, null, null)]
@@ -301,10 +303,14 @@ public sealed class EvaluationHarnessTests : IDisposable
         // SST-2's sweeps (store size, k) and the bagged-mix row train on a store too and were measured again on the
         // mended stores; 4,096 per label is the table's own store size, which has no sweep row.
         string[] sweeps = task == "SST-2" ? [.. Rows.Sweeps.Where(r => Rows.SweptStoreSize(r) != 4096), Rows.RetriKTBagged] : [];
+        // A pair's variants vary its second text since 2026-12-07 (its first before): a pair task's store rows, which all add
+        // variants, are keyed anew once more and run again; SST-2's vary the same text as before and keep the table's keys.
+        bool variantsChanged = global::RetriKT.Samples.Data.FewShotBenchmarks.Describe(task).Template.IsPair;
         foreach (var row in new[] { Rows.StoreOnlyStudent, Rows.RetriKT, Rows.StoreOnlyPpo, Rows.RetriKTPpo, Rows.StoreOnlyMiniLM, Rows.RetriKTMiniLM }.Concat(sweeps))
         {
             Assert.NotEqual(before[row], harness.ConfigKeyOf(task, row));
-            Assert.Equal(table[row], harness.ConfigKeyOf(task, row));
+            if (variantsChanged) Assert.NotEqual(table[row], harness.ConfigKeyOf(task, row));
+            else Assert.Equal(table[row], harness.ConfigKeyOf(task, row));
         }
     }
 
