@@ -134,8 +134,10 @@ public sealed class TextTokenizingTransformer : RowMappingTransformer
         var b = text2 is null ? null : Vocabulary.Encode(text2, Math.Max(room, 0) + 1);
         int lengthA = a.Count, lengthB = b?.Count ?? 0;
         truncated = lengthA + lengthB > room;
-        // Trim the longer part first, as BERT's longest-first pair truncation does; on a tie this cuts the first text where
-        // BERT cuts the second. Saved students tokenize this way, so the rule stays (changing it would change their inputs).
+        // Trim the longer part first, the first part on a tie: where both parts are longer than half an odd room, the second
+        // keeps the extra token, where Hugging Face's fast tokenizer gives it to the longer part and BERT's reference to the
+        // first (so the cut differs from both by that token when the first part is the longer). Saved students tokenize
+        // this way, so the rule stays (changing it would change their inputs).
         while (lengthA + lengthB > room)
         {
             if (lengthA >= lengthB) lengthA--; else lengthB--;
