@@ -732,7 +732,12 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             // A text of only characters the tokenizer drops (a zero-width space, a NUL, a lone combining mark) encodes as an
             // empty one: it would train as [CLS] [SEP] with its label, where the runtime refuses such a text.
             if (!TextTokenizingTransformer.HasWordCharacter(s)) { emptyText++; continue; }
-            rows.Add(new Row(s, getText2 is null ? null : b.ToString(), name, rowWeight, getMixWeight is null ? null : rowMixWeight));
+            var s2 = getText2 is null ? null : b.ToString();
+            // A pair row without its second text encodes as [CLS] a [SEP] [SEP], which the runtime refuses: a validation row
+            // would choose the epoch and the mix with it, a training row train it, and neither says so.
+            if (getText2 is not null && TextInputs.MissingSecondText(s2) is { } found)
+                throw new ArgumentException($"{what}, row {index}: the student reads sentence pairs (column '{_options.SecondTextColumnName}'), so each row needs a second text; found {found}.");
+            rows.Add(new Row(s, s2, name, rowWeight, getMixWeight is null ? null : rowMixWeight));
         }
         if (missingLabel > 0) host.Warning($"{what}: {missingLabel} rows have a missing label (key 0 or empty) in column '{_options.LabelColumnName}' and were skipped.");
         if (emptyText > 0) host.Warning($"{what}: {emptyText} rows have an empty text (or one the tokenizer reads as empty) in column '{_options.TextColumnName}' and were skipped.");

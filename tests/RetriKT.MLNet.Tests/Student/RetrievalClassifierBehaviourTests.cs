@@ -564,7 +564,7 @@ public class RetrievalClassifierBehaviourTests
         var pairs = rows.Select((r, i) => new PairRow { Text = r.Text, Text2 = i == 3 ? "" : "and more", Label = r.Label }).ToList();
         var pairData = ml.Transforms.Conversion.MapValueToKey("Label").Fit(ml.Data.LoadFromEnumerable(pairs)).Transform(ml.Data.LoadFromEnumerable(pairs));
         var noSecond = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(pairOptions).Fit(pairData));
-        Assert.StartsWith("SecondTextColumnName is 'Text2', but 1 of 20 store entries have no second text (the first: entry 3, ", noSecond.Message);
+        Assert.Equal("training data, row 3: the student reads sentence pairs (column 'Text2'), so each row needs a second text; found an empty one.", noSecond.Message);
     }
 
     /// <summary>
@@ -585,16 +585,40 @@ public class RetrievalClassifierBehaviourTests
             var data = ml.Data.LoadFromEnumerable(rows.ToList());
             return ml.Transforms.Conversion.MapValueToKey("Label").Fit(data).Transform(data);
         }
-        var rows = task.Train.Select((r, i) => new global::RetriKT.MLNet.Pipeline.TextPairRow { Text = r.Text, Text2 = i == 5 ? "\u200B" : r.Text2, Label = r.Label }).ToList();
-        var error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(Keyed(rows)));
-        Assert.StartsWith($"SecondTextColumnName is 'Text2', but 1 of {rows.Count} store entries have no second text (the first: entry 5, ", error.Message);
-        Assert.Contains("found one of only whitespace, control, zero-width or private-use characters and combining marks, which encodes as an empty one", error.Message);
-
-        // A given store's entry alike, with the training rows whole.
+        const string Found = "found one of only whitespace, control, zero-width or private-use characters and combining marks, which encodes as an empty one";
         var labels = new[] { "0", "1" };
         options.StoreData = new KnowledgeStore(labels, task.Dev.Select((r, i) => KnowledgeEntry.Gold(r.Text, i == 2 ? "\0\u200D" : r.Text2, Array.IndexOf(labels, r.Label), 2))).ToDataView(ml);
-        error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(Keyed(task.Train)));
+        var error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(Keyed(task.Train)));
         Assert.StartsWith($"SecondTextColumnName is 'Text2', but 1 of {task.Dev.Count + task.Train.Count} store entries have no second text (the first: entry 2, ", error.Message);
+        Assert.Contains(Found, error.Message);
+
+        // A training row alike, named by its row (APairValidationRowWithoutItsSecondText_FailsNamingTheRow).
+        options.StoreData = null;
+        var rows = task.Train.Select((r, i) => new global::RetriKT.MLNet.Pipeline.TextPairRow { Text = r.Text, Text2 = i == 5 ? "\u200B" : r.Text2, Label = r.Label }).ToList();
+        error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(Keyed(rows)));
+        Assert.Equal($"training data, row 5: the student reads sentence pairs (column 'Text2'), so each row needs a second text; {Found}.", error.Message);
+    }
+
+    /// <summary>
+    /// A pair student's validation row without its second text was encoded as <c>[CLS] a [SEP] [SEP]</c>, an input the
+    /// runtime refuses, and chose the student's epoch and mix with its label, without a word.
+    /// </summary>
+    [SharedDataFact]
+    public void APairValidationRowWithoutItsSecondText_FailsNamingTheRow()
+    {
+        var ml = new MLContext(seed: 1);
+        var task = global::RetriKT.Samples.Data.FewShotBenchmarks.Load(SharedData.Path("data"), "MRPC", 13);
+        IDataView Keyed(IReadOnlyList<global::RetriKT.MLNet.Pipeline.TextPairRow> rows) =>
+            ml.Transforms.Conversion.MapValueToKey("Label").Fit(ml.Data.LoadFromEnumerable(task.Train)).Transform(ml.Data.LoadFromEnumerable(rows));
+        var options = Tiny();
+        options.SecondTextColumnName = "Text2";
+        options.MaxLength = 48;
+        foreach (var (missing, found) in new[] { ("", "an empty one"), ("​", "one of only whitespace, control, zero-width or private-use characters and combining marks, which encodes as an empty one") })
+        {
+            options.ValidationSet = Keyed(task.Dev.Select((r, i) => new global::RetriKT.MLNet.Pipeline.TextPairRow { Text = r.Text, Text2 = i == 3 ? missing : r.Text2, Label = r.Label }).ToList());
+            var error = Assert.Throws<ArgumentException>(() => ml.MulticlassClassification.Trainers.RetrievalClassifier(options).Fit(Keyed(task.Train)));
+            Assert.Equal($"validation set, row 3: the student reads sentence pairs (column 'Text2'), so each row needs a second text; found {found}.", error.Message);
+        }
     }
 
     [Fact]
