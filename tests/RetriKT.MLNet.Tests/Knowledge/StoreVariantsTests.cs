@@ -140,6 +140,25 @@ public sealed class StoreVariantsTests
         Assert.Equal(1, StoreVariants.Add(short5, new FixedScorer(), new StoreVariantOptions()).Count);
     }
 
+    /// <summary>
+    /// A sample of six words and a run of punctuation has spans of punctuation alone ("-- -- -- --"): they were stored,
+    /// labelled by the teacher, and trained the student on a text with no word in it (an eighth of the variants here).
+    /// Such a draw is drawn again.
+    /// </summary>
+    [Fact]
+    public void NoVariantIsWithoutAWord()
+    {
+        var sample = "w1 w2 w3 " + string.Join(' ', Enumerable.Repeat("--", 14)) + " w4 w5 w6";
+        KnowledgeEntry Entry(string? first) => new(first ?? sample, first is null ? null : sample, 1, [0.2f, 0.8f], 0.8f, KnowledgeSource.Generated);
+        foreach (var first in new[] { null, "a real first text" })
+        {
+            var store = new KnowledgeStore(["0", "1"], Enumerable.Range(0, 100).Select(_ => Entry(first)));
+            var variants = StoreVariants.Add(store, new FixedScorer(), new StoreVariantOptions { PerSample = 2 }).Entries.Skip(store.Count).ToList();
+            Assert.True(variants.Count > 150, $"{variants.Count} variants of 100 samples");
+            Assert.All(variants, v => Assert.NotEmpty(TextStatistics.Words(first is null ? v.Text! : v.Text2!)));
+        }
+    }
+
     [SharedDataFact]
     public void NoVariantsLeavesTheStoreAndCancellationStopsScoring()
     {

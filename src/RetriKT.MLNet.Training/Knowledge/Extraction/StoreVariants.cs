@@ -43,8 +43,9 @@ public sealed class StoreVariantOptions
 /// <summary>
 /// Teacher-labelled variants of a store's generated samples: spans of each sample and copies with words left out, each
 /// given the teacher's own soft label over the new text (not the original's), filed under the teacher's most probable
-/// label with <see cref="KnowledgeSource.Variant"/>. Every variant is new text: one that comes out as its sample or as an
-/// earlier variant of it is drawn again (up to <see cref="Draws"/> times, then left out), so no sample weighs twice. The
+/// label with <see cref="KnowledgeSource.Variant"/>. Every variant is new text with a word in it: one that comes out as its
+/// sample or as an earlier variant of it, or as punctuation alone, is drawn again (up to <see cref="Draws"/> times, then
+/// left out), so no sample weighs twice. The
 /// teacher is needed once, at training time, for a forward pass per variant; no generation. A tiny student learns from them what each part of a sentence is worth to the teacher, which
 /// whole sentences alone teach it poorly (docs/KNOWLEDGE-EXTRACTION.md, "Variants").
 /// </summary>
@@ -95,7 +96,8 @@ public static class StoreVariants
                 for (int draw = 0; draw < Draws; draw++)
                 {
                     var text = v % 2 == 0 ? Span(words, options, rng) : DropWords(words, options, rng);
-                    if (!seen.Add(text)) { repeats++; continue; }
+                    // A span of a run of punctuation holds no word: no text to label (the length filter would drop it).
+                    if (TextStatistics.Words(text).Count == 0 || !seen.Add(text)) { repeats++; continue; }
                     texts.Add(e.Text2 is null ? (text, null) : (e.Text, text));
                     break;
                 }
@@ -105,7 +107,7 @@ public static class StoreVariants
         entries.AddRange(store.Entries);
         UnlabeledText.Label(texts, teacher, store.LabelNames, KnowledgeSource.Variant, options.ScoringChunk, entries, "variant", progress, cancellation);
         log?.Invoke(string.Format(CultureInfo.InvariantCulture,
-            "Store variants: {0} teacher-labelled variants of {1} generated samples ({2} per sample; spans and word drops; {3} draws that repeated their sample or an earlier variant drawn again) in {4:F0} s; store {5} -> {6} entries.",
+            "Store variants: {0} teacher-labelled variants of {1} generated samples ({2} per sample; spans and word drops; {3} draws that repeated their sample or an earlier variant, or held no word, drawn again) in {4:F0} s; store {5} -> {6} entries.",
             texts.Count, varied, options.PerSample, repeats, clock.Elapsed.TotalSeconds, store.Count, entries.Count));
         return new KnowledgeStore(store.LabelNames, entries);
     }
