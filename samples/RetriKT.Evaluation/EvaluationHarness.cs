@@ -155,7 +155,11 @@ public sealed record RowResult
     /// <summary>μ: weight of term-match retrieval in the student's prediction (null for rows without it).</summary>
     public double? LexicalRetrievalWeight { get; init; }
     public double? FewShotDevAccuracy { get; init; }
-    /// <summary>Share of the store's generated samples whose teacher label (argmax of the soft label) is the intended label.</summary>
+    /// <summary>
+    /// Share of the store's generated samples whose teacher label (argmax of the soft label) is the intended label; null
+    /// where none was measured (rows without extraction, or an extraction that counted no sample), shown as "–" and left
+    /// out of the fidelity goal's means rather than counted as 0 %.
+    /// </summary>
     public double? StoreFidelity { get; init; }
     public string? Notes { get; init; }
     public double Seconds { get; init; }

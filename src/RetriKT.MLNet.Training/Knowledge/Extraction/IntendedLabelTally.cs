@@ -35,8 +35,11 @@ internal sealed class IntendedLabelTally
         else _givenElsewhere[teacherLabel]++;
     }
 
-    /// <summary>The run-wide share (0 when nothing was counted): <see cref="ExtractionReport.IntendedLabelShare"/>.</summary>
-    public double Share => _labelled.Sum() == 0 ? 0 : (double)_intended.Sum() / _labelled.Sum();
+    /// <summary>
+    /// The run-wide share: <see cref="ExtractionReport.IntendedLabelShare"/>. Null when nothing was counted: 0 read as a
+    /// teacher that gives no sample its intended label, which nothing showed.
+    /// </summary>
+    public double? Share => _labelled.Sum() == 0 ? null : (double)_intended.Sum() / _labelled.Sum();
 
     /// <summary>
     /// Warns for each label whose samples the teacher labels as intended no more often than chance, unless the shortfall

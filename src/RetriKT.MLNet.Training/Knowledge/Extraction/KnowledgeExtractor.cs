@@ -184,7 +184,9 @@ public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated
     /// Share of the generated (non-empty) samples whose teacher label — the argmax of the soft label — is the label
     /// they were generated for, before any filter: how faithful the soft prompts are. (Among kept samples the share is
     /// 1 by construction when the argmax filter is on.) Samples the teacher gave no soft label (a black-box endpoint
-    /// that answered nothing usable) are not counted. Both extraction paths fill it; null only in a report built by hand.
+    /// that answered nothing usable) are not counted. Null when no sample was counted (nothing generated, or no generated
+    /// sample had text and a soft label), so "not measured" is not read as 0 %, a teacher that ignores every label; the
+    /// report's line then leaves the share out. Both extraction paths fill it.
     /// </summary>
     public double? IntendedLabelShare { get; init; }
 
