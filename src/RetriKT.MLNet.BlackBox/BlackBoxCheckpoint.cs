@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using RetriKT.MLNet.Common;
+using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Knowledge.Extraction;
 
 namespace RetriKT.MLNet.BlackBox;
@@ -160,6 +161,8 @@ internal sealed class BlackBoxCheckpoint : IDisposable
                 var soft = (node["soft_label"] as JsonArray)?.Select(v => v?.GetValue<float>() ?? throw new InvalidDataException("'soft_label' holds null")).ToArray();
                 if (dropped is null && soft?.Length != labels.Count)
                     throw new InvalidDataException($"a kept sample needs a soft label of {labels.Count} values, found {soft?.Length.ToString() ?? "none"}");
+                // Replayed as it stood, it failed only in the store's constructor, by an index of the store.
+                if (soft is not null && KnowledgeStore.SoftLabelError(soft, labels.Count) is { } error) throw new InvalidDataException(error);
                 var sample = node["text"]?.GetValue<string>() ?? throw new InvalidDataException("field 'text' is missing");
                 records.Add(new CheckpointRecord(label, sample, node["text2"]?.GetValue<string>(), soft,
                     node["source"]?.GetValue<string>(), dropped, node["tokens"]?.GetValue<long>() ?? 0));

@@ -122,6 +122,31 @@ public class BlackBoxCheckpointTests
         Assert.Equal(Generated(whole.Store), Generated(resumed.Store));
     }
 
+    /// <summary>
+    /// A soft label in the checkpoint that is no probability distribution (edited by hand, written by a broken endpoint's
+    /// answer) was replayed as it stood: the resumed run failed at its end in the store's constructor, naming an index of
+    /// the store ("Entry 4: soft label sums to 1.4"). It now fails as the checkpoint is read, naming the file and the line.
+    /// </summary>
+    [Fact]
+    public async Task ASoftLabelThatIsNoDistributionIsNamedByFileAndLine()
+    {
+        await using var server = await DeterministicTeacher();
+        var url = server.Urls.Single();
+        using var folder = new TempDir("retrikt-blackbox-");
+        var ml = new MLContext(seed: 1);
+        var path = folder.File("run.jsonl");
+        ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, path, perLabel: 2)).Fit(StoryData(ml));
+        var lines = File.ReadAllLines(path);
+        int kept = Array.FindIndex(lines, l => l.Contains("\"soft_label\":[", StringComparison.Ordinal) && !l.Contains("\"dropped\":\"", StringComparison.Ordinal));
+        var record = JsonNode.Parse(lines[kept])!.AsObject();
+        record["soft_label"] = new JsonArray(0.7f, 0.7f);
+        lines[kept] = record.ToJsonString();
+        File.WriteAllLines(path, lines);
+
+        var e = Assert.Throws<InvalidDataException>(() => ml.RetriKT().BlackBoxKnowledgeExtractor(Options(url, path, perLabel: 2)).Fit(StoryData(ml)));
+        Assert.Equal($"{path} line {kept + 1}: not a checkpoint record (soft label sums to 1.4, expected 1.).", e.Message);
+    }
+
     /// <summary>A run on <paramref name="checkpoint"/> cancelled after four judged samples, then the run that resumes it.</summary>
     private static BlackBoxExtraction CancelAfterFourSamplesThenResume(MLContext ml, string url, string checkpoint)
     {

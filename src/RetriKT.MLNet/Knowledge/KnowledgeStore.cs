@@ -110,15 +110,26 @@ public sealed class KnowledgeStore
     private static string? EntryError(KnowledgeEntry e, int k)
     {
         if ((uint)e.Label >= (uint)k) return $"label index {e.Label} is outside [0, {k}).";
-        if (e.SoftLabel is null || e.SoftLabel.Length != k) return $"soft label has {e.SoftLabel?.Length ?? 0} values, expected {k} (one per label).";
+        if (SoftLabelError(e.SoftLabel, k) is { } error) return error;
+        if (!float.IsFinite(e.Fidelity)) return $"fidelity is {e.Fidelity}.";
+        return null;
+    }
+
+    /// <summary>
+    /// What keeps <paramref name="softLabel"/> from being a soft label of a store of <paramref name="k"/> labels (a value
+    /// per label, each finite and >= 0, summing to 1), or null. Also asked where soft labels are made (a teacher's scores,
+    /// a checkpoint's lines), so a broken one is named there instead of as an entry index of the store built later.
+    /// </summary>
+    internal static string? SoftLabelError(float[]? softLabel, int k)
+    {
+        if (softLabel is null || softLabel.Length != k) return $"soft label has {softLabel?.Length ?? 0} values, expected {k} (one per label).";
         double sum = 0;
-        foreach (var p in e.SoftLabel)
+        foreach (var p in softLabel)
         {
             if (!float.IsFinite(p) || p < 0) return $"soft label holds {p}; probabilities must be finite and >= 0.";
             sum += p;
         }
         if (Math.Abs(sum - 1) > 1e-3) return $"soft label sums to {sum:G6}, expected 1.";
-        if (!float.IsFinite(e.Fidelity)) return $"fidelity is {e.Fidelity}.";
         return null;
     }
 

@@ -294,4 +294,25 @@ public class ExtractionCheckpointTests
         var e = Assert.Throws<InvalidDataException>(() => run.Extract());
         Assert.Equal($"{run.Checkpoint} line {sample + 1}: field 'generated' is missing; not an extraction checkpoint record. Delete the file to start afresh.", e.Message);
     }
+
+    /// <summary>
+    /// A soft label in the checkpoint that is no probability distribution (edited by hand, written by a broken teacher)
+    /// was taken as it stood: the run failed only at its end, in the store's constructor, naming an index of the store
+    /// ("Entry 8: soft label sums to 1.4"), and not at all when the filters dropped the sample. It now fails as the
+    /// checkpoint is read, in one line naming the file, the line and what is wrong.
+    /// </summary>
+    [SharedDataFact]
+    public void ASoftLabelThatIsNoDistributionIsNamedByFileAndLine()
+    {
+        using var run = new CheckpointedRun("soft-label");
+        var lines = run.Lines.ToArray();
+        int sample = Array.FindIndex(lines, IsSample);
+        var record = System.Text.Json.Nodes.JsonNode.Parse(lines[sample])!.AsObject();
+        record["soft_label"] = new System.Text.Json.Nodes.JsonArray(0.7f, 0.7f);
+        lines[sample] = record.ToJsonString();
+        File.WriteAllLines(run.Checkpoint, lines);
+
+        var e = Assert.Throws<InvalidDataException>(() => run.Extract());
+        Assert.Equal($"{run.Checkpoint} line {sample + 1}: soft label sums to 1.4, expected 1. Delete the file to start afresh.", e.Message);
+    }
 }

@@ -85,6 +85,40 @@ public sealed class UnlabeledTextTests
         }
     }
 
+    /// <summary>
+    /// A user's scorer that gives some text no probability distribution (here a lexicon scorer dividing by the lexicon
+    /// words it found: a sentence with none gives 0 / 0) had its NaN stored as the entry's soft label, and the store
+    /// refused it afterwards as "Entry 0: soft label holds NaN", an index of the store being built. It is now refused
+    /// where the scorer gave it, naming the text's index and the values, in the shared labelling of unlabelled text and
+    /// variants.
+    /// </summary>
+    [SharedDataFact]
+    public void ASoftLabelThatIsNoDistributionIsRefusedWhereTheScorerGaveIt()
+    {
+        var sentences = ShippedTeachers.Sst2DevSentences(40);
+        var scorer = new LexiconScorer();
+        int first = sentences.FindIndex(s => float.IsNaN(scorer.Probabilities([s])[0][0]));
+        Assert.True(first >= 0, "precondition: a dev sentence holds none of the lexicon's words");
+        var store = new KnowledgeStore(["0", "1"], []);
+
+        var e = Assert.Throws<InvalidOperationException>(() => UnlabeledText.Add(store, sentences, scorer));
+        Assert.Equal($"The teacher gave unlabelled text {first} the soft label [NaN, NaN]: soft label holds NaN; probabilities must be finite and >= 0.", e.Message);
+    }
+
+    /// <summary>A label scorer as a user might write one: the share of a small lexicon's negative and positive words in the text.</summary>
+    private sealed class LexiconScorer : ILabelScorer
+    {
+        private static readonly string[] Negative = ["bad", "dull", "boring", "worst", "mess", "fails", "tedious", "stupid"];
+        private static readonly string[] Positive = ["good", "great", "best", "fun", "charming", "beautiful", "funny", "love"];
+
+        public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => samples.Select(s =>
+        {
+            var words = s.Text.Split(' ');
+            float negative = words.Count(Negative.Contains), positive = words.Count(Positive.Contains);
+            return new[] { negative / (negative + positive), positive / (negative + positive) };
+        }).ToArray();
+    }
+
     [SharedDataFact]
     public void TheExtractorLabelsUnlabelledRowsAsItsTransformDoesAndNamesAMissingColumn()
     {

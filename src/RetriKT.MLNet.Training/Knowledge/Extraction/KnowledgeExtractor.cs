@@ -384,6 +384,11 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     var probabilities = scorer.Probabilities(raw.Select(s => (s.Text, s.Text2)).ToList());
                     generation += Stopwatch.GetElapsedTime(started, generatedAt);
                     softLabels += Stopwatch.GetElapsedTime(generatedAt);
+                    // A NaN passes the fidelity filter (every comparison with it is false) and failed only in the store's
+                    // constructor, by an entry index; named here, before the checkpoint keeps it.
+                    for (int i = 0; i < probabilities.Length; i++)
+                        if (KnowledgeStore.SoftLabelError(probabilities[i], labels.Count) is { } error)
+                            throw new InvalidOperationException($"The teacher gave sample {i} of batch {batch} for label '{labels[label]}' the soft label [{UnlabeledText.SoftLabelText(probabilities[i])}]: {error}");
                     samples = raw.Select((s, i) => new ScoredSample(s, probabilities[i])).ToList();
                     checkpoint.Append(label, batch, samples);
                 }
@@ -572,6 +577,8 @@ internal sealed class ExtractionCheckpoint : IDisposable
             var probabilities = Field(node, "soft_label").AsArray().Select(v => (v ?? throw new InvalidDataException($"{path} line {lineNumber}: field 'soft_label' holds a null; not an extraction checkpoint record. Delete the file to start afresh.")).GetValue<float>()).ToArray();
             if (probabilities.Length != labels)
                 throw new InvalidDataException($"{path} line {lineNumber}: soft label of {probabilities.Length} values, expected {labels} (one per label); the checkpoint belongs to another task.");
+            if (KnowledgeStore.SoftLabelError(probabilities, labels) is { } error)
+                throw new InvalidDataException($"{path} line {lineNumber}: {error} Delete the file to start afresh.");
             if (!pending.TryGetValue((label, batch), out var list)) pending[(label, batch)] = list = [];
             list.Add(new ScoredSample(sample, probabilities));
         }

@@ -84,6 +84,9 @@ public static class UnlabeledText
                 var p = probabilities[i];
                 if (p.Length != labels)
                     throw new InvalidOperationException($"The teacher gave {p.Length} label probabilities for {what} {start + i}; the store has {labels} labels ({string.Join(", ", labelNames)}).");
+                // Named here, by the text the scorer gave it to: the store refused it later by an index of its own entries.
+                if (KnowledgeStore.SoftLabelError(p, labels) is { } error)
+                    throw new InvalidOperationException($"The teacher gave {what} {start + i} the soft label [{SoftLabelText(p)}]: {error}");
                 int label = RetrievalMix.ArgMax(p);
                 entries.Add(new KnowledgeEntry(chunk[i].Text, chunk[i].Text2, label, p, p[label], source));
             }
@@ -92,4 +95,7 @@ public static class UnlabeledText
         // Cancelled during the last chunk by a scorer that does not look at the token: not a finished store.
         cancellation.ThrowIfCancellationRequested();
     }
+
+    /// <summary>A soft label's values for a message, as they round-trip ("0.25, NaN").</summary>
+    internal static string SoftLabelText(float[] softLabel) => string.Join(", ", softLabel.Select(p => p.ToString("R", CultureInfo.InvariantCulture)));
 }
