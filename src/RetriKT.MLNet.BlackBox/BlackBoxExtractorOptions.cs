@@ -111,7 +111,11 @@ public sealed class BlackBoxExtractorOptions
     public bool DropUnfinished { get; set; }
     /// <summary>Add the few-shot examples with their gold labels (one-hot soft labels). Default true.</summary>
     public bool IncludeFewShot { get; set; } = true;
-    /// <summary>Extra first parts for second-part templates; the few-shot texts are always used.</summary>
+    /// <summary>
+    /// Extra first parts for second-part templates; the few-shot texts are always used. One without a word (blank, or only
+    /// characters the tokenizer drops) is refused when the extractor is made: each request drawn with it was paid for and
+    /// dropped as Empty.
+    /// </summary>
     public IReadOnlyList<string>? ContextTexts { get; set; }
     /// <summary>
     /// JSONL checkpoint: a header with the run's fingerprint, then one line per judged sample. A restart with the same

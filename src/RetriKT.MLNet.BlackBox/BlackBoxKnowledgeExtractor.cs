@@ -41,7 +41,7 @@ public sealed class BlackBoxKnowledgeExtractor
         new KnowledgeExtractorOptions
         {
             SamplesPerLabel = o.SamplesPerLabel, MaxAttemptsFactor = o.MaxAttemptsFactor, FidelityThreshold = o.FidelityThreshold,
-            MinWords = o.MinWords, MaxWords = o.MaxWords, NearDuplicateThreshold = o.NearDuplicateThreshold,
+            MinWords = o.MinWords, MaxWords = o.MaxWords, NearDuplicateThreshold = o.NearDuplicateThreshold, ContextTexts = o.ContextTexts,
         }.ValidateSettings(o.Template);
         if (o.AnswerConfidence is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(options), $"AnswerConfidence must be in (0, 1], found {o.AnswerConfidence}.");
         if (o.TopLogProbs is < 0 or > 20) throw new ArgumentOutOfRangeException(nameof(options), $"TopLogProbs must be in [0, 20], found {o.TopLogProbs}.");

@@ -26,6 +26,8 @@ public class BlackBoxSettingsTests
             (o => o.MinWords = 0, "MinWords must be >= 1 (or null for the template's), found 0."),
             (o => o.NearDuplicateThreshold = -0.5, "NearDuplicateThreshold must be in [0, 1] (1 turns the filter off), found -0.5."),
             (o => o.MaxAttemptsFactor = double.PositiveInfinity, "MaxAttemptsFactor must be a finite number >= 1, found Infinity."),
+            // A blank context gave every sample drawn with it an empty first part: paid for, then dropped as Empty.
+            (o => o.ContextTexts = ["Tom had a red ball.", ""], "ContextTexts[1] is empty; expected a first part for the teacher to write a second part after."),
         })
         {
             var options = BlackBoxCheckpointTests.Options(url, null, perLabel: 2);

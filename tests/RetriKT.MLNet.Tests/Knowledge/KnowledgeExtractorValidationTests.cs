@@ -48,6 +48,22 @@ public class KnowledgeExtractorValidationTests
         Assert.Equal(expected, e.Message);
     }
 
+    /// <summary>
+    /// A context text with no word in it (blank, or only characters the tokenizer drops) gives every sample generated
+    /// after it an empty first part, which the Empty filter drops: it was accepted, and spent generation that showed
+    /// only in the drop counts. It is refused when the extractor is built, naming its index.
+    /// </summary>
+    [Theory]
+    [InlineData(" ", "ContextTexts[1] is empty; expected a first part for the teacher to write a second part after.")]
+    [InlineData("\u200B", "ContextTexts[1] holds only characters the tokenizer drops (control, zero-width or private-use characters, combining marks), so it encodes as an empty one; expected a first part for the teacher to write a second part after.")]
+    public void AContextTextWithoutAWordIsRefusedWhenTheExtractorIsBuilt(string blank, string expected)
+    {
+        var options = Options();
+        options.ContextTexts = ["Tom had a red ball.", blank, "Sue ran home."];
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new MLContext().RetriKT().KnowledgeExtractor(options));
+        Assert.Equal(expected, e.Message);
+    }
+
     [Fact]
     public void MaxWordsBelowMinWordsIsRefusedAndTheDefaultsAndEdgesAreAccepted()
     {

@@ -9,6 +9,7 @@ using RetriKT.MLNet.Bridge;
 using RetriKT.MLNet.Common;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet.Knowledge.Extraction;
 
@@ -77,7 +78,10 @@ public sealed class KnowledgeExtractorOptions
     /// you evaluate on. Null: none.
     /// </summary>
     public IDataView? UnlabeledData;
-    /// <summary>Extra first-part texts for second-part tasks (for example the task's unlabeled texts); the few-shot texts are always used.</summary>
+    /// <summary>
+    /// Extra first-part texts for second-part tasks (for example the task's unlabeled texts); the few-shot texts are always
+    /// used. One without a word (blank, or only characters the tokenizer drops) is refused when the extractor is built.
+    /// </summary>
     public IReadOnlyList<string>? ContextTexts;
     /// <summary>
     /// A JSONL checkpoint of generated batches: an interrupted extraction resumes from it and keeps what it generated.
@@ -126,6 +130,11 @@ public sealed class KnowledgeExtractorOptions
             Check(MaxWords >= template.MinWords, $"MaxWords ({MaxWords}) must be >= the MinWords of template '{template.Name}' ({template.MinWords}): no sample could pass both.");
         Check(NearDuplicateThreshold is >= 0 and <= 1, $"NearDuplicateThreshold must be in [0, 1] (1 turns the filter off), found {Text(NearDuplicateThreshold)}.");
         Check(double.IsFinite(FluencyMargin), $"FluencyMargin must be a finite number of nats per token, found {Text(FluencyMargin)}.");
+        // A context without a word gives every sample drawn with it an empty first part, which the Empty filter drops: its
+        // generation (a paid request, for the black-box extractor) showed only in the drop counts.
+        for (int i = 0; i < (ContextTexts?.Count ?? 0); i++)
+            Check(TextTokenizingTransformer.HasWordCharacter(ContextTexts![i]),
+                $"ContextTexts[{i}] {TaskTemplate.Emptiness(ContextTexts[i])}; expected a first part for the teacher to write a second part after.");
     }
 
     private static string Text(double value) => value.ToString(CultureInfo.InvariantCulture);
