@@ -56,7 +56,10 @@ public sealed class BlackBoxExtractorOptions
     public IReadOnlyList<string>? Labels { get; set; }
     /// <summary>Generated samples to keep per label (balanced store). Default 64.</summary>
     public int SamplesPerLabel { get; set; } = Defaults.SamplesPerLabel;
-    /// <summary>Most generation requests per label, as a multiple of <see cref="SamplesPerLabel"/>. Default 3.</summary>
+    /// <summary>
+    /// Most generation requests per label, as a multiple of <see cref="SamplesPerLabel"/> (rounded up), counted as each is
+    /// sent; a request that still fails after its retries is not counted, and another takes its place. Default 3.
+    /// </summary>
     public double MaxAttemptsFactor { get; set; } = 3;
     /// <summary>
     /// The generation request. Placeholders: <c>{label}</c> (the label's verbalizer word), <c>{labels}</c> (all of them),

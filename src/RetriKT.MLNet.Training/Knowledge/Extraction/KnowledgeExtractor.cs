@@ -29,7 +29,11 @@ public sealed class KnowledgeExtractorOptions
     public SoftPromptPpoOptions? SoftPromptOptions;
     /// <summary>Generated samples to keep per label (balanced store). Default 64.</summary>
     public int SamplesPerLabel = Defaults.SamplesPerLabel;
-    /// <summary>Most samples generated per label, as a multiple of <see cref="SamplesPerLabel"/>. Default 3.</summary>
+    /// <summary>
+    /// Most samples generated per label, as a multiple of <see cref="SamplesPerLabel"/>, in whole batches: at most
+    /// ⌈SamplesPerLabel × MaxAttemptsFactor / <see cref="BatchSize"/>⌉ batches per label, so up to BatchSize − 1 samples
+    /// more. Default 3.
+    /// </summary>
     public double MaxAttemptsFactor = 3;
     /// <summary>Samples per generation batch. Default 16.</summary>
     public int BatchSize = 16;
