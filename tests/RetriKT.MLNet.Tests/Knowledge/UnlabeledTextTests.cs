@@ -89,8 +89,9 @@ public sealed class UnlabeledTextTests
     /// A user's scorer that gives some text no probability distribution (here a lexicon scorer dividing by the lexicon
     /// words it found: a sentence with none gives 0 / 0) had its NaN stored as the entry's soft label, and the store
     /// refused it afterwards as "Entry 0: soft label holds NaN", an index of the store being built. It is now refused
-    /// where the scorer gave it, naming the text's index and the values, in the shared labelling of unlabelled text and
-    /// variants.
+    /// where the scorer gave it, naming the text's row and the values, in the shared labelling of unlabelled text and
+    /// variants. The row is the caller's: a repeated text left out before it does not shift it (it did, and so did the
+    /// rows named for a text longer than the teacher's context, which share the numbering).
     /// </summary>
     [SharedDataFact]
     public void ASoftLabelThatIsNoDistributionIsRefusedWhereTheScorerGaveIt()
@@ -101,8 +102,9 @@ public sealed class UnlabeledTextTests
         Assert.True(first >= 0, "precondition: a dev sentence holds none of the lexicon's words");
         var store = new KnowledgeStore(["0", "1"], []);
 
-        var e = Assert.Throws<InvalidOperationException>(() => UnlabeledText.Add(store, sentences, scorer));
-        Assert.Equal($"The teacher gave unlabelled text {first} the soft label [NaN, NaN]: soft label holds NaN; probabilities must be finite and >= 0.", e.Message);
+        (string, string?) repeated = ("a good and fun film", null);
+        var e = Assert.Throws<InvalidOperationException>(() => UnlabeledText.Add(store, [repeated, repeated, .. sentences], scorer));
+        Assert.Equal($"The teacher gave unlabelled text {first + 2} the soft label [NaN, NaN]: soft label holds NaN; probabilities must be finite and >= 0.", e.Message);
     }
 
     /// <summary>A label scorer as a user might write one: the share of a small lexicon's negative and positive words in the text.</summary>

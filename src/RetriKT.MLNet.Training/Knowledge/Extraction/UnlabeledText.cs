@@ -19,7 +19,7 @@ public static class UnlabeledText
     /// <summary>
     /// A new store: <paramref name="store"/>'s entries in their order, then each text of <paramref name="texts"/> that the
     /// store does not already hold (same first and second text), once, with the teacher's soft label. Fails with one
-    /// line naming the text's index when a text is empty.
+    /// line naming the text's index when a text is empty, or when the teacher gives a text no probability distribution.
     /// </summary>
     /// <param name="store">The store to add to (left unchanged).</param>
     /// <param name="texts">The unlabelled texts (second text null for single-text tasks).</param>
@@ -36,16 +36,17 @@ public static class UnlabeledText
         var clock = Stopwatch.StartNew();
         var seen = store.Entries.Select(e => (e.Text ?? "", e.Text2 ?? "")).ToHashSet();
         var fresh = new List<(string Text, string? Text2)>(texts.Count);
+        var freshRows = new List<int>(texts.Count); // each fresh text's row in texts, which messages name
         for (int i = 0; i < texts.Count; i++)
         {
             var (text, text2) = texts[i];
             if (string.IsNullOrWhiteSpace(text))
                 throw new ArgumentException($"Unlabelled text at row {i} is empty; expected a text for the teacher to label.", nameof(texts));
-            if (seen.Add((text, text2 ?? ""))) fresh.Add((text, text2));
+            if (seen.Add((text, text2 ?? ""))) { fresh.Add((text, text2)); freshRows.Add(i); }
         }
         var entries = new List<KnowledgeEntry>(store.Count + fresh.Count);
         entries.AddRange(store.Entries);
-        Label(fresh, teacher, store.LabelNames, KnowledgeSource.Unlabeled, scoringChunk, entries, "unlabelled text", progress, cancellation);
+        Label(fresh, teacher, store.LabelNames, KnowledgeSource.Unlabeled, scoringChunk, entries, "unlabelled text", progress, cancellation, freshRows);
         var perLabel = store.LabelNames.Select((name, l) => $"{name}: {entries.Skip(store.Count).Count(e => e.Label == l)}");
         log?.Invoke(string.Format(CultureInfo.InvariantCulture,
             "Unlabelled text: {0} texts labelled by the teacher ({1}) in {2:F0} s; {3} already in the store or repeated were left out; store {4} -> {5} entries.",
@@ -56,11 +57,13 @@ public static class UnlabeledText
     /// <summary>
     /// Scores <paramref name="texts"/> with the teacher in chunks and appends each to <paramref name="entries"/> under its
     /// most probable label, with the teacher's probabilities as its soft label and fidelity, from <paramref name="source"/>.
-    /// Shared by every store entry the teacher labels after the fact (variants, unlabelled text).
+    /// Shared by every store entry the teacher labels after the fact (variants, unlabelled text). Messages name a text by
+    /// <paramref name="rows"/>[its index] when given (its row in the caller's input, before repeats were left out).
     /// </summary>
     internal static void Label(List<(string Text, string? Text2)> texts, ILabelScorer teacher, IReadOnlyList<string> labelNames, KnowledgeSource source,
-        int chunkSize, List<KnowledgeEntry> entries, string what, Action<int, int>? progress, CancellationToken cancellation)
+        int chunkSize, List<KnowledgeEntry> entries, string what, Action<int, int>? progress, CancellationToken cancellation, IReadOnlyList<int>? rows = null)
     {
+        int Row(int index) => rows?[index] ?? index;
         int labels = labelNames.Count;
         for (int start = 0; start < texts.Count; start += chunkSize)
         {
@@ -75,7 +78,7 @@ public static class UnlabeledText
             catch (ArgumentException e)
             {
                 // A text the teacher cannot take (longer than its context): name the rows, not the scorer's batch position.
-                throw new ArgumentException($"The teacher could not label {what} rows {start}-{start + chunk.Count - 1}: {e.Message} Shorten the texts to the teacher's context.", e);
+                throw new ArgumentException($"The teacher could not label {what} rows {Row(start)}-{Row(start + chunk.Count - 1)}: {e.Message} Shorten the texts to the teacher's context.", e);
             }
             if (probabilities.Length != chunk.Count)
                 throw new InvalidOperationException($"The teacher scored {probabilities.Length} of {chunk.Count} texts ({what}).");
@@ -83,10 +86,10 @@ public static class UnlabeledText
             {
                 var p = probabilities[i];
                 if (p.Length != labels)
-                    throw new InvalidOperationException($"The teacher gave {p.Length} label probabilities for {what} {start + i}; the store has {labels} labels ({string.Join(", ", labelNames)}).");
+                    throw new InvalidOperationException($"The teacher gave {p.Length} label probabilities for {what} {Row(start + i)}; the store has {labels} labels ({string.Join(", ", labelNames)}).");
                 // Named here, by the text the scorer gave it to: the store refused it later by an index of its own entries.
                 if (KnowledgeStore.SoftLabelError(p, labels) is { } error)
-                    throw new InvalidOperationException($"The teacher gave {what} {start + i} the soft label [{SoftLabelText(p)}]: {error}");
+                    throw new InvalidOperationException($"The teacher gave {what} {Row(start + i)} the soft label [{SoftLabelText(p)}]: {error}");
                 int label = RetrievalMix.ArgMax(p);
                 entries.Add(new KnowledgeEntry(chunk[i].Text, chunk[i].Text2, label, p, p[label], source));
             }
