@@ -49,6 +49,11 @@ public sealed class UnlabeledTextTests
 
         var empty = Assert.Throws<ArgumentException>(() => UnlabeledText.Add(store, [("fine", null), ("  ", null)], scorer));
         Assert.StartsWith("Unlabelled text at row 1 is empty; expected a text for the teacher to label.", empty.Message);
+        // Zero-width spaces are no text either, as UnlabeledData's rows and every other reader of texts to label have it:
+        // they were labelled by the teacher and stored.
+        var zeroWidth = Assert.Throws<ArgumentException>(() => UnlabeledText.Add(store, [("fine", null), ("\u200B\u200B", null)], scorer));
+        Assert.StartsWith("Unlabelled text at row 1 holds only characters the tokenizer drops (control, zero-width or private-use characters, combining marks), " +
+            "so it encodes as an empty one; expected a text for the teacher to label.", zeroWidth.Message);
     }
 
     /// <summary>

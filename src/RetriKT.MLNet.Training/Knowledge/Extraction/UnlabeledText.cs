@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Student;
+using RetriKT.MLNet.Text;
 
 namespace RetriKT.MLNet.Knowledge.Extraction;
 
@@ -19,7 +20,8 @@ public static class UnlabeledText
     /// <summary>
     /// A new store: <paramref name="store"/>'s entries in their order, then each text of <paramref name="texts"/> that the
     /// store does not already hold (same first and second text), once, with the teacher's soft label. Fails with one
-    /// line naming the text's index when a text is empty, or when the teacher gives a text no probability distribution.
+    /// line naming the text's index when a text is empty (or holds only characters the tokenizer drops), or when the
+    /// teacher gives a text no probability distribution.
     /// </summary>
     /// <param name="store">The store to add to (left unchanged).</param>
     /// <param name="texts">The unlabelled texts (second text null for single-text tasks).</param>
@@ -40,8 +42,9 @@ public static class UnlabeledText
         for (int i = 0; i < texts.Count; i++)
         {
             var (text, text2) = texts[i];
-            if (string.IsNullOrWhiteSpace(text))
-                throw new ArgumentException($"Unlabelled text at row {i} is empty; expected a text for the teacher to label.", nameof(texts));
+            // The runtime's test, as TaskTemplate.MissingText: a text of zero-width characters is no text either.
+            if (!TextTokenizingTransformer.HasWordCharacter(text))
+                throw new ArgumentException($"Unlabelled text at row {i} {TaskTemplate.Emptiness(text)}; expected a text for the teacher to label.", nameof(texts));
             if (seen.Add((text, text2 ?? ""))) { fresh.Add((text, text2)); freshRows.Add(i); }
         }
         var entries = new List<KnowledgeEntry>(store.Count + fresh.Count);
