@@ -149,8 +149,8 @@ public sealed class BlackBoxExtraction
 /// <param name="Requests">Requests sent (generation + classification), retries excluded.</param>
 /// <param name="Retries">Retries after transient failures (429, 5xx, timeouts, connection failures).</param>
 /// <param name="TokensUsed">Tokens the endpoints reported (prompt + output), resumed samples included.</param>
-/// <param name="FromLogProbs">Samples whose soft label came from log-probabilities of the verbalizer tokens.</param>
-/// <param name="FromClassification">Samples whose soft label came from the mapped answer (classify-and-map).</param>
+/// <param name="FromLogProbs">Judged samples (kept or dropped) whose soft label came from log-probabilities of the verbalizer tokens.</param>
+/// <param name="FromClassification">Judged samples (kept or dropped) whose soft label came from the mapped answer (classify-and-map).</param>
 /// <param name="Unlabelled">Samples the teacher's answer gave no label for (dropped as LowFidelity).</param>
 /// <param name="RequestsPerEndpoint">Successful requests per endpoint name.</param>
 /// <param name="EndpointsTakenOut">Endpoints taken out after failing <see cref="BlackBoxExtractorOptions.MaxConsecutiveFailures"/> requests in a row.</param>
@@ -158,7 +158,11 @@ public sealed class BlackBoxExtraction
 public sealed record BlackBoxExtractionReport(ExtractionReport Extraction, long Requests, long Retries, long TokensUsed, int FromLogProbs, int FromClassification,
     int Unlabelled, IReadOnlyDictionary<string, long> RequestsPerEndpoint, IReadOnlyList<string> EndpointsTakenOut, bool StoppedByTokenBudget)
 {
-    /// <summary>"logprobs", "classify-and-map", "mixed" or "none": where the kept samples' soft labels came from.</summary>
+    /// <summary>
+    /// "logprobs", "classify-and-map", "mixed" or "none": where the soft labels of the judged samples came from, kept or
+    /// dropped (the counts <see cref="FromLogProbs"/> and <see cref="FromClassification"/>); a run that kept nothing still
+    /// says how its samples were labelled.
+    /// </summary>
     public string SoftLabelSource => (FromLogProbs, FromClassification) switch
     {
         ( > 0, 0) => "logprobs", (0, > 0) => "classify-and-map", ( > 0, > 0) => "mixed", _ => "none",
