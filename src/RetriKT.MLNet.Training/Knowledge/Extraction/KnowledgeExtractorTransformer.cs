@@ -20,7 +20,7 @@ public sealed class KnowledgeRow
     public float[] SoftLabel { get; set; } = [];
     /// <summary>Teacher probability of the intended label.</summary>
     public float Fidelity { get; set; }
-    /// <summary>"FewShot", "Generated" or "Imported".</summary>
+    /// <summary>Where the entry came from: a <see cref="KnowledgeSource"/> name ("FewShot", "Generated", "Imported", "Variant" or "Unlabeled").</summary>
     public string Source { get; set; } = "";
 }
 
