@@ -75,7 +75,7 @@ internal sealed class BlackBoxRun
         _demonstrations = labels.Select((_, l) => fewShot.Where(e => e.Label == l).Select(e => template.RenderContext(e.Text) + template.RenderTarget(e.Text, e.Text2)).ToList()).ToArray();
         _contexts = fewShot.Select(e => e.Text).Concat(options.ContextTexts ?? []).Distinct().ToList();
         _random = new Random(host.Seed);
-        _maxAttempts = (int)Math.Ceiling(options.SamplesPerLabel * options.MaxAttemptsFactor);
+        _maxAttempts = KnowledgeExtractorOptions.MostAttempts(options.SamplesPerLabel, options.MaxAttemptsFactor);
         _kept = labels.Select(_ => new List<KnowledgeEntry>()).ToArray();
         _intended = new IntendedLabelTally(labels);
         _generated = new int[labels.Count]; _attempts = new int[labels.Count]; _inFlight = new int[labels.Count];

@@ -75,4 +75,21 @@ public class BlackBoxSettingsTests
         var run = ml.RetriKT().BlackBoxKnowledgeExtractor(unlimited).Fit(BlackBoxExtractionTests.StoryData(ml));
         Assert.Equal(4, run.Report.Extraction.Kept.Values.Sum());
     }
+
+    /// <summary>
+    /// The request cap SamplesPerLabel × MaxAttemptsFactor was rounded up in floating point: 100 × 1.1 is
+    /// 110.00000000000001, and a label whose samples were all dropped got 111 generation requests, not 110.
+    /// </summary>
+    [Fact]
+    public async Task TheRequestCapIsTheProductOfTheSettingsNotItsFloatingPointError()
+    {
+        await using var server = await BlackBoxCheckpointTests.DeterministicTeacher();
+        var ml = new MLContext(seed: 1);
+        var options = BlackBoxCheckpointTests.Options(server.Urls.Single(), null, perLabel: 100);
+        options.MaxAttemptsFactor = 1.1;
+        options.FidelityThreshold = 0.95; // classify-and-map gives the answered label 0.9: every sample is dropped
+        var run = ml.RetriKT().BlackBoxKnowledgeExtractor(options).Fit(BlackBoxExtractionTests.StoryData(ml));
+        Assert.Equal(0, run.Report.Extraction.Kept.Values.Sum());
+        Assert.All(run.Report.Extraction.Generated.Values, generated => Assert.Equal(110, generated));
+    }
 }

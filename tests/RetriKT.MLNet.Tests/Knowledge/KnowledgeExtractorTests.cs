@@ -176,6 +176,24 @@ public class KnowledgeExtractorTests
     /// that met every quota sooner ended with its last report at, say, 2 of 8 (a progress bar stuck at 25 %, and no log
     /// line for the stage's end). Its last report now says the stage is done.
     /// </summary>
+    /// <summary>
+    /// The cap of SamplesPerLabel × MaxAttemptsFactor was taken in floating point: 100 × 1.1 is 110.00000000000001, so
+    /// with batches of 110 the cap came to two batches (220 samples per label) instead of one (110). The product is a
+    /// whole number of samples now, and batches are counted from it.
+    /// </summary>
+    [SharedDataFact]
+    public void TheAttemptsCapIsTheProductOfTheSettingsNotItsFloatingPointError()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = StoryPrompts(mlContext, data, supervisedEpochs: 1);
+        var options = Options(prompts);
+        (options.SamplesPerLabel, options.MaxAttemptsFactor, options.BatchSize, options.FidelityThreshold, options.FluencyFilter) = (100, 1.1, 110, 1.0, false);
+        var report = mlContext.RetriKT().KnowledgeExtractor(options).Fit(data).Report!;
+        Assert.Equal(0, report.Kept.Values.Sum()); // nothing passes a fidelity threshold of 1, so every label generates up to its cap
+        Assert.All(report.Generated.Values, generated => Assert.Equal(110, generated));
+    }
+
     [SharedDataFact]
     public void AnExtractionThatMeetsItsQuotasEarlyEndsItsProgressDone()
     {

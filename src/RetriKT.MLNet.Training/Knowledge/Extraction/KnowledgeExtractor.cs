@@ -142,6 +142,13 @@ public sealed class KnowledgeExtractorOptions
     }
 
     private static string Text(double value) => value.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// Most samples generated per label (both extractors): <paramref name="samplesPerLabel"/> × <paramref name="maxAttemptsFactor"/>,
+    /// rounded up. The product is rounded to 6 decimals first: in floating point 100 × 1.1 is 110.00000000000001, which
+    /// rounded up alone gave 111 (and the white-box extractor a whole batch more).
+    /// </summary>
+    internal static int MostAttempts(int samplesPerLabel, double maxAttemptsFactor) => (int)Math.Ceiling(Math.Round(samplesPerLabel * maxAttemptsFactor, 6));
 }
 
 /// <summary>Counts of an extraction run.</summary>
@@ -355,7 +362,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
         var labels = prompts.Labels;
         var scorer = new VerbalizerClassifier(prompts.Teacher, template, labels, o.CalibrateVerbalizer);
         int minWords = o.MinWords ?? template.MinWords;
-        int maxBatches = (int)Math.Ceiling(o.SamplesPerLabel * o.MaxAttemptsFactor / o.BatchSize);
+        int maxBatches = (int)(((long)KnowledgeExtractorOptions.MostAttempts(o.SamplesPerLabel, o.MaxAttemptsFactor) + o.BatchSize - 1) / o.BatchSize);
         var firstParts = fewShot.Select(e => e.Text).ToList();
         prompts.CheckContextsFit([.. firstParts, .. o.ContextTexts ?? []], i => i < firstParts.Count ? $"Row {i}" : $"ContextTexts[{i - firstParts.Count}]");
         var contexts = firstParts.Concat(o.ContextTexts ?? []).Distinct().ToList();
