@@ -158,7 +158,7 @@ public sealed class KnowledgeExtractorOptions
 /// <param name="FewShot">Few-shot examples added.</param>
 /// <param name="DistinctUnigrams">distinct-1 over kept generated texts.</param>
 /// <param name="DistinctBigrams">distinct-2 over kept generated texts.</param>
-/// <param name="MeanFidelity">Mean teacher probability of the intended label over kept generated samples.</param>
+/// <param name="MeanFidelity">Mean teacher probability of the label each kept generated sample is filed under (the intended one, or the teacher's with <see cref="KnowledgeExtractorOptions.AssignToTeacherLabel"/>); 0 when none was kept, which the report's line leaves out.</param>
 /// <param name="ResumedBatches">Batches taken from the checkpoint instead of generated.</param>
 public sealed record ExtractionReport(IReadOnlyDictionary<string, int> Generated, IReadOnlyDictionary<string, int> Kept,
     IReadOnlyDictionary<DropReason, int> Dropped, int FewShot, double DistinctUnigrams, double DistinctBigrams, double MeanFidelity, int ResumedBatches)
