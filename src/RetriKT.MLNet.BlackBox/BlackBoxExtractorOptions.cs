@@ -145,4 +145,18 @@ public sealed class BlackBoxExtractorOptions
     public IProgress<TrainingProgress>? Progress { get; set; }
     /// <summary>Cancellation (in-flight requests are cancelled; accepted samples are already in the checkpoint).</summary>
     public CancellationToken CancellationToken { get; set; }
+
+    /// <summary>
+    /// A copy of every setting, its lists copied too (a caller's list may change); the endpoints, the template and the
+    /// clients are shared.
+    /// </summary>
+    internal BlackBoxExtractorOptions Copy()
+    {
+        var copy = (BlackBoxExtractorOptions)MemberwiseClone();
+        copy.Teachers = Teachers?.ToArray()!;
+        copy.Labels = Labels?.ToArray();
+        copy.StopSequences = StopSequences?.ToArray()!;
+        copy.ContextTexts = ContextTexts?.ToArray();
+        return copy;
+    }
 }

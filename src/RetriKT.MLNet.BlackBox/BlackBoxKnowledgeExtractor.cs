@@ -31,8 +31,8 @@ public sealed class BlackBoxKnowledgeExtractor
     internal BlackBoxKnowledgeExtractor(IHostEnvironment env, BlackBoxExtractorOptions options)
     {
         _env = env ?? throw new ArgumentNullException(nameof(env));
-        _options = options ?? throw new ArgumentNullException(nameof(options));
-        var o = options;
+        // A copy, as ML.NET's estimators keep theirs: a later edit of the caller's object would change Fit unchecked.
+        var o = _options = (options ?? throw new ArgumentNullException(nameof(options))).Copy();
         if (o.Teachers is not { Count: > 0 }) throw new ArgumentException("BlackBoxExtractorOptions.Teachers needs at least one endpoint.", nameof(options));
         if (o.Teachers.Any(t => t?.Client is null || t.MaxConcurrency < 1)) throw new ArgumentException("Every TeacherEndpoint needs a Client and MaxConcurrency >= 1.", nameof(options));
         if (o.Template is null) throw new ArgumentException("BlackBoxExtractorOptions.Template is required (columns, verbalizer, classification format).", nameof(options));

@@ -92,4 +92,21 @@ public class BlackBoxSettingsTests
         Assert.Equal(0, run.Report.Extraction.Kept.Values.Sum());
         Assert.All(run.Report.Extraction.Generated.Values, generated => Assert.Equal(110, generated));
     }
+
+    /// <summary>
+    /// The extractor keeps a copy of the options it was made with, as ML.NET's estimators do: edited afterwards, the
+    /// caller's object changed what Fit asked for (and paid for), with settings that were never checked.
+    /// </summary>
+    [Fact]
+    public async Task OptionsEditedAfterTheExtractorIsMadeChangeNothing()
+    {
+        await using var server = await BlackBoxCheckpointTests.DeterministicTeacher();
+        var ml = new MLContext(seed: 1);
+        var options = BlackBoxCheckpointTests.Options(server.Urls.Single(), null, perLabel: 2);
+        var extractor = ml.RetriKT().BlackBoxKnowledgeExtractor(options);
+        options.SamplesPerLabel = 3;
+        options.MaxWords = 1; // below MinWords: refused when made
+        var run = extractor.Fit(BlackBoxExtractionTests.StoryData(ml));
+        Assert.Equal(4, run.Report.Extraction.Kept.Values.Sum());
+    }
 }

@@ -116,9 +116,20 @@ public sealed class SoftPromptPpoOptions
     /// </summary>
     internal SoftPromptPpoOptions WithRunControlOf(IProgress<TrainingProgress>? progress, CancellationToken cancellation)
     {
-        var copy = (SoftPromptPpoOptions)MemberwiseClone();
+        var copy = Copy();
         copy.Progress ??= progress;
         if (!copy.CancellationToken.CanBeCanceled) copy.CancellationToken = cancellation;
+        return copy;
+    }
+
+    /// <summary>
+    /// A copy of every setting, <see cref="Labels"/> copied too (a caller's list may change); the teacher, template,
+    /// reward and reward weights are shared (the template and the weights are immutable records).
+    /// </summary>
+    internal SoftPromptPpoOptions Copy()
+    {
+        var copy = (SoftPromptPpoOptions)MemberwiseClone();
+        copy.Labels = Labels?.ToArray();
         return copy;
     }
 

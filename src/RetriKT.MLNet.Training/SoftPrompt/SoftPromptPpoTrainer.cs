@@ -58,7 +58,8 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     internal SoftPromptPpoTrainer(IHostEnvironment env, SoftPromptPpoOptions options)
     {
         _env = env ?? throw new ArgumentNullException(nameof(env));
-        _options = options ?? throw new ArgumentNullException(nameof(options));
+        // A copy, as ML.NET's trainers keep theirs: a later edit of the caller's object would change Fit unchecked.
+        _options = options = (options ?? throw new ArgumentNullException(nameof(options))).Copy();
         options.Validate();
     }
 

@@ -21,6 +21,7 @@ namespace RetriKT.MLNet.Student;
 /// (String) and optionally a second text column for sentence pairs. Rows with a missing label (key 0, empty string)
 /// or an empty text are skipped with a warning. Output: <c>PredictedLabel</c> (key with KeyValues), <c>Score</c>
 /// (probabilities, with the annotations ML.NET's multiclass evaluator needs) and optionally neighbour columns.
+/// The trainer keeps a copy of the options it was built with: editing that object afterwards changes no Fit.
 /// </remarks>
 public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalClassifierTransformer>
 {
@@ -272,6 +273,9 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         public IProgress<TrainingProgress>? Progress;
         /// <summary>Cancels training.</summary>
         public CancellationToken CancellationToken;
+
+        /// <summary>A copy of every setting (the stores and data views they name are immutable, and shared).</summary>
+        internal Options Copy() => (Options)MemberwiseClone();
     }
 
     /// <summary>λ when <see cref="Options.RetrievalWeight"/> is unset and not tuned on a validation set.</summary>
@@ -283,7 +287,9 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     internal RetrievalClassifierTrainer(IHostEnvironment env, Options options)
     {
         _env = env ?? throw new ArgumentNullException(nameof(env));
-        _options = options ?? throw new ArgumentNullException(nameof(options));
+        // A copy, as ML.NET's trainers keep theirs: an edit of the caller's object after this point would change what Fit
+        // does (or a Fit in flight) with values never checked here.
+        _options = options = (options ?? throw new ArgumentNullException(nameof(options))).Copy();
         void Check(bool ok, string message) { if (!ok) throw new ArgumentOutOfRangeException(nameof(options), message); }
         foreach (var (value, name) in new[] { (options.LabelColumnName, "LabelColumnName"), (options.TextColumnName, "TextColumnName"),
                      (options.ScoreColumnName, "ScoreColumnName"), (options.PredictedLabelColumnName, "PredictedLabelColumnName") })

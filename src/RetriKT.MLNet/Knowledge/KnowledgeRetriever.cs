@@ -82,6 +82,9 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
         /// Default null (unknown: no check).
         /// </summary>
         public string? QueryEncoderFingerprint;
+
+        /// <summary>A copy of every setting (<see cref="HnswOptions"/> is an immutable record, and shared).</summary>
+        internal Options Copy() => (Options)MemberwiseClone();
     }
 
     private readonly IHostEnvironment _env;
@@ -92,7 +95,8 @@ public sealed class KnowledgeRetrieverEstimator : IEstimator<KnowledgeRetrieverT
     {
         _env = env ?? throw new ArgumentNullException(nameof(env));
         _store = store ?? throw new ArgumentNullException(nameof(store));
-        _options = options ?? throw new ArgumentNullException(nameof(options));
+        // A copy, as ML.NET's estimators keep theirs: a later edit of the caller's object would change Fit unchecked.
+        _options = options = (options ?? throw new ArgumentNullException(nameof(options))).Copy();
         if (string.IsNullOrWhiteSpace(options.InputColumnName)) throw new ArgumentException("InputColumnName must be set.", nameof(options));
         foreach (var (name, value) in new[] { ("NeighborIdsColumnName", options.NeighborIdsColumnName), ("NeighborSimilaritiesColumnName", options.NeighborSimilaritiesColumnName), ("NeighborSoftLabelsColumnName", options.NeighborSoftLabelsColumnName) })
             if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} must be set.", nameof(options));

@@ -42,6 +42,9 @@ public sealed class TextTokenizingEstimator : IEstimator<TextTokenizingTransform
         public int MaxVocabularySize = 8000;
         /// <summary>Minimum count for a whole word to enter a built vocabulary. Default 2.</summary>
         public int MinWordFrequency = 2;
+
+        /// <summary>A copy of every setting.</summary>
+        internal Options Copy() => (Options)MemberwiseClone();
     }
 
     private readonly IHostEnvironment _env;
@@ -50,7 +53,8 @@ public sealed class TextTokenizingEstimator : IEstimator<TextTokenizingTransform
     internal TextTokenizingEstimator(IHostEnvironment env, Options options)
     {
         _env = env ?? throw new ArgumentNullException(nameof(env));
-        _options = options ?? throw new ArgumentNullException(nameof(options));
+        // A copy, as ML.NET's estimators keep theirs: a later edit of the caller's object would change Fit unchecked.
+        _options = options = (options ?? throw new ArgumentNullException(nameof(options))).Copy();
         if (string.IsNullOrWhiteSpace(options.InputColumnName)) throw new ArgumentException("InputColumnName must be set.", nameof(options));
         if (string.IsNullOrWhiteSpace(options.OutputColumnName)) throw new ArgumentException("OutputColumnName must be set.", nameof(options));
         if (options.MaxLength < 3) throw new ArgumentOutOfRangeException(nameof(options), $"MaxLength must be at least 3 (room for [CLS], one token and [SEP]), found {options.MaxLength}.");

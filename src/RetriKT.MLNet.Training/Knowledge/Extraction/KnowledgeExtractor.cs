@@ -113,6 +113,18 @@ public sealed class KnowledgeExtractorOptions
     public CancellationToken CancellationToken;
 
     /// <summary>
+    /// A copy of every setting, <see cref="SoftPromptOptions"/> and <see cref="ContextTexts"/> copied too; the soft
+    /// prompts and the unlabelled data are shared (a fitted transformer and a data view do not change).
+    /// </summary>
+    internal KnowledgeExtractorOptions Copy()
+    {
+        var copy = (KnowledgeExtractorOptions)MemberwiseClone();
+        copy.SoftPromptOptions = SoftPromptOptions?.Copy();
+        copy.ContextTexts = ContextTexts?.ToArray();
+        return copy;
+    }
+
+    /// <summary>
     /// The settings' own ranges, written so that NaN fails, with the option's name: what the extractor's constructor
     /// checks, and what <c>RetriKTPipelineOptions.Validate</c> checks before there are soft prompts. Given the
     /// <paramref name="template"/> (known once the prompts are), <see cref="MaxWords"/> is also checked against its MinWords
@@ -252,7 +264,8 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
     internal KnowledgeExtractor(IHostEnvironment env, KnowledgeExtractorOptions options)
     {
         _env = env ?? throw new ArgumentNullException(nameof(env));
-        _options = options ?? throw new ArgumentNullException(nameof(options));
+        // A copy, as ML.NET's estimators keep theirs: a later edit of the caller's object would change Fit unchecked.
+        _options = options = (options ?? throw new ArgumentNullException(nameof(options))).Copy();
         if (options.SoftPrompts is null && options.SoftPromptOptions is null)
             throw new ArgumentException("KnowledgeExtractorOptions needs SoftPrompts (a fitted SoftPromptPpoTrainer) or SoftPromptOptions to fit one.");
         // The prompts to fit are checked now too, not after the few-shot data is read.
