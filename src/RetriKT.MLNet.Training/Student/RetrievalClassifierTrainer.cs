@@ -61,8 +61,10 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         /// The knowledge store as data (teacher-generated samples with soft labels, usually plus the few-shot examples):
         /// columns Text, Text2, Label, SoftLabel, Fidelity, Source, as <c>KnowledgeExtractorTransformer.ToDataView</c>
         /// gives them (see <see cref="KnowledgeStoreData.FromDataView"/> for what is required). Its rows are the
-        /// training data and the retrieval memory; training rows whose text is not already in the store are added as
-        /// gold entries. Null: a store is built from the training rows (one-hot soft labels). Default null.
+        /// training data and the retrieval memory; training rows are added as gold entries, except one whose text a store
+        /// entry holds with the same label (the entry keeps the teacher's soft label). A row whose text the store holds with
+        /// another label replaces those entries, with a warning: the row's label is ground truth, the store's the teacher's.
+        /// Null: a store is built from the training rows (one-hot soft labels). Default null.
         /// </summary>
         public IDataView? StoreData;
         /// <summary>The knowledge store as an object. Obsolete: pass it as data, <see cref="StoreData"/> = <c>store.ToDataView(mlContext)</c>.</summary>
@@ -776,28 +778,52 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
                          $"combining marks), which the student would train as an empty input, and were left out (the first: entry {blank}, " +
                          $"'{Shorten(first.Text ?? "")}' labelled '{labelNames[first.Label]}').");
         }
-        var seen = new Dictionary<(string?, string?), int>();
-        foreach (var e in entries) seen.TryAdd((e.Text, e.Text2), e.Label);
-        int added = 0, conflicting = 0, firstConflict = -1;
+        // Each store text's label, or -1 where its entries disagree (any training label then differs from one of them).
+        var stored = new Dictionary<(string?, string?), int>();
+        foreach (var e in entries)
+            if (!stored.TryAdd((e.Text, e.Text2), e.Label) && stored[(e.Text, e.Text2)] != e.Label) stored[(e.Text, e.Text2)] = -1;
+        var trained = new Dictionary<(string?, string?), int>();
+        var gold = new List<KnowledgeEntry>();
+        // Store texts a training row labels otherwise: the row's label is ground truth, the store's the teacher's guess (a
+        // generated sample that repeats a few-shot text word for word), so the row replaces those entries.
+        var overruled = new HashSet<(string?, string?)>();
+        int conflicting = 0, firstConflict = -1, firstOverruled = -1, firstStoreLabel = -1;
         for (int r = 0; r < rows.Count; r++)
         {
             var row = rows[r];
             if (!index.TryGetValue(row.Label, out int label))
                 throw new ArgumentException($"Training label '{row.Label}' is not one of the store's labels [{string.Join(", ", labelNames)}].");
-            if (seen.TryGetValue((row.Text, row.Text2), out int earlier))
+            var key = ((string?)row.Text, row.Text2);
+            if (trained.TryGetValue(key, out int earlier))
             {
                 // An exact repeat adds nothing; a repeat with another label is data the student cannot honour twice.
                 if (earlier != label && conflicting++ == 0) firstConflict = r;
                 continue;
             }
-            seen.Add((row.Text, row.Text2), label);
-            entries.Add(KnowledgeEntry.Gold(row.Text, row.Text2, label, labelNames.Length));
-            added++;
+            trained.Add(key, label);
+            if (stored.TryGetValue(key, out int storeLabel))
+            {
+                // The same label: the entry stays, with the teacher's soft label over it.
+                if (storeLabel == label) continue;
+                if (overruled.Count == 0)
+                    (firstOverruled, firstStoreLabel) = (r, entries.First(e => (e.Text, e.Text2) == key && e.Label != label).Label);
+                overruled.Add(key);
+            }
+            gold.Add(KnowledgeEntry.Gold(row.Text, row.Text2, label, labelNames.Length));
         }
+        if (overruled.Count > 0)
+        {
+            int replaced = entries.RemoveAll(e => overruled.Contains((e.Text, e.Text2)));
+            var first = rows[firstOverruled];
+            host.Warning($"{overruled.Count} training rows repeat the text of a store entry with another label, and replace the {replaced} store entries " +
+                         $"of those texts: a training row's label is ground truth (the first: usable row {firstOverruled + 1}, '{Shorten(first.Text)}' " +
+                         $"labelled '{first.Label}', in the store '{labelNames[firstStoreLabel]}').");
+        }
+        entries.AddRange(gold);
         if (conflicting > 0)
-            host.Warning($"{conflicting} training rows repeat an earlier text (of the store or the training data) with another label, and the earlier label " +
+            host.Warning($"{conflicting} training rows repeat an earlier training row's text with another label, and the earlier row's label " +
                          $"was kept (the first: usable row {firstConflict + 1}, '{Shorten(rows[firstConflict].Text)}' labelled '{rows[firstConflict].Label}').");
-        if (given is not null) host.Info($"Knowledge store: {given.Count} given entries + {added} gold training rows.");
+        if (given is not null) host.Info($"Knowledge store: {given.Count} given entries + {gold.Count} gold training rows.");
         var composed = new KnowledgeStore(labelNames, entries);
         RequireSecondTexts(composed);
         if (!keyed) WarnOfOccurrenceOrder(rows, labelNames, host);

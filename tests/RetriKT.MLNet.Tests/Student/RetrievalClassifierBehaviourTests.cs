@@ -635,9 +635,48 @@ public class RetrievalClassifierBehaviourTests
         var (_, _, student) = Train(options, rows, ml);
         using var _ = student;
         Assert.Equal(20, student.Store.Count);
-        var warning = Assert.Single(warnings, w => w.Contains("repeat an earlier text", StringComparison.Ordinal));
-        Assert.Equal($"3 training rows repeat an earlier text (of the store or the training data) with another label, and the earlier label was kept " +
+        var warning = Assert.Single(warnings, w => w.Contains("repeat an earlier training row's text", StringComparison.Ordinal));
+        Assert.Equal($"3 training rows repeat an earlier training row's text with another label, and the earlier row's label was kept " +
                      $"(the first: usable row 21, '{rows[0].Text}' labelled '{rows[20].Label}').", warning);
+    }
+
+    /// <summary>
+    /// A generated sample that repeats a few-shot text word for word carries the teacher's label, which may be wrong. The
+    /// training row's label is ground truth: its entry replaces the store's entries of that text (the store's label was
+    /// kept, with only a warning). A store entry of the row's own label keeps the teacher's soft label.
+    /// </summary>
+    [Fact]
+    public void ATrainingRowWhoseTextTheStoreLabelsOtherwise_ReplacesThoseEntries()
+    {
+        var rows = Synthetic(20, 10);
+        var labels = new[] { "neg", "pos" };
+        var entries = Synthetic(40, 11).Select(r => new KnowledgeEntry(r.Text, null, Array.IndexOf(labels, r.Label),
+            r.Label == "pos" ? [0.2f, 0.8f] : [0.8f, 0.2f], 0.8f, KnowledgeSource.Generated)).ToList();
+        Assert.Equal("pos", rows[0].Label);
+        Assert.Equal("neg", rows[1].Label);
+        entries.Add(new KnowledgeEntry(rows[0].Text, null, 0, [0.7f, 0.3f], 0.7f, KnowledgeSource.Generated)); // the teacher says neg, twice
+        entries.Add(new KnowledgeEntry(rows[0].Text, null, 0, [0.6f, 0.4f], 0.6f, KnowledgeSource.Generated));
+        entries.Add(new KnowledgeEntry(rows[1].Text, null, 0, [0.9f, 0.1f], 0.9f, KnowledgeSource.Generated)); // agrees with the row
+        var ml = new MLContext(seed: 1);
+        var warnings = new List<string>();
+        ml.Log += (_, e) => { if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Warning) lock (warnings) warnings.Add(e.RawMessage); };
+        var options = Tiny();
+        options.Epochs = 1;
+        options.StoreValidationShare = 0;
+        options.StoreData = new KnowledgeStore(labels, entries).ToDataView(ml);
+        var (_, _, student) = Train(options, rows, ml);
+        using var _ = student;
+
+        var replaced = Assert.Single(student.Store.Entries, e => e.Text == rows[0].Text);
+        Assert.Equal("pos", student.LabelNames[replaced.Label]);
+        Assert.Equal(KnowledgeSource.FewShot, replaced.Source);
+        Assert.Equal(1f, replaced.SoftLabel[replaced.Label]);
+        var agreeing = Assert.Single(student.Store.Entries, e => e.Text == rows[1].Text);
+        Assert.Equal((KnowledgeSource.Generated, 0.9f), (agreeing.Source, agreeing.SoftLabel[agreeing.Label]));
+        Assert.Equal(40 + 1 + 19, student.Store.Count);
+        Assert.Equal($"1 training rows repeat the text of a store entry with another label, and replace the 2 store entries of those texts: a training " +
+                     $"row's label is ground truth (the first: usable row 1, '{rows[0].Text}' labelled 'pos', in the store 'neg').",
+            Assert.Single(warnings, w => w.Contains("store entry", StringComparison.Ordinal)));
     }
 
     [Fact]
