@@ -105,11 +105,6 @@ public static class KnowledgeStoreData
         var entries = new List<KnowledgeEntry>();
         long row = -1;
         int withText = 0;
-        // Without SlotNames the slot order is the caller's: per label, its rows counted by the label their soft label puts
-        // strictly first when that is another one.
-        var rowsOf = new int[k];
-        var ranked = new int[k, k];
-        var firstRanked = new long[k, k];
         while (cursor.MoveNext())
         {
             row++;
@@ -130,10 +125,6 @@ public static class KnowledgeStoreData
             }
             // The same tolerance as KnowledgeStore's own check; checked here so the message names the row of the view.
             if (Math.Abs(sum - 1) > 1e-3) throw new ArgumentException($"{Where(Columns.SoftLabel)}: the probabilities sum to {sum:G6}, expected 1.");
-            rowsOf[labelIndex]++;
-            int top = 0;
-            for (int i = 1; i < k; i++) if (p[i] > p[top]) top = i;
-            if (p[top] > p[labelIndex] && ranked[labelIndex, top]++ == 0) firstRanked[labelIndex, top] = row;
             getFidelity?.Invoke(ref fidelityValue);
             float fid = getFidelity is null ? p[labelIndex] : fidelityValue;
             if (!float.IsFinite(fid)) throw new ArgumentException($"{Where(Columns.Fidelity)}: {fid} is not a finite number.");
@@ -151,33 +142,19 @@ public static class KnowledgeStoreData
             entries.Add(new KnowledgeEntry(first, getText2 is null || b.Length == 0 ? null : b.ToString(), labelIndex, p, fid, origin));
         }
         // A store saved without SlotNames (SaveAsText, a file of one's own) read in another order than it was written in (the
-        // training keys' first-occurrence order, say) would give every entry another label's probabilities: the student then
-        // learns the labels swapped, without an error. Such an order shows in the Label column: the rows of each moved label
-        // mostly rank one other label first, and those labels are a permutation. (A teacher biased towards one label ranks
-        // that label first on most rows of several labels: no permutation, no error.)
-        if (slotNames is null)
+        // training keys' first-occurrence order, say) would give every entry another label's probabilities (SoftLabelOrder).
+        // Every row is an entry, so an entry's index is its row.
+        if (slotNames is null && SoftLabelOrder.Find(entries, k) is { } moved)
         {
-            // The few-shot rows say it for certain, at any fidelity: their soft label is their gold label, one-hot.
-            var gold = entries.Select((e, i) => (e, i)).Where(x => x.e.Source == KnowledgeSource.FewShot).ToList();
-            var goldMoved = gold.Where(x => x.e.SoftLabel[x.e.Label] < x.e.SoftLabel.Max()).ToList();
-            if (goldMoved.Count * 2 > gold.Count)
-            {
-                var (e, at) = goldMoved[0];
-                throw new ArgumentException($"Knowledge store column '{Columns.SoftLabel}' has no SlotNames, and read in the label order [{string.Join(", ", names)}] " +
-                    $"{goldMoved.Count} of the {gold.Count} few-shot rows (gold labels, one-hot soft labels) give another label than theirs the highest probability " +
-                    $"(the first: row {at}, label '{names[e.Label]}', SoftLabel [{Probabilities(e.SoftLabel)}]); the slots are in another order than these names. " +
-                    "Give the store with its SlotNames (ToDataView, SaveAsBinary).");
-            }
-            var moved = Enumerable.Range(0, k).Select(l => Enumerable.Range(0, k).FirstOrDefault(m => m != l && ranked[l, m] * 2 > rowsOf[l], l)).ToArray();
-            if (moved.Distinct().Count() == k && Enumerable.Range(0, k).FirstOrDefault(i => moved[i] != i, -1) is var l and >= 0)
-            {
-                int m = moved[l];
-                long at = firstRanked[l, m];
-                throw new ArgumentException($"Knowledge store column '{Columns.SoftLabel}' has no SlotNames, and read in the label order [{string.Join(", ", names)}] " +
-                    $"{ranked[l, m]} of the {rowsOf[l]} rows labelled '{names[l]}' in column '{Columns.Label}' give label '{names[m]}' the highest probability " +
-                    $"(the first: row {at}, SoftLabel [{Probabilities(entries[(int)at].SoftLabel)}]); " +
-                    "the slots are in another order than these names, or the store teaches every label as another. Give the store with its SlotNames (ToDataView, SaveAsBinary).");
-            }
+            string order = $"Knowledge store column '{Columns.SoftLabel}' has no SlotNames, and read in the label order [{string.Join(", ", names)}] ";
+            var first = entries[moved.First];
+            throw new ArgumentException(moved.ByFewShot
+                ? order + $"{moved.Count} of the {moved.Of} few-shot rows (gold labels, one-hot soft labels) give another label than theirs the highest probability " +
+                  $"(the first: row {moved.First}, label '{names[first.Label]}', SoftLabel [{SoftLabelOrder.Probabilities(first.SoftLabel)}]); the slots are in another order than these names. " +
+                  "Give the store with its SlotNames (ToDataView, SaveAsBinary)."
+                : order + $"{moved.Count} of the {moved.Of} rows labelled '{names[moved.Label]}' in column '{Columns.Label}' give label '{names[moved.RankedFirst]}' the highest probability " +
+                  $"(the first: row {moved.First}, SoftLabel [{SoftLabelOrder.Probabilities(first.SoftLabel)}]); " +
+                  "the slots are in another order than these names, or the store teaches every label as another. Give the store with its SlotNames (ToDataView, SaveAsBinary).");
         }
         if (withText != 0 && withText != entries.Count)
         {
@@ -186,8 +163,6 @@ public static class KnowledgeStoreData
         }
         return new KnowledgeStore(names, entries);
     }
-
-    private static string Probabilities(IEnumerable<float> p) => string.Join(", ", p.Select(x => x.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)));
 
     private static DataViewSchema.Column? Column(DataViewSchema schema, string name, bool required, Func<DataViewType, bool> accepts, string expected)
     {

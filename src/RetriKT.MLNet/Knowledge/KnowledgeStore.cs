@@ -448,8 +448,11 @@ public sealed class KnowledgeStore
     /// Reads JSONL written by <see cref="ExportJsonl"/> (or by hand: <c>text</c> and <c>label</c> required; a missing
     /// <c>soft_label</c> becomes one-hot; <c>source</c>, when there, is a <see cref="KnowledgeSource"/> name in any case, else Imported). The store's label names are <paramref name="labelNames"/>, else the first header
     /// line's. A header's label order is the order of the <c>soft_label</c> values on the lines after it (up to the next
-    /// header), which are moved into the store's order; a header naming other labels is an error. Errors name the line
-    /// and the field; so does a byte that is not UTF-8 (<see cref="Utf8TextFile"/>).
+    /// header), which are moved into the store's order; a header naming other labels is an error. Lines before any header
+    /// are read in the order of <paramref name="labelNames"/>; where their own labels show that the values are in another
+    /// order (most lines of each label rank one other label first, or most FewShot lines rank another label than theirs
+    /// first), the import fails naming a line. Errors name the line and the field; so does a byte that is not UTF-8
+    /// (<see cref="Utf8TextFile"/>).
     /// </summary>
     public static KnowledgeStore ImportJsonl(string path, IReadOnlyList<string>? labelNames = null)
     {
@@ -459,6 +462,9 @@ public sealed class KnowledgeStore
         // differently from the names given, and a concatenation of exports carries one header per part.
         int[]? fileOrder = null;
         var entries = new List<KnowledgeEntry>();
+        // Lines whose soft_label no header orders (before any header, with the names given): they are read in the names'
+        // order, and checked against it at the end.
+        var unordered = new List<(KnowledgeEntry Entry, int Line)>();
         int lineNumber = 0;
         // A byte that is not UTF-8 fails with the line instead of storing U+FFFD in a text (or a label name).
         foreach (var line in Utf8TextFile.ReadLines(path))
@@ -500,6 +506,7 @@ public sealed class KnowledgeStore
             int index = names.IndexOf(label);
             if (index < 0) throw new InvalidDataException($"{at}: label '{label}' is not one of [{string.Join(", ", names)}].");
             float[] soft;
+            bool ordered = true;
             if (fields["soft_label"] is { } softNode)
             {
                 if (softNode is not JsonArray array) throw new InvalidDataException($"{at}: field 'soft_label' must be an array of {names.Count} numbers, found {softNode.ToJsonString()}.");
@@ -507,10 +514,11 @@ public sealed class KnowledgeStore
                 if (soft.Length != names.Count) throw new InvalidDataException($"{at}: soft_label has {soft.Length} values, expected {names.Count}.");
                 if (fileOrder is not null)
                 {
-                    var ordered = new float[soft.Length];
-                    for (int i = 0; i < soft.Length; i++) ordered[fileOrder[i]] = soft[i];
-                    soft = ordered;
+                    var moved = new float[soft.Length];
+                    for (int i = 0; i < soft.Length; i++) moved[fileOrder[i]] = soft[i];
+                    soft = moved;
                 }
+                else ordered = false;
             }
             else { soft = new float[names.Count]; soft[index] = 1; }
             var source = KnowledgeSource.Imported;
@@ -519,8 +527,24 @@ public sealed class KnowledgeStore
             var entry = new KnowledgeEntry(text, Text("text2", required: false), index, soft, fields["fidelity"] is { } f ? Number(f, "fidelity") : 1f, source);
             if (EntryError(entry, names.Count) is { } error) throw new InvalidDataException($"{at}: {error}");
             entries.Add(entry);
+            if (!ordered) unordered.Add((entry, lineNumber));
         }
         if (names is null) throw new InvalidDataException($"{path}: empty file, no label names.");
+        // Without a header the soft_label values are taken in the order of the names given: given in another order than the
+        // file's (every file ExportJsonl writes has a header, a file of one's own need not), every entry would carry another
+        // label's probabilities. The lines' own labels show such an order, as a store view's do without SlotNames.
+        if (SoftLabelOrder.Find(unordered.Select(u => u.Entry).ToList(), names.Count) is { } found)
+        {
+            var (first, line) = unordered[found.First];
+            throw new InvalidDataException($"{path}: no header line gives the order of the soft_label values, and read in the order of the label names given " +
+                $"[{string.Join(", ", names)}] " + (found.ByFewShot
+                    ? $"{found.Count} of the {found.Of} FewShot lines (gold labels, one-hot soft labels) give another label than theirs the highest probability " +
+                      $"(the first: line {line}, label '{names[first.Label]}', soft_label [{SoftLabelOrder.Probabilities(first.SoftLabel)}])"
+                    : $"{found.Count} of the {found.Of} lines labelled '{names[found.Label]}' give label '{names[found.RankedFirst]}' the highest probability " +
+                      $"(the first: line {line}, soft_label [{SoftLabelOrder.Probabilities(first.SoftLabel)}])") +
+                "; the values are in another order than these names. Give the names in the file's order, or start the file with a header line " +
+                "{\"retrikt_store\":1,\"labels\":[...]} in that order.");
+        }
         try { return new KnowledgeStore(names, entries); }
         catch (ArgumentException e) { throw new InvalidDataException($"{path}: {e.Message}", e); }
     }

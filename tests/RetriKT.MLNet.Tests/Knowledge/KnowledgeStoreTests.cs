@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Tests.Infrastructure;
 
@@ -155,6 +156,47 @@ public class KnowledgeStoreTests
         // Labels that are not the same set cannot be mapped: the header line is named.
         Assert.Equal($"{path} line 1: the header's labels [neg, pos] are not the label names given [negative, positive] (the same names are needed, in any order).",
             Assert.Throws<InvalidDataException>(() => KnowledgeStore.ImportJsonl(path, ["negative", "positive"])).Message);
+    }
+
+    /// <summary>
+    /// A file without a header (a user's own; every export has one) is read in the order of the names given. Given in
+    /// another order than the file's, every soft label was kept unmoved, so each entry carried the other label's
+    /// probabilities and a student trained on it learned the labels swapped. The lines' own labels show such an order.
+    /// </summary>
+    [SharedDataFact]
+    public void AHeaderlessJsonlReadInAnotherOrderThanItsOwnFailsNamingALine()
+    {
+        using var folder = new TempDir();
+        var path = folder.File("store.jsonl");
+        var fewShot = Sst2Store();
+        fewShot.ExportJsonl(path);
+        File.WriteAllLines(path, File.ReadAllLines(path)[1..]); // the header gone: soft_label values in the order [0, 1]
+        Assert.Equal(fewShot.Entries, KnowledgeStore.ImportJsonl(path, ["0", "1"]).Entries);
+        var firstLabel = JsonNode.Parse(File.ReadLines(path).First())!["label"]!.GetValue<string>();
+        Assert.Equal($"{path}: no header line gives the order of the soft_label values, and read in the order of the label names given [1, 0] 32 of the 32 " +
+                     $"FewShot lines (gold labels, one-hot soft labels) give another label than theirs the highest probability (the first: line 1, label " +
+                     $"'{firstLabel}', soft_label [{(firstLabel == "0" ? "1, 0" : "0, 1")}]); the values are in another order than " +
+                     "these names. Give the names in the file's order, or start the file with a header line {\"retrikt_store\":1,\"labels\":[...]} in that order.",
+            Assert.Throws<InvalidDataException>(() => KnowledgeStore.ImportJsonl(path, ["1", "0"])).Message);
+
+        // Generated lines at the teacher's fidelity: each label's lines rank the other label first when read swapped.
+        var rows = TestData.ReadSingleSentenceTsv(SharedData.Path("data", "SST-2", "k-shot", "16-13", "train.tsv"));
+        File.WriteAllLines(path, rows.Select(r => new JsonObject
+        {
+            ["text"] = r.Text, ["label"] = r.Label == "0" ? "negative" : "positive",
+            ["soft_label"] = r.Label == "0" ? new JsonArray(0.8f, 0.2f) : new JsonArray(0.3f, 0.7f), ["source"] = "Generated",
+        }.ToJsonString()));
+        Assert.Equal([0.8f, 0.2f], KnowledgeStore.ImportJsonl(path, ["negative", "positive"]).Entries.First(e => e.Label == 0).SoftLabel);
+        var swapped = Assert.Throws<InvalidDataException>(() => KnowledgeStore.ImportJsonl(path, ["positive", "negative"])).Message;
+        int firstPositive = rows.FindIndex(r => r.Label == "1") + 1;
+        Assert.Equal($"{path}: no header line gives the order of the soft_label values, and read in the order of the label names given [positive, negative] " +
+                     $"16 of the 16 lines labelled 'positive' give label 'negative' the highest probability (the first: line {firstPositive}, soft_label [0.3, 0.7]); " +
+                     "the values are in another order than these names. Give the names in the file's order, or start the file with a header line " +
+                     "{\"retrikt_store\":1,\"labels\":[...]} in that order.", swapped);
+        // With a header the same lines are moved into the names' order, as before.
+        File.WriteAllLines(path, [new JsonObject { ["retrikt_store"] = 1, ["labels"] = new JsonArray("negative", "positive") }.ToJsonString(), .. File.ReadAllLines(path)]);
+        var moved = KnowledgeStore.ImportJsonl(path, ["positive", "negative"]);
+        Assert.Equal([0.7f, 0.3f], moved.Entries[firstPositive - 1].SoftLabel);
     }
 
     [Fact]
