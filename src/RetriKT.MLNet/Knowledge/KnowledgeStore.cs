@@ -446,7 +446,7 @@ public sealed class KnowledgeStore
 
     /// <summary>
     /// Reads JSONL written by <see cref="ExportJsonl"/> (or by hand: <c>text</c> and <c>label</c> required; a missing
-    /// <c>soft_label</c> becomes one-hot; <c>source</c>, when there, is a <see cref="KnowledgeSource"/> name in any case, else Imported). The store's label names are <paramref name="labelNames"/>, else the first header
+    /// <c>soft_label</c> becomes one-hot; an empty <c>text2</c> is none, as in a store view; <c>source</c>, when there, is a <see cref="KnowledgeSource"/> name in any case, else Imported). The store's label names are <paramref name="labelNames"/>, else the first header
     /// line's. A header's label order is the order of the <c>soft_label</c> values on the lines after it (up to the next
     /// header), which are moved into the store's order; a header naming other labels is an error. Lines before any header
     /// are read in the order of <paramref name="labelNames"/>; where their own labels show that the values are in another
@@ -524,7 +524,10 @@ public sealed class KnowledgeStore
             var source = KnowledgeSource.Imported;
             if (Text("source", required: false) is { } s)
                 source = KnowledgeSourceNames.Parse(s) ?? throw new InvalidDataException($"{at}: source '{s}' is not one of [{string.Join(", ", Enum.GetNames<KnowledgeSource>())}].");
-            var entry = new KnowledgeEntry(text, Text("text2", required: false), index, soft, fields["fidelity"] is { } f ? Number(f, "fidelity") : 1f, source);
+            // An empty text2 is no second text, as in a store view: kept as "", the entry encoded as a pair ([CLS] text [SEP] [SEP])
+            // that a query of one text never is, and retrieved its own text below cosine 1.
+            var text2 = Text("text2", required: false) is { Length: > 0 } second ? second : null;
+            var entry = new KnowledgeEntry(text, text2, index, soft, fields["fidelity"] is { } f ? Number(f, "fidelity") : 1f, source);
             if (EntryError(entry, names.Count) is { } error) throw new InvalidDataException($"{at}: {error}");
             entries.Add(entry);
             if (!ordered) unordered.Add((entry, lineNumber));
