@@ -57,7 +57,8 @@ public static class KnowledgeStoreData
     /// (vector of Single). Optional: Text2 (String; empty = none), Fidelity (Single; default the soft label's
     /// probability of Label) and Source (String: FewShot, Generated, Imported, Variant or Unlabeled; default Imported). The label names
     /// are SoftLabel's SlotNames, else <paramref name="labelNames"/> (then a view whose labels' rows mostly rank another
-    /// label first, one other label each, fails: its slots are in another order). An empty Text on every row reads as a store
+    /// label first, one other label each, fails: its slots are in another order). A Label value is matched to the names
+    /// without white space at either end, as label columns are read (names that differ only there fail). An empty Text on every row reads as a store
     /// without texts. Errors name the column, the expected and found type, and the row of a bad value.
     /// </summary>
     public static KnowledgeStore FromDataView(IDataView data, IReadOnlyList<string>? labelNames = null)
@@ -88,7 +89,14 @@ public static class KnowledgeStoreData
         if (size != 0 && size != k)
             throw new ArgumentOutOfRangeException(nameof(data),
                 $"Knowledge store column '{Columns.SoftLabel}': expected a vector of Single with {k} values (one per label: {string.Join(", ", names)}), found {soft.Type}.");
-        var index = names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
+        // The Label column is read trimmed (LabelColumn), so a name is looked up trimmed too: a store whose label name ends
+        // in a space ('negative ') failed its own view's round trip ("label 'negative' is not one of [negative , positive]").
+        // Names that differ only there could not be told apart.
+        if (names.GroupBy(n => n.Trim(), StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } alike)
+            throw new ArgumentException($"Knowledge store column '{Columns.SoftLabel}': {(slotNames is not null ? "SlotNames name" : "the label names given name")} labels " +
+                                        $"{string.Join(" and ", alike.Select(n => $"'{n}'"))}, which differ only by white space at their ends; the '{Columns.Label}' column " +
+                                        "is read without it, so its values could not tell them apart.");
+        var index = names.Select((n, i) => (n.Trim(), i)).ToDictionary(p => p.Item1, p => p.i, StringComparer.Ordinal);
 
         var columns = new List<DataViewSchema.Column> { text, soft, label.Column };
         foreach (var c in new[] { text2, fidelity, source }) if (c is { } present) columns.Add(present);
