@@ -129,7 +129,8 @@ public sealed class TinyEncoderPretrainer
         using var model = new MaskedLmModel(config);
         using (var init = new Generator((ulong)SeedMixer.Derive(host.Seed, "tiny-encoder-init"))) model.Initialize(init);
         model.to(device);
-        using var optimizer = HeldAdamW.DecayingMatrices(model.parameters(), o.LearningRate, 0.9, 0.999, o.WeightDecay);
+        var parameters = model.named_parameters().Select(p => (p.name, p.parameter)).ToList();
+        using var optimizer = HeldAdamW.DecayingMatrices(parameters.Select(p => p.parameter), o.LearningRate, 0.9, 0.999, o.WeightDecay);
         // Build puts the special tokens ([PAD], [UNK], [CLS], [SEP], [MASK]) first: every id from here on is an ordinary piece.
         int firstOrdinary = WordPieceVocabulary.SpecialTokens.Count;
         // The step's numbers as Scalars held across the loop (see HeldScalars), not temporaries made per call.
@@ -165,6 +166,11 @@ public sealed class TinyEncoderPretrainer
             optimizer.Step();
             double value = loss.item<float>();
             if (!double.IsFinite(value)) throw new InvalidOperationException($"Tiny encoder pretraining diverged at step {step}: loss {value}. Lower LearningRate.");
+            // As in TeacherPretrainer: at LearningRate 1e5 the last of 2 steps read a finite loss and its update made every
+            // weight NaN, which the run wrote as the encoder.
+            if (NonFiniteParameters.First(parameters) is { } bad)
+                throw new InvalidOperationException($"Tiny encoder pretraining diverged at step {step}: after the update, parameter '{bad.Name}' holds {bad.Count} NaN or " +
+                    $"infinite values of {bad.Of} (loss {value}). Lower LearningRate.");
             smoothed = double.IsNaN(smoothed) ? value : 0.98 * smoothed + 0.02 * value;
             if (step >= tailFrom) tailSum += value;
             host.Report("TinyEncoder", step, o.Steps, new Dictionary<string, double> { ["loss"] = value, ["smoothedLoss"] = smoothed, ["lr"] = lr });

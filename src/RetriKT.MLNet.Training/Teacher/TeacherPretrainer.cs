@@ -238,7 +238,7 @@ public sealed class TeacherPretrainer
                 // A finite loss does not make the update finite: at LearningRate 100 a step's loss read ln(vocabulary) while its
                 // gradient was NaN, the update made the weights NaN, and that step's checkpoint held them (the load refuses
                 // it, so the run could not resume; a run ending at that step would have returned the NaN weights).
-                if (NonFiniteParameter(parameters) is { } bad)
+                if (NonFiniteParameters.First(parameters) is { } bad)
                     throw new InvalidOperationException($"Pretraining diverged at step {step}: after the update, parameter '{bad.Name}' holds {bad.Count} NaN or " +
                         $"infinite values of {bad.Of} (loss {value}). Lower LearningRate or raise WarmupSteps.");
                 smoothed = double.IsNaN(smoothed) ? value : 0.95 * smoothed + 0.05 * value;
@@ -258,16 +258,6 @@ public sealed class TeacherPretrainer
         // A resumed run that had already finished trained nothing: its checkpoint is already the final one.
         if (firstStep <= o.Steps) resume?.Save(model, optimizer, new PretrainingState(o.Steps, smoothed, tailSum));
         return tailSum / (o.Steps - tailFrom + 1);
-    }
-
-    /// <summary>The first parameter holding NaN or infinity (with how many of its values do), or null when all are finite; one host sync when they are.</summary>
-    private static (string Name, long Count, long Of)? NonFiniteParameter(IReadOnlyList<(string Name, Parameter Parameter)> parameters)
-    {
-        using var scope = NewDisposeScope();
-        if (stack(parameters.Select(p => p.Parameter.isfinite().all()).ToArray()).all().item<bool>()) return null;
-        foreach (var (name, parameter) in parameters)
-            if (parameter.isfinite().logical_not().sum().item<long>() is > 0 and var count) return (name, count, parameter.numel());
-        return null;
     }
 
     /// <summary>Linear warmup to the peak, then cosine decay to <c>MinLearningRateFraction × peak</c> at the last step.</summary>

@@ -74,6 +74,22 @@ public class TinyEncoderPretrainerTests
         Assert.Equal(0, LeftByARun());
     }
 
+    /// <summary>
+    /// Only the loss was checked: at LearningRate 1e5 both of 2 steps read a finite loss, the second's update made every
+    /// weight NaN, and the run wrote that encoder and returned as if it had trained (the teacher's pretrainer checks the
+    /// weights after each update). It now stops at that update, naming the parameter, and writes nothing.
+    /// </summary>
+    [SharedDataFact]
+    public void AnUpdateThatMakesAWeightNonFiniteStopsTheRunBeforeTheEncoderIsWritten()
+    {
+        using var root = new TempDir("retrikt-tiny-encoder-");
+        var folder = Path.Combine(root.Path, "encoder");
+        var options = new TinyEncoderPretrainerOptions { VocabularySize = 300, Steps = 2, BatchSize = 16, WarmupSteps = 0, Seed = 3, LearningRate = 1e5 };
+        var e = Assert.Throws<InvalidOperationException>(() => new TinyEncoderPretrainer(new MLContext(seed: 1), options).Train(Reviews(300), folder));
+        Assert.StartsWith("Tiny encoder pretraining diverged at step 2: after the update, parameter '", e.Message);
+        Assert.Empty(Directory.GetFileSystemEntries(root.Path));
+    }
+
     [Fact]
     public void ShapesThatCannotWorkAreRefusedWithTheirValues()
     {
