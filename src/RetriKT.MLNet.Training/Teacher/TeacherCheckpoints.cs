@@ -26,6 +26,25 @@ internal static class TeacherCheckpoints
     /// </summary>
     public const string UnfinishedSaveFile = "retrikt-save-unfinished.txt";
 
+    /// <summary>
+    /// The config.json field in which a save records its tokenizer's <see cref="TeacherTokenizer.ContentHash"/>: the load
+    /// refuses any other tokenizer beside the weights, whose ids would mean other tokens (a padded embedding table lets a
+    /// smaller one fit, so sizes alone cannot tell).
+    /// </summary>
+    public const string TokenizerHashField = "retrikt_tokenizer_sha256";
+
+    /// <summary>The tokenizer hash a save recorded in <paramref name="dir"/>'s config.json; null for a folder saved without one (or by another tool).</summary>
+    public static string? SavedTokenizerHash(string dir)
+    {
+        var configPath = Path.Combine(dir, ConfigFile);
+        return JsonFiles.ReadObject(configPath)[TokenizerHashField] switch
+        {
+            null => null,
+            JsonValue v when v.TryGetValue<string>(out var hash) && hash.Length == 64 && hash.All(char.IsAsciiHexDigitLower) => hash,
+            var node => throw new InvalidDataException($"{configPath}: field '{TokenizerHashField}' must be a SHA-256 in lower-case hex, found {node.ToJsonString()}."),
+        };
+    }
+
     /// <summary>Loads a HF directory (config.json + model.safetensors or a sharded index).</summary>
     public static (CausalLMModule Module, TeacherConfig Config) LoadHuggingFace(string dir, ScalarType dtype, Device device)
     {
@@ -293,6 +312,7 @@ internal static class TeacherCheckpoints
         File.Delete(Path.Combine(dir, IndexFile));
         var indented = new JsonSerializerOptions { WriteIndented = true };
         var config = module.Config.ToHuggingFaceJson();
+        if (tokenizer is not null) config[TokenizerHashField] = tokenizer.ContentHash;
         AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), config.ToJsonString(indented));
         var genConfigPath = Path.Combine(dir, GenerationConfigFile);
         if (File.Exists(genConfigPath))

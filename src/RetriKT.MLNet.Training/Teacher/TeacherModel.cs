@@ -80,10 +80,11 @@ public sealed class TeacherModel : IDisposable
     /// Loads a teacher from a Hugging Face directory (config.json + model.safetensors, or a sharded
     /// model.safetensors.index.json) or a llama2.c <c>.bin</c> checkpoint. The tokenizer is taken from
     /// <see cref="TeacherLoadOptions.TokenizerPath"/> or found beside the checkpoint (for llama2.c: tokenizer.bin or
-    /// tok{vocab}.bin in the same folder).
+    /// tok{vocab}.bin in the same folder). A folder saved by <see cref="SaveCheckpoint"/> records its tokenizer's hash in
+    /// config.json, and any other tokenizer (given or found in the folder) is refused, whatever its size.
     /// </summary>
     /// <exception cref="FileNotFoundException">A required file is missing.</exception>
-    /// <exception cref="InvalidDataException">A file is truncated, a tensor is missing or has the wrong shape, or the tokenizer does not fit the vocabulary.</exception>
+    /// <exception cref="InvalidDataException">A file is truncated, a tensor is missing or has the wrong shape, or the tokenizer does not fit the vocabulary or is not the one the checkpoint was saved with.</exception>
     /// <exception cref="NotSupportedException">The checkpoint uses an architecture or option outside what is implemented.</exception>
     public static TeacherModel Load(string path, TeacherLoadOptions? options = null)
     {
@@ -92,17 +93,21 @@ public sealed class TeacherModel : IDisposable
         TorchDevices.EnsureNativeBackend();
         var device = options.Device ?? CPU;
         CheckDType(options.DType);
-        CausalLMModule module; TeacherConfig config; string? tokenizerPath = options.TokenizerPath;
+        CausalLMModule module; TeacherConfig config; string? tokenizerPath = options.TokenizerPath, savedTokenizerHash = null;
+        bool llama2c = false;
         if (Directory.Exists(path))
         {
             if (!File.Exists(Path.Combine(path, TeacherCheckpoints.ConfigFile)))
                 throw new FileNotFoundException($"{path}: not a Hugging Face model directory (config.json is missing).", Path.Combine(path, TeacherCheckpoints.ConfigFile));
             (module, config) = TeacherCheckpoints.LoadHuggingFace(path, options.DType, device);
             tokenizerPath ??= HasTokenizer(path) ? path : null;
+            try { savedTokenizerHash = TeacherCheckpoints.SavedTokenizerHash(path); }
+            catch { module.Dispose(); throw; }
         }
         else if (File.Exists(path))
         {
             (module, config) = TeacherCheckpoints.LoadLlama2c(path, options.DType, device);
+            llama2c = true;
             var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
             tokenizerPath ??= new[] { "tokenizer.bin", $"tok{config.VocabSize}.bin" }.Select(f => Path.Combine(dir, f)).FirstOrDefault(File.Exists);
         }
@@ -111,7 +116,17 @@ public sealed class TeacherModel : IDisposable
         try
         {
             var tokenizer = tokenizerPath is null ? null : TeacherTokenizer.Load(tokenizerPath);
-            if (tokenizer is not null) CheckTokenizerFits(tokenizer, config, tokenizerPath!);
+            if (tokenizer is not null)
+            {
+                CheckTokenizerFits(tokenizer, config, tokenizerPath!);
+                if (savedTokenizerHash is not null && tokenizer.ContentHash != savedTokenizerHash)
+                    throw new InvalidDataException($"{tokenizerPath}: expected the tokenizer {path} was saved with (sha256 {savedTokenizerHash[..12]}…, " +
+                        $"'{TeacherCheckpoints.TokenizerHashField}' in {TeacherCheckpoints.ConfigFile}), found another ({tokenizer.VocabSize} tokens, sha256 {tokenizer.ContentHash[..12]}…), " +
+                        "whose ids mean other tokens to the model; use the tokenizer saved with it.");
+                // llama2.c writes a tokenizer of exactly its model's vocabulary: one of another size is another model's.
+                if (llama2c && tokenizer.VocabSize != config.VocabSize)
+                    throw new InvalidDataException($"{tokenizerPath}: the tokenizer has {tokenizer.VocabSize} tokens, but the llama2.c checkpoint {path} has a vocabulary of {config.VocabSize}; they do not belong together.");
+            }
             return new TeacherModel(module, config, tokenizer, device, options.DType, options.Trainable) { SourcePath = Path.GetFullPath(path) };
         }
         catch { module.Dispose(); throw; }
@@ -134,7 +149,8 @@ public sealed class TeacherModel : IDisposable
 
     /// <summary>
     /// Writes a Hugging Face directory that <see cref="Load"/> reads back: config.json, model.safetensors and the
-    /// tokenizer's files. Each file is written atomically (temp file + rename); a save stopped between two files (killed,
+    /// tokenizer's files, with the tokenizer's hash in config.json (<see cref="Load"/> refuses any other tokenizer for these
+    /// weights). Each file is written atomically (temp file + rename); a save stopped between two files (killed,
     /// a full disk) leaves a marker file that makes <see cref="Load"/> refuse the directory until a save finishes, so the
     /// files of two models never load together. A <c>model.safetensors.index.json</c> left in the directory by an earlier
     /// sharded save is deleted (it would describe other weights).

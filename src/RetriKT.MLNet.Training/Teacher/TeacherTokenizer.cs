@@ -57,6 +57,24 @@ public sealed class TeacherTokenizer
     /// <summary>The files this tokenizer was read from (copied next to a saved checkpoint).</summary>
     public IReadOnlyList<string> SourceFiles { get; }
 
+    /// <summary>
+    /// SHA-256 (hex) over the files a save writes (each its saved name and bytes, by name): the identity a checkpoint
+    /// records for the tokenizer its ids belong to. The same files read from another folder give the same hash.
+    /// </summary>
+    internal string ContentHash => _contentHash ??= ComputeContentHash();
+    private string? _contentHash;
+
+    private string ComputeContentHash()
+    {
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var file in _files.OrderBy(f => f.SavedName, StringComparer.Ordinal))
+        {
+            sha.AppendData(Encoding.UTF8.GetBytes($"{file.SavedName}|{file.Content.Length}\n"));
+            sha.AppendData(file.Content);
+        }
+        return Convert.ToHexStringLower(sha.GetHashAndReset());
+    }
+
     /// <summary>Encodes <paramref name="text"/>; prepends <see cref="BosId"/> when <paramref name="addBos"/> and the tokenizer has one.</summary>
     public int[] Encode(string text, bool addBos = false)
     {

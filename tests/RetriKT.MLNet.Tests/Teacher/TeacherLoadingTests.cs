@@ -110,6 +110,47 @@ public sealed class TeacherLoadingTests : IDisposable
     }
 
     /// <summary>
+    /// A checkpoint loaded with another tokenizer than the one it was saved with (TokenizerPath, or files replaced in its
+    /// folder) was refused only when that tokenizer had more tokens than the embedding table: a smaller one, or one of the
+    /// same size with other merges, loaded and encoded text with ids that mean other tokens to the model. A save now
+    /// records its tokenizer's hash in config.json and the load refuses any other tokenizer, in one line naming it with
+    /// both hashes; a llama2.c checkpoint (whose tokenizer has exactly its vocabulary) refuses one of another size.
+    /// </summary>
+    [SharedDataFact]
+    public void ATokenizerOtherThanTheOneSavedWithTheModel_IsRefusedWhateverItsSize()
+    {
+        var texts = TeacherPretrainingTests.Reviews(120);
+        var own = ByteLevelBpeTrainer.Train(texts.Take(60), 400, Path.Combine(Temp, "tok-own"));
+        ByteLevelBpeTrainer.Train(texts.Take(60), 300, Path.Combine(Temp, "tok-smaller"));
+        ByteLevelBpeTrainer.Train(texts.Skip(60), 400, Path.Combine(Temp, "tok-other-merges"));
+        var config = new TeacherConfig { ModelType = "llama", VocabSize = 400, HiddenSize = 32, IntermediateSize = 64, NumLayers = 1, NumHeads = 2,
+            NumKeyValueHeads = 2, HeadDim = 16, MaxPositions = 64, TieWordEmbeddings = true, BosTokenId = own.BosId, EosTokenIds = [own.EosId!.Value] };
+        var dir = Path.Combine(Temp, "saved");
+        using (var model = TeacherModel.Create(config, own, seed: 1)) model.SaveCheckpoint(dir);
+
+        foreach (var foreign in new[] { "tok-smaller", "tok-other-merges" })
+        {
+            var path = Path.Combine(Temp, foreign);
+            var e = Assert.Throws<InvalidDataException>(() => TeacherModel.Load(dir, new TeacherLoadOptions { TokenizerPath = path }));
+            Assert.StartsWith($"{path}: expected the tokenizer {dir} was saved with (sha256 ", e.Message);
+            Assert.DoesNotContain('\n', e.Message);
+        }
+        // The same files in their folder, or in the checkpoint's: the same tokenizer.
+        using (var again = TeacherModel.Load(dir, new TeacherLoadOptions { TokenizerPath = Path.Combine(Temp, "tok-own") })) Assert.Equal(400, again.Tokenizer!.VocabSize);
+        using (var beside = TeacherModel.Load(dir)) Assert.Equal(own.Encode("a gorgeous film"), beside.Tokenizer!.Encode("a gorgeous film"));
+
+        // Another tokenizer's files copied over the checkpoint's own are refused the same way.
+        foreach (var file in new[] { "vocab.json", "merges.txt" }) File.Copy(Path.Combine(Temp, "tok-other-merges", file), Path.Combine(dir, file), overwrite: true);
+        Assert.StartsWith($"{dir}: expected the tokenizer", Assert.Throws<InvalidDataException>(() => TeacherModel.Load(dir)).Message);
+
+        // llama2.c: a 300-token tokenizer beside a 512-token model.
+        var small = Assert.Throws<InvalidDataException>(() => TeacherModel.Load(Models("llama2c-stories260K", "stories260K.bin"),
+            new TeacherLoadOptions { TokenizerPath = Path.Combine(Temp, "tok-smaller") }));
+        Assert.Contains("300 tokens", small.Message);
+        Assert.Contains("512", small.Message);
+    }
+
+    /// <summary>
     /// A tokenizer read from a file of another name (<c>TokenizerPath = ".../gpt2-tiny.json"</c>) was saved under that
     /// name, which Load does not look for: the saved folder loaded back without a tokenizer, without a word.
     /// </summary>
