@@ -365,7 +365,13 @@ public sealed class QuickstartRun(QuickstartOptions options, CancellationToken c
     private TeacherModel PretrainTeacher(string directory, StageProgress progress)
     {
         var pool = EmbeddedCafeReviews.UnlabeledPool();
-        var tokenizer = ByteLevelBpeTrainer.Train(pool, 512, Path.Combine(directory, "tokenizer-training"));
+        // The trainer hands its tokenizer over as files; the tokenizer keeps their bytes and the checkpoint saves those, so
+        // the files go to a temporary folder deleted at once. Written into the teacher's folder, they were left there by a
+        // run stopped in its pretraining (and by every finished run).
+        var tokenizerFolder = Directory.CreateTempSubdirectory("retrikt-quickstart-tokenizer-").FullName;
+        TeacherTokenizer tokenizer;
+        try { tokenizer = ByteLevelBpeTrainer.Train(pool, 512, tokenizerFolder); }
+        finally { Directory.Delete(tokenizerFolder, recursive: true); }
         var config = new TeacherConfig
         {
             ModelType = "llama", VocabSize = 512, HiddenSize = 128, IntermediateSize = 344, NumLayers = 4, NumHeads = 4, NumKeyValueHeads = 4,

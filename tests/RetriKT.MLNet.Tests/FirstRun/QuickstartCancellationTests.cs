@@ -64,6 +64,8 @@ public class QuickstartCancellationTests
         {
             Assert.Equal("Cancelled: the teacher's pretraining was running; there is nothing to resume from yet, and the next run starts again.", lines[0]);
             Assert.Empty(Directory.GetFiles(outFolder, "extraction-*.jsonl"));
+            // Nor anything of the teacher's: its tokenizer's training files were left in teacher/tokenizer-training.
+            Assert.False(Directory.Exists(Path.Combine(outFolder, "teacher")), string.Join(", ", Directory.GetFileSystemEntries(outFolder, "*", SearchOption.AllDirectories)));
         }
     }
 }
