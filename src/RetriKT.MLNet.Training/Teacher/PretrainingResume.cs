@@ -18,10 +18,12 @@ internal sealed record PretrainingRunIdentity(Dictionary<string, string> Setting
 
 /// <summary>
 /// Resumable checkpoints of <see cref="TeacherPretrainer"/>: the model (Hugging Face layout), the AdamW state and a
-/// progress file that carries a fingerprint of the run (options, corpus, starting weights). Each file is written to a
-/// temporary name and renamed, the progress file last, and the progress file records the hashes of the weights and
-/// optimizer state it names: a kill between two renames leaves files of two steps, which are refused on resume (one
-/// line naming the folder), never loaded as a mix.
+/// progress file that carries a fingerprint of the run (options, corpus, starting weights) and the hashes of the weights
+/// and optimizer state it names. A save writes the whole checkpoint into <see cref="NextCheckpointFolder"/> inside the
+/// folder, the progress file last, and only then moves its files over the previous checkpoint's (renames, the progress
+/// file last): a kill while it writes leaves the previous checkpoint whole (the unfinished one is deleted on resume), and
+/// a kill while it moves leaves a complete next checkpoint, whose move the resume finishes. Files of two steps found
+/// together anyway (changed by hand) are refused on resume, never loaded as a mix.
 /// </summary>
 internal sealed class PretrainingResume(string directory, string fingerprint, PretrainingRunIdentity identity)
 {
@@ -79,10 +81,33 @@ internal sealed class PretrainingResume(string directory, string fingerprint, Pr
 
     private const string ProgressFile = "pretrain-progress.json", OptimizerFile = "pretrain-optimizer.bin";
 
+    /// <summary>The folder, inside the checkpoint folder, that a save writes the next checkpoint into before it replaces the previous one.</summary>
+    internal const string NextCheckpointFolder = "pretrain-next-checkpoint";
+
+    /// <summary>
+    /// Finishes or discards a save that was stopped: a next checkpoint whose progress file was written is complete, and its
+    /// files are moved in (again); one without is a save stopped while it wrote, and the folder still holds the previous checkpoint.
+    /// </summary>
+    private void FinishOrDiscardStoppedSave()
+    {
+        var next = Path.Combine(directory, NextCheckpointFolder);
+        if (File.Exists(Path.Combine(next, ProgressFile))) Commit(next);
+        else if (Directory.Exists(next)) Directory.Delete(next, recursive: true);
+    }
+
+    /// <summary>Moves the complete checkpoint in <paramref name="next"/> over the folder's, the progress file last, and deletes <paramref name="next"/>.</summary>
+    private void Commit(string next)
+    {
+        TeacherCheckpoints.MoveSave(next, directory, heldBack: ProgressFile);
+        File.Move(Path.Combine(next, ProgressFile), Path.Combine(directory, ProgressFile), overwrite: true);
+        Directory.Delete(next, recursive: true);
+    }
+
     /// <summary>Loads the last checkpoint into <paramref name="model"/> and <paramref name="optimizer"/>; null when there is none.</summary>
     /// <exception cref="InvalidOperationException">The checkpoint belongs to a different run.</exception>
     public PretrainingState? TryLoad(TeacherModel model, HeldAdamW optimizer, ComponentHost host)
     {
+        FinishOrDiscardStoppedSave();
         var progressPath = Path.Combine(directory, ProgressFile);
         if (!File.Exists(progressPath)) return null;
         Saved saved;
@@ -121,20 +146,28 @@ internal sealed class PretrainingResume(string directory, string fingerprint, Pr
         return new PretrainingState(saved.Step, saved.SmoothedLoss, saved.TailLossSum);
     }
 
-    /// <summary>Writes the checkpoint of <paramref name="state"/> (progress file last, so it only names complete checkpoints).</summary>
+    /// <summary>
+    /// Writes the checkpoint of <paramref name="state"/> whole into <see cref="NextCheckpointFolder"/> (progress file last,
+    /// so it only names complete checkpoints), then moves it over the previous one.
+    /// </summary>
     public void Save(TeacherModel model, HeldAdamW optimizer, PretrainingState state)
     {
-        Directory.CreateDirectory(directory);
-        model.SaveCheckpoint(directory);
-        var optimizerPath = Path.Combine(directory, OptimizerFile);
+        // Written in place, a kill inside the save (the weights and the optimizer state take most of its time) left the
+        // folder refused on resume (the weights or the save marker of the step being written beside the progress file of
+        // the one before): the run lost all its progress.
+        var next = Path.Combine(directory, NextCheckpointFolder);
+        if (Directory.Exists(next)) Directory.Delete(next, recursive: true); // a save stopped while it wrote, of a run not resumed
+        Directory.CreateDirectory(next);
+        model.SaveCheckpoint(next);
+        var optimizerPath = Path.Combine(next, OptimizerFile);
         // A temp file of its own (it was one fixed '.tmp' name, left behind by a failed save and shared by two writers).
         AtomicFile.WriteVia(optimizerPath, optimizer.SaveState);
         string optimizerHash = FileHash(optimizerPath);
         model.InvalidateContentHash(); // training moved the weights since the hash was last taken
-        var progressPath = Path.Combine(directory, ProgressFile);
-        AtomicFile.WriteAllText(progressPath, JsonSerializer.Serialize(
+        AtomicFile.WriteAllText(Path.Combine(next, ProgressFile), JsonSerializer.Serialize(
             new Saved(fingerprint, state.Step, state.SmoothedLoss, state.TailLossSum, DateTime.UtcNow, model.ContentHash, optimizerHash,
                 identity.Settings, identity.Corpus, identity.StartingWeights)));
+        Commit(next);
     }
 
     private static string FileHash(string path)

@@ -310,18 +310,44 @@ internal static class TeacherCheckpoints
             throw;
         }
         File.Delete(Path.Combine(dir, IndexFile));
-        var indented = new JsonSerializerOptions { WriteIndented = true };
         var config = module.Config.ToHuggingFaceJson();
         if (tokenizer is not null) config[TokenizerHashField] = tokenizer.ContentHash;
-        AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), config.ToJsonString(indented));
-        var genConfigPath = Path.Combine(dir, GenerationConfigFile);
-        if (File.Exists(genConfigPath))
-        {
-            var genConfig = JsonFiles.ReadObject(genConfigPath);
-            foreach (var field in new[] { "bos_token_id", "eos_token_id", "pad_token_id" }) genConfig[field] = config[field]?.DeepClone();
-            AtomicFile.WriteAllText(genConfigPath, genConfig.ToJsonString(indented));
-        }
+        AtomicFile.WriteAllText(Path.Combine(dir, ConfigFile), config.ToJsonString(Indented));
+        GiveGenerationConfigTheIds(dir, config);
         tokenizer?.CopyTo(dir);
+        File.Delete(unfinished);
+    }
+
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>A <c>generation_config.json</c> in <paramref name="dir"/> (kept for other tools) takes the special token ids of <paramref name="config"/>, which the load reads its EOS from.</summary>
+    private static void GiveGenerationConfigTheIds(string dir, JsonObject config)
+    {
+        var genConfigPath = Path.Combine(dir, GenerationConfigFile);
+        if (!File.Exists(genConfigPath)) return;
+        var genConfig = JsonFiles.ReadObject(genConfigPath);
+        foreach (var field in new[] { "bos_token_id", "eos_token_id", "pad_token_id" }) genConfig[field] = config[field]?.DeepClone();
+        AtomicFile.WriteAllText(genConfigPath, genConfig.ToJsonString(Indented));
+    }
+
+    /// <summary>
+    /// Moves the files of a finished <see cref="Save"/> in <paramref name="from"/> (every file there but
+    /// <paramref name="heldBack"/>) into <paramref name="to"/>, leaving <paramref name="to"/> as a save into it would: the
+    /// marker while files are replaced, an index of another save and another tokenizer's files deleted, a
+    /// generation_config.json given the saved ids. Each move is a rename, so a save written beside a checkpoint replaces
+    /// it in moments, and a move that was stopped can be run again: files already moved are no longer in <paramref name="from"/>.
+    /// </summary>
+    public static void MoveSave(string from, string to, params string[] heldBack)
+    {
+        var unfinished = Path.Combine(to, UnfinishedSaveFile);
+        AtomicFile.WriteAllText(unfinished, $"A save into this folder started at {DateTime.UtcNow:O} and has not finished.\n");
+        var files = Directory.GetFiles(from).Select(Path.GetFileName).OfType<string>()
+            .Where(name => !heldBack.Contains(name) && name != UnfinishedSaveFile).Order(StringComparer.Ordinal).ToList();
+        // Before the moves, so that a move run again (with only the files not yet moved) has nothing left to delete.
+        File.Delete(Path.Combine(to, IndexFile));
+        TeacherTokenizer.RemoveShadowingFiles(to, files.ToHashSet(StringComparer.Ordinal));
+        foreach (var name in files) File.Move(Path.Combine(from, name), Path.Combine(to, name), overwrite: true);
+        GiveGenerationConfigTheIds(to, JsonFiles.ReadObject(Path.Combine(to, ConfigFile)));
         File.Delete(unfinished);
     }
 }

@@ -340,6 +340,15 @@ public sealed class TeacherTokenizer
             if (!File.Exists(target) || !File.ReadAllBytes(target).AsSpan().SequenceEqual(content)) AtomicFile.Write(target, fs => fs.Write(content));
             written.Add(name);
         }
+        RemoveShadowingFiles(directory, written);
+    }
+
+    /// <summary>
+    /// Deletes from <paramref name="directory"/> the files of another tokenizer that <see cref="Load"/> would read in place
+    /// of the one whose files are <paramref name="written"/> (names as saved), or with it; none when no tokenizer file was written.
+    /// </summary>
+    internal static void RemoveShadowingFiles(string directory, IReadOnlySet<string> written)
+    {
         int entry = Array.FindIndex(FolderEntryFiles, written.Contains);
         foreach (var name in FolderEntryFiles.Take(Math.Max(entry, 0))) File.Delete(Path.Combine(directory, name));
         if (written.Contains("tokenizer.json") && !written.Contains(TokenizerConfigFile)) File.Delete(Path.Combine(directory, TokenizerConfigFile));

@@ -170,6 +170,69 @@ public sealed class PretrainingResumeTests : IDisposable
     }
 
     /// <summary>
+    /// A checkpoint save wrote its files over the previous checkpoint's one by one, so a save stopped inside it (a kill, a
+    /// full disk; the weights and the optimizer state take most of its time) left a folder the resume refused: the run lost
+    /// all its progress. A save now writes the whole checkpoint beside the previous one, then moves it in. One stopped while
+    /// it moved (here a folder stood where the optimizer state goes) is finished by the resume; one stopped while it wrote
+    /// (a next checkpoint without its progress file) is discarded, the previous checkpoint being whole. Both runs end with
+    /// the weights of an uninterrupted one.
+    /// </summary>
+    [SharedDataFact]
+    public void ACheckpointSaveStoppedHalfWayResumesFromAWholeCheckpoint()
+    {
+        var texts = TeacherPretrainingTests.Reviews(80);
+        var (reference, tokens) = Fresh(texts);
+        string expected;
+        using (reference)
+        {
+            new TeacherPretrainer(new MLContext(seed: 1), Options(null)).Train(reference, tokens);
+            expected = reference.ContentHash;
+        }
+        void ResumesAt(string dir, int firstStep)
+        {
+            var (model, _) = Fresh(texts);
+            using (model)
+            {
+                var steps = new List<long>();
+                new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(model, tokens, new SyncProgress(p => steps.Add(p.Step)));
+                Assert.Equal(firstStep, steps[0]);
+                Assert.Equal(expected, model.ContentHash);
+            }
+            Assert.False(Directory.Exists(Path.Combine(dir, PretrainingResume.NextCheckpointFolder)));
+            Assert.False(File.Exists(Path.Combine(dir, "retrikt-save-unfinished.txt")));
+            using var last = TeacherModel.Load(dir);
+            Assert.Equal(expected, last.ContentHash);
+        }
+
+        // Stopped while it moved the step-8 checkpoint in.
+        var moving = Path.Combine(Temp, "ckpt-stopped-moving");
+        var optimizerFile = Path.Combine(moving, "pretrain-optimizer.bin");
+        var (first, _) = Fresh(texts);
+        using (first)
+        {
+            var progress = new SyncProgress(p =>
+            {
+                if (p.Step != 8) return;
+                File.Delete(optimizerFile);
+                Directory.CreateDirectory(optimizerFile);
+                File.WriteAllText(Path.Combine(optimizerFile, "in-the-way.txt"), "");
+            });
+            Assert.ThrowsAny<IOException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(moving)).Train(first, tokens, progress));
+        }
+        Directory.Delete(optimizerFile, recursive: true);
+        ResumesAt(moving, firstStep: 9);
+
+        // Stopped while it wrote the step-8 checkpoint: what a kill inside the weights' write leaves.
+        var writing = Path.Combine(Temp, "ckpt-stopped-writing");
+        Interrupted(texts, tokens, Options(writing));
+        var next = Path.Combine(writing, PretrainingResume.NextCheckpointFolder);
+        Directory.CreateDirectory(next);
+        File.WriteAllText(Path.Combine(next, "retrikt-save-unfinished.txt"), "A save into this folder started and has not finished.");
+        File.WriteAllBytes(Path.Combine(next, "model.safetensors.0a1b2c3d.tmp"), new byte[4096]);
+        ResumesAt(writing, firstStep: 5);
+    }
+
+    /// <summary>
     /// A checkpoint of a run with other settings was refused with two hashes ("fingerprint X, this run Y: options, corpus
     /// or starting weights differ"), leaving the user to guess which of a dozen options, the corpus or the weights
     /// changed. The refusal now names each setting that differs with both values (and the corpus or weights).
