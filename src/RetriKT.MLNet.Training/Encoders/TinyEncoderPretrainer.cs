@@ -91,7 +91,10 @@ public sealed class TinyEncoderPretrainer
         Check(o.Layers > 0 && o.IntermediateSize > 0, $"Layers and IntermediateSize must be positive, found {o.Layers} and {o.IntermediateSize}.");
         Check(o.SequenceLength >= 3 && o.SequenceLength <= o.MaxPositions, $"SequenceLength must be in [3, MaxPositions = {o.MaxPositions}], found {o.SequenceLength}.");
         Check(o.Steps > 0 && o.BatchSize > 0 && o.WarmupSteps >= 0, $"Steps and BatchSize must be positive and WarmupSteps >= 0, found {o.Steps}, {o.BatchSize}, {o.WarmupSteps}.");
-        Check(o.LearningRate > 0 && o.WeightDecay >= 0, $"LearningRate must be positive and WeightDecay >= 0, found {o.LearningRate} and {o.WeightDecay}.");
+        // Finite, as TeacherPretrainer asks: an infinite LearningRate trained and then failed writing pretraining.json
+        // ("positive and negative infinity cannot be written as valid JSON"), naming no option.
+        Check(o.LearningRate > 0 && double.IsFinite(o.LearningRate) && o.WeightDecay >= 0 && double.IsFinite(o.WeightDecay),
+            $"LearningRate must be positive and finite and WeightDecay >= 0 and finite, found {o.LearningRate} and {o.WeightDecay}.");
         Check(o.MaskProbability is > 0 and < 1, $"MaskProbability must be in (0, 1), found {o.MaskProbability}.");
     }
 

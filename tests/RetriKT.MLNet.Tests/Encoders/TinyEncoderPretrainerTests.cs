@@ -100,5 +100,7 @@ public class TinyEncoderPretrainerTests
         Assert.Contains("SequenceLength must be in [3, MaxPositions = 128], found 200", window.Message);
         var mask = Assert.Throws<ArgumentOutOfRangeException>(() => new TinyEncoderPretrainer(ml, new TinyEncoderPretrainerOptions { MaskProbability = 1 }));
         Assert.Contains("MaskProbability must be in (0, 1), found 1", mask.Message);
+        var rate = Assert.Throws<ArgumentOutOfRangeException>(() => new TinyEncoderPretrainer(ml, new TinyEncoderPretrainerOptions { LearningRate = double.PositiveInfinity }));
+        Assert.StartsWith("LearningRate must be positive and finite and WeightDecay >= 0 and finite, found ", rate.Message);
     }
 }
