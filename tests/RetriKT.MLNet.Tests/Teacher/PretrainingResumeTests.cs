@@ -108,9 +108,9 @@ public sealed class PretrainingResumeTests : IDisposable
     }
 
     /// <summary>
-    /// A kill inside a checkpoint save, after the weights and optimizer state of step 8 were written but before the
-    /// progress file moved on from step 4: resuming would train steps 5.. again on step 8's weights (a silent mix).
-    /// It is refused, naming the folder, and Resume = false starts over.
+    /// The weights and optimizer state of step 8 beside the progress file of step 4 (what a kill inside a save left before
+    /// saves were written beside the checkpoint and moved in; now files changed by hand): resuming would train steps 5..
+    /// again on step 8's weights (a silent mix). It is refused, naming the folder, and Resume = false starts over.
     /// </summary>
     [SharedDataFact]
     public void ACheckpointWhoseWeightsAreAheadOfItsProgressFileIsRefused()
