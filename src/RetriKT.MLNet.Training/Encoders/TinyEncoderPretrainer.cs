@@ -117,10 +117,13 @@ public sealed class TinyEncoderPretrainer
         var o = _options;
         var host = new ComponentHost(_env, nameof(TinyEncoderPretrainer), o.Seed, progress, cancellation);
         var clock = Stopwatch.StartNew();
-        var docs = documents.Where(d => !string.IsNullOrWhiteSpace(d)).ToList();
+        // Cancellable while the corpus is read, counted and encoded, as TeacherPretrainer's: a cancellation was first
+        // looked at before step 1, after all of it (13 s for the 21 MB IMDb corpus).
+        cancellation.ThrowIfCancellationRequested();
+        var docs = documents.Where(d => { cancellation.ThrowIfCancellationRequested(); return !string.IsNullOrWhiteSpace(d); }).ToList();
         if (docs.Count == 0) throw new ArgumentException("The corpus has no non-blank document.", nameof(documents));
-        var vocabulary = WordPieceVocabulary.Build(docs, o.VocabularySize, o.MinWordFrequency);
-        var (windows, pieces, unknown) = Windows(docs, vocabulary, o.SequenceLength);
+        var vocabulary = WordPieceVocabulary.Build(docs.Select(d => { cancellation.ThrowIfCancellationRequested(); return d; }), o.VocabularySize, o.MinWordFrequency);
+        var (windows, pieces, unknown) = Windows(docs, vocabulary, o.SequenceLength, cancellation);
         if (windows.Count == 0) throw new ArgumentException("The corpus gives no training window.", nameof(documents));
         var config = Config(vocabulary.Count);
         host.Info(string.Create(CultureInfo.InvariantCulture,
@@ -188,10 +191,10 @@ public sealed class TinyEncoderPretrainer
     }
 
     /// <summary>Each document's pieces cut into windows of [CLS] + ≤ length − 2 pieces + [SEP], padded with [PAD].</summary>
-    private static (List<int[]> Windows, long Pieces, long Unknown) Windows(List<string> docs, WordPieceVocabulary vocabulary, int length)
+    private static (List<int[]> Windows, long Pieces, long Unknown) Windows(List<string> docs, WordPieceVocabulary vocabulary, int length, CancellationToken cancellation)
     {
         var encoded = new List<int>[docs.Count];
-        Parallel.For(0, docs.Count, i => encoded[i] = vocabulary.Encode(docs[i]));
+        Parallel.For(0, docs.Count, new ParallelOptions { CancellationToken = cancellation }, i => encoded[i] = vocabulary.Encode(docs[i]));
         var windows = new List<int[]>();
         long pieces = 0, unknown = 0;
         int body = length - 2;
