@@ -189,8 +189,14 @@ public sealed class ResultsLog
         _ignored.AddRange(read.Ignored);
     }
 
+    // A JSON object of another shape ({}, a run record, a row of null) deserializes to a result of empty or null task and
+    // row: it was kept without a word, and a null row stopped the report with a stack trace.
     private JsonLinesContent<RowResult> ReadFile() =>
-        JsonLines.Read(Path, line => JsonSerializer.Deserialize<RowResult>(line, Json), "a result", "its row is not in the report and runs again");
+        JsonLines.Read(Path, line => JsonSerializer.Deserialize<RowResult>(line, Json) switch
+        {
+            { } result when string.IsNullOrEmpty(result.Task) || string.IsNullOrEmpty(result.Row) => throw new JsonException("no Task or no Row"),
+            var result => result,
+        }, "a result", "its row is not in the report and runs again");
 
     public string Path { get; }
 

@@ -102,6 +102,28 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     /// <summary>
+    /// A line that is JSON but no result (a run record written to the wrong file, a row of null) is named like a torn
+    /// line: the first was kept as a result of no task and no row without a word, and the second stopped report with a
+    /// NullReferenceException's stack trace.
+    /// </summary>
+    [SharedDataFact]
+    public void AJsonLineOfAnotherShapeIsNamedInAWarningAndTheReportIsWritten()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        Assert.Equal((1, 0), new EvaluationHarness(Settings(results, 13) with { Tasks = ["SST-2"] }, NoTeacher, _ => { }).Run());
+        File.AppendAllLines(results, [
+            "{\"Command\":\"dotnet run\",\"Minutes\":1.5,\"Teacher\":null,\"Machine\":\"m\",\"FinishedUtc\":\"2026-12-01T00:00:00Z\"}",
+            "{\"Task\":\"SST-2\",\"Seed\":13,\"Row\":null,\"Accuracy\":0.9}"]);
+        Assert.Single(new ResultsLog(results).Results);
+
+        var (code, output, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll",
+            ["report", "--results", results, "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")]);
+        Assert.True(code == 0, $"exit code {code}; stderr: {error}");
+        Assert.Contains($"Warning: {results} line 2: not a result (no Task or no Row), ignored", output);
+        Assert.Contains($"Warning: {results} line 3: not a result (no Task or no Row), ignored", output);
+    }
+
+    /// <summary>
     /// Two runs on different caches may share a results file: a row the other run finished after this one started is
     /// skipped when this one comes to it, not run a second time (the file used to be read once, at the start).
     /// </summary>
