@@ -143,6 +143,11 @@ public sealed record RowResult
     public string Row { get; init; } = "";
     /// <summary>Hash of everything that shapes this row's number (teacher content hash, pipeline options); a change re-runs it.</summary>
     public string ConfigKey { get; init; } = "";
+    /// <summary>
+    /// Key of the split files the row read (<see cref="EvaluationHarness.DataKeyOf"/>): the config key does not name the
+    /// data. Null in rows recorded before results named their data (<see cref="EvaluationHarness.MeasuredDataKeys"/>).
+    /// </summary>
+    public string? DataKey { get; init; }
     public double Accuracy { get; init; }
     public double MacroF1 { get; init; }
     public double? PositiveF1 { get; init; }
@@ -461,6 +466,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             foreach (var seed in fewGlue ? [settings.Seeds[0]] : settings.Seeds)
             {
                 FewShotTask? task = null;
+                string? dataKey = null;
                 foreach (var row in settings.Rows)
                 {
                     cancellation.ThrowIfCancellationRequested();
@@ -474,11 +480,14 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                         continue;
                     }
                     results.Refresh(); // rows finished meanwhile by another run sharing the file are skipped, not run twice
+                    task ??= FewShotBenchmarks.Load(settings.DataRoot, taskName, seed); // a missing or damaged file is named here, before its key is taken
+                    dataKey ??= DataKeyOf(settings.DataRoot, taskName, seed);
+                    CheckRecordedData(results, taskName, taskSeed, seed, dataKey);
                     if ((results.Find(taskName, taskSeed, row, configKey) ?? results.Find(taskName, taskSeed, row, ConfigKey(row, withCachePath: true))) is { } done)
                     {
                         // The key names the settings and the teacher, not the data: a test split of another size is other data,
-                        // whose rows would sit in one report beside these. (Data of the same size still passes this check.)
-                        task ??= FewShotBenchmarks.Load(settings.DataRoot, taskName, seed);
+                        // whose rows would sit in one report beside these. (The data keys checked above see any change in a
+                        // split the harness knows the measured keys of; this still catches an older row of another split.)
                         if (done.TestRows > 0 && done.TestRows != task.Test.Count)
                             throw new InvalidDataException($"{results.Path}: {taskName} seed {taskSeed?.ToString() ?? "-"} {row} was measured on {done.TestRows} test rows, " +
                                                            $"but the test split under {settings.DataRoot} has {task.Test.Count}: results of other data; give this data its own --results file.");
@@ -486,12 +495,11 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                         log($"[{taskName} seed {taskSeed?.ToString() ?? "-"}] {row}: already in {results.Path}, skipped");
                         continue;
                     }
-                    task ??= FewShotBenchmarks.Load(settings.DataRoot, taskName, seed);
                     log($"[{taskName} seed {taskSeed?.ToString() ?? "-"}] {row}: running (train {task.Train.Count}, dev {task.Dev.Count}, test {task.Test.Count})");
                     var clock = Stopwatch.StartNew();
                     var result = (EncoderBaselines.Handles(row) ? EncoderBaselines.Run(task, row, seed) : RunRow(task, row, cancellation)) with
                     {
-                        Task = taskName, Seed = taskSeed, Row = row, ConfigKey = configKey, Seconds = clock.Elapsed.TotalSeconds, FinishedUtc = DateTime.UtcNow,
+                        Task = taskName, Seed = taskSeed, Row = row, ConfigKey = configKey, DataKey = dataKey, Seconds = clock.Elapsed.TotalSeconds, FinishedUtc = DateTime.UtcNow,
                     };
                     results.Append(result);
                     ran++;
@@ -502,6 +510,45 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
             }
         }
         return (ran, skipped);
+    }
+
+    /// <summary>The data key of the split files a row of <paramref name="task"/> and <paramref name="seed"/> reads (<see cref="KeyHash.OfFiles"/>: names, sizes, SHA-256).</summary>
+    public static string DataKeyOf(string dataRoot, string task, int seed)
+    {
+        var (train, dev, test) = FewShotBenchmarks.SplitFiles(dataRoot, task, seed);
+        return KeyHash.OfFiles(dataRoot, [train, dev, test]);
+    }
+
+    /// <summary>
+    /// The data key of each split ("task|seed", "-" for FewGLUE's one split) of ../shared/data as its SHA256SUMS lists it:
+    /// the data the results recorded before results named their data (<see cref="RowResult.DataKey"/> null) were
+    /// measured on, so that such rows keep their place on that data and are refused on other data.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> MeasuredDataKeys { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
+    {
+        ["SST-2|13"] = "f0c6ae3a2e8ab3db", ["SST-2|21"] = "94c49a9d4466f831", ["SST-2|42"] = "c0b2373c40adae4a", ["SST-2|87"] = "6f99c60ab7a7ca70", ["SST-2|100"] = "9e12cbe61c125c19",
+        ["MRPC|13"] = "7b04ac24615b1723", ["MRPC|21"] = "fb2fc778b3a67d74", ["MRPC|42"] = "69c36dda3e7f03b2", ["MRPC|87"] = "2d01ae58b852a44b", ["MRPC|100"] = "f756e5c5681ef994",
+        ["RTE|13"] = "17d4bcf9146ca4a1", ["RTE|21"] = "83fe0a9b8a712885", ["RTE|42"] = "70a0bb3d629404b5", ["RTE|87"] = "e2e5a6e68b66449d", ["RTE|100"] = "8f78caf46f4a2068",
+        ["CB|-"] = "ab37f255c4721b35", ["BoolQ|-"] = "a04f8c2645e6370b",
+    };
+
+    /// <summary>
+    /// Refuses a results file whose rows of this split were measured on other data: a row's config key names its settings
+    /// and teacher, not its data, so after an edit of a data file (or with another --data) a finished row was skipped and
+    /// reported beside rows of the new data. Every recorded row of the split is checked, not only the row about to run.
+    /// </summary>
+    private void CheckRecordedData(ResultsLog results, string task, int? taskSeed, int seed, string dataKey)
+    {
+        string split = $"{task}|{taskSeed?.ToString(CultureInfo.InvariantCulture) ?? "-"}";
+        foreach (var r in results.Results.Where(r => r.Task == task && r.Seed == taskSeed))
+        {
+            if ((r.DataKey ?? MeasuredDataKeys.GetValueOrDefault(split)) is not { } recorded || recorded == dataKey) continue;
+            var (train, dev, test) = FewShotBenchmarks.SplitFiles(settings.DataRoot, task, seed);
+            string files = string.Join(", ", new[] { train, dev, test }.Select(f => Path.GetRelativePath(settings.DataRoot, f).Replace('\\', '/')));
+            throw new InvalidDataException($"{results.Path}: {task} seed {taskSeed?.ToString(CultureInfo.InvariantCulture) ?? "-"} {r.Row} was measured on data {recorded}" +
+                                           (r.DataKey is null ? " (recorded before results named their data: ../shared/data as its SHA256SUMS lists it)" : "") +
+                                           $", but {files} under {settings.DataRoot} are data {dataKey}: results of other data; give this data its own --results file.");
+        }
     }
 
     /// <summary>The config part of <paramref name="row"/>'s key on <paramref name="task"/> (what <see cref="Run"/> looks for in the results file).</summary>

@@ -36,17 +36,22 @@ public static class FewShotBenchmarks
     public static FewShotTask Load(string dataRoot, string task, int seed = 13)
     {
         if (!Directory.Exists(dataRoot)) throw new DirectoryNotFoundException($"Data folder not found: '{dataRoot}'.");
-        string dir = Path.Combine(dataRoot, task);
         var (template, labels) = Describe(task);
+        var (train, dev, test) = SplitFiles(dataRoot, task, seed);
         if (task is "CB" or "BoolQ")
-            return new FewShotTask(task, null, labels, template,
-                ReadJsonl(Path.Combine(dir, "train32.jsonl"), task, labels), ReadJsonl(Path.Combine(dir, "dev32.jsonl"), task, labels),
-                ReadJsonl(Path.Combine(dir, "dev.jsonl"), task, labels));
-        var shots = Path.Combine(dir, "k-shot", $"16-{seed}");
+            return new FewShotTask(task, null, labels, template, ReadJsonl(train, task, labels), ReadJsonl(dev, task, labels), ReadJsonl(test, task, labels));
+        var shots = Path.GetDirectoryName(train)!;
         if (!Directory.Exists(shots)) throw new DirectoryNotFoundException($"{task}: few-shot split for seed {seed} not found at '{shots}' (LM-BFF seeds: {string.Join(", ", LmBffSeeds)}).");
-        return new FewShotTask(task, seed, labels, template,
-            ReadTsv(Path.Combine(shots, "train.tsv"), task, labels), ReadTsv(Path.Combine(shots, "dev.tsv"), task, labels),
-            ReadTsv(Path.Combine(dir, "k-shot", "test.tsv"), task, labels));
+        return new FewShotTask(task, seed, labels, template, ReadTsv(train, task, labels), ReadTsv(dev, task, labels), ReadTsv(test, task, labels));
+    }
+
+    /// <summary>The files <see cref="Load"/> reads for <paramref name="task"/> (and <paramref name="seed"/> for LM-BFF tasks); nothing is read.</summary>
+    public static (string Train, string Dev, string Test) SplitFiles(string dataRoot, string task, int seed = 13)
+    {
+        string dir = Path.Combine(dataRoot, task);
+        if (task is "CB" or "BoolQ") return (Path.Combine(dir, "train32.jsonl"), Path.Combine(dir, "dev32.jsonl"), Path.Combine(dir, "dev.jsonl"));
+        var shots = Path.Combine(dir, "k-shot", $"16-{seed}");
+        return (Path.Combine(shots, "train.tsv"), Path.Combine(shots, "dev.tsv"), Path.Combine(dir, "k-shot", "test.tsv"));
     }
 
     /// <summary>

@@ -164,6 +164,62 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     /// <summary>
+    /// A row's config key names its settings and teacher, not its data: after an edit of a data file that kept its row
+    /// count (labels corrected), the recorded row was skipped as done and its old number reported. Each row now records
+    /// the key of the files it read, and a run on other files stops in one line naming the row and both keys. Rows
+    /// recorded before (the table's) count as measured on ../shared/data: skipped there, refused on the edited copy.
+    /// </summary>
+    [SharedDataFact]
+    public void ARowMeasuredOnADataFileSinceEditedIsRefusedInOneLine()
+    {
+        var shared = SharedData.Path("data");
+        var data = Path.Combine(Temp, "data");
+        var (train, dev, test) = RetriKT.Samples.Data.FewShotBenchmarks.SplitFiles(shared, "SST-2", 13);
+        foreach (var file in new[] { train, dev, test })
+        {
+            var copy = Path.Combine(data, Path.GetRelativePath(shared, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(copy)!);
+            File.Copy(file, copy);
+        }
+        var results = Path.Combine(Temp, "results.jsonl");
+        var settings = Settings(results, 13) with { Tasks = ["SST-2"], DataRoot = data };
+        Assert.Equal((1, 0), new EvaluationHarness(settings, NoTeacher, _ => { }).Run());
+        var measured = Assert.Single(new ResultsLog(results).Results);
+        Assert.Equal(EvaluationHarness.MeasuredDataKeys["SST-2|13"], measured.DataKey); // a copy of the data keys as the data
+
+        // 300 labels of the test split flipped: the same 872 rows, other gold labels.
+        var copiedTest = Path.Combine(data, "SST-2", "k-shot", "test.tsv");
+        var lines = File.ReadAllLines(copiedTest);
+        for (int i = 1; i <= 300; i++) lines[i] = lines[i][..^1] + (lines[i][^1] == '0' ? "1" : "0");
+        File.WriteAllLines(copiedTest, lines);
+        string edited = EvaluationHarness.DataKeyOf(data, "SST-2", 13);
+        var error = Assert.Throws<InvalidDataException>(() => new EvaluationHarness(settings, NoTeacher, _ => { }).Run());
+        Assert.Equal($"{results}: SST-2 seed 13 majority was measured on data {measured.DataKey}, but SST-2/k-shot/16-13/train.tsv, SST-2/k-shot/16-13/dev.tsv, " +
+                     $"SST-2/k-shot/test.tsv under {data} are data {edited}: results of other data; give this data its own --results file.", error.Message);
+
+        File.Delete(results);
+        new ResultsLog(results).Append(measured with { DataKey = null });
+        Assert.Equal((0, 1), new EvaluationHarness(settings with { DataRoot = shared }, NoTeacher, _ => { }).Run());
+        var recordedBefore = Assert.Throws<InvalidDataException>(() => new EvaluationHarness(settings, NoTeacher, _ => { }).Run());
+        Assert.Contains($"majority was measured on data {measured.DataKey} (recorded before results named their data: ../shared/data as its SHA256SUMS lists it), but ", recordedBefore.Message);
+        Assert.Single(File.ReadAllLines(results));
+    }
+
+    /// <summary>
+    /// The rows of docs/evaluation/results.jsonl name no data: they count as measured on the data whose keys
+    /// <see cref="EvaluationHarness.MeasuredDataKeys"/> holds, which must be ../shared/data as it is, every split the harness runs.
+    /// </summary>
+    [SharedDataFact]
+    public void TheSharedDataHasTheKeysOfTheDataTheTableWasMeasuredOn()
+    {
+        foreach (var task in Cli.DefaultTasks)
+            foreach (var seed in task is "CB" or "BoolQ" ? [13] : RetriKT.Samples.Data.FewShotBenchmarks.LmBffSeeds)
+                Assert.Equal(EvaluationHarness.MeasuredDataKeys[task is "CB" or "BoolQ" ? $"{task}|-" : $"{task}|{seed}"],
+                    EvaluationHarness.DataKeyOf(SharedData.Path("data"), task, seed));
+        Assert.Equal(17, EvaluationHarness.MeasuredDataKeys.Count);
+    }
+
+    /// <summary>
     /// Two runs on two caches that reach the same row together: the one that comes second finds the row claimed and
     /// skips it, instead of running it too (reading the results file again only sees finished rows). Once the claim is
     /// let go without a result (the other process was killed), the row runs; no claim file is left behind.
