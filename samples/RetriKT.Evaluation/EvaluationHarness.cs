@@ -497,7 +497,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                     }
                     log($"[{taskName} seed {taskSeed?.ToString() ?? "-"}] {row}: running (train {task.Train.Count}, dev {task.Dev.Count}, test {task.Test.Count})");
                     var clock = Stopwatch.StartNew();
-                    var result = (EncoderBaselines.Handles(row) ? EncoderBaselines.Run(task, row, seed) : RunRow(task, row, cancellation)) with
+                    var result = (EncoderBaselines.Handles(row) ? EncoderBaselines.Run(task, row, seed, RowProgress(), cancellation) : RunRow(task, row, cancellation)) with
                     {
                         Task = taskName, Seed = taskSeed, Row = row, ConfigKey = configKey, DataKey = dataKey, Seconds = clock.Elapsed.TotalSeconds, FinishedUtc = DateTime.UtcNow,
                     };
@@ -786,6 +786,9 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                FormattableString.Invariant($", best fixed mix λ {best.Key.Lambda:G2} μ {best.Key.Mu:G2}: {100 * best.Value:F1} %; ");
     }
 
+    /// <summary>A row's progress lines: the stage and its steps, at most every 30 s.</summary>
+    private SynchronousProgress RowProgress() => SynchronousProgress.Every(TimeSpan.FromSeconds(30), p => log($"    {p.Stage} {p.Step}/{p.TotalSteps}"));
+
     private RowResult RunRow(FewShotTask task, string row, CancellationToken cancellation)
     {
         if (row == Rows.Majority)
@@ -811,7 +814,7 @@ public sealed class EvaluationHarness(HarnessSettings settings, Func<string, (Te
                 log($"    {e.RawMessage}");
         };
         var pipeline = new RetriKTPipeline(mlContext, teacher, path, Options(row));
-        var progress = SynchronousProgress.Every(TimeSpan.FromSeconds(30), p => log($"    {p.Stage} {p.Step}/{p.TotalSteps}"));
+        var progress = RowProgress();
         switch (row)
         {
             case Rows.Teacher:
