@@ -70,7 +70,7 @@ if (verb is "teacher" or "probe")
         foreach (var task in o.Tasks)
         {
             var path = verb == "probe" && o.TeacherPath is { } given ? given : TeacherBuilder.EnsureBuilt(o.DataRoot, o.CacheRoot, task, o.Teacher, Log, cts.Token, o.ShippedTeachersRoot);
-            if (verb == "probe") TeacherProbe.Run(o.DataRoot, task, path, trainSample: 2000, Log);
+            if (verb == "probe") TeacherProbe.Run(o.DataRoot, task, path, trainSample: 2000, Log, cts.Token);
         }
     }
     catch (OperationCanceledException)

@@ -12,7 +12,8 @@ namespace RetriKT.Evaluation;
 /// </summary>
 public static class TeacherProbe
 {
-    public static void Run(string dataRoot, string task, string teacherPath, int trainSample, Action<string> log)
+    /// <param name="cancellation">Checked before each of the teacher's forward passes (SIGTERM and Ctrl+C waited for the whole probe and ended it with exit code 0).</param>
+    public static void Run(string dataRoot, string task, string teacherPath, int trainSample, Action<string> log, CancellationToken cancellation = default)
     {
         using var teacher = TeacherBuilder.Load(teacherPath);
         teacher.RequiresGrad = false;
@@ -31,7 +32,7 @@ public static class TeacherProbe
             foreach (var (name, rows) in new[] { ("dev", fewShot.Test), ("train sample", (IReadOnlyList<TextPairRow>)trainRows), ("train ≥15 words", longTrainRows) })
             {
                 if (rows.Count == 0) continue;
-                var predicted = classifier.Predict(rows.Select(r => (r.Text, string.IsNullOrEmpty(r.Text2) ? null : r.Text2)).ToList());
+                var predicted = classifier.Predict(rows.Select(r => (r.Text, string.IsNullOrEmpty(r.Text2) ? null : r.Text2)).ToList(), cancellation: cancellation);
                 double accuracy = rows.Select((r, i) => predicted[i] == labelIndex[r.Label] ? 1.0 : 0.0).Average();
                 var shares = string.Join(" / ", fewShot.Labels.Select((l, k) => $"{l} {predicted.Count(p => p == k) * 100.0 / rows.Count:F0}%"));
                 log($"  {(calibrate ? "calibrated" : "raw"),-10} {name,-16} n={rows.Count,5}  accuracy {accuracy * 100:F1} %  (predicted {shares})");

@@ -455,8 +455,24 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.False(File.Exists(results));
     }
 
-    /// <summary>Starts the harness, sends SIGTERM once a row is running, and waits at most 60 s for it to end: its exit code and output.</summary>
-    private static async Task<(int Code, string Stdout, string Stderr)> SigtermOnceARowRuns(string[] command)
+    /// <summary>
+    /// probe scores the teacher six times over up to 2,000 rows (minutes on SST-2, more on BoolQ's passages): SIGTERM
+    /// (or Ctrl+C) said "Cancelling after the current step" and then waited for every pass, and the probe ended with exit
+    /// code 0. It now stops before the teacher's next forward pass, with exit code 130.
+    /// </summary>
+    [SharedDataFact]
+    public async Task SigtermStopsAProbeWithExitCode130()
+    {
+        var (code, stdout, stderr) = await SigtermOnceARowRuns(["probe", "--tasks", "SST-2", "--cache", Path.Combine(Temp, "cache")], startedLine: "Probe of ");
+        Assert.True(code == 130, $"exit code {code}\nstderr: {stderr}\nstdout: {stdout}");
+        Assert.EndsWith(" Cancelled; re-run to resume from the last checkpoint.", stdout.TrimEnd());
+    }
+
+    /// <summary>
+    /// Starts the harness, sends SIGTERM once a row is running (or <paramref name="startedLine"/> is printed), and waits at
+    /// most 60 s for it to end: its exit code and output.
+    /// </summary>
+    private static async Task<(int Code, string Stdout, string Stderr)> SigtermOnceARowRuns(string[] command, string startedLine = ": running (")
     {
         using var process = ChildProcess.Start("RetriKT.Evaluation.dll", command);
         var output = new System.Text.StringBuilder();
@@ -465,14 +481,14 @@ public sealed class EvaluationHarnessTests : IDisposable
         {
             if (e.Data is null) return;
             lock (output) output.AppendLine(e.Data);
-            if (e.Data.Contains(": running (", StringComparison.Ordinal)) running.TrySetResult();
+            if (e.Data.Contains(startedLine, StringComparison.Ordinal)) running.TrySetResult();
         };
         process.BeginOutputReadLine();
         var error = process.StandardError.ReadToEndAsync();
         try
         {
             if (await Task.WhenAny(running.Task, Task.Delay(TimeSpan.FromSeconds(60))) != running.Task)
-                Assert.Fail($"no row running within 60 s; output:\n{output}");
+                Assert.Fail($"no '{startedLine}' within 60 s; output:\n{output}");
             ChildProcess.Signal(process, "TERM");
             var exited = process.WaitForExitAsync();
             if (await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(60))) != exited)
