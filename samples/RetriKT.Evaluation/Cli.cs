@@ -207,7 +207,12 @@ public static class RunLog
 
     /// <summary>The recorded runs; a line that is not one is named in <see cref="JsonLinesContent{T}.Ignored"/>.</summary>
     public static JsonLinesContent<RunRecord> Read(string path) =>
-        JsonLines.Read(path, l => JsonSerializer.Deserialize<RunRecord>(l), "a run record", "the report's run list leaves it out");
+        JsonLines.Read(path, l => JsonSerializer.Deserialize<RunRecord>(l) switch
+        {
+            // A JSON object of another shape (a result) deserializes to a run of no command and no machine: a blank entry in the report.
+            { } run when string.IsNullOrEmpty(run.Command) || string.IsNullOrEmpty(run.Machine) => throw new JsonException("no Command or no Machine"),
+            var run => run,
+        }, "a run record", "the report's run list leaves it out");
 
     /// <summary>
     /// The machine a run used. The CPU's family/model and widest vector unit are part of it: MKL picks its kernels by

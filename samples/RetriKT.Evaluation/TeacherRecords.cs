@@ -30,6 +30,9 @@ public static class TeacherRecords
         l => JsonNode.Parse(l) switch
         {
             null => null,
+            // A JSON object of another shape (a result) was a teacher of task "?" and no hash in the report's teacher table.
+            JsonObject o when o["task"]?.GetValueKind() != JsonValueKind.String || o["contentHash"]?.GetValueKind() != JsonValueKind.String
+                => throw new JsonException("no task or no contentHash"),
             JsonObject o => o,
             var other => throw new JsonException($"expected a JSON object, found {other.GetValueKind()}"),
         },

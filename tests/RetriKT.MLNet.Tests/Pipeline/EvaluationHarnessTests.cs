@@ -274,6 +274,32 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     /// <summary>
+    /// A result written to runs.jsonl or teachers.jsonl (JSON, but of another shape) was taken as a run of no command and
+    /// a teacher of task "?", blank entries in the report's run list and teacher table without a word; it is named as a
+    /// damaged line is.
+    /// </summary>
+    [SharedDataFact]
+    public void AResultInTheRunOrTeacherRecordsIsNamedInAWarningOnReport()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        new ResultsLog(results).Append(new RowResult { Task = "SST-2", Seed = 13, Row = Rows.Majority, ConfigKey = "none", Accuracy = 0.5092, MacroF1 = 0.3374, TestRows = 872 });
+        var result = File.ReadAllLines(results)[0];
+        var runs = Path.Combine(Temp, "runs.jsonl");
+        var teachers = Path.Combine(Temp, "teachers.jsonl");
+        File.WriteAllLines(runs, [result]);
+        File.WriteAllLines(teachers, [result]);
+
+        var (code, output, error) = ChildProcess.RunApp("RetriKT.Evaluation.dll",
+            ["report", "--results", results, "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")]);
+        Assert.True(code == 0, $"exit code {code}; stderr: {error}");
+        Assert.Contains($"Warning: {runs} line 1: not a run record (no Command or no Machine)", output);
+        Assert.Contains($"Warning: {teachers} line 1: not a teacher record (no task or no contentHash)", output);
+        var report = File.ReadAllText(Path.Combine(Temp, "RESULTS.md"));
+        Assert.Contains("No run recorded.", report);
+        Assert.DoesNotContain("## Teachers", report);
+    }
+
+    /// <summary>
     /// Two harness processes appending to one results file: .NET's FileMode.Append writes at the length seen when the
     /// file was opened (no O_APPEND), so without a lock one writer's line overwrites the other's.
     /// </summary>
