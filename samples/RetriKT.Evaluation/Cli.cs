@@ -177,6 +177,15 @@ public static class Cli
         // would fail only then, with the rows' work done.
         foreach (var (option, path) in new[] { ("--results", options.ResultsPath), ("--report", options.ReportPath), ("--plot", options.PlotPath) })
             if (Directory.Exists(path)) throw new ArgumentException($"{option} '{path}' is a folder; expected a file (created when missing).");
+        // Each is written on its own: a report written over the results file (--results and --report naming one file) wiped
+        // every result the run had appended, and the next run warned about each line of markdown and ran every row again.
+        var outputs = new[] { ("--results", options.ResultsPath), ("--report", options.ReportPath), ("--plot", options.PlotPath),
+            ("the run records beside --results", options.RunLogPath), ("the teacher records beside --results", options.TeacherRecordsPath) };
+        var sameFile = OperatingSystem.IsWindows() || OperatingSystem.IsMacOS() ? StringComparer.OrdinalIgnoreCase : StringComparer.Ordinal;
+        for (int i = 0; i < outputs.Length; i++)
+            for (int j = i + 1; j < outputs.Length; j++)
+                if (sameFile.Equals(outputs[i].Item2, outputs[j].Item2))
+                    throw new ArgumentException($"{outputs[i].Item1} and {outputs[j].Item1} are the same file '{outputs[i].Item2}'; each needs its own.");
         HarnessSettings.PipelineWith(options.PipelineOverrides); // a misspelt or out-of-range --set fails here, before any work
         if (options.TeacherPath is { } given && !File.Exists(given) && !Directory.Exists(given))
             throw new ArgumentException($"--teacher '{given}' does not exist (a Hugging Face model directory or a llama2.c .bin).");

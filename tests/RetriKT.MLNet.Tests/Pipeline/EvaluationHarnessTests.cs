@@ -788,6 +788,23 @@ public sealed class EvaluationHarnessTests : IDisposable
     }
 
     /// <summary>
+    /// --results and --report naming one file: the rows ran, their results were appended to it, and the report was then
+    /// written over them, so every result was lost with exit code 0 (and the next run warned about each markdown line and
+    /// ran every row again). Two outputs on one file are one line and exit code 2 before any row runs.
+    /// </summary>
+    [Fact]
+    public void TwoOutputsOnOneFileAreOneLineAndExitCodeTwoBeforeAnyRow()
+    {
+        var results = Path.Combine(Temp, "results.jsonl");
+        AssertRefused(["run", "--tasks", "SST-2", "--seeds", "13", "--rows", Rows.Majority, "--cache", Path.Combine(Temp, "cache"),
+            "--results", results, "--report", results, "--plot", Path.Combine(Temp, "plot.png")],
+            $"--results and --report are the same file '{results}'; each needs its own.");
+        var runs = Path.Combine(Temp, "runs.jsonl");
+        AssertRefused(["report", "--results", runs, "--report", Path.Combine(Temp, "RESULTS.md"), "--plot", Path.Combine(Temp, "plot.png")],
+            $"--results and the run records beside --results are the same file '{runs}'; each needs its own.");
+    }
+
+    /// <summary>
     /// The teacher verb builds the stand-in teachers: a --teacher given to it was ignored, and a teacher built (hours of
     /// CPU) without a word. It is refused before any work, naming the verbs that take it.
     /// </summary>
