@@ -302,10 +302,17 @@ public static class JsonLines
         return new(records, ignored);
     }
 
-    public static void Append(string path, string line)
+    public static void Append(string path, string line) => AppendUnless(path, line, present: null);
+
+    /// <summary>
+    /// Appends <paramref name="line"/> unless a line already in the file satisfies <paramref name="present"/>, checked
+    /// under the lock: two processes recording the same thing at once record it once. Whether the line was appended.
+    /// </summary>
+    public static bool AppendUnless(string path, string line, Func<string, bool>? present)
     {
         Directory.CreateDirectory(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!);
         using var lockFile = AcquireLock(path + ".lock");
+        if (present is not null && File.Exists(path) && File.ReadLines(path).Any(present)) return false;
         using var stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
         // A last line without its newline was torn by a process killed mid-write (appends hold the lock) and can never be
         // a record, since no prefix of a JSON object is JSON: it is cut off, or it would sit in the middle of the file
@@ -320,6 +327,7 @@ public static class JsonLines
         stream.Seek(0, SeekOrigin.End);
         stream.Write(new UTF8Encoding(false).GetBytes((needsNewline ? "\n" : "") + line + "\n"));
         stream.Flush(flushToDisk: true);
+        return true;
     }
 
     /// <summary>Where the last line starts and its bytes, when the file does not end with a newline; null when it does.</summary>

@@ -13,8 +13,8 @@ public static class TeacherRecords
 {
     public static void Record(string path, string task, string teacherPath, TeacherModel teacher)
     {
-        var existing = Read(path).Records;
-        if (existing.Any(r => r["task"]?.GetValue<string>() == task && r["contentHash"]?.GetValue<string>() == teacher.ContentHash)) return;
+        bool Same(JsonObject r) => r["task"]!.GetValue<string>() == task && r["contentHash"]!.GetValue<string>() == teacher.ContentHash;
+        if (Read(path).Records.Any(Same)) return;
         var record = new JsonObject
         {
             ["task"] = task, ["contentHash"] = teacher.ContentHash, ["parameters"] = teacher.ParameterCount, ["config"] = teacher.Config.ToString(),
@@ -22,19 +22,26 @@ public static class TeacherRecords
         };
         var done = Path.Combine(teacherPath, "done.json");
         if (File.Exists(done)) record["build"] = JsonNode.Parse(File.ReadAllText(done));
-        JsonLines.Append(path, record.ToJsonString());
+        // Checked again under the file's lock: two runs loading this teacher at once both found it missing above.
+        JsonLines.AppendUnless(path, record.ToJsonString(), line =>
+        {
+            try { return Parse(line) is { } r && Same(r); }
+            catch (JsonException) { return false; }
+        });
     }
 
     /// <summary>The recorded teachers; a line that is not one (not a JSON object) is named in <see cref="JsonLinesContent{T}.Ignored"/>.</summary>
-    public static JsonLinesContent<JsonObject> Read(string path) => JsonLines.Read(path,
-        l => JsonNode.Parse(l) switch
-        {
-            null => null,
-            // A JSON object of another shape (a result) was a teacher of task "?" and no hash in the report's teacher table.
-            JsonObject o when o["task"]?.GetValueKind() != JsonValueKind.String || o["contentHash"]?.GetValueKind() != JsonValueKind.String
-                => throw new JsonException("no task or no contentHash"),
-            JsonObject o => o,
-            var other => throw new JsonException($"expected a JSON object, found {other.GetValueKind()}"),
-        },
+    public static JsonLinesContent<JsonObject> Read(string path) => JsonLines.Read(path, Parse,
         "a teacher record", "the report's teacher table leaves it out, and the teacher is recorded again when next loaded");
+
+    /// <summary>One line's record; null for JSON null, a <see cref="JsonException"/> for a line that is not a teacher record.</summary>
+    private static JsonObject? Parse(string line) => JsonNode.Parse(line) switch
+    {
+        null => null,
+        // A JSON object of another shape (a result) was a teacher of task "?" and no hash in the report's teacher table.
+        JsonObject o when o["task"]?.GetValueKind() != JsonValueKind.String || o["contentHash"]?.GetValueKind() != JsonValueKind.String
+            => throw new JsonException("no task or no contentHash"),
+        JsonObject o => o,
+        var other => throw new JsonException($"expected a JSON object, found {other.GetValueKind()}"),
+    };
 }

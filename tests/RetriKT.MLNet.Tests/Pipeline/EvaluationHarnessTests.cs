@@ -319,6 +319,28 @@ public sealed class EvaluationHarnessTests : IDisposable
         Assert.Equal(2 * perWriter, new ResultsLog(results).Results.Count);
     }
 
+    /// <summary>
+    /// Two runs sharing a results folder load the same teacher at once (the README's two lanes, seeds split): each read
+    /// teachers.jsonl, found no record, and appended one, so the report's teacher table listed the teacher twice. The
+    /// check and the append are one step under the file's lock.
+    /// </summary>
+    [SharedDataFact]
+    public void ATeacherLoadedByTwoRunsAtOnceIsRecordedOnce()
+    {
+        var shipped = TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
+        using var teacher = shipped.Teacher;
+        _ = teacher.ContentHash; // hashed once, before the writers race
+        var records = Path.Combine(Temp, "teachers.jsonl");
+        using var start = new Barrier(4);
+        Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, _ =>
+        {
+            start.SignalAndWait();
+            TeacherRecords.Record(records, "SST-2", shipped.Path, teacher);
+        });
+        Assert.Single(File.ReadAllLines(records));
+        Assert.Single(TeacherRecords.Read(records).Records);
+    }
+
     [SharedDataFact]
     public void ARowsKeyDoesNotDependOnTheCacheFolderAndRowsKeyedWithItAreStillFound()
     {
