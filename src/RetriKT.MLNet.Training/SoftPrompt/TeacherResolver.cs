@@ -62,7 +62,9 @@ public static class TeacherResolver
         var variable = Environment.GetEnvironmentVariable(FoldersVariable);
         if (!string.IsNullOrWhiteSpace(variable))
             folders.AddRange(variable.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Path.GetFullPath));
-        if (Path.GetDirectoryName(recordedPath) is { Length: > 0 } recorded) folders.Add(recorded);
+        // The folder that holds the teacher, as Resolve takes its name: a directory recorded as given, "models/llama/",
+        // has "models/llama" as its GetDirectoryName, and the teacher was looked for at models/llama/llama.
+        if (Path.GetDirectoryName(WithoutTrailingSeparators(recordedPath)) is { Length: > 0 } recorded) folders.Add(recorded);
         return folders.Distinct(StringComparer.Ordinal).ToList();
     }
 
@@ -73,7 +75,7 @@ public static class TeacherResolver
     /// </summary>
     internal static (TeacherModel Teacher, string Path) Resolve(string recordedPath, string expectedHash, ScalarType dtype, Device? device)
     {
-        var name = Path.GetFileName(recordedPath.TrimEnd('/', '\\'));
+        var name = Path.GetFileName(WithoutTrailingSeparators(recordedPath));
         var folders = Folders(recordedPath);
         string? different = null;
         var unloadable = new List<string>();
@@ -113,6 +115,9 @@ public static class TeacherResolver
             $"{string.Join(", ", folders)}. Give its folder with TeacherResolver.SearchIn, {FoldersVariable} or LoadWithTeacherSearch (model.zip references teachers, it never embeds them).",
             name);
     }
+
+    /// <summary>A teacher directory's path without the separators it may end in (a file's path is unchanged).</summary>
+    private static string WithoutTrailingSeparators(string path) => path.TrimEnd('/', '\\');
 
     private sealed class Scope(ImmutableList<string> before) : IDisposable
     {

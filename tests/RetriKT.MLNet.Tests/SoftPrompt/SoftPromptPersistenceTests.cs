@@ -90,6 +90,27 @@ public class SoftPromptPersistenceTests
         Assert.Equal(model.Generate(0, 2, seed: 5).Select(g => g.Text), loaded.Generate(0, 2, seed: 5).Select(g => g.Text));
     }
 
+    /// <summary>
+    /// A teacher directory named with a trailing separator ("teachers/sst2/", as shell completion writes it) was recorded
+    /// so in model.zip, and loading looked for the teacher inside itself (teachers/sst2/sst2): the model could not be
+    /// loaded even on the machine that trained it, beside its teacher.
+    /// </summary>
+    [SharedDataFact]
+    public void PromptsTunedWithATeacherDirectoryEndingInASeparatorLoadWhereTheyWereTuned()
+    {
+        var (shipped, folder) = RetriKT.Evaluation.TeacherBuilder.LoadShipped(SharedData.RepoRoot, "SST-2");
+        shipped.Dispose();
+        var mlContext = new MLContext(seed: 1);
+        var data = TestData.Sst2Train(mlContext);
+        using var model = mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        { TeacherPath = folder + Path.DirectorySeparatorChar, Template = TaskTemplates.Sst2, SupervisedEpochs = 1, PpoSteps = 0, PromptTokens = 2 }).Fit(data);
+
+        using var loaded = (SoftPromptTransformer)new MLContext().Model.Load(new MemoryStream(Save(mlContext, model, data.Schema)), out _);
+        Assert.Equal(Path.GetFullPath(folder), loaded.TeacherPath);
+        Assert.Equal(model.TeacherHash, loaded.Teacher.ContentHash);
+        Assert.Equal(model.Generate(1, 2, seed: 5).Select(g => g.Text), loaded.Generate(1, 2, seed: 5).Select(g => g.Text));
+    }
+
     [SharedDataFact]
     public void ADamagedOrTruncatedPartOfASoftPromptModelIsNamed()
     {
