@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using RetriKT.MLNet.Knowledge;
+using RetriKT.MLNet.Knowledge.Extraction;
 
 namespace RetriKT.MLNet.SoftPrompt;
 
@@ -87,6 +89,7 @@ public sealed class RetriKTReward : IRewardFunction
     public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples, CancellationToken cancellation)
     {
         var probabilities = _scorer.Probabilities(samples.Select(s => (s.Text, s.Text2)).ToList(), cancellation);
+        CheckProbabilities(probabilities, samples);
         var vectors = samples.Select(s => TextStatistics.HashedNgrams(s.Generated)).ToList();
         var result = new RewardBreakdown[samples.Count];
         for (int i = 0; i < samples.Count; i++)
@@ -116,6 +119,33 @@ public sealed class RetriKTReward : IRewardFunction
             while (_memory.Count > _weights.Memory) _memory.Dequeue();
         }
         return result;
+    }
+
+    /// <summary>
+    /// Throws unless the scorer gave every sample one probability per label (at least 2, as many for every sample, the
+    /// sample's label among them), each finite and >= 0, summing to 1: a scorer of the user's that returned scores
+    /// ([3, -1]) trained PPO on a "fidelity" of 3 without a word, and one value per sample failed as an index out of range.
+    /// </summary>
+    private static void CheckProbabilities(float[][]? probabilities, IReadOnlyList<RolloutSample> samples)
+    {
+        if (probabilities is null || probabilities.Length != samples.Count)
+            throw new InvalidOperationException($"RetriKTReward: the label scorer returned {(probabilities is null ? "null" : $"{probabilities.Length} probability rows")} " +
+                $"for {samples.Count} samples; expected one per sample.");
+        if (samples.Count == 0) return;
+        int labels = probabilities[0]?.Length ?? 0;
+        static string Count(int n) => n == 1 ? "1 probability" : $"{n} probabilities";
+        if (labels < 2)
+            throw new InvalidOperationException($"RetriKTReward: the label scorer gave sample 0 {Count(labels)}; expected one per label, at least 2.");
+        for (int i = 0; i < samples.Count; i++)
+        {
+            var p = probabilities[i];
+            if (p is null || p.Length != labels)
+                throw new InvalidOperationException($"RetriKTReward: the label scorer gave sample {i} {Count(p?.Length ?? 0)} and sample 0 {labels}; expected one per label for every sample.");
+            if ((uint)samples[i].Label >= (uint)labels)
+                throw new InvalidOperationException($"RetriKTReward: sample {i} was generated for label index {samples[i].Label}, but the label scorer gave it {Count(labels)}; expected one per label.");
+            if (KnowledgeStore.SoftLabelError(p, labels) is { } error)
+                throw new InvalidOperationException($"RetriKTReward: the label scorer gave sample {i} the probabilities [{UnlabeledText.SoftLabelText(p)}]: {error}");
+        }
     }
 }
 

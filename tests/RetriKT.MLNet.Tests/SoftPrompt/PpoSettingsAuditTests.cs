@@ -52,6 +52,42 @@ public class PpoSettingsAuditTests
         Assert.Equal(0.5, scores[0].Penalty, 9);
     }
 
+    /// <summary>
+    /// The default reward took its label scorer's rows as they came: a scorer of the user's that returned scores, not
+    /// probabilities ([3, -1]), trained PPO on a "fidelity" of 3 without a word, and one that returned one value per sample
+    /// failed with a bare IndexOutOfRangeException. Each is now named, with the sample and the values.
+    /// </summary>
+    [Fact]
+    public void TheDefaultRewardRefusesALabelScorerThatDoesNotReturnOneProbabilityPerLabel()
+    {
+        RolloutSample Sample(int label) => new(label, "Lily played in the sun all day.", null, "Lily played in the sun all day.", 8, Finished: true);
+        string Refusal(Func<int, float[]> row, int samples = 2) => Assert.Throws<InvalidOperationException>(() =>
+            new RetriKTReward(new RowsScorer(row)).Score(Enumerable.Range(0, samples).Select(i => Sample(i % 2)).ToList())).Message;
+
+        Assert.Equal("RetriKTReward: the label scorer gave sample 0 the probabilities [3, -1]: soft label holds -1; probabilities must be finite and >= 0.",
+            Refusal(_ => [3f, -1f]));
+        Assert.Equal("RetriKTReward: the label scorer gave sample 1 the probabilities [0.5, 0.7]: soft label sums to 1.2, expected 1.",
+            Refusal(i => i == 0 ? [0.5f, 0.5f] : [0.5f, 0.7f]));
+        Assert.Equal("RetriKTReward: the label scorer gave sample 0 1 probability; expected one per label, at least 2.",
+            Refusal(_ => [1f]));
+        Assert.Equal("RetriKTReward: the label scorer gave sample 1 3 probabilities and sample 0 2; expected one per label for every sample.",
+            Refusal(i => i == 0 ? [0.5f, 0.5f] : [0.2f, 0.3f, 0.5f]));
+        Assert.Equal("RetriKTReward: sample 2 was generated for label index 2, but the label scorer gave it 2 probabilities; expected one per label.",
+            Assert.Throws<InvalidOperationException>(() => new RetriKTReward(new RowsScorer(_ => [0.5f, 0.5f])).Score([Sample(0), Sample(1), Sample(2)])).Message);
+        Assert.Equal("RetriKTReward: the label scorer returned 1 probability rows for 2 samples; expected one per sample.",
+            Assert.Throws<InvalidOperationException>(() => new RetriKTReward(new FirstRowOnlyScorer()).Score([Sample(0), Sample(1)])).Message);
+    }
+
+    private sealed class RowsScorer(Func<int, float[]> row) : ILabelScorer
+    {
+        public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => samples.Select((_, i) => row(i)).ToArray();
+    }
+
+    private sealed class FirstRowOnlyScorer : ILabelScorer
+    {
+        public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => [[0.5f, 0.5f]];
+    }
+
     private sealed class ConstantScorer : ILabelScorer
     {
         public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => samples.Select(_ => new[] { 0.9f, 0.1f }).ToArray();
