@@ -79,6 +79,13 @@ public sealed class RetriKTReward : IRewardFunction
         _minWords = minWords;
     }
 
+    /// <summary>
+    /// This reward with an empty memory of recent samples, for a new training run: a reward given in
+    /// <see cref="SoftPromptPpoOptions.Reward"/> kept the previous Fit's samples, so the same trainer fitted again with
+    /// the same seed measured novelty against them and trained other prompts.
+    /// </summary>
+    internal RetriKTReward ForNewRun() => new(_scorer, _weights, _minWords);
+
     /// <inheritdoc/>
     public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples) => Score(samples, CancellationToken.None);
 

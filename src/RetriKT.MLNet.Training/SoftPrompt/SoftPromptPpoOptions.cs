@@ -90,7 +90,10 @@ public sealed class SoftPromptPpoOptions
     public int? MaxNewTokens;
 
     // ---- reward
-    /// <summary>The reward; null uses <see cref="RetriKTReward"/> over the teacher's <see cref="VerbalizerClassifier"/>.</summary>
+    /// <summary>
+    /// The reward; null uses <see cref="RetriKTReward"/> over the teacher's <see cref="VerbalizerClassifier"/>. A
+    /// <see cref="RetriKTReward"/> given here starts each Fit with an empty memory of recent samples.
+    /// </summary>
     public IRewardFunction? Reward;
     /// <summary>Weights of the default reward.</summary>
     public RewardWeights RewardWeights = new();

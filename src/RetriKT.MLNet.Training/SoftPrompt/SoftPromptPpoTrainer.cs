@@ -237,7 +237,8 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
         // ---- stage 2: PPO
         if (o.PpoSteps > 0)
         {
-            var reward = o.Reward ?? new RetriKTReward(new VerbalizerClassifier(teacher, template, labels, o.CalibrateVerbalizer), o.RewardWeights, template.MinWords);
+            // Each run starts with its own memory of recent samples (RetriKTReward.ForNewRun): same seed, same prompts.
+            var reward = o.Reward is RetriKTReward given ? given.ForNewRun() : o.Reward ?? new RetriKTReward(new VerbalizerClassifier(teacher, template, labels, o.CalibrateVerbalizer), o.RewardWeights, template.MinWords);
             var snapshot = prompts.Snapshot();
             SoftPromptModule FrozenCopy()
             {
