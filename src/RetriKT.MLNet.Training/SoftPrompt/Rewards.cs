@@ -56,6 +56,20 @@ public sealed record RewardWeights
     public double Length { get; init; } = 0.5;
     /// <summary>How many recent samples novelty is measured against (besides the batch). Default 256.</summary>
     public int Memory { get; init; } = 256;
+
+    /// <summary>
+    /// Throws, naming the weight and the value, unless every weight is finite and >= 0 and <see cref="Memory"/> >= 0:
+    /// checked for the options' weights and for a <see cref="RetriKTReward"/> built with its own (a negative memory
+    /// failed at its first PPO step with "Queue empty.").
+    /// </summary>
+    internal void Validate()
+    {
+        SoftPromptPpoOptions.AtLeastZeroFinite(Fidelity, "RewardWeights.Fidelity");
+        SoftPromptPpoOptions.AtLeastZeroFinite(Diversity, "RewardWeights.Diversity");
+        SoftPromptPpoOptions.AtLeastZeroFinite(Repetition, "RewardWeights.Repetition");
+        SoftPromptPpoOptions.AtLeastZeroFinite(Length, "RewardWeights.Length");
+        SoftPromptPpoOptions.AtLeastZero(Memory, "RewardWeights.Memory");
+    }
 }
 
 /// <summary>
@@ -76,6 +90,7 @@ public sealed class RetriKTReward : IRewardFunction
     {
         _scorer = scorer ?? throw new ArgumentNullException(nameof(scorer));
         _weights = weights ?? new RewardWeights();
+        _weights.Validate();
         _minWords = minWords;
     }
 

@@ -212,14 +212,7 @@ public sealed class SoftPromptPpoOptions
         PositiveFinite(MaxGradientNorm, nameof(MaxGradientNorm));
 
         // The default reward's weights (null takes the defaults, as RetriKTReward does).
-        if (RewardWeights is { } w)
-        {
-            AtLeastZeroFinite(w.Fidelity, "RewardWeights.Fidelity");
-            AtLeastZeroFinite(w.Diversity, "RewardWeights.Diversity");
-            AtLeastZeroFinite(w.Repetition, "RewardWeights.Repetition");
-            AtLeastZeroFinite(w.Length, "RewardWeights.Length");
-            AtLeastZero(w.Memory, "RewardWeights.Memory");
-        }
+        RewardWeights?.Validate();
     }
 
     private static void ValidateLabels(IReadOnlyList<string>? labels)
@@ -240,7 +233,7 @@ public sealed class SoftPromptPpoOptions
         if (value <= 0) throw new ArgumentOutOfRangeException(name, $"{name} must be positive, found {value}.");
     }
 
-    private static void AtLeastZero(int value, string name)
+    internal static void AtLeastZero(int value, string name)
     {
         if (value < 0) throw new ArgumentOutOfRangeException(name, $"{name} must be >= 0, found {value}.");
     }
@@ -250,7 +243,7 @@ public sealed class SoftPromptPpoOptions
         if (!(value > 0 && double.IsFinite(value))) throw new ArgumentOutOfRangeException(name, $"{name} must be positive and finite, found {Show(value)}.");
     }
 
-    private static void AtLeastZeroFinite(double value, string name)
+    internal static void AtLeastZeroFinite(double value, string name)
     {
         if (!(value >= 0 && double.IsFinite(value))) throw new ArgumentOutOfRangeException(name, $"{name} must be >= 0 and finite, found {Show(value)}.");
     }

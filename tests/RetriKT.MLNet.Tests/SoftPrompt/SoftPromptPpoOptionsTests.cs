@@ -89,6 +89,27 @@ public class SoftPromptPpoOptionsTests
         Assert.Equal($"{message} (Parameter 'RewardWeights.{weight}')", e.Message);
     }
 
+    /// <summary>
+    /// A RetriKTReward built with weights of its own, given in <see cref="SoftPromptPpoOptions.Reward"/>, bypassed the
+    /// options' checks: a negative Memory failed at the first PPO step, after stage 1, with "Queue empty.".
+    /// </summary>
+    [Theory]
+    [InlineData(nameof(RewardWeights.Fidelity), double.NaN, "RewardWeights.Fidelity must be >= 0 and finite, found NaN.")]
+    [InlineData(nameof(RewardWeights.Length), -0.5, "RewardWeights.Length must be >= 0 and finite, found -0.5.")]
+    [InlineData(nameof(RewardWeights.Memory), -1, "RewardWeights.Memory must be >= 0, found -1.")]
+    public void ABadRewardWeightIsRefusedWhenARetriKTRewardIsBuiltWithIt(string weight, object value, string message)
+    {
+        var weights = new RewardWeights();
+        typeof(RewardWeights).GetProperty(weight)!.SetValue(weights, value);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new RetriKTReward(new EvenScorer(), weights));
+        Assert.Equal($"{message} (Parameter 'RewardWeights.{weight}')", e.Message);
+    }
+
+    private sealed class EvenScorer : ILabelScorer
+    {
+        public float[][] Probabilities(IReadOnlyList<(string Text, string? Text2)> samples) => samples.Select(_ => new[] { 0.5f, 0.5f }).ToArray();
+    }
+
     [Fact]
     public void TheDefaultsAndTheBoundsAreAccepted()
     {
