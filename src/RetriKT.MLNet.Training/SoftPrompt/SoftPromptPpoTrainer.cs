@@ -501,7 +501,10 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
             return () =>
             {
                 getter(ref key);
-                if (key == 0 || key > names.Length) throw new ArgumentException($"Label column '{column.Name}' holds a missing key (0).");
+                // Named by its row, as every other refused row is: a key type fitted on other rows maps an unseen label to 0.
+                if (key == 0 || key > names.Length)
+                    throw new ArgumentException($"Row {row.Position}: label column '{column.Name}' holds {(key == 0 ? "a missing key (0)" : $"key {key}")}; " +
+                        $"expected one of its {names.Length} key values [{string.Join(", ", names)}].");
                 return names[key - 1];
             };
         };

@@ -223,6 +223,27 @@ public class SoftPromptPpoTrainerTests
         Assert.Contains("/nonexistent/teacher.bin", missingTeacher.Message);
     }
 
+    /// <summary>
+    /// A key label column fitted on other rows maps a label it never saw to the missing key 0: Fit refused it with
+    /// "Label column 'Label' holds a missing key (0)." and no row, among few-shot rows a user then had to search by hand.
+    /// </summary>
+    [SharedDataFact]
+    public void AMissingKeyLabelIsNamedByItsRow()
+    {
+        var mlContext = new MLContext(seed: 1);
+        var rows = mlContext.Data.LoadFromEnumerable(new[]
+        {
+            new TextPairRow { Text = "Lily was very happy. She played with her ball in the sun.", Label = "happy" },
+            new TextPairRow { Text = "Ben was sad. His toy broke and he cried.", Label = "sad" },
+            new TextPairRow { Text = "Max was angry when the rain ruined his kite.", Label = "angry" },
+        });
+        var keys = mlContext.Transforms.Conversion.MapValueToKey("Label", keyData: mlContext.Data.LoadFromEnumerable(new[] { new { Label = "happy" }, new { Label = "sad" } }));
+        var keyed = keys.Fit(rows).Transform(rows);
+        var e = Assert.Throws<ArgumentException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        { TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 0, PpoSteps = 0, PromptTokens = 2 }).Fit(keyed).Dispose());
+        Assert.Equal("Row 2: label column 'Label' holds a missing key (0); expected one of its 2 key values [happy, sad].", e.Message);
+    }
+
     [SharedDataFact]
     public void LoadingAModelWhoseTeacherIsGoneOrDifferentFailsClearly()
     {
