@@ -318,9 +318,12 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     {
         if (scores is null || scores.Count != samples.Count)
             throw new InvalidOperationException($"PPO step {step + 1}: the reward function returned {(scores is null ? "null" : $"{scores.Count} breakdowns")} for {samples.Count} rollouts; expected one per rollout.");
+        // Finite as a float: the rewards reach the advantages as float32, and a total past its range (1e39) became
+        // infinity there and turned the prompts into NaN as surely as a NaN total.
         for (int i = 0; i < scores.Count; i++)
-            if (scores[i] is not { } score || !double.IsFinite(score.Total))
-                throw new InvalidOperationException($"PPO step {step + 1}: the reward function returned {(scores[i] is null ? "null" : scores[i].Total.ToString(CultureInfo.InvariantCulture))} for rollout {i} (label '{labels[samples[i].Label]}'); expected a finite total.");
+            if (scores[i] is not { } score || !float.IsFinite((float)score.Total))
+                throw new InvalidOperationException($"PPO step {step + 1}: the reward function returned {(scores[i] is null ? "null" : scores[i].Total.ToString(CultureInfo.InvariantCulture))} for rollout {i} (label '{labels[samples[i].Label]}'); expected a finite total" +
+                    (scores[i] is { } tooLarge && double.IsFinite(tooLarge.Total) ? $" within float32's range (±{float.MaxValue.ToString("G3", CultureInfo.InvariantCulture)}), in which the advantages are computed." : "."));
     }
 
     private PpoStepMetrics PpoStep(SoftPromptPolicy policy, SoftPromptModule reference, List<Rollout> rollouts,

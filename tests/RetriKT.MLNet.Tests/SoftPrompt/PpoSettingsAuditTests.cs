@@ -114,6 +114,30 @@ public class PpoNonFiniteRewardTests
         Assert.Equal("PPO step 1: the reward function returned NaN for rollout 2 (label 'happy'); expected a finite total.", e.Message);
     }
 
+    private sealed class HugeReward : IRewardFunction
+    {
+        public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples)
+            => samples.Select((_, i) => new RewardBreakdown(i == 1 ? 1e39 : 0.5, 0, 0, 0)).ToList();
+    }
+
+    /// <summary>
+    /// A total past float32's range is finite as a double and passed the check, then became infinity in the advantages:
+    /// the last PPO step returned prompts of NaN without a word (an earlier one failed in torch's sampler at the next
+    /// rollout, with a native stack trace).
+    /// </summary>
+    [Infrastructure.SharedDataFact]
+    public void ARewardPastFloatRangeStopsTrainingInsteadOfTurningThePromptsIntoNaN()
+    {
+        var mlContext = new MLContext(seed: 3);
+        var e = Assert.Throws<InvalidOperationException>(() => mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+        {
+            TeacherPath = Stories260K, Template = StoryMood, SupervisedEpochs = 0, PromptTokens = 2,
+            PpoSteps = 1, RolloutsPerStep = 4, MiniBatchSize = 4, PpoEpochs = 1, MaxNewTokens = 4, Reward = new HugeReward(),
+        }).Fit(StoryData(mlContext)).Dispose());
+        Assert.Equal("PPO step 1: the reward function returned 1E+39 for rollout 1 (label 'sad'); expected a finite total within float32's range (±3.4E+38), " +
+                     "in which the advantages are computed.", e.Message);
+    }
+
     private sealed class ShortReward : IRewardFunction
     {
         public IReadOnlyList<RewardBreakdown> Score(IReadOnlyList<RolloutSample> samples)
