@@ -135,7 +135,10 @@ public sealed class SoftPromptPpoTrainer : IEstimator<SoftPromptTransformer>
     /// </summary>
     private static void CheckTeacherIsAtPath(TeacherModel teacher, string path)
     {
-        if (teacher.SourcePath is { } source && string.Equals(source, Path.GetFullPath(path), StringComparison.Ordinal)) return;
+        // Compared without trailing separators: "models/llama/" and "models/llama" are one folder, and a mismatch loaded the
+        // teacher a second time from disk (twice its memory, minutes for a large one) to compare hashes.
+        if (teacher.SourcePath is { } source && string.Equals(Path.TrimEndingDirectorySeparator(source),
+                Path.TrimEndingDirectorySeparator(Path.GetFullPath(path)), StringComparison.Ordinal)) return;
         if (!File.Exists(path) && !Directory.Exists(path))
             throw new FileNotFoundException($"SoftPromptPpoOptions.TeacherPath '{path}' does not exist; model.zip references the teacher given in " +
                 "SoftPromptPpoOptions.Teacher by this path, so it must hold that teacher.", path);

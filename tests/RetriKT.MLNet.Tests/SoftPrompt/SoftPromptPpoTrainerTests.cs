@@ -303,6 +303,28 @@ public class SoftPromptPpoTrainerTests
         Assert.Equal(teacher.ContentHash, loaded.Teacher.ContentHash);
     }
 
+    /// <summary>
+    /// A given teacher is checked against TeacherPath by the path it was loaded from; named with a trailing separator
+    /// ("models/llama/"), that path did not match, and the teacher was loaded a second time from disk to compare hashes
+    /// (twice its memory and load time for a large teacher). Here the second load would fail: its weights are unreadable.
+    /// </summary>
+    [SharedDataFact]
+    public void AGivenTeacherNamedWithATrailingSeparatorIsNotLoadedAgain()
+    {
+        using var temp = new TempDir("retrikt-teacher-");
+        var source = SharedData.Path("models", "hf-tiny-random-gpt2");
+        var folder = Directory.CreateDirectory(temp.File("gpt2")).FullName;
+        foreach (var file in Directory.GetFiles(source)) File.Copy(file, Path.Combine(folder, Path.GetFileName(file)));
+        using var teacher = TeacherModel.Load(folder + Path.DirectorySeparatorChar);
+        File.Delete(Path.Combine(folder, "model.safetensors"));
+        UnreadableFile.Create(Path.Combine(folder, "model.safetensors"));
+
+        var mlContext = new MLContext(seed: 1);
+        foreach (var path in new[] { folder, folder + Path.DirectorySeparatorChar })
+            using (mlContext.RetriKT().SoftPromptPpoTrainer(new SoftPromptPpoOptions
+                   { TeacherPath = path, Teacher = teacher, Template = StoryMood, SupervisedEpochs = 0, PpoSteps = 0, PromptTokens = 2 }).Fit(StoryData(mlContext))) { }
+    }
+
     [SharedDataFact]
     public void AModelFindsItsMovedTeacherByContentHash()
     {
