@@ -743,7 +743,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
             var s2 = getText2 is null ? null : b.ToString();
             // A pair row without its second text encodes as [CLS] a [SEP] [SEP], which the runtime refuses: a validation row
             // would choose the epoch and the mix with it, a training row train it, and neither says so.
-            if (getText2 is not null && TextInputs.MissingSecondText(s2) is { } found)
+            if (getText2 is not null && TextInputs.MissingText(s2) is { } found)
                 throw new ArgumentException($"{what}, row {index}: the student reads sentence pairs (column '{_options.SecondTextColumnName}'), so each row needs a second text; found {found}.");
             rows.Add(new Row(s, s2, name, rowWeight, getMixWeight is null ? null : rowMixWeight));
         }
@@ -849,7 +849,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
     /// <summary>
     /// Every entry has a second text exactly when the student reads one: trained on pairs and served on one text (or the
     /// other way round), the student would answer every query from an input it never saw. A pair entry's second text is
-    /// judged as the runtime judges a query's (<see cref="TextInputs.MissingSecondText"/>): one of only characters the
+    /// judged as the runtime judges a query's (<see cref="TextInputs.MissingText"/>): one of only characters the
     /// tokenizer drops encodes as an empty one, which the runtime refuses.
     /// </summary>
     private void RequireSecondTexts(KnowledgeStore store)
@@ -857,11 +857,11 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         bool pair = _options.SecondTextColumnName is not null;
         int mismatched = 0, first = -1;
         for (int i = 0; i < store.Count; i++)
-            if ((pair ? TextInputs.MissingSecondText(store.Entries[i].Text2) is not null : !string.IsNullOrWhiteSpace(store.Entries[i].Text2)) && mismatched++ == 0) first = i;
+            if ((pair ? TextInputs.MissingText(store.Entries[i].Text2) is not null : !string.IsNullOrWhiteSpace(store.Entries[i].Text2)) && mismatched++ == 0) first = i;
         if (mismatched == 0) return;
         throw new ArgumentException(pair
             ? $"SecondTextColumnName is '{_options.SecondTextColumnName}', but {mismatched} of {store.Count} store entries have no second text " +
-              $"(the first: entry {first}, '{Shorten(store.Entries[first].Text ?? "")}', found {TextInputs.MissingSecondText(store.Entries[first].Text2)}); " +
+              $"(the first: entry {first}, '{Shorten(store.Entries[first].Text ?? "")}', found {TextInputs.MissingText(store.Entries[first].Text2)}); " +
               "a sentence-pair student needs both texts on every entry."
             : $"The knowledge store has a second text on {mismatched} of {store.Count} entries (the first: entry {first}), but SecondTextColumnName is " +
               "not set: the student would train on sentence pairs and serve one text. Set SecondTextColumnName to the column of the pairs' second text.");

@@ -56,10 +56,10 @@ internal sealed class RetrievalClassifierMapping : RowMapping
     public int ReportedNeighbors => _parent.Columns.Neighbors is null ? 0 : _parent.Columns.NeighborsToReport;
 
     /// <summary>
-    /// A sentence-pair model's row needs its second text, as <see cref="RetrievalClassifierTransformer.Predict"/> and
-    /// <c>PredictBatch</c> require (<see cref="TextInputs.RequireSecondText"/>).
+    /// A row needs a text with a word, and a sentence-pair model's row its second text, as
+    /// <see cref="RetrievalClassifierTransformer.Predict"/> and <c>PredictBatch</c> require (<see cref="TextInputs.RequireTexts"/>).
     /// </summary>
-    public void RequireSecondText(string? text2, long row) => Texts.RequireSecondText(text2, row, "RetrievalClassifier");
+    public void RequireTexts(string text, string? text2, long row) => Texts.RequireTexts(text, text2, row, "RetrievalClassifier");
 
     /// <summary>Logs a truncation once per cursor/engine.</summary>
     public Action<long> TruncationWarner()
@@ -86,7 +86,7 @@ internal sealed class RetrievalClassifierMapping : RowMapping
         {
             var (text, text2) = read();
             if (cachedPosition == input.Position && cachedText == text && cachedText2 == text2) return (block, 0);
-            RequireSecondText(text2, input.Position);
+            RequireTexts(text, text2, input.Position);
             var ids = model.Tokenize(text, text2, out bool truncated);
             if (truncated) warn(input.Position);
             model.ScoreOne(ids, _parent.Weights, block.Scores, block.NeighborIndices, block.NeighborSimilarities);
@@ -247,7 +247,7 @@ internal sealed class BatchedRetrievalDataView(MappedSchema schema, RetrievalCla
             {
                 _lookaheadRow++;
                 var (text, text2) = _read!();
-                _mapping.RequireSecondText(text2, _lookaheadRow);
+                _mapping.RequireTexts(text, text2, _lookaheadRow);
                 ids.Add(model.Tokenize(text, text2, out bool truncated));
                 if (truncated) _warn(_lookaheadRow);
             }

@@ -250,7 +250,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     public RetrievalPrediction Predict(string text, string? text2 = null, int neighbors = 3)
     {
         ArgumentNullException.ThrowIfNull(text);
-        RequireSecondText(text2, "text2");
+        RequireTexts(text, "text", text2, "text2");
         var model = Model;
         var ids = model.Tokenize(text, text2, out _);
         var scores = new float[model.LabelCount];
@@ -278,7 +278,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     public RetrievalExplanation Explain(string text, string? text2 = null, int neighbors = 3)
     {
         ArgumentNullException.ThrowIfNull(text);
-        RequireSecondText(text2, "text2");
+        RequireTexts(text, "text", text2, "text2");
         neighbors = Math.Max(0, neighbors);
         var model = Model;
         var ids = model.Tokenize(text, text2, out _);
@@ -300,14 +300,22 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
     }
 
     /// <summary>
-    /// A sentence-pair model needs the second text, and a one-text model must not get one: the tokenizer would encode
-    /// either as an input the student never saw and answer with confidence.
+    /// A query needs a text with a word (<see cref="TextInputs.MissingText"/>), a sentence-pair model the second text, and a
+    /// one-text model must not get one: the tokenizer would encode each as an input the student never saw (a text it reads
+    /// as empty is [CLS] [SEP], which the trainer skips) and answer with confidence.
     /// </summary>
+    private void RequireTexts(string text, string textName, string? text2, string name)
+    {
+        if (TextInputs.MissingText(text) is { } missing)
+            throw new ArgumentException($"{textName}: this model reads column '{Columns.Text}', so it needs a text; found {missing}.", textName);
+        RequireSecondText(text2, name);
+    }
+
     private void RequireSecondText(string? text2, string name)
     {
         if (Columns.Text2 is null && text2 is not null)
             throw new ArgumentException($"{name}: this model reads one text (column '{Columns.Text}'), so it takes no second text; found \"{Shorten(text2)}\".", name);
-        if (Columns.Text2 is not null && TextInputs.MissingSecondText(text2) is { } found)
+        if (Columns.Text2 is not null && TextInputs.MissingText(text2) is { } found)
             throw new ArgumentException($"{name}: this model reads sentence pairs (columns '{Columns.Text}' and '{Columns.Text2}'), so it needs a second text; found {found}.", name);
 
         static string Shorten(string s) => s.Length <= 40 ? s : s[..39] + "…";
@@ -336,7 +344,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         for (int i = 0; i < texts.Count; i++)
         {
             if (texts[i] is null) throw new ArgumentException($"texts[{i}] is null.", nameof(texts));
-            RequireSecondText(secondTexts?[i], $"secondTexts[{i}]");
+            RequireTexts(texts[i], $"texts[{i}]", secondTexts?[i], $"secondTexts[{i}]");
         }
         var model = Model;
         var result = new float[texts.Count][];

@@ -59,24 +59,35 @@ internal sealed class TextInputs
     public IReadOnlyList<DataViewSchema.Column> Dependencies { get; }
 
     /// <summary>
+    /// Refuses a row whose text the tokenizer reads as empty: it is encoded as <c>[CLS] [SEP]</c>, an input the model
+    /// never saw (its trainer skips such rows), and answered with confidence; then <see cref="RequireSecondText"/>.
+    /// </summary>
+    public void RequireTexts(string text, string? text2, long row, string step)
+    {
+        if (MissingText(text) is { } found)
+            throw new InvalidOperationException($"{step}, row {row}: this model reads column '{Text.Name}', so it needs a text; found {found}.");
+        RequireSecondText(text2, row, step);
+    }
+
+    /// <summary>
     /// Refuses a pair row without its second text: without it the row is encoded as an input the model never saw
     /// (<c>[CLS] a [SEP] [SEP]</c>) and answered with confidence. <paramref name="step"/> names the transformer in the message.
     /// </summary>
     public void RequireSecondText(string? text2, long row, string step)
     {
-        if (Text2 is { } column && MissingSecondText(text2) is { } found)
+        if (Text2 is { } column && MissingText(text2) is { } found)
             throw new InvalidOperationException($"{step}, row {row}: this model reads sentence pairs (columns '{Text.Name}' and " +
                                                 $"'{column.Name}'), so it needs a second text; found {found}.");
     }
 
     /// <summary>
-    /// What a pair model's second text is when the tokenizer reads nothing in it ("none", "an empty one", or one of only
-    /// characters it drops: a zero-width space, a NUL, U+FFFD, a combining mark), or null when it holds a word. A text of
-    /// only such characters encodes as an empty one (<see cref="TextTokenizingTransformer.HasWordCharacter"/>), so it is refused alike.
+    /// What a text is when the tokenizer reads nothing in it ("none", "an empty one", or one of only characters it
+    /// drops: a zero-width space, a NUL, U+FFFD, a combining mark), or null when it holds a word. A text of only such
+    /// characters encodes as an empty one (<see cref="TextTokenizingTransformer.HasWordCharacter"/>), so it is refused alike.
     /// </summary>
-    public static string? MissingSecondText(string? text2) => text2 is null ? "none"
-        : string.IsNullOrWhiteSpace(text2) ? "an empty one"
-        : TextTokenizingTransformer.HasWordCharacter(text2) ? null
+    public static string? MissingText(string? text) => text is null ? "none"
+        : string.IsNullOrWhiteSpace(text) ? "an empty one"
+        : TextTokenizingTransformer.HasWordCharacter(text) ? null
         : "one of only whitespace, control, zero-width or private-use characters and combining marks, which encodes as an empty one";
 
     /// <summary>Reads the current row of <paramref name="row"/>: its text and, for pairs, its second text (else null).</summary>

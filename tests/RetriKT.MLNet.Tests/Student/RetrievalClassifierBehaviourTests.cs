@@ -102,7 +102,6 @@ public class RetrievalClassifierBehaviourTests
         var (ml, keyMap, student) = Train();
         using var _ = student;
         var rows = Synthetic(23, 3); // 23 rows over blocks of 7: a partial last block
-        rows[5].Text = "";          // empty text: still scored (from [CLS] [SEP] alone)
         var data = keyMap.Transform(ml.Data.LoadFromEnumerable(rows));
         var transformed = student.Transform(data);
         var scores = transformed.GetColumn<float[]>("Score").ToList();
