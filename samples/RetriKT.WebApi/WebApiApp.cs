@@ -84,7 +84,8 @@ public static class WebApiApp
                 : next(context);
         });
         app.MapOpenApi();
-        app.MapHealthChecks("/healthz");
+        // The default body is the status alone: an operator seeing "Degraded" had to find the reason in the log.
+        app.MapHealthChecks("/healthz", new Microsoft.AspNetCore.Diagnostics.HealthChecks.HealthCheckOptions { ResponseWriter = WriteHealth });
         app.MapPost("/predict", Predict)
             .WithName("Predict")
             .WithSummary("Classifies a text: label and score per label.");
@@ -252,6 +253,17 @@ public static class WebApiApp
         }
 
         private static string[] Indices(int count) => Enumerable.Range(0, count).Select(i => i.ToString()).ToArray();
+    }
+
+    /// <summary>
+    /// The /healthz body: <c>Healthy</c>, or the status and why (<c>Degraded: model generation 1 serving; the newest
+    /// model failed to load: ...</c>), in plain text.
+    /// </summary>
+    private static Task WriteHealth(HttpContext context, HealthReport report)
+    {
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        var why = report.Entries.Values.Where(e => e.Status != HealthStatus.Healthy && e.Description is not null).Select(e => e.Description);
+        return context.Response.WriteAsync(report.Status == HealthStatus.Healthy ? "Healthy" : $"{report.Status}: {string.Join("; ", why)}");
     }
 
     /// <summary>

@@ -120,7 +120,8 @@ public class ExplainAndHealthTests
         Assert.Contains("Weights.bin", error);
         Assert.Contains("damaged or was modified", error);
         Assert.DoesNotContain("target of an invocation", error);
-        Assert.Equal("Degraded", await server.Client.GetStringAsync("/healthz"));
+        // The body says why (it said "Degraded" alone: the reason was only in the server's log).
+        Assert.Equal($"Degraded: model generation 1 serving; the newest model failed to load: {error}", await server.Client.GetStringAsync("/healthz"));
         Assert.Equal(1, server.Pool.GetModelGeneration());
         Assert.Equal(before, await Answers(server, Sentences));   // the old model keeps serving
 
@@ -135,7 +136,8 @@ public class ExplainAndHealthTests
         var aside = dir.File("model-old.zip");
         File.Move(modelPath, aside);
         Assert.True(Wait.Until(() => server.Logs.Has(Microsoft.Extensions.Logging.LogLevel.Warning, "disappeared"), SwapTimeout), "the rename away was not noticed");
-        Assert.Equal("Degraded", await server.Client.GetStringAsync("/healthz"));
+        Assert.Matches("^Degraded: model generation 2 serving; the newest model failed to load: Model file '.*' (was deleted|disappeared); the loaded model keeps serving[.]$",
+            await server.Client.GetStringAsync("/healthz"));
         Assert.Equal(HttpStatusCode.OK, (await server.Client.PostAsJsonAsync("/predict", new { text = Sentences[0] })).StatusCode);
         File.Move(aside, modelPath);
         Assert.True(Wait.Until(() => server.Pool.GetLastLoadError() is null, SwapTimeout), "the file's return was not noticed");
@@ -145,7 +147,8 @@ public class ExplainAndHealthTests
         // Deleted: logged, Degraded, still serving.
         File.Delete(modelPath);
         Assert.True(Wait.Until(() => server.Logs.Has(Microsoft.Extensions.Logging.LogLevel.Warning, "was deleted"), SwapTimeout), "the deletion was not logged");
-        Assert.Equal("Degraded", await server.Client.GetStringAsync("/healthz"));
+        Assert.Matches("^Degraded: model generation 2 serving; the newest model failed to load: Model file '.*' (was deleted|disappeared); the loaded model keeps serving[.]$",
+            await server.Client.GetStringAsync("/healthz"));
         Assert.Equal(HttpStatusCode.OK, (await server.Client.PostAsJsonAsync("/predict", new { text = Sentences[0] })).StatusCode);
     }
 
