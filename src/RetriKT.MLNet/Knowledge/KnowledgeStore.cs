@@ -278,12 +278,28 @@ public sealed class KnowledgeStore
         }
         if (texts)
             foreach (var e in _entries) { WriteString(w, e.Text); WriteString(w, e.Text2); }
-        if (_embeddings is not null) w.Write(MemoryMarshal.AsBytes(_embeddings.AsSpan()));
+        if (_embeddings is not null) WriteFloats(w, _embeddings);
         w.Flush();
         ulong checksum = hashing.Hash;
         Span<byte> tail = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(tail, checksum);
         stream.Write(tail);
+    }
+
+    // A span of bytes holds at most int.MaxValue of them, so the embeddings pass in blocks: as one span, those of a store
+    // past 2 GiB (1.4 million entries of 384 floats) failed to save and to load with a bare OverflowException.
+    private const int FloatsPerBlock = 1 << 20;
+
+    private static void WriteFloats(BinaryWriter w, ReadOnlySpan<float> values)
+    {
+        for (int start = 0; start < values.Length; start += FloatsPerBlock)
+            w.Write(MemoryMarshal.AsBytes(values.Slice(start, Math.Min(FloatsPerBlock, values.Length - start))));
+    }
+
+    private static void ReadFloats(Stream stream, Span<float> values)
+    {
+        for (int start = 0; start < values.Length; start += FloatsPerBlock)
+            stream.ReadExactly(MemoryMarshal.AsBytes(values.Slice(start, Math.Min(FloatsPerBlock, values.Length - start))));
     }
 
     /// <summary>Reads a store file (see <see cref="Read"/>).</summary>
@@ -352,7 +368,7 @@ public sealed class KnowledgeStore
             if (hasEmbeddings)
             {
                 embeddings = new float[(long)count * dim];
-                r.BaseStream.ReadExactly(MemoryMarshal.AsBytes(embeddings.AsSpan()));
+                ReadFloats(r.BaseStream, embeddings);
             }
             ulong computed = hashing.Hash;
             Span<byte> tail = stackalloc byte[8];
