@@ -110,7 +110,7 @@ internal sealed class ModelReader
         Environment = env;
         _ctx = ctx;
         _format = format;
-        _checksums = PartChecksums.Read(ReadPart(PartChecksums.StreamName)
+        _checksums = PartChecksums.Read(ReadPart(PartChecksums.StreamName)?.ToArray()
             ?? throw PartChecksums.Damaged(Where(PartChecksums.StreamName), "it is missing (the model was damaged, or written by a RetriKT.MLNet " +
                 "version without checksums: save it again)"), Where(PartChecksums.StreamName));
 
@@ -182,16 +182,15 @@ internal sealed class ModelReader
     /// <summary>Reads a named side stream after verifying it; a missing or damaged stream throws naming it.</summary>
     public void ReadStream(string name, Action<BinaryReader> read)
     {
-        var bytes = ReadPart(name);
-        if (bytes is null)
+        using var part = ReadPart(name);
+        if (part is null)
         {
             // A stream the checksums list but the zip lacks was removed or renamed: damage, not an optional part.
             if (_checksums.ExpectedLength(name) >= 0) throw PartChecksums.Damaged(Where(name), "it is missing from the zip");
             throw PartChecksums.Damaged(Where(name), $"it is missing from component '{_format.LoaderSignature}'");
         }
-        var (length, hash) = ChecksumStream.Of(bytes);
-        _checksums.Verify(name, length, hash, Where(name));
-        using var reader = new BinaryReader(new MemoryStream(bytes, writable: false), Encoding.UTF8);
+        _checksums.Verify(name, part.Length, part.Hash, Where(name));
+        using var reader = new BinaryReader(part, Encoding.UTF8, leaveOpen: true);
         try { read(reader); }
         catch (Exception e) when (e is EndOfStreamException or IOException or FormatException or ArgumentException or OverflowException
                                   or IndexOutOfRangeException or InvalidOperationException && e is not InvalidDataException)
@@ -201,18 +200,16 @@ internal sealed class ModelReader
         }
     }
 
-    /// <summary>Raw bytes of a side stream, or null when the zip has none of that name; zip/deflate errors name the part.</summary>
-    private byte[]? ReadPart(string name)
+    /// <summary>
+    /// A side stream's bytes with their length and checksum (in blocks: a part may pass 2 GiB), or null when the zip has
+    /// none of that name; zip/deflate errors name the part.
+    /// </summary>
+    private BlockMemoryStream? ReadPart(string name)
     {
-        byte[]? bytes = null;
+        BlockMemoryStream? bytes = null;
         try
         {
-            _ctx.TryLoadBinaryStream(name, r =>
-            {
-                using var copy = new MemoryStream();
-                r.BaseStream.CopyTo(copy);
-                bytes = copy.ToArray();
-            });
+            _ctx.TryLoadBinaryStream(name, r => bytes = BlockMemoryStream.CopyOf(r.BaseStream));
         }
         catch (Exception e) when (e is InvalidDataException or IOException)
         {

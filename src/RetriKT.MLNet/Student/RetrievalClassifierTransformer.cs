@@ -507,13 +507,7 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         r.ReadStream("Vocabulary.txt", s => tokens = WordPieceVocabulary.ReadTokens(s, "RetrievalClassifier in model.zip", vocabularySize));
         var vocabulary = WordPieceVocabulary.FromTokens(tokens, lowerCase, "model.zip RetrievalClassifier vocabulary");
         KnowledgeStore? store = null;
-        r.ReadStream("Store.bin", s =>
-        {
-            using var buffer = new MemoryStream();
-            s.BaseStream.CopyTo(buffer);
-            buffer.Position = 0;
-            store = KnowledgeStore.Read(buffer, StoreReadLimits.ForPart(buffer.Length));
-        });
+        r.ReadStream("Store.bin", s => store = KnowledgeStore.Read(s.BaseStream, StoreReadLimits.ForPart(s.BaseStream.Length)));
         StudentWeights? weights = null;
         r.ReadStream("Weights.bin", s => weights = StudentWeights.Read(s, "RetrievalClassifier in model.zip, Weights.bin")
             .Without(StudentWeights.TemperatureName)); // an older model's learned τ: the number above is the τ it predicts with

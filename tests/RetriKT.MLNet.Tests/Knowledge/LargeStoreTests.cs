@@ -1,3 +1,5 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
 using RetriKT.MLNet.Knowledge;
 using RetriKT.MLNet.Tests.Infrastructure;
 
@@ -7,11 +9,17 @@ namespace RetriKT.MLNet.Tests.Knowledge;
 /// A store whose embeddings pass 2 GiB (1.4 million entries of 384 floats, as a MiniLM-keyed store of that size holds)
 /// fits in memory, but its embeddings were written and read as one span of bytes, which holds at most int.MaxValue:
 /// saving it threw a bare OverflowException ("Arithmetic operation resulted in an overflow"), so hours of extraction
-/// could not be kept. Needs about 4.5 GB of memory for a minute.
+/// could not be kept; and a model.zip part was read whole into one byte array, so a retriever or student with such a
+/// store saved and then failed to load as "damaged or was modified". Each test needs about 4.5 GB of memory for a minute.
 /// </summary>
 public class LargeStoreTests
 {
     private const int Count = 1_400_000, Dim = 384;
+
+    private sealed class QueryRow
+    {
+        [VectorType(Dim)] public float[] Features { get; set; } = [];
+    }
 
     [Fact]
     public void AStoreWhoseEmbeddingsPassTwoGibibytesSavesAndLoads()
@@ -32,6 +40,25 @@ public class LargeStoreTests
             Assert.Equal(1f, loaded.Embedding(i).ToArray().Sum());
             Assert.Equal(i % 2, loaded.Entries[i].Label);
         }
+    }
+
+    [Fact]
+    public void ARetrieverWhoseStorePassesTwoGibibytesLoadsFromModelZip()
+    {
+        var ml = new MLContext(seed: 1);
+        var query = new float[Dim];
+        query[5] = 1;
+        var data = ml.Data.LoadFromEnumerable(new[] { new QueryRow { Features = query } });
+        using var folder = new TempDir("retrikt-large-store-");
+        var path = folder.File("model.zip");
+        ml.Model.SaveAtomically(ml.RetriKT().KnowledgeRetriever(LargeStore(), new KnowledgeRetrieverEstimator.Options { K = 3, Index = RetrieverIndexKind.Exact }).Fit(data),
+            data.Schema, path);
+
+        using var loaded = Assert.IsType<KnowledgeRetrieverTransformer>(ml.Model.LoadVerified(path, out _));
+        Assert.Equal((Count, Dim), (loaded.Store.Count, loaded.Store.Dimension));
+        var ids = loaded.Transform(data).GetColumn<int[]>("NeighborIds").Single();
+        Assert.All(ids, id => Assert.Equal(5, id % Dim)); // the entries whose one-hot row is the query's
+        Assert.Equal(1f, loaded.Store.Embedding(Count - 1)[(Count - 1) % Dim]);
     }
 
     private static KnowledgeStore LargeStore()
