@@ -58,6 +58,10 @@ public sealed class TextTokenizingEstimator : IEstimator<TextTokenizingTransform
         if (string.IsNullOrWhiteSpace(options.InputColumnName)) throw new ArgumentException("InputColumnName must be set.", nameof(options));
         if (string.IsNullOrWhiteSpace(options.OutputColumnName)) throw new ArgumentException("OutputColumnName must be set.", nameof(options));
         if (options.MaxLength < 3) throw new ArgumentOutOfRangeException(nameof(options), $"MaxLength must be at least 3 (room for [CLS], one token and [SEP]), found {options.MaxLength}.");
+        // A pair below 5 keeps no token of one text or of both (3: [CLS] [SEP] [SEP] for every pair), so every row
+        // would encode alike, or as its second text alone, without a word.
+        if (options.SecondInputColumnName is not null && options.MaxLength < 5)
+            throw new ArgumentOutOfRangeException(nameof(options), $"MaxLength must be at least 5 for sentence pairs (room for [CLS], a token of each text and two [SEP]), found {options.MaxLength}.");
     }
 
     /// <summary>Loads or builds the vocabulary and returns the fitted transformer.</summary>

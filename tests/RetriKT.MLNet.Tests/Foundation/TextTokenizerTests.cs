@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.ML;
 using RetriKT.MLNet.Tests.Infrastructure;
 using RetriKT.MLNet.Text;
+using RetriKT.Samples.Data;
 
 namespace RetriKT.MLNet.Tests.Foundation;
 
@@ -68,6 +69,38 @@ public class TextTokenizerTests
         var duplicate = Assert.Throws<InvalidDataException>(() => WordPieceVocabulary.FromTokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "a"], true));
         Assert.Contains("lines 6 and 7", duplicate.Message);
         Assert.Throws<FileNotFoundException>(() => WordPieceVocabulary.Load("/nonexistent/vocab.txt"));
+    }
+
+    /// <summary>
+    /// With a second text column, MaxLength 3 left room for no token of either text ([CLS] [SEP] [SEP] for every pair)
+    /// and 4 for one token of the second text only, so every MRPC pair, or every pair with the same second text,
+    /// encoded alike without a word; such a MaxLength is now refused when the estimator is made, naming the minimum.
+    /// </summary>
+    private sealed class PairRow
+    {
+        public string Text { get; set; } = "";
+        public string Text2 { get; set; } = "";
+    }
+
+    [SharedDataFact]
+    public void APairTokenizerWithNoRoomForATokenOfEachTextIsRefused()
+    {
+        var mlContext = new MLContext(seed: 1);
+        var pairs = FewShotBenchmarks.Load(SharedData.Path("data"), "MRPC", 13).Train.Select(r => new PairRow { Text = r.Text, Text2 = r.Text2! }).ToList();
+        var data = mlContext.Data.LoadFromEnumerable(pairs);
+        TextTokenizingEstimator Pairs(int maxLength) => mlContext.RetriKT().TextTokenizer(new TextTokenizingEstimator.Options
+        {
+            InputColumnName = "Text", SecondInputColumnName = "Text2", MaxLength = maxLength,
+        });
+        foreach (int tooShort in new[] { 3, 4 })
+            Assert.Equal($"MaxLength must be at least 5 for sentence pairs (room for [CLS], a token of each text and two [SEP]), found {tooShort}. (Parameter 'options')",
+                Assert.Throws<ArgumentOutOfRangeException>(() => Pairs(tooShort)).Message);
+
+        var shortest = Pairs(5).Fit(data);
+        var encoded = pairs.Select(p => shortest.Encode(p.Text, p.Text2)).ToList();
+        Assert.All(encoded, ids => Assert.Equal(5, ids.Length));
+        Assert.True(encoded.Select(ids => string.Join(" ", ids)).Distinct().Count() > 1);
+        Assert.Equal(3, mlContext.RetriKT().TextTokenizer(maxLength: 3).Fit(data).Encode(pairs[0].Text).Length); // one text: 3 is enough
     }
 
     /// <summary>
