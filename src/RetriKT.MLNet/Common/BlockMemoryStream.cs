@@ -1,15 +1,17 @@
 namespace RetriKT.MLNet.Common;
 
 /// <summary>
-/// A read-only, seekable stream over bytes held in 1 MiB blocks, with the length and FNV-1a checksum
+/// A read-only, seekable stream over bytes held in blocks (4 KiB, doubling up to 1 MiB: a small part takes little more
+/// than its size), with the length and FNV-1a checksum
 /// (<see cref="ChecksumStream"/>) of what it copied. A model.zip part is read whole and verified before it is parsed,
 /// and a byte array or <see cref="MemoryStream"/> holds at most 2 GiB, which a knowledge store's part passes from about
 /// 1.4 million entries of 384 floats: such a model saved, and then failed to load as "damaged".
 /// </summary>
 internal sealed class BlockMemoryStream : Stream
 {
-    private const int BlockSize = 1 << 20;
+    private const int FirstBlockSize = 4 << 10, BlockSize = 1 << 20;
     private readonly List<byte[]> _blocks = [];
+    private readonly List<long> _starts = [];
     private long _length, _position;
 
     private BlockMemoryStream() { }
@@ -22,17 +24,23 @@ internal sealed class BlockMemoryStream : Stream
     {
         var hashing = new ChecksumStream(source, writing: false);
         var blocks = new List<byte[]>();
+        var starts = new List<long>();
         long length = 0;
         while (true)
         {
-            var block = new byte[BlockSize];
-            int filled = hashing.ReadAtLeast(block, BlockSize, throwOnEndOfStream: false);
-            if (filled > 0) blocks.Add(block);
+            var block = new byte[Math.Min(BlockSize, (long)FirstBlockSize << Math.Min(blocks.Count, 16))];
+            int filled = hashing.ReadAtLeast(block, block.Length, throwOnEndOfStream: false);
+            if (filled > 0)
+            {
+                blocks.Add(block);
+                starts.Add(length);
+            }
             length += filled;
-            if (filled < BlockSize) break;
+            if (filled < block.Length) break;
         }
         var stream = new BlockMemoryStream { Hash = hashing.Hash };
         stream._blocks.AddRange(blocks);
+        stream._starts.AddRange(starts);
         stream._length = length;
         return stream;
     }
@@ -41,13 +49,8 @@ internal sealed class BlockMemoryStream : Stream
     public byte[] ToArray()
     {
         var bytes = new byte[_length];
-        long at = 0;
-        foreach (var block in _blocks)
-        {
-            int n = (int)Math.Min(BlockSize, _length - at);
-            block.AsSpan(0, n).CopyTo(bytes.AsSpan((int)at));
-            at += n;
-        }
+        Position = 0;
+        ReadExactly(bytes);
         return bytes;
     }
 
@@ -69,9 +72,12 @@ internal sealed class BlockMemoryStream : Stream
         int read = 0;
         while (read < buffer.Length && _position < _length)
         {
-            int inBlock = (int)(_position % BlockSize);
-            int n = (int)Math.Min(Math.Min(BlockSize - inBlock, buffer.Length - read), _length - _position);
-            _blocks[(int)(_position / BlockSize)].AsSpan(inBlock, n).CopyTo(buffer[read..]);
+            int index = _starts.BinarySearch(_position);
+            if (index < 0) index = ~index - 1;
+            var block = _blocks[index];
+            int inBlock = (int)(_position - _starts[index]);
+            int n = (int)Math.Min(Math.Min(block.Length - inBlock, buffer.Length - read), _length - _position);
+            block.AsSpan(inBlock, n).CopyTo(buffer[read..]);
             read += n;
             _position += n;
         }
