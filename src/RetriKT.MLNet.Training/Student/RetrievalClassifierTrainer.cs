@@ -172,7 +172,7 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         public int Heads = 4;
         /// <summary>Feed-forward size; 0 = 2 × <see cref="HiddenSize"/>. Default 0.</summary>
         public int FeedForwardSize;
-        /// <summary>Maximum tokens per row including [CLS]/[SEP]; longer texts are truncated (logged). Default 64.</summary>
+        /// <summary>Maximum tokens per row including [CLS]/[SEP] (at least 3; 5 for sentence pairs); longer texts are truncated (logged). Default 64.</summary>
         public int MaxLength = 64;
         /// <summary>Sentence embedding: mean of token states or the [CLS] state. Default Mean.</summary>
         public StudentPooling Pooling = StudentPooling.Mean;
@@ -310,6 +310,10 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         Check(options.EarlyStoppingPatience is null or 0 || options.Backbone is null,
             $"EarlyStoppingPatience is {options.EarlyStoppingPatience}, but it applies to the tiny student only, not with a Backbone ('{options.Backbone}').");
         Check(options.BatchSize >= 1, $"BatchSize must be >= 1, found {options.BatchSize}.");
+        // The trainer builds its tokenizer itself, past the tokenizer estimator's check: a pair below 5 tokens keeps no token of
+        // one text or of both, so every pair would train (and serve) as the same ids without a word.
+        Check(options.SecondTextColumnName is null || options.MaxLength >= 5,
+            $"MaxLength must be at least 5 for sentence pairs (room for [CLS], a token of each text and two [SEP]), found {options.MaxLength}.");
         Check(options.LearningRate > 0 && double.IsFinite(options.LearningRate), $"LearningRate must be positive and finite, found {options.LearningRate}.");
         Check(options.WeightDecay >= 0 && double.IsFinite(options.WeightDecay), $"WeightDecay must be >= 0 and finite, found {options.WeightDecay}.");
         Check(options.VocabularyPath is not null || options.Backbone is not null || options.MaxVocabularySize >= WordPieceVocabulary.MinimumBuildSize,
