@@ -37,6 +37,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     private readonly object _generateLock = new();
     private TeacherModel? _teacher;
     private readonly bool _ownsTeacher;
+    private bool _disposed;
 
     internal SoftPromptTransformer(IHostEnvironment env, string teacherPath, string teacherHash, ScalarType teacherDType, TaskTemplate template, IReadOnlyList<string> labels,
         string labelColumn, float[] labelPrompts, float[]? taskPrompt, int promptTokens, int taskPromptTokens, int hidden,
@@ -119,7 +120,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     {
         get
         {
-            lock (_generateLock) return _teacher ??= LoadTeacher(TeacherPath, TeacherHash, TeacherDType, null);
+            lock (_generateLock) return TeacherUnderLock();
         }
     }
 
@@ -151,7 +152,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         var result = new List<GeneratedSample>(count);
         lock (_generateLock)
         {
-            var teacher = _teacher ??= LoadTeacher(TeacherPath, TeacherHash, TeacherDType, null);
+            var teacher = TeacherUnderLock();
             using var prompts = CreateModule(teacher.Device);
             var policy = new SoftPromptPolicy(teacher, Template, prompts, null!);
             // A context that nearly fit had its samples cut at whatever room it left (8 of 24 tokens, "unfinished"), without
@@ -185,7 +186,7 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
         if (Template.Target != GenerationTarget.SecondPart) return;
         lock (_generateLock)
         {
-            var teacher = _teacher ??= LoadTeacher(TeacherPath, TeacherHash, TeacherDType, null);
+            var teacher = TeacherUnderLock();
             using var prompts = CreateModule(teacher.Device);
             var policy = new SoftPromptPolicy(teacher, Template, prompts, null!);
             for (int i = 0; i < contexts.Count; i++) policy.CheckGenerationFits(Template.RenderContext(contexts[i]), MaxNewTokens, where(i));
@@ -289,10 +290,27 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
                 $"{teacher.Config.HiddenSize}: they were not tuned for this teacher.");
     }
 
-    /// <summary>Releases the teacher when this transformer loaded it.</summary>
+    /// <summary>The teacher, loaded on first use; the caller holds <c>_generateLock</c>. A disposed transformer says so.</summary>
+    private TeacherModel TeacherUnderLock()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _teacher ??= LoadTeacher(TeacherPath, TeacherHash, TeacherDType, null);
+    }
+
+    /// <summary>
+    /// Releases the teacher when this transformer loaded it, after a generation in flight on another thread has finished;
+    /// later calls that need the teacher throw <see cref="ObjectDisposedException"/>.
+    /// </summary>
     public void Dispose()
     {
-        if (_ownsTeacher) _teacher?.Dispose();
+        // Under Generate's lock: a model dropped while another thread generates with it (a reload, a scope ending) would
+        // free the teacher's tensors under that thread's forward pass.
+        lock (_generateLock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            if (_ownsTeacher) _teacher?.Dispose();
+        }
     }
 
     private sealed class Mapping : RowMapping

@@ -188,6 +188,31 @@ public class SoftPromptPersistenceTests
                           "not a llama2.c checkpoint.", message);
     }
 
+    /// <summary>
+    /// A loaded model owns its teacher, and Dispose released it without Generate's lock: a model dropped while another
+    /// thread generated with it (a reload, a scope ending) freed the teacher's tensors under that thread's forward pass,
+    /// and a later Generate failed inside TorchSharp naming one of its own types. Dispose now waits for the generation
+    /// in flight, and a disposed model names itself.
+    /// </summary>
+    [SharedDataFact]
+    public void DisposeWaitsForAGenerationInFlightAndADisposedModelSaysSo()
+    {
+        var (_, _, zip) = Tuned.Value;
+        var loaded = (SoftPromptTransformer)new MLContext().Model.Load(new MemoryStream(zip), out _);
+        var expected = loaded.Generate(label: 0, count: 2, seed: 3).Select(g => g.Text).ToList(); // loads the teacher
+        var inFlight = Task.Run(() => loaded.Generate(label: 1, count: 2000, seed: 7, batchSize: 8));
+        Thread.Sleep(300);
+        Assert.False(inFlight.IsCompleted, "the generation ended before Dispose: nothing was in flight");
+        loaded.Dispose();
+        // Dispose waited: the generation either finished whole or, had Dispose come first, was refused as disposed.
+        try { Assert.Equal(2000, inFlight.Result.Count); }
+        catch (AggregateException e) when (e.InnerException is ObjectDisposedException d) { Assert.Equal(typeof(SoftPromptTransformer).FullName, d.ObjectName); }
+        var after = Assert.Throws<ObjectDisposedException>(() => loaded.Generate(label: 0, count: 2, seed: 3));
+        Assert.Equal(typeof(SoftPromptTransformer).FullName, after.ObjectName);
+        Assert.Equal(2, expected.Count);
+        loaded.Dispose(); // twice is harmless
+    }
+
     [SharedDataFact]
     public void GenerateRefusesABatchSizeThatWouldNeverAdvance()
     {
