@@ -310,10 +310,9 @@ public sealed partial class RetrievalClassifierTrainer : IEstimator<RetrievalCla
         Check(options.EarlyStoppingPatience is null or 0 || options.Backbone is null,
             $"EarlyStoppingPatience is {options.EarlyStoppingPatience}, but it applies to the tiny student only, not with a Backbone ('{options.Backbone}').");
         Check(options.BatchSize >= 1, $"BatchSize must be >= 1, found {options.BatchSize}.");
-        // The trainer builds its tokenizer itself, past the tokenizer estimator's check: a pair below 5 tokens keeps no token of
-        // one text or of both, so every pair would train (and serve) as the same ids without a word.
-        Check(options.SecondTextColumnName is null || options.MaxLength >= 5,
-            $"MaxLength must be at least 5 for sentence pairs (room for [CLS], a token of each text and two [SEP]), found {options.MaxLength}.");
+        // The trainer builds its tokenizer itself, past the tokenizer estimator's check, so it asks the same question.
+        if (options.SecondTextColumnName is not null && TextTokenizingEstimator.PairRoomError(options.MaxLength) is { } noRoom)
+            throw new ArgumentOutOfRangeException(nameof(options), noRoom);
         Check(options.LearningRate > 0 && double.IsFinite(options.LearningRate), $"LearningRate must be positive and finite, found {options.LearningRate}.");
         Check(options.WeightDecay >= 0 && double.IsFinite(options.WeightDecay), $"WeightDecay must be >= 0 and finite, found {options.WeightDecay}.");
         Check(options.VocabularyPath is not null || options.Backbone is not null || options.MaxVocabularySize >= WordPieceVocabulary.MinimumBuildSize,

@@ -58,11 +58,17 @@ public sealed class TextTokenizingEstimator : IEstimator<TextTokenizingTransform
         if (string.IsNullOrWhiteSpace(options.InputColumnName)) throw new ArgumentException("InputColumnName must be set.", nameof(options));
         if (string.IsNullOrWhiteSpace(options.OutputColumnName)) throw new ArgumentException("OutputColumnName must be set.", nameof(options));
         if (options.MaxLength < 3) throw new ArgumentOutOfRangeException(nameof(options), $"MaxLength must be at least 3 (room for [CLS], one token and [SEP]), found {options.MaxLength}.");
-        // A pair below 5 keeps no token of one text or of both (3: [CLS] [SEP] [SEP] for every pair), so every row
-        // would encode alike, or as its second text alone, without a word.
-        if (options.SecondInputColumnName is not null && options.MaxLength < 5)
-            throw new ArgumentOutOfRangeException(nameof(options), $"MaxLength must be at least 5 for sentence pairs (room for [CLS], a token of each text and two [SEP]), found {options.MaxLength}.");
+        if (options.SecondInputColumnName is not null && PairRoomError(options.MaxLength) is { } noRoom)
+            throw new ArgumentOutOfRangeException(nameof(options), noRoom);
     }
+
+    /// <summary>
+    /// Why <paramref name="maxLength"/> ids leave a sentence pair no token of each text, or null: below 5 ([CLS] a [SEP] b
+    /// [SEP]) a pair keeps no token of one text or of both (3: [CLS] [SEP] [SEP] for every pair), so every row would encode
+    /// alike, or as its second text alone, without a word. Asked here and by the student trainer, which builds its tokenizer itself.
+    /// </summary>
+    internal static string? PairRoomError(int maxLength) => maxLength >= 5 ? null
+        : $"MaxLength must be at least 5 for sentence pairs (room for [CLS], a token of each text and two [SEP]), found {maxLength}.";
 
     /// <summary>Loads or builds the vocabulary and returns the fitted transformer.</summary>
     public TextTokenizingTransformer Fit(IDataView input)
