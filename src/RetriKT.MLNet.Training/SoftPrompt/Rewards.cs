@@ -1,6 +1,5 @@
 using System.Numerics.Tensors;
 using RetriKT.MLNet.Knowledge;
-using RetriKT.MLNet.Knowledge.Extraction;
 
 namespace RetriKT.MLNet.SoftPrompt;
 
@@ -166,7 +165,7 @@ public sealed class RetriKTReward : IRewardFunction
             if ((uint)samples[i].Label >= (uint)labels)
                 throw new InvalidOperationException($"RetriKTReward: sample {i} was generated for label index {samples[i].Label}, but the label scorer gave it {Count(labels)}; expected one per label.");
             if (KnowledgeStore.SoftLabelError(p, labels) is { } error)
-                throw new InvalidOperationException($"RetriKTReward: the label scorer gave sample {i} the probabilities [{UnlabeledText.SoftLabelText(p)}]: {error}");
+                throw new InvalidOperationException($"RetriKTReward: the label scorer gave sample {i} the probabilities [{KnowledgeStore.SoftLabelText(p)}]: {error}");
         }
     }
 }

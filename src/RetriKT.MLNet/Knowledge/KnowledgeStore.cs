@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -132,6 +133,9 @@ public sealed class KnowledgeStore
         if (Math.Abs(sum - 1) > 1e-3) return $"soft label sums to {sum:G6}, expected 1.";
         return null;
     }
+
+    /// <summary>A soft label's values for a message beside <see cref="SoftLabelError"/>, as they round-trip ("0.25, NaN").</summary>
+    internal static string SoftLabelText(float[] softLabel) => string.Join(", ", softLabel.Select(p => p.ToString("R", CultureInfo.InvariantCulture)));
 
     /// <summary>Label names; a label index is a position in this list.</summary>
     public IReadOnlyList<string> LabelNames { get; }

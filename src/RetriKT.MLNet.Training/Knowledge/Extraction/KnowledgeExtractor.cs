@@ -421,7 +421,7 @@ public sealed class KnowledgeExtractor : IEstimator<KnowledgeExtractorTransforme
                     // constructor, by an entry index; named here, before the checkpoint keeps it.
                     for (int i = 0; i < probabilities.Length; i++)
                         if (KnowledgeStore.SoftLabelError(probabilities[i], labels.Count) is { } error)
-                            throw new InvalidOperationException($"The teacher gave sample {i} of batch {batch} for label '{labels[label]}' the soft label [{UnlabeledText.SoftLabelText(probabilities[i])}]: {error}");
+                            throw new InvalidOperationException($"The teacher gave sample {i} of batch {batch} for label '{labels[label]}' the soft label [{KnowledgeStore.SoftLabelText(probabilities[i])}]: {error}");
                     samples = raw.Select((s, i) => new ScoredSample(s, probabilities[i])).ToList();
                     checkpoint.Append(label, batch, samples);
                 }

@@ -92,7 +92,7 @@ public static class UnlabeledText
                     throw new InvalidOperationException($"The teacher gave {p.Length} label probabilities for {what} {Row(start + i)}; the store has {labels} labels ({string.Join(", ", labelNames)}).");
                 // Named here, by the text the scorer gave it to: the store refused it later by an index of its own entries.
                 if (KnowledgeStore.SoftLabelError(p, labels) is { } error)
-                    throw new InvalidOperationException($"The teacher gave {what} {Row(start + i)} the soft label [{SoftLabelText(p)}]: {error}");
+                    throw new InvalidOperationException($"The teacher gave {what} {Row(start + i)} the soft label [{KnowledgeStore.SoftLabelText(p)}]: {error}");
                 int label = RetrievalMix.ArgMax(p);
                 entries.Add(new KnowledgeEntry(chunk[i].Text, chunk[i].Text2, label, p, p[label], source));
             }
@@ -101,7 +101,4 @@ public static class UnlabeledText
         // Cancelled during the last chunk by a scorer that does not look at the token: not a finished store.
         cancellation.ThrowIfCancellationRequested();
     }
-
-    /// <summary>A soft label's values for a message, as they round-trip ("0.25, NaN").</summary>
-    internal static string SoftLabelText(float[] softLabel) => string.Join(", ", softLabel.Select(p => p.ToString("R", CultureInfo.InvariantCulture)));
 }
