@@ -96,7 +96,14 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     public int Dimension => Module.Config.HiddenSize;
 
     /// <summary>Number of encoder weights (all-MiniLM-L6-v2: 22.7M).</summary>
-    public long ParameterCount => Module.parameters().Sum(p => p.numel());
+    public long ParameterCount
+    {
+        get
+        {
+            using var use = _use.Enter(nameof(BertSentenceEncoder));
+            return _module.parameters().Sum(p => p.numel());
+        }
+    }
 
     /// <summary>The tokenizer's vocabulary.</summary>
     public WordPieceVocabulary Vocabulary { get; }
@@ -115,11 +122,12 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     public string Fingerprint { get; private init; } = "";
 
     private readonly BertEncoderModule _module;
-    private int _disposed;
+    // Every use of the weights holds a use of this guard: a freed module read as empty (ParameterCount 0, a
+    // model.safetensors without a tensor) instead of failing, and Dispose freed it under another thread's Encode.
+    private readonly SharedUseGuard _use = new();
 
-    // Every use of the weights goes through here: a freed module read as empty (ParameterCount 0, a model.safetensors
-    // without a tensor) instead of failing.
-    internal BertEncoderModule Module => _disposed == 0 ? _module : throw new ObjectDisposedException(nameof(BertSentenceEncoder));
+    // The configuration (managed), and tests' direct forward passes; the encoder's own reads of the weights take a use of _use.
+    internal BertEncoderModule Module => _use.IsReleased ? throw new ObjectDisposedException(nameof(BertSentenceEncoder)) : _module;
 
     internal Device Device { get; }
 
@@ -154,13 +162,14 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
 
     private void EmbedTokens(List<int[]> sequences, Span<float> destination)
     {
+        using var use = _use.Enter(nameof(BertSentenceEncoder));
         for (int start = 0; start < sequences.Count; start += _batchSize)
         {
             int count = Math.Min(_batchSize, sequences.Count - start);
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var (ids, mask, types) = ToTensors(sequences.GetRange(start, count), Vocabulary.PadId, Vocabulary.SepId, Device);
-            var pooled = Pool(Module.Forward(ids, mask, types), mask, Pooling);
+            var pooled = Pool(_module.Forward(ids, mask, types), mask, Pooling);
             if (_normalize) pooled = nn.functional.normalize(pooled, p: 2, dim: 1);
             pooled.to(CPU).data<float>().CopyTo(destination.Slice(start * Dimension, count * Dimension));
         }
@@ -206,7 +215,8 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
     /// </summary>
     public void SaveHuggingFaceDirectory(string directory)
     {
-        var c = Config; // before anything is written: a disposed encoder has no weights to write
+        using var use = _use.Enter(nameof(BertSentenceEncoder)); // before anything is written: a disposed encoder has no weights to write
+        var c = Config;
         Directory.CreateDirectory(directory);
         var config = new System.Text.Json.Nodes.JsonObject
         {
@@ -218,7 +228,7 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
             ["pad_token_id"] = Vocabulary.PadId,
         };
         AtomicFile.WriteAllText(Path.Combine(directory, "config.json"), config.ToJsonString(new() { WriteIndented = true }));
-        Teacher.Safetensors.Write(Path.Combine(directory, "model.safetensors"), Module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
+        Teacher.Safetensors.Write(Path.Combine(directory, "model.safetensors"), _module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
         AtomicFile.WriteAllText(Path.Combine(directory, "vocab.txt"), string.Join('\n', Vocabulary.Tokens) + "\n");
         // What the loader would otherwise default (mean pooling, lower-casing, 256 tokens) is written out, so the directory
         // reloads as this encoder: an arctic (CLS, 512) or a cased encoder saved without these came back as another one.
@@ -248,9 +258,9 @@ public sealed class BertSentenceEncoder : IStoreEncoder, IDisposable
         AtomicFile.WriteAllText(Path.Combine(directory, "modules.json"), modules.ToJsonString(indented));
     }
 
-    /// <summary>Frees the weights; later calls throw <see cref="ObjectDisposedException"/>. Idempotent.</summary>
-    public void Dispose()
-    {
-        if (Interlocked.Exchange(ref _disposed, 1) == 0) _module.Dispose();
-    }
+    /// <summary>
+    /// Frees the weights once the encodings in flight on other threads have finished; later calls throw
+    /// <see cref="ObjectDisposedException"/>. Idempotent.
+    /// </summary>
+    public void Dispose() => _use.Release(_module.Dispose);
 }

@@ -28,4 +28,34 @@ public class DisposedEncoderTests
         Assert.Empty(Directory.EnumerateFileSystemEntries(folder.Path));
         encoder.Dispose(); // idempotent
     }
+
+    /// <summary>
+    /// Dispose freed the module whatever another thread was doing with it: an encoder dropped while a store was being
+    /// encoded (a reload under load) freed the weights under that thread's forward pass. Dispose now waits for the
+    /// encodings in flight, and each either finishes with the right embeddings or is refused naming the encoder.
+    /// </summary>
+    [SharedDataFact]
+    public void DisposeWaitsForAnEncodingInFlight()
+    {
+        var encoder = BertSentenceEncoder.Load(new MLContext(seed: 1), SharedData.Path("models", "hf-tiny-random-bert"));
+        string[] texts = ["a charming and often affecting journey", "unflinchingly bleak and desperate", "it 's a cookie-cutter movie"];
+        var expected = encoder.Embed(texts);
+        using var started = new ManualResetEventSlim();
+        int encoded = 0;
+        var inFlight = Task.Run(() =>
+        {
+            for (int i = 0; i < 100_000; i++)
+            {
+                var got = encoder.Embed(texts);
+                for (int t = 0; t < texts.Length; t++) Assert.Equal(expected[t], got[t]);
+                encoded++;
+                started.Set();
+            }
+        });
+        Assert.True(started.Wait(TimeSpan.FromMinutes(1)), "no encoding finished");
+        encoder.Dispose();
+        var refused = Assert.Throws<ObjectDisposedException>(() => inFlight.GetAwaiter().GetResult());
+        Assert.Equal(nameof(BertSentenceEncoder), refused.ObjectName);
+        Assert.InRange(encoded, 1, 99_999);
+    }
 }

@@ -114,6 +114,44 @@ public class VectorSearchTests
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 
+    /// <summary>
+    /// Dispose freed the torch copy of the vectors under its lock, but a search reads that tensor outside the lock: an
+    /// index dropped while another thread searched (a model reloaded under load) freed the tensor under that thread's
+    /// matmul. Dispose now waits for the searches in flight, and a later search names the index.
+    /// </summary>
+    [Fact]
+    public void DisposeWaitsForASearchInFlightAndADisposedIndexSaysSo()
+    {
+        const int d = 64, n = 20_000, count = 64, k = 5;
+        var vectors = RandomUnitVectors(n, d, seed: 5);
+        var queries = RandomUnitVectors(count, d, seed: 6);
+        var expected = new int[count * k];
+        new ExactIndex(vectors, d).Search(queries, count, k, expected, new float[count * k]);
+        var index = new TorchExactIndex(vectors, d, new TorchExactIndexOptions { ScoreBlockFloats = 1024 }); // many small blocks: a long search
+        using var started = new ManualResetEventSlim();
+        int searched = 0;
+        var inFlight = Task.Run(() =>
+        {
+            var ids = new int[count * k];
+            var scores = new float[count * k];
+            for (int i = 0; i < 200; i++)
+            {
+                index.Search(queries, count, k, ids, scores);
+                Assert.True(ids.SequenceEqual(expected), $"search {i} after {searched} whole searches gave other neighbours");
+                searched++;
+                started.Set();
+            }
+        });
+        Assert.True(started.Wait(TimeSpan.FromMinutes(1)), "no search finished");
+        index.Dispose();
+        // Every search either finished with the right neighbours or was refused as disposed; none ran on freed memory.
+        var refused = Assert.Throws<ObjectDisposedException>(() => inFlight.GetAwaiter().GetResult());
+        Assert.Equal(nameof(TorchExactIndex), refused.ObjectName);
+        Assert.InRange(searched, 1, 199);
+        Assert.Equal(nameof(TorchExactIndex), Assert.Throws<ObjectDisposedException>(() => index.Search(queries, count, k, new int[count * k], new float[count * k])).ObjectName);
+        index.Dispose(); // idempotent
+    }
+
     [Fact]
     public void BadQueriesAndArgumentsFailNamingTheProblem()
     {

@@ -27,7 +27,8 @@ public sealed class TorchExactIndex : IVectorIndex, IDisposable
     private readonly TorchExactIndexOptions _options;
     private readonly object _tensorLock = new();
     private Tensor? _tensor;
-    private volatile bool _disposed;
+    // Searches hold a use: Dispose freed the tensor under another thread's matmul (garbage scores or a torch error).
+    private readonly SharedUseGuard _use = new();
 
     /// <summary>Indexes <paramref name="vectors"/> (row-major <c>count × dimension</c>; not copied, must not change).</summary>
     public TorchExactIndex(ReadOnlyMemory<float> vectors, int dimension, TorchExactIndexOptions? options = null)
@@ -47,7 +48,7 @@ public sealed class TorchExactIndex : IVectorIndex, IDisposable
     /// <inheritdoc/>
     public void Search(ReadOnlySpan<float> query, int k, Span<int> ids, Span<float> scores)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var use = _use.Enter(nameof(TorchExactIndex));
         SearchArguments.Check(this, query, 1, k, ids.Length, scores.Length);
         SearchBatch(query, 1, k, ids, scores);
     }
@@ -55,7 +56,7 @@ public sealed class TorchExactIndex : IVectorIndex, IDisposable
     /// <inheritdoc/>
     public void Search(ReadOnlySpan<float> queries, int count, int k, Span<int> ids, Span<float> scores)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var use = _use.Enter(nameof(TorchExactIndex));
         SearchArguments.Check(this, queries, count, k, ids.Length, scores.Length);
         if (count == 0) return;
         SearchBatch(queries, count, k, ids, scores);
@@ -63,9 +64,8 @@ public sealed class TorchExactIndex : IVectorIndex, IDisposable
 
     private Tensor VectorsTensor()
     {
-        lock (_tensorLock)
+        lock (_tensorLock) // the caller holds a use, so the index is not disposed
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
             if (_tensor is not null) return _tensor;
             TorchDevices.EnsureNativeBackend();
             var device = _options.Device ?? CPU;
@@ -107,14 +107,13 @@ public sealed class TorchExactIndex : IVectorIndex, IDisposable
         top.Complete();
     }
 
-    /// <summary>Releases the torch copy of the vectors (if one was made).</summary>
-    public void Dispose()
+    /// <summary>Releases the torch copy of the vectors (if one was made) once the searches in flight have finished.</summary>
+    public void Dispose() => _use.Release(() =>
     {
         lock (_tensorLock)
         {
-            _disposed = true;
             _tensor?.Dispose();
             _tensor = null;
         }
-    }
+    });
 }
