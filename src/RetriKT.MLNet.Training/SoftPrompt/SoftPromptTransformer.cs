@@ -125,6 +125,15 @@ public sealed class SoftPromptTransformer : RowMappingTransformer, IDisposable
     }
 
     /// <summary>
+    /// Runs <paramref name="use"/> with the teacher under Generate's lock, so that <see cref="Dispose"/> waits for it: a
+    /// caller that only read <see cref="Teacher"/> could have its tensors freed under its forward pass.
+    /// </summary>
+    internal T WithTeacher<T>(Func<TeacherModel, T> use)
+    {
+        lock (_generateLock) return use(TeacherUnderLock());
+    }
+
+    /// <summary>
     /// The teacher the prompts were tuned for, found by content hash through <see cref="TeacherResolver"/> (the
     /// recorded path gives its name and the last folder searched; a moved teacher is found in the resolver's folders).
     /// </summary>

@@ -263,6 +263,50 @@ public class KnowledgeExtractorTests
         AssertStoresLabelling(loaded);
     }
 
+    /// <summary>
+    /// Transform scored rows under a lock of its own while Dispose released the loaded teacher without it, so a model
+    /// dropped while another thread labelled rows freed the teacher under that thread's forward pass; and an extraction
+    /// with the caller's prompts went on labelling after Dispose. Dispose now waits for the row in flight, and a disposed
+    /// model's rows are refused naming it, whoever owns the prompts (the caller's stay usable).
+    /// </summary>
+    [SharedDataFact]
+    public void DisposeWaitsForTheRowBeingLabelledAndADisposedModelLabelsNothing()
+    {
+        var mlContext = new MLContext(seed: 2);
+        var data = SoftPromptPpoTrainerTests.StoryData(mlContext);
+        using var prompts = StoryPrompts(mlContext, data, supervisedEpochs: 1);
+        var o = Options(prompts);
+        o.SamplesPerLabel = 2; o.BatchSize = 2;
+        var extracted = mlContext.RetriKT().KnowledgeExtractor(o).Fit(data);
+        string[] texts = ["the little dog ran to the park", "a sad bird lost its nest in the storm"];
+        var rows = mlContext.Data.LoadFromEnumerable(Enumerable.Range(0, 20_000).Select(i => new RetriKT.MLNet.Pipeline.TextPairRow { Text = texts[i % 2], Label = "happy" }));
+        var expected = mlContext.Data.CreateEnumerable<SoftLabelRow>(extracted.Transform(mlContext.Data.TakeRows(rows, 2)), reuseRowObject: false).Select(r => r.SoftLabel).ToList();
+        using var zip = new MemoryStream();
+        mlContext.Model.Save(extracted, data.Schema, zip);
+        extracted.Dispose();
+        Assert.Equal(typeof(KnowledgeExtractorTransformer).FullName, Assert.Throws<ObjectDisposedException>(
+            () => mlContext.Data.CreateEnumerable<SoftLabelRow>(extracted.Transform(rows), reuseRowObject: false).First()).ObjectName);
+        Assert.Equal(2, prompts.Generate(label: 0, count: 2, seed: 1).Count); // the caller's prompts were not released
+
+        var loaded = (KnowledgeExtractorTransformer)new MLContext().Model.Load(new MemoryStream(zip.ToArray()), out _); // owns its teacher
+        using var started = new ManualResetEventSlim();
+        int labelled = 0;
+        var inFlight = Task.Run(() =>
+        {
+            foreach (var row in mlContext.Data.CreateEnumerable<SoftLabelRow>(loaded.Transform(rows), reuseRowObject: false))
+            {
+                for (int l = 0; l < 2; l++)
+                    Assert.True(Math.Abs(expected[labelled % 2][l] - row.SoftLabel[l]) < 1e-5, $"row {labelled}: [{string.Join(", ", row.SoftLabel)}], expected [{string.Join(", ", expected[labelled % 2])}]");
+                labelled++;
+                started.Set();
+            }
+        });
+        Assert.True(started.Wait(TimeSpan.FromMinutes(1)), "no row was labelled");
+        loaded.Dispose();
+        Assert.Equal(typeof(KnowledgeExtractorTransformer).FullName, Assert.Throws<ObjectDisposedException>(() => inFlight.GetAwaiter().GetResult()).ObjectName);
+        Assert.InRange(labelled, 1, 19_999);
+    }
+
     [Fact]
     public void NearDuplicatesAreCaughtAndDistinctTextsPass()
     {

@@ -36,6 +36,7 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
     internal static readonly ModelFormat Format = new("RKTEXTRC", CalibrationVersion, 0x00010001, "RetriKTKnowledgeExtract") { LoaderAssembly = typeof(KnowledgeExtractorTransformer).Assembly };
     internal const string SoftLabelColumn = "SoftLabel";
     private VerbalizerClassifier? _scorer;
+    private volatile bool _disposed;
 
     // calibratedVerbalizer: whether the store's soft labels were calibrated (KnowledgeExtractorOptions.CalibrateVerbalizer); Transform labels as they were.
     // ownsSoftPrompts: whether Dispose releases the prompts (fitted by the extractor or loaded from model.zip), not the caller's.
@@ -67,7 +68,27 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
     /// <summary>The store as an IDataView: Text, Text2, Label, SoftLabel (vector, SlotNames = labels), Fidelity, Source (<see cref="KnowledgeStoreData"/>).</summary>
     public IDataView ToDataView(MLContext mlContext) => Store.ToDataView(mlContext);
 
-    private VerbalizerClassifier Scorer => _scorer ??= new VerbalizerClassifier(SoftPrompts.Teacher, SoftPrompts.Template, SoftPrompts.Labels, CalibratedVerbalizer);
+    /// <summary>
+    /// The teacher's soft label of one row, scored under the soft prompts' lock: disposing this model (or the caller's
+    /// prompts) while another thread scores waits for that row, where it freed the teacher under the forward pass, and a
+    /// row scored after that throws ObjectDisposedException.
+    /// </summary>
+    private float[] SoftLabelOf(string text, string? text2)
+    {
+        try
+        {
+            return SoftPrompts.WithTeacher(teacher =>
+            {
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                return (_scorer ??= new VerbalizerClassifier(teacher, SoftPrompts.Template, SoftPrompts.Labels, CalibratedVerbalizer)).Probabilities([(text, text2)])[0];
+            });
+        }
+        catch (ObjectDisposedException) when (_disposed)
+        {
+            ObjectDisposedException.ThrowIf(true, this); // this model's own prompts were released with it: name the model
+            throw;
+        }
+    }
 
     private protected override RowMapping CreateMapping(DataViewSchema inputSchema) => new Mapping(this, inputSchema);
 
@@ -115,6 +136,7 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
     /// </summary>
     public void Dispose()
     {
+        _disposed = true; // also when the prompts stay the caller's: a disposed model scores nothing
         if (_ownsSoftPrompts) SoftPrompts.Dispose();
     }
 
@@ -156,8 +178,7 @@ public sealed class KnowledgeExtractorTransformer : RowMappingTransformer, IDisp
                 // The texts the store's labelling refuses (UnlabeledData): the teacher's label of nothing looks like any other.
                 if (template.MissingText(text, text2) is { } missing)
                     throw new InvalidOperationException($"KnowledgeExtractor row {input.Position}: {missing}");
-                float[] p;
-                lock (_parent) p = _parent.Scorer.Probabilities([(text, text2)])[0];
+                float[] p = _parent.SoftLabelOf(text, text2);
                 var editor = VBufferEditor.Create(ref dst, p.Length);
                 p.AsSpan().CopyTo(editor.Values);
                 dst = editor.Commit();
