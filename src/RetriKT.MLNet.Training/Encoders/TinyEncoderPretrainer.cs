@@ -234,8 +234,7 @@ public sealed class TinyEncoderPretrainer
                 Safetensors.Write(Path.Combine(temporary, "model.safetensors"), encoder.named_parameters().Select(p => (p.name, p.parameter.detach().cpu())));
             File.WriteAllText(Path.Combine(temporary, "pretraining.json"), JsonSerializer.Serialize(new { Options = o, Report = report with { Directory = full } },
                 new JsonSerializerOptions { WriteIndented = true, IncludeFields = true }));
-            if (Directory.Exists(full)) Directory.Delete(full, recursive: true);
-            Directory.Move(temporary, full);
+            AtomicFile.ReplaceDirectory(temporary, full);
         }
         catch
         {

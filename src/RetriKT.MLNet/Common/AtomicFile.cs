@@ -49,4 +49,29 @@ internal static class AtomicFile
     }
 
     public static void WriteAllText(string path, string text) => Write(path, fs => fs.Write(Encoding.UTF8.GetBytes(text)));
+
+    /// <summary>
+    /// Puts the finished folder <paramref name="finished"/> at <paramref name="destination"/> (beside it, on the same file
+    /// system), replacing a folder there: the old folder is renamed aside first and deleted after. A recursive delete in
+    /// place, stopped midway, left a folder that still looked finished (a done marker or config.json without the weights
+    /// it vouched for); now a stop leaves either the old folder, no folder, or the new one, and a reader that had the old
+    /// one open keeps reading it whole.
+    /// </summary>
+    public static void ReplaceDirectory(string finished, string destination)
+    {
+        var full = Path.GetFullPath(destination).TrimEnd(Path.DirectorySeparatorChar);
+        string? aside = null;
+        if (Directory.Exists(full))
+        {
+            aside = full + ".old-" + Guid.NewGuid().ToString("N")[..8];
+            Directory.Move(full, aside);
+        }
+        try { Directory.Move(finished, full); }
+        catch
+        {
+            if (aside is not null && !Directory.Exists(full)) Directory.Move(aside, full); // the old folder back, as it was
+            throw;
+        }
+        if (aside is not null) Directory.Delete(aside, recursive: true);
+    }
 }
