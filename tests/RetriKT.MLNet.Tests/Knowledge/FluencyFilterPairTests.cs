@@ -38,4 +38,24 @@ public sealed class FluencyFilterPairTests
         int lower = spaced.Zip(gluedNll).Count(p => p.First < p.Second);
         Assert.True(lower >= 36, $"the spaced reading was the more fluent for {lower} of 40 real MRPC pairs; mean NLL spaced {spaced.Average():F3}, glued {gluedNll.Average():F3}");
     }
+
+    /// <summary>
+    /// A sample the teacher scores NaN passed the filter (NaN compares false with the threshold), while a resumed
+    /// extraction reads the NLL it stored for it (non-finite, so null) as +∞: the same run could keep or drop it depending
+    /// on whether it was resumed. MeanTokenNll now gives +∞ for NaN, the value a resumed run reads. (The shipped teachers
+    /// tie their output layer to the embeddings, so one poisoned token row turns every text's NLL NaN, not one text's.)
+    /// </summary>
+    [SharedDataFact]
+    public void ATextTheTeacherScoresNaNHasTheNllAResumedRunReads()
+    {
+        using var teacher = ShippedTeachers.Mrpc();
+        var task = FewShotBenchmarks.Load(SharedData.Path("data"), "MRPC", 13);
+        var pairs = task.Test.Take(2).Select(r => (r.Text, (string?)r.Text2)).ToList();
+        var filter = new FluencyFilter(teacher, task.Template, pairs, margin: 0);
+        Assert.All(filter.MeanTokenNll(pairs), v => Assert.True(double.IsFinite(v), $"a real pair scored {v}"));
+        int poisoned = teacher.Tokenizer!.EncodeContinuation(" zebra")[0];
+        var embeddings = teacher.NamedParameters().First(p => p.Name.EndsWith("embed_tokens.weight", StringComparison.Ordinal)).Parameter;
+        using (TorchSharp.torch.no_grad()) embeddings[poisoned].fill_(double.NaN);
+        Assert.All(filter.MeanTokenNll([(pairs[0].Text, "The zebra said so ."), pairs[1]]), v => Assert.Equal(double.PositiveInfinity, v));
+    }
 }

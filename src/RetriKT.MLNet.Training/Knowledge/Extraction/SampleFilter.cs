@@ -73,7 +73,9 @@ internal sealed class FluencyFilter
         var prefixes = usable.Select(x => _template.RenderContext(x.s.Text)).ToList();
         var targets = usable.Select(x => _template.RenderContinuation(x.s.Text, x.s.Text2)).ToList();
         var meanLogLikelihoods = _teacher.MeanTokenLogLikelihoods(prefixes, targets);
-        for (int j = 0; j < usable.Count; j++) result[usable[j].i] = -meanLogLikelihoods[j];
+        // A NaN (a teacher that overflows on some text) is no fluency: it passed the filter (NaN > threshold is false),
+        // and a resumed extraction, which reads a stored non-finite NLL as +∞, dropped the same sample.
+        for (int j = 0; j < usable.Count; j++) result[usable[j].i] = double.IsNaN(meanLogLikelihoods[j]) ? double.PositiveInfinity : -meanLogLikelihoods[j];
         return result;
     }
 }
