@@ -217,9 +217,20 @@ public sealed class RetrievalClassifierTransformer : ITransformer, IStoreEncoder
         if (!added.LabelNames.SequenceEqual(store.LabelNames))
             throw new ArgumentException($"The added entries have labels [{string.Join(", ", added.LabelNames)}], the model's store [{string.Join(", ", store.LabelNames)}] (same names, same order).", nameof(added));
         if (added.Count == 0) throw new ArgumentException("The added store holds no entries.", nameof(added));
+        // The texts a query must have (RequireTexts): an entry of only zero-width characters or spaces embeds as
+        // [CLS] [SEP], and a pair model's entry without its second text as [CLS] a [SEP] [SEP], inputs the student never
+        // saw, which retrieval then returned as neighbours of other such inputs.
         for (int i = 0; i < added.Count; i++)
-            if (string.IsNullOrEmpty(added.Entries[i].Text))
-                throw new ArgumentException($"Added entry {i} has no text; the student embeds the added entries from their texts.", nameof(added));
+        {
+            var (text, text2) = (added.Entries[i].Text, added.Entries[i].Text2);
+            if (TextInputs.MissingText(text) is { } missing)
+                throw new ArgumentException($"Added entry {i} has no text (found {missing}); the student embeds the added entries from their texts.", nameof(added));
+            if (Columns.Text2 is null && text2 is not null)
+                throw new ArgumentException($"Added entry {i} has a second text, but this model reads one text (column '{Columns.Text}').", nameof(added));
+            if (Columns.Text2 is not null && TextInputs.MissingText(text2) is { } missing2)
+                throw new ArgumentException($"Added entry {i} has no second text (found {missing2}); this model reads sentence pairs (columns " +
+                    $"'{Columns.Text}' and '{Columns.Text2}').", nameof(added));
+        }
         ArgumentOutOfRangeException.ThrowIfNegative(termMatchNeighbors);
         // The term index covers every entry, so it needs the store's texts. A model with one must keep it (its μ may be
         // > 0) and fails without them; for a model without one the index is an addition, built only where it can be.

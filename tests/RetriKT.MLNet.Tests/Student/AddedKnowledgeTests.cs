@@ -316,7 +316,17 @@ public class AddedKnowledgeTests
 
         var withoutTexts = GlueRows(student.LabelNames, 5).WithoutTexts();
         e = Assert.Throws<ArgumentException>(() => student.WithAddedKnowledge(withoutTexts));
-        Assert.StartsWith("Added entry 0 has no text; the student embeds the added entries from their texts.", e.Message);
+        Assert.StartsWith("Added entry 0 has no text (found none); the student embeds the added entries from their texts.", e.Message);
+
+        // Texts the student's tokenizer reads as nothing, and a second text for a one-text model, were embedded as
+        // inputs the student never saw.
+        var rows = GlueRows(student.LabelNames, 3).Entries;
+        var zeroWidth = new KnowledgeStore(student.LabelNames, [rows[0], rows[1] with { Text = "\u200B \u200B" }, rows[2]]);
+        e = Assert.Throws<ArgumentException>(() => student.WithAddedKnowledge(zeroWidth));
+        Assert.StartsWith("Added entry 1 has no text (found one of only whitespace, control, zero-width or private-use characters", e.Message);
+        var paired = new KnowledgeStore(student.LabelNames, [rows[0], rows[1], rows[2] with { Text2 = "a second sentence" }]);
+        e = Assert.Throws<ArgumentException>(() => student.WithAddedKnowledge(paired));
+        Assert.StartsWith("Added entry 2 has a second text, but this model reads one text (column 'Text').", e.Message);
 
         // A model saved without its store's texts cannot rebuild its term index over the added entries.
         var (ml, bare) = TrainTiny(saveStoreTexts: false);
