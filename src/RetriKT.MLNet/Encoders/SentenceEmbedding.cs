@@ -190,8 +190,10 @@ public sealed class SentenceEmbeddingTransformer : RowMappingTransformer
                 var (text, text2) = read();
                 if (cachedPosition != input.Position || cachedText != text || cachedText2 != text2)
                 {
-                    // A pair without its second text would be a query unlike every pair the store was keyed with.
-                    _texts.RequireSecondText(text2, input.Position, "SentenceEmbedding");
+                    // A text the tokenizer reads as nothing encodes as [CLS] [SEP], and a pair without its second text as
+                    // [CLS] a [SEP] [SEP]: queries unlike every entry the store was keyed with, which a retriever after this
+                    // step answered with neighbours all the same.
+                    _texts.RequireTexts(text, text2, input.Position, "SentenceEmbedding");
                     encoder.Encode([(text, text2)], embedding);
                     (cachedPosition, cachedText, cachedText2) = (input.Position, text, text2);
                 }

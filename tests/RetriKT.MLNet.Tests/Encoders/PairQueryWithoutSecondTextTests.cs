@@ -41,6 +41,11 @@ public class PairQueryWithoutSecondTextTests
         rows[2].Text2 = " ";
         var e = Assert.Throws<InvalidOperationException>(() => model.Transform(ml.Data.LoadFromEnumerable(rows)).GetColumn<int[]>("NeighborIds").ToList());
         Assert.Equal("SentenceEmbedding, row 2: this model reads sentence pairs (columns 'Text' and 'Text2'), so it needs a second text; found an empty one.", e.Message);
+        // The same for a first text the tokenizer reads as nothing: it was encoded as [CLS] [SEP] b [SEP].
+        rows[2].Text2 = rows[1].Text2;
+        rows[2].Text = "\u200B";
+        e = Assert.Throws<InvalidOperationException>(() => model.Transform(ml.Data.LoadFromEnumerable(rows)).GetColumn<int[]>("NeighborIds").ToList());
+        Assert.StartsWith("SentenceEmbedding, row 2: this model reads column 'Text', so it needs a text; found one of only whitespace", e.Message);
         using var engine = ml.Model.CreatePredictionEngine<PairRow, Neighbors>(model);
         e = Assert.Throws<InvalidOperationException>(() => engine.Predict(new PairRow { Text = rows[0].Text, Text2 = null }));
         Assert.EndsWith("this model reads sentence pairs (columns 'Text' and 'Text2'), so it needs a second text; found an empty one.", e.Message);
