@@ -183,8 +183,7 @@ public static class TeacherBuilder
             if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
             tokenizer = ByteLevelBpeTrainer.Train(sample.Where((_, i) => i % every == 0), settings.VocabSize, temp, minPairFrequency: 2, progress: null, cancellation);
             File.WriteAllText(Path.Combine(temp, "done"), "");
-            if (Directory.Exists(tokenizerDir)) Directory.Delete(tokenizerDir, recursive: true);
-            Directory.Move(temp, tokenizerDir);
+            AtomicFile.ReplaceDirectory(temp, tokenizerDir);
             tokenizer = TeacherTokenizer.Load(tokenizerDir);
         }
         log($"Tokenizer: {tokenizer.VocabSize} tokens ({clock.Elapsed.TotalSeconds:F0} s).");
@@ -253,8 +252,7 @@ public static class TeacherBuilder
                 : " on general text only; the task has no full training split here, so it was never taught the task."),
         };
         File.WriteAllText(Path.Combine(tempFinal, "done.json"), JsonSerializer.Serialize(done, new JsonSerializerOptions { WriteIndented = true }));
-        if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-        Directory.Move(tempFinal, final);
+        AtomicFile.ReplaceDirectory(tempFinal, final);
         log(string.Create(CultureInfo.InvariantCulture, $"Teacher ({task}): {model.ParameterCount:N0} parameters, built in {clock.Elapsed.TotalMinutes:F1} min → {final}"));
         return final;
     }
