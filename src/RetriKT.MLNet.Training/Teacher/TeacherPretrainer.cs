@@ -38,7 +38,10 @@ public sealed class TeacherPretrainerOptions
     public double GradientClipNorm = 1.0;
     /// <summary>Write a checkpoint to <see cref="CheckpointDirectory"/> every this many steps (and at the end); 0 only at the end. Default 0.</summary>
     public int CheckpointEvery;
-    /// <summary>Where checkpoints go (HF layout, loadable by <see cref="TeacherModel.Load"/>); null writes none. Default null.</summary>
+    /// <summary>
+    /// Where checkpoints go (HF layout, loadable by <see cref="TeacherModel.Load"/>); null writes none. One run at a time:
+    /// a run holds <see cref="TeacherPretrainer.LockFileName"/> there, and a second one fails naming the first. Default null.
+    /// </summary>
     public string? CheckpointDirectory;
     /// <summary>Seed of batch sampling; null uses the MLContext seed. Default null.</summary>
     public int? Seed;
@@ -58,6 +61,13 @@ public sealed class TeacherPretrainerOptions
 /// </summary>
 public sealed class TeacherPretrainer
 {
+    /// <summary>
+    /// The lock file a run holds in <see cref="TeacherPretrainerOptions.CheckpointDirectory"/> while it pretrains (with
+    /// "pretraining.lock.owner" beside it naming the process), so that a second run there fails instead of overwriting
+    /// the first one's checkpoints.
+    /// </summary>
+    public const string LockFileName = "pretraining.lock";
+
     private readonly IHostEnvironment _env;
     private readonly TeacherPretrainerOptions _options;
 
@@ -190,6 +200,11 @@ public sealed class TeacherPretrainer
         double smoothed = double.NaN, tailSum = 0;
         int tailFrom = o.Steps - Math.Max(1, o.Steps / 10) + 1;
         int firstStep = 1;
+        // Before the resume reads (and clears a stopped save from) the folder: a second run there would overwrite the
+        // first one's checkpoints step by step.
+        using var folderLock = o.CheckpointDirectory is { } lockedDir ? FolderLock.Acquire(lockedDir, LockFileName, Environment.CommandLine, owner =>
+            $"Another pretraining run ({owner}) is writing checkpoints in {Path.GetFullPath(lockedDir)}; two runs there would overwrite each other's " +
+            "checkpoints. Wait for it to finish, or give this run another TeacherPretrainerOptions.CheckpointDirectory.") : null;
         var resume = o.CheckpointDirectory is { } checkpointDir ? PretrainingResume.For(checkpointDir, o, host.Seed, tokens, weights, model) : null;
         if (resume is not null && o.Resume && resume.TryLoad(model, optimizer, host) is { } state)
         {

@@ -44,6 +44,38 @@ public sealed class PretrainingResumeTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Two runs in one checkpoint folder each overwrote the other's checkpoints (and the second cleared the first one's
+    /// save in progress as a stopped one); nothing stopped the second. A run now holds the folder's lock file while it
+    /// trains: a second fails at once naming the first, and runs once the first has let go.
+    /// </summary>
+    [SharedDataFact]
+    public void ASecondRunInTheSameCheckpointFolderFailsNamingTheFirst()
+    {
+        var texts = TeacherPretrainingTests.Reviews(80);
+        var dir = Path.Combine(Temp, "ckpt");
+        var (first, tokens) = Fresh(texts);
+        var (second, _) = Fresh(texts);
+        using (first)
+        using (second)
+        {
+            using var atStep2 = new ManualResetEventSlim();
+            using var goOn = new ManualResetEventSlim();
+            var progress = new SyncProgress(p => { if (p.Step == 2) { atStep2.Set(); goOn.Wait(); } });
+            var running = Task.Run(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(first, tokens, progress));
+            Assert.True(atStep2.Wait(TimeSpan.FromMinutes(1)), "the first run never reached step 2");
+            var refused = Assert.Throws<IOException>(() => new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(second, tokens));
+            Assert.StartsWith($"Another pretraining run (pid {Environment.ProcessId}, since ", refused.Message);
+            Assert.EndsWith($"is writing checkpoints in {dir}; two runs there would overwrite each other's checkpoints. Wait for it to finish, " +
+                            "or give this run another TeacherPretrainerOptions.CheckpointDirectory.", refused.Message);
+            goOn.Set();
+            running.GetAwaiter().GetResult();
+            Assert.False(File.Exists(Path.Combine(dir, TeacherPretrainer.LockFileName + ".owner")));
+            new TeacherPretrainer(new MLContext(seed: 1), Options(dir)).Train(second, tokens); // the finished run's checkpoint: nothing left to train
+            Assert.Equal(first.ContentHash, second.ContentHash);
+        }
+    }
+
     [SharedDataFact]
     public void AKilledRunResumesFromItsLastCheckpointAndEndsWithTheSameWeights()
     {
