@@ -16,39 +16,54 @@ using RetriKT.MLNet.Benchmarks;
 // `dotnet run -c Release -- decode-batches [--quick]`: 64 rows as one torch batch (the harness's extraction batch) vs four
 // batches of 16 (managed and torch), alternating rounds.
 // Anything else goes to BenchmarkDotNet (e.g. `-- --filter *TeacherGeneration*`).
-if (args.Length > 0 && args[0] == "ppo")
+// A bad argument or setting (BenchArgs) prints one line and exits 2, as the samples do.
+try
 {
-    RetriKT.MLNet.Benchmarks.SoftPrompt.PpoReport.Run(args.Contains("--quick"), args.Contains("--stories"));
-    return;
+    Dispatch(args);
+    return 0;
 }
-if (args.Length > 0 && args[0] == "blackbox")
+catch (BenchUsageException e)
 {
-    RetriKT.MLNet.Benchmarks.BlackBox.BlackBoxReport.Run(args.Contains("--quick"));
-    return;
+    Console.Error.WriteLine(e.Message);
+    return 2;
 }
-if (args.Length > 0 && args[0] == "search")
+
+static void Dispatch(string[] args)
 {
-    RetriKT.MLNet.Benchmarks.Retrieval.SearchSwitchReport.Run(args);
-    return;
+    if (args.Length > 0 && args[0] == "ppo")
+    {
+        RetriKT.MLNet.Benchmarks.SoftPrompt.PpoReport.Run(args.Contains("--quick"), args.Contains("--stories"));
+        return;
+    }
+    if (args.Length > 0 && args[0] == "blackbox")
+    {
+        RetriKT.MLNet.Benchmarks.BlackBox.BlackBoxReport.Run(args.Contains("--quick"));
+        return;
+    }
+    if (args.Length > 0 && args[0] == "search")
+    {
+        RetriKT.MLNet.Benchmarks.Retrieval.SearchSwitchReport.Run(args);
+        return;
+    }
+    if (args.Length > 0 && args[0] == "calibration")
+    {
+        RetriKT.MLNet.Benchmarks.Retrieval.CalibrationReport.Run(args);
+        return;
+    }
+    if (args.Length > 0 && args[0] == "softlabels")
+    {
+        RetriKT.MLNet.Benchmarks.Extraction.SoftLabelReport.Run(args.Contains("--quick"));
+        return;
+    }
+    if (args.Length > 0 && args[0] == "decode-batches")
+    {
+        DecodeBatchReport.Run(args.Contains("--quick"));
+        return;
+    }
+    if (args.Length > 0 && args[0] == "teacher")
+    {
+        TeacherReport.Run(args.Contains("--quick"));
+        return;
+    }
+    BenchmarkSwitcher.FromAssembly(typeof(TeacherReport).Assembly).Run(args);
 }
-if (args.Length > 0 && args[0] == "calibration")
-{
-    RetriKT.MLNet.Benchmarks.Retrieval.CalibrationReport.Run(args);
-    return;
-}
-if (args.Length > 0 && args[0] == "softlabels")
-{
-    RetriKT.MLNet.Benchmarks.Extraction.SoftLabelReport.Run(args.Contains("--quick"));
-    return;
-}
-if (args.Length > 0 && args[0] == "decode-batches")
-{
-    DecodeBatchReport.Run(args.Contains("--quick"));
-    return;
-}
-if (args.Length > 0 && args[0] == "teacher")
-{
-    TeacherReport.Run(args.Contains("--quick"));
-    return;
-}
-BenchmarkSwitcher.FromAssembly(typeof(TeacherReport).Assembly).Run(args);

@@ -58,7 +58,7 @@ public static class TeacherReport
     {
         TorchDevicesInit();
         // Set first: the bounds must be measured at the thread count the workloads run with.
-        if (Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") is { } threads) torch.set_num_threads(int.Parse(threads));
+        if (BenchArgs.Threads() is { } threads) torch.set_num_threads(threads);
         Console.WriteLine($"torch threads: {torch.get_num_threads()}, cores: {Environment.ProcessorCount}");
         double matmul = MatmulGflops(quick ? 5 : 20);
         double bandwidth = ReadBandwidthGBps(quick ? 5 : 20);
@@ -213,7 +213,7 @@ public static class DecodeBatchReport
     public static void Run(bool quick)
     {
         RetriKT.MLNet.Common.TorchDevices.EnsureNativeBackend();
-        if (Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") is { } threads) torch.set_num_threads(int.Parse(threads));
+        if (BenchArgs.Threads() is { } threads) torch.set_num_threads(threads);
         Console.WriteLine($"torch threads: {torch.get_num_threads()}, cores: {Environment.ProcessorCount}");
         using var model = TeacherModel.Create(TeacherShapes.Generation, null, seed: 1, new TeacherLoadOptions());
         Console.WriteLine($"generation model: {model.Config} ({model.ParameterCount:N0} params)");

@@ -15,7 +15,13 @@ using Microsoft.Extensions.Logging;
 using RetriKT.MLNet.Hosting;
 using RetriKT.WebApi;
 
-var options = Args.Parse(args);
+Args options;
+try { options = Args.Parse(args); }
+catch (ArgumentException e) // one line and exit 2 for a bad argument, as the samples do (int.Parse printed a stack trace)
+{
+    Console.Error.WriteLine(e.Message);
+    return 2;
+}
 var modelPath = options.Model ?? TrainDemoModel();
 var texts = LoadTexts();
 Console.WriteLine($"model {modelPath} ({new FileInfo(modelPath).Length} bytes); {texts.Length} distinct texts; " +
@@ -55,7 +61,7 @@ foreach (var (name, r) in new[] { ("direct pool.Predict x1", Median(r => r.D1)),
 Console.WriteLine($"HTTP/direct throughput at x{options.Clients}: {Median(r => r.HN).PerSecond / Median(r => r.DN).PerSecond:F3}; " +
                   $"p50 HTTP overhead at x1: {Median(r => r.H1).P50Us - Median(r => r.D1).P50Us:F0} us per request");
 await app.StopAsync();
-return;
+return 0;
 
 async Task Post(string text)
 {
@@ -117,7 +123,12 @@ internal sealed record Args(string? Model, int Clients, int Requests, double Max
     public static Args Parse(string[] args)
     {
         string? Get(string name) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault();
-        return new Args(Get("--model"), int.Parse(Get("--clients") ?? "32"), int.Parse(Get("--requests") ?? "20000"),
-            double.Parse(Get("--max-seconds") ?? "30", System.Globalization.CultureInfo.InvariantCulture));
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        int Count(string name, string fallback) =>
+            int.TryParse(Get(name) ?? fallback, System.Globalization.NumberStyles.Integer, invariant, out int n) && n >= 1 ? n
+                : throw new ArgumentException($"{name} must be a whole number >= 1, found '{Get(name)}'.");
+        double seconds = double.TryParse(Get("--max-seconds") ?? "30", System.Globalization.NumberStyles.Float, invariant, out double s) && s > 0 && double.IsFinite(s) ? s
+            : throw new ArgumentException($"--max-seconds must be a number of seconds > 0, found '{Get("--max-seconds")}'.");
+        return new Args(Get("--model"), Count("--clients", "32"), Count("--requests", "20000"), seconds);
     }
 }

@@ -31,7 +31,7 @@ public static class BlackBoxReport
     {
         var shared = BenchPaths.SharedRoot();
         var model = Path.Combine(shared, "models", "llama2c-stories260K", "stories260K.bin");
-        int threads = int.Parse(Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") ?? "1");
+        int threads = BenchArgs.Threads() ?? 1;
         Console.WriteLine($"cores: {Environment.ProcessorCount}, torch threads per server: {threads} (RETRIKT_BENCH_THREADS)");
         await using var one = await Serve(model, threads);
         await using var two = await Serve(model, threads);

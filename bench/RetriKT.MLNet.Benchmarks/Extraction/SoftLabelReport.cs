@@ -23,7 +23,7 @@ public static class SoftLabelReport
 
     public static void Run(bool quick)
     {
-        if (Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") is { } threads) torch.set_num_threads(int.Parse(threads));
+        if (BenchArgs.Threads() is { } threads) torch.set_num_threads(threads);
         // The harness's shipped SST-2 teacher, found and checked as the harness does.
         var (teacher, folder) = TeacherBuilder.LoadShipped(BenchPaths.RepoRoot(), "SST-2");
         using var teacherScope = teacher;

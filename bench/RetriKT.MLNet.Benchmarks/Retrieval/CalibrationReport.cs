@@ -20,8 +20,7 @@ internal static class CalibrationReport
     /// <summary>The report; <paramref name="args"/>: <c>--rows</c> a comma-separated list of store sizes.</summary>
     public static void Run(string[] args)
     {
-        int at = Array.IndexOf(args, "--rows");
-        int[] sizes = (at >= 0 && at + 1 < args.Length ? args[at + 1] : "5000,10000,30000").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        int[] sizes = (BenchArgs.Value(args, "--rows") ?? "5000,10000,30000").Split(',').Select(s => BenchArgs.Int("--rows", s)).ToArray();
         string shared = BenchPaths.SharedRoot();
         var encoder = ManagedBertSentenceEncoder.Load(Path.Combine(shared, "models", "hf-tiny-random-bert"));
         int d = encoder.Dimension;

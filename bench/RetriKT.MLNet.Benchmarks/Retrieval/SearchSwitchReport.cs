@@ -20,11 +20,11 @@ internal static class SearchSwitchReport
     /// <summary>The report; <paramref name="args"/>: <c>--quick</c> (up to 32k), <c>--d N</c> (one dimension), <c>--min N</c>, <c>--max N</c> (smallest, largest store).</summary>
     public static void Run(string[] args)
     {
-        string? Value(string name) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-        int max = args.Contains("--quick") ? 32_768 : int.Parse(Value("--max") ?? "262144", CultureInfo.InvariantCulture);
-        int min = int.Parse(Value("--min") ?? "0", CultureInfo.InvariantCulture);
+        string? Value(string name) => BenchArgs.Value(args, name);
+        int max = args.Contains("--quick") ? 32_768 : BenchArgs.Int("--max", Value("--max") ?? "262144");
+        int min = BenchArgs.Int("--min", Value("--min") ?? "0", min: 0);
         int[] sizes = new[] { 8_192, 16_384, 32_768, 65_536, 131_072, 262_144 }.Where(n => n >= min && n <= max).ToArray();
-        int[] dimensions = Value("--d") is { } one ? [int.Parse(one, CultureInfo.InvariantCulture)] : [48, 384];
+        int[] dimensions = Value("--d") is { } one ? [BenchArgs.Int("--d", one)] : [48, 384];
         Console.WriteLine($"# exact vs HNSW, k = {K}, {Queries} fresh queries, best of {Rounds} alternating rounds; {Environment.ProcessorCount} logical CPUs");
         Console.WriteLine("| d | store | HNSW build (s) | efSearch | recall@16 | exact (µs/query) | HNSW (µs/query) | exact / HNSW |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -20,7 +20,7 @@ public static class PpoReport
     public static void Run(bool quick, bool storiesOnly = false)
     {
         var shared = BenchPaths.SharedRoot();
-        if (Environment.GetEnvironmentVariable("RETRIKT_BENCH_THREADS") is { } threads) torch.set_num_threads(int.Parse(threads));
+        if (BenchArgs.Threads() is { } threads) torch.set_num_threads(threads);
         Console.WriteLine($"torch threads: {torch.get_num_threads()}, cores: {Environment.ProcessorCount}");
         var task = FewShotBenchmarks.Load(Path.Combine(shared, "data"), "SST-2", 13);
 
