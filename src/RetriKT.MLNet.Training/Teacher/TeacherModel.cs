@@ -31,6 +31,9 @@ public sealed class TeacherModel : IDisposable
 {
     private readonly CausalLMModule _module;
     private string? _contentHash;
+    // Every public use of the weights holds a use of this guard: Dispose freed them under another thread's forward pass,
+    // and the managed decoding steps, which read the parameters' storage by address, went on generating from freed memory.
+    private readonly SharedUseGuard _use = new();
 
     private TeacherModel(CausalLMModule module, TeacherConfig config, TeacherTokenizer? tokenizer, Device device, ScalarType dtype, bool trainable)
     {
@@ -51,19 +54,27 @@ public sealed class TeacherModel : IDisposable
     /// <summary>Parameter dtype.</summary>
     public ScalarType DType { get; }
     /// <summary>Number of parameters (a tied head counted once).</summary>
-    public long ParameterCount => _module.parameters().Sum(p => p.numel());
+    public long ParameterCount
+    {
+        get
+        {
+            using var use = _use.Enter(nameof(TeacherModel));
+            return _module.parameters().Sum(p => p.numel());
+        }
+    }
 
     /// <summary>Whether parameters take gradients (true for pretraining, false for a frozen teacher).</summary>
     public bool RequiresGrad
     {
-        get => _module.parameters().FirstOrDefault()?.requires_grad ?? false;
-        set { foreach (var p in _module.parameters()) p.requires_grad = value; }
+        get { using var use = _use.Enter(nameof(TeacherModel)); return _module.parameters().FirstOrDefault()?.requires_grad ?? false; }
+        set { using var use = _use.Enter(nameof(TeacherModel)); foreach (var p in _module.parameters()) p.requires_grad = value; }
     }
 
     /// <summary>The parameters, named as in Hugging Face checkpoints (for optimizers).</summary>
-    public IEnumerable<(string Name, Parameter Parameter)> NamedParameters() => _module.named_parameters();
+    public IEnumerable<(string Name, Parameter Parameter)> NamedParameters() => Module.named_parameters();
 
-    internal CausalLMModule Module => _module;
+    // The training paths (soft prompts, PPO, pretraining) that drive the module themselves.
+    internal CausalLMModule Module => _use.IsReleased ? throw new ObjectDisposedException(nameof(TeacherModel)) : _module;
 
     /// <summary>
     /// SHA-256 (hex) over the canonical config JSON and every parameter (name, dtype, shape, bytes, sorted by name): a
@@ -158,6 +169,7 @@ public sealed class TeacherModel : IDisposable
     public void SaveCheckpoint(string directory)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
+        using var use = _use.Enter(nameof(TeacherModel)); // before anything is written: a disposed teacher has no weights to write
         TeacherCheckpoints.Save(_module, Tokenizer, directory);
     }
 
@@ -181,6 +193,7 @@ public sealed class TeacherModel : IDisposable
     public Tensor Embed(Tensor tokenIds)
     {
         ArgumentNullException.ThrowIfNull(tokenIds);
+        using var use = _use.Enter(nameof(TeacherModel));
         if (tokenIds.dim() != 2) throw new ArgumentException($"tokenIds must be [B, T], found [{string.Join(",", tokenIds.shape)}].", nameof(tokenIds));
         if (tokenIds.numel() > 0)
         {
@@ -211,6 +224,7 @@ public sealed class TeacherModel : IDisposable
     public CausalLMOutput Forward(Tensor inputsEmbeds, Tensor? attentionMask = null, bool returnHiddenStates = false, int? logitsToKeep = null)
     {
         ArgumentNullException.ThrowIfNull(inputsEmbeds);
+        using var use = _use.Enter(nameof(TeacherModel));
         if (inputsEmbeds.dim() != 3 || inputsEmbeds.shape[2] != Config.HiddenSize)
             throw new ArgumentException($"inputsEmbeds must be [B, T, {Config.HiddenSize}], found [{string.Join(",", inputsEmbeds.shape)}].", nameof(inputsEmbeds));
         long b = inputsEmbeds.shape[0], t = inputsEmbeds.shape[1];
@@ -249,6 +263,7 @@ public sealed class TeacherModel : IDisposable
     public GenerationResult Generate(GenerationRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+        using var use = _use.Enter(nameof(TeacherModel));
         var prompts = PromptRows(request);
         int batch = prompts.Count;
         long prefixLength = PrefixLength(request.PrefixEmbeds, batch);
@@ -562,6 +577,7 @@ public sealed class TeacherModel : IDisposable
     private T[] InLengthBatches<T>(int count, Func<int, int> length, int batchSize, Func<int[], T[]> score,
         Action<int, int>? progress, CancellationToken cancellation)
     {
+        using var use = _use.Enter(nameof(TeacherModel));
         var result = new T[count];
         // Rows of similar length share a pass, so a batch pads to a length close to its own rows'.
         var order = Enumerable.Range(0, count).OrderBy(length).ToArray();
@@ -635,6 +651,7 @@ public sealed class TeacherModel : IDisposable
     public Tensor ContinuationLogLikelihood(IReadOnlyList<int[]> prefixIds, IReadOnlyList<int[]> continuationIds, Tensor? prefixEmbeds = null)
     {
         ArgumentNullException.ThrowIfNull(prefixIds); ArgumentNullException.ThrowIfNull(continuationIds);
+        using var use = _use.Enter(nameof(TeacherModel));
         if (prefixIds.Count != continuationIds.Count || prefixIds.Count == 0)
             throw new ArgumentException($"Need as many prefixes as continuations (at least one); found {prefixIds.Count} and {continuationIds.Count}.");
         int n = prefixIds.Count;
@@ -705,6 +722,7 @@ public sealed class TeacherModel : IDisposable
 
     private string ComputeHash()
     {
+        using var use = _use.Enter(nameof(TeacherModel));
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         sha.AppendData(Encoding.UTF8.GetBytes(Config.ToHuggingFaceJson().ToJsonString()));
         foreach (var (name, p) in _module.named_parameters().OrderBy(p => p.name, StringComparer.Ordinal))
@@ -719,6 +737,9 @@ public sealed class TeacherModel : IDisposable
         return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 
-    /// <summary>Releases the model's tensors.</summary>
-    public void Dispose() => _module.Dispose();
+    /// <summary>
+    /// Releases the model's tensors once the calls in flight on other threads (generation, scoring, forward passes) have
+    /// finished; later calls throw <see cref="ObjectDisposedException"/>. Idempotent.
+    /// </summary>
+    public void Dispose() => _use.Release(_module.Dispose);
 }
