@@ -41,7 +41,10 @@ public static class TeacherServerApp
         var device = TorchDevices.Resolve(options.GpuDeviceId, options.FallbackToCpu, warning => Console.Error.WriteLine(warning));
         var teacher = TeacherModel.Load(options.ModelPath, new TeacherLoadOptions { Device = device });
         builder.Services.AddSingleton(options);
-        builder.Services.AddSingleton(new GenerationBatcher(teacher, options));
+        // Created by the container, so that disposing the host disposes it (its loop, then the teacher): an instance
+        // handed in ready-made is never disposed by the container, and a host disposed in a process that goes on kept the
+        // teacher's weights and a batching loop that still generated.
+        builder.Services.AddSingleton(_ => new GenerationBatcher(teacher, options));
         var app = builder.Build();
         var batcher = app.Services.GetRequiredService<GenerationBatcher>();
         if (options.WarmUp) batcher.GenerateAsync(batcher.Encode("Once upon a time"), new SamplingKey(1, 1, 4, "", 1), 2, 2, default).GetAwaiter().GetResult();
