@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Microsoft.ML;
@@ -51,18 +50,19 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
             throw new FileNotFoundException(Directory.Exists(_filePath)
                 ? $"Model file '{_filePath}' is a folder; expected a model.zip file." // "does not exist" sent users looking for a file that is there
                 : $"Model file '{_filePath}' does not exist.", _filePath);
-        byte[] bytes;
+        long length;
         lock (_reloadLock)
         {
             // Watching starts before the read: a file replaced while the first model loads (seconds for a big one)
             // is reloaded once this load is done (the reload waits for the lock) instead of being missed.
             if (watchFile) StartWatching();
             _readStamp = Stamp();
-            bytes = ReadModelFile();
-            _model = LoadModel(bytes);
-            _modelHash = SHA256.HashData(bytes);
+            using var snapshot = ReadModelFile();
+            _model = LoadModel(snapshot);
+            _modelHash = snapshot.Sha256;
+            length = snapshot.Length;
         }
-        _logger.LogInformation("Loaded model file '{Path}' ({Bytes} bytes).", _filePath, bytes.Length);
+        _logger.LogInformation("Loaded model file '{Path}' ({Bytes} bytes).", _filePath, length);
     }
 
     private void StartWatching()
@@ -153,19 +153,19 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
                     _logger.LogWarning("Model file '{Path}' disappeared; the loaded model keeps serving.", _filePath);
                     return;
                 }
-                var bytes = ReadModelFile();
-                var hash = SHA256.HashData(bytes);
+                using var snapshot = ReadModelFile();
+                var hash = snapshot.Sha256;
                 if (hash.AsSpan().SequenceEqual(_modelHash))
                 {
                     Volatile.Write(ref _lastLoadError, null);   // the serving model's file is back
                     _logger.LogDebug("Model file '{Path}' changed on disk but its content did not; not reloading.", _filePath);
                     return;
                 }
-                var model = LoadModel(bytes);
+                var model = LoadModel(snapshot);
                 Volatile.Write(ref _model, model);
                 Volatile.Write(ref _lastLoadError, null);
                 _modelHash = hash;
-                _logger.LogInformation("Reloaded model file '{Path}' ({Bytes} bytes).", _filePath, bytes.Length);
+                _logger.LogInformation("Reloaded model file '{Path}' ({Bytes} bytes).", _filePath, snapshot.Length);
             }
             catch (Exception ex)
             {
@@ -188,14 +188,15 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
         }
     }
 
-    private byte[] ReadModelFile()
+    private ModelSnapshot ReadModelFile()
     {
         // Reading the whole file first gives a consistent snapshot: a later rename onto the path cannot mix two models.
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                return File.ReadAllBytes(_filePath);
+                using var file = new FileStream(_filePath, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+                return ModelSnapshot.CopyAsync(file, CancellationToken.None).GetAwaiter().GetResult();
             }
             catch (IOException) when (attempt < OpenAttempts && File.Exists(_filePath))
             {
@@ -204,18 +205,18 @@ internal sealed class FileModelLoader : ModelLoader, IDisposable
         }
     }
 
-    private ITransformer LoadModel(byte[] bytes)
+    private ITransformer LoadModel(ModelSnapshot snapshot)
     {
         try
         {
-            using var stream = new MemoryStream(bytes, writable: false);
+            using var stream = snapshot.Open();
             ModelZip.Verify(stream, name: null);   // ML.NET does not check the zip's CRC: a damaged part would load as another model
             stream.Position = 0;
             return _mlContext.Model.Load(stream, out _);
         }
         catch (Exception ex)
         {
-            throw new InvalidDataException($"Model file '{_filePath}' ({bytes.Length} bytes) is not a loadable ML.NET model: {ModelZip.Describe(ex)}", ex);
+            throw new InvalidDataException($"Model file '{_filePath}' ({snapshot.Length} bytes) is not a loadable ML.NET model: {ModelZip.Describe(ex)}", ex);
         }
     }
 

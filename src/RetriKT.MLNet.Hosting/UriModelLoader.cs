@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Http.Headers;
-using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Microsoft.ML;
@@ -106,8 +105,11 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
         }
         if (!response.IsSuccessStatusCode)
             throw new HttpRequestException($"GET {_uri} answered {(int)response.StatusCode} {response.ReasonPhrase}.", null, response.StatusCode);
-        var bytes = await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
-        var hash = SHA256.HashData(bytes);
+        ModelSnapshot snapshot;
+        await using (var body = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false))
+            snapshot = await ModelSnapshot.CopyAsync(body, cancellationToken).ConfigureAwait(false);
+        using var held = snapshot;
+        var hash = snapshot.Sha256;
         var etag = response.Headers.ETag;
         var lastModified = response.Content.Headers.LastModified;
         if (hash.AsSpan().SequenceEqual(_modelHash))
@@ -123,7 +125,7 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
         ITransformer model;
         try
         {
-            using var stream = new MemoryStream(bytes, writable: false);
+            using var stream = snapshot.Open();
             ModelZip.Verify(stream, name: null);   // ML.NET does not check the zip's CRC: a damaged part would load as another model
             stream.Position = 0;
             model = _mlContext.Model.Load(stream, out _);
@@ -134,7 +136,7 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
             _etag = etag;
             _lastModified = lastModified;
             _validatorsAreServing = false;
-            throw new InvalidDataException($"Model '{_uri}' ({bytes.Length} bytes, ETag {etag}) is not a loadable ML.NET model: {ModelZip.Describe(ex)}", ex);
+            throw new InvalidDataException($"Model '{_uri}' ({snapshot.Length} bytes, ETag {etag}) is not a loadable ML.NET model: {ModelZip.Describe(ex)}", ex);
         }
         lock (_reloadLock)
         {
@@ -144,7 +146,7 @@ internal sealed class UriModelLoader : ModelLoader, IDisposable
         _etag = etag;
         _lastModified = lastModified;
         _validatorsAreServing = true;
-        _logger.LogInformation("Downloaded model '{Uri}' ({Bytes} bytes, ETag {ETag}).", _uri, bytes.Length, etag?.Tag ?? "none");
+        _logger.LogInformation("Downloaded model '{Uri}' ({Bytes} bytes, ETag {ETag}).", _uri, snapshot.Length, etag?.Tag ?? "none");
         if (etag is null && lastModified is null)
             _logger.LogWarning("Model '{Uri}' has neither ETag nor Last-Modified: every poll downloads it whole.", _uri);
         return true;
