@@ -94,11 +94,9 @@ public static class TeacherServerApp
         ParsedRequest request;
         try
         {
-            var body = await JsonNode.ParseAsync(http.Request.Body, cancellationToken: http.RequestAborted) as JsonObject
-                ?? throw new BadRequest("The request body must be a JSON object.", null);
-            request = Parse(body, batcher, options, chat);
+            using var document = await JsonDocument.ParseAsync(http.Request.Body, cancellationToken: http.RequestAborted);
+            request = Parse(RequestObject(document.RootElement), batcher, options, chat);
         }
-        // ArgumentException: a JSON object with a key twice ("n": 1, "n": 2) fails there.
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
             await Error(http, TooLarge(null), null, e.StatusCode);
@@ -198,6 +196,43 @@ public static class TeacherServerApp
     /// character escaped in JSON as <c>\uXXXX</c>), plus 64 KiB for the other fields.
     /// </summary>
     private static long MaxRequestBodyBytes(TeacherModel teacher) => 256L * teacher.Config.MaxPositions + 65536;
+
+    /// <summary>
+    /// The request body as a JSON object. A key given twice (<c>"n": 1, "n": 2</c>) is refused naming the parameter that
+    /// holds it: which value the client meant is a guess, and System.Text.Json's object answered it with a bare
+    /// "An item with the same key has already been added" and no parameter.
+    /// </summary>
+    private static JsonObject RequestObject(JsonElement root)
+    {
+        if (root.ValueKind != JsonValueKind.Object) throw new BadRequest("The request body must be a JSON object.", null);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var property in root.EnumerateObject())
+        {
+            if (!seen.Add(property.Name)) throw new BadRequest($"'{property.Name}' is given twice.", property.Name);
+            if (RepeatedKey(property.Value) is { } key) throw new BadRequest($"'{property.Name}' holds the key '{key}' twice.", property.Name);
+        }
+        return JsonObject.Create(root.Clone())!;
+    }
+
+    /// <summary>The first key that an object in <paramref name="value"/> (at any depth) holds twice, or null.</summary>
+    private static string? RepeatedKey(JsonElement value)
+    {
+        switch (value.ValueKind)
+        {
+            case JsonValueKind.Object:
+                var seen = new HashSet<string>(StringComparer.Ordinal);
+                foreach (var property in value.EnumerateObject())
+                    if (!seen.Add(property.Name)) return property.Name;
+                    else if (RepeatedKey(property.Value) is { } inner) return inner;
+                return null;
+            case JsonValueKind.Array:
+                foreach (var item in value.EnumerateArray())
+                    if (RepeatedKey(item) is { } inner) return inner;
+                return null;
+            default:
+                return null;
+        }
+    }
 
     private static ParsedRequest Parse(JsonObject body, GenerationBatcher batcher, TeacherServerOptions options, bool chat)
     {

@@ -239,7 +239,7 @@ public class TeacherServerTests(SharedTeacherServer shared)
         Assert.Equal("The model 'gpt-4o' does not exist here; this server serves 'stories260K'.", error);
         (status, error) = await PostRaw(http, "/v1/chat/completions", """{"messages":[{"role":"user","content":"Hi"}],"n":1,"n":2}""");
         Assert.Equal(HttpStatusCode.BadRequest, status);
-        Assert.Contains("Key: n", error);
+        Assert.Equal("'n' is given twice.", error);
         (status, error) = await PostRaw(http, "/v1/completions", """{"prompt":"Hi","n":1.7}""");
         Assert.Equal(HttpStatusCode.BadRequest, status);
         Assert.Equal("'n' must be a whole number, found 1.7.", error);
@@ -261,7 +261,8 @@ public class TeacherServerTests(SharedTeacherServer shared)
     /// What OpenAI's clients meet in a request they got wrong: status 400 and OpenAI's error object naming the parameter,
     /// never a 500 or a value quietly replaced by its default. Among them: a body that is no JSON or no object, a missing
     /// or malformed <c>messages</c>/<c>prompt</c>, values of the wrong JSON type (a number sent as a string or in an
-    /// array used to fall back to the default unnoticed), values out of range, and a prompt longer than the context.
+    /// array used to fall back to the default unnoticed), values out of range, a key given twice (answered with .NET's
+    /// "An item with the same key has already been added" and no parameter), and a prompt longer than the context.
     /// </summary>
     [SharedDataFact]
     public async Task MalformedMistypedAndOutOfRangeRequestsAre400sNamingTheParameter()
@@ -297,6 +298,8 @@ public class TeacherServerTests(SharedTeacherServer shared)
             ("/v1/chat/completions", "{" + m + ",\"stream\":\"true\"}", "stream", null),
             ("/v1/chat/completions", "{" + m + ",\"stream_options\":true}", "stream_options", null),
             ("/v1/chat/completions", "{" + m + ",\"model\":5}", "model", null),
+            ("/v1/chat/completions", "{" + m + ",\"n\":1,\"n\":2}", "n", "'n' is given twice."),
+            ("/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"role\":\"system\",\"content\":\"Hi\"}]}", "messages", "'messages' holds the key 'role' twice."),
             ("/v1/completions", "{}", "prompt", null),
             ("/v1/completions", "{\"prompt\":5}", "prompt", null),
             ("/v1/completions", "{\"prompt\":\"Hi\",\"logprobs\":21}", "logprobs", null),
