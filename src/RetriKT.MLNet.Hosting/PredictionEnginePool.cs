@@ -286,7 +286,20 @@ public class PredictionEnginePool<TData, TPrediction> : IDisposable
                 var firstToken = loader.GetReloadToken();
                 try
                 {
-                    _current = CreateGeneration(loader.GetModel(), 1);
+                    var model = loader.GetModel();
+                    try
+                    {
+                        _current = CreateGeneration(model, 1);
+                    }
+                    // ML.NET refuses a model whose input columns TData does not give (a 'Label' it reads, a Text of another
+                    // type) with an ArgumentException naming its own parameter ('inputSchema'), which reads as the
+                    // caller's mistake: the web API sample took it for a bad switch (exit code 2). It is the model that
+                    // does not fit, as a reload says.
+                    catch (ArgumentException ex)
+                    {
+                        throw new InvalidOperationException(
+                            $"The model does not fit {typeof(TData).Name} -> {typeof(TPrediction).Name}: {ModelZip.Describe(ex)}", ex);
+                    }
                 }
                 catch
                 {

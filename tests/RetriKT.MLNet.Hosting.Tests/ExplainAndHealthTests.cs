@@ -177,6 +177,37 @@ public class ExplainAndHealthTests
     }
 
     /// <summary>
+    /// A model that reads a column the server does not give (a student saved with its training pipeline, whose
+    /// MapValueToKey reads Label) was refused by ML.NET with an ArgumentException, which the server took for a bad
+    /// switch: exit code 2 and "Could not find input column 'Label' (Parameter 'inputSchema')". It is a model that
+    /// cannot be served (SERVING.md: wrong schema, exit code 1): one line saying that it does not fit, exit code 1.
+    /// </summary>
+    [SharedDataFact]
+    public void AModelThatReadsAColumnTheServerDoesNotGiveAtStartUp_EndsTheProcessWithOneLineAndExitCodeOne()
+    {
+        using var dir = new TempDir();
+        var ml = new MLContext(seed: 1);
+        var rows = File.ReadAllLines(SharedData.Path("data", "SST-2", "k-shot", "16-13", "train.tsv")).Skip(1)
+            .Select(l => l.Split('\t')).Select(f => new LabelledText { Text = f[0], Label = f[1] }).ToList();
+        var data = ml.Data.LoadFromEnumerable(rows);
+        var training = ml.Transforms.Conversion.MapValueToKey("Label")
+            .Append(ml.MulticlassClassification.Trainers.RetrievalClassifier(new RetrievalClassifierTrainer.Options
+            {
+                Epochs = 1, HiddenSize = 16, Layers = 1, Heads = 2, MaxLength = 24, NeighborCount = 4, Seed = 1,
+            }))
+            .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
+        var path = dir.File("with-label-step.zip");
+        using (var model = training.Fit(data)) ml.Model.Save(model, data.Schema, path);
+
+        var (code, error) = RunWebApi(["--ModelPath", path, "--urls", "http://127.0.0.1:0"]);
+        var lines = error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(code == 1, $"exit code {code}: {error}");
+        Assert.True(lines.Length == 1, $"expected one line on stderr, found {lines.Length}:\n{error}");
+        Assert.StartsWith("error: The model does not fit TextInput -> TextPrediction: ", lines[0]);
+        Assert.Contains("'Label'", lines[0]);
+    }
+
+    /// <summary>
     /// A misspelt switch (<c>--ModlePath</c>) was taken by ASP.NET's configuration and skipped by binding, so the server
     /// started on appsettings.json's model.zip, a model found in the working folder, without a word. It now ends with one
     /// line naming the switch and exit code 2; the host's own switches (--urls, --Logging:...) and the Serving section's
