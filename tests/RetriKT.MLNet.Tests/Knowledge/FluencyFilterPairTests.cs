@@ -2,6 +2,7 @@ using RetriKT.MLNet.Knowledge.Extraction;
 using RetriKT.MLNet.SoftPrompt;
 using RetriKT.MLNet.Tests.Infrastructure;
 using RetriKT.Samples.Data;
+using TorchSharp;
 
 namespace RetriKT.MLNet.Tests.Knowledge;
 
@@ -55,7 +56,8 @@ public sealed class FluencyFilterPairTests
         Assert.All(filter.MeanTokenNll(pairs), v => Assert.True(double.IsFinite(v), $"a real pair scored {v}"));
         int poisoned = teacher.Tokenizer!.EncodeContinuation(" zebra")[0];
         var embeddings = teacher.NamedParameters().First(p => p.Name.EndsWith("embed_tokens.weight", StringComparison.Ordinal)).Parameter;
-        using (TorchSharp.torch.no_grad()) embeddings[poisoned].fill_(double.NaN);
+        using var nan = double.NaN.ToScalar(); // held, not a temporary (HeldScalarTests)
+        using (TorchSharp.torch.no_grad()) embeddings[poisoned].fill_(nan);
         Assert.All(filter.MeanTokenNll([(pairs[0].Text, "The zebra said so ."), pairs[1]]), v => Assert.Equal(double.PositiveInfinity, v));
     }
 }
