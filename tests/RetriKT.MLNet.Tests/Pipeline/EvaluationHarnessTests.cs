@@ -403,7 +403,7 @@ public sealed class EvaluationHarnessTests : IDisposable
     /// its own), 1,024 per label. CB and BoolQ have no few-shot seeds: their rows are the seed-less ones. SST-2's
     /// seed-13 sweeps, its 8,192-per-label sweeps (seed 21 only) and its bagged-mix row are checked too. The pair tasks'
     /// store rows are keyed anew again for the variants of 2026-12-07 (a pair's second text varies), so they differ from
-    /// the table's keys too.
+    /// the table's keys too, except MRPC's, which were measured again with them (2026-12-08) and carry today's keys.
     /// </summary>
     [SharedDataTheory]
     [InlineData("SST-2", "results-2026-12-06-sst2-stores-before-mending.jsonl", 1500, null, null)]
@@ -431,11 +431,12 @@ public sealed class EvaluationHarnessTests : IDisposable
         string[] sweeps = task == "SST-2" ? [.. Rows.Sweeps.Where(r => Rows.SweptStoreSize(r) != 4096), Rows.RetriKTBagged] : [];
         // A pair's variants vary its second text since 2026-12-07 (its first before): a pair task's store rows, which all add
         // variants, are keyed anew once more and run again; SST-2's vary the same text as before and keep the table's keys.
-        bool variantsChanged = global::RetriKT.Samples.Data.FewShotBenchmarks.Describe(task).Template.IsPair;
+        // MRPC's store rows were measured again with the new variants, so the table holds today's keys for them.
+        bool tableHasOldKeys = global::RetriKT.Samples.Data.FewShotBenchmarks.Describe(task).Template.IsPair && task != "MRPC";
         foreach (var row in new[] { Rows.StoreOnlyStudent, Rows.RetriKT, Rows.StoreOnlyPpo, Rows.RetriKTPpo, Rows.StoreOnlyMiniLM, Rows.RetriKTMiniLM }.Concat(sweeps))
         {
             Assert.NotEqual(before[row], harness.ConfigKeyOf(task, row));
-            if (variantsChanged) Assert.NotEqual(table[row], harness.ConfigKeyOf(task, row));
+            if (tableHasOldKeys) Assert.NotEqual(table[row], harness.ConfigKeyOf(task, row));
             else Assert.Equal(table[row], harness.ConfigKeyOf(task, row));
         }
     }
