@@ -12,12 +12,13 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using RetriKT.MLNet.Benchmarks;
 using RetriKT.MLNet.Hosting;
 using RetriKT.WebApi;
 
 Args options;
 try { options = Args.Parse(args); }
-catch (ArgumentException e) // one line and exit 2 for a bad argument, as the samples do (int.Parse printed a stack trace)
+catch (BenchUsageException e) // one line and exit 2 for a bad argument, as the samples do (int.Parse printed a stack trace)
 {
     Console.Error.WriteLine(e.Message);
     return 2;
@@ -122,13 +123,10 @@ internal sealed record Args(string? Model, int Clients, int Requests, double Max
 {
     public static Args Parse(string[] args)
     {
-        string? Get(string name) => args.SkipWhile(a => a != name).Skip(1).FirstOrDefault();
-        var invariant = System.Globalization.CultureInfo.InvariantCulture;
-        int Count(string name, string fallback) =>
-            int.TryParse(Get(name) ?? fallback, System.Globalization.NumberStyles.Integer, invariant, out int n) && n >= 1 ? n
-                : throw new ArgumentException($"{name} must be a whole number >= 1, found '{Get(name)}'.");
-        double seconds = double.TryParse(Get("--max-seconds") ?? "30", System.Globalization.NumberStyles.Float, invariant, out double s) && s > 0 && double.IsFinite(s) ? s
-            : throw new ArgumentException($"--max-seconds must be a number of seconds > 0, found '{Get("--max-seconds")}'.");
-        return new Args(Get("--model"), Count("--clients", "32"), Count("--requests", "20000"), seconds);
+        string? Get(string name) => BenchArgs.Value(args, name);
+        double seconds = double.TryParse(Get("--max-seconds") ?? "30", System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture,
+            out double s) && s > 0 && double.IsFinite(s) ? s
+            : throw new BenchUsageException($"--max-seconds must be a number of seconds > 0, found '{Get("--max-seconds")}'.");
+        return new Args(Get("--model"), BenchArgs.Int("--clients", Get("--clients") ?? "32"), BenchArgs.Int("--requests", Get("--requests") ?? "20000"), seconds);
     }
 }
